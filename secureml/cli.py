@@ -1,2 +1,61 @@
-def main(argv=None):
-    print("secureml")
+"""The ``secureml`` command line.
+
+Each sub-command lives in its own module under :mod:`secureml.commands` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the parsed
+arguments and returning an exit code. Modules are discovered automatically, so a new command is a
+new file, and a missing optional dependency disables only the commands that need it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from typing import Sequence
+
+from secureml import __version__
+from secureml.errors import SecureMLError
+
+log = logging.getLogger("secureml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secureml",
+        description="Double-blind KRR prediction of molecular properties, and leakage measurement.",
+    )
+    parser.add_argument("--version", action="version", version=f"secureml {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import secureml.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"secureml.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except SecureMLError as exc:
+        # User-facing failures (bad input, protocol errors) get one clear line, not a traceback.
+        print(f"secureml {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
