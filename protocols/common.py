@@ -1,0 +1,109 @@
+"""Types shared by every two-party engine (OT-based, FHE, CrypTen, generic MPC, plaintext).
+
+Every engine answers the same question -- "predict this query with that kernel model" -- and
+reports its cost in the same :class:`CostReport`, so benchmarks can put engines side by side.
+"""
+from __future__ import annotations
+
+import resource
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from secureml.errors import ModelError
+
+
+@dataclass
+class KernelModelParams:
+    """The arrays of an exact KRR model, as the model owner holds them.
+
+    prediction(q) = y_offset + sum_i dual_coef[i] * k(X_train[i], q), with
+    k = exp(-||x - q||_2^2 / (2 sigma^2)) ("gaussian") or exp(-||x - q||_1 / sigma) ("laplacian").
+    """
+
+    X_train: np.ndarray
+    dual_coef: np.ndarray
+    y_offset: float
+    kernel: str
+    sigma: float
+
+    def __post_init__(self) -> None:
+        self.X_train = np.ascontiguousarray(self.X_train, dtype=np.float64)
+        self.dual_coef = np.ascontiguousarray(self.dual_coef, dtype=np.float64).ravel()
+        if self.X_train.ndim != 2 or self.X_train.shape[0] != self.dual_coef.shape[0]:
+            raise ModelError(
+                f"X_train {self.X_train.shape} and dual_coef {self.dual_coef.shape} do not match"
+            )
+        if self.kernel not in ("gaussian", "laplacian"):
+            raise ModelError(f"unknown kernel {self.kernel!r} (gaussian or laplacian)")
+        if not np.isfinite(self.X_train).all() or not np.isfinite(self.dual_coef).all():
+            raise ModelError("model arrays contain NaN or inf")
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X_train.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    def predict(self, Q: np.ndarray) -> np.ndarray:
+        """Plaintext reference prediction, chunked over training points (float64)."""
+        Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
+        out = np.full(Q.shape[0], float(self.y_offset))
+        for start in range(0, self.n_train, 4096):
+            X = self.X_train[start : start + 4096]
+            if self.kernel == "gaussian":
+                d = (
+                    (Q * Q).sum(1)[:, None]
+                    - 2.0 * Q @ X.T
+                    + (X * X).sum(1)[None, :]
+                )
+                K = np.exp(-np.maximum(d, 0.0) / (2.0 * self.sigma**2))
+            else:
+                d = np.abs(Q[:, None, :] - X[None, :, :]).sum(-1)
+                K = np.exp(-d / self.sigma)
+            out += K @ self.dual_coef[start : start + 4096]
+        return out
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> "KernelModelParams":
+        """Build from a fitted :class:`secureml.models.krr.KernelRidge`-like estimator."""
+        return cls(
+            X_train=est.X_fit_,
+            dual_coef=est.dual_coef_,
+            y_offset=float(est.y_offset_),
+            kernel=est.kernel,
+            sigma=float(est.sigma),
+        )
+
+
+@dataclass
+class CostReport:
+    """What one protocol run cost one party (or both, summed where said)."""
+
+    engine: str
+    wall_s: float = 0.0  # whole run, set-up included
+    offline_s: float = 0.0  # input-independent preprocessing (base OTs, OT extension, keys)
+    online_s: float = 0.0  # input-dependent phase
+    bytes_sent: int = 0  # by the party that reports
+    bytes_received: int = 0
+    rounds: int = 0
+    offline_bytes: int = 0  # of the traffic above, how much was preprocessing
+    peak_rss_mb: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes_sent + self.bytes_received
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_bytes"] = self.total_bytes
+        return d
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
