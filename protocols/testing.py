@@ -1,0 +1,94 @@
+"""Helpers for running both parties of a protocol in one process (tests, notebooks, docs).
+
+:func:`run_two_party` runs ``fn0(Party(role 0))`` and ``fn1(Party(role 1))`` in two threads over
+an in-process channel pair (framed and counted exactly like TCP) and returns both results.
+Not for production use: both parties live in the same process and trust each other's memory.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from protocols.party import Party
+
+
+class TwoPartyResult(tuple):
+    """``(result0, result1)`` plus the two parties (for traffic counters and transcripts)."""
+
+    parties: tuple[Party, Party]
+
+
+def run_two_party(
+    fn0: Callable[[Party], Any],
+    fn1: Callable[[Party], Any],
+    *,
+    seed: int | None = None,
+    timeout: float = 60.0,
+    record: bool = False,
+    setup: Callable[[Party], None] | None = None,
+) -> TwoPartyResult:
+    """Run ``fn0`` as party 0 and ``fn1`` as party 1 concurrently; return ``(r0, r1)``.
+
+    ``seed`` makes both parties' randomness reproducible (insecure, tests only); ``record``
+    starts a raw-frame transcript on both channels (``result.parties[i].ch.transcript``);
+    ``setup`` is called on each party before its function (e.g. to install a provider).
+    If one side raises, its channel is closed so the other side fails promptly instead of
+    waiting for the timeout; the first exception is re-raised.
+    """
+    from protocols.transport import local_channel_pair
+
+    c0, c1 = local_channel_pair(timeout=timeout)
+    if record:
+        c0.record()
+        c1.record()
+    parties = (
+        Party(c0, 0, seed=None if seed is None else seed),
+        Party(c1, 1, seed=None if seed is None else seed),
+    )
+    results: list[Any] = [None, None]
+    errors: list[BaseException | None] = [None, None]
+
+    def body(i: int, fn: Callable[[Party], Any]) -> None:
+        try:
+            if setup is not None:
+                setup(parties[i])
+            results[i] = fn(parties[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors[i] = exc
+            parties[i].ch.close()
+
+    threads = [
+        threading.Thread(target=body, args=(i, fn), daemon=True, name=f"party{i}")
+        for i, fn in enumerate((fn0, fn1))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30.0)
+    if any(t.is_alive() for t in threads):
+        c0.close()
+        c1.close()
+        raise TimeoutError("two-party run did not finish")
+    # Prefer the error that happened first (the other side's is usually PeerDisconnected).
+    from protocols.transport import PeerDisconnected
+
+    real = [e for e in errors if e is not None and not isinstance(e, PeerDisconnected)]
+    if real:
+        raise real[0]
+    if errors[0] is not None or errors[1] is not None:
+        raise errors[0] if errors[0] is not None else errors[1]  # type: ignore[misc]
+    out = TwoPartyResult((results[0], results[1]))
+    out.parties = parties
+    return out
+
+
+def install_test_dealer(seed: int = 1234) -> Callable[[Party], None]:
+    """A ``setup`` callback for :func:`run_two_party` that gives both parties the (insecure,
+    tests-only) :class:`~protocols.providers.TrustedDealerProviderForTests`."""
+    from protocols.providers import TrustedDealerProviderForTests
+
+    def setup(p: Party) -> None:
+        p.provider = TrustedDealerProviderForTests(p, seed=seed, enable=True)
+
+    return setup
