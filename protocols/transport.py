@@ -1,0 +1,530 @@
+"""Message transport for the two-party protocols: framed byte channels that count their traffic.
+
+A :class:`Channel` carries *frames*: a 4-byte big-endian length followed by that many payload
+bytes.  On top of frames it offers raw messages (:meth:`Channel.send` / :meth:`Channel.recv`),
+numpy arrays (a small header with dtype and shape, then the raw bytes split into frames of at most
+``max_frame`` bytes) and JSON objects.  Two implementations share all of that logic:
+
+* :class:`TCPChannel` -- a socket (optionally TLS-wrapped) between two processes, ``TCP_NODELAY``;
+  create it with :func:`connect` (client) or :meth:`TCPChannel.accept` (server, on a socket from
+  :func:`listen`).
+* :func:`local_channel_pair` -- two in-process endpoints joined by thread-safe queues, for unit
+  tests; it frames and counts exactly like TCP, so traffic figures measured in tests are real.
+
+Every failure is a :class:`secureml.errors.ProtocolError` subclass: :class:`PeerDisconnected`,
+:class:`FrameTooLarge`, :class:`MalformedMessage`, :class:`ProtocolTimeout` (and
+:class:`ConnectFailed` when no connection can be made).  After a framing error the stream position
+is unknown, so the channel closes itself; any later call raises :class:`PeerDisconnected`.
+
+Traffic counters (per endpoint): ``bytes_sent`` / ``bytes_received`` include the 4-byte frame
+prefixes and array headers, ``messages_sent`` counts logical messages (one per ``send*`` call), and
+``rounds`` is the number of direction changes (send after receive or receive after send) plus one.
+
+Threat model: the transport adds no secrecy of its own; use TLS (``ssl_context``) when the link is
+not trusted.  Peers are untrusted for *robustness*: no length, dtype or shape from the wire is
+believed before it is checked against local limits.
+"""
+from __future__ import annotations
+
+import json
+import queue
+from abc import ABC, abstractmethod
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from secureml.errors import ProtocolError
+
+__all__ = [
+    "Channel",
+    "TCPChannel",
+    "LocalChannel",
+    "connect",
+    "listen",
+    "local_channel_pair",
+    "PeerDisconnected",
+    "FrameTooLarge",
+    "MalformedMessage",
+    "ProtocolTimeout",
+    "ConnectFailed",
+    "DEFAULT_MAX_FRAME",
+]
+
+DEFAULT_MAX_FRAME = 64 << 20
+DEFAULT_MAX_MESSAGE = 2 << 30
+_PREFIX = struct.Struct(">I")
+_ARRAY_MAGIC = b"\x93A"
+# Only plain numeric dtypes may come off the wire (never object arrays).
+_ALLOWED_KINDS = frozenset("biuf")
+_MAX_NDIM = 8
+
+
+class PeerDisconnected(ProtocolError):
+    """The other party closed the connection (or this channel was closed)."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame or message is larger than the configured limit."""
+
+
+class MalformedMessage(ProtocolError):
+    """A message does not have the expected structure, dtype or shape."""
+
+
+class ProtocolTimeout(ProtocolError):
+    """The peer did not send (or accept) data within the channel's timeout."""
+
+
+class ConnectFailed(ProtocolError):
+    """No connection could be made to the peer."""
+
+
+def _nbytes(part: Any) -> int:
+    return memoryview(part).nbytes
+
+
+class Channel(ABC):
+    """Abstract framed, counting, bidirectional channel between two parties.
+
+    Subclasses provide three byte-stream primitives: :meth:`_write` (write all parts),
+    :meth:`_read_into` (fill a writable buffer exactly) and :meth:`_close_stream`.
+    """
+
+    def __init__(self, timeout: float | None = 60.0, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        #: Largest array message (all frames together) accepted when recv_array gets no max_bytes.
+        self.max_message = DEFAULT_MAX_MESSAGE
+        if max_frame < 64 or max_frame > 0xFFFFFFFF:
+            raise ValueError("max_frame must be in [64, 2**32 - 1]")
+        self.max_frame = int(max_frame)
+        self._timeout = timeout
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.rounds = 0
+        self._last_dir: str | None = None
+        self._closed = False
+        #: When a list, every frame payload is appended as ("send" | "recv", bytes): for tests
+        #: that check that no secret value ever appears on the wire.
+        self.transcript: list[tuple[str, bytes]] | None = None
+
+    # ----------------------------------------------------------------- settings
+    @property
+    def timeout(self) -> float | None:
+        """Seconds to wait for the peer in one blocking operation (None: wait forever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = value
+        self._apply_timeout()
+
+    def _apply_timeout(self) -> None:  # TCP overrides
+        pass
+
+    def record(self) -> list[tuple[str, bytes]]:
+        """Start recording raw frame payloads; returns the (live) transcript list."""
+        self.transcript = []
+        return self.transcript
+
+    # ------------------------------------------------------- stream primitives
+    @abstractmethod
+    def _write(self, parts: Sequence[Any]) -> None:
+        """Stream primitive implemented by each transport."""
+
+    @abstractmethod
+    def _read_into(self, buf: memoryview) -> None:
+        """Stream primitive implemented by each transport."""
+
+    @abstractmethod
+    def _close_stream(self) -> None:
+        """Stream primitive implemented by each transport."""
+
+    # ----------------------------------------------------------------- helpers
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PeerDisconnected("channel is closed")
+
+    def _turn(self, direction: str) -> None:
+        if self._last_dir != direction:
+            self.rounds += 1
+            self._last_dir = direction
+
+    def _fail(self, exc: ProtocolError) -> ProtocolError:
+        """Close after an error that leaves the stream position unknown; return exc to raise."""
+        self.close()
+        return exc
+
+    def _send_frame(self, parts: Sequence[Any]) -> None:
+        size = sum(_nbytes(p) for p in parts)
+        if size > self.max_frame:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame={self.max_frame}")
+        if self.transcript is not None:
+            self.transcript.append(("send", b"".join(bytes(memoryview(p).cast("B")) for p in parts)))
+        self._write([_PREFIX.pack(size), *parts])
+        self.bytes_sent += _PREFIX.size + size
+
+    def _recv_prefix(self, limit: int) -> int:
+        head = bytearray(_PREFIX.size)
+        self._read_into(memoryview(head))
+        (size,) = _PREFIX.unpack(head)
+        self.bytes_received += _PREFIX.size
+        if size > min(limit, self.max_frame):
+            raise self._fail(
+                FrameTooLarge(
+                    f"peer sent a frame of {size} bytes; limit is {min(limit, self.max_frame)}"
+                )
+            )
+        return size
+
+    def _recv_payload(self, buf: memoryview) -> None:
+        self._read_into(buf)
+        self.bytes_received += buf.nbytes
+        if self.transcript is not None:
+            self.transcript.append(("recv", bytes(buf)))
+
+    # ------------------------------------------------------------ raw messages
+    def send(self, data: bytes) -> None:
+        """Send one message of raw bytes (one frame, at most ``max_frame`` bytes)."""
+        self._check_open()
+        self._turn("send")
+        self._send_frame([data])
+        self.messages_sent += 1
+
+    def recv(self, max_bytes: int | None = None) -> bytes:
+        """Receive one raw message; :class:`FrameTooLarge` if it exceeds ``max_bytes``."""
+        self._check_open()
+        self._turn("recv")
+        size = self._recv_prefix(self.max_frame if max_bytes is None else max_bytes)
+        buf = bytearray(size)
+        self._recv_payload(memoryview(buf))
+        self.messages_received += 1
+        return bytes(buf)
+
+    # ------------------------------------------------------------------ arrays
+    def send_array(self, a: np.ndarray) -> None:
+        """Send a numeric array: header (dtype, shape) then raw C-order bytes in frames."""
+        self._check_open()
+        a = np.ascontiguousarray(a)
+        if a.dtype.kind not in _ALLOWED_KINDS or a.ndim > _MAX_NDIM:
+            raise MalformedMessage(f"cannot send array of dtype {a.dtype} / ndim {a.ndim}")
+        dt = a.dtype.str.encode("ascii")
+        header = (
+            _ARRAY_MAGIC
+            + bytes([len(dt)])
+            + dt
+            + bytes([a.ndim])
+            + struct.pack(f"<{a.ndim}Q", *a.shape)
+        )
+        raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
+        self._turn("send")
+        first = min(raw.nbytes, self.max_frame - len(header))
+        self._send_frame([header, raw[:first]])
+        pos = first
+        while pos < raw.nbytes:
+            end = min(raw.nbytes, pos + self.max_frame)
+            self._send_frame([raw[pos:end]])
+            pos = end
+        self.messages_sent += 1
+
+    def recv_array(
+        self,
+        dtype: Any = None,
+        shape: Sequence[int | None] | None = None,
+        max_bytes: int | None = None,
+    ) -> np.ndarray:
+        """Receive an array sent by :meth:`send_array`.
+
+        ``dtype`` and ``shape`` (entries may be None as wildcards) are checked against the header;
+        a mismatch, a malformed header or a size over ``max_bytes`` raises a ProtocolError.
+        """
+        self._check_open()
+        self._turn("recv")
+        size = self._recv_prefix(self.max_frame)
+        if size < 4:
+            raise self._fail(MalformedMessage(f"array frame of {size} bytes is too short"))
+        fixed = bytearray(3)
+        self._recv_payload(memoryview(fixed))
+        if bytes(fixed[:2]) != _ARRAY_MAGIC or not 1 <= fixed[2] <= 8:
+            raise self._fail(MalformedMessage("expected an array message, got something else"))
+        rest = size - 3
+        dlen = fixed[2]
+        if rest < dlen + 1:
+            raise self._fail(MalformedMessage("truncated array header"))
+        dbuf = bytearray(dlen + 1)
+        self._recv_payload(memoryview(dbuf))
+        rest -= dlen + 1
+        ndim = dbuf[-1]
+        try:
+            got_dtype = np.dtype(bytes(dbuf[:-1]).decode("ascii"))
+        except (TypeError, ValueError, UnicodeDecodeError):
+            raise self._fail(MalformedMessage("array header names an invalid dtype")) from None
+        if got_dtype.kind not in _ALLOWED_KINDS or got_dtype.itemsize > 16 or ndim > _MAX_NDIM:
+            raise self._fail(MalformedMessage(f"array dtype {got_dtype} / ndim {ndim} not allowed"))
+        if rest < 8 * ndim:
+            raise self._fail(MalformedMessage("truncated array shape"))
+        sbuf = bytearray(8 * ndim)
+        self._recv_payload(memoryview(sbuf))
+        rest -= 8 * ndim
+        got_shape = struct.unpack(f"<{ndim}Q", sbuf)
+        count = 1
+        for s in got_shape:
+            count *= s
+        total = count * got_dtype.itemsize
+        limit = self.max_message if max_bytes is None else max_bytes
+        if total > limit:
+            raise self._fail(FrameTooLarge(f"array of {total} bytes exceeds limit {limit}"))
+        if dtype is not None and got_dtype != np.dtype(dtype):
+            raise self._fail(MalformedMessage(f"expected dtype {np.dtype(dtype)}, got {got_dtype}"))
+        if shape is not None:
+            shape = tuple(shape)
+            if len(shape) != ndim or any(
+                e is not None and e != g for e, g in zip(shape, got_shape)
+            ):
+                raise self._fail(MalformedMessage(f"expected shape {shape}, got {got_shape}"))
+        if rest > total:
+            raise self._fail(MalformedMessage("array frame longer than its header says"))
+        out = np.empty(got_shape, dtype=got_dtype)
+        mv = memoryview(out.reshape(-1).view(np.uint8)) if total else memoryview(bytearray(0))
+        self._recv_payload(mv[:rest])
+        pos = rest
+        while pos < total:
+            size = self._recv_prefix(self.max_frame)
+            if size == 0 or pos + size > total:
+                raise self._fail(MalformedMessage("array continuation frame has the wrong size"))
+            self._recv_payload(mv[pos : pos + size])
+            pos += size
+        self.messages_received += 1
+        return out
+
+    # -------------------------------------------------------------------- JSON
+    def send_json(self, obj: Any) -> None:
+        """Send a JSON-serialisable object as one UTF-8 message."""
+        self.send(json.dumps(obj, separators=(",", ":")).encode("utf-8"))
+
+    def recv_json(self, max_bytes: int = 1 << 20) -> Any:
+        """Receive one JSON message; :class:`MalformedMessage` if it does not parse."""
+        data = self.recv(max_bytes)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedMessage(f"peer sent invalid JSON: {exc}") from None
+
+    # ------------------------------------------------------------------- close
+    def close(self) -> None:
+        """Close the channel (idempotent); the peer's pending and later reads fail promptly."""
+        if not self._closed:
+            self._closed = True
+            self._close_stream()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict[str, int]:
+        """Counters as a dict (for reports)."""
+        return {
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "messages_sent": self.messages_sent,
+            "messages_received": self.messages_received,
+            "rounds": self.rounds,
+        }
+
+    def __enter__(self) -> "Channel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class TCPChannel(Channel):
+    """Framed channel over a connected (optionally TLS) socket."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        timeout: float | None = 60.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        super().__init__(timeout=timeout, max_frame=max_frame)
+        self.sock = sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not a TCP socket (e.g. a socketpair in tests)
+            pass
+        self._apply_timeout()
+
+    def _apply_timeout(self) -> None:
+        self.sock.settimeout(self._timeout)
+
+    @classmethod
+    def accept(
+        cls,
+        listening_socket: socket.socket,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float | None = 60.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> "TCPChannel":
+        """Accept one connection on a listening socket (server side), with optional TLS."""
+        prev = listening_socket.gettimeout()
+        listening_socket.settimeout(timeout)
+        try:
+            conn, _ = listening_socket.accept()
+        except (socket.timeout, TimeoutError):
+            raise ProtocolTimeout(f"no client connected within {timeout} s") from None
+        finally:
+            listening_socket.settimeout(prev)
+        conn.settimeout(timeout)
+        if ssl_context is not None:
+            try:
+                conn = ssl_context.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                conn.close()
+                raise ConnectFailed(f"TLS handshake with client failed: {exc}") from None
+        return cls(conn, timeout=timeout, max_frame=max_frame)
+
+    def _write(self, parts: Sequence[Any]) -> None:
+        self._check_open()
+        try:
+            small = sum(_nbytes(p) for p in parts) <= 65536
+            if small:
+                # One syscall (and, with TCP_NODELAY, one segment) for small messages.
+                self.sock.sendall(b"".join(parts))
+            else:
+                for p in parts:
+                    if _nbytes(p):
+                        self.sock.sendall(p)
+        except (socket.timeout, TimeoutError):
+            raise self._fail(ProtocolTimeout(f"peer did not accept data within {self._timeout} s"))
+        except (ssl.SSLError, OSError) as exc:
+            raise self._fail(PeerDisconnected(f"connection lost while sending: {exc}"))
+
+    def _read_into(self, buf: memoryview) -> None:
+        self._check_open()
+        view = buf.cast("B") if buf.format != "B" else buf
+        got = 0
+        n = view.nbytes
+        try:
+            while got < n:
+                k = self.sock.recv_into(view[got:], n - got)
+                if k == 0:
+                    raise self._fail(PeerDisconnected("peer closed the connection"))
+                got += k
+        except (socket.timeout, TimeoutError):
+            raise self._fail(ProtocolTimeout(f"no data from peer within {self._timeout} s"))
+        except ssl.SSLError as exc:
+            raise self._fail(MalformedMessage(f"TLS error: {exc}"))
+        except OSError as exc:
+            raise self._fail(PeerDisconnected(f"connection lost while receiving: {exc}"))
+
+    def _close_stream(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def listen(host: str = "127.0.0.1", port: int = 0, backlog: int = 8) -> socket.socket:
+    """A listening TCP socket (port 0 picks a free port: read it from ``getsockname()[1]``)."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+    srv.listen(backlog)
+    return srv
+
+
+def connect(
+    host: str,
+    port: int,
+    timeout: float = 30.0,
+    ssl_context: ssl.SSLContext | None = None,
+    channel_timeout: float | None = 60.0,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> TCPChannel:
+    """Connect to a listening party; ``timeout`` bounds the connect (and TLS handshake)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except (socket.timeout, TimeoutError):
+        raise ProtocolTimeout(f"connecting to {host}:{port} timed out after {timeout} s") from None
+    except OSError as exc:
+        raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from None
+    if ssl_context is not None:
+        try:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise ConnectFailed(f"TLS handshake with {host}:{port} failed: {exc}") from None
+    return TCPChannel(sock, timeout=channel_timeout, max_frame=max_frame)
+
+
+_EOF = None
+
+
+class LocalChannel(Channel):
+    """One endpoint of an in-process channel pair (see :func:`local_channel_pair`)."""
+
+    def __init__(
+        self,
+        inbox: "queue.Queue[bytes | None]",
+        outbox: "queue.Queue[bytes | None]",
+        timeout: float | None,
+        max_frame: int,
+    ) -> None:
+        super().__init__(timeout=timeout, max_frame=max_frame)
+        self._inbox = inbox
+        self._outbox = outbox
+        self._buf = memoryview(b"")
+        self._eof = False
+        self._lock = threading.Lock()
+
+    def _write(self, parts: Sequence[Any]) -> None:
+        self._check_open()
+        # Copy: the receiver must never alias the sender's (mutable) arrays.
+        self._outbox.put(b"".join(parts))
+
+    def _read_into(self, buf: memoryview) -> None:
+        self._check_open()
+        view = buf.cast("B") if buf.format != "B" else buf
+        got, n = 0, view.nbytes
+        while got < n:
+            if not self._buf.nbytes:
+                if self._eof:
+                    raise self._fail(PeerDisconnected("peer closed the connection"))
+                try:
+                    item = self._inbox.get(timeout=self._timeout)
+                except queue.Empty:
+                    raise self._fail(
+                        ProtocolTimeout(f"no data from peer within {self._timeout} s")
+                    ) from None
+                if item is _EOF:
+                    self._eof = True
+                    continue
+                self._buf = memoryview(item)
+            k = min(n - got, self._buf.nbytes)
+            view[got : got + k] = self._buf[:k]
+            self._buf = self._buf[k:]
+            got += k
+
+    def _close_stream(self) -> None:
+        self._outbox.put(_EOF)
+        # Wake our own blocked reader, if any (another thread), so close() never leaves a hang.
+        self._inbox.put(_EOF)
+
+
+def local_channel_pair(
+    timeout: float | None = 60.0, max_frame: int = DEFAULT_MAX_FRAME
+) -> tuple[LocalChannel, LocalChannel]:
+    """Two connected in-process endpoints (thread-safe queues), framed and counted like TCP."""
+    a_to_b: "queue.Queue[bytes | None]" = queue.Queue()
+    b_to_a: "queue.Queue[bytes | None]" = queue.Queue()
+    return (
+        LocalChannel(b_to_a, a_to_b, timeout, max_frame),
+        LocalChannel(a_to_b, b_to_a, timeout, max_frame),
+    )
