@@ -1,0 +1,169 @@
+"""Public parameters of a double-blind KRR session, and the handshake that agrees on them.
+
+Everything in :class:`PublicParams` is known to both parties; nothing else about the model
+(training representations, weights, offset) or about the query leaves its owner. The fixed-point
+plan (ring sizes, digit sizes, precisions) is *derived* from these public numbers by the same code
+on both sides, so the two parties cannot disagree on it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from secureml.errors import ModelError, ProtocolError
+
+PROTOCOL_NAME = "secureml-krr"
+PROTOCOL_VERSION = 1
+KINDS = ("krr-gaussian", "linear")
+
+# kernel values below 2^-KERNEL_FRAC_BITS do not matter at the precision we keep; exp(-T_CUT) is below it
+KERNEL_FRAC_BITS = 36
+
+
+@dataclass
+class PublicParams:
+    """What both parties know. Sizes, kernel family and width, fixed-point format, input bounds."""
+
+    kind: str
+    n_train: int
+    n_features: int
+    frac_bits: int  # fractional bits of the query / training representations
+    feature_lo: float  # every representation entry must lie in [feature_lo, feature_hi]
+    feature_hi: float
+    sigma: float = 0.0  # kernel width (public: the client needs it for its local factor)
+    weight_bits: int = 0  # two's-complement width of the encoded weights (reveals only a bound on max|w|)
+    weight_frac_bits: int = 12
+    representation: dict[str, Any] = field(default_factory=dict)
+    property_name: str = ""
+    version: int = PROTOCOL_VERSION
+
+    # ---- derived fixed-point plan (identical on both sides) -----------------------------------
+    @property
+    def x_bits(self) -> int:
+        """Bits of an encoded (shifted, non-negative) representation entry."""
+        span = (self.feature_hi - self.feature_lo) * (1 << self.frac_bits)
+        return max(1, math.ceil(math.log2(span)))
+
+    @property
+    def ring_bits(self) -> int:
+        """Ring Z_2^M for squared distances: holds d * (2^x_bits)^2 plus one margin bit."""
+        return math.ceil(math.log2(self.n_features)) + 2 * self.x_bits + 1
+
+    @property
+    def kernel_scale(self) -> float:
+        """t = D_enc * kernel_scale is the exponent of the Gaussian kernel for encoded D."""
+        return 1.0 / ((1 << (2 * self.frac_bits)) * 2.0 * self.sigma**2)
+
+    @property
+    def shift_bits(self) -> int:
+        """Low bits of D dropped before the exponential (their effect on t is < 2^-(K+2))."""
+        # dropping s bits changes t by at most 2^s * kernel_scale; keep that below 2^-(K+2)
+        s = math.floor(-math.log2(self.kernel_scale) - (KERNEL_FRAC_BITS + 2))
+        return int(min(max(s, 0), self.ring_bits - 8))
+
+    @property
+    def d_bits(self) -> int:
+        """Bits of D' = D >> shift."""
+        return self.ring_bits - self.shift_bits
+
+    @property
+    def c(self) -> float:
+        """t = c * D'."""
+        return self.kernel_scale * (1 << self.shift_bits)
+
+    @property
+    def lo_bits(self) -> int:
+        """Low part of D' whose exponential factor stays in (e^-1, 1]: c * 2^lo_bits <= 1."""
+        return int(min(self.d_bits, max(0, math.floor(-math.log2(self.c)))))
+
+    @property
+    def lut_bits(self) -> int:
+        """Bits of D' above lo_bits handled by the look-up table (covers t up to T_CUT)."""
+        step = self.c * (1 << self.lo_bits)  # t per unit of the high part, in (0.5, 1]
+        t_cut = (KERNEL_FRAC_BITS + 4) * math.log(2)
+        need = math.ceil(math.log2(t_cut / step + 1))
+        return int(min(need, self.d_bits - self.lo_bits))
+
+    @property
+    def top_bits(self) -> int:
+        """Bits of D' above the table: any non-zero one means t > T_CUT, kernel 0."""
+        return self.d_bits - self.lo_bits - self.lut_bits
+
+    digit_bits: int = 6  # digit size of the borrow/zero chains (1-out-of-2^(digit_bits+2) OTs)
+    g_frac_bits: int = 40  # table output precision
+    v_frac_bits: int = 40  # client factor precision
+
+    @property
+    def out_scale_bits(self) -> int:
+        return self.weight_frac_bits + self.g_frac_bits + self.v_frac_bits
+
+    # linear (compact) models: features phi with this many fractional bits, weights likewise
+    feature_frac_bits: int = 24
+
+    # ---- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PublicParams":
+        if not isinstance(d, dict):
+            raise ProtocolError("public parameters must be a JSON object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ProtocolError(f"unknown public parameters: {sorted(unknown)}")
+        try:
+            p = cls(**d)
+        except TypeError as exc:
+            raise ProtocolError(f"bad public parameters: {exc}") from None
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        if self.version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version mismatch: peer speaks {self.version}, we speak {PROTOCOL_VERSION}"
+            )
+        if self.kind not in KINDS:
+            raise ProtocolError(f"unknown model kind {self.kind!r}; supported: {KINDS}")
+        if not (1 <= self.n_train <= 1 << 22 and 1 <= self.n_features <= 1 << 16):
+            raise ProtocolError(f"sizes out of range: n_train={self.n_train} n_features={self.n_features}")
+        if not (0 <= self.frac_bits <= 24) or not (self.feature_hi > self.feature_lo):
+            raise ProtocolError("bad fixed-point format or feature bounds")
+        if self.kind == "krr-gaussian":
+            if not (self.sigma > 0 and math.isfinite(self.sigma)):
+                raise ProtocolError("sigma must be positive")
+            if self.ring_bits > 64:
+                raise ProtocolError(
+                    f"squared distances need {self.ring_bits} bits > 64: lower frac_bits or the bounds"
+                )
+            if not (1 <= self.weight_bits <= 48):
+                raise ProtocolError("weight_bits out of range")
+            if self.out_scale_bits + 24 > 126:  # predictions up to 2^24 in magnitude
+                raise ProtocolError("fixed-point plan exceeds the 128-bit output ring")
+
+    # ---- encoding helpers both parties use ----------------------------------------------------
+    def encode_features(self, X: np.ndarray, who: str = "input") -> np.ndarray:
+        """Shift into [0, hi-lo] and encode with frac_bits; refuses NaN and out-of-bound entries."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[-1] != self.n_features:
+            raise ModelError(f"{who} has {X.shape[-1]} features, the model expects {self.n_features}")
+        if not np.isfinite(X).all():
+            raise ModelError(f"{who} contains NaN or inf")
+        if X.min() < self.feature_lo or X.max() > self.feature_hi:
+            raise ModelError(
+                f"{who} has entries outside the public bound [{self.feature_lo}, {self.feature_hi}]"
+            )
+        enc = np.rint((X - self.feature_lo) * (1 << self.frac_bits))
+        # the top of the range rounds to 2^x_bits; clip it (an error of one unit, 2^-frac_bits)
+        return np.minimum(enc, (1 << self.x_bits) - 1).astype(np.uint64)
+
+
+def feature_bounds(X: np.ndarray) -> tuple[float, float]:
+    """Public bounds from training data, revealing only a power of two: [lo, lo + 2^k]."""
+    lo = float(min(0.0, math.floor(float(np.min(X)))))
+    span = max(float(np.max(X)) - lo, 1.0)
+    return lo, lo + float(2 ** math.ceil(math.log2(span * 1.0001)))
