@@ -92,3 +92,27 @@ def install_test_dealer(seed: int = 1234) -> Callable[[Party], None]:
         p.provider = TrustedDealerProviderForTests(p, seed=seed, enable=True)
 
     return setup
+
+
+def transcript_arrays(transcript: list[tuple[str, bytes]], direction: str = "send") -> list:
+    """The numpy arrays carried by single-frame array messages of a recorded transcript.
+
+    Used by privacy tests to look at exactly what a party sent.  Sent frames are recorded
+    whole; received frames are recorded in pieces (header, body), so read a party's view from
+    the *peer's* "send" entries.
+    """
+    import numpy as np
+
+    out = []
+    for d, frame in transcript:
+        if d != direction or len(frame) < 4 or frame[:2] != b"\x93A":
+            continue
+        dlen = frame[2]
+        dtype = np.dtype(frame[3 : 3 + dlen].decode("ascii"))
+        ndim = frame[3 + dlen]
+        start = 4 + dlen + 8 * ndim
+        shape = tuple(int.from_bytes(frame[4 + dlen + 8 * i : 12 + dlen + 8 * i], "little") for i in range(ndim))
+        body = frame[start:]
+        if len(body) == int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            out.append(np.frombuffer(body, dtype=dtype).reshape(shape))
+    return out
