@@ -176,16 +176,21 @@ def _parse_float_list(text: str, expected: int, what: str) -> np.ndarray:
     return values
 
 
-def _parse_csv(folder: Path) -> dict[str, np.ndarray]:
-    """Parse qm9pack's CSV files into flat arrays (one row per atom or per molecule)."""
+def _parse_csv(folder: Path, max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Parse qm9pack's CSV files into flat arrays (one row per atom or per molecule).
+
+    ``max_rows`` reads only the first rows of the first file (for quick checks).
+    """
     import pandas as pd  # a dependency of qm9pack; only needed for this one-off parse
 
     columns = ["Index", "SMILES", "N_atoms", "Elements", "XYZ_Ang"] + [c for _, c in RAW_PROPERTIES]
     frames = []
-    for name in _CSV_FILES:
+    for name in _CSV_FILES[:1] if max_rows else _CSV_FILES:
         try:
             frames.append(
-                pd.read_csv(folder / name, usecols=columns, dtype={"SMILES": str}, keep_default_na=False)
+                pd.read_csv(
+                    folder / name, usecols=columns, dtype={"SMILES": str}, keep_default_na=False, nrows=max_rows
+                )
             )
         except (ValueError, pd.errors.ParserError) as exc:
             raise DataError(f"{folder / name}: cannot parse qm9pack CSV: {exc}") from exc
