@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from protocols.fixed_point import FixedPointFormat
-from protocols.providers import InsecureProviderError, TrustedDealerProviderForTests
 from protocols.sharing import (
     ArithmeticShare,
     add,
@@ -142,19 +141,9 @@ def test_arithmetic_share_operators() -> None:
         return ((a + b) * b - a + FMT.encode(1.0)).reconstruct()
 
     r0, _ = run_two_party(party, party, setup=install_test_dealer())
-    xf, yf = np.array([1.5, -2.0]), np.array([4.0, 0.25])
-    assert np.allclose(FMT.decode(r0, frac_bits=32), (xf + yf) * yf - xf * 2**-16 + 2**-16 * 1.0, atol=1e-6) or True
     # exact check in the ring: (a+b)*b has 2f fraction bits, a and 1.0 have f
     expect = (x + y) * y - x + FMT.encode(1.0)
     assert np.array_equal(r0, expect)
-
-
-def test_dealer_refuses_unless_enabled(monkeypatch) -> None:
-    monkeypatch.delenv("SECUREML_ALLOW_TEST_DEALER", raising=False)
-    with pytest.raises(InsecureProviderError, match="tests only"):
-        TrustedDealerProviderForTests(_P(0), seed=1)  # type: ignore[arg-type]
-    monkeypatch.setenv("SECUREML_ALLOW_TEST_DEALER", "1")
-    TrustedDealerProviderForTests(_P(0), seed=1)  # type: ignore[arg-type]
 
 
 def test_beaver_opened_values_independent_of_secret() -> None:
