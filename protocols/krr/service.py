@@ -14,6 +14,7 @@ server keeps serving others.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -38,7 +39,7 @@ class ServedModel:
     """What the server holds: the secret arrays and the public parameters derived from them."""
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
-                 property_name: str = "", frac_bits: int = 14, weight_frac_bits: int = 16) -> None:
+                 property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16) -> None:
         if params.kernel != "gaussian":
             raise ModelError(
                 f"the OT protocol serves Gaussian-kernel KRR; this model uses {params.kernel!r}"
@@ -46,6 +47,8 @@ class ServedModel:
         self.params = params
         lo, hi = feature_bounds(params.X_train)
         _, wbits = gaussian.encode_weights(params.dual_coef, weight_frac_bits)
+        if frac_bits is None:
+            frac_bits = auto_frac_bits(params.n_features, hi - lo)
         self.public = PublicParams(
             kind="krr-gaussian", n_train=params.n_train, n_features=params.n_features,
             frac_bits=frac_bits, feature_lo=lo, feature_hi=hi, sigma=float(params.sigma),
@@ -68,6 +71,15 @@ class ServedModel:
             raise ModelError(f"{type(est).__name__} is not an exact KRR model")
         return cls(KernelModelParams.from_estimator(est), representation=mm.representation.get_params(),
                    property_name=getattr(mm, "property_name", ""), **kw)
+
+
+def auto_frac_bits(n_features: int, span: float, max_ring_bits: int = 60) -> int:
+    """Largest precision <= 16 bits whose squared distances fit a ring of ``max_ring_bits``."""
+    for f in range(16, 7, -1):
+        x_bits = max(1, math.ceil(math.log2(span * (1 << f))))
+        if math.ceil(math.log2(n_features)) + 2 * x_bits + 1 <= max_ring_bits:
+            return f
+    return 8
 
 
 def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostReport:

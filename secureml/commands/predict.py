@@ -1,0 +1,99 @@
+"""``secureml predict``: the query owner's client for double-blind prediction."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="get double-blind predictions for your molecules from a `secureml serve` server",
+        description="Your molecules never leave this machine in the clear; the server's model "
+        "never leaves the server. Give molecules as xyz files/folders, extended xyz, or SMILES.",
+    )
+    p.add_argument("--server", required=True, help="HOST:PORT of the model owner's server")
+    p.add_argument("--xyz", nargs="+", default=[], help="xyz / extended xyz files or folders of .xyz files")
+    p.add_argument("--smiles", nargs="+", default=[], help="SMILES (3D geometry by RDKit ETKDG + xTB relaxation)")
+    p.add_argument("--batch", default=None, help="a text file with one SMILES or xyz path per line")
+    p.add_argument("--cost", action="store_true", help="print time, bytes and rounds")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--tls", action="store_true", help="connect over TLS")
+    p.add_argument("--tls-ca", default=None, help="CA / self-signed certificate to trust (PEM)")
+    p.set_defaults(func=run)
+
+
+def load_queries(xyz: list[str], smiles: list[str], batch: str | None):
+    """Collect the query molecules into one MolecularDataset (names kept for the output)."""
+    import numpy as np
+
+    from secureml.data import MolecularDataset, read_extxyz, read_xyz
+    from secureml.errors import DataError
+
+    xyz, smiles = list(xyz), list(smiles)
+    if batch:
+        for line in Path(batch).read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            (xyz if Path(line).exists() else smiles).append(line)
+    charges, coords, names = [], [], []
+    for item in xyz:
+        path = Path(item)
+        files = sorted(path.glob("*.xyz")) if path.is_dir() else [path]
+        if not files:
+            raise DataError(f"{path}: no .xyz files")
+        for f in files:
+            try:
+                ds = read_xyz(f)
+            except DataError:
+                ds = read_extxyz(f)
+            for i in range(len(ds)):
+                charges.append(ds.charges[i])
+                coords.append(ds.coordinates[i])
+                names.append(f"{f.name}#{i}" if len(ds) > 1 else f.name)
+    if smiles:
+        from secureml.data.geometry import smiles_to_molecule
+
+        for s in smiles:
+            z, x = smiles_to_molecule(s)
+            charges.append(np.asarray(z))
+            coords.append(np.asarray(x))
+            names.append(s)
+    if not charges:
+        raise DataError("no query molecules: give --xyz, --smiles or --batch")
+    return MolecularDataset(charges=charges, coordinates=coords, names=names)
+
+
+def run(args: argparse.Namespace) -> int:
+    import ssl
+
+    from protocols.krr import predict
+    from secureml.representations import representation_from_params
+
+    queries = load_queries(args.xyz, args.smiles, args.batch)
+
+    def featurize(pp):
+        return representation_from_params(pp.representation).transform(queries)
+
+    featurize.n_queries = len(queries)
+    ctx = None
+    if args.tls:
+        ctx = ssl.create_default_context(cafile=args.tls_ca)
+        ctx.check_hostname = False
+    preds, cost = predict(args.server, featurize=featurize, ssl_context=ctx)
+    rows = [{"molecule": n, "prediction": float(p)} for n, p in zip(queries.names, preds)]
+    width = max(len(r["molecule"]) for r in rows)
+    for r in rows:
+        print(f"{r['molecule']:<{width}}  {r['prediction']:14.4f}")
+    out = {"predictions": rows}
+    if args.cost:
+        c = cost.to_dict()
+        print(f"cost: {c['wall_s']:.2f} s (setup {c['offline_s']:.2f} s, online {c['online_s']:.2f} s), "
+              f"sent {c['bytes_sent'] / 1e6:.2f} MB, received {c['bytes_received'] / 1e6:.2f} MB, "
+              f"{c['rounds']} rounds")
+        out["cost"] = c
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0

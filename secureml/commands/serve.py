@@ -1,0 +1,43 @@
+"""``secureml serve``: the model owner's double-blind prediction server."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a trained KRR model for double-blind prediction (model owner)",
+        description="Serve a model file over TCP. Clients learn predictions only; the server learns "
+        "nothing about the queries. One line is logged per session (peer, cost), never any data.",
+    )
+    p.add_argument("--model", required=True, help="model file written by `secureml train`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=7000, help="TCP port (0: pick a free one and print it)")
+    p.add_argument("--frac-bits", type=int, default=None,
+                   help="fixed-point fractional bits of representations (default: the most that fit, <= 16)")
+    p.add_argument("--max-sessions", type=int, default=None, help="stop after this many sessions")
+    p.add_argument("--concurrency", type=int, default=2, help="sessions served at once")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve over TLS")
+    p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import ssl
+
+    from protocols.krr import ServedModel, serve
+
+    logging.getLogger("secureml.serve").setLevel(logging.WARNING)
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    try:
+        serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
+              concurrency=args.concurrency)
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,146 @@
+"""Double-blind exact Gaussian KRR over OT: correctness against plaintext, privacy, bad input."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from protocols.common import KernelModelParams
+from protocols.krr import u128
+from protocols.krr.params import PublicParams
+from protocols.krr.service import ServedModel, predict_features, serve_one
+from protocols.transport import local_channel_pair
+from secureml.errors import ModelError, ProtocolError
+
+
+def _model(N=40, d=12, sigma=30.0, seed=0, offset=-321.0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6)
+    alpha = rng.normal(0, 500, N)
+    return KernelModelParams(X, alpha, offset, "gaussian", sigma)
+
+
+def _session(served: ServedModel, Q, record: bool = False):
+    c0, c1 = local_channel_pair(timeout=60)
+    if record:
+        c0.record()
+        c1.record()
+    box: dict = {}
+
+    def server():
+        try:
+            box["cost"] = serve_one(served, c0)
+        except Exception as exc:  # surfaced by the assertions below
+            box["error"] = exc
+            c0.close()
+
+    t = threading.Thread(target=server)
+    t.start()
+    try:
+        preds, cost, pp = predict_features(c1, Q)
+    finally:
+        t.join(30)
+    return preds, cost, pp, c1, box
+
+
+def test_u128_matches_python_ints():
+    rng = np.random.default_rng(1)
+    a = (rng.integers(0, 2**63, 50, dtype=np.uint64) * np.uint64(2), rng.integers(0, 2**63, 50, dtype=np.uint64))
+    b = rng.integers(0, 2**63, 50, dtype=np.uint64) * np.uint64(3)
+    A = u128.to_int(a)
+    got = u128.to_int(u128.mul_small(a, b))
+    assert got == [(x * int(y)) % 2**128 for x, y in zip(A, b)]
+    assert u128.to_int(u128.neg(a)) == [(-x) % 2**128 for x in A]
+    assert u128.total(a) == sum(A) % 2**128
+
+
+def test_predictions_match_plaintext():
+    model = _model()
+    served = ServedModel(model)
+    rng = np.random.default_rng(5)
+    Q = np.vstack([
+        model.X_train[3],  # distance exactly 0: kernel 1, borrow/wrap edge
+        np.clip(model.X_train[7] + rng.normal(0, 2, 12), 0, None),  # near a training point
+        np.full(12, 49.0),  # far from everything
+    ])
+    preds, cost, pp, _, box = _session(served, Q)
+    assert "error" not in box
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)
+    assert cost.rounds > 0 and cost.bytes_sent > 0 and box["cost"].bytes_sent > 0
+
+
+@pytest.mark.parametrize("sigma", [3.0, 400.0])
+def test_kernel_width_extremes(sigma):
+    """Tiny sigma: most kernels vanish (top-bits flag path); huge sigma: all near 1."""
+    model = _model(N=24, d=6, sigma=sigma, seed=2)
+    Q = np.clip(model.X_train[:2] + 0.5, 0, 49.9)
+    preds, *_ = _session(ServedModel(model), Q)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)
+
+
+def test_no_distance_or_kernel_value_in_transcript():
+    """The published protocol revealed every query-training distance; ours must not."""
+    model = _model(N=32, d=8, seed=3)
+    served = ServedModel(model)
+    Q = model.X_train[:1] + np.random.default_rng(0).uniform(0.1, 0.4, (1, 8))
+    preds, cost, pp, client_ch, box = _session(served, Q, record=True)
+    X = pp.encode_features(model.X_train)
+    q = pp.encode_features(Q)[0]
+    D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
+    M = pp.ring_bits
+    secrets = {int(v) % (1 << M) for v in D} | {int(v) >> pp.shift_bits for v in D}
+    K = np.exp(-((model.X_train - Q) ** 2).sum(1) / (2 * model.sigma**2))
+    secrets |= {int(round(k * (1 << pp.g_frac_bits))) for k in K}
+    received = b"".join(frame for direction, frame in client_ch.transcript if direction == "recv")
+    sent = b"".join(frame for direction, frame in client_ch.transcript if direction == "send")
+    secrets = {s for s in secrets if s >= 1 << 24}  # high-entropy values only: no false alarms on headers
+    assert len(secrets) > 32
+    for s in secrets:
+        pat = int(s).to_bytes(8, "little")
+        assert pat not in received and pat not in sent
+
+
+def test_client_view_independent_of_query():
+    """Bytes the client receives look the same whether its query sits on a training point or far away."""
+    model = _model(N=32, d=8, seed=4)
+    served = ServedModel(model)
+    views = []
+    for Q in (model.X_train[:1], np.full((1, 8), 49.0)):
+        _, _, _, ch, _ = _session(served, Q, record=True)
+        data = b"".join(f for d, f in ch.transcript if d == "recv" and len(f) > 4096)
+        views.append(np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256))
+    n = min(v.sum() for v in views)
+    table = np.vstack([v * (n / v.sum()) for v in views])
+    _, p, _, _ = stats.chi2_contingency(table)
+    assert p > 1e-4
+
+
+def test_bad_queries_are_refused_before_anything_private_moves():
+    model = _model(N=16, d=5, seed=6)
+    served = ServedModel(model)
+    for Q, msg in ((np.full((1, 5), np.nan), "NaN"), (np.full((1, 5), 1e6), "outside"), (np.zeros((1, 4)), "shape")):
+        with pytest.raises(ModelError, match=msg):
+            _session(served, Q)
+
+
+def test_version_mismatch_is_a_clear_error():
+    c0, c1 = local_channel_pair(timeout=10)
+    served = ServedModel(_model(N=8, d=3))
+    t = threading.Thread(target=lambda: pytest.raises(ProtocolError, serve_one, served, c0))
+    t.start()
+    c1.send_json({"protocol": "secureml-krr", "version": 999, "n_queries": 1})
+    reply = c1.recv_json()
+    t.join(10)
+    assert reply["ok"] is False and "version" in reply["error"]
+    with pytest.raises(ProtocolError, match="version"):
+        PublicParams.from_dict({**served.public.to_dict(), "version": 2})
+
+
+def test_public_params_reveal_only_bounds():
+    served = ServedModel(_model())
+    d = served.public.to_dict()
+    assert set(d) >= {"n_train", "n_features", "sigma", "frac_bits", "feature_lo", "feature_hi"}
+    hi = d["feature_hi"] - d["feature_lo"]
+    assert hi == 2 ** round(np.log2(hi))  # a power of two, not the data's maximum
