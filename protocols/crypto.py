@@ -10,8 +10,9 @@
     plain ``pi(x) ^ x`` hashing that Guo et al. describe;
   - in counter mode, ``H(x, (i, b))`` for blocks b = 0, 1, ..., which expands one OT's 128-bit
     string into many pseudorandom words (vector correlations) with one AES call per block;
-* :func:`transpose_bits` -- the IKNP bit-matrix transpose (8x8 bit blocks inside uint64 words by
-  three delta swaps, plus byte shuffles done by numpy strides), ~15x faster than unpack/packbits;
+* :func:`transpose_bits` -- the IKNP bit-matrix transpose: 64x64 bit blocks transposed with six
+  SWAR stages on uint64 words (Eklundh), vectorized over all blocks in cache-sized pieces;
+  ~15-20x faster than np.unpackbits / transpose / np.packbits;
 * :func:`random_bytes` -- ``os.urandom``, or a seeded numpy generator for reproducible tests only.
 
 The fixed key is public; random-permutation-model security does not need it secret.  Per session
@@ -29,6 +30,7 @@ __all__ = [
     "CounterPRG",
     "FixedKeyAES",
     "transpose_bits",
+    "columns_from_rows",
     "random_bytes",
     "derive_key",
     "pack_bits",
@@ -116,18 +118,23 @@ class FixedKeyAES:
         self._enc.update_into(memoryview(x.reshape(-1).view(np.uint8)), memoryview(buf))
         return buf[:nb].view(x.dtype).reshape(x.shape)
 
-    def tccr_blocks(self, x: np.ndarray, start: int, nblk: int, tag: int) -> np.ndarray:
-        """Tweakable CR hash in counter mode: block b of row r is H(x_r, (start + r, tag | b<<32)).
+    @staticmethod
+    def tweaks(start: int, k: int, nblk: int, tag: int) -> np.ndarray:
+        """Tweaks (start + r, tag | b << 32) for rows r < k and blocks b < nblk: (k, nblk, 2)."""
+        t = np.empty((k, nblk, 2), dtype=_U64)
+        t[:, :, 0] = np.arange(start, start + k, dtype=_U64)[:, None]
+        t[:, :, 1] = _U64(tag) | (np.arange(nblk, dtype=_U64) << _U64(32))[None, :]
+        return t
 
-        H(x, t) = pi(pi(x) ^ t) ^ pi(x) (Guo et al. 2020, TCCR), t = two little-endian uint64
-        words.  x: (k, 2) uint64 (or (k, 16) uint8).  Returns (k, 2 * nblk) uint64.
+    def tccr(self, x: np.ndarray, tweak: np.ndarray) -> np.ndarray:
+        """Tweakable CR hash, one output block per tweak: H(x_r, tweak[r, b]).
+
+        H(x, t) = pi(pi(x) ^ t) ^ pi(x) (Guo et al. 2020, TCCR).  x: (k, 2) uint64 (or (k, 16)
+        uint8); tweak: (k, nblk, 2) uint64 from :meth:`tweaks`.  Returns (k, 2 * nblk) uint64.
         """
         p = self.permute(np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64))
-        k = p.shape[0]
-        t = np.empty((k, nblk, 2), dtype=_U64)
-        t[:, :, 0] = p[:, None, 0] ^ np.arange(start, start + k, dtype=_U64)[:, None]
-        hi = _U64(tag) | (np.arange(nblk, dtype=_U64) << _U64(32))
-        t[:, :, 1] = p[:, None, 1] ^ hi[None, :]
+        k, nblk = tweak.shape[:2]
+        t = tweak ^ p[:, None, :]
         out = self.permute(t)
         out ^= p[:, None, :]
         return out.reshape(k, 2 * nblk)
@@ -166,27 +173,72 @@ class FixedKeyAES:
         return np.bitwise_xor.reduce(y, axis=2).reshape(k, e_count, 2 * nblk)
 
 
-def transpose_bits(m: np.ndarray) -> np.ndarray:
-    """Transpose a bit matrix: m (R, N) uint8, R % 8 == 0, row r = R bit rows of 8N bits.
-
-    Returns (8N, R/8) uint8 whose row i holds bit i of every input row: output row i, byte b,
-    bit k (little bit order) = input row 8b+k, bit i (byte i//8, bit i%8).
-    """
-    r, n = m.shape
-    if r % 8:
-        raise ValueError("row count must be a multiple of 8")
-    # Gather each 8x8 bit block (8 rows x one byte column) into one uint64: byte rr = row 8rb+rr.
-    blocks = np.ascontiguousarray(m.reshape(r // 8, 8, n).transpose(0, 2, 1)).view(_U64)
-    x = blocks.reshape(r // 8, n)
-    # Transpose each 8x8 bit block in place: bit 8a+b <-> 8b+a (Hacker's Delight, delta swaps).
-    for shift, mask in ((7, 0x00AA00AA00AA00AA), (14, 0x0000CCCC0000CCCC), (28, 0x00000000F0F0F0F0)):
-        t = x >> _U64(shift)
-        t ^= x
-        t &= _U64(mask)
-        x ^= t
-        t <<= _U64(shift)
-        x ^= t
-    # Now byte k of block (rb, cb) = column bit 8cb+k across rows 8rb..8rb+7.
-    return np.ascontiguousarray(x.view(np.uint8).reshape(r // 8, n, 8).transpose(1, 2, 0)).reshape(
-        8 * n, r // 8
+_STAGES = tuple(
+    (s, _U64(s), _U64(m))
+    for s, m in (
+        (32, 0x00000000FFFFFFFF),
+        (16, 0x0000FFFF0000FFFF),
+        (8, 0x00FF00FF00FF00FF),
+        (4, 0x0F0F0F0F0F0F0F0F),
+        (2, 0x3333333333333333),
+        (1, 0x5555555555555555),
     )
+)
+# Words (of 64 columns) per transpose block: a 128 x 4096-word block is 4 MB.
+_T_BLOCK = 4096
+
+
+def _transpose64(x: np.ndarray, tmp: np.ndarray) -> None:
+    """In place: transpose the 64x64 bit matrix x[g, :, q] (rows = axis 1, bit c = column c).
+
+    Eklundh's recursive block swap as six SWAR stages, each vectorized over all (g, q).
+    """
+    g, _, q = x.shape
+    for s, su, mask in _STAGES:
+        v = x.reshape(g, 32 // s, 2, s, q)
+        a = v[:, :, 0]
+        b = v[:, :, 1]
+        t = tmp[: a.size].reshape(a.shape)
+        # Swap a's high s-bit fields with b's low ones: t = ((a >> s) ^ b) & mask.
+        np.right_shift(a, su, out=t)
+        t ^= b
+        t &= mask
+        b ^= t
+        t <<= su
+        a ^= t
+
+
+def transpose_bits(m: np.ndarray) -> np.ndarray:
+    """Transpose a bit matrix m (R, C/8) uint8 (R % 64 == 0, C % 64 == 0): R rows of C bits.
+
+    Returns (C, R/8) uint8: one row of R bits per input column.  Bits are little-endian
+    (column c of a row is byte c//8, bit c%8; output bit j is input row j).  For speed the output
+    rows come in a fixed permuted column order; :func:`columns_from_rows` maps a vector indexed
+    like the output rows to natural column order (both IKNP parties use the same order, so only
+    the receiver's choice bits need mapping).
+    """
+    r, nbytes = m.shape
+    if r % 64 or nbytes % 8:
+        raise ValueError("transpose_bits needs R % 64 == 0 and a multiple of 64 columns")
+    h, n8 = r // 64, nbytes // 8
+    a = np.ascontiguousarray(m).view(_U64).reshape(h, 64, n8)
+    out = np.empty((64 * n8, h), dtype=_U64)
+    tmp = np.empty(h * 32 * min(_T_BLOCK, max(n8, 1)), dtype=_U64)
+    for w0 in range(0, n8, _T_BLOCK):
+        w1 = min(n8, w0 + _T_BLOCK)
+        x = a[:, :, w0:w1].copy()  # contiguous block: stays in cache for the six stages
+        _transpose64(x, tmp)
+        # x[g, b, w] is output row (column 64w + b), word g; store in (b, w) order (cheap).
+        for g in range(h):
+            out[64 * w0 : 64 * w1, g] = x[g].reshape(-1)
+    return out.view(np.uint8)
+
+
+def columns_from_rows(v: np.ndarray) -> np.ndarray:
+    """Reorder a per-output-row vector of :func:`transpose_bits` into natural column order."""
+    n8 = v.shape[0] // 64
+    out = np.empty_like(v)
+    for w0 in range(0, n8, _T_BLOCK):
+        w1 = min(n8, w0 + _T_BLOCK)
+        out[64 * w0 : 64 * w1] = v[64 * w0 : 64 * w1].reshape(64, w1 - w0).T.reshape(-1)
+    return out

@@ -45,6 +45,7 @@ from protocols.base_ot import _base_ot_recv, _base_ot_send
 from protocols.crypto import (
     CounterPRG,
     FixedKeyAES,
+    columns_from_rows,
     derive_key,
     pack_bits,
     random_bytes,
@@ -177,14 +178,15 @@ class OTExtensionSender(_IKNPBase):
     # ------------------------------------------------------------- IKNP core
     def _extend(self, k: int) -> np.ndarray:
         """Steps 2 of IKNP for k OTs: receive u, return q rows (k, 2) uint64."""
-        k8 = -(-k // 8) * 8
-        nbytes = k8 // 8
+        k64 = -(-k // 64) * 64
+        nbytes = k64 // 8
         u = self.ch.recv_array(np.uint8, (KAPPA, nbytes))
         q = np.empty((KAPPA, nbytes), dtype=np.uint8)
         for j in range(KAPPA):
             self._prgs[j].fill(q[j])
-        q[self._s_bits] ^= u[self._s_bits]
-        self.ots_extended += k8
+            if self._s_bits[j]:
+                q[j] ^= u[j]
+        self.ots_extended += k64
         return transpose_bits(q)[:k].view(_U64)
 
     def _rows(self, n: int, piece: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -204,10 +206,13 @@ class OTExtensionSender(_IKNPBase):
     def _pads(self, q: np.ndarray, start: int, words: int) -> tuple[np.ndarray, np.ndarray]:
         """(m0, m1) pads of `words` uint64 each: H(q, (i, b)) and H(q ^ s, (i, b))."""
         assert self._aes is not None
-        nblk = (words + 1) // 2
-        h0 = self._aes.tccr_blocks(q, start, nblk, FixedKeyAES.TAG_OT)
-        h1 = self._aes.tccr_blocks(q ^ self._s64[None, :], start, nblk, FixedKeyAES.TAG_OT)
-        return h0[:, :words], h1[:, :words]
+        tw = FixedKeyAES.tweaks(start, q.shape[0], (words + 1) // 2, FixedKeyAES.TAG_OT)
+        h0 = self._aes.tccr(q, tw)
+        q1 = q ^ self._s64[None, :]
+        h1 = self._aes.tccr(q1, tw)
+        if h0.shape[1] != words:
+            h0, h1 = h0[:, :words], h1[:, :words]
+        return h0, h1
 
     # --------------------------------------------------------------- public
     def precompute(self, n: int) -> None:
@@ -335,17 +340,20 @@ class OTExtensionReceiver(_IKNPBase):
     def _extend(self, c: np.ndarray) -> np.ndarray:
         """Step 1 of IKNP for choices c (0/1 uint8): send u, return t rows (k, 2) uint64."""
         k = c.shape[0]
-        k8 = -(-k // 8) * 8
-        nbytes = k8 // 8
+        k64 = -(-k // 64) * 64
+        nbytes = k64 // 8
         t = np.empty((KAPPA, nbytes), dtype=np.uint8)
         u = np.empty((KAPPA, nbytes), dtype=np.uint8)
         for j in range(KAPPA):
             self._prg0[j].fill(t[j])
             self._prg1[j].fill(u[j])
         u ^= t
-        u ^= pack_bits(c)[None, :]
+        # Our i-th OT is output row i of the transpose; put c_i at that row's column.
+        r = np.zeros(k64, dtype=np.uint8)
+        r[:k] = c
+        u ^= pack_bits(columns_from_rows(r))[None, :]
         self.ch.send_array(u)
-        self.ots_extended += k8
+        self.ots_extended += k64
         return transpose_bits(t)[:k].view(_U64)
 
     def _rows(self, c: np.ndarray, piece: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -374,7 +382,9 @@ class OTExtensionReceiver(_IKNPBase):
 
     def _pad(self, t: np.ndarray, start: int, words: int) -> np.ndarray:
         assert self._aes is not None
-        return self._aes.tccr_blocks(t, start, (words + 1) // 2, FixedKeyAES.TAG_OT)[:, :words]
+        tw = FixedKeyAES.tweaks(start, t.shape[0], (words + 1) // 2, FixedKeyAES.TAG_OT)
+        h = self._aes.tccr(t, tw)
+        return h if h.shape[1] == words else h[:, :words]
 
     # --------------------------------------------------------------- public
     def precompute(self, n: int) -> None:
