@@ -1,0 +1,88 @@
+"""End to end: `secureml serve` as a real subprocess, queried by `secureml predict` and by the API."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from protocols.common import KernelModelParams
+from protocols.krr import ServedModel, predict, serve
+from secureml.data import embedded_split, load_embedded, write_extxyz
+from secureml.models.krr import KernelRidge
+from secureml.models.pipeline import MolecularModel
+from secureml.representations import CoulombMatrix
+
+
+def _start(cmd):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "serving" in line:
+            return proc, int(line.rsplit(":", 1)[1])
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("server did not start: " + (proc.stdout.read() or ""))
+
+
+def test_cli_serve_and_predict(tmp_path):
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    train, test = data.subset(tr[:150]), data.subset(te[:2])
+    model = MolecularModel(CoulombMatrix(size=23), KernelRidge("gaussian", sigma=50.0, lam=1e-6), "U0_atomization")
+    model.fit(train)
+    path = model.save(tmp_path / "model.npz")
+    write_extxyz(test, tmp_path / "queries.xyz")
+    proc, port = _start([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path),
+                         "--port", "0", "--max-sessions", "1"])
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "secureml.cli", "predict", "--server", f"127.0.0.1:{port}",
+             "--xyz", str(tmp_path / "queries.xyz"), "--cost", "--json", str(tmp_path / "out.json")],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "cost:" in out.stdout
+        got = [r["prediction"] for r in json.loads((tmp_path / "out.json").read_text())["predictions"]]
+        np.testing.assert_allclose(got, model.predict(test), atol=1e-2)
+        proc.wait(timeout=60)
+        log = proc.stdout.read()
+        assert "session peer=" in log  # one line per prediction session, no data
+    finally:
+        proc.kill()
+
+
+def test_server_survives_garbage_and_disconnects():
+    rng = np.random.default_rng(0)
+    params = KernelModelParams(rng.uniform(0, 20, (12, 4)), rng.normal(0, 10, 12), 1.0, "gaussian", 10.0)
+    served = ServedModel(params)
+    ready = threading.Event()
+    port_box = []
+    stop = threading.Event()
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(on_ready=lambda p: (port_box.append(p), ready.set()), stop=stop,
+                                      session_timeout=10))
+    th.start()
+    assert ready.wait(30)
+    port = port_box[0]
+    try:
+        # 1. garbage bytes, 2. an oversized frame header, 3. a client that leaves mid-handshake
+        for payload in (b"\x00garbage" * 10, b"\xff" * 8 + b"x", b""):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(payload)
+            s.close()
+        Q = np.clip(params.X_train[:1] + 0.3, 0, 31)
+        preds, cost = predict(f"127.0.0.1:{port}", Q)
+        np.testing.assert_allclose(preds, params.predict(Q), atol=1e-2)
+    finally:
+        stop.set()
+        th.join(30)
