@@ -258,3 +258,50 @@ def matvec_receiver(
             for r in range(k):
                 share += (t[r] * w[r]).sum(axis=0, dtype=U64)
     return share
+
+
+def mul_shared_private(
+    p: Party,
+    x_share: np.ndarray,
+    holder: int,
+    y: np.ndarray | None = None,
+    y_bits: int = 64,
+    *,
+    signed: bool = False,
+) -> np.ndarray:
+    """Share of ``x * y`` (elementwise) where x is secret-shared and y is private to ``holder``.
+
+    Steps: 1. the holder multiplies its own share locally: ``x_h * y``;
+           2. one Gilboa product for the peer's share: peer = OT sender with ``x_peer``,
+              holder = OT receiver with the bits of y (``y_bits``, optionally signed);
+           3. holder: ``x_h y + t``; peer: ``s``  (t + s = x_peer y).
+    Threat model as for :func:`mul_public_private_sender`; the peer learns nothing about y.
+    """
+    x_share = np.ascontiguousarray(x_share, dtype=U64)
+    if p.role == holder:
+        if y is None:
+            raise DataError("the holder must pass its private y")
+        y = np.ascontiguousarray(y, dtype=U64)
+        if y.shape != x_share.shape:
+            raise DataError(f"x share {x_share.shape} and y {y.shape} differ in shape")
+        t = mul_public_private_receiver(p, y.ravel(), y_bits, signed=signed)
+        return (x_share * y + t.reshape(y.shape)).reshape(x_share.shape)
+    s = mul_public_private_sender(p, x_share.ravel(), y_bits, signed=signed)
+    return s.reshape(x_share.shape)
+
+
+def dot_shared_private(
+    p: Party,
+    x_share: np.ndarray,
+    holder: int,
+    y: np.ndarray | None = None,
+    y_bits: int = 64,
+    *,
+    signed: bool = False,
+) -> np.ndarray:
+    """Share (shape (1,)) of ``sum_i x_i y_i`` with x secret-shared and y private to ``holder``.
+
+    :func:`mul_shared_private` followed by a local sum.
+    """
+    prod = mul_shared_private(p, x_share, holder, y, y_bits, signed=signed)
+    return np.array([prod.sum(dtype=U64)], dtype=U64)

@@ -212,3 +212,26 @@ def test_shares_are_uniform() -> None:
     assert np.array_equal(s0 + s1, x * y)
     for s in (s0, s1):
         assert stats.chisquare(np.bincount((s >> U64(60)).astype(int), minlength=16)).pvalue > 1e-4
+
+
+def test_mul_and_dot_shared_private() -> None:
+    from protocols.gilboa import dot_shared_private, mul_shared_private
+
+    rng = np.random.default_rng(8)
+    x = _rand(rng, 90)
+    r = _rand(rng, 90)
+    xs = (r, x - r)
+    y = _signed(rng, 90, 33)
+    for holder in (0, 1):
+        (m0, d0), (m1, d1) = run_two_party(
+            lambda p: (
+                mul_shared_private(p, xs[p.role], holder, y if p.role == holder else None, 33, signed=True),
+                dot_shared_private(p, xs[p.role], holder, y if p.role == holder else None, 33, signed=True),
+            ),
+            lambda p: (
+                mul_shared_private(p, xs[p.role], holder, y if p.role == holder else None, 33, signed=True),
+                dot_shared_private(p, xs[p.role], holder, y if p.role == holder else None, 33, signed=True),
+            ),
+        )
+        assert np.array_equal(m0 + m1, x * y)
+        assert (d0 + d1)[0] == (x * y).sum(dtype=U64)
