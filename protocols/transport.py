@@ -210,7 +210,9 @@ class Channel(ABC):
     def send_array(self, a: np.ndarray) -> None:
         """Send a numeric array: header (dtype, shape) then raw C-order bytes in frames."""
         self._check_open()
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+            a = a.copy(order="C")
         if a.dtype.kind not in _ALLOWED_KINDS or a.ndim > _MAX_NDIM:
             raise MalformedMessage(f"cannot send array of dtype {a.dtype} / ndim {a.ndim}")
         dt = a.dtype.str.encode("ascii")
