@@ -131,6 +131,20 @@ class Party:
             _ = self.ot_receiver
             _ = self.ot_sender
 
+    def precompute_ot(self, n_from_0: int, n_from_1: int) -> None:
+        """Offline phase: extend random OTs now, to be consumed (derandomized) later.
+
+        ``n_from_0`` OTs in which party 0 is the OT sender, ``n_from_1`` in which party 1 is;
+        both parties pass the same two numbers.  Later COTs draw from these pools first (online
+        cost then: 1 bit + the correction per OT), and extend on demand once a pool is empty.
+        """
+        if self.role == 0:
+            self.ot_sender.precompute(int(n_from_0))
+            self.ot_receiver.precompute(int(n_from_1))
+        else:
+            self.ot_receiver.precompute(int(n_from_0))
+            self.ot_sender.precompute(int(n_from_1))
+
     @property
     def provider(self) -> "CorrelationProvider":
         if self._provider is None:
