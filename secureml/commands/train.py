@@ -1,0 +1,216 @@
+"""``secureml train``: fit a model on QM9 or the embedded set, report the test MAE, save it."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from secureml.errors import ModelError
+
+
+# -- helpers shared with ``secureml learning-curve`` -----------------------------------------------
+def add_data_arguments(p: argparse.ArgumentParser, default_n: str = "4096") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=("embedded", "qm9"), default="embedded",
+                   help="embedded: the shipped QM9 subset (<= 7 heavy atoms, fixed seeded 80/20 split); "
+                        "qm9: random molecules from all of QM9 (qm9pack)")
+    g.add_argument("--property", default="U0_atomization",
+                   help="property to learn (default U0_atomization, kcal/mol); see `secureml data info`")
+    g.add_argument("--n-test", type=int, default=1000,
+                   help="qm9 only: size of the fixed test set (default 1000); the embedded set uses its own 20%% split")
+    g.add_argument("--max-heavy-atoms", type=int, default=None,
+                   help="qm9 only: keep molecules with at most this many non-hydrogen atoms")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data split and of random models (default 0)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--rep", choices=("cm",), default="cm",
+                   help="representation for exact KRR: cm = Coulomb matrix (default)")
+    g.add_argument("--cm-size", type=int, default=29, help="Coulomb matrix padding size (29 covers QM9)")
+    g.add_argument("--cm-variant", choices=("sorted", "unsorted", "eigenspectrum"), default="sorted",
+                   help="Coulomb matrix variant (default sorted by row norm)")
+    g.add_argument("--kernel", choices=("gaussian", "laplacian"), default="gaussian",
+                   help="KRR kernel (default gaussian)")
+    g.add_argument("--sigma", type=float, default=None,
+                   help="kernel width (default: the recipe's, 74 gaussian / 3000 laplacian for the CM)")
+    g.add_argument("--lam", type=float, default=None, help="ridge regularisation (default 1e-8 / 1e-10)")
+    g.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra option for the model recipe (repeatable), e.g. --set n_features=4096")
+    g.add_argument("--cv", action="store_true",
+                   help="choose sigma (and lam) by k-fold cross-validation on the training set (KRR only)")
+    g.add_argument("--cv-folds", type=int, default=5, help="folds for --cv (default 5)")
+    g.add_argument("--sigmas", default=None,
+                   help="comma-separated sigma grid for --cv (default: log grid around the median distance)")
+    g.add_argument("--lams", default=None, help="comma-separated lambda grid for --cv (default: --lam)")
+
+
+def parse_floats(text: str | None, what: str) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ModelError(f"{what}: expected comma-separated numbers, got {text!r}") from exc
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (ints, floats, true/false recognised)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ModelError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        v: Any = value
+        low = value.lower()
+        if low in ("true", "false"):
+            v = low == "true"
+        else:
+            for conv in (int, float):
+                try:
+                    v = conv(value)
+                    break
+                except ValueError:
+                    continue
+        out[key.strip().replace("-", "_")] = v
+    return out
+
+
+def load_split(args: argparse.Namespace, n_train: int | None) -> tuple[Any, Any]:
+    """(training set, test set) as MolecularDatasets for ``--data``; training sets are nested in n."""
+    from secureml.data import embedded_split, load_embedded, load_qm9
+    from secureml.errors import DataError
+
+    if args.data == "embedded":
+        full = load_embedded()
+        train, test = embedded_split(args.seed, n_train)
+        return full.subset(train), full.subset(test)
+    if n_train is None:
+        raise DataError("--data qm9 needs --n (training-set size)")
+    # The first n_test molecules of the seeded permutation are the test set, the next n_train the
+    # training set: the test set stays fixed and training sets are nested as n_train grows.
+    props = [args.property] if args.property else None
+    ds = load_qm9(n=args.n_test + n_train, max_heavy_atoms=args.max_heavy_atoms, seed=args.seed, properties=props)
+    idx = np.arange(len(ds))
+    return ds.subset(idx[args.n_test:]), ds.subset(idx[: args.n_test])
+
+
+def model_from_args(args: argparse.Namespace, name: str | None = None) -> Any:
+    """An unfitted MolecularModel from ``--model`` (a registered recipe) or --rep/--kernel."""
+    from secureml.models import build_model
+
+    options = parse_options(getattr(args, "options", []))
+    name = name or getattr(args, "model", None) or f"krr-{args.kernel}"
+    if name.startswith("krr-"):
+        options.setdefault("cm_size", args.cm_size)
+        options.setdefault("cm_variant", args.cm_variant)
+    if args.sigma is not None:
+        options["sigma"] = args.sigma
+    if args.lam is not None:
+        options["lam"] = args.lam
+    options.setdefault("seed", args.seed)
+    return build_model(name, **options)
+
+
+def cross_validate(model: Any, train: Any, args: argparse.Namespace, progress: bool = True) -> dict[str, Any]:
+    """Set the KRR estimator's sigma/lam by CV on ``train``; returns the search result."""
+    from secureml.models.krr import KernelRidge, search_hyperparameters
+
+    est = model.estimator
+    if not isinstance(est, KernelRidge):
+        raise ModelError("--cv is implemented for exact KRR models only")
+    X = model.representation.fit(train).transform(train)
+    y = np.asarray(train.properties[args.property], dtype=np.float64)
+    lams = parse_floats(args.lams, "--lams") or [float(est.lam)]
+    result = search_hyperparameters(
+        X, y, est.kernel, parse_floats(args.sigmas, "--sigmas"), lams,
+        cv=args.cv_folds, seed=args.seed, progress=progress,
+    )
+    est.set_params(sigma=result["sigma"], lam=result["lam"])
+    return result
+
+
+def evaluate(model: Any, test: Any) -> dict[str, Any]:
+    """Test-set errors and prediction time per molecule (representation included)."""
+    y = np.asarray(test.properties[model.property_name], dtype=np.float64)
+    t0 = time.perf_counter()
+    pred = model.predict(test)
+    dt = time.perf_counter() - t0
+    err = pred - y
+    return {
+        "n_test": len(test),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "max_abs_error": float(np.abs(err).max()),
+        "predict_seconds_per_molecule": dt / max(1, len(test)),
+    }
+
+
+# -- the command -----------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a KRR (or other registered) model, print its test MAE, save it",
+        description="Train a model on the embedded set or on QM9, print test-set errors and save the "
+                    "model as one .npz file (representation settings, kernel, hyperparameters, training "
+                    "representations, weights, data provenance).",
+        epilog="example: secureml train --data qm9 --n 4096 --kernel gaussian --sigma 74 --lam 1e-8 --out model.npz",
+    )
+    add_data_arguments(p)
+    p.add_argument("--n", type=int, default=None,
+                   help="training-set size (qm9: default 4096; embedded: default all 3,137 training molecules)")
+    add_model_arguments(p)
+    p.add_argument("--model", default=None,
+                   help="registered model recipe instead of --rep/--kernel (e.g. krr-laplacian, rff-gaussian); "
+                        "see `secureml learning-curve --list`")
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.add_argument("--json", default=None, help="also write the metrics here (default: next to --out, .json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    n = args.n if args.n is not None else (4096 if args.data == "qm9" else None)
+    print(f"loading {args.data} data ...", file=sys.stderr)
+    train, test = load_split(args, n)
+    model = model_from_args(args)
+    model.property_name = args.property
+    cv_result = None
+    if args.cv:
+        cv_result = cross_validate(model, train, args)
+        print(f"cross-validation chose sigma={cv_result['sigma']:g} lam={cv_result['lam']:g} "
+              f"(CV MAE {cv_result['mae']:.3f})", file=sys.stderr)
+    print(f"fitting on {len(train)} molecules ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    model.fit(train, args.property)
+    fit_s = time.perf_counter() - t0
+    metrics = evaluate(model, test)
+    model.provenance["test_mae"] = metrics["mae"]
+    model.provenance["data"] = args.data
+    out = model.save(args.out)
+    est = model.estimator
+    params = est.get_params() if hasattr(est, "get_params") else {}
+    report = {
+        "model_file": str(out),
+        "data": args.data,
+        "property": args.property,
+        "n_train": len(train),
+        "fit_seconds_total": fit_s,
+        "representation": model.representation.get_params(),
+        "estimator": {"class": type(est).__name__, **{k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))}},
+        **metrics,
+        "cv": cv_result,
+    }
+    json_path = Path(args.json) if args.json else out.with_suffix(".json")
+    json_path.write_text(json.dumps(report, indent=2))
+    print(f"{args.property}: test MAE {metrics['mae']:.3f}  RMSE {metrics['rmse']:.3f} "
+          f"(n_train={len(train)}, n_test={metrics['n_test']}, fit {fit_s:.1f} s)")
+    print(f"model saved to {out}; metrics in {json_path}")
+    return 0
+
+
+__all__ = ["register", "run", "load_split", "model_from_args", "evaluate", "cross_validate"]

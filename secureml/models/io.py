@@ -1,0 +1,264 @@
+"""Model files: one ``.npz`` holding a representation, a fitted estimator and their provenance.
+
+Layout of the file (readable with plain ``numpy.load(path, allow_pickle=False)``):
+
+* ``__secureml_model__``: a JSON document (0-d unicode array) with ``format`` ("secureml-model"),
+  ``format_version``, ``secureml_version``, ``created_utc``, ``property_name``, ``provenance``,
+  ``representation`` (its ``get_params()``), ``n_features`` and ``estimator``
+  (``class``, ``module``, ``params`` = scikit-learn ``get_params()``, ``state``).
+* one array per ndarray found anywhere in those trees, named by its path, e.g.
+  ``estimator.state.X_fit_`` or ``estimator.state.pca.6.basis``; in the JSON the array's place
+  holds ``{"__array__": "<name>"}``.
+
+Estimators are found by class name in a registry (:func:`register_estimator`); each exposes
+``get_state() -> dict`` (arrays, scalars, strings, nested dicts/lists) and
+``@classmethod from_state(state)``. Only modules inside ``secureml.models`` are ever imported to
+find a class, so a model file cannot make the loader import arbitrary code, and no pickles are
+read.
+
+Note what a model file reveals: an exact KRR file contains the training representations
+(``X_fit_``), from which training geometries can largely be recovered -- it is the model owner's
+secret, not something to hand to clients.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import pkgutil
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from secureml import __version__
+from secureml.errors import ModelError
+
+if TYPE_CHECKING:
+    from secureml.models.pipeline import MolecularModel
+
+FORMAT = "secureml-model"
+FORMAT_VERSION = 1
+META_KEY = "__secureml_model__"
+
+_ESTIMATORS: dict[str, type] = {}
+T = TypeVar("T", bound=type)
+
+
+def register_estimator(cls: T) -> T:
+    """Class decorator: let :func:`load_model` rebuild ``cls`` from its ``get_state()``."""
+    for attr in ("get_state", "from_state"):
+        if not callable(getattr(cls, attr, None)):
+            raise TypeError(f"{cls.__name__} must define {attr}() to be stored in model files")
+    _ESTIMATORS[cls.__name__] = cls
+    return cls
+
+
+def estimator_class(name: str, module: str | None = None) -> type:
+    """Registered estimator class by name, importing ``secureml.models`` modules if needed."""
+    if name in _ESTIMATORS:
+        return _ESTIMATORS[name]
+    if module and module.startswith("secureml.models."):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    if name not in _ESTIMATORS:
+        import secureml.models as pkg
+
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                try:
+                    importlib.import_module(f"secureml.models.{info.name}")
+                except ImportError:
+                    continue
+    if name not in _ESTIMATORS:
+        raise ModelError(f"unknown estimator class {name!r}; known: {', '.join(sorted(_ESTIMATORS))}")
+    return _ESTIMATORS[name]
+
+
+# -- trees of JSON values and arrays ------------------------------------------------------------
+def _pack(obj: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    """Replace every ndarray in ``obj`` by a reference, collecting the arrays under their path."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise ModelError(f"{path}: object arrays cannot be stored in a model file")
+        arrays[path] = obj
+        return {"__array__": path}
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)) or "." in str(k):
+                raise ModelError(f"{path}: keys must be strings or ints without '.', got {k!r}")
+            if str(k) == "__array__":
+                raise ModelError(f"{path}: the key '__array__' is reserved")
+            out[str(k)] = _pack(v, f"{path}.{k}", arrays)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, f"{path}.{i}", arrays) for i, v in enumerate(obj)]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj)  # json writes inf/nan as Infinity/NaN and reads them back
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise ModelError(f"{path}: cannot store a value of type {type(obj).__name__} in a model file")
+
+
+def _unpack(obj: Any, arrays: Any, source: str) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            key = obj["__array__"]
+            if key not in arrays.files:
+                raise ModelError(f"{source}: array {key!r} is missing from the file")
+            return arrays[key]
+        return {k: _unpack(v, arrays, source) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, arrays, source) for v in obj]
+    return obj
+
+
+# -- saving and loading -------------------------------------------------------------------------
+def save_model(model: "MolecularModel", path: str | Path) -> Path:
+    """Write ``model`` (representation + fitted estimator + provenance) to one ``.npz`` file.
+
+    Returns the path written (numpy appends ``.npz`` if missing, so we do it first).
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    est = model.estimator
+    cls = type(est)
+    if _ESTIMATORS.get(cls.__name__) is not cls:
+        raise ModelError(f"estimator class {cls.__name__} is not registered with register_estimator")
+    arrays: dict[str, np.ndarray] = {}
+    params = est.get_params() if hasattr(est, "get_params") else {}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "secureml_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "property_name": model.property_name,
+        "provenance": _pack(model.provenance, "provenance", arrays),
+        "representation": _pack(model.representation.get_params(), "representation", arrays),
+        "n_features": int(model.representation.n_features),
+        "estimator": {
+            "class": cls.__name__,
+            "module": cls.__module__,
+            "params": _pack({k: v for k, v in params.items()}, "estimator.params", arrays),
+            "state": _pack(est.get_state(), "estimator.state", arrays),
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    # Write then rename, so a crash never leaves a half-written model where a good one was.
+    np.savez(tmp, **{META_KEY: np.array(json.dumps(meta))}, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata JSON with arrays still referenced, {array name: array}) of a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"{path}: not a secureml model file (not a readable .npz: {exc})") from exc
+    with npz:
+        if META_KEY not in npz.files:
+            raise ModelError(f"{path}: not a secureml model file (no {META_KEY} entry)")
+        try:
+            meta = json.loads(str(npz[META_KEY]))
+            arrays = {k: npz[k] for k in npz.files if k != META_KEY}
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ModelError(f"{path}: corrupt model file ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a secureml model file (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelError(
+            f"{path}: model format version {version!r} is not supported by secureml {__version__} "
+            f"(reads versions 1..{FORMAT_VERSION})"
+        )
+    return meta, arrays
+
+
+class _Arrays:
+    """Minimal mapping view with ``files`` so :func:`_unpack` can resolve references."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._a = arrays
+        self.files = list(arrays)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._a[key]
+
+
+def load_model(path: str | Path) -> "MolecularModel":
+    """Read a file written by :func:`save_model`; ModelError for a bad or unknown file."""
+    from secureml.models.pipeline import MolecularModel
+    from secureml.representations import representation_from_params
+
+    path = Path(path)
+    meta, arrays = read_model_file(path)
+    view = _Arrays(arrays)
+    try:
+        est_meta = meta["estimator"]
+        rep_params = _unpack(meta["representation"], view, str(path))
+        state = _unpack(est_meta["state"], view, str(path))
+        provenance = _unpack(meta.get("provenance", {}), view, str(path))
+        cls_name, module = est_meta["class"], est_meta.get("module")
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: model file is missing {exc}") from exc
+    try:
+        representation = representation_from_params(rep_params)
+        estimator = estimator_class(cls_name, module).from_state(state)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad {cls_name} state in model file ({exc!r})") from exc
+    n_features = meta.get("n_features")
+    if n_features is not None and representation.n_features != n_features:
+        raise ModelError(
+            f"{path}: representation gives {representation.n_features} features but the file "
+            f"records {n_features}"
+        )
+    return MolecularModel(
+        representation,
+        estimator,
+        property_name=str(meta.get("property_name", "")),
+        provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
+    )
+
+
+def describe_model(path: str | Path) -> dict[str, Any]:
+    """Metadata of a model file with array references replaced by their shapes (for display)."""
+    meta, arrays = read_model_file(path)
+
+    def shapes(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            if set(obj) == {"__array__"}:
+                a = arrays.get(obj["__array__"])
+                return f"array{list(a.shape) if a is not None else '?'} {a.dtype if a is not None else ''}".strip()
+            return {k: shapes(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [shapes(v) for v in obj]
+        return obj
+
+    return shapes(meta)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "register_estimator",
+    "estimator_class",
+    "save_model",
+    "load_model",
+    "read_model_file",
+    "describe_model",
+]
