@@ -17,7 +17,7 @@ Protocol (both sides below carry the step numbers):
   4. Mask-reveal: the server sends D_S + rho (rho uniform mod 2^M); the client now holds
      u = D + rho, uniform and independent of D.
   5. Drop s low bits of u and rho (changes t = D/(2 sigma^2) by < 2^-38). D' = u' - rho' mod 2^W.
-  6. Split D' = H 2^L + lo where c 2^L <= 1 (t = c D'). Then
+  6. Split D' = H 2^L + lo where c 2^L <= 4 (t = c D'). Then
         e^{-t} = [top bits of D' all zero] * e^{-c 2^L Hv} * e^{c rho'_lo} * e^{-c 2^L beta} * e^{-c u'_lo}
      with beta the borrow out of the low L bits and Hv the next lut_bits of D'. The borrow (and a
      flag for any non-zero bit above the table) come from a digit chain of small table OTs
@@ -25,7 +25,7 @@ Protocol (both sides below carry the step numbers):
   7. Table OT: the client's index is (its table digit, its borrow share, its flag share); the
      server's table holds G = [flag=0] e^{-c 2^L Hv} e^{c rho'_lo} e^{-c 2^L beta} (2^g_frac
      fixed point) plus a fresh 128-bit mask r. The client receives G + r.
-  8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-1, 1]).
+  8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]).
   9. Output in Z_2^128: y = sum alpha_i (G_i + r_i - r_i) v_i via two Gilboa inner products
      (:mod:`protocols.krr.ot128`): alpha' bits (server) x w_i = (G_i + r_i) v_i (client) and
      v bits (client) x alpha_i r_i (server).
@@ -112,7 +112,7 @@ def server_online(party, model: KernelModelParams, pp: PublicParams, k: int) -> 
     z = zc ^ z_s.astype(np.int64)[:, None, None, None]
     hv = (cand - rho_lut[:, None, None, None] - beta) % (1 << m)
     G = np.exp(-step * hv - step * beta + pp.c * rho_lo[:, None, None, None]) * (z == 0)
-    G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)  # < 2^(g_frac+2)
+    G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)  # G < e^4: < 2^(g_frac+6)
     G_enc = np.transpose(G_enc, (0, 3, 2, 1)).reshape(n, -1)
     r_hi, r_lo = party.rng.random_u64(n), party.rng.random_u64(n)
     t_hi, t_lo = u128.add((np.zeros_like(G_enc), G_enc), (r_hi[:, None], r_lo[:, None]))

@@ -76,13 +76,18 @@ class PublicParams:
 
     @property
     def lo_bits(self) -> int:
-        """Low part of D' whose exponential factor stays in (e^-1, 1]: c * 2^lo_bits <= 1."""
-        return int(min(self.d_bits, max(0, math.floor(-math.log2(self.c)))))
+        """Low part of D' whose exponential factor stays in (e^-4, 1]: c * 2^lo_bits <= 4.
+
+        A wider low part means a smaller table (fewer high values of t to tabulate); the factors
+        e^{-c u_lo} (client) and e^{c rho_lo} (server) then span e^4 < 2^6, which the 40-bit
+        fixed-point encodings absorb without losing kernel precision.
+        """
+        return int(min(self.d_bits, max(0, math.floor(2.0 - math.log2(self.c)))))
 
     @property
     def lut_bits(self) -> int:
         """Bits of D' above lo_bits handled by the look-up table (covers t up to T_CUT)."""
-        step = self.c * (1 << self.lo_bits)  # t per unit of the high part, in (0.5, 1]
+        step = self.c * (1 << self.lo_bits)  # t per unit of the high part, in (2, 4]
         t_cut = (KERNEL_FRAC_BITS + 4) * math.log(2)
         need = math.ceil(math.log2(t_cut / step + 1))
         return int(min(need, self.d_bits - self.lo_bits))
@@ -92,7 +97,7 @@ class PublicParams:
         """Bits of D' above the table: any non-zero one means t > T_CUT, kernel 0."""
         return self.d_bits - self.lo_bits - self.lut_bits
 
-    digit_bits: int = 6  # digit size of the borrow/zero chains (1-out-of-2^(digit_bits+2) OTs)
+    digit_bits: int = 4  # digit size of the borrow/zero chains (1-out-of-2^(digit_bits+2) OTs)
     g_frac_bits: int = 40  # table output precision
     v_frac_bits: int = 40  # client factor precision
 
