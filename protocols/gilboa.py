@@ -36,20 +36,21 @@ U64 = np.uint64
 MATVEC_CHUNK_BYTES = 32 << 20
 
 
-def _bit_groups(y_bits: int) -> list[tuple[int, int, int]]:
+def _bit_groups(y_bits: int, ring_bits: int = 64) -> list[tuple[int, int, int]]:
     """Split bit positions 0..y_bits-1 into runs with the same correction byte width.
 
-    Returns (first_bit, end_bit, bits) triples; ``bits = 64 - first_bit`` is enough for every
-    bit in the run (a larger modulus is harmless after scaling by 2^i).
+    Returns (first_bit, end_bit, bits) triples; ``bits = ring_bits - first_bit`` is enough for
+    every bit in the run (a larger modulus is harmless after scaling by 2^i). A caller that only
+    needs the result modulo 2^ring_bits (< 64) saves the top bytes of every correction.
     """
     groups: list[tuple[int, int, int]] = []
     i = 0
     while i < y_bits:
-        nbytes = (64 - i + 7) // 8
+        nbytes = (ring_bits - i + 7) // 8
         j = i
-        while j < y_bits and (64 - j + 7) // 8 == nbytes:
+        while j < y_bits and (ring_bits - j + 7) // 8 == nbytes:
             j += 1
-        groups.append((i, j, 64 - i))
+        groups.append((i, j, ring_bits - i))
         i = j
     return groups
 
@@ -167,6 +168,7 @@ def matvec_sender(
     chunk_cols: int | None = None,
     *,
     signed: bool = False,
+    ring_bits: int = 64,
 ) -> np.ndarray:
     """Sender's share (n,) of ``X @ y`` where this party holds X (n, d) and the peer holds y (d,).
 
@@ -180,7 +182,9 @@ def matvec_sender(
       2. for each column chunk [a, b) and each run of bits [i0, i1): COT with correlations
          ``X[:, j]`` for j in [a, b), repeated per bit (shape ((b-a)(i1-i0), n)), bits = 64 - i0;
       3. share = -sum_{j,i} 2^i s_{j,i}  (minus ``2^(y_bits-1) * X.sum(1)`` when ``signed``).
-    Traffic: d * y_bits IKNP OTs (16 bytes each) + sum_i n * ceil((64-i)/8) bytes per column.
+    Traffic: d * y_bits IKNP OTs (16 bytes each) + sum_i n * ceil((ring_bits-i)/8) bytes per column.
+    With ``ring_bits`` < 64 the shares are correct modulo 2^ring_bits only (callers that work in a
+    smaller ring, e.g. squared distances with a known bound, save the corrections' top bytes).
     """
     y_bits = _check_y_bits(y_bits)
     X = np.ascontiguousarray(X, dtype=U64)
@@ -192,7 +196,8 @@ def matvec_sender(
         raise DataError("chunk_cols must be >= 1")
     p.check_peer(
         "gilboa-matvec",
-        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed)},
+        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
+         "ring_bits": int(ring_bits)},
         sender=False,
     )
     share = np.zeros(n, dtype=U64)
@@ -202,7 +207,7 @@ def matvec_sender(
     for a, b in _col_chunks(d, chunk_cols):
         cols = XT[a:b]  # (c, n)
         c = b - a
-        for i0, i1, bits in _bit_groups(y_bits):
+        for i0, i1, bits in _bit_groups(y_bits, ring_bits):
             k = i1 - i0
             # row order: bit-major then column -> (k, c, n)
             delta = np.broadcast_to(cols[None], (k, c, n)).reshape(k * c, n)
@@ -223,6 +228,7 @@ def matvec_receiver(
     chunk_cols: int | None = None,
     *,
     signed: bool = False,
+    ring_bits: int = 64,
 ) -> np.ndarray:
     """Receiver's share (n,) of ``X @ y`` where the peer holds X (n, d) and this party holds y (d,).
 
@@ -242,7 +248,8 @@ def matvec_receiver(
     y = _offset_y(y, y_bits, signed)  # validate before talking, so a bad input fails fast
     p.check_peer(
         "gilboa-matvec",
-        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed)},
+        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
+         "ring_bits": int(ring_bits)},
         sender=True,
     )
     share = np.zeros(n, dtype=U64)
@@ -250,7 +257,7 @@ def matvec_receiver(
         return share
     for a, b in _col_chunks(d, chunk_cols):
         c = b - a
-        for i0, i1, bits in _bit_groups(y_bits):
+        for i0, i1, bits in _bit_groups(y_bits, ring_bits):
             k = i1 - i0
             choices = _choice_bits(y[a:b], i0, i1).ravel()  # (k * c,) bit-major
             t = p.ot_receiver.cot_recv(choices, w=n, bits=bits).reshape(k, c, n)

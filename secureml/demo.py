@@ -38,10 +38,11 @@ def _start_server(model_path: Path) -> tuple[subprocess.Popen, int]:
 def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: float = 50.0,
              lam: float = 1e-8, out_dir: str | None = None) -> int:
     from protocols.krr import predict
+    from protocols.krr.service import molecules_featurizer
     from secureml.data import embedded_split, load_embedded
     from secureml.models.krr import KernelRidge
     from secureml.models.pipeline import MolecularModel
-    from secureml.representations import CoulombMatrix, representation_from_params
+    from secureml.representations import CoulombMatrix
 
     data = load_embedded()
     train_idx, test_idx = embedded_split(seed)
@@ -66,11 +67,7 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
         queries = test.subset(np.arange(n_queries))
         print(f"== Query owner: asks for {n_queries} predictions over TCP (port {port}) ==")
 
-        def featurize(pp):
-            return representation_from_params(pp.representation).transform(queries)
-
-        featurize.n_queries = len(queries)
-        preds, cost = predict(f"127.0.0.1:{port}", featurize=featurize)
+        preds, cost = predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(queries))
     finally:
         try:
             proc.wait(timeout=30)

@@ -82,7 +82,7 @@ def server_online(party, model: KernelModelParams, pp: PublicParams, k: int) -> 
     D_S = np.empty((k, N), dtype=U64)
     # 2.-3. cross term per query (vector OLE), then local shares of D
     for a in range(k):
-        s = gilboa.matvec_sender(party, X, pp.x_bits)
+        s = gilboa.matvec_sender(party, X, pp.x_bits, ring_bits=M)
         D_S[a] = _mod(xx - U64(2) * s, M)
     D_S = D_S.ravel()
     n = D_S.shape[0]
@@ -145,7 +145,7 @@ def client_online(party, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
     # 2.-3. cross term, then local shares of D
     D_C = np.empty((k, N), dtype=U64)
     for a in range(k):
-        s = gilboa.matvec_receiver(party, q[a], pp.x_bits, N)
+        s = gilboa.matvec_receiver(party, q[a], pp.x_bits, N, ring_bits=M)
         D_C[a] = _mod(qq[a] - U64(2) * s, M)
     D_C = D_C.ravel()
     n = D_C.shape[0]

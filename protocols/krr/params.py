@@ -38,6 +38,8 @@ class PublicParams:
     weight_frac_bits: int = 12
     representation: dict[str, Any] = field(default_factory=dict)
     property_name: str = ""
+    public_model_sha256: str = ""  # linear models: the public feature map the client must hold
+    public_model_bytes: int = 0
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -136,7 +138,9 @@ class PublicParams:
             raise ProtocolError(f"unknown model kind {self.kind!r}; supported: {KINDS}")
         if not (1 <= self.n_train <= 1 << 22 and 1 <= self.n_features <= 1 << 16):
             raise ProtocolError(f"sizes out of range: n_train={self.n_train} n_features={self.n_features}")
-        if not (0 <= self.frac_bits <= 24) or not (self.feature_hi > self.feature_lo):
+        if not (0 <= self.frac_bits <= (24 if self.kind == "krr-gaussian" else 40)) or not (
+            self.feature_hi > self.feature_lo
+        ):
             raise ProtocolError("bad fixed-point format or feature bounds")
         if self.kind == "krr-gaussian":
             if not (self.sigma > 0 and math.isfinite(self.sigma)):

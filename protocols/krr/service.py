@@ -36,7 +36,15 @@ MAX_QUERIES_PER_SESSION = 256
 
 
 class ServedModel:
-    """What the server holds: the secret arrays and the public parameters derived from them."""
+    """What the server holds: the secret arrays and the public parameters derived from them.
+
+    Exact Gaussian KRR: ``ServedModel(KernelModelParams(...))``. Compact random-feature models:
+    :meth:`linear` (or :meth:`from_molecular_model`, which picks the right kind).
+    """
+
+    linear_weights: np.ndarray | None = None
+    linear_offset: float = 0.0
+    public_blob: bytes = b""
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
                  property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16) -> None:
@@ -67,10 +75,40 @@ class ServedModel:
     @classmethod
     def from_molecular_model(cls, mm: Any, **kw: Any) -> "ServedModel":
         est = mm.estimator
-        if not hasattr(est, "dual_coef_"):
-            raise ModelError(f"{type(est).__name__} is not an exact KRR model")
-        return cls(KernelModelParams.from_estimator(est), representation=mm.representation.get_params(),
-                   property_name=getattr(mm, "property_name", ""), **kw)
+        if hasattr(est, "dual_coef_"):
+            return cls(KernelModelParams.from_estimator(est), representation=mm.representation.get_params(),
+                       property_name=getattr(mm, "property_name", ""), **kw)
+        return cls.linear(mm, **{k: v for k, v in kw.items() if k == "calibration"})
+
+    @classmethod
+    def linear(cls, mm: Any, calibration: Any = None) -> "ServedModel":
+        """Serve a compact random-feature model; ``calibration`` molecules set the public bounds
+        (default: the embedded data set, which is public)."""
+        import hashlib
+
+        from protocols.krr import linear as lin
+
+        w, offset, public = lin.linear_parts(mm)
+        if calibration is None:
+            from secureml.data import load_embedded
+
+            calibration = load_embedded().subset(np.arange(0, 3921, 8))
+        phi = lin.client_features(public, calibration)
+        pred = phi @ w
+        plan = lin.plan(phi, float(np.max(np.abs(pred))) if pred.size else 1.0)
+        self = cls.__new__(cls)
+        self.params = None
+        self.linear_weights, self.linear_offset = w, offset
+        self.public_blob = lin.model_bytes(public)
+        self.public = PublicParams(
+            kind="linear", n_train=int(getattr(mm, "provenance", {}).get("n_train", 1) or 1),
+            n_features=int(w.shape[0]), representation=dict(mm.representation.get_params()),
+            property_name=getattr(mm, "property_name", ""),
+            public_model_sha256=hashlib.sha256(self.public_blob).hexdigest(),
+            public_model_bytes=len(self.public_blob), **plan,
+        )
+        self.public.validate()
+        return self
 
 
 def auto_frac_bits(n_features: int, span: float, max_ring_bits: int = 60) -> int:
@@ -104,11 +142,19 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
     if not isinstance(answer, dict) or not answer.get("ready"):
         reason = answer.get("abort") if isinstance(answer, dict) else None
         raise ProtocolError(f"client aborted: {reason or 'malformed reply'}")
+    if model.public.kind == "linear" and answer.get("need_public_model"):
+        # sent once per client (it caches it by hash); public, so it is no secret-bearing traffic
+        ch.send(model.public_blob)
     party = Party(ch, role=0)
     party.setup_ot()
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
-    gaussian.server_online(party, model.params, model.public, k)
+    if model.public.kind == "linear":
+        from protocols.krr import linear
+
+        linear.server_online(party, model.linear_weights, model.linear_offset, model.public, k)
+    else:
+        gaussian.server_online(party, model.params, model.public, k)
     t1 = time.perf_counter()
     cost = CostReport(
         engine="ot-krr", wall_s=t1 - t0, offline_s=t_off - t0, online_s=t1 - t_off,
@@ -178,13 +224,38 @@ def _session_thread(model, conn, peer, ssl_context, timeout, slots) -> None:
         slots.release()
 
 
+def _public_model_cache(sha: str):
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("SECUREML_CACHE", Path.home() / ".cache" / "secureml")) / "public-models"
+    return root / f"{sha}.npz"
+
+
+def molecules_featurizer(dataset: Any) -> Callable[[PublicParams, Any], np.ndarray]:
+    """``featurize`` for :func:`predict_features` that turns molecules into what the model needs."""
+
+    def featurize(pp: PublicParams, public_model: Any) -> np.ndarray:
+        if pp.kind == "linear":
+            from protocols.krr.linear import client_features
+
+            return client_features(public_model, dataset)
+        from secureml.representations import representation_from_params
+
+        return representation_from_params(pp.representation).transform(dataset)
+
+    featurize.n_queries = len(dataset)
+    return featurize
+
+
 def predict_features(ch: Channel, Q: np.ndarray | None = None,
-                     featurize: Callable[[PublicParams], np.ndarray] | None = None
+                     featurize: Callable[[PublicParams, Any], np.ndarray] | None = None
                      ) -> tuple[np.ndarray, CostReport, PublicParams]:
     """Query owner's side of one session on an open channel.
 
-    Give either the representations ``Q`` (k, d) or ``featurize(params) -> Q`` (called after the
-    handshake, when the public representation settings are known).
+    Give either the model inputs ``Q`` (k, d) -- representations for exact KRR, features phi for
+    compact models -- or ``featurize(params, public_model) -> Q`` (called after the handshake,
+    when the public settings, and for compact models the public feature map, are known).
     """
     t0 = time.perf_counter()
     if Q is not None:
@@ -203,21 +274,45 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
         err = reply.get("error") if isinstance(reply, dict) else "malformed reply"
         raise ProtocolError(f"server refused: {err}")
     pp = PublicParams.from_dict(reply.get("params"))
+    public_model, need_model, cache = None, False, None
+    if pp.kind == "linear":
+        cache = _public_model_cache(pp.public_model_sha256)
+        need_model = not cache.exists()
     try:
+        if pp.kind == "linear" and Q is None:
+            if need_model:
+                ch.send_json({"ready": True, "need_public_model": True})
+                blob = ch.recv(max_bytes=max(pp.public_model_bytes, 1) + 64)
+                import hashlib
+
+                if hashlib.sha256(blob).hexdigest() != pp.public_model_sha256:
+                    raise ProtocolError("public model does not match its advertised hash")
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_bytes(blob)
+            from protocols.krr.linear import model_from_bytes
+
+            public_model = model_from_bytes(cache.read_bytes())
         if Q is None:
-            Q = np.atleast_2d(featurize(pp))
+            Q = np.atleast_2d(featurize(pp, public_model))
         if Q.shape != (n_q, pp.n_features):
             raise ModelError(f"queries have shape {Q.shape}, the model expects ({n_q}, {pp.n_features})")
         pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
     except SecureMLError as exc:
-        ch.send_json({"abort": str(exc)})
+        if not (pp.kind == "linear" and need_model and public_model is not None):
+            ch.send_json({"abort": str(exc)})
         raise
-    ch.send_json({"ready": True})
+    if not (pp.kind == "linear" and need_model and public_model is not None):
+        ch.send_json({"ready": True, "need_public_model": False})
     party = Party(ch, role=1)
     party.setup_ot()
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
-    preds = gaussian.client_online(party, pp, Q)
+    if pp.kind == "linear":
+        from protocols.krr import linear
+
+        preds = linear.client_online(party, pp, Q)
+    else:
+        preds = gaussian.client_online(party, pp, Q)
     t1 = time.perf_counter()
     cost = CostReport(
         engine="ot-krr", wall_s=t1 - t0, offline_s=t_off - t0, online_s=t1 - t_off,

@@ -70,14 +70,10 @@ def run(args: argparse.Namespace) -> int:
     import ssl
 
     from protocols.krr import predict
-    from secureml.representations import representation_from_params
+    from protocols.krr.service import molecules_featurizer
 
     queries = load_queries(args.xyz, args.smiles, args.batch)
-
-    def featurize(pp):
-        return representation_from_params(pp.representation).transform(queries)
-
-    featurize.n_queries = len(queries)
+    featurize = molecules_featurizer(queries)
     ctx = None
     if args.tls:
         ctx = ssl.create_default_context(cafile=args.tls_ca)

@@ -1,0 +1,115 @@
+"""Cost of double-blind exact Gaussian KRR over OT: two processes on TCP loopback.
+
+    python -m bench.krr_cost --sizes 256,1024,4096,16384 --features 435 --queries 1 --out results/krr_cost
+
+For each training size N: the model owner's server runs in its own process, the query owner's
+client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
+way, rounds, |prediction - plaintext|, and the ratio to the plaintext prediction time measured
+in the same run. Writes JSON + CSV and a log-log plot.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def synthetic_model(N: int, d: int, sigma: float, seed: int = 0):
+    """Coulomb-matrix-like data: non-negative, sparse-ish, values up to ~100 (see ANCHORS.md)."""
+    from protocols.common import KernelModelParams
+
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 73.5, (N, d)) * (rng.random((N, d)) < 0.5)
+    alpha = rng.normal(0, 1e3, N)
+    return KernelModelParams(X, alpha, -1000.0, "gaussian", sigma), rng
+
+
+def _server(N: int, d: int, sigma: float, seed: int, q: mp.Queue) -> None:
+    from protocols.krr import ServedModel, serve
+
+    params, _ = synthetic_model(N, d, sigma, seed)
+    serve(ServedModel(params), "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
+
+
+def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0) -> dict:
+    from protocols.krr import predict
+
+    params, rng = synthetic_model(N, d, sigma, seed)
+    Q = np.clip(params.X_train[:k] + rng.normal(0, 1.0, (k, d)) * (params.X_train[:k] > 0), 0, 127)
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_server, args=(N, d, sigma, seed, q))
+    proc.start()
+    port = q.get(timeout=120)
+    try:
+        preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=1800)
+    finally:
+        proc.join(600)
+    t0 = time.perf_counter()
+    reps = max(1, int(2e6 // (N * d)))
+    for _ in range(reps):
+        plain = params.predict(Q)
+    t_plain = (time.perf_counter() - t0) / reps
+    return {
+        "N": N, "d": d, "queries": k, "sigma": sigma,
+        "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
+        "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
+        "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
+        "client_peak_rss_MB": cost.peak_rss_mb,
+        "max_abs_error": float(np.max(np.abs(preds - plain))),
+        "plaintext_s": t_plain, "ratio_time": cost.wall_s / t_plain,
+        "per_query_s": cost.wall_s / k, "per_query_MB": (cost.bytes_sent + cost.bytes_received) / 1e6 / k,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--sizes", default="256,1024,4096", help="comma-separated training sizes N")
+    ap.add_argument("--features", type=int, default=435, help="representation width d")
+    ap.add_argument("--queries", type=int, default=1, help="queries per session (batching)")
+    ap.add_argument("--sigma", type=float, default=74.0)
+    ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
+    args = ap.parse_args(argv)
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
+        r = run_one(N, args.features, args.queries, args.sigma)
+        rows.append(r)
+        tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}) "
+                   f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
+                   f"x{r['ratio_time']:,.0f} plaintext")
+    (out / "krr_cost.json").write_text(json.dumps(rows, indent=2))
+    with open(out / "krr_cost.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Ns = [r["N"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].loglog(Ns, [r["wall_s"] for r in rows], "o-", label="OT double-blind")
+    ax[0].loglog(Ns, [r["plaintext_s"] for r in rows], "s--", label="plaintext")
+    ax[0].set_xlabel("training size N")
+    ax[0].set_ylabel("seconds per session")
+    ax[0].legend()
+    ax[1].loglog(Ns, [r["total_MB"] for r in rows], "o-")
+    ax[1].set_xlabel("training size N")
+    ax[1].set_ylabel("MB (both directions)")
+    fig.tight_layout()
+    fig.savefig(out / "krr_cost.png", dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
