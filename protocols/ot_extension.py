@@ -62,6 +62,7 @@ _ONES = _U64(0xFFFFFFFFFFFFFFFF)
 # Bound on the bytes of one (pieces x width) working array; a few such arrays live at once.
 _PIECE_BYTES = 16 << 20
 _MAX_LUT_M = 16
+_MAX_PIECE = 1 << 17
 
 
 def cot_theory_bits(bits: int = 64, w: int = 1, precomputed: bool = False) -> int:
@@ -115,6 +116,9 @@ class _IKNPBase:
             raise ValueError("chunk must be at least 128 OTs")
         self.ch = ch
         self.chunk = int(chunk) - int(chunk) % 128
+        # OTs per exchange: small enough that the two parties' work overlaps (pipelining) and
+        # that the working set stays near the caches; `chunk` caps it for tight memory.
+        self.piece = min(self.chunk, _MAX_PIECE)
         self._rng = np.random.default_rng(seed) if seed is not None else None
         self._ready = False
         self._aes: FixedKeyAES | None = None
@@ -223,7 +227,7 @@ class OTExtensionSender(_IKNPBase):
         parts = [self._pool_rows[self._pool_off :]]
         done = 0
         while done < n:
-            k = min(self.chunk, n - done)
+            k = min(self.piece, n - done)
             parts.append(self._extend(k).view(np.uint8))
             done += k
         self._pool_rows = np.concatenate(parts)
@@ -234,7 +238,7 @@ class OTExtensionSender(_IKNPBase):
         m0 = np.empty((n, 2), dtype=_U64)
         m1 = np.empty((n, 2), dtype=_U64)
         pos = 0
-        for start, q in self._rows(n, self.chunk):
+        for start, q in self._rows(n, self.piece):
             k = q.shape[0]
             m0[pos : pos + k], m1[pos : pos + k] = self._pads(q, start, 2)
             pos += k
@@ -254,7 +258,7 @@ class OTExtensionSender(_IKNPBase):
         n, w = d2.shape
         x0 = np.empty((n, w), dtype=_U64)
         pos = 0
-        for start, q in self._rows(n, _piece_size(self.chunk, 2 * w)):
+        for start, q in self._rows(n, _piece_size(self.piece, 2 * w)):
             k = q.shape[0]
             h0, h1 = self._pads(q, start, w)
             # Step: tau = m0 + delta - m1, so that m1 + tau = m0 + delta.
@@ -263,7 +267,7 @@ class OTExtensionSender(_IKNPBase):
             if mask != _ONES:
                 h0 &= mask
             x0[pos : pos + k] = h0
-            self.ch.send_array(_low_bytes(tau, nb))
+            self.ch.send_array(_low_bytes(tau, nb), owned=True)
             pos += k
         return x0.reshape(delta.shape)
 
@@ -277,12 +281,12 @@ class OTExtensionSender(_IKNPBase):
         a1 = m1.reshape(m1.shape[0], -1)
         n, w = a0.shape
         pos = 0
-        for start, q in self._rows(n, _piece_size(self.chunk, 4 * w)):
+        for start, q in self._rows(n, _piece_size(self.piece, 4 * w)):
             k = q.shape[0]
             h0, h1 = self._pads(q, start, w)
             h0 ^= a0[pos : pos + k]
             h1 ^= a1[pos : pos + k]
-            self.ch.send_array(np.stack([h0, h1], axis=1))
+            self.ch.send_array(np.stack([h0, h1], axis=1), owned=True)
             pos += k
 
     def lut_send(self, tables: np.ndarray, bits: int = 64) -> None:
@@ -304,7 +308,7 @@ class OTExtensionSender(_IKNPBase):
         nblk = (w + 1) // 2
         # Pieces of whole tables, bounded by the (tables x entries x m x blocks) working array.
         per_table = size * m * nblk * 2
-        pt = max(1, min(self.chunk // m, _PIECE_BYTES // (8 * per_table)))
+        pt = max(1, min(self.piece // m, _PIECE_BYTES // (8 * per_table)))
         ebits = ((np.arange(size)[:, None] >> np.arange(m)[None, :]) & 1).astype(np.intp)
         pos = 0
         for start, q in self._rows(n * m, pt * m):
@@ -319,7 +323,7 @@ class OTExtensionSender(_IKNPBase):
             ct = t3[pos : pos + k] ^ pad[:, :, :w]
             if mask != _ONES:
                 ct &= mask
-            self.ch.send_array(_low_bytes(ct, nb))
+            self.ch.send_array(_low_bytes(ct, nb), owned=True)
             pos += k
 
 
@@ -352,25 +356,40 @@ class OTExtensionReceiver(_IKNPBase):
         r = np.zeros(k64, dtype=np.uint8)
         r[:k] = c
         u ^= pack_bits(columns_from_rows(r))[None, :]
-        self.ch.send_array(u)
+        self.ch.send_array(u, owned=True)
         self.ots_extended += k64
         return transpose_bits(t)[:k].view(_U64)
 
     def _rows(self, c: np.ndarray, piece: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (tweak start, t rows (k, 2) uint64, choices piece) with t_i known for c_i."""
+        """Yield (tweak start, t rows (k, 2) uint64, choices piece) with t_i known for c_i.
+
+        On a pipelined channel the message for piece k+1 (u or d) is sent before piece k is
+        handed to the caller (who then waits for the sender's reply to piece k), so both
+        parties compute at the same time instead of taking turns.
+        """
         self.setup()
+        lookahead = self.ch.pipelined
+        pending = None
         pos = 0
         for k, from_pool in self._plan(c.shape[0], piece):
             cp = c[pos : pos + k]
+            pos += k
             if from_pool:
                 rows, r = self._take_pool_choice(k)
                 # Derandomize: d = c ^ r tells the sender to swap where they differ.
-                self.ch.send_array(pack_bits(cp ^ r))
+                self.ch.send_array(pack_bits(cp ^ r), owned=True)
                 t = rows.view(_U64)
             else:
                 t = self._extend(cp)
-            yield self._next_index(k), t, cp
-            pos += k
+            item = (self._next_index(k), t, cp)
+            if not lookahead:
+                yield item
+                continue
+            if pending is not None:
+                yield pending
+            pending = item
+        if pending is not None:
+            yield pending
 
     def _take_pool_choice(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         off = self._pool_off
@@ -396,7 +415,7 @@ class OTExtensionReceiver(_IKNPBase):
         choice = [self._pool_choice[self._pool_off :]]
         done = 0
         while done < n:
-            k = min(self.chunk, n - done)
+            k = min(self.piece, n - done)
             r = unpack_bits(np.frombuffer(random_bytes((k + 7) // 8, self._rng), np.uint8), k)
             rows.append(self._extend(r).view(np.uint8))
             choice.append(r)
@@ -410,7 +429,7 @@ class OTExtensionReceiver(_IKNPBase):
         c = _choice_bits(choices)
         out = np.empty((c.shape[0], 2), dtype=_U64)
         pos = 0
-        for start, t, _ in self._rows(c, self.chunk):
+        for start, t, _ in self._rows(c, self.piece):
             k = t.shape[0]
             out[pos : pos + k] = self._pad(t, start, 2)
             pos += k
@@ -423,7 +442,7 @@ class OTExtensionReceiver(_IKNPBase):
         n = c.shape[0]
         out = np.empty((n, w), dtype=_U64)
         pos = 0
-        for start, t, cp in self._rows(c, _piece_size(self.chunk, 2 * w)):
+        for start, t, cp in self._rows(c, _piece_size(self.piece, 2 * w)):
             k = t.shape[0]
             h = self._pad(t, start, w)
             tau = _from_low_bytes(self.ch.recv_array(np.uint8 if nb < 8 else _U64,
@@ -443,7 +462,7 @@ class OTExtensionReceiver(_IKNPBase):
         n = c.shape[0]
         out = np.empty((n, w), dtype=_U64)
         pos = 0
-        for start, t, cp in self._rows(c, _piece_size(self.chunk, 4 * w)):
+        for start, t, cp in self._rows(c, _piece_size(self.piece, 4 * w)):
             k = t.shape[0]
             h = self._pad(t, start, w)
             y = self.ch.recv_array(_U64, (k, 2, w))
@@ -470,7 +489,7 @@ class OTExtensionReceiver(_IKNPBase):
         size = 1 << m
         nblk = (w + 1) // 2
         per_table = size * m * nblk * 2
-        pt = max(1, min(self.chunk // m, _PIECE_BYTES // (8 * per_table)))
+        pt = max(1, min(self.piece // m, _PIECE_BYTES // (8 * per_table)))
         c = ((idx[:, None] >> np.arange(m)[None, :]) & 1).astype(np.uint8).ravel()
         out = np.empty((n, w), dtype=_U64)
         pos = 0

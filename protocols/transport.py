@@ -57,6 +57,7 @@ __all__ = [
 
 DEFAULT_MAX_FRAME = 64 << 20
 DEFAULT_MAX_MESSAGE = 2 << 30
+_WRITE_QUEUE_FRAMES = 16
 _PREFIX = struct.Struct(">I")
 _ARRAY_MAGIC = b"\x93A"
 # Only plain numeric dtypes may come off the wire (never object arrays).
@@ -134,8 +135,9 @@ class Channel(ABC):
 
     # ------------------------------------------------------- stream primitives
     @abstractmethod
-    def _write(self, parts: Sequence[Any]) -> None:
-        """Stream primitive implemented by each transport."""
+    def _write(self, parts: Sequence[Any], wait: bool = True) -> None:
+        """Stream primitive: write all parts in order.  With ``wait=False`` the transport may
+        return before the bytes are written (the caller then must not modify the buffers)."""
 
     @abstractmethod
     def _read_into(self, buf: memoryview) -> None:
@@ -160,13 +162,22 @@ class Channel(ABC):
         self.close()
         return exc
 
-    def _send_frame(self, parts: Sequence[Any]) -> None:
+    @property
+    def pipelined(self) -> bool:
+        """True when sends never wait for the peer to read (queued locally), so a protocol may
+        send its next message before reading the peer's reply without risking a deadlock."""
+        return False
+
+    def flush(self) -> None:
+        """Wait until every queued message has been handed to the operating system."""
+
+    def _send_frame(self, parts: Sequence[Any], wait: bool = True) -> None:
         size = sum(_nbytes(p) for p in parts)
         if size > self.max_frame:
             raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame={self.max_frame}")
         if self.transcript is not None:
             self.transcript.append(("send", b"".join(bytes(memoryview(p).cast("B")) for p in parts)))
-        self._write([_PREFIX.pack(size), *parts])
+        self._write([_PREFIX.pack(size), *parts], wait)
         self.bytes_sent += _PREFIX.size + size
 
     def _recv_prefix(self, limit: int) -> int:
@@ -207,8 +218,12 @@ class Channel(ABC):
         return bytes(buf)
 
     # ------------------------------------------------------------------ arrays
-    def send_array(self, a: np.ndarray) -> None:
-        """Send a numeric array: header (dtype, shape) then raw C-order bytes in frames."""
+    def send_array(self, a: np.ndarray, *, owned: bool = False) -> None:
+        """Send a numeric array: header (dtype, shape) then raw C-order bytes in frames.
+
+        ``owned=True`` promises that nobody modifies ``a`` afterwards; a pipelined channel may
+        then queue it without copying and return at once.
+        """
         self._check_open()
         a = np.asarray(a)
         if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
@@ -226,11 +241,12 @@ class Channel(ABC):
         raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
         self._turn("send")
         first = min(raw.nbytes, self.max_frame - len(header))
-        self._send_frame([header, raw[:first]])
+        wait = not owned
+        self._send_frame([header, raw[:first]], wait)
         pos = first
         while pos < raw.nbytes:
             end = min(raw.nbytes, pos + self.max_frame)
-            self._send_frame([raw[pos:end]])
+            self._send_frame([raw[pos:end]], wait)
             pos = end
         self.messages_sent += 1
 
@@ -353,7 +369,11 @@ class TCPChannel(Channel):
         sock: socket.socket,
         timeout: float | None = 60.0,
         max_frame: int = DEFAULT_MAX_FRAME,
+        background_writes: bool | None = None,
     ) -> None:
+        """``background_writes`` (default: on for plain TCP, off for TLS, whose socket objects
+        must not be read and written from two threads) starts a writer thread that drains a
+        queue of outgoing frames, making the channel :attr:`pipelined`."""
         super().__init__(timeout=timeout, max_frame=max_frame)
         self.sock = sock
         try:
@@ -361,6 +381,48 @@ class TCPChannel(Channel):
         except OSError:  # not a TCP socket (e.g. a socketpair in tests)
             pass
         self._apply_timeout()
+        if background_writes is None:
+            background_writes = not isinstance(sock, ssl.SSLSocket)
+        self._wq: "queue.Queue[tuple[Sequence[Any], threading.Event | None] | None] | None" = None
+        self._werr: ProtocolError | None = None
+        self._writer: threading.Thread | None = None
+        if background_writes:
+            # Bounded: a protocol that races ahead blocks here instead of queueing gigabytes.
+            self._wq = queue.Queue(maxsize=_WRITE_QUEUE_FRAMES)
+            self._writer = threading.Thread(target=self._writer_loop, daemon=True, name="tcp-writer")
+            self._writer.start()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._writer is not None
+
+    def _writer_loop(self) -> None:
+        assert self._wq is not None
+        while True:
+            item = self._wq.get()
+            if item is None:
+                return
+            parts, done = item
+            try:
+                if self._werr is None:
+                    self._sendall(parts)
+            except ProtocolError as exc:
+                self._werr = exc
+            finally:
+                if done is not None:
+                    done.set()
+
+    def _raise_writer_error(self) -> None:
+        if self._werr is not None:
+            raise self._fail(type(self._werr)(str(self._werr)))
+
+    def flush(self) -> None:
+        if self._writer is not None and not self._closed:
+            done = threading.Event()
+            assert self._wq is not None
+            self._wq.put(([], done))
+            done.wait()
+            self._raise_writer_error()
 
     def _apply_timeout(self) -> None:
         self.sock.settimeout(self._timeout)
@@ -391,8 +453,23 @@ class TCPChannel(Channel):
                 raise ConnectFailed(f"TLS handshake with client failed: {exc}") from None
         return cls(conn, timeout=timeout, max_frame=max_frame)
 
-    def _write(self, parts: Sequence[Any]) -> None:
+    def _write(self, parts: Sequence[Any], wait: bool = True) -> None:
         self._check_open()
+        if self._writer is None:
+            try:
+                self._sendall(parts)
+            except ProtocolError as exc:
+                raise self._fail(exc) from None
+            return
+        self._raise_writer_error()
+        done = threading.Event() if wait else None
+        assert self._wq is not None
+        self._wq.put((parts, done))
+        if done is not None:
+            done.wait()
+            self._raise_writer_error()
+
+    def _sendall(self, parts: Sequence[Any]) -> None:
         try:
             small = sum(_nbytes(p) for p in parts) <= 65536
             if small:
@@ -403,9 +480,9 @@ class TCPChannel(Channel):
                     if _nbytes(p):
                         self.sock.sendall(p)
         except (socket.timeout, TimeoutError):
-            raise self._fail(ProtocolTimeout(f"peer did not accept data within {self._timeout} s"))
+            raise ProtocolTimeout(f"peer did not accept data within {self._timeout} s") from None
         except (ssl.SSLError, OSError) as exc:
-            raise self._fail(PeerDisconnected(f"connection lost while sending: {exc}"))
+            raise PeerDisconnected(f"connection lost while sending: {exc}") from None
 
     def _read_into(self, buf: memoryview) -> None:
         self._check_open()
@@ -426,6 +503,12 @@ class TCPChannel(Channel):
             raise self._fail(PeerDisconnected(f"connection lost while receiving: {exc}"))
 
     def _close_stream(self) -> None:
+        if self._writer is not None and self._writer is not threading.current_thread():
+            # Deliver what is queued (the peer may be waiting for our last message), but never
+            # wait for a peer that stopped reading longer than the timeout.
+            assert self._wq is not None
+            self._wq.put(None)
+            self._writer.join(min(self._timeout, 5.0) if self._timeout is not None else 5.0)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -486,7 +569,11 @@ class LocalChannel(Channel):
         self._eof = False
         self._lock = threading.Lock()
 
-    def _write(self, parts: Sequence[Any]) -> None:
+    @property
+    def pipelined(self) -> bool:
+        return True  # the queues are unbounded: a send never waits for the peer
+
+    def _write(self, parts: Sequence[Any], wait: bool = True) -> None:
         self._check_open()
         # Copy: the receiver must never alias the sender's (mutable) arrays.
         self._outbox.put(b"".join(parts))
