@@ -1,0 +1,200 @@
+"""`secureml bench cost`: every engine on the same model and the same queries, side by side.
+
+Engines (each runs as two real processes on TCP loopback, except plaintext):
+  plaintext  the model owner predicts in the clear (the denominator of every ratio)
+  ot         OT-based double-blind exact KRR (protocols.krr)
+  fhe        TenSEAL CKKS, client holds the key (protocols.fhe)
+  crypten    CrypTen with its trusted-first-party provider (protocols.crypten_engine)
+  generic    generic MPC, Beaver triples from OT (protocols.generic_mpc)
+For each training size N: wall time (set-up/offline and online), bytes each way (keys included),
+rounds, peak memory, |prediction - plaintext|; simulated LAN (1 Gbit/s, 0.5 ms) and WAN
+(100 Mbit/s, 40 ms one way) times from measured bytes and rounds. Writes JSON, CSV, plots and a
+Markdown report. Slow engines stop at the first N whose run exceeds --engine-budget seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENGINES = {
+    "ot": "protocols.krr.service",
+    "fhe": "protocols.fhe",
+    "crypten": "protocols.crypten_engine",
+    "generic": "protocols.generic_mpc",
+}
+NETWORKS = {"LAN": (1e9, 0.5e-3), "WAN": (100e6, 40e-3)}
+
+
+def synthetic_model(N: int, d: int, sigma: float, seed: int = 0):
+    """Coulomb-matrix-like model: non-negative sparse entries up to ~73.5 (ANCHORS.md's peer setting)."""
+    from protocols.common import KernelModelParams
+
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 73.5, (N, d)) * (rng.random((N, d)) < 0.5)
+    alpha = rng.normal(0, 1e3, N)
+    return KernelModelParams(X, alpha, -1000.0, "gaussian", sigma), rng
+
+
+def network_time(wall_s: float, total_bytes: int, rounds: int, bandwidth: float, latency: float) -> float:
+    """Loopback wall time plus what a real link adds: serialisation and one latency per round."""
+    return wall_s + total_bytes * 8 / bandwidth + rounds * latency
+
+
+def run_engine(name: str, model, Q: np.ndarray, **opts: Any) -> dict[str, Any]:
+    mod = importlib.import_module(ENGINES[name])
+    preds, server, client = mod.run_local(model, Q, **opts)
+    return {
+        "preds": np.asarray(preds, dtype=float),
+        "wall_s": client.wall_s, "offline_s": client.offline_s, "online_s": client.online_s,
+        "client_to_server_MB": client.bytes_sent / 1e6, "server_to_client_MB": client.bytes_received / 1e6,
+        "rounds": client.rounds, "peak_rss_MB": max(client.peak_rss_mb, server.peak_rss_mb),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="secureml bench cost", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--sizes", default="32,128,512,2048,8192,16384", help="training sizes N")
+    ap.add_argument("--features", type=int, default=351, help="representation width d (CM size 26: 351)")
+    ap.add_argument("--sigma", type=float, default=74.0, help="Gaussian width (the published study's 74)")
+    ap.add_argument("--engines", default="plaintext,ot,fhe,crypten,generic")
+    ap.add_argument("--engine-budget", type=float, default=180.0,
+                    help="stop an engine after the first N whose run took longer than this (s)")
+    ap.add_argument("--frac-bits", default="8,10,12,14,16", help="precision sweep for the OT engine")
+    ap.add_argument("--precision-n", type=int, default=512, help="N of the precision sweep")
+    ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes in total")
+    ap.add_argument("--out", default="results/bench_cost", help="output folder")
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    sizes = [32, 128, 512] if args.quick else [int(s) for s in args.sizes.split(",")]
+    engines = [e for e in args.engines.split(",") if e]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for N in tqdm(sizes, desc="training size N"):
+        model, rng = synthetic_model(N, args.features, args.sigma, args.seed)
+        Q = np.clip(model.X_train[:1] + rng.normal(0, 1.0, (1, args.features)) * (model.X_train[:1] > 0), 0, 127)
+        t0 = time.perf_counter()
+        reps = max(1, int(2e6 // (N * args.features)))
+        for _ in range(reps):
+            plain = model.predict(Q)
+        t_plain = (time.perf_counter() - t0) / reps
+        if "plaintext" in engines:
+            rows.append({"engine": "plaintext", "N": N, "wall_s": t_plain, "offline_s": 0.0,
+                         "online_s": t_plain, "client_to_server_MB": 0.0, "server_to_client_MB": 0.0,
+                         "rounds": 0, "abs_error": 0.0, "ratio_vs_plaintext": 1.0})
+        for eng in engines:
+            if eng == "plaintext" or eng in skipped:
+                continue
+            try:
+                r = run_engine(eng, model, Q)
+            except Exception as exc:  # report and move on: one broken engine must not sink the run
+                skipped[eng] = f"N={N}: {type(exc).__name__}: {exc}"
+                tqdm.write(f"{eng}: stopped ({skipped[eng]})")
+                continue
+            err = float(np.max(np.abs(r.pop("preds") - plain)))
+            row = {"engine": eng, "N": N, **r, "abs_error": err, "ratio_vs_plaintext": r["wall_s"] / t_plain}
+            total = int((r["client_to_server_MB"] + r["server_to_client_MB"]) * 1e6)
+            for net, (bw, lat) in NETWORKS.items():
+                row[f"{net}_s"] = network_time(r["wall_s"], total, r["rounds"], bw, lat)
+            rows.append(row)
+            tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s  {total / 1e6:9.1f} MB  "
+                       f"{r['rounds']:5d} rounds  err {err:.1e}  x{row['ratio_vs_plaintext']:,.0f}")
+            if r["wall_s"] > args.engine_budget:
+                skipped[eng] = f"stopped after N={N}: {r['wall_s']:.0f} s > budget {args.engine_budget:.0f} s"
+    precision = precision_sweep(args) if "ot" in engines else []
+    write_outputs(out, rows, precision, skipped, args)
+    print(f"results in {out}/ (report.md, cost.json, cost.csv, *.png)")
+    return 0
+
+
+def precision_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """|double-blind - plaintext| against the fixed-point precision (cf. the study's Fig. on bits)."""
+    from protocols.krr.service import run_local
+
+    model, rng = synthetic_model(args.precision_n, args.features, args.sigma, args.seed + 1)
+    Q = np.clip(model.X_train[:2] + rng.normal(0, 1.0, (2, args.features)) * (model.X_train[:2] > 0), 0, 127)
+    plain = model.predict(Q)
+    res = []
+    for f in [int(x) for x in args.frac_bits.split(",")]:
+        preds, _, cost = run_local(model, Q, frac_bits=f)
+        res.append({"frac_bits": f, "max_abs_error": float(np.max(np.abs(preds - plain))),
+                    "total_MB": cost.total_bytes / 1e6})
+    return res
+
+
+def write_outputs(out: Path, rows, precision, skipped, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / "cost.json").write_text(json.dumps({"rows": rows, "precision": precision, "skipped": skipped,
+                                               "features": args.features, "sigma": args.sigma}, indent=2))
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "engine", k != "N", k))
+    with open(out / "cost.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    engines = sorted({r["engine"] for r in rows})
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+    for e in engines:
+        rs = [r for r in rows if r["engine"] == e]
+        Ns = [r["N"] for r in rs]
+        ax[0].loglog(Ns, [r["wall_s"] for r in rs], "o-", label=e)
+        if e != "plaintext":
+            ax[1].loglog(Ns, [r["client_to_server_MB"] + r["server_to_client_MB"] for r in rs], "o-", label=e)
+            ax[2].loglog(Ns, [r["ratio_vs_plaintext"] for r in rs], "o-", label=e)
+    for a, t in zip(ax, ("seconds per prediction (loopback)", "MB per prediction", "time / plaintext time")):
+        a.set_xlabel("training size N")
+        a.set_title(t)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "cost.png", dpi=110)
+    plt.close(fig)
+    if precision:
+        fig, a = plt.subplots(figsize=(4.5, 3.5))
+        a.semilogy([p["frac_bits"] for p in precision], [max(p["max_abs_error"], 1e-12) for p in precision], "o-")
+        a.set_xlabel("fractional bits of the representation")
+        a.set_ylabel("max |double-blind - plaintext|")
+        fig.tight_layout()
+        fig.savefig(out / "precision.png", dpi=110)
+        plt.close(fig)
+    lines = ["# Cost of double-blind KRR prediction, engine by engine", "",
+             f"Gaussian kernel, sigma {args.sigma}, d = {args.features}, one query, two processes on TCP loopback "
+             "(LAN/WAN columns add bytes/bandwidth + rounds x latency).", "",
+             "| engine | N | wall s | setup s | online s | MB c->s | MB s->c | rounds | LAN s | WAN s | |err| | x plaintext |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['engine']} | {r['N']} | {r['wall_s']:.4g} | {r['offline_s']:.3g} | {r['online_s']:.4g} | "
+                     f"{r['client_to_server_MB']:.3g} | {r['server_to_client_MB']:.3g} | {r['rounds']} | "
+                     f"{r.get('LAN_s', r['wall_s']):.4g} | {r.get('WAN_s', r['wall_s']):.4g} | {r['abs_error']:.1e} | "
+                     f"{r['ratio_vs_plaintext']:,.0f} |")
+    if skipped:
+        lines += ["", "Engines stopped early:", *[f"- **{k}**: {v}" for k, v in skipped.items()]]
+    lines += ["", "![cost](cost.png)"]
+    if precision:
+        lines += ["", "| frac bits | max abs error | MB |", "|---|---|---|",
+                  *[f"| {p['frac_bits']} | {p['max_abs_error']:.2e} | {p['total_MB']:.1f} |" for p in precision],
+                  "", "![precision](precision.png)"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
