@@ -232,6 +232,7 @@ class OTExtensionSender(_IKNPBase):
             done += k
         self._pool_rows = np.concatenate(parts)
         self._pool_off = 0
+        self.ch.flush()
 
     def random_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n random OTs: returns (m0, m1), each (n, 16) uint8; the receiver gets m_{c_i}."""
@@ -242,6 +243,7 @@ class OTExtensionSender(_IKNPBase):
             k = q.shape[0]
             m0[pos : pos + k], m1[pos : pos + k] = self._pads(q, start, 2)
             pos += k
+        self.ch.flush()
         return m0.view(np.uint8), m1.view(np.uint8)
 
     def cot_send(self, delta: np.ndarray, bits: int = 64) -> np.ndarray:
@@ -269,6 +271,7 @@ class OTExtensionSender(_IKNPBase):
             x0[pos : pos + k] = h0
             self.ch.send_array(_low_bytes(tau, nb), owned=True)
             pos += k
+        self.ch.flush()
         return x0.reshape(delta.shape)
 
     def ot_send(self, m0: np.ndarray, m1: np.ndarray) -> None:
@@ -288,6 +291,7 @@ class OTExtensionSender(_IKNPBase):
             h1 ^= a1[pos : pos + k]
             self.ch.send_array(np.stack([h0, h1], axis=1), owned=True)
             pos += k
+        self.ch.flush()
 
     def lut_send(self, tables: np.ndarray, bits: int = 64) -> None:
         """1-out-of-2^m OT: receiver i gets tables[i, idx_i] (mod 2^bits).
@@ -325,6 +329,7 @@ class OTExtensionSender(_IKNPBase):
                 ct &= mask
             self.ch.send_array(_low_bytes(ct, nb), owned=True)
             pos += k
+        self.ch.flush()
 
 
 class OTExtensionReceiver(_IKNPBase):
@@ -423,6 +428,7 @@ class OTExtensionReceiver(_IKNPBase):
         self._pool_rows = np.concatenate(rows)
         self._pool_choice = np.concatenate(choice)
         self._pool_off = 0
+        self.ch.flush()  # queued u-matrices reach the peer before we report being done
 
     def random_ot(self, choices: np.ndarray) -> np.ndarray:
         """Random OTs with chosen bits: returns m_{c_i} as (n, 16) uint8."""
@@ -433,6 +439,7 @@ class OTExtensionReceiver(_IKNPBase):
             k = t.shape[0]
             out[pos : pos + k] = self._pad(t, start, 2)
             pos += k
+        self.ch.flush()
         return out.view(np.uint8)
 
     def cot_recv(self, choices: np.ndarray, w: int = 1, bits: int = 64) -> np.ndarray:

@@ -26,6 +26,7 @@ believed before it is checked against local limits.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 from abc import ABC, abstractmethod
@@ -33,6 +34,7 @@ import socket
 import ssl
 import struct
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -391,6 +393,7 @@ class TCPChannel(Channel):
             self._wq = queue.Queue(maxsize=_WRITE_QUEUE_FRAMES)
             self._writer = threading.Thread(target=self._writer_loop, daemon=True, name="tcp-writer")
             self._writer.start()
+            _LIVE_WRITERS.add(self)
 
     @property
     def pipelined(self) -> bool:
@@ -550,6 +553,19 @@ def connect(
 
 
 _EOF = None
+
+# Channels with a writer thread: flushed at interpreter exit, so a program that ends without
+# close() still delivers the messages it queued (the writer threads are daemons).
+_LIVE_WRITERS: "weakref.WeakSet[TCPChannel]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for ch in list(_LIVE_WRITERS):
+        try:
+            ch.close()
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
 
 
 class LocalChannel(Channel):
