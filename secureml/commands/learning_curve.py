@@ -1,0 +1,160 @@
+"""``secureml learning-curve``: test MAE against training-set size, on log axes (PNG + JSON + CSV)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from secureml.commands.train import (
+    add_data_arguments,
+    add_model_arguments,
+    cross_validate,
+    evaluate,
+    load_split,
+    model_from_args,
+)
+from secureml.errors import DataError
+
+# Plaintext Coulomb-matrix + Gaussian-KRR curve of Weinreich, von Rudorff, von Lilienfeld,
+# Mach. Learn.: Sci. Technol. 4, 025017 (2023), QM9 atomization enthalpy, read off its figure.
+PUBLISHED_CM_GAUSSIAN = {1024: 27.0, 2048: 20.0, 4096: 10.5}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "learning-curve",
+        help="test MAE vs training-set size for one or more models (PNG + JSON + CSV)",
+        description="Fit each model on nested training sets of growing size and evaluate it on one "
+                    "fixed test set. Writes learning_curve.json, learning_curve.csv and "
+                    "learning_curve.png (MAE vs N, log-log) to --out.",
+        epilog="example: secureml learning-curve --data qm9 --sizes 1024,2048,4096,8192 "
+               "--model krr-gaussian --model krr-laplacian --n-test 2000 --out results/lc",
+    )
+    add_data_arguments(p)
+    p.add_argument("--sizes", default="256,512,1024,2048",
+                   help="comma-separated training-set sizes (default 256,512,1024,2048)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME",
+                   help="registered model recipe (repeatable; default krr-gaussian); see --list")
+    add_model_arguments(p)
+    p.add_argument("--cv-max-n", type=int, default=4096,
+                   help="with --cv, cross-validate only up to this size and reuse the last choice above it")
+    p.add_argument("--list", action="store_true", help="list the registered model recipes and exit")
+    p.add_argument("--no-reference", action="store_true",
+                   help="do not draw the published CM + Gaussian KRR curve on the plot")
+    p.add_argument("--out", default="learning_curve", help="output folder (default ./learning_curve)")
+    p.set_defaults(func=run)
+
+
+def list_models() -> int:
+    from secureml.models import available_models
+
+    for name, spec in sorted(available_models().items()):
+        defaults = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.defaults.items())
+        print(f"{name:18s} {spec.description}" + (f"  [{defaults}]" if defaults else ""))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return list_models()
+    from tqdm import tqdm
+
+    try:
+        sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    except ValueError as exc:
+        raise DataError(f"--sizes expects comma-separated integers, got {args.sizes!r}") from exc
+    if not sizes or sizes[0] < 2:
+        raise DataError("--sizes needs training-set sizes of at least 2")
+    models = args.model or [f"krr-{args.kernel}"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(f"loading {args.data} data ...", file=sys.stderr)
+    pool, test = load_split(args, sizes[-1] if args.data == "qm9" else None)
+    if sizes[-1] > len(pool):
+        raise DataError(f"largest size {sizes[-1]} exceeds the {len(pool)} training molecules available")
+    rows: list[dict[str, Any]] = []
+    cv_choice: dict[str, dict[str, Any]] = {}
+    bar = tqdm([(m, n) for m in models for n in sizes], desc="learning curve", unit="fit")
+    for name, n in bar:
+        bar.set_postfix_str(f"{name} N={n}")
+        train = pool.subset(np.arange(n))  # nested: first n of a seeded permutation
+        model = model_from_args(args, name)
+        model.property_name = args.property
+        cv_result = None
+        if args.cv:
+            if n <= args.cv_max_n or name not in cv_choice:
+                cv_result = cross_validate(model, train, args, progress=False)
+                cv_choice[name] = cv_result
+            else:
+                model.estimator.set_params(sigma=cv_choice[name]["sigma"], lam=cv_choice[name]["lam"])
+        t0 = time.perf_counter()
+        model.fit(train, args.property)
+        fit_s = time.perf_counter() - t0
+        metrics = evaluate(model, test)
+        est = model.estimator
+        params = est.get_params() if hasattr(est, "get_params") else {}
+        rows.append({
+            "model": name,
+            "n_train": n,
+            **metrics,
+            "fit_seconds": fit_s,
+            "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool)) or v is None},
+            "cv_mae": None if cv_result is None else cv_result["mae"],
+        })
+        bar.write(f"{name:16s} N={n:6d}  MAE {metrics['mae']:8.3f}  fit {fit_s:7.1f} s")
+
+    summary = {
+        "data": args.data,
+        "property": args.property,
+        "seed": args.seed,
+        "n_test": len(test),
+        "sizes": sizes,
+        "models": models,
+        "results": rows,
+        "published_cm_gaussian": PUBLISHED_CM_GAUSSIAN,
+    }
+    (out / "learning_curve.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "learning_curve.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["model", "n_train", "mae", "rmse", "max_abs_error", "fit_seconds", "predict_seconds_per_molecule"])
+        for r in rows:
+            w.writerow([r["model"], r["n_train"], r["mae"], r["rmse"], r["max_abs_error"], r["fit_seconds"],
+                        r["predict_seconds_per_molecule"]])
+    plot(summary, out / "learning_curve.png", reference=not args.no_reference and args.data == "qm9")
+    print(f"wrote {out / 'learning_curve.png'}, .json and .csv")
+    return 0
+
+
+def plot(summary: dict[str, Any], path: Path, reference: bool = True) -> None:
+    """MAE vs training-set size, log-log, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name in summary["models"]:
+        pts = [(r["n_train"], r["mae"]) for r in summary["results"] if r["model"] == name]
+        ax.plot(*zip(*pts), "o-", label=name)
+    if reference and summary["property"] in ("U0_atomization", "H_atomization"):
+        ref = sorted(summary["published_cm_gaussian"].items())
+        ax.plot([int(k) for k, _ in ref], [v for _, v in ref], "k--", alpha=0.5,
+                label="published CM + Gaussian (Weinreich 2023)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("training molecules N")
+    ax.set_ylabel(f"test MAE {summary['property']} (kcal/mol)" if "atomization" in summary["property"]
+                  else f"test MAE {summary['property']}")
+    ax.set_title(f"{summary['data']}: learning curve (test set {summary['n_test']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
