@@ -14,6 +14,7 @@ from secureml.data.formats import (
     write_extxyz,
     write_npz,
 )
+from secureml.data.geometry import relax_xtb, smiles_to_molecule, xtb_properties
 from secureml.data.qm9 import PROPERTY_INFO, load_qm9
 
 __all__ = [
@@ -28,7 +29,10 @@ __all__ = [
     "read_qm7",
     "read_qm9_xyz",
     "read_xyz",
+    "relax_xtb",
+    "smiles_to_molecule",
     "validate_molecule",
     "write_extxyz",
     "write_npz",
+    "xtb_properties",
 ]

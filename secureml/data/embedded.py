@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.qm9 import split_by_lengths
 from secureml.errors import DataError
 
 TEST_FRACTION = 0.2
@@ -52,9 +53,8 @@ def load_embedded() -> MolecularDataset:
     arrays = _arrays()
     n_atoms = arrays["n_atoms"].astype(np.int64)
     mask = np.arange(arrays["charges"].shape[1])[None, :] < n_atoms[:, None]
-    split_at = np.cumsum(n_atoms)[:-1]
-    charges = np.split(arrays["charges"][mask].astype(np.int64), split_at)
-    coords = np.split(arrays["coordinates"][mask].astype(np.float64), split_at)
+    charges = split_by_lengths(arrays["charges"][mask].astype(np.int64), n_atoms)
+    coords = split_by_lengths(arrays["coordinates"][mask].astype(np.float64), n_atoms)
     meta = json.loads(str(arrays["meta"]))
     return MolecularDataset(
         charges=charges,

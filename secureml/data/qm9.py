@@ -249,6 +249,13 @@ def _load_flat(use_cache: bool = True) -> dict[str, np.ndarray]:
     return flat
 
 
+def split_by_lengths(array: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Cut ``array`` into consecutive views of the given lengths (10x faster than np.split,
+    which calls swapaxes for every piece)."""
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    return [array[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def heavy_atom_counts(flat: dict[str, np.ndarray]) -> np.ndarray:
     """Number of non-hydrogen atoms per molecule of a flat array dict."""
     mol_of_atom = np.repeat(np.arange(len(flat["n_atoms"])), flat["n_atoms"])
@@ -291,12 +298,16 @@ def dataset_from_flat(
     offsets = np.concatenate([[0], np.cumsum(n_atoms)])
     index = np.asarray(index, dtype=np.int64)
     starts, stops = offsets[index], offsets[index + 1]
-    charges = [flat["charges"][a:b].astype(np.int64) for a, b in zip(starts, stops)]
-    coords = [np.array(flat["coordinates"][a:b], dtype=np.float64) for a, b in zip(starts, stops)]
-    # Derived properties only for the chosen molecules (cheap; keeps atom references in one place).
-    atom_sel = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(index) else np.zeros(0, int)
+    # Gather the chosen molecules' atoms in one indexing operation, then cut the compact copies
+    # into per-molecule views (no per-molecule copies, and no reference to the full arrays).
+    lengths = stops - starts
+    first_of_atom = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    atom_sel = np.repeat(starts, lengths) + np.arange(int(lengths.sum())) - first_of_atom
+    charges_sel = flat["charges"][atom_sel].astype(np.int64)
+    charges = split_by_lengths(charges_sel, lengths)
+    coords = split_by_lengths(np.asarray(flat["coordinates"][atom_sel], dtype=np.float64), lengths)
     raw = {key: flat[f"raw_{key}"][index] for key, _ in RAW_PROPERTIES}
-    derived = derived_properties(raw, flat["charges"][atom_sel].astype(np.int64), n_atoms[index])
+    derived = derived_properties(raw, charges_sel, n_atoms[index])
     return MolecularDataset(
         charges=charges,
         coordinates=coords,
