@@ -50,6 +50,7 @@ from protocols.crypto import (
     pack_bits,
     random_bytes,
     transpose_bits,
+    tune_allocator,
     unpack_bits,
 )
 from protocols.transport import Channel
@@ -60,7 +61,7 @@ KAPPA = 128
 _U64 = np.uint64
 _ONES = _U64(0xFFFFFFFFFFFFFFFF)
 # Bound on the bytes of one (pieces x width) working array; a few such arrays live at once.
-_PIECE_BYTES = 16 << 20
+_PIECE_BYTES = 4 << 20
 _MAX_LUT_M = 16
 _MAX_PIECE = 1 << 17
 
@@ -114,6 +115,7 @@ class _IKNPBase:
     def __init__(self, ch: Channel, seed: int | None = None, chunk: int = 1 << 20) -> None:
         if chunk < 128:
             raise ValueError("chunk must be at least 128 OTs")
+        tune_allocator()
         self.ch = ch
         self.chunk = int(chunk) - int(chunk) % 128
         # OTs per exchange: small enough that the two parties' work overlaps (pipelining) and
@@ -179,6 +181,17 @@ class OTExtensionSender(_IKNPBase):
         self._prgs = [CounterPRG(keys[j].tobytes()) for j in range(KAPPA)]
         self._finish_setup(digest)
 
+    def _xor_s(self, q: np.ndarray) -> np.ndarray:
+        """q ^ s for every row of q (k, 2) uint64, as one long loop (no width-2 broadcasting)."""
+        k = q.shape[0]
+        reps = min(k, 64)
+        main = k - k % reps
+        out = np.empty_like(q)
+        s_tile = np.tile(self._s64, reps)
+        np.bitwise_xor(q[:main].reshape(-1, 2 * reps), s_tile, out=out[:main].reshape(-1, 2 * reps))
+        out[main:] = q[main:] ^ self._s64
+        return out
+
     # ------------------------------------------------------------- IKNP core
     def _extend(self, k: int) -> np.ndarray:
         """Steps 2 of IKNP for k OTs: receive u, return q rows (k, 2) uint64."""
@@ -200,9 +213,9 @@ class OTExtensionSender(_IKNPBase):
             if from_pool:
                 d = self.ch.recv_array(np.uint8, ((k + 7) // 8,))
                 rows, _ = self._take_pool(k)
-                q = rows.view(_U64).copy()
-                mask = (_U64(0) - unpack_bits(d, k).astype(_U64))[:, None]
-                q ^= mask & self._s64[None, :]
+                # q ^= d_i * s, as q ^ (s where d_i = 1).
+                q = rows.view(_U64)
+                q = np.where(unpack_bits(d, k).astype(bool)[:, None], self._xor_s(q), q)
             else:
                 q = self._extend(k)
             yield self._next_index(k), q
@@ -210,10 +223,9 @@ class OTExtensionSender(_IKNPBase):
     def _pads(self, q: np.ndarray, start: int, words: int) -> tuple[np.ndarray, np.ndarray]:
         """(m0, m1) pads of `words` uint64 each: H(q, (i, b)) and H(q ^ s, (i, b))."""
         assert self._aes is not None
-        tw = FixedKeyAES.tweaks(start, q.shape[0], (words + 1) // 2, FixedKeyAES.TAG_OT)
-        h0 = self._aes.tccr(q, tw)
-        q1 = q ^ self._s64[None, :]
-        h1 = self._aes.tccr(q1, tw)
+        nblk = (words + 1) // 2
+        h0 = self._aes.tccr(q, start, nblk, FixedKeyAES.TAG_OT)
+        h1 = self._aes.tccr(self._xor_s(q), start, nblk, FixedKeyAES.TAG_OT)
         if h0.shape[1] != words:
             h0, h1 = h0[:, :words], h1[:, :words]
         return h0, h1
@@ -319,7 +331,7 @@ class OTExtensionSender(_IKNPBase):
             k = q.shape[0] // m
             assert self._aes is not None
             p0 = self._aes.permute(q)  # pi(q), then pi(q ^ s): the two keys of every OT
-            p1 = self._aes.permute(q ^ self._s64[None, :])
+            p1 = self._aes.permute(self._xor_s(q))
             pp = np.stack([p0, p1], axis=1).reshape(k, m, 2, 2)
             # Key (ot j, bit e_j) for every entry e: (k, size, m, 2)
             sel = pp[:, np.arange(m)[None, :], ebits, :]
@@ -406,8 +418,7 @@ class OTExtensionReceiver(_IKNPBase):
 
     def _pad(self, t: np.ndarray, start: int, words: int) -> np.ndarray:
         assert self._aes is not None
-        tw = FixedKeyAES.tweaks(start, t.shape[0], (words + 1) // 2, FixedKeyAES.TAG_OT)
-        h = self._aes.tccr(t, tw)
+        h = self._aes.tccr(t, start, (words + 1) // 2, FixedKeyAES.TAG_OT)
         return h if h.shape[1] == words else h[:, :words]
 
     # --------------------------------------------------------------- public
