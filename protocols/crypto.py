@@ -195,36 +195,52 @@ class FixedKeyAES:
 
     def lut_pads(
         self,
-        keys_pi: np.ndarray,
+        p0: np.ndarray,
+        p1: np.ndarray | None,
         start: int,
         m: int,
         nblk: int,
         entries: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Pads of 1-out-of-2^m OT: XOR over j of H(key_{i,j,e_j}, (start + i*m + j, e, block)).
+        """Pads of 1-out-of-2^m OT: XOR over j of H(key_{i,j,e_j}, tweak(i, j, e, block)).
 
-        keys_pi: (k, E, m, 2) uint64 holding pi(key) for the key each entry uses for OT j (the
-        first pi of the TCCR hash, computed once per key by the caller).  The entries are
-        e = 0..E-1 (sender, E = 2^m) unless ``entries`` (k,) gives the one entry per table
-        (receiver, E = 1).  Returns (k, E, 2 * nblk) uint64.
+        tweak = (start + i*m, TAG_LUT | e << 8 | j << 24 | block << 40): unique per table i
+        (whose m OTs have indices start + i*m + j, each used once), OT j, entry e and block.
+        p0, p1: (k, m, 2) uint64 = pi(key_{i,j,0}), pi(key_{i,j,1}) (the first pi of the TCCR
+        hash, computed once per key by the caller).  Sender: all entries e = 0..2^m-1, returns
+        (k, 2^m, 2 * nblk).  Receiver: ``p1`` is None, ``p0`` holds pi of its one key per OT and
+        ``entries`` (k,) its index; returns (k, 1, 2 * nblk).
         """
-        k, e_count = keys_pi.shape[:2]
+        k = p0.shape[0]
         if entries is None:
+            e_count = 1 << m
             e = np.broadcast_to(np.arange(e_count, dtype=_U64)[None, :], (k, e_count))
         else:
+            e_count = 1
             e = entries.astype(_U64).reshape(k, 1)
-        lo = _U64(start) + np.arange(k * m, dtype=_U64).reshape(k, 1, m, 1)
-        hi = (
-            _U64(self.TAG_LUT)
-            | (e.reshape(k, e_count, 1, 1) << _U64(8))
-            | (np.arange(nblk, dtype=_U64).reshape(1, 1, 1, nblk) << _U64(40))
-        )
-        t = np.empty((k, e_count, m, nblk, 2), dtype=_U64)
-        t[..., 0] = keys_pi[..., 0:1] ^ lo
-        t[..., 1] = keys_pi[..., 1:2] ^ hi
-        y = self.permute(t)
-        y ^= keys_pi[:, :, :, None, :]
-        return np.bitwise_xor.reduce(y, axis=2).reshape(k, e_count, 2 * nblk)
+        rows = k * e_count * nblk
+        # Tweak of j = 0, as flat (rows, 2); OT j differs only by j << 24 in the high word.
+        tw = np.empty((k, e_count, nblk, 2), dtype=_U64)
+        tw[..., 0] = (_U64(start) + _U64(m) * np.arange(k, dtype=_U64))[:, None, None]
+        tw[..., 1] = ((_U64(self.TAG_LUT) | (e << _U64(8)))[:, :, None]
+                      | (np.arange(nblk, dtype=_U64) << _U64(40))[None, None, :])
+        tw = tw.reshape(rows, 2)
+        acc = np.zeros((rows, 2), dtype=_U64)
+        for j in range(m):  # m <= 16 rounds, each vectorized over tables x entries x blocks
+            if p1 is None:
+                key = p0[:, j]  # (k, 2)
+            else:
+                bit = ((np.arange(e_count) >> j) & 1).astype(np.intp)
+                pair = np.stack([p0[:, j], p1[:, j]], axis=1)  # (k, 2, 2)
+                key = np.take(pair, bit, axis=1).reshape(k * e_count, 2)
+            if nblk > 1:
+                key = np.repeat(key, nblk, axis=0)
+            t = key ^ tw
+            t[:, 1] ^= _U64(j << 24)
+            h = self.permute(t)
+            h ^= key
+            acc ^= h
+        return acc.reshape(k, e_count, 2 * nblk)
 
 
 _STAGES = tuple(

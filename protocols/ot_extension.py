@@ -325,17 +325,14 @@ class OTExtensionSender(_IKNPBase):
         # Pieces of whole tables, bounded by the (tables x entries x m x blocks) working array.
         per_table = size * m * nblk * 2
         pt = max(1, min(self.piece // m, _PIECE_BYTES // (8 * per_table)))
-        ebits = ((np.arange(size)[:, None] >> np.arange(m)[None, :]) & 1).astype(np.intp)
         pos = 0
         for start, q in self._rows(n * m, pt * m):
             k = q.shape[0] // m
             assert self._aes is not None
-            p0 = self._aes.permute(q)  # pi(q), then pi(q ^ s): the two keys of every OT
-            p1 = self._aes.permute(self._xor_s(q))
-            pp = np.stack([p0, p1], axis=1).reshape(k, m, 2, 2)
-            # Key (ot j, bit e_j) for every entry e: (k, size, m, 2)
-            sel = pp[:, np.arange(m)[None, :], ebits, :]
-            pad = self._aes.lut_pads(sel, start, m, nblk)  # (k, size, nblk*2)
+            # pi(q), pi(q ^ s): the (first TCCR step of the) two keys of every OT.
+            p0 = self._aes.permute(q).reshape(k, m, 2)
+            p1 = self._aes.permute(self._xor_s(q)).reshape(k, m, 2)
+            pad = self._aes.lut_pads(p0, p1, start, m, nblk)  # (k, size, nblk*2)
             ct = t3[pos : pos + k] ^ pad[:, :, :w]
             if mask != _ONES:
                 ct &= mask
@@ -514,8 +511,8 @@ class OTExtensionReceiver(_IKNPBase):
         for start, t, _ in self._rows(c, pt * m):
             k = t.shape[0] // m
             assert self._aes is not None
-            p = self._aes.permute(t).reshape(k, 1, m, 2)
-            pad = self._aes.lut_pads(p, start, m, nblk, entries=idx[pos : pos + k])[:, 0, :w]
+            p = self._aes.permute(t).reshape(k, m, 2)
+            pad = self._aes.lut_pads(p, None, start, m, nblk, entries=idx[pos : pos + k])[:, 0, :w]
             shape = (k, size, w, nb) if nb < 8 else (k, size, w)
             ct = self.ch.recv_array(np.uint8 if nb < 8 else _U64, shape)
             if nb < 8:
