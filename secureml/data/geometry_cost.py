@@ -119,12 +119,12 @@ def plot(report: dict, path: Path) -> None:
 
     kinds = list(report["results"])
     maes = [report["results"][k]["mae"] for k in kinds]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     bars = ax.barh([report["results"][k]["description"] for k in kinds][::-1], maes[::-1], color="tab:blue")
     ax.bar_label(bars, fmt="%.1f", padding=3)
     ax.set_xlabel(f"MAE of {report['property']} ({report['unit']})")
-    ax.set_title(f"Query geometry vs accuracy (CM + Laplacian KRR, N={report['n_train']}, {report['n_test']} test)",
-                 fontsize=9)
+    ax.set_title(f"Query geometry vs accuracy\nsorted CM + Laplacian KRR, N = {report['n_train']}, "
+                 f"{report['n_test']} test molecules", fontsize=9)
     ax.set_xlim(0, max(maes) * 1.2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
