@@ -375,3 +375,23 @@ def test_cot_over_tcp_between_processes():
         if proc.is_alive():
             proc.kill()
     assert proc.exitcode == 0
+
+
+@pytest.mark.slow
+def test_gigabyte_vector_cot():
+    """n * w * 8 = 1 GiB of correlations, processed in bounded pieces (run with -m slow)."""
+    import resource
+
+    p = Pair()
+    n, w = 8192, 16384
+    delta = np.full((n, w), 3, dtype=U64)
+    delta[:, 0] = np.arange(n, dtype=U64)
+    c = np.random.default_rng(1).integers(0, 2, n)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    x0, y = p.run(lambda: p.S.cot_send(delta, 64), lambda: p.R.cot_recv(c, w, 64), timeout=600)
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert np.array_equal(y[:, :64], x0[:, :64] + c.astype(U64)[:, None] * delta[:, :64])
+    assert np.array_equal(y[:, -3:], x0[:, -3:] + c.astype(U64)[:, None] * delta[:, -3:])
+    assert p.c1.messages_received > 100
+    # Outputs are 2 GiB (x0 and y); the working set on top of them stays well below 1 GiB.
+    assert (rss1 - rss0) * 1024 < 3.2 * 2**30
