@@ -81,8 +81,8 @@ def _check_bits(bits: int) -> tuple[int, np.uint64]:
 
 def _choice_bits(choices: np.ndarray) -> np.ndarray:
     c = np.asarray(choices)
-    if c.ndim != 1:
-        raise ValueError("choices must be a 1-D array of bits")
+    if c.ndim != 1 or (c.size and c.dtype.kind not in "biu"):
+        raise ValueError("choices must be a 1-D integer or bool array of bits")
     if c.dtype != np.bool_ and c.size and (c.min() < 0 or c.max() > 1):
         raise ValueError("choice bits must be 0 or 1")
     return c.astype(np.uint8, copy=False)
@@ -167,7 +167,12 @@ class _IKNPBase:
 
 
 class OTExtensionSender(_IKNPBase):
-    """IKNP sender: holds message pairs / correlations (base-OT *receiver* with secret s)."""
+    """IKNP sender: holds message pairs / correlations (base-OT *receiver* with secret s).
+
+    ``OTExtensionSender(ch, seed=None, chunk=2**20)``: ``ch`` is a connected channel whose peer
+    runs :class:`OTExtensionReceiver`; ``seed`` makes the instance reproducible and INSECURE
+    (tests only); ``chunk`` caps the OTs per piece (memory).  Set-up runs on first use.
+    """
 
     def setup(self) -> None:
         """Run the 128 base OTs (as their receiver, with random s).  Idempotent."""
@@ -342,7 +347,10 @@ class OTExtensionSender(_IKNPBase):
 
 
 class OTExtensionReceiver(_IKNPBase):
-    """IKNP receiver: holds choice bits (base-OT *sender*)."""
+    """IKNP receiver: holds choice bits (base-OT *sender*).
+
+    Same constructor arguments as :class:`OTExtensionSender`, whose methods it mirrors.
+    """
 
     def setup(self) -> None:
         """Run the 128 base OTs (as their sender).  Idempotent."""
