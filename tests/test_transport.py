@@ -334,3 +334,43 @@ def test_tls_channel(tmp_path):
         connect("localhost", port, ssl_context=ssl.create_default_context(), timeout=5.0)
     t.join()
     srv.close()
+
+
+def test_pipelined_tcp_sends_do_not_deadlock():
+    """Both sides send 16 MiB before reading: fine on a pipelined (background-writer) channel."""
+    a, b = _pair_tcp()
+    assert a.pipelined and b.pipelined
+    x = np.arange(2 << 20, dtype=np.uint64)
+    out: dict = {}
+
+    def side(name, ch):
+        ch.send_array(x.copy(), owned=True)
+        out[name] = ch.recv_array(np.uint64, x.shape)
+
+    ts = [threading.Thread(target=side, args=("a", a)), threading.Thread(target=side, args=("b", b))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not any(t.is_alive() for t in ts)
+    assert np.array_equal(out["a"], x) and np.array_equal(out["b"], x)
+    a.close()
+    b.close()
+
+
+def _send_and_exit(port: int) -> None:
+    ch = connect("127.0.0.1", port, channel_timeout=20.0)
+    ch.send_array(np.arange(1 << 20, dtype=np.uint64), owned=True)  # queued, then exit: no close()
+
+
+def test_queued_frames_are_delivered_at_exit():
+    srv = listen()
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_send_and_exit, args=(srv.getsockname()[1],))
+    proc.start()
+    ch = TCPChannel.accept(srv, timeout=30.0)
+    got = ch.recv_array(np.uint64, (1 << 20,))
+    assert np.array_equal(got, np.arange(1 << 20, dtype=np.uint64))
+    proc.join(20)
+    ch.close()
+    srv.close()
