@@ -167,9 +167,10 @@ class FixedKeyAES:
         p = self.permute(np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64))
         k = p.shape[0]
         if nblk == 1:
-            # Flat, same-shape operands: numpy runs these as single long loops.
-            t = self.tweaks(start, k, 1, tag).reshape(k, 2)
-            t ^= p
+            # Two long strided loops (one per 64-bit word), no width-2 broadcasting.
+            t = np.empty((k, 2), dtype=_U64)
+            np.bitwise_xor(p[:, 0], np.arange(start, start + k, dtype=_U64), out=t[:, 0])
+            np.bitwise_xor(p[:, 1], _U64(tag), out=t[:, 1])
             out = self.permute(t)
             out ^= p
             return out
