@@ -150,14 +150,6 @@ class FixedKeyAES:
         self._enc.update_into(memoryview(x.reshape(-1).view(np.uint8)), memoryview(buf))
         return buf[:nb].view(x.dtype).reshape(x.shape)
 
-    @staticmethod
-    def tweaks(start: int, k: int, nblk: int, tag: int) -> np.ndarray:
-        """Tweaks (start + r, tag | b << 32) for rows r < k and blocks b < nblk: (k, nblk, 2)."""
-        t = np.empty((k, nblk, 2), dtype=_U64)
-        t[:, :, 0] = np.arange(start, start + k, dtype=_U64)[:, None]
-        t[:, :, 1] = _U64(tag) | (np.arange(nblk, dtype=_U64) << _U64(32))[None, :]
-        return t
-
     def tccr(self, x: np.ndarray, start: int, nblk: int, tag: int) -> np.ndarray:
         """Tweakable CR hash in counter mode: block b of row r is H(x_r, (start + r, tag | b<<32)).
 
