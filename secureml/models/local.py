@@ -28,6 +28,7 @@ public set covers the chemistry; the basis then leaks a summary of the training 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -81,6 +82,18 @@ def public_pca_dataset(exclude_names: set[str] | list[str], elements: list[int],
     ds.provenance = {**pool.provenance, "use": "public PCA basis", "n_molecules": len(chosen),
                      "excluded_training_molecules": len(excluded), "seed": seed}
     return ds
+
+
+def _segment_matrix(rows: np.ndarray, n_rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Sparse CSR (n_rows, len(rows)) matrix with a 1 at (rows[j], j); ``rows`` non-decreasing."""
+    crow = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.arange(len(rows), dtype=torch.int64),
+            torch.ones(len(rows), dtype=dtype), size=(n_rows, len(rows)),
+        ).to(device)
 
 
 @register_estimator
@@ -259,14 +272,17 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
             if self.pca_counts_[k] == 0:
                 raise ModelError(f"element {int(e)} was absent from the PCA data; the model cannot describe it")
             proj = Xb[torch.from_numpy(sel).to(dev)] @ t["P"][k]
-            mol_k = torch.from_numpy(mol[sel]).to(dev)
+            mol_k = mol[sel]  # non-decreasing: atoms are stored molecule by molecule
             for c0 in range(0, sel.size, chunk):
                 p = proj[c0:c0 + chunk]
                 if self.sorf_method == "dense":
                     coeff = p @ t["M"][k]
                 else:
                     coeff = sorf_transform(p, t["D"][k], float(self.sigma))
-                out.index_add_(0, mol_k[c0:c0 + chunk], cos_features(coeff, t["b"][k], F))
+                phi = cos_features(coeff, t["b"][k], F)
+                # Sum atoms into their molecules with a sparse (molecules x atoms) 0/1 matrix:
+                # ~3x faster than index_add_ on the CPU here, and cuSPARSE on a GPU.
+                out += _segment_matrix(mol_k[c0:c0 + chunk], m1 - m0, dt, dev) @ phi
         return out.to(torch.float64)
 
     def _batches(self, envs: AtomicEnvironments) -> Iterator[tuple[int, int, torch.Tensor]]:

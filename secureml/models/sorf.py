@@ -27,6 +27,7 @@ from secureml.errors import ModelError
 
 __all__ = [
     "fwht",
+    "hadamard",
     "sorf_diagonals",
     "sorf_transform",
     "sorf_matrix",
@@ -104,16 +105,30 @@ def sorf_transform(x: torch.Tensor, diagonals: torch.Tensor, sigma: float) -> to
     return v.reshape(n, n_stacks * d) * (math.sqrt(d) / sigma)
 
 
+def hadamard(d: int, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Orthonormal Sylvester-Hadamard matrix hadamard(d) / sqrt(d), built by Kronecker doubling."""
+    _check_power_of_two(d, "the Hadamard size")
+    h = torch.ones(1, 1, dtype=dtype, device=device)
+    while h.shape[0] < d:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / math.sqrt(d)
+
+
 def sorf_matrix(diagonals: torch.Tensor, sigma: float,
                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
     """Materialise the SORF map as a dense (d, n_stacks * d) matrix M with ``x @ M == sorf_transform(x)``.
 
-    Built by pushing the identity through the Walsh-Hadamard pipeline, so it is the structured
-    matrix itself, not a fresh Gaussian draw.
+    Block s is diag(D1_s) H diag(D2_s) H diag(D3_s) H (times sqrt(d)/sigma), formed with batched
+    d x d products -- the structured matrix itself, not a fresh Gaussian draw. A second,
+    independent route to the same numbers as the butterfly transform (the tests compare them).
     """
-    d = diagonals.shape[-1]
-    eye = torch.eye(d, dtype=dtype, device=device)
-    return sorf_transform(eye, diagonals, sigma)
+    n_blocks, n_stacks, d = diagonals.shape
+    H = hadamard(d, dtype, device)
+    D = diagonals.to(dtype=dtype, device=device)
+    A = D[0][:, :, None] * H  # row i of block s: D1_s[i] * H[i, :]
+    for k in range(1, n_blocks):
+        A = (A * D[k][:, None, :]) @ H
+    return A.permute(1, 0, 2).reshape(d, n_stacks * d) * (math.sqrt(d) / sigma)
 
 
 def cos_features(coefficients: torch.Tensor, bias: torch.Tensor, n_features: int | None = None) -> torch.Tensor:
