@@ -14,7 +14,7 @@ Reported, for n = 2^min .. 2^max OTs:
 
     python -m bench.ot_bench --min-log2 20 --max-log2 24 --pin --out bench_results/ot_bench.json
 
-Writes JSON (``--out``) and prints a table.
+Writes JSON (``--out``) and a PNG plot next to it, and prints a table.
 """
 from __future__ import annotations
 
@@ -203,6 +203,38 @@ def _table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _plot(res: dict[str, Any], path: Path) -> None:
+    """Rates vs n (wall clock and per CPU-second), saved as PNG next to the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["n"] for r in res["sizes"]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    series = {
+        "random OT": lambda r: r["random_ot"],
+        "COT (on demand)": lambda r: r["cot"],
+        "COT offline (precompute)": lambda r: r["precomputed_cot"]["offline"],
+        "COT online": lambda r: r["precomputed_cot"]["online"],
+    }
+    for i, (label, get) in enumerate(series.items()):
+        color = f"C{i}"
+        ax.plot(n, [get(r)["per_s"] for r in res["sizes"]], "o-", color=color, label=f"{label}, wall")
+        ax.plot(n, [get(r)["per_cpu_s"] for r in res["sizes"]], "s--", color=color, alpha=0.6,
+                label=f"{label}, per CPU-s")
+    ax.axhline(2e6, color="k", lw=0.8, ls=":", label="target 2M/s per core")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("number of OTs")
+    ax.set_ylabel("OTs per second")
+    ax.set_title("IKNP OT extension, two processes over TCP loopback")
+    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.ot_bench",
@@ -226,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
+    _plot(res, out.with_suffix(".png"))
     print(_table(res))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 
