@@ -111,10 +111,12 @@ def _pt_levels(L: int) -> dict[int, int]:
 
 def prepare(model: KernelModelParams, params: FHEParams, cache: bool = True) -> ServerModel:
     """Encode the model's blocks for ``params`` (offline; cached per model object and params)."""
-    key = (id(model), repr(params.to_dict()))
+    # flooding does not change the encoded model (nor the noise bound): not part of the key
+    key = (id(model), repr({k: v for k, v in params.to_dict().items() if k != "flood_bits"}))
     with _MODEL_LOCK:
-        if cache and key in _MODEL_CACHE and _MODEL_CACHE[key].model is model:
-            return _MODEL_CACHE[key]
+        hit = _MODEL_CACHE.get(key) if cache else None
+        if hit is not None and hit.model is model:
+            return hit  # (its params may differ in flood_bits only; callers use their own for that)
     t0 = time.perf_counter()
     ctx = sb.make_context(params.poly_degree, params.coeff_bits)
     S, dp, L = ctx.slots, params.d_pad, ctx.top
