@@ -79,7 +79,7 @@ def model_from_bytes(blob: bytes) -> Any:
         return MolecularModel.load(path)
 
 
-def plan(phi_train: np.ndarray, pred_span: float, max_x_bits: int = 24) -> dict[str, Any]:
+def plan(phi_train: np.ndarray, pred_span: float, max_x_bits: int = 20) -> dict[str, Any]:
     """Public fixed-point plan: feature bounds (powers of two), F, and weight precision fw."""
     mn = float(phi_train.min())
     lo = 0.0 if mn >= 0 else -(2.0 ** math.ceil(math.log2(-mn * 1.0001)))
