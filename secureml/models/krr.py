@@ -38,11 +38,14 @@ def _check_kernel(kernel: str, sigma: float) -> None:
         raise ModelError(f"sigma must be a positive finite number, got {sigma!r}")
 
 
-def distance_matrix(A: np.ndarray, B: np.ndarray, kernel: str, out: np.ndarray | None = None) -> np.ndarray:
+def distance_matrix(
+    A: np.ndarray, B: np.ndarray, kernel: str, out: np.ndarray | None = None, sq_b: np.ndarray | None = None
+) -> np.ndarray:
     """The distance each kernel exponentiates: squared L2 (gaussian) or L1 (laplacian).
 
     Computed in row blocks; the Gaussian case uses ||a||^2 - 2 a.b + ||b||^2 so the work is one
-    BLAS matrix product per block (clipped at 0 against rounding).
+    BLAS matrix product per block (clipped at 0 against rounding). ``sq_b`` may pass the squared
+    row norms of B when they are cached (a fitted model's training set).
     """
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
@@ -51,7 +54,8 @@ def distance_matrix(A: np.ndarray, B: np.ndarray, kernel: str, out: np.ndarray |
     if out is None:
         out = np.empty((A.shape[0], B.shape[0]), dtype=np.float64)
     if kernel == "gaussian":
-        sq_b = np.einsum("ij,ij->i", B, B)
+        if sq_b is None:
+            sq_b = np.einsum("ij,ij->i", B, B)
         for s in range(0, A.shape[0], _BLOCK_ROWS):
             a = A[s : s + _BLOCK_ROWS]
             blk = out[s : s + a.shape[0]]
@@ -79,10 +83,12 @@ def kernel_from_distance(D: np.ndarray, kernel: str, sigma: float, inplace: bool
     return K
 
 
-def kernel_matrix(A: np.ndarray, B: np.ndarray, kernel: str = "gaussian", sigma: float = 100.0) -> np.ndarray:
+def kernel_matrix(
+    A: np.ndarray, B: np.ndarray, kernel: str = "gaussian", sigma: float = 100.0, sq_b: np.ndarray | None = None
+) -> np.ndarray:
     """K[i, j] = k(A[i], B[j]) for the Gaussian or Laplacian kernel (vectorised, row-blocked)."""
     _check_kernel(kernel, sigma)
-    return kernel_from_distance(distance_matrix(A, B, kernel), kernel, sigma, inplace=True)
+    return kernel_from_distance(distance_matrix(A, B, kernel, sq_b=sq_b), kernel, sigma, inplace=True)
 
 
 def _cholesky_solve(K: np.ndarray, y: np.ndarray, lam: float, overwrite: bool) -> np.ndarray:
@@ -144,10 +150,19 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         # Block over queries so that the (queries x N) kernel block stays ~100 MB.
         rows = max(1, (1 << 24) // max(1, self.X_fit_.shape[0]))
         out = np.empty(X.shape[0], dtype=np.float64)
+        sq = self._train_sq_norms() if self.kernel == "gaussian" else None
         for s in range(0, X.shape[0], rows):
-            K = kernel_matrix(X[s : s + rows], self.X_fit_, self.kernel, float(self.sigma))
+            K = kernel_matrix(X[s : s + rows], self.X_fit_, self.kernel, float(self.sigma), sq_b=sq)
             out[s : s + rows] = K @ self.dual_coef_
         return out + self.y_offset_
+
+    def _train_sq_norms(self) -> np.ndarray:
+        # Cached ||x_i||^2 of the training rows: saves an O(N d) pass per prediction call.
+        cached = getattr(self, "_sq_norms", None)
+        if cached is None or cached.shape[0] != self.X_fit_.shape[0] or getattr(self, "_sq_src", None) is not self.X_fit_:
+            self._sq_norms = np.einsum("ij,ij->i", self.X_fit_, self.X_fit_)
+            self._sq_src = self.X_fit_
+        return self._sq_norms
 
     # -- model files (secureml.models.io) --------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
