@@ -110,7 +110,7 @@ def serve_one(
     ch: Channel,
     *,
     params: FHEParams | None = None,
-    flood_bits: int = 30,
+    flood_bits: int = 20,
     cache: bool = True,
     **plan_opts: Any,
 ) -> CostReport:

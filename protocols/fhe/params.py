@@ -142,7 +142,7 @@ def plan(
     query_radius: float | None = None,
     query_radius_factor: float = 1.5,
     baby_steps: int | None = None,
-    flood_bits: int = 30,
+    flood_bits: int = 20,
     poly_degree: int | None = None,
 ) -> FHEParams:
     """Choose the public parameters for ``model`` (model owner's side).

@@ -179,23 +179,40 @@ def prepare(model: KernelModelParams, params: FHEParams, cache: bool = True) -> 
     return sm
 
 
+def prediction_bound(model: KernelModelParams, k: int) -> float:
+    """A rigorous bound on |prediction| for every query (used to place the result in q0).
+
+    For a positive-definite kernel with k(q, q) = 1, Cauchy-Schwarz in the RKHS gives
+    |sum_i alpha_i k(x_i, q)| <= sqrt(alpha^T K alpha) (K the training kernel matrix), typically
+    hundreds of times smaller than sum |alpha|. The circuit's polynomial kernel differs from the
+    exact one by at most 2^k * 2e-9 relative (see params.EXP_POLY_REL_ERROR), covered by the second
+    term; the offset is added to the same coefficient.
+    """
+    a = model.dual_coef
+    quad = 0.0
+    for s in range(0, model.n_train, 1024):  # K alpha, chunked (N^2 kernel values, offline)
+        quad += float(a[s : s + 1024] @ (model.predict(model.X_train[s : s + 1024]) - model.y_offset))
+    l1 = float(np.abs(a).sum())
+    return math.sqrt(max(quad, 0.0)) + (2.0**k * 2e-9 + 1e-9) * l1 + abs(float(model.y_offset))
+
+
 def weight_shift(model: KernelModelParams, params: FHEParams, ctx: sb.Context) -> int:
     """Power of two the weights are divided by (may be negative: multiplied).
 
     The final CKKS noise is roughly a fixed number of integer units of m_0 (rounding in the last
-    rescale), so the prediction should fill the last prime's headroom: |m_0| = (2/N) |sum slots|
-    * scale <= (2/N) * sum|alpha| / 2^shift * scale is kept below q0 / 2^6 (room for the offset
-    and the flooding noise). With k = 0 the weights are encoded at the last level directly, where
-    SEAL only accepts |value| * scale < q0: then also |alpha| / 2^shift <= 1.
+    rescale), so the prediction should fill the last prime's headroom: |m_0| = (2/N) |prediction|
+    * scale / 2^shift is kept below q0 / 2^6 (room for the flooding noise), with |prediction|
+    bounded by :func:`prediction_bound`. With k = 0 the weights are encoded at the last level
+    directly, where SEAL only accepts |value| * scale < q0: then also |alpha| / 2^shift <= 1.
     The client sees the shift only through the reported scale.
     """
-    l1 = float(np.sum(np.abs(model.dual_coef)))
-    if l1 == 0.0:
+    bound = prediction_bound(model, params.k)
+    if bound == 0.0:
         return 0
     delta = 2.0**params.scale_bits
-    shift = math.ceil(math.log2(l1 * 2.0 * delta * 2.0**6 / (ctx.poly_degree * ctx.primes[0])))
-    if params.k == 0:
-        shift = max(shift, math.ceil(math.log2(float(np.max(np.abs(model.dual_coef))))))
+    shift = math.ceil(math.log2(bound * 2.0 * delta * 2.0**6 / (ctx.poly_degree * ctx.primes[0])))
+    if params.k == 0 and model.n_train:
+        shift = max(shift, math.ceil(math.log2(max(float(np.max(np.abs(model.dual_coef))), 1e-300))))
     return int(shift)
 
 
@@ -363,6 +380,8 @@ def finalize(
     c0_0 = ((c00 + z00) * inv_n) % q0
     scale = float(total.scale) / 2.0**sm.alpha_shift
     offset = int(round(float(sm.model.y_offset) * 2.0 * scale / N))
+    if 8.0 * flood_sigma > q0 / 4:
+        raise RuntimeError("flooding noise would overflow the last prime: lower flood_bits")
     c0_0 = (c0_0 + offset + gaussian_int(flood_sigma)) % q0
     c1 = (c[1] + z[1]) % np.uint64(q0)  # both < q0 < 2^61: no overflow
     return c0_0, c1, scale
