@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idx = train_all[:n]
         env_tr = envs.subset(idx)
         model = LocalRandomFeatureModel(sigma=args.sigma, lam=args.lam, npcas=128, nstacks=nstacks,
-                                        seed=args.seed, device=args.device)
+                                        seed=args.seed, device=args.device, num_threads=args.threads)
         t0 = time.perf_counter()
         model.fit(env_tr, y[idx], pca_data=pca_envs)
         t_fit = time.perf_counter() - t0
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "source": "QM9 molecules outside the 20,000-molecule pool"},
             "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
             "blas_threads": os.environ.get("SECUREML_BLAS_THREADS", "1"),
-            "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+            "torch_threads": args.threads or torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
         },
         "load_seconds": t_load,
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigma", type=float, default=6.0)
     p.add_argument("--lam", type=float, default=1e-8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the feature map (default: torch's setting)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quick", action="store_true", help="small smoke run: N = 256, 1024; 3,000-molecule pool")
     p.add_argument("--out", type=Path, default=Path("bench/results/local_model"))

@@ -305,11 +305,18 @@ class RandomFourierRidge(RegressorMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------
 # Learning-curve / train recipes: Coulomb matrix + random-feature ridge.
 # ---------------------------------------------------------------------------------------------
-# Widths as for exact KRR on the sorted Coulomb matrix (secureml.models._KRR_DEFAULTS).
+# Widths as for exact KRR on the sorted Coulomb matrix: the random features approximate that
+# kernel, so its cross-validated width carries over (secureml.models._KRR_DEFAULTS when present).
 _RFF_DEFAULTS = {
     "gaussian": {"sigma": 100.0, "lam": 1e-8},
     "laplacian": {"sigma": 10 ** 4.2, "lam": 1e-10},
 }
+try:
+    from secureml.models import _KRR_DEFAULTS as _krr_defaults
+
+    _RFF_DEFAULTS = {k: dict(_krr_defaults.get(k, v)) for k, v in _RFF_DEFAULTS.items()}
+except ImportError:  # the exact-KRR recipes define no defaults table
+    pass
 
 
 def _rff_recipe(kernel: str) -> Any:
