@@ -13,16 +13,22 @@ the query owner only.
 Computation (all on secret-shared fixed-point values, ``precision_bits`` fractional bits):
   1. the server shares x_i / c, the client q / c, with c = sigma * sqrt(2^(k+1)) (each owner
      scales its own plaintext, so no tiny public constant is ever multiplied in fixed point);
-  2. v_i = -sum_j (x_ij/c - q_j/c)^2 = -D_i / (2 sigma^2 2^k)  (N*d Beaver squares);
+  2. v_i = -sum_j (x_ij/c - q_j/c)^2 = -D_i / (2 sigma^2 2^k)  (N*d Beaver squares, summed
+     before the single truncation per training point);
   3. clip: v_i <- max(v_i, -1) = relu(v_i + 1) - 1 (one secure comparison per training point):
      beyond the clip the true kernel is below exp(-2^k) = 1.1e-7 (k = 4), so clipping costs at
      most that much per weight and keeps the polynomial inside its range;
   4. exp by range reduction: p(v)^(2^k), p the degree-7 Chebyshev interpolant of exp on [-1, 0]
      (Horner, 7 products), then k squarings -- CrypTen's own exp (1 + x/2^8)^(2^8) is several
      percent off for kernel-sized arguments (see :func:`crypten_default_exp_error`);
-  5. y = sum_i (alpha_i / 2^a) K_i + offset / 2^a (the server shares the weights, divided by a
-     public power of two so that products stay below CrypTen's 2^(63 - 2*precision) limit), revealed
-     to the client, which multiplies by 2^a.
+  5. y = sum_i alpha_i K_i + offset, from untruncated Beaver products, revealed to the client at
+     scale 2^(2 precision) (no truncation, so no truncation failure; the weights are divided by a
+     public power of two 2^a only if the sum could overflow).
+
+CrypTen's two-party truncation divides each share locally: it fails (an error of about
+2^(64 - precision)) with probability ~|x| / 2^63 per product, x the product at scale 2^(2 precision).
+That is why its default precision is 16 bits and why sums of products are formed here from
+untruncated Beaver products (:func:`failure_probability` gives the remaining per-query risk).
 
 Compatibility: ``import crypten`` (0.4.1) fails on torch 2.13 because
 ``torch.onnx._internal.registration`` moved to ``torch.onnx._internal.torchscript_exporter
@@ -55,7 +61,7 @@ from secureml.errors import ModelError, ProtocolError, SecureMLError
 PROTOCOL_NAME = "secureml-crypten"
 PROTOCOL_VERSION = 1
 EXP_K = 4  # squarings after the polynomial: clip floor exp(-16) = 1.1e-7
-DEFAULT_PRECISION_BITS = 24
+DEFAULT_PRECISION_BITS = 16
 MAX_QUERIES_PER_SESSION = 64
 PRODUCT_BITS = 63  # CrypTen multiplies two encodings in Z_2^64 before truncating
 
@@ -140,27 +146,39 @@ def crypten_default_exp_error(lo: float = -16.0, n: int = 2001) -> float:
     return float((crypten.cryptensor(x).exp().get_plain_text().double() - torch.exp(x)).abs().max())
 
 
-def documented_error(alpha: np.ndarray, precision_bits: int = DEFAULT_PRECISION_BITS, k: int = EXP_K) -> float:
-    """Bound on |prediction - plaintext| used in the docs and tests.
+def documented_error(alpha: np.ndarray, precision_bits: int = DEFAULT_PRECISION_BITS, k: int = EXP_K,
+                     kernel: np.ndarray | None = None) -> float:
+    """Bound on |prediction - plaintext| (no truncation failure), used in the docs and tests.
 
-    Each kernel value carries ~(deg + 2) fixed-point rounding errors of 2^-precision from the
-    polynomial, magnified 2^k times by the squarings (relative), plus the clip (< exp(-2^k));
-    each weight and the offset carry 2^-precision * 2^shift: sum over the training points.
+    p(v) carries <= 9 fixed-point errors of 2^-f (7 truncated products, the encoded coefficients);
+    the 2^k-th power turns an absolute error e of p into ~2^k K^(1 - 2^-k) e / e^-1 in K; the clip
+    adds < exp(-2^k) per point. With the query's exact kernel values ``kernel`` the bound is per
+    point, otherwise K <= 1 everywhere (worst case). Weights and offset: 2^(shift - f) each.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
-    l1 = float(np.abs(alpha).sum())
-    eps_k = 2.0**k * 9 * 2.0 ** (-precision_bits) + math.exp(-(2.0**k))
+    K = np.ones_like(alpha) if kernel is None else np.maximum(np.asarray(kernel, dtype=np.float64), math.exp(-(2.0**k)))
+    eps = 2.0**k * 9 * 2.0 ** (-precision_bits) * math.e * K ** (1.0 - 2.0**-k) + math.exp(-(2.0**k))
     shift = _alpha_shift(alpha, precision_bits)
-    return l1 * eps_k + (alpha.size + 1) * 2.0 ** (shift - precision_bits)
+    return float(np.abs(alpha) @ eps) + (alpha.size + 1) * 2.0 ** (shift - precision_bits)
 
 
 def _alpha_shift(alpha: np.ndarray, precision_bits: int) -> int:
-    """Public power of two dividing the weights so |alpha| * K products fit CrypTen's ring."""
-    amax = float(np.max(np.abs(alpha))) if alpha.size else 0.0
-    limit_bits = PRODUCT_BITS - 2 * precision_bits - 2  # |a * b| < 2^limit for encoded a, b
-    if amax == 0.0:
+    """Public power of two dividing the weights so the revealed sum (scale 2^(2f)) stays below 2^61."""
+    total = float(np.sum(np.abs(alpha))) if alpha.size else 0.0
+    if total == 0.0:
         return 0
-    return max(0, math.ceil(math.log2(amax)) - limit_bits + 1)
+    return max(0, math.ceil(math.log2(total)) - (61 - 2 * precision_bits))
+
+
+def failure_probability(n_train: int, precision_bits: int = DEFAULT_PRECISION_BITS, k: int = EXP_K) -> float:
+    """Per-query probability that one of CrypTen's local truncations fails (|x| <= 1 products).
+
+    Each remaining truncation of a value of magnitude <= 2^(2f) fails with probability
+    <= 2^(2f - 63); there are about (8 + k) N of them (Horner, squarings, clip) plus N for the
+    distances (whose magnitude is that of D / (2 sigma^2 2^k), assumed <= 2^4 here).
+    """
+    per = 2.0 ** (2 * precision_bits - 63)
+    return min(1.0, n_train * ((8 + k) * per + 16 * per))
 
 
 def _free_port() -> int:
@@ -191,20 +209,34 @@ def _init_crypten(rank: int, host: str, port: int, precision_bits: int) -> Any:
 
 def _compute(crypten: Any, X_or_none: np.ndarray | None, q_or_none: np.ndarray | None, n: int, d: int,
              weights: np.ndarray | None, k: int) -> Any:
-    """Steps 1-5 for one query; returns the (still shared) scaled prediction."""
-    import torch
+    """Steps 1-5 for one query; returns the shared prediction at scale 2^(2 precision) (not truncated).
 
+    CrypTen truncates after every product by dividing each share locally, which fails (an error
+    of ~2^(64 - precision)) with probability ~|x| 2^(2 precision) / 2^63 per product. Sums of
+    products are therefore formed from untruncated Beaver products (crypten.mpc.primitives.beaver)
+    and truncated once (distances) or not at all (the prediction is revealed at scale 2^(2 f)).
+    """
+    import torch
+    from crypten.mpc import MPCTensor
+    from crypten.mpc.primitives import beaver
+
+    f = int(crypten.cfg.encoder.precision_bits)
     xs = torch.zeros(n, d, dtype=torch.float64) if X_or_none is None else torch.from_numpy(X_or_none)
     qs = torch.zeros(d, dtype=torch.float64) if q_or_none is None else torch.from_numpy(q_or_none)
     ws = torch.zeros(n + 1, dtype=torch.float64) if weights is None else torch.from_numpy(weights)
     x_enc = crypten.cryptensor(xs, src=0)  # step 1
     q_enc = crypten.cryptensor(qs, src=1)
-    w_enc = crypten.cryptensor(ws, src=0)
+    w_enc = crypten.cryptensor(ws[:n], src=0)
+    off_enc = crypten.cryptensor(ws[n:] * 2.0**f, src=0)  # the offset at scale 2^(2f)
     diff = x_enc - q_enc.unsqueeze(0)  # broadcasting: N x d
-    v = -(diff.square().sum(dim=1))  # step 2
+    sq = beaver.square(diff._tensor).sum(1)  # step 2: N d Beaver squares, summed at scale 2^(2f)
+    sq.div_(2**f)  # one truncation per training point
+    v = -MPCTensor.from_shares(sq.share, precision=f)
     v = (v + 1.0).relu() - 1.0  # step 3
     K = encrypted_exp(v, k)  # step 4
-    return (w_enc[:n] * K).sum() + w_enc[n]  # step 5
+    y = beaver.mul(w_enc._tensor, K._tensor).sum()  # step 5, scale 2^(2f)
+    y.share = y.share + off_enc._tensor.share  # raw share addition: no re-encoding between scales
+    return y
 
 
 def serve_one(
@@ -258,7 +290,7 @@ def serve_one(
         w = np.concatenate([model.dual_coef, [model.y_offset]]) / 2.0**shift
         for _ in range(nq):
             y = _compute(crypten, X, None, model.n_train, model.n_features, w, k)
-            y.get_plain_text(dst=1)
+            y.reveal(dst=1)
         stats = crypten.communicator.get().get_communication_stats()
     finally:
         crypten.uninit()
@@ -298,7 +330,8 @@ def predict(ch: Channel, queries: np.ndarray, *, host: str | None = None, **_ign
     try:
         for i, q in enumerate(Q):
             y = _compute(crypten, None, np.ascontiguousarray(q / c), n, d, None, k)
-            out[i] = float(y.get_plain_text(dst=1)) * 2.0**shift
+            raw = y.reveal(dst=1)  # ring element at scale 2^(2 bits)
+            out[i] = float(raw.item()) / 2.0 ** (2 * bits) * 2.0**shift
         stats = crypten.communicator.get().get_communication_stats()
     finally:
         crypten.uninit()

@@ -103,13 +103,20 @@ def weight_shift(alpha: np.ndarray, offset: float, frac_bits: int) -> int:
     return max(0, math.ceil(math.log2(total)) - (60 - 2 * frac_bits))
 
 
-def documented_error(alpha: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, k: int = EXP_K) -> float:
-    """Bound on |prediction - plaintext|: each kernel value carries ~9 truncation/encoding errors of
-    2^-f magnified 2^k times by the squarings, plus the clip (< exp(-2^k)); each weight 2^(a-f)."""
+def documented_error(alpha: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, k: int = EXP_K,
+                     kernel: np.ndarray | None = None) -> float:
+    """Bound on |prediction - plaintext|, used in the docs and tests.
+
+    p(v) carries <= 9 errors of 2^-f (exact truncations after 7 products, encoded inputs and
+    coefficients); the 2^k-th power turns an absolute error e of p into ~2^k K^(1 - 2^-k) e / e^-1
+    in K; the clip adds < exp(-2^k) per point. With the query's exact kernel values ``kernel``
+    the bound is per point, otherwise K <= 1 everywhere (worst case). Weights: 2^(a - f) each.
+    """
     alpha = np.asarray(alpha, dtype=np.float64)
-    eps_k = 2.0**k * 9 * 2.0 ** (-frac_bits) + math.exp(-(2.0**k))
+    K = np.ones_like(alpha) if kernel is None else np.maximum(np.asarray(kernel, dtype=np.float64), math.exp(-(2.0**k)))
+    eps = 2.0**k * 9 * 2.0 ** (-frac_bits) * math.e * K ** (1.0 - 2.0**-k) + math.exp(-(2.0**k))
     shift = weight_shift(alpha, 0.0, frac_bits)
-    return float(np.abs(alpha).sum()) * eps_k + (alpha.size + 2) * 2.0 ** (shift - frac_bits)
+    return float(np.abs(alpha) @ eps) + (alpha.size + 2) * 2.0 ** (shift - frac_bits)
 
 
 def _online(p: Party, fmt: FixedPointFormat, n: int, d: int, k: int,
