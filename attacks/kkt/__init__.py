@@ -1,0 +1,1 @@
+"""KKT-based reconstruction of training data from trained homogeneous ReLU networks."""

@@ -1,0 +1,209 @@
+"""The KKT reconstruction attack (Haim et al. 2022) and its regression variant (Buzaglo et al. 2023).
+
+Threat model: gray-box. The attacker holds the trained parameters theta of a bias-free ReLU MLP, knows
+the architecture, the task (binary classification or regression) and the range of the input features
+(e.g. pixel values in [0, 1], or the public feature standardisation). It never sees a training point.
+
+If training reached a KKT point of margin maximisation (or a stationary point of a weight-decayed
+objective), then
+
+    binary:      theta = sum_i lambda_i y_i grad_theta Phi(theta; x_i),   lambda_i >= 0
+    regression:  theta = sum_i lambda_i     grad_theta Phi(theta; x_i),   lambda_i real
+
+and the attack searches for m candidates x_j and multipliers lambda_j that satisfy the equation:
+
+    minimise  ||theta - sum_j lambda_j y_j grad_theta Phi(x_j)||^2 / ||theta||^2
+              + sum_j relu(lambda_min - lambda_j)               (binary only: keeps lambda_j active)
+              + w_prior * sum_j ||relu(x_j - hi)||^2 + ||relu(lo - x_j)||^2     (data-range prior)
+
+starting from small random noise. Candidates that end up with a small residual contribution tend to
+lie on training points (the support vectors of the margin problem).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.kkt.model import HomogeneousMLP, resolve_device
+from secureml.errors import SecureMLError
+
+
+class AttackError(SecureMLError, ValueError):
+    """Bad attack configuration (sizes, bounds, task)."""
+
+
+@dataclass
+class KKTConfig:
+    """Hyper-parameters of the reconstruction.
+
+    Attributes:
+        n_candidates: number m of candidate inputs (Haim et al.: 2x the training-set size).
+        steps: optimisation steps (Adam on x and lambda).
+        lr_x, lr_lambda: Adam learning rates of candidates and multipliers.
+        lambda_min: lower bound on the binary multipliers (penalty), relative to ||theta|| = 1.
+        init_scale: std of the Gaussian initialisation of the candidates.
+        prior_weight: weight of the data-range penalty.
+        task: "binary" (labels of candidates: half +1, half -1) or "regression" (lambda unconstrained).
+        seed: seed of the initialisation.
+    """
+
+    n_candidates: int = 200
+    steps: int = 3000
+    lr_x: float = 0.01
+    lr_lambda: float = 0.01
+    lambda_min: float = 0.05
+    init_scale: float = 1e-2
+    prior_weight: float = 1.0
+    task: str = "binary"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Reconstruction:
+    """The attack's output: candidates, multipliers, their labels, and the residual history."""
+
+    x: np.ndarray
+    lam: np.ndarray
+    y: np.ndarray
+    residual: float
+    history: list[tuple[int, float]] = field(default_factory=list)
+    initial_residual: float = float("nan")
+
+
+def _flat_params(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach() for p in model.parameters()]
+
+
+def kkt_terms(model: nn.Module, x: torch.Tensor, coef: torch.Tensor,
+              create_graph: bool = True) -> list[torch.Tensor]:
+    """sum_j coef_j grad_theta Phi(theta; x_j), one tensor per parameter (differentiable in x, coef)."""
+    params = list(model.parameters())
+    out = model(x)
+    return list(torch.autograd.grad((coef * out).sum(), params, create_graph=create_graph))
+
+
+def kkt_residual(model: nn.Module, x: np.ndarray | torch.Tensor, lam: np.ndarray | torch.Tensor,
+                 y: np.ndarray | torch.Tensor | None = None) -> float:
+    """Relative KKT residual ||theta - sum_j lambda_j y_j grad Phi(x_j)||^2 / ||theta||^2.
+
+    ``y`` None means the regression form (no labels).
+    """
+    p0 = next(model.parameters())
+    dev, dt = p0.device, p0.dtype
+    xt = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x), dtype=dt, device=dev)
+    coef = torch.as_tensor(lam if isinstance(lam, torch.Tensor) else np.asarray(lam), dtype=dt, device=dev)
+    if y is not None:
+        coef = coef * torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y), dtype=dt, device=dev)
+    theta = _flat_params(model)
+    grads = kkt_terms(model, xt, coef, create_graph=False)
+    num = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
+    den = sum((p ** 2).sum() for p in theta)
+    return float(num / den)
+
+
+def fit_multipliers(model: nn.Module, x: np.ndarray, y: np.ndarray | None = None,
+                    nonneg: bool = True) -> tuple[np.ndarray, float]:
+    """Best multipliers for given points (NNLS for the binary form, least squares otherwise).
+
+    Applied to the true training set, the residual says how close the trained model is to the KKT
+    condition: a floor for what the attack can reach. Returns (lambda, relative residual).
+    """
+    from scipy.optimize import nnls
+
+    p0 = next(model.parameters())
+    xt = torch.as_tensor(np.asarray(x), dtype=p0.dtype, device=p0.device)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def phi(p: dict, xi: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, p, (xi.unsqueeze(0),)).squeeze(0)
+
+    per = torch.func.vmap(torch.func.grad(phi), in_dims=(None, 0))(params, xt)
+    G = torch.cat([per[k].reshape(len(xt), -1) for k in params], dim=1).T.double().cpu().numpy()
+    if y is not None:
+        G = G * np.asarray(y, dtype=float)[None, :]
+    theta = torch.cat([v.reshape(-1) for v in params.values()]).double().cpu().numpy()
+    if nonneg:
+        lam, _ = nnls(G, theta, maxiter=50 * G.shape[1])
+    else:
+        lam = np.linalg.lstsq(G, theta, rcond=None)[0]
+    res = float(np.sum((theta - G @ lam) ** 2) / np.sum(theta ** 2))
+    return lam, res
+
+
+def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndarray | float,
+                config: KKTConfig | None = None, *, device: str | torch.device | None = None,
+                progress: bool = False, record_every: int = 100) -> Reconstruction:
+    """Run the KKT attack on ``model`` (its parameters are normalised to ||theta|| = 1 on a copy).
+
+    Args:
+        model: the trained homogeneous MLP (gray-box access: its parameters).
+        lower, upper: per-feature (or scalar) data range of the model's inputs, for the prior.
+        config: hyper-parameters (defaults: :class:`KKTConfig`).
+        device: torch device ("auto": CUDA when present).
+    """
+    cfg = config or KKTConfig()
+    if cfg.task not in ("binary", "regression"):
+        raise AttackError(f"task must be 'binary' or 'regression', not {cfg.task!r}")
+    if cfg.n_candidates < 1 or cfg.steps < 0:
+        raise AttackError("n_candidates must be >= 1 and steps >= 0")
+    dev = resolve_device(device)
+    net = HomogeneousMLP(model.in_dim, model.hidden)
+    net.load_state_dict(model.state_dict())
+    net.to(dev)
+    net.normalize_(1.0)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    d, m = model.in_dim, cfg.n_candidates
+    lo = torch.as_tensor(np.broadcast_to(np.asarray(lower, dtype=np.float32), (d,)).copy(), device=dev)
+    hi = torch.as_tensor(np.broadcast_to(np.asarray(upper, dtype=np.float32), (d,)).copy(), device=dev)
+    if bool((hi <= lo).any()):
+        raise AttackError("upper bound must exceed lower bound for every feature")
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    x = (torch.randn(m, d, generator=gen) * cfg.init_scale).to(dev).requires_grad_(True)
+    if cfg.task == "binary":
+        yc = torch.where(torch.arange(m) % 2 == 0, 1.0, -1.0).to(dev)
+        lam = torch.full((m,), float(cfg.lambda_min) * 2 if cfg.lambda_min > 0 else 0.1, device=dev)
+    else:
+        yc = torch.ones(m, device=dev)
+        lam = (torch.randn(m, generator=gen) * 0.1).to(dev)
+    lam.requires_grad_(True)
+    theta = _flat_params(net)
+    opt = torch.optim.Adam([{"params": [x], "lr": cfg.lr_x}, {"params": [lam], "lr": cfg.lr_lambda}])
+    history: list[tuple[int, float]] = []
+    it = range(cfg.steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="reconstruct", leave=False)
+    initial = float("nan")
+    for step in it:
+        opt.zero_grad(set_to_none=True)
+        grads = kkt_terms(net, x, lam * yc)
+        residual = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
+        loss = residual
+        if cfg.task == "binary":
+            loss = loss + torch.relu(cfg.lambda_min - lam).sum()
+        if cfg.prior_weight:
+            loss = loss + cfg.prior_weight * ((torch.relu(x - hi) ** 2).sum() + (torch.relu(lo - x) ** 2).sum())
+        loss.backward()
+        opt.step()
+        r = float(residual)
+        if step == 0:
+            initial = r
+        if step % record_every == 0 or step == cfg.steps - 1:
+            history.append((step, r))
+            if progress:
+                it.set_postfix(residual=f"{r:.4f}")
+    with torch.no_grad():
+        lam_final = lam.detach()
+    final = kkt_residual(net, x.detach(), lam_final, yc)
+    if cfg.steps == 0:
+        initial = final
+    return Reconstruction(x=x.detach().cpu().numpy(), lam=lam_final.cpu().numpy(), y=yc.cpu().numpy(),
+                          residual=final, history=history, initial_residual=initial)
