@@ -62,3 +62,21 @@ def test_linear_predictions_match_plaintext(rff_model, tmp_path, monkeypatch):
     w_enc = np.rint(w * 2.0**pp.weight_frac_bits).astype(np.int64)
     for v in w_enc[np.abs(w_enc) > 1 << 24][:200]:
         assert int(v).to_bytes(8, "little", signed=True) not in received
+
+
+def test_local_model_double_blind(tmp_path, monkeypatch):
+    """The qml-lightning-style local model: FCHL19 + public PCA + SORF + per-element energies."""
+    from secureml.models.local import LocalRandomFeatureModel
+    from secureml.representations.fchl import FCHL19
+
+    monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    mm = MolecularModel(FCHL19(), LocalRandomFeatureModel(nstacks=8, pca_n_molecules=300), "U0_atomization")
+    mm.fit(data.subset(tr[:200]))
+    test = data.subset(te[:2])
+    served = ServedModel.from_molecular_model(mm)
+    assert served.public.kind == "linear"
+    (preds, cost, pp), _ = _run(served, molecules_featurizer(test))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=1e-2)
+    assert cost.offline_bytes > 0 and cost.online_s > 0
