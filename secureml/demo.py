@@ -5,7 +5,9 @@
 3. The query owner sends held-out molecules through the double-blind protocol.
 4. Each prediction is printed next to the plaintext prediction and the reference value, with the
    cost of the protocol and its ratio to the plaintext prediction time.
-5. A short leakage summary (what the deployments still leak) closes the demo.
+5. The same with the compact local model (FCHL19 + random features), whose double-blind cost does
+   not grow with the training set and which reaches about 1 kcal/mol.
+6. A short leakage summary (what the deployments still leak) closes the demo.
 """
 from __future__ import annotations
 
@@ -35,6 +37,41 @@ def _start_server(model_path: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("the model owner's server did not start")
 
 
+def _serve_and_query(model_path: Path, queries):
+    from protocols.krr import predict
+    from protocols.krr.service import molecules_featurizer
+
+    proc, port = _start_server(model_path)
+    try:
+        return predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(queries))
+    finally:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _report(model, queries, preds, cost, prop: str) -> None:
+    import time as _t
+
+    t0 = _t.perf_counter()
+    reps = 10
+    for _ in range(reps):
+        plain = model.predict(queries)
+    t_plain = (_t.perf_counter() - t0) / reps
+    ref = queries.properties[prop]
+    print(f"\n{'molecule':<22}{'reference':>12}{'plaintext':>12}{'double-blind':>14}{'|diff|':>10}")
+    for i in range(len(queries)):
+        name = (queries.smiles[i] if queries.smiles else queries.names[i])[:21]
+        print(f"{name:<22}{ref[i]:12.3f}{plain[i]:12.3f}{preds[i]:14.3f}{abs(preds[i] - plain[i]):10.2e}")
+    online_mb = (cost.bytes_sent + cost.bytes_received - cost.offline_bytes) / 1e6
+    print(f"cost ({len(queries)} queries): {cost.wall_s:.2f} s (set-up {cost.offline_s:.2f} s, online "
+          f"{cost.online_s:.2f} s), {(cost.bytes_sent + cost.bytes_received) / 1e6:.1f} MB "
+          f"({online_mb:.1f} MB online), {cost.rounds} rounds")
+    print(f"plaintext prediction (representation included): {t_plain * 1e3:.1f} ms -> "
+          f"ratio {cost.wall_s / t_plain:,.0f}x (online only: {cost.online_s / t_plain:,.0f}x)")
+
+
 def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: float = 50.0,
              lam: float = 1e-8, out_dir: str | None = None) -> int:
     from protocols.krr import predict
@@ -61,35 +98,24 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
     model_path = model.save(work / "model.npz")
     print(f"   model file: {model_path}")
 
-    print("== Model owner: starts `secureml serve` (separate process) ==")
-    proc, port = _start_server(model_path)
-    try:
-        queries = test.subset(np.arange(n_queries))
-        print(f"== Query owner: asks for {n_queries} predictions over TCP (port {port}) ==")
-
-        preds, cost = predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(queries))
-    finally:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    X = model.features(queries)
-    t0 = time.perf_counter()
-    reps = 20
-    for _ in range(reps):
-        plain = model.estimator.predict(X)
-    t_plain = (time.perf_counter() - t0) / reps
-    ref = queries.properties[prop]
-    print(f"\n{'molecule':<22}{'reference':>12}{'plaintext':>12}{'double-blind':>14}{'|diff|':>10}")
-    for i in range(len(queries)):
-        name = (queries.smiles[i] if queries.smiles else queries.names[i])[:21]
-        print(f"{name:<22}{ref[i]:12.3f}{plain[i]:12.3f}{preds[i]:14.3f}{abs(preds[i] - plain[i]):10.2e}")
-    print(f"\ncost of the double-blind session ({n_queries} queries, N={len(train)}, "
-          f"d={model.n_features}): {cost.wall_s:.2f} s (setup {cost.offline_s:.2f} s), "
-          f"{(cost.bytes_sent + cost.bytes_received) / 1e6:.1f} MB, {cost.rounds} rounds")
-    print(f"plaintext prediction: {t_plain * 1e3:.3f} ms for the same {n_queries} queries "
-          f"-> ratio {cost.wall_s / t_plain:,.0f}x")
+    print("== Model owner: starts `secureml serve` (separate process); query owner connects ==")
+    queries = test.subset(np.arange(n_queries))
+    preds, cost = _serve_and_query(model_path, queries)
+    _report(model, queries, preds, cost, prop)
     print("the server saw no query; the query owner saw only the predictions.")
+
+    from secureml.models.local import LocalRandomFeatureModel
+    from secureml.representations.fchl import FCHL19
+
+    print(f"\n== Compact local model (FCHL19 + structured random features, qml-lightning style) ==")
+    t0 = time.perf_counter()
+    local = MolecularModel(FCHL19(), LocalRandomFeatureModel(nstacks=32, seed=seed), prop).fit(
+        train.subset(np.arange(min(1024, len(train)))))
+    print(f"   trained on {min(1024, len(train))} molecules in {time.perf_counter() - t0:.1f} s; "
+          f"test MAE {local.score_mae(test):.2f} kcal/mol (4,096 features; cost independent of N)")
+    local_path = local.save(work / "local_model.npz")
+    preds, cost = _serve_and_query(local_path, queries)
+    _report(local, queries, preds, cost, prop)
     try:
         from attacks.report import leakage_summary
 
