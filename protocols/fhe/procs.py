@@ -99,7 +99,13 @@ def run_pair(
         cp = ctx.Process(target=_client_main, args=(c_child, port, client_fn, client_args, timeout), daemon=True)
         cp.start()
         c_child.close()
-        client_out = _get(c_parent, cp, "client", timeout)
+        try:
+            client_out = _get(c_parent, cp, "client", timeout)
+        except ProtocolError:
+            # the client only saw the connection drop: the server's own error says why
+            if s_parent.poll(30):
+                _get(s_parent, sp, "server", 1)
+            raise
         server_out = _get(s_parent, sp, "server", timeout)
         return server_out, client_out
     finally:
