@@ -27,3 +27,6 @@ test-all: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench: $(STAMP)
+	$(BIN)/secureml bench cost --quick
