@@ -137,7 +137,7 @@ def fit_centres(design: Callable[[Any], Any], target: np.ndarray, C0: np.ndarray
         loss, _, _ = solve(C)
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if progress:
             progress(1)
     if lbfgs_steps > 0:

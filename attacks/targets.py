@@ -15,8 +15,9 @@ so any attack that only needs answers works on them unchanged. Running every att
 the real protocols would take hours, so they run a sample of ``protocol_sample`` queries through
 the real protocol (real TCP between two processes), record how far each answer is from the
 plaintext one, and answer the rest from the plaintext model -- after enforcing every restriction
-the real service enforces (input bounds, kernel kind), so an attack the service would refuse
-fails here too. ``cost()`` reports measured per-query cost and the extrapolated total.
+the real service enforces (kernel kind; input bounds: refused queries come back as NaN), so an
+attack the service would refuse fails here too. ``cost()`` reports measured per-query cost and
+the extrapolated total.
 """
 from __future__ import annotations
 
@@ -148,23 +149,28 @@ class _ServiceTarget(Target, abc.ABC):
         """Import the engine and check it serves this model (raise EngineUnavailable if not)."""
 
     @abc.abstractmethod
-    def _validate(self, Q: np.ndarray) -> None:
-        """Refuse queries the real service would refuse (AttackError)."""
+    def _accepted(self, Q: np.ndarray) -> np.ndarray:
+        """Boolean mask of the queries the real service would accept."""
 
     @abc.abstractmethod
     def _protocol(self, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
         """Answer Q through the real protocol: (answers, seconds, bytes both ways)."""
 
     def predict(self, Q: np.ndarray) -> np.ndarray:
+        """Answers; NaN where the real service would refuse the query (counted as ``refused``)."""
         Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
-        self._validate(Q)
+        ok = self._accepted(Q)
         t0 = time.perf_counter()
-        out = self._plain(Q)
+        out = np.full(len(Q), np.nan)
+        if ok.any():
+            out[ok] = self._plain(Q[ok])
         self._cost.wall_s += time.perf_counter() - t0
+        self._cost.extra["refused"] = int(self._cost.extra.get("refused", 0) + (~ok).sum())
         room = self.protocol_sample - self._cost.protocol_queries
-        if room > 0:
+        good = np.flatnonzero(ok)
+        if room > 0 and good.size:
             # spread the sample over the batch: the first, the last and some in between
-            idx = np.unique(np.linspace(0, len(Q) - 1, min(room, len(Q))).round().astype(int))
+            idx = good[np.unique(np.linspace(0, good.size - 1, min(room, good.size)).round().astype(int))]
             ans, secs, nbytes = self._protocol(Q[idx])
             self._cost.protocol_queries += len(idx)
             self._cost.protocol_wall_s += secs
@@ -212,16 +218,12 @@ class OTServiceTarget(_ServiceTarget):
                  sigma=pp.sigma, frac_bits=pp.frac_bits)
         return d
 
-    def _validate(self, Q: np.ndarray) -> None:
+    def _accepted(self, Q: np.ndarray) -> np.ndarray:
         pp = self.public_params
         if Q.shape[1] != pp.n_features:
             raise AttackError(f"the OT service expects {pp.n_features} features, got {Q.shape[1]}")
-        lo, hi = float(np.min(Q)), float(np.max(Q))
-        if lo < pp.feature_lo or hi > pp.feature_hi or not np.isfinite(Q).all():
-            raise AttackError(
-                f"the OT service refuses queries outside its public bounds "
-                f"[{pp.feature_lo:.4g}, {pp.feature_hi:.4g}] (got [{lo:.4g}, {hi:.4g}])"
-            )
+        # the client library checks the public bounds before anything private moves
+        return np.isfinite(Q).all(1) & (Q.min(1) >= pp.feature_lo) & (Q.max(1) <= pp.feature_hi)
 
     def _protocol(self, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
         from protocols.krr.service import MAX_QUERIES_PER_SESSION, predict
@@ -272,13 +274,12 @@ class FHEServiceTarget(_ServiceTarget):
         d.update(query_radius=float(self.fhe_params.query_radius), n_train=self.params.n_train)
         return d
 
-    def _validate(self, Q: np.ndarray) -> None:
+    def _accepted(self, Q: np.ndarray) -> np.ndarray:
+        if Q.shape[1] != self.params.n_features:
+            raise AttackError(f"the FHE service expects {self.params.n_features} features, got {Q.shape[1]}")
+        # the client's range check: the exp approximation only holds inside the public ball
         r = np.linalg.norm(Q - np.asarray(self.fhe_params.center)[None, :], axis=1)
-        if np.any(r > self.fhe_params.query_radius) or not np.isfinite(Q).all():
-            raise AttackError(
-                f"the FHE service refuses queries outside its public input ball (radius "
-                f"{self.fhe_params.query_radius:.4g}; got up to {float(np.max(r)):.4g})"
-            )
+        return np.isfinite(Q).all(1) & (r <= self.fhe_params.query_radius)
 
     def _protocol(self, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
         from protocols.fhe import run_local
