@@ -1,0 +1,39 @@
+"""`secureml attack` and `secureml report leakage` end to end (small settings)."""
+from __future__ import annotations
+
+import json
+
+from secureml.cli import main
+
+
+def test_attack_cli_writes_json(tmp_path, capsys):
+    rc = main(["attack", "rank", "--n-train", "200", "--budget", "400", "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "rank_api.json").read_text())
+    assert res["precision_at_k"]["50"] > 0.9 and res["random_precision"] == 0.25
+    assert res["cost"]["queries"] == 400
+
+
+def test_attack_cli_budget_is_enforced(tmp_path, capsys):
+    rc = main(["attack", "reconstruct", "--n-train", "4", "--budget", "1000", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "budget" in capsys.readouterr().err
+
+
+def test_whitebox_on_api_is_not_applicable(tmp_path, capsys):
+    rc = main(["attack", "whitebox", "--target", "api", "--n-train", "20", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "model file" in capsys.readouterr().err
+
+
+def test_report_leakage_small(tmp_path, capsys):
+    rc = main(["report", "leakage", "--attacks", "mia,whitebox", "--deployments", "model-file,api",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "leakage.json").read_text())
+    cells = {(r["attack"], r["deployment"]): r for r in rows}
+    assert cells[("whitebox", "model-file")]["value"] > 0.95
+    assert cells[("whitebox", "api")]["status"] == "n/a"
+    assert cells[("mia", "api")]["value"] > 0.95
+    assert (tmp_path / "leakage.png").stat().st_size > 1000 and (tmp_path / "leakage.csv").exists()
+    assert "model file" in capsys.readouterr().out
