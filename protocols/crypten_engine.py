@@ -54,7 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams, peak_rss_mb
+from protocols.common import CostReport, KernelModelParams
+from protocols.fhe.procs import peak_rss_mb
 from protocols.transport import Channel
 from secureml.errors import ModelError, ProtocolError, SecureMLError
 

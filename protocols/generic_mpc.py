@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams, peak_rss_mb
+from protocols.common import CostReport, KernelModelParams
+from protocols.fhe.procs import peak_rss_mb
 from protocols.fixed_point import FixedPointFormat
 from protocols.party import Party
 from protocols.providers import CorrelationProvider

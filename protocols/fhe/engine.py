@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as seal
 
-from protocols.common import CostReport, KernelModelParams, peak_rss_mb
+from protocols.common import CostReport, KernelModelParams
+from protocols.fhe.procs import peak_rss_mb
 from protocols.fhe import client as C
 from protocols.fhe import seal_backend as sb
 from protocols.fhe import server as S
