@@ -193,9 +193,19 @@ def rank(target: Target, scn: Scenario, *, score: str = "auto", pool_size: int =
     lo, hi = pub.get("feature_lo"), pub.get("feature_hi")
     if score == "kink" and pub.get("kernel") != "laplacian":
         raise AttackError("the kink score needs an L1 Laplacian kernel")
+    reference = None
+    if score == "reference":
+        # the attacker's own model, same public hyperparameters, on public molecules outside the pool
+        from secureml.models.krr import KernelRidge
+
+        rest = np.setdiff1d(scn.public, pool)
+        if rest.size < 50:
+            raise AttackError("the reference score needs public molecules outside the pool; use a smaller pool")
+        reference = KernelRidge(str(pub.get("kernel", "gaussian")), float(pub["sigma"]),
+                                float(getattr(target.estimator, "lam", 1e-8))).fit(scn.X[rest], scn.y[rest])
     t0 = time.perf_counter()
     res = ranking.rank_candidates(predict, scn.X[pool], lab, score, y=scn.y[pool],
-                                  sigma=float(pub.get("sigma", 1.0)), ks=ks, lo=lo, hi=hi)
+                                  sigma=float(pub.get("sigma", 1.0)), reference=reference, ks=ks, lo=lo, hi=hi)
     return {"attack": "rank", "score": score, "pool_size": int(len(pool)), "n_members": n_members,
             **res.summary(), "seconds": time.perf_counter() - t0,
             "metric": f"precision_at_{ks[0]}", "value": res.precision[ks[0]]}

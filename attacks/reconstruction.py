@@ -19,7 +19,8 @@ answers. Two attacks live here:
   by exp(-|x_ik - q0_k| / sigma), is the same number s_i = a_i k(x_i, q0) (its "signature"), which
   ties the coordinates found on different axes into points. Coordinates shared by several points
   (zero padding, the few discrete diagonal values of a Coulomb matrix) give merged kinks whose
-  weight is a sum of signatures; they are split by a small subset-sum integer program.
+  weight is a sum of signatures; a two-axis membership test (15 queries per point and kink)
+  splits them.
 
 The Gaussian kernel has no kinks: along a line its answers are a wide Gaussian blur of the points,
 and recovering them is a deconvolution that float64 answers do not support at the widths that
@@ -252,12 +253,13 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
     Steps:
         1. b from a far query; sigma from two grid points below ``lo`` (all kinks lie above).
         2. every coordinate axis k: query q0 + t e_k on the grid t in [lo - 2h, hi + 2h].
-        3. filter; runs of non-zero values = cells with kinks; a run of one or two values of one
-           sign is one kink (closed form); longer runs are re-queried on a finer grid.
+        3. filter; runs of non-zero values = cells with kinks; each run is re-queried on a grid
+           ``refine`` times finer, ``depth`` times; at the finest grid a run of one or two values
+           of one sign is one kink (closed form), anything else a merged kink.
         4. weight -> signature s = c exp(-|u - lo| / sigma); signatures that recur on several axes
            at several distinct positions are the training points.
-        5. each axis: singleton kinks go to the point with the same signature; merged kinks are
-           split by subset sum (scipy milp); a point's coordinate is its kink's position.
+        5. each axis: singleton kinks go to the point with the same signature; the remaining points
+           are tested against the remaining (merged) kinks (:func:`_assemble`).
         6. a_i = s_i exp(|x_i - q0|_1 / sigma).
     """
     d = int(n_features)

@@ -182,12 +182,18 @@ def _plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    rows = sorted(rows, key=lambda r: r["queries"])
     q = [r["queries"] for r in rows]
-    for key, lab in (("fraction_recovered_rel0.001", "points, rel. error < 1e-3"),
-                     ("fraction_recovered_rel0.01", "points, rel. error < 1e-2"),
-                     ("fraction_molecules_exact", "molecules (SMILES)")):
-        ax.plot(q, [r.get(key, float("nan")) for r in rows], "o-", label=lab)
+    for key, lab, mk in (("fraction_recovered_rel0.001", "points, rel. error < 1e-3", "o"),
+                         ("fraction_recovered_rel0.01", "points, rel. error < 1e-2", "s"),
+                         ("fraction_molecules_exact", "molecules (SMILES)", "^")):
+        ax.plot(q, [r.get(key, float("nan")) for r in rows], mk, label=lab, alpha=0.8)
+    for r in rows:
+        if "depth" in r:  # kink attack: label each point with its finest grid step
+            ax.annotate(f"step {r['h'] / r.get('refine', 8) ** r['depth']:.1e}",
+                        (r["queries"], r.get("fraction_recovered_rel0.01", 0)), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
     ax.set_xscale("log")
     ax.set_xlabel("queries")
     ax.set_ylabel("fraction of training set recovered")
