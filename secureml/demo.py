@@ -90,7 +90,7 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
     print(f"== Model owner: trains Gaussian KRR on {len(train)} embedded QM9 molecules "
           f"(Coulomb matrix, sigma={sigma}, lambda={lam}) ==")
     t0 = time.perf_counter()
-    model = MolecularModel(CoulombMatrix(size=23), KernelRidge("gaussian", sigma=sigma, lam=lam), prop).fit(train)
+    model = MolecularModel(CoulombMatrix(size=23, grid_bits=16), KernelRidge("gaussian", sigma=sigma, lam=lam), prop).fit(train)
     print(f"   trained in {time.perf_counter() - t0:.1f} s; test MAE {model.score_mae(test):.2f} kcal/mol "
           f"on {len(test)} held-out molecules")
     work = Path(out_dir or tempfile.mkdtemp(prefix="secureml-demo-"))

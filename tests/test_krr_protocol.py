@@ -144,3 +144,21 @@ def test_public_params_reveal_only_bounds():
     assert set(d) >= {"n_train", "n_features", "sigma", "frac_bits", "feature_lo", "feature_hi"}
     hi = d["feature_hi"] - d["feature_lo"]
     assert hi == 2 ** round(np.log2(hi))  # a power of two, not the data's maximum
+
+
+def test_grid_model_matches_plaintext_to_kernel_precision():
+    """A model whose Coulomb matrices sit on the protocol's grid: only kernel-side rounding remains."""
+    from secureml.data import embedded_split, load_embedded
+    from secureml.models.krr import KernelRidge
+    from secureml.models.pipeline import MolecularModel
+    from secureml.representations import CoulombMatrix
+
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    mm = MolecularModel(CoulombMatrix(size=23, grid_bits=16), KernelRidge("gaussian", sigma=50.0, lam=1e-8),
+                        "U0_atomization").fit(data.subset(tr[:300]))
+    test = data.subset(te[:3])
+    served = ServedModel.from_molecular_model(mm)
+    assert served.public.frac_bits == 16
+    preds, *_ = _session(served, mm.features(test))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=1e-3)

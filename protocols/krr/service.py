@@ -76,7 +76,11 @@ class ServedModel:
     def from_molecular_model(cls, mm: Any, **kw: Any) -> "ServedModel":
         est = mm.estimator
         if hasattr(est, "dual_coef_"):
-            return cls(KernelModelParams.from_estimator(est), representation=mm.representation.get_params(),
+            rep = mm.representation.get_params()
+            if kw.get("frac_bits") is None and rep.get("grid_bits") is not None:
+                # the model's features already sit on a 2^-grid_bits grid: encode them exactly
+                kw["frac_bits"] = int(rep["grid_bits"])
+            return cls(KernelModelParams.from_estimator(est), representation=rep,
                        property_name=getattr(mm, "property_name", ""), **kw)
         return cls.linear(mm, **{k: v for k, v in kw.items() if k == "calibration"})
 

@@ -85,6 +85,7 @@ def _krr_recipe(kernel: str) -> Callable[..., Any]:
         lam: float | None = None,
         cm_size: int = 29,
         cm_variant: str = "sorted",
+        cm_grid_bits: int | None = 16,
         seed: int = 0,
         **options: Any,
     ) -> Any:
@@ -99,7 +100,10 @@ def _krr_recipe(kernel: str) -> Callable[..., Any]:
             sigma=float(d["sigma"] if sigma is None else sigma),
             lam=float(d["lam"] if lam is None else lam),
         )
-        return MolecularModel(CoulombMatrix(size=int(cm_size), variant=str(cm_variant)), est)
+        # Entries on the double-blind protocol's fixed-point grid (see CoulombMatrix.grid_bits):
+        # a served model then predicts the same numbers in plaintext and double-blind.
+        grid = None if cm_grid_bits is None or int(cm_grid_bits) < 0 else int(cm_grid_bits)
+        return MolecularModel(CoulombMatrix(size=int(cm_size), variant=str(cm_variant), grid_bits=grid), est)
 
     build.__doc__ = f"Coulomb matrix + exact KRR with the {kernel} kernel (Cholesky solve)."
     return build

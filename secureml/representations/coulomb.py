@@ -41,22 +41,32 @@ class CoulombMatrix(Representation):
         size: number of atoms the matrix is padded to (29 covers every QM9 molecule). ``None``
             means "the largest molecule seen by :meth:`fit`".
         variant: ``"sorted"`` (default), ``"unsorted"`` or ``"eigenspectrum"``.
+        grid_bits: if set, round every entry to a multiple of 2^-grid_bits. A model meant for
+            double-blind serving uses the protocol's fixed-point grid here, so that training data,
+            plaintext queries and encrypted queries see exactly the same numbers (entries of up to
+            ~100 change by < 2^-17, far below any chemical significance).
     """
 
     name = "coulomb_matrix"
 
-    def __init__(self, size: int | None = 29, variant: str = "sorted") -> None:
+    def __init__(self, size: int | None = 29, variant: str = "sorted", grid_bits: int | None = None) -> None:
         if variant not in _PERMUTATIONS:
             raise ModelError(f"unknown Coulomb-matrix variant {variant!r}; use one of {sorted(_PERMUTATIONS)}")
         if size is not None and (int(size) != size or size < 1):
             raise ModelError(f"Coulomb-matrix size must be a positive integer, got {size!r}")
         self.size = None if size is None else int(size)
         self.variant = variant
+        if grid_bits is not None and not (0 <= int(grid_bits) <= 30):
+            raise ModelError(f"grid_bits must be in 0..30, got {grid_bits!r}")
+        self.grid_bits = None if grid_bits is None else int(grid_bits)
         self._descriptor: Any = None
 
     # -- settings ------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "variant": self.variant}
+        params = {"name": self.name, "size": self.size, "variant": self.variant}
+        if self.grid_bits is not None:
+            params["grid_bits"] = self.grid_bits
+        return params
 
     @property
     def n_features(self) -> int:
@@ -100,10 +110,15 @@ class CoulombMatrix(Representation):
         """dscribe output (n, size*size) or (n, size) -> our (n, n_features) layout."""
         assert self.size is not None
         if self.variant == "eigenspectrum":
-            return np.ascontiguousarray(raw, dtype=np.float64)
-        iu = np.triu_indices(self.size)
-        mats = raw.reshape(raw.shape[0], self.size, self.size)
-        return np.ascontiguousarray(mats[:, iu[0], iu[1]], dtype=np.float64)
+            out = np.ascontiguousarray(raw, dtype=np.float64)
+        else:
+            iu = np.triu_indices(self.size)
+            mats = raw.reshape(raw.shape[0], self.size, self.size)
+            out = np.ascontiguousarray(mats[:, iu[0], iu[1]], dtype=np.float64)
+        if self.grid_bits is not None:
+            scale = float(1 << self.grid_bits)
+            out = np.rint(out * scale) / scale
+        return out
 
     def transform(self, dataset: MolecularDataset) -> np.ndarray:
         """Features of every molecule, shape (n_molecules, n_features), float64."""
