@@ -175,6 +175,7 @@ def prepare(model: KernelModelParams, params: FHEParams, cache: bool = True) -> 
     sm.precompute_s = time.perf_counter() - t0
     if cache:
         with _MODEL_LOCK:
+            _MODEL_CACHE.clear()  # one encoded model at a time: each takes ~1 GB per block
             _MODEL_CACHE[key] = sm
     return sm
 
