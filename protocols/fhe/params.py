@@ -173,16 +173,21 @@ def plan(
     candidates = [poly_degree] if poly_degree else [8192, 16384, 32768]
     if min_scale_bits is None:
         min_scale_bits = 55 if flood_bits > 0 else 40
-    min_bits = 30 if poly_degree or scale_bits else int(min_scale_bits)
+    # preferred: the smallest ring with >= min_scale_bits per level; failing that (deep circuits,
+    # i.e. a narrow kernel), the largest scale any ring allows down to 30 bits (less precision)
+    tiers = [30] if poly_degree or scale_bits else [int(min_scale_bits), 30]
     chosen = None
-    for n in candidates:
-        if n not in MAX_BITS_128:
-            raise ModelError(f"poly_degree must be one of {sorted(MAX_BITS_128)}")
-        if d_pad > n // 2:
-            continue
-        sb = min(59, (MAX_BITS_128[n] - fixed) // depth) if scale_bits is None else int(scale_bits)
-        if sb >= min_bits and fixed + depth * sb <= MAX_BITS_128[n]:
-            chosen = (n, sb)
+    for min_bits in tiers:
+        for n in candidates:
+            if n not in MAX_BITS_128:
+                raise ModelError(f"poly_degree must be one of {sorted(MAX_BITS_128)}")
+            if d_pad > n // 2:
+                continue
+            sb = min(59, (MAX_BITS_128[n] - fixed) // depth) if scale_bits is None else int(scale_bits)
+            if sb >= min_bits and fixed + depth * sb <= MAX_BITS_128[n]:
+                chosen = (n, sb)
+                break
+        if chosen is not None:
             break
     if chosen is None:
         raise ModelError(
