@@ -107,5 +107,17 @@ class CostReport:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    """Peak resident memory of this process image, in MB (VmHWM from /proc/self/status).
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` survives exec on Linux, so a child spawned by a big
+    parent would report the parent's peak; VmHWM belongs to the current address space only.
+    Falls back to ru_maxrss where /proc is unavailable.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -13,25 +13,7 @@ import traceback
 from typing import Any, Callable
 
 from secureml.errors import ProtocolError
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of THIS process image, in MB (VmHWM from /proc/self/status).
-
-    ``getrusage(RUSAGE_SELF).ru_maxrss`` survives exec on Linux, so a child spawned by a big
-    parent reports the parent's peak; VmHWM belongs to the current address space only.
-    Falls back to ru_maxrss where /proc is unavailable.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    from protocols.common import peak_rss_mb as _ru
-
-    return _ru()
-
+from protocols.common import peak_rss_mb  # noqa: F401 -- re-exported for the engines
 
 # (server_fn, server_args) and (client_fn, client_args) are module-level functions (picklable):
 # server_fn(ch, *server_args) -> Any ; client_fn(ch, *client_args) -> Any
