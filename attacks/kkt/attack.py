@@ -47,6 +47,9 @@ class KKTConfig:
         init_scale: std of the Gaussian initialisation of the candidates.
         prior_weight: weight of the data-range penalty.
         task: "binary" (labels of candidates: half +1, half -1) or "regression" (lambda unconstrained).
+        reseed_every: every so many steps (during the first ``reseed_until`` fraction of the run),
+            candidates that duplicate another one (NCC > ``reseed_ncc``) are re-initialised from
+            noise. Without it many candidates collapse onto the same dominant training point. 0 = off.
         seed: seed of the initialisation.
     """
 
@@ -58,6 +61,9 @@ class KKTConfig:
     init_scale: float = 1e-2
     prior_weight: float = 1.0
     task: str = "binary"
+    reseed_every: int = 250
+    reseed_ncc: float = 0.9
+    reseed_until: float = 0.6
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -172,6 +178,7 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
     else:
         yc = torch.ones(m, device=dev)
         lam = (torch.randn(m, generator=gen) * 0.1).to(dev)
+    lam0 = lam.clone()
     lam.requires_grad_(True)
     theta = _flat_params(net)
     opt = torch.optim.Adam([{"params": [x], "lr": cfg.lr_x}, {"params": [lam], "lr": cfg.lr_lambda}])
@@ -193,9 +200,11 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
             loss = loss + cfg.prior_weight * ((torch.relu(x - hi) ** 2).sum() + (torch.relu(lo - x) ** 2).sum())
         loss.backward()
         opt.step()
-        r = float(residual)
+        r = float(residual.detach())
         if step == 0:
             initial = r
+        if cfg.reseed_every and step and step % cfg.reseed_every == 0 and step < cfg.reseed_until * cfg.steps:
+            _reseed_duplicates(x, lam, lam0, yc, opt, cfg, gen)
         if step % record_every == 0 or step == cfg.steps - 1:
             history.append((step, r))
             if progress:
@@ -207,3 +216,28 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         initial = final
     return Reconstruction(x=x.detach().cpu().numpy(), lam=lam_final.cpu().numpy(), y=yc.cpu().numpy(),
                           residual=final, history=history, initial_residual=initial)
+
+
+def _reseed_duplicates(x: torch.Tensor, lam: torch.Tensor, lam0: torch.Tensor, yc: torch.Tensor,
+                       opt: torch.optim.Optimizer, cfg: KKTConfig, gen: torch.Generator) -> int:
+    """Re-initialise candidates that nearly duplicate an earlier candidate with the same label.
+
+    Uses only the candidates themselves (no training data). Returns how many were re-seeded.
+    """
+    with torch.no_grad():
+        c = x - x.mean(1, keepdim=True)
+        c = c / c.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sim = c @ c.T
+        same = yc[:, None] == yc[None, :]
+        dup = torch.triu((sim > cfg.reseed_ncc) & same, diagonal=1).any(0)
+        rows = torch.nonzero(dup).squeeze(1)
+        if len(rows) == 0:
+            return 0
+        x[rows] = (torch.randn(len(rows), x.shape[1], generator=gen) * cfg.init_scale).to(x.device)
+        lam[rows] = lam0[rows]
+        for p in (x, lam):
+            st = opt.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st:
+                    st[key][rows] = 0.0
+    return int(len(rows))

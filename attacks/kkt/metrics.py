@@ -50,15 +50,16 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(x.shape)
 
 
-def ssim_scores(train_images: np.ndarray, recon_images: np.ndarray) -> np.ndarray:
+def ssim_scores(train_images: np.ndarray, recon_images: np.ndarray, normalize_train: bool = False) -> np.ndarray:
     """SSIM of each training image (values in [0, 1]) with its paired, min-max-normalised reconstruction.
 
-    Both inputs have shape (n, h, w); pairs are rows with the same index. Uses
+    Both inputs have shape (n, h, w); pairs are rows with the same index. ``normalize_train`` also
+    min-max-normalises the training images (for centred images). Uses
     ``skimage.metrics.structural_similarity`` with the largest odd window that fits (7 for 8x8 images).
     """
     from skimage.metrics import structural_similarity
 
-    t = np.asarray(train_images, dtype=np.float64)
+    t = minmax(train_images) if normalize_train else np.asarray(train_images, dtype=np.float64)
     r = minmax(recon_images)
     win = min(7, min(t.shape[1:]) - (1 - min(t.shape[1:]) % 2))
     return np.array([structural_similarity(a, b, data_range=1.0, win_size=win) for a, b in zip(t, r)])

@@ -111,6 +111,23 @@ def decode_cm(v: np.ndarray, size: int | None = None, min_diag: float = 0.25,
     return DecodedMolecule(z, xyz, smi, True, "ok", stress)
 
 
+def best_scale(z: np.ndarray, mean: np.ndarray, std: np.ndarray, size: int,
+               scales: np.ndarray | None = None) -> float:
+    """Attacker-side fix of the KKT scale ambiguity for a standardised CM candidate ``z``.
+
+    A bias-free network cannot tell ``z`` from ``a * z`` (lambda absorbs ``a``), so pick the ``a`` whose
+    un-standardised diagonal lies closest to physically possible entries (0 for padding or
+    0.5 Z^2.4 for H, C, N, O, F). Uses no training data.
+    """
+    scales = np.geomspace(0.2, 5.0, 81) if scales is None else scales
+    diag_idx = np.flatnonzero(np.triu(np.ones((size, size), bool))[np.triu_indices(size)] &
+                              (np.triu_indices(size)[0] == np.triu_indices(size)[1]))
+    d = scales[:, None] * z[diag_idx][None, :] * std[diag_idx] + mean[diag_idx]
+    allowed = np.concatenate([[0.0], _DIAG])
+    err = np.abs(d[:, :, None] - allowed[None, None, :]) / np.maximum(allowed, 1.0)[None, None, :]
+    return float(scales[err.min(2).sum(1).argmin()])
+
+
 def xyz_to_smiles(charges: np.ndarray, coords: np.ndarray) -> str | None:
     """Canonical SMILES without stereo from elements and coordinates, or None if bonds fail."""
     from rdkit import Chem, RDLogger
@@ -126,9 +143,10 @@ def xyz_to_smiles(charges: np.ndarray, coords: np.ndarray) -> str | None:
             if mol is None:
                 return None
             rdDetermineBonds.DetermineBonds(mol, charge=0, useHueckel=hueckel)
-            mol = Chem.RemoveHs(mol)
+            # Stereo first: RDKit keeps hydrogens that define a double bond's stereo.
             Chem.RemoveStereochemistry(mol)
-            return Chem.MolToSmiles(mol)
+            mol = Chem.RemoveHs(mol)
+            return Chem.MolToSmiles(Chem.MolFromSmiles(Chem.MolToSmiles(mol)))
         except Exception:  # RDKit raises plain ValueError/RuntimeError for unassignable bonding
             continue
     return None
