@@ -32,7 +32,7 @@ class Settings:
     init_scale: float = 1.0
     weight_decay: float = 1e-3
     train_steps: int = 1000
-    train_lr: float = 1e-3
+    train_lr: float | None = None  # None: 1e-3 (Adam, with weight decay) or 0.05 (normalised GD, without)
     lbfgs_steps: int = 300
     candidates_per_point: float = 2.0
     steps: int = 3000
@@ -82,13 +82,14 @@ def attack_task(task: BinaryTask, s: Settings, *, regression_targets: np.ndarray
     dev = resolve_device(s.device)
     model = HomogeneousMLP(task.X.shape[1], (s.width,) * s.depth, init_scale=s.init_scale, seed=s.seed)
     t0 = time.perf_counter()
+    lr = s.train_lr or (1e-3 if s.weight_decay else 0.05)
     if regression_targets is None:
-        rep = train_classifier(model, task.X, task.y, steps=s.train_steps, lr=s.train_lr,
+        rep = train_classifier(model, task.X, task.y, steps=s.train_steps, lr=lr,
                                weight_decay=s.weight_decay, lbfgs_steps=s.lbfgs_steps, device=dev,
                                progress=progress)
         kind = "binary"
     else:
-        rep = train_regressor(model, task.X, regression_targets, steps=s.train_steps, lr=s.train_lr,
+        rep = train_regressor(model, task.X, regression_targets, steps=s.train_steps, lr=lr,
                               weight_decay=s.weight_decay, lbfgs_steps=s.lbfgs_steps, device=dev,
                               progress=progress)
         kind = "regression"
