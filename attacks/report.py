@@ -108,7 +108,7 @@ def _fmt(v: Any) -> str:
             return "0"
         if abs(v) >= 1e4 or abs(v) < 1e-3:
             return f"{v:.2e}"
-        return f"{v:.3g}"
+        return f"{v:.4g}"
     return str(v)
 
 
