@@ -216,16 +216,16 @@ def _kink_filter(phi: np.ndarray, h: float, sigma: float) -> np.ndarray:
     return phi[..., :-2] + phi[..., 2:] - 2.0 * math.cosh(h / sigma) * phi[..., 1:-1]
 
 
-def _solve_cell(fa: np.ndarray, fb: np.ndarray, h: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def _solve_cell(fa: np.ndarray, fb: np.ndarray, h: float | np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """One kink in a cell of width h from the filter values at its two ends.
 
     A term c exp(-|t - u| / sigma) with u = t_j + delta gives F_j = -2c sinh((h - delta)/sigma) and
     F_{j+1} = -2c sinh(delta/sigma); with r = F_{j+1}/F_j, tanh(delta/sigma) =
     r sinh(H) / (1 + r cosh(H)) where H = h/sigma.
     """
-    H = h / sigma
+    H = np.asarray(h, dtype=np.float64) / sigma
     r = fb / fa
-    a = np.arctanh(np.clip(r * math.sinh(H) / (1.0 + r * math.cosh(H)), -1 + 1e-16, 1 - 1e-16))
+    a = np.arctanh(np.clip(r * np.sinh(H) / (1.0 + r * np.cosh(H)), -1 + 1e-16, 1 - 1e-16))
     delta = a * sigma
     c = -(fa + fb) / (2.0 * (np.sinh(H - a) + np.sinh(a)))
     return delta, c
@@ -472,57 +472,69 @@ def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: 
             left[pos == 0] = np.inf
             right[pos >= ku.size - 1] = np.inf
             iso[known, k] = np.minimum(left, right)
-        queries, meta = [], []
-        offs = np.array([-1.0, 0.0, 1.0])
-        offs5 = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+        # one test per (point, leftover kink): collect the parameters, then build and evaluate
+        # all 15-query stencils as arrays
+        t_i, t_k, t_l, t_u, t_h = [], [], [], [], []
         for k, kus, pts in leftovers:
             # each kink's stencil must not reach the next kink, or a member of that one leaks in
             srt = np.sort(kus)
             nb = np.full(kus.size, np.inf)
             if kus.size > 1:
                 gaps = np.diff(srt)
-                left = np.concatenate([[np.inf], gaps])
-                right = np.concatenate([gaps, [np.inf]])
-                nb = np.minimum(left, right)[np.searchsorted(srt, kus)]
-            for i in pts:
-                cand_iso = iso[i].copy()
-                cand_iso[k] = 0.0
-                l = int(np.argmax(cand_iso))
-                if not cand_iso[l] > 0 or not np.isfinite(X[i, l]):
-                    continue
-                for r, ur in enumerate(kus):
-                    h = min(h_test_max, 0.45 * nb[r], 0.45 * cand_iso[l])
-                    q = np.repeat(base[None, :], 15, axis=0)
-                    q[:, k] = np.repeat(ur + h * offs5, 3)
-                    q[:, l] = np.tile(X[i, l] + h * offs, 5)
-                    queries.append(q)
-                    pred = 4.0 * math.sinh(h / sigma) ** 2 * sig[i] * math.exp(
-                        (abs(ur - base[k]) + abs(X[i, l] - base[l])) / sigma)
-                    meta.append((i, k, ur, h, pred))
-        if queries:
-            vals = (ask(np.concatenate(queries)) - offset).reshape(-1, 5, 3)
-            best: dict[tuple[int, int], list[tuple[float, float]]] = {}
-            for (i, k, ur, h, pred), v in zip(meta, vals):
-                ch = 2.0 * math.cosh(h / sigma)
-                g = v[:, 0] + v[:, 2] - ch * v[:, 1]  # along l: only point i survives (isolated x_il)
-                fk = g[:-2] + g[2:] - ch * g[1:-1]  # along k at ur - h, ur, ur + h
-                ratio = fk.sum() / pred if pred else 0.0
-                # position inside the stencil from the two filter values around the kink
-                j0 = 0 if abs(fk[0]) > abs(fk[2]) else 1
-                if fk[j0] != 0 and fk[j0 + 1] != 0 and np.sign(fk[j0]) == np.sign(fk[j0 + 1]):
-                    delta, _ = _solve_cell(fk[j0:j0 + 1], fk[j0 + 1:j0 + 2], h, sigma)
-                    pos = ur + (j0 - 1) * h + float(delta[0])
-                else:
-                    pos = ur
-                best.setdefault((i, k), []).append((ratio, pos))
-            for (i, k), res in best.items():
-                ratios = np.array([r for r, _ in res])
-                j = int(np.argmax(ratios))
-                others = np.delete(np.abs(ratios), j)
-                # a member gives ~1 (the filter sum does not depend on where in the stencil the
-                # kink sits), a non-member ~0
-                if ratios[j] > 0.5 and (others.size == 0 or ratios[j] > 3.0 * others.max()):
-                    X[i, k] = res[j][1]
+                nb = np.minimum(np.concatenate([[np.inf], gaps]),
+                                np.concatenate([gaps, [np.inf]]))[np.searchsorted(srt, kus)]
+            cand_iso = iso[pts].copy()
+            cand_iso[:, k] = 0.0
+            ls = np.argmax(cand_iso, axis=1)
+            best_iso = cand_iso[np.arange(pts.size), ls]
+            usable = (best_iso > 0) & np.isfinite(X[pts, ls])
+            for i, l, bi in zip(pts[usable], ls[usable], best_iso[usable]):
+                t_i.append(np.full(kus.size, i))
+                t_k.append(np.full(kus.size, k))
+                t_l.append(np.full(kus.size, l))
+                t_u.append(kus)
+                t_h.append(np.minimum(np.minimum(h_test_max, 0.45 * nb), 0.45 * bi))
+        if t_i:
+            ti, tk, tl = np.concatenate(t_i), np.concatenate(t_k), np.concatenate(t_l)
+            tu, th = np.concatenate(t_u), np.concatenate(t_h)
+            n_t = ti.size
+            xl = X[ti, tl]
+            offs_k = np.repeat([-2.0, -1.0, 0.0, 1.0, 2.0], 3)  # 5 positions along k ...
+            offs_l = np.tile([-1.0, 0.0, 1.0], 5)  # ... times 3 along l
+            Q = np.repeat(base[None, :], 15 * n_t, axis=0)
+            rows = np.arange(15 * n_t)
+            Q[rows, np.repeat(tk, 15)] = (tu[:, None] + th[:, None] * offs_k[None, :]).ravel()
+            Q[rows, np.repeat(tl, 15)] = (xl[:, None] + th[:, None] * offs_l[None, :]).ravel()
+            v = (ask(Q) - offset).reshape(n_t, 5, 3)
+            ch = 2.0 * np.cosh(th / sigma)[:, None]
+            g = v[:, :, 0] + v[:, :, 2] - ch * v[:, :, 1]  # along l: only point i survives
+            fk = g[:, :-2] + g[:, 2:] - ch * g[:, 1:-1]  # along k at u - h, u, u + h
+            pred = 4.0 * np.sinh(th / sigma) ** 2 * sig[ti] * np.exp(
+                (np.abs(tu - base[tk]) + np.abs(xl - base[tl])) / sigma)
+            ratio = np.where(pred != 0, fk.sum(1) / np.where(pred != 0, pred, 1.0), 0.0)
+            # position inside the stencil from the two filter values around the kink
+            j0 = np.where(np.abs(fk[:, 0]) > np.abs(fk[:, 2]), 0, 1)
+            fa = fk[np.arange(n_t), j0]
+            fb = fk[np.arange(n_t), j0 + 1]
+            one = (fa != 0) & (fb != 0) & (np.sign(fa) == np.sign(fb))
+            pos = tu.copy()
+            if one.any():
+                delta, _ = _solve_cell(fa[one], fb[one], th[one], sigma)
+                pos[one] = tu[one] + (j0[one] - 1) * th[one] + delta
+            # decide per (point, axis): a member gives ratio ~1 (the filter sum does not depend on
+            # where in the stencil the kink sits), a non-member ~0
+            key = ti * d + tk
+            order = np.lexsort((-ratio, key))
+            key_s, ratio_s = key[order], ratio[order]
+            first = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]])
+            second_abs = np.zeros(first.size)
+            for g_idx, start in enumerate(first):
+                stop = first[g_idx + 1] if g_idx + 1 < first.size else key_s.size
+                if stop - start > 1:
+                    second_abs[g_idx] = np.abs(ratio_s[start + 1:stop]).max()
+            win = order[first]
+            ok = (ratio[win] > 0.5) & (ratio[win] > 3.0 * second_abs)
+            X[ti[win[ok]], tk[win[ok]]] = pos[win[ok]]
     unassigned = int(np.isnan(X).sum())
     X = np.where(np.isnan(X), base[None, :], X)
     return X, unassigned
