@@ -226,9 +226,11 @@ def _scenario_for(model: Any, seed: int) -> Any:
     """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
     from secureml.data import embedded_split
 
-    size = int(model.representation.get_params()["size"])
-    variant = str(model.representation.get_params().get("variant", "sorted"))
-    data, X, y = scenario.embedded_features(size, variant)
+    params = model.representation.get_params()
+    if params.get("name") != "coulomb_matrix":
+        raise AttackError("the attack scenarios use Coulomb-matrix models trained on the embedded data")
+    data, X, y = scenario.embedded_features(int(params["size"]), str(params.get("variant", "sorted")),
+                                            params.get("grid_bits"))
     n = int(model.estimator.X_fit_.shape[0])
     train, test = embedded_split(seed=seed, n_train=n)
     if not np.allclose(X[train[: min(n, 16)]], model.estimator.X_fit_[: min(n, 16)]):

@@ -32,19 +32,24 @@ class Scenario:
 
 
 @lru_cache(maxsize=4)
-def embedded_features(cm_size: int = 29, variant: str = "sorted") -> tuple[MolecularDataset, np.ndarray, np.ndarray]:
-    """The embedded data set, its Coulomb matrices and U0 atomization energies (cached)."""
+def embedded_features(cm_size: int = 29, variant: str = "sorted", grid_bits: int | None = None
+                      ) -> tuple[MolecularDataset, np.ndarray, np.ndarray]:
+    """The embedded data set, its Coulomb matrices and U0 atomization energies (cached).
+
+    ``grid_bits``: entries rounded to multiples of 2^-grid_bits, as models meant for the OT
+    service store them (``secureml train`` default 16).
+    """
     from secureml.data import load_embedded
     from secureml.representations.coulomb import CoulombMatrix
 
     data = load_embedded()
-    X = CoulombMatrix(size=cm_size, variant=variant).transform(data)
+    X = CoulombMatrix(size=cm_size, variant=variant, grid_bits=grid_bits).transform(data)
     X.setflags(write=False)
     return data, X, np.asarray(data.properties[PROPERTY], dtype=np.float64)
 
 
 def build(kernel: str = "gaussian", n_train: int | None = None, seed: int = 0, sigma: float | None = None,
-          lam: float | None = None, cm_size: int = 29, variant: str = "sorted",
+          lam: float | None = None, cm_size: int = 29, variant: str = "sorted", grid_bits: int | None = None,
           estimator: Any = None) -> Scenario:
     """Fit the model owner's model on the first ``n_train`` molecules of the embedded split.
 
@@ -55,7 +60,7 @@ def build(kernel: str = "gaussian", n_train: int | None = None, seed: int = 0, s
     from secureml.models.pipeline import MolecularModel
     from secureml.representations.coulomb import CoulombMatrix
 
-    data, X, y = embedded_features(cm_size, variant)
+    data, X, y = embedded_features(cm_size, variant, grid_bits)
     train, test = embedded_split(seed=seed, n_train=n_train)
     if estimator is None:
         opts: dict[str, Any] = {"cm_size": cm_size, "cm_variant": variant}
@@ -64,8 +69,9 @@ def build(kernel: str = "gaussian", n_train: int | None = None, seed: int = 0, s
         if lam is not None:
             opts["lam"] = lam
         mm = build_model(f"krr-{kernel}", **opts)
+        mm.representation = CoulombMatrix(size=cm_size, variant=variant, grid_bits=grid_bits)
     else:
-        mm = MolecularModel(CoulombMatrix(size=cm_size, variant=variant), estimator)
+        mm = MolecularModel(CoulombMatrix(size=cm_size, variant=variant, grid_bits=grid_bits), estimator)
     mm.estimator.fit(X[train], y[train])
     mm.property_name = PROPERTY
     mm.provenance = {"source": "secureml embedded set", "n_train": int(len(train)), "split_seed": seed}

@@ -97,3 +97,12 @@ def test_rf_pool_membership_from_weights():
     s = whitebox.pool_membership_from_weights(scn.model.estimator, pool)
     top = np.argsort(-s)[:n]
     assert np.all(top < n)  # exactly the members, against a base rate of 8/308
+
+
+def test_whitebox_on_fixed_point_grid_model():
+    """Models for the OT service store CM entries rounded to 2^-16: still every molecule."""
+    scn = scenario.build("gaussian", n_train=40, cm_size=23, grid_bits=16)
+    assert np.array_equal(scn.X_train * 2**16, np.round(scn.X_train * 2**16))  # really on the grid
+    ext = whitebox.extract_krr_molecules(scn.model)
+    res = whitebox.score_extraction(ext, scn.data.subset(scn.train))
+    assert res["fraction_smiles_exact"] >= 0.95 and res["median_rmsd_angstrom"] < 1e-3
