@@ -190,7 +190,8 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     else:
         scns: dict[str, Any] = {}
         if model is not None:
-            scns["gauss-full"] = _scenario_for(model, seed)
+            # the caller's model (e.g. the demo's) is the one attacked by both
+            scns["gauss-full"] = scns["gauss-1000"] = _scenario_for(model, seed)
         rows = leakage_matrix(attacks=["whitebox", "mia"], deployments=("model-file", "api", "ot"),
                               protocol_sample={"ot": 1}, seed=seed, scenarios=scns)
     by = {(r["attack"], r["deployment"]): r for r in rows}
