@@ -120,7 +120,7 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
         from attacks.report import leakage_summary
 
         print("\n== What each deployment still leaks ==")
-        print(leakage_summary(model=model, train=train, test=test, seed=seed))
+        print(leakage_summary(model=model, seed=seed))
     except ImportError:
         print("\n(leakage summary: run `secureml report leakage`)")
     return 0
