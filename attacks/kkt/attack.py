@@ -198,7 +198,7 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
             loss = loss + torch.relu(cfg.lambda_min - lam).sum()
         if cfg.prior_weight:
             loss = loss + cfg.prior_weight * ((torch.relu(x - hi) ** 2).sum() + (torch.relu(lo - x) ** 2).sum())
-        loss.backward()
+        loss.backward(inputs=[x, lam])  # theta is fixed: skip accumulating its gradient
         opt.step()
         r = float(residual.detach())
         if step == 0:
