@@ -167,7 +167,7 @@ def canonical_smiles(smiles: str) -> str | None:
 def fallback_molecules() -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Small neutral closed-shell molecules (H, C, N, O, F only) from ASE's G2 collection.
 
-    Used only when ``secureml.data.load_embedded`` is not available.
+    Lets the tests check the Coulomb-matrix code without the embedded QM9 data.
     """
     from ase.build import molecule
     from ase.collections import g2
