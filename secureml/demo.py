@@ -82,9 +82,8 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
     from secureml.representations import CoulombMatrix
 
     data = load_embedded()
-    train_idx, test_idx = embedded_split(seed)
-    rng = np.random.default_rng(seed)
-    train = data.subset(np.sort(rng.choice(train_idx, size=min(n_train, len(train_idx)), replace=False)))
+    train_idx, test_idx = embedded_split(seed, n_train=n_train)  # nested, seeded split (docs/data.md)
+    train = data.subset(train_idx)
     test = data.subset(test_idx)
     prop = "U0_atomization"
     print(f"== Model owner: trains Gaussian KRR on {len(train)} embedded QM9 molecules "
@@ -116,11 +115,8 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
     local_path = local.save(work / "local_model.npz")
     preds, cost = _serve_and_query(local_path, queries)
     _report(local, queries, preds, cost, prop)
-    try:
-        from attacks.report import leakage_summary
+    from attacks.report import leakage_summary
 
-        print("\n== What each deployment still leaks ==")
-        print(leakage_summary(model=model, seed=seed))
-    except ImportError:
-        print("\n(leakage summary: run `secureml report leakage`)")
+    print("\n== What each deployment still leaks (exact model; full matrix: `secureml report leakage`) ==")
+    print(leakage_summary(model=model, seed=seed))
     return 0
