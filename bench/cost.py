@@ -49,7 +49,7 @@ def network_time(wall_s: float, total_bytes: int, rounds: int, bandwidth: float,
 
 def run_engine(name: str, model, Q: np.ndarray, **opts: Any) -> dict[str, Any]:
     mod = importlib.import_module(ENGINES[name])
-    preds, server, client = mod.run_local(model, Q, **opts)
+    preds, client, server = mod.run_local(model, Q, **opts)  # every engine: (preds, client, server)
     return {
         "preds": np.asarray(preds, dtype=float),
         "wall_s": client.wall_s, "offline_s": client.offline_s, "online_s": client.online_s,
@@ -134,7 +134,7 @@ def precision_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     plain = model.predict(Q)
     res = []
     for f in [int(x) for x in args.frac_bits.split(",")]:
-        preds, _, cost = run_local(model, Q, frac_bits=f)
+        preds, cost, _ = run_local(model, Q, frac_bits=f)
         res.append({"frac_bits": f, "max_abs_error": float(np.max(np.abs(preds - plain))),
                     "total_MB": cost.total_bytes / 1e6})
     return res

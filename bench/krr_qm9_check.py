@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     Q = rep.transform(test)
     plain = est.predict(Q)
     params = KernelModelParams.from_estimator(est)
-    preds, _, cost = run_local(params, Q, frac_bits=None if args.grid_bits < 0 else args.grid_bits)
+    preds, cost, _ = run_local(params, Q, frac_bits=None if args.grid_bits < 0 else args.grid_bits)
     err = np.abs(preds - plain)
     res = {
         "n_train": args.n_train, "n_features": int(X.shape[1]), "grid_bits": args.grid_bits, "sigma": args.sigma, "lam": args.lam,

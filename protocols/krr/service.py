@@ -362,7 +362,8 @@ def _serve_process(params: KernelModelParams, frac_bits: int | None, q: Any) -> 
 
 def run_local(model: KernelModelParams, queries: np.ndarray, frac_bits: int | None = None,
               timeout: float = 3600.0) -> tuple[np.ndarray, CostReport, CostReport]:
-    """Both sides as two real processes on TCP loopback: (predictions, server cost, client cost).
+    """Both sides as two real processes on TCP loopback: (predictions, client cost, server cost),
+    the same convention as the baseline engines.
 
     The server process reports only through its log line, so the returned server cost mirrors the
     client's (same bytes, swapped directions).
@@ -383,4 +384,4 @@ def run_local(model: KernelModelParams, queries: np.ndarray, frac_bits: int | No
     server = CostReport(engine=cost.engine, wall_s=cost.wall_s, offline_s=cost.offline_s,
                         online_s=cost.online_s, bytes_sent=cost.bytes_received,
                         bytes_received=cost.bytes_sent, rounds=cost.rounds)
-    return preds, server, cost
+    return preds, cost, server
