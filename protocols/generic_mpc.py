@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from protocols.common import CostReport, KernelModelParams
-from protocols.fhe.procs import peak_rss_mb
+from protocols.common import peak_rss_mb
 from protocols.fixed_point import FixedPointFormat
 from protocols.party import Party
 from protocols.providers import CorrelationProvider
@@ -256,20 +256,9 @@ def _cost(t0: float, t_off: float, t1: float, ch: Channel, off_bytes: int, prov:
     )
 
 
-def _server_proc(ch: Channel, model: KernelModelParams, opts: dict[str, Any]) -> CostReport:
-    return serve_one(model, ch, **opts)
-
-
-def _client_proc(ch: Channel, queries: np.ndarray) -> tuple[np.ndarray, CostReport]:
-    return predict(ch, queries)
-
-
 def run_local(model: KernelModelParams, queries: np.ndarray, timeout: float = 3600.0,
               **opts: Any) -> tuple[np.ndarray, CostReport, CostReport]:
     """Both parties as two spawned processes over TCP loopback: (predictions, client cost, server cost)."""
-    from protocols.fhe.procs import run_pair
+    from protocols.fhe.procs import run_engine_local
 
-    server_cost, (pred, client_cost) = run_pair(
-        _server_proc, (model, dict(opts)), _client_proc, (np.asarray(queries, dtype=np.float64),), timeout=timeout
-    )
-    return pred, client_cost, server_cost
+    return run_engine_local("protocols.generic_mpc", model, queries, timeout=timeout, **opts)

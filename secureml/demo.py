@@ -74,8 +74,6 @@ def _report(model, queries, preds, cost, prop: str) -> None:
 
 def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: float = 50.0,
              lam: float = 1e-8, out_dir: str | None = None) -> int:
-    from protocols.krr import predict
-    from protocols.krr.service import molecules_featurizer
     from secureml.data import embedded_split, load_embedded
     from secureml.models.krr import KernelRidge
     from secureml.models.pipeline import MolecularModel
@@ -106,7 +104,7 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3, sigma: floa
     from secureml.models.local import LocalRandomFeatureModel
     from secureml.representations.fchl import FCHL19
 
-    print(f"\n== Compact local model (FCHL19 + structured random features, qml-lightning style) ==")
+    print("\n== Compact local model (FCHL19 + structured random features, qml-lightning style) ==")
     t0 = time.perf_counter()
     local = MolecularModel(FCHL19(), LocalRandomFeatureModel(nstacks=32, seed=seed), prop).fit(
         train.subset(np.arange(min(1024, len(train)))))

@@ -35,7 +35,7 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from protocols.common import CostReport, KernelModelParams
-from protocols.fhe.procs import peak_rss_mb
+from protocols.common import peak_rss_mb
 from protocols.fhe import client as C
 from protocols.fhe import seal_backend as sb
 from protocols.fhe import server as S
@@ -269,21 +269,9 @@ def predict(ch: Channel, queries: np.ndarray, **_opts: Any) -> tuple[np.ndarray,
     return out, cost
 
 
-def _server_proc(ch: Channel, model: KernelModelParams, opts: dict[str, Any]) -> CostReport:
-    return serve_one(model, ch, **opts)
-
-
-def _client_proc(ch: Channel, queries: np.ndarray) -> tuple[np.ndarray, CostReport]:
-    return predict(ch, queries)
-
-
-def run_local(
-    model: KernelModelParams, queries: np.ndarray, timeout: float = 3600.0, **opts: Any
-) -> tuple[np.ndarray, CostReport, CostReport]:
+def run_local(model: KernelModelParams, queries: np.ndarray, timeout: float = 3600.0,
+              **opts: Any) -> tuple[np.ndarray, CostReport, CostReport]:
     """Both parties as two spawned processes over TCP loopback: (predictions, client cost, server cost)."""
-    from protocols.fhe.procs import run_pair
+    from protocols.fhe.procs import run_engine_local
 
-    server_cost, (pred, client_cost) = run_pair(
-        _server_proc, (model, dict(opts)), _client_proc, (np.asarray(queries, dtype=np.float64),), timeout=timeout
-    )
-    return pred, client_cost, server_cost
+    return run_engine_local("protocols.fhe.engine", model, queries, timeout=timeout, **opts)

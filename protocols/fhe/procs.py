@@ -13,7 +13,6 @@ import traceback
 from typing import Any, Callable
 
 from secureml.errors import ProtocolError
-from protocols.common import peak_rss_mb  # noqa: F401 -- re-exported for the engines
 
 # (server_fn, server_args) and (client_fn, client_args) are module-level functions (picklable):
 # server_fn(ch, *server_args) -> Any ; client_fn(ch, *client_args) -> Any
@@ -116,3 +115,27 @@ def run_pair(
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=5)
+
+
+def _engine_server(ch: Any, module: str, model: Any, opts: dict) -> Any:
+    import importlib
+
+    return importlib.import_module(module).serve_one(model, ch, **opts)
+
+
+def _engine_client(ch: Any, module: str, queries: Any) -> Any:
+    import importlib
+
+    return importlib.import_module(module).predict(ch, queries)
+
+
+def run_engine_local(module: str, model: Any, queries: Any, timeout: float = 3600.0, **opts: Any):
+    """Run engine ``module``'s ``serve_one``/``predict`` as two spawned processes over TCP
+    loopback: (predictions, client cost, server cost)."""
+    import numpy as np
+
+    server_cost, (pred, client_cost) = run_pair(
+        _engine_server, (module, model, dict(opts)), _engine_client,
+        (module, np.asarray(queries, dtype=np.float64)), timeout=timeout,
+    )
+    return pred, client_cost, server_cost

@@ -30,7 +30,7 @@ import numpy as np
 
 from protocols import gilboa
 from protocols.krr.params import PublicParams
-from secureml.errors import ModelError, ProtocolError
+from secureml.errors import ModelError
 
 U64 = np.uint64
 
