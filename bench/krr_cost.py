@@ -18,15 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def synthetic_model(N: int, d: int, sigma: float, seed: int = 0):
-    """Coulomb-matrix-like data: non-negative, sparse-ish, values up to ~100 (see ANCHORS.md)."""
-    from protocols.common import KernelModelParams
-
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0, 73.5, (N, d)) * (rng.random((N, d)) < 0.5)
-    alpha = rng.normal(0, 1e3, N)
-    return KernelModelParams(X, alpha, -1000.0, "gaussian", sigma), rng
+from bench.cost import synthetic_model  # one definition for both benchmarks
 
 
 def _server(N: int, d: int, sigma: float, seed: int, q: mp.Queue) -> None:
