@@ -121,3 +121,24 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def check_hello(hello: Any, protocol: str, version: int, max_queries: int,
+                n_features: int | None = None) -> int:
+    """Validate a client's session hello; returns the number of queries.
+
+    Every engine's session starts with ``{protocol, version, n_queries[, n_features]}``; a wrong
+    value is a :class:`~secureml.errors.ProtocolError` with a message the client is sent.
+    """
+    from secureml.errors import ProtocolError
+
+    if not isinstance(hello, dict) or hello.get("protocol") != protocol:
+        raise ProtocolError(f"not a {protocol} client")
+    if hello.get("version") != version:
+        raise ProtocolError(f"protocol version mismatch: client speaks {hello.get('version')}, server {version}")
+    nq = hello.get("n_queries")
+    if not isinstance(nq, int) or isinstance(nq, bool) or not 1 <= nq <= max_queries:
+        raise ProtocolError(f"n_queries must be an integer in 1..{max_queries}")
+    if n_features is not None and hello.get("n_features") != n_features:
+        raise ProtocolError(f"the model expects {n_features} features, client has {hello.get('n_features')}")
+    return nq

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams
+from protocols.common import CostReport, KernelModelParams, check_hello
 from protocols.common import peak_rss_mb
 from protocols.transport import Channel
 from secureml.errors import ModelError, ProtocolError, SecureMLError
@@ -259,15 +259,7 @@ def serve_one(
     t0 = time.perf_counter()
     hello = ch.recv_json(max_bytes=4096)
     try:
-        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_NAME:
-            raise ProtocolError("not a secureml CrypTen client")
-        if hello.get("version") != PROTOCOL_VERSION:
-            raise ProtocolError(f"protocol version mismatch: client {hello.get('version')}, server {PROTOCOL_VERSION}")
-        nq = hello.get("n_queries")
-        if not isinstance(nq, int) or not 1 <= nq <= MAX_QUERIES_PER_SESSION:
-            raise ProtocolError(f"n_queries must be an integer in 1..{MAX_QUERIES_PER_SESSION}")
-        if hello.get("n_features") != model.n_features:
-            raise ProtocolError(f"the model expects {model.n_features} features, client has {hello.get('n_features')}")
+        nq = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION, model.n_features)
         import_crypten()
     except SecureMLError as exc:
         ch.send_json({"ok": False, "error": str(exc)})

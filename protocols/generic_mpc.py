@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams
+from protocols.common import CostReport, KernelModelParams, check_hello
 from protocols.common import peak_rss_mb
 from protocols.fixed_point import FixedPointFormat
 from protocols.party import Party
@@ -156,15 +156,7 @@ def serve_one(model: KernelModelParams, ch: Channel, *, frac_bits: int = DEFAULT
     t0 = time.perf_counter()
     hello = ch.recv_json(max_bytes=4096)
     try:
-        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_NAME:
-            raise ProtocolError("not a secureml generic-MPC client")
-        if hello.get("version") != PROTOCOL_VERSION:
-            raise ProtocolError(f"protocol version mismatch: client {hello.get('version')}, server {PROTOCOL_VERSION}")
-        nq = hello.get("n_queries")
-        if not isinstance(nq, int) or not 1 <= nq <= MAX_QUERIES_PER_SESSION:
-            raise ProtocolError(f"n_queries must be an integer in 1..{MAX_QUERIES_PER_SESSION}")
-        if hello.get("n_features") != model.n_features:
-            raise ProtocolError(f"the model expects {model.n_features} features, client has {hello.get('n_features')}")
+        nq = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION, model.n_features)
         if not 8 <= frac_bits <= 26:
             raise ProtocolError("frac_bits must be in 8..26")
     except ProtocolError as exc:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams, peak_rss_mb
+from protocols.common import CostReport, KernelModelParams, check_hello, peak_rss_mb
 from protocols.krr import gaussian
 from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams, feature_bounds
 from protocols.party import Party
@@ -129,15 +129,7 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
     t0 = time.perf_counter()
     hello = ch.recv_json(max_bytes=4096)
     try:
-        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_NAME:
-            raise ProtocolError("not a secureml-krr client")
-        if hello.get("version") != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"protocol version mismatch: client speaks {hello.get('version')}, server {PROTOCOL_VERSION}"
-            )
-        k = hello.get("n_queries")
-        if not isinstance(k, int) or not 1 <= k <= MAX_QUERIES_PER_SESSION:
-            raise ProtocolError(f"n_queries must be an integer in 1..{MAX_QUERIES_PER_SESSION}")
+        k = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION)
     except ProtocolError as exc:
         ch.send_json({"ok": False, "error": str(exc)})
         raise
