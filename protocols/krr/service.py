@@ -142,9 +142,11 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
         # sent once per client (it caches it by hash); public, so it is no secret-bearing traffic
         ch.send(model.public_blob)
     party = Party(ch, role=0)
-    party.setup_ot()
-    if model.public.kind == "linear":  # input-independent OT extension moves offline
-        party.precompute_ot(k * model.public.n_features * model.public.x_bits, 0)
+    if model.public.kind == "linear":
+        # one OT direction only (server sends); the input-independent extension moves offline
+        party.ot_sender.precompute(k * model.public.n_features * model.public.x_bits)
+    else:
+        party.setup_ot()
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     if model.public.kind == "linear":
@@ -222,6 +224,10 @@ def _session_thread(model, conn, peer, ssl_context, timeout, slots) -> None:
         slots.release()
 
 
+# public feature maps already loaded in this process, by hash (the client keeps them warm)
+_LOADED_PUBLIC_MODELS: dict[str, Any] = {}
+
+
 def _public_model_cache(sha: str):
     import os
     from pathlib import Path
@@ -289,7 +295,10 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
                 cache.write_bytes(blob)
             from protocols.krr.linear import model_from_bytes
 
-            public_model = model_from_bytes(cache.read_bytes())
+            public_model = _LOADED_PUBLIC_MODELS.get(pp.public_model_sha256)
+            if public_model is None:  # kept loaded, like the plaintext model it stands for
+                public_model = model_from_bytes(cache.read_bytes())
+                _LOADED_PUBLIC_MODELS[pp.public_model_sha256] = public_model
         if Q is None:
             Q = np.atleast_2d(featurize(pp, public_model))
         if Q.shape != (n_q, pp.n_features):
@@ -302,9 +311,10 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
     if not (pp.kind == "linear" and need_model and public_model is not None):
         ch.send_json({"ready": True, "need_public_model": False})
     party = Party(ch, role=1)
-    party.setup_ot()
     if pp.kind == "linear":
-        party.precompute_ot(n_q * pp.n_features * pp.x_bits, 0)
+        party.ot_receiver.precompute(n_q * pp.n_features * pp.x_bits)
+    else:
+        party.setup_ot()
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     if pp.kind == "linear":
