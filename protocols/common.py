@@ -100,6 +100,14 @@ class CostReport:
     def total_bytes(self) -> int:
         return self.bytes_sent + self.bytes_received
 
+    @classmethod
+    def from_channel(cls, engine: str, ch: Any, t0: float, t_off: float, t1: float, off_bytes: int,
+                     extra: dict[str, Any] | None = None) -> "CostReport":
+        """One party's cost of a session on ``ch``: set-up from t0 to t_off, online to t1."""
+        return cls(engine=engine, wall_s=t1 - t0, offline_s=t_off - t0, online_s=t1 - t_off,
+                   bytes_sent=ch.bytes_sent, bytes_received=ch.bytes_received, rounds=ch.rounds,
+                   offline_bytes=off_bytes, peak_rss_mb=peak_rss_mb(), extra=dict(extra or {}))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["total_bytes"] = self.total_bytes
@@ -142,3 +150,19 @@ def check_hello(hello: Any, protocol: str, version: int, max_queries: int,
     if n_features is not None and hello.get("n_features") != n_features:
         raise ProtocolError(f"the model expects {n_features} features, client has {hello.get('n_features')}")
     return nq
+
+
+def send_hello(ch: Any, protocol: str, version: int, n_queries: int, n_features: int | None = None,
+               max_reply: int = 1 << 20) -> Any:
+    """Client side of the session hello: send it, return the server's ``params`` (or raise)."""
+    from secureml.errors import ProtocolError
+
+    hello: dict[str, Any] = {"protocol": protocol, "version": version, "n_queries": int(n_queries)}
+    if n_features is not None:
+        hello["n_features"] = int(n_features)
+    ch.send_json(hello)
+    reply = ch.recv_json(max_bytes=max_reply)
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        err = reply.get("error") if isinstance(reply, dict) else "malformed reply"
+        raise ProtocolError(f"server refused: {err}")
+    return reply.get("params")

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams, check_hello
+from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.common import peak_rss_mb
 from protocols.transport import Channel
 from secureml.errors import ModelError, ProtocolError, SecureMLError
@@ -299,12 +299,7 @@ def predict(ch: Channel, queries: np.ndarray, *, host: str | None = None, **_ign
         raise ModelError("queries contain NaN or inf")
     import_crypten()
     t0 = time.perf_counter()
-    ch.send_json({"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(Q.shape[0]),
-                  "n_features": int(Q.shape[1])})
-    reply = ch.recv_json(max_bytes=4096)
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        raise ProtocolError(f"server refused: {reply.get('error') if isinstance(reply, dict) else reply}")
-    p = reply.get("params")
+    p = send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, Q.shape[0], Q.shape[1], 4096)
     try:
         n, d, c, k = int(p["n_train"]), int(p["n_features"]), float(p["c"]), int(p["k"])
         bits, shift, port = int(p["precision_bits"]), int(p["alpha_shift"]), int(p["port"])

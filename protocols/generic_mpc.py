@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams, check_hello
-from protocols.common import peak_rss_mb
+from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.fixed_point import FixedPointFormat
 from protocols.party import Party
 from protocols.providers import CorrelationProvider
@@ -196,12 +195,7 @@ def predict(ch: Channel, queries: np.ndarray, *, seed: int | None = None, **_ign
     if not np.isfinite(Q).all():
         raise DataError("queries contain NaN or inf")
     t0 = time.perf_counter()
-    ch.send_json({"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(Q.shape[0]),
-                  "n_features": int(Q.shape[1])})
-    reply = ch.recv_json(max_bytes=4096)
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        raise ProtocolError(f"server refused: {reply.get('error') if isinstance(reply, dict) else reply}")
-    pr = reply.get("params")
+    pr = send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, Q.shape[0], Q.shape[1], 4096)
     try:
         n, d, c, k = int(pr["n_train"]), int(pr["n_features"]), float(pr["c"]), int(pr["k"])
         f, shift = int(pr["frac_bits"]), int(pr["weight_shift"])
@@ -233,17 +227,9 @@ def predict(ch: Channel, queries: np.ndarray, *, seed: int | None = None, **_ign
 
 def _cost(t0: float, t_off: float, t1: float, ch: Channel, off_bytes: int, prov: PooledTripleProvider,
           extra: dict[str, Any]) -> CostReport:
-    return CostReport(
-        engine="generic-mpc",
-        wall_s=t1 - t0,
-        offline_s=t_off - t0,
-        online_s=t1 - t_off,
-        bytes_sent=ch.bytes_sent,
-        bytes_received=ch.bytes_received,
-        rounds=ch.rounds,
-        offline_bytes=off_bytes,
-        peak_rss_mb=peak_rss_mb(),
-        extra={**extra, "beaver_triples": prov.n_triples, "and_triples": prov.n_bool_triples,
+    return CostReport.from_channel(
+        "generic-mpc", ch, t0, t_off, t1, off_bytes,
+        {**extra, "beaver_triples": prov.n_triples, "and_triples": prov.n_bool_triples,
                "triples_on_demand": prov.on_demand},
     )
 

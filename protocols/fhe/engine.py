@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as seal
 
-from protocols.common import CostReport, KernelModelParams, check_hello
-from protocols.common import peak_rss_mb
+from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.fhe import client as C
 from protocols.fhe import seal_backend as sb
 from protocols.fhe import server as S
@@ -162,17 +161,9 @@ def serve_one(
         ch.send_json({"scale": scale, "c0": str(c00), "sigma_y": sigma_y})
         ch.send_array(c1)
     t1 = time.perf_counter()
-    return CostReport(
-        engine="fhe-ckks",
-        wall_s=t1 - t0,
-        offline_s=t_off - t0,
-        online_s=t1 - t_off,
-        bytes_sent=ch.bytes_sent,
-        bytes_received=ch.bytes_received,
-        rounds=ch.rounds,
-        offline_bytes=off_bytes,
-        peak_rss_mb=peak_rss_mb(),
-        extra={
+    return CostReport.from_channel(
+        "fhe-ckks", ch, t0, t_off, t1, off_bytes,
+        {
             "n_queries": nq,
             "params": {k: v for k, v in p.to_dict().items() if k != "center"},
             "blocks": len(sm.blocks),
@@ -195,13 +186,7 @@ def predict(ch: Channel, queries: np.ndarray, **_opts: Any) -> tuple[np.ndarray,
     """
     Q = np.atleast_2d(np.asarray(queries, dtype=np.float64))
     t0 = time.perf_counter()
-    ch.send_json({"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(Q.shape[0]),
-                  "n_features": int(Q.shape[1])})
-    reply = ch.recv_json(max_bytes=1 << 22)
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        err = reply.get("error") if isinstance(reply, dict) else "malformed reply"
-        raise ProtocolError(f"server refused: {err}")
-    p = FHEParams.from_dict(reply.get("params"))
+    p = FHEParams.from_dict(send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, Q.shape[0], Q.shape[1], 1 << 22))
     try:
         for q in Q:
             C.check_query(p, q)
@@ -235,17 +220,9 @@ def predict(ch: Channel, queries: np.ndarray, **_opts: Any) -> tuple[np.ndarray,
         out[i] = C.decrypt_result(ctx, keys, c00, c1, scale)
         sigmas.append(sigma_y)
     t1 = time.perf_counter()
-    cost = CostReport(
-        engine="fhe-ckks",
-        wall_s=t1 - t0,
-        offline_s=t_off - t0,
-        online_s=t1 - t_off,
-        bytes_sent=ch.bytes_sent,
-        bytes_received=ch.bytes_received,
-        rounds=ch.rounds,
-        offline_bytes=off_bytes,
-        peak_rss_mb=peak_rss_mb(),
-        extra={
+    cost = CostReport.from_channel(
+        "fhe-ckks", ch, t0, t_off, t1, off_bytes,
+        {
             "key_bytes": keys.key_bytes,
             "relin_key_bytes": len(keys.relin),
             "galois_key_bytes": len(keys.galois),

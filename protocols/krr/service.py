@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from protocols.common import CostReport, KernelModelParams, check_hello, peak_rss_mb
+from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.krr import gaussian
 from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams, feature_bounds
 from protocols.party import Party
@@ -156,11 +156,7 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
     else:
         gaussian.server_online(party, model.params, model.public, k)
     t1 = time.perf_counter()
-    cost = CostReport(
-        engine="ot-krr", wall_s=t1 - t0, offline_s=t_off - t0, online_s=t1 - t_off,
-        bytes_sent=ch.bytes_sent, bytes_received=ch.bytes_received, rounds=ch.rounds,
-        offline_bytes=off_bytes, peak_rss_mb=peak_rss_mb(), extra={"n_queries": k, "peer": peer},
-    )
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": k, "peer": peer})
     log.warning(
         "session peer=%s queries=%d wall=%.2fs sent=%.1fMB received=%.1fMB rounds=%d",
         peer, k, cost.wall_s, cost.bytes_sent / 1e6, cost.bytes_received / 1e6, cost.rounds,
@@ -272,12 +268,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
     n_q = k if k is not None else getattr(featurize, "n_queries", None)
     if not isinstance(n_q, int):
         raise ValueError("featurize must carry n_queries")
-    ch.send_json({"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": n_q})
-    reply = ch.recv_json(max_bytes=1 << 20)
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        err = reply.get("error") if isinstance(reply, dict) else "malformed reply"
-        raise ProtocolError(f"server refused: {err}")
-    pp = PublicParams.from_dict(reply.get("params"))
+    pp = PublicParams.from_dict(send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, n_q))
     public_model, need_model, cache = None, False, None
     if pp.kind == "linear":
         cache = _public_model_cache(pp.public_model_sha256)
@@ -324,11 +315,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
     else:
         preds = gaussian.client_online(party, pp, Q)
     t1 = time.perf_counter()
-    cost = CostReport(
-        engine="ot-krr", wall_s=t1 - t0, offline_s=t_off - t0, online_s=t1 - t_off,
-        bytes_sent=ch.bytes_sent, bytes_received=ch.bytes_received, rounds=ch.rounds,
-        offline_bytes=off_bytes, peak_rss_mb=peak_rss_mb(), extra={"n_queries": n_q},
-    )
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q})
     return preds, cost, pp
 
 
