@@ -1,6 +1,7 @@
-"""Cost of double-blind exact Gaussian KRR over OT: two processes on TCP loopback.
+"""Cost of double-blind exact KRR over OT (Gaussian or Laplacian kernel): two processes on TCP loopback.
 
     python -m bench.krr_cost --sizes 256,1024,4096,16384 --features 435 --queries 1 --out results/krr_cost
+    python -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 256,1024,4096,16384 --features 351
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
@@ -21,21 +22,39 @@ import numpy as np
 from bench.cost import synthetic_model  # one definition for both benchmarks
 
 
-def _server(N: int, d: int, sigma: float, seed: int, q: mp.Queue) -> None:
+LAPLACIAN_GRID_BITS = 8  # the Laplacian benchmark's features sit on the 2^-8 grid (encoded exactly)
+
+
+def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
+    """The synthetic CM-like model; for the Laplacian kernel its entries are put on the 2^-8 grid,
+    as ``secureml train --kernel laplacian`` does for Coulomb matrices."""
+    from protocols.common import KernelModelParams
+
+    params, rng = synthetic_model(N, d, sigma, seed)
+    if kernel == "laplacian":
+        scale = float(1 << LAPLACIAN_GRID_BITS)
+        params = KernelModelParams(np.round(params.X_train * scale) / scale, params.dual_coef,
+                                   params.y_offset, "laplacian", sigma)
+    return params, rng
+
+
+def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue) -> None:
     from protocols.krr import ServedModel, serve
 
-    params, _ = synthetic_model(N, d, sigma, seed)
+    params, _ = model_for(N, d, sigma, kernel, seed)
     serve(ServedModel(params), "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
 
 
-def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0) -> dict:
+def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian") -> dict:
     from protocols.krr import predict
 
-    params, rng = synthetic_model(N, d, sigma, seed)
+    params, rng = model_for(N, d, sigma, kernel, seed)
     Q = np.clip(params.X_train[:k] + rng.normal(0, 1.0, (k, d)) * (params.X_train[:k] > 0), 0, 127)
+    if kernel == "laplacian":
+        Q = np.round(Q * (1 << LAPLACIAN_GRID_BITS)) / (1 << LAPLACIAN_GRID_BITS)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(N, d, sigma, seed, q))
+    proc = ctx.Process(target=_server, args=(N, d, sigma, kernel, seed, q))
     proc.start()
     port = q.get(timeout=120)
     try:
@@ -49,7 +68,7 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0) -> dict:
         plain = params.predict(Q)
     t_plain = (time.perf_counter() - t0) / reps
     return {
-        "N": N, "d": d, "queries": k, "sigma": sigma,
+        "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
         "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
         "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
@@ -65,16 +84,20 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="256,1024,4096", help="comma-separated training sizes N")
     ap.add_argument("--features", type=int, default=435, help="representation width d")
     ap.add_argument("--queries", type=int, default=1, help="queries per session (batching)")
-    ap.add_argument("--sigma", type=float, default=74.0)
+    ap.add_argument("--kernel", choices=("gaussian", "laplacian"), default="gaussian")
+    ap.add_argument("--sigma", type=float, default=None,
+                    help="kernel width (default 74 Gaussian, 1000 Laplacian: ANCHORS.md's peer settings)")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
+    if args.sigma is None:
+        args.sigma = 1000.0 if args.kernel == "laplacian" else 74.0
     from tqdm import tqdm
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
-        r = run_one(N, args.features, args.queries, args.sigma)
+        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel)
         rows.append(r)
         tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}) "
                    f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "

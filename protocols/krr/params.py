@@ -17,7 +17,10 @@ from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
 PROTOCOL_VERSION = 1
-KINDS = ("krr-gaussian", "linear")
+KINDS = ("krr-gaussian", "krr-laplacian", "linear")
+EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
+# Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
+LAPLACIAN_MAX_X_BITS = 20
 
 # kernel values below 2^-KERNEL_FRAC_BITS do not matter at the precision we keep; exp(-T_CUT) is below it
 KERNEL_FRAC_BITS = 36
@@ -51,12 +54,17 @@ class PublicParams:
 
     @property
     def ring_bits(self) -> int:
-        """Ring Z_2^M for squared distances: holds d * (2^x_bits)^2 plus one margin bit."""
-        return math.ceil(math.log2(self.n_features)) + 2 * self.x_bits + 1
+        """Ring Z_2^M for distances: holds d * (2^x_bits)^2 (squared L2) or d * 2^x_bits (L1),
+        plus one margin bit."""
+        per_entry = self.x_bits if self.kind == "krr-laplacian" else 2 * self.x_bits
+        return math.ceil(math.log2(self.n_features)) + per_entry + 1
 
     @property
     def kernel_scale(self) -> float:
-        """t = D_enc * kernel_scale is the exponent of the Gaussian kernel for encoded D."""
+        """t = D_enc * kernel_scale is the kernel's exponent for the encoded distance D:
+        ||x - q||^2 / (2 sigma^2) (Gaussian) or ||x - q||_1 / sigma (Laplacian)."""
+        if self.kind == "krr-laplacian":
+            return 1.0 / ((1 << self.frac_bits) * self.sigma)
         return 1.0 / ((1 << (2 * self.frac_bits)) * 2.0 * self.sigma**2)
 
     @property
@@ -138,16 +146,21 @@ class PublicParams:
             raise ProtocolError(f"unknown model kind {self.kind!r}; supported: {KINDS}")
         if not (1 <= self.n_train <= 1 << 22 and 1 <= self.n_features <= 1 << 16):
             raise ProtocolError(f"sizes out of range: n_train={self.n_train} n_features={self.n_features}")
-        if not (0 <= self.frac_bits <= (24 if self.kind == "krr-gaussian" else 40)) or not (
+        if not (0 <= self.frac_bits <= (24 if self.kind in EXACT_KINDS else 40)) or not (
             self.feature_hi > self.feature_lo
         ):
             raise ProtocolError("bad fixed-point format or feature bounds")
-        if self.kind == "krr-gaussian":
+        if self.kind == "krr-laplacian" and self.x_bits > LAPLACIAN_MAX_X_BITS:
+            raise ProtocolError(
+                f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
+                "lower frac_bits (train on a coarser representation grid) or the bounds"
+            )
+        if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")
             if self.ring_bits > 64:
                 raise ProtocolError(
-                    f"squared distances need {self.ring_bits} bits > 64: lower frac_bits or the bounds"
+                    f"distances need {self.ring_bits} bits > 64: lower frac_bits or the bounds"
                 )
             if not (1 <= self.weight_bits <= 48):
                 raise ProtocolError("weight_bits out of range")

@@ -24,8 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
-from protocols.krr import gaussian
-from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams, feature_bounds
+from protocols.krr import expsum, gaussian, laplacian
+from protocols.krr.params import (LAPLACIAN_MAX_X_BITS, PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams,
+                                  feature_bounds)
 from protocols.party import Party
 from protocols.transport import Channel, TCPChannel, connect, listen
 from secureml.errors import ModelError, ProtocolError, SecureMLError
@@ -33,6 +34,9 @@ from secureml.errors import ModelError, ProtocolError, SecureMLError
 log = logging.getLogger("secureml.serve")
 
 MAX_QUERIES_PER_SESSION = 256
+# kernel of an exact KRR model -> protocol kind (and module) that serves it
+EXACT_PROTOCOLS = {"gaussian": "krr-gaussian", "laplacian": "krr-laplacian"}
+_EXACT_MODULES = {"krr-gaussian": gaussian, "krr-laplacian": laplacian}
 
 
 class ServedModel:
@@ -48,17 +52,22 @@ class ServedModel:
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
                  property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16) -> None:
-        if params.kernel != "gaussian":
+        if params.kernel not in EXACT_PROTOCOLS:
             raise ModelError(
-                f"the OT protocol serves Gaussian-kernel KRR; this model uses {params.kernel!r}"
+                f"the OT protocol serves Gaussian- and Laplacian-kernel KRR; this model uses {params.kernel!r}"
             )
         self.params = params
         lo, hi = feature_bounds(params.X_train)
-        _, wbits = gaussian.encode_weights(params.dual_coef, weight_frac_bits)
-        if frac_bits is None:
+        _, wbits = expsum.encode_weights(params.dual_coef, weight_frac_bits)
+        if params.kernel == "laplacian":
+            # entries of at most LAPLACIAN_MAX_X_BITS bits; finer grids are rounded (error budget:
+            # docs/double-blind.md) -- train on the 2^-F grid to be exact
+            cap = laplacian_frac_bits(hi - lo)
+            frac_bits = cap if frac_bits is None else min(frac_bits, cap)
+        elif frac_bits is None:
             frac_bits = auto_frac_bits(params.n_features, hi - lo)
         self.public = PublicParams(
-            kind="krr-gaussian", n_train=params.n_train, n_features=params.n_features,
+            kind=EXACT_PROTOCOLS[params.kernel], n_train=params.n_train, n_features=params.n_features,
             frac_bits=frac_bits, feature_lo=lo, feature_hi=hi, sigma=float(params.sigma),
             weight_bits=wbits, weight_frac_bits=weight_frac_bits,
             representation=dict(representation or {}), property_name=property_name,
@@ -115,6 +124,14 @@ class ServedModel:
         return self
 
 
+def laplacian_frac_bits(span: float, max_x_bits: int = LAPLACIAN_MAX_X_BITS) -> int:
+    """Finest 2^-F grid (F <= 16) whose encoded entries fit ``max_x_bits`` bits."""
+    for f in range(16, -1, -1):
+        if math.ceil(math.log2(span * (1 << f))) <= max_x_bits:
+            return f
+    return 0
+
+
 def auto_frac_bits(n_features: int, span: float, max_ring_bits: int = 60) -> int:
     """Largest precision <= 16 bits whose squared distances fit a ring of ``max_ring_bits``."""
     for f in range(16, 7, -1):
@@ -154,7 +171,7 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
 
         linear.server_online(party, model.linear_weights, model.linear_offset, model.public, k)
     else:
-        gaussian.server_online(party, model.params, model.public, k)
+        _EXACT_MODULES[model.public.kind].server_online(party, model.params, model.public, k)
     t1 = time.perf_counter()
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": k, "peer": peer})
     log.warning(
@@ -313,7 +330,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
 
         preds = linear.client_online(party, pp, Q)
     else:
-        preds = gaussian.client_online(party, pp, Q)
+        preds = _EXACT_MODULES[pp.kind].client_online(party, pp, Q)
     t1 = time.perf_counter()
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q})
     return preds, cost, pp
