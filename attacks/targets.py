@@ -190,7 +190,7 @@ def _ot_server_proc(served: Any, port_q: Any, n_sessions: int) -> None:
 
 
 class OTServiceTarget(_ServiceTarget):
-    """The double-blind OT service: exact Gaussian KRR (and linear compact models).
+    """The double-blind OT service: exact Gaussian and Laplacian KRR (and linear compact models).
 
     Queries must lie within the public feature bounds the server announces (the protocol refuses
     others), so attacks that need far-away queries fail here, as they would against the service.

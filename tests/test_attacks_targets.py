@@ -39,14 +39,16 @@ def test_ot_service_answers_through_the_protocol(tiny):
     assert res["precision_at_k"]["8"] == 1.0
 
 
-def test_ot_service_refuses_out_of_bounds_and_laplacian(tiny):
+def test_ot_service_refuses_out_of_bounds_and_serves_laplacian(tiny):
     t = OTServiceTarget(tiny.model, protocol_sample=0)
     Q = np.vstack([tiny.X[tiny.public[0]], np.full(tiny.X.shape[1], -5.0)])
     out = t.predict(Q)
     assert np.isfinite(out[0]) and np.isnan(out[1]) and t.cost()["refused"] == 1
     lap = scenario.build("laplacian", n_train=8, cm_size=23)
-    with pytest.raises(EngineUnavailable, match="Gaussian"):
-        make_target("ot", lap.model)
+    t_lap = make_target("ot", lap.model, protocol_sample=1)
+    Q = lap.X[lap.public[:2]]
+    np.testing.assert_allclose(t_lap.predict(Q), lap.model.estimator.predict(Q), atol=0.05)
+    assert t_lap.cost()["protocol_queries"] == 1
     with pytest.raises(EngineUnavailable):
         make_target("fhe", lap.model)
 
