@@ -131,6 +131,15 @@ class Party:
             _ = self.ot_receiver
             _ = self.ot_sender
 
+    def install_ot(self, sender: "OTExtensionSender | None" = None,
+                   receiver: "OTExtensionReceiver | None" = None) -> None:
+        """Use OT engines that are already set up (e.g. a resumed SoftSpoken session,
+        :mod:`protocols.ot_session`) instead of creating IKNP ones on first use."""
+        if sender is not None:
+            self._ot_sender = sender
+        if receiver is not None:
+            self._ot_receiver = receiver
+
     def precompute_ot(self, n_from_0: int, n_from_1: int) -> None:
         """Offline phase: extend random OTs now, to be consumed (derandomized) later.
 
