@@ -34,11 +34,13 @@ def _start(cmd):
     raise AssertionError("server did not start: " + (proc.stdout.read() or ""))
 
 
-def test_cli_serve_and_predict(tmp_path):
+@pytest.mark.parametrize("kernel,sigma,grid", [("gaussian", 50.0, None), ("laplacian", 1000.0, 8)])
+def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
     data = load_embedded()
     tr, te = embedded_split(0)
     train, test = data.subset(tr[:150]), data.subset(te[:2])
-    model = MolecularModel(CoulombMatrix(size=23), KernelRidge("gaussian", sigma=50.0, lam=1e-6), "U0_atomization")
+    model = MolecularModel(CoulombMatrix(size=23, grid_bits=grid), KernelRidge(kernel, sigma=sigma, lam=1e-6),
+                           "U0_atomization")
     model.fit(train)
     path = model.save(tmp_path / "model.npz")
     write_extxyz(test, tmp_path / "queries.xyz")

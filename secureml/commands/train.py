@@ -35,9 +35,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cm-size", type=int, default=29, help="Coulomb matrix padding size (29 covers QM9)")
     g.add_argument("--cm-variant", choices=("sorted", "unsorted", "eigenspectrum"), default="sorted",
                    help="Coulomb matrix variant (default sorted by row norm)")
-    g.add_argument("--cm-grid-bits", type=int, default=16,
+    g.add_argument("--cm-grid-bits", type=int, default=None,
                    help="round Coulomb-matrix entries to multiples of 2^-B, the double-blind protocol's "
-                   "fixed-point grid, so served and plaintext predictions agree (-1: no rounding; default 16)")
+                   "fixed-point grid, so served and plaintext predictions agree (-1: no rounding; "
+                   "default 16 for the Gaussian kernel, 8 for the Laplacian, whose protocol cost grows with B)")
     g.add_argument("--kernel", choices=("gaussian", "laplacian"), default="gaussian",
                    help="KRR kernel (default gaussian)")
     g.add_argument("--sigma", type=float, default=None,
@@ -112,7 +113,8 @@ def model_from_args(args: argparse.Namespace, name: str | None = None) -> Any:
     if name.startswith("krr-"):
         options.setdefault("cm_size", args.cm_size)
         options.setdefault("cm_variant", args.cm_variant)
-        options.setdefault("cm_grid_bits", args.cm_grid_bits)
+        if args.cm_grid_bits is not None:
+            options.setdefault("cm_grid_bits", args.cm_grid_bits)
     if args.sigma is not None:
         options["sigma"] = args.sigma
     if args.lam is not None:
