@@ -46,7 +46,7 @@ from secureml.representations.coulomb import CoulombMatrix
 
 ANGSTROM_TO_BOHR = 1.0 / 0.529177210903  # CODATA 2018
 PUBLISHED = {1024: 27.0, 2048: 20.0, 4096: 10.5}
-DEFAULT_SIGMAS = (10.0, 20.0, 35.0, 50.0, 74.0, 100.0, 150.0, 250.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0)
+DEFAULT_SIGMAS = (5.0, 10.0, 20.0, 35.0, 50.0, 74.0, 100.0, 150.0, 250.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 12800.0)
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Variant:
     cm_size: int = 29
     prop: str = "U0_atomization"
     bohr: bool = False
+    dressed: bool = False  # KRR on residuals of a per-element linear fit instead of y - mean(y)
 
     def representation(self) -> CoulombMatrix:
         return CoulombMatrix(self.cm_size, self.cm_variant)
@@ -73,6 +74,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("eigenspectrum", cm_variant="eigenspectrum"),
     Variant("bohr", bohr=True),
     Variant("published_bohr", cm_size=26, prop="H_atomization", bohr=True),
+    Variant("dressed", dressed=True),
+    Variant("published_dressed", cm_size=26, prop="H_atomization", dressed=True),
 )
 
 
@@ -95,22 +98,47 @@ def features(rep: CoulombMatrix, ds: MolecularDataset, bohr: bool) -> np.ndarray
 def krr_test_errors(
     D_train: np.ndarray, D_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray,
     sizes: Sequence[int], sigmas: Sequence[float], lam: float,
+    comp_train: np.ndarray | None = None, comp_test: np.ndarray | None = None,
 ) -> np.ndarray:
     """Absolute test errors, shape (len(sigmas), len(sizes), n_test), for Gaussian KRR trained on
-    the first n of the training set: alpha = (K + lam I)^-1 (y - mean y), from squared distances."""
+    the first n of the training set: alpha = (K + lam I)^-1 (y - b), from squared distances.
+
+    The baseline b is the training mean, or with ``comp_train``/``comp_test`` (atoms of each
+    element per molecule) a "dressed-atom" linear fit y ~ sum_Z n_Z e_Z on the same n molecules,
+    so that KRR learns only what composition does not explain."""
     out = np.full((len(sigmas), len(sizes), len(y_test)), np.inf)
+    base_tr, base_te = [], []
+    for n in sizes:
+        if comp_train is None or comp_test is None:
+            base_tr.append(np.full(n, y_train[:n].mean()))
+            base_te.append(np.full(len(y_test), y_train[:n].mean()))
+        else:
+            w = np.linalg.lstsq(comp_train[:n], y_train[:n], rcond=None)[0]
+            base_tr.append(comp_train[:n] @ w)
+            base_te.append(comp_test @ w)
     for i, s in enumerate(sigmas):
         g = -1.0 / (2.0 * s * s)
         for j, n in enumerate(sizes):
             K = np.exp(D_train[:n, :n] * g)
             K.flat[:: n + 1] += lam
-            off = y_train[:n].mean()
             try:
                 fac = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
             except np.linalg.LinAlgError:
                 continue  # not positive definite at this width: stays inf
-            alpha = scipy.linalg.cho_solve(fac, y_train[:n] - off, check_finite=False)
-            out[i, j] = np.abs(np.exp(D_test[:, :n] * g) @ alpha + off - y_test)
+            alpha = scipy.linalg.cho_solve(fac, y_train[:n] - base_tr[j], check_finite=False)
+            out[i, j] = np.abs(np.exp(D_test[:, :n] * g) @ alpha + base_te[j] - y_test)
+    return out
+
+
+def composition(charges: Sequence[np.ndarray], elements: Sequence[int] = (1, 6, 7, 8, 9)) -> np.ndarray:
+    """(n_molecules, n_elements) atom counts, for the dressed-atom baseline."""
+    lengths = np.array([len(z) for z in charges])
+    flat = np.concatenate([np.asarray(z) for z in charges])
+    col = np.searchsorted(np.asarray(elements), flat)
+    if not np.isin(flat, elements).all():
+        raise ModelError(f"composition: elements outside {list(elements)}")
+    out = np.zeros((len(charges), len(elements)))
+    np.add.at(out, (np.repeat(np.arange(len(charges)), lengths), col), 1.0)
     return out
 
 
@@ -138,7 +166,8 @@ def run_variant(
     y_te, y_tr = y[te], y[tr]
     D_tr = distance_matrix(X_tr, X_tr, "gaussian")
     D_te = distance_matrix(X_te, X_tr, "gaussian")
-    err = krr_test_errors(D_tr, D_te, y_tr, y_te, sizes, sigmas, lam)
+    comp = (composition([data.charges[i] for i in tr]), composition([data.charges[i] for i in te])) if v.dressed else (None, None)
+    err = krr_test_errors(D_tr, D_te, y_tr, y_te, sizes, sigmas, lam, *comp)
     mae = err.mean(axis=2)  # (sigma, size)
     row: dict[str, Any] = {
         **asdict(v), "seed": seed, "n_test": n_test, "sizes": list(sizes), "sigmas": list(sigmas),
@@ -148,7 +177,11 @@ def run_variant(
         "mae_best_test_sigma": {int(n): float(mae[:, j].min()) for j, n in enumerate(sizes)},
     }
     if cv_n is not None:
-        cv = search_hyperparameters(X_tr[:cv_n], y_tr[:cv_n], "gaussian", sigmas, [lam], cv=5, seed=0)
+        y_cv = y_tr[:cv_n]
+        if v.dressed:  # CV on the residuals of the dressed-atom fit (5 parameters on cv_n molecules)
+            c = comp[0][:cv_n]
+            y_cv = y_cv - c @ np.linalg.lstsq(c, y_cv, rcond=None)[0]
+        cv = search_hyperparameters(X_tr[:cv_n], y_cv, "gaussian", sigmas, [lam], cv=5, seed=0)
         k = list(sigmas).index(cv["sigma"])
         row["cv_n"] = cv_n
         row["cv_sigma"] = cv["sigma"]
@@ -166,7 +199,7 @@ def load_all(properties: Sequence[str]) -> MolecularDataset:
 
 def study(
     variants: Sequence[Variant] = VARIANTS, sizes: Sequence[int] = (1024, 2048, 4096), n_test: int = 2000,
-    seeds: Sequence[int] = (0, 1, 2, 3, 4), seed_variants: Sequence[str] = ("baseline", "published"),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4), seed_variants: Sequence[str] = ("baseline", "published", "dressed"),
     sigmas: Sequence[float] = DEFAULT_SIGMAS, lam: float = 1e-8, cv_n: int | None = 2048,
     data: MolecularDataset | None = None, progress: bool = True,
 ) -> dict[str, Any]:

@@ -153,3 +153,42 @@ def test_qmllib_sdist_extraction(embedded, tmp_path: Path) -> None:
     (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
     with pytest.raises(DataError, match="cannot read"):
         extract_qmllib_assets(tmp_path / "junk.tar.gz", tmp_path / "z")
+
+
+def test_learning_curve_dressed_atom_baseline(tmp_path: Path) -> None:
+    from secureml.commands.learning_curve import dressed_atom_residuals
+    from secureml.commands.train import load_split
+
+    base = ["learning-curve", "--data", "embedded", "--sizes", "150,300", "--model", "krr-gaussian",
+            "--sigma", "20", "--cm-grid-bits", "-1"]
+    assert main(base + ["--out", str(tmp_path / "mean")]) == 0
+    assert main(base + ["--baseline", "dressed-atoms", "--out", str(tmp_path / "dressed")]) == 0
+    mean = json.loads((tmp_path / "mean" / "learning_curve.json").read_text())
+    dressed = json.loads((tmp_path / "dressed" / "learning_curve.json").read_text())
+    assert dressed["baseline"] == "dressed-atoms" and set(dressed["results"][0]["dressed_atom_kcal_mol"]) <= {"H", "C", "N", "O", "F"}
+
+    # Independent recomputation at N = 300: composition fit, KRR on residuals, errors in y.
+    import argparse
+
+    pool, test = load_split(argparse.Namespace(data="embedded", seed=0), None)
+    train = pool.subset(np.arange(300))
+
+    def counts(ds):
+        return np.array([[np.sum(z == e) for e in (1, 6, 7, 8, 9)] for z in ds.charges], dtype=float)
+
+    y, yt = train.properties["U0_atomization"], test.properties["U0_atomization"]
+    w = np.linalg.lstsq(counts(train), y, rcond=None)[0]
+    rep = CoulombMatrix(29)
+    est = KernelRidge("gaussian", 20.0, 1e-8).fit(rep.transform(train), y - counts(train) @ w)
+    mae = np.abs(est.predict(rep.transform(test)) + counts(test) @ w - yt).mean()
+    assert dressed["results"][1]["mae"] == pytest.approx(mae, rel=1e-6)
+    # At a narrow width a mean offset leaves far-away test molecules at the mean: the composition
+    # baseline removes most of that error.
+    assert dressed["results"][1]["mae"] < 0.7 * mean["results"][1]["mae"]
+
+    # An element no training molecule has (S here) gets atom energy 0; the fit is otherwise unchanged.
+    odd = test.subset(np.arange(3))
+    odd.charges = [np.array([16, 1, 1])] + odd.charges[1:]
+    _, res, weights = dressed_atom_residuals(train, odd, "U0_atomization")
+    assert weights["S"] == 0.0 and weights["C"] == pytest.approx(w[1], rel=1e-6)
+    assert res.properties["U0_atomization"][0] == pytest.approx(yt[0] - 2 * w[0], rel=1e-9)
