@@ -37,6 +37,7 @@ is given -- seeded instances are INSECURE and meant for reproducible tests only.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,6 +65,8 @@ _ONES = _U64(0xFFFFFFFFFFFFFFFF)
 _PIECE_BYTES = 4 << 20
 _MAX_LUT_M = 16
 _MAX_PIECE = 1 << 17
+# Receiver's messages sent ahead of the replies it waits for (pipelined channels only).
+_LOOKAHEAD_BYTES = 8 << 20
 
 
 def cot_theory_bits(bits: int = 64, w: int = 1, precomputed: bool = False) -> int:
@@ -385,13 +388,16 @@ class OTExtensionReceiver(_IKNPBase):
     def _rows(self, c: np.ndarray, piece: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (tweak start, t rows (k, 2) uint64, choices piece) with t_i known for c_i.
 
-        On a pipelined channel the message for piece k+1 (u or d) is sent before piece k is
-        handed to the caller (who then waits for the sender's reply to piece k), so both
-        parties compute at the same time instead of taking turns.
+        On a pipelined channel the messages (u or d) of the next pieces are sent before piece k
+        is handed to the caller (who then waits for the sender's reply to piece k), up to
+        ``_LOOKAHEAD_BYTES`` of them: both parties compute at the same time instead of taking
+        turns, and a run of many small pieces (long vector correlations) costs a few round trips
+        instead of one per piece.
         """
         self.setup()
         lookahead = self.ch.pipelined
-        pending = None
+        pending: deque = deque()
+        ahead = 0  # bytes of our messages whose replies we have not consumed
         pos = 0
         for k, from_pool in self._plan(c.shape[0], piece):
             cp = c[pos : pos + k]
@@ -401,17 +407,22 @@ class OTExtensionReceiver(_IKNPBase):
                 # Derandomize: d = c ^ r tells the sender to swap where they differ.
                 self.ch.send_array(pack_bits(cp ^ r), owned=True)
                 t = rows.view(_U64)
+                size = -(-k // 8)
             else:
                 t = self._extend(cp)
+                size = 16 * -(-k // 64) * 64
             item = (self._next_index(k), t, cp)
             if not lookahead:
                 yield item
                 continue
-            if pending is not None:
-                yield pending
-            pending = item
-        if pending is not None:
-            yield pending
+            pending.append((item, size))
+            ahead += size
+            while len(pending) > 1 and ahead >= _LOOKAHEAD_BYTES:
+                done, sz = pending.popleft()
+                ahead -= sz
+                yield done
+        while pending:
+            yield pending.popleft()[0]
 
     def _take_pool_choice(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         off = self._pool_off
