@@ -218,6 +218,15 @@ class OTServiceTarget(_ServiceTarget):
                  sigma=pp.sigma, frac_bits=pp.frac_bits)
         return d
 
+    def _plain(self, Q: np.ndarray) -> np.ndarray:
+        # the service computes on the protocol's fixed-point grid: answer the rounded query
+        pp = self.public_params
+        if pp.kind == "linear":
+            return super()._plain(Q)
+        scale = float(1 << pp.frac_bits)
+        top = ((1 << pp.x_bits) - 1) / scale
+        return super()._plain(pp.feature_lo + np.minimum(np.rint((Q - pp.feature_lo) * scale) / scale, top))
+
     def _accepted(self, Q: np.ndarray) -> np.ndarray:
         pp = self.public_params
         if Q.shape[1] != pp.n_features:
