@@ -66,7 +66,7 @@ _PIECE_BYTES = 4 << 20
 _MAX_LUT_M = 16
 _MAX_PIECE = 1 << 17
 # Receiver's messages sent ahead of the replies it waits for (pipelined channels only).
-_LOOKAHEAD_BYTES = 8 << 20
+_LOOKAHEAD_BYTES = 32 << 20
 
 
 def cot_theory_bits(bits: int = 64, w: int = 1, precomputed: bool = False) -> int:
