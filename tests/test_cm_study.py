@@ -192,3 +192,20 @@ def test_learning_curve_dressed_atom_baseline(tmp_path: Path) -> None:
     _, res, weights = dressed_atom_residuals(train, odd, "U0_atomization")
     assert weights["S"] == 0.0 and weights["C"] == pytest.approx(w[1], rel=1e-6)
     assert res.properties["U0_atomization"][0] == pytest.approx(yt[0] - 2 * w[0], rel=1e-9)
+
+
+def test_real_qm7_bound() -> None:
+    """qml's real-QM7 bound, when a copy is at hand: SECUREML_QMLLIB_SDIST=<qmllib-*.tar.gz> or
+    SECUREML_QM7_XYZ_DIR + SECUREML_QM7_ENERGIES (measured: MAE 5.18 kcal/mol on qmllib 1.2.0's)."""
+    import os
+    import tempfile
+
+    sdist = os.environ.get("SECUREML_QMLLIB_SDIST")
+    xyz_dir, energies = os.environ.get("SECUREML_QM7_XYZ_DIR"), os.environ.get("SECUREML_QM7_ENERGIES")
+    if not sdist and not (xyz_dir and energies):
+        pytest.skip("no real QM7 copy (set SECUREML_QMLLIB_SDIST or SECUREML_QM7_XYZ_DIR + SECUREML_QM7_ENERGIES)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if sdist:
+            xyz_dir, energies = extract_qmllib_assets(sdist, tmp)
+        res = qm7_check(xyz_dir, energies)
+    assert res["mae"] < 6.0
