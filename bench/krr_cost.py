@@ -19,23 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cost import synthetic_model  # one definition for both benchmarks
-
-
-LAPLACIAN_GRID_BITS = 8  # the Laplacian benchmark's features sit on the 2^-8 grid (encoded exactly)
+from bench.cost import synthetic_model, synthetic_queries  # one definition for both benchmarks
 
 
 def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
-    """The synthetic CM-like model; for the Laplacian kernel its entries are put on the 2^-8 grid,
-    as ``secureml train --kernel laplacian`` does for Coulomb matrices."""
-    from protocols.common import KernelModelParams
-
-    params, rng = synthetic_model(N, d, sigma, seed)
-    if kernel == "laplacian":
-        scale = float(1 << LAPLACIAN_GRID_BITS)
-        params = KernelModelParams(np.round(params.X_train * scale) / scale, params.dual_coef,
-                                   params.y_offset, "laplacian", sigma)
-    return params, rng
+    """The synthetic CM-like model (Laplacian: entries on the 2^-8 grid, as ``secureml train`` makes them)."""
+    return synthetic_model(N, d, sigma, seed, kernel)
 
 
 def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue) -> None:
@@ -49,9 +38,7 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
     from protocols.krr import predict
 
     params, rng = model_for(N, d, sigma, kernel, seed)
-    Q = np.clip(params.X_train[:k] + rng.normal(0, 1.0, (k, d)) * (params.X_train[:k] > 0), 0, 127)
-    if kernel == "laplacian":
-        Q = np.round(Q * (1 << LAPLACIAN_GRID_BITS)) / (1 << LAPLACIAN_GRID_BITS)
+    Q = synthetic_queries(params, rng, k)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_server, args=(N, d, sigma, kernel, seed, q))

@@ -158,7 +158,7 @@ def plan(
             f"for all {model.n_train} x {model.n_features} pairs, i.e. a deep polynomial approximation "
             "of |.| on every entry (depth ~10-12 for 10-bit accuracy) before the exponential; with the "
             "exp circuit that exceeds the 881-bit modulus of the largest 128-bit SEAL ring, and SEAL has "
-            "no bootstrapping. Use the OT engine (protocols.krr) or generic MPC for Laplacian models."
+            "no bootstrapping. Use the OT engine (protocols.krr) for Laplacian models."
         )
     d = model.n_features
     center = model.X_train.mean(axis=0)
