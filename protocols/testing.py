@@ -94,6 +94,38 @@ def install_test_dealer(seed: int = 1234) -> Callable[[Party], None]:
     return setup
 
 
+def run_krr_session(served: Any, Q: Any, *, record: bool = False, timeout: float = 60.0) -> tuple:
+    """One double-blind KRR session in-process: ``serve_one(served)`` in a thread, the client here.
+
+    Returns ``(predictions, client cost, public params, client channel, server box)``; the box holds
+    the server's ``cost`` or the ``error`` it raised (the client's own errors propagate).
+    ``record`` keeps the client channel's raw transcript (``channel.transcript``).
+    """
+    from protocols.krr.service import predict_features, serve_one
+    from protocols.transport import local_channel_pair
+
+    c0, c1 = local_channel_pair(timeout=timeout)
+    if record:
+        c0.record()
+        c1.record()
+    box: dict[str, Any] = {}
+
+    def server() -> None:
+        try:
+            box["cost"] = serve_one(served, c0)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller in the box
+            box["error"] = exc
+            c0.close()
+
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+    try:
+        preds, cost, pp = predict_features(c1, Q)
+    finally:
+        t.join(timeout / 2)
+    return preds, cost, pp, c1, box
+
+
 def transcript_arrays(transcript: list[tuple[str, bytes]], direction: str = "send") -> list:
     """The numpy arrays carried by single-frame array messages of a recorded transcript.
 

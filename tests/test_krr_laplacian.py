@@ -11,8 +11,9 @@ from protocols.common import KernelModelParams
 from protocols.krr.column_ot import column_ot_recv, column_ot_send
 from protocols.krr.laplacian import client_l1_shares, digit_levels, server_l1_shares
 from protocols.krr.params import PublicParams
-from protocols.krr.service import ServedModel, predict_features, serve_one
+from protocols.krr.service import ServedModel
 from protocols.party import Party
+from protocols.testing import run_krr_session, run_two_party
 from protocols.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
 
@@ -31,42 +32,12 @@ def _model(N=40, d=12, sigma=60.0, seed=0, offset=-321.0):
 
 
 def _session(served: ServedModel, Q, record: bool = False):
-    c0, c1 = local_channel_pair(timeout=60)
-    if record:
-        c1.record()
-    box: dict = {}
-
-    def server():
-        try:
-            box["cost"] = serve_one(served, c0)
-        except Exception as exc:  # surfaced by the assertions below
-            box["error"] = exc
-            c0.close()
-
-    t = threading.Thread(target=server)
-    t.start()
-    try:
-        preds, cost, pp = predict_features(c1, Q)
-    finally:
-        t.join(30)
-    return preds, cost, pp, c1, box
+    return run_krr_session(served, Q, record=record)
 
 
 def _pair(fn0, fn1):
-    """Run fn0(server party) and fn1(client party) over an in-process channel pair, OT set up."""
-    c0, c1 = local_channel_pair(timeout=60)
-    out: dict = {}
-
-    def run(role, fn, ch):
-        p = Party(ch, role=role)
-        p.setup_ot()
-        out[role] = fn(p)
-
-    t = threading.Thread(target=run, args=(0, fn0, c0))
-    t.start()
-    run(1, fn1, c1)
-    t.join(60)
-    return out[0], out[1]
+    """fn0(server party), fn1(client party) over an in-process channel pair, OT set up."""
+    return run_two_party(fn0, fn1, setup=lambda p: p.setup_ot())
 
 
 def test_digit_levels_cover_the_bits_and_stay_small():

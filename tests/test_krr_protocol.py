@@ -10,7 +10,8 @@ from scipy import stats
 from protocols.common import KernelModelParams
 from protocols.krr import u128
 from protocols.krr.params import PublicParams
-from protocols.krr.service import ServedModel, predict_features, serve_one
+from protocols.krr.service import ServedModel, serve_one
+from protocols.testing import run_krr_session
 from protocols.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
 
@@ -23,26 +24,7 @@ def _model(N=40, d=12, sigma=30.0, seed=0, offset=-321.0):
 
 
 def _session(served: ServedModel, Q, record: bool = False):
-    c0, c1 = local_channel_pair(timeout=60)
-    if record:
-        c0.record()
-        c1.record()
-    box: dict = {}
-
-    def server():
-        try:
-            box["cost"] = serve_one(served, c0)
-        except Exception as exc:  # surfaced by the assertions below
-            box["error"] = exc
-            c0.close()
-
-    t = threading.Thread(target=server)
-    t.start()
-    try:
-        preds, cost, pp = predict_features(c1, Q)
-    finally:
-        t.join(30)
-    return preds, cost, pp, c1, box
+    return run_krr_session(served, Q, record=record)
 
 
 def test_u128_matches_python_ints():
