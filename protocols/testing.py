@@ -126,6 +126,31 @@ def run_krr_session(served: Any, Q: Any, *, record: bool = False, timeout: float
     return preds, cost, pp, c1, box
 
 
+def secrets_in_transcript(transcript: list[tuple[str, bytes]], secrets: Any, nbytes: int = 8) -> list[int]:
+    """The secrets (integers) whose ``nbytes``-byte little-endian encoding appears in any frame."""
+    blob = b"".join(frame for _, frame in transcript)
+    return [int(s) for s in secrets if int(s).to_bytes(nbytes, "little") in blob]
+
+
+def view_independence_pvalue(transcripts: list[list[tuple[str, bytes]]], min_frame: int = 4096) -> float:
+    """Chi-square p-value that the received bytes of several sessions follow one distribution.
+
+    Each transcript's large received frames (``min_frame`` bytes or more: the protocol's masked
+    payloads, not headers) are histogrammed by byte value; a view that depends on the private
+    input shows up as different histograms (small p).
+    """
+    import numpy as np
+    from scipy import stats
+
+    views = []
+    for tr in transcripts:
+        data = b"".join(f for d, f in tr if d == "recv" and len(f) >= min_frame)
+        views.append(np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256))
+    n = min(v.sum() for v in views)
+    table = np.vstack([v * (n / v.sum()) for v in views])
+    return float(stats.chi2_contingency(table)[1])
+
+
 def transcript_arrays(transcript: list[tuple[str, bytes]], direction: str = "send") -> list:
     """The numpy arrays carried by single-frame array messages of a recorded transcript.
 

@@ -1,20 +1,16 @@
 """Double-blind exact Laplacian-kernel KRR over OT: correctness, shares, privacy, bad input."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from protocols.common import KernelModelParams
 from protocols.krr.column_ot import column_ot_recv, column_ot_send
 from protocols.krr.laplacian import client_l1_shares, digit_levels, server_l1_shares
 from protocols.krr.params import PublicParams
 from protocols.krr.service import ServedModel
-from protocols.party import Party
-from protocols.testing import run_krr_session, run_two_party
-from protocols.transport import local_channel_pair
+from protocols.testing import run_krr_session, run_two_party, secrets_in_transcript, view_independence_pvalue
 from secureml.errors import ModelError, ProtocolError
 
 GRID = 8
@@ -53,25 +49,11 @@ def test_column_ot_delivers_the_chosen_entry_only():
     rng = np.random.default_rng(0)
     tables = rng.integers(0, 2**63, (5, 16, 7), dtype=np.uint64)
     idx = rng.integers(0, 16, 5)
-    c0, c1 = local_channel_pair(timeout=30)
-    c1.record()
-
-    def send(ch):
-        p = Party(ch, role=0)
-        p.setup_ot()
-        column_ot_send(p, tables)
-
-    t = threading.Thread(target=send, args=(c0,))
-    t.start()
-    p = Party(c1, role=1)
-    p.setup_ot()
-    got = column_ot_recv(p, idx, 4, 7)
-    t.join(30)
-    np.testing.assert_array_equal(got, tables[np.arange(5), idx])
-    received = b"".join(f for d, f in c1.transcript if d == "recv")
-    for t_i in range(5):  # no entry travels in the clear, chosen or not
-        for e in range(16):
-            assert tables[t_i, e].tobytes() not in received
+    res = run_two_party(lambda p: column_ot_send(p, tables), lambda p: column_ot_recv(p, idx, 4, 7),
+                        setup=lambda p: p.setup_ot(), record=True)
+    np.testing.assert_array_equal(res[1], tables[np.arange(5), idx])
+    # no entry travels in the clear, chosen or not
+    assert secrets_in_transcript(res.parties[1].ch.transcript, tables.ravel()) == []
 
 
 @pytest.mark.parametrize("N,d,frac", [(70, 9, 8), (64, 5, 3), (33, 4, 12)])
@@ -146,26 +128,16 @@ def test_no_comparison_bit_or_distance_in_transcript():
     B = np.ascontiguousarray((X < q[None, :]).T.astype(np.uint8))  # (d, N), N = 64: one word
     words = np.ascontiguousarray(np.packbits(B, axis=1, bitorder="little")).view(np.uint64)
     secrets |= {int(w) for w in words.ravel() if 8 < bin(int(w)).count("1") < 56}
-    received = b"".join(f for d, f in client_ch.transcript if d == "recv")
-    sent = b"".join(f for d, f in client_ch.transcript if d == "send")
     assert len(secrets) > 32
-    for s in secrets:
-        pat = int(s).to_bytes(8, "little")
-        assert pat not in received and pat not in sent
+    assert secrets_in_transcript(client_ch.transcript, secrets) == []
 
 
 def test_client_view_independent_of_query():
     model = _model(N=64, d=8, seed=4)
     served = ServedModel(model)
-    views = []
-    for Q in (model.X_train[:1], np.full((1, 8), 49.0)):
-        _, _, _, ch, _ = _session(served, Q, record=True)
-        data = b"".join(f for d, f in ch.transcript if d == "recv" and len(f) > 4096)
-        views.append(np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256))
-    n = min(v.sum() for v in views)
-    table = np.vstack([v * (n / v.sum()) for v in views])
-    _, p, _, _ = stats.chi2_contingency(table)
-    assert p > 1e-4
+    transcripts = [_session(served, Q, record=True)[3].transcript
+                   for Q in (model.X_train[:1], np.full((1, 8), 49.0))]
+    assert view_independence_pvalue(transcripts) > 1e-4
 
 
 def test_bad_queries_and_plans_are_refused():
