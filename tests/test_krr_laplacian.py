@@ -1,6 +1,7 @@
 """Double-blind exact Laplacian-kernel KRR over OT: correctness, shares, privacy, bad input."""
 from __future__ import annotations
 
+import threading
 
 import numpy as np
 import pytest
@@ -166,3 +167,35 @@ def test_molecular_model_served_exactly():
     assert served.public.frac_bits == GRID and served.public.kind == "krr-laplacian"
     preds, *_ = _session(served, mm.features(test))
     np.testing.assert_allclose(preds, mm.predict(test), atol=1e-3)
+
+
+def test_concurrent_sessions_on_one_server():
+    """Sessions run in server threads at the same time (shared AES contexts would collide)."""
+    from protocols.krr import predict, serve
+
+    model = _model(N=96, d=10, seed=8)
+    served = ServedModel(model, frac_bits=GRID)
+    ready, stop, port = threading.Event(), threading.Event(), []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(on_ready=lambda p: (port.append(p), ready.set()), stop=stop, concurrency=3))
+    th.start()
+    assert ready.wait(30)
+    Qs = [_grid(np.clip(model.X_train[i:i + 2] + 0.3, 0, 49.9)) for i in range(3)]
+    out: dict = {}
+
+    def client(i):
+        try:
+            out[i] = predict(f"127.0.0.1:{port[0]}", Qs[i])[0]
+        except Exception as exc:  # surfaced below
+            out[i] = exc
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(120)
+    stop.set()
+    th.join(30)
+    for i in range(3):
+        assert not isinstance(out[i], Exception), out[i]
+        np.testing.assert_allclose(out[i], model.predict(Qs[i]), atol=1e-3)

@@ -20,13 +20,25 @@ Cost per table: m random OTs plus 2^m keys (16 bytes each), then 2^m * w words.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from protocols.crypto import FixedKeyAES, derive_key
 
 U64 = np.uint64
 # public fixed key: the hash is secure in the random-permutation model, which needs no secret key
-_PRG = FixedKeyAES(derive_key(b"secureml/column-ot/prg"))
+_KEY = derive_key(b"secureml/column-ot/prg")
+# one AES context per thread: a cipher context must not be used by two threads at once (a server
+# runs concurrent sessions in threads)
+_LOCAL = threading.local()
+
+
+def _prg() -> FixedKeyAES:
+    aes = getattr(_LOCAL, "aes", None)
+    if aes is None:
+        aes = _LOCAL.aes = FixedKeyAES(_KEY)
+    return aes
 _TAG = U64(0x434F4C4F54 << 16)  # "COLOT": domain separation from the OT engine's own tweaks
 _BLOCK_BYTES = 16 << 20  # bound on one encrypted piece
 
@@ -36,11 +48,12 @@ def expand_keys(keys: np.ndarray, words: int) -> np.ndarray:
     keys = np.ascontiguousarray(keys, dtype=U64).reshape(-1, 2)
     n = keys.shape[0]
     nblk = (words + 1) // 2
-    p = _PRG.permute(keys)
+    prg = _prg()
+    p = prg.permute(keys)
     t = np.empty((n, nblk, 2), dtype=U64)
     t[:, :, 0] = p[:, 0:1]
     np.bitwise_xor(p[:, 1:2], _TAG | np.arange(nblk, dtype=U64)[None, :], out=t[:, :, 1])
-    out = _PRG.permute(t)
+    out = prg.permute(t)
     out ^= p[:, None, :]
     return out.reshape(n, 2 * nblk)[:, :words]
 
