@@ -14,6 +14,16 @@ reference points) to ``--out``. Run::
 
     .venv/bin/python -m bench.local_model_bench --out bench/results/local_model
     .venv/bin/python -m bench.local_model_bench --quick --out /tmp/lm   # a 1-minute smoke run
+
+``--double-blind`` measures instead what one double-blind prediction with a compact model costs
+(issue 4's target: under 20x the plaintext time and under 2 MB, session set-up included): two
+processes on TCP loopback, the model owner's ``protocols.krr.serve`` and the query owner's
+``protocols.krr.predict``, for the random-Fourier-feature model (sorted CM, F = 4,096, embedded
+data) and the local FCHL19 + SORF model (F = 4,096, QM9, N = 4,096, MAE ~1 kcal/mol). Every
+session's wall time is set against the plaintext prediction of the same model on the same
+molecule, measured in the same process just before. Writes ``double_blind.json`` and ``.png``::
+
+    .venv/bin/python -m bench.local_model_bench --double-blind --out bench/results/compact_cost
 """
 from __future__ import annotations
 
@@ -144,6 +154,210 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------
+# Double-blind cost of compact models (--double-blind)
+# ------------------------------------------------------------------------------------------
+
+def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
+    """Fit (or reuse from --out) the two compact models; returns name -> (model file, test molecules)."""
+    from secureml.data import embedded_split, load_embedded, load_qm9
+    from secureml.models import build_model
+    from secureml.models.pipeline import MolecularModel
+
+    out: dict[str, tuple[Path, Any]] = {}
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    n_test = max(args.sessions, args.fresh_sessions) + 4
+    if "rff" in names:
+        data = load_embedded()
+        tr, te = embedded_split(args.seed)
+        path = args.out / "rff_gaussian_4096.npz"
+        if not path.exists():
+            mm = build_model("rff-gaussian")
+            mm.property_name = PROP
+            mm.fit(data.subset(tr[:2048]))
+            mm.save(path)
+        out["rff"] = (path, data.subset(te[:n_test]))
+    if "local" in names:
+        pool = load_qm9(n=args.local_train + 500, seed=args.seed, properties=[PROP])
+        path = args.out / f"local_sorf_4096_n{args.local_train}.npz"
+        if not path.exists():
+            mm = build_model("local-sorf", nstacks=32, sigma=args.sigma, lam=args.lam)
+            mm.property_name = PROP
+            mm.fit(pool.subset(np.arange(500, len(pool))))
+            mm.save(path)
+        out["local"] = (path, pool.subset(np.arange(n_test)))
+        test = pool.subset(np.arange(500))
+        mm = MolecularModel.load(path)
+        out["local_mae"] = float(np.abs(mm.predict(test) - test.properties[PROP]).mean())  # type: ignore[assignment]
+    return out
+
+
+def _db_server(path: str, k: int | None, n_sessions: int, q: Any) -> None:
+    """Model owner's process: serve ``n_sessions`` sessions of the model in ``path``."""
+    torch.set_num_threads(1)
+    from protocols.krr.service import ServedModel, serve
+
+    served = ServedModel.from_file(path)
+    if k is not None:
+        served.softspoken_k = k
+    q.put({"out_bits": getattr(served, "linear_out_bits", 64), "frac_bits": served.public.frac_bits,
+           "weight_frac_bits": served.public.weight_frac_bits, "x_bits": served.public.x_bits,
+           "n_features": served.public.n_features})
+    serve(served, "127.0.0.1", 0, max_sessions=n_sessions, on_ready=q.put, concurrency=1)
+
+
+def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
+    """One molecule: its plaintext prediction, then one double-blind session, both timed here."""
+    from protocols.krr.service import molecules_featurizer, predict
+
+    t0 = time.perf_counter()
+    y_plain = float(mm.predict(mol)[0])
+    t_plain = time.perf_counter() - t0
+    base = molecules_featurizer(mol)
+    feat_s: list[float] = []
+
+    def featurize(pp: Any, public_model: Any) -> np.ndarray:
+        f0 = time.perf_counter()
+        phi = base(pp, public_model)
+        feat_s.append(time.perf_counter() - f0)
+        return phi
+
+    featurize.n_queries = base.n_queries  # type: ignore[attr-defined]
+    old = os.environ.get("SECUREML_OT_RESUME")
+    os.environ["SECUREML_OT_RESUME"] = "1" if resume else "0"
+    try:
+        t0 = time.perf_counter()
+        y, cost = predict(f"127.0.0.1:{port}", featurize=featurize)
+        total = time.perf_counter() - t0
+    finally:
+        if old is None:
+            os.environ.pop("SECUREML_OT_RESUME")
+        else:
+            os.environ["SECUREML_OT_RESUME"] = old
+    ex = cost.extra
+    ot_b, ext_b = int(ex.get("ot_setup_bytes", 0)), int(ex.get("extend_bytes", 0))
+    return {
+        "plaintext_s": t_plain, "total_s": total, "ratio": total / t_plain,
+        "setup_s": cost.offline_s, "online_s": cost.online_s, "features_s": feat_s[0] if feat_s else None,
+        "ot_setup_s": ex.get("ot_setup_s"), "extend_s": ex.get("extend_s"), "resumed": ex.get("resumed"),
+        "bytes": cost.total_bytes, "bytes_sent": cost.bytes_sent, "bytes_received": cost.bytes_received,
+        "offline_bytes": cost.offline_bytes, "online_bytes": cost.total_bytes - cost.offline_bytes,
+        "ot_setup_bytes": ot_b, "extend_bytes": ext_b,
+        "handshake_bytes": cost.offline_bytes - ot_b - ext_b if ex.get("extend_bytes") is not None else None,
+        "rounds": cost.rounds, "abs_error": abs(float(y[0]) - y_plain), "softspoken_k": ex.get("softspoken_k"),
+        "out_bits": ex.get("out_bits"),
+    }
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    med = {k: float(np.median([r[k] for r in rows if r.get(k) is not None])) for k in keys}
+    med["ratio_max"] = float(max(r["ratio"] for r in rows))
+    med["abs_error_max"] = float(max(r["abs_error"] for r in rows))
+    med["n"] = len(rows)
+    return med
+
+
+def double_blind(args: argparse.Namespace) -> dict[str, Any]:
+    """Cold, fresh and resumed sessions for each compact model (see the module docstring)."""
+    import multiprocessing as mp
+    import tempfile
+
+    from tqdm import tqdm
+
+    from secureml.models.pipeline import MolecularModel
+
+    models = _db_models(args)
+    result: dict[str, Any] = {
+        "benchmark": "double-blind prediction with compact models, two processes on TCP loopback",
+        "includes": {
+            "double_blind_total": "client wall time from connect to prediction: TCP connect, hello and "
+                                  "public parameters, the client's own features (representation + feature "
+                                  "map), OT session (base OTs or resumption), OT extension, online phase",
+            "plaintext": "the full model's predict() on the same molecule in the same process: "
+                         "representation + feature map + dot product",
+        },
+        "machine": {"cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+                    "processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
+        "models": {},
+    }
+    if "local_mae" in models:
+        result["local_model_mae_kcal_mol"] = models.pop("local_mae")
+    ctx = mp.get_context("spawn")
+    for name, (path, test) in models.items():
+        n_sessions = 1 + 2 + args.fresh_sessions + args.sessions
+        q = ctx.Queue()
+        proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, n_sessions, q), daemon=True)
+        proc.start()
+        plan = q.get(timeout=600)
+        port = q.get(timeout=600)
+        mm = MolecularModel.load(path)
+        cache = tempfile.mkdtemp(prefix="secureml-cache-")
+        old_cache = os.environ.get("SECUREML_CACHE")
+        os.environ["SECUREML_CACHE"] = cache  # a client that has never seen this server
+        try:
+            cold = _db_session(port, mm, test.subset([0]), resume=True)
+            for i in range(2):  # warm-up: imports, allocator, caches (not reported)
+                _db_session(port, mm, test.subset([1 + i]), resume=True)
+            fresh = [_db_session(port, mm, test.subset([3 + i]), resume=False)
+                     for i in tqdm(range(args.fresh_sessions), desc=f"{name}: fresh base OTs", leave=False)]
+            resumed = [_db_session(port, mm, test.subset([3 + i]), resume=True)
+                       for i in tqdm(range(args.sessions), desc=f"{name}: resumed sessions", leave=False)]
+        finally:
+            if old_cache is None:
+                os.environ.pop("SECUREML_CACHE", None)
+            else:
+                os.environ["SECUREML_CACHE"] = old_cache
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+        result["models"][name] = {
+            "model_file": path.name, "public_params": plan,
+            "cold": cold, "fresh": _summary(fresh) if fresh else None, "resumed": _summary(resumed),
+            "sessions": {"fresh": fresh, "resumed": resumed},
+        }
+        r = result["models"][name]["resumed"]
+        tqdm.write(f"{name}: resumed {1e3 * r['total_s']:.1f} ms vs plaintext {1e3 * r['plaintext_s']:.2f} ms "
+                   f"(ratio {r['ratio']:.1f}, max {r['ratio_max']:.1f}), {r['bytes'] / 1e6:.3f} MB; "
+                   f"cold {1e3 * cold['total_s']:.0f} ms {cold['bytes'] / 1e6:.2f} MB")
+    return result
+
+
+def plot_double_blind(result: dict[str, Any], path: Path) -> None:
+    """Median time per session, split into phases, next to 20x the plaintext prediction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["models"])
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5 * max(1, len(names)), 4), squeeze=False)
+    parts = [("features_s", "client features"), ("ot_setup_s", "OT session (base OTs / resume)"),
+             ("extend_s", "OT extension"), ("online_s", "online")]
+    for ax, name in zip(axes[0], names):
+        m = result["models"][name]
+        kinds = [(k, m[k]) for k in ("fresh", "resumed") if m.get(k)]
+        for x, (kind, s) in enumerate(kinds):
+            bottom = 0.0
+            for (key, label), color in zip(parts, ("C2", "C3", "C1", "C0")):
+                v = 1e3 * float(s.get(key) or 0.0)
+                ax.bar(x, v, bottom=bottom, color=color, label=label if x == 0 else None)
+                bottom += v
+            rest = 1e3 * s["total_s"] - bottom
+            ax.bar(x, max(rest, 0.0), bottom=bottom, color="0.7", label="handshake, other" if x == 0 else None)
+            ax.text(x, 1e3 * s["total_s"], f"{s['bytes'] / 1e6:.2f} MB\n{s['ratio']:.1f}x", ha="center",
+                    va="bottom", fontsize=8)
+        plain = 1e3 * float(np.median([s["plaintext_s"] for _, s in kinds]))
+        ax.axhline(20 * plain, color="k", ls="--", lw=1, label="20x plaintext")
+        ax.set_xticks(range(len(kinds)), [k for k, _ in kinds])
+        ax.set_ylabel("ms per prediction (median)")
+        ax.set_title(f"{name}: plaintext {plain:.1f} ms")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,7 +376,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quick", action="store_true", help="small smoke run: N = 256, 1024; 3,000-molecule pool")
     p.add_argument("--out", type=Path, default=Path("bench/results/local_model"))
+    g = p.add_argument_group("double-blind cost (--double-blind)")
+    g.add_argument("--double-blind", action="store_true",
+                   help="measure double-blind prediction cost of compact models instead of the learning curve")
+    g.add_argument("--sessions", type=int, default=20, help="resumed sessions per model (one molecule each)")
+    g.add_argument("--fresh-sessions", type=int, default=5,
+                   help="sessions per model with fresh base OTs (no resumption), public map already cached")
+    g.add_argument("--models", default="rff,local", help="comma-separated: rff, local")
+    g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")
+    g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
     args = p.parse_args(argv)
+    if args.double_blind:
+        torch.set_num_threads(args.threads or 1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = double_blind(args)
+        (args.out / "double_blind.json").write_text(json.dumps(result, indent=2))
+        plot_double_blind(result, args.out / "double_blind.png")
+        print(f"wrote {args.out / 'double_blind.json'} and {args.out / 'double_blind.png'}")
+        return 0
     if args.quick:
         args.sizes, args.nstacks, args.n_pool, args.n_test = [256, 1024], [32, 8], 3000, 500
         args.pca_molecules = 500

@@ -7,32 +7,49 @@ qml-lightning-style local model: FCHL19 -> public PCA basis -> structured random
 sum over atoms, plus per-element atom counts). The query owner computes phi itself; only the weights
 w (and offset, per-element energies) are secret. One Gilboa inner product finishes the job.
 
-Threat model (semi-honest): the client holds phi; the server holds w, y_offset. Public: the feature
-map (random matrices, PCA basis fitted on *public* molecules, biases -- none derived from training
-labels), F, the fixed-point format, a power-of-two bound on the features and on the prediction.
-The client learns w . phi + y_offset; the server learns nothing.
+Threat model (semi-honest, no dealer): the client holds phi; the server holds w, y_offset. Public:
+the feature map (random matrices, PCA basis fitted on *public* molecules, biases -- none derived
+from training labels), F, the fixed-point format, a power-of-two bound on the features and on the
+prediction (``out_bits``). The client learns w . phi + y_offset; the server learns nothing.
 
-Protocol:
+Protocol (model owner = OT sender, query owner = OT receiver):
+  0. Session start (:func:`server_setup` / :func:`client_setup`): a SoftSpoken OT extension
+     (:mod:`protocols.softspoken`, 32 bits per OT instead of IKNP's 128), resumed from an earlier
+     session's base OTs when the client holds a ticket (:mod:`protocols.ot_session`); the server
+     announces ``out_bits``; then the input-independent extension of F * x_bits random OTs.
   1. Client: phi' = (phi - lo) 2^F (non-negative integers, x_bits bits), refused if out of bounds.
-  2. Gilboa products (:func:`protocols.gilboa.mul_public_private_sender`): the client's phi' bits
-     choose, the server's w_enc = round(w 2^fw) is the correlation: shares of w_enc * phi'.
-  3. Server adds lo 2^F sum(w_enc) + y_offset 2^(F+fw) to the sum of its shares and sends it.
-  4. Client sums its shares, adds the server's, decodes: the prediction.
+  2. Gilboa products in Z_2^out_bits: for bit i of phi'_j a COT with the server's
+     w_enc_j = round(w_j 2^fw) as correlation, trimmed to out_bits - i bits (bit i is scaled by
+     2^i, so higher bits of its correction never matter); shares of sum_j w_enc_j phi'_j. All
+     x_bits * F COTs run as one pipelined exchange (:func:`protocols.softspoken.cot_send_many`).
+  3. Server adds lo 2^F sum(w_enc) + y_offset 2^(F+fw) to its share and sends it.
+  4. Client adds its share, sign-extends from out_bits bits, decodes: the prediction.
+
+Error budget (:func:`plan`): rounding phi to 2^-F and w to 2^-fw adds independent uniform errors;
+F and fw are chosen so that each term's standard deviation times six stays below tol / 2
+(tol = 5e-3 kcal/mol by default), i.e. |error| < 5e-3 / sqrt(2) at six sigma, well inside the
+0.01 kcal/mol target; the ring arithmetic itself is exact (out_bits holds 4x the largest
+calibration prediction).
 """
 from __future__ import annotations
 
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from protocols import gilboa
+from protocols import ot_session
 from protocols.krr.params import PublicParams
-from secureml.errors import ModelError
+from protocols.party import Party
+from protocols.softspoken import cot_recv_many, cot_send_many
+from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
+#: error budget of the fixed-point plan (kcal/mol for energies): six-sigma bound on |error| x sqrt(2)
+DEFAULT_TOL = 5e-3
 
 
 def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
@@ -83,19 +100,37 @@ def model_from_bytes(blob: bytes) -> Any:
         return MolecularModel.load(path)
 
 
-def plan(phi_train: np.ndarray, w: np.ndarray, pred_span: float, tol: float = 1e-3) -> dict[str, Any]:
+def feature_bound(public_model: Any, phi_calibration: np.ndarray) -> float:
+    """Largest |phi_j| the service accepts (public; queries beyond it are refused up front).
+
+    Random Fourier/Cauchy features are cosines scaled by sqrt(2/F): that bound is exact. Local
+    models sum one cosine per atom (and count atoms), so their features grow with the molecule:
+    twice the largest calibration value (molecules up to about twice the calibration's size).
+    """
+    est = public_model.estimator
+    if not hasattr(est, "self_energies_") and hasattr(est, "W_"):
+        return math.sqrt(2.0 / est.W_.shape[1]) * (1 + 1e-9)
+    return 2.0 * float(np.max(np.abs(phi_calibration)))
+
+
+def plan(phi_train: np.ndarray, w: np.ndarray, pred_span: float, tol: float = DEFAULT_TOL,
+         bound: float | None = None) -> dict[str, Any]:
     """Public fixed-point plan: feature bounds (powers of two), F and the weight precision fw.
 
-    F is the smallest precision whose rounding error on w.phi stays below ``tol``/2 with
-    six-sigma confidence (independent roundings: sd = ||w|| 2^-F / sqrt(12)); fw likewise with the
-    largest ||phi|| seen. Publishing F therefore reveals log2 ||w|| to within one bit (public).
+    The bounds cover ``[-bound, bound]`` (default: the range of ``phi_train``). F is the smallest
+    precision whose rounding error on w.phi stays below ``tol``/2 with six-sigma confidence
+    (independent roundings: sd = ||w|| 2^-F / sqrt(12)); fw likewise with the largest ||phi|| seen.
+    Publishing F therefore reveals log2 ||w|| to within one bit (public).
     """
-    mn = float(phi_train.min())
+    phi_train = np.atleast_2d(phi_train)
+    mn, mx = float(phi_train.min()), float(phi_train.max())
+    if bound is not None:
+        mn, mx = min(mn, -bound), max(mx, bound)
     lo = 0.0 if mn >= 0 else -(2.0 ** math.ceil(math.log2(-mn * 1.0001)))
-    span = max(float(phi_train.max()) - lo, 1e-12)
+    span = max(mx - lo, 1e-12)
     hi = lo + 2.0 ** math.ceil(math.log2(span * 1.0001))
     # Rounding errors are independent and uniform, so the error of w.phi has standard deviation
-    # ||w||_2 2^-F / sqrt(12); six of those stay below tol (and likewise for the weights).
+    # ||w||_2 2^-F / sqrt(12); six of those stay below tol/2 (and likewise for the weights).
     frac = int(max(8, math.ceil(math.log2(6.0 * float(np.linalg.norm(w)) / math.sqrt(12.0) / (tol / 2)))))
     phi_norm = float(np.linalg.norm(phi_train, axis=1).max()) * 2.0  # margin for unseen molecules
     fw = int(max(8, math.ceil(math.log2(6.0 * phi_norm / math.sqrt(12.0) / (tol / 2)))))
@@ -107,28 +142,108 @@ def plan(phi_train: np.ndarray, w: np.ndarray, pred_span: float, tol: float = 1e
     return {"feature_lo": lo, "feature_hi": hi, "frac_bits": frac, "weight_frac_bits": fw}
 
 
-def server_online(party, w: np.ndarray, y_offset: float, pp: PublicParams, k: int) -> None:
-    """Model owner's side for k queries."""
+def output_bits(predictions: np.ndarray, pp: PublicParams) -> int:
+    """Ring width for the shares: 4x the largest |prediction| seen (offset included), sign bit.
+
+    Public (a power-of-two bound on predictions). Trimming the ring from 64 bits saves
+    64 - out_bits bits of every COT correction.
+    """
+    bound = float(np.max(np.abs(predictions))) if np.size(predictions) else 1.0
+    y_bits = int(math.ceil(math.log2(max(bound, 1.0) * 4)))
+    return int(min(64, pp.frac_bits + pp.weight_frac_bits + y_bits + 1))
+
+
+def _check_out_bits(out_bits: Any, pp: PublicParams) -> int:
+    if not isinstance(out_bits, int) or not pp.frac_bits + pp.weight_frac_bits + 2 <= out_bits <= 64:
+        raise ProtocolError(f"bad output ring width {out_bits!r} for this model")
+    return out_bits
+
+
+def _bit_groups(x_bits: int, ring_bits: int) -> list[tuple[int, int, int]]:
+    """Runs of bit positions whose corrections (ring_bits - i bits) have the same byte width."""
+    groups, i = [], 0
+    while i < x_bits:
+        nbytes = (ring_bits - i + 7) // 8
+        j = i
+        while j < x_bits and (ring_bits - j + 7) // 8 == nbytes:
+            j += 1
+        groups.append((i, j, ring_bits - i))
+        i = j
+    return groups
+
+
+def _mask(bits: int) -> np.uint64:
+    return U64((1 << bits) - 1) if bits < 64 else U64(0xFFFFFFFFFFFFFFFF)
+
+
+def server_setup(party: Party, served: Any, k: int, *, store: ot_session.TicketStore | None = None
+                 ) -> dict[str, Any]:
+    """Step 0, model owner: OT session (resumed if the client holds a ticket) + offline extension."""
+    out_bits = int(getattr(served, "linear_out_bits", 64))
+    k_ss = int(getattr(served, "softspoken_k", ot_session.DEFAULT_K))
+    info = ot_session.server_start(party, store, k=k_ss, extra={"out_bits": out_bits})
+    t0 = time.perf_counter()
+    party.ot_sender.precompute(k * served.public.n_features * served.public.x_bits)
+    return {**info, "extend_s": time.perf_counter() - t0, "out_bits": out_bits}
+
+
+def client_setup(party: Party, pp: PublicParams, k: int, server_key: str, *, resume: bool | None = None
+                 ) -> dict[str, Any]:
+    """Step 0, query owner: returns {out_bits, resumed, k (SoftSpoken), setup_s, extend_s}."""
+    ch = party.ch
+    b0 = ch.bytes_sent + ch.bytes_received
+    reply = ot_session.client_start(party, f"{server_key}/{pp.public_model_sha256}", resume=resume)
+    out_bits = _check_out_bits(reply.get("out_bits"), pp)
+    b1 = ch.bytes_sent + ch.bytes_received
+    t0 = time.perf_counter()
+    party.ot_receiver.precompute(k * pp.n_features * pp.x_bits)
+    return {"out_bits": out_bits, "resumed": bool(reply.get("resumed")), "softspoken_k": reply["k"],
+            "ot_setup_s": reply["setup_s"], "extend_s": time.perf_counter() - t0,
+            "ot_setup_bytes": b1 - b0, "extend_bytes": ch.bytes_sent + ch.bytes_received - b1}
+
+
+def server_online(party: Party, w: np.ndarray, y_offset: float, pp: PublicParams, k: int,
+                  out_bits: int = 64) -> None:
+    """Model owner's side of steps 2-3 for k queries."""
     w_enc = np.rint(w * float(1 << pp.weight_frac_bits))
     if np.abs(w_enc).max() >= 2.0**62:
         raise ModelError("weights too large for the fixed-point plan")
     w_enc = w_enc.astype(np.int64).view(U64)
-    shares = gilboa.mul_public_private_sender(party, np.tile(w_enc, k), pp.x_bits)
-    share = shares.reshape(k, -1).sum(axis=1, dtype=U64)
+    n = w_enc.shape[0]
+    party.check_peer("linear-ip", {"k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits}, sender=False)
+    corr_x = np.tile(w_enc, k)
+    groups = _bit_groups(pp.x_bits, out_bits)
+    # one COT per (bit i, query, feature j) with correlation w_enc_j, all in one exchange; keep the pads s
+    pads = cot_send_many(party.ot_sender, [np.tile(corr_x, i1 - i0) for i0, i1, _ in groups],
+                         [bits for _, _, bits in groups])
+    share = np.zeros(k, dtype=U64)
+    for (i0, i1, _), s in zip(groups, pads):
+        s = s.reshape(i1 - i0, k, n)
+        share -= (s.sum(axis=2, dtype=U64) << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
     lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
     corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
     off = int(round(y_offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits))) % (1 << 64)
-    share = share + U64(corr) + U64(off)
+    share = (share + U64(corr) + U64(off)) & _mask(out_bits)
     party.ch.send_array(share)
 
 
-def client_online(party, pp: PublicParams, phi: np.ndarray) -> np.ndarray:
-    """Query owner's side: phi (k, F') -> k predictions."""
+def client_online(party: Party, pp: PublicParams, phi: np.ndarray, out_bits: int = 64) -> np.ndarray:
+    """Query owner's side of steps 1, 2 and 4: phi (k, F') -> k predictions."""
     phi = np.atleast_2d(phi)
-    k = phi.shape[0]
-    enc = pp.encode_features(phi, "query features")
-    shares = gilboa.mul_public_private_receiver(party, enc.ravel(), pp.x_bits)
-    mine = shares.reshape(k, -1).sum(axis=1, dtype=U64)
+    k, n = phi.shape
+    enc = pp.encode_features(phi, "query features").ravel()
+    party.check_peer("linear-ip", {"k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits}, sender=True)
+    groups = _bit_groups(pp.x_bits, out_bits)
+    # bit-major choices: group (i0, i1) holds bits i0..i1-1 of every encoded feature
+    bits_all = ((enc[None, :] >> np.arange(pp.x_bits, dtype=U64)[:, None]) & U64(1)).astype(np.uint8)
+    got = cot_recv_many(party.ot_receiver, [bits_all[i0:i1].ravel() for i0, i1, _ in groups],
+                        [bits for _, _, bits in groups])
+    mine = np.zeros(k, dtype=U64)
+    for (i0, i1, _), t in zip(groups, got):
+        t = t.reshape(i1 - i0, k, n)
+        mine += (t.sum(axis=2, dtype=U64) << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
     theirs = party.ch.recv_array(dtype=np.uint64, shape=(k,))
-    y = (mine + theirs).view(np.int64).astype(np.float64)
-    return y / 2.0 ** (pp.frac_bits + pp.weight_frac_bits)
+    y = (mine + theirs) & _mask(out_bits)
+    if out_bits < 64:  # sign-extend from out_bits bits
+        y = (y ^ U64(1 << (out_bits - 1))) - U64(1 << (out_bits - 1))
+    return y.view(np.int64).astype(np.float64) / 2.0 ** (pp.frac_bits + pp.weight_frac_bits)

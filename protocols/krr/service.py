@@ -108,7 +108,8 @@ class ServedModel:
             calibration = load_embedded().subset(np.arange(0, 3921, 8))
         phi = lin.client_features(public, calibration)
         pred = phi @ w
-        plan = lin.plan(phi, w, float(np.max(np.abs(pred))) if pred.size else 1.0)
+        plan = lin.plan(phi, w, float(np.max(np.abs(pred))) if pred.size else 1.0,
+                        bound=lin.feature_bound(public, phi))
         self = cls.__new__(cls)
         self.params = None
         self.linear_weights, self.linear_offset = w, offset
@@ -121,6 +122,7 @@ class ServedModel:
             public_model_bytes=len(self.public_blob), **plan,
         )
         self.public.validate()
+        self.linear_out_bits = lin.output_bits(pred + offset, self.public)  # public ring width
         return self
 
 
@@ -159,9 +161,12 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
         # sent once per client (it caches it by hash); public, so it is no secret-bearing traffic
         ch.send(model.public_blob)
     party = Party(ch, role=0)
+    lin_info: dict[str, Any] = {}
     if model.public.kind == "linear":
-        # one OT direction only (server sends); the input-independent extension moves offline
-        party.ot_sender.precompute(k * model.public.n_features * model.public.x_bits)
+        from protocols.krr import linear
+
+        # one OT direction (server sends), SoftSpoken, resumable; the extension moves offline
+        lin_info = linear.server_setup(party, model, k)
     else:
         party.setup_ot()
     t_off = time.perf_counter()
@@ -169,7 +174,8 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostRepor
     if model.public.kind == "linear":
         from protocols.krr import linear
 
-        linear.server_online(party, model.linear_weights, model.linear_offset, model.public, k)
+        linear.server_online(party, model.linear_weights, model.linear_offset, model.public, k,
+                             lin_info["out_bits"])
     else:
         _EXACT_MODULES[model.public.kind].server_online(party, model.params, model.public, k)
     t1 = time.perf_counter()
@@ -319,8 +325,11 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
     if not (pp.kind == "linear" and need_model and public_model is not None):
         ch.send_json({"ready": True, "need_public_model": False})
     party = Party(ch, role=1)
+    lin_info: dict[str, Any] = {}
     if pp.kind == "linear":
-        party.ot_receiver.precompute(n_q * pp.n_features * pp.x_bits)
+        from protocols.krr import linear
+
+        lin_info = linear.client_setup(party, pp, n_q, _peer_name(ch))
     else:
         party.setup_ot()
     t_off = time.perf_counter()
@@ -328,12 +337,21 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
     if pp.kind == "linear":
         from protocols.krr import linear
 
-        preds = linear.client_online(party, pp, Q)
+        preds = linear.client_online(party, pp, Q, lin_info["out_bits"])
     else:
         preds = _EXACT_MODULES[pp.kind].client_online(party, pp, Q)
     t1 = time.perf_counter()
-    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q})
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q, **lin_info})
     return preds, cost, pp
+
+
+def _peer_name(ch: Channel) -> str:
+    """The server's address, naming the OT-session ticket the client keeps for it."""
+    try:
+        host, port = ch.sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except (AttributeError, OSError, TypeError, ValueError):
+        return "local"  # in-process channels (tests): one name; an unknown ticket just falls back
 
 
 def parse_address(address: str, default_port: int = 7000) -> tuple[str, int]:
