@@ -185,7 +185,12 @@ def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
             mm.property_name = PROP
             mm.fit(pool.subset(np.arange(500, len(pool))))
             mm.save(path)
-        out["local"] = (path, pool.subset(np.arange(n_test)))
+        # queries: embedded-set molecules outside the training pool (small enough for the public
+        # feature bounds of the pre-SoftSpoken protocol too, so before/after runs see the same ones)
+        emb = load_embedded()
+        seen = set(pool.names)
+        held_out = np.array([i for i, nm in enumerate(emb.names) if nm not in seen])
+        out["local"] = (path, emb.subset(held_out[np.random.default_rng(args.seed).permutation(len(held_out))[:n_test]]))
         test = pool.subset(np.arange(500))
         mm = MolecularModel.load(path)
         out["local_mae"] = float(np.abs(mm.predict(test) - test.properties[PROP]).mean())  # type: ignore[assignment]

@@ -109,7 +109,7 @@ def feature_bound(public_model: Any, phi_calibration: np.ndarray) -> float:
     """
     est = public_model.estimator
     if not hasattr(est, "self_energies_") and hasattr(est, "W_"):
-        return math.sqrt(2.0 / est.W_.shape[1]) * (1 + 1e-9)
+        return math.sqrt(2.0 / est.W_.shape[1])
     return 2.0 * float(np.max(np.abs(phi_calibration)))
 
 
@@ -124,11 +124,13 @@ def plan(phi_train: np.ndarray, w: np.ndarray, pred_span: float, tol: float = DE
     """
     phi_train = np.atleast_2d(phi_train)
     mn, mx = float(phi_train.min()), float(phi_train.max())
-    if bound is not None:
+    if bound is not None:  # a bound covering every query (exact for cosines), used as it is
         mn, mx = min(mn, -bound), max(mx, bound)
-    lo = 0.0 if mn >= 0 else -(2.0 ** math.ceil(math.log2(-mn * 1.0001)))
+    else:  # calibration values only: a 1e-4 margin
+        mn, mx = mn * 1.0001, mx * 1.0001
+    lo = 0.0 if mn >= 0 else -(2.0 ** math.ceil(math.log2(-mn)))
     span = max(mx - lo, 1e-12)
-    hi = lo + 2.0 ** math.ceil(math.log2(span * 1.0001))
+    hi = lo + 2.0 ** math.ceil(math.log2(span))
     # Rounding errors are independent and uniform, so the error of w.phi has standard deviation
     # ||w||_2 2^-F / sqrt(12); six of those stay below tol/2 (and likewise for the weights).
     frac = int(max(8, math.ceil(math.log2(6.0 * float(np.linalg.norm(w)) / math.sqrt(12.0) / (tol / 2)))))
