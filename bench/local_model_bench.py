@@ -197,7 +197,7 @@ def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
     return out
 
 
-def _db_server(path: str, k: int | None, n_sessions: int, q: Any) -> None:
+def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: Any) -> None:
     """Model owner's process: serve ``n_sessions`` sessions of the model in ``path``."""
     torch.set_num_threads(1)
     from protocols.krr.service import ServedModel, serve
@@ -205,6 +205,7 @@ def _db_server(path: str, k: int | None, n_sessions: int, q: Any) -> None:
     served = ServedModel.from_file(path)
     if k is not None:
         served.softspoken_k = k
+    served.precompute_ot = precompute
     q.put({"out_bits": getattr(served, "linear_out_bits", 64), "frac_bits": served.public.frac_bits,
            "weight_frac_bits": served.public.weight_frac_bits, "x_bits": served.public.x_bits,
            "n_features": served.public.n_features})
@@ -292,7 +293,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
     for name, (path, test) in models.items():
         n_sessions = 1 + 2 + args.fresh_sessions + args.sessions
         q = ctx.Queue()
-        proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, n_sessions, q), daemon=True)
+        proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q), daemon=True)
         proc.start()
         plan = q.get(timeout=600)
         port = q.get(timeout=600)
@@ -390,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--models", default="rff,local", help="comma-separated: rff, local")
     g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")
     g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
+    g.add_argument("--precompute", action="store_true",
+                   help="extend the OTs before the online phase (reports the online part apart)")
     args = p.parse_args(argv)
     if args.double_blind:
         torch.set_num_threads(args.threads or 1)

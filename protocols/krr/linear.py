@@ -16,7 +16,8 @@ Protocol (model owner = OT sender, query owner = OT receiver):
   0. Session start (:func:`server_setup` / :func:`client_setup`): a SoftSpoken OT extension
      (:mod:`protocols.softspoken`, 32 bits per OT instead of IKNP's 128), resumed from an earlier
      session's base OTs when the client holds a ticket (:mod:`protocols.ot_session`); the server
-     announces ``out_bits``; then the input-independent extension of F * x_bits random OTs.
+     announces ``out_bits`` and whether the F * x_bits OTs are extended now, input-independent
+     (``precompute``: an offline/online split, one extra bit per OT), or within step 2.
   1. Client: phi' = (phi - lo) 2^F (non-negative integers, x_bits bits), refused if out of bounds.
   2. Gilboa products in Z_2^out_bits: for bit i of phi'_j a COT with the server's
      w_enc_j = round(w_j 2^fw) as correlation, trimmed to out_bits - i bits (bit i is scaled by
@@ -48,6 +49,9 @@ from protocols.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
+#: extend the OTs before the online phase (offline/online split) or within it (one pipelined pass,
+#: ~10-20% faster end to end here); a served model's ``precompute_ot`` attribute overrides it
+PRECOMPUTE_OT = False
 #: error budget of the fixed-point plan (kcal/mol for energies): six-sigma bound on |error| x sqrt(2)
 DEFAULT_TOL = 5e-3
 
@@ -183,9 +187,11 @@ def server_setup(party: Party, served: Any, k: int, *, store: ot_session.TicketS
     """Step 0, model owner: OT session (resumed if the client holds a ticket) + offline extension."""
     out_bits = int(getattr(served, "linear_out_bits", 64))
     k_ss = int(getattr(served, "softspoken_k", ot_session.DEFAULT_K))
-    info = ot_session.server_start(party, store, k=k_ss, extra={"out_bits": out_bits})
+    pre = bool(getattr(served, "precompute_ot", PRECOMPUTE_OT))
+    info = ot_session.server_start(party, store, k=k_ss, extra={"out_bits": out_bits, "precompute": pre})
     t0 = time.perf_counter()
-    party.ot_sender.precompute(k * served.public.n_features * served.public.x_bits)
+    if pre:
+        party.ot_sender.precompute(k * served.public.n_features * served.public.x_bits)
     return {**info, "extend_s": time.perf_counter() - t0, "out_bits": out_bits}
 
 
@@ -198,7 +204,8 @@ def client_setup(party: Party, pp: PublicParams, k: int, server_key: str, *, res
     out_bits = _check_out_bits(reply.get("out_bits"), pp)
     b1 = ch.bytes_sent + ch.bytes_received
     t0 = time.perf_counter()
-    party.ot_receiver.precompute(k * pp.n_features * pp.x_bits)
+    if reply.get("precompute", True):
+        party.ot_receiver.precompute(k * pp.n_features * pp.x_bits)
     return {"out_bits": out_bits, "resumed": bool(reply.get("resumed")), "softspoken_k": reply["k"],
             "ot_setup_s": reply["setup_s"], "extend_s": time.perf_counter() - t0,
             "ot_setup_bytes": b1 - b0, "extend_bytes": ch.bytes_sent + ch.bytes_received - b1}
