@@ -136,9 +136,11 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Model owner's side of steps 1-4; installs a SoftSpoken sender as ``party.ot_sender``.
 
-    ``extra`` (public values) rides along in the reply.  Returns {resumed, setup_s}.
+    ``extra`` (public values) rides along in the reply.  With ``SECUREML_OT_RESUME=0`` in the
+    server's environment no state is kept or resumed.  Returns {resumed, setup_s}.
     """
     store = SERVER_TICKETS if store is None else store
+    keep = os.environ.get("SECUREML_OT_RESUME", "1") != "0"  # the server may refuse resumption too
     ch = party.ch
     t0 = time.perf_counter()
     msg = ch.recv_json(max_bytes=1024)
@@ -146,7 +148,7 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         raise ProtocolError(f"expected an ot-session request, got {msg!r:.200}")
     n_c = _hex(msg, "nonce", _NONCE)
     asked = _hex(msg, "resume", 16, allow_none=True)
-    state = store.get(asked) if asked is not None else None
+    state = store.get(asked) if asked is not None and keep else None
     resumed = state is not None
     ticket = asked if state is not None else os.urandom(16)
     n_s = os.urandom(_NONCE)
@@ -157,7 +159,8 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         fresh = SoftSpokenSender(ch, k=k_used)
         fresh.setup()
         state = fresh.state()
-        store.put(ticket, state)
+        if keep:
+            store.put(ticket, state)
     party.install_ot(sender=SoftSpokenSender.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
     return {"resumed": resumed, "setup_s": time.perf_counter() - t0}
 

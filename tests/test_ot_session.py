@@ -53,8 +53,11 @@ def test_resume_disabled_and_env(monkeypatch):
     _session(store, tickets)
     _, reply, _, ok = _session(store, tickets, resume=False)
     assert ok and not reply["resumed"]
-    monkeypatch.setenv("SECUREML_OT_RESUME", "0")
+    monkeypatch.setenv("SECUREML_OT_RESUME", "0")  # read by both sides (same process here)
     _, reply, _, ok = _session(store, tickets, resume=None)
+    assert ok and not reply["resumed"]
+    # a server that refuses resumption: the client's ticket is not honoured
+    _, reply, _, ok = _session(store, tickets, resume=True)
     assert ok and not reply["resumed"]
 
 
