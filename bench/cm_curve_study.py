@@ -76,6 +76,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("published_bohr", cm_size=26, prop="H_atomization", bohr=True),
     Variant("dressed", dressed=True),
     Variant("published_dressed", cm_size=26, prop="H_atomization", dressed=True),
+    Variant("unsorted_dressed", cm_variant="unsorted", dressed=True),
 )
 
 
@@ -246,6 +247,28 @@ def study(
             "published_cm_gaussian": PUBLISHED, "results": rows, "seed_spread": spread}
 
 
+def _int_keys(summary: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns the per-size keys into strings; make them ints again (in place)."""
+    for r in summary["results"]:
+        for k, v in list(r.items()):
+            if isinstance(v, dict) and v and all(str(x).isdigit() for x in v):
+                r[k] = {int(x): y for x, y in v.items()}
+    return summary
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the rows of ``new`` added (a row with the same variant and seed is replaced)."""
+    for key in ("sizes", "n_test", "lam"):
+        if old[key] != new[key]:
+            raise ModelError(f"cannot append: {key} differs ({old[key]} vs {new[key]})")
+    _int_keys(old)
+    done = {(r["name"], r["seed"]) for r in new["results"]}
+    out = dict(old)
+    out["results"] = [r for r in old["results"] if (r["name"], r["seed"]) not in done] + new["results"]
+    out["seed_spread"] = {**old.get("seed_spread", {}), **new.get("seed_spread", {})}
+    return out
+
+
 def _fmt(d: dict) -> str:
     return " / ".join(f"{v:.1f}" for _, v in sorted(d.items()))
 
@@ -253,6 +276,7 @@ def _fmt(d: dict) -> str:
 def save(summary: dict[str, Any], out: Path) -> None:
     """cm_study.json, cm_study.csv (one row per variant, seed and size) and cm_study.png."""
     out.mkdir(parents=True, exist_ok=True)
+    _int_keys(summary)
     (out / "cm_study.json").write_text(json.dumps(summary, indent=2))
     with open(out / "cm_study.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -266,11 +290,12 @@ def save(summary: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     seed0 = [r for r in summary["results"] if r["seed"] == summary["seeds"][0]]
-    for r in seed0:
+    colors = plt.get_cmap("tab20").colors
+    for k, r in enumerate(seed0):
         pts = sorted((int(n), v) for n, v in r["mae_best_test_sigma"].items())
-        ax.plot(*zip(*pts), "o-", label=r["name"], alpha=0.8)
+        ax.plot(*zip(*pts), "os^vD"[k % 5] + "-", color=colors[k % len(colors)], label=r["name"], alpha=0.85)
     ref = sorted((int(k), v) for k, v in summary["published_cm_gaussian"].items())
     ax.plot(*zip(*ref), "k--", lw=2, label="published (Weinreich 2023)")
     ax.set_xscale("log", base=2)
@@ -279,7 +304,7 @@ def save(summary: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("test MAE (kcal/mol), best sigma in grid")
     ax.set_title(f"QM9 CM + Gaussian KRR: pipeline variants (test set {summary['n_test']})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out / "cm_study.png", dpi=120)
     plt.close(fig)
@@ -293,8 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sigmas", default=",".join(f"{s:g}" for s in DEFAULT_SIGMAS))
     p.add_argument("--lam", type=float, default=1e-8)
     p.add_argument("--variants", default=None, help="comma-separated variant names (default: all); see --list")
+    p.add_argument("--seed-variants", default="baseline,published,dressed",
+                   help="variants also run on the other seeds (default baseline,published,dressed)")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     p.add_argument("--out", default="cm_study", help="output folder")
+    p.add_argument("--append", action="store_true",
+                   help="add these rows to an existing --out/cm_study.json (same sizes, test size and lambda)")
     args = p.parse_args(argv)
     if args.list:
         for v in VARIANTS:
@@ -305,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no such variant; see --list", file=sys.stderr)
         return 2
     summary = study(chosen, [int(s) for s in args.sizes.split(",")], args.n_test,
-                    [int(s) for s in args.seeds.split(",")], sigmas=[float(s) for s in args.sigmas.split(",")], lam=args.lam)
+                    [int(s) for s in args.seeds.split(",")], [s.strip() for s in args.seed_variants.split(",")], sigmas=[float(s) for s in args.sigmas.split(",")], lam=args.lam)
+    if args.append and (Path(args.out) / "cm_study.json").is_file():
+        summary = merge(json.loads((Path(args.out) / "cm_study.json").read_text()), summary)
     save(summary, Path(args.out))
     print(f"wrote {args.out}/cm_study.json, .csv, .png")
     return 0
