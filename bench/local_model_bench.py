@@ -339,7 +339,7 @@ def plot_double_blind(result: dict[str, Any], path: Path) -> None:
     names = list(result["models"])
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5 * max(1, len(names)), 4), squeeze=False)
     parts = [("features_s", "client features"), ("ot_setup_s", "OT session (base OTs / resume)"),
-             ("extend_s", "OT extension"), ("online_s", "online")]
+             ("extend_s", "OT extension (precomputed)"), ("online_s", "online (incl. extension if not precomputed)")]
     for ax, name in zip(axes[0], names):
         m = result["models"][name]
         kinds = [(k, m[k]) for k in ("fresh", "resumed") if m.get(k)]
@@ -358,7 +358,8 @@ def plot_double_blind(result: dict[str, Any], path: Path) -> None:
         ax.set_xticks(range(len(kinds)), [k for k, _ in kinds])
         ax.set_ylabel("ms per prediction (median)")
         ax.set_title(f"{name}: plaintext {plain:.1f} ms")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_ylim(0, max(25 * plain, ax.get_ylim()[1]))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
