@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "sizes": sizes,
         "models": models,
         "baseline": args.baseline,
+        "cm_variant": args.cm_variant,
         "results": rows,
         "published_cm_gaussian": PUBLISHED_CM_GAUSSIAN,
     }
@@ -188,7 +189,8 @@ def plot(summary: dict[str, Any], path: Path, reference: bool = True) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name in summary["models"]:
         pts = [(r["n_train"], r["mae"]) for r in summary["results"] if r["model"] == name]
-        ax.plot(*zip(*pts), "o-", label=name)
+        cm = summary.get("cm_variant", "sorted")
+        ax.plot(*zip(*pts), "o-", label=name + (f" ({cm} CM)" if cm != "sorted" and name.startswith("krr-") else ""))
     if reference and summary["property"] in ("U0_atomization", "H_atomization"):
         ref = sorted(summary["published_cm_gaussian"].items())
         ax.plot([int(k) for k, _ in ref], [v for _, v in ref], "k--", alpha=0.5,
