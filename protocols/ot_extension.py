@@ -410,7 +410,7 @@ class OTExtensionReceiver(_IKNPBase):
                 size = -(-k // 8)
             else:
                 t = self._extend(cp)
-                size = 16 * -(-k // 64) * 64
+                size = self._extend_bytes(k)
             item = (self._next_index(k), t, cp)
             if not lookahead:
                 yield item
@@ -423,6 +423,10 @@ class OTExtensionReceiver(_IKNPBase):
                 yield done
         while pending:
             yield pending.popleft()[0]
+
+    def _extend_bytes(self, k: int) -> int:
+        """Bytes :meth:`_extend` sends for k OTs (the 128 u columns)."""
+        return 16 * (-(-k // 64) * 64)
 
     def _take_pool_choice(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         off = self._pool_off

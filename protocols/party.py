@@ -122,8 +122,21 @@ class Party:
             self._ot_receiver = r
         return self._ot_receiver
 
-    def setup_ot(self) -> None:
-        """Set up both OT directions now (base OTs), in an order both roles agree on."""
+    def setup_ot(self, softspoken_k: int | None = None) -> None:
+        """Set up both OT directions now (base OTs), in an order both roles agree on.
+
+        ``softspoken_k``: use SoftSpoken OT extension (:mod:`protocols.softspoken`, 128/k bits
+        per OT instead of IKNP's 128) for both directions; both parties must pass the same value.
+        """
+        if softspoken_k is not None:
+            from protocols.softspoken import SoftSpokenReceiver, SoftSpokenSender
+
+            snd = SoftSpokenSender(self.ch, k=softspoken_k, seed=self._ot_seed("ot-sender"))
+            rcv = SoftSpokenReceiver(self.ch, k=softspoken_k, seed=self._ot_seed("ot-receiver"))
+            for engine in ((snd, rcv) if self.role == 0 else (rcv, snd)):
+                engine.setup()
+            self.install_ot(sender=snd, receiver=rcv)
+            return
         if self.role == 0:
             _ = self.ot_sender
             _ = self.ot_receiver

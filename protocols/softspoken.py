@@ -71,7 +71,7 @@ _TAG_GGM = 3
 _TAG_DERIVE = 4
 _TAG_PRG = 5
 # OTs per extension message: a few pieces per session let the two parties compute at the same time
-_PIECE = 1 << 15
+_PIECE = 1 << 17
 
 
 def softspoken_bits_per_ot(k: int) -> int:
@@ -244,6 +244,10 @@ class SoftSpokenReceiver(_SoftSpokenState, OTExtensionReceiver):
         self._leaves, self._digest = leaves, digest
         self._pool_choice = np.empty(0, dtype=np.uint8)
         self._begin(digest if sid is None else sid)
+
+    def _extend_bytes(self, k: int) -> int:
+        """Bytes :meth:`_extend` sends for k OTs: one n-bit vector per block."""
+        return self.n_blocks * (-(-k // 128) * 128) // 8
 
     def _extend(self, c: np.ndarray) -> np.ndarray:
         """E1-E3 for choices c: send d = u ^ r per block, return t rows (k, 2) uint64."""

@@ -105,7 +105,7 @@ def test_version_mismatch_is_a_clear_error():
     t.join(10)
     assert reply["ok"] is False and "version" in reply["error"]
     with pytest.raises(ProtocolError, match="version"):
-        PublicParams.from_dict({**served.public.to_dict(), "version": 2})
+        PublicParams.from_dict({**served.public.to_dict(), "version": 1})
 
 
 def test_public_params_reveal_only_bounds():
