@@ -132,3 +132,19 @@ def test_grid_model_matches_plaintext_to_kernel_precision():
     assert served.public.frac_bits == 16
     preds, *_ = _session(served, mm.features(test))
     np.testing.assert_allclose(preds, mm.predict(test), atol=1e-3)
+
+
+def test_dressed_atom_baseline_is_added_by_the_client():
+    """A model's per-element energies are public; the client adds sum n_Z e_Z of its own molecule."""
+    model = _model(N=24, d=6, seed=7)
+    served = ServedModel(model, element_energies={1: -0.6, 6: -95.5, 8: -101.25})
+    assert served.public.baseline_elements == [1, 6, 8]
+    Q = np.clip(model.X_train[:2] + 0.5, 0, 49.9)
+    counts = np.array([[4, 2, 1], [0, 3, 2]])
+    preds, *_ = run_krr_session(served, Q, counts=counts)
+    expected = model.predict(Q) + counts @ np.array([-0.6, -95.5, -101.25])
+    np.testing.assert_allclose(preds, expected, atol=1e-2)
+    with pytest.raises(ModelError, match="dressed-atom baseline"):
+        run_krr_session(served, Q)  # refused before anything private moves
+    with pytest.raises(ProtocolError, match="element energy"):
+        PublicParams.from_dict({**served.public.to_dict(), "element_energies": {"6": float("nan")}})

@@ -41,6 +41,10 @@ class PublicParams:
     weight_frac_bits: int = 12
     representation: dict[str, Any] = field(default_factory=dict)
     property_name: str = ""
+    # dressed-atom baseline of the model: per-element energies e_Z ({"1": e_H, "6": e_C, ...}); the
+    # client adds sum_Z n_Z e_Z of its own molecule to the protocol's output. Public: a least-squares
+    # energy per element, fitted on the training set (a handful of numbers, no molecule).
+    element_energies: dict[str, float] = field(default_factory=dict)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
     version: int = PROTOCOL_VERSION
@@ -150,6 +154,12 @@ class PublicParams:
             self.feature_hi > self.feature_lo
         ):
             raise ProtocolError("bad fixed-point format or feature bounds")
+        if not isinstance(self.element_energies, dict) or len(self.element_energies) > 118:
+            raise ProtocolError("element_energies must be a small {atomic number: energy} object")
+        for z, e in self.element_energies.items():
+            if not (str(z).isdigit() and 1 <= int(z) <= 118) or not isinstance(e, (int, float)) \
+                    or not math.isfinite(float(e)):
+                raise ProtocolError(f"bad element energy {z!r}: {e!r}")
         if self.kind == "krr-laplacian" and self.x_bits > LAPLACIAN_MAX_X_BITS:
             raise ProtocolError(
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
@@ -168,6 +178,20 @@ class PublicParams:
                 raise ProtocolError("fixed-point plan exceeds the 128-bit output ring")
 
     # ---- encoding helpers both parties use ----------------------------------------------------
+    @property
+    def baseline_elements(self) -> list[int]:
+        """Atomic numbers of the dressed-atom baseline, ascending (empty: no baseline)."""
+        return sorted(int(z) for z in self.element_energies)
+
+    def baseline_energy(self, counts: np.ndarray) -> np.ndarray:
+        """sum_Z n_Z e_Z for element counts (k, len(baseline_elements)) in ascending-Z order."""
+        counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+        zs = self.baseline_elements
+        if counts.shape[1] != len(zs):
+            raise ModelError(f"element counts have {counts.shape[1]} columns, the model's baseline has "
+                             f"{len(zs)} elements {zs}")
+        return counts @ np.array([float(self.element_energies[str(z)]) for z in zs])
+
     def encode_features(self, X: np.ndarray, who: str = "input") -> np.ndarray:
         """Shift into [0, hi-lo] and encode with frac_bits; refuses NaN and out-of-bound entries."""
         X = np.asarray(X, dtype=np.float64)

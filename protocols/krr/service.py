@@ -54,7 +54,8 @@ class ServedModel:
     public_blob: bytes = b""
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
-                 property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16) -> None:
+                 property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16,
+                 element_energies: dict[int, float] | None = None) -> None:
         if params.kernel not in EXACT_PROTOCOLS:
             raise ModelError(
                 f"the OT protocol serves Gaussian- and Laplacian-kernel KRR; this model uses {params.kernel!r}"
@@ -74,6 +75,7 @@ class ServedModel:
             frac_bits=frac_bits, feature_lo=lo, feature_hi=hi, sigma=float(params.sigma),
             weight_bits=wbits, weight_frac_bits=weight_frac_bits,
             representation=dict(representation or {}), property_name=property_name,
+            element_energies={str(int(z)): float(e) for z, e in (element_energies or {}).items()},
         )
         self.public.validate()
 
@@ -93,7 +95,8 @@ class ServedModel:
                 # the model's features already sit on a 2^-grid_bits grid: encode them exactly
                 kw["frac_bits"] = int(rep["grid_bits"])
             return cls(KernelModelParams.from_estimator(est), representation=rep,
-                       property_name=getattr(mm, "property_name", ""), **kw)
+                       property_name=getattr(mm, "property_name", ""),
+                       element_energies=getattr(mm, "element_energies_", None), **kw)
         return cls.linear(mm, **{k: v for k, v in kw.items() if k == "calibration"})
 
     @classmethod
@@ -271,17 +274,28 @@ def molecules_featurizer(dataset: Any) -> Callable[[PublicParams, Any], np.ndarr
         return representation_from_params(pp.representation).transform(dataset)
 
     featurize.n_queries = len(dataset)
+    featurize.dataset = dataset  # the client also derives its element counts from it
     return featurize
 
 
+def element_counts(pp: PublicParams, dataset: Any) -> np.ndarray:
+    """The query molecules' counts of the model's baseline elements (client side, never sent)."""
+    from secureml.models.baseline import composition
+
+    return composition(dataset, pp.baseline_elements)
+
+
 def predict_features(ch: Channel, Q: np.ndarray | None = None,
-                     featurize: Callable[[PublicParams, Any], np.ndarray] | None = None
+                     featurize: Callable[[PublicParams, Any], np.ndarray] | None = None,
+                     counts: np.ndarray | None = None,
                      ) -> tuple[np.ndarray, CostReport, PublicParams]:
     """Query owner's side of one session on an open channel.
 
     Give either the model inputs ``Q`` (k, d) -- representations for exact KRR, features phi for
     compact models -- or ``featurize(params, public_model) -> Q`` (called after the handshake,
     when the public settings, and for compact models the public feature map, are known).
+    A model with a dressed-atom baseline also needs the queries' element ``counts`` (k, elements
+    in ascending Z); :func:`molecules_featurizer` supplies them from its molecules.
     """
     t0 = time.perf_counter()
     if Q is not None:
@@ -320,6 +334,16 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
             Q = np.atleast_2d(featurize(pp, public_model))
         if Q.shape != (n_q, pp.n_features):
             raise ModelError(f"queries have shape {Q.shape}, the model expects ({n_q}, {pp.n_features})")
+        baseline = None
+        if pp.element_energies:  # the client adds sum_Z n_Z e_Z to the protocol's output
+            if counts is None and getattr(featurize, "dataset", None) is not None:
+                counts = element_counts(pp, featurize.dataset)
+            if counts is None:
+                raise ModelError("this model adds a dressed-atom baseline: give the queries' element counts "
+                                 f"for Z = {pp.baseline_elements} (or use molecules_featurizer)")
+            baseline = pp.baseline_energy(counts)
+            if baseline.shape != (n_q,):
+                raise ModelError(f"element counts for {baseline.shape[0]} queries, expected {n_q}")
         pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
     except SecureMLError as exc:
         if not (pp.kind == "linear" and need_model and public_model is not None):
@@ -343,6 +367,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None,
         preds = linear.client_online(party, pp, Q, lin_info["out_bits"])
     else:
         preds = _EXACT_MODULES[pp.kind].client_online(party, pp, Q)
+    if baseline is not None:
+        preds = preds + baseline
     t1 = time.perf_counter()
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q, **lin_info})
     return preds, cost, pp
@@ -368,16 +394,16 @@ def parse_address(address: str, default_port: int = 7000) -> tuple[str, int]:
 
 
 def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize=None,
-            ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0
+            counts: np.ndarray | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0
             ) -> tuple[np.ndarray, CostReport]:
     """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel)."""
     if isinstance(server, Channel):
-        preds, cost, _ = predict_features(server, Q, featurize)
+        preds, cost, _ = predict_features(server, Q, featurize, counts)
         return preds, cost
     host, port = parse_address(server)
     ch = connect(host, port, ssl_context=ssl_context, channel_timeout=timeout)
     try:
-        preds, cost, _ = predict_features(ch, Q, featurize)
+        preds, cost, _ = predict_features(ch, Q, featurize, counts)
     finally:
         ch.close()
     return preds, cost
