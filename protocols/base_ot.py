@@ -15,7 +15,8 @@ Construction: Chou and Orlandi, "The Simplest Protocol for Oblivious Transfer", 
 Protocol (G the generator, H = BLAKE2b-128 personalised ``secureml-baseot``):
 
 1. Sender: a <- Z_L random, A = a*G; sends A.
-2. Receiver: checks A; for each i, b_i <- Z_L, B_i = b_i*G + c_i*A; sends all B_i.
+2. Receiver: checks A; for each i, b_i <- Z_L, B_i = b_i*G + c_i*A; sends the B_i in a few chunks
+   (the sender works on one chunk while the receiver computes the next).
    Key k_{c_i} = H(i, A, B_i, b_i*A).
 3. Sender: checks each B_i; k0_i = H(i, A, B_i, a*B_i), k1_i = H(i, A, B_i, a*B_i - a*A).
 
@@ -88,6 +89,12 @@ def base_ot_recv(
     return _base_ot_recv(ch, choices, rng)[0]
 
 
+def _chunks(n: int, parts: int = 4) -> list[tuple[int, int]]:
+    """The receiver's points travel in a few chunks (same split on both sides)."""
+    step = max(16, -(-n // parts))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
 def _transcript_digest(a_pub: bytes, b_all: bytes) -> bytes:
     """Session identifier: hash of the public base-OT messages (both parties know them)."""
     h = hashlib.blake2b(digest_size=32, person=b"secureml-ot-sid".ljust(16, b"\0"))
@@ -106,21 +113,26 @@ def _base_ot_send(
     a = _scalar(rng)
     a_pub = nb.crypto_scalarmult_ed25519_base_noclamp(a)
     ch.send(a_pub)
-    # Step 3: receive and check the B_i, derive both keys.
-    data = ch.recv(max_bytes=n * _POINT)
-    if len(data) != n * _POINT:
-        raise MalformedMessage(f"base OT: expected {n * _POINT} bytes of points, got {len(data)}")
+    # Step 3: receive and check the B_i (in the receiver's chunks, so both sides compute at the
+    # same time), derive both keys.
     a_a = _mul(a, a_pub)
     k0 = np.empty((n, 16), dtype=np.uint8)
     k1 = np.empty((n, 16), dtype=np.uint8)
-    for i in range(n):  # n = 128: per-OT group operations are inherent here
-        b_pub = data[i * _POINT : (i + 1) * _POINT]
-        if not _valid(b_pub):
-            raise MalformedMessage(f"base OT: point {i} from the receiver is not in the group")
-        s0 = _mul(a, b_pub)
-        s1 = nb.crypto_core_ed25519_sub(s0, a_a)
-        k0[i] = _kdf(i, a_pub, b_pub, s0)
-        k1[i] = _kdf(i, a_pub, b_pub, s1)
+    parts = []
+    for lo, hi in _chunks(n):
+        part = ch.recv(max_bytes=(hi - lo) * _POINT)
+        if len(part) != (hi - lo) * _POINT:
+            raise MalformedMessage(f"base OT: expected {(hi - lo) * _POINT} bytes of points, got {len(part)}")
+        parts.append(part)
+        for i in range(lo, hi):  # per-OT group operations are inherent here
+            b_pub = part[(i - lo) * _POINT : (i - lo + 1) * _POINT]
+            if not _valid(b_pub):
+                raise MalformedMessage(f"base OT: point {i} from the receiver is not in the group")
+            s0 = _mul(a, b_pub)
+            s1 = nb.crypto_core_ed25519_sub(s0, a_a)
+            k0[i] = _kdf(i, a_pub, b_pub, s0)
+            k1[i] = _kdf(i, a_pub, b_pub, s1)
+    data = b"".join(parts)
     return k0, k1, _transcript_digest(a_pub, data)
 
 
@@ -140,14 +152,15 @@ def _base_ot_recv(
         raise MalformedMessage("base OT: sender's point is not in the group")
     out = np.empty((n, 16), dtype=np.uint8)
     pubs = []
-    for i in range(n):
-        b = _scalar(rng)
-        b_g = nb.crypto_scalarmult_ed25519_base_noclamp(b)
-        # Compute the sum for both choices so timing does not depend on c_i.
-        b_plus = nb.crypto_core_ed25519_add(b_g, a_pub)
-        b_pub = b_plus if c[i] else b_g
-        pubs.append(b_pub)
-        out[i] = _kdf(i, a_pub, b_pub, _mul(b, a_pub))
+    for lo, hi in _chunks(n):
+        for i in range(lo, hi):
+            b = _scalar(rng)
+            b_g = nb.crypto_scalarmult_ed25519_base_noclamp(b)
+            # Compute the sum for both choices so timing does not depend on c_i.
+            b_plus = nb.crypto_core_ed25519_add(b_g, a_pub)
+            b_pub = b_plus if c[i] else b_g
+            pubs.append(b_pub)
+            out[i] = _kdf(i, a_pub, b_pub, _mul(b, a_pub))
+        ch.send(b"".join(pubs[lo:hi]))  # the sender starts on this chunk while we compute the next
     b_all = b"".join(pubs)
-    ch.send(b_all)
     return out, _transcript_digest(a_pub, b_all)

@@ -72,7 +72,8 @@ def test_sender_view_independent_of_choices():
         t.start()
         base_ot_send(c0, 256)
         t.join()
-        pts = np.frombuffer(tr[-1][1], dtype=np.uint8).reshape(256, 32)
+        # the receiver's points (every frame after the sender's A), in their chunks
+        pts = np.frombuffer(b"".join(f for d, f in tr[1:] if d == "recv"), dtype=np.uint8).reshape(256, 32)
         views.append(pts[:, :31].ravel())  # last byte carries the sign bit: skip it
     table = np.stack([np.bincount(v, minlength=256) for v in views])
     p = stats.chi2_contingency(table)[1]
