@@ -212,3 +212,39 @@ def test_train_command_saves_a_loadable_model(tmp_path: Path, capsys) -> None:
     assert "does not take" in capsys.readouterr().err
     assert main(["train", "--data", "embedded", "--n", "50", "--property", "nope", "--out", str(tmp_path / "c.npz")]) == 2
     assert "no property 'nope'" in capsys.readouterr().err
+
+
+# -- baseline entries (format version 2) ----------------------------------------------------------
+def test_version_1_files_load_as_mean_baseline(fitted: MolecularModel, data, tmp_path: Path) -> None:
+    """A file written before the dressed-atom baseline existed (no baseline entries, version 1)."""
+    _, test = data
+    good = fitted.save(tmp_path / "good.npz")
+    meta, _ = read_model_file(good)
+    assert meta["format_version"] == 2 and meta["baseline"] == "mean" and meta["element_energies"] is None
+
+    def as_v1(m: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in m.items() if k not in ("baseline", "element_energies")} | {"format_version": 1}
+
+    old = load_model(_rewrite(good, tmp_path / "v1.npz", as_v1))
+    assert old.baseline == "mean" and old.element_energies_ is None
+    np.testing.assert_array_equal(old.predict(test), fitted.predict(test))
+
+
+def test_bad_baseline_entries_are_refused(data, tmp_path: Path) -> None:
+    train, _ = data
+    model = MolecularModel(CoulombMatrix(23), KernelRidge("gaussian", 74.0, 1e-8), baseline="dressed-atoms")
+    good = model.fit(train, "U0_atomization").save(tmp_path / "dressed.npz")
+    assert load_model(good).element_energies_ == model.element_energies_
+    energies = read_model_file(good)[0]["element_energies"]
+    cases = {
+        "kind": ({"baseline": "linear"}, "unknown baseline 'linear'"),
+        "none": ({"element_energies": None}, "needs its element energies"),
+        "nan": ({"element_energies": {**energies, "6": float("nan")}}, "bad element energy"),
+        "key": ({"element_energies": {**energies, "C": 1.0}}, "bad element energy 'C'"),
+        "text": ({"element_energies": {**energies, "6": "1.0"}}, "bad element energy"),
+    }
+    for label, (patch, message) in cases.items():
+        path = _rewrite(good, tmp_path / f"{label}.npz", lambda m, p=patch: {**m, **p})
+        with pytest.raises(ModelError, match=message) as info:
+            load_model(path)
+        assert str(path) in str(info.value), label

@@ -20,6 +20,7 @@ from secureml.commands.train import (
     model_from_args,
 )
 from secureml.errors import DataError
+from secureml.models.baseline import dataset_elements, energies_by_symbol, fit_element_energies
 
 # Plaintext Coulomb-matrix + Gaussian-KRR curve of Weinreich, von Rudorff, von Lilienfeld,
 # Mach. Learn.: Sci. Technol. 4, 025017 (2023), QM9 atomization enthalpy, read off its figure.
@@ -44,10 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--cv-max-n", type=int, default=4096,
                    help="with --cv, cross-validate only up to this size and reuse the last choice above it")
-    p.add_argument("--baseline", choices=("mean", "dressed-atoms"), default="mean",
-                   help="what the model learns the residual of: mean = the training mean (the KRR "
-                        "default); dressed-atoms = a per-element linear fit y ~ sum_Z n_Z e_Z on the same "
-                        "training molecules, added back to every prediction (default mean)")
     p.add_argument("--list", action="store_true", help="list the registered model recipes and exit")
     p.add_argument("--no-reference", action="store_true",
                    help="do not draw the published CM + Gaussian KRR curve on the plot")
@@ -89,10 +86,7 @@ def run(args: argparse.Namespace) -> int:
     for name, n in bar:
         bar.set_postfix_str(f"{name} N={n}")
         train = pool.subset(np.arange(n))  # nested: first n of a seeded permutation
-        test_n = test
-        if args.baseline == "dressed-atoms":
-            train, test_n, weights = dressed_atom_residuals(train, test, args.property)
-        model = model_from_args(args, name)
+        model = model_from_args(args, name)  # --baseline is a model option (MolecularModel.baseline)
         model.property_name = args.property
         cv_result = None
         if args.cv:
@@ -104,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         model.fit(train, args.property)
         fit_s = time.perf_counter() - t0
-        metrics = evaluate(model, test_n)  # residuals on both sides: the same errors as in y
+        if model.element_energies_ is not None:
+            cover_elements(model, test)
+        metrics = evaluate(model, test)
         est = model.estimator
         params = est.get_params() if hasattr(est, "get_params") else {}
         rows.append({
@@ -114,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
             "fit_seconds": fit_s,
             "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool)) or v is None},
             "cv_mae": None if cv_result is None else cv_result["mae"],
-            **({"dressed_atom_kcal_mol": weights} if args.baseline == "dressed-atoms" else {}),
+            **({"dressed_atom_kcal_mol": energies_by_symbol(model.element_energies_)}
+               if model.element_energies_ is not None else {}),
         })
         bar.write(f"{name:16s} N={n:6d}  MAE {metrics['mae']:8.3f}  fit {fit_s:7.1f} s")
 
@@ -142,41 +139,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def dressed_atom_residuals(train: Any, test: Any, prop: str) -> tuple[Any, Any, dict[str, float]]:
-    """Subtract a per-element linear fit y ~ sum_Z n_Z e_Z, fitted on ``train`` only, from both sets.
+def cover_elements(model: Any, test: Any) -> None:
+    """Give elements of ``test`` that no training molecule had the atom energy 0, with a warning.
 
-    A model fitted on the returned training set predicts the residual; adding back sum_Z n_Z e_Z
-    for the query gives the full prediction, so test errors on the residuals are the errors on y.
-    An element that no training molecule contains gets e_Z = 0 (least-squares minimum norm), with
-    a warning: its molecules are then predicted badly, as with any model that never saw it.
-    Returns (train, test, {element: e_Z}).
+    A saved model refuses such queries (MolecularModel.baseline_energy raises DataError); a
+    learning curve at small N instead reports them, predicted badly as by any model that never
+    saw the element, so that every point of the curve uses the same test set.
     """
     import logging
 
-    from secureml.data.formats import symbol
-
-    seen = np.unique(np.concatenate([np.asarray(z) for z in train.charges]))
-    elements = np.union1d(seen, np.concatenate([np.asarray(z) for z in test.charges]))
-    if len(elements) > len(seen):
+    missing = sorted(set(dataset_elements(test)) - set(model.element_energies_))
+    if missing:
         logging.getLogger(__name__).warning(
-            "dressed-atom baseline: no training molecule contains Z=%s; its atom energy is set to 0",
-            sorted(set(elements.tolist()) - set(seen.tolist())))
+            "dressed-atom baseline: no training molecule contains Z=%s; its atom energy is set to 0", missing)
+        model.element_energies_ = {**model.element_energies_, **{z: 0.0 for z in missing}}
 
-    def counts(ds: Any) -> np.ndarray:
-        lengths = np.array([len(z) for z in ds.charges])
-        flat = np.concatenate([np.asarray(z) for z in ds.charges])
-        out = np.zeros((len(ds), len(elements)))
-        np.add.at(out, (np.repeat(np.arange(len(ds)), lengths), np.searchsorted(elements, flat)), 1.0)
-        return out
 
-    c_train = counts(train)
-    w = np.linalg.lstsq(c_train, np.asarray(train.properties[prop], dtype=np.float64), rcond=None)[0]
+def dressed_atom_residuals(train: Any, test: Any, prop: str) -> tuple[Any, Any, dict[str, float]]:
+    """(train, test) with the dressed-atom baseline fitted on ``train`` subtracted from ``prop``,
+    and the energies ``{symbol: e_Z}``; elements only ``test`` has get e_Z = 0 (see
+    :func:`cover_elements`).
+
+    The command itself uses ``MolecularModel(baseline="dressed-atoms")``; this view of the same
+    computation (:mod:`secureml.models.baseline`) stays for callers that want the residuals.
+    """
+    from types import SimpleNamespace
+
+    from secureml.models.baseline import baseline_from_energies
+
+    y = np.asarray(train.properties[prop], dtype=np.float64)
+    holder = SimpleNamespace(element_energies_=fit_element_energies(train, y))
+    cover_elements(holder, test)
+    energies = holder.element_energies_
     out = []
-    for ds, c in ((train, c_train), (test, counts(test))):
+    for ds in (train, test):
         res = ds.subset(np.arange(len(ds)))
-        res.properties = dict(res.properties, **{prop: np.asarray(ds.properties[prop], dtype=np.float64) - c @ w})
+        base = baseline_from_energies(ds.charges, energies, ds.names or None)
+        res.properties = dict(res.properties, **{prop: np.asarray(ds.properties[prop], dtype=np.float64) - base})
         out.append(res)
-    return out[0], out[1], {symbol(int(z)): float(e) for z, e in zip(elements, w)}
+    return out[0], out[1], energies_by_symbol(energies)
 
 
 def plot(summary: dict[str, Any], path: Path, reference: bool = True) -> None:

@@ -8,6 +8,9 @@ register theirs at import time, and :func:`available_models` imports every modul
 so that all recipes are known. Options come from the command line (``--sigma``, ``--lam``,
 ``--set key=value``) plus ``seed``; a recipe raises :class:`~secureml.errors.ModelError` for an
 option it does not understand.
+
+``baseline`` ("mean" or "dressed-atoms", :mod:`.baseline`) is an option of every recipe:
+:func:`build_model` applies it to the pipeline the recipe returns, so recipes need not know it.
 """
 from __future__ import annotations
 
@@ -57,12 +60,17 @@ def available_models() -> dict[str, ModelSpec]:
     return dict(MODELS)
 
 
-def build_model(name: str, **options: Any) -> Any:
-    """An unfitted model from the recipe ``name`` with ``options``."""
+def build_model(name: str, baseline: str = "mean", **options: Any) -> Any:
+    """An unfitted model from the recipe ``name`` with ``options``.
+
+    ``baseline``: "mean" (default) or "dressed-atoms" (per-element energies fitted first, the
+    estimator learns the residual; see :class:`~secureml.models.pipeline.MolecularModel`).
+    """
     models = MODELS if name in MODELS else available_models()
     if name not in models:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(models))}")
-    return models[name].build(**options)
+    model = models[name].build(**options)
+    return model.set_params(baseline=baseline)
 
 
 def _unknown(name: str, options: dict[str, Any]) -> None:
@@ -90,6 +98,7 @@ def _krr_recipe(kernel: str) -> Callable[..., Any]:
         cm_variant: str = "sorted",
         cm_grid_bits: int | str | None = "auto",
         seed: int = 0,
+        baseline: str = "mean",
         **options: Any,
     ) -> Any:
         from secureml.models.krr import KernelRidge
@@ -108,7 +117,8 @@ def _krr_recipe(kernel: str) -> Callable[..., Any]:
         if cm_grid_bits == "auto":
             cm_grid_bits = d["grid_bits"]
         grid = None if cm_grid_bits is None or int(cm_grid_bits) < 0 else int(cm_grid_bits)
-        return MolecularModel(CoulombMatrix(size=int(cm_size), variant=str(cm_variant), grid_bits=grid), est)
+        return MolecularModel(CoulombMatrix(size=int(cm_size), variant=str(cm_variant), grid_bits=grid), est,
+                              baseline=str(baseline))
 
     build.__doc__ = f"Coulomb matrix + exact KRR with the {kernel} kernel (Cholesky solve)."
     return build

@@ -4,8 +4,10 @@ Layout of the file (readable with plain ``numpy.load(path, allow_pickle=False)``
 
 * ``__secureml_model__``: a JSON document (0-d unicode array) with ``format`` ("secureml-model"),
   ``format_version``, ``secureml_version``, ``created_utc``, ``property_name``, ``provenance``,
-  ``representation`` (its ``get_params()``), ``n_features`` and ``estimator``
-  (``class``, ``module``, ``params`` = scikit-learn ``get_params()``, ``state``).
+  ``representation`` (its ``get_params()``), ``n_features``, ``estimator``
+  (``class``, ``module``, ``params`` = scikit-learn ``get_params()``, ``state``), ``baseline``
+  ("mean" or "dressed-atoms") and ``element_energies`` (``{"<Z>": e_Z}`` for dressed atoms,
+  else null). Version 1 files have no baseline entries and load as "mean".
 * one array per ndarray found anywhere in those trees, named by its path, e.g.
   ``estimator.state.X_fit_`` or ``estimator.state.pca.6.basis``; in the JSON the array's place
   holds ``{"__array__": "<name>"}``.
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
     from secureml.models.pipeline import MolecularModel
 
 FORMAT = "secureml-model"
-FORMAT_VERSION = 1
+# 2: adds "baseline" / "element_energies". Written for every model so that an older reader
+# refuses a dressed-atom model instead of silently predicting without its baseline.
+FORMAT_VERSION = 2
 META_KEY = "__secureml_model__"
 
 _ESTIMATORS: dict[str, type] = {}
@@ -151,6 +155,9 @@ def save_model(model: "MolecularModel", path: str | Path) -> Path:
             "params": _pack({k: v for k, v in params.items()}, "estimator.params", arrays),
             "state": _pack(est.get_state(), "estimator.state", arrays),
         },
+        "baseline": model.baseline,
+        "element_energies": None if model.element_energies_ is None
+        else {str(int(z)): float(e) for z, e in sorted(model.element_energies_.items())},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -228,12 +235,39 @@ def load_model(path: str | Path) -> "MolecularModel":
             f"{path}: representation gives {representation.n_features} features but the file "
             f"records {n_features}"
         )
-    return MolecularModel(
+    baseline, energies = _read_baseline(meta, path)
+    model = MolecularModel(
         representation,
         estimator,
         property_name=str(meta.get("property_name", "")),
+        baseline=baseline,
         provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
     )
+    model.element_energies_ = energies
+    return model
+
+
+def _read_baseline(meta: dict[str, Any], path: Path) -> tuple[str, dict[int, float] | None]:
+    """(baseline, element energies) recorded in a model file; files before version 2 are "mean"."""
+    from secureml.models.baseline import BASELINES
+
+    baseline = meta.get("baseline", "mean")
+    if baseline not in BASELINES:
+        raise ModelError(f"{path}: unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
+    raw = meta.get("element_energies")
+    if baseline == "mean":
+        return baseline, None
+    if not isinstance(raw, dict) or not raw:
+        raise ModelError(f"{path}: a dressed-atom model needs its element energies (got {raw!r})")
+    energies: dict[int, float] = {}
+    for z, e in raw.items():
+        if not str(z).isdigit() or isinstance(e, bool) or not isinstance(e, (int, float)):
+            raise ModelError(f"{path}: bad element energy {z!r}: {e!r}")
+        zi, ef = int(z), float(e)
+        if not 0 < zi < 119 or not np.isfinite(ef):
+            raise ModelError(f"{path}: bad element energy {z!r}: {e!r}")
+        energies[zi] = ef
+    return baseline, energies
 
 
 def describe_model(path: str | Path) -> dict[str, Any]:

@@ -10,6 +10,12 @@ import numpy as np
 
 from secureml.data.dataset import MolecularDataset
 from secureml.errors import DataError, ModelError
+from secureml.models.baseline import (
+    BASELINES,
+    baseline_from_energies,
+    energies_by_symbol,
+    fit_element_energies,
+)
 from secureml.representations.base import Representation
 
 
@@ -25,15 +31,30 @@ def _target(dataset: MolecularDataset, property_name: str) -> np.ndarray:
     return y
 
 
+def _check_baseline(baseline: str) -> str:
+    if baseline not in BASELINES:
+        raise ModelError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
+    return baseline
+
+
 class MolecularModel:
-    """Predicts a property of molecules: ``estimator.predict(representation.transform(data))``.
+    """Predicts a property of molecules:
+    ``estimator.predict(representation.transform(data)) + baseline_energy(data)``.
 
     Args:
         representation: a :class:`~secureml.representations.base.Representation`.
         estimator: a scikit-learn style regressor registered with
             :func:`secureml.models.io.register_estimator` (needed to save it).
         property_name: the property it predicts (e.g. ``"U0_atomization"``, kcal/mol).
-        provenance: description of the training data; :meth:`fit` fills it in.
+        baseline: ``"mean"`` (default): the estimator models the property itself (exact KRR
+            subtracts the training mean). ``"dressed-atoms"``: :meth:`fit` first fits per-element
+            energies ``e_Z`` (``y ~ sum_Z n_Z e_Z``, :mod:`secureml.models.baseline`) and the
+            estimator learns the residual; predictions add ``sum_Z n_Z e_Z`` back.
+        provenance: description of the training data; :meth:`fit` fills it in (keyword only in
+            practice: it follows ``baseline``).
+
+    Attributes:
+        element_energies_: ``{Z: e_Z}`` after fitting with ``baseline="dressed-atoms"``, else None.
     """
 
     def __init__(
@@ -41,12 +62,72 @@ class MolecularModel:
         representation: Representation,
         estimator: Any,
         property_name: str = "",
+        baseline: str = "mean",
         provenance: dict[str, Any] | None = None,
     ) -> None:
         self.representation = representation
         self.estimator = estimator
         self.property_name = property_name
         self.provenance: dict[str, Any] = dict(provenance or {})
+        self.baseline = _check_baseline(baseline)
+        self.element_energies_: dict[int, float] | None = None
+
+    # -- scikit-learn style parameters ------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters; with ``deep``, also the estimator's as ``estimator__<name>``."""
+        params: dict[str, Any] = {
+            "representation": self.representation,
+            "estimator": self.estimator,
+            "property_name": self.property_name,
+            "baseline": self.baseline,
+            "provenance": self.provenance,
+        }
+        if deep and hasattr(self.estimator, "get_params"):
+            params.update({f"estimator__{k}": v for k, v in self.estimator.get_params().items()})
+        return params
+
+    def set_params(self, **params: Any) -> "MolecularModel":
+        """Set constructor parameters (``estimator__<name>`` goes to the estimator)."""
+        nested = {k.split("__", 1)[1]: v for k, v in params.items() if k.startswith("estimator__")}
+        for key, value in params.items():
+            if key.startswith("estimator__"):
+                continue
+            if key not in ("representation", "estimator", "property_name", "provenance", "baseline"):
+                raise ModelError(f"MolecularModel has no parameter {key!r}")
+            if key == "baseline":
+                value = _check_baseline(value)
+            setattr(self, key, value)
+        if nested:
+            self.estimator.set_params(**nested)
+        return self
+
+    # -- the baseline ---------------------------------------------------------------------------
+    def fit_baseline(self, dataset: MolecularDataset, y: np.ndarray) -> np.ndarray:
+        """Fit the baseline on ``(dataset, y)`` and return its values there (zeros for "mean").
+
+        :meth:`fit` calls this; it is public so that hyperparameter searches can work on the same
+        residual ``y - fit_baseline(dataset, y)`` the estimator will be fitted on.
+        """
+        _check_baseline(self.baseline)
+        if self.baseline == "mean":
+            self.element_energies_ = None
+            return np.zeros(len(dataset))
+        self.element_energies_ = fit_element_energies(dataset, y)
+        return self.baseline_energy(dataset)
+
+    def baseline_energy(self, dataset: MolecularDataset) -> np.ndarray:
+        """``sum_Z n_Z e_Z`` per molecule (zeros for the "mean" baseline).
+
+        DataError naming the molecule if it has an element no training molecule had.
+        """
+        if self.baseline == "mean":
+            return np.zeros(len(dataset))
+        return baseline_from_energies(dataset.charges, self._energies(), dataset.names or None)
+
+    def _energies(self) -> dict[int, float]:
+        if self.element_energies_ is None:
+            raise ModelError("the dressed-atom baseline is not fitted: call fit() first")
+        return self.element_energies_
 
     def fit(self, dataset: MolecularDataset, property_name: str | None = None) -> "MolecularModel":
         """Fit representation and estimator on ``dataset``'s ``property_name`` values."""
@@ -59,7 +140,8 @@ class MolecularModel:
         t0 = time.perf_counter()
         X = self.representation.fit(dataset).transform(dataset)
         t1 = time.perf_counter()
-        self.estimator.fit(X, y)
+        # The estimator learns what the baseline leaves (y itself for "mean").
+        self.estimator.fit(X, y - self.fit_baseline(dataset, y))
         t2 = time.perf_counter()
         self.property_name = prop
         # Record where the data came from without copying the molecules' names into the file:
@@ -72,7 +154,10 @@ class MolecularModel:
             "train_names_sha256": names_digest,
             "representation_seconds": round(t1 - t0, 4),
             "fit_seconds": round(t2 - t1, 4),
+            "baseline": self.baseline,
         }
+        if self.element_energies_ is not None:
+            self.provenance["element_energies"] = energies_by_symbol(self.element_energies_)
         return self
 
     def features(self, dataset: MolecularDataset) -> Any:
@@ -83,12 +168,17 @@ class MolecularModel:
         """Predicted property values, one per molecule."""
         if len(dataset) == 0:
             return np.zeros(0)
-        return np.asarray(self.estimator.predict(self.features(dataset)), dtype=np.float64)
+        # Baseline first: an element the model never saw fails fast, before the representation.
+        base = self.baseline_energy(dataset)
+        return np.asarray(self.estimator.predict(self.features(dataset)), dtype=np.float64) + base
 
     def predict_one(self, charges: np.ndarray, coordinates: np.ndarray) -> float:
         """Prediction for a single molecule given as arrays (Angstrom)."""
+        base = 0.0
+        if self.baseline != "mean":
+            base = float(baseline_from_energies([np.asarray(charges)], self._energies())[0])
         x = self.representation.transform_one(charges, coordinates)
-        return float(np.asarray(self.estimator.predict(np.asarray(x)[None, :]))[0])
+        return float(np.asarray(self.estimator.predict(np.asarray(x)[None, :]))[0]) + base
 
     def score_mae(self, dataset: MolecularDataset) -> float:
         """Mean absolute error on ``dataset``'s values of this model's property."""
@@ -114,5 +204,6 @@ class MolecularModel:
     def __repr__(self) -> str:
         return (
             f"MolecularModel({self.representation!r}, {self.estimator!r}, "
-            f"property_name={self.property_name!r})"
+            f"property_name={self.property_name!r}"
+            + (f", baseline={self.baseline!r})" if self.baseline != "mean" else ")")
         )
