@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         model.fit(train, args.property)
         fit_s = time.perf_counter() - t0
         if model.element_energies_ is not None:
-            cover_elements(model, test)
+            model.element_energies_ = cover_elements(model.element_energies_, test)
         metrics = evaluate(model, test)
         est = model.estimator
         params = est.get_params() if hasattr(est, "get_params") else {}
@@ -139,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cover_elements(model: Any, test: Any) -> None:
-    """Give elements of ``test`` that no training molecule had the atom energy 0, with a warning.
+def cover_elements(energies: dict[int, float], test: Any) -> dict[int, float]:
+    """``energies`` plus e_Z = 0, with a warning, for elements of ``test`` that no training
+    molecule had.
 
     A saved model refuses such queries (MolecularModel.baseline_energy raises DataError); a
     learning curve at small N instead reports them, predicted badly as by any model that never
@@ -148,11 +149,11 @@ def cover_elements(model: Any, test: Any) -> None:
     """
     import logging
 
-    missing = sorted(set(dataset_elements(test)) - set(model.element_energies_))
+    missing = sorted(set(dataset_elements(test)) - set(energies))
     if missing:
         logging.getLogger(__name__).warning(
             "dressed-atom baseline: no training molecule contains Z=%s; its atom energy is set to 0", missing)
-        model.element_energies_ = {**model.element_energies_, **{z: 0.0 for z in missing}}
+    return {**energies, **{z: 0.0 for z in missing}}
 
 
 def dressed_atom_residuals(train: Any, test: Any, prop: str) -> tuple[Any, Any, dict[str, float]]:
@@ -163,14 +164,10 @@ def dressed_atom_residuals(train: Any, test: Any, prop: str) -> tuple[Any, Any, 
     The command itself uses ``MolecularModel(baseline="dressed-atoms")``; this view of the same
     computation (:mod:`secureml.models.baseline`) stays for callers that want the residuals.
     """
-    from types import SimpleNamespace
-
     from secureml.models.baseline import baseline_from_energies
 
     y = np.asarray(train.properties[prop], dtype=np.float64)
-    holder = SimpleNamespace(element_energies_=fit_element_energies(train, y))
-    cover_elements(holder, test)
-    energies = holder.element_energies_
+    energies = cover_elements(fit_element_energies(train, y), test)
     out = []
     for ds in (train, test):
         res = ds.subset(np.arange(len(ds)))
