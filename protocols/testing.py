@@ -94,8 +94,8 @@ def install_test_dealer(seed: int = 1234) -> Callable[[Party], None]:
     return setup
 
 
-def run_krr_session(served: Any, Q: Any, *, record: bool = False, timeout: float = 60.0,
-                    counts: Any = None) -> tuple:
+def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout: float = 60.0,
+                    counts: Any = None, featurize: Any = None) -> tuple:
     """One double-blind KRR session in-process: ``serve_one(served)`` in a thread, the client here.
 
     Returns ``(predictions, client cost, public params, client channel, server box)``; the box holds
@@ -121,7 +121,7 @@ def run_krr_session(served: Any, Q: Any, *, record: bool = False, timeout: float
     t = threading.Thread(target=server, daemon=True)
     t.start()
     try:
-        preds, cost, pp = predict_features(c1, Q, counts=counts)
+        preds, cost, pp = predict_features(c1, Q, featurize, counts=counts)
     finally:
         t.join(timeout / 2)
     return preds, cost, pp, c1, box

@@ -148,3 +148,26 @@ def test_dressed_atom_baseline_is_added_by_the_client():
         run_krr_session(served, Q)  # refused before anything private moves
     with pytest.raises(ProtocolError, match="element energy"):
         PublicParams.from_dict({**served.public.to_dict(), "element_energies": {"6": float("nan")}})
+
+
+@pytest.mark.parametrize("kind", ["exact", "compact"])
+def test_dressed_atom_model_served_end_to_end(kind):
+    """A MolecularModel with a dressed-atom baseline: double-blind equals its plaintext prediction."""
+    from protocols.krr.service import molecules_featurizer
+    from secureml.data import embedded_split, load_embedded
+    from secureml.models.krr import KernelRidge
+    from secureml.models.pipeline import MolecularModel
+    from secureml.models.random_features import RandomFourierRidge
+    from secureml.representations import CoulombMatrix
+
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    est = KernelRidge("gaussian", sigma=50.0, lam=1e-8) if kind == "exact" else \
+        RandomFourierRidge(n_features=256, sigma=50.0, lam=1e-6, seed=0)
+    mm = MolecularModel(CoulombMatrix(size=23, grid_bits=16), est, "U0_atomization",
+                        baseline="dressed-atoms").fit(data.subset(tr[:300]))
+    test = data.subset(te[:2])
+    served = ServedModel.from_molecular_model(mm)
+    assert served.public.element_energies  # published: the client adds them
+    preds, *_ = run_krr_session(served, featurize=molecules_featurizer(test))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=1e-2)

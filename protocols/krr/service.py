@@ -125,7 +125,9 @@ class ServedModel:
             n_features=int(w.shape[0]), representation=dict(mm.representation.get_params()),
             property_name=getattr(mm, "property_name", ""),
             public_model_sha256=hashlib.sha256(self.public_blob).hexdigest(),
-            public_model_bytes=len(self.public_blob), **plan,
+            public_model_bytes=len(self.public_blob),
+            element_energies={str(int(z)): float(e) for z, e in (getattr(mm, "element_energies_", None) or {}).items()},
+            **plan,
         )
         self.public.validate()
         self.linear_out_bits = lin.output_bits(pred + offset, self.public)  # public ring width
