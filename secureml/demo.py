@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _start_server(model_path: Path) -> tuple[subprocess.Popen, int]:
+def _start_server(model_path: Path, sessions: int = 1) -> tuple[subprocess.Popen, int]:
     cmd = [sys.executable, "-m", "secureml.cli", "serve", "--model", str(model_path), "--port", "0",
-           "--max-sessions", "1"]
+           "--max-sessions", str(sessions)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.time() + 120
@@ -39,13 +39,14 @@ def _start_server(model_path: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("the model owner's server did not start")
 
 
-def _serve_and_query(model_path: Path, queries):
+def _serve_and_query(model_path: Path, queries, sessions: int = 1):
+    """Start the server, run ``sessions`` sessions with the same queries; returns each (preds, cost)."""
     from protocols.krr import predict
     from protocols.krr.service import molecules_featurizer
 
-    proc, port = _start_server(model_path)
+    proc, port = _start_server(model_path, sessions)
     try:
-        return predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(queries))
+        return [predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(queries)) for _ in range(sessions)]
     finally:
         try:
             proc.wait(timeout=30)
@@ -106,7 +107,7 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
         model_path = exact.save(work / f"model_{kernel}.npz")
         print(f"   model file: {model_path}")
         print("== Model owner: starts `secureml serve` (separate process); query owner connects ==")
-        preds, cost = _serve_and_query(model_path, queries)
+        (preds, cost), = _serve_and_query(model_path, queries)
         _report(exact, queries, preds, cost, prop)
         print("the server saw no query; the query owner saw only the predictions.\n")
         model = model or exact
@@ -121,8 +122,13 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
     print(f"   trained on {min(1024, len(train))} molecules in {time.perf_counter() - t0:.1f} s; "
           f"test MAE {local.score_mae(test):.2f} kcal/mol (4,096 features; cost independent of N)")
     local_path = local.save(work / "local_model.npz")
-    preds, cost = _serve_and_query(local_path, queries)
-    _report(local, queries, preds, cost, prop)
+    # two sessions: a first contact (public feature map download, base OTs), then a returning
+    # client that resumes its OT session from a ticket
+    first, again = _serve_and_query(local_path, queries, sessions=2)
+    print("first session of this client (downloads the public feature map, runs the base OTs):")
+    _report(local, queries, *first, prop)
+    print("\nthe same client again (OT session resumed from its ticket, feature map cached):")
+    _report(local, queries, *again, prop)
     from attacks.report import leakage_summary
 
     print("\n== What each deployment still leaks (exact model; full matrix: `secureml report leakage`) ==")
