@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from protocols import ot_session
+from protocols.gilboa import _bit_groups  # runs of bits with one correction width
 from protocols.krr.params import PublicParams
 from protocols.party import Party
 from protocols.softspoken import cot_recv_many, cot_send_many
@@ -163,19 +164,6 @@ def _check_out_bits(out_bits: Any, pp: PublicParams) -> int:
     if not isinstance(out_bits, int) or not pp.frac_bits + pp.weight_frac_bits + 2 <= out_bits <= 64:
         raise ProtocolError(f"bad output ring width {out_bits!r} for this model")
     return out_bits
-
-
-def _bit_groups(x_bits: int, ring_bits: int) -> list[tuple[int, int, int]]:
-    """Runs of bit positions whose corrections (ring_bits - i bits) have the same byte width."""
-    groups, i = [], 0
-    while i < x_bits:
-        nbytes = (ring_bits - i + 7) // 8
-        j = i
-        while j < x_bits and (ring_bits - j + 7) // 8 == nbytes:
-            j += 1
-        groups.append((i, j, ring_bits - i))
-        i = j
-    return groups
 
 
 def _mask(bits: int) -> np.uint64:
