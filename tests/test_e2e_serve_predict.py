@@ -88,3 +88,26 @@ def test_server_survives_garbage_and_disconnects():
     finally:
         stop.set()
         th.join(30)
+
+
+def test_cli_serve_compact_model_without_resumption(tmp_path):
+    """`secureml serve --no-resume --precompute-ot`: every session runs its own base OTs."""
+    from protocols.krr.service import molecules_featurizer
+    from secureml.models.random_features import RandomFourierRidge
+
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    model = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=256, sigma=50.0, lam=1e-6, seed=0),
+                           "U0_atomization").fit(data.subset(tr[:200]))
+    path = model.save(tmp_path / "rff.npz")
+    test = data.subset(te[:2])
+    proc, port = _start([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path), "--port", "0",
+                         "--max-sessions", "2", "--no-resume", "--precompute-ot"])
+    try:
+        runs = [predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(test)) for _ in range(2)]
+        for preds, cost in runs:
+            np.testing.assert_allclose(preds, model.predict(test), atol=1e-2)
+        assert runs[1][1].extra.get("resumed") is False  # the server refused to keep OT state
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()

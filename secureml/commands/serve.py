@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=2, help="sessions served at once")
     p.add_argument("--tls-cert", default=None, help="PEM certificate: serve over TLS")
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--no-resume", action="store_true",
+                   help="compact models: refuse OT-session resumption (every session runs its base OTs; "
+                   "the server then keeps no per-client OT state and cannot link a client's sessions)")
+    p.add_argument("--precompute-ot", action="store_true",
+                   help="compact models: extend the OTs before the online phase and report it apart "
+                   "(default: within the online phase, one pipelined pass)")
     p.set_defaults(func=run)
 
 
@@ -29,8 +35,14 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
+    import os
+
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
+    if args.no_resume:
+        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot_session.server_start
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    if args.precompute_ot:
+        model.precompute_ot = True
     ctx = None
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
