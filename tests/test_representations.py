@@ -195,3 +195,29 @@ def test_qm9_atom_order_is_heavy_atoms_first() -> None:
     # Heavy atoms first <=> the heavy-atom flags are sorted in descending order.
     ordered = [bool(np.all(np.diff((np.asarray(z) > 1).astype(int)) <= 0)) for z in ds.charges]
     assert 0.995 < np.mean(ordered) < 1.0
+
+
+def test_canonical_cm_is_permutation_invariant_and_heavy_atoms_first():
+    from secureml.data import load_embedded
+    from secureml.representations import CoulombMatrix
+    from secureml.representations.canonical_order import canonical_atom_order
+
+    data = load_embedded()
+    rep = CoulombMatrix(size=23, variant="canonical")
+    rng = np.random.default_rng(3)
+    for i in range(0, len(data), 197):
+        z, r = np.asarray(data.charges[i]), np.asarray(data.coordinates[i])
+        p = rng.permutation(len(z))
+        np.testing.assert_array_equal(rep.transform_one(z, r), rep.transform_one(z[p], r[p]))
+        order = canonical_atom_order(z, r)
+        assert sorted(order) == list(range(len(z)))
+        zs = z[order]
+        assert np.all(zs[: np.sum(zs > 1)] > 1)  # heavy atoms first, then the hydrogens
+    # the unsorted variant is not invariant: the canonical one is doing the work
+    z, r = np.asarray(data.charges[97]), np.asarray(data.coordinates[97])
+    p = rng.permutation(len(z))
+    plain = CoulombMatrix(size=23, variant="unsorted")
+    assert not np.allclose(plain.transform_one(z, r), plain.transform_one(z[p], r[p]))
+    # odd inputs still get an order: one atom; two atoms too far apart to bond
+    assert list(canonical_atom_order(np.array([6]), np.zeros((1, 3)))) == [0]
+    assert sorted(canonical_atom_order(np.array([1, 8]), np.array([[0, 0, 0], [9.0, 0, 0]]))) == [0, 1]

@@ -33,7 +33,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rep", choices=("cm",), default="cm",
                    help="representation for exact KRR: cm = Coulomb matrix (default)")
     g.add_argument("--cm-size", type=int, default=29, help="Coulomb matrix padding size (29 covers QM9)")
-    g.add_argument("--cm-variant", choices=("sorted", "unsorted", "eigenspectrum"), default="sorted",
+    g.add_argument("--cm-variant", choices=("sorted", "unsorted", "canonical", "eigenspectrum"), default="sorted",
                    help="Coulomb matrix variant (default sorted by row norm)")
     g.add_argument("--cm-grid-bits", type=int, default=None,
                    help="round Coulomb-matrix entries to multiples of 2^-B, the double-blind protocol's "
