@@ -199,3 +199,36 @@ def test_concurrent_sessions_on_one_server():
     for i in range(3):
         assert not isinstance(out[i], Exception), out[i]
         np.testing.assert_allclose(out[i], model.predict(Qs[i]), atol=1e-3)
+
+
+def test_server_survives_a_client_leaving_mid_protocol(caplog):
+    """A client that vanishes after the OT set-up, in the middle of the column OTs: the server logs
+    the failed session and the next client is served normally."""
+    from protocols.krr import predict, serve
+    from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
+    from protocols.common import send_hello
+    from protocols.party import Party
+    from protocols.transport import connect
+
+    model = _model(N=200, d=10, seed=11)
+    served = ServedModel(model, frac_bits=GRID)
+    ready, stop, port = threading.Event(), threading.Event(), []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(on_ready=lambda p: (port.append(p), ready.set()), stop=stop,
+                                      session_timeout=10))
+    th.start()
+    assert ready.wait(30)
+    try:
+        ch = connect("127.0.0.1", port[0], channel_timeout=10)
+        send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, 1)
+        ch.send_json({"ready": True, "need_public_model": False})
+        Party(ch, role=1).setup_ot(softspoken_k=4)  # base OTs done; the server starts its column OTs
+        ch.close()  # ... and the client is gone
+        Q = _grid(np.clip(model.X_train[:1] + 0.3, 0, 49.9))
+        preds, _ = predict(f"127.0.0.1:{port[0]}", Q)
+        np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+    finally:
+        stop.set()
+        th.join(30)
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1, failed  # the abandoned session, logged; the other one served
