@@ -161,6 +161,21 @@ def _col_chunks(d: int, chunk_cols: int) -> list[tuple[int, int]]:
     return [(a, min(d, a + chunk_cols)) for a in range(0, d, chunk_cols)]
 
 
+def _matvec_agree(p: Party, n: int, d: int, y_bits: int, chunk_cols: int | None, signed: bool,
+                  ring_bits: int, *, sender: bool) -> int:
+    """Both sides of a matvec: pick the column chunk and check the peer runs the same plan."""
+    chunk_cols = auto_chunk_cols(n, y_bits) if chunk_cols is None else int(chunk_cols)
+    if chunk_cols < 1:
+        raise DataError("chunk_cols must be >= 1")
+    p.check_peer(
+        "gilboa-matvec",
+        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
+         "ring_bits": int(ring_bits)},
+        sender=sender,
+    )
+    return chunk_cols
+
+
 def matvec_sender(
     p: Party,
     X: np.ndarray,
@@ -191,15 +206,7 @@ def matvec_sender(
     if X.ndim != 2:
         raise DataError(f"matvec_sender needs a 2-D matrix, got shape {X.shape}")
     n, d = X.shape
-    chunk_cols = auto_chunk_cols(n, y_bits) if chunk_cols is None else int(chunk_cols)
-    if chunk_cols < 1:
-        raise DataError("chunk_cols must be >= 1")
-    p.check_peer(
-        "gilboa-matvec",
-        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
-         "ring_bits": int(ring_bits)},
-        sender=False,
-    )
+    chunk_cols = _matvec_agree(p, n, d, y_bits, chunk_cols, signed, ring_bits, sender=False)
     share = np.zeros(n, dtype=U64)
     if n == 0 or d == 0:
         return share
@@ -242,16 +249,8 @@ def matvec_receiver(
     y = np.ascontiguousarray(y, dtype=U64).ravel()
     d = y.shape[0]
     n = int(n)
-    chunk_cols = auto_chunk_cols(n, y_bits) if chunk_cols is None else int(chunk_cols)
-    if chunk_cols < 1:
-        raise DataError("chunk_cols must be >= 1")
     y = _offset_y(y, y_bits, signed)  # validate before talking, so a bad input fails fast
-    p.check_peer(
-        "gilboa-matvec",
-        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
-         "ring_bits": int(ring_bits)},
-        sender=True,
-    )
+    chunk_cols = _matvec_agree(p, n, d, y_bits, chunk_cols, signed, ring_bits, sender=True)
     share = np.zeros(n, dtype=U64)
     if n == 0 or d == 0:
         return share
