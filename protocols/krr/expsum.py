@@ -34,6 +34,7 @@ import numpy as np
 
 from protocols.common import KernelModelParams
 from protocols.mpc import u128
+from protocols.krr import defense
 from protocols.krr.chain import chain_client, chain_server, digit_plan
 from protocols.mpc.gilboa128 import inner_product_receiver, inner_product_sender
 from protocols.krr.params import PublicParams
@@ -117,7 +118,10 @@ def server_kernel_sum(party, model: KernelModelParams, pp: PublicParams, D_S: np
     # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
     offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
     shares = [(a - b + offset) % u128.MOD for a, b in zip(s1, s2)]
-    party.ch.send_json({"shares": [str(x) for x in shares]})
+    # output defense (noise, rounding: protocols.krr.defense) before the client can reconstruct
+    shares = defense.server_output(party, pp.output_defense, shares, 128, pp.out_scale_bits)
+    if shares is not None:
+        party.ch.send_json({"shares": [str(x) for x in shares]})
 
 
 def client_kernel_sum(party, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
@@ -156,6 +160,11 @@ def client_kernel_sum(party, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
     c1 = inner_product_sender(party, w2, pp.weight_bits)
     c2 = inner_product_receiver(party, v_enc.reshape(k, N), pp.v_frac_bits + 1)
     sum_w = [int(x) for x in u128.to_int(u128.total(w2, axis=1))]
+    if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
+        mine = [(c1[a] - c2[a] - (sum_w[a] << (pp.weight_bits - 1))) % u128.MOD for a in range(k)]
+        out = defense.client_output(party, pp.output_defense, mine, 128, pp.out_scale_bits)
+        if out is not None:
+            return out
     # 10. reconstruct
     msg = party.ch.recv_json()
     try:

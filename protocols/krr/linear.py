@@ -44,6 +44,7 @@ import numpy as np
 
 from protocols.ot import session as ot_session
 from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
+from protocols.krr import defense
 from protocols.krr.params import PublicParams
 from protocols.mpc.party import Party
 from protocols.ot.softspoken import cot_recv_many, cot_send_many
@@ -221,6 +222,13 @@ def server_online(party: Party, w: np.ndarray, y_offset: float, pp: PublicParams
     corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
     off = int(round(y_offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits))) % (1 << 64)
     share = (share + U64(corr) + U64(off)) & _mask(out_bits)
+    # output defense (noise, rounding: protocols.krr.defense) before the client can reconstruct
+    if pp.output_defense:
+        out = defense.server_output(party, pp.output_defense, [int(x) for x in share], out_bits,
+                                    pp.frac_bits + pp.weight_frac_bits)
+        if out is None:
+            return
+        share = np.array(out, dtype=U64)
     party.ch.send_array(share)
 
 
@@ -239,6 +247,11 @@ def client_online(party: Party, pp: PublicParams, phi: np.ndarray, out_bits: int
     for (i0, i1, _), t in zip(groups, got):
         t = t.reshape(i1 - i0, k, n)
         mine += (t.sum(axis=2, dtype=U64) << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
+    if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
+        out = defense.client_output(party, pp.output_defense, [int(x) for x in mine & _mask(out_bits)],
+                                    out_bits, pp.frac_bits + pp.weight_frac_bits)
+        if out is not None:
+            return out
     theirs = party.ch.recv_array(dtype=np.uint64, shape=(k,))
     y = (mine + theirs) & _mask(out_bits)
     if out_bits < 64:  # sign-extend from out_bits bits

@@ -16,7 +16,7 @@ import numpy as np
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 2  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions
+PROTOCOL_VERSION = 3  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions; 3: output defenses
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
@@ -45,6 +45,9 @@ class PublicParams:
     # client adds sum_Z n_Z e_Z of its own molecule to the protocol's output. Public: a least-squares
     # energy per element, fitted on the training set (a handful of numbers, no molecule).
     element_energies: dict[str, float] = field(default_factory=dict)
+    # output defense applied inside the protocol (protocols.krr.defense.OutputDefense.to_dict):
+    # public, so the client knows the grid and the noise distribution of what it receives
+    output_defense: dict[str, Any] = field(default_factory=dict)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
     version: int = PROTOCOL_VERSION
@@ -160,6 +163,10 @@ class PublicParams:
             if not (str(z).isdigit() and 1 <= int(z) <= 118) or not isinstance(e, (int, float)) \
                     or not math.isfinite(float(e)):
                 raise ProtocolError(f"bad element energy {z!r}: {e!r}")
+        if self.output_defense:
+            from protocols.krr.defense import OutputDefense
+
+            OutputDefense.from_dict(self.output_defense)
         if self.kind == "krr-laplacian" and self.x_bits > LAPLACIAN_MAX_X_BITS:
             raise ProtocolError(
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
