@@ -35,7 +35,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import log_ndtr, ndtr
 
 from secureml.errors import ModelError
 from secureml.models.io import register_estimator
@@ -48,7 +48,7 @@ def gaussian_delta(sigma: float, sensitivity: float, epsilon: float) -> float:
     """delta achieved by N(0, sigma^2) noise at L2 sensitivity Delta (Balle & Wang 2018, Thm 8)."""
     a = sensitivity / (2.0 * sigma)
     b = epsilon * sigma / sensitivity
-    return float(ndtr(a - b) - math.exp(epsilon) * ndtr(-a - b))
+    return float(ndtr(a - b) - math.exp(min(epsilon + float(log_ndtr(-a - b)), 0.0)))
 
 
 def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
