@@ -147,8 +147,8 @@ def markdown(res: dict[str, Any]) -> str:
             if "skipped" in r:
                 lines.append(f"| {r['defense']} | -- | skipped: {r['skipped']} |")
                 continue
-            ex = {"mia": f"{_f(r['auc'])} | {_f(r['tpr_01pct'])} |", "rank-kink": f"{_f(r['auc'])} |",
-                  "extract": f"{_f(r['rel_weight_error'])} |"}[attack]
+            ex = (f"{_f(r['auc'])} | {_f(r['tpr_01pct'])} |" if attack == "mia" else
+                  f"{_f(r['auc'])} |" if attack == "rank-kink" else f"{_f(r.get('rel_weight_error'))} |")
             q = r.get("queries_per_target", r.get("queries_total", ""))
             lines.append(f"| {r['defense']} | {', '.join(r['deployments'])} | {_f(r['value'])} | {_f(r['chance'])} | "
                          f"{_f(r['above_chance'])} | {ex} {r['attacker']} | {q} | {_f(r['mae'], 2)} | "
@@ -215,8 +215,9 @@ def write(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "defenses.md", "json": out / "defenses.json", "csv": out / "defenses.csv",
              "png": out / "defenses.png"}
-    paths["md"].write_text(markdown(res))
+    # the numbers first: a rendering error must not lose a run
     paths["json"].write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    paths["md"].write_text(markdown(res))
     cols = ["attack", "defense", "family", "strength", "deployments", "metric", "value", "chance", "above_chance",
             "auc", "tpr_01pct", "rel_weight_error", "attacker", "mae", "mae_increase_pct", "skipped"]
     with paths["csv"].open("w", newline="") as fh:

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS clients (
 class QueryRefused(SecureMLError):
     """A client asked for more answers than its budget or rate limit allows."""
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class QueryLedger:
     """SQLite-backed per-client budget and rate limit (see module docstring).
@@ -131,7 +135,8 @@ class QueryLedger:
                 refusal = self._decide(used, tokens, n) if check else None
                 if refusal is not None:
                     db.execute("ROLLBACK")
-                    raise QueryRefused(refusal)
+                    wait = (n - tokens) * 60.0 / self.rate if self.rate and "retry in" in refusal else None
+                    raise QueryRefused(refusal, retry_after=wait)
                 tokens = tokens - n if self.rate else 0.0
                 db.execute(
                     "INSERT INTO clients (client_id, used, tokens, updated) VALUES (?, ?, ?, ?) "
@@ -154,3 +159,32 @@ class QueryLedger:
         return {"used": used, "budget": self.budget,
                 "left": None if self.budget is None else max(0, self.budget - used),
                 "rate_tokens": None if not self.rate else tokens}
+
+
+def session_client_id(ctx: object) -> str:
+    """The ledger key of a session: its verified identity (certificate or token), else -- on an
+    open server -- its IP address (weak: clients behind one NAT share a budget, and a client with
+    many addresses gets many; require tokens or certificates where budgets matter)."""
+    cid = getattr(ctx, "client_id", None)
+    if cid:
+        return str(cid)
+    peer = str(getattr(ctx, "peer", "unknown"))
+    return "ip:" + peer.rsplit(":", 1)[0]
+
+
+def admit_hook(ledger: QueryLedger) -> Callable[[object], bool]:
+    """An ``admit(ctx)`` for the server's front door: charges ``ctx.n_queries`` answers to the
+    session's client, or refuses the session with the ledger's one-line reason."""
+
+    def admit(ctx: object) -> bool:
+        try:
+            ledger.admit(session_client_id(ctx), int(getattr(ctx, "n_queries", 0)))
+        except QueryRefused as exc:
+            try:
+                from protocols.net.frontdoor import Refused
+            except ImportError:  # a build without the front door: the error itself refuses
+                raise exc from None
+            raise Refused(str(exc), code="budget", retry_after=exc.retry_after) from None
+        return True
+
+    return admit
