@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 
-def train_dpsgd(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epsilon: float, delta: float = 1e-5,
-                epochs: int = 60, batch_size: int = 25, lr: float = 0.5, max_grad_norm: float = 1.0,
-                weight_decay: float = 1e-3, seed: int = 0) -> dict[str, Any]:
-    """Train ``model`` in place with DP-SGD to (epsilon, delta)-DP; returns the accounting."""
+def make_private(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epsilon: float, delta: float = 1e-5,
+                 epochs: int = 60, batch_size: int = 25, lr: float = 0.5, max_grad_norm: float = 1.0,
+                 weight_decay: float = 1e-3, seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    """Opacus's (model, optimizer, Poisson loader, engine) calibrated to (epsilon, delta) over
+    ``epochs``: each step adds N(0, (noise_multiplier * max_grad_norm)^2) to the sum of clipped
+    per-example gradients, then divides by the expected batch size."""
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -37,6 +39,16 @@ def train_dpsgd(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epsilon: floa
     model_p, opt_p, loader_p = engine.make_private_with_epsilon(
         module=model, optimizer=opt, data_loader=loader, target_epsilon=epsilon, target_delta=delta,
         epochs=epochs, max_grad_norm=max_grad_norm)
+    return model_p, opt_p, loader_p, engine
+
+
+def train_dpsgd(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epsilon: float, delta: float = 1e-5,
+                epochs: int = 60, batch_size: int = 25, lr: float = 0.5, max_grad_norm: float = 1.0,
+                weight_decay: float = 1e-3, seed: int = 0) -> dict[str, Any]:
+    """Train ``model`` in place with DP-SGD to (epsilon, delta)-DP; returns the accounting."""
+    model_p, opt_p, loader_p, engine = make_private(
+        model, X, y, epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size, lr=lr,
+        max_grad_norm=max_grad_norm, weight_decay=weight_decay, seed=seed)
     for _ in range(epochs):
         for xb, yb in loader_p:
             if len(xb) == 0:
