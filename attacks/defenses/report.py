@@ -214,17 +214,28 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], path: Path, costs: list[dict[str, Any]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks), 4.2), squeeze=False)
+    ncol = len(attacks) + (1 if costs else 0)
+    fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 4.2), squeeze=False)
+    if costs:  # cost per query of each output defense through the OT protocol, beside the API and FHE
+        ax = axes[0][-1]
+        names = [c["defense"] for c in costs]
+        ax.barh(names, [c["s_per_query"] for c in costs], color="tab:blue", label="OT (measured)")
+        ax.barh(["API"], [1e-4], color="k", label="plaintext API")
+        ax.barh(["FHE, noise"], [28.5], color="tab:red", label="FHE (docs/attacks.md)")
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per query (N = 1,000)")
+        ax.set_title("cost per query")
+        ax.legend(fontsize=7)
     colors = {"none": "k", "dressed": "tab:brown", "round": "tab:blue", "noise": "tab:orange", "noise+round": "tab:purple",
               "prf-noise": "tab:gray", "ridge": "tab:green", "dp": "tab:red"}
-    for ax, attack in zip(axes[0], attacks):
+    for ax, attack in zip(axes[0][:len(attacks)], attacks):
         rs = [r for r in rows if r["attack"] == attack and "skipped" not in r]
         pts = [(r["mae"], max(r["above_chance"], 0.0)) for r in rs]
         for r, (x, y) in zip(rs, pts):
@@ -261,5 +272,5 @@ def write(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
         w.writeheader()
         for r in res["rows"]:
             w.writerow({**r, "deployments": " ".join(r.get("deployments", []))})
-    _plot(res["rows"], paths["png"])
+    _plot(res["rows"], paths["png"], res.get("protocol_costs"))
     return paths
