@@ -19,7 +19,8 @@ Defenses (``DEFENSES``; "family" and "strength"):
                  repeating a query returns the same answer. *Simulated only*: computing a PRF of the
                  client's query inside the two-party protocol needs a garbled PRF; measured here to
                  see whether it would be worth building;
-  ridge lambda   a stronger ridge at training time (exact KRR);
+  ridge lambda   a stronger ridge at training time (exact KRR); full run also with the dressed-atom
+                 baseline ("dressed+ridge");
   dp eps         differentially private random-feature ridge (:mod:`secureml.models.dp`),
                  (eps, 1e-5)-DP; serves through the OT linear protocol.
 
@@ -75,7 +76,8 @@ class Defense:
         if self.family == "noise+round":
             return f"noise {self.strength:g} + round {self.grid:g}"
         unit = {"round": " kcal/mol", "noise": " kcal/mol", "prf-noise": " kcal/mol"}.get(self.family, "")
-        name = {"ridge": "ridge lambda", "dp": "DP eps"}.get(self.family, self.family)
+        name = {"ridge": "ridge lambda", "dp": "DP eps",
+                "dressed+ridge": "dressed atoms + ridge lambda"}.get(self.family, self.family)
         return f"{name} {self.strength:g}{unit}"
 
     @property
@@ -99,6 +101,8 @@ def defenses(quick: bool) -> list[Defense]:
     out += [Defense("noise+round", 4.0, grid=1.0, deployments=svc)]
     out += [Defense("prf-noise", s, deployments=("simulated",)) for s in ((4.0,) if quick else (4.0, 16.0))]
     out += [Defense("ridge", lam) for lam in ((1e-2, 1.0) if quick else (1e-4, 1e-2, 1e-1, 1.0))]
+    if not quick:  # a training-time combination: public dressed-atom baseline + stronger ridge
+        out += [Defense("dressed+ridge", lam, deployments=("api", "ot", "fhe")) for lam in (1e-2, 1e-1)]
     out += [Defense("dp", eps) for eps in ((1.0, 100.0) if quick else (1.0, 10.0, 100.0, 1000.0))]
     return out
 
@@ -190,16 +194,17 @@ class Models:
             self.cache["baseline"] = self.counts.astype(float) @ e
         return self.cache["baseline"]
 
-    def dressed_krr(self, kernel: str, n: int = 1000) -> Any:
+    def dressed_krr(self, kernel: str, n: int = 1000, lam: float | None = None) -> Any:
         """The recipe's exact KRR on labels minus the public dressed-atom baseline (the same
         pipeline as the DP model, without privacy: the fair utility reference for DP rows)."""
         from secureml.models import _KRR_DEFAULTS
         from secureml.models.krr import KernelRidge
 
-        key = f"dressed-krr-{kernel}-{n}"
+        key = f"dressed-krr-{kernel}-{n}-{lam}"
         if key not in self.cache:
             d, tr, base = _KRR_DEFAULTS[kernel], self.train[:n], self.baseline()
-            est = KernelRidge(kernel, float(d["sigma"]), float(d["lam"])).fit(self.X[tr], self.y[tr] - base[tr])
+            est = KernelRidge(kernel, float(d["sigma"]), float(d["lam"] if lam is None else lam)).fit(
+                self.X[tr], self.y[tr] - base[tr])
             self.cache[key] = _Shifted(est, self)
         return self.cache[key]
 
@@ -300,6 +305,8 @@ def load_models(seed: int = 0) -> Models:
 def _model_for(models: Models, d: Defense, kernel: str) -> Any:
     if d.family == "dressed":
         return models.dressed_krr(kernel)
+    if d.family == "dressed+ridge":
+        return models.dressed_krr(kernel, lam=d.strength)
     if d.family == "ridge":
         return models.krr(kernel, d.strength)
     if d.family == "dp":
@@ -349,9 +356,9 @@ def attack_rank_kink(models: Models, d: Defense, quick: bool, seed: int = 0) -> 
     """Label-free kink ranking on the Laplacian model, with rounding-aware steps and repeats."""
     from attacks.ranking import kink_score
 
-    if d.family in ("dp", "dressed"):
+    if d.family in ("dp", "dressed", "dressed+ridge"):
         return {"attack": "rank-kink", "skipped": "DP models are random-feature models: no kinks" if d.family == "dp"
-                else "reference row for the DP models only"}
+                else "dressed-atom rows: measured for membership and extraction only"}
     if d.family == "prf-noise":
         return {"attack": "rank-kink", "skipped": "not simulated (the kink filter's queries each get independent PRF noise, as fresh noise)"}
     rng = np.random.default_rng(seed)
@@ -388,7 +395,7 @@ def attack_extract(models: Models, d: Defense, quick: bool, seed: int = 0) -> di
     """Least-squares weight extraction from a compact model's answers, then pool membership."""
     from attacks.whitebox import pool_membership_from_weights
 
-    if d.family == "ridge":
+    if d.family in ("ridge", "dressed+ridge"):
         return {"attack": "extract", "skipped": "ridge rows are exact KRR (the compact model's ridge is not varied)"}
     F = 1024 if quick else 4096
     n_train = 200
@@ -460,7 +467,7 @@ def run_matrix(attacks: Iterable[str] | None = None, quick: bool = True, seed: i
         # utility cost against the same pipeline without the defense: DP models (dressed-atom
         # baseline + random features) against the non-private dressed-atom model, the rest against
         # the undefended recipe model; both numbers are kept
-        ref = "dressed" if r["family"] in ("dp", "dressed") else "none"
+        ref = "dressed" if r["family"] in ("dp", "dressed", "dressed+ridge") else "none"
         if "mae" in r and (r["attack"], ref) in base_mae:
             r["reference"] = ref
             r["mae_increase_pct"] = 100.0 * (r["mae"] / base_mae[(r["attack"], ref)] - 1.0)

@@ -234,7 +234,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, costs: list[dict[str, Any]] | 
         ax.set_title("cost per query")
         ax.legend(fontsize=7)
     colors = {"none": "k", "dressed": "tab:brown", "round": "tab:blue", "noise": "tab:orange", "noise+round": "tab:purple",
-              "prf-noise": "tab:gray", "ridge": "tab:green", "dp": "tab:red"}
+              "prf-noise": "tab:gray", "ridge": "tab:green", "dressed+ridge": "tab:olive", "dp": "tab:red"}
     for ax, attack in zip(axes[0][:len(attacks)], attacks):
         rs = [r for r in rows if r["attack"] == attack and "skipped" not in r]
         pts = [(r["mae"], max(r["above_chance"], 0.0)) for r in rs]
