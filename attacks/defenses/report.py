@@ -22,6 +22,8 @@ from attacks.defenses import matrix as M
 def at_chance(row: dict[str, Any]) -> bool:
     if row["attack"] == "mia":
         return row["value"] < 0.02
+    if row["attack"] == "reconstruct-kink":
+        return row["value"] == 0.0
     if row["attack"] == "rank-kink":
         b = row["chance"]
         return row["value"] <= b + 2 * math.sqrt(b * (1 - b) / 50)
@@ -154,7 +156,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"## {attack}", "", f"Verdict: {verdict}", ""]
         rs = [r for r in rows if r["attack"] == attack]
         metric = next((r["metric"] for r in rs if "metric" in r), "")
-        extra = {"mia": "AUC | TPR@0.1% |", "rank-kink": "AUC |", "extract": "rel. weight error |"}[attack]
+        extra = {"mia": "AUC | TPR@0.1% |", "rank-kink": "AUC |", "extract": "rel. weight error |"}.get(attack, "")
         lines += [f"| defense | deployments | {metric} | chance | above chance | {extra} attacker | queries / target | MAE | MAE change |",
                   "|---|---|---|---|---|---|---|---|---|" + "---|" * extra.count("|")]
         for r in rs:
@@ -162,7 +164,8 @@ def markdown(res: dict[str, Any]) -> str:
                 lines.append(f"| {r['defense']} | -- | skipped: {r['skipped']} |")
                 continue
             ex = (f"{_f(r['auc'])} | {_f(r['tpr_01pct'])} |" if attack == "mia" else
-                  f"{_f(r['auc'])} |" if attack == "rank-kink" else f"{_f(r.get('rel_weight_error'))} |")
+                  f"{_f(r['auc'])} |" if attack == "rank-kink" else
+                  f"{_f(r.get('rel_weight_error'))} |" if attack == "extract" else "")
             q = r.get("queries_per_target", r.get("queries_total", ""))
             vs = "" if r.get("reference", "none") == "none" else \
                 f" vs dressed ({r.get('mae_vs_recipe_pct', 0.0):+.1f}% vs none)"

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
-                        "reconstruct-fit (default all); for `defenses`: mia, rank-kink, extract (default) and kkt "
+                        "reconstruct-fit (default all); for `defenses`: mia, rank-kink, extract (default), "
+                        "reconstruct-kink and kkt "
                         "(DP-SGD victims of the KKT attack: ~10 CPU minutes)")
     p.add_argument("--deployments", default="model-file,api,ot,fhe",
                    help="comma-separated subset of model-file, api, ot, fhe (default all four)")
@@ -77,10 +78,10 @@ def run_defenses(args: argparse.Namespace) -> int:
     from secureml.errors import SecureMLError
 
     attacks = [a.strip() for a in args.attacks.split(",")] if args.attacks else list(matrix.ATTACKS)
-    unknown = set(attacks) - set(matrix.ATTACKS) - {"kkt"}
+    unknown = set(attacks) - set(matrix.ATTACKS) - set(matrix.OPTIONAL_ATTACKS) - {"kkt"}
     if unknown:
         raise SecureMLError(f"unknown attack(s) {', '.join(sorted(unknown))} for `report defenses`; "
-                            f"known: {', '.join(matrix.ATTACKS)}, kkt")
+                            f"known: {', '.join([*matrix.ATTACKS, *matrix.OPTIONAL_ATTACKS])}, kkt")
     out = args.out if args.out != "results/leakage" else "results/defenses"
     n = len(set(attacks) - {"kkt"}) * len(matrix.defenses(args.quick)) + 1 + (0 if args.no_protocol else 1) \
         + ("kkt" in attacks)
