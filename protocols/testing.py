@@ -102,7 +102,7 @@ def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout
     the server's ``cost`` or the ``error`` it raised (the client's own errors propagate).
     ``record`` keeps the client channel's raw transcript (``channel.transcript``).
     """
-    from protocols.krr.service import predict_features, serve_one
+    from protocols.krr import predict_features, serve_one
     from protocols.net.transport import local_channel_pair
 
     c0, c1 = local_channel_pair(timeout=timeout)
