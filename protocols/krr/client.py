@@ -25,7 +25,7 @@ from secureml.errors import ModelError, SecureMLError
 
 def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featurizer | None = None,
                      counts: np.ndarray | None = None, *, resume_ot: bool = True,
-                     cache: PublicModelCache = PUBLIC_MODELS,
+                     cache: PublicModelCache = PUBLIC_MODELS, party: Party | None = None,
                      ) -> tuple[np.ndarray, CostReport, PublicParams]:
     """Query owner's side of one session on an open channel.
 
@@ -35,6 +35,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     A model with a dressed-atom baseline also needs the queries' element ``counts`` (k, elements
     in ascending Z); a featurizer built from molecules supplies them.
     ``resume_ot=False``: unlinkable sessions (compact models present no OT-session ticket).
+    ``party``: this side's :class:`Party` on ``ch`` (role 1), e.g. with its own correlation provider
+    or, in tests only, a seeded one; default a fresh one.
     """
     t0 = time.perf_counter()
     if Q is not None:
@@ -72,7 +74,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         raise
     if not ready_sent:
         client_ready(ch, need_public_model=False)
-    party = Party(ch, role=1)
+    party = Party(ch, role=1) if party is None else party
     info = proto.client_setup(party, pp, n_q, _peer_name(ch), resume=resume_ot)
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received

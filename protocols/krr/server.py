@@ -26,13 +26,18 @@ from secureml.errors import SecureMLError
 log = logging.getLogger("secureml.serve")
 
 
-def serve_one(model: ServedModel, ch: Channel, peer: str = "local") -> CostReport:
-    """Run one session as the model owner on an open channel; returns its cost."""
+def serve_one(model: ServedModel, ch: Channel, peer: str = "local", *, party: Party | None = None
+              ) -> CostReport:
+    """Run one session as the model owner on an open channel; returns its cost.
+
+    ``party``: this side's :class:`Party` on ``ch`` (role 0), e.g. with its own correlation
+    provider or, in tests only, a seeded one (reproducible transcripts); default a fresh one.
+    """
     t0 = time.perf_counter()
     k, answer = server_handshake(ch, model.public)
     proto = protocol_for(model.public.kind)
     proto.server_after_ready(ch, model, answer)
-    party = Party(ch, role=0)
+    party = Party(ch, role=0) if party is None else party
     info = proto.server_setup(party, model, k)
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
