@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from secureml.errors import ModelError
+from secureml.errors import ModelError, ProtocolError
 
 
 @dataclass
@@ -138,8 +138,6 @@ def check_hello(hello: Any, protocol: str, version: int, max_queries: int,
     Every engine's session starts with ``{protocol, version, n_queries[, n_features]}``; a wrong
     value is a :class:`~secureml.errors.ProtocolError` with a message the client is sent.
     """
-    from secureml.errors import ProtocolError
-
     if not isinstance(hello, dict) or hello.get("protocol") != protocol:
         raise ProtocolError(f"not a {protocol} client")
     if hello.get("version") != version:
@@ -155,8 +153,6 @@ def check_hello(hello: Any, protocol: str, version: int, max_queries: int,
 def send_hello(ch: Any, protocol: str, version: int, n_queries: int, n_features: int | None = None,
                max_reply: int = 1 << 20) -> Any:
     """Client side of the session hello: send it, return the server's ``params`` (or raise)."""
-    from secureml.errors import ProtocolError
-
     hello: dict[str, Any] = {"protocol": protocol, "version": version, "n_queries": int(n_queries)}
     if n_features is not None:
         hello["n_features"] = int(n_features)

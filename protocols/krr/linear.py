@@ -42,12 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from protocols.ot import session as ot_session
-from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
 from protocols.krr.params import PublicParams
+from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
 from protocols.mpc.party import Party
+from protocols.ot import session as ot_session
 from protocols.ot.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import ModelError, ProtocolError
+from secureml.models.pipeline import MolecularModel
 
 U64 = np.uint64
 #: extend the OTs before the online phase (offline/online split) or within it (one pipelined pass,
@@ -59,8 +60,6 @@ DEFAULT_TOL = 5e-3
 
 def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
     """Split a fitted compact MolecularModel into (secret weights, secret offset, public model)."""
-    from secureml.models.pipeline import MolecularModel
-
     est = mm.estimator
     if not (hasattr(est, "coef_") and hasattr(est, "features")):
         raise ModelError(f"{type(est).__name__} is not a random-feature model with a public feature map")
@@ -97,8 +96,6 @@ def model_bytes(model: Any) -> bytes:
 
 
 def model_from_bytes(blob: bytes) -> Any:
-    from secureml.models.pipeline import MolecularModel
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "public.npz"
         path.write_bytes(blob)

@@ -30,6 +30,7 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.party import Party
 from protocols.net.transport import Channel
 from secureml.errors import ProtocolError
+from secureml.representations import representation_from_params
 
 # OT extension of the exact protocols: SoftSpoken with k = 4 (32 bits per OT instead of IKNP's 128;
 # a third less traffic for the Laplacian kernel's 23 million element COTs at N = 16,384)
@@ -81,8 +82,6 @@ class ExactKernelProtocol(ModelProtocol):
         self.kind, self.kernel, self.module = kind, kernel, module
 
     def molecule_features(self, pp: PublicParams, public_model: Any, dataset: Any) -> np.ndarray:
-        from secureml.representations import representation_from_params
-
         return representation_from_params(pp.representation).transform(dataset)
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
