@@ -27,6 +27,8 @@ class KernelModelParams:
     y_offset: float
     kernel: str
     sigma: float
+    #: ||x_i||^2 of the training rows, computed on the first Gaussian prediction (plaintext cache)
+    _xx: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.X_train = np.ascontiguousarray(self.X_train, dtype=np.float64)
@@ -52,7 +54,7 @@ class KernelModelParams:
         """Plaintext reference prediction, chunked over training points (float64)."""
         Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
         out = np.full(Q.shape[0], float(self.y_offset))
-        if self.kernel == "gaussian" and getattr(self, "_xx", None) is None:
+        if self.kernel == "gaussian" and self._xx is None:
             self._xx = (self.X_train * self.X_train).sum(1)  # cached: the fair plaintext denominator
         for start in range(0, self.n_train, 4096):
             X = self.X_train[start : start + 4096]

@@ -70,7 +70,7 @@ def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
     if "self_energies" in state:
         public_state["self_energies"] = np.zeros_like(state["self_energies"])
     public_est = type(est).from_state(public_state)
-    public = MolecularModel(mm.representation, public_est, getattr(mm, "property_name", ""))
+    public = MolecularModel(mm.representation, public_est, mm.property_name)
     return np.concatenate([w, extra]), float(state["y_offset"]), public
 
 
