@@ -76,7 +76,8 @@ class ModelProtocol:
 
 
 class ExactKernelProtocol(ModelProtocol):
-    """Exact KRR with a kernel of a distance: ``module`` holds ``server_online``/``client_online``."""
+    """Exact KRR with a kernel of a distance: ``module.online(party, pp, k, model=, Q=)`` runs
+    both roles (see :mod:`protocols.krr.gaussian`)."""
 
     def __init__(self, kind: str, kernel: str, module: ModuleType) -> None:
         self.kind, self.kernel, self.module = kind, kernel, module
@@ -94,10 +95,10 @@ class ExactKernelProtocol(ModelProtocol):
         return {}
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        self.module.server_online(party, model.params, model.public, k)
+        self.module.online(party, model.public, k, model=model.params)
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        return self.module.client_online(party, pp, Q)
+        return self.module.online(party, pp, Q.shape[0], Q=Q)
 
 
 class CompactLinearProtocol(ModelProtocol):
@@ -131,20 +132,20 @@ class CompactLinearProtocol(ModelProtocol):
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
         # the extension moves offline when the model asks for it (precompute_ot)
-        return compact.server_setup(party, k, model.public, model.compact.out_bits,
-                                    softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
-                                    keep_session=model.resume_ot)
+        return compact.setup(party, model.public, k, out_bits=model.compact.out_bits,
+                             softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
+                             keep_session=model.resume_ot)
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
-        return compact.client_setup(party, pp, k, peer, resume=resume)
+        return compact.setup(party, pp, k, server_key=peer, resume=resume)
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        compact.server_online(party, model.compact.weights, model.compact.offset, model.public, k,
-                              info["out_bits"])
+        compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
+                       y_offset=model.compact.offset)
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        return compact.client_online(party, pp, Q, info["out_bits"])
+        return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)
 
 
 #: kind -> protocol (filled by :func:`register`)
