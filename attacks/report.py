@@ -18,6 +18,7 @@ import numpy as np
 from attacks import experiments, scenario
 from attacks.reconstruction import AttackError
 from attacks.targets import DEPLOYMENTS, EngineUnavailable, make_target
+from secureml.data import embedded_split
 
 # (attack id, description, scenario key, experiment, options)
 _SCENARIOS: dict[str, dict[str, Any]] = {
@@ -225,8 +226,6 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
 
 def scenario_for(model: Any, seed: int) -> Any:
     """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
-    from secureml.data import embedded_split
-
     params = model.representation.get_params()
     if params.get("name") != "coulomb_matrix":
         raise AttackError("the attack scenarios use Coulomb-matrix models trained on the embedded data")
