@@ -189,17 +189,19 @@ class MolecularModel:
     def n_features(self) -> int:
         return int(self.representation.n_features)
 
-    def save(self, path: str | Path) -> Path:
-        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`)."""
+    def save(self, path: str | Path, sign_key: Any = None) -> Path:
+        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`), hashed and,
+        given an Ed25519 ``sign_key``, signed."""
         from secureml.models.io import save_model
 
-        return save_model(self, path)
+        return save_model(self, path, sign_key=sign_key)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MolecularModel":
+    def load(cls, path: str | Path, verify_key: Any = None) -> "MolecularModel":
+        """Load a model file, verifying its hash (and its signature by ``verify_key``)."""
         from secureml.models.io import load_model
 
-        return load_model(path)
+        return load_model(path, verify_key=verify_key)
 
     def __repr__(self) -> str:
         return (
