@@ -9,7 +9,7 @@ import pytest
 
 from secureml.data import load_embedded
 from secureml.errors import ModelError
-from secureml.models.io import META_KEY, load_model, rehash_model_file, sign_model_file
+from secureml.models.io import META_KEY, rehash_model_file, sign_model_file
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
 from secureml.models.signing import HASH_KEY, SIG_KEY, generate_signing_key, load_private_key, load_public_key
@@ -45,6 +45,7 @@ def _edit(src: Path, dst: Path, arrays_fn=None, meta_fn=None) -> Path:
     return dst
 
 
+load_model = MolecularModel.load
 W = "estimator.state.dual_coef_"
 X = "estimator.state.X_fit_"
 
