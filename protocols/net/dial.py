@@ -126,9 +126,13 @@ def _try_once(host, port, hello, ssl_context, server_hostname, connect_timeout, 
     try:
         ch.send_json(hello)
         reply = ch.recv_json(max_bytes=max_reply)
-    except (FrameTooLarge, MalformedMessage):
+    except (FrameTooLarge, MalformedMessage) as exc:
         ch.close()
-        raise ProtocolError(f"the server at {host}:{port} did not answer as a secureml server") from None
+        if "CERTIFICATE" in str(exc).upper():  # TLS 1.3 reports a refused client certificate here
+            raise ServerRefused(f"the server at {host}:{port} requires a client certificate this client did "
+                                "not present or it does not trust (give --cert/--key issued by the model "
+                                "owner)", code="no-client-certificate") from None
+        raise ProtocolError(f"the server at {host}:{port} did not answer as a secureml server ({exc})") from None
     except ProtocolTimeout:
         ch.close()
         raise ProtocolTimeout(f"no answer from {host}:{port} within {handshake_timeout} s "

@@ -427,7 +427,13 @@ class FrontDoor:
         try:
             return self.ssl_context.wrap_socket(conn, server_side=True)
         except (ssl.SSLError, OSError) as exc:
-            code = "no-client-certificate" if "CERTIFICATE" in str(exc).upper() else "tls-handshake"
+            text = str(exc).upper()
+            if "DID NOT RETURN A CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+                code = "no-client-certificate"
+            elif "CERTIFICATE VERIFY FAILED" in text:
+                code = "bad-client-certificate"
+            else:  # e.g. the client rejected our certificate (alert), or a broken handshake
+                code = "tls-handshake"
             raise Refused(f"TLS handshake failed ({code})", code=code) from None
 
 

@@ -108,16 +108,18 @@ def issue(ca_key_pem: bytes, ca_cert_pem: bytes, common_name: str, *, server: bo
     return _pem_pair(key, cert)
 
 
-def server_context(cert: str | Path, key: str | Path, client_ca: str | Path | None = None) -> ssl.SSLContext:
+def server_context(cert: str | Path, key: str | Path, client_ca: str | Path | None = None,
+                   cert_optional: bool = False) -> ssl.SSLContext:
     """TLS >= 1.2 server context; with ``client_ca`` every client must present a certificate
-    signed by it (mutual TLS)."""
+    signed by it (mutual TLS) -- or, with ``cert_optional`` (when tokens are accepted too), may
+    present none; a certificate that is presented must still verify."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(str(cert), str(key))
         if client_ca is not None:
             ctx.load_verify_locations(cafile=str(client_ca))
-            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.verify_mode = ssl.CERT_OPTIONAL if cert_optional else ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
         raise ProtocolError(f"cannot load TLS certificate/key: {exc}") from None
     return ctx
