@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.net.errors import FrameTooLarge, MalformedMessage
 from secureml.errors import ProtocolError
 
 __all__ = ["Limits", "Deadline", "parse_json", "json_depth", "read_budget", "session_seconds",
@@ -144,8 +145,6 @@ def parse_json(data: bytes, max_bytes: int = DEFAULT_LIMITS.max_json_bytes,
     is not small, shallow, valid UTF-8 JSON; never RecursionError or a numpy/JSON exception.
     Non-finite numbers (``NaN``, ``Infinity``) are refused too: no message of ours carries them.
     """
-    from protocols.net.transport import FrameTooLarge, MalformedMessage
-
     if len(data) > max_bytes:
         raise FrameTooLarge(f"JSON message of {len(data)} bytes exceeds {max_bytes}")
     depth = json_depth(data)

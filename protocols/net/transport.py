@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.net.errors import ConnectFailed, FrameTooLarge, MalformedMessage, PeerDisconnected, ProtocolTimeout
 from protocols.net.limits import DEFAULT_LIMITS, Deadline, parse_json, read_budget
 from secureml.errors import ProtocolError
 
@@ -67,26 +68,6 @@ _ARRAY_MAGIC = b"\x93A"
 # Only plain numeric dtypes may come off the wire (never object arrays).
 _ALLOWED_KINDS = frozenset("biuf")
 _MAX_NDIM = 8
-
-
-class PeerDisconnected(ProtocolError):
-    """The other party closed the connection (or this channel was closed)."""
-
-
-class FrameTooLarge(ProtocolError):
-    """A frame or message is larger than the configured limit."""
-
-
-class MalformedMessage(ProtocolError):
-    """A message does not have the expected structure, dtype or shape."""
-
-
-class ProtocolTimeout(ProtocolError):
-    """The peer did not send (or accept) data within the channel's timeout."""
-
-
-class ConnectFailed(ProtocolError):
-    """No connection could be made to the peer."""
 
 
 def _nbytes(part: Any) -> int:
