@@ -18,6 +18,8 @@ import numpy as np
 from attacks import experiments, scenario
 from attacks.reconstruction import AttackError
 from attacks.targets import DEPLOYMENTS, EngineUnavailable, make_target
+from secureml.data import embedded_split
+from secureml.sweep import map_cells
 
 # (attack id, description, scenario key, experiment, options)
 _SCENARIOS: dict[str, dict[str, Any]] = {
@@ -70,8 +72,6 @@ def leakage_matrix(*, attacks: Iterable[str] | None = None, deployments: Iterabl
     cells = [(aid, dep, sample, seed) for aid, *_ in ATTACKS if wanted is None or aid in wanted
              for dep in deployments]
     if scheduler != "serial":
-        from secureml.sweep import map_cells
-
         return map_cells(_leakage_cell, cells, scheduler,
                          (lambda c, r: progress(f"{c[0]} @ {c[1]}")) if progress else None)
     cache: dict[str, Any] = dict(scenarios or {})
@@ -212,7 +212,7 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
         scns: dict[str, Any] = {}
         if model is not None:
             # the caller's model (e.g. the demo's) is the one attacked by both
-            scns["gauss-full"] = scns["gauss-1000"] = _scenario_for(model, seed)
+            scns["gauss-full"] = scns["gauss-1000"] = scenario_for(model, seed)
         rows = leakage_matrix(attacks=["whitebox", "mia"], deployments=("model-file", "api", "ot"),
                               protocol_sample={"ot": 1}, seed=seed, scenarios=scns)
     by = {(r["attack"], r["deployment"]): r for r in rows}
@@ -244,10 +244,8 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     return "\n".join(lines)
 
 
-def _scenario_for(model: Any, seed: int) -> Any:
+def scenario_for(model: Any, seed: int) -> Any:
     """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
-    from secureml.data import embedded_split
-
     params = model.representation.get_params()
     if params.get("name") != "coulomb_matrix":
         raise AttackError("the attack scenarios use Coulomb-matrix models trained on the embedded data")

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from protocols.krr.service import parse_address
+    from protocols.krr.client import parse_address
     from protocols.net.balancer import Balancer
 
     backends = [parse_address(b) for b in args.backend]

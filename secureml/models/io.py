@@ -31,16 +31,19 @@ import importlib
 import json
 import pkgutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+import secureml.models as _models_pkg
 from secureml import __version__
 from secureml.errors import ModelError
-
-if TYPE_CHECKING:
-    from secureml.models.pipeline import MolecularModel
+from secureml.models.signing import HASH_KEY, SIG_KEY, content_digest, sign_digest, verify_signature
+from secureml.models.baseline import BASELINES
+from secureml.representations import representation_from_params
+from secureml.representations.base import Representation
 
 FORMAT = "secureml-model"
 # 2: adds "baseline" / "element_energies". Written for every model so that an older reader
@@ -56,7 +59,7 @@ T = TypeVar("T", bound=type)
 
 
 def register_estimator(cls: T) -> T:
-    """Class decorator: let :func:`load_model` rebuild ``cls`` from its ``get_state()``."""
+    """Class decorator: let :func:`read_model_parts` rebuild ``cls`` from its ``get_state()``."""
     for attr in ("get_state", "from_state"):
         if not callable(getattr(cls, attr, None)):
             raise TypeError(f"{cls.__name__} must define {attr}() to be stored in model files")
@@ -74,9 +77,7 @@ def estimator_class(name: str, module: str | None = None) -> type:
         except ImportError:
             pass
     if name not in _ESTIMATORS:
-        import secureml.models as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
+        for info in pkgutil.iter_modules(_models_pkg.__path__):
             if not info.name.startswith("_"):
                 try:
                     importlib.import_module(f"secureml.models.{info.name}")
@@ -131,9 +132,13 @@ def _unpack(obj: Any, arrays: Any, source: str) -> Any:
 
 
 # -- saving and loading -------------------------------------------------------------------------
-def save_model(model: "MolecularModel", path: str | Path, sign_key: Any = None) -> Path:
+def save_model(model: Any, path: str | Path, sign_key: Any = None) -> Path:
     """Write ``model`` (representation + fitted estimator + provenance) to one ``.npz`` file,
     with its content hash and, given an Ed25519 ``sign_key``, its signature.
+
+    ``model``: a :class:`~secureml.models.pipeline.MolecularModel` (this module sits below it and
+    reads only its fields: representation, estimator, property_name, provenance, baseline,
+    element_energies_).
 
     Returns the path written (numpy appends ``.npz`` if missing, so we do it first).
     """
@@ -171,7 +176,6 @@ def save_model(model: "MolecularModel", path: str | Path, sign_key: Any = None) 
 
 
 def _write(path: Path, meta_json: str, arrays: dict[str, np.ndarray], sign_key: Any = None) -> None:
-    from secureml.models.signing import HASH_KEY, SIG_KEY, content_digest, sign_digest
 
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     digest = content_digest(meta_json, arrays)
@@ -203,7 +207,6 @@ def rehash_model_file(path: str | Path) -> Path:
     path = Path(path)
     with np.load(path, allow_pickle=False) as npz:
         entries = {k: npz[k] for k in npz.files}
-    from secureml.models.signing import HASH_KEY, SIG_KEY
 
     meta_json = str(entries.pop(META_KEY))
     entries.pop(HASH_KEY, None)
@@ -214,7 +217,6 @@ def rehash_model_file(path: str | Path) -> Path:
 
 def _read_raw(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, str]]:
     """(metadata text, arrays, integrity entries) of a model file; ModelError if unreadable."""
-    from secureml.models.signing import HASH_KEY, SIG_KEY
 
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
@@ -246,7 +248,6 @@ def read_model_file(path: str | Path, verify_key: Any = None) -> tuple[dict[str,
     (an Ed25519 public key: the file must be signed by it), and a strict schema: real dtypes
     only, finite fitted arrays.  The verified hash is returned as ``meta["_sha256"]``.
     """
-    from secureml.models.signing import HASH_KEY, SIG_KEY, content_digest, verify_signature
 
     path = Path(path)
     meta_json, arrays, integrity = _read_raw(path)
@@ -292,13 +293,24 @@ class _Arrays:
         return self._a[key]
 
 
-def load_model(path: str | Path, verify_key: Any = None) -> "MolecularModel":
-    """Read a file written by :func:`save_model`; ModelError for a bad, modified or unknown file
-    (and, given ``verify_key``, for one not signed by it).  The model's ``sha256_`` is the
-    verified content hash (the audit log's model id)."""
-    from secureml.models.pipeline import MolecularModel
-    from secureml.representations import representation_from_params
+@dataclass
+class ModelParts:
+    """The parts of a model file, from which :func:`secureml.models.pipeline.load_model` builds
+    the model (this module stays below the pipeline)."""
 
+    representation: Representation
+    estimator: Any
+    property_name: str
+    baseline: str
+    provenance: dict[str, Any]
+    element_energies: dict[int, float] | None
+    #: the verified content hash (SHA-256 hex; the audit log's model id)
+    sha256: str = ""
+
+
+def read_model_parts(path: str | Path, verify_key: Any = None) -> ModelParts:
+    """Read a file written by :func:`save_model`; ModelError for a bad, modified or unknown file
+    (and, given an Ed25519 ``verify_key``, for one not signed by it)."""
     path = Path(path)
     meta, arrays = read_model_file(path, verify_key)
     view = _Arrays(arrays)
@@ -330,22 +342,16 @@ def load_model(path: str | Path, verify_key: Any = None) -> "MolecularModel":
             f"{representation.n_features}"
         )
     baseline, energies = _read_baseline(meta, path)
-    model = MolecularModel(
-        representation,
-        estimator,
-        property_name=str(meta.get("property_name", "")),
-        baseline=baseline,
+    return ModelParts(
+        representation=representation, estimator=estimator,
+        property_name=str(meta.get("property_name", "")), baseline=baseline,
         provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
+        element_energies=energies, sha256=meta["_sha256"],
     )
-    model.element_energies_ = energies
-    model.sha256_ = meta["_sha256"]
-    return model
 
 
 def _read_baseline(meta: dict[str, Any], path: Path) -> tuple[str, dict[int, float] | None]:
     """(baseline, element energies) recorded in a model file; files before version 2 are "mean"."""
-    from secureml.models.baseline import BASELINES
-
     baseline = meta.get("baseline", "mean")
     if baseline not in BASELINES:
         raise ModelError(f"{path}: unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
@@ -387,7 +393,8 @@ __all__ = [
     "register_estimator",
     "estimator_class",
     "save_model",
-    "load_model",
+    "ModelParts",
+    "read_model_parts",
     "read_model_file",
     "describe_model",
     "sign_model_file",
