@@ -266,3 +266,32 @@ def build_corpus(n_private: int = 500, n_shadows: int = 2, n_scaffolds: int = 10
     d["motif_freq"] = corpus.motif_freq.tolist()
     cache.write_text(json.dumps(d))
     return corpus
+
+
+def focus(corpus: Corpus, n_owner_scaffolds: int = 4, top: int = 12, seed: int = 0) -> Corpus:
+    """A focused-library owner: the private set is every pooled molecule on a few scaffolds.
+
+    Pretraining sets in chemistry are often series around a handful of scaffolds; the owner here
+    picks ``n_owner_scaffolds`` at random among the ``top`` most common scaffolds of the reachable
+    pool, and the private set is all pooled (natural MOSES, never auxiliary) molecules on them.
+    The attacker's two shadow sets are built the same way from its own auxiliary molecules, on
+    scaffolds it draws without knowing the owner's (they may coincide; nothing is excluded).
+    """
+    rng = np.random.default_rng(seed + 1000)
+    pool = corpus.private + [s for sh in corpus.shadows for s in sh]
+    dec = corpus.decomposition
+    cnt = Counter(dec[s][0] for s in pool)
+    cand = [s for s, _ in cnt.most_common(top)]
+    owner = set(rng.choice(cand, size=n_owner_scaffolds, replace=False).tolist())
+    private = [s for s in pool if dec[s][0] in owner]
+    sset, mset = set(corpus.scaffolds), set(corpus.motifs)
+    aux_ok = [s for s in corpus.aux if dec[s][0] in sset and 1 <= len(dec[s][1]) <= 2
+              and all(m in mset for _, m in dec[s][1]) and len({p for p, _ in dec[s][1]}) == len(dec[s][1])]
+    acnt = Counter(dec[s][0] for s in aux_ok)
+    acand = [s for s, _ in acnt.most_common(top)]
+    shadows = []
+    for _ in range(len(corpus.shadows)):
+        pick = set(rng.choice(acand, size=n_owner_scaffolds, replace=False).tolist())
+        shadows.append([s for s in aux_ok if dec[s][0] in pick])
+    return Corpus(corpus.scaffolds, corpus.scaffold_freq, corpus.motifs, corpus.motif_freq, private, shadows,
+                  corpus.aux, dec, corpus.n_scanned)
