@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.krr.chain import chain_client, chain_server, digit_plan
+from protocols.krr.chain import chain, digit_plan
 from secureml.errors import ProtocolError
 
 U64 = np.uint64
@@ -172,7 +172,7 @@ def server_round(party: Any, d: OutputDefense, shares: list[int], ring_bits: int
     words = _words(rho)
     beta = np.zeros(k, dtype=np.uint8)
     for word, digits in _chain_plan(g):  # D3: borrow out of the low g bits
-        beta, _ = chain_server(party, words[word], digits, beta, None)
+        beta, _ = chain(party, words[word], digits, beta, None)
     r = party.rng.random_u64(k) & U64((1 << w) - 1 if w < 64 else _MASK64)  # D4
     bs = beta.astype(U64)
     table = np.stack([(bs + r), ((bs ^ U64(1)) + r)], axis=1)
@@ -193,7 +193,7 @@ def client_round(party: Any, d: OutputDefense, shares: list[int], ring_bits: int
     words = _words(u)
     beta = np.zeros(k, dtype=np.uint8)
     for word, digits in _chain_plan(g):
-        beta, _ = chain_client(party, words[word], digits, beta, None)
+        beta, _ = chain(party, words[word], digits, beta, None)
     got = np.asarray(party.ot_receiver.lut_recv(beta.astype(np.int64), 1, w=1, bits=w), dtype=U64).ravel()
     m = party.ch.recv_array(dtype=np.uint64, shape=(k,))
     wmask = (1 << w) - 1

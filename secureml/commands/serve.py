@@ -67,15 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
-    import os
-
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
-    if args.no_resume:
-        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
-    if args.precompute_ot:
-        model.precompute_ot = True
-    model.public.output_defense = output_defense(args)  # public: announced in the handshake
+    model.resume_ot = not args.no_resume
+    model.precompute_ot = bool(args.precompute_ot)
+    model.set_defense(args.round_to, args.noise)  # public: announced in the handshake
     ledger = query_ledger(args)
     extra = {}
     if ledger is not None:

@@ -9,7 +9,7 @@ from scipy import stats
 from protocols.common import KernelModelParams
 from protocols.krr import defense
 from protocols.krr.defense import OutputDefense
-from protocols.krr.service import ServedModel
+from protocols.krr import ServedModel
 from protocols.testing import run_krr_session
 from secureml.errors import ProtocolError
 
@@ -22,10 +22,8 @@ def _model(kernel="gaussian", N=30, d=8, seed=0):
     return KernelModelParams(X, alpha, -321.0, kernel, sigma)
 
 
-def _served(model, **opts):
-    served = ServedModel(model, frac_bits=8 if model.kernel == "laplacian" else None)
-    served.public.output_defense = OutputDefense.from_options(**opts).to_dict()
-    return served
+def _served(model, **opts):  # round_to=, noise= as in `secureml serve`
+    return ServedModel(model, frac_bits=8 if model.kernel == "laplacian" else None).set_defense(**opts)
 
 
 def _queries(model, k=6, seed=1):
@@ -94,7 +92,7 @@ def test_noise_has_the_stated_distribution():
 
 def test_linear_model_rounding_and_noise(tmp_path, monkeypatch):
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer
     from secureml.data import embedded_split, load_embedded
     from secureml.models.pipeline import MolecularModel
     from secureml.models.random_features import RandomFourierRidge
@@ -105,8 +103,7 @@ def test_linear_model_rounding_and_noise(tmp_path, monkeypatch):
     mm = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge("gaussian", sigma=50.0, n_features=256,
                                                                    lam=1e-6), "U0_atomization").fit(data.subset(tr[:300]))
     test = data.subset(te[:5])
-    served = ServedModel.from_molecular_model(mm)
-    served.public.output_defense = OutputDefense.from_options(round_to=0.5).to_dict()
+    served = ServedModel.from_molecular_model(mm).set_defense(round_to=0.5)
     preds, _, pp, _, box = run_krr_session(served, featurize=molecules_featurizer(test))
     assert "error" not in box
     ok, want = _on_grid_match(preds, mm.predict(test), 0.5)

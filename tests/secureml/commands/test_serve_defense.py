@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from protocols.krr import predict
-from protocols.krr.service import molecules_featurizer
+from protocols.krr import molecules_featurizer
 from secureml.cli import build_parser
 from secureml.data import embedded_split, load_embedded
 from secureml.models.krr import KernelRidge
