@@ -137,7 +137,9 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
         rs = [r for r in rows if r["attack"] == attack and "skipped" not in r]
         good = [r for r in rs if at_chance(r) and r.get("mae_increase_pct", 0.0) <= 10.0]
         if good:
-            best = min(good, key=lambda r: r.get("mae_increase_pct", 0.0))
+            # least utility cost (to the 1%), then defenses that hold for any number of queries before
+            # fresh noise (whose row holds only for the repeats the attacker used)
+            best = min(good, key=lambda r: (round(r.get("mae_increase_pct", 0.0)), r["family"].startswith("noise")))
             out[attack] = (f"at chance within +10% MAE: **{best['defense']}** ({best['metric']} "
                            f"{_f(best['value'])}, chance {_f(best['chance'])}, MAE {_f(best['mae'], 2)} kcal/mol, "
                            f"{best.get('mae_increase_pct', 0.0):+.1f}%; attacker: {best['attacker']})")
