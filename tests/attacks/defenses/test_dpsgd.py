@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -27,6 +28,7 @@ def test_dp_sgd_noise_has_the_stated_scale():
     assert stats.kstest(g / (1.5 * sd), "norm").pvalue < 1e-3  # a wrong scale is caught
 
 
+@pytest.mark.slow  # a few epochs of Opacus training; the noise test above covers the mechanism
 def test_dp_sgd_accountant_meets_its_target():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 6))
