@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
-                        "reconstruct-fit (default all); for `defenses`: mia, rank-kink, extract (default), "
-                        "reconstruct-kink and kkt "
+                        "reconstruct-fit (default all); for `defenses`: mia, rank-kink, extract, "
+                        "reconstruct-kink (default) and kkt "
                         "(DP-SGD victims of the KKT attack: ~10 CPU minutes)")
     p.add_argument("--deployments", default="model-file,api,ot,fhe",
                    help="comma-separated subset of model-file, api, ot, fhe (default all four)")
