@@ -135,6 +135,10 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
     out = {}
     for attack in dict.fromkeys(r["attack"] for r in rows):
         rs = [r for r in rows if r["attack"] == attack and "skipped" not in r]
+        base = next((r for r in rs if r["family"] == "none"), None)
+        if base is not None and at_chance(base):
+            out[attack] = "the undefended attack itself is at chance in this setting: nothing to defend here"
+            continue
         good = [r for r in rs if at_chance(r) and r.get("mae_increase_pct", 0.0) <= 10.0]
         if good:
             # least utility cost (to the 1%), then defenses that hold for any number of queries before
