@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         fit_s = time.perf_counter() - t0
         if model.element_energies_ is not None:
             model.element_energies_ = cover_elements(model.element_energies_, test)
+        # Learning curves score every test molecule, as the published curves do, even one with an
+        # element a small training set lacks (a saved model would refuse it by name).
+        model.elements_ = None
         metrics = evaluate(model, test)
         est = model.estimator
         params = est.get_params() if hasattr(est, "get_params") else {}

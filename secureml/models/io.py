@@ -3,7 +3,9 @@
 Layout of the file (readable with plain ``numpy.load(path, allow_pickle=False)``):
 
 * ``__secureml_model__``: a JSON document (0-d unicode array) with ``format`` ("secureml-model"),
-  ``format_version``, ``secureml_version``, ``created_utc``, ``property_name``, ``provenance``,
+  ``format_version``, ``secureml_version``, ``created_utc``, ``property_name``, ``property_unit``
+  (the unit of the predictions; absent in older files), ``elements`` (nuclear charges of the
+  training molecules, ascending; a query with another element is refused), ``provenance``,
   ``representation`` (its ``get_params()``), ``n_features``, ``estimator``
   (``class``, ``module``, ``params`` = scikit-learn ``get_params()``, ``state``), ``baseline``
   ("mean" or "dressed-atoms") and ``element_energies`` (``{"<Z>": e_Z}`` for dressed atoms,
@@ -146,6 +148,8 @@ def save_model(model: "MolecularModel", path: str | Path) -> Path:
         "secureml_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "property_name": model.property_name,
+        "property_unit": getattr(model, "property_unit", ""),
+        "elements": None if getattr(model, "elements_", None) is None else [int(z) for z in model.elements_],
         "provenance": _pack(model.provenance, "provenance", arrays),
         "representation": _pack(model.representation.get_params(), "representation", arrays),
         "n_features": int(model.representation.n_features),
@@ -244,6 +248,14 @@ def load_model(path: str | Path) -> "MolecularModel":
         provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
     )
     model.element_energies_ = energies
+    model.property_unit = str(meta.get("property_unit") or model.property_unit)
+    elements = meta.get("elements")
+    if elements is not None:
+        if not isinstance(elements, list) or not all(isinstance(z, int) and 0 < z < 119 for z in elements):
+            raise ModelError(f"{path}: bad element list {elements!r}")
+        model.elements_ = sorted(elements)
+    elif energies:
+        model.elements_ = sorted(energies)  # a dressed-atom model knows its elements from e_Z
     return model
 
 
