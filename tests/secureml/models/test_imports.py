@@ -91,3 +91,13 @@ def test_import_model_cli(tmp_path, data):
                  "--out", str(tmp_path / "m.npz")]) == 0
     m = MolecularModel.load(tmp_path / "m.npz")
     np.testing.assert_allclose(m.predict(test), sk.predict(rep.transform(test)), rtol=1e-9, atol=1e-6)
+
+
+def test_sklearn_estimator_inside_a_molecular_model_saves(tmp_path, data):
+    from sklearn.kernel_ridge import KernelRidge as SkKRR
+
+    train, test = data
+    model = MolecularModel(CoulombMatrix(size=23), SkKRR(alpha=1e-8, kernel="laplacian", gamma=1e-3), "U0_atomization")
+    model.fit(train)
+    back = MolecularModel.load(model.save(tmp_path / "m.npz"))
+    np.testing.assert_allclose(back.predict(test), model.predict(test), rtol=1e-9, atol=1e-6)
