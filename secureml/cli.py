@@ -39,10 +39,11 @@ def _summary(module: str) -> str:
     return line.split(":", 1)[1].strip() if line.startswith("``secureml") and ":" in line else line
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The CLI parser. With ``only`` (a command name) just that command is imported and fully
-    built -- ``secureml --help`` and every command start fast because no other command's
-    dependencies (torch, TenSEAL ...) are imported; the others are listed by their summaries."""
+def build_parser(only: str | None = None, summaries: bool = False) -> argparse.ArgumentParser:
+    """The CLI parser with every command (Python callers, tests). ``only``: just that command is
+    imported and built, so a command starts without importing any other command's dependencies
+    (torch, TenSEAL ...); ``summaries``: commands are only listed, by their docstrings' first
+    lines (what ``secureml --help`` shows, in ~0.5 s)."""
     parser = argparse.ArgumentParser(
         prog="secureml",
         description="Double-blind KRR prediction of molecular properties, and leakage measurement.",
@@ -51,16 +52,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _command_modules().items():
-        if only is None or name != only:
-            if only is None:
-                sub.add_parser(name, help=_summary(module), add_help=False)
+        if only is not None and name != only:
+            continue
+        if summaries:
+            sub.add_parser(name, help=_summary(module), add_help=False)
             continue
         try:
             mod = importlib.import_module(f"secureml.commands.{module}")
             mod.register(sub)
         except ImportError as exc:
-            raise SecureMLError(f"`secureml {name}` needs {exc.name or exc}, which is not installed "
-                                "(pip install 'secureml[full]')") from None
+            if only is not None:
+                raise SecureMLError(f"`secureml {name}` needs {exc.name or exc}, which is not installed "
+                                    "(pip install 'secureml[full]')") from None
+            sub.add_parser(name, help=_summary(module), add_help=False)
     return parser
 
 
@@ -78,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_in(argv)
     try:
-        parser = build_parser(command)
+        parser = build_parser(command, summaries=command is None)
     except SecureMLError as exc:
         print(f"secureml: error: {exc}", file=sys.stderr)
         return 2

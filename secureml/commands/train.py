@@ -1,4 +1,4 @@
-"""``secureml train``: fit a model on QM9 or the embedded set, report the test MAE, save it."""
+"""``secureml train``: fit a model on your own molecules, the embedded set or QM9; print its test MAE with units; save it."""
 from __future__ import annotations
 
 import argparse
