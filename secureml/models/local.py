@@ -504,6 +504,7 @@ def _local_sorf_recipe(sigma: float | None = None, lam: float | None = None, npc
         self_energies=_parse_bool(self_energies), seed=int(seed), device=device,
         precision=str(precision), sorf_method=str(sorf_method), solver=str(solver),
     )
-    # H, C, N, O, F (QM9's elements, so QM9 models are unchanged) plus any other element of the
-    # training molecules
-    return MolecularModel(FCHL19(extend_elements=True), est)
+    # The elements of the training molecules, plus -- with the public (QM9) PCA basis -- H, C, N,
+    # O, F, so that QM9 models keep their settings whatever elements a small training set has.
+    base = (1, 6, 7, 8, 9) if est.pca_fit_data == "public" else ()
+    return MolecularModel(FCHL19(elements=base, extend_elements=True), est)

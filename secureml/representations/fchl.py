@@ -125,7 +125,7 @@ class FCHL19(Representation):
     ) -> None:
         self.extend_elements = bool(extend_elements)
         self.elements = sorted(int(e) for e in elements) if extend_elements else [int(e) for e in elements]
-        if len(set(self.elements)) != len(self.elements) or not self.elements:
+        if len(set(self.elements)) != len(self.elements) or not (self.elements or extend_elements):
             raise ModelError(f"FCHL19 elements must be distinct nuclear charges, got {elements!r}")
         self.rcut = float(rcut)
         self.acut = float(rcut if acut is None else acut)
