@@ -215,19 +215,25 @@ def read_sdf(path: str | Path) -> MolecularDataset:
     starts = _sdf_record_lines(path)
     RDLogger.DisableLog("rdApp.*")  # RDKit prints its own parse errors; ours name the line
     try:
-        supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)
+        # no sanitization: only elements and coordinates matter here, and files with bonds but no
+        # bond orders (or unusual valences) are still valid geometries
+        supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False)
         charges, coords, names, smiles, fields = [], [], [], [], []
         for k, mol in enumerate(supplier):
             line = starts[k] if k < len(starts) else None
             where = f"{path}:{line} (record {k + 1})" if line else f"{path}: record {k + 1}"
             if mol is None:
-                raise DataError(f"{where}: RDKit cannot read this record (bad atom/bond block or valence)")
+                raise DataError(f"{where}: RDKit cannot read this record (bad counts line, atom or bond block)")
+            mol.UpdatePropertyCache(strict=False)
             z, xyz = _mol_arrays(mol, where)
             charges.append(z)
             coords.append(xyz)
             title = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
             names.append(title or f"{path.stem}_{k + 1}")
-            smiles.append(Chem.MolToSmiles(Chem.RemoveHs(mol)))
+            try:
+                smiles.append(Chem.MolToSmiles(Chem.RemoveHs(mol)))
+            except Exception:  # RDKit raises several types for molecules it cannot sanitize
+                smiles.append("")
             fields.append({key: mol.GetProp(key) for key in mol.GetPropNames()})
     finally:
         RDLogger.EnableLog("rdApp.*")

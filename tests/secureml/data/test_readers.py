@@ -67,7 +67,7 @@ def _sdf(tmp_path, mols, field="energy", bad_record=None):
         from secureml.data.formats import symbol
 
         xyz = f"{len(mols.charges[i])}\n\n" + "\n".join(
-            f"{symbol(a)} {p[0]} {p[1]} {p[2]}" for a, p in zip(mols.charges[i], mols.coordinates[i]))
+            f"{symbol(a)} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f}" for a, p in zip(mols.charges[i], mols.coordinates[i]))
         m = Chem.MolFromXYZBlock(xyz)
         rdDetermineBonds.DetermineConnectivity(m)
         m.SetProp("_Name", f"m{i}")
