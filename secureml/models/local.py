@@ -398,8 +398,13 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
         if solver == "auto":
             solver = "dual" if len(envs) < F else "primal"
         if solver == "primal":
+            from tqdm import tqdm
+
             ne = NormalEquations(F, device=self.device_)
-            for m0, m1, Zb in self._batches(envs):
+            n_batches = -(-len(envs) // max(1, int(self.batch_molecules)))
+            # minutes at N = 16,384, F = 16,384 on a CPU: show progress over the batches
+            for m0, m1, Zb in tqdm(self._batches(envs), total=n_batches, desc="local-sorf normal equations",
+                                   unit="batch", disable=n_batches < 4, leave=False):
                 ne.add(Zb, torch.from_numpy(target[m0:m1]))
             w, self.ridge_shift_ = ne.solve(float(self.lam))
         else:
