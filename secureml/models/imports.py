@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from secureml.errors import ModelError
-from secureml.models.krr import KernelRidge
+from secureml.models.krr import KernelRidge, from_sklearn_kernel_ridge
 from secureml.models.pipeline import MolecularModel
 from secureml.representations.base import Representation
 
@@ -43,24 +43,8 @@ def _wrap(est: KernelRidge, representation: Representation, property_name: str, 
 def from_sklearn(krr: Any, representation: Representation, property_name: str = "", property_unit: str = "",
                  y_offset: float = 0.0, elements: Sequence[int] | None = None) -> MolecularModel:
     """A servable :class:`MolecularModel` from a fitted ``sklearn.kernel_ridge.KernelRidge``."""
-    for attr in ("X_fit_", "dual_coef_"):
-        if not hasattr(krr, attr):
-            raise ModelError(f"expected a fitted sklearn KernelRidge (no {attr}); call fit() first")
-    X = np.ascontiguousarray(krr.X_fit_, dtype=np.float64)
-    alpha = np.asarray(krr.dual_coef_, dtype=np.float64)
-    if alpha.ndim == 2:
-        if alpha.shape[1] != 1:
-            raise ModelError(f"one target only: dual_coef_ has shape {alpha.shape}")
-        alpha = alpha[:, 0]
-    gamma = krr.gamma if krr.gamma is not None else 1.0 / X.shape[1]  # scikit-learn's default
-    if krr.kernel == "rbf":
-        kernel, sigma = "gaussian", float(1.0 / np.sqrt(2.0 * gamma))
-    elif krr.kernel == "laplacian":
-        kernel, sigma = "laplacian", float(1.0 / gamma)
-    else:
-        raise ModelError(f"sklearn kernel {krr.kernel!r} cannot be served; use 'rbf' or 'laplacian'")
-    est = KernelRidge.from_state({"kernel": kernel, "sigma": sigma, "lam": float(krr.alpha),
-                                  "X_fit_": X, "dual_coef_": alpha, "y_offset_": float(y_offset)})
+    est = from_sklearn_kernel_ridge(krr, y_offset)
+    gamma = krr.gamma if krr.gamma is not None else 1.0 / est.X_fit_.shape[1]
     return _wrap(est, representation, property_name, property_unit, elements,
                  f"sklearn KernelRidge(kernel={krr.kernel!r}, gamma={gamma:g}, alpha={krr.alpha:g})")
 

@@ -138,13 +138,6 @@ def save_model(model: "MolecularModel", path: str | Path) -> Path:
         path = path.with_name(path.name + ".npz")
     est = model.estimator
     cls = type(est)
-    if cls.__module__.startswith("sklearn.kernel_ridge"):
-        # a scikit-learn KernelRidge is stored as the equivalent secureml KernelRidge (same
-        # predictions; servable), see secureml.models.imports
-        from secureml.models.imports import from_sklearn
-
-        est = from_sklearn(est, model.representation).estimator
-        cls = type(est)
     if _ESTIMATORS.get(cls.__name__) is not cls:
         raise ModelError(f"estimator class {cls.__name__} cannot be stored in a model file (not registered "
                          "with register_estimator; scikit-learn KernelRidge is converted automatically)")

@@ -233,6 +233,15 @@ class MolecularModel:
         """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`)."""
         from secureml.models.io import save_model
 
+        if type(self.estimator).__module__.startswith("sklearn.kernel_ridge"):
+            # a scikit-learn KernelRidge is stored as the equal secureml KernelRidge (servable)
+            import copy
+
+            from secureml.models.krr import from_sklearn_kernel_ridge
+
+            stored = copy.copy(self)  # this model keeps its own estimator
+            stored.estimator = from_sklearn_kernel_ridge(self.estimator)
+            return save_model(stored, path)
         return save_model(self, path)
 
     @classmethod
