@@ -76,7 +76,15 @@ def run(args: argparse.Namespace) -> int:
     from secureml.data.units import known_unit
 
     queries = load_queries(args.xyz, args.smiles, args.batch)
-    featurize = molecules_featurizer(queries)
+    inner = molecules_featurizer(queries)
+
+    def featurize(pp, public_model):
+        # an element the model never saw: say so, before anything private moves (the protocol
+        # would otherwise only report a feature outside its public bounds)
+        pp.check_elements(queries.charges, queries.names)
+        return inner(pp, public_model)
+
+    featurize.n_queries, featurize.dataset = inner.n_queries, inner.dataset
     ctx = None
     if args.tls:
         ctx = ssl.create_default_context(cafile=args.tls_ca)

@@ -40,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
     if args.no_resume:
         os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    from secureml.models.pipeline import MolecularModel
+
+    mm = MolecularModel.load(args.model)
+    model = ServedModel.from_molecular_model(mm, frac_bits=args.frac_bits)
+    # published with the model: the unit of its predictions and the elements it was trained on
+    model.public.property_unit = mm.property_unit
+    model.public.elements = [int(z) for z in (mm.elements_ or [])]
+    model.public.validate()
     if args.precompute_ot:
         model.precompute_ot = True
     ctx = None
