@@ -135,3 +135,16 @@ def test_units():
     assert known_unit("U0_atomization") == "kcal/mol" and known_unit("homo") == "eV" and known_unit("mine") == ""
     with pytest.raises(DataError, match="not an energy unit"):
         convert(1.0, "D")
+
+
+def test_read_qm7_accepts_folder_prefixed_names(tmp_path, mols):
+    from secureml.data import read_qm7
+
+    folder = tmp_path / "qm7"
+    folder.mkdir()
+    for i in range(3):
+        _write_xyz(folder / f"{i:04d}.xyz", mols.charges[i], mols.coordinates[i])
+    (tmp_path / "hof.txt").write_text("".join(f"qm7/{i:04d}.xyz {-100.0 - i} {-90.0 - i}\n" for i in range(3)))
+    ds = read_qm7(folder, tmp_path / "hof.txt")
+    assert ds.names == ["0000", "0001", "0002"]
+    np.testing.assert_allclose(ds.properties["energy"], [-100, -101, -102])
