@@ -147,3 +147,28 @@ def test_query_with_an_unseen_element_is_refused_by_name(tmp_path, molecules):
         proc.wait(timeout=60)
     finally:
         proc.kill()
+
+
+def test_local_sorf_with_sulfur_trains_serves_and_predicts(tmp_path):
+    """The compact local model on molecules with S and Cl (the user's CSV of SMILES), served and
+    queried double-blind with a sulfur molecule."""
+    rows = ["name,smiles,energy_ev"]
+    smiles = ["CS", "CCS", "CSC", "OCCS", "CSSC", "CCl", "ClCCl", "CCCl", "ClC=C", "SCCCl", "CC(S)C", "CCSC",
+              "ClCC=O", "CN", "CO", "CC", "CCO", "CSCCl", "NCCS", "OCCCl", "CCCS", "SCC=O", "CC(Cl)C", "C=CCS"]
+    counts = {"C": -6.5, "S": -4.0, "Cl": -3.0, "O": -4.4, "N": -4.5}
+    for i, s in enumerate(smiles):
+        e = sum(v * s.count(k) for k, v in counts.items()) - 0.1 * i  # a made-up label, in eV
+        rows.append(f"m{i},{s},{e:.4f}")
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+    out = _run(["train", "--data", str(tmp_path / "mine.csv"), "--property", "energy_ev", "--unit", "eV",
+                "--geometry", "mmff", "--recipe", "local-sorf", "--set", "nstacks=2", "--set", "npcas=16",
+                "--set", "pca_fit_data=train", "--out", str(tmp_path / "s.npz")])
+    assert "kcal/mol" in out.stdout
+    model = MolecularModel.load(tmp_path / "s.npz")
+    assert {16, 17} <= set(model.elements_)
+    from secureml.data.geometry import smiles_to_molecule
+
+    z, x = smiles_to_molecule("CCSC", relax="mmff")
+    (tmp_path / "q.xyz").write_text(_xyz_text(z, x))
+    got = _predict_and_check(tmp_path, tmp_path / "s.npz", tmp_path / "q.xyz", "energy_ev", "kcal/mol")
+    np.testing.assert_allclose(got, model.predict(tmp_path / "q.xyz"), atol=0.05)
