@@ -12,7 +12,7 @@ import importlib
 import logging
 import pkgutil
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from secureml import __version__
 from secureml.errors import SecureMLError
@@ -39,6 +39,29 @@ def _summary(module: str) -> str:
     return line.split(":", 1)[1].strip() if line.startswith("``secureml") and ":" in line else line
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to every option's help that does not state its default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" not in text.lower()
+            and action.default not in (None, False, argparse.SUPPRESS, [])
+            and action.option_strings
+            and action.nargs != 0
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every sub-command parser shows defaults (unless the command picks its own formatter)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(only: str | None = None, summaries: bool = False) -> argparse.ArgumentParser:
     """The CLI parser with every command (Python callers, tests). ``only``: just that command is
     imported and built, so a command starts without importing any other command's dependencies
@@ -50,7 +73,7 @@ def build_parser(only: str | None = None, summaries: bool = False) -> argparse.A
     )
     parser.add_argument("--version", action="version", version=f"secureml {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in _command_modules().items():
         if only is not None and name != only:
             continue
