@@ -121,11 +121,17 @@ class CoulombMatrix(Representation):
         for i, (z, r) in enumerate(mols):
             Z[i, : len(z)] = z
             R[i, : len(z)] = r
-        D = np.linalg.norm(R[:, :, None, :] - R[:, None, :, :], axis=-1)
-        ZZ = Z[:, :, None] * Z[:, None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            C = np.where(ZZ > 0, ZZ / D, 0.0)
+        # squared distances coordinate by coordinate (no (n, s, s, 3) temporary)
+        D2 = np.zeros((n, s, s))
+        for k in range(3):
+            diff = R[:, :, None, k] - R[:, None, :, k]
+            D2 += diff * diff
         idx = np.arange(s)
+        # zero only on the diagonal and between padding atoms (real atoms are >= 0.1 A apart),
+        # where the product of charges is replaced or zero anyway: avoid 0/0
+        D2[D2 == 0.0] = 1.0
+        C = Z[:, :, None] * Z[:, None, :]  # 0 wherever a padding atom is involved
+        C /= np.sqrt(D2, out=D2)
         C[:, idx, idx] = 0.5 * Z**2.4
         return C
 
@@ -134,10 +140,14 @@ class CoulombMatrix(Representation):
         norms = np.linalg.norm(C, axis=2)
         scale = np.maximum(norms.max(axis=1, keepdims=True), 1e-300)
         key_norm = np.round(norms / scale / TIE_RTOL)  # equal for norms tied to TIE_RTOL
-        rows = np.round(-np.sort(-C, axis=2), 9)  # each row's entries, descending
-        # np.lexsort: the last key is the primary one
-        keys = np.concatenate([-np.moveaxis(rows[:, :, ::-1], 2, 0), -Z[None], -key_norm[None]], axis=0)
-        order = np.lexsort(keys, axis=-1)
+        order = np.argsort(-key_norm, axis=1, kind="stable")
+        ks = np.take_along_axis(key_norm, order, axis=1)
+        tied = np.flatnonzero(((ks[:, 1:] == ks[:, :-1]) & (ks[:, 1:] > 0)).any(axis=1))
+        if tied.size:
+            # only molecules with tied norms need the full key (np.lexsort: last key is primary)
+            rows = np.round(-np.sort(-C[tied], axis=2), 9)  # each row's entries, descending
+            keys = np.concatenate([-np.moveaxis(rows[:, :, ::-1], 2, 0), -Z[tied][None], -key_norm[tied][None]], axis=0)
+            order[tied] = np.lexsort(keys, axis=-1)
         C = np.take_along_axis(C, order[:, :, None], axis=1)
         return np.take_along_axis(C, order[:, None, :], axis=2)
 
