@@ -128,8 +128,7 @@ def measure_compact(features: int, sessions: int = 5, n_train: int = 256, seed: 
 
     import numpy as np
 
-    from protocols.krr import predict
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer, predict
     from secureml.data import embedded_split, load_embedded
     from secureml.models import build_model
 

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--small", action="store_true", help="120 training molecules (seconds)")
     args = ap.parse_args(argv)
 
-    from protocols.krr import ServedModel, predict, serve
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import ServedModel, molecules_featurizer, predict, serve
     from secureml.data import embedded_split, load_embedded
     from secureml.data.readers import read_molecules, select_property
     from secureml.data.units import to_training_unit

@@ -40,8 +40,7 @@ def _start_server(model_path: Path, sessions: int = 1) -> tuple[subprocess.Popen
 
 def _serve_and_query(model_path: Path, queries, sessions: int = 1):
     """Start the server, run ``sessions`` sessions with the same queries; returns each (preds, cost)."""
-    from protocols.krr import predict
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer, predict
 
     proc, port = _start_server(model_path, sessions)
     try:
@@ -80,9 +79,9 @@ def _report(model, queries, preds, cost, prop: str) -> None:
 def _demo_kernels() -> dict[str, tuple[float, float, int]]:
     """kernel -> (sigma, lambda, Coulomb-matrix grid bits): the `secureml train` recipes' defaults,
     so that the demo, `train` and the docs use one setting per kernel."""
-    from secureml.models import _KRR_DEFAULTS
+    from secureml.models import KRR_DEFAULTS
 
-    return {k: (float(v["sigma"]), float(v["lam"]), int(v["grid_bits"])) for k, v in _KRR_DEFAULTS.items()}
+    return {k: (float(v["sigma"]), float(v["lam"]), int(v["grid_bits"])) for k, v in KRR_DEFAULTS.items()}
 
 
 def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,

@@ -1,4 +1,4 @@
-"""Public parameters of a double-blind KRR session, and the handshake that agrees on them.
+"""Public parameters of a double-blind KRR session (agreed in :mod:`protocols.krr.handshake`).
 
 Everything in :class:`PublicParams` is known to both parties; nothing else about the model
 (training representations, weights, offset) or about the query leaves its owner. The fixed-point
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
@@ -150,8 +151,6 @@ class PublicParams:
         """ModelError naming the first query molecule with an element the model never saw."""
         if not self.elements:
             return
-        from secureml.data.formats import symbol
-
         known = set(self.elements)
         for i, z in enumerate(charges):
             extra = sorted(set(np.unique(np.asarray(z)).tolist()) - known)

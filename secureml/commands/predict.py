@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--tls", action="store_true", help="connect over TLS")
     p.add_argument("--tls-ca", default=None, help="CA / self-signed certificate to trust (PEM)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="compact models: present no OT-session ticket and keep none (the server cannot "
+                   "link this session to your others; every session runs its base OTs)")
     p.set_defaults(func=run)
 
 
@@ -71,20 +74,13 @@ def load_queries(xyz: list[str], smiles: list[str], batch: str | None):
 def run(args: argparse.Namespace) -> int:
     import ssl
 
-    from protocols.krr.service import molecules_featurizer, parse_address, predict_features
+    from protocols.krr import molecules_featurizer, predict_features
+    from protocols.krr.client import parse_address
     from protocols.net.transport import connect
     from secureml.data.units import known_unit
 
     queries = load_queries(args.xyz, args.smiles, args.batch)
-    inner = molecules_featurizer(queries)
-
-    def featurize(pp, public_model):
-        # an element the model never saw: say so, before anything private moves (the protocol
-        # would otherwise only report a feature outside its public bounds)
-        pp.check_elements(queries.charges, queries.names)
-        return inner(pp, public_model)
-
-    featurize.n_queries, featurize.dataset = inner.n_queries, inner.dataset
+    featurize = molecules_featurizer(queries)  # refuses an element the model never saw, by name
     ctx = None
     if args.tls:
         ctx = ssl.create_default_context(cafile=args.tls_ca)
@@ -92,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     host, port = parse_address(args.server)
     ch = connect(host, port, ssl_context=ctx, channel_timeout=300.0)
     try:
-        preds, cost, pp = predict_features(ch, featurize=featurize)
+        preds, cost, pp = predict_features(ch, featurize=featurize, resume_ot=not args.no_resume)
     finally:
         ch.close()
     prop = pp.property_name or "prediction"
-    unit = getattr(pp, "property_unit", "") or known_unit(pp.property_name)
+    unit = pp.property_unit or known_unit(pp.property_name)
     model = f"{pp.kind} model, {pp.n_train} training molecules"
     rows = [{"molecule": n, "property": prop, "prediction": float(p), "unit": unit} for n, p in zip(queries.names, preds)]
     width = max(len(r["molecule"]) for r in rows)

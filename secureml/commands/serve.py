@@ -35,33 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
-    import os
-
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
-    if args.no_resume:
-        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
-    from secureml.models.pipeline import MolecularModel
-
-    mm = MolecularModel.load(args.model)
-    kw = {}
-    if not hasattr(mm.estimator, "dual_coef_") and mm.elements_:
-        # compact models set their public bounds on public (embedded QM9) molecules: only those
-        # made of elements the model knows (a model trained without fluorine cannot featurize F)
-        import numpy as np
-
-        from secureml.data import load_embedded
-
-        pool = load_embedded().subset(np.arange(0, 3921, 8))
-        keep = [i for i, z in enumerate(pool.charges) if set(np.unique(z).tolist()) <= set(mm.elements_)]
-        if keep:
-            kw["calibration"] = pool.subset(keep)
-    model = ServedModel.from_molecular_model(mm, frac_bits=args.frac_bits, **kw)
-    # published with the model: the unit of its predictions and the elements it was trained on
-    model.public.property_unit = mm.property_unit
-    model.public.elements = [int(z) for z in (mm.elements_ or [])]
-    model.public.validate()
-    if args.precompute_ot:
-        model.precompute_ot = True
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    model.resume_ot = not args.no_resume
+    model.precompute_ot = bool(args.precompute_ot)
     ctx = None
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

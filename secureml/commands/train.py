@@ -268,6 +268,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(model.npz, metrics.json, metrics.csv, parity.png); default: runs/train-<time>/")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="write the metrics JSON here (default: next to the model file)")
+    p.add_argument("--sign-key", default=None,
+                   help="Ed25519 private key (from `secureml keys signing`): sign the model file, so "
+                   "`secureml serve --verify-key` accepts it")
     p.set_defaults(func=run)
 
 
@@ -300,6 +303,11 @@ def run(args: argparse.Namespace) -> int:
     from secureml.models.baseline import energies_by_symbol
 
     n = args.n if args.n is not None else (4096 if args.data == "qm9" else None)
+    sign_key = None  # loaded first: a bad key fails before minutes of training
+    if getattr(args, "sign_key", None):
+        from secureml.models.signing import load_private_key
+
+        sign_key = load_private_key(args.sign_key)
     print(f"loading {args.data} data ...", file=sys.stderr)
     train, test = load_split(args, n)
     unit = getattr(args, "property_unit", None)
@@ -334,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     model.provenance["test_mae"] = metrics["mae"]
     model.provenance["data"] = args.data
     model_path, folder = _output_paths(args.out)
-    out = model.save(model_path)
+    out = model.save(model_path, sign_key=sign_key)
     est = model.estimator
     params = est.get_params() if hasattr(est, "get_params") else {}
     report = {

@@ -41,6 +41,7 @@ from secureml.data.formats import (
     read_xyz,
     validate_molecule,
 )
+from secureml.data.geometry import smiles_to_molecule
 from secureml.errors import DataError
 
 GEOMETRIES = ("xtb", "mmff", "none")
@@ -264,8 +265,6 @@ def read_smiles_csv(path: str | Path, geometry: str = "xtb", seed: int = 0, prog
     Geometries: RDKit ETKDG embedding then ``geometry`` = "xtb" (GFN2-xTB relaxation, ~0.3 s per
     small molecule, needs ``tblite``), "mmff" (MMFF94 only) or "none" (ETKDG only).
     """
-    from secureml.data.geometry import smiles_to_molecule
-
     path = Path(path)
     if geometry not in GEOMETRIES:
         raise DataError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {geometry!r}")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from secureml.data.qm9 import PROPERTY_INFO
 from secureml.errors import DataError
 
 HARTREE_TO_KCAL_MOL = 627.5094740631
@@ -63,8 +64,6 @@ def is_energy_unit(unit: str) -> bool:
 
 def known_unit(property_name: str) -> str:
     """Unit of a property secureml knows by name (QM9's, xTB labels), else ``""``."""
-    from secureml.data.qm9 import PROPERTY_INFO
-
     if property_name in PROPERTY_INFO:
         return PROPERTY_INFO[property_name][0]
     return _OWN_PROPERTIES.get(property_name, "")

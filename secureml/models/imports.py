@@ -26,6 +26,7 @@ from secureml.errors import ModelError
 from secureml.models.krr import KernelRidge, from_sklearn_kernel_ridge
 from secureml.models.pipeline import MolecularModel
 from secureml.representations.base import Representation
+from secureml.representations.coulomb import CoulombMatrix
 
 
 def _wrap(est: KernelRidge, representation: Representation, property_name: str, property_unit: str,
@@ -72,8 +73,6 @@ def from_qmllib(X_train: np.ndarray, alphas: np.ndarray, kernel: str, sigma: flo
     ``qmllib_cm_layout``: for a Coulomb-matrix representation, ``X_train`` is in qmllib's lower-
     triangle packing and is reordered (set False if it already has secureml's layout).
     """
-    from secureml.representations.coulomb import CoulombMatrix
-
     X = np.asarray(X_train, dtype=np.float64)
     if isinstance(representation, CoulombMatrix) and qmllib_cm_layout and representation.variant != "eigenspectrum":
         X = qmllib_cm_to_secureml(X, int(representation.size or 0))

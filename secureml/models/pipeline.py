@@ -1,6 +1,7 @@
 """A molecular model: representation + fitted estimator + where its training data came from."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
-from secureml.data.units import known_unit
 from secureml.data.formats import symbol
+from secureml.data.readers import as_dataset
+from secureml.data.units import known_unit
 from secureml.errors import DataError, ModelError
 from secureml.models.baseline import (
     BASELINES,
@@ -18,6 +20,8 @@ from secureml.models.baseline import (
     energies_by_symbol,
     fit_element_energies,
 )
+from secureml.models.io import read_model_parts, save_model
+from secureml.models.krr import from_sklearn_kernel_ridge
 from secureml.representations.base import Representation
 
 
@@ -201,8 +205,6 @@ class MolecularModel:
         ``molecules``: a MolecularDataset, ASE ``Atoms``, an RDKit ``Mol`` with a 3-D conformer and
         explicit hydrogens, a file path, or a list of these (:func:`secureml.data.readers.as_dataset`).
         """
-        from secureml.data.readers import as_dataset
-
         dataset = as_dataset(molecules)
         if len(dataset) == 0:
             return np.zeros(0)
@@ -229,26 +231,20 @@ class MolecularModel:
     def n_features(self) -> int:
         return int(self.representation.n_features)
 
-    def save(self, path: str | Path) -> Path:
-        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`)."""
-        from secureml.models.io import save_model
-
+    def save(self, path: str | Path, sign_key: Any = None) -> Path:
+        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`), hashed and,
+        given an Ed25519 ``sign_key``, signed. A scikit-learn KernelRidge estimator is stored as
+        the equal secureml KernelRidge (servable); this model keeps its own estimator."""
         if type(self.estimator).__module__.startswith("sklearn.kernel_ridge"):
-            # a scikit-learn KernelRidge is stored as the equal secureml KernelRidge (servable)
-            import copy
-
-            from secureml.models.krr import from_sklearn_kernel_ridge
-
-            stored = copy.copy(self)  # this model keeps its own estimator
+            stored = copy.copy(self)
             stored.estimator = from_sklearn_kernel_ridge(self.estimator)
-            return save_model(stored, path)
-        return save_model(self, path)
+            return save_model(stored, path, sign_key=sign_key)
+        return save_model(self, path, sign_key=sign_key)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MolecularModel":
-        from secureml.models.io import load_model
-
-        return load_model(path)
+    def load(cls, path: str | Path, verify_key: Any = None) -> "MolecularModel":
+        """Read a model file (:func:`load_model`), verifying its hash (and signature by ``verify_key``)."""
+        return load_model(path, verify_key=verify_key)
 
     def __repr__(self) -> str:
         return (
@@ -257,3 +253,16 @@ class MolecularModel:
             + (f", property_unit={self.property_unit!r}" if self.property_unit else "")
             + (f", baseline={self.baseline!r})" if self.baseline != "mean" else ")")
         )
+
+
+def load_model(path: str | Path, verify_key: Any = None) -> MolecularModel:
+    """Read a file written by :meth:`MolecularModel.save`; ModelError for a bad, modified or
+    unknown file (and, given ``verify_key``, one not signed by it). ``sha256_``: its verified hash."""
+    parts = read_model_parts(path, verify_key)
+    model = MolecularModel(parts.representation, parts.estimator, property_name=parts.property_name,
+                           baseline=parts.baseline, provenance=parts.provenance)
+    model.element_energies_ = parts.element_energies
+    model.sha256_ = parts.sha256
+    model.property_unit = parts.property_unit or model.property_unit
+    model.elements_ = parts.elements
+    return model

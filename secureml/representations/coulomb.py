@@ -38,6 +38,7 @@ import numpy as np
 from secureml.data.dataset import MolecularDataset
 from secureml.errors import DataError, ModelError
 from secureml.representations.base import Representation, check_molecule, register_representation
+from secureml.representations.canonical_order import canonical_atom_order
 
 _PERMUTATIONS = {"sorted": "sorted_l2", "unsorted": "none", "eigenspectrum": "eigenspectrum", "canonical": "none"}
 # Molecules per vectorised batch: bounds the temporary (chunk, size, size) float64 arrays.
@@ -106,8 +107,6 @@ class CoulombMatrix(Representation):
                 f"(train a model with --cm-size {z.size} or more to predict molecules this large)"
             )
         if self.variant == "canonical":
-            from secureml.representations.canonical_order import canonical_atom_order
-
             order = canonical_atom_order(z, r)
             z, r = z[order], r[order]
         return z, r

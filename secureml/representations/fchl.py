@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.formats import symbol
 from secureml.errors import DataError, ModelError
 from secureml.representations.base import Representation, check_molecule, register_representation
 
@@ -169,8 +170,6 @@ class FCHL19(Representation):
         z, r = check_molecule(charges, coordinates, label)
         unknown = sorted(set(z.tolist()) - set(self.elements))
         if unknown:
-            from secureml.data.formats import symbol
-
             raise DataError(
                 f"{label} contains {', '.join(symbol(e) for e in unknown)}: the model never saw it in training "
                 f"(it covers {', '.join(symbol(e) for e in self.elements)}); train on molecules that contain it"

@@ -22,7 +22,7 @@ def test_sklearn_kernel_ridge_round_trip_and_served(tmp_path, data, kernel, gamm
     from sklearn.kernel_ridge import KernelRidge as SkKRR
 
     from protocols.common import KernelModelParams
-    from protocols.krr.service import run_local
+    from protocols.krr.runner import run_local
 
     train, test = data
     rep = CoulombMatrix(size=23, grid_bits=8 if kernel == "laplacian" else None)
