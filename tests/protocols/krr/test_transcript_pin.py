@@ -39,13 +39,14 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 2 (same values on main before the service split: 5aa8467)
+#: pinned at PROTOCOL_VERSION 3 (3 adds property_unit and elements to the public parameters and
+#: the model file: +33 bytes on exact kernels; the compact model's public file grows too)
 PINS = {
-    "krr-gaussian": (155, 85092, "d9959510e85809fb5272b7c10cbe0b04644dd28823db33b7e5458a92a0f356e6"),
-    "krr-laplacian": (121, 92947, "27c343496d0d6ab7a1ed29a2b2655d6cc440839f80f8f3e139acab5fd360d990"),
-    "linear": (22, 178874, "1e112a3514d34dd408381a8c4438b50b41436b3a6077bceb552ff775536739cb"),
+    "krr-gaussian": (155, 85125, "cc84e2f95577b819501e0c467a4c8d3acf7044802c84a5654d8bbc26711a2579"),
+    "krr-laplacian": (121, 92980, "cc8996f75828135cd48afcbb067b8cb4e7cdeef297337ca1502e12abcdb5d0ff"),
+    "linear": (22, 179636, "f7f3f1a6e2acad8d118f1d1af3ce3395bdda676308210a39fe0be22240348cc9"),
 }
-PINNED_VERSION = 2
+PINNED_VERSION = 3
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
