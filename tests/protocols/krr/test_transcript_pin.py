@@ -42,8 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 3 (3 adds property_unit and elements to the public parameters: +33
-#: bytes on exact kernels; the compact pin counts bytes without the public model file, whose
+#: pinned at PROTOCOL_VERSION 3 (3 adds property_unit and elements to the public parameters: +33 and
+#: +48 bytes; the compact pin counts bytes without the public model file, whose
 #: format grew in format 3 of model files)
 PINS = {
     "krr-gaussian": (155, 85125, "cc84e2f95577b819501e0c467a4c8d3acf7044802c84a5654d8bbc26711a2579"),
