@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,crypten,research]'
+	$(BIN)/python -m pip install -q -e '.[full,test,crypten,research]'
 	$(BIN)/python -m pip install -q --no-deps crypten==0.4.1 molsets==0.3.1
 	touch $(STAMP)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 2  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions
+PROTOCOL_VERSION = 3  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions; 3: property_unit, elements
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
@@ -45,6 +46,11 @@ class PublicParams:
     # client adds sum_Z n_Z e_Z of its own molecule to the protocol's output. Public: a least-squares
     # energy per element, fitted on the training set (a handful of numbers, no molecule).
     element_energies: dict[str, float] = field(default_factory=dict)
+    # unit of the predictions ("kcal/mol", "eV" ...; "" unknown) and the nuclear charges of the
+    # training molecules (a query with another element is refused by name before anything private
+    # moves; empty: not checked). Both are in the model file; neither says anything about a molecule.
+    property_unit: str = ""
+    elements: list[int] = field(default_factory=list)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
     version: int = PROTOCOL_VERSION
@@ -141,6 +147,19 @@ class PublicParams:
         p.validate()
         return p
 
+    def check_elements(self, charges: Any, names: Any = None) -> None:
+        """ModelError naming the first query molecule with an element the model never saw."""
+        if not self.elements:
+            return
+        known = set(self.elements)
+        for i, z in enumerate(charges):
+            extra = sorted(set(np.unique(np.asarray(z)).tolist()) - known)
+            if extra:
+                who = f"molecule {names[i]!r}" if names is not None and len(names) > i and names[i] else f"molecule {i}"
+                raise ModelError(
+                    f"{who} contains {', '.join(symbol(e) for e in extra)}: the served model never saw it in "
+                    f"training (its training molecules have {', '.join(symbol(e) for e in self.elements)})")
+
     def validate(self) -> None:
         if self.version != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -160,6 +179,11 @@ class PublicParams:
             if not (str(z).isdigit() and 1 <= int(z) <= 118) or not isinstance(e, (int, float)) \
                     or not math.isfinite(float(e)):
                 raise ProtocolError(f"bad element energy {z!r}: {e!r}")
+        if not isinstance(self.property_unit, str) or len(self.property_unit) > 64:
+            raise ProtocolError("property_unit must be a short string")
+        if not isinstance(self.elements, list) or len(self.elements) > 118 or not all(
+                isinstance(z, int) and not isinstance(z, bool) and 1 <= z <= 118 for z in self.elements):
+            raise ProtocolError("elements must be a list of atomic numbers (1..118)")
         if self.kind == "krr-laplacian" and self.x_bits > LAPLACIAN_MAX_X_BITS:
             raise ProtocolError(
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "

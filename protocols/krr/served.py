@@ -109,9 +109,11 @@ class ServedModel(Served):
             if frac_bits is None and rep.get("grid_bits") is not None:
                 # the model's features already sit on a 2^-grid_bits grid: encode them exactly
                 frac_bits = int(rep["grid_bits"])
-            return cls(KernelModelParams.from_estimator(est), representation=rep,
-                       property_name=mm.property_name, element_energies=mm.element_energies_,
-                       frac_bits=frac_bits)
+            served: Served = cls(KernelModelParams.from_estimator(est), representation=rep,
+                                 property_name=mm.property_name, element_energies=mm.element_energies_,
+                                 frac_bits=frac_bits)
+            _publish_model_facts(served, mm)
+            return served
         return CompactServedModel.from_molecular_model(mm, calibration=calibration)
 
     @classmethod
@@ -145,6 +147,12 @@ class CompactServedModel(Served):
         w, offset, public_model = compact.linear_parts(mm)
         if calibration is None:
             calibration = load_embedded().subset(np.arange(0, 3921, 8))
+            if mm.elements_:
+                # only public molecules made of the model's elements (one trained without
+                # fluorine cannot featurize F)
+                known = set(mm.elements_)
+                keep = [i for i, z in enumerate(calibration.charges) if set(np.unique(z).tolist()) <= known]
+                calibration = calibration.subset(keep) if keep else calibration
         phi = compact.client_features(public_model, calibration)
         pred = phi @ w
         plan = compact.plan(phi, w, float(np.max(np.abs(pred))) if pred.size else 1.0,
@@ -158,4 +166,14 @@ class CompactServedModel(Served):
             element_energies=_energies(mm.element_energies_), **plan,
         )
         out_bits = compact.output_bits(pred + offset, public)  # public ring width
-        return cls(CompactSecret(w, offset, out_bits, blob), public)
+        served = cls(CompactSecret(w, offset, out_bits, blob), public)
+        _publish_model_facts(served, mm)
+        return served
+
+
+def _publish_model_facts(served: Served, mm: MolecularModel) -> None:
+    """The unit of the predictions and the training elements, from the model file, made public
+    (the client prints the unit and refuses a molecule with another element by name)."""
+    served.public.property_unit = str(getattr(mm, "property_unit", "") or "")
+    served.public.elements = [int(z) for z in (getattr(mm, "elements_", None) or [])]
+    served.public.validate()

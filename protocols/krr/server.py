@@ -44,7 +44,7 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
     proto.server_online(party, model, k, info)
     t1 = time.perf_counter()
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": k, "peer": peer})
-    log.warning(
+    log.info(  # a normal session: INFO (failures below are warnings)
         "session peer=%s queries=%d wall=%.2fs sent=%.1fMB received=%.1fMB rounds=%d",
         peer, k, cost.wall_s, cost.bytes_sent / 1e6, cost.bytes_received / 1e6, cost.rounds,
     )

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
-    logging.getLogger("secureml.serve").setLevel(logging.WARNING)
+    logging.getLogger("secureml.serve").setLevel(logging.INFO)  # one line per session, never any data
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)

@@ -42,14 +42,15 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 2 (same values on main before the service split, 5aa8467; the compact
-#: pin counts bytes without the public model file, whose format grew in format 3 of model files)
+#: pinned at PROTOCOL_VERSION 3 (3 adds property_unit and elements to the public parameters: +33 and
+#: +48 bytes; the compact pin counts bytes without the public model file, whose
+#: format grew in format 3 of model files)
 PINS = {
-    "krr-gaussian": (155, 85092, "d9959510e85809fb5272b7c10cbe0b04644dd28823db33b7e5458a92a0f356e6"),
-    "krr-laplacian": (121, 92947, "27c343496d0d6ab7a1ed29a2b2655d6cc440839f80f8f3e139acab5fd360d990"),
-    "linear": (22, 32256, "83793786a82009422059d19053088f337d57a315785e9a45fd23fe278e7d2703"),
+    "krr-gaussian": (155, 85125, "cc84e2f95577b819501e0c467a4c8d3acf7044802c84a5654d8bbc26711a2579"),
+    "krr-laplacian": (121, 92980, "cc8996f75828135cd48afcbb067b8cb4e7cdeef297337ca1502e12abcdb5d0ff"),
+    "linear": (22, 32304, "d54caf3bcd620a8b4cb64b58eafdde527299ba75c5782e9b8ede3e0de7edd3d3"),
 }
-PINNED_VERSION = 2
+PINNED_VERSION = 3
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
