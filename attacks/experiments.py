@@ -21,6 +21,13 @@ from attacks.targets import Target
 # physics, so public even when a deployment announces no bounds.
 CM_RANGE = (0.0, 0.5 * 9**2.4 + 1.0)
 
+
+def cm_range(scn: Scenario) -> tuple[float, float]:
+    """Physical range of CM entries for the heaviest element in the attacker's own molecules
+    (QM9: fluorine, 98.4; QM7: sulfur, 389)."""
+    zmax = max([9] + [int(np.max(c)) for c in scn.data.subset(scn.public[:2000]).charges if len(c)])
+    return 0.0, 0.5 * zmax**2.4 + 1.0
+
 Progress = Callable[[int], None] | None
 
 
@@ -37,7 +44,8 @@ def whitebox_krr(target: Target, scn: Scenario, progress: Progress = None) -> di
                           "gives only predictions")
     ext = whitebox.extract_krr_molecules(target.model, progress)
     res = whitebox.score_extraction(ext, scn.data.subset(scn.train))
-    base = whitebox.random_baseline(scn.data.subset(scn.public), scn.data.subset(scn.train))
+    base = whitebox.random_baseline(scn.data.subset(scn.public), scn.data.subset(scn.train),
+                                    truth_smiles=res["reference_smiles"])
     return {"attack": "whitebox", **_clean(res), "random_baseline": base, "queries": 0,
             "metric": "fraction_smiles_exact", "value": res["fraction_smiles_exact"]}
 
@@ -101,15 +109,15 @@ def query_reconstruction(target: Target, scn: Scenario, *, method: str = "auto",
     if method == "kink":
         if kernel != "laplacian":
             raise AttackError("the kink attack needs an L1 Laplacian kernel (the Gaussian has no kinks)")
-        lo, hi = CM_RANGE
+        lo, hi = cm_range(scn)
         res = reconstruction.kink_attack(target.predict, int(pub["n_features"]), lo, hi, h=h, refine=refine,
                                          depth=depth, n_hint=n_hint, progress=progress)
         centres, n_queries = res.centres, res.n_queries
         extra = {"kinks": res.n_kinks, "merged_kinks": res.n_merged, "unassigned_coordinates": res.unassigned,
                  "sigma_estimated": res.sigma, "h": h, "refine": refine, "depth": depth}
     elif method == "expansion":
-        lo = pub.get("feature_lo", CM_RANGE[0])
-        hi = pub.get("feature_hi", CM_RANGE[1])
+        lo = pub.get("feature_lo", cm_range(scn)[0])
+        hi = pub.get("feature_hi", cm_range(scn)[1])
         n_c = int(fit_opts.pop("n_centres", n_hint or 16))
         fit = reconstruction.expansion_attack(
             target.predict, scn.X[scn.public], budget, n_c, str(kernel), float(pub["sigma"]), seed=seed,

@@ -223,17 +223,6 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     return "\n".join(lines)
 
 
-def _scenario_for(model: Any, seed: int) -> Any:
-    """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
-    from secureml.data import embedded_split
-
-    params = model.representation.get_params()
-    if params.get("name") != "coulomb_matrix":
-        raise AttackError("the attack scenarios use Coulomb-matrix models trained on the embedded data")
-    data, X, y = scenario.embedded_features(int(params["size"]), str(params.get("variant", "sorted")),
-                                            params.get("grid_bits"))
-    n = int(model.estimator.X_fit_.shape[0])
-    train, test = embedded_split(seed=seed, n_train=n)
-    if not np.allclose(X[train[: min(n, 16)]], model.estimator.X_fit_[: min(n, 16)]):
-        raise AttackError("the model was not trained on the embedded split with this seed")
-    return scenario.Scenario(data, X, y, np.asarray(train), np.asarray(test), model)
+def _scenario_for(model: Any, seed: int = 0) -> Any:
+    """Wrap an already-trained MolecularModel as a Scenario (its data from its provenance)."""
+    return scenario.from_model(model)

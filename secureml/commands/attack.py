@@ -40,8 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(double-blind OT service), fhe (CKKS service); default model-file for white-box "
                         "attacks, api otherwise")
     p.add_argument("--model", default=None,
-                   help="model file (.npz) trained on the embedded split (`secureml train --data embedded "
-                        "--n N --seed S`); default: train one here with --kernel/--n-train/--sigma/--lam")
+                   help="any model file (.npz) written by `secureml train` (any data, any elements); its "
+                        "training rows are located in --data; default: train one here on the embedded data "
+                        "with --kernel/--n-train/--sigma/--lam")
+    p.add_argument("--data", default=None,
+                   help="with --model: the labelled data set holding its training molecules and the "
+                        "attacker's public ones: embedded, qm9, a qmllib-*.tar.gz (QM7), a QM7 folder, "
+                        ".npz or .extxyz (default: the data the model file's provenance names); without "
+                        "--model the model is trained here on --n-train molecules of it (seeded permutation)")
     p.add_argument("--kernel", choices=("gaussian", "laplacian"), default=None,
                    help="kernel of the model trained here (default: laplacian for reconstruct, else gaussian)")
     p.add_argument("--n-train", type=int, default=None,
@@ -92,12 +98,11 @@ class _Budget:
 
 def _scenario(args: argparse.Namespace, kernel: str, n_train: int | None) -> Any:
     from attacks import scenario
-    from attacks.report import _scenario_for
 
     if args.model:
-        from secureml.models.pipeline import MolecularModel
-
-        return _scenario_for(MolecularModel.load(args.model), args.seed)
+        return scenario.from_model(args.model, args.data)
+    if args.data:
+        return scenario.build_on(args.data, kernel, n_train=n_train, seed=args.seed, sigma=args.sigma, lam=args.lam)
     return scenario.build(kernel, n_train=n_train, seed=args.seed, sigma=args.sigma, lam=args.lam)
 
 
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         kernel = args.kernel or ("laplacian" if name == "reconstruct" else "gaussian")
         n_train = args.n_train if args.n_train is not None else {"whitebox": None, "reconstruct": 32}.get(name, 1000)
-        print(f"training the model owner's {kernel} KRR on the embedded data ...", file=sys.stderr)
+        print(f"loading {args.model} ..." if args.model else
+              f"training the model owner's {kernel} KRR on {args.data or 'the embedded data'} ...", file=sys.stderr)
         scn = _scenario(args, kernel, n_train)
         target = make_target(target_kind, scn.model, protocol_sample=args.protocol_sample)
         with tqdm(desc=f"{name} @ {target_kind}", unit="q", file=sys.stderr) as bar:
