@@ -163,7 +163,7 @@ def plot_roc(curves: dict[str, dict[str, dict[str, list]]], path: str, title: st
     ax.set_ylim(1e-3, 1.05)
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
