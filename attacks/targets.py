@@ -6,7 +6,7 @@ Four deployments of the same fitted model:
 * :class:`PlaintextAPITarget` -- a prediction API: representation in, prediction out, in the clear.
 * :class:`OTServiceTarget` -- the double-blind OT service (:mod:`protocols.krr`): the server never
   sees the query, the client never sees the model, and the client still gets the prediction.
-* :class:`FHEServiceTarget` -- the CKKS service (:mod:`protocols.fhe`), same promise.
+* :class:`FHEServiceTarget` -- the CKKS service (:mod:`protocols.baselines.fhe`), same promise.
 
 Every target has ``predict(Q)`` (counted), ``public`` (what the deployment publishes anyway:
 kernel, width, N, input bounds ...) and ``cost()`` (queries, wall time and bytes per query).
@@ -265,7 +265,7 @@ class FHEServiceTarget(_ServiceTarget):
 
     def _check_engine(self) -> None:
         try:
-            from protocols.fhe import plan
+            from protocols.baselines.fhe import plan
         except ImportError as exc:  # pragma: no cover - depends on the checkout
             raise EngineUnavailable(f"FHE engine not available: {exc}") from exc
         self.params = KernelModelParams.from_estimator(self.estimator) if hasattr(self.estimator, "dual_coef_") \
@@ -291,7 +291,7 @@ class FHEServiceTarget(_ServiceTarget):
         return np.isfinite(Q).all(1) & (r <= self.fhe_params.query_radius)
 
     def _protocol(self, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
-        from protocols.fhe import run_local
+        from protocols.baselines.fhe import run_local
 
         t0 = time.perf_counter()
         preds, ccost, _scost = run_local(self.params, Q)

@@ -3,9 +3,9 @@
 Engines (each runs as two real processes on TCP loopback, except plaintext):
   plaintext  the model owner predicts in the clear (the denominator of every ratio)
   ot         OT-based double-blind exact KRR (protocols.krr)
-  fhe        TenSEAL CKKS, client holds the key (protocols.fhe)
-  crypten    CrypTen with its trusted-first-party provider (protocols.crypten_engine)
-  generic    generic MPC, Beaver triples from OT (protocols.generic_mpc)
+  fhe        TenSEAL CKKS, client holds the key (protocols.baselines.fhe)
+  crypten    CrypTen with its trusted-first-party provider (protocols.baselines.crypten_engine)
+  generic    generic MPC, Beaver triples from OT (protocols.baselines.generic_mpc)
 For each training size N: wall time (set-up/offline and online), bytes each way (keys included),
 rounds, peak memory, |prediction - plaintext|; simulated LAN (1 Gbit/s, 0.5 ms) and WAN
 (100 Mbit/s, 40 ms one way) times from measured bytes and rounds. Writes JSON, CSV, plots and a
@@ -25,9 +25,9 @@ import numpy as np
 
 ENGINES = {
     "ot": "protocols.krr.service",
-    "fhe": "protocols.fhe",
-    "crypten": "protocols.crypten_engine",
-    "generic": "protocols.generic_mpc",
+    "fhe": "protocols.baselines.fhe",
+    "crypten": "protocols.baselines.crypten_engine",
+    "generic": "protocols.baselines.generic_mpc",
 }
 NETWORKS = {"LAN": (1e9, 0.5e-3), "WAN": (100e6, 40e-3)}
 

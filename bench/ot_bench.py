@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from protocols.ot_extension import OTExtensionReceiver, OTExtensionSender, cot_theory_bits
-from protocols.transport import Channel, TCPChannel, connect, listen
+from protocols.ot.iknp import OTExtensionReceiver, OTExtensionSender, cot_theory_bits
+from protocols.net.transport import Channel, TCPChannel, connect, listen
 
 U64 = np.uint64
 

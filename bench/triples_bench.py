@@ -40,10 +40,10 @@ def triple_theory_bytes(exact_bits: bool = False) -> float:
 
 
 def _party(role: int, port: int, args: dict[str, Any], out: "mp.Queue | None") -> dict[str, Any]:
-    from protocols.gilboa import matvec_receiver, matvec_sender
-    from protocols.party import Party
-    from protocols.transport import TCPChannel, connect
-    from protocols.triples import beaver_triples, bool_triples
+    from protocols.mpc.gilboa import matvec_receiver, matvec_sender
+    from protocols.mpc.party import Party
+    from protocols.net.transport import TCPChannel, connect
+    from protocols.mpc.triples import beaver_triples, bool_triples
 
     if role == 0:
         srv = args["_server"]
@@ -97,7 +97,7 @@ def _child(port: int, args: dict[str, Any], out: "mp.Queue") -> None:
 
 
 def run(args: dict[str, Any]) -> dict[str, Any]:
-    from protocols.transport import listen
+    from protocols.net.transport import listen
 
     srv = listen("127.0.0.1", 0)
     port = srv.getsockname()[1]

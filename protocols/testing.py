@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from protocols.party import Party
+from protocols.mpc.party import Party
 
 
 class TwoPartyResult(tuple):
@@ -36,7 +36,7 @@ def run_two_party(
     If one side raises, its channel is closed so the other side fails promptly instead of
     waiting for the timeout; the first exception is re-raised.
     """
-    from protocols.transport import local_channel_pair
+    from protocols.net.transport import local_channel_pair
 
     c0, c1 = local_channel_pair(timeout=timeout)
     if record:
@@ -71,7 +71,7 @@ def run_two_party(
         c1.close()
         raise TimeoutError("two-party run did not finish")
     # Prefer the error that happened first (the other side's is usually PeerDisconnected).
-    from protocols.transport import PeerDisconnected
+    from protocols.net.transport import PeerDisconnected
 
     real = [e for e in errors if e is not None and not isinstance(e, PeerDisconnected)]
     if real:
@@ -85,8 +85,8 @@ def run_two_party(
 
 def install_test_dealer(seed: int = 1234) -> Callable[[Party], None]:
     """A ``setup`` callback for :func:`run_two_party` that gives both parties the (insecure,
-    tests-only) :class:`~protocols.providers.TrustedDealerProviderForTests`."""
-    from protocols.providers import TrustedDealerProviderForTests
+    tests-only) :class:`~protocols.mpc.providers.TrustedDealerProviderForTests`."""
+    from protocols.mpc.providers import TrustedDealerProviderForTests
 
     def setup(p: Party) -> None:
         p.provider = TrustedDealerProviderForTests(p, seed=seed, enable=True)
@@ -103,7 +103,7 @@ def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout
     ``record`` keeps the client channel's raw transcript (``channel.transcript``).
     """
     from protocols.krr.service import predict_features, serve_one
-    from protocols.transport import local_channel_pair
+    from protocols.net.transport import local_channel_pair
 
     c0, c1 = local_channel_pair(timeout=timeout)
     if record:

@@ -9,7 +9,7 @@ would cost m hash calls per entry and block; instead (the classical "OT of keys,
   1. the sender draws a fresh 128-bit key R_{t,e} for every table t and entry e and transfers the
      keys with ``lut_send`` (the receiver learns R_{t,c_t} only, for its index c_t);
   2. the sender sends every entry encrypted, msg_{t,e} XOR G(R_{t,e}), with the pseudorandom
-     generator G(R)_b = H(R, b), H the tweakable correlation-robust hash of :mod:`protocols.crypto`
+     generator G(R)_b = H(R, b), H the tweakable correlation-robust hash of :mod:`protocols.ot.crypto`
      (pi(pi(R) ^ b) ^ pi(R), pi a fixed public AES key: the random-permutation model);
   3. the receiver decrypts the entry it chose.
 
@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-from protocols.crypto import FixedKeyAES, derive_key
+from protocols.ot.crypto import FixedKeyAES, derive_key
 
 U64 = np.uint64
 # public fixed key: the hash is secure in the random-permutation model, which needs no secret key

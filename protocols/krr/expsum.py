@@ -22,7 +22,7 @@ Protocol (steps numbered as in the kernel modules, which do steps 1-3):
      fixed point) plus a fresh 128-bit mask r. The client receives G + r.
   8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]).
   9. Output in Z_2^128: y = sum alpha_i (G_i + r_i - r_i) v_i via two Gilboa inner products
-     (:mod:`protocols.krr.ot128`): alpha' bits (server) x w_i = (G_i + r_i) v_i (client) and
+     (:mod:`protocols.mpc.gilboa128`): alpha' bits (server) x w_i = (G_i + r_i) v_i (client) and
      v bits (client) x alpha_i r_i (server).
  10. The server adds y_offset to its share and sends the share; the client reconstructs.
 """
@@ -33,9 +33,9 @@ import math
 import numpy as np
 
 from protocols.common import KernelModelParams
-from protocols.krr import u128
+from protocols.mpc import u128
 from protocols.krr.chain import chain_client, chain_server, digit_plan
-from protocols.krr.ot128 import inner_product_receiver, inner_product_sender
+from protocols.mpc.gilboa128 import inner_product_receiver, inner_product_sender
 from protocols.krr.params import PublicParams
 from secureml.errors import ModelError, ProtocolError
 

@@ -12,7 +12,7 @@ there is no dealer.
 
 Protocol (both sides below carry the step numbers):
   1. Encode: x, q shifted by the public lower bound and scaled by 2^F (non-negative integers).
-  2. Cross term: vector OLE from COT (:func:`protocols.gilboa.matvec_sender`): shares of X q.
+  2. Cross term: vector OLE from COT (:func:`protocols.mpc.gilboa.matvec_sender`): shares of X q.
   3. Local: shares of D_i = ||x_i||^2 - 2 x_i.q + ||q||^2 (mod 2^M), M from the public bounds.
   4.-10. From shares of D to the prediction, shared with the Laplacian protocol
      (:mod:`protocols.krr.expsum`): mask-reveal, borrow/flag digit chains, one table OT for the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols import gilboa
+from protocols.mpc import gilboa
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr.expsum import _mod, encode_weights, plan_digits  # noqa: F401  (public re-exports)

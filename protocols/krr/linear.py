@@ -14,15 +14,15 @@ prediction (``out_bits``). The client learns w . phi + y_offset; the server lear
 
 Protocol (model owner = OT sender, query owner = OT receiver):
   0. Session start (:func:`server_setup` / :func:`client_setup`): a SoftSpoken OT extension
-     (:mod:`protocols.softspoken`, 32 bits per OT instead of IKNP's 128), resumed from an earlier
-     session's base OTs when the client holds a ticket (:mod:`protocols.ot_session`); the server
+     (:mod:`protocols.ot.softspoken`, 32 bits per OT instead of IKNP's 128), resumed from an earlier
+     session's base OTs when the client holds a ticket (:mod:`protocols.ot.session`); the server
      announces ``out_bits`` and whether the F * x_bits OTs are extended now, input-independent
      (``precompute``: an offline/online split, one extra bit per OT), or within step 2.
   1. Client: phi' = (phi - lo) 2^F (non-negative integers, x_bits bits), refused if out of bounds.
   2. Gilboa products in Z_2^out_bits: for bit i of phi'_j a COT with the server's
      w_enc_j = round(w_j 2^fw) as correlation, trimmed to out_bits - i bits (bit i is scaled by
      2^i, so higher bits of its correction never matter); shares of sum_j w_enc_j phi'_j. All
-     x_bits * F COTs run as one pipelined exchange (:func:`protocols.softspoken.cot_send_many`).
+     x_bits * F COTs run as one pipelined exchange (:func:`protocols.ot.softspoken.cot_send_many`).
   3. Server adds lo 2^F sum(w_enc) + y_offset 2^(F+fw) to its share and sends it.
   4. Client adds its share, sign-extends from out_bits bits, decodes: the prediction.
 
@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from protocols import ot_session
-from protocols.gilboa import _bit_groups  # runs of bits with one correction width
+from protocols.ot import session as ot_session
+from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
 from protocols.krr.params import PublicParams
-from protocols.party import Party
-from protocols.softspoken import cot_recv_many, cot_send_many
+from protocols.mpc.party import Party
+from protocols.ot.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64

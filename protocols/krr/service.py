@@ -27,8 +27,8 @@ from protocols.common import CostReport, KernelModelParams, check_hello, send_he
 from protocols.krr import expsum, gaussian, laplacian
 from protocols.krr.params import (LAPLACIAN_MAX_X_BITS, PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams,
                                   feature_bounds)
-from protocols.party import Party
-from protocols.transport import Channel, TCPChannel, connect, listen
+from protocols.mpc.party import Party
+from protocols.net.transport import Channel, TCPChannel, connect, listen
 from secureml.errors import ModelError, ProtocolError, SecureMLError
 
 log = logging.getLogger("secureml.serve")

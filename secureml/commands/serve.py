@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
     if args.no_resume:
-        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot_session.server_start
+        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
     if args.precompute_ot:
         model.precompute_ot = True

@@ -1,0 +1,204 @@
+"""Resumable OT sessions: the base OTs of a first session serve a client's later sessions too.
+
+A fresh SoftSpoken OT extension (:mod:`protocols.ot.softspoken`) needs 128 public-key base OTs and a
+GGM round: tens of milliseconds, more than a compact model's whole online phase.  Like TLS session
+tickets, the model owner keeps the resulting *secret* extension state under a random ticket
+(bounded LRU, expiry) and the client keeps its half; a later session that presents the ticket
+skips the base OTs and starts extending at once.
+
+Session start (model owner = OT-extension sender, query owner = receiver):
+  1. client -> server: {op: "ot-session", resume: ticket or null, nonce: n_c (16 random bytes)}
+  2. server -> client: {resumed, ticket, nonce: n_s, k, **extra}; resumed is true only if the
+     ticket is in the server's store (not expired, not evicted) -- otherwise a new ticket
+  3. not resumed: SoftSpoken set-up (128 base OTs + GGM trees); both sides save the state
+  4. both: sid = H(base-OT transcript digest, ticket, n_c, n_s) and a SoftSpoken session under sid
+
+Why resuming is secure (semi-honest): an extension session uses the leaves only through
+``P = H_sid(leaf)`` (fixed-key-AES TCCR hash keyed by sid), and sid is fresh because each side
+contributes a fresh random nonce.  So every session's PRG streams and OT hashes are new, and a
+resumed session is indistinguishable from more OTs of one long SoftSpoken/IKNP extension -- whose
+security does not depend on how many OTs are extended from one Delta.  The punctured leaf stays
+unknown to the server (it never had it), Delta stays unknown to the client (the base OTs hid it).
+Nothing about queries is kept: the saved state is input-independent key material.  Costs and
+caveats: the server can link the sessions that use one ticket (a client that wants unlinkable
+sessions sets ``SECUREML_OT_RESUME=0`` or passes ``resume=False``); a stolen client state lets its
+holder finish OT sessions as that client, which reveals nothing the service does not already
+give any client; state lives in memory only (never on disk) and expires (default 1 hour).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.ot.crypto import derive_key
+from protocols.ot.softspoken import ALLOWED_K, SoftSpokenReceiver, SoftSpokenSender
+from secureml.errors import ProtocolError
+
+__all__ = ["TicketStore", "ClientTickets", "server_start", "client_start", "SERVER_TICKETS",
+           "CLIENT_TICKETS", "DEFAULT_K"]
+
+DEFAULT_K = 4
+_NONCE = 16
+
+
+@dataclass
+class _Entry:
+    ticket: bytes
+    state: dict
+    created: float = field(default_factory=time.monotonic)
+
+
+class _Bounded:
+    """Thread-safe LRU map with expiry (entries older than ``ttl_s`` since creation are dropped)."""
+
+    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0) -> None:
+        if max_entries < 1 or ttl_s <= 0:
+            raise ValueError("max_entries must be >= 1 and ttl_s > 0")
+        self.max_entries, self.ttl_s = int(max_entries), float(ttl_s)
+        self._d: OrderedDict[Any, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _get(self, key: Any) -> _Entry | None:
+        with self._lock:
+            e = self._d.get(key)
+            if e is None:
+                return None
+            if time.monotonic() - e.created > self.ttl_s:
+                del self._d[key]
+                return None
+            self._d.move_to_end(key)
+            return e
+
+    def _put(self, key: Any, entry: _Entry) -> None:
+        with self._lock:
+            self._d[key] = entry
+            self._d.move_to_end(key)
+            while len(self._d) > self.max_entries:
+                self._d.popitem(last=False)
+
+    def discard(self, key: Any) -> None:
+        with self._lock:
+            self._d.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class TicketStore(_Bounded):
+    """Server side: ticket -> OT-extension sender state (Delta and the punctured GGM leaves)."""
+
+    def get(self, ticket: bytes) -> dict | None:
+        e = self._get(bytes(ticket))
+        return None if e is None else e.state
+
+    def put(self, ticket: bytes, state: dict) -> None:
+        self._put(bytes(ticket), _Entry(bytes(ticket), state))
+
+
+class ClientTickets(_Bounded):
+    """Client side: server identity -> (ticket, OT-extension receiver state)."""
+
+    def get(self, key: str) -> tuple[bytes, dict] | None:
+        e = self._get(key)
+        return None if e is None else (e.ticket, e.state)
+
+    def put(self, key: str, ticket: bytes, state: dict) -> None:
+        self._put(key, _Entry(bytes(ticket), state))
+
+
+#: process-wide stores used by :mod:`protocols.krr.service`
+SERVER_TICKETS = TicketStore()
+CLIENT_TICKETS = ClientTickets()
+
+
+def _sid(digest: bytes, ticket: bytes, n_c: bytes, n_s: bytes) -> bytes:
+    return derive_key(b"secureml-ots-sid", digest, ticket, n_c, n_s, size=32)
+
+
+def _hex(msg: dict, key: str, size: int, allow_none: bool = False) -> bytes | None:
+    v = msg.get(key)
+    if v is None and allow_none:
+        return None
+    try:
+        b = bytes.fromhex(v)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"ot-session: field {key!r} must be {size} hex-encoded bytes") from None
+    if len(b) != size:
+        raise ProtocolError(f"ot-session: field {key!r} must be {size} bytes")
+    return b
+
+
+def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAULT_K,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Model owner's side of steps 1-4; installs a SoftSpoken sender as ``party.ot_sender``.
+
+    ``extra`` (public values) rides along in the reply.  With ``SECUREML_OT_RESUME=0`` in the
+    server's environment no state is kept or resumed.  Returns {resumed, setup_s}.
+    """
+    store = SERVER_TICKETS if store is None else store
+    keep = os.environ.get("SECUREML_OT_RESUME", "1") != "0"  # the server may refuse resumption too
+    ch = party.ch
+    t0 = time.perf_counter()
+    msg = ch.recv_json(max_bytes=1024)
+    if not isinstance(msg, dict) or msg.get("op") != "ot-session":
+        raise ProtocolError(f"expected an ot-session request, got {msg!r:.200}")
+    n_c = _hex(msg, "nonce", _NONCE)
+    asked = _hex(msg, "resume", 16, allow_none=True)
+    state = store.get(asked) if asked is not None and keep else None
+    resumed = state is not None
+    ticket = asked if state is not None else os.urandom(16)
+    n_s = os.urandom(_NONCE)
+    k_used = int(state["k"]) if state is not None else int(k)
+    ch.send_json({"op": "ot-session", "resumed": resumed, "ticket": ticket.hex(),
+                  "nonce": n_s.hex(), "k": k_used, **(extra or {})})
+    if state is None:
+        fresh = SoftSpokenSender(ch, k=k_used)
+        fresh.setup()
+        state = fresh.state()
+        if keep:
+            store.put(ticket, state)
+    party.install_ot(sender=SoftSpokenSender.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
+    return {"resumed": resumed, "setup_s": time.perf_counter() - t0}
+
+
+def client_start(party: Any, key: str, tickets: ClientTickets | None = None, *,
+                 resume: bool | None = None) -> dict[str, Any]:
+    """Query owner's side of steps 1-4; installs a SoftSpoken receiver as ``party.ot_receiver``.
+
+    ``key`` names the server (its address and model); ``resume`` defaults to on unless the
+    environment sets ``SECUREML_OT_RESUME=0``.  Returns the server's reply (with its ``extra``
+    fields) plus ``setup_s``.
+    """
+    tickets = CLIENT_TICKETS if tickets is None else tickets
+    if resume is None:
+        resume = os.environ.get("SECUREML_OT_RESUME", "1") != "0"
+    ch = party.ch
+    t0 = time.perf_counter()
+    held = tickets.get(key) if resume else None
+    n_c = os.urandom(_NONCE)
+    ch.send_json({"op": "ot-session", "resume": held[0].hex() if held else None, "nonce": n_c.hex()})
+    reply = ch.recv_json(max_bytes=4096)
+    if not isinstance(reply, dict) or reply.get("op") != "ot-session":
+        raise ProtocolError(f"expected an ot-session reply, got {reply!r:.200}")
+    ticket = _hex(reply, "ticket", 16)
+    n_s = _hex(reply, "nonce", _NONCE)
+    if reply.get("k") not in ALLOWED_K:
+        raise ProtocolError(f"ot-session: server asks for SoftSpoken k={reply.get('k')!r}")
+    if reply.get("resumed"):
+        if held is None or held[0] != ticket or int(held[1]["k"]) != reply["k"]:
+            raise ProtocolError("ot-session: server resumed a session this client does not hold")
+        state = held[1]
+    else:
+        if held is not None:
+            tickets.discard(key)  # expired or evicted on the server
+        fresh = SoftSpokenReceiver(ch, k=int(reply["k"]))
+        fresh.setup()
+        state = fresh.state()
+        if resume:
+            tickets.put(key, ticket, state)
+    party.install_ot(receiver=SoftSpokenReceiver.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
+    return {**reply, "setup_s": time.perf_counter() - t0}

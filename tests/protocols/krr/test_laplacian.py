@@ -1,0 +1,234 @@
+"""Double-blind exact Laplacian-kernel KRR over OT: correctness, shares, privacy, bad input."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from protocols.common import KernelModelParams
+from protocols.krr.column_ot import column_ot_recv, column_ot_send
+from protocols.krr.laplacian import client_l1_shares, digit_levels, server_l1_shares
+from protocols.krr.params import PublicParams
+from protocols.krr.service import ServedModel
+from protocols.testing import run_krr_session, run_two_party, secrets_in_transcript, view_independence_pvalue
+from secureml.errors import ModelError, ProtocolError
+
+GRID = 8
+
+
+def _grid(a):
+    return np.round(np.asarray(a) * (1 << GRID)) / (1 << GRID)
+
+
+def _model(N=40, d=12, sigma=60.0, seed=0, offset=-321.0):
+    rng = np.random.default_rng(seed)
+    X = _grid(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6))
+    alpha = rng.normal(0, 500, N)
+    return KernelModelParams(X, alpha, offset, "laplacian", sigma)
+
+
+def _session(served: ServedModel, Q, record: bool = False):
+    return run_krr_session(served, Q, record=record)
+
+
+def _pair(fn0, fn1):
+    """fn0(server party), fn1(client party) over an in-process channel pair, OT set up."""
+    return run_two_party(fn0, fn1, setup=lambda p: p.setup_ot())
+
+
+def test_digit_levels_cover_the_bits_and_stay_small():
+    for b in range(1, 21):
+        lv = digit_levels(b)
+        assert lv[0][0] == 0 and lv[-1][1] == b
+        assert all(x[1] == y[0] for x, y in zip(lv, lv[1:]))
+        assert all(1 <= hi - lo <= 10 for lo, hi in lv)
+    assert len(digit_levels(15)) == 3  # CM entries on the 2^-8 grid: three digits
+
+
+def test_column_ot_delivers_the_chosen_entry_only():
+    rng = np.random.default_rng(0)
+    tables = rng.integers(0, 2**63, (5, 16, 7), dtype=np.uint64)
+    idx = rng.integers(0, 16, 5)
+    res = run_two_party(lambda p: column_ot_send(p, tables), lambda p: column_ot_recv(p, idx, 4, 7),
+                        setup=lambda p: p.setup_ot(), record=True)
+    np.testing.assert_array_equal(res[1], tables[np.arange(5), idx])
+    # no entry travels in the clear, chosen or not
+    assert secrets_in_transcript(res.parties[1].ch.transcript, tables.ravel()) == []
+
+
+@pytest.mark.parametrize("N,d,frac", [(70, 9, 8), (64, 5, 3), (33, 4, 12)])
+def test_l1_shares_sum_to_the_l1_distance_and_look_uniform(N, d, frac):
+    rng = np.random.default_rng(N)
+    X = rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7)
+    q = rng.uniform(0, 60, d)
+    X[0] = q  # equal entries: the comparison's tie
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=frac,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
+    L_S, L_C = _pair(lambda p: server_l1_shares(p, np.ascontiguousarray(Xe.T), pp),
+                     lambda p: client_l1_shares(p, qe, N, pp))
+    M = pp.ring_bits
+    exact = np.abs(Xe.astype(np.int64) - qe.astype(np.int64)).sum(axis=1)
+    np.testing.assert_array_equal((L_S + L_C) & np.uint64((1 << M) - 1), exact.astype(np.uint64))
+    assert exact[0] == 0
+    # each share alone is uniform mod 2^M: its top bit is a fair coin whatever L is
+    top = (L_C >> np.uint64(M - 1)) & np.uint64(1)
+    assert 0.2 < top.mean() < 0.8
+
+
+def test_predictions_match_plaintext():
+    model = _model()
+    rng = np.random.default_rng(5)
+    Q = np.vstack([
+        model.X_train[3],  # distance exactly 0: kernel 1
+        _grid(np.clip(model.X_train[7] + rng.normal(0, 2, 12), 0, None)),  # near a training point
+        np.full(12, 49.0),  # far from everything
+    ])
+    preds, cost, pp, _, box = _session(ServedModel(model), Q)
+    assert "error" not in box and pp.kind == "krr-laplacian" and pp.x_bits == 20  # finest grid that fits
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+    assert cost.rounds > 0 and box["cost"].bytes_sent > 0
+
+
+@pytest.mark.parametrize("sigma", [2.0, 5000.0])
+def test_kernel_width_extremes(sigma):
+    """Tiny sigma: most kernels vanish; huge sigma: all near 1."""
+    model = _model(N=24, d=6, sigma=sigma, seed=2)
+    Q = _grid(np.clip(model.X_train[:2] + 0.5, 0, 49.9))
+    preds, *_ = _session(ServedModel(model, frac_bits=GRID), Q)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+
+
+def test_off_grid_model_stays_within_the_rounding_budget():
+    """Entries finer than the protocol's grid are rounded: |dL| <= d 2^-(F+1) per kernel."""
+    rng = np.random.default_rng(9)
+    N, d, sigma = 30, 10, 200.0
+    X = rng.uniform(0, 50, (N, d))
+    model = KernelModelParams(X, rng.normal(0, 50, N), 0.0, "laplacian", sigma)
+    served = ServedModel(model, frac_bits=GRID)
+    Q = rng.uniform(0, 50, (2, d))
+    preds, *_ = _session(served, Q)
+    K = np.exp(-np.abs(Q[:, None] - X[None]).sum(-1) / sigma)
+    budget = (np.abs(model.dual_coef) * K).sum(axis=1) * (np.exp(d * 2.0 ** -GRID / sigma) - 1) + 1e-3
+    assert np.all(np.abs(preds - model.predict(Q)) <= budget)
+
+
+def test_no_comparison_bit_or_distance_in_transcript():
+    model = _model(N=64, d=8, seed=3)
+    served = ServedModel(model)
+    Q = _grid(model.X_train[:1] + np.random.default_rng(0).uniform(0.1, 0.4, (1, 8)))
+    preds, cost, pp, client_ch, box = _session(served, Q, record=True)
+    X = pp.encode_features(model.X_train)
+    q = pp.encode_features(Q)[0]
+    L = np.abs(X.astype(np.int64) - q.astype(np.int64)).sum(axis=1)
+    K = np.exp(-np.abs(model.X_train - Q).sum(1) / model.sigma)
+    secrets = {int(v) for v in L} | {int(round(k * (1 << pp.g_frac_bits))) for k in K}
+    secrets = {s for s in secrets if s >= 1 << 24}
+    # the column of comparison bits [x_ij < q_j] as the packed words a leak would carry
+    B = np.ascontiguousarray((X < q[None, :]).T.astype(np.uint8))  # (d, N), N = 64: one word
+    words = np.ascontiguousarray(np.packbits(B, axis=1, bitorder="little")).view(np.uint64)
+    secrets |= {int(w) for w in words.ravel() if 8 < bin(int(w)).count("1") < 56}
+    assert len(secrets) > 32
+    assert secrets_in_transcript(client_ch.transcript, secrets) == []
+
+
+def test_client_view_independent_of_query():
+    model = _model(N=64, d=8, seed=4)
+    served = ServedModel(model)
+    transcripts = [_session(served, Q, record=True)[3].transcript
+                   for Q in (model.X_train[:1], np.full((1, 8), 49.0))]
+    assert view_independence_pvalue(transcripts) > 1e-4
+
+
+def test_bad_queries_and_plans_are_refused():
+    served = ServedModel(_model(N=16, d=5, seed=6))
+    for Q, msg in ((np.full((1, 5), np.nan), "NaN"), (np.full((1, 5), 1e6), "outside")):
+        with pytest.raises(ModelError, match=msg):
+            _session(served, Q)
+    wide = {**served.public.to_dict(), "frac_bits": 20}
+    with pytest.raises(ProtocolError, match="Laplacian"):
+        PublicParams.from_dict(wide)
+
+
+def test_molecular_model_served_exactly():
+    """A CM + Laplacian model trained on the 2^-8 grid: double-blind equals plaintext."""
+    from secureml.data import embedded_split, load_embedded
+    from secureml.models.krr import KernelRidge
+    from secureml.models.pipeline import MolecularModel
+    from secureml.representations import CoulombMatrix
+
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    mm = MolecularModel(CoulombMatrix(size=23, grid_bits=GRID),
+                        KernelRidge("laplacian", sigma=1000.0, lam=1e-10), "U0_atomization").fit(data.subset(tr[:300]))
+    test = data.subset(te[:2])
+    served = ServedModel.from_molecular_model(mm)
+    assert served.public.frac_bits == GRID and served.public.kind == "krr-laplacian"
+    preds, *_ = _session(served, mm.features(test))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=1e-3)
+
+
+def test_concurrent_sessions_on_one_server():
+    """Sessions run in server threads at the same time (shared AES contexts would collide)."""
+    from protocols.krr import predict, serve
+
+    model = _model(N=96, d=10, seed=8)
+    served = ServedModel(model, frac_bits=GRID)
+    ready, stop, port = threading.Event(), threading.Event(), []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(on_ready=lambda p: (port.append(p), ready.set()), stop=stop, concurrency=3))
+    th.start()
+    assert ready.wait(30)
+    Qs = [_grid(np.clip(model.X_train[i:i + 2] + 0.3, 0, 49.9)) for i in range(3)]
+    out: dict = {}
+
+    def client(i):
+        try:
+            out[i] = predict(f"127.0.0.1:{port[0]}", Qs[i])[0]
+        except Exception as exc:  # surfaced below
+            out[i] = exc
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(120)
+    stop.set()
+    th.join(30)
+    for i in range(3):
+        assert not isinstance(out[i], Exception), out[i]
+        np.testing.assert_allclose(out[i], model.predict(Qs[i]), atol=1e-3)
+
+
+def test_server_survives_a_client_leaving_mid_protocol(caplog):
+    """A client that vanishes after the OT set-up, in the middle of the column OTs: the server logs
+    the failed session and the next client is served normally."""
+    from protocols.krr import predict, serve
+    from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
+    from protocols.common import send_hello
+    from protocols.mpc.party import Party
+    from protocols.net.transport import connect
+
+    model = _model(N=200, d=10, seed=11)
+    served = ServedModel(model, frac_bits=GRID)
+    ready, stop, port = threading.Event(), threading.Event(), []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(on_ready=lambda p: (port.append(p), ready.set()), stop=stop,
+                                      session_timeout=10))
+    th.start()
+    assert ready.wait(30)
+    try:
+        ch = connect("127.0.0.1", port[0], channel_timeout=10)
+        send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, 1)
+        ch.send_json({"ready": True, "need_public_model": False})
+        Party(ch, role=1).setup_ot(softspoken_k=4)  # base OTs done; the server starts its column OTs
+        ch.close()  # ... and the client is gone
+        Q = _grid(np.clip(model.X_train[:1] + 0.3, 0, 49.9))
+        preds, _ = predict(f"127.0.0.1:{port[0]}", Q)
+        np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+    finally:
+        stop.set()
+        th.join(30)
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1, failed  # the abandoned session, logged; the other one served
