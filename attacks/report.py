@@ -41,6 +41,8 @@ ATTACKS: list[tuple[str, str, str, Callable[..., dict[str, Any]], dict[str, Any]
     ("reconstruct-fit", "query-only reconstruction (free-centre fit), Gaussian KRR (N=32)", "gauss-32",
      experiments.query_reconstruction, {"method": "expansion", "budget": 2048, "adam_steps": 200,
                                          "lbfgs_steps": 50}),
+    ("reconstruct-barzilai", "query-only reconstruction (Barzilai et al. 2025: query design, restarts), "
+     "Gaussian KRR (N=32)", "gauss-32", experiments.barzilai_reconstruction, {"restarts": 2}),
 ]
 
 # --quick: the same attacks on smaller models and budgets (about a minute on a laptop CPU)
@@ -57,6 +59,7 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "rank-kink": {"pool_size": 300, "n_members": 30, "ks": (15, 30)},
     "reconstruct-kink": {"depth": 3},
     "reconstruct-fit": {"budget": 256, "adam_steps": 50, "lbfgs_steps": 10},
+    "reconstruct-barzilai": {"budget": 1024, "restarts": 1, "adam_steps": 60, "lbfgs_steps": 20},
 }
 
 COLUMNS = ["attack", "deployment", "status", "metric", "value", "baseline", "advantage", "queries",

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
-                        "reconstruct-fit (default all)")
+                        "reconstruct-fit, reconstruct-barzilai (default all)")
     p.add_argument("--deployments", default="model-file,api,ot,fhe",
                    help="comma-separated subset of model-file, api, ot, fhe (default all four)")
     p.add_argument("--ot-sample", type=int, default=4, help="queries per attack through the real OT protocol")
