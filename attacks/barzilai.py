@@ -7,7 +7,7 @@ recover them by fitting a model of the same form to the answers. This module is 
 the Gaussian kernel, with the three parts their attack needs besides the fit itself:
 
 * **query design** (:func:`design_queries`): queries spread over the data region at the kernel's
-  own scale -- the attacker's public points plus noise of ``noise_scale * sigma``, and random
+  own scale -- the attacker's public points plus noise of norm ``noise_scale * sigma``, and random
   convex mixtures of two public points plus the same noise (covers the space *between* points,
   where the kernel bumps of neighbouring training points overlap and are told apart);
 * **sigma estimation** (:func:`estimate_sigma`) when the width is not published: for each width on
@@ -45,7 +45,9 @@ def design_queries(pool: np.ndarray, n_queries: int, sigma: float, rng: np.rando
     b = pool[rng.integers(0, len(pool), n_queries - n_near)]
     w = rng.random((n_queries - n_near, 1))
     Q = np.concatenate([near, w * a + (1 - w) * b])
-    Q = Q + rng.normal(0.0, noise_scale * sigma, Q.shape)
+    # noise of norm ~ noise_scale * sigma: per coordinate sigma / sqrt(d), or in 435 dimensions every
+    # query would land ~sqrt(d) widths from all data and be answered by the offset alone
+    Q = Q + rng.normal(0.0, noise_scale * sigma / np.sqrt(pool.shape[1]), Q.shape)
     if lo is not None or hi is not None:
         Q = np.clip(Q, lo, hi)
     return Q
@@ -189,7 +191,8 @@ def attack(oracle: Oracle, pool: np.ndarray, n_queries: int, n_centres: int, *, 
     m = max(int(round(overparam * n_centres)), 1)
 
     def one_fit(s: float, steps: int, lb: int, free_width: bool = False) -> tuple[float, Any]:
-        C0 = pool[rng.choice(len(pool), m, replace=m > len(pool))] + rng.normal(0, 0.1 * s, (m, pool.shape[1]))
+        C0 = pool[rng.choice(len(pool), m, replace=m > len(pool))] + \
+            rng.normal(0, 0.1 * s / np.sqrt(pool.shape[1]), (m, pool.shape[1]))
         if free_width:
             C, coef, icpt, s, loss = fit_centres_and_width(Q[tr], y[tr], C0, s, adam_steps=steps, lbfgs_steps=lb,
                                                            lr=lr)

@@ -9,26 +9,37 @@ from attacks.reconstruction import AttackError
 from attacks.targets import PlaintextAPITarget
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many tiny fits: one torch thread is several times faster on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_barzilai_recovers_training_points_with_known_sigma():
-    est, X, pool = barzilai.synthetic_model(4, d=3, sigma=1.0, seed=1)
-    res = barzilai.attack(est.predict, pool, 4 * 4 * 5, 4, sigma=1.0, restarts=2, adam_steps=200, lbfgs_steps=80)
+    est, X, pool = barzilai.synthetic_model(3, d=2, sigma=1.0, seed=1, n_public=300)
+    res = barzilai.attack(est.predict, pool, 4 * 3 * 4, 3, sigma=1.0, restarts=2, adam_steps=100, lbfgs_steps=60)
     sc = barzilai.score(res, X, pool)
     assert sc["fraction_recovered"] == 1.0 and sc["median_rel_error"] < 1e-3
-    assert sc["baseline_nearest_public"] == 0.0  # 2,000 fresh points from the same box: none that close
+    assert sc["baseline_nearest_public"] == 0.0  # 300 fresh points from the same box: none that close
 
 
 def test_barzilai_estimates_sigma_from_answers():
-    est, X, pool = barzilai.synthetic_model(4, d=3, sigma=0.8, seed=2)
-    res = barzilai.attack(est.predict, pool, 4 * 4 * 5, 4, sigma=None, restarts=2, adam_steps=200, lbfgs_steps=80)
+    est, X, pool = barzilai.synthetic_model(3, d=2, sigma=0.8, seed=2, n_public=300)
+    res = barzilai.attack(est.predict, pool, 4 * 3 * 4, 3, sigma=None, restarts=2, adam_steps=100, lbfgs_steps=60)
     assert abs(res.sigma - 0.8) < 0.01 * 0.8
-    assert barzilai.score(res, X, pool)["fraction_recovered"] >= 0.75
+    assert barzilai.score(res, X, pool)["fraction_recovered"] >= 2 / 3
     assert res.sigma_curve is not None and len(res.sigma_curve["fine_sigma"]) == 8
 
 
 def test_barzilai_below_n_d_plus_2_queries_recovers_nothing():
-    est, X, pool = barzilai.synthetic_model(4, d=3, sigma=1.0, seed=1)
-    res = barzilai.attack(est.predict, pool, 10, 4, sigma=1.0, restarts=1, adam_steps=100, lbfgs_steps=30)
-    assert barzilai.score(res, X, pool)["fraction_recovered"] == 0.0  # 10 < n (d + 2) = 20 equations
+    est, X, pool = barzilai.synthetic_model(3, d=2, sigma=1.0, seed=1, n_public=300)
+    res = barzilai.attack(est.predict, pool, 8, 3, sigma=1.0, restarts=1, adam_steps=100, lbfgs_steps=30)
+    assert barzilai.score(res, X, pool)["fraction_recovered"] == 0.0  # 8 < n (d + 2) = 12 equations
 
 
 def test_barzilai_wrapper_refuses_laplacian_and_reports_baseline():
