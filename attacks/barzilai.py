@@ -37,7 +37,7 @@ Oracle = Callable[[np.ndarray], np.ndarray]
 
 
 def design_queries(pool: np.ndarray, n_queries: int, sigma: float, rng: np.random.Generator,
-                   noise_scale: float = 0.5, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+                   noise_scale: float = 1.0, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Queries around and between the attacker's public points at the kernel's scale."""
     n_near = n_queries // 2
     near = pool[rng.integers(0, len(pool), n_near)]
@@ -160,7 +160,7 @@ def prune(res: BarzilaiResult, keep_fraction: float = 1e-3) -> np.ndarray:
 
 def attack(oracle: Oracle, pool: np.ndarray, n_queries: int, n_centres: int, *, sigma: float | None = None,
            restarts: int = 4, overparam: float = 2.0, adam_steps: int = 400, lbfgs_steps: int = 100,
-           lr: float | None = None, noise_scale: float = 0.5, lo: float | None = None, hi: float | None = None,
+           lr: float | None = None, noise_scale: float = 1.0, lo: float | None = None, hi: float | None = None,
            seed: int = 0, progress: Callable[[int], None] | None = None) -> BarzilaiResult:
     """Query ``oracle`` ``n_queries`` times (one batch) and fit the best of ``restarts`` free-centre models.
 
