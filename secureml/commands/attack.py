@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-NAMES = ("whitebox", "rf-whitebox", "reconstruct", "barzilai", "mia", "lira", "rank")
+NAMES = ("whitebox", "rf-whitebox", "reconstruct", "barzilai", "mia", "lira", "rank", "gnn-extract")
 
 _HELP = {
     "whitebox": "rebuild the training molecules from a Coulomb-matrix KRR model file (charges, MDS geometry, "
@@ -23,6 +23,7 @@ _HELP = {
     "lira": "likelihood-ratio membership inference (Carlini et al. 2022): >= 16 shadow KRR models on a QM9 "
             "population, half of it members; TPR at 0.1% and 1% FPR, log-log ROC, at each --lams ridge",
     "rank": "candidate ranking: precision@K of training molecules in an auxiliary pool",
+    "gnn-extract": "training-data extraction from a pretrained molecular GIN encoder (see _gnn_extract)",
 }
 
 
@@ -79,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ns", default="4,8,16,32", help="barzilai --curve: training-set sizes (default 4,8,16,32)")
     p.add_argument("--query-factors", default="0.5,1,2,4,8",
                    help="barzilai --curve: budgets as multiples of N (d + 2) (default 0.5,1,2,4,8)")
-    p.add_argument("--dim", type=int, default=5, help="barzilai --curve: dimension of the synthetic data (default 5)")
+    p.add_argument("--curve-dim", type=int, default=5,
+                   help="barzilai --curve: dimension of the synthetic data (default 5)")
     p.add_argument("--population", type=int, default=4000,
                    help="lira: QM9 molecules in the attacker's population; half train the target, so the "
                         "other half are the non-members (default 4,000: 2,000 each)")
@@ -89,6 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol-sample", type=int, default=4,
                    help="ot/fhe: queries answered by the real protocol (default 4)")
     p.add_argument("--out", default=None, help="output folder (default results/attacks)")
+    from secureml.commands import _gnn_extract
+
+    _gnn_extract.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -131,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     from attacks.targets import make_target
 
     name = args.name
+    if name == "gnn-extract":  # its own deployment (a released encoder) and options
+        from secureml.commands import _gnn_extract
+
+        return _gnn_extract.run(args)
     target_kind = args.target or ("model-file" if name in ("whitebox", "rf-whitebox") else "api")
     out = Path(args.out or "results/attacks")
     out.mkdir(parents=True, exist_ok=True)
@@ -256,7 +265,7 @@ def _barzilai_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         raise SecureMLError("--ns and --query-factors must be comma-separated numbers") from None
     sigma = args.sigma or 1.0
     with tqdm(total=len(ns) * len(fs), desc="barzilai curve", unit="run", file=sys.stderr) as bar:
-        rows = barzilai.sweep(ns, fs, d=args.dim, sigma=sigma, estimate=args.estimate_sigma,
+        rows = barzilai.sweep(ns, fs, d=args.curve_dim, sigma=sigma, estimate=args.estimate_sigma,
                               restarts=args.restarts, seed=args.seed, progress=bar.update,
                               adam_steps=300, lbfgs_steps=100)
     tag = "est" if args.estimate_sigma else "known"

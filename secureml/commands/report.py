@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smaller models and budgets (N = 300 / 8 training molecules, fewer queries): the same "
                         "attacks and figure in about a minute; numbers are not the documented ones")
+    from secureml.sweep import add_scheduler_argument
+
+    add_scheduler_argument(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
         rows = leakage_matrix(attacks=attacks, deployments=deps,
                               protocol_sample={"ot": args.ot_sample, "fhe": args.fhe_sample},
-                              seed=args.seed, quick=args.quick, progress=step)
+                              seed=args.seed, quick=args.quick, progress=step, scheduler=args.scheduler)
     paths = write_report(rows, Path(args.out))
     print(paths["md"].read_text())
     print(leakage_summary(rows))
