@@ -212,7 +212,7 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     side = "x".join(str(v) for v in shape)
     gallery(out_dir / f"{name}_gallery.png", task.raw, rec.x[res["index"]] + task.mean, res["ssim"], shape,
             f"{side} {'MNIST' if name == 'mnist' else 'scikit-learn digits (not MNIST)'}: best training images (top), "
-            f"nearest KKT reconstructions (below, SSIM). {res['n_ssim_gt_0.4']}/{n_train} SSIM>0.4; chance: "
+            f"nearest KKT reconstructions (below, SSIM).\n{res['n_ssim_gt_0.4']}/{n_train} SSIM>0.4; chance: "
             f"{100 * pairs:.0f}% of random same-digit pairs; {beats}/{n_train} closer than any held-out image")
     _hist(out_dir / f"{name}_ssim.png", {"KKT attack": res["ssim"], "noise candidates": base_noise["ssim"],
                                           "nearest held-out digit": base_held["ssim"]}, "SSIM to training image")
