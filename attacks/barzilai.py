@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from attacks.reconstruction import AttackError, FitResult, fit_centres, kernel_design, match_points
+from secureml.models.krr import KernelRidge
 
 Oracle = Callable[[np.ndarray], np.ndarray]
 
@@ -253,8 +254,6 @@ def synthetic_model(n_train: int, d: int = 5, sigma: float = 1.0, lam: float = 1
                     n_public: int = 2000, box: float = 4.0) -> tuple[Any, np.ndarray, np.ndarray]:
     """A Gaussian KRR (the project's) on n points uniform in [0, box]^d with random labels, and
     ``n_public`` fresh points from the same distribution (the attacker's)."""
-    from secureml.models.krr import KernelRidge
-
     rng = np.random.default_rng(seed)
     X = rng.uniform(0, box, (n_train, d))
     y = rng.normal(0, 1, n_train)

@@ -27,6 +27,7 @@ from scipy.optimize import least_squares
 from scipy.optimize import linear_sum_assignment
 
 from secureml.errors import ModelError
+from secureml.data.formats import parse_element, symbol
 
 # Largest nuclear charge a diagonal entry may decode to (oganesson). Which elements a model can
 # contain is not fixed here: it comes from the model file (see :func:`model_elements`), so QM7's
@@ -55,8 +56,6 @@ def model_elements(model: object) -> tuple[int, ...]:
     (the training set's elements exactly); otherwise the charges decoded from the stored training
     rows' diagonals are the element set.
     """
-    from secureml.data.formats import parse_element
-
     prov = getattr(model, "provenance", None) or {}
     energies = prov.get("element_energies") if isinstance(prov, dict) else None
     recorded: set[int] = set()
@@ -353,8 +352,6 @@ def _element_assignment(z_rec: np.ndarray, x_rec: np.ndarray, z_true: np.ndarray
 
 def formula(z: Sequence[int]) -> str:
     """Hill formula (C, H first, then alphabetical), any element, for reports."""
-    from secureml.data.formats import symbol
-
     counts: dict[str, int] = {}
     for a in z:
         s = symbol(int(a))

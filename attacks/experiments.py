@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from attacks import membership, ranking, reconstruction, whitebox
+from attacks import barzilai, membership, ranking, reconstruction, whitebox
 from attacks.chem import canonical_smiles
 from attacks.reconstruction import AttackError
 from attacks.scenario import Scenario
@@ -151,8 +151,6 @@ def barzilai_reconstruction(target: Target, scn: Scenario, *, budget: int | None
     ``budget``: queries (default 4 n (d + 2)); the width is the published one unless
     ``estimate_sigma``. Chance baseline: the nearest of the attacker's public molecules.
     """
-    from attacks import barzilai
-
     pub = target.public
     if pub.get("kernel") != "gaussian":
         raise AttackError("this attack is written for the Gaussian kernel (the kink attack covers the Laplacian)")

@@ -27,7 +27,11 @@ from typing import Any, Callable
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from attacks import scenario
 from attacks.metrics import roc_auc, roc_curve, tpr_at_fpr
+from attacks.targets import make_target
+from secureml.data import load_qm9
+from secureml.models.krr import kernel_matrix
 
 EPS = 1e-12  # residuals of an interpolating KRR reach 1e-10: keep them finite and ordered
 FPRS = (0.001, 0.01)
@@ -172,8 +176,6 @@ def plot_roc(curves: dict[str, dict[str, dict[str, list]]], path: str, title: st
 
 def population(n: int, seed: int = 0) -> Any:
     """The attacker's population: ``n`` QM9 molecules (qm9pack, seeded), U0 atomization energy."""
-    from secureml.data import load_qm9
-
     return load_qm9(n=int(n), seed=seed, properties=["U0_atomization"])
 
 
@@ -188,10 +190,6 @@ def run(data: Any = None, *, kernel: str = "gaussian", sigma: float | None = Non
     Returns per-lambda AUC / TPR at 0.1% and 1% FPR for online and offline LiRA and the loss
     threshold, the test MAE of each target (its utility), ROC points and the attacker's cost.
     """
-    from attacks import scenario
-    from attacks.targets import make_target
-    from secureml.models.krr import kernel_matrix
-
     data = population(n_population, seed) if data is None else data
     n_pop = len(data)
     rows: list[dict[str, Any]] = []

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from secureml.data import embedded_split, load_embedded
+from secureml.data import embedded_split, load_embedded, load_qm9, read_extxyz, read_npz, read_qm7
 from secureml.data.dataset import MolecularDataset
+from secureml.errors import DataError
 from secureml.models import build_model
 from secureml.models.pipeline import MolecularModel
 from secureml.representations.coulomb import CoulombMatrix
@@ -84,9 +85,6 @@ def load_data(spec: str) -> MolecularDataset:
     import tempfile
     from pathlib import Path
 
-    from secureml.data import load_embedded, load_qm9, read_extxyz, read_npz, read_qm7
-    from secureml.errors import DataError
-
     if spec == "embedded":
         return load_embedded()
     if spec == "qm9":
@@ -94,9 +92,7 @@ def load_data(spec: str) -> MolecularDataset:
     path, _, energies = spec.partition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
     p = Path(path)
     if p.is_file() and p.name.endswith(".tar.gz"):
-        from secureml.commands.qm7_check import extract_qmllib_assets
-
-        xyz, prop = extract_qmllib_assets(p, tempfile.mkdtemp(prefix="secureml-qm7-"))
+        xyz, prop = _qmllib_qm7(p, Path(tempfile.mkdtemp(prefix="secureml-qm7-")))
         return read_qm7(xyz, prop)
     if p.is_dir():
         prop = Path(energies) if energies else p.parent / "hof_qm7.txt"
@@ -109,11 +105,37 @@ def load_data(spec: str) -> MolecularDataset:
                     ".npz or .extxyz")
 
 
+def _qmllib_qm7(sdist: Any, dest: Any) -> tuple[Any, Any]:
+    """QM7's xyz files and hof_qm7.txt from a qmllib source distribution, each written by its base
+    name only (so no member path can write outside ``dest``)."""
+    import tarfile
+    from pathlib import PurePosixPath
+
+    xyz_dir = dest / "qm7"
+    xyz_dir.mkdir(parents=True, exist_ok=True)
+    prop = None
+    with tarfile.open(sdist, "r:gz") as tar:
+        for m in tar.getmembers():
+            parts = PurePosixPath(m.name).parts
+            if not m.isfile() or "assets" not in parts:
+                continue
+            name = parts[-1]
+            if len(parts) >= 2 and parts[-2] == "qm7" and name.endswith(".xyz"):
+                out = xyz_dir / name
+            elif name == "hof_qm7.txt":
+                out = prop = dest / name
+            else:
+                continue
+            fh = tar.extractfile(m)
+            if fh is not None:
+                out.write_bytes(fh.read())
+    if prop is None or not any(xyz_dir.iterdir()):
+        raise DataError(f"{sdist}: no tests/assets/qm7/*.xyz and hof_qm7.txt inside (not a qmllib sdist?)")
+    return xyz_dir, prop
+
+
 def _data_from_provenance(model: Any) -> MolecularDataset:
     """The data set a model file says it was trained on (embedded set or a qm9pack selection)."""
-    from secureml.data import load_embedded, load_qm9
-    from secureml.errors import DataError
-
     prov = getattr(model, "provenance", {}) or {}
     if prov.get("data") == "embedded" or "secureml embedded set" in str(prov.get("reader", "")):
         return load_embedded()
@@ -147,8 +169,6 @@ def _members_by_digest(model: Any, data: MolecularDataset) -> np.ndarray | None:
     """Training indices of a model without stored representations, from its names digest."""
     import hashlib
 
-    from secureml.data import embedded_split
-
     prov = getattr(model, "provenance", {}) or {}
     digest, n = prov.get("train_names_sha256"), prov.get("n_train")
     if not digest or not n or not data.names:
@@ -172,9 +192,6 @@ def from_model(model: Any, data: MolecularDataset | str | None = None) -> Scenar
     for models that store no rows (random features), the split whose names match the file's
     digest. Labels are the model's property minus its baseline (what the estimator was fitted on).
     """
-    from secureml.errors import DataError
-    from secureml.models.pipeline import MolecularModel
-
     if isinstance(model, str):
         model = MolecularModel.load(model)
     if isinstance(data, str):
@@ -210,10 +227,6 @@ def build_on(data: MolecularDataset | str, kernel: str = "gaussian", n_train: in
              cm_size: int | None = None) -> Scenario:
     """Fit the model owner's CM KRR on the first ``n_train`` molecules of a seeded permutation of
     any labelled data set (the rest is the attacker's public pool); sorted CM sized to the data."""
-    from secureml.errors import DataError
-    from secureml.models import build_model
-    from secureml.models.pipeline import MolecularModel
-
     if isinstance(data, str):
         data = load_data(data)
     prop = prop or (PROPERTY if PROPERTY in data.properties else next(iter(data.properties), None))

