@@ -209,7 +209,12 @@ class PublicParams:
 
 
 def feature_bounds(X: np.ndarray) -> tuple[float, float]:
-    """Public bounds from training data, revealing only a power of two: [lo, lo + 2^k]."""
-    lo = float(min(0.0, math.floor(float(np.min(X)))))
+    """Public bounds from training data, revealing only powers of two: [lo, lo + 2^k].
+
+    lo is 0 for non-negative data, else -2^j (j >= 0, the smallest power of two covering the most
+    negative entry): an integer, so every 2^-F grid stays aligned, and no finer than a power of two.
+    """
+    mn = float(np.min(X))
+    lo = 0.0 if mn >= 0 else -float(2 ** max(0, math.ceil(math.log2(-mn))))
     span = max(float(np.max(X)) - lo, 1.0)
     return lo, lo + float(2 ** math.ceil(math.log2(span * 1.0001)))

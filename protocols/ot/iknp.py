@@ -141,11 +141,17 @@ class _IKNPBase:
         self._aes = FixedKeyAES(derive_key(b"secureml-fkaes", digest))
         self._ready = True
 
-    def _plan(self, n: int, piece: int) -> Iterator[tuple[int, bool]]:
-        """Split n OTs into pieces: (size, from_pool).  Deterministic on both sides."""
+    def _plan(self, n: int, piece: int, align: int = 1) -> Iterator[tuple[int, bool]]:
+        """Split n OTs into pieces: (size, from_pool).  Deterministic on both sides.
+
+        ``align``: every piece is a multiple of it (a table OT's m OTs per table must not straddle
+        a pool piece and a fresh one); n and piece must be multiples of it. A pool remainder
+        smaller than ``align`` is left for later calls.
+        """
         pos = 0
         while pos < n:
             avail = self.pool_size
+            avail -= avail % align
             if avail:
                 k = min(piece, n - pos, avail)
                 yield k, True
@@ -214,10 +220,10 @@ class OTExtensionSender(_IKNPBase):
         self.ots_extended += k64
         return transpose_bits(q)[:k].view(_U64)
 
-    def _rows(self, n: int, piece: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _rows(self, n: int, piece: int, align: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (tweak start, q rows (k, 2) uint64) with q_i = t_i ^ c_i * s for the receiver's c."""
         self.setup()
-        for k, from_pool in self._plan(n, piece):
+        for k, from_pool in self._plan(n, piece, align):
             if from_pool:
                 d = self.ch.recv_array(np.uint8, ((k + 7) // 8,))
                 rows, _ = self._take_pool(k)
@@ -334,7 +340,7 @@ class OTExtensionSender(_IKNPBase):
         per_table = size * m * nblk * 2
         pt = max(1, min(self.piece // m, _PIECE_BYTES // (8 * per_table)))
         pos = 0
-        for start, q in self._rows(n * m, pt * m):
+        for start, q in self._rows(n * m, pt * m, align=m):
             k = q.shape[0] // m
             assert self._aes is not None
             # pi(q), pi(q ^ s): the (first TCCR step of the) two keys of every OT.
@@ -385,7 +391,7 @@ class OTExtensionReceiver(_IKNPBase):
         self.ots_extended += k64
         return transpose_bits(t)[:k].view(_U64)
 
-    def _rows(self, c: np.ndarray, piece: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def _rows(self, c: np.ndarray, piece: int, align: int = 1) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (tweak start, t rows (k, 2) uint64, choices piece) with t_i known for c_i.
 
         On a pipelined channel the messages (u or d) of the next pieces are sent before piece k
@@ -399,7 +405,7 @@ class OTExtensionReceiver(_IKNPBase):
         pending: deque = deque()
         ahead = 0  # bytes of our messages whose replies we have not consumed
         pos = 0
-        for k, from_pool in self._plan(c.shape[0], piece):
+        for k, from_pool in self._plan(c.shape[0], piece, align):
             cp = c[pos : pos + k]
             pos += k
             if from_pool:
@@ -531,7 +537,7 @@ class OTExtensionReceiver(_IKNPBase):
         c = ((idx[:, None] >> np.arange(m)[None, :]) & 1).astype(np.uint8).ravel()
         out = np.empty((n, w), dtype=_U64)
         pos = 0
-        for start, t, _ in self._rows(c, pt * m):
+        for start, t, _ in self._rows(c, pt * m, align=m):
             k = t.shape[0] // m
             assert self._aes is not None
             p = self._aes.permute(t).reshape(k, m, 2)
