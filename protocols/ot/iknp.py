@@ -42,6 +42,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from protocols.ot import consistency
 from protocols.ot.base_ot import _base_ot_recv, _base_ot_send
 from protocols.ot.crypto import (
     CounterPRG,
@@ -131,6 +132,11 @@ class _IKNPBase:
         self.ots_extended = 0  # IKNP OTs generated (including padding)
         self._pool_rows = np.empty((0, 16), dtype=np.uint8)
         self._pool_off = 0
+        # client-malicious mode: every extension piece carries a consistency proof from the
+        # receiver (:mod:`protocols.ot.consistency`); both parties must set it alike
+        self.checked = False
+        self._checks = 0
+        self._fs_digest = b""
 
     @property
     def pool_size(self) -> int:
@@ -139,7 +145,18 @@ class _IKNPBase:
 
     def _finish_setup(self, digest: bytes) -> None:
         self._aes = FixedKeyAES(derive_key(b"secureml-fkaes", digest))
+        self._fs_digest = bytes(digest)
         self._ready = True
+
+    # ------------------------------------------- consistency check (malicious receiver)
+    def _check_key(self, message: np.ndarray) -> bytes:
+        key = consistency.fs_key(self._fs_digest, self._checks, message)
+        self._checks += 1
+        return key
+
+    def _checked_size(self, k: int) -> int:
+        """OTs actually extended for a piece of k: the check's random padding OTs on top."""
+        return k + consistency.PAD_OTS if self.checked else k
 
     def _plan(self, n: int, piece: int, align: int = 1) -> Iterator[tuple[int, bool]]:
         """Split n OTs into pieces: (size, from_pool).  Deterministic on both sides.
@@ -208,8 +225,13 @@ class OTExtensionSender(_IKNPBase):
 
     # ------------------------------------------------------------- IKNP core
     def _extend(self, k: int) -> np.ndarray:
-        """Steps 2 of IKNP for k OTs: receive u, return q rows (k, 2) uint64."""
-        k64 = -(-k // 64) * 64
+        """Steps 2 of IKNP for k OTs: receive u, return q rows (k, 2) uint64.
+
+        Checked mode: the piece has PAD_OTS more OTs and the receiver's proof follows u; the
+        rows are used only once the proof verifies.
+        """
+        n = self._checked_size(k)
+        k64 = -(-n // 64) * 64
         nbytes = k64 // 8
         u = self.ch.recv_array(np.uint8, (KAPPA, nbytes))
         q = np.empty((KAPPA, nbytes), dtype=np.uint8)
@@ -218,7 +240,15 @@ class OTExtensionSender(_IKNPBase):
             if self._s_bits[j]:
                 q[j] ^= u[j]
         self.ots_extended += k64
-        return transpose_bits(q)[:k].view(_U64)
+        rows = transpose_bits(q)[:n].view(_U64)
+        if self.checked:
+            self._verify_piece(u, rows)
+        return rows[:k]
+
+    def _verify_piece(self, message: np.ndarray, rows: np.ndarray) -> None:
+        key = self._check_key(message)
+        proof = self.ch.recv_array(np.uint8, (consistency.PROOF_BYTES,))
+        consistency.sender_verify(key, rows, self._s64, proof)
 
     def _rows(self, n: int, piece: int, align: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (tweak start, q rows (k, 2) uint64) with q_i = t_i ^ c_i * s for the receiver's c."""
@@ -372,8 +402,23 @@ class OTExtensionReceiver(_IKNPBase):
         self._finish_setup(digest)
 
     # ------------------------------------------------------------- IKNP core
+    def _pad_choices(self, c: np.ndarray) -> np.ndarray:
+        """Checked mode: c followed by PAD_OTS uniformly random choices (never used)."""
+        if not self.checked:
+            return c
+        pad = unpack_bits(np.frombuffer(random_bytes(consistency.PAD_OTS // 8, self._rng), np.uint8),
+                          consistency.PAD_OTS)
+        return np.concatenate([c, pad])
+
+    def _prove_piece(self, message: np.ndarray, rows: np.ndarray, c: np.ndarray) -> None:
+        """Checked mode: the proof that every column used the choices c (sent right after u)."""
+        key = self._check_key(message)
+        self.ch.send_array(consistency.receiver_proof(key, rows, c), owned=True)
+
     def _extend(self, c: np.ndarray) -> np.ndarray:
         """Step 1 of IKNP for choices c (0/1 uint8): send u, return t rows (k, 2) uint64."""
+        k_out = c.shape[0]
+        c = self._pad_choices(c)
         k = c.shape[0]
         k64 = -(-k // 64) * 64
         nbytes = k64 // 8
@@ -389,7 +434,10 @@ class OTExtensionReceiver(_IKNPBase):
         u ^= pack_bits(columns_from_rows(r))[None, :]
         self.ch.send_array(u, owned=True)
         self.ots_extended += k64
-        return transpose_bits(t)[:k].view(_U64)
+        rows = transpose_bits(t)[:k].view(_U64)
+        if self.checked:
+            self._prove_piece(u, rows, c)
+        return rows[:k_out]
 
     def _rows(self, c: np.ndarray, piece: int, align: int = 1) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (tweak start, t rows (k, 2) uint64, choices piece) with t_i known for c_i.
