@@ -16,7 +16,15 @@ import numpy as np
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 2  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions
+PROTOCOL_VERSION = 3  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+# 3: security modes (client-malicious: checked OT extension), fixed abort code, column-OT PRG tweak
+#: security modes of a served model (docs/malicious.md); client-malicious is the default of `serve`
+SECURITY_MODES = ("client-malicious", "semi-honest")
+DEFAULT_SECURITY = "client-malicious"
+#: kinds with a protocol secure against a deviating client (the exact kernels have none yet)
+CLIENT_MALICIOUS_KINDS = ("linear",)
+#: the one reason a client gives when it rejects its own query (never why: that would name its data)
+ABORT_CODE = "query-rejected"
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
@@ -47,6 +55,8 @@ class PublicParams:
     element_energies: dict[str, float] = field(default_factory=dict)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
+    # what the protocol promises against a client that deviates (docs/malicious.md)
+    security: str = DEFAULT_SECURITY
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -148,6 +158,8 @@ class PublicParams:
             )
         if self.kind not in KINDS:
             raise ProtocolError(f"unknown model kind {self.kind!r}; supported: {KINDS}")
+        if self.security not in SECURITY_MODES:
+            raise ProtocolError(f"unknown security mode {self.security!r}; supported: {SECURITY_MODES}")
         if not (1 <= self.n_train <= 1 << 22 and 1 <= self.n_features <= 1 << 16):
             raise ProtocolError(f"sizes out of range: n_train={self.n_train} n_features={self.n_features}")
         if not (0 <= self.frac_bits <= (24 if self.kind in EXACT_KINDS else 40)) or not (
@@ -178,6 +190,11 @@ class PublicParams:
                 raise ProtocolError("fixed-point plan exceeds the 128-bit output ring")
 
     # ---- encoding helpers both parties use ----------------------------------------------------
+    @property
+    def checked_ot(self) -> bool:
+        """Client-malicious mode: every OT extension in which the client chooses is checked."""
+        return self.security == "client-malicious"
+
     @property
     def baseline_elements(self) -> list[int]:
         """Atomic numbers of the dressed-atom baseline, ascending (empty: no baseline)."""
