@@ -191,7 +191,7 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
         scns: dict[str, Any] = {}
         if model is not None:
             # the caller's model (e.g. the demo's) is the one attacked by both
-            scns["gauss-full"] = scns["gauss-1000"] = _scenario_for(model, seed)
+            scns["gauss-full"] = scns["gauss-1000"] = scenario_for(model, seed)
         rows = leakage_matrix(attacks=["whitebox", "mia"], deployments=("model-file", "api", "ot"),
                               protocol_sample={"ot": 1}, seed=seed, scenarios=scns)
     by = {(r["attack"], r["deployment"]): r for r in rows}
@@ -223,7 +223,7 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     return "\n".join(lines)
 
 
-def _scenario_for(model: Any, seed: int) -> Any:
+def scenario_for(model: Any, seed: int) -> Any:
     """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
     from secureml.data import embedded_split
 

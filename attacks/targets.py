@@ -183,7 +183,7 @@ class _ServiceTarget(Target, abc.ABC):
 
 
 def _ot_server_proc(served: Any, port_q: Any, n_sessions: int) -> None:
-    from protocols.krr.service import serve
+    from protocols.krr import serve
 
     serve(served, "127.0.0.1", 0, max_sessions=n_sessions, concurrency=1,
           on_ready=lambda p: port_q.put(p))
@@ -200,7 +200,7 @@ class OTServiceTarget(_ServiceTarget):
 
     def _check_engine(self) -> None:
         try:
-            from protocols.krr.service import ServedModel
+            from protocols.krr import ServedModel
         except ImportError as exc:  # pragma: no cover - depends on the checkout
             raise EngineUnavailable(f"OT engine not available: {exc}") from exc
         try:
@@ -235,7 +235,8 @@ class OTServiceTarget(_ServiceTarget):
         return np.isfinite(Q).all(1) & (Q.min(1) >= pp.feature_lo) & (Q.max(1) <= pp.feature_hi)
 
     def _protocol(self, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
-        from protocols.krr.service import MAX_QUERIES_PER_SESSION, predict
+        from protocols.krr import predict
+        from protocols.krr.handshake import MAX_QUERIES_PER_SESSION
 
         chunks = [Q[s:s + MAX_QUERIES_PER_SESSION] for s in range(0, len(Q), MAX_QUERIES_PER_SESSION)]
         ctx = mp.get_context("spawn")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 ENGINES = {
-    "ot": "protocols.krr.service",
+    "ot": "protocols.krr.runner",
     "fhe": "protocols.baselines.fhe",
     "crypten": "protocols.baselines.crypten_engine",
     "generic": "protocols.baselines.generic_mpc",
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
 def precision_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     """|double-blind - plaintext| against the fixed-point precision (cf. the study's Fig. on bits)."""
-    from protocols.krr.service import run_local
+    from protocols.krr.runner import run_local
 
     model, rng = synthetic_model(args.precision_n, args.features, args.sigma, args.seed + 1)
     Q = np.clip(model.X_train[:2] + rng.normal(0, 1.0, (2, args.features)) * (model.X_train[:2] > 0), 0, 127)

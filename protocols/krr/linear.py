@@ -52,16 +52,17 @@ from typing import Any
 
 import numpy as np
 
-from protocols.ot import session as ot_session
-from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
 from protocols.krr.params import PublicParams
+from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
 from protocols.mpc.party import Party
+from protocols.ot import session as ot_session
 from protocols.ot.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import ModelError, ProtocolError
+from secureml.models.pipeline import MolecularModel
 
 U64 = np.uint64
 #: extend the OTs before the online phase (offline/online split) or within it (one pipelined pass,
-#: ~10-20% faster end to end here); a served model's ``precompute_ot`` attribute overrides it
+#: ~10-20% faster end to end here); a served model's ``precompute_ot`` field overrides it
 PRECOMPUTE_OT = False
 #: error budget of the fixed-point plan (kcal/mol for energies): six-sigma bound on |error| x sqrt(2)
 DEFAULT_TOL = 5e-3
@@ -69,8 +70,6 @@ DEFAULT_TOL = 5e-3
 
 def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
     """Split a fitted compact MolecularModel into (secret weights, secret offset, public model)."""
-    from secureml.models.pipeline import MolecularModel
-
     est = mm.estimator
     if not (hasattr(est, "coef_") and hasattr(est, "features")):
         raise ModelError(f"{type(est).__name__} is not a random-feature model with a public feature map")
@@ -81,7 +80,7 @@ def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
     if "self_energies" in state:
         public_state["self_energies"] = np.zeros_like(state["self_energies"])
     public_est = type(est).from_state(public_state)
-    public = MolecularModel(mm.representation, public_est, getattr(mm, "property_name", ""))
+    public = MolecularModel(mm.representation, public_est, mm.property_name)
     return np.concatenate([w, extra]), float(state["y_offset"]), public
 
 
@@ -107,8 +106,6 @@ def model_bytes(model: Any) -> bytes:
 
 
 def model_from_bytes(blob: bytes) -> Any:
-    from secureml.models.pipeline import MolecularModel
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "public.npz"
         path.write_bytes(blob)
@@ -180,23 +177,25 @@ def _mask(bits: int) -> np.uint64:
     return U64((1 << bits) - 1) if bits < 64 else U64(0xFFFFFFFFFFFFFFFF)
 
 
-def server_setup(party: Party, served: Any, k: int, *, store: ot_session.TicketStore | None = None
-                 ) -> dict[str, Any]:
-    """Step 0, model owner: OT session (resumed if the client holds a ticket) + offline extension."""
-    out_bits = int(getattr(served, "linear_out_bits", 64))
-    k_ss = int(getattr(served, "softspoken_k", ot_session.DEFAULT_K))
-    pre = bool(getattr(served, "precompute_ot", PRECOMPUTE_OT))
-    info = ot_session.server_start(party, store, k=k_ss, extra={"out_bits": out_bits, "precompute": pre})
+def server_setup(party: Party, k: int, pp: PublicParams, out_bits: int, *,
+                 softspoken_k: int = ot_session.DEFAULT_K, precompute: bool = PRECOMPUTE_OT,
+                 keep_session: bool = True, store: ot_session.TicketStore | None = None) -> dict[str, Any]:
+    """Step 0, model owner: OT session (resumed if the client holds a ticket) + offline extension.
+
+    ``keep_session=False`` keeps no OT state and resumes none (the server cannot link sessions).
+    """
+    info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session,
+                                   extra={"out_bits": out_bits, "precompute": precompute})
     # client-malicious: every extension piece the client (OT receiver) sends is checked before
     # its OTs are used (:mod:`protocols.ot.consistency`); its phi bits are then well defined
-    party.ot_sender.checked = served.public.checked_ot
+    party.ot_sender.checked = pp.checked_ot
     t0 = time.perf_counter()
-    if pre:
-        party.ot_sender.precompute(k * served.public.n_features * served.public.x_bits)
+    if precompute:
+        party.ot_sender.precompute(k * pp.n_features * pp.x_bits)
     return {**info, "extend_s": time.perf_counter() - t0, "out_bits": out_bits}
 
 
-def client_setup(party: Party, pp: PublicParams, k: int, server_key: str, *, resume: bool | None = None
+def client_setup(party: Party, pp: PublicParams, k: int, server_key: str, *, resume: bool = True
                  ) -> dict[str, Any]:
     """Step 0, query owner: returns {out_bits, resumed, k (SoftSpoken), setup_s, extend_s}."""
     ch = party.ch

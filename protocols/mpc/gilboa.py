@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.mpc.party import Party
+from protocols.mpc.context import PartyContext
 from secureml.errors import DataError
 
 U64 = np.uint64
@@ -84,7 +84,7 @@ def _choice_bits(y: np.ndarray, i0: int, i1: int) -> np.ndarray:
 
 
 def mul_public_private_sender(
-    p: Party, x: np.ndarray, y_bits: int, *, signed: bool = False
+    p: PartyContext, x: np.ndarray, y_bits: int, *, signed: bool = False
 ) -> np.ndarray:
     """Sender side of Gilboa's product: share of ``x * y`` where the peer holds ``y``.
 
@@ -111,7 +111,7 @@ def mul_public_private_sender(
 
 
 def mul_public_private_receiver(
-    p: Party, y: np.ndarray, y_bits: int, *, signed: bool = False
+    p: PartyContext, y: np.ndarray, y_bits: int, *, signed: bool = False
 ) -> np.ndarray:
     """Receiver side of Gilboa's product: share of ``x * y`` where the peer holds ``x``.
 
@@ -138,14 +138,14 @@ def mul_public_private_receiver(
 
 
 def inner_product_sender(
-    p: Party, x: np.ndarray, y_bits: int, *, signed: bool = False
+    p: PartyContext, x: np.ndarray, y_bits: int, *, signed: bool = False
 ) -> np.uint64:
     """Sender's share of ``sum_i x_i y_i`` (peer holds y): Gilboa products, summed locally."""
     return np.uint64(mul_public_private_sender(p, x, y_bits, signed=signed).sum(dtype=U64))
 
 
 def inner_product_receiver(
-    p: Party, y: np.ndarray, y_bits: int, *, signed: bool = False
+    p: PartyContext, y: np.ndarray, y_bits: int, *, signed: bool = False
 ) -> np.uint64:
     """Receiver's share of ``sum_i x_i y_i`` (peer holds x): Gilboa products, summed locally."""
     return np.uint64(mul_public_private_receiver(p, y, y_bits, signed=signed).sum(dtype=U64))
@@ -161,7 +161,7 @@ def _col_chunks(d: int, chunk_cols: int) -> list[tuple[int, int]]:
     return [(a, min(d, a + chunk_cols)) for a in range(0, d, chunk_cols)]
 
 
-def _matvec_agree(p: Party, n: int, d: int, y_bits: int, chunk_cols: int | None, signed: bool,
+def _matvec_agree(p: PartyContext, n: int, d: int, y_bits: int, chunk_cols: int | None, signed: bool,
                   ring_bits: int, *, sender: bool) -> int:
     """Both sides of a matvec: pick the column chunk and check the peer runs the same plan."""
     chunk_cols = auto_chunk_cols(n, y_bits) if chunk_cols is None else int(chunk_cols)
@@ -177,7 +177,7 @@ def _matvec_agree(p: Party, n: int, d: int, y_bits: int, chunk_cols: int | None,
 
 
 def matvec_sender(
-    p: Party,
+    p: PartyContext,
     X: np.ndarray,
     y_bits: int,
     chunk_cols: int | None = None,
@@ -228,7 +228,7 @@ def matvec_sender(
 
 
 def matvec_receiver(
-    p: Party,
+    p: PartyContext,
     y: np.ndarray,
     y_bits: int,
     n: int,
@@ -267,7 +267,7 @@ def matvec_receiver(
 
 
 def mul_shared_private(
-    p: Party,
+    p: PartyContext,
     x_share: np.ndarray,
     holder: int,
     y: np.ndarray | None = None,
@@ -297,7 +297,7 @@ def mul_shared_private(
 
 
 def dot_shared_private(
-    p: Party,
+    p: PartyContext,
     x_share: np.ndarray,
     holder: int,
     y: np.ndarray | None = None,

@@ -92,12 +92,12 @@ class _Budget:
 
 def _scenario(args: argparse.Namespace, kernel: str, n_train: int | None) -> Any:
     from attacks import scenario
-    from attacks.report import _scenario_for
+    from attacks.report import scenario_for
 
     if args.model:
         from secureml.models.pipeline import MolecularModel
 
-        return _scenario_for(MolecularModel.load(args.model), args.seed)
+        return scenario_for(MolecularModel.load(args.model), args.seed)
     return scenario.build(kernel, n_train=n_train, seed=args.seed, sigma=args.sigma, lam=args.lam)
 
 

@@ -35,14 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
-    import os
-
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
-    if args.no_resume:
-        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
-    if args.precompute_ot:
-        model.precompute_ot = True
+    model.resume_ot = not args.no_resume
+    model.precompute_ot = bool(args.precompute_ot)
     ctx = None
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -29,16 +29,18 @@ import importlib
 import json
 import pkgutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+import secureml.models as _models_pkg
 from secureml import __version__
 from secureml.errors import ModelError
-
-if TYPE_CHECKING:
-    from secureml.models.pipeline import MolecularModel
+from secureml.models.baseline import BASELINES
+from secureml.representations import representation_from_params
+from secureml.representations.base import Representation
 
 FORMAT = "secureml-model"
 # 2: adds "baseline" / "element_energies". Written for every model so that an older reader
@@ -51,7 +53,7 @@ T = TypeVar("T", bound=type)
 
 
 def register_estimator(cls: T) -> T:
-    """Class decorator: let :func:`load_model` rebuild ``cls`` from its ``get_state()``."""
+    """Class decorator: let :func:`read_model_parts` rebuild ``cls`` from its ``get_state()``."""
     for attr in ("get_state", "from_state"):
         if not callable(getattr(cls, attr, None)):
             raise TypeError(f"{cls.__name__} must define {attr}() to be stored in model files")
@@ -69,9 +71,7 @@ def estimator_class(name: str, module: str | None = None) -> type:
         except ImportError:
             pass
     if name not in _ESTIMATORS:
-        import secureml.models as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
+        for info in pkgutil.iter_modules(_models_pkg.__path__):
             if not info.name.startswith("_"):
                 try:
                     importlib.import_module(f"secureml.models.{info.name}")
@@ -126,8 +126,12 @@ def _unpack(obj: Any, arrays: Any, source: str) -> Any:
 
 
 # -- saving and loading -------------------------------------------------------------------------
-def save_model(model: "MolecularModel", path: str | Path) -> Path:
+def save_model(model: Any, path: str | Path) -> Path:
     """Write ``model`` (representation + fitted estimator + provenance) to one ``.npz`` file.
+
+    ``model``: a :class:`~secureml.models.pipeline.MolecularModel` (this module sits below it and
+    reads only its fields: representation, estimator, property_name, provenance, baseline,
+    element_energies_).
 
     Returns the path written (numpy appends ``.npz`` if missing, so we do it first).
     """
@@ -206,11 +210,21 @@ class _Arrays:
         return self._a[key]
 
 
-def load_model(path: str | Path) -> "MolecularModel":
-    """Read a file written by :func:`save_model`; ModelError for a bad or unknown file."""
-    from secureml.models.pipeline import MolecularModel
-    from secureml.representations import representation_from_params
+@dataclass
+class ModelParts:
+    """The parts of a model file, from which :func:`secureml.models.pipeline.load_model` builds
+    the model (this module stays below the pipeline)."""
 
+    representation: Representation
+    estimator: Any
+    property_name: str
+    baseline: str
+    provenance: dict[str, Any]
+    element_energies: dict[int, float] | None
+
+
+def read_model_parts(path: str | Path) -> ModelParts:
+    """Read a file written by :func:`save_model`; ModelError for a bad or unknown file."""
     path = Path(path)
     meta, arrays = read_model_file(path)
     view = _Arrays(arrays)
@@ -236,21 +250,16 @@ def load_model(path: str | Path) -> "MolecularModel":
             f"records {n_features}"
         )
     baseline, energies = _read_baseline(meta, path)
-    model = MolecularModel(
-        representation,
-        estimator,
-        property_name=str(meta.get("property_name", "")),
-        baseline=baseline,
+    return ModelParts(
+        representation=representation, estimator=estimator,
+        property_name=str(meta.get("property_name", "")), baseline=baseline,
         provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
+        element_energies=energies,
     )
-    model.element_energies_ = energies
-    return model
 
 
 def _read_baseline(meta: dict[str, Any], path: Path) -> tuple[str, dict[int, float] | None]:
     """(baseline, element energies) recorded in a model file; files before version 2 are "mean"."""
-    from secureml.models.baseline import BASELINES
-
     baseline = meta.get("baseline", "mean")
     if baseline not in BASELINES:
         raise ModelError(f"{path}: unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
@@ -292,7 +301,8 @@ __all__ = [
     "register_estimator",
     "estimator_class",
     "save_model",
-    "load_model",
+    "ModelParts",
+    "read_model_parts",
     "read_model_file",
     "describe_model",
 ]

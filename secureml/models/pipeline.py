@@ -16,6 +16,7 @@ from secureml.models.baseline import (
     energies_by_symbol,
     fit_element_energies,
 )
+from secureml.models.io import read_model_parts, save_model
 from secureml.representations.base import Representation
 
 
@@ -191,14 +192,11 @@ class MolecularModel:
 
     def save(self, path: str | Path) -> Path:
         """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`)."""
-        from secureml.models.io import save_model
-
         return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "MolecularModel":
-        from secureml.models.io import load_model
-
+        """Read a model file (:func:`load_model`)."""
         return load_model(path)
 
     def __repr__(self) -> str:
@@ -207,3 +205,12 @@ class MolecularModel:
             f"property_name={self.property_name!r}"
             + (f", baseline={self.baseline!r})" if self.baseline != "mean" else ")")
         )
+
+
+def load_model(path: str | Path) -> MolecularModel:
+    """Read a file written by :meth:`MolecularModel.save`; ModelError for a bad or unknown file."""
+    parts = read_model_parts(path)
+    model = MolecularModel(parts.representation, parts.estimator, property_name=parts.property_name,
+                           baseline=parts.baseline, provenance=parts.provenance)
+    model.element_energies_ = parts.element_energies
+    return model

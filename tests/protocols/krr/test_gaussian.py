@@ -9,7 +9,7 @@ import pytest
 from protocols.common import KernelModelParams
 from protocols.mpc import u128
 from protocols.krr.params import PublicParams
-from protocols.krr.service import ServedModel, serve_one
+from protocols.krr import ServedModel, serve_one
 from protocols.testing import run_krr_session, secrets_in_transcript, view_independence_pvalue
 from protocols.net.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
@@ -153,7 +153,7 @@ def test_dressed_atom_baseline_is_added_by_the_client():
 @pytest.mark.parametrize("kind", ["exact", "compact"])
 def test_dressed_atom_model_served_end_to_end(kind):
     """A MolecularModel with a dressed-atom baseline: double-blind equals its plaintext prediction."""
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer
     from secureml.data import embedded_split, load_embedded
     from secureml.models.krr import KernelRidge
     from secureml.models.pipeline import MolecularModel

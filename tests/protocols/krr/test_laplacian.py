@@ -10,7 +10,7 @@ from protocols.common import KernelModelParams
 from protocols.krr.column_ot import column_ot_recv, column_ot_send
 from protocols.krr.laplacian import client_l1_shares, digit_levels, server_l1_shares
 from protocols.krr.params import PublicParams
-from protocols.krr.service import ServedModel
+from protocols.krr import ServedModel
 from protocols.testing import run_krr_session, run_two_party, secrets_in_transcript, view_independence_pvalue
 from secureml.errors import ModelError, ProtocolError
 

@@ -11,7 +11,7 @@ from protocols.mpc.providers import (
     TrustedDealerProviderForTests,
 )
 from protocols.mpc.sharing import beaver_mul
-from protocols.testing import install_test_dealer, run_two_party, transcript_arrays
+from protocols.testing import dealer_provider, run_two_party, transcript_arrays
 from protocols.mpc.triples import beaver_triples, bool_triples
 
 U64 = np.uint64
@@ -56,7 +56,7 @@ def test_dealer_triples_hold_and_need_no_messages() -> None:
     res = run_two_party(
         lambda p: (p.provider.triples(500), p.provider.bool_triples(500)),
         lambda p: (p.provider.triples(500), p.provider.bool_triples(500)),
-        setup=install_test_dealer(9),
+        provider=dealer_provider(9),
     )
     _check_arith(res[0][0], res[1][0])
     _check_bool(res[0][1], res[1][1])
@@ -82,11 +82,11 @@ def test_providers_interchangeable_for_beaver_mul() -> None:
     xs = (rng.integers(0, 2**64, 200, dtype=U64),)
     xs = (xs[0], x - xs[0])
     ys = (y, np.zeros_like(y))
-    for setup in (None, install_test_dealer(3)):
+    for provider in (None, dealer_provider(3)):
         z0, z1 = run_two_party(
             lambda p: beaver_mul(p, xs[p.role], ys[p.role]),
             lambda p: beaver_mul(p, xs[p.role], ys[p.role]),
-            setup=setup,
+            provider=provider,
         )
         assert np.array_equal(z0 + z1, x * y)
 

@@ -15,13 +15,12 @@ from secureml.models.io import (
     FORMAT_VERSION,
     META_KEY,
     describe_model,
-    load_model,
     read_model_file,
     register_estimator,
     save_model,
 )
 from secureml.models.krr import KernelRidge
-from secureml.models.pipeline import MolecularModel
+from secureml.models.pipeline import MolecularModel, load_model
 from secureml.representations import CoulombMatrix
 
 
