@@ -27,8 +27,11 @@ contains the term sum_i chi_i (e_i AND s), e_i the row of errors; matching it wi
 KOS's leakage/abort trade-off: each guessed bit doubles the chance of being caught, and the
 bits not guessed stay uniform.  A SoftSpoken receiver that deals inconsistent GGM trees adds
 errors that depend on Delta_b; the check of the final correlation catches them or costs the
-same guesses (Roy 2022, malicious variant).  The universal hash in place of KOS's independent
-chi_i is the substitution SoftSpoken's analysis makes (any linear almost-universal hash).
+same guesses (Roy 2022, malicious variant).  Caveat, stated plainly: the original KOS15 proof
+had a gap that Roy found; the corrected analysis (SoftSpoken's malicious variant, and the revised
+KOS ePrint 2015/546, Fig. 10) covers a check of this shape with a linear universal hash and
+Fiat-Shamir challenges, as used e.g. by DKLs23 implementations. Our instantiation (GHASH as the
+universal hash, 128 padding OTs) follows that shape; it is not separately proven here.
 Hiding: X is uniform thanks to the PAD_OTS random choices (the 128 consecutive powers of h are
 GF(2)-independent unless h lies in a proper subfield, probability ~2^-64); T = sum chi_i q_i + X s
 is then implied by what the sender holds.  Grinding u to pick h costs a fresh 2^-128 chance per
