@@ -455,3 +455,15 @@ def test_malicious_server_never_sees_a_rejected_query(servers, which):
         assert log.count("client rejected its query") == blob.count(b'"query-rejected"')
     finally:
         rec.sock.close()
+
+
+def test_malicious_log_safe_keeps_only_the_error_class():
+    """Exception messages may quote a client's bytes (a newline forges a log line): never logged."""
+    from protocols.krr.handshake import CLIENT_REJECTED
+    from protocols.krr.server import log_safe
+    from protocols.net.transport import MalformedMessage
+
+    forged = MalformedMessage("bad reply 'CCO\nsession peer=1.2.3.4 queries=999'")
+    assert log_safe(forged) == "MalformedMessage"
+    assert log_safe(SecureMLError(CLIENT_REJECTED)) == f"SecureMLError: {CLIENT_REJECTED}"
+    assert "\n" not in log_safe(ValueError("x\ny"))
