@@ -60,7 +60,6 @@ PAD_OTS = 128
 #: bytes of one piece's proof (T and X)
 PROOF_BYTES = 32
 _NONCE = bytes(12)
-_ONE = np.array([0x80] + [0] * 15, dtype=np.uint8)  # the field's 1 in GCM's bit order
 _R = 0xE1 << 120
 
 
@@ -95,8 +94,9 @@ def _tag(key: bytes, rows: np.ndarray) -> int:
 
 def _hash_of_bits(key: bytes, bits: np.ndarray) -> int:
     """sum_i chi_i r_i: the hash of the blocks r_i * 1, minus the all-zero message's tag."""
-    blocks = np.zeros((bits.shape[0], 16), dtype=np.uint8)
-    blocks[bits.astype(bool)] = _ONE
+    # the field's 1 is the block 0x80 00 .. 00: as two little-endian words, (1 << 7, 0)
+    blocks = np.zeros((bits.shape[0], 2), dtype=U64)
+    blocks[:, 0] = bits.astype(U64) << U64(7)
     return _tag(key, blocks) ^ _tag(key, np.zeros_like(blocks))
 
 
