@@ -140,8 +140,12 @@ class CompactLinearProtocol(ModelProtocol):
         return compact.client_setup(party, pp, k, peer, resume=resume)
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        compact.server_online(party, model.compact.weights, model.compact.offset, model.public, k,
-                              info["out_bits"])
+        try:
+            compact.server_online(party, model.compact.weights, model.compact.offset, model.public, k,
+                                  info["out_bits"])
+        except BaseException:
+            info["forget"]()  # client-malicious: this session's Delta is never used again
+            raise
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         return compact.client_online(party, pp, Q, info["out_bits"])

@@ -161,7 +161,18 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         if keep:
             store.put(ticket, state)
     party.install_ot(sender=SoftSpokenSender.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
-    return {"resumed": resumed, "setup_s": time.perf_counter() - t0}
+    return {"resumed": resumed, "setup_s": time.perf_counter() - t0, "ticket": ticket}
+
+
+def forget(ticket: bytes, store: TicketStore | None = None) -> None:
+    """Drop a ticket's state: after a session that failed in client-malicious mode.
+
+    Why: a failed consistency check tells the client one bit of Delta (its guess s_j = 0 was
+    wrong). Within one session that is KOS's accounted leakage, paid for with the abort; if the
+    same Delta served the client's next session, it could guess again and learn Delta bit by bit
+    over ~128 sessions. So a Delta is never used again after any failure of a session that used it.
+    """
+    (SERVER_TICKETS if store is None else store).discard(bytes(ticket))
 
 
 def client_start(party: Any, key: str, tickets: ClientTickets | None = None, *,

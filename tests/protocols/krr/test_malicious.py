@@ -256,9 +256,12 @@ def _evil_receiver(monkeypatch, tamper):
 
 
 def test_malicious_inconsistent_ot_columns_abort(rff, monkeypatch):
-    """A client whose OT-extension columns disagree (one d block flipped) is caught by the
-    consistency check before any OT of the piece is used."""
+    """A client whose OT-extension columns disagree (d blocks flipped) is caught by the
+    consistency check before any OT of the piece is used; the resumed session's Delta is then
+    dropped, so the client cannot retry its guesses against the same Delta."""
     mm, srv, mols = rff
+    _public(srv, mm, mols)  # an honest session: the client now holds a ticket
+    assert _public(srv, mm, mols)[2].extra["resumed"]
 
     def tamper(kind, a):
         if kind == "u":
@@ -271,7 +274,10 @@ def test_malicious_inconsistent_ot_columns_abort(rff, monkeypatch):
     monkeypatch.undo()
     time.sleep(0.5)
     assert "ConsistencyError" in srv.text()
-    _honest_still_served(srv, mm, mols)
+    # the attack ran on the resumed session (same ticket): the server forgot that Delta
+    again = _public(srv, mm, mols)
+    np.testing.assert_allclose(again[0], mm.predict(mols), atol=1e-2)
+    assert again[2].extra["resumed"] is False
 
 
 def test_malicious_forged_consistency_proof_aborts(rff, monkeypatch):
