@@ -184,22 +184,17 @@ def server_setup(party: Party, k: int, pp: PublicParams, out_bits: int, *,
 
     ``keep_session=False`` keeps no OT state and resumes none (the server cannot link sessions).
     """
-    info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session,
+    # client-malicious: the session holds its ticket's Delta exclusively and gives it back only
+    # after it succeeded (a failure drops it: ot_session.server_start)
+    info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session, exclusive=pp.checked_ot,
                                    extra={"out_bits": out_bits, "precompute": precompute})
-    ticket = info.pop("ticket")
     # client-malicious: every extension piece the client (OT receiver) sends is checked before
-    # its OTs are used (:mod:`protocols.ot.consistency`); its phi bits are then well defined. A
-    # session that fails after this point never lets its Delta serve again (ot_session.forget).
+    # its OTs are used (:mod:`protocols.ot.consistency`); its phi bits are then well defined
     party.ot_sender.checked = pp.checked_ot
-    forget = (lambda: ot_session.forget(ticket, store)) if pp.checked_ot else (lambda: None)
     t0 = time.perf_counter()
-    try:
-        if precompute:
-            party.ot_sender.precompute(k * pp.n_features * pp.x_bits)
-    except BaseException:
-        forget()
-        raise
-    return {**info, "extend_s": time.perf_counter() - t0, "out_bits": out_bits, "forget": forget}
+    if precompute:
+        party.ot_sender.precompute(k * pp.n_features * pp.x_bits)
+    return {**info, "extend_s": time.perf_counter() - t0, "out_bits": out_bits}
 
 
 def client_setup(party: Party, pp: PublicParams, k: int, server_key: str, *, resume: bool = True

@@ -140,12 +140,9 @@ class CompactLinearProtocol(ModelProtocol):
         return compact.client_setup(party, pp, k, peer, resume=resume)
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        try:
-            compact.server_online(party, model.compact.weights, model.compact.offset, model.public, k,
-                                  info["out_bits"])
-        except BaseException:
-            info["forget"]()  # client-malicious: this session's Delta is never used again
-            raise
+        compact.server_online(party, model.compact.weights, model.compact.offset, model.public, k,
+                              info["out_bits"])
+        info["release"]()  # the session succeeded: its OT-session state may serve the client again
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         return compact.client_online(party, pp, Q, info["out_bits"])
