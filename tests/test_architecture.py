@@ -147,10 +147,27 @@ def test_cli_and_demo_use_public_names_only() -> None:
     assert not bad, bad
 
 
-def test_protocol_layers_import_at_module_level() -> None:
+#: function-level imports that stay, and why
+LAZY_ALLOWED = {
+    "attacks/targets.py": "protocols.baselines.fhe needs TenSEAL; without it the FHE target reports "
+                          "EngineUnavailable instead of breaking every attack",
+    "protocols/baselines/fhe/measure.py": "a measurement script run by hand",
+    "secureml/models/__init__.py": "build_model recipes import their estimator module when asked",
+    "secureml/representations/base.py": "imports sibling representation modules to find registered classes",
+}
+
+
+def test_library_layers_import_at_module_level() -> None:
+    """Protocols, attacks and the secureml core import project modules at module level only.
+
+    The CLI layer (commands, demo) and bench scripts may import lazily: ``secureml --help`` stays
+    fast, and a benchmark sets its thread counts before it loads torch.
+    """
     bad = []
-    for layer in ("net", "ot", "mpc", "krr"):
-        for path in sorted((ROOT / "protocols" / layer).rglob("*.py")):
+    for pkg in ("protocols", "attacks", "secureml/data", "secureml/models", "secureml/representations"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if str(path.relative_to(ROOT)) in LAZY_ALLOWED:
+                continue
             for fn in ast.walk(ast.parse(path.read_text())):
                 if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     continue

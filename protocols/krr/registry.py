@@ -40,8 +40,9 @@ EXACT_SOFTSPOKEN_K = 4
 class ModelProtocol:
     """One served model kind: the steps both parties run after the handshake.
 
-    ``model`` arguments are :class:`protocols.krr.served.ServedModel` objects (the server's secret
-    side); ``pp`` the :class:`PublicParams` both sides hold.
+    ``model`` arguments are :class:`protocols.krr.served.Served` objects (``ServedModel`` for exact
+    kernels, ``CompactServedModel`` for compact models: the server's secret side); ``pp`` the
+    :class:`PublicParams` both sides hold.
     """
 
     kind: str = ""
@@ -76,7 +77,8 @@ class ModelProtocol:
 
 
 class ExactKernelProtocol(ModelProtocol):
-    """Exact KRR with a kernel of a distance: ``module`` holds ``server_online``/``client_online``."""
+    """Exact KRR with a kernel of a distance: ``module.online(party, pp, k, model=, Q=)`` runs
+    both roles (see :mod:`protocols.krr.gaussian`)."""
 
     def __init__(self, kind: str, kernel: str, module: ModuleType) -> None:
         self.kind, self.kernel, self.module = kind, kernel, module
@@ -94,10 +96,10 @@ class ExactKernelProtocol(ModelProtocol):
         return {}
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        self.module.server_online(party, model.params, model.public, k)
+        self.module.online(party, model.public, k, model=model.params)
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        return self.module.client_online(party, pp, Q)
+        return self.module.online(party, pp, Q.shape[0], Q=Q)
 
 
 class CompactLinearProtocol(ModelProtocol):
@@ -131,21 +133,21 @@ class CompactLinearProtocol(ModelProtocol):
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
         # the extension moves offline when the model asks for it (precompute_ot)
-        return compact.server_setup(party, k, model.public, model.compact.out_bits,
-                                    softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
-                                    keep_session=model.resume_ot)
+        return compact.setup(party, model.public, k, out_bits=model.compact.out_bits,
+                             softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
+                             keep_session=model.resume_ot)
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
-        return compact.client_setup(party, pp, k, peer, resume=resume)
+        return compact.setup(party, pp, k, server_key=peer, resume=resume)
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        compact.server_online(party, model.compact.weights, model.compact.offset, model.public, k,
-                              info["out_bits"])
+        compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
+                       y_offset=model.compact.offset)
         info["release"]()  # the session succeeded: its OT-session state may serve the client again
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        return compact.client_online(party, pp, Q, info["out_bits"])
+        return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)
 
 
 #: kind -> protocol (filled by :func:`register`)

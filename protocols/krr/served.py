@@ -63,15 +63,9 @@ def security_mode(kind: str, security: str | None) -> str:
     return security
 
 
-class ServedModel:
-    """An exact KRR model as served: ``ServedModel(KernelModelParams(...))``.
+class Served:
+    """Any served model: its public parameters and the session options (fields, set freely)."""
 
-    Fields: ``params`` (the secret arrays), ``public`` (:class:`PublicParams`), and the session
-    options ``precompute_ot``, ``softspoken_k``, ``resume_ot`` (used by compact models' OT sessions).
-    Compact random-feature models: :meth:`linear` (or :meth:`from_molecular_model`, which picks).
-    """
-
-    params: KernelModelParams | None
     public: PublicParams
     #: compact models: extend the OTs before the online phase (offline/online split)
     precompute_ot: bool = compact.PRECOMPUTE_OT
@@ -79,6 +73,17 @@ class ServedModel:
     softspoken_k: int = DEFAULT_K
     #: compact models: keep OT-session state so a client's later sessions skip the base OTs
     resume_ot: bool = True
+
+
+class ServedModel(Served):
+    """An exact KRR model as served: ``ServedModel(KernelModelParams(...))``.
+
+    Fields: ``params`` (the secret arrays), ``public`` (:class:`PublicParams`) and the session
+    options of :class:`Served`. Compact random-feature models: :meth:`linear` (or
+    :meth:`from_molecular_model`, which picks the right kind).
+    """
+
+    params: KernelModelParams
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
                  property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16,
@@ -108,12 +113,12 @@ class ServedModel:
         self.public.validate()
 
     @classmethod
-    def from_file(cls, path: str, **kw: Any) -> "ServedModel":
+    def from_file(cls, path: str, **kw: Any) -> Served:
         return cls.from_molecular_model(MolecularModel.load(path), **kw)
 
     @classmethod
     def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
-                             calibration: Any = None, security: str | None = None) -> "ServedModel":
+                             calibration: Any = None, security: str | None = None) -> Served:
         """Exact KRR for a kernel estimator, a compact model for a random-feature one."""
         est = mm.estimator
         if hasattr(est, "dual_coef_"):
@@ -143,11 +148,10 @@ class CompactSecret:
     public_blob: bytes  # the public model file (feature map), sent once per client
 
 
-class CompactServedModel(ServedModel):
+class CompactServedModel(Served):
     """A compact random-feature model as served: ``compact`` (secret weights) and ``public``."""
 
     def __init__(self, compact_secret: CompactSecret, public: PublicParams) -> None:
-        self.params = None
         self.compact = compact_secret
         self.public = public
         self.public.validate()

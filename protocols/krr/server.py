@@ -19,7 +19,7 @@ from typing import Callable
 from protocols.common import CostReport
 from protocols.krr.handshake import CLIENT_MALFORMED, CLIENT_REJECTED, refusal, server_handshake
 from protocols.krr.registry import protocol_for
-from protocols.krr.served import ServedModel
+from protocols.krr.served import Served
 from protocols.mpc.party import Party
 from protocols.net.transport import Channel, TCPChannel, listen
 from secureml.errors import SecureMLError
@@ -40,7 +40,7 @@ def log_safe(exc: BaseException) -> str:
         else type(exc).__name__
 
 
-def serve_one(model: ServedModel, ch: Channel, peer: str = "local", *, party: Party | None = None
+def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party | None = None
               ) -> CostReport:
     """Run one session as the model owner on an open channel; returns its cost.
 
@@ -65,7 +65,7 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local", *, party: Pa
     return cost
 
 
-def serve(model: ServedModel, host: str = "127.0.0.1", port: int = 7000, *,
+def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
           ssl_context: ssl.SSLContext | None = None, max_sessions: int | None = None,
           concurrency: int = 2, session_timeout: float = 300.0,
           on_ready: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> None:
@@ -104,7 +104,7 @@ def serve(model: ServedModel, host: str = "127.0.0.1", port: int = 7000, *,
         srv.close()
 
 
-def _session_thread(model: ServedModel, conn: socket.socket, peer: str, ssl_context: ssl.SSLContext | None,
+def _session_thread(model: Served, conn: socket.socket, peer: str, ssl_context: ssl.SSLContext | None,
                     timeout: float, slots: threading.Semaphore) -> None:
     try:
         if ssl_context is not None:

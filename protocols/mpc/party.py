@@ -92,15 +92,16 @@ class Party:
         self.ch.send_array(a)
         return other
 
-    def check_peer(self, tag: str, params: dict[str, Any], sender: bool) -> None:
-        """Agree on a protocol's public parameters; ``sender`` sends them, the peer compares.
+    def check_peer(self, tag: str, params: dict[str, Any], announce: bool) -> None:
+        """Agree on a protocol's public parameters: the ``announce`` side sends them, the peer
+        compares (who announces is the protocol's choice, not its OT role).
 
         Catches mismatched calls (wrong sizes, different chunking) with a clear
         :class:`ProtocolError` instead of a garbled protocol.  One small message, in the same
         direction as the first message of the OT-based protocols that follow, so it adds no round.
         """
         msg = {"op": tag, **params}
-        if sender:
+        if announce:
             self.ch.send_json(msg)
         else:
             got = self.ch.recv_json()

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.mpc.gilboa import mul_public_private_receiver, mul_public_private_sender
 from protocols.mpc.context import PartyContext
+from protocols.mpc.gilboa import gilboa_mul
 
 U64 = np.uint64
 #: triples per Gilboa batch: bounds memory (64 COTs per triple, ~8 uint64 per COT in flight)
@@ -29,16 +29,12 @@ TRIPLE_BATCH = 1 << 16
 def _cross(p: PartyContext, mine_x: np.ndarray, mine_y: np.ndarray) -> np.ndarray:
     """Shares of ``x_0 y_1 + x_1 y_0`` (x_p, y_p held by party p): two Gilboa products.
 
-    Steps: 1. party 0 sends-correlation x0, party 1 receives with bits of y1;
-           2. party 1 sends-correlation x1, party 0 receives with bits of y0.
-    The order is fixed by role so the two OT directions pair up without deadlock.
+    Steps: 1. party 0 holds the correlation x0, party 1 chooses with the bits of y1;
+           2. party 1 holds the correlation x1, party 0 chooses with the bits of y0.
+    Both parties run both products in this order, so the two OT directions pair up without deadlock.
     """
-    if p.role == 0:
-        u = mul_public_private_sender(p, mine_x, 64)
-        v = mul_public_private_receiver(p, mine_y, 64)
-    else:
-        u = mul_public_private_receiver(p, mine_y, 64)
-        v = mul_public_private_sender(p, mine_x, 64)
+    u = gilboa_mul(p, 1, x=mine_x, y=mine_y, y_bits=64)
+    v = gilboa_mul(p, 0, x=mine_x, y=mine_y, y_bits=64)
     return u + v
 
 

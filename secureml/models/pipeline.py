@@ -190,14 +190,15 @@ class MolecularModel:
     def n_features(self) -> int:
         return int(self.representation.n_features)
 
-    def save(self, path: str | Path) -> Path:
-        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`)."""
-        return save_model(self, path)
+    def save(self, path: str | Path, sign_key: Any = None) -> Path:
+        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`), hashed and,
+        given an Ed25519 ``sign_key``, signed."""
+        return save_model(self, path, sign_key=sign_key)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MolecularModel":
-        """Read a model file (:func:`load_model`)."""
-        return load_model(path)
+    def load(cls, path: str | Path, verify_key: Any = None) -> "MolecularModel":
+        """Read a model file (:func:`load_model`), verifying its hash (and signature by ``verify_key``)."""
+        return load_model(path, verify_key=verify_key)
 
     def __repr__(self) -> str:
         return (
@@ -207,10 +208,12 @@ class MolecularModel:
         )
 
 
-def load_model(path: str | Path) -> MolecularModel:
-    """Read a file written by :meth:`MolecularModel.save`; ModelError for a bad or unknown file."""
-    parts = read_model_parts(path)
+def load_model(path: str | Path, verify_key: Any = None) -> MolecularModel:
+    """Read a file written by :meth:`MolecularModel.save`; ModelError for a bad, modified or
+    unknown file (and, given ``verify_key``, one not signed by it). ``sha256_``: its verified hash."""
+    parts = read_model_parts(path, verify_key)
     model = MolecularModel(parts.representation, parts.estimator, property_name=parts.property_name,
                            baseline=parts.baseline, provenance=parts.provenance)
     model.element_energies_ = parts.element_energies
+    model.sha256_ = parts.sha256
     return model
