@@ -215,15 +215,16 @@ def test_malicious_chosen_choice_bits_give_exactly_the_ideal_output(rff, monkeyp
     chosen[3] = np.random.default_rng(0).integers(0, top, F).astype(U64)
     seen = {}
 
-    def evil_online(party, pp_, phi, out_bits=64):
-        # replace its honest encoding with chosen values (no bound check on the client: the
-        # server must not rely on one)
-        monkeypatch.setattr(PublicParams, "encode_features", lambda self, X, who="": chosen.copy())
-        seen["out_bits"] = out_bits
-        return real_online(party, pp_, phi, out_bits)
+    def evil_online(party, pp_, k, out_bits=64, **kw):
+        if kw.get("phi") is not None:  # the client's side only (the server shares this module)
+            # replace its honest encoding with chosen values (no bound check on the client: the
+            # server must not rely on one)
+            monkeypatch.setattr(PublicParams, "encode_features", lambda self, X, who="": chosen.copy())
+            seen["out_bits"] = out_bits
+        return real_online(party, pp_, k, out_bits, **kw)
 
-    real_online = lin.client_online
-    monkeypatch.setattr(lin, "client_online", evil_online)
+    real_online = lin.online
+    monkeypatch.setattr(lin, "online", evil_online)
     preds, _ = predict(srv.address, np.zeros((4, F)))
     np.testing.assert_array_equal(preds, _ideal(mm, pp, chosen, seen["out_bits"]))
     monkeypatch.undo()
@@ -355,11 +356,17 @@ def _zero_output_inputs(monkeypatch):
     """The issue's attack 1: the client's inputs to the two step-9 Gilboa products set to zero."""
     from protocols.krr import expsum
 
-    real_recv = expsum.inner_product_receiver
+    real = expsum.inner_products128
     # w_i = (G_i + r_i) v_i := 0 (the client's OT-sender values, and its local correction sum w) ...
     monkeypatch.setattr(expsum.u128, "mul_small", lambda a, b: (np.zeros_like(a[0]), np.zeros_like(a[1])))
+
     # ... and v_i := 0 (its choice bits in the second product): the output is the offset alone
-    monkeypatch.setattr(expsum, "inner_product_receiver", lambda party, y, n_bits: real_recv(party, y * 0, n_bits))
+    def zero_bits(party, chooser, *, bits=None, **kw):
+        if bits is not None and party.role == 1:
+            bits = bits * 0
+        return real(party, chooser, bits=bits, **kw)
+
+    monkeypatch.setattr(expsum, "inner_products128", zero_bits)
 
 
 def test_malicious_offset_attack_is_refused_in_client_malicious_mode(servers, monkeypatch):
