@@ -15,7 +15,10 @@ What is pinned, and why (honest about the randomness):
   nonces, and the SoftSpoken engines it creates, from OS entropy (a resumable session must not
   be reproducible), and the public model file embeds zip timestamps. We pin the sequence of
   (direction, frame length) -- message order, count and every size -- which a protocol change
-  still cannot pass unnoticed, plus the predictions' agreement with plaintext.
+  still cannot pass unnoticed, plus the predictions' agreement with plaintext. The frame that
+  carries the public model file counts as one marker: its size belongs to the model file format
+  (:mod:`secureml.models.io`, which may grow without any protocol change) and is advertised in
+  the public parameters.
 Hashes of the exact kernels also depend on floating-point exp/log of this machine's libm (the
 table entries), so a pin may differ on another platform; the sizes pin does not.
 """
@@ -41,11 +44,12 @@ from secureml.representations import CoulombMatrix
 
 #: pinned at PROTOCOL_VERSION 3 (version 2 -> 3: the params carry the security mode, exact kernels
 #: semi-honest through the API default; compact sessions client-malicious: one consistency proof
-#: frame of 32 bytes per OT-extension piece, 128 padding OTs)
+#: frame of 32 bytes per OT-extension piece, 128 padding OTs). The compact pin counts bytes
+#: without the public model file, whose format grew in format 3 of model files.
 PINS = {
     "krr-gaussian": (155, 85117, "bd13cc4b1d27a4be94f785e50f300ef727ed8bef933a48293c155fd597cbec1a"),
     "krr-laplacian": (121, 92972, "c87de11e6480009a80e31e3fe9bd89845a169971b3e8f665342a067580dd9955"),
-    "linear": (23, 179463, "13c3d891e2c04b0fd8b5a8f324b5c9c5d85a1b3326095bb40ad4e3e4639eccf0"),
+    "linear": (23, 32845, "acd6921a6fed3e8a0ed0acab418e503c71263d887814d70e86b1a45a4fd584ae"),
 }
 PINNED_VERSION = 3
 
@@ -57,7 +61,7 @@ def _exact_model(kernel: str) -> KernelModelParams:
 
 
 def _session(served, Q=None, featurize=None, *, seeded: bool, **client_kw):
-    """One in-process session; returns (predictions, client transcript)."""
+    """One in-process session; returns (predictions, client transcript, public params)."""
     c0, c1 = local_channel_pair(timeout=60)
     transcript = c1.record()
     box: dict = {}
@@ -74,11 +78,11 @@ def _session(served, Q=None, featurize=None, *, seeded: bool, **client_kw):
     t = threading.Thread(target=server, daemon=True)
     t.start()
     try:
-        preds, _, _ = predict_features(c1, Q, featurize, party=p1, **client_kw)
+        preds, _, pp = predict_features(c1, Q, featurize, party=p1, **client_kw)
     finally:
         t.join(30)
     assert "error" not in box, box.get("error")
-    return preds, transcript
+    return preds, transcript, pp
 
 
 def _full_hash(transcript) -> str:
@@ -90,8 +94,11 @@ def _full_hash(transcript) -> str:
     return h.hexdigest()
 
 
-def _sizes_hash(transcript) -> str:
-    return hashlib.sha256(repr([(d, len(f)) for d, f in transcript]).encode()).hexdigest()
+def _sizes_hash(transcript, public_model_bytes: int = -1) -> str:
+    """Hash of the (direction, length) sequence; the public model file (its size is the model
+    file format's business, advertised in the public parameters) counts as one marker."""
+    seq = [(d, "public-model" if d == "recv" and len(f) == public_model_bytes else len(f)) for d, f in transcript]
+    return hashlib.sha256(repr(seq).encode()).hexdigest()
 
 
 def _report(kind: str, value) -> None:
@@ -105,7 +112,7 @@ def test_exact_kernel_transcript_is_pinned(kernel):
     model = _exact_model(kernel)
     served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None)
     Q = model.X_train[:2] + 0.25
-    preds, tr = _session(served, Q, seeded=True)
+    preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
     _report(served.public.kind, got)
@@ -117,8 +124,8 @@ def test_exact_transcript_depends_on_the_seed():
     model = _exact_model("gaussian")
     served = ServedModel(model)
     Q = model.X_train[:2] + 0.25
-    _, a = _session(served, Q, seeded=True)
-    _, b = _session(served, Q, seeded=False)
+    _, a, _ = _session(served, Q, seeded=True)
+    _, b, _ = _session(served, Q, seeded=False)
     assert len(a) == len(b) and _full_hash(a) != _full_hash(b)
 
 
@@ -135,9 +142,11 @@ def test_compact_transcript_sizes_are_pinned(compact_model, tmp_path):
     mm, test = compact_model
     served = ServedModel.from_molecular_model(mm)
     served.resume_ot = False  # no state from other tests' sessions in this process
-    preds, tr = _session(served, featurize=molecules_featurizer(test), seeded=False,
-                         resume_ot=False, cache=PublicModelCache(tmp_path))
+    preds, tr, pp = _session(served, featurize=molecules_featurizer(test), seeded=False,
+                             resume_ot=False, cache=PublicModelCache(tmp_path))
     np.testing.assert_allclose(preds, mm.predict(test), atol=5e-3)
-    got = (len(tr), sum(len(f) for _, f in tr), _sizes_hash(tr))
+    blob = pp.public_model_bytes
+    assert sum(1 for d, f in tr if d == "recv" and len(f) == blob) == 1  # the model file, once
+    got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
     _report("linear", got)
     assert got == PINS["linear"]
