@@ -1,16 +1,14 @@
 """Client-malicious double-blind KRR (issue 12): real deviating clients over TCP against `serve`.
 
-The server runs as a separate process (`secureml serve`, its log captured); each attack is a
-client that patches one of its own protocol steps (or flips bytes of its own messages) and talks
-to it over TCP. Every test ends in an abort or in the ideal output f(q') for the q' the client's
+The servers run `protocols.krr.serve` over real TCP in threads of the test process (their log
+captured; the `secureml serve` CLI process is exercised by test_service_e2e.py and the acceptance
+check); each attack is a client that patches one of its own protocol steps -- on the client's
+thread only -- or flips bytes of its own messages, and talks to them over TCP. Every test ends in an abort or in the ideal output f(q') for the q' the client's
 choice bits encode; and the server keeps serving honest clients afterwards.
 """
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from protocols.krr import linear as lin
 from protocols.krr.params import ABORT_CODE, PublicParams
 from protocols.ot import session as ot_session
 from protocols.ot.softspoken import SoftSpokenReceiver
-from secureml.data import embedded_split, load_embedded, write_extxyz
+from secureml.data import embedded_split, load_embedded
 from secureml.errors import SecureMLError
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -35,51 +33,11 @@ U64 = np.uint64
 OUTCOMES: list[str] = []
 
 
-class Server:
-    """`secureml serve` as a subprocess; its stdout/stderr go to a log file we can read."""
-
-    def __init__(self, model: Path, log: Path, *extra: str) -> None:
-        self.log = log
-        self._f = open(log, "w")
-        self.port = 0
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "secureml.cli", "serve", "--model", str(model), "--port", "0", *extra],
-            stdout=self._f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def wait(self) -> "Server":
-        """Block until the server prints its port (servers start in parallel: start all, then wait)."""
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            text = self.log.read_text()
-            if "serving" in text:
-                line = [x for x in text.splitlines() if "serving" in x][0]
-                self.port = int(line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("server did not start: " + self.log.read_text())
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def text(self) -> str:
-        self._f.flush()
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(30)
-        self._f.close()
-
-
 class InProcessServer:
     """`protocols.krr.serve` in a thread of this process (real TCP), its log captured: for servers
     whose client-side patches cannot leak into them (the exact model in client-malicious mode)."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, security: str) -> None:
         import logging
 
         from protocols.krr import ServedModel, serve
@@ -92,7 +50,9 @@ class InProcessServer:
         handler.emit = lambda rec: self.lines.append(rec.getMessage())  # type: ignore[method-assign]
         logging.getLogger("secureml.serve").addHandler(handler)
         self._handler = handler
-        served = ServedModel.from_file(str(model), security="client-malicious")
+        # a small public calibration set (the bounds' default uses 490 embedded molecules)
+        served = ServedModel.from_file(str(model), security=security,
+                                       calibration=load_embedded().subset(np.arange(0, 3921, 61)))
         self.log = Path(model).with_suffix(".log")
 
         def on_ready(port: int) -> None:
@@ -123,7 +83,7 @@ class InProcessServer:
         import logging
 
         self.stop_event.set()
-        self.thread.join(30)
+        self.thread.join(5)
         logging.getLogger("secureml.serve").removeHandler(self._handler)
 
 
@@ -140,9 +100,11 @@ def servers(tmp_path_factory):
     gauss = MolecularModel(CoulombMatrix(size=23), KernelRidge("gaussian", sigma=50.0, lam=1e-6), "U0_atomization")
     gauss.fit(data.subset(tr[:60]))
     rff_path, g_path = rff.save(tmp / "rff.npz"), gauss.save(tmp / "g.npz")
-    # the attack on the exact model patches module functions the server would share: own process
-    srv = {"weak": Server(g_path, tmp / "weak.log", "--security", "semi-honest"),
-           "rff": InProcessServer(rff_path), "strong": InProcessServer(g_path)}
+    # in threads of this process over real TCP (the CLI's `secureml serve` process is exercised
+    # by tests/protocols/krr/test_service_e2e.py and the acceptance check); client-side patches
+    # below act on the client's thread only
+    srv = {"weak": InProcessServer(g_path, "semi-honest"),
+           "rff": InProcessServer(rff_path, "client-malicious"), "strong": InProcessServer(g_path, "client-malicious")}
     try:
         for s_ in srv.values():
             s_.wait()
@@ -179,7 +141,7 @@ def _ideal(mm, pp: PublicParams, enc: np.ndarray, out_bits: int) -> np.ndarray:
     return np.array(out)
 
 
-def _public(srv: Server, mm, mols, resume_ot: bool = True):
+def _public(srv, mm, mols, resume_ot: bool = True):
     """An honest run: the predictions and the public parameters the server announced."""
     seen = {}
 
@@ -191,7 +153,7 @@ def _public(srv: Server, mm, mols, resume_ot: bool = True):
     return preds, seen["pp"], cost
 
 
-def _honest_still_served(srv: Server, mm, mols) -> None:
+def _honest_still_served(srv, mm, mols) -> None:
     preds, _, _ = _public(srv, mm, mols)
     np.testing.assert_allclose(preds, mm.predict(mols), atol=1e-2)
 
@@ -356,13 +318,20 @@ def _zero_output_inputs(monkeypatch):
     """The issue's attack 1: the client's inputs to the two step-9 Gilboa products set to zero."""
     from protocols.krr import expsum
 
-    real = expsum.inner_products128
+    real, real_mul = expsum.inner_products128, expsum.u128.mul_small
+    client = threading.current_thread()  # the server runs in other threads of this process
+
     # w_i = (G_i + r_i) v_i := 0 (the client's OT-sender values, and its local correction sum w) ...
-    monkeypatch.setattr(expsum.u128, "mul_small", lambda a, b: (np.zeros_like(a[0]), np.zeros_like(a[1])))
+    def zero_mul(a, b):
+        if threading.current_thread() is client:
+            return np.zeros_like(a[0]), np.zeros_like(a[1])
+        return real_mul(a, b)
+
+    monkeypatch.setattr(expsum.u128, "mul_small", zero_mul)
 
     # ... and v_i := 0 (its choice bits in the second product): the output is the offset alone
     def zero_bits(party, chooser, *, bits=None, **kw):
-        if bits is not None and party.role == 1:
+        if bits is not None and party.role == 1 and threading.current_thread() is client:
             bits = bits * 0
         return real(party, chooser, bits=bits, **kw)
 
@@ -447,6 +416,8 @@ def test_malicious_server_never_sees_a_rejected_query(servers, which):
     from protocols.krr import molecules_featurizer
 
     srv = servers[which]
+    # in-process servers share the "secureml.serve" logger: count this test's lines only
+    before = srv.text().count("client rejected its query")
     rec = Recorder(srv.port)
     secrets = ["CCCCCCCCCCCCCCO", "secret-patient-molecule\nFORGED session peer=x queries=999.xyz"]
     try:
@@ -464,8 +435,9 @@ def test_malicious_server_never_sees_a_rejected_query(servers, which):
         for secret in (secrets[0], "secret-patient-molecule", "FORGED", "queries=999"):
             assert secret not in log
             assert secret.encode() not in blob
-        assert blob.count(b'"query-rejected"') == 2 or which == "rff"  # rff: may abort after the model download
-        assert log.count("client rejected its query") == blob.count(b'"query-rejected"')
+        code = f'"{ABORT_CODE}"'.encode()
+        assert blob.count(code) == 2 or which == "rff"  # rff: may abort after the model download
+        assert log.count("client rejected its query") - before == blob.count(code)
     finally:
         rec.sock.close()
 

@@ -9,7 +9,7 @@ import pytest
 
 from protocols.ot import consistency
 from protocols.ot.consistency import ConsistencyError, gf128_mul, hash_key
-from protocols.ot.iknp import OTExtensionReceiver, OTExtensionSender
+from protocols.ot.iknp import OTExtensionReceiver
 from protocols.ot.softspoken import SoftSpokenReceiver, SoftSpokenSender
 from tests.protocols.ot.test_iknp import Pair
 
