@@ -8,7 +8,7 @@ server (and without seeing the model). Run it:
     python examples/serve_your_model.py --small    # 120 (what the test suite runs)
 
 The same with the command line: `secureml train --data mols.sdf --property energy --unit Hartree
---out run/`, `secureml serve --model run/model.npz`, `secureml predict --server HOST:7000
+--out run/`, `secureml serve --model run/model.npz --security semi-honest`, `secureml predict --server HOST:7000
 --molecules new.sdf`.
 """
 from __future__ import annotations

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _start_server(model_path: Path, sessions: int = 1) -> tuple[subprocess.Popen, int]:
+def _start_server(model_path: Path, sessions: int = 1, security: str | None = None
+                  ) -> tuple[subprocess.Popen, int]:
     cmd = [sys.executable, "-m", "secureml.cli", "serve", "--model", str(model_path), "--port", "0",
-           "--max-sessions", str(sessions)]
+           "--max-sessions", str(sessions)] + (["--security", security] if security else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.time() + 120
@@ -38,11 +39,11 @@ def _start_server(model_path: Path, sessions: int = 1) -> tuple[subprocess.Popen
     raise RuntimeError("the model owner's server did not start")
 
 
-def _serve_and_query(model_path: Path, queries, sessions: int = 1):
+def _serve_and_query(model_path: Path, queries, sessions: int = 1, security: str | None = None):
     """Start the server, run ``sessions`` sessions with the same queries; returns each (preds, cost)."""
     from protocols.krr import molecules_featurizer, predict
 
-    proc, port = _start_server(model_path, sessions)
+    proc, port = _start_server(model_path, sessions, security)
     try:
         return [predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(queries)) for _ in range(sessions)]
     finally:
@@ -112,8 +113,10 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
               f"on {len(test)} held-out molecules")
         model_path = exact.save(work / f"model_{kernel}.npz")
         print(f"   model file: {model_path}")
-        print("== Model owner: starts `secureml serve` (separate process); query owner connects ==")
-        (preds, cost), = _serve_and_query(model_path, queries)
+        print("== Model owner: starts `secureml serve --security semi-honest` (separate process); "
+              "query owner connects ==")
+        print("   (exact kernels have no client-malicious protocol yet: docs/malicious.md)")
+        (preds, cost), = _serve_and_query(model_path, queries, security="semi-honest")
         _report(exact, queries, preds, cost, prop)
         print("the server saw no query; the query owner saw only the predictions.\n")
         model = model or exact

@@ -17,7 +17,16 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 3  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions; 3: property_unit, elements
+PROTOCOL_VERSION = 4  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+# 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
+# abort code, column-OT PRG tweak
+#: security modes of a served model (docs/malicious.md); client-malicious is the default of `serve`
+SECURITY_MODES = ("client-malicious", "semi-honest")
+DEFAULT_SECURITY = "client-malicious"
+#: kinds with a protocol secure against a deviating client (the exact kernels have none yet)
+CLIENT_MALICIOUS_KINDS = ("linear",)
+#: the one reason a client gives when it rejects its own query (never why: that would name its data)
+ABORT_CODE = "query-rejected"
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
@@ -53,6 +62,8 @@ class PublicParams:
     elements: list[int] = field(default_factory=list)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
+    # what the protocol promises against a client that deviates (docs/malicious.md)
+    security: str = DEFAULT_SECURITY
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -167,6 +178,8 @@ class PublicParams:
             )
         if self.kind not in KINDS:
             raise ProtocolError(f"unknown model kind {self.kind!r}; supported: {KINDS}")
+        if self.security not in SECURITY_MODES:
+            raise ProtocolError(f"unknown security mode {self.security!r}; supported: {SECURITY_MODES}")
         if not (1 <= self.n_train <= 1 << 22 and 1 <= self.n_features <= 1 << 16):
             raise ProtocolError(f"sizes out of range: n_train={self.n_train} n_features={self.n_features}")
         if not (0 <= self.frac_bits <= (24 if self.kind in EXACT_KINDS else 40)) or not (
@@ -203,6 +216,11 @@ class PublicParams:
 
     # ---- encoding helpers both parties use ----------------------------------------------------
     @property
+    def checked_ot(self) -> bool:
+        """Client-malicious mode: every OT extension in which the client chooses is checked."""
+        return self.security == "client-malicious"
+
+    @property
     def baseline_elements(self) -> list[int]:
         """Atomic numbers of the dressed-atom baseline, ascending (empty: no baseline)."""
         return sorted(int(z) for z in self.element_energies)
@@ -233,7 +251,12 @@ class PublicParams:
 
 
 def feature_bounds(X: np.ndarray) -> tuple[float, float]:
-    """Public bounds from training data, revealing only a power of two: [lo, lo + 2^k]."""
-    lo = float(min(0.0, math.floor(float(np.min(X)))))
+    """Public bounds from training data, revealing only powers of two: [lo, lo + 2^k].
+
+    lo is 0 for non-negative data, else -2^j (j >= 0, the smallest power of two covering the most
+    negative entry): an integer, so every 2^-F grid stays aligned, and no finer than a power of two.
+    """
+    mn = float(np.min(X))
+    lo = 0.0 if mn >= 0 else -float(2 ** max(0, math.ceil(math.log2(-mn))))
     span = max(float(np.max(X)) - lo, 1.0)
     return lo, lo + float(2 ** math.ceil(math.log2(span * 1.0001)))

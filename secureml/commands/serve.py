@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions)")
+    p.add_argument("--security", choices=("client-malicious", "semi-honest"), default="client-malicious",
+                   help="client-malicious (default): whatever a client sends, each query yields at most the "
+                   "prediction for one input of the public domain, or an abort (compact models; exact-kernel "
+                   "models have no such protocol yet and their sessions are refused); semi-honest: the "
+                   "protocols for clients that run our code unmodified (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from protocols.krr import ServedModel, serve
 
     logging.getLogger("secureml.serve").setLevel(logging.INFO)  # one line per session, never any data
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=args.security)
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
     ctx = None

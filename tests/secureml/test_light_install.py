@@ -52,7 +52,8 @@ def test_light_install_trains_serves_and_predicts(tmp_path) -> None:
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "kcal/mol" in out.stdout
-    srv = subprocess.Popen(_cli("serve", "--model", str(tmp_path / "m.npz"), "--port", "0", "--max-sessions", "1"),
+    srv = subprocess.Popen(_cli("serve", "--model", str(tmp_path / "m.npz"), "--port", "0", "--max-sessions", "1",
+                                "--security", "semi-honest"),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         port = None

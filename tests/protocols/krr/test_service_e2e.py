@@ -45,7 +45,7 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
     path = model.save(tmp_path / "model.npz")
     write_extxyz(test, tmp_path / "queries.xyz")
     proc, port = _start([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path),
-                         "--port", "0", "--max-sessions", "1"])
+                         "--port", "0", "--max-sessions", "1", "--security", "semi-honest"])
     try:
         out = subprocess.run(
             [sys.executable, "-m", "secureml.cli", "predict", "--server", f"127.0.0.1:{port}",

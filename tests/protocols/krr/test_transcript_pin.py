@@ -42,15 +42,17 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 3 (3 adds property_unit and elements to the public parameters: +33 and
-#: +48 bytes; the compact pin counts bytes without the public model file, whose
-#: format grew in format 3 of model files)
+#: pinned at PROTOCOL_VERSION 4 (3 added property_unit and elements to the public parameters; 4 adds
+#: the security mode: exact kernels semi-honest through the API default; compact sessions
+#: client-malicious: one consistency proof frame of 32 bytes per OT-extension piece, 128 padding
+#: OTs). The compact pin counts bytes without the public model file, whose format grew in format 3
+#: of model files.
 PINS = {
-    "krr-gaussian": (155, 85125, "cc84e2f95577b819501e0c467a4c8d3acf7044802c84a5654d8bbc26711a2579"),
-    "krr-laplacian": (121, 92980, "cc8996f75828135cd48afcbb067b8cb4e7cdeef297337ca1502e12abcdb5d0ff"),
-    "linear": (22, 32304, "d54caf3bcd620a8b4cb64b58eafdde527299ba75c5782e9b8ede3e0de7edd3d3"),
+    "krr-gaussian": (155, 85150, "38b94304ccbc2531b5f96d4704174542e5a19d3a5495efa64cd1b4fa760c18e1"),
+    "krr-laplacian": (121, 93005, "c2ee4630a8714cdbd3bf43d49761f12cc83afae99a1d61c1026faf79e3dea78f"),
+    "linear": (23, 32893, "34d098bad9c0b5a3b88b873d1dc4aeb602ba2134066637d5472279f6f554cbe7"),
 }
-PINNED_VERSION = 3
+PINNED_VERSION = 4
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

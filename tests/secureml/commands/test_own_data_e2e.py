@@ -26,7 +26,8 @@ def _run(args, **kw):
 
 
 def _serve(model_path):
-    proc = subprocess.Popen(CLI + ["serve", "--model", str(model_path), "--port", "0", "--max-sessions", "1"],
+    proc = subprocess.Popen(CLI + ["serve", "--model", str(model_path), "--port", "0", "--max-sessions", "1",
+                                   "--security", "semi-honest"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.time() + 60
@@ -131,7 +132,8 @@ def test_query_with_an_unseen_element_is_refused_by_name(tmp_path, molecules):
     (tmp_path / "ccl.xyz").write_text("2\n\nC 0 0 0\nCl 0 0 1.78\n")
     q = tmp_path / "ok.xyz"
     q.write_text(_xyz_text(test.charges[0], test.coordinates[0]))
-    proc = subprocess.Popen(CLI + ["serve", "--model", str(tmp_path / "m.npz"), "--port", "0", "--max-sessions", "2"],
+    proc = subprocess.Popen(CLI + ["serve", "--model", str(tmp_path / "m.npz"), "--port", "0", "--max-sessions", "2",
+                                   "--security", "semi-honest"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
