@@ -2,10 +2,12 @@
 
     python -m bench.krr_cost --sizes 256,1024,4096,16384 --features 435 --queries 1 --out results/krr_cost
     python -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 256,1024,4096,16384 --features 351
+    python -m bench.krr_cost --cross-term ot --sizes 16384 --features 351     # the OT vector OLE instead
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
-way, rounds, |prediction - plaintext|, and the ratio to the plaintext prediction time measured
+way, rounds, |prediction - plaintext|, the server's one-off per-model preparation (encoding, and the
+lattice cross term's NTT plaintexts; before any client connects, not in the wall time), and the ratio to the plaintext prediction time measured
 in the same run. Writes JSON + CSV and a log-log plot.
 """
 from __future__ import annotations
@@ -27,22 +29,31 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
     return synthetic_model(N, d, sigma, seed, kernel)
 
 
-def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue) -> None:
-    from protocols.krr import ServedModel, serve
+def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue, cross_term: str = "he") -> None:
+    from protocols.krr import ServedModel, gaussian, serve
 
     params, _ = model_for(N, d, sigma, kernel, seed)
-    serve(ServedModel(params), "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
+    sm = ServedModel(params)
+    sm.public.cross_term = cross_term
+    sm.public.validate()
+    t0 = time.perf_counter()
+    if kernel == "gaussian":
+        gaussian.prepare_server(params, sm.public)  # once per served model, before any client
+    q.put(time.perf_counter() - t0)
+    serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
 
 
-def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian") -> dict:
+def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
+            cross_term: str = "he") -> dict:
     from protocols.krr import predict
 
     params, rng = model_for(N, d, sigma, kernel, seed)
     Q = synthetic_queries(params, rng, k)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(N, d, sigma, kernel, seed, q))
+    proc = ctx.Process(target=_server, args=(N, d, sigma, kernel, seed, q, cross_term))
     proc.start()
+    t_prepare = q.get(timeout=600)
     port = q.get(timeout=120)
     try:
         preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=1800)
@@ -56,6 +67,8 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
     t_plain = (time.perf_counter() - t0) / reps
     return {
         "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma,
+        "cross_term": cross_term if kernel == "gaussian" else "ot",
+        "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
         "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
         "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
@@ -74,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", choices=("gaussian", "laplacian"), default="gaussian")
     ap.add_argument("--sigma", type=float, default=None,
                     help="kernel width (default 74 Gaussian, 1000 Laplacian: ANCHORS.md's peer settings)")
+    ap.add_argument("--cross-term", choices=("he", "ot"), default="he",
+                    help="Gaussian kernel's X q: lattice HE (default) or the OT vector OLE")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
     if args.sigma is None:
@@ -84,7 +99,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
-        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel)
+        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term)
         rows.append(r)
         tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}) "
                    f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "

@@ -52,7 +52,7 @@ def chain_server(party, rho: np.ndarray, digits: list[tuple[int, int]], borrow_s
             out = out | (nz << 1)
         # index layout: digit + (beta_c << m) + (z_c << (m + 1))
         table = np.transpose(out, (0, 3, 2, 1)).reshape(n, -1).astype(U64)
-        party.ot_sender.lut_send(table, bits=2)
+        party.ot_sender.lut_send(table, bits=1 + int(track))  # borrow only: one bit per entry
         borrow_s = new_b.astype(np.uint8)
         if track:
             flag_s = new_z.astype(np.uint8)
@@ -68,7 +68,7 @@ def chain_client(party, u: np.ndarray, digits: list[tuple[int, int]], borrow_c: 
         idx = _digit(u, a, b) | (borrow_c.astype(U64) << U64(m))
         if track:
             idx = idx | (flag_c.astype(U64) << U64(m + 1))
-        got = party.ot_receiver.lut_recv(idx, m + 1 + int(track), w=1, bits=2)
+        got = party.ot_receiver.lut_recv(idx, m + 1 + int(track), w=1, bits=1 + int(track))
         got = np.asarray(got, dtype=U64).ravel()
         borrow_c = (got & U64(1)).astype(np.uint8)
         if track:

@@ -11,19 +11,24 @@ proof sketch: the calling modules and docs/double-blind.md).
 Protocol (steps numbered as in the kernel modules, which do steps 1-3):
   4. Mask-reveal: the server sends D_S + rho (rho uniform mod 2^M); the client now holds
      u = D + rho, uniform and independent of D.
-  5. Drop s low bits of u and rho (changes t by < 2^-38). D' = u' - rho' mod 2^W.
-  6. Split D' = H 2^L + lo where c 2^L <= 4 (t = c D'). Then
-        e^{-t} = [top bits of D' all zero] * e^{-c 2^L Hv} * e^{c rho'_lo} * e^{-c 2^L beta} * e^{-c u'_lo}
-     with beta the borrow out of the low L bits and Hv the next lut_bits of D'. The borrow (and a
-     flag for any non-zero bit above the table) come from a digit chain of small table OTs
-     (:mod:`protocols.krr.chain`).
-  7. Table OT: the client's index is (its table digit, its borrow share, its flag share); the
-     server's table holds G = [flag=0] e^{-c 2^L Hv} e^{c rho'_lo} e^{-c 2^L beta} (2^g_frac
-     fixed point) plus a fresh 128-bit mask r. The client receives G + r.
-  8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]).
-  9. Output in Z_2^128: y = sum alpha_i (G_i + r_i - r_i) v_i via two Gilboa inner products
-     (:mod:`protocols.mpc.gilboa128`): alpha' bits (server) x w_i = (G_i + r_i) v_i (client) and
-     v bits (client) x alpha_i r_i (server).
+  5. Drop s low bits of u and rho (changes t by < 2^-38); D' = u' - rho' (mod 2^W) is in
+     [0, 2^(W-1)) (D < 2^(M-1) by the ring's margin bit, and flooring cannot make it negative).
+  6. Split u' and rho' at bit L (c 2^L <= 4) and set H = (u'_hi - rho'_hi) mod 2^(W-L). Then,
+     exactly and without any borrow out of the low part,
+        D' = 2^L H + (u'_lo - rho'_lo),   so   e^{-t} = e^{-c 2^L H} * e^{c rho'_lo} * e^{-c u'_lo}
+     (0 <= D' < 2^(W-1) forces H < 2^(W-L) to be the true integer, H >= 0). Only two facts about H
+     need shares: its low lut_bits digit, which is (u'_lut - rho'_lut) mod 2^lut_bits and which the
+     table below resolves by itself, and the flag z = [H >= 2^lut_bits] (kernel below the cut):
+     one borrow out of the table digit, then an "is non-zero" chain over the bits above it
+     (:mod:`protocols.krr.chain`, 1-out-of-2^(m+1|2) OTs).
+  7. Table OT: the client's index is (its table digit, its flag share); the server's entry is
+     h = alpha_i G + r_i mod 2^128 with G = [z=0] e^{-c 2^L Hv} e^{c rho'_lo} (2^g_frac fixed point,
+     Hv the digit the index implies) and r_i a fresh 128-bit mask: the weight is folded into the
+     table, the client receives a uniformly masked alpha_i G_i.
+  8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]) and
+     sum_i h_i v_i locally.
+  9. Output in Z_2^128: y = sum h_i v_i - sum r_i v_i; one Gilboa inner product
+     (:mod:`protocols.mpc.gilboa128`, v bits (client) x r (server)) gives shares of sum r_i v_i.
  10. The server adds y_offset to its share and sends the share; the client reconstructs.
 """
 from __future__ import annotations
@@ -77,46 +82,43 @@ def server_kernel_sum(party, model: KernelModelParams, pp: PublicParams, D_S: np
     party.ch.send_array(_mod(D_S + rho, M))
     # 5. drop s low bits
     rho = rho >> U64(pp.shift_bits)
-    # 6. digit chain: borrow out of the low part, then (if any) the top bits' non-zero flag
-    low, lut, top = plan_digits(pp)
+    # 6. the flag z = [H >= 2^lut]: borrow out of the table digit, then the bits above it
+    _, lut, top = plan_digits(pp)
     zeros = np.zeros(n, dtype=np.uint8)
-    beta_s, _ = chain_server(party, rho, low, zeros, None)
     if top:
-        b_after, _ = chain_server(party, rho, [lut], beta_s, None)
-        _, z_s = chain_server(party, rho, top, b_after, zeros.copy())
+        b_lut, _ = chain_server(party, rho, [lut], zeros, None)
+        _, z_s = chain_server(party, rho, top, b_lut, zeros.copy())
     else:
         z_s = zeros
-    # 7. table OT: G = [z=0] e^{-step Hv} e^{c rho_lo} e^{-step beta}, plus a 128-bit mask r
+    # 7. table OT: h = alpha G + r, G = [z=0] e^{-step Hv} e^{c rho_lo}, r a 128-bit mask
     step = pp.c * (1 << pp.lo_bits)
     rho_lo = (rho & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
     rho_lut = ((rho >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)).astype(np.int64)
     m = pp.lut_bits
-    cand = np.arange(1 << m, dtype=np.int64)[None, :, None, None]
-    bc = np.arange(2, dtype=np.int64)[None, None, :, None]
-    zc = np.arange(2 if top else 1, dtype=np.int64)[None, None, None, :]
-    beta = bc ^ beta_s.astype(np.int64)[:, None, None, None]
-    z = zc ^ z_s.astype(np.int64)[:, None, None, None]
-    hv = (cand - rho_lut[:, None, None, None] - beta) % (1 << m)
-    G = np.exp(-step * hv - step * beta + pp.c * rho_lo[:, None, None, None]) * (z == 0)
+    cand = np.arange(1 << m, dtype=np.int64)[None, :, None]
+    zc = np.arange(2 if top else 1, dtype=np.int64)[None, None, :]
+    z = zc ^ z_s.astype(np.int64)[:, None, None]
+    hv = (cand - rho_lut[:, None, None]) % (1 << m)
+    G = np.exp(-step * hv + pp.c * rho_lo[:, None, None]) * (z == 0)
     G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)  # G < e^4: < 2^(g_frac+6)
-    G_enc = np.transpose(G_enc, (0, 3, 2, 1)).reshape(n, -1)
+    G_enc = np.transpose(G_enc, (0, 2, 1)).reshape(n, -1)  # index = digit + (z_c << m)
+    alpha = np.broadcast_to(alpha_enc, (k, N)).ravel()
+    aG = u128.mul_small((np.zeros_like(G_enc), G_enc), np.abs(alpha).astype(U64)[:, None])
+    neg_hi, neg_lo = u128.neg(aG)
+    sign = (alpha < 0)[:, None]
+    aG = (np.where(sign, neg_hi, aG[0]), np.where(sign, neg_lo, aG[1]))
     r_hi, r_lo = party.rng.random_u64(n), party.rng.random_u64(n)
-    t_hi, t_lo = u128.add((np.zeros_like(G_enc), G_enc), (r_hi[:, None], r_lo[:, None]))
+    t_hi, t_lo = u128.add(aG, (r_hi[:, None], r_lo[:, None]))
     table = np.stack([t_lo, t_hi], axis=-1)  # words little-endian: [lo, hi]
+    if table.shape[1] == 1:  # no table digit and no flag (tiny ranges): a 1-out-of-2 OT of equal entries
+        table = np.repeat(table, 2, axis=1)
     party.ot_sender.lut_send(np.ascontiguousarray(table), bits=64)
-    # 9. Gilboa products in Z_2^128, one inner product per query
-    alpha = np.broadcast_to(alpha_enc, (k, N))
-    alpha_prime = (alpha + (1 << (A - 1))).astype(U64)
-    s1 = inner_product_receiver(party, alpha_prime, A)  # alpha' bits x client's w
+    # 9. one Gilboa inner product in Z_2^128 per query: v bits (client) x r (server)
     r2 = (r_hi.reshape(k, N), r_lo.reshape(k, N))
-    ar = u128.mul_small(r2, np.abs(alpha).astype(U64))
-    neg_hi, neg_lo = u128.neg(ar)
-    sign = alpha < 0
-    ar = (np.where(sign, neg_hi, ar[0]), np.where(sign, neg_lo, ar[1]))
-    s2 = inner_product_sender(party, ar, pp.v_frac_bits + 1)  # v bits (client) x alpha r
+    s2 = inner_product_sender(party, r2, pp.v_frac_bits + 1)
     # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
     offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
-    shares = [(a - b + offset) % u128.MOD for a, b in zip(s1, s2)]
+    shares = [(offset - b) % u128.MOD for b in s2]
     party.ch.send_json({"shares": [str(x) for x in shares]})
 
 
@@ -131,31 +133,26 @@ def client_kernel_sum(party, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
     u = _mod(masked + D_C, M)
     # 5. drop s low bits
     u = u >> U64(pp.shift_bits)
-    # 6. digit chain
-    low, lut, top = plan_digits(pp)
+    # 6. the flag's shares, then the table index (table digit, flag share)
+    _, lut, top = plan_digits(pp)
     zeros = np.zeros(n, dtype=np.uint8)
-    beta_c, _ = chain_client(party, u, low, zeros, None)
+    idx = (u >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)
+    idx_bits = pp.lut_bits
     if top:
-        b_after, _ = chain_client(party, u, [lut], beta_c, None)
-        _, z_c = chain_client(party, u, top, b_after, zeros.copy())
-        idx = ((u >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)) | (beta_c.astype(U64) << U64(pp.lut_bits)) \
-            | (z_c.astype(U64) << U64(pp.lut_bits + 1))
-        idx_bits = pp.lut_bits + 2
-    else:
-        idx = ((u >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)) | (beta_c.astype(U64) << U64(pp.lut_bits))
-        idx_bits = pp.lut_bits + 1
-    # 7. table OT: receive G + r (128-bit, two words)
-    got = np.asarray(party.ot_receiver.lut_recv(idx, idx_bits, w=2, bits=64)).reshape(n, 2)
-    gc = (got[:, 1].copy(), got[:, 0].copy())
-    # 8. the client's own factor v = e^{-c u_lo}
+        b_lut, _ = chain_client(party, u, [lut], zeros, None)
+        _, z_c = chain_client(party, u, top, b_lut, zeros.copy())
+        idx = idx | (z_c.astype(U64) << U64(pp.lut_bits))
+        idx_bits += 1
+    # 7. table OT: receive h = alpha G + r (128-bit, two words)
+    got = np.asarray(party.ot_receiver.lut_recv(idx, max(idx_bits, 1), w=2, bits=64)).reshape(n, 2)
+    h = (got[:, 1].copy(), got[:, 0].copy())
+    # 8. the client's own factor v = e^{-c u_lo}, and sum h v locally
     u_lo = (u & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
     v_enc = np.rint(np.exp(-pp.c * u_lo) * float(1 << pp.v_frac_bits)).astype(U64)
-    # 9. inner products: w = (G + r) v, then -2^(A-1) sum w locally
-    w = u128.mul_small(gc, v_enc)
-    w2 = (w[0].reshape(k, N), w[1].reshape(k, N))
-    c1 = inner_product_sender(party, w2, pp.weight_bits)
+    hv = u128.mul_small(h, v_enc)
+    sum_hv = [int(x) for x in u128.to_int(u128.total((hv[0].reshape(k, N), hv[1].reshape(k, N)), axis=1))]
+    # 9. shares of sum r v
     c2 = inner_product_receiver(party, v_enc.reshape(k, N), pp.v_frac_bits + 1)
-    sum_w = [int(x) for x in u128.to_int(u128.total(w2, axis=1))]
     # 10. reconstruct
     msg = party.ch.recv_json()
     try:
@@ -166,6 +163,6 @@ def client_kernel_sum(party, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
         raise ProtocolError("wrong number of output shares")
     out = np.empty(k)
     for a in range(k):
-        y = (server_shares[a] + c1[a] - c2[a] - (sum_w[a] << (pp.weight_bits - 1))) % u128.MOD
+        y = (sum_hv[a] - c2[a] + server_shares[a]) % u128.MOD
         out[a] = u128.to_signed_float(y, pp.out_scale_bits)
     return out

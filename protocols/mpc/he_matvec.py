@@ -108,6 +108,9 @@ def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int) -> HEPlan:
     # units of the product <= noise * t / q1 (+ 1/2 from rounding)
     switched = 2.0 ** (flood_bits + 1 + q1_bits - ctx_bits) + (1 + n) / 2
     error_bound = math.ceil(switched * 2.0 ** (ring_bits - q1_bits) + 0.5)
+    # callers (squared distances) rely on X q - delta staying far from wrapping around 2^M
+    if 4 * error_bound >= d * ((1 << (x_bits + 1)) - 1):
+        raise ProtocolError("lattice matvec: decryption error too large for these sizes; use the OT cross term")
     return HEPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, flood_bits, error_bound)
 
 
