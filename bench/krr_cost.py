@@ -3,6 +3,7 @@
     python -m bench.krr_cost --sizes 256,1024,4096,16384 --features 435 --queries 1 --out results/krr_cost
     python -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 256,1024,4096,16384 --features 351
     python -m bench.krr_cost --cross-term ot --sizes 16384 --features 351     # the OT vector OLE instead
+    python -m bench.krr_cost --link wan --sizes 16384 --features 351          # through an emulated WAN
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
@@ -44,7 +45,7 @@ def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue, c
 
 
 def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
-            cross_term: str = "he") -> dict:
+            cross_term: str = "he", link: str | None = None) -> dict:
     from protocols.krr import predict
 
     params, rng = model_for(N, d, sigma, kernel, seed)
@@ -55,9 +56,17 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
     proc.start()
     t_prepare = q.get(timeout=600)
     port = q.get(timeout=120)
+    relay = None
     try:
+        if link:  # through the emulated link (bench/netem.py): a relay process in front of the server
+            from bench.netem import Relay
+
+            relay = Relay(("127.0.0.1", port), link)
+            port = relay.port
         preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=1800)
     finally:
+        if relay is not None:
+            relay.close()
         proc.join(600)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
@@ -66,10 +75,11 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         plain = params.predict(Q)
     t_plain = (time.perf_counter() - t0) / reps
     return {
-        "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma,
+        "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
         "cross_term": cross_term if kernel == "gaussian" else "ot",
         "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
+        "online_MB": (cost.bytes_sent + cost.bytes_received - cost.offline_bytes) / 1e6,
         "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
         "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
         "client_peak_rss_MB": cost.peak_rss_mb,
@@ -89,6 +99,9 @@ def main(argv=None) -> int:
                     help="kernel width (default 74 Gaussian, 1000 Laplacian: ANCHORS.md's peer settings)")
     ap.add_argument("--cross-term", choices=("he", "ot"), default="he",
                     help="Gaussian kernel's X q: lattice HE (default) or the OT vector OLE")
+    ap.add_argument("--link", choices=("lan", "wan"), default=None,
+                    help="run through an emulated link (bench/netem.py relay: lan 1 Gbit/s 0.5 ms RTT, "
+                         "wan 100 Mbit/s 40 ms RTT); default: plain loopback")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
     if args.sigma is None:
@@ -99,7 +112,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
-        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term)
+        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
+                    link=args.link)
         rows.append(r)
         tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}) "
                    f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
