@@ -30,44 +30,53 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
     return synthetic_model(N, d, sigma, seed, kernel)
 
 
-def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue, cross_term: str = "he") -> None:
+def _server(params, cross_term: str, q: mp.Queue) -> None:
     from protocols.krr import ServedModel, gaussian, serve
 
-    params, _ = model_for(N, d, sigma, kernel, seed)
     sm = ServedModel(params)
     sm.public.cross_term = cross_term
     sm.public.validate()
     t0 = time.perf_counter()
-    if kernel == "gaussian":
+    if params.kernel == "gaussian":
         gaussian.prepare_server(params, sm.public)  # once per served model, before any client
     q.put(time.perf_counter() - t0)
     serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
 
 
-def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
-            cross_term: str = "he", link: str | None = None) -> dict:
+def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
+                      timeout: float = 1800.0):
+    """Server process (prepared before it accepts) + this process as client, optionally through an
+    emulated link: (predictions, client CostReport, server's one-off preparation seconds)."""
     from protocols.krr import predict
 
-    params, rng = model_for(N, d, sigma, kernel, seed)
-    Q = synthetic_queries(params, rng, k)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(N, d, sigma, kernel, seed, q, cross_term))
+    proc = ctx.Process(target=_server, args=(params, cross_term, q))
     proc.start()
-    t_prepare = q.get(timeout=600)
-    port = q.get(timeout=120)
     relay = None
     try:
+        t_prepare = q.get(timeout=600)
+        port = q.get(timeout=120)
         if link:  # through the emulated link (bench/netem.py): a relay process in front of the server
             from bench.netem import Relay
 
             relay = Relay(("127.0.0.1", port), link)
             port = relay.port
-        preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=1800)
+        preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=timeout)
     finally:
         if relay is not None:
             relay.close()
         proc.join(600)
+        if proc.is_alive():
+            proc.kill()
+    return preds, cost, t_prepare
+
+
+def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
+            cross_term: str = "he", link: str | None = None) -> dict:
+    params, rng = model_for(N, d, sigma, kernel, seed)
+    Q = synthetic_queries(params, rng, k)
+    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
     reps = max(5, int(2e7 // (N * d)))
