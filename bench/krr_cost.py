@@ -40,7 +40,9 @@ def _server(params, cross_term: str, q: mp.Queue) -> None:
     if params.kernel == "gaussian":
         gaussian.prepare_server(params, sm.public)  # once per served model, before any client
     q.put(time.perf_counter() - t0)
+    c0 = time.process_time()
     serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
+    q.put(time.process_time() - c0)  # the server's CPU seconds for the session (load-independent)
 
 
 def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
@@ -62,7 +64,10 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
 
             relay = Relay(("127.0.0.1", port), link)
             port = relay.port
+        c0 = time.process_time()
         preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=timeout)
+        cost.extra["client_cpu_s"] = time.process_time() - c0
+        cost.extra["server_cpu_s"] = q.get(timeout=120)
     finally:
         if relay is not None:
             relay.close()
@@ -88,6 +93,7 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         "cross_term": cross_term if kernel == "gaussian" else "ot",
         "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
+        "client_cpu_s": cost.extra.get("client_cpu_s"), "server_cpu_s": cost.extra.get("server_cpu_s"),
         "online_MB": (cost.bytes_sent + cost.bytes_received - cost.offline_bytes) / 1e6,
         "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
         "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
@@ -124,7 +130,8 @@ def main(argv=None) -> int:
         r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
                     link=args.link)
         rows.append(r)
-        tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}) "
+        tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
+                   f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "
                    f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
                    f"x{r['ratio_time']:,.0f} plaintext")
     (out / "krr_cost.json").write_text(json.dumps(rows, indent=2))
