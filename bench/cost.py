@@ -110,6 +110,8 @@ def run_engine(name: str, model, Q: np.ndarray, link: str | None = None, **opts:
         "online_MB": (client.bytes_sent + client.bytes_received - client.offline_bytes) / 1e6,
         "rounds": client.rounds, "peak_rss_MB": max(client.peak_rss_mb, server.peak_rss_mb),
         "trusted_dealer": name in TRUSTED_DEALER, "link": link or "loopback",
+        # CPU seconds of each party (all threads), where the engine reports them: load-independent
+        "client_cpu_s": client.extra.get("client_cpu_s"), "server_cpu_s": client.extra.get("server_cpu_s"),
     }
 
 
@@ -182,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
                 for net, (bw, lat) in NETWORKS.items():
                     row[f"{net}_s"] = network_time(r["wall_s"], total, r["rounds"], bw, lat)
             rows.append(row)
-            tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s  {total / 1e6:9.1f} MB  "
+            cpu = "" if r.get("client_cpu_s") is None else f" (CPU {r['client_cpu_s'] + r['server_cpu_s']:.2f} s)"
+            tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s{cpu}  {total / 1e6:9.1f} MB  "
                        f"{r['rounds']:5d} rounds  err {err:.1e}  x{row['ratio_vs_plaintext']:,.0f}")
             if r["wall_s"] > args.engine_budget:
                 skipped[eng] = f"stopped after N={N}: {r['wall_s']:.0f} s > budget {args.engine_budget:.0f} s"
@@ -251,11 +254,12 @@ def write_outputs(out: Path, rows, precision, skipped, args) -> None:
              + (f"through an emulated {args.link.upper()} link (bench/netem.py; times measured)." if args.link else
                 "on TCP loopback (LAN/WAN columns computed: bytes/bandwidth + rounds x latency)."),
              "Engines marked * use a trusted dealer.", "",
-             "| engine | N | wall s | setup s | online s | MB c->s | MB s->c | online MB | rounds | LAN s | WAN s | |err| | x plaintext |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| engine | N | wall s | CPU s (both) | setup s | online s | MB c->s | MB s->c | online MB | rounds | LAN s | WAN s | |err| | x plaintext |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["engine"] + ("*" if r.get("trusted_dealer") else "")
-        lines.append(f"| {name} | {r['N']} | {r['wall_s']:.4g} | {r['offline_s']:.3g} | {r['online_s']:.4g} | "
+        cpu = "" if r.get("client_cpu_s") is None else f"{r['client_cpu_s'] + r['server_cpu_s']:.3g}"
+        lines.append(f"| {name} | {r['N']} | {r['wall_s']:.4g} | {cpu} | {r['offline_s']:.3g} | {r['online_s']:.4g} | "
                      f"{r['client_to_server_MB']:.3g} | {r['server_to_client_MB']:.3g} | {r.get('online_MB', 0):.3g} | {r['rounds']} | "
                      f"{r.get('LAN_s', r['wall_s']):.4g} | {r.get('WAN_s', r['wall_s']):.4g} | {r['abs_error']:.1e} | "
                      f"{r['ratio_vs_plaintext']:,.0f} |")

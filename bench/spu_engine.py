@@ -123,6 +123,7 @@ def run_local(model: Any, queries: np.ndarray, *, protocol: str = "CHEETAH", fie
     else:
         to0, to1 = r1["wchar"], r0["wchar"]
     extra = {"protocol": protocol, "field": field, "frac_bits": frac_bits, "compile_s": r1["compile_s"],
+             "client_cpu_s": r1["cpu_s"], "server_cpu_s": r0["cpu_s"],
              "traffic_source": "relay" if link_bytes is not None else "wchar", "link": link or "loopback",
              "trusted_dealer": protocol == "SEMI2K"}
     client = CostReport(engine=f"spu-{protocol.lower()}-{field.lower()}", wall_s=r1["wall_s"], offline_s=0.0,
@@ -176,7 +177,7 @@ def _party(args: argparse.Namespace) -> None:  # pragma: no cover - runs in the 
     desc.add_party("p1", args.addr1)
     preds = []
     t_compile = 0.0
-    wall = 0.0
+    wall = cpu = 0.0
     w0 = 0
     lctx = None
     for qi in range(Q.shape[0]):
@@ -192,6 +193,7 @@ def _party(args: argparse.Namespace) -> None:  # pragma: no cover - runs in the 
         lctx.barrier() if hasattr(lctx, "barrier") else None
         w0 = _wchar() if qi == 0 else w0
         t0 = time.perf_counter()
+        c0 = time.process_time()  # all threads of this process
         # 2. seeded input sharing: the owner sends a seed; the peer's share is PRG(seed)
         seed_mine = np.frombuffer(os.urandom(16), dtype=np.uint64)
         lctx.send(1 - rank, seed_mine.tobytes().hex())
@@ -232,7 +234,8 @@ def _party(args: argparse.Namespace) -> None:  # pragma: no cover - runs in the 
             other.share_chunks = [bytes.fromhex(c) for c in msg["chunks"]]
             preds.append(float(io.reconstruct([other, y])))
         wall += time.perf_counter() - t0
-    out = {"rank": rank, "wall_s": wall, "compile_s": t_compile, "wchar": _wchar() - w0, "preds": preds,
+        cpu += time.process_time() - c0
+    out = {"rank": rank, "wall_s": wall, "cpu_s": cpu, "compile_s": t_compile, "wchar": _wchar() - w0, "preds": preds,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     Path(args.out).write_text(json.dumps(out))
     lctx.stop_link()
