@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
+    p.add_argument("--cross-term", choices=("he", "ot"), default="he",
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
+                   "semi-honest clients only) or 'ot' the OT vector OLE (exact, ~850 MB)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if args.no_resume:
         os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    if model.public.kind == "krr-gaussian":
+        from protocols.krr import gaussian
+
+        model.public.cross_term = args.cross_term
+        model.public.validate()
+        # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
+        gaussian.prepare_server(model.params, model.public)
     if args.precompute_ot:
         model.precompute_ot = True
     ctx = None
