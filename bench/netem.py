@@ -125,16 +125,33 @@ def _serve_relay(listen_port: int, target: tuple[str, int], link: Link, ready: A
                 stats.recv()
                 stats.send([sum(c[0] for c in counters), sum(c[1] for c in counters)])
             continue
-        b = socket.create_connection(target)
-        for s in (a, b):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c = [0, 0]  # bytes client->server, server->client
         counters.append(c)
-        for d in (_Direction(a, b, link, c, 0), _Direction(b, a, link, c, 1)):
-            for fn in (d.reader, d.writer):
-                t = threading.Thread(target=fn, daemon=True)
-                t.start()
-                threads.append(t)
+        t = threading.Thread(target=_bridge, args=(a, target, link, c, threads), daemon=True)
+        t.start()
+        threads.append(t)
+
+
+def _bridge(a: socket.socket, target: tuple[str, int], link: Link, c: list[int], threads: list) -> None:
+    """Connect to the target (retrying while it is not listening yet: peers that start together,
+    e.g. SPU's parties, dial each other before both listen) and start both directions."""
+    deadline = time.perf_counter() + 120
+    while True:
+        try:
+            b = socket.create_connection(target)
+            break
+        except OSError:
+            if time.perf_counter() > deadline:
+                a.close()
+                return
+            time.sleep(0.05)
+    for s in (a, b):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for d in (_Direction(a, b, link, c, 0), _Direction(b, a, link, c, 1)):
+        for fn in (d.reader, d.writer):
+            t = threading.Thread(target=fn, daemon=True)
+            t.start()
+            threads.append(t)
 
 
 class Relay:
