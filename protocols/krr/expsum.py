@@ -61,6 +61,7 @@ def encode_weights(alpha: np.ndarray, frac_bits: int) -> tuple[np.ndarray, int]:
 
 
 def plan_digits(pp: PublicParams):
+    """Digits of D' (low part: unused since protocol 3, kept for callers), table digit, top digits."""
     low = digit_plan(0, pp.lo_bits, pp.digit_bits)
     lut = (pp.lo_bits, pp.lo_bits + pp.lut_bits)
     top = digit_plan(lut[1], pp.d_bits, pp.digit_bits)
@@ -74,7 +75,6 @@ def server_kernel_sum(party, model: KernelModelParams, pp: PublicParams, D_S: np
     alpha_enc, A = encode_weights(model.dual_coef, pp.weight_frac_bits)
     if A > pp.weight_bits:
         raise ModelError("weights wider than the advertised weight_bits")
-    A = pp.weight_bits
     D_S = D_S.ravel()
     n = D_S.shape[0]
     # 4. mask-reveal
