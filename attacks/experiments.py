@@ -16,6 +16,7 @@ from attacks.chem import canonical_smiles
 from attacks.reconstruction import AttackError
 from attacks.scenario import Scenario
 from attacks.targets import Target
+from secureml.models.krr import KernelRidge
 
 # Coulomb-matrix entries lie in [0, 0.5 * 9**2.4] (fluorine's diagonal) for QM9-type molecules:
 # physics, so public even when a deployment announces no bounds.
@@ -148,8 +149,6 @@ def _candidates(scn: Scenario, n_each: int, seed: int) -> tuple[np.ndarray, np.n
 def mia(target: Target, scn: Scenario, *, n_each: int = 300, n_shadows: int = 4, seed: int = 0,
         progress: Progress = None) -> dict[str, Any]:
     """Loss-threshold and shadow-model membership inference; AUC and TPR at 1% FPR."""
-    from secureml.models.krr import KernelRidge
-
     idx, lab, shadow = _candidates(scn, n_each, seed)
     X, y = scn.X[idx], scn.y[idx]
     answers = target.predict(X)  # one query per candidate, shared by both attacks
@@ -196,7 +195,6 @@ def rank(target: Target, scn: Scenario, *, score: str = "auto", pool_size: int =
     reference = None
     if score == "reference":
         # the attacker's own model, same public hyperparameters, on public molecules outside the pool
-        from secureml.models.krr import KernelRidge
 
         rest = np.setdiff1d(scn.public, pool)
         if rest.size < 50:

@@ -18,6 +18,8 @@ import numpy as np
 from attacks import experiments, scenario
 from attacks.reconstruction import AttackError
 from attacks.targets import DEPLOYMENTS, EngineUnavailable, make_target
+from secureml.data import embedded_split
+from secureml.sweep import map_cells
 
 # (attack id, description, scenario key, experiment, options)
 _SCENARIOS: dict[str, dict[str, Any]] = {
@@ -58,46 +60,65 @@ def _baseline(res: dict[str, Any]) -> float | None:
 def leakage_matrix(*, attacks: Iterable[str] | None = None, deployments: Iterable[str] = DEPLOYMENTS,
                    protocol_sample: dict[str, int] | None = None, seed: int = 0,
                    scenarios: dict[str, Any] | None = None,
-                   progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Run the matrix; one row per (attack, deployment) with status ok / n/a / not served / error."""
+                   progress: Callable[[str], None] | None = None,
+                   scheduler: str = "serial") -> list[dict[str, Any]]:
+    """Run the matrix; one row per (attack, deployment) with status ok / n/a / not served / error.
+
+    ``scheduler`` (:func:`secureml.sweep.map_cells`): cells are independent; off this process
+    each worker builds (and caches) the seeded scenarios it needs, so the rows are the same.
+    """
     sample = {"ot": 4, "fhe": 2, **(protocol_sample or {})}
     wanted = set(attacks) if attacks is not None else None
+    cells = [(aid, dep, sample, seed) for aid, *_ in ATTACKS if wanted is None or aid in wanted
+             for dep in deployments]
+    if scheduler != "serial":
+        return map_cells(_leakage_cell, cells, scheduler,
+                         (lambda c, r: progress(f"{c[0]} @ {c[1]}")) if progress else None)
     cache: dict[str, Any] = dict(scenarios or {})
     rows: list[dict[str, Any]] = []
-    for aid, desc, skey, fn, opts in ATTACKS:
-        if wanted is not None and aid not in wanted:
-            continue
-        if skey not in cache:
-            cache[skey] = scenario.build(seed=seed, **_SCENARIOS[skey])
-        scn = cache[skey]
-        for dep in deployments:
-            if progress:
-                progress(f"{aid} @ {dep}")
-            row: dict[str, Any] = {"attack": aid, "description": desc, "deployment": dep}
-            try:
-                target = make_target(dep, scn.model, protocol_sample=sample.get(dep, 0))
-                res = fn(target, scn, **opts)
-            except EngineUnavailable as exc:
-                row.update(status="not served", note=str(exc).split(";")[0][:160])
-                rows.append(row)
-                continue
-            except AttackError as exc:
-                row.update(status="n/a", note=str(exc)[:160])
-                rows.append(row)
-                continue
-            cost = target.cost()
-            row.update(status="ok", metric=res["metric"], value=float(res["value"]), baseline=_baseline(res),
-                       queries=int(res.get("queries", cost["queries"])),
-                       protocol_queries=int(cost["protocol_queries"]),
-                       seconds_per_query=float(cost["seconds_per_query"]),
-                       bytes_per_query=float(cost["bytes_per_query"]),
-                       extrapolated_seconds=float(cost["seconds_per_query"]) * int(res.get("queries", 0)),
-                       max_abs_deviation=float(cost.get("max_abs_deviation", 0.0)),
-                       refused=int(cost.get("refused", 0)), detail=res)
-            if row["refused"]:
-                row["note"] = f"{row['refused']} queries refused by the service (outside its public input range)"
-            rows.append(row)
+    for aid, dep, _, _ in cells:
+        if progress:
+            progress(f"{aid} @ {dep}")
+        rows.append(_leakage_row(aid, dep, sample, seed, cache))
     return rows
+
+
+_WORKER_SCENARIOS: dict[str, Any] = {}
+
+
+def _leakage_cell(cell: tuple[str, str, dict[str, int], int]) -> dict[str, Any]:
+    aid, dep, sample, seed = cell
+    return _leakage_row(aid, dep, sample, seed, _WORKER_SCENARIOS.setdefault(f"seed{seed}", {}))
+
+
+def _leakage_row(aid: str, dep: str, sample: dict[str, int], seed: int, cache: dict[str, Any]) -> dict[str, Any]:
+    """One (attack, deployment) cell; ``cache`` holds the scenarios built so far."""
+    _, desc, skey, fn, opts = next(a for a in ATTACKS if a[0] == aid)
+    if skey not in cache:
+        cache[skey] = scenario.build(seed=seed, **_SCENARIOS[skey])
+    scn = cache[skey]
+    row: dict[str, Any] = {"attack": aid, "description": desc, "deployment": dep}
+    try:
+        target = make_target(dep, scn.model, protocol_sample=sample.get(dep, 0))
+        res = fn(target, scn, **opts)
+    except EngineUnavailable as exc:
+        row.update(status="not served", note=str(exc).split(";")[0][:160])
+        return row
+    except AttackError as exc:
+        row.update(status="n/a", note=str(exc)[:160])
+        return row
+    cost = target.cost()
+    row.update(status="ok", metric=res["metric"], value=float(res["value"]), baseline=_baseline(res),
+               queries=int(res.get("queries", cost["queries"])),
+               protocol_queries=int(cost["protocol_queries"]),
+               seconds_per_query=float(cost["seconds_per_query"]),
+               bytes_per_query=float(cost["bytes_per_query"]),
+               extrapolated_seconds=float(cost["seconds_per_query"]) * int(res.get("queries", 0)),
+               max_abs_deviation=float(cost.get("max_abs_deviation", 0.0)),
+               refused=int(cost.get("refused", 0)), detail=res)
+    if row["refused"]:
+        row["note"] = f"{row['refused']} queries refused by the service (outside its public input range)"
+    return row
 
 
 def _fmt(v: Any) -> str:
@@ -191,7 +212,7 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
         scns: dict[str, Any] = {}
         if model is not None:
             # the caller's model (e.g. the demo's) is the one attacked by both
-            scns["gauss-full"] = scns["gauss-1000"] = _scenario_for(model, seed)
+            scns["gauss-full"] = scns["gauss-1000"] = scenario_for(model, seed)
         rows = leakage_matrix(attacks=["whitebox", "mia"], deployments=("model-file", "api", "ot"),
                               protocol_sample={"ot": 1}, seed=seed, scenarios=scns)
     by = {(r["attack"], r["deployment"]): r for r in rows}
@@ -223,10 +244,8 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     return "\n".join(lines)
 
 
-def _scenario_for(model: Any, seed: int) -> Any:
+def scenario_for(model: Any, seed: int) -> Any:
     """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
-    from secureml.data import embedded_split
-
     params = model.representation.get_params()
     if params.get("name") != "coulomb_matrix":
         raise AttackError("the attack scenarios use Coulomb-matrix models trained on the embedded data")

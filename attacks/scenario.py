@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from secureml.data import embedded_split, load_embedded
 from secureml.data.dataset import MolecularDataset
+from secureml.models import build_model
+from secureml.models.pipeline import MolecularModel
+from secureml.representations.coulomb import CoulombMatrix
 
 PROPERTY = "U0_atomization"
 
@@ -39,9 +43,6 @@ def embedded_features(cm_size: int = 29, variant: str = "sorted", grid_bits: int
     ``grid_bits``: entries rounded to multiples of 2^-grid_bits, as models meant for the OT
     service store them (``secureml train`` default 16).
     """
-    from secureml.data import load_embedded
-    from secureml.representations.coulomb import CoulombMatrix
-
     data = load_embedded()
     X = CoulombMatrix(size=cm_size, variant=variant, grid_bits=grid_bits).transform(data)
     X.setflags(write=False)
@@ -55,11 +56,6 @@ def build(kernel: str = "gaussian", n_train: int | None = None, seed: int = 0, s
 
     ``estimator``: any fitted-to-be estimator (e.g. RandomFourierRidge) instead of exact KRR.
     """
-    from secureml.data import embedded_split
-    from secureml.models import build_model
-    from secureml.models.pipeline import MolecularModel
-    from secureml.representations.coulomb import CoulombMatrix
-
     data, X, y = embedded_features(cm_size, variant, grid_bits)
     train, test = embedded_split(seed=seed, n_train=n_train)
     if estimator is None:

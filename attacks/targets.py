@@ -31,7 +31,10 @@ import numpy as np
 
 from attacks.reconstruction import AttackError
 from protocols.common import KernelModelParams
+from protocols.krr import ServedModel, predict, serve
+from protocols.krr.handshake import MAX_QUERIES_PER_SESSION
 from secureml.errors import ModelError, SecureMLError
+from secureml.models.pipeline import MolecularModel
 
 DEPLOYMENTS = ("model-file", "api", "ot", "fhe")
 
@@ -69,8 +72,6 @@ class Cost:
 
 def _as_molecular_model(model: Any) -> Any:
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from secureml.models.pipeline import MolecularModel
-
         return MolecularModel.load(str(model))
     return model
 
@@ -183,8 +184,6 @@ class _ServiceTarget(Target, abc.ABC):
 
 
 def _ot_server_proc(served: Any, port_q: Any, n_sessions: int) -> None:
-    from protocols.krr.service import serve
-
     serve(served, "127.0.0.1", 0, max_sessions=n_sessions, concurrency=1,
           on_ready=lambda p: port_q.put(p))
 
@@ -199,10 +198,6 @@ class OTServiceTarget(_ServiceTarget):
     name = "ot"
 
     def _check_engine(self) -> None:
-        try:
-            from protocols.krr.service import ServedModel
-        except ImportError as exc:  # pragma: no cover - depends on the checkout
-            raise EngineUnavailable(f"OT engine not available: {exc}") from exc
         try:
             self.served = ServedModel.from_molecular_model(self.model) if hasattr(self.model, "representation") \
                 else ServedModel(KernelModelParams.from_estimator(self.estimator))
@@ -235,8 +230,6 @@ class OTServiceTarget(_ServiceTarget):
         return np.isfinite(Q).all(1) & (Q.min(1) >= pp.feature_lo) & (Q.max(1) <= pp.feature_hi)
 
     def _protocol(self, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
-        from protocols.krr.service import MAX_QUERIES_PER_SESSION, predict
-
         chunks = [Q[s:s + MAX_QUERIES_PER_SESSION] for s in range(0, len(Q), MAX_QUERIES_PER_SESSION)]
         ctx = mp.get_context("spawn")
         port_q = ctx.Queue()

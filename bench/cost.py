@@ -142,6 +142,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-precision", action="store_true", help="skip the OT engine's precision sweep")
     ap.add_argument("--out", default="results/bench_cost", help="output folder")
     ap.add_argument("--seed", type=int, default=0)
+    from secureml.sweep import add_scheduler_argument
+
+    add_scheduler_argument(ap)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,40 +158,19 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for N in tqdm(sizes, desc="training size N"):
-        model, rng = synthetic_model(N, args.features, args.sigma, args.seed, args.kernel)
-        Q = synthetic_queries(model, rng)
-        t0 = time.perf_counter()
-        model.predict(Q)  # warm-up: caches training norms, as a deployed server would
-        reps = max(5, int(2e7 // (N * args.features)))
-        for _ in range(reps):
-            plain = model.predict(Q)
-        t_plain = (time.perf_counter() - t0) / reps
-        if "plaintext" in engines:
-            rows.append({"engine": "plaintext", "N": N, "wall_s": t_plain, "offline_s": 0.0,
-                         "online_s": t_plain, "client_to_server_MB": 0.0, "server_to_client_MB": 0.0,
-                         "rounds": 0, "abs_error": 0.0, "ratio_vs_plaintext": 1.0})
-        for eng in engines:
-            if eng == "plaintext" or eng in skipped:
-                continue
-            try:
-                r = run_engine(eng, model, Q, link=args.link)
-            except Exception as exc:  # report and move on: one broken engine must not sink the run
-                skipped[eng] = f"N={N}: {type(exc).__name__}: {exc}"
-                tqdm.write(f"{eng}: stopped ({skipped[eng]})")
-                continue
-            err = float(np.max(np.abs(r.pop("preds") - plain)))
-            row = {"engine": eng, "N": N, **r, "abs_error": err, "ratio_vs_plaintext": r["wall_s"] / t_plain}
-            total = int((r["client_to_server_MB"] + r["server_to_client_MB"]) * 1e6)
-            if not args.link:  # computed estimates; with --link the wall time itself is measured on the link
-                for net, (bw, lat) in NETWORKS.items():
-                    row[f"{net}_s"] = network_time(r["wall_s"], total, r["rounds"], bw, lat)
-            rows.append(row)
-            cpu = "" if r.get("client_cpu_s") is None else f" (CPU {r['client_cpu_s'] + r['server_cpu_s']:.2f} s)"
-            tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s{cpu}  {total / 1e6:9.1f} MB  "
-                       f"{r['rounds']:5d} rounds  err {err:.1e}  x{row['ratio_vs_plaintext']:,.0f}")
-            if r["wall_s"] > args.engine_budget:
-                skipped[eng] = f"stopped after N={N}: {r['wall_s']:.0f} s > budget {args.engine_budget:.0f} s"
+    if args.scheduler == "serial":
+        for N in tqdm(sizes, desc="training size N"):
+            rows += size_cell((args, N, engines, skipped))[0]
+    else:
+        # each N on its own worker: the per-engine budget cannot stop larger sizes early here,
+        # and cells sharing a machine compete for its cores (compare times within one scheduler)
+        from secureml.sweep import map_cells
+
+        for cell_rows, cell_skipped in map_cells(size_cell, [(args, N, engines, {}) for N in sizes],
+                                                 args.scheduler):
+            rows += cell_rows
+            for k, v in cell_skipped.items():
+                skipped.setdefault(k, v)
     # the Laplacian protocol is exact on its grid: the precision sweep is a Gaussian-kernel matter
     precision = precision_sweep(args) if "ot" in engines and args.kernel == "gaussian" and not args.no_precision else []
     write_outputs(out, rows, precision, skipped, args)
@@ -196,9 +178,52 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every engine at one training size N (an independent sweep cell); ``skipped`` engines are
+    left out and engines over budget are added to it.  Returns (rows, skipped)."""
+    from tqdm import tqdm
+
+    args, N, engines, skipped = job
+    rows: list[dict[str, Any]] = []
+    model, rng = synthetic_model(N, args.features, args.sigma, args.seed, args.kernel)
+    Q = synthetic_queries(model, rng)
+    t0 = time.perf_counter()
+    model.predict(Q)  # warm-up: caches training norms, as a deployed server would
+    reps = max(5, int(2e7 // (N * args.features)))
+    for _ in range(reps):
+        plain = model.predict(Q)
+    t_plain = (time.perf_counter() - t0) / reps
+    if "plaintext" in engines:
+        rows.append({"engine": "plaintext", "N": N, "wall_s": t_plain, "offline_s": 0.0,
+                     "online_s": t_plain, "client_to_server_MB": 0.0, "server_to_client_MB": 0.0,
+                     "rounds": 0, "abs_error": 0.0, "ratio_vs_plaintext": 1.0})
+    for eng in engines:
+        if eng == "plaintext" or eng in skipped:
+            continue
+        try:
+            r = run_engine(eng, model, Q, link=args.link)
+        except Exception as exc:  # report and move on: one broken engine must not sink the run
+            skipped[eng] = f"N={N}: {type(exc).__name__}: {exc}"
+            tqdm.write(f"{eng}: stopped ({skipped[eng]})")
+            continue
+        err = float(np.max(np.abs(r.pop("preds") - plain)))
+        row = {"engine": eng, "N": N, **r, "abs_error": err, "ratio_vs_plaintext": r["wall_s"] / t_plain}
+        total = int((r["client_to_server_MB"] + r["server_to_client_MB"]) * 1e6)
+        if not args.link:  # computed estimates; with --link the wall time itself is measured on the link
+            for net, (bw, lat) in NETWORKS.items():
+                row[f"{net}_s"] = network_time(r["wall_s"], total, r["rounds"], bw, lat)
+        rows.append(row)
+        cpu = "" if r.get("client_cpu_s") is None else f" (CPU {r['client_cpu_s'] + r['server_cpu_s']:.2f} s)"
+        tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s{cpu}  {total / 1e6:9.1f} MB  "
+                   f"{r['rounds']:5d} rounds  err {err:.1e}  x{row['ratio_vs_plaintext']:,.0f}")
+        if r["wall_s"] > args.engine_budget:
+            skipped[eng] = f"stopped after N={N}: {r['wall_s']:.0f} s > budget {args.engine_budget:.0f} s"
+    return rows, skipped
+
+
 def precision_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     """|double-blind - plaintext| against the fixed-point precision (cf. the study's Fig. on bits)."""
-    from protocols.krr.service import run_local
+    from protocols.krr.runner import run_local
 
     model, rng = synthetic_model(args.precision_n, args.features, args.sigma, args.seed + 1)
     Q = np.clip(model.X_train[:2] + rng.normal(0, 1.0, (2, args.features)) * (model.X_train[:2] > 0), 0, 127)

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     if args.grid_bits is None:
         args.grid_bits = 8 if lap else 16
     from protocols.common import KernelModelParams
-    from protocols.krr.service import run_local
+    from protocols.krr.runner import run_local
     from secureml.data import load_qm9
     from secureml.models.krr import KernelRidge
     from secureml.representations import CoulombMatrix

@@ -200,13 +200,13 @@ def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
 def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: Any) -> None:
     """Model owner's process: serve ``n_sessions`` sessions of the model in ``path``."""
     torch.set_num_threads(1)
-    from protocols.krr.service import ServedModel, serve
+    from protocols.krr import ServedModel, serve
 
     served = ServedModel.from_file(path)
     if k is not None:
         served.softspoken_k = k
     served.precompute_ot = precompute
-    q.put({"out_bits": getattr(served, "linear_out_bits", 64), "frac_bits": served.public.frac_bits,
+    q.put({"out_bits": served.compact.out_bits, "frac_bits": served.public.frac_bits,
            "weight_frac_bits": served.public.weight_frac_bits, "x_bits": served.public.x_bits,
            "n_features": served.public.n_features})
     serve(served, "127.0.0.1", 0, max_sessions=n_sessions, on_ready=q.put, concurrency=1)
@@ -214,7 +214,7 @@ def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: A
 
 def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
     """One molecule: its plaintext prediction, then one double-blind session, both timed here."""
-    from protocols.krr.service import molecules_featurizer, predict
+    from protocols.krr import Featurizer, molecules_featurizer, predict
 
     t0 = time.perf_counter()
     y_plain = float(mm.predict(mol)[0])
@@ -228,18 +228,10 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         feat_s.append(time.perf_counter() - f0)
         return phi
 
-    featurize.n_queries = base.n_queries  # type: ignore[attr-defined]
-    old = os.environ.get("SECUREML_OT_RESUME")
-    os.environ["SECUREML_OT_RESUME"] = "1" if resume else "0"
-    try:
-        t0 = time.perf_counter()
-        y, cost = predict(f"127.0.0.1:{port}", featurize=featurize)
-        total = time.perf_counter() - t0
-    finally:
-        if old is None:
-            os.environ.pop("SECUREML_OT_RESUME")
-        else:
-            os.environ["SECUREML_OT_RESUME"] = old
+    t0 = time.perf_counter()
+    y, cost = predict(f"127.0.0.1:{port}", featurize=Featurizer(n_queries=base.n_queries, fn=featurize),
+                      resume_ot=resume)
+    total = time.perf_counter() - t0
     ex = cost.extra
     ot_b, ext_b = int(ex.get("ot_setup_bytes", 0)), int(ex.get("extend_bytes", 0))
     return {

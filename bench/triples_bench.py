@@ -40,7 +40,7 @@ def triple_theory_bytes(exact_bits: bool = False) -> float:
 
 
 def _party(role: int, port: int, args: dict[str, Any], out: "mp.Queue | None") -> dict[str, Any]:
-    from protocols.mpc.gilboa import matvec_receiver, matvec_sender
+    from protocols.mpc.gilboa import matvec
     from protocols.mpc.party import Party
     from protocols.net.transport import TCPChannel, connect
     from protocols.mpc.triples import beaver_triples, bool_triples
@@ -78,10 +78,10 @@ def _party(role: int, port: int, args: dict[str, Any], out: "mp.Queue | None") -
         m = mark()
         if role == 0:
             X = rng.integers(0, 2**64, size=(n, d), dtype=np.uint64)
-            matvec_sender(p, X, bits)
+            matvec(p, 1, X=X, y_bits=bits)
         else:
             y = rng.integers(0, 2**bits, size=d, dtype=np.uint64)
-            matvec_receiver(p, y, bits, n)
+            matvec(p, 1, y=y, y_bits=bits, n=n)
         res["matvec"] = since(m)
     ch.close()
     if out is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from secureml.errors import ModelError
+from secureml.errors import ModelError, ProtocolError
 
 
 @dataclass
@@ -27,6 +27,8 @@ class KernelModelParams:
     y_offset: float
     kernel: str
     sigma: float
+    #: ||x_i||^2 of the training rows, computed on the first Gaussian prediction (plaintext cache)
+    _xx: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.X_train = np.ascontiguousarray(self.X_train, dtype=np.float64)
@@ -52,7 +54,7 @@ class KernelModelParams:
         """Plaintext reference prediction, chunked over training points (float64)."""
         Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
         out = np.full(Q.shape[0], float(self.y_offset))
-        if self.kernel == "gaussian" and getattr(self, "_xx", None) is None:
+        if self.kernel == "gaussian" and self._xx is None:
             self._xx = (self.X_train * self.X_train).sum(1)  # cached: the fair plaintext denominator
         for start in range(0, self.n_train, 4096):
             X = self.X_train[start : start + 4096]
@@ -138,8 +140,6 @@ def check_hello(hello: Any, protocol: str, version: int, max_queries: int,
     Every engine's session starts with ``{protocol, version, n_queries[, n_features]}``; a wrong
     value is a :class:`~secureml.errors.ProtocolError` with a message the client is sent.
     """
-    from secureml.errors import ProtocolError
-
     if not isinstance(hello, dict) or hello.get("protocol") != protocol:
         raise ProtocolError(f"not a {protocol} client")
     if hello.get("version") != version:
@@ -155,8 +155,6 @@ def check_hello(hello: Any, protocol: str, version: int, max_queries: int,
 def send_hello(ch: Any, protocol: str, version: int, n_queries: int, n_features: int | None = None,
                max_reply: int = 1 << 20) -> Any:
     """Client side of the session hello: send it, return the server's ``params`` (or raise)."""
-    from secureml.errors import ProtocolError
-
     hello: dict[str, Any] = {"protocol": protocol, "version": version, "n_queries": int(n_queries)}
     if n_features is not None:
         hello["n_features"] = int(n_features)

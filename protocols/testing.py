@@ -10,7 +10,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from protocols.mpc.party import Party
+from protocols.krr import predict_features, serve_one
+from protocols.mpc.party import Party, ProviderFactory
+from protocols.mpc.providers import TrustedDealerProviderForTests
+from protocols.net.transport import PeerDisconnected, local_channel_pair
 
 
 class TwoPartyResult(tuple):
@@ -27,24 +30,24 @@ def run_two_party(
     timeout: float = 60.0,
     record: bool = False,
     setup: Callable[[Party], None] | None = None,
+    provider: ProviderFactory | None = None,
 ) -> TwoPartyResult:
     """Run ``fn0`` as party 0 and ``fn1`` as party 1 concurrently; return ``(r0, r1)``.
 
     ``seed`` makes both parties' randomness reproducible (insecure, tests only); ``record``
     starts a raw-frame transcript on both channels (``result.parties[i].ch.transcript``);
-    ``setup`` is called on each party before its function (e.g. to install a provider).
+    ``provider`` builds each party's correlation provider (default: OT-based; :func:`dealer_provider`
+    for fast unit tests); ``setup`` is called on each party before its function.
     If one side raises, its channel is closed so the other side fails promptly instead of
     waiting for the timeout; the first exception is re-raised.
     """
-    from protocols.net.transport import local_channel_pair
-
     c0, c1 = local_channel_pair(timeout=timeout)
     if record:
         c0.record()
         c1.record()
     parties = (
-        Party(c0, 0, seed=None if seed is None else seed),
-        Party(c1, 1, seed=None if seed is None else seed),
+        Party(c0, 0, seed=seed, provider=provider),
+        Party(c1, 1, seed=seed, provider=provider),
     )
     results: list[Any] = [None, None]
     errors: list[BaseException | None] = [None, None]
@@ -71,8 +74,6 @@ def run_two_party(
         c1.close()
         raise TimeoutError("two-party run did not finish")
     # Prefer the error that happened first (the other side's is usually PeerDisconnected).
-    from protocols.net.transport import PeerDisconnected
-
     real = [e for e in errors if e is not None and not isinstance(e, PeerDisconnected)]
     if real:
         raise real[0]
@@ -83,15 +84,16 @@ def run_two_party(
     return out
 
 
-def install_test_dealer(seed: int = 1234) -> Callable[[Party], None]:
-    """A ``setup`` callback for :func:`run_two_party` that gives both parties the (insecure,
-    tests-only) :class:`~protocols.mpc.providers.TrustedDealerProviderForTests`."""
-    from protocols.mpc.providers import TrustedDealerProviderForTests
+def dealer_provider(seed: int = 1234) -> ProviderFactory:
+    """A ``provider`` for :func:`run_two_party` / :class:`Party`: the (insecure, tests-only)
+    :class:`~protocols.mpc.providers.TrustedDealerProviderForTests`, same seed on both sides."""
 
-    def setup(p: Party) -> None:
-        p.provider = TrustedDealerProviderForTests(p, seed=seed, enable=True)
+    def make(p: Party) -> TrustedDealerProviderForTests:
+        return TrustedDealerProviderForTests(p, seed=seed, enable=True)
 
-    return setup
+    return make
+
+
 
 
 def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout: float = 60.0,
@@ -102,9 +104,6 @@ def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout
     the server's ``cost`` or the ``error`` it raised (the client's own errors propagate).
     ``record`` keeps the client channel's raw transcript (``channel.transcript``).
     """
-    from protocols.krr.service import predict_features, serve_one
-    from protocols.net.transport import local_channel_pair
-
     c0, c1 = local_channel_pair(timeout=timeout)
     if record:
         c0.record()

@@ -41,8 +41,7 @@ def _start_server(model_path: Path, sessions: int = 1) -> tuple[subprocess.Popen
 
 def _serve_and_query(model_path: Path, queries, sessions: int = 1):
     """Start the server, run ``sessions`` sessions with the same queries; returns each (preds, cost)."""
-    from protocols.krr import predict
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer, predict
 
     proc, port = _start_server(model_path, sessions)
     try:

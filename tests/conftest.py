@@ -6,16 +6,17 @@ from typing import Any
 
 import pytest
 
-from protocols.testing import install_test_dealer
+from protocols.testing import dealer_provider
 from protocols.testing import run_two_party as _run_two_party
 
 
 @pytest.fixture
 def run_two_party() -> Callable[..., Any]:
-    """``run_two_party(fn0, fn1, seed=..., record=..., setup=...) -> (r0, r1)`` (see protocols.testing)."""
+    """``run_two_party(fn0, fn1, seed=..., record=..., provider=...) -> (r0, r1)`` (see protocols.testing)."""
     return _run_two_party
 
 
 @pytest.fixture
-def dealer_setup() -> Callable[[Any], None]:
-    return install_test_dealer()
+def dealer() -> Callable[[Any], Any]:
+    """A ``provider`` factory: the insecure test dealer (fast triples for unit tests)."""
+    return dealer_provider()

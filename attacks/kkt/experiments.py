@@ -16,6 +16,8 @@ from attacks.kkt.attack import AttackError, KKTConfig, Reconstruction, reconstru
 from attacks.kkt.datasets import BinaryTask, digits_task, spatial_task, tabular_task
 from attacks.kkt.metrics import match, minmax, ssim_scores
 from attacks.kkt.model import HomogeneousMLP, TrainReport, resolve_device, train_classifier, train_regressor
+from attacks.kkt.molecules import best_scale, canonical_smiles, cm_features, decode_cm
+from secureml.data import embedded_split, load_embedded
 from secureml.errors import DataError
 
 
@@ -353,8 +355,6 @@ def run_tabular(out_dir: Path, s: Settings, n_features: int = 784, pca: int | No
 
 def _molecule_data(n_train: int, prop: str, seed: int):
     """Embedded QM9 subset (helper H1's ``secureml.data.load_embedded``): training and held-out molecules."""
-    from secureml.data import embedded_split, load_embedded
-
     data = load_embedded()
     if prop not in data.properties:
         raise DataError(f"unknown property {prop!r}; available: {', '.join(sorted(data.properties))}")
@@ -378,7 +378,6 @@ def run_molecules(out_dir: Path, s: Settings, n_train: int = 50, prop: str = "ga
     """
     from tqdm import tqdm
 
-    from attacks.kkt.molecules import best_scale, canonical_smiles, cm_features, decode_cm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data, tr, te = _molecule_data(n_train, prop, s.seed)

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from protocols.baselines.fhe.params import exp_poly_coefficients
+from protocols.baselines.fhe.procs import run_engine_local
 from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.common import peak_rss_mb
 from protocols.net.transport import Channel
@@ -120,8 +122,6 @@ def import_crypten() -> types.ModuleType:
 
 
 def exp_poly() -> np.ndarray:
-    from protocols.baselines.fhe.params import exp_poly_coefficients
-
     return exp_poly_coefficients()
 
 
@@ -351,6 +351,4 @@ def _cost(engine: str, t0: float, t_init: float, t_on: float, t1: float, ch: Cha
 def run_local(model: KernelModelParams, queries: np.ndarray, timeout: float = 3600.0,
               **opts: Any) -> tuple[np.ndarray, CostReport, CostReport]:
     """Both parties as two spawned processes over TCP loopback: (predictions, client cost, server cost)."""
-    from protocols.baselines.fhe.procs import run_engine_local
-
     return run_engine_local("protocols.baselines.crypten_engine", model, queries, timeout=timeout, **opts)

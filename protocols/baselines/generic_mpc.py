@@ -36,10 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from protocols.baselines.fhe.params import exp_poly_coefficients
+from protocols.baselines.fhe.procs import run_engine_local
 from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
+from protocols.mpc.comparison import relu
+from protocols.mpc.context import PartyContext
 from protocols.mpc.fixed_point import FixedPointFormat
 from protocols.mpc.party import Party
 from protocols.mpc.providers import CorrelationProvider
+from protocols.mpc.sharing import add_public, beaver_mul, mul_public, reveal_to, share
+from protocols.mpc.triples import beaver_triples, bool_triples
+from protocols.mpc.truncation import trunc_exact
 from protocols.net.transport import Channel
 from secureml.errors import DataError, ModelError, ProtocolError
 
@@ -60,15 +67,13 @@ class PooledTripleProvider(CorrelationProvider):
 
     name = "ot-pooled"
 
-    def __init__(self, party: Party) -> None:
+    def __init__(self, party: PartyContext) -> None:
         super().__init__(party)
         self._a = self._b = self._c = np.empty(0, dtype=U64)
         self._pos = 0
         self.on_demand = 0
 
     def fill(self, n: int) -> None:
-        from protocols.mpc.triples import beaver_triples
-
         a, b, c = beaver_triples(self.party, int(n))
         self._a = np.concatenate([self._a[self._pos :], a])
         self._b = np.concatenate([self._b[self._pos :], b])
@@ -85,8 +90,6 @@ class PooledTripleProvider(CorrelationProvider):
         return self._a[s:e], self._b[s:e], self._c[s:e]
 
     def _bool_triples(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from protocols.mpc.triples import bool_triples
-
         return bool_triples(self.party, n)
 
 
@@ -122,11 +125,6 @@ def documented_error(alpha: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS, k: i
 def _online(p: Party, fmt: FixedPointFormat, n: int, d: int, k: int,
             X_sh: np.ndarray, w_sh: np.ndarray, q_sh: np.ndarray) -> np.ndarray | None:
     """Steps 2-5 on shares; returns the prediction (scaled by 2^-a, fixed point) at the client."""
-    from protocols.mpc.comparison import relu
-    from protocols.baselines.fhe.params import exp_poly_coefficients
-    from protocols.mpc.sharing import add_public, beaver_mul, mul_public, reveal_to
-    from protocols.mpc.truncation import trunc_exact
-
     f = fmt.frac_bits
     one = fmt.encode(1.0)
     diff = X_sh - q_sh[None, :]  # step 2 (local)
@@ -148,8 +146,6 @@ def _online(p: Party, fmt: FixedPointFormat, n: int, d: int, k: int,
 def serve_one(model: KernelModelParams, ch: Channel, *, frac_bits: int = DEFAULT_FRAC_BITS,
               k: int = EXP_K, seed: int | None = None, **_ignored: Any) -> CostReport:
     """Model owner's side (party 0): handshake, offline triples, shared evaluation (steps 1-5)."""
-    from protocols.mpc.sharing import share
-
     if model.kernel != "gaussian":
         raise ModelError(f"the generic-MPC engine implements the Gaussian kernel; this model uses {model.kernel!r}")
     t0 = time.perf_counter()
@@ -170,9 +166,8 @@ def serve_one(model: KernelModelParams, ch: Channel, *, frac_bits: int = DEFAULT
     if not isinstance(ready, dict) or not ready.get("ready"):
         raise ProtocolError("client aborted")
     fmt = FixedPointFormat(frac_bits=frac_bits)
-    p = Party(ch, 0, seed=seed)
-    prov = PooledTripleProvider(p)
-    p.provider = prov
+    p = Party(ch, 0, seed=seed, provider=PooledTripleProvider)
+    prov = p.provider
     p.setup_ot()  # offline: base OTs, then all arithmetic triples
     prov.fill(nq * triples_per_query(n, d, k))
     t_off = time.perf_counter()
@@ -189,8 +184,6 @@ def serve_one(model: KernelModelParams, ch: Channel, *, frac_bits: int = DEFAULT
 
 def predict(ch: Channel, queries: np.ndarray, *, seed: int | None = None, **_ignored: Any) -> tuple[np.ndarray, CostReport]:
     """Query owner's side (party 1); the prediction is revealed to it alone."""
-    from protocols.mpc.sharing import share
-
     Q = np.atleast_2d(np.asarray(queries, dtype=np.float64))
     if not np.isfinite(Q).all():
         raise DataError("queries contain NaN or inf")
@@ -207,9 +200,8 @@ def predict(ch: Channel, queries: np.ndarray, *, seed: int | None = None, **_ign
     qs = Q / c
     fmt.encode(qs)  # overflow check before anything is shared
     ch.send_json({"ready": True})
-    p = Party(ch, 1, seed=seed)
-    prov = PooledTripleProvider(p)
-    p.provider = prov
+    p = Party(ch, 1, seed=seed, provider=PooledTripleProvider)
+    prov = p.provider
     p.setup_ot()
     prov.fill(Q.shape[0] * triples_per_query(n, d, k))
     t_off = time.perf_counter()
@@ -237,6 +229,4 @@ def _cost(t0: float, t_off: float, t1: float, ch: Channel, off_bytes: int, prov:
 def run_local(model: KernelModelParams, queries: np.ndarray, timeout: float = 3600.0,
               **opts: Any) -> tuple[np.ndarray, CostReport, CostReport]:
     """Both parties as two spawned processes over TCP loopback: (predictions, client cost, server cost)."""
-    from protocols.baselines.fhe.procs import run_engine_local
-
     return run_engine_local("protocols.baselines.generic_mpc", model, queries, timeout=timeout, **opts)

@@ -17,6 +17,7 @@ Security (semi-honest): the receiver holds one key per table; the other 2^m - 1 
 and unknown to it, so their pads are pseudorandom and the other entries are hidden. The sender's
 view is that of ``lut_send``, independent of the receiver's indices.
 Cost per table: m random OTs plus 2^m keys (16 bytes each), then 2^m * w words.
+Both parties run :func:`column_ot`; ``chooser`` names the receiver.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import threading
 
 import numpy as np
 
+from protocols.mpc.context import PartyContext
 from protocols.ot.crypto import FixedKeyAES, derive_key
 
 U64 = np.uint64
@@ -64,24 +66,24 @@ def _pieces(n: int, row_bytes: int):
         yield a, min(n, a + step)
 
 
-def column_ot_send(party, tables: np.ndarray) -> None:
-    """Sender: ``tables`` uint64 (n, 2^m, w); receiver t gets tables[t, index_t]."""
-    tables = np.asarray(tables)
-    if tables.dtype != U64 or tables.ndim != 3:
-        raise ValueError("tables must be uint64 of shape (n, 2**m, w)")
-    n, size, w = tables.shape
-    # 1. fresh keys, transferred by the OT engine's table OT
-    keys = party.rng.random_u64((n, size, 2))
-    party.ot_sender.lut_send(keys, bits=64)
-    # 2. every entry encrypted under its key
-    for a, b in _pieces(n, size * w * 8):
-        ct = tables[a:b] ^ expand_keys(keys[a:b], w).reshape(b - a, size, w)
-        party.ch.send_array(ct, owned=True)
-    party.ch.flush()
-
-
-def column_ot_recv(party, indices: np.ndarray, m: int, w: int) -> np.ndarray:
-    """Receiver: returns (n, w) uint64, row t = the sender's tables[t, indices[t]]."""
+def column_ot(party: PartyContext, chooser: int, *, tables: np.ndarray | None = None,
+              indices: np.ndarray | None = None, m: int = 0, w: int = 0) -> np.ndarray | None:
+    """Both roles: the sender passes ``tables`` uint64 (n, 2^m, w); the ``chooser`` passes its
+    ``indices`` (n,), ``m`` and ``w`` and gets (n, w) uint64, row t = tables[t, indices[t]]."""
+    if party.role != chooser:
+        tables = np.asarray(tables)
+        if tables.dtype != U64 or tables.ndim != 3:
+            raise ValueError("tables must be uint64 of shape (n, 2**m, w)")
+        n, size, w = tables.shape
+        # 1. fresh keys, transferred by the OT engine's table OT
+        keys = party.rng.random_u64((n, size, 2))
+        party.ot_sender.lut_send(keys, bits=64)
+        # 2. every entry encrypted under its key
+        for a, b in _pieces(n, size * w * 8):
+            ct = tables[a:b] ^ expand_keys(keys[a:b], w).reshape(b - a, size, w)
+            party.ch.send_array(ct, owned=True)
+        party.ch.flush()
+        return None
     idx = np.asarray(indices, dtype=np.int64).ravel()
     n, size = idx.shape[0], 1 << m
     # 1. the keys of the chosen entries
@@ -92,3 +94,13 @@ def column_ot_recv(party, indices: np.ndarray, m: int, w: int) -> np.ndarray:
         ct = party.ch.recv_array(U64, (b - a, size, w))
         out[a:b] = ct[np.arange(b - a), idx[a:b]] ^ expand_keys(keys[a:b], w)
     return out
+
+
+def column_ot_send(party: PartyContext, tables: np.ndarray) -> None:
+    """Sender: ``tables`` uint64 (n, 2^m, w) (:func:`column_ot`)."""
+    column_ot(party, 1 - party.role, tables=tables)
+
+
+def column_ot_recv(party: PartyContext, indices: np.ndarray, m: int, w: int) -> np.ndarray:
+    """Receiver: (n, w) uint64, row t = the sender's tables[t, indices[t]] (:func:`column_ot`)."""
+    return column_ot(party, party.role, indices=indices, m=m, w=w)

@@ -8,23 +8,24 @@ Output: the client learns y = y_offset + sum_i alpha_i e^{-t_i}; the server lear
 Neither party sees D, t, e^{-t} or a partial sum: each is masked or shared (threat model and
 proof sketch: the calling modules and docs/double-blind.md).
 
-Protocol (steps numbered as in the kernel modules, which do steps 1-3):
+Protocol (steps numbered as in the kernel modules, which do steps 1-3). Both parties run
+:func:`kernel_sum`, which branches on the role where the two sides differ:
   4. Mask-reveal: the server sends D_S + rho (rho uniform mod 2^M); the client now holds
      u = D + rho, uniform and independent of D.
   5. Drop s low bits of u and rho (changes t by < 2^-38); D' = u' - rho' (mod 2^W) is in
-     [0, 2^(W-1)) (D < 2^(M-1) by the ring's margin bit, and flooring cannot make it negative).
+     [0, 2^(W-1)] (D < 2^(M-1) by the ring's margin bit, and flooring cannot make it negative).
   6. Split u' and rho' at bit L (c 2^L <= 4) and set H = (u'_hi - rho'_hi) mod 2^(W-L). Then,
      exactly and without any borrow out of the low part,
         D' = 2^L H + (u'_lo - rho'_lo),   so   e^{-t} = e^{-c 2^L H} * e^{c rho'_lo} * e^{-c u'_lo}
-     (0 <= D' < 2^(W-1) forces H < 2^(W-L) to be the true integer, H >= 0). Only two facts about H
-     need shares: its low lut_bits digit, which is (u'_lut - rho'_lut) mod 2^lut_bits and which the
-     table below resolves by itself, and the flag z = [H >= 2^lut_bits] (kernel below the cut):
-     one borrow out of the table digit, then an "is non-zero" chain over the bits above it
-     (:mod:`protocols.krr.chain`, 1-out-of-2^(m+1|2) OTs).
+     (0 <= D' <= 2^(W-1) forces H < 2^(W-L) to be the true integer, H >= 0; lo_bits <= W - 1).
+     Only two facts about H need shares: its low lut_bits digit, (u'_lut - rho'_lut) mod
+     2^lut_bits, which the table below resolves by itself, and the flag z = [H >= 2^lut_bits]
+     (kernel below the cut): one borrow out of the table digit, then an "is non-zero" chain over
+     the bits above it (:mod:`protocols.krr.chain`).
   7. Table OT: the client's index is (its table digit, its flag share); the server's entry is
-     h = alpha_i G + r_i mod 2^128 with G = [z=0] e^{-c 2^L Hv} e^{c rho'_lo} (2^g_frac fixed point,
-     Hv the digit the index implies) and r_i a fresh 128-bit mask: the weight is folded into the
-     table, the client receives a uniformly masked alpha_i G_i.
+     h = alpha_i G + r_i mod 2^128 with G = [z=0] e^{-c 2^L Hv} e^{c rho'_lo} (2^g_frac fixed
+     point, Hv the digit the index implies) and r_i a fresh 128-bit mask: the weight is folded
+     into the table, the client receives a uniformly masked alpha_i G_i.
   8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]) and
      sum_i h_i v_i locally.
   9. Output in Z_2^128: y = sum h_i v_i - sum r_i v_i; one Gilboa inner product
@@ -38,10 +39,11 @@ import math
 import numpy as np
 
 from protocols.common import KernelModelParams
-from protocols.mpc import u128
-from protocols.krr.chain import chain_client, chain_server, digit_plan
-from protocols.mpc.gilboa128 import inner_product_receiver, inner_product_sender
+from protocols.krr.chain import SERVER, chain, digit_plan
 from protocols.krr.params import PublicParams
+from protocols.mpc import u128
+from protocols.mpc.context import PartyContext
+from protocols.mpc.gilboa128 import inner_products128
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
@@ -60,103 +62,94 @@ def encode_weights(alpha: np.ndarray, frac_bits: int) -> tuple[np.ndarray, int]:
     return enc.astype(np.int64), max(bits, 2)
 
 
-def plan_digits(pp: PublicParams):
-    """Digits of D' (low part: unused since protocol 3, kept for callers), table digit, top digits."""
+def plan_digits(pp: PublicParams) -> tuple[list[tuple[int, int]], tuple[int, int], list[tuple[int, int]]]:
+    """(low digits, table-OT digit, top digits) of the masked distance, from public numbers
+    (the low digits need no chain since protocol 3; kept for callers)."""
     low = digit_plan(0, pp.lo_bits, pp.digit_bits)
     lut = (pp.lo_bits, pp.lo_bits + pp.lut_bits)
     top = digit_plan(lut[1], pp.d_bits, pp.digit_bits)
     return low, lut, top
 
 
-def server_kernel_sum(party, model: KernelModelParams, pp: PublicParams, D_S: np.ndarray) -> None:
-    """Model owner's steps 4-10 for the distance shares ``D_S`` (k, N) of k queries."""
-    k, N = D_S.shape
+def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
+               model: KernelModelParams | None = None) -> np.ndarray | None:
+    """Steps 4-10 for this party's distance shares ``D`` (k, N) of k queries, both roles.
+
+    The server (role 0) passes its ``model`` (weights, offset) and returns None; the client
+    (role 1) returns the k predictions.
+    """
+    server = party.role == SERVER
+    k, N = D.shape
     M = pp.ring_bits
-    alpha_enc, A = encode_weights(model.dual_coef, pp.weight_frac_bits)
-    if A > pp.weight_bits:
-        raise ModelError("weights wider than the advertised weight_bits")
-    D_S = D_S.ravel()
-    n = D_S.shape[0]
-    # 4. mask-reveal
-    rho = party.rng.random_below(n, M) if M < 64 else party.rng.random_u64(n)
-    party.ch.send_array(_mod(D_S + rho, M))
-    # 5. drop s low bits
-    rho = rho >> U64(pp.shift_bits)
+    if server:
+        alpha_enc, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
+        if need > pp.weight_bits:
+            raise ModelError("weights wider than the advertised weight_bits")
+    D = D.ravel()
+    n = D.shape[0]
+    # 4. mask-reveal: the server sends D_S + rho; the client holds u = D + rho, uniform
+    if server:
+        x = party.rng.random_below(n, M) if M < 64 else party.rng.random_u64(n)  # rho
+        party.ch.send_array(_mod(D + x, M))
+    else:
+        x = _mod(party.ch.recv_array(dtype=np.uint64, shape=(n,)) + D, M)  # u
+    # 5. drop s low bits (of rho and u alike)
+    x = x >> U64(pp.shift_bits)
     # 6. the flag z = [H >= 2^lut]: borrow out of the table digit, then the bits above it
     _, lut, top = plan_digits(pp)
     zeros = np.zeros(n, dtype=np.uint8)
+    z = None
     if top:
-        b_lut, _ = chain_server(party, rho, [lut], zeros, None)
-        _, z_s = chain_server(party, rho, top, b_lut, zeros.copy())
-    else:
-        z_s = zeros
-    # 7. table OT: h = alpha G + r, G = [z=0] e^{-step Hv} e^{c rho_lo}, r a 128-bit mask
-    step = pp.c * (1 << pp.lo_bits)
-    rho_lo = (rho & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
-    rho_lut = ((rho >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)).astype(np.int64)
+        b_lut, _ = chain(party, x, [lut], zeros, None)
+        _, z = chain(party, x, top, b_lut, zeros.copy())
+    # 7. table OT on (table digit, flag share): the client receives h = alpha G + r,
+    #    G = [z=0] e^{-step Hv} e^{c rho_lo}, r a fresh 128-bit mask
     m = pp.lut_bits
-    cand = np.arange(1 << m, dtype=np.int64)[None, :, None]
-    zc = np.arange(2 if top else 1, dtype=np.int64)[None, None, :]
-    z = zc ^ z_s.astype(np.int64)[:, None, None]
-    hv = (cand - rho_lut[:, None, None]) % (1 << m)
-    G = np.exp(-step * hv + pp.c * rho_lo[:, None, None]) * (z == 0)
-    G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)  # G < e^4: < 2^(g_frac+6)
-    G_enc = np.transpose(G_enc, (0, 2, 1)).reshape(n, -1)  # index = digit + (z_c << m)
-    alpha = np.broadcast_to(alpha_enc, (k, N)).ravel()
-    aG = u128.mul_small((np.zeros_like(G_enc), G_enc), np.abs(alpha).astype(U64)[:, None])
-    neg_hi, neg_lo = u128.neg(aG)
-    sign = (alpha < 0)[:, None]
-    aG = (np.where(sign, neg_hi, aG[0]), np.where(sign, neg_lo, aG[1]))
-    r_hi, r_lo = party.rng.random_u64(n), party.rng.random_u64(n)
-    t_hi, t_lo = u128.add(aG, (r_hi[:, None], r_lo[:, None]))
-    table = np.stack([t_lo, t_hi], axis=-1)  # words little-endian: [lo, hi]
-    if table.shape[1] == 1:  # no table digit and no flag (tiny ranges): a 1-out-of-2 OT of equal entries
-        table = np.repeat(table, 2, axis=1)
-    party.ot_sender.lut_send(np.ascontiguousarray(table), bits=64)
-    # 9. one Gilboa inner product in Z_2^128 per query: v bits (client) x r (server)
-    r2 = (r_hi.reshape(k, N), r_lo.reshape(k, N))
-    s2 = inner_product_sender(party, r2, pp.v_frac_bits + 1)
-    # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
-    offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
-    shares = [(offset - b) % u128.MOD for b in s2]
-    party.ch.send_json({"shares": [str(x) for x in shares]})
-
-
-def client_kernel_sum(party, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
-    """Query owner's steps 4-10 for its distance shares ``D_C`` (k, N); returns the k predictions."""
-    k, N = D_C.shape
-    M = pp.ring_bits
-    D_C = D_C.ravel()
-    n = D_C.shape[0]
-    # 4. receive the masked share: u = D + rho is uniform
-    masked = party.ch.recv_array(dtype=np.uint64, shape=(n,))
-    u = _mod(masked + D_C, M)
-    # 5. drop s low bits
-    u = u >> U64(pp.shift_bits)
-    # 6. the flag's shares, then the table index (table digit, flag share)
-    _, lut, top = plan_digits(pp)
-    zeros = np.zeros(n, dtype=np.uint8)
-    idx = (u >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)
-    idx_bits = pp.lut_bits
-    if top:
-        b_lut, _ = chain_client(party, u, [lut], zeros, None)
-        _, z_c = chain_client(party, u, top, b_lut, zeros.copy())
-        idx = idx | (z_c.astype(U64) << U64(pp.lut_bits))
-        idx_bits += 1
-    # 7. table OT: receive h = alpha G + r (128-bit, two words)
+    idx_bits = m + int(z is not None)
+    digit = (x >> U64(lut[0])) & U64((1 << m) - 1)
+    if server:
+        step = pp.c * (1 << pp.lo_bits)
+        rho_lo = (x & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
+        cand = np.arange(1 << m, dtype=np.int64)[None, :, None]
+        zc = np.arange(2 if z is not None else 1, dtype=np.int64)[None, None, :]
+        hv = (cand - digit.astype(np.int64)[:, None, None]) % (1 << m)
+        G = np.exp(-step * hv + pp.c * rho_lo[:, None, None])
+        if z is not None:
+            G = G * ((zc ^ z.astype(np.int64)[:, None, None]) == 0)
+        G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)  # G < e^4: < 2^(g_frac+6)
+        G_enc = np.transpose(G_enc, (0, 2, 1)).reshape(n, -1)  # index = digit | z_c << m
+        alpha = np.broadcast_to(alpha_enc, (k, N)).ravel()
+        aG = u128.mul_small((np.zeros_like(G_enc), G_enc), np.abs(alpha).astype(U64)[:, None])
+        neg_hi, neg_lo = u128.neg(aG)
+        sign = (alpha < 0)[:, None]
+        aG = (np.where(sign, neg_hi, aG[0]), np.where(sign, neg_lo, aG[1]))
+        r_hi, r_lo = party.rng.random_u64(n), party.rng.random_u64(n)
+        t_hi, t_lo = u128.add(aG, (r_hi[:, None], r_lo[:, None]))
+        table = np.stack([t_lo, t_hi], axis=-1)  # words little-endian: [lo, hi]
+        if table.shape[1] == 1:  # no table digit and no flag (tiny ranges): 1-out-of-2 of equal entries
+            table = np.repeat(table, 2, axis=1)
+        party.ot_sender.lut_send(np.ascontiguousarray(table), bits=64)
+        # 9. one Gilboa inner product in Z_2^128 per query: v bits (client) x r (server)
+        s2 = inner_products128(party, chooser=1 - SERVER, values=(r_hi.reshape(k, N), r_lo.reshape(k, N)),
+                               n_bits=pp.v_frac_bits + 1)
+        # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
+        offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
+        party.ch.send_json({"shares": [str((offset - b) % u128.MOD) for b in s2]})
+        return None
+    idx = digit if z is None else digit | (z.astype(U64) << U64(m))
     got = np.asarray(party.ot_receiver.lut_recv(idx, max(idx_bits, 1), w=2, bits=64)).reshape(n, 2)
     h = (got[:, 1].copy(), got[:, 0].copy())
     # 8. the client's own factor v = e^{-c u_lo}, and sum h v locally
-    u_lo = (u & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
+    u_lo = (x & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
     v_enc = np.rint(np.exp(-pp.c * u_lo) * float(1 << pp.v_frac_bits)).astype(U64)
     hv = u128.mul_small(h, v_enc)
-    sum_hv = [int(x) for x in u128.to_int(u128.total((hv[0].reshape(k, N), hv[1].reshape(k, N)), axis=1))]
+    sum_hv = [int(v) for v in u128.to_int(u128.total((hv[0].reshape(k, N), hv[1].reshape(k, N)), axis=1))]
     # 9. shares of sum r v
-    c2 = inner_product_receiver(party, v_enc.reshape(k, N), pp.v_frac_bits + 1)
-    # 10. reconstruct
+    c2 = inner_products128(party, chooser=1 - SERVER, bits=v_enc.reshape(k, N), n_bits=pp.v_frac_bits + 1)
+    # 10. reconstruct: y = sum h v - sum r v
     msg = party.ch.recv_json()
     try:
-        server_shares = [int(x) for x in msg["shares"]]
+        server_shares = [int(v) for v in msg["shares"]]
     except (KeyError, TypeError, ValueError):
         raise ProtocolError("malformed output share message") from None
     if len(server_shares) != k:
@@ -166,3 +159,13 @@ def client_kernel_sum(party, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
         y = (sum_hv[a] - c2[a] + server_shares[a]) % u128.MOD
         out[a] = u128.to_signed_float(y, pp.out_scale_bits)
     return out
+
+
+def server_kernel_sum(party: PartyContext, model: KernelModelParams, pp: PublicParams, D_S: np.ndarray) -> None:
+    """Model owner's steps 4-10 (:func:`kernel_sum`, role 0)."""
+    kernel_sum(party, pp, D_S, model)
+
+
+def client_kernel_sum(party: PartyContext, pp: PublicParams, D_C: np.ndarray) -> np.ndarray:
+    """Query owner's steps 4-10 (:func:`kernel_sum`, role 1): the k predictions."""
+    return kernel_sum(party, pp, D_C)

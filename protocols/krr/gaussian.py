@@ -10,14 +10,15 @@ sum -- is ever revealed to either party: each is either uniformly masked or held
 Correlated randomness comes only from OT between the two parties (IKNP extension of base OTs);
 there is no dealer.
 
-Protocol (both sides below carry the step numbers):
+Protocol (:func:`online`, which both parties run, carries the step numbers):
   1. Encode: x, q shifted by the public lower bound and scaled by 2^F (non-negative integers).
   2. Cross term, as the public ``cross_term`` says:
      "he": lattice HE (:mod:`protocols.mpc.he_matvec`): the client encrypts q (BFV, coefficient
      packing), the server multiplies by its rows, masks, floods and returns one ciphertext per
      n_o rows; shares of X q - delta with 0 <= delta <= 2E (E a public bound of a few hundred
      units, from the last modulus switch);
-     "ot": vector OLE from COT (:func:`protocols.mpc.gilboa.matvec_sender`): shares of X q exactly.
+     "ot": vector OLE from COT (:func:`protocols.mpc.gilboa.matvec`, the server holds the
+     correlations X, the client chooses with the bits of q): shares of X q exactly.
   3. Local: shares of D_i = ||x_i||^2 - 2 x_i.q + ||q||^2 (mod 2^M), M from the public bounds.
      With "he", D is over-estimated by 2 delta <= 4E, never under (no wrap below 0): the exponent
      moves by at most 4E * kernel_scale (< 3e-11 at F = 16, sigma 74), below the table's 2^-41.
@@ -29,11 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.mpc import gilboa, he_matvec
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
-from protocols.krr.expsum import _mod, encode_weights, plan_digits  # noqa: F401  (public re-exports)
+from protocols.krr.chain import CLIENT, SERVER
+from protocols.krr.expsum import _mod
 from protocols.krr.params import PublicParams
+from protocols.mpc import gilboa, he_matvec
+from protocols.mpc.context import PartyContext
 
 U64 = np.uint64
 
@@ -60,38 +63,41 @@ def prepare_server(model: KernelModelParams, pp: PublicParams):
     return enc, prepared
 
 
-def server_online(party, model: KernelModelParams, pp: PublicParams, k: int) -> None:
-    """Model owner's side for k queries (vectorized over queries)."""
-    N = model.n_train
-    M = pp.ring_bits
-    # 1. encode (public shift and scale); ||x||^2 in the ring (cached per model)
-    enc, prepared = prepare_server(model, pp)
-    X, xx = enc.X, enc.xx
-    D_S = np.empty((k, N), dtype=U64)
-    # 2.-3. cross term per query, then local shares of D
-    for a in range(k):
-        if prepared is not None:
-            s = he_matvec.matvec_sender(party, prepared)
-        else:
-            s = gilboa.matvec_sender(party, X, pp.x_bits, ring_bits=M)
-        D_S[a] = _mod(xx - U64(2) * s, M)
-    expsum.server_kernel_sum(party, model, pp, D_S)
-
-
-def client_online(party, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
-    """Query owner's side for the queries Q (k, d); returns the k predictions."""
-    Q = np.atleast_2d(Q)
-    k = Q.shape[0]
+def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelParams | None = None,
+           Q: np.ndarray | None = None) -> np.ndarray | None:
+    """Both roles, k queries: the server (role 0) passes ``model``, the client (role 1) its
+    queries ``Q`` (k, d) and gets the k predictions (the server gets None)."""
     N, M = pp.n_train, pp.ring_bits
-    # 1. encode
-    q = pp.encode_features(Q, "query")
-    qq = _mod((q * q).sum(axis=1, dtype=U64), M)
-    # 2.-3. cross term, then local shares of D
-    D_C = np.empty((k, N), dtype=U64)
+    # 1. encode (public shift and scale); this party's squared norms in the ring
+    if party.role == SERVER:
+        enc, prepared = prepare_server(model, pp)  # cached per model
+        X = enc.X
+        norms = np.broadcast_to(enc.xx, (k, N))
+    else:
+        q = pp.encode_features(np.atleast_2d(Q), "query")
+        norms = np.broadcast_to(_mod((q * q).sum(axis=1, dtype=U64), M)[:, None], (k, N))
+    # 2.-3. cross term per query, then local shares of D = ||x||^2 - 2 x.q + ||q||^2
+    D = np.empty((k, N), dtype=U64)
     for a in range(k):
         if pp.cross_term == "he":
-            s = he_matvec.matvec_receiver(party, q[a], pp.x_bits, N, M)
+            if party.role == SERVER:
+                s = he_matvec.matvec_sender(party, prepared)
+            else:
+                s = he_matvec.matvec_receiver(party, q[a], pp.x_bits, N, M)
+        elif party.role == SERVER:
+            s = gilboa.matvec(party, CLIENT, X=X, y_bits=pp.x_bits, ring_bits=M)
         else:
-            s = gilboa.matvec_receiver(party, q[a], pp.x_bits, N, ring_bits=M)
-        D_C[a] = _mod(qq[a] - U64(2) * s, M)
-    return expsum.client_kernel_sum(party, pp, D_C)
+            s = gilboa.matvec(party, CLIENT, y=q[a], y_bits=pp.x_bits, n=N, ring_bits=M)
+        D[a] = _mod(norms[a] - U64(2) * s, M)
+    # 4.-10. exponential, weighted sum, output
+    return expsum.kernel_sum(party, pp, D, model)
+
+
+def server_online(party: PartyContext, model: KernelModelParams, pp: PublicParams, k: int) -> None:
+    """Model owner's side for k queries (:func:`online`, role 0)."""
+    online(party, pp, k, model=model)
+
+
+def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
+    """Query owner's side for the queries Q (k, d) (:func:`online`, role 1): the k predictions."""
+    return online(party, pp, np.atleast_2d(Q).shape[0], Q=Q)

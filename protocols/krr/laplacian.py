@@ -17,7 +17,7 @@ so one 1-out-of-2^m OT per column and digit carries the comparison bits of the w
 OT per element. Entries are B-bit integers (B = ``pp.x_bits``), split into digits from the least
 significant one, x = sum_k x^(k) 2^(a_k).
 
-Protocol (both sides below carry the step numbers):
+Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry the step numbers):
   1. Encode: x, q shifted by the public lower bound and scaled by 2^F (integers < 2^B). Models
      trained on the 2^-F grid (``CoulombMatrix(grid_bits=F)``) are encoded exactly.
   2. Digit 0, column OTs: for every column j the server builds the table
@@ -54,8 +54,10 @@ import numpy as np
 
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
-from protocols.krr.column_ot import column_ot_recv, column_ot_send
+from protocols.krr.chain import CLIENT, SERVER
+from protocols.krr.column_ot import column_ot
 from protocols.krr.params import PublicParams
+from protocols.mpc.context import PartyContext
 
 U64 = np.uint64
 # bits per one-bit COT in the digit plan's cost model: an IKNP column plus a one-byte correction.
@@ -121,94 +123,110 @@ def _column_blocks(d: int, size: int, words: int):
         yield a, min(d, a + step)
 
 
-def server_l1_shares(party, XT: np.ndarray, pp: PublicParams) -> np.ndarray:
-    """Server's steps 2-5 for one query; ``XT`` the encoded training data, transposed (d, N)."""
-    d, N = XT.shape
+def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray | None = None,
+              q: np.ndarray | None = None) -> np.ndarray:
+    """Steps 2-5 for one query, both roles: this party's shares (N,) of the L1 distances.
+
+    The server (role 0) passes ``XT``, the encoded training data transposed (d, N); the client
+    (role 1) its encoded query ``q`` (d,). Comparison bits c = [x < q] so far are XOR-shared:
+    server c_S, client c_C.
+    """
+    server = party.role == SERVER
+    d = XT.shape[0] if server else q.shape[0]
     W = (N + 63) // 64
     M = pp.ring_bits
     mask = U64((1 << M) - 1)
-    c_S = None
+    c = None
     for k, (a, b) in enumerate(digit_levels(pp.x_bits)):
         m = b - a
-        dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
-        r_l = party.rng.random_u64((d, W))
-        if k == 0:
-            # 2. first digit: [x < v] masked by r_l
-            for j0, j1 in _column_blocks(d, 1 << m, W):
-                lt, _ = _digit_tables(dig[j0:j1], m, W)
+        words = W if k == 0 else 3 * W  # per column: [x < v], or ([x < v], [x == v], [x == v] & c_S)
+        if server:
+            dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
+            r_l = party.rng.random_u64((d, W))
+            if k > 0:
+                r_e = party.rng.random_u64((d, W))
+                r_z = party.rng.random_u64((d, W))
+            for j0, j1 in _column_blocks(d, 1 << m, words):
+                lt, eq = _digit_tables(dig[j0:j1], m, W)
                 lt ^= r_l[j0:j1, None, :]
-                column_ot_send(party, lt)
-            c_S = r_l
-            continue
-        # 3. higher digits: (lt, eq, eq & c_S), each masked, then one bit COT for r_e c_C
-        r_e = party.rng.random_u64((d, W))
-        r_z = party.rng.random_u64((d, W))
-        for j0, j1 in _column_blocks(d, 1 << m, 3 * W):
-            lt, eq = _digit_tables(dig[j0:j1], m, W)
-            eqc = eq & c_S[j0:j1, None, :]
-            lt ^= r_l[j0:j1, None, :]
-            eq ^= r_e[j0:j1, None, :]
-            eqc ^= r_z[j0:j1, None, :]
-            column_ot_send(party, np.concatenate([lt, eq, eqc], axis=2))
-        x0 = party.ot_sender.cot_send(_unpack(r_e, N).ravel().astype(U64), bits=1)
-        c_S = r_l ^ r_z ^ _pack(x0.reshape(d, N).astype(np.uint8), W)
-    b_S = _unpack(c_S, N)  # (d, N)
-    # 4. products: cross term q b_S (1 - 2 b_C) (client's correlation, our choice b_S) ...
-    t1 = party.ot_receiver.cot_recv(b_S.ravel(), bits=M).reshape(d, N)
-    # ... and b_C (-x (1 - 2 b_S)) (our correlation, client's choice b_C)
-    bS64 = b_S.astype(U64)
-    delta = (U64(0) - XT * (U64(1) - U64(2) * bS64)) & mask
-    x0 = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
-    P = (t1 - x0 - XT * bS64).sum(axis=0, dtype=U64)
-    # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
-    return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
-
-
-def client_l1_shares(party, q: np.ndarray, N: int, pp: PublicParams) -> np.ndarray:
-    """Client's steps 2-5 for one encoded query ``q`` (d,)."""
-    d = q.shape[0]
-    W = (N + 63) // 64
-    M = pp.ring_bits
-    mask = U64((1 << M) - 1)
-    c_C = None
-    for k, (a, b) in enumerate(digit_levels(pp.x_bits)):
-        m = b - a
-        dig = (q >> U64(a)) & U64((1 << m) - 1)
-        if k == 0:
-            # 2. receive [x < q^(0)] ^ r_l for every column
-            c_C = np.concatenate([column_ot_recv(party, dig[j0:j1], m, W)
-                                  for j0, j1 in _column_blocks(d, 1 << m, W)])
-            continue
-        # 3. receive (lt, eq, eqc) for our digit; one bit COT with choice c_C
-        got = np.concatenate([column_ot_recv(party, dig[j0:j1], m, 3 * W)
-                              for j0, j1 in _column_blocks(d, 1 << m, 3 * W)])
-        lt_C, eq_C, eqc_C = got[:, :W], got[:, W:2 * W], got[:, 2 * W:]
-        cot = party.ot_receiver.cot_recv(_unpack(c_C, N).ravel(), bits=1)
-        c_C = lt_C ^ eqc_C ^ (eq_C & c_C) ^ _pack(cot.reshape(d, N).astype(np.uint8), W)
-    b_C = _unpack(c_C, N)
-    bC64 = b_C.astype(U64)
+                if k == 0:
+                    # 2. first digit: [x < v] masked by r_l
+                    column_ot(party, CLIENT, tables=lt)
+                    continue
+                # 3. higher digits: (lt, eq, eq & c_S), each masked
+                eqc = eq & c[j0:j1, None, :]
+                eq ^= r_e[j0:j1, None, :]
+                eqc ^= r_z[j0:j1, None, :]
+                column_ot(party, CLIENT, tables=np.concatenate([lt, eq, eqc], axis=2))
+            if k == 0:
+                c = r_l
+                continue
+            # 3. one bit COT for the cross term r_e c_C (our correlation r_e, the client's choice c_C)
+            x0 = party.ot_sender.cot_send(_unpack(r_e, N).ravel().astype(U64), bits=1)
+            c = r_l ^ r_z ^ _pack(x0.reshape(d, N).astype(np.uint8), W)
+        else:
+            dig = (q >> U64(a)) & U64((1 << m) - 1)
+            got = np.concatenate([column_ot(party, CLIENT, indices=dig[j0:j1], m=m, w=words)
+                                  for j0, j1 in _column_blocks(d, 1 << m, words)])
+            if k == 0:
+                # 2. [x < q^(0)] ^ r_l for every column
+                c = got
+                continue
+            # 3. (lt, eq, eqc) for our digit; one bit COT with choice c_C
+            lt_C, eq_C, eqc_C = got[:, :W], got[:, W:2 * W], got[:, 2 * W:]
+            cot = party.ot_receiver.cot_recv(_unpack(c, N).ravel(), bits=1)
+            c = lt_C ^ eqc_C ^ (eq_C & c) ^ _pack(cot.reshape(d, N).astype(np.uint8), W)
+    # 4. products (q - x) b mod 2^M, b = b_S ^ b_C: two COTs, in this order --
+    #    (i) the client's correlation q(1 - 2 b_C), the server's choice b_S;
+    #    (ii) the server's correlation -x(1 - 2 b_S), the client's choice b_C
+    bits = _unpack(c, N)  # (d, N)
+    b64 = bits.astype(U64)
+    if server:
+        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M).reshape(d, N)
+        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & mask
+        s = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
+        P = (t - s - XT * b64).sum(axis=0, dtype=U64)
+        # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
+        return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    # 4. products: our correlation q(1 - 2 b_C) for the server's choice b_S ...
-    delta = (qc * (U64(1) - U64(2) * bC64)) & mask
-    x0 = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
-    # ... and our choice b_C against the server's correlation
-    t2 = party.ot_receiver.cot_recv(b_C.ravel(), bits=M).reshape(d, N)
-    P = (t2 - x0 + qc * bC64).sum(axis=0, dtype=U64)
+    delta = (qc * (U64(1) - U64(2) * b64)) & mask
+    s = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
+    t = party.ot_receiver.cot_recv(bits.ravel(), bits=M).reshape(d, N)
+    P = (t - s + qc * b64).sum(axis=0, dtype=U64)
     # 5. our part of L
     return (U64(2) * P - q.astype(U64).sum(dtype=U64)) & mask
 
 
-def server_online(party, model: KernelModelParams, pp: PublicParams, k: int) -> None:
-    """Model owner's side for k queries."""
+def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelParams | None = None,
+           Q: np.ndarray | None = None) -> np.ndarray | None:
+    """Both roles, k queries: the server (role 0) passes ``model``, the client (role 1) its
+    queries ``Q`` (k, d) and gets the k predictions (the server gets None)."""
     # 1. encode
-    XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
-    L_S = np.stack([server_l1_shares(party, XT, pp) for _ in range(k)])
+    if party.role == SERVER:
+        XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
+        L = np.stack([l1_shares(party, pp, pp.n_train, XT=XT) for _ in range(k)])
+    else:
+        q = pp.encode_features(np.atleast_2d(Q), "query")
+        L = np.stack([l1_shares(party, pp, pp.n_train, q=qa) for qa in q])
     # 6.-12. exponential, weighted sum, output
-    expsum.server_kernel_sum(party, model, pp, L_S)
+    return expsum.kernel_sum(party, pp, L, model)
 
 
-def client_online(party, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
-    """Query owner's side for the queries Q (k, d); returns the k predictions."""
-    q = pp.encode_features(np.atleast_2d(Q), "query")
-    L_C = np.stack([client_l1_shares(party, qa, pp.n_train, pp) for qa in q])
-    return expsum.client_kernel_sum(party, pp, L_C)
+def server_l1_shares(party: PartyContext, XT: np.ndarray, pp: PublicParams) -> np.ndarray:
+    """Server's steps 2-5 for one query (:func:`l1_shares`, role 0)."""
+    return l1_shares(party, pp, XT.shape[1], XT=XT)
+
+
+def client_l1_shares(party: PartyContext, q: np.ndarray, N: int, pp: PublicParams) -> np.ndarray:
+    """Client's steps 2-5 for one encoded query ``q`` (d,) (:func:`l1_shares`, role 1)."""
+    return l1_shares(party, pp, N, q=q)
+
+
+def server_online(party: PartyContext, model: KernelModelParams, pp: PublicParams, k: int) -> None:
+    """Model owner's side for k queries (:func:`online`, role 0)."""
+    online(party, pp, k, model=model)
+
+
+def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
+    """Query owner's side for the queries Q (k, d) (:func:`online`, role 1): the predictions."""
+    return online(party, pp, np.atleast_2d(Q).shape[0], Q=Q)

@@ -12,8 +12,9 @@ the feature map (random matrices, PCA basis fitted on *public* molecules, biases
 from training labels), F, the fixed-point format, a power-of-two bound on the features and on the
 prediction (``out_bits``). The client learns w . phi + y_offset; the server learns nothing.
 
-Protocol (model owner = OT sender, query owner = OT receiver):
-  0. Session start (:func:`server_setup` / :func:`client_setup`): a SoftSpoken OT extension
+Protocol (model owner = role 0 = OT sender, query owner = role 1 = OT receiver; both run
+:func:`setup` and :func:`online`, which carry the step numbers):
+  0. Session start (:func:`setup`): a SoftSpoken OT extension
      (:mod:`protocols.ot.softspoken`, 32 bits per OT instead of IKNP's 128), resumed from an earlier
      session's base OTs when the client holds a ticket (:mod:`protocols.ot.session`); the server
      announces ``out_bits`` and whether the F * x_bits OTs are extended now, input-independent
@@ -22,7 +23,8 @@ Protocol (model owner = OT sender, query owner = OT receiver):
   2. Gilboa products in Z_2^out_bits: for bit i of phi'_j a COT with the server's
      w_enc_j = round(w_j 2^fw) as correlation, trimmed to out_bits - i bits (bit i is scaled by
      2^i, so higher bits of its correction never matter); shares of sum_j w_enc_j phi'_j. All
-     x_bits * F COTs run as one pipelined exchange (:func:`protocols.ot.softspoken.cot_send_many`).
+     x_bits * F COTs run as one pipelined exchange (the Gilboa core's
+     :func:`protocols.mpc.gilboa.inner_products_pipelined`).
   3. Server adds lo 2^F sum(w_enc) + y_offset 2^(F+fw) to its share and sends it.
   4. Client adds its share, sign-extends from out_bits bits, decodes: the prediction.
 
@@ -42,16 +44,17 @@ from typing import Any
 
 import numpy as np
 
-from protocols.ot import session as ot_session
-from protocols.mpc.gilboa import _bit_groups  # runs of bits with one correction width
+from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.params import PublicParams
-from protocols.mpc.party import Party
-from protocols.ot.softspoken import cot_recv_many, cot_send_many
+from protocols.mpc.context import PartyContext
+from protocols.mpc.gilboa import inner_products_pipelined
+from protocols.ot import session as ot_session
 from secureml.errors import ModelError, ProtocolError
+from secureml.models.pipeline import MolecularModel
 
 U64 = np.uint64
 #: extend the OTs before the online phase (offline/online split) or within it (one pipelined pass,
-#: ~10-20% faster end to end here); a served model's ``precompute_ot`` attribute overrides it
+#: ~10-20% faster end to end here); a served model's ``precompute_ot`` field overrides it
 PRECOMPUTE_OT = False
 #: error budget of the fixed-point plan (kcal/mol for energies): six-sigma bound on |error| x sqrt(2)
 DEFAULT_TOL = 5e-3
@@ -59,8 +62,6 @@ DEFAULT_TOL = 5e-3
 
 def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
     """Split a fitted compact MolecularModel into (secret weights, secret offset, public model)."""
-    from secureml.models.pipeline import MolecularModel
-
     est = mm.estimator
     if not (hasattr(est, "coef_") and hasattr(est, "features")):
         raise ModelError(f"{type(est).__name__} is not a random-feature model with a public feature map")
@@ -71,7 +72,7 @@ def linear_parts(mm: Any) -> tuple[np.ndarray, float, Any]:
     if "self_energies" in state:
         public_state["self_energies"] = np.zeros_like(state["self_energies"])
     public_est = type(est).from_state(public_state)
-    public = MolecularModel(mm.representation, public_est, getattr(mm, "property_name", ""))
+    public = MolecularModel(mm.representation, public_est, mm.property_name)
     return np.concatenate([w, extra]), float(state["y_offset"]), public
 
 
@@ -97,8 +98,6 @@ def model_bytes(model: Any) -> bytes:
 
 
 def model_from_bytes(blob: bytes) -> Any:
-    from secureml.models.pipeline import MolecularModel
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "public.npz"
         path.write_bytes(blob)
@@ -170,77 +169,99 @@ def _mask(bits: int) -> np.uint64:
     return U64((1 << bits) - 1) if bits < 64 else U64(0xFFFFFFFFFFFFFFFF)
 
 
-def server_setup(party: Party, served: Any, k: int, *, store: ot_session.TicketStore | None = None
-                 ) -> dict[str, Any]:
-    """Step 0, model owner: OT session (resumed if the client holds a ticket) + offline extension."""
-    out_bits = int(getattr(served, "linear_out_bits", 64))
-    k_ss = int(getattr(served, "softspoken_k", ot_session.DEFAULT_K))
-    pre = bool(getattr(served, "precompute_ot", PRECOMPUTE_OT))
-    info = ot_session.server_start(party, store, k=k_ss, extra={"out_bits": out_bits, "precompute": pre})
-    t0 = time.perf_counter()
-    if pre:
-        party.ot_sender.precompute(k * served.public.n_features * served.public.x_bits)
-    return {**info, "extend_s": time.perf_counter() - t0, "out_bits": out_bits}
+def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
+          softspoken_k: int = ot_session.DEFAULT_K, precompute: bool = PRECOMPUTE_OT,
+          keep_session: bool = True, store: ot_session.TicketStore | None = None,
+          server_key: str = "local", resume: bool = True) -> dict[str, Any]:
+    """Step 0, both roles: the OT session (resumed if the client holds a ticket) and, if the
+    server asks for it, the offline extension of the k * F' * x_bits OTs.
 
-
-def client_setup(party: Party, pp: PublicParams, k: int, server_key: str, *, resume: bool | None = None
-                 ) -> dict[str, Any]:
-    """Step 0, query owner: returns {out_bits, resumed, k (SoftSpoken), setup_s, extend_s}."""
+    Server (role 0): ``out_bits``, ``softspoken_k``, ``precompute`` and ``keep_session`` (False:
+    keep no OT state and resume none, so the server cannot link sessions) are its choices and
+    travel to the client. Client (role 1): ``server_key`` names the server's ticket, ``resume``
+    presents it. Returns the server's {resumed, setup_s, extend_s, out_bits}, or the client's
+    {out_bits, resumed, softspoken_k, ot_setup_s, extend_s, ot_setup_bytes, extend_bytes}.
+    """
     ch = party.ch
     b0 = ch.bytes_sent + ch.bytes_received
-    reply = ot_session.client_start(party, f"{server_key}/{pp.public_model_sha256}", resume=resume)
-    out_bits = _check_out_bits(reply.get("out_bits"), pp)
+    if party.role == SERVER:
+        info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session,
+                                       extra={"out_bits": out_bits, "precompute": precompute})
+    else:
+        reply = ot_session.client_start(party, f"{server_key}/{pp.public_model_sha256}", resume=resume)
+        out_bits, precompute = _check_out_bits(reply.get("out_bits"), pp), reply.get("precompute", True)
     b1 = ch.bytes_sent + ch.bytes_received
     t0 = time.perf_counter()
-    if reply.get("precompute", True):
-        party.ot_receiver.precompute(k * pp.n_features * pp.x_bits)
+    if precompute:
+        engine = party.ot_sender if party.role == SERVER else party.ot_receiver
+        engine.precompute(k * pp.n_features * pp.x_bits)
+    extend_s = time.perf_counter() - t0
+    if party.role == SERVER:
+        return {**info, "extend_s": extend_s, "out_bits": out_bits}
     return {"out_bits": out_bits, "resumed": bool(reply.get("resumed")), "softspoken_k": reply["k"],
-            "ot_setup_s": reply["setup_s"], "extend_s": time.perf_counter() - t0,
+            "ot_setup_s": reply["setup_s"], "extend_s": extend_s,
             "ot_setup_bytes": b1 - b0, "extend_bytes": ch.bytes_sent + ch.bytes_received - b1}
 
 
-def server_online(party: Party, w: np.ndarray, y_offset: float, pp: PublicParams, k: int,
-                  out_bits: int = 64) -> None:
-    """Model owner's side of steps 2-3 for k queries."""
-    w_enc = np.rint(w * float(1 << pp.weight_frac_bits))
-    if np.abs(w_enc).max() >= 2.0**62:
-        raise ModelError("weights too large for the fixed-point plan")
-    w_enc = w_enc.astype(np.int64).view(U64)
-    n = w_enc.shape[0]
-    party.check_peer("linear-ip", {"k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits}, sender=False)
-    corr_x = np.tile(w_enc, k)
-    groups = _bit_groups(pp.x_bits, out_bits)
-    # one COT per (bit i, query, feature j) with correlation w_enc_j, all in one exchange; keep the pads s
-    pads = cot_send_many(party.ot_sender, [np.tile(corr_x, i1 - i0) for i0, i1, _ in groups],
-                         [bits for _, _, bits in groups])
-    share = np.zeros(k, dtype=U64)
-    for (i0, i1, _), s in zip(groups, pads):
-        s = s.reshape(i1 - i0, k, n)
-        share -= (s.sum(axis=2, dtype=U64) << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
-    lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
-    corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
-    off = int(round(y_offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits))) % (1 << 64)
-    share = (share + U64(corr) + U64(off)) & _mask(out_bits)
-    party.ch.send_array(share)
-
-
-def client_online(party: Party, pp: PublicParams, phi: np.ndarray, out_bits: int = 64) -> np.ndarray:
-    """Query owner's side of steps 1, 2 and 4: phi (k, F') -> k predictions."""
-    phi = np.atleast_2d(phi)
-    k, n = phi.shape
-    enc = pp.encode_features(phi, "query features").ravel()
-    party.check_peer("linear-ip", {"k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits}, sender=True)
-    groups = _bit_groups(pp.x_bits, out_bits)
-    # bit-major choices: group (i0, i1) holds bits i0..i1-1 of every encoded feature
-    bits_all = ((enc[None, :] >> np.arange(pp.x_bits, dtype=U64)[:, None]) & U64(1)).astype(np.uint8)
-    got = cot_recv_many(party.ot_receiver, [bits_all[i0:i1].ravel() for i0, i1, _ in groups],
-                        [bits for _, _, bits in groups])
-    mine = np.zeros(k, dtype=U64)
-    for (i0, i1, _), t in zip(groups, got):
-        t = t.reshape(i1 - i0, k, n)
-        mine += (t.sum(axis=2, dtype=U64) << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
+def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
+           w: np.ndarray | None = None, y_offset: float = 0.0, phi: np.ndarray | None = None
+           ) -> np.ndarray | None:
+    """Steps 1-4 for k queries, both roles: the server (role 0) passes its weights ``w`` and
+    ``y_offset``, the client (role 1) its features ``phi`` (k, F') and gets the k predictions."""
+    n = pp.n_features
+    if party.role == SERVER:
+        w_enc = np.rint(w * float(1 << pp.weight_frac_bits))
+        if np.abs(w_enc).max() >= 2.0**62:
+            raise ModelError("weights too large for the fixed-point plan")
+        w_enc = w_enc.astype(np.int64).view(U64)
+        n = w_enc.shape[0]
+    else:
+        # 1. phi' = (phi - lo) 2^F, refused if out of bounds
+        phi = np.atleast_2d(phi)
+        k, n = phi.shape
+        enc = pp.encode_features(phi, "query features")
+    party.check_peer("linear-ip", {"k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits},
+                     announce=party.role == CLIENT)
+    # 2. Gilboa products in Z_2^out_bits: the client chooses with the bits of phi', the server
+    #    holds the correlations w_enc; one pipelined exchange
+    if party.role == SERVER:
+        share = inner_products_pipelined(party, CLIENT, x=w_enc, y_bits=pp.x_bits, ring_bits=out_bits, k=k)
+        # 3. add lo 2^F sum(w_enc) + y_offset 2^(F+fw) and send the share
+        lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
+        corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
+        off = int(round(y_offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits))) % (1 << 64)
+        party.ch.send_array((share + U64(corr) + U64(off)) & _mask(out_bits))
+        return None
+    mine = inner_products_pipelined(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits)
+    # 4. add the server's share, sign-extend from out_bits bits, decode
     theirs = party.ch.recv_array(dtype=np.uint64, shape=(k,))
     y = (mine + theirs) & _mask(out_bits)
-    if out_bits < 64:  # sign-extend from out_bits bits
+    if out_bits < 64:
         y = (y ^ U64(1 << (out_bits - 1))) - U64(1 << (out_bits - 1))
     return y.view(np.int64).astype(np.float64) / 2.0 ** (pp.frac_bits + pp.weight_frac_bits)
+
+
+def server_setup(party: PartyContext, k: int, pp: PublicParams, out_bits: int, *,
+                 softspoken_k: int = ot_session.DEFAULT_K, precompute: bool = PRECOMPUTE_OT,
+                 keep_session: bool = True, store: ot_session.TicketStore | None = None) -> dict[str, Any]:
+    """Step 0, model owner (:func:`setup`, role 0)."""
+    return setup(party, pp, k, out_bits=out_bits, softspoken_k=softspoken_k, precompute=precompute,
+                 keep_session=keep_session, store=store)
+
+
+def client_setup(party: PartyContext, pp: PublicParams, k: int, server_key: str, *, resume: bool = True
+                 ) -> dict[str, Any]:
+    """Step 0, query owner (:func:`setup`, role 1)."""
+    return setup(party, pp, k, server_key=server_key, resume=resume)
+
+
+def server_online(party: PartyContext, w: np.ndarray, y_offset: float, pp: PublicParams, k: int,
+                  out_bits: int = 64) -> None:
+    """Model owner's side of steps 2-3 (:func:`online`, role 0)."""
+    online(party, pp, k, out_bits, w=w, y_offset=y_offset)
+
+
+def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, out_bits: int = 64) -> np.ndarray:
+    """Query owner's side of steps 1, 2 and 4 (:func:`online`, role 1): the predictions."""
+    phi = np.atleast_2d(phi)
+    return online(party, pp, phi.shape[0], out_bits, phi=phi)

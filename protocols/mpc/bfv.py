@@ -71,7 +71,7 @@ def _scratch(kind: str) -> str:
 class BFVContext:
     """SEAL context for BFV with plaintext modulus 2^plain_bits, plus what numpy needs to talk to it."""
 
-    def __init__(self, plain_bits: int) -> None:
+    def __init__(self, plain_bits: int, seed: int | None = None) -> None:
         s = _sealapi()
         self.s = s
         self.n = POLY_DEGREE
@@ -80,6 +80,13 @@ class BFVContext:
         parms.set_poly_modulus_degree(self.n)
         parms.set_coeff_modulus(s.CoeffModulus.Create(self.n, list(COEFF_BITS)))
         parms.set_plain_modulus(s.Modulus(1 << self.plain_bits))
+        if seed is not None:
+            # tests only (a seeded Party): SEAL's keys and encryption noise from a fixed seed, so a
+            # session's transcript is reproducible -- as insecure as the seeded Party itself
+            import hashlib
+
+            words = np.frombuffer(hashlib.blake2b(f"bfv:{seed}".encode(), digest_size=64).digest(), dtype="<u8")
+            parms.set_random_generator(s.Blake2xbPRNGFactory([int(w) for w in words]))
         self.ctx = s.SEALContext(parms, True, s.SEC_LEVEL_TYPE.TC128)
         if not self.ctx.parameters_set():
             raise ProtocolError(f"SEAL rejected the BFV parameters: {self.ctx.parameters_error_message()}")
@@ -192,7 +199,8 @@ class BFVContext:
         return self.ciphertext_rns(rns)
 
 
-@lru_cache(maxsize=4)
-def context(plain_bits: int) -> BFVContext:
-    """One context per plaintext modulus and process (SEAL contexts are immutable, thread-safe)."""
-    return BFVContext(plain_bits)
+@lru_cache(maxsize=8)
+def context(plain_bits: int, seed: int | None = None) -> BFVContext:
+    """One context per plaintext modulus and process (SEAL contexts are immutable, thread-safe);
+    ``seed`` (tests with seeded parties only) makes SEAL's randomness reproducible."""
+    return BFVContext(plain_bits, seed)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from protocols.mpc.party import Party
+from protocols.mpc.sharing import beaver_mul
 from secureml.errors import DataError
 
 U64 = np.uint64
@@ -187,8 +188,6 @@ def drelu(p: Party, x: np.ndarray, provider=None) -> np.ndarray:
 
 def select(p: Party, bit: np.ndarray, x: np.ndarray, provider=None) -> np.ndarray:
     """Arithmetic share of ``bit * x`` for a XOR-shared bit and a shared value: B2A + Beaver."""
-    from protocols.mpc.sharing import beaver_mul
-
     return beaver_mul(p, b2a(p, bit), x, provider=provider)
 
 

@@ -1,34 +1,44 @@
-"""Gilboa's OT-based products over Z_2^64: public-to-one x private-to-other, matvec, inner product.
+"""Gilboa's OT-based products over Z_2^64: the one core of every Gilboa product in the project.
 
 Gilboa (CRYPTO 1999, "Two party RSA key generation") multiplies a value ``x`` held by the
-*sender* with a value ``y = sum_i 2^i y_i`` held by the *receiver* using one correlated OT per
-bit of ``y``: for bit ``i`` the sender inputs the correlation ``x``; the receiver, with choice
-``y_i``, obtains ``t_i = s_i + y_i * x (mod 2^(64-i))`` while the sender keeps the random
-``s_i``.  Then ``sum_i 2^i t_i - sum_i 2^i s_i = x * y (mod 2^64)``.  Because bit ``i`` is
-scaled by ``2^i``, only the low ``64 - i`` bits of its correlation matter, so the correction
-for bit ``i`` needs ``64 - i`` bits (the OT engine sends ``ceil(bits/8)`` bytes; bits whose
-widths round to the same byte count share one COT call).
+*correlation holder* (the OT sender) with a value ``y = sum_i 2^i y_i`` held by the *chooser* (the
+OT receiver) using one correlated OT per bit of ``y``: for bit ``i`` the holder inputs the
+correlation ``x``; the chooser, with choice ``y_i``, obtains ``t_i = s_i + y_i * x (mod 2^(64-i))``
+while the holder keeps the random ``s_i``.  Then ``sum_i 2^i t_i - sum_i 2^i s_i = x * y (mod
+2^64)``.  Because bit ``i`` is scaled by ``2^i``, only the low ``64 - i`` bits of its correlation
+matter, so the correction for bit ``i`` needs ``64 - i`` bits (the OT engine sends
+``ceil(bits/8)`` bytes; bits whose widths round to the same byte count share one COT call:
+:func:`bit_groups`).
 
-The matrix-vector product ``X @ y`` (sender holds ``X`` of shape (n, d), receiver holds ``y``
-of length d) uses one COT per (column j, bit i) whose correlation is the whole column
-``X[:, j]`` -- an n-long vector OLE: d * y_bits COTs instead of n * d * y_bits.
+The core -- :func:`bit_groups`, :func:`choice_bits`, :func:`bit_weights` -- is shared by the
+64-bit products here, the 128-bit inner products of exact KRR (:mod:`protocols.mpc.gilboa128`)
+and the pipelined inner products of compact models (:func:`inner_products_pipelined`).
 
-Threat model: semi-honest (honest-but-curious) parties.  The receiver sees only COT outputs,
-each masked by the sender's fresh pseudo-random pad ``s_i`` (uniform mod 2^(64-i)); the sender
-sees only IKNP messages, which are independent of the choice bits.  Public: the shapes
+Each product is one function both parties call with the same public arguments (the MPyC style):
+``chooser`` names the party whose private input is decomposed into OT choice bits; the other
+party is the correlation holder. Each passes its own input (``x`` or ``y``) and gets its share.
+
+The matrix-vector product ``X @ y`` (holder has ``X`` of shape (n, d), chooser has ``y`` of
+length d) uses one COT per (column j, bit i) whose correlation is the whole column ``X[:, j]`` --
+an n-long vector OLE: d * y_bits COTs instead of n * d * y_bits.
+
+Threat model: semi-honest (honest-but-curious) parties.  The chooser sees only COT outputs,
+each masked by the holder's fresh pseudo-random pad ``s_i`` (uniform mod 2^(64-i)); the holder
+sees only OT-extension messages, which are independent of the choice bits.  Public: the shapes
 (n, d), ``y_bits`` and whether ``y`` is signed.  Outputs are additive shares mod 2^64: the
-sender's share is ``-sum 2^i s_i`` (uniform, since ``s_0`` is uniform mod 2^64), the receiver's
+holder's share is ``-sum 2^i s_i`` (uniform, since ``s_0`` is uniform mod 2^64), the chooser's
 is the rest.
 
-Signed ``y``: with ``signed=True`` the receiver's ``y`` is a two's-complement value in
+Signed ``y``: with ``signed=True`` the chooser's ``y`` is a two's-complement value in
 ``[-2^(y_bits-1), 2^(y_bits-1))``; it offsets ``y' = y + 2^(y_bits-1)`` (non-negative, < 2^y_bits)
-and the sender subtracts ``x * 2^(y_bits-1)`` from its share -- same cost, no leak.
+and the holder subtracts ``x * 2^(y_bits-1)`` from its share -- same cost, no leak.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from protocols.mpc.party import Party
+from protocols.mpc.context import PartyContext
+from protocols.ot.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import DataError
 
 U64 = np.uint64
@@ -36,12 +46,14 @@ U64 = np.uint64
 MATVEC_CHUNK_BYTES = 32 << 20
 
 
-def _bit_groups(y_bits: int, ring_bits: int = 64) -> list[tuple[int, int, int]]:
+# ---- the core: which bits travel together, the chooser's bits, their weights ----------------
+def bit_groups(y_bits: int, ring_bits: int = 64) -> list[tuple[int, int, int]]:
     """Split bit positions 0..y_bits-1 into runs with the same correction byte width.
 
     Returns (first_bit, end_bit, bits) triples; ``bits = ring_bits - first_bit`` is enough for
     every bit in the run (a larger modulus is harmless after scaling by 2^i). A caller that only
-    needs the result modulo 2^ring_bits (< 64) saves the top bytes of every correction.
+    needs the result modulo 2^ring_bits saves the top bytes of every correction; 128-bit products
+    pass ``ring_bits=128``.
     """
     groups: list[tuple[int, int, int]] = []
     i = 0
@@ -55,6 +67,17 @@ def _bit_groups(y_bits: int, ring_bits: int = 64) -> list[tuple[int, int, int]]:
     return groups
 
 
+def choice_bits(y: np.ndarray, i0: int, i1: int) -> np.ndarray:
+    """Bits i0..i1-1 of every element of y, bit-major: shape (i1 - i0, *y.shape), uint8."""
+    shifts = np.arange(i0, i1, dtype=U64).reshape((-1,) + (1,) * y.ndim)
+    return ((y[None] >> shifts) & U64(1)).astype(np.uint8)
+
+
+def bit_weights(i0: int, i1: int) -> np.ndarray:
+    """2^i for i in i0..i1-1 (uint64)."""
+    return (U64(1) << np.arange(i0, i1, dtype=U64)).astype(U64)
+
+
 def _check_y_bits(y_bits: int) -> int:
     y_bits = int(y_bits)
     if not 1 <= y_bits <= 64:
@@ -63,7 +86,7 @@ def _check_y_bits(y_bits: int) -> int:
 
 
 def _offset_y(y: np.ndarray, y_bits: int, signed: bool) -> np.ndarray:
-    """Validate the receiver's input and map signed values to [0, 2^y_bits)."""
+    """Validate the chooser's input and map signed values to [0, 2^y_bits)."""
     y = np.ascontiguousarray(y, dtype=U64)
     if signed:
         y = y + U64(1 << (y_bits - 1))
@@ -73,84 +96,92 @@ def _offset_y(y: np.ndarray, y_bits: int, signed: bool) -> np.ndarray:
     return y
 
 
-def _weights(i0: int, i1: int) -> np.ndarray:
-    return (U64(1) << np.arange(i0, i1, dtype=U64)).astype(U64)
+# ---- elementwise product and inner product --------------------------------------------------
+def gilboa_mul(p: PartyContext, chooser: int, x: np.ndarray | None = None, y: np.ndarray | None = None,
+               *, y_bits: int, signed: bool = False) -> np.ndarray:
+    """Shares of ``x * y`` (elementwise, mod 2^64); both parties call it.
 
-
-def _choice_bits(y: np.ndarray, i0: int, i1: int) -> np.ndarray:
-    """Bits i0..i1-1 of every element of y, bit-major: shape (i1 - i0, *y.shape), uint8."""
-    shifts = np.arange(i0, i1, dtype=U64).reshape((-1,) + (1,) * y.ndim)
-    return ((y[None] >> shifts) & U64(1)).astype(np.uint8)
-
-
-def mul_public_private_sender(
-    p: Party, x: np.ndarray, y_bits: int, *, signed: bool = False
-) -> np.ndarray:
-    """Sender side of Gilboa's product: share of ``x * y`` where the peer holds ``y``.
-
-    Steps (sender = OT sender, peer = OT receiver):
-      1. receive the peer's header (sizes, y_bits, signedness) and check it matches;
-      2. for each run of bits [i0, i1) (same correction width): COT with correlation ``x``
-         repeated once per bit, ``bits = 64 - i0``; keep the pads ``s_i``;
-      3. share = -sum_i 2^i s_i  (minus ``x * 2^(y_bits-1)`` when ``signed``).
+    The chooser passes ``y`` (``y_bits`` bits, optionally signed), the other party ``x``.
+    Steps:
+      1. the chooser offsets y if signed and sends the header (sizes, y_bits, signedness); the
+         holder checks it;
+      2. for each run of bits [i0, i1) (same correction width, :func:`bit_groups`): one COT per
+         bit and element, the holder's correlation ``x`` repeated once per bit,
+         ``bits = 64 - i0``; the chooser's choices are the bits ``y_i`` and it gets
+         ``t_i = s_i + y_i x (mod 2^(64-i0))``; the holder keeps the pads ``s_i``;
+      3. chooser's share = sum_i 2^i t_i; holder's = -sum_i 2^i s_i (minus ``x * 2^(y_bits-1)``
+         when ``signed``).
     """
     y_bits = _check_y_bits(y_bits)
-    x = np.ascontiguousarray(x, dtype=U64).ravel()
-    n = x.shape[0]
-    p.check_peer("gilboa-mul", {"n": n, "y_bits": y_bits, "signed": bool(signed)}, sender=False)
+    choosing = p.role == chooser
+    if choosing:
+        y = np.ascontiguousarray(y, dtype=U64).ravel()
+        y = _offset_y(y, y_bits, signed)  # validate before talking, so a bad input fails fast
+        n = y.shape[0]
+    else:
+        x = np.ascontiguousarray(x, dtype=U64).ravel()
+        n = x.shape[0]
+    p.check_peer("gilboa-mul", {"n": n, "y_bits": y_bits, "signed": bool(signed)}, announce=choosing)
     share = np.zeros(n, dtype=U64)
     if n == 0:
         return share
-    for i0, i1, bits in _bit_groups(y_bits):
+    for i0, i1, bits in bit_groups(y_bits):
         k = i1 - i0
-        s = p.ot_sender.cot_send(np.tile(x, k), bits=bits).reshape(k, n)
-        share -= (s * _weights(i0, i1)[:, None]).sum(axis=0, dtype=U64)
-    if signed:
+        w = bit_weights(i0, i1)[:, None]
+        if choosing:
+            t = p.ot_receiver.cot_recv(choice_bits(y, i0, i1).ravel(), w=1, bits=bits).reshape(k, n)
+            share += (t * w).sum(axis=0, dtype=U64)
+        else:
+            s = p.ot_sender.cot_send(np.tile(x, k), bits=bits).reshape(k, n)
+            share -= (s * w).sum(axis=0, dtype=U64)
+    if signed and not choosing:
         share -= x * U64(1 << (y_bits - 1))
     return share
 
 
-def mul_public_private_receiver(
-    p: Party, y: np.ndarray, y_bits: int, *, signed: bool = False
-) -> np.ndarray:
-    """Receiver side of Gilboa's product: share of ``x * y`` where the peer holds ``x``.
+def inner_product(p: PartyContext, chooser: int, x: np.ndarray | None = None, y: np.ndarray | None = None,
+                  *, y_bits: int, signed: bool = False) -> np.uint64:
+    """Share of ``sum_i x_i y_i``: :func:`gilboa_mul`, summed locally."""
+    return np.uint64(gilboa_mul(p, chooser, x, y, y_bits=y_bits, signed=signed).sum(dtype=U64))
 
-    Steps (receiver = OT receiver, choice bits = bits of y):
-      1. send the header (sizes, y_bits, signedness); offset y if signed;
-      2. for each run of bits [i0, i1): COT receive with choices ``y_i``, getting
-         ``t_i = s_i + y_i x (mod 2^(64-i0))``;
-      3. share = sum_i 2^i t_i.
+
+def inner_products_pipelined(p: PartyContext, chooser: int, x: np.ndarray | None = None,
+                             y: np.ndarray | None = None, *, y_bits: int, ring_bits: int = 64,
+                             k: int = 1) -> np.ndarray:
+    """Shares (k,) mod 2^ring_bits of ``y[a] . x`` for k rows ``y`` (k, n) of the chooser and
+    one vector ``x`` (n,) of the holder, all COTs in one pipelined exchange (SoftSpoken engines,
+    :func:`protocols.ot.softspoken.cot_send_many`).
+
+    Steps (y non-negative, < 2^y_bits; the caller checks the peer's parameters first):
+      1. for every run of bits [i0, i1) (:func:`bit_groups` in Z_2^ring_bits): one COT per
+         (bit i, row a, element j), bit-major, the holder's correlation ``x_j``, trimmed to
+         ring_bits - i0 bits;
+      2. chooser: sum over j and i of 2^i t; holder: minus the same sum of its pads s.
+    Shares are correct modulo 2^ring_bits only (the caller masks them).
     """
-    y_bits = _check_y_bits(y_bits)
-    y = np.ascontiguousarray(y, dtype=U64).ravel()
-    n = y.shape[0]
-    y = _offset_y(y, y_bits, signed)  # validate before talking, so a bad input fails fast
-    p.check_peer("gilboa-mul", {"n": n, "y_bits": y_bits, "signed": bool(signed)}, sender=True)
-    share = np.zeros(n, dtype=U64)
-    if n == 0:
-        return share
-    for i0, i1, bits in _bit_groups(y_bits):
-        k = i1 - i0
-        choices = _choice_bits(y, i0, i1).ravel()
-        t = p.ot_receiver.cot_recv(choices, w=1, bits=bits).reshape(k, n)
-        share += (t * _weights(i0, i1)[:, None]).sum(axis=0, dtype=U64)
+    groups = bit_groups(y_bits, ring_bits)
+    widths = [bits for _, _, bits in groups]
+    if p.role == chooser:
+        y = np.atleast_2d(np.ascontiguousarray(y, dtype=U64))
+        k, n = y.shape
+        flat = y.ravel()
+        got = cot_recv_many(p.ot_receiver, [choice_bits(flat, i0, i1).ravel() for i0, i1, _ in groups], widths)
+        sign = 1
+    else:
+        x = np.ascontiguousarray(x, dtype=U64).ravel()
+        n = x.shape[0]
+        corr = np.tile(x, k)
+        got = cot_send_many(p.ot_sender, [np.tile(corr, i1 - i0) for i0, i1, _ in groups], widths)
+        sign = -1
+    share = np.zeros(k, dtype=U64)
+    for (i0, i1, _), t in zip(groups, got):
+        part = (t.reshape(i1 - i0, k, n).sum(axis=2, dtype=U64)
+                << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
+        share = share + part if sign > 0 else share - part
     return share
 
 
-def inner_product_sender(
-    p: Party, x: np.ndarray, y_bits: int, *, signed: bool = False
-) -> np.uint64:
-    """Sender's share of ``sum_i x_i y_i`` (peer holds y): Gilboa products, summed locally."""
-    return np.uint64(mul_public_private_sender(p, x, y_bits, signed=signed).sum(dtype=U64))
-
-
-def inner_product_receiver(
-    p: Party, y: np.ndarray, y_bits: int, *, signed: bool = False
-) -> np.uint64:
-    """Receiver's share of ``sum_i x_i y_i`` (peer holds x): Gilboa products, summed locally."""
-    return np.uint64(mul_public_private_receiver(p, y, y_bits, signed=signed).sum(dtype=U64))
-
-
+# ---- matrix-vector product ------------------------------------------------------------------
 def auto_chunk_cols(n: int, y_bits: int, budget_bytes: int = MATVEC_CHUNK_BYTES) -> int:
     """Columns per COT batch so that one batch's (columns * bits, n) uint64 matrix fits the budget."""
     per_col = max(1, n) * 8 * max(1, min(y_bits, 8))
@@ -161,31 +192,11 @@ def _col_chunks(d: int, chunk_cols: int) -> list[tuple[int, int]]:
     return [(a, min(d, a + chunk_cols)) for a in range(0, d, chunk_cols)]
 
 
-def _matvec_agree(p: Party, n: int, d: int, y_bits: int, chunk_cols: int | None, signed: bool,
-                  ring_bits: int, *, sender: bool) -> int:
-    """Both sides of a matvec: pick the column chunk and check the peer runs the same plan."""
-    chunk_cols = auto_chunk_cols(n, y_bits) if chunk_cols is None else int(chunk_cols)
-    if chunk_cols < 1:
-        raise DataError("chunk_cols must be >= 1")
-    p.check_peer(
-        "gilboa-matvec",
-        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
-         "ring_bits": int(ring_bits)},
-        sender=sender,
-    )
-    return chunk_cols
-
-
-def matvec_sender(
-    p: Party,
-    X: np.ndarray,
-    y_bits: int,
-    chunk_cols: int | None = None,
-    *,
-    signed: bool = False,
-    ring_bits: int = 64,
-) -> np.ndarray:
-    """Sender's share (n,) of ``X @ y`` where this party holds X (n, d) and the peer holds y (d,).
+def matvec(p: PartyContext, chooser: int, X: np.ndarray | None = None, y: np.ndarray | None = None,
+           *, y_bits: int, n: int | None = None, chunk_cols: int | None = None, signed: bool = False,
+           ring_bits: int = 64) -> np.ndarray:
+    """Shares (n,) of ``X @ y``; both parties call it. The holder passes ``X`` (n, d), the
+    chooser ``y`` (d,) and ``n``.
 
     Vector OLE from COT: one COT per (column j, bit i of y_j) with the n-long correlation
     ``X[:, j]``.  Memory is bounded by processing ``chunk_cols`` columns at a time (default:
@@ -193,81 +204,67 @@ def matvec_sender(
     ``chunk_cols`` (checked).
 
     Steps:
-      1. receive and check the peer's header (n, d, y_bits, chunk_cols, signed);
-      2. for each column chunk [a, b) and each run of bits [i0, i1): COT with correlations
-         ``X[:, j]`` for j in [a, b), repeated per bit (shape ((b-a)(i1-i0), n)), bits = 64 - i0;
-      3. share = -sum_{j,i} 2^i s_{j,i}  (minus ``2^(y_bits-1) * X.sum(1)`` when ``signed``).
-    Traffic: d * y_bits IKNP OTs (16 bytes each) + sum_i n * ceil((ring_bits-i)/8) bytes per column.
+      1. the chooser offsets y if signed and sends the header (n, d, y_bits, chunk_cols, signed,
+         ring_bits); the holder checks it;
+      2. for each column chunk [a, b) and each run of bits [i0, i1): the holder's COT
+         correlations are ``X[:, j]`` for j in [a, b), repeated per bit (shape ((b-a)(i1-i0), n)),
+         bits = ring_bits - i0; the chooser's choices are bit i of y_j, vector width n, and it
+         gets ``t_{j,i} = s_{j,i} + y_{j,i} X[:, j]``;
+      3. chooser: share = sum_{j,i} 2^i t_{j,i}; holder: share = -sum_{j,i} 2^i s_{j,i}
+         (minus ``2^(y_bits-1) * X.sum(1)`` when ``signed``).
+    Traffic: d * y_bits OTs + sum_i n * ceil((ring_bits-i)/8) bytes per column.
     With ``ring_bits`` < 64 the shares are correct modulo 2^ring_bits only (callers that work in a
     smaller ring, e.g. squared distances with a known bound, save the corrections' top bytes).
     """
     y_bits = _check_y_bits(y_bits)
-    X = np.ascontiguousarray(X, dtype=U64)
-    if X.ndim != 2:
-        raise DataError(f"matvec_sender needs a 2-D matrix, got shape {X.shape}")
-    n, d = X.shape
-    chunk_cols = _matvec_agree(p, n, d, y_bits, chunk_cols, signed, ring_bits, sender=False)
+    choosing = p.role == chooser
+    if choosing:
+        y = np.ascontiguousarray(y, dtype=U64).ravel()
+        d = y.shape[0]
+        n = int(n)
+        y = _offset_y(y, y_bits, signed)  # validate before talking, so a bad input fails fast
+    else:
+        X = np.ascontiguousarray(X, dtype=U64)
+        if X.ndim != 2:
+            raise DataError(f"matvec needs a 2-D matrix, got shape {X.shape}")
+        n, d = X.shape
+    chunk_cols = auto_chunk_cols(n, y_bits) if chunk_cols is None else int(chunk_cols)
+    if chunk_cols < 1:
+        raise DataError("chunk_cols must be >= 1")
+    p.check_peer(
+        "gilboa-matvec",
+        {"n": n, "d": d, "y_bits": y_bits, "chunk_cols": chunk_cols, "signed": bool(signed),
+         "ring_bits": int(ring_bits)},
+        announce=choosing,
+    )
     share = np.zeros(n, dtype=U64)
     if n == 0 or d == 0:
         return share
-    XT = np.ascontiguousarray(X.T)  # column j as a contiguous row
+    XT = None if choosing else np.ascontiguousarray(X.T)  # column j as a contiguous row
     for a, b in _col_chunks(d, chunk_cols):
-        cols = XT[a:b]  # (c, n)
         c = b - a
-        for i0, i1, bits in _bit_groups(y_bits, ring_bits):
+        for i0, i1, bits in bit_groups(y_bits, ring_bits):
             k = i1 - i0
-            # row order: bit-major then column -> (k, c, n)
-            delta = np.broadcast_to(cols[None], (k, c, n)).reshape(k * c, n)
-            s = p.ot_sender.cot_send(delta, bits=bits).reshape(k, c, n)
-            w = _weights(i0, i1)
-            for r in range(k):  # k <= 8 rows of weights; each is a vectorised (c, n) op
-                share -= (s[r] * w[r]).sum(axis=0, dtype=U64)
-    if signed:
+            w = bit_weights(i0, i1)
+            if choosing:
+                choices = choice_bits(y[a:b], i0, i1).ravel()  # (k * c,) bit-major
+                t = p.ot_receiver.cot_recv(choices, w=n, bits=bits).reshape(k, c, n)
+                for r in range(k):  # k <= 8 rows of weights; each is a vectorised (c, n) op
+                    share += (t[r] * w[r]).sum(axis=0, dtype=U64)
+            else:
+                # row order: bit-major then column -> (k, c, n)
+                delta = np.broadcast_to(XT[a:b][None], (k, c, n)).reshape(k * c, n)
+                s = p.ot_sender.cot_send(delta, bits=bits).reshape(k, c, n)
+                for r in range(k):
+                    share -= (s[r] * w[r]).sum(axis=0, dtype=U64)
+    if signed and not choosing:
         share -= X.sum(axis=1, dtype=U64) * U64(1 << (y_bits - 1))
     return share
 
 
-def matvec_receiver(
-    p: Party,
-    y: np.ndarray,
-    y_bits: int,
-    n: int,
-    chunk_cols: int | None = None,
-    *,
-    signed: bool = False,
-    ring_bits: int = 64,
-) -> np.ndarray:
-    """Receiver's share (n,) of ``X @ y`` where the peer holds X (n, d) and this party holds y (d,).
-
-    Steps:
-      1. send the header (n, d, y_bits, chunk_cols, signed); offset y if signed;
-      2. for each column chunk and run of bits: COT receive with choices ``bit i of y_j``,
-         vector width n, getting ``t_{j,i} = s_{j,i} + y_{j,i} X[:, j] (mod 2^(64-i0))``;
-      3. share = sum_{j,i} 2^i t_{j,i}.
-    """
-    y_bits = _check_y_bits(y_bits)
-    y = np.ascontiguousarray(y, dtype=U64).ravel()
-    d = y.shape[0]
-    n = int(n)
-    y = _offset_y(y, y_bits, signed)  # validate before talking, so a bad input fails fast
-    chunk_cols = _matvec_agree(p, n, d, y_bits, chunk_cols, signed, ring_bits, sender=True)
-    share = np.zeros(n, dtype=U64)
-    if n == 0 or d == 0:
-        return share
-    for a, b in _col_chunks(d, chunk_cols):
-        c = b - a
-        for i0, i1, bits in _bit_groups(y_bits, ring_bits):
-            k = i1 - i0
-            choices = _choice_bits(y[a:b], i0, i1).ravel()  # (k * c,) bit-major
-            t = p.ot_receiver.cot_recv(choices, w=n, bits=bits).reshape(k, c, n)
-            w = _weights(i0, i1)
-            for r in range(k):
-                share += (t[r] * w[r]).sum(axis=0, dtype=U64)
-    return share
-
-
+# ---- products with a shared factor ----------------------------------------------------------
 def mul_shared_private(
-    p: Party,
+    p: PartyContext,
     x_share: np.ndarray,
     holder: int,
     y: np.ndarray | None = None,
@@ -278,10 +275,10 @@ def mul_shared_private(
     """Share of ``x * y`` (elementwise) where x is secret-shared and y is private to ``holder``.
 
     Steps: 1. the holder multiplies its own share locally: ``x_h * y``;
-           2. one Gilboa product for the peer's share: peer = OT sender with ``x_peer``,
-              holder = OT receiver with the bits of y (``y_bits``, optionally signed);
+           2. one Gilboa product for the peer's share: the peer holds the correlation
+              ``x_peer``, the holder chooses with the bits of y (``y_bits``, optionally signed);
            3. holder: ``x_h y + t``; peer: ``s``  (t + s = x_peer y).
-    Threat model as for :func:`mul_public_private_sender`; the peer learns nothing about y.
+    Threat model as for :func:`gilboa_mul`; the peer learns nothing about y.
     """
     x_share = np.ascontiguousarray(x_share, dtype=U64)
     if p.role == holder:
@@ -290,14 +287,14 @@ def mul_shared_private(
         y = np.ascontiguousarray(y, dtype=U64)
         if y.shape != x_share.shape:
             raise DataError(f"x share {x_share.shape} and y {y.shape} differ in shape")
-        t = mul_public_private_receiver(p, y.ravel(), y_bits, signed=signed)
+        t = gilboa_mul(p, holder, y=y.ravel(), y_bits=y_bits, signed=signed)
         return (x_share * y + t.reshape(y.shape)).reshape(x_share.shape)
-    s = mul_public_private_sender(p, x_share.ravel(), y_bits, signed=signed)
+    s = gilboa_mul(p, holder, x=x_share.ravel(), y_bits=y_bits, signed=signed)
     return s.reshape(x_share.shape)
 
 
 def dot_shared_private(
-    p: Party,
+    p: PartyContext,
     x_share: np.ndarray,
     holder: int,
     y: np.ndarray | None = None,
@@ -311,3 +308,8 @@ def dot_shared_private(
     """
     prod = mul_shared_private(p, x_share, holder, y, y_bits, signed=signed)
     return np.array([prod.sum(dtype=U64)], dtype=U64)
+
+
+__all__ = ["MATVEC_CHUNK_BYTES", "auto_chunk_cols", "bit_groups", "bit_weights", "choice_bits",
+           "dot_shared_private", "gilboa_mul", "inner_product", "inner_products_pipelined", "matvec",
+           "mul_shared_private"]

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from protocols.mpc import bfv
-from protocols.mpc.party import Party
+from protocols.mpc.context import PartyContext as Party
 from secureml.errors import DataError, ProtocolError
 
 U64 = np.uint64
@@ -174,12 +174,14 @@ def _ct_limit(ctx: bfv.BFVContext) -> int:
 def _agree(p: Party, plan: HEPlan, sender: bool) -> None:
     p.check_peer("he-matvec", {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits,
                                "ring_bits": plan.ring_bits, "n_i": plan.n_i, "poly": bfv.POLY_DEGREE},
-                 sender=sender)
+                 announce=sender)
 
 
 def matvec_sender(p: Party, prepared: PreparedMatrix) -> np.ndarray:
     """Server's share (n_rows,) mod 2^M of ``X q - delta`` (steps 2-4 of the module docstring)."""
     plan, ctx = prepared.plan, prepared.ctx
+    if getattr(p, "seed", None) is not None:  # seeded (test) party: reproducible SEAL randomness too;
+        ctx = bfv.context(plan.ring_bits, seed=p.seed)  # same parameters, so the plaintexts fit
     s, ev = ctx.s, ctx.evaluator
     M = plan.ring_bits
     _agree(p, plan, sender=False)
@@ -224,7 +226,7 @@ def matvec_receiver(p: Party, q: np.ndarray, x_bits: int, n_rows: int, ring_bits
     plan = make_plan(n_rows, q.shape[0], x_bits, ring_bits)
     if q.size and int(q.max()) >> x_bits:
         raise DataError(f"query entries do not fit in {x_bits} bits")
-    ctx = bfv.context(ring_bits)
+    ctx = bfv.context(ring_bits, seed=getattr(p, "seed", None))
     s = ctx.s
     _agree(p, plan, sender=True)
     # 1. keys (fresh per call: nothing about them outlives the query), public key, query blocks

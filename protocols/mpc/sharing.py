@@ -3,7 +3,7 @@
 A secret ``x`` is split as ``x = x0 + x1 (mod 2^64)``; party p holds ``x_p``.  One share alone is
 uniformly distributed and says nothing about ``x``.  Linear operations are local; products of two
 secrets use a Beaver triple from the party's correlation provider (OT-based by default); fixed-
-point products are followed by a truncation (:mod:`protocols.mpc.truncation`).
+point products (:func:`protocols.mpc.truncation.mul_fixed`) add a truncation.
 
 All functions operate on plain ``uint64`` arrays (a party's share) and take the
 :class:`~protocols.mpc.party.Party` when they need to talk or to know the role.
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols.mpc.fixed_point import FixedPointFormat
 from protocols.mpc.party import Party
 from secureml.errors import DataError
 
@@ -112,28 +111,6 @@ def beaver_mul(p: Party, x: np.ndarray, y: np.ndarray, provider=None) -> np.ndar
     if p.role == 0:
         z = z + d * e
     return z
-
-
-def mul_fixed(
-    p: Party,
-    x: np.ndarray,
-    y: np.ndarray,
-    fmt: FixedPointFormat,
-    provider=None,
-    exact: bool = False,
-) -> np.ndarray:
-    """Fixed-point product: Beaver product then truncation by ``fmt.frac_bits``.
-
-    ``exact=False`` uses SecureML's local truncation (error <= 1 ulp, failure probability
-    ~2^(l+1-64) for |x*y| < 2^l, see :mod:`protocols.mpc.truncation`); ``exact=True`` the
-    comparison-based faithful truncation (interactive, exact floor).
-    """
-    from protocols.mpc.truncation import trunc_exact, trunc_local
-
-    z = beaver_mul(p, x, y, provider)
-    if exact:
-        return trunc_exact(p, z, fmt.frac_bits, provider=provider)
-    return trunc_local(p, z, fmt.frac_bits)
 
 
 @dataclass

@@ -18,32 +18,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.mpc.gilboa import mul_public_private_receiver, mul_public_private_sender
-from protocols.mpc.party import Party
+from protocols.mpc.context import PartyContext
+from protocols.mpc.gilboa import gilboa_mul
 
 U64 = np.uint64
 #: triples per Gilboa batch: bounds memory (64 COTs per triple, ~8 uint64 per COT in flight)
 TRIPLE_BATCH = 1 << 16
 
 
-def _cross(p: Party, mine_x: np.ndarray, mine_y: np.ndarray) -> np.ndarray:
+def _cross(p: PartyContext, mine_x: np.ndarray, mine_y: np.ndarray) -> np.ndarray:
     """Shares of ``x_0 y_1 + x_1 y_0`` (x_p, y_p held by party p): two Gilboa products.
 
-    Steps: 1. party 0 sends-correlation x0, party 1 receives with bits of y1;
-           2. party 1 sends-correlation x1, party 0 receives with bits of y0.
-    The order is fixed by role so the two OT directions pair up without deadlock.
+    Steps: 1. party 0 holds the correlation x0, party 1 chooses with the bits of y1;
+           2. party 1 holds the correlation x1, party 0 chooses with the bits of y0.
+    Both parties run both products in this order, so the two OT directions pair up without deadlock.
     """
-    if p.role == 0:
-        u = mul_public_private_sender(p, mine_x, 64)
-        v = mul_public_private_receiver(p, mine_y, 64)
-    else:
-        u = mul_public_private_receiver(p, mine_y, 64)
-        v = mul_public_private_sender(p, mine_x, 64)
+    u = gilboa_mul(p, 1, x=mine_x, y=mine_y, y_bits=64)
+    v = gilboa_mul(p, 0, x=mine_x, y=mine_y, y_bits=64)
     return u + v
 
 
 def beaver_triples(
-    p: Party, n: int, batch: int = TRIPLE_BATCH
+    p: PartyContext, n: int, batch: int = TRIPLE_BATCH
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """This party's shares ``(a, b, c)`` of n random triples with ``c = a * b (mod 2^64)``.
 
@@ -67,7 +63,7 @@ def _lsb(m: np.ndarray) -> np.ndarray:
     return (np.asarray(m)[:, 0] & 1).astype(np.uint8)
 
 
-def bool_triples(p: Party, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bool_triples(p: PartyContext, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """This party's XOR-shares ``(a, b, c)`` (uint8 bits) of n triples with ``c = a AND b``.
 
     Steps:

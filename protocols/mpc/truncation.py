@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from protocols.mpc.comparison import b2a, millionaire
+from protocols.mpc.fixed_point import FixedPointFormat
 from protocols.mpc.party import Party
+from protocols.mpc.sharing import beaver_mul
 from secureml.errors import DataError
 
 U64 = np.uint64
@@ -66,8 +69,6 @@ def trunc_exact(p: Party, x: np.ndarray, f: int, provider=None) -> np.ndarray:
     Since x' = x0' + x1 - 2^64 wrap over the integers and the low parts add with carry,
     floor(x'/2^f) = (x0' >> f) + (x1 >> f) + carry - 2^(64-f) wrap exactly.
     """
-    from protocols.mpc.comparison import b2a, millionaire
-
     f = _check_f(f)
     x = np.ascontiguousarray(x, dtype=U64)
     shape = x.shape
@@ -90,3 +91,23 @@ def trunc_exact(p: Party, x: np.ndarray, f: int, provider=None) -> np.ndarray:
     if p.role == 0:
         out = out - U64(1 << (EXACT_BIAS_BITS - f))
     return out.reshape(shape)
+
+
+def mul_fixed(
+    p: Party,
+    x: np.ndarray,
+    y: np.ndarray,
+    fmt: FixedPointFormat,
+    provider=None,
+    exact: bool = False,
+) -> np.ndarray:
+    """Fixed-point product: Beaver product then truncation by ``fmt.frac_bits``.
+
+    ``exact=False`` uses SecureML's local truncation (error <= 1 ulp, failure probability
+    ~2^(l+1-64) for |x*y| < 2^l, see :mod:`protocols.mpc.truncation`); ``exact=True`` the
+    comparison-based faithful truncation (interactive, exact floor).
+    """
+    z = beaver_mul(p, x, y, provider)
+    if exact:
+        return trunc_exact(p, z, fmt.frac_bits, provider=provider)
+    return trunc_local(p, z, fmt.frac_bits)

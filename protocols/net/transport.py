@@ -34,12 +34,15 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from protocols.net.errors import ConnectFailed, FrameTooLarge, MalformedMessage, PeerDisconnected, ProtocolTimeout
+from protocols.net.limits import DEFAULT_LIMITS, Deadline, parse_json, read_budget
 from secureml.errors import ProtocolError
 
 __all__ = [
@@ -67,26 +70,6 @@ _ALLOWED_KINDS = frozenset("biuf")
 _MAX_NDIM = 8
 
 
-class PeerDisconnected(ProtocolError):
-    """The other party closed the connection (or this channel was closed)."""
-
-
-class FrameTooLarge(ProtocolError):
-    """A frame or message is larger than the configured limit."""
-
-
-class MalformedMessage(ProtocolError):
-    """A message does not have the expected structure, dtype or shape."""
-
-
-class ProtocolTimeout(ProtocolError):
-    """The peer did not send (or accept) data within the channel's timeout."""
-
-
-class ConnectFailed(ProtocolError):
-    """No connection could be made to the peer."""
-
-
 def _nbytes(part: Any) -> int:
     return memoryview(part).nbytes
 
@@ -105,6 +88,13 @@ class Channel(ABC):
             raise ValueError("max_frame must be in [64, 2**32 - 1]")
         self.max_frame = int(max_frame)
         self._timeout = timeout
+        #: minimum average transfer rate (bytes/s) a read must keep after ``timeout`` seconds;
+        #: a read of n bytes may take ``timeout + n / min_rate`` seconds in all, however the
+        #: bytes trickle in (None: the timeout restarts on every received chunk, as a plain
+        #: socket timeout does).
+        self.min_rate: float | None = DEFAULT_LIMITS.min_rate
+        #: absolute deadline for every blocking operation (whole handshake or session), or None
+        self.deadline: Deadline | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.messages_sent = 0
@@ -153,6 +143,26 @@ class Channel(ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise PeerDisconnected("channel is closed")
+
+    def _read_until(self, n: int) -> float | None:
+        """Monotonic time by which a read of ``n`` bytes must be complete (None: no bound).
+
+        The earlier of the per-read budget (``timeout + n / min_rate``, not restarted by each
+        byte, so a peer trickling one byte a second cannot hold the read) and :attr:`deadline`.
+        """
+        until = None
+        if self._timeout is not None and self.min_rate:
+            until = time.monotonic() + read_budget(n, self._timeout, self.min_rate)
+        if self.deadline is not None and self.deadline.at is not None:
+            until = self.deadline.at if until is None else min(until, self.deadline.at)
+        return until
+
+    def _timeout_message(self, n: int, got: int) -> str:
+        if self.deadline is not None and self.deadline.expired:
+            return f"{self.deadline.what} deadline passed (peer sent {got} of {n} bytes)"
+        if got:
+            return f"peer too slow: {got} of {n} bytes within the allowed time"
+        return f"no data from peer within {self._timeout} s"
 
     def _turn(self, direction: str) -> None:
         if self._last_dir != direction:
@@ -327,13 +337,11 @@ class Channel(ABC):
         """Send a JSON-serialisable object as one UTF-8 message."""
         self.send(json.dumps(obj, separators=(",", ":")).encode("utf-8"))
 
-    def recv_json(self, max_bytes: int = 1 << 20) -> Any:
-        """Receive one JSON message; :class:`MalformedMessage` if it does not parse."""
+    def recv_json(self, max_bytes: int = 1 << 20, max_depth: int = DEFAULT_LIMITS.max_json_depth) -> Any:
+        """Receive one JSON message; :class:`MalformedMessage` if it does not parse or nests
+        deeper than ``max_depth`` (checked before parsing: no RecursionError from a peer)."""
         data = self.recv(max_bytes)
-        try:
-            return json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MalformedMessage(f"peer sent invalid JSON: {exc}") from None
+        return parse_json(data, max_bytes=max_bytes, max_depth=max_depth)
 
     # ------------------------------------------------------------------- close
     def close(self) -> None:
@@ -492,18 +500,28 @@ class TCPChannel(Channel):
         view = buf.cast("B") if buf.format != "B" else buf
         got = 0
         n = view.nbytes
+        until = self._read_until(n)
         try:
             while got < n:
+                if until is not None:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout
+                    self.sock.settimeout(left)
                 k = self.sock.recv_into(view[got:], n - got)
                 if k == 0:
                     raise self._fail(PeerDisconnected("peer closed the connection"))
                 got += k
         except (socket.timeout, TimeoutError):
-            raise self._fail(ProtocolTimeout(f"no data from peer within {self._timeout} s"))
+            raise self._fail(ProtocolTimeout(self._timeout_message(n, got)))
         except ssl.SSLError as exc:
             raise self._fail(MalformedMessage(f"TLS error: {exc}"))
         except OSError as exc:
             raise self._fail(PeerDisconnected(f"connection lost while receiving: {exc}"))
+        finally:
+            if until is not None and not self._closed:
+                # the background writer shares this socket: give its sendall the full timeout
+                self.sock.settimeout(self._timeout)
 
     def _close_stream(self) -> None:
         if self._writer is not None and self._writer is not threading.current_thread():
@@ -602,8 +620,12 @@ class LocalChannel(Channel):
             if not self._buf.nbytes:
                 if self._eof:
                     raise self._fail(PeerDisconnected("peer closed the connection"))
+                wait = self._timeout
+                if self.deadline is not None and self.deadline.at is not None:
+                    left = self.deadline.remaining() or 0.0
+                    wait = left if wait is None else min(wait, left)
                 try:
-                    item = self._inbox.get(timeout=self._timeout)
+                    item = self._inbox.get(timeout=wait)
                 except queue.Empty:
                     raise self._fail(
                         ProtocolTimeout(f"no data from peer within {self._timeout} s")

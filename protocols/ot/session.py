@@ -21,7 +21,7 @@ security does not depend on how many OTs are extended from one Delta.  The punct
 unknown to the server (it never had it), Delta stays unknown to the client (the base OTs hid it).
 Nothing about queries is kept: the saved state is input-independent key material.  Costs and
 caveats: the server can link the sessions that use one ticket (a client that wants unlinkable
-sessions sets ``SECUREML_OT_RESUME=0`` or passes ``resume=False``); a stolen client state lets its
+sessions passes ``resume=False``; a server that keeps no state passes ``keep=False``); a stolen client state lets its
 holder finish OT sessions as that client, which reveals nothing the service does not already
 give any client; state lives in memory only (never on disk) and expires (default 1 hour).
 """
@@ -110,7 +110,7 @@ class ClientTickets(_Bounded):
         self._put(key, _Entry(bytes(ticket), state))
 
 
-#: process-wide stores used by :mod:`protocols.krr.service`
+#: process-wide stores used by default (the KRR server and client, :mod:`protocols.krr.registry`)
 SERVER_TICKETS = TicketStore()
 CLIENT_TICKETS = ClientTickets()
 
@@ -133,14 +133,13 @@ def _hex(msg: dict, key: str, size: int, allow_none: bool = False) -> bytes | No
 
 
 def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAULT_K,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, keep: bool = True) -> dict[str, Any]:
     """Model owner's side of steps 1-4; installs a SoftSpoken sender as ``party.ot_sender``.
 
-    ``extra`` (public values) rides along in the reply.  With ``SECUREML_OT_RESUME=0`` in the
-    server's environment no state is kept or resumed.  Returns {resumed, setup_s}.
+    ``extra`` (public values) rides along in the reply.  With ``keep=False`` no state is kept or
+    resumed (the server may refuse resumption too).  Returns {resumed, setup_s}.
     """
     store = SERVER_TICKETS if store is None else store
-    keep = os.environ.get("SECUREML_OT_RESUME", "1") != "0"  # the server may refuse resumption too
     ch = party.ch
     t0 = time.perf_counter()
     msg = ch.recv_json(max_bytes=1024)
@@ -166,16 +165,14 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
 
 
 def client_start(party: Any, key: str, tickets: ClientTickets | None = None, *,
-                 resume: bool | None = None) -> dict[str, Any]:
+                 resume: bool = True) -> dict[str, Any]:
     """Query owner's side of steps 1-4; installs a SoftSpoken receiver as ``party.ot_receiver``.
 
-    ``key`` names the server (its address and model); ``resume`` defaults to on unless the
-    environment sets ``SECUREML_OT_RESUME=0``.  Returns the server's reply (with its ``extra``
+    ``key`` names the server (its address and model); ``resume=False`` neither presents nor keeps
+    a ticket (unlinkable sessions).  Returns the server's reply (with its ``extra``
     fields) plus ``setup_s``.
     """
     tickets = CLIENT_TICKETS if tickets is None else tickets
-    if resume is None:
-        resume = os.environ.get("SECUREML_OT_RESUME", "1") != "0"
     ch = party.ch
     t0 = time.perf_counter()
     held = tickets.get(key) if resume else None

@@ -20,6 +20,7 @@ from secureml.commands.train import (
     model_from_args,
 )
 from secureml.errors import DataError
+from secureml.sweep import add_scheduler_argument, map_cells
 from secureml.models.baseline import dataset_elements, energies_by_symbol, fit_element_energies
 
 # Plaintext Coulomb-matrix + Gaussian-KRR curve of Weinreich, von Rudorff, von Lilienfeld,
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reference", action="store_true",
                    help="do not draw the published CM + Gaussian KRR curve on the plot")
     p.add_argument("--out", default="learning_curve", help="output folder (default ./learning_curve)")
+    add_scheduler_argument(p)
     p.set_defaults(func=run)
 
 
@@ -80,40 +82,32 @@ def run(args: argparse.Namespace) -> int:
     pool, test = load_split(args, sizes[-1] if args.data == "qm9" else None)
     if sizes[-1] > len(pool):
         raise DataError(f"largest size {sizes[-1]} exceeds the {len(pool)} training molecules available")
-    rows: list[dict[str, Any]] = []
-    cv_choice: dict[str, dict[str, Any]] = {}
-    bar = tqdm([(m, n) for m in models for n in sizes], desc="learning curve", unit="fit")
-    for name, n in bar:
-        bar.set_postfix_str(f"{name} N={n}")
-        train = pool.subset(np.arange(n))  # nested: first n of a seeded permutation
-        model = model_from_args(args, name)  # --baseline is a model option (MolecularModel.baseline)
-        model.property_name = args.property
-        cv_result = None
-        if args.cv:
-            if n <= args.cv_max_n or name not in cv_choice:
-                cv_result = cross_validate(model, train, args, progress=False)
-                cv_choice[name] = cv_result
-            else:
-                model.estimator.set_params(sigma=cv_choice[name]["sigma"], lam=cv_choice[name]["lam"])
-        t0 = time.perf_counter()
-        model.fit(train, args.property)
-        fit_s = time.perf_counter() - t0
-        if model.element_energies_ is not None:
-            model.element_energies_ = cover_elements(model.element_energies_, test)
-        metrics = evaluate(model, test)
-        est = model.estimator
-        params = est.get_params() if hasattr(est, "get_params") else {}
-        rows.append({
-            "model": name,
-            "n_train": n,
-            **metrics,
-            "fit_seconds": fit_s,
-            "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool)) or v is None},
-            "cv_mae": None if cv_result is None else cv_result["mae"],
-            **({"dressed_atom_kcal_mol": energies_by_symbol(model.element_energies_)}
-               if model.element_energies_ is not None else {}),
-        })
-        bar.write(f"{name:16s} N={n:6d}  MAE {metrics['mae']:8.3f}  fit {fit_s:7.1f} s")
+    # Cells (model, N) are independent, except that with --cv sizes above --cv-max-n reuse the
+    # hyperparameters chosen at the largest cross-validated size: those run in a second wave.
+    first, second = [], []
+    for name in models:
+        cv_sizes = [n for n in sizes if n <= args.cv_max_n] if args.cv else sizes
+        if not cv_sizes:  # nothing small enough: the smallest size cross-validates for the rest
+            cv_sizes = sizes[:1]
+        first += [(name, n) for n in cv_sizes]
+        second += [(name, n) for n in sizes if n not in cv_sizes]
+    done: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
+    bar = tqdm(total=len(first) + len(second), desc="learning curve", unit="fit")
+
+    def report(job: Any, result: Any) -> None:
+        row = result[0]
+        bar.update(1)
+        bar.write(f"{row['model']:16s} N={row['n_train']:6d}  MAE {row['mae']:8.3f}  fit {row['fit_seconds']:7.1f} s")
+
+    for res in map_cells(_fit_cell, [(args, name, n, pool, test, None) for name, n in first],
+                         args.scheduler, report):
+        done[(res[0]["model"], res[0]["n_train"])] = res
+    chosen = {name: done[max(k for k in done if k[0] == name)][1] for name in models} if args.cv else {}
+    for res in map_cells(_fit_cell, [(args, name, n, pool, test, chosen.get(name)) for name, n in second],
+                         args.scheduler, report):
+        done[(res[0]["model"], res[0]["n_train"])] = res
+    bar.close()
+    rows: list[dict[str, Any]] = [done[(name, n)][0] for name in models for n in sizes]
 
     summary = {
         "data": args.data,
@@ -137,6 +131,43 @@ def run(args: argparse.Namespace) -> int:
     plot(summary, out / "learning_curve.png", reference=not args.no_reference and args.data == "qm9")
     print(f"wrote {out / 'learning_curve.png'}, .json and .csv")
     return 0
+
+
+def _fit_cell(job: tuple[Any, str, int, Any, Any, dict[str, Any] | None]) -> tuple[dict[str, Any], Any]:
+    """One (model, N) cell: fit on the first N of the pool, score on the test set.
+
+    ``fixed``: hyperparameters chosen by a smaller size's cross-validation (None: cross-validate
+    here when --cv is on).  Returns (result row, the CV result or None).
+    """
+    args, name, n, pool, test, fixed = job
+    train = pool.subset(np.arange(n))  # nested: first n of a seeded permutation
+    model = model_from_args(args, name)  # --baseline is a model option (MolecularModel.baseline)
+    model.property_name = args.property
+    cv_result = None
+    if args.cv:
+        if fixed is None:
+            cv_result = cross_validate(model, train, args, progress=False)
+        else:
+            model.estimator.set_params(sigma=fixed["sigma"], lam=fixed["lam"])
+    t0 = time.perf_counter()
+    model.fit(train, args.property)
+    fit_s = time.perf_counter() - t0
+    if model.element_energies_ is not None:
+        model.element_energies_ = cover_elements(model.element_energies_, test)
+    metrics = evaluate(model, test)
+    est = model.estimator
+    params = est.get_params() if hasattr(est, "get_params") else {}
+    row = {
+        "model": name,
+        "n_train": n,
+        **metrics,
+        "fit_seconds": fit_s,
+        "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool)) or v is None},
+        "cv_mae": None if cv_result is None else cv_result["mae"],
+        **({"dressed_atom_kcal_mol": energies_by_symbol(model.element_energies_)}
+           if model.element_energies_ is not None else {}),
+    }
+    return row, cv_result
 
 
 def cover_elements(energies: dict[int, float], test: Any) -> dict[int, float]:

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--tls", action="store_true", help="connect over TLS")
     p.add_argument("--tls-ca", default=None, help="CA / self-signed certificate to trust (PEM)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="compact models: present no OT-session ticket and keep none (the server cannot "
+                   "link this session to your others; every session runs its base OTs)")
     p.set_defaults(func=run)
 
 
@@ -69,8 +72,7 @@ def load_queries(xyz: list[str], smiles: list[str], batch: str | None):
 def run(args: argparse.Namespace) -> int:
     import ssl
 
-    from protocols.krr import predict
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer, predict
 
     queries = load_queries(args.xyz, args.smiles, args.batch)
     featurize = molecules_featurizer(queries)
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tls:
         ctx = ssl.create_default_context(cafile=args.tls_ca)
         ctx.check_hostname = False
-    preds, cost = predict(args.server, featurize=featurize, ssl_context=ctx)
+    preds, cost = predict(args.server, featurize=featurize, ssl_context=ctx, resume_ot=not args.no_resume)
     rows = [{"molecule": n, "prediction": float(p)} for n, p in zip(queries.names, preds)]
     width = max(len(r["molecule"]) for r in rows)
     for r in rows:

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ot-sample", type=int, default=4, help="queries per attack through the real OT protocol")
     p.add_argument("--fhe-sample", type=int, default=2, help="queries per attack through the real FHE protocol")
     p.add_argument("--seed", type=int, default=0, help="split / attack seed (default 0)")
+    from secureml.sweep import add_scheduler_argument
+
+    add_scheduler_argument(p)
     p.set_defaults(func=run)
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
         rows = leakage_matrix(attacks=attacks, deployments=deps,
                               protocol_sample={"ot": args.ot_sample, "fhe": args.fhe_sample},
-                              seed=args.seed, progress=step)
+                              seed=args.seed, progress=step, scheduler=args.scheduler)
     paths = write_report(rows, Path(args.out))
     print(paths["md"].read_text())
     print(leakage_summary(rows))

@@ -38,11 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
-    import os
-
     logging.getLogger("secureml.serve").setLevel(logging.WARNING)
-    if args.no_resume:
-        os.environ["SECUREML_OT_RESUME"] = "0"  # read by protocols.ot.session.server_start
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
     if model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
@@ -51,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         model.public.validate()
         # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
         gaussian.prepare_server(model.params, model.public)
-    if args.precompute_ot:
-        model.precompute_ot = True
+    model.resume_ot = not args.no_resume
+    model.precompute_ot = bool(args.precompute_ot)
     ctx = None
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

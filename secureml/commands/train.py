@@ -205,6 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "see `secureml learning-curve --list`")
     p.add_argument("--out", required=True, help="model file to write (.npz)")
     p.add_argument("--json", default=None, help="also write the metrics here (default: next to --out, .json)")
+    p.add_argument("--sign-key", default=None,
+                   help="Ed25519 private key (from `secureml keys signing`): sign the model file, so "
+                   "`secureml serve --verify-key` accepts it")
     p.set_defaults(func=run)
 
 
@@ -212,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
     from secureml.models.baseline import energies_by_symbol
 
     n = args.n if args.n is not None else (4096 if args.data == "qm9" else None)
+    sign_key = None  # loaded first: a bad key fails before minutes of training
+    if getattr(args, "sign_key", None):
+        from secureml.models.signing import load_private_key
+
+        sign_key = load_private_key(args.sign_key)
     print(f"loading {args.data} data ...", file=sys.stderr)
     train, test = load_split(args, n)
     model = model_from_args(args)
@@ -230,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(model, test)
     model.provenance["test_mae"] = metrics["mae"]
     model.provenance["data"] = args.data
-    out = model.save(args.out)
+    out = model.save(args.out, sign_key=sign_key)
     est = model.estimator
     params = est.get_params() if hasattr(est, "get_params") else {}
     report = {

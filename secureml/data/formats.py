@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.qm9 import derived_properties, RAW_PROPERTIES
 from secureml.errors import DataError
 
 # Element symbols indexed by nuclear charge (same table as ase.data.chemical_symbols, written out
@@ -315,8 +316,6 @@ def read_qm9_xyz(path_or_folder: str | Path) -> MolecularDataset:
     Returns the same properties as :func:`secureml.data.load_qm9` (atomization energies in
     kcal/mol, orbital energies in eV...), names ``qm9_<index>`` and the first (GDB) SMILES.
     """
-    from secureml.data.qm9 import RAW_PROPERTIES, derived_properties
-
     path = Path(path_or_folder)
     files = sorted(path.glob("*.xyz")) if path.is_dir() else [path]
     if not files:

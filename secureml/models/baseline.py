@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.formats import symbol
 from secureml.errors import DataError
 
 #: Baselines a MolecularModel understands: "mean" (the estimator's own offset, nothing added)
@@ -27,8 +28,6 @@ BASELINES = ("mean", "dressed-atoms")
 
 
 def _symbol(z: int) -> str:
-    from secureml.data.formats import symbol
-
     try:
         return symbol(int(z))
     except (KeyError, IndexError):

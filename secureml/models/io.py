@@ -8,6 +8,8 @@ Layout of the file (readable with plain ``numpy.load(path, allow_pickle=False)``
   (``class``, ``module``, ``params`` = scikit-learn ``get_params()``, ``state``), ``baseline``
   ("mean" or "dressed-atoms") and ``element_energies`` (``{"<Z>": e_Z}`` for dressed atoms,
   else null). Version 1 files have no baseline entries and load as "mean".
+* ``__secureml_sha256__`` (version 3 on): SHA-256 over the metadata text and every array, and
+  optionally ``__secureml_signature__``, an Ed25519 signature of it (:mod:`secureml.models.signing`).
 * one array per ndarray found anywhere in those trees, named by its path, e.g.
   ``estimator.state.X_fit_`` or ``estimator.state.pca.6.basis``; in the JSON the array's place
   holds ``{"__array__": "<name>"}``.
@@ -29,21 +31,27 @@ import importlib
 import json
 import pkgutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+import secureml.models as _models_pkg
 from secureml import __version__
 from secureml.errors import ModelError
-
-if TYPE_CHECKING:
-    from secureml.models.pipeline import MolecularModel
+from secureml.models.signing import HASH_KEY, SIG_KEY, content_digest, sign_digest, verify_signature
+from secureml.models.baseline import BASELINES
+from secureml.representations import representation_from_params
+from secureml.representations.base import Representation
 
 FORMAT = "secureml-model"
 # 2: adds "baseline" / "element_energies". Written for every model so that an older reader
 # refuses a dressed-atom model instead of silently predicting without its baseline.
-FORMAT_VERSION = 2
+# 3: adds the content hash (and optional signature) of :mod:`secureml.models.signing`; required
+# from version 3 on, so stripping the hash does not make a modified file load.
+FORMAT_VERSION = 3
+HASHED_FROM = 3
 META_KEY = "__secureml_model__"
 
 _ESTIMATORS: dict[str, type] = {}
@@ -51,7 +59,7 @@ T = TypeVar("T", bound=type)
 
 
 def register_estimator(cls: T) -> T:
-    """Class decorator: let :func:`load_model` rebuild ``cls`` from its ``get_state()``."""
+    """Class decorator: let :func:`read_model_parts` rebuild ``cls`` from its ``get_state()``."""
     for attr in ("get_state", "from_state"):
         if not callable(getattr(cls, attr, None)):
             raise TypeError(f"{cls.__name__} must define {attr}() to be stored in model files")
@@ -69,9 +77,7 @@ def estimator_class(name: str, module: str | None = None) -> type:
         except ImportError:
             pass
     if name not in _ESTIMATORS:
-        import secureml.models as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
+        for info in pkgutil.iter_modules(_models_pkg.__path__):
             if not info.name.startswith("_"):
                 try:
                     importlib.import_module(f"secureml.models.{info.name}")
@@ -126,8 +132,13 @@ def _unpack(obj: Any, arrays: Any, source: str) -> Any:
 
 
 # -- saving and loading -------------------------------------------------------------------------
-def save_model(model: "MolecularModel", path: str | Path) -> Path:
-    """Write ``model`` (representation + fitted estimator + provenance) to one ``.npz`` file.
+def save_model(model: Any, path: str | Path, sign_key: Any = None) -> Path:
+    """Write ``model`` (representation + fitted estimator + provenance) to one ``.npz`` file,
+    with its content hash and, given an Ed25519 ``sign_key``, its signature.
+
+    ``model``: a :class:`~secureml.models.pipeline.MolecularModel` (this module sits below it and
+    reads only its fields: representation, estimator, property_name, provenance, baseline,
+    element_energies_).
 
     Returns the path written (numpy appends ``.npz`` if missing, so we do it first).
     """
@@ -160,16 +171,53 @@ def save_model(model: "MolecularModel", path: str | Path) -> Path:
         else {str(int(z)): float(e) for z, e in sorted(model.element_energies_.items())},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    # Write then rename, so a crash never leaves a half-written model where a good one was.
-    np.savez(tmp, **{META_KEY: np.array(json.dumps(meta))}, **arrays)
-    tmp.replace(path)
+    _write(path, json.dumps(meta), arrays, sign_key)
     return path
 
 
-def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata JSON with arrays still referenced, {array name: array}) of a model file."""
+def _write(path: Path, meta_json: str, arrays: dict[str, np.ndarray], sign_key: Any = None) -> None:
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    digest = content_digest(meta_json, arrays)
+    extra = {HASH_KEY: np.array(digest)}
+    if sign_key is not None:
+        extra[SIG_KEY] = np.array(sign_digest(digest, sign_key))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    # Write then rename, so a crash never leaves a half-written model where a good one was.
+    np.savez(tmp, **{META_KEY: np.array(meta_json)}, **extra, **arrays)
+    tmp.replace(path)
+
+
+def sign_model_file(path: str | Path, sign_key: Any, out: str | Path | None = None) -> Path:
+    """Sign an existing model file (after verifying its hash); writes ``out`` (default: in place)."""
     path = Path(path)
+    meta_json, arrays, _ = _read_raw(path)
+    meta = json.loads(meta_json)
+    if meta.get("format_version", 0) < HASHED_FROM:  # an old file: upgrade it as it is signed
+        meta["format_version"] = FORMAT_VERSION
+        meta_json = json.dumps(meta)
+    dst = Path(out) if out is not None else path
+    _write(dst, meta_json, arrays, sign_key)
+    return dst
+
+
+def rehash_model_file(path: str | Path) -> Path:
+    """Recompute a file's hash as if it had been written so (for tests of schema errors, and
+    for tools that edit metadata on purpose); drops any signature, which no longer applies."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {k: npz[k] for k in npz.files}
+
+    meta_json = str(entries.pop(META_KEY))
+    entries.pop(HASH_KEY, None)
+    entries.pop(SIG_KEY, None)
+    _write(path, meta_json, entries)
+    return path
+
+
+def _read_raw(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, str]]:
+    """(metadata text, arrays, integrity entries) of a model file; ModelError if unreadable."""
+
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
@@ -180,10 +228,33 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         if META_KEY not in npz.files:
             raise ModelError(f"{path}: not a secureml model file (no {META_KEY} entry)")
         try:
-            meta = json.loads(str(npz[META_KEY]))
-            arrays = {k: npz[k] for k in npz.files if k != META_KEY}
+            meta_json = str(npz[META_KEY])
+            integrity = {k: str(npz[k]) for k in (HASH_KEY, SIG_KEY) if k in npz.files}
+            arrays = {k: npz[k] for k in npz.files if k not in (META_KEY, HASH_KEY, SIG_KEY)}
         except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ModelError(f"{path}: corrupt model file ({exc})") from exc
+    return meta_json, arrays, integrity
+
+
+# array kinds a model file may hold: bool, integers, reals, strings (never complex or objects)
+_ALLOWED_KINDS = frozenset("biufU")
+
+
+def read_model_file(path: str | Path, verify_key: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata JSON with arrays still referenced, {array name: array}) of a model file.
+
+    Checks, in this order, each failure one ModelError naming the file: readable, a secureml
+    model of a known version, the content hash (version 3 on), the signature by ``verify_key``
+    (an Ed25519 public key: the file must be signed by it), and a strict schema: real dtypes
+    only, finite fitted arrays.  The verified hash is returned as ``meta["_sha256"]``.
+    """
+
+    path = Path(path)
+    meta_json, arrays, integrity = _read_raw(path)
+    try:
+        meta = json.loads(meta_json)
+    except ValueError as exc:
+        raise ModelError(f"{path}: corrupt model metadata ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: not a secureml model file (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
     version = meta.get("format_version")
@@ -192,6 +263,22 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{path}: model format version {version!r} is not supported by secureml {__version__} "
             f"(reads versions 1..{FORMAT_VERSION})"
         )
+    for name, a in arrays.items():
+        if a.dtype.kind not in _ALLOWED_KINDS:
+            raise ModelError(f"{path}: array {name!r} has dtype {a.dtype}; model files hold real numbers only")
+    digest = content_digest(meta_json, arrays)
+    stored = integrity.get(HASH_KEY)
+    if stored is None and version >= HASHED_FROM:
+        raise ModelError(f"{path}: model file has no content hash (format {version} requires one)")
+    if stored is not None and stored != digest:
+        raise ModelError(f"{path}: model file does not match its SHA-256 (modified after it was written)")
+    if verify_key is not None:
+        verify_signature(digest, integrity.get(SIG_KEY), verify_key, str(path))
+    for name, a in arrays.items():
+        if name.startswith("estimator.state.") and a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ModelError(f"{path}: array {name!r} contains NaN or inf")
+    meta["_sha256"] = digest
+    meta["_signed"] = SIG_KEY in integrity
     return meta, arrays
 
 
@@ -206,13 +293,26 @@ class _Arrays:
         return self._a[key]
 
 
-def load_model(path: str | Path) -> "MolecularModel":
-    """Read a file written by :func:`save_model`; ModelError for a bad or unknown file."""
-    from secureml.models.pipeline import MolecularModel
-    from secureml.representations import representation_from_params
+@dataclass
+class ModelParts:
+    """The parts of a model file, from which :func:`secureml.models.pipeline.load_model` builds
+    the model (this module stays below the pipeline)."""
 
+    representation: Representation
+    estimator: Any
+    property_name: str
+    baseline: str
+    provenance: dict[str, Any]
+    element_energies: dict[int, float] | None
+    #: the verified content hash (SHA-256 hex; the audit log's model id)
+    sha256: str = ""
+
+
+def read_model_parts(path: str | Path, verify_key: Any = None) -> ModelParts:
+    """Read a file written by :func:`save_model`; ModelError for a bad, modified or unknown file
+    (and, given an Ed25519 ``verify_key``, for one not signed by it)."""
     path = Path(path)
-    meta, arrays = read_model_file(path)
+    meta, arrays = read_model_file(path, verify_key)
     view = _Arrays(arrays)
     try:
         est_meta = meta["estimator"]
@@ -235,22 +335,23 @@ def load_model(path: str | Path) -> "MolecularModel":
             f"{path}: representation gives {representation.n_features} features but the file "
             f"records {n_features}"
         )
+    n_in = getattr(estimator, "n_features_in_", None)
+    if n_in is not None and n_in != representation.n_features:
+        raise ModelError(
+            f"{path}: the fitted model takes {n_in} features but its representation gives "
+            f"{representation.n_features}"
+        )
     baseline, energies = _read_baseline(meta, path)
-    model = MolecularModel(
-        representation,
-        estimator,
-        property_name=str(meta.get("property_name", "")),
-        baseline=baseline,
+    return ModelParts(
+        representation=representation, estimator=estimator,
+        property_name=str(meta.get("property_name", "")), baseline=baseline,
         provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
+        element_energies=energies, sha256=meta["_sha256"],
     )
-    model.element_energies_ = energies
-    return model
 
 
 def _read_baseline(meta: dict[str, Any], path: Path) -> tuple[str, dict[int, float] | None]:
     """(baseline, element energies) recorded in a model file; files before version 2 are "mean"."""
-    from secureml.models.baseline import BASELINES
-
     baseline = meta.get("baseline", "mean")
     if baseline not in BASELINES:
         raise ModelError(f"{path}: unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
@@ -292,7 +393,10 @@ __all__ = [
     "register_estimator",
     "estimator_class",
     "save_model",
-    "load_model",
+    "ModelParts",
+    "read_model_parts",
     "read_model_file",
     "describe_model",
+    "sign_model_file",
+    "rehash_model_file",
 ]

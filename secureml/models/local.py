@@ -38,9 +38,11 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from threadpoolctl import threadpool_limits
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.qm9 import load_qm9
 from secureml.errors import DataError, ModelError
 from secureml.models import register_model
 from secureml.models.io import register_estimator
+from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import NormalEquations, ridge_solve
 from secureml.models.sorf import cos_features, default_device, random_bias, sorf_diagonals, sorf_matrix, sorf_transform
 from secureml.representations.fchl import FCHL19, AtomicEnvironments
@@ -58,8 +60,6 @@ def public_pca_dataset(exclude_names: set[str] | list[str], elements: list[int],
     adds molecules containing each rarer element until that element has ``environments`` atoms
     (QM9 has only ~3,000 fluorine atoms, so fluorine gets all it can).
     """
-    from secureml.data.qm9 import load_qm9
-
     pool = load_qm9(properties=[])
     excluded = set(exclude_names)
     ok = np.array([nm not in excluded for nm in pool.names], dtype=bool)
@@ -481,8 +481,6 @@ def _local_sorf_recipe(sigma: float | None = None, lam: float | None = None, npc
                        device: str | None = None, precision: str = "float32", sorf_method: str = "dense",
                        solver: str = "auto", **options: Any) -> Any:
     """FCHL19 + per-element PCA + structured orthogonal random features summed over atoms (qml-lightning style)."""
-    from secureml.models.pipeline import MolecularModel
-
     if options:
         raise ModelError(f"model 'local-sorf' does not take option(s) {', '.join(sorted(options))}")
     est = LocalRandomFeatureModel(

@@ -16,6 +16,7 @@ from secureml.models.baseline import (
     energies_by_symbol,
     fit_element_energies,
 )
+from secureml.models.io import read_model_parts, save_model
 from secureml.representations.base import Representation
 
 
@@ -189,17 +190,15 @@ class MolecularModel:
     def n_features(self) -> int:
         return int(self.representation.n_features)
 
-    def save(self, path: str | Path) -> Path:
-        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`)."""
-        from secureml.models.io import save_model
-
-        return save_model(self, path)
+    def save(self, path: str | Path, sign_key: Any = None) -> Path:
+        """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`), hashed and,
+        given an Ed25519 ``sign_key``, signed."""
+        return save_model(self, path, sign_key=sign_key)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MolecularModel":
-        from secureml.models.io import load_model
-
-        return load_model(path)
+    def load(cls, path: str | Path, verify_key: Any = None) -> "MolecularModel":
+        """Read a model file (:func:`load_model`), verifying its hash (and signature by ``verify_key``)."""
+        return load_model(path, verify_key=verify_key)
 
     def __repr__(self) -> str:
         return (
@@ -207,3 +206,14 @@ class MolecularModel:
             f"property_name={self.property_name!r}"
             + (f", baseline={self.baseline!r})" if self.baseline != "mean" else ")")
         )
+
+
+def load_model(path: str | Path, verify_key: Any = None) -> MolecularModel:
+    """Read a file written by :meth:`MolecularModel.save`; ModelError for a bad, modified or
+    unknown file (and, given ``verify_key``, one not signed by it). ``sha256_``: its verified hash."""
+    parts = read_model_parts(path, verify_key)
+    model = MolecularModel(parts.representation, parts.estimator, property_name=parts.property_name,
+                           baseline=parts.baseline, provenance=parts.provenance)
+    model.element_energies_ = parts.element_energies
+    model.sha256_ = parts.sha256
+    return model

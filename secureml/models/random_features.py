@@ -30,6 +30,8 @@ from threadpoolctl import threadpool_limits
 from secureml.errors import ModelError
 from secureml.models import register_model
 from secureml.models.io import register_estimator
+from secureml.models.pipeline import MolecularModel
+from secureml.representations.coulomb import CoulombMatrix
 
 __all__ = ["RandomFourierRidge", "ridge_solve", "solve_regularised", "NormalEquations"]
 
@@ -323,9 +325,6 @@ def _rff_recipe(kernel: str) -> Any:
     def build(sigma: float | None = None, lam: float | None = None, n_features: int = 4096,
               cm_size: int = 29, cm_variant: str = "sorted", seed: int = 0, solver: str = "auto",
               **options: Any) -> Any:
-        from secureml.models.pipeline import MolecularModel
-        from secureml.representations.coulomb import CoulombMatrix
-
         if options:
             raise ModelError(f"model 'rff-{kernel}' does not take option(s) {', '.join(sorted(options))}")
         d = _RFF_DEFAULTS[kernel]

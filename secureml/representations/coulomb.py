@@ -31,6 +31,7 @@ import numpy as np
 from secureml.data.dataset import MolecularDataset
 from secureml.errors import DataError, ModelError
 from secureml.representations.base import Representation, check_molecule, register_representation
+from secureml.representations.canonical_order import canonical_atom_order
 
 _PERMUTATIONS = {"sorted": "sorted_l2", "unsorted": "none", "eigenspectrum": "eigenspectrum", "canonical": "none"}
 # Molecules per dscribe call: bounds the temporary (chunk, size*size) float64 array.
@@ -109,8 +110,6 @@ class CoulombMatrix(Representation):
                 f"use a representation with a larger size (or size=None to fit it)"
             )
         if self.variant == "canonical":
-            from secureml.representations.canonical_order import canonical_atom_order
-
             order = canonical_atom_order(z, r)
             z, r = z[order], r[order]
         return Atoms(numbers=z, positions=r)

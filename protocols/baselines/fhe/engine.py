@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as seal
 
-from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.baselines.fhe import client as C
 from protocols.baselines.fhe import seal_backend as sb
 from protocols.baselines.fhe import server as S
 from protocols.baselines.fhe.params import PROTOCOL_NAME, PROTOCOL_VERSION, FHEParams, plan
+from protocols.baselines.fhe.procs import run_engine_local
+from protocols.common import CostReport, KernelModelParams, check_hello, send_hello
 from protocols.net.transport import Channel
 from secureml.errors import DataError, ProtocolError
 
@@ -239,6 +240,4 @@ def predict(ch: Channel, queries: np.ndarray, **_opts: Any) -> tuple[np.ndarray,
 def run_local(model: KernelModelParams, queries: np.ndarray, timeout: float = 3600.0,
               **opts: Any) -> tuple[np.ndarray, CostReport, CostReport]:
     """Both parties as two spawned processes over TCP loopback: (predictions, client cost, server cost)."""
-    from protocols.baselines.fhe.procs import run_engine_local
-
     return run_engine_local("protocols.baselines.fhe.engine", model, queries, timeout=timeout, **opts)

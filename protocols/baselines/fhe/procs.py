@@ -12,6 +12,7 @@ import multiprocessing as mp
 import traceback
 from typing import Any, Callable
 
+from protocols.net.transport import connect, listen, TCPChannel
 from secureml.errors import ProtocolError
 
 # (server_fn, server_args) and (client_fn, client_args) are module-level functions (picklable):
@@ -28,8 +29,6 @@ def _send_error(conn: Any, exc: BaseException) -> None:
 
 def _server_main(conn: Any, fn: Callable[..., Any], args: tuple, timeout: float) -> None:
     try:
-        from protocols.net.transport import TCPChannel, listen
-
         srv = listen("127.0.0.1", 0)
         conn.send(("port", srv.getsockname()[1]))
         srv.settimeout(timeout)
@@ -49,8 +48,6 @@ def _server_main(conn: Any, fn: Callable[..., Any], args: tuple, timeout: float)
 
 def _client_main(conn: Any, port: int, fn: Callable[..., Any], args: tuple, timeout: float) -> None:
     try:
-        from protocols.net.transport import connect
-
         ch = connect("127.0.0.1", port, timeout=timeout, channel_timeout=timeout)
         try:
             out = fn(ch, *args)

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from protocols.common import KernelModelParams
-from protocols.mpc import u128
 from protocols.krr.params import PublicParams
-from protocols.krr.service import ServedModel, serve_one
+from protocols.krr import ServedModel, serve_one
 from protocols.testing import run_krr_session, secrets_in_transcript, view_independence_pvalue
 from protocols.net.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
@@ -24,17 +23,6 @@ def _model(N=40, d=12, sigma=30.0, seed=0, offset=-321.0):
 
 def _session(served: ServedModel, Q, record: bool = False):
     return run_krr_session(served, Q, record=record)
-
-
-def test_u128_matches_python_ints():
-    rng = np.random.default_rng(1)
-    a = (rng.integers(0, 2**63, 50, dtype=np.uint64) * np.uint64(2), rng.integers(0, 2**63, 50, dtype=np.uint64))
-    b = rng.integers(0, 2**63, 50, dtype=np.uint64) * np.uint64(3)
-    A = u128.to_int(a)
-    got = u128.to_int(u128.mul_small(a, b))
-    assert got == [(x * int(y)) % 2**128 for x, y in zip(A, b)]
-    assert u128.to_int(u128.neg(a)) == [(-x) % 2**128 for x in A]
-    assert u128.total(a) == sum(A) % 2**128
 
 
 def test_predictions_match_plaintext():
@@ -153,7 +141,7 @@ def test_dressed_atom_baseline_is_added_by_the_client():
 @pytest.mark.parametrize("kind", ["exact", "compact"])
 def test_dressed_atom_model_served_end_to_end(kind):
     """A MolecularModel with a dressed-atom baseline: double-blind equals its plaintext prediction."""
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer
     from secureml.data import embedded_split, load_embedded
     from secureml.models.krr import KernelRidge
     from secureml.models.pipeline import MolecularModel

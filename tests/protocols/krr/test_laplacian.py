@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from protocols.common import KernelModelParams
-from protocols.krr.column_ot import column_ot_recv, column_ot_send
 from protocols.krr.laplacian import client_l1_shares, digit_levels, server_l1_shares
 from protocols.krr.params import PublicParams
-from protocols.krr.service import ServedModel
+from protocols.krr import ServedModel
 from protocols.testing import run_krr_session, run_two_party, secrets_in_transcript, view_independence_pvalue
 from secureml.errors import ModelError, ProtocolError
 
@@ -44,17 +43,6 @@ def test_digit_levels_cover_the_bits_and_stay_small():
         assert all(x[1] == y[0] for x, y in zip(lv, lv[1:]))
         assert all(1 <= hi - lo <= 10 for lo, hi in lv)
     assert len(digit_levels(15)) == 3  # CM entries on the 2^-8 grid: three digits
-
-
-def test_column_ot_delivers_the_chosen_entry_only():
-    rng = np.random.default_rng(0)
-    tables = rng.integers(0, 2**63, (5, 16, 7), dtype=np.uint64)
-    idx = rng.integers(0, 16, 5)
-    res = run_two_party(lambda p: column_ot_send(p, tables), lambda p: column_ot_recv(p, idx, 4, 7),
-                        setup=lambda p: p.setup_ot(), record=True)
-    np.testing.assert_array_equal(res[1], tables[np.arange(5), idx])
-    # no entry travels in the clear, chosen or not
-    assert secrets_in_transcript(res.parties[1].ch.transcript, tables.ravel()) == []
 
 
 @pytest.mark.parametrize("N,d,frac", [(70, 9, 8), (64, 5, 3), (33, 4, 12)])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from protocols.krr.linear import client_features, linear_parts
-from protocols.krr.service import ServedModel, molecules_featurizer, predict_features, serve_one
+from protocols.krr import ServedModel, molecules_featurizer, predict_features, serve_one
 from protocols.net.transport import local_channel_pair
 from secureml.data import embedded_split, load_embedded
 from secureml.models.pipeline import MolecularModel
@@ -114,7 +114,7 @@ def test_plan_bits_follow_the_error_budget(rff_model):
 
 
 def _serve_file(path, q):
-    from protocols.krr.service import ServedModel, serve
+    from protocols.krr import ServedModel, serve
 
     serve(ServedModel.from_file(path), "127.0.0.1", 0, max_sessions=2, on_ready=q.put)
 
@@ -123,7 +123,7 @@ def test_two_processes_over_tcp_resume(rff_model, tmp_path, monkeypatch):
     """Real server process on TCP: the second session resumes the OT session of the first."""
     import multiprocessing as mp
 
-    from protocols.krr.service import predict
+    from protocols.krr import predict
 
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
     mm, test = rff_model

@@ -93,7 +93,7 @@ def test_server_survives_garbage_and_disconnects():
 
 def test_cli_serve_compact_model_without_resumption(tmp_path):
     """`secureml serve --no-resume --precompute-ot`: every session runs its own base OTs."""
-    from protocols.krr.service import molecules_featurizer
+    from protocols.krr import molecules_featurizer
     from secureml.models.random_features import RandomFourierRidge
 
     data = load_embedded()

@@ -17,7 +17,7 @@ from protocols.mpc.comparison import (
     relu,
     wrap_bit,
 )
-from protocols.testing import install_test_dealer, run_two_party, transcript_arrays
+from protocols.testing import dealer_provider, run_two_party, transcript_arrays
 from protocols.mpc.truncation import trunc_exact
 from secureml.errors import DataError
 
@@ -57,7 +57,7 @@ def test_millionaire_with_dealer_and_input_check() -> None:
     rng = np.random.default_rng(1)
     a, b = _edge_values(rng, 200, 40)
     g0, g1 = run_two_party(
-        lambda p: millionaire(p, a, 40), lambda p: millionaire(p, b, 40), setup=install_test_dealer()
+        lambda p: millionaire(p, a, 40), lambda p: millionaire(p, b, 40), provider=dealer_provider()
     )
     assert np.array_equal(g0 ^ g1, (a > b).astype(np.uint8))
     with pytest.raises(DataError, match="does not fit"):

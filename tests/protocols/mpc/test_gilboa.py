@@ -8,13 +8,10 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from protocols.mpc.gilboa import (
-    _bit_groups,
-    inner_product_receiver,
-    inner_product_sender,
-    matvec_receiver,
-    matvec_sender,
-    mul_public_private_receiver,
-    mul_public_private_sender,
+    bit_groups,
+    gilboa_mul,
+    inner_product,
+    matvec,
 )
 from protocols.testing import run_two_party, transcript_arrays
 from secureml.errors import DataError, ProtocolError
@@ -33,7 +30,7 @@ def _signed(rng: np.random.Generator, shape, bits: int) -> np.ndarray:
 
 def test_bit_groups_cover_all_bits_with_enough_width() -> None:
     for y_bits in (1, 7, 8, 9, 24, 63, 64):
-        groups = _bit_groups(y_bits)
+        groups = bit_groups(y_bits)
         covered = [i for a, b, _ in groups for i in range(a, b)]
         assert covered == list(range(y_bits))
         for a, b, bits in groups:
@@ -47,8 +44,8 @@ def test_mul_public_private_matches_plaintext(n: int, y_bits: int, signed: bool,
     x = _rand(rng, n)
     y = _signed(rng, n, y_bits) if signed else _rand(rng, n, y_bits)
     s0, s1 = run_two_party(
-        lambda p: mul_public_private_sender(p, x, y_bits, signed=signed),
-        lambda p: mul_public_private_receiver(p, y, y_bits, signed=signed),
+        lambda p: gilboa_mul(p, 1, x=x, y_bits=y_bits, signed=signed),
+        lambda p: gilboa_mul(p, 1, y=y, y_bits=y_bits, signed=signed),
         seed=seed,
     )
     assert np.array_equal(s0 + s1, x * y)
@@ -68,8 +65,8 @@ def test_matvec_matches_plaintext(n: int, d: int, y_bits: int, chunk: int, signe
     X = _rand(rng, (n, d))
     y = _signed(rng, d, y_bits) if signed else _rand(rng, d, y_bits)
     s0, s1 = run_two_party(
-        lambda p: matvec_sender(p, X, y_bits, chunk_cols=chunk, signed=signed),
-        lambda p: matvec_receiver(p, y, y_bits, n, chunk_cols=chunk, signed=signed),
+        lambda p: matvec(p, 1, X=X, y_bits=y_bits, chunk_cols=chunk, signed=signed),
+        lambda p: matvec(p, 1, y=y, y_bits=y_bits, n=n, chunk_cols=chunk, signed=signed),
     )
     assert s0.shape == s1.shape == (n,)
     assert np.array_equal(s0 + s1, X @ y)
@@ -85,8 +82,8 @@ def test_matvec_fixed_point_kernel_use() -> None:
     qf = rng.uniform(-80, 80, size=12)
     X, q = fmt.encode(Xf), fmt.encode(qf)
     s0, s1 = run_two_party(
-        lambda p: matvec_sender(p, X, 20, signed=True),
-        lambda p: matvec_receiver(p, q, 20, 30, signed=True),
+        lambda p: matvec(p, 1, X=X, y_bits=20, signed=True),
+        lambda p: matvec(p, 1, y=q, y_bits=20, n=30, signed=True),
     )
     got = fmt.decode(s0 + s1, frac_bits=24)
     assert np.allclose(got, Xf @ qf, atol=12 * 80 * 2 * 2.0**-13)
@@ -97,14 +94,14 @@ def test_inner_product_and_empty_inputs() -> None:
     x, y = _rand(rng, 77), _rand(rng, 77, 30)
     (a0, e0, m0), (a1, e1, m1) = run_two_party(
         lambda p: (
-            inner_product_sender(p, x, 30),
-            mul_public_private_sender(p, x[:0], 30),
-            matvec_sender(p, np.zeros((0, 3), U64), 8),
+            inner_product(p, 1, x=x, y_bits=30),
+            gilboa_mul(p, 1, x=x[:0], y_bits=30),
+            matvec(p, 1, X=np.zeros((0, 3), U64), y_bits=8),
         ),
         lambda p: (
-            inner_product_receiver(p, y, 30),
-            mul_public_private_receiver(p, y[:0], 30),
-            matvec_receiver(p, np.zeros(3, U64), 8, 0),
+            inner_product(p, 1, y=y, y_bits=30),
+            gilboa_mul(p, 1, y=y[:0], y_bits=30),
+            matvec(p, 1, y=np.zeros(3, U64), y_bits=8, n=0),
         ),
     )
     assert (np.array([a0]) + np.array([a1]))[0] == (x * y).sum(dtype=U64)
@@ -115,14 +112,14 @@ def test_mismatched_calls_raise_protocol_error() -> None:
     X = np.ones((4, 3), dtype=U64)
     with pytest.raises(ProtocolError, match="peer runs"):
         run_two_party(
-            lambda p: matvec_sender(p, X, 8),
-            lambda p: matvec_receiver(p, np.ones(3, U64), 8, 5),  # wrong n
+            lambda p: matvec(p, 1, X=X, y_bits=8),
+            lambda p: matvec(p, 1, y=np.ones(3, U64), y_bits=8, n=5),  # wrong n
             timeout=10,
         )
     with pytest.raises(ProtocolError, match="peer runs"):
         run_two_party(
-            lambda p: matvec_sender(p, X, 8, chunk_cols=1),
-            lambda p: matvec_receiver(p, np.ones(3, U64), 8, 4, chunk_cols=2),
+            lambda p: matvec(p, 1, X=X, y_bits=8, chunk_cols=1),
+            lambda p: matvec(p, 1, y=np.ones(3, U64), y_bits=8, n=4, chunk_cols=2),
             timeout=10,
         )
 
@@ -130,14 +127,14 @@ def test_mismatched_calls_raise_protocol_error() -> None:
 def test_receiver_input_out_of_range_fails_fast() -> None:
     with pytest.raises(DataError, match="does not fit in 8"):
         run_two_party(
-            lambda p: mul_public_private_sender(p, np.ones(3, U64), 8),
-            lambda p: mul_public_private_receiver(p, np.array([1, 2, 256], U64), 8),
+            lambda p: gilboa_mul(p, 1, x=np.ones(3, U64), y_bits=8),
+            lambda p: gilboa_mul(p, 1, y=np.array([1, 2, 256], U64), y_bits=8),
             timeout=10,
         )
     with pytest.raises(DataError, match="signed"):
         run_two_party(
-            lambda p: mul_public_private_sender(p, np.ones(1, U64), 8, signed=True),
-            lambda p: mul_public_private_receiver(p, np.array([128], U64), 8, signed=True),
+            lambda p: gilboa_mul(p, 1, x=np.ones(1, U64), y_bits=8, signed=True),
+            lambda p: gilboa_mul(p, 1, y=np.array([128], U64), y_bits=8, signed=True),
             timeout=10,
         )
 
@@ -146,8 +143,8 @@ def test_traffic_matches_theory() -> None:
     n, y_bits = 4096, 64
     rng = np.random.default_rng(5)
     res = run_two_party(
-        lambda p: (p.setup_ot(), mul_public_private_sender(p, _rand(rng, n), y_bits)),
-        lambda p: (p.setup_ot(), mul_public_private_receiver(p, _rand(rng, n), y_bits)),
+        lambda p: (p.setup_ot(), gilboa_mul(p, 1, x=_rand(rng, n), y_bits=y_bits)),
+        lambda p: (p.setup_ot(), gilboa_mul(p, 1, y=_rand(rng, n), y_bits=y_bits)),
     )
     c0, c1 = res.parties[0].ch, res.parties[1].ch
     # measure only the product: subtract the base-OT set-up measured separately
@@ -167,8 +164,8 @@ def test_receiver_view_independent_of_sender_secret() -> None:
 
     def view(x: np.ndarray) -> np.ndarray:
         res = run_two_party(
-            lambda p: mul_public_private_sender(p, x, 4),
-            lambda p: mul_public_private_receiver(p, y, 4),
+            lambda p: gilboa_mul(p, 1, x=x, y_bits=4),
+            lambda p: gilboa_mul(p, 1, y=y, y_bits=4),
             record=True,
         )
         arrs = [a for a in transcript_arrays(res.parties[0].ch.transcript) if a.dtype == U64]
@@ -188,8 +185,8 @@ def test_sender_view_independent_of_receiver_choices() -> None:
 
     def view(y: np.ndarray) -> np.ndarray:
         res = run_two_party(
-            lambda p: mul_public_private_sender(p, np.full(n, 7, U64), 8),
-            lambda p: mul_public_private_receiver(p, y, 8),
+            lambda p: gilboa_mul(p, 1, x=np.full(n, 7, U64), y_bits=8),
+            lambda p: gilboa_mul(p, 1, y=y, y_bits=8),
             record=True,
         )
         arrs = transcript_arrays(res.parties[1].ch.transcript)
@@ -206,8 +203,8 @@ def test_shares_are_uniform() -> None:
     x = np.full(n, 3, U64)
     y = np.full(n, 5, U64)
     s0, s1 = run_two_party(
-        lambda p: mul_public_private_sender(p, x, 3),
-        lambda p: mul_public_private_receiver(p, y, 3),
+        lambda p: gilboa_mul(p, 1, x=x, y_bits=3),
+        lambda p: gilboa_mul(p, 1, y=y, y_bits=3),
     )
     assert np.array_equal(s0 + s1, x * y)
     for s in (s0, s1):
@@ -248,13 +245,13 @@ def test_precomputed_ots_give_same_products_and_cheaper_online() -> None:
             if pre:
                 p.precompute_ot(d * bits, 0)
             m = p.ch.bytes_sent + p.ch.bytes_received
-            return matvec_sender(p, X, bits), p.ch.bytes_sent + p.ch.bytes_received - m
+            return matvec(p, 1, X=X, y_bits=bits), p.ch.bytes_sent + p.ch.bytes_received - m
 
         def f1(p):
             p.setup_ot()
             if pre:
                 p.precompute_ot(d * bits, 0)
-            return matvec_receiver(p, y, bits, n)
+            return matvec(p, 1, y=y, y_bits=bits, n=n)
 
         return run_two_party(f0, f1)
 

@@ -11,8 +11,7 @@ from protocols.mpc.providers import (
     TrustedDealerProviderForTests,
 )
 from protocols.mpc.sharing import beaver_mul
-from protocols.testing import install_test_dealer, run_two_party, transcript_arrays
-from protocols.mpc.triples import beaver_triples, bool_triples
+from protocols.testing import dealer_provider, run_two_party
 
 U64 = np.uint64
 
@@ -45,18 +44,11 @@ def test_default_provider_is_ot_and_triples_hold() -> None:
     assert stats.binomtest(int(a.sum()), a.size).pvalue > 1e-3
 
 
-def test_triples_in_batches_and_zero() -> None:
-    r0, r1 = run_two_party(lambda p: beaver_triples(p, 300, batch=64), lambda p: beaver_triples(p, 300, batch=64))
-    _check_arith(r0, r1)
-    z0, z1 = run_two_party(lambda p: (beaver_triples(p, 0), bool_triples(p, 0)), lambda p: (beaver_triples(p, 0), bool_triples(p, 0)))
-    assert all(x.size == 0 for x in (*z0[0], *z0[1]))
-
-
 def test_dealer_triples_hold_and_need_no_messages() -> None:
     res = run_two_party(
         lambda p: (p.provider.triples(500), p.provider.bool_triples(500)),
         lambda p: (p.provider.triples(500), p.provider.bool_triples(500)),
-        setup=install_test_dealer(9),
+        provider=dealer_provider(9),
     )
     _check_arith(res[0][0], res[1][0])
     _check_bool(res[0][1], res[1][1])
@@ -82,23 +74,10 @@ def test_providers_interchangeable_for_beaver_mul() -> None:
     xs = (rng.integers(0, 2**64, 200, dtype=U64),)
     xs = (xs[0], x - xs[0])
     ys = (y, np.zeros_like(y))
-    for setup in (None, install_test_dealer(3)):
+    for provider in (None, dealer_provider(3)):
         z0, z1 = run_two_party(
             lambda p: beaver_mul(p, xs[p.role], ys[p.role]),
             lambda p: beaver_mul(p, xs[p.role], ys[p.role]),
-            setup=setup,
+            provider=provider,
         )
         assert np.array_equal(z0 + z1, x * y)
-
-
-def test_triple_generation_transcript_hides_shares() -> None:
-    """No party's triple share a_p or b_p appears in anything it sends."""
-    res = run_two_party(lambda p: beaver_triples(p, 512), lambda p: beaver_triples(p, 512), record=True)
-    for role in (0, 1):
-        a, b, _ = res[role]
-        secret = set(a.tolist()) | set(b.tolist())
-        sent = [x for x in transcript_arrays(res.parties[role].ch.transcript) if x.dtype == U64]
-        words = set(np.concatenate([s.ravel() for s in sent]).tolist()) if sent else set()
-        assert not (secret & words)
-        raw = b"".join(f for d, f in res.parties[role].ch.transcript if d == "send")
-        assert all(a[i].tobytes() not in raw for i in range(0, 512, 37))

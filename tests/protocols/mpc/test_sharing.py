@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -13,7 +12,6 @@ from protocols.mpc.sharing import (
     add,
     add_public,
     beaver_mul,
-    mul_fixed,
     mul_public,
     neg,
     reconstruct,
@@ -21,8 +19,7 @@ from protocols.mpc.sharing import (
     share,
     sub,
 )
-from protocols.testing import install_test_dealer, run_two_party, transcript_arrays
-from protocols.mpc.truncation import local_failure_probability, trunc_local
+from protocols.testing import run_two_party, dealer_provider, transcript_arrays
 
 U64 = np.uint64
 FMT = FixedPointFormat(frac_bits=16)
@@ -77,58 +74,8 @@ def test_beaver_mul_exact_ring(n: int, seed: int) -> None:
     def party(p):
         return beaver_mul(p, xs[p.role], ys[p.role])
 
-    z0, z1 = run_two_party(party, party, setup=install_test_dealer(seed))
+    z0, z1 = run_two_party(party, party, provider=dealer_provider(seed))
     assert np.array_equal(z0 + z1, x * y)
-
-
-@pytest.mark.parametrize("exact", [False, True])
-def test_mul_fixed_within_documented_error(exact: bool) -> None:
-    rng = np.random.default_rng(3)
-    x = rng.uniform(-200, 200, size=300)
-    y = rng.uniform(-200, 200, size=300)
-    xs, ys = _split(FMT.encode(x), rng), _split(FMT.encode(y), rng)
-
-    def party(p):
-        return mul_fixed(p, xs[p.role], ys[p.role], FMT, exact=exact)
-
-    z0, z1 = run_two_party(party, party, setup=install_test_dealer(5) if not exact else None)
-    got = FMT.decode(z0 + z1)
-    ex, ey = FMT.decode(FMT.encode(x)), FMT.decode(FMT.encode(y))
-    exact_prod = ex * ey
-    ulp = FMT.resolution
-    if exact:
-        # floor: -1 ulp < got - x*y <= 0
-        assert np.all(got - exact_prod <= 1e-9) and np.all(got - exact_prod > -ulp - 1e-9)
-    else:
-        # SecureML: floor or floor + 1 -> within one ulp
-        assert np.all(np.abs(got - exact_prod) < ulp + 1e-9)
-
-
-def test_trunc_local_error_and_failure_bound() -> None:
-    # values with |x| < 2^40: failures should be (much) rarer than the bound 2^-23 per value
-    rng = np.random.default_rng(11)
-    n = 20000
-    x = rng.integers(-(2**40), 2**40, size=n).astype(np.int64).view(U64)
-    xs = _split(x, rng)
-    f = 16
-    t0 = trunc_local(_P(0), xs[0], f)
-    t1 = trunc_local(_P(1), xs[1], f)
-    got = (t0 + t1).view(np.int64)
-    floor = x.view(np.int64) >> f
-    assert np.all((got == floor) | (got == floor + 1))
-    assert local_failure_probability(40) == 2.0**-23
-    # a value near 2^63 fails with constant probability: the bound is not vacuous
-    big = np.full(4000, 2**62, dtype=U64)
-    b0, b1 = _split(big, rng)
-    bad = ((trunc_local(_P(0), b0, f) + trunc_local(_P(1), b1, f)).view(np.int64) - (2**62 >> f))
-    assert np.mean(np.abs(bad) > 1) > 0.1
-
-
-class _P:
-    """Stand-in for the role of a party in purely local operations."""
-
-    def __init__(self, role: int) -> None:
-        self.role = role
 
 
 def test_arithmetic_share_operators() -> None:
@@ -140,7 +87,7 @@ def test_arithmetic_share_operators() -> None:
         b = ArithmeticShare.from_owner(p, y if p.role == 1 else None, 1)
         return ((a + b) * b - a + FMT.encode(1.0)).reconstruct()
 
-    r0, _ = run_two_party(party, party, setup=install_test_dealer())
+    r0, _ = run_two_party(party, party, provider=dealer_provider())
     # exact check in the ring: (a+b)*b has 2f fraction bits, a and 1.0 have f
     expect = (x + y) * y - x + FMT.encode(1.0)
     assert np.array_equal(r0, expect)
@@ -164,7 +111,7 @@ def test_beaver_opened_values_independent_of_secret() -> None:
             ys = share(p, None, 0)
             return beaver_mul(p, xs, ys)
 
-        res = run_two_party(p0, p1, setup=install_test_dealer(seed), record=True)
+        res = run_two_party(p0, p1, provider=dealer_provider(seed), record=True)
         # what party 1 received = what party 0 sent (frames are recorded whole on the send side)
         sent = transcript_arrays(res.parties[0].ch.transcript, "send")
         return np.concatenate([a.ravel() for a in sent])

@@ -15,7 +15,7 @@ from secureml.errors import ProtocolError
 U64 = np.uint64
 
 
-def _session(store, tickets, resume=True, n=2000, extra=None):
+def _session(store, tickets, resume=True, n=2000, extra=None, keep=True):
     """One session start plus n COTs; returns (server info, client reply, client bytes, ok)."""
     c0, c1 = local_channel_pair(timeout=30)
     p0, p1 = Party(c0, 0), Party(c1, 1)
@@ -25,7 +25,7 @@ def _session(store, tickets, resume=True, n=2000, extra=None):
     out = {}
 
     def srv():
-        out["info"] = server_start(p0, store, extra=extra)
+        out["info"] = server_start(p0, store, extra=extra, keep=keep)
         out["x0"] = p0.ot_sender.cot_send(delta)
 
     t = threading.Thread(target=srv)
@@ -48,16 +48,15 @@ def test_first_session_fresh_then_resumed():
     assert b_fresh > 8000 and b_res < 600  # no base OTs / GGM sums: two small JSON messages
 
 
-def test_resume_disabled_and_env(monkeypatch):
+def test_resume_disabled_by_client_or_server():
     store, tickets = TicketStore(), ClientTickets()
     _session(store, tickets)
     _, reply, _, ok = _session(store, tickets, resume=False)
     assert ok and not reply["resumed"]
-    monkeypatch.setenv("SECUREML_OT_RESUME", "0")  # read by both sides (same process here)
-    _, reply, _, ok = _session(store, tickets, resume=None)
+    # a server that refuses resumption (keep=False): the client's ticket is not honoured
+    _, reply, _, ok = _session(store, tickets, resume=True, keep=False)
     assert ok and not reply["resumed"]
-    # a server that refuses resumption: the client's ticket is not honoured
-    _, reply, _, ok = _session(store, tickets, resume=True)
+    _, reply, _, ok = _session(store, tickets, resume=True)  # and it kept no new state either
     assert ok and not reply["resumed"]
 
 

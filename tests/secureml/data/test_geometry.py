@@ -65,17 +65,3 @@ def test_bad_smiles():
         smiles_to_molecule("C", relax="dft")
     with pytest.raises(DataError, match="non-finite"):
         xtb_properties([6, 1], [[0, 0, 0], [0, 0, float("nan")]])
-
-
-def test_geometry_cost_script_runs_small(tmp_path):
-    from secureml.data.geometry_cost import main
-
-    out = tmp_path / "gc"
-    assert main(["--n-train", "60", "--n-test", "2", "--out", str(out)]) == 0
-    import json
-
-    report = json.loads(out.with_suffix(".json").read_text())
-    assert report["n_train"] == 60 and report["n_test"] == 2
-    assert set(report["results"]) == {"qm9", "qm9_xtb", "etkdg", "mmff", "xtb"}
-    assert all(np.isfinite(r["mae"]) for r in report["results"].values())
-    assert out.with_suffix(".png").stat().st_size > 1000

@@ -11,7 +11,8 @@ from secureml.data import MolecularDataset, embedded_split, load_embedded
 from secureml.errors import DataError, ModelError
 from secureml.models import build_model
 from secureml.models.baseline import composition, composition_of, fit_element_energies
-from secureml.models.io import load_model, read_model_file
+from secureml.models.io import read_model_file
+from secureml.models.pipeline import load_model
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
 from secureml.representations import CoulombMatrix

@@ -15,13 +15,13 @@ from secureml.models.io import (
     FORMAT_VERSION,
     META_KEY,
     describe_model,
-    load_model,
     read_model_file,
+    rehash_model_file,
     register_estimator,
     save_model,
 )
 from secureml.models.krr import KernelRidge
-from secureml.models.pipeline import MolecularModel
+from secureml.models.pipeline import MolecularModel, load_model
 from secureml.representations import CoulombMatrix
 
 
@@ -141,7 +141,7 @@ def _rewrite(src: Path, dst: Path, meta_fn=None, drop: str | None = None) -> Pat
         meta = json.loads(str(arrays[META_KEY]))
         arrays[META_KEY] = np.array(json.dumps(meta_fn(meta)))
     np.savez(dst, **arrays)
-    return dst
+    return rehash_model_file(dst)  # internally consistent but bad files: the schema must catch them
 
 
 def test_bad_files_give_model_errors_naming_the_file(fitted: MolecularModel, tmp_path: Path) -> None:
@@ -186,6 +186,7 @@ def test_nan_weights_are_refused(fitted: MolecularModel, tmp_path: Path) -> None
     arrays["estimator.state.dual_coef_"] = arrays["estimator.state.dual_coef_"].copy()
     arrays["estimator.state.dual_coef_"][3] = np.nan
     np.savez(tmp_path / "nan.npz", **arrays)
+    rehash_model_file(tmp_path / "nan.npz")
     with pytest.raises(ModelError, match="NaN"):
         load_model(tmp_path / "nan.npz")
     meta, arrs = read_model_file(good)
@@ -220,7 +221,7 @@ def test_version_1_files_load_as_mean_baseline(fitted: MolecularModel, data, tmp
     _, test = data
     good = fitted.save(tmp_path / "good.npz")
     meta, _ = read_model_file(good)
-    assert meta["format_version"] == 2 and meta["baseline"] == "mean" and meta["element_energies"] is None
+    assert meta["format_version"] == FORMAT_VERSION and meta["baseline"] == "mean" and meta["element_energies"] is None
 
     def as_v1(m: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in m.items() if k not in ("baseline", "element_energies")} | {"format_version": 1}

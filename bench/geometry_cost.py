@@ -4,7 +4,7 @@ A model trained on QM9 learned B3LYP/6-31G(2df,p) equilibrium geometries. A quer
 gets its geometry from RDKit ETKDG (+ MMFF94, + GFN2-xTB relaxation); this script measures how much
 the prediction error grows because of that, on the embedded set's seeded test split:
 
-    python -m secureml.data.geometry_cost --n-test 200 --out results/geometry_cost
+    python -m bench.geometry_cost --n-test 200 --out results/geometry_cost
 
 Model: sorted Coulomb matrix + Laplacian-kernel KRR (secureml.representations / secureml.models),
 sigma and lambda picked by 5-fold cross-validation on the training split; target U0 atomization

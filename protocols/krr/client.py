@@ -1,0 +1,122 @@
+"""The query owner's client for double-blind KRR prediction.
+
+Session: the handshake (:mod:`protocols.krr.handshake`), then the served kind's protocol from
+:mod:`protocols.krr.registry` (public-model transfer, featurisation, offline OT set-up, online).
+Queries are checked against the public bounds before anything private moves; on failure the
+client sends {abort: reason} and the server closes the session.
+"""
+from __future__ import annotations
+
+import ssl
+import time
+
+import numpy as np
+
+from protocols.common import CostReport
+from protocols.krr.cache import PUBLIC_MODELS, PublicModelCache
+from protocols.krr.featurize import Featurizer, element_counts
+from protocols.krr.handshake import client_abort, client_hello, client_ready
+from protocols.krr.params import PublicParams
+from protocols.krr.registry import protocol_for
+from protocols.mpc.party import Party
+from protocols.net.transport import Channel, connect
+from secureml.errors import ModelError, SecureMLError
+
+
+def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featurizer | None = None,
+                     counts: np.ndarray | None = None, *, resume_ot: bool = True,
+                     cache: PublicModelCache = PUBLIC_MODELS, party: Party | None = None,
+                     ) -> tuple[np.ndarray, CostReport, PublicParams]:
+    """Query owner's side of one session on an open channel.
+
+    Give either the model inputs ``Q`` (k, d) -- representations for exact KRR, features phi for
+    compact models -- or a :class:`Featurizer` (called after the handshake, when the public
+    settings, and for compact models the public feature map, are known).
+    A model with a dressed-atom baseline also needs the queries' element ``counts`` (k, elements
+    in ascending Z); a featurizer built from molecules supplies them.
+    ``resume_ot=False``: unlinkable sessions (compact models present no OT-session ticket).
+    ``party``: this side's :class:`Party` on ``ch`` (role 1), e.g. with its own correlation provider
+    or, in tests only, a seeded one; default a fresh one.
+    """
+    t0 = time.perf_counter()
+    if Q is not None:
+        Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
+        n_q = Q.shape[0]
+    elif featurize is None:
+        raise ValueError("give Q or featurize")
+    elif not isinstance(featurize, Featurizer):
+        raise ValueError("featurize must be a Featurizer (it names the number of queries)")
+    else:
+        n_q = featurize.n_queries
+    pp = client_hello(ch, n_q)
+    proto = protocol_for(pp.kind)
+    ready_sent = False
+    try:
+        if Q is None:
+            public_model, ready_sent = proto.client_public_model(ch, pp, cache)
+            Q = np.atleast_2d(featurize(pp, public_model))
+        if Q.shape != (n_q, pp.n_features):
+            raise ModelError(f"queries have shape {Q.shape}, the model expects ({n_q}, {pp.n_features})")
+        baseline = None
+        if pp.element_energies:  # the client adds sum_Z n_Z e_Z to the protocol's output
+            if counts is None and featurize is not None and featurize.dataset is not None:
+                counts = element_counts(pp, featurize.dataset)
+            if counts is None:
+                raise ModelError("this model adds a dressed-atom baseline: give the queries' element counts "
+                                 f"for Z = {pp.baseline_elements} (or use molecules_featurizer)")
+            baseline = pp.baseline_energy(counts)
+            if baseline.shape != (n_q,):
+                raise ModelError(f"element counts for {baseline.shape[0]} queries, expected {n_q}")
+        pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
+    except SecureMLError as exc:
+        if not ready_sent:
+            client_abort(ch, str(exc))
+        raise
+    if not ready_sent:
+        client_ready(ch, need_public_model=False)
+    party = Party(ch, role=1) if party is None else party
+    info = proto.client_setup(party, pp, n_q, _peer_name(ch), resume=resume_ot)
+    t_off = time.perf_counter()
+    off_bytes = ch.bytes_sent + ch.bytes_received
+    preds = proto.client_online(party, pp, Q, info)
+    if baseline is not None:
+        preds = preds + baseline
+    t1 = time.perf_counter()
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q, **info})
+    return preds, cost, pp
+
+
+def _peer_name(ch: Channel) -> str:
+    """The server's address, naming the OT-session ticket the client keeps for it."""
+    try:
+        host, port = ch.sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except (AttributeError, OSError, TypeError, ValueError):
+        return "local"  # in-process channels (tests): one name; an unknown ticket just falls back
+
+
+def parse_address(address: str, default_port: int = 7000) -> tuple[str, int]:
+    """"host:port" -> (host, port); a bare host gets ``default_port``."""
+    host, _, port = address.rpartition(":")
+    if not host:
+        return address, default_port
+    try:
+        return host, int(port)
+    except ValueError:
+        raise SecureMLError(f"bad server address {address!r} (want HOST:PORT)") from None
+
+
+def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Featurizer | None = None,
+            counts: np.ndarray | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0,
+            resume_ot: bool = True) -> tuple[np.ndarray, CostReport]:
+    """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel)."""
+    if isinstance(server, Channel):
+        preds, cost, _ = predict_features(server, Q, featurize, counts, resume_ot=resume_ot)
+        return preds, cost
+    host, port = parse_address(server)
+    ch = connect(host, port, ssl_context=ssl_context, channel_timeout=timeout)
+    try:
+        preds, cost, _ = predict_features(ch, Q, featurize, counts, resume_ot=resume_ot)
+    finally:
+        ch.close()
+    return preds, cost

@@ -1,0 +1,51 @@
+"""Session opening of double-blind KRR: hello, version check, public parameters, ready/abort.
+
+Steps (one TCP connection, one or more queries):
+  1. client -> server: hello {protocol, version, n_queries}
+  2. server -> client: {ok, params} (the :class:`PublicParams`) or {ok: false, error}
+  3. client -> server: {ready: true, need_public_model} once its queries encode within the public
+     bounds, or {abort: reason} (nothing private has been exchanged yet)
+After step 3 the model kind's protocol (:mod:`protocols.krr.registry`) takes over.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from protocols.common import check_hello, send_hello
+from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams
+from protocols.net.transport import Channel
+from secureml.errors import ProtocolError
+
+#: most queries one session may ask for (the hello names the number; more are refused)
+MAX_QUERIES_PER_SESSION = 256
+
+
+def server_handshake(ch: Channel, public: PublicParams) -> tuple[int, dict[str, Any]]:
+    """Model owner's steps 1-3: returns (number of queries, the client's ready message)."""
+    hello = ch.recv_json(max_bytes=4096)
+    try:
+        k = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION)
+    except ProtocolError as exc:
+        ch.send_json({"ok": False, "error": str(exc)})
+        raise
+    ch.send_json({"ok": True, "params": public.to_dict()})
+    answer = ch.recv_json(max_bytes=4096)
+    if not isinstance(answer, dict) or not answer.get("ready"):
+        reason = answer.get("abort") if isinstance(answer, dict) else None
+        raise ProtocolError(f"client aborted: {reason or 'malformed reply'}")
+    return k, answer
+
+
+def client_hello(ch: Channel, n_queries: int) -> PublicParams:
+    """Query owner's steps 1-2: the served model's public parameters."""
+    return PublicParams.from_dict(send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, n_queries))
+
+
+def client_ready(ch: Channel, need_public_model: bool = False) -> None:
+    """Query owner's step 3 (success): the queries fit; ask for the public model if not cached."""
+    ch.send_json({"ready": True, "need_public_model": bool(need_public_model)})
+
+
+def client_abort(ch: Channel, reason: str) -> None:
+    """Query owner's step 3 (failure): the server closes the session with this reason."""
+    ch.send_json({"abort": reason})

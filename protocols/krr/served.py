@@ -1,0 +1,161 @@
+"""What the model owner serves: the secret arrays, the public parameters derived from them, and
+the precision chosen for them.
+
+:class:`ServedModel` is an exact KRR model (Gaussian or Laplacian kernel);
+:class:`CompactServedModel` a compact random-feature model (public feature map, secret weights).
+:meth:`ServedModel.from_molecular_model` picks the right one for a trained ``MolecularModel``.
+Per-session options (OT precomputation, SoftSpoken k, OT-session resumption) are plain fields.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from protocols.common import KernelModelParams
+from protocols.krr import expsum
+from protocols.krr import linear as compact
+from protocols.krr.params import LAPLACIAN_MAX_X_BITS, PublicParams, feature_bounds
+from protocols.krr.registry import KERNEL_KINDS
+from protocols.ot.session import DEFAULT_K
+from secureml.data import load_embedded
+from secureml.errors import ModelError
+from secureml.models.pipeline import MolecularModel
+
+
+def laplacian_frac_bits(span: float, max_x_bits: int = LAPLACIAN_MAX_X_BITS) -> int:
+    """Finest 2^-F grid (F <= 16) whose encoded entries fit ``max_x_bits`` bits."""
+    for f in range(16, -1, -1):
+        if math.ceil(math.log2(span * (1 << f))) <= max_x_bits:
+            return f
+    return 0
+
+
+def auto_frac_bits(n_features: int, span: float, max_ring_bits: int = 60) -> int:
+    """Largest precision <= 16 bits whose squared distances fit a ring of ``max_ring_bits``."""
+    for f in range(16, 7, -1):
+        x_bits = max(1, math.ceil(math.log2(span * (1 << f))))
+        if math.ceil(math.log2(n_features)) + 2 * x_bits + 1 <= max_ring_bits:
+            return f
+    return 8
+
+
+def _energies(element_energies: dict[int, float] | None) -> dict[str, float]:
+    return {str(int(z)): float(e) for z, e in (element_energies or {}).items()}
+
+
+class Served:
+    """Any served model: its public parameters and the session options (fields, set freely)."""
+
+    public: PublicParams
+    #: compact models: extend the OTs before the online phase (offline/online split)
+    precompute_ot: bool = compact.PRECOMPUTE_OT
+    #: compact models: SoftSpoken k of the OT sessions
+    softspoken_k: int = DEFAULT_K
+    #: compact models: keep OT-session state so a client's later sessions skip the base OTs
+    resume_ot: bool = True
+
+
+class ServedModel(Served):
+    """An exact KRR model as served: ``ServedModel(KernelModelParams(...))``.
+
+    Fields: ``params`` (the secret arrays), ``public`` (:class:`PublicParams`) and the session
+    options of :class:`Served`. Compact random-feature models: :meth:`linear` (or
+    :meth:`from_molecular_model`, which picks the right kind).
+    """
+
+    params: KernelModelParams
+
+    def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
+                 property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16,
+                 element_energies: dict[int, float] | None = None) -> None:
+        if params.kernel not in KERNEL_KINDS:
+            raise ModelError(
+                f"the OT protocol serves Gaussian- and Laplacian-kernel KRR; this model uses {params.kernel!r}"
+            )
+        self.params = params
+        lo, hi = feature_bounds(params.X_train)
+        _, wbits = expsum.encode_weights(params.dual_coef, weight_frac_bits)
+        if params.kernel == "laplacian":
+            # entries of at most LAPLACIAN_MAX_X_BITS bits; finer grids are rounded (error budget:
+            # docs/double-blind.md) -- train on the 2^-F grid to be exact
+            cap = laplacian_frac_bits(hi - lo)
+            frac_bits = cap if frac_bits is None else min(frac_bits, cap)
+        elif frac_bits is None:
+            frac_bits = auto_frac_bits(params.n_features, hi - lo)
+        self.public = PublicParams(
+            kind=KERNEL_KINDS[params.kernel], n_train=params.n_train, n_features=params.n_features,
+            frac_bits=frac_bits, feature_lo=lo, feature_hi=hi, sigma=float(params.sigma),
+            weight_bits=wbits, weight_frac_bits=weight_frac_bits,
+            representation=dict(representation or {}), property_name=property_name,
+            element_energies=_energies(element_energies),
+        )
+        self.public.validate()
+
+    @classmethod
+    def from_file(cls, path: str, **kw: Any) -> Served:
+        return cls.from_molecular_model(MolecularModel.load(path), **kw)
+
+    @classmethod
+    def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
+                             calibration: Any = None) -> Served:
+        """Exact KRR for a kernel estimator, a compact model for a random-feature one."""
+        est = mm.estimator
+        if hasattr(est, "dual_coef_"):
+            rep = mm.representation.get_params()
+            if frac_bits is None and rep.get("grid_bits") is not None:
+                # the model's features already sit on a 2^-grid_bits grid: encode them exactly
+                frac_bits = int(rep["grid_bits"])
+            return cls(KernelModelParams.from_estimator(est), representation=rep,
+                       property_name=mm.property_name, element_energies=mm.element_energies_,
+                       frac_bits=frac_bits)
+        return CompactServedModel.from_molecular_model(mm, calibration=calibration)
+
+    @classmethod
+    def linear(cls, mm: MolecularModel, calibration: Any = None) -> "CompactServedModel":
+        """Serve a compact random-feature model (see :class:`CompactServedModel`)."""
+        return CompactServedModel.from_molecular_model(mm, calibration=calibration)
+
+
+@dataclass
+class CompactSecret:
+    """The secret side of a compact model, and the public blob of its feature map."""
+
+    weights: np.ndarray  # w (features, then per-element counts)
+    offset: float  # y_offset
+    out_bits: int  # public ring width of the output shares
+    public_blob: bytes  # the public model file (feature map), sent once per client
+
+
+class CompactServedModel(Served):
+    """A compact random-feature model as served: ``compact`` (secret weights) and ``public``."""
+
+    def __init__(self, compact_secret: CompactSecret, public: PublicParams) -> None:
+        self.compact = compact_secret
+        self.public = public
+        self.public.validate()
+
+    @classmethod
+    def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
+                             calibration: Any = None) -> "CompactServedModel":
+        """``calibration`` molecules set the public bounds (default: the embedded data set, public)."""
+        w, offset, public_model = compact.linear_parts(mm)
+        if calibration is None:
+            calibration = load_embedded().subset(np.arange(0, 3921, 8))
+        phi = compact.client_features(public_model, calibration)
+        pred = phi @ w
+        plan = compact.plan(phi, w, float(np.max(np.abs(pred))) if pred.size else 1.0,
+                            bound=compact.feature_bound(public_model, phi))
+        blob = compact.model_bytes(public_model)
+        public = PublicParams(
+            kind="linear", n_train=int(mm.provenance.get("n_train", 1) or 1),
+            n_features=int(w.shape[0]), representation=dict(mm.representation.get_params()),
+            property_name=mm.property_name,
+            public_model_sha256=hashlib.sha256(blob).hexdigest(), public_model_bytes=len(blob),
+            element_energies=_energies(mm.element_energies_), **plan,
+        )
+        out_bits = compact.output_bits(pred + offset, public)  # public ring width
+        return cls(CompactSecret(w, offset, out_bits, blob), public)

@@ -1,0 +1,491 @@
+"""The server's front door: accept, authenticate, admit, queue or refuse -- before any protocol work.
+
+A connection goes through these steps (each bounded in time and memory by :class:`Limits`):
+
+  1. accept.  More than ``max_pending`` connections still in steps 2-4 are closed at once (the
+     client's :func:`protocols.net.dial.dial` retries with backoff); the listen backlog is
+     ``limits.backlog`` so a burst is queued by the kernel, not refused.
+  2. TLS, if configured.  The first byte is peeked: a plaintext client gets a clear framed
+     answer ("this server requires TLS") instead of a reset; a TLS client on a plaintext server is
+     logged as such.  With a client CA the handshake requires a client certificate (mutual TLS).
+  3. hello: the first message, at most ``max_json_bytes`` and ``max_json_depth`` deep, must
+     arrive within ``handshake_s`` of the accept (a *deadline*: trickling bytes do not extend it;
+     a watchdog shuts the socket when it passes, so even a stalled TLS handshake is cut).
+  4. identity (:class:`Authenticator`): the client certificate's subject, or a bearer token from
+     the hello (only its SHA-256 is stored on the server).  Unauthenticated clients are refused
+     here, before any OT.  Then ``precheck(hello)`` (the protocol's own hello check: version,
+     query count) and the ``admit(ctx)`` hook (per-client query budgets) may refuse.
+  5. a session slot: at most ``concurrency`` sessions run at once; up to ``max_queue`` admitted
+     sessions wait at most ``queue_wait_s`` for one; others get an immediate
+     ``{"ok": false, "busy": true, "retry_after": s}``.
+  6. the session runs under a whole-session deadline (``precheck`` returns its length) and the
+     per-read minimum transfer rate of :mod:`protocols.net.limits`.
+  7. one audit record (:class:`AuditLog`): time, identity, model hash, queries, cost, outcome.
+
+So idle and slow connections cost one blocked thread each for at most ``handshake_s`` seconds
+and never hold a session slot.  ``workers > 1`` (:func:`run_workers`) forks processes that accept
+on one shared listening socket, so sessions use every core.
+
+Threat model: clients are untrusted for availability and identity (a client may be anyone who
+reaches the port unless an :class:`Authenticator` is configured).  Logs and audit records hold
+only server-side facts (peer address, the identity the server verified, counts, times, the
+exception class of a failure), never client-supplied text or anything derived from a query.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from protocols.net.limits import DEFAULT_LIMITS, Deadline, Limits
+from protocols.net.transport import Channel, ProtocolTimeout, TCPChannel, _PREFIX
+from secureml.errors import ProtocolError
+
+__all__ = ["SessionContext", "Refused", "Authenticator", "AuditLog", "FrontDoor", "run_workers",
+           "load_tokens", "hash_token", "TLS_FIRST_BYTE"]
+
+log = logging.getLogger("secureml.serve")
+
+#: a TLS connection starts with a handshake record (content type 22)
+TLS_FIRST_BYTE = 0x16
+
+
+class Refused(ProtocolError):
+    """A session refused before it started; ``code`` is what the audit log records and
+    ``public`` what the client is told (both server-chosen text)."""
+
+    def __init__(self, public: str, code: str = "refused", retry_after: float | None = None) -> None:
+        super().__init__(public)
+        self.public = public
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass
+class SessionContext:
+    """What the server knows about a session when it admits it (passed to ``admit``)."""
+
+    peer: str
+    #: verified identity: "cert:<subject CN>", "token:<name>", or None on an open server
+    client_id: str | None = None
+    n_queries: int = 0
+    session_s: float | None = None
+    accepted_at: float = field(default_factory=time.time)
+    #: filled by the session handler for the audit record (numbers only)
+    cost: dict[str, Any] = field(default_factory=dict)
+
+
+def hash_token(token: str) -> str:
+    """What the server stores for a bearer token: its SHA-256 (hex)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def load_tokens(path: str | Path) -> dict[str, str]:
+    """Read a tokens file: one ``NAME SHA256HEX`` per line (``#`` comments); {hash: name}."""
+    out: dict[str, str] = {}
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[1]) != 64 or any(c not in "0123456789abcdef" for c in parts[1]):
+            raise ProtocolError(f"{path}:{i}: want 'NAME SHA256HEX' (made by `secureml keys token`)")
+        out[parts[1]] = parts[0]
+    if not out:
+        raise ProtocolError(f"{path}: no tokens")
+    return out
+
+
+class Authenticator:
+    """Who is this client?  A verified client certificate and/or a bearer token.
+
+    ``tokens``: {sha256 hex: name}.  ``cert_auth``: the TLS context verifies client certificates
+    (set up by :func:`protocols.net.pki.server_context` with a client CA); the subject's common
+    name is the identity.  Either method suffices; with neither configured every client is
+    anonymous and admitted (an open server).
+    """
+
+    def __init__(self, tokens: dict[str, str] | None = None, cert_auth: bool = False) -> None:
+        self.tokens = dict(tokens or {})
+        self.cert_auth = cert_auth
+
+    @property
+    def required(self) -> bool:
+        return bool(self.tokens) or self.cert_auth
+
+    def identify(self, sock: socket.socket, hello: dict[str, Any]) -> str | None:
+        """The client's identity; :class:`Refused` ("unauthenticated") when one is required."""
+        if self.cert_auth and isinstance(sock, ssl.SSLSocket):
+            cert = sock.getpeercert()
+            if cert:  # verified against the client CA by the handshake itself
+                for rdn in cert.get("subject", ()):
+                    for key, value in rdn:
+                        if key == "commonName":
+                            return f"cert:{value}"
+        token = hello.get("token")
+        if self.tokens and isinstance(token, str) and 8 <= len(token) <= 256:
+            digest = hash_token(token)
+            for known, name in self.tokens.items():
+                if hmac.compare_digest(known, digest):
+                    return f"token:{name}"
+        if self.required:
+            raise Refused("unauthenticated: this server needs a client certificate or token",
+                          code="unauthenticated")
+        return None
+
+
+class AuditLog:
+    """Structured audit trail: one JSON object per line, appended with a single write.
+
+    Every field is server-side: time, pid, peer address, verified identity, model hash, number of
+    queries, cost figures, outcome and (for failures) the exception class.  Safe across worker
+    processes (O_APPEND writes of one short line each).
+    """
+
+    def __init__(self, path: str | Path | None, model_sha256: str = "") -> None:
+        self.path = None if path is None else Path(path)
+        self.model_sha256 = model_sha256
+        self._fd: int | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+
+    def record(self, ctx: SessionContext, outcome: str, reason: str | None = None) -> dict[str, Any]:
+        rec = {
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "pid": os.getpid(),
+            "peer": ctx.peer,
+            "client": ctx.client_id,
+            "model_sha256": self.model_sha256,
+            "queries": int(ctx.n_queries),
+            "outcome": outcome,
+            "reason": reason,
+            **{k: v for k, v in ctx.cost.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        }
+        if self._fd is not None:
+            os.write(self._fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        return rec
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _Watchdog:
+    """Shuts down sockets whose deadline passed: the backstop for any blocking call (a stalled
+    TLS handshake, a sendall to a peer that stopped reading) that a timeout alone would not cut."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: dict[int, tuple[socket.socket, Deadline]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="frontdoor-watchdog")
+        self._thread.start()
+
+    def watch(self, sock: socket.socket, deadline: Deadline) -> None:
+        with self._lock:
+            self._socks[id(sock)] = (sock, deadline)
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.pop(id(sock), None)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                expired = [(k, s) for k, (s, d) in self._socks.items() if d.expired]
+                for k, _ in expired:
+                    del self._socks[k]
+            for _, s in expired:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+Handler = Callable[[Channel, dict, SessionContext], None]
+Precheck = Callable[[dict], tuple[int, float]]
+
+
+class FrontDoor:
+    """Accept loop + admission for one listening socket (see the module docstring for the steps).
+
+    ``precheck(hello) -> (n_queries, session_seconds)`` validates the protocol's hello and raises
+    a ProtocolError whose text the client is sent; ``handler(ch, hello, ctx)`` runs an admitted
+    session (it sends the hello's answer itself) and may fill ``ctx.cost``.
+    """
+
+    def __init__(self, handler: Handler, precheck: Precheck, *, limits: Limits = DEFAULT_LIMITS,
+                 ssl_context: ssl.SSLContext | None = None, auth: Authenticator | None = None,
+                 admit: Callable[[SessionContext], Any] | None = None, concurrency: int = 2,
+                 audit: AuditLog | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.handler, self.precheck, self.limits = handler, precheck, limits
+        self.ssl_context, self.auth, self.admit = ssl_context, auth or Authenticator(), admit
+        self.audit = audit or AuditLog(None)
+        self.concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._waiting = 0
+        self.sessions = 0  # admitted sessions finished (ok or failed)
+        self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0}
+        self._watchdog: _Watchdog | None = None
+        self._done = threading.Condition(self._lock)
+
+    # ------------------------------------------------------------------ loop
+    def serve_forever(self, srv: socket.socket, stop: threading.Event | None = None,
+                      max_sessions: int | None = None) -> None:
+        """Accept until ``stop`` is set or ``max_sessions`` admitted sessions have finished."""
+        self._watchdog = _Watchdog()
+        srv.settimeout(0.25)
+        threads: list[threading.Thread] = []
+        try:
+            while not (stop is not None and stop.is_set()):
+                if max_sessions is not None and self.sessions >= max_sessions:
+                    break
+                try:
+                    conn, addr = srv.accept()
+                except (socket.timeout, TimeoutError):
+                    continue
+                except OSError:
+                    if stop is not None and stop.is_set():
+                        break
+                    time.sleep(0.05)  # EMFILE and friends: back off, keep serving
+                    continue
+                self.stats["accepted"] += 1
+                with self._lock:
+                    over = self._pending >= self.limits.max_pending
+                    if not over:
+                        self._pending += 1
+                if over:  # shed load at the door: cheapest possible answer
+                    self.stats["shed"] += 1
+                    _close(conn)
+                    continue
+                t = threading.Thread(target=self._connection, args=(conn, f"{addr[0]}:{addr[1]}"),
+                                     daemon=True, name="session")
+                t.start()
+                threads = [x for x in threads if x.is_alive()]
+                threads.append(t)
+            for t in threads:  # let running sessions finish (they are bounded by deadlines)
+                t.join(timeout=5.0 if max_sessions is None else None)
+        finally:
+            self._watchdog.stop()
+
+    # ------------------------------------------------------ one connection
+    def _connection(self, conn: socket.socket, peer: str) -> None:
+        ctx = SessionContext(peer=peer)
+        handshake = Deadline(self.limits.handshake_s, "handshake")
+        assert self._watchdog is not None
+        self._watchdog.watch(conn, handshake)
+        sock: socket.socket = conn
+        ch: TCPChannel | None = None
+        admitted = False
+        try:
+            sock = self._tls(conn, peer, handshake)
+            if sock is None:
+                return
+            self._watchdog.watch(sock, handshake)
+            ch = TCPChannel(sock, timeout=self.limits.idle_s, background_writes=False)
+            ch.min_rate = self.limits.min_rate
+            ch.deadline = handshake
+            hello = ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
+            if not isinstance(hello, dict):
+                raise Refused("the first message must be a JSON object (hello)", code="bad-hello")
+            ctx.client_id = self.auth.identify(sock, hello)
+            try:
+                ctx.n_queries, ctx.session_s = self.precheck(hello)
+            except Refused:
+                raise
+            except ProtocolError as exc:
+                raise Refused(str(exc), code="bad-hello") from None
+            if self.admit is not None and self.admit(ctx) is False:
+                raise Refused("not admitted", code="not-admitted")
+            # a queued session may wait its bounded time for a slot past the handshake deadline
+            self._watchdog.watch(sock, Deadline(self.limits.queue_wait_s + 2.0, "queue"))
+            self._acquire_slot()
+            admitted = True
+            session = Deadline(ctx.session_s, "session")
+            self._watchdog.watch(sock, session)
+            ch.deadline = session
+            ch.timeout = self.limits.idle_s
+            try:
+                self.handler(ch, hello, ctx)
+            finally:
+                self._slots.release()
+            self.stats["ok"] += 1
+            self.audit.record(ctx, "ok")
+            log.info("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
+                     ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
+        except Refused as exc:
+            key = "busy" if exc.code == "busy" else "refused"
+            self.stats[key] += 1
+            reply: dict[str, Any] = {"ok": False, "error": exc.public, "code": exc.code}
+            if exc.retry_after is not None:
+                reply.update(busy=True, retry_after=exc.retry_after)
+            if ch is not None and not ch.closed:
+                try:
+                    ch.timeout = 2.0
+                    ch.send_json(reply)
+                except ProtocolError:
+                    pass
+            self.audit.record(ctx, exc.code)
+            log.info("session refused peer=%s client=%s code=%s", peer, ctx.client_id, exc.code)
+        except (ProtocolError, OSError, ssl.SSLError) as exc:
+            self.stats["failed"] += 1
+            reason = "timeout" if isinstance(exc, ProtocolTimeout) else type(exc).__name__
+            self.audit.record(ctx, "failed" if admitted else "dropped", reason)
+            # the class only: messages may quote what the peer sent
+            log.log(logging.WARNING if admitted else logging.INFO,
+                    "session %s peer=%s client=%s reason=%s", "failed" if admitted else "dropped",
+                    peer, ctx.client_id, reason)
+        except Exception as exc:  # a bug in one session must not stop the server
+            self.stats["failed"] += 1
+            self.audit.record(ctx, "crashed", type(exc).__name__)
+            log.exception("session crashed peer=%s", peer)
+        finally:
+            self._watchdog.forget(conn)
+            if sock is not conn:
+                self._watchdog.forget(sock)
+            if ch is not None:
+                ch.close()
+            else:
+                _close(sock)
+            with self._lock:
+                self._pending -= 1 if not admitted else 0
+                if admitted:
+                    self.sessions += 1
+
+    def _acquire_slot(self) -> None:
+        """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused."""
+        if self._slots.acquire(blocking=False):
+            self._leave_pending()
+            return
+        with self._lock:
+            if self._waiting >= self.limits.max_queue:
+                full = True
+            else:
+                full = False
+                self._waiting += 1
+        if full:
+            raise Refused("server busy, retry later", code="busy", retry_after=self.limits.retry_after_s)
+        try:
+            got = self._slots.acquire(timeout=self.limits.queue_wait_s)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        if not got:
+            raise Refused("server busy, retry later", code="busy", retry_after=self.limits.retry_after_s)
+        self._leave_pending()
+
+    def _leave_pending(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _tls(self, conn: socket.socket, peer: str, deadline: Deadline) -> socket.socket | None:
+        """Step 2: detect a protocol mismatch by the first byte, then the TLS handshake."""
+        conn.settimeout(max(0.01, deadline.remaining() or 0.01))
+        try:
+            first = conn.recv(1, socket.MSG_PEEK)
+        except (socket.timeout, TimeoutError):
+            raise ProtocolTimeout("no data before the handshake deadline") from None
+        if not first:
+            raise ProtocolError("peer closed before sending anything")
+        is_tls = first[0] == TLS_FIRST_BYTE
+        if self.ssl_context is None:
+            if is_tls:
+                log.info("session dropped peer=%s reason=client-speaks-TLS-to-a-plaintext-server", peer)
+                raise ProtocolError("client speaks TLS, server plaintext")
+            return conn
+        if not is_tls:
+            msg = json.dumps({"ok": False, "code": "tls-required",
+                              "error": "this server requires TLS: connect with TLS (secureml predict --ca CA.pem)"})
+            try:
+                conn.sendall(_PREFIX.pack(len(msg)) + msg.encode())
+                # read what the client sent so closing does not reset the connection before it
+                # has read our answer
+                conn.settimeout(0.5)
+                conn.recv(65536)
+            except OSError:
+                pass
+            raise Refused("plaintext client on a TLS server", code="tls-required")
+        try:
+            return self.ssl_context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            text = str(exc).upper()
+            if "DID NOT RETURN A CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+                code = "no-client-certificate"
+            elif "CERTIFICATE VERIFY FAILED" in text:
+                code = "bad-client-certificate"
+            else:  # e.g. the client rejected our certificate (alert), or a broken handshake
+                code = "tls-handshake"
+            raise Refused(f"TLS handshake failed ({code})", code=code) from None
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def run_workers(n_workers: int, target: Callable[[int], None]) -> None:
+    """Run ``target(worker_index)`` in ``n_workers`` forked processes and wait for them.
+
+    Forked (not spawned) so that each worker shares the parent's listening socket and loaded
+    model pages copy-on-write; call it before starting any thread.  Ctrl-C or SIGTERM stops all.
+    A worker that dies is reported; the others keep serving.
+    """
+    import signal
+
+    pids: list[int] = []
+    for i in range(n_workers):
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                target(i)
+            except KeyboardInterrupt:
+                pass
+            except BaseException:  # noqa: BLE001 - report and exit the worker only
+                log.exception("worker %d crashed", i)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        pids.append(pid)
+
+    def _stop(*_: Any) -> None:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    old = signal.signal(signal.SIGTERM, lambda *a: (_stop(), os._exit(0)))
+    try:
+        for p in pids:
+            try:
+                os.waitpid(p, 0)
+            except ChildProcessError:
+                pass
+    except KeyboardInterrupt:
+        _stop()
+    finally:
+        signal.signal(signal.SIGTERM, old)
