@@ -65,6 +65,10 @@ def _scratch(kind: str) -> str:
             base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
             _tmp_dir = tempfile.mkdtemp(prefix="secureml-bfv-", dir=base)
             os.chmod(_tmp_dir, 0o700)
+            import atexit
+            import shutil
+
+            atexit.register(shutil.rmtree, _tmp_dir, True)  # files are unlinked as used; drop the folder
         return os.path.join(_tmp_dir, f"{kind}-{os.getpid()}-{next(_tmp_counter)}")
 
 
