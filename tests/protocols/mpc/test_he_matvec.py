@@ -75,3 +75,29 @@ def test_malformed_ciphertext_is_refused_with_a_clear_error() -> None:
 
     with pytest.raises(ProtocolError, match="malformed lattice"):
         run_two_party(lambda p: he_matvec.matvec_sender(p, prepared), bad_client, timeout=30)
+
+
+def test_ciphertext_at_the_wrong_level_is_refused() -> None:
+    """A deviating client that sends a well-formed ciphertext at another level (e.g. switched down
+    to shrink the server's noise budget) is refused before any product is computed."""
+    x_bits, d, n_rows, M = 8, 10, 20, 21
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 1 << x_bits, (n_rows, d), dtype=U64)
+    prepared = he_matvec.prepare(X, x_bits, M)
+    ctx = bfv.context(M)
+
+    def deviating_client(p):
+        s = ctx.s
+        he_matvec._agree(p, prepared.plan, sender=True)
+        kg = s.KeyGenerator(ctx.ctx)
+        pk = s.PublicKey()
+        kg.create_public_key(pk)
+        p.ch.send(ctx.to_bytes(pk))
+        ct = s.Ciphertext(ctx.ctx)
+        s.Encryptor(ctx.ctx, kg.secret_key()).encrypt_symmetric(ctx.plaintext(np.zeros(ctx.n, dtype=U64)), ct)
+        ctx.evaluator.mod_switch_to_next_inplace(ct)
+        p.ch.send(ctx.to_bytes(ct))
+        p.ch.recv()  # the server hangs up
+
+    with pytest.raises(ProtocolError, match="wrong level"):
+        run_two_party(lambda p: he_matvec.matvec_sender(p, prepared), deviating_client, timeout=30)
