@@ -15,7 +15,10 @@ What is pinned, and why (honest about the randomness):
   nonces, and the SoftSpoken engines it creates, from OS entropy (a resumable session must not
   be reproducible), and the public model file embeds zip timestamps. We pin the sequence of
   (direction, frame length) -- message order, count and every size -- which a protocol change
-  still cannot pass unnoticed, plus the predictions' agreement with plaintext.
+  still cannot pass unnoticed, plus the predictions' agreement with plaintext. The frame that
+  carries the public model file counts as one marker: its size belongs to the model file format
+  (:mod:`secureml.models.io`, which may grow without any protocol change) and is advertised in
+  the public parameters.
 Hashes of the exact kernels also depend on floating-point exp/log of this machine's libm (the
 table entries), so a pin may differ on another platform; the sizes pin does not.
 """
@@ -41,12 +44,13 @@ from secureml.representations import CoulombMatrix
 
 #: pinned at PROTOCOL_VERSION 3 (lattice cross term: SEAL's randomness seeded from the seeded
 #: Party, protocols/mpc/bfv.py; borrow-free exponential, weights in the table). Version 2 was
-#: gaussian (155, 85092, d9959510...), laplacian (121, 92947, 27c34349...)
+#: gaussian (155, 85092, d9959510...), laplacian (121, 92947, 27c34349...), linear (22, 32256,
+#: 83793786...). The compact pin counts bytes without the public model file (its format grew in
+#: format 3 of model files); version 3 adds the "cross_term" field to the public parameters.
 PINS = {
     "krr-gaussian": (66, 1565095, "e7e6f15a24a9e87c362882e3c32402af947d0de61294a455afdbea39bcd94eb4"),
     "krr-laplacian": (96, 75310, "d23f828e60e7c06a592fb188a1ce4ebb2ce54302b20dc181cc91f4d607e598f0"),
-    # the public parameters gained the "cross_term" field (version 2: 178874 bytes, 1e112a35...)
-    "linear": (22, 179418, "b5aecf8bda1bfa9603a94174667e5440815e73a45ba4dd13dd20201b1f72ddd5"),
+    "linear": (22, 32274, "878a25939b771f885da808aa997c0963677dd971dc2f8541ff89063b53d9b42e"),
 }
 PINNED_VERSION = 3
 
@@ -58,7 +62,7 @@ def _exact_model(kernel: str) -> KernelModelParams:
 
 
 def _session(served, Q=None, featurize=None, *, seeded: bool, **client_kw):
-    """One in-process session; returns (predictions, client transcript)."""
+    """One in-process session; returns (predictions, client transcript, public params)."""
     c0, c1 = local_channel_pair(timeout=60)
     transcript = c1.record()
     box: dict = {}
@@ -75,11 +79,11 @@ def _session(served, Q=None, featurize=None, *, seeded: bool, **client_kw):
     t = threading.Thread(target=server, daemon=True)
     t.start()
     try:
-        preds, _, _ = predict_features(c1, Q, featurize, party=p1, **client_kw)
+        preds, _, pp = predict_features(c1, Q, featurize, party=p1, **client_kw)
     finally:
         t.join(30)
     assert "error" not in box, box.get("error")
-    return preds, transcript
+    return preds, transcript, pp
 
 
 def _full_hash(transcript) -> str:
@@ -91,8 +95,11 @@ def _full_hash(transcript) -> str:
     return h.hexdigest()
 
 
-def _sizes_hash(transcript) -> str:
-    return hashlib.sha256(repr([(d, len(f)) for d, f in transcript]).encode()).hexdigest()
+def _sizes_hash(transcript, public_model_bytes: int = -1) -> str:
+    """Hash of the (direction, length) sequence; the public model file (its size is the model
+    file format's business, advertised in the public parameters) counts as one marker."""
+    seq = [(d, "public-model" if d == "recv" and len(f) == public_model_bytes else len(f)) for d, f in transcript]
+    return hashlib.sha256(repr(seq).encode()).hexdigest()
 
 
 def _report(kind: str, value) -> None:
@@ -106,7 +113,7 @@ def test_exact_kernel_transcript_is_pinned(kernel):
     model = _exact_model(kernel)
     served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None)
     Q = model.X_train[:2] + 0.25
-    preds, tr = _session(served, Q, seeded=True)
+    preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
     _report(served.public.kind, got)
@@ -118,8 +125,8 @@ def test_exact_transcript_depends_on_the_seed():
     model = _exact_model("gaussian")
     served = ServedModel(model)
     Q = model.X_train[:2] + 0.25
-    _, a = _session(served, Q, seeded=True)
-    _, b = _session(served, Q, seeded=False)
+    _, a, _ = _session(served, Q, seeded=True)
+    _, b, _ = _session(served, Q, seeded=False)
     assert len(a) == len(b) and _full_hash(a) != _full_hash(b)
 
 
@@ -136,9 +143,11 @@ def test_compact_transcript_sizes_are_pinned(compact_model, tmp_path):
     mm, test = compact_model
     served = ServedModel.from_molecular_model(mm)
     served.resume_ot = False  # no state from other tests' sessions in this process
-    preds, tr = _session(served, featurize=molecules_featurizer(test), seeded=False,
-                         resume_ot=False, cache=PublicModelCache(tmp_path))
+    preds, tr, pp = _session(served, featurize=molecules_featurizer(test), seeded=False,
+                             resume_ot=False, cache=PublicModelCache(tmp_path))
     np.testing.assert_allclose(preds, mm.predict(test), atol=5e-3)
-    got = (len(tr), sum(len(f) for _, f in tr), _sizes_hash(tr))
+    blob = pp.public_model_bytes
+    assert sum(1 for d, f in tr if d == "recv" and len(f) == blob) == 1  # the model file, once
+    got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
     _report("linear", got)
     assert got == PINS["linear"]
