@@ -17,9 +17,9 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 4  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 5  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
-# abort code, column-OT PRG tweak
+# abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel
 #: security modes of a served model (docs/malicious.md); client-malicious is the default of `serve`
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -29,6 +29,9 @@ CLIENT_MALICIOUS_KINDS = ("linear",)
 ABORT_CODE = "query-rejected"
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
+# how the Gaussian protocol computes its cross term X q: "he" lattice HE (BFV, coefficient packing,
+# protocols.mpc.he_matvec: ~9 MB at N = 16,384), "ot" the OT-based vector OLE (~850 MB, exact)
+CROSS_TERMS = ("he", "ot")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
 LAPLACIAN_MAX_X_BITS = 20
 
@@ -64,6 +67,7 @@ class PublicParams:
     public_model_bytes: int = 0
     # what the protocol promises against a client that deviates (docs/malicious.md)
     security: str = DEFAULT_SECURITY
+    cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -113,7 +117,9 @@ class PublicParams:
         e^{-c u_lo} (client) and e^{c rho_lo} (server) then span e^4 < 2^6, which the 40-bit
         fixed-point encodings absorb without losing kernel precision.
         """
-        return int(min(self.d_bits, max(0, math.floor(2.0 - math.log2(self.c)))))
+        # at most d_bits - 1: the exponent split needs H = u_hi - rho_hi to have at least one bit
+        # (protocols/krr/expsum.py, step 6)
+        return int(min(self.d_bits - 1, max(0, math.floor(2.0 - math.log2(self.c)))))
 
     @property
     def lut_bits(self) -> int:
@@ -202,6 +208,12 @@ class PublicParams:
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
                 "lower frac_bits (train on a coarser representation grid) or the bounds"
             )
+        if self.cross_term not in CROSS_TERMS:
+            raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
+        if self.kind == "krr-gaussian" and self.cross_term == "he":
+            from protocols.mpc.he_matvec import make_plan
+
+            make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
+    p.add_argument("--cross-term", choices=("he", "ot"), default="he",
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
+                   "semi-honest clients only) or 'ot' the OT vector OLE (exact, ~850 MB)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +45,13 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("secureml.serve").setLevel(logging.INFO)  # one line per session, never any data
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=args.security)
+    if model.public.kind == "krr-gaussian":
+        from protocols.krr import gaussian
+
+        model.public.cross_term = args.cross_term
+        model.public.validate()
+        # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
+        gaussian.prepare_server(model.params, model.public)
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
     ctx = None

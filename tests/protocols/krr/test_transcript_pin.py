@@ -42,17 +42,19 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 4 (3 added property_unit and elements to the public parameters; 4 adds
-#: the security mode: exact kernels semi-honest through the API default; compact sessions
-#: client-malicious: one consistency proof frame of 32 bytes per OT-extension piece, 128 padding
-#: OTs). The compact pin counts bytes without the public model file, whose format grew in format 3
-#: of model files.
+#: pinned at PROTOCOL_VERSION 5. 3 added property_unit and elements to the public parameters; 4 the
+#: security mode (exact kernels semi-honest through the API default; compact sessions
+#: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
+#: 5 the lattice cross term of the Gaussian kernel (SEAL's randomness seeded from the seeded Party,
+#: protocols/mpc/bfv.py; borrow-free exponential, weights in the table; "cross_term" field).
+#: The compact pin counts bytes without the public model file (its format grew in format 3 of
+#: model files).
 PINS = {
-    "krr-gaussian": (155, 85150, "38b94304ccbc2531b5f96d4704174542e5a19d3a5495efa64cd1b4fa760c18e1"),
-    "krr-laplacian": (121, 93005, "c2ee4630a8714cdbd3bf43d49761f12cc83afae99a1d61c1026faf79e3dea78f"),
-    "linear": (23, 32893, "34d098bad9c0b5a3b88b873d1dc4aeb602ba2134066637d5472279f6f554cbe7"),
+    "krr-gaussian": (66, 1565153, "46d803535ad544d24947fce5328387e377d5658095d96eb480fe235678a562f8"),
+    "krr-laplacian": (96, 75368, "e3f3338ece9cedcfd6cb010155ab92e2985cabf8139130c1a4116b67bb3fce71"),
+    "linear": (23, 32911, "1a41702017fe3e1e177cf60cae1b1a42bf57e4f602a035b238991aeb81f20f76"),
 }
-PINNED_VERSION = 4
+PINNED_VERSION = 5
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
