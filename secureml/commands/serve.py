@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
-    p.add_argument("--cross-term", choices=("he", "ot"), default="he",
+    p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
-                   "semi-honest clients only) or 'ot' the OT vector OLE (exact, ~850 MB)")
+                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
     p.set_defaults(func=run)
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
 
-        model.public.cross_term = args.cross_term
+        model.public.cross_term = _cross_term(args.cross_term)
         model.public.validate()
         # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
         gaussian.prepare_server(model.params, model.public)
@@ -64,3 +65,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _cross_term(choice: str) -> str:
+    """'auto' picks the lattice cross term where TenSEAL is installed (the light install has none)."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    try:
+        return "he" if importlib.util.find_spec("tenseal") is not None else "ot"
+    except ImportError:  # an import hook that refuses the package counts as "not installed"
+        return "ot"
