@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cost import synthetic_model, synthetic_queries  # one definition for both benchmarks
+from bench.synthetic import synthetic_model, synthetic_queries  # one definition for both benchmarks
 
 
 def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.mpc.he_matvec import make_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
@@ -211,8 +212,6 @@ class PublicParams:
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":
-            from protocols.mpc.he_matvec import make_plan
-
             make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
