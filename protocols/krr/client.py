@@ -3,7 +3,8 @@
 Session: the handshake (:mod:`protocols.krr.handshake`), then the served kind's protocol from
 :mod:`protocols.krr.registry` (public-model transfer, featurisation, offline OT set-up, online).
 Queries are checked against the public bounds before anything private moves; on failure the
-client sends {abort: reason} and the server closes the session.
+client sends the fixed code {abort: "query-rejected"} (never the reason: it names the molecule) and
+the server closes the session; the reason stays in this process's exception.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
     except SecureMLError as exc:
         if not ready_sent:
-            client_abort(ch, str(exc))
+            client_abort(ch)
         raise
     if not ready_sent:
         client_ready(ch, need_public_model=False)
@@ -82,7 +83,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     if baseline is not None:
         preds = preds + baseline
     t1 = time.perf_counter()
-    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q, **info})
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes,
+                                   {"n_queries": n_q, "security": pp.security, **info})
     return preds, cost, pp
 
 

@@ -13,10 +13,11 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from typing import Callable
 
 from protocols.common import CostReport
-from protocols.krr.handshake import server_handshake
+from protocols.krr.handshake import CLIENT_MALFORMED, CLIENT_REJECTED, refusal, server_handshake
 from protocols.krr.registry import protocol_for
 from protocols.krr.served import Served
 from protocols.mpc.party import Party
@@ -24,6 +25,19 @@ from protocols.net.transport import Channel, TCPChannel, listen
 from secureml.errors import SecureMLError
 
 log = logging.getLogger("secureml.serve")
+
+# messages the server itself words, with nothing from the client in them: the only ones it logs
+_SAFE_MESSAGES = {CLIENT_REJECTED, CLIENT_MALFORMED}
+
+
+def log_safe(exc: BaseException) -> str:
+    """What the server may log about a failed session: the error's class (e.g. ``ConsistencyError``,
+    ``PeerDisconnected``), never its message -- messages can quote the client's bytes (a malformed
+    reply, a rejected query's reason, a newline that forges a log line) -- except the server's own
+    fixed wording of a client's abort."""
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg in _SAFE_MESSAGES or msg.startswith("refused: ") \
+        else type(exc).__name__
 
 
 def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party | None = None
@@ -44,7 +58,7 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
     proto.server_online(party, model, k, info)
     t1 = time.perf_counter()
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": k, "peer": peer})
-    log.warning(
+    log.info(  # a normal session: INFO (failures below are warnings)
         "session peer=%s queries=%d wall=%.2fs sent=%.1fMB received=%.1fMB rounds=%d",
         peer, k, cost.wall_s, cost.bytes_sent / 1e6, cost.bytes_received / 1e6, cost.rounds,
     )
@@ -62,8 +76,11 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
     srv = listen(host, port)
     srv.settimeout(0.5)
     actual = srv.getsockname()[1]
-    print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}) "
-          f"on {host}:{actual}", flush=True)
+    refused = refusal(model.public)
+    if refused:
+        print(f"secureml: WARNING: {refused}; every session will be refused", flush=True)
+    print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}, "
+          f"security={model.public.security}) on {host}:{actual}", flush=True)
     if on_ready:
         on_ready(actual)
     slots = threading.Semaphore(concurrency)
@@ -98,11 +115,11 @@ def _session_thread(model: Served, conn: socket.socket, peer: str, ssl_context: 
             serve_one(model, ch, peer)
         finally:
             ch.close()
-    except SecureMLError as exc:
-        log.warning("session peer=%s failed: %s", peer, exc)
-    except (OSError, ssl.SSLError) as exc:
-        log.warning("session peer=%s failed: %s", peer, exc)
-    except Exception:  # a bug in one session must not stop the server
-        log.exception("session peer=%s crashed", peer)
+    except (SecureMLError, OSError, ssl.SSLError) as exc:
+        log.warning("session peer=%s failed: %s", peer, log_safe(exc))
+    except Exception as exc:  # a bug in one session must not stop the server
+        # the code path (file, line, source) but not the message, which may hold client data
+        log.error("session peer=%s crashed: %s\n%s", peer, type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
     finally:
         slots.release()

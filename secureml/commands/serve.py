@@ -23,9 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions)")
+    p.add_argument("--security", choices=("client-malicious", "semi-honest"), default="client-malicious",
+                   help="client-malicious (default): whatever a client sends, each query yields at most the "
+                   "prediction for one input of the public domain, or an abort (compact models; exact-kernel "
+                   "models have no such protocol yet and their sessions are refused); semi-honest: the "
+                   "protocols for clients that run our code unmodified (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
+    p.add_argument("--cross-term", choices=("he", "ot"), default="he",
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
+                   "semi-honest clients only) or 'ot' the OT vector OLE (exact, ~850 MB)")
     p.set_defaults(func=run)
 
 
@@ -35,8 +43,15 @@ def run(args: argparse.Namespace) -> int:
 
     from protocols.krr import ServedModel, serve
 
-    logging.getLogger("secureml.serve").setLevel(logging.WARNING)
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    logging.getLogger("secureml.serve").setLevel(logging.INFO)  # one line per session, never any data
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=args.security)
+    if model.public.kind == "krr-gaussian":
+        from protocols.krr import gaussian
+
+        model.public.cross_term = args.cross_term
+        model.public.validate()
+        # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
+        gaussian.prepare_server(model.params, model.public)
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
     ctx = None
