@@ -61,7 +61,7 @@ def test_gnn_tiny_encoder_leaks_membership_and_attack_runs(tiny_world, tmp_path,
     from attacks.gnn import experiment
 
     r = experiment.run("attrmask", corpus=tiny_world, dim=32, n_layers=3, epochs=60, batch_size=10, lr=3e-3,
-                       budget=150, n_score_neg=90, fcd_on=False, progress=False, log=lambda s: None,
+                       budget=80, n_score_neg=90, fcd_on=False, progress=False, log=lambda s: None,
                        methods=["random generation", "scoring w/o policy", "attack (policy + scoring)"])
     d = r["diagnostics"]
     assert d["target_auc_raw_loss"] > 0.65, d
