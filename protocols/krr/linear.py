@@ -12,7 +12,7 @@ map (random matrices, PCA basis fitted on *public* molecules, biases -- none der
 labels), F, the fixed-point format, a power-of-two bound on the features and on the prediction
 (``out_bits``). The client learns w . phi + y_offset; the server learns nothing.
 * ``security="semi-honest"``: both parties follow the protocol.
-* ``security="client-malicious"`` (the default of ``secureml serve``): the server is semi-honest,
+* ``security="client-malicious"`` (what ``secureml serve --security auto`` picks for compact models): the server is semi-honest,
   the client may send any bytes. Its only inputs are the choice bits of the step-2 COTs (it is
   never an OT sender and sends no value the server uses), and the OT extension it receives from
   is checked piece by piece (:mod:`protocols.ot.consistency`) before any OT of the piece is used,

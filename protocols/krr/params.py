@@ -21,7 +21,7 @@ PROTOCOL_NAME = "secureml-krr"
 PROTOCOL_VERSION = 5  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel
-#: security modes of a served model (docs/malicious.md); client-malicious is the default of `serve`
+#: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
 #: kinds with a protocol secure against a deviating client (the exact kernels have none yet)

@@ -53,8 +53,9 @@ def security_mode(kind: str, security: str | None) -> str:
 
     ``None`` (the Python API's default): client-malicious where the kind has such a protocol
     (compact models), else semi-honest -- the exact kernels' only protocol today, announced to the
-    client in the handshake. ``secureml serve`` always passes its ``--security`` (default
-    client-malicious), so a CLI server of an exact model refuses sessions instead of downgrading.
+    client in the handshake. ``secureml serve --security auto`` (its default) does the same and
+    warns at start-up; ``--security client-malicious`` makes a server of an exact model refuse
+    sessions instead.
     """
     if security is None:
         return DEFAULT_SECURITY if kind in CLIENT_MALICIOUS_KINDS else "semi-honest"

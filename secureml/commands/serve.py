@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions)")
-    p.add_argument("--security", choices=("client-malicious", "semi-honest"), default="client-malicious",
-                   help="client-malicious (default): whatever a client sends, each query yields at most the "
-                   "prediction for one input of the public domain, or an abort (compact models; exact-kernel "
-                   "models have no such protocol yet and their sessions are refused); semi-honest: the "
-                   "protocols for clients that run our code unmodified (docs/malicious.md)")
+    p.add_argument("--security", choices=("auto", "client-malicious", "semi-honest"), default="auto",
+                   help="client-malicious: whatever a client sends, each query yields at most the prediction "
+                   "for one input of the public domain, or an abort (compact models; exact-kernel models have "
+                   "no such protocol yet and their sessions are refused); semi-honest: the protocols for "
+                   "clients that run our code unmodified; auto (default): client-malicious where the model "
+                   "kind has it, else semi-honest with a warning at start-up (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
@@ -45,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from protocols.krr import ServedModel, serve
 
     logging.getLogger("secureml.serve").setLevel(logging.INFO)  # one line per session, never any data
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=args.security)
+    security = None if args.security == "auto" else args.security
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security)
+    if model.public.security != "client-malicious":
+        print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
+              "learn more than its predictions (the training weights); serve a compact model for "
+              "client-malicious security (docs/malicious.md)", file=sys.stderr)
     if model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
 
