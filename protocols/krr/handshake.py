@@ -20,9 +20,16 @@ from secureml.errors import ProtocolError
 MAX_QUERIES_PER_SESSION = 256
 
 
-def server_handshake(ch: Channel, public: PublicParams) -> tuple[int, dict[str, Any]]:
-    """Model owner's steps 1-3: returns (number of queries, the client's ready message)."""
-    hello = ch.recv_json(max_bytes=4096)
+def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | None = None
+                     ) -> tuple[int, dict[str, Any]]:
+    """Model owner's steps 1-3: returns (number of queries, the client's ready message).
+
+    ``hello``: step 1's message when the server's front door has already read it.
+    The error of an abort quotes the client's reason (client-supplied text): the front door logs
+    only the error's class, never its message.
+    """
+    if hello is None:
+        hello = ch.recv_json(max_bytes=4096)
     try:
         k = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION)
     except ProtocolError as exc:
@@ -34,6 +41,14 @@ def server_handshake(ch: Channel, public: PublicParams) -> tuple[int, dict[str, 
         reason = answer.get("abort") if isinstance(answer, dict) else None
         raise ProtocolError(f"client aborted: {reason or 'malformed reply'}")
     return k, answer
+
+
+def client_hello_message(n_queries: int, token: str | None = None) -> dict[str, Any]:
+    """Step 1's message (with the client's bearer token, if it has one)."""
+    hello: dict[str, Any] = {"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(n_queries)}
+    if token:
+        hello["token"] = token
+    return hello
 
 
 def client_hello(ch: Channel, n_queries: int) -> PublicParams:

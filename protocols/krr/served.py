@@ -90,9 +90,16 @@ class ServedModel:
         )
         self.public.validate()
 
+    #: SHA-256 of the model file served (verified on load; the audit log's model id)
+    sha256: str = ""
+
     @classmethod
-    def from_file(cls, path: str, **kw: Any) -> "ServedModel":
-        return cls.from_molecular_model(MolecularModel.load(path), **kw)
+    def from_file(cls, path: str, verify_key: Any = None, **kw: Any) -> "ServedModel":
+        """Load, verify (hash; signature by ``verify_key`` if given) and prepare a model file."""
+        mm = MolecularModel.load(path, verify_key=verify_key)
+        served = cls.from_molecular_model(mm, **kw)
+        served.sha256 = getattr(mm, "sha256_", "")
+        return served
 
     @classmethod
     def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
