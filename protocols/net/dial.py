@@ -154,7 +154,10 @@ def _try_once(host, port, hello, ssl_context, server_hostname, connect_timeout, 
             ra = float(ra) if isinstance(ra, (int, float)) and not isinstance(ra, bool) and 0 <= ra <= 60 else None
             raise _Retry(ServerBusy(f"the server at {host}:{port} is busy"), busy=True, retry_after=ra)
         code = reply.get("code") if isinstance(reply.get("code"), str) else "refused"
-        raise ServerRefused(f"server refused: {err}", code=code[:40])
+        ra = reply.get("retry_after")
+        later = (f" (retry after {ra:.0f} s)" if isinstance(ra, (int, float)) and not isinstance(ra, bool)
+                 and 0 < ra < 1e9 else "")
+        raise ServerRefused(f"server refused: {err}{later}", code=code[:40])
     ch.deadline = None
     ch.timeout = channel_timeout
     return ch, reply

@@ -337,7 +337,9 @@ class FrontDoor:
             self.stats[key] += 1
             reply: dict[str, Any] = {"ok": False, "error": exc.public, "code": exc.code}
             if exc.retry_after is not None:
-                reply.update(busy=True, retry_after=exc.retry_after)
+                reply["retry_after"] = exc.retry_after
+            if exc.code == "busy":  # only load is retried automatically; a refusal is final
+                reply["busy"] = True
             if ch is not None and not ch.closed:
                 try:
                     ch.timeout = 2.0
