@@ -94,7 +94,7 @@ def test_predict_against_bad_servers_is_one_line_and_quick(model, reply, message
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 60  # (process start included; was 316 s before deadlines)
 
 
 def test_mutual_tls_tokens_audit_and_plaintext_mismatch(model, tmp_path):
