@@ -7,8 +7,8 @@ query owner's client. See :mod:`protocols.krr.gaussian` for the protocol and its
 from protocols.krr.client import predict, predict_features
 from protocols.krr.featurize import Featurizer, molecules_featurizer
 from protocols.krr.params import PROTOCOL_VERSION, PublicParams
-from protocols.krr.served import CompactServedModel, ServedModel
+from protocols.krr.served import CompactServedModel, Served, ServedModel
 from protocols.krr.server import serve, serve_one
 
-__all__ = ["PROTOCOL_VERSION", "CompactServedModel", "Featurizer", "PublicParams", "ServedModel",
+__all__ = ["PROTOCOL_VERSION", "CompactServedModel", "Featurizer", "PublicParams", "Served", "ServedModel",
            "molecules_featurizer", "predict", "predict_features", "serve", "serve_one"]

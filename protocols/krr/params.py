@@ -1,4 +1,4 @@
-"""Public parameters of a double-blind KRR session, and the handshake that agrees on them.
+"""Public parameters of a double-blind KRR session (agreed in :mod:`protocols.krr.handshake`).
 
 Everything in :class:`PublicParams` is known to both parties; nothing else about the model
 (training representations, weights, offset) or about the query leaves its owner. The fixed-point

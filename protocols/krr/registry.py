@@ -40,8 +40,9 @@ EXACT_SOFTSPOKEN_K = 4
 class ModelProtocol:
     """One served model kind: the steps both parties run after the handshake.
 
-    ``model`` arguments are :class:`protocols.krr.served.ServedModel` objects (the server's secret
-    side); ``pp`` the :class:`PublicParams` both sides hold.
+    ``model`` arguments are :class:`protocols.krr.served.Served` objects (``ServedModel`` for exact
+    kernels, ``CompactServedModel`` for compact models: the server's secret side); ``pp`` the
+    :class:`PublicParams` both sides hold.
     """
 
     kind: str = ""

@@ -47,15 +47,9 @@ def _energies(element_energies: dict[int, float] | None) -> dict[str, float]:
     return {str(int(z)): float(e) for z, e in (element_energies or {}).items()}
 
 
-class ServedModel:
-    """An exact KRR model as served: ``ServedModel(KernelModelParams(...))``.
+class Served:
+    """Any served model: its public parameters and the session options (fields, set freely)."""
 
-    Fields: ``params`` (the secret arrays), ``public`` (:class:`PublicParams`), and the session
-    options ``precompute_ot``, ``softspoken_k``, ``resume_ot`` (used by compact models' OT sessions).
-    Compact random-feature models: :meth:`linear` (or :meth:`from_molecular_model`, which picks).
-    """
-
-    params: KernelModelParams | None
     public: PublicParams
     #: compact models: extend the OTs before the online phase (offline/online split)
     precompute_ot: bool = compact.PRECOMPUTE_OT
@@ -63,6 +57,19 @@ class ServedModel:
     softspoken_k: int = DEFAULT_K
     #: compact models: keep OT-session state so a client's later sessions skip the base OTs
     resume_ot: bool = True
+    #: SHA-256 of the model file served (verified on load; the audit log's model id)
+    sha256: str = ""
+
+
+class ServedModel(Served):
+    """An exact KRR model as served: ``ServedModel(KernelModelParams(...))``.
+
+    Fields: ``params`` (the secret arrays), ``public`` (:class:`PublicParams`) and the session
+    options of :class:`Served`. Compact random-feature models: :meth:`linear` (or
+    :meth:`from_molecular_model`, which picks the right kind).
+    """
+
+    params: KernelModelParams
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
                  property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16,
@@ -90,11 +97,8 @@ class ServedModel:
         )
         self.public.validate()
 
-    #: SHA-256 of the model file served (verified on load; the audit log's model id)
-    sha256: str = ""
-
     @classmethod
-    def from_file(cls, path: str, verify_key: Any = None, **kw: Any) -> "ServedModel":
+    def from_file(cls, path: str, verify_key: Any = None, **kw: Any) -> Served:
         """Load, verify (hash; signature by ``verify_key`` if given) and prepare a model file."""
         mm = MolecularModel.load(path, verify_key=verify_key)
         served = cls.from_molecular_model(mm, **kw)
@@ -103,7 +107,7 @@ class ServedModel:
 
     @classmethod
     def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
-                             calibration: Any = None) -> "ServedModel":
+                             calibration: Any = None) -> Served:
         """Exact KRR for a kernel estimator, a compact model for a random-feature one."""
         est = mm.estimator
         if hasattr(est, "dual_coef_"):
@@ -132,11 +136,10 @@ class CompactSecret:
     public_blob: bytes  # the public model file (feature map), sent once per client
 
 
-class CompactServedModel(ServedModel):
+class CompactServedModel(Served):
     """A compact random-feature model as served: ``compact`` (secret weights) and ``public``."""
 
     def __init__(self, compact_secret: CompactSecret, public: PublicParams) -> None:
-        self.params = None
         self.compact = compact_secret
         self.public = public
         self.public.validate()

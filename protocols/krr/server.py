@@ -25,7 +25,7 @@ from protocols.common import CostReport, check_hello
 from protocols.krr.handshake import MAX_QUERIES_PER_SESSION, server_handshake
 from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
 from protocols.krr.registry import protocol_for
-from protocols.krr.served import ServedModel
+from protocols.krr.served import Served
 from protocols.mpc.party import Party
 from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, SessionContext, run_workers
 from protocols.net.limits import DEFAULT_LIMITS, Limits, session_seconds
@@ -34,7 +34,7 @@ from protocols.net.transport import Channel, listen
 log = logging.getLogger("secureml.serve")
 
 
-def serve_one(model: ServedModel, ch: Channel, peer: str = "local", *, party: Party | None = None,
+def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party | None = None,
               hello: dict[str, Any] | None = None, ctx: SessionContext | None = None) -> CostReport:
     """Run one session as the model owner on an open channel; returns its cost.
 
@@ -66,7 +66,7 @@ def serve_one(model: ServedModel, ch: Channel, peer: str = "local", *, party: Pa
     return cost
 
 
-def serve(model: ServedModel, host: str = "127.0.0.1", port: int = 7000, *,
+def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
           ssl_context: ssl.SSLContext | None = None, max_sessions: int | None = None,
           concurrency: int = 2, session_timeout: float | None = None,
           on_ready: Callable[[int], None] | None = None, stop: threading.Event | None = None,

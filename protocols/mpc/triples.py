@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.mpc.gilboa import gilboa_mul
 from protocols.mpc.context import PartyContext
+from protocols.mpc.gilboa import gilboa_mul
 
 U64 = np.uint64
 #: triples per Gilboa batch: bounds memory (64 COTs per triple, ~8 uint64 per COT in flight)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-NAMES = ("whitebox", "rf-whitebox", "reconstruct", "mia", "rank")
+NAMES = ("whitebox", "rf-whitebox", "reconstruct", "mia", "rank", "gnn-extract")
 
 _HELP = {
     "whitebox": "rebuild the training molecules from a Coulomb-matrix KRR model file (charges, MDS geometry, "
@@ -18,6 +18,7 @@ _HELP = {
                    "kernels, free-centre fit otherwise)",
     "mia": "membership inference: loss threshold (Yeom et al.) and shadow models (offline LiRA)",
     "rank": "candidate ranking: precision@K of training molecules in an auxiliary pool",
+    "gnn-extract": "training-data extraction from a pretrained molecular GIN encoder (see _gnn_extract)",
 }
 
 
@@ -65,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol-sample", type=int, default=4,
                    help="ot/fhe: queries answered by the real protocol (default 4)")
     p.add_argument("--out", default=None, help="output folder (default results/attacks)")
+    from secureml.commands import _gnn_extract
+
+    _gnn_extract.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -108,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
     from attacks.targets import make_target
 
     name = args.name
+    if name == "gnn-extract":  # its own deployment (a released encoder) and options
+        from secureml.commands import _gnn_extract
+
+        return _gnn_extract.run(args)
     target_kind = args.target or ("model-file" if name in ("whitebox", "rf-whitebox") else "api")
     out = Path(args.out or "results/attacks")
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from protocols.common import KernelModelParams
-from protocols.krr import CompactServedModel, ServedModel
+from protocols.krr import CompactServedModel, Served, ServedModel
 from protocols.krr.params import LAPLACIAN_MAX_X_BITS
 from protocols.krr.served import auto_frac_bits, laplacian_frac_bits
 from secureml.errors import ModelError
@@ -27,7 +27,7 @@ def test_exact_model_fields_and_kind():
     assert s.public.kind == "krr-laplacian" and s.public.x_bits <= LAPLACIAN_MAX_X_BITS
     assert s.public.frac_bits == laplacian_frac_bits(s.public.feature_hi - s.public.feature_lo)  # capped
     assert s.params is not None and (s.precompute_ot, s.resume_ot) == (False, True)
-    assert not isinstance(s, CompactServedModel)
+    assert not isinstance(s, CompactServedModel) and isinstance(s, Served)
 
 
 def test_only_known_kernels_are_served():

@@ -1,0 +1,135 @@
+"""The generator's action space: a vocabulary scaffold plus one or two vocabulary motifs.
+
+An action sequence is (scaffold s, number of substituents n in {1, 2}, (atom p1, motif m1),
+(atom p2, motif m2)): the one-step and two-step attachments of the paper. Atoms are the scaffold
+atoms that carry a hydrogen; two substituents go on distinct atoms. Molecules are built and
+valence-checked by :func:`attacks.gnn.data.attach`; different action sequences can give the
+same molecule (symmetric atoms), so everything downstream is keyed by canonical SMILES.
+
+The prior (used by random generation and as the policy's initial logits) is the attacker's
+auxiliary statistics: scaffold and motif frequencies and the share of one- vs two-substituent
+molecules among reachable auxiliary molecules.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from attacks.gnn.data import Corpus, _mol, attach
+
+
+@dataclass
+class Action:
+    scaffold: int
+    subs: tuple[tuple[int, int], ...]  # (scaffold atom, motif index)
+
+
+class Space:
+    def __init__(self, corpus: Corpus) -> None:
+        self.scaffolds = list(corpus.scaffolds)
+        self.motifs = list(corpus.motifs)
+        sidx = {s: k for k, s in enumerate(self.scaffolds)}
+        midx = {m: k for k, m in enumerate(self.motifs)}
+        self.positions: list[np.ndarray] = []
+        for s in self.scaffolds:
+            m = _mol(s)
+            self.positions.append(np.array([a.GetIdx() for a in m.GetAtoms() if a.GetTotalNumHs() > 0], dtype=int))
+        # prior from the attacker's reachable auxiliary molecules (add-one smoothing)
+        sc, mo, nsub = Counter(), Counter(), Counter()
+        for smi in corpus.aux:
+            d = corpus.decomposition.get(smi)
+            if d is None or d[0] not in sidx or not 1 <= len(d[1]) <= 2 or any(m not in midx for _, m in d[1]):
+                continue
+            sc[sidx[d[0]]] += 1
+            nsub[len(d[1])] += 1
+            for _, m in d[1]:
+                mo[midx[m]] += 1
+        self.scaffold_prior = np.array([sc[k] + 1.0 for k in range(len(self.scaffolds))])
+        self.scaffold_prior /= self.scaffold_prior.sum()
+        self.motif_prior = np.array([mo[k] + 1.0 for k in range(len(self.motifs))])
+        self.motif_prior /= self.motif_prior.sum()
+        self.n_prior = np.array([nsub[1] + 1.0, nsub[2] + 1.0])
+        self.n_prior /= self.n_prior.sum()
+        self.n_reachable_aux = int(sum(sc.values()))
+
+    def size(self) -> int:
+        """Number of action sets (an upper bound on distinct molecules; symmetry merges some)."""
+        M = len(self.motifs)
+        return int(sum(len(p) * M + len(p) * (len(p) - 1) // 2 * M * M for p in self.positions))
+
+    @lru_cache(maxsize=1_000_000)
+    def _smiles(self, scaffold: int, subs: tuple[tuple[int, int], ...]) -> str | None:
+        return attach(self.scaffolds[scaffold], [(p, self.motifs[m]) for p, m in subs])
+
+    def smiles(self, a: Action) -> str | None:
+        return self._smiles(a.scaffold, tuple(sorted(a.subs)))
+
+    def sample_prior(self, n: int, rng: np.random.Generator) -> list[Action]:
+        out = []
+        for _ in range(n):
+            s = int(rng.choice(len(self.scaffolds), p=self.scaffold_prior))
+            pos = self.positions[s]
+            k = 1 + int(rng.random() < self.n_prior[1]) if len(pos) > 1 else 1
+            ps = rng.choice(pos, size=k, replace=False)
+            ms = rng.choice(len(self.motifs), size=k, p=self.motif_prior)
+            out.append(Action(s, tuple((int(p), int(m)) for p, m in zip(ps, ms))))
+        return out
+
+    def decomposition(self, a: Action) -> tuple[str, list[str]]:
+        return self.scaffolds[a.scaffold], [self.motifs[m] for _, m in a.subs]
+
+
+def unique_valid(space: Space, actions: Sequence[Action]) -> dict[str, Action]:
+    """Canonical SMILES -> first action that builds it (invalid molecules dropped)."""
+    out: dict[str, Action] = {}
+    for a in actions:
+        s = space.smiles(a)
+        if s is not None and s not in out:
+            out[s] = a
+    return out
+
+
+def generated_corpus(n_private: int = 60, n_shadows: int = 2, n_scaffolds: int = 6, n_motifs: int = 6,
+                     n_scan: int = 4000, seed: int = 0) -> Corpus:
+    """A small world for tests and quick runs: vocabularies from a short MOSES scan, and private and
+    shadow sets *generated* from the prior (so every member is reachable and the space is tiny).
+
+    Natural MOSES molecules with a top scaffold and 1-2 top motifs are ~1 % of MOSES, too few in
+    a scan that takes seconds; generated members keep the attack's mechanics identical.
+    """
+    from attacks.gnn.data import _scaffold_only, decompose, load_moses
+
+    smiles = load_moses("train")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(smiles), size=n_scan, replace=False)
+    sc = Counter(filter(None, (_scaffold_only(smiles[int(i)]) for i in idx)))
+    scaffolds = [s for s, _ in sc.most_common(n_scaffolds)]
+    dec = {}
+    for i in idx:
+        if _scaffold_only(smiles[int(i)]) in scaffolds:
+            d = decompose(smiles[int(i)])
+            if d is not None:
+                dec[attach(*d)] = d
+    mo = Counter(m for d in dec.values() for _, m in d[1])
+    motifs = [m for m, _ in mo.most_common(n_motifs)]
+    base = Corpus(scaffolds, np.array([sc[s] for s in scaffolds], float), motifs,
+                  np.array([mo[m] for m in motifs], float), [], [], sorted(dec), dict(dec), n_scan)
+    space = Space(base)
+    pool = list(unique_valid(space, space.sample_prior(20 * n_private * (1 + n_shadows), rng)).items())
+    pool = [pool[k] for k in rng.permutation(len(pool))]
+    pool = [(s, a) for s, a in pool if s not in dec]  # keep the auxiliary data disjoint
+    need = n_private * (1 + n_shadows)
+    if len(pool) < need:
+        raise ValueError(f"the prior generated only {len(pool)} distinct molecules; need {need}")
+    for s, a in pool[:need]:
+        sc_s, subs = space.decomposition(a)
+        dec[s] = (sc_s, tuple(sorted((p, m) for (p, _), m in zip(a.subs, subs))))
+    names = [s for s, _ in pool[:need]]
+    base.private = names[:n_private]
+    base.shadows = [names[n_private * (k + 1): n_private * (k + 2)] for k in range(n_shadows)]
+    base.decomposition = dec
+    return base
