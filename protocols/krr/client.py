@@ -113,7 +113,7 @@ def parse_address(address: str, default_port: int = 7000) -> tuple[str, int]:
 def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Featurizer | None = None,
             counts: np.ndarray | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0,
             resume_ot: bool = True, token: str | None = None, server_hostname: str | None = None,
-            handshake_timeout: float = 30.0, retries: int = 5, batch_size: int | None = None,
+            handshake_timeout: float = 30.0, retries: int = 8, batch_size: int | None = None,
             ) -> tuple[np.ndarray, CostReport]:
     """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel).
 

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--handshake-timeout", type=float, default=30.0,
                    help="the server must answer the hello within this many seconds (default 30)")
-    g.add_argument("--retries", type=int, default=5, help="retries when the server is busy or refuses (default 5)")
+    g.add_argument("--retries", type=int, default=8,
+                   help="retries when the server is busy or sheds the connection (default 8, backoff up to 8 s)")
     g.add_argument("--batch-size", type=int, default=64,
                    help="queries per session; more are split into sessions (default 64, at most 256)")
     p.add_argument("--no-resume", action="store_true",
