@@ -334,7 +334,7 @@ class FrontDoor:
                     self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - t_start)
             self.stats["ok"] += 1
             self.audit.record(ctx, "ok")
-            log.info("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
+            log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
                      ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
         except Refused as exc:
             key = "busy" if exc.code == "busy" else "refused"
