@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attacks.gnn.data import Corpus, _mol, attach
+from attacks.gnn.data import Corpus, _mol, _scaffold_only, attach, decompose, load_moses
 
 
 @dataclass
@@ -101,8 +101,6 @@ def generated_corpus(n_private: int = 60, n_shadows: int = 2, n_scaffolds: int =
     Natural MOSES molecules with a top scaffold and 1-2 top motifs are ~1 % of MOSES, too few in
     a scan that takes seconds; generated members keep the attack's mechanics identical.
     """
-    from attacks.gnn.data import _scaffold_only, decompose, load_moses
-
     smiles = load_moses("train")
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(smiles), size=n_scan, replace=False)

@@ -16,7 +16,7 @@ import numpy as np
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 3  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions; 3: model files (also the compact public model) carry a SHA-256 (format 3), optional hello token, busy answers
+PROTOCOL_VERSION = 2  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
