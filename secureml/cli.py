@@ -20,7 +20,10 @@ from secureml.errors import SecureMLError
 log = logging.getLogger("secureml")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or with ``only`` (a command module's name) just that command: `secureml
+    predict` then starts without importing every other command's dependencies (torch for the
+    attacks), which took seconds on a loaded machine."""
     parser = argparse.ArgumentParser(
         prog="secureml",
         description="Double-blind KRR prediction of molecular properties, and leakage measurement.",
@@ -31,15 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
     import secureml.commands as commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or (only is not None and info.name != only):
             continue
         module = importlib.import_module(f"secureml.commands.{info.name}")
         module.register(sub)
     return parser
 
 
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The command module named by the first non-option argument, if there is such a module."""
+    import secureml.commands as commands
+
+    word = next((a for a in argv if not a.startswith("-")), None)
+    if word is None:
+        return None
+    name = word.replace("-", "_")
+    known = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
+    return name if name in known else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_module(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
