@@ -141,6 +141,8 @@ def honest_check(port: int, queries: np.ndarray, expected: np.ndarray) -> bool:
 
 def start_server(model_path: Path, log_path: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     log = open(log_path, "w")
+    if "--security" not in extra:  # the exact-kernel models served here have no client-malicious mode
+        extra = ["--security", "semi-honest", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "secureml.cli", "-v", "serve", "--model", str(model_path),
                              "--port", "0", *extra], stdout=subprocess.PIPE, stderr=log, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -219,7 +221,7 @@ def run_fuzz(cases: int, seed: int = 0, workers: int = 8, check_every: int = 500
         "cases": cases, "seed": seed, "recorded_frames": len(frames),
         "recorded_bytes": sum(len(f) for f in frames), "mutations": dict(kinds), "outcomes": dict(outcomes),
         "hangs": outcomes.get("hang", 0), "hangs_by_mutation": dict(hung_kinds),
-        "hang_streams": str(work / "hangs") if hung else None, "tracebacks": log.count("Traceback"),
+        "hang_streams": str(work / "hangs") if hung else None, "tracebacks": log.count("Traceback") + log.count("session crashed"),
         "server_alive_at_end": alive, "honest_checks": len(honest), "honest_all_correct": all(honest),
         "wall_s": round(time.time() - t0, 1), "server_log_lines": len(log.splitlines()),
     }

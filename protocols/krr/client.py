@@ -3,12 +3,14 @@
 Session: the handshake (:mod:`protocols.krr.handshake`), then the served kind's protocol from
 :mod:`protocols.krr.registry` (public-model transfer, featurisation, offline OT set-up, online).
 Queries are checked against the public bounds before anything private moves; on failure the
-client sends {abort: reason} and the server closes the session.
+client sends the fixed code {abort: "query-rejected"} (never the reason: it names the molecule) and
+the server closes the session; the reason stays in this process's exception.
 """
 from __future__ import annotations
 
 import ssl
 import time
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
     except SecureMLError as exc:
         if not ready_sent:
-            client_abort(ch, str(exc))
+            client_abort(ch)
         raise
     if not ready_sent:
         client_ready(ch, need_public_model=False)
@@ -86,7 +88,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     if baseline is not None:
         preds = preds + baseline
     t1 = time.perf_counter()
-    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q, **info})
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes,
+                                   {"n_queries": n_q, "security": pp.security, **info})
     return preds, cost, pp
 
 
@@ -114,7 +117,7 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
             counts: np.ndarray | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0,
             resume_ot: bool = True, token: str | None = None, server_hostname: str | None = None,
             handshake_timeout: float = 30.0, retries: int = 8, batch_size: int | None = None,
-            ) -> tuple[np.ndarray, CostReport]:
+            with_params: bool = False) -> Any:
     """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel).
 
     Over TCP: the hello's answer must come within ``handshake_timeout`` seconds; "busy" answers
@@ -125,10 +128,12 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
     More queries than ``batch_size`` (default and at most the server's 256 per session) run as
     several sessions, one after the other, which also bounds this side's memory; the returned
     cost sums them (``cost.extra["sessions"]``).
+    Returns (predictions, cost), or with ``with_params`` (predictions, cost, the server's
+    :class:`PublicParams`).
     """
     if isinstance(server, Channel):
-        preds, cost, _ = predict_features(server, Q, featurize, counts, resume_ot=resume_ot)
-        return preds, cost
+        preds, cost, pp = predict_features(server, Q, featurize, counts, resume_ot=resume_ot)
+        return (preds, cost, pp) if with_params else (preds, cost)
     host, port = parse_address(server)
     if Q is not None:
         Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
@@ -153,13 +158,14 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
                                  server_hostname=server_hostname, handshake_timeout=handshake_timeout,
                                  channel_timeout=timeout, retries=retries)
         try:
-            preds, cost, _ = predict_features(ch, q_part, f_part, c_part, resume_ot=resume_ot,
-                                              params=reply.get("params"))
+            preds, cost, pp = predict_features(ch, q_part, f_part, c_part, resume_ot=resume_ot,
+                                               params=reply.get("params"))
         finally:
             ch.close()
         preds_all.append(preds)
         costs.append(cost)
-    return np.concatenate(preds_all), _sum_costs(costs)
+    out = np.concatenate(preds_all), _sum_costs(costs)
+    return (*out, pp) if with_params else out
 
 
 def _sum_costs(costs: list[CostReport]) -> CostReport:

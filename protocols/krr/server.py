@@ -22,7 +22,8 @@ import time
 from typing import Any, Callable
 
 from protocols.common import CostReport, check_hello
-from protocols.krr.handshake import MAX_QUERIES_PER_SESSION, server_handshake
+from protocols.krr.handshake import (CLIENT_MALFORMED, CLIENT_REJECTED, MAX_QUERIES_PER_SESSION, refusal,
+                                    server_handshake)
 from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
 from protocols.krr.registry import protocol_for
 from protocols.krr.served import Served
@@ -32,6 +33,19 @@ from protocols.net.limits import DEFAULT_LIMITS, Limits, session_seconds
 from protocols.net.transport import Channel, listen
 
 log = logging.getLogger("secureml.serve")
+
+# messages the server itself words, with nothing from the client in them: the only ones it logs
+_SAFE_MESSAGES = {CLIENT_REJECTED, CLIENT_MALFORMED}
+
+
+def log_safe(exc: BaseException) -> str:
+    """What the server may log about a failed session: the error's class (e.g. ``ConsistencyError``,
+    ``PeerDisconnected``), never its message -- messages can quote the client's bytes (a malformed
+    reply, a rejected query's reason, a newline that forges a log line) -- except the server's own
+    fixed wording of a client's abort."""
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg in _SAFE_MESSAGES or msg.startswith("refused: ") \
+        else type(exc).__name__
 
 
 def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party | None = None,
@@ -90,8 +104,11 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
         limits = replace(limits, idle_s=float(session_timeout))
     srv = listen(host, port, backlog=limits.backlog)
     actual = srv.getsockname()[1]
-    print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}) "
-          f"on {host}:{actual}", flush=True)
+    refused = refusal(model.public)
+    if refused:
+        print(f"secureml: WARNING: {refused}; every session will be refused", flush=True)
+    print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}, "
+          f"security={model.public.security}) on {host}:{actual}", flush=True)
     if on_ready:
         on_ready(actual)
 

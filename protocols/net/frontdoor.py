@@ -43,6 +43,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -363,7 +364,9 @@ class FrontDoor:
         except Exception as exc:  # a bug in one session must not stop the server
             self.stats["failed"] += 1
             self.audit.record(ctx, "crashed", type(exc).__name__)
-            log.exception("session crashed peer=%s", peer)
+            # the code path (files, lines) but not the message, which may quote client bytes
+            log.error("session crashed peer=%s: %s\n%s", peer, type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
         finally:
             self._watchdog.forget(conn)
             if sock is not conn:

@@ -47,9 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions)")
+    p.add_argument("--security", choices=("client-malicious", "semi-honest"), default="client-malicious",
+                   help="client-malicious (default): whatever a client sends, each query yields at most the "
+                   "prediction for one input of the public domain, or an abort (compact models; exact-kernel "
+                   "models have no such protocol yet and their sessions are refused); semi-honest: the "
+                   "protocols for clients that run our code unmodified (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
+    p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
+                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
     p.set_defaults(func=run)
 
 
@@ -62,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from protocols.net.limits import Limits
     from secureml.errors import SecureMLError
 
-    # normal sessions are logged at INFO, and a server shows them by default
+    # normal sessions are logged at INFO, and a server shows them by default (never any data)
     logging.getLogger("secureml.serve").setLevel(logging.INFO if args.verbose < 2 else logging.DEBUG)
     if args.client_ca and not args.tls_cert:
         raise SecureMLError("--client-ca needs --tls-cert/--tls-key (client certificates are checked in TLS)")
@@ -71,7 +80,15 @@ def run(args: argparse.Namespace) -> int:
         from secureml.models.signing import load_public_key
 
         verify_key = load_public_key(args.verify_key)
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, verify_key=verify_key)
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=args.security,
+                                  verify_key=verify_key)
+    if model.public.kind == "krr-gaussian":
+        from protocols.krr import gaussian
+
+        model.public.cross_term = _cross_term(args.cross_term)
+        model.public.validate()
+        # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
+        gaussian.prepare_server(model.params, model.public)
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
     ctx = (pki.server_context(args.tls_cert, args.tls_key, args.client_ca, cert_optional=bool(args.tokens))
@@ -92,3 +109,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _cross_term(choice: str) -> str:
+    """'auto' picks the lattice cross term where TenSEAL is installed (the light install has none)."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    try:
+        return "he" if importlib.util.find_spec("tenseal") is not None else "ot"
+    except ImportError:  # an import hook that refuses the package counts as "not installed"
+        return "ot"

@@ -34,8 +34,9 @@ def _start(cmd):
     raise AssertionError("server did not start: " + (proc.stdout.read() or ""))
 
 
-@pytest.mark.parametrize("kernel,sigma,grid", [("gaussian", 50.0, None), ("laplacian", 1000.0, 8)])
-def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
+@pytest.mark.parametrize("kernel,sigma,grid,cross", [("gaussian", 50.0, None, "he"), ("gaussian", 50.0, None, "ot"),
+                                                     ("laplacian", 1000.0, 8, "he")])
+def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross):
     data = load_embedded()
     tr, te = embedded_split(0)
     train, test = data.subset(tr[:150]), data.subset(te[:2])
@@ -45,7 +46,8 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
     path = model.save(tmp_path / "model.npz")
     write_extxyz(test, tmp_path / "queries.xyz")
     proc, port = _start([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path),
-                         "--port", "0", "--max-sessions", "1"])
+                         "--port", "0", "--max-sessions", "1", "--security", "semi-honest",
+                         "--cross-term", cross])
     try:
         out = subprocess.run(
             [sys.executable, "-m", "secureml.cli", "predict", "--server", f"127.0.0.1:{port}",

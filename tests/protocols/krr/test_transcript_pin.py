@@ -42,14 +42,19 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 2 (same values on main before the service split, 5aa8467; the compact
-#: pin counts bytes without the public model file, whose format grew in format 3 of model files)
+#: pinned at PROTOCOL_VERSION 5. 3 added property_unit and elements to the public parameters; 4 the
+#: security mode (exact kernels semi-honest through the API default; compact sessions
+#: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
+#: 5 the lattice cross term of the Gaussian kernel (SEAL's randomness seeded from the seeded Party,
+#: protocols/mpc/bfv.py; borrow-free exponential, weights in the table; "cross_term" field).
+#: The compact pin counts bytes without the public model file (its format grew in format 3 of
+#: model files).
 PINS = {
-    "krr-gaussian": (155, 85092, "d9959510e85809fb5272b7c10cbe0b04644dd28823db33b7e5458a92a0f356e6"),
-    "krr-laplacian": (121, 92947, "27c343496d0d6ab7a1ed29a2b2655d6cc440839f80f8f3e139acab5fd360d990"),
-    "linear": (22, 32256, "83793786a82009422059d19053088f337d57a315785e9a45fd23fe278e7d2703"),
+    "krr-gaussian": (66, 1565153, "46d803535ad544d24947fce5328387e377d5658095d96eb480fe235678a562f8"),
+    "krr-laplacian": (96, 75368, "e3f3338ece9cedcfd6cb010155ab92e2985cabf8139130c1a4116b67bb3fce71"),
+    "linear": (23, 32911, "1a41702017fe3e1e177cf60cae1b1a42bf57e4f602a035b238991aeb81f20f76"),
 }
-PINNED_VERSION = 2
+PINNED_VERSION = 5
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
