@@ -36,9 +36,14 @@ def refusal(public: PublicParams) -> str | None:
     return None
 
 
-def server_handshake(ch: Channel, public: PublicParams) -> tuple[int, dict[str, Any]]:
-    """Model owner's steps 1-3: returns (number of queries, the client's ready message)."""
-    hello = ch.recv_json(max_bytes=4096)
+def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | None = None
+                     ) -> tuple[int, dict[str, Any]]:
+    """Model owner's steps 1-3: returns (number of queries, the client's ready message).
+
+    ``hello``: step 1's message when the server's front door has already read it.
+    """
+    if hello is None:
+        hello = ch.recv_json(max_bytes=4096)
     try:
         k = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION)
     except ProtocolError as exc:
@@ -56,6 +61,14 @@ def server_handshake(ch: Channel, public: PublicParams) -> tuple[int, dict[str, 
             raise ProtocolError(CLIENT_REJECTED)
         raise ProtocolError(CLIENT_MALFORMED)
     return k, answer
+
+
+def client_hello_message(n_queries: int, token: str | None = None) -> dict[str, Any]:
+    """Step 1's message (with the client's bearer token, if it has one)."""
+    hello: dict[str, Any] = {"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(n_queries)}
+    if token:
+        hello["token"] = token
+    return hello
 
 
 def client_hello(ch: Channel, n_queries: int) -> PublicParams:

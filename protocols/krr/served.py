@@ -74,6 +74,8 @@ class Served:
     softspoken_k: int = DEFAULT_K
     #: compact models: keep OT-session state so a client's later sessions skip the base OTs
     resume_ot: bool = True
+    #: SHA-256 of the model file served (verified on load; the audit log's model id)
+    sha256: str = ""
 
 
 class ServedModel(Served):
@@ -114,8 +116,12 @@ class ServedModel(Served):
         self.public.validate()
 
     @classmethod
-    def from_file(cls, path: str, **kw: Any) -> Served:
-        return cls.from_molecular_model(MolecularModel.load(path), **kw)
+    def from_file(cls, path: str, verify_key: Any = None, **kw: Any) -> Served:
+        """Load, verify (hash; signature by ``verify_key`` if given) and prepare a model file."""
+        mm = MolecularModel.load(path, verify_key=verify_key)
+        served = cls.from_molecular_model(mm, **kw)
+        served.sha256 = getattr(mm, "sha256_", "")
+        return served
 
     @classmethod
     def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,

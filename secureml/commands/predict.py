@@ -20,8 +20,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", default=None, help="a text file with one SMILES or xyz path per line")
     p.add_argument("--cost", action="store_true", help="print time, bytes and rounds")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("--tls", action="store_true", help="connect over TLS")
-    p.add_argument("--tls-ca", default=None, help="CA / self-signed certificate to trust (PEM)")
+    g = p.add_argument_group("TLS and identity")
+    g.add_argument("--tls", action="store_true", help="connect over TLS (implied by --ca / --cert)")
+    g.add_argument("--ca", "--tls-ca", dest="tls_ca", default=None,
+                   help="CA certificate to trust for the server (PEM; default: the system's)")
+    g.add_argument("--tls-server-name", default=None,
+                   help="host name the server certificate must name (default: the --server host)")
+    g.add_argument("--cert", default=None, help="your client certificate (mutual TLS; `secureml keys client`)")
+    g.add_argument("--key", default=None, help="private key for --cert")
+    g.add_argument("--token", default=None, help="bearer token (prefer --token-file: command lines are visible)")
+    g.add_argument("--token-file", default=None, help="file holding your bearer token (`secureml keys token --out`)")
+    g = p.add_argument_group("connection")
+    g.add_argument("--handshake-timeout", type=float, default=30.0,
+                   help="the server must answer the hello within this many seconds (default 30)")
+    g.add_argument("--retries", type=int, default=8,
+                   help="retries when the server is busy or sheds the connection (default 8, backoff up to 8 s)")
+    g.add_argument("--batch-size", type=int, default=64,
+                   help="queries per session; more are split into sessions (default 64, at most 256)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: present no OT-session ticket and keep none (the server cannot "
                    "link this session to your others; every session runs its base OTs)")
@@ -72,25 +87,26 @@ def load_queries(xyz: list[str], smiles: list[str], batch: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    import ssl
-
-    from protocols.krr import molecules_featurizer, predict_features
-    from protocols.krr.client import parse_address
-    from protocols.net.transport import connect
+    from protocols.krr import molecules_featurizer, predict
+    from protocols.net import pki
     from secureml.data.units import known_unit
+    from secureml.errors import DataError
 
     queries = load_queries(args.xyz, args.smiles, args.batch)
     featurize = molecules_featurizer(queries)  # refuses an element the model never saw, by name
     ctx = None
-    if args.tls:
-        ctx = ssl.create_default_context(cafile=args.tls_ca)
-        ctx.check_hostname = False
-    host, port = parse_address(args.server)
-    ch = connect(host, port, ssl_context=ctx, channel_timeout=300.0)
-    try:
-        preds, cost, pp = predict_features(ch, featurize=featurize, resume_ot=not args.no_resume)
-    finally:
-        ch.close()
+    if args.tls or args.tls_ca or args.cert:
+        ctx = pki.client_context(args.tls_ca, args.cert, args.key)
+    token = args.token
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise DataError(f"cannot read --token-file: {exc}") from None
+    preds, cost, pp = predict(args.server, featurize=featurize, ssl_context=ctx, resume_ot=not args.no_resume,
+                              token=token, server_hostname=args.tls_server_name,
+                              handshake_timeout=args.handshake_timeout, retries=args.retries,
+                              batch_size=args.batch_size, with_params=True)
     prop = pp.property_name or "prediction"
     unit = pp.property_unit or known_unit(pp.property_name)
     model = f"{pp.kind} model, {pp.n_train} training molecules"
