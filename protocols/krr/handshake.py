@@ -13,6 +13,8 @@ client-malicious protocol (the exact kernels, today) instead of running a weaker
 """
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 from protocols.common import check_hello, send_hello
@@ -21,10 +23,16 @@ from protocols.krr.params import (ABORT_CODE, CLIENT_MALICIOUS_KINDS, PROTOCOL_N
 from protocols.net.transport import Channel
 from secureml.errors import ProtocolError
 
+_log = logging.getLogger("secureml.serve")
+
 #: most queries one session may ask for (the hello names the number; more are refused)
 MAX_QUERIES_PER_SESSION = 256
 #: the server's own (fixed) descriptions of a client's abort: safe to log
 CLIENT_REJECTED = "client rejected its query"
+
+
+class QueryRejected(ProtocolError):
+    """The client rejected its own query (fixed code, never why); the front door logs this class."""
 CLIENT_MALFORMED = "client sent a malformed ready message"
 
 
@@ -52,13 +60,15 @@ def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | 
     refused = refusal(public)
     if refused:
         ch.send_json({"ok": False, "error": refused})
+        # the server's own words about its own model (nothing the client sent), for its operator
+        _log.warning("session refused: no client-malicious protocol for %s", public.kind)
         raise ProtocolError(f"refused: no client-malicious protocol for {public.kind}")
     ch.send_json({"ok": True, "params": public.to_dict()})
     answer = ch.recv_json(max_bytes=4096)
     if not isinstance(answer, dict) or not answer.get("ready"):
         # never quote the reply: a client's reason could name its molecule
         if isinstance(answer, dict) and answer.get("abort") == ABORT_CODE:
-            raise ProtocolError(CLIENT_REJECTED)
+            raise QueryRejected(CLIENT_REJECTED)
         raise ProtocolError(CLIENT_MALFORMED)
     return k, answer
 

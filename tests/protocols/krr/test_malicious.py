@@ -267,15 +267,17 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
     honest, pp, _ = _public(srv, mm, mols, resume_ot=resume == "1")
     from protocols.krr import client as client_mod
 
-    real_connect = client_mod.connect
+    real_open = client_mod.open_session
     rng = np.random.default_rng(12)
     outcomes = []
-    target = 2  # frames 0-1: hello and ready (the handshake); then every later frame in turn
+    # the hello travels inside open_session (before the wrap); frame 0 after it is "ready", the end
+    # of the handshake; then every later frame in turn
+    target = 1
     while True:
         state = {"n": 0, "hit": False}
 
-        def flipping_connect(*a, _s=state, **kw):
-            ch = real_connect(*a, **kw)
+        def flipping_open(*a, _s=state, **kw):
+            ch, reply = real_open(*a, **kw)
             real = ch._send_frame
 
             def flip(parts, wait=True):
@@ -290,9 +292,9 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
                 return real(parts, wait)
 
             ch._send_frame = flip  # this client's channel only (the server runs in this process)
-            return ch
+            return ch, reply
 
-        monkeypatch.setattr(client_mod, "connect", flipping_connect)
+        monkeypatch.setattr(client_mod, "open_session", flipping_open)
         try:
             preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1")
             outcomes.append("ideal")
@@ -300,7 +302,7 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
         except SecureMLError:
             outcomes.append("abort")
         finally:
-            monkeypatch.setattr(client_mod, "connect", real_connect)
+            monkeypatch.setattr(client_mod, "open_session", real_open)
         if not state["hit"]:
             outcomes.pop()  # the client sent fewer frames: that session was not perturbed
             break
@@ -417,7 +419,7 @@ def test_malicious_server_never_sees_a_rejected_query(servers, which):
 
     srv = servers[which]
     # in-process servers share the "secureml.serve" logger: count this test's lines only
-    before = srv.text().count("client rejected its query")
+    before = srv.text().count("reason=QueryRejected")
     rec = Recorder(srv.port)
     secrets = ["CCCCCCCCCCCCCCO", "secret-patient-molecule\nFORGED session peer=x queries=999.xyz"]
     try:
@@ -437,7 +439,7 @@ def test_malicious_server_never_sees_a_rejected_query(servers, which):
             assert secret.encode() not in blob
         code = f'"{ABORT_CODE}"'.encode()
         assert blob.count(code) == 2 or which == "rff"  # rff: may abort after the model download
-        assert log.count("client rejected its query") - before == blob.count(code)
+        assert log.count("reason=QueryRejected") - before == blob.count(code)
     finally:
         rec.sock.close()
 
