@@ -39,6 +39,7 @@ import math
 import numpy as np
 
 from protocols.common import KernelModelParams
+from protocols.krr import defense
 from protocols.krr.chain import SERVER, chain, digit_plan
 from protocols.krr.params import PublicParams
 from protocols.mpc import u128
@@ -134,7 +135,11 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
                                n_bits=pp.v_frac_bits + 1)
         # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
         offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
-        party.ch.send_json({"shares": [str((offset - b) % u128.MOD) for b in s2]})
+        shares = [(offset - b) % u128.MOD for b in s2]
+        # output defense (noise, rounding: protocols.krr.defense) before the client can reconstruct
+        shares = defense.server_output(party, pp.output_defense, shares, 128, pp.out_scale_bits)
+        if shares is not None:
+            party.ch.send_json({"shares": [str(v) for v in shares]})
         return None
     idx = digit if z is None else digit | (z.astype(U64) << U64(m))
     got = np.asarray(party.ot_receiver.lut_recv(idx, max(idx_bits, 1), w=2, bits=64)).reshape(n, 2)
@@ -146,7 +151,12 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
     sum_hv = [int(v) for v in u128.to_int(u128.total((hv[0].reshape(k, N), hv[1].reshape(k, N)), axis=1))]
     # 9. shares of sum r v
     c2 = inner_products128(party, chooser=1 - SERVER, bits=v_enc.reshape(k, N), n_bits=pp.v_frac_bits + 1)
-    # 10. reconstruct: y = sum h v - sum r v
+    if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
+        mine = [(sum_hv[a] - c2[a]) % u128.MOD for a in range(k)]
+        out = defense.client_output(party, pp.output_defense, mine, 128, pp.out_scale_bits)
+        if out is not None:
+            return out
+    # 10. reconstruct: y = sum h v - sum r v + the server's share
     msg = party.ch.recv_json()
     try:
         server_shares = [int(v) for v in msg["shares"]]

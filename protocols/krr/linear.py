@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from protocols.krr.chain import CLIENT, SERVER
+from protocols.krr import defense
 from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 from protocols.mpc.gilboa import inner_products_pipelined
@@ -247,10 +248,23 @@ def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
         lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
         corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
         off = int(round(y_offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits))) % (1 << 64)
-        party.ch.send_array((share + U64(corr) + U64(off)) & _mask(out_bits))
+        share = (share + U64(corr) + U64(off)) & _mask(out_bits)
+        # output defense (noise, rounding: protocols.krr.defense) before the client can reconstruct
+        if pp.output_defense:
+            out = defense.server_output(party, pp.output_defense, [int(x) for x in share], out_bits,
+                                        pp.frac_bits + pp.weight_frac_bits)
+            if out is None:
+                return None
+            share = np.array(out, dtype=U64)
+        party.ch.send_array(share)
         return None
     mine = inner_products_pipelined(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits)
     # 4. add the server's share, sign-extend from out_bits bits, decode
+    if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
+        out = defense.client_output(party, pp.output_defense, [int(x) for x in mine & _mask(out_bits)],
+                                    out_bits, pp.frac_bits + pp.weight_frac_bits)
+        if out is not None:
+            return out
     theirs = party.ch.recv_array(dtype=np.uint64, shape=(k,))
     y = (mine + theirs) & _mask(out_bits)
     if out_bits < 64:

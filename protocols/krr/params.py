@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from protocols.krr.defense import OutputDefense
 from protocols.mpc.he_matvec import make_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 5  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 6  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
-# abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel
+# abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
+# 6: output defenses (noise, rounding inside the protocol)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -64,6 +66,9 @@ class PublicParams:
     # moves; empty: not checked). Both are in the model file; neither says anything about a molecule.
     property_unit: str = ""
     elements: list[int] = field(default_factory=list)
+    # output defense applied inside the protocol (protocols.krr.defense.OutputDefense.to_dict):
+    # public, so the client knows the grid and the noise distribution of what it receives
+    output_defense: dict[str, Any] = field(default_factory=dict)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
     # what the protocol promises against a client that deviates (docs/malicious.md)
@@ -204,6 +209,8 @@ class PublicParams:
         if not isinstance(self.elements, list) or len(self.elements) > 118 or not all(
                 isinstance(z, int) and not isinstance(z, bool) and 1 <= z <= 118 for z in self.elements):
             raise ProtocolError("elements must be a list of atomic numbers (1..118)")
+        if self.output_defense:
+            OutputDefense.from_dict(self.output_defense)
         if self.kind == "krr-laplacian" and self.x_bits > LAPLACIAN_MAX_X_BITS:
             raise ProtocolError(
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "

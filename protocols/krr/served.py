@@ -77,6 +77,15 @@ class Served:
     #: SHA-256 of the model file served (verified on load; the audit log's model id)
     sha256: str = ""
 
+    def set_defense(self, round_to: float | None = None, noise: float = 0.0) -> "Served":
+        """Answer on the grid ``round_to`` (a power of two) with fresh Gaussian noise of sd ``noise``
+        added first -- inside the protocol (:mod:`protocols.krr.defense`); the mechanism is public
+        and announced to clients in the handshake. ``set_defense()`` removes it."""
+        from protocols.krr.defense import OutputDefense
+
+        self.public.output_defense = OutputDefense.from_options(round_to=round_to, noise=noise).to_dict()
+        return self
+
 
 class ServedModel(Served):
     """An exact KRR model as served: ``ServedModel(KernelModelParams(...))``.

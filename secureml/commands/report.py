@@ -21,11 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples: secureml report leakage --out results/leakage; "
                "secureml report leakage --quick --deployments model-file,api,ot",
     )
-    p.add_argument("what", choices=("leakage",), help="which report")
-    p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage)")
+    p.add_argument("what", choices=("leakage", "defenses"),
+                   help="which report: leakage (attacks x deployments) or defenses (attacks x defenses: "
+                        "leakage beside chance against MAE and cost per query, Pareto fronts)")
+    p.add_argument("--quick", action="store_true",
+                   help="defenses: fewer strengths and attacker repeats, F = 1,024 (under 5 minutes)")
+    p.add_argument("--no-protocol", action="store_true",
+                   help="defenses: skip the real OT sessions that measure each output defense's cost")
+    p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
-                        "reconstruct-fit, reconstruct-barzilai (default all)")
+                        "reconstruct-fit, reconstruct-barzilai (default all); for `defenses`: mia, rank-kink, extract, "
+                        "reconstruct-kink (default) and kkt (DP-SGD victims of the KKT attack: ~10 CPU minutes)")
     p.add_argument("--deployments", default="model-file,api,ot,fhe",
                    help="comma-separated subset of model-file, api, ot, fhe (default all four)")
     p.add_argument("--ot-sample", type=int, default=4, help="queries per attack through the real OT protocol")
@@ -41,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "defenses":
+        return run_defenses(args)
     from tqdm import tqdm
 
     from attacks.report import ATTACKS, leakage_matrix, leakage_summary, write_report
@@ -65,5 +74,34 @@ def run(args: argparse.Namespace) -> int:
     print(paths["md"].read_text())
     print(leakage_summary(rows))
     for k, v in paths.items():
+        print(f"wrote {v}", file=sys.stderr)
+    return 0
+
+
+def run_defenses(args: argparse.Namespace) -> int:
+    """``secureml report defenses``: attacks (mia, rank-kink, extract) x defenses."""
+    from tqdm import tqdm
+
+    from attacks.defenses import matrix, report
+    from secureml.errors import SecureMLError
+
+    attacks = [a.strip() for a in args.attacks.split(",")] if args.attacks else list(matrix.ATTACKS)
+    unknown = set(attacks) - set(matrix.ATTACKS) - set(matrix.OPTIONAL_ATTACKS) - {"kkt"}
+    if unknown:
+        raise SecureMLError(f"unknown attack(s) {', '.join(sorted(unknown))} for `report defenses`; "
+                            f"known: {', '.join([*matrix.ATTACKS, *matrix.OPTIONAL_ATTACKS])}, kkt")
+    out = args.out if args.out != "results/leakage" else "results/defenses"
+    n = len(set(attacks) - {"kkt"}) * len(matrix.defenses(args.quick)) + 1 + (0 if args.no_protocol else 1) \
+        + ("kkt" in attacks)
+    with tqdm(total=n, desc="defense matrix", unit="cell", file=sys.stderr) as bar:
+        def step(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        res = report.run(attacks, quick=args.quick, seed=args.seed, with_protocol=not args.no_protocol,
+                         progress=step)
+    paths = report.write(res, out)
+    print(paths["md"].read_text())
+    for v in paths.values():
         print(f"wrote {v}", file=sys.stderr)
     return 0

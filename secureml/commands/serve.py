@@ -61,7 +61,39 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
                    "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
                    "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
+    g = p.add_argument_group(
+        "defenses", "output defenses applied inside the protocol (the client learns only the defended "
+        "answer; the mechanism is announced to it) and per-client query limits; docs/defenses.md")
+    g.add_argument("--round-to", type=float, default=None, metavar="KCAL",
+                   help="round every answer half up to this grid (snapped to a power of two: 1, 0.5, "
+                   "1/128 ...; kcal/mol for energies)")
+    g.add_argument("--noise", type=float, default=0.0, metavar="SD",
+                   help="add fresh Gaussian noise of this standard deviation to every answer (before "
+                   "rounding). Fresh noise averages out over repeated queries: pair it with --budget")
+    g.add_argument("--budget", type=int, default=None, metavar="N",
+                   help="lifetime query budget per client (answers), kept in --ledger across sessions "
+                   "and restarts; clients are identified by certificate or token, else by IP address")
+    g.add_argument("--rate", type=float, default=None, metavar="PER_MIN",
+                   help="rate limit per client: answers per minute (token bucket, burst of one minute)")
+    g.add_argument("--ledger", default="secureml-ledger.sqlite",
+                   help="SQLite file of per-client query counts (default ./secureml-ledger.sqlite)")
     p.set_defaults(func=run)
+
+
+def output_defense(args: argparse.Namespace) -> dict:
+    """The protocol's public ``output_defense`` parameters from --round-to / --noise."""
+    from protocols.krr.defense import OutputDefense
+
+    return OutputDefense.from_options(round_to=args.round_to, noise=args.noise).to_dict()
+
+
+def query_ledger(args: argparse.Namespace):
+    """The per-client ledger from --budget / --rate / --ledger, or None when neither is set."""
+    if args.budget is None and args.rate is None:
+        return None
+    from secureml.serving.ledger import QueryLedger
+
+    return QueryLedger(args.ledger, budget=args.budget, rate=args.rate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,9 +142,22 @@ def run(args: argparse.Namespace) -> int:
     audit = AuditLog(args.audit_log, getattr(model, "sha256", "")) if args.audit_log else None
     if args.workers < 1 or args.concurrency < 1:
         raise SecureMLError("--workers and --concurrency must be at least 1")
+    model.set_defense(args.round_to, args.noise)  # public: announced in the handshake
+    extra = {}
+    ledger = query_ledger(args)
+    if ledger is not None:
+        from secureml.serving.ledger import admit_hook
+
+        extra["admit"] = admit_hook(ledger)
+    if model.public.output_defense:
+        from protocols.krr.defense import OutputDefense
+
+        print(f"secureml: output defense: {OutputDefense.from_dict(model.public.output_defense).describe()}",
+              flush=True)
     try:
         serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
-              concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers)
+              concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers,
+              **extra)
     except KeyboardInterrupt:
         return 0
     return 0

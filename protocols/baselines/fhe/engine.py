@@ -108,9 +108,11 @@ def serve_one(
     params: FHEParams | None = None,
     flood_bits: int = 20,
     cache: bool = True,
+    output_noise: float = 0.0,
     **plan_opts: Any,
 ) -> CostReport:
-    """Model owner's side of one session (steps 1-5). ``plan_opts`` go to :func:`params.plan`."""
+    """Model owner's side of one session (steps 1-5). ``plan_opts`` go to :func:`params.plan`.
+    ``output_noise``: sd (kcal/mol) of fresh Gaussian noise on every answer (an output defense)."""
     t0 = time.perf_counter()
     hello = ch.recv_json(max_bytes=4096)
     try:
@@ -157,10 +159,10 @@ def serve_one(
             cts.append(ct)
         te = time.perf_counter()
         total = ev.evaluate(cts)
-        c00, c1, scale = S.finalize(sm, total, pk, flood_sigma)
+        c00, c1, scale = S.finalize(sm, total, pk, flood_sigma, output_noise)
         eval_s += time.perf_counter() - te
         sigma_y = flood_sigma * ctx.poly_degree / (2.0 * scale)
-        ch.send_json({"scale": scale, "c0": str(c00), "sigma_y": sigma_y})
+        ch.send_json({"scale": scale, "c0": str(c00), "sigma_y": sigma_y, "output_noise_sd": output_noise})
         ch.send_array(c1)
     t1 = time.perf_counter()
     return CostReport.from_channel(

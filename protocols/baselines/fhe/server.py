@@ -360,9 +360,13 @@ def gaussian_int(sigma: float) -> int:
 
 
 def finalize(
-    sm: ServerModel, total: Any, public_key: Any, flood_sigma: float
+    sm: ServerModel, total: Any, public_key: Any, flood_sigma: float, output_noise_sd: float = 0.0
 ) -> tuple[int, np.ndarray, float]:
     """Step 5: re-randomise, flood, add the offset, and keep only what decrypts m_0.
+
+    ``output_noise_sd`` (kcal/mol): an output defense (:mod:`protocols.krr.defense`, noise only --
+    CKKS cannot round): fresh Gaussian noise added under encryption, so the client decrypts only
+    the noisy prediction.
 
     Returns (c0_0, c1 words (NTT form mod q0), scale). The client decrypts
     m_0 = c0_0 + N^-1 sum_j c1_j s_j mod q0 and reads prediction = m_0 * N / (2 scale).
@@ -384,6 +388,8 @@ def finalize(
     if 8.0 * flood_sigma > q0 / 4:
         raise RuntimeError("flooding noise would overflow the last prime: lower flood_bits")
     c0_0 = (c0_0 + offset + gaussian_int(flood_sigma)) % q0
+    if output_noise_sd > 0:  # output defense: N(0, sd^2) in prediction units (m_0 N / (2 scale))
+        c0_0 = (c0_0 + gaussian_int(output_noise_sd * 2.0 * scale / N)) % q0
     c1 = (c[1] + z[1]) % np.uint64(q0)  # both < q0 < 2^61: no overflow
     return c0_0, c1, scale
 

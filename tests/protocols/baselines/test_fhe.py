@@ -227,3 +227,15 @@ def test_run_local_two_processes():
     assert abs(pred[0] - model.predict(Q)[0]) < 1e-6 * np.abs(model.dual_coef).sum()
     assert ccost.bytes_sent == scost.bytes_received > ccost.extra["key_bytes"]
     assert scost.extra["blocks"] == 1 and scost.online_s > 0 and scost.offline_s > 0
+
+
+def test_output_noise_inside_encryption():
+    """Output defense in the FHE engine (noise only): the client decrypts y + N(0, sd^2), fresh for
+    every answer, and never the exact value."""
+    model = _shared_model()
+    Q = np.repeat(_queries(model, 1, seed=9), 6, axis=0)
+    preds, cost, _, box = _session(model, Q, server_opts={**FAST, "flood_bits": 0, "output_noise": 5.0})
+    assert "error" not in box, box.get("error")
+    dev = preds - model.predict(Q)
+    assert len(np.unique(np.round(preds, 6))) == 6  # fresh noise on each repeat
+    assert np.all(np.abs(dev) < 6 * 5.0) and np.std(dev) > 0.5  # sd 5: not the exact value

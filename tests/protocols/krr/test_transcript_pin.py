@@ -42,7 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 5. 3 added property_unit and elements to the public parameters; 4 the
+#: pinned at PROTOCOL_VERSION 6 (6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
 #: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
 #: 5 the lattice cross term of the Gaussian kernel (SEAL's randomness seeded from the seeded Party,
@@ -50,11 +50,11 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565153, "46d803535ad544d24947fce5328387e377d5658095d96eb480fe235678a562f8"),
-    "krr-laplacian": (96, 75368, "e3f3338ece9cedcfd6cb010155ab92e2985cabf8139130c1a4116b67bb3fce71"),
-    "linear": (23, 32911, "1a41702017fe3e1e177cf60cae1b1a42bf57e4f602a035b238991aeb81f20f76"),
+    "krr-gaussian": (66, 1565173, "d5e2fbedc1cf98ad6a6e0eb28a4ec249229c7acb81b5a7f9bcfacd65cdb55657"),
+    "krr-laplacian": (96, 75388, "8e460fd07f1d260d453f3879c9a5c2908110fc668c4eb60b7dded97af80dd597"),
+    "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
-PINNED_VERSION = 5
+PINNED_VERSION = 6
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

@@ -1,0 +1,1 @@
+"""Serving-side policy around the double-blind protocols (query budgets, rate limits)."""

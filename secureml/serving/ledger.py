@@ -1,0 +1,190 @@
+"""Per-client query budgets and rate limits that hold across sessions and server restarts.
+
+The double-blind server cannot see queries, so it cannot tell a fresh query from a repeated one:
+the only lever against attacks that need many answers (averaging fresh output noise, weight
+extraction with F + 1 queries, membership inference over a pool, the kink search) is *how many*
+answers a client gets. The ledger counts them per client identity (a TLS client-certificate
+fingerprint or a token, as the server establishes it; never anything derived from a query) in a
+SQLite file, so a budget survives a restart and is shared by every session and server thread
+that opens the same file.
+
+Two limits, both optional:
+  * ``budget``: lifetime answers per client;
+  * ``rate``: answers per minute, as a token bucket holding at most one minute's worth (a burst of
+    ``rate`` answers, then ``rate / 60`` per second).
+A session asking for n answers is admitted whole or refused whole, and is charged *before* the
+protocol runs: a client that aborts mid-session has still spent its answers (it may already hold
+them). Refusals raise :class:`QueryRefused` with one clear line for the client.
+
+Interface (what a server needs): ``ledger.admit(client_id, n)`` -- check and charge atomically;
+``check`` and ``charge`` apart; ``usage(client_id)``.
+"""
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from secureml.errors import SecureMLError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY,
+    used INTEGER NOT NULL DEFAULT 0,       -- answers charged, lifetime
+    tokens REAL NOT NULL,                  -- rate-limit bucket
+    updated REAL NOT NULL                  -- wall-clock time of the bucket's last update
+);
+"""
+
+
+class QueryRefused(SecureMLError):
+    """A client asked for more answers than its budget or rate limit allows."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueryLedger:
+    """SQLite-backed per-client budget and rate limit (see module docstring).
+
+    ``path`` ":memory:" keeps the ledger in this process only (tests); ``clock`` is injectable
+    so rate limits can be tested without sleeping.
+    """
+
+    def __init__(self, path: str | Path, budget: int | None = None, rate: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if budget is not None and budget < 0:
+            raise SecureMLError("query budget must be >= 0")
+        if rate is not None and not rate > 0:
+            raise SecureMLError("rate limit must be > 0 queries per minute")
+        self.path, self.budget, self.rate, self.clock = str(path), budget, rate, clock
+        self._lock = threading.Lock()
+        self._memory = sqlite3.connect(":memory:", check_same_thread=False) if self.path == ":memory:" else None
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = self._connect()
+        try:
+            db.executescript(_SCHEMA)
+        finally:
+            if db is not self._memory:
+                db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._memory is not None:
+            return self._memory
+        # one short-lived connection per call: safe across threads and processes; 30 s busy wait
+        return sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+
+    @property
+    def capacity(self) -> float:
+        return float(self.rate) if self.rate else math.inf
+
+    def _state(self, db: sqlite3.Connection, client_id: str, now: float) -> tuple[int, float]:
+        row = db.execute("SELECT used, tokens, updated FROM clients WHERE client_id = ?", (client_id,)).fetchone()
+        if row is None:
+            return 0, self.capacity
+        used, tokens, updated = row
+        if self.rate:
+            tokens = min(self.capacity, tokens + max(0.0, now - updated) * self.rate / 60.0)
+        return int(used), float(tokens)
+
+    def _decide(self, used: int, tokens: float, n: int) -> str | None:
+        if n < 1:
+            return "a session must ask for at least one answer"
+        if self.budget is not None and used + n > self.budget:
+            left = max(0, self.budget - used)
+            return (f"query budget exhausted: this client has used {used} of {self.budget} answers "
+                    f"and asked for {n} ({left} left)")
+        if self.rate:
+            if n > self.capacity:
+                return f"rate limit: at most {self.rate:g} answers per minute, and this session asks for {n}"
+            if tokens + 1e-9 < n:
+                wait = (n - tokens) * 60.0 / self.rate
+                return f"rate limit: {self.rate:g} answers per minute; retry in {math.ceil(wait)} s"
+        return None
+
+    def check(self, client_id: str, n: int) -> str | None:
+        """The refusal message for a session of n answers, or None if it would be admitted."""
+        with self._lock:
+            db = self._connect()
+            try:
+                return self._decide(*self._state(db, client_id, self.clock()), n)
+            finally:
+                if db is not self._memory:
+                    db.close()
+
+    def charge(self, client_id: str, n: int) -> None:
+        """Charge n answers without checking (e.g. answers served outside :meth:`admit`)."""
+        self._apply(client_id, n, check=False)
+
+    def admit(self, client_id: str, n: int) -> int | None:
+        """Check and charge atomically; raises :class:`QueryRefused`. Returns the budget left."""
+        return self._apply(client_id, n, check=True)
+
+    def _apply(self, client_id: str, n: int, check: bool) -> int | None:
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
+                now = self.clock()
+                used, tokens = self._state(db, client_id, now)
+                refusal = self._decide(used, tokens, n) if check else None
+                if refusal is not None:
+                    db.execute("ROLLBACK")
+                    wait = (n - tokens) * 60.0 / self.rate if self.rate and "retry in" in refusal else None
+                    raise QueryRefused(refusal, retry_after=wait)
+                tokens = tokens - n if self.rate else 0.0
+                db.execute(
+                    "INSERT INTO clients (client_id, used, tokens, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(client_id) DO UPDATE SET used = excluded.used, tokens = excluded.tokens, "
+                    "updated = excluded.updated", (client_id, used + n, tokens, now))
+                db.execute("COMMIT")
+            finally:
+                if db is not self._memory:
+                    db.close()
+        return None if self.budget is None else self.budget - used - n
+
+    def usage(self, client_id: str) -> dict[str, float | int | None]:
+        with self._lock:
+            db = self._connect()
+            try:
+                used, tokens = self._state(db, client_id, self.clock())
+            finally:
+                if db is not self._memory:
+                    db.close()
+        return {"used": used, "budget": self.budget,
+                "left": None if self.budget is None else max(0, self.budget - used),
+                "rate_tokens": None if not self.rate else tokens}
+
+
+def session_client_id(ctx: object) -> str:
+    """The ledger key of a session: its verified identity (certificate or token), else -- on an
+    open server -- its IP address (weak: clients behind one NAT share a budget, and a client with
+    many addresses gets many; require tokens or certificates where budgets matter)."""
+    cid = getattr(ctx, "client_id", None)
+    if cid:
+        return str(cid)
+    peer = str(getattr(ctx, "peer", "unknown"))
+    return "ip:" + peer.rsplit(":", 1)[0]
+
+
+def admit_hook(ledger: QueryLedger) -> Callable[[object], bool]:
+    """An ``admit(ctx)`` for the server's front door: charges ``ctx.n_queries`` answers to the
+    session's client, or refuses the session with the ledger's one-line reason."""
+
+    def admit(ctx: object) -> bool:
+        try:
+            ledger.admit(session_client_id(ctx), int(getattr(ctx, "n_queries", 0)))
+        except QueryRefused as exc:
+            try:
+                from protocols.net.frontdoor import Refused
+            except ImportError:  # a build without the front door: the error itself refuses
+                raise exc from None
+            raise Refused(str(exc), code="budget", retry_after=exc.retry_after) from None
+        return True
+
+    return admit
