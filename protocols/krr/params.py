@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.krr.defense import OutputDefense
+from protocols.krr.defense_spec import OutputDefense
 from protocols.mpc.he_matvec import make_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError

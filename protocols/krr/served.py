@@ -25,6 +25,7 @@ from protocols.ot.session import DEFAULT_K
 from secureml.data import load_embedded
 from secureml.errors import ModelError
 from secureml.models.pipeline import MolecularModel
+from protocols.krr.defense import OutputDefense
 
 
 def laplacian_frac_bits(span: float, max_x_bits: int = LAPLACIAN_MAX_X_BITS) -> int:
@@ -81,8 +82,6 @@ class Served:
         """Answer on the grid ``round_to`` (a power of two) with fresh Gaussian noise of sd ``noise``
         added first -- inside the protocol (:mod:`protocols.krr.defense`); the mechanism is public
         and announced to clients in the handshake. ``set_defense()`` removes it."""
-        from protocols.krr.defense import OutputDefense
-
         self.public.output_defense = OutputDefense.from_options(round_to=round_to, noise=noise).to_dict()
         return self
 

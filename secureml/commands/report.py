@@ -24,8 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=("leakage", "defenses"),
                    help="which report: leakage (attacks x deployments) or defenses (attacks x defenses: "
                         "leakage beside chance against MAE and cost per query, Pareto fronts)")
-    p.add_argument("--quick", action="store_true",
-                   help="defenses: fewer strengths and attacker repeats, F = 1,024 (under 5 minutes)")
     p.add_argument("--no-protocol", action="store_true",
                    help="defenses: skip the real OT sessions that measure each output defense's cost")
     p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
@@ -39,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fhe-sample", type=int, default=2, help="queries per attack through the real FHE protocol")
     p.add_argument("--seed", type=int, default=0, help="split / attack seed (default 0)")
     p.add_argument("--quick", action="store_true",
-                   help="smaller models and budgets (N = 300 / 8 training molecules, fewer queries): the same "
-                        "attacks and figure in about a minute; numbers are not the documented ones")
+                   help="leakage: smaller models and budgets (N = 300 / 8 training molecules, fewer queries): "
+                        "the same attacks and figure in about a minute; defenses: fewer strengths and attacker "
+                        "repeats, F = 1,024 (under 5 minutes); numbers are not the documented ones")
     from secureml.sweep import add_scheduler_argument
 
     add_scheduler_argument(p)
