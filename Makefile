@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 # check the QM7 bound on it when it is there (optional: a failed download only skips that test)
 QM7_SDIST := $(VENV)/data/qmllib-1.2.0.tar.gz
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all bench install clean spu
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,crypten,research]'
+	$(BIN)/python -m pip install -q -e '.[full,test,crypten,research]'
 	$(BIN)/python -m pip install -q --no-deps crypten==0.4.1 molsets==0.3.1
 	touch $(STAMP)
 
@@ -36,3 +36,15 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/secureml bench cost --quick
+
+# SecretFlow SPU as a peer engine of `secureml bench cost` (spu-cheetah, spu-cheetah64, spu-semi2k):
+# spu 0.9.5 needs numpy<2 and jax<=0.4.34, so it gets its own venv; bench/spu_engine.py runs it as
+# two subprocesses
+SPU_VENV := .venv-spu
+$(SPU_VENV)/.installed:
+	$(PYTHON) -m venv $(SPU_VENV)
+	$(SPU_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SPU_VENV)/bin/python -m pip install -q spu==0.9.5
+	touch $(SPU_VENV)/.installed
+
+spu: $(SPU_VENV)/.installed

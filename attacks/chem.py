@@ -27,9 +27,44 @@ from scipy.optimize import least_squares
 from scipy.optimize import linear_sum_assignment
 
 from secureml.errors import ModelError
+from secureml.data.formats import parse_element, symbol
 
-# Charges a QM9 molecule may contain; anything else means the matrix is not a molecule's CM.
-ALLOWED_Z = (1, 6, 7, 8, 9)
+# Largest nuclear charge a diagonal entry may decode to (oganesson). Which elements a model can
+# contain is not fixed here: it comes from the model file (see :func:`model_elements`), so QM7's
+# sulfur or any other element the representation supports decodes like H, C, N, O, F.
+MAX_Z = 118
+
+
+def elements_from_diagonals(features: np.ndarray, size: int | None = None, z_tol: float = 0.08) -> tuple[int, ...]:
+    """The nuclear charges present in Coulomb-matrix rows: Z = (2 C_ii)^(1/2.4) rounded.
+
+    Only diagonals within ``z_tol`` of an integer count; off-integer ones belong to no element and
+    are reported per molecule by :func:`invert_coulomb_matrix`.
+    """
+    mats = features_to_matrices(features, size)
+    diag = np.diagonal(mats, axis1=1, axis2=2).ravel()
+    zf = (2.0 * diag[diag > 1e-6]) ** (1.0 / 2.4)
+    z = np.rint(zf)
+    ok = (np.abs(zf - z) <= z_tol) & (z >= 1) & (z <= MAX_Z)
+    return tuple(int(v) for v in np.unique(z[ok]))
+
+
+def model_elements(model: object) -> tuple[int, ...]:
+    """The element set of a Coulomb-matrix model file.
+
+    A model fitted with the dressed-atom baseline records one energy per element in its provenance
+    (the training set's elements exactly); otherwise the charges decoded from the stored training
+    rows' diagonals are the element set.
+    """
+    prov = getattr(model, "provenance", None) or {}
+    energies = prov.get("element_energies") if isinstance(prov, dict) else None
+    recorded: set[int] = set()
+    if isinstance(energies, dict) and energies:
+        recorded = {parse_element(str(k)) for k in energies}
+    est = getattr(model, "estimator", model)
+    X = getattr(est, "X_fit_", None)
+    derived = set(elements_from_diagonals(X)) if X is not None else set()
+    return tuple(sorted(recorded | derived))
 
 
 def cm_size_from_features(n_features: int) -> int:
@@ -119,10 +154,12 @@ def _refine(x0: np.ndarray, dist: np.ndarray) -> np.ndarray:
     return least_squares(resid, x0.ravel(), method="lm" if 3 * n <= len(target) else "trf").x.reshape(n, 3)
 
 
-def invert_coulomb_matrix(matrix: np.ndarray, z_tol: float = 0.08, refine: bool = True) -> Reconstruction:
+def invert_coulomb_matrix(matrix: np.ndarray, z_tol: float = 0.08, refine: bool = True,
+                          elements: Sequence[int] | None = None) -> Reconstruction:
     """Charges and 3D coordinates from one (padded) Coulomb matrix.
 
-    Charges: Z = (2 C_ii)^(1/2.4), rounded (``z_tol`` is how far from an integer it may be).
+    Charges: Z = (2 C_ii)^(1/2.4), rounded (``z_tol`` is how far from an integer it may be);
+    ``elements``: the charges allowed (the model's element set); None allows any Z in 1..118.
     Distances: r_ij = Z_i Z_j / C_ij. Geometry: classical MDS, then least-squares refinement when the
     distances are not exactly Euclidean (noisy or approximately reconstructed matrices).
     """
@@ -133,8 +170,18 @@ def invert_coulomb_matrix(matrix: np.ndarray, z_tol: float = 0.08, refine: bool 
         return Reconstruction(np.zeros(0, int), np.zeros((0, 3)), np.inf, False, "empty matrix")
     zf = (2.0 * diag[atoms]) ** (1.0 / 2.4)
     z = np.rint(zf).astype(int)
-    if np.any(np.abs(zf - z) > z_tol) or not np.isin(z, ALLOWED_Z).all():
-        return Reconstruction(z, np.zeros((atoms.size, 3)), np.inf, False, "diagonal is not 0.5 Z^2.4")
+    off_int = np.abs(zf - z) > z_tol
+    if off_int.any():
+        k = int(np.flatnonzero(off_int)[0])
+        return Reconstruction(z, np.zeros((atoms.size, 3)), np.inf, False,
+                              f"diagonal entry {diag[atoms][k]:.4g} is not 0.5 Z^2.4 for an integer Z "
+                              f"(Z = {zf[k]:.3f})")
+    allowed = np.arange(1, MAX_Z + 1) if elements is None else np.asarray(list(elements), dtype=int)
+    bad = ~np.isin(z, allowed)
+    if bad.any():
+        return Reconstruction(z, np.zeros((atoms.size, 3)), np.inf, False,
+                              f"charge Z = {int(z[bad][0])} is not in the model's element set "
+                              f"{sorted(int(v) for v in allowed)}")
     sub = m[np.ix_(atoms, atoms)]
     off = ~np.eye(atoms.size, dtype=bool)
     if atoms.size > 1 and np.any(sub[off] <= 1e-9):
@@ -187,13 +234,34 @@ def canonical_smiles(smiles: str) -> str:
     return Chem.MolToSmiles(mol)
 
 
-def molecule_smiles(charges: np.ndarray, coords: np.ndarray, charge: int = 0) -> str:
+def molecule_smiles(charges: np.ndarray, coords: np.ndarray, charge: int = 0, orders: int = 4) -> str:
     """Canonical stereo-free SMILES of the molecule whose atoms are (Z, xyz), via rdDetermineBonds.
 
     Connectivity from distances, then bond orders with the extended-Hueckel variant (which rebuilds
     every QM9 molecule tried here; the plain one misses ~1% of them). Returns "" on failure.
+    RDKit's bond-order assignment depends on the atom order: for some sulfur heterocycles of QM7
+    one order gives the neutral structure and another a charge-separated resonance form
+    ([O-]...[S+]). A Coulomb matrix fixes its own atom order (sorted by row norm), so the result
+    would depend on how the matrix was sorted; when the first structure carries formal charges,
+    up to ``orders`` - 1 more atom orders are tried and the one with the fewest charged atoms wins.
     Call inside :func:`quiet_stdout` when doing many: the Hueckel code prints warnings.
     """
+    z = np.asarray(charges)
+    x = np.asarray(coords, dtype=float)
+    best, best_charged = "", None
+    rng = np.random.default_rng(0)
+    perms = [np.arange(len(z)), np.arange(len(z))[::-1]] + [rng.permutation(len(z)) for _ in range(max(orders - 2, 0))]
+    for perm in perms[:max(orders, 1)]:
+        smi, charged = _determine_bonds(z[perm], x[perm], charge)
+        if smi and (best_charged is None or charged < best_charged):
+            best, best_charged = smi, charged
+        if best_charged == 0:
+            break
+    return best
+
+
+def _determine_bonds(charges: np.ndarray, coords: np.ndarray, charge: int) -> tuple[str, int]:
+    """(SMILES, number of atoms with a formal charge) for one atom order; ("", 0) on failure."""
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
@@ -210,10 +278,11 @@ def molecule_smiles(charges: np.ndarray, coords: np.ndarray, charge: int = 0) ->
             trial = Chem.Mol(mol)
             rdDetermineBonds.DetermineBonds(trial, charge=charge, useHueckel=hueckel)
             Chem.RemoveStereochemistry(trial)
-            return Chem.MolToSmiles(Chem.RemoveHs(trial))
+            charged = sum(1 for a in trial.GetAtoms() if a.GetFormalCharge() != 0)
+            return Chem.MolToSmiles(Chem.RemoveHs(trial)), charged
         except Exception:  # noqa: BLE001 -- RDKit raises several types for unbondable geometries
             continue
-    return ""
+    return "", 0
 
 
 def kabsch_rmsd(p: np.ndarray, q: np.ndarray, allow_reflection: bool = True) -> float:
@@ -282,9 +351,10 @@ def _element_assignment(z_rec: np.ndarray, x_rec: np.ndarray, z_true: np.ndarray
 
 
 def formula(z: Sequence[int]) -> str:
-    """Hill-ish formula string, for reports."""
-    sym = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
-    counts = {s: 0 for s in ("C", "H", "N", "O", "F")}
+    """Hill formula (C, H first, then alphabetical), any element, for reports."""
+    counts: dict[str, int] = {}
     for a in z:
-        counts[sym.get(int(a), "?")] = counts.get(sym.get(int(a), "?"), 0) + 1
-    return "".join(f"{k}{v if v > 1 else ''}" for k, v in counts.items() if v)
+        s = symbol(int(a))
+        counts[s] = counts.get(s, 0) + 1
+    order = [k for k in ("C", "H") if k in counts] + sorted(k for k in counts if k not in ("C", "H"))
+    return "".join(f"{k}{counts[k] if counts[k] > 1 else ''}" for k in order)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from attacks import membership, ranking, reconstruction, whitebox
+from attacks import barzilai, membership, ranking, reconstruction, whitebox
 from attacks.chem import canonical_smiles
 from attacks.reconstruction import AttackError
 from attacks.scenario import Scenario
@@ -21,6 +21,13 @@ from secureml.models.krr import KernelRidge
 # Coulomb-matrix entries lie in [0, 0.5 * 9**2.4] (fluorine's diagonal) for QM9-type molecules:
 # physics, so public even when a deployment announces no bounds.
 CM_RANGE = (0.0, 0.5 * 9**2.4 + 1.0)
+
+
+def cm_range(scn: Scenario) -> tuple[float, float]:
+    """Physical range of CM entries for the heaviest element in the attacker's own molecules
+    (QM9: fluorine, 98.4; QM7: sulfur, 389)."""
+    zmax = max([9] + [int(np.max(c)) for c in scn.data.subset(scn.public[:2000]).charges if len(c)])
+    return 0.0, 0.5 * zmax**2.4 + 1.0
 
 Progress = Callable[[int], None] | None
 
@@ -38,7 +45,8 @@ def whitebox_krr(target: Target, scn: Scenario, progress: Progress = None) -> di
                           "gives only predictions")
     ext = whitebox.extract_krr_molecules(target.model, progress)
     res = whitebox.score_extraction(ext, scn.data.subset(scn.train))
-    base = whitebox.random_baseline(scn.data.subset(scn.public), scn.data.subset(scn.train))
+    base = whitebox.random_baseline(scn.data.subset(scn.public), scn.data.subset(scn.train),
+                                    truth_smiles=res["reference_smiles"])
     return {"attack": "whitebox", **_clean(res), "random_baseline": base, "queries": 0,
             "metric": "fraction_smiles_exact", "value": res["fraction_smiles_exact"]}
 
@@ -102,15 +110,15 @@ def query_reconstruction(target: Target, scn: Scenario, *, method: str = "auto",
     if method == "kink":
         if kernel != "laplacian":
             raise AttackError("the kink attack needs an L1 Laplacian kernel (the Gaussian has no kinks)")
-        lo, hi = CM_RANGE
+        lo, hi = cm_range(scn)
         res = reconstruction.kink_attack(target.predict, int(pub["n_features"]), lo, hi, h=h, refine=refine,
                                          depth=depth, n_hint=n_hint, progress=progress)
         centres, n_queries = res.centres, res.n_queries
         extra = {"kinks": res.n_kinks, "merged_kinks": res.n_merged, "unassigned_coordinates": res.unassigned,
                  "sigma_estimated": res.sigma, "h": h, "refine": refine, "depth": depth}
     elif method == "expansion":
-        lo = pub.get("feature_lo", CM_RANGE[0])
-        hi = pub.get("feature_hi", CM_RANGE[1])
+        lo = pub.get("feature_lo", cm_range(scn)[0])
+        hi = pub.get("feature_hi", cm_range(scn)[1])
         n_c = int(fit_opts.pop("n_centres", n_hint or 16))
         fit = reconstruction.expansion_attack(
             target.predict, scn.X[scn.public], budget, n_c, str(kernel), float(pub["sigma"]), seed=seed,
@@ -133,6 +141,33 @@ def query_reconstruction(target: Target, scn: Scenario, *, method: str = "auto",
     out["metric"] = f"fraction_recovered_rel{min(rel_tols):g}"
     out["value"] = out[out["metric"]]
     return out
+
+
+def barzilai_reconstruction(target: Target, scn: Scenario, *, budget: int | None = None, restarts: int = 3,
+                            estimate_sigma: bool = False, adam_steps: int = 300, lbfgs_steps: int = 100,
+                            rel_tol: float = 1e-2, seed: int = 0, progress: Progress = None) -> dict[str, Any]:
+    """Barzilai et al. 2025-style query reconstruction of a Gaussian model's training representations.
+
+    ``budget``: queries (default 4 n (d + 2)); the width is the published one unless
+    ``estimate_sigma``. Chance baseline: the nearest of the attacker's public molecules.
+    """
+    pub = target.public
+    if pub.get("kernel") != "gaussian":
+        raise AttackError("this attack is written for the Gaussian kernel (the kink attack covers the Laplacian)")
+    n = int(pub.get("n_train") or len(scn.train))
+    d = int(scn.X.shape[1])
+    q = int(budget or 4 * n * (d + 2))
+    lo, hi = pub.get("feature_lo", cm_range(scn)[0]), pub.get("feature_hi", cm_range(scn)[1])
+    pool = scn.X[scn.public]
+    res = barzilai.attack(target.predict, pool, q, n, sigma=None if estimate_sigma else float(pub["sigma"]),
+                          restarts=restarts, adam_steps=adam_steps, lbfgs_steps=lbfgs_steps, lo=lo, hi=hi,
+                          seed=seed, progress=progress)
+    sc = barzilai.score(res, scn.X_train, pool, rel_tol)
+    return {"attack": "barzilai", "kernel": "gaussian", "n_train": n, "n_features": d,
+            "sigma_published": float(pub["sigma"]), "sigma_estimated": estimate_sigma, **sc,
+            "random_baseline": sc["baseline_nearest_public"], "queries": q,
+            "queries_over_n_d_plus_2": q / (n * (d + 2)),
+            "metric": f"fraction_recovered_rel{rel_tol:g}", "value": sc["fraction_recovered"]}
 
 
 # ---------------------------------------------------------------------------------------------

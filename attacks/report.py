@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -42,10 +43,32 @@ ATTACKS: list[tuple[str, str, str, Callable[..., dict[str, Any]], dict[str, Any]
     ("reconstruct-fit", "query-only reconstruction (free-centre fit), Gaussian KRR (N=32)", "gauss-32",
      experiments.query_reconstruction, {"method": "expansion", "budget": 2048, "adam_steps": 200,
                                          "lbfgs_steps": 50}),
+    ("reconstruct-barzilai", "query-only reconstruction (Barzilai et al. 2025: query design, restarts), "
+     "Gaussian KRR (N=32)", "gauss-32", experiments.barzilai_reconstruction, {"restarts": 2}),
 ]
 
-COLUMNS = ["attack", "deployment", "status", "metric", "value", "baseline", "queries", "protocol_queries",
-           "seconds_per_query", "bytes_per_query", "extrapolated_seconds", "max_abs_deviation", "note"]
+# --quick: the same attacks on smaller models and budgets (about a minute on a laptop CPU)
+QUICK_SCENARIOS: dict[str, dict[str, Any]] = {
+    "gauss-full": {"kernel": "gaussian", "n_train": 300},
+    "gauss-1000": {"kernel": "gaussian", "n_train": 300},
+    "lap-1000": {"kernel": "laplacian", "n_train": 300},
+    "lap-32": {"kernel": "laplacian", "n_train": 8},
+    "gauss-32": {"kernel": "gaussian", "n_train": 8},
+}
+QUICK_OPTIONS: dict[str, dict[str, Any]] = {
+    "mia": {"n_each": 100, "n_shadows": 2},
+    "rank-label": {"pool_size": 300, "n_members": 30, "ks": (15, 30)},
+    "rank-kink": {"pool_size": 300, "n_members": 30, "ks": (15, 30)},
+    "reconstruct-kink": {"depth": 3},
+    "reconstruct-fit": {"budget": 256, "adam_steps": 50, "lbfgs_steps": 10},
+    "reconstruct-barzilai": {"budget": 1024, "restarts": 1, "adam_steps": 60, "lbfgs_steps": 20},
+}
+
+COLUMNS = ["attack", "deployment", "status", "metric", "value", "baseline", "advantage", "queries",
+           "protocol_queries", "seconds_per_query", "bytes_per_query", "attacker_seconds", "total_seconds",
+           "total_bytes", "max_abs_deviation", "note"]
+UNITS = {"seconds_per_query": "s", "bytes_per_query": "B", "attacker_seconds": "s", "total_seconds": "s",
+         "total_bytes": "B", "max_abs_deviation": "kcal/mol"}
 
 
 def _baseline(res: dict[str, Any]) -> float | None:
@@ -57,50 +80,68 @@ def _baseline(res: dict[str, Any]) -> float | None:
     return None
 
 
+def _model_file_bytes(model: Any) -> int:
+    """Size of the model file the white-box attacker downloads."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        return int(Path(model.save(Path(d) / "m.npz")).stat().st_size)
+
+
 def leakage_matrix(*, attacks: Iterable[str] | None = None, deployments: Iterable[str] = DEPLOYMENTS,
                    protocol_sample: dict[str, int] | None = None, seed: int = 0,
-                   scenarios: dict[str, Any] | None = None,
+                   scenarios: dict[str, Any] | None = None, quick: bool = False,
                    progress: Callable[[str], None] | None = None,
                    scheduler: str = "serial") -> list[dict[str, Any]]:
     """Run the matrix; one row per (attack, deployment) with status ok / n/a / not served / error.
 
+    Each ok row carries the leakage (``value``), its chance ``baseline`` and ``advantage`` = value -
+    baseline, and the attacker's total cost: ``total_seconds`` = its own computation plus the
+    queries' time through the deployment (extrapolated from the protocol sample for services) and
+    ``total_bytes`` = the model file (white box), the raw float64 query/answer payload (plaintext
+    API) or the measured protocol traffic per query times the queries (services).
+    ``quick``: smaller models and budgets (:data:`QUICK_SCENARIOS`, :data:`QUICK_OPTIONS`).
     ``scheduler`` (:func:`secureml.sweep.map_cells`): cells are independent; off this process
     each worker builds (and caches) the seeded scenarios it needs, so the rows are the same.
     """
     sample = {"ot": 4, "fhe": 2, **(protocol_sample or {})}
     wanted = set(attacks) if attacks is not None else None
-    cells = [(aid, dep, sample, seed) for aid, *_ in ATTACKS if wanted is None or aid in wanted
+    cells = [(aid, dep, sample, seed, quick) for aid, *_ in ATTACKS if wanted is None or aid in wanted
              for dep in deployments]
     if scheduler != "serial":
         return map_cells(_leakage_cell, cells, scheduler,
                          (lambda c, r: progress(f"{c[0]} @ {c[1]}")) if progress else None)
     cache: dict[str, Any] = dict(scenarios or {})
     rows: list[dict[str, Any]] = []
-    for aid, dep, _, _ in cells:
+    for aid, dep, _, _, _ in cells:
         if progress:
             progress(f"{aid} @ {dep}")
-        rows.append(_leakage_row(aid, dep, sample, seed, cache))
+        rows.append(_leakage_row(aid, dep, sample, seed, cache, quick))
     return rows
 
 
 _WORKER_SCENARIOS: dict[str, Any] = {}
 
 
-def _leakage_cell(cell: tuple[str, str, dict[str, int], int]) -> dict[str, Any]:
-    aid, dep, sample, seed = cell
-    return _leakage_row(aid, dep, sample, seed, _WORKER_SCENARIOS.setdefault(f"seed{seed}", {}))
+def _leakage_cell(cell: tuple[str, str, dict[str, int], int, bool]) -> dict[str, Any]:
+    aid, dep, sample, seed, quick = cell
+    return _leakage_row(aid, dep, sample, seed, _WORKER_SCENARIOS.setdefault(f"seed{seed}-{quick}", {}), quick)
 
 
-def _leakage_row(aid: str, dep: str, sample: dict[str, int], seed: int, cache: dict[str, Any]) -> dict[str, Any]:
+def _leakage_row(aid: str, dep: str, sample: dict[str, int], seed: int, cache: dict[str, Any],
+                 quick: bool = False) -> dict[str, Any]:
     """One (attack, deployment) cell; ``cache`` holds the scenarios built so far."""
     _, desc, skey, fn, opts = next(a for a in ATTACKS if a[0] == aid)
     if skey not in cache:
-        cache[skey] = scenario.build(seed=seed, **_SCENARIOS[skey])
+        cache[skey] = scenario.build(seed=seed, **(QUICK_SCENARIOS if quick else _SCENARIOS)[skey])
     scn = cache[skey]
+    opts = {**opts, **(QUICK_OPTIONS.get(aid, {}) if quick else {})}
     row: dict[str, Any] = {"attack": aid, "description": desc, "deployment": dep}
     try:
         target = make_target(dep, scn.model, protocol_sample=sample.get(dep, 0))
+        t0 = time.perf_counter()
         res = fn(target, scn, **opts)
+        wall = time.perf_counter() - t0
     except EngineUnavailable as exc:
         row.update(status="not served", note=str(exc).split(";")[0][:160])
         return row
@@ -108,8 +149,21 @@ def _leakage_row(aid: str, dep: str, sample: dict[str, int], seed: int, cache: d
         row.update(status="n/a", note=str(exc)[:160])
         return row
     cost = target.cost()
-    row.update(status="ok", metric=res["metric"], value=float(res["value"]), baseline=_baseline(res),
-               queries=int(res.get("queries", cost["queries"])),
+    base = _baseline(res)
+    n_q = int(res.get("queries", cost["queries"]))
+    # the attacker's own computation: the call's wall time minus the time spent answering
+    attacker_s = max(wall - target._cost.wall_s - target._cost.protocol_wall_s, 0.0)
+    query_s = float(cost["seconds_per_query"]) * n_q
+    if dep == "model-file":
+        total_b = float(_model_file_bytes(scn.model))
+    elif dep == "api":
+        total_b = float(n_q * 8 * (scn.X.shape[1] + 1))  # float64 features out, one float64 back
+    else:
+        total_b = float(cost["bytes_per_query"]) * n_q
+    row.update(status="ok", metric=res["metric"], value=float(res["value"]), baseline=base,
+               advantage=float(res["value"]) - base if base is not None else None,
+               attacker_seconds=attacker_s, total_seconds=attacker_s + query_s, total_bytes=total_b,
+               queries=n_q,
                protocol_queries=int(cost["protocol_queries"]),
                seconds_per_query=float(cost["seconds_per_query"]),
                bytes_per_query=float(cost["bytes_per_query"]),
@@ -145,7 +199,8 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, P
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in COLUMNS})
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    head = [f"{c} ({UNITS[c]})" if c in UNITS else c for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(k)) for k in COLUMNS) + " |")
     paths["md"].write_text("\n".join(lines) + "\n")
@@ -162,35 +217,48 @@ def _json_default(o: Any) -> Any:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Same leakage, at what cost: one column per attack; leakage above chance against the
+    attacker's total seconds (top) and total bytes (bottom), one marker per deployment."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    deps = list(dict.fromkeys(r["deployment"] for r in rows))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    width = 0.8 / max(len(deps), 1)
-    for j, dep in enumerate(deps):
-        vals, qs, secs = [], [], []
-        for a in attacks:
-            r = next((x for x in rows if x["attack"] == a and x["deployment"] == dep), {})
-            ok = r.get("status") == "ok"
-            vals.append(r.get("value", np.nan) if ok else np.nan)
-            qs.append(max(r.get("queries", 0), 1) if ok else np.nan)
-            secs.append(r.get("seconds_per_query", np.nan) if ok and r.get("queries") else np.nan)
-        x = np.arange(len(attacks)) + j * width
-        axes[0].bar(x, vals, width, label=dep)
-        axes[1].bar(x, qs, width, label=dep)
-        axes[2].bar(x, secs, width, label=dep)
-    for ax, title in zip(axes, ("leakage metric (see table)", "queries used", "seconds per query")):
-        ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2)
-        ax.set_xticklabels(attacks, rotation=30, ha="right", fontsize=8)
-        ax.set_title(title)
-    axes[1].set_yscale("log")
-    axes[2].set_yscale("log")
-    axes[0].set_ylim(0, 1.05)
-    axes[0].legend(fontsize=8)
+    marks = {"model-file": ("s", "C0"), "api": ("o", "C1"), "ot": ("^", "C2"), "fhe": ("D", "C3")}
+    fig, axes = plt.subplots(2, max(len(attacks), 1), figsize=(3.1 * max(len(attacks), 1), 6.2), squeeze=False)
+    for j, a in enumerate(attacks):
+        cells = [r for r in rows if r["attack"] == a]
+        ok = [r for r in cells if r.get("status") == "ok" and r.get("advantage") is not None]
+        metric = ok[0]["metric"] if ok else ""
+        base = ok[0]["baseline"] if ok else 0.0
+        for i, (key, unit) in enumerate((("total_seconds", "attacker's total time (s)"),
+                                         ("total_bytes", "attacker's total traffic / download (bytes)"))):
+            ax = axes[i, j]
+            for r in ok:
+                m, c = marks.get(r["deployment"], ("x", "k"))
+                x = max(float(r[key]), 1e-6 if key == "total_seconds" else 1.0)
+                ax.plot([x], [r["advantage"]], m, color=c, ms=8, alpha=0.85, label=r["deployment"])
+                ax.annotate(r["deployment"], (x, r["advantage"]), fontsize=6, textcoords="offset points", xytext=(4, 3))
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+            ax.set_xscale("log")
+            xs = [max(float(r[key]), 1e-6 if key == "total_seconds" else 1.0) for r in ok]
+            if xs:  # at least three decades, so close points do not collapse the log axis
+                lo, hi = min(xs) / 3, max(xs) * 3
+                ax.set_xlim(lo, max(hi, lo * 1e3))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylim(-0.05 - 0.0, max(1.0 - (base or 0.0), 0.1) + 0.05)
+            ax.set_xlabel(unit, fontsize=7)
+            if i == 0:
+                ax.set_title(f"{a}\n{metric} (chance {base:.3g})" if ok else f"{a}\n(not applicable)", fontsize=7)
+            ax.set_ylabel("leakage above chance", fontsize=7)
+            ax.tick_params(labelsize=6)
+            na = [r["deployment"] for r in cells if r.get("status") != "ok"]
+            if na and i == 1:
+                ax.text(0.98, 0.5, "n/a: " + ", ".join(na), transform=ax.transAxes, fontsize=6, ha="right")
+    fig.suptitle("same leakage, at what cost? (dashed: chance; bytes: model file, raw API payload, or "
+                 "measured protocol traffic x queries)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -227,11 +295,12 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     if any(r and r.get("status") == "ok" for _, r in mia_cells):
         txt = "  ".join(f"{d} {r['value']:.3f}" for d, r in mia_cells if r and r.get("status") == "ok")
         lines.append(f"  membership : loss-threshold AUC  {txt}")
-    for aid, label in (("rank-label", "ranking P@50"), ("reconstruct-kink", "reconstruct")):
+    for aid, label in (("rank-label", "ranking"), ("reconstruct-kink", "reconstruct")):
         cells = [(d, by.get((aid, d))) for d in deps]
         ok = [(d, r) for d, r in cells if r and r.get("status") == "ok"]
         if ok:
-            txt = "  ".join(f"{d} {r['value']:.2f}" for d, r in ok)
+            base = ok[0][1].get("baseline")
+            txt = "  ".join(f"{d} {r['value']:.2f}" for d, r in ok) + f"  [{ok[0][1]['metric']}; chance {base:.2g}]"
             na = [d for d, r in cells if r and r.get("status") != "ok"]
             lines.append(f"  {label:<11}: {txt}" + (f"  ({', '.join(na)}: not served)" if na else ""))
     svc = [(d, by.get(("mia", d))) for d in ("ot", "fhe")]
@@ -244,15 +313,9 @@ def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *,
     return "\n".join(lines)
 
 
-def scenario_for(model: Any, seed: int) -> Any:
-    """Wrap an already-trained MolecularModel (trained on the embedded split) as a Scenario."""
-    params = model.representation.get_params()
-    if params.get("name") != "coulomb_matrix":
-        raise AttackError("the attack scenarios use Coulomb-matrix models trained on the embedded data")
-    data, X, y = scenario.embedded_features(int(params["size"]), str(params.get("variant", "sorted")),
-                                            params.get("grid_bits"))
-    n = int(model.estimator.X_fit_.shape[0])
-    train, test = embedded_split(seed=seed, n_train=n)
-    if not np.allclose(X[train[: min(n, 16)]], model.estimator.X_fit_[: min(n, 16)]):
-        raise AttackError("the model was not trained on the embedded split with this seed")
-    return scenario.Scenario(data, X, y, np.asarray(train), np.asarray(test), model)
+def scenario_for(model: Any, seed: int = 0) -> Any:
+    """Wrap an already-trained MolecularModel as a Scenario (any data: see :func:`attacks.scenario.from_model`)."""
+    return scenario.from_model(model)
+
+
+_scenario_for = scenario_for  # the name before the report was parallelised

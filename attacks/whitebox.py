@@ -24,6 +24,7 @@ from attacks.chem import (
     features_to_matrices,
     invert_coulomb_matrix,
     matched_rmsd,
+    model_elements,
     molecule_smiles,
     quiet_stdout,
 )
@@ -59,8 +60,13 @@ def cm_settings(model: Any) -> tuple[int, str]:
 
 
 def molecules_from_features(features: np.ndarray, size: int | None = None, variant: str = "sorted",
-                            progress: Callable[[int], None] | None = None) -> Extraction:
-    """Invert every Coulomb-matrix row to (Z, xyz) and a stereo-free canonical SMILES."""
+                            progress: Callable[[int], None] | None = None,
+                            elements: tuple[int, ...] | None = None) -> Extraction:
+    """Invert every Coulomb-matrix row to (Z, xyz) and a stereo-free canonical SMILES.
+
+    ``elements``: the charges a row may contain (the model's element set, :func:`attacks.chem.model_elements`);
+    None accepts any integer Z.
+    """
     import time
 
     t0 = time.perf_counter()
@@ -69,12 +75,13 @@ def molecules_from_features(features: np.ndarray, size: int | None = None, varia
     smiles: list[str] = []
     with quiet_stdout():
         for m in mats:
-            rec = invert_coulomb_matrix(m)
+            rec = invert_coulomb_matrix(m, elements=elements)
             recs.append(rec)
             smiles.append(molecule_smiles(rec.charges, rec.coords) if rec.valid else "")
             if progress:
                 progress(1)
-    return Extraction(recs, smiles, mats.shape[1], variant, time.perf_counter() - t0)
+    return Extraction(recs, smiles, mats.shape[1], variant, time.perf_counter() - t0,
+                      {"elements": list(elements) if elements is not None else None})
 
 
 def extract_krr_molecules(model: Any, progress: Callable[[int], None] | None = None) -> Extraction:
@@ -83,13 +90,15 @@ def extract_krr_molecules(model: Any, progress: Callable[[int], None] | None = N
     est = getattr(model, "estimator", None)
     if not hasattr(est, "X_fit_"):
         raise AttackError(f"{type(est).__name__} does not store its training representations")
-    return molecules_from_features(est.X_fit_, size, variant, progress)
+    return molecules_from_features(est.X_fit_, size, variant, progress, elements=model_elements(model))
 
 
 def score_extraction(ext: Extraction, truth: MolecularDataset, rmsd_tol: float = 0.01) -> dict[str, Any]:
     """Compare row i of the extraction with training molecule i (evaluation only).
 
-    ``smiles_exact``: canonical stereo-free SMILES equal to the data set's SMILES.
+    ``smiles_exact``: canonical stereo-free SMILES equal to the data set's SMILES; data sets
+    without SMILES (QM7's xyz files) are compared with the SMILES the same bond perception gives on
+    the *true* geometry (``smiles_reference`` says which was used).
     ``bonds_from_true_geometry``: the same bond perception run on the *true* geometry, to separate
     inversion errors from RDKit's bond-perception errors. ``geometry_recovered``: RMSD below
     ``rmsd_tol`` Angstrom after optimal superposition (mirror images allowed: a CM cannot tell them
@@ -102,19 +111,29 @@ def score_extraction(ext: Extraction, truth: MolecularDataset, rmsd_tol: float =
     formula_ok = np.zeros(n, dtype=bool)
     ref_ok = np.zeros(n, dtype=bool)
     rmsd = np.full(n, np.inf)
+    refs = np.empty(n, dtype=object)
+    from_geometry = 0
     with quiet_stdout():
         for i, rec in enumerate(ext.molecules):
             z_true = np.asarray(truth.charges[i])
             x_true = np.asarray(truth.coordinates[i], dtype=float)
-            true_smi = canonical_smiles(truth.smiles[i]) if truth.smiles else ""
+            true_smi = canonical_smiles(truth.smiles[i]) if truth.smiles and truth.smiles[i] else ""
             if true_smi:
                 ref_ok[i] = molecule_smiles(z_true, x_true) == true_smi
+            else:
+                true_smi = molecule_smiles(z_true, x_true)
+                from_geometry += 1
+                ref_ok[i] = bool(true_smi)
+            refs[i] = true_smi
             if not rec.valid:
                 continue
             formula_ok[i] = sorted(rec.charges.tolist()) == sorted(z_true.tolist())
             exact[i] = bool(true_smi) and ext.smiles[i] == true_smi
             if formula_ok[i]:
-                _, order = coulomb_matrix(z_true, x_true, ext.size, ext.variant)
+                # sorted/unsorted rows have a known atom order; other orders (canonical) are
+                # matched per element by the Hungarian method inside matched_rmsd
+                order = coulomb_matrix(z_true, x_true, ext.size, ext.variant)[1] \
+                    if ext.variant in ("sorted", "unsorted") else None
                 rmsd[i] = matched_rmsd(rec.charges, rec.coords, z_true, x_true, order)
     finite = rmsd[np.isfinite(rmsd)]
     return {
@@ -127,17 +146,47 @@ def score_extraction(ext: Extraction, truth: MolecularDataset, rmsd_tol: float =
         "max_rmsd_angstrom": float(finite.max()) if finite.size else float("inf"),
         "fraction_bonds_from_true_geometry": float(ref_ok.mean()),
         "seconds": ext.seconds,
+        "elements": ext.extra.get("elements"),
+        "smiles_reference": "data set" if from_geometry == 0 else
+        ("bond perception on the true geometry" if from_geometry == n else f"mixed ({from_geometry} from geometry)"),
+        "invalid_reasons": _reason_counts(ext),
         "exact_mask": exact,
+        "reference_smiles": refs,
     }
 
 
-def random_baseline(pool: MolecularDataset, truth: MolecularDataset, n: int = 200, seed: int = 0) -> float:
-    """Fraction of training molecules matched by guessing random public molecules' SMILES."""
+def _reason_counts(ext: Extraction) -> dict[str, int]:
+    """How many rows failed to decode, by reason (numbers stripped so reasons group)."""
+    import re
+
+    out: dict[str, int] = {}
+    for rec in ext.molecules:
+        if not rec.valid:
+            key = re.sub(r"[-+]?\d[\d.e+-]*", "#", rec.reason)
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def random_baseline(pool: MolecularDataset, truth: MolecularDataset, n: int = 200, seed: int = 0,
+                    truth_smiles: Any = None) -> float:
+    """Fraction of guesses that name a training molecule, guessing random public molecules.
+
+    Molecules without SMILES in the data set (QM7) are named by bond perception on their geometry,
+    as in :func:`score_extraction` (``truth_smiles``: its ``reference_smiles``, to avoid redoing them).
+    """
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(pool), min(n, len(pool)), replace=False)
-    true = {canonical_smiles(s) for s in truth.smiles}
-    guesses = [canonical_smiles(pool.smiles[i]) for i in idx]
-    return float(np.mean([g in true for g in guesses]))
+
+    def name(ds: MolecularDataset, i: int) -> str:
+        if ds.smiles and ds.smiles[i]:
+            return canonical_smiles(ds.smiles[i])
+        return molecule_smiles(np.asarray(ds.charges[i]), np.asarray(ds.coordinates[i], dtype=float))
+
+    with quiet_stdout():
+        true = set(truth_smiles) if truth_smiles is not None else {name(truth, i) for i in range(len(truth))}
+        guesses = [name(pool, int(i)) for i in idx]
+    true.discard("")
+    return float(np.mean([g != "" and g in true for g in guesses]))
 
 
 # ---------------------------------------------------------------------------------------------

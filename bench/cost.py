@@ -1,15 +1,23 @@
 """`secureml bench cost`: every engine on the same model and the same queries, side by side.
 
 Engines (each runs as two real processes on TCP loopback, except plaintext):
-  plaintext  the model owner predicts in the clear (the denominator of every ratio)
-  ot         OT-based double-blind exact KRR (protocols.krr)
-  fhe        TenSEAL CKKS, client holds the key (protocols.baselines.fhe)
-  crypten    CrypTen with its trusted-first-party provider (protocols.baselines.crypten_engine)
-  generic    generic MPC, Beaver triples from OT (protocols.baselines.generic_mpc)
+  plaintext      the model owner predicts in the clear (the denominator of every ratio)
+  ot             secureml's double-blind exact KRR (protocols.krr; Gaussian cross term by lattice HE)
+  ot-vole        the same with the OT-based vector OLE for the cross term (the previous protocol)
+  fhe            SEAL CKKS, client holds the key (protocols.baselines.fhe); keys and the encoded
+                 model are set-up: its per-query cost is the "online" columns
+  crypten        CrypTen with its trusted-first-party provider (trusted dealer)
+  generic        generic MPC, Beaver triples from OT (protocols.baselines.generic_mpc)
+  spu-cheetah    SecretFlow SPU 0.9.5, CHEETAH (lattice HE + silent OT, no dealer), 128-bit ring,
+                 40 fractional bits (bench/spu_engine.py; needs `make spu`)
+  spu-cheetah64  the same, 64-bit ring, 18 fractional bits (SPU's fast, imprecise setting)
+  spu-semi2k     SPU SEMI2K, 128-bit ring: needs a trusted first party for its triples (trusted dealer)
 For each training size N: wall time (set-up/offline and online), bytes each way (keys included),
-rounds, peak memory, |prediction - plaintext|; simulated LAN (1 Gbit/s, 0.5 ms) and WAN
-(100 Mbit/s, 40 ms one way) times from measured bytes and rounds. Writes JSON, CSV, plots and a
-Markdown report. Slow engines stop at the first N whose run exceeds --engine-budget seconds.
+online bytes, rounds, peak memory, |prediction - plaintext|. With ``--link lan|wan`` every engine
+runs through an emulated link (bench/netem.py: a relay process, 1 Gbit/s and 0.5 ms RTT, or
+100 Mbit/s and 40 ms RTT) and the times are measured; without it the LAN/WAN columns are computed
+from bytes and rounds. Writes JSON, CSV, plots and a Markdown report. Slow engines stop at the first
+N whose run exceeds --engine-budget seconds.
 """
 from __future__ import annotations
 
@@ -24,37 +32,21 @@ from typing import Any
 import numpy as np
 
 ENGINES = {
-    "ot": "protocols.krr.runner",
+    "ot": "bench.krr_cost",
+    "ot-vole": "bench.krr_cost",
     "fhe": "protocols.baselines.fhe",
     "crypten": "protocols.baselines.crypten_engine",
     "generic": "protocols.baselines.generic_mpc",
+    "spu-cheetah": "bench.spu_engine",
+    "spu-cheetah64": "bench.spu_engine",
+    "spu-semi2k": "bench.spu_engine",
 }
+# engines whose correlated randomness comes from a trusted party (marked in every output)
+TRUSTED_DEALER = {"crypten", "spu-semi2k"}
 NETWORKS = {"LAN": (1e9, 0.5e-3), "WAN": (100e6, 40e-3)}
 
 
-LAPLACIAN_GRID_BITS = 8  # Laplacian models' entries sit on the 2^-8 grid (as `secureml train` makes them)
-
-
-def synthetic_model(N: int, d: int, sigma: float, seed: int = 0, kernel: str = "gaussian"):
-    """Coulomb-matrix-like model: non-negative sparse entries up to ~73.5 (ANCHORS.md's peer setting);
-    for the Laplacian kernel the entries are rounded to the 2^-8 grid."""
-    from protocols.common import KernelModelParams
-
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0, 73.5, (N, d)) * (rng.random((N, d)) < 0.5)
-    alpha = rng.normal(0, 1e3, N)
-    if kernel == "laplacian":
-        X = np.round(X * (1 << LAPLACIAN_GRID_BITS)) / (1 << LAPLACIAN_GRID_BITS)
-    return KernelModelParams(X, alpha, -1000.0, kernel, sigma), rng
-
-
-def synthetic_queries(model, rng, k: int = 1) -> np.ndarray:
-    """Queries near the first training points (on the model's grid for the Laplacian kernel)."""
-    d = model.n_features
-    Q = np.clip(model.X_train[:k] + rng.normal(0, 1.0, (k, d)) * (model.X_train[:k] > 0), 0, 127)
-    if model.kernel == "laplacian":
-        Q = np.round(Q * (1 << LAPLACIAN_GRID_BITS)) / (1 << LAPLACIAN_GRID_BITS)
-    return Q
+from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries  # noqa: F401 (public here too)
 
 
 def network_time(wall_s: float, total_bytes: int, rounds: int, bandwidth: float, latency: float) -> float:
@@ -62,14 +54,42 @@ def network_time(wall_s: float, total_bytes: int, rounds: int, bandwidth: float,
     return wall_s + total_bytes * 8 / bandwidth + rounds * latency
 
 
-def run_engine(name: str, model, Q: np.ndarray, **opts: Any) -> dict[str, Any]:
-    mod = importlib.import_module(ENGINES[name])
-    preds, client, server = mod.run_local(model, Q, **opts)  # every engine: (preds, client, server)
+def _relay(link: str):
+    """``relay`` hook for the baselines' process pair: a bench.netem relay in front of the server."""
+    from bench.netem import Relay
+
+    def hook(port: int):
+        r = Relay(("127.0.0.1", port), link)
+        return r.port, r.close
+
+    return hook
+
+
+def run_engine(name: str, model, Q: np.ndarray, link: str | None = None, **opts: Any) -> dict[str, Any]:
+    if name in ("ot", "ot-vole"):
+        from bench.krr_cost import serve_and_predict
+
+        preds, client, _ = serve_and_predict(model, Q, "ot" if name == "ot-vole" else "he", link)
+        server = client
+    elif name.startswith("spu-"):
+        from bench import spu_engine
+
+        cfg = {k: v for k, v in spu_engine.CONFIGS[name].items() if k != "trusted_dealer"}
+        preds, client, server = spu_engine.run_local(model, Q, link=link, **cfg, **opts)
+    else:
+        mod = importlib.import_module(ENGINES[name])
+        if link:
+            opts["relay"] = _relay(link)
+        preds, client, server = mod.run_local(model, Q, **opts)  # every engine: (preds, client, server)
     return {
         "preds": np.asarray(preds, dtype=float),
         "wall_s": client.wall_s, "offline_s": client.offline_s, "online_s": client.online_s,
         "client_to_server_MB": client.bytes_sent / 1e6, "server_to_client_MB": client.bytes_received / 1e6,
+        "online_MB": (client.bytes_sent + client.bytes_received - client.offline_bytes) / 1e6,
         "rounds": client.rounds, "peak_rss_MB": max(client.peak_rss_mb, server.peak_rss_mb),
+        "trusted_dealer": name in TRUSTED_DEALER, "link": link or "loopback",
+        # CPU seconds of each party (all threads), where the engine reports them: load-independent
+        "client_cpu_s": client.extra.get("client_cpu_s"), "server_cpu_s": client.extra.get("server_cpu_s"),
     }
 
 
@@ -86,12 +106,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="kernel (the Laplacian is served by the OT engine only; the others refuse it)")
     ap.add_argument("--sigma", type=float, default=None,
                     help="kernel width (default: the published study's 74, Gaussian; 1000, Laplacian)")
-    ap.add_argument("--engines", default="plaintext,ot,fhe,crypten,generic")
+    ap.add_argument("--engines", default="plaintext,ot,fhe,crypten,generic",
+                    help="comma-separated: plaintext, ot, ot-vole, fhe, crypten, generic, spu-cheetah, "
+                         "spu-cheetah64, spu-semi2k (SPU engines: SecretFlow SPU in .venv-spu, `make spu`)")
+    ap.add_argument("--link", choices=("lan", "wan"), default=None,
+                    help="run every engine through an emulated network link (bench/netem.py relay: lan = "
+                         "1 Gbit/s, 0.5 ms RTT; wan = 100 Mbit/s, 40 ms RTT); measured, not computed")
     ap.add_argument("--engine-budget", type=float, default=180.0,
                     help="stop an engine after the first N whose run took longer than this (s)")
     ap.add_argument("--frac-bits", default="8,10,12,14,16", help="precision sweep for the OT engine")
     ap.add_argument("--precision-n", type=int, default=512, help="N of the precision sweep")
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes in total")
+    ap.add_argument("--no-precision", action="store_true", help="skip the OT engine's precision sweep")
     ap.add_argument("--out", default="results/bench_cost", help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     from secureml.sweep import add_scheduler_argument
@@ -124,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             for k, v in cell_skipped.items():
                 skipped.setdefault(k, v)
     # the Laplacian protocol is exact on its grid: the precision sweep is a Gaussian-kernel matter
-    precision = precision_sweep(args) if "ot" in engines and args.kernel == "gaussian" else []
+    precision = precision_sweep(args) if "ot" in engines and args.kernel == "gaussian" and not args.no_precision else []
     write_outputs(out, rows, precision, skipped, args)
     print(f"results in {out}/ (report.md, cost.json, cost.csv, *.png)")
     return 0
@@ -153,7 +179,7 @@ def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]]) ->
         if eng == "plaintext" or eng in skipped:
             continue
         try:
-            r = run_engine(eng, model, Q)
+            r = run_engine(eng, model, Q, link=args.link)
         except Exception as exc:  # report and move on: one broken engine must not sink the run
             skipped[eng] = f"N={N}: {type(exc).__name__}: {exc}"
             tqdm.write(f"{eng}: stopped ({skipped[eng]})")
@@ -161,10 +187,12 @@ def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]]) ->
         err = float(np.max(np.abs(r.pop("preds") - plain)))
         row = {"engine": eng, "N": N, **r, "abs_error": err, "ratio_vs_plaintext": r["wall_s"] / t_plain}
         total = int((r["client_to_server_MB"] + r["server_to_client_MB"]) * 1e6)
-        for net, (bw, lat) in NETWORKS.items():
-            row[f"{net}_s"] = network_time(r["wall_s"], total, r["rounds"], bw, lat)
+        if not args.link:  # computed estimates; with --link the wall time itself is measured on the link
+            for net, (bw, lat) in NETWORKS.items():
+                row[f"{net}_s"] = network_time(r["wall_s"], total, r["rounds"], bw, lat)
         rows.append(row)
-        tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s  {total / 1e6:9.1f} MB  "
+        cpu = "" if r.get("client_cpu_s") is None else f" (CPU {r['client_cpu_s'] + r['server_cpu_s']:.2f} s)"
+        tqdm.write(f"N={N:6d} {eng:8s} {r['wall_s']:8.2f} s{cpu}  {total / 1e6:9.1f} MB  "
                    f"{r['rounds']:5d} rounds  err {err:.1e}  x{row['ratio_vs_plaintext']:,.0f}")
         if r["wall_s"] > args.engine_budget:
             skipped[eng] = f"stopped after N={N}: {r['wall_s']:.0f} s > budget {args.engine_budget:.0f} s"
@@ -225,13 +253,17 @@ def write_outputs(out: Path, rows, precision, skipped, args) -> None:
         fig.savefig(out / "precision.png", dpi=110)
         plt.close(fig)
     lines = ["# Cost of double-blind KRR prediction, engine by engine", "",
-             f"{args.kernel.capitalize()} kernel, sigma {args.sigma}, d = {args.features}, one query, two processes on TCP loopback "
-             "(LAN/WAN columns add bytes/bandwidth + rounds x latency).", "",
-             "| engine | N | wall s | setup s | online s | MB c->s | MB s->c | rounds | LAN s | WAN s | |err| | x plaintext |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"{args.kernel.capitalize()} kernel, sigma {args.sigma}, d = {args.features}, one query, two processes "
+             + (f"through an emulated {args.link.upper()} link (bench/netem.py; times measured)." if args.link else
+                "on TCP loopback (LAN/WAN columns computed: bytes/bandwidth + rounds x latency)."),
+             "Engines marked * use a trusted dealer.", "",
+             "| engine | N | wall s | CPU s (both) | setup s | online s | MB c->s | MB s->c | online MB | rounds | LAN s | WAN s | |err| | x plaintext |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['engine']} | {r['N']} | {r['wall_s']:.4g} | {r['offline_s']:.3g} | {r['online_s']:.4g} | "
-                     f"{r['client_to_server_MB']:.3g} | {r['server_to_client_MB']:.3g} | {r['rounds']} | "
+        name = r["engine"] + ("*" if r.get("trusted_dealer") else "")
+        cpu = "" if r.get("client_cpu_s") is None else f"{r['client_cpu_s'] + r['server_cpu_s']:.3g}"
+        lines.append(f"| {name} | {r['N']} | {r['wall_s']:.4g} | {cpu} | {r['offline_s']:.3g} | {r['online_s']:.4g} | "
+                     f"{r['client_to_server_MB']:.3g} | {r['server_to_client_MB']:.3g} | {r.get('online_MB', 0):.3g} | {r['rounds']} | "
                      f"{r.get('LAN_s', r['wall_s']):.4g} | {r.get('WAN_s', r['wall_s']):.4g} | {r['abs_error']:.1e} | "
                      f"{r['ratio_vs_plaintext']:,.0f} |")
     if skipped:

@@ -2,10 +2,13 @@
 
     python -m bench.krr_cost --sizes 256,1024,4096,16384 --features 435 --queries 1 --out results/krr_cost
     python -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 256,1024,4096,16384 --features 351
+    python -m bench.krr_cost --cross-term ot --sizes 16384 --features 351     # the OT vector OLE instead
+    python -m bench.krr_cost --link wan --sizes 16384 --features 351          # through an emulated WAN
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
-way, rounds, |prediction - plaintext|, and the ratio to the plaintext prediction time measured
+way, rounds, |prediction - plaintext|, the server's one-off per-model preparation (encoding, and the
+lattice cross term's NTT plaintexts; before any client connects, not in the wall time), and the ratio to the plaintext prediction time measured
 in the same run. Writes JSON + CSV and a log-log plot.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.cost import synthetic_model, synthetic_queries  # one definition for both benchmarks
+from bench.synthetic import synthetic_model, synthetic_queries  # one definition for both benchmarks
 
 
 def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
@@ -27,27 +30,58 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
     return synthetic_model(N, d, sigma, seed, kernel)
 
 
-def _server(N: int, d: int, sigma: float, kernel: str, seed: int, q: mp.Queue) -> None:
-    from protocols.krr import ServedModel, serve
+def _server(params, cross_term: str, q: mp.Queue) -> None:
+    from protocols.krr import ServedModel, gaussian, serve
 
-    params, _ = model_for(N, d, sigma, kernel, seed)
-    serve(ServedModel(params), "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
+    sm = ServedModel(params)
+    sm.public.cross_term = cross_term
+    sm.public.validate()
+    t0 = time.perf_counter()
+    if params.kernel == "gaussian":
+        gaussian.prepare_server(params, sm.public)  # once per served model, before any client
+    q.put(time.perf_counter() - t0)
+    c0 = time.process_time()
+    serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
+    q.put(time.process_time() - c0)  # the server's CPU seconds for the session (load-independent)
 
 
-def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian") -> dict:
+def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
+                      timeout: float = 1800.0):
+    """Server process (prepared before it accepts) + this process as client, optionally through an
+    emulated link: (predictions, client CostReport, server's one-off preparation seconds)."""
     from protocols.krr import predict
 
-    params, rng = model_for(N, d, sigma, kernel, seed)
-    Q = synthetic_queries(params, rng, k)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(N, d, sigma, kernel, seed, q))
+    proc = ctx.Process(target=_server, args=(params, cross_term, q))
     proc.start()
-    port = q.get(timeout=120)
+    relay = None
     try:
-        preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=1800)
+        t_prepare = q.get(timeout=600)
+        port = q.get(timeout=120)
+        if link:  # through the emulated link (bench/netem.py): a relay process in front of the server
+            from bench.netem import Relay
+
+            relay = Relay(("127.0.0.1", port), link)
+            port = relay.port
+        c0 = time.process_time()
+        preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=timeout)
+        cost.extra["client_cpu_s"] = time.process_time() - c0
+        cost.extra["server_cpu_s"] = q.get(timeout=120)
     finally:
+        if relay is not None:
+            relay.close()
         proc.join(600)
+        if proc.is_alive():
+            proc.kill()
+    return preds, cost, t_prepare
+
+
+def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
+            cross_term: str = "he", link: str | None = None) -> dict:
+    params, rng = model_for(N, d, sigma, kernel, seed)
+    Q = synthetic_queries(params, rng, k)
+    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
     reps = max(5, int(2e7 // (N * d)))
@@ -55,8 +89,12 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         plain = params.predict(Q)
     t_plain = (time.perf_counter() - t0) / reps
     return {
-        "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma,
+        "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
+        "cross_term": cross_term if kernel == "gaussian" else "ot",
+        "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
+        "client_cpu_s": cost.extra.get("client_cpu_s"), "server_cpu_s": cost.extra.get("server_cpu_s"),
+        "online_MB": (cost.bytes_sent + cost.bytes_received - cost.offline_bytes) / 1e6,
         "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
         "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
         "client_peak_rss_MB": cost.peak_rss_mb,
@@ -74,6 +112,11 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", choices=("gaussian", "laplacian"), default="gaussian")
     ap.add_argument("--sigma", type=float, default=None,
                     help="kernel width (default 74 Gaussian, 1000 Laplacian: ANCHORS.md's peer settings)")
+    ap.add_argument("--cross-term", choices=("he", "ot"), default="he",
+                    help="Gaussian kernel's X q: lattice HE (default) or the OT vector OLE")
+    ap.add_argument("--link", choices=("lan", "wan"), default=None,
+                    help="run through an emulated link (bench/netem.py relay: lan 1 Gbit/s 0.5 ms RTT, "
+                         "wan 100 Mbit/s 40 ms RTT); default: plain loopback")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
     if args.sigma is None:
@@ -84,9 +127,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
-        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel)
+        r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
+                    link=args.link)
         rows.append(r)
-        tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}) "
+        tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
+                   f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "
                    f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
                    f"x{r['ratio_time']:,.0f} plaintext")
     (out / "krr_cost.json").write_text(json.dumps(rows, indent=2))

@@ -141,6 +141,8 @@ def honest_check(port: int, queries: np.ndarray, expected: np.ndarray) -> bool:
 
 def start_server(model_path: Path, log_path: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     log = open(log_path, "w")
+    if "--security" not in extra:  # the exact-kernel models served here have no client-malicious mode
+        extra = ["--security", "semi-honest", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "secureml.cli", "-v", "serve", "--model", str(model_path),
                              "--port", "0", *extra], stdout=subprocess.PIPE, stderr=log, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -185,6 +187,8 @@ def run_fuzz(cases: int, seed: int = 0, workers: int = 8, check_every: int = 500
     kinds: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     honest: list[bool] = []
+    hung: list[str] = []
+    hung_kinds: Counter[str] = Counter()
     t0 = time.time()
     try:
         frames = record_session(port, Q)
@@ -193,9 +197,15 @@ def run_fuzz(cases: int, seed: int = 0, workers: int = 8, check_every: int = 500
         with ThreadPoolExecutor(workers) as pool:
             while done < cases:
                 batch = [mutate(frames, rng) for _ in range(min(check_every, cases - done))]
-                for (kind, _), out in zip(batch, pool.map(lambda b: run_case(port, b[1], hang_s), batch)):
+                for (kind, stream), out in zip(batch, pool.map(lambda b: run_case(port, b[1], hang_s), batch)):
                     kinds[kind] += 1
                     outcomes[out] += 1
+                    if out == "hang":
+                        hung_kinds[kind] += 1
+                        if len(hung) < 20:  # kept for replay (python -m bench.serving_fuzz --replay DIR)
+                            hung.append(kind)
+                            (work / "hangs").mkdir(exist_ok=True)
+                            (work / "hangs" / f"{len(hung):02d}-{kind}.bin").write_bytes(stream)
                 done += len(batch)
                 honest.append(honest_check(port, Q, expected))
                 print(f"{done} cases, {dict(outcomes)}, honest ok {all(honest)}", file=sys.stderr)
@@ -210,10 +220,28 @@ def run_fuzz(cases: int, seed: int = 0, workers: int = 8, check_every: int = 500
     return {
         "cases": cases, "seed": seed, "recorded_frames": len(frames),
         "recorded_bytes": sum(len(f) for f in frames), "mutations": dict(kinds), "outcomes": dict(outcomes),
-        "hangs": outcomes.get("hang", 0), "tracebacks": log.count("Traceback"),
+        "hangs": outcomes.get("hang", 0), "hangs_by_mutation": dict(hung_kinds),
+        "hang_streams": str(work / "hangs") if hung else None, "tracebacks": log.count("Traceback") + log.count("session crashed"),
         "server_alive_at_end": alive, "honest_checks": len(honest), "honest_all_correct": all(honest),
         "wall_s": round(time.time() - t0, 1), "server_log_lines": len(log.splitlines()),
     }
+
+
+def replay(folder: Path, hang_s: float = 15.0) -> int:
+    """Send each saved stream alone to a fresh server; print how long the server took to close."""
+    work = Path(tempfile.mkdtemp(prefix="serving_fuzz_replay_"))
+    small_model(work / "model.npz")
+    proc, port = start_server(work / "model.npz", work / "server.log",
+                              ["--concurrency", "4", "--handshake-timeout", "5", "--idle-timeout", "5"])
+    try:
+        for f in sorted(folder.glob("*.bin")):
+            t0 = time.time()
+            out = run_case(port, f.read_bytes(), hang_s)
+            print(f"{f.name}: {out} after {time.time() - t0:.2f} s")
+    finally:
+        proc.kill()
+    print((work / "server.log").read_text()[-3000:])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,8 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=8, help="fuzzing connections at once")
     ap.add_argument("--out", default="bench_results/serving_fuzz.json")
+    ap.add_argument("--hang-s", type=float, default=15.0,
+                    help="a case hangs if the server has not closed this long after the stream ended")
+    ap.add_argument("--replay", default=None, help="replay the saved streams (*.bin) of a folder, one at a time")
     args = ap.parse_args(argv)
-    res = run_fuzz(args.cases, args.seed, args.workers)
+    if args.replay:
+        return replay(Path(args.replay), args.hang_s)
+    res = run_fuzz(args.cases, args.seed, args.workers, hang_s=args.hang_s)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,7 +64,10 @@ def _report(model, queries, preds, cost, prop: str) -> None:
         plain = model.predict(queries)
     t_plain = (_t.perf_counter() - t0) / reps
     ref = queries.properties[prop]
-    print(f"\n{'molecule':<22}{'reference':>12}{'plaintext':>12}{'double-blind':>14}{'|diff|':>10}")
+    from secureml.data.units import known_unit
+
+    print(f"\n{prop} in {known_unit(prop) or 'unknown units'}")
+    print(f"{'molecule':<22}{'reference':>12}{'plaintext':>12}{'double-blind':>14}{'|diff|':>10}")
     for i in range(len(queries)):
         name = (queries.smiles[i] if queries.smiles else queries.names[i])[:21]
         print(f"{name:<22}{ref[i]:12.3f}{plain[i]:12.3f}{preds[i]:14.3f}{abs(preds[i] - plain[i]):10.2e}")
@@ -77,8 +79,12 @@ def _report(model, queries, preds, cost, prop: str) -> None:
           f"ratio {cost.wall_s / t_plain:,.0f}x (online only: {cost.online_s / t_plain:,.0f}x)")
 
 
-# exact models of the demo: kernel -> (sigma, lambda, Coulomb-matrix grid bits)
-DEMO_KERNELS = {"gaussian": (50.0, 1e-8, 16), "laplacian": (1000.0, 1e-10, 8)}
+def _demo_kernels() -> dict[str, tuple[float, float, int]]:
+    """kernel -> (sigma, lambda, Coulomb-matrix grid bits): the `secureml train` recipes' defaults,
+    so that the demo, `train` and the docs use one setting per kernel."""
+    from secureml.models import KRR_DEFAULTS
+
+    return {k: (float(v["sigma"]), float(v["lam"]), int(v["grid_bits"])) for k, v in KRR_DEFAULTS.items()}
 
 
 def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
@@ -93,12 +99,13 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
     train = data.subset(train_idx)
     test = data.subset(test_idx)
     prop = "U0_atomization"
-    work = Path(out_dir or tempfile.mkdtemp(prefix="secureml-demo-"))
+    # a run folder the user can find again (model files, nothing left in the system temp folder)
+    work = Path(out_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
     work.mkdir(parents=True, exist_ok=True)
     queries = test.subset(np.arange(n_queries))
     model = None
     for kernel in kernels:
-        sigma, lam, grid = DEMO_KERNELS[kernel]
+        sigma, lam, grid = _demo_kernels()[kernel]
         print(f"== Model owner: trains {kernel.capitalize()} KRR on {len(train)} embedded QM9 molecules "
               f"(Coulomb matrix on the 2^-{grid} grid, sigma={sigma:g}, lambda={lam:g}) ==")
         t0 = time.perf_counter()
@@ -108,8 +115,10 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
               f"on {len(test)} held-out molecules")
         model_path = exact.save(work / f"model_{kernel}.npz")
         print(f"   model file: {model_path}")
-        print("== Model owner: starts `secureml serve` (separate process); query owner connects ==")
-        (preds, cost), = _serve_and_query(model_path, queries)
+        print("== Model owner: starts `secureml serve --security semi-honest` (separate process); "
+              "query owner connects ==")
+        print("   (exact kernels have no client-malicious protocol yet: docs/malicious.md)")
+        (preds, cost), = _serve_and_query(model_path, queries, extra=("--security", "semi-honest"))
         _report(exact, queries, preds, cost, prop)
         print("the server saw no query; the query owner saw only the predictions.\n")
         model = model or exact

@@ -151,6 +151,7 @@ def test_cli_and_demo_use_public_names_only() -> None:
 
 #: function-level imports that stay, and why
 LAZY_ALLOWED = {
+    "attacks/defenses/report.py": "DP-SGD (torch, Opacus) loads only when the report is asked for its kkt row",
     "attacks/targets.py": "protocols.baselines.fhe needs TenSEAL; without it the FHE target reports "
                           "EngineUnavailable instead of breaking every attack",
     "protocols/baselines/fhe/measure.py": "a measurement script run by hand",

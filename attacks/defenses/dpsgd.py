@@ -19,6 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from attacks.kkt.attack import reconstruct
+from attacks.kkt.datasets import digits_task
+from attacks.kkt.experiments import Settings
+from attacks.kkt.metrics import match
+from attacks.kkt.model import HomogeneousMLP, train_classifier
 
 
 def make_private(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epsilon: float, delta: float = 1e-5,
@@ -65,12 +70,6 @@ def train_dpsgd(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epsilon: floa
 def kkt_against_dpsgd(epsilons: tuple[float | None, ...] = (None, 8.0, 1.0), *, n_train: int = 50,
                       width: int = 256, attack_steps: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     """The KKT attack on a non-private victim (epsilon None) and on DP-SGD victims."""
-    from attacks.kkt.attack import reconstruct
-    from attacks.kkt.datasets import digits_task
-    from attacks.kkt.experiments import Settings
-    from attacks.kkt.metrics import match
-    from attacks.kkt.model import HomogeneousMLP, train_classifier
-
     task, held = digits_task(n_train, seed, "parity")
     from sklearn.datasets import load_digits
 

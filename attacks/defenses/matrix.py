@@ -58,6 +58,18 @@ import numpy as np
 
 from attacks.metrics import precision_at_k, roc_auc, tpr_at_fpr
 from protocols.krr.defense import OutputDefense
+from secureml.models import _KRR_DEFAULTS
+from secureml.models.krr import KernelRidge
+from secureml.models.random_features import RandomFourierRidge
+from secureml.models.dp import DPRandomFeatureRidge
+from secureml.models.dp import analytic_gaussian_sigma, ridge_sensitivity
+from attacks.scenario import embedded_features
+from secureml.data import embedded_split
+from secureml.models.baseline import composition
+from attacks.ranking import kink_score
+from attacks import reconstruction, scenario
+from attacks.experiments import CM_RANGE
+from attacks.whitebox import pool_membership_from_weights
 
 Progress = Callable[[str], None] | None
 
@@ -178,9 +190,6 @@ class Models:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def krr(self, kernel: str, lam: float | None = None, n: int = 1000) -> Any:
-        from secureml.models import _KRR_DEFAULTS
-        from secureml.models.krr import KernelRidge
-
         d = _KRR_DEFAULTS[kernel]
         lam = float(d["lam"] if lam is None else lam)
         key = f"krr-{kernel}-{lam:g}-{n}"
@@ -200,9 +209,6 @@ class Models:
     def dressed_krr(self, kernel: str, n: int = 1000, lam: float | None = None) -> Any:
         """The recipe's exact KRR on labels minus the public dressed-atom baseline (the same
         pipeline as the DP model, without privacy: the fair utility reference for DP rows)."""
-        from secureml.models import _KRR_DEFAULTS
-        from secureml.models.krr import KernelRidge
-
         key = f"dressed-krr-{kernel}-{n}-{lam}"
         if key not in self.cache:
             d, tr, base = _KRR_DEFAULTS[kernel], self.train[:n], self.baseline()
@@ -212,8 +218,6 @@ class Models:
         return self.cache[key]
 
     def dressed_rff(self, n_features: int, n: int) -> Any:
-        from secureml.models.random_features import RandomFourierRidge
-
         key = f"dressed-rff-{n_features}-{n}"
         if key not in self.cache:
             tr, base = self.train[:n], self.baseline()
@@ -222,8 +226,6 @@ class Models:
         return self.cache[key]
 
     def rff(self, n_features: int, n: int = 1000, dp_eps: float | None = None, seed: int = 0) -> Any:
-        from secureml.models.random_features import RandomFourierRidge
-
         key = f"rff-{n_features}-{n}-{dp_eps}"
         if key not in self.cache:
             Xt, yt = self.X[self.train[:n]], self.y[self.train[:n]]
@@ -237,8 +239,6 @@ class Models:
     def _dp(self, n_features: int, n: int, eps: float, seed: int) -> Any:
         """DP random-feature ridge on labels minus the public dressed-atom baseline; the label
         bound Y and lambda are chosen on public molecules only (:func:`dp_lambda`)."""
-        from secureml.models.dp import DPRandomFeatureRidge
-
         base = self.baseline()
         r_pub = self.y[self.public] - base[self.public]
         Y = float(np.percentile(np.abs(r_pub), 95))
@@ -274,9 +274,6 @@ def dp_lambda(eps: float, n: int, X_pub: np.ndarray, r_pub: np.ndarray, Y: float
     """Ridge for the DP model, chosen on public data only: the lambda minimising (validation MAE
     of a non-private model fitted on half the public molecules, rescaled to n) + (expected |noise|
     of the release, sqrt(2/pi) noise_sd ||phi||, ||phi|| ~ 1)."""
-    from secureml.models.dp import analytic_gaussian_sigma, ridge_sensitivity
-    from secureml.models.random_features import RandomFourierRidge
-
     half = len(r_pub) // 2
     best, best_cost = 1.0, math.inf
     for lam in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0):
@@ -291,11 +288,6 @@ def dp_lambda(eps: float, n: int, X_pub: np.ndarray, r_pub: np.ndarray, Y: float
 
 
 def load_models(seed: int = 0) -> Models:
-    from attacks.scenario import embedded_features
-    from secureml.data import embedded_split
-
-    from secureml.models.baseline import composition
-
     data, X, y = embedded_features(29, "sorted", None)
     train, public = embedded_split(seed=seed)
     rng = np.random.default_rng(seed)
@@ -357,8 +349,6 @@ def attack_mia(models: Models, d: Defense, quick: bool, seed: int = 0) -> dict[s
 
 def attack_rank_kink(models: Models, d: Defense, quick: bool, seed: int = 0) -> dict[str, Any]:
     """Label-free kink ranking on the Laplacian model, with rounding-aware steps and repeats."""
-    from attacks.ranking import kink_score
-
     if d.family in ("dp", "dressed", "dressed+ridge"):
         return {"attack": "rank-kink", "skipped": "DP models are random-feature models: no kinks" if d.family == "dp"
                 else "dressed-atom rows: measured for membership and extraction only"}
@@ -392,9 +382,6 @@ def attack_reconstruct_kink(models: Models, d: Defense, quick: bool, seed: int =
     """The exact kink reconstruction (Laplacian KRR on 32 molecules, docs/attacks.md section 3)
     through the defended API, by a defense-aware attacker: it knows sigma (the services publish it)
     and sets the kink detector's threshold to the defense's error (half the grid, or 4 noise sd)."""
-    from attacks import reconstruction, scenario
-    from attacks.experiments import CM_RANGE
-
     if d.family == "prf-noise":
         return {"attack": "reconstruct-kink", "skipped": "not simulated (its line queries are all distinct: as fresh noise)"}
     if d.family not in ("none", "round", "noise", "noise+round"):
@@ -430,8 +417,6 @@ def _hadamard(F: int) -> np.ndarray:
 
 def attack_extract(models: Models, d: Defense, quick: bool, seed: int = 0) -> dict[str, Any]:
     """Least-squares weight extraction from a compact model's answers, then pool membership."""
-    from attacks.whitebox import pool_membership_from_weights
-
     if d.family in ("ridge", "dressed+ridge"):
         return {"attack": "extract", "skipped": "ridge rows are exact KRR (the compact model's ridge is not varied)"}
     F = 1024 if quick else 4096

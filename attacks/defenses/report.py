@@ -16,6 +16,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from attacks.defenses import matrix as M
+from attacks.targets import _ot_server_proc
+from protocols.krr import ServedModel, predict
+from protocols.krr.defense import OutputDefense
+from secureml.models.pipeline import MolecularModel
+from secureml.representations.coulomb import CoulombMatrix
 
 #: "at chance": TPR at 1% FPR below 0.02 (the issue's bar); P@50 within two binomial standard
 #: errors of the base rate; pool-membership AUC below 0.55
@@ -51,11 +56,6 @@ def protocol_costs(seed: int = 0) -> list[dict[str, Any]]:
     """Seconds and bytes per query through the real OT protocol (one 4-query session over TCP
     loopback per setting) for the Gaussian KRR of the matrix, undefended and with each output
     defense: the defended answers must equal the mechanism's (rounded: on the grid)."""
-    from protocols.krr import ServedModel
-    from protocols.krr.defense import OutputDefense
-    from secureml.models.pipeline import MolecularModel
-    from secureml.representations.coulomb import CoulombMatrix
-
     models = M.load_models(seed)
     est = models.krr("gaussian")
     mm = MolecularModel(CoulombMatrix(size=29), est, "U0_atomization")
@@ -79,9 +79,6 @@ def protocol_costs(seed: int = 0) -> list[dict[str, Any]]:
 def _run_ot(served: Any, Q: np.ndarray) -> tuple[np.ndarray, float, int]:
     """One real session: the server in a spawned process, the client here, TCP loopback."""
     import multiprocessing as mp
-
-    from attacks.targets import _ot_server_proc
-    from protocols.krr import predict
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()

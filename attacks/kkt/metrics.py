@@ -63,3 +63,23 @@ def ssim_scores(train_images: np.ndarray, recon_images: np.ndarray, normalize_tr
     r = minmax(recon_images)
     win = min(7, min(t.shape[1:]) - (1 - min(t.shape[1:]) % 2))
     return np.array([structural_similarity(a, b, data_range=1.0, win_size=win) for a, b in zip(t, r)])
+
+
+def random_pair_ssim(images: np.ndarray, classes: np.ndarray, same: bool = True, n_pairs: int = 1000,
+                     seed: int = 0) -> np.ndarray:
+    """SSIM of random pairs of distinct images of the same class (``same``) or of different classes.
+
+    The chance level of "SSIM > 0.4": two unrelated images of one digit often exceed it, so a
+    reconstruction that only looks like *some* digit of the right class scores as high.
+    ``images``: (n, h, w) in [0, 1]; ``classes``: (n,).
+    """
+    imgs = np.asarray(images, dtype=np.float64)
+    c = np.asarray(classes)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(c), 20 * n_pairs)
+    j = rng.integers(0, len(c), 20 * n_pairs)
+    ok = (i != j) & ((c[i] == c[j]) if same else (c[i] != c[j]))
+    i, j = i[ok][:n_pairs], j[ok][:n_pairs]
+    if len(i) == 0:
+        raise ValueError("no such pairs: need at least two images of one class (or two classes)")
+    return ssim_scores(imgs[i], imgs[j])

@@ -98,11 +98,12 @@ def chain(party: PartyContext, x: np.ndarray, digits: list[tuple[int, int]], bor
                 nz = (z | ((diff % (1 << layout.m)) != 0)) ^ new_z[:, None, None, None]
                 out = out | (nz << 1)
                 flag = new_z.astype(np.uint8)
-            party.ot_sender.lut_send(layout.flatten(out).astype(U64), bits=2)
+            # borrow only: one bit per entry
+            party.ot_sender.lut_send(layout.flatten(out).astype(U64), bits=1 + int(layout.flag))
             borrow = new_b.astype(np.uint8)
         else:
             got = party.ot_receiver.lut_recv(layout.index(_digit(x, a, b), borrow, flag), layout.bits,
-                                             w=1, bits=2)
+                                             w=1, bits=1 + int(layout.flag))
             got = np.asarray(got, dtype=U64).ravel()
             borrow = (got & U64(1)).astype(np.uint8)
             if layout.flag:

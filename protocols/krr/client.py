@@ -3,30 +3,34 @@
 Session: the handshake (:mod:`protocols.krr.handshake`), then the served kind's protocol from
 :mod:`protocols.krr.registry` (public-model transfer, featurisation, offline OT set-up, online).
 Queries are checked against the public bounds before anything private moves; on failure the
-client sends {abort: reason} and the server closes the session.
+client sends the fixed code {abort: "query-rejected"} (never the reason: it names the molecule) and
+the server closes the session; the reason stays in this process's exception.
 """
 from __future__ import annotations
 
 import ssl
 import time
+from typing import Any
 
 import numpy as np
 
 from protocols.common import CostReport
 from protocols.krr.cache import PUBLIC_MODELS, PublicModelCache
 from protocols.krr.featurize import Featurizer, element_counts
-from protocols.krr.handshake import client_abort, client_hello, client_ready
+from protocols.krr.handshake import (MAX_QUERIES_PER_SESSION, client_abort, client_hello, client_hello_message,
+                                    client_ready)
 from protocols.krr.params import PublicParams
 from protocols.krr.registry import protocol_for
 from protocols.mpc.party import Party
-from protocols.net.transport import Channel, connect
+from protocols.net.dial import open_session
+from protocols.net.transport import Channel
 from secureml.errors import ModelError, SecureMLError
 
 
 def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featurizer | None = None,
                      counts: np.ndarray | None = None, *, resume_ot: bool = True,
                      cache: PublicModelCache = PUBLIC_MODELS, party: Party | None = None,
-                     ) -> tuple[np.ndarray, CostReport, PublicParams]:
+                     params: dict | None = None) -> tuple[np.ndarray, CostReport, PublicParams]:
     """Query owner's side of one session on an open channel.
 
     Give either the model inputs ``Q`` (k, d) -- representations for exact KRR, features phi for
@@ -37,6 +41,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     ``resume_ot=False``: unlinkable sessions (compact models present no OT-session ticket).
     ``party``: this side's :class:`Party` on ``ch`` (role 1), e.g. with its own correlation provider
     or, in tests only, a seeded one; default a fresh one.
+    ``params``: the server's public parameters when the hello was already exchanged
+    (:func:`protocols.net.dial.open_session`); default: say hello on ``ch`` here.
     """
     t0 = time.perf_counter()
     if Q is not None:
@@ -48,7 +54,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         raise ValueError("featurize must be a Featurizer (it names the number of queries)")
     else:
         n_q = featurize.n_queries
-    pp = client_hello(ch, n_q)
+    pp = client_hello(ch, n_q) if params is None else PublicParams.from_dict(params)
     proto = protocol_for(pp.kind)
     ready_sent = False
     try:
@@ -70,7 +76,7 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
     except SecureMLError as exc:
         if not ready_sent:
-            client_abort(ch, str(exc))
+            client_abort(ch)
         raise
     if not ready_sent:
         client_ready(ch, need_public_model=False)
@@ -82,7 +88,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     if baseline is not None:
         preds = preds + baseline
     t1 = time.perf_counter()
-    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": n_q, **info})
+    cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes,
+                                   {"n_queries": n_q, "security": pp.security, **info})
     return preds, cost, pp
 
 
@@ -108,15 +115,70 @@ def parse_address(address: str, default_port: int = 7000) -> tuple[str, int]:
 
 def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Featurizer | None = None,
             counts: np.ndarray | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0,
-            resume_ot: bool = True) -> tuple[np.ndarray, CostReport]:
-    """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel)."""
+            resume_ot: bool = True, token: str | None = None, server_hostname: str | None = None,
+            handshake_timeout: float = 30.0, retries: int = 8, batch_size: int | None = None,
+            with_params: bool = False) -> Any:
+    """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel).
+
+    Over TCP: the hello's answer must come within ``handshake_timeout`` seconds; "busy" answers
+    and refused connections are retried ``retries`` times with backoff
+    (:func:`protocols.net.dial.open_session`); ``token`` authenticates to a server with
+    ``--tokens``; ``ssl_context`` (:func:`protocols.net.pki.client_context`) verifies the server's
+    certificate and host name (``server_hostname`` overrides the name checked).
+    More queries than ``batch_size`` (default and at most the server's 256 per session) run as
+    several sessions, one after the other, which also bounds this side's memory; the returned
+    cost sums them (``cost.extra["sessions"]``).
+    Returns (predictions, cost), or with ``with_params`` (predictions, cost, the server's
+    :class:`PublicParams`).
+    """
     if isinstance(server, Channel):
-        preds, cost, _ = predict_features(server, Q, featurize, counts, resume_ot=resume_ot)
-        return preds, cost
+        preds, cost, pp = predict_features(server, Q, featurize, counts, resume_ot=resume_ot)
+        return (preds, cost, pp) if with_params else (preds, cost)
     host, port = parse_address(server)
-    ch = connect(host, port, ssl_context=ssl_context, channel_timeout=timeout)
-    try:
-        preds, cost, _ = predict_features(ch, Q, featurize, counts, resume_ot=resume_ot)
-    finally:
-        ch.close()
-    return preds, cost
+    if Q is not None:
+        Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
+        n = Q.shape[0]
+    elif featurize is not None:
+        n = featurize.n_queries
+    else:
+        raise ValueError("give Q or featurize")
+    size = max(1, min(batch_size or MAX_QUERIES_PER_SESSION, MAX_QUERIES_PER_SESSION))
+    if n > size and Q is None and featurize.dataset is None:
+        raise ModelError(f"{n} queries need several sessions (at most {size} each): give molecules "
+                         "(molecules_featurizer) or Q, which can be split")
+    preds_all, costs = [], []
+    for lo in range(0, n, size):
+        hi = min(n, lo + size)
+        q_part = Q[lo:hi] if Q is not None else None
+        f_part = featurize
+        if featurize is not None and (lo, hi) != (0, n):
+            f_part = Featurizer(n_queries=hi - lo, dataset=featurize.dataset.subset(np.arange(lo, hi)))
+        c_part = None if counts is None else np.asarray(counts)[lo:hi]
+        ch, reply = open_session(host, port, client_hello_message(hi - lo, token), ssl_context=ssl_context,
+                                 server_hostname=server_hostname, handshake_timeout=handshake_timeout,
+                                 channel_timeout=timeout, retries=retries)
+        try:
+            preds, cost, pp = predict_features(ch, q_part, f_part, c_part, resume_ot=resume_ot,
+                                               params=reply.get("params"))
+        finally:
+            ch.close()
+        preds_all.append(preds)
+        costs.append(cost)
+    out = np.concatenate(preds_all), _sum_costs(costs)
+    return (*out, pp) if with_params else out
+
+
+def _sum_costs(costs: list[CostReport]) -> CostReport:
+    """One report for several sessions: times, bytes and rounds add up; peak memory is the max."""
+    if len(costs) == 1:
+        costs[0].extra.setdefault("sessions", 1)
+        return costs[0]
+    c0 = costs[0]
+    return CostReport(
+        engine=c0.engine, wall_s=sum(c.wall_s for c in costs), offline_s=sum(c.offline_s for c in costs),
+        online_s=sum(c.online_s for c in costs), bytes_sent=sum(c.bytes_sent for c in costs),
+        bytes_received=sum(c.bytes_received for c in costs), rounds=sum(c.rounds for c in costs),
+        offline_bytes=sum(c.offline_bytes for c in costs), peak_rss_mb=max(c.peak_rss_mb for c in costs),
+        extra={**c0.extra, "n_queries": sum(int(c.extra.get("n_queries", 0)) for c in costs),
+               "sessions": len(costs)},
+    )

@@ -41,7 +41,11 @@ def _prg() -> FixedKeyAES:
     if aes is None:
         aes = _LOCAL.aes = FixedKeyAES(_KEY)
     return aes
-_TAG = U64(0x434F4C4F54 << 16)  # "COLOT": domain separation from the OT engine's own tweaks
+# "COLOT" in bits 24-63 (domain separation from the OT engine's own tweaks); the block index has bits
+# 0-23 to itself, so no two blocks of one key share a tweak (an OR into the tag's bits would make
+# blocks b and b + 2^18 collide: pad reuse)
+_TAG = U64(0x434F4C4F54 << 24)
+_MAX_BLOCKS = 1 << 24
 _BLOCK_BYTES = 16 << 20  # bound on one encrypted piece
 
 
@@ -50,6 +54,8 @@ def expand_keys(keys: np.ndarray, words: int) -> np.ndarray:
     keys = np.ascontiguousarray(keys, dtype=U64).reshape(-1, 2)
     n = keys.shape[0]
     nblk = (words + 1) // 2
+    if nblk > _MAX_BLOCKS:
+        raise ValueError(f"column OT entries of {words} words exceed the PRG's {_MAX_BLOCKS}-block tweak field")
     prg = _prg()
     p = prg.permute(keys)
     t = np.empty((n, nblk, 2), dtype=U64)

@@ -12,19 +12,24 @@ Protocol (steps numbered as in the kernel modules, which do steps 1-3). Both par
 :func:`kernel_sum`, which branches on the role where the two sides differ:
   4. Mask-reveal: the server sends D_S + rho (rho uniform mod 2^M); the client now holds
      u = D + rho, uniform and independent of D.
-  5. Drop s low bits of u and rho (changes t by < 2^-38). D' = u' - rho' mod 2^W.
-  6. Split D' = H 2^L + lo where c 2^L <= 4 (t = c D'). Then
-        e^{-t} = [top bits of D' all zero] * e^{-c 2^L Hv} * e^{c rho'_lo} * e^{-c 2^L beta} * e^{-c u'_lo}
-     with beta the borrow out of the low L bits and Hv the next lut_bits of D'. The borrow (and a
-     flag for any non-zero bit above the table) come from a digit chain of small table OTs
-     (:mod:`protocols.krr.chain`).
-  7. Table OT: the client's index is (its table digit, its borrow share, its flag share); the
-     server's table holds G = [flag=0] e^{-c 2^L Hv} e^{c rho'_lo} e^{-c 2^L beta} (2^g_frac
-     fixed point) plus a fresh 128-bit mask r. The client receives G + r.
-  8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]).
-  9. Output in Z_2^128: y = sum alpha_i (G_i + r_i - r_i) v_i via two Gilboa inner products
-     (:mod:`protocols.mpc.gilboa128`): alpha' bits (server) x w_i = (G_i + r_i) v_i (client) and
-     v bits (client) x alpha_i r_i (server).
+  5. Drop s low bits of u and rho (changes t by < 2^-38); D' = u' - rho' (mod 2^W) is in
+     [0, 2^(W-1)] (D < 2^(M-1) by the ring's margin bit, and flooring cannot make it negative).
+  6. Split u' and rho' at bit L (c 2^L <= 4) and set H = (u'_hi - rho'_hi) mod 2^(W-L). Then,
+     exactly and without any borrow out of the low part,
+        D' = 2^L H + (u'_lo - rho'_lo),   so   e^{-t} = e^{-c 2^L H} * e^{c rho'_lo} * e^{-c u'_lo}
+     (0 <= D' <= 2^(W-1) forces H < 2^(W-L) to be the true integer, H >= 0; lo_bits <= W - 1).
+     Only two facts about H need shares: its low lut_bits digit, (u'_lut - rho'_lut) mod
+     2^lut_bits, which the table below resolves by itself, and the flag z = [H >= 2^lut_bits]
+     (kernel below the cut): one borrow out of the table digit, then an "is non-zero" chain over
+     the bits above it (:mod:`protocols.krr.chain`).
+  7. Table OT: the client's index is (its table digit, its flag share); the server's entry is
+     h = alpha_i G + r_i mod 2^128 with G = [z=0] e^{-c 2^L Hv} e^{c rho'_lo} (2^g_frac fixed
+     point, Hv the digit the index implies) and r_i a fresh 128-bit mask: the weight is folded
+     into the table, the client receives a uniformly masked alpha_i G_i.
+  8. The client computes v = e^{-c u'_lo} itself (its own masked value, in (e^-4, 1]) and
+     sum_i h_i v_i locally.
+  9. Output in Z_2^128: y = sum h_i v_i - sum r_i v_i; one Gilboa inner product
+     (:mod:`protocols.mpc.gilboa128`, v bits (client) x r (server)) gives shares of sum r_i v_i.
  10. The server adds y_offset to its share and sends the share; the client reconstructs.
 """
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 
 from protocols.common import KernelModelParams
 from protocols.krr import defense
-from protocols.krr.chain import SERVER, TableLayout, chain, digit_plan
+from protocols.krr.chain import SERVER, chain, digit_plan
 from protocols.krr.params import PublicParams
 from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
@@ -59,7 +64,8 @@ def encode_weights(alpha: np.ndarray, frac_bits: int) -> tuple[np.ndarray, int]:
 
 
 def plan_digits(pp: PublicParams) -> tuple[list[tuple[int, int]], tuple[int, int], list[tuple[int, int]]]:
-    """(low digits, table-OT digit, top digits) of the masked distance, from public numbers."""
+    """(low digits, table-OT digit, top digits) of the masked distance, from public numbers
+    (the low digits need no chain since protocol 3; kept for callers)."""
     low = digit_plan(0, pp.lo_bits, pp.digit_bits)
     lut = (pp.lo_bits, pp.lo_bits + pp.lut_bits)
     top = digit_plan(lut[1], pp.d_bits, pp.digit_bits)
@@ -76,10 +82,9 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
     server = party.role == SERVER
     k, N = D.shape
     M = pp.ring_bits
-    A = pp.weight_bits
     if server:
         alpha_enc, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
-        if need > A:
+        if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
     D = D.ravel()
     n = D.shape[0]
@@ -91,79 +96,77 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
         x = _mod(party.ch.recv_array(dtype=np.uint64, shape=(n,)) + D, M)  # u
     # 5. drop s low bits (of rho and u alike)
     x = x >> U64(pp.shift_bits)
-    # 6. digit chain: the borrow out of the low part, then (if any) the top bits' non-zero flag
-    low, lut, top = plan_digits(pp)
+    # 6. the flag z = [H >= 2^lut]: borrow out of the table digit, then the bits above it
+    _, lut, top = plan_digits(pp)
     zeros = np.zeros(n, dtype=np.uint8)
-    beta, _ = chain(party, x, low, zeros, None)
+    z = None
     if top:
-        b_after, _ = chain(party, x, [lut], beta, None)
-        _, z = chain(party, x, top, b_after, zeros.copy())
-    else:
-        z = None
-    # 7. table OT on (table digit, borrow share, flag share): the client receives
-    #    G + r, G = [z=0] e^{-step Hv} e^{c rho_lo} e^{-step beta}, r a fresh 128-bit mask
-    layout = TableLayout(pp.lut_bits, z is not None)
-    digit = (x >> U64(lut[0])) & U64((1 << pp.lut_bits) - 1)
+        b_lut, _ = chain(party, x, [lut], zeros, None)
+        _, z = chain(party, x, top, b_lut, zeros.copy())
+    # 7. table OT on (table digit, flag share): the client receives h = alpha G + r,
+    #    G = [z=0] e^{-step Hv} e^{c rho_lo}, r a fresh 128-bit mask
+    m = pp.lut_bits
+    idx_bits = m + int(z is not None)
+    digit = (x >> U64(lut[0])) & U64((1 << m) - 1)
     if server:
         step = pp.c * (1 << pp.lo_bits)
         rho_lo = (x & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
-        cand, beta_all, z_all = layout.entries(beta, z)
-        hv = (cand - digit.astype(np.int64)[:, None, None, None] - beta_all) % (1 << pp.lut_bits)
-        G = np.exp(-step * hv - step * beta_all + pp.c * rho_lo[:, None, None, None])
-        if z_all is not None:
-            G = G * (z_all == 0)
-        G_enc = layout.flatten(np.rint(G * float(1 << pp.g_frac_bits)).astype(U64))  # G < e^4: < 2^(g_frac+6)
+        cand = np.arange(1 << m, dtype=np.int64)[None, :, None]
+        zc = np.arange(2 if z is not None else 1, dtype=np.int64)[None, None, :]
+        hv = (cand - digit.astype(np.int64)[:, None, None]) % (1 << m)
+        G = np.exp(-step * hv + pp.c * rho_lo[:, None, None])
+        if z is not None:
+            G = G * ((zc ^ z.astype(np.int64)[:, None, None]) == 0)
+        G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)  # G < e^4: < 2^(g_frac+6)
+        G_enc = np.transpose(G_enc, (0, 2, 1)).reshape(n, -1)  # index = digit | z_c << m
+        alpha = np.broadcast_to(alpha_enc, (k, N)).ravel()
+        aG = u128.mul_small((np.zeros_like(G_enc), G_enc), np.abs(alpha).astype(U64)[:, None])
+        neg_hi, neg_lo = u128.neg(aG)
+        sign = (alpha < 0)[:, None]
+        aG = (np.where(sign, neg_hi, aG[0]), np.where(sign, neg_lo, aG[1]))
         r_hi, r_lo = party.rng.random_u64(n), party.rng.random_u64(n)
-        t_hi, t_lo = u128.add((np.zeros_like(G_enc), G_enc), (r_hi[:, None], r_lo[:, None]))
-        party.ot_sender.lut_send(np.ascontiguousarray(np.stack([t_lo, t_hi], axis=-1)), bits=64)  # [lo, hi]
-    else:
-        got = np.asarray(party.ot_receiver.lut_recv(layout.index(digit, beta, z), layout.bits, w=2, bits=64))
-        got = got.reshape(n, 2)
-        gc = (got[:, 1].copy(), got[:, 0].copy())
-        # 8. the client's own factor v = e^{-c u_lo}
-        u_lo = (x & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
-        v_enc = np.rint(np.exp(-pp.c * u_lo) * float(1 << pp.v_frac_bits)).astype(U64)
-        w = u128.mul_small(gc, v_enc)  # (G + r) v
-        w2 = (w[0].reshape(k, N), w[1].reshape(k, N))
-    # 9. Gilboa products in Z_2^128, one inner product per query:
-    #    (a) alpha' = alpha + 2^(A-1) (server's bits) x w = (G + r) v (client's values),
-    #    (b) v (client's bits) x alpha r (server's values)
-    if server:
-        alpha = np.broadcast_to(alpha_enc, (k, N))
-        alpha_prime = (alpha + (1 << (A - 1))).astype(U64)
-        s1 = inner_products128(party, chooser=SERVER, bits=alpha_prime, n_bits=A)
-        ar = u128.mul_small((r_hi.reshape(k, N), r_lo.reshape(k, N)), np.abs(alpha).astype(U64))
-        neg_hi, neg_lo = u128.neg(ar)
-        sign = alpha < 0
-        ar = (np.where(sign, neg_hi, ar[0]), np.where(sign, neg_lo, ar[1]))
-        s2 = inner_products128(party, chooser=1 - SERVER, values=ar, n_bits=pp.v_frac_bits + 1)
+        t_hi, t_lo = u128.add(aG, (r_hi[:, None], r_lo[:, None]))
+        table = np.stack([t_lo, t_hi], axis=-1)  # words little-endian: [lo, hi]
+        if table.shape[1] == 1:  # no table digit and no flag (tiny ranges): 1-out-of-2 of equal entries
+            table = np.repeat(table, 2, axis=1)
+        party.ot_sender.lut_send(np.ascontiguousarray(table), bits=64)
+        # 9. one Gilboa inner product in Z_2^128 per query: v bits (client) x r (server)
+        s2 = inner_products128(party, chooser=1 - SERVER, values=(r_hi.reshape(k, N), r_lo.reshape(k, N)),
+                               n_bits=pp.v_frac_bits + 1)
         # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
         offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
-        shares = [(a - b + offset) % u128.MOD for a, b in zip(s1, s2)]
+        shares = [(offset - b) % u128.MOD for b in s2]
         # output defense (noise, rounding: protocols.krr.defense) before the client can reconstruct
         shares = defense.server_output(party, pp.output_defense, shares, 128, pp.out_scale_bits)
         if shares is not None:
-            party.ch.send_json({"shares": [str(x) for x in shares]})
+            party.ch.send_json({"shares": [str(v) for v in shares]})
         return None
-    c1 = inner_products128(party, chooser=SERVER, values=w2, n_bits=A)
+    idx = digit if z is None else digit | (z.astype(U64) << U64(m))
+    got = np.asarray(party.ot_receiver.lut_recv(idx, max(idx_bits, 1), w=2, bits=64)).reshape(n, 2)
+    h = (got[:, 1].copy(), got[:, 0].copy())
+    # 8. the client's own factor v = e^{-c u_lo}, and sum h v locally
+    u_lo = (x & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
+    v_enc = np.rint(np.exp(-pp.c * u_lo) * float(1 << pp.v_frac_bits)).astype(U64)
+    hv = u128.mul_small(h, v_enc)
+    sum_hv = [int(v) for v in u128.to_int(u128.total((hv[0].reshape(k, N), hv[1].reshape(k, N)), axis=1))]
+    # 9. shares of sum r v
     c2 = inner_products128(party, chooser=1 - SERVER, bits=v_enc.reshape(k, N), n_bits=pp.v_frac_bits + 1)
-    sum_w = [int(x) for x in u128.to_int(u128.total(w2, axis=1))]
     if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
-        mine = [(c1[a] - c2[a] - (sum_w[a] << (A - 1))) % u128.MOD for a in range(k)]
+        mine = [(sum_hv[a] - c2[a]) % u128.MOD for a in range(k)]
         out = defense.client_output(party, pp.output_defense, mine, 128, pp.out_scale_bits)
         if out is not None:
             return out
-    # 10. reconstruct: y = server share + c1 - c2 - 2^(A-1) sum w
+    # 10. reconstruct: y = sum h v - sum r v + the server's share
     msg = party.ch.recv_json()
     try:
-        server_shares = [int(x) for x in msg["shares"]]
+        server_shares = [int(v) for v in msg["shares"]]
     except (KeyError, TypeError, ValueError):
         raise ProtocolError("malformed output share message") from None
     if len(server_shares) != k:
         raise ProtocolError("wrong number of output shares")
     out = np.empty(k)
     for a in range(k):
-        y = (server_shares[a] + c1[a] - c2[a] - (sum_w[a] << (A - 1))) % u128.MOD
+        y = (sum_hv[a] - c2[a] + server_shares[a]) % u128.MOD
         out[a] = u128.to_signed_float(y, pp.out_scale_bits)
     return out
 

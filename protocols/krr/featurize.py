@@ -39,6 +39,9 @@ class Featurizer:
     def __call__(self, pp: PublicParams, public_model: Any) -> np.ndarray:
         if self.fn is not None:
             return self.fn(pp, public_model)
+        # an element the model never saw: say so by name, before anything private moves (the
+        # features would otherwise only fall outside the public bounds)
+        pp.check_elements(self.dataset.charges, self.dataset.names or None)
         return protocol_for(pp.kind).molecule_features(pp, public_model, self.dataset)
 
 

@@ -4,36 +4,81 @@ Steps (one TCP connection, one or more queries):
   1. client -> server: hello {protocol, version, n_queries}
   2. server -> client: {ok, params} (the :class:`PublicParams`) or {ok: false, error}
   3. client -> server: {ready: true, need_public_model} once its queries encode within the public
-     bounds, or {abort: reason} (nothing private has been exchanged yet)
+     bounds, or {abort: "query-rejected"} (nothing private has been exchanged yet). The abort is
+     a fixed code: why a query was rejected names the query (a SMILES, a file name), so it never
+     leaves the client, and the server never logs what a client sent.
 After step 3 the model kind's protocol (:mod:`protocols.krr.registry`) takes over.
+A server in client-malicious mode (docs/malicious.md) refuses, in step 2, a model kind that has no
+client-malicious protocol (the exact kernels, today) instead of running a weaker one.
 """
 from __future__ import annotations
+
+import logging
 
 from typing import Any
 
 from protocols.common import check_hello, send_hello
-from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION, PublicParams
+from protocols.krr.params import (ABORT_CODE, CLIENT_MALICIOUS_KINDS, PROTOCOL_NAME, PROTOCOL_VERSION,
+                                  PublicParams)
 from protocols.net.transport import Channel
 from secureml.errors import ProtocolError
 
+_log = logging.getLogger("secureml.serve")
+
 #: most queries one session may ask for (the hello names the number; more are refused)
 MAX_QUERIES_PER_SESSION = 256
+#: the server's own (fixed) descriptions of a client's abort: safe to log
+CLIENT_REJECTED = "client rejected its query"
 
 
-def server_handshake(ch: Channel, public: PublicParams) -> tuple[int, dict[str, Any]]:
-    """Model owner's steps 1-3: returns (number of queries, the client's ready message)."""
-    hello = ch.recv_json(max_bytes=4096)
+class QueryRejected(ProtocolError):
+    """The client rejected its own query (fixed code, never why); the front door logs this class."""
+CLIENT_MALFORMED = "client sent a malformed ready message"
+
+
+def refusal(public: PublicParams) -> str | None:
+    """Why this server refuses every session (a mode its model kind has no protocol for), or None."""
+    if public.security == "client-malicious" and public.kind not in CLIENT_MALICIOUS_KINDS:
+        return (f"this model ({public.kind}) has no client-malicious protocol yet: its owner can serve it "
+                "with --security semi-honest (docs/malicious.md)")
+    return None
+
+
+def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | None = None
+                     ) -> tuple[int, dict[str, Any]]:
+    """Model owner's steps 1-3: returns (number of queries, the client's ready message).
+
+    ``hello``: step 1's message when the server's front door has already read it.
+    """
+    if hello is None:
+        hello = ch.recv_json(max_bytes=4096)
     try:
         k = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION)
     except ProtocolError as exc:
         ch.send_json({"ok": False, "error": str(exc)})
         raise
+    refused = refusal(public)
+    if refused:
+        ch.send_json({"ok": False, "error": refused})
+        # the server's own words about its own model (nothing the client sent), for its operator
+        _log.warning("session refused: no client-malicious protocol for %s", public.kind)
+        raise ProtocolError(f"refused: no client-malicious protocol for {public.kind}")
     ch.send_json({"ok": True, "params": public.to_dict()})
     answer = ch.recv_json(max_bytes=4096)
     if not isinstance(answer, dict) or not answer.get("ready"):
-        reason = answer.get("abort") if isinstance(answer, dict) else None
-        raise ProtocolError(f"client aborted: {reason or 'malformed reply'}")
+        # never quote the reply: a client's reason could name its molecule
+        if isinstance(answer, dict) and answer.get("abort") == ABORT_CODE:
+            raise QueryRejected(CLIENT_REJECTED)
+        raise ProtocolError(CLIENT_MALFORMED)
     return k, answer
+
+
+def client_hello_message(n_queries: int, token: str | None = None) -> dict[str, Any]:
+    """Step 1's message (with the client's bearer token, if it has one)."""
+    hello: dict[str, Any] = {"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(n_queries)}
+    if token:
+        hello["token"] = token
+    return hello
 
 
 def client_hello(ch: Channel, n_queries: int) -> PublicParams:
@@ -46,6 +91,6 @@ def client_ready(ch: Channel, need_public_model: bool = False) -> None:
     ch.send_json({"ready": True, "need_public_model": bool(need_public_model)})
 
 
-def client_abort(ch: Channel, reason: str) -> None:
-    """Query owner's step 3 (failure): the server closes the session with this reason."""
-    ch.send_json({"abort": reason})
+def client_abort(ch: Channel) -> None:
+    """Query owner's step 3 (failure): the fixed code, never the reason (it names the query)."""
+    ch.send_json({"abort": ABORT_CODE})

@@ -7,10 +7,20 @@ qml-lightning-style local model: FCHL19 -> public PCA basis -> structured random
 sum over atoms, plus per-element atom counts). The query owner computes phi itself; only the weights
 w (and offset, per-element energies) are secret. One Gilboa inner product finishes the job.
 
-Threat model (semi-honest, no dealer): the client holds phi; the server holds w, y_offset. Public:
-the feature map (random matrices, PCA basis fitted on *public* molecules, biases -- none derived
-from training labels), F, the fixed-point format, a power-of-two bound on the features and on the
-prediction (``out_bits``). The client learns w . phi + y_offset; the server learns nothing.
+Threat model (no dealer): the client holds phi; the server holds w, y_offset. Public: the feature
+map (random matrices, PCA basis fitted on *public* molecules, biases -- none derived from training
+labels), F, the fixed-point format, a power-of-two bound on the features and on the prediction
+(``out_bits``). The client learns w . phi + y_offset; the server learns nothing.
+* ``security="semi-honest"``: both parties follow the protocol.
+* ``security="client-malicious"`` (what ``secureml serve --security auto`` picks for compact models): the server is semi-honest,
+  the client may send any bytes. Its only inputs are the choice bits of the step-2 COTs (it is
+  never an OT sender and sends no value the server uses), and the OT extension it receives from
+  is checked piece by piece (:mod:`protocols.ot.consistency`) before any OT of the piece is used,
+  so its choices define one phi' in the public domain [lo, lo + 2^(x_bits - F)) per feature.
+  Whatever it sends, each query yields w . phi' + y_offset (mod 2^out_bits, i.e. f(phi') for the
+  phi' its bits encode) or an abort. This is the ideal functionality of a prediction service:
+  F + 1 chosen phi' reveal w through *any* prediction interface (limiting that is the job of
+  rate limits and output defenses, docs/attacks.md); what the protocol adds is nothing more.
 
 Protocol (model owner = role 0 = OT sender, query owner = role 1 = OT receiver; both run
 :func:`setup` and :func:`online`, which carry the step numbers):
@@ -186,11 +196,18 @@ def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
     ch = party.ch
     b0 = ch.bytes_sent + ch.bytes_received
     if party.role == SERVER:
+        # client-malicious: the session holds its ticket's Delta exclusively and gives it back
+        # only after it succeeded (a failure drops it: ot_session.server_start)
         info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session,
+                                       exclusive=pp.checked_ot,
                                        extra={"out_bits": out_bits, "precompute": precompute})
+        # client-malicious: every extension piece the client (OT receiver) sends is checked
+        # before its OTs are used (:mod:`protocols.ot.consistency`); its phi bits are well defined
+        party.ot_sender.checked = pp.checked_ot
     else:
         reply = ot_session.client_start(party, f"{server_key}/{pp.public_model_sha256}", resume=resume)
         out_bits, precompute = _check_out_bits(reply.get("out_bits"), pp), reply.get("precompute", True)
+        party.ot_receiver.checked = pp.checked_ot  # the server verifies a proof per extension piece
     b1 = ch.bytes_sent + ch.bytes_received
     t0 = time.perf_counter()
     if precompute:

@@ -13,12 +13,28 @@ from typing import Any
 
 import numpy as np
 
+from protocols.krr.defense_spec import OutputDefense
+from protocols.mpc.he_matvec import make_plan
+from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 3  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions; 3: output defenses
+PROTOCOL_VERSION = 6  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+# 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
+# abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
+# 6: output defenses (noise, rounding inside the protocol)
+#: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
+SECURITY_MODES = ("client-malicious", "semi-honest")
+DEFAULT_SECURITY = "client-malicious"
+#: kinds with a protocol secure against a deviating client (the exact kernels have none yet)
+CLIENT_MALICIOUS_KINDS = ("linear",)
+#: the one reason a client gives when it rejects its own query (never why: that would name its data)
+ABORT_CODE = "query-rejected"
 KINDS = ("krr-gaussian", "krr-laplacian", "linear")
 EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
+# how the Gaussian protocol computes its cross term X q: "he" lattice HE (BFV, coefficient packing,
+# protocols.mpc.he_matvec: ~9 MB at N = 16,384), "ot" the OT-based vector OLE (~850 MB, exact)
+CROSS_TERMS = ("he", "ot")
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
 LAPLACIAN_MAX_X_BITS = 20
 
@@ -45,11 +61,19 @@ class PublicParams:
     # client adds sum_Z n_Z e_Z of its own molecule to the protocol's output. Public: a least-squares
     # energy per element, fitted on the training set (a handful of numbers, no molecule).
     element_energies: dict[str, float] = field(default_factory=dict)
+    # unit of the predictions ("kcal/mol", "eV" ...; "" unknown) and the nuclear charges of the
+    # training molecules (a query with another element is refused by name before anything private
+    # moves; empty: not checked). Both are in the model file; neither says anything about a molecule.
+    property_unit: str = ""
+    elements: list[int] = field(default_factory=list)
     # output defense applied inside the protocol (protocols.krr.defense.OutputDefense.to_dict):
     # public, so the client knows the grid and the noise distribution of what it receives
     output_defense: dict[str, Any] = field(default_factory=dict)
     public_model_sha256: str = ""  # linear models: the public feature map the client must hold
     public_model_bytes: int = 0
+    # what the protocol promises against a client that deviates (docs/malicious.md)
+    security: str = DEFAULT_SECURITY
+    cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -99,7 +123,9 @@ class PublicParams:
         e^{-c u_lo} (client) and e^{c rho_lo} (server) then span e^4 < 2^6, which the 40-bit
         fixed-point encodings absorb without losing kernel precision.
         """
-        return int(min(self.d_bits, max(0, math.floor(2.0 - math.log2(self.c)))))
+        # at most d_bits - 1: the exponent split needs H = u_hi - rho_hi to have at least one bit
+        # (protocols/krr/expsum.py, step 6)
+        return int(min(self.d_bits - 1, max(0, math.floor(2.0 - math.log2(self.c)))))
 
     @property
     def lut_bits(self) -> int:
@@ -144,6 +170,19 @@ class PublicParams:
         p.validate()
         return p
 
+    def check_elements(self, charges: Any, names: Any = None) -> None:
+        """ModelError naming the first query molecule with an element the model never saw."""
+        if not self.elements:
+            return
+        known = set(self.elements)
+        for i, z in enumerate(charges):
+            extra = sorted(set(np.unique(np.asarray(z)).tolist()) - known)
+            if extra:
+                who = f"molecule {names[i]!r}" if names is not None and len(names) > i and names[i] else f"molecule {i}"
+                raise ModelError(
+                    f"{who} contains {', '.join(symbol(e) for e in extra)}: the served model never saw it in "
+                    f"training (its training molecules have {', '.join(symbol(e) for e in self.elements)})")
+
     def validate(self) -> None:
         if self.version != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -151,6 +190,8 @@ class PublicParams:
             )
         if self.kind not in KINDS:
             raise ProtocolError(f"unknown model kind {self.kind!r}; supported: {KINDS}")
+        if self.security not in SECURITY_MODES:
+            raise ProtocolError(f"unknown security mode {self.security!r}; supported: {SECURITY_MODES}")
         if not (1 <= self.n_train <= 1 << 22 and 1 <= self.n_features <= 1 << 16):
             raise ProtocolError(f"sizes out of range: n_train={self.n_train} n_features={self.n_features}")
         if not (0 <= self.frac_bits <= (24 if self.kind in EXACT_KINDS else 40)) or not (
@@ -163,15 +204,22 @@ class PublicParams:
             if not (str(z).isdigit() and 1 <= int(z) <= 118) or not isinstance(e, (int, float)) \
                     or not math.isfinite(float(e)):
                 raise ProtocolError(f"bad element energy {z!r}: {e!r}")
+        if not isinstance(self.property_unit, str) or len(self.property_unit) > 64:
+            raise ProtocolError("property_unit must be a short string")
+        if not isinstance(self.elements, list) or len(self.elements) > 118 or not all(
+                isinstance(z, int) and not isinstance(z, bool) and 1 <= z <= 118 for z in self.elements):
+            raise ProtocolError("elements must be a list of atomic numbers (1..118)")
         if self.output_defense:
-            from protocols.krr.defense import OutputDefense
-
             OutputDefense.from_dict(self.output_defense)
         if self.kind == "krr-laplacian" and self.x_bits > LAPLACIAN_MAX_X_BITS:
             raise ProtocolError(
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
                 "lower frac_bits (train on a coarser representation grid) or the bounds"
             )
+        if self.cross_term not in CROSS_TERMS:
+            raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
+        if self.kind == "krr-gaussian" and self.cross_term == "he":
+            make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")
@@ -185,6 +233,11 @@ class PublicParams:
                 raise ProtocolError("fixed-point plan exceeds the 128-bit output ring")
 
     # ---- encoding helpers both parties use ----------------------------------------------------
+    @property
+    def checked_ot(self) -> bool:
+        """Client-malicious mode: every OT extension in which the client chooses is checked."""
+        return self.security == "client-malicious"
+
     @property
     def baseline_elements(self) -> list[int]:
         """Atomic numbers of the dressed-atom baseline, ascending (empty: no baseline)."""
@@ -216,7 +269,12 @@ class PublicParams:
 
 
 def feature_bounds(X: np.ndarray) -> tuple[float, float]:
-    """Public bounds from training data, revealing only a power of two: [lo, lo + 2^k]."""
-    lo = float(min(0.0, math.floor(float(np.min(X)))))
+    """Public bounds from training data, revealing only powers of two: [lo, lo + 2^k].
+
+    lo is 0 for non-negative data, else -2^j (j >= 0, the smallest power of two covering the most
+    negative entry): an integer, so every 2^-F grid stays aligned, and no finer than a power of two.
+    """
+    mn = float(np.min(X))
+    lo = 0.0 if mn >= 0 else -float(2 ** max(0, math.ceil(math.log2(-mn))))
     span = max(float(np.max(X)) - lo, 1.0)
     return lo, lo + float(2 ** math.ceil(math.log2(span * 1.0001)))

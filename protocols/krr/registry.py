@@ -144,6 +144,7 @@ class CompactLinearProtocol(ModelProtocol):
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
                        y_offset=model.compact.offset)
+        info["release"]()  # the session succeeded: its OT-session state may serve the client again
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)

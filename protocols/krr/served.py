@@ -18,12 +18,14 @@ import numpy as np
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
-from protocols.krr.params import LAPLACIAN_MAX_X_BITS, PublicParams, feature_bounds
+from protocols.krr.params import (CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
+                                  PublicParams, feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
 from protocols.ot.session import DEFAULT_K
 from secureml.data import load_embedded
 from secureml.errors import ModelError
 from secureml.models.pipeline import MolecularModel
+from protocols.krr.defense import OutputDefense
 
 
 def laplacian_frac_bits(span: float, max_x_bits: int = LAPLACIAN_MAX_X_BITS) -> int:
@@ -47,6 +49,22 @@ def _energies(element_energies: dict[int, float] | None) -> dict[str, float]:
     return {str(int(z)): float(e) for z, e in (element_energies or {}).items()}
 
 
+def security_mode(kind: str, security: str | None) -> str:
+    """The session security of a served model (docs/malicious.md).
+
+    ``None`` (the Python API's default): client-malicious where the kind has such a protocol
+    (compact models), else semi-honest -- the exact kernels' only protocol today, announced to the
+    client in the handshake. ``secureml serve --security auto`` (its default) does the same and
+    warns at start-up; ``--security client-malicious`` makes a server of an exact model refuse
+    sessions instead.
+    """
+    if security is None:
+        return DEFAULT_SECURITY if kind in CLIENT_MALICIOUS_KINDS else "semi-honest"
+    if security not in SECURITY_MODES:
+        raise ModelError(f"unknown security mode {security!r}; choose one of {SECURITY_MODES}")
+    return security
+
+
 class Served:
     """Any served model: its public parameters and the session options (fields, set freely)."""
 
@@ -57,13 +75,13 @@ class Served:
     softspoken_k: int = DEFAULT_K
     #: compact models: keep OT-session state so a client's later sessions skip the base OTs
     resume_ot: bool = True
+    #: SHA-256 of the model file served (verified on load; the audit log's model id)
+    sha256: str = ""
 
     def set_defense(self, round_to: float | None = None, noise: float = 0.0) -> "Served":
         """Answer on the grid ``round_to`` (a power of two) with fresh Gaussian noise of sd ``noise``
         added first -- inside the protocol (:mod:`protocols.krr.defense`); the mechanism is public
         and announced to clients in the handshake. ``set_defense()`` removes it."""
-        from protocols.krr.defense import OutputDefense
-
         self.public.output_defense = OutputDefense.from_options(round_to=round_to, noise=noise).to_dict()
         return self
 
@@ -80,7 +98,7 @@ class ServedModel(Served):
 
     def __init__(self, params: KernelModelParams, representation: dict[str, Any] | None = None,
                  property_name: str = "", frac_bits: int | None = None, weight_frac_bits: int = 16,
-                 element_energies: dict[int, float] | None = None) -> None:
+                 element_energies: dict[int, float] | None = None, security: str | None = None) -> None:
         if params.kernel not in KERNEL_KINDS:
             raise ModelError(
                 f"the OT protocol serves Gaussian- and Laplacian-kernel KRR; this model uses {params.kernel!r}"
@@ -101,16 +119,21 @@ class ServedModel(Served):
             weight_bits=wbits, weight_frac_bits=weight_frac_bits,
             representation=dict(representation or {}), property_name=property_name,
             element_energies=_energies(element_energies),
+            security=security_mode(KERNEL_KINDS[params.kernel], security),
         )
         self.public.validate()
 
     @classmethod
-    def from_file(cls, path: str, **kw: Any) -> Served:
-        return cls.from_molecular_model(MolecularModel.load(path), **kw)
+    def from_file(cls, path: str, verify_key: Any = None, **kw: Any) -> Served:
+        """Load, verify (hash; signature by ``verify_key`` if given) and prepare a model file."""
+        mm = MolecularModel.load(path, verify_key=verify_key)
+        served = cls.from_molecular_model(mm, **kw)
+        served.sha256 = getattr(mm, "sha256_", "")
+        return served
 
     @classmethod
     def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
-                             calibration: Any = None) -> Served:
+                             calibration: Any = None, security: str | None = None) -> Served:
         """Exact KRR for a kernel estimator, a compact model for a random-feature one."""
         est = mm.estimator
         if hasattr(est, "dual_coef_"):
@@ -118,15 +141,18 @@ class ServedModel(Served):
             if frac_bits is None and rep.get("grid_bits") is not None:
                 # the model's features already sit on a 2^-grid_bits grid: encode them exactly
                 frac_bits = int(rep["grid_bits"])
-            return cls(KernelModelParams.from_estimator(est), representation=rep,
-                       property_name=mm.property_name, element_energies=mm.element_energies_,
-                       frac_bits=frac_bits)
-        return CompactServedModel.from_molecular_model(mm, calibration=calibration)
+            served: Served = cls(KernelModelParams.from_estimator(est), representation=rep,
+                                 property_name=mm.property_name, element_energies=mm.element_energies_,
+                                 frac_bits=frac_bits, security=security)
+            _publish_model_facts(served, mm)
+            return served
+        return CompactServedModel.from_molecular_model(mm, calibration=calibration, security=security)
 
     @classmethod
-    def linear(cls, mm: MolecularModel, calibration: Any = None) -> "CompactServedModel":
+    def linear(cls, mm: MolecularModel, calibration: Any = None, security: str | None = None
+               ) -> "CompactServedModel":
         """Serve a compact random-feature model (see :class:`CompactServedModel`)."""
-        return CompactServedModel.from_molecular_model(mm, calibration=calibration)
+        return CompactServedModel.from_molecular_model(mm, calibration=calibration, security=security)
 
 
 @dataclass
@@ -149,11 +175,17 @@ class CompactServedModel(Served):
 
     @classmethod
     def from_molecular_model(cls, mm: MolecularModel, *, frac_bits: int | None = None,
-                             calibration: Any = None) -> "CompactServedModel":
+                             calibration: Any = None, security: str | None = None) -> "CompactServedModel":
         """``calibration`` molecules set the public bounds (default: the embedded data set, public)."""
         w, offset, public_model = compact.linear_parts(mm)
         if calibration is None:
             calibration = load_embedded().subset(np.arange(0, 3921, 8))
+            if mm.elements_:
+                # only public molecules made of the model's elements (one trained without
+                # fluorine cannot featurize F)
+                known = set(mm.elements_)
+                keep = [i for i, z in enumerate(calibration.charges) if set(np.unique(z).tolist()) <= known]
+                calibration = calibration.subset(keep) if keep else calibration
         phi = compact.client_features(public_model, calibration)
         pred = phi @ w
         plan = compact.plan(phi, w, float(np.max(np.abs(pred))) if pred.size else 1.0,
@@ -164,7 +196,18 @@ class CompactServedModel(Served):
             n_features=int(w.shape[0]), representation=dict(mm.representation.get_params()),
             property_name=mm.property_name,
             public_model_sha256=hashlib.sha256(blob).hexdigest(), public_model_bytes=len(blob),
-            element_energies=_energies(mm.element_energies_), **plan,
+            element_energies=_energies(mm.element_energies_), security=security_mode("linear", security),
+            **plan,
         )
         out_bits = compact.output_bits(pred + offset, public)  # public ring width
-        return cls(CompactSecret(w, offset, out_bits, blob), public)
+        served = cls(CompactSecret(w, offset, out_bits, blob), public)
+        _publish_model_facts(served, mm)
+        return served
+
+
+def _publish_model_facts(served: Served, mm: MolecularModel) -> None:
+    """The unit of the predictions and the training elements, from the model file, made public
+    (the client prints the unit and refuses a molecule with another element by name)."""
+    served.public.property_unit = str(getattr(mm, "property_unit", "") or "")
+    served.public.elements = [int(z) for z in (getattr(mm, "elements_", None) or [])]
+    served.public.validate()

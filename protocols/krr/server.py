@@ -1,40 +1,64 @@
-"""The model owner's server for double-blind KRR prediction: sessions, threads, logging.
+"""The model owner's server for double-blind KRR prediction: sessions, admission, logging.
 
-A session: the handshake (:mod:`protocols.krr.handshake`), then the served kind's protocol from
-:mod:`protocols.krr.registry` (public-model transfer, offline OT set-up, online).
-The server logs one line per session (peer, number of queries, time, bytes) and never any data.
-A failing session (bad message, wrong version, peer gone) is closed with a clear error; the
-server keeps serving others.
+A connection first goes through the front door (:mod:`protocols.net.frontdoor`: TLS and client
+identity, hello within a deadline, admission, a session slot or a "busy, retry after" answer),
+then the session: the handshake (:mod:`protocols.krr.handshake`), then the served kind's protocol
+from :mod:`protocols.krr.registry` (public-model transfer, offline OT set-up, online), under a
+whole-session deadline scaled by N and the number of queries.
+The server logs one line per session (peer, identity, number of queries, time, bytes) at INFO and
+never any data or client-supplied text; the audit log (``audit=``) has one JSON line per session.
+A failing session (bad message, wrong version, peer gone, too slow) is closed with a clear error;
+the server keeps serving others.
+
+Threat model: see :mod:`protocols.net.frontdoor` (availability, identity) and
+:mod:`protocols.krr.gaussian` (the protocol).
 """
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
-from protocols.common import CostReport
-from protocols.krr.handshake import server_handshake
+from protocols.common import CostReport, check_hello
+from protocols.krr.handshake import (CLIENT_MALFORMED, CLIENT_REJECTED, MAX_QUERIES_PER_SESSION, refusal,
+                                    server_handshake)
+from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
 from protocols.krr.registry import protocol_for
 from protocols.krr.served import Served
 from protocols.mpc.party import Party
-from protocols.net.transport import Channel, TCPChannel, listen
-from secureml.errors import SecureMLError
+from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, SessionContext, run_workers
+from protocols.net.limits import DEFAULT_LIMITS, Limits, session_seconds
+from protocols.net.transport import Channel, listen
 
 log = logging.getLogger("secureml.serve")
 
+# messages the server itself words, with nothing from the client in them: the only ones it logs
+_SAFE_MESSAGES = {CLIENT_REJECTED, CLIENT_MALFORMED}
 
-def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party | None = None
-              ) -> CostReport:
+
+def log_safe(exc: BaseException) -> str:
+    """What the server may log about a failed session: the error's class (e.g. ``ConsistencyError``,
+    ``PeerDisconnected``), never its message -- messages can quote the client's bytes (a malformed
+    reply, a rejected query's reason, a newline that forges a log line) -- except the server's own
+    fixed wording of a client's abort."""
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg in _SAFE_MESSAGES or msg.startswith("refused: ") \
+        else type(exc).__name__
+
+
+def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party | None = None,
+              hello: dict[str, Any] | None = None, ctx: SessionContext | None = None) -> CostReport:
     """Run one session as the model owner on an open channel; returns its cost.
 
     ``party``: this side's :class:`Party` on ``ch`` (role 0), e.g. with its own correlation
     provider or, in tests only, a seeded one (reproducible transcripts); default a fresh one.
+    ``hello``: the client's hello when the front door has already read it; ``ctx``: the front
+    door's session context (its ``cost`` receives this session's figures for the audit log).
     """
     t0 = time.perf_counter()
-    k, answer = server_handshake(ch, model.public)
+    k, answer = server_handshake(ch, model.public, hello)
     proto = protocol_for(model.public.kind)
     proto.server_after_ready(ch, model, answer)
     party = Party(ch, role=0) if party is None else party
@@ -44,65 +68,66 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
     proto.server_online(party, model, k, info)
     t1 = time.perf_counter()
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes, {"n_queries": k, "peer": peer})
-    log.warning(
-        "session peer=%s queries=%d wall=%.2fs sent=%.1fMB received=%.1fMB rounds=%d",
-        peer, k, cost.wall_s, cost.bytes_sent / 1e6, cost.bytes_received / 1e6, cost.rounds,
+    client = ctx.client_id if ctx is not None else None
+    log.info(
+        "session peer=%s client=%s queries=%d wall=%.2fs sent=%.1fMB received=%.1fMB rounds=%d",
+        peer, client, k, cost.wall_s, cost.bytes_sent / 1e6, cost.bytes_received / 1e6, cost.rounds,
     )
+    if ctx is not None:
+        ctx.cost.update(wall_s=round(cost.wall_s, 4), offline_s=round(cost.offline_s, 4),
+                        online_s=round(cost.online_s, 4), bytes_sent=cost.bytes_sent,
+                        bytes_received=cost.bytes_received, rounds=cost.rounds)
     return cost
 
 
 def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
           ssl_context: ssl.SSLContext | None = None, max_sessions: int | None = None,
-          concurrency: int = 2, session_timeout: float = 300.0,
-          on_ready: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> None:
-    """Serve sessions until ``stop`` is set or ``max_sessions`` have been handled.
+          concurrency: int = 2, session_timeout: float | None = None,
+          on_ready: Callable[[int], None] | None = None, stop: threading.Event | None = None,
+          limits: Limits = DEFAULT_LIMITS, auth: Authenticator | None = None,
+          admit: Callable[[SessionContext], Any] | None = None, audit: AuditLog | None = None,
+          workers: int = 1) -> None:
+    """Serve sessions until ``stop`` is set or ``max_sessions`` admitted sessions have finished.
 
-    Sessions run in threads, at most ``concurrency`` at once (others wait in the accept queue).
+    Each worker process (``workers``; forked after the model is loaded, sharing the listening
+    socket) runs at most ``concurrency`` sessions at once; idle and slow connections never take a
+    slot (:mod:`protocols.net.frontdoor`).  ``auth``: client certificates (with an
+    ``ssl_context`` that requires them) and/or tokens.  ``admit(ctx)``: called with the verified
+    ``ctx.client_id`` and ``ctx.n_queries`` before a session starts; return False or raise
+    :class:`protocols.net.frontdoor.Refused` to refuse it (per-client query budgets).
+    ``session_timeout``: per-read idle limit in seconds (default ``limits.idle_s``).
+    With ``workers > 1``, ``max_sessions`` and ``stop`` apply to each worker.
     """
-    srv = listen(host, port)
-    srv.settimeout(0.5)
+    if session_timeout is not None:
+        from dataclasses import replace
+
+        limits = replace(limits, idle_s=float(session_timeout))
+    srv = listen(host, port, backlog=limits.backlog)
     actual = srv.getsockname()[1]
-    print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}) "
-          f"on {host}:{actual}", flush=True)
+    refused = refusal(model.public)
+    if refused:
+        print(f"secureml: WARNING: {refused}; every session will be refused", flush=True)
+    print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}, "
+          f"security={model.public.security}) on {host}:{actual}", flush=True)
     if on_ready:
         on_ready(actual)
-    slots = threading.Semaphore(concurrency)
-    threads: list[threading.Thread] = []
-    handled = 0
+
+    def precheck(hello: dict[str, Any]) -> tuple[int, float]:
+        k = check_hello(hello, PROTOCOL_NAME, PROTOCOL_VERSION, MAX_QUERIES_PER_SESSION)
+        return k, session_seconds(model.public.n_train, k, limits)
+
+    def handler(ch: Channel, hello: dict[str, Any], ctx: SessionContext) -> None:
+        serve_one(model, ch, ctx.peer, hello=hello, ctx=ctx)
+
+    def run(_: int = 0) -> None:
+        door = FrontDoor(handler, precheck, limits=limits, ssl_context=ssl_context, auth=auth,
+                         admit=admit, concurrency=concurrency, audit=audit)
+        door.serve_forever(srv, stop, max_sessions)
+
     try:
-        while not (stop and stop.is_set()) and (max_sessions is None or handled < max_sessions):
-            try:
-                conn, addr = srv.accept()
-            except (socket.timeout, TimeoutError):
-                continue
-            handled += 1
-            slots.acquire()
-            t = threading.Thread(target=_session_thread, daemon=True,
-                                 args=(model, conn, f"{addr[0]}:{addr[1]}", ssl_context, session_timeout, slots))
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
+        if workers > 1:
+            run_workers(workers, run)
+        else:
+            run()
     finally:
         srv.close()
-
-
-def _session_thread(model: Served, conn: socket.socket, peer: str, ssl_context: ssl.SSLContext | None,
-                    timeout: float, slots: threading.Semaphore) -> None:
-    try:
-        if ssl_context is not None:
-            conn.settimeout(timeout)
-            conn = ssl_context.wrap_socket(conn, server_side=True)
-        ch = TCPChannel(conn, timeout=timeout)
-        try:
-            serve_one(model, ch, peer)
-        finally:
-            ch.close()
-    except SecureMLError as exc:
-        log.warning("session peer=%s failed: %s", peer, exc)
-    except (OSError, ssl.SSLError) as exc:
-        log.warning("session peer=%s failed: %s", peer, exc)
-    except Exception:  # a bug in one session must not stop the server
-        log.exception("session peer=%s crashed", peer)
-    finally:
-        slots.release()

@@ -8,8 +8,9 @@
   3. send the hello; the answer must arrive within ``handshake_timeout`` seconds (a deadline:
      a server that is not secureml, or one that trickles bytes, fails in that time, not in 300 s).
   4. a "busy, retry after" answer, a refused connection or a connection closed before any answer
-     (a server shedding load) is retried up to ``retries`` times, waiting the server's
-     ``retry_after`` or an exponential backoff (0.5, 1, 2, 4, 8 s, with jitter) between tries.
+     (a server shedding load) is retried up to ``retries`` (8) times, waiting the longer of the
+     server's ``retry_after`` (its queue at its recent session rate) and an exponential backoff
+     (0.5, 1, 2, 4, 8, 8 ... s), with jitter, between tries.
 
 Every failure is a :class:`secureml.errors.ProtocolError` (or subclass) with one line saying what
 to do: a TLS/plaintext mismatch, an untrusted or wrongly named certificate, a server that does not
@@ -84,7 +85,7 @@ def connect_tls(host: str, port: int, ssl_context: ssl.SSLContext | None, server
 def open_session(host: str, port: int, hello: dict[str, Any], *, ssl_context: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, connect_timeout: float = 10.0,
                  handshake_timeout: float = 30.0, channel_timeout: float | None = 300.0,
-                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0,
+                 retries: int = 8, backoff: float = 0.5, max_backoff: float = 8.0,
                  max_reply: int = 1 << 20) -> tuple[TCPChannel, dict[str, Any]]:
     """Connect and exchange the hello (steps 1-4); returns (channel, the server's ok answer).
 
@@ -102,9 +103,10 @@ def open_session(host: str, port: int, hello: dict[str, Any], *, ssl_context: ss
                     raise ServerBusy(f"the server at {host}:{port} is busy; gave up after {attempt + 1} tries") from None
                 raise r.cause from None
             wait = r.retry_after
-        if wait is None:
-            wait = min(max_backoff, backoff * (2 ** attempt))
-        time.sleep(min(max_backoff, wait) * random.uniform(0.8, 1.25))
+        # exponential backoff, never sooner than the server asked: many clients turned away
+        # together must not come back together
+        wait = max(wait or 0.0, min(max_backoff, backoff * (2 ** attempt)))
+        time.sleep(min(30.0, wait) * random.uniform(0.8, 1.25))
         attempt += 1
 
 
@@ -154,7 +156,10 @@ def _try_once(host, port, hello, ssl_context, server_hostname, connect_timeout, 
             ra = float(ra) if isinstance(ra, (int, float)) and not isinstance(ra, bool) and 0 <= ra <= 60 else None
             raise _Retry(ServerBusy(f"the server at {host}:{port} is busy"), busy=True, retry_after=ra)
         code = reply.get("code") if isinstance(reply.get("code"), str) else "refused"
-        raise ServerRefused(f"server refused: {err}", code=code[:40])
+        ra = reply.get("retry_after")
+        later = (f" (retry after {ra:.0f} s)" if isinstance(ra, (int, float)) and not isinstance(ra, bool)
+                 and 0 < ra < 1e9 else "")
+        raise ServerRefused(f"server refused: {err}{later}", code=code[:40])
     ch.deadline = None
     ch.timeout = channel_timeout
     return ch, reply

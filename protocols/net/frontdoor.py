@@ -43,6 +43,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -243,6 +244,7 @@ class FrontDoor:
         self._lock = threading.Lock()
         self._pending = 0
         self._waiting = 0
+        self._mean_s = 1.0
         self.sessions = 0  # admitted sessions finished (ok or failed)
         self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0}
         self._watchdog: _Watchdog | None = None
@@ -324,20 +326,25 @@ class FrontDoor:
             self._watchdog.watch(sock, session)
             ch.deadline = session
             ch.timeout = self.limits.idle_s
+            t_start = time.monotonic()
             try:
                 self.handler(ch, hello, ctx)
             finally:
                 self._slots.release()
+                with self._lock:  # moving average of session time: what "retry after" suggests
+                    self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - t_start)
             self.stats["ok"] += 1
             self.audit.record(ctx, "ok")
-            log.info("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
+            log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
                      ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
         except Refused as exc:
             key = "busy" if exc.code == "busy" else "refused"
             self.stats[key] += 1
             reply: dict[str, Any] = {"ok": False, "error": exc.public, "code": exc.code}
             if exc.retry_after is not None:
-                reply.update(busy=True, retry_after=exc.retry_after)
+                reply["retry_after"] = exc.retry_after
+            if exc.code == "busy":  # only load is retried automatically; a refusal is final
+                reply["busy"] = True
             if ch is not None and not ch.closed:
                 try:
                     ch.timeout = 2.0
@@ -357,7 +364,9 @@ class FrontDoor:
         except Exception as exc:  # a bug in one session must not stop the server
             self.stats["failed"] += 1
             self.audit.record(ctx, "crashed", type(exc).__name__)
-            log.exception("session crashed peer=%s", peer)
+            # the code path (files, lines) but not the message, which may quote client bytes
+            log.error("session crashed peer=%s: %s\n%s", peer, type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
         finally:
             self._watchdog.forget(conn)
             if sock is not conn:
@@ -383,15 +392,22 @@ class FrontDoor:
                 full = False
                 self._waiting += 1
         if full:
-            raise Refused("server busy, retry later", code="busy", retry_after=self.limits.retry_after_s)
+            raise Refused("server busy, retry later", code="busy", retry_after=self._retry_after())
         try:
             got = self._slots.acquire(timeout=self.limits.queue_wait_s)
         finally:
             with self._lock:
                 self._waiting -= 1
         if not got:
-            raise Refused("server busy, retry later", code="busy", retry_after=self.limits.retry_after_s)
+            raise Refused("server busy, retry later", code="busy", retry_after=self._retry_after())
         self._leave_pending()
+
+    def _retry_after(self) -> float:
+        """Suggested wait: the time to work off the queue at the recent session rate
+        (at least ``limits.retry_after_s``, at most 30 s)."""
+        with self._lock:
+            backlog = (self._waiting + self.concurrency) / self.concurrency
+            return round(min(30.0, max(self.limits.retry_after_s, self._mean_s * backlog)), 2)
 
     def _leave_pending(self) -> None:
         with self._lock:

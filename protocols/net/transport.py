@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import json
 import queue
+import re
 from abc import ABC, abstractmethod
 import socket
 import ssl
@@ -68,6 +69,7 @@ _ARRAY_MAGIC = b"\x93A"
 # Only plain numeric dtypes may come off the wire (never object arrays).
 _ALLOWED_KINDS = frozenset("biuf")
 _MAX_NDIM = 8
+_DTYPE_CODE = re.compile(rb"[<>|=]?[biuf][0-9]{1,2}")
 
 
 def _nbytes(part: Any) -> int:
@@ -290,9 +292,14 @@ class Channel(ABC):
         self._recv_payload(memoryview(dbuf))
         rest -= dlen + 1
         ndim = dbuf[-1]
+        # numpy parses dtype strings with a small language (commas, sub-arrays, literal_eval):
+        # only plain numeric codes such as "<u8" reach it (a fuzzed "," raised SyntaxError)
+        text = bytes(dbuf[:-1])
+        if _DTYPE_CODE.fullmatch(text) is None:
+            raise self._fail(MalformedMessage("array header names an invalid dtype"))
         try:
-            got_dtype = np.dtype(bytes(dbuf[:-1]).decode("ascii"))
-        except (TypeError, ValueError, UnicodeDecodeError):
+            got_dtype = np.dtype(text.decode("ascii"))
+        except (TypeError, ValueError, UnicodeDecodeError, SyntaxError):
             raise self._fail(MalformedMessage("array header names an invalid dtype")) from None
         if got_dtype.kind not in _ALLOWED_KINDS or got_dtype.itemsize > 16 or ndim > _MAX_NDIM:
             raise self._fail(MalformedMessage(f"array dtype {got_dtype} / ndim {ndim} not allowed"))

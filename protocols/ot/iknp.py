@@ -42,6 +42,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from protocols.ot import consistency
 from protocols.ot.base_ot import _base_ot_recv, _base_ot_send
 from protocols.ot.crypto import (
     CounterPRG,
@@ -131,6 +132,11 @@ class _IKNPBase:
         self.ots_extended = 0  # IKNP OTs generated (including padding)
         self._pool_rows = np.empty((0, 16), dtype=np.uint8)
         self._pool_off = 0
+        # client-malicious mode: every extension piece carries a consistency proof from the
+        # receiver (:mod:`protocols.ot.consistency`); both parties must set it alike
+        self.checked = False
+        self._checks = 0
+        self._fs_digest = b""
 
     @property
     def pool_size(self) -> int:
@@ -139,13 +145,30 @@ class _IKNPBase:
 
     def _finish_setup(self, digest: bytes) -> None:
         self._aes = FixedKeyAES(derive_key(b"secureml-fkaes", digest))
+        self._fs_digest = bytes(digest)
         self._ready = True
 
-    def _plan(self, n: int, piece: int) -> Iterator[tuple[int, bool]]:
-        """Split n OTs into pieces: (size, from_pool).  Deterministic on both sides."""
+    # ------------------------------------------- consistency check (malicious receiver)
+    def _check_key(self, message: np.ndarray) -> bytes:
+        key = consistency.fs_key(self._fs_digest, self._checks, message)
+        self._checks += 1
+        return key
+
+    def _checked_size(self, k: int) -> int:
+        """OTs actually extended for a piece of k: the check's random padding OTs on top."""
+        return k + consistency.PAD_OTS if self.checked else k
+
+    def _plan(self, n: int, piece: int, align: int = 1) -> Iterator[tuple[int, bool]]:
+        """Split n OTs into pieces: (size, from_pool).  Deterministic on both sides.
+
+        ``align``: every piece is a multiple of it (a table OT's m OTs per table must not straddle
+        a pool piece and a fresh one); n and piece must be multiples of it. A pool remainder
+        smaller than ``align`` is left for later calls.
+        """
         pos = 0
         while pos < n:
             avail = self.pool_size
+            avail -= avail % align
             if avail:
                 k = min(piece, n - pos, avail)
                 yield k, True
@@ -202,8 +225,13 @@ class OTExtensionSender(_IKNPBase):
 
     # ------------------------------------------------------------- IKNP core
     def _extend(self, k: int) -> np.ndarray:
-        """Steps 2 of IKNP for k OTs: receive u, return q rows (k, 2) uint64."""
-        k64 = -(-k // 64) * 64
+        """Steps 2 of IKNP for k OTs: receive u, return q rows (k, 2) uint64.
+
+        Checked mode: the piece has PAD_OTS more OTs and the receiver's proof follows u; the
+        rows are used only once the proof verifies.
+        """
+        n = self._checked_size(k)
+        k64 = -(-n // 64) * 64
         nbytes = k64 // 8
         u = self.ch.recv_array(np.uint8, (KAPPA, nbytes))
         q = np.empty((KAPPA, nbytes), dtype=np.uint8)
@@ -212,12 +240,20 @@ class OTExtensionSender(_IKNPBase):
             if self._s_bits[j]:
                 q[j] ^= u[j]
         self.ots_extended += k64
-        return transpose_bits(q)[:k].view(_U64)
+        rows = transpose_bits(q)[:n].view(_U64)
+        if self.checked:
+            self._verify_piece(u, rows)
+        return rows[:k]
 
-    def _rows(self, n: int, piece: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _verify_piece(self, message: np.ndarray, rows: np.ndarray) -> None:
+        key = self._check_key(message)
+        proof = self.ch.recv_array(np.uint8, (consistency.PROOF_BYTES,))
+        consistency.sender_verify(key, rows, self._s64, proof)
+
+    def _rows(self, n: int, piece: int, align: int = 1) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (tweak start, q rows (k, 2) uint64) with q_i = t_i ^ c_i * s for the receiver's c."""
         self.setup()
-        for k, from_pool in self._plan(n, piece):
+        for k, from_pool in self._plan(n, piece, align):
             if from_pool:
                 d = self.ch.recv_array(np.uint8, ((k + 7) // 8,))
                 rows, _ = self._take_pool(k)
@@ -334,7 +370,7 @@ class OTExtensionSender(_IKNPBase):
         per_table = size * m * nblk * 2
         pt = max(1, min(self.piece // m, _PIECE_BYTES // (8 * per_table)))
         pos = 0
-        for start, q in self._rows(n * m, pt * m):
+        for start, q in self._rows(n * m, pt * m, align=m):
             k = q.shape[0] // m
             assert self._aes is not None
             # pi(q), pi(q ^ s): the (first TCCR step of the) two keys of every OT.
@@ -366,8 +402,23 @@ class OTExtensionReceiver(_IKNPBase):
         self._finish_setup(digest)
 
     # ------------------------------------------------------------- IKNP core
+    def _pad_choices(self, c: np.ndarray) -> np.ndarray:
+        """Checked mode: c followed by PAD_OTS uniformly random choices (never used)."""
+        if not self.checked:
+            return c
+        pad = unpack_bits(np.frombuffer(random_bytes(consistency.PAD_OTS // 8, self._rng), np.uint8),
+                          consistency.PAD_OTS)
+        return np.concatenate([c, pad])
+
+    def _prove_piece(self, message: np.ndarray, rows: np.ndarray, c: np.ndarray) -> None:
+        """Checked mode: the proof that every column used the choices c (sent right after u)."""
+        key = self._check_key(message)
+        self.ch.send_array(consistency.receiver_proof(key, rows, c), owned=True)
+
     def _extend(self, c: np.ndarray) -> np.ndarray:
         """Step 1 of IKNP for choices c (0/1 uint8): send u, return t rows (k, 2) uint64."""
+        k_out = c.shape[0]
+        c = self._pad_choices(c)
         k = c.shape[0]
         k64 = -(-k // 64) * 64
         nbytes = k64 // 8
@@ -383,9 +434,12 @@ class OTExtensionReceiver(_IKNPBase):
         u ^= pack_bits(columns_from_rows(r))[None, :]
         self.ch.send_array(u, owned=True)
         self.ots_extended += k64
-        return transpose_bits(t)[:k].view(_U64)
+        rows = transpose_bits(t)[:k].view(_U64)
+        if self.checked:
+            self._prove_piece(u, rows, c)
+        return rows[:k_out]
 
-    def _rows(self, c: np.ndarray, piece: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def _rows(self, c: np.ndarray, piece: int, align: int = 1) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (tweak start, t rows (k, 2) uint64, choices piece) with t_i known for c_i.
 
         On a pipelined channel the messages (u or d) of the next pieces are sent before piece k
@@ -399,7 +453,7 @@ class OTExtensionReceiver(_IKNPBase):
         pending: deque = deque()
         ahead = 0  # bytes of our messages whose replies we have not consumed
         pos = 0
-        for k, from_pool in self._plan(c.shape[0], piece):
+        for k, from_pool in self._plan(c.shape[0], piece, align):
             cp = c[pos : pos + k]
             pos += k
             if from_pool:
@@ -531,7 +585,7 @@ class OTExtensionReceiver(_IKNPBase):
         c = ((idx[:, None] >> np.arange(m)[None, :]) & 1).astype(np.uint8).ravel()
         out = np.empty((n, w), dtype=_U64)
         pos = 0
-        for start, t, _ in self._rows(c, pt * m):
+        for start, t, _ in self._rows(c, pt * m, align=m):
             k = t.shape[0] // m
             assert self._aes is not None
             p = self._aes.permute(t).reshape(k, m, 2)

@@ -98,6 +98,18 @@ class TicketStore(_Bounded):
     def put(self, ticket: bytes, state: dict) -> None:
         self._put(bytes(ticket), _Entry(bytes(ticket), state))
 
+    def take(self, ticket: bytes) -> _Entry | None:
+        """Remove and return a live entry (exclusive use: no concurrent session resumes it)."""
+        with self._lock:
+            e = self._d.pop(bytes(ticket), None)
+        if e is None or time.monotonic() - e.created > self.ttl_s:
+            return None
+        return e
+
+    def give_back(self, entry: _Entry) -> None:
+        """Return a taken entry after a successful session (its expiry still counts from creation)."""
+        self._put(entry.ticket, entry)
+
 
 class ClientTickets(_Bounded):
     """Client side: server identity -> (ticket, OT-extension receiver state)."""
@@ -133,21 +145,35 @@ def _hex(msg: dict, key: str, size: int, allow_none: bool = False) -> bytes | No
 
 
 def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAULT_K,
-                 extra: dict[str, Any] | None = None, keep: bool = True) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, keep: bool = True, exclusive: bool = False
+                 ) -> dict[str, Any]:
     """Model owner's side of steps 1-4; installs a SoftSpoken sender as ``party.ot_sender``.
 
     ``extra`` (public values) rides along in the reply.  With ``keep=False`` no state is kept or
-    resumed (the server may refuse resumption too).  Returns {resumed, setup_s}.
+    resumed (the server may refuse resumption too).  Returns {resumed, setup_s, release}.
+
+    ``exclusive=True`` (client-malicious mode): the ticket's state is *taken* out of the store for
+    the session and comes back only when the caller calls ``release()`` after the session
+    succeeded. A failed consistency check tells the client one bit of Delta (its guess was wrong):
+    KOS's accounted leakage, paid for with the abort. If the same Delta served a later session --
+    or a concurrent one -- the client could guess again and learn Delta bit by bit (~128
+    sessions), then every pad. So a Delta serves one session at a time and never again after a
+    failure; a fresh session's state is stored only after it succeeded.
     """
     store = SERVER_TICKETS if store is None else store
     ch = party.ch
     t0 = time.perf_counter()
+    taken: _Entry | None = None
     msg = ch.recv_json(max_bytes=1024)
     if not isinstance(msg, dict) or msg.get("op") != "ot-session":
         raise ProtocolError(f"expected an ot-session request, got {msg!r:.200}")
     n_c = _hex(msg, "nonce", _NONCE)
     asked = _hex(msg, "resume", 16, allow_none=True)
-    state = store.get(asked) if asked is not None and keep else None
+    if exclusive:
+        taken = store.take(asked) if asked is not None and keep else None
+        state = None if taken is None else taken.state
+    else:
+        state = store.get(asked) if asked is not None and keep else None
     resumed = state is not None
     ticket = asked if state is not None else os.urandom(16)
     n_s = os.urandom(_NONCE)
@@ -158,10 +184,18 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         fresh = SoftSpokenSender(ch, k=k_used)
         fresh.setup()
         state = fresh.state()
-        if keep:
+        if keep and exclusive:
+            taken = _Entry(ticket, state)  # kept only once a session with it has succeeded
+        elif keep:
             store.put(ticket, state)
     party.install_ot(sender=SoftSpokenSender.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
-    return {"resumed": resumed, "setup_s": time.perf_counter() - t0}
+
+    def release() -> None:
+        if taken is not None:
+            store.give_back(taken)
+
+    return {"resumed": resumed, "setup_s": time.perf_counter() - t0, "release": release}
+
 
 
 def client_start(party: Any, key: str, tickets: ClientTickets | None = None, *,

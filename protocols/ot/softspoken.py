@@ -250,7 +250,13 @@ class SoftSpokenReceiver(_SoftSpokenState, OTExtensionReceiver):
         return self.n_blocks * (-(-k // 128) * 128) // 8
 
     def _extend(self, c: np.ndarray) -> np.ndarray:
-        """E1-E3 for choices c: send d = u ^ r per block, return t rows (k, 2) uint64."""
+        """E1-E3 for choices c: send d = u ^ r per block, return t rows (k, 2) uint64.
+
+        Checked mode (malicious receiver): PAD_OTS random choices extend the piece and a
+        consistency proof follows d (:mod:`protocols.ot.consistency`).
+        """
+        k_out = c.shape[0]
+        c = self._pad_choices(c)
         k = c.shape[0]
         n128 = -(-k // 128) * 128
         u, v = self._vole(n128)
@@ -260,7 +266,10 @@ class SoftSpokenReceiver(_SoftSpokenState, OTExtensionReceiver):
         u ^= pack_bits(columns_from_rows(r)).view(_U64)[None, :]
         self.ch.send_array(u, owned=True)
         self.ots_extended += n128
-        return transpose_bits(v.reshape(KAPPA, -1).view(np.uint8))[:k].view(_U64)
+        rows = transpose_bits(v.reshape(KAPPA, -1).view(np.uint8))[:k].view(_U64)
+        if self.checked:
+            self._prove_piece(u, rows, c)
+        return rows[:k_out]
 
 
 class SoftSpokenSender(_SoftSpokenState, OTExtensionSender):
@@ -313,14 +322,18 @@ class SoftSpokenSender(_SoftSpokenState, OTExtensionSender):
         g[np.arange(self.n_blocks), self._delta] = 0
 
     def _extend(self, k: int) -> np.ndarray:
-        """E1, E2, E4 for k OTs: receive d, return q rows (k, 2) uint64."""
-        n128 = -(-k // 128) * 128
+        """E1, E2, E4 for k OTs: receive d, return q rows (k, 2) uint64 (checked mode: verified)."""
+        n = self._checked_size(k)
+        n128 = -(-n // 128) * 128
         u, v = self._vole(n128)
         d = self.ch.recv_array(_U64, (self.n_blocks, n128 // 64))
         u ^= d
         v ^= u[:, None, :] & self._dmask
         self.ots_extended += n128
-        return transpose_bits(v.reshape(KAPPA, -1).view(np.uint8))[:k].view(_U64)
+        rows = transpose_bits(v.reshape(KAPPA, -1).view(np.uint8))[:n].view(_U64)
+        if self.checked:
+            self._verify_piece(d, rows)
+        return rows[:k]
 
 
 # ------------------------------------------------------------------------------------------------

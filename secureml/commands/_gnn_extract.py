@@ -25,8 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gnn-extract: moses = natural MOSES molecules with a vocabulary scaffold and 1-2 "
                         "vocabulary motifs; library = a focused library generated over a small vocabulary "
                         "(default moses)")
+    g.add_argument("--owner-scaffolds", type=int, default=None,
+                   help="gnn-extract: the owner's library sits on this many scaffolds (moses: all pooled natural "
+                        "molecules on them, 0 = a uniform draw from the pool; default 4 moses, 2 library)")
     g.add_argument("--n-private", type=int, default=None,
-                   help="gnn-extract: molecules in the private pretraining set (default 500 moses, 100 library)")
+                   help="gnn-extract: molecules in the private pretraining set (default 100 library; moses: 500 "
+                        "drawn for the pool, of which the owner keeps those on its scaffolds)")
     g.add_argument("--scaffolds", type=int, default=None, help="gnn-extract: scaffold vocabulary (100 / 10)")
     g.add_argument("--motifs", type=int, default=None, help="gnn-extract: motif vocabulary (30 / 10)")
     g.add_argument("--dim", type=int, default=64, help="gnn-extract: GIN width (paper: 300; default 64 for CPU)")
@@ -49,17 +53,20 @@ def run(args: argparse.Namespace) -> int:
     n_private = args.n_private or (100 if lib else 500)
     S = args.scaffolds or (10 if lib else 100)
     M = args.motifs or (10 if lib else 30)
-    budget = args.budget or (1000 if lib else 4000)
+    budget = args.budget or (1000 if lib else 2000)
+    owner = args.owner_scaffolds if args.owner_scaffolds is not None else (2 if lib else 4)
     out = Path(args.out or "results/attacks")
     results: dict[str, Any] = {}
     for fam in [f.strip() for f in args.family.split(",") if f.strip()]:
         if fam not in ("attrmask", "graphcl", "edgepred"):
             raise DataError(f"unknown family {fam!r}: choose attrmask, graphcl or edgepred")
-        corpus = generated_corpus(n_private=n_private, n_scaffolds=S, n_motifs=M, seed=args.seed) if lib else None
+        corpus = generated_corpus(n_private=n_private, n_scaffolds=S, n_motifs=M, owner_scaffolds=owner,
+                                  seed=args.seed) if lib else None
         res = experiment.run(
             fam, n_private=n_private, n_scaffolds=S, n_motifs=M, dim=args.dim, n_layers=args.layers,
             epochs=args.epochs or (300 if lib else 150), lr=args.lr or (1e-3 if lib else 2e-3),
-            batch_size=args.batch_size or (16 if lib else 64), budget=budget, n_score_neg=3 * n_private,
+            batch_size=args.batch_size or (16 if lib else 64), budget=budget,
+            n_score_neg=3 * n_private if lib else 1000, owner_scaffolds=0 if lib else owner,
             seed=args.seed, fcd_on=not args.no_fcd, corpus=corpus,
             log=lambda s: print(s, file=sys.stderr))
         res["world"] = args.world

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-NAMES = ("whitebox", "rf-whitebox", "reconstruct", "mia", "rank", "gnn-extract")
+NAMES = ("whitebox", "rf-whitebox", "reconstruct", "barzilai", "mia", "lira", "rank", "gnn-extract")
 
 _HELP = {
     "whitebox": "rebuild the training molecules from a Coulomb-matrix KRR model file (charges, MDS geometry, "
@@ -16,7 +16,12 @@ _HELP = {
     "rf-whitebox": "recover training representations from random-feature weights, against the number of features",
     "reconstruct": "query-only reconstruction of the training representations (kink attack for Laplacian "
                    "kernels, free-centre fit otherwise)",
+    "barzilai": "query-only reconstruction of a Gaussian-kernel model (Barzilai et al. 2025: query design, "
+                "free-centre fit with restarts, sigma estimated with --estimate-sigma); --curve: recovered "
+                "fraction against queries and N on synthetic data",
     "mia": "membership inference: loss threshold (Yeom et al.) and shadow models (offline LiRA)",
+    "lira": "likelihood-ratio membership inference (Carlini et al. 2022): >= 16 shadow KRR models on a QM9 "
+            "population, half of it members; TPR at 0.1% and 1% FPR, log-log ROC, at each --lams ridge",
     "rank": "candidate ranking: precision@K of training molecules in an auxiliary pool",
     "gnn-extract": "training-data extraction from a pretrained molecular GIN encoder (see _gnn_extract)",
 }
@@ -41,8 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(double-blind OT service), fhe (CKKS service); default model-file for white-box "
                         "attacks, api otherwise")
     p.add_argument("--model", default=None,
-                   help="model file (.npz) trained on the embedded split (`secureml train --data embedded "
-                        "--n N --seed S`); default: train one here with --kernel/--n-train/--sigma/--lam")
+                   help="any model file (.npz) written by `secureml train` (any data, any elements); its "
+                        "training rows are located in --data; default: train one here on the embedded data "
+                        "with --kernel/--n-train/--sigma/--lam")
+    p.add_argument("--data", default=None,
+                   help="with --model: the labelled data set holding its training molecules and the "
+                        "attacker's public ones: embedded, qm9, a qmllib-*.tar.gz (QM7), a QM7 folder, "
+                        ".npz or .extxyz (default: the data the model file's provenance names); without "
+                        "--model the model is trained here on --n-train molecules of it (seeded permutation)")
     p.add_argument("--kernel", choices=("gaussian", "laplacian"), default=None,
                    help="kernel of the model trained here (default: laplacian for reconstruct, else gaussian)")
     p.add_argument("--n-train", type=int, default=None,
@@ -63,6 +74,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reconstruct: run several budgets and plot recovered fraction vs queries")
     p.add_argument("--features", default="256,512,1024,2048,4096,8192",
                    help="rf-whitebox: comma-separated feature counts")
+    p.add_argument("--restarts", type=int, default=3, help="barzilai: optimisation restarts (default 3)")
+    p.add_argument("--estimate-sigma", action="store_true",
+                   help="barzilai: estimate the kernel width from the answers instead of using the published one")
+    p.add_argument("--ns", default="4,8,16,32", help="barzilai --curve: training-set sizes (default 4,8,16,32)")
+    p.add_argument("--query-factors", default="0.5,1,2,4,8",
+                   help="barzilai --curve: budgets as multiples of N (d + 2) (default 0.5,1,2,4,8)")
+    p.add_argument("--curve-dim", type=int, default=5,
+                   help="barzilai --curve: dimension of the synthetic data (default 5)")
+    p.add_argument("--population", type=int, default=4000,
+                   help="lira: QM9 molecules in the attacker's population; half train the target, so the "
+                        "other half are the non-members (default 4,000: 2,000 each)")
+    p.add_argument("--shadows", type=int, default=16, help="lira: shadow models (default 16)")
+    p.add_argument("--lams", default="1e-8,1e-4,1e-2",
+                   help="lira: comma-separated ridge values of the target (default 1e-8,1e-4,1e-2)")
     p.add_argument("--protocol-sample", type=int, default=4,
                    help="ot/fhe: queries answered by the real protocol (default 4)")
     p.add_argument("--out", default=None, help="output folder (default results/attacks)")
@@ -96,12 +121,11 @@ class _Budget:
 
 def _scenario(args: argparse.Namespace, kernel: str, n_train: int | None) -> Any:
     from attacks import scenario
-    from attacks.report import scenario_for
 
     if args.model:
-        from secureml.models.pipeline import MolecularModel
-
-        return scenario_for(MolecularModel.load(args.model), args.seed)
+        return scenario.from_model(args.model, args.data)
+    if args.data:
+        return scenario.build_on(args.data, kernel, n_train=n_train, seed=args.seed, sigma=args.sigma, lam=args.lam)
     return scenario.build(kernel, n_train=n_train, seed=args.seed, sigma=args.sigma, lam=args.lam)
 
 
@@ -122,10 +146,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if name == "rf-whitebox":
         result = _rf(args)
+    elif name == "lira":
+        result = _lira(args, target_kind, out)
+    elif name == "barzilai" and args.curve:
+        result = _barzilai_curve(args, out)
     else:
         kernel = args.kernel or ("laplacian" if name == "reconstruct" else "gaussian")
-        n_train = args.n_train if args.n_train is not None else {"whitebox": None, "reconstruct": 32}.get(name, 1000)
-        print(f"training the model owner's {kernel} KRR on the embedded data ...", file=sys.stderr)
+        n_train = args.n_train if args.n_train is not None else \
+            {"whitebox": None, "reconstruct": 32, "barzilai": 8}.get(name, 1000)
+        print(f"loading {args.model} ..." if args.model else
+              f"training the model owner's {kernel} KRR on {args.data or 'the embedded data'} ...", file=sys.stderr)
         scn = _scenario(args, kernel, n_train)
         target = make_target(target_kind, scn.model, protocol_sample=args.protocol_sample)
         with tqdm(desc=f"{name} @ {target_kind}", unit="q", file=sys.stderr) as bar:
@@ -140,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
                     result = experiments.query_reconstruction(
                         tgt, scn, method=args.method, budget=args.budget or 4096, h=args.grid_step,
                         depth=args.depth, seed=args.seed)
+            elif name == "barzilai":
+                result = experiments.barzilai_reconstruction(
+                    tgt, scn, budget=args.budget, restarts=args.restarts, estimate_sigma=args.estimate_sigma,
+                    seed=args.seed)
             elif name == "mia":
                 result = experiments.mia(tgt, scn, n_each=(args.budget or 600) // 2, seed=args.seed)
             else:
@@ -211,6 +245,78 @@ def _plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _barzilai_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Recovered fraction against queries and N (synthetic uniform data, Gaussian KRR)."""
+    import csv
+
+    import torch
+    from tqdm import tqdm
+
+    from attacks import barzilai
+    from secureml.errors import SecureMLError
+
+    torch.set_num_threads(1)  # many tiny fits: one thread is faster, and fair on a shared machine
+    try:
+        ns = tuple(int(v) for v in args.ns.split(",") if v.strip())
+        fs = tuple(float(v) for v in args.query_factors.split(",") if v.strip())
+    except ValueError:
+        raise SecureMLError("--ns and --query-factors must be comma-separated numbers") from None
+    sigma = args.sigma or 1.0
+    with tqdm(total=len(ns) * len(fs), desc="barzilai curve", unit="run", file=sys.stderr) as bar:
+        rows = barzilai.sweep(ns, fs, d=args.curve_dim, sigma=sigma, estimate=args.estimate_sigma,
+                              restarts=args.restarts, seed=args.seed, progress=bar.update,
+                              adam_steps=300, lbfgs_steps=100)
+    tag = "est" if args.estimate_sigma else "known"
+    png, csv_path = out / f"barzilai_curve_{tag}.png", out / f"barzilai_curve_{tag}.csv"
+    barzilai.plot_sweep(rows, str(png))
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]
+    with csv_path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        print(f"N {r['n_train']:3d}  queries {r['queries']:6d} ({r['queries_over_n_d_plus_2']:.1f} N(d+2))  "
+              f"sigma {r['sigma_used']:.3f}  recovered {r['fraction_recovered']:.2f}  "
+              f"(nearest public point: {r['baseline_nearest_public']:.2f})", file=sys.stderr)
+    print(f"wrote {png} and {csv_path}", file=sys.stderr)
+    best = max(rows, key=lambda r: r["fraction_recovered"])
+    return {"attack": "barzilai", "curve": rows, "metric": "fraction_recovered", "value": best["fraction_recovered"],
+            "queries": best["queries"], "deployment": "api"}
+
+
+def _lira(args: argparse.Namespace, target_kind: str, out: Path) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from attacks import lira
+    from secureml.errors import SecureMLError
+
+    try:
+        lams = tuple(float(v) for v in args.lams.split(",") if v.strip())
+    except ValueError:
+        raise SecureMLError(f"--lams must be comma-separated numbers, got {args.lams!r}") from None
+    if args.shadows < 4 or args.population < 20:
+        raise SecureMLError("lira needs --shadows >= 4 and --population >= 20")
+    data = None
+    if args.data:
+        from attacks import scenario
+
+        data = scenario.load_data(args.data)
+    with tqdm(total=args.shadows * len(lams), desc=f"lira @ {target_kind}", unit="shadow", file=sys.stderr) as bar:
+        res = lira.run(data, kernel=args.kernel or "gaussian", sigma=args.sigma, lams=lams,
+                       n_population=args.population, n_shadows=args.shadows, deployment=target_kind,
+                       protocol_sample=args.protocol_sample, seed=args.seed, progress=bar.update)
+    paths = lira.write_outputs(res, out)
+    for r in res["rows"]:
+        print(f"lambda {r['lam']:g}: test MAE {r['target_test_mae_kcal_mol']:.2f} kcal/mol; "
+              + "; ".join(f"{k} AUC {r[k]['auc']:.3f} TPR@0.1%FPR {r[k]['tpr_at_0.001_fpr']:.4f} "
+                          f"TPR@1%FPR {r[k]['tpr_at_0.01_fpr']:.4f}" for k in ("lira_online", "loss_threshold"))
+              + " (chance: TPR = FPR)", file=sys.stderr)
+    for v in paths.values():
+        print(f"wrote {v}", file=sys.stderr)
+    res.pop("roc")  # in lira.json and lira_roc.csv; keeps the printed JSON short
+    return res
 
 
 def _rf(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
     info = dsub.add_parser("info", help="describe the available data sets, properties, units and the cache")
-    info.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    info.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                      help="write machine-readable JSON to PATH (no PATH: print it instead of text)")
     info.set_defaults(func=run_info)
 
     exp = dsub.add_parser(
@@ -36,12 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a subset of the embedded set or of QM9 as extended xyz",
         description="Write molecules with all (or chosen) properties as extended xyz.",
     )
-    exp.add_argument("--subset", choices=["embedded", "qm9"], default="embedded",
+    exp.add_argument("--data", "--subset", dest="subset", choices=["embedded", "qm9"], default="embedded",
                      help="embedded: 3,921 QM9 molecules with <= 7 heavy atoms, shipped with secureml; "
                      "qm9: all 130,831 molecules from qm9pack (parsed and cached on first use)")
     exp.add_argument("--split", choices=["all", "train", "test"], default="all",
                      help="embedded only: the seeded 80/20 split (default: all)")
-    exp.add_argument("--n", type=int, default=None, help="number of molecules (seeded random choice)")
+    exp.add_argument("--n", "--n-molecules", dest="n", type=int, default=None,
+                     help="number of molecules (seeded random choice; default: all)")
     exp.add_argument("--max-heavy-atoms", type=int, default=None, help="keep molecules with at most K heavy atoms")
     exp.add_argument("--seed", type=int, default=0, help="seed of the random choice / split (default 0)")
     exp.add_argument("--properties", default=None,
@@ -85,8 +87,10 @@ def run_info(args: argparse.Namespace) -> int:
         "properties": {k: {"unit": u, "description": d} for k, (u, d) in PROPERTY_INFO.items()},
     }
     if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
+        if args.json == "-":
+            print(json.dumps(info, indent=2))
+            return 0
+        Path(args.json).write_text(json.dumps(info, indent=2))
     q = info["qm9"]
     print("embedded default set (shipped inside secureml, no download)")
     print(f"  {emb['molecules']} molecules, up to {emb['max_atoms']} atoms; {emb['selection']}")

@@ -9,6 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--kernel", choices=("gaussian", "laplacian", "both"), default="both",
                    help="exact KRR model(s) to serve double-blind (default both)")
+    p.add_argument("--out", default=None, help="run folder for the model files (default: runs/demo-<time>/)")
     p.set_defaults(func=run)
 
 
@@ -16,4 +17,4 @@ def run(args: argparse.Namespace) -> int:
     from secureml.demo import run_demo
 
     kernels = ("gaussian", "laplacian") if args.kernel == "both" else (args.kernel,)
-    return run_demo(seed=args.seed, kernels=kernels)
+    return run_demo(seed=args.seed, kernels=kernels, out_dir=args.out)

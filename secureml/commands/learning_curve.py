@@ -39,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "--model krr-gaussian --model krr-laplacian --n-test 2000 --out results/lc",
     )
     add_data_arguments(p)
-    p.add_argument("--sizes", default="256,512,1024,2048",
+    p.add_argument("--n-train", "--sizes", dest="sizes", default="256,512,1024,2048",
                    help="comma-separated training-set sizes (default 256,512,1024,2048)")
-    p.add_argument("--model", action="append", default=None, metavar="NAME",
+    p.add_argument("--recipe", "--model", dest="model", action="append", default=None, metavar="NAME",
                    help="registered model recipe (repeatable; default krr-gaussian); see --list")
     add_model_arguments(p)
     p.add_argument("--cv-max-n", type=int, default=4096,
@@ -94,10 +94,15 @@ def run(args: argparse.Namespace) -> int:
     done: dict[tuple[str, int], tuple[dict[str, Any], Any]] = {}
     bar = tqdm(total=len(first) + len(second), desc="learning curve", unit="fit")
 
+    from secureml.data.units import known_unit
+
+    unit_label = getattr(args, "property_unit", None) or args.unit or known_unit(args.property)
+
     def report(job: Any, result: Any) -> None:
         row = result[0]
         bar.update(1)
-        bar.write(f"{row['model']:16s} N={row['n_train']:6d}  MAE {row['mae']:8.3f}  fit {row['fit_seconds']:7.1f} s")
+        bar.write(f"{row['model']:16s} N={row['n_train']:6d}  MAE {row['mae']:8.3f} {unit_label}  "
+                  f"fit {row['fit_seconds']:7.1f} s")
 
     for res in map_cells(_fit_cell, [(args, name, n, pool, test, None) for name, n in first],
                          args.scheduler, report):
@@ -109,9 +114,11 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     rows: list[dict[str, Any]] = [done[(name, n)][0] for name in models for n in sizes]
 
+    unit = unit_label
     summary = {
         "data": args.data,
         "property": args.property,
+        "unit": unit,
         "seed": args.seed,
         "n_test": len(test),
         "sizes": sizes,
@@ -154,6 +161,9 @@ def _fit_cell(job: tuple[Any, str, int, Any, Any, dict[str, Any] | None]) -> tup
     fit_s = time.perf_counter() - t0
     if model.element_energies_ is not None:
         model.element_energies_ = cover_elements(model.element_energies_, test)
+    # Learning curves score every test molecule, as the published curves do, even one with an
+    # element a small training set lacks (a saved model would refuse it by name).
+    model.elements_ = None
     metrics = evaluate(model, test)
     est = model.estimator
     params = est.get_params() if hasattr(est, "get_params") else {}
@@ -209,30 +219,28 @@ def dressed_atom_residuals(train: Any, test: Any, prop: str) -> tuple[Any, Any, 
 
 
 def plot(summary: dict[str, Any], path: Path, reference: bool = True) -> None:
-    """MAE vs training-set size, log-log, one line per model."""
-    import matplotlib
+    """MAE vs training-set size, log-log, one line per model (shared plot style, units on axes)."""
+    from secureml.data.units import known_unit
+    from secureml.plot_style import log_axis, new_figure, save, series
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name in summary["models"]:
+    fig, ax = new_figure("normal")
+    cm = summary.get("cm_variant", "sorted")
+    for i, name in enumerate(summary["models"]):
         pts = [(r["n_train"], r["mae"]) for r in summary["results"] if r["model"] == name]
-        cm = summary.get("cm_variant", "sorted")
-        ax.plot(*zip(*pts), "o-", label=name + (f" ({cm} CM)" if cm != "sorted" and name.startswith("krr-") else ""))
+        ax.plot(*zip(*pts), **series(i),
+                label=name + (f" ({cm} CM)" if cm != "sorted" and name.startswith("krr-") else ""))
     if reference and summary["property"] in ("U0_atomization", "H_atomization"):
-        ref = sorted(summary["published_cm_gaussian"].items())
-        ax.plot([int(k) for k, _ in ref], [v for _, v in ref], "k--", alpha=0.5,
+        ref = sorted((int(k), v) for k, v in summary["published_cm_gaussian"].items())
+        ax.plot([k for k, _ in ref], [v for _, v in ref], "k--", alpha=0.5,
                 label="published CM + Gaussian (Weinreich 2023)")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    sizes = sorted({r["n_train"] for r in summary["results"]})
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    log_axis(ax.yaxis)  # labels at 1, 2, 5 x 10^k: several ticks even over a short range
+    unit = summary.get("unit") or known_unit(summary["property"]) or "unit unknown"
     ax.set_xlabel("training molecules N")
-    ax.set_ylabel(f"test MAE {summary['property']} (kcal/mol)" if "atomization" in summary["property"]
-                  else f"test MAE {summary['property']}")
+    ax.set_ylabel(f"test MAE, {summary['property']} ({unit})")
     extra = ", dressed-atom baseline" if summary.get("baseline") == "dressed-atoms" else ""
     ax.set_title(f"{summary['data']}: learning curve (test set {summary['n_test']}{extra})")
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)

@@ -13,29 +13,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Reports. `leakage` runs every attack (white-box extraction, membership inference, "
                     "candidate ranking, query-only reconstruction) against every deployment of the same "
                     "model (model file, plaintext API, OT service, FHE service) on the embedded data and "
-                    "writes leakage.md / .csv / .json / .png: the leakage metric, the queries used and "
-                    "what each query costs (seconds, bytes) side by side. Takes several minutes: the "
-                    "services answer a sample of the queries through the real protocols.",
-        epilog="example: secureml report leakage --out results/leakage",
+                    "writes leakage.md / .csv / .json / .png: the leakage metric beside its chance "
+                    "baseline, the queries used and the attacker's total cost (seconds, bytes); the "
+                    "figure plots leakage above chance against cost, one panel per attack. Takes "
+                    "several minutes (--quick: about a minute, smaller models): the services answer a "
+                    "sample of the queries through the real protocols.",
+        epilog="examples: secureml report leakage --out results/leakage; "
+               "secureml report leakage --quick --deployments model-file,api,ot",
     )
     p.add_argument("what", choices=("leakage", "defenses"),
                    help="which report: leakage (attacks x deployments) or defenses (attacks x defenses: "
                         "leakage beside chance against MAE and cost per query, Pareto fronts)")
-    p.add_argument("--quick", action="store_true",
-                   help="defenses: fewer strengths and attacker repeats, F = 1,024 (under 5 minutes)")
     p.add_argument("--no-protocol", action="store_true",
                    help="defenses: skip the real OT sessions that measure each output defense's cost")
     p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
-                        "reconstruct-fit (default all); for `defenses`: mia, rank-kink, extract, "
-                        "reconstruct-kink (default) and kkt "
-                        "(DP-SGD victims of the KKT attack: ~10 CPU minutes)")
+                        "reconstruct-fit, reconstruct-barzilai (default all); for `defenses`: mia, rank-kink, extract, "
+                        "reconstruct-kink (default) and kkt (DP-SGD victims of the KKT attack: ~10 CPU minutes)")
     p.add_argument("--deployments", default="model-file,api,ot,fhe",
                    help="comma-separated subset of model-file, api, ot, fhe (default all four)")
     p.add_argument("--ot-sample", type=int, default=4, help="queries per attack through the real OT protocol")
     p.add_argument("--fhe-sample", type=int, default=2, help="queries per attack through the real FHE protocol")
     p.add_argument("--seed", type=int, default=0, help="split / attack seed (default 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="leakage: smaller models and budgets (N = 300 / 8 training molecules, fewer queries): "
+                        "the same attacks and figure in about a minute; defenses: fewer strengths and attacker "
+                        "repeats, F = 1,024 (under 5 minutes); numbers are not the documented ones")
     from secureml.sweep import add_scheduler_argument
 
     add_scheduler_argument(p)
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
         rows = leakage_matrix(attacks=attacks, deployments=deps,
                               protocol_sample={"ot": args.ot_sample, "fhe": args.fhe_sample},
-                              seed=args.seed, progress=step, scheduler=args.scheduler)
+                              seed=args.seed, quick=args.quick, progress=step, scheduler=args.scheduler)
     paths = write_report(rows, Path(args.out))
     print(paths["md"].read_text())
     print(leakage_summary(rows))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -9,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a trained KRR model for double-blind prediction (model owner)",
         description="Serve a model file over TCP. Clients learn predictions only; the server learns "
-        "nothing about the queries. One line is logged per session (peer, cost), never any data.",
+        "nothing about the queries. One line is logged per session (peer, identity, cost), never any "
+        "data. Idle and slow connections are cut at the handshake deadline and never hold a session "
+        "slot; see docs/serving.md for exposing a server (TLS, client identity, workers, balancers).",
     )
     p.add_argument("--model", required=True, help="model file written by `secureml train`")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
@@ -17,15 +20,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frac-bits", type=int, default=None,
                    help="fixed-point fractional bits of representations (default: the most that fit, <= 16)")
     p.add_argument("--max-sessions", type=int, default=None, help="stop after this many sessions")
-    p.add_argument("--concurrency", type=int, default=2, help="sessions served at once")
-    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve over TLS")
-    p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--concurrency", type=int, default=2, help="sessions served at once per worker (default 2)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the port (default 1; use the number of cores)")
+    g = p.add_argument_group("TLS and client identity")
+    g.add_argument("--tls-cert", default=None, help="PEM certificate: serve over TLS (`secureml keys server`)")
+    g.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    g.add_argument("--client-ca", default=None,
+                   help="require client certificates signed by this CA (mutual TLS; `secureml keys ca/client`); "
+                   "the certificate's name is the client's identity")
+    g.add_argument("--tokens", default=None,
+                   help="require a bearer token listed (as a hash) in this file (`secureml keys token`)")
+    g.add_argument("--verify-key", default=None,
+                   help="Ed25519 public key: refuse a model file not signed by it (`secureml keys signing`)")
+    g.add_argument("--audit-log", default=None, help="append one JSON line per session here (no client text)")
+    g = p.add_argument_group("limits (denial of service)")
+    g.add_argument("--handshake-timeout", type=float, default=10.0,
+                   help="TLS handshake + hello must arrive within this many seconds (default 10)")
+    g.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="a read may wait this long for the peer to start sending (default 60 s)")
+    g.add_argument("--min-rate", type=float, default=64 * 1024,
+                   help="then it must progress at this many bytes/s (default 65536)")
+    g.add_argument("--max-queue", type=int, default=16,
+                   help="admitted sessions waiting for a slot (up to 5 s); more get 'busy, retry after' (default 16)")
+    g.add_argument("--max-pending", type=int, default=512,
+                   help="connections before their hello; more are closed at once (default 512)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions)")
+    p.add_argument("--security", choices=("auto", "client-malicious", "semi-honest"), default="auto",
+                   help="client-malicious: whatever a client sends, each query yields at most the prediction "
+                   "for one input of the public domain, or an abort (compact models; exact-kernel models have "
+                   "no such protocol yet and their sessions are refused); semi-honest: the protocols for "
+                   "clients that run our code unmodified; auto (default): client-malicious where the model "
+                   "kind has it, else semi-honest with a warning at start-up (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
+    p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
+                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
         "answer; the mechanism is announced to it) and per-client query limits; docs/defenses.md")
@@ -63,38 +98,78 @@ def query_ledger(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import logging
-    import ssl
 
     from protocols.krr import ServedModel, serve
+    from protocols.net import pki
+    from protocols.net.frontdoor import AuditLog, Authenticator, load_tokens
+    from protocols.net.limits import Limits
+    from secureml.errors import SecureMLError
 
-    logging.getLogger("secureml.serve").setLevel(logging.WARNING)
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits)
+    # normal sessions are logged at INFO, and a server shows them by default (never any data)
+    logging.getLogger("secureml.serve").setLevel(logging.INFO if args.verbose < 2 else logging.DEBUG)
+    if args.client_ca and not args.tls_cert:
+        raise SecureMLError("--client-ca needs --tls-cert/--tls-key (client certificates are checked in TLS)")
+    verify_key = None
+    if args.verify_key:
+        from secureml.models.signing import load_public_key
+
+        verify_key = load_public_key(args.verify_key)
+    security = None if args.security == "auto" else args.security
+    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security,
+                                  verify_key=verify_key)
+    if model.public.security != "client-malicious":
+        print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
+              "learn more than its predictions (the training weights); serve a compact model for "
+              "client-malicious security (docs/malicious.md)", file=sys.stderr)
+    if model.public.kind == "krr-gaussian":
+        from protocols.krr import gaussian
+
+        model.public.cross_term = _cross_term(args.cross_term)
+        model.public.validate()
+        # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
+        gaussian.prepare_server(model.params, model.public)
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
+    ctx = (pki.server_context(args.tls_cert, args.tls_key, args.client_ca, cert_optional=bool(args.tokens))
+           if args.tls_cert else None)
+    auth = Authenticator(tokens=load_tokens(args.tokens) if args.tokens else None,
+                         cert_auth=bool(args.client_ca))
+    if not auth.required:
+        logging.getLogger("secureml.serve").warning(
+            "no client authentication (--client-ca / --tokens): anyone who reaches the port can query")
+    limits = Limits(handshake_s=args.handshake_timeout, idle_s=args.idle_timeout, min_rate=args.min_rate,
+                    max_queue=args.max_queue, max_pending=args.max_pending)
+    audit = AuditLog(args.audit_log, getattr(model, "sha256", "")) if args.audit_log else None
+    if args.workers < 1 or args.concurrency < 1:
+        raise SecureMLError("--workers and --concurrency must be at least 1")
     model.set_defense(args.round_to, args.noise)  # public: announced in the handshake
-    ledger = query_ledger(args)
     extra = {}
+    ledger = query_ledger(args)
     if ledger is not None:
-        import inspect
-
-        from secureml.errors import SecureMLError
         from secureml.serving.ledger import admit_hook
 
-        if "admit" not in inspect.signature(serve).parameters:
-            raise SecureMLError("query budgets need the server's admission hook, which this build lacks")
         extra["admit"] = admit_hook(ledger)
     if model.public.output_defense:
         from protocols.krr.defense import OutputDefense
 
         print(f"secureml: output defense: {OutputDefense.from_dict(model.public.output_defense).describe()}",
               flush=True)
-    ctx = None
-    if args.tls_cert:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(args.tls_cert, args.tls_key)
     try:
         serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
-              concurrency=args.concurrency, **extra)
+              concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers,
+              **extra)
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _cross_term(choice: str) -> str:
+    """'auto' picks the lattice cross term where TenSEAL is installed (the light install has none)."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    try:
+        return "he" if importlib.util.find_spec("tenseal") is not None else "ot"
+    except ImportError:  # an import hook that refuses the package counts as "not installed"
+        return "ot"

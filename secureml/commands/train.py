@@ -1,4 +1,4 @@
-"""``secureml train``: fit a model on QM9 or the embedded set, report the test MAE, save it."""
+"""``secureml train``: fit a model on your own molecules, the embedded set or QM9; print its test MAE with units; save it."""
 from __future__ import annotations
 
 import argparse
@@ -16,16 +16,57 @@ from secureml.errors import ModelError
 # -- helpers shared with ``secureml learning-curve`` -----------------------------------------------
 def add_data_arguments(p: argparse.ArgumentParser, default_n: str = "4096") -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=("embedded", "qm9"), default="embedded",
+    g.add_argument("--data", default="embedded", metavar="embedded|qm9|PATH",
                    help="embedded: the shipped QM9 subset (<= 7 heavy atoms, fixed seeded 80/20 split); "
-                        "qm9: random molecules from all of QM9 (qm9pack)")
+                        "qm9: random molecules from all of QM9 (qm9pack); PATH: your own molecules -- extended "
+                        "xyz with properties, .npz, .sdf with SD property fields, .csv with a SMILES column, or "
+                        "a folder of .xyz files with --labels (default: %(default)s)")
+    g.add_argument("--labels", default=None, metavar="FILE",
+                   help="property table for --data PATH: 'name value...' lines, optional header naming the "
+                        "columns; names may carry a folder prefix (qm7/0001.xyz)")
     g.add_argument("--property", default="U0_atomization",
-                   help="property to learn (default U0_atomization, kcal/mol); see `secureml data info`")
+                   help="property to learn: a name from the data (see `secureml data info`) or a 1-based "
+                        "column number of --labels (default: %(default)s)")
+    g.add_argument("--unit", default=None,
+                   help="unit of --property in your data (Hartree, eV, kJ/mol, kcal/mol, or any label); "
+                        "energies are converted to kcal/mol for training (default: the known unit of "
+                        "QM9/xTB property names, else unknown)")
+    g.add_argument("--geometry", choices=("xtb", "mmff", "none"), default="xtb",
+                   help="CSV of SMILES only: relaxation after RDKit ETKDG (default: %(default)s, as predict --smiles)")
+    g.add_argument("--test-fraction", type=float, default=0.2,
+                   help="--data PATH only: seeded share of your molecules held out for the test MAE "
+                        "(default: %(default)s)")
     g.add_argument("--n-test", type=int, default=1000,
                    help="qm9 only: size of the fixed test set (default 1000); the embedded set uses its own 20%% split")
     g.add_argument("--max-heavy-atoms", type=int, default=None,
                    help="qm9 only: keep molecules with at most this many non-hydrogen atoms")
     g.add_argument("--seed", type=int, default=0, help="seed of the data split and of random models (default 0)")
+
+
+def load_own_data(args: argparse.Namespace) -> Any:
+    """The user's molecules from ``--data PATH`` with ``--property`` in training units.
+
+    Returns the dataset with only the chosen property (renamed to its name in the file if given
+    as a column number); sets ``args.property`` and ``args.unit_in``/``args.property_unit``.
+    """
+    from secureml.data.readers import read_molecules, select_property
+    from secureml.data.units import known_unit, to_training_unit
+
+    ds = read_molecules(args.data, labels=getattr(args, "labels", None), geometry=getattr(args, "geometry", "xtb"))
+    name, values = select_property(ds, args.property, source=str(args.data))
+    unit_in = args.unit or known_unit(name)
+    values, unit = to_training_unit(values, unit_in)
+    if not np.isfinite(values).all():
+        from secureml.errors import DataError
+
+        raise DataError(f"{args.data}: property {name!r} has NaN/inf for {int((~np.isfinite(values)).sum())} molecules")
+    ds.properties = {name: values}
+    args.property, args.unit_in, args.property_unit = name, unit_in, unit
+    return ds
+
+
+def is_path_data(data: str) -> bool:
+    return data not in ("embedded", "qm9")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,6 +139,20 @@ def load_split(args: argparse.Namespace, n_train: int | None) -> tuple[Any, Any]
     from secureml.data import embedded_split, load_embedded, load_qm9
     from secureml.errors import DataError
 
+    if is_path_data(args.data):
+        ds = load_own_data(args)
+        frac = float(getattr(args, "test_fraction", 0.2))
+        if not 0 < frac < 1:
+            raise DataError(f"--test-fraction must be between 0 and 1, got {frac}")
+        n_test = max(1, int(round(frac * len(ds))))
+        if len(ds) - n_test < 2:
+            raise DataError(f"{args.data}: {len(ds)} molecules are too few to train and test (need at least 3)")
+        perm = np.random.default_rng(args.seed).permutation(len(ds))
+        train_idx = perm[n_test:] if n_train is None else perm[n_test:n_test + n_train]
+        if n_train is not None and n_train > len(ds) - n_test:
+            raise DataError(f"--n-train {n_train}: only {len(ds) - n_test} molecules remain after the "
+                            f"{n_test}-molecule test set")
+        return ds.subset(train_idx), ds.subset(perm[:n_test])
     if args.data == "embedded":
         full = load_embedded()
         train, test = embedded_split(args.seed, n_train)
@@ -188,30 +243,63 @@ def evaluate(model: Any, test: Any) -> dict[str, Any]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a KRR (or other registered) model, print its test MAE, save it",
-        description="Train a model on the embedded set or on QM9, print test-set errors and save the "
-                    "model as one .npz file (representation settings, kernel, hyperparameters, training "
-                    "representations, weights, data provenance).",
-        epilog="examples: secureml train --data qm9 --n 4096 --kernel gaussian --sigma 74 --lam 1e-8 --out model.npz; "
-               "secureml train --data qm9 --n 4096 --cm-variant unsorted --baseline dressed-atoms --out dressed.npz "
-               "(unsorted CM + dressed-atom baseline: 11.3 kcal/mol at N = 4,096, docs/models.md)",
+        help="train a model on QM9, the embedded set or your own molecules; print its test MAE; save it",
+        description="Train a model on the embedded set, on QM9 or on your own molecules (--data PATH), "
+                    "print test-set errors with units and save the model as one .npz file (representation "
+                    "settings, kernel, hyperparameters, training representations, weights, property and "
+                    "unit, elements, data provenance). The best model kind is --recipe local-sorf "
+                    "(0.4 kcal/mol on QM9 at N = 16,384; README).",
+        epilog="examples: secureml train --data mine.xyz --property U0_atomization --out model.npz; "
+               "secureml train --data qm7/ --labels hof_qm7.txt --property energy --cm-size 23 --out qm7.npz; "
+               "secureml train --data mols.sdf --property energy --unit Hartree --recipe local-sorf "
+               "--set pca_fit_data=train --out mine.npz; "
+               "secureml train --data qm9 --n-train 4096 --cm-variant canonical --baseline dressed-atoms --out qm9.npz",
     )
     add_data_arguments(p)
-    p.add_argument("--n", type=int, default=None,
-                   help="training-set size (qm9: default 4096; embedded: default all 3,137 training molecules)")
+    p.add_argument("--n-train", "--n", dest="n", type=int, default=None,
+                   help="training-set size (qm9: default 4096; embedded: all 3,137 training molecules; "
+                        "PATH: all but the test fraction)")
     add_model_arguments(p)
-    p.add_argument("--model", default=None,
-                   help="registered model recipe instead of --rep/--kernel (e.g. krr-laplacian, rff-gaussian); "
-                        "see `secureml learning-curve --list`")
-    p.add_argument("--out", required=True, help="model file to write (.npz)")
-    p.add_argument("--json", default=None, help="also write the metrics here (default: next to --out, .json)")
+    p.add_argument("--recipe", "--model", dest="model", default=None,
+                   help="registered model recipe instead of --rep/--kernel (krr-gaussian, krr-laplacian, "
+                        "rff-gaussian, local-sorf ...); see `secureml learning-curve --list` (default: krr-KERNEL)")
+    p.add_argument("--out", default=None,
+                   help="model file to write (.npz; metrics beside it, .json), or a run folder to create "
+                        "(model.npz, metrics.json, metrics.csv, parity.png); default: runs/train-<time>/")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the metrics JSON here (default: next to the model file)")
     p.add_argument("--sign-key", default=None,
                    help="Ed25519 private key (from `secureml keys signing`): sign the model file, so "
                    "`secureml serve --verify-key` accepts it")
     p.set_defaults(func=run)
 
 
+def _output_paths(out: str | None) -> tuple[Path, Path | None]:
+    """(model file, run folder or None) for ``--out``."""
+    if out is None:
+        folder = Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+        return folder / "model.npz", folder
+    path = Path(out)
+    if path.suffix == ".npz":
+        return path, None
+    return path / "model.npz", path
+
+
+def _parity_plot(y: np.ndarray, pred: np.ndarray, name: str, unit: str, mae: float, path: Path) -> None:
+    from secureml.plot_style import new_figure, save
+
+    fig, ax = new_figure(size="square")
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, label="prediction = reference")
+    ax.scatter(y, pred, s=8, alpha=0.7, label=f"test molecules (MAE {mae:.2f} {unit})".rstrip())
+    ax.set_xlabel(f"reference {name} ({unit or 'unit unknown'})")
+    ax.set_ylabel(f"predicted {name} ({unit or 'unit unknown'})")
+    ax.legend(loc="upper left")
+    save(fig, path)
+
+
 def run(args: argparse.Namespace) -> int:
+    from secureml.data.units import fmt, known_unit
     from secureml.models.baseline import energies_by_symbol
 
     n = args.n if args.n is not None else (4096 if args.data == "qm9" else None)
@@ -222,30 +310,49 @@ def run(args: argparse.Namespace) -> int:
         sign_key = load_private_key(args.sign_key)
     print(f"loading {args.data} data ...", file=sys.stderr)
     train, test = load_split(args, n)
+    unit = getattr(args, "property_unit", None)
+    if unit is None:
+        unit = args.unit or known_unit(args.property)
     model = model_from_args(args)
     model.property_name = args.property
+    model.property_unit = unit
     if model.baseline == "dressed-atoms":
         check_elements_covered(train, test)
     cv_result = None
     if args.cv:
         cv_result = cross_validate(model, train, args)
         print(f"cross-validation chose sigma={cv_result['sigma']:g} lam={cv_result['lam']:g} "
-              f"(CV MAE {cv_result['mae']:.3f})", file=sys.stderr)
-    print(f"fitting on {len(train)} molecules ...", file=sys.stderr)
+              f"(CV MAE {fmt(cv_result['mae'], unit)})", file=sys.stderr)
+    from secureml.data.formats import symbol
+
+    elements = sorted({int(z) for c in train.charges for z in np.unique(c)})
+    print(f"fitting {getattr(args, 'model', None) or 'krr-' + args.kernel} on {len(train)} molecules "
+          f"(elements {' '.join(symbol(z) for z in elements)}) ...", file=sys.stderr)
     t0 = time.perf_counter()
     model.fit(train, args.property)
+    model.property_unit = unit
     fit_s = time.perf_counter() - t0
+    missing = sorted({int(z) for c in test.charges for z in np.unique(c)} - set(elements))
+    if missing:
+        keep = [i for i, c in enumerate(test.charges) if not set(np.unique(c).tolist()) & set(missing)]
+        print(f"note: {len(test) - len(keep)} test molecules contain {', '.join(symbol(z) for z in missing)}, "
+              "which no training molecule has; they are left out of the test errors", file=sys.stderr)
+        test = test.subset(keep)
     metrics = evaluate(model, test)
     model.provenance["test_mae"] = metrics["mae"]
     model.provenance["data"] = args.data
-    out = model.save(args.out, sign_key=sign_key)
+    model_path, folder = _output_paths(args.out)
+    out = model.save(model_path, sign_key=sign_key)
     est = model.estimator
     params = est.get_params() if hasattr(est, "get_params") else {}
     report = {
         "model_file": str(out),
-        "data": args.data,
+        "data": str(args.data),
         "property": args.property,
+        "unit": unit,
+        "unit_in_data": getattr(args, "unit_in", unit),
         "n_train": len(train),
+        "elements": [symbol(z) for z in elements],
         "fit_seconds_total": fit_s,
         "representation": model.representation.get_params(),
         "estimator": {"class": type(est).__name__, **{k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))}},
@@ -254,14 +361,27 @@ def run(args: argparse.Namespace) -> int:
         **metrics,
         "cv": cv_result,
     }
-    json_path = Path(args.json) if args.json else out.with_suffix(".json")
+    json_path = Path(args.json) if args.json else (folder / "metrics.json" if folder else out.with_suffix(".json"))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2))
-    print(f"{args.property}: test MAE {metrics['mae']:.3f}  RMSE {metrics['rmse']:.3f} "
+    if folder is not None:
+        y = np.asarray(test.properties[args.property], dtype=np.float64)
+        pred = model.predict(test)
+        rows = "molecule,reference,prediction,unit\n" + "".join(
+            f"{nm},{a:.6f},{b:.6f},{unit}\n" for nm, a, b in zip(test.names or range(len(test)), y, pred))
+        (folder / "test_predictions.csv").write_text(rows)
+        (folder / "metrics.csv").write_text(
+            "property,unit,n_train,n_test,mae,rmse,max_abs_error\n"
+            f"{args.property},{unit},{len(train)},{metrics['n_test']},{metrics['mae']:.6g},{metrics['rmse']:.6g},"
+            f"{metrics['max_abs_error']:.6g}\n")
+        _parity_plot(y, pred, args.property, unit, metrics["mae"], folder / "parity.png")
+    print(f"{args.property}: test MAE {fmt(metrics['mae'], unit)}, RMSE {fmt(metrics['rmse'], unit)} "
           f"(n_train={len(train)}, n_test={metrics['n_test']}, fit {fit_s:.1f} s)")
     if model.element_energies_ is not None:
-        print("dressed-atom energies: " + ", ".join(f"{k} {v:.3f}" for k, v in energies_by_symbol(model.element_energies_).items()))
-    print(f"model saved to {out}; metrics in {json_path}")
+        print(f"dressed-atom energies ({unit or 'unit unknown'}): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in energies_by_symbol(model.element_energies_).items()))
+    print(f"model saved to {out}; metrics in {json_path}" + (f"; run folder {folder}" if folder else ""))
     return 0
 
 
-__all__ = ["register", "run", "load_split", "model_from_args", "evaluate", "cross_validate"]
+__all__ = ["register", "run", "load_split", "model_from_args", "evaluate", "cross_validate", "load_own_data"]

@@ -249,13 +249,17 @@ def read_qm7(
         if not path.is_file() and path.suffix != ".xyz":
             path = folder / f"{name}.xyz"
         if not path.is_file():
+            # names with a folder prefix ("qm7/0001.xyz") refer to the file by its base name
+            base = name.replace("\\", "/").rsplit("/", 1)[-1]
+            path = folder / (base if base.endswith(".xyz") else f"{base}.xyz")
+        if not path.is_file():
             raise DataError(f"{property_file}:{ln}: no xyz file {name!r} in {folder}")
         mol = read_xyz(path)
         if len(mol) != 1:
             raise DataError(f"{path}: expected one molecule, found {len(mol)}")
         charges.append(mol.charges[0])
         coords.append(mol.coordinates[0])
-        mol_names.append(Path(name).stem if name.endswith(".xyz") else name)
+        mol_names.append(path.stem)
     values = np.array([v for _, _, v in entries], dtype=np.float64)
     return MolecularDataset(
         charges,

@@ -41,8 +41,11 @@ def _one_thread():
 
 
 def _calculator(charges: np.ndarray, coords_angstrom: np.ndarray, charge: int = 0, uhf: int = 0):
-    from tblite.interface import Calculator
-
+    try:
+        from tblite.interface import Calculator
+    except ImportError:
+        raise DataError("GFN2-xTB needs tblite, which is not installed (pip install 'secureml[local]'); "
+                        "or build geometries without it (train --geometry mmff)") from None
     calc = Calculator("GFN2-xTB", charges, coords_angstrom * BOHR_PER_ANGSTROM, charge=float(charge), uhf=uhf)
     calc.set("verbosity", 0)
     return calc

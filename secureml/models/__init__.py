@@ -124,7 +124,10 @@ def _krr_recipe(kernel: str) -> Callable[..., Any]:
     return build
 
 
+# Public view of the defaults (the demo and the docs use the same settings as `secureml train`).
+KRR_DEFAULTS = _KRR_DEFAULTS
+
 for _k in ("gaussian", "laplacian"):
     register_model(f"krr-{_k}", cm_size=29, cm_variant="sorted", **_KRR_DEFAULTS[_k])(_krr_recipe(_k))
 
-__all__ = ["MODELS", "ModelSpec", "register_model", "available_models", "build_model"]
+__all__ = ["KRR_DEFAULTS", "MODELS", "ModelSpec", "register_model", "available_models", "build_model"]

@@ -40,6 +40,9 @@ from scipy.special import log_ndtr, ndtr
 from secureml.errors import ModelError
 from secureml.models.io import register_estimator
 from secureml.models.random_features import RandomFourierRidge
+from secureml.models.random_features import ridge_solve
+from secureml.models.pipeline import MolecularModel
+from secureml.representations.coulomb import CoulombMatrix
 
 FEATURE_NORM_BOUND = math.sqrt(2.0)  # ||phi(x)||_2 for phi = sqrt(2/F) cos(.): sum of F terms <= 2/F
 
@@ -135,7 +138,6 @@ class DPRandomFeatureRidge(RandomFourierRidge):
         """w* = (Phi^T Phi + lambda I)^-1 Phi^T y~ with no mean removal (the offset is public)."""
         import torch
 
-        from secureml.models.random_features import ridge_solve
 
         Z = torch.from_numpy(self.features(np.asarray(X, dtype=np.float64)))
         w, self.ridge_shift_ = ridge_solve(Z, torch.from_numpy(np.asarray(y_centred, dtype=np.float64)),
@@ -169,9 +171,6 @@ def dp_rff_model(epsilon: float, delta: float = 1e-5, *, lam: float = 1.0, label
                  label_center: float, sigma: float = 100.0, n_features: int = 4096, cm_size: int = 29,
                  seed: int = 0, noise_seed: int | None = None) -> Any:
     """A MolecularModel (sorted Coulomb matrix + DP random-feature ridge), ready to ``fit``."""
-    from secureml.models.pipeline import MolecularModel
-    from secureml.representations.coulomb import CoulombMatrix
-
     est = DPRandomFeatureRidge("gaussian", sigma, n_features, lam, seed, "auto", epsilon, delta,
                                label_bound, label_center, noise_seed)
     return MolecularModel(CoulombMatrix(size=cm_size), est, "U0_atomization")

@@ -3,7 +3,9 @@
 Layout of the file (readable with plain ``numpy.load(path, allow_pickle=False)``):
 
 * ``__secureml_model__``: a JSON document (0-d unicode array) with ``format`` ("secureml-model"),
-  ``format_version``, ``secureml_version``, ``created_utc``, ``property_name``, ``provenance``,
+  ``format_version``, ``secureml_version``, ``created_utc``, ``property_name``, ``property_unit``
+  (the unit of the predictions; absent in older files), ``elements`` (nuclear charges of the
+  training molecules, ascending; a query with another element is refused), ``provenance``,
   ``representation`` (its ``get_params()``), ``n_features``, ``estimator``
   (``class``, ``module``, ``params`` = scikit-learn ``get_params()``, ``state``), ``baseline``
   ("mean" or "dressed-atoms") and ``element_energies`` (``{"<Z>": e_Z}`` for dressed atoms,
@@ -148,7 +150,8 @@ def save_model(model: Any, path: str | Path, sign_key: Any = None) -> Path:
     est = model.estimator
     cls = type(est)
     if _ESTIMATORS.get(cls.__name__) is not cls:
-        raise ModelError(f"estimator class {cls.__name__} is not registered with register_estimator")
+        raise ModelError(f"estimator class {cls.__name__} cannot be stored in a model file (not registered "
+                         "with register_estimator; scikit-learn KernelRidge is converted automatically)")
     arrays: dict[str, np.ndarray] = {}
     params = est.get_params() if hasattr(est, "get_params") else {}
     meta = {
@@ -157,6 +160,8 @@ def save_model(model: Any, path: str | Path, sign_key: Any = None) -> Path:
         "secureml_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "property_name": model.property_name,
+        "property_unit": getattr(model, "property_unit", ""),
+        "elements": None if getattr(model, "elements_", None) is None else [int(z) for z in model.elements_],
         "provenance": _pack(model.provenance, "provenance", arrays),
         "representation": _pack(model.representation.get_params(), "representation", arrays),
         "n_features": int(model.representation.n_features),
@@ -306,6 +311,9 @@ class ModelParts:
     element_energies: dict[int, float] | None
     #: the verified content hash (SHA-256 hex; the audit log's model id)
     sha256: str = ""
+    #: unit of the predictions ("" if the file predates it) and the training molecules' elements
+    property_unit: str = ""
+    elements: list[int] | None = None
 
 
 def read_model_parts(path: str | Path, verify_key: Any = None) -> ModelParts:
@@ -347,7 +355,19 @@ def read_model_parts(path: str | Path, verify_key: Any = None) -> ModelParts:
         property_name=str(meta.get("property_name", "")), baseline=baseline,
         provenance=provenance if isinstance(provenance, dict) else {"value": provenance},
         element_energies=energies, sha256=meta["_sha256"],
+        property_unit=str(meta.get("property_unit") or ""), elements=_read_elements(meta, energies, path),
     )
+
+
+def _read_elements(meta: dict[str, Any], energies: dict[int, float] | None, path: Path) -> list[int] | None:
+    """The training elements a file records (a dressed-atom file without them: its e_Z elements)."""
+    elements = meta.get("elements")
+    if elements is None:
+        return sorted(energies) if energies else None
+    if not isinstance(elements, list) or not all(
+            isinstance(z, int) and not isinstance(z, bool) and 0 < z < 119 for z in elements):
+        raise ModelError(f"{path}: bad element list {elements!r}")
+    return sorted(elements)
 
 
 def _read_baseline(meta: dict[str, Any], path: Path) -> tuple[str, dict[int, float] | None]:

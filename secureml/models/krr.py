@@ -196,6 +196,34 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         return est
 
 
+def from_sklearn_kernel_ridge(krr: Any, y_offset: float = 0.0) -> KernelRidge:
+    """The secureml :class:`KernelRidge` equal to a fitted ``sklearn.kernel_ridge.KernelRidge``.
+
+    scikit-learn's ``rbf`` kernel exp(-gamma ||x - y||^2) is the Gaussian kernel with
+    sigma = 1 / sqrt(2 gamma); its ``laplacian`` exp(-gamma ||x - y||_1) the Laplacian with
+    sigma = 1 / gamma. scikit-learn fits no intercept: ``y_offset`` is what the caller subtracted
+    from the targets (0 if nothing).
+    """
+    for attr in ("X_fit_", "dual_coef_"):
+        if not hasattr(krr, attr):
+            raise ModelError(f"expected a fitted sklearn KernelRidge (no {attr}); call fit() first")
+    X = np.ascontiguousarray(krr.X_fit_, dtype=np.float64)
+    alpha = np.asarray(krr.dual_coef_, dtype=np.float64)
+    if alpha.ndim == 2:
+        if alpha.shape[1] != 1:
+            raise ModelError(f"one target only: dual_coef_ has shape {alpha.shape}")
+        alpha = alpha[:, 0]
+    gamma = krr.gamma if krr.gamma is not None else 1.0 / X.shape[1]  # scikit-learn's default
+    if krr.kernel == "rbf":
+        kernel, sigma = "gaussian", float(1.0 / np.sqrt(2.0 * gamma))
+    elif krr.kernel == "laplacian":
+        kernel, sigma = "laplacian", float(1.0 / gamma)
+    else:
+        raise ModelError(f"sklearn kernel {krr.kernel!r} cannot be served; use 'rbf' or 'laplacian'")
+    return KernelRidge.from_state({"kernel": kernel, "sigma": sigma, "lam": float(krr.alpha),
+                                   "X_fit_": X, "dual_coef_": alpha, "y_offset_": float(y_offset)})
+
+
 def search_hyperparameters(
     X: np.ndarray,
     y: np.ndarray,

@@ -229,8 +229,16 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
         width, npcas = source.X.shape[1], int(self.npcas)
         basis = np.zeros((len(self.elements_), width, npcas))
         counts = np.zeros(len(self.elements_), dtype=np.int64)
+        from_train: list[int] = []
         for k, e in enumerate(self.elements_):
+            src = source
             rows = np.flatnonzero(source.Z == e)
+            if rows.size == 0 and self.pca_source_["kind"] == "public-qm9" and (envs.Z == e).any():
+                # QM9 has only H, C, N, O, F: an element of the training data beyond those (S, Cl,
+                # Br, P ...) gets its basis from the training environments -- a summary of the
+                # training inputs for that element, recorded in pca_source_ and the model file.
+                src, rows = envs, np.flatnonzero(envs.Z == e)
+                from_train.append(int(e))
             if rows.size > self.pca_environments:
                 rows = np.sort(rng.choice(rows, int(self.pca_environments), replace=False))
             counts[k] = rows.size
@@ -239,7 +247,7 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
             # Uncentred PCA (as qml-lightning's SVD): the leading direction carries the mean
             # environment. Eigenvectors of the width x width Gram matrix are the left singular
             # vectors of X^T and much cheaper to get than an SVD of X.
-            xe = source.X[rows].astype(np.float64)
+            xe = src.X[rows].astype(np.float64)
             with threadpool_limits(1, user_api="blas"):
                 # Single-threaded: a 775 x 775 eigh gains nothing from threads and suffers
                 # badly from OpenBLAS thread contention on a shared machine (0.4 s vs 2-5 s here).
@@ -255,6 +263,10 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
                 f"no environments of element(s) {missing} in the PCA data; pass pca_data covering "
                 "them or pca_fit_data='train'"
             )
+        if from_train:
+            self.pca_source_["elements_from_train"] = from_train
+            warnings.warn(f"no public environments of element(s) {from_train}: their PCA basis was fitted "
+                          "on the training molecules", stacklevel=3)
         self.pca_basis_ = basis
         self.pca_counts_ = counts
 
@@ -386,8 +398,13 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
         if solver == "auto":
             solver = "dual" if len(envs) < F else "primal"
         if solver == "primal":
+            from tqdm import tqdm
+
             ne = NormalEquations(F, device=self.device_)
-            for m0, m1, Zb in self._batches(envs):
+            n_batches = -(-len(envs) // max(1, int(self.batch_molecules)))
+            # minutes at N = 16,384, F = 16,384 on a CPU: show progress over the batches
+            for m0, m1, Zb in tqdm(self._batches(envs), total=n_batches, desc="local-sorf normal equations",
+                                   unit="batch", disable=n_batches < 4, leave=False):
                 ne.add(Zb, torch.from_numpy(target[m0:m1]))
             w, self.ridge_shift_ = ne.solve(float(self.lam))
         else:
@@ -490,4 +507,7 @@ def _local_sorf_recipe(sigma: float | None = None, lam: float | None = None, npc
         self_energies=_parse_bool(self_energies), seed=int(seed), device=device,
         precision=str(precision), sorf_method=str(sorf_method), solver=str(solver),
     )
-    return MolecularModel(FCHL19(), est)
+    # The elements of the training molecules, plus -- with the public (QM9) PCA basis -- H, C, N,
+    # O, F, so that QM9 models keep their settings whatever elements a small training set has.
+    base = (1, 6, 7, 8, 9) if est.pca_fit_data == "public" else ()
+    return MolecularModel(FCHL19(elements=base, extend_elements=True), est)

@@ -1,6 +1,7 @@
 """A molecular model: representation + fitted estimator + where its training data came from."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from pathlib import Path
@@ -9,6 +10,9 @@ from typing import Any
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.formats import symbol
+from secureml.data.readers import as_dataset
+from secureml.data.units import known_unit
 from secureml.errors import DataError, ModelError
 from secureml.models.baseline import (
     BASELINES,
@@ -17,6 +21,7 @@ from secureml.models.baseline import (
     fit_element_energies,
 )
 from secureml.models.io import read_model_parts, save_model
+from secureml.models.krr import from_sklearn_kernel_ridge
 from secureml.representations.base import Representation
 
 
@@ -65,6 +70,7 @@ class MolecularModel:
         property_name: str = "",
         baseline: str = "mean",
         provenance: dict[str, Any] | None = None,
+        property_unit: str = "",
     ) -> None:
         self.representation = representation
         self.estimator = estimator
@@ -72,6 +78,11 @@ class MolecularModel:
         self.provenance: dict[str, Any] = dict(provenance or {})
         self.baseline = _check_baseline(baseline)
         self.element_energies_: dict[int, float] | None = None
+        # unit of the predictions ("kcal/mol", "eV", ... or "" if unknown); recorded in the model file
+        self.property_unit: str = property_unit or known_unit(property_name)
+        # nuclear charges present in the training molecules (set by fit, saved in the model file);
+        # a query with any other element is refused by name
+        self.elements_: list[int] | None = None
 
     # -- scikit-learn style parameters ------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -80,6 +91,7 @@ class MolecularModel:
             "representation": self.representation,
             "estimator": self.estimator,
             "property_name": self.property_name,
+            "property_unit": self.property_unit,
             "baseline": self.baseline,
             "provenance": self.provenance,
         }
@@ -93,7 +105,7 @@ class MolecularModel:
         for key, value in params.items():
             if key.startswith("estimator__"):
                 continue
-            if key not in ("representation", "estimator", "property_name", "provenance", "baseline"):
+            if key not in ("representation", "estimator", "property_name", "property_unit", "provenance", "baseline"):
                 raise ModelError(f"MolecularModel has no parameter {key!r}")
             if key == "baseline":
                 value = _check_baseline(value)
@@ -139,12 +151,20 @@ class MolecularModel:
             raise DataError("cannot fit a model on an empty data set")
         y = _target(dataset, prop)
         t0 = time.perf_counter()
-        X = self.representation.fit(dataset).transform(dataset)
+        rep = self.representation.fit(dataset)
+        if getattr(rep, "local", False) and len(dataset) >= 1000:
+            X = rep.transform(dataset, progress=True)  # FCHL19: ~1-5 ms per molecule, show progress
+        else:
+            X = rep.transform(dataset)
         t1 = time.perf_counter()
         # The estimator learns what the baseline leaves (y itself for "mean").
         self.estimator.fit(X, y - self.fit_baseline(dataset, y))
         t2 = time.perf_counter()
+        if prop != self.property_name or not self.property_unit:
+            self.property_unit = self.property_unit if prop == self.property_name else ""
+            self.property_unit = self.property_unit or known_unit(prop)
         self.property_name = prop
+        self.elements_ = sorted({int(z) for c in dataset.charges for z in np.unique(c)})
         # Record where the data came from without copying the molecules' names into the file:
         # a digest lets the owner prove which set was used without disclosing it.
         names_digest = hashlib.sha256("\n".join(dataset.names).encode()).hexdigest() if dataset.names else ""
@@ -165,16 +185,37 @@ class MolecularModel:
         """The representation of ``dataset`` as this model's estimator consumes it."""
         return self.representation.transform(dataset)
 
-    def predict(self, dataset: MolecularDataset) -> np.ndarray:
-        """Predicted property values, one per molecule."""
+    def check_elements(self, dataset: MolecularDataset) -> None:
+        """DataError naming the first molecule with an element no training molecule had."""
+        if not self.elements_:
+            return
+        known = set(self.elements_)
+        for i, z in enumerate(dataset.charges):
+            extra = sorted(set(np.unique(np.asarray(z)).tolist()) - known)
+            if extra:
+                who = f"molecule {dataset.names[i]!r}" if dataset.names and dataset.names[i] else f"molecule {i}"
+                raise DataError(
+                    f"{who} contains {', '.join(symbol(e) for e in extra)}: the model never saw it in training "
+                    f"(its training molecules have {', '.join(symbol(e) for e in self.elements_)}); "
+                    "train on molecules that contain it")
+
+    def predict(self, molecules: Any) -> np.ndarray:
+        """Predicted property values (in :attr:`property_unit`), one per molecule.
+
+        ``molecules``: a MolecularDataset, ASE ``Atoms``, an RDKit ``Mol`` with a 3-D conformer and
+        explicit hydrogens, a file path, or a list of these (:func:`secureml.data.readers.as_dataset`).
+        """
+        dataset = as_dataset(molecules)
         if len(dataset) == 0:
             return np.zeros(0)
+        self.check_elements(dataset)
         # Baseline first: an element the model never saw fails fast, before the representation.
         base = self.baseline_energy(dataset)
         return np.asarray(self.estimator.predict(self.features(dataset)), dtype=np.float64) + base
 
     def predict_one(self, charges: np.ndarray, coordinates: np.ndarray) -> float:
         """Prediction for a single molecule given as arrays (Angstrom)."""
+        self.check_elements(MolecularDataset([np.asarray(charges)], [np.asarray(coordinates)]))
         base = 0.0
         if self.baseline != "mean":
             base = float(baseline_from_energies([np.asarray(charges)], self._energies())[0])
@@ -192,7 +233,12 @@ class MolecularModel:
 
     def save(self, path: str | Path, sign_key: Any = None) -> Path:
         """Write this model to one ``.npz`` file (see :mod:`secureml.models.io`), hashed and,
-        given an Ed25519 ``sign_key``, signed."""
+        given an Ed25519 ``sign_key``, signed. A scikit-learn KernelRidge estimator is stored as
+        the equal secureml KernelRidge (servable); this model keeps its own estimator."""
+        if type(self.estimator).__module__.startswith("sklearn.kernel_ridge"):
+            stored = copy.copy(self)
+            stored.estimator = from_sklearn_kernel_ridge(self.estimator)
+            return save_model(stored, path, sign_key=sign_key)
         return save_model(self, path, sign_key=sign_key)
 
     @classmethod
@@ -204,6 +250,7 @@ class MolecularModel:
         return (
             f"MolecularModel({self.representation!r}, {self.estimator!r}, "
             f"property_name={self.property_name!r}"
+            + (f", property_unit={self.property_unit!r}" if self.property_unit else "")
             + (f", baseline={self.baseline!r})" if self.baseline != "mean" else ")")
         )
 
@@ -216,4 +263,6 @@ def load_model(path: str | Path, verify_key: Any = None) -> MolecularModel:
                            baseline=parts.baseline, provenance=parts.provenance)
     model.element_energies_ = parts.element_energies
     model.sha256_ = parts.sha256
+    model.property_unit = parts.property_unit or model.property_unit
+    model.elements_ = parts.elements
     return model

@@ -1,4 +1,4 @@
-"""Coulomb matrix (Rupp et al., PRL 108, 058301, 2012) via dscribe.
+"""Coulomb matrix (Rupp et al., PRL 108, 058301, 2012), computed with numpy.
 
     C_ii = 0.5 * Z_i^2.4,    C_ij = Z_i * Z_j / |R_i - R_j|   (i != j)
 
@@ -9,9 +9,16 @@ Laplacian sigma = 10^4.2) carry over unchanged; with Bohr units the off-diagonal
 shrink by a factor 0.529.
 
 Variants:
-  * ``"sorted"``: rows and columns ordered by descending row L2 norm (dscribe ``sorted_l2``),
-    zero-padded to ``size`` atoms, upper triangle kept: size*(size+1)/2 features
-    (435 for size 29, all of QM9; 351 for size 26; 276 for size 23, QM7).
+  * ``"sorted"``: rows and columns ordered by descending row L2 norm (as dscribe ``sorted_l2`` and
+    qmllib ``sorting="row-norm"``), zero-padded to ``size`` atoms, upper triangle kept:
+    size*(size+1)/2 features (435 for size 29, all of QM9; 351 for size 26; 276 for size 23, QM7).
+    Tie-break (documented, deterministic, independent of the input atom order): rows whose norms
+    agree to 1e-12 of the molecule's largest norm (float noise) are ordered by descending nuclear
+    charge, then by their entries sorted in descending order, compared lexicographically
+    (rounded to 1e-9). dscribe keeps tied atoms in
+    input order and qmllib orders them otherwise, so two QM7 molecules with exactly tied norms
+    (0023, 0627) got different matrices from the two libraries, which moved predictions of models
+    containing them by up to 24 kcal/mol; here every input order of a molecule gives one matrix.
   * ``"unsorted"``: same without sorting (atom order as given; not permutation invariant).
   * ``"canonical"``: unsorted, after putting the atoms in a canonical chemical order derived from
     the geometry (RDKit canonical ranks of the heavy atoms, hydrogens after the atom they are bonded
@@ -34,8 +41,10 @@ from secureml.representations.base import Representation, check_molecule, regist
 from secureml.representations.canonical_order import canonical_atom_order
 
 _PERMUTATIONS = {"sorted": "sorted_l2", "unsorted": "none", "eigenspectrum": "eigenspectrum", "canonical": "none"}
-# Molecules per dscribe call: bounds the temporary (chunk, size*size) float64 array.
-_CHUNK = 4096
+# Molecules per vectorised batch: bounds the temporary (chunk, size, size) float64 arrays.
+_CHUNK = 1024
+# Relative tolerance under which two row norms count as tied (see the module docstring).
+TIE_RTOL = 1e-12
 
 
 @register_representation
@@ -64,7 +73,6 @@ class CoulombMatrix(Representation):
         if grid_bits is not None and not (0 <= int(grid_bits) <= 30):
             raise ModelError(f"grid_bits must be in 0..30, got {grid_bits!r}")
         self.grid_bits = None if grid_bits is None else int(grid_bits)
-        self._descriptor: Any = None
 
     # -- settings ------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -87,42 +95,77 @@ class CoulombMatrix(Representation):
             if len(dataset) == 0:
                 raise DataError("cannot fit a Coulomb-matrix size on an empty data set")
             self.size = max(len(z) for z in dataset.charges)
-            self._descriptor = None
         return self
 
     # -- features ------------------------------------------------------------------------------
-    def _dscribe(self) -> Any:
-        if self._descriptor is None:
-            from dscribe.descriptors import CoulombMatrix as _DscribeCM
-
-            self.n_features  # noqa: B018 -- raises a clear error if the size is still unknown
-            self._descriptor = _DscribeCM(n_atoms_max=self.size, permutation=_PERMUTATIONS[self.variant])
-        return self._descriptor
-
-    def _atoms(self, charges: Any, coordinates: Any, label: str) -> Any:
-        from ase import Atoms
-
+    def _check(self, charges: Any, coordinates: Any, label: str) -> tuple[np.ndarray, np.ndarray]:
         z, r = check_molecule(charges, coordinates, label)
         assert self.size is not None
         if z.size > self.size:
             raise DataError(
-                f"{label} has {z.size} atoms, more than the Coulomb-matrix size {self.size}; "
-                f"use a representation with a larger size (or size=None to fit it)"
+                f"{label} has {z.size} atoms; this model's Coulomb matrix holds at most {self.size} "
+                f"(train a model with --cm-size {z.size} or more to predict molecules this large)"
             )
         if self.variant == "canonical":
             order = canonical_atom_order(z, r)
             z, r = z[order], r[order]
-        return Atoms(numbers=z, positions=r)
+        return z, r
 
-    def _finish(self, raw: np.ndarray) -> np.ndarray:
-        """dscribe output (n, size*size) or (n, size) -> our (n, n_features) layout."""
+    def _matrices(self, mols: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(n, size, size) padded Coulomb matrices in the input atom order (vectorised)."""
         assert self.size is not None
+        n, s = len(mols), self.size
+        Z = np.zeros((n, s))
+        R = np.zeros((n, s, 3))
+        for i, (z, r) in enumerate(mols):
+            Z[i, : len(z)] = z
+            R[i, : len(z)] = r
+        # squared distances coordinate by coordinate (no (n, s, s, 3) temporary)
+        D2 = np.zeros((n, s, s))
+        for k in range(3):
+            diff = R[:, :, None, k] - R[:, None, :, k]
+            D2 += diff * diff
+        idx = np.arange(s)
+        # zero only on the diagonal and between padding atoms (real atoms are >= 0.1 A apart),
+        # where the product of charges is replaced or zero anyway: avoid 0/0
+        D2[D2 == 0.0] = 1.0
+        C = Z[:, :, None] * Z[:, None, :]  # 0 wherever a padding atom is involved
+        C /= np.sqrt(D2, out=D2)
+        C[:, idx, idx] = 0.5 * Z**2.4
+        return C
+
+    def _sorted(self, C: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Rows/columns by descending row norm; ties as the module docstring says."""
+        norms = np.linalg.norm(C, axis=2)
+        scale = np.maximum(norms.max(axis=1, keepdims=True), 1e-300)
+        key_norm = np.round(norms / scale / TIE_RTOL)  # equal for norms tied to TIE_RTOL
+        order = np.argsort(-key_norm, axis=1, kind="stable")
+        ks = np.take_along_axis(key_norm, order, axis=1)
+        tied = np.flatnonzero(((ks[:, 1:] == ks[:, :-1]) & (ks[:, 1:] > 0)).any(axis=1))
+        if tied.size:
+            # only molecules with tied norms need the full key (np.lexsort: last key is primary)
+            rows = np.round(-np.sort(-C[tied], axis=2), 9)  # each row's entries, descending
+            keys = np.concatenate([-np.moveaxis(rows[:, :, ::-1], 2, 0), -Z[tied][None], -key_norm[tied][None]], axis=0)
+            order[tied] = np.lexsort(keys, axis=-1)
+        C = np.take_along_axis(C, order[:, :, None], axis=1)
+        return np.take_along_axis(C, order[:, None, :], axis=2)
+
+    def _features(self, mols: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        assert self.size is not None
+        C = self._matrices(mols)
         if self.variant == "eigenspectrum":
-            out = np.ascontiguousarray(raw, dtype=np.float64)
+            ev = np.linalg.eigvalsh(C)
+            # by descending absolute value; +x before -x for a deterministic order
+            order = np.lexsort((-ev, -np.abs(ev)), axis=-1)
+            out = np.take_along_axis(ev, order, axis=1)
         else:
+            if self.variant == "sorted":
+                Z = np.zeros((len(mols), self.size))
+                for i, (z, _) in enumerate(mols):
+                    Z[i, : len(z)] = z
+                C = self._sorted(C, Z)
             iu = np.triu_indices(self.size)
-            mats = raw.reshape(raw.shape[0], self.size, self.size)
-            out = np.ascontiguousarray(mats[:, iu[0], iu[1]], dtype=np.float64)
+            out = np.ascontiguousarray(C[:, iu[0], iu[1]], dtype=np.float64)
         if self.grid_bits is not None:
             scale = float(1 << self.grid_bits)
             out = np.rint(out * scale) / scale
@@ -133,26 +176,20 @@ class CoulombMatrix(Representation):
         n_feat = self.n_features  # raises if unfitted with size=None
         out = np.empty((len(dataset), n_feat), dtype=np.float64)
         names = dataset.names if len(dataset.names) == len(dataset) else None
-        desc = self._dscribe()
         for start in range(0, len(dataset), _CHUNK):
             stop = min(start + _CHUNK, len(dataset))
-            systems = [
-                self._atoms(
-                    dataset.charges[i],
-                    dataset.coordinates[i],
-                    f"molecule {i}" + (f" ({names[i]})" if names else ""),
-                )
+            mols = [
+                self._check(dataset.charges[i], dataset.coordinates[i],
+                            f"molecule {i}" + (f" ({names[i]})" if names else ""))
                 for i in range(start, stop)
             ]
-            raw = np.asarray(desc.create(systems, n_jobs=1))
-            out[start:stop] = self._finish(raw.reshape(stop - start, -1))
+            out[start:stop] = self._features(mols)
         return out
 
     def transform_one(self, charges: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
         """Features of one molecule, shape (n_features,)."""
         self.n_features  # noqa: B018 -- raises a clear error if the size is still unknown
-        raw = np.asarray(self._dscribe().create(self._atoms(charges, coordinates, "molecule")))
-        return self._finish(raw.reshape(1, -1))[0]
+        return self._features([self._check(charges, coordinates, "molecule")])[0]
 
     def to_matrix(self, features: np.ndarray) -> np.ndarray:
         """Rebuild the symmetric (size, size) matrices from upper-triangle features."""
@@ -167,9 +204,3 @@ class CoulombMatrix(Representation):
         m[:, iu[0], iu[1]] = f
         m[:, iu[1], iu[0]] = f
         return m if np.ndim(features) == 2 else m[0]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The dscribe object wraps a C++ extension; rebuild it lazily after unpickling/cloning.
-        state = dict(self.__dict__)
-        state["_descriptor"] = None
-        return state

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from secureml.data.dataset import MolecularDataset
+from secureml.data.formats import symbol
 from secureml.errors import DataError, ModelError
 from secureml.representations.base import Representation, check_molecule, register_representation
 
@@ -100,6 +101,9 @@ class FCHL19(Representation):
             basis settings (qmllib names).
         dtype: "float32" (default; halves the memory of large sets, the random-feature model
             computes its features in float32 anyway) or "float64".
+        extend_elements: if True, :meth:`fit` adds every element of the training molecules to
+            ``elements`` (S, Cl, Br, P ...), so a model covers the chemistry it was trained on; the
+            fitted list is what get_params() records in the model file.
     """
 
     name = "fchl19"
@@ -118,9 +122,11 @@ class FCHL19(Representation):
         three_body_decay: float = 2.1,
         three_body_weight: float = 60.1,
         dtype: str = "float32",
+        extend_elements: bool = False,
     ) -> None:
-        self.elements = [int(e) for e in elements]
-        if len(set(self.elements)) != len(self.elements) or not self.elements:
+        self.extend_elements = bool(extend_elements)
+        self.elements = sorted(int(e) for e in elements) if extend_elements else [int(e) for e in elements]
+        if len(set(self.elements)) != len(self.elements) or not (self.elements or extend_elements):
             raise ModelError(f"FCHL19 elements must be distinct nuclear charges, got {elements!r}")
         self.rcut = float(rcut)
         self.acut = float(rcut if acut is None else acut)
@@ -147,7 +153,15 @@ class FCHL19(Representation):
             "nRs2": self.nRs2, "nRs3": self.nRs3, "eta2": self.eta2, "eta3": self.eta3,
             "two_body_decay": self.two_body_decay, "three_body_decay": self.three_body_decay,
             "three_body_weight": self.three_body_weight, "dtype": self.dtype,
+            **({"extend_elements": True} if self.extend_elements else {}),
         }
+
+    def fit(self, dataset: MolecularDataset) -> "FCHL19":
+        """With ``extend_elements``, add the elements of ``dataset`` to :attr:`elements`."""
+        if self.extend_elements and len(dataset):
+            seen = {int(z) for c in dataset.charges for z in np.unique(np.asarray(c))}
+            self.elements = sorted(set(self.elements) | seen)
+        return self
 
     def transform_one(self, charges: np.ndarray, coordinates: np.ndarray, label: str = "molecule") -> np.ndarray:
         """(n_atoms, n_features) environments of one molecule (Angstrom coordinates)."""
@@ -157,8 +171,8 @@ class FCHL19(Representation):
         unknown = sorted(set(z.tolist()) - set(self.elements))
         if unknown:
             raise DataError(
-                f"{label}: element(s) with nuclear charge {unknown} not covered by FCHL19 "
-                f"elements {self.elements}"
+                f"{label} contains {', '.join(symbol(e) for e in unknown)}: the model never saw it in training "
+                f"(it covers {', '.join(symbol(e) for e in self.elements)}); train on molecules that contain it"
             )
         rep = generate_fchl19(
             z, r, elements=self.elements, nRs2=self.nRs2, nRs3=self.nRs3, eta2=self.eta2,

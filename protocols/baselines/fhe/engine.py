@@ -124,8 +124,9 @@ def serve_one(
     ch.send_json({"ok": True, "params": p.to_dict()})
     answer = ch.recv_json(max_bytes=4096)
     if not isinstance(answer, dict) or not answer.get("ready"):
-        reason = answer.get("abort") if isinstance(answer, dict) else None
-        raise ProtocolError(f"client aborted: {reason or 'malformed reply'}")
+        # never quote the client's reply (a reason could name its query): a fixed wording
+        rejected = isinstance(answer, dict) and answer.get("abort") == "query-rejected"
+        raise ProtocolError("client rejected its query" if rejected else "client sent a malformed ready message")
     # model preparation overlaps with the client's key generation (both are offline work)
     t_prep = time.perf_counter()
     sm = S.prepare(model, p, cache=cache)
@@ -193,8 +194,8 @@ def predict(ch: Channel, queries: np.ndarray, **_opts: Any) -> tuple[np.ndarray,
     try:
         for q in Q:
             C.check_query(p, q)
-    except DataError as exc:
-        ch.send_json({"abort": str(exc)})
+    except DataError:
+        ch.send_json({"abort": "query-rejected"})  # the fixed code, never why (it names the query)
         raise
     ch.send_json({"ready": True})
     ctx = sb.make_context(p.poly_degree, p.coeff_bits)

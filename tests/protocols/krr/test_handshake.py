@@ -8,7 +8,8 @@ import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel
-from protocols.krr.handshake import (MAX_QUERIES_PER_SESSION, client_abort, client_hello, client_ready,
+from protocols.krr.handshake import (CLIENT_MALFORMED, CLIENT_REJECTED, MAX_QUERIES_PER_SESSION, client_abort,
+                                     client_hello, client_ready,
                                      server_handshake)
 from protocols.net.transport import local_channel_pair
 from secureml.errors import ProtocolError
@@ -43,9 +44,18 @@ def test_abort_and_bad_hellos_end_with_clear_errors():
     t = threading.Thread(target=_serve, args=(c0, box))
     t.start()
     client_hello(c1, 1)
-    client_abort(c1, "queries out of bounds")
+    client_abort(c1)  # the fixed code: why a query was rejected names the query
     t.join(10)
-    assert "client aborted: queries out of bounds" in str(box["error"])
+    assert str(box["error"]) == CLIENT_REJECTED
+    # a client that sends its own reason anyway: the server does not quote it
+    c0, c1 = local_channel_pair(timeout=10)
+    box = {}
+    t = threading.Thread(target=_serve, args=(c0, box))
+    t.start()
+    client_hello(c1, 1)
+    c1.send_json({"abort": "molecule CCO.xyz\nforged log line"})
+    t.join(10)
+    assert str(box["error"]) == CLIENT_MALFORMED and "CCO" not in str(box["error"])
     for n in (0, MAX_QUERIES_PER_SESSION + 1):
         c0, c1 = local_channel_pair(timeout=10)
         box = {}

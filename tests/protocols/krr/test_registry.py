@@ -64,4 +64,6 @@ def test_a_swapped_provider_reaches_the_krr_protocols(kernel):
     for p in (p0, p1):
         # every OT correlation of the session came through the provider the party was given
         assert isinstance(p.provider, CountingProvider) and p.provider.setups == [4]
-        assert p.provider.uses > 10
+        # (protocol 3's Gaussian session touches its OT engines 7 times: flag chain, table OT and
+        # one inner product -- the cross term is lattice HE, which needs no OT)
+        assert p.provider.uses > 5

@@ -20,12 +20,15 @@ from secureml.models.pipeline import MolecularModel
 from secureml.representations import CoulombMatrix
 
 
-def _start(cmd):
+def _start(cmd, head: list[str] | None = None):
+    """Start a server process; the lines it printed before "serving" go to ``head``."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.time() + 60
     while time.time() < deadline:
         line = proc.stdout.readline()
+        if head is not None:
+            head.append(line)
         if "serving" in line:
             return proc, int(line.rsplit(":", 1)[1])
         if not line and proc.poll() is not None:
@@ -34,8 +37,11 @@ def _start(cmd):
     raise AssertionError("server did not start: " + (proc.stdout.read() or ""))
 
 
-@pytest.mark.parametrize("kernel,sigma,grid", [("gaussian", 50.0, None), ("laplacian", 1000.0, 8)])
-def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
+@pytest.mark.parametrize("kernel,sigma,grid,cross,security", [
+    ("gaussian", 50.0, None, "he", "auto"), ("gaussian", 50.0, None, "ot", "semi-honest"),
+    ("laplacian", 1000.0, 8, "he", "semi-honest")])
+def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
+    """`--security auto` (the default) serves an exact kernel semi-honest and says so at start-up."""
     data = load_embedded()
     tr, te = embedded_split(0)
     train, test = data.subset(tr[:150]), data.subset(te[:2])
@@ -44,8 +50,10 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
     model.fit(train)
     path = model.save(tmp_path / "model.npz")
     write_extxyz(test, tmp_path / "queries.xyz")
+    head: list[str] = []
     proc, port = _start([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path),
-                         "--port", "0", "--max-sessions", "1"])
+                         "--port", "0", "--max-sessions", "1", "--cross-term", cross]
+                        + ([] if security == "auto" else ["--security", security]), head)
     try:
         out = subprocess.run(
             [sys.executable, "-m", "secureml.cli", "predict", "--server", f"127.0.0.1:{port}",
@@ -57,8 +65,10 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid):
         got = [r["prediction"] for r in json.loads((tmp_path / "out.json").read_text())["predictions"]]
         np.testing.assert_allclose(got, model.predict(test), atol=1e-2)
         proc.wait(timeout=60)
-        log = proc.stdout.read()
+        log = "".join(head) + proc.stdout.read()
         assert "session peer=" in log  # one line per prediction session, no data
+        if security == "auto":
+            assert "served semi-honest" in log and "docs/malicious.md" in log
     finally:
         proc.kill()
 

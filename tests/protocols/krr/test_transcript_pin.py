@@ -42,15 +42,19 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 3: version 2's transcripts (main before the service split, 5aa8467)
-#: plus the public ``output_defense`` parameter, 20 bytes more in the handshake; the compact pin counts
-#: bytes without the public model file, whose format grew in format 3 of model files
+#: pinned at PROTOCOL_VERSION 6 (6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
+#: security mode (exact kernels semi-honest through the API default; compact sessions
+#: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
+#: 5 the lattice cross term of the Gaussian kernel (SEAL's randomness seeded from the seeded Party,
+#: protocols/mpc/bfv.py; borrow-free exponential, weights in the table; "cross_term" field).
+#: The compact pin counts bytes without the public model file (its format grew in format 3 of
+#: model files).
 PINS = {
-    "krr-gaussian": (155, 85112, "317448f08a7eddad8f14147da512ebdade52905722c564aa547b016ade86bf7e"),
-    "krr-laplacian": (121, 92967, "e559cdd58f29f67b204c1ed3c4fc1cbc08db272391b02ce6d76cf8024aae7cfe"),
-    "linear": (22, 32276, "36ab36549aec61aa935cae6b76d54518be62fd0383eb168dade3d632998a3be5"),
+    "krr-gaussian": (66, 1565173, "d5e2fbedc1cf98ad6a6e0eb28a4ec249229c7acb81b5a7f9bcfacd65cdb55657"),
+    "krr-laplacian": (96, 75388, "8e460fd07f1d260d453f3879c9a5c2908110fc668c4eb60b7dded97af80dd597"),
+    "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
-PINNED_VERSION = 3
+PINNED_VERSION = 6
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

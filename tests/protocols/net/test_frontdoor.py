@@ -185,13 +185,18 @@ def test_tokens_refuse_unauthenticated_clients_before_any_protocol_work(tmp_path
 
 
 def test_admit_hook_can_refuse():
+    calls = []
+
     def admit(ctx):
-        raise Refused("query budget exhausted", code="budget")
+        calls.append(ctx.n_queries)
+        raise Refused("query budget exhausted", code="budget", retry_after=3600.0)
 
     with server(admit=admit) as (port, h, _):
-        with pytest.raises(ServerRefused, match="budget") as e:
+        t0 = time.monotonic()
+        with pytest.raises(ServerRefused, match="budget exhausted.*retry after 3600 s") as e:
             honest(port)
         assert e.value.code == "budget" and h.calls == 0
+        assert calls == [1] and time.monotonic() - t0 < 3  # final: not retried like "busy"
 
 
 def test_client_against_a_silent_or_foreign_server_fails_fast():

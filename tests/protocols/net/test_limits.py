@@ -92,3 +92,17 @@ def test_fast_reads_are_unaffected():
     assert ca.recv(max_bytes=len(payload)) == payload
     t.join()
     ca.close(); cb.close()
+
+
+@pytest.mark.parametrize("code", [b",", b"i8,i8", b"(2,)i8", b"O", b"V8", b"c16", b"S4", b"<f8 ", b"\xff"])
+def test_array_header_dtype_is_whitelisted(code):
+    """Found by bench/serving_fuzz: a dtype of "," made numpy's dtype parser raise SyntaxError."""
+    import struct
+
+    a, b = socket.socketpair()
+    ch = TCPChannel(a, timeout=2.0, background_writes=False)
+    body = b"\x93A" + bytes([len(code)]) + code + bytes([1]) + struct.pack("<Q", 1) + b"\x00" * 8
+    b.sendall(_PREFIX.pack(len(body)) + body)
+    with pytest.raises(MalformedMessage):
+        ch.recv_array()
+    b.close()

@@ -395,3 +395,24 @@ def test_gigabyte_vector_cot():
     assert p.c1.messages_received > 100
     # Outputs are 2 GiB (x0 and y); the working set on top of them stays well below 1 GiB.
     assert (rss1 - rss0) * 1024 < 3.2 * 2**30
+
+
+@pytest.mark.parametrize("pool", [5, 7, 13])
+def test_lut_from_pool_not_a_multiple_of_m(pool):
+    """A table OT served from a pool whose size is not a multiple of m (was a reshape error)."""
+    p = Pair(chunk=1024)
+    p.run(p.S.setup, p.R.setup)
+    p.run(lambda: p.S.precompute(pool), lambda: p.R.precompute(pool))
+    rng = np.random.default_rng(pool)
+    m, n = 3, 10
+    tables = rng.integers(0, 2**64, (n, 2**m), dtype=U64, endpoint=False)
+    idx = rng.integers(0, 2**m, n)
+    _, y = p.run(lambda: p.S.lut_send(tables), lambda: p.R.lut_recv(idx, m))
+    assert np.array_equal(y, tables[np.arange(n), idx])
+    # the pool remainder (< m) is still consumed, in order, by a later call
+    assert p.S.pool_size == p.R.pool_size == pool % m
+    c = rng.integers(0, 2, 40).astype(np.uint8)
+    delta = rng.integers(0, 2**64, 40, dtype=U64, endpoint=False)
+    x0, got = p.run(lambda: p.S.cot_send(delta), lambda: p.R.cot_recv(c))
+    assert np.array_equal(got, x0 + c.astype(U64) * delta)
+    assert p.S.pool_size == p.R.pool_size == 0

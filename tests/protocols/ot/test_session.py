@@ -106,3 +106,31 @@ def test_malformed_requests_are_refused():
     c0.send_json({"op": "ot-session", "resumed": False, "ticket": "00" * 16, "nonce": "11" * 16, "k": 3})
     with pytest.raises(ProtocolError, match="k=3"):
         client_start(Party(c1, 1), "server-b", ClientTickets())
+
+
+def test_exclusive_ticket_is_taken_and_given_back_only_on_success():
+    """Client-malicious mode: a resumed state is out of the store while its session runs and comes
+    back only through release() (a failed session drops it)."""
+    store, tickets = TicketStore(), ClientTickets()
+    c0, c1 = local_channel_pair(timeout=30)
+    out = {}
+    t = threading.Thread(target=lambda: out.__setitem__("info", server_start(Party(c0, 0), store, exclusive=True)))
+    t.start()
+    client_start(Party(c1, 1), "server-a", tickets)
+    t.join(30)
+    assert len(store) == 0  # a fresh state is stored only after its session succeeded
+    out["info"]["release"]()
+    assert len(store) == 1
+    c0, c1 = local_channel_pair(timeout=30)
+    t = threading.Thread(target=lambda: out.__setitem__("info", server_start(Party(c0, 0), store, exclusive=True)))
+    t.start()
+    reply = client_start(Party(c1, 1), "server-a", tickets)
+    t.join(30)
+    assert reply["resumed"] and len(store) == 0  # taken: no concurrent session can resume it
+    # no release (the session failed): the state is gone
+    c0, c1 = local_channel_pair(timeout=30)
+    t = threading.Thread(target=lambda: out.__setitem__("info", server_start(Party(c0, 0), store, exclusive=True)))
+    t.start()
+    reply = client_start(Party(c1, 1), "server-a", tickets)
+    t.join(30)
+    assert not reply["resumed"]

@@ -27,7 +27,7 @@ def test_whitebox_on_api_is_not_applicable(tmp_path, capsys):
 
 
 def test_report_leakage_small(tmp_path, capsys):
-    rc = main(["report", "leakage", "--attacks", "mia,whitebox", "--deployments", "model-file,api",
+    rc = main(["report", "leakage", "--quick", "--attacks", "mia,whitebox", "--deployments", "model-file,api",
                "--out", str(tmp_path)])
     assert rc == 0
     rows = json.loads((tmp_path / "leakage.json").read_text())
@@ -35,5 +35,11 @@ def test_report_leakage_small(tmp_path, capsys):
     assert cells[("whitebox", "model-file")]["value"] > 0.95
     assert cells[("whitebox", "api")]["status"] == "n/a"
     assert cells[("mia", "api")]["value"] > 0.95
+    # every ok cell: leakage beside its chance baseline, and the attacker's total cost
+    mia = cells[("mia", "api")]
+    assert mia["baseline"] == 0.5 and abs(mia["advantage"] - (mia["value"] - 0.5)) < 1e-12
+    assert mia["total_bytes"] == mia["queries"] * 8 * 436  # raw float64 payload of the plaintext API
+    assert cells[("whitebox", "model-file")]["total_bytes"] > 1e5  # the downloaded model file
+    assert cells[("whitebox", "model-file")]["total_seconds"] > 0
     assert (tmp_path / "leakage.png").stat().st_size > 1000 and (tmp_path / "leakage.csv").exists()
     assert "model file" in capsys.readouterr().out

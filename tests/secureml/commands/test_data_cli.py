@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from secureml.cli import main
 from secureml.data import embedded_split, load_embedded, read_extxyz
@@ -66,3 +67,21 @@ def test_label_smiles_and_xyz(tmp_path, capsys):
     assert "C1CC" in capsys.readouterr().err
     assert main(["data", "label", "--smiles", "C", "C1CC", "--keep-going", "--out", str(out)]) == 1
     assert json.loads(out.with_suffix(".json").read_text())["failed"][0]["input"] == "C1CC"
+
+
+def test_every_command_help_shows_defaults() -> None:
+    """`--help` of every command builds, and options state their defaults."""
+    import contextlib
+    import io
+
+    from secureml.cli import _command_modules, main
+
+    for name in _command_modules():
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0, name
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "(default: 0.2)" in buf.getvalue() and "(default: embedded)" in buf.getvalue()

@@ -61,7 +61,7 @@ def test_fchl19_shapes_params_and_registry():
 
 def test_fchl19_bad_input():
     rep = FCHL19()
-    with pytest.raises(DataError, match="nuclear charge \\[16\\]"):
+    with pytest.raises(DataError, match="contains S: the model never saw it in training"):
         rep.transform_one(np.array([16, 1, 1]), np.zeros((3, 3)) + np.arange(3)[:, None])
     with pytest.raises(DataError, match="NaN"):
         rep.transform_one(np.array([6, 1]), np.array([[0.0, 0, 0], [np.nan, 0, 0]]))
@@ -189,3 +189,34 @@ def test_public_pca_set_is_disjoint_from_training_molecules(small):
     m = LocalRandomFeatureModel(nstacks=1, pca_n_molecules=300, pca_environments=200, device="cpu")
     m.fit(small["env_train"], small["train"].properties[PROP])
     assert m.pca_source_["kind"] == "public-qm9" and m.pca_source_["overlap_with_train"] == 0
+
+
+def test_local_sorf_trains_and_predicts_sulfur_and_chlorine(tmp_path):
+    """Elements beyond QM9's (S, Cl) are added from the training data; their PCA basis comes from the
+    training environments (QM9 has none), recorded in the model; an unseen element (Br) is refused
+    by name."""
+    import warnings
+
+    from secureml.data.geometry import smiles_to_molecule
+    from secureml.models import build_model
+
+    smiles = ["CS", "CCS", "CSC", "OCCS", "CSSC", "CCl", "ClCCl", "CCCl", "ClC=C", "SCCCl", "CC(S)C",
+              "CCSC", "ClCC=O", "CN", "CO", "CC", "CCO", "CSCCl"]
+    mols = [smiles_to_molecule(s, relax="mmff") for s in smiles]
+    counts = np.array([[np.sum(z == e) for e in (1, 6, 7, 8, 16, 17)] for z, _ in mols], float)
+    y = counts @ np.array([-60.0, -150.0, -110.0, -100.0, -90.0, -70.0]) + np.arange(len(mols)) * 0.1
+    ds = MolecularDataset([z for z, _ in mols], [x for _, x in mols], {"e": y}, list(smiles))
+    model = build_model("local-sorf", npcas=16, nstacks=2, pca_n_molecules=100, pca_environments=64)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model.fit(ds, "e")
+    assert any("PCA basis was fitted on the training molecules" in str(x.message) for x in w)
+    assert model.representation.elements == [1, 6, 7, 8, 9, 16, 17]
+    assert model.estimator.pca_source_["elements_from_train"] == [16, 17]
+    path = model.save(tmp_path / "s.npz")
+    back = MolecularModel.load(path)
+    np.testing.assert_allclose(back.predict(ds), model.predict(ds), atol=1e-6)
+    assert np.abs(model.predict(ds) - y).mean() < 5.0
+    z, x = smiles_to_molecule("CBr", relax="mmff")
+    with pytest.raises(DataError, match="contains Br: the model never saw it in training"):
+        back.predict(MolecularDataset([z], [x], names=["CBr"]))

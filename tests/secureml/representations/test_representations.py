@@ -158,7 +158,7 @@ def test_bad_molecules_give_data_errors() -> None:
     cm = CoulombMatrix(size=5)
     m = molecule("CH3CH2OH")  # 9 atoms > 5
     ds = MolecularDataset([m.numbers], [m.positions], names=["ethanol"])
-    with pytest.raises(DataError, match="ethanol.*9 atoms.*size 5"):
+    with pytest.raises(DataError, match=r"ethanol\) has 9 atoms; this model's Coulomb matrix holds at most 5 \(train a model with --cm-size 9"):
         cm.transform(ds)
     w = molecule("H2O")
     bad = w.positions.copy()
@@ -221,3 +221,24 @@ def test_canonical_cm_is_permutation_invariant_and_heavy_atoms_first():
     # odd inputs still get an order: one atom; two atoms too far apart to bond
     assert list(canonical_atom_order(np.array([6]), np.zeros((1, 3)))) == [0]
     assert sorted(canonical_atom_order(np.array([1, 8]), np.array([[0, 0, 0], [9.0, 0, 0]]))) == [0, 1]
+
+
+def test_sorted_tie_break_is_independent_of_atom_order() -> None:
+    """Rows with tied norms are ordered by a documented key (charge, then sorted row entries), so
+    every input order of a molecule gives the same matrix (dscribe keeps tied atoms in input order)."""
+    from secureml.data import load_embedded
+
+    ds = load_embedded().subset(np.arange(0, 3900, 13))
+    cm = CoulombMatrix(size=29)
+    rng = np.random.default_rng(0)
+    for z, r in zip(ds.charges, ds.coordinates):
+        ref = cm.transform_one(z, r)
+        for _ in range(3):
+            p = rng.permutation(len(z))
+            np.testing.assert_array_equal(cm.transform_one(z[p], r[p]), ref)
+    # an exact tie with different rows: two H at the same distance from C, one of them near an O
+    z = np.array([6, 1, 1, 8])
+    r = np.array([[0, 0, 0], [1.1, 0, 0], [-1.1, 0, 0], [1.1, 1.5, 0.0]], float)
+    a = cm.transform_one(z, r)
+    b = cm.transform_one(z[[0, 2, 1, 3]], r[[0, 2, 1, 3]])
+    np.testing.assert_array_equal(a, b)

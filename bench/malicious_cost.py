@@ -1,0 +1,210 @@
+"""What client-malicious security costs next to the semi-honest protocols, measured in one run.
+
+    python -m bench.malicious_cost --out docs/malicious                      # compact RFF model + OT check
+    python -m bench.malicious_cost --sessions 20 --ot-sizes 100000,1000000,3000000 --out docs/malicious
+
+Three parts, all on this machine in one run (the two modes interleaved session by session, so
+load drifts hit both alike):
+
+* **compact** (random-Fourier-feature model, sorted CM, 4,096 features, embedded data): two
+  server processes on TCP loopback, one per ``--security`` mode; the query owner alternates
+  sessions between them (fresh base OTs and resumed OT sessions). Per mode: client wall time
+  (median), bytes each way and rounds (exact: they do not vary), the prediction's agreement.
+* **ot-extension**: the consistency check alone, at the scale an exact-kernel protocol would need
+  it: n SoftSpoken (k = 4) COTs checked vs unchecked over an in-process channel pair.
+* **exact**: the Gaussian and Laplacian protocols have no client-malicious mode (docs/malicious.md);
+  their semi-honest cost is `bench/krr_cost.py`'s (docs/double-blind.md), not re-run here.
+
+Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODES = ("semi-honest", "client-malicious")
+
+
+def _server(path: str, security: str, n_sessions: int, q: Any) -> None:
+    from protocols.krr import ServedModel, serve
+
+    served = ServedModel.from_file(path, security=security)
+    serve(served, "127.0.0.1", 0, max_sessions=n_sessions, on_ready=q.put, concurrency=1)
+
+
+def _fit_rff(cache: Path) -> tuple[Path, Any]:
+    from secureml.data import embedded_split, load_embedded
+    from secureml.models import build_model
+
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "rff_gaussian_4096.npz"  # 14 MB: kept out of the results folder
+    if not path.exists():
+        mm = build_model("rff-gaussian")
+        mm.property_name = "U0_atomization"
+        mm.fit(data.subset(tr[:2048]))
+        mm.save(path)
+    return path, data.subset(te[:64])
+
+
+def compact(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Alternate sessions between a semi-honest and a client-malicious server of one model."""
+    from protocols.krr import predict
+    from protocols.krr.featurize import molecules_featurizer
+    from secureml.models.pipeline import MolecularModel
+
+    path, mols = _fit_rff(args.model_dir)
+    mm = MolecularModel.load(path)
+    ctx = mp.get_context("spawn")
+    ports, procs = {}, []
+    n = 2 * args.sessions + 1
+    for mode in MODES:
+        q = ctx.Queue()
+        p = ctx.Process(target=_server, args=(str(path), mode, n, q), daemon=True)
+        p.start()
+        procs.append(p)
+        ports[mode] = q.get(timeout=180)
+    rows: list[dict[str, Any]] = []
+    try:
+        # one warm-up session per server: the public feature map (14 MB, once per client and model,
+        # cached) and the OT-session ticket the resumed sessions present
+        for mode in MODES:
+            predict(f"127.0.0.1:{ports[mode]}", featurize=molecules_featurizer(mols.subset([0])))
+        for resume in (False, True):
+            for s in range(args.sessions):
+                mol = mols.subset([s % len(mols)])
+                want = float(mm.predict(mol)[0])
+                for mode in (MODES if s % 2 == 0 else MODES[::-1]):
+                    t0 = time.perf_counter()
+                    y, cost = predict(f"127.0.0.1:{ports[mode]}", featurize=molecules_featurizer(mol),
+                                      resume_ot=resume)
+                    wall = time.perf_counter() - t0
+                    rows.append({"part": "compact", "model": "rff-gaussian-4096", "mode": mode,
+                                 "resumed": bool(cost.extra.get("resumed")), "session": s, "wall_s": wall,
+                                 "client_sent_B": cost.bytes_sent, "client_received_B": cost.bytes_received,
+                                 "rounds": cost.rounds, "abs_error": abs(float(y[0]) - want)})
+    finally:
+        for p in procs:
+            p.join(60)
+            if p.is_alive():
+                p.kill()
+    return rows
+
+
+def ot_check(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """n SoftSpoken COTs with and without the consistency check (in-process channel pair)."""
+    from protocols.net.transport import local_channel_pair
+    from protocols.ot.softspoken import SoftSpokenReceiver, SoftSpokenSender
+
+    rows = []
+    for n in [int(v) for v in args.ot_sizes.split(",") if v.strip()]:
+        for rep in range(args.ot_reps):
+            for checked in ((False, True) if rep % 2 == 0 else (True, False)):
+                c0, c1 = local_channel_pair(timeout=600)
+                s, r = SoftSpokenSender(c0, k=4), SoftSpokenReceiver(c1, k=4)
+                th = threading.Thread(target=s.setup)
+                th.start()
+                r.setup()
+                th.join()
+                s.checked = r.checked = checked
+                s0, r0, rounds0 = c1.bytes_sent, c1.bytes_received, c1.stats()["rounds"]
+                rng = np.random.default_rng(n)
+                delta = rng.integers(0, 2**63, n).astype(np.uint64)
+                choice = rng.integers(0, 2, n).astype(np.uint8)
+                out: dict[str, Any] = {}
+                t0 = time.perf_counter()
+                th = threading.Thread(target=lambda: out.__setitem__("x0", s.cot_send(delta, bits=64)))
+                th.start()
+                got = r.cot_recv(choice, bits=64)
+                th.join()
+                wall = time.perf_counter() - t0
+                assert np.array_equal(got, out["x0"] + choice.astype(np.uint64) * delta)
+                rows.append({"part": "ot-extension", "model": f"softspoken-k4-cot-{n}",
+                             "mode": "client-malicious" if checked else "semi-honest", "resumed": False,
+                             "session": rep, "wall_s": wall,
+                             "client_sent_B": c1.bytes_sent - s0, "client_received_B": c1.bytes_received - r0,
+                             "rounds": c1.stats()["rounds"] - rounds0, "abs_error": 0.0})
+                c0.close()
+                c1.close()
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (part, model, resumed): medians per mode and the client-malicious / semi-honest ratios."""
+    out = []
+    keys = sorted({(r["part"], r["model"], r["resumed"]) for r in rows})
+    for part, model, resumed in keys:
+        sel = {m: [r for r in rows if (r["part"], r["model"], r["resumed"], r["mode"]) == (part, model, resumed, m)]
+               for m in MODES}
+        if not all(sel.values()):
+            continue
+        agg = {}
+        for m, rs in sel.items():
+            total = [r["client_sent_B"] + r["client_received_B"] for r in rs]
+            agg[m] = {"wall_s_median": statistics.median(r["wall_s"] for r in rs),
+                      "bytes_total": int(statistics.median(total)), "bytes_min": int(min(total)),
+                      "bytes_max": int(max(total)),
+                      "rounds": int(statistics.median(r["rounds"] for r in rs)),
+                      "max_abs_error": max(r["abs_error"] for r in rs), "n": len(rs)}
+        sh, cm = agg["semi-honest"], agg["client-malicious"]
+        out.append({"part": part, "model": model, "resumed": resumed, "semi_honest": sh, "client_malicious": cm,
+                    "ratio_time": cm["wall_s_median"] / sh["wall_s_median"],
+                    "ratio_bytes": cm["bytes_total"] / sh["bytes_total"],
+                    "extra_bytes": cm["bytes_total"] - sh["bytes_total"],
+                    "extra_rounds": cm["rounds"] - sh["rounds"]})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=12, help="sessions per mode and resumption setting")
+    ap.add_argument("--ot-sizes", default="100000,1000000", help="COT counts for the OT-check part (comma list)")
+    ap.add_argument("--ot-reps", type=int, default=3, help="repetitions per COT count and mode")
+    ap.add_argument("--skip-compact", action="store_true", help="only the OT-extension part")
+    ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
+    ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "secureml-bench",
+                    help="where the fitted compact model is kept between runs")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    if not args.skip_compact:
+        rows += compact(args)
+    rows += ot_check(args)
+    summary = summarize(rows)
+    for s in summary:
+        print(f"{s['part']:12s} {s['model']:24s} resumed={str(s['resumed']):5s} "
+              f"time {s['semi_honest']['wall_s_median'] * 1e3:8.1f} -> {s['client_malicious']['wall_s_median'] * 1e3:8.1f} ms "
+              f"(x{s['ratio_time']:.2f})  bytes {s['semi_honest']['bytes_total']:,} -> {s['client_malicious']['bytes_total']:,} "
+              f"(x{s['ratio_bytes']:.3f}, +{s['extra_bytes']:,} B)  rounds {s['semi_honest']['rounds']} -> "
+              f"{s['client_malicious']['rounds']}")
+    import os
+
+    meta = {"command": "python -m bench.malicious_cost " + " ".join(sys.argv[1:] if argv is None else argv),
+            "host": platform.node(), "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (args.out / "malicious_cost.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows},
+                                                             indent=2))
+    with open(args.out / "malicious_cost.csv", "w", newline="") as f:
+        cols = ["part", "model", "mode", "resumed", "session", "wall_s", "client_sent_B", "client_received_B",
+                "rounds", "abs_error"]
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

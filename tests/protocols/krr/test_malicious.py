@@ -1,0 +1,456 @@
+"""Client-malicious double-blind KRR (issue 12): real deviating clients over TCP against `serve`.
+
+The servers run `protocols.krr.serve` over real TCP in threads of the test process (their log
+captured; the `secureml serve` CLI process is exercised by test_service_e2e.py and the acceptance
+check); each attack is a client that patches one of its own protocol steps -- on the client's
+thread only -- or flips bytes of its own messages, and talks to them over TCP. Every test ends in an abort or in the ideal output f(q') for the q' the client's
+choice bits encode; and the server keeps serving honest clients afterwards.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protocols.krr import predict
+from protocols.krr.featurize import Featurizer
+from protocols.krr import linear as lin
+from protocols.krr.params import ABORT_CODE, PublicParams
+from protocols.ot import session as ot_session
+from protocols.ot.softspoken import SoftSpokenReceiver
+from secureml.data import embedded_split, load_embedded
+from secureml.errors import SecureMLError
+from secureml.models.krr import KernelRidge
+from secureml.models.pipeline import MolecularModel
+from secureml.models.random_features import RandomFourierRidge
+from secureml.representations import CoulombMatrix
+
+U64 = np.uint64
+OUTCOMES: list[str] = []
+
+
+class InProcessServer:
+    """`protocols.krr.serve` in a thread of this process (real TCP), its log captured: for servers
+    whose client-side patches cannot leak into them (the exact model in client-malicious mode)."""
+
+    def __init__(self, model: Path, security: str) -> None:
+        import logging
+
+        from protocols.krr import ServedModel, serve
+
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.port = 0
+        self.lines: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda rec: self.lines.append(rec.getMessage())  # type: ignore[method-assign]
+        logging.getLogger("secureml.serve").addHandler(handler)
+        self._handler = handler
+        # a small public calibration set (the bounds' default uses 490 embedded molecules)
+        served = ServedModel.from_file(str(model), security=security,
+                                       calibration=load_embedded().subset(np.arange(0, 3921, 61)))
+        self.log = Path(model).with_suffix(".log")
+
+        def on_ready(port: int) -> None:
+            self.port = port
+            self.ready.set()
+
+        def run() -> None:
+            serve(served, "127.0.0.1", 0, on_ready=on_ready, stop=self.stop_event, session_timeout=20)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def wait(self) -> "InProcessServer":
+        assert self.ready.wait(60), "in-process server did not start"
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> None:
+        import logging
+
+        self.stop_event.set()
+        self.thread.join(5)
+        logging.getLogger("secureml.serve").removeHandler(self._handler)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Three `secureml serve` processes, started in parallel: a compact random-Fourier-feature model
+    (client-malicious; its ideal output is computable from its weights) and an exact Gaussian
+    model served semi-honest ("weak") and with the default mode ("strong", client-malicious)."""
+    tmp = tmp_path_factory.mktemp("mal")
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    rff = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=64, sigma=50.0, lam=1e-6, seed=0),
+                         "U0_atomization").fit(data.subset(tr[:150]))
+    gauss = MolecularModel(CoulombMatrix(size=23), KernelRidge("gaussian", sigma=50.0, lam=1e-6), "U0_atomization")
+    gauss.fit(data.subset(tr[:60]))
+    rff_path, g_path = rff.save(tmp / "rff.npz"), gauss.save(tmp / "g.npz")
+    # in threads of this process over real TCP (the CLI's `secureml serve` process is exercised
+    # by tests/protocols/krr/test_service_e2e.py and the acceptance check); client-side patches
+    # below act on the client's thread only
+    srv = {"weak": InProcessServer(g_path, "semi-honest"),
+           "rff": InProcessServer(rff_path, "client-malicious"), "strong": InProcessServer(g_path, "client-malicious")}
+    try:
+        for s_ in srv.values():
+            s_.wait()
+        yield {"rff_model": rff, "gauss": gauss, "mols": data.subset(te[:3]), **srv}
+    finally:
+        for s_ in srv.values():
+            s_.stop()
+        print("randomised deviation outcomes:", OUTCOMES)
+
+
+@pytest.fixture(scope="module")
+def rff(servers):
+    return servers["rff_model"], servers["rff"], servers["mols"]
+
+
+def _phi(mm, pp: PublicParams, mols) -> np.ndarray:
+    _, _, public = lin.linear_parts(mm)
+    return lin.client_features(public, mols)
+
+
+def _ideal(mm, pp: PublicParams, enc: np.ndarray, out_bits: int) -> np.ndarray:
+    """f(phi') of the fixed-point functionality for encoded choice values enc (k, F) -- the one
+    output a client with these choice bits may get."""
+    w, offset, _ = lin.linear_parts(mm)
+    w_enc = np.rint(w * float(1 << pp.weight_frac_bits)).astype(np.int64)
+    lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
+    off = int(round(offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits)))
+    out = []
+    for row in np.atleast_2d(enc):
+        y = (sum(int(a) * int(b) for a, b in zip(w_enc, row)) + lo_int * int(w_enc.sum()) + off) % (1 << out_bits)
+        if y >= 1 << (out_bits - 1):
+            y -= 1 << out_bits
+        out.append(y / 2.0 ** (pp.frac_bits + pp.weight_frac_bits))
+    return np.array(out)
+
+
+def _public(srv, mm, mols, resume_ot: bool = True):
+    """An honest run: the predictions and the public parameters the server announced."""
+    seen = {}
+
+    def featurize(pp, public_model):
+        seen["pp"] = pp
+        return lin.client_features(public_model, mols)
+
+    preds, cost = predict(srv.address, featurize=Featurizer(n_queries=len(mols), fn=featurize), resume_ot=resume_ot)
+    return preds, seen["pp"], cost
+
+
+def _honest_still_served(srv, mm, mols) -> None:
+    preds, _, _ = _public(srv, mm, mols)
+    np.testing.assert_allclose(preds, mm.predict(mols), atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# compact models: the client's only input is its choice bits
+# ------------------------------------------------------------------------------------------------
+
+def test_malicious_chosen_choice_bits_give_exactly_the_ideal_output(rff, monkeypatch):
+    """The issue's 'weights and offset in one session' client, on a compact model: it bypasses its
+    own bound checks and sends any encoded vectors it likes (zero, single large entries). It gets
+    f(phi') for the phi' its bits encode -- bit-exact -- and nothing else (F + 1 such queries
+    reveal w through any prediction interface: the ideal functionality, docs/malicious.md)."""
+    mm, srv, mols = rff
+    _, pp, _ = _public(srv, mm, mols)
+    F = pp.n_features
+    top = (1 << pp.x_bits) - 1
+    chosen = np.zeros((4, F), dtype=U64)
+    chosen[1, 0] = top  # one feature at its maximum: isolates w_0 ... as f(phi') does
+    chosen[2, 5] = 1 << (pp.x_bits - 1)
+    chosen[3] = np.random.default_rng(0).integers(0, top, F).astype(U64)
+    seen = {}
+
+    def evil_online(party, pp_, k, out_bits=64, **kw):
+        if kw.get("phi") is not None:  # the client's side only (the server shares this module)
+            # replace its honest encoding with chosen values (no bound check on the client: the
+            # server must not rely on one)
+            monkeypatch.setattr(PublicParams, "encode_features", lambda self, X, who="": chosen.copy())
+            seen["out_bits"] = out_bits
+        return real_online(party, pp_, k, out_bits, **kw)
+
+    real_online = lin.online
+    monkeypatch.setattr(lin, "online", evil_online)
+    preds, _ = predict(srv.address, np.zeros((4, F)))
+    np.testing.assert_array_equal(preds, _ideal(mm, pp, chosen, seen["out_bits"]))
+    monkeypatch.undo()
+    _honest_still_served(srv, mm, mols)
+
+
+def _evil_receiver(monkeypatch, tamper):
+    """Install a SoftSpoken receiver that tampers with its extension messages / proofs."""
+
+    class Evil(SoftSpokenReceiver):
+        def _extend(self, c):
+            send = self.ch.send_array
+
+            def patched(a, owned=False):
+                self.ch.send_array = send
+                return send(tamper("u", np.array(a, copy=True)), owned=owned)
+
+            self.ch.send_array = patched
+            try:
+                return super()._extend(c)
+            finally:
+                self.ch.send_array = send
+
+        def _prove_piece(self, message, rows, c):
+            key = self._check_key(message)
+            from protocols.ot import consistency
+            self.ch.send_array(tamper("proof", consistency.receiver_proof(key, rows, c)), owned=True)
+
+    monkeypatch.setattr(ot_session, "SoftSpokenReceiver", Evil)
+
+
+def test_malicious_inconsistent_ot_columns_abort(rff, monkeypatch):
+    """A client whose OT-extension columns disagree (d blocks flipped) is caught by the
+    consistency check before any OT of the piece is used; the resumed session's Delta is then
+    dropped, so the client cannot retry its guesses against the same Delta."""
+    mm, srv, mols = rff
+    _public(srv, mm, mols)  # an honest session: the client now holds a ticket
+    assert _public(srv, mm, mols)[2].extra["resumed"]
+
+    def tamper(kind, a):
+        if kind == "u":
+            a[:, 0] ^= U64(0xFFFF)  # every block: Delta_b = 0 for all 32 blocks is ~2^-128
+        return a
+
+    _evil_receiver(monkeypatch, tamper)
+    with pytest.raises(SecureMLError):
+        _public(srv, mm, mols)
+    monkeypatch.undo()
+    time.sleep(0.5)
+    assert "ConsistencyError" in srv.text()
+    # the attack ran on the resumed session (same ticket): the server forgot that Delta
+    again = _public(srv, mm, mols)
+    np.testing.assert_allclose(again[0], mm.predict(mols), atol=1e-2)
+    assert again[2].extra["resumed"] is False
+
+
+def test_malicious_forged_consistency_proof_aborts(rff, monkeypatch):
+    mm, srv, mols = rff
+
+    def tamper(kind, a):
+        if kind == "proof":
+            a[0] ^= np.uint8(1)
+        return a
+
+    _evil_receiver(monkeypatch, tamper)
+    with pytest.raises(SecureMLError):
+        _public(srv, mm, mols)
+    monkeypatch.undo()
+    _honest_still_served(srv, mm, mols)
+
+
+@pytest.mark.parametrize("resume", ["1", "0"])
+def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, resume):
+    """Perturb every message the client sends after the handshake (OT-session request, base OTs
+    and GGM trees when fresh, parameter echo, extension pieces, proofs), one per session, at a
+    random bit: each session aborts or returns exactly the honest (ideal) prediction."""
+    mm, srv, mols = rff
+    honest, pp, _ = _public(srv, mm, mols, resume_ot=resume == "1")
+    from protocols.krr import client as client_mod
+
+    real_open = client_mod.open_session
+    rng = np.random.default_rng(12)
+    outcomes = []
+    # the hello travels inside open_session (before the wrap); frame 0 after it is "ready", the end
+    # of the handshake; then every later frame in turn
+    target = 1
+    while True:
+        state = {"n": 0, "hit": False}
+
+        def flipping_open(*a, _s=state, **kw):
+            ch, reply = real_open(*a, **kw)
+            real = ch._send_frame
+
+            def flip(parts, wait=True):
+                idx = _s["n"]
+                _s["n"] += 1
+                if idx == target:
+                    raw = bytearray(b"".join(bytes(memoryview(p).cast("B")) for p in parts))
+                    bit = int(rng.integers(0, 8 * len(raw)))
+                    raw[bit // 8] ^= 1 << (bit % 8)
+                    _s["hit"] = True
+                    return real([bytes(raw)], wait)
+                return real(parts, wait)
+
+            ch._send_frame = flip  # this client's channel only (the server runs in this process)
+            return ch, reply
+
+        monkeypatch.setattr(client_mod, "open_session", flipping_open)
+        try:
+            preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1")
+            outcomes.append("ideal")
+            np.testing.assert_array_equal(preds, honest)
+        except SecureMLError:
+            outcomes.append("abort")
+        finally:
+            monkeypatch.setattr(client_mod, "open_session", real_open)
+        if not state["hit"]:
+            outcomes.pop()  # the client sent fewer frames: that session was not perturbed
+            break
+        target += 1
+    OUTCOMES.append(f"resume={resume}: {outcomes}")
+    assert len(outcomes) >= (4 if resume == "1" else 6) and "abort" in outcomes
+    _honest_still_served(srv, mm, mols)
+
+
+# ------------------------------------------------------------------------------------------------
+# exact kernels: no client-malicious protocol yet -- refused, not downgraded
+# ------------------------------------------------------------------------------------------------
+
+def _zero_output_inputs(monkeypatch):
+    """The issue's attack 1: the client's inputs to the two step-9 Gilboa products set to zero."""
+    from protocols.krr import expsum
+
+    real, real_mul = expsum.inner_products128, expsum.u128.mul_small
+    client = threading.current_thread()  # the server runs in other threads of this process
+
+    # w_i = (G_i + r_i) v_i := 0 (the client's OT-sender values, and its local correction sum w) ...
+    def zero_mul(a, b):
+        if threading.current_thread() is client:
+            return np.zeros_like(a[0]), np.zeros_like(a[1])
+        return real_mul(a, b)
+
+    monkeypatch.setattr(expsum.u128, "mul_small", zero_mul)
+
+    # ... and v_i := 0 (its choice bits in the second product): the output is the offset alone
+    def zero_bits(party, chooser, *, bits=None, **kw):
+        if bits is not None and party.role == 1 and threading.current_thread() is client:
+            bits = bits * 0
+        return real(party, chooser, bits=bits, **kw)
+
+    monkeypatch.setattr(expsum, "inner_products128", zero_bits)
+
+
+def test_malicious_offset_attack_is_refused_in_client_malicious_mode(servers, monkeypatch):
+    """Against `--security semi-honest` the step-9 attack returns the secret offset exactly (the
+    finding); the default client-malicious server refuses the exact kernel's session outright
+    (there is no client-malicious exact protocol yet) -- the honest client is refused too, with a
+    clear message, and the server keeps running."""
+    mm, mols = servers["gauss"], servers["mols"]
+    offset = float(mm.estimator.y_offset_)
+    Q = mm.representation.transform(mols.subset([0]))
+    _zero_output_inputs(monkeypatch)
+    preds, _ = predict(servers["weak"].address, Q)
+    monkeypatch.undo()
+    assert abs(preds[0] - offset) < 1e-6  # the attack works where the protocol is semi-honest
+    assert abs(preds[0] - mm.predict(mols.subset([0]))[0]) > 1e-3
+    strong = servers["strong"]
+    _zero_output_inputs(monkeypatch)
+    with pytest.raises(SecureMLError, match="client-malicious"):
+        predict(strong.address, Q)
+    monkeypatch.undo()
+    with pytest.raises(SecureMLError, match="semi-honest"):
+        predict(strong.address, Q)
+    assert strong.alive()
+    assert "refused: no client-malicious protocol for krr-gaussian" in strong.text()
+
+
+# ------------------------------------------------------------------------------------------------
+# an honest client's rejected query never reaches the server
+# ------------------------------------------------------------------------------------------------
+
+class Recorder:
+    """A TCP relay that records every byte the client sends to the server."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.received = bytearray()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
+
+    def _pipe(self, a, b, record) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                if record:
+                    self.received += data
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize("which", ["weak", "rff"])
+def test_malicious_server_never_sees_a_rejected_query(servers, which):
+    """An honest client rejects its own query (a molecule larger than the model's Coulomb matrix)
+    after the handshake: it sends the fixed code, so neither the server's log nor any byte the
+    server received names the molecule (its SMILES, its file name -- here with a newline and a
+    forged log line in it). The reason stays in the client's own exception."""
+    from protocols.krr import molecules_featurizer
+
+    srv = servers[which]
+    # in-process servers share the "secureml.serve" logger: count this test's lines only
+    before = srv.text().count("reason=QueryRejected")
+    rec = Recorder(srv.port)
+    secrets = ["CCCCCCCCCCCCCCO", "secret-patient-molecule\nFORGED session peer=x queries=999.xyz"]
+    try:
+        for name in secrets:
+            big = load_embedded().subset(np.arange(1))
+            big.charges[0] = np.array([6] * 30)
+            big.coordinates[0] = np.arange(90, dtype=float).reshape(30, 3) * 1.5
+            big.names[0] = name
+            with pytest.raises(SecureMLError) as err:
+                predict(f"127.0.0.1:{rec.port}", featurize=molecules_featurizer(big))
+            assert name in str(err.value)  # the client itself knows why (the old code sent this text)
+        time.sleep(0.5)
+        log = srv.text()
+        blob = bytes(rec.received)
+        for secret in (secrets[0], "secret-patient-molecule", "FORGED", "queries=999"):
+            assert secret not in log
+            assert secret.encode() not in blob
+        code = f'"{ABORT_CODE}"'.encode()
+        assert blob.count(code) == 2 or which == "rff"  # rff: may abort after the model download
+        assert log.count("reason=QueryRejected") - before == blob.count(code)
+    finally:
+        rec.sock.close()
+
+
+def test_malicious_log_safe_keeps_only_the_error_class():
+    """Exception messages may quote a client's bytes (a newline forges a log line): never logged."""
+    from protocols.krr.handshake import CLIENT_REJECTED
+    from protocols.krr.server import log_safe
+    from protocols.net.transport import MalformedMessage
+
+    forged = MalformedMessage("bad reply 'CCO\nsession peer=1.2.3.4 queries=999'")
+    assert log_safe(forged) == "MalformedMessage"
+    assert log_safe(SecureMLError(CLIENT_REJECTED)) == f"SecureMLError: {CLIENT_REJECTED}"
+    assert "\n" not in log_safe(ValueError("x\ny"))
