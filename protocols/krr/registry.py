@@ -17,6 +17,7 @@ Phases of one session after the handshake (:mod:`protocols.krr.handshake`), each
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from types import ModuleType
 from typing import Any
 
@@ -37,7 +38,7 @@ from secureml.representations import representation_from_params
 EXACT_SOFTSPOKEN_K = 4
 
 
-class ModelProtocol:
+class ModelProtocol(ABC):
     """One served model kind: the steps both parties run after the handshake.
 
     ``model`` arguments are :class:`protocols.krr.served.Served` objects (``ServedModel`` for exact
@@ -56,24 +57,28 @@ class ModelProtocol:
         return None, False
 
     # b. featurisation
+    @abstractmethod
     def molecule_features(self, pp: PublicParams, public_model: Any, dataset: Any) -> np.ndarray:
         """The model inputs for query molecules, from public information only."""
-        raise NotImplementedError
 
     # c. offline
+    @abstractmethod
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """Model owner, offline: OT set-up for ``k`` queries; returns what the online phase needs."""
 
+    @abstractmethod
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
-        raise NotImplementedError
+        """Query owner, offline: OT set-up with the server ``peer`` (resumable where supported)."""
 
     # d. online
+    @abstractmethod
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Model owner, online: its side of the ``k`` predictions (it learns nothing of them)."""
 
+    @abstractmethod
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        raise NotImplementedError
+        """Query owner, online: the predictions for the rows of ``Q``."""
 
 
 class ExactKernelProtocol(ModelProtocol):
