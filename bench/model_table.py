@@ -20,9 +20,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from protocols.krr.runner import start_serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -106,18 +107,8 @@ def collect(measured: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 
 # -- measuring the compact models' query cost ---------------------------------------------------------
 def _serve(model_path: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "secureml.cli", "serve", "--model", str(model_path), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if "serving" in line:
-            return proc, int(line.rsplit(":", 1)[1])
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError("server did not start: " + (proc.stdout.read() or ""))
+    return start_serve_process([sys.executable, "-m", "secureml.cli", "serve", "--model", str(model_path),
+                                "--port", "0"], timeout=300, cwd=ROOT)
 
 
 def measure_compact(features: int, sessions: int = 5, n_train: int = 256, seed: int = 0) -> dict[str, float]:

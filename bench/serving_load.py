@@ -68,14 +68,17 @@ def _one(args: tuple[int, np.ndarray]) -> tuple[float, np.ndarray | None, str]:
         return time.perf_counter() - t0, None, f"{type(exc).__name__}: {exc}"
 
 
-def _hold(port: int, idle: int, slow: int, stop: threading.Event) -> tuple[list[socket.socket], threading.Thread]:
+def hold_connections(port: int, idle: int, slow: int, stop: threading.Event, every: float = 1.0
+                     ) -> tuple[list[socket.socket], threading.Thread]:
+    """``idle`` silent connections and ``slow`` ones that send one byte every ``every`` seconds until
+    ``stop`` is set (what an idle or slow peer does to a server); returns (sockets, trickle thread)."""
     socks = []
     for _ in range(idle):
         socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
     slow_socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(slow)]
 
     def trickle() -> None:
-        while not stop.wait(1.0):
+        while not stop.wait(every):
             for s in slow_socks:
                 try:
                     s.send(b"\x00")
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             base.append(dt)
             rows.append({"phase": "baseline", "client": i, "latency_s": dt, "correct": True, "error": ""})
         stop = threading.Event()
-        held, trickler = _hold(port, args.idle, args.slow, stop)
+        held, trickler = hold_connections(port, args.idle, args.slow, stop)
         time.sleep(2.0)
         attacked = []
         try:

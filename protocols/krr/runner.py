@@ -1,7 +1,11 @@
-"""Both sides of an exact-KRR prediction as two real processes on TCP loopback (benchmarks)."""
+"""Both sides of an exact-KRR prediction as two real processes on TCP loopback (benchmarks), and
+a `secureml serve` process started the way a model owner starts it (benchmarks, demo, tests)."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import time
 from typing import Any
 
 import numpy as np
@@ -39,3 +43,24 @@ def run_local(model: KernelModelParams, queries: np.ndarray, frac_bits: int | No
                         online_s=cost.online_s, bytes_sent=cost.bytes_received,
                         bytes_received=cost.bytes_sent, rounds=cost.rounds)
     return preds, cost, server
+
+
+def start_serve_process(cmd: list[str], *, timeout: float = 60.0, head: list[str] | None = None,
+                        **popen_kw: Any) -> tuple[subprocess.Popen, int]:
+    """Start ``cmd`` (a `secureml serve ... --port 0` command line) and wait for its "serving ... :PORT"
+    line; returns (process, port). Output is merged into ``process.stdout``; the lines printed before
+    the port go to ``head`` when given (start-up warnings). RuntimeError if it does not start."""
+    env = dict(popen_kw.pop("env", os.environ), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            **popen_kw)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if head is not None:
+            head.append(line)
+        if "serving" in line:
+            return proc, int(line.rsplit(":", 1)[1])
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("server did not start: " + (proc.stdout.read() or ""))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from bench.serving_fuzz import small_model, start_server
+from bench.serving_load import hold_connections
 from protocols.krr import predict
 from protocols.net.transport import _PREFIX, listen
 from secureml.data import embedded_split, load_embedded, write_extxyz
@@ -41,18 +41,7 @@ def test_default_server_serves_a_good_client_beside_idle_and_slow_connections(mo
     proc, port = start_server(d / "model.npz", d / "dos.log", [])  # default settings
     stop = threading.Event()
     try:
-        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
-        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
-
-        def trickle():
-            while not stop.wait(1.0):
-                for s in slow:
-                    try:
-                        s.send(b"\x00")
-                    except OSError:
-                        pass
-
-        threading.Thread(target=trickle, daemon=True).start()
+        held, _ = hold_connections(port, idle=100, slow=20, stop=stop)
         time.sleep(1.5)
         t0 = time.monotonic()
         preds, _ = predict(f"127.0.0.1:{port}", Q)

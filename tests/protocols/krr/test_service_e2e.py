@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel, predict, serve
+from protocols.krr.runner import start_serve_process
 from secureml.data import embedded_split, load_embedded, write_extxyz
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -22,19 +21,7 @@ from secureml.representations import CoulombMatrix
 
 def _start(cmd, head: list[str] | None = None):
     """Start a server process; the lines it printed before "serving" go to ``head``."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if head is not None:
-            head.append(line)
-        if "serving" in line:
-            return proc, int(line.rsplit(":", 1)[1])
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("server did not start: " + (proc.stdout.read() or ""))
+    return start_serve_process(cmd, head=head)
 
 
 @pytest.mark.parametrize("kernel,sigma,grid,cross,security", [

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
+from bench.serving_load import hold_connections
 from protocols.net import pki
 from protocols.net.dial import ServerBusy, ServerRefused, open_session
 from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, Refused, hash_token
@@ -82,25 +83,14 @@ FAST = Limits(handshake_s=2.0, idle_s=2.0, min_rate=10_000)
 def test_idle_and_slow_connections_do_not_delay_an_honest_client():
     with server(limits=FAST, concurrency=2) as (port, h, door):
         base = min(honest(port) for _ in range(3))
-        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
-        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
         stop = threading.Event()
-
-        def trickle():
-            while not stop.wait(0.3):
-                for s in slow:
-                    try:
-                        s.send(b"\x00")
-                    except OSError:
-                        pass
-
-        threading.Thread(target=trickle, daemon=True).start()
+        held, _ = hold_connections(port, idle=100, slow=100, stop=stop, every=0.3)
         time.sleep(0.5)
         try:
             took = [honest(port) for _ in range(3)]
         finally:
             stop.set()
-            for s in idle + slow:
+            for s in held:
                 s.close()
         assert max(took) < base + 1.0, (base, took)
         assert h.calls == 6  # the 200 bad connections never reached the protocol

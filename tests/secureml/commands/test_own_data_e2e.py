@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
+from protocols.krr.runner import start_serve_process
 from secureml.data import embedded_split, load_embedded
 from secureml.data.formats import symbol
 from secureml.models.pipeline import MolecularModel
@@ -26,19 +26,8 @@ def _run(args, **kw):
 
 
 def _serve(model_path):
-    proc = subprocess.Popen(CLI + ["serve", "--model", str(model_path), "--port", "0", "--max-sessions", "1",
-                                   "--security", "semi-honest"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if "serving" in line:
-            return proc, int(line.rsplit(":", 1)[1])
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("server did not start: " + (proc.stdout.read() or ""))
+    return start_serve_process(CLI + ["serve", "--model", str(model_path), "--port", "0", "--max-sessions", "1",
+                                      "--security", "semi-honest"])
 
 
 def _xyz_text(z, x, comment=""):
