@@ -51,6 +51,7 @@ from typing import Any, Callable
 from protocols.net.limits import DEFAULT_LIMITS, Deadline, Limits
 from protocols.net.transport import Channel, ProtocolTimeout, TCPChannel, _PREFIX
 from secureml.errors import ProtocolError
+from secureml.serving.ledger import QueryLedger, QueryRefused, session_client_id
 
 __all__ = ["SessionContext", "Refused", "Authenticator", "AuditLog", "FrontDoor", "run_workers",
            "load_tokens", "hash_token", "TLS_FIRST_BYTE"]
@@ -505,3 +506,19 @@ def run_workers(n_workers: int, target: Callable[[int], None]) -> None:
         _stop()
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def admit_hook(ledger: QueryLedger) -> Callable[["SessionContext"], bool]:
+    """An ``admit(ctx)`` that charges ``ctx.n_queries`` answers to the session's client in
+    ``ledger`` (per-client budgets and rate limits, docs/defenses.md), or refuses the session with
+    the ledger's one-line reason; a budget refusal is final (not retried like "busy")."""
+
+    def admit(ctx: SessionContext) -> bool:
+        try:
+            ledger.admit(session_client_id(ctx), int(ctx.n_queries))
+        except QueryRefused as exc:
+            raise Refused(str(exc), code="budget", retry_after=exc.retry_after) from None
+        return True
+
+    return admit
+

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {}
     ledger = query_ledger(args)
     if ledger is not None:
-        from secureml.serving.ledger import admit_hook
+        from protocols.net.frontdoor import admit_hook
 
         extra["admit"] = admit_hook(ledger)
     if model.public.output_defense:

@@ -170,21 +170,3 @@ def session_client_id(ctx: object) -> str:
         return str(cid)
     peer = str(getattr(ctx, "peer", "unknown"))
     return "ip:" + peer.rsplit(":", 1)[0]
-
-
-def admit_hook(ledger: QueryLedger) -> Callable[[object], bool]:
-    """An ``admit(ctx)`` for the server's front door: charges ``ctx.n_queries`` answers to the
-    session's client, or refuses the session with the ledger's one-line reason."""
-
-    def admit(ctx: object) -> bool:
-        try:
-            ledger.admit(session_client_id(ctx), int(getattr(ctx, "n_queries", 0)))
-        except QueryRefused as exc:
-            try:
-                from protocols.net.frontdoor import Refused
-            except ImportError:  # a build without the front door: the error itself refuses
-                raise exc from None
-            raise Refused(str(exc), code="budget", retry_after=exc.retry_after) from None
-        return True
-
-    return admit

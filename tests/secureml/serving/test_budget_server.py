@@ -11,8 +11,9 @@ import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel, predict, serve
+from protocols.net.frontdoor import admit_hook
 from secureml.errors import SecureMLError
-from secureml.serving.ledger import QueryLedger, admit_hook
+from secureml.serving.ledger import QueryLedger
 
 pytestmark = pytest.mark.skipif("admit" not in inspect.signature(serve).parameters,
                                 reason="this build's server has no admission hook (front door)")
