@@ -32,8 +32,9 @@ def test_cli_serve_rounds_answers_inside_the_protocol(tmp_path, capsys):
     path = model.save(tmp_path / "model.npz")
     test = data.subset(te[:2])
     port = _free_port()
-    # two sessions: the readiness probe below (an empty connection the server drops) and the query
-    args = build_parser().parse_args(["serve", "--model", str(path), "--port", str(port), "--max-sessions", "2",
+    # one admitted session: the query (the readiness probe below is an empty connection the front
+    # door drops before admission, so it does not count)
+    args = build_parser().parse_args(["serve", "--model", str(path), "--port", str(port), "--max-sessions", "1",
                                       "--round-to", "5"])
     th = threading.Thread(target=args.func, args=(args,), daemon=True)
     th.start()
@@ -45,6 +46,7 @@ def test_cli_serve_rounds_answers_inside_the_protocol(tmp_path, capsys):
             time.sleep(0.1)
     got, _ = predict(f"127.0.0.1:{port}", featurize=molecules_featurizer(test))
     th.join(30)
+    assert not th.is_alive()  # the server stopped after its one session
     assert "output defense: rounded to 4" in capsys.readouterr().out  # 5 snapped to a power of two
     want = model.predict(test)
     assert np.all(got % 4.0 == 0) and np.all(np.abs(got - want) <= 2.0 + 1e-2)
