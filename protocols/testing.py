@@ -97,22 +97,26 @@ def dealer_provider(seed: int = 1234) -> ProviderFactory:
 
 
 def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout: float = 60.0,
-                    counts: Any = None, featurize: Any = None) -> tuple:
+                    counts: Any = None, featurize: Any = None, seed: int | None = None) -> tuple:
     """One double-blind KRR session in-process: ``serve_one(served)`` in a thread, the client here.
 
     Returns ``(predictions, client cost, public params, client channel, server box)``; the box holds
     the server's ``cost`` or the ``error`` it raised (the client's own errors propagate).
-    ``record`` keeps the client channel's raw transcript (``channel.transcript``).
+    ``record`` keeps the client channel's raw transcript (``channel.transcript``); ``seed`` makes
+    both parties' randomness reproducible (insecure: statistical tests use it so that they cannot
+    fail by chance on one run in a thousand).
     """
     c0, c1 = local_channel_pair(timeout=timeout)
     if record:
         c0.record()
         c1.record()
     box: dict[str, Any] = {}
+    p0 = None if seed is None else Party(c0, 0, seed=seed)
+    p1 = None if seed is None else Party(c1, 1, seed=seed + 1)
 
     def server() -> None:
         try:
-            box["cost"] = serve_one(served, c0)
+            box["cost"] = serve_one(served, c0, party=p0)
         except Exception as exc:  # noqa: BLE001 - handed to the caller in the box
             box["error"] = exc
             c0.close()
@@ -120,7 +124,7 @@ def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout
     t = threading.Thread(target=server, daemon=True)
     t.start()
     try:
-        preds, cost, pp = predict_features(c1, Q, featurize, counts=counts)
+        preds, cost, pp = predict_features(c1, Q, featurize, counts=counts, party=p1)
     finally:
         t.join(timeout / 2)
     return preds, cost, pp, c1, box

@@ -81,7 +81,7 @@ def test_noise_has_the_stated_distribution():
     sd = 3.0
     q = _queries(model, k=1)
     Q = np.repeat(q, 200, axis=0)
-    preds, *_ = run_krr_session(_served(model, noise=sd), Q)
+    preds, *_ = run_krr_session(_served(model, noise=sd), Q, seed=5)  # seeded: the KS test is exact
     y = model.predict(q)[0]
     z = (preds - y) / sd
     assert stats.kstest(z, "norm").pvalue > 1e-3

@@ -114,13 +114,14 @@ def test_party1_view_independent_of_party0_input() -> None:
     n = 1500
     b = np.full(n, 12345, dtype=U64)
 
-    def view(a_val: int):
+    def view(a_val: int, seed: int):
         a = np.full(n, a_val, dtype=U64)
-        res = run_two_party(lambda p: millionaire(p, a, 40), lambda p: millionaire(p, b, 40), record=True)
+        res = run_two_party(lambda p: millionaire(p, a, 40), lambda p: millionaire(p, b, 40), record=True, seed=seed)
         got = np.concatenate([x.ravel().view(np.uint8) for x in transcript_arrays(res.parties[0].ch.transcript)])
         return got, res[1]
 
-    (va, sa), (vb, sb) = view(0), view(2**40 - 1)
+    # seeded (other masks per view): a statistical test that can fail by chance is a flaky test
+    (va, sa), (vb, sb) = view(0, 1), view(2**40 - 1, 2)
     assert va.size == vb.size
     table = np.stack([np.bincount(va, minlength=256), np.bincount(vb, minlength=256)])
     assert stats.chi2_contingency(table).pvalue > 1e-3

@@ -162,17 +162,17 @@ def test_receiver_view_independent_of_sender_secret() -> None:
     y = np.full(n, 0b1011, dtype=U64)
     secret = U64(0x0123456789ABCDEF)
 
-    def view(x: np.ndarray) -> np.ndarray:
+    def view(x: np.ndarray, seed: int) -> np.ndarray:
         res = run_two_party(
             lambda p: gilboa_mul(p, 1, x=x, y_bits=4),
             lambda p: gilboa_mul(p, 1, y=y, y_bits=4),
-            record=True,
+            record=True, seed=seed,
         )
         arrs = [a for a in transcript_arrays(res.parties[0].ch.transcript) if a.dtype == U64]
         return np.concatenate([a.ravel() for a in arrs])
 
-    va = view(np.zeros(n, dtype=U64))
-    vb = view(np.full(n, secret, dtype=U64))
+    va = view(np.zeros(n, dtype=U64), 1)
+    vb = view(np.full(n, secret, dtype=U64), 2)
     assert va.size == vb.size == 4 * n
     ks = stats.ks_2samp((va >> U64(32)).astype(float), (vb >> U64(32)).astype(float))
     assert ks.pvalue > 1e-3
@@ -183,17 +183,17 @@ def test_sender_view_independent_of_receiver_choices() -> None:
     """The sender receives only IKNP u-matrices: byte histograms for y = 0 and y = all-ones agree."""
     n = 2048
 
-    def view(y: np.ndarray) -> np.ndarray:
+    def view(y: np.ndarray, seed: int) -> np.ndarray:
         res = run_two_party(
             lambda p: gilboa_mul(p, 1, x=np.full(n, 7, U64), y_bits=8),
             lambda p: gilboa_mul(p, 1, y=y, y_bits=8),
-            record=True,
+            record=True, seed=seed,
         )
         arrs = transcript_arrays(res.parties[1].ch.transcript)
         return np.concatenate([a.ravel() for a in arrs if a.dtype == np.uint8 and a.ndim == 2])
 
-    va = view(np.zeros(n, U64))
-    vb = view(np.full(n, 255, U64))
+    va = view(np.zeros(n, U64), 3)
+    vb = view(np.full(n, 255, U64), 4)
     table = np.stack([np.bincount(va, minlength=256), np.bincount(vb, minlength=256)])
     assert stats.chi2_contingency(table).pvalue > 1e-3
 
@@ -205,6 +205,7 @@ def test_shares_are_uniform() -> None:
     s0, s1 = run_two_party(
         lambda p: gilboa_mul(p, 1, x=x, y_bits=3),
         lambda p: gilboa_mul(p, 1, y=y, y_bits=3),
+        seed=5,
     )
     assert np.array_equal(s0 + s1, x * y)
     for s in (s0, s1):

@@ -33,7 +33,7 @@ def test_default_provider_is_ot_and_triples_hold() -> None:
         bt = p.provider.bool_triples(1000)
         return t, bt, p.provider.n_triples, p.provider.n_bool_triples
 
-    r0, r1 = run_two_party(party, party)
+    r0, r1 = run_two_party(party, party, seed=7)
     _check_arith(r0[0], r1[0])
     _check_bool(r0[1], r1[1])
     assert r0[2] == 1000 and r0[3] == 1000

@@ -68,9 +68,10 @@ def test_sender_view_independent_of_choices():
         c = np.full(256, bit)
         c0, c1 = local_channel_pair(timeout=30.0)
         tr = c0.record()
-        t = threading.Thread(target=lambda: base_ot_recv(c1, c))
+        # seeded scalars: the chi-square tests below cannot fail by chance
+        t = threading.Thread(target=lambda: base_ot_recv(c1, c, np.random.default_rng(2 * bit + 1)))
         t.start()
-        base_ot_send(c0, 256)
+        base_ot_send(c0, 256, np.random.default_rng(2 * bit))
         t.join()
         # the receiver's points (every frame after the sender's A), in their chunks
         pts = np.frombuffer(b"".join(f for d, f in tr[1:] if d == "recv"), dtype=np.uint8).reshape(256, 32)

@@ -235,8 +235,8 @@ def test_receiver_view_independent_of_delta():
     """The correction words the receiver sees for delta = 0 and delta = 0x55.. look the same."""
     hists = []
     c = np.random.default_rng(2).integers(0, 2, 4096)
-    for dval in (0, 0x5555555555555555):
-        p = Pair()
+    for seed, dval in ((1, 0), (3, 0x5555555555555555)):
+        p = Pair(seed=seed)  # seeded: the chi-square tests cannot fail by chance
         tr = p.c1.record()
         p.run(lambda: p.S.cot_send(np.full(4096, dval, dtype=U64), 64), lambda: p.R.cot_recv(c, 1, 64))
         frames = [f for d, f in tr if d == "recv"][-1:]  # the tau message
@@ -250,7 +250,7 @@ def test_sender_view_independent_of_choices():
     """The u-matrix the sender sees for all-0 and all-1 choice bits looks the same (uniform)."""
     hists = []
     for bit in (0, 1):
-        p = Pair()
+        p = Pair(seed=10 + 2 * bit)  # seeded: the chi-square tests cannot fail by chance
         p.run(p.S.setup, p.R.setup)
         tr = p.c0.record()
         p.run(lambda: p.S.random_ot(8192), lambda: p.R.random_ot(np.full(8192, bit)))
