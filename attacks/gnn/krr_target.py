@@ -34,6 +34,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from attacks.gnn.space import Action
+from attacks.targets import make_target
+from secureml.models.krr import KernelRidge
 
 
 def fingerprints(smiles: Sequence[str], n_bits: int = 256, radius: int = 2) -> np.ndarray:
@@ -80,9 +82,6 @@ def train_service(private: Sequence[str], deployment: str = "api", n_bits: int =
     owner's choice; public once served, as every deployment announces its kernel width).
     """
     from scipy.spatial.distance import pdist
-
-    from attacks.targets import make_target
-    from secureml.models.krr import KernelRidge
 
     X = fingerprints(private, n_bits)
     y = logp(private)
