@@ -28,7 +28,7 @@ import torch
 
 from attacks.gnn import experiment
 from attacks.gnn.model import Pretrained, batch_loss, collate, featurise, molecule_loss
-from attacks.gnn.space import Space, library_corpus, unique_valid
+from attacks.gnn.space import Space, generated_corpus, library_corpus, unique_valid
 from secureml.errors import DataError
 
 
@@ -113,8 +113,6 @@ def attack_dp(epsilons: Sequence[float | None] = (None, 8.0, 1.0), family: str =
     3 x 16, 30 epochs, budget 150; seconds per target). Otherwise the library world of
     docs/gnn-extraction.md (MOSES vocabulary 10 x 10, 100 molecules, GIN 5 x 64; minutes).
     """
-    from attacks.gnn.space import generated_corpus
-
     if quick:
         sc = ["c1ccccc1", "c1ccncc1", "c1ccsc1", "C1CCCCC1", "C1CCNCC1", "c1cncnc1"]
         mo = ["*C", "*Cl", "*F", "*OC", "*N", "*C(F)(F)F"]
