@@ -48,10 +48,10 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
 
 Cost per element (query entry x training point), SoftSpoken k = 4 (32 bits per OT-extension
 column): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one random OT (32 bits) per digit above
-the first, and two M-bit COTs (32 + 8 * ceil(M / 8) bits each); :func:`digit_levels` picks the
-digits. 15-bit entries (CM on the 2^-8 grid), M = 25: digits (4, 3, 4, 4), 12 + 12 + 16 = 40
-bytes per element (protocol version 6 sent 53: three tables and a one-byte-corrected COT per
-digit). Rounds: one per digit plus two (the random OT travels with the column OT's request),
+the first, and two (M-1)-bit COTs (32 + 8 * ceil((M - 1) / 8) bits each); :func:`digit_levels`
+picks the digits. 15-bit entries (CM on the 2^-8 grid), M = 25: digits (4, 3, 4, 4),
+12 + 12 + 14 = 38 bytes per element (protocol version 6 sent 53: three tables and a
+one-byte-corrected COT per digit). Rounds: one per digit plus two (the random OT travels with the column OT's request),
 then those of the exponential.
 
 Why not one 1-of-(N+1) "rank" OT per column over the sorted column: the client would have to
@@ -206,19 +206,23 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     # 4. products (q - x) b mod 2^M, b = b_S ^ b_C: two COTs, in this order --
     #    (i) the client's correlation q(1 - 2 b_C), the server's choice b_S;
     #    (ii) the server's correlation -x(1 - 2 b_S), the client's choice b_C
+    #    Both mod 2^(M-1): P = sum_j (q_j - x_ij) b_ij < d 2^B <= 2^(M-1), and L needs only 2P mod
+    #    2^M, which shares of P mod 2^(M-1) determine (2 (P + k 2^(M-1)) = 2P mod 2^M): one byte
+    #    less per correction when M - 1 is a multiple of 8 (M = 25 for CM entries on the 2^-8 grid)
+    half = U64((1 << (M - 1)) - 1)
     bits = _unpack(c, N)  # (d, N)
     b64 = bits.astype(U64)
     if server:
-        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M).reshape(d, N)
-        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & mask
-        s = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
+        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
+        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & half
+        s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
         P = (t - s - XT * b64).sum(axis=0, dtype=U64)
         # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
         return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    delta = (qc * (U64(1) - U64(2) * b64)) & mask
-    s = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
-    t = party.ot_receiver.cot_recv(bits.ravel(), bits=M).reshape(d, N)
+    delta = (qc * (U64(1) - U64(2) * b64)) & half
+    s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
+    t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
     P = (t - s + qc * b64).sum(axis=0, dtype=U64)
     # 5. our part of L
     return (U64(2) * P - q.astype(U64).sum(dtype=U64)) & mask

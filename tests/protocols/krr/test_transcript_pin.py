@@ -42,7 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 7 (7: the Laplacian's two-table digit step with a random OT;
+#: pinned at PROTOCOL_VERSION 7 (7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
 #: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
@@ -52,7 +52,7 @@ from secureml.representations import CoulombMatrix
 #: model files).
 PINS = {
     "krr-gaussian": (66, 1565173, "f02910d7b9b36f22f072b30c97bde60282c8fca9a062fec4cee76b962539115c"),
-    "krr-laplacian": (116, 53333, "408a8c1b8611c2e7a53ea8724c1703f39aa8aea12d399e602dfe30ef9feb1dec"),
+    "krr-laplacian": (116, 53333, "36b6d2cbcd20ef29268569430cb1007e67fc1fbcc8c5257db5fd3a81530e79b8"),
     "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
 PINNED_VERSION = 7
