@@ -52,7 +52,7 @@ from secureml.representations import CoulombMatrix
 #: model files).
 PINS = {
     "krr-gaussian": (66, 1565173, "f02910d7b9b36f22f072b30c97bde60282c8fca9a062fec4cee76b962539115c"),
-    "krr-laplacian": (116, 53333, "36b6d2cbcd20ef29268569430cb1007e67fc1fbcc8c5257db5fd3a81530e79b8"),
+    "krr-laplacian": (96, 75388, "686cd0a677ba0d2dc7a9bac01501b230ac49ac25f1efbf68c08c693518dc77b8"),
     "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
 PINNED_VERSION = 7
