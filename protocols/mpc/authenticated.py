@@ -68,6 +68,13 @@ class MacCheckError(ProtocolError):
     """A client's authenticated values failed their check (a deviating client): abort."""
 
 
+def _lut_aes() -> FixedKeyAES:
+    aes = getattr(_LOCAL, "lut", None)
+    if aes is None:
+        aes = _LOCAL.lut = FixedKeyAES(derive_key(b"secureml/authenticated/bound-lut"))
+    return aes
+
+
 def _aes() -> FixedKeyAES:
     aes = getattr(_LOCAL, "aes", None)
     if aes is None:
@@ -81,11 +88,11 @@ def new_delta(party: PartyContext) -> np.uint64:
 
 
 def _expand(pads: np.ndarray, words: int) -> U128:
-    """(n, 16) uint8 random-OT pads -> (n, words) 128-bit pads (TCCR in counter mode)."""
+    """(n, 16) uint8 random-OT pads -> (n, words) 128-bit pads (TCCR in counter mode).
+
+    Always hashed, never the raw pad: the raw pads are reused as keys of bound table OTs
+    (:func:`bound_lut`), and the correction tau = P0 + corr - P1 must not relate them."""
     n = pads.shape[0]
-    if words == 1:
-        hi, lo = u128.from_bytes16(pads)
-        return hi[:, None], lo[:, None]
     out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, words, _TAG)
     out = out.reshape(n, words, 2)
     return out[:, :, 1].copy(), out[:, :, 0].copy()
@@ -97,7 +104,7 @@ def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np.ndarray | None = None,
-           corr: U128 | None = None) -> U128:
+           corr: U128 | None = None, keep_pads: list | None = None) -> U128:
     """Correlated OT over Z_2^128 with ``words``-word vector correlations, both roles.
 
     Steps: 1. n random OTs (the OT extension's; checked in client-malicious mode): the sender
@@ -109,11 +116,16 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
         c = np.asarray(choices, dtype=np.uint8).ravel()
         if c.shape[0] != n:
             raise ValueError("choices must have n entries")
-        P = _expand(party.ot_receiver.random_ot(c), words)
+        mc = party.ot_receiver.random_ot(c)
+        if keep_pads is not None:
+            keep_pads.append(mc)
+        P = _expand(mc, words)
         tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
         cw = (U64(0) - c.astype(U64))[:, None]  # all-ones where c = 1
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = party.ot_sender.random_ot(n)
+    if keep_pads is not None:
+        keep_pads.append((m0, m1))
     P0, P1 = _expand(m0, words), _expand(m1, words)
     tau = u128.sub(u128.add(P0, corr), P1)
     party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
@@ -129,6 +141,7 @@ class Committed:
     values: np.ndarray  # (n,) uint64
     mac: U128  # (n,)
     extra: U128 | None  # (n, E)
+    pads: np.ndarray | None = None  # (n, bits, 16) uint8: the random-OT keys of the value bits
 
 
 @dataclass
@@ -137,6 +150,7 @@ class CommitKeys:
 
     key: U128  # (n,)
     extra: U128 | None  # (n, E)
+    pads: tuple[np.ndarray, np.ndarray] | None = None  # (m0, m1), each (n, bits, 16) uint8
 
 
 def _weighted_sum(a: U128, bits: int) -> U128:
@@ -149,7 +163,7 @@ def _weighted_sum(a: U128, bits: int) -> U128:
 
 def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.ndarray | None = None,
            delta: np.uint64 | None = None, extra: U128 | None = None,
-           n_extra: int = 0) -> Committed | CommitKeys:
+           n_extra: int = 0, keep_pads: bool = False) -> Committed | CommitKeys:
     """Authenticate n client values of ``bits`` bits (1 <= bits <= 64), both roles.
 
     The client (``chooser``) passes ``values``; the server its ``delta`` and optionally ``extra``
@@ -158,6 +172,7 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
     of n * bits COTs (:func:`cot128`) with correlation words (Delta, extra[i, 0..E-1]);
     2. both sides weight output b by 2^b and sum per value: the client gets M_x = K_x + x Delta
     and T_e + x C_e, the server K_x and T_e.
+    ``keep_pads``: also return the random-OT keys of the bits, for :func:`bound_lut`.
     """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
@@ -170,7 +185,8 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
             raise ValueError("values must have n entries")
         if bits < 64 and v.size and int(v.max()) >> bits:
             raise ValueError("values wider than advertised")
-        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel())
+        kept: list = []
+        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept)
     else:
         hi = np.zeros((n, words), dtype=U64)
         lo = np.zeros((n, words), dtype=U64)
@@ -178,11 +194,53 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
         if E:
             hi[:, 1:], lo[:, 1:] = extra
         corr = (np.repeat(hi, bits, axis=0), np.repeat(lo, bits, axis=0))
-        out = cot128(party, chooser, n=n * bits, words=words, corr=corr)
+        kept = []
+        out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept)
     per = _weighted_sum((out[0].reshape(n, bits, words), out[1].reshape(n, bits, words)), bits)
     mac = (per[0][:, 0].copy(), per[1][:, 0].copy())
     ext = (per[0][:, 1:].copy(), per[1][:, 1:].copy()) if E else None
-    return Committed(v, mac, ext) if client else CommitKeys(mac, ext)
+    if not keep_pads:
+        return Committed(v, mac, ext) if client else CommitKeys(mac, ext)
+    if client:
+        return Committed(v, mac, ext, kept[0].reshape(n, bits, 16))
+    return CommitKeys(mac, ext, (kept[0][0].reshape(n, bits, 16), kept[0][1].reshape(n, bits, 16)))
+
+
+def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
+              tables: np.ndarray | None = None, values: np.ndarray | None = None, w: int = 1) -> np.ndarray | None:
+    """1-out-of-2^m table OT whose index is a digit of a *committed* value, both roles.
+
+    The index bits are not chosen anew: the m random OTs that committed bits [a, b) of each value
+    (:func:`commit` with ``keep_pads``) are the table OT's OTs (Naor-Pinkas: entry e of table i
+    is padded with XOR_j H(key_{i,j,e_j}, tweak(i, j, e))). The client holds one key per bit --
+    the one its committed bit selects -- so it can open exactly the entry at its committed digit;
+    a client that wants another entry gets a pseudorandom string. Nothing to check afterwards.
+    Sender: ``tables`` uint64 (n, 2^m, w), ``pads`` = the commitment's (m0, m1); chooser:
+    ``values`` (its committed values), ``pads`` its keys, ``w``; returns (n, w) uint64.
+    The pads are derived under their own fixed AES key (domain separation from the OT engine)
+    and the commitment's MAC words hash the same keys under another tweak (:func:`_expand`).
+    """
+    a, b = digit
+    m = b - a
+    aes = _lut_aes()
+    if party.role != chooser:
+        m0, m1 = pads
+        n, size, w = tables.shape
+        if size != 1 << m:
+            raise ValueError("table size must be 2^(digit width)")
+        p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
+        p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
+        pad = aes.lut_pads(p0, p1, 0, m, (w + 1) // 2)
+        party.ch.send_array(np.ascontiguousarray(tables ^ pad[:, :, :w]), owned=True)
+        party.ch.flush()
+        return None
+    v = np.asarray(values, dtype=U64)
+    n = v.shape[0]
+    idx = (v >> U64(a)) & U64((1 << m) - 1)
+    p = aes.permute(np.ascontiguousarray(pads[:, a:b]).view(U64).reshape(n, m, 2))
+    pad = aes.lut_pads(p, None, 0, m, (w + 1) // 2, entries=idx)[:, 0, :w]
+    ct = party.ch.recv_array(U64, (n, 1 << m, w))
+    return ct[np.arange(n), idx.astype(np.intp)] ^ pad
 
 
 def combine(coef: np.ndarray, a: U128) -> U128:

@@ -153,3 +153,43 @@ def test_forged_check_message_aborts(what):
 
     with pytest.raises(au.MacCheckError):
         _relation_session(c, c, k, seed=2, tamper=tamper)
+
+
+def test_bound_table_ot_opens_exactly_the_committed_digit():
+    """The table OT's index bits are the committed bits: the client opens the entry at its
+    committed digit; any other entry, opened with the keys it holds, is pseudorandom."""
+    rng = np.random.default_rng(8)
+    n, bits, digit = 40, 12, (4, 8)
+    x = rng.integers(0, 2**bits, n, dtype=U64)
+    tables = rng.integers(0, 2**64, (n, 16, 3), dtype=U64)
+    seen = {}
+
+    def server(p):
+        keys = au.commit(p, CLIENT, n=n, bits=bits, delta=U64(77), keep_pads=True)
+        au.bound_lut(p, CLIENT, digit, pads=keys.pads, tables=tables)
+        return keys
+
+    def client(p):
+        com = au.commit(p, CLIENT, n=n, bits=bits, values=x, keep_pads=True)
+        orig = p.ch.recv_array
+
+        def recv(*a, **kw):
+            out = orig(*a, **kw)
+            seen["ct"] = out.copy()
+            return out
+        p.ch.recv_array = recv
+        got = au.bound_lut(p, CLIENT, digit, pads=com.pads, values=x, w=3)
+        return com, got
+
+    keys, (com, got) = run_two_party(server, client, seed=9, setup=_checked)
+    d = (x >> U64(4)) & U64(15)
+    assert np.array_equal(got, tables[np.arange(n), d.astype(np.intp)])
+    # the MACs of the committed value are still MACs (the pads were reused, not the MAC words)
+    assert ((_ints(com.mac) - _ints(keys.key)) % u128.MOD == (x.astype(object) * 77) % u128.MOD).all()
+    # a deviating client that asks for digit d ^ 1 with its keys gets garbage, not the entry
+    other = d ^ U64(1)
+    aes = au._lut_aes()
+    pk = aes.permute(np.ascontiguousarray(com.pads[:, 4:8]).view(U64).reshape(n, 4, 2))
+    pad = aes.lut_pads(pk, None, 0, 4, 2, entries=other)[:, 0, :3]
+    wrong = seen["ct"][np.arange(n), other.astype(np.intp)] ^ pad
+    assert not (wrong == tables[np.arange(n), other.astype(np.intp)]).any()
