@@ -80,6 +80,7 @@ class ServerBound:
     rho: np.ndarray  # (N,) uint64, mod 2^M
     delta: np.uint64
     u_key: au.U128  # (N,)
+    u_pads: tuple[np.ndarray, np.ndarray] | None = None  # random-OT keys of u's bits (bound table OTs)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class ClientBound:
 
     u: np.ndarray  # (N,) uint64
     u_mac: au.U128  # (N,)
+    u_pads: np.ndarray | None = None  # this side's random-OT keys of u's bits (bound table OTs)
 
 
 # ---- the client's local steps (module functions, so a test can replace one of them) -----------
@@ -108,11 +110,13 @@ def client_commit_query(q: np.ndarray, step: int) -> np.ndarray:
 
 def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarray | None = None,
                            xx: np.ndarray | None = None, q: np.ndarray | None = None,
-                           lam: int = au.STAT_BITS) -> ServerBound | ClientBound:
+                           lam: int = au.STAT_BITS, keep_pads: bool = False) -> ServerBound | ClientBound:
     """Steps 1-9 for one query, both roles (module docstring). The server passes the encoded
     training matrix ``X`` (N, d) and ``xx`` = ||x_i||^2 mod 2^M; the client its encoded query
     ``q`` (d,). Raises :class:`~protocols.mpc.authenticated.MacCheckError` on the server when
-    the client's values fail the check."""
+    the client's values fail the check. ``keep_pads``: keep the random-OT keys of u's bits, so
+    that later table OTs can be indexed by digits of the committed u
+    (:func:`protocols.mpc.authenticated.bound_lut`)."""
     N, d, M, xb = pp.n_train, pp.n_features, pp.ring_bits, pp.x_bits
     server = party.role == SERVER
     # 1.-3. Delta; cross term (exact, OT path); mask-reveal
@@ -128,9 +132,9 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         u = client_masked(client_norm(q, M), s, c, M)
     # 4. commit u
     if server:
-        ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta)
+        ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads)
     else:
-        cu = au.commit(party, CLIENT, n=N, bits=M, values=u)
+        cu = au.commit(party, CLIENT, n=N, bits=M, values=u, keep_pads=keep_pads)
     # 5.-7. challenges (secret for now), q committed with y-products, q again for its square
     if server:
         chi = party.rng.random_bits((lam, N)).astype(np.uint8)
@@ -165,7 +169,7 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         C = u128.add(au.combine(chi, _lift(xx)), au.combine(chi, _lift(rho)))
         C = u128.add(C, u128.shl(L, 1))
         au.check_congruent(party, CLIENT, M, delta=delta, KZ=KZ, C=C, n=lam)
-        return ServerBound(rho, delta, ku.key)
+        return ServerBound(rho, delta, ku.key, ku.pads)
     qv, qt = c1.values, c2.values
     Q2 = int((qv.astype(object) ** 2).sum()) % u128.MOD
     sq_mac = u128.sub(u128.mul_small(c1.mac, qv), (c2.extra[0][:, 0], c2.extra[1][:, 0]))
@@ -181,4 +185,4 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
     MZ = u128.add(MZ, u128.shl(MA, 1))
     MZ = u128.add(MZ, au.combine(chi2, u128.sub(c1.mac, c2.mac)))
     au.check_congruent(party, CLIENT, M, Z=Z, MZ=MZ, n=lam)
-    return ClientBound(cu.values, cu.mac)
+    return ClientBound(cu.values, cu.mac, cu.pads)

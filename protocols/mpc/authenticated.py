@@ -256,23 +256,27 @@ def check_congruent(party: PartyContext, chooser: int, k_bits: int, *, delta: np
 
     Client (``chooser``): ``Z``, ``MZ``; server: ``delta``, ``KZ``, ``C``. Raises
     :class:`MacCheckError` on the server if any check fails (the caller aborts the session before
-    it releases anything that depends on the checked values). Steps:
-      1. the client commits n fresh masks r_l, uniform in [0, 2^64) (:func:`commit`);
-      2. it sends Y = Z + 2^k r and MY = MZ + 2^k M_r, both mod 2^(k+64) (32 bytes per value);
-      3. the server checks Y = C (mod 2^k) and MY = KZ + 2^k K_r + Y Delta (mod 2^(k+64)).
+    it releases anything that depends on the checked values). The check ring is
+    2^R, R = min(k + 64, 128): a forgery needs min(64, 128 - k) bits of Delta (k <= 96). Steps:
+      1. the client commits n fresh masks r_l, uniform in [0, 2^(R-k)) (:func:`commit`);
+      2. it sends Y = Z + 2^k r and MY = MZ + 2^k M_r, both mod 2^R (32 bytes per value);
+      3. the server checks Y = C (mod 2^k) and MY = KZ + 2^k K_r + Y Delta (mod 2^R).
     """
-    if not 1 <= k_bits <= 64:
-        raise ValueError("k_bits must be in [1, 64]")
-    ring = k_bits + DELTA_BITS
+    if not 1 <= k_bits <= 96:
+        raise ValueError("k_bits must be in [1, 96]")
+    ring = min(k_bits + DELTA_BITS, 128)
+    rbits = ring - k_bits
     if party.role == chooser:
         r = party.rng.random_u64(n)
-        cr = commit(party, chooser, n=n, bits=64, values=r)
+        if rbits < 64:
+            r &= U64((1 << rbits) - 1)
+        cr = commit(party, chooser, n=n, bits=rbits, values=r)
         Y = u128.mask_bits(u128.add(Z, u128.shl((np.zeros(n, U64), r), k_bits)), ring)
         MY = u128.mask_bits(u128.add(MZ, u128.shl(cr.mac, k_bits)), ring)
         party.ch.send_array(np.stack([u128.to_bytes(Y), u128.to_bytes(MY)]), owned=True)
         party.ch.flush()
         return None
-    kr = commit(party, chooser, n=n, bits=64, delta=delta)
+    kr = commit(party, chooser, n=n, bits=rbits, delta=delta)
     got = party.ch.recv_array(np.uint8, (2, n, 16))
     Y, MY = u128.from_bytes16(got[0]), u128.from_bytes16(got[1])
     low = u128.mask_bits(u128.sub(Y, C), k_bits)
