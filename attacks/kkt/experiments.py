@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.kkt.attack import AttackError, KKTConfig, Reconstruction, reconstruct
+from attacks.kkt.attack import AttackError, KKTConfig, Reconstruction, kkt_loss_grad, reconstruct
 from attacks.kkt.datasets import BinaryTask, digits_task, mnist_task, spatial_task, tabular_task
 from attacks.kkt.metrics import match, minmax, random_pair_ssim, ssim_scores
 from attacks.kkt.model import HomogeneousMLP, resolve_device, train_classifier, train_multiclass, train_regressor
@@ -217,8 +217,6 @@ def true_kkt_floor(model: HomogeneousMLP, task: BinaryTask, weight_decay: float,
     attack can reach. ``None`` without weight decay (no closed-form multipliers then).
     """
     import torch
-
-    from attacks.kkt.attack import kkt_loss_grad
 
     if not weight_decay:
         return None
