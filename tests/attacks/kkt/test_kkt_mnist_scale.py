@@ -143,3 +143,34 @@ def test_mnist_multiclass_end_to_end(tmp_path):
     assert {"baseline_noise", "baseline_heldout", "baseline_pairs"} <= set(saved)
     assert out["attack"]["n_candidates"] == 40
     assert (tmp_path / "mnist_multiclass_gallery.png").stat().st_size > 0
+
+
+def test_contrast_data_sources():
+    from attacks.kkt.datasets import breast_cancer_task, correlated_task
+
+    task, held = breast_cancer_task(10, seed=0)
+    assert task.X.shape == (20, 30) and len(held) == 569 - 20  # real data: every other sample is a non-member
+    assert np.allclose(task.X.mean(0), 0.0, atol=1e-9)
+    ind, _ = correlated_task(200, 64, 0.0, seed=0)
+    cor, _ = correlated_task(200, 64, 0.9, seed=0)
+    lag1 = [np.corrcoef(t.X[:, 10], t.X[:, 11])[0, 1] for t in (ind, cor)]
+    assert abs(lag1[0]) < 0.2 and 0.8 < lag1[1] < 0.97  # AR(1): neighbouring features correlate with rho
+    with pytest.raises(DataError):
+        correlated_task(5, 10, 1.0)
+
+
+def test_spatial_generator_baseline_and_contrast_end_to_end(tmp_path):
+    from attacks.kkt.experiments import Settings, run_contrast, run_spatial
+
+    s = Settings(width=16, train_steps=30, lbfgs_steps=5, steps=20, device="cpu")
+    sp = run_spatial(tmp_path, s, sizes=(4, 100), generators=("rect",), n_per_class=3, progress=False, n_fresh=30)
+    for r in sp["runs"]:
+        assert r["advantage_over_generator"] == pytest.approx(r["generator_error_mean"] - r["error_mean"])
+        assert 0 <= r["n_beats_generator"] <= 3
+    # no model needed for this: 100-pixel rectangles are matched far better by fresh images than 2x2 ones
+    assert sp["runs"][1]["generator_error_mean"] < sp["runs"][0]["generator_error_mean"]
+    assert (tmp_path / "spatial.csv").read_text().startswith("generator,blob_size")
+    ct = run_contrast(tmp_path, s, rhos=(0.5,), n_features=40, n_per_class=4, progress=False)
+    assert [r["data"] for r in ct["rows"]] == ["breast_cancer", "ar1_rho0.5"]
+    assert all({"reference_ncc_median", "noise_ncc_median", "n_beats_reference"} <= set(r) for r in ct["rows"])
+    assert (tmp_path / "contrast.png").stat().st_size > 0
