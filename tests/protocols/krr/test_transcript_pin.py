@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 7 (7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
+#: pinned at PROTOCOL_VERSION 8 (8: the Laplacian's three-digit plan for 15-bit entries; 7: its two-table
+#: digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
 #: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
@@ -51,11 +52,11 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565173, "f02910d7b9b36f22f072b30c97bde60282c8fca9a062fec4cee76b962539115c"),
-    "krr-laplacian": (96, 75388, "686cd0a677ba0d2dc7a9bac01501b230ac49ac25f1efbf68c08c693518dc77b8"),
+    "krr-gaussian": (66, 1565173, "e110871018f3d9b4e1bd8f0430e8f3892d5823e1459ed7b329adb529be3f8f7a"),
+    "krr-laplacian": (96, 75388, "e2b3542908692c7c3c0b4c96eb930127fbb08cf4c00e77e1a13b0deec43122e0"),
     "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
-PINNED_VERSION = 7
+PINNED_VERSION = 8
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
