@@ -145,13 +145,12 @@ def _column_blocks(d: int, size: int, words: int):
 
 
 def _rot_bits(party: PartyContext, choices: np.ndarray | None, n: int):
-    """One random OT per element, keeping one bit of each pad: the sender (server) gets the bit
-    pairs (m0, m1), the receiver (client, ``choices``) gets m_c. No correction is sent: the
-    correlation m0 ^ m1 is random, which is all the digit step needs."""
+    """One random OT per element, one bit each: the sender (server) gets the bit pairs (m0, m1),
+    the receiver (client, ``choices``) gets m_c. No correction is sent: the correlation
+    m0 ^ m1 is random, which is all the digit step needs."""
     if choices is None:
-        m0, m1 = party.ot_sender.random_ot(n)
-        return m0[:, 0] & np.uint8(1), m1[:, 0] & np.uint8(1)
-    return party.ot_receiver.random_ot(choices)[:, 0] & np.uint8(1)
+        return party.ot_sender.random_bit_ot(n)
+    return party.ot_receiver.random_bit_ot(choices)
 
 
 def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray | None = None,
