@@ -42,7 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 8 (8: the client-malicious Gaussian protocol, pinned as
+#: pinned at PROTOCOL_VERSION 9 (9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
@@ -52,12 +52,12 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565173, "e110871018f3d9b4e1bd8f0430e8f3892d5823e1459ed7b329adb529be3f8f7a"),
-    "krr-laplacian": (116, 53333, "11f920d3326c8bb7027567cdf78d200d08dcda13ce209c352dc52e21bbd39bd1"),
-    "krr-gaussian/client-malicious": (474, 1033238, "91f78472ded93d1d6a54e35f75bf0a2941b3a305d672a52a2005d1341dd5d99d"),
+    "krr-gaussian": (66, 1565173, "54295f21e36bf9bdbc0537ee5f445e705b33534aadc31b0b42f8c5fc4ad0eb58"),
+    "krr-laplacian": (96, 75388, "2be8841d76ee9d0921b9288764dcb73c3cc9188a8bd88088ef4ae9792b789533"),
+    "krr-gaussian/client-malicious": (474, 1033238, "2e3d6ca4bf3f6c2a673d90b34bbd307616523453c6ffdff21226a05faa67ff51"),
     "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
-PINNED_VERSION = 8
+PINNED_VERSION = 9
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
