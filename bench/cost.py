@@ -12,6 +12,9 @@ Engines (each runs as two real processes on TCP loopback, except plaintext):
                  40 fractional bits (bench/spu_engine.py; needs `make spu`)
   spu-cheetah64  the same, 64-bit ring, 18 fractional bits (SPU's fast, imprecise setting)
   spu-semi2k     SPU SEMI2K, 128-bit ring: needs a trusted first party for its triples (trusted dealer)
+  mp-spdz        MP-SPDZ's semi protocol (OT triples, no dealer) on the same model, 16/48-bit sfix,
+                 only where MP_SPDZ_HOME points at a built MP-SPDZ (bench/mpspdz_engine.py);
+                 skipped with a one-line note otherwise
 For each training size N: wall time (set-up/offline and online), bytes each way (keys included),
 online bytes, rounds, peak memory, |prediction - plaintext|. With ``--link lan|wan`` every engine
 runs through an emulated link (bench/netem.py: a relay process, 1 Gbit/s and 0.5 ms RTT, or
@@ -40,6 +43,7 @@ ENGINES = {
     "spu-cheetah": "bench.spu_engine",
     "spu-cheetah64": "bench.spu_engine",
     "spu-semi2k": "bench.spu_engine",
+    "mp-spdz": "bench.mpspdz_engine",
 }
 # engines whose correlated randomness comes from a trusted party (marked in every output)
 TRUSTED_DEALER = {"crypten", "spu-semi2k"}
@@ -81,7 +85,9 @@ def run_engine(name: str, model, Q: np.ndarray, link: str | None = None, **opts:
     if name in ("ot", "ot-vole"):
         from bench.krr_cost import serve_and_predict
 
-        preds, client, _ = serve_and_predict(model, Q, "ot" if name == "ot-vole" else "he", link)
+        # Laplacian models sit on the 2^-8 grid: encoded on it, as a trained model's grid_bits
+        frac = LAPLACIAN_GRID_BITS if model.kernel == "laplacian" else None
+        preds, client, _ = serve_and_predict(model, Q, "ot" if name == "ot-vole" else "he", link, frac_bits=frac)
         server = client
     elif name.startswith("spu-"):
         from bench import spu_engine
@@ -120,7 +126,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="kernel width (default: the published study's 74, Gaussian; 1000, Laplacian)")
     ap.add_argument("--engines", default=None,
                     help="comma-separated: plaintext, ot, ot-vole, fhe, crypten, generic, spu-cheetah, "
-                         "spu-cheetah64, spu-semi2k (SPU engines: SecretFlow SPU in .venv-spu, `make spu`) "
+                         "spu-cheetah64, spu-semi2k (SPU engines: SecretFlow SPU in .venv-spu, `make spu`), "
+                         "mp-spdz (only with MP_SPDZ_HOME set; skipped with a note otherwise) "
                          f"(default: {DEFAULT_ENGINES}; --quick: {QUICK_ENGINES})")
     ap.add_argument("--link", choices=("lan", "wan"), default=None,
                     help="run every engine through an emulated network link (bench/netem.py relay: lan = "
@@ -196,6 +203,13 @@ def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]], ba
 
     args, N, engines, skipped = job
     rows: list[dict[str, Any]] = []
+    if "mp-spdz" in engines and "mp-spdz" not in skipped:
+        from bench.mpspdz_engine import skip_note
+
+        note = skip_note()
+        if note is not None:  # optional engine: one line, not a failure
+            skipped["mp-spdz"] = note
+            tqdm.write(note)
     model, rng = synthetic_model(N, args.features, args.sigma, args.seed, args.kernel)
     Q = synthetic_queries(model, rng)
     t0 = time.perf_counter()

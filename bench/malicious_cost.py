@@ -12,8 +12,12 @@ load drifts hit both alike):
   (median), bytes each way and rounds (exact: they do not vary), the prediction's agreement.
 * **ot-extension**: the consistency check alone, at the scale an exact-kernel protocol would need
   it: n SoftSpoken (k = 4) COTs checked vs unchecked over an in-process channel pair.
-* **exact**: the Gaussian and Laplacian protocols have no client-malicious mode (docs/malicious.md);
-  their semi-honest cost is `bench/krr_cost.py`'s (docs/double-blind.md), not re-run here.
+* **exact-binding** (``--exact-sizes``): the exact Gaussian kernel has no complete client-malicious
+  protocol yet (docs/malicious.md); what exists is its first part, the binding of the masked
+  distances to one committed query (:mod:`protocols.krr.binding`, OT cross term included). Per N
+  (synthetic CM-like model, d = 351): a whole semi-honest session with the OT cross term and one
+  with the lattice cross term (in-process channel pair, the server's lattice plaintexts prepared
+  before), beside the binding step alone (checked SoftSpoken set-up included).
 
 Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
 """
@@ -142,6 +146,88 @@ def ot_check(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _pair(fn0, fn1, timeout: float = 900.0):
+    """Run both sides over an in-process channel pair; (r0, r1, client channel)."""
+    from protocols.net.transport import local_channel_pair
+
+    c0, c1 = local_channel_pair(timeout=timeout)
+    box: dict[str, Any] = {}
+
+    def side0() -> None:
+        try:
+            box["r0"] = fn0(c0)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["e0"] = exc
+            c0.close()
+
+    th = threading.Thread(target=side0, daemon=True)
+    th.start()
+    try:
+        r1 = fn1(c1)
+    finally:
+        th.join(timeout)
+    if "e0" in box:
+        raise box["e0"]
+    return box.get("r0"), r1, c1
+
+
+def exact_binding(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Semi-honest Gaussian sessions (OT and lattice cross terms) beside the client-malicious
+    binding step (protocols.krr.binding) at each N."""
+    from bench.synthetic import synthetic_model, synthetic_queries
+    from protocols.krr import ServedModel, gaussian, predict_features, serve_one
+    from protocols.krr.binding import bound_masked_distances
+    from protocols.mpc.party import Party
+
+    rows: list[dict[str, Any]] = []
+    d = args.exact_features
+    for N in [int(v) for v in args.exact_sizes.split(",") if v.strip()]:
+        model, rng = synthetic_model(N, d, 74.0, seed=0)
+        Q = synthetic_queries(model, rng, 1)
+        for cross in ("ot", "he"):
+            served = ServedModel(model, security="semi-honest")
+            served.public.cross_term = cross
+            gaussian.prepare_server(model, served.public)  # per model, before any client (as `serve` does)
+            t0 = time.perf_counter()
+            _, (pred, cost, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
+            wall = time.perf_counter() - t0
+            rows.append({"part": "exact-binding", "model": f"gaussian-{cross}-N{N}", "mode": "semi-honest",
+                         "resumed": False, "session": 0, "wall_s": wall, "client_sent_B": ch.bytes_sent,
+                         "client_received_B": ch.bytes_received, "rounds": ch.stats()["rounds"],
+                         "abs_error": float(abs(pred[0] - model.predict(Q)[0]))})
+            print(f"  N={N} semi-honest {cross}: {wall:.2f} s, {(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB",
+                  flush=True)
+        pp = ServedModel(model, security="client-malicious").public
+        pp.cross_term = "ot"
+        X = pp.encode_features(model.X_train)
+        xx = (X * X).sum(axis=1, dtype=np.uint64) & np.uint64((1 << pp.ring_bits) - 1)
+        q = pp.encode_features(Q)[0]
+
+        def side(role: int, **kw):
+            def run(c):
+                p = Party(c, role)
+                p.setup_ot(softspoken_k=4)
+                if role == 0:
+                    p.ot_sender.checked = True
+                else:
+                    p.ot_receiver.checked = True
+                return bound_masked_distances(p, pp, **kw)
+            return run
+
+        t0 = time.perf_counter()
+        sv, cl, ch = _pair(side(0, X=X, xx=xx), side(1, q=q))
+        wall = time.perf_counter() - t0
+        D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
+        ok = bool((((cl.u.astype(object) - sv.rho.astype(object)) % (1 << pp.ring_bits)) == D).all())
+        rows.append({"part": "exact-binding", "model": f"gaussian-ot-N{N}", "mode": "client-malicious",
+                     "resumed": False, "session": 0, "wall_s": wall, "client_sent_B": ch.bytes_sent,
+                     "client_received_B": ch.bytes_received, "rounds": ch.stats()["rounds"],
+                     "abs_error": 0.0 if ok else float("nan"), "what": "binding step only (part 1 of 3)"})
+        print(f"  N={N} binding step (client-malicious part 1): {wall:.2f} s, "
+              f"{(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB, correct={ok}", flush=True)
+    return rows
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (part, model, resumed): medians per mode and the client-malicious / semi-honest ratios."""
     out = []
@@ -173,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=12, help="sessions per mode and resumption setting")
     ap.add_argument("--ot-sizes", default="100000,1000000", help="COT counts for the OT-check part (comma list)")
     ap.add_argument("--ot-reps", type=int, default=3, help="repetitions per COT count and mode")
-    ap.add_argument("--skip-compact", action="store_true", help="only the OT-extension part")
+    ap.add_argument("--skip-compact", action="store_true", help="skip the compact-model part")
+    ap.add_argument("--skip-ot", action="store_true", help="skip the OT-extension part")
+    ap.add_argument("--exact-sizes", default="", help="N values for the exact-kernel binding part (comma list; "
+                    "empty: skip), e.g. 1024,4096,16384")
+    ap.add_argument("--exact-features", type=int, default=351, help="d of the exact-kernel synthetic model")
     ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
     ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "secureml-bench",
                     help="where the fitted compact model is kept between runs")
@@ -182,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     if not args.skip_compact:
         rows += compact(args)
-    rows += ot_check(args)
+    if not args.skip_ot:
+        rows += ot_check(args)
+    if args.exact_sizes:
+        rows += exact_binding(args)
     summary = summarize(rows)
     for s in summary:
         print(f"{s['part']:12s} {s['model']:24s} resumed={str(s['resumed']):5s} "
@@ -199,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              indent=2))
     with open(args.out / "malicious_cost.csv", "w", newline="") as f:
         cols = ["part", "model", "mode", "resumed", "session", "wall_s", "client_sent_B", "client_received_B",
-                "rounds", "abs_error"]
+                "rounds", "abs_error", "what"]
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

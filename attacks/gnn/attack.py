@@ -13,10 +13,8 @@ the attacker with the same recipe on other public molecules:
   regression learns how to mix the two (and the loss terms).
 
 Training data: shadow encoder A (members: its pretraining set) with shadow B as reference; at
-attack time E is the target and R is shadow A. The policy is tabular REINFORCE over the actions
-of :class:`attacks.gnn.space.Space` (scaffold, one or two substituents, atom, motif), started
-from the auxiliary prior, with a batch-mean baseline, an entropy bonus and a penalty for
-re-generating a molecule it already has (extraction wants new molecules).
+attack time E is the target and R is shadow A. The policy that searches the action space with
+this score is in :mod:`attacks.gnn.policy`.
 """
 from __future__ import annotations
 
@@ -25,11 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from attacks.gnn.model import Pretrained, embed, molecule_loss
-from attacks.gnn.space import Action, Space
+from attacks.gnn.space import Action, Space, log_prior
 from attacks.metrics import roc_auc
 
 ScoreFn = Callable[[list[str], list[Action]], np.ndarray]
@@ -86,6 +82,31 @@ def fit_score(feats: np.ndarray, labels: np.ndarray) -> LearnedScore:
     return s
 
 
+class PriorWeighted:
+    """score(x) standardised, plus ``beta`` x log prior(x): a member-likelihood for search and ranking.
+
+    The owner's molecules come from the same distribution as the attacker's auxiliary data (the
+    paper's setting), so at equal score a molecule the prior finds likely is the better bet:
+    ranking by score alone over a whole action space puts implausible molecules with extreme
+    scores first (docs/gnn-extraction.md, "ceiling"). The score is standardised by the median and
+    MAD of the first batch it sees (the policy's scaffold scan: prior molecules), so ``beta`` means
+    the same for every encoder and scoring function.
+    """
+
+    def __init__(self, score: ScoreFn, space: Space, beta: float = 1.0) -> None:
+        self.score, self.space, self.beta = score, space, beta
+        self.med: float | None = None
+        self.mad = 1.0
+
+    def __call__(self, smiles: list[str], actions: list[Action]) -> np.ndarray:
+        s = np.asarray(self.score(smiles, actions), dtype=np.float64)
+        if self.med is None:
+            self.med = float(np.median(s))
+            self.mad = float(np.median(np.abs(s - self.med))) * 1.4826 + 1e-9
+        lp = np.array([log_prior(self.space, a) for a in actions])
+        return (s - self.med) / self.mad + self.beta * lp
+
+
 # ---------------------------------------------------------------- search
 
 class Evaluator:
@@ -94,6 +115,7 @@ class Evaluator:
     def __init__(self, space: Space, score: ScoreFn, budget: int) -> None:
         self.space, self.score, self.budget = space, score, budget
         self.cache: dict[str, float] = {}
+        self.actions: dict[str, Action] = {}
 
     @property
     def used(self) -> int:
@@ -109,119 +131,15 @@ class Evaluator:
             vals = self.score(list(todo), list(todo.values()))
             for s, v in zip(todo, vals):
                 self.cache[s] = float(v)
+                self.actions[s] = todo[s]
         return [None if s is None else self.cache.get(s) for s in smi]
 
     def top(self, k: int) -> list[str]:
-        return [s for s, _ in sorted(self.cache.items(), key=lambda kv: -kv[1])[:k]]
+        """The ``k`` best-scored molecules (ties broken by SMILES, so the order is reproducible)."""
+        return [s for s, _ in sorted(self.cache.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
-
-class TabularPolicy(torch.nn.Module):
-    """Independent softmax logits: scaffold, substituent count per scaffold, (atom, motif) per scaffold."""
-
-    def __init__(self, space: Space) -> None:
-        super().__init__()
-        self.space = space
-        M = len(space.motifs)
-        self.ls = torch.nn.Parameter(torch.tensor(np.log(space.scaffold_prior), dtype=torch.float32))
-        self.ln = torch.nn.Parameter(torch.tensor(np.tile(np.log(space.n_prior), (len(space.scaffolds), 1)),
-                                                  dtype=torch.float32))
-        lm = torch.tensor(np.log(space.motif_prior), dtype=torch.float32)
-        self.lpm = torch.nn.ParameterList([
-            torch.nn.Parameter(lm.repeat(len(p), 1).clone()) for p in space.positions])
-        self.M = M
-
-    def sample(self, n: int, gen: torch.Generator) -> tuple[list[Action], torch.Tensor, torch.Tensor]:
-        acts, logps, ents = [], [], []
-        ps = F.softmax(self.ls, 0)
-        s_idx = torch.multinomial(ps, n, replacement=True, generator=gen)
-        for s in s_idx.tolist():
-            pos = self.space.positions[s]
-            lp = F.log_softmax(self.ls, 0)[s]
-            ent = -(ps * torch.log(ps + 1e-12)).sum()
-            pn = F.softmax(self.ln[s], 0) if len(pos) > 1 else torch.tensor([1.0, 0.0])
-            k = int(torch.multinomial(pn, 1, generator=gen)) + 1
-            lp = lp + torch.log(pn[k - 1] + 1e-12)
-            logits = self.lpm[s].reshape(-1)
-            subs = []
-            used = torch.zeros(len(pos), dtype=torch.bool)
-            for _ in range(k):
-                masked = logits.masked_fill(used.repeat_interleave(self.M), float("-inf"))
-                pr = F.softmax(masked, 0)
-                j = int(torch.multinomial(pr, 1, generator=gen))
-                lp = lp + torch.log(pr[j] + 1e-12)
-                ent = ent - (pr * torch.log(pr + 1e-12)).nan_to_num().sum()
-                pi, mi = divmod(j, self.M)
-                used[pi] = True
-                subs.append((int(pos[pi]), mi))
-            acts.append(Action(s, tuple(subs)))
-            logps.append(lp)
-            ents.append(ent)
-        return acts, torch.stack(logps), torch.stack(ents)
-
-
-def reinforce(space: Space, ev: Evaluator, batch: int = 16, lr: float = 0.2, entropy: float = 0.002,
-              repeat_penalty: float = 1.0, max_steps: int = 10_000, seed: int = 0, scan_per_scaffold: int = 3,
-              scan_weight: float = 3.0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train the policy on the evaluator's score until the unique-molecule budget is spent.
-
-    Before any update, ``scan_per_scaffold`` prior molecules of every scaffold are scored and the
-    scaffold logits shifted by ``scan_weight`` x their standardised mean score: the first action
-    (which scaffold) decides most of what can be found, and a few hundred policy-gradient steps
-    cannot learn it from scratch over a hundred scaffolds.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    pol = TabularPolicy(space)
-    if scan_per_scaffold > 0:
-        rng = np.random.default_rng(seed)
-        means = np.zeros(len(space.scaffolds))
-        for k in range(len(space.scaffolds)):
-            one = Space.__new__(Space)
-            one.__dict__.update(space.__dict__)
-            one.scaffold_prior = np.eye(len(space.scaffolds))[k]
-            vals = [v for v in ev(one.sample_prior(scan_per_scaffold, rng)) if v is not None]
-            means[k] = np.mean(vals) if vals else np.nan
-        ok = np.isfinite(means)
-        if ok.sum() > 1:
-            z = np.where(ok, (means - np.nanmean(means)) / (np.nanstd(means) + 1e-9), -3.0)
-            with torch.no_grad():
-                pol.ls += torch.tensor(scan_weight * z, dtype=torch.float32)
-        if progress:
-            progress(ev.used)
-    opt = torch.optim.Adam(pol.parameters(), lr=lr)
-    hist = []
-    for step in range(max_steps):
-        if ev.used >= ev.budget:
-            break
-        before = set(ev.cache)
-        before_n = ev.used
-        acts, logp, ent = pol.sample(batch, gen)
-        vals = ev(acts)
-        scored = [v for v in ev.cache.values()]
-        mu, sd = float(np.mean(scored)) if scored else 0.0, float(np.std(scored)) + 1e-9 if scored else 1.0
-        r = []
-        seen = set()
-        for a, v in zip(acts, vals):
-            smi = space.smiles(a)
-            if v is None:  # invalid (valence) or budget exhausted
-                r.append(-3.0)
-                continue
-            z = (v - mu) / sd
-            if smi in before or smi in seen:  # already generated: worth less to an extractor
-                z -= repeat_penalty
-            seen.add(smi)
-            r.append(z)
-        rt = torch.tensor(r, dtype=torch.float32)
-        adv = rt - rt.mean()
-        loss = -(adv * logp).mean() - entropy * ent.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        hist.append({"step": step, "mean_reward": float(rt.mean()), "unique": ev.used})
-        if progress:
-            progress(ev.used - before_n)
-        if ev.used == before_n and step > 50:  # the policy has collapsed onto molecules it has seen
-            break
-    return {"steps": len(hist), "history": hist}
+    def top_actions(self, k: int) -> list[Action]:
+        return [self.actions[s] for s in self.top(k)]
 
 
 def random_search(space: Space, ev: Evaluator, seed: int = 0, progress: Callable[[int], None] | None = None,

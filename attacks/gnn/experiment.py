@@ -18,14 +18,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from attacks.gnn.attack import Evaluator, Features, fit_score, random_search, reinforce
+from attacks.gnn.attack import Evaluator, Features, ScoreFn, fit_score, random_search
+from attacks.gnn.policy import policy_search
 from attacks.gnn.data import Corpus, build_corpus, focus
-from attacks.gnn.model import cached_pretrain, n_parameters
+from attacks.gnn.model import Pretrained, cached_pretrain, n_parameters
 from attacks.gnn.space import Action, Space, unique_valid
 from attacks.metrics import roc_auc, tpr_at_fpr
 
@@ -68,14 +70,32 @@ def chance_rate(space: Space, members: set[str], n: int = 20_000, seed: int = 0)
     return float(np.mean([s in members for s in mols])) if mols else float("nan")
 
 
-def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, n_motifs: int = 30,
-        n_scan: int = 300_000, dim: int = 64, n_layers: int = 5, epochs: int = 150, lr: float = 2e-3,
-        batch_size: int = 64,
-        budget: int = 4000, n_score_neg: int = 1500, seed: int = 0, fcd_on: bool = True,
-        methods: Sequence[str] | None = None, corpus: Corpus | None = None, owner_scaffolds: int = 0,
-        log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+@dataclass
+class World:
+    """Everything an extraction run shares between methods: data, encoders, the learned score."""
+
+    family: str
+    corpus: Corpus
+    space: Space
+    members: set[str]
+    target: Pretrained
+    target_score: ScoreFn
+    diagnostics: dict[str, Any]
+    seconds: dict[str, float]
+    setting: dict[str, Any]
+
+
+def prepare(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, n_motifs: int = 30,
+            n_scan: int = 300_000, dim: int = 64, n_layers: int = 5, epochs: int = 150, lr: float = 2e-3,
+            batch_size: int = 64, n_score_neg: int = 1500, seed: int = 0, corpus: Corpus | None = None,
+            owner_scaffolds: int = 0, log: Callable[[str], None] = print, progress: bool = True,
+            target_trainer: Callable[[Sequence[str]], Pretrained] | None = None) -> World:
+    """Pretrain the target and two shadow encoders, fit the learned score on the shadows.
+
+    ``target_trainer`` replaces the owner's pretraining (a defense: e.g. DP-SGD); the attacker's
+    shadows keep the ordinary recipe (it does not know how the owner trained).
+    """
     torch.manual_seed(seed)
-    t_all = time.perf_counter()
     corpus = corpus or build_corpus(n_private=n_private, n_shadows=2, n_scaffolds=n_scaffolds, n_motifs=n_motifs,
                                     n_scan=n_scan, seed=seed, progress=progress)
     if owner_scaffolds:
@@ -89,7 +109,8 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
 
     t0 = time.perf_counter()
     rec = dict(dim=dim, n_layers=n_layers, epochs=epochs, lr=lr, progress=progress, batch_size=batch_size)
-    target = cached_pretrain(corpus.private, family, "target", seed=seed, **rec)
+    target = target_trainer(corpus.private) if target_trainer else \
+        cached_pretrain(corpus.private, family, "target", seed=seed, **rec)
     shA = cached_pretrain(corpus.shadows[0], family, "shadow0", seed=seed + 1, **rec)
     shB = cached_pretrain(corpus.shadows[1], family, "shadow1", seed=seed + 2, **rec)
     t_pre = time.perf_counter() - t0
@@ -132,22 +153,57 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
     log("membership signal on the target: " + json.dumps({k: round(v, 3) if isinstance(v, float) else v
                                                           for k, v in diag.items()}))
     t_score = time.perf_counter() - t0
+    setting = {"n_private": len(members), "n_scaffolds": len(space.scaffolds), "n_motifs": len(space.motifs),
+               "owner_scaffolds": sorted({corpus.decomposition[s][0] for s in corpus.private})
+               if owner_scaffolds else None, "action_sets": space.size(), "n_scanned": corpus.n_scanned,
+               "dim": dim, "n_layers": n_layers, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+               "seed": seed, "encoder_parameters": n_parameters(target)}
+    return World(family, corpus, space, members, target, target_score, diag,
+                 {"pretraining_3_encoders": t_pre, "score_fit_and_diagnostics": t_score}, setting)
 
-    chance = chance_rate(space, members, seed=seed)
+
+METHODS = ("random aux", "random generation", "QED-guided", "SA-guided", "scoring w/o policy",
+           "attack (policy + scoring)")
+
+
+def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, n_motifs: int = 30,
+        n_scan: int = 300_000, dim: int = 64, n_layers: int = 5, epochs: int = 150, lr: float = 2e-3,
+        batch_size: int = 64,
+        budget: int = 4000, n_score_neg: int = 1500, seed: int = 0, fcd_on: bool = True,
+        methods: Sequence[str] | None = None, corpus: Corpus | None = None, owner_scaffolds: int = 0,
+        log: Callable[[str], None] = print, progress: bool = True, world: World | None = None,
+        ks: Sequence[int] = KS) -> dict[str, Any]:
+    t_all = time.perf_counter()
+    w = world or prepare(family, n_private, n_scaffolds, n_motifs, n_scan, dim, n_layers, epochs, lr, batch_size,
+                         n_score_neg, seed, corpus, owner_scaffolds, log, progress)
+    res = run_methods(w, budget=budget, seed=seed, fcd_on=fcd_on, methods=methods, log=log, progress=progress, ks=ks)
+    res["seconds"]["total"] = time.perf_counter() - t_all
+    return res
+
+
+def run_methods(w: World, budget: int = 4000, seed: int = 0, fcd_on: bool = True,
+                methods: Sequence[str] | None = None, log: Callable[[str], None] = print, progress: bool = True,
+                ks: Sequence[int] = KS, score: ScoreFn | None = None, algo: str = "reinforce",
+                chance_draws: int = 20_000) -> dict[str, Any]:
+    """Every method of the table on one prepared world; ``score`` replaces the learned score
+    (e.g. a served KRR model's kink score) for the two score-driven rows."""
+    space, members, corpus = w.space, w.members, w.corpus
+    target_score = score or w.target_score
+    rng = np.random.default_rng(seed)
+    chance = chance_rate(space, members, n=chance_draws, seed=seed)
     rows: list[dict[str, Any]] = []
     ref_fcd = list(corpus.private)
-    wanted = set(methods or ("random aux", "random generation", "QED-guided", "SA-guided",
-                             "scoring w/o policy", "attack (policy + scoring)"))
+    wanted = set(methods or METHODS)
 
     def finish(name: str, top: list[str], secs: float, extra: dict[str, Any] | None = None) -> None:
-        row = {"method": name, **precision(top, members), "FCD": fcd(top[:200], ref_fcd) if fcd_on else None,
+        row = {"method": name, **precision(top, members, ks), "FCD": fcd(top[:200], ref_fcd) if fcd_on else None,
                "seconds": secs, "n_out": len(top), **(extra or {})}
         log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
         row["top"] = top  # the output molecules, best first (members marked in "top_is_member")
         row["top_is_member"] = [s in members for s in top]
         rows.append(row)
 
-    K = max(KS)
+    K = max(ks)
     if "random aux" in wanted:
         t0 = time.perf_counter()
         top = [corpus.aux[i] for i in rng.choice(len(corpus.aux), size=min(K, len(corpus.aux)), replace=False)]
@@ -163,7 +219,7 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
         t0 = time.perf_counter()
         ev = Evaluator(space, fn, budget)
         with _bar(budget, name, progress) as bar:
-            info = reinforce(space, ev, seed=seed, progress=bar)
+            info = policy_search(space, ev, algo=algo, seed=seed, progress=bar)
         top = ev.top(K)
         finish(name, top, time.perf_counter() - t0,
                {"scored": ev.used, "members_scored": sum(s in members for s in ev.cache),
@@ -175,20 +231,11 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
             random_search(space, ev, seed=seed, progress=bar)
         finish("scoring w/o policy", ev.top(K), time.perf_counter() - t0,
                {"scored": ev.used, "members_scored": sum(s in members for s in ev.cache)})
-    order = ["random aux", "random generation", "QED-guided", "SA-guided", "scoring w/o policy",
-             "attack (policy + scoring)"]
-    rows.sort(key=lambda r: order.index(r["method"]))
+    rows.sort(key=lambda r: METHODS.index(r["method"]))
     return {
-        "family": family, "chance_precision": chance, "member_density_prior_20k": chance, "rows": rows,
-        "diagnostics": diag,
-        "setting": {"n_private": len(members), "n_scaffolds": len(space.scaffolds), "n_motifs": len(space.motifs),
-                    "owner_scaffolds": sorted({corpus.decomposition[s][0] for s in corpus.private})
-                    if owner_scaffolds else None, "action_sets": space.size(), "n_scanned": corpus.n_scanned,
-                    "dim": dim, "n_layers": n_layers,
-                    "epochs": epochs, "lr": lr, "batch_size": batch_size, "budget": budget, "seed": seed,
-                    "encoder_parameters": n_parameters(target)},
-        "seconds": {"pretraining_3_encoders": t_pre, "score_fit_and_diagnostics": t_score,
-                    "total": time.perf_counter() - t_all},
+        "family": w.family, "chance_precision": chance, "member_density_prior_20k": chance, "rows": rows,
+        "diagnostics": w.diagnostics, "setting": {**w.setting, "budget": budget},
+        "seconds": dict(w.seconds),
     }
 
 

@@ -48,6 +48,10 @@ class Space:
             nsub[len(d[1])] += 1
             for _, m in d[1]:
                 mo[midx[m]] += 1
+        if not sc:  # no auxiliary molecules (a synthetic world): the corpus's stated frequencies
+            sc = Counter({k: float(f) - 1.0 for k, f in enumerate(corpus.scaffold_freq)})
+            mo = Counter({k: float(f) - 1.0 for k, f in enumerate(corpus.motif_freq)})
+            nsub = Counter({1: 1.0, 2: 2.0})
         self.scaffold_prior = np.array([sc[k] + 1.0 for k in range(len(self.scaffolds))])
         self.scaffold_prior /= self.scaffold_prior.sum()
         self.motif_prior = np.array([mo[k] + 1.0 for k in range(len(self.motifs))])
@@ -116,8 +120,27 @@ def generated_corpus(n_private: int = 40, n_shadows: int = 2, n_scaffolds: int =
                 dec[attach(*d)] = d
     mo = Counter(m for d in dec.values() for _, m in d[1])
     motifs = [m for m, _ in mo.most_common(n_motifs)]
-    base = Corpus(scaffolds, np.array([sc[s] for s in scaffolds], float), motifs,
-                  np.array([mo[m] for m in motifs], float), [], [], sorted(dec), dict(dec), n_scan)
+    return library_corpus(scaffolds, motifs, n_private=n_private, n_shadows=n_shadows, owner_scaffolds=owner_scaffolds,
+                          rng=rng, aux=sorted(dec), decomposition=dict(dec),
+                          scaffold_freq=np.array([sc[s] for s in scaffolds], float),
+                          motif_freq=np.array([mo[m] for m in motifs], float), n_scanned=n_scan)
+
+
+def library_corpus(scaffolds: Sequence[str], motifs: Sequence[str], n_private: int = 30, n_shadows: int = 2,
+                   owner_scaffolds: int = 1, rng: np.random.Generator | None = None, seed: int = 0,
+                   aux: Sequence[str] = (), decomposition: dict | None = None,
+                   scaffold_freq: np.ndarray | None = None, motif_freq: np.ndarray | None = None,
+                   n_scanned: int = 0) -> Corpus:
+    """A focused-library world over a given vocabulary: the owner's private set is ``n_private``
+    distinct molecules the prior generates on ``owner_scaffolds`` random scaffolds; each shadow
+    library the same on scaffolds drawn independently (disjoint molecules). With no ``aux``
+    molecules the prior is uniform over scaffolds, substituent counts and motifs (the fast test's
+    world: no MOSES needed)."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    dec = dict(decomposition or {})
+    base = Corpus(list(scaffolds), scaffold_freq if scaffold_freq is not None else np.ones(len(scaffolds)),
+                  list(motifs), motif_freq if motif_freq is not None else np.ones(len(motifs)), [], [],
+                  list(aux), dec, n_scanned)
     space = Space(base)
 
     def library(k: int, exclude: set[str]) -> list[str]:
@@ -146,3 +169,40 @@ def generated_corpus(n_private: int = 40, n_shadows: int = 2, n_scaffolds: int =
         base.shadows.append(sh)
     base.decomposition = dec
     return base
+
+
+def enumerate_space(space: Space) -> dict[str, Action]:
+    """Every distinct valid molecule of a (small) space -> one action building it.
+
+    For the library world (tens of thousands of action sets) this is seconds; it lets the search
+    be studied against the score of every reachable molecule (what an unlimited budget would see).
+    """
+    out: dict[str, Action] = {}
+    M = len(space.motifs)
+    for s, pos in enumerate(space.positions):
+        for i, p in enumerate(pos):
+            for m in range(M):
+                a = Action(s, ((int(p), m),))
+                smi = space.smiles(a)
+                if smi is not None and smi not in out:
+                    out[smi] = a
+            for q in pos[i + 1:]:
+                for m1 in range(M):
+                    for m2 in range(M):
+                        a = Action(s, ((int(p), m1), (int(q), m2)))
+                        smi = space.smiles(a)
+                        if smi is not None and smi not in out:
+                            out[smi] = a
+    return out
+
+
+def log_prior(space: Space, a: Action) -> float:
+    """log probability of ``a``'s molecule path under the auxiliary prior: scaffold, substituent
+    count, motifs, and a uniform choice of the atoms (one path; symmetric paths are not summed)."""
+    P = len(space.positions[a.scaffold])
+    k = len(a.subs)
+    v = float(np.log(space.scaffold_prior[a.scaffold]))
+    if P > 1:
+        v += float(np.log(space.n_prior[k - 1]))
+    v += float(sum(np.log(space.motif_prior[m]) for _, m in a.subs))
+    return v - float(np.log(P if k == 1 else P * (P - 1) / 2))

@@ -42,7 +42,10 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 7 (7: the 8-byte frame header with the rounds acknowledgement -- frame payloads unchanged, only the version in the hello; 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
+#: pinned at PROTOCOL_VERSION 8 (8: the 8-byte frame header with the rounds acknowledgement -- frame
+#: payloads unchanged, only the version in the hello; 7: the Laplacian's two-table digit step with a
+#: random OT, products mod 2^(M-1);
+#: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
 #: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
 #: 5 the lattice cross term of the Gaussian kernel (SEAL's randomness seeded from the seeded Party,
@@ -50,11 +53,11 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565173, "f02910d7b9b36f22f072b30c97bde60282c8fca9a062fec4cee76b962539115c"),
-    "krr-laplacian": (96, 75388, "5e9e67ffccf1e030814ba9856632c8e297a5bb0364da31241944d5b35b6cb1da"),
+    "krr-gaussian": (66, 1565173, "e110871018f3d9b4e1bd8f0430e8f3892d5823e1459ed7b329adb529be3f8f7a"),
+    "krr-laplacian": (116, 53333, "11f920d3326c8bb7027567cdf78d200d08dcda13ce209c352dc52e21bbd39bd1"),
     "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
 }
-PINNED_VERSION = 7
+PINNED_VERSION = 8
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
