@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 9 (9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
+#: pinned at PROTOCOL_VERSION 10 (10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
@@ -52,12 +53,12 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565173, "54295f21e36bf9bdbc0537ee5f445e705b33534aadc31b0b42f8c5fc4ad0eb58"),
-    "krr-laplacian": (96, 75388, "2be8841d76ee9d0921b9288764dcb73c3cc9188a8bd88088ef4ae9792b789533"),
-    "krr-gaussian/client-malicious": (474, 1033238, "2e3d6ca4bf3f6c2a673d90b34bbd307616523453c6ffdff21226a05faa67ff51"),
-    "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
+    "krr-gaussian": (66, 1565175, "7fbb9ce5325ddf2d2a0e18e574659a1ea0c51582001f1ef7136fd11c838acc4c"),
+    "krr-laplacian": (96, 75390, "f21233fb98fd79861d2f231d9e12402bc2cdb65718333c4af13813598d86a10c"),
+    "krr-gaussian/client-malicious": (474, 1033240, "643a931b9e918ef66af87ce7b28322eaa1843cae7b261eed4cc72a44cadd9420"),
+    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
 }
-PINNED_VERSION = 9
+PINNED_VERSION = 10
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
