@@ -22,12 +22,43 @@ import numpy as np
 from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries
 
 
+def _both(fn0: Any, fn1: Any, k: int, seed: int) -> list[Any]:
+    """fn0(party 0) and fn1(party 1) in two threads over an in-process channel pair, OT set up
+    (seeded parties: reproducible, insecure, a benchmark only)."""
+    import threading
+
+    from protocols.mpc.party import Party
+    from protocols.net.transport import local_channel_pair
+
+    chans = local_channel_pair(timeout=1800)
+    out: list[Any] = [None, None]
+    err: list[BaseException | None] = [None, None]
+
+    def body(i: int, fn: Any) -> None:
+        try:
+            p = Party(chans[i], i, seed=seed + i)
+            p.setup_ot(k)
+            out[i] = fn(p)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            err[i] = exc
+            chans[i].close()
+
+    ts = [threading.Thread(target=body, args=(i, f), daemon=True) for i, f in enumerate((fn0, fn1))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for e in err:
+        if e is not None:
+            raise e
+    return out
+
+
 def measure(N: int, d: int, sigma: float = 1000.0, frac_bits: int = LAPLACIAN_GRID_BITS, seed: int = 0) -> dict[str, Any]:
     """One query's L1 step at N x d: bytes per step (both directions) and CPU seconds (both parties)."""
     from protocols.krr import laplacian
     from protocols.krr.params import PublicParams
     from protocols.krr.registry import EXACT_SOFTSPOKEN_K
-    from protocols.testing import run_two_party
 
     model, rng = synthetic_model(N, d, sigma, seed, "laplacian")
     Q = synthetic_queries(model, rng, 1)
@@ -58,8 +89,7 @@ def measure(N: int, d: int, sigma: float = 1000.0, frac_bits: int = LAPLACIAN_GR
     laplacian.column_ot, laplacian._rot_bits = counted("column_ot"), counted("random_ot")
     try:
         c0 = time.process_time()
-        L_S, L_C = run_two_party(server, lambda p: laplacian.l1_shares(p, pp, N, q=q),
-                                 setup=lambda p: p.setup_ot(EXACT_SOFTSPOKEN_K), timeout=1800, seed=seed)
+        L_S, L_C = _both(server, lambda p: laplacian.l1_shares(p, pp, N, q=q), EXACT_SOFTSPOKEN_K, seed)
         cpu = time.process_time() - c0
     finally:
         laplacian.column_ot, laplacian._rot_bits = real["column_ot"], real["random_ot"]
