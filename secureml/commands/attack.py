@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from secureml.runs import RESULTS, new_run_folder
+
 NAMES = ("whitebox", "rf-whitebox", "reconstruct", "barzilai", "mia", "lira", "rank", "gnn-extract")
 
 _HELP = {
@@ -90,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lira: comma-separated ridge values of the target (default 1e-8,1e-4,1e-2)")
     p.add_argument("--protocol-sample", type=int, default=4,
                    help="ot/fhe: queries answered by the real protocol (default 4)")
-    p.add_argument("--out", default=None, help="output folder (default results/attacks)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new results/attacks/NAME-DEPLOYMENT-<time>/ per run)")
     from secureml.commands import _gnn_extract
 
     _gnn_extract.add_arguments(p)
@@ -141,8 +144,10 @@ def run(args: argparse.Namespace) -> int:
 
         return _gnn_extract.run(args)
     target_kind = args.target or ("model-file" if name in ("whitebox", "rf-whitebox") else "api")
-    out = Path(args.out or "results/attacks")
+    # one folder per run: no attack run overwrites another's results
+    out = Path(args.out) if args.out else new_run_folder(RESULTS / "attacks", f"{name}-{target_kind}-")
     out.mkdir(parents=True, exist_ok=True)
+    args.out = str(out)
     t0 = time.perf_counter()
     if name == "rf-whitebox":
         result = _rf(args)
@@ -184,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     path = out / f"{name}_{target_kind}.json"
     path.write_text(json.dumps(result, indent=1, default=_default))
     print(json.dumps({k: v for k, v in result.items() if k not in ("curve",)}, indent=1, default=_default))
-    print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {path} (run folder {out})", file=sys.stderr)
     return 0
 
 
@@ -212,7 +217,7 @@ def _curve(tgt: Any, scn: Any, args: argparse.Namespace, bar: Any) -> dict[str, 
             r = experiments.query_reconstruction(tgt, scn, method="expansion", budget=q, seed=args.seed,
                                                  adam_steps=200, lbfgs_steps=50)
             rows.append({k: v for k, v in r.items() if not isinstance(v, dict)})
-    _plot_curve(rows, Path(args.out or "results/attacks") / "reconstruct_curve.png")
+    _plot_curve(rows, Path(args.out) / "reconstruct_curve.png")
     best = max(rows, key=lambda r: r["value"])
     return {"attack": "reconstruct", "curve": rows, "metric": best["metric"], "value": best["value"],
             "queries": best["queries"]}
@@ -336,7 +341,7 @@ def _rf(args: argparse.Namespace) -> dict[str, Any]:
 
     with tqdm(total=len(feats), desc="rf-whitebox", unit="F", file=sys.stderr) as bar:
         res = experiments.whitebox_rf(factory, n_train=n, features=feats, seed=args.seed, progress=bar.update)
-    _plot_rf(res, Path(args.out or "results/attacks") / "rf_whitebox.png")
+    _plot_rf(res, Path(args.out) / "rf_whitebox.png")
     res["deployment"] = "model-file"
     return res
 
