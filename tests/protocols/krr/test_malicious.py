@@ -541,7 +541,7 @@ class Recorder:
                     pass
 
 
-@pytest.mark.parametrize("which", ["weak", "rff"])
+@pytest.mark.parametrize("which", ["weak", "strong", "rff"])
 def test_malicious_server_never_sees_a_rejected_query(servers, which):
     """An honest client rejects its own query (a molecule larger than the model's Coulomb matrix)
     after the handshake: it sends the fixed code, so neither the server's log nor any byte the
