@@ -69,6 +69,9 @@ V_DIGIT_BITS = 4
 def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
     """(bits of x_hi, digits of x_lo) from public numbers; ProtocolError if x_hi is too wide."""
     hb = pp.d_bits - pp.lo_bits
+    if pp.lo_bits < 1:
+        raise ProtocolError("client-malicious Gaussian protocol needs a low part of the distance (sigma too small "
+                            "for the feature bounds): serve it with --security semi-honest")
     if not 1 <= hb <= MAX_HI_BITS:
         raise ProtocolError(f"client-malicious Gaussian protocol needs the distance's high part to have 1..{MAX_HI_BITS} "
                             f"bits, this model's has {hb}: serve it with --security semi-honest")

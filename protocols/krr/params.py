@@ -234,7 +234,7 @@ class PublicParams:
             if self.cross_term != "ot":
                 raise ProtocolError("client-malicious Gaussian sessions use the OT cross term (cross_term 'ot'): "
                                     "the lattice one cannot check a client's ciphertexts")
-            if not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
+            if self.lo_bits < 1 or not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
                 raise ProtocolError(f"the client-malicious Gaussian protocol serves distances whose high part has "
                                     f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
                                     "serve it with --security semi-honest")
