@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.synthetic import synthetic_model, synthetic_queries  # one definition for both benchmarks
+from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries  # one definition for both benchmarks
 
 
 def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
@@ -30,10 +30,10 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
     return synthetic_model(N, d, sigma, seed, kernel)
 
 
-def _server(params, cross_term: str, q: mp.Queue) -> None:
+def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None) -> None:
     from protocols.krr import ServedModel, gaussian, serve
 
-    sm = ServedModel(params)
+    sm = ServedModel(params, frac_bits=frac_bits)
     sm.public.cross_term = cross_term
     sm.public.validate()
     t0 = time.perf_counter()
@@ -46,14 +46,14 @@ def _server(params, cross_term: str, q: mp.Queue) -> None:
 
 
 def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
-                      timeout: float = 1800.0):
+                      timeout: float = 1800.0, frac_bits: int | None = None):
     """Server process (prepared before it accepts) + this process as client, optionally through an
     emulated link: (predictions, client CostReport, server's one-off preparation seconds)."""
     from protocols.krr import predict
 
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(params, cross_term, q))
+    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits))
     proc.start()
     relay = None
     try:
@@ -65,8 +65,9 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
             relay = Relay(("127.0.0.1", port), link)
             port = relay.port
         c0 = time.process_time()
-        preds, cost = predict(f"127.0.0.1:{port}", Q, timeout=timeout)
+        preds, cost, pp = predict(f"127.0.0.1:{port}", Q, timeout=timeout, with_params=True)
         cost.extra["client_cpu_s"] = time.process_time() - c0
+        cost.extra["frac_bits"], cost.extra["x_bits"] = pp.frac_bits, pp.x_bits
         cost.extra["server_cpu_s"] = q.get(timeout=120)
     finally:
         if relay is not None:
@@ -78,10 +79,13 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
 
 
 def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
-            cross_term: str = "he", link: str | None = None) -> dict:
+            cross_term: str = "he", link: str | None = None, frac_bits: int | None = None) -> dict:
     params, rng = model_for(N, d, sigma, kernel, seed)
     Q = synthetic_queries(params, rng, k)
-    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link)
+    if frac_bits is None and kernel == "laplacian":
+        # the model's own grid, as a served `secureml train` model encodes it (its grid_bits)
+        frac_bits = LAPLACIAN_GRID_BITS
+    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link, frac_bits=frac_bits)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
     reps = max(5, int(2e7 // (N * d)))
@@ -90,7 +94,8 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
     t_plain = (time.perf_counter() - t0) / reps
     return {
         "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
-        "cross_term": cross_term if kernel == "gaussian" else "ot",
+        "cross_term": cross_term if kernel == "gaussian" else "ot", "frac_bits": cost.extra.get("frac_bits"),
+        "x_bits": cost.extra.get("x_bits"),
         "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
         "client_cpu_s": cost.extra.get("client_cpu_s"), "server_cpu_s": cost.extra.get("server_cpu_s"),
@@ -117,6 +122,9 @@ def main(argv=None) -> int:
     ap.add_argument("--link", choices=("lan", "wan"), default=None,
                     help="run through an emulated link (bench/netem.py relay: lan 1 Gbit/s 0.5 ms RTT, "
                          "wan 100 Mbit/s 40 ms RTT); default: plain loopback")
+    ap.add_argument("--frac-bits", type=int, default=None,
+                    help="fractional bits of the encoding (default: Laplacian the model's 2^-8 grid, as a "
+                         "trained model's grid_bits; Gaussian the automatic precision)")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
     if args.sigma is None:
@@ -128,7 +136,7 @@ def main(argv=None) -> int:
     rows = []
     for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
         r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
-                    link=args.link)
+                    link=args.link, frac_bits=args.frac_bits)
         rows.append(r)
         tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
                    f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "

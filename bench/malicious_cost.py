@@ -12,8 +12,11 @@ load drifts hit both alike):
   (median), bytes each way and rounds (exact: they do not vary), the prediction's agreement.
 * **ot-extension**: the consistency check alone, at the scale an exact-kernel protocol would need
   it: n SoftSpoken (k = 4) COTs checked vs unchecked over an in-process channel pair.
-* **exact**: the Gaussian and Laplacian protocols have no client-malicious mode (docs/malicious.md);
-  their semi-honest cost is `bench/krr_cost.py`'s (docs/double-blind.md), not re-run here.
+* **exact** (``--exact-sizes``): the Gaussian kernel, whole sessions per N (synthetic CM-like
+  model, d = 351, sigma 74): semi-honest with the lattice cross term (the default) and with the
+  OT cross term, beside client-malicious (:mod:`protocols.krr.gaussian_malicious`, OT cross term);
+  in-process channel pair, per-model server set-up before the session (as `serve` does). The
+  Laplacian kernel has no client-malicious protocol (docs/malicious.md).
 
 Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
 """
@@ -142,6 +145,66 @@ def ot_check(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _pair(fn0, fn1, timeout: float = 900.0):
+    """Run both sides over an in-process channel pair; (r0, r1, client channel)."""
+    from protocols.net.transport import local_channel_pair
+
+    c0, c1 = local_channel_pair(timeout=timeout)
+    box: dict[str, Any] = {}
+
+    def side0() -> None:
+        try:
+            box["r0"] = fn0(c0)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["e0"] = exc
+            c0.close()
+
+    th = threading.Thread(target=side0, daemon=True)
+    th.start()
+    try:
+        r1 = fn1(c1)
+    finally:
+        th.join(timeout)
+    if "e0" in box:
+        raise box["e0"]
+    return box.get("r0"), r1, c1
+
+
+def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Whole Gaussian sessions per N: semi-honest with the lattice and with the OT cross term, and
+    client-malicious (protocols.krr.gaussian_malicious), in-process channel pair, the server's
+    per-model set-up (encoding, lattice plaintexts) done before the session as `serve` does."""
+    from bench.synthetic import synthetic_model, synthetic_queries
+    from protocols.krr import ServedModel, gaussian, gaussian_malicious, predict_features, serve_one
+
+    rows: list[dict[str, Any]] = []
+    d = args.exact_features
+    for N in [int(v) for v in args.exact_sizes.split(",") if v.strip()]:
+        model, rng = synthetic_model(N, d, 74.0, seed=0)
+        Q = synthetic_queries(model, rng, 1)
+        want = model.predict(Q)[0]
+        for mode, cross in (("semi-honest", "he"), ("semi-honest", "ot"), ("client-malicious", "ot")):
+            served = ServedModel(model, security=mode)
+            served.public.cross_term = cross
+            if mode == "semi-honest":
+                gaussian.prepare_server(model, served.public)
+            else:
+                gaussian_malicious.prepare_server(model, served.public)
+            t0 = time.perf_counter()
+            _, (pred, cost, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
+            wall = time.perf_counter() - t0
+            row = {"part": "exact", "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
+                   "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
+                   "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": cross}
+            # pair the client-malicious session with each semi-honest one in the summary
+            for vs in (("he", "ot") if mode == "client-malicious" else (cross,)):
+                rows.append({**row, "model": f"gaussian-N{N}-vs-{vs}"})
+            print(f"  N={N} {mode} ({cross} cross term): {wall:.2f} s, "
+                  f"{(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB, {row['rounds']} rounds, "
+                  f"error {row['abs_error']:.1e}", flush=True)
+    return rows
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (part, model, resumed): medians per mode and the client-malicious / semi-honest ratios."""
     out = []
@@ -173,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=12, help="sessions per mode and resumption setting")
     ap.add_argument("--ot-sizes", default="100000,1000000", help="COT counts for the OT-check part (comma list)")
     ap.add_argument("--ot-reps", type=int, default=3, help="repetitions per COT count and mode")
-    ap.add_argument("--skip-compact", action="store_true", help="only the OT-extension part")
+    ap.add_argument("--skip-compact", action="store_true", help="skip the compact-model part")
+    ap.add_argument("--skip-ot", action="store_true", help="skip the OT-extension part")
+    ap.add_argument("--exact-sizes", default="", help="N values for the exact Gaussian part (comma list; "
+                    "empty: skip), e.g. 1024,4096,16384")
+    ap.add_argument("--exact-features", type=int, default=351, help="d of the exact-kernel synthetic model")
     ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
     ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "secureml-bench",
                     help="where the fitted compact model is kept between runs")
@@ -182,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     if not args.skip_compact:
         rows += compact(args)
-    rows += ot_check(args)
+    if not args.skip_ot:
+        rows += ot_check(args)
+    if args.exact_sizes:
+        rows += exact_gaussian(args)
     summary = summarize(rows)
     for s in summary:
         print(f"{s['part']:12s} {s['model']:24s} resumed={str(s['resumed']):5s} "
@@ -199,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              indent=2))
     with open(args.out / "malicious_cost.csv", "w", newline="") as f:
         cols = ["part", "model", "mode", "resumed", "session", "wall_s", "client_sent_B", "client_received_B",
-                "rounds", "abs_error"]
+                "rounds", "abs_error", "what"]
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

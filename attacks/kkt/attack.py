@@ -46,7 +46,11 @@ class KKTConfig:
         lambda_min: lower bound on the binary multipliers (penalty), relative to ||theta|| = 1.
         init_scale: std of the Gaussian initialisation of the candidates.
         prior_weight: weight of the data-range penalty.
-        task: "binary" (labels of candidates: half +1, half -1) or "regression" (lambda unconstrained).
+        task: "binary" (labels of candidates: half +1, half -1), "regression" (lambda unconstrained) or
+            "multiclass" (Buzaglo et al. 2023: candidate j gets class j mod K and the term
+            lambda_j grad (Phi_{y_j} - Phi_{k_j})(x_j), k_j its strongest other class, lambda_j >= lambda_min).
+        closed_form: compute the loss gradient with :func:`kkt_loss_grad` (exact, about 1.3x faster
+            than autograd's double backward on the CPU and far lighter on memory) instead of autograd.
         reseed_every: every so many steps (during the first ``reseed_until`` fraction of the run),
             candidates that duplicate another one (NCC > ``reseed_ncc``) are re-initialised from
             noise. Without it many candidates collapse onto the same dominant training point. 0 = off.
@@ -65,6 +69,7 @@ class KKTConfig:
     reseed_ncc: float = 0.9
     reseed_until: float = 0.6
     seed: int = 0
+    closed_form: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,22 +99,91 @@ def kkt_terms(model: nn.Module, x: torch.Tensor, coef: torch.Tensor,
     return list(torch.autograd.grad((coef * out).sum(), params, create_graph=create_graph))
 
 
+def kkt_loss_grad(weights: list[torch.Tensor], x: torch.Tensor, coef: torch.Tensor, out_sign: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual ||theta - G||^2 with G = sum_j coef_j grad_theta (out_sign_j . Phi(x_j)), and its exact
+    gradients with respect to ``x`` and ``coef``, for a bias-free ReLU MLP given by ``weights``
+    (``[W_1, ..., W_L]``, shapes (out, in)).
+
+    Why closed form: for such a network the per-sample output gradient of layer l is the outer
+    product delta_l(x) a_{l-1}(x)^T, where the backward signal delta_l depends on x only through the
+    ReLU masks (piecewise constant), so G_l = (c * Delta_l)^T A_{l-1} and its derivative in x needs
+    one ordinary backward pass through the activations -- no double backward, no graph kept.
+    Steps: (1) forward pass keeping activations A_l and masks D_l; (2) Delta_L = out_sign,
+    Delta_l = D_l * (Delta_{l+1} W_{l+1}); (3) R_l = 2 (G_l - W_l); (4) P_l = Delta_l R_l gives
+    d/dcoef_j = sum_l <P_l[j], A_{l-1}[j]> and the direct term coef_j P_l[j] on A_{l-1}; (5) those
+    terms are back-propagated through the masks to x.
+    Cost: about 4 (d_in + sum of hidden products) multiply-adds per candidate per hidden unit pair,
+    i.e. 8 matrix products of size m x width x width for D-1000-1000-1.
+    """
+    L = len(weights)
+    acts, masks = [x], []
+    a = x
+    for W in weights[:-1]:
+        z = a @ W.T
+        D = (z > 0).to(x.dtype)
+        a = z * D
+        masks.append(D)
+        acts.append(a)
+    deltas: list[torch.Tensor] = [out_sign.to(x.dtype)] * L
+    for li in range(L - 2, -1, -1):
+        deltas[li] = masks[li] * (deltas[li + 1] @ weights[li + 1])
+    res = x.new_zeros(())
+    R = []
+    for li, W in enumerate(weights):
+        diff = (deltas[li] * coef[:, None]).T @ acts[li] - W
+        res = res + (diff ** 2).sum()
+        R.append(2.0 * diff)
+    gcoef = torch.zeros_like(coef)
+    ga: torch.Tensor | None = None
+    for li in range(L - 1, -1, -1):
+        P = deltas[li] @ R[li]
+        gcoef = gcoef + (P * acts[li]).sum(1)
+        g_here = coef[:, None] * P if ga is None else coef[:, None] * P + ga
+        ga = (g_here * masks[li - 1]) @ weights[li - 1] if li > 0 else g_here
+    assert ga is not None
+    return res, ga, gcoef
+
+
+def multiclass_signs(out: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """+1 at each candidate's class, -1 at its strongest other class (Buzaglo et al.'s margin term)."""
+    other = out.scatter(1, cls[:, None], -float("inf")).argmax(1)
+    s = torch.zeros_like(out)
+    s.scatter_(1, cls[:, None], 1.0)
+    s.scatter_(1, other[:, None], -1.0)
+    return s
+
+
 def kkt_residual(model: nn.Module, x: np.ndarray | torch.Tensor, lam: np.ndarray | torch.Tensor,
                  y: np.ndarray | torch.Tensor | None = None) -> float:
     """Relative KKT residual ||theta - sum_j lambda_j y_j grad Phi(x_j)||^2 / ||theta||^2.
 
-    ``y`` None means the regression form (no labels).
+    ``y`` None means the regression form (no labels). For a network with several outputs ``y`` are
+    class indices and the term is lambda_j grad (Phi_{y_j} - Phi_{k_j})(x_j) (see :func:`multiclass_signs`).
     """
     p0 = next(model.parameters())
     dev, dt = p0.device, p0.dtype
     xt = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x), dtype=dt, device=dev)
     coef = torch.as_tensor(lam if isinstance(lam, torch.Tensor) else np.asarray(lam), dtype=dt, device=dev)
+    theta = _flat_params(model)
+    den = sum((p ** 2).sum() for p in theta)
+    if isinstance(model, HomogeneousMLP):
+        with torch.no_grad():
+            if model.out_dim > 1:
+                if y is None:
+                    raise AttackError("a multiclass residual needs the candidates' classes")
+                cls = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, device=dev).long()
+                sign = multiclass_signs(model(xt), cls)
+            elif y is not None:
+                sign = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y), dtype=dt, device=dev)[:, None]
+            else:
+                sign = torch.ones(len(xt), 1, dtype=dt, device=dev)
+            num, _, _ = kkt_loss_grad([lin.weight.detach() for lin in model.layers], xt, coef, sign)
+        return float(num / den)
     if y is not None:
         coef = coef * torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y), dtype=dt, device=dev)
-    theta = _flat_params(model)
     grads = kkt_terms(model, xt, coef, create_graph=False)
     num = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
-    den = sum((p ** 2).sum() for p in theta)
     return float(num / den)
 
 
@@ -152,19 +226,23 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         lower, upper: per-feature (or scalar) data range of the model's inputs, for the prior.
         config: hyper-parameters (defaults: :class:`KKTConfig`).
         device: torch device ("auto": CUDA when present).
+
+    For ``task="multiclass"`` the returned ``y`` holds each candidate's class index.
     """
     cfg = config or KKTConfig()
-    if cfg.task not in ("binary", "regression"):
-        raise AttackError(f"task must be 'binary' or 'regression', not {cfg.task!r}")
+    if cfg.task not in ("binary", "regression", "multiclass"):
+        raise AttackError(f"task must be 'binary', 'regression' or 'multiclass', not {cfg.task!r}")
     if cfg.n_candidates < 1 or cfg.steps < 0:
         raise AttackError("n_candidates must be >= 1 and steps >= 0")
+    if (cfg.task == "multiclass") != (model.out_dim > 1):
+        raise AttackError(f"task {cfg.task!r} does not fit a network with {model.out_dim} output(s)")
     dev = resolve_device(device)
-    net = HomogeneousMLP(model.in_dim, model.hidden)
+    net = HomogeneousMLP(model.in_dim, model.hidden, out_dim=model.out_dim)
     net.load_state_dict(model.state_dict())
     net.to(dev)
     net.normalize_(1.0)
     for p in net.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(not cfg.closed_form)
     d, m = model.in_dim, cfg.n_candidates
     lo = torch.as_tensor(np.broadcast_to(np.asarray(lower, dtype=np.float32), (d,)).copy(), device=dev)
     hi = torch.as_tensor(np.broadcast_to(np.asarray(upper, dtype=np.float32), (d,)).copy(), device=dev)
@@ -172,15 +250,21 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         raise AttackError("upper bound must exceed lower bound for every feature")
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     x = (torch.randn(m, d, generator=gen) * cfg.init_scale).to(dev).requires_grad_(True)
+    signed = cfg.task != "regression"  # lambda_j >= lambda_min
     if cfg.task == "binary":
         yc = torch.where(torch.arange(m) % 2 == 0, 1.0, -1.0).to(dev)
-        lam = torch.full((m,), float(cfg.lambda_min) * 2 if cfg.lambda_min > 0 else 0.1, device=dev)
+    elif cfg.task == "multiclass":
+        yc = (torch.arange(m) % model.out_dim).to(dev)
     else:
         yc = torch.ones(m, device=dev)
+    if signed:
+        lam = torch.full((m,), float(cfg.lambda_min) * 2 if cfg.lambda_min > 0 else 0.1, device=dev)
+    else:
         lam = (torch.randn(m, generator=gen) * 0.1).to(dev)
     lam0 = lam.clone()
     lam.requires_grad_(True)
     theta = _flat_params(net)
+    weights = [lin.weight.detach() for lin in net.layers]
     opt = torch.optim.Adam([{"params": [x], "lr": cfg.lr_x}, {"params": [lam], "lr": cfg.lr_lambda}])
     history: list[tuple[int, float]] = []
     it = range(cfg.steps)
@@ -191,14 +275,32 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
     initial = float("nan")
     for step in it:
         opt.zero_grad(set_to_none=True)
-        grads = kkt_terms(net, x, lam * yc)
-        residual = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
-        loss = residual
-        if cfg.task == "binary":
-            loss = loss + torch.relu(cfg.lambda_min - lam).sum()
-        if cfg.prior_weight:
-            loss = loss + cfg.prior_weight * ((torch.relu(x - hi) ** 2).sum() + (torch.relu(lo - x) ** 2).sum())
-        loss.backward(inputs=[x, lam])  # theta is fixed: skip accumulating its gradient
+        if cfg.closed_form:
+            with torch.no_grad():
+                if cfg.task == "multiclass":
+                    sign = multiclass_signs(net(x), yc)
+                else:
+                    sign = yc[:, None]
+                residual, gx, glam = kkt_loss_grad(weights, x, lam, sign)
+                if signed:
+                    glam = glam - (lam < cfg.lambda_min).to(glam.dtype)
+                if cfg.prior_weight:
+                    gx = gx + 2.0 * cfg.prior_weight * (torch.relu(x - hi) - torch.relu(lo - x))
+                x.grad, lam.grad = gx, glam
+        else:
+            if cfg.task == "multiclass":
+                with torch.no_grad():
+                    coef_sign = multiclass_signs(net(x), yc)
+                grads = kkt_terms(net, x, lam[:, None] * coef_sign)
+            else:
+                grads = kkt_terms(net, x, lam * yc)
+            residual = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
+            loss = residual
+            if signed:
+                loss = loss + torch.relu(cfg.lambda_min - lam).sum()
+            if cfg.prior_weight:
+                loss = loss + cfg.prior_weight * ((torch.relu(x - hi) ** 2).sum() + (torch.relu(lo - x) ** 2).sum())
+            loss.backward(inputs=[x, lam])  # theta is fixed: skip accumulating its gradient
         opt.step()
         r = float(residual.detach())
         if step == 0:
@@ -209,9 +311,8 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
             history.append((step, r))
             if progress:
                 it.set_postfix(residual=f"{r:.4f}")
-    with torch.no_grad():
-        lam_final = lam.detach()
-    final = kkt_residual(net, x.detach(), lam_final, yc)
+    lam_final = lam.detach()
+    final = kkt_residual(net, x.detach(), lam_final, None if cfg.task == "regression" else yc)
     if cfg.steps == 0:
         initial = final
     return Reconstruction(x=x.detach().cpu().numpy(), lam=lam_final.cpu().numpy(), y=yc.cpu().numpy(),

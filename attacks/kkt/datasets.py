@@ -44,7 +44,19 @@ def _centred(raw: np.ndarray, y: np.ndarray, lo: float, hi: float, shape=None) -
 
 def _image_split(X: np.ndarray, digit: np.ndarray, n_train: int, seed: int, split: str, shape: tuple[int, int]
                  ) -> tuple[BinaryTask, np.ndarray]:
-    """Balanced two-class split of labelled digit images (``parity``: even +1 / odd -1; ``01``)."""
+    """Balanced split of labelled digit images: two classes (``parity``: even +1 / odd -1; ``01``),
+    or ``multiclass``: ``n_train // 10`` images of every digit, ``y`` = the digit (0-9)."""
+    if split == "multiclass":
+        rng = np.random.default_rng(seed)
+        per = n_train // 10
+        counts = np.bincount(digit, minlength=10)
+        if per < 1 or per > counts.min() - 1:
+            raise DataError(f"multiclass n_train must be between 10 and {10 * (counts.min() - 1)}")
+        idx = np.concatenate([rng.choice(np.where(digit == k)[0], per, replace=False) for k in range(10)])
+        rest = np.setdiff1d(np.arange(len(digit)), idx)
+        task = _centred(X[idx], digit[idx].astype(np.float64), 0.0, 1.0, shape=shape)
+        task.classes, task.held_classes = digit[idx], digit[rest]
+        return task, X[rest]
     if split == "parity":
         y = np.where(digit % 2 == 0, 1.0, -1.0)
         keep = np.ones(len(y), bool)
@@ -52,7 +64,7 @@ def _image_split(X: np.ndarray, digit: np.ndarray, n_train: int, seed: int, spli
         keep = digit <= 1
         y = np.where(digit == 0, 1.0, -1.0)
     else:
-        raise DataError(f"unknown digits split {split!r} (use 'parity' or '01')")
+        raise DataError(f"unknown digits split {split!r} (use 'parity', '01' or 'multiclass')")
     rng = np.random.default_rng(seed)
     pos, neg = np.where(keep & (y > 0))[0], np.where(keep & (y < 0))[0]
     half = n_train // 2
@@ -235,3 +247,61 @@ def tabular_task(n_per_class: int = 50, n_features: int = 1000, n_informative: i
     lo, hi = ztr.min(0) - 0.1 * span, ztr.max(0) + 0.1 * span
     task = BinaryTask(X=ztr, y=y, raw=ztr, mean=np.zeros(ztr.shape[1]), lower=lo, upper=hi)
     return task, zho, transform
+
+
+def _zscored(train: np.ndarray, held: np.ndarray, y: np.ndarray) -> tuple[BinaryTask, np.ndarray]:
+    """z-score with the training statistics (public preprocessing); prior = training range +- 10%."""
+    mu, sd = train.mean(0), train.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    ztr, zho = (train - mu) / sd, (held - mu) / sd
+    span = ztr.max(0) - ztr.min(0)
+    task = BinaryTask(X=ztr, y=y, raw=ztr, mean=np.zeros(ztr.shape[1]), lower=ztr.min(0) - 0.1 * span - 1e-3,
+                      upper=ztr.max(0) + 0.1 * span + 1e-3)
+    return task, zho
+
+
+def breast_cancer_task(n_per_class: int = 25, seed: int = 0) -> tuple[BinaryTask, np.ndarray]:
+    """scikit-learn's bundled breast-cancer data (569 x 30, real): ``n_per_class`` malignant (+1) and
+    benign (-1) training samples; every other sample is returned as the non-member reference."""
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    X, t = np.asarray(d.data, dtype=np.float64), np.asarray(d.target)
+    rng = np.random.default_rng(seed)
+    if not 1 <= n_per_class < min(np.bincount(t)):
+        raise DataError(f"n_per_class must be between 1 and {min(np.bincount(t)) - 1}")
+    idx = np.concatenate([rng.choice(np.where(t == 0)[0], n_per_class, replace=False),
+                          rng.choice(np.where(t == 1)[0], n_per_class, replace=False)])
+    rest = np.setdiff1d(np.arange(len(t)), idx)
+    y = np.concatenate([np.ones(n_per_class), -np.ones(n_per_class)])
+    return _zscored(X[idx], X[rest], y)
+
+
+def correlated_task(n_per_class: int = 25, n_features: int = 784, rho: float = 0.9, shift: float = 0.5,
+                    n_reference: int = 1000, seed: int = 0) -> tuple[BinaryTask, np.ndarray]:
+    """Synthetic Gaussian features with an AR(1) covariance corr(x_i, x_j) = rho^|i-j| (rho in [0, 1)).
+
+    Class +1 has mean 0, class -1 mean ``shift`` on the first 10% of the features. Samples are drawn
+    by the AR(1) recursion x_i = rho x_{i-1} + sqrt(1 - rho^2) e_i (exact, no covariance matrix).
+    Returns the z-scored task and ``n_reference`` fresh samples (half per class) as non-members.
+    """
+    if not 0.0 <= rho < 1.0:
+        raise DataError("rho must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    mean1 = np.zeros(n_features)
+    mean1[: max(1, n_features // 10)] = shift
+
+    def sample(n: int) -> np.ndarray:
+        e = rng.standard_normal((n, n_features))
+        x = np.empty_like(e)
+        x[:, 0] = e[:, 0]
+        c = np.sqrt(1.0 - rho ** 2)
+        for i in range(1, n_features):
+            x[:, i] = rho * x[:, i - 1] + c * e[:, i]
+        return x
+
+    train = np.concatenate([sample(n_per_class), sample(n_per_class) + mean1])
+    half = n_reference // 2
+    held = np.concatenate([sample(half), sample(n_reference - half) + mean1])
+    y = np.concatenate([np.ones(n_per_class), -np.ones(n_per_class)])
+    return _zscored(train, held, y)

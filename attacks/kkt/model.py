@@ -38,29 +38,32 @@ class HomogeneousMLP(nn.Module):
     """
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...] = (1000, 1000), init_scale: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, out_dim: int = 1) -> None:
         super().__init__()
-        if in_dim < 1 or not hidden or min(hidden) < 1:
-            raise ModelError(f"bad MLP shape: in_dim={in_dim}, hidden={hidden}")
-        dims = [in_dim, *hidden, 1]
+        if in_dim < 1 or not hidden or min(hidden) < 1 or out_dim < 1:
+            raise ModelError(f"bad MLP shape: in_dim={in_dim}, hidden={hidden}, out_dim={out_dim}")
+        dims = [in_dim, *hidden, out_dim]
         gen = torch.Generator().manual_seed(seed)
         layers = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for k, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             lin = nn.Linear(a, b, bias=False)
-            bound = math.sqrt(6.0 / a) if b > 1 else math.sqrt(3.0 / a)
+            # He-uniform for hidden ReLU layers; the linear output layer(s) get half the variance
+            bound = math.sqrt(3.0 / a) if k == len(dims) - 2 or b == 1 else math.sqrt(6.0 / a)
             with torch.no_grad():
                 lin.weight.copy_((torch.rand(b, a, generator=gen) * 2 - 1) * bound * init_scale)
             layers.append(lin)
         self.layers = nn.ModuleList(layers)
         self.in_dim = in_dim
         self.hidden = tuple(hidden)
+        self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scalar output per row of ``x`` (shape (n,))."""
+        """One output per row of ``x``: shape (n,) for a scalar network, (n, out_dim) otherwise."""
         h = x
         for lin in self.layers[:-1]:
             h = torch.relu(lin(h))
-        return self.layers[-1](h).squeeze(-1)
+        out = self.layers[-1](h)
+        return out.squeeze(-1) if self.out_dim == 1 else out
 
     @property
     def depth(self) -> int:
@@ -167,6 +170,44 @@ def train_classifier(model: HomogeneousMLP, X: np.ndarray, y: np.ndarray, *, ste
         acc = float((margins > 0).float().mean())
     return TrainReport(loss=loss_v, accuracy=acc, min_margin=float(margins.min()), steps=step + 1,
                        grad_norm=gnorm, history=history)
+
+
+def train_multiclass(model: HomogeneousMLP, X: np.ndarray, labels: np.ndarray, *, steps: int = 1000,
+                     lr: float = 1e-3, weight_decay: float = 1e-3, lbfgs_steps: int = 300,
+                     device: str | torch.device | None = None, dtype: torch.dtype = torch.float64,
+                     progress: bool = False) -> TrainReport:
+    """Cross-entropy + wd/2 ||theta||^2 for a network with ``out_dim`` = number of classes.
+
+    Stationarity (Buzaglo et al. 2023, multiclass): wd * theta = (1/n) sum_i sum_k (e_{y_i} - p_i)_k
+    grad Phi_k(x_i), i.e. theta is a combination of per-class output gradients at the training points;
+    the attack uses the form theta = sum_i lambda_i grad (Phi_{y_i} - Phi_{j_i})(x_i) with j_i the
+    strongest competing class. ``min_margin`` is the smallest Phi_y - max_{k != y} Phi_k.
+    """
+    if weight_decay <= 0:
+        raise ModelError("the multiclass attack needs weight_decay > 0 (stationarity)")
+    lab = np.asarray(labels)
+    if model.out_dim < 2 or lab.min() < 0 or lab.max() >= model.out_dim:
+        raise ModelError(f"labels must be 0..{model.out_dim - 1} and the network must have >= 2 outputs")
+    dev = resolve_device(device)
+    model.to(dev, dtype)
+    Xt = _as_tensor(X, dev, dtype)
+    yt = torch.as_tensor(lab, dtype=torch.long, device=dev)
+    params = list(model.parameters())
+
+    def data_loss() -> torch.Tensor:
+        return nn.functional.cross_entropy(model(Xt), yt)
+
+    history = _adam_lbfgs(model, data_loss, weight_decay, steps, lr, lbfgs_steps, progress)
+    obj = data_loss() + 0.5 * weight_decay * sum((p ** 2).sum() for p in params)
+    grads = torch.autograd.grad(obj, params)
+    with torch.no_grad():
+        out = model(Xt)
+        true = out.gather(1, yt[:, None]).squeeze(1)
+        other = out.scatter(1, yt[:, None], -float("inf")).max(1).values
+        margins = true - other
+    return TrainReport(loss=float(data_loss().detach()), accuracy=float((margins > 0).double().mean()),
+                       min_margin=float(margins.min()), steps=steps + lbfgs_steps,
+                       grad_norm=float(torch.sqrt(sum((g ** 2).sum() for g in grads))), history=history)
 
 
 def train_regressor(model: HomogeneousMLP, X: np.ndarray, y: np.ndarray, *, steps: int = 3000,

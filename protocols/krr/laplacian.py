@@ -23,15 +23,22 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
   2. Digit 0, column OTs: for every column j the server builds the table
      T[v] = ([x^(0)_ij < v])_i XOR r_j over the candidates v of the client's digit; the client
      receives T[q^(0)_j]. Now c = [x^(0) < q^(0)] is XOR-shared: server r, client T[q^(0)].
-  3. Digits k = 1, 2, ..., column OTs: tables of three N-bit strings per candidate v,
-        lt = [x^(k) < v] ^ r_l,   eq = [x^(k) == v] ^ r_e,   eqc = ([x^(k) == v] & c_S) ^ r_z,
-     with c_S the server's share of c. The comparison so far becomes
-        c' = lt_k  XOR  (eq_k AND c)         (lt_k and eq_k exclude each other)
-     and the AND needs only one cross term beyond what the table delivered:
-        eq_k AND c = r_e c_C  ^  eqc_C ^ r_z  ^  eq_C c_C       (eq_C, eqc_C: received),
-     r_e c_C from one bit COT (server's correlation r_e, client's choice c_C). Shares of c':
-     server r_l ^ r_z ^ x0, client lt_C ^ eqc_C ^ (eq_C & c_C) ^ (x0 ^ c_C r_e).
-     After the top digit, b = [x < q] is XOR-shared: b = b_S ^ b_C.
+  3. Digits k = 1, 2, ...: with c = c_S ^ c_C the comparison of the digits below,
+        c' = [x^(k) < v] ^ ([x^(k) == v] & c) = [x^(k) < v + c]      (v: the client's digit),
+     a threshold that is one of two known to the server once c_S is folded in:
+     c_C = 0 gives [x^(k) < v + c_S], c_C = 1 gives [x^(k) < v + 1 - c_S].
+     a. One random OT per element, the client choosing with c_C: the server gets bits (m0, m1),
+        delta = m0 ^ m1, the client m_{c_C} = m0 ^ c_C delta. Nothing is corrected (the
+        correlation may be random), so it costs one OT-extension column and no more.
+     b. Column OT: per column and candidate v, two N-bit strings
+           A = [x^(k) < v + c_S] ^ r_A,     B = [x^(k) < v + 1 - c_S] ^ r_A ^ delta
+        (r_A fresh). The client takes (A, B) for its digit and keeps the one c_C selects.
+     Shares of c': server r_A ^ m0; client (c_C ? B : A) ^ m_{c_C}. (For c_C = 0: A ^ m0; for
+     c_C = 1: B ^ m0 ^ delta = [x < v + 1 - c_S] ^ r_A ^ m0.) After the top digit, b = [x < q] is
+     XOR-shared: b = b_S ^ b_C.
+     Client's view: A is masked by r_A; B by delta, which is hidden from a client that knows only
+     m_{c_C} (if c_C = 0 it misses m1; if c_C = 1, A ^ B = ... ^ delta with delta unknown as m0 is):
+     (A, B, m_{c_C}) is uniform whatever x is. The server's view is that of the OT extension.
   4. Products, mod 2^M: (q - x) b = q b_C - x b_S + b_S q(1 - 2 b_C) + b_C (-x (1 - 2 b_S)),
      the two cross terms from one COT each (client's correlation q(1 - 2 b_C), server's choice
      b_S; server's correlation -x(1 - 2 b_S), client's choice b_C).
@@ -39,11 +46,22 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
   6.-12. From shares of L to the prediction: steps 4-10 of :mod:`protocols.krr.expsum` with
      t = L / (2^F sigma).
 
-Cost per element (query entry x training point): one bit COT per digit above the first and two
-M-bit COTs (each an OT-extension column -- 32 bits with SoftSpoken k = 4, 128 with IKNP -- plus
-its correction), plus the column OTs' share, sum over digits of 2^m_k * (1 or 3) bits; the digit
-sizes minimise the total (:func:`digit_levels`). Rounds: one
-per digit plus two, then those of the exponential.
+Cost per element (query entry x training point), SoftSpoken k = 4 (32 bits per OT-extension
+column): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one random OT (32 bits) per digit above
+the first, and two (M-1)-bit COTs (32 + 8 * ceil((M - 1) / 8) bits each); :func:`digit_levels`
+picks the digits, weighing an OT-extension pass's compute against traffic. 15-bit entries (CM on
+the 2^-8 grid), M = 25: digits (5, 5, 5), 20 + 8 + 14 = 42 bytes per element (protocol version 6
+sent 53: three tables and a one-byte-corrected COT per digit; four digits (4, 3, 4, 4) would send
+38 but compute ~45% longer). Rounds: one per digit plus two (the random OT travels with the column OT's request),
+then those of the exponential.
+
+Why not one 1-of-(N+1) "rank" OT per column over the sorted column: the client would have to
+choose by rank(q_j), which it must not learn (it is the training set's empirical CDF at q_j);
+masked by a server offset s_j it is free to learn, and then the comparison bits in the server's
+sorted-and-rotated order are XOR-shared with no per-element traffic -- but in a different row
+order per column. Summing over columns needs them in row order, i.e. comparisons of each row's
+(secret) slot with the masked rank: again one comparison of ceil(log2(N+1)) bits per element,
+15 bits at N = 16,384, no fewer than the 15-bit values themselves.
 """
 from __future__ import annotations
 
@@ -60,10 +78,13 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 
 U64 = np.uint64
-# bits per one-bit COT in the digit plan's cost model: an IKNP column plus a one-byte correction.
-# Under SoftSpoken (k = 4, 40 bits) a four-digit plan would send ~10% less but compute ~5% longer
-# (N = 8,192, measured), so the plan keeps the IKNP weight: fewer digits, fewer passes.
-_BIT_COT = 128 + 8
+# the digit plan's cost model, per element and digit above the first: the random OT's traffic (one
+# SoftSpoken k = 4 column, no correction: protocols.krr.registry.EXACT_SOFTSPOKEN_K) and its
+# compute, as bits worth the same: an OT-extension pass costs about as much time as 64 more bits
+# on the wire save (N = 4,096, d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per
+# element and 1.85 s, (5, 5, 5) 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s)
+_ROT_BITS = 32
+_ROT_WORK = 64
 _TABLE_BYTES = 48 << 20  # column tables built and sent per block of columns
 
 
@@ -75,7 +96,7 @@ def digit_levels(x_bits: int) -> tuple[tuple[int, int], ...]:
         for sizes in itertools.product(range(1, 11), repeat=count):
             if sum(sizes) != x_bits:
                 continue
-            cost = (1 << sizes[0]) + sum(3 * (1 << m) + _BIT_COT for m in sizes[1:])
+            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _ROT_BITS + _ROT_WORK for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)
     if best is None:
@@ -123,6 +144,15 @@ def _column_blocks(d: int, size: int, words: int):
         yield a, min(d, a + step)
 
 
+def _rot_bits(party: PartyContext, choices: np.ndarray | None, n: int):
+    """One random OT per element, one bit each: the sender (server) gets the bit pairs (m0, m1),
+    the receiver (client, ``choices``) gets m_c. No correction is sent: the correlation
+    m0 ^ m1 is random, which is all the digit step needs."""
+    if choices is None:
+        return party.ot_sender.random_bit_ot(n)
+    return party.ot_receiver.random_bit_ot(choices)
+
+
 def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray | None = None,
               q: np.ndarray | None = None) -> np.ndarray:
     """Steps 2-5 for one query, both roles: this party's shares (N,) of the L1 distances.
@@ -139,59 +169,64 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     c = None
     for k, (a, b) in enumerate(digit_levels(pp.x_bits)):
         m = b - a
-        words = W if k == 0 else 3 * W  # per column: [x < v], or ([x < v], [x == v], [x == v] & c_S)
+        words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
         if server:
             dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
-            r_l = party.rng.random_u64((d, W))
+            r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
             if k > 0:
-                r_e = party.rng.random_u64((d, W))
-                r_z = party.rng.random_u64((d, W))
+                # 3. a random OT per element, the client choosing with c_C: delta = m0 ^ m1
+                m0, m1 = _rot_bits(party, None, d * N)
+                m0 = _pack(m0.reshape(d, N), W)
+                delta = m0 ^ _pack(m1.reshape(d, N), W)
             for j0, j1 in _column_blocks(d, 1 << m, words):
                 lt, eq = _digit_tables(dig[j0:j1], m, W)
-                lt ^= r_l[j0:j1, None, :]
                 if k == 0:
-                    # 2. first digit: [x < v] masked by r_l
+                    # 2. first digit: [x < v] masked by r
+                    lt ^= r[j0:j1, None, :]
                     column_ot(party, CLIENT, tables=lt)
                     continue
-                # 3. higher digits: (lt, eq, eq & c_S), each masked
-                eqc = eq & c[j0:j1, None, :]
-                eq ^= r_e[j0:j1, None, :]
-                eqc ^= r_z[j0:j1, None, :]
-                column_ot(party, CLIENT, tables=np.concatenate([lt, eq, eqc], axis=2))
-            if k == 0:
-                c = r_l
-                continue
-            # 3. one bit COT for the cross term r_e c_C (our correlation r_e, the client's choice c_C)
-            x0 = party.ot_sender.cot_send(_unpack(r_e, N).ravel().astype(U64), bits=1)
-            c = r_l ^ r_z ^ _pack(x0.reshape(d, N).astype(np.uint8), W)
+                # 3. higher digits: A = [x < v + c_S] ^ r_A, B = [x < v + 1 - c_S] ^ r_A ^ delta
+                #    ([x < v + 1] = [x < v] ^ [x == v]: the two thresholds differ by eq)
+                cs = c[j0:j1, None, :]
+                A = lt ^ (eq & cs) ^ r[j0:j1, None, :]
+                B = A ^ eq ^ delta[j0:j1, None, :]
+                column_ot(party, CLIENT, tables=np.concatenate([A, B], axis=2))
+            # our share: r (digit 0), r_A ^ m0 (higher digits)
+            c = r if k == 0 else r ^ m0
         else:
             dig = (q >> U64(a)) & U64((1 << m) - 1)
+            if k > 0:
+                # 3. the random OT: our bit m_{c_C} (sent in the same flight as the column OT's)
+                mc = _pack(_rot_bits(party, _unpack(c, N).ravel(), d * N).reshape(d, N), W)
             got = np.concatenate([column_ot(party, CLIENT, indices=dig[j0:j1], m=m, w=words)
                                   for j0, j1 in _column_blocks(d, 1 << m, words)])
             if k == 0:
-                # 2. [x < q^(0)] ^ r_l for every column
+                # 2. [x < q^(0)] ^ r for every column
                 c = got
                 continue
-            # 3. (lt, eq, eqc) for our digit; one bit COT with choice c_C
-            lt_C, eq_C, eqc_C = got[:, :W], got[:, W:2 * W], got[:, 2 * W:]
-            cot = party.ot_receiver.cot_recv(_unpack(c, N).ravel(), bits=1)
-            c = lt_C ^ eqc_C ^ (eq_C & c) ^ _pack(cot.reshape(d, N).astype(np.uint8), W)
+            # 3. the threshold our share c_C selects (v + c_S + c_C = v + c), unmasked by m_{c_C}
+            A, B = got[:, :W], got[:, W:]
+            c = A ^ (c & (A ^ B)) ^ mc
     # 4. products (q - x) b mod 2^M, b = b_S ^ b_C: two COTs, in this order --
     #    (i) the client's correlation q(1 - 2 b_C), the server's choice b_S;
     #    (ii) the server's correlation -x(1 - 2 b_S), the client's choice b_C
+    #    Both mod 2^(M-1): P = sum_j (q_j - x_ij) b_ij < d 2^B <= 2^(M-1), and L needs only 2P mod
+    #    2^M, which shares of P mod 2^(M-1) determine (2 (P + k 2^(M-1)) = 2P mod 2^M): one byte
+    #    less per correction when M - 1 is a multiple of 8 (M = 25 for CM entries on the 2^-8 grid)
+    half = U64((1 << (M - 1)) - 1)
     bits = _unpack(c, N)  # (d, N)
     b64 = bits.astype(U64)
     if server:
-        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M).reshape(d, N)
-        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & mask
-        s = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
+        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
+        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & half
+        s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
         P = (t - s - XT * b64).sum(axis=0, dtype=U64)
         # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
         return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    delta = (qc * (U64(1) - U64(2) * b64)) & mask
-    s = party.ot_sender.cot_send(delta.ravel(), bits=M).reshape(d, N)
-    t = party.ot_receiver.cot_recv(bits.ravel(), bits=M).reshape(d, N)
+    delta = (qc * (U64(1) - U64(2) * b64)) & half
+    s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
+    t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
     P = (t - s + qc * b64).sum(axis=0, dtype=U64)
     # 5. our part of L
     return (U64(2) * P - q.astype(U64).sum(dtype=U64)) & mask

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from secureml.runs import RESULTS, new_run_folder
+
 HELP = ("training-data extraction from a pretrained molecular GIN encoder (Huang et al. 2024): "
         "scaffold+motif generation, learned score from shadow encoders, REINFORCE policy; P@K and FCD "
         "against random, QED-, SA-guided and policy-free baselines")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     M = args.motifs or (10 if lib else 30)
     budget = args.budget or (1000 if lib else 2000)
     owner = args.owner_scaffolds if args.owner_scaffolds is not None else (2 if lib else 4)
-    out = Path(args.out or "results/attacks")
+    out = Path(args.out) if args.out else new_run_folder(RESULTS / "attacks", "gnn-extract-")
     results: dict[str, Any] = {}
     for fam in [f.strip() for f in args.family.split(",") if f.strip()]:
         if fam not in ("attrmask", "graphcl", "edgepred"):

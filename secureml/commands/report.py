@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from secureml.runs import output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "leakage beside chance against MAE and cost per query, Pareto fronts)")
     p.add_argument("--no-protocol", action="store_true",
                    help="defenses: skip the real OT sessions that measure each output defense's cost")
-    p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new results/leakage/<time>/ or results/defenses/<time>/ per run)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
                         "reconstruct-fit, reconstruct-barzilai (default all); for `defenses`: mia, rank-kink, extract, "
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         rows = leakage_matrix(attacks=attacks, deployments=deps,
                               protocol_sample={"ot": args.ot_sample, "fhe": args.fhe_sample},
                               seed=args.seed, quick=args.quick, progress=step, scheduler=args.scheduler)
-    paths = write_report(rows, Path(args.out))
+    paths = write_report(rows, output_folder(args.out, "leakage"))
     print(paths["md"].read_text())
     print(leakage_summary(rows))
     for k, v in paths.items():
@@ -90,7 +92,7 @@ def run_defenses(args: argparse.Namespace) -> int:
     if unknown:
         raise SecureMLError(f"unknown attack(s) {', '.join(sorted(unknown))} for `report defenses`; "
                             f"known: {', '.join([*matrix.ATTACKS, *matrix.OPTIONAL_ATTACKS])}, kkt, gnn-extract")
-    out = args.out if args.out != "results/leakage" else "results/defenses"
+    out = output_folder(args.out, "defenses")
     n = len(set(attacks) - {"kkt", "gnn-extract"}) * len(matrix.defenses(args.quick)) + 1 \
         + (0 if args.no_protocol else 1) + ("kkt" in attacks) + ("gnn-extract" in attacks)
     with tqdm(total=n, desc="defense matrix", unit="cell", file=sys.stderr) as bar:

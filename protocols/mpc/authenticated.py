@@ -1,0 +1,288 @@
+"""One-sided authenticated values: MACs over Z_2^128 held by the client, keys by the server.
+
+Threat model: the *server* (model owner, OT sender) is semi-honest; the *client* (query owner, OT
+receiver) may deviate arbitrarily. Only the client's values need authentication, so this is the
+one-sided half of SPDZ2k (Cramer, Damgard, Escudero, Scholl, Xing, CRYPTO 2018) with MACs that
+come from correlated OT, as in MASCOT / SPDZ2k's OT-based preprocessing:
+
+* The server draws a global key Delta, uniform in [0, 2^64) (s = 64 key bits), fresh per session.
+* An **authenticated client value** x (an integer the client knows) is a pair: the client's MAC
+  M_x and the server's key K_x with  M_x = K_x + x * Delta  (mod 2^128).
+  Linear combinations with public coefficients are local (the client combines MACs, the server
+  keys; adding a public constant c moves the server's key by -c Delta).
+* **Commit** (:func:`commit`): the client's value bits are the choice bits of COTs with
+  correlation Delta (one random OT of the *checked* OT extension per bit plus a 16-byte
+  correction, :func:`cot128`); sum_b 2^b of the outputs is M_x. Extra correlation words C_e in
+  the same COTs give, for free, authenticated products of the committed value with server-chosen
+  numbers: the client obtains T_e + x * C_e, the server keeps T_e (an additive sharing of x C_e).
+  With C = (y, y Delta) for a server-secret y, that is an *authenticated share* of x y;
+  with C = K_z (the key of another committed value z), the client can form a MAC on x z.
+* **Check** (:func:`check_congruent`): the client claims that authenticated values Z_l (built by
+  the caller from committed values and shares) satisfy Z_l = C_l (mod 2^k) for server-known C_l,
+  k <= 64. The client commits a fresh 64-bit mask r_l, sends Y_l = Z_l + 2^k r_l and its MAC,
+  all mod 2^(k+64); the server checks Y_l = C_l (mod 2^k) and MAC(Y_l) = K(Y_l) + Y_l Delta
+  (mod 2^(k+64)). Nothing else about Z leaks: Y_l's bits below k are C_l (the server knows
+  them), the bits above are masked by r_l.
+
+Soundness of one check (the SPDZ2k argument, one-sided): the committed values fix the true Z_l.
+If Z_l != C_l (mod 2^k), a passing Y_l differs from the true masked value by some e with
+v(e) < k (2-adic valuation), and the MAC must move by e Delta mod 2^(k+64), which needs all 64
+bits of Delta: probability 2^-64. Callers build Z_l as a random combination with **binary**
+coefficients of per-item relations L_i = 0 (mod 2^k): if some L_j != 0, flipping chi_j changes the
+sum by L_j, so at most half of the coefficient vectors hide it -- probability <= 1/2 per
+repetition, whatever the valuation of L_j (an error in the top bit, the one that zeroes a kernel
+term, is caught as well as an error in bit 0). lambda independent repetitions: 2^-lambda.
+
+Hiding (the client's values, against the semi-honest server): the server sees only OT-extension
+messages (independent of the choice bits), and Y_l, MAC(Y_l), which are fixed by C_l, the
+uniform mask r_l and its own keys.
+
+Everything here is numpy-vectorised over (hi, lo) uint64 limb pairs (:mod:`protocols.mpc.u128`).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocols.mpc import u128
+from protocols.mpc.context import PartyContext
+from protocols.ot.crypto import FixedKeyAES, derive_key
+from secureml.errors import ProtocolError
+
+U64 = np.uint64
+#: bits of the server's global MAC key Delta (the statistical security of a MAC forgery)
+DELTA_BITS = 64
+#: default repetitions of a check with binary coefficients (soundness 2^-STAT_BITS)
+STAT_BITS = 40
+
+U128 = tuple[np.ndarray, np.ndarray]
+
+_KEY = derive_key(b"secureml/authenticated/expand")
+_TAG = 3  # tweak domain (the OT engine uses 1 and 2)
+_LOCAL = threading.local()  # one AES context per thread (a server runs sessions in threads)
+
+
+class MacCheckError(ProtocolError):
+    """A client's authenticated values failed their check (a deviating client): abort."""
+
+
+def _lut_aes() -> FixedKeyAES:
+    aes = getattr(_LOCAL, "lut", None)
+    if aes is None:
+        aes = _LOCAL.lut = FixedKeyAES(derive_key(b"secureml/authenticated/bound-lut"))
+    return aes
+
+
+def _aes() -> FixedKeyAES:
+    aes = getattr(_LOCAL, "aes", None)
+    if aes is None:
+        aes = _LOCAL.aes = FixedKeyAES(_KEY)
+    return aes
+
+
+def new_delta(party: PartyContext) -> np.uint64:
+    """Server: a fresh global MAC key Delta in [0, 2^64) (one per session)."""
+    return U64(party.rng.random_u64(1)[0])
+
+
+def _expand(pads: np.ndarray, words: int) -> U128:
+    """(n, 16) uint8 random-OT pads -> (n, words) 128-bit pads (TCCR in counter mode).
+
+    Always hashed, never the raw pad: the raw pads are reused as keys of bound table OTs
+    (:func:`bound_lut`), and the correction tau = P0 + corr - P1 must not relate them."""
+    n = pads.shape[0]
+    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, words, _TAG)
+    out = out.reshape(n, words, 2)
+    return out[:, :, 1].copy(), out[:, :, 0].copy()
+
+
+def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
+    """(n,) uint64 -> (n, bits) uint8, least significant first."""
+    return ((values[:, None] >> np.arange(bits, dtype=U64)[None, :]) & U64(1)).astype(np.uint8)
+
+
+def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np.ndarray | None = None,
+           corr: U128 | None = None, keep_pads: list | None = None) -> U128:
+    """Correlated OT over Z_2^128 with ``words``-word vector correlations, both roles.
+
+    Steps: 1. n random OTs (the OT extension's; checked in client-malicious mode): the sender
+    gets pads (m0, m1), the chooser m_c; both expand each pad to ``words`` 128-bit words;
+    2. the sender sends tau = P0 + corr - P1 (16 bytes per word) and keeps P0;
+    3. the chooser outputs P_c + c tau = P0 + c corr. Returns (n, words) limb pairs.
+    """
+    if party.role == chooser:
+        c = np.asarray(choices, dtype=np.uint8).ravel()
+        if c.shape[0] != n:
+            raise ValueError("choices must have n entries")
+        mc = party.ot_receiver.random_ot(c)
+        if keep_pads is not None:
+            keep_pads.append(mc)
+        P = _expand(mc, words)
+        tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
+        cw = (U64(0) - c.astype(U64))[:, None]  # all-ones where c = 1
+        return u128.add(P, (tau[0] & cw, tau[1] & cw))
+    m0, m1 = party.ot_sender.random_ot(n)
+    if keep_pads is not None:
+        keep_pads.append((m0, m1))
+    P0, P1 = _expand(m0, words), _expand(m1, words)
+    tau = u128.sub(u128.add(P0, corr), P1)
+    party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
+    party.ch.flush()
+    return P0
+
+
+@dataclass
+class Committed:
+    """Client side of committed values: the values, their MACs M = K + x Delta, and the extra
+    outputs T_e + x C_e of the extra correlations (None if there were none)."""
+
+    values: np.ndarray  # (n,) uint64
+    mac: U128  # (n,)
+    extra: U128 | None  # (n, E)
+    pads: np.ndarray | None = None  # (n, bits, 16) uint8: the random-OT keys of the value bits
+
+
+@dataclass
+class CommitKeys:
+    """Server side of committed values: keys K and the extra pads T_e."""
+
+    key: U128  # (n,)
+    extra: U128 | None  # (n, E)
+    pads: tuple[np.ndarray, np.ndarray] | None = None  # (m0, m1), each (n, bits, 16) uint8
+
+
+def _weighted_sum(a: U128, bits: int) -> U128:
+    """sum_b 2^b a[:, b, ...] mod 2^128 for a (n, bits, ...) limb pair."""
+    acc = (np.zeros_like(a[0][:, 0]), np.zeros_like(a[1][:, 0]))
+    for b in range(bits):
+        acc = u128.add(acc, u128.shl((a[0][:, b], a[1][:, b]), b))
+    return acc
+
+
+def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.ndarray | None = None,
+           delta: np.uint64 | None = None, extra: U128 | None = None,
+           n_extra: int = 0, keep_pads: bool = False) -> Committed | CommitKeys:
+    """Authenticate n client values of ``bits`` bits (1 <= bits <= 64), both roles.
+
+    The client (``chooser``) passes ``values``; the server its ``delta`` and optionally ``extra``
+    correlations (n, E) limb pairs, one row per value (the client passes ``n_extra`` = E).
+    Steps: 1. the client's value bits (value-major, least significant first) are the choice bits
+    of n * bits COTs (:func:`cot128`) with correlation words (Delta, extra[i, 0..E-1]);
+    2. both sides weight output b by 2^b and sum per value: the client gets M_x = K_x + x Delta
+    and T_e + x C_e, the server K_x and T_e.
+    ``keep_pads``: also return the random-OT keys of the bits, for :func:`bound_lut`.
+    """
+    if not 1 <= bits <= 64:
+        raise ValueError("bits must be in [1, 64]")
+    client = party.role == chooser
+    E = n_extra if client else (0 if extra is None else extra[0].shape[1])
+    words = 1 + E
+    if client:
+        v = np.ascontiguousarray(values, dtype=U64).ravel()
+        if v.shape[0] != n:
+            raise ValueError("values must have n entries")
+        if bits < 64 and v.size and int(v.max()) >> bits:
+            raise ValueError("values wider than advertised")
+        kept: list = []
+        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept)
+    else:
+        hi = np.zeros((n, words), dtype=U64)
+        lo = np.zeros((n, words), dtype=U64)
+        lo[:, 0] = delta
+        if E:
+            hi[:, 1:], lo[:, 1:] = extra
+        corr = (np.repeat(hi, bits, axis=0), np.repeat(lo, bits, axis=0))
+        kept = []
+        out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept)
+    per = _weighted_sum((out[0].reshape(n, bits, words), out[1].reshape(n, bits, words)), bits)
+    mac = (per[0][:, 0].copy(), per[1][:, 0].copy())
+    ext = (per[0][:, 1:].copy(), per[1][:, 1:].copy()) if E else None
+    if not keep_pads:
+        return Committed(v, mac, ext) if client else CommitKeys(mac, ext)
+    if client:
+        return Committed(v, mac, ext, kept[0].reshape(n, bits, 16))
+    return CommitKeys(mac, ext, (kept[0][0].reshape(n, bits, 16), kept[0][1].reshape(n, bits, 16)))
+
+
+def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
+              tables: np.ndarray | None = None, values: np.ndarray | None = None, w: int = 1) -> np.ndarray | None:
+    """1-out-of-2^m table OT whose index is a digit of a *committed* value, both roles.
+
+    The index bits are not chosen anew: the m random OTs that committed bits [a, b) of each value
+    (:func:`commit` with ``keep_pads``) are the table OT's OTs (Naor-Pinkas: entry e of table i
+    is padded with XOR_j H(key_{i,j,e_j}, tweak(i, j, e))). The client holds one key per bit --
+    the one its committed bit selects -- so it can open exactly the entry at its committed digit;
+    a client that wants another entry gets a pseudorandom string. Nothing to check afterwards.
+    Sender: ``tables`` uint64 (n, 2^m, w), ``pads`` = the commitment's (m0, m1); chooser:
+    ``values`` (its committed values), ``pads`` its keys, ``w``; returns (n, w) uint64.
+    The pads are derived under their own fixed AES key (domain separation from the OT engine)
+    and the commitment's MAC words hash the same keys under another tweak (:func:`_expand`).
+    """
+    a, b = digit
+    m = b - a
+    aes = _lut_aes()
+    if party.role != chooser:
+        m0, m1 = pads
+        n, size, w = tables.shape
+        if size != 1 << m:
+            raise ValueError("table size must be 2^(digit width)")
+        p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
+        p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
+        pad = aes.lut_pads(p0, p1, 0, m, (w + 1) // 2)
+        party.ch.send_array(np.ascontiguousarray(tables ^ pad[:, :, :w]), owned=True)
+        party.ch.flush()
+        return None
+    v = np.asarray(values, dtype=U64)
+    n = v.shape[0]
+    idx = (v >> U64(a)) & U64((1 << m) - 1)
+    p = aes.permute(np.ascontiguousarray(pads[:, a:b]).view(U64).reshape(n, m, 2))
+    pad = aes.lut_pads(p, None, 0, m, (w + 1) // 2, entries=idx)[:, 0, :w]
+    ct = party.ch.recv_array(U64, (n, 1 << m, w))
+    return ct[np.arange(n), idx.astype(np.intp)] ^ pad
+
+
+def combine(coef: np.ndarray, a: U128) -> U128:
+    """sum_i coef[l, i] * a[i] mod 2^128 for binary (0/1) coefficients (L, n): (L,) limb pair."""
+    m = (U64(0) - np.asarray(coef, dtype=U64))  # all-ones where the coefficient is 1
+    return u128.total((m & a[0][None, :], m & a[1][None, :]), axis=1)
+
+
+def check_congruent(party: PartyContext, chooser: int, k_bits: int, *, delta: np.uint64 | None = None,
+                    Z: U128 | None = None, MZ: U128 | None = None, KZ: U128 | None = None,
+                    C: U128 | None = None, n: int) -> None:
+    """Check n authenticated client values Z (MACs MZ, server keys KZ) against Z = C (mod 2^k).
+
+    Client (``chooser``): ``Z``, ``MZ``; server: ``delta``, ``KZ``, ``C``. Raises
+    :class:`MacCheckError` on the server if any check fails (the caller aborts the session before
+    it releases anything that depends on the checked values). The check ring is
+    2^R, R = min(k + 64, 128): a forgery needs min(64, 128 - k) bits of Delta (k <= 96). Steps:
+      1. the client commits n fresh masks r_l, uniform in [0, 2^(R-k)) (:func:`commit`);
+      2. it sends Y = Z + 2^k r and MY = MZ + 2^k M_r, both mod 2^R (32 bytes per value);
+      3. the server checks Y = C (mod 2^k) and MY = KZ + 2^k K_r + Y Delta (mod 2^R).
+    """
+    if not 1 <= k_bits <= 96:
+        raise ValueError("k_bits must be in [1, 96]")
+    ring = min(k_bits + DELTA_BITS, 128)
+    rbits = ring - k_bits
+    if party.role == chooser:
+        r = party.rng.random_u64(n)
+        if rbits < 64:
+            r &= U64((1 << rbits) - 1)
+        cr = commit(party, chooser, n=n, bits=rbits, values=r)
+        Y = u128.mask_bits(u128.add(Z, u128.shl((np.zeros(n, U64), r), k_bits)), ring)
+        MY = u128.mask_bits(u128.add(MZ, u128.shl(cr.mac, k_bits)), ring)
+        party.ch.send_array(np.stack([u128.to_bytes(Y), u128.to_bytes(MY)]), owned=True)
+        party.ch.flush()
+        return None
+    kr = commit(party, chooser, n=n, bits=rbits, delta=delta)
+    got = party.ch.recv_array(np.uint8, (2, n, 16))
+    Y, MY = u128.from_bytes16(got[0]), u128.from_bytes16(got[1])
+    low = u128.mask_bits(u128.sub(Y, C), k_bits)
+    want = u128.mask_bits(u128.add(u128.add(KZ, u128.shl(kr.key, k_bits)), u128.mul_small(Y, delta)), ring)
+    ok = (low[0] == 0) & (low[1] == 0) & (want[0] == MY[0]) & (want[1] == MY[1])
+    ok &= (u128.mask_bits(Y, ring)[0] == Y[0]) & (u128.mask_bits(MY, ring)[0] == MY[0])
+    if not bool(ok.all()):
+        raise MacCheckError("authenticated client values failed their check: a deviating client, session aborted")
+    return None

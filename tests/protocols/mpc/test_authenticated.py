@@ -1,0 +1,195 @@
+"""One-sided authenticated values (protocols.mpc.authenticated): COT over Z_2^128, commitments
+with MACs and extra correlations, and the batched congruence check -- honest clients pass,
+clients whose committed values break a relation (in any bit, the top one included) abort."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocols.mpc import authenticated as au
+from protocols.mpc import u128
+from protocols.testing import run_two_party
+
+U64 = np.uint64
+SERVER, CLIENT = 0, 1
+
+
+def _checked(p):
+    """Client-malicious OT: the client's (receiver's) extension pieces are checked."""
+    if p.role == SERVER:
+        p.ot_sender.checked = True
+    else:
+        p.ot_receiver.checked = True
+
+
+def _ints(a):
+    return np.array(u128.to_int(a), dtype=object)
+
+
+def test_cot128_gives_pad_plus_choice_times_correlation():
+    rng = np.random.default_rng(3)
+    n, w = 300, 3
+    c = rng.integers(0, 2, n).astype(np.uint8)
+    corr = (rng.integers(0, 2**64, (n, w), dtype=U64), rng.integers(0, 2**64, (n, w), dtype=U64))
+
+    def server(p):
+        return au.cot128(p, CLIENT, n=n, words=w, corr=corr)
+
+    def client(p):
+        return au.cot128(p, CLIENT, n=n, words=w, choices=c)
+
+    k, m = run_two_party(server, client, seed=11, setup=_checked)
+    want = (_ints(k) + np.repeat(c.astype(object), w) * _ints(corr)) % u128.MOD
+    assert (_ints(m) == want).all()
+
+
+def test_commit_macs_and_extra_products():
+    rng = np.random.default_rng(4)
+    n, bits = 50, 23
+    x = rng.integers(0, 2**bits, n, dtype=U64)
+    extra = (np.zeros((n, 2), U64), rng.integers(0, 2**64, (n, 2), dtype=U64))
+    res = run_two_party(
+        lambda p: (au.commit(p, CLIENT, n=n, bits=bits, delta=U64(0xDEADBEEF12345), extra=extra)),
+        lambda p: au.commit(p, CLIENT, n=n, bits=bits, values=x, n_extra=2), seed=5, setup=_checked)
+    keys, com = res
+    xo = x.astype(object)
+    assert ((_ints(com.mac) - _ints(keys.key)) % u128.MOD == (xo * 0xDEADBEEF12345) % u128.MOD).all()
+    diff = (_ints(com.extra) - _ints(keys.extra)) % u128.MOD
+    assert (diff == (np.repeat(xo, 2) * _ints(extra)) % u128.MOD).all()
+
+
+def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper=None):
+    """The client commits x (bits 64), the server expects x = c (mod 2^k); lam binary
+    combinations are checked. ``tamper`` edits the client's (Y, MY) message in flight."""
+    n = len(x_client)
+
+    def server(p):
+        delta = au.new_delta(p)
+        keys = au.commit(p, CLIENT, n=n, bits=64, delta=delta)
+        chi = p.rng.random_bits((lam, n)).astype(np.uint8)
+        p.ch.send_array(chi)
+        C = au.combine(chi, (np.zeros(n, U64), np.asarray(c_server, U64)))
+        au.check_congruent(p, CLIENT, k_bits, delta=delta, KZ=au.combine(chi, keys.key), C=C, n=lam)
+        return True
+
+    def client(p):
+        com = au.commit(p, CLIENT, n=n, bits=64, values=np.asarray(x_client, U64))
+        chi = p.ch.recv_array(np.uint8, (lam, n))
+        Z = au.combine(chi, (np.zeros(n, U64), com.values))
+        MZ = au.combine(chi, com.mac)
+        if tamper is not None:  # edit the check's opened message (shape (2, lam, 16)) in flight
+            orig = p.ch.send_array
+
+            def send(a, *args, **kw):
+                a = np.asarray(a)
+                return orig(tamper(a.copy()) if a.shape == (2, lam, 16) else a, *args, **kw)
+            p.ch.send_array = send
+        au.check_congruent(p, CLIENT, k_bits, Z=Z, MZ=MZ, n=lam)
+        return True
+
+    return run_two_party(server, client, seed=seed, setup=_checked, timeout=20)
+
+
+def test_honest_values_pass_even_with_free_high_bits():
+    rng = np.random.default_rng(6)
+    k = 40
+    c = rng.integers(0, 2**k, 64, dtype=U64)
+    # the client's values agree with c modulo 2^k only: its bits above k are its own business
+    x = c + (rng.integers(0, 2**20, 64, dtype=U64) << U64(k))
+    assert _relation_session(x, c, k, seed=7) == (True, True)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(j=st.integers(0, 31), val=st.integers(0, 39), odd=st.integers(0, 2**20), seed=st.integers(0, 1000))
+def test_any_wrong_value_aborts(j, val, odd, seed):
+    """An error of any 2-adic valuation below k in any one value aborts (binary coefficients:
+    each repetition catches it with probability 1/2; 40 repetitions)."""
+    k = 40
+    rng = np.random.default_rng(seed)
+    c = rng.integers(0, 2**k, 32, dtype=U64)
+    x = c.copy()
+    x[j] = x[j] + (U64(2 * odd + 1) << U64(val))
+    with pytest.raises(au.MacCheckError):
+        _relation_session(x, c, k, seed=seed)
+
+
+def test_top_bit_error_aborts_with_40_repetitions_but_can_pass_one():
+    """The error that zeroes a kernel term (top bit of the ring) survives one binary repetition
+    half the time: why the check repeats lambda = 40 times."""
+    k = 40
+    c = np.arange(16, dtype=U64)
+    x = c.copy()
+    x[3] += U64(1) << U64(k - 1)
+    with pytest.raises(au.MacCheckError):
+        _relation_session(x, c, k, seed=1)
+    passed = 0
+    for seed in range(12):
+        try:
+            _relation_session(x, c, k, seed=seed, lam=1)
+            passed += 1
+        except au.MacCheckError:
+            pass
+    assert 0 < passed < 12  # one repetition alone is a coin flip (seeded: deterministic)
+
+
+@pytest.mark.parametrize("what", ["value-low", "value-high", "mac"])
+def test_forged_check_message_aborts(what):
+    """The client edits its opened (Y, MY) in flight: without Delta no edit passes."""
+    k = 40
+    c = np.arange(8, dtype=U64)
+
+    def tamper(msg):
+        words = msg.view(U64).reshape(2, -1, 2).copy()  # [Y|MY, l, (lo, hi)]
+        if what == "value-low":
+            words[0, 0, 0] ^= U64(1 << 5)
+        elif what == "value-high":
+            words[0, 0, 0] ^= U64(1 << 45)  # above k: Y still = C mod 2^k, the MAC no longer fits
+        else:
+            words[1, 0, 0] ^= U64(1)
+        return words.view(np.uint8).reshape(msg.shape)
+
+    with pytest.raises(au.MacCheckError):
+        _relation_session(c, c, k, seed=2, tamper=tamper)
+
+
+def test_bound_table_ot_opens_exactly_the_committed_digit():
+    """The table OT's index bits are the committed bits: the client opens the entry at its
+    committed digit; any other entry, opened with the keys it holds, is pseudorandom."""
+    rng = np.random.default_rng(8)
+    n, bits, digit = 40, 12, (4, 8)
+    x = rng.integers(0, 2**bits, n, dtype=U64)
+    tables = rng.integers(0, 2**64, (n, 16, 3), dtype=U64)
+    seen = {}
+
+    def server(p):
+        keys = au.commit(p, CLIENT, n=n, bits=bits, delta=U64(77), keep_pads=True)
+        au.bound_lut(p, CLIENT, digit, pads=keys.pads, tables=tables)
+        return keys
+
+    def client(p):
+        com = au.commit(p, CLIENT, n=n, bits=bits, values=x, keep_pads=True)
+        orig = p.ch.recv_array
+
+        def recv(*a, **kw):
+            out = orig(*a, **kw)
+            seen["ct"] = out.copy()
+            return out
+        p.ch.recv_array = recv
+        got = au.bound_lut(p, CLIENT, digit, pads=com.pads, values=x, w=3)
+        return com, got
+
+    keys, (com, got) = run_two_party(server, client, seed=9, setup=_checked)
+    d = (x >> U64(4)) & U64(15)
+    assert np.array_equal(got, tables[np.arange(n), d.astype(np.intp)])
+    # the MACs of the committed value are still MACs (the pads were reused, not the MAC words)
+    assert ((_ints(com.mac) - _ints(keys.key)) % u128.MOD == (x.astype(object) * 77) % u128.MOD).all()
+    # a deviating client that asks for digit d ^ 1 with its keys gets garbage, not the entry
+    other = d ^ U64(1)
+    aes = au._lut_aes()
+    pk = aes.permute(np.ascontiguousarray(com.pads[:, 4:8]).view(U64).reshape(n, 4, 2))
+    pad = aes.lut_pads(pk, None, 0, 4, 2, entries=other)[:, 0, :3]
+    wrong = seen["ct"][np.arange(n), other.astype(np.intp)] ^ pad
+    assert not (wrong == tables[np.arange(n), other.astype(np.intp)]).any()
