@@ -309,5 +309,14 @@ def write(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
         w.writeheader()
         for r in res["rows"]:
             w.writerow({**r, "deployments": " ".join(r.get("deployments", []))})
-    _plot(res["rows"], paths["png"], res.get("protocol_costs"))
+    if res.get("gnn"):  # the GNN extraction rows have their own columns
+        paths["gnn_csv"] = out / "defenses_gnn.csv"
+        with paths["gnn_csv"].open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(res["gnn"][0]), extrasaction="ignore")
+            w.writeheader()
+            w.writerows(res["gnn"])
+    if res["rows"] or res.get("protocol_costs"):
+        _plot(res["rows"], paths["png"], res.get("protocol_costs"))
+    else:
+        del paths["png"]
     return paths
