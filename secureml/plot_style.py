@@ -44,16 +44,20 @@ def series(i: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
 
 
-def new_figure(size: str = "normal", nrows: int = 1, ncols: int = 1) -> tuple[Any, Any]:
-    """(figure, axes) with the shared style; ``size`` is one of :data:`SIZES`."""
+def new_figure(size: str = "normal", nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
+               **subplots_kw: Any) -> tuple[Any, Any]:
+    """(figure, axes) with the shared style; ``size`` is one of :data:`SIZES` (``figsize``, in
+    inches, overrides it for panel grids of their own shape; ``subplots_kw`` go to plt.subplots)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed on servers
     import matplotlib.pyplot as plt
 
     plt.rcParams.update(_RC)
-    w, h = SIZES[size]
-    return plt.subplots(nrows, ncols, figsize=(w * (1 if ncols == 1 else 0.75 * ncols), h * (1 if nrows == 1 else 0.8 * nrows)))
+    if figsize is None:
+        w, h = SIZES[size]
+        figsize = (w * (1 if ncols == 1 else 0.75 * ncols), h * (1 if nrows == 1 else 0.8 * nrows))
+    return plt.subplots(nrows, ncols, figsize=figsize, **subplots_kw)
 
 
 def _log_label(v: float, pos: Any = None) -> str:

@@ -21,6 +21,7 @@ from protocols.krr import ServedModel, predict
 from protocols.krr.defense import OutputDefense
 from secureml.models.pipeline import MolecularModel
 from secureml.representations.coulomb import CoulombMatrix
+from secureml.plot_style import PALETTE, log_axis, new_figure, save
 
 #: "at chance": TPR at 1% FPR below 0.02 (the issue's bar); P@50 within two binomial standard
 #: errors of the base rate; pool-membership AUC below 0.55
@@ -221,26 +222,23 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, costs: list[dict[str, Any]] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     ncol = len(attacks) + (1 if costs else 0)
-    fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 4.2), squeeze=False)
+    fig, axes = new_figure(ncols=ncol, figsize=(5.2 * ncol, 4.2), squeeze=False)
     if costs:  # cost per query of each output defense through the OT protocol, beside the API and FHE
         ax = axes[0][-1]
         names = [c["defense"] for c in costs]
-        ax.barh(names, [c["s_per_query"] for c in costs], color="tab:blue", label="OT (measured)")
-        ax.barh(["API"], [1e-4], color="k", label="plaintext API")
-        ax.barh(["FHE, noise"], [28.5], color="tab:red", label="FHE (docs/attacks.md)")
-        ax.set_xscale("log")
+        ax.barh(names, [c["s_per_query"] for c in costs], color=PALETTE[0], label="OT (measured)")
+        ax.barh(["API"], [1e-4], color=PALETTE[7], label="plaintext API")
+        ax.barh(["FHE, noise"], [28.5], color=PALETTE[3], label="FHE (docs/attacks.md)")
+        log_axis(ax.xaxis)
         ax.set_xlabel("seconds per query (N = 1,000)")
         ax.set_title("cost per query")
         ax.legend(fontsize=7)
-    colors = {"none": "k", "dressed": "tab:brown", "round": "tab:blue", "noise": "tab:orange", "noise+round": "tab:purple",
-              "prf-noise": "tab:gray", "ridge": "tab:green", "dressed+ridge": "tab:olive", "dp": "tab:red"}
+    families = ("none", "dressed", "round", "noise", "noise+round", "prf-noise", "ridge", "dressed+ridge", "dp")
+    # the shared palette, then two greys for the last families (nine in all)
+    colors = dict(zip(families, (PALETTE[7], PALETTE[1], PALETTE[0], PALETTE[3], PALETTE[4], "#999999",
+                                 PALETTE[2], PALETTE[5], "#882255")))
     for ax, attack in zip(axes[0][:len(attacks)], attacks):
         rs = [r for r in rows if r["attack"] == attack and "skipped" not in r]
         pts = [(r["mae"], max(r["above_chance"], 0.0)) for r in rs]
@@ -249,17 +247,22 @@ def _plot(rows: list[dict[str, Any]], path: Path, costs: list[dict[str, Any]] | 
             ax.annotate(r["defense"], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         front = sorted((pts[i] for i in M.pareto(pts)))
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front")
-        ax.set_xscale("log")
+        log_axis(ax.xaxis)
         ax.set_xlabel("MAE of the defended answers (kcal/mol)")
         ax.set_ylabel(f"{rs[0]['metric']} above chance" if rs else "")
         ax.set_title(attack)
         ax.legend(fontsize=7)
     for fam, c in colors.items():
         axes[0][0].scatter([], [], color=c, label=fam)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    # one legend for every panel, below them: it cannot hide a point or the front
+    for ax in axes[0][:len(attacks)]:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 10), frameon=False,
+               bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    save(fig, path)
 
 
 def write(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

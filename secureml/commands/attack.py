@@ -224,32 +224,27 @@ def _curve(tgt: Any, scn: Any, args: argparse.Namespace, bar: Any) -> dict[str, 
 
 
 def _plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from secureml.plot_style import legend_outside, log_axis, new_figure, save, series
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = new_figure("normal")
     rows = sorted(rows, key=lambda r: r["queries"])
     q = [r["queries"] for r in rows]
-    for key, lab, mk in (("fraction_recovered_rel0.001", "points, rel. error < 1e-3", "o"),
-                         ("fraction_recovered_rel0.01", "points, rel. error < 1e-2", "s"),
-                         ("fraction_molecules_exact", "molecules (SMILES)", "^")):
-        ax.plot(q, [r.get(key, float("nan")) for r in rows], mk, label=lab, alpha=0.8)
+    for i, (key, lab) in enumerate((("fraction_recovered_rel0.001", "points, rel. error < 1e-3"),
+                                    ("fraction_recovered_rel0.01", "points, rel. error < 1e-2"),
+                                    ("fraction_molecules_exact", "molecules (SMILES)"))):
+        ax.plot(q, [r.get(key, float("nan")) for r in rows], label=lab, alpha=0.85, **{**series(i), "linestyle": "none"})
     for r in rows:
         if "depth" in r:  # kink attack: label each point with its finest grid step
             ax.annotate(f"step {r['h'] / r.get('refine', 8) ** r['depth']:.1e}",
                         (r["queries"], r.get("fraction_recovered_rel0.01", 0)), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-    ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel("queries")
     ax.set_ylabel("fraction of training set recovered")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"query-only reconstruction ({rows[0]['method']}, {rows[0]['kernel']}, N={rows[0]['n_train']})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    legend_outside(ax)
+    save(fig, path)
 
 
 def _barzilai_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -347,23 +342,19 @@ def _rf(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _plot_rf(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import log_axis, new_figure, save, series
 
     rows = res["curve"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = new_figure("normal")
     x = [r["features_over_nd"] for r in rows]
-    ax.plot(x, [r["fraction_recovered"] for r in rows], "o-", label="training points recovered (rel. 1e-2)")
-    ax.plot(x, [r["pool_membership_precision_at_n"] for r in rows], "s--", label="members found in a pool")
+    ax.plot(x, [r["fraction_recovered"] for r in rows], label="training points recovered (rel. 1e-2)", **series(0))
+    ax.plot(x, [r["pool_membership_precision_at_n"] for r in rows], label="members found in a pool",
+            **{**series(1), "linestyle": "--"})
     ax.axvline(1.0, color="grey", lw=0.8)
-    ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel("features / (n (d + 1))")
     ax.set_ylabel("fraction")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"random-feature weights -> training data (n={res['n_train']})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.legend(loc="best")
+    save(fig, path)
