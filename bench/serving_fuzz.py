@@ -153,7 +153,7 @@ def honest_check(port: int, queries: np.ndarray, expected: np.ndarray) -> bool:
 
 def start_server(model_path: Path, log_path: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     log = open(log_path, "w")
-    if "--security" not in extra:  # the exact-kernel models served here have no client-malicious mode
+    if "--security" not in extra:  # the semi-honest exact protocols are what this fuzzer targets
         extra = ["--security", "semi-honest", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "secureml.cli", "-v", "serve", "--model", str(model_path),
                              "--port", "0", *extra], stdout=subprocess.PIPE, stderr=log, text=True,

@@ -42,9 +42,9 @@ MOTIFS = ["*C", "*Cl", "*F", "*OC", "*N", "*C(F)(F)F"]
 def test_gnn_tiny_encoder_is_extracted_above_random(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A 3 x 16 attribute-masking GIN pretrained for seconds on a 30-molecule library (one owner
     scaffold of six) is attacked: the learned score (fitted on two shadow encoders only) and the
-    policy both output members well above random generation, and the policy scores more members
-    than the policy-free search at the same budget of 150 distinct molecules. Seeded end to end;
-    measured on seeds 0-2: score P@20 0.45-0.60, policy P@30 0.23-0.57, random <= 0.05."""
+    policy both output members well above random generation, at the same budget of 150 distinct
+    scored molecules. Seeded end to end; measured on seeds 0-2: score P@20 0.45-0.60, policy
+    P@20 0.45-0.75 and P@30 0.30-0.67, random generation P@20 <= 0.05 (chance 0.06)."""
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
     import torch
 
@@ -63,8 +63,8 @@ def test_gnn_tiny_encoder_is_extracted_above_random(tmp_path, monkeypatch) -> No
     rnd, score, attack = rows["random generation"], rows["scoring w/o policy"], rows["attack (policy + scoring)"]
     assert r["chance_precision"] < 0.1, r["chance_precision"]
     assert score["P@20"] >= rnd["P@20"] + 0.25, (score["P@20"], rnd["P@20"])
-    assert attack["P@30"] >= rnd["P@30"] + 0.15, (attack["P@30"], rnd["P@30"])
-    assert attack["members_scored"] >= score["members_scored"] + 5, (attack["members_scored"], score["members_scored"])
+    assert attack["P@20"] >= rnd["P@20"] + 0.3, (attack["P@20"], rnd["P@20"])
+    assert attack["P@30"] >= rnd["P@30"] + 0.2, (attack["P@30"], rnd["P@30"])
     from rdkit import Chem
 
     for row in rows.values():

@@ -305,10 +305,10 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
                         train=task.raw, match=res["index"])
     pairs = summary["baseline_pairs"]["same_class_pairs"]["fraction_ssim_gt_0.4"]
     side = "x".join(str(v) for v in task.shape)
-    what = ("real MNIST" if dataset == "mnist" else "scikit-learn 8x8 digits (not MNIST)") + \
+    what = (f"{side} real MNIST" if dataset == "mnist" else "scikit-learn 8x8 digits (not MNIST)") + \
         (", 10 classes" if multi else ", even vs odd" if split == "parity" else ", 0 vs 1")
     gallery(out_dir / f"{name}_gallery.png", task.raw, rec.x[res["index"]] + task.mean, res["ssim"], task.shape,
-            f"{side} {what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM)\n"
+            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM)\n"
             f"SSIM>0.4: attack {res['n_ssim_gt_0.4']}/{n_train}, noise {base_noise['n_ssim_gt_0.4']}/{n_train}, "
             f"nearest held-out {base_held['n_ssim_gt_0.4']}/{n_train}, random same-digit pairs {100 * pairs:.0f}%; "
             f"closer than any of {len(held)} held-out: {beats}/{n_train}")

@@ -42,9 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 8 (8: the 8-byte frame header with the rounds acknowledgement -- frame
-#: payloads unchanged, only the version in the hello; 7: the Laplacian's two-table digit step with a
-#: random OT, products mod 2^(M-1);
+#: pinned at PROTOCOL_VERSION 10 (10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
+#: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
 #: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
@@ -53,11 +53,12 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565173, "e110871018f3d9b4e1bd8f0430e8f3892d5823e1459ed7b329adb529be3f8f7a"),
-    "krr-laplacian": (116, 53333, "11f920d3326c8bb7027567cdf78d200d08dcda13ce209c352dc52e21bbd39bd1"),
-    "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
+    "krr-gaussian": (66, 1565175, "7fbb9ce5325ddf2d2a0e18e574659a1ea0c51582001f1ef7136fd11c838acc4c"),
+    "krr-laplacian": (96, 75390, "f21233fb98fd79861d2f231d9e12402bc2cdb65718333c4af13813598d86a10c"),
+    "krr-gaussian/client-malicious": (474, 1033240, "643a931b9e918ef66af87ce7b28322eaa1843cae7b261eed4cc72a44cadd9420"),
+    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
 }
-PINNED_VERSION = 8
+PINNED_VERSION = 10
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -112,17 +113,20 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "gaussian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
-    model = _exact_model(kernel)
-    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None)
+    malicious = kernel.endswith("-malicious")
+    model = _exact_model(kernel.split("-")[0])
+    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None,
+                         security="client-malicious" if malicious else None)
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    _report(served.public.kind, got)
-    assert got == PINS[served.public.kind]
+    key = served.public.kind + ("/client-malicious" if malicious else "")
+    _report(key, got)
+    assert got == PINS[key]
 
 
 def test_exact_transcript_depends_on_the_seed():
