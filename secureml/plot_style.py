@@ -44,6 +44,18 @@ def series(i: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the shared style applied (Agg backend): for code that builds
+    its own figure grids (image mosaics, bar charts); prefer :func:`new_figure` and :func:`save`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(_RC)
+    return plt
+
+
 def new_figure(size: str = "normal", nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
                **subplots_kw: Any) -> tuple[Any, Any]:
     """(figure, axes) with the shared style; ``size`` is one of :data:`SIZES` (``figsize``, in
@@ -121,4 +133,4 @@ def save(fig: Any, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PALETTE", "MARKERS", "SIZES", "series", "new_figure", "log_axis", "legend_outside", "save"]
+__all__ = ["PALETTE", "MARKERS", "SIZES", "series", "pyplot", "new_figure", "log_axis", "legend_outside", "save"]

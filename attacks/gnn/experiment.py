@@ -37,6 +37,7 @@ from attacks.gnn.data import Corpus, build_corpus, focus
 from attacks.gnn.model import Pretrained, cached_pretrain, n_parameters
 from attacks.gnn.space import Action, Space, unique_valid
 from attacks.metrics import roc_auc, tpr_at_fpr
+from secureml.plot_style import PALETTE, new_figure, save
 
 KS = (50, 100, 200)
 
@@ -296,24 +297,17 @@ def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
     cols = ["method", "P@50", "P@100", "P@200", "FCD", "seconds"]
     lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in result["rows"]]
     paths["csv"].write_text("\n".join(lines) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = new_figure(figsize=(7.5, 3.8))
     rows = result["rows"]
     x = np.arange(len(rows))
     for j, k in enumerate(KS):
-        ax.bar(x + (j - 1) * 0.27, [r[f"P@{k}"] for r in rows], 0.27, label=f"P@{k}")
+        ax.bar(x + (j - 1) * 0.27, [r[f"P@{k}"] for r in rows], 0.27, label=f"P@{k}", color=PALETTE[j])
     ax.axhline(result["chance_precision"], color="k", lw=0.8, ls="--", label="member density of the space (prior)")
     ax.set_xticks(x, [r["method"].replace(" (", "\n(") for r in rows], fontsize=7)
     ax.set_ylabel("precision (members among output)")
     ax.set_title(f"extraction from a {fam} GIN ({result['setting']['n_private']} private molecules)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=100)
-    plt.close(fig)
+    save(fig, paths["png"])
     return paths
 
 

@@ -19,7 +19,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 10  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 11  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -27,6 +27,8 @@ PROTOCOL_VERSION = 10  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # mod 2^(M-1); 8: client-malicious Gaussian kernel (protocols.krr.gaussian_malicious);
 # 9: the Laplacian digit plan weighs compute (three digits for 15-bit entries)
 # 10: 8-byte frame headers carrying the acknowledgement that defines rounds (protocols.net.transport)
+# 11: client-malicious Gaussian: the query's bits fixed once (one set of random OTs for the cross
+# term, its MACs and products: no selective failure through a second query)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

@@ -42,7 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 10 (10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: pinned at PROTOCOL_VERSION 11 (11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -53,12 +53,12 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565175, "7fbb9ce5325ddf2d2a0e18e574659a1ea0c51582001f1ef7136fd11c838acc4c"),
-    "krr-laplacian": (96, 75390, "f21233fb98fd79861d2f231d9e12402bc2cdb65718333c4af13813598d86a10c"),
-    "krr-gaussian/client-malicious": (474, 1033240, "643a931b9e918ef66af87ce7b28322eaa1843cae7b261eed4cc72a44cadd9420"),
+    "krr-gaussian": (66, 1565175, "85322820c281a8136fd5eb30e392968165553a79e18837ccbff805d4038291b5"),
+    "krr-laplacian": (96, 75390, "1d1d857080ded420c1da619e338b2cd25a268007e2d2c67f8ab74f8a51b11d82"),
+    "krr-gaussian/client-malicious": (448, 1020825, "ce3182e6a6de32850c538ba4bdddab0bab1d71c5c3ff70b73248cdfc4783ced5"),
     "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
 }
-PINNED_VERSION = 10
+PINNED_VERSION = 11
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
