@@ -33,6 +33,7 @@ import numpy as np
 
 from attacks.reconstruction import AttackError, FitResult, fit_centres, kernel_design, match_points
 from secureml.models.krr import KernelRidge
+from secureml.plot_style import PALETTE, new_figure, save
 
 Oracle = Callable[[np.ndarray], np.ndarray]
 
@@ -282,18 +283,13 @@ def sweep(n_trains: tuple[int, ...] = (4, 8, 16, 32), query_factors: tuple[float
 
 def plot_sweep(rows: list[dict[str, Any]], path: str) -> None:
     """Recovered fraction against queries / (n (d + 2)), one line per N, chance dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = new_figure(figsize=(5.5, 4))
     for k, n in enumerate(sorted({r["n_train"] for r in rows})):
         rr = sorted((r for r in rows if r["n_train"] == n), key=lambda r: r["queries"])
         ax.plot([r["queries_over_n_d_plus_2"] for r in rr], [r["fraction_recovered"] for r in rr], "o-",
-                color=f"C{k}", label=f"N = {n}")
+                color=PALETTE[k % len(PALETTE)], label=f"N = {n}")
         ax.plot([r["queries_over_n_d_plus_2"] for r in rr], [r["baseline_nearest_public"] for r in rr], ":",
-                color=f"C{k}", lw=0.8)
+                color=PALETTE[k % len(PALETTE)], lw=0.8)
     ax.axvline(1.0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
@@ -303,6 +299,4 @@ def plot_sweep(rows: list[dict[str, Any]], path: str) -> None:
     ax.set_title(f"Gaussian KRR, {rows[0]['data']}, sigma {rows[0]['sigma_true']:g} ({est}); "
                  "dotted: nearest public point", fontsize=7)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)

@@ -32,6 +32,7 @@ from attacks.metrics import roc_auc, roc_curve, tpr_at_fpr
 from attacks.targets import make_target
 from secureml.data import load_qm9
 from secureml.models.krr import kernel_matrix
+from secureml.plot_style import PALETTE, new_figure, save
 
 EPS = 1e-12  # residuals of an interpolating KRR reach 1e-10: keep them finite and ordered
 FPRS = (0.001, 0.01)
@@ -142,14 +143,9 @@ def roc_points(scores: dict[str, np.ndarray], labels: np.ndarray, n_points: int 
 
 def plot_roc(curves: dict[str, dict[str, dict[str, list]]], path: str, title: str) -> None:
     """Log-log ROC curves, one colour per attack, one line style per setting; the diagonal is chance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = new_figure(figsize=(6, 5))
     styles = ["-", "--", ":", "-."]
-    colours = {"lira_online": "C0", "lira_offline": "C1", "loss_threshold": "C2"}
+    colours = {"lira_online": PALETTE[0], "lira_offline": PALETTE[1], "loss_threshold": PALETTE[2]}
     lo = 1.0
     for k, (setting, per_attack) in enumerate(curves.items()):
         for name, c in per_attack.items():
@@ -169,9 +165,7 @@ def plot_roc(curves: dict[str, dict[str, dict[str, list]]], path: str, title: st
     ax.set_ylabel("true-positive rate")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def population(n: int, seed: int = 0) -> Any:

@@ -21,6 +21,7 @@ from attacks.reconstruction import AttackError
 from attacks.targets import DEPLOYMENTS, EngineUnavailable, make_target
 from secureml.data import embedded_split
 from secureml.sweep import map_cells
+from secureml.plot_style import MARKERS, PALETTE, new_figure, save
 
 # (attack id, description, scenario key, experiment, options)
 _SCENARIOS: dict[str, dict[str, Any]] = {
@@ -219,15 +220,12 @@ def _json_default(o: Any) -> Any:
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Same leakage, at what cost: one column per attack; leakage above chance against the
     attacker's total seconds (top) and total bytes (bottom), one marker per deployment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    marks = {"model-file": ("s", "C0"), "api": ("o", "C1"), "ot": ("^", "C2"), "fhe": ("D", "C3")}
-    fig, axes = plt.subplots(2, max(len(attacks), 1), figsize=(3.1 * max(len(attacks), 1), 6.2), squeeze=False)
+    marks = {d: (MARKERS[i], PALETTE[i]) for i, d in enumerate(("model-file", "api", "ot", "fhe"))}
+    fig, axes = new_figure(nrows=2, ncols=max(len(attacks), 1), figsize=(3.1 * max(len(attacks), 1), 6.2),
+                           squeeze=False)
     for j, a in enumerate(attacks):
         cells = [r for r in rows if r["attack"] == a]
         ok = [r for r in cells if r.get("status") == "ok" and r.get("advantage") is not None]
@@ -259,9 +257,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
                 ax.text(0.98, 0.5, "n/a: " + ", ".join(na), transform=ax.transAxes, fontsize=6, ha="right")
     fig.suptitle("same leakage, at what cost? (dashed: chance; bytes: model file, raw API payload, or "
                  "measured protocol traffic x queries)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
 
 
 def leakage_summary(results: list[dict[str, Any]] | str | Path | None = None, *, model: Any = None,

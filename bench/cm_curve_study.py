@@ -288,7 +288,8 @@ def save(summary: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     seed0 = [r for r in summary["results"] if r["seed"] == summary["seeds"][0]]

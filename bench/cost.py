@@ -48,8 +48,20 @@ ENGINES = {
 # engines whose correlated randomness comes from a trusted party (marked in every output)
 TRUSTED_DEALER = {"crypten", "spu-semi2k"}
 NETWORKS = {"LAN": (1e9, 0.5e-3), "WAN": (100e6, 40e-3)}
+FRAC_BITS_DEFAULT = "8,10,12,14,16"
+DEFAULT_ENGINES = "plaintext,ot,fhe,crypten,generic"
+#: --quick leaves the FHE baseline out unless --engines names it: its set-up (keys, encoding,
+#: noise calibration) alone takes 40-120 s per model on this machine, the whole quick budget
+QUICK_ENGINES = "plaintext,ot,crypten,generic"
+#: --quick: small sizes, and an engine whose run takes longer than this stops after its first N
+#: (the FHE baseline's set-up is flat in N, ~40-80 s per model here: one size shows it)
+QUICK_SIZES = (32, 128, 512)
+QUICK_ENGINE_BUDGET = 20.0
+QUICK_FRAC_BITS = "8,12,16"
 
 
+from secureml.plot_style import log_axis, new_figure, save, series
+from secureml.runs import output_folder
 from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries  # noqa: F401 (public here too)
 
 
@@ -112,20 +124,25 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="kernel (the Laplacian is served by the OT engine only; the others refuse it)")
     ap.add_argument("--sigma", type=float, default=None,
                     help="kernel width (default: the published study's 74, Gaussian; 1000, Laplacian)")
-    ap.add_argument("--engines", default="plaintext,ot,fhe,crypten,generic",
+    ap.add_argument("--engines", default=None,
                     help="comma-separated: plaintext, ot, ot-vole, fhe, crypten, generic, spu-cheetah, "
                          "spu-cheetah64, spu-semi2k (SPU engines: SecretFlow SPU in .venv-spu, `make spu`), "
-                         "mp-spdz (only with MP_SPDZ_HOME set; skipped with a note otherwise)")
+                         "mp-spdz (only with MP_SPDZ_HOME set; skipped with a note otherwise) "
+                         f"(default: {DEFAULT_ENGINES}; --quick: {QUICK_ENGINES})")
     ap.add_argument("--link", choices=("lan", "wan"), default=None,
                     help="run every engine through an emulated network link (bench/netem.py relay: lan = "
                          "1 Gbit/s, 0.5 ms RTT; wan = 100 Mbit/s, 40 ms RTT); measured, not computed")
     ap.add_argument("--engine-budget", type=float, default=180.0,
                     help="stop an engine after the first N whose run took longer than this (s)")
-    ap.add_argument("--frac-bits", default="8,10,12,14,16", help="precision sweep for the OT engine")
+    ap.add_argument("--frac-bits", default=FRAC_BITS_DEFAULT,
+                    help=f"precision sweep for the OT engine (--quick: {QUICK_FRAC_BITS})")
     ap.add_argument("--precision-n", type=int, default=512, help="N of the precision sweep")
-    ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes in total")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"N = {', '.join(map(str, QUICK_SIZES))}, engines {QUICK_ENGINES} (name fhe in --engines "
+                         f"to add it: it then runs at the first N only, as any engine over {QUICK_ENGINE_BUDGET:.0f} s), "
+                         f"precision at {QUICK_FRAC_BITS} bits: about 1.5 minutes")
     ap.add_argument("--no-precision", action="store_true", help="skip the OT engine's precision sweep")
-    ap.add_argument("--out", default="results/bench_cost", help="output folder")
+    ap.add_argument("--out", default=None, help="output folder (default: a new results/bench-cost/<time>/ per run)")
     ap.add_argument("--seed", type=int, default=0)
     from secureml.sweep import add_scheduler_argument
 
@@ -137,35 +154,51 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sigma is None:
         args.sigma = 1000.0 if args.kernel == "laplacian" else 74.0
-    sizes = [32, 128, 512] if args.quick else [int(s) for s in args.sizes.split(",")]
+    if args.quick:
+        args.engine_budget = min(args.engine_budget, QUICK_ENGINE_BUDGET)
+        if args.frac_bits == FRAC_BITS_DEFAULT:
+            args.frac_bits = QUICK_FRAC_BITS
+    sizes = list(QUICK_SIZES) if args.quick else [int(s) for s in args.sizes.split(",")]
+    if args.engines is None:
+        args.engines = QUICK_ENGINES if args.quick else DEFAULT_ENGINES
     engines = [e for e in args.engines.split(",") if e]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, "bench-cost")
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    if args.scheduler == "serial":
-        for N in tqdm(sizes, desc="training size N"):
-            rows += size_cell((args, N, engines, skipped))[0]
-    else:
-        # each N on its own worker: the per-engine budget cannot stop larger sizes early here,
-        # and cells sharing a machine compete for its cores (compare times within one scheduler)
-        from secureml.sweep import map_cells
+    do_precision = "ot" in engines and args.kernel == "gaussian" and not args.no_precision
+    n_prec = len(args.frac_bits.split(",")) if do_precision else 0
+    # one step per engine run (engine x N) and per precision point: the bar moves after every run,
+    # and its description names the run in progress (the slow ones take a minute)
+    bar = tqdm(total=len(sizes) * sum(e != "plaintext" for e in engines) + n_prec, desc="cost runs", unit="run")
+    try:
+        if args.scheduler == "serial":
+            for N in sizes:
+                rows += size_cell((args, N, engines, skipped), bar=bar)[0]
+        else:
+            # each N on its own worker: the per-engine budget cannot stop larger sizes early here,
+            # and cells sharing a machine compete for its cores (compare times within one scheduler)
+            from secureml.sweep import map_cells
 
-        for cell_rows, cell_skipped in map_cells(size_cell, [(args, N, engines, {}) for N in sizes],
-                                                 args.scheduler):
-            rows += cell_rows
-            for k, v in cell_skipped.items():
-                skipped.setdefault(k, v)
-    # the Laplacian protocol is exact on its grid: the precision sweep is a Gaussian-kernel matter
-    precision = precision_sweep(args) if "ot" in engines and args.kernel == "gaussian" and not args.no_precision else []
+            for cell_rows, cell_skipped in map_cells(size_cell, [(args, N, engines, {}) for N in sizes],
+                                                     args.scheduler):
+                rows += cell_rows
+                bar.update(sum(e != "plaintext" for e in engines))
+                for k, v in cell_skipped.items():
+                    skipped.setdefault(k, v)
+        # the Laplacian protocol is exact on its grid: the precision sweep is a Gaussian-kernel matter
+        precision = precision_sweep(args, bar=bar) if do_precision else []
+    finally:
+        bar.close()
     write_outputs(out, rows, precision, skipped, args)
     print(f"results in {out}/ (report.md, cost.json, cost.csv, *.png)")
     return 0
 
 
-def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]], bar: Any = None
+              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every engine at one training size N (an independent sweep cell); ``skipped`` engines are
-    left out and engines over budget are added to it.  Returns (rows, skipped)."""
+    left out and engines over budget are added to it.  Returns (rows, skipped). ``bar``: a tqdm
+    bar to advance by one per engine (serial runs)."""
     from tqdm import tqdm
 
     args, N, engines, skipped = job
@@ -190,13 +223,21 @@ def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]]) ->
                      "online_s": t_plain, "client_to_server_MB": 0.0, "server_to_client_MB": 0.0,
                      "rounds": 0, "abs_error": 0.0, "ratio_vs_plaintext": 1.0})
     for eng in engines:
-        if eng == "plaintext" or eng in skipped:
+        if eng == "plaintext":
             continue
+        if eng in skipped:
+            if bar is not None:
+                bar.update(1)
+            continue
+        if bar is not None:
+            bar.set_description(f"N={N} {eng}")
         try:
             r = run_engine(eng, model, Q, link=args.link)
         except Exception as exc:  # report and move on: one broken engine must not sink the run
             skipped[eng] = f"N={N}: {type(exc).__name__}: {exc}"
             tqdm.write(f"{eng}: stopped ({skipped[eng]})")
+            if bar is not None:
+                bar.update(1)
             continue
         err = float(np.max(np.abs(r.pop("preds") - plain)))
         row = {"engine": eng, "N": N, **r, "abs_error": err, "ratio_vs_plaintext": r["wall_s"] / t_plain}
@@ -210,10 +251,12 @@ def size_cell(job: tuple[argparse.Namespace, int, list[str], dict[str, str]]) ->
                    f"{r['rounds']:5d} rounds  err {err:.1e}  x{row['ratio_vs_plaintext']:,.0f}")
         if r["wall_s"] > args.engine_budget:
             skipped[eng] = f"stopped after N={N}: {r['wall_s']:.0f} s > budget {args.engine_budget:.0f} s"
+        if bar is not None:
+            bar.update(1)
     return rows, skipped
 
 
-def precision_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+def precision_sweep(args: argparse.Namespace, bar: Any = None) -> list[dict[str, Any]]:
     """|double-blind - plaintext| against the fixed-point precision (cf. the study's Fig. on bits)."""
     from protocols.krr.runner import run_local
 
@@ -222,18 +265,64 @@ def precision_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     plain = model.predict(Q)
     res = []
     for f in [int(x) for x in args.frac_bits.split(",")]:
+        if bar is not None:
+            bar.set_description(f"precision: {f} fractional bits")
         preds, cost, _ = run_local(model, Q, frac_bits=f)
         res.append({"frac_bits": f, "max_abs_error": float(np.max(np.abs(preds - plain))),
                     "total_MB": cost.total_bytes / 1e6})
+        if bar is not None:
+            bar.update(1)
     return res
 
 
+def engine_label(engine: str) -> str:
+    """Legend and report name: trusted-dealer engines say so (they are not dealer-free)."""
+    return f"{engine} (trusted dealer)" if engine in TRUSTED_DEALER else engine
+
+
+def plot_cost(rows: list[dict[str, Any]], path: Path) -> None:
+    """Three panels (time, traffic, ratio to plaintext) against N on log axes, one legend outside
+    the panels (it cannot hide a line), ticks at the measured N only, trusted-dealer engines drawn
+    dashed with open markers and named so in the legend."""
+    order = [e for e in ["plaintext", "ot", "ot-vole", "fhe", "generic", "spu-cheetah", "spu-cheetah64",
+                         "crypten", "spu-semi2k"] if any(r["engine"] == e for r in rows)]
+    order += sorted({r["engine"] for r in rows} - set(order))
+    sizes = sorted({r["N"] for r in rows})
+    fig, ax = new_figure("wide", ncols=3)
+    panels = (("wall_s", "seconds per prediction (loopback)"), ("MB", "MB per prediction (both ways)"),
+              ("ratio_vs_plaintext", "time / plaintext time"))
+    for i, e in enumerate(order):
+        rs = sorted((r for r in rows if r["engine"] == e), key=lambda r: r["N"])
+        style = series(i)
+        if e in TRUSTED_DEALER:
+            style.update(linestyle="--", markerfacecolor="none")
+        for a, (key, _) in zip(ax, panels):
+            if e == "plaintext" and key != "wall_s":
+                continue  # no traffic; the ratio is 1 by definition
+            ys = [r["client_to_server_MB"] + r["server_to_client_MB"] if key == "MB" else r[key] for r in rs]
+            a.plot([r["N"] for r in rs], ys, label=engine_label(e), **style)
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    for a, (_, title) in zip(ax, panels):
+        a.set_xscale("log")
+        a.xaxis.set_major_locator(FixedLocator(sizes))
+        a.xaxis.set_minor_locator(NullLocator())
+        fmt = ScalarFormatter()
+        fmt.set_scientific(False)
+        a.xaxis.set_major_formatter(fmt)
+        if len(sizes) > 4:  # long size lists: slanted labels never overlap
+            a.tick_params(axis="x", labelrotation=45)
+        log_axis(a.yaxis)
+        a.set_xlabel("training size N")
+        a.set_title(title)
+    handles, labels = ax[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, -0.02),
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    save(fig, path)
+
+
 def write_outputs(out: Path, rows, precision, skipped, args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     (out / "cost.json").write_text(json.dumps({"rows": rows, "precision": precision, "skipped": skipped,
                                                "features": args.features, "sigma": args.sigma,
                                                "kernel": args.kernel}, indent=2))
@@ -242,35 +331,22 @@ def write_outputs(out: Path, rows, precision, skipped, args) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    engines = sorted({r["engine"] for r in rows})
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
-    for e in engines:
-        rs = [r for r in rows if r["engine"] == e]
-        Ns = [r["N"] for r in rs]
-        ax[0].loglog(Ns, [r["wall_s"] for r in rs], "o-", label=e)
-        if e != "plaintext":
-            ax[1].loglog(Ns, [r["client_to_server_MB"] + r["server_to_client_MB"] for r in rs], "o-", label=e)
-            ax[2].loglog(Ns, [r["ratio_vs_plaintext"] for r in rs], "o-", label=e)
-    for a, t in zip(ax, ("seconds per prediction (loopback)", "MB per prediction", "time / plaintext time")):
-        a.set_xlabel("training size N")
-        a.set_title(t)
-        a.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "cost.png", dpi=110)
-    plt.close(fig)
+    plot_cost(rows, out / "cost.png")
     if precision:
-        fig, a = plt.subplots(figsize=(4.5, 3.5))
-        a.semilogy([p["frac_bits"] for p in precision], [max(p["max_abs_error"], 1e-12) for p in precision], "o-")
+        fig, a = new_figure("square")
+        a.semilogy([p["frac_bits"] for p in precision], [max(p["max_abs_error"], 1e-12) for p in precision],
+                   **series(0))
+        a.set_xticks([p["frac_bits"] for p in precision])
         a.set_xlabel("fractional bits of the representation")
-        a.set_ylabel("max |double-blind - plaintext|")
-        fig.tight_layout()
-        fig.savefig(out / "precision.png", dpi=110)
-        plt.close(fig)
+        a.set_ylabel("max |double-blind - plaintext| (kcal/mol)")
+        a.set_title(f"precision of the OT engine (N = {args.precision_n})")
+        save(fig, out / "precision.png")
     lines = ["# Cost of double-blind KRR prediction, engine by engine", "",
              f"{args.kernel.capitalize()} kernel, sigma {args.sigma}, d = {args.features}, one query, two processes "
              + (f"through an emulated {args.link.upper()} link (bench/netem.py; times measured)." if args.link else
                 "on TCP loopback (LAN/WAN columns computed: bytes/bandwidth + rounds x latency)."),
-             "Engines marked * use a trusted dealer.", "",
+             "Engines marked * use a trusted dealer (CrypTen's trusted first party, SPU SEMI2K's trusted "
+             "first party): a weaker trust model than the dealer-free engines.", "",
              "| engine | N | wall s | CPU s (both) | setup s | online s | MB c->s | MB s->c | online MB | rounds | LAN s | WAN s | |err| | x plaintext |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -282,6 +358,9 @@ def write_outputs(out: Path, rows, precision, skipped, args) -> None:
                      f"{r['ratio_vs_plaintext']:,.0f} |")
     if skipped:
         lines += ["", "Engines stopped early:", *[f"- **{k}**: {v}" for k, v in skipped.items()]]
+    if getattr(args, "quick", False) and "fhe" not in args.engines.split(","):
+        lines += ["", "`--quick` leaves out **fhe** (its set-up alone takes 40-120 s per model here); "
+                  "`--quick --engines plaintext,ot,fhe,crypten,generic` adds it at the first N."]
     lines += ["", "![cost](cost.png)"]
     if precision:
         lines += ["", "| frac bits | max abs error | MB |", "|---|---|---|",

@@ -115,7 +115,8 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     kinds = list(report["results"])
     maes = [report["results"][k]["mae"] for k in kinds]

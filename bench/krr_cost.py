@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     Ns = [r["N"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -130,7 +130,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     by_f: dict[int, list[dict]] = {}
@@ -326,7 +327,8 @@ def plot_double_blind(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     names = list(result["models"])
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5 * max(1, len(names)), 4), squeeze=False)

@@ -12,12 +12,11 @@ load drifts hit both alike):
   (median), bytes each way and rounds (exact: they do not vary), the prediction's agreement.
 * **ot-extension**: the consistency check alone, at the scale an exact-kernel protocol would need
   it: n SoftSpoken (k = 4) COTs checked vs unchecked over an in-process channel pair.
-* **exact-binding** (``--exact-sizes``): the exact Gaussian kernel has no complete client-malicious
-  protocol yet (docs/malicious.md); what exists is its first part, the binding of the masked
-  distances to one committed query (:mod:`protocols.krr.binding`, OT cross term included). Per N
-  (synthetic CM-like model, d = 351): a whole semi-honest session with the OT cross term and one
-  with the lattice cross term (in-process channel pair, the server's lattice plaintexts prepared
-  before), beside the binding step alone (checked SoftSpoken set-up included).
+* **exact** (``--exact-sizes``): the Gaussian kernel, whole sessions per N (synthetic CM-like
+  model, d = 351, sigma 74): semi-honest with the lattice cross term (the default) and with the
+  OT cross term, beside client-malicious (:mod:`protocols.krr.gaussian_malicious`, OT cross term);
+  in-process channel pair, per-model server set-up before the session (as `serve` does). The
+  Laplacian kernel has no client-malicious protocol (docs/malicious.md).
 
 Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
 """
@@ -171,60 +170,38 @@ def _pair(fn0, fn1, timeout: float = 900.0):
     return box.get("r0"), r1, c1
 
 
-def exact_binding(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Semi-honest Gaussian sessions (OT and lattice cross terms) beside the client-malicious
-    binding step (protocols.krr.binding) at each N."""
+def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Whole Gaussian sessions per N: semi-honest with the lattice and with the OT cross term, and
+    client-malicious (protocols.krr.gaussian_malicious), in-process channel pair, the server's
+    per-model set-up (encoding, lattice plaintexts) done before the session as `serve` does."""
     from bench.synthetic import synthetic_model, synthetic_queries
-    from protocols.krr import ServedModel, gaussian, predict_features, serve_one
-    from protocols.krr.binding import bound_masked_distances
-    from protocols.mpc.party import Party
+    from protocols.krr import ServedModel, gaussian, gaussian_malicious, predict_features, serve_one
 
     rows: list[dict[str, Any]] = []
     d = args.exact_features
     for N in [int(v) for v in args.exact_sizes.split(",") if v.strip()]:
         model, rng = synthetic_model(N, d, 74.0, seed=0)
         Q = synthetic_queries(model, rng, 1)
-        for cross in ("ot", "he"):
-            served = ServedModel(model, security="semi-honest")
+        want = model.predict(Q)[0]
+        for mode, cross in (("semi-honest", "he"), ("semi-honest", "ot"), ("client-malicious", "ot")):
+            served = ServedModel(model, security=mode)
             served.public.cross_term = cross
-            gaussian.prepare_server(model, served.public)  # per model, before any client (as `serve` does)
+            if mode == "semi-honest":
+                gaussian.prepare_server(model, served.public)
+            else:
+                gaussian_malicious.prepare_server(model, served.public)
             t0 = time.perf_counter()
             _, (pred, cost, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
             wall = time.perf_counter() - t0
-            rows.append({"part": "exact-binding", "model": f"gaussian-{cross}-N{N}", "mode": "semi-honest",
-                         "resumed": False, "session": 0, "wall_s": wall, "client_sent_B": ch.bytes_sent,
-                         "client_received_B": ch.bytes_received, "rounds": ch.stats()["rounds"],
-                         "abs_error": float(abs(pred[0] - model.predict(Q)[0]))})
-            print(f"  N={N} semi-honest {cross}: {wall:.2f} s, {(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB",
-                  flush=True)
-        pp = ServedModel(model, security="client-malicious").public
-        pp.cross_term = "ot"
-        X = pp.encode_features(model.X_train)
-        xx = (X * X).sum(axis=1, dtype=np.uint64) & np.uint64((1 << pp.ring_bits) - 1)
-        q = pp.encode_features(Q)[0]
-
-        def side(role: int, **kw):
-            def run(c):
-                p = Party(c, role)
-                p.setup_ot(softspoken_k=4)
-                if role == 0:
-                    p.ot_sender.checked = True
-                else:
-                    p.ot_receiver.checked = True
-                return bound_masked_distances(p, pp, **kw)
-            return run
-
-        t0 = time.perf_counter()
-        sv, cl, ch = _pair(side(0, X=X, xx=xx), side(1, q=q))
-        wall = time.perf_counter() - t0
-        D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
-        ok = bool((((cl.u.astype(object) - sv.rho.astype(object)) % (1 << pp.ring_bits)) == D).all())
-        rows.append({"part": "exact-binding", "model": f"gaussian-ot-N{N}", "mode": "client-malicious",
-                     "resumed": False, "session": 0, "wall_s": wall, "client_sent_B": ch.bytes_sent,
-                     "client_received_B": ch.bytes_received, "rounds": ch.stats()["rounds"],
-                     "abs_error": 0.0 if ok else float("nan"), "what": "binding step only (part 1 of 3)"})
-        print(f"  N={N} binding step (client-malicious part 1): {wall:.2f} s, "
-              f"{(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB, correct={ok}", flush=True)
+            row = {"part": "exact", "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
+                   "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
+                   "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": cross}
+            # pair the client-malicious session with each semi-honest one in the summary
+            for vs in (("he", "ot") if mode == "client-malicious" else (cross,)):
+                rows.append({**row, "model": f"gaussian-N{N}-vs-{vs}"})
+            print(f"  N={N} {mode} ({cross} cross term): {wall:.2f} s, "
+                  f"{(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB, {row['rounds']} rounds, "
+                  f"error {row['abs_error']:.1e}", flush=True)
     return rows
 
 
@@ -261,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ot-reps", type=int, default=3, help="repetitions per COT count and mode")
     ap.add_argument("--skip-compact", action="store_true", help="skip the compact-model part")
     ap.add_argument("--skip-ot", action="store_true", help="skip the OT-extension part")
-    ap.add_argument("--exact-sizes", default="", help="N values for the exact-kernel binding part (comma list; "
+    ap.add_argument("--exact-sizes", default="", help="N values for the exact Gaussian part (comma list; "
                     "empty: skip), e.g. 1024,4096,16384")
     ap.add_argument("--exact-features", type=int, default=351, help="d of the exact-kernel synthetic model")
     ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
@@ -275,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_ot:
         rows += ot_check(args)
     if args.exact_sizes:
-        rows += exact_binding(args)
+        rows += exact_gaussian(args)
     summary = summarize(rows)
     for s in summary:
         print(f"{s['part']:12s} {s['model']:24s} resumed={str(s['resumed']):5s} "

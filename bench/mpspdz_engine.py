@@ -79,12 +79,15 @@ def program_text(N: int, d: int, kernel: str, k: int = 1, frac_bits: int = 16, t
         raise ValueError(f"unknown kernel {kernel!r}")
     if not (0 < frac_bits < total_bits):
         raise ValueError("need 0 < frac_bits < total_bits")
+    # Arrays rather than vectors where MP-SPDZ's documented calls take iterables (dot_product)
     dist = ("diff = X[i].get_vector() - qv\n"
-            "        t = sfix.dot_product(diff, diff)" if kernel == "gaussian" else
+            "        da = sfix.Array(D)\n"
+            "        da.assign_vector(diff)\n"
+            "        t = sfix.dot_product(da, da)" if kernel == "gaussian" else
             "diff = X[i].get_vector() - qv\n"
-            "        absd = sfix.Array(D)\n"
-            "        absd.assign_vector((diff < 0).if_else(-diff, diff))\n"
-            "        t = sum(absd)")
+            "        da = sfix.Array(D)\n"
+            "        da.assign_vector((diff < 0).if_else(-diff, diff))\n"
+            "        t = sum(da)")
     return f'''# written by secureml bench/mpspdz_engine.py: {kernel} KRR prediction, N={N}, d={d}, k={k}
 # party 0: training features / c, weights, offset; party 1: query / c; output to party 1 only
 from Compiler import mpc_math
@@ -110,7 +113,7 @@ for a in range(K):
         {dist}
         kern[i] = mpc_math.exp2_fx(-t * LOG2E)
 
-    y = sfix.dot_product(alpha.get_vector(), kern.get_vector()) + offset
+    y = sfix.dot_product(alpha, kern) + offset
     print_ln_to(1, '{PREDICTION_TAG} %s', y.reveal_to(1))
 '''
 

@@ -208,7 +208,8 @@ def _plot(res: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     n = [r["n"] for r in res["sizes"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))

@@ -133,7 +133,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import pyplot
+    plt = pyplot()
 
     r = summary["results"]
     n = [x["n_train"] for x in r]

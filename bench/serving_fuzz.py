@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-PREFIX = struct.Struct(">I")
+HEADER = struct.Struct(">II")  # payload length, acknowledgement (protocols.net.transport)
 
 JSON_REPLACEMENTS: list[bytes] = [
     b"[" * 5000, b"{\"a\":" * 3000, b"[" * 40 + b"]" * 40, b"1e999999", b"-" + b"9" * 5000,
@@ -48,17 +48,29 @@ JSON_REPLACEMENTS: list[bytes] = [
 
 
 def record_session(port: int, queries: np.ndarray) -> list[bytes]:
-    """The frames (prefix + payload) an honest client sends in one session."""
+    """The frames (header + payload) an honest client sends in one session."""
     from protocols.krr import predict_features
     from protocols.net.transport import connect
 
     ch = connect("127.0.0.1", port)
-    tr = ch.record()
+    frames: list[bytes] = []
+    write = ch._write
+
+    def tap(parts, wait=True):  # one _write call is one whole frame, header included
+        frames.append(b"".join(bytes(memoryview(p).cast("B")) for p in parts))
+        write(parts, wait)
+
+    ch._write = tap
     try:
         predict_features(ch, queries)
     finally:
         ch.close()
-    return [PREFIX.pack(len(p)) + p for d, p in tr if d == "send"]
+    return frames
+
+
+def ack(f: bytes) -> int:
+    """The acknowledgement in a recorded frame's header (kept when its length or payload is mutated)."""
+    return HEADER.unpack(bytes(f[:8]))[1] if len(f) >= 8 else 0
 
 
 def mutate(frames: list[bytes], rng: random.Random) -> tuple[str, bytes]:
@@ -74,11 +86,11 @@ def mutate(frames: list[bytes], rng: random.Random) -> tuple[str, bytes]:
             f[pos] ^= 1 << rng.randrange(8)
         frames[i] = bytes(f)
     elif kind == "length":
-        frames[i] = PREFIX.pack(max(0, len(f) - 4 + rng.randint(-64, 64))) + bytes(f[4:])
+        frames[i] = HEADER.pack(max(0, len(f) - 8 + rng.randint(-64, 64)), ack(f)) + bytes(f[8:])
     elif kind == "huge-length":
-        frames[i] = PREFIX.pack(rng.choice([0xFFFFFFFF, 1 << 31, 1 << 26, (1 << 20) + 1])) + bytes(f[4:])
+        frames[i] = HEADER.pack(rng.choice([0xFFFFFFFF, 1 << 31, 1 << 26, (1 << 20) + 1]), ack(f)) + bytes(f[8:])
     elif kind == "zero-length":
-        frames[i] = PREFIX.pack(0)
+        frames[i] = HEADER.pack(0, ack(f))
     elif kind == "truncate":
         stream = b"".join(frames)
         return kind, stream[: rng.randrange(len(stream))]
@@ -92,10 +104,10 @@ def mutate(frames: list[bytes], rng: random.Random) -> tuple[str, bytes]:
     elif kind == "json":
         j = rng.randrange(min(2, len(frames)))  # the hello or the ready message
         payload = rng.choice(JSON_REPLACEMENTS)
-        frames[j] = PREFIX.pack(len(payload)) + payload
+        frames[j] = HEADER.pack(len(payload), 0) + payload
     elif kind == "random":
         payload = rng.randbytes(rng.randint(0, 2048))
-        frames[i] = PREFIX.pack(len(payload)) + payload
+        frames[i] = HEADER.pack(len(payload), ack(f)) + payload
     elif kind == "insert":
         frames.insert(i, rng.randbytes(rng.randint(1, 64)))
     return kind, b"".join(frames)
@@ -141,7 +153,7 @@ def honest_check(port: int, queries: np.ndarray, expected: np.ndarray) -> bool:
 
 def start_server(model_path: Path, log_path: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     log = open(log_path, "w")
-    if "--security" not in extra:  # the exact-kernel models served here have no client-malicious mode
+    if "--security" not in extra:  # the semi-honest exact protocols are what this fuzzer targets
         extra = ["--security", "semi-honest", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "secureml.cli", "-v", "serve", "--model", str(model_path),
                              "--port", "0", *extra], stdout=subprocess.PIPE, stderr=log, text=True,

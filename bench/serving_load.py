@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from secureml.plot_style import pyplot
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for phase in ("baseline", "idle+slow", "concurrent"):

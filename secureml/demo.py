@@ -117,7 +117,8 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
         print(f"   model file: {model_path}")
         print("== Model owner: starts `secureml serve --security semi-honest` (separate process); "
               "query owner connects ==")
-        print("   (exact kernels have no client-malicious protocol yet: docs/malicious.md)")
+        print("   (Gaussian models can be served `--security client-malicious` at a higher cost; "
+              "Laplacian models have no such protocol yet: docs/malicious.md)")
         (preds, cost), = _serve_and_query(model_path, queries, extra=("--security", "semi-honest"))
         _report(exact, queries, preds, cost, prop)
         print("the server saw no query; the query owner saw only the predictions.\n")

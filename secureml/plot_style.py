@@ -44,27 +44,75 @@ def series(i: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
 
 
-def new_figure(size: str = "normal", nrows: int = 1, ncols: int = 1) -> tuple[Any, Any]:
-    """(figure, axes) with the shared style; ``size`` is one of :data:`SIZES`."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the shared style applied (Agg backend): for code that builds
+    its own figure grids (image mosaics, bar charts); prefer :func:`new_figure` and :func:`save`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(_RC)
+    return plt
+
+
+def new_figure(size: str = "normal", nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
+               **subplots_kw: Any) -> tuple[Any, Any]:
+    """(figure, axes) with the shared style; ``size`` is one of :data:`SIZES` (``figsize``, in
+    inches, overrides it for panel grids of their own shape; ``subplots_kw`` go to plt.subplots)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed on servers
     import matplotlib.pyplot as plt
 
     plt.rcParams.update(_RC)
-    w, h = SIZES[size]
-    return plt.subplots(nrows, ncols, figsize=(w * (1 if ncols == 1 else 0.75 * ncols), h * (1 if nrows == 1 else 0.8 * nrows)))
+    if figsize is None:
+        w, h = SIZES[size]
+        figsize = (w * (1 if ncols == 1 else 0.75 * ncols), h * (1 if nrows == 1 else 0.8 * nrows))
+    return plt.subplots(nrows, ncols, figsize=figsize, **subplots_kw)
+
+
+def _log_label(v: float, pos: Any = None) -> str:
+    """Plain numbers from 0.001 to 99,999 (what a reader compares), powers of ten beyond."""
+    import math
+
+    if v <= 0:
+        return ""
+    if 1e-3 <= v < 1e5:
+        return f"{v:g}"
+    e = math.floor(math.log10(v) + 1e-9)
+    m = v / 10.0**e
+    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"${m:g}\\times10^{{{e}}}$"
+
+
+def _readable_log_locator() -> Any:
+    """A log locator that labels 1, 2, 5 x 10^k on short ranges, 1 and 3 x 10^k up to four
+    decades and powers of ten (every other one when needed) beyond: never a crowded axis."""
+    import math
+
+    from matplotlib.ticker import LogLocator
+
+    class ReadableLogLocator(LogLocator):
+        def tick_values(self, vmin: float, vmax: float) -> Any:
+            lo, hi = sorted((vmin, vmax))
+            if lo <= 0:
+                lo = hi * 1e-3 if hi > 0 else 1e-3
+            decades = math.log10(hi / lo) if hi > 0 else 1.0
+            self.set_params(subs=(1.0, 2.0, 5.0) if decades <= 2.2 else (1.0, 3.0) if decades <= 4.2 else (1.0,),
+                            numticks=9)
+            return super().tick_values(vmin, vmax)
+
+    return ReadableLogLocator(base=10)
 
 
 def log_axis(axis: Any) -> None:
-    """Log scale with labels at 1, 2, 5 x 10^k, so that even a short range shows several ticks."""
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    """Log scale with readable labels: 1, 2, 5 x 10^k on a short range (so that even one decade
+    shows several ticks), sparser on long ones (no overlapping labels), plain numbers where they fit."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     (axis.axes.set_xscale if axis is axis.axes.xaxis else axis.axes.set_yscale)("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    fmt = ScalarFormatter()
-    fmt.set_scientific(False)
-    axis.set_major_formatter(fmt)
+    axis.set_major_locator(_readable_log_locator())
+    axis.set_major_formatter(FuncFormatter(_log_label))
     axis.set_minor_locator(LogLocator(base=10, subs="auto"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -85,4 +133,4 @@ def save(fig: Any, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PALETTE", "MARKERS", "SIZES", "series", "new_figure", "log_axis", "legend_outside", "save"]
+__all__ = ["PALETTE", "MARKERS", "SIZES", "series", "pyplot", "new_figure", "log_axis", "legend_outside", "save"]

@@ -21,6 +21,7 @@ from protocols.krr import ServedModel, predict
 from protocols.krr.defense import OutputDefense
 from secureml.models.pipeline import MolecularModel
 from secureml.representations.coulomb import CoulombMatrix
+from secureml.plot_style import PALETTE, log_axis, new_figure, save
 
 #: "at chance": TPR at 1% FPR below 0.02 (the issue's bar); P@50 within two binomial standard
 #: errors of the base rate; pool-membership AUC below 0.55
@@ -109,6 +110,14 @@ def run(attacks: Iterable[str] | None = None, quick: bool = True, seed: int = 0,
         attacks.remove("kkt")
         if progress:
             progress("kkt")
+    gnn = []
+    if "gnn-extract" in attacks:  # DP-SGD-pretrained GIN encoders against the extraction attack
+        from attacks.gnn.defense import attack_dp
+
+        gnn = attack_dp((None, 8.0, 1.0), family="attrmask", seed=seed, quick=quick)
+        attacks.remove("gnn-extract")
+        if progress:
+            progress("gnn-extract")
     rows = M.run_matrix(attacks, quick=quick, seed=seed, progress=progress) if attacks else []
     budget = noise_budget(seed, quick) if any(r["attack"] == "mia" for r in rows) else None
     if progress:
@@ -116,7 +125,7 @@ def run(attacks: Iterable[str] | None = None, quick: bool = True, seed: int = 0,
     costs = protocol_costs(seed) if with_protocol and rows else []
     if progress and with_protocol:
         progress("protocol costs")
-    return {"rows": rows, "noise_budget": budget, "protocol_costs": costs, "kkt": kkt, "quick": quick,
+    return {"rows": rows, "noise_budget": budget, "protocol_costs": costs, "kkt": kkt, "gnn": gnn, "quick": quick,
             "seed": seed, "seconds": time.perf_counter() - t0}
 
 
@@ -188,6 +197,26 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{_f(r['test_accuracy'])} | {_f(r['ncc_median'])} | {r['n_ncc_gt_0.9']} / {r['n_train']} | "
                          f"{r['n_beats_heldout']} / {r['n_train']} |")
         lines.append("")
+    if res.get("gnn"):
+        g = res["gnn"]
+        k = g[0]["k"]
+        lines += ["## gnn-extract (DP-SGD pretraining of the GIN encoder)", "",
+                  f"Extraction from a pretrained {g[0]['family']} GIN (attacks.gnn; {g[0]['n_private']} private "
+                  f"molecules, budget {g[0]['budget']} distinct scored molecules, "
+                  f"{'the fast test world' if g[0]['quick'] else 'the library world'}); DP-SGD with per-molecule "
+                  "clipping (C = 1), Poisson sampling, Opacus RDP accounting, batch-norm statistics recomputed on "
+                  "public molecules. Utility: the encoder's own pretraining loss on 200 unseen molecules of the "
+                  "owner's distribution (lower is better).", "",
+                  f"| pretraining | epsilon (delta 1e-5) | noise multiplier | P@{k} attack | P@{k} score only | "
+                  f"P@{k} random generation | chance | membership AUC (learned score) | held-out loss | member loss |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in g:
+            name = "non-private" if r["epsilon"] is None else "DP-SGD"
+            lines.append(f"| {name} | {_f(r['epsilon'], 2)} | {_f(r.get('noise_multiplier'), 2)} | "
+                         f"{_f(r[f'P@{k} attack'], 2)} | {_f(r[f'P@{k} score only'], 2)} | "
+                         f"{_f(r[f'P@{k} random generation'], 2)} | {_f(r['chance'], 3)} | "
+                         f"{_f(r['auc_learned_score'])} | {_f(r['heldout_loss'], 2)} | {_f(r['member_loss'], 2)} |")
+        lines.append("")
     nb = res.get("noise_budget")
     if nb:
         lines += ["## Fresh noise: what the query budget must be", "",
@@ -221,26 +250,23 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, costs: list[dict[str, Any]] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     ncol = len(attacks) + (1 if costs else 0)
-    fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 4.2), squeeze=False)
+    fig, axes = new_figure(ncols=ncol, figsize=(5.2 * ncol, 4.2), squeeze=False)
     if costs:  # cost per query of each output defense through the OT protocol, beside the API and FHE
         ax = axes[0][-1]
         names = [c["defense"] for c in costs]
-        ax.barh(names, [c["s_per_query"] for c in costs], color="tab:blue", label="OT (measured)")
-        ax.barh(["API"], [1e-4], color="k", label="plaintext API")
-        ax.barh(["FHE, noise"], [28.5], color="tab:red", label="FHE (docs/attacks.md)")
-        ax.set_xscale("log")
+        ax.barh(names, [c["s_per_query"] for c in costs], color=PALETTE[0], label="OT (measured)")
+        ax.barh(["API"], [1e-4], color=PALETTE[7], label="plaintext API")
+        ax.barh(["FHE, noise"], [28.5], color=PALETTE[3], label="FHE (docs/attacks.md)")
+        log_axis(ax.xaxis)
         ax.set_xlabel("seconds per query (N = 1,000)")
         ax.set_title("cost per query")
         ax.legend(fontsize=7)
-    colors = {"none": "k", "dressed": "tab:brown", "round": "tab:blue", "noise": "tab:orange", "noise+round": "tab:purple",
-              "prf-noise": "tab:gray", "ridge": "tab:green", "dressed+ridge": "tab:olive", "dp": "tab:red"}
+    families = ("none", "dressed", "round", "noise", "noise+round", "prf-noise", "ridge", "dressed+ridge", "dp")
+    # the shared palette, then two greys for the last families (nine in all)
+    colors = dict(zip(families, (PALETTE[7], PALETTE[1], PALETTE[0], PALETTE[3], PALETTE[4], "#999999",
+                                 PALETTE[2], PALETTE[5], "#882255")))
     for ax, attack in zip(axes[0][:len(attacks)], attacks):
         rs = [r for r in rows if r["attack"] == attack and "skipped" not in r]
         pts = [(r["mae"], max(r["above_chance"], 0.0)) for r in rs]
@@ -249,17 +275,22 @@ def _plot(rows: list[dict[str, Any]], path: Path, costs: list[dict[str, Any]] | 
             ax.annotate(r["defense"], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         front = sorted((pts[i] for i in M.pareto(pts)))
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front")
-        ax.set_xscale("log")
+        log_axis(ax.xaxis)
         ax.set_xlabel("MAE of the defended answers (kcal/mol)")
         ax.set_ylabel(f"{rs[0]['metric']} above chance" if rs else "")
         ax.set_title(attack)
         ax.legend(fontsize=7)
     for fam, c in colors.items():
         axes[0][0].scatter([], [], color=c, label=fam)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    # one legend for every panel, below them: it cannot hide a point or the front
+    for ax in axes[0][:len(attacks)]:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 10), frameon=False,
+               bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    save(fig, path)
 
 
 def write(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -278,5 +309,14 @@ def write(res: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
         w.writeheader()
         for r in res["rows"]:
             w.writerow({**r, "deployments": " ".join(r.get("deployments", []))})
-    _plot(res["rows"], paths["png"], res.get("protocol_costs"))
+    if res.get("gnn"):  # the GNN extraction rows have their own columns
+        paths["gnn_csv"] = out / "defenses_gnn.csv"
+        with paths["gnn_csv"].open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(res["gnn"][0]), extrasaction="ignore")
+            w.writeheader()
+            w.writerows(res["gnn"])
+    if res["rows"] or res.get("protocol_costs"):
+        _plot(res["rows"], paths["png"], res.get("protocol_costs"))
+    else:
+        del paths["png"]
     return paths

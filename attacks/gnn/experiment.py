@@ -9,7 +9,14 @@ Rows of the result table (the shape of Huang et al.'s Table 1):
 * ``QED-guided`` / ``SA-guided``: the same REINFORCE policy and budget, rewarded by drug-likeness
   (QED) or synthetic accessibility (-SA score) instead of the membership score;
 * ``scoring w/o policy``: the learned score ranks ``budget`` molecules drawn from the prior;
-* ``attack (policy + scoring)``: REINFORCE on the learned score, same budget.
+* ``scoring w/o policy, prior-weighted``: the same molecules ranked by the attack's objective
+  (standardised score + ``beta`` log prior), to separate what the objective does from what the
+  policy does;
+* ``attack (policy + scoring)``: REINFORCE (moving baseline, normalised advantages, KL to the
+  prior; :mod:`attacks.gnn.policy`) on the prior-weighted score, same budget;
+* ``attack, PPO policy``: the same with PPO's clipped objective;
+* ``attack, first policy (v1)``: the first REINFORCE (batch-mean baseline, raw score), kept to
+  show what the changes bought.
 
 Every method scores the same number of distinct molecules (``budget``) and outputs its top K.
 """
@@ -24,12 +31,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from attacks.gnn.attack import Evaluator, Features, ScoreFn, fit_score, random_search
-from attacks.gnn.policy import policy_search
+from attacks.gnn.attack import Evaluator, Features, PriorWeighted, ScoreFn, fit_score, random_search
+from attacks.gnn.policy import policy_search, reinforce_v1
 from attacks.gnn.data import Corpus, build_corpus, focus
 from attacks.gnn.model import Pretrained, cached_pretrain, n_parameters
 from attacks.gnn.space import Action, Space, unique_valid
 from attacks.metrics import roc_auc, tpr_at_fpr
+from secureml.plot_style import PALETTE, new_figure, save
 
 KS = (50, 100, 200)
 
@@ -163,7 +171,11 @@ def prepare(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 1
 
 
 METHODS = ("random aux", "random generation", "QED-guided", "SA-guided", "scoring w/o policy",
+           "scoring w/o policy, prior-weighted", "attack, first policy (v1)", "attack, PPO policy",
            "attack (policy + scoring)")
+#: the prior weight of the attack's objective (:class:`attacks.gnn.attack.PriorWeighted`), chosen on
+#: the library world's exhaustively scored space (docs/gnn-extraction.md); 0 = the score alone
+BETA = 3.0
 
 
 def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, n_motifs: int = 30,
@@ -184,7 +196,7 @@ def run(family: str = "attrmask", n_private: int = 500, n_scaffolds: int = 100, 
 def run_methods(w: World, budget: int = 4000, seed: int = 0, fcd_on: bool = True,
                 methods: Sequence[str] | None = None, log: Callable[[str], None] = print, progress: bool = True,
                 ks: Sequence[int] = KS, score: ScoreFn | None = None, algo: str = "reinforce",
-                chance_draws: int = 20_000) -> dict[str, Any]:
+                chance_draws: int = 20_000, beta: float = BETA) -> dict[str, Any]:
     """Every method of the table on one prepared world; ``score`` replaces the learned score
     (e.g. a served KRR model's kink score) for the two score-driven rows."""
     space, members, corpus = w.space, w.members, w.corpus
@@ -212,24 +224,34 @@ def run_methods(w: World, budget: int = 4000, seed: int = 0, fcd_on: bool = True
         t0 = time.perf_counter()
         top = list(unique_valid(space, space.sample_prior(4 * K, np.random.default_rng(seed + 7))))[:K]
         finish("random generation", top, time.perf_counter() - t0)
-    for name, fn in (("QED-guided", qed_score), ("SA-guided", sa_score),
-                     ("attack (policy + scoring)", target_score)):
+    for name, fn, how in (("QED-guided", qed_score, "reinforce"), ("SA-guided", sa_score, "reinforce"),
+                          ("attack (policy + scoring)", target_score, algo),
+                          ("attack, PPO policy", target_score, "ppo"),
+                          ("attack, first policy (v1)", target_score, "v1")):
         if name not in wanted:
             continue
         t0 = time.perf_counter()
-        ev = Evaluator(space, fn, budget)
+        # the attack ranks by the prior-weighted score; the QED/SA baselines by their own reward
+        f = PriorWeighted(fn, space, beta) if fn is target_score and how != "v1" else fn
+        ev = Evaluator(space, f, budget)
         with _bar(budget, name, progress) as bar:
-            info = policy_search(space, ev, algo=algo, seed=seed, progress=bar)
+            if how == "v1":
+                info = reinforce_v1(space, ev, seed=seed, progress=bar)
+            else:
+                info = policy_search(space, ev, algo=how, seed=seed, progress=bar)
         top = ev.top(K)
         finish(name, top, time.perf_counter() - t0,
                {"scored": ev.used, "members_scored": sum(s in members for s in ev.cache),
                 "policy_steps": info["steps"]})
-    if "scoring w/o policy" in wanted:
+    for name, f in (("scoring w/o policy", target_score),
+                    ("scoring w/o policy, prior-weighted", PriorWeighted(target_score, space, beta))):
+        if name not in wanted:
+            continue
         t0 = time.perf_counter()
-        ev = Evaluator(space, target_score, budget)
-        with _bar(budget, "scoring w/o policy", progress) as bar:
+        ev = Evaluator(space, f, budget)
+        with _bar(budget, name, progress) as bar:
             random_search(space, ev, seed=seed, progress=bar)
-        finish("scoring w/o policy", ev.top(K), time.perf_counter() - t0,
+        finish(name, ev.top(K), time.perf_counter() - t0,
                {"scored": ev.used, "members_scored": sum(s in members for s in ev.cache)})
     rows.sort(key=lambda r: METHODS.index(r["method"]))
     return {
@@ -275,24 +297,17 @@ def write(result: dict[str, Any], out: Path) -> dict[str, Path]:
     cols = ["method", "P@50", "P@100", "P@200", "FCD", "seconds"]
     lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in result["rows"]]
     paths["csv"].write_text("\n".join(lines) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = new_figure(figsize=(7.5, 3.8))
     rows = result["rows"]
     x = np.arange(len(rows))
     for j, k in enumerate(KS):
-        ax.bar(x + (j - 1) * 0.27, [r[f"P@{k}"] for r in rows], 0.27, label=f"P@{k}")
+        ax.bar(x + (j - 1) * 0.27, [r[f"P@{k}"] for r in rows], 0.27, label=f"P@{k}", color=PALETTE[j])
     ax.axhline(result["chance_precision"], color="k", lw=0.8, ls="--", label="member density of the space (prior)")
     ax.set_xticks(x, [r["method"].replace(" (", "\n(") for r in rows], fontsize=7)
     ax.set_ylabel("precision (members among output)")
     ax.set_title(f"extraction from a {fam} GIN ({result['setting']['n_private']} private molecules)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=100)
-    plt.close(fig)
+    save(fig, paths["png"])
     return paths
 
 

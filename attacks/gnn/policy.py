@@ -163,8 +163,8 @@ def scan_scaffolds(space: Space, ev: Any, per_scaffold: int, rng: np.random.Gene
 
 
 def policy_search(space: Space, ev: Any, algo: str = "reinforce", batch: int = 32, lr: float = 0.05,
-                  entropy: float = 0.0, kl: float = 0.05, imitate: float = 0.5, n_elite: int = 32,
-                  explore: float = 0.25, dup_reward: float = -1.0, baseline_decay: float = 0.9,
+                  entropy: float = 0.0, kl: float = 0.05, imitate: float = 0.0, n_elite: int = 32,
+                  explore: float = 0.0, dup_reward: float = -1.0, baseline_decay: float = 0.9,
                   ppo_epochs: int = 4, ppo_clip: float = 0.2, scan_per_scaffold: int = 3, scan_weight: float = 1.0,
                   max_steps: int = 10_000, seed: int = 0,
                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:

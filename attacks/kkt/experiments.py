@@ -20,6 +20,7 @@ from attacks.kkt.model import HomogeneousMLP, resolve_device, train_classifier, 
 from attacks.kkt.molecules import best_scale, canonical_smiles, cm_features, decode_cm
 from secureml.data import embedded_split, load_embedded
 from secureml.errors import DataError
+from secureml.plot_style import pyplot
 
 
 @dataclass
@@ -71,12 +72,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()  # the shared style (secureml.plot_style)
 
 
 def _victim_meta(task: BinaryTask, s: Settings, kind: str, n_out: int) -> dict:

@@ -17,36 +17,43 @@ isolates single kernel terms (issue 12, finding 3).
 Steps (both roles run :func:`bound_masked_distances`; the server passes X and ||x||^2, the
 client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
   1. Server: a fresh MAC key Delta (64 bits).
-  2. Cross term, OT path (:func:`protocols.mpc.gilboa.matvec`, client's q bits as choices): shares
-     s_C + s_S = X q (mod 2^M) -- exact, unlike the lattice path, whose +-2E rounding error
-     would not satisfy an exact relation (and whose ciphertexts a client could malform).
+  2. The query's bits are fixed ONCE: d x_bits random OTs of the checked extension with the
+     client's q bits as choices. Every later use of q runs on these OTs (hashed in separate
+     domains), never on new ones: the cross term here, the MACs and products of step 6. So the
+     client cannot run the cross term with one query and commit another -- a deviation whose
+     detection would depend on X (a selective failure: "is X (q'' - q') constant?").
+     Cross term: a Gilboa vector OLE on them (row (j, b): correlation X[:, j], corrections
+     trimmed to M - b bits): shares s_C + s_S = X q (mod 2^M) -- exact, unlike the lattice path,
+     whose +-2E rounding would not satisfy an exact relation (and whose ciphertexts a client
+     could malform).
   3. Mask-reveal: the server sends c = ||x||^2 - 2 s_S + rho (rho uniform mod 2^M); the client
      computes u = ||q||^2 - 2 s_C + c = D + rho (mod 2^M).
   4. The client commits u: M COTs per training point with correlation Delta (its bits are the
      choice bits of the checked OT extension): MACs M_u = K_u + u Delta.
-  5. Server: lambda binary challenge vectors chi_l (N bits) and chi'_l (d bits), kept secret
-     for now, and y_l = X^T chi_l (integers < 2^45).
-  6. The client commits q (x_bits COTs per feature) with extra correlations (y_l,j, y_l,j Delta):
-     it obtains MACs on q and authenticated shares A_l = L_l + y_l . q (MAC share L'_l +
-     (y_l . q) Delta), the server keeps L_l, L'_l. The client never sees y_l (masked by pads).
-  7. The client commits q again with the extra correlation K_{q_j} (its step-6 key): from
-     T_j + q_j K_{q_j} and M_{q_j} it forms a MAC on q_j^2 (q_j M_{q_j} - T_j - q_j K_{q_j} =
-     q_j^2 Delta - T_j), hence on Q2 = ||q||^2 -- provided the bits equal step 6's (checked below).
-  8. The server reveals chi, chi'.
+  5. Server: lambda binary challenge vectors chi_l (N bits), kept secret for now, and
+     y_l = X^T chi_l (integers < 2^45).
+  6. On step 2's OTs, correlation words (Delta, K_{q_j}, y_l,j, y_l,j Delta): the client gets
+     MACs on q (word 0, key K_q), T_j + q_j K_{q_j} (word 1), from which it forms a MAC on q_j^2
+     (q_j M_{q_j} - T_j - q_j K_{q_j} = q_j^2 Delta - T_j), hence on Q2 = ||q||^2, and
+     authenticated shares A_l = L_l + y_l . q (MAC shares L'_l + (y_l . q) Delta); the server
+     keeps K_q, T, L_l, L'_l. The client never sees y_l (masked by pads).
+  7. (merged into 6: one batch of corrections.)
+  8. The server reveals chi.
   9. Check (:func:`protocols.mpc.authenticated.check_congruent`, k = M), for each l:
-        sum_i chi_l,i u_i - |chi_l| Q2 + 2 y_l . q + sum_j chi'_l,j (q_j - q~_j)
-            = sum_i chi_l,i (||x_i||^2 + rho_i)   (mod 2^M)
+        sum_i chi_l,i u_i - |chi_l| Q2 + 2 y_l . q = sum_i chi_l,i (||x_i||^2 + rho_i)   (mod 2^M)
      i.e. a random binary combination of the per-point relations u_i - Q2 + 2 x_i . q =
-     ||x_i||^2 + rho_i and of the equalities q = q~ (step 7's bits). If any relation fails,
-     flipping one coefficient changes the sum, so each repetition catches it with probability
-     >= 1/2, whatever the error's bit position (the top bit, which zeroes a kernel term,
-     included); a passing forgery of the opened MACs needs all 64 bits of Delta.
+     ||x_i||^2 + rho_i. If any relation fails, flipping one coefficient changes the sum, so each
+     repetition catches it with probability >= 1/2, whatever the error's bit position (the top
+     bit, which zeroes a kernel term, included); a passing forgery of the opened MACs needs all
+     64 bits of Delta. No selective failure: with q fixed by step 2, every error the client can
+     cause (its u, its norm term, its cross-term share) is a number it knows, independent of X,
+     rho and the weights, so whether it aborts depends on its own deviation only.
 
 What the client learns: the OT outputs (uniform pads), c (uniform: rho), chi after it committed.
 What the server learns: OT-extension messages (independent of the choice bits) and the opened
 check values, which equal its own sums mod 2^M and are masked by fresh 64-bit client masks above.
-Cost (beyond the semi-honest OT path): N M + 2 d x_bits + 64 lambda COTs, 16 bytes per COT and
-correlation word ((1 + 2 lambda) words for step 6), lambda (N + d) challenge bits, 32 lambda bytes.
+Cost (beyond the semi-honest OT path): N M + 64 lambda COTs of 16 bytes, (2 + 2 lambda) words of
+16 bytes on each of the d x_bits query OTs, lambda N challenge bits, 32 lambda bytes.
 """
 from __future__ import annotations
 
@@ -57,9 +64,10 @@ import numpy as np
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import gilboa, u128
+from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
 from protocols.ot.crypto import pack_bits, unpack_bits
+from secureml.errors import ProtocolError
 
 U64 = np.uint64
 
@@ -108,6 +116,36 @@ def client_commit_query(q: np.ndarray, step: int) -> np.ndarray:
     return q
 
 
+_MATVEC_BYTES = 32 << 20  # bound on one chunk of the cross term's correlations
+
+
+def _cross_term(party: PartyContext, pads, N: int, d: int, xb: int, M: int, *, X: np.ndarray | None = None,
+                qbits: np.ndarray | None = None) -> np.ndarray:
+    """Step 2: shares of X q (mod 2^M), a Gilboa vector OLE on the random OTs of q's bits (row
+    j * x_bits + b: the correlation X[:, j], trimmed to M - b bits)."""
+    server = party.role == SERVER
+    share = np.zeros(N, dtype=U64)
+    per = max(1, _MATVEC_BYTES // (8 * xb * max(N, 1)))
+    weights = (U64(1) << np.arange(xb, dtype=U64))
+    for j0 in range(0, d, per):
+        j1 = min(d, j0 + per)
+        rows = slice(j0 * xb, j1 * xb)
+        bits = np.tile(M - np.arange(xb), j1 - j0)
+        if server:
+            corr = np.repeat(np.ascontiguousarray(X[:, j0:j1].T), xb, axis=0)  # (rows, N)
+            out = au.vole_on_pads(party, CLIENT, (pads[0][rows], pads[1][rows]), _D_MATVEC, bits=bits,
+                                  ring_bits=M, corr=corr)
+            share -= (out.reshape(j1 - j0, xb, N) * weights[None, :, None]).sum(axis=(0, 1), dtype=U64)
+        else:
+            out = au.vole_on_pads(party, CLIENT, pads[rows], _D_MATVEC, bits=bits, ring_bits=M,
+                                  choices=qbits[rows], n_words=N)
+            share += (out.reshape(j1 - j0, xb, N) * weights[None, :, None]).sum(axis=(0, 1), dtype=U64)
+    return _mod(share, M)
+
+
+_D_MATVEC, _D_COMMIT = 1, 2  # hash domains of q's random OTs: the cross term, the commitment
+
+
 def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarray | None = None,
                            xx: np.ndarray | None = None, q: np.ndarray | None = None,
                            lam: int = au.STAT_BITS, keep_pads: bool = False) -> ServerBound | ClientBound:
@@ -119,15 +157,26 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
     (:func:`protocols.mpc.authenticated.bound_lut`)."""
     N, d, M, xb = pp.n_train, pp.n_features, pp.ring_bits, pp.x_bits
     server = party.role == SERVER
-    # 1.-3. Delta; cross term (exact, OT path); mask-reveal
+    # 1.-2. Delta; q's bits fixed once, as the choice bits of d * x_bits random OTs (checked
+    # extension); the cross term runs on them (so it cannot use another query than the one
+    # committed in step 6, which reuses them too)
     if server:
         delta = au.new_delta(party)
-        s = gilboa.matvec(party, CLIENT, X=X, y_bits=xb, ring_bits=M)
+        qpads = au.random_choices(party, CLIENT, n=d * xb)
+        s = _cross_term(party, qpads, N, d, xb, M, X=X)
+    else:
+        q = np.ascontiguousarray(q, dtype=U64).ravel()
+        if xb < 64 and q.size and int(q.max()) >> xb:
+            raise ProtocolError("query wider than the public bound")
+        qc = client_commit_query(q, 2)
+        qbits = ((qc[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
+        qpads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits)
+        s = _cross_term(party, qpads, N, d, xb, M, qbits=qbits)
+    # 3. mask-reveal
+    if server:
         rho = party.rng.random_below(N, M) if M < 64 else party.rng.random_u64(N)
         party.ch.send_array(_mod(xx - U64(2) * s + rho, M))
     else:
-        q = np.ascontiguousarray(q, dtype=U64).ravel()
-        s = gilboa.matvec(party, CLIENT, y=q, y_bits=xb, n=N, ring_bits=M)
         c = party.ch.recv_array(dtype=U64, shape=(N,))
         u = client_masked(client_norm(q, M), s, c, M)
     # 4. commit u
@@ -135,54 +184,64 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads)
     else:
         cu = au.commit(party, CLIENT, n=N, bits=M, values=u, keep_pads=keep_pads)
-    # 5.-7. challenges (secret for now), q committed with y-products, q again for its square
+    # 5.-7. challenges (secret for now); q's MACs, its square's MAC and the y-products, all on
+    # q's random OTs of step 2: words (Delta, K_q, y_1..y_lam, y_1 Delta..y_lam Delta)
+    words = 2 + 2 * lam
     if server:
         chi = party.rng.random_bits((lam, N)).astype(np.uint8)
-        chi2 = party.rng.random_bits((lam, d)).astype(np.uint8)
         y = np.rint(chi.astype(np.float64) @ X.astype(np.float64)).astype(U64)  # (lam, d), < 2^45 exact
         yd = u128.mul64(y, delta)
-        extra = (np.concatenate([np.zeros((d, lam), U64), yd[0].T], axis=1),
-                 np.concatenate([y.T, yd[1].T], axis=1))
-        k1 = au.commit(party, CLIENT, n=d, bits=xb, delta=delta, extra=extra)
-        k2 = au.commit(party, CLIENT, n=d, bits=xb, delta=delta,
-                       extra=(k1.key[0][:, None], k1.key[1][:, None]))
-        party.ch.send_array(pack_bits(np.concatenate([chi.ravel(), chi2.ravel()])))
+
+        def corr(P0):
+            kq = au.weighted_sum((P0[0][:, 0].reshape(d, xb), P0[1][:, 0].reshape(d, xb)), xb)  # K_{q_j}
+            hi = np.zeros((d, words), U64)
+            lo = np.zeros((d, words), U64)
+            lo[:, 0] = delta
+            hi[:, 1], lo[:, 1] = kq
+            lo[:, 2:2 + lam] = y.T
+            hi[:, 2 + lam:], lo[:, 2 + lam:] = yd[0].T, yd[1].T
+            return np.repeat(hi, xb, axis=0), np.repeat(lo, xb, axis=0)
+
+        P0 = au.cot_on_pads(party, CLIENT, qpads, _D_COMMIT, words=words, corr=corr)
+        keys = au.weighted_sum((P0[0].reshape(d, xb, words), P0[1].reshape(d, xb, words)), xb)
+        party.ch.send_array(pack_bits(chi.ravel()))
     else:
-        c1 = au.commit(party, CLIENT, n=d, bits=xb, values=client_commit_query(q, 6), n_extra=2 * lam)
-        c2 = au.commit(party, CLIENT, n=d, bits=xb, values=client_commit_query(q, 7), n_extra=1)
-        nb = lam * (N + d)
-        bits = unpack_bits(party.ch.recv_array(np.uint8, ((nb + 7) // 8,)), nb)
-        chi, chi2 = bits[: lam * N].reshape(lam, N), bits[lam * N:].reshape(lam, d)
+        out = au.cot_on_pads(party, CLIENT, qpads, _D_COMMIT, words=words, choices=qbits)
+        got = au.weighted_sum((out[0].reshape(d, xb, words), out[1].reshape(d, xb, words)), xb)
+        nb = lam * N
+        chi = unpack_bits(party.ch.recv_array(np.uint8, ((nb + 7) // 8,)), nb).reshape(lam, N)
     S = chi.sum(axis=1, dtype=U64)  # |chi_l|
+
+    def col(a, k0, k1=None):
+        k1 = k0 + 1 if k1 is None else k1
+        return (a[0][:, k0:k1], a[1][:, k0:k1]) if k1 - k0 > 1 else (a[0][:, k0].copy(), a[1][:, k0].copy())
+
     # 8.-9. the combined relations and their check
     if server:
-        L = (k1.extra[0][:, :lam], k1.extra[1][:, :lam])
-        Lp = (k1.extra[0][:, lam:], k1.extra[1][:, lam:])
-        L = u128.total(L, axis=0)
-        Lp = u128.total(Lp, axis=0)
-        kq2 = u128.neg(u128.total((k2.extra[0][:, 0], k2.extra[1][:, 0]), axis=0))  # key of Q2
+        kq = col(keys, 0)
+        L = u128.total(col(keys, 2, 2 + lam), axis=0)
+        Lp = u128.total(col(keys, 2 + lam, 2 + 2 * lam), axis=0)
+        kq2 = u128.neg(u128.total(col(keys, 1), axis=0))  # key of Q2
         KZ = au.combine(chi, ku.key)
         KZ = u128.sub(KZ, u128.mul_small((np.full(lam, kq2[0]), np.full(lam, kq2[1])), S))
         KA = u128.sub(Lp, u128.mul_small(L, delta))
         KZ = u128.add(KZ, u128.shl(KA, 1))
-        KZ = u128.add(KZ, au.combine(chi2, u128.sub(k1.key, k2.key)))
         C = u128.add(au.combine(chi, _lift(xx)), au.combine(chi, _lift(rho)))
         C = u128.add(C, u128.shl(L, 1))
         au.check_congruent(party, CLIENT, M, delta=delta, KZ=KZ, C=C, n=lam)
+        _ = kq
         return ServerBound(rho, delta, ku.key, ku.pads)
-    qv, qt = c1.values, c2.values
-    Q2 = int((qv.astype(object) ** 2).sum()) % u128.MOD
-    sq_mac = u128.sub(u128.mul_small(c1.mac, qv), (c2.extra[0][:, 0], c2.extra[1][:, 0]))
+    mq = col(got, 0)
+    Q2 = int((qc.astype(object) ** 2).sum()) % u128.MOD
+    sq_mac = u128.sub(u128.mul_small(mq, qc), col(got, 1))  # q_j M_{q_j} - (T_j + q_j K_{q_j})
     mq2 = u128.total(sq_mac, axis=0)
-    A = u128.total((c1.extra[0][:, :lam], c1.extra[1][:, :lam]), axis=0)
-    MA = u128.total((c1.extra[0][:, lam:], c1.extra[1][:, lam:]), axis=0)
+    A = u128.total(col(got, 2, 2 + lam), axis=0)
+    MA = u128.total(col(got, 2 + lam, 2 + 2 * lam), axis=0)
     Z = au.combine(chi, _lift(cu.values))
     Z = u128.sub(Z, u128.mul_small(u128.from_int(Q2, (lam,)), S))
     Z = u128.add(Z, u128.shl(A, 1))
-    Z = u128.add(Z, au.combine(chi2, u128.sub(_lift(qv), _lift(qt))))
     MZ = au.combine(chi, cu.mac)
     MZ = u128.sub(MZ, u128.mul_small((np.full(lam, mq2[0]), np.full(lam, mq2[1])), S))
     MZ = u128.add(MZ, u128.shl(MA, 1))
-    MZ = u128.add(MZ, au.combine(chi2, u128.sub(c1.mac, c2.mac)))
     au.check_congruent(party, CLIENT, M, Z=Z, MZ=MZ, n=lam)
     return ClientBound(cu.values, cu.mac, cu.pads)

@@ -53,7 +53,7 @@ from protocols.common import KernelModelParams
 from protocols.krr import binding
 from protocols.krr.chain import CLIENT, SERVER, digit_plan
 from protocols.krr.expsum import encode_weights
-from protocols.krr.params import PublicParams
+from protocols.krr.params import MALICIOUS_MAX_HI_BITS, PublicParams
 from protocols.mpc import authenticated as au
 from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
@@ -61,7 +61,7 @@ from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
 #: widest x_hi that the single G table OT serves (2^12 entries per training point)
-MAX_HI_BITS = 12
+MAX_HI_BITS = MALICIOUS_MAX_HI_BITS
 #: digit width of the client's factor chain (16-entry key-switch tables)
 V_DIGIT_BITS = 4
 
@@ -69,6 +69,9 @@ V_DIGIT_BITS = 4
 def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
     """(bits of x_hi, digits of x_lo) from public numbers; ProtocolError if x_hi is too wide."""
     hb = pp.d_bits - pp.lo_bits
+    if pp.lo_bits < 1:
+        raise ProtocolError("client-malicious Gaussian protocol needs a low part of the distance (sigma too small "
+                            "for the feature bounds): serve it with --security semi-honest")
     if not 1 <= hb <= MAX_HI_BITS:
         raise ProtocolError(f"client-malicious Gaussian protocol needs the distance's high part to have 1..{MAX_HI_BITS} "
                             f"bits, this model's has {hb}: serve it with --security semi-honest")
@@ -206,6 +209,32 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     return client_output(h, cv.values, e, y_s)
 
 
+def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarray, np.ndarray]:
+    """The server's encoded X and ||x||^2 mod 2^M (query-independent, cached per model)."""
+    key = (pp.frac_bits, pp.feature_lo, pp.feature_hi, pp.ring_bits)
+    enc = getattr(model, "_secureml_malicious_encoded", None)
+    if enc is None or enc[0] != key:
+        X = pp.encode_features(model.X_train, "training data")
+        xx = (X * X).sum(axis=1, dtype=U64)
+        if pp.ring_bits < 64:
+            xx &= U64((1 << pp.ring_bits) - 1)
+        enc = model._secureml_malicious_encoded = (key, X, xx)
+    return enc[1], enc[2]
+
+
+def server_online(party: PartyContext, pp: PublicParams, k: int, model: KernelModelParams) -> None:
+    """Model owner's side of k queries, one :func:`online` run each."""
+    X, xx = prepare_server(model, pp)
+    for _ in range(k):
+        online(party, pp, model=model, X=X, xx=xx)
+
+
+def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
+    """Query owner's side: the predictions for the rows of Q (k, d)."""
+    enc = pp.encode_features(np.atleast_2d(Q), "query")
+    return np.array([decode(pp, online(party, pp, q=q)) for q in enc])
+
+
 def reference(pp: PublicParams, model: KernelModelParams, X: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
     """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
     M, s, L, V = pp.ring_bits, pp.shift_bits, pp.lo_bits, pp.v_frac_bits
@@ -232,4 +261,5 @@ def decode(pp: PublicParams, y: int) -> float:
     return u128.to_signed_float(y, pp.out_scale_bits)
 
 
-__all__ = ["online", "reference", "decode", "plan", "client_factor", "MAX_HI_BITS"]
+__all__ = ["online", "server_online", "client_online", "reference", "decode", "plan", "client_factor",
+           "MAX_HI_BITS"]

@@ -49,9 +49,10 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
 Cost per element (query entry x training point), SoftSpoken k = 4 (32 bits per OT-extension
 column): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one random OT (32 bits) per digit above
 the first, and two (M-1)-bit COTs (32 + 8 * ceil((M - 1) / 8) bits each); :func:`digit_levels`
-picks the digits. 15-bit entries (CM on the 2^-8 grid), M = 25: digits (4, 3, 4, 4),
-12 + 12 + 14 = 38 bytes per element (protocol version 6 sent 53: three tables and a
-one-byte-corrected COT per digit). Rounds: one per digit plus two (the random OT travels with the column OT's request),
+picks the digits, weighing an OT-extension pass's compute against traffic. 15-bit entries (CM on
+the 2^-8 grid), M = 25: digits (5, 5, 5), 20 + 8 + 14 = 42 bytes per element (protocol version 6
+sent 53: three tables and a one-byte-corrected COT per digit; four digits (4, 3, 4, 4) would send
+38 but compute ~45% longer). Rounds: one per digit plus two (the random OT travels with the column OT's request),
 then those of the exponential.
 
 Why not one 1-of-(N+1) "rank" OT per column over the sorted column: the client would have to
@@ -77,9 +78,13 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 
 U64 = np.uint64
-# bits per element of a higher digit's random OT in the digit plan's cost model: one SoftSpoken
-# (k = 4) column, no correction (protocols.krr.registry.EXACT_SOFTSPOKEN_K)
+# the digit plan's cost model, per element and digit above the first: the random OT's traffic (one
+# SoftSpoken k = 4 column, no correction: protocols.krr.registry.EXACT_SOFTSPOKEN_K) and its
+# compute, as bits worth the same: an OT-extension pass costs about as much time as 64 more bits
+# on the wire save (N = 4,096, d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per
+# element and 1.85 s, (5, 5, 5) 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s)
 _ROT_BITS = 32
+_ROT_WORK = 64
 _TABLE_BYTES = 48 << 20  # column tables built and sent per block of columns
 
 
@@ -91,7 +96,7 @@ def digit_levels(x_bits: int) -> tuple[tuple[int, int], ...]:
         for sizes in itertools.product(range(1, 11), repeat=count):
             if sum(sizes) != x_bits:
                 continue
-            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _ROT_BITS for m in sizes[1:])
+            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _ROT_BITS + _ROT_WORK for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)
     if best is None:
@@ -140,13 +145,12 @@ def _column_blocks(d: int, size: int, words: int):
 
 
 def _rot_bits(party: PartyContext, choices: np.ndarray | None, n: int):
-    """One random OT per element, keeping one bit of each pad: the sender (server) gets the bit
-    pairs (m0, m1), the receiver (client, ``choices``) gets m_c. No correction is sent: the
-    correlation m0 ^ m1 is random, which is all the digit step needs."""
+    """One random OT per element, one bit each: the sender (server) gets the bit pairs (m0, m1),
+    the receiver (client, ``choices``) gets m_c. No correction is sent: the correlation
+    m0 ^ m1 is random, which is all the digit step needs."""
     if choices is None:
-        m0, m1 = party.ot_sender.random_ot(n)
-        return m0[:, 0] & np.uint8(1), m1[:, 0] & np.uint8(1)
-    return party.ot_receiver.random_ot(choices)[:, 0] & np.uint8(1)
+        return party.ot_sender.random_bit_ot(n)
+    return party.ot_receiver.random_bit_ot(choices)
 
 
 def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray | None = None,

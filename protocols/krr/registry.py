@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.krr import gaussian, laplacian
+from protocols.krr import gaussian, gaussian_malicious, laplacian
 from protocols.krr import linear as compact
 from protocols.krr.cache import PublicModelCache
 from protocols.krr.handshake import client_ready
@@ -83,27 +83,44 @@ class ModelProtocol(ABC):
 
 class ExactKernelProtocol(ModelProtocol):
     """Exact KRR with a kernel of a distance: ``module.online(party, pp, k, model=, Q=)`` runs
-    both roles (see :mod:`protocols.krr.gaussian`)."""
+    both roles (see :mod:`protocols.krr.gaussian`); ``malicious`` (if the kernel has one) is the
+    client-malicious protocol's module (``server_online`` / ``client_online``), run when the
+    public parameters say ``security = "client-malicious"``."""
 
-    def __init__(self, kind: str, kernel: str, module: ModuleType) -> None:
-        self.kind, self.kernel, self.module = kind, kernel, module
+    def __init__(self, kind: str, kernel: str, module: ModuleType, malicious: ModuleType | None = None) -> None:
+        self.kind, self.kernel, self.module, self.malicious = kind, kernel, module, malicious
 
     def molecule_features(self, pp: PublicParams, public_model: Any, dataset: Any) -> np.ndarray:
         return representation_from_params(pp.representation).transform(dataset)
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
         party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
+        # client-malicious: every extension piece the client (OT receiver) sends is checked
+        party.ot_sender.checked = model.public.checked_ot
         return {}
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
         party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
+        party.ot_receiver.checked = pp.checked_ot  # the server verifies a proof per piece
         return {}
 
+    def _strong(self, pp: PublicParams) -> bool:
+        if pp.security != "client-malicious":
+            return False
+        if self.malicious is None:  # the handshake refuses such sessions first
+            raise ProtocolError(f"{self.kind} has no client-malicious protocol")
+        return True
+
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
+        if self._strong(model.public):
+            self.malicious.server_online(party, model.public, k, model.params)
+            return
         self.module.online(party, model.public, k, model=model.params)
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if self._strong(pp):
+            return self.malicious.client_online(party, pp, Q)
         return self.module.online(party, pp, Q.shape[0], Q=Q)
 
 
@@ -176,6 +193,6 @@ def protocol_for(kind: str) -> ModelProtocol:
         raise ProtocolError(f"unknown model kind {kind!r}; served here: {sorted(PROTOCOLS)}") from None
 
 
-register(ExactKernelProtocol("krr-gaussian", "gaussian", gaussian))
+register(ExactKernelProtocol("krr-gaussian", "gaussian", gaussian, malicious=gaussian_malicious))
 register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian))
 register(CompactLinearProtocol())

@@ -18,7 +18,7 @@ import numpy as np
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
-from protocols.krr.params import (CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
+from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
                                   PublicParams, feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
 from protocols.ot.session import DEFAULT_K
@@ -52,14 +52,14 @@ def _energies(element_energies: dict[int, float] | None) -> dict[str, float]:
 def security_mode(kind: str, security: str | None) -> str:
     """The session security of a served model (docs/malicious.md).
 
-    ``None`` (the Python API's default): client-malicious where the kind has such a protocol
-    (compact models), else semi-honest -- the exact kernels' only protocol today, announced to the
-    client in the handshake. ``secureml serve --security auto`` (its default) does the same and
-    warns at start-up; ``--security client-malicious`` makes a server of an exact model refuse
-    sessions instead.
+    ``None`` (the Python API's default): client-malicious for compact models, semi-honest for the
+    exact kernels (announced to the client in the handshake). ``secureml serve --security auto``
+    (its default) does the same and warns at start-up; ``--security client-malicious`` serves a
+    Gaussian model with its client-malicious protocol (OT cross term) and makes a server of a
+    Laplacian model refuse sessions.
     """
     if security is None:
-        return DEFAULT_SECURITY if kind in CLIENT_MALICIOUS_KINDS else "semi-honest"
+        return DEFAULT_SECURITY if kind in AUTO_CLIENT_MALICIOUS_KINDS else "semi-honest"
     if security not in SECURITY_MODES:
         raise ModelError(f"unknown security mode {security!r}; choose one of {SECURITY_MODES}")
     return security
@@ -83,6 +83,7 @@ class Served:
         added first -- inside the protocol (:mod:`protocols.krr.defense`); the mechanism is public
         and announced to clients in the handshake. ``set_defense()`` removes it."""
         self.public.output_defense = OutputDefense.from_options(round_to=round_to, noise=noise).to_dict()
+        self.public.validate()  # e.g. the client-malicious Gaussian protocol has no output defenses yet
         return self
 
 
@@ -121,6 +122,8 @@ class ServedModel(Served):
             element_energies=_energies(element_energies),
             security=security_mode(KERNEL_KINDS[params.kernel], security),
         )
+        if self.public.kind == "krr-gaussian" and self.public.security == "client-malicious":
+            self.public.cross_term = "ot"  # the only cross term whose client inputs can be checked
         self.public.validate()
 
     @classmethod

@@ -87,15 +87,87 @@ def new_delta(party: PartyContext) -> np.uint64:
     return U64(party.rng.random_u64(1)[0])
 
 
-def _expand(pads: np.ndarray, words: int) -> U128:
+def _expand(pads: np.ndarray, words: int, domain: int = 0) -> U128:
     """(n, 16) uint8 random-OT pads -> (n, words) 128-bit pads (TCCR in counter mode).
 
     Always hashed, never the raw pad: the raw pads are reused as keys of bound table OTs
-    (:func:`bound_lut`), and the correction tau = P0 + corr - P1 must not relate them."""
+    (:func:`bound_lut`), and the correction tau = P0 + corr - P1 must not relate them.
+    ``domain`` separates several uses of the same random OTs (:func:`cot_on_pads`)."""
     n = pads.shape[0]
-    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, words, _TAG)
+    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, words, _TAG | (domain << 8))
     out = out.reshape(n, words, 2)
     return out[:, :, 1].copy(), out[:, :, 0].copy()
+
+
+def random_choices(party: PartyContext, chooser: int, *, n: int, choices: np.ndarray | None = None):
+    """n random OTs of the (checked) extension whose choice bits are the client's ``choices``:
+    the client keeps m_c (n, 16), the server (m0, m1). Every later use of these OTs
+    (:func:`cot_on_pads`, :func:`vole_on_pads`) is bound to the same bits."""
+    if party.role == chooser:
+        return party.ot_receiver.random_ot(np.asarray(choices, dtype=np.uint8).ravel())
+    return party.ot_sender.random_ot(n)
+
+
+def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: int, choices: np.ndarray | None = None,
+                corr: U128 | None = None) -> U128:
+    """:func:`cot128` on existing random OTs (``pads`` from :func:`random_choices`), hashed in
+    their own ``domain``: same steps, no new OT -- so the choice bits are the ones fixed before."""
+    if party.role == chooser:
+        c = np.asarray(choices, dtype=np.uint8).ravel()
+        P = _expand(pads, words, domain)
+        tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (c.shape[0], words, 16)))
+        cw = (U64(0) - c.astype(U64))[:, None]
+        return u128.add(P, (tau[0] & cw, tau[1] & cw))
+    m0, m1 = pads
+    P0, P1 = _expand(m0, words, domain), _expand(m1, words, domain)
+    if callable(corr):  # a correlation that depends on the server's own keys (e.g. a MAC key K_x)
+        corr = corr(P0)
+    tau = u128.sub(u128.add(P0, corr), P1)
+    party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
+    party.ch.flush()
+    return P0
+
+
+def _stream(pads: np.ndarray, words: int, domain: int) -> np.ndarray:
+    """(n, 16) pads -> (n, words) uint64 pseudorandom words (TCCR counter mode, own domain)."""
+    n = pads.shape[0]
+    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, (words + 1) // 2,
+                      _TAG | (domain << 8))
+    return out[:, :words]
+
+
+def vole_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, bits: np.ndarray, ring_bits: int,
+                 corr: np.ndarray | None = None, choices: np.ndarray | None = None, n_words: int = 0) -> np.ndarray:
+    """Vector COT over Z_2^ring_bits on existing random OTs: row r's correlation is the
+    ``n_words``-long uint64 vector corr[r]; only the low ``bits[r]`` bits of row r matter (the
+    caller scales row r by 2^(ring_bits - bits[r])), so its correction travels in
+    ceil(bits[r] / 8) bytes per word (Gilboa's trimming). Client: P_c + c tau; server: P0.
+    Returns (rows, n_words) uint64 (reduced mod 2^bits[r] per row)."""
+    rows = pads.shape[0] if party.role == chooser else pads[0].shape[0]
+    out = np.empty((rows, corr.shape[1] if corr is not None else n_words), dtype=U64)
+    W = out.shape[1]
+    bits = np.asarray(bits, dtype=np.int64)
+    for nb in sorted(set(((bits + 7) // 8).tolist())):
+        sel = np.nonzero((bits + 7) // 8 == nb)[0]
+        mask = np.where(bits[sel] >= 64, U64(0xFFFFFFFFFFFFFFFF),
+                        (U64(1) << np.minimum(bits[sel], 63).astype(U64)) - U64(1))[:, None]
+        if party.role == chooser:
+            P = _stream(pads[sel], W, domain)
+            raw = party.ch.recv_array(np.uint8, (sel.shape[0], W, nb))
+            full = np.zeros((sel.shape[0], W, 8), dtype=np.uint8)
+            full[:, :, :nb] = raw
+            tau = full.view(U64).reshape(sel.shape[0], W)
+            c = (U64(0) - np.asarray(choices, dtype=U64)[sel])[:, None]
+            out[sel] = (P + (tau & c)) & mask
+        else:
+            P0, P1 = _stream(pads[0][sel], W, domain), _stream(pads[1][sel], W, domain)
+            tau = P0 + corr[sel] - P1
+            party.ch.send_array(np.ascontiguousarray(tau.view(np.uint8).reshape(sel.shape[0], W, 8)[:, :, :nb]),
+                                owned=True)
+            out[sel] = P0 & mask
+    if party.role != chooser:
+        party.ch.flush()
+    return out
 
 
 def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
@@ -153,7 +225,7 @@ class CommitKeys:
     pads: tuple[np.ndarray, np.ndarray] | None = None  # (m0, m1), each (n, bits, 16) uint8
 
 
-def _weighted_sum(a: U128, bits: int) -> U128:
+def weighted_sum(a: U128, bits: int) -> U128:
     """sum_b 2^b a[:, b, ...] mod 2^128 for a (n, bits, ...) limb pair."""
     acc = (np.zeros_like(a[0][:, 0]), np.zeros_like(a[1][:, 0]))
     for b in range(bits):
@@ -196,7 +268,7 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
         corr = (np.repeat(hi, bits, axis=0), np.repeat(lo, bits, axis=0))
         kept = []
         out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept)
-    per = _weighted_sum((out[0].reshape(n, bits, words), out[1].reshape(n, bits, words)), bits)
+    per = weighted_sum((out[0].reshape(n, bits, words), out[1].reshape(n, bits, words)), bits)
     mac = (per[0][:, 0].copy(), per[1][:, 0].copy())
     ext = (per[0][:, 1:].copy(), per[1][:, 1:].copy()) if E else None
     if not keep_pads:

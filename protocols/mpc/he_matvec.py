@@ -200,11 +200,23 @@ def matvec_sender(p: Party, prepared: PreparedMatrix) -> np.ndarray:
     for o in range(plan.outputs):
         # 2. inner products for n_o rows
         row = prepared.pts[o]
-        ev.multiply_plain(cts[0], row[0], acc)
-        for b in range(1, plan.blocks):
-            ev.multiply_plain(cts[b], row[b], tmp)
-            ev.add_inplace(acc, tmp)
-        ev.transform_from_ntt_inplace(acc)
+        started = False
+        for b in range(plan.blocks):
+            if row[b].is_zero():
+                # an all-zero block of X (e.g. Coulomb-matrix padding columns no training molecule
+                # fills): its product is zero, and SEAL refuses it ("result ciphertext is
+                # transparent"); the output is re-randomised below either way
+                continue
+            if not started:
+                ev.multiply_plain(cts[b], row[b], acc)
+                started = True
+            else:
+                ev.multiply_plain(cts[b], row[b], tmp)
+                ev.add_inplace(acc, tmp)
+        if started:
+            ev.transform_from_ntt_inplace(acc)
+        else:  # these rows of X are all zero: start from a fresh encryption of zero
+            enc_pk.encrypt_zero(acc)
         # 3. re-randomise c1, mask every coefficient, flood the noise
         zero = s.Ciphertext(ctx.ctx)
         enc_pk.encrypt_zero(zero)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from protocols.net.limits import DEFAULT_LIMITS, Deadline, Limits
-from protocols.net.transport import Channel, ProtocolTimeout, TCPChannel, _PREFIX
+from protocols.net.transport import Channel, ProtocolTimeout, TCPChannel, frame
 from secureml.errors import ProtocolError
 from secureml.serving.ledger import QueryLedger, QueryRefused, session_client_id
 
@@ -433,7 +433,7 @@ class FrontDoor:
             msg = json.dumps({"ok": False, "code": "tls-required",
                               "error": "this server requires TLS: connect with TLS (secureml predict --ca CA.pem)"})
             try:
-                conn.sendall(_PREFIX.pack(len(msg)) + msg.encode())
+                conn.sendall(frame(msg.encode()))
                 # read what the client sent so closing does not reset the connection before it
                 # has read our answer
                 conn.settimeout(0.5)

@@ -1,7 +1,8 @@
 """Message transport for the two-party protocols: framed byte channels that count their traffic.
 
-A :class:`Channel` carries *frames*: a 4-byte big-endian length followed by that many payload
-bytes.  On top of frames it offers raw messages (:meth:`Channel.send` / :meth:`Channel.recv`),
+A :class:`Channel` carries *frames*: an 8-byte header (big-endian payload length, then the
+sender's acknowledgement: how many of the receiver's messages it had read when it sent the frame)
+followed by that many payload bytes.  On top of frames it offers raw messages (:meth:`Channel.send` / :meth:`Channel.recv`),
 numpy arrays (a small header with dtype and shape, then the raw bytes split into frames of at most
 ``max_frame`` bytes) and JSON objects.  Two implementations share all of that logic:
 
@@ -16,9 +17,19 @@ Every failure is a :class:`secureml.errors.ProtocolError` subclass: :class:`Peer
 :class:`ConnectFailed` when no connection can be made).  After a framing error the stream position
 is unknown, so the channel closes itself; any later call raises :class:`PeerDisconnected`.
 
-Traffic counters (per endpoint): ``bytes_sent`` / ``bytes_received`` include the 4-byte frame
-prefixes and array headers, ``messages_sent`` counts logical messages (one per ``send*`` call), and
-``rounds`` is the number of direction changes (send after receive or receive after send) plus one.
+Traffic counters (per endpoint): ``bytes_sent`` / ``bytes_received`` include the 8-byte frame
+headers and array headers, ``messages_sent`` counts logical messages (one per ``send*`` call).
+
+Rounds, defined once here for every engine and both parties: a message's *depth* is one more than
+the depth of the latest message its sender had read before sending it (1 if none), and ``rounds`` is
+the largest depth of any message sent or read on the channel -- the length of the longest chain of
+messages each of which waits for the one before, i.e. how many one-way latencies a session costs.
+A run of messages in one direction counts once, and so do two flights that cross on the wire. The
+acknowledgement in every frame header lets the receiver compute the depth of each message it reads
+exactly as its sender did, so the client and the server of one session report the same number
+however their sends and receives interleave locally (a per-endpoint count of direction changes
+did not: with pipelined sends the server counted 34 where the client counted 32). The peer's
+acknowledgement is checked (never more messages than were sent, never fewer than before).
 
 Threat model: the transport adds no secrecy of its own; use TLS (``ssl_context``) when the link is
 not trusted.  Peers are untrusted for *robustness*: no length, dtype or shape from the wire is
@@ -31,6 +42,7 @@ import json
 import queue
 import re
 from abc import ABC, abstractmethod
+from collections import deque
 import socket
 import ssl
 import struct
@@ -59,12 +71,16 @@ __all__ = [
     "ProtocolTimeout",
     "ConnectFailed",
     "DEFAULT_MAX_FRAME",
+    "FRAME_HEADER_BYTES",
+    "frame",
 ]
 
 DEFAULT_MAX_FRAME = 64 << 20
 DEFAULT_MAX_MESSAGE = 2 << 30
 _WRITE_QUEUE_FRAMES = 16
-_PREFIX = struct.Struct(">I")
+# payload length, then the acknowledgement that defines rounds (module docstring)
+_HEADER = struct.Struct(">II")
+FRAME_HEADER_BYTES = _HEADER.size
 _ARRAY_MAGIC = b"\x93A"
 # Only plain numeric dtypes may come off the wire (never object arrays).
 _ALLOWED_KINDS = frozenset("biuf")
@@ -74,6 +90,12 @@ _DTYPE_CODE = re.compile(rb"[<>|=]?[biuf][0-9]{1,2}")
 
 def _nbytes(part: Any) -> int:
     return memoryview(part).nbytes
+
+
+def frame(payload: bytes, ack: int = 0) -> bytes:
+    """One raw frame as it goes on the wire (for code that writes to a bare socket: a refusal
+    before any channel exists, fuzzers and tests); ``ack`` as in the module docstring."""
+    return _HEADER.pack(len(payload), ack) + payload
 
 
 class Channel(ABC):
@@ -101,8 +123,14 @@ class Channel(ABC):
         self.bytes_received = 0
         self.messages_sent = 0
         self.messages_received = 0
+        #: largest message depth seen on this channel (module docstring: the one definition)
         self.rounds = 0
-        self._last_dir: str | None = None
+        # depths of our messages the peer has not acknowledged yet (non-decreasing), how many it
+        # has acknowledged and the depth of the last of those, the depth of the peer's latest message
+        self._unacked: deque[int] = deque()
+        self._acked = 0
+        self._acked_depth = 0
+        self._peer_depth = 0
         self._closed = False
         #: When a list, every frame payload is appended as ("send" | "recv", bytes): for tests
         #: that check that no secret value ever appears on the wire.
@@ -166,10 +194,30 @@ class Channel(ABC):
             return f"peer too slow: {got} of {n} bytes within the allowed time"
         return f"no data from peer within {self._timeout} s"
 
-    def _turn(self, direction: str) -> None:
-        if self._last_dir != direction:
-            self.rounds += 1
-            self._last_dir = direction
+    def _sent_message(self) -> None:
+        """Book a message whose first frame is on its way: its depth is one more than the
+        peer's latest message we read (the acknowledgement its frames carried)."""
+        depth = self._peer_depth + 1
+        self._unacked.append(depth)
+        self.rounds = max(self.rounds, depth)
+        self.messages_sent += 1
+
+    def _check_ack(self, ack: int) -> None:
+        """A peer's acknowledgement must lie between its previous one and our messages so far
+        (an old 4-byte-header peer fails here: its payload's first bytes read as a huge count)."""
+        if not self._acked <= ack <= self._acked + len(self._unacked):
+            raise self._fail(MalformedMessage(
+                f"peer's frame header acknowledges {ack} messages; {self._acked}.."
+                f"{self._acked + len(self._unacked)} possible (a peer with another transport version?)"))
+
+    def _read_message_start(self, ack: int) -> None:
+        """The first frame of a peer's message arrived with ``ack``: its depth, as its sender
+        computed it (one more than the depth of our latest message it had read)."""
+        while self._acked < ack:
+            self._acked_depth = self._unacked.popleft()
+            self._acked += 1
+        self._peer_depth = self._acked_depth + 1
+        self.rounds = max(self.rounds, self._peer_depth)
 
     def _fail(self, exc: ProtocolError) -> ProtocolError:
         """Close after an error that leaves the stream position unknown; return exc to raise."""
@@ -191,14 +239,19 @@ class Channel(ABC):
             raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame={self.max_frame}")
         if self.transcript is not None:
             self.transcript.append(("send", b"".join(bytes(memoryview(p).cast("B")) for p in parts)))
-        self._write([_PREFIX.pack(size), *parts], wait)
-        self.bytes_sent += _PREFIX.size + size
+        self._write([_HEADER.pack(size, self.messages_received), *parts], wait)
+        self.bytes_sent += _HEADER.size + size
 
-    def _recv_prefix(self, limit: int) -> int:
-        head = bytearray(_PREFIX.size)
+    def _recv_prefix(self, limit: int, first: bool = False) -> int:
+        """Read a frame header; ``first``: it opens a message (its acknowledgement sets the
+        message's depth). Returns the payload size."""
+        head = bytearray(_HEADER.size)
         self._read_into(memoryview(head))
-        (size,) = _PREFIX.unpack(head)
-        self.bytes_received += _PREFIX.size
+        size, ack = _HEADER.unpack(head)
+        self.bytes_received += _HEADER.size
+        self._check_ack(ack)
+        if first:
+            self._read_message_start(ack)
         if size > min(limit, self.max_frame):
             raise self._fail(
                 FrameTooLarge(
@@ -217,15 +270,13 @@ class Channel(ABC):
     def send(self, data: bytes) -> None:
         """Send one message of raw bytes (one frame, at most ``max_frame`` bytes)."""
         self._check_open()
-        self._turn("send")
         self._send_frame([data])
-        self.messages_sent += 1
+        self._sent_message()
 
     def recv(self, max_bytes: int | None = None) -> bytes:
         """Receive one raw message; :class:`FrameTooLarge` if it exceeds ``max_bytes``."""
         self._check_open()
-        self._turn("recv")
-        size = self._recv_prefix(self.max_frame if max_bytes is None else max_bytes)
+        size = self._recv_prefix(self.max_frame if max_bytes is None else max_bytes, first=True)
         buf = bytearray(size)
         self._recv_payload(memoryview(buf))
         self.messages_received += 1
@@ -253,16 +304,15 @@ class Channel(ABC):
             + struct.pack(f"<{a.ndim}Q", *a.shape)
         )
         raw = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
-        self._turn("send")
         first = min(raw.nbytes, self.max_frame - len(header))
         wait = not owned
         self._send_frame([header, raw[:first]], wait)
+        self._sent_message()
         pos = first
         while pos < raw.nbytes:
             end = min(raw.nbytes, pos + self.max_frame)
             self._send_frame([raw[pos:end]], wait)
             pos = end
-        self.messages_sent += 1
 
     def recv_array(
         self,
@@ -276,8 +326,7 @@ class Channel(ABC):
         a mismatch, a malformed header or a size over ``max_bytes`` raises a ProtocolError.
         """
         self._check_open()
-        self._turn("recv")
-        size = self._recv_prefix(self.max_frame)
+        size = self._recv_prefix(self.max_frame, first=True)
         if size < 4:
             raise self._fail(MalformedMessage(f"array frame of {size} bytes is too short"))
         fixed = bytearray(3)

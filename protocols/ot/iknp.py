@@ -302,6 +302,24 @@ class OTExtensionSender(_IKNPBase):
         self.ch.flush()
         return m0.view(np.uint8), m1.view(np.uint8)
 
+    def random_bit_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n random OTs of one bit: (m0, m1) uint8 (n,) in {0, 1}; the receiver gets m_{c_i}.
+
+        The low bit of :meth:`random_ot`'s pads (the same hashes, the same messages on the
+        wire), without materialising two 16-byte pads per OT.
+        """
+        m0 = np.empty(n, dtype=np.uint8)
+        m1 = np.empty(n, dtype=np.uint8)
+        pos = 0
+        for start, q in self._rows(n, self.piece):
+            k = q.shape[0]
+            h0, h1 = self._pads(q, start, 1)
+            np.bitwise_and(h0[:, 0], _U64(1), out=m0[pos : pos + k], casting="unsafe")
+            np.bitwise_and(h1[:, 0], _U64(1), out=m1[pos : pos + k], casting="unsafe")
+            pos += k
+        self.ch.flush()
+        return m0, m1
+
     def cot_send(self, delta: np.ndarray, bits: int = 64) -> np.ndarray:
         """Correlated OT: returns x0 (shape of delta); receiver with bit c gets x0 + c*delta.
 
@@ -526,6 +544,19 @@ class OTExtensionReceiver(_IKNPBase):
             pos += k
         self.ch.flush()
         return out.view(np.uint8)
+
+    def random_bit_ot(self, choices: np.ndarray) -> np.ndarray:
+        """Random OTs of one bit with chosen bits: m_{c_i} as uint8 (n,) in {0, 1} (the low bit of
+        :meth:`random_ot`'s output; see the sender's :meth:`random_bit_ot`)."""
+        c = _choice_bits(choices)
+        out = np.empty(c.shape[0], dtype=np.uint8)
+        pos = 0
+        for start, t, _ in self._rows(c, self.piece):
+            k = t.shape[0]
+            np.bitwise_and(self._pad(t, start, 1)[:, 0], _U64(1), out=out[pos : pos + k], casting="unsafe")
+            pos += k
+        self.ch.flush()
+        return out
 
     def cot_recv(self, choices: np.ndarray, w: int = 1, bits: int = 64) -> np.ndarray:
         """Correlated OT: returns x0 + c*delta mod 2^bits, (n,) if w == 1 else (n, w) uint64."""

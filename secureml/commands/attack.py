@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from secureml.runs import RESULTS, new_run_folder
+
 NAMES = ("whitebox", "rf-whitebox", "reconstruct", "barzilai", "mia", "lira", "rank", "gnn-extract")
 
 _HELP = {
@@ -90,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lira: comma-separated ridge values of the target (default 1e-8,1e-4,1e-2)")
     p.add_argument("--protocol-sample", type=int, default=4,
                    help="ot/fhe: queries answered by the real protocol (default 4)")
-    p.add_argument("--out", default=None, help="output folder (default results/attacks)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new results/attacks/NAME-DEPLOYMENT-<time>/ per run)")
     from secureml.commands import _gnn_extract
 
     _gnn_extract.add_arguments(p)
@@ -141,8 +144,10 @@ def run(args: argparse.Namespace) -> int:
 
         return _gnn_extract.run(args)
     target_kind = args.target or ("model-file" if name in ("whitebox", "rf-whitebox") else "api")
-    out = Path(args.out or "results/attacks")
+    # one folder per run: no attack run overwrites another's results
+    out = Path(args.out) if args.out else new_run_folder(RESULTS / "attacks", f"{name}-{target_kind}-")
     out.mkdir(parents=True, exist_ok=True)
+    args.out = str(out)
     t0 = time.perf_counter()
     if name == "rf-whitebox":
         result = _rf(args)
@@ -184,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     path = out / f"{name}_{target_kind}.json"
     path.write_text(json.dumps(result, indent=1, default=_default))
     print(json.dumps({k: v for k, v in result.items() if k not in ("curve",)}, indent=1, default=_default))
-    print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {path} (run folder {out})", file=sys.stderr)
     return 0
 
 
@@ -212,39 +217,34 @@ def _curve(tgt: Any, scn: Any, args: argparse.Namespace, bar: Any) -> dict[str, 
             r = experiments.query_reconstruction(tgt, scn, method="expansion", budget=q, seed=args.seed,
                                                  adam_steps=200, lbfgs_steps=50)
             rows.append({k: v for k, v in r.items() if not isinstance(v, dict)})
-    _plot_curve(rows, Path(args.out or "results/attacks") / "reconstruct_curve.png")
+    _plot_curve(rows, Path(args.out) / "reconstruct_curve.png")
     best = max(rows, key=lambda r: r["value"])
     return {"attack": "reconstruct", "curve": rows, "metric": best["metric"], "value": best["value"],
             "queries": best["queries"]}
 
 
 def _plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from secureml.plot_style import legend_outside, log_axis, new_figure, save, series
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = new_figure("normal")
     rows = sorted(rows, key=lambda r: r["queries"])
     q = [r["queries"] for r in rows]
-    for key, lab, mk in (("fraction_recovered_rel0.001", "points, rel. error < 1e-3", "o"),
-                         ("fraction_recovered_rel0.01", "points, rel. error < 1e-2", "s"),
-                         ("fraction_molecules_exact", "molecules (SMILES)", "^")):
-        ax.plot(q, [r.get(key, float("nan")) for r in rows], mk, label=lab, alpha=0.8)
+    for i, (key, lab) in enumerate((("fraction_recovered_rel0.001", "points, rel. error < 1e-3"),
+                                    ("fraction_recovered_rel0.01", "points, rel. error < 1e-2"),
+                                    ("fraction_molecules_exact", "molecules (SMILES)"))):
+        ax.plot(q, [r.get(key, float("nan")) for r in rows], label=lab, alpha=0.85, **{**series(i), "linestyle": "none"})
     for r in rows:
         if "depth" in r:  # kink attack: label each point with its finest grid step
             ax.annotate(f"step {r['h'] / r.get('refine', 8) ** r['depth']:.1e}",
                         (r["queries"], r.get("fraction_recovered_rel0.01", 0)), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-    ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel("queries")
     ax.set_ylabel("fraction of training set recovered")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"query-only reconstruction ({rows[0]['method']}, {rows[0]['kernel']}, N={rows[0]['n_train']})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    legend_outside(ax)
+    save(fig, path)
 
 
 def _barzilai_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -336,29 +336,25 @@ def _rf(args: argparse.Namespace) -> dict[str, Any]:
 
     with tqdm(total=len(feats), desc="rf-whitebox", unit="F", file=sys.stderr) as bar:
         res = experiments.whitebox_rf(factory, n_train=n, features=feats, seed=args.seed, progress=bar.update)
-    _plot_rf(res, Path(args.out or "results/attacks") / "rf_whitebox.png")
+    _plot_rf(res, Path(args.out) / "rf_whitebox.png")
     res["deployment"] = "model-file"
     return res
 
 
 def _plot_rf(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import log_axis, new_figure, save, series
 
     rows = res["curve"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = new_figure("normal")
     x = [r["features_over_nd"] for r in rows]
-    ax.plot(x, [r["fraction_recovered"] for r in rows], "o-", label="training points recovered (rel. 1e-2)")
-    ax.plot(x, [r["pool_membership_precision_at_n"] for r in rows], "s--", label="members found in a pool")
+    ax.plot(x, [r["fraction_recovered"] for r in rows], label="training points recovered (rel. 1e-2)", **series(0))
+    ax.plot(x, [r["pool_membership_precision_at_n"] for r in rows], label="members found in a pool",
+            **{**series(1), "linestyle": "--"})
     ax.axvline(1.0, color="grey", lw=0.8)
-    ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel("features / (n (d + 1))")
     ax.set_ylabel("fraction")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"random-feature weights -> training data (n={res['n_train']})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.legend(loc="best")
+    save(fig, path)

@@ -22,6 +22,7 @@ from secureml.commands.train import (
 from secureml.errors import DataError
 from secureml.sweep import add_scheduler_argument, map_cells
 from secureml.models.baseline import dataset_elements, energies_by_symbol, fit_element_energies
+from secureml.runs import output_folder
 
 # Plaintext Coulomb-matrix + Gaussian-KRR curve of Weinreich, von Rudorff, von Lilienfeld,
 # Mach. Learn.: Sci. Technol. 4, 025017 (2023), QM9 atomization enthalpy, read off its figure.
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the registered model recipes and exit")
     p.add_argument("--no-reference", action="store_true",
                    help="do not draw the published CM + Gaussian KRR curve on the plot")
-    p.add_argument("--out", default="learning_curve", help="output folder (default ./learning_curve)")
+    p.add_argument("--out", default=None, help="output folder (default: a new results/learning-curve/<time>/ per run)")
     add_scheduler_argument(p)
     p.set_defaults(func=run)
 
@@ -75,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if not sizes or sizes[0] < 2:
         raise DataError("--sizes needs training-set sizes of at least 2")
     models = args.model or [f"krr-{args.kernel}"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, "learning-curve")
 
     print(f"loading {args.data} data ...", file=sys.stderr)
     pool, test = load_split(args, sizes[-1] if args.data == "qm9" else None)

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from protocols.krr import molecules_featurizer, predict
     from protocols.net import pki
     from secureml.data.units import known_unit
-    from secureml.errors import DataError
+    from protocols.net.errors import PeerDisconnected
+    from secureml.errors import DataError, ProtocolError
 
     queries = load_queries(args.xyz, args.smiles, args.batch)
     featurize = molecules_featurizer(queries)  # refuses an element the model never saw, by name
@@ -103,10 +104,16 @@ def run(args: argparse.Namespace) -> int:
             token = Path(args.token_file).read_text().strip()
         except OSError as exc:
             raise DataError(f"cannot read --token-file: {exc}") from None
-    preds, cost, pp = predict(args.server, featurize=featurize, ssl_context=ctx, resume_ot=not args.no_resume,
-                              token=token, server_hostname=args.tls_server_name,
-                              handshake_timeout=args.handshake_timeout, retries=args.retries,
-                              batch_size=args.batch_size, with_params=True)
+    try:
+        preds, cost, pp = predict(args.server, featurize=featurize, ssl_context=ctx, resume_ot=not args.no_resume,
+                                  token=token, server_hostname=args.tls_server_name,
+                                  handshake_timeout=args.handshake_timeout, retries=args.retries,
+                                  batch_size=args.batch_size, with_params=True)
+    except PeerDisconnected as exc:
+        # after the handshake: the server stopped mid-session (its log names the error class);
+        # nothing about the queries was revealed, so retrying is safe
+        raise ProtocolError(f"the server at {args.server} ended the session before answering ({exc}); "
+                            "its log says why: ask its operator, or retry") from None
     prop = pp.property_name or "prediction"
     unit = pp.property_unit or known_unit(pp.property_name)
     model = f"{pp.kind} model, {pp.n_train} training molecules"

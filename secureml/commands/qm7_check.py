@@ -190,19 +190,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from secureml.plot_style import PALETTE, new_figure, save
 
     ref, pred = np.array(res["reference"]), np.array(res["predicted"])
-    fig, ax = plt.subplots(figsize=(4.8, 4.5))
-    ax.plot(ref, pred, ".", alpha=0.6)
+    fig, ax = new_figure("square")
+    ax.plot(ref, pred, ".", alpha=0.6, color=PALETTE[0])
     lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xlabel("reference (kcal/mol)")
     ax.set_ylabel("predicted (kcal/mol)")
     ax.set_title(f"QM7 check: MAE {res['mae']:.2f} kcal/mol (bound {res['bound']:g})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from secureml.runs import RESULTS, new_run_folder
 
 DESCRIPTION = """\
 Gray-box training-data reconstruction (Haim et al. 2022; regression variant of Buzaglo et al. 2023).
@@ -24,7 +25,7 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
 
     s = Settings(**defaults)
     g = p.add_argument_group("victim model and attack")
-    g.add_argument("--out", type=Path, default=None, help="output folder (default results/kkt/<experiment>)")
+    g.add_argument("--out", type=Path, default=None, help="output folder (default: a new results/kkt/<experiment>-<time>/ per run)")
     g.add_argument("--width", type=int, default=s.width, help="hidden width (default %(default)s; paper: 1000)")
     g.add_argument("--depth", type=int, default=s.depth, help="hidden layers (default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=s.weight_decay,
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                     init_scale=args.model_init_scale, train_lr=args.train_lr,
                     steps=args.steps, candidates_per_point=args.candidates, lr=args.lr, lambda_min=args.lambda_min,
                     init_noise=args.init_noise, seed=args.seed, device=args.device)
-    out = args.out or Path("results") / "kkt" / args.experiment
+    out = args.out or new_run_folder(RESULTS / "kkt", f"{args.experiment}-")
     progress = not args.quiet
     victim = args.victim or out / f"victim_{getattr(args, 'split', 'x')}.pt"
     if args.experiment == "mnist" and args.sweep:

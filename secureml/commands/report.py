@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from secureml.runs import output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "leakage beside chance against MAE and cost per query, Pareto fronts)")
     p.add_argument("--no-protocol", action="store_true",
                    help="defenses: skip the real OT sessions that measure each output defense's cost")
-    p.add_argument("--out", default="results/leakage", help="output folder (default results/leakage; results/defenses for `defenses`)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: a new results/leakage/<time>/ or results/defenses/<time>/ per run)")
     p.add_argument("--attacks", default=None,
                    help="comma-separated subset of: whitebox, mia, rank-label, rank-kink, reconstruct-kink, "
                         "reconstruct-fit, reconstruct-barzilai (default all); for `defenses`: mia, rank-kink, extract, "
-                        "reconstruct-kink (default) and kkt (DP-SGD victims of the KKT attack: ~10 CPU minutes)")
+                        "reconstruct-kink (default), kkt (DP-SGD victims of the KKT attack: ~10 CPU minutes) and gnn-extract "
+                        "(DP-SGD-pretrained GIN encoders against training-data extraction: ~1 CPU minute quick)")
     p.add_argument("--deployments", default="model-file,api,ot,fhe",
                    help="comma-separated subset of model-file, api, ot, fhe (default all four)")
     p.add_argument("--ot-sample", type=int, default=4, help="queries per attack through the real OT protocol")
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         rows = leakage_matrix(attacks=attacks, deployments=deps,
                               protocol_sample={"ot": args.ot_sample, "fhe": args.fhe_sample},
                               seed=args.seed, quick=args.quick, progress=step, scheduler=args.scheduler)
-    paths = write_report(rows, Path(args.out))
+    paths = write_report(rows, output_folder(args.out, "leakage"))
     print(paths["md"].read_text())
     print(leakage_summary(rows))
     for k, v in paths.items():
@@ -85,13 +88,13 @@ def run_defenses(args: argparse.Namespace) -> int:
     from secureml.errors import SecureMLError
 
     attacks = [a.strip() for a in args.attacks.split(",")] if args.attacks else list(matrix.ATTACKS)
-    unknown = set(attacks) - set(matrix.ATTACKS) - set(matrix.OPTIONAL_ATTACKS) - {"kkt"}
+    unknown = set(attacks) - set(matrix.ATTACKS) - set(matrix.OPTIONAL_ATTACKS) - {"kkt", "gnn-extract"}
     if unknown:
         raise SecureMLError(f"unknown attack(s) {', '.join(sorted(unknown))} for `report defenses`; "
-                            f"known: {', '.join([*matrix.ATTACKS, *matrix.OPTIONAL_ATTACKS])}, kkt")
-    out = args.out if args.out != "results/leakage" else "results/defenses"
-    n = len(set(attacks) - {"kkt"}) * len(matrix.defenses(args.quick)) + 1 + (0 if args.no_protocol else 1) \
-        + ("kkt" in attacks)
+                            f"known: {', '.join([*matrix.ATTACKS, *matrix.OPTIONAL_ATTACKS])}, kkt, gnn-extract")
+    out = output_folder(args.out, "defenses")
+    n = len(set(attacks) - {"kkt", "gnn-extract"}) * len(matrix.defenses(args.quick)) + 1 \
+        + (0 if args.no_protocol else 1) + ("kkt" in attacks) + ("gnn-extract" in attacks)
     with tqdm(total=n, desc="defense matrix", unit="cell", file=sys.stderr) as bar:
         def step(label: str) -> None:
             bar.set_postfix_str(label)

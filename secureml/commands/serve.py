@@ -50,10 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the server then keeps no per-client OT state and cannot link a client's sessions)")
     p.add_argument("--security", choices=("auto", "client-malicious", "semi-honest"), default="auto",
                    help="client-malicious: whatever a client sends, each query yields at most the prediction "
-                   "for one input of the public domain, or an abort (compact models; exact-kernel models have "
-                   "no such protocol yet and their sessions are refused); semi-honest: the protocols for "
-                   "clients that run our code unmodified; auto (default): client-malicious where the model "
-                   "kind has it, else semi-honest with a warning at start-up (docs/malicious.md)")
+                   "for one input of the public domain, or an abort (compact and Gaussian-kernel models; the "
+                   "Gaussian one runs the OT cross term; Laplacian-kernel sessions are refused); semi-honest: "
+                   "the protocols for clients that run our code unmodified; auto (default): client-malicious "
+                   "for compact models, semi-honest with a warning at start-up for exact kernels "
+                   "(docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
@@ -118,10 +119,21 @@ def run(args: argparse.Namespace) -> int:
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security,
                                   verify_key=verify_key)
     if model.public.security != "client-malicious":
+        hint = ("--security client-malicious (its OT cross term costs more: docs/malicious.md)"
+                if model.public.kind == "krr-gaussian" else "a compact model")
         print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
-              "learn more than its predictions (the training weights); serve a compact model for "
+              f"learn more than its predictions (the training weights); serve it with {hint} for "
               "client-malicious security (docs/malicious.md)", file=sys.stderr)
-    if model.public.kind == "krr-gaussian":
+    if model.public.kind == "krr-gaussian" and model.public.security == "client-malicious":
+        from protocols.krr import gaussian_malicious
+
+        if args.cross_term == "he":
+            raise SecureMLError("--cross-term he cannot be client-malicious (a client's ciphertexts are not "
+                                "checked): use --cross-term ot or auto, or --security semi-honest")
+        model.public.cross_term = "ot"
+        model.public.validate()
+        gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
+    elif model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
 
         model.public.cross_term = _cross_term(args.cross_term)

@@ -29,7 +29,8 @@ def add_data_arguments(p: argparse.ArgumentParser, default_n: str = "4096") -> N
                         "column number of --labels (default: %(default)s)")
     g.add_argument("--unit", default=None,
                    help="unit of --property in your data (Hartree, eV, kJ/mol, kcal/mol, or any label); "
-                        "energies are converted to kcal/mol for training (default: the known unit of "
+                        "energies are converted to kcal/mol for training, orbital energies (a property "
+                        "named homo, lumo or gap) to eV (default: the known unit of "
                         "QM9/xTB property names, else unknown)")
     g.add_argument("--geometry", choices=("xtb", "mmff", "none"), default="xtb",
                    help="CSV of SMILES only: relaxation after RDKit ETKDG (default: %(default)s, as predict --smiles)")
@@ -55,7 +56,7 @@ def load_own_data(args: argparse.Namespace) -> Any:
     ds = read_molecules(args.data, labels=getattr(args, "labels", None), geometry=getattr(args, "geometry", "xtb"))
     name, values = select_property(ds, args.property, source=str(args.data))
     unit_in = args.unit or known_unit(name)
-    values, unit = to_training_unit(values, unit_in)
+    values, unit = to_training_unit(values, unit_in, name)
     if not np.isfinite(values).all():
         from secureml.errors import DataError
 

@@ -1,14 +1,18 @@
 """Property names and units: every number secureml prints or saves carries both.
 
 Energies are learned and reported in kcal/mol, the unit of the published learning curves and of
-"chemical accuracy" (1 kcal/mol). A user's own property given in Hartree, eV or kJ/mol is
-converted to kcal/mol once, when it is read for training (:func:`to_training_unit`); the model
-file records the unit its predictions are in, and predictions are printed with it.
+"chemical accuracy" (1 kcal/mol). Orbital energies -- HOMO, LUMO and the HOMO-LUMO gap -- are the
+exception: they are learned and reported in eV, the field's convention for them (QM9 papers and
+benchmarks quote gap errors in eV or meV). A user's own property given in Hartree, eV, meV or
+kJ/mol is converted once, when it is read for training (:func:`to_training_unit`), to kcal/mol, or
+to eV when its name says it is an orbital energy (:func:`is_orbital_energy`); the model file
+records the unit its predictions are in, and predictions are printed with it.
 
 Conversion factors are CODATA 2018 (the same ones :mod:`secureml.data.qm9` uses).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,10 @@ KJ_MOL_TO_KCAL_MOL = 1 / 4.184
 
 # The unit every energy is trained and predicted in.
 ENERGY_UNIT = "kcal/mol"
+# The unit orbital energies (HOMO, LUMO, gap) are trained and predicted in.
+ORBITAL_ENERGY_UNIT = "eV"
+# "homo", "LUMO", "xtb_gap", "HOMO_LUMO_gap_au", "gap (eV)": a homo/lumo/gap word in the name
+_ORBITAL_NAME = re.compile(r"(?:^|[^a-z])(homo|lumo|gap)(?:$|[^a-z])", re.IGNORECASE)
 # Chemical accuracy, the usual target for thermochemistry (kcal/mol).
 CHEMICAL_ACCURACY = 1.0
 
@@ -80,10 +88,22 @@ def convert(values: Any, from_unit: str, to_unit: str = ENERGY_UNIT) -> np.ndarr
     return np.asarray(values, dtype=np.float64) * (f / t)
 
 
-def to_training_unit(values: Any, unit: str) -> tuple[np.ndarray, str]:
-    """(values, unit) to train on: energies in kcal/mol, anything else unchanged."""
+def is_orbital_energy(property_name: str) -> bool:
+    """True when the property's name says it is a HOMO, LUMO or HOMO-LUMO gap energy."""
+    return bool(_ORBITAL_NAME.search(property_name or ""))
+
+
+def training_unit(property_name: str = "") -> str:
+    """The energy unit a property is trained and predicted in: eV for orbital energies, else kcal/mol."""
+    return ORBITAL_ENERGY_UNIT if is_orbital_energy(property_name) else ENERGY_UNIT
+
+
+def to_training_unit(values: Any, unit: str, property_name: str = "") -> tuple[np.ndarray, str]:
+    """(values, unit) to train on: orbital energies (by ``property_name``) in eV, other energies in
+    kcal/mol, anything else unchanged."""
     if unit and is_energy_unit(unit):
-        return convert(values, unit, ENERGY_UNIT), ENERGY_UNIT
+        target = training_unit(property_name)
+        return convert(values, unit, target), target
     return np.asarray(values, dtype=np.float64), canonical_unit(unit) if unit else ""
 
 
@@ -100,13 +120,16 @@ def fmt(value: float, unit: str, digits: int = 3) -> str:
 __all__ = [
     "CHEMICAL_ACCURACY",
     "ENERGY_UNIT",
+    "ORBITAL_ENERGY_UNIT",
     "HARTREE_TO_KCAL_MOL",
     "EV_TO_KCAL_MOL",
     "canonical_unit",
     "convert",
     "fmt",
     "is_energy_unit",
+    "is_orbital_energy",
     "known_unit",
     "label",
     "to_training_unit",
+    "training_unit",
 ]

@@ -321,8 +321,8 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
                 out += _segment_matrix(mol_k[c0:c0 + chunk], m1 - m0, dt, dev) @ phi
         return out.to(torch.float64)
 
-    def _batches(self, envs: AtomicEnvironments) -> Iterator[tuple[int, int, torch.Tensor]]:
-        n, step = len(envs), max(1, int(self.batch_molecules))
+    def _batches(self, envs: AtomicEnvironments, step: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        n, step = len(envs), max(1, int(step or self.batch_molecules))
         for m0 in range(0, n, step):
             m1 = min(n, m0 + step)
             small = envs.offsets[m1] - envs.offsets[m0] < _SMALL_BATCH_ATOMS
@@ -426,7 +426,14 @@ class LocalRandomFeatureModel(RegressorMixin, BaseEstimator):
         self._check_elements(envs)
         out = np.empty(len(envs))
         w = torch.from_numpy(self.coef_).to(self.device_)
-        for m0, m1, Zb in self._batches(envs):
+        from tqdm import tqdm
+
+        # ~20 ms per molecule at F = 16,384 on a CPU: a 1,000-molecule test set takes ~20 s, so
+        # large sets go in 20 steps (at least 128 molecules each) behind a progress bar
+        step = min(int(self.batch_molecules), max(128, -(-len(envs) // 20)))
+        n_batches = -(-len(envs) // step)
+        for m0, m1, Zb in tqdm(self._batches(envs, step), total=n_batches, desc="local-sorf features",
+                               unit="batch", disable=n_batches < 4, leave=False):
             out[m0:m1] = (Zb @ w).cpu().numpy()
         return out + self.y_offset_ + envs.element_counts(self.elements_) @ self.self_energies_
 

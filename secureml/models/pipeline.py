@@ -43,6 +43,9 @@ def _check_baseline(baseline: str) -> str:
     return baseline
 
 
+# local representations (FCHL19, ~1-5 ms per molecule) show a progress bar from this many molecules on
+_PROGRESS_MOLECULES = 500
+
 class MolecularModel:
     """Predicts a property of molecules:
     ``estimator.predict(representation.transform(data)) + baseline_energy(data)``.
@@ -152,7 +155,7 @@ class MolecularModel:
         y = _target(dataset, prop)
         t0 = time.perf_counter()
         rep = self.representation.fit(dataset)
-        if getattr(rep, "local", False) and len(dataset) >= 1000:
+        if getattr(rep, "local", False) and len(dataset) >= _PROGRESS_MOLECULES:
             X = rep.transform(dataset, progress=True)  # FCHL19: ~1-5 ms per molecule, show progress
         else:
             X = rep.transform(dataset)
@@ -183,7 +186,10 @@ class MolecularModel:
 
     def features(self, dataset: MolecularDataset) -> Any:
         """The representation of ``dataset`` as this model's estimator consumes it."""
-        return self.representation.transform(dataset)
+        rep = self.representation
+        if getattr(rep, "local", False) and len(dataset) >= _PROGRESS_MOLECULES:
+            return rep.transform(dataset, progress=True)  # seconds for a test set: show progress
+        return rep.transform(dataset)
 
     def check_elements(self, dataset: MolecularDataset) -> None:
         """DataError naming the first molecule with an element no training molecule had."""

@@ -25,7 +25,7 @@ import scipy.linalg.lapack
 import torch
 from scipy.linalg import blas
 from sklearn.base import BaseEstimator, RegressorMixin
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from secureml.errors import ModelError
 from secureml.models import register_model
@@ -42,14 +42,24 @@ _KERNELS = ("gaussian", "laplacian")
 # Ridge solver shared by RandomFourierRidge and LocalRandomFeatureModel.
 # ---------------------------------------------------------------------------------------------
 
-def _blas_limits() -> threadpool_limits:
-    """Thread limit for the CPU BLAS/LAPACK calls of the ridge solve.
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _blas_limits() -> Any:
+    """Thread limit for the CPU BLAS/LAPACK calls of the ridge solve (a context manager).
 
     ``SECUREML_BLAS_THREADS`` (default 1). On a shared, oversubscribed machine multi-threaded
     OpenBLAS spins and waits: measured here a 4096 Cholesky took 7-9 s with 2 threads and
     1.4-1.8 s with 1, and a 60 x 16384 Gram matrix 0.8 s vs 3 ms. Raise it on a dedicated machine.
+    One controller, made at first use: ``threadpool_limits()`` rescans every loaded library on each
+    call (3-25 ms here with torch loaded, more than a one-molecule prediction), the controller's
+    ``limit`` takes ~0.04 ms. The BLAS libraries it must know (numpy's, scipy's, torch's) are all
+    loaded by this module's imports, before any first use.
     """
-    return threadpool_limits(limits=int(os.environ.get("SECUREML_BLAS_THREADS", "1")), user_api="blas")
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=int(os.environ.get("SECUREML_BLAS_THREADS", "1")), user_api="blas")
 
 
 def _gram(Z: torch.Tensor, transpose: bool) -> torch.Tensor | np.ndarray:

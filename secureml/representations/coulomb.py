@@ -15,10 +15,15 @@ Variants:
     Tie-break (documented, deterministic, independent of the input atom order): rows whose norms
     agree to 1e-12 of the molecule's largest norm (float noise) are ordered by descending nuclear
     charge, then by their entries sorted in descending order, compared lexicographically
-    (rounded to 1e-9). dscribe keeps tied atoms in
+    (rounded to 1e-9). Atoms still tied after that (symmetry-equivalent ones: the two ends of
+    HC#C-C#CH) are placed position by position: at each position, the tied atom whose entries
+    towards the atoms already placed (in their order) are lexicographically largest; where several
+    remain equal the choices are all tried (up to 64 orders) and the one giving the
+    lexicographically largest matrix wins (:func:`_resolve_ties`). dscribe keeps tied atoms in
     input order and qmllib orders them otherwise, so two QM7 molecules with exactly tied norms
-    (0023, 0627) got different matrices from the two libraries, which moved predictions of models
-    containing them by up to 24 kcal/mol; here every input order of a molecule gives one matrix.
+    (0023 HC#C-C#CH, 0627 NC-C#C-CN) got different matrices from the two libraries, which moved
+    predictions of models containing them by up to 24 kcal/mol; here every input order of a
+    molecule gives one matrix (before the placement step, the 720 orders of either gave 8).
   * ``"unsorted"``: same without sorting (atom order as given; not permutation invariant).
   * ``"canonical"``: unsorted, after putting the atoms in a canonical chemical order derived from
     the geometry (RDKit canonical ranks of the heavy atoms, hydrogens after the atom they are bonded
@@ -45,6 +50,57 @@ _PERMUTATIONS = {"sorted": "sorted_l2", "unsorted": "none", "eigenspectrum": "ei
 _CHUNK = 1024
 # Relative tolerance under which two row norms count as tied (see the module docstring).
 TIE_RTOL = 1e-12
+
+
+def _resolve_ties(C: np.ndarray, order: np.ndarray, keys: np.ndarray, max_orders: int = 64) -> np.ndarray:
+    """Order atoms whose sort keys are all equal (the module docstring's tie-break), for one molecule.
+
+    ``C``: its (size, size) matrix; ``order``: the atoms sorted by the keys; ``keys``: (n_keys, size)
+    the keys of each atom. Groups of equal keys are filled position by position with the atom whose
+    (rounded) entries towards the atoms placed so far are largest; remaining equalities branch, and
+    of the complete orders (at most ``max_orders`` branchings) the lexicographically largest matrix wins.
+    """
+    R = np.round(C, 9)
+    n_atoms = int(np.count_nonzero(keys[-1]))  # padding (zero norm) sorts last and stays there
+    tail = [int(a) for a in order[n_atoms:]]
+    order = order[:n_atoms]
+    key_of = [tuple(keys[:, a]) for a in order]
+    groups: list[list[int]] = []
+    for pos, a in enumerate(order):
+        if pos and key_of[pos] == key_of[pos - 1]:
+            groups[-1].append(int(a))
+        else:
+            groups.append([int(a)])
+    if all(len(g) == 1 for g in groups):
+        return np.asarray([*order, *tail], dtype=order.dtype)
+    budget = [max_orders]
+    done: list[list[int]] = []
+
+    def fill(prefix: list[int], left: list[list[int]]) -> None:
+        while left and len(left[0]) == 1:
+            prefix, left = prefix + left[0], left[1:]
+        if not left:
+            done.append(prefix)
+            return
+        group = left[0]
+        towards = {a: tuple(R[a, prefix]) for a in group}
+        best = max(towards.values())
+        cands = [a for a in group if towards[a] == best]
+        if len(cands) > 1 and budget[0] <= 0:
+            cands = cands[:1]  # search cap reached: input order decides (documented)
+        for a in cands:
+            if len(cands) > 1:
+                budget[0] -= 1
+            rest = [b for b in group if b != a]
+            fill(prefix + [a], ([rest] if rest else []) + left[1:])
+
+    fill([], groups)
+    iu = np.triu_indices(len(order))
+
+    def flat(o: list[int]) -> tuple:
+        return tuple(R[np.ix_(o, o)][iu])
+
+    return np.asarray([*max(done, key=flat), *tail], dtype=order.dtype)
 
 
 @register_representation
@@ -147,6 +203,8 @@ class CoulombMatrix(Representation):
             rows = np.round(-np.sort(-C[tied], axis=2), 9)  # each row's entries, descending
             keys = np.concatenate([-np.moveaxis(rows[:, :, ::-1], 2, 0), -Z[tied][None], -key_norm[tied][None]], axis=0)
             order[tied] = np.lexsort(keys, axis=-1)
+            for j, m in enumerate(tied):
+                order[m] = _resolve_ties(C[m], order[m], keys[:, j])
         C = np.take_along_axis(C, order[:, :, None], axis=1)
         return np.take_along_axis(C, order[:, None, :], axis=2)
 

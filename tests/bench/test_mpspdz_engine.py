@@ -18,7 +18,7 @@ def test_program_reveals_only_the_prediction_and_only_to_the_client(kernel):
     # one output, to party 1; no plain reveal() (the published program printed every distance)
     assert text.count("reveal_to(1)") == 1 and "print_ln_to(1," in text
     assert ".reveal()" not in text and "print_ln(" not in text
-    assert ("dot_product(diff, diff)" in text) == (kernel == "gaussian")
+    assert ("dot_product(da, da)" in text) == (kernel == "gaussian")
     assert ("if_else(-diff, diff)" in text) == (kernel == "laplacian")
     compile(text, "<mpc>", "exec")  # .mpc programs are Python: at least it parses
 

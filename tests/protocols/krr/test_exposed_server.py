@@ -16,7 +16,7 @@ import pytest
 from bench.serving_fuzz import small_model, start_server
 from bench.serving_load import hold_connections
 from protocols.krr import predict
-from protocols.net.transport import _PREFIX, listen
+from protocols.net.transport import frame, listen
 from secureml.data import embedded_split, load_embedded, write_extxyz
 
 CLI = [sys.executable, "-m", "secureml.cli"]
@@ -71,7 +71,7 @@ def _fake_server(reply: bytes | None):
 
 
 @pytest.mark.parametrize("reply,message", [
-    (_PREFIX.pack(8000) + b"[" * 8000, "nested"),
+    (frame(b"[" * 8000), "nested"),
     (b"HTTP/1.1 400 Bad Request\r\n\r\n", "did not answer as a secureml server"),
     (None, "no answer from"),
 ])

@@ -42,7 +42,7 @@ def test_digit_levels_cover_the_bits_and_stay_small():
         assert lv[0][0] == 0 and lv[-1][1] == b
         assert all(x[1] == y[0] for x, y in zip(lv, lv[1:]))
         assert all(1 <= hi - lo <= 10 for lo, hi in lv)
-    assert len(digit_levels(15)) == 4  # CM entries on the 2^-8 grid: four digits (4, 3, 4, 4 bits)
+    assert digit_levels(15) == ((0, 5), (5, 10), (10, 15))  # CM entries on the 2^-8 grid
 
 
 @pytest.mark.parametrize("N,d,frac", [(70, 9, 8), (64, 5, 3), (33, 4, 12)])
@@ -221,3 +221,36 @@ def test_server_survives_a_client_leaving_mid_protocol(caplog):
         th.join(30)
     failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(failed) == 1, failed  # the abandoned session, logged; the other one served
+
+
+def test_digit_step_tables_stay_masked_when_every_digit_ties(monkeypatch):
+    """A curious client records its (A', B') strings of every digit above the first. With every
+    training row equal to the query, [x^(k) = v] is 1 everywhere, so A ^ B would spell it out if
+    the random-OT correlation delta did not mask B: both A' and A' ^ B' must look like coin flips."""
+    from protocols.krr import laplacian
+
+    N, d = 256, 8
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8, feature_lo=0.0,
+                      feature_hi=128.0, sigma=100.0, weight_bits=20)
+    q = _grid(np.random.default_rng(3).uniform(0, 120, d))
+    Xe, qe = pp.encode_features(np.tile(q, (N, 1))), pp.encode_features(q[None])[0]
+    seen: list[np.ndarray] = []
+    real = laplacian.column_ot
+
+    def spy(party, chooser, **kw):
+        out = real(party, chooser, **kw)
+        if party.role == 1 and kw.get("w", 0) == 2 * ((N + 63) // 64):  # a higher digit's (A', B')
+            seen.append(out)
+        return out
+
+    monkeypatch.setattr(laplacian, "column_ot", spy)
+    L_S, L_C = run_two_party(lambda p: server_l1_shares(p, np.ascontiguousarray(Xe.T), pp),
+                             lambda p: client_l1_shares(p, qe, N, pp), setup=lambda p: p.setup_ot(4), seed=7)
+    assert not ((L_S + L_C) & np.uint64((1 << pp.ring_bits) - 1)).any()  # every distance is 0
+    assert len(seen) == len(digit_levels(pp.x_bits)) - 1
+    W = (N + 63) // 64
+    for got in seen:
+        A, B = got[:, :W], got[:, W:]
+        for bits in (A, A ^ B):
+            frac = np.unpackbits(np.ascontiguousarray(bits).view(np.uint8)).mean()
+            assert 0.45 < frac < 0.55

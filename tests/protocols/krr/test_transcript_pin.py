@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 7 (7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
+#: pinned at PROTOCOL_VERSION 11 (11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
+#: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
 #: security mode (exact kernels semi-honest through the API default; compact sessions
 #: client-malicious: one 32-byte consistency proof frame per OT-extension piece, 128 padding OTs);
@@ -51,11 +53,12 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565173, "f02910d7b9b36f22f072b30c97bde60282c8fca9a062fec4cee76b962539115c"),
-    "krr-laplacian": (116, 53333, "36b6d2cbcd20ef29268569430cb1007e67fc1fbcc8c5257db5fd3a81530e79b8"),
-    "linear": (23, 32931, "3d6467580e2e8dad3cf1decfc61714e187cf9d8857bdff79d18bff1826f97cac"),
+    "krr-gaussian": (66, 1565175, "85322820c281a8136fd5eb30e392968165553a79e18837ccbff805d4038291b5"),
+    "krr-laplacian": (96, 75390, "1d1d857080ded420c1da619e338b2cd25a268007e2d2c67f8ab74f8a51b11d82"),
+    "krr-gaussian/client-malicious": (448, 1020825, "ce3182e6a6de32850c538ba4bdddab0bab1d71c5c3ff70b73248cdfc4783ced5"),
+    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
 }
-PINNED_VERSION = 7
+PINNED_VERSION = 11
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -110,17 +113,20 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "gaussian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
-    model = _exact_model(kernel)
-    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None)
+    malicious = kernel.endswith("-malicious")
+    model = _exact_model(kernel.split("-")[0])
+    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None,
+                         security="client-malicious" if malicious else None)
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    _report(served.public.kind, got)
-    assert got == PINS[served.public.kind]
+    key = served.public.kind + ("/client-malicious" if malicious else "")
+    _report(key, got)
+    assert got == PINS[key]
 
 
 def test_exact_transcript_depends_on_the_seed():

@@ -38,6 +38,25 @@ def test_shares_are_xq_minus_a_small_bounded_delta(n_rows: int, d: int, x_bits: 
         assert abs(np.corrcoef(s_srv.astype(float), want.astype(float))[0, 1]) < 0.2
 
 
+@pytest.mark.parametrize("zero_cols", ["tail", "all"])
+def test_all_zero_blocks_of_x_are_served(zero_cols: str) -> None:
+    """Columns no training point fills (a size-29 Coulomb matrix on molecules of at most 23 atoms)
+    make whole plaintext blocks zero, which SEAL refuses to multiply ("result ciphertext is
+    transparent"): `secureml serve` crashed on every query to the README's first model."""
+    rng = np.random.default_rng(7)
+    n_rows, d, x_bits = 300, 435, 20  # 4 blocks of 109 columns: the last one all zero
+    M = int(np.ceil(np.log2(d))) + 2 * x_bits + 1
+    X = rng.integers(0, 1 << x_bits, (n_rows, d), dtype=U64)
+    X[:, 276:] = 0
+    if zero_cols == "all":
+        X[:] = 0
+    q = rng.integers(0, 1 << x_bits, d, dtype=U64)
+    plan, (s_srv, s_cli) = _run(X, q, x_bits, M)
+    mask = U64((1 << M) - 1)
+    delta = ((X @ q) - (s_srv + s_cli)) & mask
+    assert int(delta.max()) <= 2 * plan.error_bound
+
+
 def test_plan_is_compact_for_the_benchmark_size() -> None:
     plan = he_matvec.make_plan(16384, 351, 23, 56)
     assert plan.blocks * plan.n_i >= 351 and plan.outputs * plan.n_o >= 16384

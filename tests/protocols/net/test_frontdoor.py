@@ -18,7 +18,7 @@ from protocols.net import pki
 from protocols.net.dial import ServerBusy, ServerRefused, open_session
 from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, Refused, hash_token
 from protocols.net.limits import Limits
-from protocols.net.transport import ConnectFailed, ProtocolTimeout, _PREFIX, listen
+from protocols.net.transport import ConnectFailed, ProtocolTimeout, frame, listen
 from secureml.errors import ProtocolError
 
 HELLO = {"protocol": "echo", "version": 1, "n_queries": 1}
@@ -115,11 +115,11 @@ def test_idle_and_trickling_connections_are_cut_at_the_handshake_deadline():
 
 
 @pytest.mark.parametrize("payload", [
-    _PREFIX.pack(8000) + b"[" * 8000,                          # deep nesting
-    _PREFIX.pack(0xFFFFFFF0),                                  # absurd length
-    _PREFIX.pack(10) + b"\xff" * 10,                           # not UTF-8
-    _PREFIX.pack(2) + b"[]",                                   # not an object
-    _PREFIX.pack(9) + b'{"a":NaN}',                            # non-finite
+    frame(b"[" * 8000),                                        # deep nesting
+    b"\xff\xff\xff\xf0" + b"\0" * 4,                           # absurd length (then ack 0)
+    frame(b"\xff" * 10),                                      # not UTF-8
+    frame(b"[]"),                                              # not an object
+    frame(b'{"a":NaN}'),                                      # non-finite
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",                      # wrong protocol entirely
 ])
 def test_malformed_hellos_are_refused_and_service_continues(payload, caplog):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from protocols.net.limits import Deadline, json_depth, parse_json, read_budget, session_seconds
-from protocols.net.transport import FrameTooLarge, MalformedMessage, ProtocolTimeout, TCPChannel, _PREFIX
+from protocols.net.transport import FrameTooLarge, MalformedMessage, ProtocolTimeout, TCPChannel, frame
 
 
 def test_deep_json_is_a_clear_error_not_recursion():
@@ -58,7 +58,7 @@ def test_trickling_peer_cannot_hold_a_read():
     ch = TCPChannel(a, timeout=0.5, background_writes=False)
     ch.min_rate = 1000.0  # 1 kB/s: 100 bytes may take 0.5 + 0.1 s
     stop = threading.Event()
-    msg = _PREFIX.pack(100) + b"x" * 100
+    msg = frame(b"x" * 100)
     t = threading.Thread(target=_trickle, args=(b, msg, 0.2, stop), daemon=True)
     t.start()
     t0 = time.monotonic()
@@ -67,7 +67,7 @@ def test_trickling_peer_cannot_hold_a_read():
     took = time.monotonic() - t0
     stop.set()
     b.close()
-    assert took < 1.5, took  # a per-byte timeout would have waited 104 * 0.2 = 21 s
+    assert took < 1.5, took  # a per-byte timeout would have waited 108 * 0.2 = 22 s
 
 
 def test_deadline_bounds_every_read():
@@ -102,7 +102,7 @@ def test_array_header_dtype_is_whitelisted(code):
     a, b = socket.socketpair()
     ch = TCPChannel(a, timeout=2.0, background_writes=False)
     body = b"\x93A" + bytes([len(code)]) + code + bytes([1]) + struct.pack("<Q", 1) + b"\x00" * 8
-    b.sendall(_PREFIX.pack(len(body)) + body)
+    b.sendall(frame(body))
     with pytest.raises(MalformedMessage):
         ch.recv_array()
     b.close()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from protocols.net.transport import (
+    FRAME_HEADER_BYTES,
     ConnectFailed,
     FrameTooLarge,
     MalformedMessage,
@@ -21,6 +22,7 @@ from protocols.net.transport import (
     ProtocolTimeout,
     TCPChannel,
     connect,
+    frame,
     listen,
     local_channel_pair,
 )
@@ -83,7 +85,7 @@ def test_large_array_split_into_frames():
     assert np.array_equal(b.recv_array(np.uint64, (None,)), x)
     assert a.bytes_sent == b.bytes_received
     n_frames = -(-(x.nbytes + 20) // 4096)
-    assert x.nbytes < a.bytes_sent <= x.nbytes + 4 * (n_frames + 1) + 32
+    assert x.nbytes < a.bytes_sent <= x.nbytes + FRAME_HEADER_BYTES * (n_frames + 1) + 32
 
 
 def test_framing_overhead_is_small(pair):
@@ -172,10 +174,53 @@ def test_disconnect_in_the_middle_of_a_frame():
     port = srv.getsockname()[1]
     raw = socket.create_connection(("127.0.0.1", port))
     ch = TCPChannel.accept(srv, timeout=5.0)
-    raw.sendall(struct.pack(">I", 1000) + bytes(10))  # promise 1000 bytes, send 10, hang up
+    raw.sendall(struct.pack(">II", 1000, 0) + bytes(10))  # promise 1000 bytes, send 10, hang up
     raw.close()
     with pytest.raises(PeerDisconnected):
         ch.recv()
+    srv.close()
+
+
+def test_rounds_are_one_definition_for_both_ends(pair):
+    """Crossing flights: a sends m1 and m2 before reading b's reply x, b replies to m1 before
+    reading m2. A per-endpoint count of direction changes gives a 2 and b 3; the message depth
+    (x answers m1; m1, m2 wait for nothing) gives both 2."""
+    a, b = pair
+    a.send(b"m1")
+    a.send(b"m2")
+    assert b.recv() == b"m1"
+    b.send(b"x")
+    assert a.recv() == b"x"
+    assert b.recv() == b"m2"
+    assert a.rounds == b.rounds == 2
+    # a strict ping-pong: every message waits for the one before
+    for i in range(3):
+        a.send(b"p")
+        b.recv()
+        b.send(b"q")
+        a.recv()
+    assert a.rounds == b.rounds == 2 + 6
+
+
+def test_peer_cannot_acknowledge_messages_never_sent():
+    """The acknowledgement in a frame header is checked: more messages than were sent (an old
+    4-byte-header peer's payload reads as such a count), or fewer than the peer acknowledged before."""
+    srv = listen()
+    port = srv.getsockname()[1]
+    raw = socket.create_connection(("127.0.0.1", port))
+    ch = TCPChannel.accept(srv, timeout=5.0)
+    raw.sendall(frame(b"x", ack=1))  # ch has sent nothing yet
+    with pytest.raises(MalformedMessage, match="acknowledges 1 messages"):
+        ch.recv()
+    raw.close()
+    raw = socket.create_connection(("127.0.0.1", port))
+    ch = TCPChannel.accept(srv, timeout=5.0)
+    ch.send(b"a")
+    raw.sendall(frame(b"x", ack=1) + frame(b"y", ack=0))  # the second goes back in time
+    assert ch.recv() == b"x"
+    with pytest.raises(MalformedMessage, match="acknowledges 0 messages"):
+        ch.recv()
+    raw.close()
     srv.close()
 
 
@@ -184,7 +229,7 @@ def test_raw_peer_sends_huge_length():
     port = srv.getsockname()[1]
     raw = socket.create_connection(("127.0.0.1", port))
     ch = TCPChannel.accept(srv, timeout=5.0)
-    raw.sendall(b"\xff\xff\xff\xff")
+    raw.sendall(b"\xff\xff\xff\xff" + bytes(4))  # length 2^32 - 1, acknowledgement 0
     with pytest.raises(FrameTooLarge):
         ch.recv_array()
     raw.close()

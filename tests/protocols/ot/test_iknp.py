@@ -101,6 +101,30 @@ def test_random_ot(pair, pre):
     assert len({bytes(r) for r in np.vstack([m0, m1])}) == 4000
 
 
+@pytest.mark.parametrize("pre", [0, 700])
+def test_random_bit_ot_is_the_low_bit_of_random_ot(pre):
+    """Two identically seeded pairs: the one-bit variant yields the low bit of the same pads and
+    sends the same bytes (it only skips materialising the 16-byte pads)."""
+    c = np.random.default_rng(2).integers(0, 2, 3000).astype(np.uint8)
+    got = []
+    for bit in (False, True):
+        p = Pair(chunk=1024, seed=5)
+        if pre:
+            p.run(lambda: p.S.precompute(pre), lambda: p.R.precompute(pre))
+        if bit:
+            (m0, m1), mc = p.run(lambda: p.S.random_bit_ot(3000), lambda: p.R.random_bit_ot(c))
+            assert m0.dtype == m1.dtype == mc.dtype == np.uint8 and m0.shape == (3000,)
+        else:
+            (m0, m1), mc = p.run(lambda: p.S.random_ot(3000), lambda: p.R.random_ot(c))
+            m0, m1, mc = m0[:, 0] & 1, m1[:, 0] & 1, mc[:, 0] & 1
+        got.append((m0, m1, mc, p.c0.bytes_sent, p.c1.bytes_sent))
+    (a0, a1, ac, as0, as1), (b0, b1, bc, bs0, bs1) = got
+    assert np.array_equal(a0, b0) and np.array_equal(a1, b1) and np.array_equal(ac, bc)
+    assert (as0, as1) == (bs0, bs1)
+    assert np.array_equal(bc, np.where(c == 1, b1, b0))
+    assert 0.4 < (b0 ^ b1).mean() < 0.6  # the correlation m0 ^ m1 is a fair coin per OT
+
+
 @pytest.mark.parametrize("w,bits", [(1, 64), (1, 1), (1, 17), (1, 40), (2, 64), (3, 33), (7, 8)])
 @pytest.mark.parametrize("pre", [0, 700])
 def test_cot(pair, w, bits, pre):

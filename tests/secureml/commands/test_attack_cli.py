@@ -14,6 +14,16 @@ def test_attack_cli_writes_json(tmp_path, capsys):
     assert res["cost"]["queries"] == 400
 
 
+def test_attack_runs_never_overwrite_each_other(tmp_path, monkeypatch, capsys):
+    """Without --out every run gets its own results/attacks/NAME-DEPLOYMENT-<time>/ folder."""
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert main(["attack", "rank", "--n-train", "40", "--budget", "60"]) == 0
+    runs = sorted((tmp_path / "results" / "attacks").iterdir())
+    assert len(runs) == 2 and all(r.name.startswith("rank-api-") for r in runs)
+    assert all((r / "rank_api.json").is_file() for r in runs)
+
+
 def test_attack_cli_budget_is_enforced(tmp_path, capsys):
     rc = main(["attack", "reconstruct", "--n-train", "4", "--budget", "1000", "--out", str(tmp_path)])
     assert rc == 2

@@ -102,12 +102,13 @@ def test_sdf_with_sd_fields(tmp_path, molecules):
     write(test, tmp_path / "query.sdf")
     out = _run(["train", "--data", str(tmp_path / "train.sdf"), "--property", "gap_eV", "--unit", "eV",
                 "--kernel", "laplacian", "--out", str(tmp_path / "gap.npz")])
-    # eV is an energy unit: the model learns and predicts in kcal/mol, and says so
-    assert "gap_eV: test MAE" in out.stdout and "kcal/mol" in out.stdout
+    # a HOMO-LUMO gap is an orbital energy: learned and predicted in eV (the field's unit), and said so
+    assert "gap_eV: test MAE" in out.stdout and " eV" in out.stdout and "kcal/mol" not in out.stdout
     model = MolecularModel.load(tmp_path / "gap.npz")
-    got = _predict_and_check(tmp_path, tmp_path / "gap.npz", tmp_path / "query.sdf", "gap_eV", "kcal/mol")
+    assert model.property_unit == "eV"
+    got = _predict_and_check(tmp_path, tmp_path / "gap.npz", tmp_path / "query.sdf", "gap_eV", "eV")
     assert len(got) == 3
-    np.testing.assert_allclose(got, model.predict(tmp_path / "query.sdf"), atol=0.05)
+    np.testing.assert_allclose(got, model.predict(tmp_path / "query.sdf"), atol=0.005)
 
 
 def test_query_with_an_unseen_element_is_refused_by_name(tmp_path, molecules):

@@ -137,6 +137,18 @@ def test_units():
         convert(1.0, "D")
 
 
+def test_orbital_energies_are_trained_in_ev():
+    """HOMO, LUMO and gap stay in eV (the field's convention), whatever unit the data has."""
+    from secureml.data.units import is_orbital_energy
+
+    assert to_training_unit([1.0], "Hartree", "homo") == (pytest.approx([27.211386245988]), "eV")
+    assert to_training_unit([500.0], "meV", "HOMO_LUMO_gap_au") == (pytest.approx([0.5]), "eV")
+    assert to_training_unit([1.0], "eV", "xtb_lumo") == (pytest.approx([1.0]), "eV")
+    assert to_training_unit([1.0], "eV", "U0_atomization")[1] == "kcal/mol"
+    assert all(map(is_orbital_energy, ["gap", "LUMO", "xtb_homo", "band gap (eV)"]))
+    assert not any(map(is_orbital_energy, ["singapore_energy", "U0", "homogeneity"]))
+
+
 def test_read_qm7_accepts_folder_prefixed_names(tmp_path, mols):
     from secureml.data import read_qm7
 

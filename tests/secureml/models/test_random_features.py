@@ -195,3 +195,19 @@ def test_rff_recipes_and_model_file_round_trip(tmp_path):
         assert type(back.estimator).__name__ == "RandomFourierRidge"
     with pytest.raises(ModelError):
         build_model("rff-gaussian", bogus=1)
+
+
+def test_blas_limits_cap_every_blas_library_and_restore_it(monkeypatch):
+    """The cached controller (no library rescan per prediction) still limits every BLAS library."""
+    from threadpoolctl import threadpool_info
+
+    from secureml.models.random_features import _blas_limits
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert before
+    monkeypatch.setenv("SECUREML_BLAS_THREADS", "1")
+    with _blas_limits():
+        inside = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert set(inside) == set(before) and set(inside.values()) == {1}
+    after = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert after == before

@@ -236,9 +236,36 @@ def test_sorted_tie_break_is_independent_of_atom_order() -> None:
         for _ in range(3):
             p = rng.permutation(len(z))
             np.testing.assert_array_equal(cm.transform_one(z[p], r[p]), ref)
-    # an exact tie with different rows: two H at the same distance from C, one of them near an O
+    # a near-symmetric molecule: two H at the same distance from C, one of them near an O
     z = np.array([6, 1, 1, 8])
     r = np.array([[0, 0, 0], [1.1, 0, 0], [-1.1, 0, 0], [1.1, 1.5, 0.0]], float)
     a = cm.transform_one(z, r)
     b = cm.transform_one(z[[0, 2, 1, 3]], r[[0, 2, 1, 3]])
     np.testing.assert_array_equal(a, b)
+
+
+# QM7 molecules 0023 (HC#C-C#CH) and 0627 (NC-C#C-CN), coordinates as in QM7 (Angstrom): every atom's
+# row norm ties exactly with its mirror image's, and the rows of a tied pair are equal as multisets,
+# so neither the norm nor the row entries order them; dscribe and qmllib gave different matrices.
+QM7_TIED = {
+    "0023": ([6, 6, 6, 6, 1, 1], [0.990375, 2.195046, 3.559154, 4.763825, -0.074065, 5.828265], (-0.063, 0.0776)),
+    "0627": ([7, 6, 6, 6, 6, 7], [1.003544, 2.158678, 3.522248, 4.729352, 6.092922, 7.248056], (0.077, -0.0628)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QM7_TIED))
+def test_qm7_exactly_tied_molecules_give_one_matrix_for_every_atom_order(name):
+    """All 720 atom orders give the same sorted CM (to float rounding); the norm and row-entry keys
+    alone left 8 different matrices, entries apart by up to 28 (module docstring: the placement step)."""
+    import itertools
+
+    z, xs, (y, zc) = QM7_TIED[name]
+    z = np.array(z)
+    r = np.array([[x, y, zc] for x in xs])
+    cm = CoulombMatrix(size=23)
+    X = np.array([cm.transform_one(z[list(p)], r[list(p)]) for p in itertools.permutations(range(6))])
+    np.testing.assert_allclose(X, np.broadcast_to(X[0], X.shape), rtol=0, atol=1e-9)
+    # the ends come first (largest norms), and each end is followed by its own neighbour's mirror:
+    # the matrix is the one whose entries towards the atoms already placed are largest
+    full = cm.to_matrix(X[0])[:6, :6]
+    assert full[0, 2] > full[0, 3]
