@@ -1,5 +1,6 @@
 """One definition of rounds (protocols.net.transport): the client and the server of one session
-report the same number, for an exact kernel, a compact model and a defended model.
+report the same number, for an exact kernel (semi-honest and client-malicious), a compact model
+and a defended model.
 
 Real TCP with the production front door (`serve`, its cost from the audit log): in threads of this
 process (fast), and between two processes with the CLI server (`secureml serve`, slow: three
@@ -71,7 +72,8 @@ def _check(seen: dict) -> None:
 def test_client_and_server_report_the_same_rounds(models, tmp_path):
     _, exact, compact, test = models
     served = {"exact": ServedModel.from_file(exact), "compact": ServedModel.from_file(compact),
-              "defended": ServedModel.from_file(exact).set_defense(round_to=4.0)}
+              "defended": ServedModel.from_file(exact).set_defense(round_to=4.0),
+              "exact, client-malicious": ServedModel.from_file(exact, security="client-malicious")}
     seen = {}
     for name, model in served.items():
         ready, port = threading.Event(), []
