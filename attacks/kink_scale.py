@@ -1,0 +1,118 @@
+"""The kink attack at N >= 1,000: a fast exact plaintext oracle and the scaling experiment.
+
+The kink attack (:func:`attacks.reconstruction.kink_attack`) only ever asks queries that differ
+from one base point q0 in one coordinate (the line scans) or two (the membership stencils). The
+plaintext API's answer is y_offset + sum_i a_i exp(-||q - x_i||_1 / sigma); computing it from
+scratch costs O(N d) per query, which at N = 1,000 (about 16 M queries, d = 435) is hours on this
+CPU. :class:`SparseLaplacianOracle` is the same function evaluated with the identity
+
+    ||q - x_i||_1 = ||q0 - x_i||_1 + sum_{k : q_k != q0_k} (|q_k - x_ik| - |q0_k - x_ik|),
+
+i.e. O(N) per query for the attack's queries (any query is still answered exactly: rows that
+differ from q0 in many coordinates just take longer). It is a faster implementation of the
+*victim's* predict, used to measure the attack at scale; the attacker still only sees answers,
+and the number of queries it asks is counted exactly as before. Agreement with the model's own
+predict is tested (tests/attacks/test_kink_scale.py).
+
+Threat model: as in docs/attacks.md section 3 -- a black-box client of the plaintext API with
+unbounded float64 queries, who knows the kernel family, the feature range and N.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from attacks import reconstruction
+
+
+class SparseLaplacianOracle:
+    """Exact answers of a fitted Laplacian KRR, fast for queries near a base point q0.
+
+    ``X_fit``, ``dual_coef``, ``y_offset``, ``sigma``: the model (secureml KernelRidge fields);
+    ``base``: q0. ``block``: queries per block (the (block x N) distance block stays ~64 MB).
+    """
+
+    def __init__(self, X_fit: np.ndarray, dual_coef: np.ndarray, y_offset: float, sigma: float,
+                 base: np.ndarray, block: int | None = None) -> None:
+        self.X = np.ascontiguousarray(X_fit, dtype=np.float64)
+        self.XT = np.ascontiguousarray(self.X.T)  # (d, N): one row per axis, gathered per query
+        self.coef = np.asarray(dual_coef, dtype=np.float64)
+        self.offset = float(y_offset)
+        self.sigma = float(sigma)
+        self.base = np.asarray(base, dtype=np.float64)
+        self.A = np.ascontiguousarray(np.abs(self.base[:, None] - self.XT))  # |q0_k - x_ik|, (d, N)
+        self.D0 = self.A.sum(0)  # ||q0 - x_i||_1
+        self.block = int(block or max(1, (1 << 23) // max(1, len(self.X))))
+        self.queries = 0
+
+    @classmethod
+    def from_estimator(cls, est: Any, base: np.ndarray, block: int | None = None) -> "SparseLaplacianOracle":
+        if getattr(est, "kernel", None) != "laplacian":
+            raise reconstruction.AttackError("the sparse oracle evaluates L1 Laplacian models only")
+        return cls(est.X_fit_, est.dual_coef_, est.y_offset_, est.sigma, base, block)
+
+    def __call__(self, Q: np.ndarray) -> np.ndarray:
+        Q = np.atleast_2d(np.asarray(Q, dtype=np.float64))
+        out = np.empty(len(Q))
+        for s in range(0, len(Q), self.block):
+            out[s:s + self.block] = self._block(Q[s:s + self.block])
+        self.queries += len(Q)
+        return out
+
+    def _block(self, Q: np.ndarray) -> np.ndarray:
+        rows, cols = np.nonzero(Q != self.base[None, :])  # row-major: grouped by row
+        D = np.repeat(self.D0[None, :], len(Q), axis=0)
+        if rows.size:
+            counts = np.bincount(rows, minlength=len(Q))
+            start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            # slot j = the j-th differing coordinate of every row that has one; the attack's
+            # queries have 1 or 2, so this loop is short (a far query costs d slots of 1 row)
+            for j in range(int(counts.max())):
+                r = np.flatnonzero(counts > j)
+                c = cols[start[r] + j]
+                D[r] += np.abs(Q[r, c][:, None] - self.XT[c]) - self.A[c]
+        D *= -1.0 / self.sigma
+        np.exp(D, out=D)
+        return D @ self.coef + self.offset
+
+
+def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4)),
+        refine: int = 8, seed: int = 0, rel_tols: tuple[float, ...] = (1e-3, 1e-2)) -> list[dict[str, Any]]:
+    """Recovered fraction against queries for one N: the kink attack at growing resolution.
+
+    Steps: 1. fit the project's Laplacian KRR (default sigma, lambda) on the first ``n_train``
+    molecules of the embedded split (:func:`attacks.scenario.build`); 2. for each (coarse step h,
+    depth), run :func:`kink_attack` against the sparse oracle with q0 = (lo, ..., lo); 3. score
+    every training point's nearest reconstruction (relative L2 error) and the chance baseline: the
+    nearest of the attacker's public molecules (the no-model guess), at the same tolerances.
+    """
+    from attacks.experiments import cm_range
+    from attacks.scenario import build
+
+    scn = build("laplacian", n_train=n_train, seed=seed)
+    est = scn.model.estimator
+    lo, hi = cm_range(scn)
+    d = scn.X.shape[1]
+    base_rows = {}
+    for tol in rel_tols:
+        m = reconstruction.match_points(scn.X_train, scn.X[scn.public], tol)
+        base_rows[f"baseline_nearest_public_rel{tol:g}"] = m["fraction_recovered"]
+    rows = []
+    for h, depth in settings:
+        orc = SparseLaplacianOracle.from_estimator(est, np.full(d, float(lo)))
+        t0 = time.perf_counter()
+        res = reconstruction.kink_attack(orc, d, lo, hi, h=h, refine=refine, depth=depth, n_hint=n_train)
+        row: dict[str, Any] = {"n_train": n_train, "n_features": d, "h": h, "refine": refine, "depth": depth,
+                               "finest_step": h / refine ** depth, "queries": int(res.n_queries),
+                               "queries_over_n_d_plus_2": res.n_queries / (n_train * (d + 2)),
+                               "kinks": res.n_kinks, "merged_kinks": res.n_merged,
+                               "unassigned_coordinates": res.unassigned, "sigma_estimated": res.sigma,
+                               "seconds": time.perf_counter() - t0}
+        for tol in rel_tols:
+            row[f"fraction_recovered_rel{tol:g}"] = reconstruction.match_points(
+                scn.X_train, res.centres, tol)["fraction_recovered"]
+        row.update(base_rows)
+        rows.append(row)
+    return rows
