@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from attacks import reconstruction
+from attacks.experiments import cm_range
+from attacks.scenario import build
 
 
 class SparseLaplacianOracle:
@@ -88,9 +90,6 @@ def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0,
     every training point's nearest reconstruction (relative L2 error) and the chance baseline: the
     nearest of the attacker's public molecules (the no-model guess), at the same tolerances.
     """
-    from attacks.experiments import cm_range
-    from attacks.scenario import build
-
     scn = build("laplacian", n_train=n_train, seed=seed)
     est = scn.model.estimator
     lo, hi = cm_range(scn)
