@@ -499,11 +499,18 @@ def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: 
             xl = X[ti, tl]
             offs_k = np.repeat([-2.0, -1.0, 0.0, 1.0, 2.0], 3)  # 5 positions along k ...
             offs_l = np.tile([-1.0, 0.0, 1.0], 5)  # ... times 3 along l
-            Q = np.repeat(base[None, :], 15 * n_t, axis=0)
-            rows = np.arange(15 * n_t)
-            Q[rows, np.repeat(tk, 15)] = (tu[:, None] + th[:, None] * offs_k[None, :]).ravel()
-            Q[rows, np.repeat(tl, 15)] = (xl[:, None] + th[:, None] * offs_l[None, :]).ravel()
-            v = (ask(Q) - offset).reshape(n_t, 5, 3)
+            # built and asked in chunks: at N = 1,000 there are millions of tests, and the dense
+            # (15 n_t x d) query matrix would not fit in memory
+            v = np.empty((n_t, 5, 3))
+            chunk = max(1, (1 << 22) // (15 * d))
+            for s0 in range(0, n_t, chunk):
+                sl = slice(s0, min(n_t, s0 + chunk))
+                m_t = sl.stop - sl.start
+                Q = np.repeat(base[None, :], 15 * m_t, axis=0)
+                rows = np.arange(15 * m_t)
+                Q[rows, np.repeat(tk[sl], 15)] = (tu[sl, None] + th[sl, None] * offs_k[None, :]).ravel()
+                Q[rows, np.repeat(tl[sl], 15)] = (xl[sl, None] + th[sl, None] * offs_l[None, :]).ravel()
+                v[sl] = (ask(Q) - offset).reshape(m_t, 5, 3)
             ch = 2.0 * np.cosh(th / sigma)[:, None]
             g = v[:, :, 0] + v[:, :, 2] - ch * v[:, :, 1]  # along l: only point i survives
             fk = g[:, :-2] + g[:, 2:] - ch * g[:, 1:-1]  # along k at u - h, u, u + h

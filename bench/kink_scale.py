@@ -1,0 +1,75 @@
+"""Kink attack at N >= 1,000: recovered fraction against queries and N, beside the chance baseline.
+
+    PYTHONPATH=$PWD .venv/bin/python -m bench.kink_scale --ns 128,512,1000 --out docs/attacks
+
+Writes kink_scale.json / kink_scale.csv (one row per (N, grid setting); rewritten after every row,
+so a run cut short keeps what it measured) and kink_scale.png. See attacks/kink_scale.py for the
+exact sparse oracle and docs/attacks.md section 3 for the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from attacks import kink_scale
+from secureml.plot_style import legend_outside, new_figure, save, series
+
+SETTINGS = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4))
+
+
+def _write(rows: list[dict[str, Any]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kink_scale.json").write_text(json.dumps(rows, indent=1))
+    with open(out / "kink_scale.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = new_figure("normal")
+    ns = sorted({r["n_train"] for r in rows})
+    for i, n in enumerate(ns):
+        rr = sorted((r for r in rows if r["n_train"] == n), key=lambda r: r["queries"])
+        ax.plot([r["queries"] for r in rr], [r["fraction_recovered_rel0.001"] for r in rr],
+                label=f"N = {n:,}: rel. error < 1e-3", **series(i))
+        ax.plot([r["queries"] for r in rr], [r["fraction_recovered_rel0.01"] for r in rr], alpha=0.5,
+                label=f"N = {n:,}: rel. error < 1e-2", **{**series(i), "linestyle": ":"})
+    base = max(max(r["baseline_nearest_public_rel0.01"], r["baseline_nearest_public_rel0.001"]) for r in rows)
+    ax.axhline(base, color="0.4", linewidth=1, label=f"chance: nearest public molecule ({base:.2f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("queries to the plaintext API")
+    ax.set_ylabel("training points recovered (fraction)")
+    ax.set_title("Kink attack, Laplacian KRR on Coulomb matrices (d = 435)")
+    legend_outside(ax)
+    save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ns", default="128,512,1000", help="training set sizes N, comma-separated")
+    p.add_argument("--settings", default=";".join(f"{h},{d}" for h, d in SETTINGS),
+                   help="grid settings 'coarse step,levels' separated by ';' (refinement 8x per level)")
+    p.add_argument("--out", default="docs/attacks", help="output folder")
+    p.add_argument("--append", action="store_true", help="keep the rows already in OUT/kink_scale.json")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    settings = tuple((float(s.split(",")[0]), int(s.split(",")[1])) for s in a.settings.split(";"))
+    rows: list[dict[str, Any]] = []
+    if a.append and (out / "kink_scale.json").exists():
+        rows = json.loads((out / "kink_scale.json").read_text())
+    for n in (int(x) for x in a.ns.split(",")):
+        for st in settings:
+            row = kink_scale.run(n, settings=(st,))[0]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            _write(rows, out)
+            plot(rows, out / "kink_scale.png")
+
+
+if __name__ == "__main__":
+    main()
