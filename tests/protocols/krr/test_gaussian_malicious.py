@@ -17,6 +17,7 @@ from protocols.krr import gaussian_malicious as gm
 from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.testing import run_two_party
+from tests.protocols.krr.deviations import perturbed_mask_reveal
 
 U64 = np.uint64
 
@@ -148,17 +149,7 @@ def test_randomised_deviation_aborts_or_gives_f(which, i, k, bit):
     model, pp, Xe, xx, Q, q = _case(seed=5)
     err = U64(1) << U64(bit)
     if which in ("u", "share", "norm"):
-        def masked(orig, norm, s_c, c, ring_bits):
-            norm, s_c = norm.copy(), s_c.copy()
-            if which == "norm":
-                norm += err
-            elif which == "share":
-                s_c[i] += err
-            u = orig(norm, s_c, c, ring_bits)
-            if which == "u":
-                u[i] = binding._mod(u[i] + err, ring_bits)
-            return u
-        patch = _Patch(binding, "client_masked", masked)
+        patch = _Patch(binding, "client_masked", perturbed_mask_reveal(which, i, err, xor=False))
     elif which == "query":
         def commit_q(orig, qq, step):
             qq = orig(qq, step).copy()

@@ -29,6 +29,7 @@ from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
+from tests.protocols.krr.deviations import perturbed_mask_reveal
 
 U64 = np.uint64
 OUTCOMES: list[str] = []
@@ -453,17 +454,7 @@ def test_malicious_gaussian_randomised_deviation(servers, monkeypatch, which):
     i, bit = int(rng.integers(0, 60)), int(rng.integers(0, 40))
     err = U64(1) << U64(bit)
     if which in ("norm", "share", "u"):
-        def masked(orig, norm, s_c, c, ring_bits):
-            norm, s_c = norm.copy(), s_c.copy()
-            if which == "norm":
-                norm += err
-            elif which == "share":
-                s_c[i] += err
-            u = orig(norm, s_c, c, ring_bits)
-            if which == "u":
-                u[i] = binding._mod(u[i] ^ err, ring_bits)
-            return u
-        _client_patch(monkeypatch, binding, "client_masked", masked)
+        _client_patch(monkeypatch, binding, "client_masked", perturbed_mask_reveal(which, i, err, xor=True))
     elif which.startswith("query"):
         def commit_q(orig, q, step):  # OT bits of another query than its norm term's
             q = orig(q, step).copy()
