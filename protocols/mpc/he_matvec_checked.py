@@ -52,7 +52,7 @@ import numpy as np
 
 from protocols.mpc import bfv_proof, fp_auth
 from protocols.mpc.context import PartyContext
-from protocols.mpc.rlwe import CBD_ETA, Ring, ring as get_ring
+from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
 U64, I64 = np.uint64, np.int64
@@ -78,14 +78,14 @@ class CheckedPlan:
     def targets(self) -> np.ndarray:
         return np.arange(self.n_o, dtype=np.int64) * self.n_i + self.n_i - 1
 
-    def bytes_estimate(self, ring: Ring) -> int:
+    def bytes_estimate(self, ring: Ring | Modulus) -> int:
         up = (self.blocks + 1) * ring.k * ring.n * 7
         proof = (2 + bfv_proof.NOISE_BITS * (self.blocks + 1)) * ring.n * (_OT_BYTES + 7 * ring.k)
         down = self.outputs * ring.k * (ring.n + self.n_o) * 7
         return up + proof + down
 
 
-def _noise(ring: Ring, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int] | None:
+def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int] | None:
     n = ring.n
     n_o = n // n_i
     blocks, outputs = -(-d // n_i), -(-n_rows // n_o)
@@ -101,9 +101,9 @@ def _noise(ring: Ring, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tu
     return n_o, blocks, outputs, bound, F
 
 
-def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | None = None) -> CheckedPlan:
+def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
     """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget."""
-    ring = ring or get_ring()
+    ring = ring or get_modulus()
     if not (1 <= n_rows and 1 <= d <= ring.n and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
         raise ProtocolError(f"checked lattice matvec: unsupported sizes rows={n_rows} d={d} x_bits={x_bits} "
                             f"M={ring_bits}")

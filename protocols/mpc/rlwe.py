@@ -239,6 +239,23 @@ def mulmod(a: np.ndarray, b: np.ndarray, p: np.ndarray, pinv: np.ndarray) -> np.
     return r.view(U64)
 
 
+class Modulus:
+    """The public numbers of a ring without its NTT tables (plans, parameter checks)."""
+
+    def __init__(self, n: int = N_DEFAULT) -> None:
+        self.n = n
+        self.primes = _primes(n, PRIME_BITS, N_PRIMES)
+        self.k = len(self.primes)
+        self.Q = 1
+        for p in self.primes:
+            self.Q *= p
+
+
+@lru_cache(maxsize=4)
+def modulus(n: int = N_DEFAULT) -> Modulus:
+    return Modulus(n)
+
+
 @lru_cache(maxsize=4)
 def ring(n: int = N_DEFAULT) -> Ring:
     """One ring per degree and process (tables take ~1 s to build at n = 8,192)."""

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--security", choices=("auto", "client-malicious", "semi-honest"), default="auto",
                    help="client-malicious: whatever a client sends, each query yields at most the prediction "
                    "for one input of the public domain, or an abort (compact and Gaussian-kernel models; the "
-                   "Gaussian one runs the OT cross term; Laplacian-kernel sessions are refused); semi-honest: "
+                   "Gaussian one runs the checked lattice cross term; Laplacian-kernel sessions are refused); semi-honest: "
                    "the protocols for clients that run our code unmodified; auto (default): client-malicious "
                    "for compact models, semi-honest with a warning at start-up for exact kernels "
                    "(docs/malicious.md)")
@@ -59,9 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
-                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
-                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
-                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
+                   "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
+                   "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto' (default): 'he' where TenSEAL is installed (always for "
+                   "client-malicious), else 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
         "answer; the mechanism is announced to it) and per-client query limits; docs/defenses.md")
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security,
                                   verify_key=verify_key)
     if model.public.security != "client-malicious":
-        hint = ("--security client-malicious (its OT cross term costs more: docs/malicious.md)"
+        hint = ("--security client-malicious (it costs more: docs/malicious.md)"
                 if model.public.kind == "krr-gaussian" else "a compact model")
         print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
               f"learn more than its predictions (the training weights); serve it with {hint} for "
@@ -127,10 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if model.public.kind == "krr-gaussian" and model.public.security == "client-malicious":
         from protocols.krr import gaussian_malicious
 
-        if args.cross_term == "he":
-            raise SecureMLError("--cross-term he cannot be client-malicious (a client's ciphertexts are not "
-                                "checked): use --cross-term ot or auto, or --security semi-honest")
-        model.public.cross_term = "ot"
+        # the lattice cross term with the client's ciphertexts proven well formed (pure numpy: no
+        # TenSEAL needed), or the OT one on request
+        model.public.cross_term = "ot" if args.cross_term == "ot" else "he"
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":

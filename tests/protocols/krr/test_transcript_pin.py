@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 11 (11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: pinned at PROTOCOL_VERSION 12 (12: the client-malicious Gaussian's checked lattice cross term -- the
+#: semi-honest pins changed only through the version in the hello; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -53,12 +54,12 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565175, "85322820c281a8136fd5eb30e392968165553a79e18837ccbff805d4038291b5"),
-    "krr-laplacian": (96, 75390, "1d1d857080ded420c1da619e338b2cd25a268007e2d2c67f8ab74f8a51b11d82"),
-    "krr-gaussian/client-malicious": (448, 1020825, "ce3182e6a6de32850c538ba4bdddab0bab1d71c5c3ff70b73248cdfc4783ced5"),
+    "krr-gaussian": (66, 1565175, "e9f26c29898bfe868c9368e71e3151d535e1b78678262eaef0336b6b78790c85"),
+    "krr-laplacian": (96, 75390, "485054228470a60906d7c1e575579be67a23a8c40403859d512bdf5692327e38"),
+    "krr-gaussian/client-malicious": (482, 9823834, "de67d72f3bdc4e0ee02cfc54f3051349b90bdd9be6384cf1550223b358f8f4dd"),
     "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
 }
-PINNED_VERSION = 11
+PINNED_VERSION = 12
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
