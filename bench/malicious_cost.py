@@ -218,13 +218,15 @@ def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
     ring's primes, the public key + one ciphertext per block + the well-formedness proof, the
     reply (:mod:`protocols.mpc.he_matvec_checked`). In-process channel pair, checked OT extension."""
     from protocols.mpc import fp_auth, he_matvec_checked as hc, rlwe
-    from protocols.testing import run_two_party
+    from protocols.mpc.party import Party
 
-    def checked(p: Any) -> None:
-        if p.role == 0:
+    def party(ch: Any, role: int) -> Party:
+        p = Party(ch, role)
+        if role == 0:
             p.ot_sender.checked = True
         else:
             p.ot_receiver.checked = True
+        return p
 
     rows = []
     xb, M = args.ip_x_bits, args.ip_ring_bits
@@ -236,20 +238,21 @@ def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
         pm = hc.prepare(w, xb, M)
         bits = ((phi[:, None] >> np.arange(xb, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8).ravel()
 
-        def server(p: Any) -> Any:
+        def server(ch: Any) -> Any:
+            p = party(ch, 0)
             keys = fp_auth.new_keys(p, field)
             kb = fp_auth.commit_bits(p, 1, field, n=F * xb, domain=3, keys=keys)
             return hc.matvec_sender(p, 1, pm, field=field, keys=keys, q_keys=field.values(kb, xb))
 
-        def client(p: Any) -> Any:
+        def client(ch: Any) -> Any:
+            p = party(ch, 1)
             mb = fp_auth.commit_bits(p, 1, field, n=F * xb, domain=3, bits=bits)
             return hc.matvec_receiver(p, 1, phi, xb, 1, M, field=field, q_macs=field.values(mb, xb))
 
         t0 = time.perf_counter()
-        res = run_two_party(server, client, setup=checked, timeout=600)
+        s0, s1, ch = _pair(server, client, timeout=600)
         wall = time.perf_counter() - t0
-        ok = int((int(res[0][0]) + int(res[1][0])) % (1 << M)) == int((w[0].astype(object) @ phi.astype(object)) % (1 << M))
-        ch = res.parties[1].ch
+        ok = int((int(s0[0]) + int(s1[0])) % (1 << M)) == int((w[0].astype(object) @ phi.astype(object)) % (1 << M))
         plan = pm.plan
         proof_bits = (2 + 6 * (plan.blocks + 1)) * 8192
         rows.append({"part": "lattice-ip", "model": f"inner-product-F{F}", "mode": "client-malicious",
