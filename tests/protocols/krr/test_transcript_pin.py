@@ -42,8 +42,10 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 12 (12: the client-malicious Gaussian's checked lattice cross term -- the
-#: semi-honest pins changed only through the version in the hello; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: pinned at PROTOCOL_VERSION 13 (13: the client-malicious Gaussian's checked lattice cross term -- the other
+#: pins changed only through the version in the hello; 12: semi-honest compact models use the lattice inner product, pinned as
+#: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
+#: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -54,12 +56,13 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565175, "e9f26c29898bfe868c9368e71e3151d535e1b78678262eaef0336b6b78790c85"),
-    "krr-laplacian": (96, 75390, "485054228470a60906d7c1e575579be67a23a8c40403859d512bdf5692327e38"),
-    "krr-gaussian/client-malicious": (482, 9823834, "de67d72f3bdc4e0ee02cfc54f3051349b90bdd9be6384cf1550223b358f8f4dd"),
-    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
+    "krr-gaussian": (66, 1565191, "d39bc4368d18bdcdfbb91b8f0f911a71abd330d66abe2bf6d1f42614dc7a4374"),
+    "krr-laplacian": (96, 75406, "cf61e167bb2d47c5c927ed1db57fbe2c48b1f6eb0cbbe7355a00e22646a2d7bb"),
+    "krr-gaussian/client-malicious": (482, 9823850, "3fd355d93b02329f309cb9badac30d97856147cb249efb145962eaa4db07eb26"),
+    "linear": (23, 32950, "360e9818c53b903347a358f91c9962fc81b35871a7651b8ec62ecaa46104a246"),
+    "linear/semi-honest": (6, 238379, "e67f791377da2e070b3d7023c81944325f20f447644336ae0d1d5ced133ab40c"),
 }
-PINNED_VERSION = 12
+PINNED_VERSION = 13
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -161,3 +164,18 @@ def test_compact_transcript_sizes_are_pinned(compact_model, tmp_path):
     got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
     _report("linear", got)
     assert got == PINS["linear"]
+
+
+def test_compact_lattice_transcript_sizes_are_pinned(compact_model, tmp_path):
+    """Semi-honest compact sessions: one lattice ciphertext (and, unlinkable, the public key) up
+    per query and one reply down (protocols/krr/linear_he.py)."""
+    mm, test = compact_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    assert served.public.lattice_linear
+    preds, tr, pp = _session(served, featurize=molecules_featurizer(test), seeded=False,
+                             resume_ot=False, cache=PublicModelCache(tmp_path))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=5e-3)
+    blob = pp.public_model_bytes
+    got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
+    _report("linear/semi-honest", got)
+    assert got == PINS["linear/semi-honest"]
