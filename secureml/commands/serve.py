@@ -199,8 +199,6 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
         reason = f"{model.public.kind} models have no client-malicious protocol yet"
     elif model.public.kind == "krr-gaussian" and (args.round_to is not None or args.noise):
         reason = "output defenses (--round-to/--noise) are not part of the client-malicious Gaussian protocol yet"
-    elif model.public.kind == "krr-gaussian" and args.cross_term == "he":
-        reason = "--cross-term he cannot be client-malicious (a client's ciphertexts are not checked)"
     if reason is None:
         return model
     if args.security == "auto":
