@@ -104,11 +104,11 @@ def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: 
 def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
     """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget."""
     ring = ring or get_modulus()
-    if not (1 <= n_rows and 1 <= d <= ring.n and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
+    if not (1 <= n_rows and 1 <= d and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
         raise ProtocolError(f"checked lattice matvec: unsupported sizes rows={n_rows} d={d} x_bits={x_bits} "
                             f"M={ring_bits}")
     best = None
-    for n_i in range(1, d + 1):
+    for n_i in range(1, min(d, ring.n) + 1):
         got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
         if got is None:
             continue
