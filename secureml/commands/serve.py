@@ -52,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
                    "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
-                   "models; the Gaussian one runs the checked lattice cross term and has no output defenses yet; a "
-                   "Laplacian-kernel model has no such protocol and is refused at start-up); semi-honest: the "
+                   "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
+                   "ot, and has no output defenses yet; a Laplacian-kernel model has no such protocol and is "
+                   "refused at start-up); semi-honest: the "
                    "cheaper protocols for clients that run our code unmodified (a modified client can extract "
                    "the weights); auto: client-malicious where the model kind and options have a protocol, else "
                    "semi-honest with a warning (docs/malicious.md)")

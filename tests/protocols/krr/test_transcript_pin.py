@@ -42,8 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 13 (13: the client-malicious Gaussian's checked lattice cross term -- the other
-#: pins changed only through the version in the hello; 12: semi-honest compact models use the lattice inner product, pinned as
+#: pinned at PROTOCOL_VERSION 13 (13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
 #: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as

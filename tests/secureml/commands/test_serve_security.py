@@ -43,6 +43,9 @@ def test_default_is_client_malicious(models):
     assert _args(models["gaussian"]).security == "client-malicious"
     for kind in ("gaussian", "rff"):
         assert _load(_args(models[kind]), None).public.security == "client-malicious"
+    # both Gaussian cross terms have a client-malicious form (the lattice one with proven ciphertexts)
+    for cross in ("he", "ot"):
+        assert _load(_args(models["gaussian"], "--cross-term", cross), None).public.security == "client-malicious"
 
 
 @pytest.mark.parametrize("kind,extra,reason", [
