@@ -18,6 +18,7 @@ batch axes are allowed everywhere. :func:`ntt` evaluates at psi^(2i+1), i = 0..n
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -125,6 +126,7 @@ class Ring:
         return np.where(a >= b, a - b, a + self.p - b)
 
     def neg(self, a: np.ndarray) -> np.ndarray:
+        """-a mod p."""
         return np.where(a == 0, a, self.p - a)
 
     def from_signed(self, x: np.ndarray) -> np.ndarray:
@@ -201,12 +203,12 @@ class Ring:
             out[:, i, :] = np.concatenate(got).reshape(count, self.n)
         return out.reshape(*lead, self.k, self.n)
 
-    def cbd(self, rng, shape: tuple[int, ...]) -> np.ndarray:
+    def cbd(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Centred binomial error, eta = CBD_ETA, as int64 (|e| <= eta)."""
         bits = rng.random_bits((*shape, 2 * CBD_ETA)).astype(I64)
         return bits[..., :CBD_ETA].sum(axis=-1) - bits[..., CBD_ETA:].sum(axis=-1)
 
-    def ternary(self, rng, shape: tuple[int, ...]) -> np.ndarray:
+    def ternary(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Uniform in {-1, 0, 1} (bias 2^-63 from the reduction), int64."""
         return (rng.random_u64(shape) % U64(3)).astype(I64) - 1
 
