@@ -122,11 +122,6 @@ def _jmul(v: np.ndarray) -> np.ndarray:
     return 2 * c - c[-1]
 
 
-def _balanced(limbs: np.ndarray) -> np.ndarray:
-    """Limbs in [0, 2^16) -> limbs in [-2^15, 2^15): x = bal + C J with C = sum_b 2^15 2^(16 b)."""
-    return limbs.astype(np.float64) - float(1 << (LIMB - 1))
-
-
 def _fold(spec: np.ndarray, n: int) -> np.ndarray:
     """Inverse FFT of summed spectra (rows) -> exact negacyclic integer products (rows, n)."""
     y = np.fft.irfft(spec, 2 * n, axis=-1)
@@ -134,8 +129,8 @@ def _fold(spec: np.ndarray, n: int) -> np.ndarray:
     d = np.subtract(y, r, out=y)
     if max(d.max(), -d.min()) > 0.25:  # cannot happen for in-range inputs; never return a wrong product
         raise ProtocolError("lattice product lost float precision")
-    r = r.astype(np.int64)
-    return r[..., :n] - r[..., n:]
+    # negacyclic fold in float (exact: |values| < 2^50) and one conversion of the half-size result
+    return np.subtract(r[..., :n], r[..., n:]).astype(np.int64)
 
 
 class Ring:
@@ -146,16 +141,43 @@ class Ring:
         self.n, self.q_bits, self.L = rp.n, rp.q_bits, rp.limbs
         self.top_mask = (1 << (self.q_bits - LIMB * (self.L - 1))) - 1
         label = hashlib.blake2b(f"secureml-rlwe-crs-v1:{rp.n}:{rp.q_bits}".encode(), digest_size=16).digest()
-        self.p1 = self.uniform(SecureRandom(label))
-        self.p1_spec = np.fft.rfft(_balanced(self.p1), 2 * self.n, axis=-1)
         self.Q = 1 << self.q_bits
+        self.p1 = self.uniform(SecureRandom(label)).astype(np.int64)
+        self.p1_spec = self.spec16(self.p1)
+        self.p1_spec32 = self.spec32(self.p1)
 
     def uniform(self, rng: SecureRandom) -> np.ndarray:
-        """Uniform element of R_q as limbs (L, n) int64 in [0, 2^16)."""
-        limbs = np.frombuffer(rng.random_bytes(2 * self.L * self.n), dtype="<u2").reshape(self.L, self.n)
-        limbs = limbs.astype(np.int64)
-        limbs[-1] &= self.top_mask
+        """Uniform element of R_q as limbs (L, n) uint16 (the top limb masked to log q bits)."""
+        limbs = np.frombuffer(rng.random_bytes(2 * self.L * self.n), dtype="<u2").reshape(self.L, self.n).copy()
+        limbs[-1] &= np.uint16(self.top_mask)
         return limbs
+
+    def spec16(self, limbs: np.ndarray) -> np.ndarray:
+        """Spectra of the balanced 16-bit limbs (x = bal + C16 J, C16 = sum_b 2^15 2^(16 b))."""
+        return np.fft.rfft(limbs.astype(np.float64) - float(1 << 15), 2 * self.n, axis=-1)
+
+    def spec32(self, limbs: np.ndarray) -> np.ndarray:
+        """Spectra of balanced 32-bit limbs (x = bal + C32 J, C32 = sum_c 2^31 2^(32 c)): half the
+        transforms, for products with a ternary polynomial (|conv| <= n 2^31 stays exact)."""
+        L2 = -(-self.L // 2)
+        w = np.zeros((L2, self.n), dtype=np.float64)
+        w[: self.L // 2] = limbs[0:2 * (self.L // 2):2] + limbs[1:2 * (self.L // 2):2] * 65536.0
+        if self.L % 2:
+            w[-1] = limbs[-1]
+        return np.fft.rfft(w - float(1 << 31), 2 * self.n, axis=-1)
+
+    def normalize32(self, buckets: np.ndarray) -> np.ndarray:
+        """Signed int64 buckets of 32 bits (value sum_c buckets[c] 2^(32 c)) -> 16-bit limbs mod q."""
+        out = np.empty((self.L, self.n), dtype=np.int64)
+        carry = np.zeros(self.n, dtype=np.int64)
+        for c in range(buckets.shape[0]):
+            t = buckets[c] + carry
+            out[2 * c] = t & 0xFFFF
+            if 2 * c + 1 < self.L:
+                out[2 * c + 1] = (t >> 16) & 0xFFFF
+            carry = t >> 32
+        out[-1] &= self.top_mask
+        return out
 
     def normalize(self, buckets: np.ndarray) -> np.ndarray:
         """Signed int64 buckets (value sum_b buckets[b] 2^(16 b)) -> limbs in [0, 2^16) mod q."""
@@ -167,12 +189,6 @@ class Ring:
             carry = t >> LIMB
         out[-1] &= self.top_mask
         return out
-
-    def add_scaled(self, buckets: np.ndarray, v: np.ndarray, shift: int) -> None:
-        """buckets += v 2^shift (v small signed int64, |v| 2^(shift mod 16) < 2^47)."""
-        b, r = divmod(shift, LIMB)
-        if b < self.L:
-            buckets[b] += v << r
 
     def dot(self, limbs: np.ndarray, v: np.ndarray) -> int:
         """sum_i x_i v_i mod q for x as limbs (L, m) and small signed int64 v (m,): exact."""
@@ -221,30 +237,31 @@ class ClientKey:
         self.s_spec = np.fft.rfft(self.s.astype(np.float64), 2 * R.n)
         self.js = _jmul(self.s)
         self.s_rev = np.ascontiguousarray(self.s[::-1])  # (x s)[n-1] = sum_i x_i s_(n-1-i)
-        # pk0 = -(p1 s) + e_p with p1 s = p1_bal s + C J s
-        buckets = -_fold(R.p1_spec * self.s_spec, R.n)
-        for b in range(R.L):
-            buckets[b] -= self.js << (LIMB - 1)
-        buckets[0] += _cbd(rng, R.n)
-        self.pk0 = R.normalize(buckets)
+        # pk0 = -(p1 s) + e_p with p1 s = p1_bal s + C32 J s (32-bit limbs: s is ternary)
+        self.pk0 = R.normalize32(self._minus_times_s(R.p1_spec32, rng))
         self.pk0_bytes = R.to_bytes(self.pk0)
         self.key_id = hashlib.sha256(self.pk0_bytes).digest()[:KEY_ID_BYTES]
         self.keygen_s = time.perf_counter() - t0
 
     def encrypt(self, values: np.ndarray, delta_bits: int, rng: SecureRandom) -> tuple[bytes, bytes]:
-        """Step 1: (seed, c0 bytes) for integer values (F' <= n, each |v| 2^(delta_bits mod 16) < 2^47)."""
+        """Step 1: (seed, c0 bytes) for non-negative integer values (F' <= n, each < 2^40)."""
         R = self.ring
         seed = rng.random_bytes(SEED_BYTES)
-        a = R.uniform(SecureRandom(seed))
-        spec = np.fft.rfft(_balanced(a), 2 * R.n, axis=-1) * self.s_spec
-        buckets = -_fold(spec, R.n)
-        for b in range(R.L):
-            buckets[b] -= self.js << (LIMB - 1)
+        buckets = self._minus_times_s(R.spec32(R.uniform(SecureRandom(seed))), rng)
+        b, r = divmod(delta_bits, 32)  # + Delta Phi, split over two 32-bit buckets
+        v = np.asarray(values, dtype=np.int64)
+        buckets[b, : v.shape[0]] += (v & ((1 << (32 - r)) - 1)) << r
+        if b + 1 < buckets.shape[0]:
+            buckets[b + 1, : v.shape[0]] += v >> (32 - r)
+        return seed, R.to_bytes(R.normalize32(buckets))
+
+    def _minus_times_s(self, x_spec32: np.ndarray, rng: SecureRandom) -> np.ndarray:
+        """32-bit buckets of -(x s) + e for x given by its balanced 32-bit limb spectra."""
+        R = self.ring
+        buckets = -_fold(x_spec32 * self.s_spec, R.n)
+        buckets -= self.js << 31  # - C32 J s
         buckets[0] += _cbd(rng, R.n)
-        phi = np.zeros(R.n, dtype=np.int64)
-        phi[: values.shape[0]] = values
-        R.add_scaled(buckets, phi, delta_bits)
-        return seed, R.to_bytes(R.normalize(buckets))
+        return buckets
 
     def decrypt(self, v: int, top: np.ndarray) -> int:
         """Step 4: m = v + (c1' s)[n-1] mod q, as a signed integer."""
@@ -304,8 +321,7 @@ def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarr
     n, L = R.n, R.L
     u = _ternary(rng, n)
     u_spec = np.fft.rfft(u.astype(np.float64), 2 * n)
-    a = R.uniform(SecureRandom(seed))
-    a_spec = np.fft.rfft(_balanced(a), 2 * n, axis=-1)
+    a_spec = R.spec16(R.uniform(SecureRandom(seed)))
     # c1' = a W + p1 u + e1, with a = a_bal + C J and p1 = p1_bal + C J
     spec = R.p1_spec * u_spec
     for j, ws in pw.w_specs:
