@@ -250,7 +250,7 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         "handshake_bytes": cost.offline_bytes - ot_b - ext_b if ex.get("extend_bytes") is not None else None,
         "rounds": cost.rounds, "abs_error": abs(float(y[0]) - y_plain), "softspoken_k": ex.get("softspoken_k"),
         "out_bits": ex.get("out_bits"), "engine": ex.get("engine", "ot"), "keygen_s": ex.get("keygen_s"),
-        "key_sent": ex.get("key_sent"),
+        "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"),
     }
 
 
@@ -294,7 +294,12 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
     for model_name, path_kind, path, test in runs:
         # the OT path keeps its old key ("rff"); the lattice path is "rff/lattice"
         name = model_name if path_kind == "ot" else f"{model_name}/{path_kind}"
-        security = "semi-honest" if path_kind == "lattice" else None
+        security = "semi-honest" if path_kind.startswith("lattice") else None
+        from protocols.krr import linear_he
+
+        # "lattice": the next session's query-independent work between sessions (the default);
+        # "lattice-inline": all of it inside the session
+        linear_he.PREPARE_NEXT = path_kind != "lattice-inline"
         n_sessions = 1 + 2 + args.fresh_sessions + args.sessions
         q = ctx.Queue()
         proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
@@ -322,7 +327,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             proc.join(60)
             if proc.is_alive():
                 proc.kill()
-        if plan["engine"] != path_kind:
+        if plan["engine"] != path_kind.split("-")[0]:
             raise SystemExit(f"{model_name}: asked for the {path_kind} path, the server runs {plan['engine']}")
         result["models"][name] = {
             "model_file": path.name, "path": path_kind, "public_params": plan,
@@ -416,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="sessions per model without resumption, public map already cached (OT: fresh base OTs; "
                         "lattice: a fresh key made and sent, i.e. a client's first session)")
     g.add_argument("--models", default="rff,local", help="comma-separated: rff, local")
-    g.add_argument("--paths", default="ot,lattice",
+    g.add_argument("--paths", default="ot,lattice,lattice-inline",
                    help="comma-separated two-party paths: ot (client-malicious, checked OT extension), "
-                        "lattice (semi-honest, one RLWE ciphertext each way)")
+                        "lattice (semi-honest, one RLWE ciphertext each way; the next session's "
+                        "query-independent work done between sessions), lattice-inline (all of it in the session)")
     g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")
     g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
     g.add_argument("--precompute", action="store_true",

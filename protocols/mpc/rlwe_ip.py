@@ -247,7 +247,16 @@ class ClientKey:
         """Step 1: (seed, c0 bytes) for non-negative integer values (F' <= n, each < 2^40)."""
         R = self.ring
         seed = rng.random_bytes(SEED_BYTES)
-        buckets = self._minus_times_s(R.spec32(R.uniform(SecureRandom(seed))), rng)
+        return self.encrypt_with(self.mask(seed, rng), values, delta_bits)
+
+    def mask(self, seed: bytes, rng: SecureRandom) -> tuple[bytes, np.ndarray]:
+        """The query-independent part of step 1 for a seed: (seed, 32-bit buckets of -a s + e)."""
+        return seed, self._minus_times_s(self.ring.spec32(self.ring.uniform(SecureRandom(seed))), rng)
+
+    def encrypt_with(self, mask: tuple[bytes, np.ndarray], values: np.ndarray, delta_bits: int) -> tuple[bytes, bytes]:
+        """Step 1 from a mask made by :meth:`mask` (used once): c0 = -a s + e + Delta Phi."""
+        R = self.ring
+        seed, buckets = mask[0], mask[1].copy()
         b, r = divmod(delta_bits, 32)  # + Delta Phi, split over two 32-bit buckets
         v = np.asarray(values, dtype=np.int64)
         buckets[b, : v.shape[0]] += (v & ((1 << (32 - r)) - 1)) << r
@@ -314,9 +323,18 @@ def check_client_message(R: Ring, pk0: np.ndarray, c0s: list[np.ndarray]) -> Non
     belongs here."""
 
 
-def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,
-                 delta_bits: int, rng: SecureRandom) -> tuple[int, np.ndarray]:
-    """Steps 2-3 for one query: (v, top 64 bits of c1')."""
+@dataclass
+class Rerandomised:
+    """The query-independent half of a reply for one seed: the top 64 bits of c1' = a W + p1 u + e1
+    and (pk0 u)[n-1]; used once (a second use would give two answers the same u)."""
+
+    seed: bytes
+    top: np.ndarray
+    pku: int
+
+
+def server_prepare(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, rng: SecureRandom) -> Rerandomised:
+    """Step 2's products that need only the seed of a (not c0): computable before the query arrives."""
     R = pw.ring
     n, L = R.n, R.L
     u = _ternary(rng, n)
@@ -327,18 +345,26 @@ def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarr
     for j, ws in pw.w_specs:
         spec[j:] += a_spec[: L - j] * ws
     buckets = _fold(spec, n)
-    extra = pw.cjw + (_jmul(u) << (LIMB - 1))
-    buckets += extra
+    buckets += pw.cjw + (_jmul(u) << (LIMB - 1))
     buckets[0] += _cbd(rng, n)
-    top = R.top64(R.normalize(buckets))
-    # v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood
+    return Rerandomised(seed, R.top64(R.normalize(buckets)), R.dot(pk0, np.ascontiguousarray(u[::-1])))
+
+
+def server_finish(pw: PreparedWeights, prep: Rerandomised, c0: np.ndarray, const: int, delta_bits: int,
+                  rng: SecureRandom) -> int:
+    """Step 2's query-dependent part: v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood."""
+    R = pw.ring
     b = pw.flood_bits()
     flood = int.from_bytes(rng.random_bytes(16), "little") % ((1 << (b + 1)) + 1) - (1 << b)
     e0 = int(_cbd(rng, 1)[0])
-    wv = np.zeros(n, dtype=np.int64)
-    wv[: pw.w.shape[0]] = pw.w
-    v = (R.dot(c0, wv) + R.dot(pk0, u[::-1].copy()) + e0 + (const << delta_bits) + flood) % R.Q
-    return v, top
+    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + prep.pku + e0 + (const << delta_bits) + flood) % R.Q
+
+
+def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,
+                 delta_bits: int, rng: SecureRandom) -> tuple[int, np.ndarray]:
+    """Steps 2-3 for one query: (v, top 64 bits of c1')."""
+    prep = server_prepare(pw, pk0, seed, rng)
+    return server_finish(pw, prep, c0, const, delta_bits, rng), prep.top
 
 
 class KeyStore:

@@ -62,7 +62,8 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
         p1, c1 = predict(addr, featurize=molecules_featurizer(test.subset([0])))
         p2, c2 = predict(addr, featurize=molecules_featurizer(test.subset([1, 2])))
         real = linear_he._request
-        monkeypatch.setattr(linear_he, "_request", lambda key, with_pk, cts: real(key, with_pk, cts)[:-1] + [b"junk"])
+        monkeypatch.setattr(linear_he, "_request", lambda key, with_pk, cts, nxt=None: real(key, with_pk, cts)[:-1]
+                            + [b"junk"])
         with pytest.raises(SecureMLError):
             predict(addr, featurize=molecules_featurizer(test.subset([3])), retries=0)
         monkeypatch.setattr(linear_he, "_request", real)
@@ -73,6 +74,8 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
             proc.kill()
     np.testing.assert_allclose(np.r_[p1, p2, p4], mm.predict(test), atol=ERROR_BUDGET)
     assert c1.extra["engine"] == "lattice" and c2.extra["resumed"] and c4.extra["resumed"]
+    # the seed announced in session 1 was prepared between sessions on both sides and used once
+    assert not c1.extra["prepared"] and c2.extra["prepared"]
     # the first session with this server carries the public key (one polynomial); later ones do not
     assert abs(c1.bytes_sent - c4.bytes_sent - 57_344) < 200
     # after the handshake one message each way (4 rounds in all, public model cached)
@@ -107,10 +110,12 @@ def test_server_errors_are_one_line_and_name_no_query(rff_model, tmp_path, monke
     feat = molecules_featurizer(test.subset([0]))
     real = linear_he._request
     cases = {
-        "wrong size": (lambda key, pk, cts: real(key, pk, cts)[:-1] + [b"\0" * 100], r"expected \d+ bytes, got \d+"),
-        "bad key id": (lambda key, pk, cts: [real(key, True, cts)[0], b"\1" * 16] + real(key, True, cts)[2:],
+        "wrong size": (lambda key, pk, cts, nxt=None: real(key, pk, cts)[:-1] + [b"\0" * 100],
+                       r"expected \d+ bytes, got \d+"),
+        "bad key id": (lambda key, pk, cts, nxt=None: [real(key, True, cts)[0], b"\1" * 16] + real(key, True, cts)[2:],
                        "key id does not match"),
-        "out of range": (lambda key, pk, cts: real(key, pk, cts)[:-1] + [b"\xff" * len(cts[-1][1])], "out of range"),
+        "out of range": (lambda key, pk, cts, nxt=None: real(key, pk, cts)[:-1] + [b"\xff" * len(cts[-1][1])],
+                         "out of range"),
     }
     for name, (fake, message) in cases.items():
         monkeypatch.setattr(linear_he, "_request", fake)
