@@ -290,54 +290,68 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
         result["local_model_mae_kcal_mol"] = models.pop("local_mae")
     ctx = mp.get_context("spawn")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    runs = [(name, path_kind, path, test) for name, (path, test) in models.items() for path_kind in paths]
-    for model_name, path_kind, path, test in runs:
-        # the OT path keeps its old key ("rff"); the lattice path is "rff/lattice"
-        name = model_name if path_kind == "ot" else f"{model_name}/{path_kind}"
-        security = "semi-honest" if path_kind.startswith("lattice") else None
-        from protocols.krr import linear_he
+    from protocols.krr import linear_he
 
-        # "lattice": the next session's query-independent work between sessions (the default);
-        # "lattice-inline": all of it inside the session
-        linear_he.PREPARE_NEXT = path_kind != "lattice-inline"
+    for model_name, (path, test) in models.items():
+        # every path's server runs at once and the sessions alternate between paths, so that all
+        # paths see the same machine load (this machine is shared); the OT path keeps its old key
+        # ("rff"), the others are "rff/lattice", "rff/lattice-inline"
+        servers: dict[str, dict[str, Any]] = {}
         n_sessions = 1 + 2 + args.fresh_sessions + args.sessions
-        q = ctx.Queue()
-        proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
-                                                    security), daemon=True)
-        proc.start()
-        plan = q.get(timeout=600)
-        port = q.get(timeout=600)
+        for kind in paths:
+            q = ctx.Queue()
+            security = "semi-honest" if kind.startswith("lattice") else None
+            proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
+                                                        security), daemon=True)
+            proc.start()
+            servers[kind] = {"proc": proc, "plan": q.get(timeout=600), "port": q.get(timeout=600),
+                             "cache": tempfile.mkdtemp(prefix="secureml-cache-")}
+            if servers[kind]["plan"]["engine"] != kind.split("-")[0]:
+                raise SystemExit(f"{model_name}: asked for the {kind} path, the server runs {servers[kind]['plan']}")
         mm = MolecularModel.load(path)
-        cache = tempfile.mkdtemp(prefix="secureml-cache-")
         old_cache = os.environ.get("SECUREML_CACHE")
-        os.environ["SECUREML_CACHE"] = cache  # a client that has never seen this server
+
+        def session(kind: str, i: int, resume: bool) -> dict[str, Any]:
+            os.environ["SECUREML_CACHE"] = servers[kind]["cache"]  # first contact: a client new to the server
+            # "lattice": the next session's query-independent work between sessions (the default);
+            # "lattice-inline": all of it inside the session
+            linear_he.PREPARE_NEXT = kind != "lattice-inline"
+            return _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume)
+
+        rows: dict[str, dict[str, Any]] = {k: {"fresh": [], "resumed": []} for k in paths}
         try:
-            cold = _db_session(port, mm, test.subset([0]), resume=True)
+            cold = {k: session(k, 0, True) for k in paths}
             for i in range(2):  # warm-up: imports, allocator, caches (not reported)
-                _db_session(port, mm, test.subset([1 + i]), resume=True)
-            fresh = [_db_session(port, mm, test.subset([3 + i]), resume=False)
-                     for i in tqdm(range(args.fresh_sessions), desc=f"{name}: fresh base OTs", leave=False)]
-            resumed = [_db_session(port, mm, test.subset([3 + i]), resume=True)
-                       for i in tqdm(range(args.sessions), desc=f"{name}: resumed sessions", leave=False)]
+                for k in paths:
+                    session(k, 1 + i, True)
+            for i in tqdm(range(args.fresh_sessions), desc=f"{model_name}: fresh sessions", leave=False):
+                for k in paths:
+                    rows[k]["fresh"].append(session(k, 3 + i, False))
+            for i in tqdm(range(args.sessions), desc=f"{model_name}: resumed sessions", leave=False):
+                for k in paths:
+                    rows[k]["resumed"].append(session(k, 3 + i, True))
         finally:
+            linear_he.PREPARE_NEXT = True
             if old_cache is None:
                 os.environ.pop("SECUREML_CACHE", None)
             else:
                 os.environ["SECUREML_CACHE"] = old_cache
-            proc.join(60)
-            if proc.is_alive():
-                proc.kill()
-        if plan["engine"] != path_kind.split("-")[0]:
-            raise SystemExit(f"{model_name}: asked for the {path_kind} path, the server runs {plan['engine']}")
-        result["models"][name] = {
-            "model_file": path.name, "path": path_kind, "public_params": plan,
-            "cold": cold, "fresh": _summary(fresh) if fresh else None, "resumed": _summary(resumed),
-            "sessions": {"fresh": fresh, "resumed": resumed},
-        }
-        r = result["models"][name]["resumed"]
-        tqdm.write(f"{name}: resumed {1e3 * r['total_s']:.1f} ms vs plaintext {1e3 * r['plaintext_s']:.2f} ms "
-                   f"(ratio {r['ratio']:.1f}, max {r['ratio_max']:.1f}), {r['bytes'] / 1e6:.3f} MB; "
-                   f"cold {1e3 * cold['total_s']:.0f} ms {cold['bytes'] / 1e6:.2f} MB")
+            for srv in servers.values():
+                srv["proc"].join(60)
+                if srv["proc"].is_alive():
+                    srv["proc"].kill()
+        for kind in paths:
+            name = model_name if kind == "ot" else f"{model_name}/{kind}"
+            fresh, resumed = rows[kind]["fresh"], rows[kind]["resumed"]
+            result["models"][name] = {
+                "model_file": path.name, "path": kind, "public_params": servers[kind]["plan"],
+                "cold": cold[kind], "fresh": _summary(fresh) if fresh else None, "resumed": _summary(resumed),
+                "sessions": {"fresh": fresh, "resumed": resumed},
+            }
+            r = result["models"][name]["resumed"]
+            tqdm.write(f"{name}: resumed {1e3 * r['total_s']:.1f} ms vs plaintext {1e3 * r['plaintext_s']:.2f} ms "
+                       f"(ratio {r['ratio']:.1f}, max {r['ratio_max']:.1f}), {r['bytes'] / 1e6:.3f} MB; "
+                       f"cold {1e3 * cold[kind]['total_s']:.0f} ms {cold[kind]['bytes'] / 1e6:.2f} MB")
     return result
 
 

@@ -152,11 +152,12 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
     return parts
 
 
-# masks for the client's next session, by key id: (seed, thread, box with the mask when done)
-_NEXT_MASKS: dict[bytes, tuple[bytes, threading.Thread, dict[str, Any]]] = {}
+# masks for the client's next session with a server, by (server, key id): (seed, thread, box
+# with the mask when done); each is announced to that server only and used once
+_NEXT_MASKS: dict[tuple[str, bytes], tuple[bytes, threading.Thread, dict[str, Any]]] = {}
 
 
-def _prepare_mask(key: rlwe_ip.ClientKey, seed: bytes) -> None:
+def _prepare_mask(server_key: str, key: rlwe_ip.ClientKey, seed: bytes) -> None:
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -164,13 +165,13 @@ def _prepare_mask(key: rlwe_ip.ClientKey, seed: bytes) -> None:
 
     t = threading.Thread(target=run, daemon=True, name="lattice-mask")
     with _CLIENT_LOCK:
-        _NEXT_MASKS[key.key_id] = (seed, t, box)
+        _NEXT_MASKS[(server_key, key.key_id)] = (seed, t, box)
     t.start()
 
 
-def _take_mask(key: rlwe_ip.ClientKey) -> tuple[bytes, np.ndarray] | None:
+def _take_mask(server_key: str, key: rlwe_ip.ClientKey) -> tuple[bytes, np.ndarray] | None:
     with _CLIENT_LOCK:
-        hit = _NEXT_MASKS.pop(key.key_id, None)
+        hit = _NEXT_MASKS.pop((server_key, key.key_id), None)
     if hit is None:
         return None
     hit[1].join()
@@ -188,9 +189,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     key, new = client_key(rp, fresh=not resume)
     keygen_s = key.keygen_s if new else 0.0
     with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
-    mask = _take_mask(key) if resume else None  # announced to this server in an earlier session
-    if mask is not None and (server_key, key.key_id, mask[0]) not in _ANNOUNCED:
-        mask = None  # announced to another server: still secret, but this one prepared nothing for it
+    mask = _take_mask(server_key, key) if resume else None  # announced to this server last session
     cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
     next_seed = party.rng.random_bytes(rlwe_ip.SEED_BYTES) if resume and PREPARE_NEXT else None
@@ -216,13 +215,9 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         top = np.frombuffer(rec[16:], dtype="<u8")
         out[i] = key.decrypt(v, top) / scale
     if next_seed is not None:  # the next session's mask, made between sessions
-        _ANNOUNCED.add((server_key, key.key_id, next_seed))
-        _prepare_mask(key, next_seed)
+        _prepare_mask(server_key, key, next_seed)
     return out, {"out_bits": pp.output_bits, "engine": "lattice", "key_sent": with_pk, "keygen_s": keygen_s,
                  "resumed": not with_pk, "prepared": mask is not None, "client_crypto_s": time.perf_counter() - t0}
-
-
-_ANNOUNCED: set[tuple[str, bytes, bytes]] = set()
 
 
 # ---- server ---------------------------------------------------------------------------------------
