@@ -144,3 +144,31 @@ def test_server_that_forgot_the_key_asks_again(rff_model, tmp_path, monkeypatch)
     # unlinkable sessions: a fresh key every time, always sent
     (_, fresh, _), _ = _in_process(served, feat, resume_ot=False)
     assert fresh.extra["key_sent"] and fresh.extra["keygen_s"] > 0
+
+
+@pytest.mark.slow
+def test_cli_serves_a_compact_model_semi_honest_with_the_lattice_path(rff_model, tmp_path):
+    """`secureml serve --security semi-honest` + `secureml predict` (two subprocesses)."""
+    import json
+    import subprocess
+    import sys
+
+    from protocols.krr.runner import start_serve_process
+    from secureml.data import write_extxyz
+
+    mm, test = rff_model
+    path = mm.save(tmp_path / "rff.npz")
+    write_extxyz(test.subset([0, 1]), tmp_path / "q.xyz")
+    head: list[str] = []
+    proc, port = start_serve_process([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path), "--port",
+                                      "0", "--max-sessions", "1", "--security", "semi-honest"], head=head)
+    try:
+        out = subprocess.run([sys.executable, "-m", "secureml.cli", "predict", "--server", f"127.0.0.1:{port}",
+                              "--xyz", str(tmp_path / "q.xyz"), "--json", str(tmp_path / "out.json")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        got = [r["prediction"] for r in json.loads((tmp_path / "out.json").read_text())["predictions"]]
+        np.testing.assert_allclose(got, mm.predict(test.subset([0, 1])), atol=ERROR_BUDGET)
+        assert "security=semi-honest" in "".join(head)
+    finally:
+        proc.kill()
