@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
                    "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
-                   "models; the Gaussian one runs the OT cross term and has no output defenses yet; a "
-                   "Laplacian-kernel model has no such protocol and is refused at start-up); semi-honest: the "
+                   "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
+                   "ot, and has no output defenses yet; a Laplacian-kernel model has no such protocol and is "
+                   "refused at start-up); semi-honest: the "
                    "cheaper protocols for clients that run our code unmodified (a modified client can extract "
                    "the weights; compact models then use the lattice inner product, docs/compact-models.md); auto: client-malicious where the model kind and options have a protocol, else "
                    "semi-honest with a warning (docs/malicious.md)")
@@ -62,11 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
-                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
-                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
-                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'. Compact models "
-                   "with --security semi-honest: the lattice inner product (one RLWE ciphertext each way, "
-                   "numpy only) unless 'ot'")
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
+                   "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
+                   "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto' (default): 'he' where TenSEAL is installed (always for "
+                   "client-malicious), else 'ot'. Compact models with --security semi-honest: the lattice "
+                   "inner product (one RLWE ciphertext each way, numpy only) unless 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
         "answer; the mechanism is announced to it) and per-client query limits; docs/defenses.md")
@@ -128,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     if model.public.kind == "krr-gaussian" and model.public.security == "client-malicious":
         from protocols.krr import gaussian_malicious
 
-        model.public.cross_term = "ot"
+        # the lattice cross term with the client's ciphertexts proven well formed (pure numpy: no
+        # TenSEAL needed), or the OT one on request
+        model.public.cross_term = "ot" if args.cross_term == "ot" else "he"
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
@@ -206,8 +210,6 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
         reason = f"{model.public.kind} models have no client-malicious protocol yet"
     elif model.public.kind == "krr-gaussian" and (args.round_to is not None or args.noise):
         reason = "output defenses (--round-to/--noise) are not part of the client-malicious Gaussian protocol yet"
-    elif model.public.kind == "krr-gaussian" and args.cross_term == "he":
-        reason = "--cross-term he cannot be client-malicious (a client's ciphertexts are not checked)"
     if reason is None:
         return model
     if args.security == "auto":

@@ -42,7 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 12 (12: semi-honest compact models use the lattice inner product, pinned as
+#: pinned at PROTOCOL_VERSION 13 (13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
 #: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
@@ -55,13 +55,13 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565191, "4cd3cbc824036f1e649c4d6ebeebdcd0b8f2462fe4c4a00dfe9908a841c1f4a9"),
-    "krr-laplacian": (96, 75406, "8cc3c77d06b7001db5652a9f16649e6268c5f5fa13bdbb8ed6ecd25dc4fdf3d8"),
-    "krr-gaussian/client-malicious": (448, 1020841, "a95fd6afea298f157877f06a23e165b6d9f9e02cd87c3e9b85961895d80656a4"),
+    "krr-gaussian": (66, 1565191, "d39bc4368d18bdcdfbb91b8f0f911a71abd330d66abe2bf6d1f42614dc7a4374"),
+    "krr-laplacian": (96, 75406, "cf61e167bb2d47c5c927ed1db57fbe2c48b1f6eb0cbbe7355a00e22646a2d7bb"),
+    "krr-gaussian/client-malicious": (482, 9823850, "3fd355d93b02329f309cb9badac30d97856147cb249efb145962eaa4db07eb26"),
     "linear": (23, 32950, "360e9818c53b903347a358f91c9962fc81b35871a7651b8ec62ecaa46104a246"),
     "linear/semi-honest": (6, 238379, "e67f791377da2e070b3d7023c81944325f20f447644336ae0d1d5ced133ab40c"),
 }
-PINNED_VERSION = 12
+PINNED_VERSION = 13
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

@@ -43,12 +43,14 @@ def test_default_is_client_malicious(models):
     assert _args(models["gaussian"]).security == "client-malicious"
     for kind in ("gaussian", "rff"):
         assert _load(_args(models[kind]), None).public.security == "client-malicious"
+    # both Gaussian cross terms have a client-malicious form (the lattice one with proven ciphertexts)
+    for cross in ("he", "ot"):
+        assert _load(_args(models["gaussian"], "--cross-term", cross), None).public.security == "client-malicious"
 
 
 @pytest.mark.parametrize("kind,extra,reason", [
     ("laplacian", (), "krr-laplacian models have no client-malicious protocol"),
     ("gaussian", ("--round-to", "1"), "output defenses"),
-    ("gaussian", ("--cross-term", "he"), "--cross-term he cannot be client-malicious"),
 ])
 def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     with pytest.raises(SecureMLError, match=reason) as err:
