@@ -15,8 +15,10 @@ statistically independent of w up to 2^-41, and nothing else (see :mod:`protocol
 A client that sends ill-formed polynomials (not RLWE samples with small noise) can learn more
 than its prediction -- the flood is sized for honest noise, and a rigged public key can undo the
 re-randomisation of c1' -- so client-malicious sessions keep the checked OT path
-(:mod:`protocols.krr.linear`) until a proof of well-formedness is checked in
-:func:`protocols.mpc.rlwe_ip.check_client_message` (before the server computes anything).
+(:mod:`protocols.krr.linear`). A proof of well-formedness would be checked in
+:func:`protocols.mpc.rlwe_ip.check_client_message` (before the server computes anything); the one
+merged for the Gaussian cross term (:mod:`protocols.mpc.bfv_proof`) commits its witness with more
+checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md).
 
 Protocol (after the handshake; client = role 1, server = role 0), two messages:
   0. keys: the client's secret key and public key pk0 are made once per process and ring
@@ -39,6 +41,7 @@ import hashlib
 import struct
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -103,6 +106,7 @@ def fits(w: np.ndarray, pp: PublicParams, out_bits: int) -> float | None:
     return err if err <= MAX_ERROR and delta_bits(pp, out_bits) > rlwe_ip.LIMB else None
 
 
+# by the served model's identity; the weak reference drops the entry with the model
 _PREPARED: dict[int, tuple[Any, PreparedModel]] = {}
 _PREP_LOCK = threading.Lock()
 #: the server's copy of clients' public keys (one per server process)
@@ -113,10 +117,10 @@ def prepared(model: Any) -> PreparedModel:
     """The served model's :class:`PreparedModel`, made on first use and kept with it."""
     with _PREP_LOCK:
         hit = _PREPARED.get(id(model))
-        if hit is not None and hit[0] is model:
+        if hit is not None and hit[0]() is model:
             return hit[1]
         pm = PreparedModel(model.compact.weights, model.compact.offset, model.public, model.compact.out_bits)
-        _PREPARED[id(model)] = (model, pm)
+        _PREPARED[id(model)] = (weakref.ref(model, lambda _, key=id(model): _PREPARED.pop(key, None)), pm)
         return pm
 
 

@@ -52,7 +52,7 @@ Threat model (semi-honest; see also docs/compact-models.md):
   (e.g. a huge e, or a pk0 that makes (pk0 u)[k] reveal u) breaks the flooding bound or the
   re-randomisation. The server's :func:`check_client_message` runs before it computes anything:
   today it checks sizes and ranges only; a zero-knowledge proof that pk0 and c0 are well formed
-  (short s, e, e_p; ``protocols/mpc/bfv_proof.py`` on the ``malicious`` branch) slots in there.
+  (short s, e, e_p; e.g. :mod:`protocols.mpc.bfv_proof`, adapted to this encoding) slots in there.
 """
 from __future__ import annotations
 
