@@ -44,13 +44,20 @@ class Settings:
     lambda_min: float = 0.05
     init_noise: float = 1e-2
     prior_weight: float = 1.0
+    reseed_every: int = 250  # duplicate re-seeding period of the attack (KKTConfig.reseed_every); 0 = off
     seed: int = 0
+    attack_seed: int | None = None  # seed of the candidates' initialisation; None = ``seed`` (the victim's)
+    snapshot_at: tuple[int, ...] = ()  # attack steps at which the candidates are also scored and saved
+    multiclass_pairs: str = "all"  # KKTConfig.multiclass_pairs: "all" competing classes or the "strongest"
     device: str = "auto"
 
     def attack_config(self, n_train: int, task: str = "binary") -> KKTConfig:
         return KKTConfig(n_candidates=max(2, int(round(self.candidates_per_point * n_train))), steps=self.steps,
                          lr_x=self.lr, lr_lambda=self.lr, lambda_min=self.lambda_min,
-                         init_scale=self.init_noise, prior_weight=self.prior_weight, task=task, seed=self.seed)
+                         init_scale=self.init_noise, prior_weight=self.prior_weight, task=task,
+                         reseed_every=self.reseed_every, snapshot_at=tuple(self.snapshot_at),
+                         multiclass_pairs=self.multiclass_pairs,
+                         seed=self.seed if self.attack_seed is None else self.attack_seed)
 
 
 def _json(obj):
@@ -248,7 +255,8 @@ def score_images(task: BinaryTask, held: np.ndarray, cand_centred: np.ndarray, s
     base_noise = _ssim_block(task.raw, task.X, noise, task.mean, shape)
     base_held = _ssim_block(task.raw, task.X, held - task.mean, task.mean, shape)
     beats = int((res["ncc"] > base_held["ncc"]).sum())
-    return {"result": res, "noise": base_noise, "heldout": base_held, "n_beats_heldout": beats}
+    return {"result": res, "noise": base_noise, "heldout": base_held, "n_beats_heldout": beats,
+            "noise_n_beats_heldout": int((base_noise["ncc"] > base_held["ncc"]).sum())}
 
 
 _DROP = ("index", "ncc", "ssim", "ssim_centred")
@@ -296,9 +304,14 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
                       "heldout_ncc": base_held["ncc"], "heldout_ssim": base_held["ssim"],
                       "noise_ssim": base_noise["ssim"], "label": task.y, "digit": task.classes},
     }
+    # Earlier points of the same trajectory (not independent runs): what a shorter run would have found.
+    summary["snapshots"] = [_snapshot_row(step, score_images(task, held, xs, s.seed))
+                            for step, xs in sorted(rec.snapshots.items())]
     write_json(out_dir / f"{name}.json", summary)
+    meta = {"dataset": dataset, "split": split, "n_train": n_train, "seed": s.seed, "settings": asdict(s)}
     np.savez_compressed(out_dir / f"{name}_reconstructions.npz", x=rec.x + task.mean, lam=rec.lam, y=rec.y,
-                        train=task.raw, match=res["index"])
+                        train=task.raw, match=res["index"], meta=json.dumps(_json(meta)),
+                        **{f"snapshot_{step}": xs + task.mean for step, xs in rec.snapshots.items()})
     pairs = summary["baseline_pairs"]["same_class_pairs"]["fraction_ssim_gt_0.4"]
     side = "x".join(str(v) for v in task.shape)
     what = (f"{side} real MNIST" if dataset == "mnist" else "scikit-learn 8x8 digits (not MNIST)") + \
@@ -314,12 +327,21 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     return summary
 
 
+def _snapshot_row(step: int, sc: dict) -> dict:
+    r = sc["result"]
+    return {"step": int(step), "n_beats_heldout": sc["n_beats_heldout"], "n_ssim_gt_0.4": r["n_ssim_gt_0.4"],
+            "ssim_median": r["ssim_median"], "n_ssim_centred_gt_0.4": r["n_ssim_centred_gt_0.4"],
+            "n_ncc_gt_0.9": r["n_ncc_gt_0.9"]}
+
+
 def parse_grid(text: str) -> dict[str, list[float]]:
     """``"lambda_min=0.05,0.2;lr=0.01,0.1"`` -> {"lambda_min": [0.05, 0.2], "lr": [0.01, 0.1]}.
 
-    Keys are :class:`Settings` attack fields: lambda_min, lr, init_noise, candidates_per_point, steps.
+    Keys are :class:`Settings` attack fields: lambda_min, lr, init_noise, candidates_per_point, steps,
+    prior_weight, reseed_every, attack_seed (several seeds of one setting: ``attack_seed=1,2,3``).
     """
-    allowed = {"lambda_min", "lr", "init_noise", "candidates_per_point", "steps", "prior_weight"}
+    allowed = {"lambda_min", "lr", "init_noise", "candidates_per_point", "steps", "prior_weight", "reseed_every",
+               "attack_seed"}
     grid: dict[str, list[float]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         key, _, vals = part.partition("=")
@@ -338,8 +360,10 @@ def run_sweep(out_dir: Path, s: Settings, grid: dict[str, list[float]], n_train:
     """Attack one victim with every combination of ``grid`` (a small version of Haim et al.'s sweep).
 
     The victim is trained once (or loaded from ``cache``); each setting is scored with
-    :func:`score_images` (attack beside noise and nearest held-out). Writes ``sweep.json`` and
-    ``sweep.csv``; returns the rows and the best setting by ``n_beats_heldout`` (ties: median SSIM).
+    :func:`score_images` (attack beside noise and nearest held-out). Writes ``sweep.json``,
+    ``sweep.csv`` and every setting's candidates (``sweep_candidates/row_<i>.npz``, for
+    :mod:`attacks.kkt.aggregate`); returns the rows and the best setting by ``n_beats_heldout``
+    (ties: median SSIM).
     """
     import csv
     import itertools
@@ -355,8 +379,12 @@ def run_sweep(out_dir: Path, s: Settings, grid: dict[str, list[float]], n_train:
     dev = resolve_device(s.device)
     keys = list(grid)
     rows = []
-    for combo in tqdm(list(itertools.product(*(grid[k] for k in keys))), desc="sweep", disable=not progress):
-        st = Settings(**{**asdict(s), **{k: (int(v) if k == "steps" else v) for k, v in zip(keys, combo)}})
+    ints = ("steps", "reseed_every", "attack_seed")
+    cand_dir = out_dir / "sweep_candidates"
+    cand_dir.mkdir(exist_ok=True)
+    for i, combo in enumerate(tqdm(list(itertools.product(*(grid[k] for k in keys))), desc="sweep",
+                                   disable=not progress)):
+        st = Settings(**{**asdict(s), **{k: (int(v) if k in ints else v) for k, v in zip(keys, combo)}})
         t0 = time.perf_counter()
         rec = reconstruct(model, task.lower, task.upper, st.attack_config(task.n, "multiclass" if multi else "binary"),
                           device=dev)
@@ -367,6 +395,9 @@ def run_sweep(out_dir: Path, s: Settings, grid: dict[str, list[float]], n_train:
                      "n_ssim_gt_0.4": r["n_ssim_gt_0.4"], "ssim_median": r["ssim_median"],
                      "n_ncc_gt_0.9": r["n_ncc_gt_0.9"], "noise_n_ssim_gt_0.4": sc["noise"]["n_ssim_gt_0.4"],
                      "heldout_n_ssim_gt_0.4": sc["heldout"]["n_ssim_gt_0.4"], "attack_s": time.perf_counter() - t0})
+        meta = {"dataset": dataset, "split": split, "n_train": n_train, "seed": s.seed, "settings": asdict(st)}
+        np.savez_compressed(cand_dir / f"row_{i}.npz", x=rec.x + task.mean, lam=rec.lam, y=rec.y, train=task.raw,
+                            meta=json.dumps(_json(meta)))
     best = max(rows, key=lambda r: (r["n_beats_heldout"], r["ssim_median"]))
     summary = {"experiment": "sweep", "dataset": dataset, "split": split, "n_train": n_train,
                "settings": asdict(s), "grid": grid, "training": rep, "train_s": train_s,
