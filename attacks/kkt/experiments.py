@@ -241,6 +241,44 @@ def true_kkt_floor(model: HomogeneousMLP, task: BinaryTask, weight_decay: float,
     return float(num / den)
 
 
+def multiclass_floor(model: HomogeneousMLP, task: BinaryTask, weight_decay: float, class_labels: np.ndarray) -> dict:
+    """Why one competing class per candidate cannot fit a trained multiclass network.
+
+    With weight decay the stationarity equation of cross-entropy fixes one multiplier per (training
+    point, competing class): lambda_ik = p_ik / (n wd) (on the attack's scale ||theta|| = 1: times
+    ||theta||). Reported: the relative KKT residual of the true training set (1) with all pairs (the
+    floor, as :func:`true_kkt_floor`), (2) with a single term against the strongest competitor carrying
+    the whole multiplier sum_k lambda_ik (the former ``multiclass_pairs="strongest"`` form); the share
+    of the strongest competitor in the competing softmax mass; the multipliers' quantiles at
+    ||theta|| = 1 (what ``lambda_min`` is compared with).
+    """
+    import torch
+
+    from attacks.kkt.attack import kkt_loss_grad_outputs, multiclass_signs, pair_coefficients
+
+    p0 = next(model.parameters())
+    X = torch.as_tensor(task.X, dtype=p0.dtype, device=p0.device)
+    lab = torch.as_tensor(np.asarray(class_labels), device=p0.device).long()
+    n = len(X)
+    with torch.no_grad():
+        out = model(X)
+        p = torch.softmax(out, 1).scatter(1, lab[:, None], 0.0)  # competing classes only
+        norm = float(torch.sqrt(sum((q.detach() ** 2).sum() for q in model.parameters())))
+        lam = p / (n * weight_decay) * norm  # multipliers on the attack's scale, ||theta|| = 1
+        scale = 1.0 / norm  # theta / ||theta||, as the attack's normalised copy
+        weights = [lin.weight.detach() * scale for lin in model.layers]
+        r_all, _, _ = kkt_loss_grad_outputs(weights, X, pair_coefficients(lam, lab))
+        sign = multiclass_signs(out, lab)
+        one = sign * lam.sum(1, keepdim=True)
+        r_one, _, _ = kkt_loss_grad_outputs(weights, X, one)
+        share = (p.max(1).values / p.sum(1).clamp_min(1e-300)).cpu().numpy()
+    tot = lam.sum(1).cpu().numpy()
+    return {"residual_all_pairs": float(r_all), "residual_strongest_only": float(r_one),
+            "strongest_share_quantiles_10_50_90": np.quantile(share, [0.1, 0.5, 0.9]),
+            "lambda_sum_quantiles_0_10_50_90": np.quantile(tot, [0.0, 0.1, 0.5, 0.9]),
+            "lambda_pair_median": float(np.median(lam.cpu().numpy()[p.cpu().numpy() > 0]))}
+
+
 def score_images(task: BinaryTask, held: np.ndarray, cand_centred: np.ndarray, seed: int) -> dict:
     """Haim et al.'s metric and its baselines for one set of candidates (centred space).
 
@@ -294,6 +332,7 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
         "n_train": n_train, "split": split, "input_dim": int(task.X.shape[1]), "n_heldout": int(len(held)),
         "settings": asdict(s), "attack": rec_summary(rec), "training": rep, "timing": timing,
         "true_data_kkt_residual": floor,
+        "multiclass_floor": multiclass_floor(model, task, s.weight_decay, labels) if multi and s.weight_decay else None,
         "result": {k: v for k, v in res.items() if k not in _DROP},
         "baseline_noise": {k: v for k, v in base_noise.items() if k not in _DROP},
         "baseline_heldout": {k: v for k, v in base_held.items() if k not in _DROP},

@@ -140,6 +140,13 @@ def test_multiclass_all_pairs_fits_where_one_competitor_cannot():
     lab = np.arange(9) % 3
     model = HomogeneousMLP(40, (60, 60), seed=0, out_dim=3)
     train_multiclass(model, z - mu, lab, steps=200, lr=1e-3, weight_decay=1e-3, lbfgs_steps=100)
+    from attacks.kkt.datasets import BinaryTask
+    from attacks.kkt.experiments import multiclass_floor, true_kkt_floor
+
+    task = BinaryTask(X=z - mu, y=lab.astype(float), raw=z, mean=mu, lower=-mu, upper=1 - mu)
+    fl = multiclass_floor(model, task, 1e-3, lab)
+    assert fl["residual_all_pairs"] == pytest.approx(true_kkt_floor(model, task, 1e-3, lab), rel=1e-6)
+    assert fl["residual_all_pairs"] < 0.01 < fl["residual_strongest_only"]
     base = dict(n_candidates=18, steps=400, init_scale=0.01, lambda_min=0.05, task="multiclass", seed=0)
     full = reconstruct(model, -mu, 1 - mu, KKTConfig(**base))
     one = reconstruct(model, -mu, 1 - mu, KKTConfig(**base, multiclass_pairs="strongest"))
