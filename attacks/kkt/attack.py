@@ -21,6 +21,7 @@ lie on training points (the support vectors of the margin problem).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -267,7 +268,8 @@ def fit_multipliers(model: nn.Module, x: np.ndarray, y: np.ndarray | None = None
 
 def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndarray | float,
                 config: KKTConfig | None = None, *, device: str | torch.device | None = None,
-                progress: bool = False, record_every: int = 100) -> Reconstruction:
+                progress: bool = False, record_every: int = 100,
+                on_snapshot: Callable[[int, np.ndarray], None] | None = None) -> Reconstruction:
     """Run the KKT attack on ``model`` (its parameters are normalised to ||theta|| = 1 on a copy).
 
     Args:
@@ -275,6 +277,8 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         lower, upper: per-feature (or scalar) data range of the model's inputs, for the prior.
         config: hyper-parameters (defaults: :class:`KKTConfig`).
         device: torch device ("auto": CUDA when present).
+        on_snapshot: called with (step, candidates) at every ``config.snapshot_at`` step, e.g. to save
+            them while a long run is still going.
 
     For ``task="multiclass"`` the returned ``y`` holds each candidate's class index.
     """
@@ -381,6 +385,8 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
             _reseed_duplicates(x, lam, lam0, yc, opt, cfg, gen)
         if step + 1 in keep:
             snaps[step + 1] = x.detach().cpu().numpy().copy()
+            if on_snapshot is not None:
+                on_snapshot(step + 1, snaps[step + 1])
         if step % record_every == 0 or step == cfg.steps - 1:
             history.append((step, r))
             if progress:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.kkt.attack import AttackError, KKTConfig, Reconstruction, kkt_loss_grad, reconstruct
+from attacks.kkt.attack import (AttackError, KKTConfig, Reconstruction, kkt_loss_grad, kkt_loss_grad_outputs,
+                                multiclass_signs, pair_coefficients, reconstruct)
 from attacks.kkt.datasets import (BinaryTask, breast_cancer_task, correlated_task, digits_task, mnist_task,
                                   random_walk_blobs, rectangles, spatial_task, tabular_task)
 from attacks.kkt.metrics import match, minmax, random_pair_ssim, ssim_scores
@@ -136,8 +137,9 @@ def train_victim(task: BinaryTask, s: Settings, *, regression_targets: np.ndarra
 
 def attack_task(task: BinaryTask, s: Settings, *, regression_targets: np.ndarray | None = None,
                 class_labels: np.ndarray | None = None, cache: Path | None = None,
-                progress: bool = False) -> tuple[HomogeneousMLP, dict, Reconstruction, dict]:
-    """Train (or load, see :func:`train_victim`) a victim on ``task`` and attack it."""
+                progress: bool = False, on_snapshot=None) -> tuple[HomogeneousMLP, dict, Reconstruction, dict]:
+    """Train (or load, see :func:`train_victim`) a victim on ``task`` and attack it (``on_snapshot``:
+    see :func:`attacks.kkt.attack.reconstruct`)."""
     dev = resolve_device(s.device)
     model, rep, train_s = train_victim(task, s, regression_targets=regression_targets, class_labels=class_labels,
                                        cache=cache, progress=progress)
@@ -145,7 +147,7 @@ def attack_task(task: BinaryTask, s: Settings, *, regression_targets: np.ndarray
         "regression" if class_labels is None else "multiclass")
     t1 = time.perf_counter()
     rec = reconstruct(model, task.lower, task.upper, s.attack_config(task.n, kind), device=dev,
-                      progress=progress)
+                      progress=progress, on_snapshot=on_snapshot)
     t2 = time.perf_counter()
     return model, rep, rec, {"train_s": train_s, "attack_s": t2 - t1, "device": str(dev),
                              "victim_cached": cache is not None and train_s == 0.0}
@@ -254,8 +256,6 @@ def multiclass_floor(model: HomogeneousMLP, task: BinaryTask, weight_decay: floa
     """
     import torch
 
-    from attacks.kkt.attack import kkt_loss_grad_outputs, multiclass_signs, pair_coefficients
-
     p0 = next(model.parameters())
     X = torch.as_tensor(task.X, dtype=p0.dtype, device=p0.device)
     lab = torch.as_tensor(np.asarray(class_labels), device=p0.device).long()
@@ -323,7 +323,15 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     loader = mnist_task if dataset == "mnist" else digits_task
     task, held = loader(n_train, s.seed, split)
     labels = task.classes if multi else None
-    model, rep, rec, timing = attack_task(task, s, class_labels=labels, cache=cache, progress=progress)
+    meta = {"dataset": dataset, "split": split, "n_train": n_train, "seed": s.seed, "settings": asdict(s)}
+
+    def save_snapshot(step: int, xs: np.ndarray) -> None:
+        # written as the run goes, so that a long run stopped early still leaves its earlier steps
+        np.savez_compressed(out_dir / f"{name}_snapshot_{step}.npz", x=xs + task.mean, train=task.raw,
+                            meta=json.dumps(_json({**meta, "snapshot_step": step})))
+
+    model, rep, rec, timing = attack_task(task, s, class_labels=labels, cache=cache, progress=progress,
+                                          on_snapshot=save_snapshot)
     floor = true_kkt_floor(model, task, s.weight_decay, labels)
     sc = score_images(task, held, rec.x, s.seed)
     res, base_noise, base_held, beats = sc["result"], sc["noise"], sc["heldout"], sc["n_beats_heldout"]
@@ -347,7 +355,6 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     summary["snapshots"] = [_snapshot_row(step, score_images(task, held, xs, s.seed))
                             for step, xs in sorted(rec.snapshots.items())]
     write_json(out_dir / f"{name}.json", summary)
-    meta = {"dataset": dataset, "split": split, "n_train": n_train, "seed": s.seed, "settings": asdict(s)}
     np.savez_compressed(out_dir / f"{name}_reconstructions.npz", x=rec.x + task.mean, lam=rec.lam, y=rec.y,
                         train=task.raw, match=res["index"], meta=json.dumps(_json(meta)),
                         **{f"snapshot_{step}": xs + task.mean for step, xs in rec.snapshots.items()})
