@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 11 (11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: pinned at PROTOCOL_VERSION 12 (12: semi-honest compact models use the lattice inner product, pinned as
+#: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
+#: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -53,12 +55,13 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565175, "85322820c281a8136fd5eb30e392968165553a79e18837ccbff805d4038291b5"),
-    "krr-laplacian": (96, 75390, "1d1d857080ded420c1da619e338b2cd25a268007e2d2c67f8ab74f8a51b11d82"),
-    "krr-gaussian/client-malicious": (448, 1020825, "ce3182e6a6de32850c538ba4bdddab0bab1d71c5c3ff70b73248cdfc4783ced5"),
-    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
+    "krr-gaussian": (66, 1565191, "4cd3cbc824036f1e649c4d6ebeebdcd0b8f2462fe4c4a00dfe9908a841c1f4a9"),
+    "krr-laplacian": (96, 75406, "8cc3c77d06b7001db5652a9f16649e6268c5f5fa13bdbb8ed6ecd25dc4fdf3d8"),
+    "krr-gaussian/client-malicious": (448, 1020841, "a95fd6afea298f157877f06a23e165b6d9f9e02cd87c3e9b85961895d80656a4"),
+    "linear": (23, 32950, "360e9818c53b903347a358f91c9962fc81b35871a7651b8ec62ecaa46104a246"),
+    "linear/semi-honest": (6, 238379, "e67f791377da2e070b3d7023c81944325f20f447644336ae0d1d5ced133ab40c"),
 }
-PINNED_VERSION = 11
+PINNED_VERSION = 12
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -160,3 +163,18 @@ def test_compact_transcript_sizes_are_pinned(compact_model, tmp_path):
     got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
     _report("linear", got)
     assert got == PINS["linear"]
+
+
+def test_compact_lattice_transcript_sizes_are_pinned(compact_model, tmp_path):
+    """Semi-honest compact sessions: one lattice ciphertext (and, unlinkable, the public key) up
+    per query and one reply down (protocols/krr/linear_he.py)."""
+    mm, test = compact_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    assert served.public.lattice_linear
+    preds, tr, pp = _session(served, featurize=molecules_featurizer(test), seeded=False,
+                             resume_ot=False, cache=PublicModelCache(tmp_path))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=5e-3)
+    blob = pp.public_model_bytes
+    got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
+    _report("linear/semi-honest", got)
+    assert got == PINS["linear/semi-honest"]
