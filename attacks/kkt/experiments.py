@@ -363,7 +363,8 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     what = (f"{side} real MNIST" if dataset == "mnist" else "scikit-learn 8x8 digits (not MNIST)") + \
         (", 10 classes" if multi else ", even vs odd" if split == "parity" else ", 0 vs 1")
     gallery(out_dir / f"{name}_gallery.png", task.raw, rec.x[res["index"]] + task.mean, res["ssim"], task.shape,
-            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM)\n"
+            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM); "
+            f"{len(rec.x)} candidates x {s.steps} steps, {run_kind(s, multi)}\n"
             f"SSIM>0.4: attack {res['n_ssim_gt_0.4']}/{n_train}, noise {base_noise['n_ssim_gt_0.4']}/{n_train}, "
             f"nearest held-out {base_held['n_ssim_gt_0.4']}/{n_train}, random same-digit pairs {100 * pairs:.0f}%; "
             f"closer than any of {len(held)} held-out: {beats}/{n_train}")
@@ -371,6 +372,14 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
                                           "nearest held-out digit": base_held["ssim"]}, "SSIM to training image",
           chance=pairs)
     return summary
+
+
+def run_kind(s: Settings, multi: bool = False) -> str:
+    """A short label of the attack run for figure titles (re-seeding and the multiclass form)."""
+    parts = [f"re-seeding every {s.reseed_every}" if s.reseed_every else "no re-seeding"]
+    if multi:
+        parts.append("all class pairs" if s.multiclass_pairs == "all" else "strongest competitor only")
+    return ", ".join(parts)
 
 
 def _snapshot_row(step: int, sc: dict) -> dict:
