@@ -46,9 +46,12 @@ def test_reseed_every_zero_disables_reseeding():
 def test_snapshot_equals_shorter_run():
     model, mu = _victim()
     cfg = dict(n_candidates=6, init_scale=0.01, seed=3, reseed_every=0)
-    long = reconstruct(model, -mu, 1 - mu, KKTConfig(**cfg, steps=30, snapshot_at=(10, 30, 99)))
+    seen = []
+    long = reconstruct(model, -mu, 1 - mu, KKTConfig(**cfg, steps=30, snapshot_at=(10, 30, 99)),
+                       on_snapshot=lambda step, xs: seen.append((step, xs.shape)))
     short = reconstruct(model, -mu, 1 - mu, KKTConfig(**cfg, steps=10))
     assert sorted(long.snapshots) == [10, 30]  # steps beyond the run are ignored
+    assert seen == [(10, (6, 30)), (30, (6, 30))]  # handed out as the run goes
     assert np.array_equal(long.snapshots[10], short.x) and np.array_equal(long.snapshots[30], long.x)
 
 
