@@ -78,25 +78,30 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 
 U64 = np.uint64
-# the digit plan's cost model, per element and digit above the first: the random OT's traffic (one
-# SoftSpoken k = 4 column, no correction: protocols.krr.registry.EXACT_SOFTSPOKEN_K) and its
-# compute, as bits worth the same: an OT-extension pass costs about as much time as 64 more bits
-# on the wire save (N = 4,096, d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per
-# element and 1.85 s, (5, 5, 5) 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s)
-_ROT_BITS = 32
-_ROT_WORK = 64
+# the digit plan's cost model, per element and digit above the first, per OT engine (pp.ot_engine):
+# the random OT's traffic and its compute, as bits worth the same.
+# softspoken: one SoftSpoken k = 4 column, no correction (protocols.krr.registry.EXACT_SOFTSPOKEN_K);
+# an OT-extension pass costs about as much time as 64 more bits on the wire save (N = 4,096,
+# d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per element and 1.85 s, (5, 5, 5)
+# 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s).
+# silent: 1 bit (d = c ^ r) + 1.46 bits (LPN set b11's iteration traffic per COT); its compute
+# relative to SoftSpoken's from bench.ot_bench (random OTs per CPU-second of the busier party).
+_ROT_BITS = {"softspoken": 32, "silent": 3}
+_ROT_WORK = {"softspoken": 64, "silent": 128}
 _TABLE_BYTES = 48 << 20  # column tables built and sent per block of columns
 
 
 @lru_cache(maxsize=None)
-def digit_levels(x_bits: int) -> tuple[tuple[int, int], ...]:
-    """Digit bit ranges [a, b), least significant first, minimising the bits sent per element."""
+def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
+    """Digit bit ranges [a, b), least significant first, minimising the bits sent per element plus
+    the random OTs' compute (as bits), for the OT engine ``engine`` (``PublicParams.ot_engine``)."""
     best: tuple[float, tuple[int, ...]] | None = None
-    for count in range(1, 5):
+    per_rot = _ROT_BITS[engine] + _ROT_WORK[engine]
+    for count in range(1, 6):
         for sizes in itertools.product(range(1, 11), repeat=count):
             if sum(sizes) != x_bits:
                 continue
-            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _ROT_BITS + _ROT_WORK for m in sizes[1:])
+            cost = (1 << sizes[0]) + sum(2 * (1 << m) + per_rot for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)
     if best is None:
@@ -167,7 +172,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     M = pp.ring_bits
     mask = U64((1 << M) - 1)
     c = None
-    for k, (a, b) in enumerate(digit_levels(pp.x_bits)):
+    for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
         if server:

@@ -19,7 +19,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 11  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 12  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -29,6 +29,8 @@ PROTOCOL_VERSION = 11  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 10: 8-byte frame headers carrying the acknowledgement that defines rounds (protocols.net.transport)
 # 11: client-malicious Gaussian: the query's bits fixed once (one set of random OTs for the cross
 # term, its MACs and products: no selective failure through a second query)
+# 12: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
+# digit plan weighed with that engine's costs
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -47,6 +49,12 @@ EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # how the Gaussian protocol computes its cross term X q: "he" lattice HE (BFV, coefficient packing,
 # protocols.mpc.he_matvec: ~9 MB at N = 16,384), "ot" the OT-based vector OLE (~850 MB, exact)
 CROSS_TERMS = ("he", "ot")
+# OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
+# per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
+OT_ENGINES = ("silent", "softspoken")
+# a served Laplacian model with fewer elements (N x d) than this uses SoftSpoken: silent OT's set-up
+# (~0.6 MB, both directions) costs more than its ~15 bytes per element save
+SILENT_OT_MIN_ELEMENTS = 1 << 16
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
 LAPLACIAN_MAX_X_BITS = 20
 
@@ -86,6 +94,7 @@ class PublicParams:
     # what the protocol promises against a client that deviates (docs/malicious.md)
     security: str = DEFAULT_SECURITY
     cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
+    ot_engine: str = "silent"  # Laplacian kernel: the OT extension, see OT_ENGINES
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -228,6 +237,8 @@ class PublicParams:
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
                 "lower frac_bits (train on a coarser representation grid) or the bounds"
             )
+        if self.ot_engine not in OT_ENGINES:
+            raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":

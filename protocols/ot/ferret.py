@@ -98,6 +98,7 @@ __all__ = [
     "ggm_tree",
     "ggm_punctured_tree",
     "ferret_bits_per_cot",
+    "setup_pair",
 ]
 
 _U64 = np.uint64
@@ -332,6 +333,8 @@ class _FerretState:
         """The next k buffered rows (k, 2) uint64 (a fresh array the caller may modify)."""
         if k > self.available:
             raise RuntimeError("silent-OT buffer underrun (both parties must request alike)")
+        if k == 0:
+            return np.empty((0, 2), dtype=_U64)
         parts, need = [], k
         while need:
             head = self._buf[0]
@@ -593,3 +596,16 @@ class _LsbSoftSpokenSender(SoftSpokenSender):
         c = super()._base_choices()
         c[self.k - 1] = 0  # bit 0 of Delta_0 is 1 - c_{0, k-1}; s bit 0 is bit 0 of Delta_0
         return c
+
+
+def setup_pair(ch: Channel, role: int, *, seeds: tuple[int | None, int | None] = (None, None),
+               params: LPNParams = FERRET_B11, bootstrap: LPNParams | None = FERRET_B11_SETUP
+               ) -> tuple[FerretSender, FerretReceiver]:
+    """Both OT directions on one channel as silent engines, set up in an order both roles agree on
+    (role 0 first as sender, role 1 first as receiver).  ``seeds`` (sender, receiver): tests only.
+    Returns (sender, receiver) of this party."""
+    snd = FerretSender(ch, seed=seeds[0], params=params, bootstrap=bootstrap)
+    rcv = FerretReceiver(ch, seed=seeds[1], params=params, bootstrap=bootstrap)
+    for engine in ((snd, rcv) if role == 0 else (rcv, snd)):
+        engine.setup()
+    return snd, rcv

@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 11 (11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: pinned at PROTOCOL_VERSION 12 (12: the public ot_engine field, and the Laplacian kernel on silent OT
+#: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
+#: model forced to it; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -53,12 +55,13 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565175, "85322820c281a8136fd5eb30e392968165553a79e18837ccbff805d4038291b5"),
-    "krr-laplacian": (96, 75390, "1d1d857080ded420c1da619e338b2cd25a268007e2d2c67f8ab74f8a51b11d82"),
-    "krr-gaussian/client-malicious": (448, 1020825, "ce3182e6a6de32850c538ba4bdddab0bab1d71c5c3ff70b73248cdfc4783ced5"),
-    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
+    "krr-gaussian": (66, 1565200, "19f8e8836400d50a7104e87d90aa187692b0d55ce0ffb4c69a3d8a3abbde13e3"),
+    "krr-laplacian": (96, 75415, "0df57d1ebe19739cbee259c58f867e8b2e7ebf14c88078a5d3b2767cca45544f"),
+    "krr-laplacian/silent": (110, 678060, "fe8220611a724d9cd7f73297b94178fa330c2431b46d031b1c463b6bb1605e2e"),
+    "krr-gaussian/client-malicious": (448, 1020850, "aa5addd3679aacc01619562544a3c6b5cbd5bdee22b02cc38b6ea948b770fe55"),
+    "linear": (23, 32954, "a0ad5196bdfa5f4cf1f94d328b12cce072909fe495d051ea1bcaa3ac143be5ea"),
 }
-PINNED_VERSION = 11
+PINNED_VERSION = 12
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -113,18 +116,20 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "gaussian-malicious"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "laplacian-silent", "gaussian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
     model = _exact_model(kernel.split("-")[0])
-    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None,
+    served = ServedModel(model, frac_bits=2 if kernel.startswith("laplacian") else None,
                          security="client-malicious" if malicious else None)
+    if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
+        served.public.ot_engine = "silent"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "")
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "")
     _report(key, got)
     assert got == PINS[key]
 
