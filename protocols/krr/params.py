@@ -19,7 +19,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 12  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 13  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -29,7 +29,8 @@ PROTOCOL_VERSION = 12  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 10: 8-byte frame headers carrying the acknowledgement that defines rounds (protocols.net.transport)
 # 11: client-malicious Gaussian: the query's bits fixed once (one set of random OTs for the cross
 # term, its MACs and products: no selective failure through a second query)
-# 12: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
+# 12: semi-honest compact models: the lattice inner product (protocols.krr.linear_he); output_bits field
+# 13: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
 # digit plan weighed with that engine's costs
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
@@ -95,6 +96,10 @@ class PublicParams:
     security: str = DEFAULT_SECURITY
     cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
     ot_engine: str = "silent"  # Laplacian kernel: the OT extension, see OT_ENGINES
+    # compact (linear) models: public width of the output ring (0: announced in the OT session
+    # only); semi-honest sessions with cross_term "he" and no output defense run the lattice inner
+    # product (protocols.krr.linear_he), which needs it before the first message
+    output_bits: int = 0
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -239,6 +244,8 @@ class PublicParams:
             )
         if self.ot_engine not in OT_ENGINES:
             raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
+        if not isinstance(self.output_bits, int) or not (self.output_bits == 0 or 8 <= self.output_bits <= 64):
+            raise ProtocolError(f"bad output_bits {self.output_bits!r}")
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":
@@ -271,6 +278,12 @@ class PublicParams:
     def checked_ot(self) -> bool:
         """Client-malicious mode: every OT extension in which the client chooses is checked."""
         return self.security == "client-malicious"
+
+    @property
+    def lattice_linear(self) -> bool:
+        """Compact model served semi-honest with the lattice inner product (protocols.krr.linear_he)."""
+        return (self.kind == "linear" and self.security == "semi-honest" and self.cross_term == "he"
+                and not self.output_defense and self.output_bits > 0)
 
     @property
     def baseline_elements(self) -> list[int]:

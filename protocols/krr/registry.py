@@ -25,6 +25,7 @@ import numpy as np
 
 from protocols.krr import gaussian, gaussian_malicious, laplacian
 from protocols.krr import linear as compact
+from protocols.krr import linear_he
 from protocols.krr.cache import PublicModelCache
 from protocols.krr.handshake import client_ready
 from protocols.krr.params import PublicParams
@@ -142,8 +143,10 @@ class ExactKernelProtocol(ModelProtocol):
 class CompactLinearProtocol(ModelProtocol):
     """Compact random-feature models (:mod:`protocols.krr.linear`): public feature map, secret weights.
 
-    One OT direction (server sends), SoftSpoken, resumable sessions; the public feature map is sent
-    once per client and cached by its hash.
+    Client-malicious (the default): one OT direction (server sends), SoftSpoken, resumable
+    sessions, checked extension. Semi-honest with ``cross_term == "he"`` (and no output defense):
+    the lattice inner product of :mod:`protocols.krr.linear_he`, one ciphertext each way. The public
+    feature map is sent once per client and cached by its hash.
     """
 
     kind = "linear"
@@ -169,6 +172,8 @@ class CompactLinearProtocol(ModelProtocol):
         return compact.client_features(public_model, dataset)
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
+        if model.public.lattice_linear:  # semi-honest: one lattice ciphertext each way, no OT session
+            return {"engine": "lattice"}
         # the extension moves offline when the model asks for it (precompute_ot)
         return compact.setup(party, model.public, k, out_bits=model.compact.out_bits,
                              softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
@@ -176,14 +181,23 @@ class CompactLinearProtocol(ModelProtocol):
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
+        if pp.lattice_linear:
+            return {"peer": peer, "resume": resume}
         return compact.setup(party, pp, k, server_key=peer, resume=resume)
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
+        if model.public.lattice_linear:
+            linear_he.server_online(party, model, k, keep_keys=model.resume_ot)
+            return
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
                        y_offset=model.compact.offset)
         info["release"]()  # the session succeeded: its OT-session state may serve the client again
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if pp.lattice_linear:
+            preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"))
+            info.update(extra)
+            return preds
         return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)
 
 

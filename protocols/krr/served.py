@@ -18,6 +18,7 @@ import numpy as np
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
+from protocols.krr import linear_he
 from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, SILENT_OT_MIN_ELEMENTS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
                                   PublicParams, feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
@@ -207,6 +208,11 @@ class CompactServedModel(Served):
             **plan,
         )
         out_bits = compact.output_bits(pred + offset, public)  # public ring width
+        public.output_bits = out_bits
+        # semi-honest: the lattice inner product (linear_he) when its noise fits this model's
+        # weights, else the OT path; client-malicious: the checked OT path
+        public.cross_term = "he" if public.security == "semi-honest" and linear_he.fits(w, public, out_bits) \
+            is not None else "ot"
         served = cls(CompactSecret(w, offset, out_bits, blob), public)
         _publish_model_facts(served, mm)
         return served

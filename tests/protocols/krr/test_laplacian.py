@@ -196,10 +196,10 @@ def test_server_survives_a_client_leaving_mid_protocol(caplog):
     from protocols.krr import predict, serve
     from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
     from protocols.common import send_hello
+    from protocols.mpc.party import Party
     from protocols.net.transport import connect
-    from protocols.ot.ferret import setup_pair
 
-    model = _model(N=200, d=10, seed=11)
+    model = _model(N=200, d=10, seed=11)  # 2,000 entries: SoftSpoken (below SILENT_OT_MIN_ELEMENTS)
     served = ServedModel(model, frac_bits=GRID)
     ready, stop, port = threading.Event(), threading.Event(), []
     th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
@@ -211,7 +211,7 @@ def test_server_survives_a_client_leaving_mid_protocol(caplog):
         ch = connect("127.0.0.1", port[0], channel_timeout=10)
         send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, 1)
         ch.send_json({"ready": True, "need_public_model": False})
-        setup_pair(ch, 1)  # silent-OT set-up done (the default engine); the server starts its column OTs
+        Party(ch, role=1).setup_ot(softspoken_k=4)  # base OTs done; the server starts its column OTs
         ch.close()  # ... and the client is gone
         Q = _grid(np.clip(model.X_train[:1] + 0.3, 0, 49.9))
         preds, _ = predict(f"127.0.0.1:{port[0]}", Q)

@@ -42,9 +42,11 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 12 (12: the public ot_engine field, and the Laplacian kernel on silent OT
+#: pinned at PROTOCOL_VERSION 13 (13: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
-#: model forced to it; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: model forced to it; 12: semi-honest compact models use the lattice inner product, pinned as
+#: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
+#: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -55,13 +57,14 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565200, "19f8e8836400d50a7104e87d90aa187692b0d55ce0ffb4c69a3d8a3abbde13e3"),
-    "krr-laplacian": (96, 75415, "0df57d1ebe19739cbee259c58f867e8b2e7ebf14c88078a5d3b2767cca45544f"),
-    "krr-laplacian/silent": (110, 678060, "fe8220611a724d9cd7f73297b94178fa330c2431b46d031b1c463b6bb1605e2e"),
-    "krr-gaussian/client-malicious": (448, 1020850, "aa5addd3679aacc01619562544a3c6b5cbd5bdee22b02cc38b6ea948b770fe55"),
-    "linear": (23, 32954, "a0ad5196bdfa5f4cf1f94d328b12cce072909fe495d051ea1bcaa3ac143be5ea"),
+    "krr-gaussian": (66, 1565216, "45ae1f00b79f200ba4e46e51d95043e33d6938815313d874ccddc72bc3061b32"),
+    "krr-laplacian": (96, 75431, "f06e8e86727a0947e9c40a649c71ec05af8fcec3d5d91a8f4ef62e3ecfa345dc"),
+    "krr-laplacian/silent": (110, 678076, "8a6df4743f1f8c6603674982f1fc5145f44e1f9409f6aab4eb9c6d3fc7303cdf"),
+    "krr-gaussian/client-malicious": (448, 1020866, "9ebb69f68bf9c08071671e0824b6dee5f28d4a41d5b101c7a1d1763231d2a21a"),
+    "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
+    "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 12
+PINNED_VERSION = 13
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -165,3 +168,18 @@ def test_compact_transcript_sizes_are_pinned(compact_model, tmp_path):
     got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
     _report("linear", got)
     assert got == PINS["linear"]
+
+
+def test_compact_lattice_transcript_sizes_are_pinned(compact_model, tmp_path):
+    """Semi-honest compact sessions: one lattice ciphertext (and, unlinkable, the public key) up
+    per query and one reply down (protocols/krr/linear_he.py)."""
+    mm, test = compact_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    assert served.public.lattice_linear
+    preds, tr, pp = _session(served, featurize=molecules_featurizer(test), seeded=False,
+                             resume_ot=False, cache=PublicModelCache(tmp_path))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=5e-3)
+    blob = pp.public_model_bytes
+    got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
+    _report("linear/semi-honest", got)
+    assert got == PINS["linear/semi-honest"]
