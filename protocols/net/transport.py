@@ -457,16 +457,20 @@ class TCPChannel(Channel):
         # ms on a loaded machine), in order because everything queued before it has been sent
         self._send_lock = threading.Lock()
         self._outstanding = 0
-        if background_writes:
-            # Bounded: a protocol that races ahead blocks here instead of queueing gigabytes.
-            self._wq = queue.Queue(maxsize=_WRITE_QUEUE_FRAMES)
-            self._writer = threading.Thread(target=self._writer_loop, daemon=True, name="tcp-writer")
-            self._writer.start()
-            _LIVE_WRITERS.add(self)
+        # the writer thread starts with the first write that must not wait (a session that only
+        # ever waits for its writes -- short ones -- never pays for the thread or its shutdown)
+        self._background = bool(background_writes)
+
+    def _start_writer(self) -> None:
+        # Bounded: a protocol that races ahead blocks here instead of queueing gigabytes.
+        self._wq = queue.Queue(maxsize=_WRITE_QUEUE_FRAMES)
+        self._writer = threading.Thread(target=self._writer_loop, daemon=True, name="tcp-writer")
+        self._writer.start()
+        _LIVE_WRITERS.add(self)
 
     @property
     def pipelined(self) -> bool:
-        return self._writer is not None
+        return self._background
 
     def _writer_loop(self) -> None:
         assert self._wq is not None
@@ -533,7 +537,7 @@ class TCPChannel(Channel):
 
     def _write(self, parts: Sequence[Any], wait: bool = True) -> None:
         self._check_open()
-        if self._writer is None:
+        if not self._background:
             try:
                 self._sendall(parts)
             except ProtocolError as exc:
@@ -553,6 +557,8 @@ class TCPChannel(Channel):
                 raise self._fail(failed) from None
             if direct:
                 return
+        if self._writer is None:
+            self._start_writer()
         done = threading.Event() if wait else None
         assert self._wq is not None
         with self._send_lock:
