@@ -649,7 +649,8 @@ def _members_grouped(X: np.ndarray, sing: np.ndarray, leftovers: list[tuple[int,
         3. one test per (l-window, k-range), the k-ranges being the runs of K - {e} in position
            order; all tests of a round are asked in one batch. |R| < empty_frac min a_i min b_j:
            none; R within one_tol of exactly one a_i b_j: that pair; R = sum_i a_i b (one kink):
-           all; a single pair with 0.5 < R / (a_i b_j) < 1.5: member; otherwise the group of points
+           all, or all but one (the same two tests on sum_i a_i b - R); a single pair with
+           0.5 < R / (a_i b_j) < 1.5: member; otherwise the group of points
            (or, with one point left, the k-range) is split at its median and both halves are
            asked next round (points placed meanwhile are dropped).
         4. a kink is complete when the signatures of its members sum to its weight (which the
@@ -814,10 +815,20 @@ def _members_grouped(X: np.ndarray, sing: np.ndarray, leftovers: list[tuple[int,
                         continue
                     if cand.size == 1:
                         continue
-                    if abs(R[q] - be[0] * al.sum()) < floor:  # every candidate is a member
-                        free = np.isnan(X[cand, k])
-                        X[cand[free], k] = uk[0]
-                        asg[cand[free], k] = kr[0]
+                    # the same decisions on the complement: every candidate, or all but one, is a
+                    # member (a kink most candidates share, e.g. zero padding, costs as little as a
+                    # kink few share)
+                    comp = be[0] * al.sum() - R[q]
+                    out_i = -1
+                    if abs(comp) >= floor:
+                        hits = np.flatnonzero(np.abs(comp / (al * be[0]) - 1.0) < one_tol)
+                        out_i = int(hits[0]) if hits.size == 1 else -2
+                    if out_i != -2:
+                        sel = np.isnan(X[cand, k])
+                        if out_i >= 0:
+                            sel[out_i] = False
+                        X[cand[sel], k] = uk[0]
+                        asg[cand[sel], k] = kr[0]
                         continue
                 cand = cand[np.isnan(X[cand, k])]
                 if cand.size == 0:
