@@ -50,6 +50,7 @@ class Settings:
     attack_seed: int | None = None  # seed of the candidates' initialisation; None = ``seed`` (the victim's)
     snapshot_at: tuple[int, ...] = ()  # attack steps at which the candidates are also scored and saved
     multiclass_pairs: str = "all"  # KKTConfig.multiclass_pairs: "all" competing classes or the "strongest"
+    lr_schedule: str = "constant"  # KKTConfig.lr_schedule: "constant" or "cosine" decay to 0
     device: str = "auto"
 
     def attack_config(self, n_train: int, task: str = "binary") -> KKTConfig:
@@ -57,7 +58,7 @@ class Settings:
                          lr_x=self.lr, lr_lambda=self.lr, lambda_min=self.lambda_min,
                          init_scale=self.init_noise, prior_weight=self.prior_weight, task=task,
                          reseed_every=self.reseed_every, snapshot_at=tuple(self.snapshot_at),
-                         multiclass_pairs=self.multiclass_pairs,
+                         multiclass_pairs=self.multiclass_pairs, lr_schedule=self.lr_schedule,
                          seed=self.seed if self.attack_seed is None else self.attack_seed)
 
 
@@ -377,6 +378,8 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
 def run_kind(s: Settings, multi: bool = False) -> str:
     """A short label of the attack run for figure titles (re-seeding and the multiclass form)."""
     parts = [f"re-seeding every {s.reseed_every}" if s.reseed_every else "no re-seeding"]
+    if s.lr_schedule != "constant":
+        parts.append(f"{s.lr_schedule} lr")
     if multi:
         parts.append("all class pairs" if s.multiclass_pairs == "all" else "strongest competitor only")
     return ", ".join(parts)

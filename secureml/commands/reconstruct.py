@@ -44,6 +44,8 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--candidates", type=float, default=s.candidates_per_point,
                    help="candidates per training point (default %(default)s)")
     g.add_argument("--lr", type=float, default=s.lr, help="attack learning rate (default %(default)s)")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=s.lr_schedule,
+                   help="attack learning rate over the run: constant, or cosine decay to 0 (default %(default)s)")
     g.add_argument("--lambda-min", type=float, default=s.lambda_min,
                    help="lower bound of the multipliers, ||theta|| = 1 (default %(default)s)")
     g.add_argument("--init-noise", type=float, default=s.init_noise,
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                     init_noise=args.init_noise, reseed_every=args.reseed_every, seed=args.seed,
                     attack_seed=args.attack_seed, device=args.device,
                     snapshot_at=tuple(int(v) for v in args.snapshots.split(",") if v.strip()),
-                    multiclass_pairs=args.multiclass_pairs)
+                    multiclass_pairs=args.multiclass_pairs, lr_schedule=args.lr_schedule)
     out = args.out or new_run_folder(RESULTS / "kkt", f"{args.experiment}-")
     progress = not args.quiet
     victim = args.victim or out / f"victim_{getattr(args, 'split', 'x')}.pt"

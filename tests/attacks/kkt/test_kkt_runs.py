@@ -43,6 +43,19 @@ def test_reseed_every_zero_disables_reseeding():
         reconstruct(model, -mu, 1 - mu, KKTConfig(**base, reseed_every=-1))
 
 
+def test_cosine_schedule_changes_the_steps_and_ends_at_zero_rate():
+    model, mu = _victim()
+    cfg = dict(n_candidates=6, steps=20, init_scale=0.01, seed=0, reseed_every=0, snapshot_at=(1, 19))
+    const = reconstruct(model, -mu, 1 - mu, KKTConfig(**cfg))
+    cos = reconstruct(model, -mu, 1 - mu, KKTConfig(**cfg, lr_schedule="cosine"))
+    assert np.array_equal(const.snapshots[1], cos.snapshots[1])  # the first step uses the full rate
+    assert not np.allclose(const.x, cos.x)
+    # the last cosine step has rate lr * (1 - cos(pi / 20)) / 2 ~ 6e-4 lr: the candidates barely move
+    assert np.abs(cos.x - cos.snapshots[19]).max() < 0.05 * np.abs(const.x - const.snapshots[19]).max()
+    with pytest.raises(AttackError):
+        reconstruct(model, -mu, 1 - mu, KKTConfig(**cfg, lr_schedule="linear"))
+
+
 def test_snapshot_equals_shorter_run():
     model, mu = _victim()
     cfg = dict(n_candidates=6, init_scale=0.01, seed=3, reseed_every=0)
@@ -60,10 +73,12 @@ def test_cli_flags_reach_the_attack_config():
     from secureml.cli import build_parser
 
     args = build_parser().parse_args(["reconstruct", "mnist", "--reseed-every", "0", "--attack-seed", "7",
-                                      "--snapshots", "300,1000", "--multiclass-pairs", "strongest"])
-    assert (args.reseed_every, args.attack_seed, args.snapshots, args.multiclass_pairs) == (0, 7, "300,1000", "strongest")
-    cfg = Settings(reseed_every=0, seed=1, attack_seed=7, snapshot_at=(300,)).attack_config(10)
-    assert (cfg.reseed_every, cfg.seed, cfg.snapshot_at) == (0, 7, (300,))
+                                      "--snapshots", "300,1000", "--multiclass-pairs", "strongest",
+                                      "--lr-schedule", "cosine"])
+    assert (args.reseed_every, args.attack_seed, args.snapshots, args.multiclass_pairs, args.lr_schedule) == (
+        0, 7, "300,1000", "strongest", "cosine")
+    cfg = Settings(reseed_every=0, seed=1, attack_seed=7, snapshot_at=(300,), lr_schedule="cosine").attack_config(10)
+    assert (cfg.reseed_every, cfg.seed, cfg.snapshot_at, cfg.lr_schedule) == (0, 7, (300,), "cosine")
     assert Settings(seed=4).attack_config(10).seed == 4  # no attack seed: the victim's seed
     assert build_parser().parse_args(["reconstruct", "mnist"]).reseed_every == 250
     with pytest.raises(SystemExit) as e:
