@@ -41,7 +41,7 @@ DEFAULT_SECURITY = "client-malicious"
 #: kinds with a protocol secure against a deviating client (the Laplacian kernel has none yet)
 CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian")
 #: kinds that `--security auto` (and the Python API's default) serves client-malicious: the
-#: client-malicious Gaussian protocol needs the OT cross term and has no output defenses yet
+#: client-malicious Gaussian protocol costs ~16x the semi-honest bytes and has output noise but no rounding
 #: (docs/malicious.md: its cost), so an exact model is served client-malicious only when asked
 AUTO_CLIENT_MALICIOUS_KINDS = ("linear",)
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
@@ -261,9 +261,11 @@ class PublicParams:
                 raise ProtocolError(f"the client-malicious Gaussian protocol serves distances whose high part has "
                                     f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
                                     "serve it with --security semi-honest")
-            if self.output_defense:
-                raise ProtocolError("output defenses are not part of the client-malicious Gaussian protocol yet: "
-                                    "serve it with --security semi-honest to use them")
+            # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
+            # step 14); rounding would need the client's inputs to it bound, which is not built
+            if OutputDefense.from_dict(self.output_defense).round_bits is not None:
+                raise ProtocolError("output rounding (--round-to) is not part of the client-malicious Gaussian "
+                                    "protocol yet (--noise is): serve it with --security semi-honest to round")
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
                    "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
                    "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
-                   "ot, and has no output defenses yet; a Laplacian-kernel model has no such protocol and is "
+                   "ot, and takes --noise but not yet --round-to; a Laplacian-kernel model has no such protocol and is "
                    "refused at start-up); semi-honest: the "
                    "cheaper protocols for clients that run our code unmodified (a modified client can extract "
                    "the weights; compact models then use the lattice inner product, docs/compact-models.md); auto: client-malicious where the model kind and options have a protocol, else "
@@ -208,8 +208,8 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
     reason = None
     if model.public.kind not in CLIENT_MALICIOUS_KINDS:
         reason = f"{model.public.kind} models have no client-malicious protocol yet"
-    elif model.public.kind == "krr-gaussian" and (args.round_to is not None or args.noise):
-        reason = "output defenses (--round-to/--noise) are not part of the client-malicious Gaussian protocol yet"
+    elif model.public.kind == "krr-gaussian" and args.round_to is not None:
+        reason = "output rounding (--round-to) is not part of the client-malicious Gaussian protocol yet (--noise is)"
     if reason is None:
         return model
     if args.security == "auto":
