@@ -250,7 +250,7 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         "handshake_bytes": cost.offline_bytes - ot_b - ext_b if ex.get("extend_bytes") is not None else None,
         "rounds": cost.rounds, "abs_error": abs(float(y[0]) - y_plain), "softspoken_k": ex.get("softspoken_k"),
         "out_bits": ex.get("out_bits"), "engine": ex.get("engine", "ot"), "keygen_s": ex.get("keygen_s"),
-        "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"),
+        "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"), "early_data": bool(ex.get("early_data")),
     }
 
 
