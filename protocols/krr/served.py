@@ -19,7 +19,7 @@ from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
 from protocols.krr import linear_he
-from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
+from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, SILENT_OT_MIN_ELEMENTS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
                                   PublicParams, feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
 from protocols.ot.session import DEFAULT_K
@@ -125,6 +125,10 @@ class ServedModel(Served):
         )
         if self.public.kind == "krr-gaussian" and self.public.security == "client-malicious":
             self.public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
+        if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
+            # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
+            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md)
+            self.public.ot_engine = "softspoken"
         self.public.validate()
 
     @classmethod

@@ -41,6 +41,7 @@ Cost: (2 + 6 (B + 1)) n committed bits (a random OT + 7 bytes per prime each), a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def _times_t(ring: Ring, x: np.ndarray, t_bits: int) -> np.ndarray:
     return ring.mul(ring.from_signed(x), ring.scalar(1 << t_bits))
 
 
-def client_encrypt(ring: Ring, rng, seed: bytes, messages: np.ndarray, t_bits: int,
+def client_encrypt(ring: Ring, rng: Any, seed: bytes, messages: np.ndarray, t_bits: int,
                    ) -> tuple[np.ndarray, np.ndarray, Witness]:
     """Client: a fresh key and one ciphertext per row of ``messages`` (B, n_msg), entries < 2^t:
     pk0 = -pk1 s + t e', c0_b = -c1_b s + m_b + t e_b (mod Q). Returns (pk0, c0, witness)."""

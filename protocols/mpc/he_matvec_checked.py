@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -104,11 +104,11 @@ def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: 
 def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
     """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget."""
     ring = ring or get_modulus()
-    if not (1 <= n_rows and 1 <= d <= ring.n and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
+    if not (1 <= n_rows and 1 <= d and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
         raise ProtocolError(f"checked lattice matvec: unsupported sizes rows={n_rows} d={d} x_bits={x_bits} "
                             f"M={ring_bits}")
     best = None
-    for n_i in range(1, d + 1):
+    for n_i in range(1, min(d, ring.n) + 1):
         got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
         if got is None:
             continue
@@ -171,8 +171,10 @@ def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:
                                        "ring_bits": plan.ring_bits, "n_i": plan.n_i}, announce=sender)
 
 
-def _flood_residues(ring: Ring, rng, F: int, count: int, t_bits: int) -> np.ndarray:
+def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np.ndarray:
     """t f mod p (k, count) for f uniform in [-2^F, 2^F): f = a 2^48 + b, a signed, b in [0, 2^48)."""
+    if not 48 < F <= 48 + 62:
+        raise ProtocolError("flooding width out of range")
     a = rng.random_below(count, F - 48 + 1).astype(I64) - I64(1 << (F - 48))
     b = rng.random_below(count, 48).astype(I64)
     ra, rb = ring.from_signed(a), ring.from_signed(b)
@@ -242,7 +244,7 @@ def _blocks(vals: np.ndarray, plan: CheckedPlan, k: int) -> np.ndarray:
 
 
 def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n_rows: int, ring_bits: int, *,
-                    field: fp_auth.Field, q_macs: np.ndarray, encrypt=None) -> np.ndarray:
+                    field: fp_auth.Field, q_macs: np.ndarray, encrypt: Callable[..., Any] | None = None) -> np.ndarray:
     """Client: its share (n_rows,) mod 2^M of X q. ``q_macs`` (d, k): MACs of its committed query
     values mod the ring's primes. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
     q = np.ascontiguousarray(q, dtype=U64).ravel()

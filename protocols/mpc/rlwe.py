@@ -18,6 +18,7 @@ batch axes are allowed everywhere. :func:`ntt` evaluates at psi^(2i+1), i = 0..n
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -103,10 +104,10 @@ class Ring:
         h = 1
         while h < n:
             w = [pow(s, 2 * (n // (2 * h)), p) for s, p in zip(psi, self.primes)]  # omega_{2h}
-            self.fwd.append(np.array([[pow(x, j, p) for j in range(h)] for x, p in zip(w, self.primes)],
-                                     dtype=U64)[:, None, :])
-            self.inv.append(np.array([[pow(x, -j, p) for j in range(h)] for x, p in zip(w, self.primes)],
-                                     dtype=U64)[:, None, :])
+            for tab, sign in ((self.fwd, 1), (self.inv, -1)):
+                wt = np.array([[pow(x, sign * j, p) for j in range(h)] for x, p in zip(w, self.primes)],
+                              dtype=I64)[:, None, :]
+                tab.append((wt, wt.astype(F64) / np.array(self.primes, dtype=F64)[:, None, None]))
             h *= 2
         # CRT: x = sum_i [v_i * (Q/p_i)^-1 mod p_i] * Q/p_i  (mod Q)
         self.crt_hat = [self.Q // p for p in self.primes]
@@ -125,6 +126,7 @@ class Ring:
         return np.where(a >= b, a - b, a + self.p - b)
 
     def neg(self, a: np.ndarray) -> np.ndarray:
+        """-a mod p."""
         return np.where(a == 0, a, self.p - a)
 
     def from_signed(self, x: np.ndarray) -> np.ndarray:
@@ -137,26 +139,34 @@ class Ring:
         return np.array([c % p for p in self.primes], dtype=U64)[:, None]
 
     # ---- NTT -----------------------------------------------------------------------------------
-    def _cyclic(self, a: np.ndarray, tables: list[np.ndarray]) -> np.ndarray:
-        a = a[..., self.rev]
+    def _cyclic(self, a: np.ndarray, tables: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Radix-2 DIT on bit-reversed input, int64 throughout (values < 2^50): each butterfly's
+        product uses the twiddle's precomputed w / p (one float multiply for the quotient) and
+        branch-free sign-mask corrections instead of np.where (the hot loop of the lattice path)."""
+        a = np.ascontiguousarray(a[..., self.rev]).view(I64)
         lead, n, k = a.shape[:-2], self.n, self.k
+        p = self.p.astype(I64)[:, :, None]
+        out = np.empty_like(a)
         h = 1
-        for w in tables:
+        for w, wq in tables:
             x = a.reshape(*lead, k, n // (2 * h), 2, h)
-            u, v = x[..., 0, :], self.mul3(x[..., 1, :], w)
-            a = np.stack([self._add3(u, v), self._sub3(u, v)], axis=-2).reshape(*lead, k, n)
+            y = out.reshape(*lead, k, n // (2 * h), 2, h)
+            u, v = x[..., 0, :], x[..., 1, :]
+            q = (v.astype(F64) * wq).astype(I64)
+            t = v * w
+            t -= q * p  # exact mod 2^64; the true value lies in [-p, 2p)
+            t += p & (t >> 63)
+            t -= p
+            t += p & (t >> 63)  # t = v w mod p
+            lo, hi = y[..., 0, :], y[..., 1, :]
+            np.add(u, t, out=lo)
+            lo -= p
+            lo += p & (lo >> 63)
+            np.subtract(u, t, out=hi)
+            hi += p & (hi >> 63)
+            a, out = out, a
             h *= 2
-        return a
-
-    def mul3(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return mulmod(a, w, self.p[:, :, None], self.pinv[:, :, None])
-
-    def _add3(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        s, p = a + b, self.p[:, :, None]
-        return np.where(s >= p, s - p, s)
-
-    def _sub3(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(a >= b, a - b, a + self.p[:, :, None] - b)
+        return a.view(U64)
 
     def ntt(self, a: np.ndarray) -> np.ndarray:
         """Coefficients (..., k, n) -> evaluations at psi^(2i+1), natural order."""
@@ -193,12 +203,12 @@ class Ring:
             out[:, i, :] = np.concatenate(got).reshape(count, self.n)
         return out.reshape(*lead, self.k, self.n)
 
-    def cbd(self, rng, shape: tuple[int, ...]) -> np.ndarray:
+    def cbd(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Centred binomial error, eta = CBD_ETA, as int64 (|e| <= eta)."""
         bits = rng.random_bits((*shape, 2 * CBD_ETA)).astype(I64)
         return bits[..., :CBD_ETA].sum(axis=-1) - bits[..., CBD_ETA:].sum(axis=-1)
 
-    def ternary(self, rng, shape: tuple[int, ...]) -> np.ndarray:
+    def ternary(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Uniform in {-1, 0, 1} (bias 2^-63 from the reduction), int64."""
         return (rng.random_u64(shape) % U64(3)).astype(I64) - 1
 
@@ -230,12 +240,15 @@ class Ring:
 
 def mulmod(a: np.ndarray, b: np.ndarray, p: np.ndarray, pinv: np.ndarray) -> np.ndarray:
     """a b mod p for a, b < p < 2^50: float64 quotient estimate (off by at most one: relative error
-    ~2^-51 of a quotient below 2^50), exact remainder in wrapping uint64, two corrections."""
-    q = (a.astype(F64) * b.astype(F64) * pinv).astype(U64)
-    r = (a * b - q * p).view(I64)
-    pi = p.astype(I64)
-    r = np.where(r < 0, r + pi, r)
-    r = np.where(r >= pi, r - pi, r)
+    ~2^-51 of a quotient below 2^50), exact remainder in wrapping int64, two sign-mask corrections."""
+    a, b = np.asarray(a), np.asarray(b)
+    q = (a.astype(F64) * b.astype(F64) * pinv).astype(I64)
+    pi = np.asarray(p).astype(I64)
+    r = a.astype(I64, copy=False) * b.astype(I64, copy=False)
+    r -= q * pi
+    r += pi & (r >> 63)
+    r -= pi
+    r += pi & (r >> 63)
     return r.view(U64)
 
 

@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 13 (13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
+#: pinned at PROTOCOL_VERSION 14 (14: the public ot_engine field, and the Laplacian kernel on silent OT
+#: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
+#: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
 #: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
@@ -55,13 +57,14 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565191, "d39bc4368d18bdcdfbb91b8f0f911a71abd330d66abe2bf6d1f42614dc7a4374"),
-    "krr-laplacian": (96, 75406, "cf61e167bb2d47c5c927ed1db57fbe2c48b1f6eb0cbbe7355a00e22646a2d7bb"),
-    "krr-gaussian/client-malicious": (482, 9823850, "3fd355d93b02329f309cb9badac30d97856147cb249efb145962eaa4db07eb26"),
-    "linear": (23, 32950, "360e9818c53b903347a358f91c9962fc81b35871a7651b8ec62ecaa46104a246"),
-    "linear/semi-honest": (6, 238379, "e67f791377da2e070b3d7023c81944325f20f447644336ae0d1d5ced133ab40c"),
+    "krr-gaussian": (66, 1565216, "9a1a98d4cbd6ff587f7253a660b2b8eaeb6914fb72b49f66774463d0e875c43e"),
+    "krr-laplacian": (96, 75431, "35435bc4b9fe4576ec04449581750f289e0ff6ab209d939b50899d6fb867a870"),
+    "krr-laplacian/silent": (110, 678076, "628cac2f5121d37d23fc1ae5edad0b3db138e898258a9b7db038e27ffb3484b6"),
+    "krr-gaussian/client-malicious": (482, 9823875, "b1d7505f3a0ba16b973f8927634c0ca40a84f0d429005498f68d589ca2d642da"),
+    "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
+    "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 13
+PINNED_VERSION = 14
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -116,18 +119,20 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "gaussian-malicious"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "laplacian-silent", "gaussian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
     model = _exact_model(kernel.split("-")[0])
-    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None,
+    served = ServedModel(model, frac_bits=2 if kernel.startswith("laplacian") else None,
                          security="client-malicious" if malicious else None)
+    if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
+        served.public.ot_engine = "silent"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "")
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "")
     _report(key, got)
     assert got == PINS[key]
 

@@ -60,6 +60,13 @@ def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     assert _load(_args(models[kind], *extra, "--security", "semi-honest"), None).public.security == "semi-honest"
 
 
+def test_lattice_cross_term_is_client_malicious(models):
+    """Protocol 13: the Gaussian's lattice cross term has a client-malicious form (the client's key
+    and ciphertexts proven well formed), so --cross-term he is no longer a reason to refuse."""
+    m = _load(_args(models["gaussian"], "--cross-term", "he"), None)
+    assert m.public.security == "client-malicious" and m.public.cross_term == "he"
+
+
 def test_cli_refuses_laplacian_at_start_up_in_one_line(models):
     out = subprocess.run([sys.executable, "-m", "secureml.cli", "serve", "--model", models["laplacian"],
                           "--port", "0"], capture_output=True, text=True, timeout=120)
