@@ -53,6 +53,7 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
     wrong-size ciphertext fails alone (its early try and its ordinary retry) and the server keeps
     serving."""
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    monkeypatch.setattr(linear_he, "PREPARE_NEXT", True)  # the between-sessions work, used in session 2
     mm, test = rff_model
     path = mm.save(tmp_path / "rff.npz")
     ctx = mp.get_context("spawn")
