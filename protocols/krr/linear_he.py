@@ -32,7 +32,7 @@ Protocol (after the handshake; client = role 1, server = role 0), two messages:
      ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
   3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
-Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 34 bytes up, 32,785 down; first
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up, 32,785 down; first
 session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way; a
 resumed client sends the hello, ready and step 1 in one flight (:func:`protocols.krr.client.predict`,
 parameters cached and checked by digest): 2 rounds in all.
