@@ -9,10 +9,18 @@ Reported, for n = 2^min .. 2^max OTs:
 * COTs per second, 64-bit scalar correlations, on demand;
 * offline/online split: ``precompute(n)`` time, then online COTs per second from the pool;
 * bits sent per COT (both directions, framing included) next to the theory
-  (IKNP: 128 bits from the receiver + ``bits`` from the sender, +1 online with precomputation);
+  (IKNP: 128 bits from the receiver + ``bits`` from the sender, +1 online with precomputation;
+  SoftSpoken k: 128/k instead of 128; silent OT: ~0.44 amortised + 1 for a chosen choice bit);
+* for the silent engine, random COTs with random choices (no message but the iterations');
 * optionally (``--triples N``) H4's 64-bit Beaver-triple benchmark (bench.triples_bench).
 
+``--engines`` runs several OT-extension engines one after the other in one run (a fresh pair of
+processes each): ``iknp``, ``softspoken4`` (SoftSpoken k = 4, the exact protocols' engine),
+``ferret`` (protocols.ot.ferret, silent OT, LPN set b13), ``ferret-b11`` (its set b11, k = 124,000).
+
     python -m bench.ot_bench --min-log2 20 --max-log2 24 --pin --out bench_results/ot_bench.json
+    python -m bench.ot_bench --engines softspoken4,ferret --sizes 1048576,4194304,16777216 \
+        --out bench_results/ot_bench_silent.json
 
 Writes JSON (``--out``) and a PNG plot next to it, and prints a table.
 """
@@ -32,10 +40,37 @@ from typing import Any
 
 import numpy as np
 
+from protocols.ot.ferret import (FERRET_B11, FERRET_B11_SETUP, FERRET_MAIN, FERRET_SETUP, FerretReceiver,
+                                 FerretSender, ferret_bits_per_cot)
 from protocols.ot.iknp import OTExtensionReceiver, OTExtensionSender, cot_theory_bits
+from protocols.ot.softspoken import SoftSpokenReceiver, SoftSpokenSender, softspoken_bits_per_ot
 from protocols.net.transport import Channel, TCPChannel, connect, listen
 
 U64 = np.uint64
+
+
+ENGINES = ("iknp", "softspoken4", "ferret", "ferret-b11")
+
+
+def _engine(name: str, role: str, ch: Channel, chunk: int):
+    """The OT-extension engine ``name`` for ``role`` ("sender" / "receiver") on ch."""
+    if name == "iknp":
+        return (OTExtensionSender if role == "sender" else OTExtensionReceiver)(ch, chunk=chunk)
+    if name == "softspoken4":
+        return (SoftSpokenSender if role == "sender" else SoftSpokenReceiver)(ch, k=4, chunk=chunk)
+    if name in ("ferret", "ferret-b11"):
+        p, b = (FERRET_MAIN, FERRET_SETUP) if name == "ferret" else (FERRET_B11, FERRET_B11_SETUP)
+        return (FerretSender if role == "sender" else FerretReceiver)(ch, chunk=chunk, params=p, bootstrap=b)
+    raise ValueError(f"unknown engine {name!r}; one of {ENGINES}")
+
+
+def _extension_bits(name: str) -> float:
+    """Theory: extension traffic per COT with a chosen choice bit, before the correction."""
+    if name == "iknp":
+        return 128.0
+    if name == "softspoken4":
+        return float(softspoken_bits_per_ot(4))
+    return ferret_bits_per_cot(FERRET_MAIN if name == "ferret" else FERRET_B11)
 
 
 def _single_thread(cpu: int | None) -> None:
@@ -48,11 +83,11 @@ def _single_thread(cpu: int | None) -> None:
             pass
 
 
-def _receiver_main(port: int, chunk: int, cpu: int | None) -> None:
+def _receiver_main(port: int, chunk: int, cpu: int | None, engine: str = "iknp") -> None:
     """Child process: OT-extension receiver, driven by JSON commands from the sender."""
     _single_thread(cpu)
     ch = connect("127.0.0.1", port, timeout=30.0, channel_timeout=600.0)
-    r = OTExtensionReceiver(ch, chunk=chunk)
+    r = _engine(engine, "receiver", ch, chunk)
     rng = np.random.default_rng()
     while True:
         cmd = ch.recv_json()
@@ -68,6 +103,10 @@ def _receiver_main(port: int, chunk: int, cpu: int | None) -> None:
             r.cot_recv(c, 1, int(cmd["bits"]))
         elif op == "precompute":
             r.precompute(n)
+        elif op == "silent":
+            r.random_cots(n)
+        elif op == "drain":
+            r._take(r.available)
         elif op == "quit":
             break
         ch.send_json({"wall": time.perf_counter() - t0, "cpu": time.process_time() - p0})
@@ -96,46 +135,81 @@ def _timed(ch: Channel, cmd: dict[str, Any], fn) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "pinned": args.pin,
+                    "load_avg_1min": os.getloadavg()[0]},
+        "chunk": args.chunk,
+        "bits": args.bits,
+        "engines": {},
+    }
+    for name in args.engines:
+        res["engines"][name] = _run_engine(args, name)
+    first = res["engines"][args.engines[0]]
+    res["base_ot_setup"], res["sizes"] = first["setup"], first["sizes"]  # the single-engine layout
+    if args.triples:
+        res["beaver_triples"] = _triples(args.triples)
+    return res
+
+
+def _run_engine(args: argparse.Namespace, name: str) -> dict[str, Any]:
     from tqdm import tqdm
 
     _single_thread(0 if args.pin else None)
     srv = listen()
     ctx = mp.get_context("spawn")
     proc = ctx.Process(
-        target=_receiver_main, args=(srv.getsockname()[1], args.chunk, 1 if args.pin else None)
+        target=_receiver_main, args=(srv.getsockname()[1], args.chunk, 1 if args.pin else None, name)
     )
     proc.start()
     ch = TCPChannel.accept(srv, timeout=60.0)
     ch.timeout = 600.0
     srv.close()
-    s = OTExtensionSender(ch, chunk=args.chunk)
-    res: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "pinned": args.pin},
-        "chunk": args.chunk,
-        "bits": args.bits,
-    }
+    s = _engine(name, "sender", ch, args.chunk)
+    silent = name.startswith("ferret")
+    # set-up: base OTs (and, for the silent engine, its SoftSpoken bootstrap and set-up iteration)
     setup = _timed(ch, {"op": "setup"}, s.setup)
-    res["base_ot_setup"] = setup
     rows = []
-    sizes = [1 << k for k in range(args.min_log2, args.max_log2 + 1)]
-    steps = tqdm(total=len(sizes) * 3, desc="ot_bench", disable=args.quiet)
+    sizes = args.sizes
+    steps = tqdm(total=len(sizes) * (4 if silent else 3), desc=f"ot_bench {name}", disable=args.quiet)
     rng = np.random.default_rng(0)
+    theory = _extension_bits(name) + args.bits
+    def drain() -> None:
+        """Silent engine: empty the COT buffer, so the next timed operation pays for every
+        iteration its COTs need (ceil(n / usable) of them: conservative below whole iterations)."""
+        if silent:
+            _timed(ch, {"op": "drain"}, lambda: s._take(s.available))
+
     for n in sizes:
         row: dict[str, Any] = {"n": n}
+        if silent:
+            drain()
+            it0 = s.iterations
+            sil = _timed(ch, {"op": "silent", "n": n}, lambda: s.random_cots(n))
+            b = 8 * (sil["bytes_sender_to_receiver"] + sil["bytes_receiver_to_sender"]) / n
+            made = (s.iterations - it0) * s.params.usable
+            row["silent_random_cot"] = sil | {
+                "per_s": n / sil["wall_s"], "per_cpu_s": n / sil["max_party_cpu_s"], "bits_per_cot": b,
+                "iterations": s.iterations - it0,
+                # steady state: every COT the iterations made, per second
+                "generated_per_s": made / sil["wall_s"], "generated_per_cpu_s": made / sil["max_party_cpu_s"]}
+            steps.update()
+        drain()
         rot = _timed(ch, {"op": "random_ot", "n": n}, lambda: s.random_ot(n))
         row["random_ot"] = rot | {"per_s": n / rot["wall_s"], "per_cpu_s": n / rot["max_party_cpu_s"]}
         steps.update()
         delta = rng.integers(0, 2**64, n, dtype=U64, endpoint=False)
+        drain()
         cot = _timed(ch, {"op": "cot", "n": n, "bits": args.bits}, lambda: s.cot_send(delta, args.bits))
         bits_sent = 8 * (cot["bytes_sender_to_receiver"] + cot["bytes_receiver_to_sender"]) / n
         row["cot"] = cot | {
             "per_s": n / cot["wall_s"],
             "per_cpu_s": n / cot["max_party_cpu_s"],
             "bits_per_cot": bits_sent,
-            "theory_bits_per_cot": cot_theory_bits(args.bits),
-            "ratio_to_theory": bits_sent / cot_theory_bits(args.bits),
+            "theory_bits_per_cot": theory,
+            "ratio_to_theory": bits_sent / theory,
         }
         steps.update()
+        drain()
         pre = _timed(ch, {"op": "precompute", "n": n}, lambda: s.precompute(n))
         onl = _timed(ch, {"op": "cot", "n": n, "bits": args.bits}, lambda: s.cot_send(delta, args.bits))
         on_bits = 8 * (onl["bytes_sender_to_receiver"] + onl["bytes_receiver_to_sender"]) / n
@@ -145,7 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "per_s": n / pre["wall_s"],
                 "per_cpu_s": n / pre["max_party_cpu_s"],
                 "bits_per_ot": off_bits,
-                "theory": 128,
+                "theory": _extension_bits(name) - (1 if silent else 0),
             },
             "online": onl | {
                 "per_s": n / onl["wall_s"],
@@ -161,10 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ch.recv_json()
     ch.close()
     proc.join(60)
-    res["sizes"] = rows
-    if args.triples:
-        res["beaver_triples"] = _triples(args.triples)
-    return res
+    return {"setup": setup, "sizes": rows, "theory_extension_bits_per_cot": _extension_bits(name)}
 
 
 def _triples(n: int) -> dict[str, Any]:
@@ -180,57 +251,78 @@ def _triples(n: int) -> dict[str, Any]:
 
 
 def _table(res: dict[str, Any]) -> str:
-    lines = [
-        f"base-OT setup (128 OTs): {res['base_ot_setup']['wall_s'] * 1e3:.1f} ms",
-        "rates: wall clock / per CPU-second of the busier party (one core each)",
-        f"{'n':>10} {'randOT/s':>19} {'COT/s':>19} {'bits/COT':>9} {'theory':>7} "
-        f"{'offline OT/s':>19} {'online COT/s':>19} {'online bits':>11}",
-    ]
+    lines = [f"machine: {res['machine']}",
+             "rates: wall clock / per CPU-second of the busier party (one core each)"]
 
     def pair(d: dict[str, Any]) -> str:
         return f"{d['per_s']:.3g} / {d['per_cpu_s']:.3g}"
 
-    for r in res["sizes"]:
-        c, p = r["cot"], r["precomputed_cot"]
-        lines.append(
-            f"{r['n']:>10} {pair(r['random_ot']):>19} {pair(c):>19} "
-            f"{c['bits_per_cot']:>9.2f} {c['theory_bits_per_cot']:>7} "
-            f"{pair(p['offline']):>19} {pair(p['online']):>19} "
-            f"{p['online']['bits_per_cot']:>11.2f}"
-        )
+    for name, er in res["engines"].items():
+        lines.append(f"[{name}] set-up: {er['setup']['wall_s'] * 1e3:.1f} ms, "
+                     f"{er['setup']['bytes_sender_to_receiver'] + er['setup']['bytes_receiver_to_sender']:,} bytes")
+        lines.append(f"{'n':>10} {'silent COT/s':>19} {'randOT/s':>19} {'COT/s':>19} {'bits/COT':>9} {'theory':>7} "
+                     f"{'offline OT/s':>19} {'online COT/s':>19} {'online bits':>11}")
+        for r in er["sizes"]:
+            c, p = r["cot"], r["precomputed_cot"]
+            sil = pair(r["silent_random_cot"]) if "silent_random_cot" in r else "-"
+            lines.append(
+                f"{r['n']:>10} {sil:>19} {pair(r['random_ot']):>19} {pair(c):>19} "
+                f"{c['bits_per_cot']:>9.2f} {c['theory_bits_per_cot']:>7.2f} "
+                f"{pair(p['offline']):>19} {pair(p['online']):>19} "
+                f"{p['online']['bits_per_cot']:>11.2f}"
+            )
     if "beaver_triples" in res:
         lines.append(f"beaver triples: {json.dumps(res['beaver_triples'])[:300]}")
     return "\n".join(lines)
 
 
+def _csv(res: dict[str, Any], path: Path) -> None:
+    """One row per (engine, n): rates (per second, wall and per busier-party CPU second), bits per COT."""
+    cols = ["engine", "n", "silent_cot_per_s", "random_ot_per_s", "cot_per_s", "cot_per_cpu_s",
+            "cot_bits_per_cot", "cot_theory_bits", "offline_per_s", "online_cot_per_s", "online_bits_per_cot"]
+    out = [",".join(cols)]
+    for name, er in res["engines"].items():
+        for r in er["sizes"]:
+            sil = r.get("silent_random_cot", {}).get("per_s", "")
+            out.append(",".join(str(x) for x in [
+                name, r["n"], sil, r["random_ot"]["per_s"], r["cot"]["per_s"], r["cot"]["per_cpu_s"],
+                r["cot"]["bits_per_cot"], r["cot"]["theory_bits_per_cot"],
+                r["precomputed_cot"]["offline"]["per_s"], r["precomputed_cot"]["online"]["per_s"],
+                r["precomputed_cot"]["online"]["bits_per_cot"]]))
+    path.write_text("\n".join(out) + "\n")
+
+
 def _plot(res: dict[str, Any], path: Path) -> None:
-    """Rates vs n (wall clock and per CPU-second), saved as PNG next to the JSON."""
+    """COT rates and bits per COT vs n, one colour per engine, saved as PNG next to the JSON."""
     import matplotlib
 
     matplotlib.use("Agg")
     from secureml.plot_style import pyplot
     plt = pyplot()
 
-    n = [r["n"] for r in res["sizes"]]
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    series = {
-        "random OT": lambda r: r["random_ot"],
-        "COT (on demand)": lambda r: r["cot"],
-        "COT offline (precompute)": lambda r: r["precomputed_cot"]["offline"],
-        "COT online": lambda r: r["precomputed_cot"]["online"],
-    }
-    for i, (label, get) in enumerate(series.items()):
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.4))
+    for i, (name, er) in enumerate(res["engines"].items()):
+        n = [r["n"] for r in er["sizes"]]
         color = f"C{i}"
-        ax.plot(n, [get(r)["per_s"] for r in res["sizes"]], "o-", color=color, label=f"{label}, wall")
-        ax.plot(n, [get(r)["per_cpu_s"] for r in res["sizes"]], "s--", color=color, alpha=0.6,
-                label=f"{label}, per CPU-s")
-    ax.axhline(2e6, color="k", lw=0.8, ls=":", label="target 2M/s per core")
-    ax.set_xscale("log", base=2)
+        ax.plot(n, [r["cot"]["per_s"] for r in er["sizes"]], "o-", color=color, label=f"{name}: COT, wall")
+        ax.plot(n, [r["random_ot"]["per_s"] for r in er["sizes"]], "s--", color=color, alpha=0.6,
+                label=f"{name}: random OT, wall")
+        if "silent_random_cot" in er["sizes"][0]:
+            ax.plot(n, [r["silent_random_cot"]["per_s"] for r in er["sizes"]], "^:", color=color,
+                    label=f"{name}: silent random COT")
+        bx.plot(n, [r["cot"]["bits_per_cot"] - res["bits"] for r in er["sizes"]], "o-", color=color,
+                label=f"{name} (measured)")
+        bx.axhline(er["theory_extension_bits_per_cot"], color=color, lw=0.8, ls=":")
+    for a in (ax, bx):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("number of OTs")
     ax.set_yscale("log")
-    ax.set_xlabel("number of OTs")
-    ax.set_ylabel("OTs per second")
-    ax.set_title("IKNP OT extension, two processes over TCP loopback")
-    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax.set_ylabel("OTs per second (wall clock)")
+    ax.set_title("two processes over TCP loopback")
+    bx.set_yscale("log")
+    bx.set_ylabel(f"bits per COT beyond the {res['bits']}-bit correction (dotted: theory)")
+    ax.legend(fontsize=6)
+    bx.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -243,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         "receiver in a child).  Reports base-OT setup time, random OT and COT rates, the "
         "offline/online split and bits per COT against the IKNP theory.",
     )
+    ap.add_argument("--engines", default="iknp",
+                    help=f"comma-separated OT engines, one after the other: {', '.join(ENGINES)} (default iknp)")
+    ap.add_argument("--sizes", default="",
+                    help="comma-separated numbers of OTs (default: 2^min-log2 .. 2^max-log2)")
     ap.add_argument("--min-log2", type=int, default=20, help="smallest n = 2^k OTs (default 20)")
     ap.add_argument("--max-log2", type=int, default=24, help="largest n = 2^k OTs (default 24)")
     ap.add_argument("--bits", type=int, default=64, help="COT correlation width in bits (default 64)")
@@ -255,13 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.min_log2 > args.max_log2 or args.min_log2 < 7:
         ap.error("need 7 <= --min-log2 <= --max-log2")
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    bad = [e for e in args.engines if e not in ENGINES]
+    if bad or not args.engines:
+        ap.error(f"--engines: unknown {bad}; choose from {', '.join(ENGINES)}")
+    try:
+        args.sizes = ([int(x) for x in args.sizes.split(",") if x.strip()] if args.sizes
+                      else [1 << k for k in range(args.min_log2, args.max_log2 + 1)])
+    except ValueError:
+        ap.error("--sizes: comma-separated integers")
+    if min(args.sizes) < 128:
+        ap.error("--sizes: at least 128 OTs each")
     res = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     _plot(res, out.with_suffix(".png"))
+    _csv(res, out.with_suffix(".csv"))
     print(_table(res))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_suffix('.csv')}")
     return 0
 
 

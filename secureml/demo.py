@@ -3,14 +3,16 @@
 1. The model owner trains exact KRR on Coulomb matrices of embedded QM9 molecules: the Gaussian
    kernel (the published study's setting), then the Laplacian kernel (L1 distance, more accurate
    on Coulomb matrices).
-2. It starts ``secureml serve`` as a separate process (a real TCP server).
+2. It starts ``secureml serve`` as a separate process (a real TCP server): the Gaussian model in
+   the default client-malicious mode, the Laplacian one semi-honest (it has no client-malicious
+   protocol yet).
 3. The query owner sends held-out molecules through the double-blind protocol.
 4. Each prediction is printed next to the plaintext prediction and the reference value, with the
    cost of the protocol and its ratio to the plaintext prediction time.
 5. The same with the compact local model (FCHL19 + random features), whose double-blind cost does
    not grow with the training set and which reaches about 1 kcal/mol.
 6. The exact Gaussian model again, served with its answers rounded to 1 kcal/mol inside the
-   protocol (`secureml serve --round-to 1`), beside the undefended one: what each leaks
+   protocol (`secureml serve --security semi-honest --round-to 1`), beside the undefended one: what each leaks
    (membership inference) and costs (accuracy, protocol time and traffic); docs/defenses.md.
 7. A short leakage summary (what the deployments still leak) closes the demo.
 """
@@ -115,11 +117,17 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
               f"on {len(test)} held-out molecules")
         model_path = exact.save(work / f"model_{kernel}.npz")
         print(f"   model file: {model_path}")
-        print("== Model owner: starts `secureml serve --security semi-honest` (separate process); "
+        # the default (client-malicious) where the kernel has that protocol; the Laplacian has none yet
+        mode = "client-malicious" if kernel == "gaussian" else "semi-honest"
+        print(f"== Model owner: starts `secureml serve --security {mode}` (separate process); "
               "query owner connects ==")
-        print("   (Gaussian models can be served `--security client-malicious` at a higher cost; "
-              "Laplacian models have no such protocol yet: docs/malicious.md)")
-        (preds, cost), = _serve_and_query(model_path, queries, extra=("--security", "semi-honest"))
+        if mode == "semi-honest":
+            print("   (Laplacian models have no client-malicious protocol yet, so `serve` refuses them "
+                  "unless asked for --security semi-honest: docs/malicious.md)")
+        else:
+            print("   (client-malicious, the default: whatever a modified client sends, it learns at most "
+                  "each prediction; docs/malicious.md)")
+        (preds, cost), = _serve_and_query(model_path, queries, extra=("--security", mode))
         _report(exact, queries, preds, cost, prop)
         print("the server saw no query; the query owner saw only the predictions.\n")
         model = model or exact
@@ -158,8 +166,10 @@ def _defended_beside_undefended(model, model_path: Path, train, test, queries, p
 
     print("\n== Defended beside undefended: the Gaussian model served again with `--round-to 1` "
           "(answers rounded inside the protocol; docs/defenses.md) ==")
-    runs = {"undefended": _serve_and_query(model_path, queries)[0],
-            "--round-to 1": _serve_and_query(model_path, queries, extra=("--round-to", "1"))[0]}
+    # output defenses run in the semi-honest protocol (not yet in the client-malicious Gaussian one)
+    semi = ("--security", "semi-honest")
+    runs = {"undefended": _serve_and_query(model_path, queries, extra=semi)[0],
+            "--round-to 1": _serve_and_query(model_path, queries, extra=(*semi, "--round-to", "1"))[0]}
     ref = queries.properties[prop]
     print(f"{'molecule':<22}{'reference':>12}{'undefended':>12}{'rounded':>10}")
     for i in range(len(queries)):

@@ -25,17 +25,33 @@ import numpy as np
 
 from protocols.krr import gaussian, gaussian_malicious, laplacian
 from protocols.krr import linear as compact
+from protocols.krr import linear_he
 from protocols.krr.cache import PublicModelCache
 from protocols.krr.handshake import client_ready
 from protocols.krr.params import PublicParams
 from protocols.mpc.party import Party
+from protocols.mpc.randomness import derive_seed
 from protocols.net.transport import Channel
+from protocols.ot.ferret import setup_pair
 from secureml.errors import ProtocolError
 from secureml.representations import representation_from_params
 
 # OT extension of the exact protocols: SoftSpoken with k = 4 (32 bits per OT instead of IKNP's 128;
 # a third less traffic for the Laplacian kernel's 23 million element COTs at N = 16,384)
 EXACT_SOFTSPOKEN_K = 4
+
+
+def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
+    """Both OT directions for an exact kernel: silent OT (protocols.ot.ferret) for the Laplacian
+    kernel when ``pp.ot_engine`` says so (its tens of millions of element OTs at ~2.5 bits each
+    instead of 32), SoftSpoken otherwise."""
+    if kernel == "laplacian" and pp.ot_engine == "silent":
+        seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),
+                 derive_seed(party.seed, "silent-ot-receiver", party.role))
+        snd, rcv = setup_pair(party.ch, party.role, seeds=seeds)
+        party.install_ot(sender=snd, receiver=rcv)
+        return
+    party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
 
 
 class ModelProtocol(ABC):
@@ -94,14 +110,14 @@ class ExactKernelProtocol(ModelProtocol):
         return representation_from_params(pp.representation).transform(dataset)
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
-        party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
+        _setup_exact_ot(party, model.public, self.kernel)
         # client-malicious: every extension piece the client (OT receiver) sends is checked
         party.ot_sender.checked = model.public.checked_ot
         return {}
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
-        party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
+        _setup_exact_ot(party, pp, self.kernel)
         party.ot_receiver.checked = pp.checked_ot  # the server verifies a proof per piece
         return {}
 
@@ -127,8 +143,10 @@ class ExactKernelProtocol(ModelProtocol):
 class CompactLinearProtocol(ModelProtocol):
     """Compact random-feature models (:mod:`protocols.krr.linear`): public feature map, secret weights.
 
-    One OT direction (server sends), SoftSpoken, resumable sessions; the public feature map is sent
-    once per client and cached by its hash.
+    Client-malicious (the default): one OT direction (server sends), SoftSpoken, resumable
+    sessions, checked extension. Semi-honest with ``cross_term == "he"`` (and no output defense):
+    the lattice inner product of :mod:`protocols.krr.linear_he`, one ciphertext each way. The public
+    feature map is sent once per client and cached by its hash.
     """
 
     kind = "linear"
@@ -154,6 +172,8 @@ class CompactLinearProtocol(ModelProtocol):
         return compact.client_features(public_model, dataset)
 
     def server_setup(self, party: Party, model: Any, k: int) -> dict[str, Any]:
+        if model.public.lattice_linear:  # semi-honest: one lattice ciphertext each way, no OT session
+            return {"engine": "lattice"}
         # the extension moves offline when the model asks for it (precompute_ot)
         return compact.setup(party, model.public, k, out_bits=model.compact.out_bits,
                              softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
@@ -161,14 +181,23 @@ class CompactLinearProtocol(ModelProtocol):
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
+        if pp.lattice_linear:
+            return {"peer": peer, "resume": resume}
         return compact.setup(party, pp, k, server_key=peer, resume=resume)
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
+        if model.public.lattice_linear:
+            linear_he.server_online(party, model, k, keep_keys=model.resume_ot)
+            return
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
                        y_offset=model.compact.offset)
         info["release"]()  # the session succeeded: its OT-session state may serve the client again
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if pp.lattice_linear:
+            preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"))
+            info.update(extra)
+            return preds
         return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
-from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
+from protocols.krr import linear_he
+from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, SILENT_OT_MIN_ELEMENTS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
                                   PublicParams, feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
 from protocols.ot.session import DEFAULT_K
@@ -123,7 +124,11 @@ class ServedModel(Served):
             security=security_mode(KERNEL_KINDS[params.kernel], security),
         )
         if self.public.kind == "krr-gaussian" and self.public.security == "client-malicious":
-            self.public.cross_term = "ot"  # the only cross term whose client inputs can be checked
+            self.public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
+        if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
+            # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
+            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md)
+            self.public.ot_engine = "softspoken"
         self.public.validate()
 
     @classmethod
@@ -203,6 +208,11 @@ class CompactServedModel(Served):
             **plan,
         )
         out_bits = compact.output_bits(pred + offset, public)  # public ring width
+        public.output_bits = out_bits
+        # semi-honest: the lattice inner product (linear_he) when its noise fits this model's
+        # weights, else the OT path; client-malicious: the checked OT path
+        public.cross_term = "he" if public.security == "semi-honest" and linear_he.fits(w, public, out_bits) \
+            is not None else "ot"
         served = cls(CompactSecret(w, offset, out_bits, blob), public)
         _publish_model_facts(served, mm)
         return served

@@ -302,11 +302,19 @@ class SoftSpokenSender(_SoftSpokenState, OTExtensionSender):
         self._s64 = pack_bits(bits.ravel()).view(_U64).copy()
         self._dmask = (_U64(0) - bits.astype(_U64))[:, :, None]  # all-ones where the bit is set
 
+    def _base_choices(self) -> np.ndarray:
+        """S1: the sender's 128 random base-OT choices c; Delta_b's bit (k-1-l) is 1 - c_{b,l}.
+
+        A hook: the silent-OT engine (:mod:`protocols.ot.ferret`) fixes one of them so that
+        bit 0 of s is 1 (127 random bits remain), which lets it carry choice bits in that bit.
+        """
+        return unpack_bits(np.frombuffer(random_bytes(KAPPA // 8, self._rng), dtype=np.uint8), KAPPA)
+
     def setup(self, sid: bytes | None = None) -> None:
         """S1 + S3 (as base-OT receiver with random choices), then a session.  Idempotent."""
         if self._ready:
             return
-        c = unpack_bits(np.frombuffer(random_bytes(KAPPA // 8, self._rng), dtype=np.uint8), KAPPA)
+        c = self._base_choices()
         keys, digest = _base_ot_recv(self.ch, c, self._rng)
         aes = FixedKeyAES(derive_key(b"secureml-ss-ggm", digest))
         masked = self.ch.recv_array(_U64, (self.n_blocks, self.k, 2, 2))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,21 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="connections before their hello; more are closed at once (default 512)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
-                   "the server then keeps no per-client OT state and cannot link a client's sessions)")
-    p.add_argument("--security", choices=("auto", "client-malicious", "semi-honest"), default="auto",
-                   help="client-malicious: whatever a client sends, each query yields at most the prediction "
-                   "for one input of the public domain, or an abort (compact and Gaussian-kernel models; the "
-                   "Gaussian one runs the OT cross term; Laplacian-kernel sessions are refused); semi-honest: "
-                   "the protocols for clients that run our code unmodified; auto (default): client-malicious "
-                   "for compact models, semi-honest with a warning at start-up for exact kernels "
-                   "(docs/malicious.md)")
+                   "the server then keeps no per-client OT state and cannot link a client's sessions; "
+                   "semi-honest lattice path: it keeps no client public keys, asked for in every session)")
+    p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
+                   help="client-malicious (default): whatever a client sends, each query yields at most the "
+                   "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
+                   "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
+                   "ot, and has no output defenses yet; a Laplacian-kernel model has no such protocol and is "
+                   "refused at start-up); semi-honest: the "
+                   "cheaper protocols for clients that run our code unmodified (a modified client can extract "
+                   "the weights; compact models then use the lattice inner product, docs/compact-models.md); auto: client-malicious where the model kind and options have a protocol, else "
+                   "semi-honest with a warning (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
-                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
-                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
-                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
+                   "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
+                   "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto' (default): 'he' where TenSEAL is installed (always for "
+                   "client-malicious), else 'ot'. Compact models with --security semi-honest: the lattice "
+                   "inner product (one RLWE ciphertext each way, numpy only) unless 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
         "answer; the mechanism is announced to it) and per-client query limits; docs/defenses.md")
@@ -100,7 +107,7 @@ def query_ledger(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from protocols.krr import ServedModel, serve
+    from protocols.krr import serve
     from protocols.net import pki
     from protocols.net.frontdoor import AuditLog, Authenticator, load_tokens
     from protocols.net.limits import Limits
@@ -115,22 +122,17 @@ def run(args: argparse.Namespace) -> int:
         from secureml.models.signing import load_public_key
 
         verify_key = load_public_key(args.verify_key)
-    security = None if args.security == "auto" else args.security
-    model = ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security,
-                                  verify_key=verify_key)
+    model = _load(args, verify_key)
     if model.public.security != "client-malicious":
-        hint = ("--security client-malicious (its OT cross term costs more: docs/malicious.md)"
-                if model.public.kind == "krr-gaussian" else "a compact model")
         print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
-              f"learn more than its predictions (the training weights); serve it with {hint} for "
-              "client-malicious security (docs/malicious.md)", file=sys.stderr)
+              "learn more than its predictions (the training weights); docs/malicious.md says which "
+              "models and options have a client-malicious protocol", file=sys.stderr)
     if model.public.kind == "krr-gaussian" and model.public.security == "client-malicious":
         from protocols.krr import gaussian_malicious
 
-        if args.cross_term == "he":
-            raise SecureMLError("--cross-term he cannot be client-malicious (a client's ciphertexts are not "
-                                "checked): use --cross-term ot or auto, or --security semi-honest")
-        model.public.cross_term = "ot"
+        # the lattice cross term with the client's ciphertexts proven well formed (pure numpy: no
+        # TenSEAL needed), or the OT one on request
+        model.public.cross_term = "ot" if args.cross_term == "ot" else "he"
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
@@ -140,6 +142,14 @@ def run(args: argparse.Namespace) -> int:
         model.public.validate()
         # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
         gaussian.prepare_server(model.params, model.public)
+    elif model.public.kind == "linear" and model.public.security == "semi-honest":
+        if args.cross_term == "ot":  # the OT path, semi-honest (the lattice one is the default)
+            model.public.cross_term = "ot"
+            model.public.validate()
+        if model.public.lattice_linear:
+            from protocols.krr import linear_he
+
+            linear_he.prepared(model)  # the weight polynomial's spectra before the first client
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
     ctx = (pki.server_context(args.tls_cert, args.tls_key, args.client_ca, cert_optional=bool(args.tokens))
@@ -173,6 +183,38 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _load(args: argparse.Namespace, verify_key: Any) -> Any:
+    """The served model in the security mode asked for; 'auto' falls back to semi-honest only where the
+    model kind or the options (output defenses, distance width) have no client-malicious protocol."""
+    from protocols.krr import ServedModel
+    from protocols.krr.params import CLIENT_MALICIOUS_KINDS
+    from secureml.errors import SecureMLError
+
+    from secureml.errors import ProtocolError
+
+    def load(security: str) -> Any:
+        return ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security, verify_key=verify_key)
+
+    if args.security == "semi-honest":
+        return load("semi-honest")
+    try:
+        model = load("client-malicious")
+    except ProtocolError:  # e.g. distances wider than the client-malicious Gaussian protocol serves
+        if args.security == "auto":
+            return load("semi-honest")
+        raise
+    reason = None
+    if model.public.kind not in CLIENT_MALICIOUS_KINDS:
+        reason = f"{model.public.kind} models have no client-malicious protocol yet"
+    elif model.public.kind == "krr-gaussian" and (args.round_to is not None or args.noise):
+        reason = "output defenses (--round-to/--noise) are not part of the client-malicious Gaussian protocol yet"
+    if reason is None:
+        return model
+    if args.security == "auto":
+        return load("semi-honest")
+    raise SecureMLError(f"{reason}: serve it with --security semi-honest (docs/malicious.md)")
 
 
 def _cross_term(choice: str) -> str:

@@ -25,10 +25,11 @@ def _start(cmd, head: list[str] | None = None):
 
 
 @pytest.mark.parametrize("kernel,sigma,grid,cross,security", [
-    ("gaussian", 50.0, None, "he", "auto"), ("gaussian", 50.0, None, "ot", "semi-honest"),
-    ("laplacian", 1000.0, 8, "he", "semi-honest")])
+    ("gaussian", 50.0, None, "he", "default"), ("gaussian", 50.0, None, "ot", "semi-honest"),
+    ("laplacian", 1000.0, 8, "he", "auto")])
 def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
-    """`--security auto` (the default) serves an exact kernel semi-honest and says so at start-up."""
+    """The default serves the Gaussian kernel client-malicious (checked lattice cross term);
+    `--security auto` serves a Laplacian model (no client-malicious protocol) semi-honest and says so."""
     data = load_embedded()
     tr, te = embedded_split(0)
     train, test = data.subset(tr[:150]), data.subset(te[:2])
@@ -40,7 +41,7 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
     head: list[str] = []
     proc, port = _start([sys.executable, "-m", "secureml.cli", "serve", "--model", str(path),
                          "--port", "0", "--max-sessions", "1", "--cross-term", cross]
-                        + ([] if security == "auto" else ["--security", security]), head)
+                        + ([] if security == "default" else ["--security", security]), head)
     try:
         out = subprocess.run(
             [sys.executable, "-m", "secureml.cli", "predict", "--server", f"127.0.0.1:{port}",
@@ -56,6 +57,8 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
         assert "session peer=" in log  # one line per prediction session, no data
         if security == "auto":
             assert "served semi-honest" in log and "docs/malicious.md" in log
+        if security == "default":
+            assert "served semi-honest" not in log
     finally:
         proc.kill()
 

@@ -42,7 +42,11 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 11 (11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
+#: pinned at PROTOCOL_VERSION 14 (14: the public ot_engine field, and the Laplacian kernel on silent OT
+#: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
+#: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
+#: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
+#: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
 #: "krr-gaussian/client-malicious"; 7: the Laplacian's two-table digit step with a random OT, products mod 2^(M-1);
 #: 6: the output_defense field, empty here). 3 added property_unit and elements to the public parameters; 4 the
@@ -53,12 +57,14 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565175, "85322820c281a8136fd5eb30e392968165553a79e18837ccbff805d4038291b5"),
-    "krr-laplacian": (96, 75390, "1d1d857080ded420c1da619e338b2cd25a268007e2d2c67f8ab74f8a51b11d82"),
-    "krr-gaussian/client-malicious": (448, 1020825, "ce3182e6a6de32850c538ba4bdddab0bab1d71c5c3ff70b73248cdfc4783ced5"),
-    "linear": (23, 32933, "0b40acdca942d9f08a1ada15646dd0817fe1f13ade2d9d2cce91a18fdd1c6da6"),
+    "krr-gaussian": (66, 1565216, "9a1a98d4cbd6ff587f7253a660b2b8eaeb6914fb72b49f66774463d0e875c43e"),
+    "krr-laplacian": (96, 75431, "35435bc4b9fe4576ec04449581750f289e0ff6ab209d939b50899d6fb867a870"),
+    "krr-laplacian/silent": (110, 678076, "628cac2f5121d37d23fc1ae5edad0b3db138e898258a9b7db038e27ffb3484b6"),
+    "krr-gaussian/client-malicious": (482, 9823875, "b1d7505f3a0ba16b973f8927634c0ca40a84f0d429005498f68d589ca2d642da"),
+    "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
+    "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 11
+PINNED_VERSION = 14
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -113,18 +119,20 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "gaussian-malicious"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "laplacian-silent", "gaussian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
     model = _exact_model(kernel.split("-")[0])
-    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None,
+    served = ServedModel(model, frac_bits=2 if kernel.startswith("laplacian") else None,
                          security="client-malicious" if malicious else None)
+    if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
+        served.public.ot_engine = "silent"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "")
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "")
     _report(key, got)
     assert got == PINS[key]
 
@@ -160,3 +168,18 @@ def test_compact_transcript_sizes_are_pinned(compact_model, tmp_path):
     got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
     _report("linear", got)
     assert got == PINS["linear"]
+
+
+def test_compact_lattice_transcript_sizes_are_pinned(compact_model, tmp_path):
+    """Semi-honest compact sessions: one lattice ciphertext (and, unlinkable, the public key) up
+    per query and one reply down (protocols/krr/linear_he.py)."""
+    mm, test = compact_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    assert served.public.lattice_linear
+    preds, tr, pp = _session(served, featurize=molecules_featurizer(test), seeded=False,
+                             resume_ot=False, cache=PublicModelCache(tmp_path))
+    np.testing.assert_allclose(preds, mm.predict(test), atol=5e-3)
+    blob = pp.public_model_bytes
+    got = (len(tr), sum(len(f) for _, f in tr) - blob, _sizes_hash(tr, blob))
+    _report("linear/semi-honest", got)
+    assert got == PINS["linear/semi-honest"]

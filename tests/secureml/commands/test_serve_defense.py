@@ -35,7 +35,7 @@ def test_cli_serve_rounds_answers_inside_the_protocol(tmp_path, capsys):
     # one admitted session: the query (the readiness probe below is an empty connection the front
     # door drops before admission, so it does not count)
     args = build_parser().parse_args(["serve", "--model", str(path), "--port", str(port), "--max-sessions", "1",
-                                      "--round-to", "5"])
+                                      "--security", "semi-honest", "--round-to", "5"])
     th = threading.Thread(target=args.func, args=(args,), daemon=True)
     th.start()
     for _ in range(200):

@@ -1,0 +1,328 @@
+"""Compact models, semi-honest: the prediction's inner product with lattice HE (one flight each way).
+
+    prediction(molecule) = y_offset + w . phi(molecule)
+
+Same public feature map, fixed-point plan and integer result as :mod:`protocols.krr.linear` (the
+OT path): ``y' = sum_j w'_j phi'_j + lo 2^F sum(w') + y_offset 2^(F+fw)`` with
+``phi' = (phi - lo) 2^F`` and ``w' = round(w 2^fw)``; only the two-party step differs. Instead of
+F' x_bits oblivious transfers (base OTs on a client's first session), one RLWE ciphertext goes up
+and one comes back (:mod:`protocols.mpc.rlwe_ip`: ring degree 4,096 or 8,192, q = 2^108 or 2^128,
+128-bit security by the HE standard, 40-bit statistical flooding).
+
+Threat model: **semi-honest** (``--security semi-honest``). The server learns nothing about phi
+(RLWE ciphertexts); the client learns ``y'`` plus a noise of at most ~2^-17 (RFF model) that is
+statistically independent of w up to 2^-41, and nothing else (see :mod:`protocols.mpc.rlwe_ip`).
+A client that sends ill-formed polynomials (not RLWE samples with small noise) can learn more
+than its prediction -- the flood is sized for honest noise, and a rigged public key can undo the
+re-randomisation of c1' -- so client-malicious sessions keep the checked OT path
+(:mod:`protocols.krr.linear`). A proof of well-formedness would be checked in
+:func:`protocols.mpc.rlwe_ip.check_client_message` (before the server computes anything); the one
+merged for the Gaussian cross term (:mod:`protocols.mpc.bfv_proof`) commits its witness with more
+checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md).
+
+Protocol (after the handshake; client = role 1, server = role 0), two messages:
+  0. keys: the client's secret key and public key pk0 are made once per process and ring
+     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 1 only on the first session
+     with a server (the server keeps it by key id, LRU 1,024, one hour), or when asked again.
+     ``resume_ot=False`` on the client: a fresh key for this session only (unlinkable sessions).
+  1. client -> server: header, key id, [pk0], and per query (seed of a, c0 = -a s + e + Delta Phi')
+     with Delta = 2^(log q - out_bits).
+  2. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
+     step 1 with pk0), else per query (v, top 64 bits of c1') with the constant
+     ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
+  3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
+
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 34 bytes up, 32,785 down; first
+session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from protocols.krr.chain import SERVER
+from protocols.krr.params import PublicParams
+from protocols.mpc import rlwe_ip
+from protocols.mpc.context import PartyContext
+from secureml.errors import ModelError, ProtocolError
+
+_MAGIC = b"SMHE"
+_HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0, bit 1: next seed), k, ring degree / 1024
+_VERSION = 1
+_OK, _NEED_KEY = 0, 1
+#: the client announces the seed of its next session's first ciphertext, and both sides do the
+#: query-independent work for it between sessions (client: -a s + e in a background thread;
+#: server: a W + p1 u + e1 and (pk0 u)[n-1] after its reply); False: all of it inside the session
+PREPARE_NEXT = True
+#: largest acceptable error of the lattice step alone, in units of the prediction (kcal/mol for
+#: energies): a fifth of the OT path's 5e-3 budget
+MAX_ERROR = 1e-3
+
+
+def ring_params(pp: PublicParams) -> rlwe_ip.RingParams:
+    return rlwe_ip.ring_for(pp.n_features)
+
+
+def delta_bits(pp: PublicParams, out_bits: int) -> int:
+    """Delta = 2^(log q - out_bits): |Delta y'| < q / 8 by the public output bound."""
+    return ring_params(pp).q_bits - int(out_bits)
+
+
+def encode_weights(w: np.ndarray, pp: PublicParams) -> np.ndarray:
+    w_int = np.rint(np.asarray(w, dtype=np.float64) * float(1 << pp.weight_frac_bits))
+    if np.abs(w_int).max(initial=0) >= 2.0**40:
+        raise ModelError("weights too large for the fixed-point plan")
+    return w_int.astype(np.int64)
+
+
+class PreparedModel:
+    """What the server prepares once per served model: W's spectra and the public-to-it constant."""
+
+    def __init__(self, w: np.ndarray, y_offset: float, pp: PublicParams, out_bits: int) -> None:
+        self.rp = ring_params(pp)
+        self.delta_bits = delta_bits(pp, out_bits)
+        w_int = encode_weights(w, pp)
+        self.weights = rlwe_ip.PreparedWeights(w_int, self.rp)
+        lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
+        off = int(round(y_offset * 2.0 ** (pp.frac_bits + pp.weight_frac_bits)))
+        self.const = lo_int * int(w_int.sum()) + off
+        # the lattice step's own error in prediction units (flood and other noise / Delta 2^(F+fw))
+        self.max_error = self.weights.error_units(self.delta_bits) / 2.0 ** (pp.frac_bits + pp.weight_frac_bits)
+
+
+def fits(w: np.ndarray, pp: PublicParams, out_bits: int) -> float | None:
+    """The lattice step's worst-case error for this model, or None if it cannot serve it."""
+    try:
+        err = PreparedModel(w, 0.0, pp, out_bits).max_error
+    except (ProtocolError, ModelError):
+        return None
+    return err if err <= MAX_ERROR and delta_bits(pp, out_bits) > rlwe_ip.LIMB else None
+
+
+# by the served model's identity; the weak reference drops the entry with the model
+_PREPARED: dict[int, tuple[Any, PreparedModel]] = {}
+_PREP_LOCK = threading.Lock()
+#: the server's copy of clients' public keys (one per server process)
+KEYS = rlwe_ip.KeyStore()
+
+
+def prepared(model: Any) -> PreparedModel:
+    """The served model's :class:`PreparedModel`, made on first use and kept with it."""
+    with _PREP_LOCK:
+        hit = _PREPARED.get(id(model))
+        if hit is not None and hit[0]() is model:
+            return hit[1]
+        pm = PreparedModel(model.compact.weights, model.compact.offset, model.public, model.compact.out_bits)
+        _PREPARED[id(model)] = (weakref.ref(model, lambda _, key=id(model): _PREPARED.pop(key, None)), pm)
+        return pm
+
+
+# ---- client ---------------------------------------------------------------------------------------
+
+_CLIENT_KEYS: dict[rlwe_ip.RingParams, rlwe_ip.ClientKey] = {}
+_KEY_SENT: set[tuple[str, bytes]] = set()
+_CLIENT_LOCK = threading.Lock()
+
+
+def client_key(rp: rlwe_ip.RingParams, fresh: bool = False) -> tuple[rlwe_ip.ClientKey, bool]:
+    """This process's key for the ring (made on first use), or a fresh one; (key, newly made)."""
+    if fresh:
+        return rlwe_ip.ClientKey(rp), True
+    with _CLIENT_LOCK:
+        key = _CLIENT_KEYS.get(rp)
+        if key is None:
+            key = _CLIENT_KEYS[rp] = rlwe_ip.ClientKey(rp)
+            return key, True
+        return key, False
+
+
+def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes]],
+             next_seed: bytes | None = None) -> list[bytes]:
+    flags = (1 if with_pk else 0) | (2 if next_seed is not None else 0)
+    parts = [_HDR.pack(_MAGIC, _VERSION, flags, len(cts), key.ring.n // 1024), key.key_id]
+    if with_pk:
+        parts.append(key.pk0_bytes)
+    if next_seed is not None:
+        parts.append(next_seed)
+    for seed, c0 in cts:
+        parts += [seed, c0]
+    return parts
+
+
+# masks for the client's next session with a server, by (server, key id): (seed, thread, box
+# with the mask when done); each is announced to that server only and used once
+_NEXT_MASKS: dict[tuple[str, bytes], tuple[bytes, threading.Thread, dict[str, Any]]] = {}
+
+
+def _prepare_mask(server_key: str, key: rlwe_ip.ClientKey, seed: bytes) -> None:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        box["mask"] = key.mask(seed, rlwe_ip.SecureRandom())
+
+    t = threading.Thread(target=run, daemon=True, name="lattice-mask")
+    with _CLIENT_LOCK:
+        _NEXT_MASKS[(server_key, key.key_id)] = (seed, t, box)
+    t.start()
+
+
+def _take_mask(server_key: str, key: rlwe_ip.ClientKey) -> tuple[bytes, np.ndarray] | None:
+    with _CLIENT_LOCK:
+        hit = _NEXT_MASKS.pop((server_key, key.key_id), None)
+    if hit is None:
+        return None
+    hit[1].join()
+    return hit[2].get("mask")
+
+
+def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
+                  resume: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Steps 0-3, query owner: the k predictions and what the session cost."""
+    t0 = time.perf_counter()
+    phi = np.atleast_2d(phi)
+    enc = pp.encode_features(phi, "query features").astype(np.int64)  # phi' in [0, 2^x_bits)
+    rp = ring_params(pp)
+    db = delta_bits(pp, pp.output_bits)
+    key, new = client_key(rp, fresh=not resume)
+    keygen_s = key.keygen_s if new else 0.0
+    with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
+    mask = _take_mask(server_key, key) if resume else None  # announced to this server last session
+    cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
+    cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
+    next_seed = party.rng.random_bytes(rlwe_ip.SEED_BYTES) if resume and PREPARE_NEXT else None
+    ch = party.ch
+    ch.send(b"".join(_request(key, with_pk, cts, next_seed)))
+    k, n = enc.shape[0], rp.n
+    reply_bytes = 1 + k * (16 + 8 * n)
+    reply = ch.recv(max_bytes=reply_bytes)
+    if reply[:1] == bytes([_NEED_KEY]) and len(reply) == 1 and not with_pk:
+        with_pk = True  # the server forgot our key (restart, eviction): send it with the queries
+        ch.send(b"".join(_request(key, True, cts, next_seed)))
+        reply = ch.recv(max_bytes=reply_bytes)
+    if len(reply) != reply_bytes or reply[0] != _OK:
+        raise ProtocolError(f"lattice reply: expected {reply_bytes} bytes with status ok, got {len(reply)}")
+    if resume:
+        _KEY_SENT.add((server_key, key.key_id))
+    scale = 2.0 ** (db + pp.frac_bits + pp.weight_frac_bits)
+    out = np.empty(k)
+    mv = memoryview(reply)[1:]
+    for i in range(k):
+        rec = mv[i * (16 + 8 * n):(i + 1) * (16 + 8 * n)]
+        v = int.from_bytes(rec[:16], "little")
+        top = np.frombuffer(rec[16:], dtype="<u8")
+        out[i] = key.decrypt(v, top) / scale
+    if next_seed is not None:  # the next session's mask, made between sessions
+        _prepare_mask(server_key, key, next_seed)
+    return out, {"out_bits": pp.output_bits, "engine": "lattice", "key_sent": with_pk, "keygen_s": keygen_s,
+                 "resumed": not with_pk, "prepared": mask is not None, "client_crypto_s": time.perf_counter() - t0}
+
+
+# ---- server ---------------------------------------------------------------------------------------
+
+def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
+           ) -> tuple[bool, bytes, bytes | None, bytes | None, list[tuple[bytes, bytes]]]:
+    """(pk included, key id, pk0 bytes, next seed, [(seed, c0 bytes)]) with every size checked."""
+    if len(data) < _HDR.size + rlwe_ip.KEY_ID_BYTES:
+        raise ProtocolError(f"lattice query: {len(data)} bytes is too short")
+    magic, version, flags, kk, ring_k = _HDR.unpack_from(data)
+    if magic != _MAGIC or version != _VERSION or flags > 3:
+        raise ProtocolError("lattice query: bad header")
+    if kk != k or ring_k * 1024 != rp.n:
+        raise ProtocolError(f"lattice query: {kk} queries at ring degree {ring_k * 1024}, expected {k} at {rp.n}")
+    with_pk, with_next = bool(flags & 1), bool(flags & 2)
+    pb = rp.poly_bytes
+    want = (_HDR.size + rlwe_ip.KEY_ID_BYTES + (pb if with_pk else 0) + (rlwe_ip.SEED_BYTES if with_next else 0)
+            + k * (rlwe_ip.SEED_BYTES + pb))
+    if len(data) != want:
+        raise ProtocolError(f"lattice query: expected {want} bytes, got {len(data)}")
+    off = _HDR.size
+    key_id = data[off:off + rlwe_ip.KEY_ID_BYTES]
+    off += rlwe_ip.KEY_ID_BYTES
+    pk = None
+    if with_pk:
+        pk = data[off:off + pb]
+        off += pb
+    next_seed = None
+    if with_next:
+        next_seed = data[off:off + rlwe_ip.SEED_BYTES]
+        off += rlwe_ip.SEED_BYTES
+    cts = []
+    for _ in range(k):
+        seed = data[off:off + rlwe_ip.SEED_BYTES]
+        off += rlwe_ip.SEED_BYTES
+        cts.append((seed, data[off:off + pb]))
+        off += pb
+    return with_pk, key_id, pk, next_seed, cts
+
+
+def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = True,
+                  store: rlwe_ip.KeyStore | None = None) -> dict[str, Any]:
+    """Steps 1-2, model owner: answer the client's ciphertexts (it learns nothing of them)."""
+    assert party.role == SERVER
+    pm = prepared(model)
+    rp, R = pm.rp, pm.weights.ring
+    store = KEYS if store is None else store
+    ch = party.ch
+    pb = rp.poly_bytes
+    max_req = _HDR.size + rlwe_ip.KEY_ID_BYTES + pb + rlwe_ip.SEED_BYTES + k * (rlwe_ip.SEED_BYTES + pb)
+    with_pk, key_id, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+    pk0 = None
+    if pk_bytes is not None:
+        if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
+            raise ProtocolError("lattice query: key id does not match the public key")
+        pk0 = R.from_bytes(pk_bytes, "public key")
+    elif keep_keys:
+        pk0 = store.get(key_id)
+    if pk0 is None:  # unknown key: ask once for it
+        ch.send(bytes([_NEED_KEY]))
+        with_pk, key_id2, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+        if pk_bytes is None or key_id2 != key_id:
+            raise ProtocolError("lattice query: public key missing after the server asked for it")
+        if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
+            raise ProtocolError("lattice query: key id does not match the public key")
+        pk0 = R.from_bytes(pk_bytes, "public key")
+    c0s = [R.from_bytes(c0, "ciphertext") for _, c0 in cts]
+    rlwe_ip.check_client_message(R, pk0, c0s)  # semi-honest: sizes and ranges (checked above)
+    if keep_keys and with_pk:
+        store.put(key_id, pk0)
+    out = [bytes([_OK])]
+    used = 0
+    for i, ((seed, _), c0) in enumerate(zip(cts, c0s)):
+        prep = _take_prepared(pm, key_id, seed) if i == 0 else None
+        used += prep is not None
+        if prep is None:
+            prep = rlwe_ip.server_prepare(pm.weights, pk0, seed, party.rng)
+        v = rlwe_ip.server_finish(pm.weights, prep, c0, pm.const, pm.delta_bits, party.rng)
+        out += [v.to_bytes(16, "little"), prep.top.astype("<u8").tobytes()]
+    ch.send(b"".join(out))
+    if next_seed is not None and keep_keys:  # the client's next session, prepared after this reply
+        _store_prepared(pm, key_id, rlwe_ip.server_prepare(pm.weights, pk0, next_seed, party.rng))
+    return {"key_received": with_pk, "prepared": used}
+
+
+# the server's re-randomised halves for clients' announced next seeds, by (model, key id): LRU,
+# each used at most once (a second use would answer two queries with the same u)
+_NEXT: "OrderedDict[tuple[int, bytes], rlwe_ip.Rerandomised]" = OrderedDict()
+_NEXT_CAPACITY = 1024
+_NEXT_LOCK = threading.Lock()
+
+
+def _store_prepared(pm: PreparedModel, key_id: bytes, prep: rlwe_ip.Rerandomised) -> None:
+    with _NEXT_LOCK:
+        _NEXT[(id(pm), key_id)] = prep
+        _NEXT.move_to_end((id(pm), key_id))
+        while len(_NEXT) > _NEXT_CAPACITY:
+            _NEXT.popitem(last=False)
+
+
+def _take_prepared(pm: PreparedModel, key_id: bytes, seed: bytes) -> rlwe_ip.Rerandomised | None:
+    with _NEXT_LOCK:
+        prep = _NEXT.pop((id(pm), key_id), None)
+    return prep if prep is not None and prep.seed == seed else None

@@ -1,0 +1,75 @@
+"""The lean RLWE inner product (protocols/mpc/rlwe_ip.py): exact ring arithmetic, bounded noise,
+fresh re-randomisation, and clear errors for malformed polynomials."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protocols.mpc import rlwe_ip as R
+from protocols.mpc.randomness import SecureRandom
+from secureml.errors import ProtocolError
+
+
+def _value(limbs: np.ndarray, i: int) -> int:
+    return sum(int(limbs[b, i]) << (16 * b) for b in range(limbs.shape[0]))
+
+
+def test_ring_choice_stays_inside_the_he_standard():
+    assert R.ring_for(64) == R.RingParams(4096, 108)
+    assert R.ring_for(4096).n == 4096 and R.ring_for(4097).n == 8192
+    # HomomorphicEncryption.org, 128-bit classical: log q <= 109 (n = 4,096), <= 218 (n = 8,192)
+    assert R.Q_BITS[4096] <= 109 and R.Q_BITS[8192] <= 218
+    with pytest.raises(ProtocolError, match="at most 8192 features"):
+        R.ring_for(8193)
+
+
+def test_public_key_is_an_rlwe_sample_with_small_noise():
+    """pk0 + p1 s (exact integer negacyclic product, recomputed here coefficient by coefficient)
+    is the small error e_p: the FFT route computed the product exactly."""
+    rp = R.ring_for(100)
+    key = R.ClientKey(rp, SecureRandom(b"k" * 16))
+    ring = key.ring
+    n, q = rp.n, 1 << rp.q_bits
+    p1 = [_value(ring.p1, j) for j in range(n)]
+    s = key.s.tolist()
+    for i in (0, 1, 777, n - 1):
+        prod = sum(p1[j] * (s[i - j] if j <= i else -s[i - j + n]) for j in range(n))
+        e = (_value(key.pk0, i) + prod) % q
+        e = e - q if e > q // 2 else e
+        assert abs(e) <= R.ETA
+
+
+@pytest.mark.parametrize("n_features", [4096, 4101])
+def test_inner_product_is_exact_up_to_the_stated_noise(n_features):
+    rng = SecureRandom(b"t" * 16)
+    rp = R.ring_for(n_features)
+    key = R.ClientKey(rp, rng)
+    g = np.random.default_rng(n_features)
+    w = g.integers(-(1 << 21), 1 << 21, n_features)
+    phi = g.integers(0, 1 << 20, n_features)
+    pw = R.PreparedWeights(w, rp)
+    delta = rp.q_bits - 56
+    const = -123456789
+    exact = int(np.dot(phi.astype(object), w.astype(object))) + const
+    seed, c0 = key.encrypt(phi, delta, rng)
+    c0 = key.ring.from_bytes(c0, "ciphertext")
+    replies = [R.server_reply(pw, key.pk0, seed, c0, const, delta, rng) for _ in range(2)]
+    assert not np.array_equal(replies[0][1], replies[1][1])  # c1' is re-randomised every time
+    bound = pw.error_units(delta)
+    assert pw.flood_bits() >= R.STAT_SECURITY + np.log2(R.ETA * np.abs(w).sum())
+    for v, top in replies:
+        err = key.decrypt(v, top) / 2.0**delta - exact
+        assert abs(err) <= bound
+    # the 40-bit flood is most of the stated error (the other noises and the 64-bit cut add at most as much)
+    assert 2.0 ** (pw.flood_bits() - delta) <= bound <= 2.5 * 2.0 ** (pw.flood_bits() - delta)
+
+
+def test_malformed_polynomials_are_refused_in_one_line():
+    rp = R.ring_for(10)
+    ring = R.ring(rp)
+    with pytest.raises(ProtocolError, match=r"^ciphertext: expected 57344 bytes, got 5$"):
+        ring.from_bytes(b"12345", "ciphertext")
+    bad = np.zeros((rp.limbs, rp.n), dtype="<u2")
+    bad[-1, 3] = 0xFFFF  # above q = 2^108 in the top limb
+    with pytest.raises(ProtocolError, match="out of range"):
+        ring.from_bytes(bad.tobytes(), "public key")

@@ -1,0 +1,274 @@
+"""Silent OT (Ferret-style): the COT correlation for every output, GGM puncturing, the LPN code,
+the derived OT operations of the IKNP interface, traffic, and a real TCP run.
+
+Small LPN parameter sets (insecure, for speed); every run is seeded, so every check is deterministic.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from protocols.net.transport import TCPChannel, connect, listen, local_channel_pair
+from protocols.ot.crypto import FixedKeyAES, derive_key
+from protocols.ot.ferret import (
+    FERRET_MAIN,
+    FERRET_SETUP,
+    FerretReceiver,
+    FerretSender,
+    LocalLinearCode,
+    LPNParams,
+    ferret_bits_per_cot,
+    ggm_punctured_tree,
+    ggm_tree,
+)
+
+U64 = np.uint64
+# tiny sets: main n = 4,096 (reserve 640), set-up n = 1,024 >= 640
+MAIN = LPNParams(n=16 << 8, k=512, t=16, h=8)
+SETUP = LPNParams(n=8 << 7, k=256, t=8, h=7)
+
+
+def _both(fs, fr):
+    out = {}
+
+    def run():
+        try:
+            out["s"] = fs()
+        except BaseException as e:  # surfaced below
+            out["e"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    got = fr()
+    t.join(60)
+    if "e" in out:
+        raise out["e"]
+    return out["s"], got
+
+
+def _pair(seed: int = 0, bootstrap: LPNParams | None = SETUP, params: LPNParams = MAIN):
+    c0, c1 = local_channel_pair(timeout=60)
+    s = FerretSender(c0, seed=seed, params=params, bootstrap=bootstrap)
+    r = FerretReceiver(c1, seed=seed + 1, params=params, bootstrap=bootstrap)
+    _both(s.setup, r.setup)
+    return s, r, c0, c1
+
+
+def _check_correlation(q: np.ndarray, delta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    r = (t[:, 0] & U64(1)).astype(bool)
+    expect = t.copy()
+    expect[r] ^= delta
+    np.testing.assert_array_equal(q, expect)  # q = t ^ r Delta, every output
+    return r
+
+
+@pytest.mark.parametrize("bootstrap", [SETUP, None])
+def test_every_output_is_a_cot_across_iterations(bootstrap):
+    s, r, _, _ = _pair(seed=3, bootstrap=bootstrap)
+    (q, delta), t = _both(lambda: s.random_cots(3 * MAIN.usable + 100), lambda: r.random_cots(3 * MAIN.usable + 100))
+    assert s.iterations == r.iterations >= 4
+    assert delta[0] & U64(1) == 1 and not np.any(q[:, 0] & U64(1))  # the bit-0 convention
+    _check_correlation(q, delta, t)
+    # and the next call continues the same buffer with fresh outputs
+    (q2, _), t2 = _both(lambda: s.random_cots(777), lambda: r.random_cots(777))
+    _check_correlation(q2, delta, t2)
+    assert np.unique(np.concatenate([q, q2]), axis=0).shape[0] == q.shape[0] + q2.shape[0]
+
+
+def test_choice_bits_and_strings_look_uniform():
+    s, r, _, _ = _pair(seed=11)
+    n = 40_000
+    (q, delta), t = _both(lambda: s.random_cots(n), lambda: r.random_cots(n))
+    bits = _check_correlation(q, delta, t)
+    # seeded run: these are fixed numbers, checked against loose bounds (binomial sd 0.0025)
+    assert abs(bits.mean() - 0.5) < 0.02
+    runs = np.count_nonzero(bits[1:] != bits[:-1]) / (n - 1)
+    assert abs(runs - 0.5) < 0.02  # no long constant stretches (the noise is sparse, A u is not)
+    # regular noise alone would be 1/256 ones per block: the LPN term must mix them in every block
+    per_block = bits[: (n // 256) * 256].reshape(-1, 256).mean(axis=1)
+    assert per_block.min() > 0.3 and per_block.max() < 0.7
+    # every bit of q except bit 0 (fixed at 0 by convention) balanced; Delta's 127 free bits too
+    qb = np.unpackbits(q.view(np.uint8), axis=1, bitorder="little").mean(axis=0)
+    assert qb[0] == 0 and np.all(np.abs(qb[1:] - 0.5) < 0.02)
+    assert np.unique(q, axis=0).shape[0] == n
+
+
+def test_seeded_runs_repeat_and_seeds_differ():
+    def run(seed):
+        s, r, _, _ = _pair(seed=seed)
+        (q, d), t = _both(lambda: s.random_cots(5000), lambda: r.random_cots(5000))
+        return q, t
+    a, b, c = run(5), run(5), run(6)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_iterations_send_one_way_and_the_stated_bytes():
+    s, r, c0, c1 = _pair(seed=2)
+    r0, s0 = c1.bytes_sent, c0.bytes_sent
+    need = s.available + 2 * MAIN.usable
+    _both(lambda: s.precompute(2 * MAIN.usable), lambda: r.precompute(2 * MAIN.usable))
+    assert s.available == r.available >= need
+    assert c1.bytes_sent == r0  # the receiver sends nothing: silent
+    payload = c0.bytes_sent - s0
+    assert s.iterations - 1 >= 2
+    per_it = payload / (s.iterations - 1)
+    assert MAIN.message_bytes <= per_it <= MAIN.message_bytes * 1.1  # + frame / array headers
+
+
+def test_derived_operations_match_the_iknp_interface():
+    s, r, _, _ = _pair(seed=7)
+    rng = np.random.default_rng(0)
+    n = 3 * MAIN.usable // 2  # spans an iteration
+    c = rng.integers(0, 2, n).astype(np.uint8)
+    delta = rng.integers(0, 2**63, n, dtype=U64)
+    x0, got = _both(lambda: s.cot_send(delta, bits=24), lambda: r.cot_recv(c, bits=24))
+    np.testing.assert_array_equal(got, (x0 + c.astype(U64) * delta) & U64((1 << 24) - 1))
+    (m0, m1), mc = _both(lambda: s.random_ot(n), lambda: r.random_ot(c))
+    np.testing.assert_array_equal(mc, np.where(c[:, None].astype(bool), m1, m0))
+    assert not np.any(np.all(m0 == m1, axis=1))
+    (b0, b1), bc = _both(lambda: s.random_bit_ot(n), lambda: r.random_bit_ot(c))
+    np.testing.assert_array_equal(bc, np.where(c.astype(bool), b1, b0))
+    a0, a1 = rng.integers(0, 2**63, (2, 500, 3), dtype=U64)
+    _, got = _both(lambda: s.ot_send(a0, a1), lambda: r.ot_recv(c[:500], w=3))
+    np.testing.assert_array_equal(got, np.where(c[:500, None].astype(bool), a1, a0))
+    tables = rng.integers(0, 2**63, (300, 16), dtype=U64)
+    idx = rng.integers(0, 16, 300)
+    _, got = _both(lambda: s.lut_send(tables, bits=20), lambda: r.lut_recv(idx, 4, bits=20))
+    np.testing.assert_array_equal(got, tables[np.arange(300), idx] & U64((1 << 20) - 1))
+
+
+def test_chosen_choice_costs_one_bit_from_the_receiver():
+    s, r, c0, c1 = _pair(seed=4)
+    n = 4096
+    _both(lambda: s.precompute(n), lambda: r.precompute(n))
+    b0 = c1.bytes_sent
+    c = np.random.default_rng(1).integers(0, 2, n).astype(np.uint8)
+    _both(lambda: s.random_ot(n), lambda: r.random_ot(c))
+    assert n // 8 <= c1.bytes_sent - b0 <= n // 8 + 64 * 4  # d = c ^ r, packed, plus headers
+
+
+def test_ggm_puncturing():
+    rng = np.random.default_rng(0)
+    aes = FixedKeyAES(derive_key(b"test", b"fe-ggm"))
+    for h in (1, 3, 8):
+        roots = rng.integers(0, 2**63, size=(6, 2), dtype=U64)
+        leaves, sums = ggm_tree(aes, roots, h, tree0=5, it=2)
+        side = rng.integers(0, 2, size=(6, h)).astype(np.intp)
+        opened = np.take_along_axis(sums, side[:, :, None, None], axis=2)[:, :, 0]
+        got, alpha = ggm_punctured_tree(aes, opened, side, tree0=5, it=2)
+        expect = ((1 - side) << np.arange(h - 1, -1, -1)[None, :]).sum(axis=1)
+        np.testing.assert_array_equal(alpha, expect)  # the path of the unopened sides
+        for b in range(6):
+            keep = np.arange(1 << h) != alpha[b]
+            np.testing.assert_array_equal(got[b, keep], leaves[b, keep])
+            assert not np.any(got[b, alpha[b]])
+        # the sums are XORs of the children on each side
+        if h == 1:  # one node per side: the sums are the leaves
+            np.testing.assert_array_equal(sums[:, 0], leaves)
+        # the tweaks separate trees and iterations: same roots, other tree index -> other leaves
+        other, _ = ggm_tree(aes, roots, h, tree0=6, it=2)
+        again, _ = ggm_tree(aes, roots, h, tree0=5, it=3)
+        assert not np.any(np.all(other == leaves, axis=2)) and not np.any(np.all(again == leaves, axis=2))
+    # a wrong opening changes the rebuilt leaves (the receiver really depends on the message)
+    roots = rng.integers(0, 2**63, size=(1, 2), dtype=U64)
+    leaves, sums = ggm_tree(aes, roots, 4)
+    side = np.zeros((1, 4), dtype=np.intp)
+    opened = sums[:, :, 0].copy()
+    opened[0, 1, 0] ^= U64(1)
+    got, alpha = ggm_punctured_tree(aes, opened, side)
+    keep = np.arange(16) != alpha[0]
+    assert not np.array_equal(got[0, keep], leaves[0, keep])
+
+
+def test_lpn_code_is_determined_by_its_seed():
+    a = LocalLinearCode(100_000, 4_000, 10, b"\x01" * 16)
+    b = LocalLinearCode(100_000, 4_000, 10, b"\x01" * 16)
+    c = LocalLinearCode(100_000, 4_000, 10, b"\x02" * 16)
+    ia = a.indices(0, 100_000)
+    np.testing.assert_array_equal(ia, b.indices(0, 100_000))
+    assert np.mean(ia == c.indices(0, 100_000)) < 0.01
+    assert ia.shape == (10, 100_000) and ia.min() >= 0 and ia.max() < 4_000
+    # random access by row range, at any offset
+    np.testing.assert_array_equal(a.indices(12_345, 12_400), ia[:, 12_345:12_400])
+    np.testing.assert_array_equal(a.indices(3, 4), ia[:, 3:4])
+    # columns about uniform: every column hit close to its mean of 250 times (fixed seed)
+    counts = np.bincount(ia.ravel(), minlength=4_000)
+    assert counts.min() > 150 and counts.max() < 350
+    # the product: out ^= XOR of the d table rows, against a plain loop
+    table = np.random.default_rng(0).integers(0, 2**63, (4_000, 2), dtype=U64)
+    out = np.zeros((1000, 2), dtype=U64)
+    a.mul_xor(table, 500, out)
+    ref = np.zeros((1000, 2), dtype=U64)
+    for j in range(1000):
+        for l in range(10):
+            ref[j] ^= table[ia[l, 500 + j]]
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_parameters_and_costs():
+    assert FERRET_MAIN.n == 10_485_760 and FERRET_MAIN.usable == 10_485_760 - 452_000 - 1_280 * 13
+    assert FERRET_SETUP.n >= FERRET_MAIN.reserve
+    assert ferret_bits_per_cot(FERRET_MAIN, chosen=False) < 0.45
+    assert ferret_bits_per_cot(FERRET_MAIN) < 1.45
+    with pytest.raises(ValueError):
+        LPNParams(n=1000, k=10, t=10, h=7)  # n != t 2^h
+    with pytest.raises(ValueError):
+        LPNParams(n=256, k=300, t=2, h=7)  # no output left
+    c0, _ = local_channel_pair()
+    with pytest.raises(ValueError):
+        FerretSender(c0, params=MAIN, bootstrap=LPNParams(n=512, k=64, t=4, h=7))  # set-up too small
+
+
+def test_checked_mode_is_refused():
+    s, r, _, _ = _pair(seed=9)
+    s.checked = r.checked = True
+    with pytest.raises(NotImplementedError):
+        r.random_ot(np.zeros(10, dtype=np.uint8))
+
+
+def test_over_tcp():
+    srv = listen()
+    port = srv.getsockname()[1]
+    out = {}
+
+    def server():
+        ch = TCPChannel.accept(srv, timeout=30)
+        s = FerretSender(ch, seed=21, params=MAIN, bootstrap=SETUP)
+        delta = np.arange(20_000, dtype=U64) * U64(0x9E3779B97F4A7C15)
+        out["x0"] = s.cot_send(delta, bits=64)
+        out["delta"] = delta
+        ch.close()
+
+    t = threading.Thread(target=server)
+    t.start()
+    ch = connect("127.0.0.1", port, timeout=30)
+    r = FerretReceiver(ch, seed=22, params=MAIN, bootstrap=SETUP)
+    c = np.random.default_rng(5).integers(0, 2, 20_000).astype(np.uint8)
+    got = r.cot_recv(c, bits=64)
+    t.join(60)
+    ch.close()
+    srv.close()
+    np.testing.assert_array_equal(got, out["x0"] + c.astype(U64) * out["delta"])
+
+
+def test_lazy_batches_cost_what_a_request_needs(monkeypatch):
+    from protocols.ot import ferret
+
+    monkeypatch.setattr(ferret, "_BATCH_ROWS", 1024)  # 4 trees of 2^8 leaves per batch: 4 batches per iteration
+    s, r, c0, c1 = _pair(seed=13)
+    assert s.available == r.available == SETUP.n - MAIN.reserve  # the set-up iteration's extra rows
+    b0 = c0.bytes_sent
+    need = s.available + 1500  # the next main iteration's rows: reserve 640 first, then outputs
+    _both(lambda: s.precompute(1500), lambda: r.precompute(1500))
+    # batches of 1,024 rows: 640 + 1,500 rows need 3 of the iteration's 4 batches
+    assert s.available == r.available == need - 1500 + 3 * 1024 - MAIN.reserve
+    assert s.iterations == r.iterations == 1  # only the set-up one is complete
+    sent = c0.bytes_sent - b0
+    assert 3 * 4 * (MAIN.h * 32 + 16) <= sent < 4 * 4 * (MAIN.h * 32 + 16)
+    (q, delta), t = _both(lambda: s.random_cots(5 * MAIN.usable), lambda: r.random_cots(5 * MAIN.usable))
+    _check_correlation(q, delta, t)
+    assert s.iterations == r.iterations >= 6

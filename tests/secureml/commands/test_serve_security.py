@@ -1,0 +1,75 @@
+"""`secureml serve --security`: client-malicious by default; a model kind or option without a
+client-malicious protocol is refused at start-up with one line naming `--security semi-honest`,
+and `auto` falls back to semi-honest only then (issue 12: client-malicious is the default)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from secureml.cli import build_parser
+from secureml.commands.serve import _load
+from secureml.errors import SecureMLError
+from secureml.models.krr import KernelRidge
+from secureml.models.pipeline import MolecularModel
+from secureml.models.random_features import RandomFourierRidge
+from secureml.representations import CoulombMatrix
+from secureml.data import embedded_split, load_embedded
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("models")
+    data = load_embedded()
+    train = data.subset(embedded_split(0)[0][:40])
+    out = {}
+    for kernel, sigma, grid in (("gaussian", 50.0, None), ("laplacian", 1000.0, 8)):
+        m = MolecularModel(CoulombMatrix(size=23, grid_bits=grid), KernelRidge(kernel, sigma=sigma, lam=1e-6),
+                           "U0_atomization").fit(train)
+        out[kernel] = str(m.save(tmp / f"{kernel}.npz"))
+    rff = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=64, sigma=50.0, seed=0),
+                         "U0_atomization").fit(train)
+    out["rff"] = str(rff.save(tmp / "rff.npz"))
+    return out
+
+
+def _args(path: str, *extra: str):
+    return build_parser().parse_args(["serve", "--model", path, *extra])
+
+
+def test_default_is_client_malicious(models):
+    assert _args(models["gaussian"]).security == "client-malicious"
+    for kind in ("gaussian", "rff"):
+        assert _load(_args(models[kind]), None).public.security == "client-malicious"
+    # both Gaussian cross terms have a client-malicious form (the lattice one with proven ciphertexts)
+    for cross in ("he", "ot"):
+        assert _load(_args(models["gaussian"], "--cross-term", cross), None).public.security == "client-malicious"
+
+
+@pytest.mark.parametrize("kind,extra,reason", [
+    ("laplacian", (), "krr-laplacian models have no client-malicious protocol"),
+    ("gaussian", ("--round-to", "1"), "output defenses"),
+])
+def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
+    with pytest.raises(SecureMLError, match=reason) as err:
+        _load(_args(models[kind], *extra), None)
+    assert "--security semi-honest" in str(err.value) and "\n" not in str(err.value)
+    assert _load(_args(models[kind], *extra, "--security", "auto"), None).public.security == "semi-honest"
+    assert _load(_args(models[kind], *extra, "--security", "semi-honest"), None).public.security == "semi-honest"
+
+
+def test_lattice_cross_term_is_client_malicious(models):
+    """Protocol 13: the Gaussian's lattice cross term has a client-malicious form (the client's key
+    and ciphertexts proven well formed), so --cross-term he is no longer a reason to refuse."""
+    m = _load(_args(models["gaussian"], "--cross-term", "he"), None)
+    assert m.public.security == "client-malicious" and m.public.cross_term == "he"
+
+
+def test_cli_refuses_laplacian_at_start_up_in_one_line(models):
+    out = subprocess.run([sys.executable, "-m", "secureml.cli", "serve", "--model", models["laplacian"],
+                          "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--security semi-honest" in lines[0], out.stderr
