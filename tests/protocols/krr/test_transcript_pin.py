@@ -59,7 +59,7 @@ from secureml.representations import CoulombMatrix
 PINS = {
     "krr-gaussian": (66, 1565216, "45ae1f00b79f200ba4e46e51d95043e33d6938815313d874ccddc72bc3061b32"),
     "krr-laplacian": (96, 75431, "f06e8e86727a0947e9c40a649c71ec05af8fcec3d5d91a8f4ef62e3ecfa345dc"),
-    "krr-laplacian/silent": (110, 678076, "8a6df4743f1f8c6603674982f1fc5145f44e1f9409f6aab4eb9c6d3fc7303cdf"),
+    "krr-laplacian/silent": (110, 678076, "50a0c8166f48f1967065735ac42c194f145332d6499f836e4f6b84e56d292dbf"),
     "krr-gaussian/client-malicious": (448, 1020866, "9ebb69f68bf9c08071671e0824b6dee5f28d4a41d5b101c7a1d1763231d2a21a"),
     "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
     "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
