@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default=";".join(f"{h},{d}" for h, d in SETTINGS),
                    help="grid settings 'coarse step,levels' separated by ';' (refinement 8x per level)")
     p.add_argument("--out", default="docs/attacks", help="output folder")
+    p.add_argument("--membership", default="grouped", choices=("grouped", "pairwise"),
+                   help="membership test of the assembly step: group tests + bisection, or one per (point, kink)")
     p.add_argument("--append", action="store_true", help="keep the rows already in OUT/kink_scale.json")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = json.loads((out / "kink_scale.json").read_text())
     for n in (int(x) for x in a.ns.split(",")):
         for st in settings:
-            row = kink_scale.run(n, settings=(st,))[0]
+            row = kink_scale.run(n, settings=(st,), membership=a.membership)[0]
             rows.append(row)
             print(json.dumps(row), flush=True)
             _write(rows, out)

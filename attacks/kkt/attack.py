@@ -21,6 +21,7 @@ lie on training points (the support vectors of the margin problem).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -47,14 +48,25 @@ class KKTConfig:
         init_scale: std of the Gaussian initialisation of the candidates.
         prior_weight: weight of the data-range penalty.
         task: "binary" (labels of candidates: half +1, half -1), "regression" (lambda unconstrained) or
-            "multiclass" (Buzaglo et al. 2023: candidate j gets class j mod K and the term
-            lambda_j grad (Phi_{y_j} - Phi_{k_j})(x_j), k_j its strongest other class, lambda_j >= lambda_min).
+            "multiclass" (Buzaglo et al. 2023: candidate j gets class j mod K; see ``multiclass_pairs``).
+        multiclass_pairs: "all" (default): the full KKT form of multiclass margin maximisation, one
+            multiplier lambda_jk >= 0 per competing class k != y_j and the terms lambda_jk grad
+            (Phi_{y_j} - Phi_k)(x_j), with sum_k lambda_jk >= lambda_min; "strongest": a single term per
+            candidate against its strongest other class (re-chosen every step). The single term cannot
+            express a trained network: on the 100-image MNIST victim the true training set itself only
+            fits it to a residual of 0.23-0.26 (all pairs: 0.0023), because the strongest competitor
+            carries a median 31% of the competing softmax mass.
         closed_form: compute the loss gradient with :func:`kkt_loss_grad` (exact, about 1.3x faster
             than autograd's double backward on the CPU and far lighter on memory) instead of autograd.
         reseed_every: every so many steps (during the first ``reseed_until`` fraction of the run),
             candidates that duplicate another one (NCC > ``reseed_ncc``) are re-initialised from
             noise. Without it many candidates collapse onto the same dominant training point. 0 = off.
         seed: seed of the initialisation.
+        lr_schedule: "constant" (default) or "cosine": both learning rates decay to 0 along a half
+            cosine over the run. Why: with a constant rate Adam's residual spikes late in long runs
+            (e.g. 0.007 -> 0.14 at step 1,400 of the multiclass MNIST run), which scatters candidates.
+        snapshot_at: steps after which a copy of the candidates is kept (``Reconstruction.snapshots``):
+            one long run then also says what shorter runs of the same trajectory would have found.
     """
 
     n_candidates: int = 200
@@ -70,6 +82,9 @@ class KKTConfig:
     reseed_until: float = 0.6
     seed: int = 0
     closed_form: bool = True
+    multiclass_pairs: str = "all"
+    lr_schedule: str = "constant"
+    snapshot_at: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +100,7 @@ class Reconstruction:
     residual: float
     history: list[tuple[int, float]] = field(default_factory=list)
     initial_residual: float = float("nan")
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def _flat_params(model: nn.Module) -> list[torch.Tensor]:
@@ -99,23 +115,8 @@ def kkt_terms(model: nn.Module, x: torch.Tensor, coef: torch.Tensor,
     return list(torch.autograd.grad((coef * out).sum(), params, create_graph=create_graph))
 
 
-def kkt_loss_grad(weights: list[torch.Tensor], x: torch.Tensor, coef: torch.Tensor, out_sign: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Residual ||theta - G||^2 with G = sum_j coef_j grad_theta (out_sign_j . Phi(x_j)), and its exact
-    gradients with respect to ``x`` and ``coef``, for a bias-free ReLU MLP given by ``weights``
-    (``[W_1, ..., W_L]``, shapes (out, in)).
-
-    Why closed form: for such a network the per-sample output gradient of layer l is the outer
-    product delta_l(x) a_{l-1}(x)^T, where the backward signal delta_l depends on x only through the
-    ReLU masks (piecewise constant), so G_l = (c * Delta_l)^T A_{l-1} and its derivative in x needs
-    one ordinary backward pass through the activations -- no double backward, no graph kept.
-    Steps: (1) forward pass keeping activations A_l and masks D_l; (2) Delta_L = out_sign,
-    Delta_l = D_l * (Delta_{l+1} W_{l+1}); (3) R_l = 2 (G_l - W_l); (4) P_l = Delta_l R_l gives
-    d/dcoef_j = sum_l <P_l[j], A_{l-1}[j]> and the direct term coef_j P_l[j] on A_{l-1}; (5) those
-    terms are back-propagated through the masks to x.
-    Cost: about 4 (d_in + sum of hidden products) multiply-adds per candidate per hidden unit pair,
-    i.e. 8 matrix products of size m x width x width for D-1000-1000-1.
-    """
+def _kkt_core(weights: list[torch.Tensor], x: torch.Tensor, coef: torch.Tensor, out_sign: torch.Tensor):
+    """Shared forward/backward of :func:`kkt_loss_grad`; also returns activations, masks and R_l."""
     L = len(weights)
     acts, masks = [x], []
     a = x
@@ -142,7 +143,56 @@ def kkt_loss_grad(weights: list[torch.Tensor], x: torch.Tensor, coef: torch.Tens
         g_here = coef[:, None] * P if ga is None else coef[:, None] * P + ga
         ga = (g_here * masks[li - 1]) @ weights[li - 1] if li > 0 else g_here
     assert ga is not None
+    return res, ga, gcoef, acts, masks, R
+
+
+def kkt_loss_grad(weights: list[torch.Tensor], x: torch.Tensor, coef: torch.Tensor, out_sign: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual ||theta - G||^2 with G = sum_j coef_j grad_theta (out_sign_j . Phi(x_j)), and its exact
+    gradients with respect to ``x`` and ``coef``, for a bias-free ReLU MLP given by ``weights``
+    (``[W_1, ..., W_L]``, shapes (out, in)).
+
+    Why closed form: for such a network the per-sample output gradient of layer l is the outer
+    product delta_l(x) a_{l-1}(x)^T, where the backward signal delta_l depends on x only through the
+    ReLU masks (piecewise constant), so G_l = (c * Delta_l)^T A_{l-1} and its derivative in x needs
+    one ordinary backward pass through the activations -- no double backward, no graph kept.
+    Steps: (1) forward pass keeping activations A_l and masks D_l; (2) Delta_L = out_sign,
+    Delta_l = D_l * (Delta_{l+1} W_{l+1}); (3) R_l = 2 (G_l - W_l); (4) P_l = Delta_l R_l gives
+    d/dcoef_j = sum_l <P_l[j], A_{l-1}[j]> and the direct term coef_j P_l[j] on A_{l-1}; (5) those
+    terms are back-propagated through the masks to x.
+    Cost: about 4 (d_in + sum of hidden products) multiply-adds per candidate per hidden unit pair,
+    i.e. 8 matrix products of size m x width x width for D-1000-1000-1.
+    """
+    res, ga, gcoef, _, _, _ = _kkt_core(weights, x, coef, out_sign)
     return res, ga, gcoef
+
+
+def kkt_loss_grad_outputs(weights: list[torch.Tensor], x: torch.Tensor, coef: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual ||theta - sum_j sum_k C_jk grad_theta Phi_k(x_j)||^2 for a coefficient *matrix* C
+    (m x K, one entry per candidate and output), and its exact gradients in ``x`` and in C.
+
+    Why: the multiclass KKT form has one multiplier per (sample, competing class) (Buzaglo et al.
+    2023), so the attack needs d/dC_jk, not only the derivative along one fixed sign pattern.
+    Steps: (1)-(5) of :func:`kkt_loss_grad` with Delta_L = C and coef = 1 give the residual and d/dx;
+    (6) d/dC_jk = sum_l delta_l^(k)(x_j) . (R_l a_{l-1}(x_j)), accumulated *forward* through the masks:
+    H_1 = A_0 R_1^T, H_l = A_{l-1} R_l^T + (H_{l-1} * D_{l-1}) W_l^T, and d/dC = H_L (m x K). This costs
+    L more matrix products of size m x in_l x out_l instead of K backward passes.
+    """
+    ones = torch.ones(len(x), dtype=x.dtype, device=x.device)
+    res, ga, _, acts, masks, R = _kkt_core(weights, x, ones, coef)
+    H = acts[0] @ R[0].T
+    for li in range(1, len(weights)):
+        H = acts[li] @ R[li].T + (H * masks[li - 1]) @ weights[li].T
+    return res, ga, H
+
+
+def pair_coefficients(lam: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """C = sum_{k != y_j} lambda_jk (e_{y_j} - e_k) row by row: the multiclass margin terms
+    lambda_jk grad (Phi_{y_j} - Phi_k)(x_j) as one coefficient per (candidate, output)."""
+    lam = lam.scatter(1, cls[:, None], 0.0)
+    C = -lam
+    return C.scatter(1, cls[:, None], lam.sum(1, keepdim=True))
 
 
 def multiclass_signs(out: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -173,6 +223,10 @@ def kkt_residual(model: nn.Module, x: np.ndarray | torch.Tensor, lam: np.ndarray
                 if y is None:
                     raise AttackError("a multiclass residual needs the candidates' classes")
                 cls = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, device=dev).long()
+                if coef.ndim == 2:  # one multiplier per (candidate, competing class)
+                    num, _, _ = kkt_loss_grad_outputs([lin.weight.detach() for lin in model.layers], xt,
+                                                      pair_coefficients(coef, cls))
+                    return float(num / den)
                 sign = multiclass_signs(model(xt), cls)
             elif y is not None:
                 sign = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y), dtype=dt, device=dev)[:, None]
@@ -218,7 +272,8 @@ def fit_multipliers(model: nn.Module, x: np.ndarray, y: np.ndarray | None = None
 
 def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndarray | float,
                 config: KKTConfig | None = None, *, device: str | torch.device | None = None,
-                progress: bool = False, record_every: int = 100) -> Reconstruction:
+                progress: bool = False, record_every: int = 100,
+                on_snapshot: Callable[[int, np.ndarray], None] | None = None) -> Reconstruction:
     """Run the KKT attack on ``model`` (its parameters are normalised to ||theta|| = 1 on a copy).
 
     Args:
@@ -226,6 +281,8 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         lower, upper: per-feature (or scalar) data range of the model's inputs, for the prior.
         config: hyper-parameters (defaults: :class:`KKTConfig`).
         device: torch device ("auto": CUDA when present).
+        on_snapshot: called with (step, candidates) at every ``config.snapshot_at`` step, e.g. to save
+            them while a long run is still going.
 
     For ``task="multiclass"`` the returned ``y`` holds each candidate's class index.
     """
@@ -234,6 +291,12 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         raise AttackError(f"task must be 'binary', 'regression' or 'multiclass', not {cfg.task!r}")
     if cfg.n_candidates < 1 or cfg.steps < 0:
         raise AttackError("n_candidates must be >= 1 and steps >= 0")
+    if cfg.reseed_every < 0:
+        raise AttackError("reseed_every must be >= 0 (0 = no re-seeding)")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise AttackError(f"lr_schedule must be 'constant' or 'cosine', not {cfg.lr_schedule!r}")
+    if cfg.multiclass_pairs not in ("all", "strongest"):
+        raise AttackError(f"multiclass_pairs must be 'all' or 'strongest', not {cfg.multiclass_pairs!r}")
     if (cfg.task == "multiclass") != (model.out_dim > 1):
         raise AttackError(f"task {cfg.task!r} does not fit a network with {model.out_dim} output(s)")
     dev = resolve_device(device)
@@ -257,7 +320,14 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         yc = (torch.arange(m) % model.out_dim).to(dev)
     else:
         yc = torch.ones(m, device=dev)
-    if signed:
+    pairs = cfg.task == "multiclass" and cfg.multiclass_pairs == "all"
+    other = None
+    if pairs:
+        # lambda_jk >= 0 for k != y_j (the own-class column stays 0); the total starts at 2 lambda_min.
+        K = model.out_dim
+        other = torch.ones(m, K, device=dev).scatter(1, yc[:, None], 0.0)
+        lam = other * ((float(cfg.lambda_min) * 2 if cfg.lambda_min > 0 else 0.1) / (K - 1))
+    elif signed:
         lam = torch.full((m,), float(cfg.lambda_min) * 2 if cfg.lambda_min > 0 else 0.1, device=dev)
     else:
         lam = (torch.randn(m, generator=gen) * 0.1).to(dev)
@@ -266,7 +336,11 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
     theta = _flat_params(net)
     weights = [lin.weight.detach() for lin in net.layers]
     opt = torch.optim.Adam([{"params": [x], "lr": cfg.lr_x}, {"params": [lam], "lr": cfg.lr_lambda}])
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1))
+             if cfg.lr_schedule == "cosine" else None)
     history: list[tuple[int, float]] = []
+    snaps: dict[int, np.ndarray] = {}
+    keep = {int(k) for k in cfg.snapshot_at if 0 < int(k) <= cfg.steps}
     it = range(cfg.steps)
     if progress:
         from tqdm import tqdm
@@ -277,18 +351,23 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         opt.zero_grad(set_to_none=True)
         if cfg.closed_form:
             with torch.no_grad():
-                if cfg.task == "multiclass":
-                    sign = multiclass_signs(net(x), yc)
+                if pairs:
+                    residual, gx, gC = kkt_loss_grad_outputs(weights, x, pair_coefficients(lam, yc))
+                    # C_jy = sum_k lambda_jk, C_jk = -lambda_jk: d/dlambda_jk = d/dC_jy - d/dC_jk
+                    glam = (gC.gather(1, yc[:, None]) - gC) * other
+                    glam = glam - (lam.sum(1, keepdim=True) < cfg.lambda_min).to(glam.dtype) * other
                 else:
-                    sign = yc[:, None]
-                residual, gx, glam = kkt_loss_grad(weights, x, lam, sign)
-                if signed:
-                    glam = glam - (lam < cfg.lambda_min).to(glam.dtype)
+                    sign = multiclass_signs(net(x), yc) if cfg.task == "multiclass" else yc[:, None]
+                    residual, gx, glam = kkt_loss_grad(weights, x, lam, sign)
+                    if signed:
+                        glam = glam - (lam < cfg.lambda_min).to(glam.dtype)
                 if cfg.prior_weight:
                     gx = gx + 2.0 * cfg.prior_weight * (torch.relu(x - hi) - torch.relu(lo - x))
                 x.grad, lam.grad = gx, glam
         else:
-            if cfg.task == "multiclass":
+            if pairs:
+                grads = kkt_terms(net, x, pair_coefficients(lam, yc))
+            elif cfg.task == "multiclass":
                 with torch.no_grad():
                     coef_sign = multiclass_signs(net(x), yc)
                 grads = kkt_terms(net, x, lam[:, None] * coef_sign)
@@ -296,17 +375,28 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
                 grads = kkt_terms(net, x, lam * yc)
             residual = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
             loss = residual
-            if signed:
+            if pairs:
+                loss = loss + torch.relu(cfg.lambda_min - lam.sum(1)).sum()
+            elif signed:
                 loss = loss + torch.relu(cfg.lambda_min - lam).sum()
             if cfg.prior_weight:
                 loss = loss + cfg.prior_weight * ((torch.relu(x - hi) ** 2).sum() + (torch.relu(lo - x) ** 2).sum())
             loss.backward(inputs=[x, lam])  # theta is fixed: skip accumulating its gradient
         opt.step()
+        if sched is not None:
+            sched.step()
+        if pairs:
+            with torch.no_grad():  # projection onto lambda_jk >= 0 (the KKT multipliers' sign)
+                lam.clamp_(min=0.0).mul_(other)
         r = float(residual.detach())
         if step == 0:
             initial = r
         if cfg.reseed_every and step and step % cfg.reseed_every == 0 and step < cfg.reseed_until * cfg.steps:
             _reseed_duplicates(x, lam, lam0, yc, opt, cfg, gen)
+        if step + 1 in keep:
+            snaps[step + 1] = x.detach().cpu().numpy().copy()
+            if on_snapshot is not None:
+                on_snapshot(step + 1, snaps[step + 1])
         if step % record_every == 0 or step == cfg.steps - 1:
             history.append((step, r))
             if progress:
@@ -316,7 +406,7 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
     if cfg.steps == 0:
         initial = final
     return Reconstruction(x=x.detach().cpu().numpy(), lam=lam_final.cpu().numpy(), y=yc.cpu().numpy(),
-                          residual=final, history=history, initial_residual=initial)
+                          residual=final, history=history, initial_residual=initial, snapshots=snaps)
 
 
 def _reseed_duplicates(x: torch.Tensor, lam: torch.Tensor, lam0: torch.Tensor, yc: torch.Tensor,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.kkt.attack import AttackError, KKTConfig, Reconstruction, kkt_loss_grad, reconstruct
+from attacks.kkt.attack import (AttackError, KKTConfig, Reconstruction, kkt_loss_grad, kkt_loss_grad_outputs,
+                                multiclass_signs, pair_coefficients, reconstruct)
 from attacks.kkt.datasets import (BinaryTask, breast_cancer_task, correlated_task, digits_task, mnist_task,
                                   random_walk_blobs, rectangles, spatial_task, tabular_task)
 from attacks.kkt.metrics import match, minmax, random_pair_ssim, ssim_scores
@@ -44,13 +45,21 @@ class Settings:
     lambda_min: float = 0.05
     init_noise: float = 1e-2
     prior_weight: float = 1.0
+    reseed_every: int = 250  # duplicate re-seeding period of the attack (KKTConfig.reseed_every); 0 = off
     seed: int = 0
+    attack_seed: int | None = None  # seed of the candidates' initialisation; None = ``seed`` (the victim's)
+    snapshot_at: tuple[int, ...] = ()  # attack steps at which the candidates are also scored and saved
+    multiclass_pairs: str = "all"  # KKTConfig.multiclass_pairs: "all" competing classes or the "strongest"
+    lr_schedule: str = "constant"  # KKTConfig.lr_schedule: "constant" or "cosine" decay to 0
     device: str = "auto"
 
     def attack_config(self, n_train: int, task: str = "binary") -> KKTConfig:
         return KKTConfig(n_candidates=max(2, int(round(self.candidates_per_point * n_train))), steps=self.steps,
                          lr_x=self.lr, lr_lambda=self.lr, lambda_min=self.lambda_min,
-                         init_scale=self.init_noise, prior_weight=self.prior_weight, task=task, seed=self.seed)
+                         init_scale=self.init_noise, prior_weight=self.prior_weight, task=task,
+                         reseed_every=self.reseed_every, snapshot_at=tuple(self.snapshot_at),
+                         multiclass_pairs=self.multiclass_pairs, lr_schedule=self.lr_schedule,
+                         seed=self.seed if self.attack_seed is None else self.attack_seed)
 
 
 def _json(obj):
@@ -129,8 +138,9 @@ def train_victim(task: BinaryTask, s: Settings, *, regression_targets: np.ndarra
 
 def attack_task(task: BinaryTask, s: Settings, *, regression_targets: np.ndarray | None = None,
                 class_labels: np.ndarray | None = None, cache: Path | None = None,
-                progress: bool = False) -> tuple[HomogeneousMLP, dict, Reconstruction, dict]:
-    """Train (or load, see :func:`train_victim`) a victim on ``task`` and attack it."""
+                progress: bool = False, on_snapshot=None) -> tuple[HomogeneousMLP, dict, Reconstruction, dict]:
+    """Train (or load, see :func:`train_victim`) a victim on ``task`` and attack it (``on_snapshot``:
+    see :func:`attacks.kkt.attack.reconstruct`)."""
     dev = resolve_device(s.device)
     model, rep, train_s = train_victim(task, s, regression_targets=regression_targets, class_labels=class_labels,
                                        cache=cache, progress=progress)
@@ -138,7 +148,7 @@ def attack_task(task: BinaryTask, s: Settings, *, regression_targets: np.ndarray
         "regression" if class_labels is None else "multiclass")
     t1 = time.perf_counter()
     rec = reconstruct(model, task.lower, task.upper, s.attack_config(task.n, kind), device=dev,
-                      progress=progress)
+                      progress=progress, on_snapshot=on_snapshot)
     t2 = time.perf_counter()
     return model, rep, rec, {"train_s": train_s, "attack_s": t2 - t1, "device": str(dev),
                              "victim_cached": cache is not None and train_s == 0.0}
@@ -234,6 +244,42 @@ def true_kkt_floor(model: HomogeneousMLP, task: BinaryTask, weight_decay: float,
     return float(num / den)
 
 
+def multiclass_floor(model: HomogeneousMLP, task: BinaryTask, weight_decay: float, class_labels: np.ndarray) -> dict:
+    """Why one competing class per candidate cannot fit a trained multiclass network.
+
+    With weight decay the stationarity equation of cross-entropy fixes one multiplier per (training
+    point, competing class): lambda_ik = p_ik / (n wd) (on the attack's scale ||theta|| = 1: times
+    ||theta||). Reported: the relative KKT residual of the true training set (1) with all pairs (the
+    floor, as :func:`true_kkt_floor`), (2) with a single term against the strongest competitor carrying
+    the whole multiplier sum_k lambda_ik (the former ``multiclass_pairs="strongest"`` form); the share
+    of the strongest competitor in the competing softmax mass; the multipliers' quantiles at
+    ||theta|| = 1 (what ``lambda_min`` is compared with).
+    """
+    import torch
+
+    p0 = next(model.parameters())
+    X = torch.as_tensor(task.X, dtype=p0.dtype, device=p0.device)
+    lab = torch.as_tensor(np.asarray(class_labels), device=p0.device).long()
+    n = len(X)
+    with torch.no_grad():
+        out = model(X)
+        p = torch.softmax(out, 1).scatter(1, lab[:, None], 0.0)  # competing classes only
+        norm = float(torch.sqrt(sum((q.detach() ** 2).sum() for q in model.parameters())))
+        lam = p / (n * weight_decay) * norm  # multipliers on the attack's scale, ||theta|| = 1
+        scale = 1.0 / norm  # theta / ||theta||, as the attack's normalised copy
+        weights = [lin.weight.detach() * scale for lin in model.layers]
+        r_all, _, _ = kkt_loss_grad_outputs(weights, X, pair_coefficients(lam, lab))
+        sign = multiclass_signs(out, lab)
+        one = sign * lam.sum(1, keepdim=True)
+        r_one, _, _ = kkt_loss_grad_outputs(weights, X, one)
+        share = (p.max(1).values / p.sum(1).clamp_min(1e-300)).cpu().numpy()
+    tot = lam.sum(1).cpu().numpy()
+    return {"residual_all_pairs": float(r_all), "residual_strongest_only": float(r_one),
+            "strongest_share_quantiles_10_50_90": np.quantile(share, [0.1, 0.5, 0.9]),
+            "lambda_sum_quantiles_0_10_50_90": np.quantile(tot, [0.0, 0.1, 0.5, 0.9]),
+            "lambda_pair_median": float(np.median(lam.cpu().numpy()[p.cpu().numpy() > 0]))}
+
+
 def score_images(task: BinaryTask, held: np.ndarray, cand_centred: np.ndarray, seed: int) -> dict:
     """Haim et al.'s metric and its baselines for one set of candidates (centred space).
 
@@ -248,7 +294,8 @@ def score_images(task: BinaryTask, held: np.ndarray, cand_centred: np.ndarray, s
     base_noise = _ssim_block(task.raw, task.X, noise, task.mean, shape)
     base_held = _ssim_block(task.raw, task.X, held - task.mean, task.mean, shape)
     beats = int((res["ncc"] > base_held["ncc"]).sum())
-    return {"result": res, "noise": base_noise, "heldout": base_held, "n_beats_heldout": beats}
+    return {"result": res, "noise": base_noise, "heldout": base_held, "n_beats_heldout": beats,
+            "noise_n_beats_heldout": int((base_noise["ncc"] > base_held["ncc"]).sum())}
 
 
 _DROP = ("index", "ncc", "ssim", "ssim_centred")
@@ -277,7 +324,15 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     loader = mnist_task if dataset == "mnist" else digits_task
     task, held = loader(n_train, s.seed, split)
     labels = task.classes if multi else None
-    model, rep, rec, timing = attack_task(task, s, class_labels=labels, cache=cache, progress=progress)
+    meta = {"dataset": dataset, "split": split, "n_train": n_train, "seed": s.seed, "settings": asdict(s)}
+
+    def save_snapshot(step: int, xs: np.ndarray) -> None:
+        # written as the run goes, so that a long run stopped early still leaves its earlier steps
+        np.savez_compressed(out_dir / f"{name}_snapshot_{step}.npz", x=xs + task.mean, train=task.raw,
+                            meta=json.dumps(_json({**meta, "snapshot_step": step})))
+
+    model, rep, rec, timing = attack_task(task, s, class_labels=labels, cache=cache, progress=progress,
+                                          on_snapshot=save_snapshot)
     floor = true_kkt_floor(model, task, s.weight_decay, labels)
     sc = score_images(task, held, rec.x, s.seed)
     res, base_noise, base_held, beats = sc["result"], sc["noise"], sc["heldout"], sc["n_beats_heldout"]
@@ -286,6 +341,7 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
         "n_train": n_train, "split": split, "input_dim": int(task.X.shape[1]), "n_heldout": int(len(held)),
         "settings": asdict(s), "attack": rec_summary(rec), "training": rep, "timing": timing,
         "true_data_kkt_residual": floor,
+        "multiclass_floor": multiclass_floor(model, task, s.weight_decay, labels) if multi and s.weight_decay else None,
         "result": {k: v for k, v in res.items() if k not in _DROP},
         "baseline_noise": {k: v for k, v in base_noise.items() if k not in _DROP},
         "baseline_heldout": {k: v for k, v in base_held.items() if k not in _DROP},
@@ -296,15 +352,20 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
                       "heldout_ncc": base_held["ncc"], "heldout_ssim": base_held["ssim"],
                       "noise_ssim": base_noise["ssim"], "label": task.y, "digit": task.classes},
     }
+    # Earlier points of the same trajectory (not independent runs): what a shorter run would have found.
+    summary["snapshots"] = [_snapshot_row(step, score_images(task, held, xs, s.seed))
+                            for step, xs in sorted(rec.snapshots.items())]
     write_json(out_dir / f"{name}.json", summary)
     np.savez_compressed(out_dir / f"{name}_reconstructions.npz", x=rec.x + task.mean, lam=rec.lam, y=rec.y,
-                        train=task.raw, match=res["index"])
+                        train=task.raw, match=res["index"], meta=json.dumps(_json(meta)),
+                        **{f"snapshot_{step}": xs + task.mean for step, xs in rec.snapshots.items()})
     pairs = summary["baseline_pairs"]["same_class_pairs"]["fraction_ssim_gt_0.4"]
     side = "x".join(str(v) for v in task.shape)
     what = (f"{side} real MNIST" if dataset == "mnist" else "scikit-learn 8x8 digits (not MNIST)") + \
         (", 10 classes" if multi else ", even vs odd" if split == "parity" else ", 0 vs 1")
     gallery(out_dir / f"{name}_gallery.png", task.raw, rec.x[res["index"]] + task.mean, res["ssim"], task.shape,
-            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM)\n"
+            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM); "
+            f"{len(rec.x)} candidates x {s.steps} steps, {run_kind(s, multi)}\n"
             f"SSIM>0.4: attack {res['n_ssim_gt_0.4']}/{n_train}, noise {base_noise['n_ssim_gt_0.4']}/{n_train}, "
             f"nearest held-out {base_held['n_ssim_gt_0.4']}/{n_train}, random same-digit pairs {100 * pairs:.0f}%; "
             f"closer than any of {len(held)} held-out: {beats}/{n_train}")
@@ -314,12 +375,31 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     return summary
 
 
+def run_kind(s: Settings, multi: bool = False) -> str:
+    """A short label of the attack run for figure titles (re-seeding and the multiclass form)."""
+    parts = [f"re-seeding every {s.reseed_every}" if s.reseed_every else "no re-seeding"]
+    if s.lr_schedule != "constant":
+        parts.append(f"{s.lr_schedule} lr")
+    if multi:
+        parts.append("all class pairs" if s.multiclass_pairs == "all" else "strongest competitor only")
+    return ", ".join(parts)
+
+
+def _snapshot_row(step: int, sc: dict) -> dict:
+    r = sc["result"]
+    return {"step": int(step), "n_beats_heldout": sc["n_beats_heldout"], "n_ssim_gt_0.4": r["n_ssim_gt_0.4"],
+            "ssim_median": r["ssim_median"], "n_ssim_centred_gt_0.4": r["n_ssim_centred_gt_0.4"],
+            "n_ncc_gt_0.9": r["n_ncc_gt_0.9"]}
+
+
 def parse_grid(text: str) -> dict[str, list[float]]:
     """``"lambda_min=0.05,0.2;lr=0.01,0.1"`` -> {"lambda_min": [0.05, 0.2], "lr": [0.01, 0.1]}.
 
-    Keys are :class:`Settings` attack fields: lambda_min, lr, init_noise, candidates_per_point, steps.
+    Keys are :class:`Settings` attack fields: lambda_min, lr, init_noise, candidates_per_point, steps,
+    prior_weight, reseed_every, attack_seed (several seeds of one setting: ``attack_seed=1,2,3``).
     """
-    allowed = {"lambda_min", "lr", "init_noise", "candidates_per_point", "steps", "prior_weight"}
+    allowed = {"lambda_min", "lr", "init_noise", "candidates_per_point", "steps", "prior_weight", "reseed_every",
+               "attack_seed"}
     grid: dict[str, list[float]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         key, _, vals = part.partition("=")
@@ -338,8 +418,10 @@ def run_sweep(out_dir: Path, s: Settings, grid: dict[str, list[float]], n_train:
     """Attack one victim with every combination of ``grid`` (a small version of Haim et al.'s sweep).
 
     The victim is trained once (or loaded from ``cache``); each setting is scored with
-    :func:`score_images` (attack beside noise and nearest held-out). Writes ``sweep.json`` and
-    ``sweep.csv``; returns the rows and the best setting by ``n_beats_heldout`` (ties: median SSIM).
+    :func:`score_images` (attack beside noise and nearest held-out). Writes ``sweep.json``,
+    ``sweep.csv`` and every setting's candidates (``sweep_candidates/row_<i>.npz``, for
+    :mod:`attacks.kkt.aggregate`); returns the rows and the best setting by ``n_beats_heldout``
+    (ties: median SSIM).
     """
     import csv
     import itertools
@@ -355,8 +437,12 @@ def run_sweep(out_dir: Path, s: Settings, grid: dict[str, list[float]], n_train:
     dev = resolve_device(s.device)
     keys = list(grid)
     rows = []
-    for combo in tqdm(list(itertools.product(*(grid[k] for k in keys))), desc="sweep", disable=not progress):
-        st = Settings(**{**asdict(s), **{k: (int(v) if k == "steps" else v) for k, v in zip(keys, combo)}})
+    ints = ("steps", "reseed_every", "attack_seed")
+    cand_dir = out_dir / "sweep_candidates"
+    cand_dir.mkdir(exist_ok=True)
+    for i, combo in enumerate(tqdm(list(itertools.product(*(grid[k] for k in keys))), desc="sweep",
+                                   disable=not progress)):
+        st = Settings(**{**asdict(s), **{k: (int(v) if k in ints else v) for k, v in zip(keys, combo)}})
         t0 = time.perf_counter()
         rec = reconstruct(model, task.lower, task.upper, st.attack_config(task.n, "multiclass" if multi else "binary"),
                           device=dev)
@@ -367,6 +453,9 @@ def run_sweep(out_dir: Path, s: Settings, grid: dict[str, list[float]], n_train:
                      "n_ssim_gt_0.4": r["n_ssim_gt_0.4"], "ssim_median": r["ssim_median"],
                      "n_ncc_gt_0.9": r["n_ncc_gt_0.9"], "noise_n_ssim_gt_0.4": sc["noise"]["n_ssim_gt_0.4"],
                      "heldout_n_ssim_gt_0.4": sc["heldout"]["n_ssim_gt_0.4"], "attack_s": time.perf_counter() - t0})
+        meta = {"dataset": dataset, "split": split, "n_train": n_train, "seed": s.seed, "settings": asdict(st)}
+        np.savez_compressed(cand_dir / f"row_{i}.npz", x=rec.x + task.mean, lam=rec.lam, y=rec.y, train=task.raw,
+                            meta=json.dumps(_json(meta)))
     best = max(rows, key=lambda r: (r["n_beats_heldout"], r["ssim_median"]))
     summary = {"experiment": "sweep", "dataset": dataset, "split": split, "n_train": n_train,
                "settings": asdict(s), "grid": grid, "training": rep, "train_s": train_s,

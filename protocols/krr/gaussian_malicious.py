@@ -55,6 +55,7 @@ from protocols.krr.chain import CLIENT, SERVER, digit_plan
 from protocols.krr.expsum import encode_weights
 from protocols.krr.params import MALICIOUS_MAX_HI_BITS, PublicParams
 from protocols.mpc import authenticated as au
+from protocols.mpc import he_matvec_checked
 from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
 from secureml.errors import ModelError, ProtocolError
@@ -127,7 +128,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         alpha, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
-        b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True)
+        prepared = (he_matvec_checked.prepare(X, pp.x_bits, pp.ring_bits, owner=model)
+                    if pp.cross_term == "he" else None)
+        b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True, prepared=prepared)
         delta, xm = b.delta, b.rho >> U64(s)
     else:
         b = binding.bound_masked_distances(party, pp, q=q, lam=lam, keep_pads=True)
@@ -219,6 +222,8 @@ def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarr
         if pp.ring_bits < 64:
             xx &= U64((1 << pp.ring_bits) - 1)
         enc = model._secureml_malicious_encoded = (key, X, xx)
+    if pp.cross_term == "he":  # the lattice plaintexts of the rows (NTT form), before the first client
+        he_matvec_checked.prepare(enc[1], pp.x_bits, pp.ring_bits, owner=model)
     return enc[1], enc[2]
 
 

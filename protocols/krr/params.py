@@ -15,11 +15,12 @@ import numpy as np
 
 from protocols.krr.defense_spec import OutputDefense
 from protocols.mpc.he_matvec import make_plan
+from protocols.mpc.he_matvec_checked import make_plan as make_checked_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 13  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 15  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -30,8 +31,11 @@ PROTOCOL_VERSION = 13  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 11: client-malicious Gaussian: the query's bits fixed once (one set of random OTs for the cross
 # term, its MACs and products: no selective failure through a second query)
 # 12: semi-honest compact models: the lattice inner product (protocols.krr.linear_he); output_bits field
-# 13: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
+# 13: client-malicious Gaussian with the checked lattice cross term (protocols.mpc.he_matvec_checked:
+# the client's RLWE key and ciphertexts proven well formed, exact BGV-style shares)
+# 14: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
 # digit plan weighed with that engine's costs
+# 15: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -249,11 +253,11 @@ class PublicParams:
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":
-            make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
+            if self.security == "client-malicious":  # the checked lattice cross term (no SEAL)
+                make_checked_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)
+            else:
+                make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
         if self.kind == "krr-gaussian" and self.security == "client-malicious":
-            if self.cross_term != "ot":
-                raise ProtocolError("client-malicious Gaussian sessions use the OT cross term (cross_term 'ot'): "
-                                    "the lattice one cannot check a client's ciphertexts")
             if self.lo_bits < 1 or not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
                 raise ProtocolError(f"the client-malicious Gaussian protocol serves distances whose high part has "
                                     f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "

@@ -124,7 +124,7 @@ class ServedModel(Served):
             security=security_mode(KERNEL_KINDS[params.kernel], security),
         )
         if self.public.kind == "krr-gaussian" and self.public.security == "client-malicious":
-            self.public.cross_term = "ot"  # the only cross term whose client inputs can be checked
+            self.public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
         if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
             # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
             # saved below this size, and it costs more CPU per OT (docs/ot-engine.md)

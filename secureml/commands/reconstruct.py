@@ -17,6 +17,8 @@ reconstructions to the training points and writes JSON + PNG figures into --out.
   tabular     independent "gene-expression-like" features (optionally PCA): the contrast
   contrast    real breast-cancer data and AR(1)-correlated Gaussian features: attack vs nearest non-member
   molecules   sorted Coulomb matrices of the embedded QM9 subset; decode recovered molecules
+  best-over-runs  pool the saved candidates of several digits/mnist runs: each training image's best
+              candidate over all runs (Haim et al.'s reporting), beside a noise pool of the same size
 """
 
 
@@ -42,11 +44,25 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--candidates", type=float, default=s.candidates_per_point,
                    help="candidates per training point (default %(default)s)")
     g.add_argument("--lr", type=float, default=s.lr, help="attack learning rate (default %(default)s)")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=s.lr_schedule,
+                   help="attack learning rate over the run: constant, or cosine decay to 0 (default %(default)s)")
     g.add_argument("--lambda-min", type=float, default=s.lambda_min,
                    help="lower bound of the multipliers, ||theta|| = 1 (default %(default)s)")
     g.add_argument("--init-noise", type=float, default=s.init_noise,
                    help="std of the candidates' initial noise (default %(default)s)")
-    g.add_argument("--seed", type=int, default=s.seed, help="random seed (default %(default)s)")
+    g.add_argument("--reseed-every", type=int, default=s.reseed_every,
+                   help="re-initialise duplicate candidates (NCC > 0.9, same label) every so many attack steps "
+                        "during the first 60%% of the run; 0 = never (default %(default)s)")
+    g.add_argument("--multiclass-pairs", choices=["all", "strongest"], default=s.multiclass_pairs,
+                   help="--split multiclass: one multiplier per (candidate, competing class) as in Buzaglo et al.'s "
+                        "KKT form, or one term against the strongest other class only (default %(default)s)")
+    g.add_argument("--snapshots", default="", metavar="STEPS",
+                   help="digits/mnist: comma-separated attack steps at which the candidates are also scored "
+                        "(JSON 'snapshots') and saved, e.g. 300,1000,3000 (default: none)")
+    g.add_argument("--seed", type=int, default=s.seed, help="random seed of data, victim and attack (default %(default)s)")
+    g.add_argument("--attack-seed", type=int, default=None,
+                   help="seed of the candidates' initial noise only, so that several attack runs share one cached "
+                        "victim (default: --seed)")
     g.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda:0 ...")
     g.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (default 1: fastest on a shared machine; 0 = torch default)")
@@ -107,12 +123,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(c, width=128, steps=2000)
     c.set_defaults(func=run)
 
+    b = exp.add_parser("best-over-runs", help="best candidate per training image over saved digits/mnist runs")
+    b.add_argument("runs", nargs="+", type=Path,
+                   help="run folders (their *_reconstructions.npz and sweep_candidates/*.npz) or .npz files")
+    b.add_argument("--include-snapshots", action="store_true",
+                   help="also pool the saved earlier steps of each run (same trajectories, not independent runs)")
+    b.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: a new results/kkt/best-over-runs-<time>/)")
+    b.set_defaults(func=run_best)
+
     m = exp.add_parser("molecules", help="Coulomb-matrix MLPs on the embedded QM9 subset")
     m.add_argument("--n-train", type=int, default=50, help="training molecules (default %(default)s)")
     m.add_argument("--property", default="gap", help="property; binary task: above its median (default %(default)s)")
     m.add_argument("--tasks", default="binary,regression", help="binary and/or regression (default %(default)s)")
     _common(m, width=256)
     m.set_defaults(func=run)
+
+
+def run_best(args: argparse.Namespace) -> int:
+    from attacks.kkt.aggregate import run_best_over_runs
+
+    out = args.out or new_run_folder(RESULTS / "kkt", "best-over-runs-")
+    r = run_best_over_runs(out, list(args.runs), include_snapshots=args.include_snapshots)
+    print(json.dumps({"runs": r["runs"], "pooled": r["pooled"], "nearest_heldout": r["heldout"]}, indent=1,
+                     default=str))
+    print(f"results written to {out}/")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +162,10 @@ def run(args: argparse.Namespace) -> int:
                     lbfgs_steps=args.lbfgs_steps,
                     init_scale=args.model_init_scale, train_lr=args.train_lr,
                     steps=args.steps, candidates_per_point=args.candidates, lr=args.lr, lambda_min=args.lambda_min,
-                    init_noise=args.init_noise, seed=args.seed, device=args.device)
+                    init_noise=args.init_noise, reseed_every=args.reseed_every, seed=args.seed,
+                    attack_seed=args.attack_seed, device=args.device,
+                    snapshot_at=tuple(int(v) for v in args.snapshots.split(",") if v.strip()),
+                    multiclass_pairs=args.multiclass_pairs, lr_schedule=args.lr_schedule)
     out = args.out or new_run_folder(RESULTS / "kkt", f"{args.experiment}-")
     progress = not args.quiet
     victim = args.victim or out / f"victim_{getattr(args, 'split', 'x')}.pt"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.kkt.attack import AttackError, KKTConfig, kkt_loss_grad, kkt_residual, multiclass_signs, reconstruct
+from attacks.kkt.attack import (AttackError, KKTConfig, kkt_loss_grad, kkt_loss_grad_outputs, kkt_residual,
+                                multiclass_signs, pair_coefficients, reconstruct)
 from attacks.kkt.metrics import match
 from attacks.kkt.model import HomogeneousMLP, train_multiclass
 from secureml.errors import DataError, ModelError
@@ -49,6 +50,34 @@ def test_closed_form_kkt_gradient_matches_autograd(out_dim, depth):
     assert float(r1) == pytest.approx(float(r2), rel=1e-12)
     assert torch.allclose(gx1, gx2, rtol=1e-10, atol=1e-12)
     assert torch.allclose(gc1, gc2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_closed_form_gradient_in_the_coefficient_matrix_matches_autograd(depth):
+    gen = torch.Generator().manual_seed(depth)
+    dims = [6] + [9] * depth + [4]
+    weights = [torch.randn(b, a, generator=gen, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+    x = torch.randn(5, 6, generator=gen, dtype=torch.float64)
+    C = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    r1, gx1, gC1 = kkt_loss_grad_outputs(weights, x, C)
+    ws = [w.clone().requires_grad_(True) for w in weights]
+    xa, Ca = x.clone().requires_grad_(True), C.clone().requires_grad_(True)
+    a = xa
+    for w in ws[:-1]:
+        a = torch.relu(a @ w.T)
+    g = torch.autograd.grad((Ca * (a @ ws[-1].T)).sum(), ws, create_graph=True)
+    r2 = sum(((w - gg) ** 2).sum() for w, gg in zip(ws, g))
+    gx2, gC2 = torch.autograd.grad(r2, [xa, Ca])
+    assert float(r1) == pytest.approx(float(r2), rel=1e-12)
+    assert torch.allclose(gx1, gx2, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(gC1, gC2, rtol=1e-10, atol=1e-12)
+
+
+def test_pair_coefficients_are_margin_terms():
+    lam = torch.tensor([[9.0, 0.2, 0.3], [0.5, 0.1, 7.0]])  # the own-class entries (9, 7) are ignored
+    C = pair_coefficients(lam, torch.tensor([0, 2]))
+    assert torch.allclose(C, torch.tensor([[0.5, -0.2, -0.3], [-0.5, -0.1, 0.6]]))
+    assert torch.allclose(C.sum(1), torch.zeros(2))  # sum_k lambda_jk (e_y - e_k) sums to zero
 
 
 def test_multiclass_signs_pick_strongest_other_class():

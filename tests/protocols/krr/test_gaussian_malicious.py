@@ -198,3 +198,48 @@ def test_parameters_outside_the_protocol_are_refused_clearly():
     # the same model is served semi-honest without complaint
     assert ServedModel(KernelModelParams(X, rng.normal(0, 5, 8), 0.0, "gaussian", 0.01),
                        security="semi-honest").public.security == "semi-honest"
+
+
+# ---- the checked lattice cross term (protocol 12's default for client-malicious sessions) -------
+def _he_case(seed=0):
+    model, pp, Xe, xx, Q, q = _case(seed=seed)
+    pp.cross_term = "he"
+    return model, pp, Xe, xx, Q, q
+
+
+def test_lattice_cross_term_honest_client_gets_f_bit_exact():
+    model, pp, Xe, xx, Q, q = _he_case()
+    sv, y = _run(model, pp, Xe, xx, q)
+    assert y == gm.reference(pp, model, Xe, q, sv["rho"])  # exact shares: the binding check passes
+    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-2
+
+
+@pytest.mark.parametrize("which", ["share", "u", "norm", "query", "encrypt-other", "encrypt-noise"])
+def test_lattice_cross_term_deviations_abort(which):
+    """Finding 3 and its relatives with the lattice cross term: a perturbed cross-term share, u,
+    norm or query bit is caught by the binding check; a ciphertext of another query or with
+    noise outside the proven bound is caught by the well-formedness proof."""
+    from protocols.mpc import bfv_proof
+
+    model, pp, Xe, xx, Q, q = _he_case(seed=6)
+    if which in ("share", "u", "norm"):
+        patch = _Patch(binding, "client_masked", perturbed_mask_reveal(which, 3, U64(1) << U64(17), xor=False))
+    elif which == "query":
+        def commit_q(orig, qq, step):
+            qq = orig(qq, step).copy()
+            qq[1] ^= U64(4)
+            return qq
+        patch = _Patch(binding, "client_commit_query", commit_q)
+    else:
+        def enc(orig, ring, rng, seed, msgs, t_bits):
+            if which == "encrypt-other":
+                msgs = msgs.copy()
+                msgs[0, 0] += 1
+                return orig(ring, rng, seed, msgs, t_bits)
+            pk0, c0, w = orig(ring, rng, seed, msgs, t_bits)
+            c0 = c0.copy()
+            c0[0, :, 9] = (c0[0, :, 9] + ring.scalar(1 << (t_bits + 30))[:, 0]) % ring.p[:, 0]
+            return pk0, c0, w
+        patch = _Patch(bfv_proof, "client_encrypt", enc)
+    with pytest.raises(MacCheckError):
+        _run(model, pp, Xe, xx, q, patch)

@@ -42,9 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 13 (13: the public ot_engine field, and the Laplacian kernel on silent OT
+#: pinned at PROTOCOL_VERSION 15 (15: the silent Laplacian pin only (its LPN code columns); 14: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
-#: model forced to it; 12: semi-honest compact models use the lattice inner product, pinned as
+#: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
 #: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
@@ -57,14 +57,14 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565216, "45ae1f00b79f200ba4e46e51d95043e33d6938815313d874ccddc72bc3061b32"),
-    "krr-laplacian": (96, 75431, "f06e8e86727a0947e9c40a649c71ec05af8fcec3d5d91a8f4ef62e3ecfa345dc"),
-    "krr-laplacian/silent": (110, 678076, "50a0c8166f48f1967065735ac42c194f145332d6499f836e4f6b84e56d292dbf"),
-    "krr-gaussian/client-malicious": (448, 1020866, "9ebb69f68bf9c08071671e0824b6dee5f28d4a41d5b101c7a1d1763231d2a21a"),
+    "krr-gaussian": (66, 1565216, "a4de348bedb9bbfa106442d3f09df4db2f6b03e1215789bd1aa57d404e5e78d2"),
+    "krr-laplacian": (96, 75431, "4b24e4f0fbd881cca95b49dc19002eb8d96c672e7b4f3e09928a1fb6da2f3cf4"),
+    "krr-laplacian/silent": (110, 678076, "6b81e957dde4f9d079ab68aa1e45f27caf58142c1a190b335184f5adf26d0135"),
+    "krr-gaussian/client-malicious": (482, 9823875, "31144170f917fafd427351722486d5577f1fafd2f994f04d90732bdfa6e41695"),
     "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
     "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 13
+PINNED_VERSION = 15
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
