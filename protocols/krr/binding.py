@@ -163,6 +163,31 @@ def _lattice_cross_term(party: PartyContext, pads, pp: PublicParams, *, prepared
                                              q_macs=field.values(mq, xb))
 
 
+def cross_term_bytes(pp: PublicParams) -> dict[str, int | None]:
+    """Bytes of step 2 per query for each cross term, from public numbers (both directions):
+    "ot" the Gilboa vector OLE (one ceil((M - b) / 8)-byte word per training point for bit b of
+    each feature); "he" the checked lattice plan's own estimate
+    (:meth:`~protocols.mpc.he_matvec_checked.CheckedPlan.bytes_estimate`: ciphertexts, proof,
+    replies) plus the query's MACs mod the ring's primes (7 bytes per bit and prime); None where
+    no lattice plan fits the noise budget. The random OTs of q's bits are common to both."""
+    N, d, xb, M = pp.n_train, pp.n_features, pp.x_bits, pp.ring_bits
+    ot = d * N * sum(-(-(M - b) // 8) for b in range(xb))
+    try:
+        ring = rlwe.modulus()
+        he = he_matvec_checked.make_plan(N, d, xb, M, ring).bytes_estimate(ring) + d * xb * 7 * len(ring.primes)
+    except ProtocolError:
+        he = None
+    return {"he": he, "ot": ot}
+
+
+def cheaper_cross_term(pp: PublicParams) -> str:
+    """'he' or 'ot', whichever :func:`cross_term_bytes` says sends fewer bytes: the checked lattice
+    cross term has a floor of several MB per query (proof and replies at four primes), so small
+    models (N below ~150 at d = 351) are cheaper with the OT one."""
+    est = cross_term_bytes(pp)
+    return "he" if est["he"] is not None and est["he"] <= est["ot"] else "ot"
+
+
 def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarray | None = None,
                            xx: np.ndarray | None = None, q: np.ndarray | None = None,
                            lam: int = au.STAT_BITS, keep_pads: bool = False,
