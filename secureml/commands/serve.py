@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
                    "(exact, ~850 MB); 'auto' (default): semi-honest, 'he' where TenSEAL is installed, else "
                    "'ot'; client-malicious, the one with fewer estimated bytes per query (the checked lattice "
-                   "cross term has a ~5.7 MB floor, so 'ot' below about N = 150 at d = 351; printed at start-up). Compact models with --security semi-honest: the lattice "
+                   "cross term has a ~6 MB floor, so 'ot' up to N = 150 at d = 351; printed at start-up). Compact models with --security semi-honest: the lattice "
                    "inner product (one RLWE ciphertext each way, numpy only) unless 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
@@ -220,7 +220,7 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
 
 def _malicious_cross_term(choice: str, public: Any) -> str:
     """Client-malicious Gaussian: 'auto' picks the cross term with the smaller byte estimate per
-    query (the checked lattice one has a ~5.7 MB floor: the OT one is cheaper below N ~ 150 at
+    query (the checked lattice one has a ~6 MB floor: the OT one is cheaper up to N = 150 at
     d = 351; protocols.krr.binding.cross_term_bytes); 'he'/'ot' as asked."""
     if choice != "auto":
         return choice
