@@ -28,21 +28,25 @@ U64 = np.uint64
 def step2_bytes(pp: Any, Xe: np.ndarray, q: np.ndarray, seed: int = 1) -> int:
     """Bytes (both directions) of the cross term alone, ``pp.cross_term`` ("he" or "ot"), run for
     real between two in-process parties with the checked OT extension."""
+    from bench.malicious_cost import _pair
     from protocols.krr import binding
     from protocols.mpc import authenticated as au
     from protocols.mpc import he_matvec_checked
-    from protocols.testing import run_two_party
+    from protocols.mpc.party import Party
 
     N, d, xb, M = pp.n_train, pp.n_features, pp.x_bits, pp.ring_bits
     qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
 
-    def setup(p: Any) -> None:
-        if p.role == 0:
+    def party(ch: Any, role: int) -> Party:
+        p = Party(ch, role, seed=seed + role)  # seeded: the byte count does not depend on it
+        if role == 0:
             p.ot_sender.checked = True
         else:
             p.ot_receiver.checked = True
+        return p
 
-    def server(p: Any) -> int:
+    def server(ch: Any) -> int:
+        p = party(ch, 0)
         pads = au.random_choices(p, 1, n=d * xb)  # shared by both cross terms: not counted
         before = p.ch.bytes_sent + p.ch.bytes_received
         if pp.cross_term == "he":
@@ -51,14 +55,15 @@ def step2_bytes(pp: Any, Xe: np.ndarray, q: np.ndarray, seed: int = 1) -> int:
             binding._cross_term(p, pads, N, d, xb, M, X=Xe)
         return p.ch.bytes_sent + p.ch.bytes_received - before
 
-    def client(p: Any) -> None:
+    def client(ch: Any) -> None:
+        p = party(ch, 1)
         pads = au.random_choices(p, 1, n=d * xb, choices=qbits)
         if pp.cross_term == "he":
             binding._lattice_cross_term(p, pads, pp, q=q, qbits=qbits)
         else:
             binding._cross_term(p, pads, N, d, xb, M, qbits=qbits)
 
-    return int(run_two_party(server, client, seed=seed, setup=setup)[0])
+    return int(_pair(server, client, timeout=600.0)[0])
 
 
 def public_params(n: int, d: int, seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
