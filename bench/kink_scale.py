@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attacks import kink_scale
-from secureml.plot_style import legend_outside, new_figure, save, series
+from secureml.plot_style import legend_outside, log_axis, new_figure, save, series
 
 SETTINGS = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4))
 
@@ -41,6 +41,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     base = max(max(r["baseline_nearest_public_rel0.01"], r["baseline_nearest_public_rel0.001"]) for r in rows)
     ax.axhline(base, color="0.4", linewidth=1, label=f"chance: nearest public molecule ({base:.2f})")
     ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel("queries to the plaintext API")
     ax.set_ylabel("training points recovered (fraction)")
     ax.set_title("Kink attack, Laplacian KRR on Coulomb matrices (d = 435)")
