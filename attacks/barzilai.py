@@ -274,7 +274,7 @@ def sweep(n_trains: tuple[int, ...] = (4, 8, 16, 32), query_factors: tuple[float
             res = attack(est.predict, pool, q, n, sigma=None if estimate else sigma, restarts=restarts,
                          seed=seed, **fit)
             rows.append({"data": f"uniform [0,4]^{d}", "n_train": n, "d": d, "sigma_true": sigma,
-                         "sigma_estimated": estimate, "query_factor": f, "queries_over_n_d_plus_2": q / (n * (d + 2)),
+                         "sigma_estimated": estimate, "restarts": restarts, "query_factor": f, "queries_over_n_d_plus_2": q / (n * (d + 2)),
                          **score(res, X, pool)})
             if progress:
                 progress(1)

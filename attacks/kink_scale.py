@@ -115,7 +115,8 @@ class SparseLaplacianOracle:
 
 
 def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4)),
-        refine: int = 8, seed: int = 0, rel_tols: tuple[float, ...] = (1e-3, 1e-2)) -> list[dict[str, Any]]:
+        refine: int = 8, seed: int = 0, rel_tols: tuple[float, ...] = (1e-3, 1e-2),
+        membership: str = "grouped") -> list[dict[str, Any]]:
     """Recovered fraction against queries for one N: the kink attack at growing resolution.
 
     Steps: 1. fit the project's Laplacian KRR (default sigma, lambda) on the first ``n_train``
@@ -136,11 +137,13 @@ def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0,
     for h, depth in settings:
         orc = SparseLaplacianOracle.from_estimator(est, np.full(d, float(lo)))
         t0 = time.perf_counter()
-        res = reconstruction.kink_attack(orc, d, lo, hi, h=h, refine=refine, depth=depth, n_hint=n_train)
-        row: dict[str, Any] = {"n_train": n_train, "n_features": d, "h": h, "refine": refine, "depth": depth,
+        res = reconstruction.kink_attack(orc, d, lo, hi, h=h, refine=refine, depth=depth, n_hint=n_train,
+                                         membership=membership)
+        row: dict[str, Any] = {"n_train": n_train, "n_features": d, "membership": membership,
+                               "h": h, "refine": refine, "depth": depth,
                                "finest_step": h / refine ** depth, "queries": int(res.n_queries),
                                "queries_over_n_d_plus_2": res.n_queries / (n_train * (d + 2)),
-                               "kinks": res.n_kinks, "merged_kinks": res.n_merged,
+                               "membership_queries": int(res.membership_queries), "kinks": res.n_kinks, "merged_kinks": res.n_merged,
                                "unassigned_coordinates": res.unassigned, "sigma_estimated": res.sigma,
                                "seconds": time.perf_counter() - t0}
         for tol in rel_tols:

@@ -209,6 +209,7 @@ class KinkResult:
     n_kinks: int
     n_merged: int  # kinks that stayed unresolved at the finest grid
     unassigned: int  # (point, axis) coordinates the assembly could not place (set to the base point)
+    membership_queries: int = 0  # of n_queries: the two-axis membership tests of step 5
 
 
 def _kink_filter(phi: np.ndarray, h: float, sigma: float) -> np.ndarray:
@@ -234,7 +235,7 @@ def _solve_cell(fa: np.ndarray, fb: np.ndarray, h: float | np.ndarray, sigma: fl
 def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: float = 1.0,
                 refine: int = 16, depth: int = 2, sigma: float | None = None,
                 offset: float | None = None, n_hint: int | None = None, noise: float = 0.0,
-                far: float = 1e7, max_batch: int = 65536,
+                far: float = 1e7, max_batch: int = 65536, membership: str = "grouped",
                 progress: Callable[[int], None] | None = None) -> KinkResult:
     """Reconstruct the training points of a Laplacian-kernel model from its answers alone.
 
@@ -249,6 +250,8 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
         offset: the model's constant b if known (else one far query reads it: all kernels ~ 0 there).
         n_hint: number of training points if public (the OT protocol publishes it).
         noise: absolute error of the answers (0 for float64 APIs); sets the detection threshold.
+        membership: "grouped" (group tests and bisection, near-linear in N) or "pairwise" (one
+            test per (point, merged kink), the original quadratic assembly).
 
     Steps:
         1. b from a far query; sigma from two grid points below ``lo`` (all kinks lie above).
@@ -262,6 +265,8 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
            are tested against the remaining (merged) kinks (:func:`_assemble`).
         6. a_i = s_i exp(|x_i - q0|_1 / sigma).
     """
+    if membership not in ("grouped", "pairwise"):
+        raise AttackError(f"unknown membership test {membership!r} (grouped, pairwise)")
     d = int(n_features)
     n_q = 0
 
@@ -364,9 +369,12 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
     W = c * np.exp(-np.abs(u - lo) / sigma)
     h_fine = h / refine**depth
     sig = _signatures(ax, u, W, single, n_hint)
-    centres, unassigned = _assemble(ax, u, W, sig, d, base, sigma, ask, offset, h_test_max=max(h, h_fine))
+    n_scan = n_q
+    centres, unassigned = _assemble(ax, u, W, sig, d, base, sigma, ask, offset, h_test_max=max(h, h_fine),
+                                    membership=membership, h_fine=h_fine)
     coef = sig * np.exp(np.abs(centres - base).sum(1) / sigma)
-    return KinkResult(centres, coef, sig, float(sigma), float(offset), n_q, int(len(u)), n_merged, unassigned)
+    return KinkResult(centres, coef, sig, float(sigma), float(offset), n_q, int(len(u)), n_merged, unassigned,
+                      n_q - n_scan)
 
 
 def _group(values: np.ndarray, rtol: float) -> np.ndarray:
@@ -414,26 +422,31 @@ def _signatures(ax: np.ndarray, u: np.ndarray, W: np.ndarray, single: np.ndarray
 
 def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: int, base: np.ndarray,
               sigma: float, ask: Callable[[np.ndarray], np.ndarray], offset: float, h_test_max: float = 1.0,
-              rtol: float = 1e-6) -> tuple[np.ndarray, int]:
+              rtol: float = 1e-6, membership: str = "grouped", h_fine: float = 0.0) -> tuple[np.ndarray, int]:
     """Coordinates of every signature on every axis (step 5).
 
     Singletons: a kink whose weight equals one signature gives that point its coordinate.
-    Merged kinks (several points sharing a value) are split by a membership test that costs 15
-    queries per (point, kink): a 5 x 3 grid moving axis k around the kink u and another axis l
-    around the point's known, isolated coordinate x_il. The three-point filter along l keeps only
-    point i; the filter along k then sums to 4 sinh^2(h/sigma) s_i exp((|u - q0_k| +
-    |x_il - q0_l|)/sigma) if point i has a kink within h of u, and 0 otherwise; the two non-zero
-    values also give the point's exact coordinate (closed form, as on the coarse scan).
+    Merged kinks (several points sharing a value) are split by two-axis membership tests: a 5 x 3
+    stencil moving axis k around the kink u and another axis l around a window of known, isolated
+    coordinates. ``membership="pairwise"`` tests every (point, merged kink) pair on its own (15
+    queries each; ~N^2 tests in all, :func:`_members_pairwise`); ``"grouped"`` (default) tests a
+    whole window of candidate points at once and bisects only windows that answer non-zero
+    (:func:`_members_grouped`; ~N log N tests).
     """
     n = len(sig)
     X = np.full((n, d), np.nan)
     sing = np.zeros((n, d), dtype=bool)  # coordinate set by a singleton kink (usable for tests)
     if n == 0:
         return np.repeat(base[None, :], 0, axis=0), 0
+    if membership not in ("grouped", "pairwise"):
+        raise AttackError(f"unknown membership test {membership!r} (grouped, pairwise)")
     order = np.argsort(ax, kind="stable")
     ax, u, W = ax[order], u[order], W[order]
     bounds = np.searchsorted(ax, np.arange(d + 1))
-    leftovers: list[tuple[int, np.ndarray, np.ndarray]] = []  # (axis, kink positions, points)
+    open_all = np.zeros(u.size, dtype=bool)  # kinks not attributed to exactly one point
+    dup = np.zeros(u.size, dtype=bool)  # second copies of a placed singleton kink
+    dup_tol = 2.0 * h_test_max
+    leftovers: list[tuple[int, np.ndarray, np.ndarray]] = []  # (axis, kink indices, points)
     for k in range(d):
         ku, kw = u[bounds[k]:bounds[k + 1]], W[bounds[k]:bounds[k + 1]]
         if ku.size == 0:
@@ -449,97 +462,439 @@ def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: 
                 sing[i, k] = True
                 free[i] = False
                 open_k[j] = False
+            else:
+                # the same kink found twice (overlapping refinement cells): its point is placed
+                # already, at (nearly) this position -- drop the copy, or it would be "tested"
+                taken = np.flatnonzero(close[j] & ~free)
+                if taken.size and np.min(np.abs(X[taken, k] - ku[j])) <= dup_tol:
+                    open_k[j] = False
+                    dup[bounds[k] + j] = True
+        open_all[bounds[k]:bounds[k + 1]] = open_k
         rest_k, rest_p = np.flatnonzero(open_k), np.flatnonzero(free)
         if rest_p.size and rest_k.size == 1:
             X[rest_p, k] = ku[rest_k[0]]
         elif rest_p.size and rest_k.size > 1:
-            leftovers.append((k, ku[rest_k], rest_p))
+            leftovers.append((k, bounds[k] + rest_k, rest_p))
 
     if leftovers:
-        # isolation of each known coordinate from every other kink on its axis
-        iso = np.zeros((n, d))
-        for k in range(d):
-            ku = np.sort(u[bounds[k]:bounds[k + 1]])
-            known = sing[:, k]
-            if ku.size == 0 or not known.any():
-                continue
-            pos = np.searchsorted(ku, X[known, k])
-            left = np.abs(X[known, k] - ku[np.clip(pos - 1, 0, ku.size - 1)])
-            right = np.abs(ku[np.clip(pos + 1, 0, ku.size - 1)] - X[known, k])
-            # the point's own kink is at distance ~0: the neighbours are pos-1 and pos+1
-            left[pos == 0] = np.inf
-            right[pos >= ku.size - 1] = np.inf
-            iso[known, k] = np.minimum(left, right)
-        # one test per (point, leftover kink): collect the parameters, then build and evaluate
-        # all 15-query stencils as arrays
-        t_i, t_k, t_l, t_u, t_h = [], [], [], [], []
-        for k, kus, pts in leftovers:
-            # each kink's stencil must not reach the next kink, or a member of that one leaks in
-            srt = np.sort(kus)
-            nb = np.full(kus.size, np.inf)
-            if kus.size > 1:
-                gaps = np.diff(srt)
-                nb = np.minimum(np.concatenate([[np.inf], gaps]),
-                                np.concatenate([gaps, [np.inf]]))[np.searchsorted(srt, kus)]
-            cand_iso = iso[pts].copy()
-            cand_iso[:, k] = 0.0
-            ls = np.argmax(cand_iso, axis=1)
-            best_iso = cand_iso[np.arange(pts.size), ls]
-            usable = (best_iso > 0) & np.isfinite(X[pts, ls])
-            for i, l, bi in zip(pts[usable], ls[usable], best_iso[usable]):
-                t_i.append(np.full(kus.size, i))
-                t_k.append(np.full(kus.size, k))
-                t_l.append(np.full(kus.size, l))
-                t_u.append(kus)
-                t_h.append(np.minimum(np.minimum(h_test_max, 0.45 * nb), 0.45 * bi))
-        if t_i:
-            ti, tk, tl = np.concatenate(t_i), np.concatenate(t_k), np.concatenate(t_l)
-            tu, th = np.concatenate(t_u), np.concatenate(t_h)
-            n_t = ti.size
-            xl = X[ti, tl]
-            offs_k = np.repeat([-2.0, -1.0, 0.0, 1.0, 2.0], 3)  # 5 positions along k ...
-            offs_l = np.tile([-1.0, 0.0, 1.0], 5)  # ... times 3 along l
-            # built and asked in chunks: at N = 1,000 there are millions of tests, and the dense
-            # (15 n_t x d) query matrix would not fit in memory
-            v = np.empty((n_t, 5, 3))
-            chunk = max(1, (1 << 22) // (15 * d))
-            for s0 in range(0, n_t, chunk):
-                sl = slice(s0, min(n_t, s0 + chunk))
-                m_t = sl.stop - sl.start
-                Q = np.repeat(base[None, :], 15 * m_t, axis=0)
-                rows = np.arange(15 * m_t)
-                Q[rows, np.repeat(tk[sl], 15)] = (tu[sl, None] + th[sl, None] * offs_k[None, :]).ravel()
-                Q[rows, np.repeat(tl[sl], 15)] = (xl[sl, None] + th[sl, None] * offs_l[None, :]).ravel()
-                v[sl] = (ask(Q) - offset).reshape(m_t, 5, 3)
-            ch = 2.0 * np.cosh(th / sigma)[:, None]
-            g = v[:, :, 0] + v[:, :, 2] - ch * v[:, :, 1]  # along l: only point i survives
-            fk = g[:, :-2] + g[:, 2:] - ch * g[:, 1:-1]  # along k at u - h, u, u + h
-            pred = 4.0 * np.sinh(th / sigma) ** 2 * sig[ti] * np.exp(
-                (np.abs(tu - base[tk]) + np.abs(xl - base[tl])) / sigma)
-            ratio = np.where(pred != 0, fk.sum(1) / np.where(pred != 0, pred, 1.0), 0.0)
-            # position inside the stencil from the two filter values around the kink
-            j0 = np.where(np.abs(fk[:, 0]) > np.abs(fk[:, 2]), 0, 1)
-            fa = fk[np.arange(n_t), j0]
-            fb = fk[np.arange(n_t), j0 + 1]
-            one = (fa != 0) & (fb != 0) & (np.sign(fa) == np.sign(fb))
-            pos = tu.copy()
-            if one.any():
-                delta, _ = _solve_cell(fa[one], fb[one], th[one], sigma)
-                pos[one] = tu[one] + (j0[one] - 1) * th[one] + delta
-            # decide per (point, axis): a member gives ratio ~1 (the filter sum does not depend on
-            # where in the stencil the kink sits), a non-member ~0
-            key = ti * d + tk
-            order = np.lexsort((-ratio, key))
-            key_s, ratio_s = key[order], ratio[order]
-            first = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]])
-            second_abs = np.zeros(first.size)
-            for g_idx, start in enumerate(first):
-                stop = first[g_idx + 1] if g_idx + 1 < first.size else key_s.size
-                if stop - start > 1:
-                    second_abs[g_idx] = np.abs(ratio_s[start + 1:stop]).max()
-            win = order[first]
-            ok = (ratio[win] > 0.5) & (ratio[win] > 3.0 * second_abs)
-            X[ti[win[ok]], tk[win[ok]]] = pos[win[ok]]
+        if membership == "pairwise":
+            _members_pairwise(X, sing, leftovers, u, bounds, sig, base, sigma, ask, offset, h_test_max)
+        else:
+            _members_grouped(X, sing, leftovers, u, W, bounds, open_all, dup, sig, base, sigma, ask, offset,
+                             h_test_max, h_fine)
     unassigned = int(np.isnan(X).sum())
     X = np.where(np.isnan(X), base[None, :], X)
     return X, unassigned
+
+
+def _stencil_answers(tk: np.ndarray, tu: np.ndarray, th: np.ndarray, tl: np.ndarray, lpos: np.ndarray,
+                     base: np.ndarray, ask: Callable[[np.ndarray], np.ndarray], offset: float) -> np.ndarray:
+    """Answers (minus b) of the 5 x 3 two-axis stencils: axis tk at tu + th {-2..2}, axis tl at the
+    three positions lpos (n_t, 3). Built and asked in chunks: the dense (15 n_t x d) query matrix
+    of millions of tests would not fit in memory."""
+    d = base.size
+    n_t = tk.size
+    offs_k = np.repeat([-2.0, -1.0, 0.0, 1.0, 2.0], 3)  # 5 positions along k ...
+    col_l = np.tile([0, 1, 2], 5)  # ... times 3 along l
+    v = np.empty((n_t, 5, 3))
+    chunk = max(1, (1 << 22) // (15 * d))
+    for s0 in range(0, n_t, chunk):
+        sl = slice(s0, min(n_t, s0 + chunk))
+        m_t = sl.stop - sl.start
+        Q = np.repeat(base[None, :], 15 * m_t, axis=0)
+        rows = np.arange(15 * m_t)
+        Q[rows, np.repeat(tk[sl], 15)] = (tu[sl, None] + th[sl, None] * offs_k[None, :]).ravel()
+        Q[rows, np.repeat(tl[sl], 15)] = lpos[sl][:, col_l].ravel()
+        v[sl] = (ask(Q) - offset).reshape(m_t, 5, 3)
+    return v
+
+
+def _stencil_position(fk: np.ndarray, tu: np.ndarray, th: np.ndarray, sigma: float) -> np.ndarray:
+    """A single member's exact coordinate from the three k-filter values (closed form, as on the
+    coarse scan); tu where the values do not look like one kink."""
+    n_t = tu.size
+    j0 = np.where(np.abs(fk[:, 0]) > np.abs(fk[:, 2]), 0, 1)
+    fa = fk[np.arange(n_t), j0]
+    fb = fk[np.arange(n_t), j0 + 1]
+    one = (fa != 0) & (fb != 0) & (np.sign(fa) == np.sign(fb))
+    pos = tu.copy()
+    if one.any():
+        delta, _ = _solve_cell(fa[one], fb[one], th[one], sigma)
+        pos[one] = tu[one] + (j0[one] - 1) * th[one] + delta
+    return pos
+
+
+def _members_pairwise(X: np.ndarray, sing: np.ndarray, leftovers: list[tuple[int, np.ndarray, np.ndarray]],
+                      u: np.ndarray, bounds: np.ndarray, sig: np.ndarray, base: np.ndarray, sigma: float,
+                      ask: Callable[[np.ndarray], np.ndarray], offset: float, h_test_max: float) -> None:
+    """One 15-query test per (point, leftover kink) (the original assembly; quadratic in N).
+
+    The three-point filter along l around the point's isolated coordinate x_il keeps only point
+    i; the filter along k then sums to 4 sinh^2(h/sigma) s_i exp((|u - q0_k| + |x_il - q0_l|)/sigma)
+    if point i has a kink within h of u, and 0 otherwise; the two non-zero values also give the
+    point's exact coordinate.
+    """
+    n, d = X.shape
+    # isolation of each known coordinate from every other kink on its axis
+    iso = np.zeros((n, d))
+    for k in range(d):
+        ku = np.sort(u[bounds[k]:bounds[k + 1]])
+        known = sing[:, k]
+        if ku.size == 0 or not known.any():
+            continue
+        pos = np.searchsorted(ku, X[known, k])
+        left = np.abs(X[known, k] - ku[np.clip(pos - 1, 0, ku.size - 1)])
+        right = np.abs(ku[np.clip(pos + 1, 0, ku.size - 1)] - X[known, k])
+        # the point's own kink is at distance ~0: the neighbours are pos-1 and pos+1
+        left[pos == 0] = np.inf
+        right[pos >= ku.size - 1] = np.inf
+        iso[known, k] = np.minimum(left, right)
+    t_i, t_k, t_l, t_u, t_h = [], [], [], [], []
+    for k, kidx, pts in leftovers:
+        kus = u[kidx]
+        # each kink's stencil must not reach the next kink, or a member of that one leaks in
+        srt = np.sort(kus)
+        nb = np.full(kus.size, np.inf)
+        if kus.size > 1:
+            gaps = np.diff(srt)
+            nb = np.minimum(np.concatenate([[np.inf], gaps]),
+                            np.concatenate([gaps, [np.inf]]))[np.searchsorted(srt, kus)]
+        cand_iso = iso[pts].copy()
+        cand_iso[:, k] = 0.0
+        ls = np.argmax(cand_iso, axis=1)
+        best_iso = cand_iso[np.arange(pts.size), ls]
+        usable = (best_iso > 0) & np.isfinite(X[pts, ls])
+        for i, l, bi in zip(pts[usable], ls[usable], best_iso[usable]):
+            t_i.append(np.full(kus.size, i))
+            t_k.append(np.full(kus.size, k))
+            t_l.append(np.full(kus.size, l))
+            t_u.append(kus)
+            t_h.append(np.minimum(np.minimum(h_test_max, 0.45 * nb), 0.45 * bi))
+    if not t_i:
+        return
+    ti, tk, tl = np.concatenate(t_i), np.concatenate(t_k), np.concatenate(t_l)
+    tu, th = np.concatenate(t_u), np.concatenate(t_h)
+    n_t = ti.size
+    xl = X[ti, tl]
+    v = _stencil_answers(tk, tu, th, tl, xl[:, None] + th[:, None] * np.array([-1.0, 0.0, 1.0]), base,
+                         ask, offset)
+    ch = 2.0 * np.cosh(th / sigma)[:, None]
+    g = v[:, :, 0] + v[:, :, 2] - ch * v[:, :, 1]  # along l: only point i survives
+    fk = g[:, :-2] + g[:, 2:] - ch * g[:, 1:-1]  # along k at u - h, u, u + h
+    pred = 4.0 * np.sinh(th / sigma) ** 2 * sig[ti] * np.exp(
+        (np.abs(tu - base[tk]) + np.abs(xl - base[tl])) / sigma)
+    ratio = np.where(pred != 0, fk.sum(1) / np.where(pred != 0, pred, 1.0), 0.0)
+    pos = _stencil_position(fk, tu, th, sigma)
+    # decide per (point, axis): a member gives ratio ~1 (the filter sum does not depend on
+    # where in the stencil the kink sits), a non-member ~0
+    key = ti * d + tk
+    order = np.lexsort((-ratio, key))
+    key_s, ratio_s = key[order], ratio[order]
+    first = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]])
+    second_abs = np.zeros(first.size)
+    for g_idx, start in enumerate(first):
+        stop = first[g_idx + 1] if g_idx + 1 < first.size else key_s.size
+        if stop - start > 1:
+            second_abs[g_idx] = np.abs(ratio_s[start + 1:stop]).max()
+    win = order[first]
+    ok = (ratio[win] > 0.5) & (ratio[win] > 3.0 * second_abs)
+    X[ti[win[ok]], tk[win[ok]]] = pos[win[ok]]
+
+
+def _grid_answers(tk: np.ndarray, kpos: np.ndarray, tl: np.ndarray, lpos: np.ndarray, base: np.ndarray,
+                  ask: Callable[[np.ndarray], np.ndarray], offset: float) -> np.ndarray:
+    """Answers (minus b) on the 3 x 3 grids kpos (n_t, 3) on axis tk times lpos (n_t, 3) on axis tl,
+    built and asked in chunks (the dense query matrix of many tests would not fit in memory)."""
+    d = base.size
+    n_t = tk.size
+    ck, cl = np.repeat([0, 1, 2], 3), np.tile([0, 1, 2], 3)
+    v = np.empty((n_t, 3, 3))
+    chunk = max(1, (1 << 22) // (9 * d))
+    for s0 in range(0, n_t, chunk):
+        sl = slice(s0, min(n_t, s0 + chunk))
+        m_t = sl.stop - sl.start
+        Q = np.repeat(base[None, :], 9 * m_t, axis=0)
+        rows = np.arange(9 * m_t)
+        Q[rows, np.repeat(tk[sl], 9)] = kpos[sl][:, ck].ravel()
+        Q[rows, np.repeat(tl[sl], 9)] = lpos[sl][:, cl].ravel()
+        v[sl] = (ask(Q) - offset).reshape(m_t, 3, 3)
+    return v
+
+
+def _members_grouped(X: np.ndarray, sing: np.ndarray, leftovers: list[tuple[int, np.ndarray, np.ndarray]],
+                     u: np.ndarray, W: np.ndarray, bounds: np.ndarray, open_all: np.ndarray, dup: np.ndarray,
+                     sig: np.ndarray, base: np.ndarray, sigma: float, ask: Callable[[np.ndarray], np.ndarray],
+                     offset: float, h_test_max: float, h_fine: float, empty_frac: float = 0.25,
+                     one_tol: float = 1e-4, weight_rtol: float = 1e-6) -> None:
+    """Membership of the leftover points in the merged kinks by group tests and bisection.
+
+    Why it works: the three-point filter along an axis over a window [a, b] (positions a, v =
+    (a + b)/2, b) keeps exactly the terms whose coordinate lies inside the window, each with the
+    factor 2 sinh((w - |x - v|)/sigma), w = (b - a)/2. A 3 x 3 grid -- axis k over a window
+    holding a range of merged kinks, axis l over a window of candidate points -- answers (9 queries)
+        R = sum over candidates i in the l-window that have a kink j of the k-range of a_i b_j,
+        a_i = 2 sinh((w_l - |x_il - v_l|)/sigma) s_i exp(|x_il - q0_l|/sigma),
+        b_j = 2 sinh((w_k - |u_j - v_k|)/sigma) exp(|u_j - q0_k|/sigma),
+    for a whole group of candidates and kinks at once, provided (i) every point whose x_il is
+    unknown lies outside the l-window (l-windows end between isolated coordinates and the kinks of
+    l that are not one point's) and (ii) the points already placed on k that lie in both windows
+    are subtracted (their x_ik, x_il and s_i are known).
+
+    Steps, per axis k with leftover points P and merged kinks K:
+        1. elimination kink e = the kink of K with the largest |weight| (usually the value most
+           points share: zero padding, hydrogen's diagonal); it is not tested in step 3.
+        2. l-windows: greedily the axis l on which most of P have an isolated coordinate, then the
+           next, ...; on each chosen l the candidates with a known x_il, cut into runs between the
+           kinks of l that are not one point's.
+        3. one test per (l-window, k-range), the k-ranges being the runs of K - {e} in position
+           order; all tests of a round are asked in one batch. |R| < empty_frac min a_i min b_j:
+           none; R within one_tol of exactly one a_i b_j: that pair; R = sum_i a_i b (one kink):
+           all, or all but one (the same two tests on sum_i a_i b - R); a single pair with
+           0.5 < R / (a_i b_j) < 1.5: member; otherwise the group of points
+           (or, with one point left, the k-range) is split at its median and both halves are
+           asked next round (points placed meanwhile are dropped).
+        4. a kink is complete when the signatures of its members sum to its weight (which the
+           line scans measured; relative ``weight_rtol``): the points still unplaced go to e when
+           their signatures sum to e's weight; each incomplete kink is tested alone against the
+           unplaced points (steps 2-3; this catches groups whose members' terms cancelled).
+    Cost: one test per l-window and k-range, plus ~2 (log2 |P| + log2 |K|) per member found --
+    near linear in N, against |P| |K| tests of 15 queries for the pairwise test. Every query
+    is counted by ``ask``.
+    """
+    n, d = X.shape
+    forb = [np.sort(u[bounds[l]:bounds[l + 1]][open_all[bounds[l]:bounds[l + 1]]]) for l in range(d)]
+    all_u = [np.sort(u[bounds[k]:bounds[k + 1]][~dup[bounds[k]:bounds[k + 1]]]) for k in range(d)]
+    asg = np.full((n, d), -1, dtype=np.int64)  # kink each test-placed coordinate belongs to
+    # per axis l: the points with an isolated (singleton) coordinate on l, sorted by it
+    known_l = []
+    for l in range(d):
+        ids = np.flatnonzero(sing[:, l])
+        o = np.argsort(X[ids, l], kind="stable")
+        known_l.append((X[ids[o], l], ids[o]))
+
+    def windows(k: int, pts: np.ndarray) -> list[tuple[int, np.ndarray, float, float]]:
+        S = sing[pts].copy()
+        S[:, k] = False
+        uncovered = np.ones(pts.size, dtype=bool)
+        out: list[tuple[int, np.ndarray, float, float]] = []
+        while uncovered.any():
+            cnt = S[uncovered].sum(0)
+            l = int(np.argmax(cnt))
+            if cnt[l] == 0:
+                break
+            uncovered &= ~S[:, l]
+            mem = pts[S[:, l]]
+            xl = X[mem, l]
+            o = np.argsort(xl, kind="stable")
+            mem, xl = mem[o], xl[o]
+            F = forb[l]
+            iv = np.searchsorted(F, xl)
+            for v in np.unique(iv):
+                sel = iv == v
+                x0, x1 = xl[sel][0], xl[sel][-1]
+                a = 0.5 * (F[v - 1] + x0) if v > 0 else x0 - h_test_max
+                b = 0.5 * (F[v] + x1) if v < F.size else x1 + h_test_max
+                out.append((l, mem[sel], float(a), float(b)))
+        return out
+
+    def k_window(k: int, lo_u: float, hi_u: float) -> tuple[float, float]:
+        # ends halfway to the nearest other kinks on k (their points must stay outside)
+        au = all_u[k]
+        p0 = np.searchsorted(au, lo_u, side="left")
+        p1 = np.searchsorted(au, hi_u, side="right")
+        A = 0.5 * (au[p0 - 1] + lo_u) if p0 > 0 else lo_u - h_test_max
+        B = 0.5 * (au[p1] + hi_u) if p1 < au.size else hi_u + h_test_max
+        return float(max(A, lo_u - h_test_max)), float(min(B, hi_u + h_test_max))
+
+    # a test: (axis k, kinks sorted by position, A, B, axis l, candidates sorted by x_l, a, b)
+    Test = tuple[int, np.ndarray, float, float, int, np.ndarray, float, float]
+
+    def make_tests(k: int, kr: np.ndarray, pts: np.ndarray) -> list[Test]:
+        kr = kr[np.argsort(u[kr], kind="stable")]
+        out: list[Test] = []
+        for l, cand, a, b in windows(k, pts):
+            out.extend(kink_test(k, kr, l, cand, a, b))
+        return out
+
+    def kink_step(k: int, j: int) -> float:
+        # the single-kink stencil must not reach any other kink on k
+        au = all_u[k]
+        p = int(np.searchsorted(au, u[j]))
+        nb = np.inf
+        for q in (p - 1, p, p + 1):
+            if 0 <= q < au.size and au[q] != u[j]:
+                nb = min(nb, abs(float(au[q]) - float(u[j])))
+        return float(min(h_test_max, 0.45 * nb))
+
+    def placed_in(q: int, tk: np.ndarray, tl: np.ndarray, ta: np.ndarray, tb: np.ndarray,
+                  klo: float, khi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Points already placed on k with x_k in (klo, khi) and an isolated x_l in (a, b)."""
+        xs_l, id_l = known_l[tl[q]]
+        i0, i1 = np.searchsorted(xs_l, (ta[q], tb[q]), side="right")
+        pp = id_l[i0:i1]
+        xk = X[pp, tk[q]]
+        inside = (xk > klo) & (xk < khi)  # NaN (unplaced) compares False
+        return pp[inside], xk[inside], X[pp[inside], tl[q]]
+
+    def evaluate(tests: list[Test]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """R per test (placed points subtracted), the single-kink tests' three k-filter values,
+        and the windows' half-width / centre on l."""
+        nt = len(tests)
+        tk = np.array([t[0] for t in tests])
+        tA = np.array([t[2] for t in tests])
+        tB = np.array([t[3] for t in tests])
+        tl = np.array([t[4] for t in tests])
+        ta = np.array([t[6] for t in tests])
+        tb = np.array([t[7] for t in tests])
+        wl, vl = 0.5 * (tb - ta), 0.5 * (ta + tb)
+        lpos = np.stack([ta, vl, tb], 1)
+        one = np.array([t[1].size == 1 for t in tests])
+        R = np.zeros(nt)
+        fk = np.zeros((nt, 3))
+        amp_l = lambda q, xq, pp: (2.0 * np.sinh((wl[q] - np.abs(xq - vl[q])) / sigma) * sig[pp]  # noqa: E731
+                                   * np.exp(np.abs(xq - base[tl[q]]) / sigma))
+        r1 = np.flatnonzero(one)
+        if r1.size:
+            # one kink: 5 x 3 stencil, the k-filter summed over u - th, u, u + th does not depend
+            # on where within +-th of u a member sits
+            tu = u[np.array([tests[q][1][0] for q in r1])]
+            th = tA[r1]  # single-kink tests carry (th, th) instead of a window
+            v = _stencil_answers(tk[r1], tu, th, tl[r1], lpos[r1], base, ask, offset)
+            g = v[:, :, 0] + v[:, :, 2] - (2.0 * np.cosh(wl[r1] / sigma))[:, None] * v[:, :, 1]
+            f = g[:, :-2] + g[:, 2:] - (2.0 * np.cosh(th / sigma))[:, None] * g[:, 1:-1]
+            for z, q in enumerate(r1):
+                pp, xk, xq = placed_in(q, tk, tl, ta, tb, tu[z] - 2 * th[z], tu[z] + 2 * th[z])
+                if pp.size:
+                    cen = tu[z] + th[z] * np.array([-1.0, 0.0, 1.0])
+                    kpart = 2.0 * np.sinh(np.maximum(th[z] - np.abs(xk[:, None] - cen[None, :]), 0.0) / sigma)
+                    f[z] -= (kpart * (amp_l(q, xq, pp) * np.exp(np.abs(xk - base[tk[q]]) / sigma))[:, None]).sum(0)
+            fk[r1] = f
+            R[r1] = f.sum(1)
+        r3 = np.flatnonzero(~one)
+        if r3.size:
+            wk, vk = 0.5 * (tB[r3] - tA[r3]), 0.5 * (tA[r3] + tB[r3])
+            v = _grid_answers(tk[r3], np.stack([tA[r3], vk, tB[r3]], 1), tl[r3], lpos[r3], base, ask, offset)
+            g = v[:, :, 0] + v[:, :, 2] - (2.0 * np.cosh(wl[r3] / sigma))[:, None] * v[:, :, 1]
+            R[r3] = g[:, 0] + g[:, 2] - 2.0 * np.cosh(wk / sigma) * g[:, 1]
+            for z, q in enumerate(r3):
+                pp, xk, xq = placed_in(q, tk, tl, ta, tb, tA[q], tB[q])
+                if pp.size:
+                    R[q] -= float(np.sum(2.0 * np.sinh((wk[z] - np.abs(xk - vk[z])) / sigma)
+                                         * np.exp(np.abs(xk - base[tk[q]]) / sigma) * amp_l(q, xq, pp)))
+        return R, fk, wl, vl
+
+    def run_rounds(tests: list[Test]) -> None:
+        while tests:
+            R, fk, wl, vl = evaluate(tests)
+            nxt: list[Test] = []
+            for q, (k, kr, A, B, l, cand, a, b) in enumerate(tests):
+                xq = X[cand, l]
+                al = (2.0 * np.sinh(np.maximum(wl[q] - np.abs(xq - vl[q]), 0.0) / sigma) * sig[cand]
+                      * np.exp(np.abs(xq - base[l]) / sigma))
+                uk = u[kr]
+                if kr.size == 1:
+                    be = 2.0 * np.sinh(np.array([A]) / sigma) * np.exp(np.abs(uk - base[k]) / sigma)
+                else:
+                    wk, vk = 0.5 * (B - A), 0.5 * (A + B)
+                    be = 2.0 * np.sinh(np.maximum(wk - np.abs(uk - vk), 0.0) / sigma) * np.exp(np.abs(uk - base[k]) / sigma)
+                floor = empty_frac * float(np.min(np.abs(al))) * float(np.min(be))
+                if abs(R[q]) < floor:
+                    continue
+                if kr.size == 1:
+                    ratio = R[q] / (al * be[0])
+                    if cand.size == 1:
+                        hit_i = 0 if 0.5 < ratio[0] < 1.5 else -1
+                    else:
+                        hits = np.flatnonzero(np.abs(ratio - 1.0) < one_tol)
+                        hit_i = int(hits[0]) if hits.size == 1 else -1
+                    if hit_i >= 0:
+                        i = cand[hit_i]
+                        if np.isnan(X[i, k]):
+                            X[i, k] = float(_stencil_position(fk[q:q + 1], uk, np.array([A]), sigma)[0])
+                            asg[i, k] = kr[0]
+                        continue
+                    if cand.size == 1:
+                        continue
+                    # the same decisions on the complement: every candidate, or all but one, is a
+                    # member (a kink most candidates share, e.g. zero padding, costs as little as a
+                    # kink few share)
+                    comp = be[0] * al.sum() - R[q]
+                    out_i = -1
+                    if abs(comp) >= floor:
+                        hits = np.flatnonzero(np.abs(comp / (al * be[0]) - 1.0) < one_tol)
+                        out_i = int(hits[0]) if hits.size == 1 else -2
+                    if out_i != -2:
+                        sel = np.isnan(X[cand, k])
+                        if out_i >= 0:
+                            sel[out_i] = False
+                        X[cand[sel], k] = uk[0]
+                        asg[cand[sel], k] = kr[0]
+                        continue
+                cand = cand[np.isnan(X[cand, k])]
+                if cand.size == 0:
+                    continue
+                if cand.size > 1:
+                    m = cand.size // 2
+                    xs = X[cand, l]
+                    cut = float(0.5 * (xs[m - 1] + xs[m]))
+                    nxt.append((k, kr, A, B, l, cand[:m], a, cut))
+                    nxt.append((k, kr, A, B, l, cand[m:], cut, b))
+                elif kr.size > 1:
+                    m = kr.size // 2
+                    for part in (kr[:m], kr[m:]):
+                        nxt.extend(kink_test(k, part, l, cand, a, b))
+            tests = nxt
+
+    def kink_test(k: int, kr: np.ndarray, l: int, cand: np.ndarray, a: float, b: float) -> list[Test]:
+        if kr.size == 1:
+            th = kink_step(k, int(kr[0]))
+            return [(k, kr, th, th, l, cand, a, b)]
+        A, B = k_window(k, float(u[kr[0]]), float(u[kr[-1]]))
+        return [(k, kr, A, B, l, cand, a, b)]
+
+    # step 1-3: every merged kink but the elimination kink, in position-ordered ranges
+    tests: list[Test] = []
+    elim: dict[int, int] = {}
+    for k, kidx, pts in leftovers:
+        e = int(kidx[np.argmax(np.abs(W[kidx]))])
+        elim[k] = e
+        srt = kidx[np.argsort(u[kidx], kind="stable")]
+        pe = int(np.flatnonzero(srt == e)[0])
+        for kr in (srt[:pe], srt[pe + 1:]):
+            if kr.size:
+                tests.extend(make_tests(k, kr, pts))
+    run_rounds(tests)
+
+    # step 4: complete kinks by their weights; test the incomplete ones alone
+    def incomplete(k: int, kidx: np.ndarray, pts: np.ndarray) -> tuple[list[int], np.ndarray]:
+        rest = pts[np.isnan(X[pts, k])]
+        bad = []
+        for j in kidx:
+            mem = pts[asg[pts, k] == j]
+            if abs(float(sig[mem].sum()) - W[j]) > weight_rtol * (abs(W[j]) + float(np.abs(sig[mem]).sum())):
+                bad.append(int(j))
+        return bad, rest
+
+    def eliminate(k: int, bad: list[int], rest: np.ndarray) -> bool:
+        # one incomplete kink whose missing weight the unplaced points make up exactly: theirs
+        if len(bad) != 1 or rest.size == 0:
+            return False
+        j = bad[0]
+        placed = float(sig[asg[:, k] == j].sum())
+        if abs(placed + float(sig[rest].sum()) - W[j]) <= weight_rtol * (abs(W[j]) + float(np.abs(sig).max())):
+            X[rest, k] = u[j]
+            asg[rest, k] = j
+            return True
+        return False
+
+    tests = []
+    for k, kidx, pts in leftovers:
+        bad, rest = incomplete(k, kidx, pts)
+        if rest.size == 0 or eliminate(k, bad, rest):
+            continue
+        for j in bad:
+            tests.extend(make_tests(k, np.array([j]), rest))
+    run_rounds(tests)
+    for k, kidx, pts in leftovers:
+        bad, rest = incomplete(k, kidx, pts)
+        eliminate(k, bad, rest)

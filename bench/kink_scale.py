@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attacks import kink_scale
-from secureml.plot_style import legend_outside, new_figure, save, series
+from secureml.plot_style import legend_outside, log_axis, new_figure, save, series
 
 SETTINGS = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4))
 
@@ -41,6 +41,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     base = max(max(r["baseline_nearest_public_rel0.01"], r["baseline_nearest_public_rel0.001"]) for r in rows)
     ax.axhline(base, color="0.4", linewidth=1, label=f"chance: nearest public molecule ({base:.2f})")
     ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel("queries to the plaintext API")
     ax.set_ylabel("training points recovered (fraction)")
     ax.set_title("Kink attack, Laplacian KRR on Coulomb matrices (d = 435)")
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default=";".join(f"{h},{d}" for h, d in SETTINGS),
                    help="grid settings 'coarse step,levels' separated by ';' (refinement 8x per level)")
     p.add_argument("--out", default="docs/attacks", help="output folder")
+    p.add_argument("--membership", default="grouped", choices=("grouped", "pairwise"),
+                   help="membership test of the assembly step: group tests + bisection, or one per (point, kink)")
     p.add_argument("--append", action="store_true", help="keep the rows already in OUT/kink_scale.json")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = json.loads((out / "kink_scale.json").read_text())
     for n in (int(x) for x in a.ns.split(",")):
         for st in settings:
-            row = kink_scale.run(n, settings=(st,))[0]
+            row = kink_scale.run(n, settings=(st,), membership=a.membership)[0]
             rows.append(row)
             print(json.dumps(row), flush=True)
             _write(rows, out)

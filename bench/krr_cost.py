@@ -4,6 +4,7 @@
     python -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 256,1024,4096,16384 --features 351
     python -m bench.krr_cost --cross-term ot --sizes 16384 --features 351     # the OT vector OLE instead
     python -m bench.krr_cost --link wan --sizes 16384 --features 351          # through an emulated WAN
+    python -m bench.krr_cost --kernel laplacian --ot-engine softspoken,silent --sizes 4096,16384 --features 351
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
@@ -30,11 +31,12 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
     return synthetic_model(N, d, sigma, seed, kernel)
 
 
-def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None) -> None:
+def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent") -> None:
     from protocols.krr import ServedModel, gaussian, serve
 
     sm = ServedModel(params, frac_bits=frac_bits)
     sm.public.cross_term = cross_term
+    sm.public.ot_engine = ot_engine
     sm.public.validate()
     t0 = time.perf_counter()
     if params.kernel == "gaussian":
@@ -46,14 +48,14 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None) 
 
 
 def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
-                      timeout: float = 1800.0, frac_bits: int | None = None):
+                      timeout: float = 1800.0, frac_bits: int | None = None, ot_engine: str = "silent"):
     """Server process (prepared before it accepts) + this process as client, optionally through an
     emulated link: (predictions, client CostReport, server's one-off preparation seconds)."""
     from protocols.krr import predict
 
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits))
+    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits, ot_engine))
     proc.start()
     relay = None
     try:
@@ -79,13 +81,14 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
 
 
 def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
-            cross_term: str = "he", link: str | None = None, frac_bits: int | None = None) -> dict:
+            cross_term: str = "he", link: str | None = None, frac_bits: int | None = None,
+            ot_engine: str = "silent") -> dict:
     params, rng = model_for(N, d, sigma, kernel, seed)
     Q = synthetic_queries(params, rng, k)
     if frac_bits is None and kernel == "laplacian":
         # the model's own grid, as a served `secureml train` model encodes it (its grid_bits)
         frac_bits = LAPLACIAN_GRID_BITS
-    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link, frac_bits=frac_bits)
+    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link, frac_bits=frac_bits, ot_engine=ot_engine)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
     reps = max(5, int(2e7 // (N * d)))
@@ -94,7 +97,8 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
     t_plain = (time.perf_counter() - t0) / reps
     return {
         "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
-        "cross_term": cross_term if kernel == "gaussian" else "ot", "frac_bits": cost.extra.get("frac_bits"),
+        "cross_term": cross_term if kernel == "gaussian" else "ot",
+        "ot_engine": ot_engine if kernel == "laplacian" else "softspoken", "frac_bits": cost.extra.get("frac_bits"),
         "x_bits": cost.extra.get("x_bits"),
         "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
@@ -125,8 +129,18 @@ def main(argv=None) -> int:
     ap.add_argument("--frac-bits", type=int, default=None,
                     help="fractional bits of the encoding (default: Laplacian the model's 2^-8 grid, as a "
                          "trained model's grid_bits; Gaussian the automatic precision)")
+    ap.add_argument("--ot-engine", default="silent",
+                    help="Laplacian kernel's OT extension, comma-separated to compare in one run: silent "
+                         "(protocols.ot.ferret) and/or softspoken (k = 4) (default silent)")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
+    from protocols.krr.params import OT_ENGINES
+
+    engines = [e.strip() for e in args.ot_engine.split(",") if e.strip()]
+    if not engines or any(e not in OT_ENGINES for e in engines):
+        ap.error(f"--ot-engine: choose from {', '.join(OT_ENGINES)}")
+    if args.kernel != "laplacian":
+        engines = engines[:1]  # the Gaussian kernel runs on SoftSpoken whatever this says
     if args.sigma is None:
         args.sigma = 1000.0 if args.kernel == "laplacian" else 74.0
     from tqdm import tqdm
@@ -134,13 +148,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for N in tqdm([int(s) for s in args.sizes.split(",")], desc="N"):
+    for N, eng in tqdm([(int(s), e) for s in args.sizes.split(",") for e in engines], desc="N"):
         r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
-                    link=args.link, frac_bits=args.frac_bits)
+                    link=args.link, frac_bits=args.frac_bits, ot_engine=eng)
         rows.append(r)
-        tqdm.write(f"N={N:6d} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
+        tqdm.write(f"N={N:6d} {r['ot_engine']:>10} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
                    f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "
-                   f"{r['total_MB']:9.1f} MB {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
+                   f"{r['total_MB']:9.1f} MB (client sent {r['client_sent_MB']:.1f}, received "
+                   f"{r['client_received_MB']:.1f}) {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
                    f"x{r['ratio_time']:,.0f} plaintext")
     (out / "krr_cost.json").write_text(json.dumps(rows, indent=2))
     with open(out / "krr_cost.csv", "w", newline="") as f:
@@ -153,14 +168,19 @@ def main(argv=None) -> int:
     from secureml.plot_style import pyplot
     plt = pyplot()
 
-    Ns = [r["N"] for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].loglog(Ns, [r["wall_s"] for r in rows], "o-", label="OT double-blind")
+    for eng in engines:
+        sel = [r for r in rows if r["ot_engine"] == eng or len(engines) == 1]
+        Ns = [r["N"] for r in sel]
+        label = f"OT double-blind ({eng})" if len(engines) > 1 else "OT double-blind"
+        ax[0].loglog(Ns, [r["wall_s"] for r in sel], "o-", label=label)
+        ax[1].loglog(Ns, [r["total_MB"] for r in sel], "o-", label=label)
+    Ns = [r["N"] for r in rows]
     ax[0].loglog(Ns, [r["plaintext_s"] for r in rows], "s--", label="plaintext")
     ax[0].set_xlabel("training size N")
     ax[0].set_ylabel("seconds per session")
     ax[0].legend()
-    ax[1].loglog(Ns, [r["total_MB"] for r in rows], "o-")
+    ax[1].legend()
     ax[1].set_xlabel("training size N")
     ax[1].set_ylabel("MB (both directions)")
     fig.tight_layout()

@@ -98,7 +98,7 @@ def measure(N: int, d: int, sigma: float = 1000.0, frac_bits: int = LAPLACIAN_GR
         raise AssertionError("L1 shares do not sum to the exact distances")
     by_step = {**steps, "products": total["l1"] - steps["column_ot"] - steps["random_ot"], "l1_total": total["l1"]}
     row: dict[str, Any] = {"N": N, "d": d, "frac_bits": frac_bits, "x_bits": pp.x_bits, "ring_bits": pp.ring_bits,
-                           "digits": "+".join(str(b - a) for a, b in laplacian.digit_levels(pp.x_bits)),
+                           "digits": "+".join(str(b - a) for a, b in laplacian.digit_levels(pp.x_bits, pp.ot_engine)),
                            "cpu_s_both_parties_incl_setup": cpu}
     for k, v in by_step.items():
         row[f"{k}_MB"] = v / 1e6

@@ -14,7 +14,8 @@ load drifts hit both alike):
   it: n SoftSpoken (k = 4) COTs checked vs unchecked over an in-process channel pair.
 * **exact** (``--exact-sizes``): the Gaussian kernel, whole sessions per N (synthetic CM-like
   model, d = 351, sigma 74): semi-honest with the lattice cross term (the default) and with the
-  OT cross term, beside client-malicious (:mod:`protocols.krr.gaussian_malicious`, OT cross term);
+  OT cross term, beside client-malicious (:mod:`protocols.krr.gaussian_malicious`) with the checked
+  lattice cross term (:mod:`protocols.mpc.he_matvec_checked`, the default) and with the OT one;
   in-process channel pair, per-model server set-up before the session (as `serve` does). The
   Laplacian kernel has no client-malicious protocol (docs/malicious.md).
 
@@ -183,9 +184,11 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
         model, rng = synthetic_model(N, d, 74.0, seed=0)
         Q = synthetic_queries(model, rng, 1)
         want = model.predict(Q)[0]
-        for mode, cross in (("semi-honest", "he"), ("semi-honest", "ot"), ("client-malicious", "ot")):
+        combos = [("semi-honest", "he"), ("semi-honest", "ot")] + [("client-malicious", c) for c in args.malicious_cross]
+        for mode, cross in combos:
             served = ServedModel(model, security=mode)
             served.public.cross_term = cross
+            served.public.validate()
             if mode == "semi-honest":
                 gaussian.prepare_server(model, served.public)
             else:
@@ -196,12 +199,71 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
             row = {"part": "exact", "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
                    "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
                    "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": cross}
-            # pair the client-malicious session with each semi-honest one in the summary
-            for vs in (("he", "ot") if mode == "client-malicious" else (cross,)):
-                rows.append({**row, "model": f"gaussian-N{N}-vs-{vs}"})
-            print(f"  N={N} {mode} ({cross} cross term): {wall:.2f} s, "
-                  f"{(ch.bytes_sent + ch.bytes_received) / 1e6:.1f} MB, {row['rounds']} rounds, "
+            # pair every client-malicious session (by its cross term) with each semi-honest one
+            if mode == "client-malicious":
+                for vs in ("he", "ot"):
+                    rows.append({**row, "model": f"gaussian-N{N}-malicious-{cross}-vs-{vs}"})
+            else:
+                for mc in args.malicious_cross:
+                    rows.append({**row, "model": f"gaussian-N{N}-malicious-{mc}-vs-{cross}"})
+            print(f"  N={N} {mode} ({cross} cross term): {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
+                  f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds, "
                   f"error {row['abs_error']:.1e}", flush=True)
+    return rows
+
+
+def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The checked lattice product alone: w . phi (``--ip-rows 1``, d = F features: what the primitive
+    would cost a compact model) or X q (``--ip-rows N``: the Gaussian's cross term by itself): the query's bits fixed by F x_bits random OTs with MACs mod the
+    ring's primes, the public key + one ciphertext per block + the well-formedness proof, the
+    reply (:mod:`protocols.mpc.he_matvec_checked`). In-process channel pair, checked OT extension."""
+    from protocols.mpc import fp_auth, he_matvec_checked as hc, rlwe
+    from protocols.mpc.party import Party
+
+    def party(ch: Any, role: int) -> Party:
+        p = Party(ch, role)
+        if role == 0:
+            p.ot_sender.checked = True
+        else:
+            p.ot_receiver.checked = True
+        return p
+
+    rows = []
+    xb, M, R = args.ip_x_bits, args.ip_ring_bits, args.ip_rows
+    field = fp_auth.Field(rlwe.ring().primes)
+    for F in [int(v) for v in args.ip_sizes.split(",") if v.strip()]:
+        rng = np.random.default_rng(F)
+        w = rng.integers(0, 2 ** xb, (R, F), dtype=np.uint64)
+        phi = rng.integers(0, 2 ** xb, F, dtype=np.uint64)
+        pm = hc.prepare(w, xb, M)
+        bits = ((phi[:, None] >> np.arange(xb, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8).ravel()
+
+        def server(ch: Any) -> Any:
+            p = party(ch, 0)
+            keys = fp_auth.new_keys(p, field)
+            kb = fp_auth.commit_bits(p, 1, field, n=F * xb, domain=3, keys=keys)
+            return hc.matvec_sender(p, 1, pm, field=field, keys=keys, q_keys=field.values(kb, xb))
+
+        def client(ch: Any) -> Any:
+            p = party(ch, 1)
+            mb = fp_auth.commit_bits(p, 1, field, n=F * xb, domain=3, bits=bits)
+            return hc.matvec_receiver(p, 1, phi, xb, R, M, field=field, q_macs=field.values(mb, xb))
+
+        t0 = time.perf_counter()
+        s0, s1, ch = _pair(server, client, timeout=600)
+        wall = time.perf_counter() - t0
+        want = (w.astype(object) @ phi.astype(object)) % (1 << M)
+        ok = bool(((s0.astype(object) + s1.astype(object)) % (1 << M) == want).all())
+        plan = pm.plan
+        proof_bits = (2 + 6 * (plan.blocks + 1)) * 8192
+        rows.append({"part": "lattice-ip", "model": f"matvec-{R}x{F}", "mode": "client-malicious",
+                     "resumed": False, "session": 0, "wall_s": wall, "client_sent_B": ch.bytes_sent,
+                     "client_received_B": ch.bytes_received, "rounds": ch.stats()["rounds"],
+                     "abs_error": 0.0 if ok else 1.0, "what": f"blocks={plan.blocks} proof_bits={proof_bits}"})
+        print(f"  checked lattice product {R} x {F} (plan n_i={plan.n_i}, {plan.blocks} ciphertexts up, "
+              f"{plan.outputs} down, flooding {plan.flood_bits} bits): {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.2f} MB, received "
+              f"{ch.bytes_received / 1e6:.2f} MB, {ch.stats()['rounds']} rounds, {proof_bits:,} committed witness "
+              f"bits + {F * xb:,} query bits, exact={ok}", flush=True)
     return rows
 
 
@@ -241,10 +303,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact-sizes", default="", help="N values for the exact Gaussian part (comma list; "
                     "empty: skip), e.g. 1024,4096,16384")
     ap.add_argument("--exact-features", type=int, default=351, help="d of the exact-kernel synthetic model")
+    ap.add_argument("--malicious-cross", default="he,ot", help="cross terms of the client-malicious Gaussian "
+                    "sessions (comma list of he = the checked lattice one, protocol 12's default, and ot)")
+    ap.add_argument("--ip-sizes", default="", help="feature counts F for the checked lattice inner product alone "
+                    "(what the primitive would cost a compact model; comma list, empty: skip), e.g. 4096,16384")
+    ap.add_argument("--ip-x-bits", type=int, default=20, help="bits per feature and weight in the inner-product part")
+    ap.add_argument("--ip-rows", type=int, default=1, help="rows of the server's matrix in the inner-product part "
+                    "(1: an inner product; N: the Gaussian's cross term alone)")
+    ap.add_argument("--ip-ring-bits", type=int, default=56, help="share ring bits M in the inner-product part")
     ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
     ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "secureml-bench",
                     help="where the fitted compact model is kept between runs")
     args = ap.parse_args(argv)
+    args.malicious_cross = [c.strip() for c in args.malicious_cross.split(",") if c.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     if not args.skip_compact:
@@ -253,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += ot_check(args)
     if args.exact_sizes:
         rows += exact_gaussian(args)
+    if args.ip_sizes:
+        rows += lattice_ip(args)
     summary = summarize(rows)
     for s in summary:
         print(f"{s['part']:12s} {s['model']:24s} resumed={str(s['resumed']):5s} "

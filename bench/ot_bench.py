@@ -16,7 +16,7 @@ Reported, for n = 2^min .. 2^max OTs:
 
 ``--engines`` runs several OT-extension engines one after the other in one run (a fresh pair of
 processes each): ``iknp``, ``softspoken4`` (SoftSpoken k = 4, the exact protocols' engine),
-``ferret`` (protocols.ot.ferret, silent OT, LPN set b13), ``ferret-b11`` (the set with k = 124,000).
+``ferret`` (protocols.ot.ferret, silent OT, LPN set b13), ``ferret-b11`` (its set b11, k = 124,000).
 
     python -m bench.ot_bench --min-log2 20 --max-log2 24 --pin --out bench_results/ot_bench.json
     python -m bench.ot_bench --engines softspoken4,ferret --sizes 1048576,4194304,16777216 \
@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from protocols.ot.ferret import FERRET_MAIN, FERRET_SETUP, FerretReceiver, FerretSender, LPNParams, ferret_bits_per_cot
+from protocols.ot.ferret import (FERRET_B11, FERRET_B11_SETUP, FERRET_MAIN, FERRET_SETUP, FerretReceiver,
+                                 FerretSender, ferret_bits_per_cot)
 from protocols.ot.iknp import OTExtensionReceiver, OTExtensionSender, cot_theory_bits
 from protocols.ot.softspoken import SoftSpokenReceiver, SoftSpokenSender, softspoken_bits_per_ot
 from protocols.net.transport import Channel, TCPChannel, connect, listen
@@ -48,9 +49,6 @@ from protocols.net.transport import Channel, TCPChannel, connect, listen
 U64 = np.uint64
 
 
-#: Ferret's b11 set (emp-ot's name): a smaller LPN secret (2 MB table), more trees, 1.47 bits per COT
-FERRET_B11 = LPNParams(n=10_180_608, k=124_000, t=4_971, h=11)
-FERRET_B11_SETUP = LPNParams(n=178_944, k=17_384, t=699, h=8)
 ENGINES = ("iknp", "softspoken4", "ferret", "ferret-b11")
 
 

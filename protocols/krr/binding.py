@@ -64,7 +64,7 @@ import numpy as np
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import u128
+from protocols.mpc import fp_auth, he_matvec_checked, rlwe, u128
 from protocols.mpc.context import PartyContext
 from protocols.ot.crypto import pack_bits, unpack_bits
 from secureml.errors import ProtocolError
@@ -143,12 +143,30 @@ def _cross_term(party: PartyContext, pads, N: int, d: int, xb: int, M: int, *, X
     return _mod(share, M)
 
 
-_D_MATVEC, _D_COMMIT = 1, 2  # hash domains of q's random OTs: the cross term, the commitment
+_D_MATVEC, _D_COMMIT, _D_FP = 1, 2, 3  # hash domains of q's random OTs: OT cross term, commitment, MACs mod p
+
+
+def _lattice_cross_term(party: PartyContext, pads, pp: PublicParams, *, prepared=None, q: np.ndarray | None = None,
+                        qbits: np.ndarray | None = None) -> np.ndarray:
+    """Step 2 with the lattice: MACs mod the ring's primes on q's random OTs (so the same bits),
+    then :mod:`protocols.mpc.he_matvec_checked` (the client's key and ciphertexts proven well
+    formed, their messages bound to these q's): exact shares of X q (mod 2^M)."""
+    field = fp_auth.Field(rlwe.ring().primes)
+    xb = pp.x_bits
+    if party.role == SERVER:
+        keys = fp_auth.new_keys(party, field)
+        kq = fp_auth.macs_on_pads(party, CLIENT, field, pads, _D_FP, keys=keys)
+        return he_matvec_checked.matvec_sender(party, CLIENT, prepared, field=field, keys=keys,
+                                               q_keys=field.values(kq, xb))
+    mq = fp_auth.macs_on_pads(party, CLIENT, field, pads, _D_FP, choices=qbits)
+    return he_matvec_checked.matvec_receiver(party, CLIENT, q, xb, pp.n_train, pp.ring_bits, field=field,
+                                             q_macs=field.values(mq, xb))
 
 
 def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarray | None = None,
                            xx: np.ndarray | None = None, q: np.ndarray | None = None,
-                           lam: int = au.STAT_BITS, keep_pads: bool = False) -> ServerBound | ClientBound:
+                           lam: int = au.STAT_BITS, keep_pads: bool = False,
+                           prepared: he_matvec_checked.PreparedChecked | None = None) -> ServerBound | ClientBound:
     """Steps 1-9 for one query, both roles (module docstring). The server passes the encoded
     training matrix ``X`` (N, d) and ``xx`` = ||x_i||^2 mod 2^M; the client its encoded query
     ``q`` (d,). Raises :class:`~protocols.mpc.authenticated.MacCheckError` on the server when
@@ -163,7 +181,12 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
     if server:
         delta = au.new_delta(party)
         qpads = au.random_choices(party, CLIENT, n=d * xb)
-        s = _cross_term(party, qpads, N, d, xb, M, X=X)
+        if pp.cross_term == "he":
+            if prepared is None:
+                prepared = he_matvec_checked.prepare(X, xb, M)
+            s = _lattice_cross_term(party, qpads, pp, prepared=prepared)
+        else:
+            s = _cross_term(party, qpads, N, d, xb, M, X=X)
     else:
         q = np.ascontiguousarray(q, dtype=U64).ravel()
         if xb < 64 and q.size and int(q.max()) >> xb:
@@ -171,7 +194,10 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         qc = client_commit_query(q, 2)
         qbits = ((qc[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
         qpads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits)
-        s = _cross_term(party, qpads, N, d, xb, M, qbits=qbits)
+        if pp.cross_term == "he":
+            s = _lattice_cross_term(party, qpads, pp, q=qc, qbits=qbits)
+        else:
+            s = _cross_term(party, qpads, N, d, xb, M, qbits=qbits)
     # 3. mask-reveal
     if server:
         rho = party.rng.random_below(N, M) if M < 64 else party.rng.random_u64(N)

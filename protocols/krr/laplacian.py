@@ -8,7 +8,8 @@ fixed-point format and the feature bound, a bound on the weights' bit width
 (:class:`~protocols.krr.params.PublicParams`). The client learns the prediction and nothing else;
 the server learns nothing. No comparison bit, |x_ij - q_j|, L1 distance, kernel value or partial
 sum is revealed to either party: every one of them exists only as two uniformly random shares.
-Correlated randomness comes from OT between the two parties (IKNP extension); no dealer.
+Correlated randomness comes from OT between the two parties (silent OT or SoftSpoken extension,
+both semi-honest; docs/ot-engine.md); no dealer.
 
 The L1 distance needs N*d comparisons [x_ij < q_j] (5.7 million at N = 16,384, d = 351). Their
 structure makes them cheap: the client's q_j is the same for all N training values of column j,
@@ -46,14 +47,22 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
   6.-12. From shares of L to the prediction: steps 4-10 of :mod:`protocols.krr.expsum` with
      t = L / (2^F sigma).
 
-Cost per element (query entry x training point), SoftSpoken k = 4 (32 bits per OT-extension
-column): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one random OT (32 bits) per digit above
-the first, and two (M-1)-bit COTs (32 + 8 * ceil((M - 1) / 8) bits each); :func:`digit_levels`
-picks the digits, weighing an OT-extension pass's compute against traffic. 15-bit entries (CM on
-the 2^-8 grid), M = 25: digits (5, 5, 5), 20 + 8 + 14 = 42 bytes per element (protocol version 6
-sent 53: three tables and a one-byte-corrected COT per digit; four digits (4, 3, 4, 4) would send
-38 but compute ~45% longer). Rounds: one per digit plus two (the random OT travels with the column OT's request),
-then those of the exponential.
+Cost per element (query entry x training point): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one
+random OT per digit above the first, and two (M-1)-bit COTs (an OT plus 8 * ceil((M - 1) / 8)
+correction bits each). The OTs come from the engine the public ``pp.ot_engine`` names:
+  * "silent" (protocol version 13; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
+    an OT with a chosen choice bit costs 1 bit (d = c ^ r) plus 1.46 bits of the LPN iterations'
+    traffic, but about twice SoftSpoken's CPU. 15-bit entries (CM on the 2^-8 grid), M = 25:
+    digits (5, 5, 5), 20 + 0.6 + 6.6 = 27.2 bytes per element. Served Laplacian models with at least
+    ``SILENT_OT_MIN_ELEMENTS`` entries use it (below, its ~0.6 MB set-up costs more than it saves).
+  * "softspoken" (k = 4, 32 bits per OT): digits (5, 5, 5), 20 + 8 + 14 = 42 bytes per element
+    (protocol version 6 sent 53: three tables and a one-byte-corrected COT per digit; four digits
+    (4, 3, 4, 4) would send 38 but compute ~45% longer).
+:func:`digit_levels` picks the digits per engine, weighing an OT's compute against traffic (with
+silent OT's cheap traffic, five 3-bit digits would send ~17 bytes per element, but each extra
+digit's OT costs more time than the 8-24 table bits it saves). Rounds: one per digit plus two (the
+random OT travels with the column OT's request), then those of the exponential; silent OT adds its
+set-up (SoftSpoken's, one COT extension and one one-way flight per direction).
 
 Why not one 1-of-(N+1) "rank" OT per column over the sorted column: the client would have to
 choose by rank(q_j), which it must not learn (it is the training set's empirical CDF at q_j);
@@ -78,25 +87,32 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 
 U64 = np.uint64
-# the digit plan's cost model, per element and digit above the first: the random OT's traffic (one
-# SoftSpoken k = 4 column, no correction: protocols.krr.registry.EXACT_SOFTSPOKEN_K) and its
-# compute, as bits worth the same: an OT-extension pass costs about as much time as 64 more bits
-# on the wire save (N = 4,096, d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per
-# element and 1.85 s, (5, 5, 5) 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s)
-_ROT_BITS = 32
-_ROT_WORK = 64
+# the digit plan's cost model, per element and digit above the first, per OT engine (pp.ot_engine):
+# the random OT's traffic and its compute, as bits worth the same.
+# softspoken: one SoftSpoken k = 4 column, no correction (protocols.krr.registry.EXACT_SOFTSPOKEN_K);
+# an OT-extension pass costs about as much time as 64 more bits on the wire save (N = 4,096,
+# d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per element and 1.85 s, (5, 5, 5)
+# 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s).
+# silent: 1 bit (d = c ^ r) + 1.46 bits (LPN set b11's iteration traffic per COT); its compute
+# about twice SoftSpoken's (bench.ot_bench: COTs per CPU-second of the busier party; the whole
+# protocol at N = 16,384: 8.2 against 4.8 CPU seconds, docs/double-blind.md). For 15-bit entries
+# any weight from 61 to 348 gives (5, 5, 5); 21-60 four digits (4, 3, 4, 4); 20 or less five of 3.
+_ROT_BITS = {"softspoken": 32, "silent": 3}
+_ROT_WORK = {"softspoken": 64, "silent": 128}
 _TABLE_BYTES = 48 << 20  # column tables built and sent per block of columns
 
 
 @lru_cache(maxsize=None)
-def digit_levels(x_bits: int) -> tuple[tuple[int, int], ...]:
-    """Digit bit ranges [a, b), least significant first, minimising the bits sent per element."""
+def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
+    """Digit bit ranges [a, b), least significant first, minimising the bits sent per element plus
+    the random OTs' compute (as bits), for the OT engine ``engine`` (``PublicParams.ot_engine``)."""
     best: tuple[float, tuple[int, ...]] | None = None
-    for count in range(1, 5):
+    per_rot = _ROT_BITS[engine] + _ROT_WORK[engine]
+    for count in range(1, 6):
         for sizes in itertools.product(range(1, 11), repeat=count):
             if sum(sizes) != x_bits:
                 continue
-            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _ROT_BITS + _ROT_WORK for m in sizes[1:])
+            cost = (1 << sizes[0]) + sum(2 * (1 << m) + per_rot for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)
     if best is None:
@@ -167,7 +183,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     M = pp.ring_bits
     mask = U64((1 << M) - 1)
     c = None
-    for k, (a, b) in enumerate(digit_levels(pp.x_bits)):
+    for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
         if server:

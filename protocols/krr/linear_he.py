@@ -15,8 +15,10 @@ statistically independent of w up to 2^-41, and nothing else (see :mod:`protocol
 A client that sends ill-formed polynomials (not RLWE samples with small noise) can learn more
 than its prediction -- the flood is sized for honest noise, and a rigged public key can undo the
 re-randomisation of c1' -- so client-malicious sessions keep the checked OT path
-(:mod:`protocols.krr.linear`) until a proof of well-formedness is checked in
-:func:`protocols.mpc.rlwe_ip.check_client_message` (before the server computes anything).
+(:mod:`protocols.krr.linear`). A proof of well-formedness would be checked in
+:func:`protocols.mpc.rlwe_ip.check_client_message` (before the server computes anything); the one
+merged for the Gaussian cross term (:mod:`protocols.mpc.bfv_proof`) commits its witness with more
+checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md).
 
 Protocol (after the handshake; client = role 1, server = role 0), two messages:
   0. keys: the client's secret key and public key pk0 are made once per process and ring
@@ -30,8 +32,10 @@ Protocol (after the handshake; client = role 1, server = role 0), two messages:
      ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
   3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
-Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 34 bytes up, 32,785 down; first
-session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way.
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up, 32,785 down; first
+session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way; a
+resumed client sends the hello, ready and step 1 in one flight (:func:`protocols.krr.client.predict`,
+parameters cached and checked by digest): 2 rounds in all.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import hashlib
 import struct
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -47,12 +52,19 @@ from protocols.krr.chain import SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import rlwe_ip
 from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
 from secureml.errors import ModelError, ProtocolError
 
 _MAGIC = b"SMHE"
-_HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0 included), k, ring degree / 1024
+_HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0, bit 1: next seed), k, ring degree / 1024
 _VERSION = 1
 _OK, _NEED_KEY = 0, 1
+#: True: the client announces the seed of its next session's first ciphertext, and both sides do
+#: the query-independent work for it between sessions (client: -a s + e in a background thread;
+#: server: a W + p1 u + e1 and (pk0 u)[n-1] after its reply). Off by default: on this 2-core shared
+#: machine the background thread competed with the next session (median 8.2-9.8 ms against
+#: 5.9-6.0 ms inline, docs/compact-models.md); it pays where the client has a spare core
+PREPARE_NEXT = False
 #: largest acceptable error of the lattice step alone, in units of the prediction (kcal/mol for
 #: energies): a fifth of the OT path's 5e-3 budget
 MAX_ERROR = 1e-3
@@ -98,21 +110,16 @@ def fits(w: np.ndarray, pp: PublicParams, out_bits: int) -> float | None:
     return err if err <= MAX_ERROR and delta_bits(pp, out_bits) > rlwe_ip.LIMB else None
 
 
-_PREPARED: dict[int, tuple[Any, PreparedModel]] = {}
-_PREP_LOCK = threading.Lock()
+# by the served model's identity; the weak reference drops the entry with the model
+_PREPARED: OwnerCache[PreparedModel] = OwnerCache()
 #: the server's copy of clients' public keys (one per server process)
 KEYS = rlwe_ip.KeyStore()
 
 
 def prepared(model: Any) -> PreparedModel:
     """The served model's :class:`PreparedModel`, made on first use and kept with it."""
-    with _PREP_LOCK:
-        hit = _PREPARED.get(id(model))
-        if hit is not None and hit[0] is model:
-            return hit[1]
-        pm = PreparedModel(model.compact.weights, model.compact.offset, model.public, model.compact.out_bits)
-        _PREPARED[id(model)] = (model, pm)
-        return pm
+    return _PREPARED.get(model, lambda: PreparedModel(model.compact.weights, model.compact.offset, model.public,
+                                                      model.compact.out_bits))
 
 
 # ---- client ---------------------------------------------------------------------------------------
@@ -134,14 +141,43 @@ def client_key(rp: rlwe_ip.RingParams, fresh: bool = False) -> tuple[rlwe_ip.Cli
         return key, False
 
 
-def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes]]) -> list[bytes]:
-    flags = 1 if with_pk else 0
+def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes]],
+             next_seed: bytes | None = None) -> list[bytes]:
+    flags = (1 if with_pk else 0) | (2 if next_seed is not None else 0)
     parts = [_HDR.pack(_MAGIC, _VERSION, flags, len(cts), key.ring.n // 1024), key.key_id]
     if with_pk:
         parts.append(key.pk0_bytes)
+    if next_seed is not None:
+        parts.append(next_seed)
     for seed, c0 in cts:
         parts += [seed, c0]
     return parts
+
+
+# masks for the client's next session with a server, by (server, key id): (seed, thread, box
+# with the mask when done); each is announced to that server only and used once
+_NEXT_MASKS: dict[tuple[str, bytes], tuple[bytes, threading.Thread, dict[str, Any]]] = {}
+
+
+def _prepare_mask(server_key: str, key: rlwe_ip.ClientKey, seed: bytes) -> None:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        box["mask"] = key.mask(seed, rlwe_ip.SecureRandom())
+
+    t = threading.Thread(target=run, daemon=True, name="lattice-mask")
+    with _CLIENT_LOCK:
+        _NEXT_MASKS[(server_key, key.key_id)] = (seed, t, box)
+    t.start()
+
+
+def _take_mask(server_key: str, key: rlwe_ip.ClientKey) -> tuple[bytes, np.ndarray] | None:
+    with _CLIENT_LOCK:
+        hit = _NEXT_MASKS.pop((server_key, key.key_id), None)
+    if hit is None:
+        return None
+    hit[1].join()
+    return hit[2].get("mask")
 
 
 def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
@@ -155,15 +191,18 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     key, new = client_key(rp, fresh=not resume)
     keygen_s = key.keygen_s if new else 0.0
     with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
-    cts = [key.encrypt(row, db, party.rng) for row in enc]
+    mask = _take_mask(server_key, key) if resume else None  # announced to this server last session
+    cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
+    cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
+    next_seed = party.rng.random_bytes(rlwe_ip.SEED_BYTES) if resume and PREPARE_NEXT else None
     ch = party.ch
-    ch.send(b"".join(_request(key, with_pk, cts)))
+    ch.send(b"".join(_request(key, with_pk, cts, next_seed)))
     k, n = enc.shape[0], rp.n
     reply_bytes = 1 + k * (16 + 8 * n)
     reply = ch.recv(max_bytes=reply_bytes)
     if reply[:1] == bytes([_NEED_KEY]) and len(reply) == 1 and not with_pk:
         with_pk = True  # the server forgot our key (restart, eviction): send it with the queries
-        ch.send(b"".join(_request(key, True, cts)))
+        ch.send(b"".join(_request(key, True, cts, next_seed)))
         reply = ch.recv(max_bytes=reply_bytes)
     if len(reply) != reply_bytes or reply[0] != _OK:
         raise ProtocolError(f"lattice reply: expected {reply_bytes} bytes with status ok, got {len(reply)}")
@@ -177,24 +216,28 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         v = int.from_bytes(rec[:16], "little")
         top = np.frombuffer(rec[16:], dtype="<u8")
         out[i] = key.decrypt(v, top) / scale
+    if next_seed is not None:  # the next session's mask, made between sessions
+        _prepare_mask(server_key, key, next_seed)
     return out, {"out_bits": pp.output_bits, "engine": "lattice", "key_sent": with_pk, "keygen_s": keygen_s,
-                 "resumed": not with_pk, "client_crypto_s": time.perf_counter() - t0}
+                 "resumed": not with_pk, "prepared": mask is not None, "client_crypto_s": time.perf_counter() - t0}
 
 
 # ---- server ---------------------------------------------------------------------------------------
 
-def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int) -> tuple[bool, bytes, bytes | None, list[tuple[bytes, bytes]]]:
-    """(pk included, key id, pk0 bytes, [(seed, c0 bytes)]) with every size checked."""
+def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
+           ) -> tuple[bool, bytes, bytes | None, bytes | None, list[tuple[bytes, bytes]]]:
+    """(pk included, key id, pk0 bytes, next seed, [(seed, c0 bytes)]) with every size checked."""
     if len(data) < _HDR.size + rlwe_ip.KEY_ID_BYTES:
         raise ProtocolError(f"lattice query: {len(data)} bytes is too short")
     magic, version, flags, kk, ring_k = _HDR.unpack_from(data)
-    if magic != _MAGIC or version != _VERSION or flags > 1:
+    if magic != _MAGIC or version != _VERSION or flags > 3:
         raise ProtocolError("lattice query: bad header")
     if kk != k or ring_k * 1024 != rp.n:
         raise ProtocolError(f"lattice query: {kk} queries at ring degree {ring_k * 1024}, expected {k} at {rp.n}")
-    with_pk = bool(flags & 1)
+    with_pk, with_next = bool(flags & 1), bool(flags & 2)
     pb = rp.poly_bytes
-    want = _HDR.size + rlwe_ip.KEY_ID_BYTES + (pb if with_pk else 0) + k * (rlwe_ip.SEED_BYTES + pb)
+    want = (_HDR.size + rlwe_ip.KEY_ID_BYTES + (pb if with_pk else 0) + (rlwe_ip.SEED_BYTES if with_next else 0)
+            + k * (rlwe_ip.SEED_BYTES + pb))
     if len(data) != want:
         raise ProtocolError(f"lattice query: expected {want} bytes, got {len(data)}")
     off = _HDR.size
@@ -204,13 +247,17 @@ def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int) -> tuple[bool, bytes, by
     if with_pk:
         pk = data[off:off + pb]
         off += pb
+    next_seed = None
+    if with_next:
+        next_seed = data[off:off + rlwe_ip.SEED_BYTES]
+        off += rlwe_ip.SEED_BYTES
     cts = []
     for _ in range(k):
         seed = data[off:off + rlwe_ip.SEED_BYTES]
         off += rlwe_ip.SEED_BYTES
         cts.append((seed, data[off:off + pb]))
         off += pb
-    return with_pk, key_id, pk, cts
+    return with_pk, key_id, pk, next_seed, cts
 
 
 def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = True,
@@ -222,8 +269,8 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
     store = KEYS if store is None else store
     ch = party.ch
     pb = rp.poly_bytes
-    max_req = _HDR.size + rlwe_ip.KEY_ID_BYTES + pb + k * (rlwe_ip.SEED_BYTES + pb)
-    with_pk, key_id, pk_bytes, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+    max_req = _HDR.size + rlwe_ip.KEY_ID_BYTES + pb + rlwe_ip.SEED_BYTES + k * (rlwe_ip.SEED_BYTES + pb)
+    with_pk, key_id, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
     pk0 = None
     if pk_bytes is not None:
         if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
@@ -233,7 +280,7 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         pk0 = store.get(key_id)
     if pk0 is None:  # unknown key: ask once for it
         ch.send(bytes([_NEED_KEY]))
-        with_pk, key_id2, pk_bytes, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+        with_pk, key_id2, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
         if pk_bytes is None or key_id2 != key_id:
             raise ProtocolError("lattice query: public key missing after the server asked for it")
         if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
@@ -244,8 +291,36 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
     if keep_keys and with_pk:
         store.put(key_id, pk0)
     out = [bytes([_OK])]
-    for (seed, _), c0 in zip(cts, c0s):
-        v, top = rlwe_ip.server_reply(pm.weights, pk0, seed, c0, pm.const, pm.delta_bits, party.rng)
-        out += [v.to_bytes(16, "little"), top.astype("<u8").tobytes()]
+    used = 0
+    for i, ((seed, _), c0) in enumerate(zip(cts, c0s)):
+        prep = _take_prepared(pm, key_id, seed) if i == 0 else None
+        used += prep is not None
+        if prep is None:
+            prep = rlwe_ip.server_prepare(pm.weights, pk0, seed, party.rng)
+        v = rlwe_ip.server_finish(pm.weights, prep, c0, pm.const, pm.delta_bits, party.rng)
+        out += [v.to_bytes(16, "little"), prep.top.astype("<u8").tobytes()]
     ch.send(b"".join(out))
-    return {"key_received": with_pk}
+    if next_seed is not None and keep_keys:  # the client's next session, prepared after this reply
+        _store_prepared(pm, key_id, rlwe_ip.server_prepare(pm.weights, pk0, next_seed, party.rng))
+    return {"key_received": with_pk, "prepared": used}
+
+
+# the server's re-randomised halves for clients' announced next seeds, by (model, key id): LRU,
+# each used at most once (a second use would answer two queries with the same u)
+_NEXT: "OrderedDict[tuple[int, bytes], rlwe_ip.Rerandomised]" = OrderedDict()
+_NEXT_CAPACITY = 1024
+_NEXT_LOCK = threading.Lock()
+
+
+def _store_prepared(pm: PreparedModel, key_id: bytes, prep: rlwe_ip.Rerandomised) -> None:
+    with _NEXT_LOCK:
+        _NEXT[(id(pm), key_id)] = prep
+        _NEXT.move_to_end((id(pm), key_id))
+        while len(_NEXT) > _NEXT_CAPACITY:
+            _NEXT.popitem(last=False)
+
+
+def _take_prepared(pm: PreparedModel, key_id: bytes, seed: bytes) -> rlwe_ip.Rerandomised | None:
+    with _NEXT_LOCK:
+        prep = _NEXT.pop((id(pm), key_id), None)
+    return prep if prep is not None and prep.seed == seed else None

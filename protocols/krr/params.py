@@ -15,11 +15,12 @@ import numpy as np
 
 from protocols.krr.defense_spec import OutputDefense
 from protocols.mpc.he_matvec import make_plan
+from protocols.mpc.he_matvec_checked import make_plan as make_checked_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 12  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 16  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -30,13 +31,20 @@ PROTOCOL_VERSION = 12  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 11: client-malicious Gaussian: the query's bits fixed once (one set of random OTs for the cross
 # term, its MACs and products: no selective failure through a second query)
 # 12: semi-honest compact models: the lattice inner product (protocols.krr.linear_he); output_bits field
+# 13: client-malicious Gaussian with the checked lattice cross term (protocols.mpc.he_matvec_checked:
+# the client's RLWE key and ciphertexts proven well formed, exact BGV-style shares)
+# 14: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
+# digit plan weighed with that engine's costs
+# 15: early data: a ready message may carry the digest of the public parameters its sender used
+# (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
+# 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
 #: kinds with a protocol secure against a deviating client (the Laplacian kernel has none yet)
 CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian")
 #: kinds that `--security auto` (and the Python API's default) serves client-malicious: the
-#: client-malicious Gaussian protocol needs the OT cross term and has no output defenses yet
+#: client-malicious Gaussian protocol costs ~16x the semi-honest bytes and has output noise but no rounding
 #: (docs/malicious.md: its cost), so an exact model is served client-malicious only when asked
 AUTO_CLIENT_MALICIOUS_KINDS = ("linear",)
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
@@ -48,6 +56,12 @@ EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # how the Gaussian protocol computes its cross term X q: "he" lattice HE (BFV, coefficient packing,
 # protocols.mpc.he_matvec: ~9 MB at N = 16,384), "ot" the OT-based vector OLE (~850 MB, exact)
 CROSS_TERMS = ("he", "ot")
+# OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
+# per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
+OT_ENGINES = ("silent", "softspoken")
+# a served Laplacian model with fewer elements (N x d) than this uses SoftSpoken: silent OT's set-up
+# (~0.6 MB, both directions) costs more than its ~15 bytes per element save
+SILENT_OT_MIN_ELEMENTS = 1 << 16
 # Laplacian kernel: representation entries of at most this many bits (column OTs grow as 2^digit)
 LAPLACIAN_MAX_X_BITS = 20
 
@@ -87,6 +101,7 @@ class PublicParams:
     # what the protocol promises against a client that deviates (docs/malicious.md)
     security: str = DEFAULT_SECURITY
     cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
+    ot_engine: str = "silent"  # Laplacian kernel: the OT extension, see OT_ENGINES
     # compact (linear) models: public width of the output ring (0: announced in the OT session
     # only); semi-honest sessions with cross_term "he" and no output defense run the lattice inner
     # product (protocols.krr.linear_he), which needs it before the first message
@@ -233,23 +248,27 @@ class PublicParams:
                 f"Laplacian-kernel entries need {self.x_bits} bits > {LAPLACIAN_MAX_X_BITS}: "
                 "lower frac_bits (train on a coarser representation grid) or the bounds"
             )
+        if self.ot_engine not in OT_ENGINES:
+            raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
         if not isinstance(self.output_bits, int) or not (self.output_bits == 0 or 8 <= self.output_bits <= 64):
             raise ProtocolError(f"bad output_bits {self.output_bits!r}")
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":
-            make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
+            if self.security == "client-malicious":  # the checked lattice cross term (no SEAL)
+                make_checked_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)
+            else:
+                make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
         if self.kind == "krr-gaussian" and self.security == "client-malicious":
-            if self.cross_term != "ot":
-                raise ProtocolError("client-malicious Gaussian sessions use the OT cross term (cross_term 'ot'): "
-                                    "the lattice one cannot check a client's ciphertexts")
             if self.lo_bits < 1 or not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
                 raise ProtocolError(f"the client-malicious Gaussian protocol serves distances whose high part has "
                                     f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
                                     "serve it with --security semi-honest")
-            if self.output_defense:
-                raise ProtocolError("output defenses are not part of the client-malicious Gaussian protocol yet: "
-                                    "serve it with --security semi-honest to use them")
+            # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
+            # step 14); rounding would need the client's inputs to it bound, which is not built
+            if OutputDefense.from_dict(self.output_defense).round_bits is not None:
+                raise ProtocolError("output rounding (--round-to) is not part of the client-malicious Gaussian "
+                                    "protocol yet (--noise is): serve it with --security semi-honest to round")
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")

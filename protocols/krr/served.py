@@ -19,7 +19,7 @@ from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
 from protocols.krr import linear_he
-from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
+from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, SILENT_OT_MIN_ELEMENTS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
                                   PublicParams, feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
 from protocols.ot.session import DEFAULT_K
@@ -84,7 +84,7 @@ class Served:
         added first -- inside the protocol (:mod:`protocols.krr.defense`); the mechanism is public
         and announced to clients in the handshake. ``set_defense()`` removes it."""
         self.public.output_defense = OutputDefense.from_options(round_to=round_to, noise=noise).to_dict()
-        self.public.validate()  # e.g. the client-malicious Gaussian protocol has no output defenses yet
+        self.public.validate()  # e.g. the client-malicious Gaussian protocol has noise but no rounding yet
         return self
 
 
@@ -124,7 +124,11 @@ class ServedModel(Served):
             security=security_mode(KERNEL_KINDS[params.kernel], security),
         )
         if self.public.kind == "krr-gaussian" and self.public.security == "client-malicious":
-            self.public.cross_term = "ot"  # the only cross term whose client inputs can be checked
+            self.public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
+        if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
+            # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
+            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md)
+            self.public.ot_engine = "softspoken"
         self.public.validate()
 
     @classmethod

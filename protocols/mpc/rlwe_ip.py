@@ -52,7 +52,7 @@ Threat model (semi-honest; see also docs/compact-models.md):
   (e.g. a huge e, or a pk0 that makes (pk0 u)[k] reveal u) breaks the flooding bound or the
   re-randomisation. The server's :func:`check_client_message` runs before it computes anything:
   today it checks sizes and ranges only; a zero-knowledge proof that pk0 and c0 are well formed
-  (short s, e, e_p; ``protocols/mpc/bfv_proof.py`` on the ``malicious`` branch) slots in there.
+  (short s, e, e_p; e.g. :mod:`protocols.mpc.bfv_proof`, adapted to this encoding) slots in there.
 """
 from __future__ import annotations
 
@@ -122,11 +122,6 @@ def _jmul(v: np.ndarray) -> np.ndarray:
     return 2 * c - c[-1]
 
 
-def _balanced(limbs: np.ndarray) -> np.ndarray:
-    """Limbs in [0, 2^16) -> limbs in [-2^15, 2^15): x = bal + C J with C = sum_b 2^15 2^(16 b)."""
-    return limbs.astype(np.float64) - float(1 << (LIMB - 1))
-
-
 def _fold(spec: np.ndarray, n: int) -> np.ndarray:
     """Inverse FFT of summed spectra (rows) -> exact negacyclic integer products (rows, n)."""
     y = np.fft.irfft(spec, 2 * n, axis=-1)
@@ -134,8 +129,8 @@ def _fold(spec: np.ndarray, n: int) -> np.ndarray:
     d = np.subtract(y, r, out=y)
     if max(d.max(), -d.min()) > 0.25:  # cannot happen for in-range inputs; never return a wrong product
         raise ProtocolError("lattice product lost float precision")
-    r = r.astype(np.int64)
-    return r[..., :n] - r[..., n:]
+    # negacyclic fold in float (exact: |values| < 2^50) and one conversion of the half-size result
+    return np.subtract(r[..., :n], r[..., n:]).astype(np.int64)
 
 
 class Ring:
@@ -146,16 +141,43 @@ class Ring:
         self.n, self.q_bits, self.L = rp.n, rp.q_bits, rp.limbs
         self.top_mask = (1 << (self.q_bits - LIMB * (self.L - 1))) - 1
         label = hashlib.blake2b(f"secureml-rlwe-crs-v1:{rp.n}:{rp.q_bits}".encode(), digest_size=16).digest()
-        self.p1 = self.uniform(SecureRandom(label))
-        self.p1_spec = np.fft.rfft(_balanced(self.p1), 2 * self.n, axis=-1)
         self.Q = 1 << self.q_bits
+        self.p1 = self.uniform(SecureRandom(label)).astype(np.int64)
+        self.p1_spec = self.spec16(self.p1)
+        self.p1_spec32 = self.spec32(self.p1)
 
     def uniform(self, rng: SecureRandom) -> np.ndarray:
-        """Uniform element of R_q as limbs (L, n) int64 in [0, 2^16)."""
-        limbs = np.frombuffer(rng.random_bytes(2 * self.L * self.n), dtype="<u2").reshape(self.L, self.n)
-        limbs = limbs.astype(np.int64)
-        limbs[-1] &= self.top_mask
+        """Uniform element of R_q as limbs (L, n) uint16 (the top limb masked to log q bits)."""
+        limbs = np.frombuffer(rng.random_bytes(2 * self.L * self.n), dtype="<u2").reshape(self.L, self.n).copy()
+        limbs[-1] &= np.uint16(self.top_mask)
         return limbs
+
+    def spec16(self, limbs: np.ndarray) -> np.ndarray:
+        """Spectra of the balanced 16-bit limbs (x = bal + C16 J, C16 = sum_b 2^15 2^(16 b))."""
+        return np.fft.rfft(limbs.astype(np.float64) - float(1 << 15), 2 * self.n, axis=-1)
+
+    def spec32(self, limbs: np.ndarray) -> np.ndarray:
+        """Spectra of balanced 32-bit limbs (x = bal + C32 J, C32 = sum_c 2^31 2^(32 c)): half the
+        transforms, for products with a ternary polynomial (|conv| <= n 2^31 stays exact)."""
+        L2 = -(-self.L // 2)
+        w = np.zeros((L2, self.n), dtype=np.float64)
+        w[: self.L // 2] = limbs[0:2 * (self.L // 2):2] + limbs[1:2 * (self.L // 2):2] * 65536.0
+        if self.L % 2:
+            w[-1] = limbs[-1]
+        return np.fft.rfft(w - float(1 << 31), 2 * self.n, axis=-1)
+
+    def normalize32(self, buckets: np.ndarray) -> np.ndarray:
+        """Signed int64 buckets of 32 bits (value sum_c buckets[c] 2^(32 c)) -> 16-bit limbs mod q."""
+        out = np.empty((self.L, self.n), dtype=np.int64)
+        carry = np.zeros(self.n, dtype=np.int64)
+        for c in range(buckets.shape[0]):
+            t = buckets[c] + carry
+            out[2 * c] = t & 0xFFFF
+            if 2 * c + 1 < self.L:
+                out[2 * c + 1] = (t >> 16) & 0xFFFF
+            carry = t >> 32
+        out[-1] &= self.top_mask
+        return out
 
     def normalize(self, buckets: np.ndarray) -> np.ndarray:
         """Signed int64 buckets (value sum_b buckets[b] 2^(16 b)) -> limbs in [0, 2^16) mod q."""
@@ -167,12 +189,6 @@ class Ring:
             carry = t >> LIMB
         out[-1] &= self.top_mask
         return out
-
-    def add_scaled(self, buckets: np.ndarray, v: np.ndarray, shift: int) -> None:
-        """buckets += v 2^shift (v small signed int64, |v| 2^(shift mod 16) < 2^47)."""
-        b, r = divmod(shift, LIMB)
-        if b < self.L:
-            buckets[b] += v << r
 
     def dot(self, limbs: np.ndarray, v: np.ndarray) -> int:
         """sum_i x_i v_i mod q for x as limbs (L, m) and small signed int64 v (m,): exact."""
@@ -221,30 +237,40 @@ class ClientKey:
         self.s_spec = np.fft.rfft(self.s.astype(np.float64), 2 * R.n)
         self.js = _jmul(self.s)
         self.s_rev = np.ascontiguousarray(self.s[::-1])  # (x s)[n-1] = sum_i x_i s_(n-1-i)
-        # pk0 = -(p1 s) + e_p with p1 s = p1_bal s + C J s
-        buckets = -_fold(R.p1_spec * self.s_spec, R.n)
-        for b in range(R.L):
-            buckets[b] -= self.js << (LIMB - 1)
-        buckets[0] += _cbd(rng, R.n)
-        self.pk0 = R.normalize(buckets)
+        # pk0 = -(p1 s) + e_p with p1 s = p1_bal s + C32 J s (32-bit limbs: s is ternary)
+        self.pk0 = R.normalize32(self._minus_times_s(R.p1_spec32, rng))
         self.pk0_bytes = R.to_bytes(self.pk0)
         self.key_id = hashlib.sha256(self.pk0_bytes).digest()[:KEY_ID_BYTES]
         self.keygen_s = time.perf_counter() - t0
 
     def encrypt(self, values: np.ndarray, delta_bits: int, rng: SecureRandom) -> tuple[bytes, bytes]:
-        """Step 1: (seed, c0 bytes) for integer values (F' <= n, each |v| 2^(delta_bits mod 16) < 2^47)."""
+        """Step 1: (seed, c0 bytes) for non-negative integer values (F' <= n, each < 2^40)."""
         R = self.ring
         seed = rng.random_bytes(SEED_BYTES)
-        a = R.uniform(SecureRandom(seed))
-        spec = np.fft.rfft(_balanced(a), 2 * R.n, axis=-1) * self.s_spec
-        buckets = -_fold(spec, R.n)
-        for b in range(R.L):
-            buckets[b] -= self.js << (LIMB - 1)
+        return self.encrypt_with(self.mask(seed, rng), values, delta_bits)
+
+    def mask(self, seed: bytes, rng: SecureRandom) -> tuple[bytes, np.ndarray]:
+        """The query-independent part of step 1 for a seed: (seed, 32-bit buckets of -a s + e)."""
+        return seed, self._minus_times_s(self.ring.spec32(self.ring.uniform(SecureRandom(seed))), rng)
+
+    def encrypt_with(self, mask: tuple[bytes, np.ndarray], values: np.ndarray, delta_bits: int) -> tuple[bytes, bytes]:
+        """Step 1 from a mask made by :meth:`mask` (used once): c0 = -a s + e + Delta Phi."""
+        R = self.ring
+        seed, buckets = mask[0], mask[1].copy()
+        b, r = divmod(delta_bits, 32)  # + Delta Phi, split over two 32-bit buckets
+        v = np.asarray(values, dtype=np.int64)
+        buckets[b, : v.shape[0]] += (v & ((1 << (32 - r)) - 1)) << r
+        if b + 1 < buckets.shape[0]:
+            buckets[b + 1, : v.shape[0]] += v >> (32 - r)
+        return seed, R.to_bytes(R.normalize32(buckets))
+
+    def _minus_times_s(self, x_spec32: np.ndarray, rng: SecureRandom) -> np.ndarray:
+        """32-bit buckets of -(x s) + e for x given by its balanced 32-bit limb spectra."""
+        R = self.ring
+        buckets = -_fold(x_spec32 * self.s_spec, R.n)
+        buckets -= self.js << 31  # - C32 J s
         buckets[0] += _cbd(rng, R.n)
-        phi = np.zeros(R.n, dtype=np.int64)
-        phi[: values.shape[0]] = values
-        R.add_scaled(buckets, phi, delta_bits)
-        return seed, R.to_bytes(R.normalize(buckets))
+        return buckets
 
     def decrypt(self, v: int, top: np.ndarray) -> int:
         """Step 4: m = v + (c1' s)[n-1] mod q, as a signed integer."""
@@ -297,32 +323,48 @@ def check_client_message(R: Ring, pk0: np.ndarray, c0s: list[np.ndarray]) -> Non
     belongs here."""
 
 
-def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,
-                 delta_bits: int, rng: SecureRandom) -> tuple[int, np.ndarray]:
-    """Steps 2-3 for one query: (v, top 64 bits of c1')."""
+@dataclass
+class Rerandomised:
+    """The query-independent half of a reply for one seed: the top 64 bits of c1' = a W + p1 u + e1
+    and (pk0 u)[n-1]; used once (a second use would give two answers the same u)."""
+
+    seed: bytes
+    top: np.ndarray
+    pku: int
+
+
+def server_prepare(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, rng: SecureRandom) -> Rerandomised:
+    """Step 2's products that need only the seed of a (not c0): computable before the query arrives."""
     R = pw.ring
     n, L = R.n, R.L
     u = _ternary(rng, n)
     u_spec = np.fft.rfft(u.astype(np.float64), 2 * n)
-    a = R.uniform(SecureRandom(seed))
-    a_spec = np.fft.rfft(_balanced(a), 2 * n, axis=-1)
+    a_spec = R.spec16(R.uniform(SecureRandom(seed)))
     # c1' = a W + p1 u + e1, with a = a_bal + C J and p1 = p1_bal + C J
     spec = R.p1_spec * u_spec
     for j, ws in pw.w_specs:
         spec[j:] += a_spec[: L - j] * ws
     buckets = _fold(spec, n)
-    extra = pw.cjw + (_jmul(u) << (LIMB - 1))
-    buckets += extra
+    buckets += pw.cjw + (_jmul(u) << (LIMB - 1))
     buckets[0] += _cbd(rng, n)
-    top = R.top64(R.normalize(buckets))
-    # v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood
+    return Rerandomised(seed, R.top64(R.normalize(buckets)), R.dot(pk0, np.ascontiguousarray(u[::-1])))
+
+
+def server_finish(pw: PreparedWeights, prep: Rerandomised, c0: np.ndarray, const: int, delta_bits: int,
+                  rng: SecureRandom) -> int:
+    """Step 2's query-dependent part: v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood."""
+    R = pw.ring
     b = pw.flood_bits()
     flood = int.from_bytes(rng.random_bytes(16), "little") % ((1 << (b + 1)) + 1) - (1 << b)
     e0 = int(_cbd(rng, 1)[0])
-    wv = np.zeros(n, dtype=np.int64)
-    wv[: pw.w.shape[0]] = pw.w
-    v = (R.dot(c0, wv) + R.dot(pk0, u[::-1].copy()) + e0 + (const << delta_bits) + flood) % R.Q
-    return v, top
+    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + prep.pku + e0 + (const << delta_bits) + flood) % R.Q
+
+
+def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,
+                 delta_bits: int, rng: SecureRandom) -> tuple[int, np.ndarray]:
+    """Steps 2-3 for one query: (v, top 64 bits of c1')."""
+    prep = server_prepare(pw, pk0, seed, rng)
+    return server_finish(pw, prep, c0, const, delta_bits, rng), prep.top
 
 
 class KeyStore:
@@ -340,11 +382,12 @@ class KeyStore:
                 self._d.pop(key_id, None)
                 return None
             self._d.move_to_end(key_id)
-            return hit[1]
+            return hit[1].astype(np.int64)
 
     def put(self, key_id: bytes, pk0: np.ndarray) -> None:
+        """Keep pk0 (limbs) as uint16: 57 kB per key at n = 4,096, 131 kB at n = 8,192."""
         with self._lock:
-            self._d[key_id] = (time.monotonic(), pk0)
+            self._d[key_id] = (time.monotonic(), pk0.astype(np.uint16))
             self._d.move_to_end(key_id)
             while len(self._d) > self.capacity:
                 self._d.popitem(last=False)

@@ -90,12 +90,15 @@ __all__ = [
     "LPNParams",
     "FERRET_MAIN",
     "FERRET_SETUP",
+    "FERRET_B11",
+    "FERRET_B11_SETUP",
     "LocalLinearCode",
     "FerretSender",
     "FerretReceiver",
     "ggm_tree",
     "ggm_punctured_tree",
     "ferret_bits_per_cot",
+    "setup_pair",
 ]
 
 _U64 = np.uint64
@@ -103,8 +106,8 @@ _LSB_CLEAR = _U64(0xFFFFFFFFFFFFFFFE)
 # fixed-key AES tweak tags (high word), distinct per use
 _TAG_GGM = 0x21
 _TAG_SPCOT = 0x22
-# trees per batch: the unit of one sender message and of the leaves held at once (2^h * 32 rows)
-_TREES_PER_BATCH = 32
+# a batch of trees is the unit of one sender message, of the leaves held at once and of laziness
+_BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
 # LPN rows per gather pass: the index block (d x rows intp) stays around 20 MB
 _LPN_ROWS = 1 << 18
 
@@ -145,6 +148,10 @@ class LPNParams:
 FERRET_MAIN = LPNParams(n=10_485_760, k=452_000, t=1_280, h=13)
 #: the matching set-up set: its n covers FERRET_MAIN.reserve
 FERRET_SETUP = LPNParams(n=470_016, k=32_768, t=918, h=9)
+#: the paper's set for bins of 2^11 (emp-ot's "b11"): a 2 MB LPN secret (the gathers stay near the
+#: caches: 2-3x faster LPN here) for 1.46 instead of 0.44 bits per COT; the protocols' default
+FERRET_B11 = LPNParams(n=10_180_608, k=124_000, t=4_971, h=11)
+FERRET_B11_SETUP = LPNParams(n=178_944, k=17_384, t=699, h=8)
 
 
 def ferret_bits_per_cot(params: LPNParams = FERRET_MAIN, chosen: bool = True) -> float:
@@ -156,16 +163,19 @@ def ferret_bits_per_cot(params: LPNParams = FERRET_MAIN, chosen: bool = True) ->
 class LocalLinearCode:
     """The public n x k LPN matrix A: row j has d non-zeros, all 1 (over GF(2)), at uniform columns.
 
-    Column of entry (j, l) = floor(w * k / 2^32) with w the (l*n + j)-th little-endian 32-bit
-    word of AES-128-CTR under ``seed`` (counter starting at 0): random access by row ranges, so it
-    is never stored (10 x 10M indices would be 400 MB).  The map's bias is below k / 2^32 (1e-4).
+    Column of entry (j, l) = w mod k with w the (l*n + j)-th little-endian 32-bit word of
+    AES-128-CTR under ``seed`` (counter starting at 0): random access by row ranges, so it is never
+    stored (10 x 10M indices would be 400 MB).  The modulo's bias is below k / 2^32 (3e-5 for k =
+    124,000).  (``np.take(mode="wrap")`` would reduce inside the gather, but numpy wraps by repeated
+    subtraction: ~2^32 / k steps per index.)
     """
 
     def __init__(self, n: int, k: int, d: int, seed: bytes) -> None:
         if len(seed) != 16:
             raise ValueError("code seed must be 16 bytes")
+        if not 1 <= k < 2**31:
+            raise ValueError("code width out of range")
         self.n, self.k, self.d, self.seed = int(n), int(k), int(d), bytes(seed)
-        self._scale = float(self.k) / 2.0**32  # exact in float64: w * k < 2^52
 
     def _words(self, start: int, count: int) -> np.ndarray:
         """32-bit words start .. start+count-1 of the keystream."""
@@ -173,7 +183,7 @@ class LocalLinearCode:
         nblk = -(-(off + count) // 4)
         enc = Cipher(algorithms.AES(self.seed), modes.CTR(blk.to_bytes(16, "big"))).encryptor()
         raw = np.empty(16 * nblk + 16, dtype=np.uint8)
-        n = enc.update_into(bytes(16 * nblk), memoryview(raw))
+        n = enc.update_into(_zero_bytes(16 * nblk), memoryview(raw))
         return raw[:n].view(np.uint32)[off : off + count]
 
     def indices(self, j0: int, j1: int) -> np.ndarray:
@@ -182,43 +192,71 @@ class LocalLinearCode:
             raise ValueError("row range outside the code")
         out = np.empty((self.d, j1 - j0), dtype=np.intp)
         for l in range(self.d):
-            w = self._words(l * self.n + j0, j1 - j0)
-            np.multiply(w, self._scale, out=out[l], casting="unsafe")  # floor: values are >= 0
+            np.remainder(self._words(l * self.n + j0, j1 - j0), self.k, out=out[l], casting="unsafe")
         return out
 
     def mul_xor(self, table: np.ndarray, j0: int, out: np.ndarray) -> None:
         """out[r] ^= XOR_l table[A(j0 + r, l)] for the rows of out ((R, 2) uint64); table (k, 2) uint64."""
         if table.shape != (self.k, 2) or not table.flags.c_contiguous:
             raise ValueError("the LPN secret must be a contiguous (k, 2) uint64 array")
+        if not 0 <= j0 <= j0 + out.shape[0] <= self.n:
+            raise ValueError("row range outside the code")
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
-        buf = np.empty(min(_LPN_ROWS, out.shape[0]), dtype=np.complex128)
+        rows = min(_LPN_ROWS, out.shape[0])
+        buf = np.empty(rows, dtype=np.complex128)
+        ibuf = np.empty(rows, dtype=np.intp)
         for a in range(0, out.shape[0], _LPN_ROWS):
             b = min(out.shape[0], a + _LPN_ROWS)
-            idx = self.indices(j0 + a, j0 + b)
             acc = out[a:b].reshape(-1)
-            g = buf[: b - a]
+            g, idx = buf[: b - a], ibuf[: b - a]
             for l in range(self.d):
-                np.take(tc, idx[l], out=g)
+                np.remainder(self._words(l * self.n + j0 + a, b - a), self.k, out=idx, casting="unsafe")
+                # mode="clip": the indices are in range by construction, and the default "raise"
+                # with out= gathers into a temporary first (twice the time, measured)
+                np.take(tc, idx, out=g, mode="clip")
                 acc ^= g.view(_U64)
+
+
+_ZERO = [bytes(1 << 16)]
+
+
+def _zero_bytes(n: int) -> memoryview:
+    """A shared read-only zero buffer of n bytes (AES-CTR input)."""
+    if len(_ZERO[0]) < n:
+        _ZERO[0] = bytes(max(n, 2 * len(_ZERO[0])))
+    return memoryview(_ZERO[0])[:n]
 
 
 # ------------------------------------------------------------------ GGM trees
 def _children(aes: FixedKeyAES, nodes: np.ndarray, tree0: int, level: int, it: int) -> np.ndarray:
-    """Children of every node, (B, m, 2) -> (B, 2m, 2): child 2i + b = pi(x ^ tw) ^ x ^ tw.
+    """Children of every node, (B, m, 2) -> (B, 2m, 2): child 2i + b = pi(x ^ tw_b) ^ x ^ tw_b.
 
-    tw = ((tree0 + tree) << 32 | i, TAG_GGM | level << 8 | b << 16 | it << 24): distinct for every
-    node, side, level, tree and iteration of an engine (and the key is per session).
+    tw_b = (0, TAG_GGM | level << 8 | b << 16 | tree << 17 | it << 40) (tree = tree0 + row): the two
+    sides differ, and so do levels, trees and iterations (the key is per session).  Every node is a
+    fresh secret uniform string, so no per-node tweak is needed (Guo et al.'s multi-instance attack
+    needs related inputs, and an adversary's chance to hit one of the secret inputs is the same).
     """
     bsz, m, _ = nodes.shape
-    inp = np.empty((bsz, m, 2, 2), dtype=_U64)
-    w0 = (np.arange(tree0, tree0 + bsz, dtype=_U64)[:, None] << _U64(32)) | np.arange(m, dtype=_U64)[None, :]
-    inp[:, :, :, 0] = (nodes[:, :, 0] ^ w0)[:, :, None]
-    hi = _U64(_TAG_GGM | level << 8) | (_U64(it) << _U64(24))
-    inp[:, :, 0, 1] = nodes[:, :, 1] ^ hi
-    inp[:, :, 1, 1] = nodes[:, :, 1] ^ (hi | _U64(1 << 16))
+    inp = np.repeat(nodes, 2, axis=1)  # (B, 2m, 2): child 2i and 2i+1 both start from node i
+    hi = (_U64(_TAG_GGM | level << 8) | (np.arange(tree0, tree0 + bsz, dtype=_U64) << _U64(17))
+          | (_U64(it) << _U64(40)))[:, None]
+    inp[:, 0::2, 1] ^= hi
+    inp[:, 1::2, 1] ^= hi | _U64(1 << 16)
     out = aes.permute(inp)
     out ^= inp
-    return out.reshape(bsz, 2 * m, 2)
+    return out
+
+
+def _side_sums(nodes: np.ndarray) -> np.ndarray:
+    """XOR of the even- and of the odd-indexed nodes: (B, 2m, 2) -> (B, 2, 2), by halving folds
+    (long contiguous loops; numpy's reduce over a middle axis with a short inner one is slower)."""
+    bsz, m2, _ = nodes.shape
+    a = nodes.reshape(bsz, m2 // 2, 4)
+    m = a.shape[1]
+    while m > 1 and m % 2 == 0:
+        a = a[:, : m // 2] ^ a[:, m // 2 : m]
+        m //= 2
+    return (np.bitwise_xor.reduce(a, axis=1) if m > 1 else a[:, 0]).reshape(bsz, 2, 2)
 
 
 def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, h: int, tree0: int = 0, it: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +270,7 @@ def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, h: int, tree0: int = 0, it: in
     sums = np.empty((bsz, h, 2, 2), dtype=_U64)
     for level in range(h):
         nodes = _children(aes, nodes, tree0, level, it)
-        sums[:, level] = np.bitwise_xor.reduce(nodes.reshape(bsz, -1, 2, 2), axis=1)
+        sums[:, level] = _side_sums(nodes)
     return nodes, sums
 
 
@@ -253,7 +291,7 @@ def ggm_punctured_tree(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, t
         ch[rows, 2 * path] = 0  # children of the unknown path node: garbage, dropped
         ch[rows, 2 * path + 1] = 0
         b = side[:, level].astype(np.int64)
-        known = np.bitwise_xor.reduce(ch.reshape(bsz, -1, 2, 2), axis=1)[rows, b]  # (B, 2)
+        known = _side_sums(ch)[rows, b]  # (B, 2)
         ch[rows, 2 * path + b] = opened[:, level] ^ known
         path = 2 * path + (1 - b)
         nodes = ch
@@ -311,6 +349,8 @@ class _FerretState:
         """The next k buffered rows (k, 2) uint64 (a fresh array the caller may modify)."""
         if k > self.available:
             raise RuntimeError("silent-OT buffer underrun (both parties must request alike)")
+        if k == 0:
+            return np.empty((0, 2), dtype=_U64)
         parts, need = [], k
         while need:
             head = self._buf[0]
@@ -325,32 +365,68 @@ class _FerretState:
         return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
 
     def _ensure(self, k: int) -> None:
-        """Run iterations until k COTs are buffered (both parties call this with the same k)."""
+        """Advance the iterations until k COTs are buffered (both parties call this with the same k).
+
+        Lazily, a batch of trees at a time: an iteration's rows are computed in order as they are
+        needed, so a request costs the batches it needs, not a whole iteration (the first
+        ``reserve`` rows, the next base, come first).  Splitting one LPN instance's samples over
+        time changes nothing in what either party sees.
+        """
         self.setup()
         while self.available < k:
-            self._base = self._run(self.params, self._base)
+            self._advance()
 
-    def _run(self, p: LPNParams, base: np.ndarray) -> np.ndarray:
-        """One iteration I1-I4 on ``base`` (p.reserve rows): returns the next base, buffers the rest."""
+    def _start(self, p: LPNParams, base: np.ndarray) -> None:
+        """I1: a new iteration with parameters p on ``base`` (p.reserve rows)."""
         if base.shape[0] != p.reserve:
             raise RuntimeError("wrong number of base COTs")
-        out = np.empty((p.n, 2), dtype=_U64)
-        secret = np.ascontiguousarray(base[: p.k])  # I1
-        spcot = base[p.k :].reshape(p.t, p.h, 2)
-        code = self._code(p)
+        self._cur = p
+        self._secret = np.ascontiguousarray(base[: p.k])
+        self._spcot_base = base[p.k :].reshape(p.t, p.h, 2)
+        self._tree = 0
+
+    def _step(self) -> tuple[np.ndarray, int]:
+        """I2-I4 for the next batch of trees of the current iteration: (rows (R, 2), first row index)."""
+        p = self._cur
         width = 1 << p.h
-        for i0 in range(0, p.t, _TREES_PER_BATCH):
-            i1 = min(p.t, i0 + _TREES_PER_BATCH)
-            rows = out[i0 * width : i1 * width]
-            rows[:] = self._spcot(spcot[i0:i1], i0, p.h).reshape(-1, 2)  # I2 / I3
-            code.mul_xor(secret, i0 * width, rows)  # I4
-        self._iter += 1
-        self._spcot_ctr += p.t * p.h
-        self.iterations += 1
-        self.ots_extended += p.n
-        self._push(out[p.reserve :])
-        nxt = out[: p.reserve]
-        return nxt
+        i0 = self._tree
+        i1 = min(p.t, i0 + max(1, _BATCH_ROWS >> p.h))
+        rows = self._spcot(self._spcot_base[i0:i1], i0, p.h).reshape(-1, 2)  # I2 / I3
+        self._code(p).mul_xor(self._secret, i0 * width, rows)  # I4
+        self._tree = i1
+        self.ots_extended += rows.shape[0]
+        if i1 == p.t:  # the iteration is complete: fresh GGM / hash tweaks from here on
+            self._iter += 1
+            self._spcot_ctr += p.t * p.h
+            self.iterations += 1
+        return rows, i0 * width
+
+    def _run_all(self, p: LPNParams, base: np.ndarray) -> np.ndarray:
+        """A whole iteration (the set-up one, S2): all p.n rows."""
+        self._start(p, base)
+        out = np.concatenate([self._step()[0] for _ in range(-(-p.t // max(1, _BATCH_ROWS >> p.h)))])
+        assert self._tree == p.t
+        return out
+
+    def _advance(self) -> None:
+        """One batch of the main iterations: rows below ``reserve`` go to the next base, the rest to the buffer."""
+        p = self.params
+        if self._tree == self._cur.t:  # the previous iteration is done: its first rows are the base
+            self._base = self._next_base
+            self._start(p, self._base)
+            self._next_base = np.empty((p.reserve, 2), dtype=_U64)
+        rows, j0 = self._step()
+        if j0 < p.reserve:
+            m = min(p.reserve - j0, rows.shape[0])
+            self._next_base[j0 : j0 + m] = rows[:m]
+            rows = rows[m:]
+        self._push(rows)
+
+    def _install_base(self, base: np.ndarray) -> None:
+        """S2's end: the main iterations start from ``base`` (k + t*h rows) on first demand."""
+        self._next_base = np.ascontiguousarray(base)
+        self._cur = self.params
+        self._tree = self.params.t  # "previous iteration done": _advance starts one on the base
 
     def _spcot(self, base: np.ndarray, tree0: int, h: int) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -393,14 +469,11 @@ class FerretSender(_FerretState, OTExtensionSender):
             done += k
         base = np.concatenate(parts)
         base[:, 0] &= _LSB_CLEAR
-        if self.bootstrap is not None:  # S2
-            out = self._run(self.bootstrap, base)
-            # the set-up iteration buffered n' - k' - t'h' rows; the first main reserve become the base
-            extra = self._take(self.available)
-            base = np.concatenate([out, extra])
-            self._push(base[self.params.reserve :])
-            base = base[: self.params.reserve]
-        self._base = np.ascontiguousarray(base)
+        if self.bootstrap is not None:  # S2: the set-up iteration's first rows are the main base
+            out = self._run_all(self.bootstrap, base)
+            self._push(out[self.params.reserve :])
+            base = out[: self.params.reserve]
+        self._install_base(base)
         self.ch.flush()
         self.silent_bytes_sent += self.ch.bytes_sent - b0
         self._finish_setup(derive_key(b"secureml-fe-ot", ss._digest))
@@ -481,13 +554,11 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
             parts.append(t)
             done += k
         base = np.concatenate(parts)
-        if self.bootstrap is not None:  # S2
-            out = self._run(self.bootstrap, base)
-            extra = self._take(self.available)
-            base = np.concatenate([out, extra])
-            self._push(base[self.params.reserve :])
-            base = base[: self.params.reserve]
-        self._base = np.ascontiguousarray(base)
+        if self.bootstrap is not None:  # S2: the set-up iteration's first rows are the main base
+            out = self._run_all(self.bootstrap, base)
+            self._push(out[self.params.reserve :])
+            base = out[: self.params.reserve]
+        self._install_base(base)
         self.ch.flush()
         self.silent_bytes_sent += self.ch.bytes_sent - b0
         self._finish_setup(derive_key(b"secureml-fe-ot", ss._digest))
@@ -541,3 +612,16 @@ class _LsbSoftSpokenSender(SoftSpokenSender):
         c = super()._base_choices()
         c[self.k - 1] = 0  # bit 0 of Delta_0 is 1 - c_{0, k-1}; s bit 0 is bit 0 of Delta_0
         return c
+
+
+def setup_pair(ch: Channel, role: int, *, seeds: tuple[int | None, int | None] = (None, None),
+               params: LPNParams = FERRET_B11, bootstrap: LPNParams | None = FERRET_B11_SETUP
+               ) -> tuple[FerretSender, FerretReceiver]:
+    """Both OT directions on one channel as silent engines, set up in an order both roles agree on
+    (role 0 first as sender, role 1 first as receiver).  ``seeds`` (sender, receiver): tests only.
+    Returns (sender, receiver) of this party."""
+    snd = FerretSender(ch, seed=seeds[0], params=params, bootstrap=bootstrap)
+    rcv = FerretReceiver(ch, seed=seeds[1], params=params, bootstrap=bootstrap)
+    for engine in ((snd, rcv) if role == 0 else (rcv, snd)):
+        engine.setup()
+    return snd, rcv

@@ -48,22 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="connections before their hello; more are closed at once (default 512)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
-                   "the server then keeps no per-client OT state and cannot link a client's sessions)")
+                   "the server then keeps no per-client OT state and cannot link a client's sessions; "
+                   "semi-honest lattice path: it keeps no client public keys, asked for in every session)")
     p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
                    "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
-                   "models; the Gaussian one runs the OT cross term and has no output defenses yet; a "
-                   "Laplacian-kernel model has no such protocol and is refused at start-up); semi-honest: the "
+                   "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
+                   "ot, and takes --noise but not yet --round-to; a Laplacian-kernel model has no such protocol and is "
+                   "refused at start-up); semi-honest: the "
                    "cheaper protocols for clients that run our code unmodified (a modified client can extract "
-                   "the weights); auto: client-malicious where the model kind and options have a protocol, else "
+                   "the weights; compact models then use the lattice inner product, docs/compact-models.md); auto: client-malicious where the model kind and options have a protocol, else "
                    "semi-honest with a warning (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
-                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (BFV, ~9 MB at N = 16,384, "
-                   "semi-honest clients only; needs TenSEAL, in secureml[full]) or 'ot' the OT vector OLE "
-                   "(exact, ~850 MB); 'auto': 'he' where TenSEAL is installed, else 'ot'")
+                   help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
+                   "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
+                   "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
+                   "(exact, ~850 MB); 'auto' (default): 'he' where TenSEAL is installed (always for "
+                   "client-malicious), else 'ot'. Compact models with --security semi-honest: the lattice "
+                   "inner product (one RLWE ciphertext each way, numpy only) unless 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
         "answer; the mechanism is announced to it) and per-client query limits; docs/defenses.md")
@@ -125,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     if model.public.kind == "krr-gaussian" and model.public.security == "client-malicious":
         from protocols.krr import gaussian_malicious
 
-        model.public.cross_term = "ot"
+        # the lattice cross term with the client's ciphertexts proven well formed (pure numpy: no
+        # TenSEAL needed), or the OT one on request
+        model.public.cross_term = "ot" if args.cross_term == "ot" else "he"
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
@@ -135,6 +142,14 @@ def run(args: argparse.Namespace) -> int:
         model.public.validate()
         # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
         gaussian.prepare_server(model.params, model.public)
+    elif model.public.kind == "linear" and model.public.security == "semi-honest":
+        if args.cross_term == "ot":  # the OT path, semi-honest (the lattice one is the default)
+            model.public.cross_term = "ot"
+            model.public.validate()
+        if model.public.lattice_linear:
+            from protocols.krr import linear_he
+
+            linear_he.prepared(model)  # the weight polynomial's spectra before the first client
     model.resume_ot = not args.no_resume
     model.precompute_ot = bool(args.precompute_ot)
     ctx = (pki.server_context(args.tls_cert, args.tls_key, args.client_ca, cert_optional=bool(args.tokens))
@@ -193,10 +208,8 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
     reason = None
     if model.public.kind not in CLIENT_MALICIOUS_KINDS:
         reason = f"{model.public.kind} models have no client-malicious protocol yet"
-    elif model.public.kind == "krr-gaussian" and (args.round_to is not None or args.noise):
-        reason = "output defenses (--round-to/--noise) are not part of the client-malicious Gaussian protocol yet"
-    elif model.public.kind == "krr-gaussian" and args.cross_term == "he":
-        reason = "--cross-term he cannot be client-malicious (a client's ciphertexts are not checked)"
+    elif model.public.kind == "krr-gaussian" and args.round_to is not None:
+        reason = "output rounding (--round-to) is not part of the client-malicious Gaussian protocol yet (--noise is)"
     if reason is None:
         return model
     if args.security == "auto":

@@ -47,3 +47,41 @@ def test_bench_writes_curve_with_baseline(tmp_path) -> None:
     assert r["n_train"] == 8 and r["queries"] > 0
     # the attack beats the no-model guess (nearest public molecule) on the embedded data
     assert r["fraction_recovered_rel0.01"] > r["baseline_nearest_public_rel0.01"]
+
+
+def _merged_model(n: int, seed: int = 0) -> KernelRidge:
+    """Coordinates shared by many points (discrete 'diagonal' values, zero padding, values on a
+    coarse grid): merged kinks whose number grows with N, as on Coulomb matrices."""
+    rng = np.random.default_rng(seed)
+    X = np.empty((n, 8))
+    X[:, :2] = rng.choice([0.0, 0.5, 3.0, 5.0], (n, 2))
+    X[:, 2:6] = np.where(rng.random((n, 4)) < 0.5, 0.0, np.round(rng.uniform(1, 9, (n, 4)), 1))
+    X[:, 6:] = np.round(rng.uniform(0.0, 10.0, (n, 2)), 4)
+    return KernelRidge(kernel="laplacian", sigma=20.0, lam=1e-10).fit(X, rng.normal(size=n))
+
+
+def test_grouped_membership_is_cheaper_and_as_good_as_pairwise() -> None:
+    runs = {}
+    for n in (48, 96):
+        est = _merged_model(n)
+        for mem in ("pairwise", "grouped"):
+            orc = kink_scale.SparseLaplacianOracle.from_estimator(est, np.zeros(8))
+            res = reconstruction.kink_attack(orc, 8, 0.0, 10.0, h=0.5, refine=8, depth=3, n_hint=n, membership=mem)
+            assert res.n_queries == orc.queries  # every query counted, the tests' included
+            frac = reconstruction.match_points(est.X_fit_, res.centres, 1e-3)["fraction_recovered"]
+            runs[n, mem] = (res.membership_queries, frac)
+    for n in (48, 96):
+        assert runs[n, "grouped"][1] >= runs[n, "pairwise"][1] - 0.05
+    # the pairwise test grows ~N^2 here (merged kinks x points per axis), the grouped one ~N log N
+    assert runs[96, "grouped"][0] < 0.6 * runs[96, "pairwise"][0]
+    assert runs[96, "pairwise"][0] / runs[48, "pairwise"][0] > 3.5
+    assert runs[96, "grouped"][0] / runs[48, "grouped"][0] < 3.0
+
+
+def test_unknown_membership_mode_is_refused() -> None:
+    import pytest
+
+    est = _model()
+    orc = kink_scale.SparseLaplacianOracle.from_estimator(est, np.zeros(6))
+    with pytest.raises(reconstruction.AttackError, match="membership"):
+        reconstruction.kink_attack(orc, 6, 0.0, 10.0, h=0.5, refine=8, depth=3, n_hint=12, membership="magic")

@@ -198,3 +198,136 @@ def test_parameters_outside_the_protocol_are_refused_clearly():
     # the same model is served semi-honest without complaint
     assert ServedModel(KernelModelParams(X, rng.normal(0, 5, 8), 0.0, "gaussian", 0.01),
                        security="semi-honest").public.security == "semi-honest"
+
+
+# ---- the checked lattice cross term (protocol 12's default for client-malicious sessions) -------
+def _he_case(seed=0):
+    model, pp, Xe, xx, Q, q = _case(seed=seed)
+    pp.cross_term = "he"
+    return model, pp, Xe, xx, Q, q
+
+
+def test_lattice_cross_term_honest_client_gets_f_bit_exact():
+    model, pp, Xe, xx, Q, q = _he_case()
+    sv, y = _run(model, pp, Xe, xx, q)
+    assert y == gm.reference(pp, model, Xe, q, sv["rho"])  # exact shares: the binding check passes
+    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-2
+
+
+@pytest.mark.parametrize("which", ["share", "encrypt-other", "encrypt-noise"])
+def test_lattice_cross_term_deviations_abort(which):
+    """Finding 3 with the lattice cross term: a perturbed cross-term share is caught by the binding
+    check (the lattice shares are exact, so the relation is exact); a ciphertext of another query
+    or with noise outside the proven bound is caught by the well-formedness proof. (u, norm and
+    query-bit deviations meet the same binding check as with the OT cross term: tested above.)"""
+    from protocols.mpc import bfv_proof
+
+    model, pp, Xe, xx, Q, q = _he_case(seed=6)
+    if which in ("share", "u", "norm"):
+        patch = _Patch(binding, "client_masked", perturbed_mask_reveal(which, 3, U64(1) << U64(17), xor=False))
+    elif which == "query":
+        def commit_q(orig, qq, step):
+            qq = orig(qq, step).copy()
+            qq[1] ^= U64(4)
+            return qq
+        patch = _Patch(binding, "client_commit_query", commit_q)
+    else:
+        def enc(orig, ring, rng, seed, msgs, t_bits):
+            if which == "encrypt-other":
+                msgs = msgs.copy()
+                msgs[0, 0] += 1
+                return orig(ring, rng, seed, msgs, t_bits)
+            pk0, c0, w = orig(ring, rng, seed, msgs, t_bits)
+            c0 = c0.copy()
+            c0[0, :, 9] = (c0[0, :, 9] + ring.scalar(1 << (t_bits + 30))[:, 0]) % ring.p[:, 0]
+            return pk0, c0, w
+        patch = _Patch(bfv_proof, "client_encrypt", enc)
+    with pytest.raises(MacCheckError):
+        _run(model, pp, Xe, xx, q, patch)
+
+
+# ---- output noise (step 14, D1): added by the server after the last check ----------------------
+def _noised(pp, sd):
+    from protocols.krr.defense import OutputDefense
+
+    pp.output_defense = OutputDefense.from_options(noise=sd).to_dict()
+    pp.validate()
+    return pp
+
+
+def test_noise_honest_client_gets_f_plus_the_servers_fresh_noise():
+    """y = F(q') + e exactly, e the server's own fresh draw (different per run), at the stated scale."""
+    model, pp, Xe, xx, Q, q = _case(seed=4)
+    _noised(pp, 3.0)
+    got = []
+    for seed in (11, 12):
+        sv, y = _run(model, pp, Xe, xx, q, seed=seed)
+        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"]) % u128.MOD
+        got.append(gm.decode(pp, sv["noise"]))
+    assert got[0] != got[1] and all(0 < abs(e) < 30 for e in got)
+
+
+def test_noise_spread_matches_the_stated_sd_over_seeded_runs():
+    """48 answers to one query in one seeded session (real protocol, client-malicious, noise sd 3):
+    their spread is the stated sd (KS test on a fixed seed: deterministic), not half or twice it."""
+    from scipy import stats
+
+    from protocols.testing import run_krr_session
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 50, (8, 3))
+    model = KernelModelParams(X, rng.normal(0, 500, 8), -321.0, "gaussian", 30.0)
+    served = ServedModel(model, security="client-malicious")
+    served.public.cross_term = "ot"
+    served.set_defense(noise=3.0)
+    q = np.clip(X[2:3] + 0.5, 0, 49)
+    preds, _, pp, _, box = run_krr_session(served, np.repeat(q, 48, axis=0), seed=7)
+    assert "error" not in box and pp.security == "client-malicious" and pp.output_defense["noise_std"] == 3.0
+    z = (preds - model.predict(q)[0]) / 3.0
+    assert stats.kstest(z, "norm").pvalue > 1e-3 and 0.8 < np.std(z) < 1.2
+    assert len(np.unique(preds)) == 48
+    assert not 0.8 < np.std(z / 2) < 1.2  # the same check rejects a wrong scale: it can fail
+
+
+@pytest.mark.parametrize("deviation", ["chain", "share"])
+def test_noise_deviating_client_still_aborts(deviation):
+    """Noise changes nothing before the check: a zeroed factor chain (finding 1) and a shifted
+    distance share (finding 3) abort as without noise (the check comes before the noise is drawn)."""
+    model, pp, Xe, xx, Q, q = _case(seed=2)
+    _noised(pp, 3.0)
+    if deviation == "chain":
+        def fn(orig, pp_, x_lo):
+            vs, zs = orig(pp_, x_lo)
+            vs = [v.copy() for v in vs]
+            vs[-1][np.arange(len(vs[-1])) != 5] = 0
+            return vs, zs
+        patch = _Patch(gm, "client_chain_values", fn)
+    else:
+        def fn(orig, norm, s_c, c, ring_bits):
+            s_c = s_c.copy()
+            s_c[3] += U64(1 << 20)
+            return orig(norm, s_c, c, ring_bits)
+        patch = _Patch(binding, "client_masked", fn)
+    with pytest.raises(MacCheckError):
+        _run(model, pp, Xe, xx, q, patch)
+
+
+def test_noise_zeroed_local_product_reveals_nothing():
+    """Freedom (b) with noise: v'' = 0 in the client's local sum leaves the output masked by
+    sum r_i v_i -- no prediction-sized value, neither the offset nor offset + noise."""
+    model, pp, Xe, xx, Q, q = _case(seed=3)
+    _noised(pp, 3.0)
+
+    def out(orig, h, v, e, y_s):
+        return orig(h, np.zeros_like(v), e, y_s)
+
+    sv, y = _run(model, pp, Xe, xx, q, _Patch(gm, "client_output", out))
+    assert abs(gm.decode(pp, y)) > 1e6
+
+
+def test_rounding_is_refused_in_client_malicious_mode():
+    from secureml.errors import ProtocolError
+
+    model, pp, Xe, xx, Q, q = _case()
+    with pytest.raises(ProtocolError, match="--round-to"):
+        ServedModel(model, security="client-malicious").set_defense(round_to=1.0)

@@ -43,6 +43,7 @@ def test_digit_levels_cover_the_bits_and_stay_small():
         assert all(x[1] == y[0] for x, y in zip(lv, lv[1:]))
         assert all(1 <= hi - lo <= 10 for lo, hi in lv)
     assert digit_levels(15) == ((0, 5), (5, 10), (10, 15))  # CM entries on the 2^-8 grid
+    assert digit_levels(15, "softspoken") == digit_levels(15, "silent")  # each engine weighed, same plan
 
 
 @pytest.mark.parametrize("N,d,frac", [(70, 9, 8), (64, 5, 3), (33, 4, 12)])
@@ -199,7 +200,7 @@ def test_server_survives_a_client_leaving_mid_protocol(caplog):
     from protocols.mpc.party import Party
     from protocols.net.transport import connect
 
-    model = _model(N=200, d=10, seed=11)
+    model = _model(N=200, d=10, seed=11)  # 2,000 entries: SoftSpoken (below SILENT_OT_MIN_ELEMENTS)
     served = ServedModel(model, frac_bits=GRID)
     ready, stop, port = threading.Event(), threading.Event(), []
     th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
@@ -254,3 +255,46 @@ def test_digit_step_tables_stay_masked_when_every_digit_ties(monkeypatch):
         for bits in (A, A ^ B):
             frac = np.unpackbits(np.ascontiguousarray(bits).view(np.uint8)).mean()
             assert 0.45 < frac < 0.55
+
+
+def test_silent_ot_engine_gives_the_plaintext_predictions_and_less_traffic():
+    """The same model served on silent OT (protocols.ot.ferret) and on SoftSpoken: both predict the
+    plaintext value; silent OT sends fewer bytes per element once its set-up is paid."""
+    model = _model(N=600, d=12, seed=3)
+    served = ServedModel(model, frac_bits=GRID)
+    assert served.public.ot_engine == "softspoken"  # 7,200 entries: below SILENT_OT_MIN_ELEMENTS
+    Q = np.vstack([model.X_train[5], _grid(np.clip(model.X_train[9] + 0.7, 0, 49.9))])
+    p_ss, cost_ss, pp_ss, _, box = _session(served, Q, seed=5)
+    assert "error" not in box and pp_ss.ot_engine == "softspoken"
+    served.public.ot_engine = "silent"
+    p_si, cost_si, pp_si, _, box = _session(served, Q, seed=5)
+    assert "error" not in box and pp_si.ot_engine == "silent"
+    np.testing.assert_allclose(p_si, model.predict(Q), atol=1e-3)
+    np.testing.assert_allclose(p_si, p_ss, atol=1e-6)
+    # traffic: silent's fixed set-up (~0.6 MB both directions) against 15 bytes per element saved
+    elements = 2 * 600 * 12
+    ss_mb = (cost_ss.bytes_sent + cost_ss.bytes_received) / 1e6
+    si_mb = (cost_si.bytes_sent + cost_si.bytes_received) / 1e6
+    assert si_mb - ss_mb < 0.8 - 12e-6 * elements
+
+
+def test_l1_shares_exact_on_silent_ot():
+    from protocols.ot.ferret import setup_pair
+
+    N, d = 300, 7
+    rng = np.random.default_rng(8)
+    X = _grid(rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7))
+    q = X[4].copy()
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    assert pp.ot_engine == "silent"
+    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
+
+    def silent(p):
+        p.install_ot(*setup_pair(p.ch, p.role))
+
+    L_S, L_C = run_two_party(lambda p: server_l1_shares(p, np.ascontiguousarray(Xe.T), pp),
+                             lambda p: client_l1_shares(p, qe, N, pp), setup=silent, seed=3)
+    exact = np.abs(Xe.astype(np.int64) - qe.astype(np.int64)).sum(axis=1)
+    np.testing.assert_array_equal((L_S + L_C) & np.uint64((1 << pp.ring_bits) - 1), exact.astype(np.uint64))
+    assert exact[4] == 0

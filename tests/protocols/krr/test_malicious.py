@@ -39,7 +39,7 @@ class InProcessServer:
     """`protocols.krr.serve` in a thread of this process (real TCP), its log captured: for servers
     whose client-side patches cannot leak into them (the exact model in client-malicious mode)."""
 
-    def __init__(self, model: Path, security: str) -> None:
+    def __init__(self, model: Path, security: str, noise: float = 0.0) -> None:
         import logging
 
         from protocols.krr import ServedModel, serve
@@ -55,6 +55,8 @@ class InProcessServer:
         # a small public calibration set (the bounds' default uses 490 embedded molecules)
         served = ServedModel.from_file(str(model), security=security,
                                        calibration=load_embedded().subset(np.arange(0, 3921, 61)))
+        if noise:
+            served.set_defense(noise=noise)  # as `serve --noise`
         self.log = Path(model).with_suffix(".log")
 
         def on_ready(port: int) -> None:
@@ -437,6 +439,91 @@ def test_malicious_gaussian_findings_2_and_3_abort(servers, monkeypatch):
         monkeypatch.undo()
     preds, _ = predict(strong.address, Q)
     assert abs(preds[0] - mm.predict(mols.subset([1]))[0]) < 1e-2
+
+
+def test_malicious_gaussian_noise_over_tcp(servers, monkeypatch, tmp_path):
+    """`serve --noise` on the client-malicious Gaussian over real TCP: an honest client gets the
+    prediction plus fresh noise of the announced sd (10 answers to one molecule: their mean and
+    spread, with bounds a correct server misses with probability < 1e-8); a client shifting one
+    distance share (finding 3) still aborts and the server serves the next client."""
+    from protocols.krr import binding
+
+    mm, mols = servers["gauss"], servers["mols"]
+    srv = InProcessServer(mm.save(tmp_path / "g.npz"), "client-malicious", noise=2.0).wait()
+    try:
+        Q = np.repeat(mm.representation.transform(mols.subset([1])), 10, axis=0)
+        want = mm.predict(mols.subset([1]))[0]
+        preds, _ = predict(srv.address, Q)
+        z = (preds - want) / 2.0
+        assert len(np.unique(preds)) == 10 and abs(z.mean()) < 6 / np.sqrt(10) and 0.1 < z.std(ddof=1) < 2.5
+
+        def shift_one(orig, norm, s_c, c, ring_bits):
+            s_c = s_c.copy()
+            s_c[3] += U64(1 << 20)
+            return orig(norm, s_c, c, ring_bits)
+
+        _client_patch(monkeypatch, binding, "client_masked", shift_one)
+        with pytest.raises(SecureMLError):
+            predict(srv.address, Q[:1])
+        monkeypatch.undo()
+        preds, _ = predict(srv.address, Q[:1])
+        assert abs(preds[0] - want) < 12 and srv.alive() and "reason=MacCheckError" in srv.text()
+    finally:
+        srv.stop()
+
+
+def test_malicious_gaussian_ill_formed_lattice_messages_abort(servers, monkeypatch):
+    """Protocol 13's lattice cross term against a real client over TCP: a ciphertext with huge
+    noise, ciphertexts under c1 = 0 instead of the server's seed (c0 = m + t e). Each aborts in the
+    well-formedness proof
+    -- the server's reply step (armed to fail the test) is never reached -- and the server logs the
+    error class and serves the next client."""
+    from protocols.mpc import bfv_proof
+    from protocols.mpc import he_matvec_checked as hc
+
+    mm, mols, strong = servers["gauss"], servers["mols"], servers["strong"]
+    Q = mm.representation.transform(mols.subset([0]))
+
+    def shift(ring, a, coeff, amount):
+        a = a.copy()
+        a[..., coeff] = (a[..., coeff] + ring.scalar(amount)[:, 0]) % ring.p[:, 0]
+        return a
+
+    def enc(orig, ring, rng, seed, msgs, t_bits):
+        which = state["which"]
+        if which == "other-query":
+            msgs = msgs.copy()
+            msgs[0, 2] ^= 1
+            return orig(ring, rng, seed, msgs, t_bits)
+        pk0, c0, w = orig(ring, rng, seed, msgs, t_bits)
+        if which == "noise":
+            c0 = shift(ring, c0, 11, 1 << (t_bits + 40))
+        elif which == "pk":
+            pk0 = shift(ring, pk0, 0, 1000 << t_bits)
+        else:
+            m = np.zeros((msgs.shape[0], ring.n), np.int64)
+            m[:, :msgs.shape[1]] = msgs
+            c0 = ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), ring.scalar(1 << t_bits)))
+        return pk0, c0, w
+
+    def never(*a, **k):
+        raise AssertionError("the server answered an ill-formed ciphertext")
+
+    state = {}
+    before = strong.text().count("reason=MacCheckError")
+    # one session each (sessions are slow; the public key's noise and another query are tested in
+    # process: tests/protocols/mpc/test_bfv_proof.py, test_gaussian_malicious.py)
+    for which in ("noise", "c1"):
+        state["which"] = which
+        _client_patch(monkeypatch, bfv_proof, "client_encrypt", enc)
+        monkeypatch.setattr(hc, "_flood_residues", never)  # the server's reply step (server thread)
+        with pytest.raises(SecureMLError):
+            predict(strong.address, Q)
+        monkeypatch.undo()
+        OUTCOMES.append(f"gaussian lattice {which}: abort")
+    preds, _ = predict(strong.address, Q)
+    assert abs(preds[0] - mm.predict(mols.subset([0]))[0]) < 1e-2 and strong.alive()
+    assert strong.text().count("reason=MacCheckError") == before + 2 and "AssertionError" not in strong.text()
 
 
 @pytest.mark.parametrize("which", ["norm", "u", "query", "v"])

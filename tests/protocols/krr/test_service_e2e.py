@@ -25,11 +25,11 @@ def _start(cmd, head: list[str] | None = None):
 
 
 @pytest.mark.parametrize("kernel,sigma,grid,cross,security", [
-    ("gaussian", 50.0, None, "he", "auto"), ("gaussian", 50.0, None, "ot", "semi-honest"),
-    ("laplacian", 1000.0, 8, "he", "semi-honest"), ("gaussian", 50.0, None, "ot", "default")])
+    ("gaussian", 50.0, None, "he", "default"), ("gaussian", 50.0, None, "ot", "semi-honest"),
+    ("laplacian", 1000.0, 8, "he", "auto")])
 def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
-    """The default serves the Gaussian kernel client-malicious; `--security auto` with the lattice
-    cross term (which has no client-malicious form) falls back to semi-honest and says so at start-up."""
+    """The default serves the Gaussian kernel client-malicious (checked lattice cross term);
+    `--security auto` serves a Laplacian model (no client-malicious protocol) semi-honest and says so."""
     data = load_embedded()
     tr, te = embedded_split(0)
     train, test = data.subset(tr[:150]), data.subset(te[:2])

@@ -42,7 +42,10 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 12 (12: semi-honest compact models use the lattice inner product, pinned as
+#: pinned at PROTOCOL_VERSION 16 (16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
+#: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
+#: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
+#: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
 #: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
@@ -55,13 +58,14 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565191, "4cd3cbc824036f1e649c4d6ebeebdcd0b8f2462fe4c4a00dfe9908a841c1f4a9"),
-    "krr-laplacian": (96, 75406, "8cc3c77d06b7001db5652a9f16649e6268c5f5fa13bdbb8ed6ecd25dc4fdf3d8"),
-    "krr-gaussian/client-malicious": (448, 1020841, "a95fd6afea298f157877f06a23e165b6d9f9e02cd87c3e9b85961895d80656a4"),
-    "linear": (23, 32950, "360e9818c53b903347a358f91c9962fc81b35871a7651b8ec62ecaa46104a246"),
-    "linear/semi-honest": (6, 238379, "e67f791377da2e070b3d7023c81944325f20f447644336ae0d1d5ced133ab40c"),
+    "krr-gaussian": (66, 1565216, "43a592dcd5ef95a298485b6ac1503f442827a92e3038a9fc28d7499d471ab576"),
+    "krr-laplacian": (96, 75431, "1ca31b1b6adcfa9060154103d2268b468ea2149a80e63a6a761b38c00f625e0b"),
+    "krr-laplacian/silent": (110, 678076, "a88faaebfbc01a2fadaca753043d9f14809a3a402829ac0815f57f493d77c163"),
+    "krr-gaussian/client-malicious": (482, 9823875, "8b652924b54fd19154ef1a456228774533f4867238941993c4d94a8ff7004341"),
+    "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
+    "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 12
+PINNED_VERSION = 16
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -116,18 +120,20 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "gaussian-malicious"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "laplacian-silent", "gaussian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
     model = _exact_model(kernel.split("-")[0])
-    served = ServedModel(model, frac_bits=2 if kernel == "laplacian" else None,
+    served = ServedModel(model, frac_bits=2 if kernel.startswith("laplacian") else None,
                          security="client-malicious" if malicious else None)
+    if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
+        served.public.ot_engine = "silent"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "")
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "")
     _report(key, got)
     assert got == PINS[key]
 

@@ -253,3 +253,22 @@ def test_over_tcp():
     ch.close()
     srv.close()
     np.testing.assert_array_equal(got, out["x0"] + c.astype(U64) * out["delta"])
+
+
+def test_lazy_batches_cost_what_a_request_needs(monkeypatch):
+    from protocols.ot import ferret
+
+    monkeypatch.setattr(ferret, "_BATCH_ROWS", 1024)  # 4 trees of 2^8 leaves per batch: 4 batches per iteration
+    s, r, c0, c1 = _pair(seed=13)
+    assert s.available == r.available == SETUP.n - MAIN.reserve  # the set-up iteration's extra rows
+    b0 = c0.bytes_sent
+    need = s.available + 1500  # the next main iteration's rows: reserve 640 first, then outputs
+    _both(lambda: s.precompute(1500), lambda: r.precompute(1500))
+    # batches of 1,024 rows: 640 + 1,500 rows need 3 of the iteration's 4 batches
+    assert s.available == r.available == need - 1500 + 3 * 1024 - MAIN.reserve
+    assert s.iterations == r.iterations == 1  # only the set-up one is complete
+    sent = c0.bytes_sent - b0
+    assert 3 * 4 * (MAIN.h * 32 + 16) <= sent < 4 * 4 * (MAIN.h * 32 + 16)
+    (q, delta), t = _both(lambda: s.random_cots(5 * MAIN.usable), lambda: r.random_cots(5 * MAIN.usable))
+    _check_correlation(q, delta, t)
+    assert s.iterations == r.iterations >= 6

@@ -43,12 +43,14 @@ def test_default_is_client_malicious(models):
     assert _args(models["gaussian"]).security == "client-malicious"
     for kind in ("gaussian", "rff"):
         assert _load(_args(models[kind]), None).public.security == "client-malicious"
+    # both Gaussian cross terms have a client-malicious form (the lattice one with proven ciphertexts)
+    for cross in ("he", "ot"):
+        assert _load(_args(models["gaussian"], "--cross-term", cross), None).public.security == "client-malicious"
 
 
 @pytest.mark.parametrize("kind,extra,reason", [
     ("laplacian", (), "krr-laplacian models have no client-malicious protocol"),
-    ("gaussian", ("--round-to", "1"), "output defenses"),
-    ("gaussian", ("--cross-term", "he"), "--cross-term he cannot be client-malicious"),
+    ("gaussian", ("--round-to", "1"), "output rounding"),
 ])
 def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     with pytest.raises(SecureMLError, match=reason) as err:
@@ -56,6 +58,23 @@ def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     assert "--security semi-honest" in str(err.value) and "\n" not in str(err.value)
     assert _load(_args(models[kind], *extra, "--security", "auto"), None).public.security == "semi-honest"
     assert _load(_args(models[kind], *extra, "--security", "semi-honest"), None).public.security == "semi-honest"
+
+
+def test_noise_is_served_client_malicious(models):
+    """--noise has a client-malicious form (the server's noise after the last check); --round-to not."""
+    m = _load(_args(models["gaussian"], "--noise", "2"), None)
+    assert m.public.security == "client-malicious"
+    m.set_defense(None, 2.0)  # what run() does next: validate() accepts it
+    assert m.public.output_defense["noise_std"] == 2.0
+    with pytest.raises(SecureMLError, match="--round-to"):
+        _load(_args(models["gaussian"], "--noise", "2", "--round-to", "1"), None)
+
+
+def test_lattice_cross_term_is_client_malicious(models):
+    """Protocol 13: the Gaussian's lattice cross term has a client-malicious form (the client's key
+    and ciphertexts proven well formed), so --cross-term he is no longer a reason to refuse."""
+    m = _load(_args(models["gaussian"], "--cross-term", "he"), None)
+    assert m.public.security == "client-malicious" and m.public.cross_term == "he"
 
 
 def test_cli_refuses_laplacian_at_start_up_in_one_line(models):

@@ -1,0 +1,270 @@
+"""X q with lattice HE, safe against a malicious client: the client's key and ciphertexts are
+proven well formed (:mod:`protocols.mpc.bfv_proof`) before the server answers them, and the
+answer is flooded by the noise bound the proof establishes.
+
+The server (sender) holds X (n_rows x d, entries < 2^x_bits); the client (key owner) holds q
+(d entries < 2^x_bits) whose bits it has already committed (MACs mod the ring's primes, given by
+the caller). Output: additive shares mod 2^M of X q, **exact** (no rounding term: the binding
+check of :mod:`protocols.krr.binding` needs u_i = D_i + rho_i exactly).
+
+Why exact: the plaintext sits in the low bits (BGV-style, c0 + c1 s = m + t e mod Q with
+t = 2^M) and the server does not switch moduli: the client's decryption [c0 + c1 s]_Q mod t is
+m exactly whenever |m + t e| < Q/2, which the plan checks from the proven bounds. (A modulus
+switch down to one 50-60-bit prime cannot keep t = 2^56 exact: its rounding term t n / q_1 is
+hundreds of units, the 0..2E error of :mod:`protocols.mpc.he_matvec`.) The price is the reply's
+size: c1 travels at all four primes; c0 only at the target coefficients.
+
+Packing (coefficient packing in the manner of Cheetah, as :mod:`protocols.mpc.he_matvec`): with a
+block of n_i columns and n_o = floor(n / n_i) rows, block b's message is
+Q_b(X) = sum_{j < n_i} q_{b n_i + j} X^j and the server's plaintext
+W_{o,b}(X) = sum_r sum_j x_{o n_o + r, b n_i + j} X^{r n_i + n_i - 1 - j}; coefficient
+r n_i + n_i - 1 of sum_b Q_b W_{o,b} is row r's inner product. n_i minimises the bytes sent,
+proof included (:func:`make_plan`).
+
+Protocol (client = receiver, server = sender):
+  1. server: a fresh 16-byte seed; pk1 and every c1_b are expanded from it (public, uniform).
+  2. client: s ternary, pk0 = -pk1 s + t e', c0_b = -c1_b s + Q_b + t e_b; sends pk0 and the c0_b.
+  3. both: :func:`protocols.mpc.bfv_proof.check_wellformed` (the message of block b is bound to
+     the committed q). The server aborts on failure and sends nothing computed from the
+     ciphertexts.
+  4. server, per output block o: ct_o = sum_b ct_b W_{o,b} + (pk0 u + t e1, pk1 u + t e2)
+     (u ternary, e1, e2 small: fresh per output, so c1 is an RLWE sample in the server's u and
+     hides sum_b c1_b W_{o,b}) + (R_o + t f, 0) at the targets, R_o uniform mod t, f uniform in
+     [-2^F, 2^F) (flooding). It sends c1 (NTT form, all n coefficients) and c0 at the n_o
+     targets; its share is -R_o.
+  5. client: [c0 + c1 s]_Q at the targets, mod t: (X q)_r + R_r; its share.
+Circuit privacy: after step 3, c0 + c1 s = m' + t N at each target with m' = (X q + R)_r and
+N = sum_b e_b W_{o,b} + u e' + e1 + s e2 + f; every term but f is bounded by the proven
+|e_b|, |e'| <= 32, ternary s and the server's own u, e1, e2 (:func:`make_plan`'s noise_bound,
+carries of m' included); F = log2(bound) + 40 + log2(#targets), so the client's whole view of
+N is within statistical distance 2^-40 of one independent of X. c1 is uniform given pk1 u + t e2
+(RLWE in u; pk1 uniform because the server's seed made it), so it hides X computationally.
+Threat model: semi-honest server, any client.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from protocols.mpc import bfv_proof, fp_auth
+from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
+from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, ring as get_ring
+from secureml.errors import DataError, ProtocolError
+
+U64, I64 = np.uint64, np.int64
+STAT_SECURITY = 40
+_OT_BYTES = 12  # a random OT of the checked SoftSpoken extension, as the plan's cost model counts it
+_CHUNK = 8  # output blocks per vectorised batch
+
+
+@dataclass(frozen=True)
+class CheckedPlan:
+    n_rows: int
+    d: int
+    x_bits: int
+    ring_bits: int
+    n_i: int
+    n_o: int
+    blocks: int
+    outputs: int
+    noise_bound: int  # bound on |N - f| at a target (proven inputs, server's own noise, carries)
+    flood_bits: int  # F
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.arange(self.n_o, dtype=np.int64) * self.n_i + self.n_i - 1
+
+    def bytes_estimate(self, ring: Ring | Modulus) -> int:
+        up = (self.blocks + 1) * ring.k * ring.n * 7
+        proof = (2 + bfv_proof.NOISE_BITS * (self.blocks + 1)) * ring.n * (_OT_BYTES + 7 * ring.k)
+        down = self.outputs * ring.k * (ring.n + self.n_o) * 7
+        return up + proof + down
+
+
+def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int] | None:
+    n = ring.n
+    n_o = n // n_i
+    blocks, outputs = -(-d // n_i), -(-n_rows // n_o)
+    B = bfv_proof.NOISE_BOUND
+    # sum_b e_b W_{o,b}: at most n_o n_i nonzero coefficients of W per block, each < 2^x_bits
+    bound = B * ((1 << x_bits) - 1) * n_o * n_i * blocks
+    bound += B * n + CBD_ETA * (n + 1)  # u e' (u ternary), e1, s e2 (s ternary)
+    m_max = (1 << M) + d * ((1 << x_bits) - 1) ** 2  # |m'|: X q + R (non-negative at the targets)
+    bound += -(-m_max // (1 << M)) + 1  # the carry floor(m' / t) the client also sees
+    F = math.ceil(math.log2(bound)) + STAT_SECURITY + math.ceil(math.log2(max(2, outputs * n_o)))
+    if m_max + (1 << M) * (bound + (1 << F)) >= ring.Q // 2:
+        return None
+    return n_o, blocks, outputs, bound, F
+
+
+def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
+    """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget."""
+    ring = ring or get_modulus()
+    if not (1 <= n_rows and 1 <= d and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
+        raise ProtocolError(f"checked lattice matvec: unsupported sizes rows={n_rows} d={d} x_bits={x_bits} "
+                            f"M={ring_bits}")
+    best = None
+    for n_i in range(1, min(d, ring.n) + 1):
+        got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
+        if got is None:
+            continue
+        n_o, blocks, outputs, bound, F = got
+        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F)
+        cost = plan.bytes_estimate(ring)
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    if best is None:
+        raise ProtocolError("checked lattice matvec: noise budget exceeded for these sizes; use the OT cross term")
+    return best[1]
+
+
+class PreparedChecked:
+    """The server's W_{o,b} in NTT form (query-independent, per model)."""
+
+    def __init__(self, X: np.ndarray, x_bits: int, ring_bits: int) -> None:
+        X = np.ascontiguousarray(X, dtype=U64)
+        if X.ndim != 2:
+            raise DataError(f"he_matvec_checked needs a 2-D matrix, got shape {X.shape}")
+        if X.size and int(X.max()) >> x_bits:
+            raise DataError(f"matrix entries do not fit in {x_bits} bits")
+        self.ring = ring = get_ring()
+        self.plan = plan = make_plan(X.shape[0], X.shape[1], x_bits, ring_bits, ring)
+        n, n_i, n_o = ring.n, plan.n_i, plan.n_o
+        Xp = np.zeros((plan.outputs * n_o, plan.blocks * n_i), dtype=U64)
+        Xp[: X.shape[0], : X.shape[1]] = X
+        W = Xp.reshape(plan.outputs, n_o, plan.blocks, n_i).transpose(0, 2, 1, 3)[..., ::-1]
+        W = W.reshape(plan.outputs, plan.blocks, n_o * n_i)
+        self.W_hat = np.empty((plan.outputs, plan.blocks, ring.k, n), dtype=U64)
+        coeffs = np.zeros((plan.blocks, ring.k, n), dtype=U64)
+        for o in range(plan.outputs):
+            coeffs[:, :, : n_o * n_i] = W[o][:, None, :]  # entries < 2^30 < every prime
+            self.W_hat[o] = ring.ntt(coeffs)
+
+
+_PREPARED: OwnerCache[PreparedChecked] = OwnerCache()
+
+
+def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> PreparedChecked:
+    """Prepared plaintexts, cached per ``owner`` (the served model)."""
+    def fits(pm: PreparedChecked) -> bool:
+        return (pm.plan.n_rows, pm.plan.d, pm.plan.x_bits, pm.plan.ring_bits) == (*X.shape, x_bits, ring_bits)
+
+    return _PREPARED.get(owner, lambda: PreparedChecked(X, x_bits, ring_bits), fits)
+
+
+def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:
+    p.check_peer("he-matvec-checked", {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits,
+                                       "ring_bits": plan.ring_bits, "n_i": plan.n_i}, announce=sender)
+
+
+def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np.ndarray:
+    """t f mod p (k, count) for f uniform in [-2^F, 2^F): f = a 2^48 + b, a signed, b in [0, 2^48)."""
+    if not 48 < F <= 48 + 62:
+        raise ProtocolError("flooding width out of range")
+    a = rng.random_below(count, F - 48 + 1).astype(I64) - I64(1 << (F - 48))
+    b = rng.random_below(count, 48).astype(I64)
+    ra, rb = ring.from_signed(a), ring.from_signed(b)
+    f = ring.add(ring.mul(ra, ring.scalar(1 << 48)), rb)
+    return ring.mul(f, ring.scalar(1 << t_bits))
+
+
+def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, field: fp_auth.Field,
+                  keys: np.ndarray, q_keys: np.ndarray) -> np.ndarray:
+    """Server: its share (n_rows,) mod 2^M of X q. ``keys`` are its MAC keys mod the ring's primes,
+    ``q_keys`` (d, k) its keys of the committed query values. Raises MacCheckError (before
+    anything computed from the client's ciphertexts leaves) if the client's key or ciphertexts
+    are ill formed."""
+    plan, ring = prepared.plan, prepared.ring
+    M, k, n = plan.ring_bits, ring.k, ring.n
+    _agree(p, plan, sender=False)
+    # 1. the public seed
+    seed = p.rng.random_bytes(16)
+    p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
+    p.ch.flush()
+    # 2. the client's pk0 and c0_b
+    polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
+    pk0, c0 = polys[0], polys[1:]
+    # 3. proof, before anything depends on the ciphertexts
+    bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
+                               msg_keys=_blocks(q_keys, plan, k), keys=keys)
+    # 4. products, re-randomisation, masks, flooding
+    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+    C0, C1 = ring.ntt(c0), ring.ntt(c1)  # (B, k, n)
+    pk0h, pk1h = ring.ntt(pk0), ring.ntt(pk1)
+    tgt = plan.targets
+    t_res = ring.scalar(1 << M)
+    share = np.empty(plan.outputs * plan.n_o, dtype=U64)
+    for o0 in range(0, plan.outputs, _CHUNK):
+        o1 = min(plan.outputs, o0 + _CHUNK)
+        c = o1 - o0
+        W = prepared.W_hat[o0:o1]  # (c, B, k, n)
+        acc0 = ring.mul(W, C0[None]).sum(axis=1, dtype=U64) % ring.p  # B < 2^13 terms < 2^50
+        acc1 = ring.mul(W, C1[None]).sum(axis=1, dtype=U64) % ring.p
+        u = ring.ternary(p.rng, (c, n))
+        e2 = ring.cbd(p.rng, (c, n))
+        uh = ring.ntt(ring.from_signed(u))
+        acc1 = ring.add(ring.add(acc1, ring.mul(pk1h[None], uh)), ring.mul(ring.ntt(ring.from_signed(e2)), t_res))
+        c0t = ring.intt(ring.add(acc0, ring.mul(pk0h[None], uh)))[..., tgt]  # (c, k, n_o)
+        e1 = ring.cbd(p.rng, (c, plan.n_o))
+        R = p.rng.random_below((c, plan.n_o), M)
+        c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
+        c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
+        flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
+        c0t = ring.add(c0t, flood.transpose(1, 0, 2))
+        p.ch.send_array(ring.pack(acc1), owned=True)
+        p.ch.send_array(ring.pack(c0t), owned=True)
+        p.ch.flush()
+        share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
+    return share[: plan.n_rows] & U64((1 << M) - 1)
+
+
+def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
+    return (x[..., None, :] % ring.p).astype(U64)
+
+
+def _blocks(vals: np.ndarray, plan: CheckedPlan, k: int) -> np.ndarray:
+    """(d, k) per-entry MACs/keys -> (B, n_i, k), zero (the MAC of a public 0) in the padding."""
+    out = np.zeros((plan.blocks * plan.n_i, k), dtype=U64)
+    out[: plan.d] = vals
+    return out.reshape(plan.blocks, plan.n_i, k)
+
+
+def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n_rows: int, ring_bits: int, *,
+                    field: fp_auth.Field, q_macs: np.ndarray, encrypt: Callable[..., Any] | None = None) -> np.ndarray:
+    """Client: its share (n_rows,) mod 2^M of X q. ``q_macs`` (d, k): MACs of its committed query
+    values mod the ring's primes. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
+    q = np.ascontiguousarray(q, dtype=U64).ravel()
+    ring = get_ring()
+    plan = make_plan(n_rows, q.shape[0], x_bits, ring_bits, ring)
+    if q.size and int(q.max()) >> x_bits:
+        raise DataError(f"query entries do not fit in {x_bits} bits")
+    M, k, n = ring_bits, ring.k, ring.n
+    _agree(p, plan, sender=True)
+    seed = bytes(p.ch.recv_array(np.uint8, (16,)))
+    qp = np.zeros(plan.blocks * plan.n_i, dtype=I64)
+    qp[: q.shape[0]] = q.astype(I64)
+    pk0, c0, wit = (encrypt or bfv_proof.client_encrypt)(ring, p.rng, seed, qp.reshape(plan.blocks, plan.n_i), M)
+    p.ch.send_array(ring.pack(np.concatenate([pk0[None], c0], axis=0)), owned=True)
+    p.ch.flush()
+    bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
+                               msg_macs=_blocks(q_macs, plan, k), witness=wit)
+    tgt = plan.targets
+    out = np.empty(plan.outputs * plan.n_o, dtype=U64)
+    mask = (1 << M) - 1
+    for o0 in range(0, plan.outputs, _CHUNK):
+        o1 = min(plan.outputs, o0 + _CHUNK)
+        c = o1 - o0
+        c1h = bfv_proof.recv_polys(p, ring, c)
+        raw = p.ch.recv_array(np.uint8, (c * k * plan.n_o, 7))
+        try:
+            c0t = ring.unpack(raw, (c, k, plan.n_o))
+        except ValueError:
+            raise ProtocolError("malformed lattice reply") from None
+        v = ring.add(c0t, ring.intt(ring.mul(c1h, wit.s_hat[None]))[..., tgt])  # (c, k, n_o)
+        vals = ring.centered(v.transpose(1, 0, 2).reshape(k, c * plan.n_o))
+        out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
+    return out[:n_rows]

@@ -1,0 +1,162 @@
+"""The client-malicious lattice cross term (protocols.mpc.he_matvec_checked) and its
+well-formedness proof (protocols.mpc.bfv_proof): an honest client gets exact shares of X q; a real
+deviating client -- huge noise, a c1 not from the server's seed, a public key with large noise, a
+ciphertext of another query than the committed one, a non-ternary secret -- is caught before the
+server computes or sends anything from its ciphertexts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protocols.mpc import bfv_proof, fp_auth, he_matvec_checked as hc, rlwe
+from protocols.mpc.authenticated import MacCheckError
+from protocols.testing import run_two_party
+
+U64, I64 = np.uint64, np.int64
+SERVER, CLIENT = 0, 1
+N_ROWS, D, XB, M = 120, 30, 12, 40
+
+
+def _checked(p):
+    if p.role == SERVER:
+        p.ot_sender.checked = True
+    else:
+        p.ot_receiver.checked = True
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(7)
+    X = rng.integers(0, 2 ** XB, (N_ROWS, D), dtype=U64)
+    q = rng.integers(0, 2 ** XB, D, dtype=U64)
+    return X, q, hc.prepare(X, XB, M)
+
+
+def _run(setup, encrypt=None, q_client=None, seed=5):
+    """Commit q's bits (MACs mod the ring's primes), then the checked matvec. ``encrypt``
+    replaces the client's key/ciphertext step (a deviating client); ``q_client`` is the query the
+    client commits (default q). The server's reply path is armed to fail the test if reached
+    after a deviation."""
+    X, q, pm = setup
+    field = fp_auth.Field(rlwe.ring().primes)
+    qc = q if q_client is None else q_client
+
+    def bits(v):
+        return ((v[:, None] >> np.arange(XB, dtype=U64)) & U64(1)).astype(np.uint8).ravel()
+
+    def server(p):
+        keys = fp_auth.new_keys(p, field)
+        kb = fp_auth.commit_bits(p, CLIENT, field, n=D * XB, domain=3, keys=keys)
+        return hc.matvec_sender(p, CLIENT, pm, field=field, keys=keys, q_keys=field.values(kb, XB))
+
+    def client(p):
+        mb = fp_auth.commit_bits(p, CLIENT, field, n=D * XB, domain=3, bits=bits(qc))
+        return hc.matvec_receiver(p, CLIENT, q, XB, N_ROWS, M, field=field, q_macs=field.values(mb, XB),
+                                  encrypt=encrypt)
+
+    return run_two_party(server, client, seed=seed, setup=_checked)
+
+
+def test_honest_shares_are_exact(setup):
+    X, q, pm = setup
+    s0, s1 = _run(setup)
+    want = (X.astype(object) @ q.astype(object)) % (1 << M)
+    assert ((s0.astype(object) + s1.astype(object)) % (1 << M) == want).all()
+    assert pm.plan.flood_bits >= 40 + 7  # 40 bits of distance over every target the client sees
+
+
+@pytest.fixture
+def no_reply(monkeypatch):
+    """Fail loudly if the server reaches its reply step (it must abort in the proof)."""
+    def boom(*a, **k):
+        raise AssertionError("the server computed a reply for an ill-formed ciphertext")
+    monkeypatch.setattr(hc, "_flood_residues", boom)
+
+
+def _shift(ring, a, coeff, amount):
+    """a + amount at one coefficient (every prime), amount a Python int."""
+    a = a.copy()
+    a[..., coeff] = (a[..., coeff] + ring.scalar(amount)[:, 0]) % ring.p[:, 0]
+    return a
+
+
+def test_huge_noise_aborts_before_the_reply(setup, no_reply):
+    def enc(ring, rng, seed, msgs, t_bits):
+        pk0, c0, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
+        return pk0, _shift(ring, c0, 77, (1 << t_bits) * (1 << 60)), w  # noise 2^60 at one coefficient
+    with pytest.raises(MacCheckError):
+        _run(setup, enc)
+
+
+def test_noise_just_outside_the_bound_aborts(setup, no_reply):
+    # true noise 32 at one coefficient (one past the proven range [-32, 32)); 6 bits cannot hold
+    # E = 64, so the client commits E mod 64 = 0 (e = -32): the relation is off by 64 t
+    def enc(ring, rng, seed, msgs, t_bits):
+        pk0, c0, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
+        c0 = _shift(ring, c0, 5, (32 - int(w.e[0, 5])) << t_bits)
+        e = w.e.copy()
+        e[0, 5] = -32
+        return pk0, c0, bfv_proof.Witness(w.s, w.e_pk, e, w.s_hat)
+    with pytest.raises(MacCheckError):
+        _run(setup, enc)
+
+
+def test_c1_not_from_the_seed_aborts(setup, no_reply):
+    def enc(ring, rng, seed, msgs, t_bits):
+        # the client encrypts under c1 = 1 (which it could divide out of the reply)
+        B = msgs.shape[0]
+        pk0, _, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
+        m = np.zeros((B, ring.n), I64)
+        m[:, :msgs.shape[1]] = msgs
+        c1 = np.zeros((B, ring.k, ring.n), U64)
+        c1[..., 0] = 1
+        c1s = ring.intt(ring.mul(ring.ntt(c1), w.s_hat))
+        c0 = ring.sub(ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), ring.scalar(1 << t_bits))), c1s)
+        return pk0, c0, w
+    with pytest.raises(MacCheckError):
+        _run(setup, enc)
+
+
+def test_public_key_with_large_noise_aborts(setup, no_reply):
+    def enc(ring, rng, seed, msgs, t_bits):
+        pk0, c0, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
+        return _shift(ring, pk0, 100, (1 << t_bits) * 5000), c0, w  # e' = 5000 at one coefficient
+    with pytest.raises(MacCheckError):
+        _run(setup, enc)
+
+
+def test_ciphertext_of_another_query_aborts(setup, no_reply):
+    X, q, pm = setup
+    def enc(ring, rng, seed, msgs, t_bits):
+        other = msgs.copy()
+        other[0, 3] ^= 1  # one bit of one entry differs from the committed query
+        return bfv_proof.client_encrypt(ring, rng, seed, other, t_bits)
+    with pytest.raises(MacCheckError):
+        _run(setup, enc)
+
+
+def test_committed_query_other_than_encrypted_aborts(setup, no_reply):
+    X, q, pm = setup
+    q2 = q.copy()
+    q2[-1] ^= U64(1 << (XB - 1))  # commits q2, encrypts q
+    with pytest.raises(MacCheckError):
+        _run(setup, q_client=q2)
+
+
+def test_non_ternary_secret_aborts(setup, no_reply):
+    def enc(ring, rng, seed, msgs, t_bits):
+        pk0, c0, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
+        s = w.s.copy()
+        s[9] = 2  # encrypts under a secret with a 2; commits s9 as 1 (bits 1, 0)
+        s_hat = ring.ntt(ring.from_signed(s))
+        pk1, c1 = bfv_proof.public_parts(ring, seed, msgs.shape[0])
+        pk0 = ring.sub(ring.mul(ring.from_signed(w.e_pk), ring.scalar(1 << t_bits)), ring.intt(ring.mul(ring.ntt(pk1), s_hat)))
+        m = np.zeros((msgs.shape[0], ring.n), I64)
+        m[:, :msgs.shape[1]] = msgs
+        c0 = ring.sub(ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), ring.scalar(1 << t_bits))),
+                      ring.intt(ring.mul(ring.ntt(c1), s_hat)))
+        s_com = s.copy()
+        s_com[9] = 1
+        return pk0, c0, bfv_proof.Witness(s_com, w.e_pk, w.e, s_hat)
+    with pytest.raises(MacCheckError):
+        _run(setup, enc)
