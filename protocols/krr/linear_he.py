@@ -43,7 +43,6 @@ import hashlib
 import struct
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -53,6 +52,7 @@ from protocols.krr.chain import SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import rlwe_ip
 from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
 from secureml.errors import ModelError, ProtocolError
 
 _MAGIC = b"SMHE"
@@ -111,21 +111,15 @@ def fits(w: np.ndarray, pp: PublicParams, out_bits: int) -> float | None:
 
 
 # by the served model's identity; the weak reference drops the entry with the model
-_PREPARED: dict[int, tuple[Any, PreparedModel]] = {}
-_PREP_LOCK = threading.Lock()
+_PREPARED: OwnerCache[PreparedModel] = OwnerCache()
 #: the server's copy of clients' public keys (one per server process)
 KEYS = rlwe_ip.KeyStore()
 
 
 def prepared(model: Any) -> PreparedModel:
     """The served model's :class:`PreparedModel`, made on first use and kept with it."""
-    with _PREP_LOCK:
-        hit = _PREPARED.get(id(model))
-        if hit is not None and hit[0]() is model:
-            return hit[1]
-        pm = PreparedModel(model.compact.weights, model.compact.offset, model.public, model.compact.out_bits)
-        _PREPARED[id(model)] = (weakref.ref(model, lambda _, key=id(model): _PREPARED.pop(key, None)), pm)
-        return pm
+    return _PREPARED.get(model, lambda: PreparedModel(model.compact.weights, model.compact.offset, model.public,
+                                                      model.compact.out_bits))
 
 
 # ---- client ---------------------------------------------------------------------------------------
