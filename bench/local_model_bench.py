@@ -250,7 +250,7 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         "handshake_bytes": cost.offline_bytes - ot_b - ext_b if ex.get("extend_bytes") is not None else None,
         "rounds": cost.rounds, "abs_error": abs(float(y[0]) - y_plain), "softspoken_k": ex.get("softspoken_k"),
         "out_bits": ex.get("out_bits"), "engine": ex.get("engine", "ot"), "keygen_s": ex.get("keygen_s"),
-        "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"),
+        "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"), "early_data": bool(ex.get("early_data")),
     }
 
 
@@ -295,7 +295,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
     for model_name, (path, test) in models.items():
         # every path's server runs at once and the sessions alternate between paths, so that all
         # paths see the same machine load (this machine is shared); the OT path keeps its old key
-        # ("rff"), the others are "rff/lattice", "rff/lattice-inline"
+        # ("rff"), the others are "rff/lattice", "rff/lattice-prepared"
         servers: dict[str, dict[str, Any]] = {}
         n_sessions = 1 + 2 + args.fresh_sessions + args.sessions
         for kind in paths:
@@ -313,9 +313,9 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
 
         def session(kind: str, i: int, resume: bool) -> dict[str, Any]:
             os.environ["SECUREML_CACHE"] = servers[kind]["cache"]  # first contact: a client new to the server
-            # "lattice": the next session's query-independent work between sessions (the default);
-            # "lattice-inline": all of it inside the session
-            linear_he.PREPARE_NEXT = kind != "lattice-inline"
+            # "lattice": all the crypto inside the session (the default); "lattice-prepared": the
+            # next session's query-independent work between sessions (linear_he.PREPARE_NEXT)
+            linear_he.PREPARE_NEXT = kind == "lattice-prepared"
             return _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume)
 
         rows: dict[str, dict[str, Any]] = {k: {"fresh": [], "resumed": []} for k in paths}
@@ -331,7 +331,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
                 for k in paths:
                     rows[k]["resumed"].append(session(k, 3 + i, True))
         finally:
-            linear_he.PREPARE_NEXT = True
+            linear_he.PREPARE_NEXT = False
             if old_cache is None:
                 os.environ.pop("SECUREML_CACHE", None)
             else:
@@ -435,10 +435,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="sessions per model without resumption, public map already cached (OT: fresh base OTs; "
                         "lattice: a fresh key made and sent, i.e. a client's first session)")
     g.add_argument("--models", default="rff,local", help="comma-separated: rff, local")
-    g.add_argument("--paths", default="ot,lattice,lattice-inline",
+    g.add_argument("--paths", default="ot,lattice,lattice-prepared",
                    help="comma-separated two-party paths: ot (client-malicious, checked OT extension), "
-                        "lattice (semi-honest, one RLWE ciphertext each way; the next session's "
-                        "query-independent work done between sessions), lattice-inline (all of it in the session)")
+                        "lattice (semi-honest, one RLWE ciphertext each way), lattice-prepared (the same with "
+                        "the next session's query-independent work done between sessions)")
     g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")
     g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
     g.add_argument("--precompute", action="store_true",

@@ -166,7 +166,7 @@ def _defended_beside_undefended(model, model_path: Path, train, test, queries, p
 
     print("\n== Defended beside undefended: the Gaussian model served again with `--round-to 1` "
           "(answers rounded inside the protocol; docs/defenses.md) ==")
-    # output defenses run in the semi-honest protocol (not yet in the client-malicious Gaussian one)
+    # rounding runs in the semi-honest protocol (the client-malicious Gaussian one has noise only)
     semi = ("--security", "semi-honest")
     runs = {"undefended": _serve_and_query(model_path, queries, extra=semi)[0],
             "--round-to 1": _serve_and_query(model_path, queries, extra=(*semi, "--round-to", "1"))[0]}

@@ -163,8 +163,8 @@ def run_best_over_runs(out_dir: Path, paths: list[Path], include_snapshots: bool
     data_name = f"{side} real MNIST" if meta["dataset"] == "mnist" else "scikit-learn 8x8 digits (not MNIST)"
     gallery(out_dir / "best_over_runs_gallery.png", task.raw, pool[res["per_image"]["match"]] + task.mean,
             np.asarray(res["per_image"]["ssim"]), task.shape,
-            f"{data_name}, {what}, n = {n}: best 24 training images (top), their best candidate over {len(sets)} runs "
-            f"({len(pool)} pooled; below, SSIM)\nSSIM>0.4: pooled {p['n_ssim_gt_0.4']}/{n}, {len(pool)} noise candidates "
+            f"{data_name}, {what}, n = {n}: best 24 training images (top), their best candidate over {len(sets)} saved "
+            f"candidate sets{' (snapshots included)' if include_snapshots else ''} ({len(pool)} pooled; below, SSIM)\nSSIM>0.4: pooled {p['n_ssim_gt_0.4']}/{n}, {len(pool)} noise candidates "
             f"{p['noise_n_ssim_gt_0.4']}/{n}, nearest held-out {res['heldout']['n_ssim_gt_0.4']}/{n}, random same-digit pairs "
             f"{100 * pairs['same_class_pairs']['fraction_ssim_gt_0.4']:.0f}%; closer than any of {len(held)} held-out: "
             f"{p['n_beats_heldout']}/{n}")

@@ -54,7 +54,7 @@ class KKTConfig:
             (Phi_{y_j} - Phi_k)(x_j), with sum_k lambda_jk >= lambda_min; "strongest": a single term per
             candidate against its strongest other class (re-chosen every step). The single term cannot
             express a trained network: on the 100-image MNIST victim the true training set itself only
-            fits it to a residual of 0.23-0.26 (all pairs: 0.0023), because the strongest competitor
+            fits it to a residual of 0.26 (all pairs: 0.0023), because the strongest competitor
             carries a median 31% of the competing softmax mass.
         closed_form: compute the loss gradient with :func:`kkt_loss_grad` (exact, about 1.3x faster
             than autograd's double backward on the CPU and far lighter on memory) instead of autograd.

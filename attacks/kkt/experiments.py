@@ -186,7 +186,7 @@ def gallery(path: Path, originals: np.ndarray, recons: np.ndarray, scores: np.nd
     plt = _plt()
     order = np.argsort(-scores)[:n_show]
     rows = int(np.ceil(len(order) / cols))
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 0.9, rows * 2 * 1.0 + 0.4))
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 0.9, rows * 2 * 1.0 + 0.4 + 0.15 * title.count("\n")))
     axes = np.atleast_2d(axes)
     for ax in axes.ravel():
         ax.axis("off")
@@ -364,8 +364,8 @@ def run_digits(out_dir: Path, s: Settings, n_train: int = 50, split: str = "pari
     what = (f"{side} real MNIST" if dataset == "mnist" else "scikit-learn 8x8 digits (not MNIST)") + \
         (", 10 classes" if multi else ", even vs odd" if split == "parity" else ", 0 vs 1")
     gallery(out_dir / f"{name}_gallery.png", task.raw, rec.x[res["index"]] + task.mean, res["ssim"], task.shape,
-            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM); "
-            f"{len(rec.x)} candidates x {s.steps} steps, {run_kind(s, multi)}\n"
+            f"{what}, n = {n_train}: best 24 training images (top), nearest KKT reconstruction (below, SSIM)\n"
+            f"attack: {len(rec.x)} candidates x {s.steps} steps, {run_kind(s, multi)}\n"
             f"SSIM>0.4: attack {res['n_ssim_gt_0.4']}/{n_train}, noise {base_noise['n_ssim_gt_0.4']}/{n_train}, "
             f"nearest held-out {base_held['n_ssim_gt_0.4']}/{n_train}, random same-digit pairs {100 * pairs:.0f}%; "
             f"closer than any of {len(held)} held-out: {beats}/{n_train}")

@@ -38,6 +38,22 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       k = 2V + 4: soundness 2^-40 + 2^-44 per forgery). Abort on failure.
   13. Output: the server sends y_S = round(2^w offset) + sum T_i; the client computes
       y = sum_i h_i v_i - sum_i (T_i + v_i r_i) + y_S = F(q').
+  14. Output noise (``--noise``, D1 of :mod:`protocols.krr.defense`), before step 13's send: the
+      server adds e = round(n 2^(w+g+V)), n ~ N(0, sd^2) fresh from its own generator, to y_S; the
+      honest client's y is F(q') + e.
+
+Why noise keeps the guarantee against a deviating client (at most F(q') + e for one q', e fresh
+and independent of everything the client sent): e is drawn and added by the server after the
+check of step 12, the last point at which a client message influences what the server does; the
+client's messages up to then either pass the checks -- so they are those of an honest run on one
+q' (up to the local freedoms (a)-(c) below) -- or the server aborts and e is never used. e enters
+only y_S, a single additive term of the client's output, so each freedom below applies to
+F(q') + e exactly as to F(q'): (a) gives F(q') + e + a known shift; (b) gives F(q') + e below bit
+t and uniform above. The client never holds a value from which e could be removed: the server's
+other messages are masked by fresh r_i, rho_i that e does not touch. Fresh noise averages out over
+repeated queries: a budget (``serve --budget``) bounds that, as in the semi-honest protocols.
+Rounding (``--round-to``) is not part of this protocol: it needs the client's inputs to the
+rounding bound too (docs/malicious.md, "Output defenses"), so validate() refuses it.
 
 Why each remaining client freedom is harmless: (a) its received h_i or its own sums edited by a
 known amount shift y by that amount; (b) using v''_i != v_i in sum h_i v''_i leaves
@@ -50,8 +66,9 @@ from __future__ import annotations
 import numpy as np
 
 from protocols.common import KernelModelParams
-from protocols.krr import binding
+from protocols.krr import binding, defense
 from protocols.krr.chain import CLIENT, SERVER, digit_plan
+from protocols.krr.defense_spec import OutputDefense
 from protocols.krr.expsum import encode_weights
 from protocols.krr.params import MALICIOUS_MAX_HI_BITS, PublicParams
 from protocols.mpc import authenticated as au
@@ -118,8 +135,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     """One query, both roles. Server: ``model`` with its encoded ``X``, ``xx``; returns a record
     of its randomness (rho) for tests. Client: its encoded ``q``; returns y (mod 2^128, scale
     2^out_scale_bits)."""
-    if pp.output_defense:
-        raise ProtocolError("output defenses are not yet part of the client-malicious Gaussian protocol")
+    defended = OutputDefense.from_dict(pp.output_defense)
+    if defended.round_bits is not None:  # validate() refuses it too: rounding has no bound protocol here
+        raise ProtocolError("rounding (--round-to) is not part of the client-malicious Gaussian protocol")
     server = party.role == SERVER
     N, M, s, L, V = pp.n_train, pp.ring_bits, pp.shift_bits, pp.lo_bits, pp.v_frac_bits
     hb, digits = plan(pp)
@@ -181,8 +199,11 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         # 13. the server's output share
         offset = int(round(model.y_offset * (1 << pp.out_scale_bits)))
         y_s = (offset + u128.total((T[0][:, 0], T[1][:, 0]), axis=None)) % u128.MOD
-        party.ch.send_json({"share": str(y_s)})
-        return {"rho": b.rho, "r": r}
+        # 14. (D1) fresh noise on the server's own share, after the check of step 12: nothing the
+        # client sent can depend on it, and the client sees only y_S + e
+        noised = defense.add_noise(party, defended, [y_s], 128, pp.out_scale_bits)[0]
+        party.ch.send_json({"share": str(noised)})
+        return {"rho": b.rho, "r": r, "noise": (noised - y_s) % u128.MOD}
     vs, zs = client_chain_values(pp, x_lo)
     mv = (np.zeros(N, U64), np.zeros(N, U64))  # MAC of the public v_0 (its key carries -2^V Delta)
     rel_macs, rel_vals = [], []

@@ -8,11 +8,17 @@ Steps (one TCP connection, one or more queries):
      a fixed code: why a query was rejected names the query (a SMILES, a file name), so it never
      leaves the client, and the server never logs what a client sent.
 After step 3 the model kind's protocol (:mod:`protocols.krr.registry`) takes over.
+Early data (resumed semi-honest compact sessions, :func:`protocols.krr.client.predict`): a client
+holding the parameters of an earlier session sends steps 1 and 3 and its first protocol message
+in one flight; its step 3 carries the parameters' digest, and a server whose parameters differ
+refuses the session before reading further (the client then starts over without early data).
 A server in client-malicious mode (docs/malicious.md) refuses, in step 2, a model kind that has no
 client-malicious protocol (the exact kernels, today) instead of running a weaker one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from typing import Any
@@ -34,6 +40,13 @@ CLIENT_REJECTED = "client rejected its query"
 class QueryRejected(ProtocolError):
     """The client rejected its own query (fixed code, never why); the front door logs this class."""
 CLIENT_MALFORMED = "client sent a malformed ready message"
+#: the server's fixed wording when a client's early data was made for other public parameters
+STALE_PARAMS = "refused: the client's cached public parameters are stale"
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """SHA-256 of the public parameters as the server sends them (canonical JSON)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
 def refusal(public: PublicParams) -> str | None:
@@ -63,13 +76,18 @@ def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | 
         # the server's own words about its own model (nothing the client sent), for its operator
         _log.warning("session refused: no client-malicious protocol for %s", public.kind)
         raise ProtocolError(f"refused: no client-malicious protocol for {public.kind}")
-    ch.send_json({"ok": True, "params": public.to_dict()})
+    params = public.to_dict()
+    ch.send_json({"ok": True, "params": params})
     answer = ch.recv_json(max_bytes=4096)
     if not isinstance(answer, dict) or not answer.get("ready"):
         # never quote the reply: a client's reason could name its molecule
         if isinstance(answer, dict) and answer.get("abort") == ABORT_CODE:
             raise QueryRejected(CLIENT_REJECTED)
         raise ProtocolError(CLIENT_MALFORMED)
+    if "params_sha256" in answer and answer["params_sha256"] != params_digest(params):
+        # a client that sent its queries with the hello (cached parameters) used other parameters:
+        # nothing it sent after the hello may be answered
+        raise ProtocolError(STALE_PARAMS)
     return k, answer
 
 
@@ -86,9 +104,14 @@ def client_hello(ch: Channel, n_queries: int) -> PublicParams:
     return PublicParams.from_dict(send_hello(ch, PROTOCOL_NAME, PROTOCOL_VERSION, n_queries))
 
 
-def client_ready(ch: Channel, need_public_model: bool = False) -> None:
-    """Query owner's step 3 (success): the queries fit; ask for the public model if not cached."""
-    ch.send_json({"ready": True, "need_public_model": bool(need_public_model)})
+def client_ready(ch: Channel, need_public_model: bool = False, params_sha256: str | None = None) -> None:
+    """Query owner's step 3 (success): the queries fit; ask for the public model if not cached.
+    ``params_sha256``: the digest of the parameters the client used (sent when it sends its
+    queries with the hello, before reading the server's parameters); the server refuses a mismatch."""
+    msg: dict[str, Any] = {"ready": True, "need_public_model": bool(need_public_model)}
+    if params_sha256 is not None:
+        msg["params_sha256"] = params_sha256
+    ch.send_json(msg)
 
 
 def client_abort(ch: Channel) -> None:

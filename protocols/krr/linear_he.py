@@ -32,8 +32,10 @@ Protocol (after the handshake; client = role 1, server = role 0), two messages:
      ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
   3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
-Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 34 bytes up, 32,785 down; first
-session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way.
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up, 32,785 down; first
+session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way; a
+resumed client sends the hello, ready and step 1 in one flight (:func:`protocols.krr.client.predict`,
+parameters cached and checked by digest): 2 rounds in all.
 """
 from __future__ import annotations
 
@@ -41,7 +43,6 @@ import hashlib
 import struct
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -51,16 +52,19 @@ from protocols.krr.chain import SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import rlwe_ip
 from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
 from secureml.errors import ModelError, ProtocolError
 
 _MAGIC = b"SMHE"
 _HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0, bit 1: next seed), k, ring degree / 1024
 _VERSION = 1
 _OK, _NEED_KEY = 0, 1
-#: the client announces the seed of its next session's first ciphertext, and both sides do the
-#: query-independent work for it between sessions (client: -a s + e in a background thread;
-#: server: a W + p1 u + e1 and (pk0 u)[n-1] after its reply); False: all of it inside the session
-PREPARE_NEXT = True
+#: True: the client announces the seed of its next session's first ciphertext, and both sides do
+#: the query-independent work for it between sessions (client: -a s + e in a background thread;
+#: server: a W + p1 u + e1 and (pk0 u)[n-1] after its reply). Off by default: on this 2-core shared
+#: machine the background thread competed with the next session (median 8.2-9.8 ms against
+#: 5.9-6.0 ms inline, docs/compact-models.md); it pays where the client has a spare core
+PREPARE_NEXT = False
 #: largest acceptable error of the lattice step alone, in units of the prediction (kcal/mol for
 #: energies): a fifth of the OT path's 5e-3 budget
 MAX_ERROR = 1e-3
@@ -107,21 +111,15 @@ def fits(w: np.ndarray, pp: PublicParams, out_bits: int) -> float | None:
 
 
 # by the served model's identity; the weak reference drops the entry with the model
-_PREPARED: dict[int, tuple[Any, PreparedModel]] = {}
-_PREP_LOCK = threading.Lock()
+_PREPARED: OwnerCache[PreparedModel] = OwnerCache()
 #: the server's copy of clients' public keys (one per server process)
 KEYS = rlwe_ip.KeyStore()
 
 
 def prepared(model: Any) -> PreparedModel:
     """The served model's :class:`PreparedModel`, made on first use and kept with it."""
-    with _PREP_LOCK:
-        hit = _PREPARED.get(id(model))
-        if hit is not None and hit[0]() is model:
-            return hit[1]
-        pm = PreparedModel(model.compact.weights, model.compact.offset, model.public, model.compact.out_bits)
-        _PREPARED[id(model)] = (weakref.ref(model, lambda _, key=id(model): _PREPARED.pop(key, None)), pm)
-        return pm
+    return _PREPARED.get(model, lambda: PreparedModel(model.compact.weights, model.compact.offset, model.public,
+                                                      model.compact.out_bits))
 
 
 # ---- client ---------------------------------------------------------------------------------------

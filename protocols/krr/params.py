@@ -20,7 +20,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 14  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 16  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -35,13 +35,16 @@ PROTOCOL_VERSION = 14  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # the client's RLWE key and ciphertexts proven well formed, exact BGV-style shares)
 # 14: the Laplacian kernel's OTs from silent OT (protocols.ot.ferret; public ot_engine), its
 # digit plan weighed with that engine's costs
+# 15: early data: a ready message may carry the digest of the public parameters its sender used
+# (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
+# 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
 #: kinds with a protocol secure against a deviating client (the Laplacian kernel has none yet)
 CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian")
 #: kinds that `--security auto` (and the Python API's default) serves client-malicious: the
-#: client-malicious Gaussian protocol needs the OT cross term and has no output defenses yet
+#: client-malicious Gaussian protocol costs ~16x the semi-honest bytes and has output noise but no rounding
 #: (docs/malicious.md: its cost), so an exact model is served client-malicious only when asked
 AUTO_CLIENT_MALICIOUS_KINDS = ("linear",)
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
@@ -261,9 +264,11 @@ class PublicParams:
                 raise ProtocolError(f"the client-malicious Gaussian protocol serves distances whose high part has "
                                     f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
                                     "serve it with --security semi-honest")
-            if self.output_defense:
-                raise ProtocolError("output defenses are not part of the client-malicious Gaussian protocol yet: "
-                                    "serve it with --security semi-honest to use them")
+            # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
+            # step 14); rounding would need the client's inputs to it bound, which is not built
+            if OutputDefense.from_dict(self.output_defense).round_bits is not None:
+                raise ProtocolError("output rounding (--round-to) is not part of the client-malicious Gaussian "
+                                    "protocol yet (--noise is): serve it with --security semi-honest to round")
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")

@@ -84,7 +84,7 @@ class Served:
         added first -- inside the protocol (:mod:`protocols.krr.defense`); the mechanism is public
         and announced to clients in the handshake. ``set_defense()`` removes it."""
         self.public.output_defense = OutputDefense.from_options(round_to=round_to, noise=noise).to_dict()
-        self.public.validate()  # e.g. the client-malicious Gaussian protocol has no output defenses yet
+        self.public.validate()  # e.g. the client-malicious Gaussian protocol has noise but no rounding yet
         return self
 
 

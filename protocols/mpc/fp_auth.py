@@ -34,12 +34,12 @@ import numpy as np
 from protocols.mpc import authenticated as au
 from protocols.mpc.authenticated import MacCheckError
 from protocols.mpc.context import PartyContext
-from protocols.mpc.rlwe import mulmod
+from protocols.mpc.rlwe import ModPrimes
 
 U64, F64 = np.uint64, np.float64
 
 
-class Field:
+class Field(ModPrimes):
     """The k primes (each < 2^50) and their float inverses, as (k,) arrays."""
 
     def __init__(self, primes: list[int]) -> None:
@@ -53,17 +53,6 @@ class Field:
     def reduce(self, words: np.ndarray) -> np.ndarray:
         """(..., k) uint64 words -> residues mod p_i."""
         return words % self.p
-
-    def mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Elementwise product mod p along the last axis (k)."""
-        return mulmod(a, b, self.p, self.pinv)
-
-    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        s = a + b
-        return np.where(s >= self.p, s - self.p, s)
-
-    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(a >= b, a - b, a + self.p - b)
 
     def dot(self, coef: np.ndarray, vals: np.ndarray) -> np.ndarray:
         """sum over the first axis of coef * vals mod p: (m, k), (m, k) -> (k,)."""

@@ -41,13 +41,13 @@ share; that is outside this module's model (see docs/double-blind.md, "malicious
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from protocols.mpc import bfv
+from protocols.mpc.owner_cache import OwnerCache
 from protocols.mpc.context import PartyContext as Party
 from secureml.errors import DataError, ProtocolError
 
@@ -143,27 +143,15 @@ class PreparedMatrix:
             self.pts.append(row)
 
 
-# prepared matrices by the identity of the array they were made from (a served model keeps its
-# training matrix for its lifetime; the weak reference drops the entry with it)
-_PREPARED: dict[int, tuple[Any, PreparedMatrix]] = {}
+_PREPARED: OwnerCache[PreparedMatrix] = OwnerCache()
 
 
 def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> PreparedMatrix:
     """Prepared plaintexts for X, cached per ``owner`` object (e.g. the served model's parameters)."""
-    key = id(owner) if owner is not None else None
-    if key is not None:
-        hit = _PREPARED.get(key)
-        if hit is not None and hit[0]() is owner:
-            pm = hit[1]
-            if (pm.plan.n_rows, pm.plan.d, pm.plan.x_bits, pm.plan.ring_bits) == (*X.shape, x_bits, ring_bits):
-                return pm
-    pm = PreparedMatrix(X, x_bits, ring_bits)
-    if key is not None:
-        try:
-            _PREPARED[key] = (weakref.ref(owner), pm)
-        except TypeError:  # not weak-referenceable: do not cache
-            pass
-    return pm
+    def fits(pm: PreparedMatrix) -> bool:
+        return (pm.plan.n_rows, pm.plan.d, pm.plan.x_bits, pm.plan.ring_bits) == (*X.shape, x_bits, ring_bits)
+
+    return _PREPARED.get(owner, lambda: PreparedMatrix(X, x_bits, ring_bits), fits)
 
 
 def _ct_limit(ctx: bfv.BFVContext) -> int:

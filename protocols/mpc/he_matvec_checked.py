@@ -44,7 +44,6 @@ Threat model: semi-honest server, any client.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,6 +51,7 @@ import numpy as np
 
 from protocols.mpc import bfv_proof, fp_auth
 from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
 from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
@@ -145,25 +145,15 @@ class PreparedChecked:
             self.W_hat[o] = ring.ntt(coeffs)
 
 
-_PREPARED: dict[int, tuple[Any, PreparedChecked]] = {}
+_PREPARED: OwnerCache[PreparedChecked] = OwnerCache()
 
 
 def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> PreparedChecked:
     """Prepared plaintexts, cached per ``owner`` (the served model)."""
-    key = id(owner) if owner is not None else None
-    if key is not None:
-        hit = _PREPARED.get(key)
-        if hit is not None and hit[0]() is owner:
-            pm = hit[1]
-            if (pm.plan.n_rows, pm.plan.d, pm.plan.x_bits, pm.plan.ring_bits) == (*X.shape, x_bits, ring_bits):
-                return pm
-    pm = PreparedChecked(X, x_bits, ring_bits)
-    if key is not None:
-        try:
-            _PREPARED[key] = (weakref.ref(owner), pm)
-        except TypeError:
-            pass
-    return pm
+    def fits(pm: PreparedChecked) -> bool:
+        return (pm.plan.n_rows, pm.plan.d, pm.plan.x_bits, pm.plan.ring_bits) == (*X.shape, x_bits, ring_bits)
+
+    return _PREPARED.get(owner, lambda: PreparedChecked(X, x_bits, ring_bits), fits)
 
 
 def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:

@@ -75,7 +75,26 @@ def _root(p: int, n: int) -> int:
     raise ValueError("no 2n-th root found")  # pragma: no cover
 
 
-class Ring:
+class ModPrimes:
+    """Elementwise arithmetic mod k primes below 2^50, inputs already reduced; ``p`` and ``pinv``
+    (1 / p as float64) are shaped by the subclass to broadcast along its prime axis."""
+
+    p: np.ndarray
+    pinv: np.ndarray
+
+    def mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a b mod p."""
+        return mulmod(a, b, self.p, self.pinv)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        s = a + b
+        return np.where(s >= self.p, s - self.p, s)
+
+    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(a >= b, a - b, a + self.p - b)
+
+
+class Ring(ModPrimes):
     """Public ring parameters and NTT tables (identical on both sides: nothing secret here)."""
 
     def __init__(self, n: int = N_DEFAULT, prime_bits: int = PRIME_BITS, n_primes: int = N_PRIMES) -> None:
@@ -113,18 +132,7 @@ class Ring:
         self.crt_hat = [self.Q // p for p in self.primes]
         self.crt_inv = np.array([pow(self.Q // p % p, -1, p) for p in self.primes], dtype=U64)[:, None]
 
-    # ---- modular arithmetic (k primes along axis -2) -------------------------------------------
-    def mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """a b mod p (elementwise; inputs < p)."""
-        return mulmod(a, b, self.p, self.pinv)
-
-    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        s = a + b
-        return np.where(s >= self.p, s - self.p, s)
-
-    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(a >= b, a - b, a + self.p - b)
-
+    # ---- modular arithmetic (k primes along axis -2): mul / add / sub from ModPrimes -------------
     def neg(self, a: np.ndarray) -> np.ndarray:
         """-a mod p."""
         return np.where(a == 0, a, self.p - a)

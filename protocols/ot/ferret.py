@@ -163,16 +163,19 @@ def ferret_bits_per_cot(params: LPNParams = FERRET_MAIN, chosen: bool = True) ->
 class LocalLinearCode:
     """The public n x k LPN matrix A: row j has d non-zeros, all 1 (over GF(2)), at uniform columns.
 
-    Column of entry (j, l) = floor(w * k / 2^32) with w the (l*n + j)-th little-endian 32-bit
-    word of AES-128-CTR under ``seed`` (counter starting at 0): random access by row ranges, so it
-    is never stored (10 x 10M indices would be 400 MB).  The map's bias is below k / 2^32 (1e-4).
+    Column of entry (j, l) = w mod k with w the (l*n + j)-th little-endian 32-bit word of
+    AES-128-CTR under ``seed`` (counter starting at 0): random access by row ranges, so it is never
+    stored (10 x 10M indices would be 400 MB).  The modulo's bias is below k / 2^32 (3e-5 for k =
+    124,000).  (``np.take(mode="wrap")`` would reduce inside the gather, but numpy wraps by repeated
+    subtraction: ~2^32 / k steps per index.)
     """
 
     def __init__(self, n: int, k: int, d: int, seed: bytes) -> None:
         if len(seed) != 16:
             raise ValueError("code seed must be 16 bytes")
+        if not 1 <= k < 2**31:
+            raise ValueError("code width out of range")
         self.n, self.k, self.d, self.seed = int(n), int(k), int(d), bytes(seed)
-        self._scale = float(self.k) / 2.0**32  # exact in float64: w * k < 2^52
 
     def _words(self, start: int, count: int) -> np.ndarray:
         """32-bit words start .. start+count-1 of the keystream."""
@@ -180,7 +183,7 @@ class LocalLinearCode:
         nblk = -(-(off + count) // 4)
         enc = Cipher(algorithms.AES(self.seed), modes.CTR(blk.to_bytes(16, "big"))).encryptor()
         raw = np.empty(16 * nblk + 16, dtype=np.uint8)
-        n = enc.update_into(bytes(16 * nblk), memoryview(raw))
+        n = enc.update_into(_zero_bytes(16 * nblk), memoryview(raw))
         return raw[:n].view(np.uint32)[off : off + count]
 
     def indices(self, j0: int, j1: int) -> np.ndarray:
@@ -189,26 +192,39 @@ class LocalLinearCode:
             raise ValueError("row range outside the code")
         out = np.empty((self.d, j1 - j0), dtype=np.intp)
         for l in range(self.d):
-            w = self._words(l * self.n + j0, j1 - j0)
-            np.multiply(w, self._scale, out=out[l], casting="unsafe")  # floor: values are >= 0
+            np.remainder(self._words(l * self.n + j0, j1 - j0), self.k, out=out[l], casting="unsafe")
         return out
 
     def mul_xor(self, table: np.ndarray, j0: int, out: np.ndarray) -> None:
         """out[r] ^= XOR_l table[A(j0 + r, l)] for the rows of out ((R, 2) uint64); table (k, 2) uint64."""
         if table.shape != (self.k, 2) or not table.flags.c_contiguous:
             raise ValueError("the LPN secret must be a contiguous (k, 2) uint64 array")
+        if not 0 <= j0 <= j0 + out.shape[0] <= self.n:
+            raise ValueError("row range outside the code")
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
-        buf = np.empty(min(_LPN_ROWS, out.shape[0]), dtype=np.complex128)
+        rows = min(_LPN_ROWS, out.shape[0])
+        buf = np.empty(rows, dtype=np.complex128)
+        ibuf = np.empty(rows, dtype=np.intp)
         for a in range(0, out.shape[0], _LPN_ROWS):
             b = min(out.shape[0], a + _LPN_ROWS)
-            idx = self.indices(j0 + a, j0 + b)
             acc = out[a:b].reshape(-1)
-            g = buf[: b - a]
+            g, idx = buf[: b - a], ibuf[: b - a]
             for l in range(self.d):
-                # mode="clip": indices are in range by construction, and the default "raise" with
-                # out= gathers into a temporary first (twice the time, measured)
-                np.take(tc, idx[l], out=g, mode="clip")
+                np.remainder(self._words(l * self.n + j0 + a, b - a), self.k, out=idx, casting="unsafe")
+                # mode="clip": the indices are in range by construction, and the default "raise"
+                # with out= gathers into a temporary first (twice the time, measured)
+                np.take(tc, idx, out=g, mode="clip")
                 acc ^= g.view(_U64)
+
+
+_ZERO = [bytes(1 << 16)]
+
+
+def _zero_bytes(n: int) -> memoryview:
+    """A shared read-only zero buffer of n bytes (AES-CTR input)."""
+    if len(_ZERO[0]) < n:
+        _ZERO[0] = bytes(max(n, 2 * len(_ZERO[0])))
+    return memoryview(_ZERO[0])[:n]
 
 
 # ------------------------------------------------------------------ GGM trees

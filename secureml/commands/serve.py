@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
                    "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
                    "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
-                   "ot, and has no output defenses yet; a Laplacian-kernel model has no such protocol and is "
+                   "ot, and takes --noise but not yet --round-to; a Laplacian-kernel model has no such protocol and is "
                    "refused at start-up); semi-honest: the "
                    "cheaper protocols for clients that run our code unmodified (a modified client can extract "
                    "the weights; compact models then use the lattice inner product, docs/compact-models.md); auto: client-malicious where the model kind and options have a protocol, else "
@@ -66,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
                    "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
                    "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
-                   "(exact, ~850 MB); 'auto' (default): 'he' where TenSEAL is installed (always for "
-                   "client-malicious), else 'ot'. Compact models with --security semi-honest: the lattice "
+                   "(exact, ~850 MB); 'auto' (default): semi-honest, 'he' where TenSEAL is installed, else "
+                   "'ot'; client-malicious, the one with fewer estimated bytes per query (the checked lattice "
+                   "cross term has a ~6 MB floor, so 'ot' up to N = 150 at d = 351; printed at start-up). Compact models with --security semi-honest: the lattice "
                    "inner product (one RLWE ciphertext each way, numpy only) unless 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
@@ -131,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         from protocols.krr import gaussian_malicious
 
         # the lattice cross term with the client's ciphertexts proven well formed (pure numpy: no
-        # TenSEAL needed), or the OT one on request
-        model.public.cross_term = "ot" if args.cross_term == "ot" else "he"
+        # TenSEAL needed) or the OT one: 'auto' takes the one with fewer bytes per query
+        model.public.cross_term = _malicious_cross_term(args.cross_term, model.public)
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
@@ -208,13 +209,29 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
     reason = None
     if model.public.kind not in CLIENT_MALICIOUS_KINDS:
         reason = f"{model.public.kind} models have no client-malicious protocol yet"
-    elif model.public.kind == "krr-gaussian" and (args.round_to is not None or args.noise):
-        reason = "output defenses (--round-to/--noise) are not part of the client-malicious Gaussian protocol yet"
+    elif model.public.kind == "krr-gaussian" and args.round_to is not None:
+        reason = "output rounding (--round-to) is not part of the client-malicious Gaussian protocol yet (--noise is)"
     if reason is None:
         return model
     if args.security == "auto":
         return load("semi-honest")
     raise SecureMLError(f"{reason}: serve it with --security semi-honest (docs/malicious.md)")
+
+
+def _malicious_cross_term(choice: str, public: Any) -> str:
+    """Client-malicious Gaussian: 'auto' picks the cross term with the smaller byte estimate per
+    query (the checked lattice one has a ~6 MB floor: the OT one is cheaper up to N = 150 at
+    d = 351; protocols.krr.binding.cross_term_bytes); 'he'/'ot' as asked."""
+    if choice != "auto":
+        return choice
+    from protocols.krr import binding
+
+    picked = binding.cheaper_cross_term(public)
+    est = binding.cross_term_bytes(public)
+    he = "no plan" if est["he"] is None else f"{est['he'] / 1e6:.1f} MB"
+    print(f"secureml: cross term {picked} (estimated bytes per query: lattice {he}, OT {est['ot'] / 1e6:.1f} MB)",
+          flush=True)
+    return picked
 
 
 def _cross_term(choice: str) -> str:

@@ -244,3 +244,68 @@ def test_lattice_cross_term_deviations_abort(which):
         patch = _Patch(bfv_proof, "client_encrypt", enc)
     with pytest.raises(MacCheckError):
         _run(model, pp, Xe, xx, q, patch)
+
+
+# ---- output noise (step 14, D1): added by the server after the last check ----------------------
+def _noised(pp, sd):
+    from protocols.krr.defense import OutputDefense
+
+    pp.output_defense = OutputDefense.from_options(noise=sd).to_dict()
+    pp.validate()
+    return pp
+
+
+def test_noise_honest_client_gets_f_plus_the_servers_fresh_noise():
+    """y = F(q') + e exactly, e the server's own fresh draw (different per run), at the stated scale."""
+    model, pp, Xe, xx, Q, q = _case(seed=4)
+    _noised(pp, 3.0)
+    got = []
+    for seed in (11, 12):
+        sv, y = _run(model, pp, Xe, xx, q, seed=seed)
+        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"]) % u128.MOD
+        got.append(gm.decode(pp, sv["noise"]))
+    assert got[0] != got[1] and all(0 < abs(e) < 30 for e in got)
+
+
+@pytest.mark.parametrize("deviation", ["chain", "share"])
+def test_noise_deviating_client_still_aborts(deviation):
+    """Noise changes nothing before the check: a zeroed factor chain (finding 1) and a shifted
+    distance share (finding 3) abort as without noise (the check comes before the noise is drawn)."""
+    model, pp, Xe, xx, Q, q = _case(seed=2)
+    _noised(pp, 3.0)
+    if deviation == "chain":
+        def fn(orig, pp_, x_lo):
+            vs, zs = orig(pp_, x_lo)
+            vs = [v.copy() for v in vs]
+            vs[-1][np.arange(len(vs[-1])) != 5] = 0
+            return vs, zs
+        patch = _Patch(gm, "client_chain_values", fn)
+    else:
+        def fn(orig, norm, s_c, c, ring_bits):
+            s_c = s_c.copy()
+            s_c[3] += U64(1 << 20)
+            return orig(norm, s_c, c, ring_bits)
+        patch = _Patch(binding, "client_masked", fn)
+    with pytest.raises(MacCheckError):
+        _run(model, pp, Xe, xx, q, patch)
+
+
+def test_noise_zeroed_local_product_reveals_nothing():
+    """Freedom (b) with noise: v'' = 0 in the client's local sum leaves the output masked by
+    sum r_i v_i -- no prediction-sized value, neither the offset nor offset + noise."""
+    model, pp, Xe, xx, Q, q = _case(seed=3)
+    _noised(pp, 3.0)
+
+    def out(orig, h, v, e, y_s):
+        return orig(h, np.zeros_like(v), e, y_s)
+
+    sv, y = _run(model, pp, Xe, xx, q, _Patch(gm, "client_output", out))
+    assert abs(gm.decode(pp, y)) > 1e6
+
+
+def test_rounding_is_refused_in_client_malicious_mode():
+    from secureml.errors import ProtocolError
+
+    model, pp, Xe, xx, Q, q = _case()
+    with pytest.raises(ProtocolError, match="--round-to"):
+        ServedModel(model, security="client-malicious").set_defense(round_to=1.0)

@@ -43,6 +43,7 @@ def test_digit_levels_cover_the_bits_and_stay_small():
         assert all(x[1] == y[0] for x, y in zip(lv, lv[1:]))
         assert all(1 <= hi - lo <= 10 for lo, hi in lv)
     assert digit_levels(15) == ((0, 5), (5, 10), (10, 15))  # CM entries on the 2^-8 grid
+    assert digit_levels(15, "softspoken") == digit_levels(15, "silent")  # each engine weighed, same plan
 
 
 @pytest.mark.parametrize("N,d,frac", [(70, 9, 8), (64, 5, 3), (33, 4, 12)])

@@ -48,14 +48,17 @@ def test_semi_honest_compact_model_uses_the_lattice_path(rff_model):
 
 
 def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, monkeypatch):
-    """Two processes on TCP: predictions equal plaintext; the key is sent once, then remembered;
-    a client sending a wrong-size ciphertext fails alone and the server keeps serving."""
+    """Two processes on TCP: predictions equal plaintext; the key is sent once, then remembered,
+    and the next session sends its ciphertext with the hello (2 rounds); a client sending a
+    wrong-size ciphertext fails alone (its early try and its ordinary retry) and the server keeps
+    serving."""
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    monkeypatch.setattr(linear_he, "PREPARE_NEXT", True)  # the between-sessions work, used in session 2
     mm, test = rff_model
     path = mm.save(tmp_path / "rff.npz")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_serve_file, args=(str(path), q, 4), daemon=True)
+    proc = ctx.Process(target=_serve_file, args=(str(path), q, 5), daemon=True)
     proc.start()
     try:
         addr = f"127.0.0.1:{q.get(timeout=120)}"
@@ -78,8 +81,10 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
     assert not c1.extra["prepared"] and c2.extra["prepared"]
     # the first session with this server carries the public key (one polynomial); later ones do not
     assert abs(c1.bytes_sent - c4.bytes_sent - 57_344) < 200
-    # after the handshake one message each way (4 rounds in all, public model cached)
-    assert c4.rounds == 4 and c2.rounds == 4
+    # after the handshake one message each way (4 rounds, public model cached); with the cached
+    # parameters the hello, ready and ciphertext travel together (2 rounds)
+    assert c2.extra.get("early_data") and c2.rounds == 2
+    assert not c4.extra.get("early_data") and c4.rounds == 4  # the failed early try dropped the cache
 
 
 def _in_process(served, featurize, **kw):
@@ -172,3 +177,30 @@ def test_cli_serves_a_compact_model_semi_honest_with_the_lattice_path(rff_model,
         assert "security=semi-honest" in "".join(head)
     finally:
         proc.kill()
+
+
+def test_stale_cached_parameters_are_refused_and_the_client_starts_over(rff_model, tmp_path, monkeypatch):
+    """Early data made for other parameters: the server refuses before reading it (one line), the
+    client repeats the session the ordinary way."""
+    from protocols.krr import client as client_mod
+    from protocols.krr import serve
+
+    monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    mm, test = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    ports: list[int] = []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(max_sessions=3, on_ready=ports.append), daemon=True)
+    th.start()
+    while not ports:
+        threading.Event().wait(0.01)
+    addr = f"127.0.0.1:{ports[0]}"
+    predict(addr, featurize=molecules_featurizer(test.subset([0])))
+    key = f"127.0.0.1:{ports[0]}"
+    stale = dict(client_mod._EARLY_PARAMS[key], frac_bits=served.public.frac_bits - 1)
+    client_mod._EARLY_PARAMS[key] = stale
+    p, c = predict(addr, featurize=molecules_featurizer(test.subset([1])))
+    th.join(60)
+    assert abs(p[0] - mm.predict(test.subset([1]))[0]) < ERROR_BUDGET
+    assert not c.extra.get("early_data") and c.rounds == 4
+    assert client_mod._EARLY_PARAMS[key] != stale  # replaced by the server's current parameters

@@ -39,7 +39,7 @@ class InProcessServer:
     """`protocols.krr.serve` in a thread of this process (real TCP), its log captured: for servers
     whose client-side patches cannot leak into them (the exact model in client-malicious mode)."""
 
-    def __init__(self, model: Path, security: str) -> None:
+    def __init__(self, model: Path, security: str, noise: float = 0.0) -> None:
         import logging
 
         from protocols.krr import ServedModel, serve
@@ -55,6 +55,8 @@ class InProcessServer:
         # a small public calibration set (the bounds' default uses 490 embedded molecules)
         served = ServedModel.from_file(str(model), security=security,
                                        calibration=load_embedded().subset(np.arange(0, 3921, 61)))
+        if noise:
+            served.set_defense(noise=noise)  # as `serve --noise`
         self.log = Path(model).with_suffix(".log")
 
         def on_ready(port: int) -> None:
@@ -437,6 +439,38 @@ def test_malicious_gaussian_findings_2_and_3_abort(servers, monkeypatch):
         monkeypatch.undo()
     preds, _ = predict(strong.address, Q)
     assert abs(preds[0] - mm.predict(mols.subset([1]))[0]) < 1e-2
+
+
+def test_malicious_gaussian_noise_over_tcp(servers, monkeypatch, tmp_path):
+    """`serve --noise` on the client-malicious Gaussian over real TCP: an honest client gets the
+    prediction plus fresh noise (4 answers to one molecule: all different, none the bare
+    prediction, each within 6 sd of it -- a correct server misses that with probability < 1e-8;
+    the spread itself is tested on seeded runs in test_defense.py); a client shifting one
+    distance share (finding 3) still aborts and the server serves the next client."""
+    from protocols.krr import binding
+
+    mm, mols = servers["gauss"], servers["mols"]
+    srv = InProcessServer(mm.save(tmp_path / "g.npz"), "client-malicious", noise=2.0).wait()
+    try:
+        Q = np.repeat(mm.representation.transform(mols.subset([1])), 4, axis=0)
+        want = mm.predict(mols.subset([1]))[0]
+        preds, _ = predict(srv.address, Q)
+        err = np.abs(preds - want)
+        assert len(np.unique(preds)) == 4 and (err < 12).all() and (err > 1e-2).any()
+
+        def shift_one(orig, norm, s_c, c, ring_bits):
+            s_c = s_c.copy()
+            s_c[3] += U64(1 << 20)
+            return orig(norm, s_c, c, ring_bits)
+
+        _client_patch(monkeypatch, binding, "client_masked", shift_one)
+        with pytest.raises(SecureMLError):
+            predict(srv.address, Q[:1])
+        monkeypatch.undo()
+        preds, _ = predict(srv.address, Q[:1])
+        assert abs(preds[0] - want) < 12 and srv.alive() and "reason=MacCheckError" in srv.text()
+    finally:
+        srv.stop()
 
 
 def test_malicious_gaussian_ill_formed_lattice_messages_abort(servers, monkeypatch):

@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 14 (14: the public ot_engine field, and the Laplacian kernel on silent OT
+#: pinned at PROTOCOL_VERSION 16 (16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
+#: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
 #: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
@@ -57,14 +58,14 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565216, "9a1a98d4cbd6ff587f7253a660b2b8eaeb6914fb72b49f66774463d0e875c43e"),
-    "krr-laplacian": (96, 75431, "35435bc4b9fe4576ec04449581750f289e0ff6ab209d939b50899d6fb867a870"),
-    "krr-laplacian/silent": (110, 678076, "628cac2f5121d37d23fc1ae5edad0b3db138e898258a9b7db038e27ffb3484b6"),
-    "krr-gaussian/client-malicious": (482, 9823875, "b1d7505f3a0ba16b973f8927634c0ca40a84f0d429005498f68d589ca2d642da"),
+    "krr-gaussian": (66, 1565216, "43a592dcd5ef95a298485b6ac1503f442827a92e3038a9fc28d7499d471ab576"),
+    "krr-laplacian": (96, 75431, "1ca31b1b6adcfa9060154103d2268b468ea2149a80e63a6a761b38c00f625e0b"),
+    "krr-laplacian/silent": (110, 678076, "a88faaebfbc01a2fadaca753043d9f14809a3a402829ac0815f57f493d77c163"),
+    "krr-gaussian/client-malicious": (482, 9823875, "8b652924b54fd19154ef1a456228774533f4867238941993c4d94a8ff7004341"),
     "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
     "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 14
+PINNED_VERSION = 16
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

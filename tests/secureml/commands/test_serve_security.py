@@ -50,7 +50,7 @@ def test_default_is_client_malicious(models):
 
 @pytest.mark.parametrize("kind,extra,reason", [
     ("laplacian", (), "krr-laplacian models have no client-malicious protocol"),
-    ("gaussian", ("--round-to", "1"), "output defenses"),
+    ("gaussian", ("--round-to", "1"), "output rounding"),
 ])
 def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     with pytest.raises(SecureMLError, match=reason) as err:
@@ -58,6 +58,33 @@ def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     assert "--security semi-honest" in str(err.value) and "\n" not in str(err.value)
     assert _load(_args(models[kind], *extra, "--security", "auto"), None).public.security == "semi-honest"
     assert _load(_args(models[kind], *extra, "--security", "semi-honest"), None).public.security == "semi-honest"
+
+
+def test_noise_is_served_client_malicious(models):
+    """--noise has a client-malicious form (the server's noise after the last check); --round-to not."""
+    m = _load(_args(models["gaussian"], "--noise", "2"), None)
+    assert m.public.security == "client-malicious"
+    m.set_defense(None, 2.0)  # what run() does next: validate() accepts it
+    assert m.public.output_defense["noise_std"] == 2.0
+    with pytest.raises(SecureMLError, match="--round-to"):
+        _load(_args(models["gaussian"], "--noise", "2", "--round-to", "1"), None)
+
+
+def test_auto_cross_term_takes_the_cheaper_one(models, capsys):
+    """--cross-term auto in client-malicious mode: this 40-point model is below the lattice cross
+    term's byte floor, so 'ot'; a 2,048-point model of the same width gets 'he'; explicit choices
+    are kept."""
+    from protocols.krr import binding
+    from secureml.commands.serve import _malicious_cross_term
+
+    pp = _load(_args(models["gaussian"]), None).public
+    est = binding.cross_term_bytes(pp)
+    assert est["ot"] < est["he"] and _malicious_cross_term("auto", pp) == "ot"
+    assert "cross term ot" in capsys.readouterr().out
+    assert _malicious_cross_term("he", pp) == "he" and _malicious_cross_term("ot", pp) == "ot"
+    pp.n_train = 2048
+    est = binding.cross_term_bytes(pp)
+    assert est["he"] < est["ot"] and _malicious_cross_term("auto", pp) == "he"
 
 
 def test_lattice_cross_term_is_client_malicious(models):
