@@ -196,10 +196,10 @@ def _run_engine(args: argparse.Namespace, name: str) -> dict[str, Any]:
         row: dict[str, Any] = {"n": n}
         if silent:
             drain()
-            it0 = s.iterations
+            it0, x0 = s.iterations, s.ots_extended
             sil = _timed(ch, {"op": "silent", "n": n}, lambda: s.random_cots(n))
             b = 8 * (sil["bytes_sender_to_receiver"] + sil["bytes_receiver_to_sender"]) / n
-            made = (s.iterations - it0) * s.params.usable
+            made = s.ots_extended - x0  # rows of the batches run (lazy: at most one batch beyond n)
             row["silent_random_cot"] = sil | {
                 "per_s": n / sil["wall_s"], "per_cpu_s": n / sil["max_party_cpu_s"], "bits_per_cot": b,
                 "iterations": s.iterations - it0,
