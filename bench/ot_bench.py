@@ -52,6 +52,18 @@ U64 = np.uint64
 ENGINES = ("iknp", "softspoken4", "ferret", "ferret-b11")
 
 
+# COTs per cot_send / cot_recv call: SoftSpoken's receiver runs up to 32 MB of extension messages
+# ahead of the sender's corrections (IKNP's _LOOKAHEAD_BYTES); at 64-bit corrections and 2^24 COTs
+# in one call both writers filled their queues and TCP buffers and waited for each other (seen
+# 2026-12-04, reported); calls of 2^22 COTs stay below that, as the protocols' calls do
+_COT_CALL = 1 << 22
+
+
+def _cot_send(s, delta: np.ndarray, bits: int) -> None:
+    for a in range(0, delta.shape[0], _COT_CALL):
+        s.cot_send(delta[a : a + _COT_CALL], bits)
+
+
 def _engine(name: str, role: str, ch: Channel, chunk: int):
     """The OT-extension engine ``name`` for ``role`` ("sender" / "receiver") on ch."""
     if name == "iknp":
@@ -100,7 +112,8 @@ def _receiver_main(port: int, chunk: int, cpu: int | None, engine: str = "iknp")
         elif op == "random_ot":
             r.random_ot(c)
         elif op == "cot":
-            r.cot_recv(c, 1, int(cmd["bits"]))
+            for a in range(0, n, _COT_CALL):
+                r.cot_recv(c[a : a + _COT_CALL], 1, int(cmd["bits"]))
         elif op == "precompute":
             r.precompute(n)
         elif op == "silent":
@@ -183,10 +196,10 @@ def _run_engine(args: argparse.Namespace, name: str) -> dict[str, Any]:
         row: dict[str, Any] = {"n": n}
         if silent:
             drain()
-            it0 = s.iterations
+            it0, x0 = s.iterations, s.ots_extended
             sil = _timed(ch, {"op": "silent", "n": n}, lambda: s.random_cots(n))
             b = 8 * (sil["bytes_sender_to_receiver"] + sil["bytes_receiver_to_sender"]) / n
-            made = (s.iterations - it0) * s.params.usable
+            made = s.ots_extended - x0  # rows of the batches run (lazy: at most one batch beyond n)
             row["silent_random_cot"] = sil | {
                 "per_s": n / sil["wall_s"], "per_cpu_s": n / sil["max_party_cpu_s"], "bits_per_cot": b,
                 "iterations": s.iterations - it0,
@@ -199,7 +212,7 @@ def _run_engine(args: argparse.Namespace, name: str) -> dict[str, Any]:
         steps.update()
         delta = rng.integers(0, 2**64, n, dtype=U64, endpoint=False)
         drain()
-        cot = _timed(ch, {"op": "cot", "n": n, "bits": args.bits}, lambda: s.cot_send(delta, args.bits))
+        cot = _timed(ch, {"op": "cot", "n": n, "bits": args.bits}, lambda: _cot_send(s, delta, args.bits))
         bits_sent = 8 * (cot["bytes_sender_to_receiver"] + cot["bytes_receiver_to_sender"]) / n
         row["cot"] = cot | {
             "per_s": n / cot["wall_s"],
@@ -211,7 +224,7 @@ def _run_engine(args: argparse.Namespace, name: str) -> dict[str, Any]:
         steps.update()
         drain()
         pre = _timed(ch, {"op": "precompute", "n": n}, lambda: s.precompute(n))
-        onl = _timed(ch, {"op": "cot", "n": n, "bits": args.bits}, lambda: s.cot_send(delta, args.bits))
+        onl = _timed(ch, {"op": "cot", "n": n, "bits": args.bits}, lambda: _cot_send(s, delta, args.bits))
         on_bits = 8 * (onl["bytes_sender_to_receiver"] + onl["bytes_receiver_to_sender"]) / n
         off_bits = 8 * (pre["bytes_sender_to_receiver"] + pre["bytes_receiver_to_sender"]) / n
         row["precomputed_cot"] = {

@@ -64,7 +64,7 @@ import numpy as np
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import fp_auth, he_matvec_checked, rlwe, u128
+from protocols.mpc import bfv_proof, fp_auth, he_matvec_checked, rlwe, u128
 from protocols.mpc.context import PartyContext
 from protocols.ot.crypto import pack_bits, unpack_bits
 from secureml.errors import ProtocolError
@@ -161,6 +161,37 @@ def _lattice_cross_term(party: PartyContext, pads, pp: PublicParams, *, prepared
     mq = fp_auth.macs_on_pads(party, CLIENT, field, pads, _D_FP, choices=qbits)
     return he_matvec_checked.matvec_receiver(party, CLIENT, q, xb, pp.n_train, pp.ring_bits, field=field,
                                              q_macs=field.values(mq, xb))
+
+
+def cross_term_bytes(pp: PublicParams) -> dict[str, int | None]:
+    """Bytes of step 2 per query for each cross term, from public numbers (both directions):
+    "ot" the Gilboa vector OLE (one ceil((M - b) / 8)-byte word per training point for bit b of
+    each feature); "he" the checked lattice plan's own estimate
+    (:meth:`~protocols.mpc.he_matvec_checked.CheckedPlan.bytes_estimate`: ciphertexts, proof,
+    replies; its random OTs at their measured 16 B) plus the query's MACs mod the ring's primes
+    (7 bytes per bit and prime); None where
+    no lattice plan fits the noise budget. The random OTs of q's bits are common to both."""
+    N, d, xb, M = pp.n_train, pp.n_features, pp.x_bits, pp.ring_bits
+    ot = d * N * sum(-(-(M - b) // 8) for b in range(xb))
+    try:
+        ring = rlwe.modulus()
+        plan = he_matvec_checked.make_plan(N, d, xb, M, ring)
+    except ProtocolError:
+        return {"he": None, "ot": ot}
+    # the plan's cost model counts 12 B per checked random OT of the witness commitment; on the wire
+    # one costs 16 B (bench.cross_term_choice). The plan's choice of packing is part of the protocol,
+    # so the correction lives here, not in its cost model (that would change the agreed plan).
+    witness_bits = (2 + bfv_proof.NOISE_BITS * (plan.blocks + 1)) * ring.n
+    he = plan.bytes_estimate(ring) + 4 * witness_bits + d * xb * 7 * len(ring.primes)
+    return {"he": he, "ot": ot}
+
+
+def cheaper_cross_term(pp: PublicParams) -> str:
+    """'he' or 'ot', whichever :func:`cross_term_bytes` says sends fewer bytes: the checked lattice
+    cross term has a floor of ~6 MB per query (proof and replies at four primes), so small
+    models (N up to 150 at d = 351) are cheaper with the OT one."""
+    est = cross_term_bytes(pp)
+    return "he" if est["he"] is not None and est["he"] <= est["ot"] else "ot"
 
 
 def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarray | None = None,

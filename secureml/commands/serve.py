@@ -66,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
                    "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
                    "cross term, the client's ciphertexts proven well formed) or 'ot' the OT vector OLE "
-                   "(exact, ~850 MB); 'auto' (default): 'he' where TenSEAL is installed (always for "
-                   "client-malicious), else 'ot'. Compact models with --security semi-honest: the lattice "
+                   "(exact, ~850 MB); 'auto' (default): semi-honest, 'he' where TenSEAL is installed, else "
+                   "'ot'; client-malicious, the one with fewer estimated bytes per query (the checked lattice "
+                   "cross term has a ~6 MB floor, so 'ot' up to N = 150 at d = 351; printed at start-up). Compact models with --security semi-honest: the lattice "
                    "inner product (one RLWE ciphertext each way, numpy only) unless 'ot'")
     g = p.add_argument_group(
         "defenses", "output defenses applied inside the protocol (the client learns only the defended "
@@ -131,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         from protocols.krr import gaussian_malicious
 
         # the lattice cross term with the client's ciphertexts proven well formed (pure numpy: no
-        # TenSEAL needed), or the OT one on request
-        model.public.cross_term = "ot" if args.cross_term == "ot" else "he"
+        # TenSEAL needed) or the OT one: 'auto' takes the one with fewer bytes per query
+        model.public.cross_term = _malicious_cross_term(args.cross_term, model.public)
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
@@ -215,6 +216,22 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
     if args.security == "auto":
         return load("semi-honest")
     raise SecureMLError(f"{reason}: serve it with --security semi-honest (docs/malicious.md)")
+
+
+def _malicious_cross_term(choice: str, public: Any) -> str:
+    """Client-malicious Gaussian: 'auto' picks the cross term with the smaller byte estimate per
+    query (the checked lattice one has a ~6 MB floor: the OT one is cheaper up to N = 150 at
+    d = 351; protocols.krr.binding.cross_term_bytes); 'he'/'ot' as asked."""
+    if choice != "auto":
+        return choice
+    from protocols.krr import binding
+
+    picked = binding.cheaper_cross_term(public)
+    est = binding.cross_term_bytes(public)
+    he = "no plan" if est["he"] is None else f"{est['he'] / 1e6:.1f} MB"
+    print(f"secureml: cross term {picked} (estimated bytes per query: lattice {he}, OT {est['ot'] / 1e6:.1f} MB)",
+          flush=True)
+    return picked
 
 
 def _cross_term(choice: str) -> str:

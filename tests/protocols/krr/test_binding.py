@@ -191,3 +191,20 @@ def test_identity_patch_passes():
     Xe, xx, qe = _data(pp, seed=7)
     sv, cl = _run(pp, Xe, xx, qe, _ClientPatch("client_masked", lambda orig, *a: orig(*a)))
     assert cl.u.shape == sv.rho.shape == (pp.n_train,)
+
+
+@pytest.mark.parametrize("N", [32, 300])
+def test_cross_term_byte_estimates_match_the_wire(N):
+    """binding.cross_term_bytes (what `serve --cross-term auto` compares) against the bytes of a real
+    step 2 at d = 351: both estimates within 1%, and the cheaper by
+    estimate is the cheaper on the wire (OT at N = 32, the lattice at N = 300)."""
+    from bench.cross_term_choice import public_params, step2_bytes
+
+    pp, Xe, q = public_params(N, 351)
+    est, wire = binding.cross_term_bytes(pp), {}
+    for cross in ("ot", "he"):
+        pp.cross_term = cross
+        wire[cross] = step2_bytes(pp, Xe, q)
+    assert abs(wire["ot"] - est["ot"]) < 0.01 * est["ot"]
+    assert abs(wire["he"] - est["he"]) < 0.01 * est["he"]
+    assert binding.cheaper_cross_term(pp) == min(wire, key=wire.get) == ("ot" if N == 32 else "he")

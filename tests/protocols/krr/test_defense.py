@@ -143,3 +143,22 @@ def test_client_never_sees_the_undefended_value(monkeypatch):
     seen.clear()
     preds, _, _, ch, box = run_krr_session(_served(model, noise=2.0), Q, record=True)
     assert leaked(ch, seen["after"]) == seen["after"] and leaked(ch, seen["before"]) == []
+
+
+def test_noise_spread_in_the_checked_gaussian_protocol():
+    """The client-malicious Gaussian protocol's noise (gaussian_malicious step 14): 48 answers to one
+    query in one seeded session have the stated sd (KS test on a fixed seed: deterministic), not
+    half or twice it. (Deviating clients with noise on: test_gaussian_malicious.py.)"""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 50, (8, 3))
+    model = KernelModelParams(X, rng.normal(0, 500, 8), -321.0, "gaussian", 30.0)
+    served = ServedModel(model, security="client-malicious")
+    served.public.cross_term = "ot"
+    served.set_defense(noise=3.0)
+    q = np.clip(X[2:3] + 0.5, 0, 49)
+    preds, _, pp, _, box = run_krr_session(served, np.repeat(q, 48, axis=0), seed=7)
+    assert "error" not in box and pp.security == "client-malicious" and pp.output_defense["noise_std"] == 3.0
+    z = (preds - model.predict(q)[0]) / 3.0
+    assert stats.kstest(z, "norm").pvalue > 1e-3 and 0.8 < np.std(z) < 1.2
+    assert len(np.unique(preds)) == 48
+    assert not 0.8 < np.std(z / 2) < 1.2  # the same check rejects a wrong scale: it can fail

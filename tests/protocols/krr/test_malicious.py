@@ -443,19 +443,20 @@ def test_malicious_gaussian_findings_2_and_3_abort(servers, monkeypatch):
 
 def test_malicious_gaussian_noise_over_tcp(servers, monkeypatch, tmp_path):
     """`serve --noise` on the client-malicious Gaussian over real TCP: an honest client gets the
-    prediction plus fresh noise of the announced sd (10 answers to one molecule: their mean and
-    spread, with bounds a correct server misses with probability < 1e-8); a client shifting one
+    prediction plus fresh noise (4 answers to one molecule: all different, none the bare
+    prediction, each within 6 sd of it -- a correct server misses that with probability < 1e-8;
+    the spread itself is tested on seeded runs in test_defense.py); a client shifting one
     distance share (finding 3) still aborts and the server serves the next client."""
     from protocols.krr import binding
 
     mm, mols = servers["gauss"], servers["mols"]
     srv = InProcessServer(mm.save(tmp_path / "g.npz"), "client-malicious", noise=2.0).wait()
     try:
-        Q = np.repeat(mm.representation.transform(mols.subset([1])), 10, axis=0)
+        Q = np.repeat(mm.representation.transform(mols.subset([1])), 4, axis=0)
         want = mm.predict(mols.subset([1]))[0]
         preds, _ = predict(srv.address, Q)
-        z = (preds - want) / 2.0
-        assert len(np.unique(preds)) == 10 and abs(z.mean()) < 6 / np.sqrt(10) and 0.1 < z.std(ddof=1) < 2.5
+        err = np.abs(preds - want)
+        assert len(np.unique(preds)) == 4 and (err < 12).all() and (err > 1e-2).any()
 
         def shift_one(orig, norm, s_c, c, ring_bits):
             s_c = s_c.copy()

@@ -70,6 +70,23 @@ def test_noise_is_served_client_malicious(models):
         _load(_args(models["gaussian"], "--noise", "2", "--round-to", "1"), None)
 
 
+def test_auto_cross_term_takes_the_cheaper_one(models, capsys):
+    """--cross-term auto in client-malicious mode: this 40-point model is below the lattice cross
+    term's byte floor, so 'ot'; a 2,048-point model of the same width gets 'he'; explicit choices
+    are kept."""
+    from protocols.krr import binding
+    from secureml.commands.serve import _malicious_cross_term
+
+    pp = _load(_args(models["gaussian"]), None).public
+    est = binding.cross_term_bytes(pp)
+    assert est["ot"] < est["he"] and _malicious_cross_term("auto", pp) == "ot"
+    assert "cross term ot" in capsys.readouterr().out
+    assert _malicious_cross_term("he", pp) == "he" and _malicious_cross_term("ot", pp) == "ot"
+    pp.n_train = 2048
+    est = binding.cross_term_bytes(pp)
+    assert est["he"] < est["ot"] and _malicious_cross_term("auto", pp) == "he"
+
+
 def test_lattice_cross_term_is_client_malicious(models):
     """Protocol 13: the Gaussian's lattice cross term has a client-malicious form (the client's key
     and ciphertexts proven well formed), so --cross-term he is no longer a reason to refuse."""
