@@ -33,7 +33,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = new_figure("normal")
     ns = sorted({r["n_train"] for r in rows})
     for i, n in enumerate(ns):
-        rr = sorted((r for r in rows if r["n_train"] == n), key=lambda r: r["queries"])
+        # in order of resolution (finer grids can need fewer queries: fewer unresolved merged kinks)
+        rr = sorted((r for r in rows if r["n_train"] == n), key=lambda r: -r["finest_step"])
         ax.plot([r["queries"] for r in rr], [r["fraction_recovered_rel0.001"] for r in rr],
                 label=f"N = {n:,}: rel. error < 1e-3", **series(i))
         ax.plot([r["queries"] for r in rr], [r["fraction_recovered_rel0.01"] for r in rr], alpha=0.5,
@@ -42,7 +43,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.axhline(base, color="0.4", linewidth=1, label=f"chance: nearest public molecule ({base:.2f})")
     ax.set_xscale("log")
     log_axis(ax.xaxis)
-    ax.set_xlabel("queries to the plaintext API")
+    for r in rows:
+        ax.annotate(f"{r['depth']} lv", (r["queries"], r["fraction_recovered_rel0.001"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, -9))
+    ax.set_xlabel("queries to the plaintext API (lv: refinement levels of 8x)")
     ax.set_ylabel("training points recovered (fraction)")
     ax.set_title("Kink attack, Laplacian KRR on Coulomb matrices (d = 435)")
     legend_outside(ax)

@@ -84,6 +84,15 @@ def run_two_party(
     return out
 
 
+def checked_ot(p: Party) -> None:
+    """Client-malicious OT for a party of :func:`run_two_party`: every OT-extension piece in which
+    the client (role 1, the receiver) chooses is consistency-checked, as a client-malicious session's."""
+    if p.role == 0:
+        p.ot_sender.checked = True
+    else:
+        p.ot_receiver.checked = True
+
+
 def dealer_provider(seed: int = 1234) -> ProviderFactory:
     """A ``provider`` for :func:`run_two_party` / :class:`Party`: the (insecure, tests-only)
     :class:`~protocols.mpc.providers.TrustedDealerProviderForTests`, same seed on both sides."""

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from protocols.krr import binding
 from protocols.krr.params import PublicParams
 from protocols.mpc.authenticated import MacCheckError
-from protocols.testing import run_two_party
+from protocols.testing import checked_ot, run_two_party
 
 U64 = np.uint64
 SERVER, CLIENT = 0, 1
@@ -36,11 +36,6 @@ def _data(pp, seed=0):
     return Xe, xx, qe
 
 
-def _setup(p):
-    if p.role == SERVER:
-        p.ot_sender.checked = True
-    else:
-        p.ot_receiver.checked = True
 
 
 class _ClientPatch:
@@ -75,9 +70,9 @@ def _run(pp, Xe, xx, qe, patch=None, seed=3):
         return binding.bound_masked_distances(p, pp, q=qe)
 
     if patch is None:
-        return run_two_party(server, client, seed=seed, setup=_setup, timeout=30)
+        return run_two_party(server, client, seed=seed, setup=checked_ot, timeout=30)
     with patch:
-        return run_two_party(server, client, seed=seed, setup=_setup, timeout=30)
+        return run_two_party(server, client, seed=seed, setup=checked_ot, timeout=30)
 
 
 def test_honest_client_is_bound_to_its_query():

@@ -9,22 +9,15 @@ import pytest
 from protocols.krr.linear import client_features, linear_parts
 from protocols.krr import ServedModel, molecules_featurizer, predict_features, serve_one
 from protocols.net.transport import local_channel_pair
+from tests.protocols.krr.compact import ERROR_BUDGET, rff_model_and_queries
 from secureml.data import embedded_split, load_embedded
 from secureml.models.pipeline import MolecularModel
-from secureml.models.random_features import RandomFourierRidge
-from secureml.representations import CoulombMatrix
 
-# |double-blind - plaintext| bound of the default fixed-point plan (protocols.krr.linear.DEFAULT_TOL)
-ERROR_BUDGET = 5e-3
 
 
 @pytest.fixture(scope="module")
 def rff_model():
-    data = load_embedded()
-    tr, te = embedded_split(0)
-    est = RandomFourierRidge("gaussian", sigma=50.0, n_features=512, lam=1e-6)
-    mm = MolecularModel(CoulombMatrix(size=23), est, "U0_atomization").fit(data.subset(tr[:400]))
-    return mm, data.subset(te[:3])
+    return rff_model_and_queries(3)
 
 
 def _run(served, featurize):

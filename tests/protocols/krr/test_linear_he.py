@@ -10,23 +10,14 @@ import pytest
 
 from protocols.krr import ServedModel, linear_he, molecules_featurizer, predict, predict_features, serve_one
 from protocols.net.transport import local_channel_pair
-from secureml.data import embedded_split, load_embedded
+from tests.protocols.krr.compact import ERROR_BUDGET, rff_model_and_queries
 from secureml.errors import ProtocolError, SecureMLError
-from secureml.models.pipeline import MolecularModel
-from secureml.models.random_features import RandomFourierRidge
-from secureml.representations import CoulombMatrix
 
-# the OT path's error budget (protocols.krr.linear.DEFAULT_TOL): the lattice path keeps it
-ERROR_BUDGET = 5e-3
 
 
 @pytest.fixture(scope="module")
 def rff_model():
-    data = load_embedded()
-    tr, te = embedded_split(0)
-    est = RandomFourierRidge("gaussian", sigma=50.0, n_features=512, lam=1e-6)
-    mm = MolecularModel(CoulombMatrix(size=23), est, "U0_atomization").fit(data.subset(tr[:400]))
-    return mm, data.subset(te[:4])
+    return rff_model_and_queries(4)
 
 
 def _serve_file(path, q, n):

@@ -10,18 +10,12 @@ from hypothesis import strategies as st
 
 from protocols.mpc import authenticated as au
 from protocols.mpc import u128
-from protocols.testing import run_two_party
+from protocols.testing import checked_ot, run_two_party
 
 U64 = np.uint64
 SERVER, CLIENT = 0, 1
 
 
-def _checked(p):
-    """Client-malicious OT: the client's (receiver's) extension pieces are checked."""
-    if p.role == SERVER:
-        p.ot_sender.checked = True
-    else:
-        p.ot_receiver.checked = True
 
 
 def _ints(a):
@@ -40,7 +34,7 @@ def test_cot128_gives_pad_plus_choice_times_correlation():
     def client(p):
         return au.cot128(p, CLIENT, n=n, words=w, choices=c)
 
-    k, m = run_two_party(server, client, seed=11, setup=_checked)
+    k, m = run_two_party(server, client, seed=11, setup=checked_ot)
     want = (_ints(k) + np.repeat(c.astype(object), w) * _ints(corr)) % u128.MOD
     assert (_ints(m) == want).all()
 
@@ -52,7 +46,7 @@ def test_commit_macs_and_extra_products():
     extra = (np.zeros((n, 2), U64), rng.integers(0, 2**64, (n, 2), dtype=U64))
     res = run_two_party(
         lambda p: (au.commit(p, CLIENT, n=n, bits=bits, delta=U64(0xDEADBEEF12345), extra=extra)),
-        lambda p: au.commit(p, CLIENT, n=n, bits=bits, values=x, n_extra=2), seed=5, setup=_checked)
+        lambda p: au.commit(p, CLIENT, n=n, bits=bits, values=x, n_extra=2), seed=5, setup=checked_ot)
     keys, com = res
     xo = x.astype(object)
     assert ((_ints(com.mac) - _ints(keys.key)) % u128.MOD == (xo * 0xDEADBEEF12345) % u128.MOD).all()
@@ -89,7 +83,7 @@ def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper
         au.check_congruent(p, CLIENT, k_bits, Z=Z, MZ=MZ, n=lam)
         return True
 
-    return run_two_party(server, client, seed=seed, setup=_checked, timeout=20)
+    return run_two_party(server, client, seed=seed, setup=checked_ot, timeout=20)
 
 
 def test_honest_values_pass_even_with_free_high_bits():
@@ -181,7 +175,7 @@ def test_bound_table_ot_opens_exactly_the_committed_digit():
         got = au.bound_lut(p, CLIENT, digit, pads=com.pads, values=x, w=3)
         return com, got
 
-    keys, (com, got) = run_two_party(server, client, seed=9, setup=_checked)
+    keys, (com, got) = run_two_party(server, client, seed=9, setup=checked_ot)
     d = (x >> U64(4)) & U64(15)
     assert np.array_equal(got, tables[np.arange(n), d.astype(np.intp)])
     # the MACs of the committed value are still MACs (the pads were reused, not the MAC words)

@@ -10,18 +10,13 @@ import pytest
 
 from protocols.mpc import bfv_proof, fp_auth, he_matvec_checked as hc, rlwe
 from protocols.mpc.authenticated import MacCheckError
-from protocols.testing import run_two_party
+from protocols.testing import checked_ot, run_two_party
 
 U64, I64 = np.uint64, np.int64
 SERVER, CLIENT = 0, 1
 N_ROWS, D, XB, M = 120, 30, 12, 40
 
 
-def _checked(p):
-    if p.role == SERVER:
-        p.ot_sender.checked = True
-    else:
-        p.ot_receiver.checked = True
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +49,7 @@ def _run(setup, encrypt=None, q_client=None, seed=5):
         return hc.matvec_receiver(p, CLIENT, q, XB, N_ROWS, M, field=field, q_macs=field.values(mb, XB),
                                   encrypt=encrypt)
 
-    return run_two_party(server, client, seed=seed, setup=_checked)
+    return run_two_party(server, client, seed=seed, setup=checked_ot)
 
 
 def test_honest_shares_are_exact(setup):

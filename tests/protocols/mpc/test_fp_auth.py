@@ -7,17 +7,12 @@ import pytest
 
 from protocols.mpc import fp_auth, rlwe
 from protocols.mpc.authenticated import MacCheckError
-from protocols.testing import run_two_party
+from protocols.testing import checked_ot, run_two_party
 
 U64 = np.uint64
 SERVER, CLIENT = 0, 1
 
 
-def _checked(p):
-    if p.role == SERVER:
-        p.ot_sender.checked = True
-    else:
-        p.ot_receiver.checked = True
 
 
 def test_ring_product_and_adjoint_match_schoolbook():
@@ -71,7 +66,7 @@ def _session(bits, coef, const, tamper=None, seed=1):
         fp_auth.check_zero(p, CLIENT, field, mac=mac[None])
         return True
 
-    return run_two_party(server, client, seed=seed, setup=_checked)
+    return run_two_party(server, client, seed=seed, setup=checked_ot)
 
 
 def _relation(field, bits, rng):
