@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
+    p.add_argument("--ot-engine", choices=("auto", "softspoken", "silent"), default="auto",
+                   help="Laplacian kernel: the OT extension of its comparisons -- 'silent' (LPN-based, a third "
+                   "less traffic, ~1.7x the CPU: for slow links) or 'softspoken' (faster on a LAN); 'auto' "
+                   "(default): silent from 2^16 training entries (N x d), softspoken below (docs/ot-engine.md)")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
                    "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
         verify_key = load_public_key(args.verify_key)
     model = _load(args, verify_key)
+    set_ot_engine(model, args.ot_engine)
     if model.public.security != "client-malicious":
         print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
               "learn more than its predictions (the training weights); docs/malicious.md says which "
@@ -184,6 +189,14 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def set_ot_engine(model: Any, engine: str) -> None:
+    """--ot-engine for a Laplacian model ('auto' keeps the size rule of ServedModel); other kinds
+    ignore it (their OTs are checked SoftSpoken or lattice products)."""
+    if engine != "auto" and model.public.kind == "krr-laplacian":
+        model.public.ot_engine = engine
+        model.public.validate()
 
 
 def _load(args: argparse.Namespace, verify_key: Any) -> Any:

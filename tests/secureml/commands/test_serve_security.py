@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from secureml.cli import build_parser
-from secureml.commands.serve import _load
+from secureml.commands.serve import _load, set_ot_engine
 from secureml.errors import SecureMLError
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -100,3 +100,16 @@ def test_cli_refuses_laplacian_at_start_up_in_one_line(models):
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "--security semi-honest" in lines[0], out.stderr
+
+
+def test_ot_engine_flag_sets_the_laplacian_engine(models):
+    for engine in ("softspoken", "silent"):
+        args = _args(models["laplacian"], "--security", "semi-honest", "--ot-engine", engine)
+        model = _load(args, None)
+        set_ot_engine(model, args.ot_engine)
+        assert model.public.ot_engine == engine
+    args = _args(models["laplacian"], "--security", "semi-honest")
+    model = _load(args, None)
+    before = model.public.ot_engine  # the size rule: 40 x 276 entries < 2^16 -> softspoken
+    set_ot_engine(model, args.ot_engine)
+    assert model.public.ot_engine == before == "softspoken"
