@@ -204,9 +204,7 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
     model kind or the options (output defenses, distance width) have no client-malicious protocol."""
     from protocols.krr import ServedModel
     from protocols.krr.params import CLIENT_MALICIOUS_KINDS
-    from secureml.errors import SecureMLError
-
-    from secureml.errors import ProtocolError
+    from secureml.errors import ProtocolError, SecureMLError
 
     def load(security: str) -> Any:
         return ServedModel.from_file(args.model, frac_bits=args.frac_bits, security=security, verify_key=verify_key)
