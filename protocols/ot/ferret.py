@@ -308,6 +308,13 @@ class _FerretState:
     checked: bool
     ots_extended: int
 
+    def __init__(self, ch: Channel, seed: int | None = None, chunk: int = 1 << 20, *,
+                 params: LPNParams = FERRET_MAIN, bootstrap: LPNParams | None = FERRET_SETUP,
+                 softspoken_k: int = 4) -> None:
+        # the IKNP role's own state first (next in the MRO: OTExtensionSender / OTExtensionReceiver)
+        super().__init__(ch, seed=seed, chunk=chunk)  # type: ignore[call-arg]
+        self._init_ferret(params, bootstrap, softspoken_k)
+
     def _init_ferret(self, params: LPNParams, bootstrap: LPNParams | None, softspoken_k: int) -> None:
         if bootstrap is not None and bootstrap.n < params.reserve:
             raise ValueError(f"the set-up iteration's {bootstrap.n} COTs do not cover the {params.reserve} base COTs")
@@ -445,12 +452,6 @@ class FerretSender(_FerretState, OTExtensionSender):
     Seeded instances are INSECURE (tests only).
     """
 
-    def __init__(self, ch: Channel, seed: int | None = None, chunk: int = 1 << 20, *,
-                 params: LPNParams = FERRET_MAIN, bootstrap: LPNParams | None = FERRET_SETUP,
-                 softspoken_k: int = 4) -> None:
-        super().__init__(ch, seed=seed, chunk=chunk)
-        self._init_ferret(params, bootstrap, softspoken_k)
-
     def setup(self) -> None:
         """S1-S2.  Idempotent."""
         if self._ready:
@@ -528,12 +529,6 @@ class FerretSender(_FerretState, OTExtensionSender):
 
 class FerretReceiver(_FerretState, OTExtensionReceiver):
     """Silent-OT receiver (choice bits).  Mirrors :class:`OTExtensionReceiver`; see :class:`FerretSender`."""
-
-    def __init__(self, ch: Channel, seed: int | None = None, chunk: int = 1 << 20, *,
-                 params: LPNParams = FERRET_MAIN, bootstrap: LPNParams | None = FERRET_SETUP,
-                 softspoken_k: int = 4) -> None:
-        super().__init__(ch, seed=seed, chunk=chunk)
-        self._init_ferret(params, bootstrap, softspoken_k)
 
     def setup(self) -> None:
         """S1-S2.  Idempotent."""
