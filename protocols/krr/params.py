@@ -265,10 +265,14 @@ class PublicParams:
                                     f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
                                     "serve it with --security semi-honest")
             # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
-            # step 14); rounding would need the client's inputs to it bound, which is not built
-            if OutputDefense.from_dict(self.output_defense).round_bits is not None:
-                raise ProtocolError("output rounding (--round-to) is not part of the client-malicious Gaussian "
-                                    "protocol yet (--noise is): serve it with --security semi-honest to round")
+            # step 14)
+        # rounding (D2-D5) takes the client's share bits as table-OT choices that nothing checks: a
+        # deviating client could pick them to learn a threshold bit of the sub-grid value per answer
+        # (and all of it over repeated queries), so no client-malicious session rounds (docs/malicious.md)
+        if (self.security == "client-malicious" and self.output_defense
+                and OutputDefense.from_dict(self.output_defense).round_bits is not None):
+            raise ProtocolError("output rounding (--round-to) is not part of the client-malicious protocols yet "
+                                "(--noise is): serve it with --security semi-honest to round")
         if self.kind in EXACT_KINDS:
             if not (self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ProtocolError("sigma must be positive")

@@ -53,12 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
                    "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
-                   "models; the Gaussian one runs the checked lattice cross term, or the OT one with --cross-term "
-                   "ot, and takes --noise but not yet --round-to; a Laplacian-kernel model has no such protocol and is "
-                   "refused at start-up); semi-honest: the "
-                   "cheaper protocols for clients that run our code unmodified (a modified client can extract "
-                   "the weights; compact models then use the lattice inner product, docs/compact-models.md); auto: client-malicious where the model kind and options have a protocol, else "
-                   "semi-honest with a warning (docs/malicious.md)")
+                   "models; the Gaussian one runs the checked lattice cross term or, with --cross-term ot, the OT "
+                   "one; --noise works, --round-to not yet; a Laplacian-kernel model has no such protocol and is "
+                   "refused at start-up); semi-honest: the cheaper protocols for clients that run our code "
+                   "unmodified (a modified client can extract the weights; compact models then use the lattice "
+                   "inner product, docs/compact-models.md); auto: client-malicious where the model kind and "
+                   "options have a protocol, else semi-honest with a warning (docs/malicious.md)")
     p.add_argument("--precompute-ot", action="store_true",
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
@@ -220,8 +220,8 @@ def _load(args: argparse.Namespace, verify_key: Any) -> Any:
     reason = None
     if model.public.kind not in CLIENT_MALICIOUS_KINDS:
         reason = f"{model.public.kind} models have no client-malicious protocol yet"
-    elif model.public.kind == "krr-gaussian" and args.round_to is not None:
-        reason = "output rounding (--round-to) is not part of the client-malicious Gaussian protocol yet (--noise is)"
+    elif args.round_to is not None:
+        reason = "output rounding (--round-to) is not part of the client-malicious protocols yet (--noise is)"
     if reason is None:
         return model
     if args.security == "auto":

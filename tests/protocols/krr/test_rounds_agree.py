@@ -95,7 +95,7 @@ def test_client_and_server_report_the_same_rounds(models, tmp_path):
 @pytest.mark.slow
 def test_client_and_cli_server_process_report_the_same_rounds(models, tmp_path):
     _, exact, compact, test = models
-    cases = {"exact": [str(exact)], "compact": [str(compact)], "defended": [str(exact), "--round-to", "4"]}
+    cases = {"exact": [str(exact)], "compact": [str(compact)], "defended": [str(exact), "--security", "semi-honest", "--round-to", "4"]}
     # all three servers start together (interpreter start-up dominates this test)
     procs = {name: _start(["--model", args[0], *args[1:]], tmp_path / f"{name}.audit") for name, args in cases.items()}
     try:

@@ -51,6 +51,8 @@ def test_default_is_client_malicious(models):
 @pytest.mark.parametrize("kind,extra,reason", [
     ("laplacian", (), "krr-laplacian models have no client-malicious protocol"),
     ("gaussian", ("--round-to", "1"), "output rounding"),
+    # compact models too: the rounding chain takes the client's choices unchecked
+    ("rff", ("--round-to", "1"), "output rounding"),
 ])
 def test_refused_by_default_fall_back_with_auto(models, kind, extra, reason):
     with pytest.raises(SecureMLError, match=reason) as err:
