@@ -76,7 +76,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -307,6 +307,8 @@ class _FerretState:
     chunk: int
     checked: bool
     ots_extended: int
+    #: I2 (sender) / I3 (receiver) for a batch of trees: each role class defines it
+    _spcot: Callable[[np.ndarray, int, int], np.ndarray]
 
     def __init__(self, ch: Channel, seed: int | None = None, chunk: int = 1 << 20, *,
                  params: LPNParams = FERRET_MAIN, bootstrap: LPNParams | None = FERRET_SETUP,
@@ -429,14 +431,23 @@ class _FerretState:
             rows = rows[m:]
         self._push(rows)
 
+    def _bootstrap(self, base: np.ndarray, digest: bytes, bytes_before: int) -> None:
+        """S2 and the hand-over, the same for both roles once S1's ``base`` rows exist: the set-up
+        iteration (if any) turns them into the main base, whose first demand starts iteration 1."""
+        if self.bootstrap is not None:  # S2: the set-up iteration's first rows are the main base
+            out = self._run_all(self.bootstrap, base)
+            self._push(out[self.params.reserve :])
+            base = out[: self.params.reserve]
+        self._install_base(base)
+        self.ch.flush()
+        self.silent_bytes_sent += self.ch.bytes_sent - bytes_before
+        self._finish_setup(derive_key(b"secureml-fe-ot", digest))
+
     def _install_base(self, base: np.ndarray) -> None:
         """S2's end: the main iterations start from ``base`` (k + t*h rows) on first demand."""
         self._next_base = np.ascontiguousarray(base)
         self._cur = self.params
         self._tree = self.params.t  # "previous iteration done": _advance starts one on the base
-
-    def _spcot(self, base: np.ndarray, tree0: int, h: int) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
 
     # the chosen-choice path of OTExtension*: refuse the malicious-receiver mode (not built here)
     def _no_checked(self) -> None:
@@ -470,14 +481,7 @@ class FerretSender(_FerretState, OTExtensionSender):
             done += k
         base = np.concatenate(parts)
         base[:, 0] &= _LSB_CLEAR
-        if self.bootstrap is not None:  # S2: the set-up iteration's first rows are the main base
-            out = self._run_all(self.bootstrap, base)
-            self._push(out[self.params.reserve :])
-            base = out[: self.params.reserve]
-        self._install_base(base)
-        self.ch.flush()
-        self.silent_bytes_sent += self.ch.bytes_sent - b0
-        self._finish_setup(derive_key(b"secureml-fe-ot", ss._digest))
+        self._bootstrap(base, ss._digest, b0)
 
     def _spcot(self, base: np.ndarray, tree0: int, h: int) -> np.ndarray:
         """I2 for trees tree0 .. tree0+B-1 (base (B, h, 2) rows q_j): send the opening, return V."""
@@ -549,14 +553,7 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
             parts.append(t)
             done += k
         base = np.concatenate(parts)
-        if self.bootstrap is not None:  # S2: the set-up iteration's first rows are the main base
-            out = self._run_all(self.bootstrap, base)
-            self._push(out[self.params.reserve :])
-            base = out[: self.params.reserve]
-        self._install_base(base)
-        self.ch.flush()
-        self.silent_bytes_sent += self.ch.bytes_sent - b0
-        self._finish_setup(derive_key(b"secureml-fe-ot", ss._digest))
+        self._bootstrap(base, ss._digest, b0)
 
     def _spcot(self, base: np.ndarray, tree0: int, h: int) -> np.ndarray:
         """I3 for trees tree0 .. tree0+B-1 (base (B, h, 2) rows t_j, choice t_j & 1): return W."""
