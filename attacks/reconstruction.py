@@ -491,23 +491,9 @@ def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: 
 def _stencil_answers(tk: np.ndarray, tu: np.ndarray, th: np.ndarray, tl: np.ndarray, lpos: np.ndarray,
                      base: np.ndarray, ask: Callable[[np.ndarray], np.ndarray], offset: float) -> np.ndarray:
     """Answers (minus b) of the 5 x 3 two-axis stencils: axis tk at tu + th {-2..2}, axis tl at the
-    three positions lpos (n_t, 3). Built and asked in chunks: the dense (15 n_t x d) query matrix
-    of millions of tests would not fit in memory."""
-    d = base.size
-    n_t = tk.size
-    offs_k = np.repeat([-2.0, -1.0, 0.0, 1.0, 2.0], 3)  # 5 positions along k ...
-    col_l = np.tile([0, 1, 2], 5)  # ... times 3 along l
-    v = np.empty((n_t, 5, 3))
-    chunk = max(1, (1 << 22) // (15 * d))
-    for s0 in range(0, n_t, chunk):
-        sl = slice(s0, min(n_t, s0 + chunk))
-        m_t = sl.stop - sl.start
-        Q = np.repeat(base[None, :], 15 * m_t, axis=0)
-        rows = np.arange(15 * m_t)
-        Q[rows, np.repeat(tk[sl], 15)] = (tu[sl, None] + th[sl, None] * offs_k[None, :]).ravel()
-        Q[rows, np.repeat(tl[sl], 15)] = lpos[sl][:, col_l].ravel()
-        v[sl] = (ask(Q) - offset).reshape(m_t, 5, 3)
-    return v
+    three positions lpos (n_t, 3)."""
+    kpos = tu[:, None] + th[:, None] * np.array([-2.0, -1.0, 0.0, 1.0, 2.0])[None, :]
+    return _grid_answers(tk, kpos, tl, lpos, base, ask, offset)
 
 
 def _stencil_position(fk: np.ndarray, tu: np.ndarray, th: np.ndarray, sigma: float) -> np.ndarray:
@@ -604,21 +590,24 @@ def _members_pairwise(X: np.ndarray, sing: np.ndarray, leftovers: list[tuple[int
 
 def _grid_answers(tk: np.ndarray, kpos: np.ndarray, tl: np.ndarray, lpos: np.ndarray, base: np.ndarray,
                   ask: Callable[[np.ndarray], np.ndarray], offset: float) -> np.ndarray:
-    """Answers (minus b) on the 3 x 3 grids kpos (n_t, 3) on axis tk times lpos (n_t, 3) on axis tl,
-    built and asked in chunks (the dense query matrix of many tests would not fit in memory)."""
+    """Answers (minus b) on the grids kpos (n_t, nk) on axis tk times lpos (n_t, nl) on axis tl,
+    shape (n_t, nk, nl). Built and asked in chunks: the dense (nk nl n_t x d) query matrix of
+    millions of tests would not fit in memory."""
     d = base.size
-    n_t = tk.size
-    ck, cl = np.repeat([0, 1, 2], 3), np.tile([0, 1, 2], 3)
-    v = np.empty((n_t, 3, 3))
-    chunk = max(1, (1 << 22) // (9 * d))
+    n_t, nk = kpos.shape
+    nl = lpos.shape[1]
+    g = nk * nl
+    ck, cl = np.repeat(np.arange(nk), nl), np.tile(np.arange(nl), nk)
+    v = np.empty((n_t, nk, nl))
+    chunk = max(1, (1 << 22) // (g * d))
     for s0 in range(0, n_t, chunk):
         sl = slice(s0, min(n_t, s0 + chunk))
         m_t = sl.stop - sl.start
-        Q = np.repeat(base[None, :], 9 * m_t, axis=0)
-        rows = np.arange(9 * m_t)
-        Q[rows, np.repeat(tk[sl], 9)] = kpos[sl][:, ck].ravel()
-        Q[rows, np.repeat(tl[sl], 9)] = lpos[sl][:, cl].ravel()
-        v[sl] = (ask(Q) - offset).reshape(m_t, 3, 3)
+        Q = np.repeat(base[None, :], g * m_t, axis=0)
+        rows = np.arange(g * m_t)
+        Q[rows, np.repeat(tk[sl], g)] = kpos[sl][:, ck].ravel()
+        Q[rows, np.repeat(tl[sl], g)] = lpos[sl][:, cl].ravel()
+        v[sl] = (ask(Q) - offset).reshape(m_t, nk, nl)
     return v
 
 
