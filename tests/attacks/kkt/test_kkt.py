@@ -15,13 +15,6 @@ from attacks.kkt.molecules import cm_features, decode_cm, fallback_molecules, xy
 from secureml.errors import DataError, ModelError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # much faster than 2 contended threads on a shared machine
-    yield
-    torch.set_num_threads(old)
-
 
 def _tiny(seed: int = 0, n: int = 8, d: int = 40):
     rng = np.random.default_rng(seed)

@@ -6,19 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from attacks.kkt.aggregate import CandidateSet, best_over_runs, load_candidate_sets, run_best_over_runs, task_of
 from attacks.kkt.attack import AttackError, KKTConfig, reconstruct
 from attacks.kkt.model import HomogeneousMLP, train_classifier, train_multiclass
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _victim(seed: int = 0):

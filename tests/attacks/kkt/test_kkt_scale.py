@@ -15,13 +15,6 @@ from attacks.kkt.model import HomogeneousMLP, train_multiclass
 from secureml.errors import DataError, ModelError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _autograd_loss(weights, x, coef, sign):
     ws = [w.clone().requires_grad_(True) for w in weights]
