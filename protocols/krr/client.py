@@ -105,16 +105,17 @@ class _EarlyChannel:
     fewer); the server answers the hello, and does what the hello allows, while this side computes
     its features (the hello's round trip overlaps them)."""
 
-    def __init__(self, ch: Channel, hello: dict[str, Any], digest: str) -> None:
-        self._ch, self._digest = ch, digest
+    def __init__(self, ch: Channel, hello: dict[str, Any], params: dict[str, Any], digest: str) -> None:
+        self._ch, self._params, self._digest = ch, params, digest
         self._buf: list[tuple[str, Any]] | None = []
+        self._checked = False  # the hello's answer read and checked
         ch.send_json(hello)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ch, name)
 
     def _out(self, kind: str, obj: Any) -> None:
-        if self._buf is None:
+        if self._buf is None:  # (after a flush) in order: everything held went out before
             getattr(self._ch, kind)(obj)
         else:
             self._buf.append((kind, obj))
@@ -129,18 +130,25 @@ class _EarlyChannel:
         self._out("send_array", np.array(a))
 
     def flush(self) -> None:
-        if self._buf is None:
-            self._ch.flush()
+        """Send what is held now (the protocol has work to do before its next read)."""
+        self._send_held()
+        self._ch.flush()
 
-    def _release(self) -> None:
+    def _send_held(self) -> None:
         if self._buf is None:
             return
         buf, self._buf = self._buf, None
         for kind, obj in buf:
             getattr(self._ch, kind)(obj)
+
+    def _release(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        self._send_held()
         reply = self._ch.recv_json(max_bytes=1 << 20)
         if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("params"), dict) \
-                or params_digest(reply["params"]) != self._digest:
+                or (reply["params"] != self._params and params_digest(reply["params"]) != self._digest):
             raise ProtocolError("early session not accepted (busy, refused or new parameters)")
 
     def recv(self, *a: Any, **kw: Any) -> Any:
@@ -175,7 +183,7 @@ def _early_session(host: str, port: int, hello: dict[str, Any], params: dict[str
     try:
         if cpp.lattice_linear:  # the first ciphertext's seed: the server works while we featurise
             hello = {**hello, **linear_he.hello_fields(cpp, _peer_name(ch))}
-        early = _EarlyChannel(ch, hello, digest)
+        early = _EarlyChannel(ch, hello, params, digest)
         preds, cost, pp = predict_features(early, q_part, f_part, c_part, params=params,  # type: ignore[arg-type]
                                            params_sha256=digest)
     finally:

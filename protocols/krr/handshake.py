@@ -84,13 +84,14 @@ def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | 
     ch.send_json({"ok": True, "params": params})
     if after_params is not None:
         after_params(hello)
+    digest = params_digest(params)  # before the read: the client is still busy
     answer = ch.recv_json(max_bytes=4096)
     if not isinstance(answer, dict) or not answer.get("ready"):
         # never quote the reply: a client's reason could name its molecule
         if isinstance(answer, dict) and answer.get("abort") == ABORT_CODE:
             raise QueryRejected(CLIENT_REJECTED)
         raise ProtocolError(CLIENT_MALFORMED)
-    if "params_sha256" in answer and answer["params_sha256"] != params_digest(params):
+    if "params_sha256" in answer and answer["params_sha256"] != digest:
         # a client that sent its queries with the hello (cached parameters) used other parameters:
         # nothing it sent after the hello may be answered
         raise ProtocolError(STALE_PARAMS)

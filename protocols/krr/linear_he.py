@@ -43,6 +43,7 @@ import hashlib
 import struct
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -55,14 +56,16 @@ from protocols.mpc.owner_cache import OwnerCache
 from secureml.errors import ModelError, ProtocolError
 
 _MAGIC = b"SMHE"
-_HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0), k, ring degree / 1024
+_HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0, bit 1: next seed), k, ring degree / 1024
 _VERSION = 2
 _OK, _NEED_KEY = 0, 1
-#: True: a resumed client makes its next session's mask (-a s + e for a fresh seed, the one
-#: query-independent part of its encryption) while it waits for this session's reply -- in the
-#: same thread, in time it would otherwise spend blocked on the socket -- and the next session
-#: announces that seed in its hello and encrypts with it (online: adding Delta phi' only).
-#: False: the mask is made inside the session, after the features.
+#: True: a resumed client picks the seed of its next session's first a now, sends it with this
+#: session's query, and makes that session's mask (-a s + e, the query-independent part of its
+#: encryption) while it waits for this reply -- in the same thread, in time it would otherwise
+#: spend blocked on the socket; the server makes the matching re-randomisation (a W + p1 u + e1)
+#: right after its reply. The next session announces the seed in its hello, finds both ready and
+#: only adds Delta phi' (client) and computes v (server). False: the client makes its mask inside
+#: the session, after its features; the server re-randomises while the client featurises.
 PREPARE_NEXT = True
 #: largest acceptable error of the lattice step alone, in units of the prediction (kcal/mol for
 #: energies): a fifth of the OT path's 5e-3 budget
@@ -140,10 +143,14 @@ def client_key(rp: rlwe_ip.RingParams, fresh: bool = False) -> tuple[rlwe_ip.Cli
         return key, False
 
 
-def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes]]) -> list[bytes]:
-    parts = [_HDR.pack(_MAGIC, _VERSION, 1 if with_pk else 0, len(cts), key.ring.n // 1024), key.key_id]
+def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes]],
+             next_seed: bytes | None = None) -> list[bytes]:
+    flags = (1 if with_pk else 0) | (2 if next_seed is not None else 0)
+    parts = [_HDR.pack(_MAGIC, _VERSION, flags, len(cts), key.ring.n // 1024), key.key_id]
     if with_pk:
         parts.append(key.pk0_bytes)
+    if next_seed is not None:
+        parts.append(next_seed)
     for seed, c0 in cts:
         parts += [seed, c0]
     return parts
@@ -204,11 +211,13 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
     ch = party.ch
-    ch.send(b"".join(_request(key, with_pk, cts)))
+    next_seed = _fresh_seed() if resume and PREPARE_NEXT else None
+    ch.send(b"".join(_request(key, with_pk, cts, next_seed)))
     t_sent = time.perf_counter()
     next_s = 0.0
-    if resume and PREPARE_NEXT:  # the next session's mask, made while the server answers
-        nxt = key.mask(_fresh_seed(), rlwe_ip.SecureRandom())
+    if next_seed is not None:  # the next session's mask, made while the server answers
+        ch.flush()  # the request goes out first (an early-data channel holds sends until a read)
+        nxt = key.mask(next_seed, rlwe_ip.SecureRandom())
         with _CLIENT_LOCK:
             _NEXT_MASKS[(server_key, key.key_id)] = nxt
         next_s = time.perf_counter() - t_sent
@@ -217,7 +226,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     reply = ch.recv(max_bytes=reply_bytes)
     if reply[:1] == bytes([_NEED_KEY]) and len(reply) == 1 and not with_pk:
         with_pk = True  # the server forgot our key (restart, eviction): the same ciphertexts, with it
-        ch.send(b"".join(_request(key, True, cts)))
+        ch.send(b"".join(_request(key, True, cts, next_seed)))
         reply = ch.recv(max_bytes=reply_bytes)
     if len(reply) != reply_bytes or reply[0] != _OK:
         raise ProtocolError(f"lattice reply: expected {reply_bytes} bytes with status ok, got {len(reply)}")
@@ -239,18 +248,19 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
 # ---- server ---------------------------------------------------------------------------------------
 
 def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
-           ) -> tuple[bool, bytes, bytes | None, list[tuple[bytes, bytes]]]:
-    """(pk included, key id, pk0 bytes, [(seed, c0 bytes)]) with every size checked."""
+           ) -> tuple[bool, bytes, bytes | None, bytes | None, list[tuple[bytes, bytes]]]:
+    """(pk included, key id, pk0 bytes, next seed, [(seed, c0 bytes)]) with every size checked."""
     if len(data) < _HDR.size + rlwe_ip.KEY_ID_BYTES:
         raise ProtocolError(f"lattice query: {len(data)} bytes is too short")
     magic, version, flags, kk, ring_k = _HDR.unpack_from(data)
-    if magic != _MAGIC or version != _VERSION or flags > 1:
+    if magic != _MAGIC or version != _VERSION or flags > 3:
         raise ProtocolError("lattice query: bad header")
     if kk != k or ring_k * 1024 != rp.n:
         raise ProtocolError(f"lattice query: {kk} queries at ring degree {ring_k * 1024}, expected {k} at {rp.n}")
-    with_pk = bool(flags & 1)
+    with_pk, with_next = bool(flags & 1), bool(flags & 2)
     pb = rp.poly_bytes
-    want = _HDR.size + rlwe_ip.KEY_ID_BYTES + (pb if with_pk else 0) + k * (rlwe_ip.SEED_BYTES + pb)
+    want = (_HDR.size + rlwe_ip.KEY_ID_BYTES + (pb if with_pk else 0) + (rlwe_ip.SEED_BYTES if with_next else 0)
+            + k * (rlwe_ip.SEED_BYTES + pb))
     if len(data) != want:
         raise ProtocolError(f"lattice query: expected {want} bytes, got {len(data)}")
     off = _HDR.size
@@ -260,13 +270,17 @@ def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
     if with_pk:
         pk = data[off:off + pb]
         off += pb
+    next_seed = None
+    if with_next:
+        next_seed = data[off:off + rlwe_ip.SEED_BYTES]
+        off += rlwe_ip.SEED_BYTES
     cts = []
     for _ in range(k):
         seed = data[off:off + rlwe_ip.SEED_BYTES]
         off += rlwe_ip.SEED_BYTES
         cts.append((seed, data[off:off + pb]))
         off += pb
-    return with_pk, key_id, pk, cts
+    return with_pk, key_id, pk, next_seed, cts
 
 
 def server_early(model: Any, hello: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +298,8 @@ def server_early(model: Any, hello: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise ProtocolError("hello: lattice_seed must be 32 hex digits") from None
     pm = prepared(model)
-    return {"lattice_early": rlwe_ip.server_prepare(pm.weights, seed, rlwe_ip.SecureRandom())}
+    prep = _take_prepared(pm, seed)  # made after this client's last reply, if it announced the seed then
+    return {"lattice_early": prep or rlwe_ip.server_prepare(pm.weights, seed, rlwe_ip.SecureRandom())}
 
 
 def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = True,
@@ -299,8 +314,8 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
     store = KEYS if store is None else store
     ch = party.ch
     pb = rp.poly_bytes
-    max_req = _HDR.size + rlwe_ip.KEY_ID_BYTES + pb + k * (rlwe_ip.SEED_BYTES + pb)
-    with_pk, key_id, pk_bytes, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+    max_req = _HDR.size + rlwe_ip.KEY_ID_BYTES + pb + rlwe_ip.SEED_BYTES + k * (rlwe_ip.SEED_BYTES + pb)
+    with_pk, key_id, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
     pk0 = None
     if pk_bytes is not None:
         if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
@@ -310,7 +325,7 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         pk0 = store.get(key_id)
     if pk0 is None:  # unknown key: ask once for it
         ch.send(bytes([_NEED_KEY]))
-        with_pk, key_id2, pk_bytes, cts2 = _parse(ch.recv(max_bytes=max_req), rp, k)
+        with_pk, key_id2, pk_bytes, next_seed, cts2 = _parse(ch.recv(max_bytes=max_req), rp, k)
         if pk_bytes is None or key_id2 != key_id:
             raise ProtocolError("lattice query: public key missing after the server asked for it")
         if cts2 != cts:  # the same ciphertexts, now with the key (anything else: a new query)
@@ -332,4 +347,27 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         v = rlwe_ip.server_finish(pm.weights, prep, pk0, c0, pm.const, pm.delta_bits, party.rng)
         out += [v.to_bytes(16, "little"), prep.top.astype("<u8").tobytes()]
     ch.send(b"".join(out))
+    if next_seed is not None and keep_keys:  # the client's next session, prepared after this reply
+        _store_prepared(pm, rlwe_ip.server_prepare(pm.weights, next_seed, party.rng))
     return {"key_received": with_pk, "prepared": used}
+
+
+# the server's re-randomisations for seeds clients announced for their next session, by (model,
+# seed): LRU, each taken (removed) by its one use -- a second answer with the same u and e1 would
+# let the client cancel the re-randomisation
+_NEXT: "OrderedDict[tuple[int, bytes], rlwe_ip.Rerandomised]" = OrderedDict()
+_NEXT_CAPACITY = 1024
+_NEXT_LOCK = threading.Lock()
+
+
+def _store_prepared(pm: PreparedModel, prep: rlwe_ip.Rerandomised) -> None:
+    with _NEXT_LOCK:
+        _NEXT[(id(pm), prep.seed)] = prep
+        _NEXT.move_to_end((id(pm), prep.seed))
+        while len(_NEXT) > _NEXT_CAPACITY:
+            _NEXT.popitem(last=False)
+
+
+def _take_prepared(pm: PreparedModel, seed: bytes) -> rlwe_ip.Rerandomised | None:
+    with _NEXT_LOCK:
+        return _NEXT.pop((id(pm), seed), None)

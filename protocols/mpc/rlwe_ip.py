@@ -377,7 +377,8 @@ def server_prepare(pw: PreparedWeights, seed: bytes, rng: SecureRandom) -> Reran
     buckets = _fold(spec, n)
     buckets += pw.cjw + (_jmul(u) << (LIMB - 1))
     buckets[0] += _cbd(rng, n)
-    return Rerandomised(seed, R.top64(R.normalize(buckets)), np.ascontiguousarray(u[::-1]))
+    # u kept as int8 (4 kB at n = 4,096) for servers that hold re-randomisations between sessions
+    return Rerandomised(seed, R.top64(R.normalize(buckets)), np.ascontiguousarray(u[::-1]).astype(np.int8))
 
 
 def server_finish(pw: PreparedWeights, prep: Rerandomised, pk0: np.ndarray, c0: np.ndarray, const: int,
@@ -388,7 +389,7 @@ def server_finish(pw: PreparedWeights, prep: Rerandomised, pk0: np.ndarray, c0: 
     b = pw.flood_bits()
     flood = int.from_bytes(rng.random_bytes(16), "little") % ((1 << (b + 1)) + 1) - (1 << b)
     e0 = int(_cbd(rng, 1)[0])
-    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + R.dot(pk0, u_rev) + e0 + (const << delta_bits) + flood) % R.Q
+    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + R.dot(pk0, u_rev.astype(np.int64)) + e0 + (const << delta_bits) + flood) % R.Q
 
 
 def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,

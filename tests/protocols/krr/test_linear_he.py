@@ -56,7 +56,7 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
         p1, c1 = predict(addr, featurize=molecules_featurizer(test.subset([0])))
         p2, c2 = predict(addr, featurize=molecules_featurizer(test.subset([1, 2])))
         real = linear_he._request
-        monkeypatch.setattr(linear_he, "_request", lambda key, with_pk, cts, nxt=None: real(key, with_pk, cts)[:-1]
+        monkeypatch.setattr(linear_he, "_request", lambda key, with_pk, cts, nxt=None: real(key, with_pk, cts, nxt)[:-1]
                             + [b"junk"])
         with pytest.raises(SecureMLError):
             predict(addr, featurize=molecules_featurizer(test.subset([3])), retries=0)
@@ -237,21 +237,23 @@ def test_precomputed_masks_and_rerandomisations_are_single_use(rff_model):
 
 def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch):
     """Resumed sessions announce their first ciphertext's seed in the hello (the server
-    re-randomises while the client featurises); across sessions -- masks made between them,
-    inline ones, and an early try refused as stale -- no seed of a is ever sent twice, and every
-    announced seed is the one the session's first ciphertext uses."""
+    re-randomises while the client featurises, or takes what it made after the last reply);
+    across sessions -- masks made between them, inline ones, and an early try refused as stale --
+    no seed of a is ever sent twice, and every announced seed is the one the session's first
+    ciphertext uses."""
     from protocols.krr import client as client_mod
     from protocols.krr import serve
 
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
     mm, test = rff_model
     served = ServedModel.from_molecular_model(mm, security="semi-honest")
-    sent, announced = [], []
+    sent, nexts, announced = [], [], []
     real_request, real_hello = linear_he._request, linear_he.hello_fields
 
-    def spy_request(key, with_pk, cts):
+    def spy_request(key, with_pk, cts, next_seed=None):
         sent.append([seed for seed, _ in cts])
-        return real_request(key, with_pk, cts)
+        nexts.append(next_seed)
+        return real_request(key, with_pk, cts, next_seed)
 
     def spy_hello(pp, server_key):
         out = real_hello(pp, server_key)
@@ -281,6 +283,9 @@ def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch
     assert len(announced) == 4  # sessions 2-4 and the stale early try
     for n_before, seed_hex in announced:  # the announced seed is that session's first ciphertext's
         assert sent[n_before][0].hex() == seed_hex
+    # sessions 1, 2 and 4 announced their successor's seed (made between sessions), session 3 did not
+    assert [x is not None for x in nexts[:4]] == [True, True, False, True]
+    assert sent[1][0] == nexts[0] and sent[2][0] == nexts[1] and sent[4][0] == nexts[3]
 
 
 def test_a_bad_announced_seed_fails_that_session_in_one_line(rff_model, tmp_path, monkeypatch):
