@@ -159,46 +159,46 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
 # masks made for the client's next session with a server, by (server, key id); each is taken
 # (removed) by that session's first encryption: a mask encrypts one query only
 _NEXT_MASKS: dict[tuple[str, bytes], rlwe_ip.Mask] = {}
-# the seed of a announced in this session's hello (early data) with no mask made yet, by
-# (server, key id): taken (and so forgotten) by the session's first encryption
-_ANNOUNCED: dict[tuple[str, bytes], bytes] = {}
 
 
 def _fresh_seed() -> bytes:
     return rlwe_ip.SecureRandom().random_bytes(rlwe_ip.SEED_BYTES)
 
 
-def hello_fields(pp: PublicParams, server_key: str) -> dict[str, Any]:
-    """What a resumed (early-data) client adds to its hello for a lattice server: the seed of its
-    first ciphertext's a, so that the server computes a W + p1 u + e1 while the client computes
-    its features (:func:`server_early`). The seed is public (it travels with c0 anyway): the seed
-    of a mask made last session if one waits, else a fresh one."""
-    key, _ = client_key(ring_params(pp))
-    with _CLIENT_LOCK:
-        mask = _NEXT_MASKS.get((server_key, key.key_id))
+def hello_seed(pp: PublicParams | None, server_key: str) -> bytes:
+    """The seed of a that a client announces in its hello (``lattice_seed``), so that a lattice
+    server computes a W + p1 u + e1 for it while the client waits for the parameters and computes
+    its features (:func:`server_early`; other servers ignore it). The seed is public (it travels
+    with c0 anyway): with ``pp`` (parameters cached from an earlier session) the seed of the mask
+    made last session if one waits, else a fresh one."""
+    if pp is not None:
+        key, _ = client_key(ring_params(pp))
+        with _CLIENT_LOCK:
+            mask = _NEXT_MASKS.get((server_key, key.key_id))
         if mask is not None:
-            seed = mask.seed
-        else:
-            seed = _ANNOUNCED[(server_key, key.key_id)] = _fresh_seed()
-    return {"lattice_seed": seed.hex()}
+            return mask.seed
+    return _fresh_seed()
 
 
-def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRandom
-                ) -> tuple[rlwe_ip.Mask | None, bool]:
+def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRandom, resume: bool,
+                announced: bytes | None) -> tuple[rlwe_ip.Mask | None, bool]:
     """The mask for this session's first query and whether it was made before the session: one
-    made last session, or one made now for the seed this session's hello announced, or None (a
-    fresh seed, inline)."""
-    with _CLIENT_LOCK:
-        mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
-        seed = _ANNOUNCED.pop((server_key, key.key_id), None)
-    if mask is not None:
+    made last session (for the seed the hello announced), or one made now for the announced seed,
+    or None (no seed announced: a fresh one, inline). A waiting mask whose seed was not announced
+    is dropped unused."""
+    mask = None
+    if resume:
+        with _CLIENT_LOCK:
+            mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
+    if mask is not None and (announced is None or mask.seed == announced):
         return mask, True
-    return (key.mask(seed, rng) if seed is not None else None), False
+    return (key.mask(announced, rng) if announced is not None else None), False
 
 
 def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
-                  resume: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """Steps 0-3, query owner: the k predictions and what the session cost."""
+                  resume: bool = True, announced: bytes | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Steps 0-3, query owner: the k predictions and what the session cost. ``announced``: the
+    seed of a this session's hello announced (:func:`hello_seed`), used for the first query."""
     t0 = time.perf_counter()
     phi = np.atleast_2d(phi)
     enc = pp.encode_features(phi, "query features").astype(np.int64)  # phi' in [0, 2^x_bits)
@@ -207,7 +207,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     key, new = client_key(rp, fresh=not resume)
     keygen_s = key.keygen_s if new else 0.0
     with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
-    mask, premade = _first_mask(server_key, key, party.rng) if resume else (None, False)
+    mask, premade = _first_mask(server_key, key, party.rng, resume, announced)
     cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
     ch = party.ch
