@@ -116,7 +116,7 @@ class SparseLaplacianOracle:
 
 def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4)),
         refine: int = 8, seed: int = 0, rel_tols: tuple[float, ...] = (1e-3, 1e-2),
-        membership: str = "grouped") -> list[dict[str, Any]]:
+        membership: str = "measure") -> list[dict[str, Any]]:
     """Recovered fraction against queries for one N: the kink attack at growing resolution.
 
     Steps: 1. fit the project's Laplacian KRR (default sigma, lambda) on the first ``n_train``

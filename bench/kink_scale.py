@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attacks import kink_scale
+from attacks import kink_scale, reconstruction
 from secureml.plot_style import legend_outside, log_axis, new_figure, save, series
 
 SETTINGS = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4))
@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default=";".join(f"{h},{d}" for h, d in SETTINGS),
                    help="grid settings 'coarse step,levels' separated by ';' (refinement 8x per level)")
     p.add_argument("--out", default="docs/attacks", help="output folder")
-    p.add_argument("--membership", default="grouped", choices=("grouped", "pairwise"),
-                   help="membership test of the assembly step: group tests + bisection, or one per (point, kink)")
+    p.add_argument("--membership", default="measure", choices=reconstruction.MEMBERSHIP,
+                   help="assembly of shared coordinates: measure each unknown (point, axis) directly, "
+                        "group tests + bisection, or one test per (point, kink)")
     p.add_argument("--append", action="store_true", help="keep the rows already in OUT/kink_scale.json")
     a = p.parse_args(argv)
     out = Path(a.out)
