@@ -239,7 +239,7 @@ def _solve_cell(fa: np.ndarray, fb: np.ndarray, h: float | np.ndarray, sigma: fl
 def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: float = 1.0,
                 refine: int = 16, depth: int = 2, sigma: float | None = None,
                 offset: float | None = None, n_hint: int | None = None, noise: float = 0.0,
-                far: float = 1e7, max_batch: int = 65536, membership: str = "grouped",
+                far: float = 1e7, max_batch: int = 65536, membership: str = "grouped", rel_thresh: float = 1e-9,
                 progress: Callable[[int], None] | None = None) -> KinkResult:
     """Reconstruct the training points of a Laplacian-kernel model from its answers alone.
 
@@ -311,7 +311,7 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
             raise AttackError("cannot estimate the kernel width: answers below the data range are flat")
         sigma = float(np.median(est))
     scale = float(np.abs(phi).max()) or 1.0
-    thresh = max(1e-9 * scale, 20.0 * noise)
+    thresh = max(rel_thresh * scale, 20.0 * noise)
 
     kinks_axis: list[int] = []
     kinks_u: list[float] = []
@@ -425,11 +425,14 @@ def _signatures(ax: np.ndarray, u: np.ndarray, W: np.ndarray, single: np.ndarray
     cand = np.flatnonzero((axes_per >= 2) & (locs_per >= 3))
     if cand.size == 0:
         return np.zeros(0)
-    cut = max(3.0, 0.15 * float(np.percentile(locs_per[cand], 90)))
-    cand = cand[locs_per[cand] >= cut]
     cand = cand[np.argsort(-locs_per[cand], kind="stable")]
     if n_hint is not None:
+        # N is known: the N weights that recur at the most positions (small molecules, whose
+        # few non-zero entries give few positions, are kept as long as N allows)
         cand = cand[:n_hint]
+    else:
+        cut = max(3.0, 0.15 * float(np.percentile(locs_per[cand], 90)))
+        cand = cand[locs_per[cand] >= cut]
     return mean_w[cand]
 
 
