@@ -47,6 +47,8 @@ def test_bench_writes_curve_with_baseline(tmp_path) -> None:
     assert r["n_train"] == 8 and r["queries"] > 0
     # the attack beats the no-model guess (nearest public molecule) on the embedded data
     assert r["fraction_recovered_rel0.01"] > r["baseline_nearest_public_rel0.01"]
+    # and whole molecules (exact SMILES) beat the SMILES of the public molecules
+    assert r["membership"] == "measure" and r["fraction_molecules_exact"] > r["baseline_public_smiles"]
 
 
 def _merged_model(n: int, seed: int = 0) -> KernelRidge:
