@@ -46,6 +46,14 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--lr", type=float, default=s.lr, help="attack learning rate (default %(default)s)")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=s.lr_schedule,
                    help="attack learning rate over the run: constant, or cosine decay to 0 (default %(default)s)")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default=s.optimizer,
+                   help="attack optimiser; Haim et al. use sgd with --momentum 0.9 and --smooth-relu (default %(default)s)")
+    g.add_argument("--momentum", type=float, default=s.momentum,
+                   help="momentum of --optimizer sgd (default %(default)s)")
+    g.add_argument("--smooth-relu", type=float, default=s.smooth_relu, metavar="BETA",
+                   help="attack a copy of the network whose ReLUs are softplus(BETA z)/BETA (Haim et al.'s "
+                        "smoothing, ~150 in their best MNIST run; autograd, slower); 0 = the exact ReLU with the "
+                        "closed-form gradient (default %(default)s)")
     g.add_argument("--lambda-min", type=float, default=s.lambda_min,
                    help="lower bound of the multipliers, ||theta|| = 1 (default %(default)s)")
     g.add_argument("--init-noise", type=float, default=s.init_noise,
@@ -165,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
                     init_noise=args.init_noise, reseed_every=args.reseed_every, seed=args.seed,
                     attack_seed=args.attack_seed, device=args.device,
                     snapshot_at=tuple(int(v) for v in args.snapshots.split(",") if v.strip()),
-                    multiclass_pairs=args.multiclass_pairs, lr_schedule=args.lr_schedule)
+                    multiclass_pairs=args.multiclass_pairs, lr_schedule=args.lr_schedule,
+                    optimizer=args.optimizer, momentum=args.momentum, smooth_relu=args.smooth_relu)
     out = args.out or new_run_folder(RESULTS / "kkt", f"{args.experiment}-")
     progress = not args.quiet
     victim = args.victim or out / f"victim_{getattr(args, 'split', 'x')}.pt"
