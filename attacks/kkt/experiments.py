@@ -42,6 +42,7 @@ class Settings:
     candidates_per_point: float = 2.0
     steps: int = 3000
     lr: float = 0.01
+    lr_lambda: float | None = None  # learning rate of the multipliers; None = ``lr`` (SGD needs a far smaller one)
     lambda_min: float = 0.05
     init_noise: float = 1e-2
     prior_weight: float = 1.0
@@ -58,7 +59,7 @@ class Settings:
 
     def attack_config(self, n_train: int, task: str = "binary") -> KKTConfig:
         return KKTConfig(n_candidates=max(2, int(round(self.candidates_per_point * n_train))), steps=self.steps,
-                         lr_x=self.lr, lr_lambda=self.lr, lambda_min=self.lambda_min,
+                         lr_x=self.lr, lr_lambda=self.lr if self.lr_lambda is None else self.lr_lambda, lambda_min=self.lambda_min,
                          init_scale=self.init_noise, prior_weight=self.prior_weight, task=task,
                          reseed_every=self.reseed_every, snapshot_at=tuple(self.snapshot_at),
                          multiclass_pairs=self.multiclass_pairs, lr_schedule=self.lr_schedule,
@@ -405,9 +406,9 @@ def parse_grid(text: str) -> dict[str, list[float]]:
 
     Keys are :class:`Settings` attack fields: lambda_min, lr, init_noise, candidates_per_point, steps,
     prior_weight, reseed_every, attack_seed (several seeds of one setting: ``attack_seed=1,2,3``),
-    momentum, smooth_relu.
+    momentum, smooth_relu, lr_lambda.
     """
-    allowed = {"lambda_min", "lr", "init_noise", "candidates_per_point", "steps", "prior_weight", "reseed_every",
+    allowed = {"lambda_min", "lr", "lr_lambda", "init_noise", "candidates_per_point", "steps", "prior_weight", "reseed_every",
                "attack_seed", "momentum", "smooth_relu"}
     grid: dict[str, list[float]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):

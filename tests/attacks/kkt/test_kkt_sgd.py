@@ -77,13 +77,15 @@ def test_cli_flags_reach_the_attack_config(capsys):
     from secureml.cli import build_parser
 
     args = build_parser().parse_args(["reconstruct", "mnist", "--optimizer", "sgd", "--momentum", "0.8",
-                                      "--smooth-relu", "150"])
-    assert (args.optimizer, args.momentum, args.smooth_relu) == ("sgd", 0.8, 150.0)
-    cfg = Settings(optimizer="sgd", momentum=0.8, smooth_relu=150.0).attack_config(10)
-    assert (cfg.optimizer, cfg.momentum, cfg.smooth_relu) == ("sgd", 0.8, 150.0)
+                                      "--smooth-relu", "150", "--lr-lambda", "0.01"])
+    assert (args.optimizer, args.momentum, args.smooth_relu, args.lr_lambda) == ("sgd", 0.8, 150.0, 0.01)
+    cfg = Settings(optimizer="sgd", momentum=0.8, smooth_relu=150.0, lr=1.0, lr_lambda=0.01).attack_config(10)
+    assert (cfg.optimizer, cfg.momentum, cfg.smooth_relu, cfg.lr_x, cfg.lr_lambda) == ("sgd", 0.8, 150.0, 1.0, 0.01)
+    assert Settings(lr=0.3).attack_config(10).lr_lambda == 0.3  # no --lr-lambda: the same rate as the candidates
     d = build_parser().parse_args(["reconstruct", "mnist"])
-    assert (d.optimizer, d.momentum, d.smooth_relu) == ("adam", 0.9, 0.0)
-    assert parse_grid("smooth_relu=50,150;momentum=0.9") == {"smooth_relu": [50.0, 150.0], "momentum": [0.9]}
+    assert (d.optimizer, d.momentum, d.smooth_relu, d.lr_lambda) == ("adam", 0.9, 0.0, None)
+    assert parse_grid("smooth_relu=50,150;momentum=0.9;lr_lambda=0.01") == {
+        "smooth_relu": [50.0, 150.0], "momentum": [0.9], "lr_lambda": [0.01]}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["reconstruct", "mnist", "--help"])
     out = capsys.readouterr().out
