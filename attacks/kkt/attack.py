@@ -77,7 +77,8 @@ class KKTConfig:
             through the activations, the masks being piecewise constant, so no gradient tells a
             candidate that moving would switch a unit on or off. The smooth copy needs autograd's
             double backward (the closed form of :func:`kkt_loss_grad` assumes exact masks), so
-            ``closed_form`` is ignored; the reported residual is always that of the exact network.
+            ``closed_form`` is ignored. ``Reconstruction.residual`` is that of the exact network; the
+            ``history`` records the smooth copy's residual, which the optimiser sees.
     """
 
     n_candidates: int = 200
