@@ -89,7 +89,7 @@ from protocols.common import KernelModelParams
 from protocols.krr import gaussian_malicious, laplacian
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.expsum import encode_weights
-from protocols.krr.params import PublicParams
+from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MALICIOUS_MAX_X_BITS, PublicParams
 from protocols.mpc import authenticated as au
 from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
@@ -99,7 +99,7 @@ U64 = np.uint64
 #: ring of the chain's shares and of the committed u (u = L + rho without wrap-around)
 RING = 64
 #: widest encoded entry whose per-feature MAC-word table (2^B x 16 bytes) this protocol sends
-MAX_X_BITS = 16
+MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
 #: entries of the MAC-word tables built and sent per block of features
 _TABLE_ENTRIES = 1 << 20
 
@@ -115,8 +115,9 @@ def check_params(pp: PublicParams) -> None:
         raise ProtocolError(f"the client-malicious Laplacian protocol serves entries of at most {MAX_X_BITS} bits "
                             f"(its check sends 2^x_bits x 16 bytes per feature), this model's have {pp.x_bits}: "
                             "train on a coarser grid or serve it with --security semi-honest")
-    if pp.ring_bits > 40:
-        raise ProtocolError("the client-malicious Laplacian protocol needs distances of at most 40 bits "
+    if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
+        raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
+                            f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits "
                             "(a 63-bit mask hides them): serve it with --security semi-honest")
     gaussian_malicious.plan(pp)
 

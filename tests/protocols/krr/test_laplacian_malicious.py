@@ -211,3 +211,103 @@ def test_refuses_wide_entries_with_one_line():
 
 def test_is_a_mac_check_error():
     assert issubclass(lm.ChainCheckError, MacCheckError)
+
+
+# ------------------------------------------------------------------------------------------------
+# over real TCP against `protocols.krr.serve` (in a thread of this process; client patches act on
+# the client's -- this test's -- thread only): aborts are logged without client text, counted
+# against the client, and the server serves the next client
+# ------------------------------------------------------------------------------------------------
+
+class _TCPServer:
+    def __init__(self, served, max_aborts):
+        import logging
+
+        from protocols.krr import serve
+        from protocols.krr.server import AbortCounter
+
+        self.stop_event, self.ready, self.port, self.lines = threading.Event(), threading.Event(), 0, []
+        self.handler = logging.Handler()
+        self.handler.emit = lambda rec: self.lines.append(rec.getMessage())
+        logging.getLogger("secureml.serve").addHandler(self.handler)
+        self.aborts = AbortCounter(max_aborts)
+
+        def on_ready(port):
+            self.port = port
+            self.ready.set()
+
+        self.thread = threading.Thread(target=lambda: serve(served, "127.0.0.1", 0, on_ready=on_ready,
+                                                            stop=self.stop_event, session_timeout=20,
+                                                            aborts=self.aborts), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30)
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        import logging
+
+        self.stop_event.set()
+        self.thread.join(5)
+        logging.getLogger("secureml.serve").removeHandler(self.handler)
+
+
+def _client_patch(monkeypatch, module, name, fn):
+    orig = getattr(module, name)
+    client = threading.current_thread()
+
+    def dispatch(*a, **kw):
+        if threading.current_thread() is client:
+            return fn(orig, *a, **kw)
+        return orig(*a, **kw)
+    monkeypatch.setattr(module, name, dispatch)
+
+
+@pytest.fixture()
+def tcp_server():
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    served = ServedModel(model, frac_bits=8)  # the API's default: client-malicious
+    assert served.public.security == "client-malicious" and served.public.ot_engine == "softspoken"
+    srv = _TCPServer(served, max_aborts=2)
+    try:
+        yield model, srv
+    finally:
+        srv.stop()
+
+
+def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_server, monkeypatch):
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, srv = tcp_server
+    assert "can tell it one bit about the training data" in capsys.readouterr().out  # the start-up line
+    Q = model.X_train[[2, 7]] + 0.5
+    plain = model.predict(Q)
+    preds, _ = predict(srv.address, Q)
+    np.testing.assert_allclose(preds, plain, atol=1e-3)
+
+    def off_by_one(orig, l_c, c):
+        u = orig(l_c, c)
+        u[3] += U64(1)
+        return u
+    _client_patch(monkeypatch, lm, "client_masked", off_by_one)
+    with pytest.raises(SecureMLError):
+        predict(srv.address, Q[:1])
+    monkeypatch.undo()
+    assert any("failed a protocol check (ChainCheckError): abort 1 of 2" in ln for ln in srv.lines)
+    # the next (honest) session from the same client is served
+    preds, _ = predict(srv.address, Q[:1])
+    np.testing.assert_allclose(preds, plain[:1], atol=1e-3)
+    _client_patch(monkeypatch, lm, "client_check_mac", lambda orig, *a: (orig(*a) + 1) % u128.MOD)
+    with pytest.raises(SecureMLError):
+        predict(srv.address, Q[:1])
+    monkeypatch.undo()
+    # two aborts used up: this client (its address: no identity configured) is refused before any OT
+    with pytest.raises(SecureMLError, match="failed 2 protocol checks"):
+        predict(srv.address, Q[:1], retries=0)
+    assert srv.aborts.count("ip:127.0.0.1") == 2
+    # nothing the client sent is in the log: only server-side facts (class names, counts, address)
+    assert all("Error:" not in ln for ln in srv.lines)
+    assert srv.thread.is_alive()
