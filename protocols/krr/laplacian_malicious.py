@@ -30,9 +30,9 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      bound tables read u's digits through them).
   5. The server draws chi_i uniform in [0, 2^64) (after every commitment) and sends it. For every
      feature j and every v of the public domain [0, 2^B) it computes
-     g_j(v) = sum_i chi_i |x_ij - v| (exact mod 2^128: histograms of 16-bit limbs of chi over the
-     column's values, prefix sums; g_j(v) = v (2 A_j(v) - S) + T_j - 2 B_j(v) with
-     A_j(v) = sum_{x_ij <= v} chi_i, B_j(v) = sum_{x_ij <= v} chi_i x_ij), and one bound table OT
+     g_j(v) = sum_i chi_i |x_ij - v| (exact mod 2^128: histograms of 22-bit limbs of chi over the
+     column's values, two prefix sums; g_j(v) = T_j + 2 C_j(v) - v S_j, :func:`mac_word_tables`),
+     and one bound table OT
      per feature on step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the
      committed q'_j) whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod 2^128), K_j
      fresh. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j), never another
@@ -131,24 +131,29 @@ def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint
     """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod 2^128) for the features of ``XT`` (d', N)
     and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) limb pairs.
 
-    Exact: chi is split into four 16-bit limbs; per limb the per-value weight a(v) (< N 2^16,
-    exact in float64's bincount), its prefix sums A (< 2^38) and sum u a(u) (< 2^58) are exact
-    in uint64 for N <= 2^22 and B <= 20; the limbs are recombined mod 2^128."""
+    g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
+    g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
+    Exact: chi is split into three 22-bit limbs; per limb the per-value weight (< N 2^22 <= 2^44,
+    exact in float64's bincount), A (< 2^44) and C (< 2^(44 + B) <= 2^60) are exact in uint64 for
+    N <= 2^22 and B <= 16; the limbs are recombined mod 2^128 (numpy-vectorised: no per-v loop)."""
     d, N = XT.shape
     V = 1 << x_bits
     idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
-    vals = np.arange(V, dtype=U64)[None, :]
     zero = np.zeros((d, V), dtype=U64)
-    A, Bsum = (zero, zero), (zero, zero)
-    for limb in range(4):
-        c = ((chi >> U64(16 * limb)) & U64(0xFFFF)).astype(np.float64)
+    C = (zero, zero)
+    S = (np.zeros(d, U64), np.zeros(d, U64))
+    for limb in range(3):
+        c = ((chi >> U64(22 * limb)) & U64((1 << 22) - 1)).astype(np.float64)
         a = np.bincount(idx, weights=np.broadcast_to(c[None, :], (d, N)).ravel(), minlength=d * V)
-        a = np.rint(a).astype(U64).reshape(d, V)
-        A = u128.add(A, u128.shl((zero, np.cumsum(a, axis=1, dtype=U64)), 16 * limb))
-        Bsum = u128.add(Bsum, u128.shl((zero, np.cumsum(a * vals, axis=1, dtype=U64)), 16 * limb))
-    S = (A[0][:, -1:], A[1][:, -1:])
-    T = (Bsum[0][:, -1:], Bsum[1][:, -1:])
-    g = u128.add(u128.mul_small(u128.sub(u128.shl(A, 1), S), vals), u128.sub(T, u128.shl(Bsum, 1)))
+        A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
+        Cl = np.zeros((d, V), dtype=U64)
+        np.cumsum(A[:, :-1], axis=1, dtype=U64, out=Cl[:, 1:])
+        C = u128.add(C, u128.shl((zero, Cl), 22 * limb))
+        S = u128.add(S, u128.shl((np.zeros(d, U64), A[:, -1].copy()), 22 * limb))
+    T = u128.total(u128.mul64(XT, chi[None, :]), axis=1)  # g_j(0)
+    vals = np.arange(V, dtype=U64)[None, :]
+    g = u128.sub(u128.add(u128.shl(C, 1), (T[0][:, None], T[1][:, None])),
+                 u128.mul_small((S[0][:, None], S[1][:, None]), vals))
     return u128.add(u128.mul_small(g, delta), (K[0][:, None], K[1][:, None]))
 
 

@@ -101,14 +101,21 @@ def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
     assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
 
 
-def test_mac_word_tables_are_the_weighted_l1_distance():
+@pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
+def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
+    """Exact mod 2^128 against Python integers, also with every chi_i = 2^64 - 1 and 16-bit entries
+    (the limbs' widest sums)."""
     rng = np.random.default_rng(1)
-    XT = rng.integers(0, 1 << 6, (3, 50)).astype(U64)
-    chi = rng.integers(0, 1 << 63, 50, dtype=np.uint64) * U64(2) + U64(1)
-    W = lm.mac_word_tables(XT, chi, 6, U64(1), (np.zeros(3, U64), np.zeros(3, U64)))
+    XT = rng.integers(0, 1 << bits, (3, 50)).astype(U64)
+    XT[0, :5] = (1 << bits) - 1
+    chi = (np.full(50, 2**64 - 1, dtype=U64) if extreme
+           else rng.integers(0, 1 << 63, 50, dtype=np.uint64) * U64(2) + U64(1))
+    delta, K = U64(0xDEADBEEF12345677), (np.array([1, 2, 3], U64), np.array([4, 5, 2**64 - 1], U64))
+    W = lm.mac_word_tables(XT, chi, bits, delta, K)
     for j in range(3):
-        for v in (0, 17, 63):
-            want = sum(int(c) * abs(int(x) - v) for c, x in zip(chi, XT[j])) % u128.MOD
+        for v in (0, 17, (1 << bits) - 1, int(XT[j, 7])):
+            g = sum(int(c) * abs(int(x) - v) for c, x in zip(chi, XT[j]))
+            want = ((int(K[0][j]) << 64) + int(K[1][j]) + g * int(delta)) % u128.MOD
             assert u128.to_int((W[0][j, v:v + 1], W[1][j, v:v + 1]))[0] == want
 
 
