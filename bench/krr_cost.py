@@ -34,7 +34,7 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
 def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent") -> None:
     from protocols.krr import ServedModel, gaussian, serve
 
-    sm = ServedModel(params, frac_bits=frac_bits)
+    sm = ServedModel(params, frac_bits=frac_bits, security="semi-honest")  # the semi-honest protocols
     sm.public.cross_term = cross_term
     sm.public.ot_engine = ot_engine
     sm.public.validate()
