@@ -20,22 +20,45 @@ re-randomisation of c1' -- so client-malicious sessions keep the checked OT path
 merged for the Gaussian cross term (:mod:`protocols.mpc.bfv_proof`) commits its witness with more
 checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md).
 
-Protocol (after the handshake; client = role 1, server = role 0), two messages:
+Protocol (client = role 1, server = role 0), two messages after the handshake:
   0. keys: the client's secret key and public key pk0 are made once per process and ring
-     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 1 only on the first session
+     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 2 only on the first session
      with a server (the server keeps it by key id, LRU 1,024, one hour), or when asked again.
      ``resume_ot=False`` on the client: a fresh key for this session only (unlinkable sessions).
-  1. client -> server: header, key id, [pk0], and per query (seed of a, c0 = -a s + e + Delta Phi')
-     with Delta = 2^(log q - out_bits).
-  2. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
-     step 1 with pk0), else per query (v, top 64 bits of c1') with the constant
-     ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
-  3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
+  1. hello (a TCP client, :func:`hello_seed`): carries ``lattice_seed``, the 16-byte seed of the
+     first query's a -- the seed of a mask the client made last session, or a fresh one. Once the
+     public parameters are on their way the server computes that query's re-randomisation
+     a W + p1 u + e1 with a fresh u (:func:`server_early`; or takes the one it made for this seed
+     after the client's last reply), while the client waits and computes its features.
+  2. client -> server: header, key id, [pk0], [next seed], and per query (seed of a,
+     c0 = -a s + e + Delta Phi') with Delta = 2^(log q - out_bits); the first query's seed is the
+     announced one. With ``PREPARE_NEXT`` the client also names the seed of its next session's
+     first a, and makes that mask (-a s + e) while it waits for the reply.
+  3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
+     step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
+     constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
+     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use).
+  4. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
-Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up, 32,785 down; first
-session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way; a
-resumed client sends the hello, ready and step 1 in one flight (:func:`protocols.krr.client.predict`,
-parameters cached and checked by digest): 2 rounds in all.
+Offline / online (what moves off the critical path, and why that is safe): the client's mask
+-a s + e and the server's a W + p1 u + e1 depend only on the seed of a, never on the query; both
+are made before the query (steps 1 and 3) and each is **single use**: a mask is spent by its one
+encryption (two queries under one a and e would hand the server Delta (Phi - Phi')), a
+re-randomisation by its one answer (the masking of a W by p1 u + e1 is argued for one answer;
+two sharing u and e1 are correlated, and under two values of a their difference is (a - a') W
+plus small noise); :class:`protocols.mpc.rlwe_ip.Mask` and
+:class:`~protocols.mpc.rlwe_ip.Rerandomised` refuse a second use, the stores hand each out once
+(taken, not read), and a server asked twice for one seed answers the second query with a fresh u.
+What remains online: the client adds Delta phi' (0.04 ms CPU at n = 4,096) and decrypts
+(0.04 ms); the server computes v, two dot products (0.06 ms). The seeds are public (they travel
+with c0 anyway). A deviating client that announces another client's seed only makes the server
+spend that re-randomisation on its own query (a fresh u, never a second use).
+
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
++ about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).
+Rounds after the handshake: one each way; a resumed client sends the hello, ready and step 2 in
+one flight (:func:`protocols.krr.client.predict`, parameters cached and checked by digest): 2
+rounds in all; the hello still goes out first, before the features, so that step 1's work overlaps them.
 """
 from __future__ import annotations
 
