@@ -23,7 +23,12 @@ processes on TCP loopback, the model owner's ``protocols.krr.serve`` and the que
 ``protocols.krr.predict``, for the random-Fourier-feature model (sorted CM, F = 4,096, embedded
 data) and the local FCHL19 + SORF model (F = 4,096, QM9, N = 4,096, MAE ~1 kcal/mol). Every
 session's wall time is set against the plaintext prediction of the same model on the same
-molecule, measured in the same process just before. Writes ``double_blind.json``, ``.csv`` and ``.png``::
+molecule, measured in the same process just before; the client process's CPU time is recorded
+beside both (``client_cpu_s``, ``plaintext_cpu_s``: less sensitive to other load on a shared
+machine), and ``--gap-ms`` of idle time follows each session (between-sessions work, e.g. the
+lattice server's re-randomisation for the client's next query, ends before the next timed step).
+``lattice_cpu`` in the JSON splits the lattice steps into offline (query-independent) and online
+CPU time. Writes ``double_blind.json``, ``.csv`` and ``.png``::
 
     .venv/bin/python -m bench.local_model_bench --double-blind --out bench/results/compact_cost
 """

@@ -63,6 +63,7 @@ rounds in all; the hello still goes out first, before the features, so that step
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 import time
@@ -185,7 +186,7 @@ _NEXT_MASKS: dict[tuple[str, bytes], rlwe_ip.Mask] = {}
 
 
 def _fresh_seed() -> bytes:
-    return rlwe_ip.SecureRandom().random_bytes(rlwe_ip.SEED_BYTES)
+    return os.urandom(rlwe_ip.SEED_BYTES)  # a public seed: fresh OS entropy, no cipher set-up
 
 
 def hello_seed(pp: PublicParams | None, server_key: str) -> bytes:
