@@ -42,7 +42,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 17 (17: the client-malicious Laplacian protocol, pinned as
+#: pinned at PROTOCOL_VERSION 18 (18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
 #: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
 #: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
@@ -60,15 +60,15 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565216, "0a17a76125c30ab0dcbc783e5aa35ba09ff35e4f9d0e26b31012715b42344327"),
-    "krr-laplacian": (96, 75431, "14167cec7888945d20d299caa6fc265ee5ed5f0b209823b28916f03db4cdda4a"),
-    "krr-laplacian/silent": (110, 678076, "7111db80708e4d5548a811c94636f576a4808a834722207b4833ee5f1ee73e7a"),
-    "krr-gaussian/client-malicious": (482, 9823875, "0642345c21560382049ad92c8d639521c6d0deeaace0609640cfc4226b7b0ffd"),
-    "krr-laplacian/client-malicious": (198, 301988, "7ba23bcf1b562564751ccb0f0970fc917c06750945768cc94b0651791e7626f0"),
+    "krr-gaussian": (66, 1565216, "d46dc6a7f4474cc21528a2706c237cc858f097590dfba04b30f911e53c997ecb"),
+    "krr-laplacian": (96, 75431, "5dcf323870d223d09a4deca0aabe47a10212a84e81ba81c27233d9c6ed37dfd1"),
+    "krr-laplacian/silent": (110, 678076, "05a5491c18a7acf53dad9baf94beaf73d7290498b383d272a8a08e3e3872c4c5"),
+    "krr-gaussian/client-malicious": (482, 9823875, "78cb521684177ce5a1f75efb0b633ebffc9c87ab75d3a9651860613636c529b6"),
+    "krr-laplacian/client-malicious": (198, 301988, "99bfe2ce22b812391ae59db73787a4eb3375ea59e13aee39eae5dd59d91c3542"),
     "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
     "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
 }
-PINNED_VERSION = 17
+PINNED_VERSION = 18
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
