@@ -16,11 +16,13 @@ import numpy as np
 from protocols.krr.defense_spec import OutputDefense
 from protocols.mpc.he_matvec import make_plan
 from protocols.mpc.he_matvec_checked import make_plan as make_checked_plan
+from protocols.mpc.rlwe_ip128 import gilboa_bytes as gilboa128_bytes
+from protocols.mpc.rlwe_ip128 import make_plan as ip128_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 16  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 17  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -38,6 +40,8 @@ PROTOCOL_VERSION = 16  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 15: early data: a ready message may carry the digest of the public parameters its sender used
 # (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
 # 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
+# 17: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
+# sends fewer bytes than the OT route; public field inner_product
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -56,6 +60,11 @@ EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # how the Gaussian protocol computes its cross term X q: "he" lattice HE (BFV, coefficient packing,
 # protocols.mpc.he_matvec: ~9 MB at N = 16,384), "ot" the OT-based vector OLE (~850 MB, exact)
 CROSS_TERMS = ("he", "ot")
+# how the exact kernels' last step (protocols.krr.expsum, step 9: shares of sum_i r_i v_i in Z_2^128)
+# runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
+# constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
+# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 1,100 on)
+INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
 OT_ENGINES = ("silent", "softspoken")
@@ -102,6 +111,7 @@ class PublicParams:
     security: str = DEFAULT_SECURITY
     cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
     ot_engine: str = "silent"  # Laplacian kernel: the OT extension, see OT_ENGINES
+    inner_product: str = "auto"  # exact kernels' step 9: see INNER_PRODUCTS
     # compact (linear) models: public width of the output ring (0: announced in the OT session
     # only); semi-honest sessions with cross_term "he" and no output defense run the lattice inner
     # product (protocols.krr.linear_he), which needs it before the first message
@@ -252,6 +262,10 @@ class PublicParams:
             raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
         if not isinstance(self.output_bits, int) or not (self.output_bits == 0 or 8 <= self.output_bits <= 64):
             raise ProtocolError(f"bad output_bits {self.output_bits!r}")
+        if self.inner_product not in INNER_PRODUCTS:
+            raise ProtocolError(f"unknown inner product {self.inner_product!r}; supported: {INNER_PRODUCTS}")
+        if self.kind in EXACT_KINDS and self.inner_product == "he":
+            ip128_plan(self.n_train)  # ProtocolError if the ring cannot hold it
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":
@@ -290,6 +304,14 @@ class PublicParams:
     def checked_ot(self) -> bool:
         """Client-malicious mode: every OT extension in which the client chooses is checked."""
         return self.security == "client-malicious"
+
+    @property
+    def lattice_sum(self) -> bool:
+        """Exact kernels: step 9 of protocols.krr.expsum by lattice HE (True) or by OT (False).
+        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree)."""
+        if self.inner_product != "auto":
+            return self.inner_product == "he"
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_frac_bits + 1)
 
     @property
     def lattice_linear(self) -> bool:
