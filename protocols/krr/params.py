@@ -41,7 +41,8 @@ PROTOCOL_VERSION = 17  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
 # 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
 # 17: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
-# sends fewer bytes than the OT route; public field inner_product
+# sends fewer bytes than the OT route (public field inner_product); semi-honest exact kernels split the
+# exponent with a low part spanning 8 in t and centred factors (half the step-7 table)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -158,21 +159,45 @@ class PublicParams:
         return self.kernel_scale * (1 << self.shift_bits)
 
     @property
+    def lo_span_log2(self) -> int:
+        """log2 of the largest exponent range of the low part: c * 2^lo_bits <= 2^lo_span_log2.
+
+        Semi-honest (protocols.krr.expsum): 8 -- the client's and the server's factors are centred
+        (each in (e^-4, e^4], step 8 of expsum), which halves the table of step 7 against a span of
+        4 at one bit of kernel precision. Client-malicious (protocols.krr.gaussian_malicious, its own
+        steps with factors in (e^-4, 1]): 4.
+        """
+        return 2 if self.security == "client-malicious" else 3
+
+    @property
     def lo_bits(self) -> int:
-        """Low part of D' whose exponential factor stays in (e^-4, 1]: c * 2^lo_bits <= 4.
+        """Low part of D' whose exponential factor spans at most 2^lo_span_log2 in t:
+        c * 2^lo_bits <= 8 (semi-honest) or 4 (client-malicious).
 
         A wider low part means a smaller table (fewer high values of t to tabulate); the factors
-        e^{-c u_lo} (client) and e^{c rho_lo} (server) then span e^4 < 2^6, which the 40-bit
-        fixed-point encodings absorb without losing kernel precision.
+        of the client (e^{-c u_lo}) and the server (e^{c rho_lo}) then span at most e^8 together
+        (e^4 each once centred, < 2^6), which the 40-bit fixed-point encodings absorb: a kernel
+        term's rounding error is at most e^4 2^-40 = 2^-34.2.
         """
         # at most d_bits - 1: the exponent split needs H = u_hi - rho_hi to have at least one bit
         # (protocols/krr/expsum.py, step 6)
-        return int(min(self.d_bits - 1, max(0, math.floor(2.0 - math.log2(self.c)))))
+        return int(min(self.d_bits - 1, max(0, math.floor(self.lo_span_log2 - math.log2(self.c)))))
+
+    @property
+    def step(self) -> float:
+        """t per unit of the high part: c * 2^lo_bits, in (4, 8] semi-honest, (2, 4] client-malicious
+        (smaller only where the distance has too few bits)."""
+        return self.c * (1 << self.lo_bits)
+
+    @property
+    def v_bits(self) -> int:
+        """Bits of the client's centred factor e^{step/2 - c u_lo} 2^v_frac_bits < e^4 2^v_frac_bits."""
+        return self.v_frac_bits + math.floor(self.step / 2 / math.log(2)) + 1
 
     @property
     def lut_bits(self) -> int:
         """Bits of D' above lo_bits handled by the look-up table (covers t up to T_CUT)."""
-        step = self.c * (1 << self.lo_bits)  # t per unit of the high part, in (2, 4]
+        step = self.step  # t per unit of the high part, in (4, 8] or (2, 4] (lo_span_log2)
         t_cut = (KERNEL_FRAC_BITS + 4) * math.log(2)
         need = math.ceil(math.log2(t_cut / step + 1))
         return int(min(need, self.d_bits - self.lo_bits))
@@ -311,7 +336,7 @@ class PublicParams:
         "auto" compares the two routes' bytes for one query at this N (public, so both sides agree)."""
         if self.inner_product != "auto":
             return self.inner_product == "he"
-        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_frac_bits + 1)
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits)
 
     @property
     def lattice_linear(self) -> bool:

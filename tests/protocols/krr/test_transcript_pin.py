@@ -43,7 +43,8 @@ from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
 #: pinned at PROTOCOL_VERSION 17 (17: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
-#: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
+#: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
+#: exponent with a low part spanning 8 (centred factors: a table half as long); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
 #: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
@@ -59,10 +60,10 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565239, '93c0804893897190e2b2477b261366d8863ecfde24559eadb27638f92147c96a'),
-    "krr-gaussian/lattice-sum": (41, 2562413, 'ba3184f74fbf001909a08f1bbf9a30cf1b6f514d87734d735351bb9c59632b89'),
-    "krr-laplacian": (96, 75454, '4118a3058ea495561f0949050d53001d4a7afd01fdfa973bcf9e9e14ef8ca893'),
-    "krr-laplacian/silent": (110, 678099, '0483f3df3ec512fa839e694a1572d08828b06945e64e5c7b5bbd4f46b4b65c6b'),
+    "krr-gaussian": (66, 1564495, '8808aec5b3f8daea80d3eb27c76329ffd15449d003c7752eadbbaeaedf4aa5d9'),
+    "krr-gaussian/lattice-sum": (41, 2560877, 'e4f84546030ed1d5e1538d70080395cdb32aaf9c3e409ee5252adf72ff72856f'),
+    "krr-laplacian": (96, 74974, '8d6ff20359328b1109ca47aa68c45aa653a786e4d9640bdf2d402ad2a51a1ced'),
+    "krr-laplacian/silent": (110, 677627, 'df0bf8d97c08cbaa6fb94f76d9322d1491e2017f42c503a3a877d37a0d2fec91'),
     "krr-gaussian/client-malicious": (482, 9823898, '9dd5365283b1dc3fe9a2464a6325ed18cb343308fc00cad45d6113a21c64bbb2'),
     "linear": (23, 32994, '98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403'),
     "linear/semi-honest": (6, 238423, 'ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a'),
