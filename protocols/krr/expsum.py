@@ -104,6 +104,11 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
         party.ch.send_array(_mod(D + x, M))
     else:
         x = _mod(party.ch.recv_array(dtype=np.uint64, shape=(n,)) + D, M)  # u
+    # 9a. lattice route: the client's key and seeds go out now (they need no values), just ahead of
+    # its first chain message, so the server can prepare its half of step 9 while the client works
+    lattice = None
+    if pp.lattice_sum:
+        lattice = (rlwe_ip128.LatticeSumServer if server else rlwe_ip128.LatticeSumClient)(party, N, k)
     # 5. drop s low bits (of rho and u alike)
     x = x >> U64(pp.shift_bits)
     # 6. the flag z = [H >= 2^lut]: borrow out of the table digit, then the bits above it
@@ -142,8 +147,9 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
         party.ot_sender.lut_send(np.ascontiguousarray(table), bits=64)
         # 9. one inner product in Z_2^128 per query, v (client) x r (server): lattice or Gilboa
         r = (r_hi.reshape(k, N), r_lo.reshape(k, N))
-        if pp.lattice_sum:
-            s2 = rlwe_ip128.inner_products128(party, values=r, n_bits=pp.v_bits)
+        if lattice is not None:  # c1' while the client decodes its table and encrypts v
+            lattice.prepare(r)
+            s2 = lattice.finish()
         else:
             s2 = inner_products128(party, chooser=1 - SERVER, values=r, n_bits=pp.v_bits)
         # 10. the offset goes into the server's share; shares are uniformly masked by s2's pads
@@ -161,11 +167,13 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
     u_lo = (x & U64((1 << pp.lo_bits) - 1)).astype(np.float64)
     v_enc = np.rint(np.exp(step / 2 - pp.c * u_lo) * float(1 << pp.v_frac_bits)).astype(U64)
     v_enc = np.minimum(v_enc, U64((1 << pp.v_bits) - 1))  # (only a float tie at e^(step/2) could reach it)
+    if lattice is not None:  # 9. the ciphertexts of v first: the server works while we sum h v
+        lattice.send_values(v_enc.reshape(k, N), pp.v_bits)
     hv = u128.mul_small(h, v_enc)
     sum_hv = [int(v) for v in u128.to_int(u128.total((hv[0].reshape(k, N), hv[1].reshape(k, N)), axis=1))]
     # 9. shares of sum r v
-    if pp.lattice_sum:
-        c2 = rlwe_ip128.inner_products128(party, bits=v_enc.reshape(k, N), n_bits=pp.v_bits)
+    if lattice is not None:
+        c2 = lattice.finish()
     else:
         c2 = inner_products128(party, chooser=1 - SERVER, bits=v_enc.reshape(k, N), n_bits=pp.v_bits)
     if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself

@@ -5,7 +5,8 @@ KRR's client factors have 41 bits), the *server* k vectors r (k, N) of 128-bit v
 additive shares mod 2^128 of ``sum_i r[a, i] v[a, i]`` for each row a -- what
 :func:`protocols.mpc.gilboa128.inner_products128` computes with one random OT per bit of v
 (~0.7 kB per element), here with one RLWE ciphertext up and one down per query (~83 bytes per
-ring coefficient, 1.4 MB at N = 16,384 where the OT route sends 11.5 MB).
+ring coefficient, 1.4 MB at N = 16,384 where the OT route sends 11.5 MB); three messages: key
+and seeds up, ciphertexts up, reply down.
 
 Arithmetic and encodings are :mod:`protocols.mpc.rlwe_ip`'s (its :class:`~protocols.mpc.rlwe_ip.Ring`,
 :class:`~protocols.mpc.rlwe_ip.ClientKey`, error and secret distributions), in a larger ring:
@@ -18,10 +19,10 @@ bound below Delta / 2.
 Protocol (client = key owner, role of ``bits``; server = holder of ``values``):
   1. client: a fresh key from its own randomness (s ternary, pk0 = -p1 s + e_p with p1 the public
      CRS polynomial of the ring), and per query a and chunk c of n values a fresh seed for a
-     uniform a_c and ``c0_c = -a_c s + e_c + Delta V_c`` with ``V_c = sum_j v_(cn+j) X^j``. Sends
-     pk0 cut to its top ``Q - pk_drop`` bits (``pk_drop`` low bits dropped: a deterministic function of
-     pk0) and, per query and chunk, (seed, the first m_c coefficients of c0_c) -- the server reads
-     no other coefficient.
+     uniform a_c. Sends (1a, needs no values, so a caller sends it early) pk0 cut to its top
+     ``Q - pk_drop`` bits (a deterministic function of pk0) and the seeds; then (1b) per query and
+     chunk the first m_c coefficients of ``c0_c = -a_c s + e_c + Delta V_c``, ``V_c = sum_j
+     v_(cn+j) X^j`` -- the server reads no other coefficient.
   2. server: balanced representatives of its r (|r| <= 2^127 (1 + 2^-15)) in
      ``R_c = sum_j r_(cn+j) X^(n-1-j)``, so coefficient n-1 of ``V_c R_c`` is ``sum_j v_j r_j``
      (no negacyclic wrap lands there); fresh ternary u, errors e0, e1, a mask m uniform mod 2^128
@@ -29,7 +30,9 @@ Protocol (client = key owner, role of ``bits``; server = holder of ``values``):
         val = sum_c (c0_c R_c)[n-1] + (pk0' u)[n-1] + e0 + Delta m + f        (one number)
         c1' = sum_c a_c R_c + p1 u + e1                                        (re-randomised)
      ``(c0_c R_c)[n-1]`` and ``(pk0' u)[n-1]`` are dot products; only ``a_c R_c`` and ``p1 u``
-     need FFTs (16-bit limbs, :func:`protocols.mpc.rlwe_ip._fold` checks every rounding).
+     need FFTs (16-bit limbs, :func:`protocols.mpc.rlwe_ip._fold` checks every rounding). c1'
+     needs only the seeds and r (:func:`server_prepare`, ~0.1 s at n = 16,384): the server computes
+     it while the client is still busy; with c0 only the dot products remain (:func:`server_finish`).
   3. server -> client: val (Q bits) and c1' cut to its top ``Q - c1_drop`` bits. Its share is -m.
   4. client: ``val + (c1' s)[n-1] = Delta (sum r v + m) + noise`` with |noise| < Delta / 2; its share
      is the rounded quotient, ``sum r v + m mod 2^128``.
@@ -211,66 +214,64 @@ def _dot_wide(x_limbs: np.ndarray, y_limbs: np.ndarray) -> int:
 
 # ---- the two roles -------------------------------------------------------------------------------
 
-def client_request(plan: IP128Plan, key: ClientKey, v: np.ndarray, rng: SecureRandom) -> np.ndarray:
-    """Step 1: the message (uint8) for k rows of values ``v`` (k, N)."""
-    R = key.ring
-    parts = [_limbs_to_bytes(key.pk0, plan.coeff_bytes)[:, plan.pk_drop // 8:].ravel()]
+def client_key_message(plan: IP128Plan, key: ClientKey, k: int, rng: SecureRandom) -> tuple[np.ndarray, list[bytes]]:
+    """Step 1a (needs no values): pk0 cut to its top bits and a fresh seed per query and chunk."""
+    seeds = [rng.random_bytes(SEED_BYTES) for _ in range(k * len(plan.chunks))]
+    pk = _limbs_to_bytes(key.pk0, plan.coeff_bytes)[:, plan.pk_drop // 8:].ravel()
+    return np.concatenate([pk, np.frombuffer(b"".join(seeds), dtype=np.uint8)]), seeds
+
+
+def client_ciphertexts(plan: IP128Plan, key: ClientKey, seeds: list[bytes], v: np.ndarray,
+                       rng: SecureRandom) -> np.ndarray:
+    """Step 1b: the first m_c coefficients of c0 = -a s + e + Delta V per query and chunk (uint8)."""
+    parts, it = [], iter(seeds)
     for row in np.atleast_2d(v):
         pos = 0
         for m in plan.chunks:
-            seed = rng.random_bytes(SEED_BYTES)
-            c0 = key.encrypt_limbs(key.mask(seed, rng), row[pos:pos + m].astype(np.int64), plan.delta_bits)
-            parts += [np.frombuffer(seed, dtype=np.uint8), _limbs_to_bytes(c0[:, :m], plan.coeff_bytes).ravel()]
+            c0 = key.encrypt_limbs(key.mask(next(it), rng), row[pos:pos + m].astype(np.int64), plan.delta_bits)
+            parts.append(_limbs_to_bytes(c0[:, :m], plan.coeff_bytes).ravel())
             pos += m
-    assert R.q_bits == plan.q_bits
     return np.concatenate(parts)
 
 
-def _parse_request(plan: IP128Plan, msg: np.ndarray, k: int) -> tuple[np.ndarray, list[list[tuple[bytes, np.ndarray]]]]:
-    want = plan.up_bytes(k)
-    if msg.ndim != 1 or msg.shape[0] != want:
-        raise ProtocolError(f"lattice inner product: client message of {msg.size} bytes, expected {want}")
-    pos = plan.pk_bytes
-    pk_top = _bytes_to_limbs(msg[:pos].reshape(plan.n, -1))
-    queries = []
-    for _ in range(k):
-        cts = []
-        for m in plan.chunks:
-            seed = msg[pos:pos + SEED_BYTES].tobytes()
-            pos += SEED_BYTES
-            c0 = _bytes_to_limbs(msg[pos:pos + m * plan.coeff_bytes].reshape(m, plan.coeff_bytes))
-            pos += m * plan.coeff_bytes
-            cts.append((seed, c0))
-        queries.append(cts)
-    return pk_top, queries
+@dataclass
+class ServerPrepared:
+    """The server's query-independent half of step 2 (needs the seeds and r, not c0): per query the
+    truncated c1', (pk0' u)[n-1], and r's balanced limbs; used once."""
+
+    r_limbs: list[np.ndarray]  # per query (8, N)
+    c1_top: list[np.ndarray]  # per query, the bytes of c1' that travel
+    pku: list[int]
 
 
-def server_reply(plan: IP128Plan, msg: np.ndarray, r_hi: np.ndarray, r_lo: np.ndarray,
-                 rng: SecureRandom) -> tuple[np.ndarray, list[int]]:
-    """Steps 2-3 for k rows of r (k, N): (reply message, the server's shares -m mod 2^128)."""
+def server_prepare(plan: IP128Plan, key_msg: np.ndarray, r_hi: np.ndarray, r_lo: np.ndarray,
+                   rng: SecureRandom) -> ServerPrepared:
+    """Step 2's products with a_c and u for k rows of r (k, N): c1' = sum_c a_c R_c + p1 u + e1."""
     r_hi, r_lo = np.atleast_2d(r_hi), np.atleast_2d(r_lo)
     k, N = r_hi.shape
     if N != plan.n_values:
         raise ProtocolError(f"lattice inner product: {N} values, the plan has {plan.n_values}")
-    pk_top, queries = _parse_request(plan, msg, k)
+    n_ct = k * len(plan.chunks)
+    want = plan.pk_bytes + n_ct * SEED_BYTES
+    if key_msg.ndim != 1 or key_msg.shape[0] != want:
+        raise ProtocolError(f"lattice inner product: client key message of {key_msg.size} bytes, expected {want}")
+    pk_top = _bytes_to_limbs(key_msg[:plan.pk_bytes].reshape(plan.n, -1))
+    seeds = key_msg[plan.pk_bytes:].reshape(n_ct, SEED_BYTES)
     R = _ring(plan)
-    n, L, Q = plan.n, R.L, R.Q
-    replies, shares = [], []
+    n, L = plan.n, R.L
+    out = ServerPrepared([], [], [])
     for a in range(k):
         u = _ternary(rng, n)
-        u_rev = np.ascontiguousarray(u[::-1])
+        limbs = _balanced_limbs(r_hi[a], r_lo[a])
         # c1' = sum_c a_c R_c + p1 u + e1 (p1 = p1_bal + C J: the C J u term added per bucket)
         buckets = np.zeros((L, n), dtype=np.int64)
         spec = R.p1_spec * np.fft.rfft(u.astype(np.float64), 2 * n)
-        val = 0
         pos = 0
-        for c, (seed, c0) in enumerate(queries[a]):
-            m = c0.shape[1]
-            limbs = _balanced_limbs(r_hi[a, pos:pos + m], r_lo[a, pos:pos + m])
-            val += _dot_wide(c0, limbs)  # (c0_c R_c)[n-1] = sum_j c0_j r_j
+        for c, m in enumerate(plan.chunks):
             poly = np.zeros((R_LIMBS, n), dtype=np.float64)
-            poly[:, n - m:] = limbs[:, ::-1]  # R_c = sum_j r_j X^(n-1-j)
-            r_spec = np.fft.rfft(poly, 2 * n, axis=-1)
+            poly[:, n - m:] = limbs[:, pos:pos + m][:, ::-1]
+            r_spec = np.fft.rfft(poly, 2 * n, axis=-1)  # R_c = sum_j r_(cn+j) X^(n-1-j)
+            seed = seeds[a * len(plan.chunks) + c].tobytes()
             a_spec = np.fft.rfft(R.uniform(SecureRandom(seed)).astype(np.float64), 2 * n, axis=-1)
             spec = spec if c == 0 else np.zeros_like(spec)
             for j in range(R_LIMBS):
@@ -280,14 +281,33 @@ def server_reply(plan: IP128Plan, msg: np.ndarray, r_hi: np.ndarray, r_lo: np.nd
         buckets += _jmul(u) << (LIMB - 1)
         buckets[0] += _cbd(rng, n)
         c1 = R.normalize(buckets)
-        # val = sum_c (c0_c R_c)[n-1] + (pk0' u)[n-1] + e0 + Delta m + f
-        val += _combine(pk_top @ u_rev, plan.pk_drop)
+        out.r_limbs.append(limbs)
+        out.c1_top.append(_limbs_to_bytes(c1, plan.coeff_bytes)[:, plan.c1_drop // 8:].ravel())
+        out.pku.append(_combine(pk_top @ np.ascontiguousarray(u[::-1]), plan.pk_drop))
+    return out
+
+
+def server_finish(plan: IP128Plan, prep: ServerPrepared, ct_msg: np.ndarray,
+                  rng: SecureRandom) -> tuple[np.ndarray, list[int]]:
+    """Steps 2-3 with the client's c0s: (reply message, the server's shares -m mod 2^128).
+    val = sum_c (c0_c R_c)[n-1] + (pk0' u)[n-1] + e0 + Delta m + f."""
+    k = len(prep.pku)
+    want = k * sum(m * plan.coeff_bytes for m in plan.chunks)
+    if ct_msg.ndim != 1 or ct_msg.shape[0] != want:
+        raise ProtocolError(f"lattice inner product: client ciphertexts of {ct_msg.size} bytes, expected {want}")
+    Q = 1 << plan.q_bits
+    replies, shares, pos = [], [], 0
+    for a in range(k):
+        val, j = prep.pku[a], 0
+        for m in plan.chunks:
+            c0 = _bytes_to_limbs(ct_msg[pos:pos + m * plan.coeff_bytes].reshape(m, plan.coeff_bytes))
+            val += _dot_wide(c0, prep.r_limbs[a][:, j:j + m])  # (c0_c R_c)[n-1] = sum_j c0_j r_j
+            pos, j = pos + m * plan.coeff_bytes, j + m
         mask = int.from_bytes(rng.random_bytes(16), "little")
         b = plan.flood_bits
         flood = int.from_bytes(rng.random_bytes((b + 1 + 64 + 7) // 8), "little") % ((1 << (b + 1)) + 1) - (1 << b)
         val = (val + int(_cbd(rng, 1)[0]) + (mask << plan.delta_bits) + flood) % Q
-        replies += [np.frombuffer(val.to_bytes(plan.coeff_bytes, "little"), dtype=np.uint8),
-                    _limbs_to_bytes(c1, plan.coeff_bytes)[:, plan.c1_drop // 8:].ravel()]
+        replies += [np.frombuffer(val.to_bytes(plan.coeff_bytes, "little"), dtype=np.uint8), prep.c1_top[a]]
         shares.append(-mask % u128.MOD)
     return np.concatenate(replies), shares
 
@@ -308,30 +328,74 @@ def client_finish(plan: IP128Plan, key: ClientKey, reply: np.ndarray, k: int) ->
     return out
 
 
+class LatticeSumClient:
+    """The key owner's side, split where the caller can overlap it with other steps: the key message
+    goes out first (it needs no values), the ciphertexts once the values are known."""
+
+    def __init__(self, party: PartyContext, n_values: int, k: int) -> None:
+        self.party, self.k = party, k
+        self.plan = make_plan(n_values)
+        self.key = ClientKey(RingParams(self.plan.n, self.plan.q_bits), party.rng)
+        msg, self.seeds = client_key_message(self.plan, self.key, k, party.rng)
+        party.ch.send_array(msg, owned=True)
+
+    def send_values(self, v: np.ndarray, n_bits: int) -> None:
+        y = np.atleast_2d(np.ascontiguousarray(v, dtype=np.uint64))
+        if y.shape != (self.k, self.plan.n_values):
+            raise ProtocolError(f"lattice inner product: values of shape {y.shape}, expected {(self.k, self.plan.n_values)}")
+        if not 1 <= n_bits <= 62 or (y.size and int(y.max()) >> n_bits):
+            raise ProtocolError("lattice inner product: values wider than advertised")
+        self.party.ch.send_array(client_ciphertexts(self.plan, self.key, self.seeds, y, self.party.rng), owned=True)
+
+    def finish(self) -> list[int]:
+        reply = self.party.ch.recv_array(dtype=np.uint8, shape=(None,), max_bytes=self.plan.down_bytes(self.k))
+        return client_finish(self.plan, self.key, reply, self.k)
+
+
+class LatticeSumServer:
+    """The other side: read the key message (before any later client message), prepare c1' while the
+    client is busy, finish on the ciphertexts."""
+
+    def __init__(self, party: PartyContext, n_values: int, k: int) -> None:
+        self.party, self.k = party, k
+        self.plan = make_plan(n_values)
+        self.key_msg = party.ch.recv_array(dtype=np.uint8, shape=(None,),
+                                           max_bytes=self.plan.pk_bytes + k * len(self.plan.chunks) * SEED_BYTES)
+        self.prep: ServerPrepared | None = None
+
+    def prepare(self, values: tuple[np.ndarray, np.ndarray]) -> None:
+        self.prep = server_prepare(self.plan, self.key_msg, values[0], values[1], self.party.rng)
+
+    def finish(self) -> list[int]:
+        if self.prep is None:
+            raise ProtocolError("lattice inner product: finish before prepare")
+        msg = self.party.ch.recv_array(dtype=np.uint8, shape=(None,),
+                                       max_bytes=self.k * self.plan.n_values * self.plan.coeff_bytes)
+        reply, shares = server_finish(self.plan, self.prep, msg, self.party.rng)
+        self.prep = None  # u, e1 and the flood are used once
+        self.party.ch.send_array(reply, owned=True)
+        return shares
+
+
 def inner_products128(party: PartyContext, *, values: tuple[np.ndarray, np.ndarray] | None = None,
                       bits: np.ndarray | None = None, n_bits: int) -> list[int]:
     """Shares (Python ints mod 2^128) of sum_i values[a, i] * bits[a, i], one per row a: the drop-in
-    lattice counterpart of :func:`protocols.mpc.gilboa128.inner_products128`.
+    lattice counterpart of :func:`protocols.mpc.gilboa128.inner_products128` (three messages in a
+    row: :class:`LatticeSumClient` and :class:`LatticeSumServer` let a caller spread them out).
 
     The key owner passes ``bits`` (k, N) uint64 values below 2^n_bits (n_bits <= 62); the other
-    party passes ``values`` (hi, lo) words, each (k, N). One message each way (steps 1-4 above).
+    party passes ``values`` (hi, lo) words, each (k, N).
     """
     if not 1 <= n_bits <= 62:
         raise ProtocolError(f"lattice inner product: values of {n_bits} bits (at most 62)")
     if bits is not None:
-        y = np.atleast_2d(np.ascontiguousarray(bits, dtype=np.uint64))
-        k, N = y.shape
-        if y.size and int(y.max()) >> n_bits:
+        y = np.atleast_2d(bits)
+        if y.size and int(y.max()) >> n_bits:  # before anything is sent
             raise ProtocolError("lattice inner product: values wider than advertised")
-        plan = make_plan(N)
-        key = ClientKey(RingParams(plan.n, plan.q_bits), party.rng)
-        party.ch.send_array(client_request(plan, key, y, party.rng), owned=True)
-        reply = party.ch.recv_array(dtype=np.uint8, shape=(None,), max_bytes=plan.down_bytes(k))
-        return client_finish(plan, key, reply, k)
-    hi, lo = np.atleast_2d(values[0]), np.atleast_2d(values[1])
-    k, N = hi.shape
-    plan = make_plan(N)
-    msg = party.ch.recv_array(dtype=np.uint8, shape=(None,), max_bytes=plan.up_bytes(k))
-    reply, shares = server_reply(plan, msg, hi, lo, party.rng)
-    party.ch.send_array(reply, owned=True)
-    return shares
+        cl = LatticeSumClient(party, y.shape[1], y.shape[0])
+        cl.send_values(y, n_bits)
+        return cl.finish()
+    hi = np.atleast_2d(values[0])
+    sv = LatticeSumServer(party, hi.shape[1], hi.shape[0])
+    sv.prepare(values)
+    return sv.finish()

@@ -61,7 +61,7 @@ from secureml.representations import CoulombMatrix
 #: model files).
 PINS = {
     "krr-gaussian": (66, 1564495, '8808aec5b3f8daea80d3eb27c76329ffd15449d003c7752eadbbaeaedf4aa5d9'),
-    "krr-gaussian/lattice-sum": (41, 2560877, 'e4f84546030ed1d5e1538d70080395cdb32aaf9c3e409ee5252adf72ff72856f'),
+    "krr-gaussian/lattice-sum": (42, 2560892, 'c01d2c09c363cf460f8adad11d91601bcd692329de99a274d15f0ad3ba812627'),
     "krr-laplacian": (96, 74974, '8d6ff20359328b1109ca47aa68c45aa653a786e4d9640bdf2d402ad2a51a1ced'),
     "krr-laplacian/silent": (110, 677627, 'df0bf8d97c08cbaa6fb94f76d9322d1491e2017f42c503a3a877d37a0d2fec91'),
     "krr-gaussian/client-malicious": (482, 9823898, '9dd5365283b1dc3fe9a2464a6325ed18cb343308fc00cad45d6113a21c64bbb2'),

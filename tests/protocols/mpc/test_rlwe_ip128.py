@@ -49,9 +49,9 @@ def test_shares_are_exact_mod_2_128(N, k):
     assert s1 != _want(hi, lo, v)  # the client's share alone is masked by the server's m
     plan = M.make_plan(N)
     c, s = res.parties[1].ch, res.parties[0].ch
-    # two messages, sizes as the plan says (plus array headers)
-    assert c.messages_sent == 1 and s.messages_sent == 1
-    assert plan.up_bytes(k) < c.bytes_sent < plan.up_bytes(k) + 100
+    # key message and ciphertexts up, one reply down; sizes as the plan says (plus array headers)
+    assert c.messages_sent == 2 and s.messages_sent == 1
+    assert plan.up_bytes(k) < c.bytes_sent < plan.up_bytes(k) + 200
     assert plan.down_bytes(k) < s.bytes_sent < plan.down_bytes(k) + 100
 
 
@@ -75,8 +75,10 @@ def test_reply_is_rerandomised_and_the_noise_stays_inside_the_bound():
     g = np.random.default_rng(3)
     hi, lo = _random_128(g, (1, N))
     v = g.integers(0, 1 << 41, (1, N), dtype=U64)
-    msg = M.client_request(plan, key, v, rng)
-    (rep1, sh1), (rep2, sh2) = (M.server_reply(plan, msg, hi, lo, rng) for _ in range(2))
+    key_msg, seeds = M.client_key_message(plan, key, 1, rng)
+    cts = M.client_ciphertexts(plan, key, seeds, v, rng)
+    (rep1, sh1), (rep2, sh2) = (M.server_finish(plan, M.server_prepare(plan, key_msg, hi, lo, rng), cts, rng)
+                                for _ in range(2))
     assert rep1.shape == rep2.shape == (plan.down_bytes(1),)
     c1a = rep1[plan.coeff_bytes:].reshape(plan.n, -1)
     c1b = rep2[plan.coeff_bytes:].reshape(plan.n, -1)
@@ -100,19 +102,30 @@ def test_wrong_size_ciphertext_is_a_one_line_error():
     g = np.random.default_rng(9)
     hi, lo = _random_128(g, (1, N))
 
-    def short_client(p):
-        plan = M.make_plan(N)
-        key = ClientKey(RingParams(plan.n, plan.q_bits), p.rng)
-        msg = M.client_request(plan, key, np.ones((1, N), dtype=U64), p.rng)
-        p.ch.send_array(msg[:-1])  # one byte short
+    plan = M.make_plan(N)
+    want = plan.up_bytes(1) - plan.pk_bytes - M.SEED_BYTES
+
+    def short_client(p):  # an honest key message, then a ciphertext one byte short
+        cl = M.LatticeSumClient(p, N, 1)
+        p.ch.send_array(M.client_ciphertexts(plan, cl.key, cl.seeds, np.ones((1, N), dtype=U64), p.rng)[:-1])
         return p.ch.recv_array()
 
     with pytest.raises(ProtocolError) as err:
         run_two_party(lambda p: M.inner_products128(p, values=(hi, lo), n_bits=41), short_client, seed=1, timeout=20)
     text = str(err.value)
     assert "\n" not in text
-    assert text == f"lattice inner product: client message of {M.make_plan(N).up_bytes(1) - 1} bytes, expected " \
-                   f"{M.make_plan(N).up_bytes(1)}"
+    assert text == f"lattice inner product: client ciphertexts of {want - 1} bytes, expected {want}"
+
+    def long_key_client(p):  # a key message one byte long
+        key = ClientKey(RingParams(plan.n, plan.q_bits), p.rng)
+        p.ch.send_array(np.concatenate([M.client_key_message(plan, key, 1, p.rng)[0], np.zeros(1, np.uint8)]))
+        return p.ch.recv_array()
+
+    with pytest.raises(ProtocolError, match="exceeds limit"):
+        run_two_party(lambda p: M.inner_products128(p, values=(hi, lo), n_bits=41), long_key_client, seed=1,
+                      timeout=20)
+    with pytest.raises(ProtocolError, match=r"^lattice inner product: client key message of 3 bytes, expected \d+$"):
+        M.server_prepare(plan, np.zeros(3, dtype=np.uint8), hi, lo, SecureRandom(b"k" * 16))
     with pytest.raises(ProtocolError, match="server reply of 3 bytes"):
         M.client_finish(M.make_plan(N), None, np.zeros(3, dtype=np.uint8), 1)
 
