@@ -265,14 +265,18 @@ class ClientKey:
         """Step 1 from a mask made by :meth:`mask`: c0 = -a s + e + Delta Phi. A mask encrypts one
         query only (two with the same a and e would give Delta (Phi - Phi') to the server):
         a second use is refused."""
-        R = self.ring
+        return mask.seed, self.ring.to_bytes(self.encrypt_limbs(mask, values, delta_bits))
+
+    def encrypt_limbs(self, mask: "Mask", values: np.ndarray, delta_bits: int) -> np.ndarray:
+        """c0 = -a s + e + Delta Phi as limbs (L, n) mod q, for non-negative int64 values (< 2^62);
+        spends the mask."""
         buckets = mask.take()  # the mask's own array: it is spent
         b, r = divmod(delta_bits, 32)  # + Delta Phi, split over two 32-bit buckets
         v = np.asarray(values, dtype=np.int64)
         buckets[b, : v.shape[0]] += (v & ((1 << (32 - r)) - 1)) << r
         if b + 1 < buckets.shape[0]:
             buckets[b + 1, : v.shape[0]] += v >> (32 - r)
-        return mask.seed, R.to_bytes(R.normalize32(buckets))
+        return self.ring.normalize32(buckets)
 
     def _minus_times_s(self, x_spec32: np.ndarray, rng: SecureRandom) -> np.ndarray:
         """32-bit buckets of -(x s) + e for x given by its balanced 32-bit limb spectra."""

@@ -42,8 +42,10 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 18 (18: the version in the hello only -- the lattice seed TCP
-#: clients add to their hello is not sent on these in-process channels; 17: the client-malicious Laplacian protocol, pinned as
+#: pinned at PROTOCOL_VERSION 20 (20: the version in the hello only -- TCP clients' lattice seed is not
+#: sent on these in-process channels; 19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
+#: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
+#: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
 #: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
 #: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
@@ -61,15 +63,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565216, "d46dc6a7f4474cc21528a2706c237cc858f097590dfba04b30f911e53c997ecb"),
-    "krr-laplacian": (96, 75431, "5dcf323870d223d09a4deca0aabe47a10212a84e81ba81c27233d9c6ed37dfd1"),
-    "krr-laplacian/silent": (110, 678076, "05a5491c18a7acf53dad9baf94beaf73d7290498b383d272a8a08e3e3872c4c5"),
-    "krr-gaussian/client-malicious": (482, 9823875, "78cb521684177ce5a1f75efb0b633ebffc9c87ab75d3a9651860613636c529b6"),
-    "krr-laplacian/client-malicious": (198, 301988, "99bfe2ce22b812391ae59db73787a4eb3375ea59e13aee39eae5dd59d91c3542"),
-    "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
-    "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
+    "krr-gaussian": (66, 1564495, "5d7c657a537799c2a7070d9766b53ab973200acd52566106bc56737f0f268d7d"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "6bbc9f2a8afe7cd985689d4d3ac04fc49942045e21be378f5525b642feba6468"),
+    "krr-laplacian": (96, 74974, "fe9532f8d45c57a4174e6bd69dcbe16700188abbbef0fd6a4c84c0caf44ef87f"),
+    "krr-laplacian/silent": (110, 677627, "1e663970ce28a51391d22c034e10ea7b326a6ce1e787c639e97b771531361e14"),
+    "krr-gaussian/client-malicious": (482, 9823898, "9224073a4d2196024d3ce4e5668889034b50eecd15713bb39f1f101700de81ca"),
+    "krr-laplacian/client-malicious": (198, 302011, "f37918e33c32fcc5aeda59dea8cbf9bac5509cb517a298d1c5c02355e81b27cb"),
+    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 18
+PINNED_VERSION = 20
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -124,7 +127,7 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "laplacian-silent", "gaussian-malicious",
+@pytest.mark.parametrize("kernel", ["gaussian", "gaussian-he", "laplacian", "laplacian-silent", "gaussian-malicious",
                                     "laplacian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
@@ -134,11 +137,14 @@ def test_exact_kernel_transcript_is_pinned(kernel):
                          security="client-malicious" if malicious else "semi-honest")
     if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
         served.public.ot_engine = "silent"
+    if kernel == "gaussian-he":  # this small model's step 9 runs over OT by default; pin the lattice one too
+        served.public.inner_product = "he"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "")
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "") \
+        + ("/lattice-sum" if kernel.endswith("-he") else "")
     _report(key, got)
     assert got == PINS[key]
 
