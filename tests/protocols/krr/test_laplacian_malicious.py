@@ -101,6 +101,25 @@ def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
     assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
 
 
+def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts():
+    """`serve --noise` on the Laplacian: the shared tail adds the server's fresh draw after every
+    check (y = F(q') + e exactly); a deviating client still aborts at step 6 (before any noise)."""
+    from protocols.krr.defense_spec import OutputDefense
+
+    model, pp, XT, q = _case(seed=4)
+    pp.output_defense = OutputDefense.from_options(noise=3.0).to_dict()
+    pp.validate()
+    rec, y = _run(model, pp, XT, q, seed=11)
+    assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["noise"]) % u128.MOD
+    assert 0 < abs(gaussian_malicious.decode(pp, rec["noise"])) < 30
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        u[1] += U64(2)
+        return u
+    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
+
+
 @pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
 def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
     """Exact mod 2^128 against Python integers, also with every chi_i = 2^64 - 1 and 16-bit entries
