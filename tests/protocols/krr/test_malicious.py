@@ -43,6 +43,7 @@ class InProcessServer:
         import logging
 
         from protocols.krr import ServedModel, serve
+        from protocols.krr.server import AbortCounter
 
         self.stop_event = threading.Event()
         self.ready = threading.Event()
@@ -64,7 +65,10 @@ class InProcessServer:
             self.ready.set()
 
         def run() -> None:
-            serve(served, "127.0.0.1", 0, on_ready=on_ready, stop=self.stop_event, session_timeout=20)
+            # these servers face dozens of deliberate attacks from one address: no abort limit here
+            # (the per-client limit itself: test_laplacian_malicious.py)
+            serve(served, "127.0.0.1", 0, on_ready=on_ready, stop=self.stop_event, session_timeout=20,
+                  aborts=AbortCounter(None))
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
