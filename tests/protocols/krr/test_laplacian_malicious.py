@@ -342,3 +342,29 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     # nothing the client sent is in the log: only server-side facts (class names, counts, address)
     assert all("Error:" not in ln for ln in srv.lines)
     assert srv.thread.is_alive()
+
+
+def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart(tmp_path):
+    """With a query ledger (serve --budget/--rate) the failed-check count lives in its file: two
+    counters on one file (two worker processes) add up, and a new one (a restart) still refuses."""
+    from protocols.krr.server import AbortCounter
+    from protocols.net.frontdoor import Refused
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "ledger.sqlite"
+    a, b = AbortCounter(2, store=QueryLedger(path)), AbortCounter(2, store=QueryLedger(path))
+    a.check("token:eve")
+    assert a.record("token:eve") == 1 and b.record("token:eve") == 2
+    assert b.count("token:alice") == 0
+    b.check("token:alice")
+    with pytest.raises(Refused, match="failed 2 protocol checks"):
+        AbortCounter(2, store=QueryLedger(path)).check("token:eve")
+    AbortCounter(None, store=QueryLedger(path)).check("token:eve")  # 0 / None: count, never refuse
+
+
+def test_cli_max_aborts_flag():
+    from secureml.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["serve", "--model", "m.npz"]).max_aborts == 3
+    assert parse(["serve", "--model", "m.npz", "--max-aborts", "0"]).max_aborts == 0
