@@ -65,8 +65,8 @@ class InProcessServer:
             self.ready.set()
 
         def run() -> None:
-            # these servers face dozens of deliberate attacks from one address: no abort limit here
-            # (the per-client limit itself: test_laplacian_malicious.py)
+            # these servers see many deliberately deviating sessions from one address: count their
+            # failed checks but never refuse (the refusal itself: test_laplacian_malicious.py)
             serve(served, "127.0.0.1", 0, on_ready=on_ready, stop=self.stop_event, session_timeout=20,
                   aborts=AbortCounter(None))
 
