@@ -19,8 +19,9 @@ answers. Two attacks live here:
   by exp(-|x_ik - q0_k| / sigma), is the same number s_i = a_i k(x_i, q0) (its "signature"), which
   ties the coordinates found on different axes into points. Coordinates shared by several points
   (zero padding, the few discrete diagonal values of a Coulomb matrix) give merged kinks whose
-  weight is a sum of signatures; a two-axis membership test (15 queries per point and kink)
-  splits them.
+  weight is a sum of signatures; either two-axis membership tests split them, or (near-linear
+  in N) each such coordinate is measured from the point's own term, isolated by a filter on one
+  of its unique coordinates (3 queries per coordinate).
 
 The Gaussian kernel has no kinks: along a line its answers are a wide Gaussian blur of the points,
 and recovering them is a deconvolution that float64 answers do not support at the widths that
@@ -37,6 +38,9 @@ import numpy as np
 from secureml.errors import SecureMLError
 
 Oracle = Callable[[np.ndarray], np.ndarray]
+
+
+MEMBERSHIP = ("measure", "grouped", "pairwise")  # assembly of the coordinates merged kinks hold
 
 
 class AttackError(SecureMLError):
@@ -235,7 +239,7 @@ def _solve_cell(fa: np.ndarray, fb: np.ndarray, h: float | np.ndarray, sigma: fl
 def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: float = 1.0,
                 refine: int = 16, depth: int = 2, sigma: float | None = None,
                 offset: float | None = None, n_hint: int | None = None, noise: float = 0.0,
-                far: float = 1e7, max_batch: int = 65536, membership: str = "grouped",
+                far: float = 1e7, max_batch: int = 65536, membership: str = "grouped", rel_thresh: float = 1e-9,
                 progress: Callable[[int], None] | None = None) -> KinkResult:
     """Reconstruct the training points of a Laplacian-kernel model from its answers alone.
 
@@ -250,9 +254,12 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
         offset: the model's constant b if known (else one far query reads it: all kernels ~ 0 there).
         n_hint: number of training points if public (the OT protocol publishes it).
         noise: absolute error of the answers (0 for float64 APIs); sets the detection threshold.
-        membership: "grouped" (group tests and bisection; 3x fewer queries than pairwise on
-            Coulomb matrices at N = 128 and 512, see docs/attacks.md) or "pairwise" (one
-            test per (point, merged kink), the original quadratic assembly).
+        membership: how step 5 places the coordinates that merged kinks hold. "measure" (3
+            queries per unknown (point, axis) and 3 per point: near-linear in N, exact on Coulomb
+            matrices up to N = 1,000+, :func:`_positions_measured`); "grouped" (group tests and
+            bisection, :func:`_members_grouped`; ~N^2 on Coulomb matrices); "pairwise" (one test
+            per (point, merged kink), the original quadratic assembly). The default stays
+            "grouped" so that the figures measured with it (defense matrix, CLI) keep their meaning.
 
     Steps:
         1. b from a far query; sigma from two grid points below ``lo`` (all kinks lie above).
@@ -262,12 +269,12 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
            of one sign is one kink (closed form), anything else a merged kink.
         4. weight -> signature s = c exp(-|u - lo| / sigma); signatures that recur on several axes
            at several distinct positions are the training points.
-        5. each axis: singleton kinks go to the point with the same signature; the remaining points
-           are tested against the remaining (merged) kinks (:func:`_assemble`).
+        5. each axis: singleton kinks go to the point with the same signature; the remaining
+           coordinates are measured, or tested against the remaining (merged) kinks (:func:`_assemble`).
         6. a_i = s_i exp(|x_i - q0|_1 / sigma).
     """
-    if membership not in ("grouped", "pairwise"):
-        raise AttackError(f"unknown membership test {membership!r} (grouped, pairwise)")
+    if membership not in MEMBERSHIP:
+        raise AttackError(f"unknown membership test {membership!r} ({', '.join(MEMBERSHIP)})")
     d = int(n_features)
     n_q = 0
 
@@ -304,12 +311,13 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
             raise AttackError("cannot estimate the kernel width: answers below the data range are flat")
         sigma = float(np.median(est))
     scale = float(np.abs(phi).max()) or 1.0
-    thresh = max(1e-9 * scale, 20.0 * noise)
+    thresh = max(rel_thresh * scale, 20.0 * noise)
 
     kinks_axis: list[int] = []
     kinks_u: list[float] = []
     kinks_c: list[float] = []
     kinks_single: list[bool] = []
+    kinks_ext: list[float] = []  # how far a kink's points can lie from its recorded position
     n_merged = 0
 
     # segments to analyse: (axis, grid, phi on grid, level)
@@ -335,6 +343,7 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
                     kinks_u.append(float(centre))
                     kinks_c.append(float(-run[0] / (2.0 * math.sinh(hh / sigma))))
                     kinks_single.append(True)
+                    kinks_ext.append(0.0)
                 elif level < depth:
                     # not yet at the finest grid: two kinks can hide in one run, so always zoom in
                     a, b = grid[j0], grid[min(j1 + 1, len(grid) - 1)]
@@ -347,6 +356,7 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
                     kinks_u.append(float(centre + delta[0]))
                     kinks_c.append(float(c[0]))
                     kinks_single.append(True)
+                    kinks_ext.append(0.0)
                 else:
                     # unresolved: keep the total weight at the weighted centre of the run
                     w = np.abs(run)
@@ -354,6 +364,7 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
                     kinks_u.append(float(np.sum(grid[1 + j0:1 + j1] * w) / w.sum()))
                     kinks_c.append(float(-run.sum() / (2.0 * math.sinh(hh / sigma))))
                     kinks_single.append(False)
+                    kinks_ext.append(float((len(run) + 1) * hh))
                     n_merged += 1
         segments = []
         if pending_axes:
@@ -367,12 +378,13 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
     u = np.asarray(kinks_u)
     c = np.asarray(kinks_c)
     single = np.asarray(kinks_single, dtype=bool)
+    ext = np.asarray(kinks_ext)
     W = c * np.exp(-np.abs(u - lo) / sigma)
     h_fine = h / refine**depth
     sig = _signatures(ax, u, W, single, n_hint)
     n_scan = n_q
     centres, unassigned = _assemble(ax, u, W, sig, d, base, sigma, ask, offset, h_test_max=max(h, h_fine),
-                                    membership=membership, h_fine=h_fine)
+                                    membership=membership, h_fine=h_fine, ext=ext, hi=float(hi))
     coef = sig * np.exp(np.abs(centres - base).sum(1) / sigma)
     return KinkResult(centres, coef, sig, float(sigma), float(offset), n_q, int(len(u)), n_merged, unassigned,
                       n_q - n_scan)
@@ -413,17 +425,21 @@ def _signatures(ax: np.ndarray, u: np.ndarray, W: np.ndarray, single: np.ndarray
     cand = np.flatnonzero((axes_per >= 2) & (locs_per >= 3))
     if cand.size == 0:
         return np.zeros(0)
-    cut = max(3.0, 0.15 * float(np.percentile(locs_per[cand], 90)))
-    cand = cand[locs_per[cand] >= cut]
     cand = cand[np.argsort(-locs_per[cand], kind="stable")]
     if n_hint is not None:
+        # N is known: the N weights that recur at the most positions (small molecules, whose
+        # few non-zero entries give few positions, are kept as long as N allows)
         cand = cand[:n_hint]
+    else:
+        cut = max(3.0, 0.15 * float(np.percentile(locs_per[cand], 90)))
+        cand = cand[locs_per[cand] >= cut]
     return mean_w[cand]
 
 
 def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: int, base: np.ndarray,
               sigma: float, ask: Callable[[np.ndarray], np.ndarray], offset: float, h_test_max: float = 1.0,
-              rtol: float = 1e-6, membership: str = "grouped", h_fine: float = 0.0) -> tuple[np.ndarray, int]:
+              rtol: float = 1e-6, membership: str = "grouped", h_fine: float = 0.0,
+              ext: np.ndarray | None = None, hi: float | None = None) -> tuple[np.ndarray, int]:
     """Coordinates of every signature on every axis (step 5).
 
     Singletons: a kink whose weight equals one signature gives that point its coordinate.
@@ -433,16 +449,21 @@ def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: 
     queries each; ~N^2 tests in all, :func:`_members_pairwise`); ``"grouped"`` (default) tests a
     whole window of candidate points at once and bisects only windows that answer non-zero
     (:func:`_members_grouped`; far fewer tests where few candidates are members, see its docstring).
+    ``"measure"`` does not test membership at all: it measures every still unknown coordinate of
+    a point from the point's own isolated term (3 queries each, :func:`_positions_measured`) and
+    snaps it to the merged kink it lands on; ``ext`` (how far each kink's points can lie from its
+    recorded position) and ``hi`` (the top of the feature range) are its inputs.
     """
     n = len(sig)
     X = np.full((n, d), np.nan)
     sing = np.zeros((n, d), dtype=bool)  # coordinate set by a singleton kink (usable for tests)
     if n == 0:
         return np.repeat(base[None, :], 0, axis=0), 0
-    if membership not in ("grouped", "pairwise"):
-        raise AttackError(f"unknown membership test {membership!r} (grouped, pairwise)")
+    if membership not in MEMBERSHIP:
+        raise AttackError(f"unknown membership test {membership!r} ({', '.join(MEMBERSHIP)})")
     order = np.argsort(ax, kind="stable")
     ax, u, W = ax[order], u[order], W[order]
+    ext = np.zeros(u.size) if ext is None else np.asarray(ext, dtype=np.float64)[order]
     bounds = np.searchsorted(ax, np.arange(d + 1))
     open_all = np.zeros(u.size, dtype=bool)  # kinks not attributed to exactly one point
     dup = np.zeros(u.size, dtype=bool)  # second copies of a placed singleton kink
@@ -477,7 +498,10 @@ def _assemble(ax: np.ndarray, u: np.ndarray, W: np.ndarray, sig: np.ndarray, d: 
         elif rest_p.size and rest_k.size > 1:
             leftovers.append((k, bounds[k] + rest_k, rest_p))
 
-    if leftovers:
+    if membership == "measure":
+        _positions_measured(X, sing, u, ext, bounds, open_all, dup, sig, base, sigma, ask, offset,
+                            float(np.nanmax(u)) if hi is None else hi)
+    elif leftovers:
         if membership == "pairwise":
             _members_pairwise(X, sing, leftovers, u, bounds, sig, base, sigma, ask, offset, h_test_max)
         else:
@@ -890,3 +914,104 @@ def _members_grouped(X: np.ndarray, sing: np.ndarray, leftovers: list[tuple[int,
     for k, kidx, pts in leftovers:
         bad, rest = incomplete(k, kidx, pts)
         eliminate(k, bad, rest)
+
+
+def _isolation(X: np.ndarray, sing: np.ndarray, u: np.ndarray, ext: np.ndarray, bounds: np.ndarray,
+               dup: np.ndarray) -> np.ndarray:
+    """gap[i, l]: how far point i's isolated (singleton) coordinate x_il lies from the nearest other
+    kink on axis l, less that kink's extent (a merged kink's points lie within ``ext`` of its
+    recorded position); 0 where x_il is not isolated."""
+    n, d = X.shape
+    gap = np.zeros((n, d))
+    for l in range(d):
+        keep = ~dup[bounds[l]:bounds[l + 1]]
+        ul, el = u[bounds[l]:bounds[l + 1]][keep], ext[bounds[l]:bounds[l + 1]][keep]
+        ids = np.flatnonzero(sing[:, l])
+        if ids.size == 0:
+            continue
+        o = np.argsort(ul, kind="stable")
+        ul, el = ul[o], el[o]
+        x = X[ids, l]
+        p0 = np.searchsorted(ul, x, side="left")  # kinks [p0, p1) sit exactly at x: the point's own
+        p1 = np.searchsorted(ul, x, side="right")
+        g = np.where(p1 - p0 == 1, np.inf, 0.0)
+        for off in (1, 2, 3):  # the nearest few on each side (extents differ)
+            for q, sgn in ((p0 - off, -1.0), (p1 - 1 + off, 1.0)):
+                ok = (q >= 0) & (q < ul.size)
+                qq = np.clip(q, 0, max(ul.size - 1, 0))
+                dist = np.where(ok, sgn * (ul[qq] - x) - el[qq], np.inf)
+                g = np.minimum(g, dist)
+        gap[ids, l] = np.maximum(g, 0.0)
+    return gap
+
+
+def _positions_measured(X: np.ndarray, sing: np.ndarray, u: np.ndarray, ext: np.ndarray, bounds: np.ndarray,
+                        open_all: np.ndarray, dup: np.ndarray, sig: np.ndarray, base: np.ndarray, sigma: float,
+                        ask: Callable[[np.ndarray], np.ndarray], offset: float, hi: float,
+                        snap_tol: float = 1e-2) -> None:
+    """Every coordinate still unknown after the singletons, measured directly: 3 queries per
+    (point, axis) plus 3 per point, near-linear in N however many points share a value.
+
+    Why it works: the three-point filter along an axis l over a window [v - w, v + w] keeps exactly
+    the points whose x_il lies inside it, each times -2 sinh((w - |x_il - v|)/sigma) (the kernel
+    factorises over coordinates). Centred on a point's isolated coordinate (v = x_il, w below the
+    distance to every other kink on l) it keeps point i alone, whatever the other coordinates of
+    the query are. With axis k of the query at T >= every training coordinate (T = hi), that one
+    term is G_k = G_0 exp(-(T + q0_k - 2 x_ik)/sigma), where G_0 is the same filter with axis k
+    at q0_k (x_ik >= q0_k = lo); so x_ik = (T + q0_k + sigma log(G_k / G_0)) / 2 exactly. Where the
+    coordinate is a value other points share, it must be one of the open (non-singleton) kinks of
+    axis k, so a measurement within ``snap_tol`` of one takes that kink's exact position.
+
+    Steps:
+        1. per point i: isolation axis l_i = the axis where its singleton coordinate is farthest
+           from every other kink (:func:`_isolation`); w_i = 0.45 of that distance.
+        2. G_0 per point: 3 queries on axis l_i (x_il - w, x_il, x_il + w).
+        3. G_k per unknown (i, k): 3 queries, axis k at T and axis l_i as in 2; all in one batch.
+        4. x_ik from the ratio; snapped to the nearest open kink of k within ``snap_tol``; left
+           unknown where the ratio is not a positive finite number or x_ik falls outside
+           [q0_k - snap_tol, T + snap_tol] (a point without any isolated coordinate stays unknown).
+    Precision: the relative error of G is ~eps sum_j |a_j k_j| / (|a_i k_i| w / sigma), and x_ik
+    inherits sigma / 2 times it; the widest window is therefore chosen per point.
+    Threat model: the attacker sees only answers; every query goes through ``ask``.
+    """
+    n, d = X.shape
+    gap = _isolation(X, sing, u, ext, bounds, dup)
+    li = np.argmax(gap, axis=1)
+    gi = gap[np.arange(n), li]
+    span = float(hi - base.min())
+    ok_pt = np.isfinite(gi) & (gi > 0)
+    w = np.minimum(0.45 * np.where(np.isfinite(gi), gi, span), span)
+    todo_i, todo_k = np.nonzero(np.isnan(X) & ok_pt[:, None])
+    pts = np.flatnonzero(ok_pt & np.isnan(X).any(1))
+    if pts.size == 0:
+        return
+    v = X[pts, li[pts]]
+    lpos = v[:, None] + w[pts, None] * np.array([-1.0, 0.0, 1.0])[None, :]
+    # step 2: axis l only (the k of the grid helper is left at q0: a different axis, same value)
+    k0 = (li[pts] + 1) % d
+    r0 = _grid_answers(k0, base[k0][:, None], li[pts], lpos, base, ask, offset)[:, 0, :]
+    cw = 2.0 * np.cosh(w[pts] / sigma)
+    G0 = np.full(n, np.nan)
+    G0[pts] = r0[:, 0] + r0[:, 2] - cw * r0[:, 1]
+    if todo_i.size == 0:
+        return
+    # step 3
+    T = float(hi)
+    lp = X[todo_i, li[todo_i]][:, None] + w[todo_i, None] * np.array([-1.0, 0.0, 1.0])[None, :]
+    r = _grid_answers(todo_k, np.full((todo_i.size, 1), T), li[todo_i], lp, base, ask, offset)[:, 0, :]
+    Gk = r[:, 0] + r[:, 2] - 2.0 * np.cosh(w[todo_i] / sigma) * r[:, 1]
+    # step 4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = Gk / G0[todo_i]
+        x = 0.5 * (T + base[todo_k] + sigma * np.log(ratio))
+    good = np.isfinite(x) & (ratio > 0) & (x >= base[todo_k] - snap_tol) & (x <= T + snap_tol)
+    for k in np.unique(todo_k[good]):
+        sel = np.flatnonzero(good & (todo_k == k))
+        ou = np.sort(u[bounds[k]:bounds[k + 1]][open_all[bounds[k]:bounds[k + 1]]])
+        xs = x[sel]
+        if ou.size:
+            p = np.clip(np.searchsorted(ou, xs), 1, ou.size) if ou.size > 1 else np.zeros(xs.size, dtype=int)
+            cand = np.stack([ou[np.maximum(p - 1, 0)], ou[np.minimum(p, ou.size - 1)]], 1)
+            near = cand[np.arange(xs.size), np.argmin(np.abs(cand - xs[:, None]), 1)]
+            xs = np.where(np.abs(near - xs) <= snap_tol, near, xs)
+        X[todo_i[sel], k] = xs

@@ -36,7 +36,7 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, 
             inner_product: str = "auto") -> None:
     from protocols.krr import ServedModel, gaussian, serve
 
-    sm = ServedModel(params, frac_bits=frac_bits)
+    sm = ServedModel(params, frac_bits=frac_bits, security="semi-honest")  # the semi-honest protocols
     sm.public.cross_term = cross_term
     sm.public.ot_engine = ot_engine
     sm.public.inner_product = inner_product

@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 17  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 18  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -40,18 +40,23 @@ PROTOCOL_VERSION = 17  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 15: early data: a ready message may carry the digest of the public parameters its sender used
 # (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
 # 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
-# 17: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
+# 17: client-malicious Laplacian kernel (protocols.krr.laplacian_malicious)
+# 18: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
 # sends fewer bytes than the OT route (public field inner_product); semi-honest exact kernels split the
 # exponent with a low part spanning 8 in t and centred factors (half the step-7 table)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
-#: kinds with a protocol secure against a deviating client (the Laplacian kernel has none yet)
-CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian")
-#: kinds that `--security auto` (and the Python API's default) serves client-malicious: the
-#: client-malicious Gaussian protocol costs ~16x the semi-honest bytes and has output noise but no rounding
-#: (docs/malicious.md: its cost), so an exact model is served client-malicious only when asked
-AUTO_CLIENT_MALICIOUS_KINDS = ("linear",)
+#: kinds with a protocol secure against a deviating client (the Laplacian one up to a one-bit
+#: abort leakage per session, bounded by `serve --max-aborts`: docs/malicious.md)
+CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian", "krr-laplacian")
+#: kinds that `--security auto` (and the Python API's default) serves client-malicious where the
+#: model's plan fits (else semi-honest, with a warning): every kind that has such a protocol
+AUTO_CLIENT_MALICIOUS_KINDS = CLIENT_MALICIOUS_KINDS
+#: client-malicious Laplacian protocol: widest encoded entry (its check sends 2^x_bits x 16 bytes
+#: per feature) and widest L1 distance (u = L + rho is hidden by a 63-bit mask)
+LAPLACIAN_MALICIOUS_MAX_X_BITS = 16
+LAPLACIAN_MALICIOUS_MAX_RING_BITS = 40
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
 MALICIOUS_MAX_HI_BITS = 12
 #: the one reason a client gives when it rejects its own query (never why: that would name its data)
@@ -305,6 +310,19 @@ class PublicParams:
                                     "serve it with --security semi-honest")
             # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
             # step 14)
+        if self.kind == "krr-laplacian" and self.security == "client-malicious":
+            if self.ot_engine != "softspoken":  # silent OT (ferret) is semi-honest only
+                raise ProtocolError("the client-malicious Laplacian protocol runs on the checked SoftSpoken "
+                                    "extension: ot_engine must be 'softspoken'")
+            if self.x_bits > LAPLACIAN_MALICIOUS_MAX_X_BITS or self.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
+                raise ProtocolError(
+                    f"the client-malicious Laplacian protocol serves entries of at most {LAPLACIAN_MALICIOUS_MAX_X_BITS} "
+                    f"bits and distances of at most {LAPLACIAN_MALICIOUS_MAX_RING_BITS}, this model's have {self.x_bits} "
+                    f"and {self.ring_bits}: train on a coarser grid or serve it with --security semi-honest")
+            if self.lo_bits < 1 or not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
+                raise ProtocolError(f"the client-malicious Laplacian protocol serves distances whose high part has "
+                                    f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
+                                    "serve it with --security semi-honest")
         # rounding (D2-D5) takes the client's share bits as table-OT choices that nothing checks: a
         # deviating client could pick them to learn a threshold bit of the sub-grid value per answer
         # (and all of it over repeated queries), so no client-malicious session rounds (docs/malicious.md)

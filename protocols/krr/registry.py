@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.krr import gaussian, gaussian_malicious, laplacian
+from protocols.krr import gaussian, gaussian_malicious, laplacian, laplacian_malicious
 from protocols.krr import linear as compact
 from protocols.krr import linear_he
 from protocols.krr.cache import PublicModelCache
@@ -45,7 +45,7 @@ def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
     """Both OT directions for an exact kernel: silent OT (protocols.ot.ferret) for the Laplacian
     kernel when ``pp.ot_engine`` says so (its tens of millions of element OTs at ~2.5 bits each
     instead of 32), SoftSpoken otherwise."""
-    if kernel == "laplacian" and pp.ot_engine == "silent":
+    if kernel == "laplacian" and pp.ot_engine == "silent" and not pp.checked_ot:
         seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),
                  derive_seed(party.seed, "silent-ot-receiver", party.role))
         snd, rcv = setup_pair(party.ch, party.role, seeds=seeds)
@@ -223,5 +223,5 @@ def protocol_for(kind: str) -> ModelProtocol:
 
 
 register(ExactKernelProtocol("krr-gaussian", "gaussian", gaussian, malicious=gaussian_malicious))
-register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian))
+register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian, malicious=laplacian_malicious))
 register(CompactLinearProtocol())

@@ -47,6 +47,8 @@ def test_bench_writes_curve_with_baseline(tmp_path) -> None:
     assert r["n_train"] == 8 and r["queries"] > 0
     # the attack beats the no-model guess (nearest public molecule) on the embedded data
     assert r["fraction_recovered_rel0.01"] > r["baseline_nearest_public_rel0.01"]
+    # and whole molecules (exact SMILES) beat the SMILES of the public molecules
+    assert r["membership"] == "measure" and r["fraction_molecules_exact"] > r["baseline_public_smiles"]
 
 
 def _merged_model(n: int, seed: int = 0) -> KernelRidge:
@@ -85,3 +87,29 @@ def test_unknown_membership_mode_is_refused() -> None:
     orc = kink_scale.SparseLaplacianOracle.from_estimator(est, np.zeros(6))
     with pytest.raises(reconstruction.AttackError, match="membership"):
         reconstruction.kink_attack(orc, 6, 0.0, 10.0, h=0.5, refine=8, depth=3, n_hint=12, membership="magic")
+
+
+def test_measured_positions_place_merged_coordinates_with_linear_queries() -> None:
+    """membership="measure": 3 queries per unknown (point, axis) + 3 per point, however many points
+    share a value; every point the signatures find comes out exact, and at least as many points as
+    the grouped test recovers."""
+    d = 8
+    per_point = {}
+    for n in (48, 96, 192):
+        est = _merged_model(n)
+        got = {}
+        for mem in ("grouped", "measure"):
+            orc = kink_scale.SparseLaplacianOracle.from_estimator(est, np.zeros(d))
+            res = reconstruction.kink_attack(orc, d, 0.0, 10.0, h=0.5, refine=8, depth=3, n_hint=n, membership=mem)
+            assert res.n_queries == orc.queries
+            got[mem] = (res, reconstruction.match_points(est.X_fit_, res.centres, 1e-3)["fraction_recovered"])
+        res, frac = got["measure"]
+        assert frac >= got["grouped"][1]
+        assert res.unassigned == 0
+        assert res.membership_queries <= 3 * len(res.centres) * (d + 1)
+        # each reconstruction is one of the training points (nothing half-placed)
+        assert reconstruction.match_points(res.centres, est.X_fit_, 1e-3)["fraction_recovered"] == 1.0
+        per_point[n] = res.membership_queries / n
+        if n == 192:
+            assert res.membership_queries < 0.1 * got["grouped"][0].membership_queries
+    assert per_point[192] <= 1.2 * per_point[48]  # linear in N, not N^2

@@ -42,9 +42,11 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 17 (17: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
+#: pinned at PROTOCOL_VERSION 18 (18: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
-#: exponent with a low part spanning 8 (centred factors: a table half as long); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
+#: exponent with a low part spanning 8 (centred factors: a table half as long); 17: the client-malicious Laplacian protocol, pinned as
+#: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
+#: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
 #: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
@@ -60,15 +62,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, '8808aec5b3f8daea80d3eb27c76329ffd15449d003c7752eadbbaeaedf4aa5d9'),
-    "krr-gaussian/lattice-sum": (42, 2560892, 'c01d2c09c363cf460f8adad11d91601bcd692329de99a274d15f0ad3ba812627'),
-    "krr-laplacian": (96, 74974, '8d6ff20359328b1109ca47aa68c45aa653a786e4d9640bdf2d402ad2a51a1ced'),
-    "krr-laplacian/silent": (110, 677627, 'df0bf8d97c08cbaa6fb94f76d9322d1491e2017f42c503a3a877d37a0d2fec91'),
-    "krr-gaussian/client-malicious": (482, 9823898, '9dd5365283b1dc3fe9a2464a6325ed18cb343308fc00cad45d6113a21c64bbb2'),
+    "krr-gaussian": (66, 1564495, '1d4ffc79b9090aabb7334da1235dea0b3df9ffa62e866e3deccac979223184b7'),
+    "krr-gaussian/lattice-sum": (42, 2560892, '8a46af8fbbb6d9ba660651cb856aa5d9f943f83b6b55e0af8cc23fa45042d490'),
+    "krr-laplacian": (96, 74974, 'ee5c39c59687e41648b55130ad6bacb6efdbca42cd206ac5175abcfc6040ec58'),
+    "krr-laplacian/silent": (110, 677627, '8747949daecfc73a8293383e3b605f8ccf098150df5e5ea632bf4c9e75b8a2cd'),
+    "krr-gaussian/client-malicious": (482, 9823898, '1068b9f2ada3c65b8720228f60da92d17b380e3ce2cf2120952d97d670e950cc'),
+    "krr-laplacian/client-malicious": (198, 302011, '52cf6100fcdabf6ee3323b5d33d7023f6c9c8c5a90a2d31e8f55c13b2a2c16b9'),
     "linear": (23, 32994, '98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403'),
     "linear/semi-honest": (6, 238423, 'ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a'),
 }
-PINNED_VERSION = 17
+PINNED_VERSION = 18
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -123,13 +126,14 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "gaussian-he", "laplacian", "laplacian-silent", "gaussian-malicious"])
+@pytest.mark.parametrize("kernel", ["gaussian", "gaussian-he", "laplacian", "laplacian-silent", "gaussian-malicious",
+                                    "laplacian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
     model = _exact_model(kernel.split("-")[0])
     served = ServedModel(model, frac_bits=2 if kernel.startswith("laplacian") else None,
-                         security="client-malicious" if malicious else None)
+                         security="client-malicious" if malicious else "semi-honest")
     if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
         served.public.ot_engine = "silent"
     if kernel == "gaussian-he":  # this small model's step 9 runs over OT by default; pin the lattice one too
@@ -147,7 +151,7 @@ def test_exact_kernel_transcript_is_pinned(kernel):
 def test_exact_transcript_depends_on_the_seed():
     """The pin is not vacuous: other seeds (other masks) give other bytes, same message count."""
     model = _exact_model("gaussian")
-    served = ServedModel(model)
+    served = ServedModel(model, security="semi-honest")
     Q = model.X_train[:2] + 0.25
     _, a, _ = _session(served, Q, seeded=True)
     _, b, _ = _session(served, Q, seeded=False)
