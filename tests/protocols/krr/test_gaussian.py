@@ -175,3 +175,37 @@ def test_feature_bound_reveals_only_powers_of_two():
     for mn in (-0.7, -3.0, -17.2, -100.0):
         lo, hi = feature_bounds(np.array([[mn, 40.0]]))
         assert float(np.log2(-lo)).is_integer() and float(np.log2(hi - lo)).is_integer()
+
+
+@pytest.mark.parametrize("inner_product", ["ot", "he"])
+def test_semi_honest_step9_routes_match_plaintext_and_reveal_no_distance(inner_product):
+    """Semi-honest sessions with step 9 over OT (Gilboa) or lattice HE (protocols/mpc/rlwe_ip128):
+    the same predictions, and neither transcript carries a distance or kernel value."""
+    model = _model(N=32, d=8, seed=3)
+    served = ServedModel(model, security="semi-honest")
+    served.public.inner_product = inner_product
+    # near two training points, never on one (distance 0 and kernel 2^40 would be 8 zero bytes / a round number)
+    Q = model.X_train[[0, 5]] + np.random.default_rng(0).uniform(0.1, 0.4, (2, 8))
+    preds, cost, pp, client_ch, box = _session(served, Q, record=True, seed=31)
+    assert "error" not in box and pp.lattice_sum == (inner_product == "he")
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)
+    X = pp.encode_features(model.X_train)
+    secrets = set()
+    for q_row, q_enc in zip(Q, pp.encode_features(Q)):
+        D = ((X.astype(object) - q_enc.astype(object)) ** 2).sum(axis=1)
+        secrets |= {int(v) % (1 << pp.ring_bits) for v in D} | {int(v) >> pp.shift_bits for v in D}
+        K = np.exp(-((model.X_train - q_row) ** 2).sum(1) / (2 * model.sigma**2))
+        secrets |= {int(round(k * (1 << pp.g_frac_bits))) for k in K}
+    assert len(secrets) > 64
+    assert secrets_in_transcript(client_ch.transcript, secrets) == []
+
+
+def test_semi_honest_lattice_step9_client_view_independent_of_query():
+    """With step 9 by lattice HE, the bytes the client receives (table, truncated c1', val) look the
+    same for a query on a training point and one far from all (seeded: cannot fail by chance)."""
+    model = _model(N=32, d=8, seed=4)
+    served = ServedModel(model, security="semi-honest")
+    served.public.inner_product = "he"
+    transcripts = [_session(served, Q, record=True, seed=seed)[3].transcript
+                   for seed, Q in ((103, model.X_train[:1]), (204, np.full((1, 8), 49.0)))]
+    assert view_independence_pvalue(transcripts) > 1e-4
