@@ -64,6 +64,12 @@ class ModelProtocol(ABC):
 
     kind: str = ""
 
+    # 0. between the hello's answer and the ready message (the client is computing its features)
+    def server_after_hello(self, model: Any, hello: dict[str, Any]) -> dict[str, Any]:
+        """Model owner, once the public parameters are on their way: query-independent work the
+        hello allows; what it returns joins ``info`` of the online phase. Nothing by default."""
+        return {}
+
     # a. public-model transfer: nothing to send by default
     def server_after_ready(self, ch: Channel, model: Any, answer: dict[str, Any]) -> None:
         """Model owner, right after the client's ready message."""
@@ -151,6 +157,11 @@ class CompactLinearProtocol(ModelProtocol):
 
     kind = "linear"
 
+    def server_after_hello(self, model: Any, hello: dict[str, Any]) -> dict[str, Any]:
+        if model.public.lattice_linear:  # a W + p1 u + e1 for the announced seed, during the client's features
+            return linear_he.server_early(model, hello)
+        return {}
+
     def server_after_ready(self, ch: Channel, model: Any, answer: dict[str, Any]) -> None:
         if answer.get("need_public_model"):
             # public, so it is no secret-bearing traffic
@@ -187,7 +198,7 @@ class CompactLinearProtocol(ModelProtocol):
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
         if model.public.lattice_linear:
-            linear_he.server_online(party, model, k, keep_keys=model.resume_ot)
+            linear_he.server_online(party, model, k, keep_keys=model.resume_ot, early=info.get("lattice_early"))
             return
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
                        y_offset=model.compact.offset)

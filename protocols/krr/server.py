@@ -94,11 +94,13 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
     door's session context (its ``cost`` receives this session's figures for the audit log).
     """
     t0 = time.perf_counter()
-    k, answer = server_handshake(ch, model.public, hello)
     proto = protocol_for(model.public.kind)
+    early: dict[str, Any] = {}
+    k, answer = server_handshake(ch, model.public, hello,
+                                 after_params=lambda h: early.update(proto.server_after_hello(model, h)))
     proto.server_after_ready(ch, model, answer)
     party = Party(ch, role=0) if party is None else party
-    info = proto.server_setup(party, model, k)
+    info = {**proto.server_setup(party, model, k), **early}
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     proto.server_online(party, model, k, info)

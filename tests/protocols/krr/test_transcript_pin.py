@@ -42,9 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 18 (18: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
+#: pinned at PROTOCOL_VERSION 19 (19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
-#: exponent with a low part spanning 8 (centred factors: a table half as long); 17: the client-malicious Laplacian protocol, pinned as
+#: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
 #: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
 #: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
@@ -62,16 +62,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, '1d4ffc79b9090aabb7334da1235dea0b3df9ffa62e866e3deccac979223184b7'),
-    "krr-gaussian/lattice-sum": (42, 2560892, '8a46af8fbbb6d9ba660651cb856aa5d9f943f83b6b55e0af8cc23fa45042d490'),
-    "krr-laplacian": (96, 74974, 'ee5c39c59687e41648b55130ad6bacb6efdbca42cd206ac5175abcfc6040ec58'),
-    "krr-laplacian/silent": (110, 677627, '8747949daecfc73a8293383e3b605f8ccf098150df5e5ea632bf4c9e75b8a2cd'),
-    "krr-gaussian/client-malicious": (482, 9823898, '1068b9f2ada3c65b8720228f60da92d17b380e3ce2cf2120952d97d670e950cc'),
-    "krr-laplacian/client-malicious": (198, 302011, '52cf6100fcdabf6ee3323b5d33d7023f6c9c8c5a90a2d31e8f55c13b2a2c16b9'),
-    "linear": (23, 32994, '98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403'),
-    "linear/semi-honest": (6, 238423, 'ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a'),
+    "krr-gaussian": (66, 1564495, "cc421b42833a7e8fe9355b2c21908a1d842641af692080cea8f8de6cab12535c"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "4a758f1c9851b40d77c6f707e55fb59d9107e553913ec4c29cba1170d69eef26"),
+    "krr-laplacian": (96, 74974, "cde3d4ec2169e28b1e9b955e308b5937910b195a3b00d52ffde6c7a571ef3a2f"),
+    "krr-laplacian/silent": (110, 677627, "8e02f0c9e9031da948ade1a27273a9aad801b1582aa1b976ecc18c2299648e5b"),
+    "krr-gaussian/client-malicious": (482, 9823898, "5796c960256e0df08b977ddfc013889d53436e06a7542dcc1112956fd65b5bb8"),
+    "krr-laplacian/client-malicious": (198, 302011, "962ffc5553b53fe8f58fb168a1b2ee6c7a4db0da51e13a5a897780bb5dad4820"),
+    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 18
+PINNED_VERSION = 19
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
