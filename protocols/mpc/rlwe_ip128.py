@@ -5,7 +5,7 @@ KRR's client factors have 41 bits), the *server* k vectors r (k, N) of 128-bit v
 additive shares mod 2^128 of ``sum_i r[a, i] v[a, i]`` for each row a -- what
 :func:`protocols.mpc.gilboa128.inner_products128` computes with one random OT per bit of v
 (~0.7 kB per element), here with one RLWE ciphertext up and one down per query (~83 bytes per
-ring coefficient, 1.4 MB at N = 16,384 where the OT route sends 11.5 MB); three messages: key
+ring coefficient, 1.4 MB at N = 16,384 where the OT route sends 11.5-13 MB, for 41-46-bit v); three messages: key
 and seeds up, ciphertexts up, reply down.
 
 Arithmetic and encodings are :mod:`protocols.mpc.rlwe_ip`'s (its :class:`~protocols.mpc.rlwe_ip.Ring`,
