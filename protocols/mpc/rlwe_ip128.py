@@ -359,8 +359,11 @@ class LatticeSumServer:
     def __init__(self, party: PartyContext, n_values: int, k: int) -> None:
         self.party, self.k = party, k
         self.plan = make_plan(n_values)
-        self.key_msg = party.ch.recv_array(dtype=np.uint8, shape=(None,),
-                                           max_bytes=self.plan.pk_bytes + k * len(self.plan.chunks) * SEED_BYTES)
+        want = self.plan.pk_bytes + k * len(self.plan.chunks) * SEED_BYTES
+        self.key_msg = party.ch.recv_array(dtype=np.uint8, shape=(None,), max_bytes=want)
+        if self.key_msg.shape[0] != want:  # refused at once, not after the steps in between
+            raise ProtocolError(f"lattice inner product: client key message of {self.key_msg.size} bytes, "
+                                f"expected {want}")
         self.prep: ServerPrepared | None = None
 
     def prepare(self, values: tuple[np.ndarray, np.ndarray]) -> None:
