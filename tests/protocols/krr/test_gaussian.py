@@ -8,7 +8,7 @@ import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr.params import PublicParams
-from protocols.krr import ServedModel, serve_one
+from protocols.krr import ServedModel, predict_features, serve_one
 from protocols.testing import run_krr_session, secrets_in_transcript, view_independence_pvalue
 from protocols.net.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
@@ -209,3 +209,38 @@ def test_semi_honest_lattice_step9_client_view_independent_of_query():
     transcripts = [_session(served, Q, record=True, seed=seed)[3].transcript
                    for seed, Q in ((103, model.X_train[:1]), (204, np.full((1, 8), 49.0)))]
     assert view_independence_pvalue(transcripts) > 1e-4
+
+
+def test_lattice_step9_wrong_size_ciphertext_fails_the_session_with_one_line(monkeypatch):
+    """A deviating client whose step-9 ciphertext is one coefficient short: the server refuses it with
+    one line before computing on it (its session fails, no prediction), and the next honest session
+    on the same served model gets the right answer."""
+    from protocols.mpc import rlwe_ip128
+
+    model = _model(N=24, d=6, seed=8)
+    served = ServedModel(model, security="semi-honest")
+    served.public.inner_product = "he"
+    Q = model.X_train[:1] + 0.3
+    real = rlwe_ip128.client_ciphertexts
+    monkeypatch.setattr(rlwe_ip128, "client_ciphertexts", lambda *a: real(*a)[:-rlwe_ip128.make_plan(24).coeff_bytes])
+    c0, c1 = local_channel_pair(timeout=20)
+    box: dict = {}
+
+    def server() -> None:
+        try:
+            serve_one(served, c0)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            box["error"] = exc
+            c0.close()
+
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+    with pytest.raises(ProtocolError):  # the client sees the session end, no prediction
+        predict_features(c1, Q, None)
+    t.join(20)
+    monkeypatch.undo()
+    err = box["error"]
+    assert isinstance(err, ProtocolError) and "\n" not in str(err)
+    assert str(err).startswith("lattice inner product: client ciphertexts of ")
+    preds, *_ = _session(served, Q)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)
