@@ -354,10 +354,12 @@ class PublicParams:
     @property
     def lattice_sum(self) -> bool:
         """Exact kernels: step 9 of protocols.krr.expsum by lattice HE (True) or by OT (False).
-        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree)."""
+        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree); the
+        OT route's random OTs cost ~3 bits on silent OT (Laplacian, ``ot_engine`` silent), 32 on SoftSpoken."""
         if self.inner_product != "auto":
             return self.inner_product == "he"
-        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits)
+        ot_bits = 3 if self.kind == "krr-laplacian" and self.ot_engine == "silent" else 32
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits, ot_bits)
 
     @property
     def lattice_linear(self) -> bool:
