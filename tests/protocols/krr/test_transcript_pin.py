@@ -63,7 +63,7 @@ from secureml.representations import CoulombMatrix
 #: model files).
 PINS = {
     "krr-gaussian": (66, 1564495, "cc421b42833a7e8fe9355b2c21908a1d842641af692080cea8f8de6cab12535c"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "4a758f1c9851b40d77c6f707e55fb59d9107e553913ec4c29cba1170d69eef26"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "ebb058f6b3c13a561d502d15b5ba11020943a691f8dc016487ab7651a8bc6000"),
     "krr-laplacian": (96, 74974, "cde3d4ec2169e28b1e9b955e308b5937910b195a3b00d52ffde6c7a571ef3a2f"),
     "krr-laplacian/silent": (110, 677627, "8e02f0c9e9031da948ade1a27273a9aad801b1582aa1b976ecc18c2299648e5b"),
     "krr-gaussian/client-malicious": (482, 9823898, "5796c960256e0df08b977ddfc013889d53436e06a7542dcc1112956fd65b5bb8"),
