@@ -5,6 +5,7 @@
     python -m bench.krr_cost --cross-term ot --sizes 16384 --features 351     # the OT vector OLE instead
     python -m bench.krr_cost --link wan --sizes 16384 --features 351          # through an emulated WAN
     python -m bench.krr_cost --kernel laplacian --ot-engine softspoken,silent --sizes 4096,16384 --features 351
+    python -m bench.krr_cost --inner-product ot,he --sizes 4096,16384 --features 351  # step 9: OT vs lattice
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
@@ -31,12 +32,14 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
     return synthetic_model(N, d, sigma, seed, kernel)
 
 
-def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent") -> None:
+def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent",
+            inner_product: str = "auto") -> None:
     from protocols.krr import ServedModel, gaussian, serve
 
-    sm = ServedModel(params, frac_bits=frac_bits)
+    sm = ServedModel(params, frac_bits=frac_bits, security="semi-honest")  # the semi-honest protocols
     sm.public.cross_term = cross_term
     sm.public.ot_engine = ot_engine
+    sm.public.inner_product = inner_product
     sm.public.validate()
     t0 = time.perf_counter()
     if params.kernel == "gaussian":
@@ -48,14 +51,15 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, 
 
 
 def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
-                      timeout: float = 1800.0, frac_bits: int | None = None, ot_engine: str = "silent"):
+                      timeout: float = 1800.0, frac_bits: int | None = None, ot_engine: str = "silent",
+                      inner_product: str = "auto"):
     """Server process (prepared before it accepts) + this process as client, optionally through an
     emulated link: (predictions, client CostReport, server's one-off preparation seconds)."""
     from protocols.krr import predict
 
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits, ot_engine))
+    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits, ot_engine, inner_product))
     proc.start()
     relay = None
     try:
@@ -70,6 +74,7 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
         preds, cost, pp = predict(f"127.0.0.1:{port}", Q, timeout=timeout, with_params=True)
         cost.extra["client_cpu_s"] = time.process_time() - c0
         cost.extra["frac_bits"], cost.extra["x_bits"] = pp.frac_bits, pp.x_bits
+        cost.extra["lattice_sum"] = pp.lattice_sum
         cost.extra["server_cpu_s"] = q.get(timeout=120)
     finally:
         if relay is not None:
@@ -82,13 +87,14 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
 
 def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
             cross_term: str = "he", link: str | None = None, frac_bits: int | None = None,
-            ot_engine: str = "silent") -> dict:
+            ot_engine: str = "silent", inner_product: str = "auto") -> dict:
     params, rng = model_for(N, d, sigma, kernel, seed)
     Q = synthetic_queries(params, rng, k)
     if frac_bits is None and kernel == "laplacian":
         # the model's own grid, as a served `secureml train` model encodes it (its grid_bits)
         frac_bits = LAPLACIAN_GRID_BITS
-    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link, frac_bits=frac_bits, ot_engine=ot_engine)
+    preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link, frac_bits=frac_bits, ot_engine=ot_engine,
+                                               inner_product=inner_product)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
     reps = max(5, int(2e7 // (N * d)))
@@ -99,6 +105,7 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
         "cross_term": cross_term if kernel == "gaussian" else "ot",
         "ot_engine": ot_engine if kernel == "laplacian" else "softspoken", "frac_bits": cost.extra.get("frac_bits"),
+        "inner_product": "he" if cost.extra.get("lattice_sum") else "ot",
         "x_bits": cost.extra.get("x_bits"),
         "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
@@ -132,15 +139,22 @@ def main(argv=None) -> int:
     ap.add_argument("--ot-engine", default="silent",
                     help="Laplacian kernel's OT extension, comma-separated to compare in one run: silent "
                          "(protocols.ot.ferret) and/or softspoken (k = 4) (default silent)")
+    ap.add_argument("--inner-product", default="auto",
+                    help="step 9's inner product in Z_2^128, comma-separated to compare in one run: he "
+                         "(lattice, protocols.mpc.rlwe_ip128), ot (Gilboa over random OT), auto (fewer bytes "
+                         "for the public N) (default auto)")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
-    from protocols.krr.params import OT_ENGINES
+    from protocols.krr.params import INNER_PRODUCTS, OT_ENGINES
 
     engines = [e.strip() for e in args.ot_engine.split(",") if e.strip()]
     if not engines or any(e not in OT_ENGINES for e in engines):
         ap.error(f"--ot-engine: choose from {', '.join(OT_ENGINES)}")
     if args.kernel != "laplacian":
         engines = engines[:1]  # the Gaussian kernel runs on SoftSpoken whatever this says
+    ips = [e.strip() for e in args.inner_product.split(",") if e.strip()]
+    if not ips or any(e not in INNER_PRODUCTS for e in ips):
+        ap.error(f"--inner-product: choose from {', '.join(INNER_PRODUCTS)}")
     if args.sigma is None:
         args.sigma = 1000.0 if args.kernel == "laplacian" else 74.0
     from tqdm import tqdm
@@ -148,11 +162,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for N, eng in tqdm([(int(s), e) for s in args.sizes.split(",") for e in engines], desc="N"):
+    for N, eng, ip in tqdm([(int(s), e, i) for s in args.sizes.split(",") for e in engines for i in ips], desc="N"):
         r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
-                    link=args.link, frac_bits=args.frac_bits, ot_engine=eng)
+                    link=args.link, frac_bits=args.frac_bits, ot_engine=eng, inner_product=ip)
         rows.append(r)
-        tqdm.write(f"N={N:6d} {r['ot_engine']:>10} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
+        tqdm.write(f"N={N:6d} {r['ot_engine']:>10} step 9 {r['inner_product']} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
                    f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "
                    f"{r['total_MB']:9.1f} MB (client sent {r['client_sent_MB']:.1f}, received "
                    f"{r['client_received_MB']:.1f}) {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
@@ -169,10 +183,12 @@ def main(argv=None) -> int:
     plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    for eng in engines:
-        sel = [r for r in rows if r["ot_engine"] == eng or len(engines) == 1]
+    for eng, ip in [(e, i) for e in engines for i in ips]:
+        sel = [r for r in rows if (r["ot_engine"] == eng or len(engines) == 1) and
+               (ip == "auto" or r["inner_product"] == ip)]
         Ns = [r["N"] for r in sel]
-        label = f"OT double-blind ({eng})" if len(engines) > 1 else "OT double-blind"
+        tags = ([eng] if len(engines) > 1 else []) + ([f"step 9 {ip}"] if len(ips) > 1 else [])
+        label = f"OT double-blind ({', '.join(tags)})" if tags else "OT double-blind"
         ax[0].loglog(Ns, [r["wall_s"] for r in sel], "o-", label=label)
         ax[1].loglog(Ns, [r["total_MB"] for r in sel], "o-", label=label)
     Ns = [r["N"] for r in rows]

@@ -23,7 +23,12 @@ processes on TCP loopback, the model owner's ``protocols.krr.serve`` and the que
 ``protocols.krr.predict``, for the random-Fourier-feature model (sorted CM, F = 4,096, embedded
 data) and the local FCHL19 + SORF model (F = 4,096, QM9, N = 4,096, MAE ~1 kcal/mol). Every
 session's wall time is set against the plaintext prediction of the same model on the same
-molecule, measured in the same process just before. Writes ``double_blind.json``, ``.csv`` and ``.png``::
+molecule, measured in the same process just before; the client process's CPU time is recorded
+beside both (``client_cpu_s``, ``plaintext_cpu_s``: less sensitive to other load on a shared
+machine), and ``--gap-ms`` of idle time follows each session (between-sessions work, e.g. the
+lattice server's re-randomisation for the client's next query, ends before the next timed step).
+``lattice_cpu`` in the JSON splits the lattice steps into offline (query-independent) and online
+CPU time. Writes ``double_blind.json``, ``.csv`` and ``.png``::
 
     .venv/bin/python -m bench.local_model_bench --double-blind --out bench/results/compact_cost
 """
@@ -222,9 +227,9 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
     """One molecule: its plaintext prediction, then one double-blind session, both timed here."""
     from protocols.krr import Featurizer, molecules_featurizer, predict
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     y_plain = float(mm.predict(mol)[0])
-    t_plain = time.perf_counter() - t0
+    t_plain, cpu_plain = time.perf_counter() - t0, time.process_time() - c0
     base = molecules_featurizer(mol)
     feat_s: list[float] = []
 
@@ -234,14 +239,16 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         feat_s.append(time.perf_counter() - f0)
         return phi
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     y, cost = predict(f"127.0.0.1:{port}", featurize=Featurizer(n_queries=base.n_queries, fn=featurize),
                       resume_ot=resume)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     ex = cost.extra
     ot_b, ext_b = int(ex.get("ot_setup_bytes", 0)), int(ex.get("extend_bytes", 0))
     return {
         "plaintext_s": t_plain, "total_s": total, "ratio": total / t_plain,
+        # the client process's CPU time (all its threads): less sensitive to other load than wall time
+        "plaintext_cpu_s": cpu_plain, "client_cpu_s": cpu,
         "setup_s": cost.offline_s, "online_s": cost.online_s, "features_s": feat_s[0] if feat_s else None,
         "ot_setup_s": ex.get("ot_setup_s"), "extend_s": ex.get("extend_s"), "resumed": ex.get("resumed"),
         "bytes": cost.total_bytes, "bytes_sent": cost.bytes_sent, "bytes_received": cost.bytes_received,
@@ -251,13 +258,56 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         "rounds": cost.rounds, "abs_error": abs(float(y[0]) - y_plain), "softspoken_k": ex.get("softspoken_k"),
         "out_bits": ex.get("out_bits"), "engine": ex.get("engine", "ot"), "keygen_s": ex.get("keygen_s"),
         "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"), "early_data": bool(ex.get("early_data")),
+        # the client's work for its next session, done while it waited for this reply (offline)
+        "prepare_next_s": ex.get("prepare_next_s"), "client_crypto_s": ex.get("client_crypto_s"),
     }
+
+
+def lattice_cpu(path: Path, reps: int = 50) -> dict[str, Any]:
+    """CPU time of each lattice step for the model in ``path`` (this process, one thread; median and
+    min of ``reps``): what is query-independent (offline: key, masks, re-randomisations) and what
+    remains online, so that precomputed sessions report both."""
+    from protocols.krr import ServedModel, linear_he
+    from protocols.mpc import rlwe_ip
+
+    served = ServedModel.from_file(str(path), security="semi-honest")
+    pm = linear_he.prepared(served)
+    rng = rlwe_ip.SecureRandom()
+    phi = np.zeros(pm.weights.w.shape[0], dtype=np.int64)
+
+    def timed(fn: Any) -> dict[str, float]:
+        ts = []
+        for _ in range(reps):
+            t0 = time.thread_time()
+            fn()
+            ts.append(time.thread_time() - t0)
+        return {"median_ms": 1e3 * float(np.median(ts)), "min_ms": 1e3 * float(min(ts))}
+
+    key = rlwe_ip.ClientKey(pm.rp)
+    seed, c0 = key.encrypt(phi, pm.delta_bits, rng)
+    c0l = pm.weights.ring.from_bytes(c0, "c0")
+    out: dict[str, Any] = {"ring_degree": pm.rp.n, "q_bits": pm.rp.q_bits, "reps": reps, "clock": "thread_time"}
+    out["offline_client_keygen"] = timed(lambda: rlwe_ip.ClientKey(pm.rp))
+    out["offline_client_mask"] = timed(lambda: key.mask(seed, rng))
+    out["offline_server_rerandomise"] = timed(lambda: rlwe_ip.server_prepare(pm.weights, seed, rng))
+    out["online_client_encrypt_with_mask"] = timed(lambda: key.encrypt_with(key.mask(seed, rng), phi, pm.delta_bits))
+    out["online_client_encrypt_with_mask"] = {k: v - out["offline_client_mask"][k]
+                                              for k, v in out["online_client_encrypt_with_mask"].items()}
+    preps = [rlwe_ip.server_prepare(pm.weights, seed, rng) for _ in range(reps + 1)]
+    it = iter(preps)
+    out["online_server_answer"] = timed(lambda: rlwe_ip.server_finish(pm.weights, next(it), key.pk0, c0l, pm.const,
+                                                                      pm.delta_bits, rng))
+    v = rlwe_ip.server_finish(pm.weights, preps[-1], key.pk0, c0l, pm.const, pm.delta_bits, rng)
+    out["online_client_decrypt"] = timed(lambda: key.decrypt(v, preps[-1].top))
+    return out
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     med = {k: float(np.median([r[k] for r in rows if r.get(k) is not None])) for k in keys}
     med["ratio_max"] = float(max(r["ratio"] for r in rows))
+    med["total_s_max"] = float(max(r["total_s"] for r in rows))
+    med["total_s_min"] = float(min(r["total_s"] for r in rows))
     med["abs_error_max"] = float(max(r["abs_error"] for r in rows))
     med["n"] = len(rows)
     return med
@@ -282,6 +332,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             "plaintext": "the full model's predict() on the same molecule in the same process: "
                          "representation + feature map + dot product",
         },
+        "gap_ms": args.gap_ms,
         "machine": {"cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
                     "processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
         "models": {},
@@ -316,7 +367,11 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             # "lattice": all the crypto inside the session (the default); "lattice-prepared": the
             # next session's query-independent work between sessions (linear_he.PREPARE_NEXT)
             linear_he.PREPARE_NEXT = kind == "lattice-prepared"
-            return _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume)
+            row = _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume)
+            # idle time between queries: the between-sessions work (lattice-prepared: the server's
+            # re-randomisation after its reply) ends before the next plaintext or session is timed
+            time.sleep(args.gap_ms / 1e3)
+            return row
 
         rows: dict[str, dict[str, Any]] = {k: {"fresh": [], "resumed": []} for k in paths}
         try:
@@ -340,6 +395,8 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
                 srv["proc"].join(60)
                 if srv["proc"].is_alive():
                     srv["proc"].kill()
+        if any(k.startswith("lattice") for k in paths):
+            result.setdefault("lattice_cpu", {})[model_name] = lattice_cpu(path)
         for kind in paths:
             name = model_name if kind == "ot" else f"{model_name}/{kind}"
             fresh, resumed = rows[kind]["fresh"], rows[kind]["resumed"]
@@ -352,6 +409,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             tqdm.write(f"{name}: resumed {1e3 * r['total_s']:.1f} ms vs plaintext {1e3 * r['plaintext_s']:.2f} ms "
                        f"(ratio {r['ratio']:.1f}, max {r['ratio_max']:.1f}), {r['bytes'] / 1e6:.3f} MB; "
                        f"cold {1e3 * cold[kind]['total_s']:.0f} ms {cold[kind]['bytes'] / 1e6:.2f} MB")
+    result["machine"]["load_average_end"] = os.getloadavg()
     return result
 
 
@@ -359,8 +417,8 @@ def _write_csv(result: dict[str, Any], path: Path) -> None:
     """One row per (model/path, session kind): medians, max ratio, bytes, rounds, max error."""
     import csv
 
-    cols = ["total_s", "plaintext_s", "ratio", "ratio_max", "features_s", "setup_s", "online_s", "bytes",
-            "rounds", "abs_error_max", "n"]
+    cols = ["total_s", "total_s_max", "plaintext_s", "ratio", "ratio_max", "features_s", "setup_s", "online_s",
+            "prepare_next_s", "client_cpu_s", "plaintext_cpu_s", "bytes", "rounds", "abs_error_max", "n"]
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["model", "path", "session"] + cols)
@@ -440,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
                         "lattice (semi-honest, one RLWE ciphertext each way), lattice-prepared (the same with "
                         "the next session's query-independent work done between sessions)")
     g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")
+    g.add_argument("--gap-ms", type=float, default=20.0,
+                   help="idle time after each session (ms): between-sessions work finishes before the next "
+                        "timed step, as between a client's queries")
     g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
     g.add_argument("--precompute", action="store_true",
                    help="extend the OTs before the online phase (reports the online part apart)")

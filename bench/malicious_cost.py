@@ -212,6 +212,44 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Whole Laplacian sessions per N (one query each): semi-honest on SoftSpoken and on silent OT
+    (protocols.krr.laplacian) beside client-malicious (protocols.krr.laplacian_malicious),
+    in-process channel pair; synthetic CM-like model on the 2^-8 grid (15-bit entries), sigma
+    ``--laplacian-sigma``; the server's encoding done before the session as `serve` does."""
+    from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries
+    from protocols.krr import ServedModel, laplacian_malicious, predict_features, serve_one
+
+    rows: list[dict[str, Any]] = []
+    d = args.exact_features
+    for N in [int(v) for v in args.laplacian_sizes.split(",") if v.strip()]:
+        model, rng = synthetic_model(N, d, args.laplacian_sigma, seed=0, kernel="laplacian")
+        Q = synthetic_queries(model, rng, 1)
+        want = model.predict(Q)[0]
+        for mode, engine in (("semi-honest", "softspoken"), ("semi-honest", "silent"),
+                             ("client-malicious", "softspoken")):
+            served = ServedModel(model, security=mode, frac_bits=LAPLACIAN_GRID_BITS)
+            served.public.ot_engine = engine
+            served.public.validate()
+            if mode == "client-malicious":
+                laplacian_malicious.prepare_server(model, served.public)
+            t0 = time.perf_counter()
+            _, (pred, cost, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
+            wall = time.perf_counter() - t0
+            row = {"part": "laplacian", "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
+                   "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
+                   "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": engine}
+            if mode == "client-malicious":
+                for vs in ("softspoken", "silent"):
+                    rows.append({**row, "model": f"laplacian-N{N}-vs-{vs}"})
+            else:
+                rows.append({**row, "model": f"laplacian-N{N}-vs-{engine}"})
+            print(f"  N={N} Laplacian {mode} ({engine}): {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
+                  f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds, "
+                  f"error {row['abs_error']:.1e}", flush=True)
+    return rows
+
+
 def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The checked lattice product alone: w . phi (``--ip-rows 1``, d = F features: what the primitive
     would cost a compact model) or X q (``--ip-rows N``: the Gaussian's cross term by itself): the query's bits fixed by F x_bits random OTs with MACs mod the
@@ -302,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-ot", action="store_true", help="skip the OT-extension part")
     ap.add_argument("--exact-sizes", default="", help="N values for the exact Gaussian part (comma list; "
                     "empty: skip), e.g. 1024,4096,16384")
+    ap.add_argument("--laplacian-sizes", default="", help="N values for the exact Laplacian part (comma list; "
+                    "empty: skip), e.g. 1024,4096,16384")
+    ap.add_argument("--laplacian-sigma", type=float, default=1000.0, help="sigma of the synthetic Laplacian model")
     ap.add_argument("--exact-features", type=int, default=351, help="d of the exact-kernel synthetic model")
     ap.add_argument("--malicious-cross", default="he,ot", help="cross terms of the client-malicious Gaussian "
                     "sessions (comma list of he = the checked lattice one, protocol 12's default, and ot)")
@@ -324,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += ot_check(args)
     if args.exact_sizes:
         rows += exact_gaussian(args)
+    if args.laplacian_sizes:
+        rows += exact_laplacian(args)
     if args.ip_sizes:
         rows += lattice_ip(args)
     summary = summarize(rows)

@@ -3,9 +3,9 @@
 1. The model owner trains exact KRR on Coulomb matrices of embedded QM9 molecules: the Gaussian
    kernel (the published study's setting), then the Laplacian kernel (L1 distance, more accurate
    on Coulomb matrices).
-2. It starts ``secureml serve`` as a separate process (a real TCP server): the Gaussian model in
-   the default client-malicious mode, the Laplacian one semi-honest (it has no client-malicious
-   protocol yet).
+2. It starts ``secureml serve`` as a separate process (a real TCP server), both models in the
+   default client-malicious mode (the Laplacian protocol's aborts may tell a deviating client one
+   bit each, bounded by ``--max-aborts``: docs/malicious.md).
 3. The query owner sends held-out molecules through the double-blind protocol.
 4. Each prediction is printed next to the plaintext prediction and the reference value, with the
    cost of the protocol and its ratio to the plaintext prediction time.
@@ -117,16 +117,14 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
               f"on {len(test)} held-out molecules")
         model_path = exact.save(work / f"model_{kernel}.npz")
         print(f"   model file: {model_path}")
-        # the default (client-malicious) where the kernel has that protocol; the Laplacian has none yet
-        mode = "client-malicious" if kernel == "gaussian" else "semi-honest"
+        # the default (client-malicious): both kernels have that protocol
+        mode = "client-malicious"
         print(f"== Model owner: starts `secureml serve --security {mode}` (separate process); "
               "query owner connects ==")
-        if mode == "semi-honest":
-            print("   (Laplacian models have no client-malicious protocol yet, so `serve` refuses them "
-                  "unless asked for --security semi-honest: docs/malicious.md)")
-        else:
-            print("   (client-malicious, the default: whatever a modified client sends, it learns at most "
-                  "each prediction; docs/malicious.md)")
+        print("   (client-malicious, the default: whatever a modified client sends, it learns at most "
+              "each prediction" + ("; with the Laplacian kernel an aborted session may also tell it one bit, "
+                                   "and a client is refused after 3 aborts" if kernel == "laplacian" else "")
+              + "; docs/malicious.md)")
         (preds, cost), = _serve_and_query(model_path, queries, extra=("--security", mode))
         _report(exact, queries, preds, cost, prop)
         print("the server saw no query; the query owner saw only the predictions.\n")

@@ -67,6 +67,18 @@ class KKTConfig:
             (e.g. 0.007 -> 0.14 at step 1,400 of the multiclass MNIST run), which scatters candidates.
         snapshot_at: steps after which a copy of the candidates is kept (``Reconstruction.snapshots``):
             one long run then also says what shorter runs of the same trajectory would have found.
+        optimizer: "adam" (default) or "sgd" (with ``momentum``): Haim et al.'s reconstruction optimiser
+            is SGD with momentum 0.9, on a smoothed-ReLU copy of the network (``smooth_relu``).
+        momentum: momentum of "sgd" (ignored by Adam).
+        smooth_relu: 0 (default) = attack the exact ReLU network; beta > 0 = the candidates' gradient is
+            taken through a copy whose ReLUs are softplus(beta z) / beta (Haim et al.'s smoothing; their
+            best MNIST run used about 150), beta at the scale of the victim as given (before the
+            attack's normalisation to norm(theta) = 1). Why: with the exact ReLU the KKT sum depends on x only
+            through the activations, the masks being piecewise constant, so no gradient tells a
+            candidate that moving would switch a unit on or off. The smooth copy needs autograd's
+            double backward (the closed form of :func:`kkt_loss_grad` assumes exact masks), so
+            ``closed_form`` is ignored. ``Reconstruction.residual`` is that of the exact network; the
+            ``history`` records the smooth copy's residual, which the optimiser sees.
     """
 
     n_candidates: int = 200
@@ -85,6 +97,9 @@ class KKTConfig:
     multiclass_pairs: str = "all"
     lr_schedule: str = "constant"
     snapshot_at: tuple[int, ...] = ()
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    smooth_relu: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -297,15 +312,31 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
         raise AttackError(f"lr_schedule must be 'constant' or 'cosine', not {cfg.lr_schedule!r}")
     if cfg.multiclass_pairs not in ("all", "strongest"):
         raise AttackError(f"multiclass_pairs must be 'all' or 'strongest', not {cfg.multiclass_pairs!r}")
+    if cfg.optimizer not in ("adam", "sgd"):
+        raise AttackError(f"optimizer must be 'adam' or 'sgd', not {cfg.optimizer!r}")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise AttackError(f"momentum must be in [0, 1), not {cfg.momentum}")
+    if cfg.smooth_relu < 0:
+        raise AttackError(f"smooth_relu must be >= 0 (0 = exact ReLU), not {cfg.smooth_relu}")
     if (cfg.task == "multiclass") != (model.out_dim > 1):
         raise AttackError(f"task {cfg.task!r} does not fit a network with {model.out_dim} output(s)")
     dev = resolve_device(device)
+    closed = cfg.closed_form and not cfg.smooth_relu
     net = HomogeneousMLP(model.in_dim, model.hidden, out_dim=model.out_dim)
     net.load_state_dict(model.state_dict())
     net.to(dev)
-    net.normalize_(1.0)
-    for p in net.parameters():
-        p.requires_grad_(not cfg.closed_form)
+    c = net.normalize_(1.0)
+    # The smooth copy shares the normalised weights. beta is meant at the victim's own scale (Haim et al.
+    # smooth the trained model as it is): normalising scales layer l's pre-activations by c**l, so the
+    # same smoothing there is softplus with beta / c**l.
+    att = net
+    if cfg.smooth_relu:
+        betas = tuple(cfg.smooth_relu / c ** (k + 1) for k in range(len(model.hidden)))
+        att = HomogeneousMLP(model.in_dim, model.hidden, out_dim=model.out_dim, smooth_beta=betas)
+        att.load_state_dict(net.state_dict())
+        att.to(dev)
+    for p in att.parameters():
+        p.requires_grad_(not closed)
     d, m = model.in_dim, cfg.n_candidates
     lo = torch.as_tensor(np.broadcast_to(np.asarray(lower, dtype=np.float32), (d,)).copy(), device=dev)
     hi = torch.as_tensor(np.broadcast_to(np.asarray(upper, dtype=np.float32), (d,)).copy(), device=dev)
@@ -335,7 +366,9 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
     lam.requires_grad_(True)
     theta = _flat_params(net)
     weights = [lin.weight.detach() for lin in net.layers]
-    opt = torch.optim.Adam([{"params": [x], "lr": cfg.lr_x}, {"params": [lam], "lr": cfg.lr_lambda}])
+    groups = [{"params": [x], "lr": cfg.lr_x}, {"params": [lam], "lr": cfg.lr_lambda}]
+    opt: torch.optim.Optimizer = (torch.optim.SGD(groups, momentum=cfg.momentum) if cfg.optimizer == "sgd"
+                                  else torch.optim.Adam(groups))
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1))
              if cfg.lr_schedule == "cosine" else None)
     history: list[tuple[int, float]] = []
@@ -349,7 +382,7 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
     initial = float("nan")
     for step in it:
         opt.zero_grad(set_to_none=True)
-        if cfg.closed_form:
+        if closed:
             with torch.no_grad():
                 if pairs:
                     residual, gx, gC = kkt_loss_grad_outputs(weights, x, pair_coefficients(lam, yc))
@@ -366,13 +399,13 @@ def reconstruct(model: HomogeneousMLP, lower: np.ndarray | float, upper: np.ndar
                 x.grad, lam.grad = gx, glam
         else:
             if pairs:
-                grads = kkt_terms(net, x, pair_coefficients(lam, yc))
+                grads = kkt_terms(att, x, pair_coefficients(lam, yc))
             elif cfg.task == "multiclass":
                 with torch.no_grad():
-                    coef_sign = multiclass_signs(net(x), yc)
-                grads = kkt_terms(net, x, lam[:, None] * coef_sign)
+                    coef_sign = multiclass_signs(att(x), yc)
+                grads = kkt_terms(att, x, lam[:, None] * coef_sign)
             else:
-                grads = kkt_terms(net, x, lam * yc)
+                grads = kkt_terms(att, x, lam * yc)
             residual = sum(((p - g) ** 2).sum() for p, g in zip(theta, grads))
             loss = residual
             if pairs:
@@ -428,7 +461,7 @@ def _reseed_duplicates(x: torch.Tensor, lam: torch.Tensor, lam0: torch.Tensor, y
         lam[rows] = lam0[rows]
         for p in (x, lam):
             st = opt.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
                 if key in st:
                     st[key][rows] = 0.0
     return int(len(rows))

@@ -42,6 +42,7 @@ class Settings:
     candidates_per_point: float = 2.0
     steps: int = 3000
     lr: float = 0.01
+    lr_lambda: float | None = None  # learning rate of the multipliers; None = ``lr`` (SGD needs a far smaller one)
     lambda_min: float = 0.05
     init_noise: float = 1e-2
     prior_weight: float = 1.0
@@ -51,14 +52,18 @@ class Settings:
     snapshot_at: tuple[int, ...] = ()  # attack steps at which the candidates are also scored and saved
     multiclass_pairs: str = "all"  # KKTConfig.multiclass_pairs: "all" competing classes or the "strongest"
     lr_schedule: str = "constant"  # KKTConfig.lr_schedule: "constant" or "cosine" decay to 0
+    optimizer: str = "adam"  # KKTConfig.optimizer: "adam" or "sgd" (Haim et al.: SGD, momentum 0.9)
+    momentum: float = 0.9  # KKTConfig.momentum (sgd only)
+    smooth_relu: float = 0.0  # KKTConfig.smooth_relu: softplus beta of the attacked copy; 0 = exact ReLU
     device: str = "auto"
 
     def attack_config(self, n_train: int, task: str = "binary") -> KKTConfig:
         return KKTConfig(n_candidates=max(2, int(round(self.candidates_per_point * n_train))), steps=self.steps,
-                         lr_x=self.lr, lr_lambda=self.lr, lambda_min=self.lambda_min,
+                         lr_x=self.lr, lr_lambda=self.lr if self.lr_lambda is None else self.lr_lambda, lambda_min=self.lambda_min,
                          init_scale=self.init_noise, prior_weight=self.prior_weight, task=task,
                          reseed_every=self.reseed_every, snapshot_at=tuple(self.snapshot_at),
                          multiclass_pairs=self.multiclass_pairs, lr_schedule=self.lr_schedule,
+                         optimizer=self.optimizer, momentum=self.momentum, smooth_relu=self.smooth_relu,
                          seed=self.seed if self.attack_seed is None else self.attack_seed)
 
 
@@ -380,6 +385,10 @@ def run_kind(s: Settings, multi: bool = False) -> str:
     parts = [f"re-seeding every {s.reseed_every}" if s.reseed_every else "no re-seeding"]
     if s.lr_schedule != "constant":
         parts.append(f"{s.lr_schedule} lr")
+    if s.optimizer != "adam":
+        parts.append(f"{s.optimizer.upper()} momentum {s.momentum:g}")
+    if s.smooth_relu:
+        parts.append(f"softplus beta {s.smooth_relu:g}")
     if multi:
         parts.append("all class pairs" if s.multiclass_pairs == "all" else "strongest competitor only")
     return ", ".join(parts)
@@ -396,10 +405,11 @@ def parse_grid(text: str) -> dict[str, list[float]]:
     """``"lambda_min=0.05,0.2;lr=0.01,0.1"`` -> {"lambda_min": [0.05, 0.2], "lr": [0.01, 0.1]}.
 
     Keys are :class:`Settings` attack fields: lambda_min, lr, init_noise, candidates_per_point, steps,
-    prior_weight, reseed_every, attack_seed (several seeds of one setting: ``attack_seed=1,2,3``).
+    prior_weight, reseed_every, attack_seed (several seeds of one setting: ``attack_seed=1,2,3``),
+    momentum, smooth_relu, lr_lambda.
     """
-    allowed = {"lambda_min", "lr", "init_noise", "candidates_per_point", "steps", "prior_weight", "reseed_every",
-               "attack_seed"}
+    allowed = {"lambda_min", "lr", "lr_lambda", "init_noise", "candidates_per_point", "steps", "prior_weight", "reseed_every",
+               "attack_seed", "momentum", "smooth_relu"}
     grid: dict[str, list[float]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         key, _, vals = part.partition("=")

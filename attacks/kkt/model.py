@@ -35,10 +35,15 @@ class HomogeneousMLP(nn.Module):
         init_scale: multiplies the default (He-uniform) initialisation; small values push training
             towards the feature-learning regime in which the KKT directional limit is approached.
         seed: seed of the initialisation.
+        smooth_beta: 0 (default) = the exact ReLU; > 0 = softplus(beta z) / beta in its place, a smooth
+            copy used only by the attack (Haim et al. reconstruct through a smoothed ReLU so that the
+            gradient in the candidates sees the units' switching; the victim itself is never smoothed).
+            A sequence gives one beta per hidden layer (the attack rescales beta with each layer's
+            share of the parameter normalisation, see :func:`attacks.kkt.attack.reconstruct`).
     """
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...] = (1000, 1000), init_scale: float = 1.0,
-                 seed: int = 0, out_dim: int = 1) -> None:
+                 seed: int = 0, out_dim: int = 1, smooth_beta: float | tuple[float, ...] = 0.0) -> None:
         super().__init__()
         if in_dim < 1 or not hidden or min(hidden) < 1 or out_dim < 1:
             raise ModelError(f"bad MLP shape: in_dim={in_dim}, hidden={hidden}, out_dim={out_dim}")
@@ -56,12 +61,20 @@ class HomogeneousMLP(nn.Module):
         self.in_dim = in_dim
         self.hidden = tuple(hidden)
         self.out_dim = out_dim
+        betas = (tuple(float(b) for b in smooth_beta) if isinstance(smooth_beta, (tuple, list))
+                 else (float(smooth_beta),) * len(hidden))
+        if len(betas) != len(hidden) or min(betas) < 0 or (0 in betas and max(betas) > 0):
+            raise ModelError(f"smooth_beta must be 0 (exact ReLU) or > 0 for each of {len(hidden)} hidden layers, "
+                             f"not {smooth_beta}")
+        self.smooth_beta = betas if betas[0] > 0 else ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One output per row of ``x``: shape (n,) for a scalar network, (n, out_dim) otherwise."""
         h = x
-        for lin in self.layers[:-1]:
-            h = torch.relu(lin(h))
+        for k, lin in enumerate(self.layers[:-1]):
+            z = lin(h)
+            # softplus(beta z) / beta -> relu(z) as beta grows; torch switches to z itself above beta z > 20
+            h = torch.nn.functional.softplus(z, beta=self.smooth_beta[k]) if self.smooth_beta else torch.relu(z)
         out = self.layers[-1](h)
         return out.squeeze(-1) if self.out_dim == 1 else out
 

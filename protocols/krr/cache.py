@@ -22,6 +22,7 @@ class PublicModelCache:
     def __init__(self, root: Path | None = None) -> None:
         self._root = root
         self._loaded: dict[str, Any] = {}
+        self._seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     @property
@@ -33,7 +34,15 @@ class PublicModelCache:
         return self.root / f"{sha}.npz"
 
     def has(self, sha: str) -> bool:
-        return self.path(sha).exists()
+        # a file seen under this root in this process is taken as still there: no file-system
+        # calls on a warm client's session path (load() keeps the decoded model anyway)
+        key = (os.environ.get("SECUREML_CACHE", ""), sha) if self._root is None else ("", sha)
+        if key in self._seen:
+            return True
+        if self.path(sha).exists():
+            self._seen.add(key)
+            return True
+        return False
 
     def store(self, sha: str, blob: bytes) -> None:
         path = self.path(sha)

@@ -17,6 +17,7 @@ import numpy as np
 from protocols.common import CostReport
 from protocols.krr.cache import PUBLIC_MODELS, PublicModelCache
 from protocols.krr.featurize import Featurizer, element_counts
+from protocols.krr import linear_he
 from protocols.krr.handshake import (MAX_QUERIES_PER_SESSION, client_abort, client_hello, client_hello_message,
                                     client_ready, params_digest)
 from protocols.krr.params import PublicParams
@@ -30,8 +31,8 @@ from secureml.errors import ModelError, ProtocolError, SecureMLError
 def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featurizer | None = None,
                      counts: np.ndarray | None = None, *, resume_ot: bool = True,
                      cache: PublicModelCache = PUBLIC_MODELS, party: Party | None = None,
-                     params: dict | None = None, params_sha256: str | None = None
-                     ) -> tuple[np.ndarray, CostReport, PublicParams]:
+                     params: dict | None = None, params_sha256: str | None = None,
+                     announced_seed: bytes | None = None) -> tuple[np.ndarray, CostReport, PublicParams]:
     """Query owner's side of one session on an open channel.
 
     Give either the model inputs ``Q`` (k, d) -- representations for exact KRR, features phi for
@@ -46,7 +47,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     (:func:`protocols.net.dial.open_session`) or, with ``params_sha256`` (their digest, sent in
     the ready message for the server to check), cached from an earlier session while the hello and
     this session's first messages travel together (:class:`_EarlyChannel`); default: say hello on
-    ``ch`` here.
+    ``ch`` here. ``announced_seed``: the lattice seed the hello carried
+    (:func:`protocols.krr.linear_he.hello_seed`).
     """
     t0 = time.perf_counter()
     if Q is not None:
@@ -86,6 +88,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         client_ready(ch, need_public_model=False, params_sha256=params_sha256)
     party = Party(ch, role=1) if party is None else party
     info = proto.client_setup(party, pp, n_q, _peer_name(ch), resume=resume_ot)
+    if announced_seed is not None and pp.lattice_linear:
+        info["announced_seed"] = announced_seed
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     preds = proto.client_online(party, pp, Q, info)
@@ -98,19 +102,23 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
 
 
 class _EarlyChannel:
-    """A fresh TCP channel whose sends wait for the first read: then the hello and everything
-    buffered go out in one flight, and the hello's answer is read and checked before the read
-    asked for. The session's own code runs unchanged on it (two rounds fewer)."""
+    """A fresh TCP channel that sends the hello at once and holds the session's later sends until
+    its first read: then everything buffered goes out in one flight, and the hello's answer is read
+    and checked before the read asked for. The session's own code runs unchanged on it (two rounds
+    fewer); the server answers the hello, and does what the hello allows, while this side computes
+    its features (the hello's round trip overlaps them)."""
 
-    def __init__(self, ch: Channel, hello: dict[str, Any], digest: str) -> None:
-        self._ch, self._hello, self._digest = ch, hello, digest
+    def __init__(self, ch: Channel, hello: dict[str, Any], params: dict[str, Any], digest: str) -> None:
+        self._ch, self._params, self._digest = ch, params, digest
         self._buf: list[tuple[str, Any]] | None = []
+        self._checked = False  # the hello's answer read and checked
+        ch.send_json(hello)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ch, name)
 
     def _out(self, kind: str, obj: Any) -> None:
-        if self._buf is None:
+        if self._buf is None:  # (after a flush) in order: everything held went out before
             getattr(self._ch, kind)(obj)
         else:
             self._buf.append((kind, obj))
@@ -125,19 +133,25 @@ class _EarlyChannel:
         self._out("send_array", np.array(a))
 
     def flush(self) -> None:
-        if self._buf is None:
-            self._ch.flush()
+        """Send what is held now (the protocol has work to do before its next read)."""
+        self._send_held()
+        self._ch.flush()
 
-    def _release(self) -> None:
+    def _send_held(self) -> None:
         if self._buf is None:
             return
         buf, self._buf = self._buf, None
-        self._ch.send_json(self._hello)
         for kind, obj in buf:
             getattr(self._ch, kind)(obj)
+
+    def _release(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        self._send_held()
         reply = self._ch.recv_json(max_bytes=1 << 20)
         if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("params"), dict) \
-                or params_digest(reply["params"]) != self._digest:
+                or (reply["params"] != self._params and params_digest(reply["params"]) != self._digest):
             raise ProtocolError("early session not accepted (busy, refused or new parameters)")
 
     def recv(self, *a: Any, **kw: Any) -> Any:
@@ -167,16 +181,33 @@ def _early_session(host: str, port: int, hello: dict[str, Any], params: dict[str
                    c_part: Any, *, ssl_context: Any, server_hostname: str | None, timeout: float,
                    handshake_timeout: float) -> tuple[np.ndarray, CostReport, PublicParams]:
     t0 = time.perf_counter()
+    digest, cpp = _cached(params)
     ch = TCPChannel(connect_tls(host, port, ssl_context, server_hostname, handshake_timeout), timeout=timeout)
     try:
-        early = _EarlyChannel(ch, hello, params_digest(params))
+        # the first ciphertext's seed: the server re-randomises while we featurise
+        seed = linear_he.hello_seed(cpp, _peer_name(ch))
+        early = _EarlyChannel(ch, {**hello, "lattice_seed": seed.hex()}, params, digest)
         preds, cost, pp = predict_features(early, q_part, f_part, c_part, params=params,  # type: ignore[arg-type]
-                                           params_sha256=params_digest(params))
+                                           params_sha256=digest, announced_seed=seed)
     finally:
         ch.close()
     cost.extra["early_data"] = True
     cost.wall_s = time.perf_counter() - t0  # connect and hello included
     return preds, cost, pp
+
+
+_DIGESTS: dict[int, tuple[dict[str, Any], str, PublicParams]] = {}
+
+
+def _cached(params: dict[str, Any]) -> tuple[str, PublicParams]:
+    """(params_digest, PublicParams) of a cached parameter dict, made once per dict (cached
+    dicts are never modified; the entry keeps its dict alive, so its id is not reused)."""
+    hit = _DIGESTS.get(id(params))
+    if hit is None or hit[0] is not params:
+        if len(_DIGESTS) > 64:
+            _DIGESTS.clear()
+        hit = _DIGESTS[id(params)] = (params, params_digest(params), PublicParams.from_dict(params))
+    return hit[1], hit[2]
 
 
 def _peer_name(ch: Channel) -> str:
@@ -253,12 +284,14 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
                 continue
             except ProtocolError:  # busy, restarted with new parameters, gone: the ordinary way
                 _EARLY_PARAMS.pop(key, None)
-        ch, reply = open_session(host, port, client_hello_message(hi - lo, token), ssl_context=ssl_context,
-                                 server_hostname=server_hostname, handshake_timeout=handshake_timeout,
-                                 channel_timeout=timeout, retries=retries)
+        # a lattice server re-randomises for this seed while we wait and featurise (others ignore it)
+        seed = linear_he.hello_seed(None, key)
+        ch, reply = open_session(host, port, {**client_hello_message(hi - lo, token), "lattice_seed": seed.hex()},
+                                 ssl_context=ssl_context, server_hostname=server_hostname,
+                                 handshake_timeout=handshake_timeout, channel_timeout=timeout, retries=retries)
         try:
             preds, cost, pp = predict_features(ch, q_part, f_part, c_part, resume_ot=resume_ot,
-                                               params=reply.get("params"))
+                                               params=reply.get("params"), announced_seed=seed)
         finally:
             ch.close()
         if pp.lattice_linear and resume_ot and isinstance(reply.get("params"), dict):

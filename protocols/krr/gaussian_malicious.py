@@ -88,10 +88,10 @@ def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
     """(bits of x_hi, digits of x_lo) from public numbers; ProtocolError if x_hi is too wide."""
     hb = pp.d_bits - pp.lo_bits
     if pp.lo_bits < 1:
-        raise ProtocolError("client-malicious Gaussian protocol needs a low part of the distance (sigma too small "
+        raise ProtocolError("the client-malicious kernel protocol needs a low part of the distance (sigma too small "
                             "for the feature bounds): serve it with --security semi-honest")
     if not 1 <= hb <= MAX_HI_BITS:
-        raise ProtocolError(f"client-malicious Gaussian protocol needs the distance's high part to have 1..{MAX_HI_BITS} "
+        raise ProtocolError(f"the client-malicious kernel protocol needs the distance's high part to have 1..{MAX_HI_BITS} "
                             f"bits, this model's has {hb}: serve it with --security semi-honest")
     return hb, digit_plan(0, pp.lo_bits, V_DIGIT_BITS)
 
@@ -135,28 +135,47 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     """One query, both roles. Server: ``model`` with its encoded ``X``, ``xx``; returns a record
     of its randomness (rho) for tests. Client: its encoded ``q``; returns y (mod 2^128, scale
     2^out_scale_bits)."""
-    defended = OutputDefense.from_dict(pp.output_defense)
-    if defended.round_bits is not None:  # validate() refuses it too: rounding has no bound protocol here
-        raise ProtocolError("rounding (--round-to) is not part of the client-malicious Gaussian protocol")
-    server = party.role == SERVER
-    N, M, s, L, V = pp.n_train, pp.ring_bits, pp.shift_bits, pp.lo_bits, pp.v_frac_bits
-    hb, digits = plan(pp)
+    _refuse_rounding(pp)
+    plan(pp)
     # 1.-9. bind u = D(q') + rho to the committed query
-    if server:
+    if party.role == SERVER:
         alpha, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
         prepared = (he_matvec_checked.prepare(X, pp.x_bits, pp.ring_bits, owner=model)
                     if pp.cross_term == "he" else None)
         b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True, prepared=prepared)
-        delta, xm = b.delta, b.rho >> U64(s)
-    else:
-        b = binding.bound_masked_distances(party, pp, q=q, lam=lam, keep_pads=True)
-        xm = b.u >> U64(s)
+        return kernel_output(party, pp, rho=b.rho, delta=b.delta, u_pads=b.u_pads, model=model, lam=lam)
+    b = binding.bound_masked_distances(party, pp, q=q, lam=lam, keep_pads=True)
+    return kernel_output(party, pp, u=b.u, u_pads=b.u_pads, lam=lam)
+
+
+def _refuse_rounding(pp: PublicParams) -> None:
+    if OutputDefense.from_dict(pp.output_defense).round_bits is not None:
+        # validate() refuses it too: rounding has no bound protocol here
+        raise ProtocolError("rounding (--round-to) is not part of the client-malicious protocols")
+
+
+def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndarray | None = None,
+                  delta: np.uint64 | None = None, model: KernelModelParams | None = None,
+                  u: np.ndarray | None = None, lam: int = au.STAT_BITS) -> dict | int:
+    """Steps 10-14 for one query, both roles, on a committed and already *checked*
+    u = D(q') + rho (mod 2^M): shared by every kernel exp(-c D') whose distance protocol ends in
+    such a u (this module's squared L2, :mod:`protocols.krr.laplacian_malicious`'s L1; pp.c is the
+    kernel's constant). Server: ``rho`` (mod 2^M), ``delta`` (the MAC key u was committed under),
+    ``model``; client: ``u`` (mod 2^M). Both: ``u_pads``, the random-OT keys of u's committed bits
+    (at least bits [shift_bits, M)). Returns the server's record / the client's y."""
+    defended = OutputDefense.from_dict(pp.output_defense)
+    _refuse_rounding(pp)
+    server = party.role == SERVER
+    N, M, s, L, V = pp.n_train, pp.ring_bits, pp.shift_bits, pp.lo_bits, pp.v_frac_bits
+    hb, digits = plan(pp)
+    xm = (rho if server else u) >> U64(s)
     x_lo = xm & U64((1 << L) - 1)
     # 10. G table indexed by the committed x_hi: h_i = alpha_i G_i + r_i
     hi_digit = (s + L, M)
     if server:
+        alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
         rho_hi = (xm >> U64(L)).astype(np.int64)
         e = np.arange(1 << hb, dtype=np.int64)[None, :]
         H = (e - rho_hi[:, None]) % (1 << hb)
@@ -169,9 +188,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         aG = (np.where(sign, neg[0], aG[0]), np.where(sign, neg[1], aG[1]))
         r = (party.rng.random_u64(N), party.rng.random_u64(N))
         t = u128.add(aG, (r[0][:, None], r[1][:, None]))
-        au.bound_lut(party, CLIENT, hi_digit, pads=b.u_pads, tables=np.stack([t[0], t[1]], axis=-1))
+        au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=np.stack([t[0], t[1]], axis=-1))
     else:
-        got = au.bound_lut(party, CLIENT, hi_digit, pads=b.u_pads, values=b.u, w=2)
+        got = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=2)
         h = (got[:, 0].copy(), got[:, 1].copy())
     # 11. the client's factor, proved digit by digit
     if server:
@@ -181,7 +200,7 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
             g = digit_factors(pp, a, bb)
             kz = (party.rng.random_u64(N), party.rng.random_u64(N))
             ent = u128.sub(u128.mul_small((kv[0][:, None], kv[1][:, None]), g[None, :]), (kz[0][:, None], kz[1][:, None]))
-            au.bound_lut(party, CLIENT, (s + a, s + bb), pads=b.u_pads, tables=np.stack([ent[0], ent[1]], axis=-1))
+            au.bound_lut(party, CLIENT, (s + a, s + bb), pads=u_pads, tables=np.stack([ent[0], ent[1]], axis=-1))
             last = k == len(digits) - 1
             cv = au.commit(party, CLIENT, n=N, bits=V + 1, delta=delta,
                            extra=(r[0][:, None], r[1][:, None]) if last else None)
@@ -203,12 +222,12 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         # client sent can depend on it, and the client sees only y_S + e
         noised = defense.add_noise(party, defended, [y_s], 128, pp.out_scale_bits)[0]
         party.ch.send_json({"share": str(noised)})
-        return {"rho": b.rho, "r": r, "noise": (noised - y_s) % u128.MOD}
+        return {"rho": rho, "r": r, "noise": (noised - y_s) % u128.MOD}
     vs, zs = client_chain_values(pp, x_lo)
     mv = (np.zeros(N, U64), np.zeros(N, U64))  # MAC of the public v_0 (its key carries -2^V Delta)
     rel_macs, rel_vals = [], []
     for k, (a, bb) in enumerate(digits):
-        ent = au.bound_lut(party, CLIENT, (s + a, s + bb), pads=b.u_pads, values=b.u, w=2)
+        ent = au.bound_lut(party, CLIENT, (s + a, s + bb), pads=u_pads, values=u, w=2)
         g = digit_factors(pp, a, bb)[((x_lo >> U64(a)) & U64((1 << (bb - a)) - 1)).astype(np.intp)]
         mz = u128.sub(u128.mul_small(mv, g), (ent[:, 0].copy(), ent[:, 1].copy()))
         last = k == len(digits) - 1
@@ -263,10 +282,17 @@ def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.nd
 
 def reference(pp: PublicParams, model: KernelModelParams, X: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
     """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
-    M, s, L, V = pp.ring_bits, pp.shift_bits, pp.lo_bits, pp.v_frac_bits
+    D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
+    return reference_from_distances(pp, model, D, rho)
+
+
+def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho: np.ndarray) -> int:
+    """Steps 10-13's output for exact integer distances D (any kernel exp(-c D')) and the
+    server's rho (mod 2^M): the bit-exact ideal output of :func:`kernel_output`."""
+    M, s, L = pp.ring_bits, pp.shift_bits, pp.lo_bits
     hb, _ = plan(pp)
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
-    D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
+    rho = np.asarray(rho, dtype=U64) & U64((1 << M) - 1)
     u = np.array([(int(Di) + int(ri)) % (1 << M) for Di, ri in zip(D, rho)], dtype=U64)
     xu, xr = u >> U64(s), rho >> U64(s)
     x_lo, r_lo = xu & U64((1 << L) - 1), xr & U64((1 << L) - 1)
@@ -287,5 +313,6 @@ def decode(pp: PublicParams, y: int) -> float:
     return u128.to_signed_float(y, pp.out_scale_bits)
 
 
-__all__ = ["online", "server_online", "client_online", "reference", "decode", "plan", "client_factor",
+__all__ = ["online", "kernel_output", "server_online", "client_online", "reference", "reference_from_distances",
+           "decode", "plan", "client_factor",
            "MAX_HI_BITS"]

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 
-from typing import Any
+from typing import Any, Callable
 
 from protocols.common import check_hello, send_hello
 from protocols.krr.params import (ABORT_CODE, CLIENT_MALICIOUS_KINDS, PROTOCOL_NAME, PROTOCOL_VERSION,
@@ -57,11 +57,15 @@ def refusal(public: PublicParams) -> str | None:
     return None
 
 
-def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | None = None
+def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | None = None,
+                     after_params: Callable[[dict[str, Any]], None] | None = None
                      ) -> tuple[int, dict[str, Any]]:
     """Model owner's steps 1-3: returns (number of queries, the client's ready message).
 
     ``hello``: step 1's message when the server's front door has already read it.
+    ``after_params(hello)``: called once step 2 is on its way and before step 3 is read -- work
+    that needs only the hello runs while the client computes its features (the lattice path's
+    query-independent half of the reply, :func:`protocols.krr.linear_he.server_early`).
     """
     if hello is None:
         hello = ch.recv_json(max_bytes=4096)
@@ -78,13 +82,16 @@ def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | 
         raise ProtocolError(f"refused: no client-malicious protocol for {public.kind}")
     params = public.to_dict()
     ch.send_json({"ok": True, "params": params})
+    if after_params is not None:
+        after_params(hello)
+    digest = params_digest(params)  # before the read: the client is still busy
     answer = ch.recv_json(max_bytes=4096)
     if not isinstance(answer, dict) or not answer.get("ready"):
         # never quote the reply: a client's reason could name its molecule
         if isinstance(answer, dict) and answer.get("abort") == ABORT_CODE:
             raise QueryRejected(CLIENT_REJECTED)
         raise ProtocolError(CLIENT_MALFORMED)
-    if "params_sha256" in answer and answer["params_sha256"] != params_digest(params):
+    if "params_sha256" in answer and answer["params_sha256"] != digest:
         # a client that sent its queries with the hello (cached parameters) used other parameters:
         # nothing it sent after the hello may be answered
         raise ProtocolError(STALE_PARAMS)

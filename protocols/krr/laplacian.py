@@ -170,17 +170,18 @@ def _rot_bits(party: PartyContext, choices: np.ndarray | None, n: int):
 
 
 def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray | None = None,
-              q: np.ndarray | None = None) -> np.ndarray:
+              q: np.ndarray | None = None, ring_bits: int | None = None) -> np.ndarray:
     """Steps 2-5 for one query, both roles: this party's shares (N,) of the L1 distances.
 
     The server (role 0) passes ``XT``, the encoded training data transposed (d, N); the client
     (role 1) its encoded query ``q`` (d,). Comparison bits c = [x < q] so far are XOR-shared:
-    server c_S, client c_C.
+    server c_S, client c_C. Shares are mod 2^``ring_bits`` (default ``pp.ring_bits``; the
+    client-malicious protocol takes them mod 2^64, :mod:`protocols.krr.laplacian_malicious`).
     """
     server = party.role == SERVER
     d = XT.shape[0] if server else q.shape[0]
     W = (N + 63) // 64
-    M = pp.ring_bits
+    M = pp.ring_bits if ring_bits is None else ring_bits
     mask = U64((1 << M) - 1)
     c = None
     for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):

@@ -20,26 +20,50 @@ re-randomisation of c1' -- so client-malicious sessions keep the checked OT path
 merged for the Gaussian cross term (:mod:`protocols.mpc.bfv_proof`) commits its witness with more
 checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md).
 
-Protocol (after the handshake; client = role 1, server = role 0), two messages:
+Protocol (client = role 1, server = role 0), two messages after the handshake:
   0. keys: the client's secret key and public key pk0 are made once per process and ring
-     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 1 only on the first session
+     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 2 only on the first session
      with a server (the server keeps it by key id, LRU 1,024, one hour), or when asked again.
      ``resume_ot=False`` on the client: a fresh key for this session only (unlinkable sessions).
-  1. client -> server: header, key id, [pk0], and per query (seed of a, c0 = -a s + e + Delta Phi')
-     with Delta = 2^(log q - out_bits).
-  2. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
-     step 1 with pk0), else per query (v, top 64 bits of c1') with the constant
-     ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
-  3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
+  1. hello (a TCP client, :func:`hello_seed`): carries ``lattice_seed``, the 16-byte seed of the
+     first query's a -- the seed of a mask the client made last session, or a fresh one. Once the
+     public parameters are on their way the server computes that query's re-randomisation
+     a W + p1 u + e1 with a fresh u (:func:`server_early`; or takes the one it made for this seed
+     after the client's last reply), while the client waits and computes its features.
+  2. client -> server: header, key id, [pk0], [next seed], and per query (seed of a,
+     c0 = -a s + e + Delta Phi') with Delta = 2^(log q - out_bits); the first query's seed is the
+     announced one. With ``PREPARE_NEXT`` the client also names the seed of its next session's
+     first a, and makes that mask (-a s + e) while it waits for the reply.
+  3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
+     step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
+     constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
+     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use).
+  4. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
-Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up, 32,785 down; first
-session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way; a
-resumed client sends the hello, ready and step 1 in one flight (:func:`protocols.krr.client.predict`,
-parameters cached and checked by digest): 2 rounds in all.
+Offline / online (what moves off the critical path, and why that is safe): the client's mask
+-a s + e and the server's a W + p1 u + e1 depend only on the seed of a, never on the query; both
+are made before the query (steps 1 and 3) and each is **single use**: a mask is spent by its one
+encryption (two queries under one a and e would hand the server Delta (Phi - Phi')), a
+re-randomisation by its one answer (the masking of a W by p1 u + e1 is argued for one answer;
+two sharing u and e1 are correlated, and under two values of a their difference is (a - a') W
+plus small noise); :class:`protocols.mpc.rlwe_ip.Mask` and
+:class:`~protocols.mpc.rlwe_ip.Rerandomised` refuse a second use, the stores hand each out once
+(taken, not read), and a server asked twice for one seed answers the second query with a fresh u.
+What remains online: the client adds Delta phi' (0.04 ms CPU at n = 4,096) and decrypts
+(0.04 ms); the server computes v, two dot products (0.06 ms). The seeds are public (they travel
+with c0 anyway). A deviating client that announces another client's seed only makes the server
+spend that re-randomisation on its own query (a fresh u, never a second use).
+
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
++ about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).
+Rounds after the handshake: one each way; a resumed client sends the hello, ready and step 2 in
+one flight (:func:`protocols.krr.client.predict`, parameters cached and checked by digest): 2
+rounds in all; the hello still goes out first, before the features, so that step 1's work overlaps them.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 import time
@@ -57,14 +81,16 @@ from secureml.errors import ModelError, ProtocolError
 
 _MAGIC = b"SMHE"
 _HDR = struct.Struct("<4sBBHH")  # magic, version, flags (bit 0: pk0, bit 1: next seed), k, ring degree / 1024
-_VERSION = 1
+_VERSION = 2
 _OK, _NEED_KEY = 0, 1
-#: True: the client announces the seed of its next session's first ciphertext, and both sides do
-#: the query-independent work for it between sessions (client: -a s + e in a background thread;
-#: server: a W + p1 u + e1 and (pk0 u)[n-1] after its reply). Off by default: on this 2-core shared
-#: machine the background thread competed with the next session (median 8.2-9.8 ms against
-#: 5.9-6.0 ms inline, docs/compact-models.md); it pays where the client has a spare core
-PREPARE_NEXT = False
+#: True: a resumed client picks the seed of its next session's first a now, sends it with this
+#: session's query, and makes that session's mask (-a s + e, the query-independent part of its
+#: encryption) while it waits for this reply -- in the same thread, in time it would otherwise
+#: spend blocked on the socket; the server makes the matching re-randomisation (a W + p1 u + e1)
+#: right after its reply. The next session announces the seed in its hello, finds both ready and
+#: only adds Delta phi' (client) and computes v (server). False: the client makes its mask inside
+#: the session, after its features; the server re-randomises while the client featurises.
+PREPARE_NEXT = True
 #: largest acceptable error of the lattice step alone, in units of the prediction (kcal/mol for
 #: energies): a fifth of the OT path's 5e-3 budget
 MAX_ERROR = 1e-3
@@ -154,35 +180,49 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
     return parts
 
 
-# masks for the client's next session with a server, by (server, key id): (seed, thread, box
-# with the mask when done); each is announced to that server only and used once
-_NEXT_MASKS: dict[tuple[str, bytes], tuple[bytes, threading.Thread, dict[str, Any]]] = {}
+# masks made for the client's next session with a server, by (server, key id); each is taken
+# (removed) by that session's first encryption: a mask encrypts one query only
+_NEXT_MASKS: dict[tuple[str, bytes], rlwe_ip.Mask] = {}
 
 
-def _prepare_mask(server_key: str, key: rlwe_ip.ClientKey, seed: bytes) -> None:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        box["mask"] = key.mask(seed, rlwe_ip.SecureRandom())
-
-    t = threading.Thread(target=run, daemon=True, name="lattice-mask")
-    with _CLIENT_LOCK:
-        _NEXT_MASKS[(server_key, key.key_id)] = (seed, t, box)
-    t.start()
+def _fresh_seed() -> bytes:
+    return os.urandom(rlwe_ip.SEED_BYTES)  # a public seed: fresh OS entropy, no cipher set-up
 
 
-def _take_mask(server_key: str, key: rlwe_ip.ClientKey) -> tuple[bytes, np.ndarray] | None:
-    with _CLIENT_LOCK:
-        hit = _NEXT_MASKS.pop((server_key, key.key_id), None)
-    if hit is None:
-        return None
-    hit[1].join()
-    return hit[2].get("mask")
+def hello_seed(pp: PublicParams | None, server_key: str) -> bytes:
+    """The seed of a that a client announces in its hello (``lattice_seed``), so that a lattice
+    server computes a W + p1 u + e1 for it while the client waits for the parameters and computes
+    its features (:func:`server_early`; other servers ignore it). The seed is public (it travels
+    with c0 anyway): with ``pp`` (parameters cached from an earlier session) the seed of the mask
+    made last session if one waits, else a fresh one."""
+    if pp is not None:
+        key, _ = client_key(ring_params(pp))
+        with _CLIENT_LOCK:
+            mask = _NEXT_MASKS.get((server_key, key.key_id))
+        if mask is not None:
+            return mask.seed
+    return _fresh_seed()
+
+
+def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRandom, resume: bool,
+                announced: bytes | None) -> tuple[rlwe_ip.Mask | None, bool]:
+    """The mask for this session's first query and whether it was made before the session: one
+    made last session (for the seed the hello announced), or one made now for the announced seed,
+    or None (no seed announced: a fresh one, inline). A waiting mask whose seed was not announced
+    is dropped unused."""
+    mask = None
+    if resume:
+        with _CLIENT_LOCK:
+            mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
+    if mask is not None and (announced is None or mask.seed == announced):
+        return mask, True
+    return (key.mask(announced, rng) if announced is not None else None), False
 
 
 def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
-                  resume: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """Steps 0-3, query owner: the k predictions and what the session cost."""
+                  resume: bool = True, announced: bytes | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Steps 0-3, query owner: the k predictions and what the session cost. ``announced``: the
+    seed of a this session's hello announced (:func:`hello_seed`), used for the first query."""
     t0 = time.perf_counter()
     phi = np.atleast_2d(phi)
     enc = pp.encode_features(phi, "query features").astype(np.int64)  # phi' in [0, 2^x_bits)
@@ -191,17 +231,25 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     key, new = client_key(rp, fresh=not resume)
     keygen_s = key.keygen_s if new else 0.0
     with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
-    mask = _take_mask(server_key, key) if resume else None  # announced to this server last session
+    mask, premade = _first_mask(server_key, key, party.rng, resume, announced)
     cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
-    next_seed = party.rng.random_bytes(rlwe_ip.SEED_BYTES) if resume and PREPARE_NEXT else None
     ch = party.ch
+    next_seed = _fresh_seed() if resume and PREPARE_NEXT else None
     ch.send(b"".join(_request(key, with_pk, cts, next_seed)))
+    t_sent = time.perf_counter()
+    next_s = 0.0
+    if next_seed is not None:  # the next session's mask, made while the server answers
+        ch.flush()  # the request goes out first (an early-data channel holds sends until a read)
+        nxt = key.mask(next_seed, rlwe_ip.SecureRandom())
+        with _CLIENT_LOCK:
+            _NEXT_MASKS[(server_key, key.key_id)] = nxt
+        next_s = time.perf_counter() - t_sent
     k, n = enc.shape[0], rp.n
     reply_bytes = 1 + k * (16 + 8 * n)
     reply = ch.recv(max_bytes=reply_bytes)
     if reply[:1] == bytes([_NEED_KEY]) and len(reply) == 1 and not with_pk:
-        with_pk = True  # the server forgot our key (restart, eviction): send it with the queries
+        with_pk = True  # the server forgot our key (restart, eviction): the same ciphertexts, with it
         ch.send(b"".join(_request(key, True, cts, next_seed)))
         reply = ch.recv(max_bytes=reply_bytes)
     if len(reply) != reply_bytes or reply[0] != _OK:
@@ -216,10 +264,9 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         v = int.from_bytes(rec[:16], "little")
         top = np.frombuffer(rec[16:], dtype="<u8")
         out[i] = key.decrypt(v, top) / scale
-    if next_seed is not None:  # the next session's mask, made between sessions
-        _prepare_mask(server_key, key, next_seed)
     return out, {"out_bits": pp.output_bits, "engine": "lattice", "key_sent": with_pk, "keygen_s": keygen_s,
-                 "resumed": not with_pk, "prepared": mask is not None, "client_crypto_s": time.perf_counter() - t0}
+                 "resumed": not with_pk, "prepared": premade, "prepare_next_s": next_s,
+                 "client_crypto_s": time.perf_counter() - t0 - next_s}
 
 
 # ---- server ---------------------------------------------------------------------------------------
@@ -260,9 +307,31 @@ def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
     return with_pk, key_id, pk, next_seed, cts
 
 
+def server_early(model: Any, hello: dict[str, Any]) -> dict[str, Any]:
+    """Between the hello's answer and the client's ciphertext (the client is computing its
+    features): the query-independent half of the first reply, a W + p1 u + e1 with a fresh u, for
+    the seed the hello announced: ``{"lattice_early": Rerandomised}``; nothing without a seed.
+    It belongs to this session only and is spent by the one answer it serves."""
+    seed_hex = hello.get("lattice_seed")
+    if seed_hex is None:
+        return {}
+    if not isinstance(seed_hex, str) or len(seed_hex) != 2 * rlwe_ip.SEED_BYTES:
+        raise ProtocolError("hello: lattice_seed must be 32 hex digits")
+    try:
+        seed = bytes.fromhex(seed_hex)
+    except ValueError:
+        raise ProtocolError("hello: lattice_seed must be 32 hex digits") from None
+    pm = prepared(model)
+    prep = _take_prepared(pm, seed)  # made after this client's last reply, if it announced the seed then
+    return {"lattice_early": prep or rlwe_ip.server_prepare(pm.weights, seed, rlwe_ip.SecureRandom())}
+
+
 def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = True,
-                  store: rlwe_ip.KeyStore | None = None) -> dict[str, Any]:
-    """Steps 1-2, model owner: answer the client's ciphertexts (it learns nothing of them)."""
+                  store: rlwe_ip.KeyStore | None = None, early: rlwe_ip.Rerandomised | None = None
+                  ) -> dict[str, Any]:
+    """Steps 1-2, model owner: answer the client's ciphertexts (it learns nothing of them).
+    ``early``: the first query's re-randomisation made after the hello (:func:`server_early`),
+    used if the first ciphertext's seed is the one announced (else dropped unsent)."""
     assert party.role == SERVER
     pm = prepared(model)
     rp, R = pm.rp, pm.weights.ring
@@ -280,9 +349,11 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         pk0 = store.get(key_id)
     if pk0 is None:  # unknown key: ask once for it
         ch.send(bytes([_NEED_KEY]))
-        with_pk, key_id2, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+        with_pk, key_id2, pk_bytes, next_seed, cts2 = _parse(ch.recv(max_bytes=max_req), rp, k)
         if pk_bytes is None or key_id2 != key_id:
             raise ProtocolError("lattice query: public key missing after the server asked for it")
+        if cts2 != cts:  # the same ciphertexts, now with the key (anything else: a new query)
+            raise ProtocolError("lattice query: the ciphertexts changed when the key was sent")
         if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
             raise ProtocolError("lattice query: key id does not match the public key")
         pk0 = R.from_bytes(pk_bytes, "public key")
@@ -293,34 +364,34 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
     out = [bytes([_OK])]
     used = 0
     for i, ((seed, _), c0) in enumerate(zip(cts, c0s)):
-        prep = _take_prepared(pm, key_id, seed) if i == 0 else None
+        prep = early if i == 0 and early is not None and not early.spent and early.seed == seed else None
         used += prep is not None
         if prep is None:
-            prep = rlwe_ip.server_prepare(pm.weights, pk0, seed, party.rng)
-        v = rlwe_ip.server_finish(pm.weights, prep, c0, pm.const, pm.delta_bits, party.rng)
+            prep = rlwe_ip.server_prepare(pm.weights, seed, party.rng)
+        v = rlwe_ip.server_finish(pm.weights, prep, pk0, c0, pm.const, pm.delta_bits, party.rng)
         out += [v.to_bytes(16, "little"), prep.top.astype("<u8").tobytes()]
     ch.send(b"".join(out))
     if next_seed is not None and keep_keys:  # the client's next session, prepared after this reply
-        _store_prepared(pm, key_id, rlwe_ip.server_prepare(pm.weights, pk0, next_seed, party.rng))
+        _store_prepared(pm, rlwe_ip.server_prepare(pm.weights, next_seed, party.rng))
     return {"key_received": with_pk, "prepared": used}
 
 
-# the server's re-randomised halves for clients' announced next seeds, by (model, key id): LRU,
-# each used at most once (a second use would answer two queries with the same u)
+# the server's re-randomisations for seeds clients announced for their next session, by (model,
+# seed): LRU, each taken (removed) by its one use -- a second answer with the same u and e1 would
+# let the client cancel the re-randomisation
 _NEXT: "OrderedDict[tuple[int, bytes], rlwe_ip.Rerandomised]" = OrderedDict()
 _NEXT_CAPACITY = 1024
 _NEXT_LOCK = threading.Lock()
 
 
-def _store_prepared(pm: PreparedModel, key_id: bytes, prep: rlwe_ip.Rerandomised) -> None:
+def _store_prepared(pm: PreparedModel, prep: rlwe_ip.Rerandomised) -> None:
     with _NEXT_LOCK:
-        _NEXT[(id(pm), key_id)] = prep
-        _NEXT.move_to_end((id(pm), key_id))
+        _NEXT[(id(pm), prep.seed)] = prep
+        _NEXT.move_to_end((id(pm), prep.seed))
         while len(_NEXT) > _NEXT_CAPACITY:
             _NEXT.popitem(last=False)
 
 
-def _take_prepared(pm: PreparedModel, key_id: bytes, seed: bytes) -> rlwe_ip.Rerandomised | None:
+def _take_prepared(pm: PreparedModel, seed: bytes) -> rlwe_ip.Rerandomised | None:
     with _NEXT_LOCK:
-        prep = _NEXT.pop((id(pm), key_id), None)
-    return prep if prep is not None and prep.seed == seed else None
+        return _NEXT.pop((id(pm), seed), None)

@@ -16,11 +16,13 @@ import numpy as np
 from protocols.krr.defense_spec import OutputDefense
 from protocols.mpc.he_matvec import make_plan
 from protocols.mpc.he_matvec_checked import make_plan as make_checked_plan
+from protocols.mpc.rlwe_ip128 import gilboa_bytes as gilboa128_bytes
+from protocols.mpc.rlwe_ip128 import make_plan as ip128_plan
 from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 16  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 19  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -38,15 +40,25 @@ PROTOCOL_VERSION = 16  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 15: early data: a ready message may carry the digest of the public parameters its sender used
 # (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
 # 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
+# 17: client-malicious Laplacian kernel (protocols.krr.laplacian_malicious)
+# 18: lattice compact sessions: a hello may carry lattice_seed (the first ciphertext's seed of a,
+# so the server re-randomises while the client featurises); lattice request header version 2
+# 19: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
+# sends fewer bytes than the OT route (public field inner_product); semi-honest exact kernels split the
+# exponent with a low part spanning 8 in t and centred factors (half the step-7 table)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
-#: kinds with a protocol secure against a deviating client (the Laplacian kernel has none yet)
-CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian")
-#: kinds that `--security auto` (and the Python API's default) serves client-malicious: the
-#: client-malicious Gaussian protocol costs ~16x the semi-honest bytes and has output noise but no rounding
-#: (docs/malicious.md: its cost), so an exact model is served client-malicious only when asked
-AUTO_CLIENT_MALICIOUS_KINDS = ("linear",)
+#: kinds with a protocol secure against a deviating client (the Laplacian one up to a one-bit
+#: abort leakage per session, bounded by `serve --max-aborts`: docs/malicious.md)
+CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian", "krr-laplacian")
+#: kinds that `--security auto` (and the Python API's default) serves client-malicious where the
+#: model's plan fits (else semi-honest, with a warning): every kind that has such a protocol
+AUTO_CLIENT_MALICIOUS_KINDS = CLIENT_MALICIOUS_KINDS
+#: client-malicious Laplacian protocol: widest encoded entry (its check sends 2^x_bits x 16 bytes
+#: per feature) and widest L1 distance (u = L + rho is hidden by a 63-bit mask)
+LAPLACIAN_MALICIOUS_MAX_X_BITS = 16
+LAPLACIAN_MALICIOUS_MAX_RING_BITS = 40
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
 MALICIOUS_MAX_HI_BITS = 12
 #: the one reason a client gives when it rejects its own query (never why: that would name its data)
@@ -56,6 +68,11 @@ EXACT_KINDS = ("krr-gaussian", "krr-laplacian")
 # how the Gaussian protocol computes its cross term X q: "he" lattice HE (BFV, coefficient packing,
 # protocols.mpc.he_matvec: ~9 MB at N = 16,384), "ot" the OT-based vector OLE (~850 MB, exact)
 CROSS_TERMS = ("he", "ot")
+# how the exact kernels' last step (protocols.krr.expsum, step 9: shares of sum_i r_i v_i in Z_2^128)
+# runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
+# constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
+# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 925 on)
+INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
 OT_ENGINES = ("silent", "softspoken")
@@ -102,6 +119,7 @@ class PublicParams:
     security: str = DEFAULT_SECURITY
     cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
     ot_engine: str = "silent"  # Laplacian kernel: the OT extension, see OT_ENGINES
+    inner_product: str = "auto"  # exact kernels' step 9: see INNER_PRODUCTS
     # compact (linear) models: public width of the output ring (0: announced in the OT session
     # only); semi-honest sessions with cross_term "he" and no output defense run the lattice inner
     # product (protocols.krr.linear_he), which needs it before the first message
@@ -148,21 +166,45 @@ class PublicParams:
         return self.kernel_scale * (1 << self.shift_bits)
 
     @property
+    def lo_span_log2(self) -> int:
+        """log2 of the largest exponent range of the low part: c * 2^lo_bits <= 2^lo_span_log2.
+
+        Semi-honest (protocols.krr.expsum): 8 -- the client's and the server's factors are centred
+        (each in (e^-4, e^4], step 8 of expsum), which halves the table of step 7 against a span of
+        4 at one bit of kernel precision. Client-malicious (protocols.krr.gaussian_malicious, its own
+        steps with factors in (e^-4, 1]): 4.
+        """
+        return 2 if self.security == "client-malicious" else 3
+
+    @property
     def lo_bits(self) -> int:
-        """Low part of D' whose exponential factor stays in (e^-4, 1]: c * 2^lo_bits <= 4.
+        """Low part of D' whose exponential factor spans at most 2^lo_span_log2 in t:
+        c * 2^lo_bits <= 8 (semi-honest) or 4 (client-malicious).
 
         A wider low part means a smaller table (fewer high values of t to tabulate); the factors
-        e^{-c u_lo} (client) and e^{c rho_lo} (server) then span e^4 < 2^6, which the 40-bit
-        fixed-point encodings absorb without losing kernel precision.
+        of the client (e^{-c u_lo}) and the server (e^{c rho_lo}) then span at most e^8 together
+        (e^4 each once centred, < 2^6), which the 40-bit fixed-point encodings absorb: a kernel
+        term's rounding error is at most e^4 2^-40 = 2^-34.2.
         """
         # at most d_bits - 1: the exponent split needs H = u_hi - rho_hi to have at least one bit
         # (protocols/krr/expsum.py, step 6)
-        return int(min(self.d_bits - 1, max(0, math.floor(2.0 - math.log2(self.c)))))
+        return int(min(self.d_bits - 1, max(0, math.floor(self.lo_span_log2 - math.log2(self.c)))))
+
+    @property
+    def step(self) -> float:
+        """t per unit of the high part: c * 2^lo_bits, in (4, 8] semi-honest, (2, 4] client-malicious
+        (smaller only where the distance has too few bits)."""
+        return self.c * (1 << self.lo_bits)
+
+    @property
+    def v_bits(self) -> int:
+        """Bits of the client's centred factor e^{step/2 - c u_lo} 2^v_frac_bits < e^4 2^v_frac_bits."""
+        return self.v_frac_bits + math.floor(self.step / 2 / math.log(2)) + 1
 
     @property
     def lut_bits(self) -> int:
         """Bits of D' above lo_bits handled by the look-up table (covers t up to T_CUT)."""
-        step = self.c * (1 << self.lo_bits)  # t per unit of the high part, in (2, 4]
+        step = self.step  # t per unit of the high part, in (4, 8] or (2, 4] (lo_span_log2)
         t_cut = (KERNEL_FRAC_BITS + 4) * math.log(2)
         need = math.ceil(math.log2(t_cut / step + 1))
         return int(min(need, self.d_bits - self.lo_bits))
@@ -252,6 +294,10 @@ class PublicParams:
             raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
         if not isinstance(self.output_bits, int) or not (self.output_bits == 0 or 8 <= self.output_bits <= 64):
             raise ProtocolError(f"bad output_bits {self.output_bits!r}")
+        if self.inner_product not in INNER_PRODUCTS:
+            raise ProtocolError(f"unknown inner product {self.inner_product!r}; supported: {INNER_PRODUCTS}")
+        if self.kind in EXACT_KINDS and self.inner_product == "he":
+            ip128_plan(self.n_train)  # ProtocolError if the ring cannot hold it
         if self.cross_term not in CROSS_TERMS:
             raise ProtocolError(f"unknown cross term {self.cross_term!r}; supported: {CROSS_TERMS}")
         if self.kind == "krr-gaussian" and self.cross_term == "he":
@@ -266,6 +312,19 @@ class PublicParams:
                                     "serve it with --security semi-honest")
             # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
             # step 14)
+        if self.kind == "krr-laplacian" and self.security == "client-malicious":
+            if self.ot_engine != "softspoken":  # silent OT (ferret) is semi-honest only
+                raise ProtocolError("the client-malicious Laplacian protocol runs on the checked SoftSpoken "
+                                    "extension: ot_engine must be 'softspoken'")
+            if self.x_bits > LAPLACIAN_MALICIOUS_MAX_X_BITS or self.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
+                raise ProtocolError(
+                    f"the client-malicious Laplacian protocol serves entries of at most {LAPLACIAN_MALICIOUS_MAX_X_BITS} "
+                    f"bits and distances of at most {LAPLACIAN_MALICIOUS_MAX_RING_BITS}, this model's have {self.x_bits} "
+                    f"and {self.ring_bits}: train on a coarser grid or serve it with --security semi-honest")
+            if self.lo_bits < 1 or not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
+                raise ProtocolError(f"the client-malicious Laplacian protocol serves distances whose high part has "
+                                    f"1..{MALICIOUS_MAX_HI_BITS} bits, this model's has {self.d_bits - self.lo_bits}: "
+                                    "serve it with --security semi-honest")
         # rounding (D2-D5) takes the client's share bits as table-OT choices that nothing checks: a
         # deviating client could pick them to learn a threshold bit of the sub-grid value per answer
         # (and all of it over repeated queries), so no client-malicious session rounds (docs/malicious.md)
@@ -290,6 +349,16 @@ class PublicParams:
     def checked_ot(self) -> bool:
         """Client-malicious mode: every OT extension in which the client chooses is checked."""
         return self.security == "client-malicious"
+
+    @property
+    def lattice_sum(self) -> bool:
+        """Exact kernels: step 9 of protocols.krr.expsum by lattice HE (True) or by OT (False).
+        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree); the
+        OT route's random OTs cost ~3 bits on silent OT (Laplacian, ``ot_engine`` silent), 32 on SoftSpoken."""
+        if self.inner_product != "auto":
+            return self.inner_product == "he"
+        ot_bits = 3 if self.kind == "krr-laplacian" and self.ot_engine == "silent" else 32
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits, ot_bits)
 
     @property
     def lattice_linear(self) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.krr import gaussian, gaussian_malicious, laplacian
+from protocols.krr import gaussian, gaussian_malicious, laplacian, laplacian_malicious
 from protocols.krr import linear as compact
 from protocols.krr import linear_he
 from protocols.krr.cache import PublicModelCache
@@ -45,7 +45,7 @@ def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
     """Both OT directions for an exact kernel: silent OT (protocols.ot.ferret) for the Laplacian
     kernel when ``pp.ot_engine`` says so (its tens of millions of element OTs at ~2.5 bits each
     instead of 32), SoftSpoken otherwise."""
-    if kernel == "laplacian" and pp.ot_engine == "silent":
+    if kernel == "laplacian" and pp.ot_engine == "silent" and not pp.checked_ot:
         seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),
                  derive_seed(party.seed, "silent-ot-receiver", party.role))
         snd, rcv = setup_pair(party.ch, party.role, seeds=seeds)
@@ -63,6 +63,12 @@ class ModelProtocol(ABC):
     """
 
     kind: str = ""
+
+    # 0. between the hello's answer and the ready message (the client is computing its features)
+    def server_after_hello(self, model: Any, hello: dict[str, Any]) -> dict[str, Any]:
+        """Model owner, once the public parameters are on their way: query-independent work the
+        hello allows; what it returns joins ``info`` of the online phase. Nothing by default."""
+        return {}
 
     # a. public-model transfer: nothing to send by default
     def server_after_ready(self, ch: Channel, model: Any, answer: dict[str, Any]) -> None:
@@ -151,6 +157,11 @@ class CompactLinearProtocol(ModelProtocol):
 
     kind = "linear"
 
+    def server_after_hello(self, model: Any, hello: dict[str, Any]) -> dict[str, Any]:
+        if model.public.lattice_linear:  # a W + p1 u + e1 for the announced seed, during the client's features
+            return linear_he.server_early(model, hello)
+        return {}
+
     def server_after_ready(self, ch: Channel, model: Any, answer: dict[str, Any]) -> None:
         if answer.get("need_public_model"):
             # public, so it is no secret-bearing traffic
@@ -187,7 +198,7 @@ class CompactLinearProtocol(ModelProtocol):
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
         if model.public.lattice_linear:
-            linear_he.server_online(party, model, k, keep_keys=model.resume_ot)
+            linear_he.server_online(party, model, k, keep_keys=model.resume_ot, early=info.get("lattice_early"))
             return
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
                        y_offset=model.compact.offset)
@@ -195,7 +206,8 @@ class CompactLinearProtocol(ModelProtocol):
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if pp.lattice_linear:
-            preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"))
+            preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"),
+                                                   announced=info.pop("announced_seed", None))
             info.update(extra)
             return preds
         return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)
@@ -223,5 +235,5 @@ def protocol_for(kind: str) -> ModelProtocol:
 
 
 register(ExactKernelProtocol("krr-gaussian", "gaussian", gaussian, malicious=gaussian_malicious))
-register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian))
+register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian, malicious=laplacian_malicious))
 register(CompactLinearProtocol())

@@ -17,7 +17,9 @@ from protocols.krr.server import serve
 
 
 def _serve_process(params: KernelModelParams, frac_bits: int | None, q: Any) -> None:
-    serve(ServedModel(params, frac_bits=frac_bits), "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
+    # the semi-honest protocols: what the engine comparisons (`secureml bench cost`) measure
+    serve(ServedModel(params, frac_bits=frac_bits, security="semi-honest"), "127.0.0.1", 0, max_sessions=1,
+          on_ready=q.put)
 
 
 def run_local(model: KernelModelParams, queries: np.ndarray, frac_bits: int | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,13 @@ from protocols.common import KernelModelParams
 from protocols.krr import expsum
 from protocols.krr import linear as compact
 from protocols.krr import linear_he
-from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, SILENT_OT_MIN_ELEMENTS, DEFAULT_SECURITY, LAPLACIAN_MAX_X_BITS, SECURITY_MODES,
-                                  PublicParams, feature_bounds)
+from protocols.krr.params import (AUTO_CLIENT_MALICIOUS_KINDS, DEFAULT_SECURITY, LAPLACIAN_MALICIOUS_MAX_X_BITS,
+                                  LAPLACIAN_MAX_X_BITS, SECURITY_MODES, SILENT_OT_MIN_ELEMENTS, PublicParams,
+                                  feature_bounds)
 from protocols.krr.registry import KERNEL_KINDS
 from protocols.ot.session import DEFAULT_K
 from secureml.data import load_embedded
-from secureml.errors import ModelError
+from secureml.errors import ModelError, ProtocolError
 from secureml.models.pipeline import MolecularModel
 from protocols.krr.defense import OutputDefense
 
@@ -51,13 +53,13 @@ def _energies(element_energies: dict[int, float] | None) -> dict[str, float]:
 
 
 def security_mode(kind: str, security: str | None) -> str:
-    """The session security of a served model (docs/malicious.md).
+    """The session security asked for a served model (docs/malicious.md).
 
-    ``None`` (the Python API's default): client-malicious for compact models, semi-honest for the
-    exact kernels (announced to the client in the handshake). ``secureml serve --security auto``
-    (its default) does the same and warns at start-up; ``--security client-malicious`` serves a
-    Gaussian model with its client-malicious protocol (OT cross term) and makes a server of a
-    Laplacian model refuse sessions.
+    ``None`` (the Python API's default) means "client-malicious where the kind has a protocol"
+    (:data:`AUTO_CLIENT_MALICIOUS_KINDS`: compact models, the Gaussian and the Laplacian kernel);
+    :class:`ServedModel` falls back to semi-honest, with a warning, where this model's plan does not
+    fit the client-malicious protocol -- as ``secureml serve --security auto`` does. The mode is
+    announced to the client in the handshake.
     """
     if security is None:
         return DEFAULT_SECURITY if kind in AUTO_CLIENT_MALICIOUS_KINDS else "semi-honest"
@@ -106,30 +108,52 @@ class ServedModel(Served):
                 f"the OT protocol serves Gaussian- and Laplacian-kernel KRR; this model uses {params.kernel!r}"
             )
         self.params = params
+        kind = KERNEL_KINDS[params.kernel]
+        mode = security_mode(kind, security)
+        try:
+            self.public = self._public(params, mode, representation, property_name, frac_bits, weight_frac_bits,
+                                       element_energies)
+        except ProtocolError as exc:
+            if security is not None or mode == "semi-honest":
+                raise
+            # the API's default: client-malicious where this model's plan fits, else semi-honest (as
+            # `serve --security auto`), said once
+            warnings.warn(f"{kind} model served semi-honest: {exc}", stacklevel=2)
+            self.public = self._public(params, "semi-honest", representation, property_name, frac_bits,
+                                       weight_frac_bits, element_energies)
+
+    @staticmethod
+    def _public(params: KernelModelParams, security: str, representation: dict[str, Any] | None,
+                property_name: str, frac_bits: int | None, weight_frac_bits: int,
+                element_energies: dict[int, float] | None) -> PublicParams:
         lo, hi = feature_bounds(params.X_train)
         _, wbits = expsum.encode_weights(params.dual_coef, weight_frac_bits)
+        malicious = security == "client-malicious"
         if params.kernel == "laplacian":
-            # entries of at most LAPLACIAN_MAX_X_BITS bits; finer grids are rounded (error budget:
-            # docs/double-blind.md) -- train on the 2^-F grid to be exact
-            cap = laplacian_frac_bits(hi - lo)
+            # entries of at most LAPLACIAN_MAX_X_BITS bits (16 client-malicious: its check's tables
+            # grow as 2^x_bits); finer grids are rounded (error budget: docs/double-blind.md) --
+            # train on the 2^-F grid to be exact
+            cap = laplacian_frac_bits(hi - lo, LAPLACIAN_MALICIOUS_MAX_X_BITS if malicious else LAPLACIAN_MAX_X_BITS)
             frac_bits = cap if frac_bits is None else min(frac_bits, cap)
         elif frac_bits is None:
             frac_bits = auto_frac_bits(params.n_features, hi - lo)
-        self.public = PublicParams(
+        public = PublicParams(
             kind=KERNEL_KINDS[params.kernel], n_train=params.n_train, n_features=params.n_features,
             frac_bits=frac_bits, feature_lo=lo, feature_hi=hi, sigma=float(params.sigma),
             weight_bits=wbits, weight_frac_bits=weight_frac_bits,
             representation=dict(representation or {}), property_name=property_name,
-            element_energies=_energies(element_energies),
-            security=security_mode(KERNEL_KINDS[params.kernel], security),
+            element_energies=_energies(element_energies), security=security,
         )
-        if self.public.kind == "krr-gaussian" and self.public.security == "client-malicious":
-            self.public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
-        if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
+        if public.kind == "krr-gaussian" and malicious:
+            public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
+        if (params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS
+                or (public.kind == "krr-laplacian" and malicious)):
             # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
-            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md)
-            self.public.ot_engine = "softspoken"
-        self.public.validate()
+            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md); and it is
+            # semi-honest only: a client-malicious session runs on the checked SoftSpoken extension
+            public.ot_engine = "softspoken"
+        public.validate()
+        return public
 
     @classmethod
     def from_file(cls, path: str, verify_key: Any = None, **kw: Any) -> Served:

@@ -27,12 +27,56 @@ from protocols.krr.handshake import (CLIENT_MALFORMED, CLIENT_REJECTED, MAX_QUER
 from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
 from protocols.krr.registry import protocol_for
 from protocols.krr.served import Served
+from protocols.mpc.authenticated import MacCheckError
 from protocols.mpc.party import Party
-from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, SessionContext, run_workers
+from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, Refused, SessionContext, run_workers
 from protocols.net.limits import DEFAULT_LIMITS, Limits, session_seconds
 from protocols.net.transport import Channel, listen
+from protocols.ot.consistency import ConsistencyError
+from secureml.serving.ledger import session_client_id
 
 log = logging.getLogger("secureml.serve")
+
+#: failed client-malicious checks a client may cause before the server refuses it (`serve --max-aborts`)
+DEFAULT_MAX_ABORTS = 3
+
+
+class AbortCounter:
+    """Failed checks per client: a client-malicious session that fails a check (a MAC check, the
+    Laplacian protocol's chain check, an OT-extension consistency check) ends, and counts against
+    its client. Why: whether a deviating client's session aborts can depend on the model (the
+    Laplacian protocol's one-bit selective failure, docs/malicious.md; a failed KOS check tells
+    one guessed bit of Delta), so the server bounds how many such bits one client can collect.
+    Clients are keyed as the query ledger keys them (verified identity, else IP address:
+    ``session_client_id``). Counts live in this process (with ``workers > 1`` each worker counts
+    its own; a restart forgets them) unless ``store`` is a query ledger
+    (:class:`secureml.serving.ledger.QueryLedger`: ``record_abort`` / ``aborts``), whose file every
+    worker shares and which survives restarts (`serve --budget/--rate --ledger`).
+    ``limit`` None: count but never refuse. Thread-safe."""
+
+    def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS, store: Any = None) -> None:
+        self.limit = limit
+        self.store = store
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def count(self, client: str) -> int:
+        if self.store is not None:
+            return int(self.store.aborts(client))
+        with self._lock:
+            return self._counts.get(client, 0)
+
+    def record(self, client: str) -> int:
+        if self.store is not None:
+            return int(self.store.record_abort(client))
+        with self._lock:
+            self._counts[client] = self._counts.get(client, 0) + 1
+            return self._counts[client]
+
+    def check(self, client: str) -> None:
+        """:class:`Refused` (code ``aborts``, final) once ``client`` has used up its aborts."""
+        if self.limit is not None and self.count(client) >= self.limit:
+            raise Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
 
 # messages the server itself words, with nothing from the client in them: the only ones it logs
 _SAFE_MESSAGES = {CLIENT_REJECTED, CLIENT_MALFORMED}
@@ -58,11 +102,13 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
     door's session context (its ``cost`` receives this session's figures for the audit log).
     """
     t0 = time.perf_counter()
-    k, answer = server_handshake(ch, model.public, hello)
     proto = protocol_for(model.public.kind)
+    early: dict[str, Any] = {}
+    k, answer = server_handshake(ch, model.public, hello,
+                                 after_params=lambda h: early.update(proto.server_after_hello(model, h)))
     proto.server_after_ready(ch, model, answer)
     party = Party(ch, role=0) if party is None else party
-    info = proto.server_setup(party, model, k)
+    info = {**proto.server_setup(party, model, k), **early}
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     proto.server_online(party, model, k, info)
@@ -86,7 +132,7 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
           on_ready: Callable[[int], None] | None = None, stop: threading.Event | None = None,
           limits: Limits = DEFAULT_LIMITS, auth: Authenticator | None = None,
           admit: Callable[[SessionContext], Any] | None = None, audit: AuditLog | None = None,
-          workers: int = 1) -> None:
+          workers: int = 1, aborts: AbortCounter | None = None) -> None:
     """Serve sessions until ``stop`` is set or ``max_sessions`` admitted sessions have finished.
 
     Each worker process (``workers``; forked after the model is loaded, sharing the listening
@@ -97,7 +143,10 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
     :class:`protocols.net.frontdoor.Refused` to refuse it (per-client query budgets).
     ``session_timeout``: per-read idle limit in seconds (default ``limits.idle_s``).
     With ``workers > 1``, ``max_sessions`` and ``stop`` apply to each worker.
+    ``aborts``: the per-client count of failed checks (default :class:`AbortCounter` with
+    :data:`DEFAULT_MAX_ABORTS`); a client that reached its limit is refused before any protocol work.
     """
+    aborts = AbortCounter() if aborts is None else aborts
     if session_timeout is not None:
         from dataclasses import replace
 
@@ -109,6 +158,11 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
         print(f"secureml: WARNING: {refused}; every session will be refused", flush=True)
     print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}, "
           f"security={model.public.security}) on {host}:{actual}", flush=True)
+    if model.public.kind == "krr-laplacian" and model.public.security == "client-malicious":
+        print("secureml: client-malicious Laplacian protocol: whether a deviating client's session aborts can "
+              "tell it one bit about the training data (docs/malicious.md); a client is refused after "
+              f"{aborts.limit if aborts.limit is not None else 'unlimited'} failed checks (--max-aborts)",
+              flush=True)
     if on_ready:
         on_ready(actual)
 
@@ -117,11 +171,24 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
         return k, session_seconds(model.public.n_train, k, limits)
 
     def handler(ch: Channel, hello: dict[str, Any], ctx: SessionContext) -> None:
-        serve_one(model, ch, ctx.peer, hello=hello, ctx=ctx)
+        try:
+            serve_one(model, ch, ctx.peer, hello=hello, ctx=ctx)
+        except (MacCheckError, ConsistencyError) as exc:
+            client = session_client_id(ctx)
+            n = aborts.record(client)
+            # server-side facts only: the check's class, the verified identity (or address), the count
+            log.warning("session peer=%s client=%s failed a protocol check (%s): abort %d of %s allowed",
+                        ctx.peer, ctx.client_id, type(exc).__name__, n,
+                        aborts.limit if aborts.limit is not None else "unlimited")
+            raise
+
+    def admit_all(ctx: SessionContext) -> Any:
+        aborts.check(session_client_id(ctx))
+        return True if admit is None else admit(ctx)
 
     def run(_: int = 0) -> None:
         door = FrontDoor(handler, precheck, limits=limits, ssl_context=ssl_context, auth=auth,
-                         admit=admit, concurrency=concurrency, audit=audit)
+                         admit=admit_all, concurrency=concurrency, audit=audit)
         door.serve_forever(srv, stop, max_sessions)
 
     try:

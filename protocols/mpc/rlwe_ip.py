@@ -24,17 +24,27 @@ public key is ``pk0 = -p1 s + e_p`` alone (one polynomial up, once per client an
 Protocol (client = key owner, server = weight owner; the target coefficient is k = n - 1):
   0. keys (client, once per process and server: :class:`ClientKey`): s ternary, pk0 = -p1 s + e_p,
      sent once; the server keeps it under ``key_id = SHA-256(pk0)[:16]``.
-  1. client: per query a fresh 16-byte seed for a uniform ``a``, and
-     ``c0 = -a s + e + Delta Phi`` with ``Phi = sum_j phi'_j X^j``; sends (seed, c0).
-  2. server (weights prepared once per model, :class:`PreparedWeights`): with
-     ``W = sum_j w'_j X^(n-1-j)`` the coefficient k of ``Phi W`` is ``phi'.w'`` (no wrap-around);
-     fresh ternary u and errors e0, e1, and a flood ``f`` uniform in [-2^b, 2^b]:
-       v   = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + f      (one number: only k is ever decrypted)
+  1. client, before the query (:meth:`ClientKey.mask`): a fresh 16-byte seed for a uniform ``a``
+     and the mask ``-a s + e`` (:class:`Mask`); server, before the query
+     (:func:`server_prepare`): fresh ternary u, e1 and
        c1' = a W + p1 u + e1                                 (the whole polynomial, re-randomised)
-     ``(c0 W)[k]`` and ``(pk0 u)[k]`` are plain dot products; only ``a W`` and ``p1 u`` need FFTs.
-  3. server sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of c1':
-     the client loses < n 2^(log q - 64) of precision, below one unit of the product).
+     with ``W = sum_j w'_j X^(n-1-j)`` (:class:`Rerandomised`, keeping u).
+  2. client (:meth:`ClientKey.encrypt_with`, spends the mask): ``c0 = -a s + e + Delta Phi`` with
+     ``Phi = sum_j phi'_j X^j``; sends (seed, c0).
+  3. server (:func:`server_finish`, spends the re-randomisation): the coefficient k of ``Phi W`` is
+     ``phi'.w'`` (no wrap-around); with fresh e0 and a flood ``f`` uniform in [-2^b, 2^b]
+       v   = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + f      (one number: only k is ever decrypted)
+     ``(c0 W)[k]`` and ``(pk0 u)[k]`` are plain dot products; only step 1's ``a W`` and ``p1 u``
+     need FFTs. Sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of
+     c1': the client loses < n 2^(log q - 64) of precision, below one unit of the product).
   4. client: ``m = v + (c1' s)[k] = Delta (phi'.w' + c) + (e W)[k] + (e_p u)[k] + (e1 s)[k] + e0 + f``.
+Step 1 needs only the seed, so both halves can be made before the query is known (an
+offline/online split, :mod:`protocols.krr.linear_he`); each is single use -- :class:`Mask` and
+:class:`Rerandomised` refuse a second use: one a and e under two queries would give the server
+``c0 - c0' = Delta (Phi - Phi')``; the re-randomisation's argument below (a fresh RLWE sample
+p1 u + e1 masking a W, and (pk0 u)[k] + e0 its other half) is made for one answer, and two answers
+sharing u and e1 would have correlated masks (under two values of a, their difference is
+``(a - a') W`` plus small noise: w). A re-randomisation is bound to its seed and spent by one answer.
 
 Threat model (semi-honest; see also docs/compact-models.md):
 * Server's view: pk0 and the c0s are RLWE samples (fresh uniform a per query, one secret s): they
@@ -245,24 +255,28 @@ class ClientKey:
 
     def encrypt(self, values: np.ndarray, delta_bits: int, rng: SecureRandom) -> tuple[bytes, bytes]:
         """Step 1: (seed, c0 bytes) for non-negative integer values (F' <= n, each < 2^40)."""
-        R = self.ring
-        seed = rng.random_bytes(SEED_BYTES)
-        return self.encrypt_with(self.mask(seed, rng), values, delta_bits)
+        return self.encrypt_with(self.mask(rng.random_bytes(SEED_BYTES), rng), values, delta_bits)
 
-    def mask(self, seed: bytes, rng: SecureRandom) -> tuple[bytes, np.ndarray]:
-        """The query-independent part of step 1 for a seed: (seed, 32-bit buckets of -a s + e)."""
-        return seed, self._minus_times_s(self.ring.spec32(self.ring.uniform(SecureRandom(seed))), rng)
+    def mask(self, seed: bytes, rng: SecureRandom) -> "Mask":
+        """The query-independent part of step 1 for a fresh seed: -a s + e (single use)."""
+        return Mask(seed, self._minus_times_s(self.ring.spec32(self.ring.uniform(SecureRandom(seed))), rng))
 
-    def encrypt_with(self, mask: tuple[bytes, np.ndarray], values: np.ndarray, delta_bits: int) -> tuple[bytes, bytes]:
-        """Step 1 from a mask made by :meth:`mask` (used once): c0 = -a s + e + Delta Phi."""
-        R = self.ring
-        seed, buckets = mask[0], mask[1].copy()
+    def encrypt_with(self, mask: "Mask", values: np.ndarray, delta_bits: int) -> tuple[bytes, bytes]:
+        """Step 1 from a mask made by :meth:`mask`: c0 = -a s + e + Delta Phi. A mask encrypts one
+        query only (two with the same a and e would give Delta (Phi - Phi') to the server):
+        a second use is refused."""
+        return mask.seed, self.ring.to_bytes(self.encrypt_limbs(mask, values, delta_bits))
+
+    def encrypt_limbs(self, mask: "Mask", values: np.ndarray, delta_bits: int) -> np.ndarray:
+        """c0 = -a s + e + Delta Phi as limbs (L, n) mod q, for non-negative int64 values (< 2^62);
+        spends the mask."""
+        buckets = mask.take()  # the mask's own array: it is spent
         b, r = divmod(delta_bits, 32)  # + Delta Phi, split over two 32-bit buckets
         v = np.asarray(values, dtype=np.int64)
         buckets[b, : v.shape[0]] += (v & ((1 << (32 - r)) - 1)) << r
         if b + 1 < buckets.shape[0]:
             buckets[b + 1, : v.shape[0]] += v >> (32 - r)
-        return seed, R.to_bytes(R.normalize32(buckets))
+        return self.ring.normalize32(buckets)
 
     def _minus_times_s(self, x_spec32: np.ndarray, rng: SecureRandom) -> np.ndarray:
         """32-bit buckets of -(x s) + e for x given by its balanced 32-bit limb spectra."""
@@ -278,6 +292,25 @@ class ClientKey:
         limbs = np.stack([((top >> np.uint64(16 * i)) & np.uint64(0xFFFF)).astype(np.int64) for i in range(4)])
         m = (v + (R.dot(limbs, self.s_rev) << (R.q_bits - _TOP_BITS))) % R.Q
         return m - R.Q if m >= R.Q >> 1 else m
+
+
+class Mask:
+    """-a s + e for one seed (32-bit buckets), made before the query is known; spent by its one
+    encryption (:meth:`ClientKey.encrypt_with`)."""
+
+    def __init__(self, seed: bytes, buckets: np.ndarray) -> None:
+        self.seed = seed
+        self._buckets: np.ndarray | None = buckets
+
+    @property
+    def spent(self) -> bool:
+        return self._buckets is None
+
+    def take(self) -> np.ndarray:
+        b, self._buckets = self._buckets, None
+        if b is None:
+            raise ProtocolError("a lattice mask encrypts one query only (reuse refused)")
+        return b
 
 
 # ---- server ---------------------------------------------------------------------------------------
@@ -323,18 +356,29 @@ def check_client_message(R: Ring, pk0: np.ndarray, c0s: list[np.ndarray]) -> Non
     belongs here."""
 
 
-@dataclass
 class Rerandomised:
     """The query-independent half of a reply for one seed: the top 64 bits of c1' = a W + p1 u + e1
-    and (pk0 u)[n-1]; used once (a second use would give two answers the same u)."""
+    and u (for (pk0 u)[n-1], taken with the session's key at the end). Single use: a second answer
+    with the same u and e1 would let the client subtract the two and undo the re-randomisation."""
 
-    seed: bytes
-    top: np.ndarray
-    pku: int
+    def __init__(self, seed: bytes, top: np.ndarray, u_rev: np.ndarray) -> None:
+        self.seed, self.top = seed, top
+        self._u_rev: np.ndarray | None = u_rev
+
+    @property
+    def spent(self) -> bool:
+        return self._u_rev is None
+
+    def take(self) -> np.ndarray:
+        u, self._u_rev = self._u_rev, None
+        if u is None:
+            raise ProtocolError("a lattice re-randomisation answers one query only (reuse refused)")
+        return u
 
 
-def server_prepare(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, rng: SecureRandom) -> Rerandomised:
-    """Step 2's products that need only the seed of a (not c0): computable before the query arrives."""
+def server_prepare(pw: PreparedWeights, seed: bytes, rng: SecureRandom) -> Rerandomised:
+    """Step 2's products that need only the seed of a (not c0, not the client's key): computable
+    before the query arrives."""
     R = pw.ring
     n, L = R.n, R.L
     u = _ternary(rng, n)
@@ -347,24 +391,26 @@ def server_prepare(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, rng: Secur
     buckets = _fold(spec, n)
     buckets += pw.cjw + (_jmul(u) << (LIMB - 1))
     buckets[0] += _cbd(rng, n)
-    return Rerandomised(seed, R.top64(R.normalize(buckets)), R.dot(pk0, np.ascontiguousarray(u[::-1])))
+    # u kept as int8 (4 kB at n = 4,096) for servers that hold re-randomisations between sessions
+    return Rerandomised(seed, R.top64(R.normalize(buckets)), np.ascontiguousarray(u[::-1]).astype(np.int8))
 
 
-def server_finish(pw: PreparedWeights, prep: Rerandomised, c0: np.ndarray, const: int, delta_bits: int,
-                  rng: SecureRandom) -> int:
-    """Step 2's query-dependent part: v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood."""
+def server_finish(pw: PreparedWeights, prep: Rerandomised, pk0: np.ndarray, c0: np.ndarray, const: int,
+                  delta_bits: int, rng: SecureRandom) -> int:
+    """Step 2's query-dependent part: v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood (spends prep)."""
     R = pw.ring
+    u_rev = prep.take()
     b = pw.flood_bits()
     flood = int.from_bytes(rng.random_bytes(16), "little") % ((1 << (b + 1)) + 1) - (1 << b)
     e0 = int(_cbd(rng, 1)[0])
-    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + prep.pku + e0 + (const << delta_bits) + flood) % R.Q
+    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + R.dot(pk0, u_rev.astype(np.int64)) + e0 + (const << delta_bits) + flood) % R.Q
 
 
 def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,
                  delta_bits: int, rng: SecureRandom) -> tuple[int, np.ndarray]:
     """Steps 2-3 for one query: (v, top 64 bits of c1')."""
-    prep = server_prepare(pw, pk0, seed, rng)
-    return server_finish(pw, prep, c0, const, delta_bits, rng), prep.top
+    prep = server_prepare(pw, seed, rng)
+    return server_finish(pw, prep, pk0, c0, const, delta_bits, rng), prep.top
 
 
 class KeyStore:

@@ -44,8 +44,19 @@ def _common(p: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--candidates", type=float, default=s.candidates_per_point,
                    help="candidates per training point (default %(default)s)")
     g.add_argument("--lr", type=float, default=s.lr, help="attack learning rate (default %(default)s)")
+    g.add_argument("--lr-lambda", type=float, default=None,
+                   help="learning rate of the multipliers (default: --lr; with --optimizer sgd a much smaller one, "
+                        "e.g. 0.01 against --lr 1, keeps them from oscillating)")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default=s.lr_schedule,
                    help="attack learning rate over the run: constant, or cosine decay to 0 (default %(default)s)")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default=s.optimizer,
+                   help="attack optimiser; Haim et al. use sgd with --momentum 0.9 and --smooth-relu (default %(default)s)")
+    g.add_argument("--momentum", type=float, default=s.momentum,
+                   help="momentum of --optimizer sgd (default %(default)s)")
+    g.add_argument("--smooth-relu", type=float, default=s.smooth_relu, metavar="BETA",
+                   help="attack a copy of the network whose ReLUs are softplus(BETA z)/BETA (Haim et al.'s "
+                        "smoothing, ~150 in their best MNIST run; autograd, slower); 0 = the exact ReLU with the "
+                        "closed-form gradient (default %(default)s)")
     g.add_argument("--lambda-min", type=float, default=s.lambda_min,
                    help="lower bound of the multipliers, ||theta|| = 1 (default %(default)s)")
     g.add_argument("--init-noise", type=float, default=s.init_noise,
@@ -161,11 +172,12 @@ def run(args: argparse.Namespace) -> int:
     s = ex.Settings(width=args.width, depth=args.depth, weight_decay=args.weight_decay, train_steps=args.train_steps,
                     lbfgs_steps=args.lbfgs_steps,
                     init_scale=args.model_init_scale, train_lr=args.train_lr,
-                    steps=args.steps, candidates_per_point=args.candidates, lr=args.lr, lambda_min=args.lambda_min,
+                    steps=args.steps, candidates_per_point=args.candidates, lr=args.lr, lr_lambda=args.lr_lambda, lambda_min=args.lambda_min,
                     init_noise=args.init_noise, reseed_every=args.reseed_every, seed=args.seed,
                     attack_seed=args.attack_seed, device=args.device,
                     snapshot_at=tuple(int(v) for v in args.snapshots.split(",") if v.strip()),
-                    multiclass_pairs=args.multiclass_pairs, lr_schedule=args.lr_schedule)
+                    multiclass_pairs=args.multiclass_pairs, lr_schedule=args.lr_schedule,
+                    optimizer=args.optimizer, momentum=args.momentum, smooth_relu=args.smooth_relu)
     out = args.out or new_run_folder(RESULTS / "kkt", f"{args.experiment}-")
     progress = not args.quiet
     victim = args.victim or out / f"victim_{getattr(args, 'split', 'x')}.pt"

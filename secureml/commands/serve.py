@@ -52,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "semi-honest lattice path: it keeps no client public keys, asked for in every session)")
     p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
-                   "prediction for one input of the public domain, or an abort (compact and Gaussian-kernel "
+                   "prediction for one input of the public domain, or an abort (compact, Gaussian- and Laplacian-kernel "
                    "models; the Gaussian one runs the checked lattice cross term or, with --cross-term ot, the OT "
-                   "one; --noise works, --round-to not yet; a Laplacian-kernel model has no such protocol and is "
-                   "refused at start-up); semi-honest: the cheaper protocols for clients that run our code "
+                   "one; the Laplacian one leaks at most one bit per aborted session, bounded by --max-aborts; --noise "
+                   "works, --round-to not yet); semi-honest: the cheaper protocols for clients that run our code "
                    "unmodified (a modified client can extract the weights; compact models then use the lattice "
                    "inner product, docs/compact-models.md); auto: client-malicious where the model kind and "
                    "options have a protocol, else semi-honest with a warning (docs/malicious.md)")
@@ -88,6 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "and restarts; clients are identified by certificate or token, else by IP address")
     g.add_argument("--rate", type=float, default=None, metavar="PER_MIN",
                    help="rate limit per client: answers per minute (token bucket, burst of one minute)")
+    g.add_argument("--max-aborts", type=int, default=3, metavar="N",
+                   help="refuse a client after N failed protocol checks (client-malicious sessions: whether a "
+                   "deviating client's Laplacian session aborts can tell it one bit about the training data; a "
+                   "failed OT check one guessed key bit); counted per client identity, else IP address (in the "
+                   "--ledger file when --budget or --rate is set, else per worker process); 0: no limit (default 3)")
     g.add_argument("--ledger", default="secureml-ledger.sqlite",
                    help="SQLite file of per-client query counts (default ./secureml-ledger.sqlite)")
     p.set_defaults(func=run)
@@ -141,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         model.public.cross_term = _malicious_cross_term(args.cross_term, model.public)
         model.public.validate()
         gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
+    elif model.public.kind == "krr-laplacian" and model.public.security == "client-malicious":
+        from protocols.krr import laplacian_malicious
+
+        laplacian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
 
@@ -182,6 +191,12 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"secureml: output defense: {OutputDefense.from_dict(model.public.output_defense).describe()}",
               flush=True)
+    from protocols.krr.server import AbortCounter
+
+    if args.max_aborts < 0:
+        raise SecureMLError("--max-aborts must be at least 0 (0: no limit)")
+    # with a ledger (--budget/--rate) the count lives in its file: shared by workers, kept across restarts
+    extra["aborts"] = AbortCounter(args.max_aborts or None, store=ledger)
     try:
         serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
               concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers,
@@ -195,6 +210,11 @@ def set_ot_engine(model: Any, engine: str) -> None:
     """--ot-engine for a Laplacian model ('auto' keeps the size rule of ServedModel); other kinds
     ignore it (their OTs are checked SoftSpoken or lattice products)."""
     if engine != "auto" and model.public.kind == "krr-laplacian":
+        if engine == "silent" and model.public.security == "client-malicious":
+            from secureml.errors import SecureMLError
+
+            raise SecureMLError("--ot-engine silent is semi-honest only (the client-malicious Laplacian protocol "
+                                "runs on the checked SoftSpoken extension): serve it with --security semi-honest")
         model.public.ot_engine = engine
         model.public.validate()
 

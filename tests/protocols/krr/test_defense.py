@@ -23,7 +23,8 @@ def _model(kernel="gaussian", N=30, d=8, seed=0):
 
 
 def _served(model, **opts):  # round_to=, noise= as in `secureml serve`
-    return ServedModel(model, frac_bits=8 if model.kernel == "laplacian" else None).set_defense(**opts)
+    return ServedModel(model, frac_bits=8 if model.kernel == "laplacian" else None,
+                       security="semi-honest").set_defense(**opts)
 
 
 def _queries(model, k=6, seed=1):
@@ -67,7 +68,7 @@ def test_exact_kernels_round_exactly_on_the_grid(kernel, round_to):
 def test_rounding_costs_a_few_rounds():
     model = _model(N=16)
     Q = _queries(model, k=2)
-    _, plain, *_ = run_krr_session(ServedModel(model), Q)
+    _, plain, *_ = run_krr_session(ServedModel(model, security="semi-honest"), Q)
     _, rounded, *_ = run_krr_session(_served(model, round_to=1.0), Q)
     extra = rounded.total_bytes - plain.total_bytes
     assert 0 < extra < 200_000  # 12 digit OTs + 1 OT + one word per query, plus JSON differences

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel
@@ -11,11 +12,15 @@ from protocols.testing import run_two_party
 U64 = np.uint64
 
 
-def test_kernel_sum_of_shared_distances_matches_plaintext():
+@pytest.mark.parametrize("inner_product", ["ot", "he"])
+def test_kernel_sum_of_shared_distances_matches_plaintext(inner_product):
+    """Both routes of step 9 (Gilboa over OT, lattice HE) give the same exact sum; k = 3 queries."""
     rng = np.random.default_rng(4)
     X = rng.uniform(0, 30, (25, 6))
     model = KernelModelParams(X, rng.normal(0, 40, 25), 2.5, "gaussian", 15.0)
     pp = ServedModel(model).public
+    pp.inner_product = inner_product
+    assert pp.lattice_sum == (inner_product == "he")
     Q = np.vstack([X[0], X[3] + 0.7, np.full(6, 29.0)])  # distance 0, near, far
     xe, qe = pp.encode_features(X).astype(np.int64), pp.encode_features(Q).astype(np.int64)
     D = ((qe[:, None, :] - xe[None, :, :]) ** 2).sum(axis=2).astype(U64)  # (k, N) encoded distances

@@ -74,7 +74,7 @@ def test_predictions_match_plaintext():
         _grid(np.clip(model.X_train[7] + rng.normal(0, 2, 12), 0, None)),  # near a training point
         np.full(12, 49.0),  # far from everything
     ])
-    preds, cost, pp, _, box = _session(ServedModel(model), Q)
+    preds, cost, pp, _, box = _session(ServedModel(model, security="semi-honest"), Q)
     assert "error" not in box and pp.kind == "krr-laplacian" and pp.x_bits == 20  # finest grid that fits
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     assert cost.rounds > 0 and box["cost"].bytes_sent > 0
@@ -85,7 +85,7 @@ def test_kernel_width_extremes(sigma):
     """Tiny sigma: most kernels vanish; huge sigma: all near 1."""
     model = _model(N=24, d=6, sigma=sigma, seed=2)
     Q = _grid(np.clip(model.X_train[:2] + 0.5, 0, 49.9))
-    preds, *_ = _session(ServedModel(model, frac_bits=GRID), Q)
+    preds, *_ = _session(ServedModel(model, frac_bits=GRID, security="semi-honest"), Q)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
 
 
@@ -95,7 +95,7 @@ def test_off_grid_model_stays_within_the_rounding_budget():
     N, d, sigma = 30, 10, 200.0
     X = rng.uniform(0, 50, (N, d))
     model = KernelModelParams(X, rng.normal(0, 50, N), 0.0, "laplacian", sigma)
-    served = ServedModel(model, frac_bits=GRID)
+    served = ServedModel(model, frac_bits=GRID, security="semi-honest")
     Q = rng.uniform(0, 50, (2, d))
     preds, *_ = _session(served, Q)
     K = np.exp(-np.abs(Q[:, None] - X[None]).sum(-1) / sigma)
@@ -105,7 +105,7 @@ def test_off_grid_model_stays_within_the_rounding_budget():
 
 def test_no_comparison_bit_or_distance_in_transcript():
     model = _model(N=64, d=8, seed=3)
-    served = ServedModel(model)
+    served = ServedModel(model, security="semi-honest")
     Q = _grid(model.X_train[:1] + np.random.default_rng(0).uniform(0.1, 0.4, (1, 8)))
     preds, cost, pp, client_ch, box = _session(served, Q, record=True)
     X = pp.encode_features(model.X_train)
@@ -124,7 +124,7 @@ def test_no_comparison_bit_or_distance_in_transcript():
 
 def test_client_view_independent_of_query():
     model = _model(N=64, d=8, seed=4)
-    served = ServedModel(model)
+    served = ServedModel(model, security="semi-honest")
     # seeded (other masks per session) so the chi-square test cannot fail by chance
     transcripts = [_session(served, Q, record=True, seed=seed)[3].transcript
                    for seed, Q in ((101, model.X_train[:1]), (202, np.full((1, 8), 49.0)))]
@@ -132,7 +132,7 @@ def test_client_view_independent_of_query():
 
 
 def test_bad_queries_and_plans_are_refused():
-    served = ServedModel(_model(N=16, d=5, seed=6))
+    served = ServedModel(_model(N=16, d=5, seed=6), security="semi-honest")
     for Q, msg in ((np.full((1, 5), np.nan), "NaN"), (np.full((1, 5), 1e6), "outside")):
         with pytest.raises(ModelError, match=msg):
             _session(served, Q)
@@ -153,7 +153,7 @@ def test_molecular_model_served_exactly():
     mm = MolecularModel(CoulombMatrix(size=23, grid_bits=GRID),
                         KernelRidge("laplacian", sigma=1000.0, lam=1e-10), "U0_atomization").fit(data.subset(tr[:300]))
     test = data.subset(te[:2])
-    served = ServedModel.from_molecular_model(mm)
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
     assert served.public.frac_bits == GRID and served.public.kind == "krr-laplacian"
     preds, *_ = _session(served, mm.features(test))
     np.testing.assert_allclose(preds, mm.predict(test), atol=1e-3)
@@ -164,7 +164,7 @@ def test_concurrent_sessions_on_one_server():
     from protocols.krr import predict, serve
 
     model = _model(N=96, d=10, seed=8)
-    served = ServedModel(model, frac_bits=GRID)
+    served = ServedModel(model, frac_bits=GRID, security="semi-honest")
     ready, stop, port = threading.Event(), threading.Event(), []
     th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
                           kwargs=dict(on_ready=lambda p: (port.append(p), ready.set()), stop=stop, concurrency=3))
@@ -201,7 +201,7 @@ def test_server_survives_a_client_leaving_mid_protocol(caplog):
     from protocols.net.transport import connect
 
     model = _model(N=200, d=10, seed=11)  # 2,000 entries: SoftSpoken (below SILENT_OT_MIN_ELEMENTS)
-    served = ServedModel(model, frac_bits=GRID)
+    served = ServedModel(model, frac_bits=GRID, security="semi-honest")
     ready, stop, port = threading.Event(), threading.Event(), []
     th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
                           kwargs=dict(on_ready=lambda p: (port.append(p), ready.set()), stop=stop,
@@ -261,7 +261,7 @@ def test_silent_ot_engine_gives_the_plaintext_predictions_and_less_traffic():
     """The same model served on silent OT (protocols.ot.ferret) and on SoftSpoken: both predict the
     plaintext value; silent OT sends fewer bytes per element once its set-up is paid."""
     model = _model(N=600, d=12, seed=3)
-    served = ServedModel(model, frac_bits=GRID)
+    served = ServedModel(model, frac_bits=GRID, security="semi-honest")
     assert served.public.ot_engine == "softspoken"  # 7,200 entries: below SILENT_OT_MIN_ELEMENTS
     Q = np.vstack([model.X_train[5], _grid(np.clip(model.X_train[9] + 0.7, 0, 49.9))])
     p_ss, cost_ss, pp_ss, _, box = _session(served, Q, seed=5)

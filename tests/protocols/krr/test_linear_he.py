@@ -56,7 +56,7 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
         p1, c1 = predict(addr, featurize=molecules_featurizer(test.subset([0])))
         p2, c2 = predict(addr, featurize=molecules_featurizer(test.subset([1, 2])))
         real = linear_he._request
-        monkeypatch.setattr(linear_he, "_request", lambda key, with_pk, cts, nxt=None: real(key, with_pk, cts)[:-1]
+        monkeypatch.setattr(linear_he, "_request", lambda key, with_pk, cts, nxt=None: real(key, with_pk, cts, nxt)[:-1]
                             + [b"junk"])
         with pytest.raises(SecureMLError):
             predict(addr, featurize=molecules_featurizer(test.subset([3])), retries=0)
@@ -195,3 +195,111 @@ def test_stale_cached_parameters_are_refused_and_the_client_starts_over(rff_mode
     assert abs(p[0] - mm.predict(test.subset([1]))[0]) < ERROR_BUDGET
     assert not c.extra.get("early_data") and c.rounds == 4
     assert client_mod._EARLY_PARAMS[key] != stale  # replaced by the server's current parameters
+
+
+def test_precomputed_masks_and_rerandomisations_are_single_use(rff_model):
+    """The client's mask (-a s + e) and the server's re-randomisation (u, e1) are made before the
+    query; each serves one query: a second use is refused, and a server asked twice for the
+    announced seed answers the second query with a fresh u."""
+    from protocols.mpc import rlwe_ip
+    from protocols.mpc.party import Party
+
+    mm, _ = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    pm = linear_he.prepared(served)
+    key, _ = linear_he.client_key(pm.rp)
+    rng = rlwe_ip.SecureRandom(b"\0" * 16)
+    phi = np.zeros(pm.weights.w.shape[0], dtype=np.int64)
+    mask = key.mask(b"\1" * 16, rng)
+    key.encrypt_with(mask, phi, pm.delta_bits)
+    with pytest.raises(ProtocolError, match="one query only"):
+        key.encrypt_with(mask, phi, pm.delta_bits)
+    seed, c0 = key.encrypt(phi, pm.delta_bits, rng)
+    prep = rlwe_ip.server_prepare(pm.weights, seed, rng)
+    c0_limbs = pm.weights.ring.from_bytes(c0, "c0")
+    rlwe_ip.server_finish(pm.weights, prep, key.pk0, c0_limbs, pm.const, pm.delta_bits, rng)
+    with pytest.raises(ProtocolError, match="one query only"):
+        rlwe_ip.server_finish(pm.weights, prep, key.pk0, c0_limbs, pm.const, pm.delta_bits, rng)
+    # protocol level: the hello announced `seed`; a (deviating) client sends it for both queries
+    early = linear_he.server_early(served, {"lattice_seed": seed.hex()})["lattice_early"]
+    s_ch, c_ch = local_channel_pair(timeout=30)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(linear_he.server_online(Party(s_ch, role=0), served, 2,
+                                                                           keep_keys=False, early=early)))
+    t.start()
+    c_ch.send(b"".join(linear_he._request(key, True, [(seed, c0), (seed, c0)])))
+    reply = c_ch.recv()
+    t.join(30)
+    n = pm.rp.n
+    tops = [reply[1 + i * (16 + 8 * n) + 16:1 + (i + 1) * (16 + 8 * n)] for i in range(2)]
+    assert box["prepared"] == 1 and early.spent and tops[0] != tops[1]
+
+
+def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch):
+    """Resumed sessions announce their first ciphertext's seed in the hello (the server
+    re-randomises while the client featurises, or takes what it made after the last reply);
+    across sessions -- masks made between them, inline ones, and an early try refused as stale --
+    no seed of a is ever sent twice, and every announced seed is the one the session's first
+    ciphertext uses."""
+    from protocols.krr import client as client_mod
+    from protocols.krr import serve
+
+    monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    mm, test = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    sent, nexts, announced = [], [], []
+    real_request, real_hello = linear_he._request, linear_he.hello_seed
+
+    def spy_request(key, with_pk, cts, next_seed=None):
+        sent.append([seed for seed, _ in cts])
+        nexts.append(next_seed)
+        return real_request(key, with_pk, cts, next_seed)
+
+    def spy_hello(pp, server_key):
+        out = real_hello(pp, server_key)
+        announced.append((len(sent), out.hex()))
+        return out
+
+    monkeypatch.setattr(linear_he, "_request", spy_request)
+    monkeypatch.setattr(linear_he, "hello_seed", spy_hello)
+    ports: list[int] = []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(max_sessions=6, on_ready=ports.append), daemon=True)
+    th.start()
+    while not ports:
+        threading.Event().wait(0.01)
+    addr = f"127.0.0.1:{ports[0]}"
+    preds = []
+    for i, prepare in enumerate([True, True, False, True]):
+        monkeypatch.setattr(linear_he, "PREPARE_NEXT", prepare)
+        preds.append(predict(addr, featurize=molecules_featurizer(test.subset([i])))[0][0])
+    key = f"127.0.0.1:{ports[0]}"
+    client_mod._EARLY_PARAMS[key] = dict(client_mod._EARLY_PARAMS[key], frac_bits=served.public.frac_bits - 1)
+    preds.append(predict(addr, featurize=molecules_featurizer(test.subset([0])))[0][0])  # refused early try, then again
+    th.join(60)
+    np.testing.assert_allclose(preds, mm.predict(test.subset([0, 1, 2, 3, 0])), atol=ERROR_BUDGET)
+    seeds = [s for msg in sent for s in msg]
+    assert len(seeds) == len(set(seeds)) == 6  # 5 sessions, one of them tried early and repeated
+    assert len(announced) == 6  # every TCP session's hello (first sessions too), the stale early try included
+    for n_before, seed_hex in announced:  # the announced seed is that session's first ciphertext's
+        assert sent[n_before][0].hex() == seed_hex
+    # sessions 1, 2 and 4 announced their successor's seed (made between sessions), session 3 did not
+    assert [x is not None for x in nexts[:4]] == [True, True, False, True]
+    assert sent[1][0] == nexts[0] and sent[2][0] == nexts[1] and sent[4][0] == nexts[3]
+
+
+def test_a_bad_announced_seed_fails_that_session_in_one_line(rff_model, tmp_path, monkeypatch):
+    """A hello whose lattice_seed is not 16 bytes in hex: that session fails with one fixed line
+    (nothing quoted from the client); the next session is served."""
+    monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    mm, test = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    from protocols.krr.handshake import client_hello_message
+
+    for bad in ["zz" * 16, "00" * 15, 7]:
+        c0, _c1 = local_channel_pair(timeout=30)
+        with pytest.raises(ProtocolError) as err:
+            serve_one(served, c0, hello={**client_hello_message(1), "lattice_seed": bad})
+        assert str(err.value) == "hello: lattice_seed must be 32 hex digits"
+    (preds, _, _), e = _in_process(served, molecules_featurizer(test.subset([0])))  # the next one is served
+    assert e is None and abs(preds[0] - mm.predict(test.subset([0]))[0]) < ERROR_BUDGET

@@ -71,8 +71,8 @@ def _check(seen: dict) -> None:
 
 def test_client_and_server_report_the_same_rounds(models, tmp_path):
     _, exact, compact, test = models
-    served = {"exact": ServedModel.from_file(exact), "compact": ServedModel.from_file(compact),
-              "defended": ServedModel.from_file(exact).set_defense(round_to=4.0),
+    served = {"exact": ServedModel.from_file(exact, security="semi-honest"), "compact": ServedModel.from_file(compact),
+              "defended": ServedModel.from_file(exact, security="semi-honest").set_defense(round_to=4.0),
               "exact, client-malicious": ServedModel.from_file(exact, security="client-malicious")}
     seen = {}
     for name, model in served.items():

@@ -23,9 +23,13 @@ def test_precision_choice():
 def test_exact_model_fields_and_kind():
     rng = np.random.default_rng(1)
     X = rng.uniform(0, 50, (8, 4))
-    s = ServedModel(KernelModelParams(X, rng.normal(0, 3, 8), 1.0, "laplacian", 100.0), frac_bits=16)
+    params = KernelModelParams(X, rng.normal(0, 3, 8), 1.0, "laplacian", 100.0)
+    s = ServedModel(params, frac_bits=16, security="semi-honest")
     assert s.public.kind == "krr-laplacian" and s.public.x_bits <= LAPLACIAN_MAX_X_BITS
     assert s.public.frac_bits == laplacian_frac_bits(s.public.feature_hi - s.public.feature_lo)  # capped
+    # the API's default is client-malicious, whose check's tables cap entries at 16 bits
+    m = ServedModel(params, frac_bits=16)
+    assert m.public.security == "client-malicious" and m.public.x_bits == 16 and m.public.ot_engine == "softspoken"
     assert s.params is not None and (s.precompute_ot, s.resume_ot) == (False, True)
     assert not isinstance(s, CompactServedModel) and isinstance(s, Served)
 

@@ -26,13 +26,14 @@ def _start(cmd, head: list[str] | None = None):
 
 @pytest.mark.parametrize("kernel,sigma,grid,cross,security", [
     ("gaussian", 50.0, None, "he", "default"), ("gaussian", 50.0, None, "ot", "semi-honest"),
-    ("laplacian", 1000.0, 8, "he", "auto")])
+    ("laplacian", 1000.0, 8, "he", "default")])
 def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
-    """The default serves the Gaussian kernel client-malicious (checked lattice cross term);
-    `--security auto` serves a Laplacian model (no client-malicious protocol) semi-honest and says so."""
+    """The default serves the Gaussian kernel client-malicious (checked lattice cross term), and the
+    Laplacian kernel too (protocol 17: its start-up line states the one-bit abort leakage; one
+    query: its check sends 2^15 x 16 bytes per feature)."""
     data = load_embedded()
     tr, te = embedded_split(0)
-    train, test = data.subset(tr[:150]), data.subset(te[:2])
+    train, test = data.subset(tr[:150]), data.subset(te[:1 if kernel == "laplacian" else 2])
     model = MolecularModel(CoulombMatrix(size=23, grid_bits=grid), KernelRidge(kernel, sigma=sigma, lam=1e-6),
                            "U0_atomization")
     model.fit(train)
@@ -59,6 +60,8 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
             assert "served semi-honest" in log and "docs/malicious.md" in log
         if security == "default":
             assert "served semi-honest" not in log
+        if kernel == "laplacian":
+            assert "security=client-malicious" in log and "one bit about the training data" in log
     finally:
         proc.kill()
 

@@ -42,7 +42,12 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 16 (16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
+#: pinned at PROTOCOL_VERSION 19 (19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
+#: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
+#: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed TCP
+#: clients add to their hello is not sent on these in-process channels; 17: the client-malicious Laplacian protocol, pinned as
+#: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
+#: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
 #: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
@@ -58,14 +63,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1565216, "43a592dcd5ef95a298485b6ac1503f442827a92e3038a9fc28d7499d471ab576"),
-    "krr-laplacian": (96, 75431, "1ca31b1b6adcfa9060154103d2268b468ea2149a80e63a6a761b38c00f625e0b"),
-    "krr-laplacian/silent": (110, 678076, "a88faaebfbc01a2fadaca753043d9f14809a3a402829ac0815f57f493d77c163"),
-    "krr-gaussian/client-malicious": (482, 9823875, "8b652924b54fd19154ef1a456228774533f4867238941993c4d94a8ff7004341"),
-    "linear": (23, 32971, "f4aa1332fcb8f7ef719fe6dc7bb73133ab91230ee1f4356208aff9146b8a3e84"),
-    "linear/semi-honest": (6, 238400, "ba0e012d2ffa79cf6832c159c1a908e04540f3be4d4c565e167ae820a6a62e56"),
+    "krr-gaussian": (66, 1564495, "cc421b42833a7e8fe9355b2c21908a1d842641af692080cea8f8de6cab12535c"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "ebb058f6b3c13a561d502d15b5ba11020943a691f8dc016487ab7651a8bc6000"),
+    "krr-laplacian": (96, 74974, "cde3d4ec2169e28b1e9b955e308b5937910b195a3b00d52ffde6c7a571ef3a2f"),
+    "krr-laplacian/silent": (110, 677627, "8e02f0c9e9031da948ade1a27273a9aad801b1582aa1b976ecc18c2299648e5b"),
+    "krr-gaussian/client-malicious": (482, 9823898, "5796c960256e0df08b977ddfc013889d53436e06a7542dcc1112956fd65b5bb8"),
+    "krr-laplacian/client-malicious": (198, 302011, "962ffc5553b53fe8f58fb168a1b2ee6c7a4db0da51e13a5a897780bb5dad4820"),
+    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 16
+PINNED_VERSION = 19
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -120,20 +127,24 @@ def _report(kind: str, value) -> None:
         print(f"PIN {kind}: {value!r}")
 
 
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "laplacian-silent", "gaussian-malicious"])
+@pytest.mark.parametrize("kernel", ["gaussian", "gaussian-he", "laplacian", "laplacian-silent", "gaussian-malicious",
+                                    "laplacian-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
     model = _exact_model(kernel.split("-")[0])
     served = ServedModel(model, frac_bits=2 if kernel.startswith("laplacian") else None,
-                         security="client-malicious" if malicious else None)
+                         security="client-malicious" if malicious else "semi-honest")
     if kernel == "laplacian-silent":  # this small model gets SoftSpoken by default; pin silent OT too
         served.public.ot_engine = "silent"
+    if kernel == "gaussian-he":  # this small model's step 9 runs over OT by default; pin the lattice one too
+        served.public.inner_product = "he"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "")
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if kernel.endswith("silent") else "") \
+        + ("/lattice-sum" if kernel.endswith("-he") else "")
     _report(key, got)
     assert got == PINS[key]
 
@@ -141,7 +152,7 @@ def test_exact_kernel_transcript_is_pinned(kernel):
 def test_exact_transcript_depends_on_the_seed():
     """The pin is not vacuous: other seeds (other masks) give other bytes, same message count."""
     model = _exact_model("gaussian")
-    served = ServedModel(model)
+    served = ServedModel(model, security="semi-honest")
     Q = model.X_train[:2] + 0.25
     _, a, _ = _session(served, Q, seeded=True)
     _, b, _ = _session(served, Q, seeded=False)

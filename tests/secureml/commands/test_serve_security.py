@@ -41,7 +41,7 @@ def _args(path: str, *extra: str):
 
 def test_default_is_client_malicious(models):
     assert _args(models["gaussian"]).security == "client-malicious"
-    for kind in ("gaussian", "rff"):
+    for kind in ("gaussian", "laplacian", "rff"):
         assert _load(_args(models[kind]), None).public.security == "client-malicious"
     # both Gaussian cross terms have a client-malicious form (the lattice one with proven ciphertexts)
     for cross in ("he", "ot"):
@@ -49,7 +49,7 @@ def test_default_is_client_malicious(models):
 
 
 @pytest.mark.parametrize("kind,extra,reason", [
-    ("laplacian", (), "krr-laplacian models have no client-malicious protocol"),
+    ("laplacian", ("--round-to", "1"), "output rounding"),
     ("gaussian", ("--round-to", "1"), "output rounding"),
     # compact models too: the rounding chain takes the client's choices unchecked
     ("rff", ("--round-to", "1"), "output rounding"),
@@ -96,9 +96,11 @@ def test_lattice_cross_term_is_client_malicious(models):
     assert m.public.security == "client-malicious" and m.public.cross_term == "he"
 
 
-def test_cli_refuses_laplacian_at_start_up_in_one_line(models):
+def test_cli_refuses_silent_ot_for_a_client_malicious_laplacian_in_one_line(models):
+    """The Laplacian kernel is served client-malicious by default (protocol 17) on the checked
+    SoftSpoken extension; silent OT is semi-honest only, so asking for it is refused in one line."""
     out = subprocess.run([sys.executable, "-m", "secureml.cli", "serve", "--model", models["laplacian"],
-                          "--port", "0"], capture_output=True, text=True, timeout=120)
+                          "--port", "0", "--ot-engine", "silent"], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "--security semi-honest" in lines[0], out.stderr
@@ -115,3 +117,9 @@ def test_ot_engine_flag_sets_the_laplacian_engine(models):
     before = model.public.ot_engine  # the size rule: 40 x 276 entries < 2^16 -> softspoken
     set_ot_engine(model, args.ot_engine)
     assert model.public.ot_engine == before == "softspoken"
+
+
+def test_max_aborts_flag_defaults_to_three():
+    """serve --max-aborts: failed protocol checks a client may cause before it is refused (0: no limit)."""
+    assert _args("m.npz").max_aborts == 3
+    assert _args("m.npz", "--max-aborts", "0").max_aborts == 0

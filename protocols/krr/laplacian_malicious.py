@@ -1,0 +1,277 @@
+"""Client-malicious exact Laplacian-kernel KRR prediction (``security = "client-malicious"``).
+
+    prediction(q') = y_offset + sum_i alpha_i exp(-||x_i - q'||_1 / sigma)
+
+Threat model: the server (model owner) is semi-honest; the client may deviate arbitrarily (any
+bytes, any order, many sessions). Guarantee: per query the client learns F(q') for one q' of the
+public input domain -- the fixed-point function of :func:`protocols.krr.gaussian_malicious.
+kernel_output` on the L1 distance, bit-exact -- **plus at most one bit: whether the session
+aborted** (the leakage of dual execution, Huang-Katz-Evans 2012; below); the server learns
+nothing about q'. The server counts aborts per client and refuses a client after
+``serve --max-aborts`` of them (:mod:`protocols.krr.server`).
+
+Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 64):
+  1. The server draws a fresh MAC key Delta (64 bits). The query's bits are fixed: the d B bits
+     of q' are the choice bits of d B random OTs of the checked OT extension
+     (:func:`~protocols.mpc.authenticated.random_choices`; KOS-style consistency check, so every
+     choice bit is well defined). Nothing is sent on them yet.
+  2. The semi-honest L1 chain of :func:`protocols.krr.laplacian.l1_shares` (column OTs per digit,
+     random OTs chosen by the client's share bits, two products) on the checked SoftSpoken
+     extension, with shares mod 2^R instead of 2^M: L_S + L_C = L (mod 2^64). Its client-side
+     choices are *not* bound: step 6 checks the result instead.
+  3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with
+     rho = rho_hi 2^M + rho_lo, rho_lo uniform mod 2^M, rho_hi uniform in [0, 2^(63-M)); the
+     client computes u = L_C + c = L + rho -- over the integers, since L < 2^(M-1) (M has a margin
+     bit) and rho < 2^63. u hides L up to statistical distance L_max / 2^63 <= d 2^B / 2^63
+     (2^-39.5 at d = 351, B = 15). Its low M bits are L + rho_lo mod 2^M with rho_lo uniform:
+     exactly the u of the Gaussian protocol's steps 10-13.
+  4. The client commits u: 64 bits per point (COTs with correlation Delta on the checked
+     extension): MACs M_u = K_u + u Delta (mod 2^128); the random-OT keys are kept (step 7's
+     bound tables read u's digits through them).
+  5. The server draws chi_i uniform in [0, 2^64) (after every commitment) and sends it. For every
+     feature j and every v of the public domain [0, 2^B) it computes
+     g_j(v) = sum_i chi_i |x_ij - v| (exact mod 2^128: histograms of 22-bit limbs of chi over the
+     column's values, two prefix sums; g_j(v) = T_j + 2 C_j(v) - v S_j, :func:`mac_word_tables`),
+     and one bound table OT
+     per feature on step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the
+     committed q'_j) whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod 2^128), K_j
+     fresh. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j), never another
+     entry. 2^B x 16 bytes per feature, independent of N.
+  6. Check: the client sends MW = sum_i chi_i M_u,i - sum_j W_j(q'_j); the server accepts iff
+        MW = sum_i chi_i K_u,i - sum_j K_j + (sum_i chi_i rho_i) Delta      (mod 2^128),
+     i.e. iff Z = sum_i chi_i (u_i - rho_i) - sum_j g_j(q'_j) = sum_i chi_i (u_i - L_i(q') - rho_i)
+     is 0, with the client holding only a MAC on Z. On failure the session ends here (logged as
+     ``MacCheckError``, counted against the client), before anything that depends on u leaves
+     the server.
+  7.-11. Steps 10-14 of the Gaussian protocol (:func:`protocols.krr.gaussian_malicious.
+     kernel_output`: G table on the committed high digit, the proved factor chain, the output,
+     noise) on the low M bits of the committed u, with the Laplacian's constant pp.c
+     (t = c L', L' = L >> s).
+
+Soundness of step 6: let e_i = u_i - L_i(q') - rho_i (integers, |e_i| < 2^64, fixed before chi
+is drawn) and e = sum_i chi_i e_i (mod 2^128). If some e_j != 0 (v(e_j) <= 63), then (a) e = 0
+needs chi_j fixed modulo 2^(128 - v(e_j)) >= 2^65: probability <= 2^-64; (b) otherwise the client
+must add e Delta (mod 2^128) to its honest MAC, and e Delta is determined by Delta modulo
+2^(128 - v(e)), which is uniform to the client (its view -- OT outputs, MACs under fresh keys,
+MAC words under fresh K_j -- is independent of Delta): probability 2^-min(64, 128 - v(e)); and
+Pr[v(e) >= v] <= 2^-(v - 63), so sum_v Pr[v(e) = v] 2^-(128 - v) <= 64 * 2^-65. In all
+Pr[pass with some e_j != 0] <= 2^-58. So a passing session has u_i = L_i(q') + rho_i exactly
+for every i, with q' the query fixed by step 1's choice bits; from there the Gaussian protocol's
+argument (docs/malicious.md, steps 10-13) gives F(q').
+
+Hiding: the client sees OT outputs of the chain (masked as in the semi-honest protocol: its
+view there is simulatable whatever choices it makes, laplacian.py's docstring), c (u is L plus a
+63-bit mask: statistically hidden), chi (random), W_j(q'_j) (uniform: K_j), then the Gaussian
+tail's messages. The server sees OT-extension messages and MW (its own sum for an honest client).
+
+**The one-bit leakage (a selective failure, bounded by the abort counter).** Step 2's choices
+are not bound, and the client is the OT *sender* in the chain's first product COT. A deviation
+there changes its share of L_i by an amount that depends on X; the client must then commit u
+adjusted by its *guess* of that amount, and step 6 passes iff the guess was right. So the abort
+reveals one predicate of X per session, e.g.: adding delta to its COT correlation of element
+(i, j) shifts L_i by delta b_S,ij, where b_S = [x_ij < q_j] xor b_C (b_C its own share bit):
+guessing "no shift" passes iff [x_ij < q_j] = b_C -- one threshold bit of one training entry per
+session, so about B sessions (15 at CM on the 2^-8 grid) to learn a coordinate by binary search,
+about half of them aborting; flipping its random-OT choice at the top digit flips b_ij with
+probability 1/2 (the server's random delta) and then shifts L_i by -2 |x_ij - q_j| (a noisy
+"is x_ij = q_j +- g"). For comparison, the kink attack learns a coordinate in
+~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
+allowed per client and S sessions, the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
+(about K log2 S: 3 aborts in 10^4 sessions ~ 40 bits). Binding the chain's share-dependent
+choices (committing every comparison share and checking each digit step) would remove the bit
+at roughly twice the chain's traffic; not built (docs/malicious.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.common import KernelModelParams
+from protocols.krr import gaussian_malicious, laplacian
+from protocols.krr.chain import CLIENT, SERVER
+from protocols.krr.expsum import encode_weights
+from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MALICIOUS_MAX_X_BITS, PublicParams
+from protocols.mpc import authenticated as au
+from protocols.mpc import u128
+from protocols.mpc.context import PartyContext
+from secureml.errors import ModelError, ProtocolError
+
+U64 = np.uint64
+#: ring of the chain's shares and of the committed u (u = L + rho without wrap-around)
+RING = 64
+#: widest encoded entry whose per-feature MAC-word table (2^B x 16 bytes) this protocol sends
+MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
+#: entries of the MAC-word tables built and sent per block of features
+_TABLE_ENTRIES = 1 << 20
+
+
+class ChainCheckError(au.MacCheckError):
+    """Step 6 failed: the client's committed u is not L(q') + rho (a deviating client)."""
+
+
+def check_params(pp: PublicParams) -> None:
+    """ProtocolError (naming ``--security semi-honest``) if this model has no client-malicious
+    Laplacian plan: the shared tail's plan, entries of at most MAX_X_BITS bits, a 63-bit mask."""
+    if pp.x_bits > MAX_X_BITS:
+        raise ProtocolError(f"the client-malicious Laplacian protocol serves entries of at most {MAX_X_BITS} bits "
+                            f"(its check sends 2^x_bits x 16 bytes per feature), this model's have {pp.x_bits}: "
+                            "train on a coarser grid or serve it with --security semi-honest")
+    if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
+        raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
+                            f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits "
+                            "(a 63-bit mask hides them): serve it with --security semi-honest")
+    gaussian_malicious.plan(pp)
+
+
+def mask_bound_bits(pp: PublicParams) -> float:
+    """log2 of the statistical distance by which u = L + rho reveals L (step 3): d 2^B / 2^63."""
+    return float(np.log2(pp.n_features) + pp.x_bits - 63)
+
+
+def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: au.U128) -> au.U128:
+    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod 2^128) for the features of ``XT`` (d', N)
+    and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) limb pairs.
+
+    g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
+    g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
+    Exact: chi is split into three 22-bit limbs; per limb the per-value weight (< N 2^22 <= 2^44,
+    exact in float64's bincount), A (< 2^44) and C (< 2^(44 + B) <= 2^60) are exact in uint64 for
+    N <= 2^22 and B <= 16; the limbs are recombined mod 2^128 (numpy-vectorised: no per-v loop)."""
+    d, N = XT.shape
+    V = 1 << x_bits
+    idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
+    zero = np.zeros((d, V), dtype=U64)
+    C = (zero, zero)
+    S = (np.zeros(d, U64), np.zeros(d, U64))
+    for limb in range(3):
+        c = ((chi >> U64(22 * limb)) & U64((1 << 22) - 1)).astype(np.float64)
+        a = np.bincount(idx, weights=np.broadcast_to(c[None, :], (d, N)).ravel(), minlength=d * V)
+        A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
+        Cl = np.zeros((d, V), dtype=U64)
+        np.cumsum(A[:, :-1], axis=1, dtype=U64, out=Cl[:, 1:])
+        C = u128.add(C, u128.shl((zero, Cl), 22 * limb))
+        S = u128.add(S, u128.shl((np.zeros(d, U64), A[:, -1].copy()), 22 * limb))
+    T = u128.total(u128.mul64(XT, chi[None, :]), axis=1)  # g_j(0)
+    vals = np.arange(V, dtype=U64)[None, :]
+    g = u128.sub(u128.add(u128.shl(C, 1), (T[0][:, None], T[1][:, None])),
+                 u128.mul_small((S[0][:, None], S[1][:, None]), vals))
+    return u128.add(u128.mul_small(g, delta), (K[0][:, None], K[1][:, None]))
+
+
+def _feature_blocks(d: int, x_bits: int):
+    step = max(1, _TABLE_ENTRIES >> x_bits)
+    for a in range(0, d, step):
+        yield a, min(d, a + step)
+
+
+# ---- the client's local steps (module functions, so a test can replace one of them) -----------
+def client_chain_query(q: np.ndarray) -> np.ndarray:
+    """Step 2, client: the query it feeds the chain (honest: the committed one)."""
+    return q
+
+
+def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Step 3, client: u = L_C + c (mod 2^64)."""
+    return l_c + c
+
+
+def client_check_mac(u_mac: au.U128, chi: np.ndarray, words: au.U128) -> int:
+    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod 2^128)."""
+    return (u128.total(u128.mul_small(u_mac, chi), axis=None) - u128.total(words, axis=None)) % u128.MOD
+
+
+def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
+           XT: np.ndarray | None = None, q: np.ndarray | None = None, lam: int = au.STAT_BITS) -> dict | int:
+    """One query, both roles. Server: ``model`` and its encoded, transposed training data ``XT``
+    (d, N); returns a record of its randomness (rho mod 2^M, r, noise) for tests. Client: its
+    encoded ``q`` (d,); returns y (mod 2^128, scale 2^out_scale_bits). Raises
+    :class:`ChainCheckError` on the server when step 6 fails."""
+    check_params(pp)
+    N, d, M, xb = pp.n_train, pp.n_features, pp.ring_bits, pp.x_bits
+    low = U64((1 << M) - 1)
+    if party.role == SERVER:
+        _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
+        if need > pp.weight_bits:
+            raise ModelError("weights wider than the advertised weight_bits")
+        # 1. Delta; the query's bits as choice bits of d B random OTs (checked extension)
+        delta = au.new_delta(party)
+        m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
+        m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
+        # 2. the L1 chain, shares mod 2^64
+        l_s = laplacian.l1_shares(party, pp, N, XT=XT, ring_bits=RING)
+        # 3. mask-reveal: u = L + rho over the integers (rho < 2^63, L < 2^(M-1))
+        rho = (party.rng.random_below(N, 63 - M) << U64(M)) | party.rng.random_below(N, M)
+        party.ch.send_array(l_s + rho)
+        # 4. u committed, 64 bits per point
+        ku = au.commit(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
+        # 5. chi after every commitment; MAC words of g_j on the committed q'_j
+        chi = party.rng.random_u64(N)
+        party.ch.send_array(chi)
+        K = (party.rng.random_u64(d), party.rng.random_u64(d))
+        for j0, j1 in _feature_blocks(d, xb):
+            W = mac_word_tables(XT[j0:j1], chi, xb, delta, (K[0][j0:j1], K[1][j0:j1]))
+            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=np.stack(W, axis=-1))
+        # 6. the check, before anything that depends on u leaves the server
+        got = u128.to_int(u128.from_bytes16(party.ch.recv_array(np.uint8, (1, 16))))[0]
+        want = (u128.total(u128.mul_small(ku.key, chi), axis=None) - u128.total(K, axis=None)
+                + u128.total(u128.mul64(chi, rho), axis=None) * int(delta)) % u128.MOD
+        if got != want:
+            raise ChainCheckError("the client's masked L1 distances failed their check: session aborted")
+        # 7.-11. the Gaussian protocol's steps 10-14 on the low M bits of the checked u
+        return gaussian_malicious.kernel_output(party, pp, rho=rho & low, delta=delta, u_pads=ku.pads,
+                                                model=model, lam=lam)
+    q = np.ascontiguousarray(q, dtype=U64).ravel()
+    if q.size and int(q.max()) >> xb:
+        raise ProtocolError("query wider than the public bound")
+    # 1. q's bits as choice bits
+    qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
+    pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
+    # 2. the chain
+    l_c = laplacian.l1_shares(party, pp, N, q=client_chain_query(q), ring_bits=RING)
+    # 3. u = L + rho
+    u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
+    # 4. commit u
+    cu = au.commit(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
+    # 5. chi; the MAC words at the committed q'_j
+    chi = party.ch.recv_array(dtype=U64, shape=(N,))
+    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=2)
+           for j0, j1 in _feature_blocks(d, xb)]
+    words = np.concatenate(got)
+    # 6. the combined MAC
+    mw = client_check_mac(cu.mac, chi, (words[:, 0].copy(), words[:, 1].copy()))
+    party.ch.send_array(u128.to_bytes(u128.from_int(mw, (1,))))
+    party.ch.flush()
+    # 7.-11.
+    return gaussian_malicious.kernel_output(party, pp, u=cu.values & low, u_pads=cu.pads, lam=lam)
+
+
+def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
+    """The server's encoded training data, transposed (d, N) (query-independent, cached per model)."""
+    key = (pp.frac_bits, pp.feature_lo, pp.feature_hi)
+    enc = getattr(model, "_secureml_laplacian_encoded", None)
+    if enc is None or enc[0] != key:
+        XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
+        enc = model._secureml_laplacian_encoded = (key, XT)
+    return enc[1]
+
+
+def server_online(party: PartyContext, pp: PublicParams, k: int, model: KernelModelParams) -> None:
+    """Model owner's side of k queries, one :func:`online` run each."""
+    XT = prepare_server(model, pp)
+    for _ in range(k):
+        online(party, pp, model=model, XT=XT)
+
+
+def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.ndarray:
+    """Query owner's side: the predictions for the rows of Q (k, d)."""
+    enc = pp.encode_features(np.atleast_2d(Q), "query")
+    return np.array([gaussian_malicious.decode(pp, online(party, pp, q=q)) for q in enc])
+
+
+def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
+    """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
+    L = np.abs(XT.astype(object) - np.asarray(q).astype(object)[:, None]).sum(axis=0)
+    return gaussian_malicious.reference_from_distances(pp, model, L, rho)
+
+
+__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params",
+           "mac_word_tables", "ChainCheckError", "MAX_X_BITS"]

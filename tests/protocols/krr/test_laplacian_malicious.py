@@ -1,0 +1,364 @@
+"""Client-malicious exact Laplacian protocol (protocols.krr.laplacian_malicious), in process with
+real deviating clients (patched client steps, acting on the client's thread only): every run ends
+in F(q') bit-exact or in an abort at step 6's check -- before anything that depends on u leaves
+the server (the shared tail, gaussian_malicious.kernel_output, is never entered)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from protocols.common import KernelModelParams
+from protocols.krr import ServedModel, gaussian_malicious, laplacian
+from protocols.krr import laplacian_malicious as lm
+from protocols.mpc import u128
+from protocols.mpc.authenticated import MacCheckError
+from protocols.net.transport import PeerDisconnected
+from protocols.testing import run_two_party
+from secureml.errors import ProtocolError
+
+U64 = np.uint64
+
+
+def _setup(p):
+    if p.role == 0:
+        p.ot_sender.checked = True
+    else:
+        p.ot_receiver.checked = True
+
+
+def _case(N=24, d=6, seed=0, offset=-321.0):
+    rng = np.random.default_rng(seed)
+    # entries on the 2^-4 grid: 10-bit encodings, so step 5's tables have 2^10 entries (fast tests)
+    X = np.round(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6) * 16) / 16
+    model = KernelModelParams(X, rng.normal(0, 500, N), offset, "laplacian", 40.0)
+    pp = ServedModel(model, security="semi-honest", frac_bits=4).public
+    pp.security, pp.ot_engine = "client-malicious", "softspoken"
+    pp.validate()
+    XT = lm.prepare_server(model, pp)
+    Q = np.clip(X[3] + rng.normal(0, 1, d), 0, 49)
+    return model, pp, XT, pp.encode_features(Q[None])[0]
+
+
+class _Patch:
+    """Replace ``module.name`` for one thread only (the client's: fn(original, *args); or the
+    server's when ``server`` is set)."""
+
+    def __init__(self, module, name, fn, server=False):
+        self.module, self.name, self.fn, self.server = module, name, fn, server
+        self.orig = getattr(module, name)
+        self.thread_name = "party0" if server else "party1"
+
+    def __enter__(self):
+        orig, fn = self.orig, self.fn
+
+        def dispatch(*a, **kw):
+            if threading.current_thread().name == self.thread_name:
+                return fn(orig, *a, **kw)
+            return orig(*a, **kw)
+        setattr(self.module, self.name, dispatch)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(self.module, self.name, self.orig)
+
+
+def _run(model, pp, XT, q, patches=(), seed=3):
+    for p in patches:
+        p.__enter__()
+    try:
+        return run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), lambda p: lm.online(p, pp, q=q),
+                             seed=seed, setup=_setup, timeout=30)
+    finally:
+        for p in reversed(patches):
+            p.__exit__()
+
+
+def _tail_watch():
+    """A server-side patch that records whether the shared tail (steps 7-11) was entered."""
+    seen = {"tail": False}
+
+    def watch(orig, *a, **kw):
+        seen["tail"] = True
+        return orig(*a, **kw)
+    return _Patch(gaussian_malicious, "kernel_output", watch, server=True), seen
+
+
+def _aborts(model, pp, XT, q, patch):
+    watch, seen = _tail_watch()
+    with pytest.raises(lm.ChainCheckError):
+        _run(model, pp, XT, q, (patch, watch))
+    assert not seen["tail"], "something depending on u left the server before the check"
+
+
+def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
+    model, pp, XT, q = _case()
+    rec, y = _run(model, pp, XT, q)
+    assert y == lm.reference(pp, model, XT, q, rec["rho"])
+    X = XT.T.astype(float) / 2 ** pp.frac_bits + pp.feature_lo
+    qd = q / 2 ** pp.frac_bits + pp.feature_lo
+    plain = model.y_offset + float((model.dual_coef * np.exp(-np.abs(X - qd).sum(1) / model.sigma)).sum())
+    assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
+
+
+def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts():
+    """`serve --noise` on the Laplacian: the shared tail adds the server's fresh draw after every
+    check (y = F(q') + e exactly); a deviating client still aborts at step 6 (before any noise)."""
+    from protocols.krr.defense_spec import OutputDefense
+
+    model, pp, XT, q = _case(seed=4)
+    pp.output_defense = OutputDefense.from_options(noise=3.0).to_dict()
+    pp.validate()
+    rec, y = _run(model, pp, XT, q, seed=11)
+    assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["noise"]) % u128.MOD
+    assert 0 < abs(gaussian_malicious.decode(pp, rec["noise"])) < 30
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        u[1] += U64(2)
+        return u
+    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
+
+
+@pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
+def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
+    """Exact mod 2^128 against Python integers, also with every chi_i = 2^64 - 1 and 16-bit entries
+    (the limbs' widest sums)."""
+    rng = np.random.default_rng(1)
+    XT = rng.integers(0, 1 << bits, (3, 50)).astype(U64)
+    XT[0, :5] = (1 << bits) - 1
+    chi = (np.full(50, 2**64 - 1, dtype=U64) if extreme
+           else rng.integers(0, 1 << 63, 50, dtype=np.uint64) * U64(2) + U64(1))
+    delta, K = U64(0xDEADBEEF12345677), (np.array([1, 2, 3], U64), np.array([4, 5, 2**64 - 1], U64))
+    W = lm.mac_word_tables(XT, chi, bits, delta, K)
+    for j in range(3):
+        for v in (0, 17, (1 << bits) - 1, int(XT[j, 7])):
+            g = sum(int(c) * abs(int(x) - v) for c, x in zip(chi, XT[j]))
+            want = ((int(K[0][j]) << 64) + int(K[1][j]) + g * int(delta)) % u128.MOD
+            assert u128.to_int((W[0][j, v:v + 1], W[1][j, v:v + 1]))[0] == want
+
+
+@pytest.mark.parametrize("err", [1, (1 << 63), "high"])
+def test_u_off_at_one_point_aborts(err):
+    """u_i + 1, u_i with its top bit flipped, and u_i + 2^M (the low M bits -- all that steps 7-11
+    read -- unchanged: the integer relation's 'wrap' part is what is wrong) all abort."""
+    model, pp, XT, q = _case()
+    e = U64(1 << pp.ring_bits) if err == "high" else U64(err)
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        u[5] += e
+        return u
+    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
+
+
+def test_another_query_in_the_chain_than_committed_aborts():
+    model, pp, XT, q = _case()
+
+    def other(orig, q_):
+        q2 = q_.copy()
+        q2[2] = (q2[2] + U64(37)) % U64(1 << pp.x_bits)
+        return q2
+    _aborts(model, pp, XT, q, _Patch(lm, "client_chain_query", other))
+
+
+def test_flipped_share_bit_choice_in_the_chain_aborts():
+    """The client flips its random-OT choices (its comparison shares) of one column at the top
+    digit: each received bit is then off by the server's random delta, so b_ij flips with
+    probability 1/2 and L_i moves by -2 |x_ij - q_j| -- which it cannot predict."""
+    model, pp, XT, q = _case()
+    N = pp.n_train
+    j = 1
+    calls = {"n": 0}
+    top = len(laplacian.digit_levels(pp.x_bits, pp.ot_engine)) - 1
+
+    def flip(orig, party, choices, n):
+        calls["n"] += 1
+        if choices is not None and calls["n"] == top:
+            choices = choices.copy()
+            choices[j * N:(j + 1) * N] ^= 1
+        return orig(party, choices, n)
+    _aborts(model, pp, XT, q, _Patch(laplacian, "_rot_bits", flip))
+    assert calls["n"] == top
+
+
+def test_forged_mac_word_aborts():
+    model, pp, XT, q = _case()
+    for shift in (1, 1 << 64, 1 << 127):
+        _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", lambda orig, *a: (orig(*a) + shift) % u128.MOD))
+
+
+def test_randomised_deviation_over_the_clients_messages():
+    """One random bit of one client message flipped per session (a seeded sample of the client's
+    messages, the last three always among them):
+    each session aborts (at the OT check, step 6's check or the tail's) or returns F(q') bit-exact."""
+    model, pp, XT, q = _case(N=12, d=4, seed=2)
+    rng = np.random.default_rng(7)
+
+    def client_flipping(target, state):
+        def client(p):
+            real = p.ch._send_frame
+
+            def flip(parts, wait=True):
+                idx = state["n"]
+                state["n"] += 1
+                if idx == target:
+                    raw = bytearray(b"".join(bytes(memoryview(x).cast("B")) for x in parts))
+                    bit = int(rng.integers(0, 8 * len(raw)))
+                    raw[bit // 8] ^= 1 << (bit % 8)
+                    state["hit"] = True
+                    return real([bytes(raw)], wait)
+                return real(parts, wait)
+            p.ch._send_frame = flip
+            return lm.online(p, pp, q=q)
+        return client
+
+    count = {"n": 0, "hit": False}
+    run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(-1, count), seed=5,
+                  setup=_setup, timeout=30)
+    total = count["n"]
+    targets = sorted(set(rng.choice(total, size=min(8, total), replace=False).tolist()) | {total - 3, total - 2,
+                                                                                            total - 1})
+    outcomes = []
+    for target in targets:
+        state = {"n": 0, "hit": False}
+        try:
+            rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(target, state),
+                                   seed=5, setup=_setup, timeout=30)
+            assert y == lm.reference(pp, model, XT, q, rec["rho"])
+            outcomes.append("ideal")
+        except (ProtocolError, PeerDisconnected, ValueError):
+            outcomes.append("abort")
+        assert state["hit"]
+    assert len(outcomes) >= 9 and "abort" in outcomes
+
+
+def test_refuses_wide_entries_with_one_line():
+    model, pp, XT, q = _case()
+    pp2 = ServedModel(model, security="semi-honest").public  # finest grid: 20-bit entries
+    with pytest.raises(ProtocolError, match="--security semi-honest"):
+        lm.check_params(pp2)
+
+
+def test_is_a_mac_check_error():
+    assert issubclass(lm.ChainCheckError, MacCheckError)
+
+
+# ------------------------------------------------------------------------------------------------
+# over real TCP against `protocols.krr.serve` (in a thread of this process; client patches act on
+# the client's -- this test's -- thread only): aborts are logged without client text, counted
+# against the client, and the server serves the next client
+# ------------------------------------------------------------------------------------------------
+
+class _TCPServer:
+    def __init__(self, served, max_aborts):
+        import logging
+
+        from protocols.krr import serve
+        from protocols.krr.server import AbortCounter
+
+        self.stop_event, self.ready, self.port, self.lines = threading.Event(), threading.Event(), 0, []
+        self.handler = logging.Handler()
+        self.handler.emit = lambda rec: self.lines.append(rec.getMessage())
+        logging.getLogger("secureml.serve").addHandler(self.handler)
+        self.aborts = AbortCounter(max_aborts)
+
+        def on_ready(port):
+            self.port = port
+            self.ready.set()
+
+        self.thread = threading.Thread(target=lambda: serve(served, "127.0.0.1", 0, on_ready=on_ready,
+                                                            stop=self.stop_event, session_timeout=20,
+                                                            aborts=self.aborts), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30)
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        import logging
+
+        self.stop_event.set()
+        self.thread.join(5)
+        logging.getLogger("secureml.serve").removeHandler(self.handler)
+
+
+def _client_patch(monkeypatch, module, name, fn):
+    orig = getattr(module, name)
+    client = threading.current_thread()
+
+    def dispatch(*a, **kw):
+        if threading.current_thread() is client:
+            return fn(orig, *a, **kw)
+        return orig(*a, **kw)
+    monkeypatch.setattr(module, name, dispatch)
+
+
+@pytest.fixture()
+def tcp_server():
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    served = ServedModel(model, frac_bits=4)  # the API's default: client-malicious
+    assert served.public.security == "client-malicious" and served.public.ot_engine == "softspoken"
+    srv = _TCPServer(served, max_aborts=2)
+    try:
+        yield model, srv
+    finally:
+        srv.stop()
+
+
+def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_server, monkeypatch):
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, srv = tcp_server
+    assert "can tell it one bit about the training data" in capsys.readouterr().out  # the start-up line
+    Q = model.X_train[[2, 7]] + 0.5
+    plain = model.predict(Q)
+    preds, _ = predict(srv.address, Q)
+    np.testing.assert_allclose(preds, plain, atol=1e-3)
+
+    def off_by_one(orig, l_c, c):
+        u = orig(l_c, c)
+        u[3] += U64(1)
+        return u
+    _client_patch(monkeypatch, lm, "client_masked", off_by_one)
+    with pytest.raises(SecureMLError):
+        predict(srv.address, Q[:1])
+    monkeypatch.undo()
+    assert any("failed a protocol check (ChainCheckError): abort 1 of 2" in ln for ln in srv.lines)
+    # the next (honest) session from the same client is served
+    preds, _ = predict(srv.address, Q[:1])
+    np.testing.assert_allclose(preds, plain[:1], atol=1e-3)
+    _client_patch(monkeypatch, lm, "client_check_mac", lambda orig, *a: (orig(*a) + 1) % u128.MOD)
+    with pytest.raises(SecureMLError):
+        predict(srv.address, Q[:1])
+    monkeypatch.undo()
+    # two aborts used up: this client (its address: no identity configured) is refused before any OT
+    with pytest.raises(SecureMLError, match="failed 2 protocol checks"):
+        predict(srv.address, Q[:1], retries=0)
+    assert srv.aborts.count("ip:127.0.0.1") == 2
+    # nothing the client sent is in the log: only server-side facts (class names, counts, address)
+    assert all("Error:" not in ln for ln in srv.lines)
+    assert srv.thread.is_alive()
+
+
+def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart(tmp_path):
+    """With a query ledger (serve --budget/--rate) the failed-check count lives in its file: two
+    counters on one file (two worker processes) add up, and a new one (a restart) still refuses."""
+    from protocols.krr.server import AbortCounter
+    from protocols.net.frontdoor import Refused
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "ledger.sqlite"
+    a, b = AbortCounter(2, store=QueryLedger(path)), AbortCounter(2, store=QueryLedger(path))
+    a.check("token:eve")
+    assert a.record("token:eve") == 1 and b.record("token:eve") == 2
+    assert b.count("token:alice") == 0
+    b.check("token:alice")
+    with pytest.raises(Refused, match="failed 2 protocol checks"):
+        AbortCounter(2, store=QueryLedger(path)).check("token:eve")
+    AbortCounter(None, store=QueryLedger(path)).check("token:eve")  # 0 / None: count, never refuse
+
