@@ -41,9 +41,8 @@ PROTOCOL_VERSION = 19  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
 # 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
 # 17: client-malicious Laplacian kernel (protocols.krr.laplacian_malicious)
-# 18: lattice compact sessions: an early-data hello may carry lattice_seed (the first ciphertext's
-# seed of a, so the server re-randomises while the client featurises); the lattice request header
-# is version 2 without the next-session seed (flag bit 1)
+# 18: lattice compact sessions: a hello may carry lattice_seed (the first ciphertext's seed of a,
+# so the server re-randomises while the client featurises); lattice request header version 2
 # 19: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
 # sends fewer bytes than the OT route (public field inner_product); semi-honest exact kernels split the
 # exponent with a low part spanning 8 in t and centred factors (half the step-7 table)

@@ -48,19 +48,27 @@ class AbortCounter:
     Laplacian protocol's one-bit selective failure, docs/malicious.md; a failed KOS check tells
     one guessed bit of Delta), so the server bounds how many such bits one client can collect.
     Clients are keyed as the query ledger keys them (verified identity, else IP address:
-    ``session_client_id``); counts live in this process (with ``workers > 1`` each worker counts
-    its own). ``limit`` None: count but never refuse. Thread-safe."""
+    ``session_client_id``). Counts live in this process (with ``workers > 1`` each worker counts
+    its own; a restart forgets them) unless ``store`` is a query ledger
+    (:class:`secureml.serving.ledger.QueryLedger`: ``record_abort`` / ``aborts``), whose file every
+    worker shares and which survives restarts (`serve --budget/--rate --ledger`).
+    ``limit`` None: count but never refuse. Thread-safe."""
 
-    def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS) -> None:
+    def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS, store: Any = None) -> None:
         self.limit = limit
+        self.store = store
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def count(self, client: str) -> int:
+        if self.store is not None:
+            return int(self.store.aborts(client))
         with self._lock:
             return self._counts.get(client, 0)
 
     def record(self, client: str) -> int:
+        if self.store is not None:
+            return int(self.store.record_abort(client))
         with self._lock:
             self._counts[client] = self._counts.get(client, 0) + 1
             return self._counts[client]

@@ -91,8 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-aborts", type=int, default=3, metavar="N",
                    help="refuse a client after N failed protocol checks (client-malicious sessions: whether a "
                    "deviating client's Laplacian session aborts can tell it one bit about the training data; a "
-                   "failed OT check one guessed key bit); counted per client identity, else IP address, per "
-                   "worker process; 0: no limit (default 3)")
+                   "failed OT check one guessed key bit); counted per client identity, else IP address (in the "
+                   "--ledger file when --budget or --rate is set, else per worker process); 0: no limit (default 3)")
     g.add_argument("--ledger", default="secureml-ledger.sqlite",
                    help="SQLite file of per-client query counts (default ./secureml-ledger.sqlite)")
     p.set_defaults(func=run)
@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_aborts < 0:
         raise SecureMLError("--max-aborts must be at least 0 (0: no limit)")
-    extra["aborts"] = AbortCounter(args.max_aborts or None)
+    # with a ledger (--budget/--rate) the count lives in its file: shared by workers, kept across restarts
+    extra["aborts"] = AbortCounter(args.max_aborts or None, store=ledger)
     try:
         serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
               concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers,

@@ -30,9 +30,10 @@ def _setup(p):
 
 def _case(N=24, d=6, seed=0, offset=-321.0):
     rng = np.random.default_rng(seed)
-    X = np.round(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6) * 256) / 256
+    # entries on the 2^-4 grid: 10-bit encodings, so step 5's tables have 2^10 entries (fast tests)
+    X = np.round(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6) * 16) / 16
     model = KernelModelParams(X, rng.normal(0, 500, N), offset, "laplacian", 40.0)
-    pp = ServedModel(model, security="semi-honest", frac_bits=8).public
+    pp = ServedModel(model, security="semi-honest", frac_bits=4).public
     pp.security, pp.ot_engine = "client-malicious", "softspoken"
     pp.validate()
     XT = lm.prepare_server(model, pp)
@@ -99,6 +100,25 @@ def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
     qd = q / 2 ** pp.frac_bits + pp.feature_lo
     plain = model.y_offset + float((model.dual_coef * np.exp(-np.abs(X - qd).sum(1) / model.sigma)).sum())
     assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
+
+
+def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts():
+    """`serve --noise` on the Laplacian: the shared tail adds the server's fresh draw after every
+    check (y = F(q') + e exactly); a deviating client still aborts at step 6 (before any noise)."""
+    from protocols.krr.defense_spec import OutputDefense
+
+    model, pp, XT, q = _case(seed=4)
+    pp.output_defense = OutputDefense.from_options(noise=3.0).to_dict()
+    pp.validate()
+    rec, y = _run(model, pp, XT, q, seed=11)
+    assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["noise"]) % u128.MOD
+    assert 0 < abs(gaussian_malicious.decode(pp, rec["noise"])) < 30
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        u[1] += U64(2)
+        return u
+    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
 
 
 @pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
@@ -170,17 +190,14 @@ def test_forged_mac_word_aborts():
 
 
 def test_randomised_deviation_over_the_clients_messages():
-    """One random bit of one client message flipped per session (every message after the first
-    few in turn, seeded): each session aborts (at the OT check, step 6's check or the tail's) or
-    returns F(q') bit-exact."""
+    """One random bit of one client message flipped per session (a seeded sample of the client's
+    messages, the last three always among them):
+    each session aborts (at the OT check, step 6's check or the tail's) or returns F(q') bit-exact."""
     model, pp, XT, q = _case(N=12, d=4, seed=2)
     rng = np.random.default_rng(7)
-    outcomes = []
-    target = 0
-    while True:
-        state = {"n": 0, "hit": False}
 
-        def client(p, state=state, target=target):
+    def client_flipping(target, state):
+        def client(p):
             real = p.ch._send_frame
 
             def flip(parts, wait=True):
@@ -195,18 +212,26 @@ def test_randomised_deviation_over_the_clients_messages():
                 return real(parts, wait)
             p.ch._send_frame = flip
             return lm.online(p, pp, q=q)
+        return client
+
+    count = {"n": 0, "hit": False}
+    run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(-1, count), seed=5,
+                  setup=_setup, timeout=30)
+    total = count["n"]
+    targets = sorted(set(rng.choice(total, size=min(8, total), replace=False).tolist()) | {total - 3, total - 2,
+                                                                                            total - 1})
+    outcomes = []
+    for target in targets:
+        state = {"n": 0, "hit": False}
         try:
-            rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client, seed=5,
-                                   setup=_setup, timeout=30)
+            rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(target, state),
+                                   seed=5, setup=_setup, timeout=30)
             assert y == lm.reference(pp, model, XT, q, rec["rho"])
             outcomes.append("ideal")
         except (ProtocolError, PeerDisconnected, ValueError):
             outcomes.append("abort")
-        if not state["hit"]:
-            outcomes.pop()
-            break
-        target += 1
-    assert len(outcomes) >= 8 and "abort" in outcomes
+        assert state["hit"]
+    assert len(outcomes) >= 9 and "abort" in outcomes
 
 
 def test_refuses_wide_entries_with_one_line():
@@ -275,7 +300,7 @@ def _client_patch(monkeypatch, module, name, fn):
 @pytest.fixture()
 def tcp_server():
     model, _, _, _ = _case(N=16, d=5, seed=4)
-    served = ServedModel(model, frac_bits=8)  # the API's default: client-malicious
+    served = ServedModel(model, frac_bits=4)  # the API's default: client-malicious
     assert served.public.security == "client-malicious" and served.public.ot_engine == "softspoken"
     srv = _TCPServer(served, max_aborts=2)
     try:
@@ -318,3 +343,22 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     # nothing the client sent is in the log: only server-side facts (class names, counts, address)
     assert all("Error:" not in ln for ln in srv.lines)
     assert srv.thread.is_alive()
+
+
+def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart(tmp_path):
+    """With a query ledger (serve --budget/--rate) the failed-check count lives in its file: two
+    counters on one file (two worker processes) add up, and a new one (a restart) still refuses."""
+    from protocols.krr.server import AbortCounter
+    from protocols.net.frontdoor import Refused
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "ledger.sqlite"
+    a, b = AbortCounter(2, store=QueryLedger(path)), AbortCounter(2, store=QueryLedger(path))
+    a.check("token:eve")
+    assert a.record("token:eve") == 1 and b.record("token:eve") == 2
+    assert b.count("token:alice") == 0
+    b.check("token:alice")
+    with pytest.raises(Refused, match="failed 2 protocol checks"):
+        AbortCounter(2, store=QueryLedger(path)).check("token:eve")
+    AbortCounter(None, store=QueryLedger(path)).check("token:eve")  # 0 / None: count, never refuse
+

@@ -327,8 +327,8 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
 
 
 # ------------------------------------------------------------------------------------------------
-# exact kernels: the Gaussian kernel is client-malicious (protocols.krr.gaussian_malicious); the
-# Laplacian kernel has no such protocol yet -- refused, not downgraded
+# exact kernels: the Gaussian kernel is client-malicious (protocols.krr.gaussian_malicious), and
+# the Laplacian kernel (protocols.krr.laplacian_malicious, up to one bit per aborted session)
 # ------------------------------------------------------------------------------------------------
 
 def _zero_output_inputs(monkeypatch):
@@ -606,21 +606,53 @@ def test_malicious_gaussian_flipped_bits_in_client_messages(servers, monkeypatch
     assert abs(predict(strong.address, Q)[0][0] - honest) < 1e-6
 
 
-def test_malicious_laplacian_runs_its_own_protocol_not_a_downgrade():
-    """A Laplacian model served client-malicious runs the client-malicious Laplacian protocol
-    (protocols.krr.laplacian_malicious, announced in the handshake), not the semi-honest one, and
-    answers an honest client correctly."""
+def test_malicious_laplacian_findings_abort_or_give_a_masked_value(monkeypatch):
+    """The Laplacian kernel is client-malicious since protocol 17 (protocols.krr.laplacian_malicious).
+    Against `--security semi-honest` the step-9 attack returns the secret offset exactly (the
+    finding, for this kernel too); against the client-malicious protocol the same patch aborts,
+    a shifted distance share (finding 3) aborts at the chain check, and zero inputs to the
+    client's final local product return a uniformly masked number -- neither the offset nor a
+    term."""
     from protocols.common import KernelModelParams
     from protocols.krr import ServedModel
+    from protocols.krr import gaussian_malicious as gm
+    from protocols.krr import laplacian_malicious as lm
     from protocols.testing import run_krr_session
 
     rng = np.random.default_rng(0)
     X = np.round(rng.uniform(0, 20, (10, 4)) * 4) / 4
-    model = KernelModelParams(X, rng.normal(0, 5, 10), 1.0, "laplacian", 20.0)
-    served = ServedModel(model, frac_bits=2, security="client-malicious")
-    assert served.public.security == "client-malicious"
-    preds = run_krr_session(served, X[:1] + 0.25, timeout=20)[0]
-    np.testing.assert_allclose(preds, model.predict(X[:1] + 0.25), atol=1e-3)
+    params = KernelModelParams(X, rng.normal(0, 5, 10), 1.5, "laplacian", 20.0)
+    weak = ServedModel(params, frac_bits=2, security="semi-honest")
+    strong = ServedModel(params, frac_bits=2)  # the API's default: client-malicious
+    assert strong.public.security == "client-malicious"
+    q = X[:1] + 0.25
+    want = params.predict(q)[0]
+    _zero_output_inputs(monkeypatch)
+    preds, *_ = run_krr_session(weak, q, timeout=20, seed=1)
+    assert abs(preds[0] - 1.5) < 1e-6 and abs(want - 1.5) > 1e-3  # the offset, exactly
+    with pytest.raises(SecureMLError):
+        run_krr_session(strong, q, timeout=20, seed=1)
+    monkeypatch.undo()
+
+    def shift_one(orig, l_c, c):
+        u = orig(l_c, c)
+        u[3] += U64(1 << 10)
+        return u
+
+    _client_patch(monkeypatch, lm, "client_masked", shift_one)
+    with pytest.raises(SecureMLError):
+        run_krr_session(strong, q, timeout=20, seed=1)
+    monkeypatch.undo()
+
+    def zero_local(orig, h, v, e, y_s):
+        return orig(h, np.zeros_like(v), e, y_s)
+
+    _client_patch(monkeypatch, gm, "client_output", zero_local)
+    preds, *_ = run_krr_session(strong, q, timeout=20, seed=1)
+    monkeypatch.undo()
+    assert abs(preds[0]) > 1e6  # masked by sum r_i v_i
+    preds, *_ = run_krr_session(strong, q, timeout=20, seed=1)
+    assert abs(preds[0] - want) < 1e-3
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ from secureml.representations import CoulombMatrix
 
 #: pinned at PROTOCOL_VERSION 19 (19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
-#: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
+#: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed TCP
+#: clients add to their hello is not sent on these in-process channels; 17: the client-malicious Laplacian protocol, pinned as
 #: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
 #: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT

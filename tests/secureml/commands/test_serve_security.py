@@ -117,3 +117,9 @@ def test_ot_engine_flag_sets_the_laplacian_engine(models):
     before = model.public.ot_engine  # the size rule: 40 x 276 entries < 2^16 -> softspoken
     set_ot_engine(model, args.ot_engine)
     assert model.public.ot_engine == before == "softspoken"
+
+
+def test_max_aborts_flag_defaults_to_three():
+    """serve --max-aborts: failed protocol checks a client may cause before it is refused (0: no limit)."""
+    assert _args("m.npz").max_aborts == 3
+    assert _args("m.npz", "--max-aborts", "0").max_aborts == 0
