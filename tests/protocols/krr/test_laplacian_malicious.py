@@ -15,6 +15,7 @@ from protocols.krr import laplacian_malicious as lm
 from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
+from protocols.ot.iknp import OTExtensionSender
 from protocols.testing import run_two_party
 from secureml.errors import ProtocolError
 
@@ -181,6 +182,48 @@ def test_flipped_share_bit_choice_in_the_chain_aborts():
         return orig(party, choices, n)
     _aborts(model, pp, XT, q, _Patch(laplacian, "_rot_bits", flip))
     assert calls["n"] == top
+
+
+def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
+    """Review finding (mask without full width): the client adds D = 2^62 to its COT correlation
+    of every element (i, 0) in the chain's first product, so the server's share of L_i moves by
+    2 D b_S,i0 = 2^63 b_S,i0. With rho < 2^63 the top bit of u = L_C + c was b_S,i0 (L + rho never
+    reached 2^63): the client read N threshold bits [x_i0 < q_0] = b_S xor b_C per session, then
+    committed u - 2^63 b_S -- passing the check, no abort counted. With rho uniform on
+    [0, 2^64 - 2^M) every shift is hidden (statistical distance 2^(M-64) per point): the guessed
+    bits are at chance and the corrected u fails step 6's check."""
+    model, pp, XT, q = _case(N=32, seed=5)
+    q = q.copy()
+    q[0] = max(int(q[0]), 1)  # b_C is read off the correlation q_0 (1 - 2 b_C), so q_0 != 0
+    N, half = pp.n_train, U64((1 << 63) - 1)
+    seen = {}
+
+    def shifted(orig, engine, values, bits=64):
+        if bits == 63 and "b_c" not in seen:  # the chain's product (i): the client's correlation
+            corr = values.reshape(-1, N)[0]
+            seen["b_c"] = (corr != U64(int(q[0]))).astype(np.uint8)
+            values = values.copy()
+            values[:N] = (values[:N] + U64(1 << 62)) & half
+        return orig(engine, values, bits=bits)
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        top = (u >> U64(63)).astype(np.uint8)
+        seen["guess"] = top ^ seen["b_c"]
+        return u - (top.astype(U64) << U64(63))
+
+    truth = (XT[0] < q[0]).astype(np.uint8)
+    assert 0 < truth.sum() < N
+    watch, tail = _tail_watch()
+    try:
+        _run(model, pp, XT, q, (_Patch(OTExtensionSender, "cot_send", shifted), _Patch(lm, "client_masked", masked),
+                                watch))
+        aborted = False
+    except lm.ChainCheckError:
+        aborted = True
+    right = int((seen["guess"] == truth).sum())
+    assert right <= 0.75 * N, f"{right}/{N} threshold bits of the training data read off u (aborted: {aborted})"
+    assert aborted and not tail["tail"]
 
 
 def test_forged_mac_word_aborts():

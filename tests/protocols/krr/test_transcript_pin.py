@@ -68,7 +68,7 @@ PINS = {
     "krr-laplacian": (96, 74974, "cde3d4ec2169e28b1e9b955e308b5937910b195a3b00d52ffde6c7a571ef3a2f"),
     "krr-laplacian/silent": (110, 677627, "8e02f0c9e9031da948ade1a27273a9aad801b1582aa1b976ecc18c2299648e5b"),
     "krr-gaussian/client-malicious": (482, 9823898, "5796c960256e0df08b977ddfc013889d53436e06a7542dcc1112956fd65b5bb8"),
-    "krr-laplacian/client-malicious": (198, 302011, "962ffc5553b53fe8f58fb168a1b2ee6c7a4db0da51e13a5a897780bb5dad4820"),
+    "krr-laplacian/client-malicious": (198, 302011, "dd82d264e88d6e3e1ec994a97a1fd3b5ffe163de73bad3c9ec316276b83b4226"),
     "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
