@@ -388,6 +388,53 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     assert srv.thread.is_alive()
 
 
+def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeypatch):
+    """Review finding (the counter was checked at admission only): with --max-aborts 1 a client
+    opens one deviating session, holds it just before its commitment (admitted, nothing failed
+    yet) and opens a second deviating session: both were admitted and both aborted -- two bits for
+    a limit of one (with `concurrency` slots and W workers, up to W x concurrency per round). Now a
+    session in progress counts as a possible abort: the second is refused before any protocol
+    work, and the count never passes the limit."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1)
+    inside, release, errors = threading.Event(), threading.Event(), []
+    Q = model.X_train[[2]] + 0.5
+    orig = lm.client_masked
+
+    def held(l_c, c):  # every client thread of this test deviates; the first one waits inside
+        u = orig(l_c, c)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(20)
+        u[3] += U64(1)
+        return u
+    monkeypatch.setattr(lm, "client_masked", held)
+
+    def first():
+        try:
+            predict(srv.address, Q, retries=0)
+        except SecureMLError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=first, name="first", daemon=True)
+    try:
+        t.start()
+        assert inside.wait(30)
+        with pytest.raises(SecureMLError, match="in progress"):
+            predict(srv.address, Q, retries=0)
+        release.set()
+        t.join(30)
+        assert len(errors) == 1  # the held session itself aborted at step 6
+        assert srv.aborts.count("ip:127.0.0.1") == 1
+        with pytest.raises(SecureMLError, match="failed 1 protocol checks"):
+            predict(srv.address, Q, retries=0)
+    finally:
+        release.set()
+        srv.stop()
+
+
 def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart(tmp_path):
     """With a query ledger (serve --budget/--rate) the failed-check count lives in its file: two
     counters on one file (two worker processes) add up, and a new one (a restart) still refuses."""
