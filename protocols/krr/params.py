@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 19  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 20  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -41,11 +41,15 @@ PROTOCOL_VERSION = 19  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # (resumed semi-honest compact sessions send hello, ready and ciphertext in one flight)
 # 16: silent OT's LPN code columns are w mod k (was floor(w k / 2^32)): other bits on the wire
 # 17: client-malicious Laplacian kernel (protocols.krr.laplacian_malicious)
-# 18: lattice compact sessions: a hello may carry lattice_seed (the first ciphertext's seed of a,
-# so the server re-randomises while the client featurises); lattice request header version 2
+# 18: lattice compact sessions: an early-data hello may carry lattice_seed (the first ciphertext's
+# seed of a, so the server re-randomises while the client featurises); the lattice request header
+# is version 2 without the next-session seed (flag bit 1)
 # 19: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
 # sends fewer bytes than the OT route (public field inner_product); semi-honest exact kernels split the
 # exponent with a low part spanning 8 in t and centred factors (half the step-7 table)
+# 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
+# lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
+# re-randomises for it after its reply, the client makes its mask while it waits)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -71,7 +75,7 @@ CROSS_TERMS = ("he", "ot")
 # how the exact kernels' last step (protocols.krr.expsum, step 9: shares of sum_i r_i v_i in Z_2^128)
 # runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
 # constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
-# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 925 on)
+# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 1,100 on)
 INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
@@ -353,12 +357,10 @@ class PublicParams:
     @property
     def lattice_sum(self) -> bool:
         """Exact kernels: step 9 of protocols.krr.expsum by lattice HE (True) or by OT (False).
-        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree); the
-        OT route's random OTs cost ~3 bits on silent OT (Laplacian, ``ot_engine`` silent), 32 on SoftSpoken."""
+        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree)."""
         if self.inner_product != "auto":
             return self.inner_product == "he"
-        ot_bits = 3 if self.kind == "krr-laplacian" and self.ot_engine == "silent" else 32
-        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits, ot_bits)
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits)
 
     @property
     def lattice_linear(self) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from secureml.cli import build_parser
-from secureml.commands.serve import _load, set_ot_engine
+from secureml.commands.serve import _load, set_inner_product, set_ot_engine
 from secureml.errors import SecureMLError
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -120,6 +120,23 @@ def test_ot_engine_flag_sets_the_laplacian_engine(models):
     before = model.public.ot_engine  # the size rule: 40 x 276 entries < 2^16 -> softspoken
     set_ot_engine(model, args.ot_engine)
     assert model.public.ot_engine == before == "softspoken"
+
+
+def test_inner_product_flag_sets_the_public_route_of_semi_honest_exact_kernels(models):
+    """serve --inner-product: 'he' / 'ot' fixed in the public parameters of a semi-honest exact model
+    (the 40-point test model's 'auto' is the OT route: below the lattice's ~925-point break-even);
+    a client-malicious model keeps its own protocol and ignores it."""
+    assert _args(models["gaussian"]).inner_product == "auto"
+    for kernel in ("gaussian", "laplacian"):
+        for choice, lattice in (("he", True), ("ot", False), ("auto", False)):
+            args = _args(models[kernel], "--security", "semi-honest", "--inner-product", choice)
+            model = _load(args, None)
+            set_inner_product(model, args.inner_product)
+            assert model.public.inner_product == choice and model.public.lattice_sum is lattice
+    args = _args(models["gaussian"], "--inner-product", "he")
+    model = _load(args, None)
+    set_inner_product(model, args.inner_product)
+    assert model.public.security == "client-malicious" and model.public.inner_product == "auto"
 
 
 def test_max_aborts_flag_defaults_to_three():
