@@ -26,7 +26,7 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      *whatever L_S is* -- also when a deviating client shifted L_S in step 2 by any amount (a mask
      below 2^63 let a shift by 2^63 b show in u's top bit: N bits of X per session without an
      abort; review finding, tests/.../test_laplacian_malicious.py::test_shifted_product_...).
-     2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-24 at the largest M = 40. u's low M bits
+     2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-32 at the largest allowed M = 32. u's low M bits
      are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13.
   4. The client commits u: 64 bits per point (COTs with correlation Delta on the checked
      extension): MACs M_u = K_u + u Delta (mod 2^128); the random-OT keys are kept (step 7's
@@ -122,7 +122,7 @@ def check_params(pp: PublicParams) -> None:
     if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
                             f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits "
-                            "(a 63-bit mask hides them): serve it with --security semi-honest")
+                            "(a 64-bit mask hides them): serve it with --security semi-honest")
     gaussian_malicious.plan(pp)
 
 

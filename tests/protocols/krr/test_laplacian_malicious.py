@@ -284,6 +284,22 @@ def test_refuses_wide_entries_with_one_line():
         lm.check_params(pp2)
 
 
+def test_refuses_distances_the_mask_hides_too_weakly():
+    """c = L_S + rho hides L_S to 2^(M-64) per point: M is capped at 32 (2^-32; it was 40, 2^-24)."""
+    import copy
+
+    from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS
+
+    _, pp, _, _ = _case()
+    assert LAPLACIAN_MALICIOUS_MAX_RING_BITS == 32 and pp.ring_bits <= 32
+    assert lm.mask_bound_bits(pp) == pp.ring_bits - 64
+    wide = copy.copy(pp)
+    wide.n_features = 1 << (32 - pp.x_bits)  # M = log2 d + B + 1 = 33
+    assert wide.ring_bits == 33
+    with pytest.raises(ProtocolError, match="--security semi-honest"):
+        lm.check_params(wide)
+
+
 def test_is_a_mac_check_error():
     assert issubclass(lm.ChainCheckError, MacCheckError)
 
