@@ -91,8 +91,9 @@ class AbortCounter:
 
     @contextmanager
     def session(self, client: str) -> Iterator[None]:
-        """Run one session of ``client`` as a possible abort: :class:`Refused` (code ``aborts``)
-        when its failed checks plus its sessions in progress reach the limit. Record a failure
+        """Run one session of ``client`` as a possible abort: :class:`Refused` (code ``aborts``,
+        final) when its failed checks reach the limit, (code ``busy``, retried by the client) when
+        they plus its sessions in progress do. Record a failure
         (:meth:`record`) inside the block, so that the session is never uncounted in between."""
         with self._running_lock:
             running = self._running.get(client, 0)
@@ -101,8 +102,10 @@ class AbortCounter:
                 if failed >= self.limit:
                     raise Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
                 if failed + running >= self.limit:
-                    raise Refused("refused: this client has sessions in progress that could use up its remaining "
-                                  "failed checks; retry when they end", code="aborts")
+                    # "busy", not final: an honest client (several processes behind one address)
+                    # retries on its own once a session of its ends
+                    raise Refused("busy: this client's sessions in progress could use up its remaining failed "
+                                  "checks; retry when one ends", code="busy", retry_after=2.0)
             self._running[client] = running + 1
         try:
             yield
