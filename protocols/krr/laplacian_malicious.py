@@ -80,8 +80,9 @@ about half of them aborting; flipping its random-OT choice at the top digit flip
 probability 1/2 (the server's random delta) and then shifts L_i by -2 |x_ij - q_j| (a noisy
 "is x_ij = q_j +- g"). For comparison, the kink attack learns a coordinate in
 ~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
-allowed per client and S sessions, the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
-(about K log2 S: 3 aborts in 10^4 sessions ~ 40 bits). Binding the chain's share-dependent
+allowed per client and S checked queries (each query of a session runs step 6; the first failure
+ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
+(about K log2 S: 3 aborts in 10^4 queries ~ 40 bits). Binding the chain's share-dependent
 choices (committing every comparison share and checking each digit step) would remove the bit
 at roughly twice the chain's traffic; not built (docs/malicious.md).
 """
