@@ -588,30 +588,35 @@ def test_malicious_gaussian_flipped_bits_in_client_messages(servers, monkeypatch
 
     mm, mols, strong = servers["gauss"], servers["mols"], servers["strong"]
     Q = mm.representation.transform(mols.subset([0]))
-    honest = predict(strong.address, Q)[0][0]
     real_open = client_mod.open_session
     rng = np.random.default_rng(21)
-    outcomes = []
+    outcomes, answered = [], []
     for target in (1, 3, 6, 12, 25):
         state = {"n": 0, "hit": False}
         monkeypatch.setattr(client_mod, "open_session", _bit_flipping_open(real_open, rng, target, state))
         try:
             preds, _ = predict(strong.address, Q)
             outcomes.append("honest")
-            assert abs(preds[0] - honest) < 1e-6  # the same query: F(q) up to the 2^-40 roundings of G
+            answered.append(preds[0])
         except SecureMLError:
             outcomes.append("abort")
         finally:
             monkeypatch.setattr(client_mod, "open_session", real_open)
         if not state["hit"]:
             outcomes.pop()
+            if answered and outcomes.count("honest") < len(answered):
+                answered.pop()
             break
     OUTCOMES.append(f"gaussian flipped bits: {outcomes}")
-    # every session ended in one of the two allowed ways (asserted above); whether a flipped
-    # extension column aborts depends on the server's random secret bit there (KOS), so the mix
-    # is not asserted (a forged opened check value always aborts: test_authenticated.py)
+    # the honest answer last (one session: it is also the server serving after the flips); every
+    # session that answered gave it -- the same query: F(q) up to the 2^-40 roundings of G
+    honest = predict(strong.address, Q)[0][0]
+    assert abs(honest - mm.predict(mols.subset([0]))[0]) < 1e-2
+    assert all(abs(a - honest) < 1e-6 for a in answered), (answered, honest)
+    # every session ended in one of the two allowed ways; whether a flipped extension column
+    # aborts depends on the server's random secret bit there (KOS), so the mix is not asserted
+    # (a forged opened check value always aborts: test_authenticated.py)
     assert len(outcomes) >= 5
-    assert abs(predict(strong.address, Q)[0][0] - honest) < 1e-6
 
 
 def test_malicious_laplacian_findings_abort_or_give_a_masked_value(monkeypatch):
