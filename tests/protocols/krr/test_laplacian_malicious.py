@@ -15,6 +15,7 @@ from protocols.krr import laplacian_malicious as lm
 from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
+from protocols.ot.iknp import OTExtensionSender
 from protocols.testing import run_two_party
 from secureml.errors import ProtocolError
 
@@ -183,6 +184,48 @@ def test_flipped_share_bit_choice_in_the_chain_aborts():
     assert calls["n"] == top
 
 
+def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
+    """Review finding (mask without full width): the client adds D = 2^62 to its COT correlation
+    of every element (i, 0) in the chain's first product, so the server's share of L_i moves by
+    2 D b_S,i0 = 2^63 b_S,i0. With rho < 2^63 the top bit of u = L_C + c was b_S,i0 (L + rho never
+    reached 2^63): the client read N threshold bits [x_i0 < q_0] = b_S xor b_C per session, then
+    committed u - 2^63 b_S -- passing the check, no abort counted. With rho uniform on
+    [0, 2^64 - 2^M) every shift is hidden (statistical distance 2^(M-64) per point): the guessed
+    bits are at chance and the corrected u fails step 6's check."""
+    model, pp, XT, q = _case(N=32, seed=5)
+    q = q.copy()
+    q[0] = max(int(q[0]), 1)  # b_C is read off the correlation q_0 (1 - 2 b_C), so q_0 != 0
+    N, half = pp.n_train, U64((1 << 63) - 1)
+    seen = {}
+
+    def shifted(orig, engine, values, bits=64):
+        if bits == 63 and "b_c" not in seen:  # the chain's product (i): the client's correlation
+            corr = values.reshape(-1, N)[0]
+            seen["b_c"] = (corr != U64(int(q[0]))).astype(np.uint8)
+            values = values.copy()
+            values[:N] = (values[:N] + U64(1 << 62)) & half
+        return orig(engine, values, bits=bits)
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        top = (u >> U64(63)).astype(np.uint8)
+        seen["guess"] = top ^ seen["b_c"]
+        return u - (top.astype(U64) << U64(63))
+
+    truth = (XT[0] < q[0]).astype(np.uint8)
+    assert 0 < truth.sum() < N
+    watch, tail = _tail_watch()
+    try:
+        _run(model, pp, XT, q, (_Patch(OTExtensionSender, "cot_send", shifted), _Patch(lm, "client_masked", masked),
+                                watch))
+        aborted = False
+    except lm.ChainCheckError:
+        aborted = True
+    right = int((seen["guess"] == truth).sum())
+    assert right <= 0.75 * N, f"{right}/{N} threshold bits of the training data read off u (aborted: {aborted})"
+    assert aborted and not tail["tail"]
+
+
 def test_forged_mac_word_aborts():
     model, pp, XT, q = _case()
     for shift in (1, 1 << 64, 1 << 127):
@@ -239,6 +282,22 @@ def test_refuses_wide_entries_with_one_line():
     pp2 = ServedModel(model, security="semi-honest").public  # finest grid: 20-bit entries
     with pytest.raises(ProtocolError, match="--security semi-honest"):
         lm.check_params(pp2)
+
+
+def test_refuses_distances_the_mask_hides_too_weakly():
+    """c = L_S + rho hides L_S to 2^(M-64) per point: M is capped at 32 (2^-32; it was 40, 2^-24)."""
+    import copy
+
+    from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS
+
+    _, pp, _, _ = _case()
+    assert LAPLACIAN_MALICIOUS_MAX_RING_BITS == 32 and pp.ring_bits <= 32
+    assert lm.mask_bound_bits(pp) == pp.ring_bits - 64
+    wide = copy.copy(pp)
+    wide.n_features = 1 << (32 - pp.x_bits)  # M = log2 d + B + 1 = 33
+    assert wide.ring_bits == 33
+    with pytest.raises(ProtocolError, match="--security semi-honest"):
+        lm.check_params(wide)
 
 
 def test_is_a_mac_check_error():
@@ -343,6 +402,56 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     # nothing the client sent is in the log: only server-side facts (class names, counts, address)
     assert all("Error:" not in ln for ln in srv.lines)
     assert srv.thread.is_alive()
+
+
+def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeypatch):
+    """Review finding (the counter was checked at admission only): with --max-aborts 1 a client
+    opens one deviating session, holds it just before its commitment (admitted, nothing failed
+    yet) and opens a second deviating session: both were admitted and both aborted -- two bits for
+    a limit of one (with `concurrency` slots and W workers, up to W x concurrency per round). Now a
+    session in progress counts as a possible abort: the second is turned away ("busy", retried by
+    an honest client) before any protocol work, and the count never passes the limit."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1)
+    inside, release, errors = threading.Event(), threading.Event(), []
+    Q = model.X_train[[2]] + 0.5
+    orig = lm.client_masked
+
+    def held(l_c, c):  # every client thread of this test deviates; the first one waits inside
+        u = orig(l_c, c)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(20)
+        u[3] += U64(1)
+        return u
+    monkeypatch.setattr(lm, "client_masked", held)
+
+    def first():
+        try:
+            predict(srv.address, Q, retries=0)
+        except SecureMLError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=first, name="first", daemon=True)
+    try:
+        t.start()
+        assert inside.wait(30)
+        # answered "busy" (one slot of two is free: the counter's answer, which an honest client
+        # behind the same address retries), nothing run
+        with pytest.raises(SecureMLError, match="busy"):
+            predict(srv.address, Q, retries=0)
+        assert srv.aborts.count("ip:127.0.0.1") == 0
+        release.set()
+        t.join(30)
+        assert len(errors) == 1  # the held session itself aborted at step 6
+        assert srv.aborts.count("ip:127.0.0.1") == 1
+        with pytest.raises(SecureMLError, match="failed 1 protocol checks"):
+            predict(srv.address, Q, retries=0)
+    finally:
+        release.set()
+        srv.stop()
 
 
 def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart(tmp_path):
