@@ -60,9 +60,10 @@ CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian", "krr-laplacian")
 #: model's plan fits (else semi-honest, with a warning): every kind that has such a protocol
 AUTO_CLIENT_MALICIOUS_KINDS = CLIENT_MALICIOUS_KINDS
 #: client-malicious Laplacian protocol: widest encoded entry (its check sends 2^x_bits x 16 bytes
-#: per feature) and widest L1 distance (u = L + rho is hidden by a 63-bit mask)
+#: per feature) and widest L1 distance (c = L_S + rho hides L_S to 2^(M-64) per training point:
+#: 2^-32 at most; M = 25-26 for Coulomb matrices, d = 351, 15-16-bit entries)
 LAPLACIAN_MALICIOUS_MAX_X_BITS = 16
-LAPLACIAN_MALICIOUS_MAX_RING_BITS = 40
+LAPLACIAN_MALICIOUS_MAX_RING_BITS = 32
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
 MALICIOUS_MAX_HI_BITS = 12
 #: the one reason a client gives when it rejects its own query (never why: that would name its data)

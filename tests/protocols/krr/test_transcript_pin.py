@@ -64,11 +64,11 @@ from secureml.representations import CoulombMatrix
 #: model files).
 PINS = {
     "krr-gaussian": (66, 1564495, "5d7c657a537799c2a7070d9766b53ab973200acd52566106bc56737f0f268d7d"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "6bbc9f2a8afe7cd985689d4d3ac04fc49942045e21be378f5525b642feba6468"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "f37a249115c3d1c2ac6fd261b7cd50b1a97c2a49f9104b4b86f5b5b8e8deb2b7"),
     "krr-laplacian": (96, 74974, "fe9532f8d45c57a4174e6bd69dcbe16700188abbbef0fd6a4c84c0caf44ef87f"),
     "krr-laplacian/silent": (110, 677627, "1e663970ce28a51391d22c034e10ea7b326a6ce1e787c639e97b771531361e14"),
     "krr-gaussian/client-malicious": (482, 9823898, "9224073a4d2196024d3ce4e5668889034b50eecd15713bb39f1f101700de81ca"),
-    "krr-laplacian/client-malicious": (198, 302011, "f37918e33c32fcc5aeda59dea8cbf9bac5509cb517a298d1c5c02355e81b27cb"),
+    "krr-laplacian/client-malicious": (198, 302011, "b7386ff0fe2f9954e576b09f1f939fc7043db49842f7662585fc85bb0806321a"),
     "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
