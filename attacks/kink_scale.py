@@ -133,7 +133,7 @@ def smiles_recovered(scn: Any, centres: np.ndarray) -> tuple[float, float]:
 
 def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0, 2), (1.0, 3), (1.0, 4)),
         refine: int = 8, seed: int = 0, rel_tols: tuple[float, ...] = (1e-3, 1e-2),
-        membership: str = "measure", rel_thresh: float = 1e-11) -> list[dict[str, Any]]:
+        membership: str = "measure", rel_thresh: float = 1e-11, round_to: float = 0.0) -> list[dict[str, Any]]:
     """Recovered fraction against queries for one N: the kink attack at growing resolution.
 
     Steps: 1. fit the project's Laplacian KRR (default sigma, lambda) on the first ``n_train``
@@ -145,7 +145,9 @@ def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0,
 
     ``rel_thresh``: the line-scan filter values count as a kink above this fraction of the largest
     answer (float64 rounding of the answers is ~1e-16 of it; 1e-9, the library default, hides the
-    kinks of points with small signatures at the finest grid step).
+    kinks of points with small signatures at the finest grid step). ``round_to``: the API rounds
+    every answer to a multiple of it (an output defense, in the model's unit); the attacker is told
+    the grid and treats half of it as the answers' noise.
     """
     scn = build("laplacian", n_train=n_train, seed=seed)
     est = scn.model.estimator
@@ -157,12 +159,17 @@ def run(n_train: int, settings: tuple[tuple[float, int], ...] = ((4.0, 1), (1.0,
         base_rows[f"baseline_nearest_public_rel{tol:g}"] = m["fraction_recovered"]
     rows = []
     for h, depth in settings:
-        orc = SparseLaplacianOracle.from_estimator(est, np.full(d, float(lo)))
+        exact = SparseLaplacianOracle.from_estimator(est, np.full(d, float(lo)))
+        orc: Any = exact
+        if round_to > 0:
+            def orc(Q: np.ndarray, _e: SparseLaplacianOracle = exact) -> np.ndarray:
+                return np.round(_e(Q) / round_to) * round_to
         t0 = time.perf_counter()
         res = reconstruction.kink_attack(orc, d, lo, hi, h=h, refine=refine, depth=depth, n_hint=n_train,
-                                         membership=membership, rel_thresh=rel_thresh)
+                                         membership=membership, rel_thresh=rel_thresh, noise=round_to / 2)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"n_train": n_train, "n_features": d, "membership": membership, "rel_thresh": rel_thresh,
+                               "round_to": round_to,
                                "h": h, "refine": refine, "depth": depth,
                                "finest_step": h / refine ** depth, "queries": int(res.n_queries),
                                "queries_over_n_d_plus_2": res.n_queries / (n_train * (d + 2)),

@@ -36,16 +36,18 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, (ax, ax2) = new_figure("wide", ncols=2, figsize=(11.0, 4.4))
     ns = sorted({r["n_train"] for r in rows})
     mems = [m for m in reconstruction.MEMBERSHIP if any(r.get("membership", "grouped") == m for r in rows)]
-    for i, n in enumerate(ns):
+    rounds = sorted({r.get("round_to", 0.0) for r in rows})
+    for i, (n, rt) in enumerate((n, rt) for n in ns for rt in rounds):
         for mem in mems:
             # in order of resolution (finer grids can need fewer queries: fewer unresolved merged kinks)
-            rr = sorted((r for r in rows if r["n_train"] == n and r.get("membership", "grouped") == mem),
-                        key=lambda r: -r["finest_step"])
+            rr = sorted((r for r in rows if r["n_train"] == n and r.get("membership", "grouped") == mem
+                         and r.get("round_to", 0.0) == rt), key=lambda r: -r["finest_step"])
             if not rr:
                 continue
             faint = {} if mem == "measure" else {"alpha": 0.35}
+            tag = f", answers rounded to {rt:g}" if rt else ""
             ax.plot([r["queries"] for r in rr], [r["fraction_recovered_rel0.001"] for r in rr],
-                    label=f"N = {n:,}, {mem}: rel. error < 1e-3", **{**series(i), **faint})
+                    label=f"N = {n:,}, {mem}{tag}: rel. error < 1e-3", **{**series(i), **faint})
             if mem == "measure":
                 for r in rr:
                     ax.annotate(f"{r['depth']} lv", (r["queries"], r["fraction_recovered_rel0.001"]), fontsize=7,
@@ -59,7 +61,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Kink attack, Laplacian KRR on Coulomb matrices (d = 435)")
     ax.legend(fontsize=7, loc="center left")
     for j, mem in enumerate(mems):
-        rr = sorted((r for r in rows if r.get("membership", "grouped") == mem and r["h"] == 1.0 and r["depth"] == 4),
+        rr = sorted((r for r in rows if r.get("membership", "grouped") == mem and r["h"] == 1.0 and r["depth"] == 4
+                     and r.get("round_to", 0.0) == rounds[0]),
                     key=lambda r: r["n_train"])
         if not rr:
             continue
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
                         "group tests + bisection, or one test per (point, kink)")
     p.add_argument("--rel-thresh", type=float, default=1e-11,
                    help="kink detection threshold, relative to the largest answer of the coarse scan")
+    p.add_argument("--round-to", type=float, default=0.0,
+                   help="the API rounds its answers to multiples of this (kcal/mol; 0 = exact float64)")
     p.add_argument("--append", action="store_true", help="keep the rows already in OUT/kink_scale.json")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = json.loads((out / "kink_scale.json").read_text())
     for n in (int(x) for x in a.ns.split(",")):
         for st in settings:
-            row = kink_scale.run(n, settings=(st,), membership=a.membership, rel_thresh=a.rel_thresh)[0]
+            row = kink_scale.run(n, settings=(st,), membership=a.membership, rel_thresh=a.rel_thresh,
+                                 round_to=a.round_to)[0]
             rows.append(row)
             print(json.dumps(row), flush=True)
             _write(rows, out)

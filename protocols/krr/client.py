@@ -31,8 +31,8 @@ from secureml.errors import ModelError, ProtocolError, SecureMLError
 def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featurizer | None = None,
                      counts: np.ndarray | None = None, *, resume_ot: bool = True,
                      cache: PublicModelCache = PUBLIC_MODELS, party: Party | None = None,
-                     params: dict | None = None, params_sha256: str | None = None
-                     ) -> tuple[np.ndarray, CostReport, PublicParams]:
+                     params: dict | None = None, params_sha256: str | None = None,
+                     announced_seed: bytes | None = None) -> tuple[np.ndarray, CostReport, PublicParams]:
     """Query owner's side of one session on an open channel.
 
     Give either the model inputs ``Q`` (k, d) -- representations for exact KRR, features phi for
@@ -47,7 +47,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     (:func:`protocols.net.dial.open_session`) or, with ``params_sha256`` (their digest, sent in
     the ready message for the server to check), cached from an earlier session while the hello and
     this session's first messages travel together (:class:`_EarlyChannel`); default: say hello on
-    ``ch`` here.
+    ``ch`` here. ``announced_seed``: the lattice seed the hello carried
+    (:func:`protocols.krr.linear_he.hello_seed`).
     """
     t0 = time.perf_counter()
     if Q is not None:
@@ -87,6 +88,8 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         client_ready(ch, need_public_model=False, params_sha256=params_sha256)
     party = Party(ch, role=1) if party is None else party
     info = proto.client_setup(party, pp, n_q, _peer_name(ch), resume=resume_ot)
+    if announced_seed is not None and pp.lattice_linear:
+        info["announced_seed"] = announced_seed
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     preds = proto.client_online(party, pp, Q, info)
@@ -181,11 +184,11 @@ def _early_session(host: str, port: int, hello: dict[str, Any], params: dict[str
     digest, cpp = _cached(params)
     ch = TCPChannel(connect_tls(host, port, ssl_context, server_hostname, handshake_timeout), timeout=timeout)
     try:
-        if cpp.lattice_linear:  # the first ciphertext's seed: the server works while we featurise
-            hello = {**hello, **linear_he.hello_fields(cpp, _peer_name(ch))}
-        early = _EarlyChannel(ch, hello, params, digest)
+        # the first ciphertext's seed: the server re-randomises while we featurise
+        seed = linear_he.hello_seed(cpp, _peer_name(ch))
+        early = _EarlyChannel(ch, {**hello, "lattice_seed": seed.hex()}, params, digest)
         preds, cost, pp = predict_features(early, q_part, f_part, c_part, params=params,  # type: ignore[arg-type]
-                                           params_sha256=digest)
+                                           params_sha256=digest, announced_seed=seed)
     finally:
         ch.close()
     cost.extra["early_data"] = True
@@ -281,12 +284,14 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
                 continue
             except ProtocolError:  # busy, restarted with new parameters, gone: the ordinary way
                 _EARLY_PARAMS.pop(key, None)
-        ch, reply = open_session(host, port, client_hello_message(hi - lo, token), ssl_context=ssl_context,
-                                 server_hostname=server_hostname, handshake_timeout=handshake_timeout,
-                                 channel_timeout=timeout, retries=retries)
+        # a lattice server re-randomises for this seed while we wait and featurise (others ignore it)
+        seed = linear_he.hello_seed(None, key)
+        ch, reply = open_session(host, port, {**client_hello_message(hi - lo, token), "lattice_seed": seed.hex()},
+                                 ssl_context=ssl_context, server_hostname=server_hostname,
+                                 handshake_timeout=handshake_timeout, channel_timeout=timeout, retries=retries)
         try:
             preds, cost, pp = predict_features(ch, q_part, f_part, c_part, resume_ot=resume_ot,
-                                               params=reply.get("params"))
+                                               params=reply.get("params"), announced_seed=seed)
         finally:
             ch.close()
         if pp.lattice_linear and resume_ot and isinstance(reply.get("params"), dict):

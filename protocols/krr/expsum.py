@@ -99,16 +99,21 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
     D = D.ravel()
     n = D.shape[0]
     # 4. mask-reveal: the server sends D_S + rho; the client holds u = D + rho, uniform
+    lattice = None
     if server:
         x = party.rng.random_below(n, M) if M < 64 else party.rng.random_u64(n)  # rho
         party.ch.send_array(_mod(D + x, M))
     else:
+        if pp.lattice_sum:  # 9a. the client's RLWE key and seeds, made while it waits for step 4
+            lattice = rlwe_ip128.LatticeSumClient(party, N, k, send=False)
         x = _mod(party.ch.recv_array(dtype=np.uint64, shape=(n,)) + D, M)  # u
-    # 9a. lattice route: the client's key and seeds go out now (they need no values), just ahead of
-    # its first chain message, so the server can prepare its half of step 9 while the client works
-    lattice = None
+    # 9a. lattice route: the key and seeds go out now (they need no values), just ahead of the client's
+    # first chain message; the server starts its half of step 9 from them while the client works
     if pp.lattice_sum:
-        lattice = (rlwe_ip128.LatticeSumServer if server else rlwe_ip128.LatticeSumClient)(party, N, k)
+        if server:
+            lattice = rlwe_ip128.LatticeSumServer(party, N, k)
+        else:
+            lattice.send_key()
     # 5. drop s low bits (of rho and u alike)
     x = x >> U64(pp.shift_bits)
     # 6. the flag z = [H >= 2^lut]: borrow out of the table digit, then the bits above it

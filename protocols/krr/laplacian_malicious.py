@@ -19,12 +19,15 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      random OTs chosen by the client's share bits, two products) on the checked SoftSpoken
      extension, with shares mod 2^R instead of 2^M: L_S + L_C = L (mod 2^64). Its client-side
      choices are *not* bound: step 6 checks the result instead.
-  3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with
-     rho = rho_hi 2^M + rho_lo, rho_lo uniform mod 2^M, rho_hi uniform in [0, 2^(63-M)); the
+  3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with rho
+     uniform on [0, 2^64 - 2^M) (:func:`draw_mask`: rho_lo = rho mod 2^M exactly uniform); the
      client computes u = L_C + c = L + rho -- over the integers, since L < 2^(M-1) (M has a margin
-     bit) and rho < 2^63. u hides L up to statistical distance L_max / 2^63 <= d 2^B / 2^63
-     (2^-39.5 at d = 351, B = 15). Its low M bits are L + rho_lo mod 2^M with rho_lo uniform:
-     exactly the u of the Gaussian protocol's steps 10-13.
+     bit) and rho < 2^64 - 2^M. c is within statistical distance 2^(M-64) per point of uniform
+     *whatever L_S is* -- also when a deviating client shifted L_S in step 2 by any amount (a mask
+     below 2^63 let a shift by 2^63 b show in u's top bit: N bits of X per session without an
+     abort; review finding, tests/.../test_laplacian_malicious.py::test_shifted_product_...).
+     2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-32 at the largest allowed M = 32. u's low M bits
+     are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13.
   4. The client commits u: 64 bits per point (COTs with correlation Delta on the checked
      extension): MACs M_u = K_u + u Delta (mod 2^128); the random-OT keys are kept (step 7's
      bound tables read u's digits through them).
@@ -60,8 +63,9 @@ for every i, with q' the query fixed by step 1's choice bits; from there the Gau
 argument (docs/malicious.md, steps 10-13) gives F(q').
 
 Hiding: the client sees OT outputs of the chain (masked as in the semi-honest protocol: its
-view there is simulatable whatever choices it makes, laplacian.py's docstring), c (u is L plus a
-63-bit mask: statistically hidden), chi (random), W_j(q'_j) (uniform: K_j), then the Gaussian
+view there is simulatable whatever choices it makes, laplacian.py's docstring), c (L_S plus a
+mask uniform on all but 2^M of the 2^64 values: statistically hidden whatever the client made
+L_S), chi (random), W_j(q'_j) (uniform: K_j), then the Gaussian
 tail's messages. The server sees OT-extension messages and MW (its own sum for an honest client).
 
 **The one-bit leakage (a selective failure, bounded by the abort counter).** Step 2's choices
@@ -76,8 +80,9 @@ about half of them aborting; flipping its random-OT choice at the top digit flip
 probability 1/2 (the server's random delta) and then shifts L_i by -2 |x_ij - q_j| (a noisy
 "is x_ij = q_j +- g"). For comparison, the kink attack learns a coordinate in
 ~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
-allowed per client and S sessions, the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
-(about K log2 S: 3 aborts in 10^4 sessions ~ 40 bits). Binding the chain's share-dependent
+allowed per client and S checked queries (each query of a session runs step 6; the first failure
+ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
+(about K log2 S: 3 aborts in 10^4 queries ~ 40 bits). Binding the chain's share-dependent
 choices (committing every comparison share and checking each digit step) would remove the bit
 at roughly twice the chain's traffic; not built (docs/malicious.md).
 """
@@ -118,13 +123,30 @@ def check_params(pp: PublicParams) -> None:
     if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
                             f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits "
-                            "(a 63-bit mask hides them): serve it with --security semi-honest")
+                            "(a 64-bit mask hides them): serve it with --security semi-honest")
     gaussian_malicious.plan(pp)
 
 
 def mask_bound_bits(pp: PublicParams) -> float:
-    """log2 of the statistical distance by which u = L + rho reveals L (step 3): d 2^B / 2^63."""
-    return float(np.log2(pp.n_features) + pp.x_bits - 63)
+    """log2 of the statistical distance, per training point, by which c (step 3) reveals the
+    server's share L_S -- whatever the client did in the chain -- and u = L + rho reveals L: 2^(M-64)."""
+    return float(pp.ring_bits - RING)
+
+
+def draw_mask(rng, n: int, M: int) -> np.ndarray:
+    """Step 3's rho: uniform on [0, 2^64 - 2^M) (a multiple of 2^M, so rho mod 2^M is exactly
+    uniform for the shared tail). Full width on purpose: c = L_S + rho (mod 2^64) must hide *any*
+    L_S, also one a deviating client shifted by up to 2^63 in the chain (a mask below 2^63 left
+    the top bit of u = L_C + c equal to the shift's bit: review finding, docs/malicious.md);
+    missing the top 2^M values keeps u = L + rho < 2^64 without wrap-around for honest L < 2^(M-1)."""
+    hi = rng.random_below(n, RING - M)
+    top = U64((1 << (RING - M)) - 1)
+    while True:  # rejection of the one excluded high value (probability 2^(M-64) per point)
+        bad = np.flatnonzero(hi == top)
+        if bad.size == 0:
+            break
+        hi[bad] = rng.random_below(bad.size, RING - M)
+    return (hi << U64(M)) | rng.random_below(n, M)
 
 
 def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: au.U128) -> au.U128:
@@ -198,8 +220,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
         # 2. the L1 chain, shares mod 2^64
         l_s = laplacian.l1_shares(party, pp, N, XT=XT, ring_bits=RING)
-        # 3. mask-reveal: u = L + rho over the integers (rho < 2^63, L < 2^(M-1))
-        rho = (party.rng.random_below(N, 63 - M) << U64(M)) | party.rng.random_below(N, M)
+        # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
+        rho = draw_mask(party.rng, N, M)
         party.ch.send_array(l_s + rho)
         # 4. u committed, 64 bits per point
         ku = au.commit(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)

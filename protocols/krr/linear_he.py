@@ -20,26 +20,50 @@ re-randomisation of c1' -- so client-malicious sessions keep the checked OT path
 merged for the Gaussian cross term (:mod:`protocols.mpc.bfv_proof`) commits its witness with more
 checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md).
 
-Protocol (after the handshake; client = role 1, server = role 0), two messages:
+Protocol (client = role 1, server = role 0), two messages after the handshake:
   0. keys: the client's secret key and public key pk0 are made once per process and ring
-     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 1 only on the first session
+     (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 2 only on the first session
      with a server (the server keeps it by key id, LRU 1,024, one hour), or when asked again.
      ``resume_ot=False`` on the client: a fresh key for this session only (unlinkable sessions).
-  1. client -> server: header, key id, [pk0], and per query (seed of a, c0 = -a s + e + Delta Phi')
-     with Delta = 2^(log q - out_bits).
-  2. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
-     step 1 with pk0), else per query (v, top 64 bits of c1') with the constant
-     ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v.
-  3. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
+  1. hello (a TCP client, :func:`hello_seed`): carries ``lattice_seed``, the 16-byte seed of the
+     first query's a -- the seed of a mask the client made last session, or a fresh one. Once the
+     public parameters are on their way the server computes that query's re-randomisation
+     a W + p1 u + e1 with a fresh u (:func:`server_early`; or takes the one it made for this seed
+     after the client's last reply), while the client waits and computes its features.
+  2. client -> server: header, key id, [pk0], [next seed], and per query (seed of a,
+     c0 = -a s + e + Delta Phi') with Delta = 2^(log q - out_bits); the first query's seed is the
+     announced one. With ``PREPARE_NEXT`` the client also names the seed of its next session's
+     first a, and makes that mask (-a s + e) while it waits for the reply.
+  3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
+     step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
+     constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
+     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use).
+  4. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
-Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up, 32,785 down; first
-session with a server adds pk0 (57,344 bytes). Rounds after the handshake: one each way; a
-resumed client sends the hello, ready and step 1 in one flight (:func:`protocols.krr.client.predict`,
-parameters cached and checked by digest): 2 rounds in all.
+Offline / online (what moves off the critical path, and why that is safe): the client's mask
+-a s + e and the server's a W + p1 u + e1 depend only on the seed of a, never on the query; both
+are made before the query (steps 1 and 3) and each is **single use**: a mask is spent by its one
+encryption (two queries under one a and e would hand the server Delta (Phi - Phi')), a
+re-randomisation by its one answer (the masking of a W by p1 u + e1 is argued for one answer;
+two sharing u and e1 are correlated, and under two values of a their difference is (a - a') W
+plus small noise); :class:`protocols.mpc.rlwe_ip.Mask` and
+:class:`~protocols.mpc.rlwe_ip.Rerandomised` refuse a second use, the stores hand each out once
+(taken, not read), and a server asked twice for one seed answers the second query with a fresh u.
+What remains online: the client adds Delta phi' (0.04 ms CPU at n = 4,096) and decrypts
+(0.04 ms); the server computes v, two dot products (0.06 ms). The seeds are public (they travel
+with c0 anyway). A deviating client that announces another client's seed only makes the server
+spend that re-randomisation on its own query (a fresh u, never a second use).
+
+Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
++ about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).
+Rounds after the handshake: one each way; a resumed client sends the hello, ready and step 2 in
+one flight (:func:`protocols.krr.client.predict`, parameters cached and checked by digest): 2
+rounds in all; the hello still goes out first, before the features, so that step 1's work overlaps them.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 import time
@@ -159,46 +183,46 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
 # masks made for the client's next session with a server, by (server, key id); each is taken
 # (removed) by that session's first encryption: a mask encrypts one query only
 _NEXT_MASKS: dict[tuple[str, bytes], rlwe_ip.Mask] = {}
-# the seed of a announced in this session's hello (early data) with no mask made yet, by
-# (server, key id): taken (and so forgotten) by the session's first encryption
-_ANNOUNCED: dict[tuple[str, bytes], bytes] = {}
 
 
 def _fresh_seed() -> bytes:
-    return rlwe_ip.SecureRandom().random_bytes(rlwe_ip.SEED_BYTES)
+    return os.urandom(rlwe_ip.SEED_BYTES)  # a public seed: fresh OS entropy, no cipher set-up
 
 
-def hello_fields(pp: PublicParams, server_key: str) -> dict[str, Any]:
-    """What a resumed (early-data) client adds to its hello for a lattice server: the seed of its
-    first ciphertext's a, so that the server computes a W + p1 u + e1 while the client computes
-    its features (:func:`server_early`). The seed is public (it travels with c0 anyway): the seed
-    of a mask made last session if one waits, else a fresh one."""
-    key, _ = client_key(ring_params(pp))
-    with _CLIENT_LOCK:
-        mask = _NEXT_MASKS.get((server_key, key.key_id))
+def hello_seed(pp: PublicParams | None, server_key: str) -> bytes:
+    """The seed of a that a client announces in its hello (``lattice_seed``), so that a lattice
+    server computes a W + p1 u + e1 for it while the client waits for the parameters and computes
+    its features (:func:`server_early`; other servers ignore it). The seed is public (it travels
+    with c0 anyway): with ``pp`` (parameters cached from an earlier session) the seed of the mask
+    made last session if one waits, else a fresh one."""
+    if pp is not None:
+        key, _ = client_key(ring_params(pp))
+        with _CLIENT_LOCK:
+            mask = _NEXT_MASKS.get((server_key, key.key_id))
         if mask is not None:
-            seed = mask.seed
-        else:
-            seed = _ANNOUNCED[(server_key, key.key_id)] = _fresh_seed()
-    return {"lattice_seed": seed.hex()}
+            return mask.seed
+    return _fresh_seed()
 
 
-def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRandom
-                ) -> tuple[rlwe_ip.Mask | None, bool]:
+def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRandom, resume: bool,
+                announced: bytes | None) -> tuple[rlwe_ip.Mask | None, bool]:
     """The mask for this session's first query and whether it was made before the session: one
-    made last session, or one made now for the seed this session's hello announced, or None (a
-    fresh seed, inline)."""
-    with _CLIENT_LOCK:
-        mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
-        seed = _ANNOUNCED.pop((server_key, key.key_id), None)
-    if mask is not None:
+    made last session (for the seed the hello announced), or one made now for the announced seed,
+    or None (no seed announced: a fresh one, inline). A waiting mask whose seed was not announced
+    is dropped unused."""
+    mask = None
+    if resume:
+        with _CLIENT_LOCK:
+            mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
+    if mask is not None and (announced is None or mask.seed == announced):
         return mask, True
-    return (key.mask(seed, rng) if seed is not None else None), False
+    return (key.mask(announced, rng) if announced is not None else None), False
 
 
 def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
-                  resume: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """Steps 0-3, query owner: the k predictions and what the session cost."""
+                  resume: bool = True, announced: bytes | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Steps 0-3, query owner: the k predictions and what the session cost. ``announced``: the
+    seed of a this session's hello announced (:func:`hello_seed`), used for the first query."""
     t0 = time.perf_counter()
     phi = np.atleast_2d(phi)
     enc = pp.encode_features(phi, "query features").astype(np.int64)  # phi' in [0, 2^x_bits)
@@ -207,7 +231,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     key, new = client_key(rp, fresh=not resume)
     keygen_s = key.keygen_s if new else 0.0
     with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
-    mask, premade = _first_mask(server_key, key, party.rng) if resume else (None, False)
+    mask, premade = _first_mask(server_key, key, party.rng, resume, announced)
     cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
     ch = party.ch

@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 19  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 20  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -47,6 +47,9 @@ PROTOCOL_VERSION = 19  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 19: exact kernels' step-9 inner product in Z_2^128 by lattice HE (protocols.mpc.rlwe_ip128) where it
 # sends fewer bytes than the OT route (public field inner_product); semi-honest exact kernels split the
 # exponent with a low part spanning 8 in t and centred factors (half the step-7 table)
+# 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
+# lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
+# re-randomises for it after its reply, the client makes its mask while it waits)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -57,9 +60,10 @@ CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian", "krr-laplacian")
 #: model's plan fits (else semi-honest, with a warning): every kind that has such a protocol
 AUTO_CLIENT_MALICIOUS_KINDS = CLIENT_MALICIOUS_KINDS
 #: client-malicious Laplacian protocol: widest encoded entry (its check sends 2^x_bits x 16 bytes
-#: per feature) and widest L1 distance (u = L + rho is hidden by a 63-bit mask)
+#: per feature) and widest L1 distance (c = L_S + rho hides L_S to 2^(M-64) per training point:
+#: 2^-32 at most; M = 25-26 for Coulomb matrices, d = 351, 15-16-bit entries)
 LAPLACIAN_MALICIOUS_MAX_X_BITS = 16
-LAPLACIAN_MALICIOUS_MAX_RING_BITS = 40
+LAPLACIAN_MALICIOUS_MAX_RING_BITS = 32
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves
 MALICIOUS_MAX_HI_BITS = 12
 #: the one reason a client gives when it rejects its own query (never why: that would name its data)

@@ -206,7 +206,8 @@ class CompactLinearProtocol(ModelProtocol):
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if pp.lattice_linear:
-            preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"))
+            preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"),
+                                                   announced=info.pop("announced_seed", None))
             info.update(extra)
             return preds
         return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)

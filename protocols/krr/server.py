@@ -19,7 +19,8 @@ import logging
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from protocols.common import CostReport, check_hello
 from protocols.krr.handshake import (CLIENT_MALFORMED, CLIENT_REJECTED, MAX_QUERIES_PER_SESSION, refusal,
@@ -48,19 +49,37 @@ class AbortCounter:
     Laplacian protocol's one-bit selective failure, docs/malicious.md; a failed KOS check tells
     one guessed bit of Delta), so the server bounds how many such bits one client can collect.
     Clients are keyed as the query ledger keys them (verified identity, else IP address:
-    ``session_client_id``); counts live in this process (with ``workers > 1`` each worker counts
-    its own). ``limit`` None: count but never refuse. Thread-safe."""
+    ``session_client_id``). Counts live in this process (with ``workers > 1`` each worker counts
+    its own; a restart forgets them) unless ``store`` is a query ledger
+    (:class:`secureml.serving.ledger.QueryLedger`: ``record_abort`` / ``aborts``), whose file every
+    worker shares and which survives restarts (`serve --budget/--rate --ledger`).
+    ``limit`` None: count but never refuse. Thread-safe.
 
-    def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS) -> None:
+    A session in progress counts as a possible abort (:meth:`session`): checked at admission
+    only, a client could open ``concurrency`` (x workers) deviating sessions at once, all admitted
+    before the first one failed, and collect that many bits past its limit (review finding,
+    docs/malicious.md). So a client with k failed checks may run at most limit - k sessions at
+    once (an honest client with none: ``limit`` at once). In-progress sessions are counted per
+    process: with ``workers > 1`` a client can still reach ``workers`` sessions at once -- one
+    per worker -- so the bound is limit + workers - 1."""
+
+    def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS, store: Any = None) -> None:
         self.limit = limit
+        self.store = store
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._running_lock = threading.Lock()
 
     def count(self, client: str) -> int:
+        if self.store is not None:
+            return int(self.store.aborts(client))
         with self._lock:
             return self._counts.get(client, 0)
 
     def record(self, client: str) -> int:
+        if self.store is not None:
+            return int(self.store.record_abort(client))
         with self._lock:
             self._counts[client] = self._counts.get(client, 0) + 1
             return self._counts[client]
@@ -69,6 +88,32 @@ class AbortCounter:
         """:class:`Refused` (code ``aborts``, final) once ``client`` has used up its aborts."""
         if self.limit is not None and self.count(client) >= self.limit:
             raise Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
+
+    @contextmanager
+    def session(self, client: str) -> Iterator[None]:
+        """Run one session of ``client`` as a possible abort: :class:`Refused` (code ``aborts``,
+        final) when its failed checks reach the limit, (code ``busy``, retried by the client) when
+        they plus its sessions in progress do. Record a failure
+        (:meth:`record`) inside the block, so that the session is never uncounted in between."""
+        with self._running_lock:
+            running = self._running.get(client, 0)
+            if self.limit is not None:
+                failed = self.count(client)
+                if failed >= self.limit:
+                    raise Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
+                if failed + running >= self.limit:
+                    # "busy", not final: an honest client (several processes behind one address)
+                    # retries on its own once a session of its ends
+                    raise Refused("busy: this client's sessions in progress could use up its remaining failed "
+                                  "checks; retry when one ends", code="busy", retry_after=2.0)
+            self._running[client] = running + 1
+        try:
+            yield
+        finally:
+            with self._running_lock:
+                self._running[client] -= 1
+                if not self._running[client]:
+                    del self._running[client]
 
 # messages the server itself words, with nothing from the client in them: the only ones it logs
 _SAFE_MESSAGES = {CLIENT_REJECTED, CLIENT_MALFORMED}
@@ -163,16 +208,17 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
         return k, session_seconds(model.public.n_train, k, limits)
 
     def handler(ch: Channel, hello: dict[str, Any], ctx: SessionContext) -> None:
-        try:
-            serve_one(model, ch, ctx.peer, hello=hello, ctx=ctx)
-        except (MacCheckError, ConsistencyError) as exc:
-            client = session_client_id(ctx)
-            n = aborts.record(client)
-            # server-side facts only: the check's class, the verified identity (or address), the count
-            log.warning("session peer=%s client=%s failed a protocol check (%s): abort %d of %s allowed",
-                        ctx.peer, ctx.client_id, type(exc).__name__, n,
-                        aborts.limit if aborts.limit is not None else "unlimited")
-            raise
+        client = session_client_id(ctx)
+        with aborts.session(client):  # before the handshake's first byte: a refusal is the reply
+            try:
+                serve_one(model, ch, ctx.peer, hello=hello, ctx=ctx)
+            except (MacCheckError, ConsistencyError) as exc:
+                n = aborts.record(client)
+                # server-side facts only: the check's class, the verified identity (or address), the count
+                log.warning("session peer=%s client=%s failed a protocol check (%s): abort %d of %s allowed",
+                            ctx.peer, ctx.client_id, type(exc).__name__, n,
+                            aborts.limit if aborts.limit is not None else "unlimited")
+                raise
 
     def admit_all(ctx: SessionContext) -> Any:
         aborts.check(session_client_id(ctx))

@@ -24,17 +24,27 @@ public key is ``pk0 = -p1 s + e_p`` alone (one polynomial up, once per client an
 Protocol (client = key owner, server = weight owner; the target coefficient is k = n - 1):
   0. keys (client, once per process and server: :class:`ClientKey`): s ternary, pk0 = -p1 s + e_p,
      sent once; the server keeps it under ``key_id = SHA-256(pk0)[:16]``.
-  1. client: per query a fresh 16-byte seed for a uniform ``a``, and
-     ``c0 = -a s + e + Delta Phi`` with ``Phi = sum_j phi'_j X^j``; sends (seed, c0).
-  2. server (weights prepared once per model, :class:`PreparedWeights`): with
-     ``W = sum_j w'_j X^(n-1-j)`` the coefficient k of ``Phi W`` is ``phi'.w'`` (no wrap-around);
-     fresh ternary u and errors e0, e1, and a flood ``f`` uniform in [-2^b, 2^b]:
-       v   = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + f      (one number: only k is ever decrypted)
+  1. client, before the query (:meth:`ClientKey.mask`): a fresh 16-byte seed for a uniform ``a``
+     and the mask ``-a s + e`` (:class:`Mask`); server, before the query
+     (:func:`server_prepare`): fresh ternary u, e1 and
        c1' = a W + p1 u + e1                                 (the whole polynomial, re-randomised)
-     ``(c0 W)[k]`` and ``(pk0 u)[k]`` are plain dot products; only ``a W`` and ``p1 u`` need FFTs.
-  3. server sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of c1':
-     the client loses < n 2^(log q - 64) of precision, below one unit of the product).
+     with ``W = sum_j w'_j X^(n-1-j)`` (:class:`Rerandomised`, keeping u).
+  2. client (:meth:`ClientKey.encrypt_with`, spends the mask): ``c0 = -a s + e + Delta Phi`` with
+     ``Phi = sum_j phi'_j X^j``; sends (seed, c0).
+  3. server (:func:`server_finish`, spends the re-randomisation): the coefficient k of ``Phi W`` is
+     ``phi'.w'`` (no wrap-around); with fresh e0 and a flood ``f`` uniform in [-2^b, 2^b]
+       v   = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + f      (one number: only k is ever decrypted)
+     ``(c0 W)[k]`` and ``(pk0 u)[k]`` are plain dot products; only step 1's ``a W`` and ``p1 u``
+     need FFTs. Sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of
+     c1': the client loses < n 2^(log q - 64) of precision, below one unit of the product).
   4. client: ``m = v + (c1' s)[k] = Delta (phi'.w' + c) + (e W)[k] + (e_p u)[k] + (e1 s)[k] + e0 + f``.
+Step 1 needs only the seed, so both halves can be made before the query is known (an
+offline/online split, :mod:`protocols.krr.linear_he`); each is single use -- :class:`Mask` and
+:class:`Rerandomised` refuse a second use: one a and e under two queries would give the server
+``c0 - c0' = Delta (Phi - Phi')``; the re-randomisation's argument below (a fresh RLWE sample
+p1 u + e1 masking a W, and (pk0 u)[k] + e0 its other half) is made for one answer, and two answers
+sharing u and e1 would have correlated masks (under two values of a, their difference is
+``(a - a') W`` plus small noise: w). A re-randomisation is bound to its seed and spent by one answer.
 
 Threat model (semi-honest; see also docs/compact-models.md):
 * Server's view: pk0 and the c0s are RLWE samples (fresh uniform a per query, one secret s): they

@@ -5,7 +5,7 @@ KRR's client factors have 41 bits), the *server* k vectors r (k, N) of 128-bit v
 additive shares mod 2^128 of ``sum_i r[a, i] v[a, i]`` for each row a -- what
 :func:`protocols.mpc.gilboa128.inner_products128` computes with one random OT per bit of v
 (~0.7 kB per element), here with one RLWE ciphertext up and one down per query (~83 bytes per
-ring coefficient, 1.4 MB at N = 16,384 where the OT route sends 11.5 MB); three messages: key
+ring coefficient, 1.4 MB at N = 16,384 where the OT route sends 11.5-13 MB, for 41-46-bit v); three messages: key
 and seeds up, ciphertexts up, reply down.
 
 Arithmetic and encodings are :mod:`protocols.mpc.rlwe_ip`'s (its :class:`~protocols.mpc.rlwe_ip.Ring`,
@@ -30,9 +30,11 @@ Protocol (client = key owner, role of ``bits``; server = holder of ``values``):
         val = sum_c (c0_c R_c)[n-1] + (pk0' u)[n-1] + e0 + Delta m + f        (one number)
         c1' = sum_c a_c R_c + p1 u + e1                                        (re-randomised)
      ``(c0_c R_c)[n-1]`` and ``(pk0' u)[n-1]`` are dot products; only ``a_c R_c`` and ``p1 u``
-     need FFTs (16-bit limbs, :func:`protocols.mpc.rlwe_ip._fold` checks every rounding). c1'
-     needs only the seeds and r (:func:`server_prepare`, ~0.1 s at n = 16,384): the server computes
-     it while the client is still busy; with c0 only the dot products remain (:func:`server_finish`).
+     need FFTs (16-bit limbs, :func:`protocols.mpc.rlwe_ip._fold` checks every rounding). u, e1,
+     p1 u, (pk0' u)[n-1] and the spectra of a_c need only the key message (:func:`server_keyed`,
+     when it arrives), the products with r only r (:func:`server_products`, ~0.07 s at n = 16,384):
+     the server computes both while the client is still busy; with c0 only the dot products remain
+     (:func:`server_finish`).
   3. server -> client: val (Q bits) and c1' cut to its top ``Q - c1_drop`` bits. Its share is -m.
   4. client: ``val + (c1' s)[n-1] = Delta (sum r v + m) + noise`` with |noise| < Delta / 2; its share
      is the rounded quotient, ``sum r v + m mod 2^128``.
@@ -244,47 +246,86 @@ class ServerPrepared:
     pku: list[int]
 
 
-def server_prepare(plan: IP128Plan, key_msg: np.ndarray, r_hi: np.ndarray, r_lo: np.ndarray,
-                   rng: SecureRandom) -> ServerPrepared:
-    """Step 2's products with a_c and u for k rows of r (k, N): c1' = sum_c a_c R_c + p1 u + e1."""
-    r_hi, r_lo = np.atleast_2d(r_hi), np.atleast_2d(r_lo)
-    k, N = r_hi.shape
-    if N != plan.n_values:
-        raise ProtocolError(f"lattice inner product: {N} values, the plan has {plan.n_values}")
+#: precompute a_c's spectra at key time only up to this many ciphertexts (5.2 MB each at n = 16,384)
+_EARLY_SPECTRA = 4
+
+
+@dataclass
+class ServerKeyed:
+    """What the server computes from the key message alone (before it knows r): per query the fresh
+    u's part of c1' (buckets of p1 u + e1 as a spectrum and an integer part), (pk0' u)[n-1], and the
+    spectra of a_c (while there are at most :data:`_EARLY_SPECTRA` of them)."""
+
+    k: int
+    seeds: np.ndarray  # (k * chunks, 16)
+    u_spec: list[np.ndarray]  # per query: spectrum of p1_bal u
+    base: list[np.ndarray]  # per query: integer buckets C J u + e1
+    pku: list[int]
+    a_specs: list[np.ndarray] | None
+
+
+def server_keyed(plan: IP128Plan, key_msg: np.ndarray, k: int, rng: SecureRandom) -> ServerKeyed:
+    """Step 2's query-independent part, from the key message: u, e1, p1 u, (pk0' u)[n-1], a_c spectra."""
     n_ct = k * len(plan.chunks)
     want = plan.pk_bytes + n_ct * SEED_BYTES
     if key_msg.ndim != 1 or key_msg.shape[0] != want:
         raise ProtocolError(f"lattice inner product: client key message of {key_msg.size} bytes, expected {want}")
     pk_top = _bytes_to_limbs(key_msg[:plan.pk_bytes].reshape(plan.n, -1))
-    seeds = key_msg[plan.pk_bytes:].reshape(n_ct, SEED_BYTES)
+    R = _ring(plan)
+    n = plan.n
+    out = ServerKeyed(k, key_msg[plan.pk_bytes:].reshape(n_ct, SEED_BYTES), [], [], [], None)
+    for _ in range(k):
+        u = _ternary(rng, n)
+        # p1 = p1_bal + C J: the spectrum of p1_bal u, and C J u (one 2^15-weighted copy per bucket) + e1
+        out.u_spec.append(R.p1_spec * np.fft.rfft(u.astype(np.float64), 2 * n))
+        base = np.broadcast_to(_jmul(u) << (LIMB - 1), (R.L, n)).copy()
+        base[0] += _cbd(rng, n)
+        out.base.append(base)
+        out.pku.append(_combine(pk_top @ np.ascontiguousarray(u[::-1]), plan.pk_drop))
+    if n_ct <= _EARLY_SPECTRA:
+        out.a_specs = [_a_spec(R, s.tobytes()) for s in out.seeds]
+    return out
+
+
+def _a_spec(R: Ring, seed: bytes) -> np.ndarray:
+    return np.fft.rfft(R.uniform(SecureRandom(seed)).astype(np.float64), 2 * R.n, axis=-1)
+
+
+def server_products(plan: IP128Plan, keyed: ServerKeyed, r_hi: np.ndarray, r_lo: np.ndarray) -> ServerPrepared:
+    """Step 2's products with r for k rows (k, N): c1' = sum_c a_c R_c + p1 u + e1 (no randomness left)."""
+    r_hi, r_lo = np.atleast_2d(r_hi), np.atleast_2d(r_lo)
+    k, N = r_hi.shape
+    if N != plan.n_values or k != keyed.k:
+        raise ProtocolError(f"lattice inner product: {k} x {N} values, the plan has {keyed.k} x {plan.n_values}")
     R = _ring(plan)
     n, L = plan.n, R.L
-    out = ServerPrepared([], [], [])
+    out = ServerPrepared([], [], keyed.pku)
     for a in range(k):
-        u = _ternary(rng, n)
         limbs = _balanced_limbs(r_hi[a], r_lo[a])
-        # c1' = sum_c a_c R_c + p1 u + e1 (p1 = p1_bal + C J: the C J u term added per bucket)
-        buckets = np.zeros((L, n), dtype=np.int64)
-        spec = R.p1_spec * np.fft.rfft(u.astype(np.float64), 2 * n)
+        buckets = keyed.base[a].copy()
         pos = 0
         for c, m in enumerate(plan.chunks):
             poly = np.zeros((R_LIMBS, n), dtype=np.float64)
             poly[:, n - m:] = limbs[:, pos:pos + m][:, ::-1]
             r_spec = np.fft.rfft(poly, 2 * n, axis=-1)  # R_c = sum_j r_(cn+j) X^(n-1-j)
-            seed = seeds[a * len(plan.chunks) + c].tobytes()
-            a_spec = np.fft.rfft(R.uniform(SecureRandom(seed)).astype(np.float64), 2 * n, axis=-1)
-            spec = spec if c == 0 else np.zeros_like(spec)
+            i = a * len(plan.chunks) + c
+            a_spec = keyed.a_specs[i] if keyed.a_specs is not None else _a_spec(R, keyed.seeds[i].tobytes())
+            spec = keyed.u_spec[a].copy() if c == 0 else np.zeros_like(keyed.u_spec[a])
             for j in range(R_LIMBS):
                 spec[j:] += a_spec[: L - j] * r_spec[j]
             buckets += _fold(spec, n)  # per chunk: each fold stays below 2^49
             pos += m
-        buckets += _jmul(u) << (LIMB - 1)
-        buckets[0] += _cbd(rng, n)
         c1 = R.normalize(buckets)
         out.r_limbs.append(limbs)
         out.c1_top.append(_limbs_to_bytes(c1, plan.coeff_bytes)[:, plan.c1_drop // 8:].ravel())
-        out.pku.append(_combine(pk_top @ np.ascontiguousarray(u[::-1]), plan.pk_drop))
     return out
+
+
+def server_prepare(plan: IP128Plan, key_msg: np.ndarray, r_hi: np.ndarray, r_lo: np.ndarray,
+                   rng: SecureRandom) -> ServerPrepared:
+    """Step 2's products with a_c and u for k rows of r (k, N) in one call (:func:`server_keyed`
+    then :func:`server_products`)."""
+    return server_products(plan, server_keyed(plan, key_msg, np.atleast_2d(r_hi).shape[0], rng), r_hi, r_lo)
 
 
 def server_finish(plan: IP128Plan, prep: ServerPrepared, ct_msg: np.ndarray,
@@ -332,12 +373,17 @@ class LatticeSumClient:
     """The key owner's side, split where the caller can overlap it with other steps: the key message
     goes out first (it needs no values), the ciphertexts once the values are known."""
 
-    def __init__(self, party: PartyContext, n_values: int, k: int) -> None:
+    def __init__(self, party: PartyContext, n_values: int, k: int, send: bool = True) -> None:
+        """Makes the key and seeds; sends them now unless ``send`` is False (then :meth:`send_key`)."""
         self.party, self.k = party, k
         self.plan = make_plan(n_values)
         self.key = ClientKey(RingParams(self.plan.n, self.plan.q_bits), party.rng)
-        msg, self.seeds = client_key_message(self.plan, self.key, k, party.rng)
-        party.ch.send_array(msg, owned=True)
+        self._key_msg, self.seeds = client_key_message(self.plan, self.key, k, party.rng)
+        if send:
+            self.send_key()
+
+    def send_key(self) -> None:
+        self.party.ch.send_array(self._key_msg, owned=True)
 
     def send_values(self, v: np.ndarray, n_bits: int) -> None:
         y = np.atleast_2d(np.ascontiguousarray(v, dtype=np.uint64))
@@ -359,12 +405,14 @@ class LatticeSumServer:
     def __init__(self, party: PartyContext, n_values: int, k: int) -> None:
         self.party, self.k = party, k
         self.plan = make_plan(n_values)
-        self.key_msg = party.ch.recv_array(dtype=np.uint8, shape=(None,),
-                                           max_bytes=self.plan.pk_bytes + k * len(self.plan.chunks) * SEED_BYTES)
+        want = self.plan.pk_bytes + k * len(self.plan.chunks) * SEED_BYTES
+        key_msg = party.ch.recv_array(dtype=np.uint8, shape=(None,), max_bytes=want)
+        # refused at once if malformed; u, e1, p1 u and a_c's spectra now, while the client works
+        self.keyed = server_keyed(self.plan, key_msg, k, party.rng)
         self.prep: ServerPrepared | None = None
 
     def prepare(self, values: tuple[np.ndarray, np.ndarray]) -> None:
-        self.prep = server_prepare(self.plan, self.key_msg, values[0], values[1], self.party.rng)
+        self.prep = server_products(self.plan, self.keyed, values[0], values[1])
 
     def finish(self) -> list[int]:
         if self.prep is None:

@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Laplacian kernel: the OT extension of its comparisons -- 'silent' (LPN-based, a third "
                    "less traffic, ~1.7x the CPU: for slow links) or 'softspoken' (faster on a LAN); 'auto' "
                    "(default): silent from 2^16 training entries (N x d), softspoken below (docs/ot-engine.md)")
+    p.add_argument("--inner-product", choices=("auto", "he", "ot"), default="auto",
+                   help="exact kernels, semi-honest: step 9's inner product in Z_2^128 -- 'he' lattice HE (one "
+                   "RLWE ciphertext each way, ~1.4 MB whatever N up to 16,384) or 'ot' Gilboa products over random "
+                   "OT (~0.7 kB per training point); 'auto' (default): fewer bytes for the model's N (the lattice "
+                   "from N ~ 925 on; docs/double-blind.md). The client-malicious protocols have their own step")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
                    "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
@@ -91,8 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-aborts", type=int, default=3, metavar="N",
                    help="refuse a client after N failed protocol checks (client-malicious sessions: whether a "
                    "deviating client's Laplacian session aborts can tell it one bit about the training data; a "
-                   "failed OT check one guessed key bit); counted per client identity, else IP address, per "
-                   "worker process; 0: no limit (default 3)")
+                   "failed OT check one guessed key bit); counted per client identity, else IP address (in the "
+                   "--ledger file when --budget or --rate is set, else per worker process); 0: no limit (default 3)")
     g.add_argument("--ledger", default="secureml-ledger.sqlite",
                    help="SQLite file of per-client query counts (default ./secureml-ledger.sqlite)")
     p.set_defaults(func=run)
@@ -134,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         verify_key = load_public_key(args.verify_key)
     model = _load(args, verify_key)
     set_ot_engine(model, args.ot_engine)
+    set_inner_product(model, args.inner_product)
     if model.public.security != "client-malicious":
         print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
               "learn more than its predictions (the training weights); docs/malicious.md says which "
@@ -195,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_aborts < 0:
         raise SecureMLError("--max-aborts must be at least 0 (0: no limit)")
-    extra["aborts"] = AbortCounter(args.max_aborts or None)
+    # with a ledger (--budget/--rate) the count lives in its file: shared by workers, kept across restarts
+    extra["aborts"] = AbortCounter(args.max_aborts or None, store=ledger)
     try:
         serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
               concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers,
@@ -215,6 +222,16 @@ def set_ot_engine(model: Any, engine: str) -> None:
             raise SecureMLError("--ot-engine silent is semi-honest only (the client-malicious Laplacian protocol "
                                 "runs on the checked SoftSpoken extension): serve it with --security semi-honest")
         model.public.ot_engine = engine
+        model.public.validate()
+
+
+def set_inner_product(model: Any, choice: str) -> None:
+    """--inner-product for a semi-honest exact-kernel model ('auto' keeps the byte rule of
+    PublicParams.lattice_sum); client-malicious and compact models ignore it (their own last steps)."""
+    from protocols.krr.params import EXACT_KINDS
+
+    if model.public.kind in EXACT_KINDS and model.public.security == "semi-honest":
+        model.public.inner_product = choice
         model.public.validate()
 
 

@@ -17,7 +17,9 @@ protocol runs: a client that aborts mid-session has still spent its answers (it 
 them). Refusals raise :class:`QueryRefused` with one clear line for the client.
 
 Interface (what a server needs): ``ledger.admit(client_id, n)`` -- check and charge atomically;
-``check`` and ``charge`` apart; ``usage(client_id)``.
+``check`` and ``charge`` apart; ``usage(client_id)``; ``record_abort`` / ``aborts``: the count of
+a client's sessions that failed a protocol check (``serve --max-aborts``, protocols.krr.server),
+kept in the same file so that it holds across worker processes and restarts.
 """
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ CREATE TABLE IF NOT EXISTS clients (
     used INTEGER NOT NULL DEFAULT 0,       -- answers charged, lifetime
     tokens REAL NOT NULL,                  -- rate-limit bucket
     updated REAL NOT NULL                  -- wall-clock time of the bucket's last update
+);
+CREATE TABLE IF NOT EXISTS aborts (
+    client_id TEXT PRIMARY KEY,
+    failed INTEGER NOT NULL DEFAULT 0      -- sessions that failed a protocol check (serve --max-aborts)
 );
 """
 
@@ -147,6 +153,32 @@ class QueryLedger:
                 if db is not self._memory:
                     db.close()
         return None if self.budget is None else self.budget - used - n
+
+    def record_abort(self, client_id: str) -> int:
+        """Count one failed protocol check against ``client_id``; returns its new total."""
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO aborts (client_id, failed) VALUES (?, 1) ON CONFLICT(client_id) "
+                           "DO UPDATE SET failed = failed + 1", (client_id,))
+                n = int(db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()[0])
+                db.execute("COMMIT")
+                return n
+            finally:
+                if db is not self._memory:
+                    db.close()
+
+    def aborts(self, client_id: str) -> int:
+        """Failed protocol checks counted against ``client_id`` so far."""
+        with self._lock:
+            db = self._connect()
+            try:
+                row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
+                return 0 if row is None else int(row[0])
+            finally:
+                if db is not self._memory:
+                    db.close()
 
     def usage(self, client_id: str) -> dict[str, float | int | None]:
         with self._lock:

@@ -113,3 +113,13 @@ def test_measured_positions_place_merged_coordinates_with_linear_queries() -> No
         if n == 192:
             assert res.membership_queries < 0.1 * got["grouped"][0].membership_queries
     assert per_point[192] <= 1.2 * per_point[48]  # linear in N, not N^2
+
+
+def test_rounded_answers_cost_the_attack_points() -> None:
+    """run(round_to=...): the API's answers rounded to a grid (an output defense); the attacker is
+    told the grid. Exact answers recover every point at N = 8, answers rounded to 1e-3 none."""
+    exact = kink_scale.run(8, settings=((1.0, 3),))[0]
+    rounded = kink_scale.run(8, settings=((1.0, 3),), round_to=1e-3)[0]
+    assert exact["round_to"] == 0.0 and rounded["round_to"] == 1e-3
+    assert exact["fraction_recovered_rel0.001"] == 1.0
+    assert rounded["fraction_recovered_rel0.001"] == 0.0

@@ -8,7 +8,7 @@ import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr.params import PublicParams
-from protocols.krr import ServedModel, serve_one
+from protocols.krr import ServedModel, predict_features, serve_one
 from protocols.testing import run_krr_session, secrets_in_transcript, view_independence_pvalue
 from protocols.net.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
@@ -175,3 +175,72 @@ def test_feature_bound_reveals_only_powers_of_two():
     for mn in (-0.7, -3.0, -17.2, -100.0):
         lo, hi = feature_bounds(np.array([[mn, 40.0]]))
         assert float(np.log2(-lo)).is_integer() and float(np.log2(hi - lo)).is_integer()
+
+
+@pytest.mark.parametrize("inner_product", ["ot", "he"])
+def test_semi_honest_step9_routes_match_plaintext_and_reveal_no_distance(inner_product):
+    """Semi-honest sessions with step 9 over OT (Gilboa) or lattice HE (protocols/mpc/rlwe_ip128):
+    the same predictions, and neither transcript carries a distance or kernel value."""
+    model = _model(N=32, d=8, seed=3)
+    served = ServedModel(model, security="semi-honest")
+    served.public.inner_product = inner_product
+    # near two training points, never on one (distance 0 and kernel 2^40 would be 8 zero bytes / a round number)
+    Q = model.X_train[[0, 5]] + np.random.default_rng(0).uniform(0.1, 0.4, (2, 8))
+    preds, cost, pp, client_ch, box = _session(served, Q, record=True, seed=31)
+    assert "error" not in box and pp.lattice_sum == (inner_product == "he")
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)
+    X = pp.encode_features(model.X_train)
+    secrets = set()
+    for q_row, q_enc in zip(Q, pp.encode_features(Q)):
+        D = ((X.astype(object) - q_enc.astype(object)) ** 2).sum(axis=1)
+        secrets |= {int(v) % (1 << pp.ring_bits) for v in D} | {int(v) >> pp.shift_bits for v in D}
+        K = np.exp(-((model.X_train - q_row) ** 2).sum(1) / (2 * model.sigma**2))
+        secrets |= {int(round(k * (1 << pp.g_frac_bits))) for k in K}
+    assert len(secrets) > 64
+    assert secrets_in_transcript(client_ch.transcript, secrets) == []
+
+
+def test_semi_honest_lattice_step9_client_view_independent_of_query():
+    """With step 9 by lattice HE, the bytes the client receives (table, truncated c1', val) look the
+    same for a query on a training point and one far from all (seeded: cannot fail by chance)."""
+    model = _model(N=32, d=8, seed=4)
+    served = ServedModel(model, security="semi-honest")
+    served.public.inner_product = "he"
+    transcripts = [_session(served, Q, record=True, seed=seed)[3].transcript
+                   for seed, Q in ((103, model.X_train[:1]), (204, np.full((1, 8), 49.0)))]
+    assert view_independence_pvalue(transcripts) > 1e-4
+
+
+def test_lattice_step9_wrong_size_ciphertext_fails_the_session_with_one_line(monkeypatch):
+    """A deviating client whose step-9 ciphertext is one coefficient short: the server refuses it with
+    one line before computing on it (its session fails, no prediction), and the next honest session
+    on the same served model gets the right answer."""
+    from protocols.mpc import rlwe_ip128
+
+    model = _model(N=24, d=6, seed=8)
+    served = ServedModel(model, security="semi-honest")
+    served.public.inner_product = "he"
+    Q = model.X_train[:1] + 0.3
+    real = rlwe_ip128.client_ciphertexts
+    monkeypatch.setattr(rlwe_ip128, "client_ciphertexts", lambda *a: real(*a)[:-rlwe_ip128.make_plan(24).coeff_bytes])
+    c0, c1 = local_channel_pair(timeout=20)
+    box: dict = {}
+
+    def server() -> None:
+        try:
+            serve_one(served, c0)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            box["error"] = exc
+            c0.close()
+
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+    with pytest.raises(ProtocolError):  # the client sees the session end, no prediction
+        predict_features(c1, Q, None)
+    t.join(20)
+    monkeypatch.undo()
+    err = box["error"]
+    assert isinstance(err, ProtocolError) and "\n" not in str(err)
+    assert str(err).startswith("lattice inner product: client ciphertexts of ")
+    preds, *_ = _session(served, Q)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)

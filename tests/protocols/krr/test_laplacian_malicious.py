@@ -15,6 +15,7 @@ from protocols.krr import laplacian_malicious as lm
 from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
+from protocols.ot.iknp import OTExtensionSender
 from protocols.testing import run_two_party
 from secureml.errors import ProtocolError
 
@@ -30,9 +31,10 @@ def _setup(p):
 
 def _case(N=24, d=6, seed=0, offset=-321.0):
     rng = np.random.default_rng(seed)
-    X = np.round(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6) * 256) / 256
+    # entries on the 2^-4 grid: 10-bit encodings, so step 5's tables have 2^10 entries (fast tests)
+    X = np.round(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6) * 16) / 16
     model = KernelModelParams(X, rng.normal(0, 500, N), offset, "laplacian", 40.0)
-    pp = ServedModel(model, security="semi-honest", frac_bits=8).public
+    pp = ServedModel(model, security="semi-honest", frac_bits=4).public
     pp.security, pp.ot_engine = "client-malicious", "softspoken"
     pp.validate()
     XT = lm.prepare_server(model, pp)
@@ -101,6 +103,25 @@ def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
     assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
 
 
+def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts():
+    """`serve --noise` on the Laplacian: the shared tail adds the server's fresh draw after every
+    check (y = F(q') + e exactly); a deviating client still aborts at step 6 (before any noise)."""
+    from protocols.krr.defense_spec import OutputDefense
+
+    model, pp, XT, q = _case(seed=4)
+    pp.output_defense = OutputDefense.from_options(noise=3.0).to_dict()
+    pp.validate()
+    rec, y = _run(model, pp, XT, q, seed=11)
+    assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["noise"]) % u128.MOD
+    assert 0 < abs(gaussian_malicious.decode(pp, rec["noise"])) < 30
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        u[1] += U64(2)
+        return u
+    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
+
+
 @pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
 def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
     """Exact mod 2^128 against Python integers, also with every chi_i = 2^64 - 1 and 16-bit entries
@@ -163,6 +184,48 @@ def test_flipped_share_bit_choice_in_the_chain_aborts():
     assert calls["n"] == top
 
 
+def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
+    """Review finding (mask without full width): the client adds D = 2^62 to its COT correlation
+    of every element (i, 0) in the chain's first product, so the server's share of L_i moves by
+    2 D b_S,i0 = 2^63 b_S,i0. With rho < 2^63 the top bit of u = L_C + c was b_S,i0 (L + rho never
+    reached 2^63): the client read N threshold bits [x_i0 < q_0] = b_S xor b_C per session, then
+    committed u - 2^63 b_S -- passing the check, no abort counted. With rho uniform on
+    [0, 2^64 - 2^M) every shift is hidden (statistical distance 2^(M-64) per point): the guessed
+    bits are at chance and the corrected u fails step 6's check."""
+    model, pp, XT, q = _case(N=32, seed=5)
+    q = q.copy()
+    q[0] = max(int(q[0]), 1)  # b_C is read off the correlation q_0 (1 - 2 b_C), so q_0 != 0
+    N, half = pp.n_train, U64((1 << 63) - 1)
+    seen = {}
+
+    def shifted(orig, engine, values, bits=64):
+        if bits == 63 and "b_c" not in seen:  # the chain's product (i): the client's correlation
+            corr = values.reshape(-1, N)[0]
+            seen["b_c"] = (corr != U64(int(q[0]))).astype(np.uint8)
+            values = values.copy()
+            values[:N] = (values[:N] + U64(1 << 62)) & half
+        return orig(engine, values, bits=bits)
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        top = (u >> U64(63)).astype(np.uint8)
+        seen["guess"] = top ^ seen["b_c"]
+        return u - (top.astype(U64) << U64(63))
+
+    truth = (XT[0] < q[0]).astype(np.uint8)
+    assert 0 < truth.sum() < N
+    watch, tail = _tail_watch()
+    try:
+        _run(model, pp, XT, q, (_Patch(OTExtensionSender, "cot_send", shifted), _Patch(lm, "client_masked", masked),
+                                watch))
+        aborted = False
+    except lm.ChainCheckError:
+        aborted = True
+    right = int((seen["guess"] == truth).sum())
+    assert right <= 0.75 * N, f"{right}/{N} threshold bits of the training data read off u (aborted: {aborted})"
+    assert aborted and not tail["tail"]
+
+
 def test_forged_mac_word_aborts():
     model, pp, XT, q = _case()
     for shift in (1, 1 << 64, 1 << 127):
@@ -170,17 +233,14 @@ def test_forged_mac_word_aborts():
 
 
 def test_randomised_deviation_over_the_clients_messages():
-    """One random bit of one client message flipped per session (every message after the first
-    few in turn, seeded): each session aborts (at the OT check, step 6's check or the tail's) or
-    returns F(q') bit-exact."""
+    """One random bit of one client message flipped per session (a seeded sample of the client's
+    messages, the last three always among them):
+    each session aborts (at the OT check, step 6's check or the tail's) or returns F(q') bit-exact."""
     model, pp, XT, q = _case(N=12, d=4, seed=2)
     rng = np.random.default_rng(7)
-    outcomes = []
-    target = 0
-    while True:
-        state = {"n": 0, "hit": False}
 
-        def client(p, state=state, target=target):
+    def client_flipping(target, state):
+        def client(p):
             real = p.ch._send_frame
 
             def flip(parts, wait=True):
@@ -195,18 +255,26 @@ def test_randomised_deviation_over_the_clients_messages():
                 return real(parts, wait)
             p.ch._send_frame = flip
             return lm.online(p, pp, q=q)
+        return client
+
+    count = {"n": 0, "hit": False}
+    run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(-1, count), seed=5,
+                  setup=_setup, timeout=30)
+    total = count["n"]
+    targets = sorted(set(rng.choice(total, size=min(8, total), replace=False).tolist()) | {total - 3, total - 2,
+                                                                                            total - 1})
+    outcomes = []
+    for target in targets:
+        state = {"n": 0, "hit": False}
         try:
-            rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client, seed=5,
-                                   setup=_setup, timeout=30)
+            rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(target, state),
+                                   seed=5, setup=_setup, timeout=30)
             assert y == lm.reference(pp, model, XT, q, rec["rho"])
             outcomes.append("ideal")
         except (ProtocolError, PeerDisconnected, ValueError):
             outcomes.append("abort")
-        if not state["hit"]:
-            outcomes.pop()
-            break
-        target += 1
-    assert len(outcomes) >= 8 and "abort" in outcomes
+        assert state["hit"]
+    assert len(outcomes) >= 9 and "abort" in outcomes
 
 
 def test_refuses_wide_entries_with_one_line():
@@ -214,6 +282,22 @@ def test_refuses_wide_entries_with_one_line():
     pp2 = ServedModel(model, security="semi-honest").public  # finest grid: 20-bit entries
     with pytest.raises(ProtocolError, match="--security semi-honest"):
         lm.check_params(pp2)
+
+
+def test_refuses_distances_the_mask_hides_too_weakly():
+    """c = L_S + rho hides L_S to 2^(M-64) per point: M is capped at 32 (2^-32; it was 40, 2^-24)."""
+    import copy
+
+    from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS
+
+    _, pp, _, _ = _case()
+    assert LAPLACIAN_MALICIOUS_MAX_RING_BITS == 32 and pp.ring_bits <= 32
+    assert lm.mask_bound_bits(pp) == pp.ring_bits - 64
+    wide = copy.copy(pp)
+    wide.n_features = 1 << (32 - pp.x_bits)  # M = log2 d + B + 1 = 33
+    assert wide.ring_bits == 33
+    with pytest.raises(ProtocolError, match="--security semi-honest"):
+        lm.check_params(wide)
 
 
 def test_is_a_mac_check_error():
@@ -275,7 +359,7 @@ def _client_patch(monkeypatch, module, name, fn):
 @pytest.fixture()
 def tcp_server():
     model, _, _, _ = _case(N=16, d=5, seed=4)
-    served = ServedModel(model, frac_bits=8)  # the API's default: client-malicious
+    served = ServedModel(model, frac_bits=4)  # the API's default: client-malicious
     assert served.public.security == "client-malicious" and served.public.ot_engine == "softspoken"
     srv = _TCPServer(served, max_aborts=2)
     try:
@@ -318,3 +402,72 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     # nothing the client sent is in the log: only server-side facts (class names, counts, address)
     assert all("Error:" not in ln for ln in srv.lines)
     assert srv.thread.is_alive()
+
+
+def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeypatch):
+    """Review finding (the counter was checked at admission only): with --max-aborts 1 a client
+    opens one deviating session, holds it just before its commitment (admitted, nothing failed
+    yet) and opens a second deviating session: both were admitted and both aborted -- two bits for
+    a limit of one (with `concurrency` slots and W workers, up to W x concurrency per round). Now a
+    session in progress counts as a possible abort: the second is turned away ("busy", retried by
+    an honest client) before any protocol work, and the count never passes the limit."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1)
+    inside, release, errors = threading.Event(), threading.Event(), []
+    Q = model.X_train[[2]] + 0.5
+    orig = lm.client_masked
+
+    def held(l_c, c):  # every client thread of this test deviates; the first one waits inside
+        u = orig(l_c, c)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(20)
+        u[3] += U64(1)
+        return u
+    monkeypatch.setattr(lm, "client_masked", held)
+
+    def first():
+        try:
+            predict(srv.address, Q, retries=0)
+        except SecureMLError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=first, name="first", daemon=True)
+    try:
+        t.start()
+        assert inside.wait(30)
+        # answered "busy" (one slot of two is free: the counter's answer, which an honest client
+        # behind the same address retries), nothing run
+        with pytest.raises(SecureMLError, match="busy"):
+            predict(srv.address, Q, retries=0)
+        assert srv.aborts.count("ip:127.0.0.1") == 0
+        release.set()
+        t.join(30)
+        assert len(errors) == 1  # the held session itself aborted at step 6
+        assert srv.aborts.count("ip:127.0.0.1") == 1
+        with pytest.raises(SecureMLError, match="failed 1 protocol checks"):
+            predict(srv.address, Q, retries=0)
+    finally:
+        release.set()
+        srv.stop()
+
+
+def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart(tmp_path):
+    """With a query ledger (serve --budget/--rate) the failed-check count lives in its file: two
+    counters on one file (two worker processes) add up, and a new one (a restart) still refuses."""
+    from protocols.krr.server import AbortCounter
+    from protocols.net.frontdoor import Refused
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "ledger.sqlite"
+    a, b = AbortCounter(2, store=QueryLedger(path)), AbortCounter(2, store=QueryLedger(path))
+    a.check("token:eve")
+    assert a.record("token:eve") == 1 and b.record("token:eve") == 2
+    assert b.count("token:alice") == 0
+    b.check("token:alice")
+    with pytest.raises(Refused, match="failed 2 protocol checks"):
+        AbortCounter(2, store=QueryLedger(path)).check("token:eve")
+    AbortCounter(None, store=QueryLedger(path)).check("token:eve")  # 0 / None: count, never refuse
+

@@ -248,7 +248,7 @@ def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch
     mm, test = rff_model
     served = ServedModel.from_molecular_model(mm, security="semi-honest")
     sent, nexts, announced = [], [], []
-    real_request, real_hello = linear_he._request, linear_he.hello_fields
+    real_request, real_hello = linear_he._request, linear_he.hello_seed
 
     def spy_request(key, with_pk, cts, next_seed=None):
         sent.append([seed for seed, _ in cts])
@@ -257,11 +257,11 @@ def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch
 
     def spy_hello(pp, server_key):
         out = real_hello(pp, server_key)
-        announced.append((len(sent), out["lattice_seed"]))
+        announced.append((len(sent), out.hex()))
         return out
 
     monkeypatch.setattr(linear_he, "_request", spy_request)
-    monkeypatch.setattr(linear_he, "hello_fields", spy_hello)
+    monkeypatch.setattr(linear_he, "hello_seed", spy_hello)
     ports: list[int] = []
     th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
                           kwargs=dict(max_sessions=6, on_ready=ports.append), daemon=True)
@@ -280,7 +280,7 @@ def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch
     np.testing.assert_allclose(preds, mm.predict(test.subset([0, 1, 2, 3, 0])), atol=ERROR_BUDGET)
     seeds = [s for msg in sent for s in msg]
     assert len(seeds) == len(set(seeds)) == 6  # 5 sessions, one of them tried early and repeated
-    assert len(announced) == 4  # sessions 2-4 and the stale early try
+    assert len(announced) == 6  # every TCP session's hello (first sessions too), the stale early try included
     for n_before, seed_hex in announced:  # the announced seed is that session's first ciphertext's
         assert sent[n_before][0].hex() == seed_hex
     # sessions 1, 2 and 4 announced their successor's seed (made between sessions), session 3 did not

@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 19 (19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
+#: pinned at PROTOCOL_VERSION 20 (20: the version in the hello only -- TCP clients' lattice seed is not
+#: sent on these in-process channels; 19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
 #: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
 #: "krr-laplacian/client-malicious"; exact kernels' semi-honest pins now ask for it explicitly (the
@@ -62,16 +63,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "cc421b42833a7e8fe9355b2c21908a1d842641af692080cea8f8de6cab12535c"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "4a758f1c9851b40d77c6f707e55fb59d9107e553913ec4c29cba1170d69eef26"),
-    "krr-laplacian": (96, 74974, "cde3d4ec2169e28b1e9b955e308b5937910b195a3b00d52ffde6c7a571ef3a2f"),
-    "krr-laplacian/silent": (110, 677627, "8e02f0c9e9031da948ade1a27273a9aad801b1582aa1b976ecc18c2299648e5b"),
-    "krr-gaussian/client-malicious": (482, 9823898, "5796c960256e0df08b977ddfc013889d53436e06a7542dcc1112956fd65b5bb8"),
-    "krr-laplacian/client-malicious": (198, 302011, "962ffc5553b53fe8f58fb168a1b2ee6c7a4db0da51e13a5a897780bb5dad4820"),
+    "krr-gaussian": (66, 1564495, "5d7c657a537799c2a7070d9766b53ab973200acd52566106bc56737f0f268d7d"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "f37a249115c3d1c2ac6fd261b7cd50b1a97c2a49f9104b4b86f5b5b8e8deb2b7"),
+    "krr-laplacian": (96, 74974, "fe9532f8d45c57a4174e6bd69dcbe16700188abbbef0fd6a4c84c0caf44ef87f"),
+    "krr-laplacian/silent": (110, 677627, "1e663970ce28a51391d22c034e10ea7b326a6ce1e787c639e97b771531361e14"),
+    "krr-gaussian/client-malicious": (482, 9823898, "9224073a4d2196024d3ce4e5668889034b50eecd15713bb39f1f101700de81ca"),
+    "krr-laplacian/client-malicious": (198, 302011, "b7386ff0fe2f9954e576b09f1f939fc7043db49842f7662585fc85bb0806321a"),
     "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 19
+PINNED_VERSION = 20
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

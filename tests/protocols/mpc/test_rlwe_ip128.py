@@ -124,6 +124,14 @@ def test_wrong_size_ciphertext_is_a_one_line_error():
     with pytest.raises(ProtocolError, match="exceeds limit"):
         run_two_party(lambda p: M.inner_products128(p, values=(hi, lo), n_bits=41), long_key_client, seed=1,
                       timeout=20)
+
+    def short_key_client(p):  # a key message one byte short: refused when it arrives
+        key = ClientKey(RingParams(plan.n, plan.q_bits), p.rng)
+        p.ch.send_array(M.client_key_message(plan, key, 1, p.rng)[0][:-1])
+        return p.ch.recv_array()
+
+    with pytest.raises(ProtocolError, match=r"^lattice inner product: client key message of \d+ bytes, expected \d+$"):
+        run_two_party(lambda p: M.LatticeSumServer(p, N, 1), short_key_client, seed=1, timeout=20)
     with pytest.raises(ProtocolError, match=r"^lattice inner product: client key message of 3 bytes, expected \d+$"):
         M.server_prepare(plan, np.zeros(3, dtype=np.uint8), hi, lo, SecureRandom(b"k" * 16))
     with pytest.raises(ProtocolError, match="server reply of 3 bytes"):

@@ -3,14 +3,12 @@ client-malicious protocol is refused at start-up with one line naming `--securit
 and `auto` falls back to semi-honest only then (issue 12: client-malicious is the default)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from secureml.cli import build_parser
-from secureml.commands.serve import _load, set_ot_engine
+from secureml.commands.serve import _load, set_inner_product, set_ot_engine
 from secureml.errors import SecureMLError
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -96,14 +94,19 @@ def test_lattice_cross_term_is_client_malicious(models):
     assert m.public.security == "client-malicious" and m.public.cross_term == "he"
 
 
-def test_cli_refuses_silent_ot_for_a_client_malicious_laplacian_in_one_line(models):
+@pytest.mark.timeout(60)  # a regression would start serving instead of refusing
+def test_cli_refuses_silent_ot_for_a_client_malicious_laplacian_in_one_line(models, capsys):
     """The Laplacian kernel is served client-malicious by default (protocol 17) on the checked
-    SoftSpoken extension; silent OT is semi-honest only, so asking for it is refused in one line."""
-    out = subprocess.run([sys.executable, "-m", "secureml.cli", "serve", "--model", models["laplacian"],
-                          "--port", "0", "--ot-engine", "silent"], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "--security semi-honest" in lines[0], out.stderr
+    SoftSpoken extension; silent OT is semi-honest only, so asking for it is refused in one line.
+    The CLI's entry point in process (a subprocess spent ~8 s importing; `secureml.cli.main` is
+    what `python -m secureml.cli` runs, and test_service_e2e.py covers the process itself)."""
+    from secureml.cli import main
+
+    rc = main(["serve", "--model", models["laplacian"], "--port", "0", "--ot-engine", "silent"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--security semi-honest" in lines[0], err
 
 
 def test_ot_engine_flag_sets_the_laplacian_engine(models):
@@ -117,3 +120,26 @@ def test_ot_engine_flag_sets_the_laplacian_engine(models):
     before = model.public.ot_engine  # the size rule: 40 x 276 entries < 2^16 -> softspoken
     set_ot_engine(model, args.ot_engine)
     assert model.public.ot_engine == before == "softspoken"
+
+
+def test_inner_product_flag_sets_the_public_route_of_semi_honest_exact_kernels(models):
+    """serve --inner-product: 'he' / 'ot' fixed in the public parameters of a semi-honest exact model
+    (the 40-point test model's 'auto' is the OT route: below the lattice's ~925-point break-even);
+    a client-malicious model keeps its own protocol and ignores it."""
+    assert _args(models["gaussian"]).inner_product == "auto"
+    for kernel in ("gaussian", "laplacian"):
+        for choice, lattice in (("he", True), ("ot", False), ("auto", False)):
+            args = _args(models[kernel], "--security", "semi-honest", "--inner-product", choice)
+            model = _load(args, None)
+            set_inner_product(model, args.inner_product)
+            assert model.public.inner_product == choice and model.public.lattice_sum is lattice
+    args = _args(models["gaussian"], "--inner-product", "he")
+    model = _load(args, None)
+    set_inner_product(model, args.inner_product)
+    assert model.public.security == "client-malicious" and model.public.inner_product == "auto"
+
+
+def test_max_aborts_flag_defaults_to_three():
+    """serve --max-aborts: failed protocol checks a client may cause before it is refused (0: no limit)."""
+    assert _args("m.npz").max_aborts == 3
+    assert _args("m.npz", "--max-aborts", "0").max_aborts == 0
