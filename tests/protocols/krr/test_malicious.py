@@ -462,6 +462,10 @@ def test_malicious_gaussian_findings_2_and_3_abort(servers, monkeypatch):
     assert abs(preds[0] - mm.predict(mols.subset([1]))[0]) < 1e-2
 
 
+@pytest.mark.slow  # its claims run fast elsewhere: y = F + fresh noise through a whole served session
+# (test_defense.py::test_noise_spread_in_the_checked_gaussian_protocol, run_krr_session), a
+# deviation with noise aborting (test_gaussian_malicious.py::test_noise_deviating_client_still_aborts),
+# serving on after aborts over TCP (the other tests here); this one is their TCP combination
 def test_malicious_gaussian_noise_over_tcp(servers, monkeypatch, tmp_path):
     """`serve --noise` on the client-malicious Gaussian over real TCP: an honest client gets the
     prediction plus fresh noise (4 answers to one molecule: all different, none the bare
