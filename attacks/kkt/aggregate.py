@@ -72,7 +72,9 @@ def load_candidate_sets(paths: list[Path], include_snapshots: bool = False) -> l
     for f in files:
         with np.load(f) as data:
             meta = _meta_of(f, data)
-            label = f"{f.parent.name}/{f.stem}"
+            # a sweep's rows are all called row_<i>: name them by the sweep's folder, or two sweeps collide
+            folder = f.parent.parent if f.parent.name == "sweep_candidates" else f.parent
+            label = f"{folder.name}/{f.stem}"
             sets.append(CandidateSet(label, np.asarray(data["x"]), np.asarray(data["train"]), meta))
             if include_snapshots:
                 for key in sorted((k for k in data.files if k.startswith("snapshot_")), key=lambda k: int(k[9:])):
@@ -121,8 +123,14 @@ def best_over_runs(task: BinaryTask, held: np.ndarray, sets: list[CandidateSet],
         rows.append(_row(s.name, score_images(task, held, s.x - task.mean, seed), len(s.x)))
     pool = np.concatenate([s.x for s in sets]) - task.mean
     owner = np.concatenate([np.full(len(s.x), i) for i, s in enumerate(sets)])
+    # A diverged run (NaN candidates) would win every NCC comparison and blank the pool: it contributes
+    # nothing instead (its own row above scores 0).
+    finite = np.isfinite(pool).all(1)
+    pool, owner = pool[finite], owner[finite]
+    if not len(pool):
+        raise AttackError("every pooled candidate is NaN or infinite (all runs diverged)")
     sc = score_images(task, held, pool, seed)
-    pooled = _row(f"best over {len(sets)} runs", sc, len(pool))
+    pooled = {**_row(f"best over {len(sets)} runs", sc, len(pool)), "candidates_dropped_nonfinite": int((~finite).sum())}
     src = owner[sc["result"]["index"]]
     source_counts = {sets[i].name: int((src == i).sum()) for i in range(len(sets))}
     h = sc["heldout"]

@@ -107,6 +107,18 @@ def test_best_over_runs_pools_and_credits_each_run():
     assert (src[:5] == 0).all() and (src[5:12] == 1).all()
 
 
+def test_best_over_runs_drops_a_diverged_run():
+    task, held, sets = _digit_sets()
+    nan = CandidateSet("diverged", np.full_like(sets[0].x, np.nan), sets[0].train, sets[0].meta)
+    res = best_over_runs(task, held, [*sets, nan], seed=0)
+    ref = best_over_runs(task, held, sets, seed=0)
+    assert res["pooled"]["n_beats_heldout"] == ref["pooled"]["n_beats_heldout"] >= 12
+    assert res["pooled"]["candidates_dropped_nonfinite"] == 40 and res["source_counts"]["diverged"] == 0
+    assert res["runs"][2]["n_beats_heldout"] == 0
+    with pytest.raises(AttackError):
+        best_over_runs(task, held, [nan], seed=0)
+
+
 def test_best_over_runs_refuses_different_training_sets():
     task, held, sets = _digit_sets()
     other = CandidateSet("other", sets[0].x, sets[0].train, {**sets[0].meta, "seed": 1})
