@@ -94,12 +94,15 @@ def _molecule_recovery(centres: np.ndarray, scn: Scenario, rel_tol: float) -> di
 
 def query_reconstruction(target: Target, scn: Scenario, *, method: str = "auto", budget: int = 4096,
                          h: float = 1.0, refine: int = 8, depth: int = 4, rel_tols: tuple[float, ...] = (1e-3, 1e-2),
-                         seed: int = 0, progress: Progress = None, **fit_opts: Any) -> dict[str, Any]:
+                         seed: int = 0, progress: Progress = None, membership: str = "measure",
+                         **fit_opts: Any) -> dict[str, Any]:
     """Query-only reconstruction of the target's training points (Barzilai et al. 2025).
 
     ``method``: ``kink`` (exact, Laplacian kernel), ``expansion`` (free-centre fit, any kernel),
     ``auto`` (kink for Laplacian models, expansion otherwise). ``budget``: queries for the
     expansion fit; the kink attack's query count follows from ``h``, ``refine`` and ``depth``.
+    ``membership``: the kink attack's assembly of shared coordinates (``measure``, the strongest;
+    ``grouped``; ``pairwise``; :func:`attacks.reconstruction.kink_attack`).
     """
     pub = target.public
     kernel = pub.get("kernel")
@@ -112,9 +115,9 @@ def query_reconstruction(target: Target, scn: Scenario, *, method: str = "auto",
             raise AttackError("the kink attack needs an L1 Laplacian kernel (the Gaussian has no kinks)")
         lo, hi = cm_range(scn)
         res = reconstruction.kink_attack(target.predict, int(pub["n_features"]), lo, hi, h=h, refine=refine,
-                                         depth=depth, n_hint=n_hint, progress=progress)
+                                         depth=depth, n_hint=n_hint, membership=membership, progress=progress)
         centres, n_queries = res.centres, res.n_queries
-        extra = {"kinks": res.n_kinks, "merged_kinks": res.n_merged, "unassigned_coordinates": res.unassigned,
+        extra = {"membership": membership, "membership_queries": int(res.membership_queries), "kinks": res.n_kinks, "merged_kinks": res.n_merged, "unassigned_coordinates": res.unassigned,
                  "sigma_estimated": res.sigma, "h": h, "refine": refine, "depth": depth}
     elif method == "expansion":
         lo = pub.get("feature_lo", cm_range(scn)[0])

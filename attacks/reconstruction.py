@@ -239,7 +239,7 @@ def _solve_cell(fa: np.ndarray, fb: np.ndarray, h: float | np.ndarray, sigma: fl
 def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: float = 1.0,
                 refine: int = 16, depth: int = 2, sigma: float | None = None,
                 offset: float | None = None, n_hint: int | None = None, noise: float = 0.0,
-                far: float = 1e7, max_batch: int = 65536, membership: str = "grouped", rel_thresh: float = 1e-9,
+                far: float = 1e7, max_batch: int = 65536, membership: str = "measure", rel_thresh: float = 1e-11,
                 progress: Callable[[int], None] | None = None) -> KinkResult:
     """Reconstruct the training points of a Laplacian-kernel model from its answers alone.
 
@@ -258,8 +258,9 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
             queries per unknown (point, axis) and 3 per point: near-linear in N, exact on Coulomb
             matrices up to N = 1,000+, :func:`_positions_measured`); "grouped" (group tests and
             bisection, :func:`_members_grouped`; ~N^2 on Coulomb matrices); "pairwise" (one test
-            per (point, merged kink), the original quadratic assembly). The default stays
-            "grouped" so that the figures measured with it (defense matrix, CLI) keep their meaning.
+            per (point, merged kink), the original quadratic assembly). The default is the strongest:
+            "measure" recovers more points with fewer queries at every N measured, exact or rounded
+            answers alike (docs/attacks.md section 3), so the CLI and the defense matrix run it.
 
     Steps:
         1. b from a far query; sigma from two grid points below ``lo`` (all kinks lie above).

@@ -70,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reconstruct: kink (exact, Laplacian), expansion (free-centre fit), auto")
     p.add_argument("--score", choices=("label", "kink", "reference"), default="label",
                    help="rank: score from predictions (label: |f - y|; kink: label-free, Laplacian)")
+    p.add_argument("--membership", choices=("measure", "grouped", "pairwise"), default="measure",
+                   help="reconstruct/kink: assembly of coordinates shared by several training points -- "
+                        "measure (3 queries per coordinate, near-linear in N, the strongest), grouped "
+                        "(group membership tests, ~N^2), pairwise (one test per point and kink) "
+                        "(default measure)")
     p.add_argument("--grid-step", type=float, default=1.0, help="reconstruct/kink: coarse grid step (default 1)")
     p.add_argument("--depth", type=int, default=4, help="reconstruct/kink: refinement levels (default 4)")
     p.add_argument("--curve", action="store_true",
@@ -174,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     result = experiments.query_reconstruction(
                         tgt, scn, method=args.method, budget=args.budget or 4096, h=args.grid_step,
-                        depth=args.depth, seed=args.seed)
+                        depth=args.depth, seed=args.seed, membership=args.membership)
             elif name == "barzilai":
                 result = experiments.barzilai_reconstruction(
                     tgt, scn, budget=args.budget, restarts=args.restarts, estimate_sigma=args.estimate_sigma,
@@ -210,7 +215,8 @@ def _curve(tgt: Any, scn: Any, args: argparse.Namespace, bar: Any) -> dict[str, 
     rows = []
     if (args.method == "kink") or (args.method == "auto" and tgt.public.get("kernel") == "laplacian"):
         for h, depth in ((4.0, 1), (2.0, 2), (1.0, 2), (1.0, 3), (1.0, 4), (0.5, 4)):
-            r = experiments.query_reconstruction(tgt, scn, method="kink", h=h, depth=depth, seed=args.seed)
+            r = experiments.query_reconstruction(tgt, scn, method="kink", h=h, depth=depth, seed=args.seed,
+                                                 membership=args.membership)
             rows.append({k: v for k, v in r.items() if not isinstance(v, dict)})
     else:
         for q in (256, 1024, 4096, 16384):

@@ -53,3 +53,22 @@ def test_report_leakage_small(tmp_path, capsys):
     assert cells[("whitebox", "model-file")]["total_seconds"] > 0
     assert (tmp_path / "leakage.png").stat().st_size > 1000 and (tmp_path / "leakage.csv").exists()
     assert "model file" in capsys.readouterr().out
+
+
+def test_reconstruct_runs_the_measured_assembly_by_default(tmp_path, capsys):
+    """The CLI runs the strongest kink assembly unless --membership picks another, and says which."""
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["attack", "--help"])
+    assert "(default measure)" in " ".join(capsys.readouterr().out.split())
+    out = {}
+    for extra in ([], ["--membership", "grouped"]):
+        d = tmp_path / (extra[-1] if extra else "default")
+        rc = main(["attack", "reconstruct", "--n-train", "6", "--grid-step", "2", "--depth", "3",
+                   "--out", str(d), *extra])
+        assert rc == 0
+        out[extra[-1] if extra else "default"] = json.loads((d / "reconstruct_api.json").read_text())
+    assert out["default"]["membership"] == "measure" and out["grouped"]["membership"] == "grouped"
+    assert out["default"]["fraction_recovered_rel0.001"] == 1.0
+    assert out["default"]["random_baseline"] == 0.0
