@@ -56,3 +56,13 @@ def test_attacks_see_leakage_and_the_defenses_cut_it(models, tmp_path):
     assert "## mia" in md and "Verdict:" in md and paths["png"].stat().st_size > 1000
     assert json.loads(paths["json"].read_text())["rows"][0]["value"] == 1.0
     assert paths["csv"].read_text().count("\n") == 4
+
+
+def test_kink_reconstruction_row_runs_the_strongest_assembly(models):
+    """The matrix's reconstruction row is the measured assembly: every one of the 32 training points
+    undefended (the grouped test found 20), none through answers rounded to 2^-7 kcal/mol."""
+    none = M.attack_reconstruct_kink(models, M.Defense("none"), True)
+    assert "measure assembly" in none["attacker"]
+    assert none["value"] == 1.0 and none["chance"] == 0.0
+    rounded = M.attack_reconstruct_kink(models, M.Defense("round", 2.0 ** -7), True)
+    assert rounded["value"] == 0.0
