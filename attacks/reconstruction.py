@@ -261,6 +261,10 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
             per (point, merged kink), the original quadratic assembly). The default is the strongest:
             "measure" recovers more points with fewer queries at every N measured, exact or rounded
             answers alike (docs/attacks.md section 3), so the CLI and the defense matrix run it.
+        rel_thresh: a line-scan filter value counts as a kink above this fraction of the largest
+            coarse answer (or 20 x ``noise``, whichever is larger). 1e-11, not the earlier 1e-9:
+            filter values shrink with the step, and at 1e-9 points with small signatures vanished
+            at the finest step (docs/attacks.md section 3); float64 rounding is ~1e-16.
 
     Steps:
         1. b from a far query; sigma from two grid points below ``lo`` (all kinks lie above).
