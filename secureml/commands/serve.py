@@ -10,8 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a trained KRR model for double-blind prediction (model owner)",
-        description="Serve a model file over TCP. Clients learn predictions only; the server learns "
-        "nothing about the queries. One line is logged per session (peer, identity, cost), never any "
+        description="Serve a model file over TCP. Clients learn predictions only (client-malicious, the "
+        "default: whatever they send, up to one bit per aborted Laplacian session, --max-aborts; "
+        "semi-honest: if they run our code unmodified); the server learns nothing about the queries. One line is logged per session (peer, identity, cost), never any "
         "data. Idle and slow connections are cut at the handshake deadline and never hold a session "
         "slot; see docs/serving.md for exposing a server (TLS, client identity, workers, balancers).",
     )
