@@ -1,7 +1,9 @@
 """Deviating-client building blocks shared by the client-malicious tests."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +44,41 @@ def bit_flipping_send(real: Callable, rng: np.random.Generator, target: int, sta
         return real(parts, wait)
 
     return flip
+
+
+class PartyPatch:
+    """Replace ``module.name`` on one party's thread of ``run_two_party`` only (its threads are
+    named party0, the server, and party1, the client): the client's by default, the server's with
+    ``server=True``. Calls there go to ``fn(original, *args)``; other threads get the original."""
+
+    def __init__(self, module: Any, name: str, fn: Callable, server: bool = False) -> None:
+        self.module, self.name, self.fn = module, name, fn
+        self.orig = getattr(module, name)
+        self.thread_name = "party0" if server else "party1"
+
+    def __enter__(self) -> "PartyPatch":
+        orig, fn = self.orig, self.fn
+
+        def dispatch(*a, **kw):
+            if threading.current_thread().name == self.thread_name:
+                return fn(orig, *a, **kw)
+            return orig(*a, **kw)
+        setattr(self.module, self.name, dispatch)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(self.module, self.name, self.orig)
+
+
+def patch_on_this_thread(monkeypatch: Any, module: Any, name: str, fn: Callable) -> None:
+    """Replace ``module.name`` on the calling (the client's) thread only: fn(original, *args);
+    an in-process server's threads keep the original."""
+    orig = getattr(module, name)
+    client = threading.current_thread()
+
+    def dispatch(*a, **kw):
+        if threading.current_thread() is client:
+            return fn(orig, *a, **kw)
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(module, name, dispatch)

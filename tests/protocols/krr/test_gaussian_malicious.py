@@ -4,7 +4,6 @@ an abort or in F(q') bit-exact (or, where the deviation is a local edit of the c
 numbers, in F(q') shifted by what the client itself added, or a uniformly masked value)."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from protocols.krr import gaussian_malicious as gm
 from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.testing import checked_ot, run_two_party
-from tests.protocols.krr.deviations import perturbed_mask_reveal
+from tests.protocols.krr.deviations import PartyPatch as _Patch, perturbed_mask_reveal
 
 U64 = np.uint64
 
@@ -34,32 +33,8 @@ def _case(N=24, d=6, seed=0, offset=-321.0):
     return model, pp, Xe, xx, Q, pp.encode_features(Q[None])[0]
 
 
-class _Patch:
-    """Replace a client step of ``module`` for the client's thread only."""
-
-    def __init__(self, module, name, fn):
-        self.module, self.name, self.fn = module, name, fn
-        self.orig = getattr(module, name)
-        self.thread = None
-
-    def __enter__(self):
-        orig, fn = self.orig, self.fn
-
-        def dispatch(*a, **kw):
-            if threading.current_thread() is self.thread:
-                return fn(orig, *a, **kw)
-            return orig(*a, **kw)
-        setattr(self.module, self.name, dispatch)
-        return self
-
-    def __exit__(self, *exc):
-        setattr(self.module, self.name, self.orig)
-
-
 def _run(model, pp, Xe, xx, q, patch=None, seed=3):
     def client(p):
-        if patch is not None:
-            patch.thread = threading.current_thread()
         return gm.online(p, pp, q=q)
 
     def go():

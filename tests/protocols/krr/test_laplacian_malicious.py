@@ -18,7 +18,8 @@ from protocols.net.transport import PeerDisconnected
 from protocols.ot.iknp import OTExtensionSender
 from protocols.testing import checked_ot, run_two_party
 from secureml.errors import ProtocolError
-from tests.protocols.krr.deviations import bit_flipping_send
+from tests.protocols.krr.deviations import PartyPatch as _Patch, bit_flipping_send
+from tests.protocols.krr.deviations import patch_on_this_thread as _client_patch
 
 U64 = np.uint64
 
@@ -34,29 +35,6 @@ def _case(N=24, d=6, seed=0, offset=-321.0):
     XT = lm.prepare_server(model, pp)
     Q = np.clip(X[3] + rng.normal(0, 1, d), 0, 49)
     return model, pp, XT, pp.encode_features(Q[None])[0]
-
-
-class _Patch:
-    """Replace ``module.name`` for one thread only (the client's: fn(original, *args); or the
-    server's when ``server`` is set)."""
-
-    def __init__(self, module, name, fn, server=False):
-        self.module, self.name, self.fn, self.server = module, name, fn, server
-        self.orig = getattr(module, name)
-        self.thread_name = "party0" if server else "party1"
-
-    def __enter__(self):
-        orig, fn = self.orig, self.fn
-
-        def dispatch(*a, **kw):
-            if threading.current_thread().name == self.thread_name:
-                return fn(orig, *a, **kw)
-            return orig(*a, **kw)
-        setattr(self.module, self.name, dispatch)
-        return self
-
-    def __exit__(self, *exc):
-        setattr(self.module, self.name, self.orig)
 
 
 def _run(model, pp, XT, q, patches=(), seed=3):
@@ -325,17 +303,6 @@ class _TCPServer:
         self.stop_event.set()
         self.thread.join(5)
         logging.getLogger("secureml.serve").removeHandler(self.handler)
-
-
-def _client_patch(monkeypatch, module, name, fn):
-    orig = getattr(module, name)
-    client = threading.current_thread()
-
-    def dispatch(*a, **kw):
-        if threading.current_thread() is client:
-            return fn(orig, *a, **kw)
-        return orig(*a, **kw)
-    monkeypatch.setattr(module, name, dispatch)
 
 
 @pytest.fixture()

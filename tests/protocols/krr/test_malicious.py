@@ -30,6 +30,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 from tests.protocols.krr.deviations import bit_flipping_send, perturbed_mask_reveal
+from tests.protocols.krr.deviations import patch_on_this_thread as _client_patch
 
 U64 = np.uint64
 OUTCOMES: list[str] = []
@@ -350,19 +351,6 @@ def _eventually(cond, timeout: float = 10.0) -> bool:
             return bool(cond())
         time.sleep(0.02)
     return True
-
-
-def _client_patch(monkeypatch, module, name, fn):
-    """Replace ``module.name`` on this (the client's) thread only: fn(original, *args)."""
-    orig = getattr(module, name)
-    client = threading.current_thread()
-
-    def dispatch(*a, **kw):
-        if threading.current_thread() is client:
-            return fn(orig, *a, **kw)
-        return orig(*a, **kw)
-
-    monkeypatch.setattr(module, name, dispatch)
 
 
 def test_malicious_offset_attack_works_only_against_semi_honest(servers, monkeypatch):
