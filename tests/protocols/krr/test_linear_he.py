@@ -79,6 +79,20 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
     assert not c4.extra.get("early_data") and c4.rounds == 4  # the failed early try dropped the cache
 
 
+def _serve_tcp(served, max_sessions: int) -> tuple[threading.Thread, str]:
+    """`protocols.krr.serve` on a free loopback port in a daemon thread, for ``max_sessions``
+    sessions: (thread, "host:port") once it listens."""
+    from protocols.krr import serve
+
+    ports: list[int] = []
+    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
+                          kwargs=dict(max_sessions=max_sessions, on_ready=ports.append), daemon=True)
+    th.start()
+    while not ports:
+        threading.Event().wait(0.01)
+    return th, f"127.0.0.1:{ports[0]}"
+
+
 def _in_process(served, featurize, **kw):
     c0, c1 = local_channel_pair(timeout=30)
     t, box = serve_one_in_thread(served, c0)
@@ -165,20 +179,13 @@ def test_stale_cached_parameters_are_refused_and_the_client_starts_over(rff_mode
     """Early data made for other parameters: the server refuses before reading it (one line), the
     client repeats the session the ordinary way."""
     from protocols.krr import client as client_mod
-    from protocols.krr import serve
 
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
     mm, test = rff_model
     served = ServedModel.from_molecular_model(mm, security="semi-honest")
-    ports: list[int] = []
-    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
-                          kwargs=dict(max_sessions=3, on_ready=ports.append), daemon=True)
-    th.start()
-    while not ports:
-        threading.Event().wait(0.01)
-    addr = f"127.0.0.1:{ports[0]}"
+    th, addr = _serve_tcp(served, max_sessions=3)
     predict(addr, featurize=molecules_featurizer(test.subset([0])))
-    key = f"127.0.0.1:{ports[0]}"
+    key = addr
     stale = dict(client_mod._EARLY_PARAMS[key], frac_bits=served.public.frac_bits - 1)
     client_mod._EARLY_PARAMS[key] = stale
     p, c = predict(addr, featurize=molecules_featurizer(test.subset([1])))
@@ -233,7 +240,6 @@ def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch
     no seed of a is ever sent twice, and every announced seed is the one the session's first
     ciphertext uses."""
     from protocols.krr import client as client_mod
-    from protocols.krr import serve
 
     monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
     mm, test = rff_model
@@ -253,18 +259,12 @@ def test_announced_seeds_are_used_once_over_tcp(rff_model, tmp_path, monkeypatch
 
     monkeypatch.setattr(linear_he, "_request", spy_request)
     monkeypatch.setattr(linear_he, "hello_seed", spy_hello)
-    ports: list[int] = []
-    th = threading.Thread(target=serve, args=(served, "127.0.0.1", 0),
-                          kwargs=dict(max_sessions=6, on_ready=ports.append), daemon=True)
-    th.start()
-    while not ports:
-        threading.Event().wait(0.01)
-    addr = f"127.0.0.1:{ports[0]}"
+    th, addr = _serve_tcp(served, max_sessions=6)
     preds = []
     for i, prepare in enumerate([True, True, False, True]):
         monkeypatch.setattr(linear_he, "PREPARE_NEXT", prepare)
         preds.append(predict(addr, featurize=molecules_featurizer(test.subset([i])))[0][0])
-    key = f"127.0.0.1:{ports[0]}"
+    key = addr
     client_mod._EARLY_PARAMS[key] = dict(client_mod._EARLY_PARAMS[key], frac_bits=served.public.frac_bits - 1)
     preds.append(predict(addr, featurize=molecules_featurizer(test.subset([0])))[0][0])  # refused early try, then again
     th.join(60)
