@@ -2,8 +2,10 @@
 
 Engines (each runs as two real processes on TCP loopback, except plaintext):
   plaintext      the model owner predicts in the clear (the denominator of every ratio)
-  ot             secureml's double-blind exact KRR (protocols.krr; Gaussian cross term by lattice HE)
-  ot-vole        the same with the OT-based vector OLE for the cross term (the previous protocol)
+  ot             secureml's double-blind exact KRR, semi-honest protocols (protocols.krr, bench/krr_cost.py;
+                 Gaussian cross term by lattice HE, step 9 by lattice HE from N ~ 925 on: protocol 19;
+                 `serve`'s client-malicious default costs more: bench/malicious_cost.py)
+  ot-vole        the same with the OT-based vector OLE for the cross term (protocol 2's)
   fhe            SEAL CKKS, client holds the key (protocols.baselines.fhe); keys and the encoded
                  model are set-up: its per-query cost is the "online" columns
   crypten        CrypTen with its trusted-first-party provider (trusted dealer)

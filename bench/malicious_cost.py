@@ -176,7 +176,7 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
     client-malicious (protocols.krr.gaussian_malicious), in-process channel pair, the server's
     per-model set-up (encoding, lattice plaintexts) done before the session as `serve` does."""
     from bench.synthetic import synthetic_model, synthetic_queries
-    from protocols.krr import ServedModel, gaussian, gaussian_malicious, predict_features, serve_one
+    from protocols.krr import ServedModel, gaussian, gaussian_malicious
 
     rows: list[dict[str, Any]] = []
     d = args.exact_features
@@ -193,12 +193,8 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
                 gaussian.prepare_server(model, served.public)
             else:
                 gaussian_malicious.prepare_server(model, served.public)
-            t0 = time.perf_counter()
-            _, (pred, cost, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
-            wall = time.perf_counter() - t0
-            row = {"part": "exact", "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
-                   "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
-                   "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": cross}
+            row = _one_session(served, Q, want, part="exact", mode=mode, what=cross,
+                               label=f"N={N} {mode} ({cross} cross term)")
             # pair every client-malicious session (by its cross term) with each semi-honest one
             if mode == "client-malicious":
                 for vs in ("he", "ot"):
@@ -206,10 +202,23 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
             else:
                 for mc in args.malicious_cross:
                     rows.append({**row, "model": f"gaussian-N{N}-malicious-{mc}-vs-{cross}"})
-            print(f"  N={N} {mode} ({cross} cross term): {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
-                  f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds, "
-                  f"error {row['abs_error']:.1e}", flush=True)
     return rows
+
+
+def _one_session(served: Any, Q: Any, want: float, *, part: str, mode: str, what: str, label: str) -> dict[str, Any]:
+    """One whole in-process session of an exact-kernel model: its row (bytes, rounds, error), printed."""
+    from protocols.krr import predict_features, serve_one
+
+    t0 = time.perf_counter()
+    _, (pred, _, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
+    wall = time.perf_counter() - t0
+    row = {"part": part, "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
+           "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
+           "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": what}
+    print(f"  {label}: {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
+          f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds, "
+          f"error {row['abs_error']:.1e}", flush=True)
+    return row
 
 
 def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -218,7 +227,7 @@ def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
     in-process channel pair; synthetic CM-like model on the 2^-8 grid (15-bit entries), sigma
     ``--laplacian-sigma``; the server's encoding done before the session as `serve` does."""
     from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries
-    from protocols.krr import ServedModel, laplacian_malicious, predict_features, serve_one
+    from protocols.krr import ServedModel, laplacian_malicious
 
     rows: list[dict[str, Any]] = []
     d = args.exact_features
@@ -233,20 +242,13 @@ def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
             served.public.validate()
             if mode == "client-malicious":
                 laplacian_malicious.prepare_server(model, served.public)
-            t0 = time.perf_counter()
-            _, (pred, cost, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
-            wall = time.perf_counter() - t0
-            row = {"part": "laplacian", "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
-                   "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
-                   "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": engine}
+            row = _one_session(served, Q, want, part="laplacian", mode=mode, what=engine,
+                               label=f"N={N} Laplacian {mode} ({engine})")
             if mode == "client-malicious":
                 for vs in ("softspoken", "silent"):
                     rows.append({**row, "model": f"laplacian-N{N}-vs-{vs}"})
             else:
                 rows.append({**row, "model": f"laplacian-N{N}-vs-{engine}"})
-            print(f"  N={N} Laplacian {mode} ({engine}): {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
-                  f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds, "
-                  f"error {row['abs_error']:.1e}", flush=True)
     return rows
 
 

@@ -105,6 +105,23 @@ def dealer_provider(seed: int = 1234) -> ProviderFactory:
 
 
 
+def serve_one_in_thread(served: Any, ch: Any, party: Any = None) -> tuple[threading.Thread, dict[str, Any]]:
+    """``serve_one(served, ch)`` in a started daemon thread; the box receives the server's ``cost``
+    or the ``error`` it raised (the channel is then closed, so the client sees the session end)."""
+    box: dict[str, Any] = {}
+
+    def server() -> None:
+        try:
+            box["cost"] = serve_one(served, ch, party=party)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller in the box
+            box["error"] = exc
+            ch.close()
+
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+    return t, box
+
+
 def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout: float = 60.0,
                     counts: Any = None, featurize: Any = None, seed: int | None = None) -> tuple:
     """One double-blind KRR session in-process: ``serve_one(served)`` in a thread, the client here.
@@ -119,19 +136,9 @@ def run_krr_session(served: Any, Q: Any = None, *, record: bool = False, timeout
     if record:
         c0.record()
         c1.record()
-    box: dict[str, Any] = {}
     p0 = None if seed is None else Party(c0, 0, seed=seed)
     p1 = None if seed is None else Party(c1, 1, seed=seed + 1)
-
-    def server() -> None:
-        try:
-            box["cost"] = serve_one(served, c0, party=p0)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller in the box
-            box["error"] = exc
-            c0.close()
-
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
+    t, box = serve_one_in_thread(served, c0, party=p0)
     try:
         preds, cost, pp = predict_features(c1, Q, featurize, counts=counts, party=p1)
     finally:

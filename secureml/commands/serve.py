@@ -10,8 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a trained KRR model for double-blind prediction (model owner)",
-        description="Serve a model file over TCP. Clients learn predictions only; the server learns "
-        "nothing about the queries. One line is logged per session (peer, identity, cost), never any "
+        description="Serve a model file over TCP. Clients learn predictions only (client-malicious, the "
+        "default: whatever they send, up to one bit per aborted Laplacian session, --max-aborts; "
+        "semi-honest: if they run our code unmodified); the server learns nothing about the queries. One line is logged per session (peer, identity, cost), never any "
         "data. Idle and slow connections are cut at the handshake deadline and never hold a session "
         "slot; see docs/serving.md for exposing a server (TLS, client identity, workers, balancers).",
     )
@@ -63,14 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--ot-engine", choices=("auto", "softspoken", "silent"), default="auto",
-                   help="Laplacian kernel: the OT extension of its comparisons -- 'silent' (LPN-based, a third "
+                   help="Laplacian kernel, semi-honest: the OT extension of its comparisons -- 'silent' (LPN-based, a third "
                    "less traffic, ~1.7x the CPU: for slow links) or 'softspoken' (faster on a LAN); 'auto' "
-                   "(default): silent from 2^16 training entries (N x d), softspoken below (docs/ot-engine.md)")
+                   "(default): silent from 2^16 training entries (N x d), softspoken below (docs/ot-engine.md); "
+                   "client-malicious sessions run the checked SoftSpoken extension")
     p.add_argument("--inner-product", choices=("auto", "he", "ot"), default="auto",
                    help="exact kernels, semi-honest: step 9's inner product in Z_2^128 -- 'he' lattice HE (one "
                    "RLWE ciphertext each way, ~1.4 MB whatever N up to 16,384) or 'ot' Gilboa products over random "
                    "OT (~0.7 kB per training point); 'auto' (default): fewer bytes for the model's N (the lattice "
-                   "from N ~ 925 on; docs/double-blind.md). The client-malicious protocols have their own step")
+                   "from N ~ 925 on, ~1,225 for the Laplacian on silent OT; docs/double-blind.md). The client-malicious "
+                   "protocols have their own step")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
                    "N = 16,384, needs TenSEAL, in secureml[full]; client-malicious: the checked numpy lattice "
@@ -96,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-aborts", type=int, default=3, metavar="N",
                    help="refuse a client after N failed protocol checks (client-malicious sessions: whether a "
                    "deviating client's Laplacian session aborts can tell it one bit about the training data; a "
-                   "failed OT check one guessed key bit); counted per client identity, else IP address (in the "
+                   "failed OT check one guessed key bit; sessions in progress count as possible aborts, the excess answered "
+                   "'busy' and retried); counted per client identity, else IP address (in the "
                    "--ledger file when --budget or --rate is set, else per worker process); 0: no limit (default 3)")
     g.add_argument("--ledger", default="secureml-ledger.sqlite",
                    help="SQLite file of per-client query counts (default ./secureml-ledger.sqlite)")

@@ -9,17 +9,12 @@ import pytest
 
 from attacks.kkt.aggregate import CandidateSet, best_over_runs, load_candidate_sets, run_best_over_runs, task_of
 from attacks.kkt.attack import AttackError, KKTConfig, reconstruct
-from attacks.kkt.model import HomogeneousMLP, train_classifier, train_multiclass
-
+from attacks.kkt.model import HomogeneousMLP, train_multiclass
+from tests.attacks.kkt.victims import tiny_parity_victim
 
 
 def _victim(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(0.0, 1.0, (8, 30))
-    mu = z.mean(0)
-    y = np.where(np.arange(8) % 2 == 0, 1.0, -1.0)
-    model = HomogeneousMLP(30, (40, 40), seed=seed)
-    train_classifier(model, z - mu, y, steps=100, lr=1e-3, weight_decay=1e-3, lbfgs_steps=30)
+    model, x, mu = tiny_parity_victim(seed)
     return model, mu
 
 

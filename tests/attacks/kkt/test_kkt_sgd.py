@@ -8,18 +8,14 @@ import torch
 
 from attacks.kkt.attack import AttackError, KKTConfig, reconstruct
 from attacks.kkt.metrics import ncc_matrix
-from attacks.kkt.model import HomogeneousMLP, train_classifier
+from attacks.kkt.model import HomogeneousMLP
 from secureml.errors import ModelError
+from tests.attacks.kkt.victims import tiny_parity_victim
 
 
 def _victim(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(0.0, 1.0, (8, 30))
-    mu = z.mean(0)
-    y = np.where(np.arange(8) % 2 == 0, 1.0, -1.0)
-    model = HomogeneousMLP(30, (40, 40), seed=seed)
-    train_classifier(model, z - mu, y, steps=100, lr=1e-3, weight_decay=1e-3, lbfgs_steps=30)
-    return model, z - mu
+    model, x, mu = tiny_parity_victim(seed)
+    return model, x
 
 
 def test_smooth_copy_tends_to_relu_and_survives_normalisation():

@@ -1,4 +1,4 @@
-"""Deviating-client building blocks shared by the client-malicious Gaussian tests."""
+"""Deviating-client building blocks shared by the client-malicious tests."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,3 +24,21 @@ def perturbed_mask_reveal(which: str, i: int, err: np.uint64, *, xor: bool) -> C
         return u
 
     return masked
+
+
+def bit_flipping_send(real: Callable, rng: np.random.Generator, target: int, state: dict) -> Callable:
+    """A replacement for a channel's ``_send_frame`` (``real``) that flips one random bit of the
+    ``target``-th frame it sends; ``state["n"]`` counts frames, ``state["hit"]`` tells whether the
+    target frame was reached -- a client corrupting one of its messages."""
+    def flip(parts, wait=True):
+        idx = state["n"]
+        state["n"] += 1
+        if idx == target:
+            raw = bytearray(b"".join(bytes(memoryview(x).cast("B")) for x in parts))
+            bit = int(rng.integers(0, 8 * len(raw)))
+            raw[bit // 8] ^= 1 << (bit % 8)
+            state["hit"] = True
+            return real([bytes(raw)], wait)
+        return real(parts, wait)
+
+    return flip

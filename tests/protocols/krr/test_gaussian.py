@@ -9,7 +9,7 @@ import pytest
 from protocols.common import KernelModelParams
 from protocols.krr.params import PublicParams
 from protocols.krr import ServedModel, predict_features, serve_one
-from protocols.testing import run_krr_session, secrets_in_transcript, view_independence_pvalue
+from protocols.testing import run_krr_session, secrets_in_transcript, serve_one_in_thread, view_independence_pvalue
 from protocols.net.transport import local_channel_pair
 from secureml.errors import ModelError, ProtocolError
 
@@ -224,17 +224,7 @@ def test_lattice_step9_wrong_size_ciphertext_fails_the_session_with_one_line(mon
     real = rlwe_ip128.client_ciphertexts
     monkeypatch.setattr(rlwe_ip128, "client_ciphertexts", lambda *a: real(*a)[:-rlwe_ip128.make_plan(24).coeff_bytes])
     c0, c1 = local_channel_pair(timeout=20)
-    box: dict = {}
-
-    def server() -> None:
-        try:
-            serve_one(served, c0)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            box["error"] = exc
-            c0.close()
-
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
+    t, box = serve_one_in_thread(served, c0)
     with pytest.raises(ProtocolError):  # the client sees the session end, no prediction
         predict_features(c1, Q, None)
     t.join(20)

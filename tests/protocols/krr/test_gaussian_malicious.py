@@ -16,17 +16,10 @@ from protocols.krr import ServedModel, binding
 from protocols.krr import gaussian_malicious as gm
 from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
-from protocols.testing import run_two_party
+from protocols.testing import checked_ot, run_two_party
 from tests.protocols.krr.deviations import perturbed_mask_reveal
 
 U64 = np.uint64
-
-
-def _setup(p):
-    if p.role == 0:
-        p.ot_sender.checked = True
-    else:
-        p.ot_receiver.checked = True
 
 
 def _case(N=24, d=6, seed=0, offset=-321.0):
@@ -71,7 +64,7 @@ def _run(model, pp, Xe, xx, q, patch=None, seed=3):
 
     def go():
         return run_two_party(lambda p: gm.online(p, pp, model=model, X=Xe, xx=xx), client,
-                             seed=seed, setup=_setup, timeout=30)
+                             seed=seed, setup=checked_ot, timeout=30)
     if patch is None:
         return go()
     with patch:

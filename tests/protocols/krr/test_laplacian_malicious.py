@@ -16,17 +16,11 @@ from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
 from protocols.ot.iknp import OTExtensionSender
-from protocols.testing import run_two_party
+from protocols.testing import checked_ot, run_two_party
 from secureml.errors import ProtocolError
+from tests.protocols.krr.deviations import bit_flipping_send
 
 U64 = np.uint64
-
-
-def _setup(p):
-    if p.role == 0:
-        p.ot_sender.checked = True
-    else:
-        p.ot_receiver.checked = True
 
 
 def _case(N=24, d=6, seed=0, offset=-321.0):
@@ -70,7 +64,7 @@ def _run(model, pp, XT, q, patches=(), seed=3):
         p.__enter__()
     try:
         return run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), lambda p: lm.online(p, pp, q=q),
-                             seed=seed, setup=_setup, timeout=30)
+                             seed=seed, setup=checked_ot, timeout=30)
     finally:
         for p in reversed(patches):
             p.__exit__()
@@ -241,25 +235,13 @@ def test_randomised_deviation_over_the_clients_messages():
 
     def client_flipping(target, state):
         def client(p):
-            real = p.ch._send_frame
-
-            def flip(parts, wait=True):
-                idx = state["n"]
-                state["n"] += 1
-                if idx == target:
-                    raw = bytearray(b"".join(bytes(memoryview(x).cast("B")) for x in parts))
-                    bit = int(rng.integers(0, 8 * len(raw)))
-                    raw[bit // 8] ^= 1 << (bit % 8)
-                    state["hit"] = True
-                    return real([bytes(raw)], wait)
-                return real(parts, wait)
-            p.ch._send_frame = flip
+            p.ch._send_frame = bit_flipping_send(p.ch._send_frame, rng, target, state)
             return lm.online(p, pp, q=q)
         return client
 
     count = {"n": 0, "hit": False}
     run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(-1, count), seed=5,
-                  setup=_setup, timeout=30)
+                  setup=checked_ot, timeout=30)
     total = count["n"]
     targets = sorted(set(rng.choice(total, size=min(8, total), replace=False).tolist()) | {total - 3, total - 2,
                                                                                             total - 1})
@@ -268,7 +250,7 @@ def test_randomised_deviation_over_the_clients_messages():
         state = {"n": 0, "hit": False}
         try:
             rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(target, state),
-                                   seed=5, setup=_setup, timeout=30)
+                                   seed=5, setup=checked_ot, timeout=30)
             assert y == lm.reference(pp, model, XT, q, rec["rho"])
             outcomes.append("ideal")
         except (ProtocolError, PeerDisconnected, ValueError):

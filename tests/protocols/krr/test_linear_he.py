@@ -10,6 +10,7 @@ import pytest
 
 from protocols.krr import ServedModel, linear_he, molecules_featurizer, predict, predict_features, serve_one
 from protocols.net.transport import local_channel_pair
+from protocols.testing import serve_one_in_thread
 from tests.protocols.krr.compact import ERROR_BUDGET, rff_model_and_queries
 from secureml.errors import ProtocolError, SecureMLError
 
@@ -80,17 +81,7 @@ def test_lattice_sessions_over_tcp_and_a_garbage_client(rff_model, tmp_path, mon
 
 def _in_process(served, featurize, **kw):
     c0, c1 = local_channel_pair(timeout=30)
-    box = {}
-
-    def server():
-        try:
-            serve_one(served, c0)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            box["error"] = exc
-            c0.close()
-
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
+    t, box = serve_one_in_thread(served, c0)
     try:
         out = predict_features(c1, featurize=featurize, **kw)
     except SecureMLError as exc:

@@ -29,7 +29,7 @@ from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
-from tests.protocols.krr.deviations import perturbed_mask_reveal
+from tests.protocols.krr.deviations import bit_flipping_send, perturbed_mask_reveal
 
 U64 = np.uint64
 OUTCOMES: list[str] = []
@@ -271,20 +271,7 @@ def _bit_flipping_open(real_open, rng: np.random.Generator, target: int, state: 
     ``state["hit"]`` tells whether the session sent that many frames."""
     def flipping_open(*a, **kw):
         ch, reply = real_open(*a, **kw)
-        real = ch._send_frame
-
-        def flip(parts, wait=True):
-            idx = state["n"]
-            state["n"] += 1
-            if idx == target:
-                raw = bytearray(b"".join(bytes(memoryview(p).cast("B")) for p in parts))
-                bit = int(rng.integers(0, 8 * len(raw)))
-                raw[bit // 8] ^= 1 << (bit % 8)
-                state["hit"] = True
-                return real([bytes(raw)], wait)
-            return real(parts, wait)
-
-        ch._send_frame = flip
+        ch._send_frame = bit_flipping_send(ch._send_frame, rng, target, state)
         return ch, reply
 
     return flipping_open
