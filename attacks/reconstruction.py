@@ -41,6 +41,17 @@ Oracle = Callable[[np.ndarray], np.ndarray]
 
 
 MEMBERSHIP = ("measure", "grouped", "pairwise")  # assembly of the coordinates merged kinks hold
+QUERY_MEM = 256 * 2**20  # bytes of float64 query rows the line scans build at once
+
+
+def line_chunk_rows(d: int, max_batch: int, query_mem: int = QUERY_MEM) -> int:
+    """Rows of d float64 coordinates a line-scan chunk may hold within ``query_mem`` bytes.
+
+    A multiple of ``max_batch`` when at least one batch fits (the oracle then sees exactly the
+    batches of an unchunked run); otherwise as many rows as fit, at least one.
+    """
+    fit = max(1, int(query_mem) // (8 * max(1, int(d))))
+    return fit - fit % max_batch if fit >= max_batch else fit
 
 
 class AttackError(SecureMLError):
@@ -214,6 +225,7 @@ class KinkResult:
     n_merged: int  # kinks that stayed unresolved at the finest grid
     unassigned: int  # (point, axis) coordinates the assembly could not place (set to the base point)
     membership_queries: int = 0  # of n_queries: the two-axis membership tests of step 5
+    peak_line_rows: int = 0  # most query rows steps 2-3 held at once (<= line_chunk_rows(d, ...))
 
 
 def _kink_filter(phi: np.ndarray, h: float, sigma: float) -> np.ndarray:
@@ -240,7 +252,8 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
                 refine: int = 16, depth: int = 2, sigma: float | None = None,
                 offset: float | None = None, n_hint: int | None = None, noise: float = 0.0,
                 far: float = 1e7, max_batch: int = 65536, membership: str = "measure", rel_thresh: float = 1e-11,
-                progress: Callable[[int], None] | None = None) -> KinkResult:
+                progress: Callable[[int], None] | None = None, max_queries: int | None = None,
+                query_mem: int = QUERY_MEM) -> KinkResult:
     """Reconstruct the training points of a Laplacian-kernel model from its answers alone.
 
     Args:
@@ -265,6 +278,12 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
             coarse answer (or 20 x ``noise``, whichever is larger). 1e-11, not the earlier 1e-9:
             filter values shrink with the step, and at 1e-9 points with small signatures vanished
             at the finest step (docs/attacks.md section 3); float64 rounding is ~1e-16.
+        max_queries: refuse (:class:`AttackError`, naming the count) any batch that would take the
+            total past this many queries; None = no limit. A naive detector threshold against
+            rounded answers plans tens of millions of refinement queries (docs/defenses.md 4.2).
+        query_mem: bytes of query rows built at once for the line scans (steps 2-3); the rows are
+            streamed through the oracle in chunks of :func:`line_chunk_rows` rows, so memory stays
+            O(query_mem + 24 bytes per query) whatever the plan. Answers do not depend on it.
 
     Steps:
         1. b from a far query; sigma from two grid points below ``lo`` (all kinks lie above).
@@ -282,9 +301,16 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
         raise AttackError(f"unknown membership test {membership!r} ({', '.join(MEMBERSHIP)})")
     d = int(n_features)
     n_q = 0
+    chunks_seen: list[int] = []  # chunk sizes ask_lines used (exposed for the memory test)
+
+    def budget(n: int) -> None:
+        if max_queries is not None and n_q + n > max_queries:
+            raise AttackError(f"kink attack: the next batch of {n:,} queries would bring the total to {n_q + n:,}, "
+                              f"over max_queries={max_queries:,}")
 
     def ask(Q: np.ndarray) -> np.ndarray:
         nonlocal n_q
+        budget(len(Q))
         out = np.empty(len(Q))
         for s in range(0, len(Q), max_batch):
             out[s:s + max_batch] = np.asarray(oracle(Q[s:s + max_batch]), dtype=np.float64)
@@ -297,16 +323,36 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
     if offset is None:
         offset = float(ask(np.full((1, d), float(far)))[0])
 
-    def line_queries(axes: np.ndarray, grids: list[np.ndarray]) -> np.ndarray:
+    def ask_lines(axes: np.ndarray, grids: list[np.ndarray]) -> np.ndarray:
+        """Answers at base + t e_axis for every grid point, building at most ``chunk`` rows at once.
+
+        Why streamed: the refinement plan can reach 2e7 rows x d = 435 (73.6 GiB if built whole);
+        the chunk is a multiple of ``max_batch`` where the budget allows, so the oracle sees the same
+        batches as an unchunked run and the answers are bit-identical.
+        """
+        nonlocal n_q
         sizes = [len(g) for g in grids]
-        Q = np.repeat(base[None, :], sum(sizes), axis=0)
-        rows = np.arange(sum(sizes))
-        Q[rows, np.repeat(axes, sizes)] = np.concatenate(grids)
-        return Q
+        total = int(sum(sizes))
+        budget(total)
+        which = np.repeat(np.asarray(axes, dtype=np.intp), sizes)
+        coords = np.concatenate(grids)
+        out = np.empty(total)
+        chunk = line_chunk_rows(d, max_batch, query_mem)
+        chunks_seen.append(min(chunk, total))
+        for s in range(0, total, chunk):
+            e = min(s + chunk, total)
+            Q = np.repeat(base[None, :], e - s, axis=0)
+            Q[np.arange(e - s), which[s:e]] = coords[s:e]
+            for b in range(0, e - s, max_batch):
+                out[s + b:s + min(b + max_batch, e - s)] = np.asarray(oracle(Q[b:b + max_batch]), dtype=np.float64)
+        n_q += total
+        if progress:
+            progress(total)
+        return out
 
     # step 2: coarse grid on every axis
     t = np.arange(lo - 2 * h, hi + 2 * h + 1e-9, h)
-    phi = (ask(line_queries(np.arange(d), [t] * d)) - offset).reshape(d, len(t))
+    phi = (ask_lines(np.arange(d), [t] * d) - offset).reshape(d, len(t))
     # step 1: all kinks lie at >= lo, so below lo every term is C e^{t/sigma}
     if sigma is None:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -373,7 +419,7 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
                     n_merged += 1
         segments = []
         if pending_axes:
-            vals = ask(line_queries(np.asarray(pending_axes), pending_grids)) - offset
+            vals = ask_lines(np.asarray(pending_axes), pending_grids) - offset
             pos = 0
             for axis, grid, level in zip(pending_axes, pending_grids, pending_levels):
                 segments.append((axis, grid, vals[pos:pos + len(grid)], level))
@@ -392,7 +438,7 @@ def kink_attack(oracle: Oracle, n_features: int, lo: float, hi: float, *, h: flo
                                     membership=membership, h_fine=h_fine, ext=ext, hi=float(hi))
     coef = sig * np.exp(np.abs(centres - base).sum(1) / sigma)
     return KinkResult(centres, coef, sig, float(sigma), float(offset), n_q, int(len(u)), n_merged, unassigned,
-                      n_q - n_scan)
+                      n_q - n_scan, max(chunks_seen, default=0))
 
 
 def _group(values: np.ndarray, rtol: float) -> np.ndarray:
