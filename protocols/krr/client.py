@@ -8,6 +8,7 @@ the server closes the session; the reason stays in this process's exception.
 """
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from protocols.krr.params import PublicParams
 from protocols.krr.registry import protocol_for
 from protocols.mpc.party import Party
 from protocols.net.dial import connect_tls, open_session
+from protocols.net.limits import parse_json
 from protocols.net.transport import Channel, TCPChannel
 from secureml.errors import ModelError, ProtocolError, SecureMLError
 
@@ -141,18 +143,26 @@ class _EarlyChannel:
         if self._buf is None:
             return
         buf, self._buf = self._buf, None
-        for kind, obj in buf:
-            getattr(self._ch, kind)(obj)
+        # the ready message and the query leave in one segment: one wake-up of the server, not two
+        with self._ch.corked() if isinstance(self._ch, TCPChannel) else contextlib.nullcontext():
+            for kind, obj in buf:
+                getattr(self._ch, kind)(obj)
 
     def _release(self) -> None:
         if self._checked:
             return
         self._checked = True
         self._send_held()
-        reply = self._ch.recv_json(max_bytes=1 << 20)
+        raw = self._ch.recv(max_bytes=1 << 20)
+        if raw == _ACCEPTED_ANSWERS.get(self._digest):
+            return  # byte for byte the answer accepted last time: it parses to the same parameters
+        reply = parse_json(raw, max_bytes=1 << 20)
         if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("params"), dict) \
                 or (reply["params"] != self._params and params_digest(reply["params"]) != self._digest):
             raise ProtocolError("early session not accepted (busy, refused or new parameters)")
+        if len(_ACCEPTED_ANSWERS) > 64:
+            _ACCEPTED_ANSWERS.clear()
+        _ACCEPTED_ANSWERS[self._digest] = raw
 
     def recv(self, *a: Any, **kw: Any) -> Any:
         self._release()
@@ -170,6 +180,8 @@ class _EarlyChannel:
         self._ch.close()
 
 
+#: the raw hello answer last accepted for a parameter digest (checked answers are not parsed twice)
+_ACCEPTED_ANSWERS: dict[str, bytes] = {}
 #: public parameters of servers whose last session ran the lattice compact path, by "host:port":
 #: the next session sends its queries with the hello (early data); dropped on any failure
 _EARLY_PARAMS: dict[str, dict[str, Any]] = {}

@@ -147,9 +147,12 @@ def parse_json(data: bytes, max_bytes: int = DEFAULT_LIMITS.max_json_bytes,
     """
     if len(data) > max_bytes:
         raise FrameTooLarge(f"JSON message of {len(data)} bytes exceeds {max_bytes}")
-    depth = json_depth(data)
-    if depth > max_depth:
-        raise MalformedMessage(f"JSON nested {depth} levels deep; limit is {max_depth}")
+    # the count of opening brackets bounds the nesting from above (brackets inside strings only
+    # add to it): small messages, every hello and ready, pass without the vectorised scan (~20 us)
+    if data.count(b"[") + data.count(b"{") > max_depth:
+        depth = json_depth(data)
+        if depth > max_depth:
+            raise MalformedMessage(f"JSON nested {depth} levels deep; limit is {max_depth}")
 
     def _no_constants(name: str) -> Any:
         raise ValueError(f"non-finite number {name}")

@@ -419,3 +419,33 @@ def test_queued_frames_are_delivered_at_exit():
     proc.join(20)
     ch.close()
     srv.close()
+
+
+def test_corked_sends_leave_in_one_write_with_the_same_bytes():
+    """Messages sent inside ``corked()`` reach the peer unchanged and in order, through one
+    ``sendall`` (one segment), and the byte counters match separate sends."""
+    srv, cli = _pair_tcp()
+    writes: list[int] = []
+    real = cli._sendall
+
+    def counting(parts):
+        writes.append(sum(len(memoryview(p).cast("B")) for p in parts))
+        return real(parts)
+
+    cli._sendall = counting  # the channel's one path to the socket (small writes: one sendall each)
+    buf = bytearray(b"reused")
+    with cli.corked():
+        cli.send_json({"ready": True})
+        cli.send(bytes(buf))
+        buf[:] = b"XXXXXX"  # a held frame is a copy: changing the caller's buffer changes nothing sent
+        cli.send_array(np.arange(5, dtype=np.int64))
+        assert writes == []  # held until the block ends
+    assert len(writes) == 1
+    assert srv.recv_json() == {"ready": True}
+    assert srv.recv() == b"reused"
+    assert srv.recv_array().tolist() == [0, 1, 2, 3, 4]
+    assert cli.bytes_sent == srv.bytes_received == writes[0]
+    cli.send(b"after")  # outside the block: written at once again
+    assert len(writes) == 2 and srv.recv() == b"after"
+    srv.close()
+    cli.close()
