@@ -87,7 +87,10 @@ class AbortCounter:
     def check(self, client: str) -> None:
         """:class:`Refused` (code ``aborts``, final) once ``client`` has used up its aborts."""
         if self.limit is not None and self.count(client) >= self.limit:
-            raise Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
+            raise self._used_up()
+
+    def _used_up(self) -> Refused:
+        return Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
 
     @contextmanager
     def session(self, client: str) -> Iterator[None]:
@@ -100,7 +103,7 @@ class AbortCounter:
             if self.limit is not None:
                 failed = self.count(client)
                 if failed >= self.limit:
-                    raise Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
+                    raise self._used_up()
                 if failed + running >= self.limit:
                     # "busy", not final: an honest client (several processes behind one address)
                     # retries on its own once a session of its ends
