@@ -243,19 +243,28 @@ def _refuse_rounding(pp: PublicParams) -> None:
         raise ProtocolError("rounding (--round-to) is not part of the client-malicious protocols")
 
 
-def g_table(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan) -> np.ndarray:
-    """Server, step 10: alpha_i G_i(e) for every e, as exact two's-complement limb arrays
-    (N, 2^hb, g_limbs); rho_x = rho >> s."""
+def g_terms(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Server, step 10: the non-zero part of the G table. G_i(e) is 0 unless H = (e - rho_hi) mod
+    2^hb < 2^lut, so only 2^lut of the 2^hb entries per point need a product: returns the columns
+    e (N, 2^lut) and alpha_i G_i(e) there as exact two's-complement limb arrays (N, 2^lut,
+    g_limbs); rho_x = rho >> s. (The whole table costs 2^(hb - lut) times more: 32x at CM settings.)"""
     L, hb = pp.lo_bits, tp.hb
     x_lo = rho_x & U64((1 << L) - 1)
     rho_hi = (rho_x >> U64(L)).astype(np.int64)
-    e = np.arange(1 << hb, dtype=np.int64)[None, :]
-    H = (e - rho_hi[:, None]) % (1 << hb)
+    H = np.arange(1 << pp.lut_bits, dtype=np.int64)[None, :]
+    cols = (rho_hi[:, None] + H) % (1 << hb)
     G = np.exp(-pp.c * float(1 << L) * H + pp.c * x_lo.astype(np.float64)[:, None])
-    G = np.where(H < (1 << pp.lut_bits), G, 0.0)
     G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)
     aG = limbs.from_u128(u128.mul64(G_enc, np.abs(alpha).astype(U64)[:, None]), tp.g_limbs)
-    return np.where((alpha < 0)[:, None, None], limbs.neg(aG), aG)
+    return cols, np.where((alpha < 0)[:, None, None], limbs.neg(aG), aG)
+
+
+def g_table(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan) -> np.ndarray:
+    """alpha_i G_i(e) for every e (N, 2^hb, g_limbs): :func:`g_terms` scattered into zeros."""
+    cols, aG = g_terms(pp, rho_x, alpha, tp)
+    out = limbs.zeros((len(rho_x), 1 << tp.hb), tp.g_limbs)
+    out[np.arange(len(rho_x))[:, None], cols] = aG
+    return out
 
 
 def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndarray | None = None,
@@ -285,7 +294,10 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             raise ModelError("weights wider than the advertised weight_bits")
         top = 1 << (64 * tp.g_limbs)
         s_prev = limbs.uniform_between(party.rng, (N,), tp.g_limbs, 1 << tp.lift_bits, top - (1 << tp.lift_bits))
-        t = limbs.add(g_table(pp, xm, alpha, tp), s_prev[:, None, :])
+        # every entry is s0_i, plus alpha_i G_i(e) at the 2^lut columns where G is not 0
+        t = np.repeat(s_prev[:, None, :], 1 << tp.hb, axis=1)
+        cols, aG = g_terms(pp, xm, alpha, tp)
+        t[np.arange(N)[:, None], cols] = limbs.add(aG, s_prev[:, None, :])
         au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t)
         first = s_prev
         s_prev = np.concatenate([s_prev, limbs.zeros((N,), n - tp.g_limbs)], axis=1)  # lifted: an integer < 2^(64 g)
