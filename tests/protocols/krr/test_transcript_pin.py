@@ -63,16 +63,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "5d7c657a537799c2a7070d9766b53ab973200acd52566106bc56737f0f268d7d"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "f37a249115c3d1c2ac6fd261b7cd50b1a97c2a49f9104b4b86f5b5b8e8deb2b7"),
-    "krr-laplacian": (96, 74974, "fe9532f8d45c57a4174e6bd69dcbe16700188abbbef0fd6a4c84c0caf44ef87f"),
-    "krr-laplacian/silent": (110, 677627, "1e663970ce28a51391d22c034e10ea7b326a6ce1e787c639e97b771531361e14"),
-    "krr-gaussian/client-malicious": (482, 9823898, "9224073a4d2196024d3ce4e5668889034b50eecd15713bb39f1f101700de81ca"),
-    "krr-laplacian/client-malicious": (198, 302011, "b7386ff0fe2f9954e576b09f1f939fc7043db49842f7662585fc85bb0806321a"),
-    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "krr-gaussian": (66, 1564495, "bd1e03f4a16829d83df7672458a7d3d90ef9bc5fb7dbaaaf20599910d552e45b"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "11168996cdd01828eb8b871ad7c345e5da12d00d141163129b3fd26eddf9efce"),
+    "krr-laplacian": (96, 74974, "6d298418f84aa3912ab12117a4ea740c87752c5e9effb0322568a54c0b2645ae"),
+    "krr-laplacian/silent": (110, 677627, "bda5fa6577563c794f90c4a54a3db721254e9b35f17eb82bd6c876c49c0877de"),
+    "krr-gaussian/client-malicious": (482, 9823898, "f6ffcebf75cdc71f118dc42d6d3d4e18e95d6d5f0fc1c7fb247bd68638d841ca"),
+    "krr-laplacian/client-malicious": (198, 302011, "c561b410f42dff3834f5b8f7612111be1d2a7aaf57ac210998cbfe11179317dd"),
+    "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 20
+PINNED_VERSION = 22
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
