@@ -177,7 +177,7 @@ def cot_send_pooled(ch: Any, pool: SenderPool, deltas: list[np.ndarray], bits: l
     if m % 8 and int(raw[-1]) >> (m % 8):
         raise PoolRefused("ot-pool: derandomisation message has bits past its OTs")
     d = unpack_bits(raw, m).astype(bool)
-    a0 = np.where(d, h1, h0)
+    a0 = np.where(d, h1, h0)  # m_{d_i} (measured faster here than an xor-mask swap)
     a1 = np.where(d, h0, h1)
     tau = a0 + delta - a1  # the chooser of b gets a_b; a1 + tau = a0 + delta
     parts, x0 = [], np.empty(m, dtype=U64)
