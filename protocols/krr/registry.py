@@ -203,10 +203,15 @@ class CompactLinearProtocol(ModelProtocol):
         ot = info.pop("_ot", None)
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
                        y_offset=model.compact.offset, ot=ot)
-        # after the reply: the next session's checked random OTs (protocols.ot.pool); a failed
-        # check raises here, before the release, so the ticket (and its Delta) is dropped
-        compact.after_reply(party, ot)
-        info["release"]()  # the session succeeded: its OT-session state may serve the client again
+
+        def after() -> None:
+            # after the reply (run by serve_one once the session's cost is taken): the next
+            # session's checked random OTs (protocols.ot.pool); a failed check raises here, before
+            # the release, so the ticket (and its Delta) is dropped
+            compact.after_reply(party, ot)
+            info["release"]()  # the session succeeded: its OT-session state may serve the client again
+
+        info["after_reply"] = after
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if pp.lattice_linear:
