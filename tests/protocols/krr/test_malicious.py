@@ -241,8 +241,13 @@ def test_malicious_inconsistent_ot_columns_abort(rff, monkeypatch):
         return a
 
     _evil_receiver(monkeypatch, tamper)
-    with pytest.raises(SecureMLError):
-        _public(srv, mm, mols)
+    # a resumed session spends the pool checked at the end of the last one (protocols.ot.pool), so
+    # its only extension is the refill after its reply: the server's check fails there, before
+    # any of those OTs is used; the client keeps the prediction of a query its checked pool bound
+    try:
+        np.testing.assert_allclose(_public(srv, mm, mols)[0], mm.predict(mols), atol=1e-2)
+    except SecureMLError:
+        pass
     monkeypatch.undo()
     assert _eventually(lambda: "ConsistencyError" in srv.text())
     # the attack ran on the resumed session (same ticket): the server forgot that Delta
@@ -260,8 +265,8 @@ def test_malicious_forged_consistency_proof_aborts(rff, monkeypatch):
         return a
 
     _evil_receiver(monkeypatch, tamper)
-    with pytest.raises(SecureMLError):
-        _public(srv, mm, mols)
+    with pytest.raises(SecureMLError):  # a session without a ticket extends inline, in the online phase
+        _public(srv, mm, mols, resume_ot=False)
     monkeypatch.undo()
     _honest_still_served(srv, mm, mols)
 

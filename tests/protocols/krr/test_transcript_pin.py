@@ -71,7 +71,7 @@ PINS = {
     "krr-laplacian/silent": (110, 677627, "bbf7d01e4139d1c19cae8e7ceaeada7b3400433407f7d8fc5a7c7b4de115d038"),
     "krr-gaussian/client-malicious": (300, 9461209, "443edd95bb6a8243b46caa01abe54e528ecc19e697b9ad24c6c2dfb603ae6cf6"),
     "krr-laplacian/client-malicious": (144, 126501, "27e7bcca099f57dda4ec53d9bb89a6f268b7ebe0163dd8649c1cabc317989610"),
-    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
 PINNED_VERSION = 23
