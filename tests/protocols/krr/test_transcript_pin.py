@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 20 (20: the version in the hello only -- TCP clients' lattice seed is not
+#: pinned at PROTOCOL_VERSION 24 (24: the version in the hello, and the silent Laplacian pin (its LPN code
+#: columns by multiply-shift, its digit plan); 20: the version in the hello only -- TCP clients' lattice seed is not
 #: sent on these in-process channels; 19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
 #: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
@@ -63,16 +64,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "5d7c657a537799c2a7070d9766b53ab973200acd52566106bc56737f0f268d7d"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "f37a249115c3d1c2ac6fd261b7cd50b1a97c2a49f9104b4b86f5b5b8e8deb2b7"),
-    "krr-laplacian": (96, 74974, "fe9532f8d45c57a4174e6bd69dcbe16700188abbbef0fd6a4c84c0caf44ef87f"),
-    "krr-laplacian/silent": (110, 677627, "1e663970ce28a51391d22c034e10ea7b326a6ce1e787c639e97b771531361e14"),
-    "krr-gaussian/client-malicious": (482, 9823898, "9224073a4d2196024d3ce4e5668889034b50eecd15713bb39f1f101700de81ca"),
-    "krr-laplacian/client-malicious": (198, 302011, "b7386ff0fe2f9954e576b09f1f939fc7043db49842f7662585fc85bb0806321a"),
+    "krr-gaussian": (66, 1564495, "8a110fd20021e23b68d6f42f96b9a6bcd7c9084883bde8173c4559a5fe35398a"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "58d241a8840534337b8c499173ccad00aa49f64492d3b0594ee7d2ba7738add5"),
+    "krr-laplacian": (96, 74974, "ae4e04874fbe1678fdf7bdf0ad6366c2e88d9957513e43fedaa4521b6beeef13"),
+    "krr-laplacian/silent": (110, 677628, "b48eb40c447f9f259848f6db50d713d0c64c0714cb6f112dcfafd20762c4a350"),
+    "krr-gaussian/client-malicious": (482, 9823898, "3c6a6e3822b80f2d81df3aaa160af69b05b01e5dded6e6a600cc707b53f01e0f"),
+    "krr-laplacian/client-malicious": (198, 302011, "6bc401550fa44f277d6fb6c412d5a26ddaaee5bc32972b4e0bd7bf0aace492ed"),
     "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 20
+PINNED_VERSION = 24
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
