@@ -67,7 +67,7 @@ PINS = {
     "krr-gaussian": (66, 1564495, "8a110fd20021e23b68d6f42f96b9a6bcd7c9084883bde8173c4559a5fe35398a"),
     "krr-gaussian/lattice-sum": (42, 2560892, "58d241a8840534337b8c499173ccad00aa49f64492d3b0594ee7d2ba7738add5"),
     "krr-laplacian": (96, 74974, "ae4e04874fbe1678fdf7bdf0ad6366c2e88d9957513e43fedaa4521b6beeef13"),
-    "krr-laplacian/silent": (110, 677628, "b48eb40c447f9f259848f6db50d713d0c64c0714cb6f112dcfafd20762c4a350"),
+    "krr-laplacian/silent": (130, 653507, "44ac60aaf83510f8f7cf2f9ca2c5c140d94ce877eeea2ab971f8884ea25eb0db"),
     "krr-gaussian/client-malicious": (482, 9823898, "3c6a6e3822b80f2d81df3aaa160af69b05b01e5dded6e6a600cc707b53f01e0f"),
     "krr-laplacian/client-malicious": (198, 302011, "6bc401550fa44f277d6fb6c412d5a26ddaaee5bc32972b4e0bd7bf0aace492ed"),
     "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
