@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 20 (20: the version in the hello only -- TCP clients' lattice seed is not
+#: pinned at PROTOCOL_VERSION 21 (21: the version in the hello only -- the keep_alive request is sent by TCP clients
+#: only; 20: the version in the hello only -- TCP clients' lattice seed is not
 #: sent on these in-process channels; 19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
 #: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
@@ -63,16 +64,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "5d7c657a537799c2a7070d9766b53ab973200acd52566106bc56737f0f268d7d"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "f37a249115c3d1c2ac6fd261b7cd50b1a97c2a49f9104b4b86f5b5b8e8deb2b7"),
-    "krr-laplacian": (96, 74974, "fe9532f8d45c57a4174e6bd69dcbe16700188abbbef0fd6a4c84c0caf44ef87f"),
-    "krr-laplacian/silent": (110, 677627, "1e663970ce28a51391d22c034e10ea7b326a6ce1e787c639e97b771531361e14"),
-    "krr-gaussian/client-malicious": (482, 9823898, "9224073a4d2196024d3ce4e5668889034b50eecd15713bb39f1f101700de81ca"),
-    "krr-laplacian/client-malicious": (198, 302011, "b7386ff0fe2f9954e576b09f1f939fc7043db49842f7662585fc85bb0806321a"),
+    "krr-gaussian": (66, 1564495, "4565cc9ddf5d361d506fa1250dd70f3cc5c996af2beee70827955c9582df11e9"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "398b3352706daf6f805950db188939262c03d992c34b7a72117b75e05d4ab7c9"),
+    "krr-laplacian": (96, 74974, "2905d4b8771d6549df4e63427b039c72289036046ca2f8a7a80ca2763190d27c"),
+    "krr-laplacian/silent": (110, 677627, "1f1db038f8aa2914ca992cf6a61ee522383543203cb3533f0cca0839abed05e8"),
+    "krr-gaussian/client-malicious": (482, 9823898, "61283ec3fff1bc7b87e134e7a3367238d1836c86b3184001410a6f4a2443fa54"),
+    "krr-laplacian/client-malicious": (198, 302011, "9fb4c6459a65fe36389c95f4a0314589f57f2bf58214ddcd88d2c6e147418151"),
     "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 20
+PINNED_VERSION = 21
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
