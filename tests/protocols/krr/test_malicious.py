@@ -150,15 +150,17 @@ def _ideal(mm, pp: PublicParams, enc: np.ndarray, out_bits: int) -> np.ndarray:
     return np.array(out)
 
 
-def _public(srv, mm, mols, resume_ot: bool = True):
-    """An honest run: the predictions and the public parameters the server announced."""
+def _public(srv, mm, mols, resume_ot: bool = True, keep_alive: bool = True):
+    """An honest run: the predictions and the public parameters the server announced
+    (``keep_alive=False``: on a new connection, through ``open_session``, where tests wrap it)."""
     seen = {}
 
     def featurize(pp, public_model):
         seen["pp"] = pp
         return lin.client_features(public_model, mols)
 
-    preds, cost = predict(srv.address, featurize=Featurizer(n_queries=len(mols), fn=featurize), resume_ot=resume_ot)
+    preds, cost = predict(srv.address, featurize=Featurizer(n_queries=len(mols), fn=featurize), resume_ot=resume_ot,
+                          keep_alive=keep_alive)
     return preds, seen["pp"], cost
 
 
@@ -241,8 +243,13 @@ def test_malicious_inconsistent_ot_columns_abort(rff, monkeypatch):
         return a
 
     _evil_receiver(monkeypatch, tamper)
-    with pytest.raises(SecureMLError):
-        _public(srv, mm, mols)
+    # a resumed session spends the pool checked at the end of the last one (protocols.ot.pool), so
+    # its only extension is the refill after its reply: the server's check fails there, before
+    # any of those OTs is used; the client keeps the prediction of a query its checked pool bound
+    try:
+        np.testing.assert_allclose(_public(srv, mm, mols)[0], mm.predict(mols), atol=1e-2)
+    except SecureMLError:
+        pass
     monkeypatch.undo()
     assert _eventually(lambda: "ConsistencyError" in srv.text())
     # the attack ran on the resumed session (same ticket): the server forgot that Delta
@@ -260,8 +267,8 @@ def test_malicious_forged_consistency_proof_aborts(rff, monkeypatch):
         return a
 
     _evil_receiver(monkeypatch, tamper)
-    with pytest.raises(SecureMLError):
-        _public(srv, mm, mols)
+    with pytest.raises(SecureMLError):  # a session without a ticket extends inline, in the online phase
+        _public(srv, mm, mols, resume_ot=False)
     monkeypatch.undo()
     _honest_still_served(srv, mm, mols)
 
@@ -297,7 +304,8 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
         state = {"n": 0, "hit": False}
         monkeypatch.setattr(client_mod, "open_session", _bit_flipping_open(real_open, rng, target, state))
         try:
-            preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1")
+            # a new connection per session: the wrapped open_session carries every perturbed session
+            preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1", keep_alive=False)
             outcomes.append("ideal")
             np.testing.assert_array_equal(preds, honest)
         except SecureMLError:
@@ -585,7 +593,7 @@ def test_malicious_gaussian_flipped_bits_in_client_messages(servers, monkeypatch
         state = {"n": 0, "hit": False}
         monkeypatch.setattr(client_mod, "open_session", _bit_flipping_open(real_open, rng, target, state))
         try:
-            preds, _ = predict(strong.address, Q)
+            preds, _ = predict(strong.address, Q, keep_alive=False)  # through the wrapped open_session
             outcomes.append("honest")
             answered.append(preds[0])
         except SecureMLError:

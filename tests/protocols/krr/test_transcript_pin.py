@@ -65,16 +65,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "ab61f57291473bd04fa40e7b60e0ce8f5cb6f1380278b164c15da3e8e0040040"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "4dd95628658f3f18f0ae9dc5ad9c44dfbf344d180e57623fba5c222d73673838"),
-    "krr-laplacian": (96, 74974, "365d9cc7be91e7ed0b7693200c2dffa47c2e3b0e25389c1507d8ba55ac2a4c91"),
-    "krr-laplacian/silent": (110, 677627, "bbf7d01e4139d1c19cae8e7ceaeada7b3400433407f7d8fc5a7c7b4de115d038"),
-    "krr-gaussian/client-malicious": (300, 9461209, "443edd95bb6a8243b46caa01abe54e528ecc19e697b9ad24c6c2dfb603ae6cf6"),
-    "krr-laplacian/client-malicious": (144, 126501, "27e7bcca099f57dda4ec53d9bb89a6f268b7ebe0163dd8649c1cabc317989610"),
-    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "krr-gaussian": (66, 1564495, "8a110fd20021e23b68d6f42f96b9a6bcd7c9084883bde8173c4559a5fe35398a"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "58d241a8840534337b8c499173ccad00aa49f64492d3b0594ee7d2ba7738add5"),
+    "krr-laplacian": (96, 74974, "ae4e04874fbe1678fdf7bdf0ad6366c2e88d9957513e43fedaa4521b6beeef13"),
+    "krr-laplacian/silent": (130, 653507, "44ac60aaf83510f8f7cf2f9ca2c5c140d94ce877eeea2ab971f8884ea25eb0db"),
+    "krr-gaussian/client-malicious": (300, 9461209, "e464ae065c3bdbcc1fd61205c53785104c11feb57e1144bb77d9b76250e1be56"),
+    "krr-laplacian/client-malicious": (144, 126501, "b2d0e181aea3d55eacc3882e9b85d51c6fb5d36814f3f493cfa85ad86512f11a"),
+    "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 23
+PINNED_VERSION = 24
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
