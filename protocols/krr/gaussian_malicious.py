@@ -19,8 +19,9 @@ and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from
     g_k(d) = round(2^V exp(-c 2^(a_k) d))                          (public factor tables)
     F     = round(2^S y_offset) + sum_i alpha_enc,i G_i prod_k g_k(d_k,i)     (mod 2^R)
 an exact integer product (no rounding between factors), scale 2^S with S = w + g + K V, in the
-ring Z_2^R of the chain (R = 64 n > S + 24: predictions up to 2^24 in magnitude; R = 896 bits,
-S = 856 at CM/QM9 settings). It differs from the exact prediction only by the roundings of G
+ring Z_2^R of the chain (R = 64 n > S + 24: predictions up to 2^24 in magnitude; at CM/QM9
+settings R = 896, S = 856 with one G table, R = 704, S = 656 with the split of step 10,
+whose G carries g more fractional bits: S = w + 2 g + K V). It differs from the exact prediction only by the roundings of G
 and of each g_k (relative 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and
 depends on the server's fresh rho only through them.
 
@@ -96,8 +97,9 @@ refuses it.
 Cost of steps 10-14 per training point: 2^(W-L) x 8 nG bytes (G table; 8 kB at CM settings;
 with the split (2^h0 + 2^(W-L-h0)) x 24 nG bytes, 3,456 B) plus
 sum_k 2^(b_k - a_k) x 8 n bytes (the chain: :func:`tail_plan` picks the digit width with the
-fewest bytes -- narrower digits mean smaller tables but more of them and a wider ring; 20 2-bit
-digits in Z_2^896, 8,960 bytes, at CM settings against 10,240 for 10 4-bit digits), and one
+fewest bytes -- narrower digits mean smaller tables but more of them and a wider ring; at CM
+settings with one G table 20 2-bit digits in Z_2^896, 8,960 bytes, against 10,240 for 10 4-bit
+digits; with the split 14 3-bit digits in Z_2^704, 9,328 bytes), and one
 output word. (The proved chain it replaces committed v_(k+1) and t_k, 81 bits per digit, and
 ran a batched check: ~16.5 kB per point at CM settings.)
 """
