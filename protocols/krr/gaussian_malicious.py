@@ -7,10 +7,10 @@ bytes, any order). Guarantee: per query the client learns at most F(q') for one 
 input domain -- the server's fixed-point function below, bit-exact -- or an abort; the server
 learns nothing about q'. Every OT the client chooses in is from the checked OT extension
 (:mod:`protocols.ot.consistency`), so each choice bit is well defined; every later client value
-is authenticated (:mod:`protocols.mpc.authenticated`) and checked (step 9) before the server sends
-anything that depends on u; after that the client only receives; every table the client indexes is indexed by digits of its *committed* u
-(:func:`~protocols.mpc.authenticated.bound_lut`), never by a fresh or client-computed index. The
-client is never an OT sender.
+is authenticated (:mod:`protocols.mpc.authenticated`) and checked (step 9) before the server
+sends anything that depends on u; after that the client only receives; every table the client
+indexes is indexed by digits of its *committed* u (:func:`~protocols.mpc.authenticated.bound_lut`),
+never by a fresh or client-computed index. The client is never an OT sender.
 
 The function F (fixed point, M = ring_bits, s = shift_bits, L = lo_bits, V = v_frac_bits,
 w = weight_frac_bits, g = g_frac_bits, u = D + rho mod 2^M, x = u >> s split into x_lo (L bits)
@@ -20,9 +20,9 @@ and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from
     F     = round(2^S y_offset) + sum_i alpha_enc,i G_i prod_k g_k(d_k,i)     (mod 2^R)
 an exact integer product (no rounding between factors), scale 2^S with S = w + g + K V, in the
 ring Z_2^R of the chain (R = 64 n > S + 24: predictions up to 2^24 in magnitude; at CM/QM9
-settings R = 896, S = 856 with one G table, R = 704, S = 656 with the split of step 10,
-whose G carries g more fractional bits: S = w + 2 g + K V). It differs from the exact prediction only by the roundings of G
-and of each g_k (relative 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and
+settings R = 896, S = 856 with one G table, R = 704, S = 656 with the split of step 10, whose
+G_i = A_b(e0) B_b(e1) carries g more fractional bits: S = w + 2 g + K V). It differs from the
+exact prediction only by the roundings of G (of A and B) and of each g_k (relative 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and
 depends on the server's fresh rho only through them.
 
 Protocol (both parties run :func:`online`; steps numbered in the code):
