@@ -70,8 +70,8 @@ PINS = {
     "krr-gaussian/lattice-sum": (42, 2560892, "e704e3792dd0e859daece5770a1990173096d526fa5b7ade5a75fd7e707b5bcc"),
     "krr-laplacian": (96, 74974, "99090cb426855707f10fb0e8fdd79e158782ad670feaaf422ff955ab2914d4b7"),
     "krr-laplacian/silent": (130, 653507, "24b2ecb4f4d180aa4f315233d76010eda8702a415ec76f83d39a9bb509f3154e"),
-    "krr-gaussian/client-malicious": (300, 9461209, "17cb737834f91300ae37c870a044a8568dc1e89b478d54730df9ce504ce5d581"),
-    "krr-laplacian/client-malicious": (144, 126501, "6b301266053e0a70976d8a708828c6ef74990f6de4669a3e6245445851f9a1da"),
+    "krr-gaussian/client-malicious": (300, 9461208, "98669de009838ab1764758050bea6637f1d92a2c6e958f327ee910442e997433"),
+    "krr-laplacian/client-malicious": (144, 126501, "72c1d5b784d8682b45a8c27fbdf05e0cd617a7a172176a1644821a0c86a73a99"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
