@@ -50,6 +50,12 @@ PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
 # lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
 # re-randomises for it after its reply, the client makes its mask while it waits)
+# 22: client-malicious compact sessions: a checked random-OT pool kept with the OT-session ticket,
+# refilled after the reply and spent by derandomisation (protocols.ot.pool); the ot-session reply
+# carries ot_pool / pool, the linear-ip echo pool / refill
+# 23: client-malicious kernels' tail (steps 10-14 of protocols.krr.gaussian_malicious): a masked
+# public-factor chain in Z_2^R (R = 64 limbs, R > w + g + K V + 24), one bound table per digit, no
+# client commitments and no check; y mod 2^R at scale 2^(w + g + K V)
 # 24: silent OT's LPN code columns are floor(w k / 2^32) again, by an integer multiply-shift (half
 # the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it

@@ -42,8 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 24 (24: the version in the hello, and the silent Laplacian pin (its LPN code
-#: columns by multiply-shift, its digit plan); 20: the version in the hello only -- TCP clients' lattice seed is not
+#: pinned at PROTOCOL_VERSION 23 (23: the client-malicious kernels' tail -- the masked public-factor chain, no
+#: client commitments in steps 10-14 -- pinned in "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious", the
+#: version in the hello elsewhere; 20: the version in the hello only -- TCP clients' lattice seed is not
 #: sent on these in-process channels; 19: the public inner_product field; the lattice step 9 (protocols.mpc.rlwe_ip128)
 #: pinned as "krr-gaussian/lattice-sum" on the small model forced to it; semi-honest exact kernels split the
 #: exponent with a low part spanning 8 (centred factors: a table half as long); 18: the version in the hello only -- the lattice seed of early-data hellos is not sent in these sessions; 17: the client-malicious Laplacian protocol, pinned as
@@ -68,9 +69,9 @@ PINS = {
     "krr-gaussian/lattice-sum": (42, 2560892, "58d241a8840534337b8c499173ccad00aa49f64492d3b0594ee7d2ba7738add5"),
     "krr-laplacian": (96, 74974, "ae4e04874fbe1678fdf7bdf0ad6366c2e88d9957513e43fedaa4521b6beeef13"),
     "krr-laplacian/silent": (130, 653507, "44ac60aaf83510f8f7cf2f9ca2c5c140d94ce877eeea2ab971f8884ea25eb0db"),
-    "krr-gaussian/client-malicious": (482, 9823898, "3c6a6e3822b80f2d81df3aaa160af69b05b01e5dded6e6a600cc707b53f01e0f"),
-    "krr-laplacian/client-malicious": (198, 302011, "6bc401550fa44f277d6fb6c412d5a26ddaaee5bc32972b4e0bd7bf0aace492ed"),
-    "linear": (23, 32994, "98b936087b0e349d720fc96b4f43e1019acd10ddd03181a21a8583f1d6762403"),
+    "krr-gaussian/client-malicious": (300, 9461209, "e464ae065c3bdbcc1fd61205c53785104c11feb57e1144bb77d9b76250e1be56"),
+    "krr-laplacian/client-malicious": (144, 126501, "b2d0e181aea3d55eacc3882e9b85d51c6fb5d36814f3f493cfa85ad86512f11a"),
+    "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
 PINNED_VERSION = 24
