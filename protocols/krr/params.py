@@ -58,6 +58,9 @@ PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # client commitments and no check; y mod 2^R at scale 2^(w + g + K V)
 # 24: silent OT's LPN code columns are floor(w k / 2^32) again, by an integer multiply-shift (half
 # the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
+# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
+# keeps the connection; the client's next session then starts with a new hello on it
+# (protocols.net.frontdoor, step 8)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

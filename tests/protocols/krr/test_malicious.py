@@ -150,15 +150,17 @@ def _ideal(mm, pp: PublicParams, enc: np.ndarray, out_bits: int) -> np.ndarray:
     return np.array(out)
 
 
-def _public(srv, mm, mols, resume_ot: bool = True):
-    """An honest run: the predictions and the public parameters the server announced."""
+def _public(srv, mm, mols, resume_ot: bool = True, keep_alive: bool = True):
+    """An honest run: the predictions and the public parameters the server announced
+    (``keep_alive=False``: on a new connection, through ``open_session``, where tests wrap it)."""
     seen = {}
 
     def featurize(pp, public_model):
         seen["pp"] = pp
         return lin.client_features(public_model, mols)
 
-    preds, cost = predict(srv.address, featurize=Featurizer(n_queries=len(mols), fn=featurize), resume_ot=resume_ot)
+    preds, cost = predict(srv.address, featurize=Featurizer(n_queries=len(mols), fn=featurize), resume_ot=resume_ot,
+                          keep_alive=keep_alive)
     return preds, seen["pp"], cost
 
 
@@ -302,7 +304,8 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
         state = {"n": 0, "hit": False}
         monkeypatch.setattr(client_mod, "open_session", _bit_flipping_open(real_open, rng, target, state))
         try:
-            preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1")
+            # a new connection per session: the wrapped open_session carries every perturbed session
+            preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1", keep_alive=False)
             outcomes.append("ideal")
             np.testing.assert_array_equal(preds, honest)
         except SecureMLError:
@@ -590,7 +593,7 @@ def test_malicious_gaussian_flipped_bits_in_client_messages(servers, monkeypatch
         state = {"n": 0, "hit": False}
         monkeypatch.setattr(client_mod, "open_session", _bit_flipping_open(real_open, rng, target, state))
         try:
-            preds, _ = predict(strong.address, Q)
+            preds, _ = predict(strong.address, Q, keep_alive=False)  # through the wrapped open_session
             outcomes.append("honest")
             answered.append(preds[0])
         except SecureMLError:
