@@ -250,18 +250,30 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     half = U64((1 << (M - 1)) - 1)
     bits = _unpack(c, N)  # (d, N)
     b64 = bits.astype(U64)
+    # (in place on (d, N) words: -x (1 - 2b) = 2xb - x and q (1 - 2b) = q - 2qb, with xb / qb
+    # needed for P anyway -- fewer passes over the 46 MB arrays at N = 16,384)
     if server:
         t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
-        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & half
+        xb = XT * b64
+        delta = np.add(xb, xb)
+        delta -= XT
+        delta &= half
         s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
-        P = (t - s - XT * b64).sum(axis=0, dtype=U64)
+        t -= s
+        t -= xb
+        P = t.sum(axis=0, dtype=U64)
         # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
         return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    delta = (qc * (U64(1) - U64(2) * b64)) & half
+    qb = qc * b64
+    delta = np.subtract(qc, qb)
+    delta -= qb
+    delta &= half
     s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
     t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
-    P = (t - s + qc * b64).sum(axis=0, dtype=U64)
+    t -= s
+    t += qb
+    P = t.sum(axis=0, dtype=U64)
     # 5. our part of L
     return (U64(2) * P - q.astype(U64).sum(dtype=U64)) & mask
 
