@@ -201,11 +201,15 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     M = pp.ring_bits if ring_bits is None else ring_bits
     mask = U64((1 << M) - 1)
     c = None
+    dig_buf = None
     for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
         if server:
-            dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
+            # the digit in one reused buffer (values < 2^m: the uint64 words read as intp unchanged)
+            dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
+            dig_buf &= U64((1 << m) - 1)
+            dig = dig_buf.view(np.intp)
             r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
             if k > 0:
                 # 3. a random OT per element, the client choosing with c_C: delta = m0 ^ m1
