@@ -101,8 +101,10 @@ U64 = np.uint64
 # exchange rate of issue 15's target (100 MB against 3 s: 0.27 bits per ns). Weighed so, 15-bit
 # entries get five digits of 3 bits: 9 bytes of tables per element instead of 20 for (5, 5, 5), for
 # two more random OTs (measured: L1 step 97.2 against 157.2 MB, CPU +0.4 s per party; protocols
-# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). 8 < weight < 24 gives (3, 3, 3, 3, 3); a
-# weight below 8 would pick seven digits (3, 2, ..., 2) (~89 MB, but +1 s CPU per party).
+# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). A random OT's total (traffic 3 + compute 20 =
+# 23 bits) below 24 gives (3, 3, 3, 3, 3), from 24 to 44 four digits (4, 3, 4, 4) (the search stops at
+# five digits; seven, (3, 2, 2, 2, 2, 2, 2), measured 89.2 MB in the L1 step for
+# ~+0.8 s of CPU per party: docs/double-blind.md, protocol 24).
 _ROT_BITS = {"softspoken": 32, "silent": 3}
 _ROT_WORK = {"softspoken": 64, "silent": 20}
 _TABLE_BYTES = 48 << 20
