@@ -28,7 +28,10 @@ beside both (``client_cpu_s``, ``plaintext_cpu_s``: less sensitive to other load
 machine), and ``--gap-ms`` of idle time follows each session (between-sessions work, e.g. the
 lattice server's re-randomisation for the client's next query, ends before the next timed step).
 ``lattice_cpu`` in the JSON splits the lattice steps into offline (query-independent) and online
-CPU time. Writes ``double_blind.json``, ``.csv`` and ``.png``::
+CPU time. ``--keep-alive`` (default) runs every path twice, on a new connection per session and
+on a kept-alive one (``<model>/<path>/keep-alive``: the client's next session on the connection
+the server kept, protocols.net.frontdoor step 8), alternating, so one run reports both;
+``--no-keep-alive`` only the former. Writes ``double_blind.json``, ``.csv`` and ``.png``::
 
     .venv/bin/python -m bench.local_model_bench --double-blind --out bench/results/compact_cost
 """
@@ -224,8 +227,9 @@ def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: A
     serve(served, "127.0.0.1", 0, max_sessions=n_sessions, on_ready=q.put, concurrency=1)
 
 
-def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
-    """One molecule: its plaintext prediction, then one double-blind session, both timed here."""
+def _db_session(port: int, mm: Any, mol: Any, resume: bool, keep_alive: bool = False) -> dict[str, Any]:
+    """One molecule: its plaintext prediction, then one double-blind session, both timed here
+    (``keep_alive``: on the connection the server kept after this client's last session)."""
     from protocols.krr import Featurizer, molecules_featurizer, predict
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -242,7 +246,7 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
 
     t0, c0 = time.perf_counter(), time.process_time()
     y, cost = predict(f"127.0.0.1:{port}", featurize=Featurizer(n_queries=base.n_queries, fn=featurize),
-                      resume_ot=resume)
+                      resume_ot=resume, keep_alive=keep_alive)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     ex = cost.extra
     # the OT path's pool refill for the next session runs after the prediction is in hand
@@ -263,6 +267,7 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool) -> dict[str, Any]:
         "rounds": cost.rounds, "abs_error": abs(float(y[0]) - y_plain), "softspoken_k": ex.get("softspoken_k"),
         "out_bits": ex.get("out_bits"), "engine": ex.get("engine", "ot"), "keygen_s": ex.get("keygen_s"),
         "key_sent": ex.get("key_sent"), "prepared": ex.get("prepared"), "early_data": bool(ex.get("early_data")),
+        "kept_alive": bool(ex.get("kept_alive")),
         # the client's work for its next session, done while it waited for this reply (offline)
         "prepare_next_s": ex.get("prepare_next_s"), "client_crypto_s": ex.get("client_crypto_s"),
     }
@@ -315,6 +320,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     med["total_s_max"] = float(max(r["total_s"] for r in rows))
     med["total_s_min"] = float(min(r["total_s"] for r in rows))
     med["abs_error_max"] = float(max(r["abs_error"] for r in rows))
+    med["kept_alive_sessions"] = sum(bool(r.get("kept_alive")) for r in rows)  # ran on a kept connection
     med["n"] = len(rows)
     return med
 
@@ -346,7 +352,11 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
     if "local_mae" in models:
         result["local_model_mae_kcal_mol"] = models.pop("local_mae")
     ctx = mp.get_context("spawn")
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    base_paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    # --keep-alive: every path twice, on a new connection per session and on a kept-alive one
+    # ("<path>/keep-alive"), sessions alternating, so that one run reports both under the same load
+    paths = [p + suffix for p in base_paths for suffix in (("", "/keep-alive") if args.keep_alive else ("",))]
+    result["keep_alive_compared"] = bool(args.keep_alive)
     from protocols.krr import linear_he
 
     for model_name, (path, test) in models.items():
@@ -357,13 +367,13 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
         n_sessions = 1 + 2 + args.fresh_sessions + args.sessions
         for kind in paths:
             q = ctx.Queue()
-            security = "semi-honest" if kind.startswith("lattice") else None
+            security = "semi-honest" if kind.startswith("lattice") else None  # "lattice..." and ".../keep-alive"
             proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
                                                         security, kind != "ot-inline"), daemon=True)
             proc.start()
             servers[kind] = {"proc": proc, "plan": q.get(timeout=600), "port": q.get(timeout=600),
                              "cache": tempfile.mkdtemp(prefix="secureml-cache-")}
-            if servers[kind]["plan"]["engine"] != kind.split("-")[0]:
+            if servers[kind]["plan"]["engine"] != kind.split("/")[0].split("-")[0]:
                 raise SystemExit(f"{model_name}: asked for the {kind} path, the server runs {servers[kind]['plan']}")
         mm = MolecularModel.load(path)
         old_cache = os.environ.get("SECUREML_CACHE")
@@ -372,8 +382,9 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             os.environ["SECUREML_CACHE"] = servers[kind]["cache"]  # first contact: a client new to the server
             # "lattice": all the crypto inside the session (the default); "lattice-prepared": the
             # next session's query-independent work between sessions (linear_he.PREPARE_NEXT)
-            linear_he.PREPARE_NEXT = kind == "lattice-prepared"
-            row = _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume)
+            linear_he.PREPARE_NEXT = kind.split("/")[0] == "lattice-prepared"
+            row = _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume,
+                              keep_alive=kind.endswith("/keep-alive"))
             # idle time between queries: the between-sessions work (lattice-prepared: the server's
             # re-randomisation after its reply) ends before the next plaintext or session is timed
             time.sleep(args.gap_ms / 1e3)
@@ -407,7 +418,8 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             name = model_name if kind == "ot" else f"{model_name}/{kind}"
             fresh, resumed = rows[kind]["fresh"], rows[kind]["resumed"]
             result["models"][name] = {
-                "model_file": path.name, "path": kind, "public_params": servers[kind]["plan"],
+                "model_file": path.name, "path": kind.split("/")[0], "keep_alive": kind.endswith("/keep-alive"),
+                "public_params": servers[kind]["plan"],
                 "cold": cold[kind], "fresh": _summary(fresh) if fresh else None, "resumed": _summary(resumed),
                 "sessions": {"fresh": fresh, "resumed": resumed},
             }
@@ -430,11 +442,12 @@ def _write_csv(result: dict[str, Any], path: Path) -> None:
             "prepare_next_s", "client_cpu_s", "plaintext_cpu_s", "bytes", "rounds", "abs_error_max", "n"]
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["model", "path", "session"] + cols)
+        out.writerow(["model", "path", "keep_alive", "session"] + cols)
         for name, m in result["models"].items():
             for kind in ("fresh", "resumed"):
                 if m.get(kind):
-                    out.writerow([name, m.get("path", "ot"), kind] + [m[kind].get(c) for c in cols])
+                    out.writerow([name, m.get("path", "ot"), bool(m.get("keep_alive")), kind]
+                                 + [m[kind].get(c) for c in cols])
 
 
 def plot_double_blind(result: dict[str, Any], path: Path) -> None:
@@ -513,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle time after each session (ms): between-sessions work finishes before the next "
                         "timed step, as between a client's queries")
     g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
+    g.add_argument("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run every path on a kept-alive connection (its own server; reported as "
+                   "'<model>/<path>/keep-alive', sessions alternating with the new-connection runs); "
+                   "--no-keep-alive: new connections only (default: on)")
     g.add_argument("--precompute", action="store_true",
                    help="extend the OTs before the online phase (reports the online part apart)")
     args = p.parse_args(argv)

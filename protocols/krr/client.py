@@ -9,7 +9,9 @@ the server closes the session; the reason stays in this process's exception.
 from __future__ import annotations
 
 import contextlib
+import select
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -25,7 +27,7 @@ from protocols.krr.params import PublicParams
 from protocols.krr.registry import protocol_for
 from protocols.mpc.party import Party
 from protocols.net.dial import connect_tls, open_session
-from protocols.net.limits import parse_json
+from protocols.net.limits import Deadline, parse_json
 from protocols.net.transport import Channel, TCPChannel
 from secureml.errors import ModelError, ProtocolError, SecureMLError
 
@@ -122,6 +124,8 @@ class _EarlyChannel:
         self._ch, self._params, self._digest = ch, params, digest
         self._buf: list[tuple[str, Any]] | None = []
         self._checked = False  # the hello's answer read and checked
+        #: the server's answer said it keeps this connection for the next session
+        self.kept_alive = False
         ch.send_json(hello)
 
     def __getattr__(self, name: str) -> Any:
@@ -162,15 +166,18 @@ class _EarlyChannel:
         self._checked = True
         self._send_held()
         raw = self._ch.recv(max_bytes=1 << 20)
-        if raw == _ACCEPTED_ANSWERS.get(self._digest):
-            return  # byte for byte the answer accepted last time: it parses to the same parameters
+        hit = _ACCEPTED_ANSWERS.get((self._digest, raw))
+        if hit is not None:
+            self.kept_alive = hit  # byte for byte an answer accepted before: the same parameters
+            return
         reply = parse_json(raw, max_bytes=1 << 20)
         if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("params"), dict) \
                 or (reply["params"] != self._params and params_digest(reply["params"]) != self._digest):
             raise ProtocolError("early session not accepted (busy, refused or new parameters)")
+        self.kept_alive = reply.get("keep_alive") is True
         if len(_ACCEPTED_ANSWERS) > 64:
             _ACCEPTED_ANSWERS.clear()
-        _ACCEPTED_ANSWERS[self._digest] = raw
+        _ACCEPTED_ANSWERS[(self._digest, raw)] = self.kept_alive
 
     def recv(self, *a: Any, **kw: Any) -> Any:
         self._release()
@@ -188,8 +195,9 @@ class _EarlyChannel:
         self._ch.close()
 
 
-#: the raw hello answer last accepted for a parameter digest (checked answers are not parsed twice)
-_ACCEPTED_ANSWERS: dict[str, bytes] = {}
+#: raw hello answers accepted for a parameter digest (checked answers are not parsed twice):
+#: (digest, raw answer) -> whether that answer keeps the connection
+_ACCEPTED_ANSWERS: dict[tuple[str, bytes], bool] = {}
 #: public parameters of servers whose last session ran the lattice compact path, by "host:port":
 #: the next session sends its queries with the hello (early data); dropped on any failure
 _EARLY_PARAMS: dict[str, dict[str, Any]] = {}
@@ -199,21 +207,100 @@ EARLY_DATA = True
 
 def _early_session(host: str, port: int, hello: dict[str, Any], params: dict[str, Any], q_part: Any, f_part: Any,
                    c_part: Any, *, ssl_context: Any, server_hostname: str | None, timeout: float,
-                   handshake_timeout: float) -> tuple[np.ndarray, CostReport, PublicParams]:
+                   handshake_timeout: float, kept: TCPChannel | None = None, pool: Any = None
+                   ) -> tuple[np.ndarray, CostReport, PublicParams]:
+    """One session with early data, on a new connection or on ``kept`` (a connection the server
+    kept after this client's last session); with ``pool`` (a kept-connection key) the connection
+    is kept for the next session when the server's answer says it keeps it, else closed."""
     t0 = time.perf_counter()
     digest, cpp = _cached(params)
-    ch = TCPChannel(connect_tls(host, port, ssl_context, server_hostname, handshake_timeout), timeout=timeout)
+    if kept is not None:
+        ch = kept
+        ch.begin_session()
+        ch.timeout = timeout
+    else:
+        ch = TCPChannel(connect_tls(host, port, ssl_context, server_hostname, handshake_timeout), timeout=timeout)
+    keep = False
     try:
         # the first ciphertext's seed: the server re-randomises while we featurise
         seed = linear_he.hello_seed(cpp, _peer_name(ch))
         early = _EarlyChannel(ch, {**hello, "lattice_seed": seed.hex()}, params, digest)
         preds, cost, pp = predict_features(early, q_part, f_part, c_part, params=params,  # type: ignore[arg-type]
                                            params_sha256=digest, announced_seed=seed)
+        keep = pool is not None and early.kept_alive
     finally:
-        ch.close()
+        if keep:
+            _keep_connection(pool, ch)
+        else:
+            ch.close()
     cost.extra["early_data"] = True
-    cost.wall_s = time.perf_counter() - t0  # connect and hello included
+    cost.extra["kept_alive"] = kept is not None
+    cost.wall_s = time.perf_counter() - t0  # connect (unless kept) and hello included
     return preds, cost, pp
+
+
+# ---- kept-alive connections -------------------------------------------------------------------
+#: connections the server keeps after a session, one per (host, port, TLS context, server name):
+#: taken out for one session (one session at a time per connection), put back after it ended well
+_KEPT: dict[tuple[Any, ...], tuple[TCPChannel, float]] = {}
+_KEPT_LOCK = threading.Lock()
+#: a kept connection unused this long is closed here instead of reused (the server closes idle
+#: ones after its idle timeout, 60 s by default; a closed one is noticed and replaced anyway)
+KEEP_ALIVE_IDLE_S = 50.0
+
+
+def _take_connection(pool: tuple[Any, ...]) -> TCPChannel | None:
+    """A kept connection for ``pool`` that still looks open, or None. The server sends nothing
+    between sessions, so a readable socket means it closed the connection (idle timeout, stop)."""
+    with _KEPT_LOCK:
+        hit = _KEPT.pop(pool, None)
+    if hit is None:
+        return None
+    ch, since = hit
+    if ch.closed or time.monotonic() - since > KEEP_ALIVE_IDLE_S:
+        ch.close()
+        return None
+    try:
+        readable, _, _ = select.select([ch.sock], [], [], 0)
+    except (OSError, ValueError):
+        readable = [ch.sock]
+    if readable:
+        ch.close()
+        return None
+    return ch
+
+
+def _keep_connection(pool: tuple[Any, ...], ch: TCPChannel) -> None:
+    with _KEPT_LOCK:
+        old = _KEPT.pop(pool, None)
+        _KEPT[pool] = (ch, time.monotonic())
+    if old is not None:  # another thread's session to the same server kept one too: keep the newer
+        old[0].close()
+
+
+def close_kept_connections() -> int:
+    """Close every connection kept for a next session (a long-running client that is done with
+    its servers); returns how many were open. Servers close idle ones on their own."""
+    with _KEPT_LOCK:
+        kept = list(_KEPT.values())
+        _KEPT.clear()
+    for ch, _ in kept:
+        ch.close()
+    return len(kept)
+
+
+def _hello_on(ch: TCPChannel, hello: dict[str, Any], handshake_timeout: float, timeout: float) -> dict[str, Any]:
+    """Steps 1-2 on a kept connection (the next session's hello); ProtocolError unless "ok"."""
+    ch.begin_session()
+    ch.deadline = Deadline(handshake_timeout, "handshake")
+    ch.timeout = handshake_timeout
+    ch.send_json(hello)
+    reply = ch.recv_json(max_bytes=1 << 20)
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        raise ProtocolError("the kept connection's next session was not accepted")
+    ch.deadline = None
+    ch.timeout = timeout
+    return reply
 
 
 _DIGESTS: dict[int, tuple[dict[str, Any], str, PublicParams]] = {}
@@ -254,7 +341,7 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
             counts: np.ndarray | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 300.0,
             resume_ot: bool = True, token: str | None = None, server_hostname: str | None = None,
             handshake_timeout: float = 30.0, retries: int = 8, batch_size: int | None = None,
-            with_params: bool = False) -> Any:
+            with_params: bool = False, keep_alive: bool = True) -> Any:
     """Predict the queries ``Q`` (k, d) with the model served at ``server`` ("host:port" or a Channel).
 
     Over TCP: the hello's answer must come within ``handshake_timeout`` seconds; "busy" answers
@@ -265,6 +352,11 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
     More queries than ``batch_size`` (default and at most the server's 256 per session) run as
     several sessions, one after the other, which also bounds this side's memory; the returned
     cost sums them (``cost.extra["sessions"]``).
+    ``keep_alive`` (default on, TCP, with ``resume_ot`` only: a kept connection links sessions as
+    a resumed ticket does): ask the server to keep the connection; the next session to the same
+    server -- the next batch, or the next call in this process -- starts on it (no connect, no
+    new server thread), and a connection the server closed is replaced by a new one.
+    :func:`close_kept_connections` closes them.
     Returns (predictions, cost), or with ``with_params`` (predictions, cost, the server's
     :class:`PublicParams`).
     """
@@ -292,28 +384,49 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
             f_part = Featurizer(n_queries=hi - lo, dataset=featurize.dataset.subset(np.arange(lo, hi)))
         c_part = None if counts is None else np.asarray(counts)[lo:hi]
         key = f"{host}:{port}"
+        keep = keep_alive and resume_ot  # unlinkable sessions never share a connection
+        pool = (host, port, id(ssl_context) if ssl_context is not None else None, server_hostname) if keep else None
+        hello = client_hello_message(hi - lo, token, keep_alive=keep)
+        kept = _take_connection(pool) if pool is not None else None
         cached = _EARLY_PARAMS.get(key) if EARLY_DATA and resume_ot else None
         if cached is not None:
             try:
-                preds, cost, pp = _early_session(host, port, client_hello_message(hi - lo, token), cached, q_part,
+                preds, cost, pp = _early_session(host, port, hello, cached, q_part,
                                                  f_part, c_part, ssl_context=ssl_context,
                                                  server_hostname=server_hostname, timeout=timeout,
-                                                 handshake_timeout=handshake_timeout)
+                                                 handshake_timeout=handshake_timeout, kept=kept, pool=pool)
                 preds_all.append(preds)
                 costs.append(cost)
                 continue
             except ProtocolError:  # busy, restarted with new parameters, gone: the ordinary way
                 _EARLY_PARAMS.pop(key, None)
+                kept = None  # (closed by the failed session)
         # a lattice server re-randomises for this seed while we wait and featurise (others ignore it)
         seed = linear_he.hello_seed(None, key)
-        ch, reply = open_session(host, port, {**client_hello_message(hi - lo, token), "lattice_seed": seed.hex()},
-                                 ssl_context=ssl_context, server_hostname=server_hostname,
-                                 handshake_timeout=handshake_timeout, channel_timeout=timeout, retries=retries)
+        hello = {**hello, "lattice_seed": seed.hex()}
+        ch, reply = None, {}
+        if kept is not None:
+            try:
+                reply = _hello_on(kept, hello, handshake_timeout, timeout)
+                ch = kept
+            except ProtocolError:  # closed, busy or refused: a new connection, which retries or says why
+                kept.close()
+                seed = linear_he.hello_seed(None, key)  # a seed announced once
+                hello = {**hello, "lattice_seed": seed.hex()}
+        if ch is None:
+            ch, reply = open_session(host, port, hello, ssl_context=ssl_context, server_hostname=server_hostname,
+                                     handshake_timeout=handshake_timeout, channel_timeout=timeout, retries=retries)
+        keep_ch = False
         try:
             preds, cost, pp = predict_features(ch, q_part, f_part, c_part, resume_ot=resume_ot,
                                                params=reply.get("params"), announced_seed=seed)
+            keep_ch = pool is not None and reply.get("keep_alive") is True
+            cost.extra["kept_alive"] = ch is kept
         finally:
-            ch.close()
+            if keep_ch:
+                _keep_connection(pool, ch)  # type: ignore[arg-type]
+            else:
+                ch.close()
         if pp.lattice_linear and resume_ot and isinstance(reply.get("params"), dict):
             _EARLY_PARAMS[key] = reply["params"]
         preds_all.append(preds)

@@ -3,6 +3,8 @@
 Steps (one TCP connection, one or more queries):
   1. client -> server: hello {protocol, version, n_queries}
   2. server -> client: {ok, params} (the :class:`PublicParams`) or {ok: false, error}
+     with ``keep_alive: true`` when the client asked to keep the connection and the server will
+     (:mod:`protocols.net.frontdoor`, step 8: the client's next session starts with step 1 on it)
   3. client -> server: {ready: true, need_public_model} once its queries encode within the public
      bounds, or {abort: "query-rejected"} (nothing private has been exchanged yet). The abort is
      a fixed code: why a query was rejected names the query (a SMILES, a file name), so it never
@@ -58,14 +60,16 @@ def refusal(public: PublicParams) -> str | None:
 
 
 def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | None = None,
-                     after_params: Callable[[dict[str, Any]], None] | None = None
-                     ) -> tuple[int, dict[str, Any]]:
+                     after_params: Callable[[dict[str, Any]], None] | None = None,
+                     keep_alive: bool = False) -> tuple[int, dict[str, Any]]:
     """Model owner's steps 1-3: returns (number of queries, the client's ready message).
 
     ``hello``: step 1's message when the server's front door has already read it.
     ``after_params(hello)``: called once step 2 is on its way and before step 3 is read -- work
     that needs only the hello runs while the client computes its features (the lattice path's
     query-independent half of the reply, :func:`protocols.krr.linear_he.server_early`).
+    ``keep_alive``: the server keeps this connection for the client's next session (its front
+    door decided, :mod:`protocols.net.frontdoor` step 8); step 2 says so.
     """
     if hello is None:
         hello = ch.recv_json(max_bytes=4096)
@@ -81,7 +85,7 @@ def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | 
         _log.warning("session refused: no client-malicious protocol for %s", public.kind)
         raise ProtocolError(f"refused: no client-malicious protocol for {public.kind}")
     params = public.to_dict()
-    ch.send_json({"ok": True, "params": params})
+    ch.send_json({"ok": True, "params": params, "keep_alive": True} if keep_alive else {"ok": True, "params": params})
     if after_params is not None:
         after_params(hello)
     digest = params_digest(params)  # before the read: the client is still busy
@@ -98,11 +102,14 @@ def server_handshake(ch: Channel, public: PublicParams, hello: dict[str, Any] | 
     return k, answer
 
 
-def client_hello_message(n_queries: int, token: str | None = None) -> dict[str, Any]:
-    """Step 1's message (with the client's bearer token, if it has one)."""
+def client_hello_message(n_queries: int, token: str | None = None, keep_alive: bool = False) -> dict[str, Any]:
+    """Step 1's message (with the client's bearer token, if it has one). ``keep_alive``: ask the
+    server to keep the connection for this client's next session (step 2 answers whether it will)."""
     hello: dict[str, Any] = {"protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION, "n_queries": int(n_queries)}
     if token:
         hello["token"] = token
+    if keep_alive:
+        hello["keep_alive"] = True
     return hello
 
 

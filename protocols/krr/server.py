@@ -145,7 +145,8 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
     proto = protocol_for(model.public.kind)
     early: dict[str, Any] = {}
     k, answer = server_handshake(ch, model.public, hello,
-                                 after_params=lambda h: early.update(proto.server_after_hello(model, h)))
+                                 after_params=lambda h: early.update(proto.server_after_hello(model, h)),
+                                 keep_alive=ctx is not None and ctx.keep_alive)
     proto.server_after_ready(ch, model, answer)
     party = Party(ch, role=0) if party is None else party
     info = {**proto.server_setup(party, model, k), **early}
@@ -175,7 +176,7 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
           on_ready: Callable[[int], None] | None = None, stop: threading.Event | None = None,
           limits: Limits = DEFAULT_LIMITS, auth: Authenticator | None = None,
           admit: Callable[[SessionContext], Any] | None = None, audit: AuditLog | None = None,
-          workers: int = 1, aborts: AbortCounter | None = None) -> None:
+          workers: int = 1, aborts: AbortCounter | None = None, keep_alive: bool = True) -> None:
     """Serve sessions until ``stop`` is set or ``max_sessions`` admitted sessions have finished.
 
     Each worker process (``workers``; forked after the model is loaded, sharing the listening
@@ -188,6 +189,9 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
     With ``workers > 1``, ``max_sessions`` and ``stop`` apply to each worker.
     ``aborts``: the per-client count of failed checks (default :class:`AbortCounter` with
     :data:`DEFAULT_MAX_ABORTS`); a client that reached its limit is refused before any protocol work.
+    ``keep_alive``: serve a client's next session on the connection of its last one when its hello
+    asks (idle at most ``limits.idle_s``, holding no slot; every session admitted, counted and
+    audited as on a new connection: :mod:`protocols.net.frontdoor`, step 8).
     """
     aborts = AbortCounter() if aborts is None else aborts
     if session_timeout is not None:
@@ -232,7 +236,7 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
 
     def run(_: int = 0) -> None:
         door = FrontDoor(handler, precheck, limits=limits, ssl_context=ssl_context, auth=auth,
-                         admit=admit_all, concurrency=concurrency, audit=audit)
+                         admit=admit_all, concurrency=concurrency, audit=audit, keep_alive=keep_alive)
         door.serve_forever(srv, stop, max_sessions)
 
     try:

@@ -21,9 +21,18 @@ A connection goes through these steps (each bounded in time and memory by :class
   6. the session runs under a whole-session deadline (``precheck`` returns its length) and the
      per-read minimum transfer rate of :mod:`protocols.net.limits`.
   7. one audit record (:class:`AuditLog`): time, identity, model hash, queries, cost, outcome.
+  8. keep-alive: when the hello asked for it (``"keep_alive": true``), the session ended well and
+     the server keeps connections (``keep_alive``, default on), the connection waits, holding no
+     slot, at most ``limits.idle_s`` for the client's next hello, which then goes through steps
+     3-7 again exactly as on a new connection (identity, precheck, ``admit`` -- per-client
+     budgets and rates charged per session --, a slot or "busy", a session deadline, its own
+     audit record). A refused, failed or aborted session closes the connection, as does a
+     malformed or late next hello; at most ``limits.max_idle`` connections wait at once. One
+     session at a time per connection: the next hello is read only after the last session ended.
 
 So idle and slow connections cost one blocked thread each for at most ``handshake_s`` seconds
-and never hold a session slot.  ``workers > 1`` (:func:`run_workers`) forks processes that accept
+(kept-alive ones between sessions: ``idle_s``, at most ``max_idle`` of them) and never hold a
+session slot.  ``workers > 1`` (:func:`run_workers`) forks processes that accept
 on one shared listening socket, so sessions use every core.
 
 Threat model: clients are untrusted for availability and identity (a client may be anyone who
@@ -85,6 +94,9 @@ class SessionContext:
     accepted_at: float = field(default_factory=time.time)
     #: filled by the session handler for the audit record (numbers only)
     cost: dict[str, Any] = field(default_factory=dict)
+    #: the client asked to keep the connection for its next session and this server does
+    #: (the handler says so in the hello's answer)
+    keep_alive: bool = False
 
 
 def hash_token(token: str) -> str:
@@ -234,7 +246,7 @@ class FrontDoor:
     def __init__(self, handler: Handler, precheck: Precheck, *, limits: Limits = DEFAULT_LIMITS,
                  ssl_context: ssl.SSLContext | None = None, auth: Authenticator | None = None,
                  admit: Callable[[SessionContext], Any] | None = None, concurrency: int = 2,
-                 audit: AuditLog | None = None) -> None:
+                 audit: AuditLog | None = None, keep_alive: bool = True) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.handler, self.precheck, self.limits = handler, precheck, limits
@@ -247,7 +259,14 @@ class FrontDoor:
         self._waiting = 0
         self._mean_s = 1.0
         self.sessions = 0  # admitted sessions finished (ok or failed)
-        self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0}
+        self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0,
+                      "idle_closed": 0}
+        #: serve a client's next session on the connection of its last one when its hello asks
+        self.keep_alive = keep_alive
+        self._idle = 0  # kept-alive connections waiting for their next hello
+        self._idle_channels: set[TCPChannel] = set()
+        self._stopping = False
+        self._max_sessions: int | None = None
         self._watchdog: _Watchdog | None = None
         self._done = threading.Condition(self._lock)
 
@@ -256,6 +275,7 @@ class FrontDoor:
                       max_sessions: int | None = None) -> None:
         """Accept until ``stop`` is set or ``max_sessions`` admitted sessions have finished."""
         self._watchdog = _Watchdog()
+        self._max_sessions = max_sessions
         srv.settimeout(0.25)
         threads: list[threading.Thread] = []
         try:
@@ -285,29 +305,83 @@ class FrontDoor:
                 t.start()
                 threads = [x for x in threads if x.is_alive()]
                 threads.append(t)
+            self._close_idle()
             for t in threads:  # let running sessions finish (they are bounded by deadlines)
                 t.join(timeout=5.0 if max_sessions is None else None)
         finally:
+            self._close_idle()
             self._watchdog.stop()
+
+    def _close_idle(self) -> None:
+        """Stop keeping connections: close the idle ones now (their clients start their next
+        session on a new connection, to a server that may be gone); sessions in progress end
+        their connection when they finish."""
+        with self._lock:
+            self._stopping = True
+            idle = list(self._idle_channels)
+        for ch in idle:
+            try:
+                ch.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # ------------------------------------------------------ one connection
     def _connection(self, conn: socket.socket, peer: str) -> None:
-        ctx = SessionContext(peer=peer)
+        """Steps 2-7 for one connection, then, while the client asks for it (``keep_alive`` in
+        its hello) and its sessions end well, the next session on the same connection: wait for
+        its hello at most ``limits.idle_s`` (idle, holding no slot), then steps 3-7 again."""
         handshake = Deadline(self.limits.handshake_s, "handshake")
         assert self._watchdog is not None
         self._watchdog.watch(conn, handshake)
         sock: socket.socket = conn
         ch: TCPChannel | None = None
-        admitted = False
+        pending = True  # counted in _pending until its first session takes a slot or ends
         try:
-            sock = self._tls(conn, peer, handshake)
-            if sock is None:
+            try:
+                tls = self._tls(conn, peer, handshake)
+            except Refused as exc:
+                self._refused(None, SessionContext(peer=peer), exc)
                 return
+            except (ProtocolError, OSError, ssl.SSLError) as exc:
+                self._dropped(SessionContext(peer=peer), exc, False)
+                return
+            if tls is None:
+                return
+            sock = tls
             self._watchdog.watch(sock, handshake)
             ch = TCPChannel(sock, timeout=self.limits.idle_s, background_writes=False)
             ch.min_rate = self.limits.min_rate
             ch.deadline = handshake
-            hello = ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
+            hello: Any = None  # the first session reads its own hello under the handshake deadline
+            while True:
+                keep, admitted = self._session(ch, sock, peer, hello, pending)
+                pending = pending and not admitted
+                if not keep:
+                    return
+                hello = self._next_hello(ch, sock)
+                if hello is None:
+                    return
+        finally:
+            self._watchdog.forget(conn)
+            if sock is not conn:
+                self._watchdog.forget(sock)
+            if ch is not None:
+                ch.close()
+            else:
+                _close(sock)
+            if pending:
+                with self._lock:
+                    self._pending -= 1
+
+    def _session(self, ch: TCPChannel, sock: socket.socket, peer: str, hello: Any,
+                 pending: bool) -> tuple[bool, bool]:
+        """Steps 3-7 for one session; ``hello`` None: read it here. Returns (keep the connection
+        for another session, a slot was taken). Every failure is answered or logged here."""
+        ctx = SessionContext(peer=peer)
+        admitted = False
+        try:
+            if hello is None:
+                hello = ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
             if not isinstance(hello, dict):
                 raise Refused("the first message must be a JSON object (hello)", code="bad-hello")
             ctx.client_id = self.auth.identify(sock, hello)
@@ -319,9 +393,13 @@ class FrontDoor:
                 raise Refused(str(exc), code="bad-hello") from None
             if self.admit is not None and self.admit(ctx) is False:
                 raise Refused("not admitted", code="not-admitted")
+            # the client asked to keep the connection for its next session; the handler tells it
+            # whether it will be kept (the hello's answer)
+            ctx.keep_alive = self.keep_alive and hello.get("keep_alive") is True
             # a queued session may wait its bounded time for a slot past the handshake deadline
+            assert self._watchdog is not None
             self._watchdog.watch(sock, Deadline(self.limits.queue_wait_s + 2.0, "queue"))
-            self._acquire_slot()
+            self._acquire_slot(pending)
             admitted = True
             session = Deadline(ctx.session_s, "session")
             self._watchdog.watch(sock, session)
@@ -337,31 +415,12 @@ class FrontDoor:
             self.stats["ok"] += 1
             self.audit.record(ctx, "ok")
             log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
-                     ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
+                      ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
+            return ctx.keep_alive and not ch.closed, admitted
         except Refused as exc:
-            key = "busy" if exc.code == "busy" else "refused"
-            self.stats[key] += 1
-            reply: dict[str, Any] = {"ok": False, "error": exc.public, "code": exc.code}
-            if exc.retry_after is not None:
-                reply["retry_after"] = exc.retry_after
-            if exc.code == "busy":  # only load is retried automatically; a refusal is final
-                reply["busy"] = True
-            if ch is not None and not ch.closed:
-                try:
-                    ch.timeout = 2.0
-                    ch.send_json(reply)
-                except ProtocolError:
-                    pass
-            self.audit.record(ctx, exc.code)
-            log.info("session refused peer=%s client=%s code=%s", peer, ctx.client_id, exc.code)
+            self._refused(ch, ctx, exc)
         except (ProtocolError, OSError, ssl.SSLError) as exc:
-            self.stats["failed"] += 1
-            reason = "timeout" if isinstance(exc, ProtocolTimeout) else type(exc).__name__
-            self.audit.record(ctx, "failed" if admitted else "dropped", reason)
-            # the class only: messages may quote what the peer sent
-            log.log(logging.WARNING if admitted else logging.INFO,
-                    "session %s peer=%s client=%s reason=%s", "failed" if admitted else "dropped",
-                    peer, ctx.client_id, reason)
+            self._dropped(ctx, exc, admitted)
         except Exception as exc:  # a bug in one session must not stop the server
             self.stats["failed"] += 1
             self.audit.record(ctx, "crashed", type(exc).__name__)
@@ -369,22 +428,75 @@ class FrontDoor:
             log.error("session crashed peer=%s: %s\n%s", peer, type(exc).__name__,
                       "".join(traceback.format_tb(exc.__traceback__)))
         finally:
-            self._watchdog.forget(conn)
-            if sock is not conn:
-                self._watchdog.forget(sock)
-            if ch is not None:
-                ch.close()
-            else:
-                _close(sock)
-            with self._lock:
-                self._pending -= 1 if not admitted else 0
-                if admitted:
+            if admitted:
+                with self._lock:
                     self.sessions += 1
+        return False, admitted
 
-    def _acquire_slot(self) -> None:
-        """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused."""
+    def _next_hello(self, ch: TCPChannel, sock: socket.socket) -> Any:
+        """A kept-alive connection between sessions: the next hello, or None when the client
+        closed it, it stayed idle ``limits.idle_s``, or the server is stopping (then closed).
+        Idle connections hold no session slot; at most ``limits.max_idle`` are kept (a thread
+        each), the others are closed when their session ends."""
+        with self._lock:
+            full = self._idle >= self.limits.max_idle
+            stopping = self._stopping or (self._max_sessions is not None and self.sessions >= self._max_sessions)
+            if full or stopping:
+                return None
+            self._idle += 1
+            self._idle_channels.add(ch)
+        try:
+            idle = Deadline(self.limits.idle_s, "idle")
+            assert self._watchdog is not None
+            self._watchdog.watch(sock, idle)
+            ch.deadline = idle
+            ch.timeout = self.limits.idle_s
+            # the next session is counted from its hello (both ends re-base at this boundary)
+            ch.begin_session()
+            return ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
+        except (ProtocolError, OSError, ssl.SSLError):
+            # closed by the client, idle too long, shut by stop(), or a malformed frame: no session
+            # began, so there is nothing to answer or audit
+            self.stats["idle_closed"] += 1
+            return None
+        finally:
+            with self._lock:
+                self._idle -= 1
+                self._idle_channels.discard(ch)
+
+    def _refused(self, ch: TCPChannel | None, ctx: SessionContext, exc: Refused) -> None:
+        key = "busy" if exc.code == "busy" else "refused"
+        self.stats[key] += 1
+        reply: dict[str, Any] = {"ok": False, "error": exc.public, "code": exc.code}
+        if exc.retry_after is not None:
+            reply["retry_after"] = exc.retry_after
+        if exc.code == "busy":  # only load is retried automatically; a refusal is final
+            reply["busy"] = True
+        if ch is not None and not ch.closed:
+            try:
+                ch.timeout = 2.0
+                ch.send_json(reply)
+            except ProtocolError:
+                pass
+        self.audit.record(ctx, exc.code)
+        log.info("session refused peer=%s client=%s code=%s", ctx.peer, ctx.client_id, exc.code)
+
+    def _dropped(self, ctx: SessionContext, exc: BaseException, admitted: bool) -> None:
+        self.stats["failed"] += 1
+        reason = "timeout" if isinstance(exc, ProtocolTimeout) else type(exc).__name__
+        self.audit.record(ctx, "failed" if admitted else "dropped", reason)
+        # the class only: messages may quote what the peer sent
+        log.log(logging.WARNING if admitted else logging.INFO,
+                "session %s peer=%s client=%s reason=%s", "failed" if admitted else "dropped",
+                ctx.peer, ctx.client_id, reason)
+
+    def _acquire_slot(self, pending: bool = True) -> None:
+        """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused.
+        ``pending``: the connection is counted in ``_pending`` (its first session), which taking
+        the slot ends."""
         if self._slots.acquire(blocking=False):
-            self._leave_pending()
+            if pending:
+                self._leave_pending()
             return
         with self._lock:
             if self._waiting >= self.limits.max_queue:
@@ -401,7 +513,8 @@ class FrontDoor:
                 self._waiting -= 1
         if not got:
             raise Refused("server busy, retry later", code="busy", retry_after=self._retry_after())
-        self._leave_pending()
+        if pending:
+            self._leave_pending()
 
     def _retry_after(self) -> float:
         """Suggested wait: the time to work off the queue at the recent session rate

@@ -67,6 +67,10 @@ class Limits:
     queue_wait_s: float = 5.0
     #: suggested wait sent to clients with a "busy" answer.
     retry_after_s: float = 1.0
+    #: kept-alive connections waiting between sessions (a thread each, no slot); when a session
+    #: ends with this many idle, its connection is closed instead (the client reconnects).
+    #: An idle one is closed after ``idle_s``.
+    max_idle: int = 256
     #: listen backlog (the kernel's queue of connections not yet accepted).
     backlog: int = 1024
     extra: dict[str, Any] = field(default_factory=dict)

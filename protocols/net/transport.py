@@ -411,6 +411,20 @@ class Channel(ABC):
     def closed(self) -> bool:
         return self._closed
 
+    def begin_session(self) -> None:
+        """Start counting a new session on a kept-alive connection (protocols.net.frontdoor):
+        bytes, messages and rounds from zero. Both ends call it at the session boundary (the
+        client before its next hello, the server before reading it), when every message of the
+        previous session has been read, so both still compute the same depth for each message:
+        the message counts that frame headers acknowledge keep running (the peer checks them),
+        only the depths are re-based (the next hello has depth 1 on both sides)."""
+        self.bytes_sent = self.bytes_received = 0
+        self.messages_sent = 0  # (messages_received is the acknowledgement: it keeps running)
+        self.rounds = 0
+        self._unacked = deque(0 for _ in self._unacked)
+        self._acked_depth = 0
+        self._peer_depth = 0
+
     def stats(self) -> dict[str, int]:
         """Counters as a dict (for reports)."""
         return {

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="retries when the server is busy or sheds the connection (default 8, backoff up to 8 s)")
     g.add_argument("--batch-size", type=int, default=64,
                    help="queries per session; more are split into sessions (default 64, at most 256)")
+    g.add_argument("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the batches' sessions on one connection when the server keeps it (no connect per "
+                   "session; off with --no-resume, which must not link sessions) (default: on)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: present no OT-session ticket and keep none (the server cannot "
                    "link this session to your others; every session runs its base OTs)")
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         preds, cost, pp = predict(args.server, featurize=featurize, ssl_context=ctx, resume_ot=not args.no_resume,
                                   token=token, server_hostname=args.tls_server_name,
                                   handshake_timeout=args.handshake_timeout, retries=args.retries,
-                                  batch_size=args.batch_size, with_params=True)
+                                  batch_size=args.batch_size, with_params=True, keep_alive=args.keep_alive)
     except PeerDisconnected as exc:
         # after the handshake: the server stopped mid-session (its log names the error class);
         # nothing about the queries was revealed, so retrying is safe

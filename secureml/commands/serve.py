@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="admitted sessions waiting for a slot (up to 5 s); more get 'busy, retry after' (default 16)")
     g.add_argument("--max-pending", type=int, default=512,
                    help="connections before their hello; more are closed at once (default 512)")
+    g.add_argument("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep a client's connection for its next session when its hello asks (idle at most "
+                   "--idle-timeout, holding no session slot; every session admitted and audited as on a new "
+                   "connection) (default: on)")
+    g.add_argument("--max-idle", type=int, default=256,
+                   help="kept-alive connections idle at once; more are closed when their session ends (default 256)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions; "
@@ -185,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("secureml.serve").warning(
             "no client authentication (--client-ca / --tokens): anyone who reaches the port can query")
     limits = Limits(handshake_s=args.handshake_timeout, idle_s=args.idle_timeout, min_rate=args.min_rate,
-                    max_queue=args.max_queue, max_pending=args.max_pending)
+                    max_queue=args.max_queue, max_pending=args.max_pending, max_idle=args.max_idle)
     audit = AuditLog(args.audit_log, getattr(model, "sha256", "")) if args.audit_log else None
     if args.workers < 1 or args.concurrency < 1:
         raise SecureMLError("--workers and --concurrency must be at least 1")
@@ -210,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(model, args.host, args.port, ssl_context=ctx, max_sessions=args.max_sessions,
               concurrency=args.concurrency, limits=limits, auth=auth, audit=audit, workers=args.workers,
-              **extra)
+              keep_alive=args.keep_alive, **extra)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -43,14 +43,16 @@ def test_sticky_round_robin_and_failover(two_servers):
     procs, Q, expected = two_servers
     ports = [port for _, port in procs]
     rr = _balancer(ports, sticky=False)
+    # the balancer routes connections: a kept-alive client's sessions share one (and one server),
+    # so routing is observed with a new connection per session
     for _ in range(2):
-        preds, _ = predict(f"127.0.0.1:{rr.port}", Q)
+        preds, _ = predict(f"127.0.0.1:{rr.port}", Q, keep_alive=False)
         np.testing.assert_allclose(preds, expected, atol=1e-2)
     assert sorted(rr.routed.values()) == [1, 1]
     rr.stop()
     st = _balancer(ports, sticky=True)
     for _ in range(2):
-        preds, _ = predict(f"127.0.0.1:{st.port}", Q)
+        preds, _ = predict(f"127.0.0.1:{st.port}", Q, keep_alive=False)
         np.testing.assert_allclose(preds, expected, atol=1e-2)
     used = [b for b, n in st.routed.items() if n]
     assert len(used) == 1 and st.routed[used[0]] == 2  # one client address: one server
