@@ -3,8 +3,9 @@
     prediction(q') = y_offset + sum_i alpha_i exp(-||x_i - q'||^2 / (2 sigma^2))
 
 Threat model: the server (model owner) is semi-honest; the client may deviate arbitrarily (any
-bytes, any order). Guarantee: per query the client learns at most F(q') for one q' of the public
-input domain -- the server's fixed-point function below, bit-exact -- or an abort; the server
+bytes, any order). Guarantee: per query the client learns at most F(q') + e_T for one q' of the
+public input domain -- the server's fixed-point function below, bit-exact, plus the server's fresh
+flooding term e_T below the one-factor scale (step 13a) -- or an abort; the server
 learns nothing about q'. Every OT the client chooses in is from the checked OT extension
 (:mod:`protocols.ot.consistency`), so each choice bit is well defined; every later client value
 is authenticated (:mod:`protocols.mpc.authenticated`) and checked (step 9) before the server sends
@@ -40,13 +41,26 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       Invariant: p_k - s_k = alpha_i G_i prod_(m<=k) g_m(d_m) (mod 2^R). The client commits
       nothing and nothing is checked.
   12. (the check of the earlier proved chain: nothing to check any more.)
-  13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i (mod 2^R); the client's
-      y = sum_i p_K,i + y_S = F(q').
+  13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
+      client's y = sum_i p_K,i + y_S = F(q') + e_T.
+  13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), T = S - (w + g + V) = (K - 1) V, fresh from
+      the server's generator (:func:`flood_draw`). Why: F is exact at scale 2^S, and the client
+      knows every v_i = prod_k g_k(d_k,i) (a public function of its u), so F - offset =
+      sum_i a_i v_i with a_i = alpha_i G_i (about 74 bits) and v_i (about K V = 800 bits) is a
+      knapsack the client can solve: with few points inside the table's cut (a query far from
+      the rest), the a_i are determined by F and found by a modular inverse (two points) or
+      lattice reduction -- one kernel term per point instead of their sum (tested:
+      ``test_flooding_hides_the_separate_terms``). With e_T the client knows F only to 2^T, i.e.
+      at the scale 2^(w + g + V) of the proved chain this protocol replaced (v_i of V bits): the
+      same information as a prediction rounded there; e_T changes the prediction by < 2^-(w+g+V+1).
+      The bits below 2^T enter y only through e_T's carry, a noisy bit per query (averaging M
+      queries of one q' gives about log2(M) / 2 bits of them; a budget bounds M).
   14. Output noise (``--noise``, D1 of :mod:`protocols.krr.defense`): the server adds
       e = round(n 2^S), n ~ N(0, sd^2) fresh from its own generator, to y_S before it sends it;
       the honest client's y is F(q') + e.
 
-Why a deviating client learns F(q') + e and nothing else (no check, no selective failure):
+Why a deviating client learns F(q') + e_T + e and nothing else (no check, no selective failure;
+below, e stands for e_T + e, the server's two fresh additive terms):
   * Its inputs are fixed before step 10: u is committed and checked (steps 4-9), and every
     table of steps 10-11 is a bound table OT (:func:`~protocols.mpc.authenticated.bound_lut`)
     indexed by digits of that committed u. The client holds one random-OT key per committed bit,
@@ -130,6 +144,7 @@ class TailPlan:
     hb: int
     digits: tuple[tuple[int, int], ...]
     scale_bits: int
+    one_factor_bits: int
     chain_limbs: int
     g_limbs: int
     lift_bits: int
@@ -138,6 +153,12 @@ class TailPlan:
     def ring_bits(self) -> int:
         """R, the bits of the chain's ring (and of the output y)."""
         return 64 * self.chain_limbs
+
+    @property
+    def flood_bits(self) -> int:
+        """T = scale_bits - (w + g + V) = (K - 1) V: the output bits below the one-factor scale
+        2^(w + g + V) that step 13 floods with a fresh uniform e_T in [-2^(T-1), 2^(T-1))."""
+        return self.scale_bits - self.one_factor_bits
 
     def chain_bytes_per_point(self) -> int:
         """Bytes of step 11 per training point (one bound table per digit, 2^m entries of R bits)."""
@@ -171,7 +192,8 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     # statistical distance of the client's h from uniform: N a_max / (2^(64 g_limbs) - 2^(l+1))
     while pp.n_train * a_max << LIFT_STAT_BITS > (1 << (64 * g_limbs)) - (1 << (lift + 1)):
         g_limbs += 1
-    return TailPlan(hb, tuple(digits), scale, max(n, g_limbs), g_limbs, lift)
+    one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    return TailPlan(hb, tuple(digits), scale, one, max(n, g_limbs), g_limbs, lift)
 
 
 def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
@@ -307,12 +329,15 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
     if server:
         # 13. the server's output share
         offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
-        y_s = (offset - limbs.total(s_prev)) % (1 << R)
+        # 13a. flood the bits below 2^-(w + g + V): the exact product carries (K - 1) V bits that
+        # would let the client separate the terms alpha_i G_i it cannot compute (it knows every v_i)
+        flood = flood_draw(party, tp.flood_bits)
+        y_s = (offset - limbs.total(s_prev) + flood) % (1 << R)
         # 14. (D1) fresh noise on the server's own share; nothing the client sent after step 9
         # exists, so nothing it sent can depend on it, and the client sees only y_S + e
         noised = defense.add_noise(party, defended, [y_s], R, tp.scale_bits)[0]
         party.ch.send_json({"share": str(noised)})
-        return {"rho": rho, "s0": first, "noise": (noised - y_s) % (1 << R)}
+        return {"rho": rho, "s0": first, "noise": (noised - y_s) % (1 << R), "flood": flood}
     msg = party.ch.recv_json()
     try:
         y_s = int(msg["share"]) % (1 << R)
@@ -349,6 +374,15 @@ def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.nd
     return np.array([decode(pp, online(party, pp, q=q)) for q in enc])
 
 
+def flood_draw(party: PartyContext, bits: int) -> int:
+    """Step 13a (server): e_T uniform in [-2^(bits-1), 2^(bits-1)) from the server's own generator."""
+    if bits <= 0:
+        return 0
+    words = party.rng.random_u64((bits + 63) // 64)
+    e = sum(int(w) << (64 * k) for k, w in enumerate(words)) & ((1 << bits) - 1)
+    return e - (1 << (bits - 1))
+
+
 def reference(pp: PublicParams, model: KernelModelParams, X: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
     """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
     D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
@@ -383,5 +417,5 @@ def decode(pp: PublicParams, y: int) -> float:
 
 
 __all__ = ["online", "kernel_output", "server_online", "client_online", "reference", "reference_from_distances",
-           "decode", "plan", "tail_plan", "TailPlan", "client_factor", "client_chain_step", "client_output",
+           "decode", "flood_draw", "plan", "tail_plan", "TailPlan", "client_factor", "client_chain_step", "client_output",
            "digit_factors", "MAX_HI_BITS"]

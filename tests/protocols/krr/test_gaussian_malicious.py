@@ -48,7 +48,7 @@ def _run(model, pp, Xe, xx, q, patch=None, seed=3):
 def test_honest_client_gets_f_bit_exact_and_the_prediction():
     model, pp, Xe, xx, Q, q = _case()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == gm.reference(pp, model, Xe, q, sv["rho"])
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
 
 
@@ -59,7 +59,7 @@ def test_far_query_gives_the_offset_only_through_f():
     far = np.full(pp.n_features, 49.0)
     qf = pp.encode_features(far[None])[0]
     sv, y = _run(model, pp, Xe, xx, qf)
-    assert y == gm.reference(pp, model, Xe, qf, sv["rho"])
+    assert y == (gm.reference(pp, model, Xe, qf, sv["rho"]) + sv["flood"]) % _ring(pp)
 
 
 def _ring(pp):
@@ -124,7 +124,7 @@ def test_another_digit_than_the_committed_one_opens_nothing():
         return orig(party, chooser, digit, **kw)
 
     sv, y = _run(model, pp, Xe, xx, q, _Patch(au, "bound_lut", other))
-    assert y != gm.reference(pp, model, Xe, q, sv["rho"])
+    assert y != (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
     assert y not in _terms(pp, model, Xe, q, sv["rho"])
     assert abs(gm.decode(pp, y)) > 1e6
 
@@ -201,7 +201,7 @@ def _deviate(which, i, k, bit):
     later = 1
     for a, b in digits[k + (1 if which == "z" else 0):]:
         later *= int(gm.digit_factors(pp, a, b)[(int(x_lo[i]) >> a) & ((1 << (b - a)) - 1)])
-    ref = gm.reference(pp, model, Xe, q, sv["rho"])
+    ref = gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]
     assert y == (ref + int(err) * later) % _ring(pp)
 
 
@@ -229,7 +229,7 @@ def _he_case(seed=0):
 def test_lattice_cross_term_honest_client_gets_f_bit_exact():
     model, pp, Xe, xx, Q, q = _he_case()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == gm.reference(pp, model, Xe, q, sv["rho"])  # exact shares: the binding check passes
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)  # exact shares: the binding check passes
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-2
 
 
@@ -281,7 +281,7 @@ def test_noise_honest_client_gets_f_plus_the_servers_fresh_noise():
     got = []
     for seed in (11, 12):
         sv, y = _run(model, pp, Xe, xx, q, seed=seed)
-        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"]) % _ring(pp)
+        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"] + sv["flood"]) % _ring(pp)
         got.append(gm.decode(pp, sv["noise"]))
     assert got[0] != got[1] and all(0 < abs(e) < 30 for e in got)
 
@@ -318,3 +318,56 @@ def test_rounding_is_refused_in_client_malicious_mode():
     model, pp, Xe, xx, Q, q = _case()
     with pytest.raises(ProtocolError, match="--round-to"):
         ServedModel(model, security="client-malicious").set_defense(round_to=1.0)
+
+
+def _separate_two_terms(y: int, offset: int, v1: int, v2: int, ring: int) -> tuple[int, int] | None:
+    """The knapsack attack on an exact output: F - offset = a_1 v_1 + a_2 v_2 with the client's
+    known v_i; a_1 = (F - offset) / g * (v_1 / g)^-1 mod (v_2 / g), g = gcd(v_1, v_2)."""
+    import math
+    t = (y - offset) % ring
+    t = t - ring if t >= ring // 2 else t
+    g = math.gcd(v1, v2)
+    if t % g:
+        return None
+    m = v2 // g
+    a1 = (t // g) * pow(v1 // g, -1, m) % m
+    a1 = a1 - m if a1 >= m // 2 else a1
+    rest = t - a1 * v1
+    return (a1, rest // v2) if rest % v2 == 0 else None
+
+
+def test_flooding_hides_the_separate_terms():
+    """Step 13a. With two training points inside the table's cut, the exact F = offset + a_1 v_1 +
+    a_2 v_2 (a_i = alpha_i G_i unknown to the client, v_i = prod_k g_k(d_k,i) a public function of
+    its u, ~800 bits each) gives both a_i by one modular inverse -- each weighted kernel term
+    instead of their sum. The protocol's output F + e_T (e_T uniform on 2^T, T = (K - 1) V) does
+    not: the same attack on it fails, and y still decodes to the prediction."""
+    from protocols.krr.expsum import encode_weights
+    from protocols.mpc import limbs
+
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, 50, (2, 6))
+    model = KernelModelParams(X, np.array([812.5, -433.25]), -321.0, "gaussian", 30.0)
+    pp = ServedModel(model, security="semi-honest").public
+    pp.security, pp.cross_term = "client-malicious", "ot"
+    Xe = pp.encode_features(X)
+    xx = (Xe * Xe).sum(axis=1, dtype=U64) & U64((1 << pp.ring_bits) - 1)
+    Q = X.mean(axis=0)
+    q = pp.encode_features(Q[None])[0]
+    sv, y = _run(model, pp, Xe, xx, q)
+    tp, ring = gm.tail_plan(pp), _ring(pp)
+    u, x_lo = _x_lo(pp, Xe, q, sv["rho"])
+    alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
+    xr = np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits)
+    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(2), ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.intp)]
+    top = 1 << (64 * tp.g_limbs)
+    a = tuple(w - top if w >= top // 2 else w for w in limbs.to_int(aG))
+    assert all(a)  # both points inside the cut
+    v1, v2 = gm.client_factor(pp, x_lo)
+    offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
+    exact = gm.reference(pp, model, Xe, q, sv["rho"])
+    assert _separate_two_terms(exact, offset, v1, v2, ring) == a  # the attack works on exact F
+    assert y == (exact + sv["flood"]) % ring and 0 < abs(sv["flood"]) <= 1 << (tp.flood_bits - 1)
+    assert _separate_two_terms(y, offset, v1, v2, ring) != a
+    assert abs(gm.decode(pp, y) - gm.decode(pp, exact)) < 1e-12  # e_T < 2^-(w+g+V+1) of a unit
+    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-3  # the query's fixed-point grid

@@ -69,8 +69,8 @@ PINS = {
     "krr-gaussian/lattice-sum": (42, 2560892, "58d241a8840534337b8c499173ccad00aa49f64492d3b0594ee7d2ba7738add5"),
     "krr-laplacian": (96, 74974, "ae4e04874fbe1678fdf7bdf0ad6366c2e88d9957513e43fedaa4521b6beeef13"),
     "krr-laplacian/silent": (130, 653507, "44ac60aaf83510f8f7cf2f9ca2c5c140d94ce877eeea2ab971f8884ea25eb0db"),
-    "krr-gaussian/client-malicious": (300, 9461209, "e464ae065c3bdbcc1fd61205c53785104c11feb57e1144bb77d9b76250e1be56"),
-    "krr-laplacian/client-malicious": (144, 126501, "b2d0e181aea3d55eacc3882e9b85d51c6fb5d36814f3f493cfa85ad86512f11a"),
+    "krr-gaussian/client-malicious": (300, 9461208, "beb48820b09ed54360dcd49b4f0fb92c35083d4ef823a5db631a9ede175fc6e2"),
+    "krr-laplacian/client-malicious": (144, 126501, "34e2a402cbb85c565c9c04a84c629a22599feae043fcc615e26242bf623b98a7"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
