@@ -63,7 +63,8 @@ def measure(N: int, d: int, sigma: float = 1000.0, frac_bits: int = LAPLACIAN_GR
     model, rng = synthetic_model(N, d, sigma, seed, "laplacian")
     Q = synthetic_queries(model, rng, 1)
     pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=frac_bits, feature_lo=0.0,
-                      feature_hi=128.0, sigma=sigma, weight_bits=30)
+                      feature_hi=128.0, sigma=sigma, weight_bits=30, ot_engine="softspoken")
+    # (this bench runs the SoftSpoken extension: its digit plan; bench.laplacian_profile runs silent OT)
     XT = np.ascontiguousarray(pp.encode_features(model.X_train).T)
     q = pp.encode_features(Q)[0]
     steps = {"column_ot": 0, "random_ot": 0}

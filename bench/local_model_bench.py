@@ -209,7 +209,7 @@ def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
 
 
 def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: Any,
-               security: str | None = None) -> None:
+               security: str | None = None, ot_pool: bool = True) -> None:
     """Model owner's process: serve ``n_sessions`` sessions of the model in ``path``
     (``security="semi-honest"``: the lattice inner product; default: the client-malicious OT path)."""
     torch.set_num_threads(1)
@@ -219,6 +219,7 @@ def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: A
     if k is not None:
         served.softspoken_k = k
     served.precompute_ot = precompute
+    served.ot_pool = ot_pool  # "ot-inline": every OT extended and checked inside the session
     q.put({"engine": "lattice" if served.public.lattice_linear else "ot", "security": served.public.security,
            "out_bits": served.compact.out_bits, "frac_bits": served.public.frac_bits,
            "weight_frac_bits": served.public.weight_frac_bits, "x_bits": served.public.x_bits,
@@ -248,9 +249,13 @@ def _db_session(port: int, mm: Any, mol: Any, resume: bool, keep_alive: bool = F
                       resume_ot=resume, keep_alive=keep_alive)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     ex = cost.extra
+    # the OT path's pool refill for the next session runs after the prediction is in hand
+    after = float(ex.get("after_reply_s") or 0.0)
     ot_b, ext_b = int(ex.get("ot_setup_bytes", 0)), int(ex.get("extend_bytes", 0))
     return {
         "plaintext_s": t_plain, "total_s": total, "ratio": total / t_plain,
+        "prediction_s": total - after, "ratio_prediction": (total - after) / t_plain, "after_reply_s": after,
+        "after_reply_bytes": int(ex.get("after_reply_bytes") or 0), "ot_pool_used": bool(ex.get("ot_pool_used")),
         # the client process's CPU time (all its threads): less sensitive to other load than wall time
         "plaintext_cpu_s": cpu_plain, "client_cpu_s": cpu,
         "setup_s": cost.offline_s, "online_s": cost.online_s, "features_s": feat_s[0] if feat_s else None,
@@ -311,6 +316,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     med = {k: float(np.median([r[k] for r in rows if r.get(k) is not None])) for k in keys}
     med["ratio_max"] = float(max(r["ratio"] for r in rows))
+    med["ratio_prediction_max"] = float(max(r["ratio_prediction"] for r in rows))
     med["total_s_max"] = float(max(r["total_s"] for r in rows))
     med["total_s_min"] = float(min(r["total_s"] for r in rows))
     med["abs_error_max"] = float(max(r["abs_error"] for r in rows))
@@ -363,7 +369,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             q = ctx.Queue()
             security = "semi-honest" if kind.startswith("lattice") else None  # "lattice..." and ".../keep-alive"
             proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
-                                                        security), daemon=True)
+                                                        security, kind != "ot-inline"), daemon=True)
             proc.start()
             servers[kind] = {"proc": proc, "plan": q.get(timeout=600), "port": q.get(timeout=600),
                              "cache": tempfile.mkdtemp(prefix="secureml-cache-")}
@@ -420,6 +426,8 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             r = result["models"][name]["resumed"]
             tqdm.write(f"{name}: resumed {1e3 * r['total_s']:.1f} ms vs plaintext {1e3 * r['plaintext_s']:.2f} ms "
                        f"(ratio {r['ratio']:.1f}, max {r['ratio_max']:.1f}), {r['bytes'] / 1e6:.3f} MB; "
+                       f"to the prediction {1e3 * r['prediction_s']:.1f} ms (ratio {r['ratio_prediction']:.1f}), "
+                       f"after the reply {1e3 * r['after_reply_s']:.1f} ms; "
                        f"cold {1e3 * cold[kind]['total_s']:.0f} ms {cold[kind]['bytes'] / 1e6:.2f} MB")
     result["machine"]["load_average_end"] = os.getloadavg()
     return result
@@ -429,7 +437,8 @@ def _write_csv(result: dict[str, Any], path: Path) -> None:
     """One row per (model/path, session kind): medians, max ratio, bytes, rounds, max error."""
     import csv
 
-    cols = ["total_s", "total_s_max", "plaintext_s", "ratio", "ratio_max", "features_s", "setup_s", "online_s",
+    cols = ["total_s", "total_s_max", "plaintext_s", "ratio", "ratio_max", "prediction_s", "ratio_prediction",
+            "after_reply_s", "after_reply_bytes", "features_s", "setup_s", "online_s",
             "prepare_next_s", "client_cpu_s", "plaintext_cpu_s", "bytes", "rounds", "abs_error_max", "n"]
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
@@ -507,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
                         "lattice: a fresh key made and sent, i.e. a client's first session)")
     g.add_argument("--models", default="rff,local", help="comma-separated: rff, local")
     g.add_argument("--paths", default="ot,lattice,lattice-prepared",
-                   help="comma-separated two-party paths: ot (client-malicious, checked OT extension), "
+                   help="comma-separated two-party paths: ot (client-malicious, checked OT extension; resumed "
+                        "sessions spend a checked random-OT pool refilled after each reply), ot-inline (the same "
+                        "with every OT extended and checked inside the session), "
                         "lattice (semi-honest, one RLWE ciphertext each way), lattice-prepared (the same with "
                         "the next session's query-independent work done between sessions)")
     g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")

@@ -100,8 +100,16 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     if baseline is not None:
         preds = preds + baseline
     t1 = time.perf_counter()
+    after = info.pop("after_reply", None)
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes,
                                    {"n_queries": n_q, "security": pp.security, **info})
+    if after is not None:
+        # the prediction is in hand (cost above ends here): work for the next session on this
+        # connection (a compact model's OT pool refill), reported apart
+        b = ch.bytes_sent + ch.bytes_received
+        spent = after()
+        cost.extra["after_reply_s"] = spent
+        cost.extra["after_reply_bytes"] = ch.bytes_sent + ch.bytes_received - b
     return preds, cost, pp
 
 

@@ -52,15 +52,17 @@ random OT per digit above the first, and two (M-1)-bit COTs (an OT plus 8 * ceil
 correction bits each). The OTs come from the engine the public ``pp.ot_engine`` names:
   * "silent" (protocol version 13; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
     an OT with a chosen choice bit costs 1 bit (d = c ^ r) plus 1.46 bits of the LPN iterations'
-    traffic, but about twice SoftSpoken's CPU. 15-bit entries (CM on the 2^-8 grid), M = 25:
-    digits (5, 5, 5), 20 + 0.6 + 6.6 = 27.2 bytes per element. Served Laplacian models with at least
-    ``SILENT_OT_MIN_ELEMENTS`` entries use it (below, its ~0.6 MB set-up costs more than it saves).
+    traffic, and ~70-90 ns of each party's CPU (protocol 24). 15-bit entries (CM on the 2^-8 grid),
+    M = 25: digits (3, 3, 3, 3, 3), tables 2^3 + 4 * 2 * 2^3 = 72 bits, four random OTs, two products:
+    9.0 + 1.2 + 6.6 = 16.9 bytes per element (protocols 14-23: digits (5, 5, 5), 27.2 bytes).
+    Served Laplacian models with at least ``SILENT_OT_MIN_ELEMENTS`` entries use it (below, its
+    ~0.6 MB set-up costs more than it saves).
   * "softspoken" (k = 4, 32 bits per OT): digits (5, 5, 5), 20 + 8 + 14 = 42 bytes per element
     (protocol version 6 sent 53: three tables and a one-byte-corrected COT per digit; four digits
     (4, 3, 4, 4) would send 38 but compute ~45% longer).
-:func:`digit_levels` picks the digits per engine, weighing an OT's compute against traffic (with
-silent OT's cheap traffic, five 3-bit digits would send ~17 bytes per element, but each extra
-digit's OT costs more time than the 8-24 table bits it saves). Rounds: one per digit plus two (the
+:func:`digit_levels` picks the digits per engine, weighing an OT's compute against traffic (silent
+OT's random OT at ~20 bits' worth since protocol 24: five 3-bit digits; SoftSpoken's at 96: three
+of 5 bits). Rounds: one per digit plus two (the
 random OT travels with the column OT's request), then those of the exponential; silent OT adds its
 set-up (SoftSpoken's, one COT extension and one one-way flight per direction).
 
@@ -93,13 +95,20 @@ U64 = np.uint64
 # an OT-extension pass costs about as much time as 64 more bits on the wire save (N = 4,096,
 # d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per element and 1.85 s, (5, 5, 5)
 # 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s).
-# silent: 1 bit (d = c ^ r) + 1.46 bits (LPN set b11's iteration traffic per COT); its compute
-# about twice SoftSpoken's (bench.ot_bench: COTs per CPU-second of the busier party; the whole
-# protocol at N = 16,384: 8.2 against 4.8 CPU seconds, docs/double-blind.md). For 15-bit entries
-# any weight from 61 to 348 gives (5, 5, 5); 21-60 four digits (4, 3, 4, 4); 20 or less five of 3.
+# silent: 1 bit (d = c ^ r) + 1.46 bits (LPN set b11's iteration traffic per COT). Its compute since
+# protocol 24 (LPN columns by multiply-shift, leaf sums by folds; bench.laplacian_profile, N = 16,384,
+# d = 351): ~90 ns of the server's CPU and ~70 ns of the client's per random OT, about 20 bits at the
+# exchange rate of issue 15's target (100 MB against 3 s: 0.27 bits per ns). Weighed so, 15-bit
+# entries get five digits of 3 bits: 9 bytes of tables per element instead of 20 for (5, 5, 5), for
+# two more random OTs (measured: L1 step 97.2 against 157.2 MB, CPU +0.4 s per party; protocols
+# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). 8 < weight < 24 gives (3, 3, 3, 3, 3); a
+# weight below 8 would pick seven digits (3, 2, ..., 2) (~89 MB, but +1 s CPU per party).
 _ROT_BITS = {"softspoken": 32, "silent": 3}
-_ROT_WORK = {"softspoken": 64, "silent": 128}
-_TABLE_BYTES = 48 << 20  # column tables built and sent per block of columns
+_ROT_WORK = {"softspoken": 64, "silent": 20}
+_TABLE_BYTES = 48 << 20
+# digits up to this width build their [x == v] tables by comparison (2^m passes), wider ones by
+# one scatter per bit position (8 passes)
+_EQ_BY_COMPARISON_BITS = 4  # column tables built and sent per block of columns
 
 
 @lru_cache(maxsize=None)
@@ -143,10 +152,18 @@ def _digit_tables(digits: np.ndarray, m: int, words: int) -> tuple[np.ndarray, n
     """Packed [x < v] and [x == v] for every candidate v: (d, 2^m, words) uint64 each."""
     d, n = digits.shape
     eq = np.zeros((d, 1 << m, words * 8), dtype=np.uint8)
-    rows = np.arange(d)[:, None]
-    for t in range(8):  # byte b of row v holds the bits of points 8b..8b+7 equal to v
-        col = digits[:, t::8]
-        eq[rows, col, np.arange(col.shape[1])[None, :]] |= np.uint8(1 << t)
+    if m <= _EQ_BY_COMPARISON_BITS:
+        # few candidates: one comparison and one packbits pass per candidate (contiguous, ~3x
+        # faster than the scatter below for 3-bit digits, measured)
+        hit = np.empty((d, n), dtype=bool)
+        for v in range(1 << m):
+            np.equal(digits, v, out=hit)
+            eq[:, v, : (n + 7) // 8] = np.packbits(hit, axis=1, bitorder="little")
+    else:
+        rows = np.arange(d)[:, None]
+        for t in range(8):  # byte b of row v holds the bits of points 8b..8b+7 equal to v
+            col = digits[:, t::8]
+            eq[rows, col, np.arange(col.shape[1])[None, :]] |= np.uint8(1 << t)
     eq = eq.view(U64)
     lt = np.zeros_like(eq)
     # [x < v] = XOR over u < v of [x == u] (at most one u matches)

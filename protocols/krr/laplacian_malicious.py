@@ -5,7 +5,8 @@
 Threat model: the server (model owner) is semi-honest; the client may deviate arbitrarily (any
 bytes, any order, many sessions). Guarantee: per query the client learns F(q') for one q' of the
 public input domain -- the fixed-point function of :func:`protocols.krr.gaussian_malicious.
-kernel_output` on the L1 distance, bit-exact -- **plus at most one bit: whether the session
+kernel_output` on the L1 distance, bit-exact, plus its flooding term e_T below the one-factor
+scale (step 13a there) -- **plus at most one bit: whether the session
 aborted** (the leakage of dual execution, Huang-Katz-Evans 2012; below); the server learns
 nothing about q'. The server counts aborts per client and refuses a client after
 ``serve --max-aborts`` of them (:mod:`protocols.krr.server`).
@@ -47,8 +48,8 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      ``MacCheckError``, counted against the client), before anything that depends on u leaves
      the server.
   7.-11. Steps 10-14 of the Gaussian protocol (:func:`protocols.krr.gaussian_malicious.
-     kernel_output`: G table on the committed high digit, the proved factor chain, the output,
-     noise) on the low M bits of the committed u, with the Laplacian's constant pp.c
+     kernel_output`: G table on the committed high digit, the masked public-factor chain, the
+     output, noise; server-to-client only, nothing left to check) on the low M bits of the committed u, with the Laplacian's constant pp.c
      (t = c L', L' = L >> s).
 
 Soundness of step 6: let e_i = u_i - L_i(q') - rho_i (integers, |e_i| < 2^64, fixed before chi

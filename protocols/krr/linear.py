@@ -59,14 +59,18 @@ from protocols.krr import defense
 from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 from protocols.mpc.gilboa import inner_products_pipelined
+from protocols.ot import pool as ot_pool
 from protocols.ot import session as ot_session
-from secureml.errors import ModelError, ProtocolError
+from secureml.errors import ModelError, ProtocolError, SecureMLError
 from secureml.models.pipeline import MolecularModel
 
 U64 = np.uint64
 #: extend the OTs before the online phase (offline/online split) or within it (one pipelined pass,
 #: ~10-20% faster end to end here); a served model's ``precompute_ot`` field overrides it
 PRECOMPUTE_OT = False
+#: client-malicious sessions keep a checked random-OT pool with the ticket, refilled after each
+#: reply, so a resumed session's online part is Beaver's derandomisation alone (protocols.ot.pool)
+OT_POOL = True
 #: error budget of the fixed-point plan (kcal/mol for energies): six-sigma bound on |error| x sqrt(2)
 DEFAULT_TOL = 5e-3
 
@@ -183,14 +187,15 @@ def _mask(bits: int) -> np.uint64:
 def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
           softspoken_k: int = ot_session.DEFAULT_K, precompute: bool = PRECOMPUTE_OT,
           keep_session: bool = True, store: ot_session.TicketStore | None = None,
-          server_key: str = "local", resume: bool = True) -> dict[str, Any]:
+          server_key: str = "local", resume: bool = True, ot_pool: bool = OT_POOL) -> dict[str, Any]:
     """Step 0, both roles: the OT session (resumed if the client holds a ticket) and, if the
     server asks for it, the offline extension of the k * F' * x_bits OTs.
 
     Server (role 0): ``out_bits``, ``softspoken_k``, ``precompute`` and ``keep_session`` (False:
     keep no OT state and resume none, so the server cannot link sessions) are its choices and
-    travel to the client. Client (role 1): ``server_key`` names the server's ticket, ``resume``
-    presents it. Returns the server's {resumed, setup_s, extend_s, out_bits}, or the client's
+    travel to the client; ``ot_pool``: offer the checked random-OT pool kept with the ticket
+    (client-malicious, without ``precompute``). Client (role 1): ``server_key`` names the server's
+    ticket, ``resume`` presents it. Returns the server's {resumed, setup_s, extend_s, out_bits}, or the client's
     {out_bits, resumed, softspoken_k, ot_setup_s, extend_s, ot_setup_bytes, extend_bytes}.
     """
     ch = party.ch
@@ -198,9 +203,12 @@ def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
     if party.role == SERVER:
         # client-malicious: the session holds its ticket's Delta exclusively and gives it back
         # only after it succeeded (a failure drops it: ot_session.server_start)
+        # the checked random-OT pool (protocols.ot.pool) needs the ticket's state held exclusively
+        offered = bool(ot_pool and pp.checked_ot and keep_session and not precompute)
         info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session,
                                        exclusive=pp.checked_ot,
-                                       extra={"out_bits": out_bits, "precompute": precompute})
+                                       extra={"out_bits": out_bits, "precompute": precompute, "ot_pool": offered})
+        info["_ot"] = {"offered": offered, "state": info.pop("state")}
         # client-malicious: every extension piece the client (OT receiver) sends is checked
         # before its OTs are used (:mod:`protocols.ot.consistency`); its phi bits are well defined
         party.ot_sender.checked = pp.checked_ot
@@ -218,14 +226,20 @@ def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
         return {**info, "extend_s": extend_s, "out_bits": out_bits}
     return {"out_bits": out_bits, "resumed": bool(reply.get("resumed")), "softspoken_k": reply["k"],
             "ot_setup_s": reply["setup_s"], "extend_s": extend_s,
-            "ot_setup_bytes": b1 - b0, "extend_bytes": ch.bytes_sent + ch.bytes_received - b1}
+            "ot_setup_bytes": b1 - b0, "extend_bytes": ch.bytes_sent + ch.bytes_received - b1,
+            # the OT pool (secret state: popped by the caller before anything is reported)
+            "_ot": {"offered": bool(reply.get("ot_pool")), "state": reply.get("state"),
+                    "server_pool": reply.get("pool")}}
 
 
 def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
-           w: np.ndarray | None = None, y_offset: float = 0.0, phi: np.ndarray | None = None
-           ) -> np.ndarray | None:
+           w: np.ndarray | None = None, y_offset: float = 0.0, phi: np.ndarray | None = None,
+           ot: dict[str, Any] | None = None) -> np.ndarray | None:
     """Steps 1-4 for k queries, both roles: the server (role 0) passes its weights ``w`` and
-    ``y_offset``, the client (role 1) its features ``phi`` (k, F') and gets the k predictions."""
+    ``y_offset``, the client (role 1) its features ``phi`` (k, F') and gets the k predictions.
+    ``ot``: :func:`setup`'s ``_ot`` (the ticket's OT pool); with it the step-2 COTs come from the
+    pool when both sides hold the same one, and the refill wanted after the reply is noted in it
+    for :func:`after_reply`."""
     n = pp.n_features
     if party.role == SERVER:
         w_enc = np.rint(w * float(1 << pp.weight_frac_bits))
@@ -238,12 +252,13 @@ def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
         phi = np.atleast_2d(phi)
         k, n = phi.shape
         enc = pp.encode_features(phi, "query features")
-    party.check_peer("linear-ip", {"k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits},
-                     announce=party.role == CLIENT)
+    pool = _agree_pool(party, ot, {"op": "linear-ip", "k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits},
+                       k * n * pp.x_bits)
     # 2. Gilboa products in Z_2^out_bits: the client chooses with the bits of phi', the server
     #    holds the correlations w_enc; one pipelined exchange
     if party.role == SERVER:
-        share = inner_products_pipelined(party, CLIENT, x=w_enc, y_bits=pp.x_bits, ring_bits=out_bits, k=k)
+        share = inner_products_pipelined(party, CLIENT, x=w_enc, y_bits=pp.x_bits, ring_bits=out_bits, k=k,
+                                         pool=pool)
         # 3. add lo 2^F sum(w_enc) + y_offset 2^(F+fw) and send the share
         lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
         corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
@@ -258,7 +273,7 @@ def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
             share = np.array(out, dtype=U64)
         party.ch.send_array(share)
         return None
-    mine = inner_products_pipelined(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits)
+    mine = inner_products_pipelined(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits, pool=pool)
     # 4. add the server's share, sign-extend from out_bits bits, decode
     if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
         out = defense.client_output(party, pp.output_defense, [int(x) for x in mine & _mask(out_bits)],
@@ -270,6 +285,70 @@ def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
     if out_bits < 64:
         y = (y ^ U64(1 << (out_bits - 1))) - U64(1 << (out_bits - 1))
     return y.view(np.int64).astype(np.float64) / 2.0 ** (pp.frac_bits + pp.weight_frac_bits)
+
+
+def _agree_pool(party: PartyContext, ot: dict[str, Any] | None, params: dict[str, Any], m: int) -> Any:
+    """Step 2's parameter echo, plus the pool: the client names the pool entries it spends
+    ({id, at}, only if the server announced the same pool with enough unused entries) and asks
+    for a refill after the reply; the server checks them (:func:`protocols.ot.pool.check_request`:
+    entries used before are refused). Returns the pool to spend, or None (extend inline)."""
+    ot = ot if ot is not None else {}
+    st = ot.get("state")
+    if party.role == CLIENT:
+        mine = st.get("pool") if st is not None else None
+        srv = ot.get("server_pool") or {}
+        use = (isinstance(mine, ot_pool.ReceiverPool) and srv.get("id") == mine.id.hex()
+               and srv.get("at") == mine.at and mine.left >= m and int(srv.get("left", 0)) >= m)
+        if st is not None and not use:
+            st.pop("pool", None)  # out of step with the server's (or none): a fresh one after the reply
+        refill = bool(ot.get("offered")) and st is not None
+        msg = dict(params)
+        if use:
+            msg["pool"] = {"id": mine.id.hex(), "at": mine.at}
+        if refill:
+            msg["refill"] = True
+        party.ch.send_json(msg)
+        ot["refill"] = (min(m, max(0, ot_pool.POOL_MAX - (mine.left - m if use else 0))),
+                        mine if use else None) if refill else None
+        ot["used"] = bool(use)
+        return mine if use else None
+    got = party.ch.recv_json()
+    if not isinstance(got, dict):
+        raise ProtocolError("expected the linear-ip parameters")
+    req, refill = got.pop("pool", None), got.pop("refill", False)
+    if got != params:
+        raise ProtocolError(f"peer runs {got!r:.200} but this party expects {params!r}")
+    pool = None
+    if req is not None:
+        pool = ot_pool.check_request(st.get("pool") if st is not None else None, req, m)
+    if refill is True and ot.get("offered") and st is not None:
+        ot["refill"] = (min(m, max(0, ot_pool.POOL_MAX - (pool.left - m if pool is not None else 0))), pool)
+    else:
+        ot["refill"] = None
+    if pool is None and st is not None:
+        st.pop("pool", None)  # not spent by this client now: it will hold a fresh pool, or none
+    return pool
+
+
+def after_reply(party: PartyContext, ot: dict[str, Any] | None) -> float | None:
+    """After the session's reply, both roles: refill the ticket's OT pool (steps R1-R3 of
+    :mod:`protocols.ot.pool`) if the client asked for it and the server offered it. The server
+    raises on a failed consistency check (its caller then drops the ticket); the client drops its
+    pool on any failure (its prediction stands). Returns the seconds spent, or None."""
+    if not ot or not ot.get("refill") or ot.get("state") is None:
+        return None
+    n, old = ot["refill"]
+    st = ot["state"]
+    t0 = time.perf_counter()
+    if party.role == SERVER:
+        st["pool"] = ot_pool.refill_send(party.ot_sender, n, old)
+        return time.perf_counter() - t0
+    try:
+        st["pool"] = ot_pool.refill_recv(party.ot_receiver, n, old)
+    except (SecureMLError, OSError):
+        st.pop("pool", None)  # the server dropped the ticket too: the next session starts afresh
+        return None
+    return time.perf_counter() - t0
 
 
 def server_setup(party: PartyContext, k: int, pp: PublicParams, out_bits: int, *,

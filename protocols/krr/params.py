@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 21  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -50,6 +50,14 @@ PROTOCOL_VERSION = 21  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
 # lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
 # re-randomises for it after its reply, the client makes its mask while it waits)
+# 22: client-malicious compact sessions: a checked random-OT pool kept with the OT-session ticket,
+# refilled after the reply and spent by derandomisation (protocols.ot.pool); the ot-session reply
+# carries ot_pool / pool, the linear-ip echo pool / refill
+# 23: client-malicious kernels' tail (steps 10-14 of protocols.krr.gaussian_malicious): a masked
+# public-factor chain in Z_2^R (R = 64 limbs, R > w + g + K V + 24), one bound table per digit, no
+# client commitments and no check; y mod 2^R at scale 2^(w + g + K V)
+# 24: silent OT's LPN code columns are floor(w k / 2^32) again, by an integer multiply-shift (half
+# the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
 # 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
 # keeps the connection; the client's next session then starts with a new hello on it
 # (protocols.net.frontdoor, step 8)

@@ -188,7 +188,7 @@ class CompactLinearProtocol(ModelProtocol):
         # the extension moves offline when the model asks for it (precompute_ot)
         return compact.setup(party, model.public, k, out_bits=model.compact.out_bits,
                              softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
-                             keep_session=model.resume_ot)
+                             keep_session=model.resume_ot, ot_pool=model.ot_pool)
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:
@@ -200,9 +200,18 @@ class CompactLinearProtocol(ModelProtocol):
         if model.public.lattice_linear:
             linear_he.server_online(party, model, k, keep_keys=model.resume_ot, early=info.get("lattice_early"))
             return
+        ot = info.pop("_ot", None)
         compact.online(party, model.public, k, info["out_bits"], w=model.compact.weights,
-                       y_offset=model.compact.offset)
-        info["release"]()  # the session succeeded: its OT-session state may serve the client again
+                       y_offset=model.compact.offset, ot=ot)
+
+        def after() -> None:
+            # after the reply (run by serve_one once the session's cost is taken): the next
+            # session's checked random OTs (protocols.ot.pool); a failed check raises here, before
+            # the release, so the ticket (and its Delta) is dropped
+            compact.after_reply(party, ot)
+            info["release"]()  # the session succeeded: its OT-session state may serve the client again
+
+        info["after_reply"] = after
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if pp.lattice_linear:
@@ -210,7 +219,12 @@ class CompactLinearProtocol(ModelProtocol):
                                                    announced=info.pop("announced_seed", None))
             info.update(extra)
             return preds
-        return compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q)
+        ot = info.pop("_ot", None)
+        preds = compact.online(party, pp, Q.shape[0], info["out_bits"], phi=Q, ot=ot)
+        # run by the caller once the prediction is in hand (protocols.krr.client.predict_features)
+        info["after_reply"] = lambda: compact.after_reply(party, ot)
+        info["ot_pool_used"] = bool(ot and ot.get("used"))
+        return preds
 
 
 #: kind -> protocol (filled by :func:`register`)

@@ -78,6 +78,9 @@ class Served:
     softspoken_k: int = DEFAULT_K
     #: compact models: keep OT-session state so a client's later sessions skip the base OTs
     resume_ot: bool = True
+    #: compact models, client-malicious: keep a checked random-OT pool with each ticket, refilled
+    #: after every reply, so resumed sessions only derandomise online (protocols.ot.pool)
+    ot_pool: bool = compact.OT_POOL
     #: SHA-256 of the model file served (verified on load; the audit log's model id)
     sha256: str = ""
 

@@ -164,6 +164,9 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
         ctx.cost.update(wall_s=round(cost.wall_s, 4), offline_s=round(cost.offline_s, 4),
                         online_s=round(cost.online_s, 4), bytes_sent=cost.bytes_sent,
                         bytes_received=cost.bytes_received, rounds=cost.rounds)
+    after = info.pop("after_reply", None)
+    if after is not None:  # work for the client's next session (a compact model's OT pool refill)
+        after()
     return cost
 
 

@@ -35,9 +35,12 @@ and the holder subtracts ``x * 2^(y_bits-1)`` from its share -- same cost, no le
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from protocols.mpc.context import PartyContext
+from protocols.ot.pool import cot_recv_pooled, cot_send_pooled
 from protocols.ot.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import DataError
 
@@ -147,7 +150,7 @@ def inner_product(p: PartyContext, chooser: int, x: np.ndarray | None = None, y:
 
 def inner_products_pipelined(p: PartyContext, chooser: int, x: np.ndarray | None = None,
                              y: np.ndarray | None = None, *, y_bits: int, ring_bits: int = 64,
-                             k: int = 1) -> np.ndarray:
+                             k: int = 1, pool: Any = None) -> np.ndarray:
     """Shares (k,) mod 2^ring_bits of ``y[a] . x`` for k rows ``y`` (k, n) of the chooser and
     one vector ``x`` (n,) of the holder, all COTs in one pipelined exchange (SoftSpoken engines,
     :func:`protocols.ot.softspoken.cot_send_many`).
@@ -158,6 +161,9 @@ def inner_products_pipelined(p: PartyContext, chooser: int, x: np.ndarray | None
          ring_bits - i0 bits;
       2. chooser: sum over j and i of 2^i t; holder: minus the same sum of its pads s.
     Shares are correct modulo 2^ring_bits only (the caller masks them).
+    ``pool``: a checked random-OT pool of this session's ticket (:mod:`protocols.ot.pool`), whose
+    next OTs serve as the COTs (derandomised: one message each way, no extension); the caller has
+    agreed with the peer that it is used.
     """
     groups = bit_groups(y_bits, ring_bits)
     widths = [bits for _, _, bits in groups]
@@ -165,13 +171,17 @@ def inner_products_pipelined(p: PartyContext, chooser: int, x: np.ndarray | None
         y = np.atleast_2d(np.ascontiguousarray(y, dtype=U64))
         k, n = y.shape
         flat = y.ravel()
-        got = cot_recv_many(p.ot_receiver, [choice_bits(flat, i0, i1).ravel() for i0, i1, _ in groups], widths)
+        choices = [choice_bits(flat, i0, i1).ravel() for i0, i1, _ in groups]
+        got = (cot_recv_many(p.ot_receiver, choices, widths) if pool is None
+               else cot_recv_pooled(p.ch, pool, choices, widths))
         sign = 1
     else:
         x = np.ascontiguousarray(x, dtype=U64).ravel()
         n = x.shape[0]
         corr = np.tile(x, k)
-        got = cot_send_many(p.ot_sender, [np.tile(corr, i1 - i0) for i0, i1, _ in groups], widths)
+        deltas = [np.tile(corr, i1 - i0) for i0, i1, _ in groups]
+        got = (cot_send_many(p.ot_sender, deltas, widths) if pool is None
+               else cot_send_pooled(p.ch, pool, deltas, widths))
         sign = -1
     share = np.zeros(k, dtype=U64)
     for (i0, i1, _), t in zip(groups, got):

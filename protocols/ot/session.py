@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.ot.crypto import derive_key
+from protocols.ot.pool import status as pool_status
 from protocols.ot.softspoken import ALLOWED_K, SoftSpokenReceiver, SoftSpokenSender
 from secureml.errors import ProtocolError
 
@@ -178,8 +179,13 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
     ticket = asked if state is not None else os.urandom(16)
     n_s = os.urandom(_NONCE)
     k_used = int(state["k"]) if state is not None else int(k)
-    ch.send_json({"op": "ot-session", "resumed": resumed, "ticket": ticket.hex(),
-                  "nonce": n_s.hex(), "k": k_used, **(extra or {})})
+    reply = {"op": "ot-session", "resumed": resumed, "ticket": ticket.hex(), "nonce": n_s.hex(), "k": k_used,
+             **(extra or {})}
+    if resumed and exclusive:
+        # the checked random-OT pool kept with this ticket (protocols.ot.pool): its id and cursor
+        # are public, so an honest client whose copy is out of step does not name it
+        reply["pool"] = pool_status(state.get("pool"))
+    ch.send_json(reply)
     if state is None:
         fresh = SoftSpokenSender(ch, k=k_used)
         fresh.setup()
@@ -194,7 +200,10 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         if taken is not None:
             store.give_back(taken)
 
-    return {"resumed": resumed, "setup_s": time.perf_counter() - t0, "release": release}
+    # ``state``: the ticket's state, held by this session alone when ``exclusive`` (its OT pool
+    # lives there and is kept only if the session succeeds)
+    return {"resumed": resumed, "setup_s": time.perf_counter() - t0, "release": release,
+            "state": state if exclusive and keep else None}
 
 
 
@@ -204,7 +213,7 @@ def client_start(party: Any, key: str, tickets: ClientTickets | None = None, *,
 
     ``key`` names the server (its address and model); ``resume=False`` neither presents nor keeps
     a ticket (unlinkable sessions).  Returns the server's reply (with its ``extra``
-    fields) plus ``setup_s``.
+    fields, and ``pool``: the server's random-OT pool for a resumed ticket) plus ``setup_s`` and ``state``.
     """
     tickets = CLIENT_TICKETS if tickets is None else tickets
     ch = party.ch
@@ -232,4 +241,5 @@ def client_start(party: Any, key: str, tickets: ClientTickets | None = None, *,
         if resume:
             tickets.put(key, ticket, state)
     party.install_ot(receiver=SoftSpokenReceiver.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
-    return {**reply, "setup_s": time.perf_counter() - t0}
+    # ``state``: the ticket's state this client keeps (None with resume=False): its OT pool lives there
+    return {**reply, "setup_s": time.perf_counter() - t0, "state": state if resume else None}

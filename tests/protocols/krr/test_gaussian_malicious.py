@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel, binding
 from protocols.krr import gaussian_malicious as gm
-from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.testing import checked_ot, run_two_party
 from tests.protocols.krr.deviations import PartyPatch as _Patch, perturbed_mask_reveal
@@ -49,8 +48,8 @@ def _run(model, pp, Xe, xx, q, patch=None, seed=3):
 def test_honest_client_gets_f_bit_exact_and_the_prediction():
     model, pp, Xe, xx, Q, q = _case()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == gm.reference(pp, model, Xe, q, sv["rho"])
-    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-2
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
 
 
 def test_far_query_gives_the_offset_only_through_f():
@@ -60,40 +59,74 @@ def test_far_query_gives_the_offset_only_through_f():
     far = np.full(pp.n_features, 49.0)
     qf = pp.encode_features(far[None])[0]
     sv, y = _run(model, pp, Xe, xx, qf)
-    assert y == gm.reference(pp, model, Xe, qf, sv["rho"])
+    assert y == (gm.reference(pp, model, Xe, qf, sv["rho"]) + sv["flood"]) % _ring(pp)
 
 
-def test_finding1_zeroing_the_client_factor_aborts():
-    """Finding 1 through the client's factor: v_i = 0 for every i but one (would isolate one
-    weighted kernel term; with all zero, the offset): the chain relations catch it."""
-    model, pp, Xe, xx, Q, q = _case(seed=2)
-
-    def chain(orig, pp_, x_lo):
-        vs, zs = orig(pp_, x_lo)
-        vs = [v.copy() for v in vs]
-        vs[-1][np.arange(len(vs[-1])) != 5] = 0
-        return vs, zs
-
-    with pytest.raises(MacCheckError):
-        _run(model, pp, Xe, xx, q, _Patch(gm, "client_chain_values", chain))
+def _ring(pp):
+    return 1 << gm.tail_plan(pp).ring_bits
 
 
-def test_finding1_zero_inputs_to_the_local_product_reveal_nothing():
-    """Finding 1 through the final products: the client uses v'' = 0 (all, or all but one) in
-    its local sum. Its output is then masked by sum r_i v_i: neither the offset nor a single
-    weighted term comes out."""
+def _x_lo(pp, Xe, q, rho):
+    D = ((Xe.astype(object) - q.astype(object)) ** 2).sum(axis=1)
+    u = np.array([(int(a) + int(b)) % (1 << pp.ring_bits) for a, b in zip(D, rho)], dtype=U64)
+    return u, (u >> U64(pp.shift_bits)) & U64((1 << pp.lo_bits) - 1)
+
+
+def _terms(pp, model, Xe, q, rho):
+    """Every weight-derived value a broken protocol could hand out: the isolated weighted terms
+    alpha_j G_j v_j (at the client's digits), the offset, and offset + each term (mod 2^R)."""
+    from protocols.krr.expsum import encode_weights
+    from protocols.mpc import limbs
+
+    tp = gm.tail_plan(pp)
+    u, x_lo = _x_lo(pp, Xe, q, rho)
+    alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
+    xr = np.asarray(rho, dtype=U64) >> U64(pp.shift_bits)
+    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(len(u)), ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.intp)]
+    top = 1 << (64 * tp.g_limbs)
+    v = gm.client_factor(pp, x_lo)
+    terms = [((w - top if w >= top // 2 else w) * vi) % _ring(pp) for w, vi in zip(limbs.to_int(aG), v)]
+    offset = int(round(model.y_offset * 2.0 ** tp.scale_bits)) % _ring(pp)
+    return {offset} | set(terms) | {(offset + t) % _ring(pp) for t in terms}
+
+
+def test_finding1_keeping_one_chain_value_gives_a_masked_number():
+    """Finding 1 through the chain's end: the client sums only p_K,j (one point) or nothing. It
+    holds p_K,j = alpha_j G_j v_j + s_K,j; y_S removes sum_i s_K,i, so the result is
+    alpha_j G_j v_j + offset - sum_(i != j) s_K,i: masked by the other points' fresh s_K -- neither
+    a weighted term, nor the offset, nor their sum, nor anything prediction-sized."""
     model, pp, Xe, xx, Q, q = _case(seed=3)
-    offset = int(round(model.y_offset * (1 << pp.out_scale_bits))) % u128.MOD
     for keep in (None, 4):
-        def out(orig, h, v, e, y_s):
-            v2 = np.zeros_like(v)
+        def out(orig, p, y_s, ring_bits):
+            p2 = np.zeros_like(p)
             if keep is not None:
-                v2[keep] = v[keep]
-            return orig(h, v2, e, y_s)
+                p2[keep] = p[keep]
+            return orig(p2, y_s, ring_bits)
 
         sv, y = _run(model, pp, Xe, xx, q, _Patch(gm, "client_output", out))
-        assert y != offset
-        assert abs(gm.decode(pp, y)) > 1e6  # uniformly masked: no prediction-sized value
+        assert y not in _terms(pp, model, Xe, q, sv["rho"])
+        assert abs(gm.decode(pp, y)) > 1e6
+
+
+def test_another_digit_than_the_committed_one_opens_nothing():
+    """A client that asks a chain table for another digit than its committed one (here: digit 0
+    with its lowest bit flipped) cannot open that entry (bound_lut: it holds one key per committed
+    bit); what it decrypts is a pseudorandom string, and its output is garbage, not F(q')."""
+    from protocols.mpc import authenticated as au
+
+    model, pp, Xe, xx, Q, q = _case(seed=7)
+    first = gm.tail_plan(pp).digits[0]
+    chain_digit = (pp.shift_bits + first[0], pp.shift_bits + first[1])
+
+    def other(orig, party, chooser, digit, **kw):
+        if digit == chain_digit:
+            kw["values"] = kw["values"] ^ (U64(1) << U64(digit[0]))
+        return orig(party, chooser, digit, **kw)
+
+    sv, y = _run(model, pp, Xe, xx, q, _Patch(au, "bound_lut", other))
+    assert y != (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert y not in _terms(pp, model, Xe, q, sv["rho"])
+    assert abs(gm.decode(pp, y)) > 1e6
 
 
 def test_finding3_delta_on_one_distance_share_aborts():
@@ -108,14 +141,31 @@ def test_finding3_delta_on_one_distance_share_aborts():
         _run(model, pp, Xe, xx, q, _Patch(binding, "client_masked", masked))
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.sampled_from(["u", "share", "norm", "query", "v", "z", "v-last", "local-h"]),
-       i=st.integers(0, 23), k=st.integers(0, 9), bit=st.integers(0, 40))
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from(["u", "share", "norm", "query", "p", "z", "local-h"]),
+       i=st.integers(0, 23), k=st.integers(0, 19), bit=st.integers(0, 40))
 def test_randomised_deviation_aborts_or_gives_f(which, i, k, bit):
-    """Perturb one client-computed value (random index, step, bit): abort, or -- for an edit of
-    the client's own received numbers -- F(q') moved by exactly the client-known edit."""
+    """Perturb one client-computed value (random index, step, bit): a value bound by step 9's
+    check aborts; an edit of the client's own numbers in the chain (its p_k, its received z_k, its
+    h_i) gives F(q') moved by exactly a number the client knows (err times the public factors it
+    multiplies by afterwards) -- never anything else."""
+    _deviate(which, i, k, bit)
+
+
+@pytest.mark.parametrize("which,i,k,bit", [("p", 0, 3, 5), ("p", 23, 19, 40), ("z", 7, 0, 0), ("z", 11, 19, 33),
+                                           ("local-h", 5, 0, 17), ("u", 2, 0, 39)])
+def test_chain_edits_shift_f_by_a_client_known_amount(which, i, k, bit):
+    """The same, at fixed points (first and last digit, lowest and highest bit), so every kind of
+    chain edit runs whatever examples the randomised test draws."""
+    _deviate(which, i, k, bit)
+
+
+def _deviate(which, i, k, bit):
     model, pp, Xe, xx, Q, q = _case(seed=5)
     err = U64(1) << U64(bit)
+    K = len(gm.tail_plan(pp).digits)
+    k = k % K
+    calls = []
     if which in ("u", "share", "norm"):
         patch = _Patch(binding, "client_masked", perturbed_mask_reveal(which, i, err, xor=False))
     elif which == "query":
@@ -124,34 +174,35 @@ def test_randomised_deviation_aborts_or_gives_f(which, i, k, bit):
             qq[i % len(qq)] ^= U64(1) << U64(bit % pp.x_bits)
             return qq
         patch = _Patch(binding, "client_commit_query", commit_q)
-    elif which in ("v", "z", "v-last"):
-        kk = len(gm.plan(pp)[1]) - 1 if which == "v-last" else k
-        def chain(orig, pp_, x_lo):
-            vs, zs = orig(pp_, x_lo)
-            vs, zs = [v.copy() for v in vs], [(z[0].copy(), z[1].copy()) for z in zs]
-            if which == "z":
-                zs[kk][1][i] ^= err  # t_k changes: the relation z = 2^V v + t no longer holds
-            else:
-                vs[kk][i] ^= err
-            return vs, zs
-        patch = _Patch(gm, "client_chain_values", chain)
     else:
-        def out(orig, h, v, e, y_s):
-            h = (h[0].copy(), h[1].copy())
-            h[1][i] += err
-            return orig(h, v, e, y_s)
-        patch = _Patch(gm, "client_output", out)
-    if which == "local-h":
-        sv, y = _run(model, pp, Xe, xx, q, patch, seed=i + k)
-        # the client added err to its own h_i: y = F(q') + err * v_i, a number it knows itself
-        D = ((Xe.astype(object) - q.astype(object)) ** 2).sum(axis=1)
-        u = np.array([(int(a) + int(b)) % (1 << pp.ring_bits) for a, b in zip(D, sv["rho"])], dtype=U64)
-        x_lo = (u >> U64(pp.shift_bits)) & U64((1 << pp.lo_bits) - 1)
-        v_i = int(gm.client_factor(pp, x_lo)[0][-1][i])
-        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + int(err) * v_i) % u128.MOD
+        from protocols.mpc import limbs
+
+        if which == "local-h":
+            k = 0  # its received h_i = p_0,i
+
+        def step(orig, p, g, z):
+            if len(calls) == k:
+                e = limbs.zeros((len(g),), p.shape[-1])
+                e[i, 0] = err
+                if which in ("p", "local-h"):
+                    p = limbs.add(p, e)  # p_(k-1) + err: shifted by err * g_k * later factors
+                else:
+                    z = limbs.sub(z, e)  # z_k - err: shifted by err * later factors
+            calls.append(1)
+            return orig(p, g, z)
+        patch = _Patch(gm, "client_chain_step", step)
+    if which not in ("p", "z", "local-h"):
+        with pytest.raises(MacCheckError):
+            _run(model, pp, Xe, xx, q, patch, seed=i + k)
         return
-    with pytest.raises(MacCheckError):
-        _run(model, pp, Xe, xx, q, patch, seed=i + k)
+    sv, y = _run(model, pp, Xe, xx, q, patch, seed=i + k)
+    _, x_lo = _x_lo(pp, Xe, q, sv["rho"])
+    digits = gm.tail_plan(pp).digits
+    later = 1
+    for a, b in digits[k + (1 if which == "z" else 0):]:
+        later *= int(gm.digit_factors(pp, a, b)[(int(x_lo[i]) >> a) & ((1 << (b - a)) - 1)])
+    ref = gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]
+    assert y == (ref + int(err) * later) % _ring(pp)
 
 
 def test_parameters_outside_the_protocol_are_refused_clearly():
@@ -178,7 +229,7 @@ def _he_case(seed=0):
 def test_lattice_cross_term_honest_client_gets_f_bit_exact():
     model, pp, Xe, xx, Q, q = _he_case()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == gm.reference(pp, model, Xe, q, sv["rho"])  # exact shares: the binding check passes
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)  # exact shares: the binding check passes
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-2
 
 
@@ -230,45 +281,35 @@ def test_noise_honest_client_gets_f_plus_the_servers_fresh_noise():
     got = []
     for seed in (11, 12):
         sv, y = _run(model, pp, Xe, xx, q, seed=seed)
-        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"]) % u128.MOD
+        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"] + sv["flood"]) % _ring(pp)
         got.append(gm.decode(pp, sv["noise"]))
     assert got[0] != got[1] and all(0 < abs(e) < 30 for e in got)
 
 
-@pytest.mark.parametrize("deviation", ["chain", "share"])
+@pytest.mark.parametrize("deviation", ["u", "share"])
 def test_noise_deviating_client_still_aborts(deviation):
-    """Noise changes nothing before the check: a zeroed factor chain (finding 1) and a shifted
-    distance share (finding 3) abort as without noise (the check comes before the noise is drawn)."""
+    """Noise changes nothing before the check: a changed u (finding 3 after the fact) and a
+    shifted distance share (finding 3) abort as without noise (step 9 comes before the noise is
+    drawn)."""
     model, pp, Xe, xx, Q, q = _case(seed=2)
     _noised(pp, 3.0)
-    if deviation == "chain":
-        def fn(orig, pp_, x_lo):
-            vs, zs = orig(pp_, x_lo)
-            vs = [v.copy() for v in vs]
-            vs[-1][np.arange(len(vs[-1])) != 5] = 0
-            return vs, zs
-        patch = _Patch(gm, "client_chain_values", fn)
-    else:
-        def fn(orig, norm, s_c, c, ring_bits):
-            s_c = s_c.copy()
-            s_c[3] += U64(1 << 20)
-            return orig(norm, s_c, c, ring_bits)
-        patch = _Patch(binding, "client_masked", fn)
+    patch = _Patch(binding, "client_masked", perturbed_mask_reveal(deviation, 3, U64(1 << 20), xor=False))
     with pytest.raises(MacCheckError):
         _run(model, pp, Xe, xx, q, patch)
 
 
-def test_noise_zeroed_local_product_reveals_nothing():
-    """Freedom (b) with noise: v'' = 0 in the client's local sum leaves the output masked by
-    sum r_i v_i -- no prediction-sized value, neither the offset nor offset + noise."""
+def test_noise_zeroed_chain_reveals_nothing():
+    """With noise, the client drops its whole chain (y = y_S alone): offset + e - sum s_K, masked
+    by the fresh s_K -- no prediction-sized value, neither the offset nor offset + noise."""
     model, pp, Xe, xx, Q, q = _case(seed=3)
     _noised(pp, 3.0)
 
-    def out(orig, h, v, e, y_s):
-        return orig(h, np.zeros_like(v), e, y_s)
+    def out(orig, p, y_s, ring_bits):
+        return orig(np.zeros_like(p), y_s, ring_bits)
 
     sv, y = _run(model, pp, Xe, xx, q, _Patch(gm, "client_output", out))
     assert abs(gm.decode(pp, y)) > 1e6
+    assert y not in _terms(pp, model, Xe, q, sv["rho"])
 
 
 def test_rounding_is_refused_in_client_malicious_mode():
@@ -277,3 +318,56 @@ def test_rounding_is_refused_in_client_malicious_mode():
     model, pp, Xe, xx, Q, q = _case()
     with pytest.raises(ProtocolError, match="--round-to"):
         ServedModel(model, security="client-malicious").set_defense(round_to=1.0)
+
+
+def _separate_two_terms(y: int, offset: int, v1: int, v2: int, ring: int) -> tuple[int, int] | None:
+    """The knapsack attack on an exact output: F - offset = a_1 v_1 + a_2 v_2 with the client's
+    known v_i; a_1 = (F - offset) / g * (v_1 / g)^-1 mod (v_2 / g), g = gcd(v_1, v_2)."""
+    import math
+    t = (y - offset) % ring
+    t = t - ring if t >= ring // 2 else t
+    g = math.gcd(v1, v2)
+    if t % g:
+        return None
+    m = v2 // g
+    a1 = (t // g) * pow(v1 // g, -1, m) % m
+    a1 = a1 - m if a1 >= m // 2 else a1
+    rest = t - a1 * v1
+    return (a1, rest // v2) if rest % v2 == 0 else None
+
+
+def test_flooding_hides_the_separate_terms():
+    """Step 13a. With two training points inside the table's cut, the exact F = offset + a_1 v_1 +
+    a_2 v_2 (a_i = alpha_i G_i unknown to the client, v_i = prod_k g_k(d_k,i) a public function of
+    its u, ~800 bits each) gives both a_i by one modular inverse -- each weighted kernel term
+    instead of their sum. The protocol's output F + e_T (e_T uniform on 2^T, T = (K - 1) V) does
+    not: the same attack on it fails, and y still decodes to the prediction."""
+    from protocols.krr.expsum import encode_weights
+    from protocols.mpc import limbs
+
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, 50, (2, 6))
+    model = KernelModelParams(X, np.array([812.5, -433.25]), -321.0, "gaussian", 30.0)
+    pp = ServedModel(model, security="semi-honest").public
+    pp.security, pp.cross_term = "client-malicious", "ot"
+    Xe = pp.encode_features(X)
+    xx = (Xe * Xe).sum(axis=1, dtype=U64) & U64((1 << pp.ring_bits) - 1)
+    Q = X.mean(axis=0)
+    q = pp.encode_features(Q[None])[0]
+    sv, y = _run(model, pp, Xe, xx, q)
+    tp, ring = gm.tail_plan(pp), _ring(pp)
+    u, x_lo = _x_lo(pp, Xe, q, sv["rho"])
+    alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
+    xr = np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits)
+    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(2), ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.intp)]
+    top = 1 << (64 * tp.g_limbs)
+    a = tuple(w - top if w >= top // 2 else w for w in limbs.to_int(aG))
+    assert all(a)  # both points inside the cut
+    v1, v2 = gm.client_factor(pp, x_lo)
+    offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
+    exact = gm.reference(pp, model, Xe, q, sv["rho"])
+    assert _separate_two_terms(exact, offset, v1, v2, ring) == a  # the attack works on exact F
+    assert y == (exact + sv["flood"]) % ring and 0 < abs(sv["flood"]) <= 1 << (tp.flood_bits - 1)
+    assert _separate_two_terms(y, offset, v1, v2, ring) != a
+    assert abs(gm.decode(pp, y) - gm.decode(pp, exact)) < 1e-12  # e_T < 2^-(w+g+V+1) of a unit
+    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-3  # the query's fixed-point grid

@@ -1,0 +1,156 @@
+"""Vectorised arithmetic modulo 2^(64 n) on numpy arrays of n little-endian uint64 limbs.
+
+The client-malicious kernel tail (:mod:`protocols.krr.gaussian_malicious`, steps 10-13) runs a
+masked chain of K public factors of ~2^40 each on a product that starts at ~2^75: its ring needs
+hundreds of bits, more than :mod:`protocols.mpc.u128` holds. A value is an array of shape
+(..., n), limb 0 the least significant; every function works elementwise over the leading axes
+and wraps modulo 2^(64 n) like the ring it models. Only what the tail needs: add, sub, neg, a
+product by a small public integer per element (< 2^64; the tail's factors are < 2^41), sums, and
+conversion to and from Python integers and the (hi, lo) pairs of :mod:`protocols.mpc.u128`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from protocols.mpc import u128
+
+U64 = np.uint64
+MASK32 = U64(0xFFFFFFFF)
+
+
+def limbs_for(bits: int) -> int:
+    """Limbs of the smallest ring 2^(64 n) with at least ``bits`` bits."""
+    return max(1, -(-bits // 64))
+
+
+def zeros(shape: tuple[int, ...], n: int) -> np.ndarray:
+    """The value 0, shape (..., n)."""
+    return np.zeros(tuple(shape) + (n,), dtype=U64)
+
+
+def from_int(x: int, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """A Python int (taken mod 2^(64 n)) broadcast to shape (..., n)."""
+    x %= 1 << (64 * n)
+    out = zeros(shape, n)
+    for j in range(n):
+        out[..., j] = U64((x >> (64 * j)) & 0xFFFFFFFFFFFFFFFF)
+    return out
+
+
+def from_u128(a: tuple[np.ndarray, np.ndarray], n: int) -> np.ndarray:
+    """A (hi, lo) pair read as an integer in [0, 2^128), zero-extended to n >= 2 limbs."""
+    out = zeros(np.shape(a[1]), n)
+    out[..., 0], out[..., 1] = a[1], a[0]
+    return out
+
+
+def to_int(a: np.ndarray) -> list[int]:
+    """Flat list of Python ints (in [0, 2^(64 n)))."""
+    n = a.shape[-1]
+    flat = np.asarray(a).reshape(-1, n)
+    return [sum(int(row[j]) << (64 * j) for j in range(n)) for row in flat]
+
+
+def random(rng, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """Uniform in Z_2^(64 n) from a generator with ``random_u64(count)`` (the parties' rng)."""
+    count = int(np.prod(shape, dtype=np.int64)) * n
+    return np.asarray(rng.random_u64(count), dtype=U64).reshape(tuple(shape) + (n,))
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a + b) mod 2^(64 n); broadcasts over the leading axes."""
+    a, b = np.broadcast_arrays(a, b)
+    out = np.empty(a.shape, dtype=U64)
+    carry = np.zeros(a.shape[:-1], dtype=U64)
+    for j in range(a.shape[-1]):
+        s = a[..., j] + b[..., j]
+        c1 = s < a[..., j]
+        s2 = s + carry
+        c2 = s2 < s
+        out[..., j] = s2
+        carry = (c1 | c2).astype(U64)
+    return out
+
+
+def neg(a: np.ndarray) -> np.ndarray:
+    """(-a) mod 2^(64 n): invert every limb and add one."""
+    one = zeros(a.shape[:-1], a.shape[-1])
+    one[..., 0] = 1
+    return add(~a, one)
+
+
+def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) mod 2^(64 n)."""
+    return add(a, neg(b))
+
+
+def mul_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a * b) mod 2^(64 n) for a uint64 array b broadcasting against a's leading axes: every
+    limb times b as a 128-bit product (:func:`protocols.mpc.u128.mul64`), the high words carried
+    into the next limb."""
+    b = np.asarray(b, dtype=U64)
+    shape = np.broadcast_shapes(a.shape[:-1], b.shape)
+    n = a.shape[-1]
+    out = np.empty(shape + (n,), dtype=U64)
+    carry = np.zeros(shape, dtype=U64)  # high word of the previous limb's product, plus its carry
+    for j in range(n):
+        hi, lo = u128.mul64(np.broadcast_to(a[..., j], shape), np.broadcast_to(b, shape))
+        s = lo + carry
+        # hi <= 2^64 - 2 for a 64 x 64-bit product, so hi + 1 never wraps
+        carry = hi + (s < lo).astype(U64)
+        out[..., j] = s
+    return out
+
+
+def total(a: np.ndarray) -> int:
+    """Sum of all elements modulo 2^(64 n) as a Python int (32-bit halves summed in uint64:
+    exact up to 2^32 terms)."""
+    n = a.shape[-1]
+    flat = np.asarray(a).reshape(-1, n)
+    s = 0
+    for j in range(n):
+        lo = int(np.sum(flat[:, j] & MASK32, dtype=U64))
+        hi = int(np.sum(flat[:, j] >> U64(32), dtype=U64))
+        s += (lo + (hi << 32)) << (64 * j)
+    return s % (1 << (64 * n))
+
+
+def uniform_between(rng, shape: tuple[int, ...], n: int, lo: int, hi: int) -> np.ndarray:
+    """Uniform on [lo, hi) inside Z_2^(64 n), by rejection from uniform ring elements (the
+    rejected share is (2^(64 n) - (hi - lo)) / 2^(64 n); the tail uses hi - lo = 2^(64 n) - 2^(l+1),
+    a rejection probability of 2^(l + 1 - 64 n))."""
+    if not 0 <= lo < hi <= 1 << (64 * n):
+        raise ValueError("need 0 <= lo < hi <= 2^(64 n)")
+    out = random(rng, shape, n)
+    flat = out.reshape(-1, n)
+    lo_l, hi_l = from_int(lo, (), n), from_int(hi - 1, (), n)
+    while True:
+        bad = _less(flat, lo_l) | _less(hi_l, flat)
+        k = int(bad.sum())
+        if not k:
+            return out
+        flat[bad] = random(rng, (k,), n)
+
+
+def _less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a < b as unsigned integers (broadcasting), compared from the top limb down."""
+    a, b = np.broadcast_arrays(a, b)
+    lt = np.zeros(a.shape[:-1], dtype=bool)
+    eq = np.ones(a.shape[:-1], dtype=bool)
+    for j in range(a.shape[-1] - 1, -1, -1):
+        lt |= eq & (a[..., j] < b[..., j])
+        eq &= a[..., j] == b[..., j]
+    return lt
+
+
+def to_signed_float(x: int, n: int, scale_bits: int) -> float:
+    """Decode a two's-complement fixed-point integer of Z_2^(64 n) at scale 2^scale_bits."""
+    mod = 1 << (64 * n)
+    x %= mod
+    if x >= mod // 2:
+        x -= mod
+    return x / (1 << scale_bits)  # int / int: correctly rounded however wide x is
+
+
+__all__ = ["limbs_for", "zeros", "from_int", "from_u128", "to_int", "random", "add", "neg", "sub", "mul_small",
+           "total", "uniform_between", "to_signed_float"]
