@@ -369,7 +369,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             q = ctx.Queue()
             security = "semi-honest" if kind.startswith("lattice") else None  # "lattice..." and ".../keep-alive"
             proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
-                                                        security, kind != "ot-inline"), daemon=True)
+                                                        security, kind.split("/")[0] != "ot-inline"), daemon=True)
             proc.start()
             servers[kind] = {"proc": proc, "plan": q.get(timeout=600), "port": q.get(timeout=600),
                              "cache": tempfile.mkdtemp(prefix="secureml-cache-")}

@@ -99,8 +99,10 @@ def status(pool: Any) -> dict[str, Any] | None:
 
 
 def _pool_id(engine: Any) -> bytes:
-    # the session identifier is fresh per session (both nonces) and a session refills once
-    return derive_key(b"secureml-ot-pool", bytes(engine._fs_digest), size=16)
+    # the session identifier is fresh per session (both nonces); the OT counter (equal on both
+    # sides, after the refill's OTs) tells apart two refills of one session
+    return derive_key(b"secureml-ot-pool", bytes(engine._fs_digest), int(engine._counter).to_bytes(8, "little"),
+                      size=16)
 
 
 def refill_send(engine: Any, n: int, old: SenderPool | None = None) -> SenderPool:

@@ -191,3 +191,20 @@ def test_pool_is_bounded_and_falls_back_inline(pooled, monkeypatch):
     preds, _, cost = _public(srv, mm, mols)
     assert cost.extra["resumed"] and not cost.extra["ot_pool_used"]
     np.testing.assert_allclose(preds, mm.predict(mols), atol=1e-2)
+
+
+def test_pool_expires_with_its_ticket(pooled, monkeypatch):
+    """The pool lives in the ticket's state: when the server's ticket expires, the pool goes with
+    it; the client's next session extends inline (its own copy dropped) and makes a new pool."""
+    from protocols.ot import session as ot_session
+
+    mm, srv, mols = pooled
+    _fresh_start(srv, mm, mols)
+    assert _public(srv, mm, mols)[2].extra["ot_pool_used"]
+    monkeypatch.setattr(ot_session.SERVER_TICKETS, "ttl_s", 1e-9)
+    preds, _, cost = _public(srv, mm, mols)
+    monkeypatch.undo()
+    assert not cost.extra["resumed"] and not cost.extra["ot_pool_used"]
+    np.testing.assert_allclose(preds, mm.predict(mols), atol=1e-2)
+    _, _, cost = _public(srv, mm, mols)  # the new ticket and the pool made after that reply
+    assert cost.extra["resumed"] and cost.extra["ot_pool_used"]
