@@ -50,20 +50,23 @@ PROTOCOL_VERSION = 25  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
 # lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
 # re-randomises for it after its reply, the client makes its mask while it waits)
+# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
+# keeps the connection; the client's next session then starts with a new hello on it
+# (protocols.net.frontdoor, step 8)
 # 22: client-malicious compact sessions: a checked random-OT pool kept with the OT-session ticket,
 # refilled after the reply and spent by derandomisation (protocols.ot.pool); the ot-session reply
 # carries ot_pool / pool, the linear-ip echo pool / refill
 # 23: client-malicious kernels' tail (steps 10-14 of protocols.krr.gaussian_malicious): a masked
 # public-factor chain in Z_2^R (R = 64 limbs, R > w + g + K V + 24), one bound table per digit, no
-# client commitments and no check; y mod 2^R at scale 2^(w + g + K V)
+# client commitments and no check (replaces the earlier versions' committed, proved factor chain
+# and its step-12 check); y mod 2^R at scale 2^(w + g + K V); later in the same version (no new message), step 13a
+# floods the output word below the one-factor scale 2^(w + g + V) (e_T uniform on 2^((K - 1) V))
 # 24: silent OT's LPN code columns are floor(w k / 2^32) again, by an integer multiply-shift (half
-# the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
-# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
-# keeps the connection; the client's next session then starts with a new hello on it
+# the modulo's time); the Laplacian digit plan on silent OT re-weighed: five 3-bit digits for
+# 15-bit entries (docs/double-blind.md, protocol version 24)
 # 25: client-malicious kernels' step 10 may split the G table in rank 2 over two digits of x_hi
 # (gaussian_malicious.tail_plan takes it where it sends fewer bytes: the Gaussian at CM settings),
 # three words per entry in Z_2^192 and 40 more bits of output scale
-# (protocols.net.frontdoor, step 8)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
