@@ -93,7 +93,9 @@ CROSS_TERMS = ("he", "ot")
 # how the exact kernels' last step (protocols.krr.expsum, step 9: shares of sum_i r_i v_i in Z_2^128)
 # runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
 # constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
-# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 1,100 on)
+# point), "auto" whichever sends fewer bytes for the public N (PublicParams.lattice_sum: the lattice from
+# N = 932 on for bench/krr_cost.py's Gaussian model, 971 for its Laplacian one, OT priced at 32 bits per
+# random OT whatever the engine)
 INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
