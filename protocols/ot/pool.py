@@ -52,7 +52,7 @@ from protocols.ot.iknp import _check_bits, _from_low_bytes, _low_bytes
 from secureml.errors import ProtocolError
 
 __all__ = ["POOL_MAX", "PoolRefused", "SenderPool", "ReceiverPool", "status", "refill_send", "refill_recv",
-           "cot_send_pooled", "cot_recv_pooled", "check_request"]
+           "cot_send_pooled", "cot_recv_pooled", "check_request", "derandomise"]
 
 U64 = np.uint64
 #: most pooled OTs kept per ticket (server: 2 x 8 bytes each, 8 MB at most; client 9 bytes each)
@@ -203,6 +203,15 @@ def cot_recv_pooled(ch: Any, pool: ReceiverPool, choices: list[np.ndarray], bits
     pool.r, pool.h, pool.at = pool.r[m:], pool.h[m:], pool.at + m
     ch.send_array(pack_bits(b ^ r), owned=True)
     raw = ch.recv_array(np.uint8, (sum((hi - lo) * nb for (lo, hi), (nb, _) in zip(segs, widths)),))
+    return derandomise(h, b, raw, segs, widths)
+
+
+def derandomise(h: np.ndarray, b: np.ndarray, raw: np.ndarray, segs: list[tuple[int, int]],
+                widths: list[tuple[int, np.uint64]]) -> list[np.ndarray]:
+    """P3, client: m_r + b_i tau_i per OT from the pads ``h`` = m_r, the choices ``b`` and the
+    server's corrections ``raw`` (trimmed per group). A client that sent d = b ^ r ^ e gets the
+    COT outputs of the choices b ^ e here (tests: a flipped bit of d is another query)."""
+    m = b.shape[0]
     sel = U64(0) - b.astype(U64)  # all-ones where the choice is 1
     out = np.empty(m, dtype=U64)
     off = 0
