@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.ot.crypto import derive_key
+from protocols.ot.pool import POOL_TOTAL_MAX
 from protocols.ot.pool import status as pool_status
 from protocols.ot.softspoken import ALLOWED_K, SoftSpokenReceiver, SoftSpokenSender
 from secureml.errors import ProtocolError
@@ -90,7 +91,26 @@ class _Bounded:
 
 
 class TicketStore(_Bounded):
-    """Server side: ticket -> OT-extension sender state (Delta and the punctured GGM leaves)."""
+    """Server side: ticket -> OT-extension sender state (Delta and the punctured GGM leaves, and a
+    client-malicious ticket's checked random-OT pool). The pools of all tickets together hold at
+    most ``max_pool_ots`` OTs: storing a ticket drops the least recently used pools beyond it (a
+    dropped pool is never spent again; the server announces none, so the client extends inline)."""
+
+    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0, max_pool_ots: int = POOL_TOTAL_MAX) -> None:
+        super().__init__(max_entries, ttl_s)
+        self.max_pool_ots = int(max_pool_ots)
+
+    def _put(self, key: Any, entry: _Entry) -> None:
+        super()._put(key, entry)
+        with self._lock:
+            pools = [(e.state, e.state.get("pool")) for e in self._d.values() if isinstance(e.state, dict)]
+            total = sum(int(getattr(p, "left", 0)) for _, p in pools if p is not None)
+            for state, p in pools:  # oldest first (LRU order); the entry just stored is the last
+                if total <= self.max_pool_ots:
+                    break
+                if p is not None:
+                    state.pop("pool", None)
+                    total -= int(getattr(p, "left", 0))
 
     def get(self, ticket: bytes) -> dict | None:
         e = self._get(bytes(ticket))
