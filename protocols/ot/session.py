@@ -190,11 +190,20 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         raise ProtocolError(f"expected an ot-session request, got {msg!r:.200}")
     n_c = _hex(msg, "nonce", _NONCE)
     asked = _hex(msg, "resume", 16, allow_none=True)
+    # a ticket resumes only in the mode that made it: a Delta that served an unchecked extension
+    # (semi-honest, shared) may be known to its client, so it must never serve a checked session;
+    # and a checked ticket is never lent to an unchecked one (the store is keyed by ticket alone,
+    # and one process may serve models of both modes)
     if exclusive:
         taken = store.take(asked) if asked is not None and keep else None
+        if taken is not None and taken.state.get("checked") is not True:
+            store.give_back(taken)  # the other mode's ticket: left as it was
+            taken = None
         state = None if taken is None else taken.state
     else:
         state = store.get(asked) if asked is not None and keep else None
+        if state is not None and state.get("checked") is True:
+            state = None
     resumed = state is not None
     ticket = asked if state is not None else os.urandom(16)
     n_s = os.urandom(_NONCE)
@@ -210,6 +219,7 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         fresh = SoftSpokenSender(ch, k=k_used)
         fresh.setup()
         state = fresh.state()
+        state["checked"] = bool(exclusive)  # the mode this ticket may resume in
         if keep and exclusive:
             taken = _Entry(ticket, state)  # kept only once a session with it has succeeded
         elif keep:
