@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 25  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -60,6 +60,9 @@ PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
 # 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
 # keeps the connection; the client's next session then starts with a new hello on it
+# 25: client-malicious kernels' step 10 may split the G table in rank 2 over two digits of x_hi
+# (gaussian_malicious.tail_plan takes it where it sends fewer bytes: the Gaussian at CM settings),
+# three words per entry in Z_2^192 and 40 more bits of output scale
 # (protocols.net.frontdoor, step 8)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")

@@ -166,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         from protocols.krr import laplacian_malicious
 
         laplacian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
+    elif model.public.kind == "krr-laplacian":
+        from protocols.krr import laplacian
+
+        laplacian.prepare_server(model.params, model.public)  # encoding before the first client
     elif model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
 
