@@ -337,6 +337,19 @@ def _consistent_pool_client(monkeypatch, cur: dict) -> None:
     monkeypatch.setattr(gilboa, "cot_recv_pooled", pooled)
 
 
+def _record_out_bits(monkeypatch) -> dict:
+    """Wrap linear.online so a test can read the output width its session used (key "v")."""
+    out_bits = {}
+    real_online = lin.online
+
+    def online(party, pp_, k, out_bits_=64, **kw):
+        out_bits["v"] = out_bits_
+        return real_online(party, pp_, k, out_bits_, **kw)
+
+    monkeypatch.setattr(lin, "online", online)
+    return out_bits
+
+
 @pytest.mark.parametrize("resume", ["1", "0"])
 def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, resume):
     """Perturb every message the client sends after the handshake (OT-session request, base OTs
@@ -353,14 +366,7 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
     outcomes = []
     cur = {"shape": (len(mols), pp.n_features), "x_bits": pp.x_bits}
     _consistent_pool_client(monkeypatch, cur)
-    out_bits = {}
-    real_online = lin.online
-
-    def online(party, pp_, k, out_bits_=64, **kw):
-        out_bits["v"] = out_bits_
-        return real_online(party, pp_, k, out_bits_, **kw)
-
-    monkeypatch.setattr(lin, "online", online)
+    out_bits = _record_out_bits(monkeypatch)
     # the hello travels inside open_session (before the wrap); frame 0 after it is "ready", the end
     # of the handshake; then every later frame in turn
     target = 1
@@ -403,14 +409,7 @@ def test_malicious_flipped_pool_bit_is_another_query(rff, monkeypatch):
 
     cur = {"shape": (len(mols), pp.n_features), "x_bits": pp.x_bits, "flipped": False}
     _consistent_pool_client(monkeypatch, cur)
-    out_bits = {}
-    real_online = lin.online
-
-    def online(party, pp_, k, out_bits_=64, **kw):
-        out_bits["v"] = out_bits_
-        return real_online(party, pp_, k, out_bits_, **kw)
-
-    monkeypatch.setattr(lin, "online", online)
+    out_bits = _record_out_bits(monkeypatch)
     from protocols.mpc import gilboa
 
     inner = gilboa.cot_recv_pooled
