@@ -122,3 +122,23 @@ def test_inconsistent_refill_is_caught_before_any_pool_exists():
     out, rp = _refill(s, r, 1000)
     assert isinstance(out.get("err"), ConsistencyError) and "pool" not in out
     assert isinstance(rp, Exception)
+
+
+def test_pools_of_many_tickets_stay_within_the_store_bound():
+    """Resource exhaustion (review): a client opening many sessions, each of up to 256 queries,
+    gets a fresh ticket per session whose pool the server refills to POOL_MAX OTs (16 bytes each,
+    8 MiB). The store keeps 1,024 tickets, so pools alone could hold 8 GiB of server memory. The
+    store bounds the pooled OTs of all its tickets together (the least recently used pools are
+    dropped first -- never reused, only forgotten: the next session of that ticket extends inline)."""
+    from protocols.ot import session as S
+
+    store = S.TicketStore()
+    tickets = [bytes([i]) * 16 for i in range(64)]
+    for t in tickets:  # 64 sessions that each ended with a full pool (zero-copy arrays)
+        full = np.broadcast_to(U64(0), (P.POOL_MAX,))
+        store.give_back(S._Entry(t, {"k": 4, "pool": P.SenderPool(t, 0, full, full)}))
+    held = [store.get(t).get("pool") for t in tickets if store.get(t) is not None]
+    total = sum(p.left for p in held if p is not None)
+    assert 16 * total <= 256 << 20  # at most 256 MiB of pads across the store
+    assert len([p for p in held if p is not None]) >= 1 and held[-1] is not None  # the newest pool kept
+    assert all(store.get(t) is not None for t in tickets)  # the tickets (their base OTs) stay
