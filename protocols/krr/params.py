@@ -94,8 +94,8 @@ CROSS_TERMS = ("he", "ot")
 # runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
 # constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
 # point), "auto" whichever sends fewer bytes for the public N (PublicParams.lattice_sum: the lattice from
-# N = 932 on for bench/krr_cost.py's Gaussian model, 971 for its Laplacian one, OT priced at 32 bits per
-# random OT whatever the engine)
+# N = 932 on for bench/krr_cost.py's Gaussian model, 1,272 for its Laplacian one on silent OT, whose
+# random OTs are priced at 3 bits there and at 32 on SoftSpoken)
 INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
@@ -377,10 +377,12 @@ class PublicParams:
     @property
     def lattice_sum(self) -> bool:
         """Exact kernels: step 9 of protocols.krr.expsum by lattice HE (True) or by OT (False).
-        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree)."""
+        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree); the
+        OT route's random OTs cost ~3 bits on silent OT (Laplacian, ``ot_engine`` silent), 32 on SoftSpoken."""
         if self.inner_product != "auto":
             return self.inner_product == "he"
-        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits)
+        ot_bits = 3 if self.kind == "krr-laplacian" and self.ot_engine == "silent" else 32
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits, ot_bits)
 
     @property
     def lattice_linear(self) -> bool:

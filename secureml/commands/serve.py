@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exact kernels, semi-honest: step 9's inner product in Z_2^128 -- 'he' lattice HE (one "
                    "RLWE ciphertext each way, ~1.4 MB whatever N up to 16,384) or 'ot' Gilboa products over random "
                    "OT (~0.7 kB per training point); 'auto' (default): fewer bytes for the model's N (the lattice "
-                   "from N ~ 930 on for the Gaussian, ~970 for the Laplacian, at bench/krr_cost.py's d = 351; docs/double-blind.md). The client-malicious "
+                   "from N ~ 930 on for the Gaussian, ~1,270 for the Laplacian on silent OT, at bench/krr_cost.py's d = 351; docs/double-blind.md). The client-malicious "
                    "protocols have their own step")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
