@@ -34,7 +34,7 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
 
 def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent",
             inner_product: str = "auto") -> None:
-    from protocols.krr import ServedModel, gaussian, serve
+    from protocols.krr import ServedModel, gaussian, laplacian, serve
 
     sm = ServedModel(params, frac_bits=frac_bits, security="semi-honest")  # the semi-honest protocols
     sm.public.cross_term = cross_term
@@ -44,6 +44,8 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, 
     t0 = time.perf_counter()
     if params.kernel == "gaussian":
         gaussian.prepare_server(params, sm.public)  # once per served model, before any client
+    else:
+        laplacian.prepare_server(params, sm.public)  # the encoding, as `secureml serve` does
     q.put(time.perf_counter() - t0)
     c0 = time.process_time()
     serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)

@@ -58,9 +58,9 @@ def _instrument(party: Any, log: dict[str, list[float]]) -> None:
                     row[4] += 1
         return call
 
-    for name in ("_digit_tables", "column_ot", "_rot_bits", "_products"):
-        if hasattr(laplacian, name):
-            setattr(laplacian, name, wrap(name, getattr(laplacian, name)))
+    for name in ("_digit_tables", "column_ot", "_rot_bits"):
+        setattr(laplacian, name, wrap(name, getattr(laplacian, name)))
+
     def mark(name: str, fn: Any) -> Any:  # timeline only (nested in the steps above)
         def call(*a: Any, **kw: Any) -> Any:
             c0, w0 = time.process_time(), time.perf_counter()
@@ -70,9 +70,11 @@ def _instrument(party: Any, log: dict[str, list[float]]) -> None:
                 log.setdefault("_timeline", []).append((name, w0, time.perf_counter(), time.process_time() - c0))
         return call
 
-    for eng, name in ((party.ot_sender, "  lpn_iter(snd)"), (party.ot_receiver, "  lpn_iter(rcv)")):
+    for eng, name in ((party.ot_sender, "silent_iterations_as_sender"),
+                      (party.ot_receiver, "silent_iterations_as_receiver")):
         if hasattr(eng, "_ensure"):
             eng._ensure = mark(name, eng._ensure)
+    # step 4's two COTs (the only cot_send / cot_recv calls of the L1 step)
     for eng, meth in ((party.ot_sender, "cot_send"), (party.ot_receiver, "cot_recv")):
         setattr(eng, meth, wrap("products_cot", getattr(eng, meth)))
 

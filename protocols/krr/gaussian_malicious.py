@@ -8,10 +8,10 @@ public input domain -- the server's fixed-point function below, bit-exact, plus 
 flooding term e_T below the one-factor scale (step 13a) -- or an abort; the server
 learns nothing about q'. Every OT the client chooses in is from the checked OT extension
 (:mod:`protocols.ot.consistency`), so each choice bit is well defined; every later client value
-is authenticated (:mod:`protocols.mpc.authenticated`) and checked (step 9) before the server sends
-anything that depends on u; after that the client only receives; every table the client indexes is indexed by digits of its *committed* u
-(:func:`~protocols.mpc.authenticated.bound_lut`), never by a fresh or client-computed index. The
-client is never an OT sender.
+is authenticated (:mod:`protocols.mpc.authenticated`) and checked (step 9) before the server
+sends anything that depends on u; after that the client only receives; every table the client
+indexes is indexed by digits of its *committed* u (:func:`~protocols.mpc.authenticated.bound_lut`),
+never by a fresh or client-computed index. The client is never an OT sender.
 
 The function F (fixed point, M = ring_bits, s = shift_bits, L = lo_bits, V = v_frac_bits,
 w = weight_frac_bits, g = g_frac_bits, u = D + rho mod 2^M, x = u >> s split into x_lo (L bits)
@@ -20,9 +20,10 @@ and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from
     g_k(d) = round(2^V exp(-c 2^(a_k) d))                          (public factor tables)
     F     = round(2^S y_offset) + sum_i alpha_enc,i G_i prod_k g_k(d_k,i)     (mod 2^R)
 an exact integer product (no rounding between factors), scale 2^S with S = w + g + K V, in the
-ring Z_2^R of the chain (R = 64 n > S + 24: predictions up to 2^24 in magnitude; R = 896 bits,
-S = 856 at CM/QM9 settings). It differs from the exact prediction only by the roundings of G
-and of each g_k (relative 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and
+ring Z_2^R of the chain (R = 64 n > S + 24: predictions up to 2^24 in magnitude; at CM/QM9
+settings R = 896, S = 856 with one G table, R = 704, S = 656 with the split of step 10, whose
+G_i = A_b(e0) B_b(e1) carries g more fractional bits: S = w + 2 g + K V). It differs from the
+exact prediction only by the roundings of G (of A and B) and of each g_k (relative 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and
 depends on the server's fresh rho only through them.
 
 Protocol (both parties run :func:`online`; steps numbered in the code):
@@ -35,6 +36,17 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       bound below needs 3), s0_i uniform on [2^l, 2^(64 nG) - 2^l) with |alpha_i G_i(e)| < 2^l
       for every e: h_i = alpha_i G_i + s0_i never wraps, so the client lifts h_i, and the
       server s0_i, into the chain's ring Z_2^R as integers: p_0 - s_0 = alpha_i G_i exactly.
+      Split (protocol 25, where :func:`tail_plan` finds it cheaper: the Gaussian at CM settings):
+      x_hi = e1 2^h0 + e0 and G = sum_b A_b(e0) B_b(e1), rank 2 through the borrow
+      b = [e0 < r0] of the subtraction x_hi - rho_hi (:func:`split_factors`; G_i then carries
+      g more fractional bits, S = w + 2 g + K V). Two bound tables, on e0 and on e1, three words
+      each in Z_2^(64 nG) (nG = 3 at CM settings):
+        e0 table: A~_b = A_b(e0) + t_b (b = 0, 1),  c1 = A_0(e0) sg_0 + A_1(e0) sg_1 + r1
+        e1 table: B~_b = alpha_i B_b(e1) + sg_b,     c2 = t_0 B~_0(e1) + t_1 B~_1(e1) + r2
+      with t_b, sg_b, r1 fresh and uniform in the whole ring and r2 = -(s0 + r1); the client
+      computes h_i = A~_0 B~_0 + A~_1 B~_1 - c1 - c2 = alpha_i G_i + s0_i (the cross terms cancel).
+      (2^h0 + 2^(hb - h0)) x 3 words instead of 2^hb words per point: 3,456 B instead of 8,192 B
+      at CM settings (h0 = 4, nG = 3), against 368 B more in the chain (its ring grows by g bits).
   11. Masked public-factor chain, k = 1..K: the server draws s_k,i uniform in Z_2^R (fresh, the
       whole ring) and sends one bound table per point on the committed digit d_k with entry
       z_k(d) = s_(k-1),i g_k(d) - s_k,i; the client computes p_k = p_(k-1) g_k(d_k) - z_k(d_k).
@@ -55,6 +67,9 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       same information as a prediction rounded there; e_T changes the prediction by < 2^-(w+g+V+1).
       The bits below 2^T enter y only through e_T's carry, a noisy bit per query (averaging M
       queries of one q' gives about log2(M) / 2 bits of them; a budget bounds M).
+      With the split of step 10 (S = w + 2 g + K V) T = S - (w + g + V) = g + (K - 1) V: the
+      client learns F to the same 2^-(w + g + V) as with one table, not to the g extra bits of
+      the split's product A B.
   14. Output noise (``--noise``, D1 of :mod:`protocols.krr.defense`): the server adds
       e = round(n 2^S), n ~ N(0, sd^2) fresh from its own generator, to y_S before it sends it;
       the honest client's y is F(q') + e.
@@ -68,8 +83,11 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     does not hold (a pseudorandom string: tested, ``test_another_digit_than_the_committed_one_
     opens_nothing``). It sends nothing in steps 10-14, so nothing it does there can change what
     the server sends, and the server never aborts there: no selective failure.
-  * Its whole view of steps 10-14 -- h_i, z_1,i(d_1), ..., z_K,i(d_K) for every i, and y_S -- is
-    simulatable from F(q') + e alone. (h_i, z_1,i, ..., z_K,i) is the image of the server's masks
+  * Its whole view of steps 10-14 -- h_i (with the split: A~_0, A~_1, c1, B~_0, B~_1, c2),
+    z_1,i(d_1), ..., z_K,i(d_K) for every i, and y_S -- is simulatable from F(q') + e alone. With
+    the split, A~_b, B~_b and c1 are shifts of the fresh full-ring masks t_b, sg_b, r1 (uniform,
+    independent), and c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i is a function of them and of h_i: the
+    view reduces to h_i's, below. (h_i, z_1,i, ..., z_K,i) is the image of the server's masks
     (s0_i, s_1,i, ..., s_K,i) under a triangular map in which z_k,i = s_(k-1),i g_k - s_k,i is a
     shift of the fresh uniform s_k,i: uniform in Z_2^R given everything before (this needs the
     masks uniform in the WHOLE ring; a mask on a sub-range would leave the top of z_k biased by
@@ -93,10 +111,12 @@ the semi-honest protocols. Rounding (``--round-to``) is not part of this protoco
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
 refuses it.
 
-Cost of steps 10-14 per training point: 2^(W-L) x 8 nG bytes (G table; 8 kB at CM settings) plus
+Cost of steps 10-14 per training point: 2^(W-L) x 8 nG bytes (G table; 8 kB at CM settings;
+with the split (2^h0 + 2^(W-L-h0)) x 24 nG bytes, 3,456 B) plus
 sum_k 2^(b_k - a_k) x 8 n bytes (the chain: :func:`tail_plan` picks the digit width with the
-fewest bytes -- narrower digits mean smaller tables but more of them and a wider ring; 20 2-bit
-digits in Z_2^896, 8,960 bytes, at CM settings against 10,240 for 10 4-bit digits), and one
+fewest bytes -- narrower digits mean smaller tables but more of them and a wider ring; at CM
+settings with one G table 20 2-bit digits in Z_2^896, 8,960 bytes, against 10,240 for 10 4-bit
+digits; with the split 14 3-bit digits in Z_2^704, 9,328 bytes), and one
 output word. (The proved chain it replaces committed v_(k+1) and t_k, 81 bits per digit, and
 ran a batched check: ~16.5 kB per point at CM settings.)
 """
@@ -130,16 +150,23 @@ PREDICTION_BITS = 24
 LIFT_STAT_BITS = 40
 
 
+#: the G table of step 10: "auto" (one table or the rank-2 split, whichever sends fewer bytes),
+#: "single" or "split" (tests force one; both parties must use the same)
+G_SPLIT = "auto"
+
+
 @dataclass(frozen=True)
 class TailPlan:
     """The public shape of steps 10-14, a function of the public parameters only.
 
-    ``hb``: bits of x_hi (the G table has 2^hb entries per point); ``digits``: bit ranges [a, b)
-    of x_lo, one public factor table each; ``scale_bits`` = w + g + K V (the output's scale);
-    ``chain_limbs``: the chain's ring Z_2^R, R = 64 chain_limbs >= scale_bits + 25; ``g_limbs``:
-    the G table's entry ring Z_2^(64 g_limbs) (2: 128 bits, unless the lift's statistical
-    distance bound below needs a third word); ``lift_bits`` = l: |alpha_i G_i(e)| < 2^l, and the
-    server's first mask is uniform on [2^l, 2^(64 g_limbs) - 2^l)."""
+    ``hb``: bits of x_hi; ``split``: 0 for one G table with 2^hb entries per point, else h0, the
+    low bits of x_hi in the first table of the rank-2 split (2^h0 and 2^(hb - h0) entries of three
+    words); ``digits``: bit ranges [a, b) of x_lo, one public factor table each; ``scale_bits``
+    = w + g (+ g for the split's second factor) + K V (the output's scale); ``chain_limbs``: the
+    chain's ring Z_2^R, R = 64 chain_limbs >= scale_bits + 25; ``g_limbs``: the ring
+    Z_2^(64 g_limbs) of step 10 (2: 128 bits, unless the lift's statistical distance bound needs
+    more); ``lift_bits`` = l: |alpha_i G_i(e)| < 2^l, and the server's first mask is uniform on
+    [2^l, 2^(64 g_limbs) - 2^l)."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -148,6 +175,7 @@ class TailPlan:
     chain_limbs: int
     g_limbs: int
     lift_bits: int
+    split: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -164,15 +192,21 @@ class TailPlan:
         """Bytes of step 11 per training point (one bound table per digit, 2^m entries of R bits)."""
         return sum(1 << (b - a) for a, b in self.digits) * 8 * self.chain_limbs
 
+    def g_bytes_per_point(self) -> int:
+        """Bytes of step 10 per training point."""
+        if not self.split:
+            return (1 << self.hb) * 8 * self.g_limbs
+        return ((1 << self.split) + (1 << (self.hb - self.split))) * 3 * 8 * self.g_limbs
 
-def _chain_digits(pp: PublicParams) -> tuple[list[tuple[int, int]], int, int]:
+
+def _chain_digits(pp: PublicParams, extra_scale: int = 0) -> tuple[list[tuple[int, int]], int, int]:
     """(digits, scale, limbs) with the fewest chain bytes: more, narrower digits mean smaller
     tables but a wider ring (V bits per digit), so neither extreme wins (Gaussian at CM settings,
-    L = 40: 3-bit digits, 9.3 kB per point; 4-bit digits would need 10.2 kB)."""
+    L = 40: 2-bit digits, 8,960 B per point; 3-bit 9,328 B; 4-bit 10,240 B)."""
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, pp.lo_bits, m)
-        scale = pp.weight_frac_bits + pp.g_frac_bits + len(digits) * pp.v_frac_bits
+        scale = pp.weight_frac_bits + pp.g_frac_bits + extra_scale + len(digits) * pp.v_frac_bits
         n = limbs.limbs_for(scale + PREDICTION_BITS + 1)
         cost = sum(1 << (b - a) for a, b in digits) * n
         if best is None or cost <= best[0]:  # ties: the wider digit (fewer tables)
@@ -180,24 +214,47 @@ def _chain_digits(pp: PublicParams) -> tuple[list[tuple[int, int]], int, int]:
     return best[1], best[2], best[3]
 
 
-def tail_plan(pp: PublicParams) -> TailPlan:
-    """The public plan of steps 10-14 (:class:`TailPlan`); ProtocolError if x_hi is too wide."""
-    hb, digits = plan(pp)
-    _, scale, n = _chain_digits(pp)
-    # |alpha_i| <= 2^(weight_bits - 1); G_i(e) = rint(2^g e^{-c 2^L H + c rho_lo}) <= rint(2^g e^step)
-    g_max = math.ceil(math.exp(pp.step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
-    a_max = (1 << (pp.weight_bits - 1)) * g_max
+def _lift(n_train: int, a_max: int) -> tuple[int, int]:
+    """(l, limbs) for |alpha_i G_i| <= a_max: the smallest ring Z_2^(64 limbs), limbs >= 2, in which
+    the statistical distance of the client's h from uniform, N a_max / (2^(64 limbs) - 2^(l+1)),
+    summed over the points, is at most 2^-40."""
     lift = a_max.bit_length()
     g_limbs = 2
-    # statistical distance of the client's h from uniform: N a_max / (2^(64 g_limbs) - 2^(l+1))
-    while pp.n_train * a_max << LIFT_STAT_BITS > (1 << (64 * g_limbs)) - (1 << (lift + 1)):
+    while n_train * a_max << LIFT_STAT_BITS > (1 << (64 * g_limbs)) - (1 << (lift + 1)):
         g_limbs += 1
+    return lift, g_limbs
+
+
+def tail_plan(pp: PublicParams) -> TailPlan:
+    """The public plan of steps 10-14 (:class:`TailPlan`); ProtocolError if x_hi is too wide.
+    One G table, or its rank-2 split where that sends fewer bytes in all (``G_SPLIT``)."""
+    hb = _high_bits(pp)
+    digits, scale, n = _chain_digits(pp)
+    # |alpha_i| <= 2^(weight_bits - 1); G_i(e) = rint(2^g e^{-c 2^L H + c rho_lo}) <= rint(2^g e^step)
+    g_max = math.ceil(math.exp(pp.step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
+    w_max = 1 << (pp.weight_bits - 1)
+    lift, g_limbs = _lift(pp.n_train, w_max * g_max)
+    # 13a floods below the one-factor scale 2^(w + g + V) of the single table -- with the split too,
+    # whose G carries g more bits: the client learns F to the same 2^-(w + g + V) either way
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
-    return TailPlan(hb, tuple(digits), scale, one, max(n, g_limbs), g_limbs, lift)
+    best = TailPlan(hb, tuple(digits), scale, one, max(n, g_limbs), g_limbs, lift)
+    options = [best]
+    # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, 40 more bits of scale
+    digits2, scale2, n2 = _chain_digits(pp, pp.g_frac_bits)
+    lift2, g2 = _lift(pp.n_train, w_max * ((1 << pp.g_frac_bits) + 1) * g_max)
+    for h0 in range(1, min(pp.lut_bits, hb - 1) + 1):
+        options.append(TailPlan(hb, tuple(digits2), scale2, one, max(n2, g2), g2, lift2, split=h0))
+    if G_SPLIT == "single":
+        return best
+    if G_SPLIT == "split":
+        if len(options) == 1:
+            raise ProtocolError("the G table's high part has too few bits to split")
+        options = options[1:]
+    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split))
 
 
-def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
-    """(bits of x_hi, digits of x_lo) from public numbers; ProtocolError if x_hi is too wide."""
+def _high_bits(pp: PublicParams) -> int:
+    """Bits of x_hi; ProtocolError if the model does not fit the tail."""
     hb = pp.d_bits - pp.lo_bits
     if pp.lo_bits < 1:
         raise ProtocolError("the client-malicious kernel protocol needs a low part of the distance (sigma too small "
@@ -205,7 +262,13 @@ def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
     if not 1 <= hb <= MAX_HI_BITS:
         raise ProtocolError(f"the client-malicious kernel protocol needs the distance's high part to have 1..{MAX_HI_BITS} "
                             f"bits, this model's has {hb}: serve it with --security semi-honest")
-    return hb, _chain_digits(pp)[0]
+    return hb
+
+
+def plan(pp: PublicParams) -> tuple[int, list[tuple[int, int]]]:
+    """(bits of x_hi, digits of x_lo) from public numbers; ProtocolError if x_hi is too wide."""
+    tp = tail_plan(pp)
+    return tp.hb, list(tp.digits)
 
 
 def digit_factors(pp: PublicParams, a: int, b: int) -> np.ndarray:
@@ -221,7 +284,7 @@ def _digit(x: np.ndarray, a: int, b: int) -> np.ndarray:
 def client_factor(pp: PublicParams, x_lo: np.ndarray) -> list[int]:
     """The public function v(x_lo) = prod_k g_k(d_k) per point, exact (Python ints, scale 2^(K V))."""
     out = [1] * len(x_lo)
-    for a, b in plan(pp)[1]:
+    for a, b in tail_plan(pp).digits:
         g = digit_factors(pp, a, b)[_digit(np.asarray(x_lo, dtype=U64), a, b)]
         out = [o * int(v) for o, v in zip(out, g)]
     return out
@@ -265,19 +328,84 @@ def _refuse_rounding(pp: PublicParams) -> None:
         raise ProtocolError("rounding (--round-to) is not part of the client-malicious protocols")
 
 
-def g_table(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan) -> np.ndarray:
-    """Server, step 10: alpha_i G_i(e) for every e, as exact two's-complement limb arrays
-    (N, 2^hb, g_limbs); rho_x = rho >> s."""
+def g_terms(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Server, step 10: the non-zero part of the G table. G_i(e) is 0 unless H = (e - rho_hi) mod
+    2^hb < 2^lut, so only 2^lut of the 2^hb entries per point need a product: returns the columns
+    e (N, 2^lut) and alpha_i G_i(e) there as exact two's-complement limb arrays (N, 2^lut,
+    g_limbs); rho_x = rho >> s. (The whole table costs 2^(hb - lut) times more: 32x at CM settings.)"""
     L, hb = pp.lo_bits, tp.hb
     x_lo = rho_x & U64((1 << L) - 1)
     rho_hi = (rho_x >> U64(L)).astype(np.int64)
-    e = np.arange(1 << hb, dtype=np.int64)[None, :]
-    H = (e - rho_hi[:, None]) % (1 << hb)
+    H = np.arange(1 << pp.lut_bits, dtype=np.int64)[None, :]
+    cols = (rho_hi[:, None] + H) % (1 << hb)
     G = np.exp(-pp.c * float(1 << L) * H + pp.c * x_lo.astype(np.float64)[:, None])
-    G = np.where(H < (1 << pp.lut_bits), G, 0.0)
     G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)
     aG = limbs.from_u128(u128.mul64(G_enc, np.abs(alpha).astype(U64)[:, None]), tp.g_limbs)
-    return np.where((alpha < 0)[:, None, None], limbs.neg(aG), aG)
+    return cols, np.where((alpha < 0)[:, None, None], limbs.neg(aG), aG)
+
+
+def g_table(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan) -> np.ndarray:
+    """alpha_i G_i(e) for every e (N, 2^hb, g_limbs): :func:`g_terms` scattered into zeros."""
+    cols, aG = g_terms(pp, rho_x, alpha, tp)
+    out = limbs.zeros((len(rho_x), 1 << tp.hb), tp.g_limbs)
+    out[np.arange(len(rho_x))[:, None], cols] = aG
+    return out
+
+
+def split_factors(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Server, step 10 with the rank-2 split (h0 = tp.split low bits e0 of x_hi, h1 = hb - h0 high
+    bits e1; rho_hi = r1 2^h0 + r0). With the borrow b = [e0 < r0],
+        H = (e - rho_hi) mod 2^hb = H1 2^h0 + H0,  H0 = e0 - r0 + 2^h0 b,  H1 = (e1 - r1 - b) mod 2^h1,
+    and [H < 2^lut] = [H1 < 2^(lut - h0)] (h0 <= lut), so G = A(e0) B_b(e1) with
+        A(e0)   = round(2^g e^{-c 2^L H0})                                   (<= 2^g)
+        B_b(e1) = round(2^g [H1 < 2^(lut - h0)] e^{-c 2^(L + h0) H1 + c rho_lo})
+    -- rank 2 in (e0, e1): alpha G = sum_b A_b(e0) alpha B_b(e1), A_b = [b(e0) = b] A. Returns
+    ([A_0, A_1] as uint64 (N, 2^h0), [alpha B_0, alpha B_1] as signed limb arrays (N, 2^h1, g_limbs))."""
+    L, h0 = pp.lo_bits, tp.split
+    h1 = tp.hb - h0
+    x_lo = rho_x & U64((1 << L) - 1)
+    rho_hi = (rho_x >> U64(L)).astype(np.int64)
+    r0, r1 = rho_hi & ((1 << h0) - 1), rho_hi >> h0
+    e0 = np.arange(1 << h0, dtype=np.int64)[None, :]
+    borrow = (e0 < r0[:, None]).astype(np.int64)
+    H0 = e0 - r0[:, None] + (borrow << h0)
+    A = np.rint(np.exp(-pp.c * float(1 << L) * H0) * float(1 << pp.g_frac_bits)).astype(U64)
+    As = [np.where(borrow == b, A, U64(0)) for b in (0, 1)]
+    e1 = np.arange(1 << h1, dtype=np.int64)[None, :]
+    aBs = []
+    for b in (0, 1):
+        H1 = (e1 - r1[:, None] - b) % (1 << h1)
+        B = np.exp(-pp.c * float(1 << (L + h0)) * H1 + pp.c * x_lo.astype(np.float64)[:, None])
+        B = np.where(H1 < (1 << (pp.lut_bits - h0)), B, 0.0)
+        aB = limbs.from_u128(u128.mul64(np.rint(B * float(1 << pp.g_frac_bits)).astype(U64),
+                                        np.abs(alpha).astype(U64)[:, None]), tp.g_limbs)
+        aBs.append(np.where((alpha < 0)[:, None, None], limbs.neg(aB), aB))
+    return As, aBs
+
+
+def g_at(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan, e: np.ndarray) -> np.ndarray:
+    """alpha_i G_i(e_i) (the product of step 10's factors with the split) at given x_hi values e
+    (N,), as signed limb arrays (N, g_limbs): the reference's value of step 10."""
+    N = len(rho_x)
+    e = np.asarray(e, dtype=np.int64)
+    if not tp.split:
+        return g_table(pp, rho_x, alpha, tp)[np.arange(N), e]
+    As, aBs = split_factors(pp, rho_x, alpha, tp)
+    e0, e1 = e & ((1 << tp.split) - 1), e >> tp.split
+    rows = np.arange(N)
+    out = limbs.zeros((N,), tp.g_limbs)
+    for b in (0, 1):
+        out = limbs.add(out, limbs.mul_small(aBs[b][rows, e1], As[b][rows, e0]))
+    return out
+
+
+def client_split_product(e0_words: np.ndarray, e1_words: np.ndarray, n: int) -> np.ndarray:
+    """Step 10 (split), client: h = A~_0 B~_0 + A~_1 B~_1 - c1 - c2 (mod 2^(64 n)) from its two
+    entries (N, 3 n) each: [A~_0, A~_1, c1] and [B~_0, B~_1, c2]."""
+    a0, a1, c1 = (e0_words[:, k * n:(k + 1) * n] for k in range(3))
+    b0, b1, c2 = (e1_words[:, k * n:(k + 1) * n] for k in range(3))
+    return limbs.sub(limbs.sub(limbs.add(limbs.mul(a0, b0), limbs.mul(a1, b1)), c1), c2)
 
 
 def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndarray | None = None,
@@ -305,14 +433,41 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
         alpha, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
-        top = 1 << (64 * tp.g_limbs)
-        s_prev = limbs.uniform_between(party.rng, (N,), tp.g_limbs, 1 << tp.lift_bits, top - (1 << tp.lift_bits))
-        t = limbs.add(g_table(pp, xm, alpha, tp), s_prev[:, None, :])
-        au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t)
+        nG = tp.g_limbs
+        top = 1 << (64 * nG)
+        s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, top - (1 << tp.lift_bits))
+        if not tp.split:
+            # every entry is s0_i, plus alpha_i G_i(e) at the 2^lut columns where G is not 0
+            t = np.repeat(s_prev[:, None, :], 1 << tp.hb, axis=1)
+            cols, aG = g_terms(pp, xm, alpha, tp)
+            t[np.arange(N)[:, None], cols] = limbs.add(aG, s_prev[:, None, :])
+            au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t)
+        else:
+            # rank 2: six fresh masks, t_b and sg_b (b = 0, 1), r1 uniform in the whole ring, and
+            # r2 = -(s0 + r1), so that the client's sum of products minus corrections is alpha G + s0
+            As, aBs = split_factors(pp, xm, alpha, tp)
+            tm = [limbs.random(party.rng, (N,), nG)[:, None, :] for _ in (0, 1)]
+            sg = [limbs.random(party.rng, (N,), nG)[:, None, :] for _ in (0, 1)]
+            r1 = limbs.random(party.rng, (N,), nG)[:, None, :]
+            r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
+            Al = [np.concatenate([A[..., None], limbs.zeros(A.shape, nG - 1)], axis=-1) for A in As]
+            c1 = limbs.add(limbs.add(limbs.mul_small(sg[0], As[0]), limbs.mul_small(sg[1], As[1])), r1)
+            e0_table = np.concatenate([limbs.add(Al[0], tm[0]), limbs.add(Al[1], tm[1]), c1], axis=-1)
+            Bt = [limbs.add(aBs[b], sg[b]) for b in (0, 1)]
+            c2 = limbs.add(limbs.add(limbs.mul(tm[0], Bt[0]), limbs.mul(tm[1], Bt[1])), r2)
+            e1_table = np.concatenate([Bt[0], Bt[1], c2], axis=-1)
+            au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table)
+            au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table)
         first = s_prev
-        s_prev = np.concatenate([s_prev, limbs.zeros((N,), n - tp.g_limbs)], axis=1)  # lifted: an integer < 2^(64 g)
+        s_prev = np.concatenate([s_prev, limbs.zeros((N,), n - nG)], axis=1)  # lifted: an integer < 2^(64 nG)
     else:
-        h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs)
+        if not tp.split:
+            h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs)
+        else:
+            w3 = 3 * tp.g_limbs
+            got0 = au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, values=u, w=w3)
+            got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3)
+            h = client_split_product(got0, got1, tp.g_limbs)
         p = np.concatenate([h, limbs.zeros((N,), n - tp.g_limbs)], axis=1)  # lifted as an integer
     # 11. the masked public-factor chain: one bound table per digit of x_lo
     for a, b in tp.digits:
@@ -399,8 +554,8 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
     u = np.array([(int(Di) + int(ri)) % (1 << M) for Di, ri in zip(D, rho)], dtype=U64)
     xu, xr = u >> U64(s), rho >> U64(s)
     x_lo = xu & U64((1 << L) - 1)
-    # G_i at the client's high digit: the table row of step 10 at e = x_hi(u)
-    aG = g_table(pp, xr, alpha, tp)[np.arange(len(u)), (xu >> U64(L)).astype(np.intp)]
+    # alpha_i G_i at the client's high digit e = x_hi(u) (one table, or the split's product)
+    aG = g_at(pp, xr, alpha, tp, (xu >> U64(L)).astype(np.int64))
     v = client_factor(pp, x_lo)
     R = tp.ring_bits
     top = 1 << (64 * tp.g_limbs)
@@ -417,5 +572,6 @@ def decode(pp: PublicParams, y: int) -> float:
 
 
 __all__ = ["online", "kernel_output", "server_online", "client_online", "reference", "reference_from_distances",
-           "decode", "flood_draw", "plan", "tail_plan", "TailPlan", "client_factor", "client_chain_step", "client_output",
+           "decode", "flood_draw", "plan", "tail_plan", "TailPlan", "client_factor", "client_chain_step",
+           "client_output", "client_split_product", "split_factors", "g_at", "g_terms", "G_SPLIT",
            "digit_factors", "MAX_HI_BITS"]

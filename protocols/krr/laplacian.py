@@ -50,7 +50,7 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
 Cost per element (query entry x training point): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one
 random OT per digit above the first, and two (M-1)-bit COTs (an OT plus 8 * ceil((M - 1) / 8)
 correction bits each). The OTs come from the engine the public ``pp.ot_engine`` names:
-  * "silent" (protocol version 13; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
+  * "silent" (protocol version 14; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
     an OT with a chosen choice bit costs 1 bit (d = c ^ r) plus 1.46 bits of the LPN iterations'
     traffic, and ~70-90 ns of each party's CPU (protocol 24). 15-bit entries (CM on the 2^-8 grid),
     M = 25: digits (3, 3, 3, 3, 3), tables 2^3 + 4 * 2 * 2^3 = 72 bits, four random OTs, two products:
@@ -101,8 +101,10 @@ U64 = np.uint64
 # exchange rate of issue 15's target (100 MB against 3 s: 0.27 bits per ns). Weighed so, 15-bit
 # entries get five digits of 3 bits: 9 bytes of tables per element instead of 20 for (5, 5, 5), for
 # two more random OTs (measured: L1 step 97.2 against 157.2 MB, CPU +0.4 s per party; protocols
-# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). 8 < weight < 24 gives (3, 3, 3, 3, 3); a
-# weight below 8 would pick seven digits (3, 2, ..., 2) (~89 MB, but +1 s CPU per party).
+# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). A random OT's total (traffic 3 + compute 20 =
+# 23 bits) below 24 gives (3, 3, 3, 3, 3), from 24 to 44 four digits (4, 3, 4, 4) (the search stops at
+# five digits; seven, (3, 2, 2, 2, 2, 2, 2), measured 89.2 MB in the L1 step for
+# ~+0.8 s of CPU per party: docs/double-blind.md, protocol 24).
 _ROT_BITS = {"softspoken": 32, "silent": 3}
 _ROT_WORK = {"softspoken": 64, "silent": 20}
 _TABLE_BYTES = 48 << 20
@@ -201,11 +203,15 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     M = pp.ring_bits if ring_bits is None else ring_bits
     mask = U64((1 << M) - 1)
     c = None
+    dig_buf = None
     for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
         if server:
-            dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
+            # the digit in one reused buffer (values < 2^m: the uint64 words read as intp unchanged)
+            dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
+            dig_buf &= U64((1 << m) - 1)
+            dig = dig_buf.view(np.intp)
             r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
             if k > 0:
                 # 3. a random OT per element, the client choosing with c_C: delta = m0 ^ m1
@@ -250,20 +256,47 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     half = U64((1 << (M - 1)) - 1)
     bits = _unpack(c, N)  # (d, N)
     b64 = bits.astype(U64)
+    # (in place on (d, N) words: -x (1 - 2b) = 2xb - x and q (1 - 2b) = q - 2qb, with xb / qb
+    # needed for P anyway -- fewer passes over the 46 MB arrays at N = 16,384)
     if server:
         t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
-        delta = (U64(0) - XT * (U64(1) - U64(2) * b64)) & half
+        xb = XT * b64
+        delta = np.add(xb, xb)
+        delta -= XT
+        delta &= half
         s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
-        P = (t - s - XT * b64).sum(axis=0, dtype=U64)
+        t -= s
+        t -= xb
+        P = t.sum(axis=0, dtype=U64)
         # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
         return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    delta = (qc * (U64(1) - U64(2) * b64)) & half
+    qb = qc * b64
+    delta = np.subtract(qc, qb)
+    delta -= qb
+    delta &= half
     s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
     t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
-    P = (t - s + qc * b64).sum(axis=0, dtype=U64)
+    t -= s
+    t += qb
+    P = t.sum(axis=0, dtype=U64)
     # 5. our part of L
     return (U64(2) * P - q.astype(U64).sum(dtype=U64)) & mask
+
+
+def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
+    """Step 1 for the server: the encoded training data transposed, (d, N) uint64.
+
+    Query-independent, so computed once per model and public encoding (~0.17 s of CPU at
+    N = 16,384, d = 351) and kept on the model -- in the attribute the client-malicious protocol's
+    :func:`protocols.krr.laplacian_malicious.prepare_server` uses, with the same key and value.
+    ``secureml serve`` and ``bench.krr_cost`` call it before the first client."""
+    key = (pp.frac_bits, pp.feature_lo, pp.feature_hi)
+    enc = getattr(model, "_secureml_laplacian_encoded", None)
+    if enc is None or enc[0] != key:
+        XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
+        enc = model._secureml_laplacian_encoded = (key, XT)
+    return enc[1]
 
 
 def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelParams | None = None,
@@ -272,7 +305,7 @@ def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelP
     queries ``Q`` (k, d) and gets the k predictions (the server gets None)."""
     # 1. encode
     if party.role == SERVER:
-        XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
+        XT = prepare_server(model, pp)  # cached per model
         L = np.stack([l1_shares(party, pp, pp.n_train, XT=XT) for _ in range(k)])
     else:
         q = pp.encode_features(np.atleast_2d(Q), "query")

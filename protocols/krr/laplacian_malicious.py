@@ -268,13 +268,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
-    """The server's encoded training data, transposed (d, N) (query-independent, cached per model)."""
-    key = (pp.frac_bits, pp.feature_lo, pp.feature_hi)
-    enc = getattr(model, "_secureml_laplacian_encoded", None)
-    if enc is None or enc[0] != key:
-        XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
-        enc = model._secureml_laplacian_encoded = (key, XT)
-    return enc[1]
+    """The server's encoded training data, transposed (d, N): the semi-honest protocol's
+    (query-independent, cached on the model under the same key)."""
+    return laplacian.prepare_server(model, pp)
 
 
 def server_online(party: PartyContext, pp: PublicParams, k: int, model: KernelModelParams) -> None:

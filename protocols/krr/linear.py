@@ -17,6 +17,9 @@ labels), F, the fixed-point format, a power-of-two bound on the features and on 
   never an OT sender and sends no value the server uses), and the OT extension it receives from
   is checked piece by piece (:mod:`protocols.ot.consistency`) before any OT of the piece is used,
   so its choices define one phi' in the public domain [lo, lo + 2^(x_bits - F)) per feature.
+  Pooled OTs were checked the same way when the pool was made, before the session, so their
+  random choices r were fixed before the client sends d: b = d xor r is one bit string whatever
+  it sends; each pool entry serves once (:mod:`protocols.ot.pool`).
   Whatever it sends, each query yields w . phi' + y_offset (mod 2^out_bits, i.e. f(phi') for the
   phi' its bits encode) or an abort. This is the ideal functionality of a prediction service:
   F + 1 chosen phi' reveal w through *any* prediction interface (limiting that is the job of
@@ -28,13 +31,21 @@ Protocol (model owner = role 0 = OT sender, query owner = role 1 = OT receiver; 
      (:mod:`protocols.ot.softspoken`, 32 bits per OT instead of IKNP's 128), resumed from an earlier
      session's base OTs when the client holds a ticket (:mod:`protocols.ot.session`); the server
      announces ``out_bits`` and whether the F * x_bits OTs are extended now, input-independent
-     (``precompute``: an offline/online split, one extra bit per OT), or within step 2.
+     (``precompute``: an offline/online split, one extra bit per OT), or within step 2; for a
+     resumed client-malicious ticket it also announces its checked random-OT pool
+     (:mod:`protocols.ot.pool`: id, position, size).
   1. Client: phi' = (phi - lo) 2^F (non-negative integers, x_bits bits), refused if out of bounds.
   2. Gilboa products in Z_2^out_bits: for bit i of phi'_j a COT with the server's
      w_enc_j = round(w_j 2^fw) as correlation, trimmed to out_bits - i bits (bit i is scaled by
      2^i, so higher bits of its correction never matter); shares of sum_j w_enc_j phi'_j. All
      x_bits * F COTs run as one pipelined exchange (the Gilboa core's
-     :func:`protocols.mpc.gilboa.inner_products_pipelined`).
+     :func:`protocols.mpc.gilboa.inner_products_pipelined`). With a pool both sides hold (the
+     client names its id and position in the parameter echo; the server refuses any position but
+     its own cursor), the COTs are the pool's next entries, derandomised: the client sends
+     d = b xor r, the server one correction per OT -- no extension inside the session.
+  5. After the reply (:func:`after_reply`, the client asked and the server offered): both refill
+     the ticket's pool with as many checked random OTs as this session used (the first session of
+     a ticket extends inline in step 2 and makes its pool here).
   3. Server adds lo 2^F sum(w_enc) + y_offset 2^(F+fw) to its share and sends it.
   4. Client adds its share, sign-extends from out_bits bits, decodes: the prediction.
 

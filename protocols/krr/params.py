@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 25  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -50,17 +50,23 @@ PROTOCOL_VERSION = 24  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
 # lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
 # re-randomises for it after its reply, the client makes its mask while it waits)
+# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
+# keeps the connection; the client's next session then starts with a new hello on it
+# (protocols.net.frontdoor, step 8)
 # 22: client-malicious compact sessions: a checked random-OT pool kept with the OT-session ticket,
 # refilled after the reply and spent by derandomisation (protocols.ot.pool); the ot-session reply
 # carries ot_pool / pool, the linear-ip echo pool / refill
 # 23: client-malicious kernels' tail (steps 10-14 of protocols.krr.gaussian_malicious): a masked
 # public-factor chain in Z_2^R (R = 64 limbs, R > w + g + K V + 24), one bound table per digit, no
-# client commitments and no check; y mod 2^R at scale 2^(w + g + K V)
+# client commitments and no check (replaces the earlier versions' committed, proved factor chain
+# and its step-12 check); y mod 2^R at scale 2^(w + g + K V); later in the same version (no new message), step 13a
+# floods the output word below the one-factor scale 2^(w + g + V) (e_T uniform on 2^((K - 1) V))
 # 24: silent OT's LPN code columns are floor(w k / 2^32) again, by an integer multiply-shift (half
-# the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
-# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
-# keeps the connection; the client's next session then starts with a new hello on it
-# (protocols.net.frontdoor, step 8)
+# the modulo's time); the Laplacian digit plan on silent OT re-weighed: five 3-bit digits for
+# 15-bit entries (docs/double-blind.md, protocol version 24)
+# 25: client-malicious kernels' step 10 may split the G table in rank 2 over two digits of x_hi
+# (gaussian_malicious.tail_plan takes it where it sends fewer bytes: the Gaussian at CM settings),
+# three words per entry in Z_2^192 and 40 more bits of output scale
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -87,7 +93,9 @@ CROSS_TERMS = ("he", "ot")
 # how the exact kernels' last step (protocols.krr.expsum, step 9: shares of sum_i r_i v_i in Z_2^128)
 # runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
 # constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
-# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 1,100 on)
+# point), "auto" whichever sends fewer bytes for the public N (PublicParams.lattice_sum: the lattice from
+# N = 932 on for bench/krr_cost.py's Gaussian model, 971 for its Laplacian one, OT priced at 32 bits per
+# random OT whatever the engine)
 INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it

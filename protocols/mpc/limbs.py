@@ -5,8 +5,9 @@ masked chain of K public factors of ~2^40 each on a product that starts at ~2^75
 hundreds of bits, more than :mod:`protocols.mpc.u128` holds. A value is an array of shape
 (..., n), limb 0 the least significant; every function works elementwise over the leading axes
 and wraps modulo 2^(64 n) like the ring it models. Only what the tail needs: add, sub, neg, a
-product by a small public integer per element (< 2^64; the tail's factors are < 2^41), sums, and
-conversion to and from Python integers and the (hi, lo) pairs of :mod:`protocols.mpc.u128`.
+product by a small public integer per element (< 2^64; the tail's factors are < 2^41), the full
+product of two limb arrays (:func:`mul`: the client's A~_0 B~_0 + A~_1 B~_1 of step 10's rank-2
+split, protocol 25), sums, and conversion to and from Python integers and the (hi, lo) pairs of :mod:`protocols.mpc.u128`.
 """
 from __future__ import annotations
 
@@ -102,6 +103,20 @@ def mul_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a * b) mod 2^(64 n) for two limb arrays (broadcasting over the leading axes): schoolbook,
+    b times each limb of a (:func:`mul_small`), shifted by that limb's position."""
+    a, b = np.broadcast_arrays(a, b)
+    n = a.shape[-1]
+    out = np.zeros(a.shape, dtype=U64)
+    for i in range(n):
+        part = mul_small(b[..., : n - i], a[..., i])  # only the limbs that land below 2^(64 n)
+        shifted = np.zeros(a.shape, dtype=U64)
+        shifted[..., i:] = part
+        out = add(out, shifted)
+    return out
+
+
 def total(a: np.ndarray) -> int:
     """Sum of all elements modulo 2^(64 n) as a Python int (32-bit halves summed in uint64:
     exact up to 2^32 terms)."""
@@ -152,5 +167,5 @@ def to_signed_float(x: int, n: int, scale_bits: int) -> float:
     return x / (1 << scale_bits)  # int / int: correctly rounded however wide x is
 
 
-__all__ = ["limbs_for", "zeros", "from_int", "from_u128", "to_int", "random", "add", "neg", "sub", "mul_small",
+__all__ = ["limbs_for", "zeros", "from_int", "from_u128", "to_int", "random", "add", "neg", "sub", "mul_small", "mul",
            "total", "uniform_between", "to_signed_float"]

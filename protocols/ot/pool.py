@@ -36,7 +36,9 @@ entries, checks the client's (id, at) against its own cursor and refuses any oth
 and the pool lives inside the ticket's state, which a client-malicious session holds exclusively
 (:func:`protocols.ot.session.server_start` with ``exclusive=True``: no two sessions share it) and
 which a failed session drops. Bounded: at most :data:`POOL_MAX` OTs per ticket (server 16 bytes,
-client 9 bytes each); the pool expires and is evicted with its ticket.
+client 9 bytes each) and :data:`POOL_TOTAL_MAX` over all tickets of a server's store (the least
+recently used pools are forgotten first: never reused, the ticket's next session extends inline);
+the pool expires and is evicted with its ticket.
 
 Threat model: the server (OT sender) is semi-honest; the client may deviate arbitrarily.
 """
@@ -51,12 +53,16 @@ from protocols.ot.crypto import derive_key, pack_bits, random_bytes, unpack_bits
 from protocols.ot.iknp import _check_bits, _from_low_bytes, _low_bytes
 from secureml.errors import ProtocolError
 
-__all__ = ["POOL_MAX", "PoolRefused", "SenderPool", "ReceiverPool", "status", "refill_send", "refill_recv",
-           "cot_send_pooled", "cot_recv_pooled", "check_request"]
+__all__ = ["POOL_MAX", "POOL_TOTAL_MAX", "PoolRefused", "SenderPool", "ReceiverPool", "status", "refill_send", "refill_recv",
+           "cot_send_pooled", "cot_recv_pooled", "check_request", "derandomise"]
 
 U64 = np.uint64
 #: most pooled OTs kept per ticket (server: 2 x 8 bytes each, 8 MB at most; client 9 bytes each)
 POOL_MAX = 1 << 19
+#: most pooled OTs a server's ticket store keeps over all its tickets (256 MiB of pads): without it
+#: a client opening a session per ticket (a fresh ticket each, up to 1,024 kept) could make the
+#: server hold 1,024 full pools, 8 GiB (review finding); the least recently used pools go first
+POOL_TOTAL_MAX = 1 << 24
 
 
 class PoolRefused(ProtocolError):
@@ -99,8 +105,10 @@ def status(pool: Any) -> dict[str, Any] | None:
 
 
 def _pool_id(engine: Any) -> bytes:
-    # the session identifier is fresh per session (both nonces) and a session refills once
-    return derive_key(b"secureml-ot-pool", bytes(engine._fs_digest), size=16)
+    # the session identifier is fresh per session (both nonces); the OT counter (equal on both
+    # sides, after the refill's OTs) tells apart two refills of one session
+    return derive_key(b"secureml-ot-pool", bytes(engine._fs_digest), int(engine._counter).to_bytes(8, "little"),
+                      size=16)
 
 
 def refill_send(engine: Any, n: int, old: SenderPool | None = None) -> SenderPool:
@@ -201,6 +209,15 @@ def cot_recv_pooled(ch: Any, pool: ReceiverPool, choices: list[np.ndarray], bits
     pool.r, pool.h, pool.at = pool.r[m:], pool.h[m:], pool.at + m
     ch.send_array(pack_bits(b ^ r), owned=True)
     raw = ch.recv_array(np.uint8, (sum((hi - lo) * nb for (lo, hi), (nb, _) in zip(segs, widths)),))
+    return derandomise(h, b, raw, segs, widths)
+
+
+def derandomise(h: np.ndarray, b: np.ndarray, raw: np.ndarray, segs: list[tuple[int, int]],
+                widths: list[tuple[int, np.uint64]]) -> list[np.ndarray]:
+    """P3, client: m_r + b_i tau_i per OT from the pads ``h`` = m_r, the choices ``b`` and the
+    server's corrections ``raw`` (trimmed per group). A client that sent d = b ^ r ^ e gets the
+    COT outputs of the choices b ^ e here (tests: a flipped bit of d is another query)."""
+    m = b.shape[0]
     sel = U64(0) - b.astype(U64)  # all-ones where the choice is 1
     out = np.empty(m, dtype=U64)
     off = 0

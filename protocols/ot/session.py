@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.ot.crypto import derive_key
+from protocols.ot.pool import POOL_TOTAL_MAX
 from protocols.ot.pool import status as pool_status
 from protocols.ot.softspoken import ALLOWED_K, SoftSpokenReceiver, SoftSpokenSender
 from secureml.errors import ProtocolError
@@ -90,7 +91,26 @@ class _Bounded:
 
 
 class TicketStore(_Bounded):
-    """Server side: ticket -> OT-extension sender state (Delta and the punctured GGM leaves)."""
+    """Server side: ticket -> OT-extension sender state (Delta and the punctured GGM leaves, and a
+    client-malicious ticket's checked random-OT pool). The pools of all tickets together hold at
+    most ``max_pool_ots`` OTs: storing a ticket drops the least recently used pools beyond it (a
+    dropped pool is never spent again; the server announces none, so the client extends inline)."""
+
+    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0, max_pool_ots: int = POOL_TOTAL_MAX) -> None:
+        super().__init__(max_entries, ttl_s)
+        self.max_pool_ots = int(max_pool_ots)
+
+    def _put(self, key: Any, entry: _Entry) -> None:
+        super()._put(key, entry)
+        with self._lock:
+            pools = [(e.state, e.state.get("pool")) for e in self._d.values() if isinstance(e.state, dict)]
+            total = sum(int(getattr(p, "left", 0)) for _, p in pools if p is not None)
+            for state, p in pools:  # oldest first (LRU order); the entry just stored is the last
+                if total <= self.max_pool_ots:
+                    break
+                if p is not None:
+                    state.pop("pool", None)
+                    total -= int(getattr(p, "left", 0))
 
     def get(self, ticket: bytes) -> dict | None:
         e = self._get(bytes(ticket))
@@ -170,11 +190,20 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         raise ProtocolError(f"expected an ot-session request, got {msg!r:.200}")
     n_c = _hex(msg, "nonce", _NONCE)
     asked = _hex(msg, "resume", 16, allow_none=True)
+    # a ticket resumes only in the mode that made it: a Delta that served an unchecked extension
+    # (semi-honest, shared) may be known to its client, so it must never serve a checked session;
+    # and a checked ticket is never lent to an unchecked one (the store is keyed by ticket alone,
+    # and one process may serve models of both modes)
     if exclusive:
         taken = store.take(asked) if asked is not None and keep else None
+        if taken is not None and taken.state.get("checked") is not True:
+            store.give_back(taken)  # the other mode's ticket: left as it was
+            taken = None
         state = None if taken is None else taken.state
     else:
         state = store.get(asked) if asked is not None and keep else None
+        if state is not None and state.get("checked") is True:
+            state = None
     resumed = state is not None
     ticket = asked if state is not None else os.urandom(16)
     n_s = os.urandom(_NONCE)
@@ -190,6 +219,7 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         fresh = SoftSpokenSender(ch, k=k_used)
         fresh.setup()
         state = fresh.state()
+        state["checked"] = bool(exclusive)  # the mode this ticket may resume in
         if keep and exclusive:
             taken = _Entry(ticket, state)  # kept only once a session with it has succeeded
         elif keep:

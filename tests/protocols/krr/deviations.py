@@ -40,6 +40,7 @@ def bit_flipping_send(real: Callable, rng: np.random.Generator, target: int, sta
             bit = int(rng.integers(0, 8 * len(raw)))
             raw[bit // 8] ^= 1 << (bit % 8)
             state["hit"] = True
+            state["bit"], state["frame_len"] = bit, len(raw)  # where: a flipped pool d is another query
             return real([bytes(raw)], wait)
         return real(parts, wait)
 

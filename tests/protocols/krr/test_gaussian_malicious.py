@@ -82,7 +82,7 @@ def _terms(pp, model, Xe, q, rho):
     u, x_lo = _x_lo(pp, Xe, q, rho)
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     xr = np.asarray(rho, dtype=U64) >> U64(pp.shift_bits)
-    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(len(u)), ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.intp)]
+    aG = gm.g_at(pp, xr, alpha, tp, ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.int64))
     top = 1 << (64 * tp.g_limbs)
     v = gm.client_factor(pp, x_lo)
     terms = [((w - top if w >= top // 2 else w) * vi) % _ring(pp) for w, vi in zip(limbs.to_int(aG), v)]
@@ -318,6 +318,72 @@ def test_rounding_is_refused_in_client_malicious_mode():
     model, pp, Xe, xx, Q, q = _case()
     with pytest.raises(ProtocolError, match="--round-to"):
         ServedModel(model, security="client-malicious").set_defense(round_to=1.0)
+
+
+# ---- step 10's rank-2 split of the G table (protocol 25; `tail_plan` takes it where it is cheaper)
+@pytest.fixture
+def split(monkeypatch):
+    monkeypatch.setattr(gm, "G_SPLIT", "split")  # both parties run in this process: one plan
+
+
+def test_split_factors_multiply_to_the_g_table():
+    """A(e0) B_b(e0)(e1) / 2^g = G(e) up to the roundings (an absolute 2^-g-level error, as G's
+    own), with the same zeros (the cut [H < 2^lut] depends on e1 and the borrow only), for every
+    e, point and split h0."""
+    from protocols.krr.expsum import encode_weights
+    from protocols.mpc import limbs
+
+    model, pp, Xe, xx, Q, q = _case(seed=8)
+    alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
+    one = np.ones_like(alpha)
+    rho_x = np.random.default_rng(0).integers(0, 2**62, len(alpha), dtype=np.uint64) >> U64(62 - (pp.ring_bits - pp.shift_bits))
+    single = gm.tail_plan(pp)
+    for h0 in range(1, single.hb):
+        tp = gm.TailPlan(single.hb, single.digits, single.scale_bits, single.one_factor_bits, 3, 3, 200, split=h0)
+        G = np.array(limbs.to_int(gm.g_table(pp, rho_x, one, single)), dtype=object).reshape(len(alpha), -1)
+        for e in range(1 << single.hb):
+            got = np.array(limbs.to_int(gm.g_at(pp, rho_x, one, tp, np.full(len(alpha), e))), dtype=object)
+            H = (e - (rho_x >> U64(pp.lo_bits)).astype(np.int64)) % (1 << single.hb)
+            assert all(v == 0 for v, h in zip(got, H) if h >= 1 << pp.lut_bits)  # the cut, exactly
+            # in units of 2^-g: G's rounding (1/2), A's (1/2 times B <= e^step), B's (1/2 times A <= 1)
+            err = [abs(int(v) / 2**pp.g_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
+            assert max(err) <= 1 + np.exp(pp.step) / 2
+
+
+@pytest.mark.parametrize("cross", ["ot", "he"])
+def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
+    model, pp, Xe, xx, Q, q = _case(seed=9)
+    pp.cross_term = cross
+    tp = gm.tail_plan(pp)
+    assert tp.split and tp.flood_bits == pp.g_frac_bits + (len(tp.digits) - 1) * pp.v_frac_bits
+    sv, y = _run(model, pp, Xe, xx, q)
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
+
+
+@pytest.mark.parametrize("which,i,k,bit", [("local-h", 3, 0, 40), ("p", 11, 5, 7), ("u", 4, 0, 9)])
+def test_split_deviations_abort_or_shift_f_by_a_client_known_amount(split, which, i, k, bit):
+    _deviate(which, i, k, bit)
+
+
+def test_split_client_edits_of_its_table_words_shift_or_mask(split):
+    """The client's own step-10 arithmetic (the split's A~_b B~_b - c1 - c2): dropping a
+    correction word or a product leaves h masked by the server's fresh masks -- the output is a
+    masked number, never F(q') shifted by something weight-free and never a weighted term."""
+    model, pp, Xe, xx, Q, q = _case(seed=10)
+
+    for drop in ("c1", "product"):
+        def prod(orig, e0, e1, n):
+            e0 = e0.copy()
+            if drop == "c1":
+                e0[:, 2 * n:] = 0
+            else:
+                e0[:, :n] = 0  # A~_0 := 0
+            return orig(e0, e1, n)
+
+        sv, y = _run(model, pp, Xe, xx, q, _Patch(gm, "client_split_product", prod))
+        assert y not in _terms(pp, model, Xe, q, sv["rho"])
+        assert abs(gm.decode(pp, y)) > 1e6
 
 
 def _separate_two_terms(y: int, offset: int, v1: int, v2: int, ring: int) -> tuple[int, int] | None:

@@ -299,3 +299,24 @@ def test_l1_shares_exact_on_silent_ot():
     exact = np.abs(Xe.astype(np.int64) - qe.astype(np.int64)).sum(axis=1)
     np.testing.assert_array_equal((L_S + L_C) & np.uint64((1 << pp.ring_bits) - 1), exact.astype(np.uint64))
     assert exact[4] == 0
+
+
+def test_prepare_server_encodes_once_per_model_and_encoding():
+    """Step 1's server-side cache: the same integers every query, a new entry per encoding."""
+    from protocols.common import KernelModelParams
+    from protocols.krr import laplacian_malicious
+    from protocols.krr.laplacian import prepare_server
+
+    rng = np.random.default_rng(3)
+    model = KernelModelParams(rng.uniform(0, 60, (40, 6)), rng.normal(size=40), 0.0, "laplacian", 100.0)
+    pp = PublicParams(kind="krr-laplacian", n_train=40, n_features=6, frac_bits=4,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    XT = prepare_server(model, pp)
+    np.testing.assert_array_equal(XT, pp.encode_features(model.X_train).T)
+    assert prepare_server(model, pp) is XT
+    assert laplacian_malicious.prepare_server(model, pp) is XT  # one cache for both protocols
+    pp2 = PublicParams(kind="krr-laplacian", n_train=40, n_features=6, frac_bits=6,
+                       feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    XT2 = prepare_server(model, pp2)
+    assert XT2 is not XT
+    np.testing.assert_array_equal(XT2, pp2.encode_features(model.X_train).T)

@@ -191,3 +191,67 @@ def test_pool_is_bounded_and_falls_back_inline(pooled, monkeypatch):
     preds, _, cost = _public(srv, mm, mols)
     assert cost.extra["resumed"] and not cost.extra["ot_pool_used"]
     np.testing.assert_allclose(preds, mm.predict(mols), atol=1e-2)
+
+
+def test_pool_expires_with_its_ticket(pooled, monkeypatch):
+    """The pool lives in the ticket's state: when the server's ticket expires, the pool goes with
+    it; the client's next session extends inline (its own copy dropped) and makes a new pool."""
+    from protocols.ot import session as ot_session
+
+    mm, srv, mols = pooled
+    _fresh_start(srv, mm, mols)
+    assert _public(srv, mm, mols)[2].extra["ot_pool_used"]
+    monkeypatch.setattr(ot_session.SERVER_TICKETS, "ttl_s", 1e-9)
+    preds, _, cost = _public(srv, mm, mols)
+    monkeypatch.undo()
+    assert not cost.extra["resumed"] and not cost.extra["ot_pool_used"]
+    np.testing.assert_allclose(preds, mm.predict(mols), atol=1e-2)
+    _, _, cost = _public(srv, mm, mols)  # the new ticket and the pool made after that reply
+    assert cost.extra["resumed"] and cost.extra["ot_pool_used"]
+
+
+def test_concurrent_sessions_on_one_ticket_never_share_its_pool(pooled, monkeypatch):
+    """Review (protocol 22): a client holds session A open on its ticket -- after the server
+    announced the ticket's pool, before A spends it -- and starts session B with the same ticket on
+    another connection. B must not resume the ticket (its Delta and pool are A's alone while A
+    runs: otherwise both could spend the same pool entries, or collect KOS bits in parallel): B
+    runs fresh base OTs and extends inline; A then spends the pool; both answers are exact."""
+    import threading
+
+    from protocols.ot import session as ot_session
+
+    mm, srv, mols = pooled
+    _fresh_start(srv, mm, mols)  # the ticket and its pool
+    a_thread = threading.current_thread()
+    a_waiting, b_done, out = threading.Event(), threading.Event(), {}
+    held = dict(ot_session.CLIENT_TICKETS._d)  # B presents the same ticket A holds
+
+    def hold(ot):
+        if threading.current_thread() is a_thread and not b_done.is_set():
+            a_waiting.set()
+            b_done.wait(60)
+
+    def session_b():
+        assert a_waiting.wait(60)
+        try:
+            with ot_session.CLIENT_TICKETS._lock:
+                ot_session.CLIENT_TICKETS._d.update(held)
+            out["b"] = _public(srv, mm, mols)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            out["b"] = exc
+        finally:
+            b_done.set()
+
+    _client_pool(monkeypatch, before=hold)
+    t = threading.Thread(target=session_b)
+    t.start()
+    preds_a, pp, cost_a = _public(srv, mm, mols)
+    t.join(60)
+    monkeypatch.undo()
+    assert not isinstance(out["b"], Exception), out["b"]
+    preds_b, _, cost_b = out["b"]
+    assert cost_a.extra["resumed"] and cost_a.extra["ot_pool_used"]
+    assert not cost_b.extra["resumed"] and not cost_b.extra["ot_pool_used"]
+    ref = _ideal(mm, pp, _enc(mm, pp, mols), cost_a.extra["out_bits"])
+    np.testing.assert_array_equal(preds_a, ref)
+    np.testing.assert_array_equal(preds_b, ref)

@@ -285,11 +285,78 @@ def _bit_flipping_open(real_open, rng: np.random.Generator, target: int, state: 
     return flipping_open
 
 
+def _consistent_pool_client(monkeypatch, cur: dict) -> None:
+    """The client's pooled-COT step (:func:`protocols.ot.pool.cot_recv_pooled`, as the Gilboa core
+    calls it) made consistent with a bit its channel flips in the derandomisation message d: the
+    server then used b'' = d' xor r, so this client derandomises with b'' too -- what a client that
+    flips a bit of d on purpose would do. ``cur``: {"state": the flipping channel's state,
+    "target": the frame it flips}; sets cur["flipped"] = the encoded query b'' selects (k, F), or
+    None if the flip missed d's bits (the array header, or the padding past the OTs)."""
+    from protocols.mpc import gilboa
+    from protocols.ot import pool as ot_pool
+    from protocols.ot.iknp import _check_bits
+
+    real = gilboa.cot_recv_pooled
+
+    def pooled(ch, pool, choices, bits):
+        ch.flush()  # frames queued before d are counted before it (same bytes, sent a moment earlier)
+        st = cur["state"]
+        if st["n"] != cur["target"]:  # d is not this session's flipped frame
+            return real(ch, pool, choices, bits)
+        b = np.concatenate([np.asarray(c, dtype=np.uint8).ravel() for c in choices])
+        m = b.shape[0]
+        h = pool.h[:m].copy()
+        seen = {}
+        real_recv = ch.recv_array
+
+        def recv(*a, **kw):
+            seen["raw"] = real_recv(*a, **kw)
+            return seen["raw"]
+
+        ch.recv_array = recv
+        try:
+            real(ch, pool, choices, bits)  # the channel flips one bit of d on its way out
+        finally:
+            del ch.recv_array
+        j = st["bit"] - 8 * (st["frame_len"] - (m + 7) // 8)  # the flipped bit's OT (d starts after the header)
+        cur["flipped"] = None
+        if 0 <= j < m:
+            b = b.copy()
+            b[j] ^= 1
+            # decode b'' (bit-major per bit group, then row, then feature: gilboa.inner_products_pipelined)
+            k, n = cur["shape"]
+            enc, at = np.zeros(k * n, dtype=U64), 0
+            for i0, i1, _ in gilboa.bit_groups(cur["x_bits"], bits[0]):
+                for i in range(i0, i1):
+                    enc |= b[at:at + k * n].astype(U64) << U64(i)
+                    at += k * n
+            cur["flipped"] = enc.reshape(k, n)
+        return ot_pool.derandomise(h, b, seen["raw"], ot_pool._segments([len(c) for c in choices]),
+                                   [_check_bits(x) for x in bits])
+
+    monkeypatch.setattr(gilboa, "cot_recv_pooled", pooled)
+
+
+def _record_out_bits(monkeypatch) -> dict:
+    """Wrap linear.online so a test can read the output width its session used (key "v")."""
+    out_bits = {}
+    real_online = lin.online
+
+    def online(party, pp_, k, out_bits_=64, **kw):
+        out_bits["v"] = out_bits_
+        return real_online(party, pp_, k, out_bits_, **kw)
+
+    monkeypatch.setattr(lin, "online", online)
+    return out_bits
+
+
 @pytest.mark.parametrize("resume", ["1", "0"])
 def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, resume):
     """Perturb every message the client sends after the handshake (OT-session request, base OTs
-    and GGM trees when fresh, parameter echo, extension pieces, proofs), one per session, at a
-    random bit: each session aborts or returns exactly the honest (ideal) prediction."""
+    and GGM trees when fresh, parameter echo, extension pieces, proofs, a pooled session's d),
+    one per session, at a random bit: each session aborts or returns exactly the ideal output --
+    the honest prediction, or, for a bit flipped inside a pool's d = b xor r (which the server
+    cannot tell from a choice), f(q'') for the q'' that b'' = d' xor r encodes, computed here."""
     mm, srv, mols = rff
     honest, pp, _ = _public(srv, mm, mols, resume_ot=resume == "1")
     from protocols.krr import client as client_mod
@@ -297,17 +364,26 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
     real_open = client_mod.open_session
     rng = np.random.default_rng(12)
     outcomes = []
+    cur = {"shape": (len(mols), pp.n_features), "x_bits": pp.x_bits}
+    _consistent_pool_client(monkeypatch, cur)
+    out_bits = _record_out_bits(monkeypatch)
     # the hello travels inside open_session (before the wrap); frame 0 after it is "ready", the end
     # of the handshake; then every later frame in turn
     target = 1
     while True:
         state = {"n": 0, "hit": False}
+        cur.update(state=state, target=target, flipped=False)
         monkeypatch.setattr(client_mod, "open_session", _bit_flipping_open(real_open, rng, target, state))
         try:
             # a new connection per session: the wrapped open_session carries every perturbed session
             preds, _, _ = _public(srv, mm, mols, resume_ot=resume == "1", keep_alive=False)
-            outcomes.append("ideal")
-            np.testing.assert_array_equal(preds, honest)
+            if cur["flipped"] is False or cur["flipped"] is None:
+                outcomes.append("ideal")
+                np.testing.assert_array_equal(preds, honest)
+            else:  # the flip chose another query: exactly its ideal output, not the honest one
+                outcomes.append("other query")
+                np.testing.assert_array_equal(preds, _ideal(mm, pp, cur["flipped"], out_bits["v"]))
+                assert not np.array_equal(preds, honest)
         except SecureMLError:
             outcomes.append("abort")
         finally:
@@ -318,6 +394,48 @@ def test_malicious_randomised_deviation_every_client_message(rff, monkeypatch, r
         target += 1
     OUTCOMES.append(f"resume={resume}: {outcomes}")
     assert len(outcomes) >= (4 if resume == "1" else 6) and "abort" in outcomes
+    monkeypatch.undo()
+    _honest_still_served(srv, mm, mols)
+
+
+def test_malicious_flipped_pool_bit_is_another_query(rff, monkeypatch):
+    """A resumed session's d = b xor r with one bit flipped (bit 3 of d's bytes, on the wire):
+    the server derandomises with b'' = d' xor r, so the client gets exactly f(q'') for the q'' whose
+    encoding differs from its own in that one choice bit -- an ordinary query it could have asked --
+    and nothing of the honest one's pads."""
+    mm, srv, mols = rff
+    honest, pp, _ = _public(srv, mm, mols)  # leaves a pool with the ticket
+    from protocols.krr import client as client_mod
+
+    cur = {"shape": (len(mols), pp.n_features), "x_bits": pp.x_bits, "flipped": False}
+    _consistent_pool_client(monkeypatch, cur)
+    out_bits = _record_out_bits(monkeypatch)
+    from protocols.mpc import gilboa
+
+    inner = gilboa.cot_recv_pooled
+
+    def flip_d(ch, pool, choices, bits):  # flip one bit of d's payload, past the array header
+        state = {"n": 0, "hit": False}
+        cur.update(state=state, target=0)
+        real_send = ch._send_frame
+
+        def send(parts, wait=True):
+            raw = bytearray(b"".join(bytes(memoryview(x).cast("B")) for x in parts))
+            bit = 8 * (len(raw) - (sum(len(c) for c in choices) + 7) // 8) + 3  # bit 3 of d: OT 3
+            raw[bit // 8] ^= 1 << (bit % 8)
+            state.update(bit=bit, frame_len=len(raw), hit=True)
+            ch._send_frame = real_send
+            return real_send([bytes(raw)], wait)
+
+        ch._send_frame = send
+        return inner(ch, pool, choices, bits)
+
+    monkeypatch.setattr(gilboa, "cot_recv_pooled", flip_d)
+    preds, _, cost = _public(srv, mm, mols)
+    assert isinstance(cur["flipped"], np.ndarray), "the session did not spend the pool"
+    np.testing.assert_array_equal(preds, _ideal(mm, pp, cur["flipped"], out_bits["v"]))
+    assert not np.array_equal(preds, honest)
+    monkeypatch.undo()
     _honest_still_served(srv, mm, mols)
 
 

@@ -32,6 +32,7 @@ def test_add_sub_neg_mul_small_total_match_python_ints(n):
     small = np.concatenate([rng.integers(0, 2**41, len(A) - 3, dtype=U64), np.array([0, 2**41, 2**64 - 1], U64)])
     assert limbs.to_int(limbs.mul_small(a, small)) == [(x * int(s)) % mod for x, s in zip(A, small)]
     assert limbs.total(a) == sum(A) % mod
+    assert limbs.to_int(limbs.mul(a, b)) == [(x * y) % mod for x, y in zip(A, B)]
 
 
 def test_mul_small_broadcasts_a_column_against_a_table_row():

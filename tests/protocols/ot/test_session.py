@@ -134,3 +134,46 @@ def test_exclusive_ticket_is_taken_and_given_back_only_on_success():
     reply = client_start(Party(c1, 1), "server-a", tickets)
     t.join(30)
     assert not reply["resumed"]
+
+
+def _start(store, tickets, exclusive, key="server-a"):
+    c0, c1 = local_channel_pair(timeout=30)
+    out = {}
+    t = threading.Thread(target=lambda: out.__setitem__("info", server_start(Party(c0, 0), store,
+                                                                               exclusive=exclusive)))
+    t.start()
+    reply = client_start(Party(c1, 1), key, tickets)
+    t.join(30)
+    return out["info"], reply
+
+
+def test_a_checked_ticket_never_serves_an_unchecked_session_nor_the_reverse():
+    """Review finding: one process serving a client-malicious compact model (checked extension,
+    exclusive tickets) and a semi-honest one over OT (unchecked, shared tickets) keeps both kinds
+    of ticket in one store (SERVER_TICKETS). A client holding a checked ticket could present it
+    to the semi-honest model: its unchecked extension under the same Delta lets inconsistent
+    columns go unseen (KOS's check is what bounds what a receiver learns of Delta), and a Delta
+    it learned there opens every pad of its later client-malicious sessions -- the weights. The
+    client picks the ticket (the server's store is keyed by the ticket alone), so a ticket
+    resumes only in the mode that made it."""
+    store = TicketStore()
+    # checked first, released after success; then presented to an unchecked session
+    t_a = ClientTickets()
+    info, _ = _start(store, t_a, exclusive=True)
+    info["release"]()
+    held = t_a.get("server-a")
+    t_other = ClientTickets()
+    t_other.put("server-b", held[0], held[1])  # the same ticket, named for the other model
+    info, reply = _start(store, t_other, exclusive=False, key="server-b")
+    assert not info["resumed"] and not reply["resumed"]
+    # unchecked first (kept in the store at once); then presented to a checked session
+    t_b = ClientTickets()
+    _start(store, t_b, exclusive=False)
+    held = t_b.get("server-a")
+    t_other = ClientTickets()
+    t_other.put("server-b", held[0], held[1])
+    info, reply = _start(store, t_other, exclusive=True, key="server-b")
+    assert not info["resumed"] and not reply["resumed"]
+    # each mode still resumes its own
+    info, reply = _start(store, t_b, exclusive=False)
+    assert info["resumed"] and reply["resumed"]
