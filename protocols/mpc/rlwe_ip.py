@@ -189,6 +189,22 @@ class Ring:
         out[-1] &= self.top_mask
         return out
 
+    def normalize32_bytes(self, buckets: np.ndarray) -> bytes:
+        """:meth:`normalize32` then :meth:`to_bytes` in one pass: the carries run in int64, each
+        limb is written straight into the little-endian uint16 wire buffer (the assignment keeps
+        its low 16 bits), with no (L, n) int64 array and no second conversion."""
+        out = np.empty((self.L, self.n), dtype="<u2")
+        t = buckets[0]
+        for c in range(buckets.shape[0]):
+            if c:
+                t = buckets[c] + carry
+            out[2 * c] = t  # & 0xFFFF by the narrowing cast (two's complement)
+            if 2 * c + 1 < self.L:
+                out[2 * c + 1] = t >> 16
+            carry = t >> 32
+        out[-1] &= np.uint16(self.top_mask)
+        return out.tobytes()
+
     def normalize(self, buckets: np.ndarray) -> np.ndarray:
         """Signed int64 buckets (value sum_b buckets[b] 2^(16 b)) -> limbs in [0, 2^16) mod q."""
         out = np.empty_like(buckets)
@@ -247,6 +263,9 @@ class ClientKey:
         self.s_spec = np.fft.rfft(self.s.astype(np.float64), 2 * R.n)
         self.js = _jmul(self.s)
         self.s_rev = np.ascontiguousarray(self.s[::-1])  # (x s)[n-1] = sum_i x_i s_(n-1-i)
+        # the same as uint64 (two's complement): decryption's dot product wraps mod 2^64, which is
+        # all it needs (below)
+        self._s_rev_u64 = self.s_rev.astype(np.int64).view(np.uint64)
         # pk0 = -(p1 s) + e_p with p1 s = p1_bal s + C32 J s (32-bit limbs: s is ternary)
         self.pk0 = R.normalize32(self._minus_times_s(R.p1_spec32, rng))
         self.pk0_bytes = R.to_bytes(self.pk0)
@@ -265,18 +284,25 @@ class ClientKey:
         """Step 1 from a mask made by :meth:`mask`: c0 = -a s + e + Delta Phi. A mask encrypts one
         query only (two with the same a and e would give Delta (Phi - Phi') to the server):
         a second use is refused."""
-        return mask.seed, self.ring.to_bytes(self.encrypt_limbs(mask, values, delta_bits))
+        return mask.seed, self.ring.normalize32_bytes(self._add_delta(mask, values, delta_bits))
 
     def encrypt_limbs(self, mask: "Mask", values: np.ndarray, delta_bits: int) -> np.ndarray:
         """c0 = -a s + e + Delta Phi as limbs (L, n) mod q, for non-negative int64 values (< 2^62);
         spends the mask."""
+        return self.ring.normalize32(self._add_delta(mask, values, delta_bits))
+
+    def _add_delta(self, mask: "Mask", values: np.ndarray, delta_bits: int) -> np.ndarray:
+        """The mask's 32-bit buckets + Delta Phi (spends the mask; in place, no full-size temporaries)."""
         buckets = mask.take()  # the mask's own array: it is spent
         b, r = divmod(delta_bits, 32)  # + Delta Phi, split over two 32-bit buckets
         v = np.asarray(values, dtype=np.int64)
-        buckets[b, : v.shape[0]] += (v & ((1 << (32 - r)) - 1)) << r
+        m = v.shape[0]
+        lo = v & ((1 << (32 - r)) - 1)  # a new array: shifted in place
+        lo <<= r
+        buckets[b, :m] += lo
         if b + 1 < buckets.shape[0]:
-            buckets[b + 1, : v.shape[0]] += v >> (32 - r)
-        return self.ring.normalize32(buckets)
+            buckets[b + 1, :m] += v >> (32 - r)
+        return buckets
 
     def _minus_times_s(self, x_spec32: np.ndarray, rng: SecureRandom) -> np.ndarray:
         """32-bit buckets of -(x s) + e for x given by its balanced 32-bit limb spectra."""
@@ -289,8 +315,10 @@ class ClientKey:
     def decrypt(self, v: int, top: np.ndarray) -> int:
         """Step 4: m = v + (c1' s)[n-1] mod q, as a signed integer."""
         R = self.ring
-        limbs = np.stack([((top >> np.uint64(16 * i)) & np.uint64(0xFFFF)).astype(np.int64) for i in range(4)])
-        m = (v + (R.dot(limbs, self.s_rev) << (R.q_bits - _TOP_BITS))) % R.Q
+        # (top . s) 2^(log q - 64) mod q with q = 2^(log q) depends only on top . s mod 2^64: one
+        # wrapping uint64 dot product (numpy integer dot products wrap), no limb split
+        x = int(np.dot(np.asarray(top, dtype=np.uint64), self._s_rev_u64))
+        m = (v + (x << (R.q_bits - _TOP_BITS))) % R.Q
         return m - R.Q if m >= R.Q >> 1 else m
 
 

@@ -73,3 +73,26 @@ def test_malformed_polynomials_are_refused_in_one_line():
     bad[-1, 3] = 0xFFFF  # above q = 2^108 in the top limb
     with pytest.raises(ProtocolError, match="out of range"):
         ring.from_bytes(bad.tobytes(), "public key")
+
+
+@pytest.mark.parametrize("n_features", [4096, 8000])
+def test_fused_encryption_and_wrapping_decryption_match_the_limb_reference(n_features):
+    """The client's hot path (:meth:`Ring.normalize32_bytes` writing the wire bytes in one pass,
+    and decryption by one wrapping uint64 dot product) gives exactly the bytes and the value of
+    the limb-by-limb reference (normalize32 + to_bytes; the top 64 bits split into 16-bit limbs
+    and an exact integer dot product mod q), for every bucket split of Delta."""
+    rp = R.ring_for(n_features)
+    key = R.ClientKey(rp, SecureRandom(b"f" * 16))
+    ring = key.ring
+    gen = np.random.default_rng(n_features)
+    for delta_bits in (60, 64, 70, 88, rp.q_bits - 24):
+        vals = gen.integers(0, 2**20, n_features, dtype=np.int64)
+        fused = key.encrypt_with(key.mask(b"1" * 16, SecureRandom(b"e" * 16)), vals, delta_bits)[1]
+        ref = ring.to_bytes(key.encrypt_limbs(key.mask(b"1" * 16, SecureRandom(b"e" * 16)), vals, delta_bits))
+        assert fused == ref
+    for _ in range(20):
+        top = gen.integers(0, 2**64, ring.n, dtype=np.uint64)
+        v = int(gen.integers(0, 2**62)) << (rp.q_bits - 64)
+        limbs = np.stack([((top >> np.uint64(16 * i)) & np.uint64(0xFFFF)).astype(np.int64) for i in range(4)])
+        m = (v + (ring.dot(limbs, key.s_rev) << (rp.q_bits - 64))) % ring.Q
+        assert key.decrypt(v, top) == (m - ring.Q if m >= ring.Q >> 1 else m)
