@@ -26,6 +26,7 @@ from protocols.krr.handshake import (MAX_QUERIES_PER_SESSION, client_abort, clie
 from protocols.krr.params import PublicParams
 from protocols.krr.registry import protocol_for
 from protocols.mpc.party import Party
+from protocols.mpc.randomness import SecureRandom
 from protocols.net.dial import connect_tls, open_session
 from protocols.net.limits import Deadline, parse_json
 from protocols.net.transport import Channel, TCPChannel
@@ -64,7 +65,12 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         raise ValueError("featurize must be a Featurizer (it names the number of queries)")
     else:
         n_q = featurize.n_queries
-    pp = client_hello(ch, n_q) if params is None else PublicParams.from_dict(params)
+    if params is None:
+        pp = client_hello(ch, n_q)
+    elif params_sha256 is not None:  # cached parameters (early data): parsed once per dict, read only
+        pp = _cached(params)[1]
+    else:
+        pp = PublicParams.from_dict(params)
     proto = protocol_for(pp.kind)
     ready_sent = False
     try:
@@ -83,17 +89,20 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
             baseline = pp.baseline_energy(counts)
             if baseline.shape != (n_q,):
                 raise ModelError(f"element counts for {baseline.shape[0]} queries, expected {n_q}")
-        pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
+        encoded = pp.encode_features(Q, "query")  # checks NaN and bounds before anything private moves
     except SecureMLError as exc:
         if not ready_sent:
             client_abort(ch)
         raise
     if not ready_sent:
         client_ready(ch, need_public_model=False, params_sha256=params_sha256)
-    party = Party(ch, role=1) if party is None else party
+    if party is None:
+        party = _LatticeParty(ch) if pp.lattice_linear else Party(ch, role=1)
     info = proto.client_setup(party, pp, n_q, _peer_name(ch), resume=resume_ot)
-    if announced_seed is not None and pp.lattice_linear:
-        info["announced_seed"] = announced_seed
+    if pp.lattice_linear:
+        info["encoded"] = encoded  # phi' (checked above): encoded once per session
+        if announced_seed is not None:
+            info["announced_seed"] = announced_seed
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received
     preds = proto.client_online(party, pp, Q, info)
@@ -111,6 +120,27 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         cost.extra["after_reply_s"] = spent
         cost.extra["after_reply_bytes"] = ch.bytes_sent + ch.bytes_received - b
     return preds, cost, pp
+
+
+class _LatticeParty:
+    """The client's party on the lattice path (:mod:`protocols.krr.linear_he`), which uses only
+    the channel and, for a mask made inside the session, private randomness: no OT provider is
+    built (that path has no OT), and the randomness is a fresh :class:`SecureRandom` (new OS key)
+    made for this session on first use -- never shared between sessions; a session whose mask was
+    made after the previous reply draws none."""
+
+    role = 1
+    seed = None
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+        self._rng: SecureRandom | None = None
+
+    @property
+    def rng(self) -> SecureRandom:
+        if self._rng is None:
+            self._rng = SecureRandom()
+        return self._rng
 
 
 class _EarlyChannel:

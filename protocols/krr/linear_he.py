@@ -220,12 +220,16 @@ def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRand
 
 
 def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
-                  resume: bool = True, announced: bytes | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                  resume: bool = True, announced: bytes | None = None, encoded: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
     """Steps 0-3, query owner: the k predictions and what the session cost. ``announced``: the
-    seed of a this session's hello announced (:func:`hello_seed`), used for the first query."""
+    seed of a this session's hello announced (:func:`hello_seed`), used for the first query.
+    ``encoded``: ``pp.encode_features(phi)`` when the caller already made it (and so checked phi)."""
     t0 = time.perf_counter()
-    phi = np.atleast_2d(phi)
-    enc = pp.encode_features(phi, "query features").astype(np.int64)  # phi' in [0, 2^x_bits)
+    if encoded is None or encoded.shape != np.shape(np.atleast_2d(phi)):
+        encoded = pp.encode_features(np.atleast_2d(phi), "query features")
+    # phi' in [0, 2^x_bits), x_bits < 63: the same values read as int64, no copy
+    enc = np.ascontiguousarray(encoded, dtype=np.uint64).view(np.int64)
     rp = ring_params(pp)
     db = delta_bits(pp, pp.output_bits)
     key, new = client_key(rp, fresh=not resume)

@@ -216,7 +216,8 @@ class CompactLinearProtocol(ModelProtocol):
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if pp.lattice_linear:
             preds, extra = linear_he.client_online(party, pp, Q, info.pop("peer"), resume=info.pop("resume"),
-                                                   announced=info.pop("announced_seed", None))
+                                                   announced=info.pop("announced_seed", None),
+                                                   encoded=info.pop("encoded", None))
             info.update(extra)
             return preds
         ot = info.pop("_ot", None)

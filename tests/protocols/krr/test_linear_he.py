@@ -294,3 +294,34 @@ def test_a_bad_announced_seed_fails_that_session_in_one_line(rff_model, tmp_path
         assert str(err.value) == "hello: lattice_seed must be 32 hex digits"
     (preds, _, _), e = _in_process(served, molecules_featurizer(test.subset([0])))  # the next one is served
     assert e is None and abs(preds[0] - mm.predict(test.subset([0]))[0]) < ERROR_BUDGET
+
+
+def test_lattice_client_builds_no_ot_party_and_draws_fresh_randomness_per_session(rff_model, monkeypatch):
+    """The client's lattice path runs on a light party (no OT provider: the path has no OT), and
+    each session's private randomness is its own: a new SecureRandom per session, made only when
+    that session encrypts inline (PREPARE_NEXT off and no seed announced here, so each does)."""
+    from protocols.krr import client as client_mod
+
+    mm, test = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    monkeypatch.setattr(client_mod, "Party", lambda *a, **kw: pytest.fail("an OT party on the lattice path"))
+    monkeypatch.setattr(linear_he, "PREPARE_NEXT", False)
+    parties = []
+
+    class Recorded(client_mod._LatticeParty):
+        def __init__(self, ch):
+            super().__init__(ch)
+            parties.append(self)
+
+    monkeypatch.setattr(client_mod, "_LatticeParty", Recorded)
+    preds = []
+    for i in range(2):
+        out, err = _in_process(served, molecules_featurizer(test.subset([i])))
+        assert err is None and not isinstance(out, Exception)
+        preds.append(out[0][0])
+    np.testing.assert_allclose(preds, mm.predict(test.subset([0, 1])), atol=ERROR_BUDGET)
+    assert len(parties) == 2 and all(p._rng is not None for p in parties)  # each session drew its own
+    assert parties[0]._rng is not parties[1]._rng
+    fresh = client_mod._LatticeParty(None)
+    assert fresh._rng is None  # nothing drawn until a session needs it
+    assert fresh.rng is fresh.rng and fresh.rng.random_bytes(16) != parties[1].rng.random_bytes(16)
