@@ -75,6 +75,15 @@ def _instrument(log: list, server: bool) -> None:
     else:
         wrap(rlwe_ip.ClientKey, "mask", "next session's mask")
         wrap(rlwe_ip.ClientKey, "decrypt", "decryption")
+        from protocols.krr import client as client_mod
+        from protocols.krr.params import PublicParams
+
+        # the Python between the features and the query, step by step
+        wrap(PublicParams, "encode_features", "encode phi'")
+        wrap(client_mod, "client_ready", "ready message")
+        wrap(linear_he, "client_online", "lattice client_online")
+        wrap(rlwe_ip.ClientKey, "encrypt_with", "+ Delta phi' (encrypt_with)")
+        wrap(client_mod._EarlyChannel, "_send_held", "held messages framed and written")
         import socket
 
         real_conn = socket.create_connection

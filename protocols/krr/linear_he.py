@@ -204,19 +204,20 @@ def hello_seed(pp: PublicParams | None, server_key: str) -> bytes:
     return _fresh_seed()
 
 
-def _first_mask(server_key: str, key: rlwe_ip.ClientKey, rng: rlwe_ip.SecureRandom, resume: bool,
+def _first_mask(server_key: str, key: rlwe_ip.ClientKey, party: PartyContext, resume: bool,
                 announced: bytes | None) -> tuple[rlwe_ip.Mask | None, bool]:
     """The mask for this session's first query and whether it was made before the session: one
     made last session (for the seed the hello announced), or one made now for the announced seed,
     or None (no seed announced: a fresh one, inline). A waiting mask whose seed was not announced
-    is dropped unused."""
+    is dropped unused. ``party.rng`` is read only when a mask is made here (a session whose mask
+    was made last session draws no randomness of its own: nothing is set up for it)."""
     mask = None
     if resume:
         with _CLIENT_LOCK:
             mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
     if mask is not None and (announced is None or mask.seed == announced):
         return mask, True
-    return (key.mask(announced, rng) if announced is not None else None), False
+    return (key.mask(announced, party.rng) if announced is not None else None), False
 
 
 def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server_key: str,
@@ -235,7 +236,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     key, new = client_key(rp, fresh=not resume)
     keygen_s = key.keygen_s if new else 0.0
     with_pk = not resume or (server_key, key.key_id) not in _KEY_SENT
-    mask, premade = _first_mask(server_key, key, party.rng, resume, announced)
+    mask, premade = _first_mask(server_key, key, party, resume, announced)
     cts = [key.encrypt_with(mask, enc[0], db)] if mask is not None else []
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
     ch = party.ch

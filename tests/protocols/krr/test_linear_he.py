@@ -306,6 +306,7 @@ def test_lattice_client_builds_no_ot_party_and_draws_fresh_randomness_per_sessio
     served = ServedModel.from_molecular_model(mm, security="semi-honest")
     monkeypatch.setattr(client_mod, "Party", lambda *a, **kw: pytest.fail("an OT party on the lattice path"))
     monkeypatch.setattr(linear_he, "PREPARE_NEXT", False)
+    monkeypatch.setattr(linear_he, "_NEXT_MASKS", {})  # none left by earlier tests: each session encrypts inline
     parties = []
 
     class Recorded(client_mod._LatticeParty):
@@ -323,5 +324,9 @@ def test_lattice_client_builds_no_ot_party_and_draws_fresh_randomness_per_sessio
     assert len(parties) == 2 and all(p._rng is not None for p in parties)  # each session drew its own
     assert parties[0]._rng is not parties[1]._rng
     fresh = client_mod._LatticeParty(None)
-    assert fresh._rng is None  # nothing drawn until a session needs it
+    key, _ = linear_he.client_key(linear_he.ring_params(served.public))
+    linear_he._NEXT_MASKS[("srv", key.key_id)] = key.mask(b"s" * 16, linear_he.rlwe_ip.SecureRandom())
+    mask, premade = linear_he._first_mask("srv", key, fresh, True, b"s" * 16)
+    assert premade and mask.seed == b"s" * 16
+    assert fresh._rng is None  # a session whose mask was made last session draws nothing
     assert fresh.rng is fresh.rng and fresh.rng.random_bytes(16) != parties[1].rng.random_bytes(16)
