@@ -5,6 +5,7 @@ reports its cost in the same :class:`CostReport`, so benchmarks can put engines 
 """
 from __future__ import annotations
 
+import os
 import resource
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -116,6 +117,10 @@ class CostReport:
         return d
 
 
+#: (pid, descriptor of /proc/<pid>/status) kept open by peak_rss_mb
+_STATUS: tuple[int, int] | None = None
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process image, in MB (VmHWM from /proc/self/status).
 
@@ -123,9 +128,13 @@ def peak_rss_mb() -> float:
     parent would report the parent's peak; VmHWM belongs to the current address space only.
     Falls back to ru_maxrss where /proc is unavailable.
     """
+    global _STATUS
     try:  # one binary read and a search: ~10x cheaper than iterating the text lines (every session reports it)
-        with open("/proc/self/status", "rb", buffering=0) as fh:
-            data = fh.read(8192)
+        # the file stays open (one pread per report, no open/close); by pid: a forked child opens its own
+        pid = os.getpid()
+        if _STATUS is None or _STATUS[0] != pid:
+            _STATUS = (pid, os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC))
+        data = os.pread(_STATUS[1], 8192, 0)
         at = data.find(b"VmHWM:")
         if at >= 0:
             return float(data[at + 6:data.index(b"kB", at)]) / 1024.0

@@ -348,12 +348,20 @@ def _cached(params: dict[str, Any]) -> tuple[str, PublicParams]:
 
 
 def _peer_name(ch: Channel) -> str:
-    """The server's address, naming the OT-session ticket the client keeps for it."""
+    """The server's address, naming the OT-session ticket the client keeps for it. Asked of the
+    socket once per connection (a kept connection's peer does not change) and kept on the channel."""
+    if isinstance(ch, _EarlyChannel):
+        ch = ch._ch
+    name = getattr(ch, "_peer_name", None)
+    if isinstance(name, str):
+        return name
     try:
         host, port = ch.sock.getpeername()[:2]
-        return f"{host}:{port}"
+        name = f"{host}:{port}"
     except (AttributeError, OSError, TypeError, ValueError):
         return "local"  # in-process channels (tests): one name; an unknown ticket just falls back
+    ch._peer_name = name  # type: ignore[attr-defined]
+    return name
 
 
 def parse_address(address: str, default_port: int = 7000) -> tuple[str, int]:
