@@ -286,10 +286,12 @@ def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.nd
     return np.array([gaussian_malicious.decode(pp, online(party, pp, q=q)) for q in enc])
 
 
-def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
-    """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
+def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.ndarray, rho: np.ndarray,
+              masks: list[np.ndarray] | None = None) -> int:
+    """F_det(q') for the server's rho in Python integers; with the server's chain ``masks`` (its
+    record) F_det + C, the honest output before e_T and e, bit-exact (tests)."""
     L = np.abs(XT.astype(object) - np.asarray(q).astype(object)[:, None]).sum(axis=0)
-    return gaussian_malicious.reference_from_distances(pp, model, L, rho)
+    return gaussian_malicious.reference_from_distances(pp, model, L, rho, masks)
 
 
 __all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params",
