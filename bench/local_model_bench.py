@@ -209,10 +209,12 @@ def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
 
 
 def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: Any,
-               security: str | None = None, ot_pool: bool = True) -> None:
+               security: str | None = None, ot_pool: bool = True, cpus: set[int] | None = None) -> None:
     """Model owner's process: serve ``n_sessions`` sessions of the model in ``path``
     (``security="semi-honest"``: the lattice inner product; default: the client-malicious OT path)."""
     torch.set_num_threads(1)
+    if cpus:  # --pin-cpus: the model owner on its own core(s), as on its own machine
+        os.sched_setaffinity(0, cpus)
     from protocols.krr import ServedModel, serve
 
     served = ServedModel.from_file(path, security=security)
@@ -352,6 +354,18 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
     if "local_mae" in models:
         result["local_model_mae_kcal_mol"] = models.pop("local_mae")
     ctx = mp.get_context("spawn")
+    server_cpus: set[int] | None = None
+    if args.pin_cpus:
+        # client and servers on different cores: on a shared loopback machine a write wakes the peer on
+        # the writer's own core and the scheduler preempts the writer inside the syscall (~1 ms per
+        # write under load, cProfile); separate machines have no such coupling
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin-cpus needs two CPUs")
+        os.sched_setaffinity(0, {cpus[0]})
+        server_cpus = set(cpus[1:])
+    result["pinned_cpus"] = {"client": None if server_cpus is None else sorted(os.sched_getaffinity(0)),
+                             "servers": None if server_cpus is None else sorted(server_cpus)}
     base_paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     # --keep-alive: every path twice, on a new connection per session and on a kept-alive one
     # ("<path>/keep-alive"), sessions alternating, so that one run reports both under the same load
@@ -369,7 +383,7 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             q = ctx.Queue()
             security = "semi-honest" if kind.startswith("lattice") else None  # "lattice..." and ".../keep-alive"
             proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
-                                                        security, kind.split("/")[0] != "ot-inline"), daemon=True)
+                                                        security, kind.split("/")[0] != "ot-inline", server_cpus), daemon=True)
             proc.start()
             servers[kind] = {"proc": proc, "plan": q.get(timeout=600), "port": q.get(timeout=600),
                              "cache": tempfile.mkdtemp(prefix="secureml-cache-")}
@@ -526,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="idle time after each session (ms): between-sessions work finishes before the next "
                         "timed step, as between a client's queries")
     g.add_argument("--local-train", type=int, default=4096, help="training size of the local model")
+    g.add_argument("--pin-cpus", action="store_true",
+                   help="pin this (client) process to the first CPU and the servers to the others, as if on "
+                   "separate machines (default: off, every process on every CPU)")
     g.add_argument("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
                    help="also run every path on a kept-alive connection (its own server; reported as "
                    "'<model>/<path>/keep-alive', sessions alternating with the new-connection runs); "

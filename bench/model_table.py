@@ -38,8 +38,9 @@ PUBLISHED = {
 }
 
 
-#: the exact kernels' semi-honest query cost, measured with the current protocol's defaults
-#: (`python -m bench.krr_cost --sizes 4096,16384 --features 351 --out docs/double-blind/v20` and,
+#: the exact kernels' semi-honest query cost, measured with serve's defaults (the Gaussian at protocol
+#: 20, whose bytes and rounds protocols 21-25 left unchanged: 16.8 MB, 20 rounds at N = 16,384 again in
+#: docs/malicious/tail/final; `python -m bench.krr_cost --sizes 4096,16384 --features 351 --out docs/double-blind/v20` and,
 #: protocol 24, `python -m bench.krr_cost --kernel laplacian --sizes 4096,16384 --features 351
 #: --out docs/double-blind/v24/laplacian`)
 GAUSSIAN_COST = "double-blind/v20/krr_cost.json"

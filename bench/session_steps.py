@@ -88,10 +88,12 @@ def _instrument(log: list, server: bool) -> None:
         socket.create_connection = conn
 
 
-def _server(path: str, n: int, q: Any) -> None:
+def _server(path: str, n: int, q: Any, cpus: set[int] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     from protocols.krr import ServedModel, serve
 
     log: list = []
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap-ms", type=float, default=20.0, help="idle time after each session (default 20)")
     p.add_argument("--keep-alive", action=argparse.BooleanOptionalAction, default=True,
                    help="sessions on a kept-alive connection (default: on)")
+    p.add_argument("--pin-cpus", action="store_true",
+                   help="client on the first CPU, server on the others, as on separate machines (default: off)")
     p.add_argument("--out", type=Path, default=Path("bench/results/session_steps"))
     args = p.parse_args(argv)
     import multiprocessing as mp
@@ -137,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     n = args.warmup + args.sessions
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(str(args.model), n, q), daemon=True)
+    server_cpus = None
+    if args.pin_cpus:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})
+        server_cpus = set(cpus[1:])
+    proc = ctx.Process(target=_server, args=(str(args.model), n, q, server_cpus), daemon=True)
     proc.start()
     port = q.get(timeout=600)
     mm = MolecularModel.load(args.model)
@@ -190,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         return sorted(out, key=lambda x: x[1])
 
     result = {"benchmark": "per-step timestamps of resumed RFF lattice sessions (prepared between sessions)",
-              "keep_alive": args.keep_alive, "gap_ms": args.gap_ms, "sessions": len(rows),
+              "keep_alive": args.keep_alive, "pin_cpus": args.pin_cpus, "gap_ms": args.gap_ms, "sessions": len(rows),
               "load_average_start": load0, "plaintext_ms_median": 1e3 * float(np.median(plain[args.warmup:])),
               "client_median_ms": medians("client"), "server_median_ms": medians("server"), "rows": rows}
     result["load_average_end"] = os.getloadavg()
-    name = "session_steps_keepalive.json" if args.keep_alive else "session_steps_new_connection.json"
+    name = ("session_steps_keepalive" if args.keep_alive else "session_steps_new_connection") \
+        + ("_pinned" if args.pin_cpus else "") + ".json"
     (args.out / name).write_text(json.dumps(result, indent=1))
     print(f"plaintext {result['plaintext_ms_median']:.2f} ms (median); load {os.getloadavg()}")
     for side in ("client", "server"):

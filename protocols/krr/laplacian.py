@@ -50,7 +50,7 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
 Cost per element (query entry x training point): the column OTs' 2^m_0 + sum_k 2 * 2^m_k bits, one
 random OT per digit above the first, and two (M-1)-bit COTs (an OT plus 8 * ceil((M - 1) / 8)
 correction bits each). The OTs come from the engine the public ``pp.ot_engine`` names:
-  * "silent" (protocol version 13; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
+  * "silent" (protocol version 14; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
     an OT with a chosen choice bit costs 1 bit (d = c ^ r) plus 1.46 bits of the LPN iterations'
     traffic, and ~70-90 ns of each party's CPU (protocol 24). 15-bit entries (CM on the 2^-8 grid),
     M = 25: digits (3, 3, 3, 3, 3), tables 2^3 + 4 * 2 * 2^3 = 72 bits, four random OTs, two products:

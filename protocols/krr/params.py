@@ -50,20 +50,23 @@ PROTOCOL_VERSION = 26  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 20: lattice compact sessions: every TCP hello may carry lattice_seed (first sessions too); the
 # lattice request's flag bit 1 again names the next session's seed (16 bytes; the server
 # re-randomises for it after its reply, the client makes its mask while it waits)
+# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
+# keeps the connection; the client's next session then starts with a new hello on it
+# (protocols.net.frontdoor, step 8)
 # 22: client-malicious compact sessions: a checked random-OT pool kept with the OT-session ticket,
 # refilled after the reply and spent by derandomisation (protocols.ot.pool); the ot-session reply
 # carries ot_pool / pool, the linear-ip echo pool / refill
 # 23: client-malicious kernels' tail (steps 10-14 of protocols.krr.gaussian_malicious): a masked
 # public-factor chain in Z_2^R (R = 64 limbs, R > w + g + K V + 24), one bound table per digit, no
-# client commitments and no check; y mod 2^R at scale 2^(w + g + K V)
+# client commitments and no check (replaces the earlier versions' committed, proved factor chain
+# and its step-12 check); y mod 2^R at scale 2^(w + g + K V); later in the same version (no new message), step 13a
+# floods the output word below the one-factor scale 2^(w + g + V) (e_T uniform on 2^((K - 1) V))
 # 24: silent OT's LPN code columns are floor(w k / 2^32) again, by an integer multiply-shift (half
-# the modulo's time); the Laplacian digit plan on silent OT re-weighed (docs/double-blind.md, v24)
-# 21: kept-alive connections: a hello may ask "keep_alive" and the server's answer says whether it
-# keeps the connection; the client's next session then starts with a new hello on it
+# the modulo's time); the Laplacian digit plan on silent OT re-weighed: five 3-bit digits for
+# 15-bit entries (docs/double-blind.md, protocol version 24)
 # 25: client-malicious kernels' step 10 may split the G table in rank 2 over two digits of x_hi
 # (gaussian_malicious.tail_plan takes it where it sends fewer bytes: the Gaussian at CM settings),
 # three words per entry in Z_2^192 and 40 more bits of output scale
-# (protocols.net.frontdoor, step 8)
 # 26: client-malicious kernels' chain re-scaled: masks on [2^m, 2^R - 2^m), both sides truncate
 # V bits per digit (one-factor output scale, a 256-bit ring at CM settings), step 13a floods the carries
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
@@ -92,7 +95,9 @@ CROSS_TERMS = ("he", "ot")
 # how the exact kernels' last step (protocols.krr.expsum, step 9: shares of sum_i r_i v_i in Z_2^128)
 # runs: "he" one RLWE ciphertext each way (protocols.mpc.rlwe_ip128: ~1.4 MB at N = 16,384, about
 # constant in N), "ot" Gilboa products over random OT (protocols.mpc.gilboa128: ~0.7 kB per training
-# point), "auto" whichever sends fewer bytes for the public N (the lattice from N ~ 1,100 on)
+# point), "auto" whichever sends fewer bytes for the public N (PublicParams.lattice_sum: the lattice from
+# N = 932 on for bench/krr_cost.py's Gaussian model, 1,272 for its Laplacian one on silent OT, whose
+# random OTs are priced at 3 bits there and at 32 on SoftSpoken)
 INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
@@ -374,10 +379,12 @@ class PublicParams:
     @property
     def lattice_sum(self) -> bool:
         """Exact kernels: step 9 of protocols.krr.expsum by lattice HE (True) or by OT (False).
-        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree)."""
+        "auto" compares the two routes' bytes for one query at this N (public, so both sides agree); the
+        OT route's random OTs cost ~3 bits on silent OT (Laplacian, ``ot_engine`` silent), 32 on SoftSpoken."""
         if self.inner_product != "auto":
             return self.inner_product == "he"
-        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits)
+        ot_bits = 3 if self.kind == "krr-laplacian" and self.ot_engine == "silent" else 32
+        return ip128_plan(self.n_train).traffic_bytes(1) < gilboa128_bytes(self.n_train, self.v_bits, ot_bits)
 
     @property
     def lattice_linear(self) -> bool:

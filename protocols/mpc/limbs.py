@@ -5,8 +5,11 @@ masked chain of K public factors of ~2^40 each on a product that starts at ~2^75
 hundreds of bits, more than :mod:`protocols.mpc.u128` holds. A value is an array of shape
 (..., n), limb 0 the least significant; every function works elementwise over the leading axes
 and wraps modulo 2^(64 n) like the ring it models. Only what the tail needs: add, sub, neg, a
-product by a small public integer per element (< 2^64; the tail's factors are < 2^41), sums, a
-floor shift right of the unsigned value (the chain's local truncation, protocol 26), and conversion to and from Python integers and the (hi, lo) pairs of :mod:`protocols.mpc.u128`.
+product by a small public integer per element (< 2^64; the tail's factors are < 2^41), the full
+product of two limb arrays (:func:`mul`: the client's A~_0 B~_0 + A~_1 B~_1 of step 10's rank-2
+split, protocol 25), sums, a floor shift right of the unsigned value (:func:`shr`: the chain's
+local truncation, protocol 26), and conversion to and from Python integers and the (hi, lo) pairs
+of :mod:`protocols.mpc.u128`.
 """
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "semi-honest lattice path: it keeps no client public keys, asked for in every session)")
     p.add_argument("--security", choices=("client-malicious", "semi-honest", "auto"), default="client-malicious",
                    help="client-malicious (default): whatever a client sends, each query yields at most the "
-                   "prediction for one input of the public domain, or an abort (compact, Gaussian- and Laplacian-kernel "
+                   "prediction for one input of the public domain (exact kernels: plus the server's fresh flooding below the "
+                   "output's last kept bit), or an abort (compact, Gaussian- and Laplacian-kernel "
                    "models; the Gaussian one runs the checked lattice cross term or, with --cross-term ot, the OT "
                    "one; the Laplacian one leaks at most one bit per aborted session, bounded by --max-aborts; --noise "
                    "works, --round-to not yet); semi-honest: the cheaper protocols for clients that run our code "
@@ -70,15 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compact models: extend the OTs before the online phase and report it apart "
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--ot-engine", choices=("auto", "softspoken", "silent"), default="auto",
-                   help="Laplacian kernel, semi-honest: the OT extension of its comparisons -- 'silent' (LPN-based, a third "
-                   "less traffic, ~1.7x the CPU: for slow links) or 'softspoken' (faster on a LAN); 'auto' "
+                   help="Laplacian kernel, semi-honest: the OT extension of its comparisons -- 'silent' (LPN-based: at N = 16,384, "
+                   "d = 351, 104.0 MB against 249.1 MB and ~1.7x the loopback wall time, docs/malicious/tail/final: for slow links) or 'softspoken' (faster on a LAN); 'auto' "
                    "(default): silent from 2^16 training entries (N x d), softspoken below (docs/ot-engine.md); "
                    "client-malicious sessions run the checked SoftSpoken extension")
     p.add_argument("--inner-product", choices=("auto", "he", "ot"), default="auto",
                    help="exact kernels, semi-honest: step 9's inner product in Z_2^128 -- 'he' lattice HE (one "
                    "RLWE ciphertext each way, ~1.4 MB whatever N up to 16,384) or 'ot' Gilboa products over random "
                    "OT (~0.7 kB per training point); 'auto' (default): fewer bytes for the model's N (the lattice "
-                   "from N ~ 925 on, ~1,225 for the Laplacian on silent OT; docs/double-blind.md). The client-malicious "
+                   "from N ~ 930 on for the Gaussian, ~1,270 for the Laplacian on silent OT, at bench/krr_cost.py's d = 351; docs/double-blind.md). The client-malicious "
                    "protocols have their own step")
     p.add_argument("--cross-term", choices=("auto", "he", "ot"), default="auto",
                    help="Gaussian kernel: how X q is computed -- 'he' lattice HE (semi-honest: SEAL's BFV, ~9 MB at "
