@@ -476,3 +476,30 @@ def test_flooding_hides_the_separate_terms():
     # e_T < 2^(T-1) units of 2^-(w + g + V): 2^-(w + g + V - T + 1) of a prediction unit
     assert abs(gm.decode(pp, y) - gm.decode(pp, det)) <= 2.0 ** (tp.flood_bits - 1 - tp.scale_bits) + 1e-15
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-3  # the query's fixed-point grid
+
+
+@pytest.mark.parametrize("mode", ["single", "split"])
+@pytest.mark.parametrize("n_train", [24, 16384])
+def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
+    """Protocol 26's plan: the masks' statistical distance summed over the N K masks <= 2^-40, the
+    flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back to
+    the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
+    - 1), the largest G, every factor 2^V, one carry per digit) -- recomputed here, not read back."""
+    import math
+
+    monkeypatch.setattr(gm, "G_SPLIT", mode)
+    pp = _case()[1]
+    pp.n_train = n_train
+    tp = gm.tail_plan(pp)
+    K, R, m = len(tp.digits), tp.ring_bits, tp.mask_bits
+    assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
+    assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
+    assert tp.scale_bits == pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= 64 * tp.g_limbs
+    head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
+    assert sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
+    g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
+    worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
+    for t in tp.shifts:
+        assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
+        worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1
