@@ -3,8 +3,8 @@
     prediction(q') = y_offset + sum_i alpha_i exp(-||x_i - q'||^2 / (2 sigma^2))
 
 Threat model: the server (model owner) is semi-honest; the client may deviate arbitrarily (any
-bytes, any order). Guarantee: per query the client learns at most F(q') + e_T for one q' of the
-public input domain -- the server's deterministic fixed-point function F_det below, plus at most
+bytes, any order). Guarantee: per query the client learns at most F_det(q') + C + e_T for one q'
+of the public input domain -- the server's deterministic fixed-point function F_det below, plus at most
 N K' units of truncation carries, plus the server's fresh flooding term e_T of 2^40 N K' units
 (step 13a), which hides the carries -- or an abort; the server
 learns nothing about q'. Every OT the client chooses in is from the checked OT extension
@@ -125,10 +125,10 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     F_det(q') + e and its own coins.
   * What the client does locally therefore only moves its own output: an edit of h_i, z_k or
     p_k by a known err shifts y by exactly the difference between its edited chain's sum and its
-    honest one's, both computed from its own view (within K units of err times the later public
+    honest one's, both computed from its own view (within K + 1 units of err times the later public
     factors over 2^(the later truncations); tested bit-exactly); dropping points from its final
-    sum leaves y masked by the dropped points' fresh s_K,i (uniform on a 2^R-wide range: neither
-    the offset nor a weighted term).
+    sum leaves y masked by the dropped points' fresh s_K,i (neither the offset nor a weighted
+    term).
 Noise keeps the guarantee: e is fresh, drawn after the client's last message (step 9) and enters
 only y_S, a single additive term of the client's output; the client never holds a value from
 which it could be removed (every other message is masked by s0, s'_k, which e does not touch).
