@@ -3,9 +3,10 @@
     prediction(q') = y_offset + sum_i alpha_i exp(-||x_i - q'||^2 / (2 sigma^2))
 
 Threat model: the server (model owner) is semi-honest; the client may deviate arbitrarily (any
-bytes, any order). Guarantee: per query the client learns at most F(q') + e_T for one q' of the
-public input domain -- the server's fixed-point function below, bit-exact, plus the server's fresh
-flooding term e_T below the one-factor scale (step 13a) -- or an abort; the server
+bytes, any order). Guarantee: per query the client learns at most F_det(q') + C + e_T for one q'
+of the public input domain -- the server's deterministic fixed-point function F_det below, plus at most
+N K' units of truncation carries, plus the server's fresh flooding term e_T of 2^40 N K' units
+(step 13a), which hides the carries -- or an abort; the server
 learns nothing about q'. Every OT the client chooses in is from the checked OT extension
 (:mod:`protocols.ot.consistency`), so each choice bit is well defined; every later client value
 is authenticated (:mod:`protocols.mpc.authenticated`) and checked (step 9) before the server
@@ -13,18 +14,27 @@ sends anything that depends on u; after that the client only receives; every tab
 indexes is indexed by digits of its *committed* u (:func:`~protocols.mpc.authenticated.bound_lut`),
 never by a fresh or client-computed index. The client is never an OT sender.
 
-The function F (fixed point, M = ring_bits, s = shift_bits, L = lo_bits, V = v_frac_bits,
+The function F_det (fixed point, M = ring_bits, s = shift_bits, L = lo_bits, V = v_frac_bits,
 w = weight_frac_bits, g = g_frac_bits, u = D + rho mod 2^M, x = u >> s split into x_lo (L bits)
 and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from :func:`tail_plan`):
     G_i   = round(2^g [H_i < 2^lut] exp(-c 2^L H_i + c rho_lo,i)),  H_i = (x_hi - rho_hi) mod 2^(W-L)
-    g_k(d) = round(2^V exp(-c 2^(a_k) d))                          (public factor tables)
-    F     = round(2^S y_offset) + sum_i alpha_enc,i G_i prod_k g_k(d_k,i)     (mod 2^R)
-an exact integer product (no rounding between factors), scale 2^S with S = w + g + K V, in the
-ring Z_2^R of the chain (R = 64 n > S + 24: predictions up to 2^24 in magnitude; at CM/QM9
-settings R = 896, S = 856 with one G table, R = 704, S = 656 with the split of step 10, whose
-G_i = A_b(e0) B_b(e1) carries g more fractional bits: S = w + 2 g + K V). It differs from the
-exact prediction only by the roundings of G (of A and B) and of each g_k (relative 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and
-depends on the server's fresh rho only through them.
+    g_k(d) = round(2^V exp(-c 2^(a_k) d))                          (public factor tables, <= 2^V)
+    v_0,i = alpha_enc,i G_i                                        (scale 2^(w+g); 2^(w+2g) split)
+    v_k,i = floor(v_(k-1),i g_k(d_k,i) / 2^t_k)                    (back to the scale 2^S)
+    F_det = round(2^S y_offset) + sum_i v_K,i                      (mod 2^R)
+with the one-factor output scale S = w + g + V (t_1 = 0 with one G table, t_1 = g with the split
+of step 10, whose G_i = A_b(e0) B_b(e1) carries g more fractional bits; t_k = V for k >= 2). Protocol
+26 keeps the value at 2^S after every digit instead of the exact product of protocols 23-25 (scale
+w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 256 bits at CM settings
+(:func:`tail_plan`: R >= m + 41 + log2(N K), m = 154 the bits of the widest product). F_det
+differs from the exact prediction by the roundings of G (of A and B) and of each g_k (relative
+2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and by the K floors (each < 1
+unit of 2^-S, and every later factor g_k / 2^V <= 1 only shrinks it: < K units per point), and
+depends on the server's fresh rho only through them. The honest client's output is
+F_det + C + e_T (+ e, step 14) with the carries C = sum_i C_i, C_i in [0, K'] (K' = the digits
+with t_k > 0): the carry c_k,i in {0, 1} of step 11b enters v_k and, multiplied by the later
+factors and floored, stays one unit at most (an integer D <= D' + c after each digit, since
+floor(a + b) - floor(a) <= ceil(b) <= D' for b = D' g / 2^V <= D').
 
 Protocol (both parties run :func:`online`; steps numbered in the code):
   1.-9. :mod:`protocols.krr.binding`: cross term over OT, mask-reveal, u committed bit by bit,
@@ -39,37 +49,44 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       Split (protocol 25, where :func:`tail_plan` finds it cheaper: the Gaussian at CM settings):
       x_hi = e1 2^h0 + e0 and G = sum_b A_b(e0) B_b(e1), rank 2 through the borrow
       b = [e0 < r0] of the subtraction x_hi - rho_hi (:func:`split_factors`; G_i then carries
-      g more fractional bits, S = w + 2 g + K V). Two bound tables, on e0 and on e1, three words
+      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0 and on e1, three words
       each in Z_2^(64 nG) (nG = 3 at CM settings):
         e0 table: A~_b = A_b(e0) + t_b (b = 0, 1),  c1 = A_0(e0) sg_0 + A_1(e0) sg_1 + r1
         e1 table: B~_b = alpha_i B_b(e1) + sg_b,     c2 = t_0 B~_0(e1) + t_1 B~_1(e1) + r2
       with t_b, sg_b, r1 fresh and uniform in the whole ring and r2 = -(s0 + r1); the client
       computes h_i = A~_0 B~_0 + A~_1 B~_1 - c1 - c2 = alpha_i G_i + s0_i (the cross terms cancel).
       (2^h0 + 2^(hb - h0)) x 3 words instead of 2^hb words per point: 3,456 B instead of 8,192 B
-      at CM settings (h0 = 4, nG = 3), against 368 B more in the chain (its ring grows by g bits).
-  11. Masked public-factor chain, k = 1..K: the server draws s_k,i uniform in Z_2^R (fresh, the
-      whole ring) and sends one bound table per point on the committed digit d_k with entry
-      z_k(d) = s_(k-1),i g_k(d) - s_k,i; the client computes p_k = p_(k-1) g_k(d_k) - z_k(d_k).
-      Invariant: p_k - s_k = alpha_i G_i prod_(m<=k) g_m(d_m) (mod 2^R). The client commits
-      nothing and nothing is checked.
+      at CM settings (h0 = 4, nG = 3); the chain is the same as with one table (protocol 26).
+  11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K: the server draws s'_k,i
+      uniform on [2^m, 2^R - 2^m) (fresh; |v_(k-1),i g_k(d)| < 2^m for every value the encoder
+      allows: :func:`tail_plan`'s mask_bits) and sends one bound table per point on the committed
+      digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R); the client computes
+      p'_k = p_(k-1) g_k(d_k) - z_k(d_k) = v_(k-1),i g_k(d_k) + s'_k,i -- an integer in (0, 2^R)
+      that never wraps (the invariant below keeps p_(k-1) - s_(k-1) = v'_(k-1), |.| small).
+  11b. Local truncation by t_k bits: the client sets p_k = floor(p'_k / 2^t_k), the server
+      s_k = floor(s'_k / 2^t_k) (its next z-table uses this truncated share). Then
+      p_k - s_k = floor(v'_(k-1) g_k / 2^t_k) + c_k with the carry
+      c_k = [(v'_(k-1) g_k mod 2^t_k) + (s'_k mod 2^t_k) >= 2^t_k] in {0, 1}: invariant
+      p_k - s_k = v'_k (the chain with the carries), at the scale 2^S. The client commits nothing
+      and nothing is checked.
   12. (the check of the earlier proved chain: nothing to check any more.)
   13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
-      client's y = sum_i p_K,i + y_S = F(q') + e_T.
-  13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), T = S - (w + g + V) = (K - 1) V, fresh from
-      the server's generator (:func:`flood_draw`). Why: F is exact at scale 2^S, and the client
-      knows every v_i = prod_k g_k(d_k,i) (a public function of its u), so F - offset =
-      sum_i a_i v_i with a_i = alpha_i G_i (about 74 bits) and v_i (about K V = 800 bits) is a
-      knapsack the client can solve: with few points inside the table's cut (a query far from
-      the rest), the a_i are determined by F and found by a modular inverse (two points) or
-      lattice reduction -- one kernel term per point instead of their sum (tested:
-      ``test_flooding_hides_the_separate_terms``). With e_T the client knows F only to 2^T, i.e.
-      at the scale 2^(w + g + V) of the proved chain this protocol replaced (v_i of V bits): the
-      same information as a prediction rounded there; e_T changes the prediction by < 2^-(w+g+V+1).
+      client's y = sum_i p_K,i + y_S = F_det(q') + C + e_T.
+  13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K' (T = 40 + log2(N K'):
+      59 bits at CM settings, N = 16,384, K' = 20), fresh from the server's generator
+      (:func:`flood_draw`). Why: the carries c_k,i depend on (v'_(k-1) g_k mod 2^t) against
+      (s'_k mod 2^t) = a function of p'_k mod 2^t, which the client holds, so C is correlated
+      with the client's view and with the weighted terms; C is in [0, N K'], so F_det + C + e_T is
+      within statistical distance N K' / 2^T <= 2^-40 of F_det + e_T given the view: the simulator
+      works from F_det + e_T alone. e_T also covers everything below 2^(T-1) units of 2^-S: the
+      output is the prediction to 2^(T-1-S) = 2^-38 prediction units (CM settings), against the
+      1e-4 the tests ask. The knapsack the exact product of protocols 23-25 offered
+      (F - offset = sum_i a_i v_i with the client's known v_i, ~800 bits, and a_i = alpha_i G_i,
+      ~74 bits: solved by a modular inverse for two points; ``test_flooding_hides_the_separate_
+      terms``) is gone with the exact product; what is left is a sum of a_i times ~40-bit known
+      factors known to 2^T units: protocol 25 already gave it only to one unit at this scale.
       The bits below 2^T enter y only through e_T's carry, a noisy bit per query (averaging M
       queries of one q' gives about log2(M) / 2 bits of them; a budget bounds M).
-      With the split of step 10 (S = w + 2 g + K V) T = S - (w + g + V) = g + (K - 1) V: the
-      client learns F to the same 2^-(w + g + V) as with one table, not to the g extra bits of
-      the split's product A B.
   14. Output noise (``--noise``, D1 of :mod:`protocols.krr.defense`): the server adds
       e = round(n 2^S), n ~ N(0, sd^2) fresh from its own generator, to y_S before it sends it;
       the honest client's y is F(q') + e.
@@ -87,25 +104,34 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     z_1,i(d_1), ..., z_K,i(d_K) for every i, and y_S -- is simulatable from F(q') + e alone. With
     the split, A~_b, B~_b and c1 are shifts of the fresh full-ring masks t_b, sg_b, r1 (uniform,
     independent), and c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i is a function of them and of h_i: the
-    view reduces to h_i's, below. (h_i, z_1,i, ..., z_K,i) is the image of the server's masks
-    (s0_i, s_1,i, ..., s_K,i) under a triangular map in which z_k,i = s_(k-1),i g_k - s_k,i is a
-    shift of the fresh uniform s_k,i: uniform in Z_2^R given everything before (this needs the
-    masks uniform in the WHOLE ring; a mask on a sub-range would leave the top of z_k biased by
-    s_(k-1) g_k). h_i = alpha_i G_i + s0_i is within statistical distance
+    view reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
+    other (z_k = p_(k-1) g_k - p'_k, p_(k-1) the client's own truncated value), so the view is
+    (h_i, p'_1,i, ..., p'_K,i). Each p'_k,i = v'_(k-1),i g_k + s'_k,i with s'_k,i fresh and uniform
+    on [2^m, 2^R - 2^m), |v'_(k-1) g_k| < 2^m: within statistical distance
+    2^(m+1) / (2^R - 2^(m+1)) of uniform on that range, independently of everything before (the
+    next digit uses only floor(s'_k / 2^t)); :func:`tail_plan` picks R so that the N K of them sum
+    to <= 2^-40 (m = 154, R = 256 at CM settings: 2^-82). (Protocols 23-25 used masks uniform in
+    the whole ring and a ring as wide as the exact product; a sub-range mask was unsafe there only
+    because p_k wrapped.) The carries are functions of p'_k mod 2^t and v' mod 2^t: they enter
+    y alone, hidden by e_T (13a). h_i = alpha_i G_i + s0_i is within statistical distance
     |alpha_i G_i| / (2^(64 nG) - 2^(l+1)) < 2^(l - 64 nG) (1 + 2^-40) of s0_i alone (uniform on
     [2^l, 2^(64 nG) - 2^l)); :func:`tail_plan` picks nG so that the sum over the N points,
     N 2^(l - 64 nG) (1 + 2^-40), stays <= 2^-40 (l = 74 at N = 16,384 with 30-bit weights:
-    2^-40.7 at nG = 2). Given those, y_S = F(q') + e - sum_i p_K,i is a function of F(q') + e
-    and the view (the client's honest p_K computed from it). The simulator draws the view
-    uniformly and sets y_S so: the client's view, hence anything it computes from it, is a
-    function of F(q') + e and its own coins.
+    2^-40.7 at nG = 2). Given those, y_S = F_det(q') + C + e - sum_i p_K,i is a function of
+    F_det(q') + C + e and the view (the client's honest p_K computed from it), and C + e_T is
+    within 2^-40 of e_T (13a). The simulator draws the view uniformly on the masks' ranges and
+    sets y_S = F_det(q') + e - sum_i p_K,i: the client's view, hence anything it computes from
+    it, is within 2^-40 (plus the masks' and the lift's distances) of a function of
+    F_det(q') + e and its own coins.
   * What the client does locally therefore only moves its own output: an edit of h_i, z_k or
-    p_k by a known err shifts y by err times the public factors it multiplies by afterwards
-    (tested bit-exactly); dropping points from its final sum leaves y masked by the dropped
-    points' fresh s_K,i (uniform: neither the offset nor a weighted term).
+    p_k by a known err shifts y by exactly the difference between its edited chain's sum and its
+    honest one's, both computed from its own view (within K + 1 units of err times the later public
+    factors over 2^(the later truncations); tested bit-exactly); dropping points from its final
+    sum leaves y masked by the dropped points' fresh s_K,i (neither the offset nor a weighted
+    term).
 Noise keeps the guarantee: e is fresh, drawn after the client's last message (step 9) and enters
 only y_S, a single additive term of the client's output; the client never holds a value from
-which it could be removed (every other message is masked by s0, s_k, which e does not touch).
+which it could be removed (every other message is masked by s0, s'_k, which e does not touch).
 Fresh noise averages out over repeated queries: a budget (``serve --budget``) bounds that, as in
 the semi-honest protocols. Rounding (``--round-to``) is not part of this protocol: it needs the
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
@@ -114,11 +140,11 @@ refuses it.
 Cost of steps 10-14 per training point: 2^(W-L) x 8 nG bytes (G table; 8 kB at CM settings;
 with the split (2^h0 + 2^(W-L-h0)) x 24 nG bytes, 3,456 B) plus
 sum_k 2^(b_k - a_k) x 8 n bytes (the chain: :func:`tail_plan` picks the digit width with the
-fewest bytes -- narrower digits mean smaller tables but more of them and a wider ring; at CM
-settings with one G table 20 2-bit digits in Z_2^896, 8,960 bytes, against 10,240 for 10 4-bit
-digits; with the split 14 3-bit digits in Z_2^704, 9,328 bytes), and one
-output word. (The proved chain it replaces committed v_(k+1) and t_k, 81 bits per digit, and
-ran a batched check: ~16.5 kB per point at CM settings.)
+fewest bytes; since protocol 26 the ring no longer grows with the digits, so ~(L / m) 2^m
+entries: 20 2-bit digits in Z_2^256, 2,560 B at CM settings, against 9,328 B for protocol 25's
+14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20 2-bit digits in Z_2^896), and one
+output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
+and ran a batched check: ~16.5 kB per point at CM settings.)
 """
 from __future__ import annotations
 
@@ -162,11 +188,16 @@ class TailPlan:
     ``hb``: bits of x_hi; ``split``: 0 for one G table with 2^hb entries per point, else h0, the
     low bits of x_hi in the first table of the rank-2 split (2^h0 and 2^(hb - h0) entries of three
     words); ``digits``: bit ranges [a, b) of x_lo, one public factor table each; ``scale_bits``
-    = w + g (+ g for the split's second factor) + K V (the output's scale); ``chain_limbs``: the
-    chain's ring Z_2^R, R = 64 chain_limbs >= scale_bits + 25; ``g_limbs``: the ring
-    Z_2^(64 g_limbs) of step 10 (2: 128 bits, unless the lift's statistical distance bound needs
-    more); ``lift_bits`` = l: |alpha_i G_i(e)| < 2^l, and the server's first mask is uniform on
-    [2^l, 2^(64 g_limbs) - 2^l)."""
+    = the output's scale, the one-factor scale w + g + V that the chain keeps after every digit
+    (protocol 26); ``one_factor_bits`` = w + g + V (the same); ``chain_limbs``: the chain's ring
+    Z_2^R, R = 64 chain_limbs; ``g_limbs``: the ring Z_2^(64 g_limbs) of step 10 (2: 128 bits,
+    unless the lift's statistical distance bound needs more); ``lift_bits`` = l: |alpha_i G_i(e)|
+    < 2^l, and the server's first mask is uniform on [2^l, 2^(64 g_limbs) - 2^l); ``shifts``: the
+    bits t_k the chain truncates after digit k (t_1 = scale of h + V - scale_bits: 0 with one G
+    table, g with the split; V after every later digit); ``mask_bits`` = m: every value the chain
+    multiplies, |value_(k-1) g_k| < 2^m, and its masks are uniform on [2^m, 2^R - 2^m);
+    ``flood_bits`` = T: step 13a's e_T is uniform on [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K'
+    (K' = the truncating digits, each carrying at most one unit into the output)."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -176,6 +207,9 @@ class TailPlan:
     g_limbs: int
     lift_bits: int
     split: int = 0
+    shifts: tuple[int, ...] = ()
+    mask_bits: int = 0
+    flood_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -183,10 +217,9 @@ class TailPlan:
         return 64 * self.chain_limbs
 
     @property
-    def flood_bits(self) -> int:
-        """T = scale_bits - (w + g + V) = (K - 1) V: the output bits below the one-factor scale
-        2^(w + g + V) that step 13 floods with a fresh uniform e_T in [-2^(T-1), 2^(T-1))."""
-        return self.scale_bits - self.one_factor_bits
+    def carries(self) -> int:
+        """K': digits that truncate (t_k > 0), each adding a carry c_k in {0, 1} per point."""
+        return sum(1 for t in self.shifts if t)
 
     def chain_bytes_per_point(self) -> int:
         """Bytes of step 11 per training point (one bound table per digit, 2^m entries of R bits)."""
@@ -199,19 +232,46 @@ class TailPlan:
         return ((1 << self.split) + (1 << (self.hb - self.split))) * 3 * 8 * self.g_limbs
 
 
-def _chain_digits(pp: PublicParams, extra_scale: int = 0) -> tuple[list[tuple[int, int]], int, int]:
-    """(digits, scale, limbs) with the fewest chain bytes: more, narrower digits mean smaller
-    tables but a wider ring (V bits per digit), so neither extreme wins (Gaussian at CM settings,
-    L = 40: 2-bit digits, 8,960 B per point; 3-bit 9,328 B; 4-bit 10,240 B)."""
+def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, g_limbs: int
+                 ) -> tuple[tuple[int, ...], int, int, int]:
+    """(shifts, mask bits m, flood bits T, limbs) of the re-scaled chain (protocol 26) for |h| <=
+    a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits so that
+    the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds one).
+    The ring: the masks' statistical distance, N K 2^(m+1) / (2^R - 2^(m+1)) <= 2^-40 in all, the
+    lifted h (R >= 64 g_limbs) and the output (scale + flood + prediction bits + sign)."""
+    out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    V = pp.v_frac_bits
+    shifts, B, m, scale = [], a_max, 0, head_bits
+    for _ in digits:
+        pre = B << V
+        m = max(m, pre.bit_length())
+        t = scale + V - out_scale
+        shifts.append(t)
+        B = (pre >> t) + 1
+        scale = out_scale
+    NK = pp.n_train * len(digits)
+    carries = sum(1 for t in shifts if t)
+    flood = LIFT_STAT_BITS + max(1, (pp.n_train * carries - 1).bit_length()) if carries else 0
+    n = g_limbs
+    while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (64 * n)) - (1 << (m + 1))
+           or 64 * n < out_scale + flood + PREDICTION_BITS + 2):
+        n += 1
+    return tuple(shifts), m, flood, n
+
+
+def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, g_limbs: int
+                  ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int]:
+    """(digits, shifts, mask bits, flood bits, limbs) with the fewest chain bytes. The re-scaled
+    ring no longer grows with the digits (protocol 26), so the bytes are ~(L / m) 2^m R: 1- and
+    2-bit digits tie (80 entries for L = 40), 3-bit 112 entries; ties go to the wider digit."""
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, pp.lo_bits, m)
-        scale = pp.weight_frac_bits + pp.g_frac_bits + extra_scale + len(digits) * pp.v_frac_bits
-        n = limbs.limbs_for(scale + PREDICTION_BITS + 1)
-        cost = sum(1 << (b - a) for a, b in digits) * n
-        if best is None or cost <= best[0]:  # ties: the wider digit (fewer tables)
-            best = (cost, digits, scale, n)
-    return best[1], best[2], best[3]
+        shape = _chain_shape(pp, digits, head_bits, a_max, g_limbs)
+        cost = sum(1 << (b - a) for a, b in digits) * shape[3]
+        if best is None or cost < best[0]:
+            best = (cost, digits, *shape)
+    return best[1], best[2], best[3], best[4], best[5]
 
 
 def _lift(n_train: int, a_max: int) -> tuple[int, int]:
@@ -229,21 +289,23 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     """The public plan of steps 10-14 (:class:`TailPlan`); ProtocolError if x_hi is too wide.
     One G table, or its rank-2 split where that sends fewer bytes in all (``G_SPLIT``)."""
     hb = _high_bits(pp)
-    digits, scale, n = _chain_digits(pp)
     # |alpha_i| <= 2^(weight_bits - 1); G_i(e) = rint(2^g e^{-c 2^L H + c rho_lo}) <= rint(2^g e^step)
     g_max = math.ceil(math.exp(pp.step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
     w_max = 1 << (pp.weight_bits - 1)
     lift, g_limbs = _lift(pp.n_train, w_max * g_max)
-    # 13a floods below the one-factor scale 2^(w + g + V) of the single table -- with the split too,
-    # whose G carries g more bits: the client learns F to the same 2^-(w + g + V) either way
+    # the chain keeps the one-factor scale 2^(w + g + V) after every digit (protocol 26): with the
+    # split, whose G carries g more bits, the first digit truncates g + V bits' worth down to it
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
-    best = TailPlan(hb, tuple(digits), scale, one, max(n, g_limbs), g_limbs, lift)
+    head = pp.weight_frac_bits + pp.g_frac_bits
+    digits, shifts, m, flood, n = _chain_digits(pp, head, w_max * g_max, g_limbs)
+    best = TailPlan(hb, tuple(digits), one, one, n, g_limbs, lift, 0, shifts, m, flood)
     options = [best]
-    # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, 40 more bits of scale
-    digits2, scale2, n2 = _chain_digits(pp, pp.g_frac_bits)
-    lift2, g2 = _lift(pp.n_train, w_max * ((1 << pp.g_frac_bits) + 1) * g_max)
+    # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
+    a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
+    lift2, g2 = _lift(pp.n_train, a2)
+    digits2, shifts2, m2, flood2, n2 = _chain_digits(pp, head + pp.g_frac_bits, a2, g2)
     for h0 in range(1, min(pp.lut_bits, hb - 1) + 1):
-        options.append(TailPlan(hb, tuple(digits2), scale2, one, max(n2, g2), g2, lift2, split=h0))
+        options.append(TailPlan(hb, tuple(digits2), one, one, n2, g2, lift2, h0, shifts2, m2, flood2))
     if G_SPLIT == "single":
         return best
     if G_SPLIT == "split":
@@ -294,6 +356,12 @@ def client_factor(pp: PublicParams, x_lo: np.ndarray) -> list[int]:
 def client_chain_step(p: np.ndarray, g: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Step 11, client: p_k = p_(k-1) g_k(d_k) - z_k (mod 2^R; limb arrays (N, n), g (N,))."""
     return limbs.sub(limbs.mul_small(p, g), z)
+
+
+def client_truncate(p: np.ndarray, t: int) -> np.ndarray:
+    """Step 11b, client: p_k <- floor(p_k / 2^t_k), p_k read as an integer in [0, 2^R) (it never
+    wraps: p_k = value_k + s_k with s_k on [2^m, 2^R - 2^m) and |value_k| < 2^m)."""
+    return limbs.shr(p, t) if t else p
 
 
 def client_output(p: np.ndarray, y_s: int, ring_bits: int) -> int:
@@ -469,30 +537,34 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3)
             h = client_split_product(got0, got1, tp.g_limbs)
         p = np.concatenate([h, limbs.zeros((N,), n - tp.g_limbs)], axis=1)  # lifted as an integer
-    # 11. the masked public-factor chain: one bound table per digit of x_lo
-    for a, b in tp.digits:
+    # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo; masks on
+    # [2^m, 2^R - 2^m) so that p_k = value_k + s_k never wraps and both sides can truncate locally
+    m = tp.mask_bits
+    masks = []
+    for (a, b), t in zip(tp.digits, tp.shifts):
         digit = (s + a, s + b)
         g = digit_factors(pp, a, b)
         if server:
-            s_k = limbs.random(party.rng, (N,), n)  # fresh, uniform in the whole ring
+            s_k = limbs.uniform_between(party.rng, (N,), n, 1 << m, (1 << R) - (1 << m))
             z = limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, :]), s_k[:, None, :])
             au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z)
-            s_prev = s_k
+            masks.append(s_k)
+            s_prev = limbs.shr(s_k, t)  # 11b. the server's truncated share: the next z uses it
         else:
             z = au.bound_lut(party, CLIENT, digit, pads=u_pads, values=u, w=n)
-            p = client_chain_step(p, g[_digit(x_lo, a, b)], z)
+            p = client_truncate(client_chain_step(p, g[_digit(x_lo, a, b)], z), t)
     if server:
         # 13. the server's output share
         offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
-        # 13a. flood the bits below 2^-(w + g + V): the exact product carries (K - 1) V bits that
-        # would let the client separate the terms alpha_i G_i it cannot compute (it knows every v_i)
+        # 13a. flood the truncation carries (at most N K' units, and correlated with the client's
+        # p_k mod 2^V): e_T of 2^T >= 2^40 N K' units hides them and the low bits of F_det alike
         flood = flood_draw(party, tp.flood_bits)
         y_s = (offset - limbs.total(s_prev) + flood) % (1 << R)
         # 14. (D1) fresh noise on the server's own share; nothing the client sent after step 9
         # exists, so nothing it sent can depend on it, and the client sees only y_S + e
         noised = defense.add_noise(party, defended, [y_s], R, tp.scale_bits)[0]
         party.ch.send_json({"share": str(noised)})
-        return {"rho": rho, "s0": first, "noise": (noised - y_s) % (1 << R), "flood": flood}
+        return {"rho": rho, "s0": first, "noise": (noised - y_s) % (1 << R), "flood": flood, "masks": masks}
     msg = party.ch.recv_json()
     try:
         y_s = int(msg["share"]) % (1 << R)
@@ -538,15 +610,22 @@ def flood_draw(party: PartyContext, bits: int) -> int:
     return e - (1 << (bits - 1))
 
 
-def reference(pp: PublicParams, model: KernelModelParams, X: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
-    """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
+def reference(pp: PublicParams, model: KernelModelParams, X: np.ndarray, q: np.ndarray, rho: np.ndarray,
+              masks: list[np.ndarray] | None = None) -> int:
+    """F_det(q') for the server's rho, in Python integers; with the server's chain ``masks`` (its
+    record), F_det + C, the honest output without e_T and e, bit-exact (tests)."""
     D = ((X.astype(object) - q.astype(object)) ** 2).sum(axis=1)
-    return reference_from_distances(pp, model, D, rho)
+    return reference_from_distances(pp, model, D, rho, masks)
 
 
-def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho: np.ndarray) -> int:
+def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho: np.ndarray,
+                             masks: list[np.ndarray] | None = None) -> int:
     """Steps 10-13's output for exact integer distances D (any kernel exp(-c D')) and the
-    server's rho (mod 2^M): the bit-exact ideal output F of :func:`kernel_output` (mod 2^R)."""
+    server's rho (mod 2^M), mod 2^R: the deterministic fixed point F_det of the module docstring
+    (value_0 = alpha_i G_i, value_k = floor(value_(k-1) g_k(d_k) / 2^t_k), F_det = offset + sum_i
+    value_K,i), or, given the server's chain masks s_k (before truncation), F_det + C with the
+    carries c_k,i = [(value_(k-1) g_k mod 2^t_k) + (s_k mod 2^t_k) >= 2^t_k] added at each digit:
+    what :func:`kernel_output` gives the honest client before e_T and e."""
     M, s, L = pp.ring_bits, pp.shift_bits, pp.lo_bits
     tp = tail_plan(pp)
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
@@ -556,13 +635,17 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
     x_lo = xu & U64((1 << L) - 1)
     # alpha_i G_i at the client's high digit e = x_hi(u) (one table, or the split's product)
     aG = g_at(pp, xr, alpha, tp, (xu >> U64(L)).astype(np.int64))
-    v = client_factor(pp, x_lo)
-    R = tp.ring_bits
     top = 1 << (64 * tp.g_limbs)
-    y = int(round(model.y_offset * 2.0 ** tp.scale_bits))
-    for i, w in enumerate(limbs.to_int(aG)):
-        y += (w - top if w >= top // 2 else w) * v[i]
-    return y % (1 << R)
+    vals = [w - top if w >= top // 2 else w for w in limbs.to_int(aG)]
+    for k, ((a, b), t) in enumerate(zip(tp.digits, tp.shifts)):
+        g = digit_factors(pp, a, b)[_digit(x_lo, a, b)]
+        pre = [v * int(gi) for v, gi in zip(vals, g)]
+        vals = [x >> t for x in pre]  # Python's >> is the floor, for negative values too
+        if masks is not None and t:
+            lows = [w % (1 << t) for w in limbs.to_int(masks[k])]
+            vals = [v + ((x % (1 << t)) + lo >= 1 << t) for v, x, lo in zip(vals, pre, lows)]
+    y = int(round(model.y_offset * 2.0 ** tp.scale_bits)) + sum(vals)
+    return y % (1 << tp.ring_bits)
 
 
 def decode(pp: PublicParams, y: int) -> float:
@@ -573,5 +656,5 @@ def decode(pp: PublicParams, y: int) -> float:
 
 __all__ = ["online", "kernel_output", "server_online", "client_online", "reference", "reference_from_distances",
            "decode", "flood_draw", "plan", "tail_plan", "TailPlan", "client_factor", "client_chain_step",
-           "client_output", "client_split_product", "split_factors", "g_at", "g_terms", "G_SPLIT",
+           "client_output", "client_truncate", "client_split_product", "split_factors", "g_at", "g_terms", "G_SPLIT",
            "digit_factors", "MAX_HI_BITS"]

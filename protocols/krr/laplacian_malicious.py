@@ -4,9 +4,10 @@
 
 Threat model: the server (model owner) is semi-honest; the client may deviate arbitrarily (any
 bytes, any order, many sessions). Guarantee: per query the client learns F(q') for one q' of the
-public input domain -- the fixed-point function of :func:`protocols.krr.gaussian_malicious.
-kernel_output` on the L1 distance, bit-exact, plus its flooding term e_T below the one-factor
-scale (step 13a there) -- **plus at most one bit: whether the session
+public input domain -- F_det + C + e_T of :func:`protocols.krr.gaussian_malicious.kernel_output`
+on the L1 distance: the deterministic fixed-point function, at most N K' units of truncation
+carries and the flooding term e_T of 2^40 N K' units that hides them (protocol 26, steps 11b and
+13a there) -- **plus at most one bit: whether the session
 aborted** (the leakage of dual execution, Huang-Katz-Evans 2012; below); the server learns
 nothing about q'. The server counts aborts per client and refuses a client after
 ``serve --max-aborts`` of them (:mod:`protocols.krr.server`).
@@ -286,10 +287,12 @@ def client_online(party: PartyContext, pp: PublicParams, Q: np.ndarray) -> np.nd
     return np.array([gaussian_malicious.decode(pp, online(party, pp, q=q)) for q in enc])
 
 
-def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.ndarray, rho: np.ndarray) -> int:
-    """F(q') for the server's rho, in Python integers (tests: the bit-exact ideal output)."""
+def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.ndarray, rho: np.ndarray,
+              masks: list[np.ndarray] | None = None) -> int:
+    """F_det(q') for the server's rho in Python integers; with the server's chain ``masks`` (its
+    record) F_det + C, the honest output before e_T and e, bit-exact (tests)."""
     L = np.abs(XT.astype(object) - np.asarray(q).astype(object)[:, None]).sum(axis=0)
-    return gaussian_malicious.reference_from_distances(pp, model, L, rho)
+    return gaussian_malicious.reference_from_distances(pp, model, L, rho, masks)
 
 
 __all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params",

@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 25  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 26  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -67,6 +67,8 @@ PROTOCOL_VERSION = 25  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 25: client-malicious kernels' step 10 may split the G table in rank 2 over two digits of x_hi
 # (gaussian_malicious.tail_plan takes it where it sends fewer bytes: the Gaussian at CM settings),
 # three words per entry in Z_2^192 and 40 more bits of output scale
+# 26: client-malicious kernels' chain re-scaled: masks on [2^m, 2^R - 2^m), both sides truncate
+# V bits per digit (one-factor output scale, a 256-bit ring at CM settings), step 13a floods the carries
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

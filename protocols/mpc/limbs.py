@@ -7,7 +7,9 @@ hundreds of bits, more than :mod:`protocols.mpc.u128` holds. A value is an array
 and wraps modulo 2^(64 n) like the ring it models. Only what the tail needs: add, sub, neg, a
 product by a small public integer per element (< 2^64; the tail's factors are < 2^41), the full
 product of two limb arrays (:func:`mul`: the client's A~_0 B~_0 + A~_1 B~_1 of step 10's rank-2
-split, protocol 25), sums, and conversion to and from Python integers and the (hi, lo) pairs of :mod:`protocols.mpc.u128`.
+split, protocol 25), sums, a floor shift right of the unsigned value (:func:`shr`: the chain's
+local truncation, protocol 26), and conversion to and from Python integers and the (hi, lo) pairs
+of :mod:`protocols.mpc.u128`.
 """
 from __future__ import annotations
 
@@ -50,6 +52,23 @@ def to_int(a: np.ndarray) -> list[int]:
     n = a.shape[-1]
     flat = np.asarray(a).reshape(-1, n)
     return [sum(int(row[j]) << (64 * j) for j in range(n)) for row in flat]
+
+
+def shr(a: np.ndarray, t: int) -> np.ndarray:
+    """floor(a / 2^t) of the unsigned value a in [0, 2^(64 n)), 0 <= t: the top bits fill with 0."""
+    n = a.shape[-1]
+    q, r = divmod(int(t), 64)
+    out = zeros(a.shape[:-1], n)
+    if q >= n:
+        return out
+    src = a[..., q:]
+    if r == 0:
+        out[..., :n - q] = src
+        return out
+    out[..., :n - q] = src >> U64(r)
+    # the low bits of limb j + 1 move into the top of limb j
+    out[..., :n - q - 1] |= src[..., 1:] << U64(64 - r)
+    return out
 
 
 def random(rng, shape: tuple[int, ...], n: int) -> np.ndarray:

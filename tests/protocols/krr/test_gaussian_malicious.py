@@ -46,9 +46,13 @@ def _run(model, pp, Xe, xx, q, patch=None, seed=3):
 
 
 def test_honest_client_gets_f_bit_exact_and_the_prediction():
+    """Protocol 26: y = F_det + C + e_T -- bit-exact given the server's chain masks (which fix the
+    carries C), and within N K' units above F_det + e_T whatever they are."""
     model, pp, Xe, xx, Q, q = _case()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+    carried = (y - gm.reference(pp, model, Xe, q, sv["rho"]) - sv["flood"]) % _ring(pp)
+    assert 0 < carried <= pp.n_train * gm.tail_plan(pp).carries  # some carries, at most N K'
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
 
 
@@ -59,7 +63,7 @@ def test_far_query_gives_the_offset_only_through_f():
     far = np.full(pp.n_features, 49.0)
     qf = pp.encode_features(far[None])[0]
     sv, y = _run(model, pp, Xe, xx, qf)
-    assert y == (gm.reference(pp, model, Xe, qf, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert y == (gm.reference(pp, model, Xe, qf, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
 
 
 def _ring(pp):
@@ -124,7 +128,7 @@ def test_another_digit_than_the_committed_one_opens_nothing():
         return orig(party, chooser, digit, **kw)
 
     sv, y = _run(model, pp, Xe, xx, q, _Patch(au, "bound_lut", other))
-    assert y != (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert y != (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
     assert y not in _terms(pp, model, Xe, q, sv["rho"])
     assert abs(gm.decode(pp, y)) > 1e6
 
@@ -147,8 +151,10 @@ def test_finding3_delta_on_one_distance_share_aborts():
 def test_randomised_deviation_aborts_or_gives_f(which, i, k, bit):
     """Perturb one client-computed value (random index, step, bit): a value bound by step 9's
     check aborts; an edit of the client's own numbers in the chain (its p_k, its received z_k, its
-    h_i) gives F(q') moved by exactly a number the client knows (err times the public factors it
-    multiplies by afterwards) -- never anything else."""
+    h_i) moves y by exactly a number the client computes from its own view (its edited chain's
+    sum minus its honest one's: protocol 26 truncates, so no longer err times the public factors
+    exactly, but within K units of err times them over 2^(the later truncations)) -- never
+    anything else."""
     _deviate(which, i, k, bit)
 
 
@@ -161,11 +167,17 @@ def test_chain_edits_shift_f_by_a_client_known_amount(which, i, k, bit):
 
 
 def _deviate(which, i, k, bit):
+    from fractions import Fraction
+
+    from protocols.mpc import limbs
+
     model, pp, Xe, xx, Q, q = _case(seed=5)
     err = U64(1) << U64(bit)
-    K = len(gm.tail_plan(pp).digits)
+    tp = gm.tail_plan(pp)
+    K = len(tp.digits)
     k = k % K
     calls = []
+    track = {}  # the client's honest chain ("h") beside its edited one ("d"), both from its own view
     if which in ("u", "share", "norm"):
         patch = _Patch(binding, "client_masked", perturbed_mask_reveal(which, i, err, xor=False))
     elif which == "query":
@@ -175,34 +187,46 @@ def _deviate(which, i, k, bit):
             return qq
         patch = _Patch(binding, "client_commit_query", commit_q)
     else:
-        from protocols.mpc import limbs
-
         if which == "local-h":
             k = 0  # its received h_i = p_0,i
 
         def step(orig, p, g, z):
-            if len(calls) == k:
+            kk = len(calls)
+            calls.append(1)
+            if kk == k:
+                track["h"] = p.copy()
                 e = limbs.zeros((len(g),), p.shape[-1])
                 e[i, 0] = err
                 if which in ("p", "local-h"):
-                    p = limbs.add(p, e)  # p_(k-1) + err: shifted by err * g_k * later factors
+                    p = limbs.add(p, e)  # p_(k-1) + err: shifted by ~err * g_k * later factors
+                    out = orig(p, g, z)
                 else:
-                    z = limbs.sub(z, e)  # z_k - err: shifted by err * later factors
-            calls.append(1)
-            return orig(p, g, z)
+                    out = orig(p, g, limbs.sub(z, e))  # z_k - err: shifted by ~err * later factors
+            else:
+                out = orig(p, g, z)
+            if "h" in track:
+                track["h"] = limbs.shr(orig(track["h"], g, z), tp.shifts[kk])
+                track["d"] = limbs.shr(out, tp.shifts[kk])
+            return out
         patch = _Patch(gm, "client_chain_step", step)
     if which not in ("p", "z", "local-h"):
         with pytest.raises(MacCheckError):
             _run(model, pp, Xe, xx, q, patch, seed=i + k)
         return
     sv, y = _run(model, pp, Xe, xx, q, patch, seed=i + k)
+    ring = _ring(pp)
+    known = (limbs.total(track["d"]) - limbs.total(track["h"])) % ring
+    ref = gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]
+    assert y == (ref + known) % ring
+    # and that known shift is err times the later public factors, rescaled, to within the floors
     _, x_lo = _x_lo(pp, Xe, q, sv["rho"])
-    digits = gm.tail_plan(pp).digits
-    later = 1
-    for a, b in digits[k + (1 if which == "z" else 0):]:
-        later *= int(gm.digit_factors(pp, a, b)[(int(x_lo[i]) >> a) & ((1 << (b - a)) - 1)])
-    ref = gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]
-    assert y == (ref + int(err) * later) % _ring(pp)
+    later = Fraction(int(err))
+    for j, (a, b) in enumerate(tp.digits[k:], start=k):
+        if j > k or which != "z":
+            later *= int(gm.digit_factors(pp, a, b)[(int(x_lo[i]) >> a) & ((1 << (b - a)) - 1)])
+        later /= 1 << tp.shifts[j]
+    signed = known - ring if known >= ring // 2 else known
+    assert abs(signed - later) <= K + 1
 
 
 def test_parameters_outside_the_protocol_are_refused_clearly():
@@ -229,7 +253,7 @@ def _he_case(seed=0):
 def test_lattice_cross_term_honest_client_gets_f_bit_exact():
     model, pp, Xe, xx, Q, q = _he_case()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)  # exact shares: the binding check passes
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)  # exact shares: the binding check passes
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-2
 
 
@@ -281,7 +305,7 @@ def test_noise_honest_client_gets_f_plus_the_servers_fresh_noise():
     got = []
     for seed in (11, 12):
         sv, y = _run(model, pp, Xe, xx, q, seed=seed)
-        assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["noise"] + sv["flood"]) % _ring(pp)
+        assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["noise"] + sv["flood"]) % _ring(pp)
         got.append(gm.decode(pp, sv["noise"]))
     assert got[0] != got[1] and all(0 < abs(e) < 30 for e in got)
 
@@ -355,9 +379,12 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     model, pp, Xe, xx, Q, q = _case(seed=9)
     pp.cross_term = cross
     tp = gm.tail_plan(pp)
-    assert tp.split and tp.flood_bits == pp.g_frac_bits + (len(tp.digits) - 1) * pp.v_frac_bits
+    # protocol 26: the first digit truncates the split's g extra bits, every later one V; the flood
+    # covers 2^40 times the N K carries
+    assert tp.split and tp.shifts == (pp.g_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
+    assert tp.flood_bits == 40 + (pp.n_train * len(tp.digits) - 1).bit_length()
     sv, y = _run(model, pp, Xe, xx, q)
-    assert y == (gm.reference(pp, model, Xe, q, sv["rho"]) + sv["flood"]) % _ring(pp)
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
 
 
@@ -403,11 +430,13 @@ def _separate_two_terms(y: int, offset: int, v1: int, v2: int, ring: int) -> tup
 
 
 def test_flooding_hides_the_separate_terms():
-    """Step 13a. With two training points inside the table's cut, the exact F = offset + a_1 v_1 +
-    a_2 v_2 (a_i = alpha_i G_i unknown to the client, v_i = prod_k g_k(d_k,i) a public function of
-    its u, ~800 bits each) gives both a_i by one modular inverse -- each weighted kernel term
-    instead of their sum. The protocol's output F + e_T (e_T uniform on 2^T, T = (K - 1) V) does
-    not: the same attack on it fails, and y still decodes to the prediction."""
+    """Step 13a. With two training points inside the table's cut, the exact product F = offset +
+    a_1 v_1 + a_2 v_2 (a_i = alpha_i G_i unknown to the client, v_i = prod_k g_k(d_k,i) a public
+    function of its u, ~800 bits each: protocol 25's output before its flood) gives both a_i by one
+    modular inverse -- each weighted kernel term instead of their sum. The protocol's output
+    (protocol 26: F_det + C + e_T at the one-factor scale, e_T uniform on 2^T, T = 40 + log2(N K))
+    does not, even lifted back to F's scale: the same attack on it fails; y is within N K units of
+    F_det + e_T and still decodes to the prediction."""
     from protocols.krr.expsum import encode_weights
     from protocols.mpc import limbs
 
@@ -422,6 +451,7 @@ def test_flooding_hides_the_separate_terms():
     q = pp.encode_features(Q[None])[0]
     sv, y = _run(model, pp, Xe, xx, q)
     tp, ring = gm.tail_plan(pp), _ring(pp)
+    assert not tp.split
     u, x_lo = _x_lo(pp, Xe, q, sv["rho"])
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     xr = np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits)
@@ -430,10 +460,46 @@ def test_flooding_hides_the_separate_terms():
     a = tuple(w - top if w >= top // 2 else w for w in limbs.to_int(aG))
     assert all(a)  # both points inside the cut
     v1, v2 = gm.client_factor(pp, x_lo)
-    offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
-    exact = gm.reference(pp, model, Xe, q, sv["rho"])
-    assert _separate_two_terms(exact, offset, v1, v2, ring) == a  # the attack works on exact F
-    assert y == (exact + sv["flood"]) % ring and 0 < abs(sv["flood"]) <= 1 << (tp.flood_bits - 1)
-    assert _separate_two_terms(y, offset, v1, v2, ring) != a
-    assert abs(gm.decode(pp, y) - gm.decode(pp, exact)) < 1e-12  # e_T < 2^-(w+g+V+1) of a unit
+    # the exact product at its own scale 2^(w + g + K V), in a ring wide enough for it
+    drop = sum(tp.shifts)
+    wide = 1 << (tp.scale_bits + drop + 64)
+    offset_x = int(round(model.y_offset * 2.0 ** (tp.scale_bits + drop)))
+    exact = (offset_x + a[0] * v1 + a[1] * v2) % wide
+    assert _separate_two_terms(exact, offset_x, v1, v2, wide) == a  # the attack works on exact F
+    det = gm.reference(pp, model, Xe, q, sv["rho"])  # F_det, without the carries
+    diff = (y - det - sv["flood"]) % ring
+    assert 0 <= diff <= pp.n_train * tp.carries  # the carries: at most N K' units
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % ring
+    assert 0 < abs(sv["flood"]) <= 1 << (tp.flood_bits - 1)
+    signed = y - ring if y >= ring // 2 else y
+    assert _separate_two_terms((signed << drop) % wide, offset_x, v1, v2, wide) != a
+    # e_T < 2^(T-1) units of 2^-(w + g + V): 2^-(w + g + V - T + 1) of a prediction unit
+    assert abs(gm.decode(pp, y) - gm.decode(pp, det)) <= 2.0 ** (tp.flood_bits - 1 - tp.scale_bits) + 1e-15
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-3  # the query's fixed-point grid
+
+
+@pytest.mark.parametrize("mode", ["single", "split"])
+@pytest.mark.parametrize("n_train", [24, 16384])
+def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
+    """Protocol 26's plan: the masks' statistical distance summed over the N K masks <= 2^-40, the
+    flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back to
+    the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
+    - 1), the largest G, every factor 2^V, one carry per digit) -- recomputed here, not read back."""
+    import math
+
+    monkeypatch.setattr(gm, "G_SPLIT", mode)
+    pp = _case()[1]
+    pp.n_train = n_train
+    tp = gm.tail_plan(pp)
+    K, R, m = len(tp.digits), tp.ring_bits, tp.mask_bits
+    assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
+    assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
+    assert tp.scale_bits == pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= 64 * tp.g_limbs
+    head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
+    assert sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
+    g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
+    worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
+    for t in tp.shifts:
+        assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
+        worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1

@@ -68,7 +68,7 @@ def _aborts(model, pp, XT, q, patch):
 def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
     model, pp, XT, q = _case()
     rec, y = _run(model, pp, XT, q)
-    assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
+    assert y == (lm.reference(pp, model, XT, q, rec["rho"], rec["masks"]) + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
     X = XT.T.astype(float) / 2 ** pp.frac_bits + pp.feature_lo
     qd = q / 2 ** pp.frac_bits + pp.feature_lo
     plain = model.y_offset + float((model.dual_coef * np.exp(-np.abs(X - qd).sum(1) / model.sigma)).sum())
@@ -84,7 +84,7 @@ def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts
     pp.output_defense = OutputDefense.from_options(noise=3.0).to_dict()
     pp.validate()
     rec, y = _run(model, pp, XT, q, seed=11)
-    assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["noise"] + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
+    assert y == (lm.reference(pp, model, XT, q, rec["rho"], rec["masks"]) + rec["noise"] + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
     assert 0 < abs(gaussian_malicious.decode(pp, rec["noise"])) < 30
 
     def masked(orig, l_c, c):
@@ -229,7 +229,7 @@ def test_randomised_deviation_over_the_clients_messages():
         try:
             rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(target, state),
                                    seed=5, setup=checked_ot, timeout=30)
-            assert y == (lm.reference(pp, model, XT, q, rec["rho"]) + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
+            assert y == (lm.reference(pp, model, XT, q, rec["rho"], rec["masks"]) + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
             outcomes.append("ideal")
         except (ProtocolError, PeerDisconnected, ValueError):
             outcomes.append("abort")

@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 25 (25: the version in the hello only -- the pinned client-malicious models are too
+#: pinned at PROTOCOL_VERSION 26 (26: the client-malicious chain re-scaled (local truncation, masks on
+#: [2^m, 2^R - 2^m), a 256-bit ring) -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious" re-pinned, the
+#: version in the hello elsewhere; 25: the version in the hello only -- the pinned client-malicious models are too
 #: small for step 10's rank-2 split, tail_plan keeps one G table there; 24: see the lap and perf merges; 23: the client-malicious kernels' tail -- the masked public-factor chain, no
 #: client commitments in steps 10-14 -- pinned in "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious", the
 #: version in the hello elsewhere; 20: the version in the hello only -- TCP clients' lattice seed is not
@@ -66,16 +68,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "3290f8cab64d2720cd4cac24f756c3bb83f5fb610e324aabb007b23e350378e2"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "e704e3792dd0e859daece5770a1990173096d526fa5b7ade5a75fd7e707b5bcc"),
-    "krr-laplacian": (96, 74974, "99090cb426855707f10fb0e8fdd79e158782ad670feaaf422ff955ab2914d4b7"),
-    "krr-laplacian/silent": (130, 653507, "24b2ecb4f4d180aa4f315233d76010eda8702a415ec76f83d39a9bb509f3154e"),
-    "krr-gaussian/client-malicious": (300, 9461208, "98669de009838ab1764758050bea6637f1d92a2c6e958f327ee910442e997433"),
-    "krr-laplacian/client-malicious": (144, 126501, "72c1d5b784d8682b45a8c27fbdf05e0cd617a7a172176a1644821a0c86a73a99"),
+    "krr-gaussian": (66, 1564495, "42965782830d4c47558970e7a201e59c609607ced7b677514c828f7203dcad0f"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "aabe6f265aa961ca3e52a8ac885bbe8ec3fa21f1b38a193c7d42764cdd591bc7"),
+    "krr-laplacian": (96, 74974, "2d7ac37920b3a502c4f8bef739ad10b8275bd07419d3a69a96b0b36fe39fc8d2"),
+    "krr-laplacian/silent": (130, 653507, "6c6fbec445f1771865ccf3ce39fb88655a784dda9c84b0de17cc839a767e4bd4"),
+    "krr-gaussian/client-malicious": (300, 9307225, "9757d7905997560ea1135e5ea142d1875d54f2d08866dfb4a81b8f1b040ae318"),
+    "krr-laplacian/client-malicious": (144, 126503, "e41e4a74254a2c0af3de4924d588bc05759cec97350e8051d850d545e1ae4925"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 25
+PINNED_VERSION = 26
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

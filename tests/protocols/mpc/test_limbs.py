@@ -66,3 +66,14 @@ def test_uniform_between_stays_in_range_and_is_seeded():
     narrow = limbs.to_int(limbs.uniform_between(SecureRandom(b"j" * 16), (50,), 1, 2**63, 2**63 + 2**62))
     assert all(2**63 <= v < 2**63 + 2**62 for v in narrow) and len(set(narrow)) == 50
     assert limbs.limbs_for(128) == 2 and limbs.limbs_for(129) == 3
+
+
+def test_shr_is_the_floor_of_the_unsigned_value():
+    """The chain's local truncation (protocol 26): floor(a / 2^t) for t within a limb, across limb
+    boundaries and past the top (0)."""
+    a = limbs.random(SecureRandom(b"s" * 16), (200,), 4)
+    vals = limbs.to_int(a)
+    for t in (0, 1, 40, 63, 64, 65, 127, 130, 255, 256, 300):
+        assert limbs.to_int(limbs.shr(a, t)) == [v >> t for v in vals], t
+    top = limbs.from_int((1 << 256) - 1, (), 4)
+    assert limbs.to_int(limbs.shr(top, 40)) == [(1 << 216) - 1]
