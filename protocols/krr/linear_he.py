@@ -51,8 +51,9 @@ plus small noise); :class:`protocols.mpc.rlwe_ip.Mask` and
 (taken, not read), and a server asked twice for one seed answers the second query with a fresh u.
 What remains online: the client adds Delta phi' (0.04 ms CPU at n = 4,096) and decrypts (one
 wrapping uint64 dot product, ~0.015 ms); the server computes v, two dot products (0.06 ms). The
-seeds are public (they travel with c0 anyway). A deviating client that announces another client's seed only makes the server
-spend that re-randomisation on its own query (a fresh u, never a second use).
+seeds are public (they travel with c0 anyway). A deviating client that announces another
+client's seed only makes the server spend that re-randomisation on its own query (a fresh u,
+never a second use).
 
 Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
 + about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).
