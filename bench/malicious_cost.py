@@ -16,7 +16,9 @@ load drifts hit both alike):
   model, d = 351, sigma 74): semi-honest with the lattice cross term (the default) and with the
   OT cross term, beside client-malicious (:mod:`protocols.krr.gaussian_malicious`) with the checked
   lattice cross term (:mod:`protocols.mpc.he_matvec_checked`, the default) and with the OT one;
-  in-process channel pair, per-model server set-up before the session (as `serve` does). The
+  in-process channel pair whose server end is not pipelined, as `secureml serve`'s is not
+  (``--pipelined-server``: the fewer rounds of a pipelined one; bytes are the same), per-model
+  server set-up before the session (as `serve` does). The
   Laplacian kernel has no client-malicious protocol (docs/malicious.md).
 
 Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import multiprocessing as mp
 import platform
@@ -146,11 +149,36 @@ def ot_check(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _pair(fn0, fn1, timeout: float = 900.0):
-    """Run both sides over an in-process channel pair; (r0, r1, client channel)."""
+#: the server's end of the in-process pair: pipelined (sends queued ahead of reads) or, the default,
+#: not, as `secureml serve` runs it (protocols.net.frontdoor makes its channel with
+#: ``background_writes=False``). The schedule changes rounds, never bytes: an OT receiver on a
+#: channel that is not pipelined hands out each piece before sending the next one's message
+#: (protocols.ot.iknp ``_rows``), one round trip per piece (Laplacian N = 16,384 on silent OT: 120
+#: rounds, as bench.krr_cost measures over TCP, against 34 with a pipelined server end).
+SERVER_PIPELINED = False
+
+
+@functools.lru_cache(maxsize=None)
+def _waiting_local_channel() -> type:
+    """An in-process endpoint that reports itself not pipelined (its sends still never block)."""
+    from protocols.net.transport import LocalChannel
+
+    class WaitingLocalChannel(LocalChannel):
+        @property
+        def pipelined(self) -> bool:
+            return False
+
+    return WaitingLocalChannel
+
+
+def _pair(fn0, fn1, timeout: float = 900.0, server_pipelined: bool | None = None):
+    """Run both sides over an in-process channel pair; (r0, r1, client channel). ``fn0`` is the
+    server: its end is pipelined only if ``server_pipelined`` (default :data:`SERVER_PIPELINED`)."""
     from protocols.net.transport import local_channel_pair
 
     c0, c1 = local_channel_pair(timeout=timeout)
+    if not (SERVER_PIPELINED if server_pipelined is None else server_pipelined):
+        c0.__class__ = _waiting_local_channel()
     box: dict[str, Any] = {}
 
     def side0() -> None:
@@ -205,18 +233,27 @@ def exact_gaussian(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _one_session(served: Any, Q: Any, want: float, *, part: str, mode: str, what: str, label: str) -> dict[str, Any]:
-    """One whole in-process session of an exact-kernel model: its row (bytes, rounds, error), printed."""
+def _one_session(served: Any, Q: Any, want: float, *, part: str, mode: str, what: str, label: str,
+                 server_pipelined: bool | None = None) -> dict[str, Any]:
+    """One whole in-process session of an exact-kernel model: its row (bytes, rounds, error), printed.
+
+    Counts from the client's hello to its output, fresh OT sessions on both sides (no resumed
+    ticket: a new client party each time), the OT engine's own set-up (base OTs; silent OT's
+    seeds) included; the server's per-model preparation is done by the caller, outside the count."""
     from protocols.krr import predict_features, serve_one
 
+    piped = SERVER_PIPELINED if server_pipelined is None else server_pipelined
     t0 = time.perf_counter()
-    _, (pred, _, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q))
+    _, (pred, _, _), ch = _pair(lambda c: serve_one(served, c), lambda c: predict_features(c, Q),
+                                server_pipelined=piped)
     wall = time.perf_counter() - t0
     row = {"part": part, "mode": mode, "resumed": False, "session": 0, "wall_s": wall,
            "client_sent_B": ch.bytes_sent, "client_received_B": ch.bytes_received,
-           "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": what}
+           "rounds": ch.stats()["rounds"], "abs_error": float(abs(pred[0] - want)), "what": what,
+           "server_pipelined": piped}
     print(f"  {label}: {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
-          f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds, "
+          f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds "
+          f"(server end {'pipelined' if piped else 'not pipelined, as serve'}), "
           f"error {row['abs_error']:.1e}", flush=True)
     return row
 
@@ -357,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
     ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "secureml-bench",
                     help="where the fitted compact model is kept between runs")
+    ap.add_argument("--pipelined-server", action="store_true",
+                    help="exact-kernel sessions: pipeline the server's end of the in-process pair (fewer rounds "
+                         "than `secureml serve`, whose channel is not pipelined; default off: serve's schedule)")
     args = ap.parse_args(argv)
+    global SERVER_PIPELINED
+    SERVER_PIPELINED = bool(args.pipelined_server)
     args.malicious_cross = [c.strip() for c in args.malicious_cross.split(",") if c.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -387,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              indent=2))
     with open(args.out / "malicious_cost.csv", "w", newline="") as f:
         cols = ["part", "model", "mode", "resumed", "session", "wall_s", "client_sent_B", "client_received_B",
-                "rounds", "abs_error", "what"]
+                "rounds", "abs_error", "what", "server_pipelined"]
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
