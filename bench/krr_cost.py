@@ -9,7 +9,9 @@
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
-way, rounds, |prediction - plaintext|, the server's one-off per-model preparation (encoding, and the
+way, rounds (the client's channel count from its hello to its output, the OT engine's set-up
+included, a fresh OT session: no resumed ticket; the server's channel is not pipelined, as in
+`secureml serve`: bench.malicious_cost's in-process sessions use the same schedule by default), |prediction - plaintext|, the server's one-off per-model preparation (encoding, and the
 lattice cross term's NTT plaintexts; before any client connects, not in the wall time), and the ratio to the plaintext prediction time measured
 in the same run. Writes JSON + CSV and a log-log plot.
 """
