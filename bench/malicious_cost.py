@@ -16,8 +16,9 @@ load drifts hit both alike):
   model, d = 351, sigma 74): semi-honest with the lattice cross term (the default) and with the
   OT cross term, beside client-malicious (:mod:`protocols.krr.gaussian_malicious`) with the checked
   lattice cross term (:mod:`protocols.mpc.he_matvec_checked`, the default) and with the OT one;
-  in-process channel pair whose server end is not pipelined, as `secureml serve`'s is not
-  (``--pipelined-server``: the fewer rounds of a pipelined one; bytes are the same), per-model
+  in-process channel pair whose server end is pipelined, as `secureml serve`'s is over plain TCP
+  (``--unpipelined-server``: the schedule of a TLS connection, whose writes are not pipelined: more
+  rounds, the same bytes), per-model
   server set-up before the session (as `serve` does). The
   Laplacian kernel has no client-malicious protocol (docs/malicious.md).
 
@@ -149,13 +150,13 @@ def ot_check(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-#: the server's end of the in-process pair: pipelined (sends queued ahead of reads) or, the default,
-#: not, as `secureml serve` runs it (protocols.net.frontdoor makes its channel with
-#: ``background_writes=False``). The schedule changes rounds, never bytes: an OT receiver on a
-#: channel that is not pipelined hands out each piece before sending the next one's message
-#: (protocols.ot.iknp ``_rows``), one round trip per piece (Laplacian N = 16,384 on silent OT: 120
-#: rounds, as bench.krr_cost measures over TCP, against 34 with a pipelined server end).
-SERVER_PIPELINED = False
+#: the server's end of the in-process pair: pipelined (sends queued ahead of reads: the default, as
+#: `secureml serve` runs a plain-TCP connection since protocol 26's front door) or not (as `serve`
+#: runs a TLS connection, whose socket must not be written from a second thread). The schedule
+#: changes rounds, never bytes: an OT receiver on a channel that is not pipelined hands out each
+#: piece before sending the next one's message (protocols.ot.iknp ``_rows``), one round trip per
+#: piece (Laplacian N = 16,384 on silent OT: 120 rounds against 34).
+SERVER_PIPELINED = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -253,7 +254,7 @@ def _one_session(served: Any, Q: Any, want: float, *, part: str, mode: str, what
            "server_pipelined": piped}
     print(f"  {label}: {wall:.2f} s, client sent {ch.bytes_sent / 1e6:.1f} MB, "
           f"received {ch.bytes_received / 1e6:.1f} MB, {row['rounds']} rounds "
-          f"(server end {'pipelined' if piped else 'not pipelined, as serve'}), "
+          f"(server end {'pipelined, as serve over TCP' if piped else 'not pipelined, as serve over TLS'}), "
           f"error {row['abs_error']:.1e}", flush=True)
     return row
 
@@ -394,12 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/malicious"), help="output folder (JSON, CSV)")
     ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "secureml-bench",
                     help="where the fitted compact model is kept between runs")
-    ap.add_argument("--pipelined-server", action="store_true",
-                    help="exact-kernel sessions: pipeline the server's end of the in-process pair (fewer rounds "
-                         "than `secureml serve`, whose channel is not pipelined; default off: serve's schedule)")
+    ap.add_argument("--unpipelined-server", action="store_true",
+                    help="exact-kernel sessions: the server's end of the in-process pair does not pipeline its "
+                         "writes, as `secureml serve` over TLS (more rounds, same bytes; default: pipelined, as "
+                         "`serve` over plain TCP)")
     args = ap.parse_args(argv)
     global SERVER_PIPELINED
-    SERVER_PIPELINED = bool(args.pipelined_server)
+    SERVER_PIPELINED = not args.unpipelined_server
     args.malicious_cross = [c.strip() for c in args.malicious_cross.split(",") if c.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

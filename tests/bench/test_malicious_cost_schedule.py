@@ -1,5 +1,6 @@
-"""bench.malicious_cost's in-process sessions run the server's end as `secureml serve` does (not
-pipelined), so their rounds are the deployed server's; ``--pipelined-server`` is labelled in the row."""
+"""bench.malicious_cost's in-process sessions run the server's end as `secureml serve` does over
+plain TCP (pipelined), so their rounds are the deployed server's; ``--unpipelined-server`` (serve over
+TLS) is labelled in the row."""
 from __future__ import annotations
 
 from bench import malicious_cost as mc
@@ -30,16 +31,16 @@ def test_pair_server_end_follows_serve() -> None:
         return c.recv()
 
     assert mc._pair(server, client, timeout=10)[1] == b"x"
-    assert seen == {"server": False, "client": True}  # frontdoor: background_writes=False
-    mc._pair(server, client, timeout=10, server_pipelined=True)
-    assert seen["server"] is True
+    assert seen == {"server": True, "client": True}  # frontdoor over plain TCP: pipelined
+    mc._pair(server, client, timeout=10, server_pipelined=False)
+    assert seen["server"] is False
 
 
 def test_schedule_changes_rounds_not_bytes() -> None:
-    serve_like, piped = _session(None), _session(True)
-    assert serve_like["server_pipelined"] is False and piped["server_pipelined"] is True
+    tls_like, piped = _session(False), _session(None)
+    assert tls_like["server_pipelined"] is False and piped["server_pipelined"] is True
     # the same messages: bytes agree up to a few bytes of a JSON message whose length varies per session
-    assert abs(serve_like["client_sent_B"] - piped["client_sent_B"]) < 64
-    assert abs(serve_like["client_received_B"] - piped["client_received_B"]) < 64
-    assert serve_like["rounds"] > piped["rounds"]
-    assert serve_like["abs_error"] < 1e-3 and piped["abs_error"] < 1e-3
+    assert abs(tls_like["client_sent_B"] - piped["client_sent_B"]) < 64
+    assert abs(tls_like["client_received_B"] - piped["client_received_B"]) < 64
+    assert tls_like["rounds"] > piped["rounds"]
+    assert tls_like["abs_error"] < 1e-3 and piped["abs_error"] < 1e-3
