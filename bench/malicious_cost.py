@@ -18,9 +18,10 @@ load drifts hit both alike):
   lattice cross term (:mod:`protocols.mpc.he_matvec_checked`, the default) and with the OT one;
   in-process channel pair whose server end is pipelined, as `secureml serve`'s is over plain TCP
   (``--unpipelined-server``: the schedule of a TLS connection, whose writes are not pipelined: more
-  rounds, the same bytes), per-model
-  server set-up before the session (as `serve` does). The
-  Laplacian kernel has no client-malicious protocol (docs/malicious.md).
+  rounds, the same bytes), per-model server set-up before the session (as `serve` does).
+* **laplacian** (``--laplacian-sizes``): the Laplacian kernel the same way (entries on the 2^-8 grid,
+  sigma 1000): semi-honest on SoftSpoken and on silent OT beside client-malicious
+  (:mod:`protocols.krr.laplacian_malicious`, checked SoftSpoken).
 
 Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
 """
