@@ -163,7 +163,8 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
         # output defense (noise, rounding: protocols.krr.defense) before the client can reconstruct
         shares = defense.server_output(party, pp.output_defense, shares, 128, pp.out_scale_bits)
         if shares is not None:
-            party.ch.send_json({"shares": [str(v) for v in shares]})
+            # fixed width (39 digits hold 2^128): the message's length must not vary with the share
+            party.ch.send_json({"shares": [f"{v:039d}" for v in shares]})
         return None
     idx = digit if z is None else digit | (z.astype(U64) << U64(m))
     got = np.asarray(party.ot_receiver.lut_recv(idx, max(idx_bits, 1), w=2, bits=64)).reshape(n, 2)

@@ -563,7 +563,8 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
         # 14. (D1) fresh noise on the server's own share; nothing the client sent after step 9
         # exists, so nothing it sent can depend on it, and the client sees only y_S + e
         noised = defense.add_noise(party, defended, [y_s], R, tp.scale_bits)[0]
-        party.ch.send_json({"share": str(noised)})
+        # fixed width (the digits of 2^R - 1): the message's length must not vary with the share
+        party.ch.send_json({"share": f"{noised:0{len(str((1 << R) - 1))}d}"})
         return {"rho": rho, "s0": first, "noise": (noised - y_s) % (1 << R), "flood": flood, "masks": masks}
     msg = party.ch.recv_json()
     try:

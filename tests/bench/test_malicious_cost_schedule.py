@@ -39,8 +39,9 @@ def test_pair_server_end_follows_serve() -> None:
 def test_schedule_changes_rounds_not_bytes() -> None:
     tls_like, piped = _session(False), _session(None)
     assert tls_like["server_pipelined"] is False and piped["server_pipelined"] is True
-    # the same messages: bytes agree up to a few bytes of a JSON message whose length varies per session
-    assert abs(tls_like["client_sent_B"] - piped["client_sent_B"]) < 64
-    assert abs(tls_like["client_received_B"] - piped["client_received_B"]) < 64
+    # the same messages, byte for byte, in two sessions with their own randomness (the output share
+    # travels at a fixed width: its decimal length used to vary by a byte or two per session)
+    assert tls_like["client_sent_B"] == piped["client_sent_B"]
+    assert tls_like["client_received_B"] == piped["client_received_B"]
     assert tls_like["rounds"] > piped["rounds"]
     assert tls_like["abs_error"] < 1e-3 and piped["abs_error"] < 1e-3

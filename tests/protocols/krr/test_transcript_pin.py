@@ -70,8 +70,8 @@ from secureml.representations import CoulombMatrix
 PINS = {
     "krr-gaussian": (66, 1564495, "42965782830d4c47558970e7a201e59c609607ced7b677514c828f7203dcad0f"),
     "krr-gaussian/lattice-sum": (42, 2560892, "aabe6f265aa961ca3e52a8ac885bbe8ec3fa21f1b38a193c7d42764cdd591bc7"),
-    "krr-laplacian": (96, 74974, "2d7ac37920b3a502c4f8bef739ad10b8275bd07419d3a69a96b0b36fe39fc8d2"),
-    "krr-laplacian/silent": (130, 653507, "6c6fbec445f1771865ccf3ce39fb88655a784dda9c84b0de17cc839a767e4bd4"),
+    "krr-laplacian": (96, 74975, "9063a6e8cd73470ab9d97c91f64c13c604e275c1479df5ab25d607be7b20547c"),
+    "krr-laplacian/silent": (130, 653509, "5d49dab6c7512bd82e616b40dde0ba893e2ccb5f0b3cf514b3dc07062c833c6b"),
     "krr-gaussian/client-malicious": (300, 9307225, "9757d7905997560ea1135e5ea142d1875d54f2d08866dfb4a81b8f1b040ae318"),
     "krr-laplacian/client-malicious": (144, 126503, "e41e4a74254a2c0af3de4924d588bc05759cec97350e8051d850d545e1ae4925"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
