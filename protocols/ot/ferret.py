@@ -57,9 +57,7 @@ COT), one one-way flight, no message back; a chosen choice bit adds 1 bit (recei
 Set-up: SoftSpoken's (128 base OTs, 16 KB of GGM sums) plus 41,030 COTs at 32 bits (164 KB) and the
 set-up iteration (279 KB).  Work per COT: 2 fixed-key AES blocks (GGM) and 10 table gathers (LPN).
 
-Threat model: semi-honest parties (as the other engines; no consistency checks -- a malicious
-sender could choose non-uniform trees, a selective-failure leak Ferret's malicious variant checks
-for; ``checked`` mode is refused).  What each party sees:
+Threat model.  Semi-honest parties by default (as the other engines).  What each party sees:
   * the sender: the SoftSpoken extension's receiver messages (uniform, that engine's argument) and,
     per chosen-choice OT, ``d = c ^ r`` with r pseudorandom under LPN (``r = e ^ A u``; e regular
     noise of weight t, u the uniform choices of the base COTs, never revealed) -- the iterations
@@ -70,6 +68,33 @@ for; ``checked`` mode is refused).  What each party sees:
     fixed-key AES on secret inputs with distinct tweaks, random-permutation model); ``c_i`` is
     masked by that leaf's 127 unknown bits.  So Delta stays hidden, and with it every
     ``y ^ Delta`` the receiver's COT outputs do not select.
+
+A deviating *receiver* (``checked`` mode, protocol 27: the client-malicious Laplacian protocol's
+direction in which the client chooses).  In the iterations the receiver sends nothing, and the
+derandomisation bits d it sends are valid whatever they are.  Its one lever is S1: an unchecked
+SoftSpoken receiver whose columns encode different choices per block learns bits of Delta from
+what the sender derives (the KOS attack), hence both messages of every later OT.  So checked mode
+runs S1 on the *checked* SoftSpoken extension (:mod:`protocols.ot.consistency`: PAD_OTS more OTs
+and a 32-byte proof per piece; the sender verifies before its first GGM message).  Once S1's COTs
+are consistent, ``q_j = t_j ^ r_j Delta`` with well-defined r_j, so every later output is a COT
+``y = z ^ r Delta`` with r fixed by the receiver's S1 choices and d (whatever it computes
+locally), and Delta hidden as above -- the guarantee of the checked SoftSpoken engine (its KOS
+guessing trade-off included), on which :mod:`protocols.mpc.authenticated` binds choice bits.
+Checked mode must be chosen before set-up (the ``checked`` setter refuses it afterwards).
+
+A deviating *sender* (the client, in the direction where the server chooses).  It may send any GGM
+sums and c_i; the receiver's choice bits do not depend on them: bit 0 of every base row is the
+receiver's own (S1 normalises ``t = (t & ~1) | r``), it clears bit 0 of every rebuilt leaf and
+*sets* bit 0 of W_alpha itself (the noise bit; honest c_i carry it anyway, Delta's bit 0 -- before
+protocol 27 it was read from c_i, and a sender clearing it erased the noise: r = A u, linear in
+u and recoverable from d bits whose c the sender can predict).  So r = e ^ A u is a function of
+the receiver's randomness only, and the sender's view of r -- S1's receiver messages and the d
+bits -- is the semi-honest sender's: r stays pseudorandom under LPN.  What a deviation does change
+is the receiver's strings z at the rows it reaches (a pattern that may depend on alpha, i.e. on
+r): the receiver's COT outputs go wrong there.  Protocols that let a deviating peer act as sender
+must therefore tolerate wrong outputs the receiver cannot detect (:mod:`protocols.krr.
+laplacian_malicious` checks the result after the fact; docs/malicious.md).  Tests:
+tests/protocols/ot/test_ferret.py (``test_checked_*``, ``test_a_deviating_sender_*``).
 Public: the parameter sets, the iteration count, the code's seed (derived from the session digest).
 """
 from __future__ import annotations
@@ -331,15 +356,31 @@ class _FerretState:
 
     def __init__(self, ch: Channel, seed: int | None = None, chunk: int = 1 << 20, *,
                  params: LPNParams = FERRET_MAIN, bootstrap: LPNParams | None = FERRET_SETUP,
-                 softspoken_k: int = 4) -> None:
+                 softspoken_k: int = 4, checked: bool = False) -> None:
         # the IKNP role's own state first (next in the MRO: OTExtensionSender / OTExtensionReceiver)
         super().__init__(ch, seed=seed, chunk=chunk)  # type: ignore[call-arg]
         self._init_ferret(params, bootstrap, softspoken_k)
+        self.checked = checked
+
+    @property
+    def checked(self) -> bool:
+        """Malicious-receiver mode: S1 runs on the checked SoftSpoken extension (set before set-up)."""
+        return getattr(self, "_checked", False)
+
+    @checked.setter
+    def checked(self, value: bool) -> None:
+        # S1 decides it: an engine whose S1 ran unchecked may have leaked Delta to a deviating
+        # receiver (the KOS attack), and nothing later can repair that
+        if value and getattr(self, "_ready", False) and not getattr(self, "_s1_checked", False):
+            raise ValueError("the silent-OT engine's checked mode must be chosen before its set-up "
+                             "(S1 ran on the unchecked extension)")
+        self._checked = bool(value)
 
     def _init_ferret(self, params: LPNParams, bootstrap: LPNParams | None, softspoken_k: int) -> None:
         if bootstrap is not None and bootstrap.n < params.reserve:
             raise ValueError(f"the set-up iteration's {bootstrap.n} COTs do not cover the {params.reserve} base COTs")
         self.params, self.bootstrap, self.softspoken_k = params, bootstrap, int(softspoken_k)
+        self._s1_checked = False
         self._buf: deque[np.ndarray] = deque()
         self._buf_off = 0
         self._buf_size = 0
@@ -474,10 +515,10 @@ class _FerretState:
         self._cur = self.params
         self._tree = self.params.t  # "previous iteration done": _advance starts one on the base
 
-    # the chosen-choice path of OTExtension*: refuse the malicious-receiver mode (not built here)
+    # the chosen-choice path of OTExtension*: checked mode is sound only on a checked S1
     def _no_checked(self) -> None:
-        if self.checked:
-            raise NotImplementedError("the silent-OT engine is semi-honest only (no checked mode)")
+        if self.checked and not self._s1_checked:
+            raise NotImplementedError("checked mode on a silent-OT engine whose S1 ran unchecked")
 
 
 class FerretSender(_FerretState, OTExtensionSender):
@@ -494,6 +535,7 @@ class FerretSender(_FerretState, OTExtensionSender):
             return
         b0 = self.ch.bytes_sent
         ss = _LsbSoftSpokenSender(self.ch, k=self.softspoken_k, seed=self._sub_seed(), chunk=self.chunk)
+        ss.checked = self._s1_checked = self.checked  # S1 verifies the receiver's columns (checked mode)
         ss.setup()
         self._s64 = ss._s64.copy()  # Delta, bit 0 set
         self._s_bits = unpack_bits(self._s64.view(np.uint8), KAPPA).astype(bool)
@@ -567,6 +609,7 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
             return
         b0 = self.ch.bytes_sent
         ss = SoftSpokenReceiver(self.ch, k=self.softspoken_k, seed=self._sub_seed(), chunk=self.chunk)
+        ss.checked = self._s1_checked = self.checked  # S1 proves our columns consistent (checked mode)
         ss.setup()
         self._keys(ss._digest)
         self._pool_choice = np.empty(0, dtype=np.uint8)
@@ -595,6 +638,11 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
         leaves[:, :, 0] &= _LSB_CLEAR
         rows = np.arange(bsz)
         leaves[rows, alpha] = _xor_leaves(leaves) ^ msg[:, 4 * h :]  # V_alpha ^ Delta
+        # the noise bit e_alpha = 1 is ours, not read from c_i: an honest c_i has bit 0 set anyway
+        # (bit 0 of Delta), but a deviating sender clearing it would erase tree i's noise and make
+        # our choice bits e ^ A u noise-free linear -- solvable from derandomisation bits d = c ^ r
+        # whose c it can predict (tests/protocols/ot/test_ferret.py::test_a_deviating_sender_...)
+        leaves[rows, alpha, 0] |= _U64(1)
         return leaves
 
     # ------------------------------------------------ the OTExtensionReceiver interface
@@ -634,13 +682,15 @@ class _LsbSoftSpokenSender(SoftSpokenSender):
 
 
 def setup_pair(ch: Channel, role: int, *, seeds: tuple[int | None, int | None] = (None, None),
-               params: LPNParams = FERRET_B11, bootstrap: LPNParams | None = FERRET_B11_SETUP
-               ) -> tuple[FerretSender, FerretReceiver]:
+               params: LPNParams = FERRET_B11, bootstrap: LPNParams | None = FERRET_B11_SETUP,
+               checked: tuple[bool, bool] = (False, False)) -> tuple[FerretSender, FerretReceiver]:
     """Both OT directions on one channel as silent engines, set up in an order both roles agree on
     (role 0 first as sender, role 1 first as receiver).  ``seeds`` (sender, receiver): tests only.
+    ``checked`` (sender, receiver): which of this party's engines run checked mode (S1 on the
+    checked extension); the peer's engine of the same direction must agree.
     Returns (sender, receiver) of this party."""
-    snd = FerretSender(ch, seed=seeds[0], params=params, bootstrap=bootstrap)
-    rcv = FerretReceiver(ch, seed=seeds[1], params=params, bootstrap=bootstrap)
+    snd = FerretSender(ch, seed=seeds[0], params=params, bootstrap=bootstrap, checked=checked[0])
+    rcv = FerretReceiver(ch, seed=seeds[1], params=params, bootstrap=bootstrap, checked=checked[1])
     for engine in ((snd, rcv) if role == 0 else (rcv, snd)):
         engine.setup()
     return snd, rcv

@@ -223,11 +223,152 @@ def test_parameters_and_costs():
         FerretSender(c0, params=MAIN, bootstrap=LPNParams(n=512, k=64, t=4, h=7))  # set-up too small
 
 
-def test_checked_mode_is_refused():
+def test_checked_mode_is_chosen_before_set_up():
+    """Checked mode lives in S1 (the checked SoftSpoken extension): an engine set up unchecked
+    refuses to be switched to it afterwards (its Delta may already have leaked)."""
     s, r, _, _ = _pair(seed=9)
-    s.checked = r.checked = True
-    with pytest.raises(NotImplementedError):
-        r.random_ot(np.zeros(10, dtype=np.uint8))
+    with pytest.raises(ValueError):
+        s.checked = True
+    with pytest.raises(ValueError):
+        r.checked = True
+    assert not s.checked and not r.checked
+
+
+def _checked_pair(seed: int = 0):
+    c0, c1 = local_channel_pair(timeout=60)
+    s = FerretSender(c0, seed=seed, params=MAIN, bootstrap=SETUP, checked=True)
+    r = FerretReceiver(c1, seed=seed + 1, params=MAIN, bootstrap=SETUP, checked=True)
+    _both(s.setup, r.setup)
+    return s, r, c0, c1
+
+
+def test_checked_mode_runs_s1_checked_and_every_output_is_a_cot():
+    """Checked mode = S1 on the checked SoftSpoken extension (PAD_OTS more OTs and a 32-byte proof
+    from the receiver); the iterations, the outputs and chosen-choice COTs are the same engine's."""
+    s, r, c0, c1 = _checked_pair(seed=31)
+    assert s._s1_checked and r._s1_checked
+    (q, delta), t = _both(lambda: s.random_cots(2 * MAIN.usable), lambda: r.random_cots(2 * MAIN.usable))
+    _check_correlation(q, delta, t)
+    d = np.arange(5_000, dtype=U64) * U64(0x9E3779B97F4A7C15)
+    c = np.random.default_rng(2).integers(0, 2, 5_000).astype(np.uint8)
+    x0, got = _both(lambda: s.cot_send(d, bits=64), lambda: r.cot_recv(c, bits=64))
+    np.testing.assert_array_equal(got, x0 + c.astype(U64) * d)
+    # the receiver's set-up traffic: the unchecked engine's plus the check (32 B per S1 piece and
+    # PAD_OTS more OTs at 128 / k = 32 bits each; this S1 is one piece), plus the proof's framing
+    _, ru, _, _ = _pair(seed=31)
+    from protocols.ot.consistency import PAD_OTS, PROOF_BYTES
+    extra = r.silent_bytes_sent - ru.silent_bytes_sent
+    assert PROOF_BYTES + 32 * PAD_OTS // 8 <= extra <= PROOF_BYTES + 32 * PAD_OTS // 8 + 32
+
+
+def test_checked_s1_aborts_a_receiver_with_inconsistent_columns(monkeypatch):
+    """A deviating receiver (the client, in client-malicious sessions) whose S1 columns encode
+    different choices per block -- the KOS attack on Delta -- is stopped by S1's consistency check
+    before the sender sends anything that depends on Delta (its first GGM message)."""
+    from protocols.ot import ferret
+    from protocols.ot.consistency import ConsistencyError
+    from protocols.ot.softspoken import SoftSpokenReceiver
+
+    class Inconsistent(SoftSpokenReceiver):
+        def _extend(self, c):
+            send = self.ch.send_array
+
+            def patched(a, owned=False):
+                if a.dtype == U64 and a.ndim == 2:  # the d = u ^ r blocks: another choice in one OT per block
+                    a = a.copy()
+                    a[:, 0] ^= U64(1 << 9)
+                    self.ch.send_array = send  # only this message
+                return send(a, owned=owned)
+            self.ch.send_array = patched
+            try:
+                return super()._extend(c)
+            finally:
+                self.ch.send_array = send
+
+    monkeypatch.setattr(ferret, "SoftSpokenReceiver", Inconsistent)
+    c0, c1 = local_channel_pair(timeout=10)
+    s = FerretSender(c0, seed=5, params=MAIN, bootstrap=SETUP, checked=True)
+    r = FerretReceiver(c1, seed=6, params=MAIN, bootstrap=SETUP, checked=True)
+    sent = {}
+
+    def sender():
+        try:
+            s.setup()
+        finally:
+            sent["silent"] = s.silent_bytes_sent
+            c0.close()
+    with pytest.raises(ConsistencyError):
+        _both(sender, lambda: _swallow(r.setup))
+    assert sent["silent"] == 0  # no GGM message (nothing keyed by Delta) left the sender
+    # the same deviation against an unchecked engine goes through unnoticed (what the check is for)
+    c0, c1 = local_channel_pair(timeout=10)
+    s = FerretSender(c0, seed=5, params=MAIN, bootstrap=SETUP)
+    r = FerretReceiver(c1, seed=6, params=MAIN, bootstrap=SETUP)
+    _both(s.setup, r.setup)
+
+
+def _swallow(fn):
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the peer's abort closes the channel under the receiver
+        pass
+
+
+class _DeviatingSender(FerretSender):
+    """A Ferret sender that corrupts its iteration messages: ``what`` = "level" (one masked GGM
+    level sum of every tree), "c" (c_i, 127 bits), "c_bit0" (bit 0 of c_i: would erase the noise
+    if the receiver read its noise bit from it)."""
+
+    what = "level"
+
+    def _spcot(self, base, tree0, h):
+        send = self.ch.send_array
+
+        def patched(msg, owned=False):
+            msg = msg.copy()
+            if self.what == "level":
+                msg[:, 4 * (h // 2)] ^= U64(0xF0F0)  # level h//2, side 0, low word
+            elif self.what == "c":
+                msg[:, 4 * h + 1] ^= U64(1 << 40)
+            else:
+                msg[:, 4 * h] &= ~U64(1)
+            return send(msg, owned=True)
+        self.ch.send_array = patched
+        try:
+            return super()._spcot(base, tree0, h)
+        finally:
+            self.ch.send_array = send
+
+
+@pytest.mark.parametrize("what", ["level", "c", "c_bit0"])
+def test_a_deviating_sender_cannot_move_the_receivers_choice_bits(what):
+    """The receiver's choice bits r = e ^ A u are functions of its own randomness only: whatever a
+    deviating sender sends, they equal the honest run's (same seeds) bit for bit -- so the
+    derandomisation bits d = c ^ r it later sends are as pseudorandom (LPN) as with an honest
+    sender. Only the receiver's strings t go wrong (the COT breaks at the rows the error reaches).
+    Before protocol 27 the receiver read its noise bit from bit 0 of c_i: clearing it ("c_bit0")
+    moved ~26% of these bits (the noise gone, r = A u linear)."""
+    n = 2 * MAIN.usable
+
+    def run(cls):
+        c0, c1 = local_channel_pair(timeout=60)
+        s = cls(c0, seed=40, params=MAIN, bootstrap=SETUP)
+        s.what = what
+        r = FerretReceiver(c1, seed=41, params=MAIN, bootstrap=SETUP)
+        _both(s.setup, r.setup)
+        (q, delta), t = _both(lambda: s.random_cots(n), lambda: r.random_cots(n))
+        return q, delta, t
+
+    q, delta, t = run(FerretSender)
+    q2, delta2, t2 = run(_DeviatingSender)
+    np.testing.assert_array_equal(t2[:, 0] & U64(1), t[:, 0] & U64(1))
+    np.testing.assert_array_equal(q2, q)  # the deviating sender's own view is the honest one
+    r = (t2[:, 0] & U64(1)).astype(bool)
+    broken = np.any(q2 != np.where(r[:, None], t2 ^ delta2, t2), axis=1)
+    if what == "c_bit0":  # the receiver never reads that bit: its outputs are the honest ones
+        np.testing.assert_array_equal(t2, t)
+    else:
+        assert broken.any()  # the deviation did reach the receiver's strings
 
 
 def test_over_tcp():
