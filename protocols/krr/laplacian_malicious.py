@@ -18,9 +18,11 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      (:func:`~protocols.mpc.authenticated.random_choices`; KOS-style consistency check, so every
      choice bit is well defined). Nothing is sent on them yet.
   2. The semi-honest L1 chain of :func:`protocols.krr.laplacian.l1_shares` (column OTs per digit,
-     random OTs chosen by the client's share bits, two products) on the checked SoftSpoken
-     extension, with shares mod 2^R instead of 2^M: L_S + L_C = L (mod 2^64). Its client-side
-     choices are *not* bound: step 6 checks the result instead.
+     random OTs chosen by the client's share bits, two products), with shares mod 2^R instead of
+     2^M: L_S + L_C = L (mod 2^64), on the OT engine ``pp.ot_engine`` names (its digit plan too):
+     the checked SoftSpoken extension, or (protocol 27, models of at least SILENT_OT_MIN_ELEMENTS
+     entries, as semi-honest) silent OT, checked in the direction where the client chooses (below,
+     "The chain on silent OT"). Its client-side choices are *not* bound: step 6 checks the result.
   3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with rho
      uniform on [0, 2^64 - 2^M) (:func:`draw_mask`: rho_lo = rho mod 2^M exactly uniform); the
      client computes u = L_C + c = L + rho -- over the integers, since L < 2^(M-1) (M has a margin
@@ -69,6 +71,33 @@ view there is simulatable whatever choices it makes, laplacian.py's docstring), 
 mask uniform on all but 2^M of the 2^64 values: statistically hidden whatever the client made
 L_S), chi (random), W_j(q'_j) (uniform: K_j), then the Gaussian
 tail's messages. The server sees OT-extension messages and MW (its own sum for an honest client).
+
+**The chain on silent OT (protocol 27; protocols.ot.ferret).** One engine per direction:
+  * the client as Ferret *receiver* (everything the client chooses: step 1's bound OTs, the chain's
+    random and column OTs, product (ii) with its choice b_C, step 4's commitment, steps 5 and 7-11's
+    bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
+    nothing in the iterations and any derandomisation bit is valid, so its one lever was S1's
+    column consistency (the KOS attack on Delta); checked, every output is a COT with a
+    well-defined choice bit and a hidden Delta -- what the checked SoftSpoken extension gave.
+  * the client as Ferret *sender* (product (i): its correlation q (1 - 2 b_C), the server choosing
+    b_S): it may send any GGM sums, c_i and corrections. Two effects, both covered:
+    (a) the server's COT outputs go wrong where the error reaches (in a pattern that may depend on
+    the server's noise positions): L_S moves, which nothing before step 6 shows (c = L_S + rho
+    hides any L_S to 2^(M-64) per point), and step 6 then aborts or u = L(q') + rho passes -- the
+    selective-failure class below, at most one bit per aborted session, no new leakage class.
+    (b) The server's message in product (i) is d = b_S ^ r (derandomisation), and b_S is *not*
+    independent of the client's view: b_S ^ b_C = b = [x_ij < q_j] with b_C the client's own
+    share, so d reveals b exactly where the client knows r. Hence the server's privacy needs r
+    pseudorandom to the client (LPN, as in the semi-honest protocol, where a semi-honest client
+    holds the same d), and a deviating sender must not be able to move r. It cannot: r = e ^ A u
+    is computed from the server's own randomness only -- the engine sets the noise bit at alpha
+    itself (until protocol 27 it read it from bit 0 of c_i; a sender clearing that bit erased
+    the noise, made r = A u linear, and could then solve for u from d on columns where it knows b,
+    e.g. q_j = 0 in the chain, and read b on every other column: a whole session's comparison
+    bits, found in this work's review; tests/protocols/ot/test_ferret.py
+    ::test_a_deviating_sender_cannot_move_the_receivers_choice_bits).
+  The server's view of the client's choices: as semi-honest (the client's r pseudorandom under
+  LPN). Tests: tests/protocols/krr/test_laplacian_malicious.py::test_silent_*.
 
 **The one-bit leakage (a selective failure, bounded by the abort counter).** Step 2's choices
 are not bound, and the client is the OT *sender* in the chain's first product COT. A deviation

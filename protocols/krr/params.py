@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 26  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 27  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -69,6 +69,8 @@ PROTOCOL_VERSION = 26  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # three words per entry in Z_2^192 and 40 more bits of output scale
 # 26: client-malicious kernels' chain re-scaled: masks on [2^m, 2^R - 2^m), both sides truncate
 # V bits per digit (one-factor output scale, a 256-bit ring at CM settings), step 13a floods the carries
+# 27: client-malicious Laplacian chain on silent OT where the semi-honest one uses it (ot_engine silent
+# allowed client-malicious): the client-receiver direction's S1 on the checked SoftSpoken extension
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -100,7 +102,8 @@ CROSS_TERMS = ("he", "ot")
 # random OTs are priced at 3 bits there and at 32 on SoftSpoken)
 INNER_PRODUCTS = ("auto", "he", "ot")
 # OT extension under the exact Laplacian protocol: "silent" (protocols.ot.ferret, LPN-based: ~2.5 bits
-# per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it
+# per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it;
+# client-malicious sessions run either in checked mode where the client chooses (protocol 27)
 OT_ENGINES = ("silent", "softspoken")
 # a served Laplacian model with fewer elements (N x d) than this uses SoftSpoken: silent OT's set-up
 # (~0.6 MB, both directions) costs more than its ~15 bytes per element save
@@ -339,9 +342,6 @@ class PublicParams:
             # noise (D1) is added by the server after the protocol's last check (gaussian_malicious
             # step 14)
         if self.kind == "krr-laplacian" and self.security == "client-malicious":
-            if self.ot_engine != "softspoken":  # silent OT (ferret) is semi-honest only
-                raise ProtocolError("the client-malicious Laplacian protocol runs on the checked SoftSpoken "
-                                    "extension: ot_engine must be 'softspoken'")
             if self.x_bits > LAPLACIAN_MALICIOUS_MAX_X_BITS or self.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
                 raise ProtocolError(
                     f"the client-malicious Laplacian protocol serves entries of at most {LAPLACIAN_MALICIOUS_MAX_X_BITS} "

@@ -44,11 +44,15 @@ EXACT_SOFTSPOKEN_K = 4
 def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
     """Both OT directions for an exact kernel: silent OT (protocols.ot.ferret) for the Laplacian
     kernel when ``pp.ot_engine`` says so (its tens of millions of element OTs at ~2.5 bits each
-    instead of 32), SoftSpoken otherwise."""
-    if kernel == "laplacian" and pp.ot_engine == "silent" and not pp.checked_ot:
+    instead of 32), SoftSpoken otherwise. Client-malicious (``pp.checked_ot``): the direction in
+    which the client (role 1) chooses runs checked -- the silent engine's S1 on the checked
+    SoftSpoken extension, set before its set-up; the other direction (the client as silent-OT
+    sender) needs no check (protocols.ot.ferret, "A deviating sender"; laplacian_malicious)."""
+    if kernel == "laplacian" and pp.ot_engine == "silent":
         seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),
                  derive_seed(party.seed, "silent-ot-receiver", party.role))
-        snd, rcv = setup_pair(party.ch, party.role, seeds=seeds)
+        checked = (pp.checked_ot and party.role == 0, pp.checked_ot and party.role == 1)
+        snd, rcv = setup_pair(party.ch, party.role, seeds=seeds, checked=checked)
         party.install_ot(sender=snd, receiver=rcv)
         return
     party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)

@@ -149,11 +149,10 @@ class ServedModel(Served):
         )
         if public.kind == "krr-gaussian" and malicious:
             public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
-        if (params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS
-                or (public.kind == "krr-laplacian" and malicious)):
+        if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
             # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
-            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md); and it is
-            # semi-honest only: a client-malicious session runs on the checked SoftSpoken extension
+            # saved below this size, and it costs more CPU per OT (docs/ot-engine.md); the same rule
+            # in both security modes (client-malicious: checked where the client chooses, protocol 27)
             public.ot_engine = "softspoken"
         public.validate()
         return public

@@ -228,14 +228,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def set_ot_engine(model: Any, engine: str) -> None:
-    """--ot-engine for a Laplacian model ('auto' keeps the size rule of ServedModel); other kinds
+    """--ot-engine for a Laplacian model ('auto' keeps the size rule of ServedModel), in either
+    security mode (client-malicious: checked where the client chooses, protocol 27); other kinds
     ignore it (their OTs are checked SoftSpoken or lattice products)."""
     if engine != "auto" and model.public.kind == "krr-laplacian":
-        if engine == "silent" and model.public.security == "client-malicious":
-            from secureml.errors import SecureMLError
-
-            raise SecureMLError("--ot-engine silent is semi-honest only (the client-malicious Laplacian protocol "
-                                "runs on the checked SoftSpoken extension): serve it with --security semi-honest")
         model.public.ot_engine = engine
         model.public.validate()
 

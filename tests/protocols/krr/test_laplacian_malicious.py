@@ -16,6 +16,9 @@ from protocols.mpc import u128
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
 from protocols.ot.iknp import OTExtensionSender
+from protocols.krr.registry import _setup_exact_ot
+from protocols.ot import ferret
+from protocols.ot.consistency import ConsistencyError
 from protocols.testing import checked_ot, run_two_party
 from secureml.errors import ProtocolError
 from tests.protocols.krr.deviations import PartyPatch as _Patch, bit_flipping_send
@@ -24,17 +27,25 @@ from tests.protocols.krr.deviations import patch_on_this_thread as _client_patch
 U64 = np.uint64
 
 
-def _case(N=24, d=6, seed=0, offset=-321.0):
+def _case(N=24, d=6, seed=0, offset=-321.0, engine="softspoken"):
     rng = np.random.default_rng(seed)
     # entries on the 2^-4 grid: 10-bit encodings, so step 5's tables have 2^10 entries (fast tests)
     X = np.round(rng.uniform(0, 50, (N, d)) * (rng.random((N, d)) < 0.6) * 16) / 16
     model = KernelModelParams(X, rng.normal(0, 500, N), offset, "laplacian", 40.0)
     pp = ServedModel(model, security="semi-honest", frac_bits=4).public
-    pp.security, pp.ot_engine = "client-malicious", "softspoken"
+    pp.security, pp.ot_engine = "client-malicious", engine
     pp.validate()
     XT = lm.prepare_server(model, pp)
     Q = np.clip(X[3] + rng.normal(0, 1, d), 0, 49)
     return model, pp, XT, pp.encode_features(Q[None])[0]
+
+
+def _setup_for(pp):
+    """A client-malicious session's OT set-up: the registry's (silent OT: both directions as Ferret
+    engines, the client-receiver one checked from S1 on), or the checked SoftSpoken extension."""
+    if pp.ot_engine == "silent":
+        return lambda p: _setup_exact_ot(p, pp, "laplacian")
+    return checked_ot
 
 
 def _run(model, pp, XT, q, patches=(), seed=3):
@@ -42,7 +53,7 @@ def _run(model, pp, XT, q, patches=(), seed=3):
         p.__enter__()
     try:
         return run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), lambda p: lm.online(p, pp, q=q),
-                             seed=seed, setup=checked_ot, timeout=30)
+                             seed=seed, setup=_setup_for(pp), timeout=30)
     finally:
         for p in reversed(patches):
             p.__exit__()
@@ -73,6 +84,129 @@ def test_honest_output_is_f_of_q_bit_exact_and_close_to_plaintext():
     qd = q / 2 ** pp.frac_bits + pp.feature_lo
     plain = model.y_offset + float((model.dual_coef * np.exp(-np.abs(X - qd).sum(1) / model.sigma)).sum())
     assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
+
+
+# ------------------------------------------------------------------------------------------------
+# the chain on silent OT (protocol 27): the client is the Ferret receiver where it chooses (S1 on
+# the checked extension) and the Ferret sender of the product COT in which the server chooses b_S
+# ------------------------------------------------------------------------------------------------
+
+def _ideal(model, pp, XT, q, rec, y):
+    return y == (lm.reference(pp, model, XT, q, rec["rho"], rec["masks"]) + rec["flood"]) % (
+        1 << gaussian_malicious.tail_plan(pp).ring_bits)
+
+
+def test_silent_honest_output_is_f_of_q_bit_exact():
+    model, pp, XT, q = _case(engine="silent")
+    res = _run(model, pp, XT, q)
+    server, client = res.parties
+    assert isinstance(server.ot_sender, ferret.FerretSender) and server.ot_sender.checked
+    assert isinstance(client.ot_receiver, ferret.FerretReceiver) and client.ot_receiver.checked
+    assert not server.ot_receiver.checked and not client.ot_sender.checked
+    assert server.ot_receiver.iterations >= 1  # the product COT did run on silent OT
+    assert _ideal(model, pp, XT, q, *res)
+    # the digit plan of the silent engine (five 3-bit digits for 15-bit entries; here 10-bit ones)
+    assert laplacian.digit_levels(pp.x_bits, "silent") != laplacian.digit_levels(pp.x_bits, "softspoken")
+
+
+def _deviating_ferret_sender(what):
+    """The client as Ferret sender (the server chooses): corrupt, in every iteration message, the
+    masked GGM sums of one level ("level"), c_i's high word ("c"), or bit 0 of c_i ("c_bit0": the
+    LPN-noise attack the receiver now ignores)."""
+    def spcot(orig, self, base, tree0, h):
+        send = self.ch.send_array
+
+        def patched(msg, owned=False):
+            msg = msg.copy()
+            if what == "level":  # both sides' sums of the top level: whichever the server opens is
+                msg[:, 0] ^= U64(1 << 17)  # off, and with it half of the tree's leaves
+                msg[:, 2] ^= U64(1 << 17)
+            elif what == "c":
+                msg[:, 4 * h + 1] ^= U64(0x5A5A)
+            else:
+                msg[:, 4 * h] &= ~U64(1)
+            return send(msg, owned=True)
+        self.ch.send_array = patched
+        try:
+            return orig(self, base, tree0, h)
+        finally:
+            self.ch.send_array = send
+    return _Patch(ferret.FerretSender, "_spcot", spcot)
+
+
+@pytest.mark.parametrize("what", ["level", "correction"])
+def test_silent_deviating_ferret_sender_aborts_at_step_6(what):
+    """The client as Ferret sender sends wrong top-level GGM sums (half of every tree's leaves off
+    at the server), or shifts its COT correction tau of the product by 1 for every element: the
+    server's COT outputs (hence L_S) go wrong, nothing the server sends before step 6 shows it
+    (c = L_S + rho), and the client's honest u fails the check -- before the tail."""
+    model, pp, XT, q = _case(engine="silent", seed=1)
+    if what == "correction":
+        def shifted(orig, engine, values, bits=64):  # tau = m0 + delta - m1: tau + 1 = delta + 1
+            return orig(engine, (values + U64(1)) & U64((1 << bits) - 1), bits=bits)
+        patch = _Patch(OTExtensionSender, "cot_send", shifted)
+    else:
+        patch = _deviating_ferret_sender(what)
+    _aborts(model, pp, XT, q, patch)
+
+
+@pytest.mark.parametrize("what", ["level", "c", "c_bit0"])
+def test_silent_deviating_ferret_sender_ends_in_abort_or_f_bit_exact(what):
+    """Over seeds: every session with a deviating Ferret sender ends in the step-6 abort or in
+    F(q') bit-exact, never another value (a wrong c_i spoils one row per tree, which these small
+    sessions may not use). Clearing bit 0 of c_i changes nothing (the receiver's noise bit is its
+    own): F(q') every time."""
+    outcomes = []
+    for seed in (5, 6, 7):
+        model, pp, XT, q = _case(engine="silent", seed=seed)
+        watch, seen = _tail_watch()
+        try:
+            res = _run(model, pp, XT, q, (_deviating_ferret_sender(what), watch), seed=seed)
+            assert _ideal(model, pp, XT, q, *res)
+            outcomes.append("ideal")
+        except lm.ChainCheckError:
+            assert not seen["tail"]
+            outcomes.append("abort")
+    if what == "c_bit0":
+        assert outcomes == ["ideal"] * 3
+    elif what == "level":
+        assert outcomes == ["abort"] * 3
+    else:
+        assert "abort" in outcomes
+
+
+def test_silent_receiver_with_inconsistent_s1_columns_is_stopped_by_the_check():
+    """The client as Ferret receiver (where it chooses) deals S1 columns with another choice per
+    block -- the KOS attack that would reveal the server's Delta: S1's consistency check aborts
+    the set-up, before any GGM message or protocol step."""
+    from protocols.ot.softspoken import SoftSpokenReceiver
+
+    class Inconsistent(SoftSpokenReceiver):
+        def _extend(self, c):
+            send = self.ch.send_array
+
+            def patched(a, owned=False):
+                if a.dtype == U64 and a.ndim == 2:  # d = u ^ r, per block
+                    a = a.copy()
+                    a[:, 0] ^= U64(1 << 5)
+                    self.ch.send_array = send
+                return send(a, owned=owned)
+            self.ch.send_array = patched
+            try:
+                return super()._extend(c)
+            finally:
+                self.ch.send_array = send
+
+    model, pp, XT, q = _case(engine="silent")
+    started = {"online": False}
+
+    def server(p):
+        started["online"] = True
+        return lm.online(p, pp, model=model, XT=XT)
+    with _Patch(ferret, "SoftSpokenReceiver", lambda orig, *a, **kw: Inconsistent(*a, **kw)):
+        with pytest.raises(ConsistencyError):
+            run_two_party(server, lambda p: lm.online(p, pp, q=q), seed=3, setup=_setup_for(pp), timeout=30)
+    assert not started["online"]
 
 
 def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts():

@@ -6,7 +6,7 @@ import pytest
 
 from protocols.common import KernelModelParams
 from protocols.krr import CompactServedModel, Served, ServedModel
-from protocols.krr.params import LAPLACIAN_MAX_X_BITS
+from protocols.krr.params import LAPLACIAN_MAX_X_BITS, SILENT_OT_MIN_ELEMENTS
 from protocols.krr.served import auto_frac_bits, laplacian_frac_bits
 from secureml.errors import ModelError
 
@@ -30,6 +30,11 @@ def test_exact_model_fields_and_kind():
     # the API's default is client-malicious, whose check's tables cap entries at 16 bits
     m = ServedModel(params, frac_bits=16)
     assert m.public.security == "client-malicious" and m.public.x_bits == 16 and m.public.ot_engine == "softspoken"
+    # the size rule picks the engine in both modes (protocol 27: client-malicious on silent OT too)
+    big = KernelModelParams(rng.uniform(0, 50, (200, 400)), rng.normal(0, 3, 200), 1.0, "laplacian", 100.0)
+    assert 200 * 400 >= SILENT_OT_MIN_ELEMENTS
+    for security in ("semi-honest", "client-malicious"):
+        assert ServedModel(big, frac_bits=8, security=security).public.ot_engine == "silent"
     assert s.params is not None and (s.precompute_ot, s.resume_ot) == (False, True)
     assert not isinstance(s, CompactServedModel) and isinstance(s, Served)
 
