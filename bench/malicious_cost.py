@@ -21,7 +21,8 @@ load drifts hit both alike):
   rounds, the same bytes), per-model server set-up before the session (as `serve` does).
 * **laplacian** (``--laplacian-sizes``): the Laplacian kernel the same way (entries on the 2^-8 grid,
   sigma 1000): semi-honest on SoftSpoken and on silent OT beside client-malicious
-  (:mod:`protocols.krr.laplacian_malicious`, checked SoftSpoken).
+  (:mod:`protocols.krr.laplacian_malicious`) on the checked SoftSpoken extension and on silent OT
+  (protocol 27), interleaved.
 
 Writes ``malicious_cost.json`` and ``malicious_cost.csv`` to ``--out``.
 """
@@ -262,32 +263,39 @@ def _one_session(served: Any, Q: Any, want: float, *, part: str, mode: str, what
 
 def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Whole Laplacian sessions per N (one query each): semi-honest on SoftSpoken and on silent OT
-    (protocols.krr.laplacian) beside client-malicious (protocols.krr.laplacian_malicious),
-    in-process channel pair; synthetic CM-like model on the 2^-8 grid (15-bit entries), sigma
-    ``--laplacian-sigma``; the server's encoding done before the session as `serve` does."""
+    (protocols.krr.laplacian) beside client-malicious (protocols.krr.laplacian_malicious) on the
+    checked SoftSpoken extension and on silent OT (protocol 27: checked where the client chooses),
+    interleaved, ``--laplacian-repeats`` times; in-process channel pair; synthetic CM-like model on
+    the 2^-8 grid (15-bit entries), sigma ``--laplacian-sigma``; the server's encoding done before
+    the session as `serve` does. Rows pair every client-malicious engine with every semi-honest one
+    (model ``laplacian-N<N>-malicious-<engine>-vs-<engine>``)."""
     from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries
     from protocols.krr import ServedModel, laplacian_malicious
 
     rows: list[dict[str, Any]] = []
     d = args.exact_features
+    sh_engines = ("softspoken", "silent")
+    cm_engines = [e.strip() for e in args.laplacian_malicious_engines.split(",") if e.strip()]
     for N in [int(v) for v in args.laplacian_sizes.split(",") if v.strip()]:
         model, rng = synthetic_model(N, d, args.laplacian_sigma, seed=0, kernel="laplacian")
         Q = synthetic_queries(model, rng, 1)
         want = model.predict(Q)[0]
-        for mode, engine in (("semi-honest", "softspoken"), ("semi-honest", "silent"),
-                             ("client-malicious", "softspoken")):
-            served = ServedModel(model, security=mode, frac_bits=LAPLACIAN_GRID_BITS)
-            served.public.ot_engine = engine
-            served.public.validate()
-            if mode == "client-malicious":
-                laplacian_malicious.prepare_server(model, served.public)
-            row = _one_session(served, Q, want, part="laplacian", mode=mode, what=engine,
-                               label=f"N={N} Laplacian {mode} ({engine})")
-            if mode == "client-malicious":
-                for vs in ("softspoken", "silent"):
-                    rows.append({**row, "model": f"laplacian-N{N}-vs-{vs}"})
-            else:
-                rows.append({**row, "model": f"laplacian-N{N}-vs-{engine}"})
+        runs = [("semi-honest", e) for e in sh_engines] + [("client-malicious", e) for e in cm_engines]
+        for _ in range(args.laplacian_repeats):
+            for mode, engine in runs:
+                served = ServedModel(model, security=mode, frac_bits=LAPLACIAN_GRID_BITS)
+                served.public.ot_engine = engine
+                served.public.validate()
+                if mode == "client-malicious":
+                    laplacian_malicious.prepare_server(model, served.public)
+                row = _one_session(served, Q, want, part="laplacian", mode=mode, what=engine,
+                                   label=f"N={N} Laplacian {mode} ({engine})")
+                if mode == "client-malicious":
+                    for vs in sh_engines:
+                        rows.append({**row, "model": f"laplacian-N{N}-malicious-{engine}-vs-{vs}"})
+                else:
+                    for cm in cm_engines:
+                        rows.append({**row, "model": f"laplacian-N{N}-malicious-{cm}-vs-{engine}"})
     return rows
 
 
@@ -384,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--laplacian-sizes", default="", help="N values for the exact Laplacian part (comma list; "
                     "empty: skip), e.g. 1024,4096,16384")
     ap.add_argument("--laplacian-sigma", type=float, default=1000.0, help="sigma of the synthetic Laplacian model")
+    ap.add_argument("--laplacian-malicious-engines", default="softspoken,silent",
+                    help="OT engines of the client-malicious Laplacian sessions (comma list)")
+    ap.add_argument("--laplacian-repeats", type=int, default=1,
+                    help="rounds of the interleaved Laplacian sessions (medians over them)")
     ap.add_argument("--exact-features", type=int, default=351, help="d of the exact-kernel synthetic model")
     ap.add_argument("--malicious-cross", default="he,ot", help="cross terms of the client-malicious Gaussian "
                     "sessions (comma list of he = the checked lattice one, protocol 12's default, and ot)")
