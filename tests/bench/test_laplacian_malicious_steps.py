@@ -1,0 +1,18 @@
+"""bench.laplacian_malicious_steps: the per-step byte split adds up, the output is F(q') bit-exact."""
+from __future__ import annotations
+
+import pytest
+
+from bench.laplacian_malicious_steps import measure
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_steps_add_up_and_the_output_is_exact(engine):
+    r = measure(64, 12, engine)
+    assert r["exact"]
+    steps = r["steps"]
+    assert sum(v["bytes"] for v in steps.values()) == r["session"]["bytes"]
+    assert steps["3, 6 (c, chi, check word)"]["bytes"] > 0
+    # step 5: one bound table of 2^15 16-byte MAC words per feature, whatever N
+    assert steps["5 MAC-word tables"]["bytes"] >= 12 * (1 << 15) * 16
+    assert r["digits"] == ([3, 3, 3, 3, 3] if engine == "silent" else [5, 5, 5])
