@@ -154,28 +154,32 @@ def test_chosen_choice_costs_one_bit_from_the_receiver():
 def test_ggm_puncturing():
     rng = np.random.default_rng(0)
     aes = FixedKeyAES(derive_key(b"test", b"fe-ggm"))
+    delta = rng.integers(0, 2**63, size=2, dtype=U64)
     for h in (1, 3, 8):
         roots = rng.integers(0, 2**63, size=(6, 2), dtype=U64)
-        leaves, sums = ggm_tree(aes, roots, h, tree0=5, it=2)
+        leaves, sums = ggm_tree(aes, roots, delta, h, tree0=5, it=2)
         side = rng.integers(0, 2, size=(6, h)).astype(np.intp)
         opened = np.take_along_axis(sums, side[:, :, None, None], axis=2)[:, :, 0]
         got, alpha = ggm_punctured_tree(aes, opened, side, tree0=5, it=2)
-        expect = ((1 - side) << np.arange(h - 1, -1, -1)[None, :]).sum(axis=1)
+        expect = ((1 - side) << np.arange(h)[None, :]).sum(axis=1)
         np.testing.assert_array_equal(alpha, expect)  # the path of the unopened sides
         for b in range(6):
             keep = np.arange(1 << h) != alpha[b]
             np.testing.assert_array_equal(got[b, keep], leaves[b, keep])
             assert not np.any(got[b, alpha[b]])
+        # correlated GGM: the two sides of every level differ by Delta, every level XORs to Delta
+        np.testing.assert_array_equal(sums[:, :, 0] ^ sums[:, :, 1], np.broadcast_to(delta, (6, h, 2)))
+        np.testing.assert_array_equal(np.bitwise_xor.reduce(leaves, axis=1), np.broadcast_to(delta, (6, 2)))
         # the sums are XORs of the children on each side
-        if h == 1:  # one node per side: the sums are the leaves
-            np.testing.assert_array_equal(sums[:, 0], leaves)
+        np.testing.assert_array_equal(sums[:, h - 1, 0], np.bitwise_xor.reduce(leaves[:, : 1 << (h - 1)], axis=1))
         # the tweaks separate trees and iterations: same roots, other tree index -> other leaves
-        other, _ = ggm_tree(aes, roots, h, tree0=6, it=2)
-        again, _ = ggm_tree(aes, roots, h, tree0=5, it=3)
-        assert not np.any(np.all(other == leaves, axis=2)) and not np.any(np.all(again == leaves, axis=2))
+        if h > 1:
+            other, _ = ggm_tree(aes, roots, delta, h, tree0=6, it=2)
+            again, _ = ggm_tree(aes, roots, delta, h, tree0=5, it=3)
+            assert not np.any(np.all(other == leaves, axis=2)) and not np.any(np.all(again == leaves, axis=2))
     # a wrong opening changes the rebuilt leaves (the receiver really depends on the message)
     roots = rng.integers(0, 2**63, size=(1, 2), dtype=U64)
-    leaves, sums = ggm_tree(aes, roots, 4)
+    leaves, sums = ggm_tree(aes, roots, delta, 4)
     side = np.zeros((1, 4), dtype=np.intp)
     opened = sums[:, :, 0].copy()
     opened[0, 1, 0] ^= U64(1)
@@ -268,7 +272,7 @@ def test_lazy_batches_cost_what_a_request_needs(monkeypatch):
     assert s.available == r.available == need - 1500 + 3 * 1024 - MAIN.reserve
     assert s.iterations == r.iterations == 1  # only the set-up one is complete
     sent = c0.bytes_sent - b0
-    assert 3 * 4 * (MAIN.h * 32 + 16) <= sent < 4 * 4 * (MAIN.h * 32 + 16)
+    assert 3 * 4 * MAIN.h * 16 <= sent < 4 * 4 * MAIN.h * 16
     (q, delta), t = _both(lambda: s.random_cots(5 * MAIN.usable), lambda: r.random_cots(5 * MAIN.usable))
     _check_correlation(q, delta, t)
     assert s.iterations == r.iterations >= 6
