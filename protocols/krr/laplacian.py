@@ -204,20 +204,35 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     mask = U64((1 << M) - 1)
     c = None
     dig_buf = None
-    for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):
+    levels = digit_levels(pp.x_bits, pp.ot_engine)
+    last = len(levels) - 1
+    for k, (a, b) in enumerate(levels):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
+        if k == last:
+            # 4a. the COTs of product (i), set aside now: the server's choice bits there are the
+            #     engine's own random ones (silent OT: no derandomisation bit), and the server makes
+            #     them its share of b through its free mask r_A below
+            if server:
+                b_s, cot_i = party.ot_receiver.reserve_cots(d * N)
+            else:
+                cot_i = party.ot_sender.reserve_cots(d * N)
         if server:
             # the digit in one reused buffer (values < 2^m: the uint64 words read as intp unchanged)
             dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
             dig_buf &= U64((1 << m) - 1)
             dig = dig_buf.view(np.intp)
-            r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
             if k > 0:
                 # 3. a random OT per element, the client choosing with c_C: delta = m0 ^ m1
                 m0, m1 = _rot_bits(party, None, d * N)
                 m0 = _pack(m0.reshape(d, N), W)
                 delta = m0 ^ _pack(m1.reshape(d, N), W)
+            if k < last:
+                r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
+            else:  # our last share (r, or r_A ^ m0) is the reserved choice bits: uniform, secret
+                r = _pack(b_s.reshape(d, N), W)
+                if k > 0:
+                    r ^= m0
             for j0, j1 in _column_blocks(d, 1 << m, words):
                 lt, eq = _digit_tables(dig[j0:j1], m, W)
                 if k == 0:
@@ -259,7 +274,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     # (in place on (d, N) words: -x (1 - 2b) = 2xb - x and q (1 - 2b) = q - 2qb, with xb / qb
     # needed for P anyway -- fewer passes over the 46 MB arrays at N = 16,384)
     if server:
-        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
+        t = party.ot_receiver.cot_recv_reserved(cot_i, bits=M - 1).reshape(d, N)  # choices: bits
         xb = XT * b64
         delta = np.add(xb, xb)
         delta -= XT
@@ -275,7 +290,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     delta = np.subtract(qc, qb)
     delta -= qb
     delta &= half
-    s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
+    s = party.ot_sender.cot_send_reserved(cot_i, delta.ravel(), bits=M - 1).reshape(d, N)
     t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
     t -= s
     t += qb

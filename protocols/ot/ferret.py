@@ -94,7 +94,15 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.ot.crypto import FixedKeyAES, derive_key, pack_bits, random_bytes, unpack_bits
-from protocols.ot.iknp import KAPPA, OTExtensionReceiver, OTExtensionSender
+from protocols.ot.iknp import (
+    KAPPA,
+    OTExtensionReceiver,
+    OTExtensionSender,
+    _check_bits,
+    _from_low_bytes,
+    _low_bytes,
+    _piece_size,
+)
 from protocols.ot.softspoken import SoftSpokenReceiver, SoftSpokenSender
 from protocols.net.transport import Channel
 
@@ -573,6 +581,67 @@ class FerretSender(_FerretState, OTExtensionSender):
         q ^= flip[:, None] & self._s64
         return q
 
+    def random_bit_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`OTExtensionSender.random_bit_ot` (same messages, same outputs) without the
+        derandomisation's pass over the rows: the pads of ``q ^ d Delta`` and ``q ^ d Delta ^
+        Delta`` are those of q and q ^ Delta, swapped where d = 1 -- a swap of two bits."""
+        self._no_checked()
+        self.setup()
+        self._ensure(n)
+        assert self._aes is not None
+        m0 = np.empty(n, dtype=np.uint8)
+        m1 = np.empty(n, dtype=np.uint8)
+        pos = 0
+        while pos < n:  # the pieces of OTExtensionSender._rows (no pool: _plan's fresh pieces)
+            k = min(self.piece, n - pos)
+            d = unpack_bits(self.ch.recv_array(np.uint8, ((k + 7) // 8,)), k)
+            q = self._take(k, copy=False)
+            start = self._next_index(k)
+            h0 = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
+            x = self._aes.tccr_bits(self._xor_s(q), start, FixedKeyAES.TAG_OT)
+            x ^= h0  # m0 ^ m1, whatever d
+            d &= x
+            np.bitwise_xor(h0, d, out=m0[pos : pos + k])
+            np.bitwise_xor(m0[pos : pos + k], x, out=m1[pos : pos + k])
+            pos += k
+        self.ch.flush()
+        return m0, m1
+
+    def reserve_cots(self, n: int) -> np.ndarray:
+        """Silent COTs for :meth:`cot_send_reserved`, whose choice bits the receiver takes as they
+        come (:meth:`FerretReceiver.reserve_cots`): no derandomisation bit.  Runs the iterations
+        they need now (sender -> receiver flights)."""
+        self._no_checked()
+        self.setup()
+        self._ensure(n)
+        self.ch.flush()
+        return self._take(n)
+
+    def cot_send_reserved(self, handle: object, delta: np.ndarray, bits: int = 64) -> np.ndarray:
+        """:meth:`cot_send` on reserved rows q (the receiver's choices are its random ones):
+        returns x0; the receiver gets x0 + c * delta mod 2^bits."""
+        q = np.asarray(handle)
+        delta = np.asarray(delta)
+        if delta.dtype != _U64 or delta.shape != (q.shape[0],):
+            raise ValueError("delta must be a uint64 vector, one entry per reserved COT")
+        nb, mask = _check_bits(bits)
+        assert self._aes is not None
+        n = q.shape[0]
+        x0 = np.empty(n, dtype=_U64)
+        piece = _piece_size(self.piece, 2)
+        for pos in range(0, n, piece):
+            k = min(piece, n - pos)
+            start = self._next_index(k)
+            qp = q[pos : pos + k]
+            h0 = self._aes.tccr(qp, start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            h1 = self._aes.tccr(self._xor_s(qp), start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            tau = h0 + delta[pos : pos + k]  # m0 + delta - m1: m1 + tau = m0 + delta
+            tau -= h1
+            np.bitwise_and(h0, mask, out=x0[pos : pos + k])
+            self.ch.send_array(_low_bytes(tau, nb), owned=True)
+        self.ch.flush()
+        return x0
+
     def precompute(self, n: int) -> None:
         """Offline phase: run the iterations that ``n`` more OTs need now (no message back)."""
         if n > 0:
@@ -640,6 +709,36 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
 
     def _extend_bytes(self, k: int) -> int:
         return (k + 7) // 8
+
+    def reserve_cots(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n silent COTs for :meth:`cot_recv_reserved` and their choice bits, told now: (choices
+        uint8 (n,), rows t).  The choices are the LPN outputs' ``e ^ A u`` -- pseudorandom to the
+        sender, and never sent (no derandomisation bit)."""
+        self._no_checked()
+        self.setup()
+        self._ensure(n)
+        t = self._take(n)
+        return (t[:, 0] & _U64(1)).astype(np.uint8), t
+
+    def cot_recv_reserved(self, handle: object, bits: int = 64) -> np.ndarray:
+        """The COT on reserved rows t (:meth:`FerretSender.cot_send_reserved`): x0 + c * delta."""
+        t = np.asarray(handle)
+        nb, mask = _check_bits(bits)
+        assert self._aes is not None
+        n = t.shape[0]
+        out = np.empty(n, dtype=_U64)
+        piece = _piece_size(self.piece, 2)
+        for pos in range(0, n, piece):
+            k = min(piece, n - pos)
+            start = self._next_index(k)
+            tp = t[pos : pos + k]
+            h = self._aes.tccr(tp, start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            raw = self.ch.recv_array(np.uint8 if nb < 8 else _U64, (k, nb) if nb < 8 else (k,))
+            tau = _from_low_bytes(raw, (k,), nb)
+            tau &= _U64(0) - (tp[:, 0] & _U64(1))  # c * tau
+            h += tau
+            np.bitwise_and(h, mask, out=out[pos : pos + k])
+        return out
 
     def precompute(self, n: int) -> None:
         """Offline phase, as :meth:`FerretSender.precompute`."""

@@ -276,3 +276,36 @@ def test_lazy_batches_cost_what_a_request_needs(monkeypatch):
     (q, delta), t = _both(lambda: s.random_cots(5 * MAIN.usable), lambda: r.random_cots(5 * MAIN.usable))
     _check_correlation(q, delta, t)
     assert s.iterations == r.iterations >= 6
+
+
+def test_reserved_cots_take_the_random_choices_and_send_no_bit_back():
+    s, r, c0, c1 = _pair(seed=17)
+    n = MAIN.usable + 777  # spans an iteration
+    handle_s, (c, handle_r) = _both(lambda: s.reserve_cots(n), lambda: r.reserve_cots(n))
+    assert c.dtype == np.uint8 and set(np.unique(c)) == {0, 1} and 0.4 < c.mean() < 0.6
+    delta = np.random.default_rng(3).integers(0, 2**63, n, dtype=U64)
+    b1 = c1.bytes_sent
+    x0, got = _both(lambda: s.cot_send_reserved(handle_s, delta, bits=24),
+                    lambda: r.cot_recv_reserved(handle_r, bits=24))
+    assert c1.bytes_sent == b1  # no derandomisation bit
+    np.testing.assert_array_equal(got, (x0 + c.astype(U64) * delta) & U64((1 << 24) - 1))
+    assert x0.max() < 1 << 24
+    # the engines stay in step: a chosen-choice COT after the reserved ones
+    cc = np.random.default_rng(4).integers(0, 2, 1000).astype(np.uint8)
+    x0, got = _both(lambda: s.cot_send(delta[:1000], bits=64), lambda: r.cot_recv(cc, bits=64))
+    np.testing.assert_array_equal(got, x0 + cc.astype(U64) * delta[:1000])
+
+
+def test_reserved_cots_on_an_iknp_engine_are_chosen_at_random():
+    from protocols.ot.iknp import OTExtensionReceiver, OTExtensionSender
+
+    c0, c1 = local_channel_pair(timeout=60)
+    s, r = OTExtensionSender(c0, seed=1), OTExtensionReceiver(c1, seed=2)
+    _both(s.setup, r.setup)
+    n = 5000
+    handle_s, (c, handle_r) = _both(lambda: s.reserve_cots(n), lambda: r.reserve_cots(n))
+    delta = np.random.default_rng(3).integers(0, 2**63, n, dtype=U64)
+    x0, got = _both(lambda: s.cot_send_reserved(handle_s, delta, bits=24),
+                    lambda: r.cot_recv_reserved(handle_r, bits=24))
+    np.testing.assert_array_equal(got, (x0 + c.astype(U64) * delta) & U64((1 << 24) - 1))
+    assert 0.4 < c.mean() < 0.6
