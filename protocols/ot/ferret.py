@@ -129,6 +129,8 @@ _TAG_GGM = 0x21
 _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
 # LPN rows per gather pass: the index block (d x rows intp) stays around 20 MB
 _LPN_ROWS = 1 << 18
+# LPN rows per gather pass (working arrays ~0.4 MB: the LPN secret stays cached)
+_LPN_GATHER = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -230,18 +232,28 @@ class LocalLinearCode:
             raise ValueError("row range outside the code")
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
         rows = min(_LPN_ROWS, out.shape[0])
-        buf = np.empty(rows, dtype=np.complex128)
-        ibuf = np.empty(rows, dtype=np.intp)
+        sub = min(_LPN_GATHER, rows)
+        words = np.empty((self.d, rows), dtype=np.uint32)
+        buf = np.empty(sub, dtype=np.complex128)
+        ibuf = np.empty(sub, dtype=np.intp)
         for a in range(0, out.shape[0], _LPN_ROWS):
             b = min(out.shape[0], a + _LPN_ROWS)
-            acc = out[a:b].reshape(-1)
-            g, idx = buf[: b - a], ibuf[: b - a]
+            # the block's code words, one keystream call per layer (a CTR context per call costs
+            # ~20 us: per gather block it would cost as much as the gathers saved)
             for l in range(self.d):
-                self._columns(self._words(l * self.n + j0 + a, b - a), idx)
-                # mode="clip": the indices are in range by construction, and the default "raise"
-                # with out= gathers into a temporary first (twice the time, measured)
-                np.take(tc, idx, out=g, mode="clip")
-                acc ^= g.view(_U64)
+                words[l, : b - a] = self._words(l * self.n + j0 + a, b - a)
+            # gathers in blocks small enough that the working arrays leave the 2 MB secret (b11) in
+            # the core's cache: ~4.3 instead of ~6.3 ns per 16-byte gather and XOR, measured
+            for c in range(a, b, sub):
+                e = min(b, c + sub)
+                acc = out[c:e].reshape(-1)
+                g, idx = buf[: e - c], ibuf[: e - c]
+                for l in range(self.d):
+                    self._columns(words[l, c - a : e - a], idx)
+                    # mode="clip": the indices are in range by construction, and the default
+                    # "raise" with out= gathers into a temporary first (twice the time, measured)
+                    np.take(tc, idx, out=g, mode="clip")
+                    acc ^= g.view(_U64)
 
 
 _ZERO = [bytes(1 << 16)]
