@@ -314,17 +314,6 @@ def _fold(a: np.ndarray) -> np.ndarray:
     return np.bitwise_xor.reduce(a[:, :m], axis=1) if m > 1 else a[:, 0].copy()
 
 
-def _xor_leaves(leaves: np.ndarray) -> np.ndarray:
-    """XOR over axis 1: (B, m, 2) -> (B, 2), by halving folds (long contiguous loops;
-    ``np.bitwise_xor.reduce`` over the middle axis was ~7x slower, measured)."""
-    a = leaves
-    m = a.shape[1]
-    while m > 1 and m % 2 == 0:
-        a = a[:, : m // 2] ^ a[:, m // 2 : m]
-        m //= 2
-    return np.bitwise_xor.reduce(a, axis=1) if m > 1 else a[:, 0]
-
-
 def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, delta: np.ndarray, h: int, tree0: int = 0,
              it: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Correlated GGM trees of depth h (Half-Tree, Guo et al., Eurocrypt 2023): level 1 is
@@ -355,23 +344,36 @@ def ggm_punctured_tree(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, t
     At level l the path takes side ``1 - side[i, l]``.  Returns (leaves (B, 2^h, 2) with the
     punctured leaf zero, alpha (B,) its index).
     """
+    leaves, alpha, _ = _punctured(aes, opened, side, tree0, it)
+    return leaves, alpha
+
+
+def _punctured(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, tree0: int,
+               it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`ggm_punctured_tree` and the XOR of the known leaves (B, 2)."""
     bsz, h = side.shape
     rows = np.arange(bsz)
     b = side[:, 0].astype(np.int64)
     nodes = np.zeros((bsz, 2, 2), dtype=_U64)
     nodes[rows, b] = opened[:, 0]
+    known_sum = opened[:, 0].copy()  # XOR of the level's known nodes (all but the path node)
     path = 1 - b
     for level in range(1, h):
         m = nodes.shape[1]
-        ch, _ = _expand(aes, nodes, tree0, level, it)
-        ch[rows, path] = 0  # children of the unknown path node: garbage, dropped
+        ch, left_sum = _expand(aes, nodes, tree0, level, it)
+        # the path node is zero here: its two children are both H(0), garbage -- off the left
+        # sum, and dropped; the known nodes' right children XOR to known_sum ^ their left ones
+        left_sum ^= ch[rows, path]
+        ch[rows, path] = 0
         ch[rows, m + path] = 0
         b = side[:, level].astype(np.int64)
-        known = _xor_leaves(ch.reshape(bsz * 2, m, 2)).reshape(bsz, 2, 2)[rows, b]  # (B, 2)
-        ch[rows, b * m + path] = opened[:, level] ^ known
+        known = left_sum ^ (known_sum & (_U64(0) - b.astype(_U64))[:, None])  # side b's known XOR
+        child = opened[:, level] ^ known
+        ch[rows, b * m + path] = child
+        known_sum ^= child  # a known node's two children XOR to it: only the new one adds
         path = (1 - b) * m + path
         nodes = ch
-    return nodes, path
+    return nodes, path, known_sum
 
 
 # ------------------------------------------------------------------ the engines
@@ -698,12 +700,12 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
         msg = self.ch.recv_array(_U64, (bsz, h, 2))
         r = (base[:, :, 0] & _U64(1)).astype(np.intp)  # (B, h)
         opened = msg ^ base  # K^0 ^ q_j ^ t_j = K^{r_j}
-        leaves, alpha = ggm_punctured_tree(self._ggm_aes, opened, r, tree0, self._iter)
+        leaves, alpha, others = _punctured(self._ggm_aes, opened, r, tree0, self._iter)
         leaves[:, :, 0] &= _LSB_CLEAR
-        # the leaves XOR to Delta: V_alpha ^ Delta = XOR of the others (bit 0: 0 ^ 1)
-        rows = np.arange(bsz)
-        leaves[rows, alpha] = _xor_leaves(leaves)
-        leaves[rows, alpha, 0] |= _U64(1)
+        # the leaves XOR to Delta: V_alpha ^ Delta = XOR of the others, bit 0 set (V's bit 0 is
+        # clear, Delta's set)
+        others[:, 0] |= _U64(1)
+        leaves[np.arange(bsz), alpha] = others
         return leaves
 
     # ------------------------------------------------ the OTExtensionReceiver interface
