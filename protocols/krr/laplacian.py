@@ -95,17 +95,19 @@ U64 = np.uint64
 # an OT-extension pass costs about as much time as 64 more bits on the wire save (N = 4,096,
 # d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per element and 1.85 s, (5, 5, 5)
 # 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s).
-# silent: 1 bit (d = c ^ r) + 1.46 bits (LPN set b11's iteration traffic per COT). Its compute since
+# silent: 1 bit (d = c ^ r) + 0.70 bits (LPN set b11's iteration traffic per COT since protocol 28's
+# Half-Tree trees; 1.46 before). Its compute since
 # protocol 24 (LPN columns by multiply-shift, leaf sums by folds; bench.laplacian_profile, N = 16,384,
 # d = 351): ~90 ns of the server's CPU and ~70 ns of the client's per random OT, about 20 bits at the
 # exchange rate of issue 15's target (100 MB against 3 s: 0.27 bits per ns). Weighed so, 15-bit
 # entries get five digits of 3 bits: 9 bytes of tables per element instead of 20 for (5, 5, 5), for
 # two more random OTs (measured: L1 step 97.2 against 157.2 MB, CPU +0.4 s per party; protocols
-# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). A random OT's total (traffic 3 + compute 20 =
-# 23 bits) below 24 gives (3, 3, 3, 3, 3), from 24 to 44 four digits (4, 3, 4, 4) (the search stops at
+# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). A random OT's total (traffic 2 + compute 20 =
+# 22 bits; 23 before protocol 28) below 24 gives (3, 3, 3, 3, 3) -- a sixth digit would pay only
+# below 8 -- from 24 to 44 four digits (4, 3, 4, 4) (the search stops at
 # five digits; seven, (3, 2, 2, 2, 2, 2, 2), measured 89.2 MB in the L1 step for
 # ~+0.8 s of CPU per party: docs/double-blind.md, protocol 24).
-_ROT_BITS = {"softspoken": 32, "silent": 3}
+_ROT_BITS = {"softspoken": 32, "silent": 2}
 _ROT_WORK = {"softspoken": 64, "silent": 20}
 _TABLE_BYTES = 48 << 20
 # digits up to this width build their [x == v] tables by comparison (2^m passes), wider ones by

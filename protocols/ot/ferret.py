@@ -621,6 +621,41 @@ class FerretSender(_FerretState, OTExtensionSender):
         self.ch.flush()
         return m0, m1
 
+    def cot_send(self, delta: np.ndarray, bits: int = 64) -> np.ndarray:
+        """:meth:`OTExtensionSender.cot_send` (same messages, same outputs); one-word correlations
+        skip the derandomisation's pass over the rows: the pads of ``q ^ d Delta`` and
+        ``q ^ d Delta ^ Delta`` are those of q and q ^ Delta, swapped where d = 1."""
+        delta = np.asarray(delta)
+        if delta.ndim != 1 or delta.dtype != _U64 or self.checked:
+            return super().cot_send(delta, bits=bits)
+        nb, mask = _check_bits(bits)
+        self.setup()
+        n = delta.shape[0]
+        self._ensure(n)
+        assert self._aes is not None
+        x0 = np.empty(n, dtype=_U64)
+        piece = _piece_size(self.piece, 2)
+        pos = 0
+        while pos < n:  # the pieces of OTExtensionSender._rows (no pool: _plan's fresh pieces)
+            k = min(piece, n - pos)
+            d = unpack_bits(self.ch.recv_array(np.uint8, ((k + 7) // 8,)), k).astype(_U64)
+            q = self._take(k, copy=False)
+            start = self._next_index(k)
+            h0 = self._aes.tccr(q, start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            h1 = self._aes.tccr(self._xor_s(q), start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            swap = h0 ^ h1
+            np.negative(d, out=d)
+            swap &= d
+            h0 ^= swap  # m0 = H(q ^ d Delta)
+            h1 ^= swap  # m1 = H(q ^ d Delta ^ Delta)
+            tau = h0 + delta[pos : pos + k]  # m0 + delta - m1: m1 + tau = m0 + delta
+            tau -= h1
+            np.bitwise_and(h0, mask, out=x0[pos : pos + k])
+            self.ch.send_array(_low_bytes(tau.reshape(k, 1), nb), owned=True)  # cot_recv's (k, w, nb)
+            pos += k
+        self.ch.flush()
+        return x0
+
     def reserve_cots(self, n: int) -> np.ndarray:
         """Silent COTs for :meth:`cot_send_reserved`, whose choice bits the receiver takes as they
         come (:meth:`FerretReceiver.reserve_cots`): no derandomisation bit.  Runs the iterations
