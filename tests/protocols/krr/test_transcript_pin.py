@@ -42,7 +42,10 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 26 (26: the client-malicious chain re-scaled (local truncation, masks on
+#: pinned at PROTOCOL_VERSION 28 (28: silent OT's Half-Tree single-point COTs and the Laplacian product (i) on
+#: reserved COTs -- "krr-laplacian/silent" 427,447 B in 122 frames; the exact kernels' step 4 in ceil(M/8)-byte
+#: words -- every semi-honest exact pin smaller; client-malicious pins: same sizes (the Laplacian's server draws
+#: its product-(i) choices from the engine's seeded generator now); 26: the client-malicious chain re-scaled (local truncation, masks on
 #: [2^m, 2^R - 2^m), a 256-bit ring) -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious" re-pinned, the
 #: version in the hello elsewhere; 25: the version in the hello only -- the pinned client-malicious models are too
 #: small for step 10's rank-2 split, tail_plan keeps one G table there; 24: see the lap and perf merges; 23: the client-malicious kernels' tail -- the masked public-factor chain, no
@@ -68,16 +71,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "42965782830d4c47558970e7a201e59c609607ced7b677514c828f7203dcad0f"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "aabe6f265aa961ca3e52a8ac885bbe8ec3fa21f1b38a193c7d42764cdd591bc7"),
-    "krr-laplacian": (96, 74975, "9063a6e8cd73470ab9d97c91f64c13c604e275c1479df5ab25d607be7b20547c"),
-    "krr-laplacian/silent": (130, 653509, "5d49dab6c7512bd82e616b40dde0ba893e2ccb5f0b3cf514b3dc07062c833c6b"),
-    "krr-gaussian/client-malicious": (300, 9307225, "9757d7905997560ea1135e5ea142d1875d54f2d08866dfb4a81b8f1b040ae318"),
-    "krr-laplacian/client-malicious": (144, 126503, "e41e4a74254a2c0af3de4924d588bc05759cec97350e8051d850d545e1ae4925"),
+    "krr-gaussian": (66, 1564455, "3d05c069adff820e262f2713e946aeaaec0eeb2d70555692fe7a164143f4f707"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "47e705c094356c1d707bceeb69db1662f58acf7b8a9b60fb889c94a0ced87183"),
+    "krr-laplacian": (96, 74839, "d8509cea97cb5c82fe775873610b2ef0e585edb23b4f5755755ce23fea7f8452"),
+    "krr-laplacian/silent": (122, 427447, "824e57a3a42ec02e5a97d6c2e014bf9b8a14f870296c6ae9cb089cdf0e682cba"),
+    "krr-gaussian/client-malicious": (300, 9307225, "be984b92ca219e317adc121b5a3807fee9b1f5221311f7b04e87d46efcddfac3"),
+    "krr-laplacian/client-malicious": (144, 126503, "bfee41aa24809c64831806532efd10e9db4b2165e83f41f34326f80999910fa6"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 26
+PINNED_VERSION = 28
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
