@@ -74,8 +74,11 @@ def _instrument(party: Any, log: dict[str, list[float]]) -> None:
                       (party.ot_receiver, "silent_iterations_as_receiver")):
         if hasattr(eng, "_ensure"):
             eng._ensure = mark(name, eng._ensure)
-    # step 4's two COTs (the only cot_send / cot_recv calls of the L1 step)
-    for eng, meth in ((party.ot_sender, "cot_send"), (party.ot_receiver, "cot_recv")):
+    # step 4's two COTs (the only cot_send / cot_recv calls of the L1 step; product (i) runs on COTs
+    # reserved at the top digit: their silent-OT iterations count here too)
+    for eng, meth in ((party.ot_sender, "cot_send"), (party.ot_receiver, "cot_recv"),
+                      (party.ot_sender, "cot_send_reserved"), (party.ot_receiver, "cot_recv_reserved"),
+                      (party.ot_sender, "reserve_cots"), (party.ot_receiver, "reserve_cots")):
         setattr(eng, meth, wrap("products_cot", getattr(eng, meth)))
 
 

@@ -10,8 +10,8 @@ proof sketch: the calling modules and docs/double-blind.md).
 
 Protocol (steps numbered as in the kernel modules, which do steps 1-3). Both parties run
 :func:`kernel_sum`, which branches on the role where the two sides differ:
-  4. Mask-reveal: the server sends D_S + rho (rho uniform mod 2^M); the client now holds
-     u = D + rho, uniform and independent of D.
+  4. Mask-reveal: the server sends D_S + rho (rho uniform mod 2^M; ceil(M/8) bytes each since
+     protocol 28, 8 before); the client now holds u = D + rho, uniform and independent of D.
   5. Drop s low bits of u and rho (changes t by < 2^-38); D' = u' - rho' (mod 2^W) is in
      [0, 2^(W-1)] (D < 2^(M-1) by the ring's margin bit, and flooring cannot make it negative).
   6. Split u' and rho' at bit L (step = c 2^L <= 8, ``pp.lo_bits``) and set H = (u'_hi - rho'_hi)
@@ -64,6 +64,18 @@ def _mod(x: np.ndarray, bits: int) -> np.ndarray:
     return x if bits >= 64 else x & U64((1 << bits) - 1)
 
 
+def _low_bytes(x: np.ndarray, bits: int) -> np.ndarray:
+    """The low ceil(bits/8) bytes of every uint64 (little endian): (n,) -> (n, nb) uint8."""
+    return np.ascontiguousarray(x.view(np.uint8).reshape(-1, 8)[:, : (bits + 7) // 8])
+
+
+def _from_low_bytes(b: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_low_bytes`: (n, nb) uint8 -> (n,) uint64."""
+    out = np.zeros((b.shape[0], 8), dtype=np.uint8)
+    out[:, : b.shape[1]] = b
+    return out.view(U64).reshape(-1)
+
+
 def encode_weights(alpha: np.ndarray, frac_bits: int) -> tuple[np.ndarray, int]:
     """Weights as signed integers (int64) and the two's-complement width they need."""
     enc = np.rint(np.asarray(alpha, dtype=np.float64) * (1 << frac_bits))
@@ -102,11 +114,11 @@ def kernel_sum(party: PartyContext, pp: PublicParams, D: np.ndarray,
     lattice = None
     if server:
         x = party.rng.random_below(n, M) if M < 64 else party.rng.random_u64(n)  # rho
-        party.ch.send_array(_mod(D + x, M))
+        party.ch.send_array(_low_bytes(_mod(D + x, M), M))  # ceil(M/8) bytes each (4 for M = 25)
     else:
         if pp.lattice_sum:  # 9a. the client's RLWE key and seeds, made while it waits for step 4
             lattice = rlwe_ip128.LatticeSumClient(party, N, k, send=False)
-        x = _mod(party.ch.recv_array(dtype=np.uint64, shape=(n,)) + D, M)  # u
+        x = _mod(_from_low_bytes(party.ch.recv_array(dtype=np.uint8, shape=(n, (M + 7) // 8))) + D, M)  # u
     # 9a. lattice route: the key and seeds go out now (they need no values), just ahead of the client's
     # first chain message; the server starts its half of step 9 from them while the client works
     if pp.lattice_sum:

@@ -95,17 +95,19 @@ U64 = np.uint64
 # an OT-extension pass costs about as much time as 64 more bits on the wire save (N = 4,096,
 # d = 351, both parties' CPU: digits (4, 3, 4, 4) 38.2 bytes per element and 1.85 s, (5, 5, 5)
 # 42.4 bytes and 1.28 s, (6, 5, 4) 42.5 bytes and 1.22 s).
-# silent: 1 bit (d = c ^ r) + 1.46 bits (LPN set b11's iteration traffic per COT). Its compute since
+# silent: 1 bit (d = c ^ r) + 0.70 bits (LPN set b11's iteration traffic per COT since protocol 28's
+# Half-Tree trees; 1.46 before). Its compute since
 # protocol 24 (LPN columns by multiply-shift, leaf sums by folds; bench.laplacian_profile, N = 16,384,
 # d = 351): ~90 ns of the server's CPU and ~70 ns of the client's per random OT, about 20 bits at the
 # exchange rate of issue 15's target (100 MB against 3 s: 0.27 bits per ns). Weighed so, 15-bit
 # entries get five digits of 3 bits: 9 bytes of tables per element instead of 20 for (5, 5, 5), for
 # two more random OTs (measured: L1 step 97.2 against 157.2 MB, CPU +0.4 s per party; protocols
-# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). A random OT's total (traffic 3 + compute 20 =
-# 23 bits) below 24 gives (3, 3, 3, 3, 3), from 24 to 44 four digits (4, 3, 4, 4) (the search stops at
+# 14-23 weighed an OT at 128 bits and chose (5, 5, 5)). A random OT's total (traffic 2 + compute 20 =
+# 22 bits; 23 before protocol 28) below 24 gives (3, 3, 3, 3, 3) -- a sixth digit would pay only
+# below 8 -- from 24 to 44 four digits (4, 3, 4, 4) (the search stops at
 # five digits; seven, (3, 2, 2, 2, 2, 2, 2), measured 89.2 MB in the L1 step for
 # ~+0.8 s of CPU per party: docs/double-blind.md, protocol 24).
-_ROT_BITS = {"softspoken": 32, "silent": 3}
+_ROT_BITS = {"softspoken": 32, "silent": 2}
 _ROT_WORK = {"softspoken": 64, "silent": 20}
 _TABLE_BYTES = 48 << 20
 # digits up to this width build their [x == v] tables by comparison (2^m passes), wider ones by
@@ -204,20 +206,35 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     mask = U64((1 << M) - 1)
     c = None
     dig_buf = None
-    for k, (a, b) in enumerate(digit_levels(pp.x_bits, pp.ot_engine)):
+    levels = digit_levels(pp.x_bits, pp.ot_engine)
+    last = len(levels) - 1
+    for k, (a, b) in enumerate(levels):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
+        if k == last:
+            # 4a. the COTs of product (i), set aside now: the server's choice bits there are the
+            #     engine's own random ones (silent OT: no derandomisation bit), and the server makes
+            #     them its share of b through its free mask r_A below
+            if server:
+                b_s, cot_i = party.ot_receiver.reserve_cots(d * N)
+            else:
+                cot_i = party.ot_sender.reserve_cots(d * N)
         if server:
             # the digit in one reused buffer (values < 2^m: the uint64 words read as intp unchanged)
             dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
             dig_buf &= U64((1 << m) - 1)
             dig = dig_buf.view(np.intp)
-            r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
             if k > 0:
                 # 3. a random OT per element, the client choosing with c_C: delta = m0 ^ m1
                 m0, m1 = _rot_bits(party, None, d * N)
                 m0 = _pack(m0.reshape(d, N), W)
                 delta = m0 ^ _pack(m1.reshape(d, N), W)
+            if k < last:
+                r = party.rng.random_u64((d, W))  # our next share (digit 0) / the tables' mask r_A
+            else:  # our last share (r, or r_A ^ m0) is the reserved choice bits: uniform, secret
+                r = _pack(b_s.reshape(d, N), W)
+                if k > 0:
+                    r ^= m0
             for j0, j1 in _column_blocks(d, 1 << m, words):
                 lt, eq = _digit_tables(dig[j0:j1], m, W)
                 if k == 0:
@@ -259,7 +276,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     # (in place on (d, N) words: -x (1 - 2b) = 2xb - x and q (1 - 2b) = q - 2qb, with xb / qb
     # needed for P anyway -- fewer passes over the 46 MB arrays at N = 16,384)
     if server:
-        t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
+        t = party.ot_receiver.cot_recv_reserved(cot_i, bits=M - 1).reshape(d, N)  # choices: bits
         xb = XT * b64
         delta = np.add(xb, xb)
         delta -= XT
@@ -275,7 +292,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     delta = np.subtract(qc, qb)
     delta -= qb
     delta &= half
-    s = party.ot_sender.cot_send(delta.ravel(), bits=M - 1).reshape(d, N)
+    s = party.ot_sender.cot_send_reserved(cot_i, delta.ravel(), bits=M - 1).reshape(d, N)
     t = party.ot_receiver.cot_recv(bits.ravel(), bits=M - 1).reshape(d, N)
     t -= s
     t += qb

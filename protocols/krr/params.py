@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 27  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 28  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -71,6 +71,8 @@ PROTOCOL_VERSION = 27  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # V bits per digit (one-factor output scale, a 256-bit ring at CM settings), step 13a floods the carries
 # 27: client-malicious Laplacian chain on silent OT where the semi-honest one uses it (ot_engine silent
 # allowed client-malicious): the client-receiver direction's S1 on the checked SoftSpoken extension
+# 28: silent OT's single-point COTs on Half-Tree's correlated GGM trees (one 16-byte block per level
+# and tree instead of two and a c per tree; one AES block per node)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

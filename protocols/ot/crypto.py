@@ -186,6 +186,19 @@ class FixedKeyAES:
         out[:, :, 1] ^= p[:, 1:2]
         return out.reshape(k, 2 * nblk)
 
+    def tccr_bits(self, x: np.ndarray, start: int, tag: int) -> np.ndarray:
+        """Bit 0 of :meth:`tccr` with one block: ``tccr(x, start, 1, tag)[:, 0] & 1`` as uint8 (k,),
+        in place on one work array (no (k, 2) output, no second copy of pi(x))."""
+        p = self.permute(np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64))
+        k = p.shape[0]
+        low = p.view(np.uint8)[:, 0] & np.uint8(1)  # bit 0 of word 0 (little endian): byte 0
+        p[:, 0] ^= np.arange(start, start + k, dtype=_U64)
+        p[:, 1] ^= _U64(tag)
+        out = self.permute(p)
+        low ^= out.view(np.uint8)[:, 0]
+        low &= np.uint8(1)
+        return low
+
     def lut_pads(
         self,
         p0: np.ndarray,

@@ -29,17 +29,23 @@ COTs, which the iteration's own output refills (the first k + t*h outputs are re
   iteration (whenever the buffer runs short; messages go from the sender to the receiver only):
     I1. Split the base COTs: the first k are the LPN secret (sender v_S, receiver v_R, u = v_R & 1,
         v_S = v_R ^ u Delta); the next t*h carry the single-point COTs, h per tree.
-    I2. Sender, per tree i (t of them, in batches): a GGM tree of depth h from a random root, every
-        node's two children ``pi(x ^ tw) ^ x ^ tw`` (fixed-key AES, a tweak tw unique per node, side,
-        level, tree and iteration); K^b_{i,l} = XOR of the level-l children on side b.  Sends, per
-        level, ``K^0 ^ H(q_j)`` and ``K^1 ^ H(q_j ^ Delta)`` (H the TCCR hash, tweak = a per-engine
-        counter; j = i*h + l the base COT), and ``c_i = Delta ^ XOR_x V_{i,x}`` (leaves V with
-        bit 0 cleared).
-    I3. Receiver: base COT j (choice r_j) opens ``K^{r_j}``: the sum of the side *off* the path
-        ``alpha_l = 1 - r_j`` (Ferret's trick: the random choice bits place the noise, no message
-        back).  It rebuilds every leaf except alpha_i (punctured GGM evaluation), sets
-        ``W_alpha = c_i ^ XOR_{x != alpha} V_x = V_alpha ^ Delta``: now ``V = W ^ e Delta`` with e
-        the regular noise vector (one 1 per tree, at alpha_i), and bit 0 of W is e.
+    I2. Sender, per tree i (t of them, in batches): a correlated GGM tree of depth h (Half-Tree:
+        Guo, Yang, Wang, Zhang, Xie, Liu, Zhao, Eurocrypt 2023): level 1 is (k_i, k_i ^ Delta) for a
+        random k_i, and every node x has the children ``H(x, tw)`` and ``x ^ H(x, tw)`` (H the MMO
+        circular-correlation-robust hash ``pi(z) ^ z``, ``z = sigma(x) ^ tw``, sigma a linear
+        orthomorphism, fixed-key AES: one block per node; tw unique per level, tree and
+        iteration), so the two children XOR to their parent and every level XORs to Delta:
+        K^1_{i,l} = K^0_{i,l} ^ Delta for the XORs K^b of the level's side-b nodes.  Sends, per
+        level, ``K^0_{i,l} ^ q_j`` (j = i*h + l the base COT): one 16-byte block, no hash.
+    I3. Receiver: base COT j (choice r_j, row t_j = q_j ^ r_j Delta) opens
+        ``K^0 ^ q_j ^ t_j = K^{r_j}``: the sum of the side *off* the path ``alpha_l = 1 - r_j``
+        (Ferret's trick: the random choice bits place the noise, no message back).  It rebuilds
+        every leaf except alpha_i (punctured GGM evaluation) and sets
+        ``W_alpha = XOR_{x != alpha} V_x`` (bit 0 set): the leaves XOR to Delta, so
+        ``W_alpha = V_alpha ^ Delta``.  Now ``V = W ^ e Delta`` with e the regular noise vector
+        (one 1 per tree, at alpha_i), and bit 0 of W is e.  (Sender's leaves V have bit 0
+        cleared; protocol versions 14-27 sent two TCCR-masked sums per level and
+        ``c_i = Delta ^ XOR V`` per tree: h*32 + 16 bytes per tree instead of h*16.)
     I4. Both: ``y = V ^ A v_S`` (sender), ``z = W ^ A v_R`` (receiver), A the public n x k local
         linear code (:class:`LocalLinearCode`, d = 10 non-zeros per row).  Then
         ``y = z ^ (e ^ A u) Delta``: n COTs with choice bits ``e ^ A u`` (bit 0 of z).  The first
@@ -52,22 +58,28 @@ main n = 10,485,760, k = 452,000, t = 1,280 (h = 13) -- 10,017,120 COTs per iter
 n = 470,016, k = 32,768, t = 918 (h = 9), from 41,030 SoftSpoken COTs.  :data:`FERRET_MAIN`,
 :data:`FERRET_SETUP`.  Smaller sets (``LPNParams``) are accepted for tests and are not secure.
 
-Cost per iteration: t*h*32 + t*16 bytes sender -> receiver (553 KB at the main set: 0.44 bits per
-COT), one one-way flight, no message back; a chosen choice bit adds 1 bit (receiver -> sender).
-Set-up: SoftSpoken's (128 base OTs, 16 KB of GGM sums) plus 41,030 COTs at 32 bits (164 KB) and the
-set-up iteration (279 KB).  Work per COT: 2 fixed-key AES blocks (GGM) and 10 table gathers (LPN).
+Cost per iteration: t*h*16 bytes sender -> receiver (266 KB at the main set: 0.21 bits per COT;
+875 KB at b11: 0.70), one one-way flight, no message back; a chosen choice bit adds 1 bit
+(receiver -> sender).  Set-up: SoftSpoken's (128 base OTs, 16 KB of GGM sums) plus the set-up
+set's k' + t'h' COTs at 32 bits and the set-up iteration (t'h'*16 bytes).  Work per COT: about one
+fixed-key AES block (GGM, 2^h - 2 per tree) and 10 table gathers (LPN).
 
 Threat model.  Semi-honest parties by default (as the other engines).  What each party sees:
   * the sender: the SoftSpoken extension's receiver messages (uniform, that engine's argument) and,
     per chosen-choice OT, ``d = c ^ r`` with r pseudorandom under LPN (``r = e ^ A u``; e regular
     noise of weight t, u the uniform choices of the base COTs, never revealed) -- the iterations
     send it nothing;
-  * the receiver: ``K^b ^ H(q_j ^ b Delta)`` for the side b it did not choose is masked by the
-    TCCR hash of a point it does not know (``t_j ^ Delta``); the sums it opens are those of a
-    punctured GGM tree, which hide the punctured leaf (GGM is a puncturable PRF; the children are
-    fixed-key AES on secret inputs with distinct tweaks, random-permutation model); ``c_i`` is
-    masked by that leaf's 127 unknown bits.  So Delta stays hidden, and with it every
-    ``y ^ Delta`` the receiver's COT outputs do not select.
+  * the receiver: per level ``K^0 ^ q_j``, i.e. ``K^{r_j}`` -- the other side's sum
+    ``K^{r_j} ^ Delta`` would need Delta; the nodes off the punctured path, all of which it can
+    compute, and no more: each hidden path node is ``y ^ Delta`` for a y it knows (every level
+    XORs to Delta), and of its children it learns one, ``H(y ^ Delta) ^ b Delta`` -- exactly the
+    circular-correlation-robust game, which the MMO hash with an orthomorphism sigma wins in the
+    random-permutation model (Guo, Katz, Wang, Yu, S&P 2020; the Half-Tree paper's proof).  (Without
+    sigma the right child ``pi(x) ^ ... `` would hand over pi(x), invertible with the public key.)
+    No other value depends on Delta.  So Delta stays hidden, and with it every ``y ^ Delta`` the
+    receiver's COT outputs do not select.  An adversary's offline AES queries hit one of the n
+    hidden path nodes with probability n/2^128 per query, as they hit one of the n hidden
+    (uniform) path nodes of the plain GGM trees of protocol versions 14-27.
 
 A deviating *receiver* (``checked`` mode, protocol 27: the client-malicious Laplacian protocol's
 direction in which the client chooses).  In the iterations the receiver sends nothing, and the
@@ -82,10 +94,10 @@ locally), and Delta hidden as above -- the guarantee of the checked SoftSpoken e
 guessing trade-off included), on which :mod:`protocols.mpc.authenticated` binds choice bits.
 Checked mode must be chosen before set-up (the ``checked`` setter refuses it afterwards).
 
-A deviating *sender* (the client, in the direction where the server chooses).  It may send any GGM
-sums and c_i; the receiver's choice bits do not depend on them: bit 0 of every base row is the
+A deviating *sender* (the client, in the direction where the server chooses).  It may send any level
+sums (whose XOR need not be Delta); the receiver's choice bits do not depend on them: bit 0 of every base row is the
 receiver's own (S1 normalises ``t = (t & ~1) | r``), it clears bit 0 of every rebuilt leaf and
-*sets* bit 0 of W_alpha itself (the noise bit; honest c_i carry it anyway, Delta's bit 0 -- before
+*sets* bit 0 of W_alpha itself (the noise bit; the XOR of the honest other leaves carries it anyway, Delta's bit 0 -- before
 protocol 27 it was read from c_i, and a sender clearing it erased the noise: r = A u, linear in
 u and recoverable from d bits whose c the sender can predict).  So r = e ^ A u is a function of
 the receiver's randomness only, and the sender's view of r -- S1's receiver messages and the d
@@ -107,7 +119,15 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.ot.crypto import FixedKeyAES, derive_key, pack_bits, random_bytes, unpack_bits
-from protocols.ot.iknp import KAPPA, OTExtensionReceiver, OTExtensionSender
+from protocols.ot.iknp import (
+    KAPPA,
+    OTExtensionReceiver,
+    OTExtensionSender,
+    _check_bits,
+    _from_low_bytes,
+    _low_bytes,
+    _piece_size,
+)
 from protocols.ot.softspoken import SoftSpokenReceiver, SoftSpokenSender
 from protocols.net.transport import Channel
 
@@ -130,11 +150,12 @@ _U64 = np.uint64
 _LSB_CLEAR = _U64(0xFFFFFFFFFFFFFFFE)
 # fixed-key AES tweak tags (high word), distinct per use
 _TAG_GGM = 0x21
-_TAG_SPCOT = 0x22
 # a batch of trees is the unit of one sender message, of the leaves held at once and of laziness
 _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
 # LPN rows per gather pass: the index block (d x rows intp) stays around 20 MB
 _LPN_ROWS = 1 << 18
+# LPN rows per gather pass (working arrays ~0.4 MB: the LPN secret stays cached)
+_LPN_GATHER = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -165,8 +186,8 @@ class LPNParams:
 
     @property
     def message_bytes(self) -> int:
-        """Payload the sender sends per iteration: two 16-byte masked sums per level, one c per tree."""
-        return self.t * (self.h * 32 + 16)
+        """Payload the sender sends per iteration: one 16-byte masked level sum per level and tree."""
+        return self.t * self.h * 16
 
 
 #: Ferret's regular-noise parameters (CCS 2020; emp-ot's "b13" set), 128-bit security
@@ -236,18 +257,28 @@ class LocalLinearCode:
             raise ValueError("row range outside the code")
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
         rows = min(_LPN_ROWS, out.shape[0])
-        buf = np.empty(rows, dtype=np.complex128)
-        ibuf = np.empty(rows, dtype=np.intp)
+        sub = min(_LPN_GATHER, rows)
+        words = np.empty((self.d, rows), dtype=np.uint32)
+        buf = np.empty(sub, dtype=np.complex128)
+        ibuf = np.empty(sub, dtype=np.intp)
         for a in range(0, out.shape[0], _LPN_ROWS):
             b = min(out.shape[0], a + _LPN_ROWS)
-            acc = out[a:b].reshape(-1)
-            g, idx = buf[: b - a], ibuf[: b - a]
+            # the block's code words, one keystream call per layer (a CTR context per call costs
+            # ~20 us: per gather block it would cost as much as the gathers saved)
             for l in range(self.d):
-                self._columns(self._words(l * self.n + j0 + a, b - a), idx)
-                # mode="clip": the indices are in range by construction, and the default "raise"
-                # with out= gathers into a temporary first (twice the time, measured)
-                np.take(tc, idx, out=g, mode="clip")
-                acc ^= g.view(_U64)
+                words[l, : b - a] = self._words(l * self.n + j0 + a, b - a)
+            # gathers in blocks small enough that the working arrays leave the 2 MB secret (b11) in
+            # the core's cache: ~4.3 instead of ~6.3 ns per 16-byte gather and XOR, measured
+            for c in range(a, b, sub):
+                e = min(b, c + sub)
+                acc = out[c:e].reshape(-1)
+                g, idx = buf[: e - c], ibuf[: e - c]
+                for l in range(self.d):
+                    self._columns(words[l, c - a : e - a], idx)
+                    # mode="clip": the indices are in range by construction, and the default
+                    # "raise" with out= gathers into a temporary first (twice the time, measured)
+                    np.take(tc, idx, out=g, mode="clip")
+                    acc ^= g.view(_U64)
 
 
 _ZERO = [bytes(1 << 16)]
@@ -261,60 +292,72 @@ def _zero_bytes(n: int) -> memoryview:
 
 
 # ------------------------------------------------------------------ GGM trees
-def _children(aes: FixedKeyAES, nodes: np.ndarray, tree0: int, level: int, it: int) -> np.ndarray:
-    """Children of every node, (B, m, 2) -> (B, 2m, 2): child 2i + b = pi(x ^ tw_b) ^ x ^ tw_b.
+def _ccr(aes: FixedKeyAES, nodes: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """H(x, tw) = pi(z) ^ z, z = sigma(x) ^ tw, for nodes (B, m, 2) uint64 -> (B, m, 2).
 
-    tw_b = (0, TAG_GGM | level << 8 | b << 16 | tree << 17 | it << 40) (tree = tree0 + row): the two
-    sides differ, and so do levels, trees and iterations (the key is per session).  Every node is a
-    fresh secret uniform string, so no per-node tweak is needed (Guo et al.'s multi-instance attack
-    needs related inputs, and an adversary's chance to hit one of the secret inputs is the same).
+    sigma(x) = (x_1, x_0 ^ x_1) on the 64-bit words (x_0 low): a linear orthomorphism (sigma
+    and sigma ^ id are permutations), as in Guo et al. 2020; tw = (hi[b], 0) per tree b.  For a fixed tweak
+    z is an affine orthomorphism of x, so H(., tw) is their MMO circular-correlation-robust hash
+    (random-permutation model): H(x ^ Delta, tw) ^ b Delta looks random for unknown Delta.
     """
-    bsz, m, _ = nodes.shape
-    inp = np.repeat(nodes, 2, axis=1)  # (B, 2m, 2): child 2i and 2i+1 both start from node i
-    hi = (_U64(_TAG_GGM | level << 8) | (np.arange(tree0, tree0 + bsz, dtype=_U64) << _U64(17))
-          | (_U64(it) << _U64(40)))[:, None]
-    inp[:, 0::2, 1] ^= hi
-    inp[:, 1::2, 1] ^= hi | _U64(1 << 16)
-    out = aes.permute(inp)
-    out ^= inp
+    z = np.empty_like(nodes)
+    np.bitwise_xor(nodes[..., 0], nodes[..., 1], out=z[..., 1])
+    np.bitwise_xor(nodes[..., 1], hi[:, None], out=z[..., 0])
+    out = aes.permute(z)
+    out ^= z
     return out
 
 
-def _side_sums(nodes: np.ndarray) -> np.ndarray:
-    """XOR of the even- and of the odd-indexed nodes: (B, 2m, 2) -> (B, 2, 2), by halving folds
-    (long contiguous loops; numpy's reduce over a middle axis with a short inner one is slower)."""
-    bsz, m2, _ = nodes.shape
-    a = nodes.reshape(bsz, m2 // 2, 4)
+def _tweak(bsz: int, tree0: int, level: int, it: int) -> np.ndarray:
+    """Per-tree tweak words: TAG_GGM | level << 8 | tree << 17 | it << 40 (level, tree and
+    iteration distinct; the key is per session)."""
+    return (_U64(_TAG_GGM | level << 8) | (np.arange(tree0, tree0 + bsz, dtype=_U64) << _U64(17))
+            | (_U64(it) << _U64(40)))
+
+
+def _expand(aes: FixedKeyAES, nodes: np.ndarray, tree0: int, level: int, it: int) -> tuple[np.ndarray, np.ndarray]:
+    """Children of every node, (B, m, 2) -> (B, 2m, 2), side-major: child i = H(x_i) (left),
+    child m + i = x_i ^ H(x_i) (right; the correlated GGM expansion of Half-Tree: the two children
+    XOR to their parent).  Returns (children, K0) with K0 (B, 2) the XOR of the left children.
+
+    Side-major keeps every pass contiguous per tree (an interleaved (B, m, 2, 2) layout wrote
+    16-byte pieces at 32-byte strides: ~3x slower, measured)."""
+    bsz, m, _ = nodes.shape
+    left = _ccr(aes, nodes, _tweak(bsz, tree0, level, it))
+    ch = np.empty((bsz, 2, m, 2), dtype=_U64)
+    ch[:, 0] = left
+    np.bitwise_xor(nodes, left, out=ch[:, 1])
+    return ch.reshape(bsz, 2 * m, 2), _fold(left)
+
+
+def _fold(a: np.ndarray) -> np.ndarray:
+    """XOR over axis 1 of a (B, m, 2) scratch array, in place by halving folds: (B, 2)."""
     m = a.shape[1]
     while m > 1 and m % 2 == 0:
-        a = a[:, : m // 2] ^ a[:, m // 2 : m]
         m //= 2
-    return (np.bitwise_xor.reduce(a, axis=1) if m > 1 else a[:, 0]).reshape(bsz, 2, 2)
+        a[:, :m] ^= a[:, m : 2 * m]
+    return np.bitwise_xor.reduce(a[:, :m], axis=1) if m > 1 else a[:, 0].copy()
 
 
-def _xor_leaves(leaves: np.ndarray) -> np.ndarray:
-    """XOR of every leaf of each tree: (B, 2^h, 2) -> (B, 2), by halving folds like
-    :func:`_side_sums` (``np.bitwise_xor.reduce`` over the middle axis was ~7x slower, measured)."""
-    a = leaves
-    m = a.shape[1]
-    while m > 1 and m % 2 == 0:
-        a = a[:, : m // 2] ^ a[:, m // 2 : m]
-        m //= 2
-    return np.bitwise_xor.reduce(a, axis=1) if m > 1 else a[:, 0]
-
-
-def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, h: int, tree0: int = 0, it: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Full GGM trees of depth h from roots (B, 2) uint64: (leaves (B, 2^h, 2), sums (B, h, 2, 2)).
-
-    ``sums[i, l, b]`` is the XOR of the level-(l+1) nodes of tree i on side b (even / odd index);
-    leaf x's path takes side ``(x >> (h - 1 - l)) & 1`` at level l.
+def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, delta: np.ndarray, h: int, tree0: int = 0,
+             it: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Correlated GGM trees of depth h (Half-Tree, Guo et al., Eurocrypt 2023): level 1 is
+    (root, root ^ Delta), every node x has children (H(x), x ^ H(x)), so every level XORs to
+    Delta.  roots (B, 2), delta (2,) uint64.  Returns (leaves (B, 2^h, 2), sums (B, h, 2, 2)):
+    ``sums[i, l, b]`` the XOR of the level-(l+1) nodes of tree i on side b,
+    ``sums[i, l, 1] = sums[i, l, 0] ^ Delta``.  Nodes are side-major: level l+1 holds the
+    side-0 children of level l's nodes, then the side-1 children, so leaf x's path takes side
+    ``(x >> l) & 1`` at level l.
     """
     bsz = roots.shape[0]
-    nodes = roots.reshape(bsz, 1, 2)
     sums = np.empty((bsz, h, 2, 2), dtype=_U64)
-    for level in range(h):
-        nodes = _children(aes, nodes, tree0, level, it)
-        sums[:, level] = _side_sums(nodes)
+    nodes = np.empty((bsz, 2, 2), dtype=_U64)
+    nodes[:, 0] = roots
+    np.bitwise_xor(roots, delta, out=nodes[:, 1])
+    sums[:, 0, 0] = roots
+    for level in range(1, h):
+        nodes, sums[:, level, 0] = _expand(aes, nodes, tree0, level, it)
+    np.bitwise_xor(sums[:, :, 0], delta, out=sums[:, :, 1])
     return nodes, sums
 
 
@@ -326,20 +369,36 @@ def ggm_punctured_tree(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, t
     At level l the path takes side ``1 - side[i, l]``.  Returns (leaves (B, 2^h, 2) with the
     punctured leaf zero, alpha (B,) its index).
     """
+    leaves, alpha, _ = _punctured(aes, opened, side, tree0, it)
+    return leaves, alpha
+
+
+def _punctured(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, tree0: int,
+               it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`ggm_punctured_tree` and the XOR of the known leaves (B, 2)."""
     bsz, h = side.shape
     rows = np.arange(bsz)
-    nodes = np.zeros((bsz, 1, 2), dtype=_U64)
-    path = np.zeros(bsz, dtype=np.int64)
-    for level in range(h):
-        ch = _children(aes, nodes, tree0, level, it)
-        ch[rows, 2 * path] = 0  # children of the unknown path node: garbage, dropped
-        ch[rows, 2 * path + 1] = 0
+    b = side[:, 0].astype(np.int64)
+    nodes = np.zeros((bsz, 2, 2), dtype=_U64)
+    nodes[rows, b] = opened[:, 0]
+    known_sum = opened[:, 0].copy()  # XOR of the level's known nodes (all but the path node)
+    path = 1 - b
+    for level in range(1, h):
+        m = nodes.shape[1]
+        ch, left_sum = _expand(aes, nodes, tree0, level, it)
+        # the path node is zero here: its two children are both H(0), garbage -- off the left
+        # sum, and dropped; the known nodes' right children XOR to known_sum ^ their left ones
+        left_sum ^= ch[rows, path]
+        ch[rows, path] = 0
+        ch[rows, m + path] = 0
         b = side[:, level].astype(np.int64)
-        known = _side_sums(ch)[rows, b]  # (B, 2)
-        ch[rows, 2 * path + b] = opened[:, level] ^ known
-        path = 2 * path + (1 - b)
+        known = left_sum ^ (known_sum & (_U64(0) - b.astype(_U64))[:, None])  # side b's known XOR
+        child = opened[:, level] ^ known
+        ch[rows, b * m + path] = child
+        known_sum ^= child  # a known node's two children XOR to it: only the new one adds
+        path = (1 - b) * m + path
         nodes = ch
-    return nodes, path
+    return nodes, path, known_sum
 
 
 # ------------------------------------------------------------------ the engines
@@ -554,17 +613,9 @@ class FerretSender(_FerretState, OTExtensionSender):
         """I2 for trees tree0 .. tree0+B-1 (base (B, h, 2) rows q_j): send the opening, return V."""
         bsz = base.shape[0]
         roots = np.frombuffer(random_bytes(16 * bsz, self._rng), dtype=_U64).reshape(bsz, 2)
-        leaves, sums = ggm_tree(self._ggm_aes, roots, h, tree0, self._iter)
-        q = base.reshape(-1, 2)
-        start = self._spcot_ctr + tree0 * h
-        pad0 = self._hash_aes.tccr(q, start, 1, _TAG_SPCOT)
-        pad1 = self._hash_aes.tccr(q ^ self._s64, start, 1, _TAG_SPCOT)
-        msg = np.empty((bsz, h * 2 * 2 + 2), dtype=_U64)
-        masked = msg[:, : 4 * h].reshape(bsz, h, 2, 2)
-        masked[:, :, 0] = sums[:, :, 0] ^ pad0.reshape(bsz, h, 2)
-        masked[:, :, 1] = sums[:, :, 1] ^ pad1.reshape(bsz, h, 2)
+        leaves, sums = ggm_tree(self._ggm_aes, roots, self._s64, h, tree0, self._iter)
+        msg = sums[:, :, 0] ^ base  # K^0_l ^ q_j: the receiver's t_j opens K^{r_j}
         leaves[:, :, 0] &= _LSB_CLEAR
-        msg[:, 4 * h :] = _xor_leaves(leaves) ^ self._s64  # c_i
         b0 = self.ch.bytes_sent
         self.ch.send_array(msg, owned=True)
         self.silent_bytes_sent += self.ch.bytes_sent - b0
@@ -585,6 +636,102 @@ class FerretSender(_FerretState, OTExtensionSender):
         np.negative(flip, out=flip)
         q ^= flip[:, None] & self._s64
         return q
+
+    def random_bit_ot(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`OTExtensionSender.random_bit_ot` (same messages, same outputs) without the
+        derandomisation's pass over the rows: the pads of ``q ^ d Delta`` and ``q ^ d Delta ^
+        Delta`` are those of q and q ^ Delta, swapped where d = 1 -- a swap of two bits."""
+        self._no_checked()
+        self.setup()
+        self._ensure(n)
+        assert self._aes is not None
+        m0 = np.empty(n, dtype=np.uint8)
+        m1 = np.empty(n, dtype=np.uint8)
+        pos = 0
+        while pos < n:  # the pieces of OTExtensionSender._rows (no pool: _plan's fresh pieces)
+            k = min(self.piece, n - pos)
+            d = unpack_bits(self.ch.recv_array(np.uint8, ((k + 7) // 8,)), k)
+            q = self._take(k, copy=False)
+            start = self._next_index(k)
+            h0 = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
+            x = self._aes.tccr_bits(self._xor_s(q), start, FixedKeyAES.TAG_OT)
+            x ^= h0  # m0 ^ m1, whatever d
+            d &= x
+            np.bitwise_xor(h0, d, out=m0[pos : pos + k])
+            np.bitwise_xor(m0[pos : pos + k], x, out=m1[pos : pos + k])
+            pos += k
+        self.ch.flush()
+        return m0, m1
+
+    def cot_send(self, delta: np.ndarray, bits: int = 64) -> np.ndarray:
+        """:meth:`OTExtensionSender.cot_send` (same messages, same outputs); one-word correlations
+        skip the derandomisation's pass over the rows: the pads of ``q ^ d Delta`` and
+        ``q ^ d Delta ^ Delta`` are those of q and q ^ Delta, swapped where d = 1."""
+        delta = np.asarray(delta)
+        if delta.ndim != 1 or delta.dtype != _U64 or self.checked:
+            return super().cot_send(delta, bits=bits)
+        nb, mask = _check_bits(bits)
+        self.setup()
+        n = delta.shape[0]
+        self._ensure(n)
+        assert self._aes is not None
+        x0 = np.empty(n, dtype=_U64)
+        piece = _piece_size(self.piece, 2)
+        pos = 0
+        while pos < n:  # the pieces of OTExtensionSender._rows (no pool: _plan's fresh pieces)
+            k = min(piece, n - pos)
+            d = unpack_bits(self.ch.recv_array(np.uint8, ((k + 7) // 8,)), k).astype(_U64)
+            q = self._take(k, copy=False)
+            start = self._next_index(k)
+            h0 = self._aes.tccr(q, start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            h1 = self._aes.tccr(self._xor_s(q), start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            swap = h0 ^ h1
+            np.negative(d, out=d)
+            swap &= d
+            h0 ^= swap  # m0 = H(q ^ d Delta)
+            h1 ^= swap  # m1 = H(q ^ d Delta ^ Delta)
+            tau = h0 + delta[pos : pos + k]  # m0 + delta - m1: m1 + tau = m0 + delta
+            tau -= h1
+            np.bitwise_and(h0, mask, out=x0[pos : pos + k])
+            self.ch.send_array(_low_bytes(tau.reshape(k, 1), nb), owned=True)  # cot_recv's (k, w, nb)
+            pos += k
+        self.ch.flush()
+        return x0
+
+    def reserve_cots(self, n: int) -> np.ndarray:
+        """Silent COTs for :meth:`cot_send_reserved`, whose choice bits the receiver takes as they
+        come (:meth:`FerretReceiver.reserve_cots`): no derandomisation bit.  Runs the iterations
+        they need now (sender -> receiver flights)."""
+        self._no_checked()
+        self.setup()
+        self._ensure(n)
+        self.ch.flush()
+        return self._take(n)
+
+    def cot_send_reserved(self, handle: object, delta: np.ndarray, bits: int = 64) -> np.ndarray:
+        """:meth:`cot_send` on reserved rows q (the receiver's choices are its random ones):
+        returns x0; the receiver gets x0 + c * delta mod 2^bits."""
+        q = np.asarray(handle)
+        delta = np.asarray(delta)
+        if delta.dtype != _U64 or delta.shape != (q.shape[0],):
+            raise ValueError("delta must be a uint64 vector, one entry per reserved COT")
+        nb, mask = _check_bits(bits)
+        assert self._aes is not None
+        n = q.shape[0]
+        x0 = np.empty(n, dtype=_U64)
+        piece = _piece_size(self.piece, 2)
+        for pos in range(0, n, piece):
+            k = min(piece, n - pos)
+            start = self._next_index(k)
+            qp = q[pos : pos + k]
+            h0 = self._aes.tccr(qp, start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            h1 = self._aes.tccr(self._xor_s(qp), start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            tau = h0 + delta[pos : pos + k]  # m0 + delta - m1: m1 + tau = m0 + delta
+            tau -= h1
+            np.bitwise_and(h0, mask, out=x0[pos : pos + k])
+            self.ch.send_array(_low_bytes(tau, nb), owned=True)
+        self.ch.flush()
+        return x0
 
     def precompute(self, n: int) -> None:
         """Offline phase: run the iterations that ``n`` more OTs need now (no message back)."""
@@ -628,21 +775,18 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
     def _spcot(self, base: np.ndarray, tree0: int, h: int) -> np.ndarray:
         """I3 for trees tree0 .. tree0+B-1 (base (B, h, 2) rows t_j, choice t_j & 1): return W."""
         bsz = base.shape[0]
-        msg = self.ch.recv_array(_U64, (bsz, h * 2 * 2 + 2))
-        t = base.reshape(-1, 2)
+        msg = self.ch.recv_array(_U64, (bsz, h, 2))
         r = (base[:, :, 0] & _U64(1)).astype(np.intp)  # (B, h)
-        pad = self._hash_aes.tccr(t, self._spcot_ctr + tree0 * h, 1, _TAG_SPCOT).reshape(bsz, h, 2)
-        masked = msg[:, : 4 * h].reshape(bsz, h, 2, 2)
-        opened = np.take_along_axis(masked, r[:, :, None, None], axis=2)[:, :, 0] ^ pad
-        leaves, alpha = ggm_punctured_tree(self._ggm_aes, opened, r, tree0, self._iter)
+        opened = msg ^ base  # K^0 ^ q_j ^ t_j = K^{r_j}
+        leaves, alpha, others = _punctured(self._ggm_aes, opened, r, tree0, self._iter)
         leaves[:, :, 0] &= _LSB_CLEAR
-        rows = np.arange(bsz)
-        leaves[rows, alpha] = _xor_leaves(leaves) ^ msg[:, 4 * h :]  # V_alpha ^ Delta
-        # the noise bit e_alpha = 1 is ours, not read from c_i: an honest c_i has bit 0 set anyway
-        # (bit 0 of Delta), but a deviating sender clearing it would erase tree i's noise and make
-        # our choice bits e ^ A u noise-free linear -- solvable from derandomisation bits d = c ^ r
+        # V_alpha ^ Delta = XOR of the others (an honest tree's leaves XOR to Delta). The noise bit
+        # e_alpha = 1 is ours, not the sender's: the XOR of honest leaves has bit 0 set anyway (V's bit 0
+        # is clear, Delta's set), but a deviating sender's sums could clear it and erase tree i's noise,
+        # making our choice bits e ^ A u noise-free linear -- solvable from derandomisation bits d = c ^ r
         # whose c it can predict (tests/protocols/ot/test_ferret.py::test_a_deviating_sender_...)
-        leaves[rows, alpha, 0] |= _U64(1)
+        others[:, 0] |= _U64(1)
+        leaves[np.arange(bsz), alpha] = others
         return leaves
 
     # ------------------------------------------------ the OTExtensionReceiver interface
@@ -660,6 +804,36 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
 
     def _extend_bytes(self, k: int) -> int:
         return (k + 7) // 8
+
+    def reserve_cots(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n silent COTs for :meth:`cot_recv_reserved` and their choice bits, told now: (choices
+        uint8 (n,), rows t).  The choices are the LPN outputs' ``e ^ A u`` -- pseudorandom to the
+        sender, and never sent (no derandomisation bit)."""
+        self._no_checked()
+        self.setup()
+        self._ensure(n)
+        t = self._take(n)
+        return (t[:, 0] & _U64(1)).astype(np.uint8), t
+
+    def cot_recv_reserved(self, handle: object, bits: int = 64) -> np.ndarray:
+        """The COT on reserved rows t (:meth:`FerretSender.cot_send_reserved`): x0 + c * delta."""
+        t = np.asarray(handle)
+        nb, mask = _check_bits(bits)
+        assert self._aes is not None
+        n = t.shape[0]
+        out = np.empty(n, dtype=_U64)
+        piece = _piece_size(self.piece, 2)
+        for pos in range(0, n, piece):
+            k = min(piece, n - pos)
+            start = self._next_index(k)
+            tp = t[pos : pos + k]
+            h = self._aes.tccr(tp, start, 1, FixedKeyAES.TAG_OT)[:, 0]
+            raw = self.ch.recv_array(np.uint8 if nb < 8 else _U64, (k, nb) if nb < 8 else (k,))
+            tau = _from_low_bytes(raw, (k,), nb)
+            tau &= _U64(0) - (tp[:, 0] & _U64(1))  # c * tau
+            h += tau
+            np.bitwise_and(h, mask, out=out[pos : pos + k])
+        return out
 
     def precompute(self, n: int) -> None:
         """Offline phase, as :meth:`FerretSender.precompute`."""

@@ -313,9 +313,9 @@ class OTExtensionSender(_IKNPBase):
         pos = 0
         for start, q in self._rows(n, self.piece):
             k = q.shape[0]
-            h0, h1 = self._pads(q, start, 1)
-            np.bitwise_and(h0[:, 0], _U64(1), out=m0[pos : pos + k], casting="unsafe")
-            np.bitwise_and(h1[:, 0], _U64(1), out=m1[pos : pos + k], casting="unsafe")
+            assert self._aes is not None
+            m0[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
+            m1[pos : pos + k] = self._aes.tccr_bits(self._xor_s(q), start, FixedKeyAES.TAG_OT)
             pos += k
         self.ch.flush()
         return m0, m1
@@ -347,6 +347,17 @@ class OTExtensionSender(_IKNPBase):
             pos += k
         self.ch.flush()
         return x0.reshape(delta.shape)
+
+    def reserve_cots(self, n: int) -> object:
+        """Set aside n COTs whose choice bits the receiver will not choose
+        (:meth:`OTExtensionReceiver.reserve_cots`): a handle for :meth:`cot_send_reserved`.  Here
+        (IKNP-style engines) the receiver picks them at random and nothing is set aside."""
+        return int(n)
+
+    def cot_send_reserved(self, handle: object, delta: np.ndarray, bits: int = 64) -> np.ndarray:
+        """:meth:`cot_send` on the reserved COTs of ``handle`` (both parties call it where the
+        receiver calls :meth:`OTExtensionReceiver.cot_recv_reserved`)."""
+        return self.cot_send(delta, bits=bits)
 
     def ot_send(self, m0: np.ndarray, m1: np.ndarray) -> None:
         """Chosen-message OT: uint64 (n,) or (n, w) pairs; receiver with bit c gets m_c."""
@@ -553,7 +564,8 @@ class OTExtensionReceiver(_IKNPBase):
         pos = 0
         for start, t, _ in self._rows(c, self.piece):
             k = t.shape[0]
-            np.bitwise_and(self._pad(t, start, 1)[:, 0], _U64(1), out=out[pos : pos + k], casting="unsafe")
+            assert self._aes is not None
+            out[pos : pos + k] = self._aes.tccr_bits(t, start, FixedKeyAES.TAG_OT)
             pos += k
         self.ch.flush()
         return out
@@ -578,6 +590,19 @@ class OTExtensionReceiver(_IKNPBase):
             out[pos : pos + k] = h
             pos += k
         return out[:, 0].copy() if w == 1 else out
+
+    def reserve_cots(self, n: int) -> tuple[np.ndarray, object]:
+        """n COTs whose choice bits are random and told now, before the COT runs: (choices uint8
+        (n,), handle for :meth:`cot_recv_reserved`).  A caller that needs only *some* uniform
+        secret bits may take these as its own (silent OT then sends no derandomisation bit);
+        both parties call ``reserve_cots`` at the same point of the protocol.  Here (IKNP-style
+        engines, where a chosen choice costs nothing extra) they are fresh random bits."""
+        c = unpack_bits(np.frombuffer(random_bytes((n + 7) // 8, self._rng), np.uint8), n)
+        return c, c
+
+    def cot_recv_reserved(self, handle: object, bits: int = 64) -> np.ndarray:
+        """:meth:`cot_recv` with the reserved choices of ``handle``: x0 + c * delta mod 2^bits."""
+        return self.cot_recv(np.asarray(handle), bits=bits)
 
     def ot_recv(self, choices: np.ndarray, w: int = 1) -> np.ndarray:
         """Chosen-message OT: returns m_{c_i}, (n,) if w == 1 else (n, w) uint64."""

@@ -42,11 +42,12 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 27 (27: the client-malicious Laplacian chain on silent OT, pinned as
-#: "krr-laplacian/client-malicious/silent" on the small model forced to it (S1 of the client-receiver
-#: direction checked); the version in the hello elsewhere (with the version set back to 26 the
-#: "krr-laplacian/silent" transcript is byte-identical to 26's pin: the Ferret receiver's own noise
-#: bit changes no honest message); 26: the client-malicious chain re-scaled (local truncation, masks on
+#: pinned at PROTOCOL_VERSION 28 (28: silent OT's Half-Tree single-point COTs and the Laplacian product (i) on
+#: reserved COTs -- "krr-laplacian/silent" 427,447 B in 122 frames; the exact kernels' step 4 in ceil(M/8)-byte
+#: words -- every semi-honest exact pin smaller; client-malicious pins: same sizes (the Laplacian's server draws
+#: its product-(i) choices from the engine's seeded generator now); 27: the client-malicious Laplacian chain on
+#: silent OT, pinned as "krr-laplacian/client-malicious/silent" on the small model forced to it (S1 of the
+#: client-receiver direction checked); 26: the client-malicious chain re-scaled (local truncation, masks on
 #: [2^m, 2^R - 2^m), a 256-bit ring) -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious" re-pinned, the
 #: version in the hello elsewhere; 25: the version in the hello only -- the pinned client-malicious models are too
 #: small for step 10's rank-2 split, tail_plan keeps one G table there; 24: see the lap and perf merges; 23: the client-malicious kernels' tail -- the masked public-factor chain, no
@@ -72,17 +73,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "602e95714fc4d5ab006bca70d34d4eb0df06600765ad22b2e3507c48be045735"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "2248ff5aae8ff0e8814f3205ef11eae3926a27832a08355f889ebd0ab0c7ee2f"),
-    "krr-laplacian": (96, 74975, "b64041eb70bbcd13fa3cac9320f07e7d6c445ac62b8c888806c72c0da3a33d0f"),
-    "krr-laplacian/silent": (130, 653509, "c5388ce9be4c681d81732937dd49bd5c5b1389ee2cb675d7b12afcb2e7a31b59"),
-    "krr-gaussian/client-malicious": (300, 9307225, "d8fe1429c447b241900820e6e42926b421c99af4eb923065f780d24fe69b942b"),
-    "krr-laplacian/client-malicious": (144, 126503, "afd3478d3c64430c76a09f6c93467f0325dd09e6c8a73a6e090f08eb520963a5"),
-    "krr-laplacian/client-malicious/silent": (171, 700185, "9da885d17b9688d22fedcf8f1a9032cfce19675b99fcbdb79b928d038a754573"),
+    "krr-gaussian": (66, 1564455, "3d05c069adff820e262f2713e946aeaaec0eeb2d70555692fe7a164143f4f707"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "47e705c094356c1d707bceeb69db1662f58acf7b8a9b60fb889c94a0ced87183"),
+    "krr-laplacian": (96, 74839, "d8509cea97cb5c82fe775873610b2ef0e585edb23b4f5755755ce23fea7f8452"),
+    "krr-laplacian/silent": (122, 427447, "824e57a3a42ec02e5a97d6c2e014bf9b8a14f870296c6ae9cb089cdf0e682cba"),
+    "krr-gaussian/client-malicious": (300, 9307225, "be984b92ca219e317adc121b5a3807fee9b1f5221311f7b04e87d46efcddfac3"),
+    "krr-laplacian/client-malicious": (144, 126503, "bfee41aa24809c64831806532efd10e9db4b2165e83f41f34326f80999910fa6"),
+    "krr-laplacian/client-malicious/silent": (163, 474259, "3a7d5006351ea14885d90fdf2a59fea2b43c1152e8e2550f18be41d0eff7299a"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 27
+PINNED_VERSION = 28
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

@@ -154,28 +154,32 @@ def test_chosen_choice_costs_one_bit_from_the_receiver():
 def test_ggm_puncturing():
     rng = np.random.default_rng(0)
     aes = FixedKeyAES(derive_key(b"test", b"fe-ggm"))
+    delta = rng.integers(0, 2**63, size=2, dtype=U64)
     for h in (1, 3, 8):
         roots = rng.integers(0, 2**63, size=(6, 2), dtype=U64)
-        leaves, sums = ggm_tree(aes, roots, h, tree0=5, it=2)
+        leaves, sums = ggm_tree(aes, roots, delta, h, tree0=5, it=2)
         side = rng.integers(0, 2, size=(6, h)).astype(np.intp)
         opened = np.take_along_axis(sums, side[:, :, None, None], axis=2)[:, :, 0]
         got, alpha = ggm_punctured_tree(aes, opened, side, tree0=5, it=2)
-        expect = ((1 - side) << np.arange(h - 1, -1, -1)[None, :]).sum(axis=1)
+        expect = ((1 - side) << np.arange(h)[None, :]).sum(axis=1)
         np.testing.assert_array_equal(alpha, expect)  # the path of the unopened sides
         for b in range(6):
             keep = np.arange(1 << h) != alpha[b]
             np.testing.assert_array_equal(got[b, keep], leaves[b, keep])
             assert not np.any(got[b, alpha[b]])
+        # correlated GGM: the two sides of every level differ by Delta, every level XORs to Delta
+        np.testing.assert_array_equal(sums[:, :, 0] ^ sums[:, :, 1], np.broadcast_to(delta, (6, h, 2)))
+        np.testing.assert_array_equal(np.bitwise_xor.reduce(leaves, axis=1), np.broadcast_to(delta, (6, 2)))
         # the sums are XORs of the children on each side
-        if h == 1:  # one node per side: the sums are the leaves
-            np.testing.assert_array_equal(sums[:, 0], leaves)
+        np.testing.assert_array_equal(sums[:, h - 1, 0], np.bitwise_xor.reduce(leaves[:, : 1 << (h - 1)], axis=1))
         # the tweaks separate trees and iterations: same roots, other tree index -> other leaves
-        other, _ = ggm_tree(aes, roots, h, tree0=6, it=2)
-        again, _ = ggm_tree(aes, roots, h, tree0=5, it=3)
-        assert not np.any(np.all(other == leaves, axis=2)) and not np.any(np.all(again == leaves, axis=2))
+        if h > 1:
+            other, _ = ggm_tree(aes, roots, delta, h, tree0=6, it=2)
+            again, _ = ggm_tree(aes, roots, delta, h, tree0=5, it=3)
+            assert not np.any(np.all(other == leaves, axis=2)) and not np.any(np.all(again == leaves, axis=2))
     # a wrong opening changes the rebuilt leaves (the receiver really depends on the message)
     roots = rng.integers(0, 2**63, size=(1, 2), dtype=U64)
-    leaves, sums = ggm_tree(aes, roots, 4)
+    leaves, sums = ggm_tree(aes, roots, delta, 4)
     side = np.zeros((1, 4), dtype=np.intp)
     opened = sums[:, :, 0].copy()
     opened[0, 1, 0] ^= U64(1)
@@ -315,9 +319,10 @@ def _swallow(fn):
 
 
 class _DeviatingSender(FerretSender):
-    """A Ferret sender that corrupts its iteration messages: ``what`` = "level" (one masked GGM
-    level sum of every tree), "c" (c_i, 127 bits), "c_bit0" (bit 0 of c_i: would erase the noise
-    if the receiver read its noise bit from it)."""
+    """A Ferret sender that corrupts its iteration messages (Half-Tree: one masked level sum per level
+    and tree, protocol 28): ``what`` = "level" (level h//2 of every tree), "last" (the last level, 40th
+    bit), "bit0" (bit 0 of every level sum: the bit that, were the receiver to read its noise bit from
+    the sender's sums, would be the one to attack)."""
 
     what = "level"
 
@@ -327,11 +332,11 @@ class _DeviatingSender(FerretSender):
         def patched(msg, owned=False):
             msg = msg.copy()
             if self.what == "level":
-                msg[:, 4 * (h // 2)] ^= U64(0xF0F0)  # level h//2, side 0, low word
-            elif self.what == "c":
-                msg[:, 4 * h + 1] ^= U64(1 << 40)
+                msg[:, h // 2, 0] ^= U64(0xF0F0)
+            elif self.what == "last":
+                msg[:, h - 1, 1] ^= U64(1 << 40)
             else:
-                msg[:, 4 * h] &= ~U64(1)
+                msg[:, :, 0] ^= U64(1)
             return send(msg, owned=True)
         self.ch.send_array = patched
         try:
@@ -340,14 +345,15 @@ class _DeviatingSender(FerretSender):
             self.ch.send_array = send
 
 
-@pytest.mark.parametrize("what", ["level", "c", "c_bit0"])
+@pytest.mark.parametrize("what", ["level", "last", "bit0"])
 def test_a_deviating_sender_cannot_move_the_receivers_choice_bits(what):
     """The receiver's choice bits r = e ^ A u are functions of its own randomness only: whatever a
     deviating sender sends, they equal the honest run's (same seeds) bit for bit -- so the
     derandomisation bits d = c ^ r it later sends are as pseudorandom (LPN) as with an honest
     sender. Only the receiver's strings t go wrong (the COT breaks at the rows the error reaches).
-    Before protocol 27 the receiver read its noise bit from bit 0 of c_i: clearing it ("c_bit0")
-    moved ~26% of these bits (the noise gone, r = A u linear)."""
+    Before protocol 27 the receiver read its noise bit from bit 0 of the sender's c_i: clearing it
+    moved ~26% of these bits (the noise gone, r = A u linear); since 28 (Half-Tree) it sets the bit
+    itself on the XOR of the other leaves."""
     n = 2 * MAIN.usable
 
     def run(cls):
@@ -365,10 +371,7 @@ def test_a_deviating_sender_cannot_move_the_receivers_choice_bits(what):
     np.testing.assert_array_equal(q2, q)  # the deviating sender's own view is the honest one
     r = (t2[:, 0] & U64(1)).astype(bool)
     broken = np.any(q2 != np.where(r[:, None], t2 ^ delta2, t2), axis=1)
-    if what == "c_bit0":  # the receiver never reads that bit: its outputs are the honest ones
-        np.testing.assert_array_equal(t2, t)
-    else:
-        assert broken.any()  # the deviation did reach the receiver's strings
+    assert broken.any()  # the deviation did reach the receiver's strings
 
 
 def test_over_tcp():
@@ -409,7 +412,40 @@ def test_lazy_batches_cost_what_a_request_needs(monkeypatch):
     assert s.available == r.available == need - 1500 + 3 * 1024 - MAIN.reserve
     assert s.iterations == r.iterations == 1  # only the set-up one is complete
     sent = c0.bytes_sent - b0
-    assert 3 * 4 * (MAIN.h * 32 + 16) <= sent < 4 * 4 * (MAIN.h * 32 + 16)
+    assert 3 * 4 * MAIN.h * 16 <= sent < 4 * 4 * MAIN.h * 16
     (q, delta), t = _both(lambda: s.random_cots(5 * MAIN.usable), lambda: r.random_cots(5 * MAIN.usable))
     _check_correlation(q, delta, t)
     assert s.iterations == r.iterations >= 6
+
+
+def test_reserved_cots_take_the_random_choices_and_send_no_bit_back():
+    s, r, c0, c1 = _pair(seed=17)
+    n = MAIN.usable + 777  # spans an iteration
+    handle_s, (c, handle_r) = _both(lambda: s.reserve_cots(n), lambda: r.reserve_cots(n))
+    assert c.dtype == np.uint8 and set(np.unique(c)) == {0, 1} and 0.4 < c.mean() < 0.6
+    delta = np.random.default_rng(3).integers(0, 2**63, n, dtype=U64)
+    b1 = c1.bytes_sent
+    x0, got = _both(lambda: s.cot_send_reserved(handle_s, delta, bits=24),
+                    lambda: r.cot_recv_reserved(handle_r, bits=24))
+    assert c1.bytes_sent == b1  # no derandomisation bit
+    np.testing.assert_array_equal(got, (x0 + c.astype(U64) * delta) & U64((1 << 24) - 1))
+    assert x0.max() < 1 << 24
+    # the engines stay in step: a chosen-choice COT after the reserved ones
+    cc = np.random.default_rng(4).integers(0, 2, 1000).astype(np.uint8)
+    x0, got = _both(lambda: s.cot_send(delta[:1000], bits=64), lambda: r.cot_recv(cc, bits=64))
+    np.testing.assert_array_equal(got, x0 + cc.astype(U64) * delta[:1000])
+
+
+def test_reserved_cots_on_an_iknp_engine_are_chosen_at_random():
+    from protocols.ot.iknp import OTExtensionReceiver, OTExtensionSender
+
+    c0, c1 = local_channel_pair(timeout=60)
+    s, r = OTExtensionSender(c0, seed=1), OTExtensionReceiver(c1, seed=2)
+    _both(s.setup, r.setup)
+    n = 5000
+    handle_s, (c, handle_r) = _both(lambda: s.reserve_cots(n), lambda: r.reserve_cots(n))
+    delta = np.random.default_rng(3).integers(0, 2**63, n, dtype=U64)
+    x0, got = _both(lambda: s.cot_send_reserved(handle_s, delta, bits=24),
+                    lambda: r.cot_recv_reserved(handle_r, bits=24))
+    np.testing.assert_array_equal(got, (x0 + c.astype(U64) * delta) & U64((1 << 24) - 1))
+    assert 0.4 < c.mean() < 0.6
