@@ -92,9 +92,9 @@ tail's messages. The server sees OT-extension messages and MW (its own sum for a
     holds the same d), and a deviating sender must not be able to move r. It cannot: r = e ^ A u
     is computed from the server's own randomness only -- the engine sets the noise bit at alpha
     itself (until protocol 27 it read it from bit 0 of c_i; a sender clearing that bit erased
-    the noise, made r = A u linear, and could then solve for u from d on columns where it knows b,
-    e.g. q_j = 0 in the chain, and read b on every other column: a whole session's comparison
-    bits, found in this work's review; tests/protocols/ot/test_ferret.py
+    the noise, made r = A u linear, and could then solve for u from d on columns where it knows b
+    (e.g. q_j = 0 in the chain: r = d ^ b_C) and read b on every other column: a whole session's
+    comparison bits for one abort; tests/protocols/ot/test_ferret.py
     ::test_a_deviating_sender_cannot_move_the_receivers_choice_bits).
   The server's view of the client's choices: as semi-honest (the client's r pseudorandom under
   LPN). Tests: tests/protocols/krr/test_laplacian_malicious.py::test_silent_*.
