@@ -489,6 +489,52 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     assert srv.thread.is_alive()
 
 
+def test_tcp_silent_ot_session_and_a_deviating_ferret_sender(monkeypatch):
+    """`serve` over TCP with the model on silent OT (protocol 27; forced: this small model would get
+    SoftSpoken): an honest client gets the plaintext prediction; a client whose Ferret sender
+    corrupts the top GGM level of every tree fails step 6, is counted, and the server goes on."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    served = ServedModel(model, frac_bits=4)
+    served.public.ot_engine = "silent"
+    served.public.validate()
+    srv = _TCPServer(served, max_aborts=2)
+    try:
+        Q = model.X_train[[2]] + 0.5
+        preds, _ = predict(srv.address, Q)
+        np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+        orig = ferret.FerretSender._spcot
+        client = threading.current_thread()
+
+        def corrupt(self, base, tree0, h):
+            if threading.current_thread() is not client:
+                return orig(self, base, tree0, h)
+            send = self.ch.send_array
+
+            def patched(msg, owned=False):
+                msg = msg.copy()
+                msg[:, 0] ^= U64(1 << 17)
+                msg[:, 2] ^= U64(1 << 17)
+                return send(msg, owned=True)
+            self.ch.send_array = patched
+            try:
+                return orig(self, base, tree0, h)
+            finally:
+                self.ch.send_array = send
+        monkeypatch.setattr(ferret.FerretSender, "_spcot", corrupt)
+        with pytest.raises(SecureMLError):
+            predict(srv.address, Q, retries=0)
+        monkeypatch.undo()
+        assert any("failed a protocol check (ChainCheckError): abort 1 of 2" in ln for ln in srv.lines)
+        preds, _ = predict(srv.address, Q)
+        np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+        assert srv.thread.is_alive()
+    finally:
+        srv.stop()
+
+
 def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeypatch):
     """Review finding (the counter was checked at admission only): with --max-aborts 1 a client
     opens one deviating session, holds it just before its commitment (admitted, nothing failed
