@@ -85,6 +85,10 @@ tail's messages. The server sees OT-extension messages and MW (its own sum for a
     the server's noise positions): L_S moves, which nothing before step 6 shows (c = L_S + rho
     hides any L_S to 2^(M-64) per point), and step 6 then aborts or u = L(q') + rho passes -- the
     selective-failure class below, at most one bit per aborted session, no new leakage class.
+    The bits may now be about the server's noise positions instead of X (the engine lives for the
+    session's queries); they count against the same bound (~K log2 S bits: ~40 for 3 aborts in
+    10^4 queries), against ~55,000 bits of noise positions per main iteration (4,971 trees of
+    2^11 leaves at the b11 set).
     (b) The server's message in product (i) is d = b_S ^ r (derandomisation), and b_S is *not*
     independent of the client's view: b_S ^ b_C = b = [x_ij < q_j] with b_C the client's own
     share, so d reveals b exactly where the client knows r. Hence the server's privacy needs r
