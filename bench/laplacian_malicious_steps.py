@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:28s} {v['bytes']:>13,} B{cpu}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        meta = {"command": "python -m bench.laplacian_malicious_steps " + " ".join(argv or []), "load_avg": os.getloadavg(),
+        meta = {"command": "python -m bench.laplacian_malicious_steps " + " ".join(sys.argv[1:] if argv is None else argv),
+                "load_avg": os.getloadavg(),
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         (args.out / "laplacian_malicious_steps.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0

@@ -85,6 +85,10 @@ tail's messages. The server sees OT-extension messages and MW (its own sum for a
     the server's noise positions): L_S moves, which nothing before step 6 shows (c = L_S + rho
     hides any L_S to 2^(M-64) per point), and step 6 then aborts or u = L(q') + rho passes -- the
     selective-failure class below, at most one bit per aborted session, no new leakage class.
+    The bits may now be about the server's noise positions instead of X (the engine lives for the
+    session's queries); they count against the same bound (~K log2 S bits: ~40 for 3 aborts in
+    10^4 queries), against ~55,000 bits of noise positions per main iteration (4,971 trees of
+    2^11 leaves at the b11 set).
     (b) The server's message in product (i) is d = b_S ^ r (derandomisation), and b_S is *not*
     independent of the client's view: b_S ^ b_C = b = [x_ij < q_j] with b_C the client's own
     share, so d reveals b exactly where the client knows r. Hence the server's privacy needs r
@@ -92,9 +96,9 @@ tail's messages. The server sees OT-extension messages and MW (its own sum for a
     holds the same d), and a deviating sender must not be able to move r. It cannot: r = e ^ A u
     is computed from the server's own randomness only -- the engine sets the noise bit at alpha
     itself (until protocol 27 it read it from bit 0 of c_i; a sender clearing that bit erased
-    the noise, made r = A u linear, and could then solve for u from d on columns where it knows b,
-    e.g. q_j = 0 in the chain, and read b on every other column: a whole session's comparison
-    bits, found in this work's review; tests/protocols/ot/test_ferret.py
+    the noise, made r = A u linear, and could then solve for u from d on columns where it knows b
+    (e.g. q_j = 0 in the chain: r = d ^ b_C) and read b on every other column: a whole session's
+    comparison bits for one abort; tests/protocols/ot/test_ferret.py
     ::test_a_deviating_sender_cannot_move_the_receivers_choice_bits).
   The server's view of the client's choices: as semi-honest (the client's r pseudorandom under
   LPN). Tests: tests/protocols/krr/test_laplacian_malicious.py::test_silent_*.

@@ -356,11 +356,13 @@ def test_forged_mac_word_aborts():
         _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", lambda orig, *a: (orig(*a) + shift) % u128.MOD))
 
 
-def test_randomised_deviation_over_the_clients_messages():
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_randomised_deviation_over_the_clients_messages(engine):
     """One random bit of one client message flipped per session (a seeded sample of the client's
-    messages, the last three always among them):
+    messages, the last three always among them; on silent OT these include its S1 messages, its
+    GGM sums and c_i as Ferret sender and its derandomisation bits as receiver):
     each session aborts (at the OT check, step 6's check or the tail's) or returns F(q') bit-exact."""
-    model, pp, XT, q = _case(N=12, d=4, seed=2)
+    model, pp, XT, q = _case(N=12, d=4, seed=2, engine=engine)
     rng = np.random.default_rng(7)
 
     def client_flipping(target, state):
@@ -371,7 +373,7 @@ def test_randomised_deviation_over_the_clients_messages():
 
     count = {"n": 0, "hit": False}
     run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(-1, count), seed=5,
-                  setup=checked_ot, timeout=30)
+                  setup=_setup_for(pp), timeout=30)
     total = count["n"]
     targets = sorted(set(rng.choice(total, size=min(8, total), replace=False).tolist()) | {total - 3, total - 2,
                                                                                             total - 1})
@@ -380,13 +382,13 @@ def test_randomised_deviation_over_the_clients_messages():
         state = {"n": 0, "hit": False}
         try:
             rec, y = run_two_party(lambda p: lm.online(p, pp, model=model, XT=XT), client_flipping(target, state),
-                                   seed=5, setup=checked_ot, timeout=30)
+                                   seed=5, setup=_setup_for(pp), timeout=30)
             assert y == (lm.reference(pp, model, XT, q, rec["rho"], rec["masks"]) + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
             outcomes.append("ideal")
         except (ProtocolError, PeerDisconnected, ValueError):
             outcomes.append("abort")
         assert state["hit"]
-    assert len(outcomes) >= 9 and "abort" in outcomes
+    assert len(outcomes) == len(targets) >= 8 and "abort" in outcomes
 
 
 def test_refuses_wide_entries_with_one_line():
@@ -503,6 +505,52 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     # nothing the client sent is in the log: only server-side facts (class names, counts, address)
     assert all("Error:" not in ln for ln in srv.lines)
     assert srv.thread.is_alive()
+
+
+def test_tcp_silent_ot_session_and_a_deviating_ferret_sender(monkeypatch):
+    """`serve` over TCP with the model on silent OT (protocol 27; forced: this small model would get
+    SoftSpoken): an honest client gets the plaintext prediction; a client whose Ferret sender
+    corrupts the top GGM level of every tree fails step 6, is counted, and the server goes on."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    served = ServedModel(model, frac_bits=4)
+    served.public.ot_engine = "silent"
+    served.public.validate()
+    srv = _TCPServer(served, max_aborts=2)
+    try:
+        Q = model.X_train[[2]] + 0.5
+        preds, _ = predict(srv.address, Q)
+        np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+        orig = ferret.FerretSender._spcot
+        client = threading.current_thread()
+
+        def corrupt(self, base, tree0, h):
+            if threading.current_thread() is not client:
+                return orig(self, base, tree0, h)
+            send = self.ch.send_array
+
+            def patched(msg, owned=False):
+                msg = msg.copy()
+                msg[:, 0] ^= U64(1 << 17)
+                msg[:, 2] ^= U64(1 << 17)
+                return send(msg, owned=True)
+            self.ch.send_array = patched
+            try:
+                return orig(self, base, tree0, h)
+            finally:
+                self.ch.send_array = send
+        monkeypatch.setattr(ferret.FerretSender, "_spcot", corrupt)
+        with pytest.raises(SecureMLError):
+            predict(srv.address, Q, retries=0)
+        monkeypatch.undo()
+        assert any("failed a protocol check (ChainCheckError): abort 1 of 2" in ln for ln in srv.lines)
+        preds, _ = predict(srv.address, Q)
+        np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
+        assert srv.thread.is_alive()
+    finally:
+        srv.stop()
 
 
 def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeypatch):
