@@ -169,7 +169,7 @@ U64 = np.uint64
 #: widest x_hi that the single G table OT serves (2^12 entries per training point)
 MAX_HI_BITS = MALICIOUS_MAX_HI_BITS
 #: digit widths the chain may use (step 11 picks the one with the fewest bytes for the model)
-CHAIN_DIGIT_BITS = (2, 3, 4, 5, 6)
+CHAIN_DIGIT_BITS = (1, 2, 3, 4, 5, 6)
 #: |F| / 2^scale below 2^PREDICTION_BITS: the chain ring keeps one more bit for the sign
 PREDICTION_BITS = 24
 #: statistical distance of the lifted G-table outputs from uniform, summed over the points
@@ -189,15 +189,20 @@ class TailPlan:
     low bits of x_hi in the first table of the rank-2 split (2^h0 and 2^(hb - h0) entries of three
     words); ``digits``: bit ranges [a, b) of x_lo, one public factor table each; ``scale_bits``
     = the output's scale, the one-factor scale w + g + V that the chain keeps after every digit
-    (protocol 26); ``one_factor_bits`` = w + g + V (the same); ``chain_limbs``: the chain's ring
-    Z_2^R, R = 64 chain_limbs; ``g_limbs``: the ring Z_2^(64 g_limbs) of step 10 (2: 128 bits,
-    unless the lift's statistical distance bound needs more); ``lift_bits`` = l: |alpha_i G_i(e)|
-    < 2^l, and the server's first mask is uniform on [2^l, 2^(64 g_limbs) - 2^l); ``shifts``: the
-    bits t_k the chain truncates after digit k (t_1 = scale of h + V - scale_bits: 0 with one G
-    table, g with the split; V after every later digit); ``mask_bits`` = m: every value the chain
-    multiplies, |value_(k-1) g_k| < 2^m, and its masks are uniform on [2^m, 2^R - 2^m);
-    ``flood_bits`` = T: step 13a's e_T is uniform on [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K'
-    (K' = the truncating digits, each carrying at most one unit into the output)."""
+    (protocol 26); ``one_factor_bits`` = w + g + V (the same); ``chain_bytes``: the chain's ring
+    Z_2^R, R = 8 chain_bytes (protocol 29: any whole number of bytes; ``chain_limbs`` = ceil(R / 64)
+    limbs hold it); ``g_bytes``: the ring Z_2^RG of step 10, RG = 8 g_bytes (``g_limbs`` limbs), the
+    fewest bytes for the lift's statistical distance bound; ``lift_bits`` = l: |alpha_i G_i(e)|
+    < 2^l, and the server's first mask is uniform on [2^l, 2^RG - 2^l); ``a_bytes``, ``b_bytes``,
+    ``b_lift_bits`` (split only, protocol 29): the words A~_b = A_b + t_b and B~_b = alpha B_b + sg_b
+    travel as integers of 8 a_bytes and 8 b_bytes bits (t_b uniform on [0, 2^(8 a_bytes) - 2^g),
+    A_b <= 2^g; sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), |alpha B_b| < 2^lb, lb = b_lift_bits);
+    ``shifts``: the bits t_k the chain truncates after digit k (t_1 = scale of h + V - scale_bits:
+    0 with one G table, g with the split; V after every later digit); ``mask_bits`` = m: every
+    value the chain multiplies, |value_(k-1) g_k| < 2^m; its masks are uniform on Z_2^R (protocol
+    29: fixed by the free entry 0 of each digit's table), outside [2^m, 2^R - 2^m) with probability
+    2^(m+1-R) each; ``flood_bits`` = T: step 13a's e_T is uniform on [-2^(T-1), 2^(T-1)),
+    2^T >= 2^40 N K' (K' = the truncating digits, each carrying at most one unit into the output)."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -210,11 +215,21 @@ class TailPlan:
     shifts: tuple[int, ...] = ()
     mask_bits: int = 0
     flood_bits: int = 0
+    chain_bytes: int = 0
+    g_bytes: int = 0
+    a_bytes: int = 0
+    b_bytes: int = 0
+    b_lift_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
         """R, the bits of the chain's ring (and of the output y)."""
-        return 64 * self.chain_limbs
+        return 8 * self.chain_bytes
+
+    @property
+    def g_ring_bits(self) -> int:
+        """RG, the bits of step 10's ring."""
+        return 8 * self.g_bytes
 
     @property
     def carries(self) -> int:
@@ -222,23 +237,26 @@ class TailPlan:
         return sum(1 for t in self.shifts if t)
 
     def chain_bytes_per_point(self) -> int:
-        """Bytes of step 11 per training point (one bound table per digit, 2^m entries of R bits)."""
-        return sum(1 << (b - a) for a, b in self.digits) * 8 * self.chain_limbs
+        """Bytes of step 11 per training point: one bound table per digit, 2^m - 1 entries of R
+        bits (entry 0 is free: the client's pad, protocol 29)."""
+        return sum((1 << (b - a)) - 1 for a, b in self.digits) * self.chain_bytes
 
     def g_bytes_per_point(self) -> int:
         """Bytes of step 10 per training point."""
         if not self.split:
-            return (1 << self.hb) * 8 * self.g_limbs
-        return ((1 << self.split) + (1 << (self.hb - self.split))) * 3 * 8 * self.g_limbs
+            return (1 << self.hb) * self.g_bytes
+        return ((1 << self.split) * (2 * self.a_bytes + self.g_bytes)
+                + (1 << (self.hb - self.split)) * (2 * self.b_bytes + self.g_bytes))
 
 
-def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, g_limbs: int
+def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int
                  ) -> tuple[tuple[int, ...], int, int, int]:
-    """(shifts, mask bits m, flood bits T, limbs) of the re-scaled chain (protocol 26) for |h| <=
-    a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits so that
-    the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds one).
-    The ring: the masks' statistical distance, N K 2^(m+1) / (2^R - 2^(m+1)) <= 2^-40 in all, the
-    lifted h (R >= 64 g_limbs) and the output (scale + flood + prediction bits + sign)."""
+    """(shifts, mask bits m, flood bits T, bytes of R) of the re-scaled chain (protocol 26) for
+    |h| <= a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits
+    so that the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds
+    one). The ring, in whole bytes (protocol 29): the masks' statistical distance, N K 2^(m+1) /
+    (2^R - 2^(m+1)) <= 2^-40 in all, the lifted h (R >= min_bits, step 10's ring) and the output
+    (scale + flood + prediction bits + sign)."""
     out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     V = pp.v_frac_bits
     shifts, B, m, scale = [], a_max, 0, head_bits
@@ -252,37 +270,39 @@ def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int
     NK = pp.n_train * len(digits)
     carries = sum(1 for t in shifts if t)
     flood = LIFT_STAT_BITS + max(1, (pp.n_train * carries - 1).bit_length()) if carries else 0
-    n = g_limbs
-    while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (64 * n)) - (1 << (m + 1))
-           or 64 * n < out_scale + flood + PREDICTION_BITS + 2):
-        n += 1
-    return tuple(shifts), m, flood, n
+    nb = -(-min_bits // 8)
+    while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (8 * nb)) - (1 << (m + 1))
+           or 8 * nb < out_scale + flood + PREDICTION_BITS + 2):
+        nb += 1
+    return tuple(shifts), m, flood, nb
 
 
-def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, g_limbs: int
+def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int
                   ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int]:
-    """(digits, shifts, mask bits, flood bits, limbs) with the fewest chain bytes. The re-scaled
-    ring no longer grows with the digits (protocol 26), so the bytes are ~(L / m) 2^m R: 1- and
-    2-bit digits tie (80 entries for L = 40), 3-bit 112 entries; ties go to the wider digit."""
+    """(digits, shifts, mask bits, flood bits, bytes of R) with the fewest chain bytes. The
+    re-scaled ring no longer grows with the digits (protocol 26), and entry 0 of each table is free
+    (protocol 29), so the bytes are ~(L / m) (2^m - 1) R: 1-bit digits (40 entries for L = 40)
+    against 60 for 2-bit ones; ties go to the wider digit."""
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, pp.lo_bits, m)
-        shape = _chain_shape(pp, digits, head_bits, a_max, g_limbs)
-        cost = sum(1 << (b - a) for a, b in digits) * shape[3]
-        if best is None or cost < best[0]:
+        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits)
+        cost = sum((1 << (b - a)) - 1 for a, b in digits) * shape[3]
+        if best is None or cost <= best[0]:
             best = (cost, digits, *shape)
     return best[1], best[2], best[3], best[4], best[5]
 
 
-def _lift(n_train: int, a_max: int) -> tuple[int, int]:
-    """(l, limbs) for |alpha_i G_i| <= a_max: the smallest ring Z_2^(64 limbs), limbs >= 2, in which
-    the statistical distance of the client's h from uniform, N a_max / (2^(64 limbs) - 2^(l+1)),
-    summed over the points, is at most 2^-40."""
+def _lift(count: int, a_max: int) -> tuple[int, int]:
+    """(l, bytes) for count values v with 0 <= |v| <= a_max, each masked by its own mask uniform on
+    [2^l, 2^(8 bytes) - 2^l) (l = bits of a_max): the fewest bytes for which the statistical
+    distance of the masked values from their masks alone, summed, count a_max / (2^(8 bytes) -
+    2^(l+1)), is at most 2^-40. (Protocol 26 rounded this up to whole 64-bit limbs, at least two.)"""
     lift = a_max.bit_length()
-    g_limbs = 2
-    while n_train * a_max << LIFT_STAT_BITS > (1 << (64 * g_limbs)) - (1 << (lift + 1)):
-        g_limbs += 1
-    return lift, g_limbs
+    nb = 1
+    while count * a_max << LIFT_STAT_BITS > (1 << (8 * nb)) - (1 << (lift + 1)):
+        nb += 1
+    return lift, nb
 
 
 def tail_plan(pp: PublicParams) -> TailPlan:
@@ -292,20 +312,26 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     # |alpha_i| <= 2^(weight_bits - 1); G_i(e) = rint(2^g e^{-c 2^L H + c rho_lo}) <= rint(2^g e^step)
     g_max = math.ceil(math.exp(pp.step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
     w_max = 1 << (pp.weight_bits - 1)
-    lift, g_limbs = _lift(pp.n_train, w_max * g_max)
+    lift, g_bytes = _lift(pp.n_train, w_max * g_max)
     # the chain keeps the one-factor scale 2^(w + g + V) after every digit (protocol 26): with the
     # split, whose G carries g more bits, the first digit truncates g + V bits' worth down to it
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     head = pp.weight_frac_bits + pp.g_frac_bits
-    digits, shifts, m, flood, n = _chain_digits(pp, head, w_max * g_max, g_limbs)
-    best = TailPlan(hb, tuple(digits), one, one, n, g_limbs, lift, 0, shifts, m, flood)
+    digits, shifts, m, flood, cb = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes)
+    best = TailPlan(hb, tuple(digits), one, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
+                    cb, g_bytes)
     options = [best]
     # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
     a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
     lift2, g2 = _lift(pp.n_train, a2)
-    digits2, shifts2, m2, flood2, n2 = _chain_digits(pp, head + pp.g_frac_bits, a2, g2)
+    # the words A~_b (two per point, A_b <= 2^g) and B~_b (two per point, |alpha B_b| <= w_max g_max)
+    # masked within their own, narrower ranges (protocol 29): they need not wrap, only hide A_b, B_b
+    _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
+    b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
+    digits2, shifts2, m2, flood2, cb2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2)
     for h0 in range(1, min(pp.lut_bits, hb - 1) + 1):
-        options.append(TailPlan(hb, tuple(digits2), one, one, n2, g2, lift2, h0, shifts2, m2, flood2))
+        options.append(TailPlan(hb, tuple(digits2), one, one, -(-cb2 // 8), -(-max(g2, a_bytes, b_bytes) // 8),
+                                lift2, h0, shifts2, m2, flood2, cb2, g2, a_bytes, b_bytes, b_lift))
     if G_SPLIT == "single":
         return best
     if G_SPLIT == "split":
@@ -509,28 +535,34 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
     n, R = tp.chain_limbs, tp.ring_bits
     xm = (rho if server else u) >> U64(s)
     x_lo = xm & U64((1 << L) - 1)
-    # 10. G table indexed by the committed x_hi: h_i = alpha_i G_i + s0_i, never wrapping
+    # 10. G table indexed by the committed x_hi: h_i = alpha_i G_i + s0_i, never wrapping, in
+    # Z_2^RG (RG = 8 g_bytes: every word travels as its low g_bytes bytes, protocol 29)
     hi_digit = (s + L, M)
+    RG, gb = tp.g_ring_bits, tp.g_bytes
     if server:
         alpha, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
         nG = tp.g_limbs
-        top = 1 << (64 * nG)
-        s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, top - (1 << tp.lift_bits))
+        s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, (1 << RG) - (1 << tp.lift_bits), bits=RG)
         if not tp.split:
             # every entry is s0_i, plus alpha_i G_i(e) at the 2^lut columns where G is not 0
             t = np.repeat(s_prev[:, None, :], 1 << tp.hb, axis=1)
             cols, aG = g_terms(pp, xm, alpha, tp)
             t[np.arange(N)[:, None], cols] = limbs.add(aG, s_prev[:, None, :])
-            au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t)
+            au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t, widths=(gb,))
         else:
-            # rank 2: six fresh masks, t_b and sg_b (b = 0, 1), r1 uniform in the whole ring, and
-            # r2 = -(s0 + r1), so that the client's sum of products minus corrections is alpha G + s0
+            # rank 2: t_b on [0, 2^(8 a_bytes) - 2^g) and sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), so that
+            # A~_b = A_b + t_b and B~_b = alpha B_b + sg_b are integers of a_bytes and b_bytes bytes
+            # (protocol 29: statistically hiding, no wrap), r1 uniform in Z_2^RG, r2 = -(s0 + r1): the
+            # client's sum of products minus corrections is alpha G + s0 (mod 2^RG)
             As, Bs = split_parts(pp, xm, tp)
-            tm = [limbs.random(party.rng, (N,), nG)[:, None, :] for _ in (0, 1)]
-            sg = [limbs.random(party.rng, (N,), nG)[:, None, :] for _ in (0, 1)]
-            r1 = limbs.random(party.rng, (N,), nG)[:, None, :]
+            ta, tb, lb, g = 8 * tp.a_bytes, 8 * tp.b_bytes, tp.b_lift_bits, pp.g_frac_bits
+            tm = [limbs.uniform_between(party.rng, (N,), nG, 0, (1 << ta) - (1 << g), bits=ta)[:, None, :]
+                  for _ in (0, 1)]
+            sg = [limbs.uniform_between(party.rng, (N,), nG, 1 << lb, (1 << tb) - (1 << lb), bits=tb)[:, None, :]
+                  for _ in (0, 1)]
+            r1 = limbs.reduce(limbs.random(party.rng, (N,), nG), RG)[:, None, :]
             r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
             Al = [np.concatenate([A[..., None], limbs.zeros(A.shape, nG - 1)], axis=-1) for A in As]
             c1 = limbs.add(limbs.add(limbs.mul_small(sg[0], As[0]), limbs.mul_small(sg[1], As[1])), r1)
@@ -544,35 +576,47 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             c2 = limbs.add(limbs.add(limbs.mul_small(limbs.mul(tm[0], a), Bs[0]),
                                      limbs.mul_small(limbs.mul(tm[1], a), Bs[1])), const)
             e1_table = np.concatenate([Bt[0], Bt[1], c2], axis=-1)
-            au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table)
-            au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table)
+            au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table,
+                         widths=(tp.a_bytes, tp.a_bytes, gb))
+            au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,
+                         widths=(tp.b_bytes, tp.b_bytes, gb))
         first = s_prev
-        s_prev = np.concatenate([s_prev, limbs.zeros((N,), n - nG)], axis=1)  # lifted: an integer < 2^(64 nG)
+        s_prev = _resize(s_prev, n)  # lifted: an integer < 2^RG <= 2^R
     else:
         if not tp.split:
-            h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs)
+            h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs, widths=(gb,))
         else:
             w3 = 3 * tp.g_limbs
-            got0 = au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, values=u, w=w3)
-            got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3)
-            h = client_split_product(got0, got1, tp.g_limbs)
-        p = np.concatenate([h, limbs.zeros((N,), n - tp.g_limbs)], axis=1)  # lifted as an integer
-    # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo; masks on
-    # [2^m, 2^R - 2^m) so that p_k = value_k + s_k never wraps and both sides can truncate locally
-    m = tp.mask_bits
+            got0 = au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, values=u, w=w3,
+                                widths=(tp.a_bytes, tp.a_bytes, gb))
+            got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3,
+                                widths=(tp.b_bytes, tp.b_bytes, gb))
+            h = limbs.reduce(client_split_product(got0, got1, tp.g_limbs), RG)
+        p = _resize(h, n)  # lifted as an integer
+    # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo in Z_2^R
+    # (R = 8 chain_bytes); entry 0 is free (the client's own pad, protocol 29), which fixes this
+    # digit's mask s'_k = s_(k-1) g_k(0) - pad_0 (uniform in Z_2^R, inside [2^m, 2^R - 2^m) but
+    # with probability 2^(m+1-R)): p_k = value_k + s_k does not wrap, both sides truncate locally
     masks = []
     for (a, b), t in zip(tp.digits, tp.shifts):
         digit = (s + a, s + b)
         g = digit_factors(pp, a, b)
         if server:
-            s_k = limbs.uniform_between(party.rng, (N,), n, 1 << m, (1 << R) - (1 << m))
-            z = limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, :]), s_k[:, None, :])
-            au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z)
-            masks.append(s_k)
-            s_prev = limbs.shr(s_k, t)  # 11b. the server's truncated share: the next z uses it
+            box: dict[str, np.ndarray] = {}
+
+            def z_table(pad0: np.ndarray, s_prev: np.ndarray = s_prev, g: np.ndarray = g) -> np.ndarray:
+                s_k = limbs.reduce(limbs.sub(limbs.mul_small(s_prev, g[0]), pad0), R)
+                box["s"] = s_k
+                return limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, :]), s_k[:, None, :])
+
+            au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z_table, w=n, widths=(tp.chain_bytes,),
+                         first_free=True)
+            masks.append(box["s"])
+            s_prev = limbs.shr(box["s"], t)  # 11b. the server's truncated share: the next z uses it
         else:
-            z = au.bound_lut(party, CLIENT, digit, pads=u_pads, values=u, w=n)
-            p = client_truncate(client_chain_step(p, g[_digit(x_lo, a, b)], z), t)
+            z = au.bound_lut(party, CLIENT, digit, pads=u_pads, values=u, w=n, widths=(tp.chain_bytes,),
+                             first_free=True)
+            p = client_truncate(limbs.reduce(client_chain_step(p, g[_digit(x_lo, a, b)], z), R), t)
     if server:
         # 13. the server's output share
         offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
@@ -592,6 +636,15 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
     except (KeyError, TypeError, ValueError):
         raise ProtocolError("malformed output share message") from None
     return client_output(p, y_s, R)
+
+
+def _resize(x: np.ndarray, n: int) -> np.ndarray:
+    """A non-negative integer's limbs (..., k) as (..., n): zero-extended, or its low n limbs where
+    the caller knows the value is below 2^(64 n)."""
+    k = x.shape[-1]
+    if k >= n:
+        return np.ascontiguousarray(x[..., :n])
+    return np.concatenate([x, limbs.zeros(x.shape[:-1], n - k)], axis=-1)
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarray, np.ndarray]:
@@ -672,7 +725,9 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
 def decode(pp: PublicParams, y: int) -> float:
     """The prediction from y (mod 2^R, scale 2^scale_bits of :func:`tail_plan`)."""
     tp = tail_plan(pp)
-    return limbs.to_signed_float(y, tp.chain_limbs, tp.scale_bits)
+    mod = 1 << tp.ring_bits
+    y %= mod
+    return (y - mod if y >= mod // 2 else y) / (1 << tp.scale_bits)  # int / int: correctly rounded
 
 
 __all__ = ["online", "kernel_output", "server_online", "client_online", "reference", "reference_from_distances",

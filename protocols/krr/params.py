@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 26  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -69,6 +69,9 @@ PROTOCOL_VERSION = 26  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # three words per entry in Z_2^192 and 40 more bits of output scale
 # 26: client-malicious kernels' chain re-scaled: masks on [2^m, 2^R - 2^m), both sides truncate
 # V bits per digit (one-factor output scale, a 256-bit ring at CM settings), step 13a floods the carries
+# 29: client-malicious kernels' tail in whole bytes: the chain's ring and step 10's ring sized to the byte
+# (216 and 168 bits at CM settings), the split's A~, B~ words narrow statistically hiding integers, entry 0
+# of each chain table free (the client's pad fixes the mask): 1-bit chain digits, one entry each
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

@@ -279,7 +279,8 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
 
 
 def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
-              tables: np.ndarray | None = None, values: np.ndarray | None = None, w: int = 1) -> np.ndarray | None:
+              tables=None, values: np.ndarray | None = None, w: int = 1,
+              widths: tuple[int, ...] | None = None, first_free: bool = False) -> np.ndarray | None:
     """1-out-of-2^m table OT whose index is a digit of a *committed* value, both roles.
 
     The index bits are not chosen anew: the m random OTs that committed bits [a, b) of each value
@@ -291,28 +292,89 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     ``values`` (its committed values), ``pads`` its keys, ``w``; returns (n, w) uint64.
     The pads are derived under their own fixed AES key (domain separation from the OT engine)
     and the commitment's MAC words hash the same keys under another tweak (:func:`_expand`).
+
+    ``widths`` (both roles, protocol 29): the w words of an entry are len(widths) parts of
+    w / len(widths) words each, and part j travels as its low widths[j] bytes: the chooser gets
+    every part mod 2^(8 widths[j]) (the bytes above are zero). ``first_free`` (both roles): entry 0
+    is not sent -- its value is its own pad, so the sender passes ``tables`` as a function of that
+    pad (n, w) returning the whole table (whose entry 0 must equal the pad in the sent bytes); the
+    chooser at digit 0 takes its pad, at any other digit the sent entry. 2^m - 1 entries travel.
     """
     a, b = digit
     m = b - a
     aes = _lut_aes()
+    size = 1 << m
+    skip = 1 if first_free else 0
     if party.role != chooser:
         m0, m1 = pads
-        n, size, w = tables.shape
-        if size != 1 << m:
-            raise ValueError("table size must be 2^(digit width)")
+        n = m0.shape[0]
         p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
         p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
-        pad = aes.lut_pads(p0, p1, 0, m, (w + 1) // 2)
-        party.ch.send_array(np.ascontiguousarray(tables ^ pad[:, :, :w]), owned=True)
+        w = tables.shape[2] if not callable(tables) else w
+        pad = aes.lut_pads(p0, p1, 0, m, (w + 1) // 2)[:, :, :w]
+        if callable(tables):
+            tables = tables(_trim(np.ascontiguousarray(pad[:, 0]), widths))
+        if tables.shape[:2] != (n, size):
+            raise ValueError("table size must be 2^(digit width)")
+        ct = tables[:, skip:] ^ pad[:, skip:]
+        party.ch.send_array(_pack_parts(ct, widths), owned=True)
         party.ch.flush()
         return None
     v = np.asarray(values, dtype=U64)
     n = v.shape[0]
-    idx = (v >> U64(a)) & U64((1 << m) - 1)
+    idx = ((v >> U64(a)) & U64(size - 1)).astype(np.intp)
     p = aes.permute(np.ascontiguousarray(pads[:, a:b]).view(U64).reshape(n, m, 2))
     pad = aes.lut_pads(p, None, 0, m, (w + 1) // 2, entries=idx)[:, 0, :w]
-    ct = party.ch.recv_array(U64, (n, 1 << m, w))
-    return ct[np.arange(n), idx.astype(np.intp)] ^ pad
+    rows = np.arange(n)
+    if widths is None:
+        ct = party.ch.recv_array(U64, (n, size - skip, w))
+        got = ct[rows, np.maximum(idx - skip, 0)]
+    else:
+        raw = party.ch.recv_array(np.uint8, (n, size - skip, sum(widths)))
+        got = _unpack_parts(raw[rows, np.maximum(idx - skip, 0)], widths, w)
+    if skip:
+        got = np.where((idx == 0)[:, None], U64(0), got)  # entry 0: the pad alone
+    return _trim(got ^ pad, widths)
+
+
+def _part_bytes(widths: tuple[int, ...], w: int) -> int:
+    if w % len(widths) or any(not 1 <= x <= 8 * (w // len(widths)) for x in widths):
+        raise ValueError("widths must split the entry's words evenly and fit their parts")
+    return 8 * (w // len(widths))
+
+
+def _pack_parts(ct: np.ndarray, widths: tuple[int, ...] | None) -> np.ndarray:
+    """Sender: (n, e, w) words -> the bytes on the wire, each part's low widths[j] bytes."""
+    if widths is None:
+        return np.ascontiguousarray(ct)
+    n, e, w = ct.shape
+    pb = _part_bytes(widths, w)
+    raw = np.ascontiguousarray(ct.astype("<u8")).view(np.uint8).reshape(n, e, len(widths), pb)
+    return np.ascontiguousarray(np.concatenate([raw[:, :, j, :x] for j, x in enumerate(widths)], axis=-1))
+
+
+def _unpack_parts(raw: np.ndarray, widths: tuple[int, ...], w: int) -> np.ndarray:
+    """Chooser: (n, sum(widths)) bytes -> (n, w) words, the missing high bytes zero."""
+    n = raw.shape[0]
+    pb = _part_bytes(widths, w)
+    out = np.zeros((n, len(widths), pb), dtype=np.uint8)
+    off = 0
+    for j, x in enumerate(widths):
+        out[:, j, :x] = raw[:, off:off + x]
+        off += x
+    return out.reshape(n, len(widths) * pb).view("<u8").astype(U64)
+
+
+def _trim(words: np.ndarray, widths: tuple[int, ...] | None) -> np.ndarray:
+    """(n, w) words with each part reduced mod 2^(8 widths[j]) (the bytes that travel)."""
+    if widths is None:
+        return words
+    n, w = words.shape
+    pb = _part_bytes(widths, w)
+    raw = np.ascontiguousarray(words.astype("<u8")).view(np.uint8).reshape(n, len(widths), pb).copy()
+    for j, x in enumerate(widths):
+        raw[:, j, x:] = 0
+    return raw.reshape(n, w * 8).view("<u8").astype(U64)
 
 
 def combine(coef: np.ndarray, a: U128) -> U128:

@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 26 (26: the client-malicious chain re-scaled (local truncation, masks on
+#: pinned at PROTOCOL_VERSION 29 (29: the client-malicious tail in whole bytes, narrow split words, free entry 0
+#: of each chain table, 1-bit chain digits -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious"
+#: re-pinned, the version in the hello elsewhere; 26: the client-malicious chain re-scaled (local truncation, masks on
 #: [2^m, 2^R - 2^m), a 256-bit ring) -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious" re-pinned, the
 #: version in the hello elsewhere; 25: the version in the hello only -- the pinned client-malicious models are too
 #: small for step 10's rank-2 split, tail_plan keeps one G table there; 24: see the lap and perf merges; 23: the client-malicious kernels' tail -- the masked public-factor chain, no
@@ -68,16 +70,16 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564495, "42965782830d4c47558970e7a201e59c609607ced7b677514c828f7203dcad0f"),
-    "krr-gaussian/lattice-sum": (42, 2560892, "aabe6f265aa961ca3e52a8ac885bbe8ec3fa21f1b38a193c7d42764cdd591bc7"),
-    "krr-laplacian": (96, 74975, "9063a6e8cd73470ab9d97c91f64c13c604e275c1479df5ab25d607be7b20547c"),
-    "krr-laplacian/silent": (130, 653509, "5d49dab6c7512bd82e616b40dde0ba893e2ccb5f0b3cf514b3dc07062c833c6b"),
-    "krr-gaussian/client-malicious": (300, 9307225, "9757d7905997560ea1135e5ea142d1875d54f2d08866dfb4a81b8f1b040ae318"),
-    "krr-laplacian/client-malicious": (144, 126503, "e41e4a74254a2c0af3de4924d588bc05759cec97350e8051d850d545e1ae4925"),
+    "krr-gaussian": (66, 1564495, "3a65e4fb2c6285da06afa19e04178f4261489a584e06633b234bbf4580eff7ea"),
+    "krr-gaussian/lattice-sum": (42, 2560892, "6afe1a92decbd6b5cb596d5ec70abb922a10bbf36df30dd947c05b1140a6708e"),
+    "krr-laplacian": (96, 74975, "f2721b103203f578d5ec2454ae13cb38c666dbdefbdfb780c33649c824923a45"),
+    "krr-laplacian/silent": (130, 653509, "efd1c4a26f94224423d10d24eba0e4617e4bad7a310fc5db2cb4d3257b26003c"),
+    "krr-gaussian/client-malicious": (460, 9270607, "7c3b3471675b37d0f52273874c4d015ed0d036f477b4dd0582650eefd7b38b5c"),
+    "krr-laplacian/client-malicious": (176, 118845, "756f20be08e7d22bd4667dee3ea375446ba65efaf11b4795402fb2555a1dd00f"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 26
+PINNED_VERSION = 29
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

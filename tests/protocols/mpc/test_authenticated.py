@@ -187,3 +187,54 @@ def test_bound_table_ot_opens_exactly_the_committed_digit():
     pad = aes.lut_pads(pk, None, 0, 4, 2, entries=other)[:, 0, :3]
     wrong = seen["ct"][np.arange(n), other.astype(np.intp)] ^ pad
     assert not (wrong == tables[np.arange(n), other.astype(np.intp)]).any()
+
+
+@pytest.mark.parametrize("first_free", [False, True])
+def test_bound_table_ot_narrow_parts_and_free_first_entry(first_free):
+    """Protocol 29: parts of an entry travel as their low bytes (the client gets each part mod
+    2^(8 width)), and with ``first_free`` entry 0 is not sent: the sender builds its table from the
+    client's entry-0 pad, and a client at digit 0 gets that pad -- the bytes shrink accordingly."""
+    rng = np.random.default_rng(11)
+    n, bits, digit, widths = 64, 10, (3, 5), (5, 13)
+    x = rng.integers(0, 2**bits, n, dtype=U64)
+    x[:8] &= ~U64(3 << 3)  # some clients at digit 0
+    tables = rng.integers(0, 2**64, (n, 4, 4), dtype=U64)
+    seen = {}
+
+    def server(p):
+        keys = au.commit(p, CLIENT, n=n, bits=bits, delta=U64(5), keep_pads=True)
+        start = p.ch.bytes_sent
+
+        def build(pad0):
+            seen["pad0"] = pad0.copy()
+            t = tables.copy()
+            t[:, 0] = pad0  # entry 0 is the pad itself (in the bytes that travel)
+            return t
+        au.bound_lut(p, CLIENT, digit, pads=keys.pads, tables=build if first_free else tables, w=4,
+                     widths=widths, first_free=first_free)
+        seen["bytes"] = p.ch.bytes_sent - start
+
+    def client(p):
+        com = au.commit(p, CLIENT, n=n, bits=bits, values=x, keep_pads=True)
+        return au.bound_lut(p, CLIENT, digit, pads=com.pads, values=x, w=4, widths=widths, first_free=first_free)
+
+    _, got = run_two_party(server, client, seed=12, setup=checked_ot)
+    d = ((x >> U64(3)) & U64(3)).astype(np.intp)
+    want = tables[np.arange(n), d].copy()
+    if first_free:
+        want[d == 0] = seen["pad0"][d == 0]
+    mask = [_low_bytes_mask(widths[0]), _low_bytes_mask(widths[1])]
+    for j in range(2):
+        for k in range(2):
+            assert np.array_equal(got[:, 2 * j + k], want[:, 2 * j + k] & mask[j][k])
+    if first_free:  # the pad is already reduced to the widths: its high bytes are zero
+        assert not (seen["pad0"][:, 0:2] & ~np.array(mask[0], dtype=U64)).any()
+        assert (d == 0).any() and (d != 0).any()
+    entries = 4 - int(first_free)
+    assert seen["bytes"] - n * entries * sum(widths) in range(0, 64)  # entries x widths, plus a frame header
+
+
+def _low_bytes_mask(nbytes):
+    """The two 64-bit words of a part whose low ``nbytes`` bytes travel."""
+    full = (1 << (8 * nbytes)) - 1
+    return [U64(full & (2**64 - 1)), U64(full >> 64)]
