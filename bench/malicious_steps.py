@@ -129,8 +129,8 @@ def run(N: int, d: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
              "bytes": ch.bytes_sent + ch.bytes_received, "rounds": ch.stats()["rounds"],
              "abs_error": float(abs(pred[0] - model.predict(Q)[0])),
              "tail_plan": {"hb": tp.hb, "split": tp.split, "digits": len(tp.digits),
-                           "digit_bits": tp.digits[0][1] - tp.digits[0][0], "chain_ring_bits": tp.ring_bits,
-                           "g_ring_bits": 64 * tp.g_limbs, "mask_bits": tp.mask_bits, "flood_bits": tp.flood_bits,
+                           "digit_bits": tp.digits[0][1] - tp.digits[0][0], "chain_ring_bits": tp.ring_bits, "a_bytes": tp.a_bytes, "b_bytes": tp.b_bytes,
+                           "g_ring_bits": tp.g_ring_bits, "mask_bits": tp.mask_bits, "flood_bits": tp.flood_bits,
                            "scale_bits": tp.scale_bits, "g_bytes_per_point": tp.g_bytes_per_point(),
                            "chain_bytes_per_point": tp.chain_bytes_per_point()},
              "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0])}

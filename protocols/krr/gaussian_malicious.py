@@ -25,8 +25,9 @@ and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from
 with the one-factor output scale S = w + g + V (t_1 = 0 with one G table, t_1 = g with the split
 of step 10, whose G_i = A_b(e0) B_b(e1) carries g more fractional bits; t_k = V for k >= 2). Protocol
 26 keeps the value at 2^S after every digit instead of the exact product of protocols 23-25 (scale
-w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 256 bits at CM settings
-(:func:`tail_plan`: R >= m + 41 + log2(N K), m = 154 the bits of the widest product). F_det
+w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 216 bits at CM settings
+(:func:`tail_plan`: R >= m + 41 + log2(N K) in whole bytes, m = 154 the bits of the widest product;
+256 in protocol 26's whole 64-bit limbs). F_det
 differs from the exact prediction by the roundings of G (of A and B) and of each g_k (relative
 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and by the K floors (each < 1
 unit of 2^-S, and every later factor g_k / 2^V <= 1 only shrinks it: < K units per point), and
@@ -42,27 +43,43 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
         failure before step 10. The random-OT keys of u's bits are kept. This is the client's
         LAST message: steps 10-14 go from the server to the client only (one flight).
   10. G table: one bound table OT indexed by x_hi (W - L <= 12 bits, the committed bits
-      [s + L, M) of u); entry e = alpha_i G_i(e) + s0_i in Z_2^(64 nG) (nG = 2 limbs unless the
-      bound below needs 3), s0_i uniform on [2^l, 2^(64 nG) - 2^l) with |alpha_i G_i(e)| < 2^l
-      for every e: h_i = alpha_i G_i + s0_i never wraps, so the client lifts h_i, and the
-      server s0_i, into the chain's ring Z_2^R as integers: p_0 - s_0 = alpha_i G_i exactly.
+      [s + L, M) of u); entry e = alpha_i G_i(e) + s0_i in Z_2^RG, RG = 8 g_bytes (protocol 29:
+      the fewest whole bytes for the bound below, each word travels as its low g_bytes bytes;
+      protocols 25-26 rounded up to 64-bit limbs), s0_i uniform on [2^l, 2^RG - 2^l) with
+      |alpha_i G_i(e)| < 2^l for every e: h_i = alpha_i G_i + s0_i never wraps, so the client lifts
+      h_i, and the server s0_i, into the chain's ring Z_2^R (R >= RG) as integers:
+      p_0 - s_0 = alpha_i G_i exactly.
       Split (protocol 25, where :func:`tail_plan` finds it cheaper: the Gaussian at CM settings):
       x_hi = e1 2^h0 + e0 and G = sum_b A_b(e0) B_b(e1), rank 2 through the borrow
       b = [e0 < r0] of the subtraction x_hi - rho_hi (:func:`split_factors`; G_i then carries
-      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0 and on e1, three words
-      each in Z_2^(64 nG) (nG = 3 at CM settings):
+      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0
+      and on e1, three words each:
         e0 table: A~_b = A_b(e0) + t_b (b = 0, 1),  c1 = A_0(e0) sg_0 + A_1(e0) sg_1 + r1
         e1 table: B~_b = alpha_i B_b(e1) + sg_b,     c2 = t_0 B~_0(e1) + t_1 B~_1(e1) + r2
-      with t_b, sg_b, r1 fresh and uniform in the whole ring and r2 = -(s0 + r1); the client
-      computes h_i = A~_0 B~_0 + A~_1 B~_1 - c1 - c2 = alpha_i G_i + s0_i (the cross terms cancel).
-      (2^h0 + 2^(hb - h0)) x 3 words instead of 2^hb words per point: 3,456 B instead of 8,192 B
-      at CM settings (h0 = 4, nG = 3); the chain is the same as with one table (protocol 26).
-  11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K: the server draws s'_k,i
-      uniform on [2^m, 2^R - 2^m) (fresh; |v_(k-1),i g_k(d)| < 2^m for every value the encoder
-      allows: :func:`tail_plan`'s mask_bits) and sends one bound table per point on the committed
-      digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R); the client computes
-      p'_k = p_(k-1) g_k(d_k) - z_k(d_k) = v_(k-1),i g_k(d_k) + s'_k,i -- an integer in (0, 2^R)
-      that never wraps (the invariant below keeps p_(k-1) - s_(k-1) = v'_(k-1), |.| small).
+      with r1 fresh and uniform in Z_2^RG, r2 = -(s0 + r1), and (protocol 29) the masks of the
+      A~ and B~ words fresh on narrower ranges, so that those words are non-negative integers
+      below 2^ta and 2^tb that travel in ta / 8 and tb / 8 bytes: t_b uniform on [0, 2^ta - 2^g)
+      (0 <= A_b <= 2^g), sg_b uniform on [2^lb, 2^tb - 2^lb) (|alpha_i B_b| < 2^lb); the c words
+      are ring elements of RG bits. The client computes h_i = A~_0 B~_0 + A~_1 B~_1 - c1 - c2
+      (mod 2^RG) = alpha_i G_i + s0_i (the cross terms cancel: the products are ring products of
+      the same integers on both sides). Per point 2^h0 (2 ta + RG) / 8 + 2^(hb - h0) (2 tb + RG) / 8
+      bytes instead of 2^hb RG / 8: 2,480 B at CM settings, N = 16,384 (h0 = 4, ta = 96, tb = 136,
+      RG = 168), against 3,456 B for protocols 25-26's three 192-bit words; the chain is the same
+      as with one table (protocol 26).
+  11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
+      (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
+      committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
+      does not send entry 0: z_k(0) is the client's own entry-0 pad pad_0 (a hash of the random-OT
+      keys of d_k's bits at 0, :func:`~protocols.mpc.authenticated.bound_lut`'s ``first_free``), which
+      fixes the mask s'_k,i = s_(k-1),i g_k(0) - pad_0 (mod 2^R) -- uniform on Z_2^R, since pad_0 is
+      a fresh random-OT output independent of s_(k-1) -- and the server sends the 2^m - 1 other
+      entries: one R-bit word per 1-bit digit, so 1-bit digits are the cheapest (40 words for
+      L = 40, against 80 for protocol 26's 2-bit digits with every entry sent). The client
+      computes p'_k = p_(k-1) g_k(d_k) - z_k(d_k) (mod 2^R) = v_(k-1),i g_k(d_k) + s'_k,i -- an
+      integer in (0, 2^R) unless s'_k falls outside [2^m, 2^R - 2^m) (|v_(k-1),i g_k(d)| < 2^m for
+      every value the encoder allows: :func:`tail_plan`'s mask_bits), which has probability
+      2^(m+1-R) per mask and N K 2^(m+1-R) <= 2^-40 in all (:func:`tail_plan`; 2^-42 at CM
+      settings, N = 16,384).
   11b. Local truncation by t_k bits: the client sets p_k = floor(p'_k / 2^t_k), the server
       s_k = floor(s'_k / 2^t_k) (its next z-table uses this truncated share). Then
       p_k - s_k = floor(v'_(k-1) g_k / 2^t_k) + c_k with the carry
@@ -73,13 +90,13 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
   13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
       client's y = sum_i p_K,i + y_S = F_det(q') + C + e_T.
   13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K' (T = 40 + log2(N K'):
-      59 bits at CM settings, N = 16,384, K' = 20), fresh from the server's generator
+      60 bits at CM settings, N = 16,384, K' = 40 one-bit digits), fresh from the server's generator
       (:func:`flood_draw`). Why: the carries c_k,i depend on (v'_(k-1) g_k mod 2^t) against
       (s'_k mod 2^t) = a function of p'_k mod 2^t, which the client holds, so C is correlated
       with the client's view and with the weighted terms; C is in [0, N K'], so F_det + C + e_T is
       within statistical distance N K' / 2^T <= 2^-40 of F_det + e_T given the view: the simulator
       works from F_det + e_T alone. e_T also covers everything below 2^(T-1) units of 2^-S: the
-      output is the prediction to 2^(T-1-S) = 2^-38 prediction units (CM settings), against the
+      output is the prediction to 2^(T-1-S) = 2^-37 prediction units (CM settings), against the
       1e-4 the tests ask. The knapsack the exact product of protocols 23-25 offered
       (F - offset = sum_i a_i v_i with the client's known v_i, ~800 bits, and a_i = alpha_i G_i,
       ~74 bits: solved by a modular inverse for two points; ``test_flooding_hides_the_separate_
@@ -101,28 +118,37 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     opens_nothing``). It sends nothing in steps 10-14, so nothing it does there can change what
     the server sends, and the server never aborts there: no selective failure.
   * Its whole view of steps 10-14 -- h_i (with the split: A~_0, A~_1, c1, B~_0, B~_1, c2),
-    z_1,i(d_1), ..., z_K,i(d_K) for every i, and y_S -- is simulatable from F(q') + e alone. With
-    the split, A~_b, B~_b and c1 are shifts of the fresh full-ring masks t_b, sg_b, r1 (uniform,
-    independent), and c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i is a function of them and of h_i: the
-    view reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
+    z_1,i(d_1), ..., z_K,i(d_K) for every i, the ciphertexts of the entries it cannot open, and
+    y_S -- is simulatable from F(q') + e alone. The unopened entries are padded by keys it does not
+    hold: pseudorandom. With the split (protocol 29), A~_b = A_b + t_b is within statistical
+    distance 2^g / (2^ta - 2^g) of t_b alone (uniform on [0, 2^ta - 2^g), fresh), B~_b = alpha_i B_b
+    + sg_b within 2^lb / (2^tb - 2^(lb+1)) of sg_b alone (uniform on [2^lb, 2^tb - 2^lb), fresh):
+    :func:`tail_plan` sizes ta and tb so that each family, 2N words, sums to <= 2^-40 (2^-41 and
+    2^-47.7 at CM settings, N = 16,384); c1 is a shift of the fresh r1, uniform in Z_2^RG; and
+    c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i (mod 2^RG) is a function of them and of h_i: the view
+    reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
     other (z_k = p_(k-1) g_k - p'_k, p_(k-1) the client's own truncated value), so the view is
-    (h_i, p'_1,i, ..., p'_K,i). Each p'_k,i = v'_(k-1),i g_k + s'_k,i with s'_k,i fresh and uniform
-    on [2^m, 2^R - 2^m), |v'_(k-1) g_k| < 2^m: within statistical distance
-    2^(m+1) / (2^R - 2^(m+1)) of uniform on that range, independently of everything before (the
-    next digit uses only floor(s'_k / 2^t)); :func:`tail_plan` picks R so that the N K of them sum
-    to <= 2^-40 (m = 154, R = 256 at CM settings: 2^-82). (Protocols 23-25 used masks uniform in
-    the whole ring and a ring as wide as the exact product; a sub-range mask was unsafe there only
-    because p_k wrapped.) The carries are functions of p'_k mod 2^t and v' mod 2^t: they enter
-    y alone, hidden by e_T (13a). h_i = alpha_i G_i + s0_i is within statistical distance
-    |alpha_i G_i| / (2^(64 nG) - 2^(l+1)) < 2^(l - 64 nG) (1 + 2^-40) of s0_i alone (uniform on
-    [2^l, 2^(64 nG) - 2^l)); :func:`tail_plan` picks nG so that the sum over the N points,
-    N 2^(l - 64 nG) (1 + 2^-40), stays <= 2^-40 (l = 74 at N = 16,384 with 30-bit weights:
-    2^-40.7 at nG = 2). Given those, y_S = F_det(q') + C + e - sum_i p_K,i is a function of
+    (h_i, p'_1,i, ..., p'_K,i). Protocol 29's free entry 0: where d_k = 1 (any d_k != 0) the
+    client lacks the key that pad_0 hashes, so s'_k = s_(k-1) g_k(0) - pad_0 is uniform on Z_2^R
+    and independent of its view so far, and p'_k,i = v'_(k-1),i g_k + s'_k,i is uniform on Z_2^R
+    (it never wraps unless s'_k is outside [2^m, 2^R - 2^m), probability 2^(m+1-R): the event the
+    simulator ignores, N K 2^(m+1-R) <= 2^-40 in all, 2^-41.7 at CM settings); where d_k = 0 the
+    client holds pad_0 = z_k(0), so p'_k = p_(k-1) g_k(0) - pad_0 is a function of what it
+    already has (its previous value and its own random-OT keys) and tells it nothing new -- the
+    server's mask s'_k stays unknown to it because s_(k-1) does. (Protocol 26 drew every s'_k
+    fresh on [2^m, 2^R - 2^m) and sent entry 0: 2^m words per digit instead of 2^m - 1.) The
+    carries are functions of p'_k mod 2^t and v' mod 2^t: they enter y alone, hidden by e_T (13a).
+    h_i = alpha_i G_i + s0_i is within statistical distance |alpha_i G_i| / (2^RG - 2^(l+1)) of s0_i
+    alone (uniform on [2^l, 2^RG - 2^l)); :func:`tail_plan` picks RG (whole bytes) so that the sum
+    over the N points stays <= 2^-40 (l = 114 with the split at N = 16,384, 30-bit weights:
+    2^-40.7 at RG = 168). Given those, y_S = F_det(q') + C + e - sum_i p_K,i is a function of
     F_det(q') + C + e and the view (the client's honest p_K computed from it), and C + e_T is
-    within 2^-40 of e_T (13a). The simulator draws the view uniformly on the masks' ranges and
-    sets y_S = F_det(q') + e - sum_i p_K,i: the client's view, hence anything it computes from
-    it, is within 2^-40 (plus the masks' and the lift's distances) of a function of
-    F_det(q') + e and its own coins.
+    within 2^-40 of e_T (13a). The simulator draws the view uniformly on the masks' ranges (and
+    the d_k = 0 values from its own keys) and sets y_S = F_det(q') + e - sum_i p_K,i: the
+    client's view, hence anything it computes from it, is within the sum of those distances --
+    the lift's, the split words' (two families), the chain masks' range event and the carries',
+    each <= 2^-40, at most 5 2^-40 < 2^-37.6 in all -- of a function of F_det(q') + e and its own
+    coins.
   * What the client does locally therefore only moves its own output: an edit of h_i, z_k or
     p_k by a known err shifts y by exactly the difference between its edited chain's sum and its
     honest one's, both computed from its own view (within K + 1 units of err times the later public
@@ -137,13 +163,14 @@ the semi-honest protocols. Rounding (``--round-to``) is not part of this protoco
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
 refuses it.
 
-Cost of steps 10-14 per training point: 2^(W-L) x 8 nG bytes (G table; 8 kB at CM settings;
-with the split (2^h0 + 2^(W-L-h0)) x 24 nG bytes, 3,456 B) plus
-sum_k 2^(b_k - a_k) x 8 n bytes (the chain: :func:`tail_plan` picks the digit width with the
-fewest bytes; since protocol 26 the ring no longer grows with the digits, so ~(L / m) 2^m
-entries: 20 2-bit digits in Z_2^256, 2,560 B at CM settings, against 9,328 B for protocol 25's
-14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20 2-bit digits in Z_2^896), and one
-output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
+Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
+the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
+16,384; 3,456 B in protocols 25-26), plus sum_k (2^(b_k - a_k) - 1) R / 8 bytes (the chain:
+:func:`tail_plan` picks the digit width with the fewest bytes; the ring does not grow with the
+digits (protocol 26) and entry 0 is free (protocol 29), so ~(L / m) (2^m - 1) words: 40 1-bit
+digits in Z_2^216, 1,080 B at CM settings, against 2,560 B for protocol 26's 20 2-bit digits in
+Z_2^256, 9,328 B for protocol 25's 14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20
+2-bit digits in Z_2^896), and one output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
 and ran a batched check: ~16.5 kB per point at CM settings.)
 """
 from __future__ import annotations

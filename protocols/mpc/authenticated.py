@@ -295,7 +295,8 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
 
     ``widths`` (both roles, protocol 29): the w words of an entry are len(widths) parts of
     w / len(widths) words each, and part j travels as its low widths[j] bytes: the chooser gets
-    every part mod 2^(8 widths[j]) (the bytes above are zero). ``first_free`` (both roles): entry 0
+    every part mod 2^(8 widths[j]) (the bytes above are zero); the pads are then the first
+    sum(widths) bytes of ceil(sum(widths) / 16) blocks per entry. ``first_free`` (both roles): entry 0
     is not sent -- its value is its own pad, so the sender passes ``tables`` as a function of that
     pad (n, w) returning the whole table (whose entry 0 must equal the pad in the sent bytes); the
     chooser at digit 0 takes its pad, at any other digit the sent entry. 2^m - 1 entries travel.
@@ -305,36 +306,56 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     aes = _lut_aes()
     size = 1 << m
     skip = 1 if first_free else 0
+    if party.role != chooser and not callable(tables):
+        w = tables.shape[2]
+    # with widths, the pads cover only the bytes that travel: ceil(sum(widths) / 16) AES blocks
+    nblk = (w + 1) // 2 if widths is None else -(-sum(widths) // 16)
     if party.role != chooser:
         m0, m1 = pads
         n = m0.shape[0]
         p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
         p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
-        w = tables.shape[2] if not callable(tables) else w
-        pad = aes.lut_pads(p0, p1, 0, m, (w + 1) // 2)[:, :, :w]
+        pad = aes.lut_pads(p0, p1, 0, m, nblk)
+        if widths is None:
+            pad = pad[:, :, :w]
+            pad0 = np.ascontiguousarray(pad[:, 0])
+        else:
+            pad = _pad_bytes(pad, widths)
+            pad0 = _unpack_parts(np.ascontiguousarray(pad[:, 0]), widths, w)
         if callable(tables):
-            tables = tables(_trim(np.ascontiguousarray(pad[:, 0]), widths))
+            tables = tables(pad0)
         if tables.shape[:2] != (n, size):
             raise ValueError("table size must be 2^(digit width)")
-        ct = tables[:, skip:] ^ pad[:, skip:]
-        party.ch.send_array(_pack_parts(ct, widths), owned=True)
+        if widths is None:
+            ct = np.ascontiguousarray(tables[:, skip:] ^ pad[:, skip:])
+        else:
+            ct = _pack_parts(np.ascontiguousarray(tables[:, skip:]), widths) ^ pad[:, skip:]
+        party.ch.send_array(ct, owned=True)
         party.ch.flush()
         return None
     v = np.asarray(values, dtype=U64)
     n = v.shape[0]
     idx = ((v >> U64(a)) & U64(size - 1)).astype(np.intp)
     p = aes.permute(np.ascontiguousarray(pads[:, a:b]).view(U64).reshape(n, m, 2))
-    pad = aes.lut_pads(p, None, 0, m, (w + 1) // 2, entries=idx)[:, 0, :w]
+    pad = aes.lut_pads(p, None, 0, m, nblk, entries=idx)[:, 0]
     rows = np.arange(n)
+    pick = np.maximum(idx - skip, 0)
     if widths is None:
-        ct = party.ch.recv_array(U64, (n, size - skip, w))
-        got = ct[rows, np.maximum(idx - skip, 0)]
+        ct = party.ch.recv_array(U64, (n, size - skip, w))[rows, pick]
+        pad = pad[:, :w]
     else:
-        raw = party.ch.recv_array(np.uint8, (n, size - skip, sum(widths)))
-        got = _unpack_parts(raw[rows, np.maximum(idx - skip, 0)], widths, w)
+        ct = party.ch.recv_array(np.uint8, (n, size - skip, sum(widths)))[rows, pick]
+        pad = _pad_bytes(pad[:, None], widths)[:, 0]
     if skip:
-        got = np.where((idx == 0)[:, None], U64(0), got)  # entry 0: the pad alone
-    return _trim(got ^ pad, widths)
+        ct = np.where((idx == 0)[:, None], np.zeros((), ct.dtype), ct)  # entry 0: the pad alone
+    return ct ^ pad if widths is None else _unpack_parts(ct ^ pad, widths, w)
+
+
+def _pad_bytes(pad: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """(n, e, 2 nblk) pad words -> their first sum(widths) bytes (n, e, sum(widths))."""
+    n, e, k = pad.shape
+    raw = np.ascontiguousarray(pad.astype("<u8")).view(np.uint8).reshape(n, e, 8 * k)
+    return np.ascontiguousarray(raw[:, :, :sum(widths)])
 
 
 def _part_bytes(widths: tuple[int, ...], w: int) -> int:
@@ -363,18 +384,6 @@ def _unpack_parts(raw: np.ndarray, widths: tuple[int, ...], w: int) -> np.ndarra
         out[:, j, :x] = raw[:, off:off + x]
         off += x
     return out.reshape(n, len(widths) * pb).view("<u8").astype(U64)
-
-
-def _trim(words: np.ndarray, widths: tuple[int, ...] | None) -> np.ndarray:
-    """(n, w) words with each part reduced mod 2^(8 widths[j]) (the bytes that travel)."""
-    if widths is None:
-        return words
-    n, w = words.shape
-    pb = _part_bytes(widths, w)
-    raw = np.ascontiguousarray(words.astype("<u8")).view(np.uint8).reshape(n, len(widths), pb).copy()
-    for j, x in enumerate(widths):
-        raw[:, j, x:] = 0
-    return raw.reshape(n, w * 8).view("<u8").astype(U64)
 
 
 def combine(coef: np.ndarray, a: U128) -> U128:

@@ -216,9 +216,20 @@ def test_bound_table_ot_narrow_parts_and_free_first_entry(first_free):
 
     def client(p):
         com = au.commit(p, CLIENT, n=n, bits=bits, values=x, keep_pads=True)
+        seen["keys"] = com.pads
         return au.bound_lut(p, CLIENT, digit, pads=com.pads, values=x, w=4, widths=widths, first_free=first_free)
 
     _, got = run_two_party(server, client, seed=12, setup=checked_ot)
+    if first_free:
+        # the free entry is no back door: a client whose committed digit is not 0 that hashes its own
+        # keys at entry 0 gets a pseudorandom string, not the pad that fixed the server's mask
+        aes = au._lut_aes()
+        pk = aes.permute(np.ascontiguousarray(seen["keys"][:, 3:5]).view(U64).reshape(n, 2, 2))
+        raw = aes.lut_pads(pk, None, 0, 2, 2, entries=np.zeros(n, dtype=U64))  # 2 blocks >= 18 bytes
+        try0 = au._unpack_parts(au._pad_bytes(raw, widths)[:, 0], widths, 4)
+        dd = ((x >> U64(3)) & U64(3)) != 0
+        assert np.array_equal(try0[~dd], seen["pad0"][~dd])  # at digit 0 its keys give exactly the pad
+        assert not (try0[dd][:, 0] == seen["pad0"][dd][:, 0]).any()
     d = ((x >> U64(3)) & U64(3)).astype(np.intp)
     want = tables[np.arange(n), d].copy()
     if first_free:
