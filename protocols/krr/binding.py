@@ -237,10 +237,13 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         c = party.ch.recv_array(dtype=U64, shape=(N,))
         u = client_masked(client_norm(q, M), s, c, M)
     # 4. commit u
+    # (protocol 29: u's MACs are needed mod the check ring 2^(M + 64) only, so bit b's correction
+    # travels in ceil((M + 64 - b) / 8) bytes instead of 16: 672 B per point instead of 896 at M = 56)
+    mac_bits = min(M + au.DELTA_BITS, 128)
     if server:
-        ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads)
+        ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads, mac_bits=mac_bits)
     else:
-        cu = au.commit(party, CLIENT, n=N, bits=M, values=u, keep_pads=keep_pads)
+        cu = au.commit(party, CLIENT, n=N, bits=M, values=u, keep_pads=keep_pads, mac_bits=mac_bits)
     # 5.-7. challenges (secret for now); q's MACs, its square's MAC and the y-products, all on
     # q's random OTs of step 2: words (Delta, K_q, y_1..y_lam, y_1 Delta..y_lam Delta)
     words = 2 + 2 * lam

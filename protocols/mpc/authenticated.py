@@ -176,13 +176,16 @@ def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np.ndarray | None = None,
-           corr: U128 | None = None, keep_pads: list | None = None) -> U128:
+           corr: U128 | None = None, keep_pads: list | None = None, keep: np.ndarray | None = None) -> U128:
     """Correlated OT over Z_2^128 with ``words``-word vector correlations, both roles.
 
     Steps: 1. n random OTs (the OT extension's; checked in client-malicious mode): the sender
     gets pads (m0, m1), the chooser m_c; both expand each pad to ``words`` 128-bit words;
     2. the sender sends tau = P0 + corr - P1 (16 bytes per word) and keeps P0;
     3. the chooser outputs P_c + c tau = P0 + c corr. Returns (n, words) limb pairs.
+    ``keep`` (both roles, protocol 29): bytes per word of each COT (n,), 1..16: only the low
+    keep[i] bytes of COT i's corrections travel, so the chooser's outputs are right mod
+    2^(8 keep[i]) only (callers that weight COT i by 2^b and need the sum mod 2^R send R - b bits).
     """
     if party.role == chooser:
         c = np.asarray(choices, dtype=np.uint8).ravel()
@@ -192,7 +195,13 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
         if keep_pads is not None:
             keep_pads.append(mc)
         P = _expand(mc, words)
-        tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
+        if keep is None:
+            tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
+        else:
+            sel = _kept_bytes(keep, n, words)
+            raw = np.zeros((n, words, 16), dtype=np.uint8)
+            raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
+            tau = u128.from_bytes16(raw)
         cw = (U64(0) - c.astype(U64))[:, None]  # all-ones where c = 1
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = party.ot_sender.random_ot(n)
@@ -200,9 +209,20 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
         keep_pads.append((m0, m1))
     P0, P1 = _expand(m0, words), _expand(m1, words)
     tau = u128.sub(u128.add(P0, corr), P1)
-    party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
+    raw = np.ascontiguousarray(u128.to_bytes(tau))
+    if keep is not None:
+        raw = np.ascontiguousarray(raw.reshape(n, words, 16)[_kept_bytes(keep, n, words)])
+    party.ch.send_array(raw, owned=True)
     party.ch.flush()
     return P0
+
+
+def _kept_bytes(keep: np.ndarray, n: int, words: int) -> np.ndarray:
+    """(n, words, 16) bool: the low keep[i] bytes of every word of COT i (u128.to_bytes is little-endian)."""
+    keep = np.asarray(keep).reshape(n)
+    if bool(((keep < 1) | (keep > 16)).any()):
+        raise ValueError("keep must be 1..16 bytes")
+    return np.broadcast_to((np.arange(16)[None, None, :] < keep[:, None, None]), (n, words, 16))
 
 
 @dataclass
@@ -235,7 +255,7 @@ def weighted_sum(a: U128, bits: int) -> U128:
 
 def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.ndarray | None = None,
            delta: np.uint64 | None = None, extra: U128 | None = None,
-           n_extra: int = 0, keep_pads: bool = False) -> Committed | CommitKeys:
+           n_extra: int = 0, keep_pads: bool = False, mac_bits: int = 128) -> Committed | CommitKeys:
     """Authenticate n client values of ``bits`` bits (1 <= bits <= 64), both roles.
 
     The client (``chooser``) passes ``values``; the server its ``delta`` and optionally ``extra``
@@ -245,9 +265,19 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
     2. both sides weight output b by 2^b and sum per value: the client gets M_x = K_x + x Delta
     and T_e + x C_e, the server K_x and T_e.
     ``keep_pads``: also return the random-OT keys of the bits, for :func:`bound_lut`.
+    ``mac_bits`` (both roles, protocol 29): the MACs and extra outputs are needed mod 2^mac_bits
+    only (e.g. the check ring of :func:`check_congruent`, k + 64 bits): bit b's correction words
+    then travel as their low ceil((mac_bits - b) / 8) bytes -- 2^b times a word known mod
+    2^(mac_bits - b) is known mod 2^mac_bits -- and the outputs are right mod 2^mac_bits only.
     """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
+    if not bits <= mac_bits <= 128:
+        raise ValueError("mac_bits must be in [bits, 128]")
+    keep = None
+    if mac_bits < 128:
+        per_bit = -(-(mac_bits - np.arange(bits)) // 8)  # bytes of bit b's words
+        keep = np.tile(np.minimum(per_bit, 16), n)
     client = party.role == chooser
     E = n_extra if client else (0 if extra is None else extra[0].shape[1])
     words = 1 + E
@@ -258,7 +288,8 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
         if bits < 64 and v.size and int(v.max()) >> bits:
             raise ValueError("values wider than advertised")
         kept: list = []
-        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept)
+        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept,
+                     keep=keep)
     else:
         hi = np.zeros((n, words), dtype=U64)
         lo = np.zeros((n, words), dtype=U64)
@@ -267,7 +298,7 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
             hi[:, 1:], lo[:, 1:] = extra
         corr = (np.repeat(hi, bits, axis=0), np.repeat(lo, bits, axis=0))
         kept = []
-        out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept)
+        out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept, keep=keep)
     per = weighted_sum((out[0].reshape(n, bits, words), out[1].reshape(n, bits, words)), bits)
     mac = (per[0][:, 0].copy(), per[1][:, 0].copy())
     ext = (per[0][:, 1:].copy(), per[1][:, 1:].copy()) if E else None
