@@ -29,7 +29,10 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
   3. Mask-reveal: the server sends c = ||x||^2 - 2 s_S + rho (rho uniform mod 2^M); the client
      computes u = ||q||^2 - 2 s_C + c = D + rho (mod 2^M).
   4. The client commits u: M COTs per training point with correlation Delta (its bits are the
-     choice bits of the checked OT extension): MACs M_u = K_u + u Delta.
+     choice bits of the checked OT extension): MACs M_u = K_u + u Delta. Only the check ring
+     2^(M+64) of step 9 ever uses them, so (protocol 29) bit b's correction travels as its low
+     ceil((M + 64 - b) / 8) bytes (2^b times a word known mod 2^(M+64-b) is known mod 2^(M+64)):
+     the client receives less than before, so it can forge nothing it could not before.
   5. Server: lambda binary challenge vectors chi_l (N bits), kept secret for now, and
      y_l = X^T chi_l (integers < 2^45).
   6. On step 2's OTs, correlation words (Delta, K_{q_j}, y_l,j, y_l,j Delta): the client gets
@@ -52,7 +55,8 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
 What the client learns: the OT outputs (uniform pads), c (uniform: rho), chi after it committed.
 What the server learns: OT-extension messages (independent of the choice bits) and the opened
 check values, which equal its own sums mod 2^M and are masked by fresh 64-bit client masks above.
-Cost (beyond the semi-honest OT path): N M + 64 lambda COTs of 16 bytes, (2 + 2 lambda) words of
+Cost (beyond the semi-honest OT path): N M COTs of ceil((M + 64 - b) / 8) bytes (bit b; 672 B per
+point at M = 56, 896 B before protocol 29) and 64 lambda of 16 bytes, (2 + 2 lambda) words of
 16 bytes on each of the d x_bits query OTs, lambda N challenge bits, 32 lambda bytes.
 """
 from __future__ import annotations
