@@ -632,9 +632,10 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             box: dict[str, np.ndarray] = {}
 
             def z_table(pad0: np.ndarray, s_prev: np.ndarray = s_prev, g: np.ndarray = g) -> np.ndarray:
-                s_k = limbs.reduce(limbs.sub(limbs.mul_small(s_prev, g[0]), pad0), R)
+                prod = limbs.mul_small(s_prev[:, None, :], g[None, :])  # s_(k-1) g_k(d), every d
+                s_k = limbs.reduce(limbs.sub(prod[:, 0], pad0), R)
                 box["s"] = s_k
-                return limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, :]), s_k[:, None, :])
+                return limbs.sub(prod, s_k[:, None, :])
 
             au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z_table, w=n, widths=(tp.chain_bytes,),
                          first_free=True)
