@@ -72,7 +72,8 @@ PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 29: client-malicious kernels' tail in whole bytes: the chain's ring and step 10's ring sized to the byte
 # (216 and 168 bits at CM settings), the split's A~, B~ words narrow statistically hiding integers, entry 0
 # of each chain table free (the client's pad fixes the mask): 1-bit chain digits, one entry each; the
-# Gaussian's commitment of u sends bit b's MAC corrections in M + 64 - b bits (its check ring)
+# Gaussian's commitment of u and the correlation words on q's bits (steps 4-7) send bit b's corrections in
+# M + 64 - b bits (their check ring)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

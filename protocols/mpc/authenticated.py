@@ -109,13 +109,20 @@ def random_choices(party: PartyContext, chooser: int, *, n: int, choices: np.nda
 
 
 def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: int, choices: np.ndarray | None = None,
-                corr: U128 | None = None) -> U128:
+                corr: U128 | None = None, keep: np.ndarray | None = None) -> U128:
     """:func:`cot128` on existing random OTs (``pads`` from :func:`random_choices`), hashed in
-    their own ``domain``: same steps, no new OT -- so the choice bits are the ones fixed before."""
+    their own ``domain``: same steps, no new OT -- so the choice bits are the ones fixed before.
+    ``keep``: bytes per word of each OT's corrections, as in :func:`cot128` (protocol 29)."""
     if party.role == chooser:
         c = np.asarray(choices, dtype=np.uint8).ravel()
         P = _expand(pads, words, domain)
-        tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (c.shape[0], words, 16)))
+        if keep is None:
+            tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (c.shape[0], words, 16)))
+        else:
+            sel = _kept_bytes(keep, c.shape[0], words)
+            raw = np.zeros((c.shape[0], words, 16), dtype=np.uint8)
+            raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
+            tau = u128.from_bytes16(raw)
         cw = (U64(0) - c.astype(U64))[:, None]
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = pads
@@ -123,7 +130,11 @@ def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: 
     if callable(corr):  # a correlation that depends on the server's own keys (e.g. a MAC key K_x)
         corr = corr(P0)
     tau = u128.sub(u128.add(P0, corr), P1)
-    party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
+    raw = np.ascontiguousarray(u128.to_bytes(tau))
+    if keep is not None:
+        n = m0.shape[0]
+        raw = np.ascontiguousarray(raw.reshape(n, words, 16)[_kept_bytes(keep, n, words)])
+    party.ch.send_array(raw, owned=True)
     party.ch.flush()
     return P0
 

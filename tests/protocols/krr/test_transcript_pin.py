@@ -43,7 +43,7 @@ from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
 #: pinned at PROTOCOL_VERSION 29 (29: the client-malicious tail in whole bytes, narrow split words, free entry 0
-#: of each chain table, 1-bit chain digits, the Gaussian's u commitment trimmed to its check ring -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious"
+#: of each chain table, 1-bit chain digits, the Gaussian's u commitment and q's correlation words trimmed to their check ring -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious"
 #: re-pinned, the version in the hello elsewhere; 26: the client-malicious chain re-scaled (local truncation, masks on
 #: [2^m, 2^R - 2^m), a 256-bit ring) -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious" re-pinned, the
 #: version in the hello elsewhere; 25: the version in the hello only -- the pinned client-malicious models are too
@@ -74,7 +74,7 @@ PINS = {
     "krr-gaussian/lattice-sum": (42, 2560892, "6afe1a92decbd6b5cb596d5ec70abb922a10bbf36df30dd947c05b1140a6708e"),
     "krr-laplacian": (96, 74975, "f2721b103203f578d5ec2454ae13cb38c666dbdefbdfb780c33649c824923a45"),
     "krr-laplacian/silent": (130, 653509, "efd1c4a26f94224423d10d24eba0e4617e4bad7a310fc5db2cb4d3257b26003c"),
-    "krr-gaussian/client-malicious": (460, 9265487, "d480f46c31ed2642ea5e34d949cd37a3c3040fe67754cf8b2ddb6c6e3019d156"),
+    "krr-gaussian/client-malicious": (460, 9212975, "af6814bb9fd9870f861288a2e465b8c6793e4b5af03e35e6469fe413cfe2ce5a"),
     "krr-laplacian/client-malicious": (176, 118845, "756f20be08e7d22bd4667dee3ea375446ba65efaf11b4795402fb2555a1dd00f"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
