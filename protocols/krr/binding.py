@@ -29,7 +29,10 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
   3. Mask-reveal: the server sends c = ||x||^2 - 2 s_S + rho (rho uniform mod 2^M); the client
      computes u = ||q||^2 - 2 s_C + c = D + rho (mod 2^M).
   4. The client commits u: M COTs per training point with correlation Delta (its bits are the
-     choice bits of the checked OT extension): MACs M_u = K_u + u Delta.
+     choice bits of the checked OT extension): MACs M_u = K_u + u Delta. Only the check ring
+     2^(M+64) of step 9 ever uses them, so (protocol 29) bit b's correction travels as its low
+     ceil((M + 64 - b) / 8) bytes (2^b times a word known mod 2^(M+64-b) is known mod 2^(M+64)):
+     the client receives less than before, so it can forge nothing it could not before.
   5. Server: lambda binary challenge vectors chi_l (N bits), kept secret for now, and
      y_l = X^T chi_l (integers < 2^45).
   6. On step 2's OTs, correlation words (Delta, K_{q_j}, y_l,j, y_l,j Delta): the client gets
@@ -37,7 +40,8 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
      (q_j M_{q_j} - T_j - q_j K_{q_j} = q_j^2 Delta - T_j), hence on Q2 = ||q||^2, and
      authenticated shares A_l = L_l + y_l . q (MAC shares L'_l + (y_l . q) Delta); the server
      keeps K_q, T, L_l, L'_l. The client never sees y_l (masked by pads).
-  7. (merged into 6: one batch of corrections.)
+  7. (merged into 6: one batch of corrections; protocol 29: like step 4's, bit b's correction
+     words travel in ceil((M + 64 - b) / 8) bytes, all that step 9's check ring uses.)
   8. The server reveals chi.
   9. Check (:func:`protocols.mpc.authenticated.check_congruent`, k = M), for each l:
         sum_i chi_l,i u_i - |chi_l| Q2 + 2 y_l . q = sum_i chi_l,i (||x_i||^2 + rho_i)   (mod 2^M)
@@ -52,8 +56,10 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
 What the client learns: the OT outputs (uniform pads), c (uniform: rho), chi after it committed.
 What the server learns: OT-extension messages (independent of the choice bits) and the opened
 check values, which equal its own sums mod 2^M and are masked by fresh 64-bit client masks above.
-Cost (beyond the semi-honest OT path): N M + 64 lambda COTs of 16 bytes, (2 + 2 lambda) words of
-16 bytes on each of the d x_bits query OTs, lambda N challenge bits, 32 lambda bytes.
+Cost (beyond the semi-honest OT path): N M COTs of ceil((M + 64 - b) / 8) bytes (bit b; 672 B per
+point at M = 56, 896 B before protocol 29) and 64 lambda of 16 bytes, (2 + 2 lambda) words of
+ceil((M + 64 - b) / 8) bytes on the query OT of bit b of each feature (16 before protocol 29),
+lambda N challenge bits, 32 lambda bytes.
 """
 from __future__ import annotations
 
@@ -237,13 +243,19 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         c = party.ch.recv_array(dtype=U64, shape=(N,))
         u = client_masked(client_norm(q, M), s, c, M)
     # 4. commit u
+    # (protocol 29: u's MACs are needed mod the check ring 2^(M + 64) only, so bit b's correction
+    # travels in ceil((M + 64 - b) / 8) bytes instead of 16: 672 B per point instead of 896 at M = 56)
+    mac_bits = min(M + au.DELTA_BITS, 128)
     if server:
-        ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads)
+        ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads, mac_bits=mac_bits)
     else:
-        cu = au.commit(party, CLIENT, n=N, bits=M, values=u, keep_pads=keep_pads)
+        cu = au.commit(party, CLIENT, n=N, bits=M, values=u, keep_pads=keep_pads, mac_bits=mac_bits)
     # 5.-7. challenges (secret for now); q's MACs, its square's MAC and the y-products, all on
     # q's random OTs of step 2: words (Delta, K_q, y_1..y_lam, y_1 Delta..y_lam Delta)
     words = 2 + 2 * lam
+    # (protocol 29: every word is used mod the check ring 2^(M + 64) only, weighted by 2^b for bit
+    # b of q_j: its corrections travel in ceil((M + 64 - b) / 8) bytes, as step 4's)
+    keep = np.tile(-(-(mac_bits - np.arange(xb)) // 8), d)
     if server:
         chi = party.rng.random_bits((lam, N)).astype(np.uint8)
         y = np.rint(chi.astype(np.float64) @ X.astype(np.float64)).astype(U64)  # (lam, d), < 2^45 exact
@@ -259,11 +271,11 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
             hi[:, 2 + lam:], lo[:, 2 + lam:] = yd[0].T, yd[1].T
             return np.repeat(hi, xb, axis=0), np.repeat(lo, xb, axis=0)
 
-        P0 = au.cot_on_pads(party, CLIENT, qpads, _D_COMMIT, words=words, corr=corr)
+        P0 = au.cot_on_pads(party, CLIENT, qpads, _D_COMMIT, words=words, corr=corr, keep=keep)
         keys = au.weighted_sum((P0[0].reshape(d, xb, words), P0[1].reshape(d, xb, words)), xb)
         party.ch.send_array(pack_bits(chi.ravel()))
     else:
-        out = au.cot_on_pads(party, CLIENT, qpads, _D_COMMIT, words=words, choices=qbits)
+        out = au.cot_on_pads(party, CLIENT, qpads, _D_COMMIT, words=words, choices=qbits, keep=keep)
         got = au.weighted_sum((out[0].reshape(d, xb, words), out[1].reshape(d, xb, words)), xb)
         nb = lam * N
         chi = unpack_bits(party.ch.recv_array(np.uint8, ((nb + 7) // 8,)), nb).reshape(lam, N)

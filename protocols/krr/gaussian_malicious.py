@@ -25,8 +25,9 @@ and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from
 with the one-factor output scale S = w + g + V (t_1 = 0 with one G table, t_1 = g with the split
 of step 10, whose G_i = A_b(e0) B_b(e1) carries g more fractional bits; t_k = V for k >= 2). Protocol
 26 keeps the value at 2^S after every digit instead of the exact product of protocols 23-25 (scale
-w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 256 bits at CM settings
-(:func:`tail_plan`: R >= m + 41 + log2(N K), m = 154 the bits of the widest product). F_det
+w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 216 bits at CM settings
+(:func:`tail_plan`: R >= m + 41 + log2(N K) in whole bytes, m = 154 the bits of the widest product;
+256 in protocol 26's whole 64-bit limbs). F_det
 differs from the exact prediction by the roundings of G (of A and B) and of each g_k (relative
 2^-(V+1) e^(c 2^a d) each: a kernel term within ~2^-35 relative) and by the K floors (each < 1
 unit of 2^-S, and every later factor g_k / 2^V <= 1 only shrinks it: < K units per point), and
@@ -42,27 +43,43 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
         failure before step 10. The random-OT keys of u's bits are kept. This is the client's
         LAST message: steps 10-14 go from the server to the client only (one flight).
   10. G table: one bound table OT indexed by x_hi (W - L <= 12 bits, the committed bits
-      [s + L, M) of u); entry e = alpha_i G_i(e) + s0_i in Z_2^(64 nG) (nG = 2 limbs unless the
-      bound below needs 3), s0_i uniform on [2^l, 2^(64 nG) - 2^l) with |alpha_i G_i(e)| < 2^l
-      for every e: h_i = alpha_i G_i + s0_i never wraps, so the client lifts h_i, and the
-      server s0_i, into the chain's ring Z_2^R as integers: p_0 - s_0 = alpha_i G_i exactly.
+      [s + L, M) of u); entry e = alpha_i G_i(e) + s0_i in Z_2^RG, RG = 8 g_bytes (protocol 29:
+      the fewest whole bytes for the bound below, each word travels as its low g_bytes bytes;
+      protocols 25-26 rounded up to 64-bit limbs), s0_i uniform on [2^l, 2^RG - 2^l) with
+      |alpha_i G_i(e)| < 2^l for every e: h_i = alpha_i G_i + s0_i never wraps, so the client lifts
+      h_i, and the server s0_i, into the chain's ring Z_2^R (R >= RG) as integers:
+      p_0 - s_0 = alpha_i G_i exactly.
       Split (protocol 25, where :func:`tail_plan` finds it cheaper: the Gaussian at CM settings):
       x_hi = e1 2^h0 + e0 and G = sum_b A_b(e0) B_b(e1), rank 2 through the borrow
       b = [e0 < r0] of the subtraction x_hi - rho_hi (:func:`split_factors`; G_i then carries
-      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0 and on e1, three words
-      each in Z_2^(64 nG) (nG = 3 at CM settings):
+      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0
+      and on e1, three words each:
         e0 table: A~_b = A_b(e0) + t_b (b = 0, 1),  c1 = A_0(e0) sg_0 + A_1(e0) sg_1 + r1
         e1 table: B~_b = alpha_i B_b(e1) + sg_b,     c2 = t_0 B~_0(e1) + t_1 B~_1(e1) + r2
-      with t_b, sg_b, r1 fresh and uniform in the whole ring and r2 = -(s0 + r1); the client
-      computes h_i = A~_0 B~_0 + A~_1 B~_1 - c1 - c2 = alpha_i G_i + s0_i (the cross terms cancel).
-      (2^h0 + 2^(hb - h0)) x 3 words instead of 2^hb words per point: 3,456 B instead of 8,192 B
-      at CM settings (h0 = 4, nG = 3); the chain is the same as with one table (protocol 26).
-  11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K: the server draws s'_k,i
-      uniform on [2^m, 2^R - 2^m) (fresh; |v_(k-1),i g_k(d)| < 2^m for every value the encoder
-      allows: :func:`tail_plan`'s mask_bits) and sends one bound table per point on the committed
-      digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R); the client computes
-      p'_k = p_(k-1) g_k(d_k) - z_k(d_k) = v_(k-1),i g_k(d_k) + s'_k,i -- an integer in (0, 2^R)
-      that never wraps (the invariant below keeps p_(k-1) - s_(k-1) = v'_(k-1), |.| small).
+      with r1 fresh and uniform in Z_2^RG, r2 = -(s0 + r1), and (protocol 29) the masks of the
+      A~ and B~ words fresh on narrower ranges, so that those words are non-negative integers
+      below 2^ta and 2^tb that travel in ta / 8 and tb / 8 bytes: t_b uniform on [0, 2^ta - 2^g)
+      (0 <= A_b <= 2^g), sg_b uniform on [2^lb, 2^tb - 2^lb) (|alpha_i B_b| < 2^lb); the c words
+      are ring elements of RG bits. The client computes h_i = A~_0 B~_0 + A~_1 B~_1 - c1 - c2
+      (mod 2^RG) = alpha_i G_i + s0_i (the cross terms cancel: the products are ring products of
+      the same integers on both sides). Per point 2^h0 (2 ta + RG) / 8 + 2^(hb - h0) (2 tb + RG) / 8
+      bytes instead of 2^hb RG / 8: 2,480 B at CM settings, N = 16,384 (h0 = 4, ta = 96, tb = 136,
+      RG = 168), against 3,456 B for protocols 25-26's three 192-bit words; the chain is the same
+      as with one table (protocol 26).
+  11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
+      (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
+      committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
+      does not send entry 0: z_k(0) is the client's own entry-0 pad pad_0 (a hash of the random-OT
+      keys of d_k's bits at 0, :func:`~protocols.mpc.authenticated.bound_lut`'s ``first_free``), which
+      fixes the mask s'_k,i = s_(k-1),i g_k(0) - pad_0 (mod 2^R) -- uniform on Z_2^R, since pad_0 is
+      a fresh random-OT output independent of s_(k-1) -- and the server sends the 2^m - 1 other
+      entries: one R-bit word per 1-bit digit, so 1-bit digits are the cheapest (40 words for
+      L = 40, against 80 for protocol 26's 2-bit digits with every entry sent). The client
+      computes p'_k = p_(k-1) g_k(d_k) - z_k(d_k) (mod 2^R) = v_(k-1),i g_k(d_k) + s'_k,i -- an
+      integer in (0, 2^R) unless s'_k falls outside [2^m, 2^R - 2^m) (|v_(k-1),i g_k(d)| < 2^m for
+      every value the encoder allows: :func:`tail_plan`'s mask_bits), which has probability
+      2^(m+1-R) per mask and N K 2^(m+1-R) <= 2^-40 in all (:func:`tail_plan`; 2^-42 at CM
+      settings, N = 16,384).
   11b. Local truncation by t_k bits: the client sets p_k = floor(p'_k / 2^t_k), the server
       s_k = floor(s'_k / 2^t_k) (its next z-table uses this truncated share). Then
       p_k - s_k = floor(v'_(k-1) g_k / 2^t_k) + c_k with the carry
@@ -73,13 +90,13 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
   13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
       client's y = sum_i p_K,i + y_S = F_det(q') + C + e_T.
   13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K' (T = 40 + log2(N K'):
-      59 bits at CM settings, N = 16,384, K' = 20), fresh from the server's generator
+      60 bits at CM settings, N = 16,384, K' = 40 one-bit digits), fresh from the server's generator
       (:func:`flood_draw`). Why: the carries c_k,i depend on (v'_(k-1) g_k mod 2^t) against
       (s'_k mod 2^t) = a function of p'_k mod 2^t, which the client holds, so C is correlated
       with the client's view and with the weighted terms; C is in [0, N K'], so F_det + C + e_T is
       within statistical distance N K' / 2^T <= 2^-40 of F_det + e_T given the view: the simulator
       works from F_det + e_T alone. e_T also covers everything below 2^(T-1) units of 2^-S: the
-      output is the prediction to 2^(T-1-S) = 2^-38 prediction units (CM settings), against the
+      output is the prediction to 2^(T-1-S) = 2^-37 prediction units (CM settings), against the
       1e-4 the tests ask. The knapsack the exact product of protocols 23-25 offered
       (F - offset = sum_i a_i v_i with the client's known v_i, ~800 bits, and a_i = alpha_i G_i,
       ~74 bits: solved by a modular inverse for two points; ``test_flooding_hides_the_separate_
@@ -101,28 +118,37 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     opens_nothing``). It sends nothing in steps 10-14, so nothing it does there can change what
     the server sends, and the server never aborts there: no selective failure.
   * Its whole view of steps 10-14 -- h_i (with the split: A~_0, A~_1, c1, B~_0, B~_1, c2),
-    z_1,i(d_1), ..., z_K,i(d_K) for every i, and y_S -- is simulatable from F(q') + e alone. With
-    the split, A~_b, B~_b and c1 are shifts of the fresh full-ring masks t_b, sg_b, r1 (uniform,
-    independent), and c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i is a function of them and of h_i: the
-    view reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
+    z_1,i(d_1), ..., z_K,i(d_K) for every i, the ciphertexts of the entries it cannot open, and
+    y_S -- is simulatable from F(q') + e alone. The unopened entries are padded by keys it does not
+    hold: pseudorandom. With the split (protocol 29), A~_b = A_b + t_b is within statistical
+    distance 2^g / (2^ta - 2^g) of t_b alone (uniform on [0, 2^ta - 2^g), fresh), B~_b = alpha_i B_b
+    + sg_b within 2^lb / (2^tb - 2^(lb+1)) of sg_b alone (uniform on [2^lb, 2^tb - 2^lb), fresh):
+    :func:`tail_plan` sizes ta and tb so that each family, 2N words, sums to <= 2^-40 (2^-41 and
+    2^-47.7 at CM settings, N = 16,384); c1 is a shift of the fresh r1, uniform in Z_2^RG; and
+    c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i (mod 2^RG) is a function of them and of h_i: the view
+    reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
     other (z_k = p_(k-1) g_k - p'_k, p_(k-1) the client's own truncated value), so the view is
-    (h_i, p'_1,i, ..., p'_K,i). Each p'_k,i = v'_(k-1),i g_k + s'_k,i with s'_k,i fresh and uniform
-    on [2^m, 2^R - 2^m), |v'_(k-1) g_k| < 2^m: within statistical distance
-    2^(m+1) / (2^R - 2^(m+1)) of uniform on that range, independently of everything before (the
-    next digit uses only floor(s'_k / 2^t)); :func:`tail_plan` picks R so that the N K of them sum
-    to <= 2^-40 (m = 154, R = 256 at CM settings: 2^-82). (Protocols 23-25 used masks uniform in
-    the whole ring and a ring as wide as the exact product; a sub-range mask was unsafe there only
-    because p_k wrapped.) The carries are functions of p'_k mod 2^t and v' mod 2^t: they enter
-    y alone, hidden by e_T (13a). h_i = alpha_i G_i + s0_i is within statistical distance
-    |alpha_i G_i| / (2^(64 nG) - 2^(l+1)) < 2^(l - 64 nG) (1 + 2^-40) of s0_i alone (uniform on
-    [2^l, 2^(64 nG) - 2^l)); :func:`tail_plan` picks nG so that the sum over the N points,
-    N 2^(l - 64 nG) (1 + 2^-40), stays <= 2^-40 (l = 74 at N = 16,384 with 30-bit weights:
-    2^-40.7 at nG = 2). Given those, y_S = F_det(q') + C + e - sum_i p_K,i is a function of
+    (h_i, p'_1,i, ..., p'_K,i). Protocol 29's free entry 0: where d_k = 1 (any d_k != 0) the
+    client lacks the key that pad_0 hashes, so s'_k = s_(k-1) g_k(0) - pad_0 is uniform on Z_2^R
+    and independent of its view so far, and p'_k,i = v'_(k-1),i g_k + s'_k,i is uniform on Z_2^R
+    (it never wraps unless s'_k is outside [2^m, 2^R - 2^m), probability 2^(m+1-R): the event the
+    simulator ignores, N K 2^(m+1-R) <= 2^-40 in all, 2^-41.7 at CM settings); where d_k = 0 the
+    client holds pad_0 = z_k(0), so p'_k = p_(k-1) g_k(0) - pad_0 is a function of what it
+    already has (its previous value and its own random-OT keys) and tells it nothing new -- the
+    server's mask s'_k stays unknown to it because s_(k-1) does. (Protocol 26 drew every s'_k
+    fresh on [2^m, 2^R - 2^m) and sent entry 0: 2^m words per digit instead of 2^m - 1.) The
+    carries are functions of p'_k mod 2^t and v' mod 2^t: they enter y alone, hidden by e_T (13a).
+    h_i = alpha_i G_i + s0_i is within statistical distance |alpha_i G_i| / (2^RG - 2^(l+1)) of s0_i
+    alone (uniform on [2^l, 2^RG - 2^l)); :func:`tail_plan` picks RG (whole bytes) so that the sum
+    over the N points stays <= 2^-40 (l = 114 with the split at N = 16,384, 30-bit weights:
+    2^-40.7 at RG = 168). Given those, y_S = F_det(q') + C + e - sum_i p_K,i is a function of
     F_det(q') + C + e and the view (the client's honest p_K computed from it), and C + e_T is
-    within 2^-40 of e_T (13a). The simulator draws the view uniformly on the masks' ranges and
-    sets y_S = F_det(q') + e - sum_i p_K,i: the client's view, hence anything it computes from
-    it, is within 2^-40 (plus the masks' and the lift's distances) of a function of
-    F_det(q') + e and its own coins.
+    within 2^-40 of e_T (13a). The simulator draws the view uniformly on the masks' ranges (and
+    the d_k = 0 values from its own keys) and sets y_S = F_det(q') + e - sum_i p_K,i: the
+    client's view, hence anything it computes from it, is within the sum of those distances --
+    the lift's, the split words' (two families), the chain masks' range event and the carries',
+    each <= 2^-40, at most 5 2^-40 < 2^-37.6 in all -- of a function of F_det(q') + e and its own
+    coins.
   * What the client does locally therefore only moves its own output: an edit of h_i, z_k or
     p_k by a known err shifts y by exactly the difference between its edited chain's sum and its
     honest one's, both computed from its own view (within K + 1 units of err times the later public
@@ -137,13 +163,14 @@ the semi-honest protocols. Rounding (``--round-to``) is not part of this protoco
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
 refuses it.
 
-Cost of steps 10-14 per training point: 2^(W-L) x 8 nG bytes (G table; 8 kB at CM settings;
-with the split (2^h0 + 2^(W-L-h0)) x 24 nG bytes, 3,456 B) plus
-sum_k 2^(b_k - a_k) x 8 n bytes (the chain: :func:`tail_plan` picks the digit width with the
-fewest bytes; since protocol 26 the ring no longer grows with the digits, so ~(L / m) 2^m
-entries: 20 2-bit digits in Z_2^256, 2,560 B at CM settings, against 9,328 B for protocol 25's
-14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20 2-bit digits in Z_2^896), and one
-output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
+Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
+the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
+16,384; 3,456 B in protocols 25-26), plus sum_k (2^(b_k - a_k) - 1) R / 8 bytes (the chain:
+:func:`tail_plan` picks the digit width with the fewest bytes; the ring does not grow with the
+digits (protocol 26) and entry 0 is free (protocol 29), so ~(L / m) (2^m - 1) words: 40 1-bit
+digits in Z_2^216, 1,080 B at CM settings, against 2,560 B for protocol 26's 20 2-bit digits in
+Z_2^256, 9,328 B for protocol 25's 14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20
+2-bit digits in Z_2^896), and one output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
 and ran a batched check: ~16.5 kB per point at CM settings.)
 """
 from __future__ import annotations
@@ -169,7 +196,7 @@ U64 = np.uint64
 #: widest x_hi that the single G table OT serves (2^12 entries per training point)
 MAX_HI_BITS = MALICIOUS_MAX_HI_BITS
 #: digit widths the chain may use (step 11 picks the one with the fewest bytes for the model)
-CHAIN_DIGIT_BITS = (2, 3, 4, 5, 6)
+CHAIN_DIGIT_BITS = (1, 2, 3, 4, 5, 6)
 #: |F| / 2^scale below 2^PREDICTION_BITS: the chain ring keeps one more bit for the sign
 PREDICTION_BITS = 24
 #: statistical distance of the lifted G-table outputs from uniform, summed over the points
@@ -189,15 +216,20 @@ class TailPlan:
     low bits of x_hi in the first table of the rank-2 split (2^h0 and 2^(hb - h0) entries of three
     words); ``digits``: bit ranges [a, b) of x_lo, one public factor table each; ``scale_bits``
     = the output's scale, the one-factor scale w + g + V that the chain keeps after every digit
-    (protocol 26); ``one_factor_bits`` = w + g + V (the same); ``chain_limbs``: the chain's ring
-    Z_2^R, R = 64 chain_limbs; ``g_limbs``: the ring Z_2^(64 g_limbs) of step 10 (2: 128 bits,
-    unless the lift's statistical distance bound needs more); ``lift_bits`` = l: |alpha_i G_i(e)|
-    < 2^l, and the server's first mask is uniform on [2^l, 2^(64 g_limbs) - 2^l); ``shifts``: the
-    bits t_k the chain truncates after digit k (t_1 = scale of h + V - scale_bits: 0 with one G
-    table, g with the split; V after every later digit); ``mask_bits`` = m: every value the chain
-    multiplies, |value_(k-1) g_k| < 2^m, and its masks are uniform on [2^m, 2^R - 2^m);
-    ``flood_bits`` = T: step 13a's e_T is uniform on [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K'
-    (K' = the truncating digits, each carrying at most one unit into the output)."""
+    (protocol 26); ``one_factor_bits`` = w + g + V (the same); ``chain_bytes``: the chain's ring
+    Z_2^R, R = 8 chain_bytes (protocol 29: any whole number of bytes; ``chain_limbs`` = ceil(R / 64)
+    limbs hold it); ``g_bytes``: the ring Z_2^RG of step 10, RG = 8 g_bytes (``g_limbs`` limbs), the
+    fewest bytes for the lift's statistical distance bound; ``lift_bits`` = l: |alpha_i G_i(e)|
+    < 2^l, and the server's first mask is uniform on [2^l, 2^RG - 2^l); ``a_bytes``, ``b_bytes``,
+    ``b_lift_bits`` (split only, protocol 29): the words A~_b = A_b + t_b and B~_b = alpha B_b + sg_b
+    travel as integers of 8 a_bytes and 8 b_bytes bits (t_b uniform on [0, 2^(8 a_bytes) - 2^g),
+    A_b <= 2^g; sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), |alpha B_b| < 2^lb, lb = b_lift_bits);
+    ``shifts``: the bits t_k the chain truncates after digit k (t_1 = scale of h + V - scale_bits:
+    0 with one G table, g with the split; V after every later digit); ``mask_bits`` = m: every
+    value the chain multiplies, |value_(k-1) g_k| < 2^m; its masks are uniform on Z_2^R (protocol
+    29: fixed by the free entry 0 of each digit's table), outside [2^m, 2^R - 2^m) with probability
+    2^(m+1-R) each; ``flood_bits`` = T: step 13a's e_T is uniform on [-2^(T-1), 2^(T-1)),
+    2^T >= 2^40 N K' (K' = the truncating digits, each carrying at most one unit into the output)."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -210,11 +242,21 @@ class TailPlan:
     shifts: tuple[int, ...] = ()
     mask_bits: int = 0
     flood_bits: int = 0
+    chain_bytes: int = 0
+    g_bytes: int = 0
+    a_bytes: int = 0
+    b_bytes: int = 0
+    b_lift_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
         """R, the bits of the chain's ring (and of the output y)."""
-        return 64 * self.chain_limbs
+        return 8 * self.chain_bytes
+
+    @property
+    def g_ring_bits(self) -> int:
+        """RG, the bits of step 10's ring."""
+        return 8 * self.g_bytes
 
     @property
     def carries(self) -> int:
@@ -222,23 +264,26 @@ class TailPlan:
         return sum(1 for t in self.shifts if t)
 
     def chain_bytes_per_point(self) -> int:
-        """Bytes of step 11 per training point (one bound table per digit, 2^m entries of R bits)."""
-        return sum(1 << (b - a) for a, b in self.digits) * 8 * self.chain_limbs
+        """Bytes of step 11 per training point: one bound table per digit, 2^m - 1 entries of R
+        bits (entry 0 is free: the client's pad, protocol 29)."""
+        return sum((1 << (b - a)) - 1 for a, b in self.digits) * self.chain_bytes
 
     def g_bytes_per_point(self) -> int:
         """Bytes of step 10 per training point."""
         if not self.split:
-            return (1 << self.hb) * 8 * self.g_limbs
-        return ((1 << self.split) + (1 << (self.hb - self.split))) * 3 * 8 * self.g_limbs
+            return (1 << self.hb) * self.g_bytes
+        return ((1 << self.split) * (2 * self.a_bytes + self.g_bytes)
+                + (1 << (self.hb - self.split)) * (2 * self.b_bytes + self.g_bytes))
 
 
-def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, g_limbs: int
+def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int
                  ) -> tuple[tuple[int, ...], int, int, int]:
-    """(shifts, mask bits m, flood bits T, limbs) of the re-scaled chain (protocol 26) for |h| <=
-    a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits so that
-    the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds one).
-    The ring: the masks' statistical distance, N K 2^(m+1) / (2^R - 2^(m+1)) <= 2^-40 in all, the
-    lifted h (R >= 64 g_limbs) and the output (scale + flood + prediction bits + sign)."""
+    """(shifts, mask bits m, flood bits T, bytes of R) of the re-scaled chain (protocol 26) for
+    |h| <= a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits
+    so that the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds
+    one). The ring, in whole bytes (protocol 29): the masks' statistical distance, N K 2^(m+1) /
+    (2^R - 2^(m+1)) <= 2^-40 in all, the lifted h (R >= min_bits, step 10's ring) and the output
+    (scale + flood + prediction bits + sign)."""
     out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     V = pp.v_frac_bits
     shifts, B, m, scale = [], a_max, 0, head_bits
@@ -252,37 +297,39 @@ def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int
     NK = pp.n_train * len(digits)
     carries = sum(1 for t in shifts if t)
     flood = LIFT_STAT_BITS + max(1, (pp.n_train * carries - 1).bit_length()) if carries else 0
-    n = g_limbs
-    while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (64 * n)) - (1 << (m + 1))
-           or 64 * n < out_scale + flood + PREDICTION_BITS + 2):
-        n += 1
-    return tuple(shifts), m, flood, n
+    nb = -(-min_bits // 8)
+    while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (8 * nb)) - (1 << (m + 1))
+           or 8 * nb < out_scale + flood + PREDICTION_BITS + 2):
+        nb += 1
+    return tuple(shifts), m, flood, nb
 
 
-def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, g_limbs: int
+def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int
                   ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int]:
-    """(digits, shifts, mask bits, flood bits, limbs) with the fewest chain bytes. The re-scaled
-    ring no longer grows with the digits (protocol 26), so the bytes are ~(L / m) 2^m R: 1- and
-    2-bit digits tie (80 entries for L = 40), 3-bit 112 entries; ties go to the wider digit."""
+    """(digits, shifts, mask bits, flood bits, bytes of R) with the fewest chain bytes. The
+    re-scaled ring no longer grows with the digits (protocol 26), and entry 0 of each table is free
+    (protocol 29), so the bytes are ~(L / m) (2^m - 1) R: 1-bit digits (40 entries for L = 40)
+    against 60 for 2-bit ones; ties go to the wider digit."""
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, pp.lo_bits, m)
-        shape = _chain_shape(pp, digits, head_bits, a_max, g_limbs)
-        cost = sum(1 << (b - a) for a, b in digits) * shape[3]
-        if best is None or cost < best[0]:
+        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits)
+        cost = sum((1 << (b - a)) - 1 for a, b in digits) * shape[3]
+        if best is None or cost <= best[0]:
             best = (cost, digits, *shape)
     return best[1], best[2], best[3], best[4], best[5]
 
 
-def _lift(n_train: int, a_max: int) -> tuple[int, int]:
-    """(l, limbs) for |alpha_i G_i| <= a_max: the smallest ring Z_2^(64 limbs), limbs >= 2, in which
-    the statistical distance of the client's h from uniform, N a_max / (2^(64 limbs) - 2^(l+1)),
-    summed over the points, is at most 2^-40."""
+def _lift(count: int, a_max: int) -> tuple[int, int]:
+    """(l, bytes) for count values v with 0 <= |v| <= a_max, each masked by its own mask uniform on
+    [2^l, 2^(8 bytes) - 2^l) (l = bits of a_max): the fewest bytes for which the statistical
+    distance of the masked values from their masks alone, summed, count a_max / (2^(8 bytes) -
+    2^(l+1)), is at most 2^-40. (Protocol 26 rounded this up to whole 64-bit limbs, at least two.)"""
     lift = a_max.bit_length()
-    g_limbs = 2
-    while n_train * a_max << LIFT_STAT_BITS > (1 << (64 * g_limbs)) - (1 << (lift + 1)):
-        g_limbs += 1
-    return lift, g_limbs
+    nb = 1
+    while count * a_max << LIFT_STAT_BITS > (1 << (8 * nb)) - (1 << (lift + 1)):
+        nb += 1
+    return lift, nb
 
 
 def tail_plan(pp: PublicParams) -> TailPlan:
@@ -292,20 +339,26 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     # |alpha_i| <= 2^(weight_bits - 1); G_i(e) = rint(2^g e^{-c 2^L H + c rho_lo}) <= rint(2^g e^step)
     g_max = math.ceil(math.exp(pp.step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
     w_max = 1 << (pp.weight_bits - 1)
-    lift, g_limbs = _lift(pp.n_train, w_max * g_max)
+    lift, g_bytes = _lift(pp.n_train, w_max * g_max)
     # the chain keeps the one-factor scale 2^(w + g + V) after every digit (protocol 26): with the
     # split, whose G carries g more bits, the first digit truncates g + V bits' worth down to it
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     head = pp.weight_frac_bits + pp.g_frac_bits
-    digits, shifts, m, flood, n = _chain_digits(pp, head, w_max * g_max, g_limbs)
-    best = TailPlan(hb, tuple(digits), one, one, n, g_limbs, lift, 0, shifts, m, flood)
+    digits, shifts, m, flood, cb = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes)
+    best = TailPlan(hb, tuple(digits), one, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
+                    cb, g_bytes)
     options = [best]
     # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
     a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
     lift2, g2 = _lift(pp.n_train, a2)
-    digits2, shifts2, m2, flood2, n2 = _chain_digits(pp, head + pp.g_frac_bits, a2, g2)
+    # the words A~_b (two per point, A_b <= 2^g) and B~_b (two per point, |alpha B_b| <= w_max g_max)
+    # masked within their own, narrower ranges (protocol 29): they need not wrap, only hide A_b, B_b
+    _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
+    b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
+    digits2, shifts2, m2, flood2, cb2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2)
     for h0 in range(1, min(pp.lut_bits, hb - 1) + 1):
-        options.append(TailPlan(hb, tuple(digits2), one, one, n2, g2, lift2, h0, shifts2, m2, flood2))
+        options.append(TailPlan(hb, tuple(digits2), one, one, -(-cb2 // 8), -(-max(g2, a_bytes, b_bytes) // 8),
+                                lift2, h0, shifts2, m2, flood2, cb2, g2, a_bytes, b_bytes, b_lift))
     if G_SPLIT == "single":
         return best
     if G_SPLIT == "split":
@@ -430,6 +483,22 @@ def split_factors(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: Ta
         B_b(e1) = round(2^g [H1 < 2^(lut - h0)] e^{-c 2^(L + h0) H1 + c rho_lo})
     -- rank 2 in (e0, e1): alpha G = sum_b A_b(e0) alpha B_b(e1), A_b = [b(e0) = b] A. Returns
     ([A_0, A_1] as uint64 (N, 2^h0), [alpha B_0, alpha B_1] as signed limb arrays (N, 2^h1, g_limbs))."""
+    As, Bs = split_parts(pp, rho_x, tp)
+    a = signed_limbs(alpha, tp.g_limbs)[:, None, :]
+    return As, [limbs.mul_small(a, B) for B in Bs]
+
+
+def signed_limbs(alpha: np.ndarray, n: int) -> np.ndarray:
+    """int64 values as two's-complement limb arrays (..., n) mod 2^(64 n)."""
+    alpha = np.asarray(alpha, dtype=np.int64)
+    mag = limbs.zeros(alpha.shape, n)
+    mag[..., 0] = np.abs(alpha).astype(U64)
+    return np.where((alpha < 0)[..., None], limbs.neg(mag), mag)
+
+
+def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`split_factors` before the weights: ([A_0, A_1] (N, 2^h0), [B_0, B_1] (N, 2^h1)), uint64
+    (each < 2^64: A <= 2^g, B <= 2^g e^step)."""
     L, h0 = pp.lo_bits, tp.split
     h1 = tp.hb - h0
     x_lo = rho_x & U64((1 << L) - 1)
@@ -441,15 +510,13 @@ def split_factors(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: Ta
     A = np.rint(np.exp(-pp.c * float(1 << L) * H0) * float(1 << pp.g_frac_bits)).astype(U64)
     As = [np.where(borrow == b, A, U64(0)) for b in (0, 1)]
     e1 = np.arange(1 << h1, dtype=np.int64)[None, :]
-    aBs = []
+    Bs = []
     for b in (0, 1):
         H1 = (e1 - r1[:, None] - b) % (1 << h1)
         B = np.exp(-pp.c * float(1 << (L + h0)) * H1 + pp.c * x_lo.astype(np.float64)[:, None])
         B = np.where(H1 < (1 << (pp.lut_bits - h0)), B, 0.0)
-        aB = limbs.from_u128(u128.mul64(np.rint(B * float(1 << pp.g_frac_bits)).astype(U64),
-                                        np.abs(alpha).astype(U64)[:, None]), tp.g_limbs)
-        aBs.append(np.where((alpha < 0)[:, None, None], limbs.neg(aB), aB))
-    return As, aBs
+        Bs.append(np.rint(B * float(1 << pp.g_frac_bits)).astype(U64))
+    return As, Bs
 
 
 def g_at(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan, e: np.ndarray) -> np.ndarray:
@@ -495,64 +562,89 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
     n, R = tp.chain_limbs, tp.ring_bits
     xm = (rho if server else u) >> U64(s)
     x_lo = xm & U64((1 << L) - 1)
-    # 10. G table indexed by the committed x_hi: h_i = alpha_i G_i + s0_i, never wrapping
+    # 10. G table indexed by the committed x_hi: h_i = alpha_i G_i + s0_i, never wrapping, in
+    # Z_2^RG (RG = 8 g_bytes: every word travels as its low g_bytes bytes, protocol 29)
     hi_digit = (s + L, M)
+    RG, gb = tp.g_ring_bits, tp.g_bytes
     if server:
         alpha, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
         nG = tp.g_limbs
-        top = 1 << (64 * nG)
-        s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, top - (1 << tp.lift_bits))
+        s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, (1 << RG) - (1 << tp.lift_bits), bits=RG)
         if not tp.split:
             # every entry is s0_i, plus alpha_i G_i(e) at the 2^lut columns where G is not 0
             t = np.repeat(s_prev[:, None, :], 1 << tp.hb, axis=1)
             cols, aG = g_terms(pp, xm, alpha, tp)
             t[np.arange(N)[:, None], cols] = limbs.add(aG, s_prev[:, None, :])
-            au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t)
+            au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t, widths=(gb,))
         else:
-            # rank 2: six fresh masks, t_b and sg_b (b = 0, 1), r1 uniform in the whole ring, and
-            # r2 = -(s0 + r1), so that the client's sum of products minus corrections is alpha G + s0
-            As, aBs = split_factors(pp, xm, alpha, tp)
-            tm = [limbs.random(party.rng, (N,), nG)[:, None, :] for _ in (0, 1)]
-            sg = [limbs.random(party.rng, (N,), nG)[:, None, :] for _ in (0, 1)]
-            r1 = limbs.random(party.rng, (N,), nG)[:, None, :]
+            # rank 2: t_b on [0, 2^(8 a_bytes) - 2^g) and sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), so that
+            # A~_b = A_b + t_b and B~_b = alpha B_b + sg_b are integers of a_bytes and b_bytes bytes
+            # (protocol 29: statistically hiding, no wrap), r1 uniform in Z_2^RG, r2 = -(s0 + r1): the
+            # client's sum of products minus corrections is alpha G + s0 (mod 2^RG)
+            As, Bs = split_parts(pp, xm, tp)
+            ta, tb, lb, g = 8 * tp.a_bytes, 8 * tp.b_bytes, tp.b_lift_bits, pp.g_frac_bits
+            tm = [limbs.uniform_between(party.rng, (N,), nG, 0, (1 << ta) - (1 << g), bits=ta)[:, None, :]
+                  for _ in (0, 1)]
+            sg = [limbs.uniform_between(party.rng, (N,), nG, 1 << lb, (1 << tb) - (1 << lb), bits=tb)[:, None, :]
+                  for _ in (0, 1)]
+            r1 = limbs.reduce(limbs.random(party.rng, (N,), nG), RG)[:, None, :]
             r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
             Al = [np.concatenate([A[..., None], limbs.zeros(A.shape, nG - 1)], axis=-1) for A in As]
             c1 = limbs.add(limbs.add(limbs.mul_small(sg[0], As[0]), limbs.mul_small(sg[1], As[1])), r1)
             e0_table = np.concatenate([limbs.add(Al[0], tm[0]), limbs.add(Al[1], tm[1]), c1], axis=-1)
-            Bt = [limbs.add(aBs[b], sg[b]) for b in (0, 1)]
-            c2 = limbs.add(limbs.add(limbs.mul(tm[0], Bt[0]), limbs.mul(tm[1], Bt[1])), r2)
+            a = signed_limbs(alpha, nG)[:, None, :]
+            Bt = [limbs.add(limbs.mul_small(a, Bs[b]), sg[b]) for b in (0, 1)]
+            # c2 = t_0 B~_0 + t_1 B~_1 + r2 with t_b B~_b = (t_b alpha) B_b + t_b sg_b: the per-point
+            # products once, then one word-by-u64 product per entry (the same values as the direct
+            # ring products of B~, at a fraction of their CPU)
+            const = limbs.add(limbs.add(limbs.mul(tm[0], sg[0]), limbs.mul(tm[1], sg[1])), r2)
+            c2 = limbs.add(limbs.add(limbs.mul_small(limbs.mul(tm[0], a), Bs[0]),
+                                     limbs.mul_small(limbs.mul(tm[1], a), Bs[1])), const)
             e1_table = np.concatenate([Bt[0], Bt[1], c2], axis=-1)
-            au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table)
-            au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table)
+            au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table,
+                         widths=(tp.a_bytes, tp.a_bytes, gb))
+            au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,
+                         widths=(tp.b_bytes, tp.b_bytes, gb))
         first = s_prev
-        s_prev = np.concatenate([s_prev, limbs.zeros((N,), n - nG)], axis=1)  # lifted: an integer < 2^(64 nG)
+        s_prev = _resize(s_prev, n)  # lifted: an integer < 2^RG <= 2^R
     else:
         if not tp.split:
-            h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs)
+            h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs, widths=(gb,))
         else:
             w3 = 3 * tp.g_limbs
-            got0 = au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, values=u, w=w3)
-            got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3)
-            h = client_split_product(got0, got1, tp.g_limbs)
-        p = np.concatenate([h, limbs.zeros((N,), n - tp.g_limbs)], axis=1)  # lifted as an integer
-    # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo; masks on
-    # [2^m, 2^R - 2^m) so that p_k = value_k + s_k never wraps and both sides can truncate locally
-    m = tp.mask_bits
+            got0 = au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, values=u, w=w3,
+                                widths=(tp.a_bytes, tp.a_bytes, gb))
+            got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3,
+                                widths=(tp.b_bytes, tp.b_bytes, gb))
+            h = limbs.reduce(client_split_product(got0, got1, tp.g_limbs), RG)
+        p = _resize(h, n)  # lifted as an integer
+    # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo in Z_2^R
+    # (R = 8 chain_bytes); entry 0 is free (the client's own pad, protocol 29), which fixes this
+    # digit's mask s'_k = s_(k-1) g_k(0) - pad_0 (uniform in Z_2^R, inside [2^m, 2^R - 2^m) but
+    # with probability 2^(m+1-R)): p_k = value_k + s_k does not wrap, both sides truncate locally
     masks = []
     for (a, b), t in zip(tp.digits, tp.shifts):
         digit = (s + a, s + b)
         g = digit_factors(pp, a, b)
         if server:
-            s_k = limbs.uniform_between(party.rng, (N,), n, 1 << m, (1 << R) - (1 << m))
-            z = limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, :]), s_k[:, None, :])
-            au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z)
-            masks.append(s_k)
-            s_prev = limbs.shr(s_k, t)  # 11b. the server's truncated share: the next z uses it
+            box: dict[str, np.ndarray] = {}
+
+            def z_table(pad0: np.ndarray, s_prev: np.ndarray = s_prev, g: np.ndarray = g) -> np.ndarray:
+                prod = limbs.mul_small(s_prev[:, None, :], g[None, :])  # s_(k-1) g_k(d), every d
+                s_k = limbs.reduce(limbs.sub(prod[:, 0], pad0), R)
+                box["s"] = s_k
+                return limbs.sub(prod, s_k[:, None, :])
+
+            au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z_table, w=n, widths=(tp.chain_bytes,),
+                         first_free=True)
+            masks.append(box["s"])
+            s_prev = limbs.shr(box["s"], t)  # 11b. the server's truncated share: the next z uses it
         else:
-            z = au.bound_lut(party, CLIENT, digit, pads=u_pads, values=u, w=n)
-            p = client_truncate(client_chain_step(p, g[_digit(x_lo, a, b)], z), t)
+            z = au.bound_lut(party, CLIENT, digit, pads=u_pads, values=u, w=n, widths=(tp.chain_bytes,),
+                             first_free=True)
+            p = client_truncate(limbs.reduce(client_chain_step(p, g[_digit(x_lo, a, b)], z), R), t)
     if server:
         # 13. the server's output share
         offset = int(round(model.y_offset * 2.0 ** tp.scale_bits))
@@ -572,6 +664,15 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
     except (KeyError, TypeError, ValueError):
         raise ProtocolError("malformed output share message") from None
     return client_output(p, y_s, R)
+
+
+def _resize(x: np.ndarray, n: int) -> np.ndarray:
+    """A non-negative integer's limbs (..., k) as (..., n): zero-extended, or its low n limbs where
+    the caller knows the value is below 2^(64 n)."""
+    k = x.shape[-1]
+    if k >= n:
+        return np.ascontiguousarray(x[..., :n])
+    return np.concatenate([x, limbs.zeros(x.shape[:-1], n - k)], axis=-1)
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarray, np.ndarray]:
@@ -652,7 +753,9 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
 def decode(pp: PublicParams, y: int) -> float:
     """The prediction from y (mod 2^R, scale 2^scale_bits of :func:`tail_plan`)."""
     tp = tail_plan(pp)
-    return limbs.to_signed_float(y, tp.chain_limbs, tp.scale_bits)
+    mod = 1 << tp.ring_bits
+    y %= mod
+    return (y - mod if y >= mod // 2 else y) / (1 << tp.scale_bits)  # int / int: correctly rounded
 
 
 __all__ = ["online", "kernel_output", "server_online", "client_online", "reference", "reference_from_distances",

@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 28  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -73,6 +73,11 @@ PROTOCOL_VERSION = 28  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # allowed client-malicious): the client-receiver direction's S1 on the checked SoftSpoken extension
 # 28: silent OT's single-point COTs on Half-Tree's correlated GGM trees (one 16-byte block per level
 # and tree instead of two and a c per tree; one AES block per node)
+# 29: client-malicious kernels' tail in whole bytes: the chain's ring and step 10's ring sized to the byte
+# (216 and 168 bits at CM settings), the split's A~, B~ words narrow statistically hiding integers, entry 0
+# of each chain table free (the client's pad fixes the mask): 1-bit chain digits, one entry each; the
+# Gaussian's commitment of u and the correlation words on q's bits (steps 4-7) send bit b's corrections in
+# M + 64 - b bits (their check ring)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

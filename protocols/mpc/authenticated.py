@@ -109,13 +109,20 @@ def random_choices(party: PartyContext, chooser: int, *, n: int, choices: np.nda
 
 
 def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: int, choices: np.ndarray | None = None,
-                corr: U128 | None = None) -> U128:
+                corr: U128 | None = None, keep: np.ndarray | None = None) -> U128:
     """:func:`cot128` on existing random OTs (``pads`` from :func:`random_choices`), hashed in
-    their own ``domain``: same steps, no new OT -- so the choice bits are the ones fixed before."""
+    their own ``domain``: same steps, no new OT -- so the choice bits are the ones fixed before.
+    ``keep``: bytes per word of each OT's corrections, as in :func:`cot128` (protocol 29)."""
     if party.role == chooser:
         c = np.asarray(choices, dtype=np.uint8).ravel()
         P = _expand(pads, words, domain)
-        tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (c.shape[0], words, 16)))
+        if keep is None:
+            tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (c.shape[0], words, 16)))
+        else:
+            sel = _kept_bytes(keep, c.shape[0], words)
+            raw = np.zeros((c.shape[0], words, 16), dtype=np.uint8)
+            raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
+            tau = u128.from_bytes16(raw)
         cw = (U64(0) - c.astype(U64))[:, None]
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = pads
@@ -123,7 +130,11 @@ def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: 
     if callable(corr):  # a correlation that depends on the server's own keys (e.g. a MAC key K_x)
         corr = corr(P0)
     tau = u128.sub(u128.add(P0, corr), P1)
-    party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
+    raw = np.ascontiguousarray(u128.to_bytes(tau))
+    if keep is not None:
+        n = m0.shape[0]
+        raw = np.ascontiguousarray(raw.reshape(n, words, 16)[_kept_bytes(keep, n, words)])
+    party.ch.send_array(raw, owned=True)
     party.ch.flush()
     return P0
 
@@ -176,13 +187,16 @@ def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np.ndarray | None = None,
-           corr: U128 | None = None, keep_pads: list | None = None) -> U128:
+           corr: U128 | None = None, keep_pads: list | None = None, keep: np.ndarray | None = None) -> U128:
     """Correlated OT over Z_2^128 with ``words``-word vector correlations, both roles.
 
     Steps: 1. n random OTs (the OT extension's; checked in client-malicious mode): the sender
     gets pads (m0, m1), the chooser m_c; both expand each pad to ``words`` 128-bit words;
     2. the sender sends tau = P0 + corr - P1 (16 bytes per word) and keeps P0;
     3. the chooser outputs P_c + c tau = P0 + c corr. Returns (n, words) limb pairs.
+    ``keep`` (both roles, protocol 29): bytes per word of each COT (n,), 1..16: only the low
+    keep[i] bytes of COT i's corrections travel, so the chooser's outputs are right mod
+    2^(8 keep[i]) only (callers that weight COT i by 2^b and need the sum mod 2^R send R - b bits).
     """
     if party.role == chooser:
         c = np.asarray(choices, dtype=np.uint8).ravel()
@@ -192,7 +206,13 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
         if keep_pads is not None:
             keep_pads.append(mc)
         P = _expand(mc, words)
-        tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
+        if keep is None:
+            tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
+        else:
+            sel = _kept_bytes(keep, n, words)
+            raw = np.zeros((n, words, 16), dtype=np.uint8)
+            raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
+            tau = u128.from_bytes16(raw)
         cw = (U64(0) - c.astype(U64))[:, None]  # all-ones where c = 1
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = party.ot_sender.random_ot(n)
@@ -200,9 +220,20 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
         keep_pads.append((m0, m1))
     P0, P1 = _expand(m0, words), _expand(m1, words)
     tau = u128.sub(u128.add(P0, corr), P1)
-    party.ch.send_array(np.ascontiguousarray(u128.to_bytes(tau)), owned=True)
+    raw = np.ascontiguousarray(u128.to_bytes(tau))
+    if keep is not None:
+        raw = np.ascontiguousarray(raw.reshape(n, words, 16)[_kept_bytes(keep, n, words)])
+    party.ch.send_array(raw, owned=True)
     party.ch.flush()
     return P0
+
+
+def _kept_bytes(keep: np.ndarray, n: int, words: int) -> np.ndarray:
+    """(n, words, 16) bool: the low keep[i] bytes of every word of COT i (u128.to_bytes is little-endian)."""
+    keep = np.asarray(keep).reshape(n)
+    if bool(((keep < 1) | (keep > 16)).any()):
+        raise ValueError("keep must be 1..16 bytes")
+    return np.broadcast_to((np.arange(16)[None, None, :] < keep[:, None, None]), (n, words, 16))
 
 
 @dataclass
@@ -235,7 +266,7 @@ def weighted_sum(a: U128, bits: int) -> U128:
 
 def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.ndarray | None = None,
            delta: np.uint64 | None = None, extra: U128 | None = None,
-           n_extra: int = 0, keep_pads: bool = False) -> Committed | CommitKeys:
+           n_extra: int = 0, keep_pads: bool = False, mac_bits: int = 128) -> Committed | CommitKeys:
     """Authenticate n client values of ``bits`` bits (1 <= bits <= 64), both roles.
 
     The client (``chooser``) passes ``values``; the server its ``delta`` and optionally ``extra``
@@ -245,9 +276,19 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
     2. both sides weight output b by 2^b and sum per value: the client gets M_x = K_x + x Delta
     and T_e + x C_e, the server K_x and T_e.
     ``keep_pads``: also return the random-OT keys of the bits, for :func:`bound_lut`.
+    ``mac_bits`` (both roles, protocol 29): the MACs and extra outputs are needed mod 2^mac_bits
+    only (e.g. the check ring of :func:`check_congruent`, k + 64 bits): bit b's correction words
+    then travel as their low ceil((mac_bits - b) / 8) bytes -- 2^b times a word known mod
+    2^(mac_bits - b) is known mod 2^mac_bits -- and the outputs are right mod 2^mac_bits only.
     """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
+    if not bits <= mac_bits <= 128:
+        raise ValueError("mac_bits must be in [bits, 128]")
+    keep = None
+    if mac_bits < 128:
+        per_bit = -(-(mac_bits - np.arange(bits)) // 8)  # bytes of bit b's words
+        keep = np.tile(np.minimum(per_bit, 16), n)
     client = party.role == chooser
     E = n_extra if client else (0 if extra is None else extra[0].shape[1])
     words = 1 + E
@@ -258,7 +299,8 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
         if bits < 64 and v.size and int(v.max()) >> bits:
             raise ValueError("values wider than advertised")
         kept: list = []
-        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept)
+        out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept,
+                     keep=keep)
     else:
         hi = np.zeros((n, words), dtype=U64)
         lo = np.zeros((n, words), dtype=U64)
@@ -267,7 +309,7 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
             hi[:, 1:], lo[:, 1:] = extra
         corr = (np.repeat(hi, bits, axis=0), np.repeat(lo, bits, axis=0))
         kept = []
-        out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept)
+        out = cot128(party, chooser, n=n * bits, words=words, corr=corr, keep_pads=kept, keep=keep)
     per = weighted_sum((out[0].reshape(n, bits, words), out[1].reshape(n, bits, words)), bits)
     mac = (per[0][:, 0].copy(), per[1][:, 0].copy())
     ext = (per[0][:, 1:].copy(), per[1][:, 1:].copy()) if E else None
@@ -279,7 +321,8 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
 
 
 def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
-              tables: np.ndarray | None = None, values: np.ndarray | None = None, w: int = 1) -> np.ndarray | None:
+              tables=None, values: np.ndarray | None = None, w: int = 1,
+              widths: tuple[int, ...] | None = None, first_free: bool = False) -> np.ndarray | None:
     """1-out-of-2^m table OT whose index is a digit of a *committed* value, both roles.
 
     The index bits are not chosen anew: the m random OTs that committed bits [a, b) of each value
@@ -291,28 +334,98 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     ``values`` (its committed values), ``pads`` its keys, ``w``; returns (n, w) uint64.
     The pads are derived under their own fixed AES key (domain separation from the OT engine)
     and the commitment's MAC words hash the same keys under another tweak (:func:`_expand`).
+
+    ``widths`` (both roles, protocol 29): the w words of an entry are len(widths) parts of
+    w / len(widths) words each, and part j travels as its low widths[j] bytes: the chooser gets
+    every part mod 2^(8 widths[j]) (the bytes above are zero); the pads are then the first
+    sum(widths) bytes of ceil(sum(widths) / 16) blocks per entry. ``first_free`` (both roles): entry 0
+    is not sent -- its value is its own pad, so the sender passes ``tables`` as a function of that
+    pad (n, w) returning the whole table (whose entry 0 must equal the pad in the sent bytes); the
+    chooser at digit 0 takes its pad, at any other digit the sent entry. 2^m - 1 entries travel.
     """
     a, b = digit
     m = b - a
     aes = _lut_aes()
+    size = 1 << m
+    skip = 1 if first_free else 0
+    if party.role != chooser and not callable(tables):
+        w = tables.shape[2]
+    # with widths, the pads cover only the bytes that travel: ceil(sum(widths) / 16) AES blocks
+    nblk = (w + 1) // 2 if widths is None else -(-sum(widths) // 16)
     if party.role != chooser:
         m0, m1 = pads
-        n, size, w = tables.shape
-        if size != 1 << m:
-            raise ValueError("table size must be 2^(digit width)")
+        n = m0.shape[0]
         p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
         p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
-        pad = aes.lut_pads(p0, p1, 0, m, (w + 1) // 2)
-        party.ch.send_array(np.ascontiguousarray(tables ^ pad[:, :, :w]), owned=True)
+        pad = aes.lut_pads(p0, p1, 0, m, nblk)
+        if widths is None:
+            pad = pad[:, :, :w]
+            pad0 = np.ascontiguousarray(pad[:, 0])
+        else:
+            pad = _pad_bytes(pad, widths)
+            pad0 = _unpack_parts(np.ascontiguousarray(pad[:, 0]), widths, w)
+        if callable(tables):
+            tables = tables(pad0)
+        if tables.shape[:2] != (n, size):
+            raise ValueError("table size must be 2^(digit width)")
+        if widths is None:
+            ct = np.ascontiguousarray(tables[:, skip:] ^ pad[:, skip:])
+        else:
+            ct = _pack_parts(np.ascontiguousarray(tables[:, skip:]), widths) ^ pad[:, skip:]
+        party.ch.send_array(ct, owned=True)
         party.ch.flush()
         return None
     v = np.asarray(values, dtype=U64)
     n = v.shape[0]
-    idx = (v >> U64(a)) & U64((1 << m) - 1)
+    idx = ((v >> U64(a)) & U64(size - 1)).astype(np.intp)
     p = aes.permute(np.ascontiguousarray(pads[:, a:b]).view(U64).reshape(n, m, 2))
-    pad = aes.lut_pads(p, None, 0, m, (w + 1) // 2, entries=idx)[:, 0, :w]
-    ct = party.ch.recv_array(U64, (n, 1 << m, w))
-    return ct[np.arange(n), idx.astype(np.intp)] ^ pad
+    pad = aes.lut_pads(p, None, 0, m, nblk, entries=idx)[:, 0]
+    rows = np.arange(n)
+    pick = np.maximum(idx - skip, 0)
+    if widths is None:
+        ct = party.ch.recv_array(U64, (n, size - skip, w))[rows, pick]
+        pad = pad[:, :w]
+    else:
+        ct = party.ch.recv_array(np.uint8, (n, size - skip, sum(widths)))[rows, pick]
+        pad = _pad_bytes(pad[:, None], widths)[:, 0]
+    if skip:
+        ct = np.where((idx == 0)[:, None], np.zeros((), ct.dtype), ct)  # entry 0: the pad alone
+    return ct ^ pad if widths is None else _unpack_parts(ct ^ pad, widths, w)
+
+
+def _pad_bytes(pad: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """(n, e, 2 nblk) pad words -> their first sum(widths) bytes (n, e, sum(widths))."""
+    n, e, k = pad.shape
+    raw = np.ascontiguousarray(pad.astype("<u8")).view(np.uint8).reshape(n, e, 8 * k)
+    return np.ascontiguousarray(raw[:, :, :sum(widths)])
+
+
+def _part_bytes(widths: tuple[int, ...], w: int) -> int:
+    if w % len(widths) or any(not 1 <= x <= 8 * (w // len(widths)) for x in widths):
+        raise ValueError("widths must split the entry's words evenly and fit their parts")
+    return 8 * (w // len(widths))
+
+
+def _pack_parts(ct: np.ndarray, widths: tuple[int, ...] | None) -> np.ndarray:
+    """Sender: (n, e, w) words -> the bytes on the wire, each part's low widths[j] bytes."""
+    if widths is None:
+        return np.ascontiguousarray(ct)
+    n, e, w = ct.shape
+    pb = _part_bytes(widths, w)
+    raw = np.ascontiguousarray(ct.astype("<u8")).view(np.uint8).reshape(n, e, len(widths), pb)
+    return np.ascontiguousarray(np.concatenate([raw[:, :, j, :x] for j, x in enumerate(widths)], axis=-1))
+
+
+def _unpack_parts(raw: np.ndarray, widths: tuple[int, ...], w: int) -> np.ndarray:
+    """Chooser: (n, sum(widths)) bytes -> (n, w) words, the missing high bytes zero."""
+    n = raw.shape[0]
+    pb = _part_bytes(widths, w)
+    out = np.zeros((n, len(widths), pb), dtype=np.uint8)
+    off = 0
+    for j, x in enumerate(widths):
+        out[:, j, :x] = raw[:, off:off + x]
+        off += x
+    return out.reshape(n, len(widths) * pb).view("<u8").astype(U64)
 
 
 def combine(coef: np.ndarray, a: U128) -> U128:

@@ -149,13 +149,30 @@ def total(a: np.ndarray) -> int:
     return s % (1 << (64 * n))
 
 
-def uniform_between(rng, shape: tuple[int, ...], n: int, lo: int, hi: int) -> np.ndarray:
+def reduce(a: np.ndarray, bits: int) -> np.ndarray:
+    """a mod 2^bits (bits <= 64 n): the limbs above cleared, the top one masked (a copy)."""
+    out = np.array(a, dtype=U64, copy=True)
+    q, r = divmod(int(bits), 64)
+    if q < out.shape[-1]:
+        out[..., q] &= U64((1 << r) - 1)
+        out[..., q + 1:] = 0
+    return out
+
+
+def uniform_between(rng, shape: tuple[int, ...], n: int, lo: int, hi: int, bits: int | None = None) -> np.ndarray:
     """Uniform on [lo, hi) inside Z_2^(64 n), by rejection from uniform ring elements (the
     rejected share is (2^(64 n) - (hi - lo)) / 2^(64 n); the tail uses hi - lo = 2^(64 n) - 2^(l+1),
-    a rejection probability of 2^(l + 1 - 64 n))."""
-    if not 0 <= lo < hi <= 1 << (64 * n):
-        raise ValueError("need 0 <= lo < hi <= 2^(64 n)")
-    out = random(rng, shape, n)
+    a rejection probability of 2^(l + 1 - 64 n)). ``bits``: draw the candidates mod 2^bits
+    instead (hi <= 2^bits; the rejected share is then (2^bits - (hi - lo)) / 2^bits)."""
+    top = 64 * n if bits is None else bits
+    if not 0 <= lo < hi <= 1 << top or top > 64 * n:
+        raise ValueError("need 0 <= lo < hi <= 2^bits <= 2^(64 n)")
+
+    def draw(sh):
+        r = random(rng, sh, n)
+        return r if bits is None else reduce(r, bits)
+
+    out = draw(shape)
     flat = out.reshape(-1, n)
     lo_l, hi_l = from_int(lo, (), n), from_int(hi - 1, (), n)
     while True:
@@ -163,7 +180,7 @@ def uniform_between(rng, shape: tuple[int, ...], n: int, lo: int, hi: int) -> np
         k = int(bad.sum())
         if not k:
             return out
-        flat[bad] = random(rng, (k,), n)
+        flat[bad] = draw((k,))
 
 
 def _less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -187,4 +204,4 @@ def to_signed_float(x: int, n: int, scale_bits: int) -> float:
 
 
 __all__ = ["limbs_for", "zeros", "from_int", "from_u128", "to_int", "random", "add", "neg", "sub", "mul_small", "mul",
-           "total", "uniform_between", "to_signed_float"]
+           "total", "uniform_between", "to_signed_float", "reduce"]

@@ -204,9 +204,10 @@ def _deviate(which, i, k, bit):
                     out = orig(p, g, limbs.sub(z, e))  # z_k - err: shifted by ~err * later factors
             else:
                 out = orig(p, g, z)
-            if "h" in track:
-                track["h"] = limbs.shr(orig(track["h"], g, z), tp.shifts[kk])
-                track["d"] = limbs.shr(out, tp.shifts[kk])
+            if "h" in track:  # protocol 29: the client reads p'_k mod 2^R (R = 8 chain_bytes), then truncates
+                R = tp.ring_bits
+                track["h"] = limbs.shr(limbs.reduce(orig(track["h"], g, z), R), tp.shifts[kk])
+                track["d"] = limbs.shr(limbs.reduce(out, R), tp.shifts[kk])
             return out
         patch = _Patch(gm, "client_chain_step", step)
     if which not in ("p", "z", "local-h"):
@@ -437,6 +438,8 @@ def test_flooding_hides_the_separate_terms():
     (protocol 26: F_det + C + e_T at the one-factor scale, e_T uniform on 2^T, T = 40 + log2(N K))
     does not, even lifted back to F's scale: the same attack on it fails; y is within N K units of
     F_det + e_T and still decodes to the prediction."""
+    from fractions import Fraction
+
     from protocols.krr.expsum import encode_weights
     from protocols.mpc import limbs
 
@@ -463,7 +466,8 @@ def test_flooding_hides_the_separate_terms():
     # the exact product at its own scale 2^(w + g + K V), in a ring wide enough for it
     drop = sum(tp.shifts)
     wide = 1 << (tp.scale_bits + drop + 64)
-    offset_x = int(round(model.y_offset * 2.0 ** (tp.scale_bits + drop)))
+    # (exact: 2^(scale + drop) is past the float range with 40 one-bit digits)
+    offset_x = round(Fraction(model.y_offset) * (1 << (tp.scale_bits + drop)))
     exact = (offset_x + a[0] * v1 + a[1] * v2) % wide
     assert _separate_two_terms(exact, offset_x, v1, v2, wide) == a  # the attack works on exact F
     det = gm.reference(pp, model, Xe, q, sv["rho"])  # F_det, without the carries
@@ -481,7 +485,7 @@ def test_flooding_hides_the_separate_terms():
 @pytest.mark.parametrize("mode", ["single", "split"])
 @pytest.mark.parametrize("n_train", [24, 16384])
 def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
-    """Protocol 26's plan: the masks' statistical distance summed over the N K masks <= 2^-40, the
+    """Protocols 26 and 29's plan: the masks' statistical distance summed over the N K masks <= 2^-40, the
     flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back to
     the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
     - 1), the largest G, every factor 2^V, one carry per digit) -- recomputed here, not read back."""
@@ -495,11 +499,27 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
     assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
     assert tp.scale_bits == pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
-    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= 64 * tp.g_limbs
+    RG = tp.g_ring_bits
+    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG and R % 8 == 0 and RG % 8 == 0
+    assert 64 * tp.chain_limbs >= R and 64 * tp.g_limbs >= max(RG, 8 * tp.a_bytes, 8 * tp.b_bytes)
     head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
     assert sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
     g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
     worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
+    # protocol 29, step 10: the lift of h = alpha G + s0 in Z_2^RG (whole bytes), its statistical
+    # distance over the N points <= 2^-40 (log2, exact enough in floats at these sizes)
+    assert worst < 2.0 ** tp.lift_bits
+    assert math.log2(n_train * worst) + 40 <= math.log2(2.0 ** RG - 2.0 ** (tp.lift_bits + 1))
+    if tp.split:
+        # the narrow words: A~_b = A_b + t_b (A_b <= 2^g) and B~_b = alpha B_b + sg_b, two of each per
+        # point, integers below 2^(8 a_bytes) and 2^(8 b_bytes); each family's distance <= 2^-40
+        A, aB = 2.0 ** pp.g_frac_bits, 2 ** (pp.weight_bits - 1) * g_max
+        assert aB < 2.0 ** tp.b_lift_bits
+        assert math.log2(2 * n_train * A) + 40 <= math.log2(2.0 ** (8 * tp.a_bytes) - 2.0 ** pp.g_frac_bits)
+        assert math.log2(2 * n_train * aB) + 40 <= math.log2(2.0 ** (8 * tp.b_bytes) - 2.0 ** (tp.b_lift_bits + 1))
+        assert 8 * tp.a_bytes < RG and 8 * tp.b_bytes < RG  # narrower than the ring: the point of them
     for t in tp.shifts:
         assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
         worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1
+    # the bytes on the wire: entry 0 of every chain table is free
+    assert tp.chain_bytes_per_point() == sum(2 ** (b - a) - 1 for a, b in tp.digits) * R // 8

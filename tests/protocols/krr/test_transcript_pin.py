@@ -42,12 +42,13 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 28 (28: silent OT's Half-Tree single-point COTs and the Laplacian product (i) on
-#: reserved COTs -- "krr-laplacian/silent" 427,447 B in 122 frames; the exact kernels' step 4 in ceil(M/8)-byte
-#: words -- every semi-honest exact pin smaller; client-malicious pins: same sizes (the Laplacian's server draws
-#: its product-(i) choices from the engine's seeded generator now); 27: the client-malicious Laplacian chain on
-#: silent OT, pinned as "krr-laplacian/client-malicious/silent" on the small model forced to it (S1 of the
-#: client-receiver direction checked); 26: the client-malicious chain re-scaled (local truncation, masks on
+#: pinned at PROTOCOL_VERSION 29 (29: the client-malicious tail in whole bytes, narrow split words, free entry 0
+#: of each chain table, 1-bit chain digits, the Gaussian's u commitment and q's correlation words trimmed to their
+#: check ring -- "krr-gaussian/client-malicious" and the client-malicious Laplacian pins re-pinned; 28: silent OT's
+#: Half-Tree single-point COTs and the Laplacian product (i) on reserved COTs -- "krr-laplacian/silent" 427,447 B in
+#: 122 frames; the exact kernels' step 4 in ceil(M/8)-byte words -- every semi-honest exact pin smaller; 27: the
+#: client-malicious Laplacian chain on silent OT, pinned as "krr-laplacian/client-malicious/silent" on the small
+#: model forced to it (S1 of the client-receiver direction checked); 26: the client-malicious chain re-scaled (local truncation, masks on
 #: [2^m, 2^R - 2^m), a 256-bit ring) -- "krr-gaussian/client-malicious" and "krr-laplacian/client-malicious" re-pinned, the
 #: version in the hello elsewhere; 25: the version in the hello only -- the pinned client-malicious models are too
 #: small for step 10's rank-2 split, tail_plan keeps one G table there; 24: see the lap and perf merges; 23: the client-malicious kernels' tail -- the masked public-factor chain, no
@@ -73,17 +74,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "3d05c069adff820e262f2713e946aeaaec0eeb2d70555692fe7a164143f4f707"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "47e705c094356c1d707bceeb69db1662f58acf7b8a9b60fb889c94a0ced87183"),
-    "krr-laplacian": (96, 74839, "d8509cea97cb5c82fe775873610b2ef0e585edb23b4f5755755ce23fea7f8452"),
-    "krr-laplacian/silent": (122, 427447, "824e57a3a42ec02e5a97d6c2e014bf9b8a14f870296c6ae9cb089cdf0e682cba"),
-    "krr-gaussian/client-malicious": (300, 9307225, "be984b92ca219e317adc121b5a3807fee9b1f5221311f7b04e87d46efcddfac3"),
-    "krr-laplacian/client-malicious": (144, 126503, "bfee41aa24809c64831806532efd10e9db4b2165e83f41f34326f80999910fa6"),
-    "krr-laplacian/client-malicious/silent": (163, 474259, "3a7d5006351ea14885d90fdf2a59fea2b43c1152e8e2550f18be41d0eff7299a"),
+    "krr-gaussian": (66, 1564455, "ae3b87fe20d04fb7bb1b4c62f074a764d9bc59400d05826e1896d14030103129"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "dc58cbf02c03954e2cd916e7884113ef7e96403675ba1676ff832ecb3aa65e09"),
+    "krr-laplacian": (96, 74839, "c7b342d3b2100c0cda19aed34921eeb9255cbba7ed77e58b1fb289110b3a8c31"),
+    "krr-laplacian/silent": (122, 427447, "3aacab4e4e8bb88825e5bed138250c8248bcceab8ad359d23c5ac0f0cdbf5ede"),
+    "krr-gaussian/client-malicious": (460, 9212975, "af6814bb9fd9870f861288a2e465b8c6793e4b5af03e35e6469fe413cfe2ce5a"),
+    "krr-laplacian/client-malicious": (176, 118845, "31d2a81c32ed0a1216f0806c2650107fbab31a8f0f0044e2fa5eaca98cd01c6e"),
+    "krr-laplacian/client-malicious/silent": (195, 466601, "b892787b16df325bac9eb2a565a571848bfe4b14ea76c8e6828470cca1d2fb92"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 28
+PINNED_VERSION = 29
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

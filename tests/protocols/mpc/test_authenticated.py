@@ -54,14 +54,14 @@ def test_commit_macs_and_extra_products():
     assert (diff == (np.repeat(xo, 2) * _ints(extra)) % u128.MOD).all()
 
 
-def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper=None):
+def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper=None, mac_bits=128):
     """The client commits x (bits 64), the server expects x = c (mod 2^k); lam binary
     combinations are checked. ``tamper`` edits the client's (Y, MY) message in flight."""
     n = len(x_client)
 
     def server(p):
         delta = au.new_delta(p)
-        keys = au.commit(p, CLIENT, n=n, bits=64, delta=delta)
+        keys = au.commit(p, CLIENT, n=n, bits=64, delta=delta, mac_bits=mac_bits)
         chi = p.rng.random_bits((lam, n)).astype(np.uint8)
         p.ch.send_array(chi)
         C = au.combine(chi, (np.zeros(n, U64), np.asarray(c_server, U64)))
@@ -69,7 +69,7 @@ def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper
         return True
 
     def client(p):
-        com = au.commit(p, CLIENT, n=n, bits=64, values=np.asarray(x_client, U64))
+        com = au.commit(p, CLIENT, n=n, bits=64, values=np.asarray(x_client, U64), mac_bits=mac_bits)
         chi = p.ch.recv_array(np.uint8, (lam, n))
         Z = au.combine(chi, (np.zeros(n, U64), com.values))
         MZ = au.combine(chi, com.mac)
@@ -187,3 +187,111 @@ def test_bound_table_ot_opens_exactly_the_committed_digit():
     pad = aes.lut_pads(pk, None, 0, 4, 2, entries=other)[:, 0, :3]
     wrong = seen["ct"][np.arange(n), other.astype(np.intp)] ^ pad
     assert not (wrong == tables[np.arange(n), other.astype(np.intp)]).any()
+
+
+@pytest.mark.parametrize("first_free", [False, True])
+def test_bound_table_ot_narrow_parts_and_free_first_entry(first_free):
+    """Protocol 29: parts of an entry travel as their low bytes (the client gets each part mod
+    2^(8 width)), and with ``first_free`` entry 0 is not sent: the sender builds its table from the
+    client's entry-0 pad, and a client at digit 0 gets that pad -- the bytes shrink accordingly."""
+    rng = np.random.default_rng(11)
+    n, bits, digit, widths = 64, 10, (3, 5), (5, 13)
+    x = rng.integers(0, 2**bits, n, dtype=U64)
+    x[:8] &= ~U64(3 << 3)  # some clients at digit 0
+    tables = rng.integers(0, 2**64, (n, 4, 4), dtype=U64)
+    seen = {}
+
+    def server(p):
+        keys = au.commit(p, CLIENT, n=n, bits=bits, delta=U64(5), keep_pads=True)
+        start = p.ch.bytes_sent
+
+        def build(pad0):
+            seen["pad0"] = pad0.copy()
+            t = tables.copy()
+            t[:, 0] = pad0  # entry 0 is the pad itself (in the bytes that travel)
+            return t
+        au.bound_lut(p, CLIENT, digit, pads=keys.pads, tables=build if first_free else tables, w=4,
+                     widths=widths, first_free=first_free)
+        seen["bytes"] = p.ch.bytes_sent - start
+
+    def client(p):
+        com = au.commit(p, CLIENT, n=n, bits=bits, values=x, keep_pads=True)
+        seen["keys"] = com.pads
+        return au.bound_lut(p, CLIENT, digit, pads=com.pads, values=x, w=4, widths=widths, first_free=first_free)
+
+    _, got = run_two_party(server, client, seed=12, setup=checked_ot)
+    if first_free:
+        # the free entry is no back door: a client whose committed digit is not 0 that hashes its own
+        # keys at entry 0 gets a pseudorandom string, not the pad that fixed the server's mask
+        aes = au._lut_aes()
+        pk = aes.permute(np.ascontiguousarray(seen["keys"][:, 3:5]).view(U64).reshape(n, 2, 2))
+        raw = aes.lut_pads(pk, None, 0, 2, 2, entries=np.zeros(n, dtype=U64))  # 2 blocks >= 18 bytes
+        try0 = au._unpack_parts(au._pad_bytes(raw, widths)[:, 0], widths, 4)
+        dd = ((x >> U64(3)) & U64(3)) != 0
+        assert np.array_equal(try0[~dd], seen["pad0"][~dd])  # at digit 0 its keys give exactly the pad
+        assert not (try0[dd][:, 0] == seen["pad0"][dd][:, 0]).any()
+    d = ((x >> U64(3)) & U64(3)).astype(np.intp)
+    want = tables[np.arange(n), d].copy()
+    if first_free:
+        want[d == 0] = seen["pad0"][d == 0]
+    mask = [_low_bytes_mask(widths[0]), _low_bytes_mask(widths[1])]
+    for j in range(2):
+        for k in range(2):
+            assert np.array_equal(got[:, 2 * j + k], want[:, 2 * j + k] & mask[j][k])
+    if first_free:  # the pad is already reduced to the widths: its high bytes are zero
+        assert not (seen["pad0"][:, 0:2] & ~np.array(mask[0], dtype=U64)).any()
+        assert (d == 0).any() and (d != 0).any()
+    entries = 4 - int(first_free)
+    assert seen["bytes"] - n * entries * sum(widths) in range(0, 64)  # entries x widths, plus a frame header
+
+
+def _low_bytes_mask(nbytes):
+    """The two 64-bit words of a part whose low ``nbytes`` bytes travel."""
+    full = (1 << (8 * nbytes)) - 1
+    return [U64(full & (2**64 - 1)), U64(full >> 64)]
+
+
+@pytest.mark.parametrize("what", ["honest", "value-low", "value-high", "mac"])
+def test_commit_with_trimmed_corrections_still_binds(what):
+    """Protocol 29: a commitment whose bit-b corrections travel in k + 64 - b bits (mac_bits = the
+    check ring) checks honest values and catches a wrong value or MAC as before: the check only
+    ever uses the MACs mod 2^(k + 64)."""
+    rng = np.random.default_rng(21)
+    k = 40
+    c = rng.integers(0, 2**k, 48, dtype=U64)
+    if what == "honest":
+        assert _relation_session(c, c, k, seed=5, mac_bits=k + 64) == (True, True)
+        return
+
+    def tamper(msg):
+        words = msg.view(U64).reshape(2, -1, 2).copy()
+        if what == "value-low":
+            words[0, 0, 0] ^= U64(1 << 5)
+        elif what == "value-high":
+            words[0, 0, 0] ^= U64(1 << 45)
+        else:
+            words[1, 0, 1] ^= U64(1 << 30)  # the MAC's bit 94, below the check ring's 2^104
+        return words.view(np.uint8).reshape(msg.shape)
+
+    with pytest.raises(au.MacCheckError):
+        _relation_session(c, c, k, seed=5, tamper=tamper, mac_bits=k + 64)
+
+
+def test_commit_trimmed_corrections_bytes():
+    """The bytes of a trimmed commitment: sum over the bits of ceil((mac_bits - b) / 8) per value,
+    against 16 per bit (plus the OT extension's own, the same in both)."""
+    n, bits = 32, 56
+
+    def run(mac_bits):
+        def server(p):
+            start = p.ch.bytes_sent
+            au.commit(p, CLIENT, n=n, bits=bits, delta=U64(3), mac_bits=mac_bits)
+            return p.ch.bytes_sent - start
+
+        def client(p):
+            au.commit(p, CLIENT, n=n, bits=bits, values=np.arange(n, dtype=U64), mac_bits=mac_bits)
+        return run_two_party(server, client, seed=4, setup=checked_ot)[0]
+
+    full, trimmed = run(128), run(120)
+    saved = n * sum(16 - -(-(120 - b) // 8) for b in range(bits))
+    assert saved <= full - trimmed <= saved + 32  # the array header's shape words differ (3 dims vs 1)

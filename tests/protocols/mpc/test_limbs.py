@@ -77,3 +77,18 @@ def test_shr_is_the_floor_of_the_unsigned_value():
         assert limbs.to_int(limbs.shr(a, t)) == [v >> t for v in vals], t
     top = limbs.from_int((1 << 256) - 1, (), 4)
     assert limbs.to_int(limbs.shr(top, 40)) == [(1 << 216) - 1]
+
+
+def test_reduce_and_byte_sized_uniform_ranges():
+    """Protocol 29's byte-sized rings: reduce is mod 2^bits (any bits up to 64 n), and
+    uniform_between(bits=...) draws inside [lo, hi) <= 2^bits without rejecting almost everything."""
+    a = limbs.random(SecureRandom(b"r" * 16), (300,), 4)
+    vals = limbs.to_int(a)
+    for bits in (0, 1, 63, 64, 65, 168, 216, 255, 256):
+        assert limbs.to_int(limbs.reduce(a, bits)) == [v % (1 << bits) for v in vals], bits
+    lo, hi = 2**74, 2**136 - 2**74
+    got = limbs.to_int(limbs.uniform_between(SecureRandom(b"u" * 16), (2000,), 3, lo, hi, bits=136))
+    assert all(lo <= v < hi for v in got)
+    assert max(got) >= 2**135  # spread over the range, not just its low end
+    with pytest.raises(ValueError):
+        limbs.uniform_between(SecureRandom(b"u" * 16), (2,), 3, 0, 2**137, bits=136)
