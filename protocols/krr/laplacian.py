@@ -76,7 +76,6 @@ order per column. Summing over columns needs them in row order, i.e. comparisons
 """
 from __future__ import annotations
 
-import itertools
 from functools import lru_cache
 
 import numpy as np
@@ -115,6 +114,20 @@ _TABLE_BYTES = 48 << 20
 _EQ_BY_COMPARISON_BITS = 4  # column tables built and sent per block of columns
 
 
+def _compositions(total: int, count: int, lo: int = 1, hi: int = 10) -> list[tuple[int, ...]]:
+    """Tuples of ``count`` parts in [lo, hi] summing to ``total``, in lexicographic order (those
+    ``itertools.product(range(lo, hi + 1), repeat=count)`` yields with that sum: 0.08 s of
+    CPU per process for 15-bit entries spent on the other 10^5 tuples)."""
+    if count == 0:
+        return [()] if total == 0 else []
+    out = []
+    for first in range(lo, hi + 1):
+        rest = total - first
+        if (count - 1) * lo <= rest <= (count - 1) * hi:
+            out.extend((first, *tail) for tail in _compositions(rest, count - 1, lo, hi))
+    return out
+
+
 @lru_cache(maxsize=None)
 def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
     """Digit bit ranges [a, b), least significant first, minimising the bits sent per element plus
@@ -122,9 +135,7 @@ def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], 
     best: tuple[float, tuple[int, ...]] | None = None
     per_rot = _ROT_BITS[engine] + _ROT_WORK[engine]
     for count in range(1, 6):
-        for sizes in itertools.product(range(1, 11), repeat=count):
-            if sum(sizes) != x_bits:
-                continue
+        for sizes in _compositions(x_bits, count):  # itertools.product's order, only the sums that fit
             cost = (1 << sizes[0]) + sum(2 * (1 << m) + per_rot for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)

@@ -320,3 +320,14 @@ def test_prepare_server_encodes_once_per_model_and_encoding():
     XT2 = prepare_server(model, pp2)
     assert XT2 is not XT
     np.testing.assert_array_equal(XT2, pp2.encode_features(model.X_train).T)
+
+
+def test_digit_plan_search_keeps_the_product_order():
+    import itertools
+
+    from protocols.krr.laplacian import _compositions
+
+    for total in (1, 7, 15, 40):
+        for count in range(1, 6):
+            ref = [t for t in itertools.product(range(1, 11), repeat=count) if sum(t) == total]
+            assert _compositions(total, count) == ref
