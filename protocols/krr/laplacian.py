@@ -43,6 +43,12 @@ Protocol (:func:`l1_shares` and :func:`online`, which both parties run, carry th
   4. Products, mod 2^M: (q - x) b = q b_C - x b_S + b_S q(1 - 2 b_C) + b_C (-x (1 - 2 b_S)),
      the two cross terms from one COT each (client's correlation q(1 - 2 b_C), server's choice
      b_S; server's correlation -x(1 - 2 b_S), client's choice b_C).
+     4a (protocol 28). Both parties set aside the COTs of the first product at the top digit
+     (``reserve_cots``); the server takes their choice bits as its share b_S, through its free mask
+     of that digit, r_A := b_S ^ m0 (or r := b_S if the top digit is the first). On silent OT those
+     bits are the LPN outputs' e ^ A u, pseudorandom to the client (that COT's sender) and never
+     sent, so the product needs no derandomisation bit; r_A stays uniform to the client (for
+     c_C = 0 it knows m0, and b_S hides A as r_A did). IKNP-style engines draw them fresh.
   5. Local: shares of L_i = sum_j |x_ij - q_j| = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij.
   6.-12. From shares of L to the prediction: steps 4-10 of :mod:`protocols.krr.expsum` with
      t = L / (2^F sigma).
@@ -51,12 +57,15 @@ Cost per element (query entry x training point): the column OTs' 2^m_0 + sum_k 2
 random OT per digit above the first, and two (M-1)-bit COTs (an OT plus 8 * ceil((M - 1) / 8)
 correction bits each). The OTs come from the engine the public ``pp.ot_engine`` names:
   * "silent" (protocol version 14; :mod:`protocols.ot.ferret`, Ferret-style silent OT, LPN set b11):
-    an OT with a chosen choice bit costs 1 bit (d = c ^ r) plus 1.46 bits of the LPN iterations'
-    traffic, and ~70-90 ns of each party's CPU (protocol 24). 15-bit entries (CM on the 2^-8 grid),
-    M = 25: digits (3, 3, 3, 3, 3), tables 2^3 + 4 * 2 * 2^3 = 72 bits, four random OTs, two products:
-    9.0 + 1.2 + 6.6 = 16.9 bytes per element (protocols 14-23: digits (5, 5, 5), 27.2 bytes).
+    an OT with a chosen choice bit costs 1 bit (d = c ^ r) plus 0.70 bits of the LPN iterations'
+    traffic (1.46 before protocol 28's Half-Tree trees), and ~90 ns of each party's CPU (protocol 28,
+    N = 16,384, load ~6). 15-bit entries (CM on the 2^-8 grid), M = 25: digits (3, 3, 3, 3, 3),
+    tables 2^3 + 4 * 2 * 2^3 = 72 bits, four random OTs, two products (the first without a
+    derandomisation bit, 4a): 9.0 + 0.85 + 6.3 = 16.2 bytes per element, 93.2 MB in the L1 step and
+    99.7 MB per prediction at N = 16,384, d = 351 (protocol 24: 16.9, 97.2 and 104.0; protocols
+    14-23: digits (5, 5, 5), 27.2 bytes; docs/double-blind.md, protocol 28).
     Served Laplacian models with at least ``SILENT_OT_MIN_ELEMENTS`` entries use it (below, its
-    ~0.6 MB set-up costs more than it saves).
+    set-up -- 0.38 MB both ways since protocol 28, 0.58 before -- costs more than it saves).
   * "softspoken" (k = 4, 32 bits per OT): digits (5, 5, 5), 20 + 8 + 14 = 42 bytes per element
     (protocol version 6 sent 53: three tables and a one-byte-corrected COT per digit; four digits
     (4, 3, 4, 4) would send 38 but compute ~45% longer).
@@ -76,7 +85,6 @@ order per column. Summing over columns needs them in row order, i.e. comparisons
 """
 from __future__ import annotations
 
-import itertools
 from functools import lru_cache
 
 import numpy as np
@@ -115,6 +123,20 @@ _TABLE_BYTES = 48 << 20
 _EQ_BY_COMPARISON_BITS = 4  # column tables built and sent per block of columns
 
 
+def _compositions(total: int, count: int, lo: int = 1, hi: int = 10) -> list[tuple[int, ...]]:
+    """Tuples of ``count`` parts in [lo, hi] summing to ``total``, in lexicographic order (those
+    ``itertools.product(range(lo, hi + 1), repeat=count)`` yields with that sum: 0.08 s of
+    CPU per process for 15-bit entries spent on the other 10^5 tuples)."""
+    if count == 0:
+        return [()] if total == 0 else []
+    out = []
+    for first in range(lo, hi + 1):
+        rest = total - first
+        if (count - 1) * lo <= rest <= (count - 1) * hi:
+            out.extend((first, *tail) for tail in _compositions(rest, count - 1, lo, hi))
+    return out
+
+
 @lru_cache(maxsize=None)
 def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
     """Digit bit ranges [a, b), least significant first, minimising the bits sent per element plus
@@ -122,9 +144,7 @@ def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], 
     best: tuple[float, tuple[int, ...]] | None = None
     per_rot = _ROT_BITS[engine] + _ROT_WORK[engine]
     for count in range(1, 6):
-        for sizes in itertools.product(range(1, 11), repeat=count):
-            if sum(sizes) != x_bits:
-                continue
+        for sizes in _compositions(x_bits, count):  # itertools.product's order, only the sums that fit
             cost = (1 << sizes[0]) + sum(2 * (1 << m) + per_rot for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)

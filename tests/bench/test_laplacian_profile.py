@@ -14,6 +14,7 @@ def test_profile_rows_cover_the_steps_and_add_up():
         # the steps' traffic is part of the L1 step's (the rest: packing, local sums)
         assert sum(r["sent_MB"] for r in parts) <= total["sent_MB"] + 1e-3
     assert by[("server", "column_ot")]["calls"] == 5 and by[("server", "_rot_bits")]["calls"] == 4
-    assert by[("client", "products_cot")]["calls"] == 2
+    # the two COTs, and product (i)'s COTs reserved at the top digit
+    assert by[("client", "products_cot")]["calls"] == by[("server", "products_cot")]["calls"] == 3
     # the server sends the column tables, the client only its choice messages there
     assert by[("server", "column_ot")]["sent_MB"] > by[("client", "column_ot")]["sent_MB"]

@@ -320,3 +320,78 @@ def test_prepare_server_encodes_once_per_model_and_encoding():
     XT2 = prepare_server(model, pp2)
     assert XT2 is not XT
     np.testing.assert_array_equal(XT2, pp2.encode_features(model.X_train).T)
+
+
+def test_digit_plan_search_keeps_the_product_order():
+    import itertools
+
+    from protocols.krr.laplacian import _compositions
+
+    for total in (1, 7, 15, 40):
+        for count in range(1, 6):
+            ref = [t for t in itertools.product(range(1, 11), repeat=count) if sum(t) == total]
+            assert _compositions(total, count) == ref
+
+
+def test_silent_product_i_takes_the_reserved_choices_and_sends_no_bit():
+    """Product (i) on silent OT: the server's share of b is its reserved COTs' choice bits (no
+    derandomisation message), and the shares stay exact."""
+    from protocols.ot.ferret import setup_pair
+
+    N, d = 200, 6
+    rng = np.random.default_rng(11)
+    X = _grid(rng.uniform(0, 60, (N, d)))
+    q = _grid(rng.uniform(0, 60, d))
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
+    seen = {}
+
+    def silent_server(p):
+        p.install_ot(*setup_pair(p.ch, p.role))
+        rcv = p.ot_receiver
+        reserve, recv = rcv.reserve_cots, rcv.cot_recv_reserved
+
+        def reserve_spy(n):
+            c, handle = reserve(n)
+            seen["choices"] = c.copy()
+            return c, handle
+
+        def recv_spy(handle, bits=64):
+            b0 = p.ch.bytes_sent
+            out = recv(handle, bits=bits)
+            seen["sent_in_cot_i"] = p.ch.bytes_sent - b0
+            return out
+
+        rcv.reserve_cots, rcv.cot_recv_reserved = reserve_spy, recv_spy
+
+    def silent(p):
+        if p.role == 0:
+            silent_server(p)
+        else:
+            p.install_ot(*setup_pair(p.ch, p.role))
+
+    def server(p):
+        from protocols.krr import laplacian
+
+        unpack = laplacian._unpack
+        me = threading.get_ident()  # the module is shared with the client's thread
+
+        def spy(packed, n):  # the server unpacks once: its last share, the products' bits
+            bits = unpack(packed, n)
+            if threading.get_ident() == me:
+                seen.setdefault("b_s", bits.ravel().copy())
+            return bits
+
+        laplacian._unpack = spy
+        try:
+            return server_l1_shares(p, np.ascontiguousarray(Xe.T), pp)
+        finally:
+            laplacian._unpack = unpack
+
+    L_S, L_C = run_two_party(server, lambda p: client_l1_shares(p, qe, N, pp), setup=silent, seed=4)
+    exact = np.abs(Xe.astype(np.int64) - qe.astype(np.int64)).sum(axis=1)
+    np.testing.assert_array_equal((L_S + L_C) & np.uint64((1 << pp.ring_bits) - 1), exact.astype(np.uint64))
+    assert seen["sent_in_cot_i"] == 0  # no d = c ^ r for product (i)
+    np.testing.assert_array_equal(seen["b_s"], seen["choices"])  # b_S is the reserved choices
+    assert 0.35 < seen["choices"].mean() < 0.65
