@@ -209,7 +209,8 @@ def _db_models(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
 
 
 def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: Any,
-               security: str | None = None, ot_pool: bool = True, cpus: set[int] | None = None) -> None:
+               security: str | None = None, ot_pool: bool = True, cpus: set[int] | None = None,
+               rounded: bool = False, precorrect: bool = False) -> None:
     """Model owner's process: serve ``n_sessions`` sessions of the model in ``path``
     (``security="semi-honest"``: the lattice inner product; default: the client-malicious OT path)."""
     torch.set_num_threads(1)
@@ -222,10 +223,13 @@ def _db_server(path: str, k: int | None, precompute: bool, n_sessions: int, q: A
         served.softspoken_k = k
     served.precompute_ot = precompute
     served.ot_pool = ot_pool  # "ot-inline": every OT extended and checked inside the session
+    if rounded:  # "ot-rounded": pooled sessions send rounded corrections (serve --compact-corrections rounded)
+        served.round_ot_corrections()
+    served.ot_pool_precorrect = precorrect  # "ot-pre": corrections made in the refill (serve --compact-precorrect)
     q.put({"engine": "lattice" if served.public.lattice_linear else "ot", "security": served.public.security,
            "out_bits": served.compact.out_bits, "frac_bits": served.public.frac_bits,
            "weight_frac_bits": served.public.weight_frac_bits, "x_bits": served.public.x_bits,
-           "n_features": served.public.n_features})
+           "n_features": served.public.n_features, "ot_round_bits": served.public.ot_round_bits})
     serve(served, "127.0.0.1", 0, max_sessions=n_sessions, on_ready=q.put, concurrency=1)
 
 
@@ -383,7 +387,10 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
             q = ctx.Queue()
             security = "semi-honest" if kind.startswith("lattice") else None  # "lattice..." and ".../keep-alive"
             proc = ctx.Process(target=_db_server, args=(str(path), args.softspoken_k, args.precompute, n_sessions, q,
-                                                        security, kind.split("/")[0] != "ot-inline", server_cpus), daemon=True)
+                                                        security, kind.split("/")[0] != "ot-inline", server_cpus,
+                                                        kind.split("/")[0] in ("ot-rounded", "ot-pre-rounded"),
+                                                        kind.split("/")[0] in ("ot-pre", "ot-pre-rounded")),
+                              daemon=True)
             proc.start()
             servers[kind] = {"proc": proc, "plan": q.get(timeout=600), "port": q.get(timeout=600),
                              "cache": tempfile.mkdtemp(prefix="secureml-cache-")}
@@ -532,7 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--paths", default="ot,lattice,lattice-prepared",
                    help="comma-separated two-party paths: ot (client-malicious, checked OT extension; resumed "
                         "sessions spend a checked random-OT pool refilled after each reply), ot-inline (the same "
-                        "with every OT extended and checked inside the session), "
+                        "with every OT extended and checked inside the session), ot-rounded (the pooled path with rounded "
+                        "corrections: serve --compact-corrections rounded), ot-pre (the pooled path whose refill also sends the "
+                        "next session's corrections: serve --compact-precorrect), ot-pre-rounded (both), "
                         "lattice (semi-honest, one RLWE ciphertext each way), lattice-prepared (the same with "
                         "the next session's query-independent work done between sessions)")
     g.add_argument("--softspoken-k", type=int, default=None, help="SoftSpoken block size (default: the server's)")

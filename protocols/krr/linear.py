@@ -24,6 +24,34 @@ labels), F, the fixed-point format, a power-of-two bound on the features and on 
   phi' its bits encode) or an abort. This is the ideal functionality of a prediction service:
   F + 1 chosen phi' reveal w through *any* prediction interface (limiting that is the job of
   rate limits and output defenses, docs/attacks.md); what the protocol adds is nothing more.
+* Rounded corrections (public ``ot_round_bits`` = L > 0, ``serve --compact-corrections rounded``,
+  protocol 30; pooled sessions only): the correction of bit i drops its lowest max(0, L - i) bits
+  (:func:`protocols.mpc.gilboa.inner_products_pipelined`), so every correction needs
+  out_bits - max(i, L) bits -- 32 instead of 30-49 for the RFF model (4 bytes per OT). For a chosen
+  bit the client then misses (tau mod 2^c), tau = a0 + w_enc_j - a1: uniform to it, because a0 is
+  the pad of the pooled OT it did not choose (never seen, never reused), and independent of the
+  kept high bits of tau. It adds the known mean back. Each query yields
+  **f(phi') + E** -- E a sum of independent centred uniform terms whose law depends only on the
+  client's own bits -- or an abort: a noisy copy of f(phi'), so nothing beyond it (the server's
+  view and checks are unchanged; a d is still one b, replays are still refused). L is the largest
+  value whose worst-case error (every bit chosen) stays below tol / 2 at six sigma, the budget each
+  rounding term of :func:`plan` has (:func:`round_bits`); the first session of a ticket (inline
+  extension) stays exact.
+* Precorrected pools (``ot_pool_precorrect``, ``serve --compact-precorrect``, protocol 30): the
+  refill after a reply also turns the new pooled OTs into COTs whose correlations are the model's
+  own w_enc_j (query-major blocks: row, bit i, feature j; :func:`protocols.ot.pool.precorrect_send`),
+  sending the corrections then -- after the checked extension fixed r, before any query. A later
+  session sends only d = b xor r; the server's share of each COT is x0 (d = 0) or -x0 - w_enc_j
+  (d = 1), the client's t or -t (t = x0 + r w_enc_j): their difference is b w_enc_j for
+  b = d xor r, whatever d is. Per entry the client holds t only, one-time padded by x0 (the pad it
+  did not choose when r = 1; x0 itself when r = 0, with the correction masked by the unchosen
+  pad), so it learns nothing at the refill and f(phi') exactly per query. Reuse would give x0 and
+  -x0 - w_enc_j, i.e. the weight, so entries are single use as before (cursor, burnt first,
+  exclusive ticket) and a precorrected pool is never corrected again
+  (:func:`protocols.ot.pool.cot_send_pooled` refuses it). The bytes per session are unchanged
+  (the corrections travel after the previous reply); only what remains on the critical path shrinks.
+  With rounded corrections as well, the refill sends them at the rounded widths: the r = 1 entries
+  then carry the uniform error (sign by b), re-centred by the client, f(phi') + E as above.
 
 Protocol (model owner = role 0 = OT sender, query owner = role 1 = OT receiver; both run
 :func:`setup` and :func:`online`, which carry the step numbers):
@@ -37,7 +65,8 @@ Protocol (model owner = role 0 = OT sender, query owner = role 1 = OT receiver; 
   1. Client: phi' = (phi - lo) 2^F (non-negative integers, x_bits bits), refused if out of bounds.
   2. Gilboa products in Z_2^out_bits: for bit i of phi'_j a COT with the server's
      w_enc_j = round(w_j 2^fw) as correlation, trimmed to out_bits - i bits (bit i is scaled by
-     2^i, so higher bits of its correction never matter); shares of sum_j w_enc_j phi'_j. All
+     2^i, so higher bits of its correction never matter; pooled with ``ot_round_bits`` = L, also
+     rounded to out_bits - max(i, L) bits); shares of sum_j w_enc_j phi'_j. All
      x_bits * F COTs run as one pipelined exchange (the Gilboa core's
      :func:`protocols.mpc.gilboa.inner_products_pipelined`). With a pool both sides hold (the
      client names its id and position in the parameter echo; the server refuses any position but
@@ -53,7 +82,14 @@ Error budget (:func:`plan`): rounding phi to 2^-F and w to 2^-fw adds independen
 F and fw are chosen so that each term's standard deviation times six stays below tol / 2
 (tol = 5e-3 kcal/mol by default), i.e. |error| < 5e-3 / sqrt(2) at six sigma, well inside the
 0.01 kcal/mol target; the ring arithmetic itself is exact (out_bits holds 4x the largest
-calibration prediction).
+calibration prediction). Rounded corrections add a third independent term, also below tol / 2 at
+six sigma (:func:`round_bits`): |error| < sqrt(3) tol / 2 = 4.3e-3 at six sigma.
+
+Traffic floor of this path (``python -m bench.compact_floor``, docs/compact-models.md, protocol 30):
+a resumed RFF query is 81,920 OTs, so d (10,240 B) plus one correction per OT: 438,272 B exact,
+404,480 B bit-packed, 327,680 B rounded (326,144 B rounded and bit-packed) -- at best ~3.7x the
+semi-honest lattice session's 91.1 kB; radix-2^m table OTs send more (2^m - 1 corrections per m
+bits), the proven lattice ciphertext (:mod:`protocols.mpc.bfv_proof`) ~8.6 MB.
 """
 from __future__ import annotations
 
@@ -69,7 +105,8 @@ from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr import defense
 from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
-from protocols.mpc.gilboa import inner_products_pipelined
+from protocols.mpc.gilboa import (bit_groups, inner_products_pipelined, inner_products_precorrected,
+                                  precorrected_layout, rounded_groups, rounding_sd)
 from protocols.ot import pool as ot_pool
 from protocols.ot import session as ot_session
 from secureml.errors import ModelError, ProtocolError, SecureMLError
@@ -82,6 +119,11 @@ PRECOMPUTE_OT = False
 #: client-malicious sessions keep a checked random-OT pool with the ticket, refilled after each
 #: reply, so a resumed session's online part is Beaver's derandomisation alone (protocols.ot.pool)
 OT_POOL = True
+#: client-malicious pools made *precorrected*: the refill after a reply also sends the next
+#: session's corrections (the model's w_enc_j as COT correlations), so a resumed session sends only
+#: d online; the same bytes per session, moved after the previous reply (a served model's
+#: ``ot_pool_precorrect`` field overrides it)
+OT_POOL_PRECORRECT = False
 #: error budget of the fixed-point plan (kcal/mol for energies): six-sigma bound on |error| x sqrt(2)
 DEFAULT_TOL = 5e-3
 
@@ -185,6 +227,29 @@ def output_bits(predictions: np.ndarray, pp: PublicParams) -> int:
     return int(min(64, pp.frac_bits + pp.weight_frac_bits + y_bits + 1))
 
 
+def round_bits(pp: PublicParams, out_bits: int, tol: float = DEFAULT_TOL) -> int:
+    """Public L of rounded corrections (``PublicParams.ot_round_bits``) for pooled sessions: the
+    largest L whose rounding error (:func:`protocols.mpc.gilboa.rounding_sd`, every one of the
+    n * x_bits bits of a query chosen: the worst case) stays below tol / 2 at six sigma -- the
+    budget each of the plan's two rounding terms has (:func:`plan`) -- lowered so that the kept
+    width out_bits - L is a whole number of bytes; 0 (exact corrections) if that saves nothing."""
+    terms = pp.n_features * pp.x_bits
+    scale = 2.0 ** (pp.frac_bits + pp.weight_frac_bits)
+    l_max = int(math.floor(math.log2(tol / 2 / 6 * scale / math.sqrt(terms / 12.0))))
+    l_max = min(l_max, pp.frac_bits + pp.weight_frac_bits, out_bits - 8)
+    if l_max <= 0:
+        return 0
+    L = out_bits - 8 * (-(-(out_bits - l_max) // 8))
+    exact = sum((b - a) * ((w + 7) // 8) for a, b, w in bit_groups(pp.x_bits, out_bits))
+    rounded = sum((b - a) * ((kb + 7) // 8) for a, b, _, kb in rounded_groups(pp.x_bits, out_bits, max(L, 0)))
+    return L if L > 0 and rounded < exact else 0
+
+
+def rounding_error_sd(pp: PublicParams) -> float:
+    """Worst-case standard deviation of a pooled query's rounding error, in prediction units."""
+    return rounding_sd(pp.n_features * pp.x_bits, pp.ot_round_bits) / 2.0 ** (pp.frac_bits + pp.weight_frac_bits)
+
+
 def _check_out_bits(out_bits: Any, pp: PublicParams) -> int:
     if not isinstance(out_bits, int) or not pp.frac_bits + pp.weight_frac_bits + 2 <= out_bits <= 64:
         raise ProtocolError(f"bad output ring width {out_bits!r} for this model")
@@ -198,7 +263,8 @@ def _mask(bits: int) -> np.uint64:
 def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
           softspoken_k: int = ot_session.DEFAULT_K, precompute: bool = PRECOMPUTE_OT,
           keep_session: bool = True, store: ot_session.TicketStore | None = None,
-          server_key: str = "local", resume: bool = True, ot_pool: bool = OT_POOL) -> dict[str, Any]:
+          server_key: str = "local", resume: bool = True, ot_pool: bool = OT_POOL,
+          ot_pool_pre: bool = OT_POOL_PRECORRECT) -> dict[str, Any]:
     """Step 0, both roles: the OT session (resumed if the client holds a ticket) and, if the
     server asks for it, the offline extension of the k * F' * x_bits OTs.
 
@@ -216,10 +282,13 @@ def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
         # only after it succeeded (a failure drops it: ot_session.server_start)
         # the checked random-OT pool (protocols.ot.pool) needs the ticket's state held exclusively
         offered = bool(ot_pool and pp.checked_ot and keep_session and not precompute)
+        pre = bool(offered and ot_pool_pre)
+        extra = {"out_bits": out_bits, "precompute": precompute, "ot_pool": offered}
+        if pre:
+            extra["ot_pool_pre"] = True
         info = ot_session.server_start(party, store, k=softspoken_k, keep=keep_session,
-                                       exclusive=pp.checked_ot,
-                                       extra={"out_bits": out_bits, "precompute": precompute, "ot_pool": offered})
-        info["_ot"] = {"offered": offered, "state": info.pop("state")}
+                                       exclusive=pp.checked_ot, extra=extra)
+        info["_ot"] = {"offered": offered, "state": info.pop("state"), "pre": pre}
         # client-malicious: every extension piece the client (OT receiver) sends is checked
         # before its OTs are used (:mod:`protocols.ot.consistency`); its phi bits are well defined
         party.ot_sender.checked = pp.checked_ot
@@ -240,7 +309,7 @@ def setup(party: PartyContext, pp: PublicParams, k: int, *, out_bits: int = 64,
             "ot_setup_bytes": b1 - b0, "extend_bytes": ch.bytes_sent + ch.bytes_received - b1,
             # the OT pool (secret state: popped by the caller before anything is reported)
             "_ot": {"offered": bool(reply.get("ot_pool")), "state": reply.get("state"),
-                    "server_pool": reply.get("pool")}}
+                    "server_pool": reply.get("pool"), "pre": reply.get("ot_pool_pre") is True}}
 
 
 def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
@@ -263,13 +332,22 @@ def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
         phi = np.atleast_2d(phi)
         k, n = phi.shape
         enc = pp.encode_features(phi, "query features")
+    if ot is not None:  # what a precorrected refill after the reply needs (its layout, the server's w_enc)
+        ot["layout"] = (n, pp.x_bits, out_bits, pp.ot_round_bits)
+        if party.role == SERVER:
+            ot["w_enc"] = w_enc
     pool = _agree_pool(party, ot, {"op": "linear-ip", "k": k, "n": n, "x_bits": pp.x_bits, "out_bits": out_bits},
                        k * n * pp.x_bits)
     # 2. Gilboa products in Z_2^out_bits: the client chooses with the bits of phi', the server
     #    holds the correlations w_enc; one pipelined exchange
+    pre = pool is not None and pool.pre  # the pool's own kind decides (never a correction under shares)
     if party.role == SERVER:
-        share = inner_products_pipelined(party, CLIENT, x=w_enc, y_bits=pp.x_bits, ring_bits=out_bits, k=k,
-                                         pool=pool)
+        if pre:
+            share = inner_products_precorrected(party, CLIENT, x=w_enc, y_bits=pp.x_bits, ring_bits=out_bits, k=k,
+                                                pool=pool, round_bits=pp.ot_round_bits)
+        else:
+            share = inner_products_pipelined(party, CLIENT, x=w_enc, y_bits=pp.x_bits, ring_bits=out_bits, k=k,
+                                             pool=pool, round_bits=pp.ot_round_bits)
         # 3. add lo 2^F sum(w_enc) + y_offset 2^(F+fw) and send the share
         lo_int = int(round(pp.feature_lo * (1 << pp.frac_bits)))
         corr = (lo_int * int(w_enc.view(np.int64).sum())) % (1 << 64)
@@ -284,7 +362,12 @@ def online(party: PartyContext, pp: PublicParams, k: int, out_bits: int = 64, *,
             share = np.array(out, dtype=U64)
         party.ch.send_array(share)
         return None
-    mine = inner_products_pipelined(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits, pool=pool)
+    if pre:
+        mine = inner_products_precorrected(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits, pool=pool,
+                                           round_bits=pp.ot_round_bits)
+    else:
+        mine = inner_products_pipelined(party, CLIENT, y=enc, y_bits=pp.x_bits, ring_bits=out_bits, pool=pool,
+                                        round_bits=pp.ot_round_bits)
     # 4. add the server's share, sign-extend from out_bits bits, decode
     if pp.output_defense:  # rounded answers (protocols.krr.defense): the client never holds y itself
         out = defense.client_output(party, pp.output_defense, [int(x) for x in mine & _mask(out_bits)],
@@ -309,7 +392,8 @@ def _agree_pool(party: PartyContext, ot: dict[str, Any] | None, params: dict[str
         mine = st.get("pool") if st is not None else None
         srv = ot.get("server_pool") or {}
         use = (isinstance(mine, ot_pool.ReceiverPool) and srv.get("id") == mine.id.hex()
-               and srv.get("at") == mine.at and mine.left >= m and int(srv.get("left", 0)) >= m)
+               and srv.get("at") == mine.at and mine.left >= m and int(srv.get("left", 0)) >= m
+               and mine.pre == (srv.get("pre") is True) == bool(ot.get("pre")))
         if st is not None and not use:
             st.pop("pool", None)  # out of step with the server's (or none): a fresh one after the reply
         refill = bool(ot.get("offered")) and st is not None
@@ -319,8 +403,7 @@ def _agree_pool(party: PartyContext, ot: dict[str, Any] | None, params: dict[str
         if refill:
             msg["refill"] = True
         party.ch.send_json(msg)
-        ot["refill"] = (min(m, max(0, ot_pool.POOL_MAX - (mine.left - m if use else 0))),
-                        mine if use else None) if refill else None
+        ot["refill"] = _refill(ot, m, params, mine if use else None) if refill else None
         ot["used"] = bool(use)
         return mine if use else None
     got = party.ch.recv_json()
@@ -333,12 +416,24 @@ def _agree_pool(party: PartyContext, ot: dict[str, Any] | None, params: dict[str
     if req is not None:
         pool = ot_pool.check_request(st.get("pool") if st is not None else None, req, m)
     if refill is True and ot.get("offered") and st is not None:
-        ot["refill"] = (min(m, max(0, ot_pool.POOL_MAX - (pool.left - m if pool is not None else 0))), pool)
+        ot["refill"] = _refill(ot, m, params, pool)
     else:
         ot["refill"] = None
     if pool is None and st is not None:
         st.pop("pool", None)  # not spent by this client now: it will hold a fresh pool, or none
     return pool
+
+
+def _refill(ot: dict[str, Any], m: int, params: dict[str, Any], spent: Any) -> tuple[int, Any]:
+    """(OTs to add after the reply, the pool spent now whose unused entries are kept first). A
+    precorrected pool adds whole queries (n * x_bits entries) and keeps only a precorrected old
+    pool (a pool's entries are all pads or all shares, never mixed)."""
+    keep = spent if spent is not None and spent.pre == bool(ot.get("pre")) else None
+    n = min(m, max(0, ot_pool.POOL_MAX - (keep.left - m if keep is not None else 0)))
+    if ot.get("pre"):
+        block = params["n"] * params["x_bits"]
+        n -= n % block
+    return n, keep
 
 
 def after_reply(party: PartyContext, ot: dict[str, Any] | None) -> float | None:
@@ -351,11 +446,21 @@ def after_reply(party: PartyContext, ot: dict[str, Any] | None) -> float | None:
     n, old = ot["refill"]
     st = ot["state"]
     t0 = time.perf_counter()
+    pre = bool(ot.get("pre")) and "layout" in ot and n > 0
+    if pre:  # R4: the next queries' corrections, with this model's weights, query-major blocks
+        nf, x_bits, out_bits, round_bits = ot["layout"]
+        j, nbytes, drops = precorrected_layout(n // (nf * x_bits), nf, x_bits, out_bits, round_bits)
     if party.role == SERVER:
-        st["pool"] = ot_pool.refill_send(party.ot_sender, n, old)
+        pool = ot_pool.refill_send(party.ot_sender, n, old)
+        if pre:
+            pool = ot_pool.precorrect_send(party.ch, pool, n, ot["w_enc"][j], nbytes, drops)
+        st["pool"] = pool
         return time.perf_counter() - t0
     try:
-        st["pool"] = ot_pool.refill_recv(party.ot_receiver, n, old)
+        pool = ot_pool.refill_recv(party.ot_receiver, n, old)
+        if pre:
+            pool = ot_pool.precorrect_recv(party.ch, pool, n, nbytes, drops)
+        st["pool"] = pool
     except (SecureMLError, OSError):
         st.pop("pool", None)  # the server dropped the ticket too: the next session starts afresh
         return None

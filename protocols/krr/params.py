@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 30  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -78,6 +78,8 @@ PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # of each chain table free (the client's pad fixes the mask): 1-bit chain digits, one entry each; the
 # Gaussian's commitment of u and the correlation words on q's bits (steps 4-7) send bit b's corrections in
 # M + 64 - b bits (their check ring)
+# 30: compact models' public ot_round_bits: pooled client-malicious sessions may send rounded COT corrections;
+# precorrected pools (the ot-session reply's ot_pool_pre, a pool status's pre): the refill sends the next corrections
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -160,6 +162,11 @@ class PublicParams:
     # only); semi-honest sessions with cross_term "he" and no output defense run the lattice inner
     # product (protocols.krr.linear_he), which needs it before the first message
     output_bits: int = 0
+    # compact models, client-malicious sessions that spend the checked OT pool: bit i's COT
+    # correction drops its lowest max(0, L - i) bits, L = ot_round_bits (0: exact corrections);
+    # the client's prediction gains a centred error independent of the weights
+    # (protocols.mpc.gilboa.inner_products_pipelined, protocols.krr.linear.round_bits)
+    ot_round_bits: int = 0
     version: int = PROTOCOL_VERSION
 
     # ---- derived fixed-point plan (identical on both sides) -----------------------------------
@@ -263,7 +270,10 @@ class PublicParams:
 
     # ---- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["ot_round_bits"]:  # exact corrections (the default): the field stays off the wire
+            del d["ot_round_bits"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PublicParams":
@@ -330,6 +340,10 @@ class PublicParams:
             raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
         if not isinstance(self.output_bits, int) or not (self.output_bits == 0 or 8 <= self.output_bits <= 64):
             raise ProtocolError(f"bad output_bits {self.output_bits!r}")
+        if (not isinstance(self.ot_round_bits, int) or isinstance(self.ot_round_bits, bool)
+                or not 0 <= self.ot_round_bits <= self.frac_bits + self.weight_frac_bits
+                or (self.ot_round_bits and (self.kind != "linear" or self.output_bits < self.ot_round_bits + 8))):
+            raise ProtocolError(f"bad ot_round_bits {self.ot_round_bits!r} for this model")
         if self.inner_product not in INNER_PRODUCTS:
             raise ProtocolError(f"unknown inner product {self.inner_product!r}; supported: {INNER_PRODUCTS}")
         if self.kind in EXACT_KINDS and self.inner_product == "he":

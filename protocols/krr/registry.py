@@ -192,7 +192,8 @@ class CompactLinearProtocol(ModelProtocol):
         # the extension moves offline when the model asks for it (precompute_ot)
         return compact.setup(party, model.public, k, out_bits=model.compact.out_bits,
                              softspoken_k=model.softspoken_k, precompute=model.precompute_ot,
-                             keep_session=model.resume_ot, ot_pool=model.ot_pool)
+                             keep_session=model.resume_ot, ot_pool=model.ot_pool,
+                             ot_pool_pre=getattr(model, "ot_pool_precorrect", compact.OT_POOL_PRECORRECT))
 
     def client_setup(self, party: Party, pp: PublicParams, k: int, peer: str, *, resume: bool = True
                      ) -> dict[str, Any]:

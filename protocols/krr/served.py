@@ -81,6 +81,9 @@ class Served:
     #: compact models, client-malicious: keep a checked random-OT pool with each ticket, refilled
     #: after every reply, so resumed sessions only derandomise online (protocols.ot.pool)
     ot_pool: bool = compact.OT_POOL
+    #: compact models, client-malicious: the pool's refill also sends the next session's
+    #: corrections (precorrected pool: resumed sessions send only d online; same bytes per session)
+    ot_pool_precorrect: bool = compact.OT_POOL_PRECORRECT
     #: SHA-256 of the model file served (verified on load; the audit log's model id)
     sha256: str = ""
 
@@ -242,6 +245,16 @@ class CompactServedModel(Served):
         served = cls(CompactSecret(w, offset, out_bits, blob), public)
         _publish_model_facts(served, mm)
         return served
+
+    def round_ot_corrections(self, on: bool = True, tol: float = compact.DEFAULT_TOL) -> "CompactServedModel":
+        """Client-malicious pooled sessions send rounded COT corrections (public ``ot_round_bits``,
+        :func:`protocols.krr.linear.round_bits`: the largest L within the error budget ``tol``), or
+        exact ones (``on=False``). Announced to clients in the public parameters."""
+        if on and self.public.security != "client-malicious":
+            raise ModelError("rounded OT corrections are for client-malicious compact sessions (the OT pool)")
+        self.public.ot_round_bits = compact.round_bits(self.public, self.compact.out_bits, tol) if on else 0
+        self.public.validate()
+        return self
 
 
 def _publish_model_facts(served: Served, mm: MolecularModel) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from protocols.mpc.context import PartyContext
-from protocols.ot.pool import cot_recv_pooled, cot_send_pooled
+from protocols.ot.pool import cot_recv_pooled, cot_send_pooled, spend_recv, spend_send
 from protocols.ot.softspoken import cot_recv_many, cot_send_many
 from secureml.errors import DataError
 
@@ -68,6 +68,30 @@ def bit_groups(y_bits: int, ring_bits: int = 64) -> list[tuple[int, int, int]]:
         groups.append((i, j, ring_bits - i))
         i = j
     return groups
+
+
+def rounded_groups(y_bits: int, ring_bits: int, round_bits: int) -> list[tuple[int, int, int, int]]:
+    """:func:`bit_groups` for rounded corrections (:func:`inner_products_pipelined`): bit i's
+    correction drops its lowest c_i = max(0, L - i) bits (L = ``round_bits``), so it needs
+    ring_bits - max(i, L) bits. Returns (first_bit, end_bit, bits, kept) runs with the same byte
+    width ceil(kept / 8); ``bits = ring_bits - first_bit`` as in :func:`bit_groups`."""
+    kept = [ring_bits - max(i, round_bits) for i in range(y_bits)]
+    groups: list[tuple[int, int, int, int]] = []
+    i = 0
+    while i < y_bits:
+        j = i
+        while j < y_bits and (kept[j] + 7) // 8 == (kept[i] + 7) // 8:
+            j += 1
+        groups.append((i, j, ring_bits - i, kept[i]))
+        i = j
+    return groups
+
+
+def rounding_sd(n_terms: int, round_bits: int) -> float:
+    """Standard deviation (units of the product) of the error rounded corrections add to one
+    inner product of ``n_terms`` chosen bits: each chosen bit i < L misses 2^i u, u uniform on
+    [0, 2^(L - i)), re-centred; at most 2^L / sqrt(12) each."""
+    return float(2.0**round_bits * np.sqrt(n_terms / 12.0)) if round_bits > 0 else 0.0
 
 
 def choice_bits(y: np.ndarray, i0: int, i1: int) -> np.ndarray:
@@ -150,7 +174,7 @@ def inner_product(p: PartyContext, chooser: int, x: np.ndarray | None = None, y:
 
 def inner_products_pipelined(p: PartyContext, chooser: int, x: np.ndarray | None = None,
                              y: np.ndarray | None = None, *, y_bits: int, ring_bits: int = 64,
-                             k: int = 1, pool: Any = None) -> np.ndarray:
+                             k: int = 1, pool: Any = None, round_bits: int = 0) -> np.ndarray:
     """Shares (k,) mod 2^ring_bits of ``y[a] . x`` for k rows ``y`` (k, n) of the chooser and
     one vector ``x`` (n,) of the holder, all COTs in one pipelined exchange (SoftSpoken engines,
     :func:`protocols.ot.softspoken.cot_send_many`).
@@ -164,31 +188,104 @@ def inner_products_pipelined(p: PartyContext, chooser: int, x: np.ndarray | None
     ``pool``: a checked random-OT pool of this session's ticket (:mod:`protocols.ot.pool`), whose
     next OTs serve as the COTs (derandomised: one message each way, no extension); the caller has
     agreed with the peer that it is used.
+
+    ``round_bits`` = L > 0 (pooled COTs only; both sides pass the same public L): **rounded
+    corrections**. Bit i's correction tau drops its lowest c_i = max(0, L - i) bits
+    (:func:`rounded_groups`: every correction then needs ring_bits - max(i, L) bits instead of
+    ring_bits - i). The chooser's t for a chosen bit misses (tau mod 2^c_i), which is uniform on
+    [0, 2^c_i) to it: tau = a0 + x_j - a1 mod 2^(ring_bits - i), and a0 is the pad of the
+    pooled OT it did not choose (never seen, never reused). It adds the known mean back
+    (2^i (2^c_i - 1) / 2 per chosen bit, floored), so the reconstructed product is
+    ``y . x + E`` with E a sum of independent centred uniform terms, |each| < 2^(L-1), whose
+    distribution depends only on the chooser's own bits (sd <= :func:`rounding_sd`), never on x:
+    the chooser learns nothing beyond y . x + E, a noisy copy of what it may learn. The holder's
+    share and view are unchanged.
     """
-    groups = bit_groups(y_bits, ring_bits)
+    rounded = pool is not None and round_bits > 0
+    if rounded:
+        rgroups = rounded_groups(y_bits, ring_bits, round_bits)
+        groups = [(i0, i1, bits) for i0, i1, bits, _ in rgroups]
+        kept: list[int] | None = [kb for *_, kb in rgroups]
+    else:
+        groups, kept = bit_groups(y_bits, ring_bits), None
     widths = [bits for _, _, bits in groups]
     if p.role == chooser:
         y = np.atleast_2d(np.ascontiguousarray(y, dtype=U64))
         k, n = y.shape
-        flat = y.ravel()
-        choices = [choice_bits(flat, i0, i1).ravel() for i0, i1, _ in groups]
-        got = (cot_recv_many(p.ot_receiver, choices, widths) if pool is None
-               else cot_recv_pooled(p.ch, pool, choices, widths))
-        sign = 1
     else:
         x = np.ascontiguousarray(x, dtype=U64).ravel()
         n = x.shape[0]
+    # per group and bit, the low bits each correction drops (bit-major: k * n OTs per bit)
+    drops = [np.maximum(0, round_bits - np.arange(i0, i1)).astype(U64) for i0, i1, _ in groups] if rounded else None
+    if p.role == chooser:
+        flat = y.ravel()
+        choices = [choice_bits(flat, i0, i1).ravel() for i0, i1, _ in groups]
+        got = (cot_recv_many(p.ot_receiver, choices, widths) if pool is None
+               else cot_recv_pooled(p.ch, pool, choices, widths, *((drops, kept) if rounded else ())))
+        sign = 1
+    else:
         corr = np.tile(x, k)
         deltas = [np.tile(corr, i1 - i0) for i0, i1, _ in groups]
         got = (cot_send_many(p.ot_sender, deltas, widths) if pool is None
-               else cot_send_pooled(p.ch, pool, deltas, widths))
+               else cot_send_pooled(p.ch, pool, deltas, widths, *((drops, kept) if rounded else ())))
         sign = -1
     share = np.zeros(k, dtype=U64)
-    for (i0, i1, _), t in zip(groups, got):
+    for g, ((i0, i1, _), t) in enumerate(zip(groups, got)):
         part = (t.reshape(i1 - i0, k, n).sum(axis=2, dtype=U64)
                 << np.arange(i0, i1, dtype=U64)[:, None]).sum(axis=0, dtype=U64)
+        if sign > 0 and rounded:
+            # re-centre: a chosen bit i missed tau mod 2^c_i, mean (2^c_i - 1) / 2, weight 2^i
+            ones = choices[g].reshape(i1 - i0, k, n).sum(axis=2, dtype=U64)
+            c = np.maximum(0, round_bits - np.arange(i0, i1))
+            mean = np.array([((1 << int(ci)) - 1) << int(i) >> 1 for i, ci in zip(range(i0, i1), c)], dtype=U64)
+            part = part + (ones * mean[:, None]).sum(axis=0, dtype=U64)
         share = share + part if sign > 0 else share - part
     return share
+
+
+def precorrected_layout(k: int, n: int, y_bits: int, ring_bits: int, round_bits: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Entry order and correction widths of a precorrected pool (:mod:`protocols.ot.pool` R4) for
+    k inner products of n entries: query-major blocks (row a, then bit i, then element j), so a
+    later session with k' <= k rows spends whole blocks. Returns (element index j per entry,
+    correction bytes per entry = ceil((ring_bits - max(i, L)) / 8), the low bits each correction
+    drops, max(0, L - i), or None for exact corrections); L = ``round_bits`` as in
+    :func:`inner_products_pipelined`."""
+    i = np.arange(y_bits)
+    j = np.tile(np.arange(n), k * y_bits)
+    nb = np.repeat(np.tile((ring_bits - np.maximum(i, round_bits) + 7) // 8, k), n)
+    drops = np.repeat(np.tile(np.maximum(0, round_bits - i), k), n).astype(U64) if round_bits > 0 else None
+    return j, nb, drops
+
+
+def inner_products_precorrected(p: PartyContext, chooser: int, x: np.ndarray | None = None,
+                                y: np.ndarray | None = None, *, y_bits: int, ring_bits: int = 64,
+                                k: int = 1, pool: Any = None, round_bits: int = 0) -> np.ndarray:
+    """Shares (k,) mod 2^ring_bits of ``y[a] . x`` on a precorrected pool (its COTs made after
+    the previous reply with the holder's ``x_j`` as correlations, :func:`precorrected_layout`):
+    the chooser sends d = b ^ r (one bit per bit of y, query-major) and nothing comes back here;
+    the holder's share per COT is x0 or -x0 - x_j by d, the chooser's t or -t
+    (:func:`protocols.ot.pool.spend_send`). Shares as :func:`inner_products_pipelined`.
+    ``round_bits`` = L > 0: the pool was precorrected with rounded corrections (the same public L):
+    an entry with r = 1 is off by -e (b = 1) or +e (b = 0), e = tau mod 2^c_i uniform to the
+    chooser; it adds the known mean back with that sign (y . x + E, E centred, independent of x)."""
+    w = U64(1) << np.arange(y_bits, dtype=U64)
+    if p.role == chooser:
+        y = np.atleast_2d(np.ascontiguousarray(y, dtype=U64))
+        k, n = y.shape
+        b = ((y[:, None, :] >> np.arange(y_bits, dtype=U64)[None, :, None]) & U64(1)).astype(np.uint8)
+        r = pool.r[: b.size].reshape(k, y_bits, n).astype(np.int64) if round_bits > 0 else None
+        c = spend_recv(p.ch, pool, b.ravel()).reshape(k, y_bits, n)
+        share = (c.sum(axis=2, dtype=U64) * w[None]).sum(axis=1, dtype=U64)
+        if r is not None:  # re-centre: +mean where r = b = 1, -mean where r = 1, b = 0
+            cb = np.maximum(0, round_bits - np.arange(y_bits))
+            mean = np.array([((1 << int(ci)) - 1) << int(i) >> 1 for i, ci in enumerate(cb)], dtype=np.int64)
+            sign = (r * (2 * b.astype(np.int64) - 1)).sum(axis=2)  # (k, y_bits)
+            share = share + (sign * mean[None]).sum(axis=1).astype(np.int64).view(U64)
+        return share
+    n = np.asarray(x).ravel().shape[0]
+    s = spend_send(p.ch, pool, k * y_bits * n).reshape(k, y_bits, n)
+    return U64(0) - (s.sum(axis=2, dtype=U64) * w[None]).sum(axis=1, dtype=U64)
 
 
 # ---- matrix-vector product ------------------------------------------------------------------
@@ -320,6 +417,6 @@ def dot_shared_private(
     return np.array([prod.sum(dtype=U64)], dtype=U64)
 
 
-__all__ = ["MATVEC_CHUNK_BYTES", "auto_chunk_cols", "bit_groups", "bit_weights", "choice_bits",
-           "dot_shared_private", "gilboa_mul", "inner_product", "inner_products_pipelined", "matvec",
+__all__ = ["MATVEC_CHUNK_BYTES", "auto_chunk_cols", "bit_groups", "rounded_groups", "rounding_sd", "bit_weights", "choice_bits",
+           "dot_shared_private", "gilboa_mul", "inner_product", "inner_products_pipelined", "inner_products_precorrected", "matvec", "precorrected_layout",
            "mul_shared_private"]

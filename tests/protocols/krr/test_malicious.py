@@ -40,7 +40,8 @@ class InProcessServer:
     """`protocols.krr.serve` in a thread of this process (real TCP), its log captured: for servers
     whose client-side patches cannot leak into them (the exact model in client-malicious mode)."""
 
-    def __init__(self, model: Path, security: str, noise: float = 0.0) -> None:
+    def __init__(self, model: Path, security: str, noise: float = 0.0, round_ot: bool = False,
+                 precorrect: bool = False) -> None:
         import logging
 
         from protocols.krr import ServedModel, serve
@@ -59,6 +60,9 @@ class InProcessServer:
                                        calibration=load_embedded().subset(np.arange(0, 3921, 61)))
         if noise:
             served.set_defense(noise=noise)  # as `serve --noise`
+        if round_ot:
+            served.round_ot_corrections()  # as `serve --compact-corrections rounded`
+        served.ot_pool_precorrect = precorrect  # as `serve --compact-precorrect`
         self.log = Path(model).with_suffix(".log")
 
         def on_ready(port: int) -> None:

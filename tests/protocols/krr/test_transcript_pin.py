@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 29 (29: the client-malicious tail in whole bytes, narrow split words, free entry 0
+#: pinned at PROTOCOL_VERSION 30 (30: the version in the hello only -- ot_round_bits travels only when set;
+#: 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
 #: of each chain table, 1-bit chain digits, the Gaussian's u commitment and q's correlation words trimmed to their
 #: check ring -- "krr-gaussian/client-malicious" and the client-malicious Laplacian pins re-pinned; 28: silent OT's
 #: Half-Tree single-point COTs and the Laplacian product (i) on reserved COTs -- "krr-laplacian/silent" 427,447 B in
@@ -61,7 +62,8 @@ from secureml.representations import CoulombMatrix
 #: API's default became client-malicious); 16: the silent Laplacian pin (its LPN code columns) and the version in the hello; 15: the version in the hello only -- the ready message's optional
 #: params_sha256 (early data) is not sent in these sessions; 14: the public ot_engine field, and the Laplacian kernel on silent OT
 #: for models of at least SILENT_OT_MIN_ELEMENTS entries, pinned as "krr-laplacian/silent" on the small
-#: model forced to it; 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
+#: model forced to it; 30: the version in the hello only (the compact field ot_round_bits travels only when set,
+#: never in these sessions); 13: the client-malicious Gaussian's checked lattice cross term; 12: semi-honest compact models use the lattice inner product, pinned as
 #: "linear/semi-honest" (sizes only: the client's RLWE key comes from OS entropy), output_bits in the
 #: public parameters; 11: the client-malicious Gaussian's query bits fixed once; 10: the 8-byte frame header with the rounds acknowledgement -- frame
 #: payloads unchanged, only the version in the hello; 9: the Laplacian's three-digit plan for 15-bit entries; 8: the client-malicious Gaussian protocol, pinned as
@@ -74,17 +76,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "ae3b87fe20d04fb7bb1b4c62f074a764d9bc59400d05826e1896d14030103129"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "dc58cbf02c03954e2cd916e7884113ef7e96403675ba1676ff832ecb3aa65e09"),
-    "krr-laplacian": (96, 74839, "c7b342d3b2100c0cda19aed34921eeb9255cbba7ed77e58b1fb289110b3a8c31"),
-    "krr-laplacian/silent": (122, 427447, "3aacab4e4e8bb88825e5bed138250c8248bcceab8ad359d23c5ac0f0cdbf5ede"),
-    "krr-gaussian/client-malicious": (460, 9212975, "af6814bb9fd9870f861288a2e465b8c6793e4b5af03e35e6469fe413cfe2ce5a"),
-    "krr-laplacian/client-malicious": (176, 118845, "31d2a81c32ed0a1216f0806c2650107fbab31a8f0f0044e2fa5eaca98cd01c6e"),
-    "krr-laplacian/client-malicious/silent": (195, 466601, "b892787b16df325bac9eb2a565a571848bfe4b14ea76c8e6828470cca1d2fb92"),
+    "krr-gaussian": (66, 1564455, "20e45357ec180ab210d8ced7153e0f815746df18b1851b7f7c9ca0796e1cbf10"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "fbce8b369c1aaef49a00257f64343013bd305b00b33d315c3648212cad04ec80"),
+    "krr-laplacian": (96, 74839, "ce773e84d070e48491b865c888125072655adc3d84b3fea24029f797870e3ce5"),
+    "krr-laplacian/silent": (122, 427447, "2f8342a0f41063d3399bb4df9799c67e652ed5823d54ac1de121d43b11a67600"),
+    "krr-gaussian/client-malicious": (460, 9212975, "4c7204a755706314462151d465825e8a7f65ec7a26046cd275bf7151ac1d834c"),
+    "krr-laplacian/client-malicious": (176, 118845, "474ed96024966027953878c22073086638eee128bbe711028e338a3713409c7c"),
+    "krr-laplacian/client-malicious/silent": (195, 466601, "4540b866fad2b81649b003958b498388787a8b3e6c9e604c093969781d9ff72d"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 29
+PINNED_VERSION = 30
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from secureml.cli import build_parser
-from secureml.commands.serve import _load, set_inner_product, set_ot_engine
+from secureml.commands.serve import _load, set_compact_corrections, set_inner_product, set_ot_engine
 from secureml.errors import SecureMLError
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -131,3 +131,31 @@ def test_max_aborts_flag_defaults_to_three():
     """serve --max-aborts: failed protocol checks a client may cause before it is refused (0: no limit)."""
     assert _args("m.npz").max_aborts == 3
     assert _args("m.npz", "--max-aborts", "0").max_aborts == 0
+
+
+def test_compact_corrections_rounded(models):
+    """--compact-corrections rounded: a client-malicious compact model announces its public L;
+    exact (the default) announces none; other kinds and semi-honest compact models refuse it."""
+    args = _args(models["rff"], "--compact-corrections", "rounded")
+    assert args.compact_corrections == "rounded" and _args(models["rff"]).compact_corrections == "exact"
+    model = _load(args, None)
+    assert model.public.ot_round_bits == 0
+    set_compact_corrections(model, args.compact_corrections)
+    assert model.public.ot_round_bits > 0 and "ot_round_bits" in model.public.to_dict()
+    set_compact_corrections(model, "exact")  # a no-op: the default keeps what the model has
+    for path, extra in ((models["gaussian"], ()), (models["rff"], ("--security", "semi-honest"))):
+        with pytest.raises(SecureMLError, match="compact-corrections") as err:
+            set_compact_corrections(_load(_args(path, *extra), None), "rounded")
+        assert "\n" not in str(err.value)
+
+
+def test_compact_precorrect_flag(models):
+    """--compact-precorrect is parsed (default off); only client-malicious compact models take it."""
+    assert _args(models["rff"]).compact_precorrect is False
+    assert _args(models["rff"], "--compact-precorrect").compact_precorrect is True
+    model = _load(_args(models["rff"]), None)
+    assert not model.ot_pool_precorrect
+    set_compact_corrections(model, "exact", True)
+    assert model.ot_pool_precorrect
+    with pytest.raises(SecureMLError, match="compact-precorrect"):
+        set_compact_corrections(_load(_args(models["gaussian"]), None), "exact", True)
