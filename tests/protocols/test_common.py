@@ -13,6 +13,10 @@ from protocols.common import peak_rss_mb
 def test_peak_rss_follows_this_process_and_a_forked_child_reads_its_own():
     """The status file stays open between reports (one pread each): the figure still grows with
     an allocation, and a forked child reads its own /proc entry, not its parent's."""
+    # start from the current resident size: after a long run of other tests the peak may already
+    # exceed it by more than the allocation below ("5" resets VmHWM, Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     before = peak_rss_mb()
     x = np.ones(40_000_000)  # 320 MB touched
     after = peak_rss_mb()
