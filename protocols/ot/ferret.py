@@ -168,7 +168,7 @@ FERRET_MAIN = LPNParams(n=10_485_760, k=452_000, t=1_280, h=13)
 #: the matching set-up set: its n covers FERRET_MAIN.reserve
 FERRET_SETUP = LPNParams(n=470_016, k=32_768, t=918, h=9)
 #: the paper's set for bins of 2^11 (emp-ot's "b11"): a 2 MB LPN secret (the gathers stay near the
-#: caches: 2-3x faster LPN here) for 1.46 instead of 0.44 bits per COT; the protocols' default
+#: caches: 2-3x faster LPN here) for 0.70 instead of 0.21 bits per COT (1.46 and 0.44 before protocol 28); the protocols' default
 FERRET_B11 = LPNParams(n=10_180_608, k=124_000, t=4_971, h=11)
 FERRET_B11_SETUP = LPNParams(n=178_944, k=17_384, t=699, h=8)
 
