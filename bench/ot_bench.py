@@ -10,7 +10,7 @@ Reported, for n = 2^min .. 2^max OTs:
 * offline/online split: ``precompute(n)`` time, then online COTs per second from the pool;
 * bits sent per COT (both directions, framing included) next to the theory
   (IKNP: 128 bits from the receiver + ``bits`` from the sender, +1 online with precomputation;
-  SoftSpoken k: 128/k instead of 128; silent OT: ~0.44 amortised + 1 for a chosen choice bit);
+  SoftSpoken k: 128/k instead of 128; silent OT: ~0.21 (b13) or 0.70 (b11) amortised + 1 for a chosen choice bit, protocol 28);
 * for the silent engine, random COTs with random choices (no message but the iterations');
 * optionally (``--triples N``) H4's 64-bit Beaver-triple benchmark (bench.triples_bench).
 

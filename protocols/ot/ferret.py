@@ -154,8 +154,6 @@ _TAG_GGM = 0x21
 _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
 # LPN rows per gather pass: the index block (d x rows intp) stays around 20 MB
 _LPN_ROWS = 1 << 18
-# LPN rows per gather pass (working arrays ~0.4 MB: the LPN secret stays cached)
-_LPN_GATHER = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,7 @@ FERRET_MAIN = LPNParams(n=10_485_760, k=452_000, t=1_280, h=13)
 #: the matching set-up set: its n covers FERRET_MAIN.reserve
 FERRET_SETUP = LPNParams(n=470_016, k=32_768, t=918, h=9)
 #: the paper's set for bins of 2^11 (emp-ot's "b11"): a 2 MB LPN secret (the gathers stay near the
-#: caches: 2-3x faster LPN here) for 1.46 instead of 0.44 bits per COT; the protocols' default
+#: caches: 2-3x faster LPN here) for 0.70 instead of 0.21 bits per COT (1.46 and 0.44 before protocol 28); the protocols' default
 FERRET_B11 = LPNParams(n=10_180_608, k=124_000, t=4_971, h=11)
 FERRET_B11_SETUP = LPNParams(n=178_944, k=17_384, t=699, h=8)
 
@@ -257,28 +255,21 @@ class LocalLinearCode:
             raise ValueError("row range outside the code")
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
         rows = min(_LPN_ROWS, out.shape[0])
-        sub = min(_LPN_GATHER, rows)
-        words = np.empty((self.d, rows), dtype=np.uint32)
-        buf = np.empty(sub, dtype=np.complex128)
-        ibuf = np.empty(sub, dtype=np.intp)
+        buf = np.empty(rows, dtype=np.complex128)
+        ibuf = np.empty(rows, dtype=np.intp)
+        # (gathers in sub-blocks of 2^14 rows, the working arrays small beside the 2 MB secret, ran
+        # 60 against 72 ns per row alone in a process but 2.92 against 2.55 s of a party's LPN in a
+        # session, both parties on the two cores: measured at protocol 28, not kept)
         for a in range(0, out.shape[0], _LPN_ROWS):
             b = min(out.shape[0], a + _LPN_ROWS)
-            # the block's code words, one keystream call per layer (a CTR context per call costs
-            # ~20 us: per gather block it would cost as much as the gathers saved)
+            acc = out[a:b].reshape(-1)
+            g, idx = buf[: b - a], ibuf[: b - a]
             for l in range(self.d):
-                words[l, : b - a] = self._words(l * self.n + j0 + a, b - a)
-            # gathers in blocks small enough that the working arrays leave the 2 MB secret (b11) in
-            # the core's cache: ~4.3 instead of ~6.3 ns per 16-byte gather and XOR, measured
-            for c in range(a, b, sub):
-                e = min(b, c + sub)
-                acc = out[c:e].reshape(-1)
-                g, idx = buf[: e - c], ibuf[: e - c]
-                for l in range(self.d):
-                    self._columns(words[l, c - a : e - a], idx)
-                    # mode="clip": the indices are in range by construction, and the default
-                    # "raise" with out= gathers into a temporary first (twice the time, measured)
-                    np.take(tc, idx, out=g, mode="clip")
-                    acc ^= g.view(_U64)
+                self._columns(self._words(l * self.n + j0 + a, b - a), idx)
+                # mode="clip": the indices are in range by construction, and the default "raise"
+                # with out= gathers into a temporary first (twice the time, measured)
+                np.take(tc, idx, out=g, mode="clip")
+                acc ^= g.view(_U64)
 
 
 _ZERO = [bytes(1 << 16)]
@@ -479,10 +470,19 @@ class _FerretState:
         ``copy=False`` may return a view into the buffer when the rows lie in one piece: the
         OT-extension paths (:meth:`_extend`) use it -- the rows are consumed, nothing reads them
         again, so modifying them in place is safe, and a 16-byte-per-OT copy is saved."""
-        if k > self.available:
-            raise RuntimeError("silent-OT buffer underrun (both parties must request alike)")
         if k == 0:
             return np.empty((0, 2), dtype=_U64)
+        parts = self._take_parts(k)
+        if len(parts) == 1:
+            return parts[0].copy() if copy else parts[0]
+        return np.concatenate(parts)
+
+    def _take_parts(self, k: int) -> list[np.ndarray]:
+        """The next k buffered rows as views, one per buffer piece they lie in (no copy: for rows
+        the caller keeps while other requests come and go, such as :meth:`reserve_cots`'; both
+        parties' buffers have the same pieces)."""
+        if k > self.available:
+            raise RuntimeError("silent-OT buffer underrun (both parties must request alike)")
         parts, need = [], k
         while need:
             head = self._buf[0]
@@ -494,9 +494,7 @@ class _FerretState:
                 self._buf.popleft()
                 self._buf_size -= head.shape[0]
                 self._buf_off = 0
-        if len(parts) == 1:
-            return parts[0].copy() if copy else parts[0]
-        return np.concatenate(parts)
+        return parts
 
     def _ensure(self, k: int) -> None:
         """Advance the iterations until k COTs are buffered (both parties call this with the same k).
@@ -706,24 +704,22 @@ class FerretSender(_FerretState, OTExtensionSender):
         self.setup()
         self._ensure(n)
         self.ch.flush()
-        return self._take(n)
+        return self._take_parts(n)
 
     def cot_send_reserved(self, handle: object, delta: np.ndarray, bits: int = 64) -> np.ndarray:
         """:meth:`cot_send` on reserved rows q (the receiver's choices are its random ones):
         returns x0; the receiver gets x0 + c * delta mod 2^bits."""
-        q = np.asarray(handle)
+        parts: list[np.ndarray] = handle  # type: ignore[assignment]
         delta = np.asarray(delta)
-        if delta.dtype != _U64 or delta.shape != (q.shape[0],):
+        n = sum(p.shape[0] for p in parts)
+        if delta.dtype != _U64 or delta.shape != (n,):
             raise ValueError("delta must be a uint64 vector, one entry per reserved COT")
         nb, mask = _check_bits(bits)
         assert self._aes is not None
-        n = q.shape[0]
         x0 = np.empty(n, dtype=_U64)
-        piece = _piece_size(self.piece, 2)
-        for pos in range(0, n, piece):
-            k = min(piece, n - pos)
+        for pos, qp in _pieces(parts, _piece_size(self.piece, 2)):
+            k = qp.shape[0]
             start = self._next_index(k)
-            qp = q[pos : pos + k]
             h0 = self._aes.tccr(qp, start, 1, FixedKeyAES.TAG_OT)[:, 0]
             h1 = self._aes.tccr(self._xor_s(qp), start, 1, FixedKeyAES.TAG_OT)[:, 0]
             tau = h0 + delta[pos : pos + k]  # m0 + delta - m1: m1 + tau = m0 + delta
@@ -812,21 +808,24 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
         self._no_checked()
         self.setup()
         self._ensure(n)
-        t = self._take(n)
-        return (t[:, 0] & _U64(1)).astype(np.uint8), t
+        parts = self._take_parts(n)
+        choices = np.empty(n, dtype=np.uint8)
+        pos = 0
+        for p in parts:  # bit 0 of each row: byte 0 (little endian)
+            np.bitwise_and(p.view(np.uint8)[:, 0], np.uint8(1), out=choices[pos : pos + p.shape[0]])
+            pos += p.shape[0]
+        return choices, parts
 
     def cot_recv_reserved(self, handle: object, bits: int = 64) -> np.ndarray:
         """The COT on reserved rows t (:meth:`FerretSender.cot_send_reserved`): x0 + c * delta."""
-        t = np.asarray(handle)
+        parts: list[np.ndarray] = handle  # type: ignore[assignment]
         nb, mask = _check_bits(bits)
         assert self._aes is not None
-        n = t.shape[0]
+        n = sum(p.shape[0] for p in parts)
         out = np.empty(n, dtype=_U64)
-        piece = _piece_size(self.piece, 2)
-        for pos in range(0, n, piece):
-            k = min(piece, n - pos)
+        for pos, tp in _pieces(parts, _piece_size(self.piece, 2)):
+            k = tp.shape[0]
             start = self._next_index(k)
-            tp = t[pos : pos + k]
             h = self._aes.tccr(tp, start, 1, FixedKeyAES.TAG_OT)[:, 0]
             raw = self.ch.recv_array(np.uint8 if nb < 8 else _U64, (k, nb) if nb < 8 else (k,))
             tau = _from_low_bytes(raw, (k,), nb)
@@ -844,6 +843,16 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
         """n silent COTs with random choices: t (n, 2) uint64, choice bit ``t & 1`` (see the sender's)."""
         self._ensure(n)
         return self._take(n)
+
+
+def _pieces(parts: list[np.ndarray], piece: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, rows) of at most ``piece`` rows, part by part (the same on both sides)."""
+    pos = 0
+    for p in parts:
+        for a in range(0, p.shape[0], piece):
+            rows = p[a : a + piece]
+            yield pos, rows
+            pos += rows.shape[0]
 
 
 class _LsbSoftSpokenSender(SoftSpokenSender):

@@ -13,6 +13,7 @@ import pytest
 from protocols.net.transport import TCPChannel, connect, listen, local_channel_pair
 from protocols.ot.crypto import FixedKeyAES, derive_key
 from protocols.ot.ferret import (
+    FERRET_B11,
     FERRET_MAIN,
     FERRET_SETUP,
     FerretReceiver,
@@ -216,8 +217,10 @@ def test_lpn_code_is_determined_by_its_seed():
 def test_parameters_and_costs():
     assert FERRET_MAIN.n == 10_485_760 and FERRET_MAIN.usable == 10_485_760 - 452_000 - 1_280 * 13
     assert FERRET_SETUP.n >= FERRET_MAIN.reserve
-    assert ferret_bits_per_cot(FERRET_MAIN, chosen=False) < 0.45
-    assert ferret_bits_per_cot(FERRET_MAIN) < 1.45
+    # Half-Tree (protocol 28): one 16-byte block per level and tree
+    assert 0.21 < ferret_bits_per_cot(FERRET_MAIN, chosen=False) < 0.22
+    assert ferret_bits_per_cot(FERRET_MAIN) < 1.22
+    assert 0.69 < ferret_bits_per_cot(FERRET_B11, chosen=False) < 0.71
     with pytest.raises(ValueError):
         LPNParams(n=1000, k=10, t=10, h=7)  # n != t 2^h
     with pytest.raises(ValueError):
