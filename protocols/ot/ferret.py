@@ -150,6 +150,9 @@ _U64 = np.uint64
 _LSB_CLEAR = _U64(0xFFFFFFFFFFFFFFFE)
 # fixed-key AES tweak tags (high word), distinct per use
 _TAG_GGM = 0x21
+# the GGM tweak's fields (_tweak): trees per iteration and iterations per engine it can number
+_MAX_TREES = 1 << 23
+_MAX_ITERATIONS = 1 << 24
 # a batch of trees is the unit of one sender message, of the leaves held at once and of laziness
 _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
 # LPN rows per gather pass: the index block (d x rows intp) stays around 20 MB
@@ -169,8 +172,10 @@ class LPNParams:
     d: int = 10
 
     def __post_init__(self) -> None:
-        if self.n != self.t << self.h or min(self.k, self.t, self.h, self.d) < 1 or self.h > 20:
-            raise ValueError(f"bad LPN parameters {self} (need n = t * 2^h, all positive, h <= 20)")
+        # t < 2^23 and h <= 20: the GGM tweak's tree and level fields (_tweak) cannot overflow
+        if (self.n != self.t << self.h or min(self.k, self.t, self.h, self.d) < 1 or self.h > 20
+                or self.t >= _MAX_TREES):
+            raise ValueError(f"bad LPN parameters {self} (need n = t * 2^h, all positive, h <= 20, t < 2^23)")
         if self.n <= self.reserve:
             raise ValueError(f"LPN parameters {self}: n must exceed k + t*h = {self.reserve}")
 
@@ -522,6 +527,8 @@ class _FerretState:
     def _step(self) -> tuple[np.ndarray, int]:
         """I2-I4 for the next batch of trees of the current iteration: (rows (R, 2), first row index)."""
         p = self._cur
+        if self._iter >= _MAX_ITERATIONS:  # the tweak's iteration field would wrap onto used tweaks
+            raise RuntimeError("silent-OT engine exhausted (2^24 iterations): start a new session")
         width = 1 << p.h
         i0 = self._tree
         i1 = min(p.t, i0 + max(1, _BATCH_ROWS >> p.h))
