@@ -434,3 +434,39 @@ def test_a_sender_flipping_random_message_bits_moves_no_choice_bit():
     np.testing.assert_array_equal(t2[:, 0] & U64(1), t[:, 0] & U64(1))
     r2 = (t2[:, 0] & U64(1)).astype(bool)
     assert np.any(q2 != np.where(r2[:, None], t2 ^ delta2, t2))
+
+
+class _ChosenS1(_Recorder):
+    """A deviating receiver (checked mode: the client) that picks all its S1 choice bits -- 0 here, so
+    every S2 tree is punctured at its last leaf and the S2 LPN secret is zero."""
+
+    def setup(self):
+        orig = ferret.random_bytes
+        ferret.random_bytes = lambda n, rng=None: bytes(n)  # only S1's choices come from here
+        try:
+            super().setup()
+        finally:
+            ferret.random_bytes = orig
+
+
+def test_a_receiver_choosing_its_s1_bits_controls_its_choice_bits_not_delta():
+    """Checked mode: S1 binds the receiver to *some* choice bits, not to random ones. A receiver that
+    picks them (all 0) fixes its S2 outputs' choice bits (u = 0, every alpha = 2^h' - 1: one 1 per tree,
+    at its last leaf) -- it may, as a receiver chooses anyway -- while every output is still a COT
+    and neither attack above finds Delta: it opened one side per level, as an honest receiver."""
+    s, r, _, _ = _pair(seed=99, receiver=_ChosenS1, checked=True)
+    assert s._s1_checked and r._s1_checked
+    p, base, _ = r.starts[0]
+    assert p == SETUP and not np.any(base[:, 0] & U64(1))
+    out = np.concatenate([x for i, x, _ in sorted(r.steps, key=lambda z: z[2]) if i == 0])
+    expect = np.zeros(SETUP.n, dtype=np.uint64)
+    expect[np.arange(SETUP.t) * (1 << SETUP.h) + (1 << SETUP.h) - 1] = 1
+    np.testing.assert_array_equal(out[:, 0] & U64(1), expect)
+    (q, delta), t = _both(lambda: s.random_cots(2 * MAIN.usable), lambda: r.random_cots(2 * MAIN.usable))
+    rr = (t[:, 0] & U64(1)).astype(bool)
+    np.testing.assert_array_equal(q, np.where(rr[:, None], t ^ delta, t))
+    cands, n = _right_child_inversion(r)
+    assert n > 0 and not np.any(np.all(cands == s._s64, axis=1))
+    lvl1 = np.concatenate([(m ^ b)[:, 0] for m, b, _, _ in r.batches])
+    pairs = lvl1[:, None, :] ^ lvl1[None, :, :]  # every pair (the sides here are mostly equal)
+    assert pairs.shape[0] > 20 and not np.any(np.all(pairs == s._s64, axis=2))
