@@ -79,7 +79,15 @@ Threat model.  Semi-honest parties by default (as the other engines).  What each
     No other value depends on Delta.  So Delta stays hidden, and with it every ``y ^ Delta`` the
     receiver's COT outputs do not select.  An adversary's offline AES queries hit one of the n
     hidden path nodes with probability n/2^128 per query, as they hit one of the n hidden
-    (uniform) path nodes of the plain GGM trees of protocol versions 14-27.
+    (uniform) path nodes of the plain GGM trees of protocol versions 14-27.  The tweak (unique for
+    t < 2^23 trees and 2^24 iterations, both enforced) enters after sigma: for each tweak H is the
+    MMO hash of an affine orthomorphism, i.e. CCR, which is what the argument above uses (e.g.
+    secretflow/yacl's Half-Tree hashes every node with one untweaked CCR hash); across tweaks it is
+    no tweakable CCR hash for *chosen* inputs (sigma(x) ^ tw = sigma(x') ^ tw' would cancel pi),
+    but the receiver chooses no hidden node: each is y ^ Delta with y a function of the sender's
+    fresh roots.  The receiver's choices (r_j, also a deviating one's in checked mode) only place
+    the path: one side per level is opened whatever they are.  (Review of protocols 27-28, its
+    attacks as tests: tests/protocols/ot/test_ferret_review.py; docs/malicious.md.)
 
 A deviating *receiver* (``checked`` mode, protocol 27: the client-malicious Laplacian protocol's
 direction in which the client chooses).  In the iterations the receiver sends nothing, and the
@@ -107,7 +115,12 @@ r): the receiver's COT outputs go wrong there.  Protocols that let a deviating p
 must therefore tolerate wrong outputs the receiver cannot detect (:mod:`protocols.krr.
 laplacian_malicious` checks the result after the fact; docs/malicious.md).  Tests:
 tests/protocols/ot/test_ferret.py (``test_checked_*``, ``test_a_deviating_sender_*``).
-Public: the parameter sets, the iteration count, the code's seed (derived from the session digest).
+Public: the parameter sets, the iteration count, the code's seed (derived from the session digest,
+whose last contribution -- the base-OT receiver's, i.e. this engine's sender's -- a deviating sender
+can grind: it then picks the code among ~2^40 random ones, which LPN's assumption for a random local
+code covers; emp-ot fixes its code by a public constant).  Choice bits of random and reserved COTs
+are uniform only for an honest receiver: a deviating one picks its S1 bits and with them its
+outputs' (a receiver chooses anyway; no caller relies on a deviating receiver's bits being random).
 """
 from __future__ import annotations
 
@@ -175,7 +188,8 @@ class LPNParams:
         # t < 2^23 and h <= 20: the GGM tweak's tree and level fields (_tweak) cannot overflow
         if (self.n != self.t << self.h or min(self.k, self.t, self.h, self.d) < 1 or self.h > 20
                 or self.t >= _MAX_TREES):
-            raise ValueError(f"bad LPN parameters {self} (need n = t * 2^h, all positive, h <= 20, t < 2^23)")
+            raise ValueError(f"bad LPN parameters {self} "
+                             "(need n = t * 2^h, all positive, h <= 20, t < 2^23)")
         if self.n <= self.reserve:
             raise ValueError(f"LPN parameters {self}: n must exceed k + t*h = {self.reserve}")
 

@@ -317,7 +317,8 @@ def test_fast_paths_send_and_output_what_the_generic_paths_do():
     np.testing.assert_array_equal(m0, gb[0][0])
     np.testing.assert_array_equal(m1, gb[0][1])
     np.testing.assert_array_equal(mc, np.where(c.astype(bool), m1, m0))
-    np.testing.assert_array_equal(fc[0], gc[0][0] if isinstance(gc[0], tuple) else gc[0])
+    np.testing.assert_array_equal(fc[0], gc[0])
+    np.testing.assert_array_equal(fc[1], gc[1])
     np.testing.assert_array_equal(fc[1], (fc[0] + c.astype(U64) * delta) & U64((1 << 40) - 1))
     assert fs == gs and len(fs) > 0
     assert 0.45 < np.mean(m0 != m1) < 0.55
