@@ -360,7 +360,7 @@ def test_no_cot_row_and_no_hash_tweak_is_used_twice():
     _both(lambda: s.precompute(MAIN.usable), lambda: r.precompute(MAIN.usable))
     _both(lambda: s.random_ot(3000), lambda: r.random_ot(c))
     _both(lambda: s.cot_send(np.stack([d, d], 1), bits=64), lambda: r.cot_recv(c, w=2, bits=64))
-    assert r.iterations >= 4
+    assert r.iterations >= 4, r.iterations
     for role, eng in ((0, s), (1, r)):
         rows = np.concatenate(taken[role])
         assert rows.shape[0] == 1500 + 2500 + 3 * 3000 + 3000
