@@ -89,11 +89,12 @@ tail's messages. The server sees OT-extension messages and MW (its own sum for a
     session's queries); they count against the same bound (~K log2 S bits: ~40 for 3 aborts in
     10^4 queries), against ~55,000 bits of noise positions per main iteration (4,971 trees of
     2^11 leaves at the b11 set).
-    (b) The server's message in product (i) is d = b_S ^ r (derandomisation), and b_S is *not*
-    independent of the client's view: b_S ^ b_C = b = [x_ij < q_j] with b_C the client's own
-    share, so d reveals b exactly where the client knows r. Hence the server's privacy needs r
-    pseudorandom to the client (LPN, as in the semi-honest protocol, where a semi-honest client
-    holds the same d), and a deviating sender must not be able to move r. It cannot: r = e ^ A u
+    (b) In product (i) the server chooses with its Ferret receiver's own r (reserved COTs, protocol
+    28: nothing sent; in 27 it sent d = b_S ^ r), and r is its share: b_S = r, b_S ^ b_C = b =
+    [x_ij < q_j] with b_C the client's own share, so the client knows r exactly where it knows b,
+    and b where it could predict r. Hence the server's privacy needs r pseudorandom to the client
+    (LPN, as in the semi-honest protocol, where a semi-honest client is in the same position), and
+    a deviating sender must not be able to move r. It cannot: r = e ^ A u
     is computed from the server's own randomness only -- the engine sets the noise bit at alpha
     itself (until protocol 27 it read it from bit 0 of c_i; a sender clearing that bit erased
     the noise, made r = A u linear, and could then solve for u from d on columns where it knows b

@@ -79,7 +79,15 @@ Threat model.  Semi-honest parties by default (as the other engines).  What each
     No other value depends on Delta.  So Delta stays hidden, and with it every ``y ^ Delta`` the
     receiver's COT outputs do not select.  An adversary's offline AES queries hit one of the n
     hidden path nodes with probability n/2^128 per query, as they hit one of the n hidden
-    (uniform) path nodes of the plain GGM trees of protocol versions 14-27.
+    (uniform) path nodes of the plain GGM trees of protocol versions 14-27.  The tweak (unique for
+    t < 2^23 trees and 2^24 iterations, both enforced) enters after sigma: for each tweak H is the
+    MMO hash of an affine orthomorphism, i.e. CCR, which is what the argument above uses (e.g.
+    secretflow/yacl's Half-Tree hashes every node with one untweaked CCR hash); across tweaks it is
+    no tweakable CCR hash for *chosen* inputs (sigma(x) ^ tw = sigma(x') ^ tw' would cancel pi),
+    but the receiver chooses no hidden node: each is y ^ Delta with y a function of the sender's
+    fresh roots.  The receiver's choices (r_j, also a deviating one's in checked mode) only place
+    the path: one side per level is opened whatever they are.  (Review of protocols 27-28, its
+    attacks as tests: tests/protocols/ot/test_ferret_review.py; docs/malicious.md.)
 
 A deviating *receiver* (``checked`` mode, protocol 27: the client-malicious Laplacian protocol's
 direction in which the client chooses).  In the iterations the receiver sends nothing, and the
@@ -107,7 +115,12 @@ r): the receiver's COT outputs go wrong there.  Protocols that let a deviating p
 must therefore tolerate wrong outputs the receiver cannot detect (:mod:`protocols.krr.
 laplacian_malicious` checks the result after the fact; docs/malicious.md).  Tests:
 tests/protocols/ot/test_ferret.py (``test_checked_*``, ``test_a_deviating_sender_*``).
-Public: the parameter sets, the iteration count, the code's seed (derived from the session digest).
+Public: the parameter sets, the iteration count, the code's seed (derived from the session digest,
+whose last contribution -- the base-OT receiver's, i.e. this engine's sender's -- a deviating sender
+can grind: it then picks the code among ~2^40 random ones, which LPN's assumption for a random local
+code covers; emp-ot fixes its code by a public constant).  Choice bits of random and reserved COTs
+are uniform only for an honest receiver: a deviating one picks its S1 bits and with them its
+outputs' (a receiver chooses anyway; no caller relies on a deviating receiver's bits being random).
 """
 from __future__ import annotations
 
@@ -150,6 +163,9 @@ _U64 = np.uint64
 _LSB_CLEAR = _U64(0xFFFFFFFFFFFFFFFE)
 # fixed-key AES tweak tags (high word), distinct per use
 _TAG_GGM = 0x21
+# the GGM tweak's fields (_tweak): trees per iteration and iterations per engine it can number
+_MAX_TREES = 1 << 23
+_MAX_ITERATIONS = 1 << 24
 # a batch of trees is the unit of one sender message, of the leaves held at once and of laziness
 _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
 # LPN rows per gather pass: the index block (d x rows intp) stays around 20 MB
@@ -167,8 +183,11 @@ class LPNParams:
     d: int = 10
 
     def __post_init__(self) -> None:
-        if self.n != self.t << self.h or min(self.k, self.t, self.h, self.d) < 1 or self.h > 20:
-            raise ValueError(f"bad LPN parameters {self} (need n = t * 2^h, all positive, h <= 20)")
+        # t < 2^23 and h <= 20: the GGM tweak's tree and level fields (_tweak) cannot overflow
+        if (self.n != self.t << self.h or min(self.k, self.t, self.h, self.d) < 1 or self.h > 20
+                or self.t >= _MAX_TREES):
+            raise ValueError(f"bad LPN parameters {self} "
+                             "(need n = t * 2^h, all positive, h <= 20, t < 2^23)")
         if self.n <= self.reserve:
             raise ValueError(f"LPN parameters {self}: n must exceed k + t*h = {self.reserve}")
 
@@ -520,6 +539,8 @@ class _FerretState:
     def _step(self) -> tuple[np.ndarray, int]:
         """I2-I4 for the next batch of trees of the current iteration: (rows (R, 2), first row index)."""
         p = self._cur
+        if self._iter >= _MAX_ITERATIONS:  # the tweak's iteration field would wrap onto used tweaks
+            raise RuntimeError("silent-OT engine exhausted (2^24 iterations): start a new session")
         width = 1 << p.h
         i0 = self._tree
         i1 = min(p.t, i0 + max(1, _BATCH_ROWS >> p.h))
