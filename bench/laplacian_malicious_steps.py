@@ -2,7 +2,7 @@
 
     nice python -m bench.laplacian_malicious_steps --sizes 16384 --engines softspoken,silent --out docs/malicious/silent/p27/steps
 
-One in-process session per (N, engine) (:func:`protocols.testing.run_two_party`, the registry's OT
+One in-process session per (N, engine) (in-process, one thread per party, the registry's OT
 set-up: :func:`protocols.krr.registry._setup_exact_ot` -- silent OT checked where the client
 chooses, or the checked SoftSpoken extension), synthetic CM-like model of ``bench.synthetic`` on
 its 2^-8 grid (15-bit entries), d = ``--features``. The steps of
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries
 
@@ -53,6 +53,36 @@ def _wrap(mod: Any, name: str, label: str, log: dict, *, skip_in_tail: bool = Fa
     return orig
 
 
+def _two_threads(fn0: Callable[[Any], Any], fn1: Callable[[Any], Any], setup: Callable[[Any], None]) -> list[Any]:
+    """Both parties in this process, one thread each (named party0 / party1, as the per-thread CPU
+    timers expect), over an in-process channel pair; fresh OS randomness (not the tests' seeded
+    runner: protocols.testing is for tests only)."""
+    from protocols.mpc.party import Party
+    from protocols.net.transport import local_channel_pair
+
+    c0, c1 = local_channel_pair(timeout=1800)
+    parties = (Party(c0, 0), Party(c1, 1))
+    out: list[Any] = [None, None]
+    errors: list[BaseException] = []
+
+    def body(i: int, fn: Callable[[Any], Any]) -> None:
+        try:
+            setup(parties[i])
+            out[i] = fn(parties[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+            parties[i].ch.close()
+
+    threads = [threading.Thread(target=body, args=(i, fn), name=f"party{i}") for i, fn in enumerate((fn0, fn1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
 def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any]:
     """One session: {step: {bytes, cpu_server_s, cpu_client_s}}, the session's bytes, and the check
     that the client's output is F(q') (bit-exact against :func:`laplacian_malicious.reference`)."""
@@ -60,7 +90,6 @@ def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any
     from protocols.krr import laplacian_malicious as lm
     from protocols.krr.registry import _setup_exact_ot
     from protocols.mpc import authenticated as au
-    from protocols.testing import run_two_party
 
     model, rng = synthetic_model(N, d, sigma, seed=0, kernel="laplacian")
     Q = synthetic_queries(model, rng, 1)
@@ -98,8 +127,7 @@ def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any
 
     t0 = time.perf_counter()
     try:
-        rec, y = run_two_party(lambda p: party(p, model=model, XT=XT), lambda p: party(p, q=q), setup=setup,
-                               timeout=1800)
+        rec, y = _two_threads(lambda p: party(p, model=model, XT=XT), lambda p: party(p, q=q), setup)
     finally:
         for mod, name, orig in origs:
             setattr(mod, name, orig)
