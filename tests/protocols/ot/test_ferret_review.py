@@ -263,7 +263,7 @@ def test_choice_bits_are_lpn_samples_of_the_stated_code():
 
 
 def test_mul_xor_matches_the_code_across_gather_and_row_blocks():
-    """LPN's gathers run in blocks of _LPN_ROWS rows and sub-blocks of _LPN_GATHER (protocol 28); check
+    """LPN's gathers run in blocks of _LPN_ROWS rows; check
     A v over a row range that starts off a block and crosses both kinds of boundary, at b11's k,
     against the reference XOR of table[indices]."""
     k = FERRET_B11.k
@@ -271,7 +271,7 @@ def test_mul_xor_matches_the_code_across_gather_and_row_blocks():
     code = LocalLinearCode(n, k, 10, hashlib.blake2b(b"review", digest_size=16).digest())
     table = np.random.default_rng(1).integers(0, 2**63, (k, 2), dtype=U64)
     j0, rows = 12_345, (1 << 18) + (1 << 14) + 77
-    assert rows > ferret._LPN_ROWS and ferret._LPN_GATHER < rows
+    assert rows > ferret._LPN_ROWS
     out = np.random.default_rng(2).integers(0, 2**63, (rows, 2), dtype=U64)
     ref = out.copy()
     code.mul_xor(table, j0, out)
@@ -335,18 +335,19 @@ def test_no_cot_row_and_no_hash_tweak_is_used_twice():
     ranges = {0: [], 1: []}
 
     def instrument(eng, role):
-        take, nxt = eng._take, eng._next_index
+        parts, nxt = eng._take_parts, eng._next_index
 
-        def t(k, copy=True):
-            rows = take(k, copy)
-            taken[role].append(rows.copy())
-            return rows
+        def tp(k):  # every row leaves the buffer here (_take and, since 28, reserve_cots' views)
+            got = parts(k)
+            taken[role].append(np.concatenate(got).copy())
+            return got
+        eng._take_parts = tp
 
         def ni(k):
             start = nxt(k)
             ranges[role].append((start, k))
             return start
-        eng._take, eng._next_index = t, ni
+        eng._next_index = ni
 
     s, r, _, _ = _pair(seed=90)
     instrument(s, 0)
