@@ -427,6 +427,11 @@ def predict(server: str | Channel, Q: np.ndarray | None = None, *, featurize: Fe
         hello = client_hello_message(hi - lo, token, keep_alive=keep)
         kept = _take_connection(pool) if pool is not None else None
         cached = _EARLY_PARAMS.get(key) if EARLY_DATA and resume_ot else None
+        if cached is not None and q_part is not None and q_part.shape[1] != _cached(cached)[1].n_features:
+            # another model answers at this address now (a restart, or a port reused): the ordinary
+            # way fetches its parameters instead of failing on the stale ones
+            _EARLY_PARAMS.pop(key, None)
+            cached = None
         if cached is not None:
             try:
                 preds, cost, pp = _early_session(host, port, hello, cached, q_part,

@@ -59,3 +59,22 @@ def test_budget_enforced_across_sessions_and_a_server_restart(tmp_path):
     finally:
         srv.close()
     assert QueryLedger(path, budget=5).usage("ip:127.0.0.1")["used"] == 5
+
+
+def test_a_new_model_at_a_cached_address_is_asked_for_its_parameters(tmp_path):
+    """The client caches a server's public parameters per address (early data); when another model
+    answers at that address (a restart with a new model, or a reused port), a query of the new
+    model's width must not fail on the stale parameters."""
+    from protocols.krr import client as client_mod
+
+    srv = _Server(tmp_path / "ledger.sqlite", budget=100)
+    try:
+        # as if a 512-feature lattice-served compact model had answered at this port before (the
+        # cache holds lattice servers' parameters only)
+        stale = _model().public.to_dict()
+        stale["n_features"] = 512
+        client_mod._EARLY_PARAMS[srv.address] = stale
+        preds, _ = predict(srv.address, np.full((2, 4), 5.0))
+        assert preds.shape == (2,)
+    finally:
+        srv.close()
