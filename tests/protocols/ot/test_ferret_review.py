@@ -8,7 +8,6 @@ docs/malicious.md, "Security review of protocols 27-28", lists the findings thes
 from __future__ import annotations
 
 import hashlib
-import threading
 
 import numpy as np
 import pytest
@@ -30,27 +29,8 @@ from protocols.ot.ferret import (
 )
 from protocols.ot.iknp import OTExtensionSender
 
-U64 = np.uint64
-MAIN = LPNParams(n=16 << 8, k=512, t=16, h=8)
-SETUP = LPNParams(n=8 << 7, k=256, t=8, h=7)
-
-
-def _both(fs, fr):
-    out = {}
-
-    def run():
-        try:
-            out["s"] = fs()
-        except BaseException as e:  # surfaced below
-            out["e"] = e
-
-    t = threading.Thread(target=run)
-    t.start()
-    got = fr()
-    t.join(60)
-    if "e" in out:
-        raise out["e"]
-    return out["s"], got
+# the tiny LPN sets and the two-thread runner of the engine's own tests
+from tests.protocols.ot.test_ferret import MAIN, SETUP, U64, _both  # noqa: E402
 
 
 class _Recorder(FerretReceiver):
