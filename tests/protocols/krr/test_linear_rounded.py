@@ -23,6 +23,7 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 from tests.protocols.krr.test_malicious import InProcessServer, _eventually, _ideal, _public
+from tests.protocols.krr.test_linear_pool import _enc, _fresh_start as _start  # the pooled tests' helpers
 
 U64 = np.uint64
 
@@ -137,16 +138,6 @@ def rounded(tmp_path_factory):
     finally:
         srv.stop()
         exact.stop()
-
-
-def _enc(mm, pp, mols) -> np.ndarray:
-    _, _, public = lin.linear_parts(mm)
-    return pp.encode_features(lin.client_features(public, mols), "q")
-
-
-def _start(srv, mm, mols):
-    _public(srv, mm, mols, resume_ot=False)
-    return _public(srv, mm, mols)
 
 
 def test_honest_rounded_sessions(rounded):
