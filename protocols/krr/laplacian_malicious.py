@@ -131,7 +131,7 @@ from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.expsum import encode_weights
 from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MALICIOUS_MAX_X_BITS, PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import u128
+from protocols.mpc import fp64
 from protocols.mpc.context import PartyContext
 from secureml.errors import ModelError, ProtocolError
 
@@ -184,34 +184,36 @@ def draw_mask(rng, n: int, M: int) -> np.ndarray:
     return (hi << U64(M)) | rng.random_below(n, M)
 
 
-def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: au.U128) -> au.U128:
-    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod 2^128) for the features of ``XT`` (d', N)
-    and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) limb pairs.
+def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: np.ndarray) -> np.ndarray:
+    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod p, p = 2^64 - 59) for the features of ``XT``
+    (d', N) and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) uint64.
 
     g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
     g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
-    Exact: chi is split into three 22-bit limbs; per limb the per-value weight (< N 2^22 <= 2^44,
-    exact in float64's bincount), A (< 2^44) and C (< 2^(44 + B) <= 2^60) are exact in uint64 for
-    N <= 2^22 and B <= 16; the limbs are recombined mod 2^128 (numpy-vectorised: no per-v loop)."""
+    Exact: chi (< 2^64) is split into three 22-bit limbs c_l; per limb the per-value weight
+    (< N 2^22 <= 2^44, exact in float64's bincount), A (< 2^44), C (< 2^(44 + B) <= 2^60) and the
+    limb's own g_l(v) = sum_i c_l,i |x_ij - v| < 2^60 are exact in uint64 for N <= 2^22 and B <= 16
+    (g_l's formula wraps mod 2^64 on the way, its value does not); then
+    g = sum_l 2^(22 l) g_l (mod p) and one multiply by Delta mod p (numpy-vectorised: no per-v loop)."""
     d, N = XT.shape
     V = 1 << x_bits
     idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
-    zero = np.zeros((d, V), dtype=U64)
-    C = (zero, zero)
-    S = (np.zeros(d, U64), np.zeros(d, U64))
-    for limb in range(3):
-        c = ((chi >> U64(22 * limb)) & U64((1 << 22) - 1)).astype(np.float64)
-        a = np.bincount(idx, weights=np.broadcast_to(c[None, :], (d, N)).ravel(), minlength=d * V)
-        A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
-        Cl = np.zeros((d, V), dtype=U64)
-        np.cumsum(A[:, :-1], axis=1, dtype=U64, out=Cl[:, 1:])
-        C = u128.add(C, u128.shl((zero, Cl), 22 * limb))
-        S = u128.add(S, u128.shl((np.zeros(d, U64), A[:, -1].copy()), 22 * limb))
-    T = u128.total(u128.mul64(XT, chi[None, :]), axis=1)  # g_j(0)
     vals = np.arange(V, dtype=U64)[None, :]
-    g = u128.sub(u128.add(u128.shl(C, 1), (T[0][:, None], T[1][:, None])),
-                 u128.mul_small((S[0][:, None], S[1][:, None]), vals))
-    return u128.add(u128.mul_small(g, delta), (K[0][:, None], K[1][:, None]))
+    XTu = XT.astype(U64)
+    g = np.zeros((d, V), dtype=U64)
+    for limb in range(3):
+        cu = (chi >> U64(22 * limb)) & U64((1 << 22) - 1)
+        a = np.bincount(idx, weights=np.broadcast_to(cu.astype(np.float64)[None, :], (d, N)).ravel(),
+                        minlength=d * V)
+        A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
+        gl = np.zeros((d, V), dtype=U64)
+        np.cumsum(A[:, :-1], axis=1, dtype=U64, out=gl[:, 1:])  # C_l(v)
+        T = (XTu * cu[None, :]).sum(axis=1, dtype=U64)  # g_l(0) < N 2^(22 + B) <= 2^60
+        gl = (gl << U64(1)) + T[:, None] - vals * A[:, -1:]
+        if limb:  # 2^(22 l) g_l < 2^104 as a (hi, lo) pair, folded mod p
+            gl = fp64.reduce128(gl >> U64(64 - 22 * limb), gl << U64(22 * limb))
+        g = fp64.add(g, gl)
+    return fp64.add(fp64.mul(g, delta), K[:, None])
 
 
 def _feature_blocks(d: int, x_bits: int):
@@ -231,9 +233,9 @@ def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
     return l_c + c
 
 
-def client_check_mac(u_mac: au.U128, chi: np.ndarray, words: au.U128) -> int:
-    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod 2^128)."""
-    return (u128.total(u128.mul_small(u_mac, chi), axis=None) - u128.total(words, axis=None)) % u128.MOD
+def client_check_mac(u_mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int:
+    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod p)."""
+    return int(fp64.sub(fp64.total(fp64.mul(u_mac, chi)), fp64.total(words)))
 
 
 def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
@@ -249,8 +251,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
-        # 1. Delta; the query's bits as choice bits of d B random OTs (checked extension)
-        delta = au.new_delta(party)
+        # 1. Delta (in F_p, p = 2^64 - 59); the query's bits as choice bits of d B random OTs (checked extension)
+        delta = au.new_delta_p64(party)
         m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
         # 2. the L1 chain, shares mod 2^64
@@ -258,19 +260,19 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
         rho = draw_mask(party.rng, N, M)
         party.ch.send_array(l_s + rho)
-        # 4. u committed, 64 bits per point
-        ku = au.commit(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
+        # 4. u committed, 64 bits per point, MACs mod p
+        ku = au.commit_p64(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
         # 5. chi after every commitment; MAC words of g_j on the committed q'_j
-        chi = party.rng.random_u64(N)
+        chi = fp64.uniform(party.rng, N)
         party.ch.send_array(chi)
-        K = (party.rng.random_u64(d), party.rng.random_u64(d))
+        K = fp64.uniform(party.rng, d)
         for j0, j1 in _feature_blocks(d, xb):
-            W = mac_word_tables(XT[j0:j1], chi, xb, delta, (K[0][j0:j1], K[1][j0:j1]))
-            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=np.stack(W, axis=-1))
+            W = mac_word_tables(XT[j0:j1], chi, xb, delta, K[j0:j1])
+            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=W[:, :, None])
         # 6. the check, before anything that depends on u leaves the server
-        got = u128.to_int(u128.from_bytes16(party.ch.recv_array(np.uint8, (1, 16))))[0]
-        want = (u128.total(u128.mul_small(ku.key, chi), axis=None) - u128.total(K, axis=None)
-                + u128.total(u128.mul64(chi, rho), axis=None) * int(delta)) % u128.MOD
+        got = int(party.ch.recv_array(np.dtype("<u8"), (1,))[0])
+        want = int(fp64.add(fp64.sub(fp64.total(fp64.mul(chi, ku.key)), fp64.total(K)),
+                            fp64.mul(fp64.total(fp64.mul(chi, rho)), delta)))
         if got != want:
             raise ChainCheckError("the client's masked L1 distances failed their check: session aborted")
         # 7.-11. the Gaussian protocol's steps 10-14 on the low M bits of the checked u
@@ -287,15 +289,15 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     # 3. u = L + rho
     u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
     # 4. commit u
-    cu = au.commit(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
+    cu = au.commit_p64(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
     # 5. chi; the MAC words at the committed q'_j
     chi = party.ch.recv_array(dtype=U64, shape=(N,))
-    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=2)
+    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1)
            for j0, j1 in _feature_blocks(d, xb)]
-    words = np.concatenate(got)
-    # 6. the combined MAC
-    mw = client_check_mac(cu.mac, chi, (words[:, 0].copy(), words[:, 1].copy()))
-    party.ch.send_array(u128.to_bytes(u128.from_int(mw, (1,))))
+    words = np.concatenate(got)[:, 0]
+    # 6. the combined MAC (8 bytes: a residue mod p; a client's word >= 2^64 cannot be sent)
+    mw = client_check_mac(cu.mac, chi, words)
+    party.ch.send_array(np.array([mw % (1 << 64)], dtype="<u8"))
     party.ch.flush()
     # 7.-11.
     return gaussian_malicious.kernel_output(party, pp, u=cu.values & low, u_pads=cu.pads, lam=lam)

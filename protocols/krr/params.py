@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 31  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -78,6 +78,8 @@ PROTOCOL_VERSION = 29  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # of each chain table free (the client's pad fixes the mask): 1-bit chain digits, one entry each; the
 # Gaussian's commitment of u and the correlation words on q's bits (steps 4-7) send bit b's corrections in
 # M + 64 - b bits (their check ring)
+# 31: client-malicious Laplacian check (steps 4-6) with MACs mod p = 2^64 - 59: u's commitment sends 8-byte
+# corrections per bit, step 5's MAC-word tables 8-byte entries, chi and the check word residues mod p
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 29 (29: the client-malicious tail in whole bytes, narrow split words, free entry 0
+#: pinned at PROTOCOL_VERSION 31 (31: the client-malicious Laplacian check's MACs mod p = 2^64 - 59 (8-byte
+#: words in steps 4-6) -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
 #: of each chain table, 1-bit chain digits, the Gaussian's u commitment and q's correlation words trimmed to their
 #: check ring -- "krr-gaussian/client-malicious" and the client-malicious Laplacian pins re-pinned; 28: silent OT's
 #: Half-Tree single-point COTs and the Laplacian product (i) on reserved COTs -- "krr-laplacian/silent" 427,447 B in
@@ -74,17 +75,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "ae3b87fe20d04fb7bb1b4c62f074a764d9bc59400d05826e1896d14030103129"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "dc58cbf02c03954e2cd916e7884113ef7e96403675ba1676ff832ecb3aa65e09"),
-    "krr-laplacian": (96, 74839, "c7b342d3b2100c0cda19aed34921eeb9255cbba7ed77e58b1fb289110b3a8c31"),
-    "krr-laplacian/silent": (122, 427447, "3aacab4e4e8bb88825e5bed138250c8248bcceab8ad359d23c5ac0f0cdbf5ede"),
-    "krr-gaussian/client-malicious": (460, 9212975, "af6814bb9fd9870f861288a2e465b8c6793e4b5af03e35e6469fe413cfe2ce5a"),
-    "krr-laplacian/client-malicious": (176, 118845, "31d2a81c32ed0a1216f0806c2650107fbab31a8f0f0044e2fa5eaca98cd01c6e"),
-    "krr-laplacian/client-malicious/silent": (195, 466601, "b892787b16df325bac9eb2a565a571848bfe4b14ea76c8e6828470cca1d2fb92"),
+    "krr-gaussian": (66, 1564455, "1e0a70b87a3fb31783dd2bde6166c3567a431dfc7b5b62509a942a42c207c26f"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "2e8d84acbf32c1e88dffab8f5c4c1cbddbffd6f0b72c143d14c3258e94dd7823"),
+    "krr-laplacian": (96, 74839, "09b20d409845246d9255ff717389899455980886ccfd5851b2a087b5b4323560"),
+    "krr-laplacian/silent": (122, 427447, "947abebc6227b12ded5cbc97395457998987b04ab42c59be40b56f57bb16de40"),
+    "krr-gaussian/client-malicious": (460, 9212975, "2fe162af2c18bc4cf94facf23213f68618d5c485fb89f351486c518964b3cf4f"),
+    "krr-laplacian/client-malicious": (176, 96253, "950f89dc3a616e5db9a2883af71354ec1a5b97348592beb5403aafcb7dce444d"),
+    "krr-laplacian/client-malicious/silent": (195, 444009, "24f142523b433333c4d073a7f8a63fddd5d8b9f46a3652a50f6cb784c6525b3d"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 29
+PINNED_VERSION = 31
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
