@@ -37,6 +37,13 @@ Hiding (the client's values, against the semi-honest server): the server sees on
 messages (independent of the choice bits), and Y_l, MAC(Y_l), which are fixed by C_l, the
 uniform mask r_l and its own keys.
 
+* **Commit mod p** (:func:`commit_p64`, protocol 31): the same one-sided MACs in F_p,
+  p = 2^64 - 59 (:mod:`protocols.mpc.fp64`), 8-byte words instead of 16, for a relation that holds
+  over the integers with |e| < 2^64 (the client-malicious Laplacian check,
+  :mod:`protocols.krr.laplacian_malicious`, has its soundness argument): a forgery needs Delta,
+  uniform in F_p, seen by the client only through corrections one-time padded by hashed pads
+  reduced mod p (within 2^-64 of uniform each).
+
 Everything here is numpy-vectorised over (hi, lo) uint64 limb pairs (:mod:`protocols.mpc.u128`).
 """
 from __future__ import annotations
