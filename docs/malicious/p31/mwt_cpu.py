@@ -1,6 +1,6 @@
 # CPU of step 5's table builder alone (N = 16,384, d = 351, B = 15): python docs/malicious/p31/mwt_cpu.py CHECKOUT_ROOT
 # (run alternately on a protocol-29 checkout and this one; output: mwt_cpu.log)
-import sys, time, importlib, numpy as np
+import sys, time, numpy as np
 root = sys.argv[1]
 sys.path.insert(0, root)
 from protocols.krr import laplacian_malicious as lm
