@@ -100,7 +100,7 @@ def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any
     q = pp.encode_features(Q)[0]
     log: dict[str, dict[str, Any]] = {}
     wrapped = [(laplacian, "l1_shares", "2 chain", False), (au, "random_choices", "1 query bits", False),
-               (au, "commit", "4 commit u", False), (gaussian_malicious, "kernel_output", "7-11 tail", False),
+               (au, "commit_p64", "4 commit u", False), (gaussian_malicious, "kernel_output", "7-11 tail", False),
                (au, "bound_lut", "5 MAC-word tables", True)]
     origs = [(mod, name, _wrap(mod, name, label, log, skip_in_tail=skip)) for mod, name, label, skip in wrapped]
     total: dict[str, Any] = {}

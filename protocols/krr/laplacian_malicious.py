@@ -12,8 +12,9 @@ aborted** (the leakage of dual execution, Huang-Katz-Evans 2012; below); the ser
 nothing about q'. The server counts aborts per client and refuses a client after
 ``serve --max-aborts`` of them (:mod:`protocols.krr.server`).
 
-Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 64):
-  1. The server draws a fresh MAC key Delta (64 bits). The query's bits are fixed: the d B bits
+Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 64; steps 4-6
+compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`):
+  1. The server draws a fresh MAC key Delta, uniform in F_p. The query's bits are fixed: the d B bits
      of q' are the choice bits of d B random OTs of the checked OT extension
      (:func:`~protocols.mpc.authenticated.random_choices`; KOS-style consistency check, so every
      choice bit is well defined). Nothing is sent on them yet.
@@ -32,22 +33,25 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      abort; review finding, tests/.../test_laplacian_malicious.py::test_shifted_product_...).
      2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-32 at the largest allowed M = 32. u's low M bits
      are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13.
-  4. The client commits u: 64 bits per point (COTs with correlation Delta on the checked
-     extension): MACs M_u = K_u + u Delta (mod 2^128); the random-OT keys are kept (step 7's
-     bound tables read u's digits through them).
-  5. The server draws chi_i uniform in [0, 2^64) (after every commitment) and sends it. For every
+  4. The client commits u: 64 bits per point (:func:`~protocols.mpc.authenticated.commit_p64`:
+     per bit a random OT of the checked extension with the bit as choice, pads hashed to 128 bits
+     and reduced mod p -- 2^-64 from uniform -- and the server's 8-byte correction
+     tau = P0 + Delta - P1 mod p): MACs M_u = K_u + u Delta (mod p); the random-OT keys are kept
+     (step 7's bound tables read u's digits through them).
+  5. The server draws chi_i uniform in F_p (after every commitment) and sends it. For every
      feature j and every v of the public domain [0, 2^B) it computes
-     g_j(v) = sum_i chi_i |x_ij - v| (exact mod 2^128: histograms of 22-bit limbs of chi over the
-     column's values, two prefix sums; g_j(v) = T_j + 2 C_j(v) - v S_j, :func:`mac_word_tables`),
-     and one bound table OT
+     g_j(v) = sum_i chi_i |x_ij - v| mod p (exact per 22-bit limb of chi: histograms over the
+     column's values, two prefix sums, g_j(v) = T_j + 2 C_j(v) - v S_j; the limbs folded mod p,
+     :func:`mac_word_tables`), and one bound table OT
      per feature on step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the
-     committed q'_j) whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod 2^128), K_j
-     fresh. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j), never another
-     entry. 2^B x 16 bytes per feature, independent of N.
-  6. Check: the client sends MW = sum_i chi_i M_u,i - sum_j W_j(q'_j); the server accepts iff
-        MW = sum_i chi_i K_u,i - sum_j K_j + (sum_i chi_i rho_i) Delta      (mod 2^128),
+     committed q'_j) whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod p), K_j
+     fresh uniform in F_p. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j),
+     never another entry. 2^B x 8 bytes per feature (16 with the Z_2^128 MACs before protocol 31),
+     independent of N.
+  6. Check: the client sends MW = sum_i chi_i M_u,i - sum_j W_j(q'_j) (8 bytes); the server accepts iff
+        MW = sum_i chi_i K_u,i - sum_j K_j + (sum_i chi_i rho_i) Delta      (mod p),
      i.e. iff Z = sum_i chi_i (u_i - rho_i) - sum_j g_j(q'_j) = sum_i chi_i (u_i - L_i(q') - rho_i)
-     is 0, with the client holding only a MAC on Z. On failure the session ends here (logged as
+     is 0 mod p, with the client holding only a MAC on Z. On failure the session ends here (logged as
      ``MacCheckError``, counted against the client), before anything that depends on u leaves
      the server.
   7.-11. Steps 10-14 of the Gaussian protocol (:func:`protocols.krr.gaussian_malicious.
@@ -55,21 +59,37 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 
      output, noise; server-to-client only, nothing left to check) on the low M bits of the committed u, with the Laplacian's constant pp.c
      (t = c L', L' = L >> s).
 
-Soundness of step 6: let e_i = u_i - L_i(q') - rho_i (integers, |e_i| < 2^64, fixed before chi
-is drawn) and e = sum_i chi_i e_i (mod 2^128). If some e_j != 0 (v(e_j) <= 63), then (a) e = 0
-needs chi_j fixed modulo 2^(128 - v(e_j)) >= 2^65: probability <= 2^-64; (b) otherwise the client
-must add e Delta (mod 2^128) to its honest MAC, and e Delta is determined by Delta modulo
-2^(128 - v(e)), which is uniform to the client (its view -- OT outputs, MACs under fresh keys,
-MAC words under fresh K_j -- is independent of Delta): probability 2^-min(64, 128 - v(e)); and
-Pr[v(e) >= v] <= 2^-(v - 63), so sum_v Pr[v(e) = v] 2^-(128 - v) <= 64 * 2^-65. In all
-Pr[pass with some e_j != 0] <= 2^-58. So a passing session has u_i = L_i(q') + rho_i exactly
-for every i, with q' the query fixed by step 1's choice bits; from there the Gaussian protocol's
-argument (docs/malicious.md, steps 10-13) gives F(q').
+Soundness of step 6 (mod p, p = 2^64 - 59 > 2^63): let e_i = u_i - L_i(q') - rho_i. These are
+integers fixed before chi is drawn (u by step 4's commitment, q' by step 1's choice bits, rho by the
+server), and |e_i| < 2^64: the committed u_i is in [0, 2^64) (64 choice bits) and, for the true
+distance L_i < 2^(M-1), L_i + rho_i is in [0, 2^64 - 2^(M-1)). The check tests
+e = sum_i chi_i e_i = 0 (mod p), so the client may pass with some e_i != 0 in three ways only:
+(a) e_i != 0 but e_i = 0 (mod p): as 2p > 2^64 > |e_i|, that is e_i = +-p. e_i = -p needs
+L_i + rho_i >= p = 2^64 - 59, impossible for M >= 7 (L_i + rho_i < 2^64 - 2^(M-1)); e_i = +p
+needs u_i = L_i + rho_i + p < 2^64, i.e. L_i + rho_i < 59, which happens with probability
+<= 59 / (2^64 - 2^M) < 2^-58 per point over the server's rho (uniform, independent of L_i(q'));
+the client sees it (u_i < 59) and may then commit u_i + p: N 2^-58 per session (2^-44 at
+N = 2^14; far below step 3's hiding term N 2^(M-64), 2^-25 there at M = 25);
+(b) some e_j != 0 (mod p) and e = 0 (mod p): chi_j is uniform in F_p and independent of the
+e_i, so probability 1/p < 2^-63;
+(c) e != 0 (mod p) and the MAC forged: the client must send its honest MW minus e Delta, i.e.
+know e Delta for a known nonzero e, i.e. Delta: its view -- step 4's outputs P_c + c tau with tau
+one-time padded by the unchosen pad's residue (within 2^-64 of uniform per bit: 64 N 2^-64 over a
+session), MAC words under fresh K_j, chi -- is independent of Delta up to that distance:
+probability <= 1/p + 64 N 2^-64.
+In all Pr[pass with some e_i != 0] <= N 2^-58 + 2^-62 + 64 N 2^-64 (< 2^-43 at N = 2^14; the
+check over Z_2^128 before protocol 31 gave 2^-58 at twice the words). So outside the (a) event a passing
+session has u_i = L_i(q') + rho_i exactly for every i, with q' the query fixed by step 1's choice
+bits; from there the Gaussian protocol's argument (docs/malicious.md, steps 10-13) gives F(q').
+In the (a) event the tail reads u_i + p's low M bits, L_i + rho_i - 59 (mod 2^M), for that point:
+a distance off by 59 units at one point whose mask happened to be below 59, probability < 2^-58
+per point (tests/.../test_laplacian_malicious.py::test_u_plus_p_passes_only_in_the_edge_case_rho_below_59
+forces it).
 
 Hiding: the client sees OT outputs of the chain (masked as in the semi-honest protocol: its
 view there is simulatable whatever choices it makes, laplacian.py's docstring), c (L_S plus a
 mask uniform on all but 2^M of the 2^64 values: statistically hidden whatever the client made
-L_S), chi (random), W_j(q'_j) (uniform: K_j), then the Gaussian
+L_S), chi (random), W_j(q'_j) (uniform in F_p: K_j), then the Gaussian
 tail's messages. The server sees OT-extension messages and MW (its own sum for an honest client).
 
 **The chain on silent OT (protocol 27; protocols.ot.ferret).** One engine per direction:
@@ -132,14 +152,14 @@ from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.expsum import encode_weights
 from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MALICIOUS_MAX_X_BITS, PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import u128
+from protocols.mpc import fp64
 from protocols.mpc.context import PartyContext
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
 #: ring of the chain's shares and of the committed u (u = L + rho without wrap-around)
 RING = 64
-#: widest encoded entry whose per-feature MAC-word table (2^B x 16 bytes) this protocol sends
+#: widest encoded entry whose per-feature MAC-word table (2^B x 8 bytes) this protocol sends
 MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
 #: entries of the MAC-word tables built and sent per block of features
 _TABLE_ENTRIES = 1 << 20
@@ -154,7 +174,7 @@ def check_params(pp: PublicParams) -> None:
     Laplacian plan: the shared tail's plan, entries of at most MAX_X_BITS bits, a 63-bit mask."""
     if pp.x_bits > MAX_X_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol serves entries of at most {MAX_X_BITS} bits "
-                            f"(its check sends 2^x_bits x 16 bytes per feature), this model's have {pp.x_bits}: "
+                            f"(its check sends 2^x_bits x 8 bytes per feature), this model's have {pp.x_bits}: "
                             "train on a coarser grid or serve it with --security semi-honest")
     if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
@@ -185,34 +205,41 @@ def draw_mask(rng, n: int, M: int) -> np.ndarray:
     return (hi << U64(M)) | rng.random_below(n, M)
 
 
-def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: au.U128) -> au.U128:
-    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod 2^128) for the features of ``XT`` (d', N)
-    and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) limb pairs.
+def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: np.ndarray) -> np.ndarray:
+    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod p, p = 2^64 - 59) for the features of ``XT``
+    (d', N) and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) uint64.
 
     g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
     g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
-    Exact: chi is split into three 22-bit limbs; per limb the per-value weight (< N 2^22 <= 2^44,
-    exact in float64's bincount), A (< 2^44) and C (< 2^(44 + B) <= 2^60) are exact in uint64 for
-    N <= 2^22 and B <= 16; the limbs are recombined mod 2^128 (numpy-vectorised: no per-v loop)."""
+    Exact: chi (< 2^64) is split into three 22-bit limbs c_l; per limb the per-value weight
+    (< N 2^22 <= 2^44, exact in float64's bincount), A (< 2^44), C (< 2^(44 + B) <= 2^60) and the
+    limb's own g_l(v) = sum_i c_l,i |x_ij - v| < 2^60 are exact in uint64 for N <= 2^22 and B <= 16
+    (g_l's formula wraps mod 2^64 on the way, its value does not); then
+    g = sum_l 2^(22 l) g_l (< 2^124, exact as a limb pair), reduced mod p once, and one multiply by
+    Delta mod p (numpy-vectorised: no per-v loop)."""
     d, N = XT.shape
     V = 1 << x_bits
     idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
-    zero = np.zeros((d, V), dtype=U64)
-    C = (zero, zero)
-    S = (np.zeros(d, U64), np.zeros(d, U64))
-    for limb in range(3):
-        c = ((chi >> U64(22 * limb)) & U64((1 << 22) - 1)).astype(np.float64)
-        a = np.bincount(idx, weights=np.broadcast_to(c[None, :], (d, N)).ravel(), minlength=d * V)
-        A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
-        Cl = np.zeros((d, V), dtype=U64)
-        np.cumsum(A[:, :-1], axis=1, dtype=U64, out=Cl[:, 1:])
-        C = u128.add(C, u128.shl((zero, Cl), 22 * limb))
-        S = u128.add(S, u128.shl((np.zeros(d, U64), A[:, -1].copy()), 22 * limb))
-    T = u128.total(u128.mul64(XT, chi[None, :]), axis=1)  # g_j(0)
     vals = np.arange(V, dtype=U64)[None, :]
-    g = u128.sub(u128.add(u128.shl(C, 1), (T[0][:, None], T[1][:, None])),
-                 u128.mul_small((S[0][:, None], S[1][:, None]), vals))
-    return u128.add(u128.mul_small(g, delta), (K[0][:, None], K[1][:, None]))
+    XTu = XT.astype(U64)
+    hi = lo = None  # g = sum_l 2^(22 l) g_l < 2^124, accumulated exactly as (hi, lo), reduced once
+    for limb in range(3):
+        cu = (chi >> U64(22 * limb)) & U64((1 << 22) - 1)
+        a = np.bincount(idx, weights=np.broadcast_to(cu.astype(np.float64)[None, :], (d, N)).ravel(),
+                        minlength=d * V)
+        A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
+        gl = np.zeros((d, V), dtype=U64)
+        np.cumsum(A[:, :-1], axis=1, dtype=U64, out=gl[:, 1:])  # C_l(v)
+        T = (XTu * cu[None, :]).sum(axis=1, dtype=U64)  # g_l(0) < N 2^(22 + B) <= 2^60
+        gl = (gl << U64(1)) + T[:, None] - vals * A[:, -1:]
+        if limb == 0:
+            hi, lo = np.zeros_like(gl), gl
+        else:
+            sh = 22 * limb
+            part = gl << U64(sh)
+            lo = lo + part
+            hi = hi + (gl >> U64(64 - sh)) + (lo < part).astype(U64)
+    return fp64.add(fp64.mul(fp64.reduce128(hi, lo), delta), K[:, None])
 
 
 def _feature_blocks(d: int, x_bits: int):
@@ -232,9 +259,9 @@ def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
     return l_c + c
 
 
-def client_check_mac(u_mac: au.U128, chi: np.ndarray, words: au.U128) -> int:
-    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod 2^128)."""
-    return (u128.total(u128.mul_small(u_mac, chi), axis=None) - u128.total(words, axis=None)) % u128.MOD
+def client_check_mac(u_mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int:
+    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod p)."""
+    return int(fp64.sub(fp64.total(fp64.mul(u_mac, chi)), fp64.total(words)))
 
 
 def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
@@ -250,8 +277,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
-        # 1. Delta; the query's bits as choice bits of d B random OTs (checked extension)
-        delta = au.new_delta(party)
+        # 1. Delta (in F_p, p = 2^64 - 59); the query's bits as choice bits of d B random OTs (checked extension)
+        delta = au.new_delta_p64(party)
         m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
         # 2. the L1 chain, shares mod 2^64
@@ -259,19 +286,19 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
         rho = draw_mask(party.rng, N, M)
         party.ch.send_array(l_s + rho)
-        # 4. u committed, 64 bits per point
-        ku = au.commit(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
+        # 4. u committed, 64 bits per point, MACs mod p
+        ku = au.commit_p64(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
         # 5. chi after every commitment; MAC words of g_j on the committed q'_j
-        chi = party.rng.random_u64(N)
+        chi = fp64.uniform(party.rng, N)
         party.ch.send_array(chi)
-        K = (party.rng.random_u64(d), party.rng.random_u64(d))
+        K = fp64.uniform(party.rng, d)
         for j0, j1 in _feature_blocks(d, xb):
-            W = mac_word_tables(XT[j0:j1], chi, xb, delta, (K[0][j0:j1], K[1][j0:j1]))
-            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=np.stack(W, axis=-1))
+            W = mac_word_tables(XT[j0:j1], chi, xb, delta, K[j0:j1])
+            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=W[:, :, None])
         # 6. the check, before anything that depends on u leaves the server
-        got = u128.to_int(u128.from_bytes16(party.ch.recv_array(np.uint8, (1, 16))))[0]
-        want = (u128.total(u128.mul_small(ku.key, chi), axis=None) - u128.total(K, axis=None)
-                + u128.total(u128.mul64(chi, rho), axis=None) * int(delta)) % u128.MOD
+        got = int(party.ch.recv_array(np.dtype("<u8"), (1,))[0])
+        want = int(fp64.add(fp64.sub(fp64.total(fp64.mul(chi, ku.key)), fp64.total(K)),
+                            fp64.mul(fp64.total(fp64.mul(chi, rho)), delta)))
         if got != want:
             raise ChainCheckError("the client's masked L1 distances failed their check: session aborted")
         # 7.-11. the Gaussian protocol's steps 10-14 on the low M bits of the checked u
@@ -288,15 +315,15 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     # 3. u = L + rho
     u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
     # 4. commit u
-    cu = au.commit(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
+    cu = au.commit_p64(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
     # 5. chi; the MAC words at the committed q'_j
     chi = party.ch.recv_array(dtype=U64, shape=(N,))
-    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=2)
+    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1)
            for j0, j1 in _feature_blocks(d, xb)]
-    words = np.concatenate(got)
-    # 6. the combined MAC
-    mw = client_check_mac(cu.mac, chi, (words[:, 0].copy(), words[:, 1].copy()))
-    party.ch.send_array(u128.to_bytes(u128.from_int(mw, (1,))))
+    words = np.concatenate(got)[:, 0]
+    # 6. the combined MAC (8 bytes: a residue mod p; a client's word >= 2^64 cannot be sent)
+    mw = client_check_mac(cu.mac, chi, words)
+    party.ch.send_array(np.array([mw % (1 << 64)], dtype="<u8"))
     party.ch.flush()
     # 7.-11.
     return gaussian_malicious.kernel_output(party, pp, u=cu.values & low, u_pads=cu.pads, lam=lam)

@@ -13,6 +13,8 @@ def test_steps_add_up_and_the_output_is_exact(engine):
     steps = r["steps"]
     assert sum(v["bytes"] for v in steps.values()) == r["session"]["bytes"]
     assert steps["3, 6 (c, chi, check word)"]["bytes"] > 0
-    # step 5: one bound table of 2^15 16-byte MAC words per feature, whatever N
-    assert steps["5 MAC-word tables"]["bytes"] >= 12 * (1 << 15) * 16
+    # step 5: one bound table of 2^15 8-byte MAC words (mod p = 2^64 - 59, protocol 31) per feature, whatever N
+    assert 12 * (1 << 15) * 8 <= steps["5 MAC-word tables"]["bytes"] < 12 * (1 << 15) * 8 + 4096
+    # step 4: 64 bits per point, one random OT and one 8-byte correction each (plus the OT extension's bytes)
+    assert steps["4 commit u"]["bytes"] >= 64 * 64 * 8
     assert r["digits"] == ([3, 3, 3, 3, 3] if engine == "silent" else [5, 5, 5])

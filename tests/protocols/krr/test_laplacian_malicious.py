@@ -12,7 +12,7 @@ import pytest
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel, gaussian_malicious, laplacian
 from protocols.krr import laplacian_malicious as lm
-from protocols.mpc import u128
+from protocols.mpc import fp64
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
 from protocols.ot.iknp import OTExtensionSender
@@ -25,6 +25,7 @@ from tests.protocols.krr.deviations import PartyPatch as _Patch, bit_flipping_se
 from tests.protocols.krr.deviations import patch_on_this_thread as _client_patch
 
 U64 = np.uint64
+P = fp64.P
 
 
 def _case(N=24, d=6, seed=0, offset=-321.0, engine="softspoken"):
@@ -248,20 +249,22 @@ def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts
 
 @pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
 def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
-    """Exact mod 2^128 against Python integers, also with every chi_i = 2^64 - 1 and 16-bit entries
-    (the limbs' widest sums)."""
+    """Exact mod p = 2^64 - 59 against Python integers, at every v, also with every chi_i = p - 1,
+    Delta = p - 1 and 16-bit entries (the limbs' widest sums)."""
     rng = np.random.default_rng(1)
     XT = rng.integers(0, 1 << bits, (3, 50)).astype(U64)
     XT[0, :5] = (1 << bits) - 1
-    chi = (np.full(50, 2**64 - 1, dtype=U64) if extreme
-           else rng.integers(0, 1 << 63, 50, dtype=np.uint64) * U64(2) + U64(1))
-    delta, K = U64(0xDEADBEEF12345677), (np.array([1, 2, 3], U64), np.array([4, 5, 2**64 - 1], U64))
+    XT[1, :5] = 0
+    chi = (np.full(50, P - 1, dtype=U64) if extreme else rng.integers(0, P, 50, dtype=np.uint64))
+    delta = U64(P - 1) if extreme else U64(0xDEADBEEF12345677)
+    K = np.array([1, 2, P - 1], U64)
     W = lm.mac_word_tables(XT, chi, bits, delta, K)
+    assert W.shape == (3, 1 << bits) and W.dtype == U64
     for j in range(3):
-        for v in (0, 17, (1 << bits) - 1, int(XT[j, 7])):
-            g = sum(int(c) * abs(int(x) - v) for c, x in zip(chi, XT[j]))
-            want = ((int(K[0][j]) << 64) + int(K[1][j]) + g * int(delta)) % u128.MOD
-            assert u128.to_int((W[0][j, v:v + 1], W[1][j, v:v + 1]))[0] == want
+        vs = np.arange(1 << bits)
+        g = (np.abs(XT[j].astype(object)[None, :] - vs.astype(object)[:, None]) * chi.astype(object)[None, :]).sum(1)
+        want = [(int(K[j]) + int(x) * int(delta)) % P for x in g]
+        assert W[j].tolist() == want
 
 
 @pytest.mark.parametrize("err", [1, (1 << 63), "high"])
@@ -276,6 +279,48 @@ def test_u_off_at_one_point_aborts(err):
         u[5] += e
         return u
     _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_u_shifted_by_p_aborts(sign):
+    """Protocol 31 (the check is mod p = 2^64 - 59): u_i + p is u_i's residue, but the commitment
+    holds 64 bits, so u_i + p (mod 2^64) = u_i - 59 and u_i - p (mod 2^64) = u_i + 59: both abort.
+    The integer u_i + p fits 64 bits only when u_i < 59, i.e. L_i + rho_i < 59 (the edge case below)."""
+    model, pp, XT, q = _case()
+    seen = {}
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        seen["u5"] = int(u[5])
+        u[5] = u[5] + U64(P) if sign > 0 else u[5] - U64(P)
+        return u
+    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
+    assert 59 <= seen["u5"] < P  # the ordinary case: neither u_5 + p nor u_5 - p is below 2^64 and >= 0
+
+
+def test_u_plus_p_passes_only_in_the_edge_case_rho_below_59():
+    """The soundness bound's one mod-p term, pinned: when L_i + rho_i < 59 (here forced: the query is
+    x_5, so L_5 = 0, and the server's rho_5 = 0; for a uniform rho it happens with probability
+    59 / (2^64 - 2^M) < 2^-58 per point) the client can commit u_i + p < 2^64, the same residue, and
+    pass step 6 with a wrong u (the tail then reads 2^M - 59 as point 5's masked distance)."""
+    model, pp, XT, _ = _case()
+    q = XT[:, 5].copy()
+
+    def no_mask_at_5(orig, rng, n, M):
+        rho = orig(rng, n, M)
+        rho[5] = U64(0)
+        return rho
+
+    def masked(orig, l_c, c):
+        u = orig(l_c, c)
+        assert int(u[5]) == 0
+        u[5] += U64(P)
+        return u
+    server_patch = _Patch(lm, "draw_mask", no_mask_at_5, server=True)
+    rec, y = _run(model, pp, XT, q, (server_patch, _Patch(lm, "client_masked", masked)))
+    assert int(rec["rho"][5]) == 0 and not _ideal(model, pp, XT, q, rec, y)
+    # with rho_5 = 0 and an honest client the session is the ideal one
+    assert _ideal(model, pp, XT, q, *_run(model, pp, XT, q, (_Patch(lm, "draw_mask", no_mask_at_5, server=True),)))
 
 
 def test_another_query_in_the_chain_than_committed_aborts():
@@ -351,9 +396,16 @@ def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
 
 
 def test_forged_mac_word_aborts():
+    """The combined MAC off by 1, 2^32, p - 1 (= -1 mod p), or sent unreduced (+ p, the same residue
+    as 8 bytes >= p where it fits): every one aborts."""
     model, pp, XT, q = _case()
-    for shift in (1, 1 << 64, 1 << 127):
-        _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", lambda orig, *a: (orig(*a) + shift) % u128.MOD))
+    for shift in (1, 1 << 32, P - 1):
+        _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", lambda orig, *a: (orig(*a) + shift) % P))
+
+    def unreduced(orig, *a):
+        mw = orig(*a)
+        return mw + P if mw < 59 else (1 << 64) - 1  # a word >= p: never a residue the server computes
+    _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", unreduced))
 
 
 @pytest.mark.parametrize("engine", ["softspoken", "silent"])
@@ -494,7 +546,7 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     # the next (honest) session from the same client is served
     preds, _ = predict(srv.address, Q[:1])
     np.testing.assert_allclose(preds, plain[:1], atol=1e-3)
-    _client_patch(monkeypatch, lm, "client_check_mac", lambda orig, *a: (orig(*a) + 1) % u128.MOD)
+    _client_patch(monkeypatch, lm, "client_check_mac", lambda orig, *a: (orig(*a) + 1) % P)
     with pytest.raises(SecureMLError):
         predict(srv.address, Q[:1])
     monkeypatch.undo()

@@ -42,8 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 30 (30: the version in the hello only -- ot_round_bits travels only when set;
-#: 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
+#: pinned at PROTOCOL_VERSION 31 (31: the client-malicious Laplacian check's MACs mod p = 2^64 - 59 (8-byte
+#: words in steps 4-6) -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 30: the version in the hello only -- ot_round_bits
+#: travels only when set; 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
 #: of each chain table, 1-bit chain digits, the Gaussian's u commitment and q's correlation words trimmed to their
 #: check ring -- "krr-gaussian/client-malicious" and the client-malicious Laplacian pins re-pinned; 28: silent OT's
 #: Half-Tree single-point COTs and the Laplacian product (i) on reserved COTs -- "krr-laplacian/silent" 427,447 B in
@@ -76,17 +77,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "20e45357ec180ab210d8ced7153e0f815746df18b1851b7f7c9ca0796e1cbf10"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "fbce8b369c1aaef49a00257f64343013bd305b00b33d315c3648212cad04ec80"),
-    "krr-laplacian": (96, 74839, "ce773e84d070e48491b865c888125072655adc3d84b3fea24029f797870e3ce5"),
-    "krr-laplacian/silent": (122, 427447, "2f8342a0f41063d3399bb4df9799c67e652ed5823d54ac1de121d43b11a67600"),
-    "krr-gaussian/client-malicious": (460, 9212975, "4c7204a755706314462151d465825e8a7f65ec7a26046cd275bf7151ac1d834c"),
-    "krr-laplacian/client-malicious": (176, 118845, "474ed96024966027953878c22073086638eee128bbe711028e338a3713409c7c"),
-    "krr-laplacian/client-malicious/silent": (195, 466601, "4540b866fad2b81649b003958b498388787a8b3e6c9e604c093969781d9ff72d"),
+    "krr-gaussian": (66, 1564455, "1e0a70b87a3fb31783dd2bde6166c3567a431dfc7b5b62509a942a42c207c26f"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "2e8d84acbf32c1e88dffab8f5c4c1cbddbffd6f0b72c143d14c3258e94dd7823"),
+    "krr-laplacian": (96, 74839, "09b20d409845246d9255ff717389899455980886ccfd5851b2a087b5b4323560"),
+    "krr-laplacian/silent": (122, 427447, "947abebc6227b12ded5cbc97395457998987b04ab42c59be40b56f57bb16de40"),
+    "krr-gaussian/client-malicious": (460, 9212975, "2fe162af2c18bc4cf94facf23213f68618d5c485fb89f351486c518964b3cf4f"),
+    "krr-laplacian/client-malicious": (176, 96253, "950f89dc3a616e5db9a2883af71354ec1a5b97348592beb5403aafcb7dce444d"),
+    "krr-laplacian/client-malicious/silent": (195, 444009, "24f142523b433333c4d073a7f8a63fddd5d8b9f46a3652a50f6cb784c6525b3d"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 30
+PINNED_VERSION = 31
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
