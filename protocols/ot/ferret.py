@@ -454,7 +454,6 @@ class _FerretState:
         self._buf_off = 0
         self._buf_size = 0
         self._iter = 0  # iterations run (GGM tweaks)
-        self._spcot_ctr = 0  # base COTs hashed by the single-point COTs (TCCR tweaks)
         self.iterations = 0
         self.silent_bytes_sent = 0  # traffic of set-up and iterations (for the benchmarks)
 
@@ -463,7 +462,6 @@ class _FerretState:
 
     def _keys(self, digest: bytes) -> None:
         self._ggm_aes = FixedKeyAES(derive_key(b"secureml-fe-ggm", digest))
-        self._hash_aes = FixedKeyAES(derive_key(b"secureml-fe-spcot", digest))
         self._code_seed = derive_key(b"secureml-fe-lpn", digest)
         self._codes: dict[LPNParams, LocalLinearCode] = {}
 
@@ -548,9 +546,8 @@ class _FerretState:
         self._code(p).mul_xor(self._secret, i0 * width, rows)  # I4
         self._tree = i1
         self.ots_extended += rows.shape[0]
-        if i1 == p.t:  # the iteration is complete: fresh GGM / hash tweaks from here on
+        if i1 == p.t:  # the iteration is complete: fresh GGM tweaks from here on
             self._iter += 1
-            self._spcot_ctr += p.t * p.h
             self.iterations += 1
         return rows, i0 * width
 
