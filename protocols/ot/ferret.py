@@ -590,10 +590,11 @@ class _FerretState:
         self._cur = self.params
         self._tree = self.params.t  # "previous iteration done": _advance starts one on the base
 
-    # the chosen-choice path of OTExtension*: checked mode is sound only on a checked S1
+    # the chosen-choice path of OTExtension*: checked mode is sound only on a checked S1 (the setter
+    # refuses the switch after set-up; this guards engines whose flag was set around it)
     def _no_checked(self) -> None:
         if self.checked and not self._s1_checked:
-            raise NotImplementedError("checked mode on a silent-OT engine whose S1 ran unchecked")
+            raise ValueError("checked OTs asked of a silent-OT engine whose S1 ran on the unchecked extension")
 
 
 class FerretSender(_FerretState, OTExtensionSender):

@@ -452,3 +452,14 @@ def test_reserved_cots_on_an_iknp_engine_are_chosen_at_random():
                     lambda: r.cot_recv_reserved(handle_r, bits=24))
     np.testing.assert_array_equal(got, (x0 + c.astype(U64) * delta) & U64((1 << 24) - 1))
     assert 0.4 < c.mean() < 0.6
+
+
+def test_checked_ots_refused_on_an_engine_set_up_unchecked():
+    """Checked mode needs a checked S1: an engine set up unchecked refuses the switch, and one whose
+    flag was forced past the setter refuses every chosen-choice OT."""
+    s, r, _, _ = _pair(seed=71)
+    with pytest.raises(ValueError, match="before its set-up"):
+        r.checked = True
+    r._checked = True
+    with pytest.raises(ValueError, match="S1 ran on the unchecked extension"):
+        r._no_checked()
