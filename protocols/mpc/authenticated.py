@@ -188,6 +188,16 @@ def vole_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, bits: 
     return out
 
 
+def _committed_values(values: np.ndarray | None, n: int, bits: int) -> np.ndarray:
+    """The client's n values to commit, as uint64, refused if any is wider than ``bits``."""
+    v = np.ascontiguousarray(values, dtype=U64).ravel()
+    if v.shape[0] != n:
+        raise ValueError("values must have n entries")
+    if bits < 64 and v.size and int(v.max()) >> bits:
+        raise ValueError("values wider than advertised")
+    return v
+
+
 def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
     """(n,) uint64 -> (n, bits) uint8, least significant first."""
     return ((values[:, None] >> np.arange(bits, dtype=U64)[None, :]) & U64(1)).astype(np.uint8)
@@ -300,11 +310,7 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
     E = n_extra if client else (0 if extra is None else extra[0].shape[1])
     words = 1 + E
     if client:
-        v = np.ascontiguousarray(values, dtype=U64).ravel()
-        if v.shape[0] != n:
-            raise ValueError("values must have n entries")
-        if bits < 64 and v.size and int(v.max()) >> bits:
-            raise ValueError("values wider than advertised")
+        v = _committed_values(values, n, bits)
         kept: list = []
         out = cot128(party, chooser, n=n * bits, words=words, choices=_bits_of(v, bits).ravel(), keep_pads=kept,
                      keep=keep)
@@ -370,11 +376,7 @@ def commit_p64(party: PartyContext, chooser: int, *, n: int, bits: int, values: 
     client = party.role == chooser
     pow2 = (U64(1) << np.arange(bits, dtype=U64))[None, :]  # 2^b < p for b <= 63
     if client:
-        v = np.ascontiguousarray(values, dtype=U64).ravel()
-        if v.shape[0] != n:
-            raise ValueError("values must have n entries")
-        if bits < 64 and v.size and int(v.max()) >> bits:
-            raise ValueError("values wider than advertised")
+        v = _committed_values(values, n, bits)
         c = _bits_of(v, bits).ravel()
         mc = party.ot_receiver.random_ot(c)
         P = fp64.from_wide(_expand(mc, 1, _P64_DOMAIN))[:, 0]
