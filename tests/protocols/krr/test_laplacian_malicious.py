@@ -126,11 +126,11 @@ def test_silent_honest_output_is_f_of_q_bit_exact():
     assert laplacian.digit_levels(pp.x_bits, "silent") != laplacian.digit_levels(pp.x_bits, "softspoken")
 
 
-def _deviating_ferret_sender(what):
-    """The client as Ferret sender (the server chooses): corrupt, in every iteration message (Half-Tree,
-    protocol 28: one masked level sum per level and tree), the top level's sum ("level"), the last
-    level's high word ("c": the leaves' level, where c_i travelled before 28), or bit 0 of every level
-    sum ("c_bit0": the receiver's noise bit is its own, whatever the sums' bit 0)."""
+def _corrupting_spcot(what):
+    """FerretSender._spcot(orig, self, base, tree0, h) that corrupts, in every iteration message
+    (Half-Tree, protocol 28: one masked level sum per level and tree), the top level's sum ("level"),
+    the last level's high word ("c": the leaves' level, where c_i travelled before 28), or bit 0 of
+    every level sum ("c_bit0": the receiver's noise bit is its own, whatever the sums' bit 0)."""
     def spcot(orig, self, base, tree0, h):
         send = self.ch.send_array
 
@@ -148,7 +148,12 @@ def _deviating_ferret_sender(what):
             return orig(self, base, tree0, h)
         finally:
             self.ch.send_array = send
-    return _Patch(ferret.FerretSender, "_spcot", spcot)
+    return spcot
+
+
+def _deviating_ferret_sender(what):
+    """The client as Ferret sender (the server chooses), corrupting as :func:`_corrupting_spcot`."""
+    return _Patch(ferret.FerretSender, "_spcot", _corrupting_spcot(what))
 
 
 @pytest.mark.parametrize("what", ["level", "correction"])
@@ -578,21 +583,12 @@ def test_tcp_silent_ot_session_and_a_deviating_ferret_sender(monkeypatch):
         orig = ferret.FerretSender._spcot
         client = threading.current_thread()
 
+        spcot = _corrupting_spcot("level")
+
         def corrupt(self, base, tree0, h):
             if threading.current_thread() is not client:
                 return orig(self, base, tree0, h)
-            send = self.ch.send_array
-
-            def patched(msg, owned=False):
-                msg = msg.copy()
-                msg[:, 0] ^= U64(1 << 17)
-                msg[:, 2] ^= U64(1 << 17)
-                return send(msg, owned=True)
-            self.ch.send_array = patched
-            try:
-                return orig(self, base, tree0, h)
-            finally:
-                self.ch.send_array = send
+            return spcot(orig, self, base, tree0, h)
         monkeypatch.setattr(ferret.FerretSender, "_spcot", corrupt)
         with pytest.raises(SecureMLError):
             predict(srv.address, Q, retries=0)
