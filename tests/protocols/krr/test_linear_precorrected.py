@@ -84,8 +84,17 @@ def test_precorrected_any_d_is_one_query(pre, monkeypatch):
     first = _start(srv, mm, mols)
     pp, out_bits = first[1], first[2].extra["out_bits"]
     enc = _enc(mm, pp, mols)
-    k, n = enc.shape
     i, a, j = 5, 1, 7  # query-major: row, then bit, then feature
+    preds, cost, enc2 = _with_a_flipped_bit(monkeypatch, srv, mm, mols, pp, enc, a, i, j)
+    assert cost.extra["ot_pool_used"]
+    np.testing.assert_array_equal(preds, _ideal(mm, pp, enc2, out_bits))
+    assert not np.array_equal(preds, _ideal(mm, pp, enc, out_bits))
+
+
+def _with_a_flipped_bit(monkeypatch, srv, mm, mols, pp, enc, a, i, j):
+    """A session whose client flips the derandomisation bit of query a's bit i of feature j
+    (query-major: row, then bit, then feature); returns (predictions, cost, the query it selects)."""
+    n = enc.shape[1]
     real = ot_pool.spend_recv
 
     def flipped(ch, pool, b):
@@ -96,11 +105,9 @@ def test_precorrected_any_d_is_one_query(pre, monkeypatch):
     monkeypatch.setattr(gilboa, "spend_recv", flipped)
     preds, _, cost = _public(srv, mm, mols)
     monkeypatch.undo()
-    assert cost.extra["ot_pool_used"]
     enc2 = enc.copy()
     enc2[a, j] ^= U64(1 << i)
-    np.testing.assert_array_equal(preds, _ideal(mm, pp, enc2, out_bits))
-    assert not np.array_equal(preds, _ideal(mm, pp, enc, out_bits))
+    return preds, cost, enc2
 
 
 def _client_pool(monkeypatch, hook):
@@ -282,17 +289,6 @@ def test_rounded_precorrected_sessions(pre_rounded, monkeypatch):
     assert 0 < np.abs(errs).max() < bound
     w, _, _ = lin.linear_parts(mm)
     j, i, a = int(np.argmax(np.abs(w))), pp.x_bits - 1, 0
-    real = ot_pool.spend_recv
-
-    def flipped(ch, pool, b):
-        b = np.asarray(b, dtype=np.uint8).copy()
-        b[a * pp.x_bits * n + i * n + j] ^= 1
-        return real(ch, pool, b)
-
-    monkeypatch.setattr(gilboa, "spend_recv", flipped)
-    preds, _, _ = _public(srv, mm, mols)
-    monkeypatch.undo()
-    enc2 = enc.copy()
-    enc2[a, j] ^= U64(1 << i)
+    preds, _, enc2 = _with_a_flipped_bit(monkeypatch, srv, mm, mols, pp, enc, a, i, j)
     assert np.abs(preds - _ideal(mm, pp, enc2, out_bits)).max() < bound
     assert np.abs(preds - ref).max() > 10 * bound
