@@ -145,10 +145,23 @@ def measure(N: int, d: int, seed: int = 0, profile_dir: str | None = None,
     srv = listen()
     ctx = mp.get_context("fork")
     q = ctx.Queue()
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
     procs = [ctx.Process(target=_party, args=(r, srv, N, d, seed, q, profile_dir, digits)) for r in (0, 1)]
     for pr in procs:
         pr.start()
-    got = dict((r, (log, L)) for r, log, L in (q.get(timeout=900) for _ in range(2)))
+    got = {}
+    deadline = time.monotonic() + 900
+    while len(got) < 2:  # poll, so that a party that died (an exception in it) ends the run at once
+        try:
+            r, log, L = q.get(timeout=1.0)
+            got[r] = (log, L)
+        except Exception:  # queue.Empty
+            dead = [pr.exitcode for pr in procs if pr.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for pr in procs:
+                    pr.kill()
+                raise RuntimeError(f"a party process failed (exit codes {[pr.exitcode for pr in procs]})")
     for pr in procs:
         pr.join(60)
     srv.close()

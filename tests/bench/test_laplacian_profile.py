@@ -18,3 +18,21 @@ def test_profile_rows_cover_the_steps_and_add_up():
     assert by[("client", "products_cot")]["calls"] == by[("server", "products_cot")]["calls"] == 3
     # the server sends the column tables, the client only its choice messages there
     assert by[("server", "column_ot")]["sent_MB"] > by[("client", "column_ot")]["sent_MB"]
+
+
+def test_profile_dumps_into_a_new_folder_and_a_dead_party_ends_the_run(tmp_path, monkeypatch):
+    """--cprofile names a folder that need not exist (a party that failed to write its dump used
+    to leave the parent waiting 15 minutes on the result queue)."""
+    import pytest
+
+    from bench import laplacian_profile
+
+    measure(64, 5, profile_dir=str(tmp_path / "new" / "cp"), digits="3+3+3+3+3")
+    assert sorted(p.name for p in (tmp_path / "new" / "cp").iterdir()) == ["party0.prof", "party1.prof"]
+
+    def broken(*a, **kw):
+        raise RuntimeError("party failure")
+
+    monkeypatch.setattr(laplacian_profile, "_party", broken)  # forked children inherit the patch
+    with pytest.raises(RuntimeError, match="a party process failed"):
+        measure(64, 5)
