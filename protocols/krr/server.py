@@ -59,9 +59,11 @@ class AbortCounter:
     only, a client could open ``concurrency`` (x workers) deviating sessions at once, all admitted
     before the first one failed, and collect that many bits past its limit (review finding,
     docs/malicious.md). So a client with k failed checks may run at most limit - k sessions at
-    once (an honest client with none: ``limit`` at once). In-progress sessions are counted per
-    process: with ``workers > 1`` a client can still reach ``workers`` sessions at once -- one
-    per worker -- so the bound is limit + workers - 1."""
+    once (an honest client with none: ``limit`` at once). With a ``store`` the sessions in
+    progress are counted in its file too (``begin_session`` / ``end_session``), so the bound is
+    ``limit`` across every worker process; :func:`serve` gives ``workers > 1`` a store of its own
+    (a temporary ledger file) when none is set. (Before: in-progress sessions were counted per
+    process, and a client could reach limit + workers - 1 failed checks.)"""
 
     def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS, store: Any = None) -> None:
         self.limit = limit
@@ -92,12 +94,30 @@ class AbortCounter:
     def _used_up(self) -> Refused:
         return Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
 
+    @staticmethod
+    def _busy() -> Refused:
+        # "busy", not final: an honest client (several processes behind one address) retries on its
+        # own once a session of its ends
+        return Refused("busy: this client's sessions in progress could use up its remaining failed "
+                       "checks; retry when one ends", code="busy", retry_after=2.0)
+
     @contextmanager
     def session(self, client: str) -> Iterator[None]:
         """Run one session of ``client`` as a possible abort: :class:`Refused` (code ``aborts``,
         final) when its failed checks reach the limit, (code ``busy``, retried by the client) when
         they plus its sessions in progress do. Record a failure
         (:meth:`record`) inside the block, so that the session is never uncounted in between."""
+        if self.store is not None and hasattr(self.store, "begin_session"):
+            verdict = self.store.begin_session(client, self.limit)
+            if verdict == "aborts":
+                raise self._used_up()
+            if verdict == "busy":
+                raise self._busy()
+            try:
+                yield
+            finally:
+                self.store.end_session(client)
+            return
         with self._running_lock:
             running = self._running.get(client, 0)
             if self.limit is not None:
@@ -105,10 +125,7 @@ class AbortCounter:
                 if failed >= self.limit:
                     raise self._used_up()
                 if failed + running >= self.limit:
-                    # "busy", not final: an honest client (several processes behind one address)
-                    # retries on its own once a session of its ends
-                    raise Refused("busy: this client's sessions in progress could use up its remaining failed "
-                                  "checks; retry when one ends", code="busy", retry_after=2.0)
+                    raise self._busy()
             self._running[client] = running + 1
         try:
             yield
@@ -239,6 +256,16 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
                          admit=admit_all, concurrency=concurrency, audit=audit, keep_alive=keep_alive)
         door.serve_forever(srv, stop, max_sessions)
 
+    tmp = None
+    if workers > 1 and aborts.store is None:
+        # the workers are processes: count failed checks and sessions in progress in one file they
+        # all open, so that a client's bound is --max-aborts, not one limit per worker
+        import tempfile
+
+        from secureml.serving.ledger import QueryLedger
+
+        tmp = tempfile.TemporaryDirectory(prefix="secureml-aborts-")
+        aborts.store = QueryLedger(f"{tmp.name}/aborts.sqlite")
     try:
         if workers > 1:
             run_workers(workers, run)
@@ -246,3 +273,5 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
             run()
     finally:
         srv.close()
+        if tmp is not None:
+            tmp.cleanup()

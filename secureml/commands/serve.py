@@ -119,7 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "deviating client's Laplacian session aborts can tell it one bit about the training data; a "
                    "failed OT check one guessed key bit; sessions in progress count as possible aborts, the excess answered "
                    "'busy' and retried); counted per client identity, else IP address (in the "
-                   "--ledger file when --budget or --rate is set, else per worker process); 0: no limit (default 3)")
+                   "--ledger file when --budget or --rate is set, kept across restarts; else in memory, or in a temporary "
+                   "file all --workers share); 0: no limit (default 3)")
     g.add_argument("--ledger", default="secureml-ledger.sqlite",
                    help="SQLite file of per-client query counts (default ./secureml-ledger.sqlite)")
     p.set_defaults(func=run)

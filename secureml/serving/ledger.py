@@ -19,11 +19,14 @@ them). Refusals raise :class:`QueryRefused` with one clear line for the client.
 Interface (what a server needs): ``ledger.admit(client_id, n)`` -- check and charge atomically;
 ``check`` and ``charge`` apart; ``usage(client_id)``; ``record_abort`` / ``aborts``: the count of
 a client's sessions that failed a protocol check (``serve --max-aborts``, protocols.krr.server),
-kept in the same file so that it holds across worker processes and restarts.
+kept in the same file so that it holds across worker processes and restarts;
+``begin_session`` / ``end_session``: a client's sessions in progress, counted in the same file so
+that failed checks plus sessions in progress stay within the limit across all worker processes.
 """
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -42,6 +45,12 @@ CREATE TABLE IF NOT EXISTS clients (
 CREATE TABLE IF NOT EXISTS aborts (
     client_id TEXT PRIMARY KEY,
     failed INTEGER NOT NULL DEFAULT 0      -- sessions that failed a protocol check (serve --max-aborts)
+);
+CREATE TABLE IF NOT EXISTS running (
+    client_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,                  -- the server process running them (rows of dead ones are dropped)
+    n INTEGER NOT NULL,                    -- client-malicious sessions in progress there
+    PRIMARY KEY (client_id, pid)
 );
 """
 
@@ -180,6 +189,52 @@ class QueryLedger:
                 if db is not self._memory:
                     db.close()
 
+    def begin_session(self, client_id: str, limit: int | None) -> str | None:
+        """Admit one more session of ``client_id`` as a possible abort, atomically across processes:
+        None (admitted and counted as in progress, in this process's row), ``"aborts"`` (its failed
+        checks reached ``limit``) or ``"busy"`` (failed checks plus sessions in progress would).
+        Rows of server processes that no longer exist are dropped first (a worker that died
+        mid-session must not hold a client's slots for ever)."""
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute("SELECT pid, n FROM running WHERE client_id = ?", (client_id,)).fetchall()
+                running = 0
+                for pid, n in rows:
+                    if _alive(int(pid)):
+                        running += int(n)
+                    else:
+                        db.execute("DELETE FROM running WHERE client_id = ? AND pid = ?", (client_id, pid))
+                row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
+                failed = 0 if row is None else int(row[0])
+                verdict = None
+                if limit is not None and failed >= limit:
+                    verdict = "aborts"
+                elif limit is not None and failed + running >= limit:
+                    verdict = "busy"
+                else:
+                    db.execute("INSERT INTO running (client_id, pid, n) VALUES (?, ?, 1) ON CONFLICT(client_id, pid) "
+                               "DO UPDATE SET n = n + 1", (client_id, os.getpid()))
+                db.execute("COMMIT")
+                return verdict
+            finally:
+                if db is not self._memory:
+                    db.close()
+
+    def end_session(self, client_id: str) -> None:
+        """The session :meth:`begin_session` admitted in this process has ended."""
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("UPDATE running SET n = n - 1 WHERE client_id = ? AND pid = ?", (client_id, os.getpid()))
+                db.execute("DELETE FROM running WHERE n <= 0")
+                db.execute("COMMIT")
+            finally:
+                if db is not self._memory:
+                    db.close()
+
     def usage(self, client_id: str) -> dict[str, float | int | None]:
         with self._lock:
             db = self._connect()
@@ -191,6 +246,19 @@ class QueryLedger:
         return {"used": used, "budget": self.budget,
                 "left": None if self.budget is None else max(0, self.budget - used),
                 "rate_tokens": None if not self.rate else tokens}
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without signalling). A reused pid reads as
+    alive: its stale row then keeps that client "busy" until the process ends -- a refusal the
+    client retries, never a session beyond the limit."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def session_client_id(ctx: object) -> str:

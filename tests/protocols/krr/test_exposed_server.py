@@ -165,6 +165,12 @@ def test_workers_serve_in_several_processes(model, tmp_path):
                 np.testing.assert_allclose(preds, expected, atol=1e-2)
         kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(kids) == 2
+        # a worker writes its audit line after the client has its reply: wait for the last one
+        # (four sessions of one client at the default --max-aborts 3: one was answered "busy" and
+        # retried, since the workers count its sessions in progress together)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not audit.exists() or len(audit.read_text().splitlines()) < 4):
+            time.sleep(0.1)
     finally:
         proc.terminate()
         proc.wait(10)

@@ -4,6 +4,7 @@ in F(q') bit-exact or in an abort at step 6's check -- before anything that depe
 the server (the shared tail, gaussian_malicious.kernel_output, is never entered)."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -668,3 +669,57 @@ def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart
         AbortCounter(2, store=QueryLedger(path)).check("token:eve")
     AbortCounter(None, store=QueryLedger(path)).check("token:eve")  # 0 / None: count, never refuse
 
+
+
+def test_sessions_in_progress_are_counted_across_processes_a_dead_workers_row_is_dropped(tmp_path):
+    """Worker processes share one store (serve gives --workers > 1 a temporary ledger file when no
+    --ledger is set): a session in progress in one process makes another process turn the same
+    client away ("busy") at --max-aborts 1, so the bound is the limit, not limit + workers - 1;
+    the row of a process that died mid-session is dropped at the next admission."""
+    import multiprocessing as mp
+
+    from protocols.krr.server import AbortCounter
+    from protocols.net.frontdoor import Refused
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "aborts.sqlite"
+    ctx = mp.get_context("fork")
+    inside, release = ctx.Event(), ctx.Event()
+
+    def worker() -> None:
+        with AbortCounter(1, store=QueryLedger(path)).session("ip:10.0.0.9"):
+            inside.set()
+            release.wait(20)
+        os._exit(0)
+
+    def dies_inside() -> None:
+        AbortCounter(1, store=QueryLedger(path)).session("ip:10.0.0.9").__enter__()
+        inside.set()
+        os._exit(1)  # killed mid-session: no end_session
+
+    here = AbortCounter(1, store=QueryLedger(path))
+    p = ctx.Process(target=worker)
+    p.start()
+    try:
+        assert inside.wait(20)
+        with pytest.raises(Refused, match="busy"):
+            with here.session("ip:10.0.0.9"):
+                pass
+        with here.session("ip:10.0.0.10"):  # another client is not affected
+            pass
+    finally:
+        release.set()
+        p.join(20)
+    with here.session("ip:10.0.0.9"):  # ended there: admitted here
+        pass
+    inside.clear()
+    p = ctx.Process(target=dies_inside)
+    p.start()
+    p.join(20)
+    assert inside.is_set() and p.exitcode == 1
+    with here.session("ip:10.0.0.9"):  # the dead process's row does not hold the slot
+        pass
+    here.record("ip:10.0.0.9")
+    with pytest.raises(Refused, match="failed 1 protocol checks"):
+        with here.session("ip:10.0.0.9"):
+            pass
