@@ -154,11 +154,15 @@ from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MA
 from protocols.mpc import authenticated as au
 from protocols.mpc import fp64
 from protocols.mpc.context import PartyContext
+from protocols.mpc.randomness import SecureRandom
+from protocols.ot.crypto import derive_key
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
-#: ring of the chain's shares and of the committed u (u = L + rho without wrap-around)
+#: ring of the lifted shares and of the committed u (u = L + rho without wrap-around)
 RING = 64
+#: bytes of the seed step 5's chi is expanded from (both parties expand it)
+CHI_SEED_BYTES = 32
 #: widest encoded entry whose per-feature MAC-word table (2^B x 8 bytes) this protocol sends
 MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
 #: entries of the MAC-word tables built and sent per block of features
@@ -203,6 +207,16 @@ def draw_mask(rng, n: int, M: int) -> np.ndarray:
             break
         hi[bad] = rng.random_below(bad.size, RING - M)
     return (hi << U64(M)) | rng.random_below(n, M)
+
+
+def expand_chi(seed: bytes, n: int) -> np.ndarray:
+    """Step 5's chi from the server's seed, both parties: n residues mod p from the AES-CTR stream
+    keyed by BLAKE2b(seed) (:class:`~protocols.mpc.randomness.SecureRandom`), exactly uniform in
+    F_p given the stream (:func:`~protocols.mpc.fp64.uniform` redraws the 59 words >= p, the same
+    words on both sides: the stream is deterministic)."""
+    if len(seed) != CHI_SEED_BYTES:
+        raise ProtocolError("chi seed of the wrong length")
+    return fp64.uniform(SecureRandom(derive_key(b"secureml/lap-chi", seed)), n)
 
 
 def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: np.ndarray) -> np.ndarray:
@@ -254,6 +268,28 @@ def client_chain_query(q: np.ndarray) -> np.ndarray:
     return q
 
 
+def client_lift_choice(b1: np.ndarray) -> np.ndarray:
+    """Step 2b, client: its choice bits of the lift's COT (honest: the MSBs b_1 of its shares)."""
+    return b1
+
+
+def lift(party: PartyContext, M: int, share: np.ndarray) -> np.ndarray:
+    """Step 2b, both roles: shares a (server), b (client) mod 2^M of L < 2^(M-1) -> shares mod 2^64.
+
+    The wrap of a + b is w = [a + b >= 2^M] = a_1 OR b_1 (a_1, b_1 the shares' MSBs: if they
+    agree the carry out is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1),
+    so L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 is one COT per point
+    mod 2^(64-M) (the client receives with choice b_1, the server's correlation is a_1): the server
+    keeps s_S = -x0, the client gets s_C = x0 + b_1 a_1. Server's 64-bit share a - 2^M a_1 + 2^M s_S,
+    client's b - 2^M b_1 + 2^M s_C (2^M (s mod 2^(64-M)) = 2^M s mod 2^64: the COT's ring is enough)."""
+    msb = share >> U64(M - 1)
+    if party.role == SERVER:
+        s = U64(0) - party.ot_sender.cot_send(msb, bits=RING - M)
+    else:
+        s = party.ot_receiver.cot_recv(client_lift_choice(msb.astype(np.uint8)), bits=RING - M)
+    return share - (msb << U64(M)) + (s << U64(M))
+
+
 def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Step 3, client: u = L_C + c (mod 2^64)."""
     return l_c + c
@@ -281,16 +317,17 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         delta = au.new_delta_p64(party)
         m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
-        # 2. the L1 chain, shares mod 2^64
-        l_s = laplacian.l1_shares(party, pp, N, XT=XT, ring_bits=RING)
+        # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's); 2b. lifted to shares mod 2^64
+        l_s = lift(party, M, laplacian.l1_shares(party, pp, N, XT=XT))
         # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
         rho = draw_mask(party.rng, N, M)
         party.ch.send_array(l_s + rho)
         # 4. u committed, 64 bits per point, MACs mod p
         ku = au.commit_p64(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
         # 5. chi after every commitment; MAC words of g_j on the committed q'_j
-        chi = fp64.uniform(party.rng, N)
-        party.ch.send_array(chi)
+        seed = party.rng.random_bytes(CHI_SEED_BYTES)
+        party.ch.send_array(np.frombuffer(seed, dtype=np.uint8))
+        chi = expand_chi(seed, N)
         K = fp64.uniform(party.rng, d)
         for j0, j1 in _feature_blocks(d, xb):
             W = mac_word_tables(XT[j0:j1], chi, xb, delta, K[j0:j1])
@@ -311,13 +348,13 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
     pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
     # 2. the chain
-    l_c = laplacian.l1_shares(party, pp, N, q=client_chain_query(q), ring_bits=RING)
+    l_c = lift(party, M, laplacian.l1_shares(party, pp, N, q=client_chain_query(q)))
     # 3. u = L + rho
     u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
     # 4. commit u
     cu = au.commit_p64(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
     # 5. chi; the MAC words at the committed q'_j
-    chi = party.ch.recv_array(dtype=U64, shape=(N,))
+    chi = expand_chi(party.ch.recv_array(dtype=np.uint8, shape=(CHI_SEED_BYTES,)).tobytes(), N)
     got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1)
            for j0, j1 in _feature_blocks(d, xb)]
     words = np.concatenate(got)[:, 0]
@@ -356,5 +393,5 @@ def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.
     return gaussian_malicious.reference_from_distances(pp, model, L, rho, masks)
 
 
-__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params",
+__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params", "lift", "expand_chi",
            "mac_word_tables", "ChainCheckError", "MAX_X_BITS"]
