@@ -292,17 +292,6 @@ def _feature_blocks(d: int, x_bits: int):
         yield a, min(d, a + step)
 
 
-# ---- the client's local steps (module functions, so a test can replace one of them) -----------
-def client_chain_query(q: np.ndarray) -> np.ndarray:
-    """Step 2, client: the query it feeds the chain (honest: the committed one)."""
-    return q
-
-
-def client_lift_choice(b1: np.ndarray) -> np.ndarray:
-    """Step 2b, client: its choice bits of the lift's COT (honest: the MSBs b_1 of its shares)."""
-    return b1
-
-
 def lift(party: PartyContext, M: int, share: np.ndarray) -> np.ndarray:
     """Step 2b, both roles: shares a (server), b (client) mod 2^M of L < 2^(M-1) -> shares mod 2^64.
 
@@ -318,6 +307,17 @@ def lift(party: PartyContext, M: int, share: np.ndarray) -> np.ndarray:
     else:
         s = party.ot_receiver.cot_recv(client_lift_choice(msb.astype(np.uint8)), bits=RING - M)
     return share - (msb << U64(M)) + (s << U64(M))
+
+
+# ---- the client's local steps (module functions, so a test can replace one of them) -----------
+def client_chain_query(q: np.ndarray) -> np.ndarray:
+    """Step 2, client: the query it feeds the chain (honest: the committed one)."""
+    return q
+
+
+def client_lift_choice(b1: np.ndarray) -> np.ndarray:
+    """Step 2b, client: its choice bits of the lift's COT (honest: the MSBs b_1 of its shares)."""
+    return b1
 
 
 def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
