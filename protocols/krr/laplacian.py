@@ -216,8 +216,9 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
 
     The server (role 0) passes ``XT``, the encoded training data transposed (d, N); the client
     (role 1) its encoded query ``q`` (d,). Comparison bits c = [x < q] so far are XOR-shared:
-    server c_S, client c_C. Shares are mod 2^``ring_bits`` (default ``pp.ring_bits``; the
-    client-malicious protocol takes them mod 2^64, :mod:`protocols.krr.laplacian_malicious`).
+    server c_S, client c_C. Shares are mod 2^``ring_bits`` (default ``pp.ring_bits``, which the
+    client-malicious protocol also uses since protocol 32 and then lifts to 2^64 per point,
+    :func:`protocols.krr.laplacian_malicious.lift`).
     """
     server = party.role == SERVER
     d = XT.shape[0] if server else q.shape[0]

@@ -19,11 +19,23 @@ compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`
      (:func:`~protocols.mpc.authenticated.random_choices`; KOS-style consistency check, so every
      choice bit is well defined). Nothing is sent on them yet.
   2. The semi-honest L1 chain of :func:`protocols.krr.laplacian.l1_shares` (column OTs per digit,
-     random OTs chosen by the client's share bits, two products), with shares mod 2^R instead of
-     2^M: L_S + L_C = L (mod 2^64), on the OT engine ``pp.ot_engine`` names (its digit plan too):
-     the checked SoftSpoken extension, or (protocol 27, models of at least SILENT_OT_MIN_ELEMENTS
-     entries, as semi-honest) silent OT, checked in the direction where the client chooses (below,
-     "The chain on silent OT"). Its client-side choices are *not* bound: step 6 checks the result.
+     random OTs chosen by the client's share bits, two products with (M-1)-bit corrections) -- the
+     semi-honest protocol's own code and ring (protocol 32; mod 2^64 with 63-bit corrections
+     before): shares a (server), b (client) in [0, 2^M), a + b = L (mod 2^M), on the OT engine
+     ``pp.ot_engine`` names (its digit plan too): the checked SoftSpoken extension, or (protocol
+     27, models of at least SILENT_OT_MIN_ELEMENTS entries, as semi-honest) silent OT, checked in
+     the direction where the client chooses (below, "The chain on silent OT"). Its client-side
+     choices are *not* bound: step 6 checks the result.
+  2b. The lift to shares mod 2^64 (:func:`lift`, protocol 32), one COT per point: for honest
+     L < 2^(M-1) the wrap of a + b is w = a_1 OR b_1 (the shares' MSBs: if they agree the carry
+     is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1), so
+     L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 comes from one COT mod
+     2^(64-M) in which the client receives with choice b_1 (the checked direction on either
+     engine) and the server's correlation is a_1: server keeps s_S = -x0, client gets
+     s_C = x0 + b_1 a_1. L_S = a - 2^M a_1 + 2^M s_S, L_C = b - 2^M b_1 + 2^M s_C (mod 2^64),
+     L_S + L_C = L. Cost: N OTs and N corrections of ceil((64 - M) / 8) bytes (5 at M = 25),
+     where the chain mod 2^64 sent 5 more bytes per *element* (N d) in each of its two products
+     (63-bit corrections, 8 bytes, instead of 3): 84 kB instead of 57.5 MB at N = 2^14, d = 351.
   3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with rho
      uniform on [0, 2^64 - 2^M) (:func:`draw_mask`: rho_lo = rho mod 2^M exactly uniform); the
      client computes u = L_C + c = L + rho -- over the integers, since L < 2^(M-1) (M has a margin
@@ -32,13 +44,20 @@ compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`
      below 2^63 let a shift by 2^63 b show in u's top bit: N bits of X per session without an
      abort; review finding, tests/.../test_laplacian_malicious.py::test_shifted_product_...).
      2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-32 at the largest allowed M = 32. u's low M bits
-     are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13.
+     are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13. The argument
+     uses nothing about L_S's distribution, so it holds unchanged for the lifted L_S of step 2b
+     (a deviating client moves L_S + L_C away from L only by shifts of a mod 2^M in the chain,
+     carried through the wrap term, and by +-2^M a_1 through its lift choice: within a few 2^M,
+     where the 2^63 shift of the review finding is not available -- and hidden the same way).
   4. The client commits u: 64 bits per point (:func:`~protocols.mpc.authenticated.commit_p64`:
      per bit a random OT of the checked extension with the bit as choice, pads hashed to 128 bits
      and reduced mod p -- 2^-64 from uniform -- and the server's 8-byte correction
      tau = P0 + Delta - P1 mod p): MACs M_u = K_u + u Delta (mod p); the random-OT keys are kept
      (step 7's bound tables read u's digits through them).
-  5. The server draws chi_i uniform in F_p (after every commitment) and sends it. For every
+  5. The server draws chi_i uniform in F_p (after every commitment) and sends it -- since protocol
+     32 as a fresh 32-byte seed that both parties expand (:func:`expand_chi`: AES-CTR keyed by
+     BLAKE2b(seed), words >= p redrawn, so exactly uniform in F_p given the stream; 8 N bytes
+     before, 131 kB at N = 2^14). For every
      feature j and every v of the public domain [0, 2^B) it computes
      g_j(v) = sum_i chi_i |x_ij - v| mod p (exact per 22-bit limb of chi: histograms over the
      column's values, two prefix sums, g_j(v) = T_j + 2 C_j(v) - v S_j; the limbs folded mod p,
@@ -71,7 +90,8 @@ needs u_i = L_i + rho_i + p < 2^64, i.e. L_i + rho_i < 59, which happens with pr
 the client sees it (u_i < 59) and may then commit u_i + p: N 2^-58 per session (2^-44 at
 N = 2^14; far below step 3's hiding term N 2^(M-64), 2^-25 there at M = 25);
 (b) some e_j != 0 (mod p) and e = 0 (mod p): chi_j is uniform in F_p and independent of the
-e_i, so probability 1/p < 2^-63;
+e_i, so probability 1/p < 2^-63 (chi from a seed drawn after the e_i are fixed: 1/p plus the
+advantage of a distinguisher for the AES-CTR stream that tests sum_i chi_i e_i = 0 for fixed e);
 (c) e != 0 (mod p) and the MAC forged: the client must send its honest MW minus e Delta, i.e.
 know e Delta for a known nonzero e, i.e. Delta: its view -- step 4's outputs P_c + c tau with tau
 one-time padded by the unchosen pad's residue (within 2^-64 of uniform per bit: 64 N 2^-64 over a
@@ -87,15 +107,18 @@ per point (tests/.../test_laplacian_malicious.py::test_u_plus_p_passes_only_in_t
 forces it).
 
 Hiding: the client sees OT outputs of the chain (masked as in the semi-honest protocol: its
-view there is simulatable whatever choices it makes, laplacian.py's docstring), c (L_S plus a
+view there is simulatable whatever choices it makes, laplacian.py's docstring), the lift's COT
+output x0 + b_1 a_1 (x0 the server's pad, uniform mod 2^(64-M) to the receiver whatever b_1: it
+tells nothing of a_1), c (L_S plus a
 mask uniform on all but 2^M of the 2^64 values: statistically hidden whatever the client made
 L_S), chi (random), W_j(q'_j) (uniform in F_p: K_j), then the Gaussian
-tail's messages. The server sees OT-extension messages and MW (its own sum for an honest client).
+tail's messages. The server sees OT-extension messages (the lift's choice bits b_1 among the
+choices the OT hides) and MW (its own sum for an honest client).
 
 **The chain on silent OT (protocol 27; protocols.ot.ferret).** One engine per direction:
   * the client as Ferret *receiver* (everything the client chooses: step 1's bound OTs, the chain's
-    random and column OTs, product (ii) with its choice b_C, step 4's commitment, steps 5 and 7-11's
-    bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
+    random and column OTs, product (ii) with its choice b_C, step 2b's lift with its choice b_1,
+    step 4's commitment, steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
     nothing in the iterations and any derandomisation bit is valid, so its one lever was S1's
     column consistency (the KOS attack on Delta); checked, every output is a COT with a
     well-defined choice bit and a hidden Delta -- what the checked SoftSpoken extension gave.
@@ -134,7 +157,14 @@ guessing "no shift" passes iff [x_ij < q_j] = b_C -- one threshold bit of one tr
 session, so about B sessions (15 at CM on the 2^-8 grid) to learn a coordinate by binary search,
 about half of them aborting; flipping its random-OT choice at the top digit flips b_ij with
 probability 1/2 (the server's random delta) and then shifts L_i by -2 |x_ij - q_j| (a noisy
-"is x_ij = q_j +- g"). For comparison, the kink attack learns a coordinate in
+"is x_ij = q_j +- g"); flipping its lift choice b_1 at point i (step 2b) gives it x0 + b_1' a_1,
+so its share is off by +-2^M a_1 -- the session aborts iff a_1 = 1, a_1 the MSB of the server's
+share a = L_i - b mod 2^M, i.e. [L_i < b <= L_i + 2^(M-1)] for honest L_i (a threshold bit on the
+distance at the client's own share b): one bit of the same kind, no new class (tested). Since
+protocol 32 the chain's shares are mod 2^M: a deviating client's shifts of a are now mod 2^M
+before the lift (a shift that carries a past 2^M also moves a_1, so L_S + L_C moves by the
+shift minus 2^M times the change of the wrap a_1 OR b_1): L_S is still off by an X-dependent amount
+that c hides and step 6 catches unless guessed -- the same one bit. For comparison, the kink attack learns a coordinate in
 ~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
 allowed per client and S checked queries (each query of a session runs step 6; the first failure
 ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
@@ -154,11 +184,15 @@ from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MA
 from protocols.mpc import authenticated as au
 from protocols.mpc import fp64
 from protocols.mpc.context import PartyContext
+from protocols.mpc.randomness import SecureRandom
+from protocols.ot.crypto import derive_key
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
-#: ring of the chain's shares and of the committed u (u = L + rho without wrap-around)
+#: ring of the lifted shares and of the committed u (u = L + rho without wrap-around)
 RING = 64
+#: bytes of the seed step 5's chi is expanded from (both parties expand it)
+CHI_SEED_BYTES = 32
 #: widest encoded entry whose per-feature MAC-word table (2^B x 8 bytes) this protocol sends
 MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
 #: entries of the MAC-word tables built and sent per block of features
@@ -205,6 +239,16 @@ def draw_mask(rng, n: int, M: int) -> np.ndarray:
     return (hi << U64(M)) | rng.random_below(n, M)
 
 
+def expand_chi(seed: bytes, n: int) -> np.ndarray:
+    """Step 5's chi from the server's seed, both parties: n residues mod p from the AES-CTR stream
+    keyed by BLAKE2b(seed) (:class:`~protocols.mpc.randomness.SecureRandom`), exactly uniform in
+    F_p given the stream (:func:`~protocols.mpc.fp64.uniform` redraws the 59 words >= p, the same
+    words on both sides: the stream is deterministic)."""
+    if len(seed) != CHI_SEED_BYTES:
+        raise ProtocolError("chi seed of the wrong length")
+    return fp64.uniform(SecureRandom(derive_key(b"secureml/lap-chi", seed)), n)
+
+
 def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: np.ndarray) -> np.ndarray:
     """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod p, p = 2^64 - 59) for the features of ``XT``
     (d', N) and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) uint64.
@@ -248,10 +292,32 @@ def _feature_blocks(d: int, x_bits: int):
         yield a, min(d, a + step)
 
 
+def lift(party: PartyContext, M: int, share: np.ndarray) -> np.ndarray:
+    """Step 2b, both roles: shares a (server), b (client) mod 2^M of L < 2^(M-1) -> shares mod 2^64.
+
+    The wrap of a + b is w = [a + b >= 2^M] = a_1 OR b_1 (a_1, b_1 the shares' MSBs: if they
+    agree the carry out is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1),
+    so L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 is one COT per point
+    mod 2^(64-M) (the client receives with choice b_1, the server's correlation is a_1): the server
+    keeps s_S = -x0, the client gets s_C = x0 + b_1 a_1. Server's 64-bit share a - 2^M a_1 + 2^M s_S,
+    client's b - 2^M b_1 + 2^M s_C (2^M (s mod 2^(64-M)) = 2^M s mod 2^64: the COT's ring is enough)."""
+    msb = share >> U64(M - 1)
+    if party.role == SERVER:
+        s = U64(0) - party.ot_sender.cot_send(msb, bits=RING - M)
+    else:
+        s = party.ot_receiver.cot_recv(client_lift_choice(msb.astype(np.uint8)), bits=RING - M)
+    return share - (msb << U64(M)) + (s << U64(M))
+
+
 # ---- the client's local steps (module functions, so a test can replace one of them) -----------
 def client_chain_query(q: np.ndarray) -> np.ndarray:
     """Step 2, client: the query it feeds the chain (honest: the committed one)."""
     return q
+
+
+def client_lift_choice(b1: np.ndarray) -> np.ndarray:
+    """Step 2b, client: its choice bits of the lift's COT (honest: the MSBs b_1 of its shares)."""
+    return b1
 
 
 def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -281,16 +347,17 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         delta = au.new_delta_p64(party)
         m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
-        # 2. the L1 chain, shares mod 2^64
-        l_s = laplacian.l1_shares(party, pp, N, XT=XT, ring_bits=RING)
+        # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's); 2b. lifted to shares mod 2^64
+        l_s = lift(party, M, laplacian.l1_shares(party, pp, N, XT=XT))
         # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
         rho = draw_mask(party.rng, N, M)
         party.ch.send_array(l_s + rho)
         # 4. u committed, 64 bits per point, MACs mod p
         ku = au.commit_p64(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
         # 5. chi after every commitment; MAC words of g_j on the committed q'_j
-        chi = fp64.uniform(party.rng, N)
-        party.ch.send_array(chi)
+        seed = party.rng.random_bytes(CHI_SEED_BYTES)
+        party.ch.send_array(np.frombuffer(seed, dtype=np.uint8))
+        chi = expand_chi(seed, N)
         K = fp64.uniform(party.rng, d)
         for j0, j1 in _feature_blocks(d, xb):
             W = mac_word_tables(XT[j0:j1], chi, xb, delta, K[j0:j1])
@@ -311,13 +378,13 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
     pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
     # 2. the chain
-    l_c = laplacian.l1_shares(party, pp, N, q=client_chain_query(q), ring_bits=RING)
+    l_c = lift(party, M, laplacian.l1_shares(party, pp, N, q=client_chain_query(q)))
     # 3. u = L + rho
     u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
     # 4. commit u
     cu = au.commit_p64(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
     # 5. chi; the MAC words at the committed q'_j
-    chi = party.ch.recv_array(dtype=U64, shape=(N,))
+    chi = expand_chi(party.ch.recv_array(dtype=np.uint8, shape=(CHI_SEED_BYTES,)).tobytes(), N)
     got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1)
            for j0, j1 in _feature_blocks(d, xb)]
     words = np.concatenate(got)[:, 0]
@@ -356,5 +423,5 @@ def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.
     return gaussian_malicious.reference_from_distances(pp, model, L, rho, masks)
 
 
-__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params",
+__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params", "lift", "expand_chi",
            "mac_word_tables", "ChainCheckError", "MAX_X_BITS"]

@@ -82,10 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: within the online phase, one pipelined pass)")
     p.add_argument("--ot-engine", choices=("auto", "softspoken", "silent"), default="auto",
                    help="Laplacian kernel: the OT extension of its comparisons -- 'silent' (LPN-based: at N = 16,384, "
-                   "d = 351, 99.7 MB against 249.1 MB and ~1.6x the loopback wall time, docs/malicious/p31/final: for slow "
+                   "d = 351, 99.7 MB against 249.1 MB and ~1.6x the loopback wall time, docs/malicious/p32/final: for slow "
                    "links) or 'softspoken' (faster on a LAN); 'auto' (default): silent from 2^16 training entries (N x d), "
                    "softspoken below (docs/ot-engine.md); client-malicious sessions take the same engine, checked where "
-                   "the client chooses (protocol 31: 273.2 MB against 425.8 MB at N = 16,384, docs/malicious/p31/final)")
+                   "the client chooses (protocol 32: 215.6 MB against 368.3 MB at N = 16,384, docs/malicious/p32/final)")
     p.add_argument("--inner-product", choices=("auto", "he", "ot"), default="auto",
                    help="exact kernels, semi-honest: step 9's inner product in Z_2^128 -- 'he' lattice HE (one "
                    "RLWE ciphertext each way, ~1.4 MB whatever N up to 16,384) or 'ot' Gilboa products over random "

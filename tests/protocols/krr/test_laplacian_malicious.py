@@ -360,32 +360,36 @@ def test_flipped_share_bit_choice_in_the_chain_aborts():
 
 
 def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
-    """Review finding (mask without full width): the client adds D = 2^62 to its COT correlation
-    of every element (i, 0) in the chain's first product, so the server's share of L_i moves by
-    2 D b_S,i0 = 2^63 b_S,i0. With rho < 2^63 the top bit of u = L_C + c was b_S,i0 (L + rho never
-    reached 2^63): the client read N threshold bits [x_i0 < q_0] = b_S xor b_C per session, then
-    committed u - 2^63 b_S -- passing the check, no abort counted. With rho uniform on
-    [0, 2^64 - 2^M) every shift is hidden (statistical distance 2^(M-64) per point): the guessed
-    bits are at chance and the corrected u fails step 6's check."""
+    """Review finding (mask without full width, protocol 29): a client that shifted its product
+    COT correlation of every element (i, 0) moved the server's share of L_i by 2^63 b_S,i0 (the
+    chain was mod 2^64 then); with rho < 2^63 the top bit of u = L_C + c was b_S,i0: N threshold
+    bits [x_i0 < q_0] = b_S xor b_C per session, read without an abort. Since protocol 32 the
+    chain is mod 2^M ((M-1)-bit products) and the lift turns a shift of a mod 2^M into one of
+    L_S mod 2^64: here D = 2^(M-2) on the correlation moves a by 2^(M-1) b_S,i0 -- it flips the
+    server's MSB a_1 where b_S = 1, so the lifted L_S moves by +-2^(M-1) (the sign: a_1, i.e. X).
+    rho is uniform on [0, 2^64 - 2^M): neither u's bit M-1 nor its top bit tells the shift (the
+    guessed bits are at chance) and the corrected u fails step 6's check."""
     model, pp, XT, q = _case(N=32, seed=5)
     q = q.copy()
     q[0] = max(int(q[0]), 1)  # b_C is read off the correlation q_0 (1 - 2 b_C), so q_0 != 0
-    N, half = pp.n_train, U64((1 << 63) - 1)
+    N, M = pp.n_train, pp.ring_bits
+    half = U64((1 << (M - 1)) - 1)
     seen = {}
 
     def shifted(orig, engine, values, bits=64):
-        if bits == 63 and "b_c" not in seen:  # the chain's product (i): the client's correlation
+        if bits == M - 1 and "b_c" not in seen:  # the chain's product (i): the client's correlation
             corr = values.reshape(-1, N)[0]
             seen["b_c"] = (corr != U64(int(q[0]))).astype(np.uint8)
             values = values.copy()
-            values[:N] = (values[:N] + U64(1 << 62)) & half
+            values[:N] = (values[:N] + U64(1 << (M - 2))) & half
         return orig(engine, values, bits=bits)
 
     def masked(orig, l_c, c):
         u = orig(l_c, c)
+        mid = ((u >> U64(M - 1)) & U64(1)).astype(np.uint8)
         top = (u >> U64(63)).astype(np.uint8)
-        seen["guess"] = top ^ seen["b_c"]
-        return u - (top.astype(U64) << U64(63))
+        seen["guess_mid"], seen["guess_top"] = mid ^ seen["b_c"], top ^ seen["b_c"]
+        return u - (mid.astype(U64) << U64(M - 1))
 
     truth = (XT[0] < q[0]).astype(np.uint8)
     assert 0 < truth.sum() < N
@@ -396,9 +400,96 @@ def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
         aborted = False
     except lm.ChainCheckError:
         aborted = True
-    right = int((seen["guess"] == truth).sum())
-    assert right <= 0.75 * N, f"{right}/{N} threshold bits of the training data read off u (aborted: {aborted})"
+    assert "b_c" in seen, "the product COT was not found"
+    for key in ("guess_mid", "guess_top"):
+        right = int((seen[key] == truth).sum())
+        assert right <= 0.75 * N, f"{right}/{N} threshold bits of the training data read off u (aborted: {aborted})"
     assert aborted and not tail["tail"]
+
+
+# ------------------------------------------------------------------------------------------------
+# step 2b (protocol 32): the lift of the chain's shares mod 2^M to shares mod 2^64, one COT per point
+# ------------------------------------------------------------------------------------------------
+
+def _lift_inputs(M, n=200, seed=0):
+    """Distances L < 2^(M-1) and client shares b (server a = L - b mod 2^M) covering every
+    (a_1, b_1) MSB case, with the extremes (L = 0, L = 2^(M-1) - 1, shares 0, 2^(M-1), 2^M - 1)."""
+    rng = np.random.default_rng(seed)
+    top, half = (1 << M) - 1, 1 << (M - 1)
+    L = [0, 0, 0, half - 1, half - 1, half - 1, half - 1, 1, half - 2]
+    b = [0, top, half, 0, top, half, half - 1, half, half - 1]
+    L += rng.integers(0, half, n).tolist()
+    b += rng.integers(0, 1 << M, n).tolist()
+    L, b = np.array(L, dtype=U64), np.array(b, dtype=U64)
+    return L, (L - b) & U64(top), b
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_lift_is_exact_in_all_four_msb_cases(engine):
+    """L_S + L_C = L (mod 2^64, so exactly: L < 2^64) from shares a + b = L (mod 2^M), for all four
+    (a_1, b_1) cases -- no wrap (0, 0), a wrap from both MSBs (1, 1), and the mixed cases where
+    MSB(L) = 0 forces the carry -- on the session's OT engine (the client receiving, checked)."""
+    _, pp, _, _ = _case(engine=engine)
+    M = pp.ring_bits
+    L, a, b = _lift_inputs(M)
+    cases = {(int(x >> U64(M - 1)), int(y >> U64(M - 1))) for x, y in zip(a, b)}
+    assert cases == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    ls, lc = run_two_party(lambda p: lm.lift(p, M, a), lambda p: lm.lift(p, M, b), seed=1,
+                           setup=_setup_for(pp), timeout=30)
+    assert ls.dtype == U64 and (ls + lc).tolist() == L.tolist()
+    assert (ls >> U64(M)).any()  # the server's 64-bit share is not its 2^M share (the COT's mask is in it)
+
+
+def _lift_flip_session(engine, seed, point):
+    """One session in which the client flips its lift choice b_1 at ``point`` (computing its own
+    share with the true b_1): 'abort' or 'ideal', and the server's MSB a_1 there."""
+    model, pp, XT, q = _case(engine=engine, seed=seed)
+    seen = {}
+
+    def record(orig, party, M, share):
+        seen["a1"] = int(share[point] >> U64(M - 1))
+        return orig(party, M, share)
+
+    def flip(orig, b1):
+        b1 = orig(b1).copy()
+        b1[point] ^= 1
+        return b1
+    watch, tail = _tail_watch()
+    try:
+        res = _run(model, pp, XT, q, (_Patch(lm, "lift", record, server=True), _Patch(lm, "client_lift_choice", flip),
+                                      watch), seed=seed)
+    except lm.ChainCheckError:
+        assert not tail["tail"]
+        return "abort", seen["a1"]
+    assert _ideal(model, pp, XT, q, *res)
+    return "ideal", seen["a1"]
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_flipped_lift_choice_aborts_or_is_f_bit_exact(engine):
+    """A client that flips its lift choice b_1 for one point receives x0 + b_1' a_1: where the
+    server's MSB a_1 is 1 its share is off by +-2^M and step 6 aborts; where a_1 = 0 the COT gave
+    the same x0 and the session is the ideal one. The outcome is exactly the bit a_1 (the MSB of
+    L - b mod 2^M: X-dependent) -- the one-bit-per-aborted-session class, nothing else."""
+    outcomes = []
+    for seed, point in ((1, 0), (2, 3), (3, 5), (4, 7), (5, 11), (6, 2)):
+        outcome, a1 = _lift_flip_session(engine, seed, point)
+        assert outcome == ("abort" if a1 else "ideal")
+        outcomes.append(outcome)
+    assert set(outcomes) == {"abort", "ideal"}
+
+
+def test_chi_is_expanded_from_a_32_byte_seed_the_same_on_both_sides():
+    """Step 5 sends a 32-byte seed (was N residues, 8 N bytes): chi is a function of the seed,
+    residues in [0, p), different for another seed; a seed of another length is refused."""
+    seed = bytes(range(32))
+    chi = lm.expand_chi(seed, 1000)
+    assert chi.dtype == U64 and chi.shape == (1000,) and (chi < U64(P)).all()
+    assert lm.expand_chi(seed, 1000).tolist() == chi.tolist()
+    assert lm.expand_chi(seed[::-1], 1000).tolist() != chi.tolist()
+    assert len(set(chi.tolist())) == 1000 and int(chi.max()) >> 60  # full-width words, no repeats
+    with pytest.raises(ProtocolError):
+        lm.expand_chi(seed[:16], 10)
 
 
 def test_forged_mac_word_aborts():

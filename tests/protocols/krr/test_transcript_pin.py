@@ -42,7 +42,8 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 31 (31: the client-malicious Laplacian check's MACs mod p = 2^64 - 59 (8-byte
+#: pinned at PROTOCOL_VERSION 32 (32: the client-malicious Laplacian chain mod 2^M lifted by one COT per point, chi
+#: from a 32-byte seed -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 31: the client-malicious Laplacian check's MACs mod p = 2^64 - 59 (8-byte
 #: words in steps 4-6) -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 30: the version in the hello only -- ot_round_bits
 #: travels only when set; 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
 #: of each chain table, 1-bit chain digits, the Gaussian's u commitment and q's correlation words trimmed to their
@@ -77,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "1e0a70b87a3fb31783dd2bde6166c3567a431dfc7b5b62509a942a42c207c26f"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "2e8d84acbf32c1e88dffab8f5c4c1cbddbffd6f0b72c143d14c3258e94dd7823"),
-    "krr-laplacian": (96, 74839, "09b20d409845246d9255ff717389899455980886ccfd5851b2a087b5b4323560"),
-    "krr-laplacian/silent": (122, 427447, "947abebc6227b12ded5cbc97395457998987b04ab42c59be40b56f57bb16de40"),
-    "krr-gaussian/client-malicious": (460, 9212975, "2fe162af2c18bc4cf94facf23213f68618d5c485fb89f351486c518964b3cf4f"),
-    "krr-laplacian/client-malicious": (176, 96253, "950f89dc3a616e5db9a2883af71354ec1a5b97348592beb5403aafcb7dce444d"),
-    "krr-laplacian/client-malicious/silent": (195, 444009, "24f142523b433333c4d073a7f8a63fddd5d8b9f46a3652a50f6cb784c6525b3d"),
+    "krr-gaussian": (66, 1564455, "c85820ab60ebf0365392bbd39e039743b3aec4805e12cd3124a0e318b76a897b"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "d555e14fecb600a5e05cb3a71b31594642e3227a04d84fffebec7d35d4d6f66b"),
+    "krr-laplacian": (96, 74839, "33cb796c1dfc605f38d166f48db2b3c9d55d0950165c221833d2ccd535f7de80"),
+    "krr-laplacian/silent": (122, 427447, "bc8853331d7ef5fd6a05f8098baf24285c66e40665d2e2cbae551c398532292f"),
+    "krr-gaussian/client-malicious": (460, 9212975, "18fbe58603e20a171a24a00f9a557b20586222f724045006f44acdb299a95f58"),
+    "krr-laplacian/client-malicious": (188, 97135, "abfb70e1f5b9e4bcde389a3d21c7508f8e5425a06e671c5bcbc26cfe220d5472"),
+    "krr-laplacian/client-malicious/silent": (205, 442737, "598783ce134f15eb720d25a6cfb5b1e210a0c46d9ea5ece7cc0a19c75b88c22b"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 31
+PINNED_VERSION = 32
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
