@@ -87,9 +87,24 @@ class AbortCounter:
             return self._counts[client]
 
     def check(self, client: str) -> None:
-        """:class:`Refused` (code ``aborts``, final) once ``client`` has used up its aborts."""
-        if self.limit is not None and self.count(client) >= self.limit:
+        """:class:`Refused` (code ``aborts``, final) once ``client`` has used up its aborts, (code
+        ``busy``) while its failed checks plus its sessions in progress reach the limit -- what
+        :meth:`session` would answer, asked at admission *before* a query ledger charges the
+        session's answers (review finding: a busy answer came after the charge, and every retry
+        was charged again). Read-only: :meth:`session` decides atomically (a session of the same
+        client that starts in between can still make it busy after the charge)."""
+        if self.limit is None:
+            return
+        failed = self.count(client)
+        if failed >= self.limit:
             raise self._used_up()
+        if self.store is not None and hasattr(self.store, "running"):
+            running = int(self.store.running(client))
+        else:
+            with self._running_lock:
+                running = self._running.get(client, 0)
+        if failed + running >= self.limit:
+            raise self._busy()
 
     def _used_up(self) -> Refused:
         return Refused(f"refused: this client failed {self.limit} protocol checks", code="aborts")
@@ -248,6 +263,7 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
                 raise
 
     def admit_all(ctx: SessionContext) -> Any:
+        # used-up or busy before the ledger (``admit``) charges: a busy session is retried, not paid
         aborts.check(session_client_id(ctx))
         return True if admit is None else admit(ctx)
 

@@ -21,7 +21,8 @@ Interface (what a server needs): ``ledger.admit(client_id, n)`` -- check and cha
 a client's sessions that failed a protocol check (``serve --max-aborts``, protocols.krr.server),
 kept in the same file so that it holds across worker processes and restarts;
 ``begin_session`` / ``end_session``: a client's sessions in progress, counted in the same file so
-that failed checks plus sessions in progress stay within the limit across all worker processes.
+that failed checks plus sessions in progress stay within the limit across all worker processes
+(``running``: their number, read-only, for the check at admission).
 """
 from __future__ import annotations
 
@@ -218,6 +219,18 @@ class QueryLedger:
                                "DO UPDATE SET n = n + 1", (client_id, os.getpid()))
                 db.execute("COMMIT")
                 return verdict
+            finally:
+                if db is not self._memory:
+                    db.close()
+
+    def running(self, client_id: str) -> int:
+        """Sessions of ``client_id`` in progress in live server processes (read-only: dead
+        processes' rows are skipped here and dropped by :meth:`begin_session`)."""
+        with self._lock:
+            db = self._connect()
+            try:
+                rows = db.execute("SELECT pid, n FROM running WHERE client_id = ?", (client_id,)).fetchall()
+                return sum(int(n) for pid, n in rows if _alive(int(pid)))
             finally:
                 if db is not self._memory:
                     db.close()

@@ -574,7 +574,7 @@ def test_is_a_mac_check_error():
 # ------------------------------------------------------------------------------------------------
 
 class _TCPServer:
-    def __init__(self, served, max_aborts):
+    def __init__(self, served, max_aborts, store=None, **serve_kw):
         import logging
 
         from protocols.krr import serve
@@ -584,7 +584,7 @@ class _TCPServer:
         self.handler = logging.Handler()
         self.handler.emit = lambda rec: self.lines.append(rec.getMessage())
         logging.getLogger("secureml.serve").addHandler(self.handler)
-        self.aborts = AbortCounter(max_aborts)
+        self.aborts = AbortCounter(max_aborts, store=store)
 
         def on_ready(port):
             self.port = port
@@ -592,7 +592,7 @@ class _TCPServer:
 
         self.thread = threading.Thread(target=lambda: serve(served, "127.0.0.1", 0, on_ready=on_ready,
                                                             stop=self.stop_event, session_timeout=20,
-                                                            aborts=self.aborts), daemon=True)
+                                                            aborts=self.aborts, **serve_kw), daemon=True)
         self.thread.start()
         assert self.ready.wait(30)
 
@@ -814,3 +814,56 @@ def test_sessions_in_progress_are_counted_across_processes_a_dead_workers_row_is
     with pytest.raises(Refused, match="failed 1 protocol checks"):
         with here.session("ip:10.0.0.9"):
             pass
+
+
+# ------------------------------------------------------------------------------------------------
+# security review of protocol 32 and the shared abort counter (docs/malicious.md)
+# ------------------------------------------------------------------------------------------------
+
+def test_tcp_a_session_turned_away_busy_by_the_abort_counter_is_not_charged(tmp_path, monkeypatch):
+    """Review finding: with a query ledger (serve --budget/--rate) the answers were charged at
+    admission, *before* the abort counter turned the session away as "busy" (its sessions in
+    progress could use up its remaining failed checks) -- a refusal the client retries, and every
+    retry was charged again: a client behind one address with more concurrent sessions than
+    --max-aborts burnt its budget (and rate tokens) on sessions it never got. Now the counter's
+    busy answer comes before the ledger charges."""
+    from protocols.krr import predict
+    from protocols.net.frontdoor import admit_hook
+    from secureml.errors import SecureMLError
+    from secureml.serving.ledger import QueryLedger
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    ledger = QueryLedger(tmp_path / "ledger.sqlite", budget=10)
+    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1, store=ledger, admit=admit_hook(ledger))
+    inside, release, errors = threading.Event(), threading.Event(), []
+    Q = model.X_train[[2]] + 0.5
+    orig = lm.client_masked
+
+    def held(l_c, c):  # the first client thread deviates and waits inside its session
+        u = orig(l_c, c)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(20)
+            u[3] += U64(1)
+        return u
+    monkeypatch.setattr(lm, "client_masked", held)
+
+    def first():
+        try:
+            predict(srv.address, Q, retries=0)
+        except SecureMLError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=first, name="first", daemon=True)
+    try:
+        t.start()
+        assert inside.wait(30)
+        for _ in range(3):  # an honest client's retries
+            with pytest.raises(SecureMLError, match="busy"):
+                predict(srv.address, Q, retries=0)
+        assert ledger.usage("ip:127.0.0.1")["used"] == 1  # the held session's one answer only
+        release.set()
+        t.join(30)
+        assert len(errors) == 1 and srv.aborts.count("ip:127.0.0.1") == 1
+    finally:
+        release.set()
+        srv.stop()
