@@ -867,3 +867,118 @@ def test_tcp_a_session_turned_away_busy_by_the_abort_counter_is_not_charged(tmp_
     finally:
         release.set()
         srv.stop()
+
+
+def test_lift_of_a_chain_sum_with_msb_1_moves_it_by_0_or_minus_2_to_the_M_only():
+    """Review, step 2b: a deviating client can make the chain's a + b = L' (mod 2^M) have MSB 1
+    (e.g. a shift of a by 2^(M-1), test_shifted_product_correlation_...). The lift's wrap formula
+    w = a_1 OR b_1 then errs only where a_1 != b_1 and the low parts do not carry: L_S + L_C is
+    L' or L' - 2^M (mod 2^64) -- never a shift by 2^63 or any other amount the client could aim at
+    the mask's gap; which of the two depends on the server's a_1 (a guess for step 6, one bit)."""
+    M = 20
+    rng = np.random.default_rng(7)
+    half, top = 1 << (M - 1), (1 << M) - 1
+    Lp = rng.integers(half, 1 << M, 400).astype(U64)  # sums with MSB 1
+    b = rng.integers(0, 1 << M, 400).astype(U64)
+    a = (Lp - b) & U64(top)
+    ls, lc = run_two_party(lambda p: lm.lift(p, M, a), lambda p: lm.lift(p, M, b), seed=2, setup=checked_ot,
+                           timeout=30)
+    got = ls + lc
+    low = (got == Lp)
+    wrapped = (got == Lp - U64(1 << M))
+    assert (low | wrapped).all()
+    a1, b1 = a >> U64(M - 1), b >> U64(M - 1)
+    no_carry = ((a & U64(half - 1)) + (b & U64(half - 1))) < U64(half)
+    assert wrapped.tolist() == ((a1 != b1) & no_carry).tolist()
+    assert 0 < wrapped.sum() < 400
+
+
+def test_mask_hides_any_server_share_in_every_bit_of_c():
+    """Review, step 3: c = L_S + rho (mod 2^64), rho uniform on [0, 2^64 - 2^M), is uniform up to
+    2^(M-64) per point whatever L_S is -- for the shifts a deviating client can cause through the
+    chain and the lift (+-2^M, 2^(M-1)) and for the 2^63 of the earlier finding: bits M-1, M and 63
+    of c are balanced (4 sigma) for every one of them, and c's low M bits are L_S + rho_lo exactly."""
+    from protocols.mpc.randomness import SecureRandom
+
+    M, n = 25, 1 << 16
+    rng = SecureRandom(bytes(16))
+    for shift in (0, 1 << (M - 1), 1 << M, (1 << 64) - (1 << M), 1 << 63, (1 << 63) + (1 << M)):
+        rho = lm.draw_mask(rng, n, M)
+        assert int(rho.max()) < (1 << 64) - (1 << M)
+        c = U64(shift) + rho
+        for bit in (M - 1, M, 63):
+            ones = int(((c >> U64(bit)) & U64(1)).sum())
+            assert abs(ones - n / 2) < 4 * (n / 4) ** 0.5, (shift, bit, ones)
+
+
+def test_chi_seed_is_fresh_per_query_and_drawn_after_the_commitment():
+    """Review, step 5: in a two-query session the server draws a new 32-byte seed for each query,
+    from its own AES-CTR stream (party.rng), after that query's commitment of u (64 N random OTs,
+    whose choice bits the server has received when commit_p64 returns); the client's chi is the
+    expansion of the seed it received."""
+    from protocols.mpc import authenticated as au
+
+    model, pp, XT, _ = _case(N=16, d=5, seed=4)
+    N = pp.n_train
+    events = []
+
+    def commit(orig, party, chooser, **kw):
+        out = orig(party, chooser, **kw)
+        if kw.get("bits") == lm.RING and kw.get("n") == N:
+            events.append("commit")
+        return out
+
+    client_chis = []
+    real_chi = lm.expand_chi
+
+    def chi(seed, n):  # both threads (run_two_party names them party0, the server, and party1)
+        if threading.current_thread().name == "party0":
+            events.append(("seed", seed))
+            return real_chi(seed, n)
+        client_chis.append((seed, real_chi(seed, n)))
+        return client_chis[-1][1]
+    Q = model.X_train[[1, 2]] + 0.25
+    lm.expand_chi = chi
+    try:
+        with _Patches(_Patch(au, "commit_p64", commit, server=True)):
+            run_two_party(lambda p: lm.server_online(p, pp, 2, model), lambda p: lm.client_online(p, pp, Q),
+                          seed=5, setup=_setup_for(pp), timeout=60)
+    finally:
+        lm.expand_chi = real_chi
+    assert [e if e == "commit" else "seed" for e in events] == ["commit", "seed", "commit", "seed"]
+    seeds = [e[1] for e in events if e != "commit"]
+    assert len(seeds[0]) == lm.CHI_SEED_BYTES and seeds[0] != seeds[1]
+    assert [s for s, _ in client_chis] == seeds
+    assert all(chi.tolist() == lm.expand_chi(s, N).tolist() for s, chi in client_chis)
+
+
+def test_begin_session_is_atomic_across_processes(tmp_path):
+    """Review, the shared abort counter: six processes ask to begin a session of the same client at
+    the same moment (a barrier) with --max-aborts 2: BEGIN IMMEDIATE serialises the read of failed
+    checks + sessions in progress and the insert, so exactly two are admitted, four told busy."""
+    import multiprocessing as mp
+
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "aborts.sqlite"
+    QueryLedger(path)
+    ctx = mp.get_context("fork")
+    barrier, release, out = ctx.Barrier(6), ctx.Event(), ctx.Queue()
+
+    def worker() -> None:
+        led = QueryLedger(path)
+        barrier.wait(20)
+        out.put(str(led.begin_session("ip:10.0.0.7", 2)))
+        release.wait(20)  # alive while the others decide: its row counts
+        os._exit(0)
+
+    procs = [ctx.Process(target=worker) for _ in range(6)]
+    for p in procs:
+        p.start()
+    try:
+        verdicts = sorted(out.get(timeout=30) for _ in procs)
+    finally:
+        release.set()
+        for p in procs:
+            p.join(20)
+    assert verdicts == ["None", "None", "busy", "busy", "busy", "busy"]
