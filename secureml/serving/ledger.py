@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -47,13 +48,34 @@ CREATE TABLE IF NOT EXISTS aborts (
     client_id TEXT PRIMARY KEY,
     failed INTEGER NOT NULL DEFAULT 0      -- sessions that failed a protocol check (serve --max-aborts)
 );
-CREATE TABLE IF NOT EXISTS running (
+CREATE TABLE IF NOT EXISTS sessions (
     client_id TEXT NOT NULL,
+    ns TEXT NOT NULL,                      -- the server process's pid namespace (_NAMESPACE)
     pid INTEGER NOT NULL,                  -- the server process running them (rows of dead ones are dropped)
-    n INTEGER NOT NULL,                    -- client-malicious sessions in progress there
-    PRIMARY KEY (client_id, pid)
+    n INTEGER NOT NULL,                    -- sessions in progress there
+    started REAL NOT NULL,                 -- clock at the row's latest begin (other namespaces' rows expire)
+    PRIMARY KEY (client_id, ns, pid)
 );
 """
+#: age (seconds since its latest begin) after which a row of sessions in progress written in another
+#: pid namespace -- another container or host sharing the ledger file, whose pids cannot be checked
+#: here -- is taken for a dead instance's and dropped; until then it counts (fail closed)
+FOREIGN_TTL_S = 24 * 3600.0
+
+
+def _namespace() -> str:
+    """Where a pid means the same process: this boot (boot id) and pid namespace. Forked workers share
+    it; a container (own pid namespace) or another host (own boot id) does not."""
+    parts = []
+    for f in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(f) if f.endswith("/ns/pid") else Path(f).read_text().strip())
+        except OSError:
+            parts.append(socket.gethostname())
+    return "|".join(parts)
+
+
+_NAMESPACE = _namespace()
 
 
 class QueryRefused(SecureMLError):
@@ -190,23 +212,32 @@ class QueryLedger:
                 if db is not self._memory:
                     db.close()
 
+    def _live_rows(self, db: sqlite3.Connection, client_id: str, drop: bool) -> int:
+        """Sessions of ``client_id`` in progress: rows of our pid namespace whose process is alive,
+        and rows of another namespace younger than FOREIGN_TTL_S (their pids cannot be checked
+        here: review finding, a live session elsewhere read as dead). ``drop``: delete the others."""
+        rows = db.execute("SELECT ns, pid, n, started FROM sessions WHERE client_id = ?", (client_id,)).fetchall()
+        now, running = self.clock(), 0
+        for ns, pid, n, started in rows:
+            live = _alive(int(pid)) if ns == _NAMESPACE else now - float(started) <= FOREIGN_TTL_S
+            if live:
+                running += int(n)
+            elif drop:
+                db.execute("DELETE FROM sessions WHERE client_id = ? AND ns = ? AND pid = ?", (client_id, ns, pid))
+        return running
+
     def begin_session(self, client_id: str, limit: int | None) -> str | None:
         """Admit one more session of ``client_id`` as a possible abort, atomically across processes:
         None (admitted and counted as in progress, in this process's row), ``"aborts"`` (its failed
         checks reached ``limit``) or ``"busy"`` (failed checks plus sessions in progress would).
         Rows of server processes that no longer exist are dropped first (a worker that died
-        mid-session must not hold a client's slots for ever)."""
+        mid-session must not hold a client's slots for ever); rows written in another pid namespace
+        (a container or host sharing the file) count until FOREIGN_TTL_S after their latest begin."""
         with self._lock:
             db = self._connect()
             try:
                 db.execute("BEGIN IMMEDIATE")
-                rows = db.execute("SELECT pid, n FROM running WHERE client_id = ?", (client_id,)).fetchall()
-                running = 0
-                for pid, n in rows:
-                    if _alive(int(pid)):
-                        running += int(n)
-                    else:
-                        db.execute("DELETE FROM running WHERE client_id = ? AND pid = ?", (client_id, pid))
+                running = self._live_rows(db, client_id, drop=True)
                 row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
                 failed = 0 if row is None else int(row[0])
                 verdict = None
@@ -215,8 +246,9 @@ class QueryLedger:
                 elif limit is not None and failed + running >= limit:
                     verdict = "busy"
                 else:
-                    db.execute("INSERT INTO running (client_id, pid, n) VALUES (?, ?, 1) ON CONFLICT(client_id, pid) "
-                               "DO UPDATE SET n = n + 1", (client_id, os.getpid()))
+                    db.execute("INSERT INTO sessions (client_id, ns, pid, n, started) VALUES (?, ?, ?, 1, ?) "
+                               "ON CONFLICT(client_id, ns, pid) DO UPDATE SET n = n + 1, started = excluded.started",
+                               (client_id, _NAMESPACE, os.getpid(), self.clock()))
                 db.execute("COMMIT")
                 return verdict
             finally:
@@ -224,13 +256,12 @@ class QueryLedger:
                     db.close()
 
     def running(self, client_id: str) -> int:
-        """Sessions of ``client_id`` in progress in live server processes (read-only: dead
-        processes' rows are skipped here and dropped by :meth:`begin_session`)."""
+        """Sessions of ``client_id`` in progress (read-only: the rows :meth:`begin_session` counts;
+        it drops the others)."""
         with self._lock:
             db = self._connect()
             try:
-                rows = db.execute("SELECT pid, n FROM running WHERE client_id = ?", (client_id,)).fetchall()
-                return sum(int(n) for pid, n in rows if _alive(int(pid)))
+                return self._live_rows(db, client_id, drop=False)
             finally:
                 if db is not self._memory:
                     db.close()
@@ -241,8 +272,9 @@ class QueryLedger:
             db = self._connect()
             try:
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("UPDATE running SET n = n - 1 WHERE client_id = ? AND pid = ?", (client_id, os.getpid()))
-                db.execute("DELETE FROM running WHERE n <= 0")
+                db.execute("UPDATE sessions SET n = n - 1 WHERE client_id = ? AND ns = ? AND pid = ?",
+                           (client_id, _NAMESPACE, os.getpid()))
+                db.execute("DELETE FROM sessions WHERE n <= 0")
                 db.execute("COMMIT")
             finally:
                 if db is not self._memory:

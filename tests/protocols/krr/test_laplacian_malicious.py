@@ -982,3 +982,32 @@ def test_begin_session_is_atomic_across_processes(tmp_path):
         for p in procs:
             p.join(20)
     assert verdicts == ["None", "None", "busy", "busy", "busy", "busy"]
+
+
+def test_a_session_in_progress_in_another_pid_namespace_is_not_dropped_as_dead(tmp_path, monkeypatch):
+    """Review finding: two serve instances sharing a ledger file (--ledger on a shared volume) in
+    different pid namespaces (containers) or hosts: a worker's row of sessions in progress was
+    dropped by the other instance whenever its pid did not exist *there* -- a live session read as
+    a dead worker's, and the client admitted past --max-aborts (limit + the other instance's
+    sessions). Now rows carry their process's pid namespace (boot id and /proc/self/ns/pid): only
+    rows of our own namespace are checked by pid; another namespace's count as running until they
+    end there or are older than FOREIGN_TTL_S (a crashed container must not hold a slot for ever)."""
+    from secureml.serving import ledger as ledger_mod
+    from secureml.serving.ledger import QueryLedger
+
+    path = tmp_path / "shared.sqlite"
+    now = [1000.0]
+    here = QueryLedger(path, clock=lambda: now[0])
+    other = QueryLedger(path, clock=lambda: now[0])
+    real_ns = getattr(ledger_mod, "_NAMESPACE", None)
+    with monkeypatch.context() as m:  # the other instance: its own namespace, a pid that is no process here
+        m.setattr(ledger_mod, "_NAMESPACE", "another-boot-id|pid:[4026532999]", raising=False)
+        m.setattr(os, "getpid", lambda: 4_194_304)  # above Linux's pid_max
+        assert other.begin_session("token:eve", 1) is None
+    assert getattr(ledger_mod, "_NAMESPACE", None) == real_ns
+    assert here.running("token:eve") == 1
+    assert here.begin_session("token:eve", 1) == "busy"
+    now[0] += ledger_mod.FOREIGN_TTL_S + 1  # that instance never ended it: expired, dropped
+    assert here.begin_session("token:eve", 1) is None
+    here.end_session("token:eve")
+    assert here.running("token:eve") == 0
