@@ -1011,3 +1011,38 @@ def test_a_session_in_progress_in_another_pid_namespace_is_not_dropped_as_dead(t
     assert here.begin_session("token:eve", 1) is None
     here.end_session("token:eve")
     assert here.running("token:eve") == 0
+
+
+def test_tcp_a_failed_check_is_recorded_before_its_session_slot_is_released(tmp_path, monkeypatch):
+    """Review, the shared abort counter: over TCP with a ledger store, a deviating session's calls
+    are begin_session, record_abort, end_session in this order -- between the failure and the
+    release the session counts twice (running and failed), never zero times, so no concurrent
+    session of the same client is admitted on a stale count."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+    from secureml.serving.ledger import QueryLedger
+
+    calls = []
+
+    class Logged(QueryLedger):
+        def begin_session(self, client_id, limit):
+            calls.append("begin")
+            return super().begin_session(client_id, limit)
+
+        def record_abort(self, client_id):
+            calls.append(("record", self.running(client_id)))
+            return super().record_abort(client_id)
+
+        def end_session(self, client_id):
+            calls.append(("end", self.aborts(client_id)))
+            return super().end_session(client_id)
+
+    model, _, _, _ = _case(N=16, d=5, seed=4)
+    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=2, store=Logged(tmp_path / "l.sqlite"))
+    try:
+        _client_patch(monkeypatch, lm, "client_check_mac", lambda orig, *a: (orig(*a) + 1) % P)
+        with pytest.raises(SecureMLError):
+            predict(srv.address, model.X_train[[2]] + 0.5, retries=0)
+        assert calls == ["begin", ("record", 1), ("end", 1)]
+    finally:
+        srv.stop()
