@@ -63,7 +63,9 @@ class AbortCounter:
     progress are counted in its file too (``begin_session`` / ``end_session``), so the bound is
     ``limit`` across every worker process; :func:`serve` gives ``workers > 1`` a store of its own
     (a temporary ledger file) when none is set. (Before: in-progress sessions were counted per
-    process, and a client could reach limit + workers - 1 failed checks.)"""
+    process, and a client could reach limit + workers - 1 failed checks.) A ledger file shared by
+    serve instances in other pid namespaces (containers, hosts) keeps their rows until they end
+    there or expire (``FOREIGN_TTL_S``): their pids cannot be checked here (review of protocol 32)."""
 
     def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS, store: Any = None) -> None:
         self.limit = limit
