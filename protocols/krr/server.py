@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, Refused,
 from protocols.net.limits import DEFAULT_LIMITS, Limits, session_seconds
 from protocols.net.transport import Channel, listen
 from protocols.ot.consistency import ConsistencyError
-from secureml.serving.ledger import session_client_id
+from secureml.serving.ledger import QueryLedger, session_client_id
 
 log = logging.getLogger("secureml.serve")
 
@@ -278,10 +279,6 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
     if workers > 1 and aborts.store is None:
         # the workers are processes: count failed checks and sessions in progress in one file they
         # all open, so that a client's bound is --max-aborts, not one limit per worker
-        import tempfile
-
-        from secureml.serving.ledger import QueryLedger
-
         tmp = tempfile.TemporaryDirectory(prefix="secureml-aborts-")
         aborts.store = QueryLedger(f"{tmp.name}/aborts.sqlite")
     try:
