@@ -14,10 +14,12 @@ A connection goes through these steps (each bounded in time and memory by :class
   4. identity (:class:`Authenticator`): the client certificate's subject, or a bearer token from
      the hello (only its SHA-256 is stored on the server).  Unauthenticated clients are refused
      here, before any OT.  Then ``precheck(hello)`` (the protocol's own hello check: version,
-     query count) and the ``admit(ctx)`` hook (per-client query budgets) may refuse.
-  5. a session slot: at most ``concurrency`` sessions run at once; up to ``max_queue`` admitted
-     sessions wait at most ``queue_wait_s`` for one; others get an immediate
-     ``{"ok": false, "busy": true, "retry_after": s}``.
+     query count) may refuse.
+  5. a session slot: at most ``concurrency`` sessions run at once; up to ``max_queue`` sessions
+     wait at most ``queue_wait_s`` for one; others get an immediate
+     ``{"ok": false, "busy": true, "retry_after": s}``.  Holding the slot, the ``admit(ctx)``
+     hook (per-client query budgets and rates, which it charges) may refuse; the slot is then
+     released.  Admission after the slot: a session answered "busy" is never charged.
   6. the session runs under a whole-session deadline (``precheck`` returns its length) and the
      per-read minimum transfer rate of :mod:`protocols.net.limits`.
   7. one audit record (:class:`AuditLog`): time, identity, model hash, queries, cost, outcome.
@@ -379,9 +381,10 @@ class FrontDoor:
     def _session(self, ch: TCPChannel, sock: socket.socket, peer: str, hello: Any,
                  pending: bool) -> tuple[bool, bool]:
         """Steps 3-7 for one session; ``hello`` None: read it here. Returns (keep the connection
-        for another session, a slot was taken). Every failure is answered or logged here."""
+        for another session, a slot was taken -- also when ``admit`` then refused: the connection
+        has left the pending count). Every failure is answered or logged here."""
         ctx = SessionContext(peer=peer)
-        admitted = False
+        admitted = took_slot = False
         try:
             if hello is None:
                 hello = ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
@@ -394,15 +397,23 @@ class FrontDoor:
                 raise
             except ProtocolError as exc:
                 raise Refused(str(exc), code="bad-hello") from None
-            if self.admit is not None and self.admit(ctx) is False:
-                raise Refused("not admitted", code="not-admitted")
             # the client asked to keep the connection for its next session; the handler tells it
             # whether it will be kept (the hello's answer)
             ctx.keep_alive = self.keep_alive and hello.get("keep_alive") is True
             # a queued session may wait its bounded time for a slot past the handshake deadline
             assert self._watchdog is not None
             self._watchdog.watch(sock, Deadline(self.limits.queue_wait_s + 2.0, "queue"))
+            # the slot first, then ``admit``: admit charges the client's budget and rate, and a
+            # session answered "busy" (retried by the client) must not be charged for each try
+            # (review finding: it was, when admit ran before the queue)
             self._acquire_slot(pending)
+            took_slot = True
+            try:
+                if self.admit is not None and self.admit(ctx) is False:
+                    raise Refused("not admitted", code="not-admitted")
+            except BaseException:
+                self._slots.release()
+                raise
             admitted = True
             session = Deadline(ctx.session_s, "session")
             self._watchdog.watch(sock, session)
@@ -419,7 +430,7 @@ class FrontDoor:
             self.audit.record(ctx, "ok")
             log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
                       ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
-            return ctx.keep_alive and not ch.closed, admitted
+            return ctx.keep_alive and not ch.closed, took_slot
         except Refused as exc:
             self._refused(ch, ctx, exc)
         except (ProtocolError, OSError, ssl.SSLError) as exc:
@@ -434,7 +445,7 @@ class FrontDoor:
             if admitted:
                 with self._lock:
                     self.sessions += 1
-        return False, admitted
+        return False, took_slot
 
     def _next_hello(self, ch: TCPChannel, sock: socket.socket) -> Any:
         """A kept-alive connection between sessions: the next hello, or None when the client

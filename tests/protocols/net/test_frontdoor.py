@@ -261,3 +261,34 @@ def test_tls_client_on_plaintext_server_gets_a_clear_error(certs):
         with pytest.raises(ConnectFailed, match="does not speak TLS"):
             honest(port, ssl_context=pki.client_context(certs / "ca.pem"), retries=0)
         honest(port)
+
+
+def test_a_session_answered_busy_is_not_charged_and_a_refused_one_frees_its_slot():
+    """``admit`` (budgets, rates: it charges) runs once the session holds a slot: a client answered
+    "busy" and retrying was charged for every try when admission came before the queue (review
+    finding). A session ``admit`` refuses releases the slot it held: the next client is served."""
+    hold = threading.Event()
+    h = Echo(hold)
+    charged = []
+
+    def admit(ctx):
+        charged.append(ctx.client_id)
+        if len(charged) == 2:
+            raise Refused("query budget exhausted", code="budget")
+        return True
+
+    lim = Limits(max_queue=0, retry_after_s=0.2)
+    with server(h, limits=lim, concurrency=1, admit=admit) as (port, _, door):
+        first = threading.Thread(target=honest, args=(port,))
+        first.start()
+        time.sleep(0.3)  # first holds the only slot
+        for _ in range(3):
+            with pytest.raises(ServerBusy):
+                honest(port, retries=0)
+        assert len(charged) == 1  # the three busy answers charged nothing
+        hold.set()
+        first.join(5)
+        with pytest.raises(ServerRefused, match="budget exhausted"):
+            honest(port)  # holds the slot, then refused by admit: the slot is released
+        honest(port)
+        assert len(charged) == 3 and h.calls == 2
