@@ -191,24 +191,32 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, f
     # 3. proof, before anything depends on the ciphertexts
     bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
                                msg_keys=_blocks(q_keys, plan, k), keys=keys)
-    # 4. products, re-randomisation, masks, flooding
+    # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
+    # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
+    # terms stay below 2^63 -- and reduced once per sum.
     pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
-    C0, C1 = ring.ntt(c0), ring.ntt(c1)  # (B, k, n)
-    pk0h, pk1h = ring.ntt(pk0), ring.ntt(pk1)
+    C0, C1 = ring.lazy_table(ring.ntt(c0)), ring.lazy_table(ring.ntt(c1))  # (B, k, n) each
+    pk0h, pk1h = ring.lazy_table(ring.ntt(pk0)), ring.lazy_table(ring.ntt(pk1))
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
         c = o1 - o0
-        W = prepared.W_hat[o0:o1]  # (c, B, k, n)
-        acc0 = ring.mul(W, C0[None]).sum(axis=1, dtype=U64) % ring.p  # B < 2^13 terms < 2^50
-        acc1 = ring.mul(W, C1[None]).sum(axis=1, dtype=U64) % ring.p
+        W = prepared.W_hat[o0:o1].view(I64)  # (c, B, k, n)
+        prod, tmp = np.empty((c, k, n), dtype=I64), np.empty((c, k, n), dtype=I64)
+        acc0, acc1 = np.zeros((c, k, n), dtype=I64), np.zeros((c, k, n), dtype=I64)
+        for b in range(plan.blocks):
+            acc0 += ring.lazy_mul(W[:, b], (C0[0][b], C0[1][b]), prod, tmp)
+            acc1 += ring.lazy_mul(W[:, b], (C1[0][b], C1[1][b]), prod, tmp)
         u = ring.ternary(p.rng, (c, n))
         e2 = ring.cbd(p.rng, (c, n))
-        uh = ring.ntt(ring.from_signed(u))
-        acc1 = ring.add(ring.add(acc1, ring.mul(pk1h[None], uh)), ring.mul(ring.ntt(ring.from_signed(e2)), t_res))
-        c0t = ring.intt(ring.add(acc0, ring.mul(pk0h[None], uh)))[..., tgt]  # (c, k, n_o)
+        uh = ring.ntt(np.broadcast_to(u[:, None, :], (c, k, n))).view(I64)  # small signed inputs go in as they are
+        acc1 += ring.lazy_mul(uh, pk1h, prod, tmp)
+        acc1 += ring.ntt(np.broadcast_to(e2[:, None, :], (c, k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+        acc1 = ring.canonical(acc1)
+        acc0 += ring.lazy_mul(uh, pk0h, prod, tmp)
+        c0t = ring.intt(ring.canonical(acc0))[..., tgt]  # (c, k, n_o)
         e1 = ring.cbd(p.rng, (c, plan.n_o))
         R = p.rng.random_below((c, plan.n_o), M)
         c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
