@@ -224,29 +224,42 @@ class FixedKeyAES:
         else:
             e_count = 1
             e = entries.astype(_U64).reshape(k, 1)
-        rows = k * e_count * nblk
-        # Tweak of j = 0, as flat (rows, 2); OT j differs only by j << 24 in the high word.
-        tw = np.empty((k, e_count, nblk, 2), dtype=_U64)
-        tw[..., 0] = (_U64(start) + _U64(m) * np.arange(k, dtype=_U64))[:, None, None]
-        tw[..., 1] = ((_U64(self.TAG_LUT) | (e << _U64(8)))[:, :, None]
-                      | (np.arange(nblk, dtype=_U64) << _U64(40))[None, None, :])
-        tw = tw.reshape(rows, 2)
-        acc = np.zeros((rows, 2), dtype=_U64)
+        # Tweak of j = 0, block-major (nblk, k, e_count, 2): ECB permutes each 16-byte block on its
+        # own, so the order is free, and block-major puts the per-entry key's broadcast on the
+        # outer axis (an (..., nblk, 2) layout would make numpy loop over runs of 2 words).
+        # OT j differs only by j << 24 in the high word.
+        tw = np.empty((nblk, k, e_count, 2), dtype=_U64)
+        tw[..., 0] = (_U64(start) + _U64(m) * np.arange(k, dtype=_U64))[None, :, None]
+        tw[..., 1] = ((np.arange(nblk, dtype=_U64) << _U64(40))[:, None, None]
+                      | (_U64(self.TAG_LUT) | (e << _U64(8)))[None, :, :])
+        # H(key, t) = pi(key ^ t) ^ key: the keys do not depend on the block, so XOR_j key_j is
+        # applied once per entry at the end, and j's tweak goes into the (small) per-entry key
+        # array; per OT j the long arrays see one XOR (key ^ tweak), the AES pass and one XOR.
+        t = np.empty_like(tw)
+        raw = np.empty(t.nbytes + 16, dtype=np.uint8)  # AES output, reused for every j
+        h = raw[: t.nbytes].view(_U64).reshape(t.shape)
+        acc = np.empty_like(tw)
+        keys = np.zeros((k, e_count, 2), dtype=_U64)
         for j in range(m):  # m <= 16 rounds, each vectorized over tables x entries x blocks
             if p1 is None:
-                key = p0[:, j]  # (k, 2)
+                key = np.ascontiguousarray(p0[:, j])[:, None, :]  # (k, 1, 2)
             else:
                 bit = ((np.arange(e_count) >> j) & 1).astype(np.intp)
                 pair = np.stack([p0[:, j], p1[:, j]], axis=1)  # (k, 2, 2)
-                key = np.take(pair, bit, axis=1).reshape(k * e_count, 2)
-            if nblk > 1:
-                key = np.repeat(key, nblk, axis=0)
-            t = key ^ tw
-            t[:, 1] ^= _U64(j << 24)
-            h = self.permute(t)
-            h ^= key
-            acc ^= h
-        return acc.reshape(k, e_count, 2 * nblk)
+                key = np.take(pair, bit, axis=1)  # (k, e_count, 2)
+            keys ^= key
+            kt = np.array(key, dtype=_U64)
+            kt[..., 1] ^= _U64(j << 24)
+            np.bitwise_xor(kt[None], tw, out=t)
+            self._enc.update_into(memoryview(t.reshape(-1).view(np.uint8)), memoryview(raw))
+            if j == 0:
+                np.copyto(acc, h)
+            else:
+                acc ^= h
+        acc ^= keys[None]
+        # back to (k, e_count, nblk) blocks: moved as 16-byte items (3x faster than word pairs)
+        flat = np.ascontiguousarray(acc.view("V16").reshape(nblk, k * e_count).T)
+        return flat.view(_U64).reshape(k, e_count, 2 * nblk)
 
 
 _STAGES = tuple(
