@@ -35,6 +35,22 @@ def test_add_sub_neg_mul_small_total_match_python_ints(n):
     assert limbs.to_int(limbs.mul(a, b)) == [(x * y) % mod for x, y in zip(A, B)]
 
 
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_mul_small_with_full_64_bit_multipliers(n):
+    """Multipliers of every size up to 2^64 - 1 (the 32-bit halves' middle sum and the low word
+    both wrap for some of these), broadcast both ways."""
+    rng = np.random.default_rng(10 + n)
+    mod = 1 << (64 * n)
+    A = _values(rng, 30, n)
+    a = np.array([limbs.from_int(x, (), n) for x in A])
+    words = [int(v) for v in rng.integers(0, 2**64, 8, dtype=U64)] + [2**64 - 1, 2**63, 2**32 - 1, 2**32, 1, 0]
+    b = np.array(words, dtype=U64)
+    out = limbs.mul_small(a[:, None, :], b[None, :])
+    assert limbs.to_int(out) == [(x * s) % mod for x in A for s in words]
+    col = np.array([words[i % len(words)] for i in range(len(A))], dtype=U64)
+    assert limbs.to_int(limbs.mul_small(a, col)) == [(x * int(s)) % mod for x, s in zip(A, col)]
+
+
 def test_mul_small_broadcasts_a_column_against_a_table_row():
     """The tail's table shape: (N, 1, n) masks times (1, 2^m) public factors -> (N, 2^m, n)."""
     n = 4
