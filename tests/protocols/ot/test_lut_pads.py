@@ -46,3 +46,17 @@ def test_lut_pads_match_the_definition(k, m, nblk, start):
     mine = aes.lut_pads(keys, None, start, m, nblk, entries=idx)
     assert np.array_equal(mine[:, 0], got[np.arange(k), idx])
     assert np.array_equal(mine, _reference(aes, keys, None, start, m, nblk, entries=idx))
+
+
+def test_lut_pads_are_independent_of_how_many_tables_one_call_takes():
+    """Tables are processed in cache-sized chunks: a call on 700 tables (several chunks and a
+    remainder at m = 5, 4 blocks) equals calls on slices, each with its own start index."""
+    aes = FixedKeyAES(bytes(range(16)))
+    rng = np.random.default_rng(11)
+    k, m, nblk, start = 700, 5, 4, 3
+    p0 = rng.integers(0, 1 << 64, (k, m, 2), dtype=U64)
+    p1 = rng.integers(0, 1 << 64, (k, m, 2), dtype=U64)
+    whole = aes.lut_pads(p0, p1, start, m, nblk)
+    for a, b in ((0, 1), (1, 257), (257, 700)):
+        assert np.array_equal(whole[a:b], aes.lut_pads(p0[a:b], p1[a:b], start + a * m, m, nblk))
+    assert np.array_equal(whole[5], _reference(aes, p0[5:6], p1[5:6], start + 5 * m, m, nblk)[0])
