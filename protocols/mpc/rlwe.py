@@ -87,11 +87,19 @@ class ModPrimes:
         return mulmod(a, b, self.p, self.pinv)
 
     def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        s = a + b
-        return np.where(s >= self.p, s - self.p, s)
+        """(a + b) mod p for a, b < p: a + b - p (< 2^51 in magnitude) in int64, p added back where
+        negative (a sign mask instead of np.where: 1.5x faster on the proof's arrays)."""
+        pi = self.p.astype(I64)
+        s = np.add(a, b, dtype=U64).view(I64)
+        s -= pi
+        s += pi & (s >> 63)
+        return s.view(U64)
 
     def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(a >= b, a - b, a + self.p - b)
+        """(a - b) mod p for a, b < p."""
+        s = np.subtract(a, b, dtype=U64).view(I64)
+        s += self.p.astype(I64) & (s >> 63)
+        return s.view(U64)
 
 
 class Ring(ModPrimes):
@@ -306,8 +314,9 @@ class Ring(ModPrimes):
 
     def cbd(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Centred binomial error, eta = CBD_ETA, as int64 (|e| <= eta)."""
-        bits = rng.random_bits((*shape, 2 * CBD_ETA)).astype(I64)
-        return bits[..., :CBD_ETA].sum(axis=-1) - bits[..., CBD_ETA:].sum(axis=-1)
+        bits = rng.random_bits((*shape, 2 * CBD_ETA)).reshape(*shape, 2, CBD_ETA)
+        s = bits.sum(axis=-1, dtype=np.int16)  # the bits stay uint8 (was: an int64 copy of every bit)
+        return (s[..., 0] - s[..., 1]).astype(I64)
 
     def ternary(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Uniform in {-1, 0, 1} (bias 2^-63 from the reduction), int64."""
