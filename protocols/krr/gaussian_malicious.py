@@ -632,10 +632,15 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             box: dict[str, np.ndarray] = {}
 
             def z_table(pad0: np.ndarray, s_prev: np.ndarray = s_prev, g: np.ndarray = g) -> np.ndarray:
-                prod = limbs.mul_small(s_prev[:, None, :], g[None, :])  # s_(k-1) g_k(d), every d
-                s_k = limbs.reduce(limbs.sub(prod[:, 0], pad0), R)
+                # entry 0 is not sent (first_free): it is the pad, and s_(k-1) g_k(0) is needed only
+                # for s'_k -- g_k(0) = 2^V, a shift; the products s_(k-1) g_k(d) for d >= 1
+                g0 = int(g[0])
+                prod0 = (limbs.shl(s_prev, g0.bit_length() - 1) if g0 and not g0 & (g0 - 1)
+                         else limbs.mul_small(s_prev, g[0]))
+                s_k = limbs.reduce(limbs.sub(prod0, pad0), R)
                 box["s"] = s_k
-                return limbs.sub(prod, s_k[:, None, :])
+                rest = limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, 1:]), s_k[:, None, :])
+                return np.concatenate([pad0[:, None, :], rest], axis=1)
 
             au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z_table, w=n, widths=(tp.chain_bytes,),
                          first_free=True)

@@ -71,6 +71,22 @@ def shr(a: np.ndarray, t: int) -> np.ndarray:
     return out
 
 
+def shl(a: np.ndarray, t: int) -> np.ndarray:
+    """(a * 2^t) mod 2^(64 n), 0 <= t: the product by a power of two as limb shifts."""
+    n = a.shape[-1]
+    q, r = divmod(int(t), 64)
+    out = zeros(a.shape[:-1], n)
+    if q >= n:
+        return out
+    if r == 0:
+        out[..., q:] = a[..., :n - q]
+        return out
+    out[..., q:] = a[..., :n - q] << U64(r)
+    # the high bits of limb j move into the bottom of limb j + 1
+    out[..., q + 1:] |= a[..., :n - q - 1] >> U64(64 - r)
+    return out
+
+
 def random(rng, shape: tuple[int, ...], n: int) -> np.ndarray:
     """Uniform in Z_2^(64 n) from a generator with ``random_u64(count)`` (the parties' rng)."""
     count = int(np.prod(shape, dtype=np.int64)) * n

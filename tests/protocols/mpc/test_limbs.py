@@ -84,6 +84,18 @@ def test_uniform_between_stays_in_range_and_is_seeded():
     assert limbs.limbs_for(128) == 2 and limbs.limbs_for(129) == 3
 
 
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_shl_is_the_product_by_a_power_of_two(n):
+    rng = np.random.default_rng(20 + n)
+    mod = 1 << (64 * n)
+    A = _values(rng, 20, n)
+    a = np.array([limbs.from_int(x, (), n) for x in A])
+    for t in (0, 1, 40, 63, 64, 65, 128, 64 * n - 1, 64 * n, 64 * n + 5):
+        assert limbs.to_int(limbs.shl(a, t)) == [(x << t) % mod for x in A]
+        if t < 64:
+            assert np.array_equal(limbs.shl(a, t), limbs.mul_small(a, np.full(len(A), 1 << t, dtype=U64)))
+
+
 def test_shr_is_the_floor_of_the_unsigned_value():
     """The chain's local truncation (protocol 26): floor(a / 2^t) for t within a limb, across limb
     boundaries and past the top (0)."""
