@@ -58,7 +58,7 @@ from secureml.errors import DataError, ProtocolError
 U64, I64 = np.uint64, np.int64
 STAT_SECURITY = 40
 _OT_BYTES = 12  # a random OT of the checked SoftSpoken extension, as the plan's cost model counts it
-_CHUNK = 8  # output blocks per vectorised batch
+_CHUNK = 8  # output blocks per message (the wire's framing; computed one block at a time)
 
 
 @dataclass(frozen=True)
@@ -204,19 +204,22 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, f
         o1 = min(plan.outputs, o0 + _CHUNK)
         c = o1 - o0
         W = prepared.W_hat[o0:o1].view(I64)  # (c, B, k, n)
-        prod, tmp = np.empty((c, k, n), dtype=I64), np.empty((c, k, n), dtype=I64)
-        acc0, acc1 = np.zeros((c, k, n), dtype=I64), np.zeros((c, k, n), dtype=I64)
-        for b in range(plan.blocks):
-            acc0 += ring.lazy_mul(W[:, b], (C0[0][b], C0[1][b]), prod, tmp)
-            acc1 += ring.lazy_mul(W[:, b], (C1[0][b], C1[1][b]), prod, tmp)
         u = ring.ternary(p.rng, (c, n))
         e2 = ring.cbd(p.rng, (c, n))
-        uh = ring.ntt(np.broadcast_to(u[:, None, :], (c, k, n))).view(I64)  # small signed inputs go in as they are
-        acc1 += ring.lazy_mul(uh, pk1h, prod, tmp)
-        acc1 += ring.ntt(np.broadcast_to(e2[:, None, :], (c, k, n)), scale=1 << M).view(I64)  # NTT(t e2)
-        acc1 = ring.canonical(acc1)
-        acc0 += ring.lazy_mul(uh, pk0h, prod, tmp)
-        c0t = ring.intt(ring.canonical(acc0))[..., tgt]  # (c, k, n_o)
+        acc1 = np.empty((c, k, n), dtype=U64)
+        c0t = np.empty((c, k, plan.n_o), dtype=U64)
+        prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
+        for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
+            a0, a1 = np.zeros((k, n), dtype=I64), np.zeros((k, n), dtype=I64)
+            for b in range(plan.blocks):
+                a0 += ring.lazy_mul(W[i, b], (C0[0][b], C0[1][b]), prod, tmp)
+                a1 += ring.lazy_mul(W[i, b], (C1[0][b], C1[1][b]), prod, tmp)
+            uh = ring.ntt(np.broadcast_to(u[i], (k, n))).view(I64)  # small signed inputs go in as they are
+            a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
+            a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+            acc1[i] = ring.canonical(a1)
+            a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
+            c0t[i] = ring.intt(ring.canonical(a0))[:, tgt]
         e1 = ring.cbd(p.rng, (c, plan.n_o))
         R = p.rng.random_below((c, plan.n_o), M)
         c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))

@@ -276,13 +276,28 @@ class Ring(ModPrimes):
         tw = self._twist_A.get(scale)
         if tw is None:
             tw = self._twist_A[scale] = self.lazy_table(self.mul(self.twist, self.scalar(scale))[:, self._idx_A], 2)
-        return self._canonical(self._cyclic(a, 1, tw), 1)
+        return self._each(a, lambda x: self._canonical(self._cyclic(x, 1, tw), 1))
 
     def intt(self, a: np.ndarray) -> np.ndarray:
-        x = self._cyclic(a, -1, None)
-        out = np.empty_like(x)
-        self._lazy_mul(x, *self._untwist_lazy, self._p_like(1), out=out, tmp=np.empty_like(x))
-        return self._canonical(out, 1)
+        def one(a: np.ndarray) -> np.ndarray:
+            x = self._cyclic(a, -1, None)
+            out = np.empty_like(x)
+            self._lazy_mul(x, *self._untwist_lazy, self._p_like(1), out=out, tmp=np.empty_like(x))
+            return self._canonical(out, 1)
+        return self._each(a, one)
+
+    def _each(self, a: np.ndarray, fn) -> np.ndarray:
+        """``fn`` on each (k, n) polynomial of a batch: one polynomial's work arrays (256 kB at
+        n = 8,192) stay in the cache through the 13 stages, which a batch's do not (1.4 against
+        2.4 ms per polynomial for a batch of 8 on this machine)."""
+        a = np.asarray(a)
+        if a.ndim == 2:
+            return fn(a)
+        flat = a.reshape(-1, self.k, self.n)
+        out = np.empty(flat.shape, dtype=U64)
+        for i in range(flat.shape[0]):
+            out[i] = fn(flat[i])
+        return out.reshape(a.shape)
 
     def polymul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Negacyclic product a b mod (X^n + 1, p_i) of coefficient arrays."""
