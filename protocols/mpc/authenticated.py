@@ -146,10 +146,11 @@ def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: 
     return P0
 
 
-def _stream(pads: np.ndarray, words: int, domain: int) -> np.ndarray:
-    """(n, 16) pads -> (n, words) uint64 pseudorandom words (TCCR counter mode, own domain)."""
+def _stream(pads: np.ndarray, words: int, domain: int, start: int = 0) -> np.ndarray:
+    """(n, 16) pads -> (n, words) uint64 pseudorandom words (TCCR counter mode, own domain); row r
+    is OT ``start`` + r (a caller hashing rows in chunks passes each chunk's first row)."""
     n = pads.shape[0]
-    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, (words + 1) // 2,
+    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), start, (words + 1) // 2,
                       _TAG | (domain << 8))
     return out[:, :words]
 
