@@ -224,6 +224,8 @@ class FixedKeyAES:
         else:
             e_count = 1
             e = entries.astype(_U64).reshape(k, 1)
+        if nblk == 1:
+            return self._lut_pads_one_block(p0, p1, start, m, e, e_count)
         # The per-entry keys of every OT j (k, e_count, 2), and XOR_j key_j: H(key, t) =
         # pi(key ^ t) ^ key, and the keys do not depend on the block, so their XOR is applied once
         # per entry; j's tweak (j << 24 in the high word) goes into the small key arrays.
@@ -270,6 +272,31 @@ class FixedKeyAES:
             # back to (table, entry, block), moved as 16-byte items
             out[k0:k1] = acc_c.view("V16")[..., 0].transpose(1, 2, 0)
         return out.view(_U64).reshape(k, e_count, 2 * nblk)
+
+    def _lut_pads_one_block(self, p0: np.ndarray, p1: np.ndarray | None, start: int, m: int, e: np.ndarray,
+                            e_count: int) -> np.ndarray:
+        """:meth:`lut_pads` with one block per entry (IKNP's table OTs): the per-entry keys are as
+        large as the pads, so each OT j is hashed in place, row-major, without the block-major
+        detour (which only pays when the keys are reused across blocks)."""
+        k = p0.shape[0]
+        rows = k * e_count
+        tw = np.empty((k, e_count, 2), dtype=_U64)
+        tw[..., 0] = (_U64(start) + _U64(m) * np.arange(k, dtype=_U64))[:, None]
+        tw[..., 1] = _U64(self.TAG_LUT) | (e << _U64(8))
+        tw = tw.reshape(rows, 2)
+        acc = np.zeros((rows, 2), dtype=_U64)
+        for j in range(m):
+            if p1 is None:
+                key = p0[:, j]  # (k, 2)
+            else:
+                bit = ((np.arange(e_count) >> j) & 1).astype(np.intp)
+                key = np.take(np.stack([p0[:, j], p1[:, j]], axis=1), bit, axis=1).reshape(rows, 2)
+            t = key ^ tw
+            t[:, 1] ^= _U64(j << 24)
+            h = self.permute(t)
+            h ^= key
+            acc ^= h
+        return acc.reshape(k, e_count, 2)
 
 
 _STAGES = tuple(
