@@ -1,3 +1,5 @@
+"""Semi-honest Gaussian lattice sessions at N = 16,384, d = 351 (in-process pair), timed: python semi_sessions.py ROOT COUNT
+(ROOT: the checkout whose code runs; the sessions of one process run back to back)."""
 import sys, time
 root = sys.argv[1]; sys.path.insert(0, root)
 from bench.synthetic import synthetic_model, synthetic_queries
