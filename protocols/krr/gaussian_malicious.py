@@ -519,6 +519,33 @@ def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list
     return As, Bs
 
 
+def split_tables(As: list[np.ndarray], Bs: list[np.ndarray], tm: list[np.ndarray], sg: list[np.ndarray],
+                 r1: np.ndarray, r2: np.ndarray, a: np.ndarray, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Step 10 (split), server: the two bound tables from the factors (:func:`split_parts`), the
+    masks t_b = ``tm`` and sg_b = ``sg``, r1, r2 and the weights ``a`` (limb arrays (N, 1, nG)):
+    e0 = [A_0 + t_0, A_1 + t_1, c1] (N, 2^h0, 3 nG), c1 = sg_0 A_0 + sg_1 A_1 + r1, and
+    e1 = [alpha B_0 + sg_0, alpha B_1 + sg_1, c2] (N, 2^h1, 3 nG), c2 = t_0 B~_0 + t_1 B~_1 + r2 with
+    t_b B~_b = (t_b alpha) B_b + t_b sg_b: the per-point products once, then one word-by-u64 product
+    per entry (the same values as the direct ring products of B~, at a fraction of their CPU).
+    Computed ``rows`` points at a time (pure arithmetic: the same tables; the work arrays stay in
+    the cache)."""
+    N, nG = As[0].shape[0], a.shape[-1]
+    e0 = np.empty((N, As[0].shape[1], 3 * nG), dtype=U64)
+    e1 = np.empty((N, Bs[0].shape[1], 3 * nG), dtype=U64)
+    for i0 in range(0, N, rows):
+        r = slice(i0, i0 + rows)
+        A, B, t, s, ar = [x[r] for x in As], [x[r] for x in Bs], [x[r] for x in tm], [x[r] for x in sg], a[r]
+        Al = [np.concatenate([x[..., None], limbs.zeros(x.shape, nG - 1)], axis=-1) for x in A]
+        c1 = limbs.add(limbs.add(limbs.mul_small(s[0], A[0]), limbs.mul_small(s[1], A[1])), r1[r])
+        e0[r] = np.concatenate([limbs.add(Al[0], t[0]), limbs.add(Al[1], t[1]), c1], axis=-1)
+        Bt = [limbs.add(limbs.mul_small(ar, B[b]), s[b]) for b in (0, 1)]
+        const = limbs.add(limbs.add(limbs.mul(t[0], s[0]), limbs.mul(t[1], s[1])), r2[r])
+        c2 = limbs.add(limbs.add(limbs.mul_small(limbs.mul(t[0], ar), B[0]),
+                                 limbs.mul_small(limbs.mul(t[1], ar), B[1])), const)
+        e1[r] = np.concatenate([Bt[0], Bt[1], c2], axis=-1)
+    return e0, e1
+
+
 def g_at(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan, e: np.ndarray) -> np.ndarray:
     """alpha_i G_i(e_i) (the product of step 10's factors with the split) at given x_hi values e
     (N,), as signed limb arrays (N, g_limbs): the reference's value of step 10."""
@@ -591,18 +618,8 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
                   for _ in (0, 1)]
             r1 = limbs.reduce(limbs.random(party.rng, (N,), nG), RG)[:, None, :]
             r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
-            Al = [np.concatenate([A[..., None], limbs.zeros(A.shape, nG - 1)], axis=-1) for A in As]
-            c1 = limbs.add(limbs.add(limbs.mul_small(sg[0], As[0]), limbs.mul_small(sg[1], As[1])), r1)
-            e0_table = np.concatenate([limbs.add(Al[0], tm[0]), limbs.add(Al[1], tm[1]), c1], axis=-1)
             a = signed_limbs(alpha, nG)[:, None, :]
-            Bt = [limbs.add(limbs.mul_small(a, Bs[b]), sg[b]) for b in (0, 1)]
-            # c2 = t_0 B~_0 + t_1 B~_1 + r2 with t_b B~_b = (t_b alpha) B_b + t_b sg_b: the per-point
-            # products once, then one word-by-u64 product per entry (the same values as the direct
-            # ring products of B~, at a fraction of their CPU)
-            const = limbs.add(limbs.add(limbs.mul(tm[0], sg[0]), limbs.mul(tm[1], sg[1])), r2)
-            c2 = limbs.add(limbs.add(limbs.mul_small(limbs.mul(tm[0], a), Bs[0]),
-                                     limbs.mul_small(limbs.mul(tm[1], a), Bs[1])), const)
-            e1_table = np.concatenate([Bt[0], Bt[1], c2], axis=-1)
+            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a)
             au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table,
                          widths=(tp.a_bytes, tp.a_bytes, gb))
             au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,
@@ -632,10 +649,15 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             box: dict[str, np.ndarray] = {}
 
             def z_table(pad0: np.ndarray, s_prev: np.ndarray = s_prev, g: np.ndarray = g) -> np.ndarray:
-                prod = limbs.mul_small(s_prev[:, None, :], g[None, :])  # s_(k-1) g_k(d), every d
-                s_k = limbs.reduce(limbs.sub(prod[:, 0], pad0), R)
+                # entry 0 is not sent (first_free): it is the pad, and s_(k-1) g_k(0) is needed only
+                # for s'_k -- g_k(0) = 2^V, a shift; the products s_(k-1) g_k(d) for d >= 1
+                g0 = int(g[0])
+                prod0 = (limbs.shl(s_prev, g0.bit_length() - 1) if g0 and not g0 & (g0 - 1)
+                         else limbs.mul_small(s_prev, g[0]))
+                s_k = limbs.reduce(limbs.sub(prod0, pad0), R)
                 box["s"] = s_k
-                return limbs.sub(prod, s_k[:, None, :])
+                rest = limbs.sub(limbs.mul_small(s_prev[:, None, :], g[None, 1:]), s_k[:, None, :])
+                return np.concatenate([pad0[:, None, :], rest], axis=1)
 
             au.bound_lut(party, CLIENT, digit, pads=u_pads, tables=z_table, w=n, widths=(tp.chain_bytes,),
                          first_free=True)

@@ -146,10 +146,11 @@ def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: 
     return P0
 
 
-def _stream(pads: np.ndarray, words: int, domain: int) -> np.ndarray:
-    """(n, 16) pads -> (n, words) uint64 pseudorandom words (TCCR counter mode, own domain)."""
+def _stream(pads: np.ndarray, words: int, domain: int, start: int = 0) -> np.ndarray:
+    """(n, 16) pads -> (n, words) uint64 pseudorandom words (TCCR counter mode, own domain); row r
+    is OT ``start`` + r (a caller hashing rows in chunks passes each chunk's first row)."""
     n = pads.shape[0]
-    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), 0, (words + 1) // 2,
+    out = _aes().tccr(np.ascontiguousarray(pads).view(U64).reshape(n, 2), start, (words + 1) // 2,
                       _TAG | (domain << 8))
     return out[:, :words]
 
@@ -472,7 +473,7 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
 def _pad_bytes(pad: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
     """(n, e, 2 nblk) pad words -> their first sum(widths) bytes (n, e, sum(widths))."""
     n, e, k = pad.shape
-    raw = np.ascontiguousarray(pad.astype("<u8")).view(np.uint8).reshape(n, e, 8 * k)
+    raw = np.ascontiguousarray(pad.astype("<u8", copy=False)).view(np.uint8).reshape(n, e, 8 * k)
     return np.ascontiguousarray(raw[:, :, :sum(widths)])
 
 
@@ -488,7 +489,7 @@ def _pack_parts(ct: np.ndarray, widths: tuple[int, ...] | None) -> np.ndarray:
         return np.ascontiguousarray(ct)
     n, e, w = ct.shape
     pb = _part_bytes(widths, w)
-    raw = np.ascontiguousarray(ct.astype("<u8")).view(np.uint8).reshape(n, e, len(widths), pb)
+    raw = np.ascontiguousarray(ct.astype("<u8", copy=False)).view(np.uint8).reshape(n, e, len(widths), pb)
     return np.ascontiguousarray(np.concatenate([raw[:, :, j, :x] for j, x in enumerate(widths)], axis=-1))
 
 
@@ -501,7 +502,7 @@ def _unpack_parts(raw: np.ndarray, widths: tuple[int, ...], w: int) -> np.ndarra
     for j, x in enumerate(widths):
         out[:, j, :x] = raw[:, off:off + x]
         off += x
-    return out.reshape(n, len(widths) * pb).view("<u8").astype(U64)
+    return out.reshape(n, len(widths) * pb).view("<u8").astype(U64, copy=False)
 
 
 def combine(coef: np.ndarray, a: U128) -> U128:

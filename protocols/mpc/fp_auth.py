@@ -98,8 +98,13 @@ def new_keys(party: PartyContext, field: Field) -> np.ndarray:
     return out
 
 
-def _hash(field: Field, pads: np.ndarray, domain: int) -> np.ndarray:
-    return field.reduce(au._stream(pads, field.k, domain))
+def _hash(field: Field, pads: np.ndarray, domain: int, start: int = 0) -> np.ndarray:
+    return field.reduce(au._stream(pads, field.k, domain, start))
+
+
+#: OTs per chunk of :func:`macs_on_pads` (the proof commits ~500k bits at N = 16,384: its (n, k)
+#: arrays are 16 MB; 2^14-row chunks keep the hash, reduction and correction in the cache)
+_ROWS = 1 << 14
 
 
 def macs_on_pads(party: PartyContext, chooser: int, field: Field, pads, domain: int, *,
@@ -108,17 +113,29 @@ def macs_on_pads(party: PartyContext, chooser: int, field: Field, pads, domain: 
     :func:`protocols.mpc.authenticated.random_choices`), both roles: the client (``chooser``)
     passes its ``choices`` and gets M (n, k); the server passes its MAC ``keys`` (k,) and gets
     K (n, k). One message: the server's corrections, 7 bytes per bit and prime."""
+    k = field.k
     if party.role == chooser:
         c = np.asarray(choices, dtype=np.uint8).ravel()
-        P = _hash(field, pads, domain)
-        tau = field.unpack(party.ch.recv_array(np.uint8, (c.shape[0] * field.k, 7)), (c.shape[0], field.k))
+        n = c.shape[0]
+        tau = field.unpack(party.ch.recv_array(np.uint8, (n * k, 7)), (n, k))
         if bool((tau >= field.p).any()):
             raise ValueError("unreduced correction")  # a semi-honest server never sends one
-        return field.add(P, np.where(c[:, None] == 1, tau, U64(0)))
+        out = np.empty((n, k), dtype=U64)
+        for r0 in range(0, n, _ROWS):
+            r = slice(r0, r0 + _ROWS)
+            P = _hash(field, pads[r], domain, r0)
+            out[r] = field.add(P, tau[r] & (U64(0) - c[r, None].astype(U64)))  # tau where the bit is 1
+        return out
     m0, m1 = pads
-    P0, P1 = _hash(field, m0, domain), _hash(field, m1, domain)
-    tau = field.sub(field.add(P0, np.broadcast_to(keys, P0.shape)), P1)
-    party.ch.send_array(field.pack(tau), owned=True)
+    n = m0.shape[0]
+    P0 = np.empty((n, k), dtype=U64)
+    wire = np.empty((n * k, 7), dtype=np.uint8)
+    for r0 in range(0, n, _ROWS):
+        r = slice(r0, r0 + _ROWS)
+        p0, p1 = _hash(field, m0[r], domain, r0), _hash(field, m1[r], domain, r0)
+        P0[r] = p0
+        wire[r0 * k:(r0 + p0.shape[0]) * k] = field.pack(field.sub(field.add(p0, keys), p1))
+    party.ch.send_array(wire, owned=True)
     party.ch.flush()
     return P0
 

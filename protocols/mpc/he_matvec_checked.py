@@ -58,7 +58,7 @@ from secureml.errors import DataError, ProtocolError
 U64, I64 = np.uint64, np.int64
 STAT_SECURITY = 40
 _OT_BYTES = 12  # a random OT of the checked SoftSpoken extension, as the plan's cost model counts it
-_CHUNK = 8  # output blocks per vectorised batch
+_CHUNK = 8  # output blocks per message (the wire's framing; computed one block at a time)
 
 
 @dataclass(frozen=True)
@@ -191,24 +191,35 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, f
     # 3. proof, before anything depends on the ciphertexts
     bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
                                msg_keys=_blocks(q_keys, plan, k), keys=keys)
-    # 4. products, re-randomisation, masks, flooding
+    # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
+    # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
+    # terms stay below 2^63 -- and reduced once per sum.
     pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
-    C0, C1 = ring.ntt(c0), ring.ntt(c1)  # (B, k, n)
-    pk0h, pk1h = ring.ntt(pk0), ring.ntt(pk1)
+    C0, C1 = ring.lazy_table(ring.ntt(c0)), ring.lazy_table(ring.ntt(c1))  # (B, k, n) each
+    pk0h, pk1h = ring.lazy_table(ring.ntt(pk0)), ring.lazy_table(ring.ntt(pk1))
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
         c = o1 - o0
-        W = prepared.W_hat[o0:o1]  # (c, B, k, n)
-        acc0 = ring.mul(W, C0[None]).sum(axis=1, dtype=U64) % ring.p  # B < 2^13 terms < 2^50
-        acc1 = ring.mul(W, C1[None]).sum(axis=1, dtype=U64) % ring.p
+        W = prepared.W_hat[o0:o1].view(I64)  # (c, B, k, n)
         u = ring.ternary(p.rng, (c, n))
         e2 = ring.cbd(p.rng, (c, n))
-        uh = ring.ntt(ring.from_signed(u))
-        acc1 = ring.add(ring.add(acc1, ring.mul(pk1h[None], uh)), ring.mul(ring.ntt(ring.from_signed(e2)), t_res))
-        c0t = ring.intt(ring.add(acc0, ring.mul(pk0h[None], uh)))[..., tgt]  # (c, k, n_o)
+        acc1 = np.empty((c, k, n), dtype=U64)
+        c0t = np.empty((c, k, plan.n_o), dtype=U64)
+        prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
+        for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
+            a0, a1 = np.zeros((k, n), dtype=I64), np.zeros((k, n), dtype=I64)
+            for b in range(plan.blocks):
+                a0 += ring.lazy_mul(W[i, b], (C0[0][b], C0[1][b]), prod, tmp)
+                a1 += ring.lazy_mul(W[i, b], (C1[0][b], C1[1][b]), prod, tmp)
+            uh = ring.ntt(np.broadcast_to(u[i], (k, n))).view(I64)  # small signed inputs go in as they are
+            a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
+            a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+            acc1[i] = ring.canonical(a1)
+            a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
+            c0t[i] = ring.intt(ring.canonical(a0))[:, tgt]
         e1 = ring.cbd(p.rng, (c, plan.n_o))
         R = p.rng.random_below((c, plan.n_o), M)
         c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))

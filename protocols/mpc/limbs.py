@@ -71,6 +71,22 @@ def shr(a: np.ndarray, t: int) -> np.ndarray:
     return out
 
 
+def shl(a: np.ndarray, t: int) -> np.ndarray:
+    """(a * 2^t) mod 2^(64 n), 0 <= t: the product by a power of two as limb shifts."""
+    n = a.shape[-1]
+    q, r = divmod(int(t), 64)
+    out = zeros(a.shape[:-1], n)
+    if q >= n:
+        return out
+    if r == 0:
+        out[..., q:] = a[..., :n - q]
+        return out
+    out[..., q:] = a[..., :n - q] << U64(r)
+    # the high bits of limb j move into the bottom of limb j + 1
+    out[..., q + 1:] |= a[..., :n - q - 1] >> U64(64 - r)
+    return out
+
+
 def random(rng, shape: tuple[int, ...], n: int) -> np.ndarray:
     """Uniform in Z_2^(64 n) from a generator with ``random_u64(count)`` (the parties' rng)."""
     count = int(np.prod(shape, dtype=np.int64)) * n
@@ -80,15 +96,20 @@ def random(rng, shape: tuple[int, ...], n: int) -> np.ndarray:
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a + b) mod 2^(64 n); broadcasts over the leading axes."""
     a, b = np.broadcast_arrays(a, b)
+    n = a.shape[-1]
     out = np.empty(a.shape, dtype=U64)
-    carry = np.zeros(a.shape[:-1], dtype=U64)
-    for j in range(a.shape[-1]):
-        s = a[..., j] + b[..., j]
-        c1 = s < a[..., j]
-        s2 = s + carry
-        c2 = s2 < s
-        out[..., j] = s2
-        carry = (c1 | c2).astype(U64)
+    carry = None  # bool: the previous limb's sum wrapped
+    for j in range(n):
+        s = np.add(a[..., j], b[..., j], out=out[..., j])
+        if j == n - 1:  # the top limb's carry leaves the ring
+            if carry is not None:
+                s += carry
+            break
+        c = s < a[..., j]
+        if carry is not None:
+            s += carry
+            c |= s < carry  # s + 1 wrapped to 0
+        carry = c
     return out
 
 
@@ -106,19 +127,36 @@ def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def mul_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a * b) mod 2^(64 n) for a uint64 array b broadcasting against a's leading axes: every
-    limb times b as a 128-bit product (:func:`protocols.mpc.u128.mul64`), the high words carried
-    into the next limb."""
+    limb times b as a 128-bit product from 32-bit halves (b's split once), the high word carried
+    into the next limb (not formed for the top limb, whose high word leaves the ring)."""
     b = np.asarray(b, dtype=U64)
     shape = np.broadcast_shapes(a.shape[:-1], b.shape)
     n = a.shape[-1]
     out = np.empty(shape + (n,), dtype=U64)
-    carry = np.zeros(shape, dtype=U64)  # high word of the previous limb's product, plus its carry
+    b0, b1 = b & MASK32, b >> U64(32)
+    carry = None  # high word of the previous limb's product, plus its carry
     for j in range(n):
-        hi, lo = u128.mul64(np.broadcast_to(a[..., j], shape), np.broadcast_to(b, shape))
-        s = lo + carry
-        # hi <= 2^64 - 2 for a 64 x 64-bit product, so hi + 1 never wraps
-        carry = hi + (s < lo).astype(U64)
-        out[..., j] = s
+        aj = a[..., j]
+        a0, a1 = aj & MASK32, aj >> U64(32)
+        lo = np.multiply(a0, b0, out=np.empty(shape, dtype=U64))
+        mid = np.multiply(a0, b1, out=np.empty(shape, dtype=U64))
+        x = np.multiply(a1, b0, out=np.empty(shape, dtype=U64))
+        mid += x
+        if j < n - 1:
+            hi = np.multiply(a1, b1, out=np.empty(shape, dtype=U64))
+            hi += (mid < x).astype(U64) << U64(32)  # the middle sum wrapped past 2^64
+        np.left_shift(mid, U64(32), out=x)
+        lo += x
+        if j < n - 1:
+            hi += lo < x  # lo wrapped
+            mid >>= U64(32)
+            hi += mid
+        if carry is not None:
+            lo += carry
+            if j < n - 1:
+                hi += lo < carry  # hi <= 2^64 - 2 for a 64 x 64-bit product: never wraps
+        out[..., j] = lo
+        carry = hi if j < n - 1 else None
     return out
 
 

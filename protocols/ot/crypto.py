@@ -224,29 +224,79 @@ class FixedKeyAES:
         else:
             e_count = 1
             e = entries.astype(_U64).reshape(k, 1)
-        rows = k * e_count * nblk
-        # Tweak of j = 0, as flat (rows, 2); OT j differs only by j << 24 in the high word.
-        tw = np.empty((k, e_count, nblk, 2), dtype=_U64)
-        tw[..., 0] = (_U64(start) + _U64(m) * np.arange(k, dtype=_U64))[:, None, None]
-        tw[..., 1] = ((_U64(self.TAG_LUT) | (e << _U64(8)))[:, :, None]
-                      | (np.arange(nblk, dtype=_U64) << _U64(40))[None, None, :])
+        if nblk == 1:
+            return self._lut_pads_one_block(p0, p1, start, m, e, e_count)
+        # The per-entry keys of every OT j (k, e_count, 2), and XOR_j key_j: H(key, t) =
+        # pi(key ^ t) ^ key, and the keys do not depend on the block, so their XOR is applied once
+        # per entry; j's tweak (j << 24 in the high word) goes into the small key arrays.
+        keys = np.zeros((k, e_count, 2), dtype=_U64)
+        kts = []
+        for j in range(m):
+            if p1 is None:
+                key = np.ascontiguousarray(p0[:, j])[:, None, :]  # (k, 1, 2)
+            else:
+                bit = ((np.arange(e_count) >> j) & 1).astype(np.intp)
+                key = np.take(np.stack([p0[:, j], p1[:, j]], axis=1), bit, axis=1)  # (k, e_count, 2)
+            keys ^= key
+            kt = np.array(key, dtype=_U64)
+            kt[..., 1] ^= _U64(j << 24)
+            kts.append(kt)
+        row_tw = _U64(start) + _U64(m) * np.arange(k, dtype=_U64)  # low tweak word of table i
+        hi_tw = ((np.arange(nblk, dtype=_U64) << _U64(40))[:, None, None]
+                 | (_U64(self.TAG_LUT) | (e << _U64(8)))[None, :, :])  # (nblk, k, e_count)
+        out = np.empty((k, e_count, nblk), dtype="V16")
+        # Tables in chunks of ~2^15 blocks (512 kB per array, cache-resident across the m rounds),
+        # block-major inside a chunk (nblk, kc, e_count, 2): ECB permutes each 16-byte block on its
+        # own, so the order is free, and block-major puts the keys' broadcast on the outer axis
+        # (an (..., nblk, 2) layout would make numpy loop over runs of 2 words).
+        kc = max(1, (1 << 15) // (nblk * e_count))
+        t = np.empty((nblk, min(kc, k), e_count, 2), dtype=_U64)
+        tw = np.empty_like(t)
+        acc = np.empty_like(t)
+        raw = np.empty(t.nbytes + 16, dtype=np.uint8)  # AES output, reused
+        for k0 in range(0, k, kc):
+            k1 = min(k, k0 + kc)
+            c = k1 - k0
+            tw_c, t_c, acc_c = tw[:, :c], t[:, :c], acc[:, :c]
+            tw_c[..., 0] = row_tw[None, k0:k1, None]
+            tw_c[..., 1] = hi_tw[:, k0:k1]
+            h = raw[: t_c.nbytes].view(_U64).reshape(t_c.shape)
+            for j in range(m):  # m <= 16 rounds, each vectorized over tables x entries x blocks
+                np.bitwise_xor(kts[j][None, k0:k1], tw_c, out=t_c)
+                self._enc.update_into(memoryview(t_c.reshape(-1).view(np.uint8)), memoryview(raw))
+                if j == 0:
+                    np.copyto(acc_c, h)
+                else:
+                    acc_c ^= h
+            acc_c ^= keys[None, k0:k1]
+            # back to (table, entry, block), moved as 16-byte items
+            out[k0:k1] = acc_c.view("V16")[..., 0].transpose(1, 2, 0)
+        return out.view(_U64).reshape(k, e_count, 2 * nblk)
+
+    def _lut_pads_one_block(self, p0: np.ndarray, p1: np.ndarray | None, start: int, m: int, e: np.ndarray,
+                            e_count: int) -> np.ndarray:
+        """:meth:`lut_pads` with one block per entry (IKNP's table OTs): the per-entry keys are as
+        large as the pads, so each OT j is hashed in place, row-major, without the block-major
+        detour (which only pays when the keys are reused across blocks)."""
+        k = p0.shape[0]
+        rows = k * e_count
+        tw = np.empty((k, e_count, 2), dtype=_U64)
+        tw[..., 0] = (_U64(start) + _U64(m) * np.arange(k, dtype=_U64))[:, None]
+        tw[..., 1] = _U64(self.TAG_LUT) | (e << _U64(8))
         tw = tw.reshape(rows, 2)
         acc = np.zeros((rows, 2), dtype=_U64)
-        for j in range(m):  # m <= 16 rounds, each vectorized over tables x entries x blocks
+        for j in range(m):
             if p1 is None:
                 key = p0[:, j]  # (k, 2)
             else:
                 bit = ((np.arange(e_count) >> j) & 1).astype(np.intp)
-                pair = np.stack([p0[:, j], p1[:, j]], axis=1)  # (k, 2, 2)
-                key = np.take(pair, bit, axis=1).reshape(k * e_count, 2)
-            if nblk > 1:
-                key = np.repeat(key, nblk, axis=0)
+                key = np.take(np.stack([p0[:, j], p1[:, j]], axis=1), bit, axis=1).reshape(rows, 2)
             t = key ^ tw
             t[:, 1] ^= _U64(j << 24)
             h = self.permute(t)
             h ^= key
             acc ^= h
-        return acc.reshape(k, e_count, 2 * nblk)
+        return acc.reshape(k, e_count, 2)
 
 
 _STAGES = tuple(

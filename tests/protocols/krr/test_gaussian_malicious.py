@@ -375,6 +375,37 @@ def test_split_factors_multiply_to_the_g_table():
             assert max(err) <= 1 + np.exp(pp.step) / 2
 
 
+def test_split_tables_are_the_stated_sums_in_any_row_chunks():
+    """Step 10's split tables (computed a few hundred points at a time) against their formulas in
+    Python integers mod 2^(64 nG), for chunk sizes that do and do not divide N."""
+    from protocols.mpc import limbs
+
+    rng = np.random.default_rng(12)
+    N, nG = 23, 3
+    mod = 1 << (64 * nG)
+
+    def words(*shape, top=64):
+        return rng.integers(0, 2**64, shape, dtype=U64) >> U64(64 - top)
+
+    As, Bs = [words(N, 4, top=41) for _ in (0, 1)], [words(N, 8, top=46) for _ in (0, 1)]
+    tm, sg = [words(N, 1, nG) for _ in (0, 1)], [words(N, 1, nG) for _ in (0, 1)]
+    r1, r2, a = words(N, 1, nG), words(N, 1, nG), words(N, 1, nG)
+    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a)
+    for rows in (1, 5, 23):
+        f0, f1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, rows=rows)
+        assert np.array_equal(e0, f0) and np.array_equal(e1, f1)
+    I = lambda x: limbs.to_int(x)[0]  # noqa: E731 - one limb array (nG,) as an int
+    for i in (0, 7, 22):
+        t, s, al = [I(x[i, 0]) for x in tm], [I(x[i, 0]) for x in sg], I(a[i, 0])
+        c1 = (s[0] * int(As[0][i, 0]) + s[1] * int(As[1][i, 0]) + I(r1[i, 0])) % mod
+        want0 = [(int(As[0][i, 0]) + t[0]) % mod, (int(As[1][i, 0]) + t[1]) % mod, c1]
+        assert [I(e0[i, 0, k * nG:(k + 1) * nG]) for k in range(3)] == want0
+        for e in (0, 5):
+            bt = [(al * int(Bs[b][i, e]) + s[b]) % mod for b in (0, 1)]
+            c2 = (t[0] * bt[0] + t[1] * bt[1] + I(r2[i, 0])) % mod
+            assert [I(e1[i, e, k * nG:(k + 1) * nG]) for k in range(3)] == [bt[0], bt[1], c2]
+
+
 @pytest.mark.parametrize("cross", ["ot", "he"])
 def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     model, pp, Xe, xx, Q, q = _case(seed=9)

@@ -35,6 +35,22 @@ def test_add_sub_neg_mul_small_total_match_python_ints(n):
     assert limbs.to_int(limbs.mul(a, b)) == [(x * y) % mod for x, y in zip(A, B)]
 
 
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_mul_small_with_full_64_bit_multipliers(n):
+    """Multipliers of every size up to 2^64 - 1 (the 32-bit halves' middle sum and the low word
+    both wrap for some of these), broadcast both ways."""
+    rng = np.random.default_rng(10 + n)
+    mod = 1 << (64 * n)
+    A = _values(rng, 30, n)
+    a = np.array([limbs.from_int(x, (), n) for x in A])
+    words = [int(v) for v in rng.integers(0, 2**64, 8, dtype=U64)] + [2**64 - 1, 2**63, 2**32 - 1, 2**32, 1, 0]
+    b = np.array(words, dtype=U64)
+    out = limbs.mul_small(a[:, None, :], b[None, :])
+    assert limbs.to_int(out) == [(x * s) % mod for x in A for s in words]
+    col = np.array([words[i % len(words)] for i in range(len(A))], dtype=U64)
+    assert limbs.to_int(limbs.mul_small(a, col)) == [(x * int(s)) % mod for x, s in zip(A, col)]
+
+
 def test_mul_small_broadcasts_a_column_against_a_table_row():
     """The tail's table shape: (N, 1, n) masks times (1, 2^m) public factors -> (N, 2^m, n)."""
     n = 4
@@ -66,6 +82,18 @@ def test_uniform_between_stays_in_range_and_is_seeded():
     narrow = limbs.to_int(limbs.uniform_between(SecureRandom(b"j" * 16), (50,), 1, 2**63, 2**63 + 2**62))
     assert all(2**63 <= v < 2**63 + 2**62 for v in narrow) and len(set(narrow)) == 50
     assert limbs.limbs_for(128) == 2 and limbs.limbs_for(129) == 3
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_shl_is_the_product_by_a_power_of_two(n):
+    rng = np.random.default_rng(20 + n)
+    mod = 1 << (64 * n)
+    A = _values(rng, 20, n)
+    a = np.array([limbs.from_int(x, (), n) for x in A])
+    for t in (0, 1, 40, 63, 64, 65, 128, 64 * n - 1, 64 * n, 64 * n + 5):
+        assert limbs.to_int(limbs.shl(a, t)) == [(x << t) % mod for x in A]
+        if t < 64:
+            assert np.array_equal(limbs.shl(a, t), limbs.mul_small(a, np.full(len(A), 1 << t, dtype=U64)))
 
 
 def test_shr_is_the_floor_of_the_unsigned_value():

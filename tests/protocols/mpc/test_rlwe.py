@@ -1,0 +1,101 @@
+"""The numpy ring of the checked lattice cross term (protocols.mpc.rlwe): the NTT's lazy signed
+residues (no reduction inside the stages) must give exactly the canonical evaluations, also at the
+extremes of the bound argument (every residue p - 1, the largest signed inputs) and for every
+batch shape and ring size (the two-layout split differs with log2 n)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protocols.mpc import rlwe
+
+U64, I64 = np.uint64, np.int64
+
+
+def _evaluate(R: rlwe.Ring, a: np.ndarray, points: list[int]) -> np.ndarray:
+    """a(psi^(2i+1)) mod p_j by Horner in Python integers: (k, len(points))."""
+    out = np.zeros((R.k, len(points)), dtype=U64)
+    for j, p in enumerate(R.primes):
+        psi = int(R.twist[j, 1])
+        coeffs = [int(v) % p for v in a[j]]
+        for c, i in enumerate(points):
+            x, acc = pow(psi, 2 * i + 1, p), 0
+            for v in reversed(coeffs):
+                acc = (acc * x + v) % p
+            out[j, c] = acc
+    return out
+
+
+def _schoolbook(R: rlwe.Ring, a: np.ndarray, b: np.ndarray) -> list[list[int]]:
+    n, out = R.n, []
+    for j, p in enumerate(R.primes):
+        ref = [0] * n
+        for x in range(n):
+            for y in range(n):
+                v = int(a[j, x]) * int(b[j, y])
+                ref[(x + y) % n] += v if x + y < n else -v
+        out.append([r % p for r in ref])
+    return out
+
+
+@pytest.mark.parametrize("fill", ["random", "max"])
+def test_ntt_matches_direct_evaluation_at_the_deployed_size(fill):
+    R = rlwe.ring()
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 1 << 62, (R.k, R.n), dtype=U64) % R.p if fill == "random" else np.repeat(R.p - U64(1), R.n, 1)
+    points = [0, 1, 2, 4095, 4096, R.n - 1]
+    got = R.ntt(a)
+    assert got.dtype == U64 and bool((got < R.p).all())
+    assert np.array_equal(got[:, points], _evaluate(R, a, points))
+    assert np.array_equal(R.intt(got), a)
+    # a scale merged into the twist: ntt(a, c) = ntt(a) c
+    c = (1 << 56) + 12345
+    assert np.array_equal(R.ntt(a, scale=c), R.mul(got, R.scalar(c)))
+
+
+def test_ntt_takes_small_signed_inputs_as_they_are():
+    R = rlwe.ring()
+    rng = np.random.default_rng(4)
+    s = rng.integers(-21, 22, (3, R.n)).astype(I64)
+    s[0, :5] = -(1 << 49)  # large magnitudes below p are allowed too
+    got = R.ntt(np.broadcast_to(s[:, None, :], (3, R.k, R.n)))
+    assert np.array_equal(got, R.ntt(R.from_signed(s)))
+
+
+@pytest.mark.parametrize("n", [8, 16, 32, 64])
+def test_small_rings_products_match_schoolbook(n):
+    """log2 n odd and even: the (R, G) split is square or not."""
+    R = rlwe.Ring(n)
+    rng = np.random.default_rng(n)
+    a = rng.integers(0, 1 << 62, (R.k, n), dtype=U64) % R.p
+    b = rng.integers(0, 1 << 62, (R.k, n), dtype=U64) % R.p
+    assert [[int(v) for v in row] for row in R.polymul(a, b)] == _schoolbook(R, a, b)
+    worst = np.repeat(R.p - U64(1), n, 1)
+    assert [[int(v) for v in row] for row in R.polymul(worst, worst)] == _schoolbook(R, worst, worst)
+
+
+def test_batched_transforms_equal_one_at_a_time():
+    R = rlwe.Ring(256)
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 1 << 62, (2, 3, R.k, R.n), dtype=U64) % R.p
+    fwd, inv = R.ntt(a), R.intt(a)
+    for i in range(2):
+        for j in range(3):
+            assert np.array_equal(fwd[i, j], R.ntt(a[i, j])) and np.array_equal(inv[i, j], R.intt(a[i, j]))
+
+
+def test_lazy_products_summed_then_reduced_are_exact():
+    """The sums of matvec_sender: up to 2^12 lazy products of canonical factors in int64."""
+    R = rlwe.ring()
+    rng = np.random.default_rng(6)
+    terms = 4096
+    v = rng.integers(0, 1 << 62, (terms, R.k, 8), dtype=U64) % R.p
+    w = rng.integers(0, 1 << 62, (terms, R.k, 8), dtype=U64) % R.p
+    v[: terms // 2], w[: terms // 2] = R.p - U64(1), R.p - U64(1)  # the largest products
+    acc = np.zeros((R.k, 8), dtype=I64)
+    for i in range(terms):
+        acc += R.lazy_mul(v[i].view(I64), R.lazy_table(w[i]))
+    got = R.canonical(acc)
+    for j, p in enumerate(R.primes):
+        want = [sum(int(v[i, j, c]) * int(w[i, j, c]) for i in range(terms)) % p for c in range(8)]
+        assert [int(x) for x in got[j]] == want
