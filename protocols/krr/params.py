@@ -183,9 +183,11 @@ class PublicParams:
     @property
     def ring_bits(self) -> int:
         """Ring Z_2^M for distances: holds d * (2^x_bits)^2 (squared L2) or d * 2^x_bits (L1),
-        plus one margin bit."""
+        plus one margin bit; at least 8 bits (the exponential keeps the distance's top 8 bits:
+        ``shift_bits`` <= M - 8; tiny models -- a few features on a coarse grid -- failed with a
+        negative shift before)."""
         per_entry = self.x_bits if self.kind == "krr-laplacian" else 2 * self.x_bits
-        return math.ceil(math.log2(self.n_features)) + per_entry + 1
+        return max(8, math.ceil(math.log2(self.n_features)) + per_entry + 1)
 
     @property
     def kernel_scale(self) -> float:

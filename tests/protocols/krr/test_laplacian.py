@@ -395,3 +395,17 @@ def test_silent_product_i_takes_the_reserved_choices_and_sends_no_bit():
     assert seen["sent_in_cot_i"] == 0  # no d = c ^ r for product (i)
     np.testing.assert_array_equal(seen["b_s"], seen["choices"])  # b_S is the reserved choices
     assert 0.35 < seen["choices"].mean() < 0.65
+
+
+@pytest.mark.parametrize("security", ["semi-honest", "client-malicious"])
+def test_a_tiny_model_gets_a_ring_of_at_least_8_bits(security):
+    """One feature on the integer grid: d 2^x_bits + a margin bit is 4 bits, and the plan's
+    shift_bits <= M - 8 went negative (ValueError: negative shift count at load). The ring is now
+    at least 8 bits, and the session gives the plaintext prediction."""
+    rng = np.random.default_rng(1)
+    model = KernelModelParams(rng.integers(0, 4, (6, 1)).astype(float), rng.normal(0, 5, 6), 1.5, "laplacian", 2.0)
+    served = ServedModel(model, frac_bits=0, security=security)
+    assert served.public.ring_bits == 8 and served.public.shift_bits == 0
+    Q = np.array([[1.0], [3.0]])
+    preds, *_ = _session(served, Q)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-4)
