@@ -26,6 +26,7 @@ that failed checks plus sessions in progress stay within the limit across all wo
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -33,7 +34,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from secureml.errors import SecureMLError
 
@@ -111,6 +112,18 @@ class QueryLedger:
             if db is not self._memory:
                 db.close()
 
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one call, under this object's lock (threads); closed after it unless
+        the ledger lives in memory."""
+        with self._lock:
+            db = self._connect()
+            try:
+                yield db
+            finally:
+                if db is not self._memory:
+                    db.close()
+
     def _connect(self) -> sqlite3.Connection:
         if self._memory is not None:
             return self._memory
@@ -147,13 +160,8 @@ class QueryLedger:
 
     def check(self, client_id: str, n: int) -> str | None:
         """The refusal message for a session of n answers, or None if it would be admitted."""
-        with self._lock:
-            db = self._connect()
-            try:
-                return self._decide(*self._state(db, client_id, self.clock()), n)
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            return self._decide(*self._state(db, client_id, self.clock()), n)
 
     def charge(self, client_id: str, n: int) -> None:
         """Charge n answers without checking (e.g. answers served outside :meth:`admit`)."""
@@ -164,53 +172,38 @@ class QueryLedger:
         return self._apply(client_id, n, check=True)
 
     def _apply(self, client_id: str, n: int, check: bool) -> int | None:
-        with self._lock:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
-                now = self.clock()
-                used, tokens = self._state(db, client_id, now)
-                refusal = self._decide(used, tokens, n) if check else None
-                if refusal is not None:
-                    db.execute("ROLLBACK")
-                    wait = (n - tokens) * 60.0 / self.rate if self.rate and "retry in" in refusal else None
-                    raise QueryRefused(refusal, retry_after=wait)
-                tokens = tokens - n if self.rate else 0.0
-                db.execute(
-                    "INSERT INTO clients (client_id, used, tokens, updated) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(client_id) DO UPDATE SET used = excluded.used, tokens = excluded.tokens, "
-                    "updated = excluded.updated", (client_id, used + n, tokens, now))
-                db.execute("COMMIT")
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
+            now = self.clock()
+            used, tokens = self._state(db, client_id, now)
+            refusal = self._decide(used, tokens, n) if check else None
+            if refusal is not None:
+                db.execute("ROLLBACK")
+                wait = (n - tokens) * 60.0 / self.rate if self.rate and "retry in" in refusal else None
+                raise QueryRefused(refusal, retry_after=wait)
+            tokens = tokens - n if self.rate else 0.0
+            db.execute(
+                "INSERT INTO clients (client_id, used, tokens, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(client_id) DO UPDATE SET used = excluded.used, tokens = excluded.tokens, "
+                "updated = excluded.updated", (client_id, used + n, tokens, now))
+            db.execute("COMMIT")
         return None if self.budget is None else self.budget - used - n
 
     def record_abort(self, client_id: str) -> int:
         """Count one failed protocol check against ``client_id``; returns its new total."""
-        with self._lock:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT INTO aborts (client_id, failed) VALUES (?, 1) ON CONFLICT(client_id) "
-                           "DO UPDATE SET failed = failed + 1", (client_id,))
-                n = int(db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()[0])
-                db.execute("COMMIT")
-                return n
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO aborts (client_id, failed) VALUES (?, 1) ON CONFLICT(client_id) "
+                       "DO UPDATE SET failed = failed + 1", (client_id,))
+            n = int(db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()[0])
+            db.execute("COMMIT")
+            return n
 
     def aborts(self, client_id: str) -> int:
         """Failed protocol checks counted against ``client_id`` so far."""
-        with self._lock:
-            db = self._connect()
-            try:
-                row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
-                return 0 if row is None else int(row[0])
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
+            return 0 if row is None else int(row[0])
 
     def _live_rows(self, db: sqlite3.Connection, client_id: str, drop: bool) -> int:
         """Sessions of ``client_id`` in progress: rows of our pid namespace whose process is alive,
@@ -233,61 +226,41 @@ class QueryLedger:
         Rows of server processes that no longer exist are dropped first (a worker that died
         mid-session must not hold a client's slots for ever); rows written in another pid namespace
         (a container or host sharing the file) count until FOREIGN_TTL_S after their latest begin."""
-        with self._lock:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                running = self._live_rows(db, client_id, drop=True)
-                row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
-                failed = 0 if row is None else int(row[0])
-                verdict = None
-                if limit is not None and failed >= limit:
-                    verdict = "aborts"
-                elif limit is not None and failed + running >= limit:
-                    verdict = "busy"
-                else:
-                    db.execute("INSERT INTO sessions (client_id, ns, pid, n, started) VALUES (?, ?, ?, 1, ?) "
-                               "ON CONFLICT(client_id, ns, pid) DO UPDATE SET n = n + 1, started = excluded.started",
-                               (client_id, _NAMESPACE, os.getpid(), self.clock()))
-                db.execute("COMMIT")
-                return verdict
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            running = self._live_rows(db, client_id, drop=True)
+            row = db.execute("SELECT failed FROM aborts WHERE client_id = ?", (client_id,)).fetchone()
+            failed = 0 if row is None else int(row[0])
+            verdict = None
+            if limit is not None and failed >= limit:
+                verdict = "aborts"
+            elif limit is not None and failed + running >= limit:
+                verdict = "busy"
+            else:
+                db.execute("INSERT INTO sessions (client_id, ns, pid, n, started) VALUES (?, ?, ?, 1, ?) "
+                           "ON CONFLICT(client_id, ns, pid) DO UPDATE SET n = n + 1, started = excluded.started",
+                           (client_id, _NAMESPACE, os.getpid(), self.clock()))
+            db.execute("COMMIT")
+            return verdict
 
     def running(self, client_id: str) -> int:
         """Sessions of ``client_id`` in progress (read-only: the rows :meth:`begin_session` counts;
         it drops the others)."""
-        with self._lock:
-            db = self._connect()
-            try:
-                return self._live_rows(db, client_id, drop=False)
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            return self._live_rows(db, client_id, drop=False)
 
     def end_session(self, client_id: str) -> None:
         """The session :meth:`begin_session` admitted in this process has ended."""
-        with self._lock:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("UPDATE sessions SET n = n - 1 WHERE client_id = ? AND ns = ? AND pid = ?",
-                           (client_id, _NAMESPACE, os.getpid()))
-                db.execute("DELETE FROM sessions WHERE n <= 0")
-                db.execute("COMMIT")
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE sessions SET n = n - 1 WHERE client_id = ? AND ns = ? AND pid = ?",
+                       (client_id, _NAMESPACE, os.getpid()))
+            db.execute("DELETE FROM sessions WHERE n <= 0")
+            db.execute("COMMIT")
 
     def usage(self, client_id: str) -> dict[str, float | int | None]:
-        with self._lock:
-            db = self._connect()
-            try:
-                used, tokens = self._state(db, client_id, self.clock())
-            finally:
-                if db is not self._memory:
-                    db.close()
+        with self._db() as db:
+            used, tokens = self._state(db, client_id, self.clock())
         return {"used": used, "budget": self.budget,
                 "left": None if self.budget is None else max(0, self.budget - used),
                 "rate_tokens": None if not self.rate else tokens}

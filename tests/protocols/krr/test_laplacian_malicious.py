@@ -693,6 +693,36 @@ def test_tcp_silent_ot_session_and_a_deviating_ferret_sender(monkeypatch):
         srv.stop()
 
 
+def _held_deviating_session(srv, Q, monkeypatch, all_deviate: bool):
+    """A client thread "first" (not started) whose session deviates at step 3 (u off by one at one
+    point) and waits inside it -- admitted, nothing failed yet -- until ``release`` is set; with
+    ``all_deviate`` every other client thread's session deviates too. Returns (thread, inside,
+    release, errors)."""
+    from protocols.krr import predict
+    from secureml.errors import SecureMLError
+
+    inside, release, errors = threading.Event(), threading.Event(), []
+    orig = lm.client_masked
+
+    def held(l_c, c):
+        u = orig(l_c, c)
+        first = threading.current_thread().name == "first"
+        if first:
+            inside.set()
+            release.wait(20)
+        if first or all_deviate:
+            u[3] += U64(1)
+        return u
+    monkeypatch.setattr(lm, "client_masked", held)
+
+    def run():
+        try:
+            predict(srv.address, Q, retries=0)
+        except SecureMLError as exc:
+            errors.append(exc)
+    return threading.Thread(target=run, name="first", daemon=True), inside, release, errors
+
+
 def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeypatch):
     """Review finding (the counter was checked at admission only): with --max-aborts 1 a client
     opens one deviating session, holds it just before its commitment (admitted, nothing failed
@@ -705,25 +735,9 @@ def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeyp
 
     model, _, _, _ = _case(N=16, d=5, seed=4)
     srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1)
-    inside, release, errors = threading.Event(), threading.Event(), []
     Q = model.X_train[[2]] + 0.5
-    orig = lm.client_masked
-
-    def held(l_c, c):  # every client thread of this test deviates; the first one waits inside
-        u = orig(l_c, c)
-        if threading.current_thread().name == "first":
-            inside.set()
-            release.wait(20)
-        u[3] += U64(1)
-        return u
-    monkeypatch.setattr(lm, "client_masked", held)
-
-    def first():
-        try:
-            predict(srv.address, Q, retries=0)
-        except SecureMLError as exc:
-            errors.append(exc)
-    t = threading.Thread(target=first, name="first", daemon=True)
+    # every client thread of this test deviates; the first one waits inside
+    t, inside, release, errors = _held_deviating_session(srv, Q, monkeypatch, all_deviate=True)
     try:
         t.start()
         assert inside.wait(30)
@@ -835,25 +849,9 @@ def test_tcp_a_session_turned_away_busy_by_the_abort_counter_is_not_charged(tmp_
     model, _, _, _ = _case(N=16, d=5, seed=4)
     ledger = QueryLedger(tmp_path / "ledger.sqlite", budget=10)
     srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1, store=ledger, admit=admit_hook(ledger))
-    inside, release, errors = threading.Event(), threading.Event(), []
     Q = model.X_train[[2]] + 0.5
-    orig = lm.client_masked
-
-    def held(l_c, c):  # the first client thread deviates and waits inside its session
-        u = orig(l_c, c)
-        if threading.current_thread().name == "first":
-            inside.set()
-            release.wait(20)
-            u[3] += U64(1)
-        return u
-    monkeypatch.setattr(lm, "client_masked", held)
-
-    def first():
-        try:
-            predict(srv.address, Q, retries=0)
-        except SecureMLError as exc:
-            errors.append(exc)
-    t = threading.Thread(target=first, name="first", daemon=True)
+    # the first client thread deviates and waits inside its session
+    t, inside, release, errors = _held_deviating_session(srv, Q, monkeypatch, all_deviate=False)
     try:
         t.start()
         assert inside.wait(30)
