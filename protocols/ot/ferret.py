@@ -278,8 +278,10 @@ class LocalLinearCode:
         # Fused and blocked: per block of rows and per l, keystream -> columns -> gather -> XOR on
         # working arrays of a few hundred KB that stay in the core's L2 beside the 2 MB secret.  One
         # CTR stream per l continues from block to block (no cipher per block).  The same keystream
-        # words as the unblocked version (the code is unchanged): 46 against 73 ns per row alone,
-        # and measured in whole sessions (docs/ot-engine.md).
+        # words as the unblocked version (the code is unchanged).  Laplacian session, parties in two
+        # processes: -13 to -17% of the server's CPU (docs/double-blind/v31-cpu/).  Cost: ~40x more
+        # numpy calls, each a GIL release -- with both parties as threads of one process the step is
+        # slower than the 2^18-row passes were (same data; 2^16-row blocks undo gain and loss).
         streams = []
         for l in range(self.d):
             blk, off = divmod(l * self.n + j0, 4)
