@@ -273,13 +273,15 @@ class LocalLinearCode:
         n_rows = out.shape[0]
         if not 0 <= j0 <= j0 + n_rows <= self.n:
             raise ValueError("row range outside the code")
+        if n_rows == 0:
+            return
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
         rows = min(_LPN_ROWS, n_rows)
         # Fused and blocked: per block of rows and per l, keystream -> columns -> gather -> XOR on
         # working arrays of a few hundred KB that stay in the core's L2 beside the 2 MB secret.  One
         # CTR stream per l continues from block to block (no cipher per block).  The same keystream
         # words as the unblocked version (the code is unchanged).  Laplacian session, parties in two
-        # processes: -13 to -17% of the server's CPU (docs/double-blind/v31-cpu/).  Cost: ~40x more
+        # processes: -12 to -17% of the server's CPU (docs/double-blind/v31-cpu/).  Cost: ~40x more
         # numpy calls, each a GIL release -- with both parties as threads of one process the step is
         # slower than the 2^18-row passes were (same data; 2^16-row blocks undo gain and loss).
         streams = []

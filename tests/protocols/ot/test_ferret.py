@@ -498,3 +498,11 @@ def test_permute_into_writes_pi_in_place_and_wants_spare_bytes():
     np.testing.assert_array_equal(out[:33], aes.permute(x))
     with pytest.raises(ValueError):
         aes.permute_into(x, np.zeros((33, 2), dtype=U64))
+
+
+def test_mul_xor_on_no_rows_is_a_no_op():
+    code = LocalLinearCode(1 << 10, 100, 10, bytes(16))
+    table = np.ones((100, 2), dtype=U64)
+    out = np.empty((0, 2), dtype=U64)
+    code.mul_xor(table, 1 << 10, out)  # the empty range at the end of the code
+    assert out.shape == (0, 2)
