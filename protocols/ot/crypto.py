@@ -150,6 +150,14 @@ class FixedKeyAES:
         self._enc.update_into(memoryview(x.reshape(-1).view(np.uint8)), memoryview(buf))
         return buf[:nb].view(x.dtype).reshape(x.shape)
 
+    def permute_into(self, x: np.ndarray, out: np.ndarray) -> None:
+        """pi(x) into the leading ``x.nbytes`` bytes of the C-contiguous array ``out``, which must
+        have at least 15 more (the cipher's output-buffer rule): no temporary for the result."""
+        x = np.ascontiguousarray(x)
+        if not out.flags.c_contiguous or out.nbytes < x.nbytes + 15:
+            raise ValueError("permute_into needs a contiguous output with 15 spare bytes")
+        self._enc.update_into(memoryview(x.reshape(-1).view(np.uint8)), memoryview(out.reshape(-1).view(np.uint8)))
+
     def tccr(self, x: np.ndarray, start: int, nblk: int, tag: int) -> np.ndarray:
         """Tweakable CR hash in counter mode: block b of row r is H(x_r, (start + r, tag | b<<32)).
 

@@ -463,3 +463,46 @@ def test_checked_ots_refused_on_an_engine_set_up_unchecked():
     r._checked = True
     with pytest.raises(ValueError, match="S1 ran on the unchecked extension"):
         r._no_checked()
+
+
+def test_a_batch_of_trees_is_each_tree_alone():
+    """The batch expands node-major (all trees' node i together) and transposes the leaves back:
+    every tree of a batch must equal that tree expanded alone (one tree: both layouts coincide),
+    with its own tweak (tree index), for the sender and the punctured receiver."""
+    aes = FixedKeyAES(derive_key(b"t", b"batch"))
+    rng = np.random.default_rng(7)
+    bsz, h, tree0 = 70, 7, 3  # 2^7 leaves: two transpose blocks of 64
+    roots = rng.integers(0, 2**63, (bsz, 2), dtype=U64)
+    delta = rng.integers(0, 2**63, 2, dtype=U64) | U64(1)
+    leaves, sums = ggm_tree(aes, roots, delta, h, tree0=tree0, it=1)
+    side = rng.integers(0, 2, (bsz, h))
+    opened = sums[np.arange(bsz)[:, None], np.arange(h)[None, :], side]
+    got, alpha = ggm_punctured_tree(aes, opened, side, tree0=tree0, it=1)
+    for i in (0, 1, 37, bsz - 1):
+        one, s1 = ggm_tree(aes, roots[i : i + 1], delta, h, tree0=tree0 + i, it=1)
+        np.testing.assert_array_equal(leaves[i], one[0])
+        np.testing.assert_array_equal(sums[i], s1[0])
+        g1, a1 = ggm_punctured_tree(aes, opened[i : i + 1], side[i : i + 1], tree0=tree0 + i, it=1)
+        assert alpha[i] == a1[0]
+        np.testing.assert_array_equal(got[i], g1[0])
+    known = np.ones(1 << h, dtype=bool)
+    known[alpha[0]] = False
+    np.testing.assert_array_equal(got[0][known], leaves[0][known])
+
+
+def test_permute_into_writes_pi_in_place_and_wants_spare_bytes():
+    aes = FixedKeyAES(derive_key(b"t", b"permute"))
+    x = np.random.default_rng(8).integers(0, 2**63, (33, 2), dtype=U64)
+    out = np.zeros((34, 2), dtype=U64)  # one block to spare
+    aes.permute_into(x, out)
+    np.testing.assert_array_equal(out[:33], aes.permute(x))
+    with pytest.raises(ValueError):
+        aes.permute_into(x, np.zeros((33, 2), dtype=U64))
+
+
+def test_mul_xor_on_no_rows_is_a_no_op():
+    code = LocalLinearCode(1 << 10, 100, 10, bytes(16))
+    table = np.ones((100, 2), dtype=U64)
+    out = np.empty((0, 2), dtype=U64)
+    code.mul_xor(table, 1 << 10, out)  # the empty range at the end of the code
+    assert out.shape == (0, 2)

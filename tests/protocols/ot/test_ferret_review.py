@@ -112,13 +112,18 @@ def _right_child_inversion(r: _Recorder) -> tuple[int, int]:
     return c, c.shape[0]
 
 
-def _sigmaless_ccr(aes, nodes, hi):
-    """The node hash without the orthomorphism: pi(z) ^ z with z = x ^ tw (a flawed variant)."""
+def _sigmaless_ccr(aes, nodes, hi, out=None):
+    """The node hash without the orthomorphism: pi(z) ^ z with z = x ^ tw (a flawed variant);
+    _ccr's signature (hi broadcast against the nodes' low words, optional output buffer)."""
     z = nodes.copy()
-    z[..., 0] ^= hi[:, None]
-    out = aes.permute(z)
-    out ^= z
-    return out
+    z[..., 0] ^= hi
+    h = aes.permute(z)
+    h ^= z
+    if out is None:
+        return h
+    dst = out.reshape(-1)[: h.size].reshape(h.shape)
+    dst[...] = h
+    return dst
 
 
 @pytest.mark.parametrize("sigma", [True, False])
