@@ -168,7 +168,14 @@ _MAX_TREES = 1 << 23
 _MAX_ITERATIONS = 1 << 24
 # a batch of trees is the unit of one sender message, of the leaves held at once and of laziness
 _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
-# LPN rows per fused block (mul_xor): 8192 rows -> 64 KB of indices, 128 KB of gathered rows
+# LPN rows per fused block (mul_xor): 8192 rows -> 64 KB of indices, 128 KB of gathered rows.
+# A trade-off between the two ways the parties run (one run each, quiet machine, load 1.5-1.8,
+# 2026-12-05; `bench.krr_cost --kernel laplacian --sizes 16384` in two processes / `bench.ferret_threads
+# --cots 15000000` with both parties as threads of one process): 2^13 rows 4.49-4.63 s / 5.04-5.27 s,
+# 2^14 4.79-4.85 / 4.65-4.83, 2^15 4.84-5.14 / 3.74-4.03, 2^16 5.00-5.16 / 3.37 s. Small blocks keep
+# the working set in L2 (the two-process session, which is how client and server run), but make ~40x
+# more numpy calls, each a GIL hand-off when two sessions share a process (bench.malicious_cost's
+# in-process runs; a `serve` worker with concurrent sessions: `--workers` avoids it).
 _LPN_ROWS = 1 << 13
 
 
