@@ -244,7 +244,7 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
         print("secureml: client-malicious Laplacian protocol: whether a deviating client's session aborts can "
               "tell it one bit about the training data (docs/malicious.md); a client is refused after "
               f"{aborts.limit if aborts.limit is not None else 'unlimited'} failed checks (--max-aborts, counted "
-              "across all workers); compact models (e.g. --recipe local-sorf) have no such bit", flush=True)
+              "across all workers); compact models (secureml train --recipe local-sorf) have no such bit", flush=True)
     if on_ready:
         on_ready(actual)
 
