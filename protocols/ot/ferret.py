@@ -124,6 +124,7 @@ outputs' (a receiver chooses anyway; no caller relies on a deviating receiver's 
 """
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator
@@ -175,8 +176,13 @@ _BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB 
 # 2^14 4.79-4.85 / 4.65-4.83, 2^15 4.84-5.14 / 3.74-4.03, 2^16 5.00-5.16 / 3.37 s. Small blocks keep
 # the working set in L2 (the two-process session, which is how client and server run), but make ~40x
 # more numpy calls, each a GIL hand-off when two sessions share a process (bench.malicious_cost's
-# in-process runs; a `serve` worker with concurrent sessions: `--workers` avoids it).
+# in-process runs; a `serve` worker with concurrent sessions) ...
 _LPN_ROWS = 1 << 13
+# ... so the block size follows what runs: 2^13 rows while this is the only LPN encoding running in the
+# process, 2^16 rows (a few numpy calls per MB) while another thread runs one too (re-read per block)
+_LPN_ROWS_SHARED = 1 << 16
+_LPN_ACTIVE = [0]  # LPN encodings running now in this process (mul_xor calls, all threads)
+_LPN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -283,14 +289,14 @@ class LocalLinearCode:
         if n_rows == 0:
             return
         tc = table.view(np.complex128).reshape(-1)  # one 16-byte item per row: numpy's fast take
-        rows = min(_LPN_ROWS, n_rows)
+        rows = min(max(_LPN_ROWS, _LPN_ROWS_SHARED), n_rows)  # the working arrays' size
         # Fused and blocked: per block of rows and per l, keystream -> columns -> gather -> XOR on
         # working arrays of a few hundred KB that stay in the core's L2 beside the 2 MB secret.  One
         # CTR stream per l continues from block to block (no cipher per block).  The same keystream
         # words as the unblocked version (the code is unchanged).  Laplacian session, parties in two
         # processes: -12 to -17% of the server's CPU (docs/double-blind/v31-cpu/).  Cost: ~40x more
-        # numpy calls, each a GIL release -- with both parties as threads of one process the step is
-        # slower than the 2^18-row passes were (same data; 2^16-row blocks undo gain and loss).
+        # numpy calls, each a GIL hand-off when another thread of the process runs an LPN encoding
+        # too (both parties as threads; concurrent sessions in one worker): then 2^16-row blocks.
         streams = []
         for l in range(self.d):
             blk, off = divmod(l * self.n + j0, 4)
@@ -302,18 +308,32 @@ class LocalLinearCode:
         idx = np.empty(rows, dtype=np.intp)
         g = np.empty(rows, dtype=np.complex128)
         acc = out.reshape(-1)
-        for a in range(0, n_rows, rows):
-            b = min(n_rows, a + rows)
-            m = b - a
-            zeros, words, ix, gm = _zero_bytes(4 * m), raw[: 4 * m].view(np.uint32), idx[:m], g[:m]
-            blk_acc = acc[2 * a : 2 * b]
-            for enc in streams:
-                enc.update_into(zeros, memoryview(raw))
-                self._columns(words, ix)
-                # mode="clip": the indices are in range by construction, and the default "raise"
-                # with out= gathers into a temporary first (twice the time, measured)
-                np.take(tc, ix, out=gm, mode="clip")
-                blk_acc ^= gm.view(_U64)
+        with _LPN_LOCK:
+            _LPN_ACTIVE[0] += 1
+        try:
+            a = 0
+            while a < n_rows:
+                # (the same keystream and outputs whatever the block sizes: CTR streams continue)
+                b = min(n_rows, a + (_LPN_ROWS if _LPN_ACTIVE[0] == 1 else _LPN_ROWS_SHARED))
+                self._mul_xor_block(streams, tc, acc, a, b, raw, idx, g)
+                a = b
+        finally:
+            with _LPN_LOCK:
+                _LPN_ACTIVE[0] -= 1
+
+    def _mul_xor_block(self, streams: list, tc: np.ndarray, acc: np.ndarray, a: int, b: int, raw: np.ndarray,
+                       idx: np.ndarray, g: np.ndarray) -> None:
+        """Rows a .. b-1 of :meth:`mul_xor`: per l, keystream -> columns -> gather -> XOR."""
+        m = b - a
+        zeros, words, ix, gm = _zero_bytes(4 * m), raw[: 4 * m].view(np.uint32), idx[:m], g[:m]
+        blk_acc = acc[2 * a : 2 * b]
+        for enc in streams:
+            enc.update_into(zeros, memoryview(raw))
+            self._columns(words, ix)
+            # mode="clip": the indices are in range by construction, and the default "raise"
+            # with out= gathers into a temporary first (twice the time, measured)
+            np.take(tc, ix, out=gm, mode="clip")
+            blk_acc ^= gm.view(_U64)
 
 
 _ZERO = [bytes(1 << 16)]

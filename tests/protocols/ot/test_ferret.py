@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from protocols.net.transport import TCPChannel, connect, listen, local_channel_pair
+from protocols.ot import ferret
 from protocols.ot.crypto import FixedKeyAES, derive_key
 from protocols.ot.ferret import (
     FERRET_B11,
@@ -506,3 +507,39 @@ def test_mul_xor_on_no_rows_is_a_no_op():
     out = np.empty((0, 2), dtype=U64)
     code.mul_xor(table, 1 << 10, out)  # the empty range at the end of the code
     assert out.shape == (0, 2)
+
+
+def test_mul_xor_block_size_follows_concurrent_encodings_with_the_same_output(monkeypatch):
+    """While another thread of the process runs an LPN encoding, mul_xor works in 2^16-row blocks
+    (fewer numpy calls, fewer GIL hand-offs), else in cache-sized 2^13-row blocks; the CTR streams
+    continue across blocks, so the output is the reference A v either way -- also when the size
+    changes mid-call -- and the count of running encodings is restored after each call."""
+    rows, j0 = 150_000, 3
+    code = LocalLinearCode(160_000, 1 << 12, 10, bytes(range(16)))
+    table = np.random.default_rng(9).integers(0, 2**63, (1 << 12, 2), dtype=U64)
+    ref = np.zeros((rows, 2), dtype=U64)
+    idx = code.indices(j0, j0 + rows)
+    for l in range(10):
+        ref ^= table[idx[l]]
+    sizes = []
+    real = LocalLinearCode._mul_xor_block
+
+    def record(self, streams, tc, acc, a, b, *rest):
+        sizes.append(b - a)
+        if others[0] and len(sizes) == 1:
+            ferret._LPN_ACTIVE[0] -= 1  # the other encoding ends after our first block
+        return real(self, streams, tc, acc, a, b, *rest)
+    monkeypatch.setattr(LocalLinearCode, "_mul_xor_block", record)
+    others = [0]
+    got = np.zeros_like(ref)
+    code.mul_xor(table, j0, got)
+    np.testing.assert_array_equal(got, ref)
+    assert set(sizes[:-1]) == {1 << 13} and ferret._LPN_ACTIVE[0] == 0
+    sizes.clear()
+    others[0] = 1
+    monkeypatch.setattr(ferret, "_LPN_ACTIVE", [1])  # another encoding running when we start
+    got = np.zeros_like(ref)
+    code.mul_xor(table, j0, got)
+    np.testing.assert_array_equal(got, ref)
+    assert sizes[0] == 1 << 16 and set(sizes[1:-1]) == {1 << 13} and sum(sizes) == rows
+    assert ferret._LPN_ACTIVE[0] == 0  # ours ended, and so had the other one
