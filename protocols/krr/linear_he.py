@@ -33,7 +33,8 @@ Protocol (client = role 1, server = role 0), two messages after the handshake:
   2. client -> server: header, key id, [pk0], [next seed], and per query (seed of a,
      c0 = -a s + e + Delta Phi') with Delta = 2^(log q - out_bits); the first query's seed is the
      announced one. With ``PREPARE_NEXT`` the client also names the seed of its next session's
-     first a, and makes that mask (-a s + e) while it waits for the reply.
+     first a, and makes that mask (-a s + e) on a thread of its own while it waits for the reply
+     (:class:`_PendingMask`; made inline, it could still be running when the reply arrived).
   3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
      step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
      constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
@@ -181,9 +182,36 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
     return parts
 
 
+class _PendingMask:
+    """The next session's mask, made by a thread of its own while this session waits for the
+    server's answer and after it (the mask is ~0.7 ms of NTT work at n = 4,096; made inline, it was
+    still running when the answer arrived on a fast link). Its seed is known at once (the hello and
+    this session's request name it); :meth:`result` waits for the mask."""
+
+    def __init__(self, key: rlwe_ip.ClientKey, seed: bytes) -> None:
+        self.seed = seed
+        self._mask: rlwe_ip.Mask | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._make, args=(key,), daemon=True, name="secureml-next-mask")
+        self._thread.start()
+
+    def _make(self, key: rlwe_ip.ClientKey) -> None:
+        try:
+            self._mask = key.mask(self.seed, rlwe_ip.SecureRandom())
+        except BaseException as exc:  # noqa: BLE001 - handed to the session that takes the mask
+            self._error = exc
+
+    def result(self) -> rlwe_ip.Mask:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._mask is not None
+        return self._mask
+
+
 # masks made for the client's next session with a server, by (server, key id); each is taken
 # (removed) by that session's first encryption: a mask encrypts one query only
-_NEXT_MASKS: dict[tuple[str, bytes], rlwe_ip.Mask] = {}
+_NEXT_MASKS: dict[tuple[str, bytes], rlwe_ip.Mask | _PendingMask] = {}
 
 
 def _fresh_seed() -> bytes:
@@ -217,7 +245,7 @@ def _first_mask(server_key: str, key: rlwe_ip.ClientKey, party: PartyContext, re
         with _CLIENT_LOCK:
             mask = _NEXT_MASKS.pop((server_key, key.key_id), None)
     if mask is not None and (announced is None or mask.seed == announced):
-        return mask, True
+        return (mask.result() if isinstance(mask, _PendingMask) else mask), True
     return (key.mask(announced, party.rng) if announced is not None else None), False
 
 
@@ -245,11 +273,11 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     ch.send(b"".join(_request(key, with_pk, cts, next_seed)))
     t_sent = time.perf_counter()
     next_s = 0.0
-    if next_seed is not None:  # the next session's mask, made while the server answers
+    if next_seed is not None:  # the next session's mask, made while the server answers, off this thread
         ch.flush()  # the request goes out first (an early-data channel holds sends until a read)
-        nxt = key.mask(next_seed, rlwe_ip.SecureRandom())
+        pending = _PendingMask(key, next_seed)
         with _CLIENT_LOCK:
-            _NEXT_MASKS[(server_key, key.key_id)] = nxt
+            _NEXT_MASKS[(server_key, key.key_id)] = pending
         next_s = time.perf_counter() - t_sent
     k, n = enc.shape[0], rp.n
     reply_bytes = 1 + k * (16 + 8 * n)

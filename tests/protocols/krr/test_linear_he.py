@@ -330,3 +330,22 @@ def test_lattice_client_builds_no_ot_party_and_draws_fresh_randomness_per_sessio
     assert premade and mask.seed == b"s" * 16
     assert fresh._rng is None  # a session whose mask was made last session draws nothing
     assert fresh.rng is fresh.rng and fresh.rng.random_bytes(16) != parties[1].rng.random_bytes(16)
+
+
+def test_the_next_sessions_mask_is_made_on_a_thread_and_its_errors_reach_the_taking_session(monkeypatch):
+    """The next session's mask is made off the session's thread (it ran past the answer's arrival
+    on fast links): its seed is known at once, the taking session waits for it, and a failure in the
+    thread is raised there -- never a session without its mask."""
+    from protocols.mpc import rlwe_ip
+
+    key = rlwe_ip.ClientKey(rlwe_ip.ring_for(64))
+    seed = bytes(range(16))
+    pending = linear_he._PendingMask(key, seed)
+    mask = pending.result()
+    assert pending.seed == seed and isinstance(mask, rlwe_ip.Mask) and mask.seed == seed
+
+    def broken(self, s, rng):
+        raise RuntimeError("mask failed")
+    monkeypatch.setattr(rlwe_ip.ClientKey, "mask", broken)
+    with pytest.raises(RuntimeError, match="mask failed"):
+        linear_he._PendingMask(key, seed).result()
