@@ -20,3 +20,13 @@ def rff_model_and_queries(n_queries: int) -> tuple[MolecularModel, Any]:
     est = RandomFourierRidge("gaussian", sigma=50.0, n_features=512, lam=1e-6)
     mm = MolecularModel(CoulombMatrix(size=23), est, "U0_atomization").fit(data.subset(tr[:400]))
     return mm, data.subset(te[:n_queries])
+
+
+def small_rff_and_two_queries(n_features: int, n_train: int) -> tuple[MolecularModel, Any]:
+    """RFF (``n_features``, seed 1) on the first ``n_train`` embedded training molecules, and two
+    held-out ones: the models of the pooled, precorrected and rounded OT-path tests."""
+    data = load_embedded()
+    tr, te = embedded_split(0)
+    est = RandomFourierRidge(n_features=n_features, sigma=50.0, lam=1e-6, seed=1)
+    mm = MolecularModel(CoulombMatrix(size=23), est, "U0_atomization").fit(data.subset(tr[:n_train]))
+    return mm, data.subset(te[:2])

@@ -15,11 +15,8 @@ from protocols.krr import predict
 from protocols.krr.chain import CLIENT
 from protocols.mpc.gilboa import bit_groups
 from protocols.ot import pool as ot_pool
-from secureml.data import embedded_split, load_embedded
 from secureml.errors import SecureMLError
-from secureml.models.pipeline import MolecularModel
-from secureml.models.random_features import RandomFourierRidge
-from secureml.representations import CoulombMatrix
+from tests.protocols.krr.compact import small_rff_and_two_queries
 from tests.protocols.krr.test_malicious import InProcessServer, _eventually, _ideal, _public
 
 U64 = np.uint64
@@ -28,13 +25,10 @@ U64 = np.uint64
 @pytest.fixture(scope="module")
 def pooled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pool")
-    data = load_embedded()
-    tr, te = embedded_split(0)
-    mm = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=64, sigma=50.0, lam=1e-6, seed=1),
-                        "U0_atomization").fit(data.subset(tr[:150]))
+    mm, queries = small_rff_and_two_queries(64, 150)
     srv = InProcessServer(mm.save(tmp / "rff.npz"), "client-malicious").wait()
     try:
-        yield mm, srv, data.subset(te[:2])
+        yield mm, srv, queries
     finally:
         srv.stop()
 

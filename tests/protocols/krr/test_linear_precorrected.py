@@ -17,11 +17,8 @@ from protocols.krr.chain import CLIENT
 from protocols.mpc import gilboa
 from protocols.mpc.gilboa import bit_groups
 from protocols.ot import pool as ot_pool
-from secureml.data import embedded_split, load_embedded
 from secureml.errors import SecureMLError
-from secureml.models.pipeline import MolecularModel
-from secureml.models.random_features import RandomFourierRidge
-from secureml.representations import CoulombMatrix
+from tests.protocols.krr.compact import small_rff_and_two_queries
 from tests.protocols.krr.test_malicious import InProcessServer, _eventually, _ideal, _public
 from tests.protocols.krr.test_linear_pool import _enc, _fresh_start as _start  # the pooled tests' helpers
 
@@ -31,13 +28,10 @@ U64 = np.uint64
 @pytest.fixture(scope="module")
 def pre(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pre")
-    data = load_embedded()
-    tr, te = embedded_split(0)
-    mm = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=128, sigma=50.0, lam=1e-6, seed=1),
-                        "U0_atomization").fit(data.subset(tr[:200]))
+    mm, queries = small_rff_and_two_queries(128, 200)
     srv = InProcessServer(mm.save(tmp / "rff.npz"), "client-malicious", precorrect=True).wait()
     try:
-        yield mm, srv, data.subset(te[:2])
+        yield mm, srv, queries
     finally:
         srv.stop()
 
@@ -252,13 +246,10 @@ def test_rounded_precorrection_error_law():
 @pytest.fixture(scope="module")
 def pre_rounded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pre_rounded")
-    data = load_embedded()
-    tr, te = embedded_split(0)
-    mm = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=256, sigma=50.0, lam=1e-6, seed=1),
-                        "U0_atomization").fit(data.subset(tr[:300]))
+    mm, queries = small_rff_and_two_queries(256, 300)
     srv = InProcessServer(mm.save(tmp / "rff.npz"), "client-malicious", round_ot=True, precorrect=True).wait()
     try:
-        yield mm, srv, data.subset(te[:2])
+        yield mm, srv, queries
     finally:
         srv.stop()
 

@@ -17,11 +17,8 @@ from protocols.mpc import gilboa
 from protocols.mpc.gilboa import bit_groups, inner_products_pipelined, rounded_groups, rounding_sd
 from protocols.ot import pool as ot_pool
 from protocols.testing import run_two_party
-from secureml.data import embedded_split, load_embedded
 from secureml.errors import SecureMLError
-from secureml.models.pipeline import MolecularModel
-from secureml.models.random_features import RandomFourierRidge
-from secureml.representations import CoulombMatrix
+from tests.protocols.krr.compact import small_rff_and_two_queries
 from tests.protocols.krr.test_malicious import InProcessServer, _eventually, _ideal, _public
 from tests.protocols.krr.test_linear_pool import _enc, _fresh_start as _start  # the pooled tests' helpers
 
@@ -125,16 +122,13 @@ def test_round_bits_plan_for_the_benchmark_models():
 @pytest.fixture(scope="module")
 def rounded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rounded")
-    data = load_embedded()
-    tr, te = embedded_split(0)
-    mm = MolecularModel(CoulombMatrix(size=23), RandomFourierRidge(n_features=256, sigma=50.0, lam=1e-6, seed=1),
-                        "U0_atomization").fit(data.subset(tr[:300]))
+    mm, queries = small_rff_and_two_queries(256, 300)
     path = mm.save(tmp / "rff.npz")
     srv = InProcessServer(path, "client-malicious", round_ot=True).wait()
     exact = InProcessServer(path, "client-malicious").wait()
     srv.exact = exact
     try:
-        yield mm, srv, data.subset(te[:2])
+        yield mm, srv, queries
     finally:
         srv.stop()
         exact.stop()
