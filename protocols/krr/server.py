@@ -66,7 +66,10 @@ class AbortCounter:
     (a temporary ledger file) when none is set. (Before: in-progress sessions were counted per
     process, and a client could reach limit + workers - 1 failed checks.) A ledger file shared by
     serve instances in other pid namespaces (containers, hosts) keeps their rows until they end
-    there or expire (``FOREIGN_TTL_S``): their pids cannot be checked here (review of protocol 32)."""
+    there or expire (``FOREIGN_TTL_S``): their pids cannot be checked here (review of protocol 32).
+    A failure the store cannot record (SQLite busy past its timeout, a full disk) is counted in
+    this process instead, on top of the store's count: the bound fails closed (it held for the
+    store's count only before, so each unrecorded failure was one more bit)."""
 
     def __init__(self, limit: int | None = DEFAULT_MAX_ABORTS, store: Any = None) -> None:
         self.limit = limit
@@ -78,16 +81,24 @@ class AbortCounter:
 
     def count(self, client: str) -> int:
         if self.store is not None:
-            return int(self.store.aborts(client))
+            return int(self.store.aborts(client)) + self._local(client)
+        return self._local(client)
+
+    def _local(self, client: str) -> int:
         with self._lock:
             return self._counts.get(client, 0)
 
     def record(self, client: str) -> int:
+        """Count one failed check of ``client``; the new total."""
         if self.store is not None:
-            return int(self.store.record_abort(client))
+            try:
+                return int(self.store.record_abort(client)) + self._local(client)
+            except Exception as exc:  # noqa: BLE001 -- any store failure: count it here, not nowhere
+                log.error("the abort ledger could not record a failed check (%s): counted in this process",
+                          type(exc).__name__)
         with self._lock:
             self._counts[client] = self._counts.get(client, 0) + 1
-            return self._counts[client]
+        return self.count(client) if self.store is not None else self._local(client)
 
     def check(self, client: str) -> None:
         """:class:`Refused` (code ``aborts``, final) once ``client`` has used up its aborts, (code
@@ -126,7 +137,11 @@ class AbortCounter:
         they plus its sessions in progress do. Record a failure
         (:meth:`record`) inside the block, so that the session is never uncounted in between."""
         if self.store is not None and hasattr(self.store, "begin_session"):
-            verdict = self.store.begin_session(client, self.limit)
+            # failures the store could not record (``record``) use up part of the limit here
+            local = self._local(client)
+            if self.limit is not None and local >= self.limit:
+                raise self._used_up()
+            verdict = self.store.begin_session(client, None if self.limit is None else self.limit - local)
             if verdict == "aborts":
                 raise self._used_up()
             if verdict == "busy":

@@ -775,6 +775,38 @@ def test_abort_counter_in_the_ledger_is_shared_by_workers_and_survives_a_restart
     AbortCounter(None, store=QueryLedger(path)).check("token:eve")  # 0 / None: count, never refuse
 
 
+def test_a_failed_check_the_ledger_cannot_record_is_counted_in_the_process(tmp_path, caplog):
+    """Fail closed: when the store cannot record a failed check (SQLite busy past its timeout, a
+    full disk), the failure is counted in this process on top of the store's count, so the client
+    is still refused at the limit (before: the failure went uncounted, one more bit per failure)."""
+    import sqlite3
+
+    from protocols.krr.server import AbortCounter
+    from protocols.net.frontdoor import Refused
+    from secureml.serving.ledger import QueryLedger
+
+    class FullDisk(QueryLedger):
+        def record_abort(self, client_id: str) -> int:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    counter = AbortCounter(2, store=FullDisk(tmp_path / "ledger.sqlite"))
+    with caplog.at_level("ERROR", logger="secureml.serve"):
+        with counter.session("ip:10.0.0.9"):
+            assert counter.record("ip:10.0.0.9") == 1
+    assert "could not record a failed check (OperationalError)" in caplog.text
+    assert "disk is full" not in caplog.text and "10.0.0.9" not in caplog.text
+    counter.check("ip:10.0.0.9")
+    with counter.session("ip:10.0.0.9"):  # one unrecorded failure and one running session: the limit
+        with pytest.raises(Refused, match="busy"):
+            with counter.session("ip:10.0.0.9"):
+                pass
+        assert counter.record("ip:10.0.0.9") == 2
+    for ask in (lambda: counter.check("ip:10.0.0.9"), lambda: counter.session("ip:10.0.0.9").__enter__()):
+        with pytest.raises(Refused, match="failed 2 protocol checks"):
+            ask()
+    counter.check("ip:10.0.0.10")  # another client is not affected
+
+
 
 def test_sessions_in_progress_are_counted_across_processes_a_dead_workers_row_is_dropped(tmp_path):
     """Worker processes share one store (serve gives --workers > 1 a temporary ledger file when no
