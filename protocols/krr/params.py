@@ -126,6 +126,10 @@ LAPLACIAN_MAX_X_BITS = 20
 
 # kernel values below 2^-KERNEL_FRAC_BITS do not matter at the precision we keep; exp(-T_CUT) is below it
 KERNEL_FRAC_BITS = 36
+# the most the semi-honest lattice cross term may move a Gaussian kernel's exponent t: a relative
+# error of 6e-8 per kernel value (models on the default grids are at 1e-11..1e-8: CM, d = 351,
+# F = 8..16); coarser grids get the exact OT cross term
+LATTICE_T_ERROR = 2.0 ** -24
 
 
 @dataclass
@@ -196,6 +200,15 @@ class PublicParams:
         if self.kind == "krr-laplacian":
             return 1.0 / ((1 << self.frac_bits) * self.sigma)
         return 1.0 / ((1 << (2 * self.frac_bits)) * 2.0 * self.sigma**2)
+
+    def lattice_cross_term_fits(self) -> bool:
+        """Whether the semi-honest lattice cross term (:mod:`protocols.mpc.he_matvec`) keeps this
+        Gaussian model's precision: it returns X q - delta with 0 <= delta <= 2E, so D moves by up
+        to 4E units and t by 4E kernel_scale, which must stay within ``LATTICE_T_ERROR``. Why: on a coarse grid (e.g. --frac-bits 0, one unit = 1 feature unit
+        squared) that error was ~10% of a prediction, silently; the OT cross term is exact.
+        ProtocolError if no lattice plan fits the noise budget at all."""
+        plan = make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)
+        return 4 * plan.error_bound * self.kernel_scale <= LATTICE_T_ERROR
 
     @property
     def shift_bits(self) -> int:
@@ -359,8 +372,9 @@ class PublicParams:
         if self.kind == "krr-gaussian" and self.cross_term == "he":
             if self.security == "client-malicious":  # the checked lattice cross term (no SEAL)
                 make_checked_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)
-            else:
-                make_plan(self.n_train, self.n_features, self.x_bits, self.ring_bits)  # ProtocolError if too wide
+            elif not self.lattice_cross_term_fits():  # ProtocolError if too wide for the noise budget
+                raise ProtocolError("the lattice cross term's rounding is above this model's fixed-point budget "
+                                    "(a coarse --frac-bits grid): use --cross-term ot, or more --frac-bits")
         if self.kind == "krr-gaussian" and self.security == "client-malicious":
             if self.lo_bits < 1 or not 1 <= self.d_bits - self.lo_bits <= MALICIOUS_MAX_HI_BITS:
                 raise ProtocolError(f"the client-malicious Gaussian protocol serves distances whose high part has "

@@ -48,6 +48,13 @@ def auto_frac_bits(n_features: int, span: float, max_ring_bits: int = 60) -> int
     return 8
 
 
+def _lattice_fits(public: PublicParams) -> bool:
+    try:
+        return public.lattice_cross_term_fits()
+    except ProtocolError:  # no lattice plan fits the noise budget: the OT cross term
+        return False
+
+
 def _energies(element_energies: dict[int, float] | None) -> dict[str, float]:
     return {str(int(z)): float(e) for z, e in (element_energies or {}).items()}
 
@@ -152,6 +159,8 @@ class ServedModel(Served):
         )
         if public.kind == "krr-gaussian" and malicious:
             public.cross_term = "he"  # the checked lattice cross term (protocols.mpc.he_matvec_checked)
+        elif public.kind == "krr-gaussian" and not _lattice_fits(public):
+            public.cross_term = "ot"  # exact: the lattice one's rounding is too coarse for this grid
         if params.n_train * params.n_features < SILENT_OT_MIN_ELEMENTS:
             # silent OT's set-up (~0.6 MB for both directions) outweighs its ~15 bytes per element
             # saved below this size, and it costs more CPU per OT (docs/ot-engine.md); the same rule

@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     elif model.public.kind == "krr-gaussian":
         from protocols.krr import gaussian
 
-        model.public.cross_term = _cross_term(args.cross_term)
+        model.public.cross_term = _cross_term(args.cross_term, model.public)
         model.public.validate()
         # query-independent set-up before the first client (encoding, NTT plaintexts of the rows)
         gaussian.prepare_server(model.params, model.public)
@@ -324,10 +324,14 @@ def _malicious_cross_term(choice: str, public: Any) -> str:
     return picked
 
 
-def _cross_term(choice: str) -> str:
-    """'auto' picks the lattice cross term where TenSEAL is installed (the light install has none)."""
+def _cross_term(choice: str, public: Any) -> str:
+    """'auto' picks the lattice cross term where TenSEAL is installed (the light install has none)
+    and its rounding keeps this model's precision (``PublicParams.lattice_cross_term_fits``:
+    not on a coarse --frac-bits grid), else the exact OT one."""
     if choice != "auto":
         return choice
+    if public.cross_term == "ot":  # the model's own plan already found the lattice one too coarse
+        return "ot"
     import importlib.util
 
     try:

@@ -234,3 +234,21 @@ def test_lattice_step9_wrong_size_ciphertext_fails_the_session_with_one_line(mon
     assert str(err).startswith("lattice inner product: client ciphertexts of ")
     preds, *_ = _session(served, Q)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-2)
+
+
+def test_a_coarse_grid_gets_the_exact_ot_cross_term_not_a_silently_wrong_lattice_one():
+    """On the integer grid (--frac-bits 0) the semi-honest lattice cross term's rounding (X q - delta,
+    0 <= delta <= 2E) moved the distance by units of one squared feature unit: predictions were off
+    by ~10% with no error. The model's plan now takes the exact OT cross term there, keeps the
+    lattice one on fine grids, and refuses an explicit lattice choice on the coarse one."""
+    rng = np.random.default_rng(1)
+    model = KernelModelParams(rng.integers(0, 4, (6, 1)).astype(float), rng.normal(0, 5, 6), 1.5, "gaussian", 2.0)
+    Q = np.array([[1.0], [3.0]])
+    coarse = ServedModel(model, frac_bits=0, security="semi-honest")
+    assert coarse.public.cross_term == "ot" and not coarse.public.lattice_cross_term_fits()
+    preds, *_ = run_krr_session(coarse, Q)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-4)
+    assert ServedModel(model, frac_bits=12, security="semi-honest").public.cross_term == "he"
+    coarse.public.cross_term = "he"
+    with pytest.raises(ProtocolError, match="--cross-term ot"):
+        coarse.public.validate()
