@@ -6,6 +6,7 @@
     python -m bench.krr_cost --link wan --sizes 16384 --features 351          # through an emulated WAN
     python -m bench.krr_cost --kernel laplacian --ot-engine softspoken,silent --sizes 4096,16384 --features 351
     python -m bench.krr_cost --inner-product ot,he --sizes 4096,16384 --features 351  # step 9: OT vs lattice
+    python -m bench.krr_cost --kernel laplacian --security semi-honest,client-malicious --repeat 3 --sizes 16384 --features 351
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
@@ -13,7 +14,9 @@ way, rounds (the client's channel count from its hello to its output, the OT eng
 included, a fresh OT session: no resumed ticket; the server's channel is not pipelined, as in
 `secureml serve`: bench.malicious_cost's in-process sessions use the same schedule by default), |prediction - plaintext|, the server's one-off per-model preparation (encoding, and the
 lattice cross term's NTT plaintexts; before any client connects, not in the wall time), and the ratio to the plaintext prediction time measured
-in the same run. Writes JSON + CSV and a log-log plot.
+in the same run. ``--security`` runs each protocol mode (comma-separated: compared in one run, the
+modes alternating) and ``--repeat`` repeats every configuration, so that ratios come from pairs
+measured next to each other on this shared machine. Writes JSON + CSV and a log-log plot.
 """
 from __future__ import annotations
 
@@ -35,19 +38,23 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
 
 
 def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent",
-            inner_product: str = "auto") -> None:
-    from protocols.krr import ServedModel, gaussian, laplacian, serve
+            inner_product: str = "auto", security: str = "semi-honest") -> None:
+    from protocols.krr import ServedModel, gaussian, gaussian_malicious, laplacian, laplacian_malicious, serve  # noqa: F401
 
-    sm = ServedModel(params, frac_bits=frac_bits, security="semi-honest")  # the semi-honest protocols
+    sm = ServedModel(params, frac_bits=frac_bits, security=security)
+    if sm.public.security != security:  # ServedModel falls back to semi-honest where the plan does not fit
+        raise SystemExit(f"this model cannot be served {security}")
     sm.public.cross_term = cross_term
     sm.public.ot_engine = ot_engine
-    sm.public.inner_product = inner_product
+    if security == "semi-honest":  # the client-malicious protocols have their own step 9
+        sm.public.inner_product = inner_product
     sm.public.validate()
+    prepare = {("gaussian", "semi-honest"): gaussian.prepare_server,
+               ("laplacian", "semi-honest"): laplacian.prepare_server,
+               ("gaussian", "client-malicious"): gaussian_malicious.prepare_server,
+               ("laplacian", "client-malicious"): laplacian_malicious.prepare_server}[params.kernel, security]
     t0 = time.perf_counter()
-    if params.kernel == "gaussian":
-        gaussian.prepare_server(params, sm.public)  # once per served model, before any client
-    else:
-        laplacian.prepare_server(params, sm.public)  # the encoding, as `secureml serve` does
+    prepare(params, sm.public)  # once per served model, before any client (encoding; lattice plaintexts)
     q.put(time.perf_counter() - t0)
     c0 = time.process_time()
     serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
@@ -56,14 +63,14 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, 
 
 def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
                       timeout: float = 1800.0, frac_bits: int | None = None, ot_engine: str = "silent",
-                      inner_product: str = "auto"):
+                      inner_product: str = "auto", security: str = "semi-honest"):
     """Server process (prepared before it accepts) + this process as client, optionally through an
     emulated link: (predictions, client CostReport, server's one-off preparation seconds)."""
     from protocols.krr import predict
 
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits, ot_engine, inner_product))
+    proc = ctx.Process(target=_server, args=(params, cross_term, q, frac_bits, ot_engine, inner_product, security))
     proc.start()
     relay = None
     try:
@@ -91,14 +98,14 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
 
 def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "gaussian",
             cross_term: str = "he", link: str | None = None, frac_bits: int | None = None,
-            ot_engine: str = "silent", inner_product: str = "auto") -> dict:
+            ot_engine: str = "silent", inner_product: str = "auto", security: str = "semi-honest") -> dict:
     params, rng = model_for(N, d, sigma, kernel, seed)
     Q = synthetic_queries(params, rng, k)
     if frac_bits is None and kernel == "laplacian":
         # the model's own grid, as a served `secureml train` model encodes it (its grid_bits)
         frac_bits = LAPLACIAN_GRID_BITS
     preds, cost, t_prepare = serve_and_predict(params, Q, cross_term, link, frac_bits=frac_bits, ot_engine=ot_engine,
-                                               inner_product=inner_product)
+                                               inner_product=inner_product, security=security)
     t0 = time.perf_counter()
     params.predict(Q)  # warm-up: caches training norms, as a deployed server would
     reps = max(5, int(2e7 // (N * d)))
@@ -106,10 +113,10 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         plain = params.predict(Q)
     t_plain = (time.perf_counter() - t0) / reps
     return {
-        "kernel": kernel, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
+        "kernel": kernel, "security": security, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
         "cross_term": cross_term if kernel == "gaussian" else "ot",
         "ot_engine": ot_engine if kernel == "laplacian" else "softspoken", "frac_bits": cost.extra.get("frac_bits"),
-        "inner_product": "he" if cost.extra.get("lattice_sum") else "ot",
+        "inner_product": ("he" if cost.extra.get("lattice_sum") else "ot") if security == "semi-honest" else "checked",
         "x_bits": cost.extra.get("x_bits"),
         "server_prepare_s": t_prepare,
         "wall_s": cost.wall_s, "offline_s": cost.offline_s, "online_s": cost.online_s,
@@ -147,6 +154,11 @@ def main(argv=None) -> int:
                     help="step 9's inner product in Z_2^128, comma-separated to compare in one run: he "
                          "(lattice, protocols.mpc.rlwe_ip128), ot (Gilboa over random OT), auto (fewer bytes "
                          "for the public N) (default auto)")
+    ap.add_argument("--security", default="semi-honest",
+                    help="protocol mode, comma-separated to compare in one run (alternating): semi-honest "
+                         "and/or client-malicious (the default of `secureml serve`) (default semi-honest)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every configuration this many times, alternating (ratios from neighbouring runs)")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
     args = ap.parse_args(argv)
     from protocols.krr.params import INNER_PRODUCTS, OT_ENGINES
@@ -159,6 +171,11 @@ def main(argv=None) -> int:
     ips = [e.strip() for e in args.inner_product.split(",") if e.strip()]
     if not ips or any(e not in INNER_PRODUCTS for e in ips):
         ap.error(f"--inner-product: choose from {', '.join(INNER_PRODUCTS)}")
+    securities = [e.strip() for e in args.security.split(",") if e.strip()]
+    if not securities or any(e not in ("semi-honest", "client-malicious") for e in securities):
+        ap.error("--security: choose from semi-honest, client-malicious")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     if args.sigma is None:
         args.sigma = 1000.0 if args.kernel == "laplacian" else 74.0
     from tqdm import tqdm
@@ -166,11 +183,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for N, eng, ip in tqdm([(int(s), e, i) for s in args.sizes.split(",") for e in engines for i in ips], desc="N"):
+    runs = [(int(s), e, i, sec) for s in args.sizes.split(",") for _ in range(args.repeat)
+            for e in engines for i in ips for sec in securities]
+    for N, eng, ip, sec in tqdm(runs, desc="sessions"):
         r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
-                    link=args.link, frac_bits=args.frac_bits, ot_engine=eng, inner_product=ip)
+                    link=args.link, frac_bits=args.frac_bits, ot_engine=eng, inner_product=ip, security=sec)
         rows.append(r)
-        tqdm.write(f"N={N:6d} {r['ot_engine']:>10} step 9 {r['inner_product']} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
+        tqdm.write(f"N={N:6d} {sec:>16} {r['ot_engine']:>10} step 9 {r['inner_product']} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
                    f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "
                    f"{r['total_MB']:9.1f} MB (client sent {r['client_sent_MB']:.1f}, received "
                    f"{r['client_received_MB']:.1f}) {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
@@ -187,16 +206,18 @@ def main(argv=None) -> int:
     plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    for eng, ip in [(e, i) for e in engines for i in ips]:
-        sel = [r for r in rows if (r["ot_engine"] == eng or len(engines) == 1) and
-               (ip == "auto" or r["inner_product"] == ip)]
+    for eng, ip, sec in [(e, i, s) for e in engines for i in ips for s in securities]:
+        sel = [r for r in rows if (r["ot_engine"] == eng or len(engines) == 1) and r["security"] == sec and
+               (ip == "auto" or sec != "semi-honest" or r["inner_product"] == ip)]
+        sel = [min((r for r in sel if r["N"] == n), key=lambda r: r["wall_s"]) for n in sorted({r["N"] for r in sel})]
         Ns = [r["N"] for r in sel]
-        tags = ([eng] if len(engines) > 1 else []) + ([f"step 9 {ip}"] if len(ips) > 1 else [])
+        tags = ([eng] if len(engines) > 1 else []) + ([f"step 9 {ip}"] if len(ips) > 1 else []) + \
+            ([sec] if len(securities) > 1 else [])
         label = f"OT double-blind ({', '.join(tags)})" if tags else "OT double-blind"
         ax[0].loglog(Ns, [r["wall_s"] for r in sel], "o-", label=label)
         ax[1].loglog(Ns, [r["total_MB"] for r in sel], "o-", label=label)
-    Ns = [r["N"] for r in rows]
-    ax[0].loglog(Ns, [r["plaintext_s"] for r in rows], "s--", label="plaintext")
+    Ns = sorted({r["N"] for r in rows})
+    ax[0].loglog(Ns, [min(r["plaintext_s"] for r in rows if r["N"] == n) for n in Ns], "s--", label="plaintext")
     ax[0].set_xlabel("training size N")
     ax[0].set_ylabel("seconds per session")
     ax[0].legend()
