@@ -255,35 +255,49 @@ def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint
 
     g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
     g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
-    Exact: chi (< 2^64) is split into three 22-bit limbs c_l; per limb the per-value weight
-    (< N 2^22 <= 2^44, exact in float64's bincount), A (< 2^44), C (< 2^(44 + B) <= 2^60) and the
-    limb's own g_l(v) = sum_i c_l,i |x_ij - v| < 2^60 are exact in uint64 for N <= 2^22 and B <= 16
-    (g_l's formula wraps mod 2^64 on the way, its value does not); then
-    g = sum_l 2^(22 l) g_l (< 2^124, exact as a limb pair), reduced mod p once, and one multiply by
-    Delta mod p (numpy-vectorised: no per-v loop)."""
+    Delta is folded into chi first (chi'_i = chi_i Delta mod p: N products, not d 2^B), so the
+    tables are g'_j(v) = sum_i chi'_i |x_ij - v| = g_j(v) Delta (mod p). Exact: chi' (< 2^64) is
+    split into limbs c_l of w bits (:func:`_limb_bits`: two limbs at N = 16,384, B = 15); per limb the
+    per-value weight (< N 2^w <= 2^53, exact in float64's bincount), A, C and the limb's own
+    g_l(v) = sum_i c_l,i |x_ij - v| < N 2^(w + B) <= 2^64 are exact in uint64 (g_l's formula wraps
+    mod 2^64 on the way, its value does not); then g' = sum_l 2^(w l) g_l (< 2^128, exact as a limb
+    pair), reduced mod p once (numpy-vectorised: no per-v loop)."""
     d, N = XT.shape
     V = 1 << x_bits
+    w = _limb_bits(N, x_bits)
+    chid = fp64.mul(chi, delta)
     idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
     vals = np.arange(V, dtype=U64)[None, :]
     XTu = XT.astype(U64)
-    hi = lo = None  # g = sum_l 2^(22 l) g_l < 2^124, accumulated exactly as (hi, lo), reduced once
-    for limb in range(3):
-        cu = (chi >> U64(22 * limb)) & U64((1 << 22) - 1)
+    hi = lo = None  # g' = sum_l 2^(w l) g_l, accumulated exactly as (hi, lo), reduced once
+    for shift in range(0, 64, w):
+        cu = (chid >> U64(shift)) & U64((1 << w) - 1)
         a = np.bincount(idx, weights=np.broadcast_to(cu.astype(np.float64)[None, :], (d, N)).ravel(),
                         minlength=d * V)
         A = np.cumsum(np.rint(a).astype(U64).reshape(d, V), axis=1, dtype=U64)
         gl = np.zeros((d, V), dtype=U64)
         np.cumsum(A[:, :-1], axis=1, dtype=U64, out=gl[:, 1:])  # C_l(v)
-        T = (XTu * cu[None, :]).sum(axis=1, dtype=U64)  # g_l(0) < N 2^(22 + B) <= 2^60
+        T = (XTu * cu[None, :]).sum(axis=1, dtype=U64)  # g_l(0) < N 2^(w + B) <= 2^64
         gl = (gl << U64(1)) + T[:, None] - vals * A[:, -1:]
-        if limb == 0:
+        if shift == 0:
             hi, lo = np.zeros_like(gl), gl
         else:
-            sh = 22 * limb
-            part = gl << U64(sh)
+            part = gl << U64(shift)
             lo = lo + part
-            hi = hi + (gl >> U64(64 - sh)) + (lo < part).astype(U64)
-    return fp64.add(fp64.mul(fp64.reduce128(hi, lo), delta), K[:, None])
+            hi = hi + (gl >> U64(64 - shift)) + (lo < part).astype(U64)
+    # g' = sum_i chi'_i |x_ij - v| < 2^(64 + nb + B): hi < 2^(nb + B) <= 2^57 (_limb_bits)
+    return fp64.add(fp64.reduce128_short(hi, lo), K[:, None])
+
+
+def _limb_bits(n: int, x_bits: int) -> int:
+    """The widest limb w for :func:`mac_word_tables`: n (2^w - 1)(2^B - 1) < 2^64 keeps a limb's
+    g_l exact in uint64, n 2^w <= 2^53 its per-value weights exact in float64; n 2^B <= 2^57 keeps
+    the tables' high word short enough for one fold mod p."""
+    nb = max(1, (n - 1).bit_length())
+    w = min(64 - nb - x_bits, 53 - nb)
+    if w < 1 or nb + x_bits > 57:  # 57: the high word's bound for fp64.reduce128_short
+        raise ProtocolError("too many training points for step 5's exact tables")
+    return w
 
 
 def _feature_blocks(d: int, x_bits: int):

@@ -273,6 +273,24 @@ def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
         assert W[j].tolist() == want
 
 
+@pytest.mark.parametrize("n", [16_384, 70_000])
+def test_mac_word_tables_stay_exact_at_the_widest_limbs_of_large_sessions(n):
+    """The limb width follows N and B (two 35-bit limbs at N = 16,384, B = 15; 31-bit ones at
+    70,000, B = 16): with every chi_i = p - 1, Delta = p - 1 and entries at both ends of the range
+    the sums are at their largest; spot values against Python integers."""
+    bits = 15 if n == 16_384 else 16
+    rng = np.random.default_rng(2)
+    XT = rng.integers(0, 1 << bits, (2, n)).astype(U64)
+    XT[0, : n // 2] = (1 << bits) - 1
+    XT[1, : n // 2] = 0
+    chi = np.full(n, P - 1, dtype=U64)
+    W = lm.mac_word_tables(XT, chi, bits, U64(P - 1), np.array([3, P - 2], U64))
+    for j, k in ((0, 3), (1, P - 2)):
+        for v in (0, 1, 1 << (bits - 1), (1 << bits) - 1):
+            g = sum(abs(int(x) - v) for x in XT[j].tolist()) * (P - 1)
+            assert int(W[j, v]) == (k + g * (P - 1)) % P
+
+
 @pytest.mark.parametrize("err", [1, (1 << 63), "high"])
 def test_u_off_at_one_point_aborts(err):
     """u_i + 1, u_i with its top bit flipped, and u_i + 2^M (the low M bits -- all that steps 7-11

@@ -73,3 +73,13 @@ def test_uniform_redraws_the_59_values_at_or_above_p():
             return np.full(n, P + 3, dtype=U64) if self.calls == 1 else np.arange(n, dtype=U64)
     r = Rng()
     assert fp64.uniform(r, 4).tolist() == [0, 1, 2, 3] and r.calls == 2
+
+
+def test_reduce128_short_matches_python_for_high_words_below_2_57():
+    rng = np.random.default_rng(7)
+    lo = np.concatenate([rng.integers(0, 2**64 - 1, 2000, dtype=np.uint64, endpoint=True),
+                         np.array([0, 58, 59, P - 1, P, 2**64 - 1] * 3, dtype=np.uint64)])
+    hi = np.concatenate([rng.integers(0, 2**57, 2000, dtype=np.uint64),
+                         np.array([0] * 6 + [1] * 6 + [2**57 - 1] * 6, dtype=np.uint64)])
+    got = fp64.reduce128_short(hi, lo)
+    assert [int(g) for g in got] == [((int(h) << 64) + int(l)) % P for h, l in zip(hi, lo)]
