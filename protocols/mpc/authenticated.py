@@ -397,14 +397,21 @@ def commit_p64(party: PartyContext, chooser: int, *, n: int, bits: int, values: 
     return CommitKeysP64(key, (m0.reshape(n, bits, 16), m1.reshape(n, bits, 16)) if keep_pads else None)
 
 
+def _lut_lows(n: int, a: int) -> np.ndarray:
+    """Base tweak words of :func:`bound_lut`'s n tables on bits [a, b): value i's bit a + j is
+    i 2^8 + a + j -- distinct per value and bit within a call (bits < 2^8)."""
+    return (np.arange(n, dtype=U64) << U64(8)) | U64(a)
+
+
 def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
               tables=None, values: np.ndarray | None = None, w: int = 1,
               widths: tuple[int, ...] | None = None, first_free: bool = False) -> np.ndarray | None:
     """1-out-of-2^m table OT whose index is a digit of a *committed* value, both roles.
 
     The index bits are not chosen anew: the m random OTs that committed bits [a, b) of each value
-    (:func:`commit` with ``keep_pads``) are the table OT's OTs (Naor-Pinkas: entry e of table i
-    is padded with XOR_j H(key_{i,j,e_j}, tweak(i, j, e))). The client holds one key per bit --
+    (:func:`commit` with ``keep_pads``) are the table OT's OTs (since protocol 33 entry e is padded
+    with the leaf of a binary tree over those OTs' keys, :meth:`FixedKeyAES.tree_pads`: ~2 hashes
+    per entry; Naor-Pinkas' XOR_j H(key_{i,j,e_j}, tweak(i, j, e)) before, m per entry). The client holds one key per bit --
     the one its committed bit selects -- so it can open exactly the entry at its committed digit;
     a client that wants another entry gets a pseudorandom string. Nothing to check afterwards.
     Sender: ``tables`` uint64 (n, 2^m, w), ``pads`` = the commitment's (m0, m1); chooser:
@@ -434,7 +441,7 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
         n = m0.shape[0]
         p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
         p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
-        pad = aes.lut_pads(p0, p1, 0, m, nblk)
+        pad = aes.tree_pads(p0, p1, _lut_lows(n, a), m, nblk)
         if widths is None:
             pad = pad[:, :, :w]
             pad0 = np.ascontiguousarray(pad[:, 0])
@@ -456,7 +463,7 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     n = v.shape[0]
     idx = ((v >> U64(a)) & U64(size - 1)).astype(np.intp)
     p = aes.permute(np.ascontiguousarray(pads[:, a:b]).view(U64).reshape(n, m, 2))
-    pad = aes.lut_pads(p, None, 0, m, nblk, entries=idx)[:, 0]
+    pad = aes.tree_pads(p, None, _lut_lows(n, a), m, nblk, entries=idx)[:, 0]
     rows = np.arange(n)
     pick = np.maximum(idx - skip, 0)
     if widths is None:

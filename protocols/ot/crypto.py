@@ -136,6 +136,8 @@ class FixedKeyAES:
     # in two different uses.
     TAG_OT = 1
     TAG_LUT = 2
+    TAG_TREE = 3  # a level of tree_pads
+    TAG_TREE_BLOCK = 4  # tree_pads' leaf expansion into blocks
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 16:
@@ -280,6 +282,58 @@ class FixedKeyAES:
             # back to (table, entry, block), moved as 16-byte items
             out[k0:k1] = acc_c.view("V16")[..., 0].transpose(1, 2, 0)
         return out.view(_U64).reshape(k, e_count, 2 * nblk)
+
+    def tree_pads(self, p0: np.ndarray, p1: np.ndarray | None, lows: np.ndarray, m: int, nblk: int,
+                  entries: np.ndarray | None = None) -> np.ndarray:
+        """Pads of 1-out-of-2^m OT from m 1-out-of-2 OTs as the leaves of a binary tree, ~2 + nblk
+        hashes per entry instead of :meth:`lut_pads`' m nblk (its Naor-Pinkas XOR of one hash per
+        OT and entry: 15 per entry for step 5's 2^15-entry tables, most of that step's CPU).
+
+        With H(x, t) = pi(x ^ t) ^ x (TCCR) and K_j^b = pi(key_{i,j,b}) (``p0``/``p1``, (k, m, 2)
+        uint64: the first pi computed once per key by the caller), the node of table i for the low
+        j + 1 bits e' of an entry is s_0(e') = H(K_0^{e'_0}, t(i, 0, e')) and
+        s_j(e') = H(s_(j-1)(e' mod 2^j) ^ K_j^{e'_j}, t(i, j, e')), tweak t = (lows_i + j,
+        TAG_TREE | e' << 8): unique per table (``lows``, (k,) uint64: the caller's distinct
+        base words), level and prefix. The pad of entry e is s_(m-1)(e) for ``nblk`` = 1, else its
+        blocks H(s_(m-1)(e), (lows_i, TAG_TREE_BLOCK | e << 8 | block << 40)).
+        Why a chooser holding K_j^{r_j} (its index r) learns nothing of another entry's pad: at the
+        lowest bit j where e differs from r, s_j(e) hashes K_j^{1 - r_j} -- the OT's unchosen key,
+        pseudorandom to it -- and every node above hashes a value it cannot compute XOR a key it
+        may know, under a tweak no other node uses: the GGM argument with H as the PRG, under H's
+        tweakable correlation robustness (the inputs of sibling nodes differ by a known XOR).
+
+        Sender: ``p1`` given, returns (k, 2^m, 2 nblk) for every entry. Chooser: ``p1`` None,
+        ``p0`` its one key per OT and ``entries`` (k,) its index; returns (k, 1, 2 nblk)."""
+        k = p0.shape[0]
+        lows = np.asarray(lows, dtype=_U64).reshape(k)
+        s = None
+        for j in range(m):
+            if p1 is None:
+                key = p0[:, j][:, None, :]  # (k, 1, 2)
+                x = key if s is None else s ^ key
+                e = (entries.astype(_U64) & _U64((2 << j) - 1))[:, None]
+            else:
+                key = np.stack([p0[:, j], p1[:, j]], axis=1)  # (k, 2, 2): b = 0, 1
+                # entry e' = e'' + b 2^j: the b = 0 half first, then the b = 1 half
+                x = key if s is None else np.concatenate([s ^ key[:, :1], s ^ key[:, 1:]], axis=1)
+                e = np.arange(2 << j, dtype=_U64)[None, :]
+            tw = np.empty(x.shape, dtype=_U64)
+            tw[..., 0] = (lows + _U64(j))[:, None]
+            tw[..., 1] = _U64(self.TAG_TREE) | (e << _U64(8))
+            s = self.permute(x ^ tw)
+            s ^= x
+        if nblk == 1:
+            return s
+        e_count = s.shape[1]
+        e = np.arange(e_count, dtype=_U64)[None, :] if p1 is not None else entries.astype(_U64)[:, None]
+        x = np.broadcast_to(s[:, :, None, :], (k, e_count, nblk, 2))
+        tw = np.empty((k, e_count, nblk, 2), dtype=_U64)
+        tw[..., 0] = lows[:, None, None]
+        tw[..., 1] = (_U64(self.TAG_TREE_BLOCK) | (e << _U64(8)))[:, :, None] \
+            | (np.arange(nblk, dtype=_U64) << _U64(40))[None, None, :]
+        out = self.permute(x ^ tw)
+        out ^= x
+        return out.reshape(k, e_count, 2 * nblk)
 
     def _lut_pads_one_block(self, p0: np.ndarray, p1: np.ndarray | None, start: int, m: int, e: np.ndarray,
                             e_count: int) -> np.ndarray:

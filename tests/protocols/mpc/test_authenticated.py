@@ -225,7 +225,7 @@ def test_bound_table_ot_narrow_parts_and_free_first_entry(first_free):
         # keys at entry 0 gets a pseudorandom string, not the pad that fixed the server's mask
         aes = au._lut_aes()
         pk = aes.permute(np.ascontiguousarray(seen["keys"][:, 3:5]).view(U64).reshape(n, 2, 2))
-        raw = aes.lut_pads(pk, None, 0, 2, 2, entries=np.zeros(n, dtype=U64))  # 2 blocks >= 18 bytes
+        raw = aes.tree_pads(pk, None, au._lut_lows(n, 3), 2, 2, entries=np.zeros(n, dtype=U64))  # 2 blocks >= 18 bytes
         try0 = au._unpack_parts(au._pad_bytes(raw, widths)[:, 0], widths, 4)
         dd = ((x >> U64(3)) & U64(3)) != 0
         assert np.array_equal(try0[~dd], seen["pad0"][~dd])  # at digit 0 its keys give exactly the pad
