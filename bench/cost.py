@@ -4,7 +4,10 @@ Engines (each runs as two real processes on TCP loopback, except plaintext):
   plaintext      the model owner predicts in the clear (the denominator of every ratio)
   ot             secureml's double-blind exact KRR, semi-honest protocols (protocols.krr, bench/krr_cost.py;
                  Gaussian cross term by lattice HE, step 9 by lattice HE from N ~ 925 on: protocol 19;
-                 `serve`'s client-malicious default costs more: bench/malicious_cost.py)
+                 `serve`'s client-malicious default costs more: ot-cm)
+  ot-cm          the same model served as `secureml serve` does by default: client-malicious (a
+                 deviating client learns f(q') or an abort: docs/malicious.md; Gaussian with the
+                 checked lattice cross term, Laplacian with its chain check)
   ot-vole        the same with the OT-based vector OLE for the cross term (protocol 2's)
   fhe            SEAL CKKS, client holds the key (protocols.baselines.fhe); keys and the encoded
                  model are set-up: its per-query cost is the "online" columns
@@ -38,6 +41,7 @@ import numpy as np
 
 ENGINES = {
     "ot": "bench.krr_cost",
+    "ot-cm": "bench.krr_cost",
     "ot-vole": "bench.krr_cost",
     "fhe": "protocols.baselines.fhe",
     "crypten": "protocols.baselines.crypten_engine",
@@ -84,12 +88,13 @@ def _relay(link: str):
 
 
 def run_engine(name: str, model, Q: np.ndarray, link: str | None = None, **opts: Any) -> dict[str, Any]:
-    if name in ("ot", "ot-vole"):
+    if name in ("ot", "ot-cm", "ot-vole"):
         from bench.krr_cost import serve_and_predict
 
         # Laplacian models sit on the 2^-8 grid: encoded on it, as a trained model's grid_bits
         frac = LAPLACIAN_GRID_BITS if model.kernel == "laplacian" else None
-        preds, client, _ = serve_and_predict(model, Q, "ot" if name == "ot-vole" else "he", link, frac_bits=frac)
+        preds, client, _ = serve_and_predict(model, Q, "ot" if name == "ot-vole" else "he", link, frac_bits=frac,
+                                             security="client-malicious" if name == "ot-cm" else "semi-honest")
         server = client
     elif name.startswith("spu-"):
         from bench import spu_engine
@@ -127,7 +132,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sigma", type=float, default=None,
                     help="kernel width (default: the published study's 74, Gaussian; 1000, Laplacian)")
     ap.add_argument("--engines", default=None,
-                    help="comma-separated: plaintext, ot, ot-vole, fhe, crypten, generic, spu-cheetah, "
+                    help="comma-separated: plaintext, ot, ot-cm (client-malicious, serve's default), ot-vole, fhe, crypten, generic, spu-cheetah, "
                          "spu-cheetah64, spu-semi2k (SPU engines: SecretFlow SPU in .venv-spu, `make spu`), "
                          "mp-spdz (only with MP_SPDZ_HOME set; skipped with a note otherwise) "
                          f"(default: {DEFAULT_ENGINES}; --quick: {QUICK_ENGINES})")
@@ -286,7 +291,7 @@ def plot_cost(rows: list[dict[str, Any]], path: Path) -> None:
     """Three panels (time, traffic, ratio to plaintext) against N on log axes, one legend outside
     the panels (it cannot hide a line), ticks at the measured N only, trusted-dealer engines drawn
     dashed with open markers and named so in the legend."""
-    order = [e for e in ["plaintext", "ot", "ot-vole", "fhe", "generic", "spu-cheetah", "spu-cheetah64",
+    order = [e for e in ["plaintext", "ot", "ot-cm", "ot-vole", "fhe", "generic", "spu-cheetah", "spu-cheetah64",
                          "crypten", "spu-semi2k"] if any(r["engine"] == e for r in rows)]
     order += sorted({r["engine"] for r in rows} - set(order))
     sizes = sorted({r["N"] for r in rows})
