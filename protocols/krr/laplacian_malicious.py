@@ -182,85 +182,67 @@ from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.expsum import encode_weights
 from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MALICIOUS_MAX_X_BITS, PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import fp64
+from protocols.mpc import commit_fp48, fp48
 from protocols.mpc.context import PartyContext
 from protocols.mpc.randomness import SecureRandom
 from protocols.ot.crypto import derive_key
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
-#: ring of the lifted shares and of the committed u (u = L + rho without wrap-around)
-RING = 64
 #: bytes of the seed step 5's chi is expanded from (both parties expand it)
 CHI_SEED_BYTES = 32
-#: widest encoded entry whose per-feature MAC-word table (2^B x 8 bytes) this protocol sends
+#: widest encoded entry whose per-feature MAC-word table (2^B x 6 bytes) this protocol sends
 MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
 #: entries of the MAC-word tables built and sent per block of features
 _TABLE_ENTRIES = 1 << 20
 
 
 class ChainCheckError(au.MacCheckError):
-    """Step 6 failed: the client's committed u is not L(q') + rho (a deviating client)."""
+    """Step 6 failed: the client's committed u is not L(q') + rho mod 2^M (a deviating client)."""
 
 
 def check_params(pp: PublicParams) -> None:
     """ProtocolError (naming ``--security semi-honest``) if this model has no client-malicious
-    Laplacian plan: the shared tail's plan, entries of at most MAX_X_BITS bits, a 63-bit mask."""
+    Laplacian plan: the shared tail's plan, entries of at most MAX_X_BITS bits, distances of at
+    most LAPLACIAN_MALICIOUS_MAX_RING_BITS bits (c travels in 4 bytes, |e_i| < 2^(M+3) < q)."""
     if pp.x_bits > MAX_X_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol serves entries of at most {MAX_X_BITS} bits "
-                            f"(its check sends 2^x_bits x 8 bytes per feature), this model's have {pp.x_bits}: "
+                            f"(its check sends 2^x_bits x 6 bytes per feature), this model's have {pp.x_bits}: "
                             "train on a coarser grid or serve it with --security semi-honest")
     if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
-                            f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits "
-                            "(a 64-bit mask hides them): serve it with --security semi-honest")
+                            f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits: serve it with --security semi-honest")
     gaussian_malicious.plan(pp)
 
 
-def mask_bound_bits(pp: PublicParams) -> float:
-    """log2 of the statistical distance, per training point, by which c (step 3) reveals the
-    server's share L_S -- whatever the client did in the chain -- and u = L + rho reveals L: 2^(M-64)."""
-    return float(pp.ring_bits - RING)
-
-
 def draw_mask(rng, n: int, M: int) -> np.ndarray:
-    """Step 3's rho: uniform on [0, 2^64 - 2^M) (a multiple of 2^M, so rho mod 2^M is exactly
-    uniform for the shared tail). Full width on purpose: c = L_S + rho (mod 2^64) must hide *any*
-    L_S, also one a deviating client shifted by up to 2^63 in the chain (a mask below 2^63 left
-    the top bit of u = L_C + c equal to the shift's bit: review finding, docs/malicious.md);
-    missing the top 2^M values keeps u = L + rho < 2^64 without wrap-around for honest L < 2^(M-1)."""
-    hi = rng.random_below(n, RING - M)
-    top = U64((1 << (RING - M)) - 1)
-    while True:  # rejection of the one excluded high value (probability 2^(M-64) per point)
-        bad = np.flatnonzero(hi == top)
-        if bad.size == 0:
-            break
-        hi[bad] = rng.random_below(bad.size, RING - M)
-    return (hi << U64(M)) | rng.random_below(n, M)
+    """Step 3's rho: uniform on Z_2^M. c = a + rho (mod 2^M) is then uniform whatever the server's
+    share a is -- also one a deviating client shifted in the chain -- exactly, not statistically."""
+    return rng.random_below(n, M)
 
 
 def expand_chi(seed: bytes, n: int) -> np.ndarray:
-    """Step 5's chi from the server's seed, both parties: n residues mod p from the AES-CTR stream
+    """Step 5's chi from the server's seed, both parties: n residues mod q from the AES-CTR stream
     keyed by BLAKE2b(seed) (:class:`~protocols.mpc.randomness.SecureRandom`), exactly uniform in
-    F_p given the stream (:func:`~protocols.mpc.fp64.uniform` redraws the 59 words >= p, the same
-    words on both sides: the stream is deterministic)."""
+    F_q given the stream (:func:`~protocols.mpc.fp48.uniform` redraws the top-48-bit words >= q, the
+    same words on both sides: the stream is deterministic)."""
     if len(seed) != CHI_SEED_BYTES:
         raise ProtocolError("chi seed of the wrong length")
-    return fp64.uniform(SecureRandom(derive_key(b"secureml/lap-chi", seed)), n)
+    return fp48.uniform(SecureRandom(derive_key(b"secureml/lap-chi", seed)), n)
 
 
 def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: np.ndarray) -> np.ndarray:
-    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod p, p = 2^64 - 59) for the features of ``XT``
+    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod q, q = 2^48 - 59) for the features of ``XT``
     (d', N) and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) uint64.
 
     g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
     g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
-    Exact: chi (< 2^64) is split into three 22-bit limbs c_l; per limb the per-value weight
-    (< N 2^22 <= 2^44, exact in float64's bincount), A (< 2^44), C (< 2^(44 + B) <= 2^60) and the
-    limb's own g_l(v) = sum_i c_l,i |x_ij - v| < 2^60 are exact in uint64 for N <= 2^22 and B <= 16
-    (g_l's formula wraps mod 2^64 on the way, its value does not); then
-    g = sum_l 2^(22 l) g_l (< 2^124, exact as a limb pair), reduced mod p once, and one multiply by
-    Delta mod p (numpy-vectorised: no per-v loop)."""
+    Exact: chi (< 2^64; residues mod q are < 2^48) is split into three 22-bit limbs c_l; per limb
+    the per-value weight (< N 2^22 <= 2^44, exact in float64's bincount), A (< 2^44), C (< 2^(44 + B)
+    <= 2^60) and the limb's own g_l(v) = sum_i c_l,i |x_ij - v| < 2^60 are exact in uint64 for
+    N <= 2^22 and B <= 16 (g_l's formula wraps mod 2^64 on the way, its value does not); then
+    g = sum_l 2^(22 l) g_l (< 2^124, exact as a limb pair), reduced mod q once, and one multiply by
+    Delta mod q (numpy-vectorised: no per-v loop)."""
     d, N = XT.shape
     V = 1 << x_bits
     idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
@@ -283,7 +265,7 @@ def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint
             part = gl << U64(sh)
             lo = lo + part
             hi = hi + (gl >> U64(64 - sh)) + (lo < part).astype(U64)
-    return fp64.add(fp64.mul(fp64.reduce128(hi, lo), delta), K[:, None])
+    return fp48.add(fp48.mul(fp48.reduce128(hi, lo), delta), K[:, None])
 
 
 def _feature_blocks(d: int, x_bits: int):
@@ -292,21 +274,13 @@ def _feature_blocks(d: int, x_bits: int):
         yield a, min(d, a + step)
 
 
-def lift(party: PartyContext, M: int, share: np.ndarray) -> np.ndarray:
-    """Step 2b, both roles: shares a (server), b (client) mod 2^M of L < 2^(M-1) -> shares mod 2^64.
-
-    The wrap of a + b is w = [a + b >= 2^M] = a_1 OR b_1 (a_1, b_1 the shares' MSBs: if they
-    agree the carry out is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1),
-    so L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 is one COT per point
-    mod 2^(64-M) (the client receives with choice b_1, the server's correlation is a_1): the server
-    keeps s_S = -x0, the client gets s_C = x0 + b_1 a_1. Server's 64-bit share a - 2^M a_1 + 2^M s_S,
-    client's b - 2^M b_1 + 2^M s_C (2^M (s mod 2^(64-M)) = 2^M s mod 2^64: the COT's ring is enough)."""
-    msb = share >> U64(M - 1)
-    if party.role == SERVER:
-        s = U64(0) - party.ot_sender.cot_send(msb, bits=RING - M)
-    else:
-        s = party.ot_receiver.cot_recv(client_lift_choice(msb.astype(np.uint8)), bits=RING - M)
-    return share - (msb << U64(M)) + (s << U64(M))
+def check_offset(M: int, rho: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Server, step 6: rho_i + 2^M (a_1,i - lambda_i) mod q, the part of the honest
+    v_i - 2^M b_1,i (1 - a_1,i) - L_i that the server knows (a_1 = MSB of its share a, lambda =
+    [a + rho >= 2^M], the wrap of c)."""
+    a1 = a >> U64(M - 1)
+    lam = (a + rho) >> U64(M)
+    return fp48.sub(fp48.add(rho, a1 << U64(M)), lam << U64(M))
 
 
 # ---- the client's local steps (module functions, so a test can replace one of them) -----------
@@ -315,61 +289,66 @@ def client_chain_query(q: np.ndarray) -> np.ndarray:
     return q
 
 
-def client_lift_choice(b1: np.ndarray) -> np.ndarray:
-    """Step 2b, client: its choice bits of the lift's COT (honest: the MSBs b_1 of its shares)."""
+def client_masked(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Step 3, client: v = b + c over the integers (< 2^(M+1)); u = v mod 2^M = L + rho mod 2^M."""
+    return b + c
+
+
+def client_product_choice(b1: np.ndarray) -> np.ndarray:
+    """Step 4, client: its choice bits of the product OT (honest: the MSBs b_1 of its chain shares)."""
     return b1
 
 
-def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Step 3, client: u = L_C + c (mod 2^64)."""
-    return l_c + c
-
-
-def client_check_mac(u_mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int:
-    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod p)."""
-    return int(fp64.sub(fp64.total(fp64.mul(u_mac, chi)), fp64.total(words)))
+def client_check_mac(mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int:
+    """Step 6, client: sum_i chi_i M_i - sum_j W_j (mod q)."""
+    return int(fp48.sub(fp48.total(fp48.mul(mac, chi)), fp48.total(words)))
 
 
 def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
            XT: np.ndarray | None = None, q: np.ndarray | None = None, lam: int = au.STAT_BITS) -> dict | int:
     """One query, both roles. Server: ``model`` and its encoded, transposed training data ``XT``
     (d, N); returns a record of its randomness (rho mod 2^M, r, noise) for tests. Client: its
-    encoded ``q`` (d,); returns y (mod 2^128, scale 2^out_scale_bits). Raises
+    encoded ``q`` (d,); returns y (mod 2^R, scale 2^scale_bits of the tail's plan). Raises
     :class:`ChainCheckError` on the server when step 6 fails."""
     check_params(pp)
     N, d, M, xb = pp.n_train, pp.n_features, pp.ring_bits, pp.x_bits
     low = U64((1 << M) - 1)
+    top = U64(1) << U64(M)
     if party.role == SERVER:
         _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
-        # 1. Delta (in F_p, p = 2^64 - 59); the query's bits as choice bits of d B random OTs (checked extension)
-        delta = au.new_delta_p64(party)
+        # 1. Delta (in F_q, q = 2^48 - 59); the query's bits as choice bits of d B random OTs (checked extension)
+        delta = commit_fp48.new_delta(party)
         m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
-        # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's); 2b. lifted to shares mod 2^64
-        l_s = lift(party, M, laplacian.l1_shares(party, pp, N, XT=XT))
-        # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
+        # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's)
+        a = laplacian.l1_shares(party, pp, N, XT=XT)
+        # 3. mask-reveal mod 2^M: c = a + rho is uniform whatever a is
         rho = draw_mask(party.rng, N, M)
-        party.ch.send_array(l_s + rho)
-        # 4. u committed, 64 bits per point, MACs mod p
-        ku = au.commit_p64(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
-        # 5. chi after every commitment; MAC words of g_j on the committed q'_j
+        party.ch.send_array(np.ascontiguousarray((a + rho) & low, dtype="<u4"))
+        # 4. MACs on the bits of v = b + c (M + 1 bits) and on b_1 (1 - a_1) (the product OT)
+        scales = np.ones((N, M + 2), dtype=U64)
+        scales[:, M + 1] = U64(1) - (a >> U64(M - 1))
+        keys = commit_fp48.bit_macs(party, CLIENT, n=N, bits=M + 2, delta=delta, scales=scales)
+        key = fp48.sub(commit_fp48.value_mac(keys.key[:, :M + 1]), fp48.mul(keys.key[:, M + 1], top))
+        # 5. chi after every MAC; MAC words of g_j on the committed q'_j
         seed = party.rng.random_bytes(CHI_SEED_BYTES)
         party.ch.send_array(np.frombuffer(seed, dtype=np.uint8))
         chi = expand_chi(seed, N)
-        K = fp64.uniform(party.rng, d)
+        K = fp48.uniform(party.rng, d)
         for j0, j1 in _feature_blocks(d, xb):
             W = mac_word_tables(XT[j0:j1], chi, xb, delta, K[j0:j1])
-            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=W[:, :, None])
+            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=W[:, :, None],
+                         widths=(fp48.BYTES,))
         # 6. the check, before anything that depends on u leaves the server
         got = int(party.ch.recv_array(np.dtype("<u8"), (1,))[0])
-        want = int(fp64.add(fp64.sub(fp64.total(fp64.mul(chi, ku.key)), fp64.total(K)),
-                            fp64.mul(fp64.total(fp64.mul(chi, rho)), delta)))
+        want = int(fp48.add(fp48.sub(fp48.total(fp48.mul(chi, key)), fp48.total(K)),
+                            fp48.mul(fp48.total(fp48.mul(chi, check_offset(M, rho, a))), delta)))
         if got != want:
             raise ChainCheckError("the client's masked L1 distances failed their check: session aborted")
-        # 7.-11. the Gaussian protocol's steps 10-14 on the low M bits of the checked u
-        return gaussian_malicious.kernel_output(party, pp, rho=rho & low, delta=delta, u_pads=ku.pads,
+        # 7.-11. the Gaussian protocol's steps 10-14 on the checked u = v mod 2^M
+        return gaussian_malicious.kernel_output(party, pp, rho=rho, delta=delta, u_pads=keys.pads,
                                                 model=model, lam=lam)
     q = np.ascontiguousarray(q, dtype=U64).ravel()
     if q.size and int(q.max()) >> xb:
@@ -378,22 +357,27 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
     pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
     # 2. the chain
-    l_c = lift(party, M, laplacian.l1_shares(party, pp, N, q=client_chain_query(q)))
-    # 3. u = L + rho
-    u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
-    # 4. commit u
-    cu = au.commit_p64(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
+    b = laplacian.l1_shares(party, pp, N, q=client_chain_query(q))
+    # 3. v = b + c (the server's c is below 2^M: a word >= 2^M is refused)
+    c = party.ch.recv_array(np.dtype("<u4"), (N,)).astype(U64)
+    if bool((c >> U64(M)).any()):
+        raise ProtocolError("malformed masked share")
+    v = client_masked(b, c)
+    # 4. MACs on v's M + 1 bits and on b_1 (1 - a_1)
+    bits = ((v[:, None] >> np.arange(M + 1, dtype=U64)[None, :]) & U64(1)).astype(np.uint8)
+    choice = client_product_choice((b >> U64(M - 1)).astype(np.uint8))
+    cm = commit_fp48.bit_macs(party, CLIENT, n=N, bits=M + 2, choices=np.concatenate([bits, choice[:, None]], axis=1))
+    mac = fp48.sub(commit_fp48.value_mac(cm.mac[:, :M + 1]), fp48.mul(cm.mac[:, M + 1], top))
     # 5. chi; the MAC words at the committed q'_j
     chi = expand_chi(party.ch.recv_array(dtype=np.uint8, shape=(CHI_SEED_BYTES,)).tobytes(), N)
-    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1)
+    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1, widths=(fp48.BYTES,))
            for j0, j1 in _feature_blocks(d, xb)]
     words = np.concatenate(got)[:, 0]
-    # 6. the combined MAC (8 bytes: a residue mod p; a client's word >= 2^64 cannot be sent)
-    mw = client_check_mac(cu.mac, chi, words)
-    party.ch.send_array(np.array([mw % (1 << 64)], dtype="<u8"))
+    # 6. the combined MAC (a residue mod q in an 8-byte word)
+    party.ch.send_array(np.array([client_check_mac(mac, chi, words)], dtype="<u8"))
     party.ch.flush()
     # 7.-11.
-    return gaussian_malicious.kernel_output(party, pp, u=cu.values & low, u_pads=cu.pads, lam=lam)
+    return gaussian_malicious.kernel_output(party, pp, u=v & low, u_pads=cm.pads, lam=lam)
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
@@ -423,5 +407,5 @@ def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.
     return gaussian_malicious.reference_from_distances(pp, model, L, rho, masks)
 
 
-__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params", "lift", "expand_chi",
-           "mac_word_tables", "ChainCheckError", "MAX_X_BITS"]
+__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params", "expand_chi",
+           "mac_word_tables", "check_offset", "draw_mask", "ChainCheckError", "MAX_X_BITS"]

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "c85820ab60ebf0365392bbd39e039743b3aec4805e12cd3124a0e318b76a897b"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "d555e14fecb600a5e05cb3a71b31594642e3227a04d84fffebec7d35d4d6f66b"),
-    "krr-laplacian": (96, 74839, "33cb796c1dfc605f38d166f48db2b3c9d55d0950165c221833d2ccd535f7de80"),
-    "krr-laplacian/silent": (122, 427447, "bc8853331d7ef5fd6a05f8098baf24285c66e40665d2e2cbae551c398532292f"),
-    "krr-gaussian/client-malicious": (460, 9212975, "18fbe58603e20a171a24a00f9a557b20586222f724045006f44acdb299a95f58"),
-    "krr-laplacian/client-malicious": (188, 97135, "abfb70e1f5b9e4bcde389a3d21c7508f8e5425a06e671c5bcbc26cfe220d5472"),
-    "krr-laplacian/client-malicious/silent": (205, 442737, "598783ce134f15eb720d25a6cfb5b1e210a0c46d9ea5ece7cc0a19c75b88c22b"),
+    "krr-gaussian": (66, 1564455, "071cca4463f340ebf3cc5ff89e6a2f0cedc4bdded458bb3adc3772a26e11ab76"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "620ade5193af8e134c61cd91935e4445198793f913027e9fe646aa7a1f01758e"),
+    "krr-laplacian": (96, 74839, "5bbcb5021ddb15ed0d44a1787e30ed4364d11da2e51ec6404574fb6814059eac"),
+    "krr-laplacian/silent": (122, 427447, "8aebc692f1d86e394f39ae4c820cc459e9a573f64c2044aaf1965dde600fc732"),
+    "krr-gaussian/client-malicious": (460, 9212975, "155da3f2527767ec7756074e6091a58afffcfe5ced17f562d3aff0b70660b1cd"),
+    "krr-laplacian/client-malicious": (176, 77565, "03b0241e286146922f26c99fdaab1d3f6e3063e7699a435731ebbf70eb64e2d8"),
+    "krr-laplacian/client-malicious/silent": (195, 429265, "1a845bf2b15cd0104ac60f9356b3e3ba958e77ec8f95ec2a93ca1fcff739b77b"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 32
+PINNED_VERSION = 33
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
