@@ -12,9 +12,10 @@ aborted** (the leakage of dual execution, Huang-Katz-Evans 2012; below); the ser
 nothing about q'. The server counts aborts per client and refuses a client after
 ``serve --max-aborts`` of them (:mod:`protocols.krr.server`).
 
-Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 64; steps 4-6
-compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`):
-  1. The server draws a fresh MAC key Delta, uniform in F_p. The query's bits are fixed: the d B bits
+Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits; steps 4-6 compute mod
+the prime q = 2^48 - 59 since protocol 33, :mod:`protocols.mpc.fp48` -- mod 2^64 - 59 in protocols
+31-32, in Z_2^128 before):
+  1. The server draws a fresh MAC key Delta, uniform in F_q. The query's bits are fixed: the d B bits
      of q' are the choice bits of d B random OTs of the checked OT extension
      (:func:`~protocols.mpc.authenticated.random_choices`; KOS-style consistency check, so every
      choice bit is well defined). Nothing is sent on them yet.
@@ -26,107 +27,87 @@ compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`
      27, models of at least SILENT_OT_MIN_ELEMENTS entries, as semi-honest) silent OT, checked in
      the direction where the client chooses (below, "The chain on silent OT"). Its client-side
      choices are *not* bound: step 6 checks the result.
-  2b. The lift to shares mod 2^64 (:func:`lift`, protocol 32), one COT per point: for honest
-     L < 2^(M-1) the wrap of a + b is w = a_1 OR b_1 (the shares' MSBs: if they agree the carry
-     is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1), so
-     L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 comes from one COT mod
-     2^(64-M) in which the client receives with choice b_1 (the checked direction on either
-     engine) and the server's correlation is a_1: server keeps s_S = -x0, client gets
-     s_C = x0 + b_1 a_1. L_S = a - 2^M a_1 + 2^M s_S, L_C = b - 2^M b_1 + 2^M s_C (mod 2^64),
-     L_S + L_C = L. Cost: N OTs and N corrections of ceil((64 - M) / 8) bytes (5 at M = 25),
-     where the chain mod 2^64 sent 5 more bytes per *element* (N d) in each of its two products
-     (63-bit corrections, 8 bytes, instead of 3): 84 kB instead of 57.5 MB at N = 2^14, d = 351.
-  3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with rho
-     uniform on [0, 2^64 - 2^M) (:func:`draw_mask`: rho_lo = rho mod 2^M exactly uniform); the
-     client computes u = L_C + c = L + rho -- over the integers, since L < 2^(M-1) (M has a margin
-     bit) and rho < 2^64 - 2^M. c is within statistical distance 2^(M-64) per point of uniform
-     *whatever L_S is* -- also when a deviating client shifted L_S in step 2 by any amount (a mask
-     below 2^63 let a shift by 2^63 b show in u's top bit: N bits of X per session without an
-     abort; review finding, tests/.../test_laplacian_malicious.py::test_shifted_product_...).
-     2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-32 at the largest allowed M = 32. u's low M bits
-     are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13. The argument
-     uses nothing about L_S's distribution, so it holds unchanged for the lifted L_S of step 2b
-     (a deviating client moves L_S + L_C away from L only by shifts of a mod 2^M in the chain,
-     carried through the wrap term, and by +-2^M a_1 through its lift choice: within a few 2^M,
-     where the 2^63 shift of the review finding is not available -- and hidden the same way).
-  4. The client commits u: 64 bits per point (:func:`~protocols.mpc.authenticated.commit_p64`:
-     per bit a random OT of the checked extension with the bit as choice, pads hashed to 128 bits
-     and reduced mod p -- 2^-64 from uniform -- and the server's 8-byte correction
-     tau = P0 + Delta - P1 mod p): MACs M_u = K_u + u Delta (mod p); the random-OT keys are kept
-     (step 7's bound tables read u's digits through them).
-  5. The server draws chi_i uniform in F_p (after every commitment) and sends it -- since protocol
-     32 as a fresh 32-byte seed that both parties expand (:func:`expand_chi`: AES-CTR keyed by
-     BLAKE2b(seed), words >= p redrawn, so exactly uniform in F_p given the stream; 8 N bytes
-     before, 131 kB at N = 2^14). For every
-     feature j and every v of the public domain [0, 2^B) it computes
-     g_j(v) = sum_i chi_i |x_ij - v| mod p (exact per 22-bit limb of chi: histograms over the
-     column's values, two prefix sums, g_j(v) = T_j + 2 C_j(v) - v S_j; the limbs folded mod p,
-     :func:`mac_word_tables`), and one bound table OT
-     per feature on step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the
-     committed q'_j) whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod p), K_j
-     fresh uniform in F_p. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j),
-     never another entry. 2^B x 8 bytes per feature (16 with the Z_2^128 MACs before protocol 31),
-     independent of N.
-  6. Check: the client sends MW = sum_i chi_i M_u,i - sum_j W_j(q'_j) (8 bytes); the server accepts iff
-        MW = sum_i chi_i K_u,i - sum_j K_j + (sum_i chi_i rho_i) Delta      (mod p),
-     i.e. iff Z = sum_i chi_i (u_i - rho_i) - sum_j g_j(q'_j) = sum_i chi_i (u_i - L_i(q') - rho_i)
-     is 0 mod p, with the client holding only a MAC on Z. On failure the session ends here (logged as
-     ``MacCheckError``, counted against the client), before anything that depends on u leaves
-     the server.
+  3. Mask-reveal mod 2^M (protocol 33): the server sends c = a + rho (mod 2^M), 4 bytes a point,
+     rho uniform on Z_2^M (:func:`draw_mask`); the client sets v = b + c over the integers
+     (< 2^(M+1)) and u = v mod 2^M = L + rho (mod 2^M): the u of the Gaussian protocol's steps 10-13.
+     c is *exactly* uniform whatever a is -- also when a deviating client shifted a in step 2 by
+     any amount (protocols 17-32 sent c = L_S + rho mod 2^64 with rho on [0, 2^64 - 2^M): within
+     2^(M-64) per point, 2^-25 per session at N = 2^14, M = 25).
+     Over the integers, with kappa = [b + c >= 2^M] (the client's), lambda = [a + rho >= 2^M] and
+     a_1, b_1 the shares' MSBs (for honest L < 2^(M-1) the wrap of a + b is a_1 OR b_1, so
+     L = a + b - 2^M (a_1 + b_1 - a_1 b_1)):
+         v - 2^M b_1 (1 - a_1) - L = rho + 2^M (a_1 - lambda)                        (*)
+     whose right side the server knows; the client knows v and b_1; b_1 (1 - a_1) is a product of
+     the two parties' bits, which step 4 gives the client a MAC on without telling either party
+     the other's bit. (Protocol 32 lifted the shares to 64 bits with one COT per point instead and
+     committed all 64 bits of u = L + rho; the same wrap formula.)
+  4. MACs mod q (:func:`protocols.mpc.commit_fp48.bit_macs`, one random OT of the checked extension
+     and a 6-byte correction per bit): on the M + 1 bits of v (M_v = K_v + v Delta; the random-OT
+     keys are kept: step 7's bound tables read u's digits, bits [0, M) of v, through them), and one
+     product OT per point with the client's choice b_1 and the server's scale 1 - a_1: the client
+     gets M_beta = K_beta + b_1 (1 - a_1) Delta, the server keeps K_beta. The client's combined MAC
+     is M_i = M_v,i - 2^M M_beta,i, the server's key K_i = K_v,i - 2^M K_beta,i. (M + 2) N OTs and
+     6 (M + 2) N bytes: 2.65 MB at N = 2^14, M = 25, against 64 N x 8 B = 8.39 MB and step 2b's
+     5 N B in protocol 32.
+  5. The server draws chi_i uniform in F_q (after every MAC) and sends it as a fresh 32-byte seed
+     that both parties expand (:func:`expand_chi`: AES-CTR keyed by BLAKE2b(seed), words >= q
+     redrawn, so exactly uniform in F_q given the stream). For every feature j and every v of the
+     public domain [0, 2^B) it computes g_j(v) = sum_i chi_i |x_ij - v| mod q (exact per 22-bit
+     limb of chi: histograms over the column's values, two prefix sums, g_j(v) = T_j + 2 C_j(v) -
+     v S_j; the limbs folded mod q, :func:`mac_word_tables`), and one bound table OT per feature on
+     step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the committed q'_j)
+     whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod q), K_j fresh uniform in F_q,
+     in 6 bytes. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j), never another
+     entry. 2^B x 6 bytes per feature (8 in protocols 31-32, 16 before), independent of N.
+  6. Check: the client sends MW = sum_i chi_i M_i - sum_j W_j(q'_j); the server accepts iff
+        MW = sum_i chi_i K_i - sum_j K_j + (sum_i chi_i (rho_i + 2^M (a_1,i - lambda_i))) Delta   (mod q),
+     i.e. iff Z = sum_i chi_i e_i = 0 (mod q) with e_i = v_i - 2^M beta_i - L_i(q') - rho_i -
+     2^M (a_1,i - lambda_i) (beta_i the product bit the client's MAC carries), the client holding
+     only a MAC on Z. On failure the session ends here (logged as ``MacCheckError``, counted
+     against the client), before anything that depends on u leaves the server.
   7.-11. Steps 10-14 of the Gaussian protocol (:func:`protocols.krr.gaussian_malicious.
      kernel_output`: G table on the committed high digit, the masked public-factor chain, the
-     output, noise; server-to-client only, nothing left to check) on the low M bits of the committed u, with the Laplacian's constant pp.c
-     (t = c L', L' = L >> s).
+     output, noise; server-to-client only, nothing left to check) on u = v mod 2^M, the low M
+     committed bits, with the Laplacian's constant pp.c (t = c L', L' = L >> s).
 
-Soundness of step 6 (mod p, p = 2^64 - 59 > 2^63): let e_i = u_i - L_i(q') - rho_i. These are
-integers fixed before chi is drawn (u by step 4's commitment, q' by step 1's choice bits, rho by the
-server), and |e_i| < 2^64: the committed u_i is in [0, 2^64) (64 choice bits) and, for the true
-distance L_i < 2^(M-1), L_i + rho_i is in [0, 2^64 - 2^(M-1)). The check tests
-e = sum_i chi_i e_i = 0 (mod p), so the client may pass with some e_i != 0 in three ways only:
-(a) e_i != 0 but e_i = 0 (mod p): as 2p > 2^64 > |e_i|, that is e_i = +-p. e_i = -p needs
-L_i + rho_i >= p = 2^64 - 59, impossible for M >= 7 (L_i + rho_i < 2^64 - 2^(M-1)); e_i = +p
-needs u_i = L_i + rho_i + p < 2^64, i.e. L_i + rho_i < 59, which happens with probability
-<= 59 / (2^64 - 2^M) < 2^-58 per point over the server's rho (uniform, independent of L_i(q'));
-the client sees it (u_i < 59) and may then commit u_i + p: N 2^-58 per session (2^-44 at
-N = 2^14; far below step 3's hiding term N 2^(M-64), 2^-25 there at M = 25);
-(b) some e_j != 0 (mod p) and e = 0 (mod p): chi_j is uniform in F_p and independent of the
-e_i, so probability 1/p < 2^-63 (chi from a seed drawn after the e_i are fixed: 1/p plus the
-advantage of a distinguisher for the AES-CTR stream that tests sum_i chi_i e_i = 0 for fixed e);
-(c) e != 0 (mod p) and the MAC forged: the client must send its honest MW minus e Delta, i.e.
-know e Delta for a known nonzero e, i.e. Delta: its view -- step 4's outputs P_c + c tau with tau
-one-time padded by the unchosen pad's residue (within 2^-64 of uniform per bit: 64 N 2^-64 over a
-session), MAC words under fresh K_j, chi -- is independent of Delta up to that distance:
-probability <= 1/p + 64 N 2^-64.
-In all Pr[pass with some e_i != 0] <= N 2^-58 + 2^-62 + 64 N 2^-64 (< 2^-43 at N = 2^14; the
-check over Z_2^128 before protocol 31 gave 2^-58 at twice the words). So outside the (a) event a passing
-session has u_i = L_i(q') + rho_i exactly for every i, with q' the query fixed by step 1's choice
-bits; from there the Gaussian protocol's argument (docs/malicious.md, steps 10-13) gives F(q').
-In the (a) event the tail reads u_i + p's low M bits, L_i + rho_i - 59 (mod 2^M), for that point:
-a distance off by 59 units at one point whose mask happened to be below 59, probability < 2^-58
-per point (tests/.../test_laplacian_malicious.py::test_u_plus_p_passes_only_in_the_edge_case_rho_below_59
-forces it).
+Soundness of step 6 (mod q, q = 2^48 - 59): the e_i are integers fixed before chi is drawn (v and
+the product choice by step 4's OTs, q' by step 1's choice bits, rho, a_1 and lambda by the server)
+and small: 0 <= v_i < 2^(M+1), beta_i in {0, 1}, 0 <= L_i(q') < 2^(M-1) for every q' of the domain,
+0 <= rho_i < 2^M, so |e_i| < 2^(M+3) <= 2^35 < q (M <= 32, check_params): e_i = 0 (mod q) iff
+e_i = 0 -- no wrap-around case (protocols 31-32 had one: u_i + p for L_i + rho_i < 59, N 2^-58
+per session). The client may pass with some e_i != 0 in two ways only: (b) sum_i chi_i e_i = 0
+(mod q) with chi uniform in F_q and independent of the e_i: probability 1/q < 2^-47.99 (plus the
+advantage of a distinguisher for the AES-CTR stream that tests this for fixed e); (c) e != 0
+(mod q) and the MAC forged: its honest MW minus e Delta, i.e. Delta: its view -- step 4's outputs
+P_c + c tau with tau one-time padded by the unchosen pad's residue (within 2^-80 of uniform per
+bit: (M + 2) N 2^-80 over a session), MAC words under fresh K_j, chi -- is independent of Delta up
+to that distance: probability <= 1/q + (M + 2) N 2^-80. In all Pr[pass with some e_i != 0]
+<= 2^-46.99 + (M + 2) N 2^-80 (< 2^-46.9 at N = 2^14, M = 25; protocol 32: < 2^-43). So a
+passing session has e_i = 0 for every i, i.e. by (*) v_i = L_i(q') + rho_i + 2^M (beta_i + a_1,i -
+lambda_i), hence u_i = v_i mod 2^M = L_i(q') + rho_i (mod 2^M) exactly, with q' the query fixed by
+step 1's choice bits -- whatever the client did in steps 2-4; from there the Gaussian protocol's
+argument (docs/malicious.md, steps 10-13) gives F(q').
 
 Hiding: the client sees OT outputs of the chain (masked as in the semi-honest protocol: its
-view there is simulatable whatever choices it makes, laplacian.py's docstring), the lift's COT
-output x0 + b_1 a_1 (x0 the server's pad, uniform mod 2^(64-M) to the receiver whatever b_1: it
-tells nothing of a_1), c (L_S plus a
-mask uniform on all but 2^M of the 2^64 values: statistically hidden whatever the client made
-L_S), chi (random), W_j(q'_j) (uniform in F_p: K_j), then the Gaussian
-tail's messages. The server sees OT-extension messages (the lift's choice bits b_1 among the
-choices the OT hides) and MW (its own sum for an honest client).
+view there is simulatable whatever choices it makes, laplacian.py's docstring), c (uniform on
+Z_2^M whatever a is: rho), step 4's MAC outputs and corrections (uniform: each tau is one-time
+padded by the pad of the choice it did not make, whatever the scale 1 - a_1 is -- the product
+OT tells it nothing of a_1), chi (random), W_j(q'_j) (uniform in F_q: K_j), then the Gaussian
+tail's messages. The server sees OT-extension messages (step 4's choice bits -- v's bits and b_1
+-- among the choices the OT hides) and MW (its own sum for an honest client).
 
 **The chain on silent OT (protocol 27; protocols.ot.ferret).** One engine per direction:
   * the client as Ferret *receiver* (everything the client chooses: step 1's bound OTs, the chain's
-    random and column OTs, product (ii) with its choice b_C, step 2b's lift with its choice b_1,
-    step 4's commitment, steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
+    random and column OTs, product (ii) with its choice b_C, step 4's MACs (v's bits and the
+    product OT's b_1), steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
     nothing in the iterations and any derandomisation bit is valid, so its one lever was S1's
     column consistency (the KOS attack on Delta); checked, every output is a COT with a
     well-defined choice bit and a hidden Delta -- what the checked SoftSpoken extension gave.
   * the client as Ferret *sender* (product (i): its correlation q (1 - 2 b_C), the server choosing
     b_S): it may send any GGM sums, c_i and corrections. Two effects, both covered:
     (a) the server's COT outputs go wrong where the error reaches (in a pattern that may depend on
-    the server's noise positions): L_S moves, which nothing before step 6 shows (c = L_S + rho
-    hides any L_S to 2^(M-64) per point), and step 6 then aborts or u = L(q') + rho passes -- the
+    the server's noise positions): a moves, which nothing before step 6 shows (c = a + rho
+    mod 2^M hides any a exactly), and step 6 then aborts or u = L(q') + rho passes -- the
     selective-failure class below, at most one bit per aborted session, no new leakage class.
     The bits may now be about the server's noise positions instead of X (the engine lives for the
     session's queries); they count against the same bound (~K log2 S bits: ~40 for 3 aborts in
@@ -157,14 +138,15 @@ guessing "no shift" passes iff [x_ij < q_j] = b_C -- one threshold bit of one tr
 session, so about B sessions (15 at CM on the 2^-8 grid) to learn a coordinate by binary search,
 about half of them aborting; flipping its random-OT choice at the top digit flips b_ij with
 probability 1/2 (the server's random delta) and then shifts L_i by -2 |x_ij - q_j| (a noisy
-"is x_ij = q_j +- g"); flipping its lift choice b_1 at point i (step 2b) gives it x0 + b_1' a_1,
-so its share is off by +-2^M a_1 -- the session aborts iff a_1 = 1, a_1 the MSB of the server's
-share a = L_i - b mod 2^M, i.e. [L_i < b <= L_i + 2^(M-1)] for honest L_i (a threshold bit on the
-distance at the client's own share b): one bit of the same kind, no new class (tested). Since
-protocol 32 the chain's shares are mod 2^M: a deviating client's shifts of a are now mod 2^M
-before the lift (a shift that carries a past 2^M also moves a_1, so L_S + L_C moves by the
-shift minus 2^M times the change of the wrap a_1 OR b_1): L_S is still off by an X-dependent amount
-that c hides and step 6 catches unless guessed -- the same one bit. For comparison, the kink attack learns a coordinate in
+"is x_ij = q_j +- g"); flipping its product-OT choice b_1 at point i (step 4, protocol 33; step
+2b's lift choice in protocol 32, with the complementary outcome) gives it a MAC on b_1' (1 - a_1),
+so the checked sum is off by +-2^M (1 - a_1) -- the session aborts iff a_1 = 0, a_1 the MSB of
+the server's share a = L_i - b mod 2^M, i.e. [L_i < b <= L_i + 2^(M-1)] for honest L_i (a
+threshold bit on the distance at the client's own share b), unless it also moves v by its guess:
+one bit of the same kind, no new class (tested). The chain's shares are mod 2^M: a deviating
+client's shifts of a are mod 2^M (a shift that carries a past 2^M also moves a_1 and lambda,
+so the right side of (*) moves by an X-dependent multiple of 2^M): v is still off by an
+X-dependent amount that c hides and step 6 catches unless guessed -- the same one bit. For comparison, the kink attack learns a coordinate in
 ~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
 allowed per client and S checked queries (each query of a session runs step 6; the first failure
 ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
