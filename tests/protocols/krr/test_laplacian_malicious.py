@@ -1001,3 +1001,43 @@ def test_tcp_a_failed_check_is_recorded_before_its_session_slot_is_released(tmp_
         assert calls == ["begin", ("record", 1), ("end", 1)]
     finally:
         srv.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# protocol 33: the shared tail's split point for the Laplacian kernel
+# ------------------------------------------------------------------------------------------------
+
+def test_tail_plan_takes_a_wider_low_part_for_the_laplacian_at_cm_settings_and_keeps_the_gaussians():
+    """At N = 16,384, d = 351 (bench.synthetic's CM-like models) the Laplacian's tail splits x at
+    L = 22 instead of pp.lo_bits = 19: one G table of 2^3 entries of 19 bytes and 22 one-bit chain
+    digits in Z_2^240, 812 B per point (the rank-2 split at L = 19 sent 1,297 B); its G entries still
+    fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian's plan keeps L = pp.lo_bits (1,144 B)."""
+    import math
+
+    from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model
+
+    model, _ = synthetic_model(16384, 351, 1000.0, seed=0, kernel="laplacian")
+    pp = ServedModel(model, security="client-malicious", frac_bits=LAPLACIAN_GRID_BITS).public
+    tp = gaussian_malicious.tail_plan(pp)
+    assert (pp.lo_bits, tp.lo_bits, tp.hb, tp.lut_bits, tp.split) == (19, 22, 3, 2, 0)
+    assert (tp.g_bytes, tp.chain_bytes, len(tp.digits)) == (19, 30, 22)
+    assert tp.g_bytes_per_point() + tp.chain_bytes_per_point() == 812
+    assert math.log2(math.exp(tp.step)) + pp.g_frac_bits < 64
+    gauss, _ = synthetic_model(16384, 351, 1000.0, seed=0, kernel="gaussian")
+    gp = ServedModel(gauss, security="client-malicious").public
+    gt = gaussian_malicious.tail_plan(gp)
+    assert gt.lo_bits == gp.lo_bits and gt.g_bytes_per_point() + gt.chain_bytes_per_point() == 1144
+
+
+def test_small_model_runs_the_wider_split_point_bit_exact():
+    """The tests' model (L = 12 against pp.lo_bits = 11): the honest output is reference() bit-exact
+    and within 1e-4 of the plaintext prediction; G's single table then has 2^2 entries."""
+    model, pp, XT, q = _case(seed=9)
+    tp = gaussian_malicious.tail_plan(pp)
+    assert tp.lo_bits == pp.lo_bits + 1 and tp.hb == pp.d_bits - tp.lo_bits
+    rec, y = _run(model, pp, XT, q)
+    assert _ideal(model, pp, XT, q, rec, y)
+    X = XT.T.astype(float) / 2 ** pp.frac_bits + pp.feature_lo
+    qd = q / 2 ** pp.frac_bits + pp.feature_lo
+    plain = model.y_offset + float((model.dual_coef * np.exp(-np.abs(X - qd).sum(1) / model.sigma)).sum())
+    assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4

@@ -83,8 +83,8 @@ PINS = {
     "krr-laplacian": (96, 74839, "5bbcb5021ddb15ed0d44a1787e30ed4364d11da2e51ec6404574fb6814059eac"),
     "krr-laplacian/silent": (122, 427447, "8aebc692f1d86e394f39ae4c820cc459e9a573f64c2044aaf1965dde600fc732"),
     "krr-gaussian/client-malicious": (460, 9212975, "155da3f2527767ec7756074e6091a58afffcfe5ced17f562d3aff0b70660b1cd"),
-    "krr-laplacian/client-malicious": (176, 77565, "03b0241e286146922f26c99fdaab1d3f6e3063e7699a435731ebbf70eb64e2d8"),
-    "krr-laplacian/client-malicious/silent": (195, 429265, "1a845bf2b15cd0104ac60f9356b3e3ba958e77ec8f95ec2a93ca1fcff739b77b"),
+    "krr-laplacian/client-malicious": (184, 77199, "362fdebc6c8d8e377bd31a05d982bee8c4eb804b907dc7e4df849af085bffac7"),
+    "krr-laplacian/client-malicious/silent": (203, 428899, "3b3e1204f48c08d0cb9f630fc03e6b06af6e226b0e1876156d3e31e9a3201145"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
