@@ -99,10 +99,11 @@ tail's messages. The server sees OT-extension messages (step 4's choice bits -- 
 **The chain on silent OT (protocol 27; protocols.ot.ferret).** One engine per direction:
   * the client as Ferret *receiver* (everything the client chooses: step 1's bound OTs, the chain's
     random and column OTs, product (ii) with its choice b_C, step 4's MACs (v's bits and the
-    product OT's b_1), steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
-    nothing in the iterations and any derandomisation bit is valid, so its one lever was S1's
-    column consistency (the KOS attack on Delta); checked, every output is a COT with a
-    well-defined choice bit and a hidden Delta -- what the checked SoftSpoken extension gave.
+    product OT's b_1), steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked
+    SoftSpoken extension. The receiver sends nothing in the iterations and any derandomisation
+    bit is valid, so its one lever was S1's column consistency (the KOS attack on Delta); checked,
+    every output is a COT with a well-defined choice bit and a hidden Delta -- what the checked
+    SoftSpoken extension gave.
   * the client as Ferret *sender* (product (i): its correlation q (1 - 2 b_C), the server choosing
     b_S): it may send any GGM sums, c_i and corrections. Two effects, both covered:
     (a) the server's COT outputs go wrong where the error reaches (in a pattern that may depend on
@@ -146,8 +147,8 @@ threshold bit on the distance at the client's own share b), unless it also moves
 one bit of the same kind, no new class (tested). The chain's shares are mod 2^M: a deviating
 client's shifts of a are mod 2^M (a shift that carries a past 2^M also moves a_1 and lambda,
 so the right side of (*) moves by an X-dependent multiple of 2^M): v is still off by an
-X-dependent amount that c hides and step 6 catches unless guessed -- the same one bit. For comparison, the kink attack learns a coordinate in
-~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
+X-dependent amount that c hides and step 6 catches unless guessed -- the same one bit. For
+comparison, the kink attack learns a coordinate in ~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
 allowed per client and S checked queries (each query of a session runs step 6; the first failure
 ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
 (about K log2 S: 3 aborts in 10^4 queries ~ 40 bits). Binding the chain's share-dependent
