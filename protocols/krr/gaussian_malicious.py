@@ -170,7 +170,7 @@ per point) and halves the G table, while G's range e^step, step = c 2^L, widens 
 values and hence m and R by step / ln 2 bits (bounded so that 2^g e^step < 2^64: G's uint64
 encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table of 8 entries of
 19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19; the
-Gaussian keeps L = pp.lo_bits. Nothing in the arguments below depends on L: every table is still
+Gaussian keeps L = pp.lo_bits (not enabled there yet). Nothing in the arguments below depends on L: every table is still
 indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
 own a_max, m, K and K' (K = K' = 22 there: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240).
@@ -356,7 +356,8 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     One G table, or its rank-2 split where that sends fewer bytes in all (``G_SPLIT``); for the
     Laplacian kernel (protocol 33) also over the split points L >= pp.lo_bits whose G table still
     fits 64-bit words (2^g e^(c 2^L) < 2^63.9): the fewest bytes in all. (The Gaussian keeps
-    L = pp.lo_bits: at its CM settings the same search keeps it, docs/malicious/p33/tail_plans.py.)"""
+    L = pp.lo_bits, its messages unchanged: its tests build their expectations from pp.lo_bits;
+    docs/malicious.md, "Protocol 33", has what a wider L would save there.)"""
     hb0 = _high_bits(pp)
     options = []
     for L in range(pp.lo_bits, pp.d_bits):

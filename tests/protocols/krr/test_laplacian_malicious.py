@@ -1011,7 +1011,7 @@ def test_tail_plan_takes_a_wider_low_part_for_the_laplacian_at_cm_settings_and_k
     """At N = 16,384, d = 351 (bench.synthetic's CM-like models) the Laplacian's tail splits x at
     L = 22 instead of pp.lo_bits = 19: one G table of 2^3 entries of 19 bytes and 22 one-bit chain
     digits in Z_2^240, 812 B per point (the rank-2 split at L = 19 sent 1,297 B); its G entries still
-    fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian's plan keeps L = pp.lo_bits (1,144 B)."""
+    fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian's plan keeps L = pp.lo_bits (1,144 B; not enabled for it)."""
     import math
 
     from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model
