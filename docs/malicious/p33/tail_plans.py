@@ -4,7 +4,7 @@ G table), one table or the rank-2 split, with tail_plan's own formulas (_lift, _
 V = 40, or fewer; "True" = the output bound taken as max(S + 26, T + 2) instead of S + T + 26).
 Rows: (bytes per point, L, hb, lut, h0 (0: one table), sizes). At L = pp.lo_bits = 19 it gives
 tail_plan's 1,297 B for the Laplacian (split h0 = 3) and 1,144 B for the Gaussian (L = 40).
-    python docs/malicious/p33/tail_plans.py > docs/malicious/p33/tail_plans.log
+    PYTHONPATH=. python docs/malicious/p33/tail_plans.py > docs/malicious/p33/tail_plans.log   # from the checkout root
 """
 import math
 from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model
