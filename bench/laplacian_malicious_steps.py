@@ -7,8 +7,10 @@ set-up: :func:`protocols.krr.registry._setup_exact_ot` -- silent OT checked wher
 chooses, or the checked SoftSpoken extension), synthetic CM-like model of ``bench.synthetic`` on
 its 2^-8 grid (15-bit entries), d = ``--features``. The steps of
 :func:`protocols.krr.laplacian_malicious.online` are wrapped on each party's thread: 0 the OT
-set-up, 1 the query's bits, 2 the chain (mod 2^M), 2b its lift to 64-bit shares (protocol 32), 4 the commitment of u, 5 the MAC-word tables (the bound
-table OTs outside the tail), 7-11 the tail; "3, 6" is the rest (c, chi's 32-byte seed, the check word).
+set-up, 1 the query's bits, 2 the chain (mod 2^M), 4 the MACs mod q on v = u + 2^M kappa's M + 1
+bits and on the product b_1 (1 - a_1) (protocol 33; before it, the 64-bit commitment of u and step
+2b's lift), 5 the MAC-word tables (the bound table OTs outside the tail), 7-11 the tail; "3, 6" is
+the rest (c, chi's 32-byte seed, the check word).
 Bytes (what the client sent + received during the step) are exact; CPU is ``time.thread_time``
 of each party's thread (waiting costs none; silent-OT iterations count where they are triggered).
 Writes ``laplacian_malicious_steps.json``.
@@ -90,6 +92,7 @@ def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any
     from protocols.krr import laplacian_malicious as lm
     from protocols.krr.registry import _setup_exact_ot
     from protocols.mpc import authenticated as au
+    from protocols.mpc import commit_fp48
 
     model, rng = synthetic_model(N, d, sigma, seed=0, kernel="laplacian")
     Q = synthetic_queries(model, rng, 1)
@@ -99,9 +102,9 @@ def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any
     XT = lm.prepare_server(model, pp)
     q = pp.encode_features(Q)[0]
     log: dict[str, dict[str, Any]] = {}
-    wrapped = [(laplacian, "l1_shares", "2 chain", False), (lm, "lift", "2b lift", False),
+    wrapped = [(laplacian, "l1_shares", "2 chain", False),
                (au, "random_choices", "1 query bits", False),
-               (au, "commit_p64", "4 commit u", False), (gaussian_malicious, "kernel_output", "7-11 tail", False),
+               (commit_fp48, "bit_macs", "4 MACs on v and b_1 (1 - a_1)", False), (gaussian_malicious, "kernel_output", "7-11 tail", False),
                (au, "bound_lut", "5 MAC-word tables", True)]
     origs = [(mod, name, _wrap(mod, name, label, log, skip_in_tail=skip)) for mod, name, label, skip in wrapped]
     total: dict[str, Any] = {}

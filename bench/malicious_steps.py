@@ -69,7 +69,7 @@ def instrumented(rec: _Recorder):
 
     def lut_label(party, chooser, digit, **kw) -> str:
         pp = _PP[0]
-        return "10 G tables" if digit[0] >= pp.shift_bits + pp.lo_bits else "11 chain tables"
+        return "10 G tables" if digit[0] >= pp.shift_bits + gm.tail_plan(pp).lo_bits else "11 chain tables"
 
     patches = [
         (binding, "bound_masked_distances", "1-9 other (Delta, mask-reveal 3, challenges 8)"),

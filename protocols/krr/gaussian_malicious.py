@@ -163,6 +163,18 @@ the semi-honest protocols. Rounding (``--round-to``) is not part of this protoco
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
 refuses it.
 
+The split point (protocol 34): L above is the tail plan's own ``lo_bits`` -- pp.lo_bits (the
+semi-honest exponent split, c 2^L <= 4), or, for the Laplacian kernel, a wider low part where the
+bytes are fewer (:func:`tail_plan`): each more bit of x_lo costs one chain digit (one R-bit word
+per point) and halves the G table, while G's range e^step, step = c 2^L, widens h, the chain's
+values and hence m and R by step / ln 2 bits (bounded so that 2^g e^step < 2^64: G's uint64
+encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table of 8 entries of
+19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19; the
+Gaussian keeps L = pp.lo_bits (not enabled there yet). Nothing in the arguments below depends on L: every table is still
+indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
+the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
+own a_max, m, K and K' (K = K' = 22 there: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240).
+
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
 16,384; 3,456 B in protocols 25-26), plus sum_k (2^(b_k - a_k) - 1) R / 8 bytes (the chain:
@@ -185,7 +197,7 @@ from protocols.krr import binding, defense
 from protocols.krr.chain import CLIENT, SERVER, digit_plan
 from protocols.krr.defense_spec import OutputDefense
 from protocols.krr.expsum import encode_weights
-from protocols.krr.params import MALICIOUS_MAX_HI_BITS, PublicParams
+from protocols.krr.params import KERNEL_FRAC_BITS, MALICIOUS_MAX_HI_BITS, PublicParams
 from protocols.mpc import authenticated as au
 from protocols.mpc import he_matvec_checked
 from protocols.mpc import limbs, u128
@@ -229,7 +241,11 @@ class TailPlan:
     value the chain multiplies, |value_(k-1) g_k| < 2^m; its masks are uniform on Z_2^R (protocol
     29: fixed by the free entry 0 of each digit's table), outside [2^m, 2^R - 2^m) with probability
     2^(m+1-R) each; ``flood_bits`` = T: step 13a's e_T is uniform on [-2^(T-1), 2^(T-1)),
-    2^T >= 2^40 N K' (K' = the truncating digits, each carrying at most one unit into the output)."""
+    2^T >= 2^40 N K' (K' = the truncating digits, each carrying at most one unit into the output);
+    ``lo_bits`` = L: the split point of x = u >> s between the chain (x_lo, L bits) and the G table
+    (x_hi, hb bits) -- pp.lo_bits, or for the Laplacian kernel (protocol 34) a wider low part where
+    that sends fewer bytes (:func:`tail_plan`); ``lut_bits``: G_i(e) is 0 unless H < 2^lut_bits;
+    ``step`` = c 2^L, the exponent per unit of x_hi."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -247,6 +263,9 @@ class TailPlan:
     a_bytes: int = 0
     b_bytes: int = 0
     b_lift_bits: int = 0
+    lo_bits: int = 0
+    lut_bits: int = 0
+    step: float = 0.0
 
     @property
     def ring_bits(self) -> int:
@@ -304,7 +323,7 @@ def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int
     return tuple(shifts), m, flood, nb
 
 
-def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int
+def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int, lo_bits: int
                   ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int]:
     """(digits, shifts, mask bits, flood bits, bytes of R) with the fewest chain bytes. The
     re-scaled ring no longer grows with the digits (protocol 26), and entry 0 of each table is free
@@ -312,7 +331,7 @@ def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int
     against 60 for 2-bit ones; ties go to the wider digit."""
     best = None
     for m in CHAIN_DIGIT_BITS:
-        digits = digit_plan(0, pp.lo_bits, m)
+        digits = digit_plan(0, lo_bits, m)
         shape = _chain_shape(pp, digits, head_bits, a_max, min_bits)
         cost = sum((1 << (b - a)) - 1 for a, b in digits) * shape[3]
         if best is None or cost <= best[0]:
@@ -334,20 +353,50 @@ def _lift(count: int, a_max: int) -> tuple[int, int]:
 
 def tail_plan(pp: PublicParams) -> TailPlan:
     """The public plan of steps 10-14 (:class:`TailPlan`); ProtocolError if x_hi is too wide.
-    One G table, or its rank-2 split where that sends fewer bytes in all (``G_SPLIT``)."""
-    hb = _high_bits(pp)
+    One G table, or its rank-2 split where that sends fewer bytes in all (``G_SPLIT``); for the
+    Laplacian kernel (protocol 34) also over the split points L >= pp.lo_bits whose G table still
+    fits 64-bit words (2^g e^(c 2^L) < 2^63.9): the fewest bytes in all. (The Gaussian keeps
+    L = pp.lo_bits, its messages unchanged: its tests build their expectations from pp.lo_bits;
+    docs/malicious.md, "Protocol 34", has what a wider L would save there.)"""
+    hb0 = _high_bits(pp)
+    options = []
+    for L in range(pp.lo_bits, pp.d_bits):
+        if L > pp.lo_bits and (pp.kind != "krr-laplacian"
+                               or pp.g_frac_bits + pp.c * (1 << L) / math.log(2) >= 63.9):
+            break
+        options += _plans_at(pp, L, pp.d_bits - L if L > pp.lo_bits else hb0)
+    if G_SPLIT == "single":
+        options = [t for t in options if not t.split]
+    elif G_SPLIT == "split":
+        options = [t for t in options if t.split]
+        if not options:
+            raise ProtocolError("the G table's high part has too few bits to split")
+    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split, t.lo_bits))
+
+
+def _lut_bits(pp: PublicParams, L: int) -> int:
+    """Bits of x_hi that the G table's non-zero entries span at the split point L: covers the
+    exponent up to T_CUT, as pp.lut_bits does at L = pp.lo_bits."""
+    if L == pp.lo_bits:
+        return pp.lut_bits
+    t_cut = (KERNEL_FRAC_BITS + 4) * math.log(2)
+    return int(min(math.ceil(math.log2(t_cut / (pp.c * (1 << L)) + 1)), pp.d_bits - L))
+
+
+def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
+    """The one-table plan and the rank-2 splits at the split point L (hb = bits of x_hi)."""
+    step, lut = pp.c * (1 << L), _lut_bits(pp, L)
     # |alpha_i| <= 2^(weight_bits - 1); G_i(e) = rint(2^g e^{-c 2^L H + c rho_lo}) <= rint(2^g e^step)
-    g_max = math.ceil(math.exp(pp.step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
+    g_max = math.ceil(math.exp(step) * 2.0 ** pp.g_frac_bits * (1 + 2 ** -40)) + 1
     w_max = 1 << (pp.weight_bits - 1)
     lift, g_bytes = _lift(pp.n_train, w_max * g_max)
     # the chain keeps the one-factor scale 2^(w + g + V) after every digit (protocol 26): with the
     # split, whose G carries g more bits, the first digit truncates g + V bits' worth down to it
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     head = pp.weight_frac_bits + pp.g_frac_bits
-    digits, shifts, m, flood, cb = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes)
-    best = TailPlan(hb, tuple(digits), one, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
-                    cb, g_bytes)
-    options = [best]
+    digits, shifts, m, flood, cb = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
+    options = [TailPlan(hb, tuple(digits), one, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
+                        cb, g_bytes, lo_bits=L, lut_bits=lut, step=step)]
     # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
     a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
     lift2, g2 = _lift(pp.n_train, a2)
@@ -355,17 +404,12 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     # masked within their own, narrower ranges (protocol 29): they need not wrap, only hide A_b, B_b
     _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
     b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
-    digits2, shifts2, m2, flood2, cb2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2)
-    for h0 in range(1, min(pp.lut_bits, hb - 1) + 1):
+    digits2, shifts2, m2, flood2, cb2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
+    for h0 in range(1, min(lut, hb - 1) + 1):
         options.append(TailPlan(hb, tuple(digits2), one, one, -(-cb2 // 8), -(-max(g2, a_bytes, b_bytes) // 8),
-                                lift2, h0, shifts2, m2, flood2, cb2, g2, a_bytes, b_bytes, b_lift))
-    if G_SPLIT == "single":
-        return best
-    if G_SPLIT == "split":
-        if len(options) == 1:
-            raise ProtocolError("the G table's high part has too few bits to split")
-        options = options[1:]
-    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split))
+                                lift2, h0, shifts2, m2, flood2, cb2, g2, a_bytes, b_bytes, b_lift,
+                                lo_bits=L, lut_bits=lut, step=step))
+    return options
 
 
 def _high_bits(pp: PublicParams) -> int:
@@ -454,10 +498,10 @@ def g_terms(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan
     2^hb < 2^lut, so only 2^lut of the 2^hb entries per point need a product: returns the columns
     e (N, 2^lut) and alpha_i G_i(e) there as exact two's-complement limb arrays (N, 2^lut,
     g_limbs); rho_x = rho >> s. (The whole table costs 2^(hb - lut) times more: 32x at CM settings.)"""
-    L, hb = pp.lo_bits, tp.hb
+    L, hb = tp.lo_bits, tp.hb
     x_lo = rho_x & U64((1 << L) - 1)
     rho_hi = (rho_x >> U64(L)).astype(np.int64)
-    H = np.arange(1 << pp.lut_bits, dtype=np.int64)[None, :]
+    H = np.arange(1 << tp.lut_bits, dtype=np.int64)[None, :]
     cols = (rho_hi[:, None] + H) % (1 << hb)
     G = np.exp(-pp.c * float(1 << L) * H + pp.c * x_lo.astype(np.float64)[:, None])
     G_enc = np.rint(G * float(1 << pp.g_frac_bits)).astype(U64)
@@ -499,7 +543,7 @@ def signed_limbs(alpha: np.ndarray, n: int) -> np.ndarray:
 def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """:func:`split_factors` before the weights: ([A_0, A_1] (N, 2^h0), [B_0, B_1] (N, 2^h1)), uint64
     (each < 2^64: A <= 2^g, B <= 2^g e^step)."""
-    L, h0 = pp.lo_bits, tp.split
+    L, h0 = tp.lo_bits, tp.split
     h1 = tp.hb - h0
     x_lo = rho_x & U64((1 << L) - 1)
     rho_hi = (rho_x >> U64(L)).astype(np.int64)
@@ -514,7 +558,7 @@ def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list
     for b in (0, 1):
         H1 = (e1 - r1[:, None] - b) % (1 << h1)
         B = np.exp(-pp.c * float(1 << (L + h0)) * H1 + pp.c * x_lo.astype(np.float64)[:, None])
-        B = np.where(H1 < (1 << (pp.lut_bits - h0)), B, 0.0)
+        B = np.where(H1 < (1 << (tp.lut_bits - h0)), B, 0.0)
         Bs.append(np.rint(B * float(1 << pp.g_frac_bits)).astype(U64))
     return As, Bs
 
@@ -584,8 +628,9 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
     defended = OutputDefense.from_dict(pp.output_defense)
     _refuse_rounding(pp)
     server = party.role == SERVER
-    N, M, s, L = pp.n_train, pp.ring_bits, pp.shift_bits, pp.lo_bits
+    N, M, s = pp.n_train, pp.ring_bits, pp.shift_bits
     tp = tail_plan(pp)
+    L = tp.lo_bits
     n, R = tp.chain_limbs, tp.ring_bits
     xm = (rho if server else u) >> U64(s)
     x_lo = xm & U64((1 << L) - 1)
@@ -750,8 +795,9 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
     value_K,i), or, given the server's chain masks s_k (before truncation), F_det + C with the
     carries c_k,i = [(value_(k-1) g_k mod 2^t_k) + (s_k mod 2^t_k) >= 2^t_k] added at each digit:
     what :func:`kernel_output` gives the honest client before e_T and e."""
-    M, s, L = pp.ring_bits, pp.shift_bits, pp.lo_bits
+    M, s = pp.ring_bits, pp.shift_bits
     tp = tail_plan(pp)
+    L = tp.lo_bits
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     rho = np.asarray(rho, dtype=U64) & U64((1 << M) - 1)
     u = np.array([(int(Di) + int(ri)) % (1 << M) for Di, ri in zip(D, rho)], dtype=U64)

@@ -12,9 +12,10 @@ aborted** (the leakage of dual execution, Huang-Katz-Evans 2012; below); the ser
 nothing about q'. The server counts aborts per client and refuses a client after
 ``serve --max-aborts`` of them (:mod:`protocols.krr.server`).
 
-Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits, R = 64; steps 4-6
-compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`):
-  1. The server draws a fresh MAC key Delta, uniform in F_p. The query's bits are fixed: the d B bits
+Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits; steps 4-6 compute mod
+the prime q = 2^48 - 59 since protocol 34, :mod:`protocols.mpc.fp48` -- mod 2^64 - 59 in protocols
+31-32, in Z_2^128 before):
+  1. The server draws a fresh MAC key Delta, uniform in F_q. The query's bits are fixed: the d B bits
      of q' are the choice bits of d B random OTs of the checked OT extension
      (:func:`~protocols.mpc.authenticated.random_choices`; KOS-style consistency check, so every
      choice bit is well defined). Nothing is sent on them yet.
@@ -26,107 +27,88 @@ compute mod the prime p = 2^64 - 59 since protocol 31, :mod:`protocols.mpc.fp64`
      27, models of at least SILENT_OT_MIN_ELEMENTS entries, as semi-honest) silent OT, checked in
      the direction where the client chooses (below, "The chain on silent OT"). Its client-side
      choices are *not* bound: step 6 checks the result.
-  2b. The lift to shares mod 2^64 (:func:`lift`, protocol 32), one COT per point: for honest
-     L < 2^(M-1) the wrap of a + b is w = a_1 OR b_1 (the shares' MSBs: if they agree the carry
-     is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1), so
-     L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 comes from one COT mod
-     2^(64-M) in which the client receives with choice b_1 (the checked direction on either
-     engine) and the server's correlation is a_1: server keeps s_S = -x0, client gets
-     s_C = x0 + b_1 a_1. L_S = a - 2^M a_1 + 2^M s_S, L_C = b - 2^M b_1 + 2^M s_C (mod 2^64),
-     L_S + L_C = L. Cost: N OTs and N corrections of ceil((64 - M) / 8) bytes (5 at M = 25),
-     where the chain mod 2^64 sent 5 more bytes per *element* (N d) in each of its two products
-     (63-bit corrections, 8 bytes, instead of 3): 84 kB instead of 57.5 MB at N = 2^14, d = 351.
-  3. Mask-reveal without wrap-around: the server sends c = L_S + rho (mod 2^64) with rho
-     uniform on [0, 2^64 - 2^M) (:func:`draw_mask`: rho_lo = rho mod 2^M exactly uniform); the
-     client computes u = L_C + c = L + rho -- over the integers, since L < 2^(M-1) (M has a margin
-     bit) and rho < 2^64 - 2^M. c is within statistical distance 2^(M-64) per point of uniform
-     *whatever L_S is* -- also when a deviating client shifted L_S in step 2 by any amount (a mask
-     below 2^63 let a shift by 2^63 b show in u's top bit: N bits of X per session without an
-     abort; review finding, tests/.../test_laplacian_malicious.py::test_shifted_product_...).
-     2^-39 per point at M = 25 (CM on the 2^-8 grid), 2^-32 at the largest allowed M = 32. u's low M bits
-     are L + rho_lo mod 2^M: exactly the u of the Gaussian protocol's steps 10-13. The argument
-     uses nothing about L_S's distribution, so it holds unchanged for the lifted L_S of step 2b
-     (a deviating client moves L_S + L_C away from L only by shifts of a mod 2^M in the chain,
-     carried through the wrap term, and by +-2^M a_1 through its lift choice: within a few 2^M,
-     where the 2^63 shift of the review finding is not available -- and hidden the same way).
-  4. The client commits u: 64 bits per point (:func:`~protocols.mpc.authenticated.commit_p64`:
-     per bit a random OT of the checked extension with the bit as choice, pads hashed to 128 bits
-     and reduced mod p -- 2^-64 from uniform -- and the server's 8-byte correction
-     tau = P0 + Delta - P1 mod p): MACs M_u = K_u + u Delta (mod p); the random-OT keys are kept
-     (step 7's bound tables read u's digits through them).
-  5. The server draws chi_i uniform in F_p (after every commitment) and sends it -- since protocol
-     32 as a fresh 32-byte seed that both parties expand (:func:`expand_chi`: AES-CTR keyed by
-     BLAKE2b(seed), words >= p redrawn, so exactly uniform in F_p given the stream; 8 N bytes
-     before, 131 kB at N = 2^14). For every
-     feature j and every v of the public domain [0, 2^B) it computes
-     g_j(v) = sum_i chi_i |x_ij - v| mod p (exact per 22-bit limb of chi: histograms over the
-     column's values, two prefix sums, g_j(v) = T_j + 2 C_j(v) - v S_j; the limbs folded mod p,
-     :func:`mac_word_tables`), and one bound table OT
-     per feature on step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the
-     committed q'_j) whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod p), K_j
-     fresh uniform in F_p. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j),
-     never another entry. 2^B x 8 bytes per feature (16 with the Z_2^128 MACs before protocol 31),
-     independent of N.
-  6. Check: the client sends MW = sum_i chi_i M_u,i - sum_j W_j(q'_j) (8 bytes); the server accepts iff
-        MW = sum_i chi_i K_u,i - sum_j K_j + (sum_i chi_i rho_i) Delta      (mod p),
-     i.e. iff Z = sum_i chi_i (u_i - rho_i) - sum_j g_j(q'_j) = sum_i chi_i (u_i - L_i(q') - rho_i)
-     is 0 mod p, with the client holding only a MAC on Z. On failure the session ends here (logged as
-     ``MacCheckError``, counted against the client), before anything that depends on u leaves
-     the server.
+  3. Mask-reveal mod 2^M (protocol 34): the server sends c = a + rho (mod 2^M), 4 bytes a point,
+     rho uniform on Z_2^M (:func:`draw_mask`); the client sets v = b + c over the integers
+     (< 2^(M+1)) and u = v mod 2^M = L + rho (mod 2^M): the u of the Gaussian protocol's steps 10-13.
+     c is *exactly* uniform whatever a is -- also when a deviating client shifted a in step 2 by
+     any amount (protocols 17-32 sent c = L_S + rho mod 2^64 with rho on [0, 2^64 - 2^M): within
+     2^(M-64) per point, 2^-25 per session at N = 2^14, M = 25).
+     Over the integers, with kappa = [b + c >= 2^M] (the client's), lambda = [a + rho >= 2^M] and
+     a_1, b_1 the shares' MSBs (for honest L < 2^(M-1) the wrap of a + b is a_1 OR b_1, so
+     L = a + b - 2^M (a_1 + b_1 - a_1 b_1)):
+         v - 2^M b_1 (1 - a_1) - L = rho + 2^M (a_1 - lambda)                        (*)
+     whose right side the server knows; the client knows v and b_1; b_1 (1 - a_1) is a product of
+     the two parties' bits, which step 4 gives the client a MAC on without telling either party
+     the other's bit. (Protocol 32 lifted the shares to 64 bits with one COT per point instead and
+     committed all 64 bits of u = L + rho; the same wrap formula.)
+  4. MACs mod q (:func:`protocols.mpc.commit_fp48.bit_macs`, one random OT of the checked extension
+     and a 6-byte correction per bit): on the M + 1 bits of v (M_v = K_v + v Delta; the random-OT
+     keys are kept: step 7's bound tables read u's digits, bits [0, M) of v, through them), and one
+     product OT per point with the client's choice b_1 and the server's scale 1 - a_1: the client
+     gets M_beta = K_beta + b_1 (1 - a_1) Delta, the server keeps K_beta. The client's combined MAC
+     is M_i = M_v,i - 2^M M_beta,i, the server's key K_i = K_v,i - 2^M K_beta,i. (M + 2) N OTs and
+     6 (M + 2) N bytes: 2.65 MB at N = 2^14, M = 25, against 64 N x 8 B = 8.39 MB and step 2b's
+     5 N B in protocol 32.
+  5. The server draws chi_i uniform in F_q (after every MAC) and sends it as a fresh 32-byte seed
+     that both parties expand (:func:`expand_chi`: AES-CTR keyed by BLAKE2b(seed), words >= q
+     redrawn, so exactly uniform in F_q given the stream). For every feature j and every v of the
+     public domain [0, 2^B) it computes g_j(v) = sum_i chi_i |x_ij - v| mod q (exact per 22-bit
+     limb of chi: histograms over the column's values, two prefix sums, g_j(v) = T_j + 2 C_j(v) -
+     v S_j; the limbs folded mod q, :func:`mac_word_tables`), and one bound table OT per feature on
+     step 1's OTs (:func:`~protocols.mpc.authenticated.bound_lut`, index = the committed q'_j)
+     whose entry v is the MAC word W_j(v) = K_j + g_j(v) Delta (mod q), K_j fresh uniform in F_q,
+     in 6 bytes. The client obtains W_j(q'_j) only -- never g_j(q'_j) (masked by K_j), never another
+     entry. 2^B x 6 bytes per feature (8 in protocols 31-32, 16 before), independent of N.
+  6. Check: the client sends MW = sum_i chi_i M_i - sum_j W_j(q'_j); the server accepts iff
+        MW = sum_i chi_i K_i - sum_j K_j + (sum_i chi_i (rho_i + 2^M (a_1,i - lambda_i))) Delta   (mod q),
+     i.e. iff Z = sum_i chi_i e_i = 0 (mod q) with e_i = v_i - 2^M beta_i - L_i(q') - rho_i -
+     2^M (a_1,i - lambda_i) (beta_i the product bit the client's MAC carries), the client holding
+     only a MAC on Z. On failure the session ends here (logged as ``MacCheckError``, counted
+     against the client), before anything that depends on u leaves the server.
   7.-11. Steps 10-14 of the Gaussian protocol (:func:`protocols.krr.gaussian_malicious.
      kernel_output`: G table on the committed high digit, the masked public-factor chain, the
-     output, noise; server-to-client only, nothing left to check) on the low M bits of the committed u, with the Laplacian's constant pp.c
-     (t = c L', L' = L >> s).
+     output, noise; server-to-client only, nothing left to check) on u = v mod 2^M, the low M
+     committed bits, with the Laplacian's constant pp.c (t = c L', L' = L >> s).
 
-Soundness of step 6 (mod p, p = 2^64 - 59 > 2^63): let e_i = u_i - L_i(q') - rho_i. These are
-integers fixed before chi is drawn (u by step 4's commitment, q' by step 1's choice bits, rho by the
-server), and |e_i| < 2^64: the committed u_i is in [0, 2^64) (64 choice bits) and, for the true
-distance L_i < 2^(M-1), L_i + rho_i is in [0, 2^64 - 2^(M-1)). The check tests
-e = sum_i chi_i e_i = 0 (mod p), so the client may pass with some e_i != 0 in three ways only:
-(a) e_i != 0 but e_i = 0 (mod p): as 2p > 2^64 > |e_i|, that is e_i = +-p. e_i = -p needs
-L_i + rho_i >= p = 2^64 - 59, impossible for M >= 7 (L_i + rho_i < 2^64 - 2^(M-1)); e_i = +p
-needs u_i = L_i + rho_i + p < 2^64, i.e. L_i + rho_i < 59, which happens with probability
-<= 59 / (2^64 - 2^M) < 2^-58 per point over the server's rho (uniform, independent of L_i(q'));
-the client sees it (u_i < 59) and may then commit u_i + p: N 2^-58 per session (2^-44 at
-N = 2^14; far below step 3's hiding term N 2^(M-64), 2^-25 there at M = 25);
-(b) some e_j != 0 (mod p) and e = 0 (mod p): chi_j is uniform in F_p and independent of the
-e_i, so probability 1/p < 2^-63 (chi from a seed drawn after the e_i are fixed: 1/p plus the
-advantage of a distinguisher for the AES-CTR stream that tests sum_i chi_i e_i = 0 for fixed e);
-(c) e != 0 (mod p) and the MAC forged: the client must send its honest MW minus e Delta, i.e.
-know e Delta for a known nonzero e, i.e. Delta: its view -- step 4's outputs P_c + c tau with tau
-one-time padded by the unchosen pad's residue (within 2^-64 of uniform per bit: 64 N 2^-64 over a
-session), MAC words under fresh K_j, chi -- is independent of Delta up to that distance:
-probability <= 1/p + 64 N 2^-64.
-In all Pr[pass with some e_i != 0] <= N 2^-58 + 2^-62 + 64 N 2^-64 (< 2^-43 at N = 2^14; the
-check over Z_2^128 before protocol 31 gave 2^-58 at twice the words). So outside the (a) event a passing
-session has u_i = L_i(q') + rho_i exactly for every i, with q' the query fixed by step 1's choice
-bits; from there the Gaussian protocol's argument (docs/malicious.md, steps 10-13) gives F(q').
-In the (a) event the tail reads u_i + p's low M bits, L_i + rho_i - 59 (mod 2^M), for that point:
-a distance off by 59 units at one point whose mask happened to be below 59, probability < 2^-58
-per point (tests/.../test_laplacian_malicious.py::test_u_plus_p_passes_only_in_the_edge_case_rho_below_59
-forces it).
+Soundness of step 6 (mod q, q = 2^48 - 59): the e_i are integers fixed before chi is drawn (v and
+the product choice by step 4's OTs, q' by step 1's choice bits, rho, a_1 and lambda by the server)
+and small: 0 <= v_i < 2^(M+1), beta_i in {0, 1}, 0 <= L_i(q') < 2^(M-1) for every q' of the domain,
+0 <= rho_i < 2^M, so |e_i| < 2^(M+3) <= 2^35 < q (M <= 32, check_params): e_i = 0 (mod q) iff
+e_i = 0 -- no wrap-around case (protocols 31-32 had one: u_i + p for L_i + rho_i < 59, N 2^-58
+per session). The client may pass with some e_i != 0 in two ways only: (b) sum_i chi_i e_i = 0
+(mod q) with chi uniform in F_q and independent of the e_i: probability 1/q < 2^-47.99 (plus the
+advantage of a distinguisher for the AES-CTR stream that tests this for fixed e); (c) e != 0
+(mod q) and the MAC forged: its honest MW minus e Delta, i.e. Delta: its view -- step 4's outputs
+P_c + c tau with tau one-time padded by the unchosen pad's residue (within 2^-80 of uniform per
+bit: (M + 2) N 2^-80 over a session), MAC words under fresh K_j, chi -- is independent of Delta up
+to that distance: probability <= 1/q + (M + 2) N 2^-80. In all Pr[pass with some e_i != 0]
+<= 2^-46.99 + (M + 2) N 2^-80 (< 2^-46.9 at N = 2^14, M = 25; protocol 32: < 2^-43). So a
+passing session has e_i = 0 for every i, i.e. by (*) v_i = L_i(q') + rho_i + 2^M (beta_i + a_1,i -
+lambda_i), hence u_i = v_i mod 2^M = L_i(q') + rho_i (mod 2^M) exactly, with q' the query fixed by
+step 1's choice bits -- whatever the client did in steps 2-4; from there the Gaussian protocol's
+argument (docs/malicious.md, steps 10-13) gives F(q').
 
 Hiding: the client sees OT outputs of the chain (masked as in the semi-honest protocol: its
-view there is simulatable whatever choices it makes, laplacian.py's docstring), the lift's COT
-output x0 + b_1 a_1 (x0 the server's pad, uniform mod 2^(64-M) to the receiver whatever b_1: it
-tells nothing of a_1), c (L_S plus a
-mask uniform on all but 2^M of the 2^64 values: statistically hidden whatever the client made
-L_S), chi (random), W_j(q'_j) (uniform in F_p: K_j), then the Gaussian
-tail's messages. The server sees OT-extension messages (the lift's choice bits b_1 among the
-choices the OT hides) and MW (its own sum for an honest client).
+view there is simulatable whatever choices it makes, laplacian.py's docstring), c (uniform on
+Z_2^M whatever a is: rho), step 4's MAC outputs and corrections (uniform: each tau is one-time
+padded by the pad of the choice it did not make, whatever the scale 1 - a_1 is -- the product
+OT tells it nothing of a_1), chi (random), W_j(q'_j) (uniform in F_q: K_j), then the Gaussian
+tail's messages. The server sees OT-extension messages (step 4's choice bits -- v's bits and b_1
+-- among the choices the OT hides) and MW (its own sum for an honest client).
 
 **The chain on silent OT (protocol 27; protocols.ot.ferret).** One engine per direction:
   * the client as Ferret *receiver* (everything the client chooses: step 1's bound OTs, the chain's
-    random and column OTs, product (ii) with its choice b_C, step 2b's lift with its choice b_1,
-    step 4's commitment, steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked SoftSpoken extension. The receiver sends
-    nothing in the iterations and any derandomisation bit is valid, so its one lever was S1's
-    column consistency (the KOS attack on Delta); checked, every output is a COT with a
-    well-defined choice bit and a hidden Delta -- what the checked SoftSpoken extension gave.
+    random and column OTs, product (ii) with its choice b_C, step 4's MACs (v's bits and the
+    product OT's b_1), steps 5 and 7-11's bound tables): checked mode, i.e. S1 on the checked
+    SoftSpoken extension. The receiver sends nothing in the iterations and any derandomisation
+    bit is valid, so its one lever was S1's column consistency (the KOS attack on Delta); checked,
+    every output is a COT with a well-defined choice bit and a hidden Delta -- what the checked
+    SoftSpoken extension gave.
   * the client as Ferret *sender* (product (i): its correlation q (1 - 2 b_C), the server choosing
     b_S): it may send any GGM sums, c_i and corrections. Two effects, both covered:
     (a) the server's COT outputs go wrong where the error reaches (in a pattern that may depend on
-    the server's noise positions): L_S moves, which nothing before step 6 shows (c = L_S + rho
-    hides any L_S to 2^(M-64) per point), and step 6 then aborts or u = L(q') + rho passes -- the
+    the server's noise positions): a moves, which nothing before step 6 shows (c = a + rho
+    mod 2^M hides any a exactly), and step 6 then aborts or u = L(q') + rho passes -- the
     selective-failure class below, at most one bit per aborted session, no new leakage class.
     The bits may now be about the server's noise positions instead of X (the engine lives for the
     session's queries); they count against the same bound (~K log2 S bits: ~40 for 3 aborts in
@@ -157,15 +139,16 @@ guessing "no shift" passes iff [x_ij < q_j] = b_C -- one threshold bit of one tr
 session, so about B sessions (15 at CM on the 2^-8 grid) to learn a coordinate by binary search,
 about half of them aborting; flipping its random-OT choice at the top digit flips b_ij with
 probability 1/2 (the server's random delta) and then shifts L_i by -2 |x_ij - q_j| (a noisy
-"is x_ij = q_j +- g"); flipping its lift choice b_1 at point i (step 2b) gives it x0 + b_1' a_1,
-so its share is off by +-2^M a_1 -- the session aborts iff a_1 = 1, a_1 the MSB of the server's
-share a = L_i - b mod 2^M, i.e. [L_i < b <= L_i + 2^(M-1)] for honest L_i (a threshold bit on the
-distance at the client's own share b): one bit of the same kind, no new class (tested). Since
-protocol 32 the chain's shares are mod 2^M: a deviating client's shifts of a are now mod 2^M
-before the lift (a shift that carries a past 2^M also moves a_1, so L_S + L_C moves by the
-shift minus 2^M times the change of the wrap a_1 OR b_1): L_S is still off by an X-dependent amount
-that c hides and step 6 catches unless guessed -- the same one bit. For comparison, the kink attack learns a coordinate in
-~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
+"is x_ij = q_j +- g"); flipping its product-OT choice b_1 at point i (step 4, protocol 34; step
+2b's lift choice in protocol 32, with the complementary outcome) gives it a MAC on b_1' (1 - a_1),
+so the checked sum is off by +-2^M (1 - a_1) -- the session aborts iff a_1 = 0, a_1 the MSB of
+the server's share a = L_i - b mod 2^M, i.e. [L_i < b <= L_i + 2^(M-1)] for honest L_i (a
+threshold bit on the distance at the client's own share b), unless it also moves v by its guess:
+one bit of the same kind, no new class (tested). The chain's shares are mod 2^M: a deviating
+client's shifts of a are mod 2^M (a shift that carries a past 2^M also moves a_1 and lambda,
+so the right side of (*) moves by an X-dependent multiple of 2^M): v is still off by an
+X-dependent amount that c hides and step 6 catches unless guessed -- the same one bit. For
+comparison, the kink attack learns a coordinate in ~19 honest predictions (docs/attacks.md) through any prediction interface. With at most K aborts
 allowed per client and S checked queries (each query of a session runs step 6; the first failure
 ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
 (about K log2 S: 3 aborts in 10^4 queries ~ 40 bits). Binding the chain's share-dependent
@@ -182,95 +165,77 @@ from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.expsum import encode_weights
 from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MALICIOUS_MAX_X_BITS, PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import fp64
+from protocols.mpc import commit_fp48, fp48
 from protocols.mpc.context import PartyContext
 from protocols.mpc.randomness import SecureRandom
 from protocols.ot.crypto import derive_key
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
-#: ring of the lifted shares and of the committed u (u = L + rho without wrap-around)
-RING = 64
 #: bytes of the seed step 5's chi is expanded from (both parties expand it)
 CHI_SEED_BYTES = 32
-#: widest encoded entry whose per-feature MAC-word table (2^B x 8 bytes) this protocol sends
+#: widest encoded entry whose per-feature MAC-word table (2^B x 6 bytes) this protocol sends
 MAX_X_BITS = LAPLACIAN_MALICIOUS_MAX_X_BITS
 #: entries of the MAC-word tables built and sent per block of features
 _TABLE_ENTRIES = 1 << 20
 
 
 class ChainCheckError(au.MacCheckError):
-    """Step 6 failed: the client's committed u is not L(q') + rho (a deviating client)."""
+    """Step 6 failed: the client's committed u is not L(q') + rho mod 2^M (a deviating client)."""
 
 
 def check_params(pp: PublicParams) -> None:
     """ProtocolError (naming ``--security semi-honest``) if this model has no client-malicious
-    Laplacian plan: the shared tail's plan, entries of at most MAX_X_BITS bits, a 63-bit mask."""
+    Laplacian plan: the shared tail's plan, entries of at most MAX_X_BITS bits, distances of at
+    most LAPLACIAN_MALICIOUS_MAX_RING_BITS bits (c travels in 4 bytes, |e_i| < 2^(M+3) < q)."""
     if pp.x_bits > MAX_X_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol serves entries of at most {MAX_X_BITS} bits "
-                            f"(its check sends 2^x_bits x 8 bytes per feature), this model's have {pp.x_bits}: "
+                            f"(its check sends 2^x_bits x 6 bytes per feature), this model's have {pp.x_bits}: "
                             "train on a coarser grid or serve it with --security semi-honest")
     if pp.ring_bits > LAPLACIAN_MALICIOUS_MAX_RING_BITS:
         raise ProtocolError(f"the client-malicious Laplacian protocol needs distances of at most "
-                            f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits "
-                            "(a 64-bit mask hides them): serve it with --security semi-honest")
+                            f"{LAPLACIAN_MALICIOUS_MAX_RING_BITS} bits: serve it with --security semi-honest")
     gaussian_malicious.plan(pp)
 
 
-def mask_bound_bits(pp: PublicParams) -> float:
-    """log2 of the statistical distance, per training point, by which c (step 3) reveals the
-    server's share L_S -- whatever the client did in the chain -- and u = L + rho reveals L: 2^(M-64)."""
-    return float(pp.ring_bits - RING)
-
-
 def draw_mask(rng, n: int, M: int) -> np.ndarray:
-    """Step 3's rho: uniform on [0, 2^64 - 2^M) (a multiple of 2^M, so rho mod 2^M is exactly
-    uniform for the shared tail). Full width on purpose: c = L_S + rho (mod 2^64) must hide *any*
-    L_S, also one a deviating client shifted by up to 2^63 in the chain (a mask below 2^63 left
-    the top bit of u = L_C + c equal to the shift's bit: review finding, docs/malicious.md);
-    missing the top 2^M values keeps u = L + rho < 2^64 without wrap-around for honest L < 2^(M-1)."""
-    hi = rng.random_below(n, RING - M)
-    top = U64((1 << (RING - M)) - 1)
-    while True:  # rejection of the one excluded high value (probability 2^(M-64) per point)
-        bad = np.flatnonzero(hi == top)
-        if bad.size == 0:
-            break
-        hi[bad] = rng.random_below(bad.size, RING - M)
-    return (hi << U64(M)) | rng.random_below(n, M)
+    """Step 3's rho: uniform on Z_2^M. c = a + rho (mod 2^M) is then uniform whatever the server's
+    share a is -- also one a deviating client shifted in the chain -- exactly, not statistically."""
+    return rng.random_below(n, M)
 
 
 def expand_chi(seed: bytes, n: int) -> np.ndarray:
-    """Step 5's chi from the server's seed, both parties: n residues mod p from the AES-CTR stream
+    """Step 5's chi from the server's seed, both parties: n residues mod q from the AES-CTR stream
     keyed by BLAKE2b(seed) (:class:`~protocols.mpc.randomness.SecureRandom`), exactly uniform in
-    F_p given the stream (:func:`~protocols.mpc.fp64.uniform` redraws the 59 words >= p, the same
-    words on both sides: the stream is deterministic)."""
+    F_q given the stream (:func:`~protocols.mpc.fp48.uniform` redraws the top-48-bit words >= q, the
+    same words on both sides: the stream is deterministic)."""
     if len(seed) != CHI_SEED_BYTES:
         raise ProtocolError("chi seed of the wrong length")
-    return fp64.uniform(SecureRandom(derive_key(b"secureml/lap-chi", seed)), n)
+    return fp48.uniform(SecureRandom(derive_key(b"secureml/lap-chi", seed)), n)
 
 
 def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64, K: np.ndarray) -> np.ndarray:
-    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod p, p = 2^64 - 59) for the features of ``XT``
+    """Step 5, server: W_j(v) = K_j + g_j(v) Delta (mod q, q = 2^48 - 59) for the features of ``XT``
     (d', N) and every v in [0, 2^x_bits), g_j(v) = sum_i chi_i |x_ij - v|. Returns (d', 2^B) uint64.
 
     g_j(v + 1) - g_j(v) = 2 A_j(v) - S_j with A_j(v) = sum_{x_ij <= v} chi_i, S_j = A_j(max), so
     g_j(v) = T_j + 2 C_j(v) - v S_j with T_j = g_j(0) = sum_i chi_i x_ij and C_j(v) = sum_{u < v} A_j(u).
-    Delta is folded into chi first (chi'_i = chi_i Delta mod p: N products, not d 2^B), so the
-    tables are g'_j(v) = sum_i chi'_i |x_ij - v| = g_j(v) Delta (mod p). Exact: chi' (< 2^64) is
+    Delta is folded into chi first (chi'_i = chi_i Delta mod q: N products, not d 2^B), so the
+    tables are g'_j(v) = sum_i chi'_i |x_ij - v| = g_j(v) Delta (mod q). Exact: chi' (< 2^48) is
     split into limbs c_l of w bits (:func:`_limb_bits`: two limbs at N = 16,384, B = 15); per limb the
     per-value weight (< N 2^w <= 2^53, exact in float64's bincount), A, C and the limb's own
     g_l(v) = sum_i c_l,i |x_ij - v| < N 2^(w + B) <= 2^64 are exact in uint64 (g_l's formula wraps
-    mod 2^64 on the way, its value does not); then g' = sum_l 2^(w l) g_l (< 2^128, exact as a limb
-    pair), reduced mod p once (numpy-vectorised: no per-v loop)."""
+    mod 2^64 on the way, its value does not); then g' = sum_l 2^(w l) g_l (< 2^(48 + log2 N + B),
+    exact as a limb pair), reduced mod q once with shifts (numpy-vectorised: no per-v loop)."""
     d, N = XT.shape
     V = 1 << x_bits
     w = _limb_bits(N, x_bits)
-    chid = fp64.mul(chi, delta)
+    chid = fp48.mul(chi, delta)
     idx = (np.arange(d, dtype=np.int64)[:, None] * V + XT.astype(np.int64)).ravel()
     vals = np.arange(V, dtype=U64)[None, :]
     XTu = XT.astype(U64)
     hi = lo = None  # g' = sum_l 2^(w l) g_l, accumulated exactly as (hi, lo), reduced once
-    for shift in range(0, 64, w):
+    for shift in range(0, 48, w):  # chi' < 2^48
         cu = (chid >> U64(shift)) & U64((1 << w) - 1)
         a = np.bincount(idx, weights=np.broadcast_to(cu.astype(np.float64)[None, :], (d, N)).ravel(),
                         minlength=d * V)
@@ -285,17 +250,17 @@ def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint
             part = gl << U64(shift)
             lo = lo + part
             hi = hi + (gl >> U64(64 - shift)) + (lo < part).astype(U64)
-    # g' = sum_i chi'_i |x_ij - v| < 2^(64 + nb + B): hi < 2^(nb + B) <= 2^57 (_limb_bits)
-    return fp64.add(fp64.reduce128_short(hi, lo), K[:, None])
+    # g' = sum_i chi'_i |x_ij - v| < 2^(48 + nb + B): hi < 2^(nb + B - 16) <= 2^40 (_limb_bits)
+    return fp48.add(fp48.reduce128_short(hi, lo), K[:, None])
 
 
 def _limb_bits(n: int, x_bits: int) -> int:
     """The widest limb w for :func:`mac_word_tables`: n (2^w - 1)(2^B - 1) < 2^64 keeps a limb's
-    g_l exact in uint64, n 2^w <= 2^53 its per-value weights exact in float64; n 2^B <= 2^57 keeps
-    the tables' high word short enough for one fold mod p."""
+    g_l exact in uint64, n 2^w <= 2^53 its per-value weights exact in float64; n 2^B <= 2^56 keeps
+    the tables' high word short enough for :func:`fp48.reduce128_short`."""
     nb = max(1, (n - 1).bit_length())
     w = min(64 - nb - x_bits, 53 - nb)
-    if w < 1 or nb + x_bits > 57:  # 57: the high word's bound for fp64.reduce128_short
+    if w < 1 or nb + x_bits > 56:
         raise ProtocolError("too many training points for step 5's exact tables")
     return w
 
@@ -306,21 +271,13 @@ def _feature_blocks(d: int, x_bits: int):
         yield a, min(d, a + step)
 
 
-def lift(party: PartyContext, M: int, share: np.ndarray) -> np.ndarray:
-    """Step 2b, both roles: shares a (server), b (client) mod 2^M of L < 2^(M-1) -> shares mod 2^64.
-
-    The wrap of a + b is w = [a + b >= 2^M] = a_1 OR b_1 (a_1, b_1 the shares' MSBs: if they
-    agree the carry out is that bit; if they differ, MSB(L) = 0 forces the low parts' carry, w = 1),
-    so L = a + b - 2^M (a_1 + b_1 - a_1 b_1) over the integers. a_1 b_1 is one COT per point
-    mod 2^(64-M) (the client receives with choice b_1, the server's correlation is a_1): the server
-    keeps s_S = -x0, the client gets s_C = x0 + b_1 a_1. Server's 64-bit share a - 2^M a_1 + 2^M s_S,
-    client's b - 2^M b_1 + 2^M s_C (2^M (s mod 2^(64-M)) = 2^M s mod 2^64: the COT's ring is enough)."""
-    msb = share >> U64(M - 1)
-    if party.role == SERVER:
-        s = U64(0) - party.ot_sender.cot_send(msb, bits=RING - M)
-    else:
-        s = party.ot_receiver.cot_recv(client_lift_choice(msb.astype(np.uint8)), bits=RING - M)
-    return share - (msb << U64(M)) + (s << U64(M))
+def check_offset(M: int, rho: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Server, step 6: rho_i + 2^M (a_1,i - lambda_i) mod q, the part of the honest
+    v_i - 2^M b_1,i (1 - a_1,i) - L_i that the server knows (a_1 = MSB of its share a, lambda =
+    [a + rho >= 2^M], the wrap of c)."""
+    a1 = a >> U64(M - 1)
+    lam = (a + rho) >> U64(M)
+    return fp48.sub(fp48.add(rho, a1 << U64(M)), lam << U64(M))
 
 
 # ---- the client's local steps (module functions, so a test can replace one of them) -----------
@@ -329,61 +286,66 @@ def client_chain_query(q: np.ndarray) -> np.ndarray:
     return q
 
 
-def client_lift_choice(b1: np.ndarray) -> np.ndarray:
-    """Step 2b, client: its choice bits of the lift's COT (honest: the MSBs b_1 of its shares)."""
+def client_masked(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Step 3, client: v = b + c over the integers (< 2^(M+1)); u = v mod 2^M = L + rho mod 2^M."""
+    return b + c
+
+
+def client_product_choice(b1: np.ndarray) -> np.ndarray:
+    """Step 4, client: its choice bits of the product OT (honest: the MSBs b_1 of its chain shares)."""
     return b1
 
 
-def client_masked(l_c: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Step 3, client: u = L_C + c (mod 2^64)."""
-    return l_c + c
-
-
-def client_check_mac(u_mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int:
-    """Step 6, client: sum_i chi_i M_u,i - sum_j W_j (mod p)."""
-    return int(fp64.sub(fp64.total(fp64.mul(u_mac, chi)), fp64.total(words)))
+def client_check_mac(mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int:
+    """Step 6, client: sum_i chi_i M_i - sum_j W_j (mod q)."""
+    return int(fp48.sub(fp48.total(fp48.mul(mac, chi)), fp48.total(words)))
 
 
 def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
            XT: np.ndarray | None = None, q: np.ndarray | None = None, lam: int = au.STAT_BITS) -> dict | int:
     """One query, both roles. Server: ``model`` and its encoded, transposed training data ``XT``
     (d, N); returns a record of its randomness (rho mod 2^M, r, noise) for tests. Client: its
-    encoded ``q`` (d,); returns y (mod 2^128, scale 2^out_scale_bits). Raises
+    encoded ``q`` (d,); returns y (mod 2^R, scale 2^scale_bits of the tail's plan). Raises
     :class:`ChainCheckError` on the server when step 6 fails."""
     check_params(pp)
     N, d, M, xb = pp.n_train, pp.n_features, pp.ring_bits, pp.x_bits
     low = U64((1 << M) - 1)
+    top = U64(1) << U64(M)
     if party.role == SERVER:
         _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
-        # 1. Delta (in F_p, p = 2^64 - 59); the query's bits as choice bits of d B random OTs (checked extension)
-        delta = au.new_delta_p64(party)
+        # 1. Delta (in F_q, q = 2^48 - 59); the query's bits as choice bits of d B random OTs (checked extension)
+        delta = commit_fp48.new_delta(party)
         m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
         m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
-        # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's); 2b. lifted to shares mod 2^64
-        l_s = lift(party, M, laplacian.l1_shares(party, pp, N, XT=XT))
-        # 3. mask-reveal: u = L + rho over the integers (rho < 2^64 - 2^M, L < 2^(M-1))
+        # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's)
+        a = laplacian.l1_shares(party, pp, N, XT=XT)
+        # 3. mask-reveal mod 2^M: c = a + rho is uniform whatever a is
         rho = draw_mask(party.rng, N, M)
-        party.ch.send_array(l_s + rho)
-        # 4. u committed, 64 bits per point, MACs mod p
-        ku = au.commit_p64(party, CLIENT, n=N, bits=RING, delta=delta, keep_pads=True)
-        # 5. chi after every commitment; MAC words of g_j on the committed q'_j
+        party.ch.send_array(np.ascontiguousarray((a + rho) & low, dtype="<u4"))
+        # 4. MACs on the bits of v = b + c (M + 1 bits) and on b_1 (1 - a_1) (the product OT)
+        scales = np.ones((N, M + 2), dtype=U64)
+        scales[:, M + 1] = U64(1) - (a >> U64(M - 1))
+        keys = commit_fp48.bit_macs(party, CLIENT, n=N, bits=M + 2, delta=delta, scales=scales)
+        key = fp48.sub(commit_fp48.value_mac(keys.key[:, :M + 1]), fp48.mul(keys.key[:, M + 1], top))
+        # 5. chi after every MAC; MAC words of g_j on the committed q'_j
         seed = party.rng.random_bytes(CHI_SEED_BYTES)
         party.ch.send_array(np.frombuffer(seed, dtype=np.uint8))
         chi = expand_chi(seed, N)
-        K = fp64.uniform(party.rng, d)
+        K = fp48.uniform(party.rng, d)
         for j0, j1 in _feature_blocks(d, xb):
             W = mac_word_tables(XT[j0:j1], chi, xb, delta, K[j0:j1])
-            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=W[:, :, None])
+            au.bound_lut(party, CLIENT, (0, xb), pads=(m0[j0:j1], m1[j0:j1]), tables=W[:, :, None],
+                         widths=(fp48.BYTES,))
         # 6. the check, before anything that depends on u leaves the server
         got = int(party.ch.recv_array(np.dtype("<u8"), (1,))[0])
-        want = int(fp64.add(fp64.sub(fp64.total(fp64.mul(chi, ku.key)), fp64.total(K)),
-                            fp64.mul(fp64.total(fp64.mul(chi, rho)), delta)))
+        want = int(fp48.add(fp48.sub(fp48.total(fp48.mul(chi, key)), fp48.total(K)),
+                            fp48.mul(fp48.total(fp48.mul(chi, check_offset(M, rho, a))), delta)))
         if got != want:
             raise ChainCheckError("the client's masked L1 distances failed their check: session aborted")
-        # 7.-11. the Gaussian protocol's steps 10-14 on the low M bits of the checked u
-        return gaussian_malicious.kernel_output(party, pp, rho=rho & low, delta=delta, u_pads=ku.pads,
+        # 7.-11. the Gaussian protocol's steps 10-14 on the checked u = v mod 2^M
+        return gaussian_malicious.kernel_output(party, pp, rho=rho, delta=delta, u_pads=keys.pads,
                                                 model=model, lam=lam)
     q = np.ascontiguousarray(q, dtype=U64).ravel()
     if q.size and int(q.max()) >> xb:
@@ -392,22 +354,27 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
     pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
     # 2. the chain
-    l_c = lift(party, M, laplacian.l1_shares(party, pp, N, q=client_chain_query(q)))
-    # 3. u = L + rho
-    u = client_masked(l_c, party.ch.recv_array(dtype=U64, shape=(N,)))
-    # 4. commit u
-    cu = au.commit_p64(party, CLIENT, n=N, bits=RING, values=u, keep_pads=True)
+    b = laplacian.l1_shares(party, pp, N, q=client_chain_query(q))
+    # 3. v = b + c (the server's c is below 2^M: a word >= 2^M is refused)
+    c = party.ch.recv_array(np.dtype("<u4"), (N,)).astype(U64)
+    if bool((c >> U64(M)).any()):
+        raise ProtocolError("malformed masked share")
+    v = client_masked(b, c)
+    # 4. MACs on v's M + 1 bits and on b_1 (1 - a_1)
+    bits = ((v[:, None] >> np.arange(M + 1, dtype=U64)[None, :]) & U64(1)).astype(np.uint8)
+    choice = client_product_choice((b >> U64(M - 1)).astype(np.uint8))
+    cm = commit_fp48.bit_macs(party, CLIENT, n=N, bits=M + 2, choices=np.concatenate([bits, choice[:, None]], axis=1))
+    mac = fp48.sub(commit_fp48.value_mac(cm.mac[:, :M + 1]), fp48.mul(cm.mac[:, M + 1], top))
     # 5. chi; the MAC words at the committed q'_j
     chi = expand_chi(party.ch.recv_array(dtype=np.uint8, shape=(CHI_SEED_BYTES,)).tobytes(), N)
-    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1)
+    got = [au.bound_lut(party, CLIENT, (0, xb), pads=pads[j0:j1], values=q[j0:j1], w=1, widths=(fp48.BYTES,))
            for j0, j1 in _feature_blocks(d, xb)]
     words = np.concatenate(got)[:, 0]
-    # 6. the combined MAC (8 bytes: a residue mod p; a client's word >= 2^64 cannot be sent)
-    mw = client_check_mac(cu.mac, chi, words)
-    party.ch.send_array(np.array([mw % (1 << 64)], dtype="<u8"))
+    # 6. the combined MAC (a residue mod q in an 8-byte word)
+    party.ch.send_array(np.array([client_check_mac(mac, chi, words)], dtype="<u8"))
     party.ch.flush()
     # 7.-11.
-    return gaussian_malicious.kernel_output(party, pp, u=cu.values & low, u_pads=cu.pads, lam=lam)
+    return gaussian_malicious.kernel_output(party, pp, u=v & low, u_pads=cm.pads, lam=lam)
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
@@ -437,5 +404,5 @@ def reference(pp: PublicParams, model: KernelModelParams, XT: np.ndarray, q: np.
     return gaussian_malicious.reference_from_distances(pp, model, L, rho, masks)
 
 
-__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params", "lift", "expand_chi",
-           "mac_word_tables", "ChainCheckError", "MAX_X_BITS"]
+__all__ = ["online", "server_online", "client_online", "reference", "prepare_server", "check_params", "expand_chi",
+           "mac_word_tables", "check_offset", "draw_mask", "ChainCheckError", "MAX_X_BITS"]

@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 33  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 34  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -86,6 +86,8 @@ PROTOCOL_VERSION = 33  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # (step 2b); step 5's chi expanded from a 32-byte seed
 # 33: bound table OTs (authenticated.bound_lut: the client-malicious Laplacian's step 5, the tails' G and chain
 # tables) pad their entries with the leaves of a binary tree over the index bits' OT keys (FixedKeyAES.tree_pads)
+# 34: client-malicious Laplacian check mod q = 2^48 - 59 on v = b + c's M + 1 bits and one product OT per point
+# (c = a + rho mod 2^M, no lift): 6-byte MAC words and corrections, c in 4 bytes; the Laplacian tail's own split point
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
@@ -95,9 +97,10 @@ CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian", "krr-laplacian")
 #: kinds that `--security auto` (and the Python API's default) serves client-malicious where the
 #: model's plan fits (else semi-honest, with a warning): every kind that has such a protocol
 AUTO_CLIENT_MALICIOUS_KINDS = CLIENT_MALICIOUS_KINDS
-#: client-malicious Laplacian protocol: widest encoded entry (its check sends 2^x_bits x 16 bytes
-#: per feature) and widest L1 distance (c = L_S + rho hides L_S to 2^(M-64) per training point:
-#: 2^-32 at most; M = 25-26 for Coulomb matrices, d = 351, 15-16-bit entries)
+#: client-malicious Laplacian protocol: widest encoded entry (its check sends 2^x_bits x 6 bytes
+#: per feature) and widest L1 distance (c = a + rho mod 2^M travels in 4 bytes, and the checked
+#: relation |e_i| < 2^(M+3) must stay below q = 2^48 - 59; M = 25-26 for Coulomb matrices, d = 351,
+#: 15-16-bit entries)
 LAPLACIAN_MALICIOUS_MAX_X_BITS = 16
 LAPLACIAN_MALICIOUS_MAX_RING_BITS = 32
 #: client-malicious Gaussian protocol: widest high part of the distance its one table OT serves

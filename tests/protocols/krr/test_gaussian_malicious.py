@@ -364,7 +364,8 @@ def test_split_factors_multiply_to_the_g_table():
     rho_x = np.random.default_rng(0).integers(0, 2**62, len(alpha), dtype=np.uint64) >> U64(62 - (pp.ring_bits - pp.shift_bits))
     single = gm.tail_plan(pp)
     for h0 in range(1, single.hb):
-        tp = gm.TailPlan(single.hb, single.digits, single.scale_bits, single.one_factor_bits, 3, 3, 200, split=h0)
+        tp = gm.TailPlan(single.hb, single.digits, single.scale_bits, single.one_factor_bits, 3, 3, 200, split=h0,
+                         lo_bits=single.lo_bits, lut_bits=single.lut_bits, step=single.step)
         G = np.array(limbs.to_int(gm.g_table(pp, rho_x, one, single)), dtype=object).reshape(len(alpha), -1)
         for e in range(1 << single.hb):
             got = np.array(limbs.to_int(gm.g_at(pp, rho_x, one, tp, np.full(len(alpha), e))), dtype=object)

@@ -13,7 +13,7 @@ import pytest
 from protocols.common import KernelModelParams
 from protocols.krr import ServedModel, gaussian_malicious, laplacian
 from protocols.krr import laplacian_malicious as lm
-from protocols.mpc import fp64
+from protocols.mpc import fp48
 from protocols.mpc.authenticated import MacCheckError
 from protocols.net.transport import PeerDisconnected
 from protocols.ot.iknp import OTExtensionSender
@@ -26,7 +26,7 @@ from tests.protocols.krr.deviations import PartyPatch as _Patch, bit_flipping_se
 from tests.protocols.krr.deviations import patch_on_this_thread as _client_patch
 
 U64 = np.uint64
-P = fp64.P
+P = fp48.P
 
 
 def _case(N=24, d=6, seed=0, offset=-321.0, engine="softspoken"):
@@ -246,8 +246,8 @@ def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts
     assert y == (lm.reference(pp, model, XT, q, rec["rho"], rec["masks"]) + rec["noise"] + rec["flood"]) % (1 << gaussian_malicious.tail_plan(pp).ring_bits)
     assert 0 < abs(gaussian_malicious.decode(pp, rec["noise"])) < 30
 
-    def masked(orig, l_c, c):
-        u = orig(l_c, c)
+    def masked(orig, b, c):
+        u = orig(b, c)
         u[1] += U64(2)
         return u
     _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
@@ -255,8 +255,8 @@ def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts
 
 @pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
 def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
-    """Exact mod p = 2^64 - 59 against Python integers, at every v, also with every chi_i = p - 1,
-    Delta = p - 1 and 16-bit entries (the limbs' widest sums)."""
+    """Exact mod q = 2^48 - 59 against Python integers, at every v, also with every chi_i = q - 1,
+    Delta = q - 1 and 16-bit entries (the limbs' widest sums); an unreduced Delta is its residue."""
     rng = np.random.default_rng(1)
     XT = rng.integers(0, 1 << bits, (3, 50)).astype(U64)
     XT[0, :5] = (1 << bits) - 1
@@ -276,7 +276,7 @@ def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
 @pytest.mark.parametrize("n", [16_384, 70_000])
 def test_mac_word_tables_stay_exact_at_the_widest_limbs_of_large_sessions(n):
     """The limb width follows N and B (two 35-bit limbs at N = 16,384, B = 15; 31-bit ones at
-    70,000, B = 16): with every chi_i = p - 1, Delta = p - 1 and entries at both ends of the range
+    70,000, B = 16): with every chi_i = q - 1, Delta = q - 1 and entries at both ends of the range
     the sums are at their largest; spot values against Python integers."""
     bits = 15 if n == 16_384 else 16
     rng = np.random.default_rng(2)
@@ -291,60 +291,39 @@ def test_mac_word_tables_stay_exact_at_the_widest_limbs_of_large_sessions(n):
             assert int(W[j, v]) == (k + g * (P - 1)) % P
 
 
-@pytest.mark.parametrize("err", [1, (1 << 63), "high"])
+@pytest.mark.parametrize("err", ["one", "mid", "wrap"])
 def test_u_off_at_one_point_aborts(err):
-    """u_i + 1, u_i with its top bit flipped, and u_i + 2^M (the low M bits -- all that steps 7-11
-    read -- unchanged: the integer relation's 'wrap' part is what is wrong) all abort."""
+    """v_i + 1, v_i + 2^(M-1), and v_i with its bit M flipped (the low M bits -- all that steps 7-11
+    read -- unchanged: the integer relation's wrap part is what is wrong) all abort."""
     model, pp, XT, q = _case()
-    e = U64(1 << pp.ring_bits) if err == "high" else U64(err)
+    M = pp.ring_bits
 
-    def masked(orig, l_c, c):
-        u = orig(l_c, c)
-        u[5] += e
-        return u
+    def masked(orig, b, c):
+        v = orig(b, c)
+        if err == "wrap":
+            v[5] ^= U64(1 << M)
+        else:
+            v[5] += U64(1 if err == "one" else 1 << (M - 1))
+        return v
     _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
 
 
-@pytest.mark.parametrize("sign", [1, -1])
-def test_u_shifted_by_p_aborts(sign):
-    """Protocol 31 (the check is mod p = 2^64 - 59): u_i + p is u_i's residue, but the commitment
-    holds 64 bits, so u_i + p (mod 2^64) = u_i - 59 and u_i - p (mod 2^64) = u_i + 59: both abort.
-    The integer u_i + p fits 64 bits only when u_i < 59, i.e. L_i + rho_i < 59 (the edge case below)."""
+def test_u_plus_q_does_not_fit_the_committed_bits():
+    """Protocol 33: the check is mod q = 2^48 - 59 on integers |e_i| < 2^(M+3) < q, so e_i = 0 (mod q)
+    means e_i = 0. A client that adds q (or 2^(M+1)) to v commits only v's M + 1 low bits: the value
+    moves by (q or 2^(M+1)) mod 2^(M+1) -- 0 for 2^(M+1), whose session is therefore the ideal one."""
     model, pp, XT, q = _case()
-    seen = {}
-
-    def masked(orig, l_c, c):
-        u = orig(l_c, c)
-        seen["u5"] = int(u[5])
-        u[5] = u[5] + U64(P) if sign > 0 else u[5] - U64(P)
-        return u
-    _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
-    assert 59 <= seen["u5"] < P  # the ordinary case: neither u_5 + p nor u_5 - p is below 2^64 and >= 0
-
-
-def test_u_plus_p_passes_only_in_the_edge_case_rho_below_59():
-    """The soundness bound's one mod-p term, pinned: when L_i + rho_i < 59 (here forced: the query is
-    x_5, so L_5 = 0, and the server's rho_5 = 0; for a uniform rho it happens with probability
-    59 / (2^64 - 2^M) < 2^-58 per point) the client can commit u_i + p < 2^64, the same residue, and
-    pass step 6 with a wrong u (the tail then reads 2^M - 59 as point 5's masked distance)."""
-    model, pp, XT, _ = _case()
-    q = XT[:, 5].copy()
-
-    def no_mask_at_5(orig, rng, n, M):
-        rho = orig(rng, n, M)
-        rho[5] = U64(0)
-        return rho
-
-    def masked(orig, l_c, c):
-        u = orig(l_c, c)
-        assert int(u[5]) == 0
-        u[5] += U64(P)
-        return u
-    server_patch = _Patch(lm, "draw_mask", no_mask_at_5, server=True)
-    rec, y = _run(model, pp, XT, q, (server_patch, _Patch(lm, "client_masked", masked)))
-    assert int(rec["rho"][5]) == 0 and not _ideal(model, pp, XT, q, rec, y)
-    # with rho_5 = 0 and an honest client the session is the ideal one
-    assert _ideal(model, pp, XT, q, *_run(model, pp, XT, q, (_Patch(lm, "draw_mask", no_mask_at_5, server=True),)))
+    M = pp.ring_bits
+    for add, ideal in ((P, False), (1 << (M + 1), True)):
+        def masked(orig, b, c, add=add):
+            v = orig(b, c)
+            v[5] += U64(add)
+            return v
+        if ideal:
+            assert _ideal(model, pp, XT, q, *_run(model, pp, XT, q, (_Patch(lm, "client_masked", masked),)))
+        else:
+            assert P % (1 << (M + 1))  # q is odd: its low M + 1 bits are not 0
+            _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
 
 
 def test_another_query_in_the_chain_than_committed_aborts():
@@ -382,12 +361,12 @@ def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
     COT correlation of every element (i, 0) moved the server's share of L_i by 2^63 b_S,i0 (the
     chain was mod 2^64 then); with rho < 2^63 the top bit of u = L_C + c was b_S,i0: N threshold
     bits [x_i0 < q_0] = b_S xor b_C per session, read without an abort. Since protocol 32 the
-    chain is mod 2^M ((M-1)-bit products) and the lift turns a shift of a mod 2^M into one of
-    L_S mod 2^64: here D = 2^(M-2) on the correlation moves a by 2^(M-1) b_S,i0 -- it flips the
-    server's MSB a_1 where b_S = 1, so the lifted L_S moves by +-2^(M-1) (the sign: a_1, i.e. X).
-    rho is uniform on [0, 2^64 - 2^M): neither u's bit M-1 nor its top bit tells the shift (the
-    guessed bits are at chance) and the corrected u fails step 6's check."""
-    model, pp, XT, q = _case(N=32, seed=5)
+    chain is mod 2^M ((M-1)-bit products): here D = 2^(M-2) on the correlation moves a by
+    2^(M-1) b_S,i0 (mod 2^M). Since protocol 33 c = a + rho (mod 2^M) with rho uniform on Z_2^M:
+    neither v's bit M-1 nor its wrap bit M tells the shift (the guessed bits are at chance) and the
+    corrected v fails step 6's check. (N = 128: a guess at chance stays below 3/4 of the points
+    by 5.6 standard deviations; at N = 32 one of the two did not, at this seed: 25 of 32.)"""
+    model, pp, XT, q = _case(N=128, seed=5)
     q = q.copy()
     q[0] = max(int(q[0]), 1)  # b_C is read off the correlation q_0 (1 - 2 b_C), so q_0 != 0
     N, M = pp.n_train, pp.ring_bits
@@ -402,12 +381,12 @@ def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
             values[:N] = (values[:N] + U64(1 << (M - 2))) & half
         return orig(engine, values, bits=bits)
 
-    def masked(orig, l_c, c):
-        u = orig(l_c, c)
-        mid = ((u >> U64(M - 1)) & U64(1)).astype(np.uint8)
-        top = (u >> U64(63)).astype(np.uint8)
+    def masked(orig, b, c):
+        v = orig(b, c)
+        mid = ((v >> U64(M - 1)) & U64(1)).astype(np.uint8)
+        top = ((v >> U64(M)) & U64(1)).astype(np.uint8)
         seen["guess_mid"], seen["guess_top"] = mid ^ seen["b_c"], top ^ seen["b_c"]
-        return u - (mid.astype(U64) << U64(M - 1))
+        return v - (mid.astype(U64) << U64(M - 1))
 
     truth = (XT[0] < q[0]).astype(np.uint8)
     assert 0 < truth.sum() < N
@@ -426,10 +405,10 @@ def test_shifted_product_correlation_is_hidden_by_the_mask_and_aborts():
 
 
 # ------------------------------------------------------------------------------------------------
-# step 2b (protocol 32): the lift of the chain's shares mod 2^M to shares mod 2^64, one COT per point
+# steps 3-6 (protocol 33): c mod 2^M, MACs on v = b + c and on the product b_1 (1 - a_1)
 # ------------------------------------------------------------------------------------------------
 
-def _lift_inputs(M, n=200, seed=0):
+def _share_inputs(M, n=200, seed=0):
     """Distances L < 2^(M-1) and client shares b (server a = L - b mod 2^M) covering every
     (a_1, b_1) MSB case, with the extremes (L = 0, L = 2^(M-1) - 1, shares 0, 2^(M-1), 2^M - 1)."""
     rng = np.random.default_rng(seed)
@@ -442,31 +421,35 @@ def _lift_inputs(M, n=200, seed=0):
     return L, (L - b) & U64(top), b
 
 
-@pytest.mark.parametrize("engine", ["softspoken", "silent"])
-def test_lift_is_exact_in_all_four_msb_cases(engine):
-    """L_S + L_C = L (mod 2^64, so exactly: L < 2^64) from shares a + b = L (mod 2^M), for all four
-    (a_1, b_1) cases -- no wrap (0, 0), a wrap from both MSBs (1, 1), and the mixed cases where
-    MSB(L) = 0 forces the carry -- on the session's OT engine (the client receiving, checked)."""
-    _, pp, _, _ = _case(engine=engine)
-    M = pp.ring_bits
-    L, a, b = _lift_inputs(M)
+@pytest.mark.parametrize("M", [8, 25, 32])
+def test_the_checked_relation_holds_over_the_integers_in_all_four_msb_cases(M):
+    """v - 2^M b_1 (1 - a_1) - L = check_offset = rho + 2^M (a_1 - lambda) exactly (mod q, and every
+    term is far below q) for an honest client, in all four (a_1, b_1) cases and both wraps of c,
+    at every rho extreme; v mod 2^M = L + rho mod 2^M (what the tail reads)."""
+    L, a, b = _share_inputs(M)
     cases = {(int(x >> U64(M - 1)), int(y >> U64(M - 1))) for x, y in zip(a, b)}
     assert cases == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    ls, lc = run_two_party(lambda p: lm.lift(p, M, a), lambda p: lm.lift(p, M, b), seed=1,
-                           setup=_setup_for(pp), timeout=30)
-    assert ls.dtype == U64 and (ls + lc).tolist() == L.tolist()
-    assert (ls >> U64(M)).any()  # the server's 64-bit share is not its 2^M share (the COT's mask is in it)
+    rng = np.random.default_rng(M)
+    for rho in (np.zeros_like(L), np.full_like(L, (1 << M) - 1), rng.integers(0, 1 << M, len(L)).astype(U64)):
+        c = (a + rho) & U64((1 << M) - 1)
+        v = lm.client_masked(b, c)
+        b1, a1 = b >> U64(M - 1), a >> U64(M - 1)
+        lhs = [int(x) - (1 << M) * int(y) * (1 - int(z)) - int(d) for x, y, z, d in zip(v, b1, a1, L)]
+        assert [x % P for x in lhs] == lm.check_offset(M, rho, a).tolist()
+        assert all(abs(x) < 1 << (M + 2) for x in lhs)
+        assert ((v & U64((1 << M) - 1)) == ((L + rho) & U64((1 << M) - 1))).all()
 
 
-def _lift_flip_session(engine, seed, point):
-    """One session in which the client flips its lift choice b_1 at ``point`` (computing its own
-    share with the true b_1): 'abort' or 'ideal', and the server's MSB a_1 there."""
+def _product_flip_session(engine, seed, point):
+    """One session in which the client flips its product-OT choice b_1 at ``point``: 'abort' or
+    'ideal', and the server's MSB a_1 there."""
     model, pp, XT, q = _case(engine=engine, seed=seed)
     seen = {}
 
-    def record(orig, party, M, share):
-        seen["a1"] = int(share[point] >> U64(M - 1))
-        return orig(party, M, share)
+    def record(orig, party, pp_, N, **kw):
+        a = orig(party, pp_, N, **kw)
+        seen["a1"] = int(a[point] >> U64(pp_.ring_bits - 1))
+        return a
 
     def flip(orig, b1):
         b1 = orig(b1).copy()
@@ -474,8 +457,8 @@ def _lift_flip_session(engine, seed, point):
         return b1
     watch, tail = _tail_watch()
     try:
-        res = _run(model, pp, XT, q, (_Patch(lm, "lift", record, server=True), _Patch(lm, "client_lift_choice", flip),
-                                      watch), seed=seed)
+        res = _run(model, pp, XT, q, (_Patch(laplacian, "l1_shares", record, server=True),
+                                      _Patch(lm, "client_product_choice", flip), watch), seed=seed)
     except lm.ChainCheckError:
         assert not tail["tail"]
         return "abort", seen["a1"]
@@ -484,42 +467,42 @@ def _lift_flip_session(engine, seed, point):
 
 
 @pytest.mark.parametrize("engine", ["softspoken", "silent"])
-def test_flipped_lift_choice_aborts_or_is_f_bit_exact(engine):
-    """A client that flips its lift choice b_1 for one point receives x0 + b_1' a_1: where the
-    server's MSB a_1 is 1 its share is off by +-2^M and step 6 aborts; where a_1 = 0 the COT gave
-    the same x0 and the session is the ideal one. The outcome is exactly the bit a_1 (the MSB of
-    L - b mod 2^M: X-dependent) -- the one-bit-per-aborted-session class, nothing else."""
+def test_flipped_product_choice_aborts_or_is_f_bit_exact(engine):
+    """A client that flips its product-OT choice b_1 for one point holds a MAC on b_1' (1 - a_1):
+    where the server's MSB a_1 is 0 the checked sum moves by +-2^M and step 6 aborts; where a_1 = 1
+    the product is 0 either way and the session is the ideal one. The outcome is exactly the bit
+    a_1 (the MSB of L - b mod 2^M: X-dependent) -- the one-bit-per-aborted-session class."""
     outcomes = []
     for seed, point in ((1, 0), (2, 3), (3, 5), (4, 7), (5, 11), (6, 2)):
-        outcome, a1 = _lift_flip_session(engine, seed, point)
-        assert outcome == ("abort" if a1 else "ideal")
+        outcome, a1 = _product_flip_session(engine, seed, point)
+        assert outcome == ("ideal" if a1 else "abort")
         outcomes.append(outcome)
     assert set(outcomes) == {"abort", "ideal"}
 
 
 def test_chi_is_expanded_from_a_32_byte_seed_the_same_on_both_sides():
     """Step 5 sends a 32-byte seed (was N residues, 8 N bytes): chi is a function of the seed,
-    residues in [0, p), different for another seed; a seed of another length is refused."""
+    residues in [0, q), different for another seed; a seed of another length is refused."""
     seed = bytes(range(32))
     chi = lm.expand_chi(seed, 1000)
     assert chi.dtype == U64 and chi.shape == (1000,) and (chi < U64(P)).all()
     assert lm.expand_chi(seed, 1000).tolist() == chi.tolist()
     assert lm.expand_chi(seed[::-1], 1000).tolist() != chi.tolist()
-    assert len(set(chi.tolist())) == 1000 and int(chi.max()) >> 60  # full-width words, no repeats
+    assert len(set(chi.tolist())) == 1000 and int(chi.max()) >> 44  # full-width residues (48 bits), no repeats
     with pytest.raises(ProtocolError):
         lm.expand_chi(seed[:16], 10)
 
 
 def test_forged_mac_word_aborts():
-    """The combined MAC off by 1, 2^32, p - 1 (= -1 mod p), or sent unreduced (+ p, the same residue
-    as 8 bytes >= p where it fits): every one aborts."""
+    """The combined MAC off by 1, 2^32, q - 1 (= -1 mod q), or sent unreduced (+ q, the same residue
+    as a word >= q): every one aborts."""
     model, pp, XT, q = _case()
     for shift in (1, 1 << 32, P - 1):
         _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", lambda orig, *a: (orig(*a) + shift) % P))
 
     def unreduced(orig, *a):
         mw = orig(*a)
-        return mw + P if mw < 59 else (1 << 64) - 1  # a word >= p: never a residue the server computes
+        return mw + P  # a word >= q: never a residue the server computes
     _aborts(model, pp, XT, q, _Patch(lm, "client_check_mac", unreduced))
 
 
@@ -565,15 +548,14 @@ def test_refuses_wide_entries_with_one_line():
         lm.check_params(pp2)
 
 
-def test_refuses_distances_the_mask_hides_too_weakly():
-    """c = L_S + rho hides L_S to 2^(M-64) per point: M is capped at 32 (2^-32; it was 40, 2^-24)."""
+def test_refuses_distances_wider_than_32_bits():
+    """c travels in 4-byte words and the check needs |e_i| < 2^(M+3) < q: M is capped at 32."""
     import copy
 
     from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS
 
     _, pp, _, _ = _case()
     assert LAPLACIAN_MALICIOUS_MAX_RING_BITS == 32 and pp.ring_bits <= 32
-    assert lm.mask_bound_bits(pp) == pp.ring_bits - 64
     wide = copy.copy(pp)
     wide.n_features = 1 << (32 - pp.x_bits)  # M = log2 d + B + 1 = 33
     assert wide.ring_bits == 33
@@ -649,8 +631,8 @@ def test_tcp_honest_then_deviating_clients_abort_and_are_counted(capsys, tcp_ser
     preds, _ = predict(srv.address, Q)
     np.testing.assert_allclose(preds, plain, atol=1e-3)
 
-    def off_by_one(orig, l_c, c):
-        u = orig(l_c, c)
+    def off_by_one(orig, b, c):
+        u = orig(b, c)
         u[3] += U64(1)
         return u
     _client_patch(monkeypatch, lm, "client_masked", off_by_one)
@@ -722,8 +704,8 @@ def _held_deviating_session(srv, Q, monkeypatch, all_deviate: bool):
     inside, release, errors = threading.Event(), threading.Event(), []
     orig = lm.client_masked
 
-    def held(l_c, c):
-        u = orig(l_c, c)
+    def held(b, c):
+        u = orig(b, c)
         first = threading.current_thread().name == "first"
         if first:
             inside.set()
@@ -917,44 +899,19 @@ def test_tcp_a_session_turned_away_busy_by_the_abort_counter_is_not_charged(tmp_
         srv.stop()
 
 
-def test_lift_of_a_chain_sum_with_msb_1_moves_it_by_0_or_minus_2_to_the_M_only():
-    """Review, step 2b: a deviating client can make the chain's a + b = L' (mod 2^M) have MSB 1
-    (e.g. a shift of a by 2^(M-1), test_shifted_product_correlation_...). The lift's wrap formula
-    w = a_1 OR b_1 then errs only where a_1 != b_1 and the low parts do not carry: L_S + L_C is
-    L' or L' - 2^M (mod 2^64) -- never a shift by 2^63 or any other amount the client could aim at
-    the mask's gap; which of the two depends on the server's a_1 (a guess for step 6, one bit)."""
-    M = 20
-    rng = np.random.default_rng(7)
-    half, top = 1 << (M - 1), (1 << M) - 1
-    Lp = rng.integers(half, 1 << M, 400).astype(U64)  # sums with MSB 1
-    b = rng.integers(0, 1 << M, 400).astype(U64)
-    a = (Lp - b) & U64(top)
-    ls, lc = run_two_party(lambda p: lm.lift(p, M, a), lambda p: lm.lift(p, M, b), seed=2, setup=checked_ot,
-                           timeout=30)
-    got = ls + lc
-    low = (got == Lp)
-    wrapped = (got == Lp - U64(1 << M))
-    assert (low | wrapped).all()
-    a1, b1 = a >> U64(M - 1), b >> U64(M - 1)
-    no_carry = ((a & U64(half - 1)) + (b & U64(half - 1))) < U64(half)
-    assert wrapped.tolist() == ((a1 != b1) & no_carry).tolist()
-    assert 0 < wrapped.sum() < 400
-
-
 def test_mask_hides_any_server_share_in_every_bit_of_c():
-    """Review, step 3: c = L_S + rho (mod 2^64), rho uniform on [0, 2^64 - 2^M), is uniform up to
-    2^(M-64) per point whatever L_S is -- for the shifts a deviating client can cause through the
-    chain and the lift (+-2^M, 2^(M-1)) and for the 2^63 of the earlier finding: bits M-1, M and 63
-    of c are balanced (4 sigma) for every one of them, and c's low M bits are L_S + rho_lo exactly."""
+    """Review, step 3 (protocol 33): c = a + rho (mod 2^M), rho uniform on Z_2^M, is uniform whatever
+    the server's share a is -- for the shifts a deviating client can cause through the chain
+    (2^(M-1), 1, any) -- exactly: every bit of c is balanced (4 sigma) for every one of them."""
     from protocols.mpc.randomness import SecureRandom
 
     M, n = 25, 1 << 16
     rng = SecureRandom(bytes(16))
-    for shift in (0, 1 << (M - 1), 1 << M, (1 << 64) - (1 << M), 1 << 63, (1 << 63) + (1 << M)):
+    for shift in (0, 1, 1 << (M - 1), (1 << M) - 1, 12345):
         rho = lm.draw_mask(rng, n, M)
-        assert int(rho.max()) < (1 << 64) - (1 << M)
-        c = U64(shift) + rho
-        for bit in (M - 1, M, 63):
+        assert int(rho.max()) < 1 << M
+        c = (U64(shift) + rho) & U64((1 << M) - 1)
+        for bit in (0, M - 2, M - 1):
             ones = int(((c >> U64(bit)) & U64(1)).sum())
             assert abs(ones - n / 2) < 4 * (n / 4) ** 0.5, (shift, bit, ones)
 
@@ -964,7 +921,7 @@ def test_chi_seed_is_fresh_per_query_and_drawn_after_the_commitment():
     from its own AES-CTR stream (party.rng), after that query's commitment of u (64 N random OTs,
     whose choice bits the server has received when commit_p64 returns); the client's chi is the
     expansion of the seed it received."""
-    from protocols.mpc import authenticated as au
+    from protocols.mpc import commit_fp48
 
     model, pp, XT, _ = _case(N=16, d=5, seed=4)
     N = pp.n_train
@@ -972,7 +929,7 @@ def test_chi_seed_is_fresh_per_query_and_drawn_after_the_commitment():
 
     def commit(orig, party, chooser, **kw):
         out = orig(party, chooser, **kw)
-        if kw.get("bits") == lm.RING and kw.get("n") == N:
+        if kw.get("bits") == pp.ring_bits + 2 and kw.get("n") == N:
             events.append("commit")
         return out
 
@@ -988,7 +945,7 @@ def test_chi_seed_is_fresh_per_query_and_drawn_after_the_commitment():
     Q = model.X_train[[1, 2]] + 0.25
     lm.expand_chi = chi
     try:
-        with _Patches(_Patch(au, "commit_p64", commit, server=True)):
+        with _Patches(_Patch(commit_fp48, "bit_macs", commit, server=True)):
             run_two_party(lambda p: lm.server_online(p, pp, 2, model), lambda p: lm.client_online(p, pp, Q),
                           seed=5, setup=_setup_for(pp), timeout=60)
     finally:
@@ -1094,3 +1051,43 @@ def test_tcp_a_failed_check_is_recorded_before_its_session_slot_is_released(tmp_
         assert calls == ["begin", ("record", 1), ("end", 1)]
     finally:
         srv.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# protocol 33: the shared tail's split point for the Laplacian kernel
+# ------------------------------------------------------------------------------------------------
+
+def test_tail_plan_takes_a_wider_low_part_for_the_laplacian_at_cm_settings_and_keeps_the_gaussians():
+    """At N = 16,384, d = 351 (bench.synthetic's CM-like models) the Laplacian's tail splits x at
+    L = 22 instead of pp.lo_bits = 19: one G table of 2^3 entries of 19 bytes and 22 one-bit chain
+    digits in Z_2^240, 812 B per point (the rank-2 split at L = 19 sent 1,297 B); its G entries still
+    fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian's plan keeps L = pp.lo_bits (1,144 B; not enabled for it)."""
+    import math
+
+    from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model
+
+    model, _ = synthetic_model(16384, 351, 1000.0, seed=0, kernel="laplacian")
+    pp = ServedModel(model, security="client-malicious", frac_bits=LAPLACIAN_GRID_BITS).public
+    tp = gaussian_malicious.tail_plan(pp)
+    assert (pp.lo_bits, tp.lo_bits, tp.hb, tp.lut_bits, tp.split) == (19, 22, 3, 2, 0)
+    assert (tp.g_bytes, tp.chain_bytes, len(tp.digits)) == (19, 30, 22)
+    assert tp.g_bytes_per_point() + tp.chain_bytes_per_point() == 812
+    assert math.log2(math.exp(tp.step)) + pp.g_frac_bits < 64
+    gauss, _ = synthetic_model(16384, 351, 1000.0, seed=0, kernel="gaussian")
+    gp = ServedModel(gauss, security="client-malicious").public
+    gt = gaussian_malicious.tail_plan(gp)
+    assert gt.lo_bits == gp.lo_bits and gt.g_bytes_per_point() + gt.chain_bytes_per_point() == 1144
+
+
+def test_small_model_runs_the_wider_split_point_bit_exact():
+    """The tests' model (L = 12 against pp.lo_bits = 11): the honest output is reference() bit-exact
+    and within 1e-4 of the plaintext prediction; G's single table then has 2^2 entries."""
+    model, pp, XT, q = _case(seed=9)
+    tp = gaussian_malicious.tail_plan(pp)
+    assert tp.lo_bits == pp.lo_bits + 1 and tp.hb == pp.d_bits - tp.lo_bits
+    rec, y = _run(model, pp, XT, q)
+    assert _ideal(model, pp, XT, q, rec, y)
+    X = XT.T.astype(float) / 2 ** pp.frac_bits + pp.feature_lo
+    qd = q / 2 ** pp.frac_bits + pp.feature_lo
+    plain = model.y_offset + float((model.dual_coef * np.exp(-np.abs(X - qd).sum(1) / model.sigma)).sum())
+    assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4

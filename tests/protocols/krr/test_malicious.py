@@ -771,8 +771,8 @@ def test_malicious_laplacian_findings_abort_or_give_a_masked_value(monkeypatch):
     assert abs(preds[0] - want) < 1e-3
     monkeypatch.undo()
 
-    def shift_one(orig, l_c, c):
-        u = orig(l_c, c)
+    def shift_one(orig, b, c):
+        u = orig(b, c)
         u[3] += U64(1 << 10)
         return u
 

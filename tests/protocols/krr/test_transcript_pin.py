@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "071cca4463f340ebf3cc5ff89e6a2f0cedc4bdded458bb3adc3772a26e11ab76"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "620ade5193af8e134c61cd91935e4445198793f913027e9fe646aa7a1f01758e"),
-    "krr-laplacian": (96, 74839, "5bbcb5021ddb15ed0d44a1787e30ed4364d11da2e51ec6404574fb6814059eac"),
-    "krr-laplacian/silent": (122, 427447, "8aebc692f1d86e394f39ae4c820cc459e9a573f64c2044aaf1965dde600fc732"),
-    "krr-gaussian/client-malicious": (460, 9212975, "cd19f1a51592cbca602d835166fab10732b22fbf11daa62a6e0a881137d2f14f"),
-    "krr-laplacian/client-malicious": (188, 97135, "f91e9a7c2c54a15cb29f10164e44685af917f86dc22e3dbdfa8f8e89f4ddf643"),
-    "krr-laplacian/client-malicious/silent": (205, 442737, "f2c6d15830119a0e7aeaaa65ebab9c1901641ffc47ffe44b921a0dcad8d417f9"),
+    "krr-gaussian": (66, 1564455, "91d7e9c4cca4fda2ab578a312619c52c0c130375e355cd83d355dd290ffb9921"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "90be7154e340d785101fe8772e68d4ee41e8eeffe6e04267eda1ebf43bf52534"),
+    "krr-laplacian": (96, 74839, "942ed9a4db9448e31c56358ca1af2af744c2a501f63e46146c5677aaac393ea8"),
+    "krr-laplacian/silent": (122, 427447, "276773fbaeb9aafeebf5e3042e99a97da8bfa8248dbff942cca3cffea52a3b51"),
+    "krr-gaussian/client-malicious": (460, 9212975, "8427efec59d9de7aff7d6363ccecd713fb2abee7064b0ee192bac29f8a62704b"),
+    "krr-laplacian/client-malicious": (184, 77199, "9570f46b857c5ddf29100ddbeed6e68d8b5923d5baf765305b9b4f6540960743"),
+    "krr-laplacian/client-malicious/silent": (203, 428899, "8d2ce49f6f789f3937bb0dc3aed07e4309849d729cc572a9dd9a9b4543172c57"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 33
+PINNED_VERSION = 34
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
