@@ -70,7 +70,7 @@ import numpy as np
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
-from protocols.mpc import bfv_proof, fp_auth, he_matvec_checked, rlwe, u128
+from protocols.mpc import bfv_proof, he_matvec_checked, rlwe, u128
 from protocols.mpc.context import PartyContext
 from protocols.ot.crypto import pack_bits, unpack_bits
 from secureml.errors import ProtocolError
@@ -149,24 +149,18 @@ def _cross_term(party: PartyContext, pads, N: int, d: int, xb: int, M: int, *, X
     return _mod(share, M)
 
 
-_D_MATVEC, _D_COMMIT, _D_FP = 1, 2, 3  # hash domains of q's random OTs: OT cross term, commitment, MACs mod p
+_D_MATVEC, _D_COMMIT, _D_FP = 1, 2, 3  # hash domains of q's random OTs: OT cross term, commitment, the proof's MACs
 
 
 def _lattice_cross_term(party: PartyContext, pads, pp: PublicParams, *, prepared=None, q: np.ndarray | None = None,
                         qbits: np.ndarray | None = None) -> np.ndarray:
-    """Step 2 with the lattice: MACs mod the ring's primes on q's random OTs (so the same bits),
-    then :mod:`protocols.mpc.he_matvec_checked` (the client's key and ciphertexts proven well
-    formed, their messages bound to these q's): exact shares of X q (mod 2^M)."""
-    field = fp_auth.Field(rlwe.ring().primes)
-    xb = pp.x_bits
+    """Step 2 with the lattice: :mod:`protocols.mpc.he_matvec_checked` on q's random OTs (its
+    proof's MACs on q's bits are COTs on them, so the same bits; the client's key and ciphertexts
+    proven well formed, their messages bound to these q's): exact shares of X q (mod 2^M)."""
     if party.role == SERVER:
-        keys = fp_auth.new_keys(party, field)
-        kq = fp_auth.macs_on_pads(party, CLIENT, field, pads, _D_FP, keys=keys)
-        return he_matvec_checked.matvec_sender(party, CLIENT, prepared, field=field, keys=keys,
-                                               q_keys=field.values(kq, xb))
-    mq = fp_auth.macs_on_pads(party, CLIENT, field, pads, _D_FP, choices=qbits)
-    return he_matvec_checked.matvec_receiver(party, CLIENT, q, xb, pp.n_train, pp.ring_bits, field=field,
-                                             q_macs=field.values(mq, xb))
+        return he_matvec_checked.matvec_sender(party, CLIENT, prepared, q_pads=pads, domain=_D_FP)
+    return he_matvec_checked.matvec_receiver(party, CLIENT, q, pp.x_bits, pp.n_train, pp.ring_bits, q_pads=pads,
+                                             q_bits=qbits, domain=_D_FP)
 
 
 def cross_term_bytes(pp: PublicParams) -> dict[str, int | None]:
@@ -174,8 +168,8 @@ def cross_term_bytes(pp: PublicParams) -> dict[str, int | None]:
     "ot" the Gilboa vector OLE (one ceil((M - b) / 8)-byte word per training point for bit b of
     each feature); "he" the checked lattice plan's own estimate
     (:meth:`~protocols.mpc.he_matvec_checked.CheckedPlan.bytes_estimate`: ciphertexts, proof,
-    replies; its random OTs at their measured 16 B) plus the query's MACs mod the ring's primes
-    (7 bytes per bit and prime); None where
+    replies; its random OTs at their measured 16 B) plus the query's MACs for the proof
+    (ceil(R / 8) bytes per bit, protocol 34; 7 bytes per bit and prime before); None where
     no lattice plan fits the noise budget. The random OTs of q's bits are common to both."""
     N, d, xb, M = pp.n_train, pp.n_features, pp.x_bits, pp.ring_bits
     ot = d * N * sum(-(-(M - b) // 8) for b in range(xb))
@@ -188,7 +182,7 @@ def cross_term_bytes(pp: PublicParams) -> dict[str, int | None]:
     # one costs 16 B (bench.cross_term_choice). The plan's choice of packing is part of the protocol,
     # so the correction lives here, not in its cost model (that would change the agreed plan).
     witness_bits = (2 + bfv_proof.NOISE_BITS * (plan.blocks + 1)) * ring.n
-    he = plan.bytes_estimate(ring) + 4 * witness_bits + d * xb * 7 * len(ring.primes)
+    he = plan.bytes_estimate(ring) + 4 * witness_bits + d * xb * -(-plan.mac_bits(ring) // 8)
     return {"he": he, "ot": ot}
 
 

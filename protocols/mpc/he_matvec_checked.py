@@ -49,8 +49,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from protocols.mpc import bfv_proof, fp_auth
+from protocols.mpc import authenticated as au
+from protocols.mpc import bfv_proof
 from protocols.mpc.context import PartyContext
+from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
 from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, ring as get_ring
 from secureml.errors import DataError, ProtocolError
@@ -78,9 +80,14 @@ class CheckedPlan:
     def targets(self) -> np.ndarray:
         return np.arange(self.n_o, dtype=np.int64) * self.n_i + self.n_i - 1
 
+    def mac_bits(self, ring: Ring | Modulus) -> int:
+        """R: the MAC ring of the proof's lifted check (:func:`protocols.mpc.bfv_proof.lift_bits`),
+        for its witness bits and the query's d x_bits bits."""
+        return bfv_proof.lift_bits(ring, bfv_proof.witness_count(ring, self.blocks) + self.d * self.x_bits)[2]
+
     def bytes_estimate(self, ring: Ring | Modulus) -> int:
         up = (self.blocks + 1) * ring.k * ring.n * 7
-        proof = (2 + bfv_proof.NOISE_BITS * (self.blocks + 1)) * ring.n * (_OT_BYTES + 7 * ring.k)
+        proof = bfv_proof.witness_count(ring, self.blocks) * (_OT_BYTES + -(-self.mac_bits(ring) // 8))
         down = self.outputs * ring.k * (ring.n + self.n_o) * 7
         return up + proof + down
 
@@ -172,15 +179,31 @@ def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np
     return ring.mul(f, ring.scalar(1 << t_bits))
 
 
-def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, field: fp_auth.Field,
-                  keys: np.ndarray, q_keys: np.ndarray) -> np.ndarray:
-    """Server: its share (n_rows,) mod 2^M of X q. ``keys`` are its MAC keys mod the ring's primes,
-    ``q_keys`` (d, k) its keys of the committed query values. Raises MacCheckError (before
-    anything computed from the client's ciphertexts leaves) if the client's key or ciphertexts
-    are ill formed."""
+def commit_query(p: PartyContext, chooser: int, plan: CheckedPlan, ring: Ring, q_pads, domain: int, *,
+                 q_bits: np.ndarray | None = None, delta: np.uint64 | None = None) -> U128:
+    """MACs (client, ``q_bits``) or keys (server, ``delta``) mod 2^R on the query's bits, on their
+    existing random OTs ``q_pads`` (so the proof binds the ciphertexts to the bits those OTs fixed):
+    one COT correction of ceil(R / 8) bytes per bit (:meth:`CheckedPlan.mac_bits`)."""
+    nq = plan.d * plan.x_bits
+    keep = np.full(nq, -(-plan.mac_bits(ring) // 8))
+    if p.role == chooser:
+        out = au.cot_on_pads(p, chooser, q_pads, domain, words=1, choices=q_bits, keep=keep)
+    else:
+        corr = (np.zeros((nq, 1), U64), np.full((nq, 1), delta, dtype=U64))
+        out = au.cot_on_pads(p, chooser, q_pads, domain, words=1, corr=corr, keep=keep)
+    return out[0][:, 0].copy(), out[1][:, 0].copy()
+
+
+def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q_pads, domain: int) -> np.ndarray:
+    """Server: its share (n_rows,) mod 2^M of X q. ``q_pads``: the random-OT keys (m0, m1) of the
+    client's d x_bits query bits (value-major, least significant first), hashed in ``domain``
+    for their MACs. Raises MacCheckError (before anything computed from the client's ciphertexts
+    leaves) if the client's key or ciphertexts are ill formed."""
     plan, ring = prepared.plan, prepared.ring
     M, k, n = plan.ring_bits, ring.k, ring.n
     _agree(p, plan, sender=False)
+    delta = au.new_delta(p)  # the proof's own MAC key, fresh
+    q_keys = commit_query(p, chooser, plan, ring, q_pads, domain, delta=delta)
     # 1. the public seed
     seed = p.rng.random_bytes(16)
     p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
@@ -189,8 +212,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, f
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
     # 3. proof, before anything depends on the ciphertexts
-    bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
-                               msg_keys=_blocks(q_keys, plan, k), keys=keys)
+    bfv_proof.check_wellformed(p, chooser, ring, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
+                               x_bits=plan.x_bits, msg_keys=q_keys, delta=delta)
     # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
@@ -237,17 +260,12 @@ def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
     return (x[..., None, :] % ring.p).astype(U64)
 
 
-def _blocks(vals: np.ndarray, plan: CheckedPlan, k: int) -> np.ndarray:
-    """(d, k) per-entry MACs/keys -> (B, n_i, k), zero (the MAC of a public 0) in the padding."""
-    out = np.zeros((plan.blocks * plan.n_i, k), dtype=U64)
-    out[: plan.d] = vals
-    return out.reshape(plan.blocks, plan.n_i, k)
-
-
 def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n_rows: int, ring_bits: int, *,
-                    field: fp_auth.Field, q_macs: np.ndarray, encrypt: Callable[..., Any] | None = None) -> np.ndarray:
-    """Client: its share (n_rows,) mod 2^M of X q. ``q_macs`` (d, k): MACs of its committed query
-    values mod the ring's primes. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
+                    q_pads: np.ndarray, q_bits: np.ndarray, domain: int,
+                    encrypt: Callable[..., Any] | None = None) -> np.ndarray:
+    """Client: its share (n_rows,) mod 2^M of X q. ``q_pads`` (d x_bits, 16): its random-OT keys
+    of the committed query bits ``q_bits`` (their choice bits; value-major, least significant
+    first), hashed in ``domain``. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
     q = np.ascontiguousarray(q, dtype=U64).ravel()
     ring = get_ring()
     plan = make_plan(n_rows, q.shape[0], x_bits, ring_bits, ring)
@@ -255,14 +273,16 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
         raise DataError(f"query entries do not fit in {x_bits} bits")
     M, k, n = ring_bits, ring.k, ring.n
     _agree(p, plan, sender=True)
+    q_bits = np.asarray(q_bits, dtype=np.uint8).ravel()
+    q_macs = commit_query(p, chooser, plan, ring, q_pads, domain, q_bits=q_bits)
     seed = bytes(p.ch.recv_array(np.uint8, (16,)))
     qp = np.zeros(plan.blocks * plan.n_i, dtype=I64)
     qp[: q.shape[0]] = q.astype(I64)
     pk0, c0, wit = (encrypt or bfv_proof.client_encrypt)(ring, p.rng, seed, qp.reshape(plan.blocks, plan.n_i), M)
     p.ch.send_array(ring.pack(np.concatenate([pk0[None], c0], axis=0)), owned=True)
     p.ch.flush()
-    bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
-                               msg_macs=_blocks(q_macs, plan, k), witness=wit)
+    bfv_proof.check_wellformed(p, chooser, ring, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
+                               x_bits=plan.x_bits, msg_macs=q_macs, msg_bits=q_bits, witness=wit)
     tgt = plan.targets
     out = np.empty(plan.outputs * plan.n_o, dtype=U64)
     mask = (1 << M) - 1

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocols.mpc import bfv_proof, fp_auth, he_matvec_checked as hc, rlwe
+from protocols.mpc import authenticated as au
+from protocols.mpc import bfv_proof, he_matvec_checked as hc, rlwe
 from protocols.mpc.authenticated import MacCheckError
 from protocols.testing import checked_ot, run_two_party
 
@@ -28,25 +29,23 @@ def setup():
 
 
 def _run(setup, encrypt=None, q_client=None, seed=5):
-    """Commit q's bits (MACs mod the ring's primes), then the checked matvec. ``encrypt``
+    """Fix q's bits by random OTs (the proof's MACs on them), then the checked matvec. ``encrypt``
     replaces the client's key/ciphertext step (a deviating client); ``q_client`` is the query the
     client commits (default q). The server's reply path is armed to fail the test if reached
     after a deviation."""
     X, q, pm = setup
-    field = fp_auth.Field(rlwe.ring().primes)
     qc = q if q_client is None else q_client
 
     def bits(v):
         return ((v[:, None] >> np.arange(XB, dtype=U64)) & U64(1)).astype(np.uint8).ravel()
 
     def server(p):
-        keys = fp_auth.new_keys(p, field)
-        kb = fp_auth.commit_bits(p, CLIENT, field, n=D * XB, domain=3, keys=keys)
-        return hc.matvec_sender(p, CLIENT, pm, field=field, keys=keys, q_keys=field.values(kb, XB))
+        pads = au.random_choices(p, CLIENT, n=D * XB)
+        return hc.matvec_sender(p, CLIENT, pm, q_pads=pads, domain=3)
 
     def client(p):
-        mb = fp_auth.commit_bits(p, CLIENT, field, n=D * XB, domain=3, bits=bits(qc))
-        return hc.matvec_receiver(p, CLIENT, q, XB, N_ROWS, M, field=field, q_macs=field.values(mb, XB),
+        pads = au.random_choices(p, CLIENT, n=D * XB, choices=bits(qc))
+        return hc.matvec_receiver(p, CLIENT, q, XB, N_ROWS, M, q_pads=pads, q_bits=bits(qc), domain=3,
                                   encrypt=encrypt)
 
     return run_two_party(server, client, seed=seed, setup=checked_ot)
@@ -155,3 +154,29 @@ def test_non_ternary_secret_aborts(setup, no_reply):
         return pk0, c0, bfv_proof.Witness(s_com, w.e_pk, w.e, s_hat)
     with pytest.raises(MacCheckError):
         _run(setup, enc)
+
+
+def test_wrong_quotient_of_the_lifted_check_aborts(setup, no_reply, monkeypatch):
+    # protocol 34: each prime's combined relation is checked over the integers as Z_int = p k with
+    # k committed; a client that commits k + 1 for one prime (and opens the value it would have
+    # opened honestly) is caught by the MACs: its opened value is not the committed one
+    real = bfv_proof._combined_values
+
+    def off(a, C, bits):
+        z = real(a, C, bits)
+        z[2] += int(rlwe.ring().primes[2])
+        return z
+    monkeypatch.setattr(bfv_proof, "_combined_values", off)
+    with pytest.raises(MacCheckError):
+        _run(setup)
+
+
+def test_lift_bounds_hold_for_the_largest_relation():
+    # Z_int < p (T + 1) <= p 2^kbits, so |Z_int - p k| < 2^K for every committed k < 2^kbits, and the
+    # MAC ring keeps STAT_BITS bits above it; at N = 16,384, d = 351 (the CM plan) R is 109 bits: 14 bytes
+    ring = rlwe.ring()
+    plan = hc.make_plan(16384, 351, 23, 56, ring)
+    T = bfv_proof.witness_count(ring, plan.blocks) + 351 * 23
+    kbits, K, R = bfv_proof.lift_bits(ring, T)
+    assert max(ring.primes) * (T + 1) <= 1 << K and T < 1 << kbits
+    assert R - K == bfv_proof.STAT_BITS and plan.mac_bits(ring) == R <= 112
