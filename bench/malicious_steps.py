@@ -65,7 +65,7 @@ def instrumented(rec: _Recorder):
     from protocols.krr import binding
     from protocols.krr import gaussian_malicious as gm
     from protocols.mpc import authenticated as au
-    from protocols.mpc import fp_auth, he_matvec_checked
+    from protocols.mpc import bfv_proof, he_matvec_checked
 
     def lut_label(party, chooser, digit, **kw) -> str:
         pp = _PP[0]
@@ -74,7 +74,8 @@ def instrumented(rec: _Recorder):
     patches = [
         (binding, "bound_masked_distances", "1-9 other (Delta, mask-reveal 3, challenges 8)"),
         (au, "random_choices", "2a random OTs of q's bits"),
-        (fp_auth, "macs_on_pads", "2b q's MACs mod p"),
+        (he_matvec_checked, "commit_query", "2b proof: q's bit MACs"),
+        (bfv_proof, "commit_bits", "2b proof: witness bits (COTs)"),
         (he_matvec_checked, "matvec_sender", "2c checked lattice cross term"),
         (he_matvec_checked, "matvec_receiver", "2c checked lattice cross term"),
         (au, "commit", "4 commit u (N M COTs)"),

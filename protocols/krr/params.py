@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 32  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 34  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -84,6 +84,8 @@ PROTOCOL_VERSION = 32  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # corrections per bit, step 5's MAC-word tables 8-byte entries, chi and the check word residues mod p
 # 32: client-malicious Laplacian chain mod 2^M (the semi-honest one) lifted to 64-bit shares by one COT per point
 # (step 2b); step 5's chi expanded from a 32-byte seed
+# 34: client-malicious Gaussian's lattice proof (protocols.mpc.bfv_proof): witness and query bits MACed once in Z_2^R
+# (ceil(R / 8) = 14-byte COT corrections) instead of mod each prime (4 x 7 bytes), each prime's relation lifted to the integers
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

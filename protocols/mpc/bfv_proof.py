@@ -5,7 +5,7 @@ Threat model: the server is semi-honest, the client may send any bytes. A lattic
 for the server only if its noise flooding dominates the noise the client put in: an ill-formed
 key or ciphertext (huge noise, a c1 the client can divide out, a public key whose phase is not
 small) would let the client read the server's plaintext from the reply despite flooding. After
-this check the server knows, for ANY bytes the client sent, except with probability ~2^-49:
+this check the server knows, for ANY bytes the client sent, except with probability < 2^-39.99:
 
     pk0  + pk1  s = t e'          (mod Q)      s ternary, |e'| <= 32
     c0_b + c1_b s = m_b + t e_b   (mod Q)      |e_b| <= 32, m_b = the committed message block
@@ -16,27 +16,42 @@ expanded from a seed the server sends (:func:`public_parts`), so they are unifor
 cannot pick them.
 
 Steps (both roles run :func:`check_wellformed`; the client has already sent pk0 and the c0_b; the
-message blocks m_b are values the client committed before, given as MACs mod p -- in
+message blocks m_b are values the client committed before, given as MACs on their bits -- in
 :mod:`protocols.krr.binding` the bits of the query, fixed by random OTs of the checked extension):
-  1. The client commits its witness as bits (:func:`protocols.mpc.fp_auth.commit_bits`: random
-     OTs of the checked extension, MACs mod every prime): two bits per coefficient of s
-     (s = b+ - b-: always in {-1, 0, 1}), six bits per coefficient of every noise polynomial
-     (E = e + 32 in [0, 64): |e| <= 32 by construction).
+  1. The client commits its witness as bits (:func:`commit_bits`: COTs of the checked extension
+     with the server's fresh 64-bit key Delta, MACs M = K + b Delta in Z_2^R): two bits per
+     coefficient of s (s = b+ - b-: always in {-1, 0, 1}), six bits per coefficient of every
+     noise polynomial (E = e + 32 in [0, 64): |e| <= 32 by construction). The query's bits get
+     MACs under the same Delta on their own random OTs (:func:`protocols.mpc.he_matvec_checked.
+     commit_query`).
   2. The server draws chi (one uniform polynomial per relation mod every prime, from a seed it
      sends now: after the commitments, so nothing the client fixed can depend on it).
   3. Both sides form the random combination of all relations, per prime p:
          Z = sum_b <chi_b, c0_b + c1_b s - m_b - t e_b> + <chi_pk, pk0 + pk1 s - t e'>
            = C + <g, s> - sum_b <chi_b, m_b> - t sum_b <chi_b, e_b> - t <chi_pk, e'>
      with C = sum_b <chi_b, c0_b> + <chi_pk, pk0> and g = sum_b c1_b* chi_b + pk1* chi_pk
-     (a* = a(X^-1), the transpose of multiplication by a): linear in the committed bits with
-     public coefficients. The client sends its combination of MACs, the server checks it against
-     its keys (:func:`protocols.mpc.fp_auth.check_zero`).
-Soundness: if any coefficient of any relation is nonzero mod p, Z = 0 for at most a 1/p fraction
-of chi; a passing MAC for Z != 0 needs the MAC key (1/p). All primes are checked, so the relations
-hold mod Q. Zero knowledge (against the semi-honest server): the server sees random-OT messages,
-its own corrections, and one MAC whose value it can compute itself (Z = 0).
-Cost: (2 + 6 (B + 1)) n committed bits (a random OT + 7 bytes per prime each), a 16-byte seed,
-8 k bytes.
+     (a* = a(X^-1), the transpose of multiplication by a): Z = C + sum_j a_j b_j (mod p), linear
+     in the T committed bits b_j with public coefficients a_j, all reduced to [0, p).
+  4. (protocol 34) Lifted to the integers: Z_int = C + sum_j a_j b_j is an integer in
+     [0, p (T + 1)), and Z = 0 (mod p) iff Z_int = p k for an integer k in [0, 2^kbits),
+     kbits = bits of T + 1 (:func:`lift_bits`). The client commits k (kbits bits) and a mask r
+     (R - K bits), K = log2(p) + kbits, and opens Y = Z_int - C - p k + 2^K r (mod 2^R) with its
+     MAC; the server checks Y + C = 0 (mod 2^K) and the MAC against its keys (the opening of
+     :func:`protocols.mpc.authenticated.check_congruent`, with the MAC ring R = K + 40).
+Soundness: if any coefficient of any relation is nonzero mod p, Z != 0 (mod p) for at most a 1/p
+fraction of chi (p > 2^49.99): then Z_int - p k != 0 for every committed k, and since every
+committed value is a bit (checked OT extension) and k < 2^kbits, |Z_int - p k| < 2^K, so
+Z_int - p k != 0 (mod 2^K). An opened Y with Y + C = 0 (mod 2^K) then differs from the committed
+value by an e != 0 (mod 2^K), and its MAC passes only if the client knows e Delta mod 2^R, i.e.
+Delta mod 2^(R - v(e)), at least R - K = 40 bits of a key it sees only one-time padded by the
+unchosen pads: probability <= 2^-40. All four primes are checked, so the relations hold mod Q,
+except with probability <= 4 / 2^49.99 + 2^-40 < 2^-39.99 (protocols 13-33: MACs mod each prime,
+~2^-49 per prime, at 28 bytes per committed bit instead of ceil(R / 8) = 14).
+Zero knowledge (against the semi-honest server): the server sees random-OT messages, its own
+corrections, and Y = -C + 2^K r, MY (for an honest client Z_int - C - p k = -C exactly): r is
+uniform on [0, 2^(R-K)) and MY = K_Y + Y Delta is its own key combination plus Y Delta.
+Cost: T = (2 + 6 (B + 1)) n witness bits (a random OT + ceil(R / 8) bytes each: 14 at R <= 112),
+a 16-byte seed, 4 (kbits + R - K) more committed bits and 2 x 4 16-byte words.
 """
 from __future__ import annotations
 

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "c85820ab60ebf0365392bbd39e039743b3aec4805e12cd3124a0e318b76a897b"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "d555e14fecb600a5e05cb3a71b31594642e3227a04d84fffebec7d35d4d6f66b"),
-    "krr-laplacian": (96, 74839, "33cb796c1dfc605f38d166f48db2b3c9d55d0950165c221833d2ccd535f7de80"),
-    "krr-laplacian/silent": (122, 427447, "bc8853331d7ef5fd6a05f8098baf24285c66e40665d2e2cbae551c398532292f"),
-    "krr-gaussian/client-malicious": (460, 9212975, "18fbe58603e20a171a24a00f9a557b20586222f724045006f44acdb299a95f58"),
-    "krr-laplacian/client-malicious": (188, 97135, "abfb70e1f5b9e4bcde389a3d21c7508f8e5425a06e671c5bcbc26cfe220d5472"),
-    "krr-laplacian/client-malicious/silent": (205, 442737, "598783ce134f15eb720d25a6cfb5b1e210a0c46d9ea5ece7cc0a19c75b88c22b"),
+    "krr-gaussian": (66, 1564455, "91d7e9c4cca4fda2ab578a312619c52c0c130375e355cd83d355dd290ffb9921"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "90be7154e340d785101fe8772e68d4ee41e8eeffe6e04267eda1ebf43bf52534"),
+    "krr-laplacian": (96, 74839, "942ed9a4db9448e31c56358ca1af2af744c2a501f63e46146c5677aaac393ea8"),
+    "krr-laplacian/silent": (122, 427447, "276773fbaeb9aafeebf5e3042e99a97da8bfa8248dbff942cca3cffea52a3b51"),
+    "krr-gaussian/client-malicious": (472, 6008573, "0d4a8bea504bd3aeaac060a33e9eb117fcfebc9c8bb3ca6c646becaa04bd0b2b"),
+    "krr-laplacian/client-malicious": (188, 97135, "3bad15a2f01806ecd80fb8b8ba075974de37e5d32458a1ffa2f97a052869f7e6"),
+    "krr-laplacian/client-malicious/silent": (205, 442737, "182cbf9e209d3a2940e5060746bd00285d9199e1a5e924918d79e365ea805ae1"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 32
+PINNED_VERSION = 34
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
