@@ -71,15 +71,18 @@ def instrumented(rec: _Recorder):
         pp = _PP[0]
         return "10 G tables" if digit[0] >= pp.shift_bits + pp.lo_bits else "11 chain tables"
 
+    def cot_label(party, chooser, pads, domain, **kw) -> str:
+        # q's random OTs carry the lattice proof's MACs (binding._D_FP) and steps 5-7's words
+        return "2b proof: q's bit MACs" if domain == binding._D_FP else "5-7 MACs on q, products y.q"
+
     patches = [
         (binding, "bound_masked_distances", "1-9 other (Delta, mask-reveal 3, challenges 8)"),
         (au, "random_choices", "2a random OTs of q's bits"),
-        (he_matvec_checked, "commit_query", "2b proof: q's bit MACs"),
         (bfv_proof, "commit_bits", "2b proof: witness bits (COTs)"),
         (he_matvec_checked, "matvec_sender", "2c checked lattice cross term"),
         (he_matvec_checked, "matvec_receiver", "2c checked lattice cross term"),
         (au, "commit", "4 commit u (N M COTs)"),
-        (au, "cot_on_pads", "5-7 MACs on q, products y.q"),
+        (au, "cot_on_pads", cot_label),
         (au, "check_congruent", "9 batched check"),
         (gm, "kernel_output", "10-14 other (G-table masks, output share)"),
         (au, "bound_lut", lut_label),
