@@ -8,11 +8,15 @@ the caller). Output: additive shares mod 2^M of X q, **exact** (no rounding term
 check of :mod:`protocols.krr.binding` needs u_i = D_i + rho_i exactly).
 
 Why exact: the plaintext sits in the low bits (BGV-style, c0 + c1 s = m + t e mod Q with
-t = 2^M) and the server does not switch moduli: the client's decryption [c0 + c1 s]_Q mod t is
-m exactly whenever |m + t e| < Q/2, which the plan checks from the proven bounds. (A modulus
-switch down to one 50-60-bit prime cannot keep t = 2^56 exact: its rounding term t n / q_1 is
-hundreds of units, the 0..2E error of :mod:`protocols.mpc.he_matvec`.) The price is the reply's
-size: c1 travels at all four primes; c0 only at the target coefficients.
+t = 2^M): the client's decryption [c0 + c1 s]_Q mod t is m exactly whenever |m + t e| < Q/2,
+which the plan checks from the proven bounds. (A BFV-style modulus switch, plaintext in the high
+bits, cannot keep t = 2^56 exact: its rounding term t n / q_1 is hundreds of units, the 0..2E
+error of :mod:`protocols.mpc.he_matvec`.) Protocol 34 switches the reply down BGV-style
+(:func:`_switch_down`): dropping P = p_(kk+1) ... p_k, each part becomes (c + t v) / P with
+t v = -c (mod P), so c0' + c1' s = W / P with W = m + t (N + v0 + v1 s), 0 <= v < P: the
+plaintext is m P^-1 (mod t) -- exact, the client multiplies by P -- and the noise shrinks to
+(N + v0 + v1 s) / P <= N / P + 1 + n, so the reply needs only kk = 2 primes
+(:func:`reply_primes`: |W / P| < 2^70 < Q' / 2 ~ 2^99 at CM settings) instead of four.
 
 Packing (coefficient packing in the manner of Cheetah, as :mod:`protocols.mpc.he_matvec`): with a
 block of n_i columns and n_o = floor(n / n_i) rows, block b's message is
@@ -30,15 +34,20 @@ Protocol (client = receiver, server = sender):
   4. server, per output block o: ct_o = sum_b ct_b W_{o,b} + (pk0 u + t e1, pk1 u + t e2)
      (u ternary, e1, e2 small: fresh per output, so c1 is an RLWE sample in the server's u and
      hides sum_b c1_b W_{o,b}) + (R_o + t f, 0) at the targets, R_o uniform mod t, f uniform in
-     [-2^F, 2^F) (flooding). It sends c1 (NTT form, all n coefficients) and c0 at the n_o
-     targets; its share is -R_o.
-  5. client: [c0 + c1 s]_Q at the targets, mod t: (X q)_r + R_r; its share.
+     [-2^F, 2^F) (flooding); then (protocol 34) both parts switched down to the first
+     ``reply_primes`` primes (:func:`_switch_down`). It sends c1' (coefficient form, all n
+     coefficients; NTT form at all four primes in protocols 13-33) and c0' at the n_o targets;
+     its share is -R_o.
+  5. client: [c0' + c1' s]_Q' at the targets, mod t, times P (mod t): (X q)_r + R_r; its share.
 Circuit privacy: after step 3, c0 + c1 s = m' + t N at each target with m' = (X q + R)_r and
 N = sum_b e_b W_{o,b} + u e' + e1 + s e2 + f; every term but f is bounded by the proven
 |e_b|, |e'| <= 32, ternary s and the server's own u, e1, e2 (:func:`make_plan`'s noise_bound,
 carries of m' included); F = log2(bound) + 40 + log2(#targets), so the client's whole view of
 N is within statistical distance 2^-40 of one independent of X. c1 is uniform given pk1 u + t e2
 (RLWE in u; pk1 uniform because the server's seed made it), so it hides X computationally.
+The switch of step 4 is a public deterministic map applied coefficientwise to what protocols
+13-33 sent (c1 in full, c0 at the targets): the client's view is a function of that view, so it
+hides X no less (the client sends nothing in steps 4-5).
 Threat model: semi-honest server, any client.
 """
 from __future__ import annotations
@@ -54,7 +63,7 @@ from protocols.mpc import bfv_proof
 from protocols.mpc.context import PartyContext
 from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
-from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, ring as get_ring
+from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
 U64, I64 = np.uint64, np.int64
@@ -75,6 +84,7 @@ class CheckedPlan:
     outputs: int
     noise_bound: int  # bound on |N - f| at a target (proven inputs, server's own noise, carries)
     flood_bits: int  # F
+    reply_primes: int = 4  # the reply's primes after the modulus switch (protocol 34; all k before)
 
     @property
     def targets(self) -> np.ndarray:
@@ -88,11 +98,11 @@ class CheckedPlan:
     def bytes_estimate(self, ring: Ring | Modulus) -> int:
         up = (self.blocks + 1) * ring.k * ring.n * 7
         proof = bfv_proof.witness_count(ring, self.blocks) * (_OT_BYTES + -(-self.mac_bits(ring) // 8))
-        down = self.outputs * ring.k * (ring.n + self.n_o) * 7
+        down = self.outputs * self.reply_primes * (ring.n + self.n_o) * 7
         return up + proof + down
 
 
-def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int] | None:
+def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int, int] | None:
     n = ring.n
     n_o = n // n_i
     blocks, outputs = -(-d // n_i), -(-n_rows // n_o)
@@ -105,7 +115,22 @@ def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: 
     F = math.ceil(math.log2(bound)) + STAT_SECURITY + math.ceil(math.log2(max(2, outputs * n_o)))
     if m_max + (1 << M) * (bound + (1 << F)) >= ring.Q // 2:
         return None
-    return n_o, blocks, outputs, bound, F
+    return n_o, blocks, outputs, bound, F, reply_primes(ring, m_max, M, bound + (1 << F))
+
+
+def reply_primes(ring: Ring | Modulus, m_max: int, M: int, noise: int) -> int:
+    """The fewest leading primes the reply can be switched down to (:func:`_switch_down`) and still
+    decrypt exactly: dropping P = the product of the others turns m' + t N into
+    W / P = (m' + t (N + d0 + d1 s)) / P with 0 <= d0, d1 < P (coefficientwise), so
+    |W / P| < m_max / P + t (noise / P + 1 + n), which must stay below Q' / 2."""
+    for kk in range(1, ring.k):
+        Qk = 1
+        for p in ring.primes[:kk]:
+            Qk *= p
+        P = ring.Q // Qk
+        if 2 * (m_max // P + 1 + (1 << M) * (noise // P + 2 + ring.n)) < Qk:
+            return kk
+    return ring.k
 
 
 def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
@@ -119,8 +144,8 @@ def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Mod
         got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
         if got is None:
             continue
-        n_o, blocks, outputs, bound, F = got
-        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F)
+        n_o, blocks, outputs, bound, F, kk = got
+        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F, kk)
         cost = plan.bytes_estimate(ring)
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -165,7 +190,8 @@ def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> Pr
 
 def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:
     p.check_peer("he-matvec-checked", {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits,
-                                       "ring_bits": plan.ring_bits, "n_i": plan.n_i}, announce=sender)
+                                       "ring_bits": plan.ring_bits, "n_i": plan.n_i,
+                                       "reply_primes": plan.reply_primes}, announce=sender)
 
 
 def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np.ndarray:
@@ -177,6 +203,65 @@ def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np
     ra, rb = ring.from_signed(a), ring.from_signed(b)
     f = ring.add(ring.mul(ra, ring.scalar(1 << 48)), rb)
     return ring.mul(f, ring.scalar(1 << t_bits))
+
+
+def _switch_down(ring: Ring, kk: int, a: np.ndarray, t_bits: int) -> np.ndarray:
+    """BGV modulus switch of coefficient residues a (..., k, m) from Q to Q' = p_1 ... p_kk:
+    a' = (a + t v) / P (mod Q'), P = p_(kk+1) ... p_k, v = (-a t^-1 mod P) in [0, P) (mixed
+    radix over the dropped primes), so that a + t v = 0 (mod P) and t v = 0 (mod t). Applied to
+    both parts, c0' + c1' s = W / P with W = m' + t (N + v0 + v1 s): the plaintext becomes
+    m' P^-1 (mod t), exactly. Returns (..., kk, m)."""
+    k = ring.k
+    if kk >= k:
+        return a
+    P = [int(p) for p in ring.primes]
+    drop = list(range(kk, k))
+    # mixed radix digits x_j of v: v = x_0 + p_d0 x_1 + p_d0 p_d1 x_2 + ...
+    xs: list[np.ndarray] = []
+    for jj, j in enumerate(drop):
+        pj, pinv = np.array(P[j], U64), np.array(1.0 / P[j])
+        tinv = pow(1 << t_bits, -1, P[j])
+        vj = mulmod(np.where(a[..., j, :] == 0, U64(0), U64(P[j]) - a[..., j, :]), np.array(tinv, U64), pj, pinv)
+        acc, rad = np.zeros_like(vj), 1  # sum_{i < jj} p_.. x_i mod p_j
+        for ii in range(jj):
+            term = mulmod(xs[ii] % pj, np.array(rad % P[j], U64), pj, pinv)
+            acc = (acc + term) % pj
+            rad *= P[drop[ii]]
+        diff = (vj + pj - acc) % pj
+        xs.append(mulmod(diff, np.array(pow(rad, -1, P[j]), U64), pj, pinv))
+    Pd = 1
+    for j in drop:
+        Pd *= P[j]
+    out = np.empty(a.shape[:-2] + (kk, a.shape[-1]), dtype=U64)
+    for i in range(kk):
+        pi_, pinv = np.array(P[i], U64), np.array(1.0 / P[i])
+        v, rad = np.zeros(a.shape[:-2] + (a.shape[-1],), U64), 1
+        for jj, j in enumerate(drop):
+            v = (v + mulmod(xs[jj] % pi_, np.array(rad % P[i], U64), pi_, pinv)) % pi_
+            rad *= P[j]
+        tv = mulmod(v, np.array((1 << t_bits) % P[i], U64), pi_, pinv)
+        out[..., i, :] = mulmod((a[..., i, :] + tv) % pi_, np.array(pow(Pd, -1, P[i]), U64), pi_, pinv)
+    return out
+
+
+def _decrypt_low(ring: Ring, kk: int, v: np.ndarray, t_bits: int) -> list[int]:
+    """Client: residues (kk, m) of W / P at the reply's primes -> m' mod t (Python ints): W / P
+    centred mod Q' = p_1 ... p_kk, mod t, times P (mod t)."""
+    primes = [int(p) for p in ring.primes]
+    Qk = 1
+    for p in primes[:kk]:
+        Qk *= p
+    P = ring.Q // Qk
+    hats = [Qk // p for p in primes[:kk]]
+    invs = [pow(h % p, -1, p) for h, p in zip(hats, primes)]
+    cols = [[int(x) * inv % p for x in v[i]] for i, (inv, p) in enumerate(zip(invs, primes))]
+    mask, Pt = (1 << t_bits) - 1, P % (1 << t_bits)
+    out = []
+    for vals in zip(*cols):
+        x = sum(a * h for a, h in zip(vals, hats)) % Qk
+        x = x - Qk if x > Qk // 2 else x
+        out.append((x & mask) * Pt & mask)
+    return out
 
 
 def commit_query(p: PartyContext, chooser: int, plan: CheckedPlan, ring: Ring, q_pads, domain: int, *,
@@ -249,11 +334,26 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
         flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
         c0t = ring.add(c0t, flood.transpose(1, 0, 2))
-        p.ch.send_array(ring.pack(acc1), owned=True)
-        p.ch.send_array(ring.pack(c0t), owned=True)
+        # protocol 34: switched down to the reply's primes (a public function of what protocols 13-33
+        # sent, so the client's view hides X as before; c1 now travels in coefficient form)
+        kk = plan.reply_primes
+        c1o = acc1 if kk == k else _switch_down(ring, kk, ring.intt(acc1), M)
+        c0o = c0t if kk == k else _switch_down(ring, kk, c0t, M)
+        p.ch.send_array(ring.pack(c1o), owned=True)
+        p.ch.send_array(ring.pack(c0o), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
     return share[: plan.n_rows] & U64((1 << M) - 1)
+
+
+def _unpack_low(ring: Ring, kk: int, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """7-byte residues at the first kk primes (..., kk, m); ProtocolError unless each is below its prime."""
+    full = np.zeros((raw.shape[0], 8), dtype=np.uint8)
+    full[:, :7] = raw
+    a = full.view("<u8").reshape(shape).astype(U64)
+    if bool((a >= ring.p[:kk]).any()):
+        raise ProtocolError("malformed lattice reply")
+    return a
 
 
 def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
@@ -289,13 +389,24 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
         c = o1 - o0
-        c1h = bfv_proof.recv_polys(p, ring, c)
-        raw = p.ch.recv_array(np.uint8, (c * k * plan.n_o, 7))
-        try:
-            c0t = ring.unpack(raw, (c, k, plan.n_o))
-        except ValueError:
-            raise ProtocolError("malformed lattice reply") from None
-        v = ring.add(c0t, ring.intt(ring.mul(c1h, wit.s_hat[None]))[..., tgt])  # (c, k, n_o)
-        vals = ring.centered(v.transpose(1, 0, 2).reshape(k, c * plan.n_o))
-        out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
+        kk = plan.reply_primes
+        if kk == k:
+            c1h = bfv_proof.recv_polys(p, ring, c)
+            raw = p.ch.recv_array(np.uint8, (c * k * plan.n_o, 7))
+            try:
+                c0t = ring.unpack(raw, (c, k, plan.n_o))
+            except ValueError:
+                raise ProtocolError("malformed lattice reply") from None
+            v = ring.add(c0t, ring.intt(ring.mul(c1h, wit.s_hat[None]))[..., tgt])  # (c, k, n_o)
+            vals = ring.centered(v.transpose(1, 0, 2).reshape(k, c * plan.n_o))
+            out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
+            continue
+        c1 = np.zeros((c, k, n), dtype=U64)  # the dropped primes' rows stay 0 and are not read
+        c1[:, :kk] = _unpack_low(ring, kk, p.ch.recv_array(np.uint8, (c * kk * n, 7)), (c, kk, n))
+        c0t = _unpack_low(ring, kk, p.ch.recv_array(np.uint8, (c * kk * plan.n_o, 7)), (c, kk, plan.n_o))
+        c1s = ring.intt(ring.mul(ring.ntt(c1), wit.s_hat[None]))[:, :kk][..., tgt]
+        pk = ring.p[:kk]
+        v = (c0t + c1s) % pk  # both < p: no overflow
+        out[o0 * plan.n_o:o1 * plan.n_o] = np.array(
+            _decrypt_low(ring, kk, v.transpose(1, 0, 2).reshape(kk, c * plan.n_o), M), dtype=U64)
     return out[:n_rows]

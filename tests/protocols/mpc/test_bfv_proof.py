@@ -180,3 +180,30 @@ def test_lift_bounds_hold_for_the_largest_relation():
     kbits, K, R = bfv_proof.lift_bits(ring, T)
     assert max(ring.primes) * (T + 1) <= 1 << K and T < 1 << kbits
     assert R - K == bfv_proof.STAT_BITS and plan.mac_bits(ring) == R <= 112
+
+
+def test_switch_down_keeps_the_plaintext_exact():
+    # protocol 34: c0 = m + t e (mod Q) with |e| up to 2^100 (the flooded noise), c1 = 0: the switch
+    # to the first two primes and the client's decryption give m mod t exactly, every coefficient
+    ring = rlwe.ring()
+    rng = np.random.default_rng(3)
+    t_bits, m_cnt = 56, 64
+    m = [int(x) for x in rng.integers(0, 2 ** 62, m_cnt, dtype=np.uint64)]  # m' may exceed t
+    e = [int(a) * 2 ** 50 + int(b) - 2 ** 99 for a, b in zip(rng.integers(0, 2 ** 50, m_cnt, dtype=np.uint64),
+                                                            rng.integers(0, 2 ** 50, m_cnt, dtype=np.uint64))]
+    W = [(x + (y << t_bits)) % ring.Q for x, y in zip(m, e)]
+    a = np.array([[w % p for w in W] for p in ring.primes], dtype=U64)  # (k, m)
+    low = hc._switch_down(ring, 2, a, t_bits)
+    assert low.shape == (2, m_cnt) and bool((low < ring.p[:2]).all())
+    assert hc._decrypt_low(ring, 2, low, t_bits) == [x % (1 << t_bits) for x in m]
+
+
+def test_reply_switch_plan_fits_two_primes_not_one():
+    ring = rlwe.ring()
+    plan = hc.make_plan(16384, 351, 23, 56, ring)
+    assert plan.reply_primes == 2
+    m_max = (1 << 56) + 351 * ((1 << 23) - 1) ** 2
+    noise = plan.noise_bound + (1 << plan.flood_bits)
+    assert hc.reply_primes(ring, m_max, 56, noise) == 2
+    # one prime (~2^50) cannot hold t (n + 2) ~ 2^69
+    assert 2 * (1 << 56) * ring.n > ring.primes[0]
