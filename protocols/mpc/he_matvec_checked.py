@@ -59,7 +59,7 @@ from typing import Any, Callable
 import numpy as np
 
 from protocols.mpc import authenticated as au
-from protocols.mpc import bfv_proof
+from protocols.mpc import bfv_proof, u128
 from protocols.mpc.context import PartyContext
 from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
@@ -85,6 +85,8 @@ class CheckedPlan:
     noise_bound: int  # bound on |N - f| at a target (proven inputs, server's own noise, carries)
     flood_bits: int  # F
     reply_primes: int = 4  # the reply's primes after the modulus switch (protocol 34; all k before)
+    trim_bits: int = 0  # r: bits [M, M + r) of every switched reply word are zeroed and not sent (protocol 34)
+    word_bytes: int = 0  # bytes per switched reply word (an integer mod Q' without its r zero bits)
 
     @property
     def targets(self) -> np.ndarray:
@@ -98,11 +100,12 @@ class CheckedPlan:
     def bytes_estimate(self, ring: Ring | Modulus) -> int:
         up = (self.blocks + 1) * ring.k * ring.n * 7
         proof = bfv_proof.witness_count(ring, self.blocks) * (_OT_BYTES + -(-self.mac_bits(ring) // 8))
-        down = self.outputs * self.reply_primes * (ring.n + self.n_o) * 7
+        per = self.word_bytes if self.reply_primes < ring.k else 7 * ring.k
+        down = self.outputs * (ring.n + self.n_o) * per
         return up + proof + down
 
 
-def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int, int] | None:
+def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, ...] | None:
     n = ring.n
     n_o = n // n_i
     blocks, outputs = -(-d // n_i), -(-n_rows // n_o)
@@ -115,22 +118,78 @@ def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: 
     F = math.ceil(math.log2(bound)) + STAT_SECURITY + math.ceil(math.log2(max(2, outputs * n_o)))
     if m_max + (1 << M) * (bound + (1 << F)) >= ring.Q // 2:
         return None
-    return n_o, blocks, outputs, bound, F, reply_primes(ring, m_max, M, bound + (1 << F))
+    kk, r, wb = reply_format(ring, m_max, M, bound + (1 << F))
+    return n_o, blocks, outputs, bound, F, kk, r, wb
 
 
-def reply_primes(ring: Ring | Modulus, m_max: int, M: int, noise: int) -> int:
-    """The fewest leading primes the reply can be switched down to (:func:`_switch_down`) and still
-    decrypt exactly: dropping P = the product of the others turns m' + t N into
-    W / P = (m' + t (N + d0 + d1 s)) / P with 0 <= d0, d1 < P (coefficientwise), so
-    |W / P| < m_max / P + t (noise / P + 1 + n), which must stay below Q' / 2."""
+def _switched_bound(ring: Ring | Modulus, kk: int, m_max: int, M: int, noise: int, r: int) -> tuple[int, int]:
+    """(bound on |W / P| at the targets, Q') after the switch to the first kk primes and the trim
+    of r bits: W / P = (m' + t (N + v0 + v1 s)) / P with 0 <= v < P, so |W / P| < m_max / P +
+    t (noise / P + 1 + n); the trim adds t (eta0 + eta1 s), |eta| < 2^r: t (n + 1) 2^r more."""
+    Qk = 1
+    for p in ring.primes[:kk]:
+        Qk *= p
+    P = ring.Q // Qk
+    return m_max // P + 1 + (1 << M) * (noise // P + 2 + ring.n + (ring.n + 1) * ((1 << r) - 1 if r else 0)), Qk
+
+
+def reply_format(ring: Ring | Modulus, m_max: int, M: int, noise: int) -> tuple[int, int, int]:
+    """(kk, r, word_bytes): the fewest leading primes the reply can be switched down to
+    (:func:`_switch_down`) and still decrypt exactly (|W / P| < Q' / 2), for Q' < 2^128 (the words
+    travel as integers mod Q'); then the widest trim r (bits [M, M + r) of each word zeroed by
+    subtracting t eta, :func:`_trim`) that keeps |W / P| < Q' / 2 with the words in whole bytes.
+    (ring.k, 0, 0): no switch, residues at every prime."""
     for kk in range(1, ring.k):
-        Qk = 1
-        for p in ring.primes[:kk]:
-            Qk *= p
-        P = ring.Q // Qk
-        if 2 * (m_max // P + 1 + (1 << M) * (noise // P + 2 + ring.n)) < Qk:
-            return kk
-    return ring.k
+        b, Qk = _switched_bound(ring, kk, m_max, M, noise, 0)
+        if 2 * b >= Qk or Qk.bit_length() > 128:
+            continue
+        r = 0
+        while 2 * _switched_bound(ring, kk, m_max, M, noise, r + 1)[0] < Qk and M + r + 1 <= Qk.bit_length():
+            r += 1
+        wb = -(-(Qk.bit_length() - r) // 8)
+        r = max(0, Qk.bit_length() - 8 * wb)  # the same bytes, the fewest trimmed bits
+        return kk, r, wb
+    return ring.k, 0, 0
+
+
+def _crt2(ring: Ring, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residues (..., 2, m) at the first two primes -> the integers in [0, p1 p2) as limb pairs."""
+    p1, p2 = int(ring.primes[0]), int(ring.primes[1])
+    r1, r2 = a[..., 0, :], a[..., 1, :]
+    d = np.where(r2 >= r1 % U64(p2), r2 - r1 % U64(p2), r2 + U64(p2) - r1 % U64(p2))
+    h = mulmod(d, np.array(pow(p1, -1, p2), U64), np.array(p2, U64), np.array(1.0 / p2))
+    return u128.add((np.zeros_like(r1), r1), u128.mul64(np.full_like(h, p1), h))
+
+
+def _shr(a: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    hi, lo = a
+    if k >= 64:
+        return np.zeros_like(hi), hi >> U64(k - 64)
+    if k == 0:
+        return hi, lo
+    return hi >> U64(k), (lo >> U64(k)) | (hi << U64(64 - k))
+
+
+def _trim(ring: Ring, a: np.ndarray, M: int, r: int, wb: int) -> np.ndarray:
+    """Server: switched residues (..., 2, m) -> wire words (count, wb) uint8: the integer x mod Q'
+    minus t eta, eta = bits [M, M + r) of x (so 0 <= x - t eta < Q', the same value mod t, and
+    |eta| < 2^r), sent without those r zero bits."""
+    x = _crt2(ring, a)
+    low = u128.mask_bits(x, M)
+    y = u128.add(low, u128.shl(_shr(x, M + r), M))
+    return np.ascontiguousarray(u128.to_bytes(y, wb).reshape(-1, wb))
+
+
+def _untrim(ring: Ring, raw: np.ndarray, M: int, r: int, wb: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Client: wire words -> residues (..., 2, m) at the first two primes of x - t eta."""
+    y = u128.from_bytes(raw.reshape(-1, wb), wb)
+    x = u128.add(u128.mask_bits(y, M), u128.shl(_shr(y, M), M + r))
+    out = np.empty(shape[:-1] + (2, shape[-1]), dtype=U64)
+    for i in range(2):
+        p = int(ring.primes[i])
+        hi = mulmod(x[0] % U64(p), np.array((1 << 64) % p, U64), np.array(p, U64), np.array(1.0 / p))
+        out[..., i, :] = ((hi + x[1] % U64(p)) % U64(p)).reshape(shape)
+    return out
 
 
 def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
@@ -144,8 +203,8 @@ def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Mod
         got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
         if got is None:
             continue
-        n_o, blocks, outputs, bound, F, kk = got
-        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F, kk)
+        n_o, blocks, outputs, bound, F, kk, r, wb = got
+        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F, kk, r, wb)
         cost = plan.bytes_estimate(ring)
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -191,7 +250,8 @@ def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> Pr
 def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:
     p.check_peer("he-matvec-checked", {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits,
                                        "ring_bits": plan.ring_bits, "n_i": plan.n_i,
-                                       "reply_primes": plan.reply_primes}, announce=sender)
+                                       "reply_primes": plan.reply_primes, "trim_bits": plan.trim_bits},
+                  announce=sender)
 
 
 def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np.ndarray:
@@ -337,23 +397,16 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         # protocol 34: switched down to the reply's primes (a public function of what protocols 13-33
         # sent, so the client's view hides X as before; c1 now travels in coefficient form)
         kk = plan.reply_primes
-        c1o = acc1 if kk == k else _switch_down(ring, kk, ring.intt(acc1), M)
-        c0o = c0t if kk == k else _switch_down(ring, kk, c0t, M)
-        p.ch.send_array(ring.pack(c1o), owned=True)
-        p.ch.send_array(ring.pack(c0o), owned=True)
+        if kk == k:
+            p.ch.send_array(ring.pack(acc1), owned=True)
+            p.ch.send_array(ring.pack(c0t), owned=True)
+        else:
+            r, wb = plan.trim_bits, plan.word_bytes
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, ring.intt(acc1), M), M, r, wb), owned=True)
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
     return share[: plan.n_rows] & U64((1 << M) - 1)
-
-
-def _unpack_low(ring: Ring, kk: int, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """7-byte residues at the first kk primes (..., kk, m); ProtocolError unless each is below its prime."""
-    full = np.zeros((raw.shape[0], 8), dtype=np.uint8)
-    full[:, :7] = raw
-    a = full.view("<u8").reshape(shape).astype(U64)
-    if bool((a >= ring.p[:kk]).any()):
-        raise ProtocolError("malformed lattice reply")
-    return a
 
 
 def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
@@ -402,8 +455,9 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
             out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
             continue
         c1 = np.zeros((c, k, n), dtype=U64)  # the dropped primes' rows stay 0 and are not read
-        c1[:, :kk] = _unpack_low(ring, kk, p.ch.recv_array(np.uint8, (c * kk * n, 7)), (c, kk, n))
-        c0t = _unpack_low(ring, kk, p.ch.recv_array(np.uint8, (c * kk * plan.n_o, 7)), (c, kk, plan.n_o))
+        r, wb = plan.trim_bits, plan.word_bytes
+        c1[:, :kk] = _untrim(ring, p.ch.recv_array(np.uint8, (c * n, wb)), M, r, wb, (c, n))
+        c0t = _untrim(ring, p.ch.recv_array(np.uint8, (c * plan.n_o, wb)), M, r, wb, (c, plan.n_o))
         c1s = ring.intt(ring.mul(ring.ntt(c1), wit.s_hat[None]))[:, :kk][..., tgt]
         pk = ring.p[:kk]
         v = (c0t + c1s) % pk  # both < p: no overflow

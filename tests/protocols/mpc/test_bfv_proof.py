@@ -201,9 +201,31 @@ def test_switch_down_keeps_the_plaintext_exact():
 def test_reply_switch_plan_fits_two_primes_not_one():
     ring = rlwe.ring()
     plan = hc.make_plan(16384, 351, 23, 56, ring)
-    assert plan.reply_primes == 2
     m_max = (1 << 56) + 351 * ((1 << 23) - 1) ** 2
     noise = plan.noise_bound + (1 << plan.flood_bits)
-    assert hc.reply_primes(ring, m_max, 56, noise) == 2
-    # one prime (~2^50) cannot hold t (n + 2) ~ 2^69
-    assert 2 * (1 << 56) * ring.n > ring.primes[0]
+    assert (plan.reply_primes, plan.trim_bits, plan.word_bytes) == hc.reply_format(ring, m_max, 56, noise) == (2, 28, 9)
+    b, Qk = hc._switched_bound(ring, 2, m_max, 56, noise, plan.trim_bits)
+    assert 2 * b < Qk and Qk.bit_length() - plan.trim_bits == 8 * plan.word_bytes
+    assert 2 * hc._switched_bound(ring, 1, m_max, 56, noise, 0)[0] >= ring.primes[0]  # one prime is too few
+
+
+def test_trimmed_words_are_the_value_less_a_small_multiple_of_t():
+    # the wire word drops bits [M, M + r) of x mod Q': the client's value is x - t eta, 0 <= eta < 2^r,
+    # and the decryption of a switched c0 = m + t e (c1 = 0) stays m mod t after the trim
+    ring = rlwe.ring()
+    rng = np.random.default_rng(4)
+    M, r, wb, cnt = 56, 28, 9, 50
+    Qk = ring.primes[0] * ring.primes[1]
+    xs = [int(a) * 2 ** 50 + int(b) for a, b in zip(rng.integers(0, 2 ** 50, cnt, dtype=np.uint64),
+                                                  rng.integers(0, 2 ** 50, cnt, dtype=np.uint64))]
+    xs = [x % Qk for x in xs]
+    a = np.array([[x % p for x in xs] for p in ring.primes[:2]], dtype=U64)
+    got = hc._untrim(ring, hc._trim(ring, a, M, r, wb), M, r, wb, (cnt,))
+    for i, x in enumerate(xs):
+        eta = (x >> M) & ((1 << r) - 1)
+        assert [int(got[j, i]) for j in range(2)] == [(x - (eta << M)) % p for p in ring.primes[:2]]
+    m = [int(v) for v in rng.integers(0, 2 ** 60, cnt, dtype=np.uint64)]
+    W = [(x + ((int(e) - 2 ** 40) << M)) % ring.Q for x, e in zip(m, rng.integers(0, 2 ** 41, cnt, dtype=np.uint64))]
+    low = hc._switch_down(ring, 2, np.array([[w % p for w in W] for p in ring.primes], dtype=U64), M)
+    back = hc._untrim(ring, hc._trim(ring, low, M, r, wb), M, r, wb, (cnt,))
+    assert hc._decrypt_low(ring, 2, back, M) == [x % (1 << M) for x in m]
