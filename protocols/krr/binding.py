@@ -6,8 +6,9 @@ training point i, **authenticated** (a MAC under the server's key, :mod:`protoco
 for ONE q' of the public input domain that it committed to; the server holds rho and the keys.
 Any client that ends the step holding MACs on some other u (a shifted distance at one index, a
 distance computed with another query, an inconsistent ||q||^2) is caught -- the server aborts
-before it sends anything that depends on u -- except with probability 2^-lambda + 2^-60
-(lambda = 40 repetitions of a binary-coefficient check).
+before it sends anything that depends on u -- except with probability 2^-lambda + 2^-40
+(lambda = 40 repetitions of a binary-coefficient check; a forged opening needs 40 bits of the
+64-bit Delta since protocol 34, whose check ring is 2^(M + 40): 2^-39 in all).
 
 Why the client cannot just be trusted with u: it holds an additive share of D (from the cross
 term) and the mask-reveal's u = D + rho; everything after (digit chains, table OTs, the output
@@ -30,8 +31,8 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
      computes u = ||q||^2 - 2 s_C + c = D + rho (mod 2^M).
   4. The client commits u: M COTs per training point with correlation Delta (its bits are the
      choice bits of the checked OT extension): MACs M_u = K_u + u Delta. Only the check ring
-     2^(M+64) of step 9 ever uses them, so (protocol 29) bit b's correction travels as its low
-     ceil((M + 64 - b) / 8) bytes (2^b times a word known mod 2^(M+64-b) is known mod 2^(M+64)):
+     2^(M+40) of step 9 ever uses them (2^(M+64) in protocols 29-33), so bit b's correction
+     travels as its low ceil((M + 40 - b) / 8) bytes (2^b times a word known mod 2^(M+64-b) is known mod 2^(M+64)):
      the client receives less than before, so it can forge nothing it could not before.
   5. Server: lambda binary challenge vectors chi_l (N bits), kept secret for now, and
      y_l = X^T chi_l (integers < 2^45).
@@ -41,24 +42,27 @@ client its encoded query q; ring Z_2^M with M = ``pp.ring_bits``):
      authenticated shares A_l = L_l + y_l . q (MAC shares L'_l + (y_l . q) Delta); the server
      keeps K_q, T, L_l, L'_l. The client never sees y_l (masked by pads).
   7. (merged into 6: one batch of corrections; protocol 29: like step 4's, bit b's correction
-     words travel in ceil((M + 64 - b) / 8) bytes, all that step 9's check ring uses.)
+     words travel in ceil((M + 40 - b) / 8) bytes (protocol 34; M + 64 - b before), all that
+     step 9's check ring uses.)
   8. The server reveals chi.
   9. Check (:func:`protocols.mpc.authenticated.check_congruent`, k = M), for each l:
         sum_i chi_l,i u_i - |chi_l| Q2 + 2 y_l . q = sum_i chi_l,i (||x_i||^2 + rho_i)   (mod 2^M)
      i.e. a random binary combination of the per-point relations u_i - Q2 + 2 x_i . q =
      ||x_i||^2 + rho_i. If any relation fails, flipping one coefficient changes the sum, so each
      repetition catches it with probability >= 1/2, whatever the error's bit position (the top
-     bit, which zeroes a kernel term, included); a passing forgery of the opened MACs needs all
-     64 bits of Delta. No selective failure: with q fixed by step 2, every error the client can
+     bit, which zeroes a kernel term, included); a passing forgery of the opened MACs needs
+     Delta mod 2^(R - v) for an error of 2-adic valuation v < M, R = M + 40: at least 40 bits of
+     the 64-bit Delta (protocol 34; all 64 before), probability <= 2^-40. No selective failure: with q fixed by step 2, every error the client can
      cause (its u, its norm term, its cross-term share) is a number it knows, independent of X,
      rho and the weights, so whether it aborts depends on its own deviation only.
 
 What the client learns: the OT outputs (uniform pads), c (uniform: rho), chi after it committed.
 What the server learns: OT-extension messages (independent of the choice bits) and the opened
 check values, which equal its own sums mod 2^M and are masked by fresh 64-bit client masks above.
-Cost (beyond the semi-honest OT path): N M COTs of ceil((M + 64 - b) / 8) bytes (bit b; 672 B per
-point at M = 56, 896 B before protocol 29) and 64 lambda of 16 bytes, (2 + 2 lambda) words of
-ceil((M + 64 - b) / 8) bytes on the query OT of bit b of each feature (16 before protocol 29),
+Cost (beyond the semi-honest OT path): N M COTs of ceil((M + 40 - b) / 8) bytes (bit b; 504 B per
+point at M = 56, 672 B in protocols 29-33, 896 B before) and 40 lambda of 16 bytes, (2 + 2 lambda)
+words of ceil((M + 40 - b) / 8) bytes on the query OT of bit b of each feature (M + 64 - b in
+protocols 29-33, 16 bytes before),
 lambda N challenge bits, 32 lambda bytes.
 """
 from __future__ import annotations
@@ -122,6 +126,8 @@ def client_commit_query(q: np.ndarray, step: int) -> np.ndarray:
     return q
 
 
+#: bits of Delta a forged opening of step 9 needs (protocol 34: the check ring is 2^(M + 40); 64 before)
+CHECK_FORGERY_BITS = au.STAT_BITS
 _MATVEC_BYTES = 32 << 20  # bound on one chunk of the cross term's correlations
 
 
@@ -237,9 +243,11 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         c = party.ch.recv_array(dtype=U64, shape=(N,))
         u = client_masked(client_norm(q, M), s, c, M)
     # 4. commit u
-    # (protocol 29: u's MACs are needed mod the check ring 2^(M + 64) only, so bit b's correction
-    # travels in ceil((M + 64 - b) / 8) bytes instead of 16: 672 B per point instead of 896 at M = 56)
-    mac_bits = min(M + au.DELTA_BITS, 128)
+    # (protocol 29: u's MACs are needed mod the check ring 2^(M + 40) only, so bit b's correction
+    # travels in ceil((M + 40 - b) / 8) bytes instead of 16: 504 B per point instead of 896 at M = 56)
+    # (protocol 34: the check ring is 2^(M + 40), a forgery needs 40 bits of Delta: every correction
+    # word of steps 4-7 travels 3 bytes shorter than protocol 29's 2^(M + 64))
+    mac_bits = min(M + CHECK_FORGERY_BITS, 128)
     if server:
         ku = au.commit(party, CLIENT, n=N, bits=M, delta=delta, keep_pads=keep_pads, mac_bits=mac_bits)
     else:
@@ -247,8 +255,8 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
     # 5.-7. challenges (secret for now); q's MACs, its square's MAC and the y-products, all on
     # q's random OTs of step 2: words (Delta, K_q, y_1..y_lam, y_1 Delta..y_lam Delta)
     words = 2 + 2 * lam
-    # (protocol 29: every word is used mod the check ring 2^(M + 64) only, weighted by 2^b for bit
-    # b of q_j: its corrections travel in ceil((M + 64 - b) / 8) bytes, as step 4's)
+    # (protocol 29: every word is used mod the check ring 2^(M + 40) only, weighted by 2^b for bit
+    # b of q_j: its corrections travel in ceil((M + 40 - b) / 8) bytes, as step 4's)
     keep = np.tile(-(-(mac_bits - np.arange(xb)) // 8), d)
     if server:
         chi = party.rng.random_bits((lam, N)).astype(np.uint8)
@@ -291,7 +299,7 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         KZ = u128.add(KZ, u128.shl(KA, 1))
         C = u128.add(au.combine(chi, _lift(xx)), au.combine(chi, _lift(rho)))
         C = u128.add(C, u128.shl(L, 1))
-        au.check_congruent(party, CLIENT, M, delta=delta, KZ=KZ, C=C, n=lam)
+        au.check_congruent(party, CLIENT, M, delta=delta, KZ=KZ, C=C, n=lam, ring_bits=mac_bits)
         _ = kq
         return ServerBound(rho, delta, ku.key, ku.pads)
     mq = col(got, 0)
@@ -306,5 +314,5 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
     MZ = au.combine(chi, cu.mac)
     MZ = u128.sub(MZ, u128.mul_small((np.full(lam, mq2[0]), np.full(lam, mq2[1])), S))
     MZ = u128.add(MZ, u128.shl(MA, 1))
-    au.check_congruent(party, CLIENT, M, Z=Z, MZ=MZ, n=lam)
+    au.check_congruent(party, CLIENT, M, Z=Z, MZ=MZ, n=lam, ring_bits=mac_bits)
     return ClientBound(cu.values, cu.mac, cu.pads)
