@@ -156,8 +156,7 @@ def _crt2(ring: Ring, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Residues (..., 2, m) at the first two primes -> the integers in [0, p1 p2) as limb pairs."""
     p1, p2 = int(ring.primes[0]), int(ring.primes[1])
     r1, r2 = a[..., 0, :], a[..., 1, :]
-    d = np.where(r2 >= r1 % U64(p2), r2 - r1 % U64(p2), r2 + U64(p2) - r1 % U64(p2))
-    h = mulmod(d, np.array(pow(p1, -1, p2), U64), np.array(p2, U64), np.array(1.0 / p2))
+    h = _mm(_below(r2 + U64(p2) - _below(r1, p2), p2), pow(p1, -1, p2), p2)
     return u128.add((np.zeros_like(r1), r1), u128.mul64(np.full_like(h, p1), h))
 
 
@@ -187,8 +186,9 @@ def _untrim(ring: Ring, raw: np.ndarray, M: int, r: int, wb: int, shape: tuple[i
     out = np.empty(shape[:-1] + (2, shape[-1]), dtype=U64)
     for i in range(2):
         p = int(ring.primes[i])
-        hi = mulmod(x[0] % U64(p), np.array((1 << 64) % p, U64), np.array(p, U64), np.array(1.0 / p))
-        out[..., i, :] = ((hi + x[1] % U64(p)) % U64(p)).reshape(shape)
+        lo = x[1]
+        lo_mod = _below(_mm(lo >> U64(32), 1 << 32, p) + (lo & U64(0xFFFFFFFF)), p)  # lo mod p
+        out[..., i, :] = _below(_mm(x[0], 1 << 64, p) + lo_mod, p).reshape(shape)  # x[0] < 2^36 < p
     return out
 
 
@@ -265,42 +265,50 @@ def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np
     return ring.mul(f, ring.scalar(1 << t_bits))
 
 
+def _below(x: np.ndarray, p: int) -> np.ndarray:
+    """x mod p for x < 2 p (uint64): one conditional subtraction, by a sign mask."""
+    y = x.astype(I64) - I64(p)
+    y += I64(p) & (y >> 63)
+    return y.view(U64)
+
+
+def _mm(a: np.ndarray, c: int, p: int) -> np.ndarray:
+    """a c mod p for residues a < p and a constant c."""
+    return mulmod(a, np.array(c % p, U64), np.array(p, U64), np.array(1.0 / p))
+
+
 def _switch_down(ring: Ring, kk: int, a: np.ndarray, t_bits: int) -> np.ndarray:
     """BGV modulus switch of coefficient residues a (..., k, m) from Q to Q' = p_1 ... p_kk:
     a' = (a + t v) / P (mod Q'), P = p_(kk+1) ... p_k, v = (-a t^-1 mod P) in [0, P) (mixed
     radix over the dropped primes), so that a + t v = 0 (mod P) and t v = 0 (mod t). Applied to
     both parts, c0' + c1' s = W / P with W = m' + t (N + v0 + v1 s): the plaintext becomes
-    m' P^-1 (mod t), exactly. Returns (..., kk, m)."""
+    m' P^-1 (mod t), exactly. Returns (..., kk, m). (All primes lie in (2^49, 2^50): any residue
+    is below twice any prime, so reductions are single conditional subtractions.)"""
     k = ring.k
     if kk >= k:
         return a
     P = [int(p) for p in ring.primes]
     drop = list(range(kk, k))
-    # mixed radix digits x_j of v: v = x_0 + p_d0 x_1 + p_d0 p_d1 x_2 + ...
-    xs: list[np.ndarray] = []
+    xs: list[np.ndarray] = []  # mixed-radix digits of v: v = x_0 + p_d0 x_1 + p_d0 p_d1 x_2 + ...
     for jj, j in enumerate(drop):
-        pj, pinv = np.array(P[j], U64), np.array(1.0 / P[j])
-        tinv = pow(1 << t_bits, -1, P[j])
-        vj = mulmod(np.where(a[..., j, :] == 0, U64(0), U64(P[j]) - a[..., j, :]), np.array(tinv, U64), pj, pinv)
-        acc, rad = np.zeros_like(vj), 1  # sum_{i < jj} p_.. x_i mod p_j
+        pj = P[j]
+        vj = _mm(_below(U64(pj) - a[..., j, :], pj), pow(1 << t_bits, -1, pj), pj)  # -a t^-1 mod p_j
+        acc, rad = np.zeros_like(vj), 1
         for ii in range(jj):
-            term = mulmod(xs[ii] % pj, np.array(rad % P[j], U64), pj, pinv)
-            acc = (acc + term) % pj
+            acc = _below(acc + _mm(_below(xs[ii], pj), rad, pj), pj)
             rad *= P[drop[ii]]
-        diff = (vj + pj - acc) % pj
-        xs.append(mulmod(diff, np.array(pow(rad, -1, P[j]), U64), pj, pinv))
+        xs.append(_mm(_below(vj + U64(pj) - acc, pj), pow(rad, -1, pj), pj))
     Pd = 1
     for j in drop:
         Pd *= P[j]
     out = np.empty(a.shape[:-2] + (kk, a.shape[-1]), dtype=U64)
     for i in range(kk):
-        pi_, pinv = np.array(P[i], U64), np.array(1.0 / P[i])
-        v, rad = np.zeros(a.shape[:-2] + (a.shape[-1],), U64), 1
-        for jj, j in enumerate(drop):
-            v = (v + mulmod(xs[jj] % pi_, np.array(rad % P[i], U64), pi_, pinv)) % pi_
-            rad *= P[j]
-        tv = mulmod(v, np.array((1 << t_bits) % P[i], U64), pi_, pinv)
-        out[..., i, :] = mulmod((a[..., i, :] + tv) % pi_, np.array(pow(Pd, -1, P[i]), U64), pi_, pinv)
+        pi_ = P[i]
+        v, rad = _below(xs[0], pi_), P[drop[0]]
+        for jj in range(1, len(drop)):
+            v = _below(v + _mm(_below(xs[jj], pi_), rad, pi_), pi_)
+            rad *= P[drop[jj]]
+        out[..., i, :] = _mm(_below(a[..., i, :] + _mm(v, 1 << t_bits, pi_), pi_), pow(Pd, -1, pi_), pi_)
     return out
 
 
@@ -454,13 +462,12 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
             vals = ring.centered(v.transpose(1, 0, 2).reshape(k, c * plan.n_o))
             out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
             continue
-        c1 = np.zeros((c, k, n), dtype=U64)  # the dropped primes' rows stay 0 and are not read
+        low = ring.prefix(kk)  # the reply's primes
         r, wb = plan.trim_bits, plan.word_bytes
-        c1[:, :kk] = _untrim(ring, p.ch.recv_array(np.uint8, (c * n, wb)), M, r, wb, (c, n))
+        c1 = _untrim(ring, p.ch.recv_array(np.uint8, (c * n, wb)), M, r, wb, (c, n))
         c0t = _untrim(ring, p.ch.recv_array(np.uint8, (c * plan.n_o, wb)), M, r, wb, (c, plan.n_o))
-        c1s = ring.intt(ring.mul(ring.ntt(c1), wit.s_hat[None]))[:, :kk][..., tgt]
-        pk = ring.p[:kk]
-        v = (c0t + c1s) % pk  # both < p: no overflow
+        c1s = low.intt(low.mul(low.ntt(c1), wit.s_hat[None, :kk]))[..., tgt]
+        v = low.add(c0t, c1s)
         out[o0 * plan.n_o:o1 * plan.n_o] = np.array(
             _decrypt_low(ring, kk, v.transpose(1, 0, 2).reshape(kk, c * plan.n_o), M), dtype=U64)
     return out[:n_rows]

@@ -229,3 +229,13 @@ def test_trimmed_words_are_the_value_less_a_small_multiple_of_t():
     low = hc._switch_down(ring, 2, np.array([[w % p for w in W] for p in ring.primes], dtype=U64), M)
     back = hc._untrim(ring, hc._trim(ring, low, M, r, wb), M, r, wb, (cnt,))
     assert hc._decrypt_low(ring, 2, back, M) == [x % (1 << M) for x in m]
+
+
+def test_prefix_ring_is_the_ring_at_its_first_primes():
+    ring = rlwe.ring()
+    low = ring.prefix(2)
+    rng = np.random.default_rng(5)
+    a = np.stack([rng.integers(0, p, (2, ring.n), dtype=np.uint64) for p in ring.primes], axis=1)
+    assert low.primes == ring.primes[:2] and low.Q == ring.primes[0] * ring.primes[1]
+    assert (low.ntt(a[:, :2]) == ring.ntt(a)[:, :2]).all() and (low.intt(a[:, :2]) == ring.intt(a)[:, :2]).all()
+    assert ring.k == 4 and ring.prefix(2) is low
