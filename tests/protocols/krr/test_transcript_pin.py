@@ -82,7 +82,7 @@ PINS = {
     "krr-gaussian/lattice-sum": (42, 2560852, "90be7154e340d785101fe8772e68d4ee41e8eeffe6e04267eda1ebf43bf52534"),
     "krr-laplacian": (96, 74839, "942ed9a4db9448e31c56358ca1af2af744c2a501f63e46146c5677aaac393ea8"),
     "krr-laplacian/silent": (122, 427447, "276773fbaeb9aafeebf5e3042e99a97da8bfa8248dbff942cca3cffea52a3b51"),
-    "krr-gaussian/client-malicious": (472, 5522577, "39937bb477142a81e0ac0cd1db28727544f65593aa1acd019318f8f75e75b073"),
+    "krr-gaussian/client-malicious": (482, 5426819, "515b4b0c3dab59a2728f08c0ad4a0ccbe8c1d8aae5a05b9336dc414a7a1f702f"),
     "krr-laplacian/client-malicious": (188, 97135, "3bad15a2f01806ecd80fb8b8ba075974de37e5d32458a1ffa2f97a052869f7e6"),
     "krr-laplacian/client-malicious/silent": (205, 442737, "182cbf9e209d3a2940e5060746bd00285d9199e1a5e924918d79e365ea805ae1"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
