@@ -86,6 +86,8 @@ PROTOCOL_VERSION = 34  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # (step 2b); step 5's chi expanded from a 32-byte seed
 # 34: client-malicious Gaussian's lattice proof (protocols.mpc.bfv_proof): witness and query bits MACed once in Z_2^R
 # (ceil(R / 8) = 14-byte COT corrections) instead of mod each prime (4 x 7 bytes), each prime's relation lifted to the integers
+# (k committed); its reply switched BGV-style to two primes, 9-byte trimmed words; step 9's products MACed through one
+# gamma-combined word, check ring 2^(M + 44)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
