@@ -200,8 +200,8 @@ def cross_term_bytes(pp: PublicParams) -> dict[str, int | None]:
 
 def cheaper_cross_term(pp: PublicParams) -> str:
     """'he' or 'ot', whichever :func:`cross_term_bytes` says sends fewer bytes: the checked lattice
-    cross term has a floor of ~6 MB per query (proof and replies at four primes), so small
-    models (N up to 150 at d = 351) are cheaper with the OT one."""
+    cross term has a floor of ~4.1 MB per query (proof and replies; ~6 MB before protocol 34), so small
+    models (N up to 88 at d = 351; 150 before protocol 34) are cheaper with the OT one."""
     est = cross_term_bytes(pp)
     return "he" if est["he"] is not None and est["he"] <= est["ot"] else "ot"
 
