@@ -312,24 +312,21 @@ def _switch_down(ring: Ring, kk: int, a: np.ndarray, t_bits: int) -> np.ndarray:
     return out
 
 
-def _decrypt_low(ring: Ring, kk: int, v: np.ndarray, t_bits: int) -> list[int]:
-    """Client: residues (kk, m) of W / P at the reply's primes -> m' mod t (Python ints): W / P
-    centred mod Q' = p_1 ... p_kk, mod t, times P (mod t)."""
-    primes = [int(p) for p in ring.primes]
-    Qk = 1
-    for p in primes[:kk]:
-        Qk *= p
+def _decrypt_low(ring: Ring, kk: int, v: np.ndarray, t_bits: int) -> np.ndarray:
+    """Client: residues (kk, m) of W / P at the reply's primes (kk = 2: Q' = p1 p2 < 2^128, as
+    :func:`reply_format` ensures) -> m' mod t (m,) uint64: W / P centred mod Q', mod t, times P
+    (mod t), vectorised in 128-bit limbs."""
+    if kk != 2:
+        raise ProtocolError("a switched reply has two primes")
+    Qk = int(ring.primes[0]) * int(ring.primes[1])
     P = ring.Q // Qk
-    hats = [Qk // p for p in primes[:kk]]
-    invs = [pow(h % p, -1, p) for h, p in zip(hats, primes)]
-    cols = [[int(x) * inv % p for x in v[i]] for i, (inv, p) in enumerate(zip(invs, primes))]
-    mask, Pt = (1 << t_bits) - 1, P % (1 << t_bits)
-    out = []
-    for vals in zip(*cols):
-        x = sum(a * h for a, h in zip(vals, hats)) % Qk
-        x = x - Qk if x > Qk // 2 else x
-        out.append((x & mask) * Pt & mask)
-    return out
+    x = _crt2(ring, v[None])  # (1, m) limb pairs in [0, Q')
+    half = ((Qk // 2) >> 64, (Qk // 2) & ((1 << 64) - 1))
+    above = (x[0] > U64(half[0])) | ((x[0] == U64(half[0])) & (x[1] > U64(half[1])))  # x > Q' / 2
+    mask = U64((1 << t_bits) - 1)
+    low = (x[1] - np.where(above, U64(Qk & ((1 << 64) - 1)), U64(0))) & mask  # (x - Q' [x > Q'/2]) mod t
+    prod = u128.mul64(low, np.full_like(low, U64(P % (1 << t_bits))))
+    return (prod[1] & mask)[0]
 
 
 def commit_query(p: PartyContext, chooser: int, plan: CheckedPlan, ring: Ring, q_pads, domain: int, *,
@@ -468,6 +465,5 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
         c0t = _untrim(ring, p.ch.recv_array(np.uint8, (c * plan.n_o, wb)), M, r, wb, (c, plan.n_o))
         c1s = low.intt(low.mul(low.ntt(c1), wit.s_hat[None, :kk]))[..., tgt]
         v = low.add(c0t, c1s)
-        out[o0 * plan.n_o:o1 * plan.n_o] = np.array(
-            _decrypt_low(ring, kk, v.transpose(1, 0, 2).reshape(kk, c * plan.n_o), M), dtype=U64)
+        out[o0 * plan.n_o:o1 * plan.n_o] = _decrypt_low(ring, kk, v.transpose(1, 0, 2).reshape(kk, c * plan.n_o), M)
     return out[:n_rows]
