@@ -301,10 +301,10 @@ def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The checked lattice product alone: w . phi (``--ip-rows 1``, d = F features: what the primitive
-    would cost a compact model) or X q (``--ip-rows N``: the Gaussian's cross term by itself): the query's bits fixed by F x_bits random OTs with MACs mod the
-    ring's primes, the public key + one ciphertext per block + the well-formedness proof, the
+    would cost a compact model) or X q (``--ip-rows N``: the Gaussian's cross term by itself): the query's bits fixed by F x_bits random OTs with the
+    proof's MACs on them, the public key + one ciphertext per block + the well-formedness proof, the
     reply (:mod:`protocols.mpc.he_matvec_checked`). In-process channel pair, checked OT extension."""
-    from protocols.mpc import fp_auth, he_matvec_checked as hc, rlwe
+    from protocols.mpc import authenticated as au, bfv_proof, he_matvec_checked as hc
     from protocols.mpc.party import Party
 
     def party(ch: Any, role: int) -> Party:
@@ -317,7 +317,6 @@ def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = []
     xb, M, R = args.ip_x_bits, args.ip_ring_bits, args.ip_rows
-    field = fp_auth.Field(rlwe.ring().primes)
     for F in [int(v) for v in args.ip_sizes.split(",") if v.strip()]:
         rng = np.random.default_rng(F)
         w = rng.integers(0, 2 ** xb, (R, F), dtype=np.uint64)
@@ -327,14 +326,13 @@ def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         def server(ch: Any) -> Any:
             p = party(ch, 0)
-            keys = fp_auth.new_keys(p, field)
-            kb = fp_auth.commit_bits(p, 1, field, n=F * xb, domain=3, keys=keys)
-            return hc.matvec_sender(p, 1, pm, field=field, keys=keys, q_keys=field.values(kb, xb))
+            pads = au.random_choices(p, 1, n=F * xb)
+            return hc.matvec_sender(p, 1, pm, q_pads=pads, domain=3)
 
         def client(ch: Any) -> Any:
             p = party(ch, 1)
-            mb = fp_auth.commit_bits(p, 1, field, n=F * xb, domain=3, bits=bits)
-            return hc.matvec_receiver(p, 1, phi, xb, R, M, field=field, q_macs=field.values(mb, xb))
+            pads = au.random_choices(p, 1, n=F * xb, choices=bits)
+            return hc.matvec_receiver(p, 1, phi, xb, R, M, q_pads=pads, q_bits=bits, domain=3)
 
         t0 = time.perf_counter()
         s0, s1, ch = _pair(server, client, timeout=600)
@@ -342,7 +340,7 @@ def lattice_ip(args: argparse.Namespace) -> list[dict[str, Any]]:
         want = (w.astype(object) @ phi.astype(object)) % (1 << M)
         ok = bool(((s0.astype(object) + s1.astype(object)) % (1 << M) == want).all())
         plan = pm.plan
-        proof_bits = (2 + 6 * (plan.blocks + 1)) * 8192
+        proof_bits = bfv_proof.witness_count(pm.ring, plan.blocks)
         rows.append({"part": "lattice-ip", "model": f"matvec-{R}x{F}", "mode": "client-malicious",
                      "resumed": False, "session": 0, "wall_s": wall, "client_sent_B": ch.bytes_sent,
                      "client_received_B": ch.bytes_received, "rounds": ch.stats()["rounds"],

@@ -65,21 +65,29 @@ def instrumented(rec: _Recorder):
     from protocols.krr import binding
     from protocols.krr import gaussian_malicious as gm
     from protocols.mpc import authenticated as au
-    from protocols.mpc import fp_auth, he_matvec_checked
+    from protocols.mpc import bfv_proof, he_matvec_checked
 
     def lut_label(party, chooser, digit, **kw) -> str:
         pp = _PP[0]
         return "10 G tables" if digit[0] >= pp.shift_bits + gm.tail_plan(pp).lo_bits else "11 chain tables"
 
+    def cot_label(party, chooser, pads, domain, **kw) -> str:
+        # q's random OTs carry the lattice proof's MACs (binding._D_FP) and steps 5-7's words
+        return "2b proof: q's bit MACs" if domain == binding._D_FP else "5-7 MACs on q, products y.q"
+
+    def commit_label(party, chooser, **kw) -> str:
+        # u's commitment has one value per training point; step 9 commits lam masks
+        return "4 commit u (N M COTs)" if kw.get("n") == _PP[0].n_train else "9 batched check"
+
     patches = [
         (binding, "bound_masked_distances", "1-9 other (Delta, mask-reveal 3, challenges 8)"),
         (au, "random_choices", "2a random OTs of q's bits"),
-        (fp_auth, "macs_on_pads", "2b q's MACs mod p"),
+        (bfv_proof, "commit_bits", "2b proof: witness bits (COTs)"),
         (he_matvec_checked, "matvec_sender", "2c checked lattice cross term"),
         (he_matvec_checked, "matvec_receiver", "2c checked lattice cross term"),
-        (au, "commit", "4 commit u (N M COTs)"),
-        (au, "cot_on_pads", "5-7 MACs on q, products y.q"),
-        (au, "check_congruent", "9 batched check"),
+        (au, "commit", commit_label),
+        (au, "cot_on_pads", cot_label),
+        (binding, "_check_combined", "9 batched check"),
         (gm, "kernel_output", "10-14 other (G-table masks, output share)"),
         (au, "bound_lut", lut_label),
     ]

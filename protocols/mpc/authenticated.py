@@ -520,20 +520,23 @@ def combine(coef: np.ndarray, a: U128) -> U128:
 
 def check_congruent(party: PartyContext, chooser: int, k_bits: int, *, delta: np.uint64 | None = None,
                     Z: U128 | None = None, MZ: U128 | None = None, KZ: U128 | None = None,
-                    C: U128 | None = None, n: int) -> None:
+                    C: U128 | None = None, n: int, ring_bits: int | None = None) -> None:
     """Check n authenticated client values Z (MACs MZ, server keys KZ) against Z = C (mod 2^k).
 
     Client (``chooser``): ``Z``, ``MZ``; server: ``delta``, ``KZ``, ``C``. Raises
     :class:`MacCheckError` on the server if any check fails (the caller aborts the session before
     it releases anything that depends on the checked values). The check ring is
-    2^R, R = min(k + 64, 128): a forgery needs min(64, 128 - k) bits of Delta (k <= 96). Steps:
+    2^R, R = min(k + 64, 128), or ``ring_bits`` (both roles; k < R <= min(k + 64, 128): the MACs
+    need to be right mod 2^R only): a forgery needs min(64, R - k) bits of Delta (k <= 96). Steps:
       1. the client commits n fresh masks r_l, uniform in [0, 2^(R-k)) (:func:`commit`);
       2. it sends Y = Z + 2^k r and MY = MZ + 2^k M_r, both mod 2^R (32 bytes per value);
       3. the server checks Y = C (mod 2^k) and MY = KZ + 2^k K_r + Y Delta (mod 2^R).
     """
     if not 1 <= k_bits <= 96:
         raise ValueError("k_bits must be in [1, 96]")
-    ring = min(k_bits + DELTA_BITS, 128)
+    ring = min(k_bits + DELTA_BITS, 128) if ring_bits is None else ring_bits
+    if not k_bits < ring <= min(k_bits + DELTA_BITS, 128):
+        raise ValueError("ring_bits must be in (k_bits, min(k_bits + 64, 128)]")
     rbits = ring - k_bits
     if party.role == chooser:
         r = party.rng.random_u64(n)

@@ -8,11 +8,15 @@ the caller). Output: additive shares mod 2^M of X q, **exact** (no rounding term
 check of :mod:`protocols.krr.binding` needs u_i = D_i + rho_i exactly).
 
 Why exact: the plaintext sits in the low bits (BGV-style, c0 + c1 s = m + t e mod Q with
-t = 2^M) and the server does not switch moduli: the client's decryption [c0 + c1 s]_Q mod t is
-m exactly whenever |m + t e| < Q/2, which the plan checks from the proven bounds. (A modulus
-switch down to one 50-60-bit prime cannot keep t = 2^56 exact: its rounding term t n / q_1 is
-hundreds of units, the 0..2E error of :mod:`protocols.mpc.he_matvec`.) The price is the reply's
-size: c1 travels at all four primes; c0 only at the target coefficients.
+t = 2^M): the client's decryption [c0 + c1 s]_Q mod t is m exactly whenever |m + t e| < Q/2,
+which the plan checks from the proven bounds. (A BFV-style modulus switch, plaintext in the high
+bits, cannot keep t = 2^56 exact: its rounding term t n / q_1 is hundreds of units, the 0..2E
+error of :mod:`protocols.mpc.he_matvec`.) Protocol 35 switches the reply down BGV-style
+(:func:`_switch_down`): dropping P = p_(kk+1) ... p_k, each part becomes (c + t v) / P with
+t v = -c (mod P), so c0' + c1' s = W / P with W = m + t (N + v0 + v1 s), 0 <= v < P: the
+plaintext is m P^-1 (mod t) -- exact, the client multiplies by P -- and the noise shrinks to
+(N + v0 + v1 s) / P <= N / P + 1 + n, so the reply needs only kk = 2 primes
+(:func:`reply_primes`: |W / P| < 2^70 < Q' / 2 ~ 2^99 at CM settings) instead of four.
 
 Packing (coefficient packing in the manner of Cheetah, as :mod:`protocols.mpc.he_matvec`): with a
 block of n_i columns and n_o = floor(n / n_i) rows, block b's message is
@@ -30,15 +34,20 @@ Protocol (client = receiver, server = sender):
   4. server, per output block o: ct_o = sum_b ct_b W_{o,b} + (pk0 u + t e1, pk1 u + t e2)
      (u ternary, e1, e2 small: fresh per output, so c1 is an RLWE sample in the server's u and
      hides sum_b c1_b W_{o,b}) + (R_o + t f, 0) at the targets, R_o uniform mod t, f uniform in
-     [-2^F, 2^F) (flooding). It sends c1 (NTT form, all n coefficients) and c0 at the n_o
-     targets; its share is -R_o.
-  5. client: [c0 + c1 s]_Q at the targets, mod t: (X q)_r + R_r; its share.
+     [-2^F, 2^F) (flooding); then (protocol 35) both parts switched down to the first
+     ``reply_primes`` primes (:func:`_switch_down`). It sends c1' (coefficient form, all n
+     coefficients; NTT form at all four primes in protocols 13-33) and c0' at the n_o targets;
+     its share is -R_o.
+  5. client: [c0' + c1' s]_Q' at the targets, mod t, times P (mod t): (X q)_r + R_r; its share.
 Circuit privacy: after step 3, c0 + c1 s = m' + t N at each target with m' = (X q + R)_r and
 N = sum_b e_b W_{o,b} + u e' + e1 + s e2 + f; every term but f is bounded by the proven
 |e_b|, |e'| <= 32, ternary s and the server's own u, e1, e2 (:func:`make_plan`'s noise_bound,
 carries of m' included); F = log2(bound) + 40 + log2(#targets), so the client's whole view of
 N is within statistical distance 2^-40 of one independent of X. c1 is uniform given pk1 u + t e2
 (RLWE in u; pk1 uniform because the server's seed made it), so it hides X computationally.
+The switch of step 4 is a public deterministic map applied coefficientwise to what protocols
+13-33 sent (c1 in full, c0 at the targets): the client's view is a function of that view, so it
+hides X no less (the client sends nothing in steps 4-5).
 Threat model: semi-honest server, any client.
 """
 from __future__ import annotations
@@ -49,10 +58,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from protocols.mpc import bfv_proof, fp_auth
+from protocols.mpc import authenticated as au
+from protocols.mpc import bfv_proof, u128
 from protocols.mpc.context import PartyContext
+from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
-from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, ring as get_ring
+from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
 U64, I64 = np.uint64, np.int64
@@ -73,19 +84,28 @@ class CheckedPlan:
     outputs: int
     noise_bound: int  # bound on |N - f| at a target (proven inputs, server's own noise, carries)
     flood_bits: int  # F
+    reply_primes: int = 4  # the reply's primes after the modulus switch (protocol 35; all k before)
+    trim_bits: int = 0  # r: bits [M, M + r) of every switched reply word are zeroed and not sent (protocol 35)
+    word_bytes: int = 0  # bytes per switched reply word (an integer mod Q' without its r zero bits)
 
     @property
     def targets(self) -> np.ndarray:
         return np.arange(self.n_o, dtype=np.int64) * self.n_i + self.n_i - 1
 
+    def mac_bits(self, ring: Ring | Modulus) -> int:
+        """R: the MAC ring of the proof's lifted check (:func:`protocols.mpc.bfv_proof.lift_bits`),
+        for its witness bits and the query's d x_bits bits."""
+        return bfv_proof.lift_bits(ring, bfv_proof.witness_count(ring, self.blocks) + self.d * self.x_bits)[2]
+
     def bytes_estimate(self, ring: Ring | Modulus) -> int:
         up = (self.blocks + 1) * ring.k * ring.n * 7
-        proof = (2 + bfv_proof.NOISE_BITS * (self.blocks + 1)) * ring.n * (_OT_BYTES + 7 * ring.k)
-        down = self.outputs * ring.k * (ring.n + self.n_o) * 7
+        proof = bfv_proof.witness_count(ring, self.blocks) * (_OT_BYTES + -(-self.mac_bits(ring) // 8))
+        per = self.word_bytes if self.reply_primes < ring.k else 7 * ring.k
+        down = self.outputs * (ring.n + self.n_o) * per
         return up + proof + down
 
 
-def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, int, int, int, int] | None:
+def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, ...] | None:
     n = ring.n
     n_o = n // n_i
     blocks, outputs = -(-d // n_i), -(-n_rows // n_o)
@@ -98,7 +118,78 @@ def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: 
     F = math.ceil(math.log2(bound)) + STAT_SECURITY + math.ceil(math.log2(max(2, outputs * n_o)))
     if m_max + (1 << M) * (bound + (1 << F)) >= ring.Q // 2:
         return None
-    return n_o, blocks, outputs, bound, F
+    kk, r, wb = reply_format(ring, m_max, M, bound + (1 << F))
+    return n_o, blocks, outputs, bound, F, kk, r, wb
+
+
+def _switched_bound(ring: Ring | Modulus, kk: int, m_max: int, M: int, noise: int, r: int) -> tuple[int, int]:
+    """(bound on |W / P| at the targets, Q') after the switch to the first kk primes and the trim
+    of r bits: W / P = (m' + t (N + v0 + v1 s)) / P with 0 <= v < P, so |W / P| < m_max / P +
+    t (noise / P + 1 + n); the trim adds t (eta0 + eta1 s), |eta| < 2^r: t (n + 1) 2^r more."""
+    Qk = 1
+    for p in ring.primes[:kk]:
+        Qk *= p
+    P = ring.Q // Qk
+    return m_max // P + 1 + (1 << M) * (noise // P + 2 + ring.n + (ring.n + 1) * ((1 << r) - 1 if r else 0)), Qk
+
+
+def reply_format(ring: Ring | Modulus, m_max: int, M: int, noise: int) -> tuple[int, int, int]:
+    """(kk, r, word_bytes): the fewest leading primes the reply can be switched down to
+    (:func:`_switch_down`) and still decrypt exactly (|W / P| < Q' / 2), for Q' < 2^128 (the words
+    travel as integers mod Q'); then the widest trim r (bits [M, M + r) of each word zeroed by
+    subtracting t eta, :func:`_trim`) that keeps |W / P| < Q' / 2 with the words in whole bytes.
+    (ring.k, 0, 0): no switch, residues at every prime."""
+    for kk in range(1, ring.k):
+        b, Qk = _switched_bound(ring, kk, m_max, M, noise, 0)
+        if 2 * b >= Qk or Qk.bit_length() > 128:
+            continue
+        r = 0
+        while 2 * _switched_bound(ring, kk, m_max, M, noise, r + 1)[0] < Qk and M + r + 1 <= Qk.bit_length():
+            r += 1
+        wb = -(-(Qk.bit_length() - r) // 8)
+        r = max(0, Qk.bit_length() - 8 * wb)  # the same bytes, the fewest trimmed bits
+        return kk, r, wb
+    return ring.k, 0, 0
+
+
+def _crt2(ring: Ring, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residues (..., 2, m) at the first two primes -> the integers in [0, p1 p2) as limb pairs."""
+    p1, p2 = int(ring.primes[0]), int(ring.primes[1])
+    r1, r2 = a[..., 0, :], a[..., 1, :]
+    h = _mm(_below(r2 + U64(p2) - _below(r1, p2), p2), pow(p1, -1, p2), p2)
+    return u128.add((np.zeros_like(r1), r1), u128.mul64(np.full_like(h, p1), h))
+
+
+def _shr(a: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    hi, lo = a
+    if k >= 64:
+        return np.zeros_like(hi), hi >> U64(k - 64)
+    if k == 0:
+        return hi, lo
+    return hi >> U64(k), (lo >> U64(k)) | (hi << U64(64 - k))
+
+
+def _trim(ring: Ring, a: np.ndarray, M: int, r: int, wb: int) -> np.ndarray:
+    """Server: switched residues (..., 2, m) -> wire words (count, wb) uint8: the integer x mod Q'
+    minus t eta, eta = bits [M, M + r) of x (so 0 <= x - t eta < Q', the same value mod t, and
+    |eta| < 2^r), sent without those r zero bits."""
+    x = _crt2(ring, a)
+    low = u128.mask_bits(x, M)
+    y = u128.add(low, u128.shl(_shr(x, M + r), M))
+    return np.ascontiguousarray(u128.to_bytes(y, wb).reshape(-1, wb))
+
+
+def _untrim(ring: Ring, raw: np.ndarray, M: int, r: int, wb: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Client: wire words -> residues (..., 2, m) at the first two primes of x - t eta."""
+    y = u128.from_bytes(raw.reshape(-1, wb), wb)
+    x = u128.add(u128.mask_bits(y, M), u128.shl(_shr(y, M), M + r))
+    out = np.empty(shape[:-1] + (2, shape[-1]), dtype=U64)
+    for i in range(2):
+        p = int(ring.primes[i])
+        lo = x[1]
+        lo_mod = _below(_mm(lo >> U64(32), 1 << 32, p) + (lo & U64(0xFFFFFFFF)), p)  # lo mod p
+        out[..., i, :] = _below(_mm(x[0], 1 << 64, p) + lo_mod, p).reshape(shape)  # x[0] < 2^36 < p
+    return out
 
 
 def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
@@ -112,8 +203,8 @@ def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Mod
         got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
         if got is None:
             continue
-        n_o, blocks, outputs, bound, F = got
-        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F)
+        n_o, blocks, outputs, bound, F, kk, r, wb = got
+        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F, kk, r, wb)
         cost = plan.bytes_estimate(ring)
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -158,7 +249,9 @@ def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> Pr
 
 def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:
     p.check_peer("he-matvec-checked", {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits,
-                                       "ring_bits": plan.ring_bits, "n_i": plan.n_i}, announce=sender)
+                                       "ring_bits": plan.ring_bits, "n_i": plan.n_i,
+                                       "reply_primes": plan.reply_primes, "trim_bits": plan.trim_bits},
+                  announce=sender)
 
 
 def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np.ndarray:
@@ -172,15 +265,95 @@ def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np
     return ring.mul(f, ring.scalar(1 << t_bits))
 
 
-def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, field: fp_auth.Field,
-                  keys: np.ndarray, q_keys: np.ndarray) -> np.ndarray:
-    """Server: its share (n_rows,) mod 2^M of X q. ``keys`` are its MAC keys mod the ring's primes,
-    ``q_keys`` (d, k) its keys of the committed query values. Raises MacCheckError (before
-    anything computed from the client's ciphertexts leaves) if the client's key or ciphertexts
-    are ill formed."""
+def _below(x: np.ndarray, p: int) -> np.ndarray:
+    """x mod p for x < 2 p (uint64): one conditional subtraction, by a sign mask."""
+    y = x.astype(I64) - I64(p)
+    y += I64(p) & (y >> 63)
+    return y.view(U64)
+
+
+def _mm(a: np.ndarray, c: int, p: int) -> np.ndarray:
+    """a c mod p for residues a < p and a constant c."""
+    return mulmod(a, np.array(c % p, U64), np.array(p, U64), np.array(1.0 / p))
+
+
+def _switch_down(ring: Ring, kk: int, a: np.ndarray, t_bits: int) -> np.ndarray:
+    """BGV modulus switch of coefficient residues a (..., k, m) from Q to Q' = p_1 ... p_kk:
+    a' = (a + t v) / P (mod Q'), P = p_(kk+1) ... p_k, v = (-a t^-1 mod P) in [0, P) (mixed
+    radix over the dropped primes), so that a + t v = 0 (mod P) and t v = 0 (mod t). Applied to
+    both parts, c0' + c1' s = W / P with W = m' + t (N + v0 + v1 s): the plaintext becomes
+    m' P^-1 (mod t), exactly. Returns (..., kk, m). (All primes lie in (2^49, 2^50): any residue
+    is below twice any prime, so reductions are single conditional subtractions.)"""
+    k = ring.k
+    if kk >= k:
+        return a
+    P = [int(p) for p in ring.primes]
+    drop = list(range(kk, k))
+    xs: list[np.ndarray] = []  # mixed-radix digits of v: v = x_0 + p_d0 x_1 + p_d0 p_d1 x_2 + ...
+    for jj, j in enumerate(drop):
+        pj = P[j]
+        vj = _mm(_below(U64(pj) - a[..., j, :], pj), pow(1 << t_bits, -1, pj), pj)  # -a t^-1 mod p_j
+        acc, rad = np.zeros_like(vj), 1
+        for ii in range(jj):
+            acc = _below(acc + _mm(_below(xs[ii], pj), rad, pj), pj)
+            rad *= P[drop[ii]]
+        xs.append(_mm(_below(vj + U64(pj) - acc, pj), pow(rad, -1, pj), pj))
+    Pd = 1
+    for j in drop:
+        Pd *= P[j]
+    out = np.empty(a.shape[:-2] + (kk, a.shape[-1]), dtype=U64)
+    for i in range(kk):
+        pi_ = P[i]
+        v, rad = _below(xs[0], pi_), P[drop[0]]
+        for jj in range(1, len(drop)):
+            v = _below(v + _mm(_below(xs[jj], pi_), rad, pi_), pi_)
+            rad *= P[drop[jj]]
+        out[..., i, :] = _mm(_below(a[..., i, :] + _mm(v, 1 << t_bits, pi_), pi_), pow(Pd, -1, pi_), pi_)
+    return out
+
+
+def _decrypt_low(ring: Ring, kk: int, v: np.ndarray, t_bits: int) -> np.ndarray:
+    """Client: residues (kk, m) of W / P at the reply's primes (kk = 2: Q' = p1 p2 < 2^128, as
+    :func:`reply_format` ensures) -> m' mod t (m,) uint64: W / P centred mod Q', mod t, times P
+    (mod t), vectorised in 128-bit limbs."""
+    if kk != 2:
+        raise ProtocolError("a switched reply has two primes")
+    Qk = int(ring.primes[0]) * int(ring.primes[1])
+    P = ring.Q // Qk
+    x = _crt2(ring, v[None])  # (1, m) limb pairs in [0, Q')
+    half = ((Qk // 2) >> 64, (Qk // 2) & ((1 << 64) - 1))
+    above = (x[0] > U64(half[0])) | ((x[0] == U64(half[0])) & (x[1] > U64(half[1])))  # x > Q' / 2
+    mask = U64((1 << t_bits) - 1)
+    low = (x[1] - np.where(above, U64(Qk & ((1 << 64) - 1)), U64(0))) & mask  # (x - Q' [x > Q'/2]) mod t
+    prod = u128.mul64(low, np.full_like(low, U64(P % (1 << t_bits))))
+    return (prod[1] & mask)[0]
+
+
+def commit_query(p: PartyContext, chooser: int, plan: CheckedPlan, ring: Ring, q_pads, domain: int, *,
+                 q_bits: np.ndarray | None = None, delta: np.uint64 | None = None) -> U128:
+    """MACs (client, ``q_bits``) or keys (server, ``delta``) mod 2^R on the query's bits, on their
+    existing random OTs ``q_pads`` (so the proof binds the ciphertexts to the bits those OTs fixed):
+    one COT correction of ceil(R / 8) bytes per bit (:meth:`CheckedPlan.mac_bits`)."""
+    nq = plan.d * plan.x_bits
+    keep = np.full(nq, -(-plan.mac_bits(ring) // 8))
+    if p.role == chooser:
+        out = au.cot_on_pads(p, chooser, q_pads, domain, words=1, choices=q_bits, keep=keep)
+    else:
+        corr = (np.zeros((nq, 1), U64), np.full((nq, 1), delta, dtype=U64))
+        out = au.cot_on_pads(p, chooser, q_pads, domain, words=1, corr=corr, keep=keep)
+    return out[0][:, 0].copy(), out[1][:, 0].copy()
+
+
+def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q_pads, domain: int) -> np.ndarray:
+    """Server: its share (n_rows,) mod 2^M of X q. ``q_pads``: the random-OT keys (m0, m1) of the
+    client's d x_bits query bits (value-major, least significant first), hashed in ``domain``
+    for their MACs. Raises MacCheckError (before anything computed from the client's ciphertexts
+    leaves) if the client's key or ciphertexts are ill formed."""
     plan, ring = prepared.plan, prepared.ring
     M, k, n = plan.ring_bits, ring.k, ring.n
     _agree(p, plan, sender=False)
+    delta = au.new_delta(p)  # the proof's own MAC key, fresh
+    q_keys = commit_query(p, chooser, plan, ring, q_pads, domain, delta=delta)
     # 1. the public seed
     seed = p.rng.random_bytes(16)
     p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
@@ -189,8 +362,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, f
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
     # 3. proof, before anything depends on the ciphertexts
-    bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
-                               msg_keys=_blocks(q_keys, plan, k), keys=keys)
+    bfv_proof.check_wellformed(p, chooser, ring, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
+                               x_bits=plan.x_bits, msg_keys=q_keys, delta=delta)
     # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
@@ -226,8 +399,16 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, f
         c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
         flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
         c0t = ring.add(c0t, flood.transpose(1, 0, 2))
-        p.ch.send_array(ring.pack(acc1), owned=True)
-        p.ch.send_array(ring.pack(c0t), owned=True)
+        # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
+        # sent, so the client's view hides X as before; c1 now travels in coefficient form)
+        kk = plan.reply_primes
+        if kk == k:
+            p.ch.send_array(ring.pack(acc1), owned=True)
+            p.ch.send_array(ring.pack(c0t), owned=True)
+        else:
+            r, wb = plan.trim_bits, plan.word_bytes
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, ring.intt(acc1), M), M, r, wb), owned=True)
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
     return share[: plan.n_rows] & U64((1 << M) - 1)
@@ -237,17 +418,12 @@ def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
     return (x[..., None, :] % ring.p).astype(U64)
 
 
-def _blocks(vals: np.ndarray, plan: CheckedPlan, k: int) -> np.ndarray:
-    """(d, k) per-entry MACs/keys -> (B, n_i, k), zero (the MAC of a public 0) in the padding."""
-    out = np.zeros((plan.blocks * plan.n_i, k), dtype=U64)
-    out[: plan.d] = vals
-    return out.reshape(plan.blocks, plan.n_i, k)
-
-
 def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n_rows: int, ring_bits: int, *,
-                    field: fp_auth.Field, q_macs: np.ndarray, encrypt: Callable[..., Any] | None = None) -> np.ndarray:
-    """Client: its share (n_rows,) mod 2^M of X q. ``q_macs`` (d, k): MACs of its committed query
-    values mod the ring's primes. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
+                    q_pads: np.ndarray, q_bits: np.ndarray, domain: int,
+                    encrypt: Callable[..., Any] | None = None) -> np.ndarray:
+    """Client: its share (n_rows,) mod 2^M of X q. ``q_pads`` (d x_bits, 16): its random-OT keys
+    of the committed query bits ``q_bits`` (their choice bits; value-major, least significant
+    first), hashed in ``domain``. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
     q = np.ascontiguousarray(q, dtype=U64).ravel()
     ring = get_ring()
     plan = make_plan(n_rows, q.shape[0], x_bits, ring_bits, ring)
@@ -255,27 +431,39 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
         raise DataError(f"query entries do not fit in {x_bits} bits")
     M, k, n = ring_bits, ring.k, ring.n
     _agree(p, plan, sender=True)
+    q_bits = np.asarray(q_bits, dtype=np.uint8).ravel()
+    q_macs = commit_query(p, chooser, plan, ring, q_pads, domain, q_bits=q_bits)
     seed = bytes(p.ch.recv_array(np.uint8, (16,)))
     qp = np.zeros(plan.blocks * plan.n_i, dtype=I64)
     qp[: q.shape[0]] = q.astype(I64)
     pk0, c0, wit = (encrypt or bfv_proof.client_encrypt)(ring, p.rng, seed, qp.reshape(plan.blocks, plan.n_i), M)
     p.ch.send_array(ring.pack(np.concatenate([pk0[None], c0], axis=0)), owned=True)
     p.ch.flush()
-    bfv_proof.check_wellformed(p, chooser, ring, field, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
-                               msg_macs=_blocks(q_macs, plan, k), witness=wit)
+    bfv_proof.check_wellformed(p, chooser, ring, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
+                               x_bits=plan.x_bits, msg_macs=q_macs, msg_bits=q_bits, witness=wit)
     tgt = plan.targets
     out = np.empty(plan.outputs * plan.n_o, dtype=U64)
     mask = (1 << M) - 1
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
         c = o1 - o0
-        c1h = bfv_proof.recv_polys(p, ring, c)
-        raw = p.ch.recv_array(np.uint8, (c * k * plan.n_o, 7))
-        try:
-            c0t = ring.unpack(raw, (c, k, plan.n_o))
-        except ValueError:
-            raise ProtocolError("malformed lattice reply") from None
-        v = ring.add(c0t, ring.intt(ring.mul(c1h, wit.s_hat[None]))[..., tgt])  # (c, k, n_o)
-        vals = ring.centered(v.transpose(1, 0, 2).reshape(k, c * plan.n_o))
-        out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
+        kk = plan.reply_primes
+        if kk == k:
+            c1h = bfv_proof.recv_polys(p, ring, c)
+            raw = p.ch.recv_array(np.uint8, (c * k * plan.n_o, 7))
+            try:
+                c0t = ring.unpack(raw, (c, k, plan.n_o))
+            except ValueError:
+                raise ProtocolError("malformed lattice reply") from None
+            v = ring.add(c0t, ring.intt(ring.mul(c1h, wit.s_hat[None]))[..., tgt])  # (c, k, n_o)
+            vals = ring.centered(v.transpose(1, 0, 2).reshape(k, c * plan.n_o))
+            out[o0 * plan.n_o:o1 * plan.n_o] = np.array([x & mask for x in vals], dtype=U64)
+            continue
+        low = ring.prefix(kk)  # the reply's primes
+        r, wb = plan.trim_bits, plan.word_bytes
+        c1 = _untrim(ring, p.ch.recv_array(np.uint8, (c * n, wb)), M, r, wb, (c, n))
+        c0t = _untrim(ring, p.ch.recv_array(np.uint8, (c * plan.n_o, wb)), M, r, wb, (c, plan.n_o))
+        c1s = low.intt(low.mul(low.ntt(c1), wit.s_hat[None, :kk]))[..., tgt]
+        v = low.add(c0t, c1s)
+        out[o0 * plan.n_o:o1 * plan.n_o] = _decrypt_low(ring, kk, v.transpose(1, 0, 2).reshape(kk, c * plan.n_o), M)
     return out[:n_rows]

@@ -19,6 +19,7 @@ batch axes are allowed everywhere. :func:`ntt` evaluates at psi^(2i+1), i = 0..n
 """
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any
 
@@ -133,6 +134,28 @@ class Ring(ModPrimes):
         # CRT: x = sum_i [v_i * (Q/p_i)^-1 mod p_i] * Q/p_i  (mod Q)
         self.crt_hat = [self.Q // p for p in self.primes]
         self.crt_inv = np.array([pow(self.Q // p % p, -1, p) for p in self.primes], dtype=U64)[:, None]
+
+    def prefix(self, kk: int) -> "Ring":
+        """The same ring at its first kk primes only (a view of this ring's tables, cached): what a
+        reply switched down to those primes is computed in (:mod:`protocols.mpc.he_matvec_checked`)."""
+        cache = self.__dict__.setdefault("_prefixes", {})
+        if kk not in cache:
+            sub = copy.copy(self)
+            sub.__dict__.pop("_prefixes", None)
+            sub.primes, sub.k = self.primes[:kk], kk
+            sub.Q = 1
+            for p in sub.primes:
+                sub.Q *= p
+            sub.log2_Q = sub.Q.bit_length()
+            sub.p, sub.pinv = self.p[:kk], self.pinv[:kk]
+            sub.twist, sub.untwist = self.twist[:kk], self.untwist[:kk]
+            sub._twist_A = {key: (a[:kk], b[:kk]) for key, (a, b) in self._twist_A.items()}
+            sub._stages = {sg: [(h, w[:kk], wq[:kk]) for h, w, wq in st] for sg, st in self._stages.items()}
+            sub._untwist_lazy = (self._untwist_lazy[0][:kk], self._untwist_lazy[1][:kk])
+            sub.crt_hat = [sub.Q // p for p in sub.primes]
+            sub.crt_inv = np.array([pow(sub.Q // p % p, -1, p) for p in sub.primes], dtype=U64)[:, None]
+            cache[kk] = sub
+        return cache[kk]
 
     # ---- modular arithmetic (k primes along axis -2): mul / add / sub from ModPrimes -------------
     def neg(self, a: np.ndarray) -> np.ndarray:

@@ -82,11 +82,11 @@ def test_honest_client_is_bound_to_its_query():
     D = ((Xe.astype(object) - qe.astype(object)) ** 2).sum(axis=1)
     got = (cl.u.astype(object) - sv.rho.astype(object)) % (1 << pp.ring_bits)
     assert (got == D).all()
-    # the MACs are MACs of u under the server's key, mod the check ring 2^(M + 64) (protocol 29: the
-    # commitment sends bit b's corrections in M + 64 - b bits, so nothing above that ring is fixed)
+    # the MACs are MACs of u under the server's key, mod the check ring 2^(M + 44) (protocols 29, 34: the
+    # commitment sends bit b's corrections in M + 44 - b bits, so nothing above that ring is fixed)
     mac = np.array([(h << 64) | l for h, l in zip(cl.u_mac[0].tolist(), cl.u_mac[1].tolist())], dtype=object)
     key = np.array([(h << 64) | l for h, l in zip(sv.u_key[0].tolist(), sv.u_key[1].tolist())], dtype=object)
-    ring = 1 << min(pp.ring_bits + 64, 128)
+    ring = 1 << min(pp.ring_bits + binding.CHECK_RING_MARGIN, 128)
     assert ((mac - key - cl.u.astype(object) * int(sv.delta)) % ring == 0).all()
 
 

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "91d7e9c4cca4fda2ab578a312619c52c0c130375e355cd83d355dd290ffb9921"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "90be7154e340d785101fe8772e68d4ee41e8eeffe6e04267eda1ebf43bf52534"),
-    "krr-laplacian": (96, 74839, "942ed9a4db9448e31c56358ca1af2af744c2a501f63e46146c5677aaac393ea8"),
-    "krr-laplacian/silent": (122, 427447, "276773fbaeb9aafeebf5e3042e99a97da8bfa8248dbff942cca3cffea52a3b51"),
-    "krr-gaussian/client-malicious": (460, 9212975, "8427efec59d9de7aff7d6363ccecd713fb2abee7064b0ee192bac29f8a62704b"),
-    "krr-laplacian/client-malicious": (184, 77199, "9570f46b857c5ddf29100ddbeed6e68d8b5923d5baf765305b9b4f6540960743"),
-    "krr-laplacian/client-malicious/silent": (203, 428899, "8d2ce49f6f789f3937bb0dc3aed07e4309849d729cc572a9dd9a9b4543172c57"),
+    "krr-gaussian": (66, 1564455, "83f6a27ba640f0fd13e42e7e1456aabf623dfdc6068f54d7b551c5d4b6b9fe69"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "9153e96b7b1ab3b60ae9eb1d46ac45f096af3b0301d39785170e5c122483f2a5"),
+    "krr-laplacian": (96, 74839, "ec10c9d8f1c5b3812788b3e7b500312642045cc7b5e94063264524477cb9de76"),
+    "krr-laplacian/silent": (122, 427447, "026ff933476e1a0b69e4c32fba204b1483ca6b2225a08d8f0af5780c3e5fe8df"),
+    "krr-gaussian/client-malicious": (482, 5426819, "c3953181fc9dc0d68eda92d7c34f06dd1c218cccd65329d7a3e8496494fc9a54"),
+    "krr-laplacian/client-malicious": (184, 77199, "93121d9039b0267721d9febe37164fd77fc1a44f0dd140bf0b9d0d44a3193a21"),
+    "krr-laplacian/client-malicious/silent": (203, 428899, "06e47248d2471ccfdfa79db94a2258ad5d4d4a6af0bc793718570ad1dcc3c1d8"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 34
+PINNED_VERSION = 35
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

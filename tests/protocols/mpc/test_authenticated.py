@@ -54,7 +54,7 @@ def test_commit_macs_and_extra_products():
     assert (diff == (np.repeat(xo, 2) * _ints(extra)) % u128.MOD).all()
 
 
-def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper=None, mac_bits=128):
+def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper=None, mac_bits=128, ring_bits=None):
     """The client commits x (bits 64), the server expects x = c (mod 2^k); lam binary
     combinations are checked. ``tamper`` edits the client's (Y, MY) message in flight."""
     n = len(x_client)
@@ -65,7 +65,8 @@ def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper
         chi = p.rng.random_bits((lam, n)).astype(np.uint8)
         p.ch.send_array(chi)
         C = au.combine(chi, (np.zeros(n, U64), np.asarray(c_server, U64)))
-        au.check_congruent(p, CLIENT, k_bits, delta=delta, KZ=au.combine(chi, keys.key), C=C, n=lam)
+        au.check_congruent(p, CLIENT, k_bits, delta=delta, KZ=au.combine(chi, keys.key), C=C, n=lam,
+                           ring_bits=ring_bits)
         return True
 
     def client(p):
@@ -80,7 +81,7 @@ def _relation_session(x_client, c_server, k_bits, seed, lam=au.STAT_BITS, tamper
                 a = np.asarray(a)
                 return orig(tamper(a.copy()) if a.shape == (2, lam, 16) else a, *args, **kw)
             p.ch.send_array = send
-        au.check_congruent(p, CLIENT, k_bits, Z=Z, MZ=MZ, n=lam)
+        au.check_congruent(p, CLIENT, k_bits, Z=Z, MZ=MZ, n=lam, ring_bits=ring_bits)
         return True
 
     return run_two_party(server, client, seed=seed, setup=checked_ot, timeout=20)
@@ -357,3 +358,25 @@ def test_commit_p64_client_refuses_an_unreduced_correction():
         return tau
     with pytest.raises(ProtocolError, match="unreduced"):
         _commit_p64_session(np.arange(4, dtype=U64), U64(5), tamper=tamper)
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_check_ring_of_k_plus_40_bits_with_trimmed_macs(bad):
+    """Protocol 35 (binding's step 9): MACs right mod 2^(k + 40) only (trimmed corrections) and the
+    check ring 2^(k + 40): honest values pass, a top-bit error still aborts."""
+    k = 40
+    c = np.arange(16, dtype=U64)
+    x = c.copy()
+    if bad:
+        x[5] += U64(1) << U64(k - 1)
+        with pytest.raises(au.MacCheckError):
+            _relation_session(x, c, k, seed=3, mac_bits=k + 40, ring_bits=k + 40)
+    else:
+        assert _relation_session(x, c, k, seed=3, mac_bits=k + 40, ring_bits=k + 40) == (True, True)
+
+
+def test_check_ring_outside_its_range_is_refused():
+    with pytest.raises(ValueError):
+        au.check_congruent(None, CLIENT, 40, n=1, ring_bits=40)
+    with pytest.raises(ValueError):
+        au.check_congruent(None, CLIENT, 40, n=1, ring_bits=105)

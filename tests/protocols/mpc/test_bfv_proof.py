@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocols.mpc import bfv_proof, fp_auth, he_matvec_checked as hc, rlwe
+from protocols.mpc import authenticated as au
+from protocols.mpc import bfv_proof, he_matvec_checked as hc, rlwe
 from protocols.mpc.authenticated import MacCheckError
 from protocols.testing import checked_ot, run_two_party
 
@@ -28,25 +29,23 @@ def setup():
 
 
 def _run(setup, encrypt=None, q_client=None, seed=5):
-    """Commit q's bits (MACs mod the ring's primes), then the checked matvec. ``encrypt``
+    """Fix q's bits by random OTs (the proof's MACs on them), then the checked matvec. ``encrypt``
     replaces the client's key/ciphertext step (a deviating client); ``q_client`` is the query the
     client commits (default q). The server's reply path is armed to fail the test if reached
     after a deviation."""
     X, q, pm = setup
-    field = fp_auth.Field(rlwe.ring().primes)
     qc = q if q_client is None else q_client
 
     def bits(v):
         return ((v[:, None] >> np.arange(XB, dtype=U64)) & U64(1)).astype(np.uint8).ravel()
 
     def server(p):
-        keys = fp_auth.new_keys(p, field)
-        kb = fp_auth.commit_bits(p, CLIENT, field, n=D * XB, domain=3, keys=keys)
-        return hc.matvec_sender(p, CLIENT, pm, field=field, keys=keys, q_keys=field.values(kb, XB))
+        pads = au.random_choices(p, CLIENT, n=D * XB)
+        return hc.matvec_sender(p, CLIENT, pm, q_pads=pads, domain=3)
 
     def client(p):
-        mb = fp_auth.commit_bits(p, CLIENT, field, n=D * XB, domain=3, bits=bits(qc))
-        return hc.matvec_receiver(p, CLIENT, q, XB, N_ROWS, M, field=field, q_macs=field.values(mb, XB),
+        pads = au.random_choices(p, CLIENT, n=D * XB, choices=bits(qc))
+        return hc.matvec_receiver(p, CLIENT, q, XB, N_ROWS, M, q_pads=pads, q_bits=bits(qc), domain=3,
                                   encrypt=encrypt)
 
     return run_two_party(server, client, seed=seed, setup=checked_ot)
@@ -155,3 +154,88 @@ def test_non_ternary_secret_aborts(setup, no_reply):
         return pk0, c0, bfv_proof.Witness(s_com, w.e_pk, w.e, s_hat)
     with pytest.raises(MacCheckError):
         _run(setup, enc)
+
+
+def test_wrong_quotient_of_the_lifted_check_aborts(setup, no_reply, monkeypatch):
+    # protocol 35: each prime's combined relation is checked over the integers as Z_int = p k with
+    # k committed; a client that commits k + 1 for one prime (and opens the value it would have
+    # opened honestly) is caught by the MACs: its opened value is not the committed one
+    real = bfv_proof._combined_values
+
+    def off(a, C, bits):
+        z = real(a, C, bits)
+        z[2] += int(rlwe.ring().primes[2])
+        return z
+    monkeypatch.setattr(bfv_proof, "_combined_values", off)
+    with pytest.raises(MacCheckError):
+        _run(setup)
+
+
+def test_lift_bounds_hold_for_the_largest_relation():
+    # Z_int < p (T + 1) <= p 2^kbits, so |Z_int - p k| < 2^K for every committed k < 2^kbits, and the
+    # MAC ring keeps STAT_BITS bits above it; at N = 16,384, d = 351 (the CM plan) R is 109 bits: 14 bytes
+    ring = rlwe.ring()
+    plan = hc.make_plan(16384, 351, 23, 56, ring)
+    T = bfv_proof.witness_count(ring, plan.blocks) + 351 * 23
+    kbits, K, R = bfv_proof.lift_bits(ring, T)
+    assert max(ring.primes) * (T + 1) <= 1 << K and T < 1 << kbits
+    assert R - K == bfv_proof.STAT_BITS and plan.mac_bits(ring) == R <= 112
+
+
+def test_switch_down_keeps_the_plaintext_exact():
+    # protocol 35: c0 = m + t e (mod Q) with |e| up to 2^100 (the flooded noise), c1 = 0: the switch
+    # to the first two primes and the client's decryption give m mod t exactly, every coefficient
+    ring = rlwe.ring()
+    rng = np.random.default_rng(3)
+    t_bits, m_cnt = 56, 64
+    m = [int(x) for x in rng.integers(0, 2 ** 62, m_cnt, dtype=np.uint64)]  # m' may exceed t
+    e = [int(a) * 2 ** 50 + int(b) - 2 ** 99 for a, b in zip(rng.integers(0, 2 ** 50, m_cnt, dtype=np.uint64),
+                                                            rng.integers(0, 2 ** 50, m_cnt, dtype=np.uint64))]
+    W = [(x + (y << t_bits)) % ring.Q for x, y in zip(m, e)]
+    a = np.array([[w % p for w in W] for p in ring.primes], dtype=U64)  # (k, m)
+    low = hc._switch_down(ring, 2, a, t_bits)
+    assert low.shape == (2, m_cnt) and bool((low < ring.p[:2]).all())
+    assert hc._decrypt_low(ring, 2, low, t_bits).tolist() == [x % (1 << t_bits) for x in m]
+
+
+def test_reply_switch_plan_fits_two_primes_not_one():
+    ring = rlwe.ring()
+    plan = hc.make_plan(16384, 351, 23, 56, ring)
+    m_max = (1 << 56) + 351 * ((1 << 23) - 1) ** 2
+    noise = plan.noise_bound + (1 << plan.flood_bits)
+    assert (plan.reply_primes, plan.trim_bits, plan.word_bytes) == hc.reply_format(ring, m_max, 56, noise) == (2, 28, 9)
+    b, Qk = hc._switched_bound(ring, 2, m_max, 56, noise, plan.trim_bits)
+    assert 2 * b < Qk and Qk.bit_length() - plan.trim_bits == 8 * plan.word_bytes
+    assert 2 * hc._switched_bound(ring, 1, m_max, 56, noise, 0)[0] >= ring.primes[0]  # one prime is too few
+
+
+def test_trimmed_words_are_the_value_less_a_small_multiple_of_t():
+    # the wire word drops bits [M, M + r) of x mod Q': the client's value is x - t eta, 0 <= eta < 2^r,
+    # and the decryption of a switched c0 = m + t e (c1 = 0) stays m mod t after the trim
+    ring = rlwe.ring()
+    rng = np.random.default_rng(4)
+    M, r, wb, cnt = 56, 28, 9, 50
+    Qk = ring.primes[0] * ring.primes[1]
+    xs = [int(a) * 2 ** 50 + int(b) for a, b in zip(rng.integers(0, 2 ** 50, cnt, dtype=np.uint64),
+                                                  rng.integers(0, 2 ** 50, cnt, dtype=np.uint64))]
+    xs = [x % Qk for x in xs]
+    a = np.array([[x % p for x in xs] for p in ring.primes[:2]], dtype=U64)
+    got = hc._untrim(ring, hc._trim(ring, a, M, r, wb), M, r, wb, (cnt,))
+    for i, x in enumerate(xs):
+        eta = (x >> M) & ((1 << r) - 1)
+        assert [int(got[j, i]) for j in range(2)] == [(x - (eta << M)) % p for p in ring.primes[:2]]
+    m = [int(v) for v in rng.integers(0, 2 ** 60, cnt, dtype=np.uint64)]
+    W = [(x + ((int(e) - 2 ** 40) << M)) % ring.Q for x, e in zip(m, rng.integers(0, 2 ** 41, cnt, dtype=np.uint64))]
+    low = hc._switch_down(ring, 2, np.array([[w % p for w in W] for p in ring.primes], dtype=U64), M)
+    back = hc._untrim(ring, hc._trim(ring, low, M, r, wb), M, r, wb, (cnt,))
+    assert hc._decrypt_low(ring, 2, back, M).tolist() == [x % (1 << M) for x in m]
+
+
+def test_prefix_ring_is_the_ring_at_its_first_primes():
+    ring = rlwe.ring()
+    low = ring.prefix(2)
+    rng = np.random.default_rng(5)
+    a = np.stack([rng.integers(0, p, (2, ring.n), dtype=np.uint64) for p in ring.primes], axis=1)
+    assert low.primes == ring.primes[:2] and low.Q == ring.primes[0] * ring.primes[1]
+    assert (low.ntt(a[:, :2]) == ring.ntt(a)[:, :2]).all() and (low.intt(a[:, :2]) == ring.intt(a)[:, :2]).all()
+    assert ring.k == 4 and ring.prefix(2) is low
