@@ -266,10 +266,16 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
                     continue
                 # 3. higher digits: A = [x < v + c_S] ^ r_A, B = [x < v + 1 - c_S] ^ r_A ^ delta
                 #    ([x < v + 1] = [x < v] ^ [x == v]: the two thresholds differ by eq)
-                cs = c[j0:j1, None, :]
-                A = lt ^ (eq & cs) ^ r[j0:j1, None, :]
-                B = A ^ eq ^ delta[j0:j1, None, :]
-                column_ot(party, CLIENT, tables=np.concatenate([A, B], axis=2))
+                #    (built in place in the (columns, 2^m, 2W) table the column OT sends: no
+                #    temporaries, no concatenation copy)
+                tables = np.empty(lt.shape[:2] + (2 * W,), dtype=U64)
+                A, B = tables[..., :W], tables[..., W:]
+                np.bitwise_and(eq, c[j0:j1, None, :], out=A)
+                A ^= lt
+                A ^= r[j0:j1, None, :]
+                np.bitwise_xor(A, eq, out=B)
+                B ^= delta[j0:j1, None, :]
+                column_ot(party, CLIENT, tables=tables)
             # our share: r (digit 0), r_A ^ m0 (higher digits)
             c = r if k == 0 else r ^ m0
         else:

@@ -315,7 +315,7 @@ class OTExtensionSender(_IKNPBase):
             k = q.shape[0]
             assert self._aes is not None
             m0[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
-            m1[pos : pos + k] = self._aes.tccr_bits(self._xor_s(q), start, FixedKeyAES.TAG_OT)
+            m1[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT, xor=self._s64)
             pos += k
         self.ch.flush()
         return m0, m1
