@@ -409,3 +409,48 @@ def test_a_tiny_model_gets_a_ring_of_at_least_8_bits(security):
     Q = np.array([[1.0], [3.0]])
     preds, *_ = _session(served, Q)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-4)
+
+
+def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkeypatch):
+    """The server's digit tables are query-independent: built once per encoded model (prepare_server)
+    and reused by every session -- the shares are bit for bit those of per-session tables (same seeds),
+    the cache is read-only, and its entry goes when the encoded data does."""
+    import gc
+
+    from protocols.krr import laplacian
+    from protocols.ot.ferret import setup_pair
+
+    N, d = 300, 7
+    rng = np.random.default_rng(8)
+    X = _grid(rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7))
+    q = X[11].copy()
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
+    XT = np.ascontiguousarray(Xe.T)
+
+    def silent(p):
+        p.install_ot(*setup_pair(p.ch, p.role, seeds=(p.role * 2 + 1, p.role * 2 + 2)))
+
+    def shares():
+        return run_two_party(lambda p: server_l1_shares(p, XT, pp), lambda p: client_l1_shares(p, qe, N, pp),
+                             setup=silent, seed=5)
+
+    levels, W = digit_levels(pp.x_bits, pp.ot_engine), (N + 63) // 64
+    monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 0)  # over the cap: per-session tables, as before
+    ref = shares()
+    assert laplacian._server_tables(XT, levels, W) is None and id(XT) not in laplacian._TABLES
+    monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 256 << 20)
+    got = shares()
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    cached = laplacian._server_tables(XT, levels, W)
+    assert cached is laplacian._server_tables(XT, levels, W)  # built once, by the first session
+    assert not cached[0][0][0].flags.writeable
+    again = shares()  # a second session on the cached tables
+    for a, b in zip(ref, again):
+        np.testing.assert_array_equal(a, b)
+    key = id(XT)
+    del XT, cached
+    gc.collect()
+    assert key not in laplacian._TABLES
