@@ -163,6 +163,8 @@ def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], 
 def _pack(bits: np.ndarray, words: int) -> np.ndarray:
     """(d, N) 0/1 -> (d, words) uint64, bit i of row j at word i // 64, bit i % 64."""
     d, n = bits.shape
+    if n == words * 64 and bits.dtype == np.uint8 and bits.flags.c_contiguous:  # no padding needed (N = 16,384)
+        return np.packbits(bits, axis=1, bitorder="little").view(U64)
     buf = np.zeros((d, words * 64), dtype=np.uint8)
     buf[:, :n] = bits
     return np.packbits(buf, axis=1, bitorder="little").view(U64)

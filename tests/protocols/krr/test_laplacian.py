@@ -454,3 +454,16 @@ def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkey
     del XT, cached
     gc.collect()
     assert key not in laplacian._TABLES
+
+
+@pytest.mark.parametrize("n", [64, 128, 100])
+def test_pack_with_and_without_padding_matches_packbits(n):
+    """_pack skips its zero-padded copy when the row length is whole words (N = 16,384): same words."""
+    from protocols.krr.laplacian import _pack, _unpack
+
+    bits = np.random.default_rng(n).integers(0, 2, (5, n), dtype=np.uint8)
+    words = (n + 63) // 64
+    padded = np.zeros((5, words * 64), dtype=np.uint8)
+    padded[:, :n] = bits
+    np.testing.assert_array_equal(_pack(bits, words), np.packbits(padded, axis=1, bitorder="little").view(np.uint64))
+    np.testing.assert_array_equal(_unpack(_pack(bits, words), n), bits)
