@@ -348,13 +348,12 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     #    2^M, which shares of P mod 2^(M-1) determine (2 (P + k 2^(M-1)) = 2P mod 2^M): one byte
     #    less per correction when M - 1 is a multiple of 8 (M = 25 for CM entries on the 2^-8 grid)
     half = U64((1 << (M - 1)) - 1)
-    bits = _unpack(c, N)  # (d, N)
-    b64 = bits.astype(U64)
+    bits = _unpack(c, N)  # (d, N) uint8: multiplied as is (a uint64 copy would be one more 46 MB array)
     # (in place on (d, N) words: -x (1 - 2b) = 2xb - x and q (1 - 2b) = q - 2qb, with xb / qb
     # needed for P anyway -- fewer passes over the 46 MB arrays at N = 16,384)
     if server:
         t = party.ot_receiver.cot_recv_reserved(cot_i, bits=M - 1).reshape(d, N)  # choices: bits
-        xb = XT * b64
+        xb = np.multiply(XT, bits, dtype=U64)
         delta = np.add(xb, xb)
         delta -= XT
         delta &= half
@@ -365,7 +364,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
         # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
         return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    qb = qc * b64
+    qb = np.multiply(qc, bits, dtype=U64)
     delta = np.subtract(qc, qb)
     delta -= qb
     delta &= half
