@@ -210,8 +210,8 @@ def _column_blocks(d: int, size: int, words: int):
 # only, not on the query: built once per model (prepare_server, or the first session) and kept while
 # the encoded data XT lives, keyed by its identity (0.18 s of the server's CPU per session at
 # N = 16,384, d = 351 before; 57 MB kept there). Models whose tables would exceed the cap build them
-# per session as before.
-_TABLES_MAX_BYTES = 256 << 20
+# per session as before (e.g. SoftSpoken's 5-bit digits there: 138 MB).
+_TABLES_MAX_BYTES = 96 << 20
 _TABLES: dict[int, tuple[weakref.ref, tuple, list]] = {}
 _TABLES_LOCK = threading.Lock()
 

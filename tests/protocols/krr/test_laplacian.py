@@ -440,7 +440,7 @@ def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkey
     monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 0)  # over the cap: per-session tables, as before
     ref = shares()
     assert laplacian._server_tables(XT, levels, W) is None and id(XT) not in laplacian._TABLES
-    monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 256 << 20)
+    monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 96 << 20)
     got = shares()
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)
