@@ -219,9 +219,9 @@ class FixedKeyAES:
         """out[r] = low byte (uint8 out) or word 0 (uint64 out) of H(x_r ^ xor, (start + r, tag)).
 
         In blocks of ``_BITS_ROWS`` rows through three work arrays of 512 KB that stay in cache and
-        are reused across blocks (before: a new 16 MB pi output per pass, out of L2, and the sender's
-        q ^ Delta as a third; tccr_bits on 2^20 rows 16 -> 10 ns per row, alternating at load 4.3,
-        docs/double-blind/v33/tccr_bits_bench.py)."""
+        are reused across blocks (before: a new pi output of the input's size per pass, and the
+        sender's q ^ Delta as a third array; tccr_bits on 2^17 rows 7.4 -> 5.6 ns per row, on 2^20
+        rows 16 -> 10, alternating at load 4-6, docs/double-blind/v33/tccr_bits_bench.py)."""
         xx = np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64)
         k = xx.shape[0]
         rows = max(1, min(k, _BITS_ROWS))

@@ -1,7 +1,7 @@
-"""FixedKeyAES.tccr_bits on 2^20 rows, ns per row, for the tree given as argv[1] (run it against a
-`git archive` of the base commit and against this tree, alternately):
+"""FixedKeyAES.tccr_bits on 2^LOG2_ROWS rows (default 20), ns per row, for the tree given as argv[1]
+(run it against a `git archive` of the base commit and against this tree, alternately):
 
-    python docs/double-blind/v33/tccr_bits_bench.py /tmp/base; python docs/double-blind/v33/tccr_bits_bench.py .
+    python docs/double-blind/v33/tccr_bits_bench.py /tmp/base 17; python docs/double-blind/v33/tccr_bits_bench.py . 17
 
 Prints the best of 7 and the number of 1 bits (the same in both trees: same outputs)."""
 import time, numpy as np, sys
@@ -10,7 +10,7 @@ from protocols.ot.crypto import FixedKeyAES, tune_allocator
 tune_allocator()
 aes = FixedKeyAES(b'a'*16)
 rng = np.random.default_rng(1)
-k = 1 << 20
+k = 1 << int(sys.argv[2]) if len(sys.argv) > 2 else 1 << 20
 q = rng.integers(0, 2**63, size=(k, 2), dtype=np.uint64)
 def t(f, n=7):
     best = 1e9
