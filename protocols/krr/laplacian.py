@@ -208,7 +208,8 @@ def _column_blocks(d: int, size: int, words: int):
 
 # The server's digit tables [x < v] and [x == v] depend on the training data and the public digit plan
 # only, not on the query: built once per model (prepare_server, or the first session) and kept while
-# the encoded data XT lives, keyed by its identity (0.18 s of the server's CPU per session at
+# the encoded data XT lives, keyed by its identity -- only for a read-only XT (prepare_server's), whose
+# content cannot change under the cache (0.18 s of the server's CPU per session at
 # N = 16,384, d = 351 before; 57 MB kept there). Models whose tables would exceed the cap build them
 # per session as before (e.g. SoftSpoken's 5-bit digits there: 138 MB).
 _TABLES_MAX_BYTES = 96 << 20
@@ -218,7 +219,10 @@ _TABLES_LOCK = threading.Lock()
 
 def _server_tables(XT: np.ndarray, levels: tuple[tuple[int, int], ...], W: int) -> list | None:
     """Per digit, per column block (:func:`_column_blocks`, as :func:`l1_shares` walks them): the
-    read-only (lt, eq) of :func:`_digit_tables`; None when they would exceed ``_TABLES_MAX_BYTES``."""
+    read-only (lt, eq) of :func:`_digit_tables`; None when they would exceed ``_TABLES_MAX_BYTES``
+    or XT is writeable (a caller could change it in place: no cache then)."""
+    if XT.flags.writeable:
+        return None
     key = (levels, W)
     with _TABLES_LOCK:
         hit = _TABLES.get(id(XT))
@@ -390,6 +394,7 @@ def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
     enc = getattr(model, "_secureml_laplacian_encoded", None)
     if enc is None or enc[0] != key:
         XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
+        XT.flags.writeable = False  # shared by every session (and the digit-table cache's key)
         enc = model._secureml_laplacian_encoded = (key, XT)
     # the digit tables of the public plan, before any client (kept while XT lives: _server_tables)
     _server_tables(enc[1], digit_levels(pp.x_bits, pp.ot_engine), (enc[1].shape[1] + 63) // 64)

@@ -313,7 +313,7 @@ def test_prepare_server_encodes_once_per_model_and_encoding():
                       feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
     XT = prepare_server(model, pp)
     np.testing.assert_array_equal(XT, pp.encode_features(model.X_train).T)
-    assert prepare_server(model, pp) is XT
+    assert prepare_server(model, pp) is XT and not XT.flags.writeable
     assert laplacian_malicious.prepare_server(model, pp) is XT  # one cache for both protocols
     pp2 = PublicParams(kind="krr-laplacian", n_train=40, n_features=6, frac_bits=6,
                        feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
@@ -428,6 +428,9 @@ def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkey
                       feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
     Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
     XT = np.ascontiguousarray(Xe.T)
+    levels, W = digit_levels(pp.x_bits, pp.ot_engine), (N + 63) // 64
+    assert laplacian._server_tables(XT, levels, W) is None  # writeable: could change under a cache
+    XT.flags.writeable = False  # as prepare_server's
 
     def silent(p):
         p.install_ot(*setup_pair(p.ch, p.role, seeds=(p.role * 2 + 1, p.role * 2 + 2)))
@@ -436,7 +439,6 @@ def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkey
         return run_two_party(lambda p: server_l1_shares(p, XT, pp), lambda p: client_l1_shares(p, qe, N, pp),
                              setup=silent, seed=5)
 
-    levels, W = digit_levels(pp.x_bits, pp.ot_engine), (N + 63) // 64
     monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 0)  # over the cap: per-session tables, as before
     ref = shares()
     assert laplacian._server_tables(XT, levels, W) is None and id(XT) not in laplacian._TABLES
