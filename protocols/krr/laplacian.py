@@ -86,6 +86,8 @@ order per column. Summing over columns needs them in row order, i.e. comparisons
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -161,6 +163,8 @@ def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], 
 def _pack(bits: np.ndarray, words: int) -> np.ndarray:
     """(d, N) 0/1 -> (d, words) uint64, bit i of row j at word i // 64, bit i % 64."""
     d, n = bits.shape
+    if n == words * 64 and bits.dtype == np.uint8 and bits.flags.c_contiguous:  # no padding needed (N = 16,384)
+        return np.packbits(bits, axis=1, bitorder="little").view(U64)
     buf = np.zeros((d, words * 64), dtype=np.uint8)
     buf[:, :n] = bits
     return np.packbits(buf, axis=1, bitorder="little").view(U64)
@@ -202,6 +206,54 @@ def _column_blocks(d: int, size: int, words: int):
         yield a, min(d, a + step)
 
 
+# The server's digit tables [x < v] and [x == v] depend on the training data and the public digit plan
+# only, not on the query: built once per model (prepare_server, or the first session) and kept while
+# the encoded data XT lives, keyed by its identity -- only for a read-only XT (prepare_server's), whose
+# content cannot change under the cache (0.18 s of the server's CPU per session at
+# N = 16,384, d = 351 before; 57 MB kept there). Models whose tables would exceed the cap build them
+# per session as before (e.g. SoftSpoken's 5-bit digits there: 138 MB).
+_TABLES_MAX_BYTES = 96 << 20
+_TABLES: dict[int, tuple[weakref.ref, tuple, list]] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def _server_tables(XT: np.ndarray, levels: tuple[tuple[int, int], ...], W: int) -> list | None:
+    """Per digit, per column block (:func:`_column_blocks`, as :func:`l1_shares` walks them): the
+    read-only (lt, eq) of :func:`_digit_tables`; None when they would exceed ``_TABLES_MAX_BYTES``
+    or XT is writeable (a caller could change it in place: no cache then)."""
+    if XT.flags.writeable:
+        return None
+    key = (levels, W)
+    with _TABLES_LOCK:
+        hit = _TABLES.get(id(XT))
+        if hit is not None and hit[0]() is XT and hit[1] == key:
+            return hit[2]
+    d = XT.shape[0]
+    if sum(2 * d * (1 << (b - a)) * W * 8 for a, b in levels) > _TABLES_MAX_BYTES:
+        return None
+    out, dig_buf = [], None
+    for k, (a, b) in enumerate(levels):
+        m = b - a
+        dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
+        dig_buf &= U64((1 << m) - 1)
+        dig = dig_buf.view(np.intp)  # values < 2^m: the uint64 words read as intp unchanged
+        blocks = []
+        for j0, j1 in _column_blocks(d, 1 << m, W if k == 0 else 2 * W):
+            lt, eq = _digit_tables(dig[j0:j1], m, W)
+            lt.flags.writeable = eq.flags.writeable = False  # shared by every session of the model
+            blocks.append((lt, eq))
+        out.append(blocks)
+    key_id = id(XT)
+
+    def _drop(_ref: weakref.ref, key_id: int = key_id) -> None:
+        with _TABLES_LOCK:
+            if _TABLES.get(key_id, (None,))[0] is _ref:
+                del _TABLES[key_id]
+    with _TABLES_LOCK:
+        _TABLES[key_id] = (weakref.ref(XT, _drop), key, out)
+    return out
+
+
 def _rot_bits(party: PartyContext, choices: np.ndarray | None, n: int):
     """One random OT per element, one bit each: the sender (server) gets the bit pairs (m0, m1),
     the receiver (client, ``choices``) gets m_c. No correction is sent: the correlation
@@ -230,6 +282,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     dig_buf = None
     levels = digit_levels(pp.x_bits, pp.ot_engine)
     last = len(levels) - 1
+    cached = _server_tables(XT, levels, W) if server else None
     for k, (a, b) in enumerate(levels):
         m = b - a
         words = W if k == 0 else 2 * W  # per column: [x < v], or the two thresholds (A, B)
@@ -242,10 +295,11 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
             else:
                 cot_i = party.ot_sender.reserve_cots(d * N)
         if server:
-            # the digit in one reused buffer (values < 2^m: the uint64 words read as intp unchanged)
-            dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
-            dig_buf &= U64((1 << m) - 1)
-            dig = dig_buf.view(np.intp)
+            if cached is None:
+                # the digit in one reused buffer (values < 2^m: the uint64 words read as intp unchanged)
+                dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
+                dig_buf &= U64((1 << m) - 1)
+                dig = dig_buf.view(np.intp)
             if k > 0:
                 # 3. a random OT per element, the client choosing with c_C: delta = m0 ^ m1
                 m0, m1 = _rot_bits(party, None, d * N)
@@ -257,19 +311,24 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
                 r = _pack(b_s.reshape(d, N), W)
                 if k > 0:
                     r ^= m0
-            for j0, j1 in _column_blocks(d, 1 << m, words):
-                lt, eq = _digit_tables(dig[j0:j1], m, W)
+            for blk, (j0, j1) in enumerate(_column_blocks(d, 1 << m, words)):
+                lt, eq = cached[k][blk] if cached is not None else _digit_tables(dig[j0:j1], m, W)
                 if k == 0:
                     # 2. first digit: [x < v] masked by r
-                    lt ^= r[j0:j1, None, :]
-                    column_ot(party, CLIENT, tables=lt)
+                    column_ot(party, CLIENT, tables=lt ^ r[j0:j1, None, :])
                     continue
                 # 3. higher digits: A = [x < v + c_S] ^ r_A, B = [x < v + 1 - c_S] ^ r_A ^ delta
                 #    ([x < v + 1] = [x < v] ^ [x == v]: the two thresholds differ by eq)
-                cs = c[j0:j1, None, :]
-                A = lt ^ (eq & cs) ^ r[j0:j1, None, :]
-                B = A ^ eq ^ delta[j0:j1, None, :]
-                column_ot(party, CLIENT, tables=np.concatenate([A, B], axis=2))
+                #    (built in place in the (columns, 2^m, 2W) table the column OT sends: no
+                #    temporaries, no concatenation copy)
+                tables = np.empty(lt.shape[:2] + (2 * W,), dtype=U64)
+                A, B = tables[..., :W], tables[..., W:]
+                np.bitwise_and(eq, c[j0:j1, None, :], out=A)
+                A ^= lt
+                A ^= r[j0:j1, None, :]
+                np.bitwise_xor(A, eq, out=B)
+                B ^= delta[j0:j1, None, :]
+                column_ot(party, CLIENT, tables=tables)
             # our share: r (digit 0), r_A ^ m0 (higher digits)
             c = r if k == 0 else r ^ m0
         else:
@@ -293,13 +352,12 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
     #    2^M, which shares of P mod 2^(M-1) determine (2 (P + k 2^(M-1)) = 2P mod 2^M): one byte
     #    less per correction when M - 1 is a multiple of 8 (M = 25 for CM entries on the 2^-8 grid)
     half = U64((1 << (M - 1)) - 1)
-    bits = _unpack(c, N)  # (d, N)
-    b64 = bits.astype(U64)
+    bits = _unpack(c, N)  # (d, N) uint8: multiplied as is (a uint64 copy would be one more 46 MB array)
     # (in place on (d, N) words: -x (1 - 2b) = 2xb - x and q (1 - 2b) = q - 2qb, with xb / qb
     # needed for P anyway -- fewer passes over the 46 MB arrays at N = 16,384)
     if server:
         t = party.ot_receiver.cot_recv_reserved(cot_i, bits=M - 1).reshape(d, N)  # choices: bits
-        xb = XT * b64
+        xb = np.multiply(XT, bits, dtype=U64)
         delta = np.add(xb, xb)
         delta -= XT
         delta &= half
@@ -310,7 +368,7 @@ def l1_shares(party: PartyContext, pp: PublicParams, N: int, *, XT: np.ndarray |
         # 5. L = sum_j x_ij - sum_j q_j + 2 sum_j (q_j - x_ij) b_ij  (server's part)
         return (XT.sum(axis=0, dtype=U64) + U64(2) * P) & mask
     qc = q.astype(U64)[:, None]
-    qb = qc * b64
+    qb = np.multiply(qc, bits, dtype=U64)
     delta = np.subtract(qc, qb)
     delta -= qb
     delta &= half
@@ -329,12 +387,17 @@ def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
     Query-independent, so computed once per model and public encoding (~0.17 s of CPU at
     N = 16,384, d = 351) and kept on the model -- in the attribute the client-malicious protocol's
     :func:`protocols.krr.laplacian_malicious.prepare_server` uses, with the same key and value.
+    Also builds the digit tables of steps 2-3 for the public digit plan (:func:`_server_tables`:
+    ~0.2 s more, 57 MB kept while the encoding lives, at that size).
     ``secureml serve`` and ``bench.krr_cost`` call it before the first client."""
     key = (pp.frac_bits, pp.feature_lo, pp.feature_hi)
     enc = getattr(model, "_secureml_laplacian_encoded", None)
     if enc is None or enc[0] != key:
         XT = np.ascontiguousarray(pp.encode_features(model.X_train, "training data").T)
+        XT.flags.writeable = False  # shared by every session (and the digit-table cache's key)
         enc = model._secureml_laplacian_encoded = (key, XT)
+    # the digit tables of the public plan, before any client (kept while XT lives: _server_tables)
+    _server_tables(enc[1], digit_levels(pp.x_bits, pp.ot_engine), (enc[1].shape[1] + 63) // 64)
     return enc[1]
 
 

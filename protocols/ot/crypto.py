@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 _U64 = np.uint64
+# tccr_bits / tccr_word block: 2^15 rows, 512 KB per work array (in L2 with its input block)
+_BITS_ROWS = 1 << 15
+# tccr_bits' block: 2^15 rows, 512 KB per work array (in L2 with its input block)
+_BITS_ROWS = 1 << 15
 
 
 _MALLOC_TUNED: list[bool] = []
@@ -196,18 +200,63 @@ class FixedKeyAES:
         out[:, :, 1] ^= p[:, 1:2]
         return out.reshape(k, 2 * nblk)
 
-    def tccr_bits(self, x: np.ndarray, start: int, tag: int) -> np.ndarray:
+    def tccr_bits(self, x: np.ndarray, start: int, tag: int, xor: np.ndarray | None = None) -> np.ndarray:
         """Bit 0 of :meth:`tccr` with one block: ``tccr(x, start, 1, tag)[:, 0] & 1`` as uint8 (k,),
-        in place on one work array (no (k, 2) output, no second copy of pi(x))."""
-        p = self.permute(np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64))
-        k = p.shape[0]
-        low = p.view(np.uint8)[:, 0] & np.uint8(1)  # bit 0 of word 0 (little endian): byte 0
-        p[:, 0] ^= np.arange(start, start + k, dtype=_U64)
-        p[:, 1] ^= _U64(tag)
-        out = self.permute(p)
-        low ^= out.view(np.uint8)[:, 0]
+        with no (k, 2) output and no copy of pi(x) beyond one cache-sized block (:meth:`_tccr_low`).
+        ``xor`` (2,) uint64: hash the rows ``x ^ xor`` instead (the sender's q ^ Delta) without a
+        (k, 2) temporary."""
+        low = np.empty(x.shape[0], dtype=np.uint8)
+        self._tccr_low(x, start, tag, xor, low)
         low &= np.uint8(1)
         return low
+
+    def tccr_word(self, x: np.ndarray, start: int, tag: int, xor: np.ndarray | None = None) -> np.ndarray:
+        """Word 0 of :meth:`tccr` with one block, ``tccr(x, start, 1, tag)[:, 0]`` (k,) uint64 (the
+        one-word COT pads), blockwise as :meth:`tccr_bits`; ``xor`` as there."""
+        out = np.empty(x.shape[0], dtype=_U64)
+        self._tccr_low(x, start, tag, xor, out)
+        return out
+
+    def _tccr_low(self, x: np.ndarray, start: int, tag: int, xor: np.ndarray | None, out: np.ndarray) -> None:
+        """out[r] = low byte (uint8 out) or word 0 (uint64 out) of H(x_r ^ xor, (start + r, tag)).
+
+        In blocks of ``_BITS_ROWS`` rows through three work arrays of 512 KB that stay in cache and
+        are reused across blocks (before: a new pi output of the input's size per pass, and the
+        sender's q ^ Delta as a third array; tccr_bits on 2^17 rows 7.4 -> 5.6 ns per row, on 2^20
+        rows 16 -> 10, alternating at load 4-6, docs/double-blind/v33/tccr_bits_bench.py)."""
+        xx = np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64)
+        k = xx.shape[0]
+        rows = max(1, min(k, _BITS_ROWS))
+        in_buf = np.empty((rows, 2), dtype=_U64) if xor is not None else None
+        p_buf = np.empty(2 * rows + 2, dtype=_U64)  # AES outputs: 16 spare bytes
+        o_buf = np.empty(2 * rows + 2, dtype=_U64)
+        tw = np.arange(start, start + rows, dtype=_U64)
+        step = _U64(rows)
+        byte = out.dtype == np.uint8
+        if xor is not None:
+            reps = 64  # q ^ s as one long loop over (rows / 64, 128) words, no width-2 broadcasting
+            s_tile = np.tile(np.asarray(xor, dtype=_U64).reshape(2), reps)
+        for a in range(0, k, rows):
+            m = min(rows, k - a)
+            src = xx[a : a + m]
+            if in_buf is not None:
+                dst = in_buf[:m]
+                main = m - m % reps
+                np.bitwise_xor(src[:main].reshape(-1, 2 * reps), s_tile, out=dst[:main].reshape(-1, 2 * reps))
+                np.bitwise_xor(src[main:], s_tile[:2], out=dst[main:])
+                src = dst
+            self.permute_into(src, p_buf)
+            p = p_buf[: 2 * m].reshape(m, 2)
+            o = out[a : a + m]
+            if byte:
+                np.copyto(o, p.view(np.uint8)[:, 0])  # bit 0 of word 0 (little endian): byte 0
+            else:
+                np.copyto(o, p[:, 0])
+            p[:, 0] ^= tw[:m]
+            p[:, 1] ^= _U64(tag)
+            self.permute_into(p, o_buf)
+            o ^= o_buf.view(np.uint8)[: 16 * m : 16] if byte else o_buf[: 2 * m : 2]
+            tw += step  # the next block's OT indices
 
     def lut_pads(
         self,

@@ -267,6 +267,9 @@ class OTExtensionSender(_IKNPBase):
     def _pads(self, q: np.ndarray, start: int, words: int) -> tuple[np.ndarray, np.ndarray]:
         """(m0, m1) pads of `words` uint64 each: H(q, (i, b)) and H(q ^ s, (i, b))."""
         assert self._aes is not None
+        if words == 1:  # word 0 of the one-block hash, blockwise (FixedKeyAES.tccr_word: same values)
+            return (self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT)[:, None],
+                    self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT, xor=self._s64)[:, None])
         nblk = (words + 1) // 2
         h0 = self._aes.tccr(q, start, nblk, FixedKeyAES.TAG_OT)
         h1 = self._aes.tccr(self._xor_s(q), start, nblk, FixedKeyAES.TAG_OT)
@@ -315,7 +318,7 @@ class OTExtensionSender(_IKNPBase):
             k = q.shape[0]
             assert self._aes is not None
             m0[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
-            m1[pos : pos + k] = self._aes.tccr_bits(self._xor_s(q), start, FixedKeyAES.TAG_OT)
+            m1[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT, xor=self._s64)
             pos += k
         self.ch.flush()
         return m0, m1
@@ -521,6 +524,8 @@ class OTExtensionReceiver(_IKNPBase):
 
     def _pad(self, t: np.ndarray, start: int, words: int) -> np.ndarray:
         assert self._aes is not None
+        if words == 1:  # as the sender's _pads
+            return self._aes.tccr_word(t, start, FixedKeyAES.TAG_OT)[:, None]
         h = self._aes.tccr(t, start, (words + 1) // 2, FixedKeyAES.TAG_OT)
         return h if h.shape[1] == words else h[:, :words]
 
@@ -575,7 +580,8 @@ class OTExtensionReceiver(_IKNPBase):
         c = _choice_bits(choices)
         nb, mask = _check_bits(bits)
         n = c.shape[0]
-        out = np.empty((n, w), dtype=_U64)
+        flat = np.empty(n * w, dtype=_U64)  # w == 1: returned as is (no (n, 1) -> (n,) copy of 8n bytes)
+        out = flat.reshape(n, w)
         pos = 0
         for start, t, cp in self._rows(c, _piece_size(self.piece, 2 * w)):
             k = t.shape[0]
@@ -589,7 +595,7 @@ class OTExtensionReceiver(_IKNPBase):
                 h &= mask
             out[pos : pos + k] = h
             pos += k
-        return out[:, 0].copy() if w == 1 else out
+        return flat if w == 1 else out
 
     def reserve_cots(self, n: int) -> tuple[np.ndarray, object]:
         """n COTs whose choice bits are random and told now, before the COT runs: (choices uint8

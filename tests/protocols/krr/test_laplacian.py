@@ -313,7 +313,7 @@ def test_prepare_server_encodes_once_per_model_and_encoding():
                       feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
     XT = prepare_server(model, pp)
     np.testing.assert_array_equal(XT, pp.encode_features(model.X_train).T)
-    assert prepare_server(model, pp) is XT
+    assert prepare_server(model, pp) is XT and not XT.flags.writeable
     assert laplacian_malicious.prepare_server(model, pp) is XT  # one cache for both protocols
     pp2 = PublicParams(kind="krr-laplacian", n_train=40, n_features=6, frac_bits=6,
                        feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
@@ -409,3 +409,63 @@ def test_a_tiny_model_gets_a_ring_of_at_least_8_bits(security):
     Q = np.array([[1.0], [3.0]])
     preds, *_ = _session(served, Q)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-4)
+
+
+def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkeypatch):
+    """The server's digit tables are query-independent: built once per encoded model (prepare_server)
+    and reused by every session -- the shares are bit for bit those of per-session tables (same seeds),
+    the cache is read-only, and its entry goes when the encoded data does."""
+    import gc
+
+    from protocols.krr import laplacian
+    from protocols.ot.ferret import setup_pair
+
+    N, d = 300, 7
+    rng = np.random.default_rng(8)
+    X = _grid(rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7))
+    q = X[11].copy()
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
+    XT = np.ascontiguousarray(Xe.T)
+    levels, W = digit_levels(pp.x_bits, pp.ot_engine), (N + 63) // 64
+    assert laplacian._server_tables(XT, levels, W) is None  # writeable: could change under a cache
+    XT.flags.writeable = False  # as prepare_server's
+
+    def silent(p):
+        p.install_ot(*setup_pair(p.ch, p.role, seeds=(p.role * 2 + 1, p.role * 2 + 2)))
+
+    def shares():
+        return run_two_party(lambda p: server_l1_shares(p, XT, pp), lambda p: client_l1_shares(p, qe, N, pp),
+                             setup=silent, seed=5)
+
+    monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 0)  # over the cap: per-session tables, as before
+    ref = shares()
+    assert laplacian._server_tables(XT, levels, W) is None and id(XT) not in laplacian._TABLES
+    monkeypatch.setattr(laplacian, "_TABLES_MAX_BYTES", 96 << 20)
+    got = shares()
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    cached = laplacian._server_tables(XT, levels, W)
+    assert cached is laplacian._server_tables(XT, levels, W)  # built once, by the first session
+    assert not cached[0][0][0].flags.writeable
+    again = shares()  # a second session on the cached tables
+    for a, b in zip(ref, again):
+        np.testing.assert_array_equal(a, b)
+    key = id(XT)
+    del XT, cached
+    gc.collect()
+    assert key not in laplacian._TABLES
+
+
+@pytest.mark.parametrize("n", [64, 128, 100])
+def test_pack_with_and_without_padding_matches_packbits(n):
+    """_pack skips its zero-padded copy when the row length is whole words (N = 16,384): same words."""
+    from protocols.krr.laplacian import _pack, _unpack
+
+    bits = np.random.default_rng(n).integers(0, 2, (5, n), dtype=np.uint8)
+    words = (n + 63) // 64
+    padded = np.zeros((5, words * 64), dtype=np.uint8)
+    padded[:, :n] = bits
+    np.testing.assert_array_equal(_pack(bits, words), np.packbits(padded, axis=1, bitorder="little").view(np.uint64))
+    np.testing.assert_array_equal(_unpack(_pack(bits, words), n), bits)

@@ -60,3 +60,22 @@ def test_lut_pads_are_independent_of_how_many_tables_one_call_takes():
     for a, b in ((0, 1), (1, 257), (257, 700)):
         assert np.array_equal(whole[a:b], aes.lut_pads(p0[a:b], p1[a:b], start + a * m, m, nblk))
     assert np.array_equal(whole[5], _reference(aes, p0[5:6], p1[5:6], start + 5 * m, m, nblk)[0])
+
+
+@pytest.mark.parametrize("k", [0, 1, 63, 64, 200, 777])
+def test_blockwise_tccr_bits_and_word_match_tccr(monkeypatch, k):
+    """tccr_bits / tccr_word run in blocks (small here: 64 rows, so several blocks and a tail) and
+    equal the first word of tccr's one-block hash, of x or of x ^ xor (the sender's q ^ Delta)."""
+    from protocols.ot import crypto
+
+    monkeypatch.setattr(crypto, "_BITS_ROWS", 64)
+    aes = crypto.FixedKeyAES(bytes(range(16)))
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, 2**63, (k, 2), dtype=np.uint64) << np.uint64(1) | rng.integers(0, 2, (k, 2), dtype=np.uint64)
+    s = rng.integers(0, 2**63, 2, dtype=np.uint64)
+    for start in (0, 2**40 - 100):
+        for xor, rows in ((None, x), (s, x ^ s)):
+            ref = aes.tccr(rows, start, 1, crypto.FixedKeyAES.TAG_OT)[:, 0]
+            np.testing.assert_array_equal(aes.tccr_word(x, start, crypto.FixedKeyAES.TAG_OT, xor=xor), ref)
+            np.testing.assert_array_equal(aes.tccr_bits(x, start, crypto.FixedKeyAES.TAG_OT, xor=xor),
+                                          (ref & np.uint64(1)).astype(np.uint8))
