@@ -361,8 +361,7 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     hb0 = _high_bits(pp)
     options = []
     for L in range(pp.lo_bits, pp.d_bits):
-        if L > pp.lo_bits and (pp.kind != "krr-laplacian"
-                               or pp.g_frac_bits + pp.c * (1 << L) / math.log(2) >= 63.9):
+        if L > pp.lo_bits and pp.g_frac_bits + pp.c * (1 << L) / math.log(2) >= 63.9:
             break
         options += _plans_at(pp, L, pp.d_bits - L if L > pp.lo_bits else hb0)
     if G_SPLIT == "single":

@@ -73,7 +73,7 @@ def _ring(pp):
 def _x_lo(pp, Xe, q, rho):
     D = ((Xe.astype(object) - q.astype(object)) ** 2).sum(axis=1)
     u = np.array([(int(a) + int(b)) % (1 << pp.ring_bits) for a, b in zip(D, rho)], dtype=U64)
-    return u, (u >> U64(pp.shift_bits)) & U64((1 << pp.lo_bits) - 1)
+    return u, (u >> U64(pp.shift_bits)) & U64((1 << gm.tail_plan(pp).lo_bits) - 1)
 
 
 def _terms(pp, model, Xe, q, rho):
@@ -86,7 +86,7 @@ def _terms(pp, model, Xe, q, rho):
     u, x_lo = _x_lo(pp, Xe, q, rho)
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     xr = np.asarray(rho, dtype=U64) >> U64(pp.shift_bits)
-    aG = gm.g_at(pp, xr, alpha, tp, ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.int64))
+    aG = gm.g_at(pp, xr, alpha, tp, ((u >> U64(pp.shift_bits)) >> U64(tp.lo_bits)).astype(np.int64))
     top = 1 << (64 * tp.g_limbs)
     v = gm.client_factor(pp, x_lo)
     terms = [((w - top if w >= top // 2 else w) * vi) % _ring(pp) for w, vi in zip(limbs.to_int(aG), v)]
@@ -369,11 +369,11 @@ def test_split_factors_multiply_to_the_g_table():
         G = np.array(limbs.to_int(gm.g_table(pp, rho_x, one, single)), dtype=object).reshape(len(alpha), -1)
         for e in range(1 << single.hb):
             got = np.array(limbs.to_int(gm.g_at(pp, rho_x, one, tp, np.full(len(alpha), e))), dtype=object)
-            H = (e - (rho_x >> U64(pp.lo_bits)).astype(np.int64)) % (1 << single.hb)
-            assert all(v == 0 for v, h in zip(got, H) if h >= 1 << pp.lut_bits)  # the cut, exactly
+            H = (e - (rho_x >> U64(single.lo_bits)).astype(np.int64)) % (1 << single.hb)
+            assert all(v == 0 for v, h in zip(got, H) if h >= 1 << single.lut_bits)  # the cut, exactly
             # in units of 2^-g: G's rounding (1/2), A's (1/2 times B <= e^step), B's (1/2 times A <= 1)
             err = [abs(int(v) / 2**pp.g_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
-            assert max(err) <= 1 + np.exp(pp.step) / 2
+            assert max(err) <= 1 + np.exp(single.step) / 2
 
 
 def test_split_tables_are_the_stated_sums_in_any_row_chunks():
@@ -490,7 +490,7 @@ def test_flooding_hides_the_separate_terms():
     u, x_lo = _x_lo(pp, Xe, q, sv["rho"])
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     xr = np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits)
-    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(2), ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.intp)]
+    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(2), ((u >> U64(pp.shift_bits)) >> U64(tp.lo_bits)).astype(np.intp)]
     top = 1 << (64 * tp.g_limbs)
     a = tuple(w - top if w >= top // 2 else w for w in limbs.to_int(aG))
     assert all(a)  # both points inside the cut
