@@ -19,11 +19,14 @@ w = weight_frac_bits, g = g_frac_bits, u = D + rho mod 2^M, x = u >> s split int
 and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from :func:`tail_plan`):
     G_i   = round(2^g [H_i < 2^lut] exp(-c 2^L H_i + c rho_lo,i)),  H_i = (x_hi - rho_hi) mod 2^(W-L)
     g_k(d) = round(2^V exp(-c 2^(a_k) d))                          (public factor tables, <= 2^V)
-    v_0,i = alpha_enc,i G_i                                        (scale 2^(w+g); 2^(w+2g) split)
+    v_0,i = floor(alpha_enc,i G_i / 2^D0)                          (scale 2^(w+g); 2^(w+2g-D0) split)
     v_k,i = floor(v_(k-1),i g_k(d_k,i) / 2^t_k)                    (back to the scale 2^S)
     F_det = round(2^S y_offset) + sum_i v_K,i                      (mod 2^R)
-with the one-factor output scale S = w + g + V (t_1 = 0 with one G table, t_1 = g with the split
-of step 10, whose G_i = A_b(e0) B_b(e1) carries g more fractional bits; t_k = V for k >= 2). Protocol
+with the output scale S = w + g + V - D (protocol 36, :func:`tail_plan`'s ``scale_bits``: D =
+w + g + V - (T - 1 + OUTPUT_NOISE_BITS), the bits that the flood e_T of step 13a would set to noise
+anyway, less 17 bits kept below it; 0 before protocol 36) -- with the split of step 10, whose
+G_i = A_b(e0) B_b(e1) carries g more fractional bits, D0 = D (step 10b: ``head_shift``) and t_1 =
+g; with one G table D0 = 0 and t_1 = D; t_k = V for k >= 2. Protocol
 26 keeps the value at 2^S after every digit instead of the exact product of protocols 23-25 (scale
 w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 216 bits at CM settings
 (:func:`tail_plan`: R >= m + 41 + log2(N K) in whole bytes, m = 154 the bits of the widest product;
@@ -66,6 +69,15 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       bytes instead of 2^hb RG / 8: 2,480 B at CM settings, N = 16,384 (h0 = 4, ta = 96, tb = 136,
       RG = 168), against 3,456 B for protocols 25-26's three 192-bit words; the chain is the same
       as with one table (protocol 26).
+  10b. (protocol 36, the split only) Both parties truncate the lifted h by D0 = ``head_shift``
+      bits: the client p_0 = floor(h_i / 2^D0), the server s_0 = floor(s0_i / 2^D0); h_i =
+      alpha_i G_i + s0_i never wraps (step 10), so p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
+      c_0,i = [(alpha_i G_i mod 2^D0) + (s0_i mod 2^D0) >= 2^D0] in {0, 1}: one more carry per
+      point, which the first digit's truncation by t_1 = g >= V keeps within one unit of 2^-S
+      (c_0 g_1 / 2^g <= 1). With one G table (t_1 = 0 at the full scale, where a carry before
+      the first digit would be worth 2^V units) the first digit truncates D bits instead. Why: the
+      chain's products and hence m and R shrink by D bits (R = 208 instead of 216 bits on
+      bench.malicious_steps' model at N = 16,384), and the output loses only bits that e_T floods.
   11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
       (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
       committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
@@ -90,14 +102,17 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
   13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
       client's y = sum_i p_K,i + y_S = F_det(q') + C + e_T.
   13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K' (T = 40 + log2(N K'):
-      60 bits at CM settings, N = 16,384, K' = 40 one-bit digits), fresh from the server's generator
+      60 bits at CM settings, N = 16,384, K' = 43 carries per point: 42 one-bit digits and step
+      10b's; protocol 34: K' = 40), fresh from the server's generator
       (:func:`flood_draw`). Why: the carries c_k,i depend on (v'_(k-1) g_k mod 2^t) against
       (s'_k mod 2^t) = a function of p'_k mod 2^t, which the client holds, so C is correlated
       with the client's view and with the weighted terms; C is in [0, N K'], so F_det + C + e_T is
       within statistical distance N K' / 2^T <= 2^-40 of F_det + e_T given the view: the simulator
       works from F_det + e_T alone. e_T also covers everything below 2^(T-1) units of 2^-S: the
-      output is the prediction to 2^(T-1-S) = 2^-37 prediction units (CM settings), against the
-      1e-4 the tests ask. The knapsack the exact product of protocols 23-25 offered
+      output is the prediction to 2^(T-1-S) = 2^-17 prediction units (protocol 36: S = T - 1 + 17;
+      2^-37 at S = 96 before), against the 1e-4 the tests ask. Step 10b's carry c_0 is a function
+      of h mod 2^D0 (the client's) and s0 mod 2^D0 like the chain's carries of p'_k mod 2^t: it is
+      one of the K' units the flood is sized for. The knapsack the exact product of protocols 23-25 offered
       (F - offset = sum_i a_i v_i with the client's known v_i, ~800 bits, and a_i = alpha_i G_i,
       ~74 bits: solved by a modular inverse for two points; ``test_flooding_hides_the_separate_
       terms``) is gone with the exact product; what is left is a sum of a_i times ~40-bit known
@@ -163,17 +178,22 @@ the semi-honest protocols. Rounding (``--round-to``) is not part of this protoco
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
 refuses it.
 
-The split point (protocol 34): L above is the tail plan's own ``lo_bits`` -- pp.lo_bits (the
-semi-honest exponent split, c 2^L <= 4), or, for the Laplacian kernel, a wider low part where the
-bytes are fewer (:func:`tail_plan`): each more bit of x_lo costs one chain digit (one R-bit word
+The split point (protocol 34; the Gaussian too since protocol 36): L above is the tail plan's own
+``lo_bits`` -- pp.lo_bits (the semi-honest exponent split, c 2^L <= 4), or a wider low part where
+the bytes are fewer (:func:`tail_plan`): each more bit of x_lo costs one chain digit (one R-bit word
 per point) and halves the G table, while G's range e^step, step = c 2^L, widens h, the chain's
 values and hence m and R by step / ln 2 bits (bounded so that 2^g e^step < 2^64: G's uint64
 encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table of 8 entries of
-19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19; the
-Gaussian keeps L = pp.lo_bits (not enabled there yet). Nothing in the arguments below depends on L: every table is still
+19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19
+(746 B at protocol 36's output scale: Z_2^216); the Gaussian of bench.malicious_steps (sigma 74,
+pp.lo_bits = 40) takes L = 42 (split h0 = 2, 2,076 B of G tables, 42 digits in Z_2^208, 1,092 B:
+3,168 B per point against protocol 34's 3,560 B at L = 40). Nothing in the arguments below depends on L: every table is still
 indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
-own a_max, m, K and K' (K = K' = 22 there: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240).
+own a_max, m, K and K' (the Laplacian, K = K' = 22: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240;
+protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, K = 42, K' = 43:
+the lift 2^-43.7 (RG = 184, l = 127), the split words 2^-41.0 and 2^-42.7 (12 and 18 bytes), the
+masks 2^-40.6 (m = 147, R = 208), the flood 2^-40.6 (T = 60)).
 
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
@@ -213,6 +233,9 @@ CHAIN_DIGIT_BITS = (1, 2, 3, 4, 5, 6)
 PREDICTION_BITS = 24
 #: statistical distance of the lifted G-table outputs from uniform, summed over the points
 LIFT_STAT_BITS = 40
+#: the output's scale S' keeps this many bits below the flood (protocol 36): e_T < 2^(T-1) units of
+#: 2^-S' is below 2^-OUTPUT_NOISE_BITS of a prediction unit (S' = T - 1 + OUTPUT_NOISE_BITS)
+OUTPUT_NOISE_BITS = 17
 
 
 #: the G table of step 10: "auto" (one table or the rank-2 split, whichever sends fewer bytes),
@@ -245,7 +268,11 @@ class TailPlan:
     ``lo_bits`` = L: the split point of x = u >> s between the chain (x_lo, L bits) and the G table
     (x_hi, hb bits) -- pp.lo_bits, or for the Laplacian kernel (protocol 34) a wider low part where
     that sends fewer bytes (:func:`tail_plan`); ``lut_bits``: G_i(e) is 0 unless H < 2^lut_bits;
-    ``step`` = c 2^L, the exponent per unit of x_hi."""
+    ``step`` = c 2^L, the exponent per unit of x_hi; ``head_shift`` = D (protocol 36): both parties
+    truncate the lifted h by D bits before the chain (step 10b), so that the chain and the output
+    run at the scale ``scale_bits`` = w + g + V - D, D = w + g + V - (T - 1 + OUTPUT_NOISE_BITS)
+    where that is positive: the bits below the flood's 2^(T-1) that keep e_T under
+    2^-OUTPUT_NOISE_BITS of a prediction unit, and no finer."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -266,6 +293,7 @@ class TailPlan:
     lo_bits: int = 0
     lut_bits: int = 0
     step: float = 0.0
+    head_shift: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -279,8 +307,9 @@ class TailPlan:
 
     @property
     def carries(self) -> int:
-        """K': digits that truncate (t_k > 0), each adding a carry c_k in {0, 1} per point."""
-        return sum(1 for t in self.shifts if t)
+        """K': truncations per point -- the digits with t_k > 0 and step 10b's (D > 0) -- each
+        adding a carry in {0, 1} per point."""
+        return sum(1 for t in self.shifts if t) + (1 if self.head_shift else 0)
 
     def chain_bytes_per_point(self) -> int:
         """Bytes of step 11 per training point: one bound table per digit, 2^m - 1 entries of R
@@ -295,17 +324,39 @@ class TailPlan:
                 + (1 << (self.hb - self.split)) * (2 * self.b_bytes + self.g_bytes))
 
 
-def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int
-                 ) -> tuple[tuple[int, ...], int, int, int]:
-    """(shifts, mask bits m, flood bits T, bytes of R) of the re-scaled chain (protocol 26) for
-    |h| <= a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits
-    so that the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds
-    one). The ring, in whole bytes (protocol 29): the masks' statistical distance, N K 2^(m+1) /
-    (2^R - 2^(m+1)) <= 2^-40 in all, the lifted h (R >= min_bits, step 10's ring) and the output
-    (scale + flood + prediction bits + sign)."""
-    out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+def _flood_bits(n_train: int, carries: int) -> int:
+    """T of step 13a: 2^T >= 2^40 N K' (0 without carries)."""
+    return LIFT_STAT_BITS + max(1, (n_train * carries - 1).bit_length()) if carries else 0
+
+
+def _scale_drop(pp: PublicParams, digits: list[tuple[int, int]]) -> int:
+    """Protocol 36: the one-factor scale w + g + V less the output scale T - 1 + OUTPUT_NOISE_BITS,
+    where positive. T counts K + 1 carries per point: the K digits' and step 10b's (the split), or
+    K digits that all truncate (one G table: its first digit truncates the drop)."""
+    one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    drop = one - (_flood_bits(pp.n_train, len(digits) + 1) - 1 + OUTPUT_NOISE_BITS)
+    return max(0, min(drop, pp.g_frac_bits))
+
+
+def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int,
+                 drop: int = 0) -> tuple[tuple[int, ...], int, int, int, int]:
+    """(shifts, mask bits m, flood bits T, bytes of R, head shift) of the re-scaled chain
+    (protocol 26) for |h| <= a_max at scale 2^head_bits, at the output scale w + g + V - ``drop``
+    (protocol 36). Where h carries at least that scale's g more bits (the split: the first digit
+    truncates t_1 >= V bits), both parties truncate h by D = drop bits first (step 10b: |floor(h /
+    2^D)| + carry <= a_max / 2^D + 2, and the first digit's truncation keeps that carry one unit
+    of the output); with one G table (t_1 = 0 at the full scale) the first digit truncates D bits
+    more instead (a carry before it would be worth g_1 / 2^t_1 = 2^V units). Each digit multiplies
+    by g_k <= 2^V and truncates t_k bits so that the value is at the output scale; B bounds
+    |value_k| (the carry adds one). The ring, in whole bytes (protocol 29): the masks' statistical
+    distance, N K 2^(m+1) / (2^R - 2^(m+1)) <= 2^-40 in all, the lifted (and truncated) h (R >=
+    min_bits, step 10's ring, less the head shift) and the output (scale + flood + prediction
+    bits + sign)."""
+    out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits - drop
     V = pp.v_frac_bits
-    shifts, B, m, scale = [], a_max, 0, head_bits
+    head_shift = drop if head_bits >= out_scale + drop else 0
+    shifts, m, scale = [], 0, head_bits - head_shift
+    B = (a_max >> head_shift) + 2 if head_shift else a_max
     for _ in digits:
         pre = B << V
         m = max(m, pre.bit_length())
@@ -314,29 +365,31 @@ def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int
         B = (pre >> t) + 1
         scale = out_scale
     NK = pp.n_train * len(digits)
-    carries = sum(1 for t in shifts if t)
-    flood = LIFT_STAT_BITS + max(1, (pp.n_train * carries - 1).bit_length()) if carries else 0
-    nb = -(-min_bits // 8)
+    carries = sum(1 for t in shifts if t) + (1 if head_shift else 0)
+    flood = _flood_bits(pp.n_train, carries)
+    nb = -(-(min_bits - head_shift) // 8)
     while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (8 * nb)) - (1 << (m + 1))
            or 8 * nb < out_scale + flood + PREDICTION_BITS + 2):
         nb += 1
-    return tuple(shifts), m, flood, nb
+    return tuple(shifts), m, flood, nb, head_shift
 
 
 def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int, lo_bits: int
-                  ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int]:
-    """(digits, shifts, mask bits, flood bits, bytes of R) with the fewest chain bytes. The
+                  ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int, int]:
+    """(digits, shifts, mask bits, flood bits, bytes of R, head shift, scale drop) with the fewest
+    chain bytes, the drop from :func:`_scale_drop` (protocol 36). The
     re-scaled ring no longer grows with the digits (protocol 26), and entry 0 of each table is free
     (protocol 29), so the bytes are ~(L / m) (2^m - 1) R: 1-bit digits (40 entries for L = 40)
     against 60 for 2-bit ones; ties go to the wider digit."""
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, lo_bits, m)
-        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits)
+        drop = _scale_drop(pp, digits)
+        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits, drop)
         cost = sum((1 << (b - a)) - 1 for a, b in digits) * shape[3]
         if best is None or cost <= best[0]:
-            best = (cost, digits, *shape)
-    return best[1], best[2], best[3], best[4], best[5]
+            best = (cost, digits, *shape, drop)
+    return best[1:]
 
 
 def _lift(count: int, a_max: int) -> tuple[int, int]:
@@ -393,9 +446,9 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     # split, whose G carries g more bits, the first digit truncates g + V bits' worth down to it
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     head = pp.weight_frac_bits + pp.g_frac_bits
-    digits, shifts, m, flood, cb = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
-    options = [TailPlan(hb, tuple(digits), one, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
-                        cb, g_bytes, lo_bits=L, lut_bits=lut, step=step)]
+    digits, shifts, m, flood, cb, hs, drop = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
+    options = [TailPlan(hb, tuple(digits), one - drop, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
+                        cb, g_bytes, lo_bits=L, lut_bits=lut, step=step, head_shift=hs)]
     # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
     a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
     lift2, g2 = _lift(pp.n_train, a2)
@@ -403,11 +456,11 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     # masked within their own, narrower ranges (protocol 29): they need not wrap, only hide A_b, B_b
     _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
     b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
-    digits2, shifts2, m2, flood2, cb2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
+    digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
     for h0 in range(1, min(lut, hb - 1) + 1):
-        options.append(TailPlan(hb, tuple(digits2), one, one, -(-cb2 // 8), -(-max(g2, a_bytes, b_bytes) // 8),
-                                lift2, h0, shifts2, m2, flood2, cb2, g2, a_bytes, b_bytes, b_lift,
-                                lo_bits=L, lut_bits=lut, step=step))
+        options.append(TailPlan(hb, tuple(digits2), one - drop2, one, -(-cb2 // 8),
+                                -(-max(g2, a_bytes, b_bytes) // 8), lift2, h0, shifts2, m2, flood2, cb2, g2,
+                                a_bytes, b_bytes, b_lift, lo_bits=L, lut_bits=lut, step=step, head_shift=hs2))
     return options
 
 
@@ -669,7 +722,11 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,
                          widths=(tp.b_bytes, tp.b_bytes, gb))
         first = s_prev
-        s_prev = _resize(s_prev, n)  # lifted: an integer < 2^RG <= 2^R
+        masks = []
+        if tp.head_shift:  # 10b. the server's truncated share (its carry needs s0 mod 2^D: recorded)
+            masks.append(first)
+            s_prev = limbs.shr(s_prev, tp.head_shift)
+        s_prev = _resize(s_prev, n)  # lifted: an integer < 2^(RG - D) <= 2^R
     else:
         if not tp.split:
             h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs, widths=(gb,))
@@ -680,12 +737,12 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3,
                                 widths=(tp.b_bytes, tp.b_bytes, gb))
             h = limbs.reduce(client_split_product(got0, got1, tp.g_limbs), RG)
-        p = _resize(h, n)  # lifted as an integer
+        # 10b. (protocol 36) truncate the lifted h by D bits: the chain runs at the output scale
+        p = _resize(client_truncate(h, tp.head_shift), n)  # lifted as an integer
     # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo in Z_2^R
     # (R = 8 chain_bytes); entry 0 is free (the client's own pad, protocol 29), which fixes this
     # digit's mask s'_k = s_(k-1) g_k(0) - pad_0 (uniform in Z_2^R, inside [2^m, 2^R - 2^m) but
     # with probability 2^(m+1-R)): p_k = value_k + s_k does not wrap, both sides truncate locally
-    masks = []
     for (a, b), t in zip(tp.digits, tp.shifts):
         digit = (s + a, s + b)
         g = digit_factors(pp, a, b)
@@ -806,6 +863,13 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
     aG = g_at(pp, xr, alpha, tp, (xu >> U64(L)).astype(np.int64))
     top = 1 << (64 * tp.g_limbs)
     vals = [w - top if w >= top // 2 else w for w in limbs.to_int(aG)]
+    if tp.head_shift:  # 10b: floor(alpha G / 2^D), plus the carry against s0 mod 2^D (masks[0])
+        D = tp.head_shift
+        pre, vals = vals, [v >> D for v in vals]
+        if masks is not None:
+            lows = [w % (1 << D) for w in limbs.to_int(masks[0])]
+            vals = [v + ((x % (1 << D)) + lo >= 1 << D) for v, x, lo in zip(vals, pre, lows)]
+            masks = masks[1:]
     for k, ((a, b), t) in enumerate(zip(tp.digits, tp.shifts)):
         g = digit_factors(pp, a, b)[_digit(x_lo, a, b)]
         pre = [v * int(gi) for v, gi in zip(vals, g)]

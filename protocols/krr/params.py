@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 34  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 36  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -88,6 +88,8 @@ PROTOCOL_VERSION = 34  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # tables) pad their entries with the leaves of a binary tree over the index bits' OT keys (FixedKeyAES.tree_pads)
 # 34: client-malicious Laplacian check mod q = 2^48 - 59 on v = b + c's M + 1 bits and one product OT per point
 # (c = a + rho mod 2^M, no lift): 6-byte MAC words and corrections, c in 4 bytes; the Laplacian tail's own split point
+# 36: the kernels' tail (gaussian_malicious.tail_plan): the Gaussian's own split point too, and the output scale
+# T - 1 + 17 bits (step 10b truncates the split's h, or the first digit truncates more): narrower chain rings
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

@@ -415,7 +415,8 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     # protocol 26: the first digit truncates the split's g extra bits, every later one V; the flood
     # covers 2^40 times the N K carries
     assert tp.split and tp.shifts == (pp.g_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
-    assert tp.flood_bits == 40 + (pp.n_train * len(tp.digits) - 1).bit_length()
+    # protocol 36: K + 1 carries per point with step 10b's truncation of h
+    assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 1) - 1).bit_length()
     sv, y = _run(model, pp, Xe, xx, q)
     assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
@@ -496,7 +497,7 @@ def test_flooding_hides_the_separate_terms():
     assert all(a)  # both points inside the cut
     v1, v2 = gm.client_factor(pp, x_lo)
     # the exact product at its own scale 2^(w + g + K V), in a ring wide enough for it
-    drop = sum(tp.shifts)
+    drop = tp.head_shift + sum(tp.shifts)
     wide = 1 << (tp.scale_bits + drop + 64)
     # (exact: 2^(scale + drop) is past the float range with 40 one-bit digits)
     offset_x = round(Fraction(model.y_offset) * (1 << (tp.scale_bits + drop)))
@@ -530,12 +531,19 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     K, R, m = len(tp.digits), tp.ring_bits, tp.mask_bits
     assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
     assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
-    assert tp.scale_bits == pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    # protocol 36: the output scale keeps 17 bits below the flood (e_T < 2^-17 prediction units),
+    # at most g bits below the one-factor scale w + g + V; the split truncates h itself (step 10b),
+    # one G table its first digit
+    one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    assert tp.scale_bits == max(tp.flood_bits - 1 + 17, one - pp.g_frac_bits) < one
+    assert tp.flood_bits - 1 - tp.scale_bits <= -17
+    assert tp.head_shift == (one - tp.scale_bits if tp.split else 0)
+    assert tp.carries == K + (1 if tp.split else 0)
     RG = tp.g_ring_bits
-    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG and R % 8 == 0 and RG % 8 == 0
+    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG - tp.head_shift and R % 8 == 0 and RG % 8 == 0
     assert 64 * tp.chain_limbs >= R and 64 * tp.g_limbs >= max(RG, 8 * tp.a_bytes, 8 * tp.b_bytes)
     head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
-    assert sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
+    assert tp.head_shift + sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
     g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
     worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
     # protocol 29, step 10: the lift of h = alpha G + s0 in Z_2^RG (whole bytes), its statistical
@@ -550,6 +558,8 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
         assert math.log2(2 * n_train * A) + 40 <= math.log2(2.0 ** (8 * tp.a_bytes) - 2.0 ** pp.g_frac_bits)
         assert math.log2(2 * n_train * aB) + 40 <= math.log2(2.0 ** (8 * tp.b_bytes) - 2.0 ** (tp.b_lift_bits + 1))
         assert 8 * tp.a_bytes < RG and 8 * tp.b_bytes < RG  # narrower than the ring: the point of them
+    if tp.head_shift:  # step 10b: floor(h / 2^D) and its carry
+        worst = worst / 2.0 ** tp.head_shift + 2
     for t in tp.shifts:
         assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
         worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1
