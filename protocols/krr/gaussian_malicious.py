@@ -241,6 +241,9 @@ OUTPUT_NOISE_BITS = 17
 #: the G table of step 10: "auto" (one table or the rank-2 split, whichever sends fewer bytes),
 #: "single" or "split" (tests force one; both parties must use the same)
 G_SPLIT = "auto"
+#: which split table carries the weights alpha (protocol 36): "auto" (the fewer bytes), "e0" (the
+#: first table's words are alpha A_b) or "e1" (protocols 25-34: alpha B_b); tests force one
+ALPHA_SIDE = "auto"
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,10 @@ class TailPlan:
     truncate the lifted h by D bits before the chain (step 10b), so that the chain and the output
     run at the scale ``scale_bits`` = w + g + V - D, D = w + g + V - (T - 1 + OUTPUT_NOISE_BITS)
     where that is positive: the bits below the flood's 2^(T-1) that keep e_T under
-    2^-OUTPUT_NOISE_BITS of a prediction unit, and no finer."""
+    2^-OUTPUT_NOISE_BITS of a prediction unit, and no finer; ``alpha_e0`` (split only, protocol
+    36): the weights ride on the e0 table -- its words are alpha A_b + t_b with t_b on [2^la,
+    2^(8 a_bytes) - 2^la), |alpha A_b| < 2^la (la = ``a_lift_bits``), the e1 table's B_b + sg_b
+    with sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), B_b < 2^lb -- where that sends fewer bytes."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -294,6 +300,8 @@ class TailPlan:
     lut_bits: int = 0
     step: float = 0.0
     head_shift: int = 0
+    alpha_e0: bool = False
+    a_lift_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -423,7 +431,8 @@ def tail_plan(pp: PublicParams) -> TailPlan:
         options = [t for t in options if t.split]
         if not options:
             raise ProtocolError("the G table's high part has too few bits to split")
-    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split, t.lo_bits))
+    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split, t.lo_bits,
+                                       t.alpha_e0))
 
 
 def _lut_bits(pp: PublicParams, L: int) -> int:
@@ -457,10 +466,16 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
     b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
     digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
+    # protocol 36: alpha on the e0 side instead -- alpha A_b (|.| <= w_max 2^g) and B_b (<= g_max)
+    a_lift_w, a_bytes_w = _lift(2 * pp.n_train, w_max << pp.g_frac_bits)
+    b_lift_w, b_bytes_w = _lift(2 * pp.n_train, g_max)
+    sides = {"e1": [(False, a_bytes, b_bytes, 0, b_lift)], "e0": [(True, a_bytes_w, b_bytes_w, a_lift_w, b_lift_w)]}
+    sides["auto"] = sides["e1"] + sides["e0"]
     for h0 in range(1, min(lut, hb - 1) + 1):
-        options.append(TailPlan(hb, tuple(digits2), one - drop2, one, -(-cb2 // 8),
-                                -(-max(g2, a_bytes, b_bytes) // 8), lift2, h0, shifts2, m2, flood2, cb2, g2,
-                                a_bytes, b_bytes, b_lift, lo_bits=L, lut_bits=lut, step=step, head_shift=hs2))
+        for a_e0, ab, bb, la, lb in sides[ALPHA_SIDE]:
+            options.append(TailPlan(hb, tuple(digits2), one - drop2, one, -(-cb2 // 8), -(-max(g2, ab, bb) // 8),
+                                    lift2, h0, shifts2, m2, flood2, cb2, g2, ab, bb, lb, lo_bits=L, lut_bits=lut,
+                                    step=step, head_shift=hs2, alpha_e0=a_e0, a_lift_bits=la))
     return options
 
 
@@ -616,7 +631,8 @@ def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list
 
 
 def split_tables(As: list[np.ndarray], Bs: list[np.ndarray], tm: list[np.ndarray], sg: list[np.ndarray],
-                 r1: np.ndarray, r2: np.ndarray, a: np.ndarray, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                 r1: np.ndarray, r2: np.ndarray, a: np.ndarray, rows: int = 512, alpha_e0: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Step 10 (split), server: the two bound tables from the factors (:func:`split_parts`), the
     masks t_b = ``tm`` and sg_b = ``sg``, r1, r2 and the weights ``a`` (limb arrays (N, 1, nG)):
     e0 = [A_0 + t_0, A_1 + t_1, c1] (N, 2^h0, 3 nG), c1 = sg_0 A_0 + sg_1 A_1 + r1, and
@@ -624,13 +640,24 @@ def split_tables(As: list[np.ndarray], Bs: list[np.ndarray], tm: list[np.ndarray
     t_b B~_b = (t_b alpha) B_b + t_b sg_b: the per-point products once, then one word-by-u64 product
     per entry (the same values as the direct ring products of B~, at a fraction of their CPU).
     Computed ``rows`` points at a time (pure arithmetic: the same tables; the work arrays stay in
-    the cache)."""
+    the cache). ``alpha_e0`` (protocol 36): the weights on the e0 side, X_b = alpha A_b and Y_b = B_b:
+    e0 = [X_0 + t_0, X_1 + t_1, c1], c1 = sg_0 X_0 + sg_1 X_1 + r1, and e1 = [B_0 + sg_0, B_1 + sg_1,
+    c2], c2 = t_0 B_0 + t_1 B_1 + (t_0 sg_0 + t_1 sg_1 + r2): the client's formula is the same."""
     N, nG = As[0].shape[0], a.shape[-1]
     e0 = np.empty((N, As[0].shape[1], 3 * nG), dtype=U64)
     e1 = np.empty((N, Bs[0].shape[1], 3 * nG), dtype=U64)
     for i0 in range(0, N, rows):
         r = slice(i0, i0 + rows)
         A, B, t, s, ar = [x[r] for x in As], [x[r] for x in Bs], [x[r] for x in tm], [x[r] for x in sg], a[r]
+        if alpha_e0:
+            X = [limbs.mul_small(ar, A[b]) for b in (0, 1)]
+            c1 = limbs.add(limbs.add(limbs.mul(s[0], X[0]), limbs.mul(s[1], X[1])), r1[r])
+            e0[r] = np.concatenate([limbs.add(X[0], t[0]), limbs.add(X[1], t[1]), c1], axis=-1)
+            Bl = [np.concatenate([x[..., None], limbs.zeros(x.shape, nG - 1)], axis=-1) for x in B]
+            const = limbs.add(limbs.add(limbs.mul(t[0], s[0]), limbs.mul(t[1], s[1])), r2[r])
+            c2 = limbs.add(limbs.add(limbs.mul_small(t[0], B[0]), limbs.mul_small(t[1], B[1])), const)
+            e1[r] = np.concatenate([limbs.add(Bl[0], s[0]), limbs.add(Bl[1], s[1]), c2], axis=-1)
+            continue
         Al = [np.concatenate([x[..., None], limbs.zeros(x.shape, nG - 1)], axis=-1) for x in A]
         c1 = limbs.add(limbs.add(limbs.mul_small(s[0], A[0]), limbs.mul_small(s[1], A[1])), r1[r])
         e0[r] = np.concatenate([limbs.add(Al[0], t[0]), limbs.add(Al[1], t[1]), c1], axis=-1)
@@ -709,14 +736,15 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             # client's sum of products minus corrections is alpha G + s0 (mod 2^RG)
             As, Bs = split_parts(pp, xm, tp)
             ta, tb, lb, g = 8 * tp.a_bytes, 8 * tp.b_bytes, tp.b_lift_bits, pp.g_frac_bits
-            tm = [limbs.uniform_between(party.rng, (N,), nG, 0, (1 << ta) - (1 << g), bits=ta)[:, None, :]
-                  for _ in (0, 1)]
+            # (protocol 36, alpha_e0: t_b on [2^la, 2^ta - 2^la) hides the signed alpha A_b instead)
+            t_lo, t_hi = (1 << tp.a_lift_bits, (1 << ta) - (1 << tp.a_lift_bits)) if tp.alpha_e0 else (0, (1 << ta) - (1 << g))
+            tm = [limbs.uniform_between(party.rng, (N,), nG, t_lo, t_hi, bits=ta)[:, None, :] for _ in (0, 1)]
             sg = [limbs.uniform_between(party.rng, (N,), nG, 1 << lb, (1 << tb) - (1 << lb), bits=tb)[:, None, :]
                   for _ in (0, 1)]
             r1 = limbs.reduce(limbs.random(party.rng, (N,), nG), RG)[:, None, :]
             r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
             a = signed_limbs(alpha, nG)[:, None, :]
-            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a)
+            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a, alpha_e0=tp.alpha_e0)
             au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table,
                          widths=(tp.a_bytes, tp.a_bytes, gb))
             au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,

@@ -89,7 +89,8 @@ PROTOCOL_VERSION = 36  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 34: client-malicious Laplacian check mod q = 2^48 - 59 on v = b + c's M + 1 bits and one product OT per point
 # (c = a + rho mod 2^M, no lift): 6-byte MAC words and corrections, c in 4 bytes; the Laplacian tail's own split point
 # 36: the kernels' tail (gaussian_malicious.tail_plan): the Gaussian's own split point too, and the output scale
-# T - 1 + 17 bits (step 10b truncates the split's h, or the first digit truncates more): narrower chain rings
+# T - 1 + 17 bits (step 10b truncates the split's h, or the first digit truncates more): narrower chain rings;
+# the split's weights on the e0 table where cheaper
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

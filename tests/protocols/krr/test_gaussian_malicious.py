@@ -346,9 +346,11 @@ def test_rounding_is_refused_in_client_malicious_mode():
 
 
 # ---- step 10's rank-2 split of the G table (protocol 25; `tail_plan` takes it where it is cheaper)
-@pytest.fixture
-def split(monkeypatch):
+@pytest.fixture(params=["e1", "e0"])
+def split(monkeypatch, request):
     monkeypatch.setattr(gm, "G_SPLIT", "split")  # both parties run in this process: one plan
+    # protocol 36: the weights on either table (the tests' small models pick e1 themselves)
+    monkeypatch.setattr(gm, "ALPHA_SIDE", request.param)
 
 
 def test_split_factors_multiply_to_the_g_table():
@@ -376,9 +378,11 @@ def test_split_factors_multiply_to_the_g_table():
             assert max(err) <= 1 + np.exp(single.step) / 2
 
 
-def test_split_tables_are_the_stated_sums_in_any_row_chunks():
+@pytest.mark.parametrize("alpha_e0", [False, True])
+def test_split_tables_are_the_stated_sums_in_any_row_chunks(alpha_e0):
     """Step 10's split tables (computed a few hundred points at a time) against their formulas in
-    Python integers mod 2^(64 nG), for chunk sizes that do and do not divide N."""
+    Python integers mod 2^(64 nG), for chunk sizes that do and do not divide N; with the weights on
+    either table (protocol 36: alpha_e0 puts alpha A_b in the e0 words)."""
     from protocols.mpc import limbs
 
     rng = np.random.default_rng(12)
@@ -391,18 +395,20 @@ def test_split_tables_are_the_stated_sums_in_any_row_chunks():
     As, Bs = [words(N, 4, top=41) for _ in (0, 1)], [words(N, 8, top=46) for _ in (0, 1)]
     tm, sg = [words(N, 1, nG) for _ in (0, 1)], [words(N, 1, nG) for _ in (0, 1)]
     r1, r2, a = words(N, 1, nG), words(N, 1, nG), words(N, 1, nG)
-    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a)
+    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, alpha_e0=alpha_e0)
     for rows in (1, 5, 23):
-        f0, f1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, rows=rows)
+        f0, f1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, rows=rows, alpha_e0=alpha_e0)
         assert np.array_equal(e0, f0) and np.array_equal(e1, f1)
     I = lambda x: limbs.to_int(x)[0]  # noqa: E731 - one limb array (nG,) as an int
     for i in (0, 7, 22):
         t, s, al = [I(x[i, 0]) for x in tm], [I(x[i, 0]) for x in sg], I(a[i, 0])
-        c1 = (s[0] * int(As[0][i, 0]) + s[1] * int(As[1][i, 0]) + I(r1[i, 0])) % mod
-        want0 = [(int(As[0][i, 0]) + t[0]) % mod, (int(As[1][i, 0]) + t[1]) % mod, c1]
+        fa, fb = (al, 1) if alpha_e0 else (1, al)  # which side's words carry the weight
+        X = [fa * int(As[b][i, 0]) % mod for b in (0, 1)]
+        c1 = (s[0] * X[0] + s[1] * X[1] + I(r1[i, 0])) % mod
+        want0 = [(X[0] + t[0]) % mod, (X[1] + t[1]) % mod, c1]
         assert [I(e0[i, 0, k * nG:(k + 1) * nG]) for k in range(3)] == want0
         for e in (0, 5):
-            bt = [(al * int(Bs[b][i, e]) + s[b]) % mod for b in (0, 1)]
+            bt = [(fb * int(Bs[b][i, e]) + s[b]) % mod for b in (0, 1)]
             c2 = (t[0] * bt[0] + t[1] * bt[1] + I(r2[i, 0])) % mod
             assert [I(e1[i, e, k * nG:(k + 1) * nG]) for k in range(3)] == [bt[0], bt[1], c2]
 
