@@ -69,6 +69,16 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       bytes instead of 2^hb RG / 8: 2,480 B at CM settings, N = 16,384 (h0 = 4, ta = 96, tb = 136,
       RG = 168), against 3,456 B for protocols 25-26's three 192-bit words; the chain is the same
       as with one table (protocol 26).
+      Protocol 36 (``alpha_e0``, where :func:`tail_plan` finds it cheaper): the weights ride on
+      the e0 table instead -- A~_b = alpha_i A_b(e0) + t_b with t_b uniform on [2^la, 2^ta - 2^la)
+      (|alpha_i A_b| <= 2^(w_bits - 1) 2^g < 2^la), B~_b = B_b(e1) + sg_b with sg_b uniform on
+      [2^lb, 2^tb - 2^lb) (B_b <= g_max < 2^lb), c1 = X_0 sg_0 + X_1 sg_1 + r1 with X_b = alpha_i
+      A_b, c2 = t_0 B~_0 + t_1 B~_1 + r2: the client's formula and h_i are unchanged. The wide
+      words then sit on the short table (2^h0 entries) and the narrow ones on the long one: on
+      bench.malicious_steps' model (N = 16,384, L = 41, h0 = 3) 16- and 13-byte words, 1,968 B per
+      point, against 2,160 B with alpha on e1 at the same L. Each family of 2N words is within
+      2N 2^la / (2^ta - 2^(la+1)) (resp. 2N g_max / (2^tb - 2^(lb+1))) of its masks alone, <= 2^-40
+      by the same :func:`_lift` rule (2^-44.0 and 2^-40.4 there: la = 70, lb = 49).
   10b. (protocol 36, the split only) Both parties truncate the lifted h by D0 = ``head_shift``
       bits: the client p_0 = floor(h_i / 2^D0), the server s_0 = floor(s0_i / 2^D0); h_i =
       alpha_i G_i + s0_i never wraps (step 10), so p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
@@ -76,8 +86,9 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       point, which the first digit's truncation by t_1 = g >= V keeps within one unit of 2^-S
       (c_0 g_1 / 2^g <= 1). With one G table (t_1 = 0 at the full scale, where a carry before
       the first digit would be worth 2^V units) the first digit truncates D bits instead. Why: the
-      chain's products and hence m and R shrink by D bits (R = 208 instead of 216 bits on
-      bench.malicious_steps' model at N = 16,384), and the output loses only bits that e_T floods.
+      chain's products and hence m and R shrink by D bits (D = 20: m = 138, R = 200 on
+      bench.malicious_steps' model at N = 16,384, L = 41, against m = 158, R = 224 at D = 0), and
+      the output loses only bits that e_T floods.
   11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
       (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
       committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
@@ -102,7 +113,7 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
   13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
       client's y = sum_i p_K,i + y_S = F_det(q') + C + e_T.
   13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K' (T = 40 + log2(N K'):
-      60 bits at CM settings, N = 16,384, K' = 43 carries per point: 42 one-bit digits and step
+      60 bits at CM settings, N = 16,384, K' = 42 carries per point: 41 one-bit digits and step
       10b's; protocol 34: K' = 40), fresh from the server's generator
       (:func:`flood_draw`). Why: the carries c_k,i depend on (v'_(k-1) g_k mod 2^t) against
       (s'_k mod 2^t) = a function of p'_k mod 2^t, which the client holds, so C is correlated
@@ -186,14 +197,15 @@ values and hence m and R by step / ln 2 bits (bounded so that 2^g e^step < 2^64:
 encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table of 8 entries of
 19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19
 (746 B at protocol 36's output scale: Z_2^216); the Gaussian of bench.malicious_steps (sigma 74,
-pp.lo_bits = 40) takes L = 42 (split h0 = 2, 2,076 B of G tables, 42 digits in Z_2^208, 1,092 B:
-3,168 B per point against protocol 34's 3,560 B at L = 40). Nothing in the arguments below depends on L: every table is still
+pp.lo_bits = 40) takes L = 41 (split h0 = 3, alpha on e0, 1,968 B of G tables, 41 digits in
+Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40). Nothing in the arguments below depends on L: every table is still
 indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
 own a_max, m, K and K' (the Laplacian, K = K' = 22: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240;
-protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, K = 42, K' = 43:
-the lift 2^-43.7 (RG = 184, l = 127), the split words 2^-41.0 and 2^-42.7 (12 and 18 bytes), the
-masks 2^-40.6 (m = 147, R = 208), the flood 2^-40.6 (T = 60)).
+protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, L = 41, K = 41,
+K' = 42: the lift 2^-44.4 (RG = 176, l = 118), the split words 2^-44.0 and 2^-40.4 (alpha on e0:
+16 and 13 bytes), the masks 2^-41.6 (m = 138, R = 200), the flood 2^-40.6 (T = 60); in all at most
+5 terms of <= 2^-40, as before).
 
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "91d7e9c4cca4fda2ab578a312619c52c0c130375e355cd83d355dd290ffb9921"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "90be7154e340d785101fe8772e68d4ee41e8eeffe6e04267eda1ebf43bf52534"),
-    "krr-laplacian": (96, 74839, "942ed9a4db9448e31c56358ca1af2af744c2a501f63e46146c5677aaac393ea8"),
-    "krr-laplacian/silent": (122, 427447, "276773fbaeb9aafeebf5e3042e99a97da8bfa8248dbff942cca3cffea52a3b51"),
-    "krr-gaussian/client-malicious": (460, 9212975, "8427efec59d9de7aff7d6363ccecd713fb2abee7064b0ee192bac29f8a62704b"),
-    "krr-laplacian/client-malicious": (184, 77199, "9570f46b857c5ddf29100ddbeed6e68d8b5923d5baf765305b9b4f6540960743"),
-    "krr-laplacian/client-malicious/silent": (203, 428899, "8d2ce49f6f789f3937bb0dc3aed07e4309849d729cc572a9dd9a9b4543172c57"),
+    "krr-gaussian": (66, 1564455, "ed87ff3610d35c76e7a75a13e017657257f806e82c81f8ef1de13e7afa8d99c6"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "ce49ba0dd44ec3abfe711f08124ade214413b643b1f10babbb78622201c808fe"),
+    "krr-laplacian": (96, 74839, "ce987ba57a0c04e76af61361911092b653ae3ea1ab78c797b4f926a3260ad90a"),
+    "krr-laplacian/silent": (122, 427447, "5d51b36238276206e6c91629380ecd86afbd897d90a600a245d33668a2535d3b"),
+    "krr-gaussian/client-malicious": (460, 9209115, "3e9d77c13a432549292566679b2174658dfb10642d8ab319d43b8790b223b0c8"),
+    "krr-laplacian/client-malicious": (184, 76095, "5f46f369015aee45f869edd7657b2f74e0a39c7474db83813d34ac7db5181c6b"),
+    "krr-laplacian/client-malicious/silent": (203, 427795, "2f224111907acd781cfe10139b1fa30815d5fbebda9fffb08044879a0efb1f47"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 34
+PINNED_VERSION = 36
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
