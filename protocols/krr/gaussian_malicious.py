@@ -150,7 +150,9 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     distance 2^g / (2^ta - 2^g) of t_b alone (uniform on [0, 2^ta - 2^g), fresh), B~_b = alpha_i B_b
     + sg_b within 2^lb / (2^tb - 2^(lb+1)) of sg_b alone (uniform on [2^lb, 2^tb - 2^lb), fresh):
     :func:`tail_plan` sizes ta and tb so that each family, 2N words, sums to <= 2^-40 (2^-41 and
-    2^-47.7 at CM settings, N = 16,384); c1 is a shift of the fresh r1, uniform in Z_2^RG; and
+    2^-47.7 at CM settings, N = 16,384; protocol 36's ``alpha_e0``: A~_b = alpha_i A_b + t_b within
+    |alpha_i A_b| / (2^ta - 2^(la+1)) of t_b alone, B~_b = B_b + sg_b within B_b / (2^tb - 2^(lb+1))
+    of sg_b alone, 2^-44.0 and 2^-40.4 summed on bench.malicious_steps' model); c1 is a shift of the fresh r1, uniform in Z_2^RG; and
     c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i (mod 2^RG) is a function of them and of h_i: the view
     reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
     other (z_k = p_(k-1) g_k - p'_k, p_(k-1) the client's own truncated value), so the view is
@@ -198,8 +200,8 @@ encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table
 19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19
 (746 B at protocol 36's output scale: Z_2^216); the Gaussian of bench.malicious_steps (sigma 74,
 pp.lo_bits = 40) takes L = 41 (split h0 = 3, alpha on e0, 1,968 B of G tables, 41 digits in
-Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40). Nothing in the arguments below depends on L: every table is still
-indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
+Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40). Nothing in the
+arguments below depends on L: every table is still indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
 own a_max, m, K and K' (the Laplacian, K = K' = 22: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240;
 protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, L = 41, K = 41,
@@ -212,7 +214,8 @@ the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM
 16,384; 3,456 B in protocols 25-26), plus sum_k (2^(b_k - a_k) - 1) R / 8 bytes (the chain:
 :func:`tail_plan` picks the digit width with the fewest bytes; the ring does not grow with the
 digits (protocol 26) and entry 0 is free (protocol 29), so ~(L / m) (2^m - 1) words: 40 1-bit
-digits in Z_2^216, 1,080 B at CM settings, against 2,560 B for protocol 26's 20 2-bit digits in
+digits in Z_2^216, 1,080 B at CM settings (protocol 36 on bench.malicious_steps' model: 1,968 B of
+split tables with alpha on e0 and 41 digits in Z_2^200, 1,025 B), against 2,560 B for protocol 26's 20 2-bit digits in
 Z_2^256, 9,328 B for protocol 25's 14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20
 2-bit digits in Z_2^896), and one output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
 and ran a batched check: ~16.5 kB per point at CM settings.)
@@ -749,7 +752,8 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             As, Bs = split_parts(pp, xm, tp)
             ta, tb, lb, g = 8 * tp.a_bytes, 8 * tp.b_bytes, tp.b_lift_bits, pp.g_frac_bits
             # (protocol 36, alpha_e0: t_b on [2^la, 2^ta - 2^la) hides the signed alpha A_b instead)
-            t_lo, t_hi = (1 << tp.a_lift_bits, (1 << ta) - (1 << tp.a_lift_bits)) if tp.alpha_e0 else (0, (1 << ta) - (1 << g))
+            la = tp.a_lift_bits
+            t_lo, t_hi = (1 << la, (1 << ta) - (1 << la)) if tp.alpha_e0 else (0, (1 << ta) - (1 << g))
             tm = [limbs.uniform_between(party.rng, (N,), nG, t_lo, t_hi, bits=ta)[:, None, :] for _ in (0, 1)]
             sg = [limbs.uniform_between(party.rng, (N,), nG, 1 << lb, (1 << tb) - (1 << lb), bits=tb)[:, None, :]
                   for _ in (0, 1)]
