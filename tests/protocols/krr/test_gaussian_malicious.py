@@ -425,6 +425,9 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 1) - 1).bit_length()
     sv, y = _run(model, pp, Xe, xx, q)
     assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+    # step 10b's carry, like the digits', stays one unit of 2^-S: at most N K' units in all
+    carried = (y - gm.reference(pp, model, Xe, q, sv["rho"]) - sv["flood"]) % _ring(pp)
+    assert 0 < carried <= pp.n_train * tp.carries
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
 
 
