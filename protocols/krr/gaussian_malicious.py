@@ -19,11 +19,14 @@ w = weight_frac_bits, g = g_frac_bits, u = D + rho mod 2^M, x = u >> s split int
 and x_hi, rho likewise; the digits d_k = bits [a_k, b_k) of x_lo, k = 1..K, from :func:`tail_plan`):
     G_i   = round(2^g [H_i < 2^lut] exp(-c 2^L H_i + c rho_lo,i)),  H_i = (x_hi - rho_hi) mod 2^(W-L)
     g_k(d) = round(2^V exp(-c 2^(a_k) d))                          (public factor tables, <= 2^V)
-    v_0,i = alpha_enc,i G_i                                        (scale 2^(w+g); 2^(w+2g) split)
+    v_0,i = floor(alpha_enc,i G_i / 2^D0)                          (scale 2^(w+g); 2^(w+2g-D0) split)
     v_k,i = floor(v_(k-1),i g_k(d_k,i) / 2^t_k)                    (back to the scale 2^S)
     F_det = round(2^S y_offset) + sum_i v_K,i                      (mod 2^R)
-with the one-factor output scale S = w + g + V (t_1 = 0 with one G table, t_1 = g with the split
-of step 10, whose G_i = A_b(e0) B_b(e1) carries g more fractional bits; t_k = V for k >= 2). Protocol
+with the output scale S = w + g + V - D (protocol 36, :func:`tail_plan`'s ``scale_bits``: D =
+w + g + V - (T - 1 + OUTPUT_NOISE_BITS), the bits that the flood e_T of step 13a would set to noise
+anyway, less 17 bits kept below it; 0 before protocol 36) -- with the split of step 10, whose
+G_i = A_b(e0) B_b(e1) carries g more fractional bits, D0 = D (step 10b: ``head_shift``) and t_1 =
+g; with one G table D0 = 0 and t_1 = D; t_k = V for k >= 2. Protocol
 26 keeps the value at 2^S after every digit instead of the exact product of protocols 23-25 (scale
 w + g + K V: R = 896 bits, 704 with the split), so the chain's ring is R = 216 bits at CM settings
 (:func:`tail_plan`: R >= m + 41 + log2(N K) in whole bytes, m = 154 the bits of the widest product;
@@ -66,6 +69,26 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       bytes instead of 2^hb RG / 8: 2,480 B at CM settings, N = 16,384 (h0 = 4, ta = 96, tb = 136,
       RG = 168), against 3,456 B for protocols 25-26's three 192-bit words; the chain is the same
       as with one table (protocol 26).
+      Protocol 36 (``alpha_e0``, where :func:`tail_plan` finds it cheaper): the weights ride on
+      the e0 table instead -- A~_b = alpha_i A_b(e0) + t_b with t_b uniform on [2^la, 2^ta - 2^la)
+      (|alpha_i A_b| <= 2^(w_bits - 1) 2^g < 2^la), B~_b = B_b(e1) + sg_b with sg_b uniform on
+      [2^lb, 2^tb - 2^lb) (B_b <= g_max < 2^lb), c1 = X_0 sg_0 + X_1 sg_1 + r1 with X_b = alpha_i
+      A_b, c2 = t_0 B~_0 + t_1 B~_1 + r2: the client's formula and h_i are unchanged. The wide
+      words then sit on the short table (2^h0 entries) and the narrow ones on the long one: on
+      bench.malicious_steps' model (N = 16,384, L = 41, h0 = 3) 16- and 13-byte words, 1,968 B per
+      point, against 2,160 B with alpha on e1 at the same L. Each family of 2N words is within
+      2N 2^la / (2^ta - 2^(la+1)) (resp. 2N g_max / (2^tb - 2^(lb+1))) of its masks alone, <= 2^-40
+      by the same :func:`_lift` rule (2^-44.0 and 2^-40.4 there: la = 70, lb = 49).
+  10b. (protocol 36, the split only) Both parties truncate the lifted h by D0 = ``head_shift``
+      bits: the client p_0 = floor(h_i / 2^D0), the server s_0 = floor(s0_i / 2^D0); h_i =
+      alpha_i G_i + s0_i never wraps (step 10), so p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
+      c_0,i = [(alpha_i G_i mod 2^D0) + (s0_i mod 2^D0) >= 2^D0] in {0, 1}: one more carry per
+      point, which the first digit's truncation by t_1 = g >= V keeps within one unit of 2^-S
+      (c_0 g_1 / 2^g <= 1). With one G table (t_1 = 0 at the full scale, where a carry before
+      the first digit would be worth 2^V units) the first digit truncates D bits instead. Why: the
+      chain's products and hence m and R shrink by D bits (D = 20: m = 138, R = 200 on
+      bench.malicious_steps' model at N = 16,384, L = 41, against m = 158, R = 224 at D = 0), and
+      the output loses only bits that e_T floods.
   11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
       (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
       committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
@@ -90,14 +113,17 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
   13. Output: the server sends y_S = round(2^S offset) - sum_i s_K,i + e_T (mod 2^R); the
       client's y = sum_i p_K,i + y_S = F_det(q') + C + e_T.
   13a. Flooding: e_T uniform in [-2^(T-1), 2^(T-1)), 2^T >= 2^40 N K' (T = 40 + log2(N K'):
-      60 bits at CM settings, N = 16,384, K' = 40 one-bit digits), fresh from the server's generator
+      60 bits at CM settings, N = 16,384, K' = 42 carries per point: 41 one-bit digits and step
+      10b's; protocol 34: K' = 40), fresh from the server's generator
       (:func:`flood_draw`). Why: the carries c_k,i depend on (v'_(k-1) g_k mod 2^t) against
       (s'_k mod 2^t) = a function of p'_k mod 2^t, which the client holds, so C is correlated
       with the client's view and with the weighted terms; C is in [0, N K'], so F_det + C + e_T is
       within statistical distance N K' / 2^T <= 2^-40 of F_det + e_T given the view: the simulator
       works from F_det + e_T alone. e_T also covers everything below 2^(T-1) units of 2^-S: the
-      output is the prediction to 2^(T-1-S) = 2^-37 prediction units (CM settings), against the
-      1e-4 the tests ask. The knapsack the exact product of protocols 23-25 offered
+      output is the prediction to 2^(T-1-S) = 2^-17 prediction units (protocol 36: S = T - 1 + 17;
+      2^-37 at S = 96 before), against the 1e-4 the tests ask. Step 10b's carry c_0 is a function
+      of h mod 2^D0 (the client's) and s0 mod 2^D0 like the chain's carries of p'_k mod 2^t: it is
+      one of the K' units the flood is sized for. The knapsack the exact product of protocols 23-25 offered
       (F - offset = sum_i a_i v_i with the client's known v_i, ~800 bits, and a_i = alpha_i G_i,
       ~74 bits: solved by a modular inverse for two points; ``test_flooding_hides_the_separate_
       terms``) is gone with the exact product; what is left is a sum of a_i times ~40-bit known
@@ -124,7 +150,9 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     distance 2^g / (2^ta - 2^g) of t_b alone (uniform on [0, 2^ta - 2^g), fresh), B~_b = alpha_i B_b
     + sg_b within 2^lb / (2^tb - 2^(lb+1)) of sg_b alone (uniform on [2^lb, 2^tb - 2^lb), fresh):
     :func:`tail_plan` sizes ta and tb so that each family, 2N words, sums to <= 2^-40 (2^-41 and
-    2^-47.7 at CM settings, N = 16,384); c1 is a shift of the fresh r1, uniform in Z_2^RG; and
+    2^-47.7 at CM settings, N = 16,384; protocol 36's ``alpha_e0``: A~_b = alpha_i A_b + t_b within
+    |alpha_i A_b| / (2^ta - 2^(la+1)) of t_b alone, B~_b = B_b + sg_b within B_b / (2^tb - 2^(lb+1))
+    of sg_b alone, 2^-44.0 and 2^-40.4 summed on bench.malicious_steps' model); c1 is a shift of the fresh r1, uniform in Z_2^RG; and
     c2 = A~_0 B~_0 + A~_1 B~_1 - c1 - h_i (mod 2^RG) is a function of them and of h_i: the view
     reduces to h_i's, below. Given h_i (the client's p_0), z_k,i(d_k) and p'_k,i determine each
     other (z_k = p_(k-1) g_k - p'_k, p_(k-1) the client's own truncated value), so the view is
@@ -163,24 +191,31 @@ the semi-honest protocols. Rounding (``--round-to``) is not part of this protoco
 client's inputs to the rounding bound too (docs/malicious.md, "Output defenses"), so validate()
 refuses it.
 
-The split point (protocol 34): L above is the tail plan's own ``lo_bits`` -- pp.lo_bits (the
-semi-honest exponent split, c 2^L <= 4), or, for the Laplacian kernel, a wider low part where the
-bytes are fewer (:func:`tail_plan`): each more bit of x_lo costs one chain digit (one R-bit word
+The split point (protocol 34; the Gaussian too since protocol 36): L above is the tail plan's own
+``lo_bits`` -- pp.lo_bits (the semi-honest exponent split, c 2^L <= 4), or a wider low part where
+the bytes are fewer (:func:`tail_plan`): each more bit of x_lo costs one chain digit (one R-bit word
 per point) and halves the G table, while G's range e^step, step = c 2^L, widens h, the chain's
 values and hence m and R by step / ln 2 bits (bounded so that 2^g e^step < 2^64: G's uint64
 encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table of 8 entries of
-19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19; the
-Gaussian keeps L = pp.lo_bits (not enabled there yet). Nothing in the arguments below depends on L: every table is still
-indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
+19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19
+(746 B at protocol 36's output scale: Z_2^216); the Gaussian of bench.malicious_steps (sigma 74,
+pp.lo_bits = 40) takes L = 41 (split h0 = 3, alpha on e0, 1,968 B of G tables, 41 digits in
+Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40). Nothing in the
+arguments below depends on L: every table is still indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
-own a_max, m, K and K' (K = K' = 22 there: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240).
+own a_max, m, K and K' (the Laplacian, K = K' = 22: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240;
+protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, L = 41, K = 41,
+K' = 42: the lift 2^-44.4 (RG = 176, l = 118), the split words 2^-44.0 and 2^-40.4 (alpha on e0:
+16 and 13 bytes), the masks 2^-41.6 (m = 138, R = 200), the flood 2^-40.6 (T = 60); in all at most
+5 terms of <= 2^-40, as before).
 
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
 16,384; 3,456 B in protocols 25-26), plus sum_k (2^(b_k - a_k) - 1) R / 8 bytes (the chain:
 :func:`tail_plan` picks the digit width with the fewest bytes; the ring does not grow with the
 digits (protocol 26) and entry 0 is free (protocol 29), so ~(L / m) (2^m - 1) words: 40 1-bit
-digits in Z_2^216, 1,080 B at CM settings, against 2,560 B for protocol 26's 20 2-bit digits in
+digits in Z_2^216, 1,080 B at CM settings (protocol 36 on bench.malicious_steps' model: 1,968 B of
+split tables with alpha on e0 and 41 digits in Z_2^200, 1,025 B), against 2,560 B for protocol 26's 20 2-bit digits in
 Z_2^256, 9,328 B for protocol 25's 14 3-bit digits in Z_2^704 and 8,960 B for protocol 23's 20
 2-bit digits in Z_2^896), and one output word. (The proved chain of protocols 8-22 committed v_(k+1) and t_k, 81 bits per digit,
 and ran a batched check: ~16.5 kB per point at CM settings.)
@@ -213,11 +248,19 @@ CHAIN_DIGIT_BITS = (1, 2, 3, 4, 5, 6)
 PREDICTION_BITS = 24
 #: statistical distance of the lifted G-table outputs from uniform, summed over the points
 LIFT_STAT_BITS = 40
+#: the output's scale S' keeps this many bits below the flood (protocol 36): e_T < 2^(T-1) units of
+#: 2^-S' is below 2^-OUTPUT_NOISE_BITS of a prediction unit (S' = T - 1 + OUTPUT_NOISE_BITS). 20:
+#: at most 9.5e-7 of a unit per answer (17 would save 41 B per point on the Gaussian, ~0.67 MB at
+#: N = 16,384, for answers that vary by up to 7.6e-6 between sessions)
+OUTPUT_NOISE_BITS = 20
 
 
 #: the G table of step 10: "auto" (one table or the rank-2 split, whichever sends fewer bytes),
 #: "single" or "split" (tests force one; both parties must use the same)
 G_SPLIT = "auto"
+#: which split table carries the weights alpha (protocol 36): "auto" (the fewer bytes), "e0" (the
+#: first table's words are alpha A_b) or "e1" (protocols 25-34: alpha B_b); tests force one
+ALPHA_SIDE = "auto"
 
 
 @dataclass(frozen=True)
@@ -245,7 +288,14 @@ class TailPlan:
     ``lo_bits`` = L: the split point of x = u >> s between the chain (x_lo, L bits) and the G table
     (x_hi, hb bits) -- pp.lo_bits, or for the Laplacian kernel (protocol 34) a wider low part where
     that sends fewer bytes (:func:`tail_plan`); ``lut_bits``: G_i(e) is 0 unless H < 2^lut_bits;
-    ``step`` = c 2^L, the exponent per unit of x_hi."""
+    ``step`` = c 2^L, the exponent per unit of x_hi; ``head_shift`` = D (protocol 36): both parties
+    truncate the lifted h by D bits before the chain (step 10b), so that the chain and the output
+    run at the scale ``scale_bits`` = w + g + V - D, D = w + g + V - (T - 1 + OUTPUT_NOISE_BITS)
+    where that is positive: the bits below the flood's 2^(T-1) that keep e_T under
+    2^-OUTPUT_NOISE_BITS of a prediction unit, and no finer; ``alpha_e0`` (split only, protocol
+    36): the weights ride on the e0 table -- its words are alpha A_b + t_b with t_b on [2^la,
+    2^(8 a_bytes) - 2^la), |alpha A_b| < 2^la (la = ``a_lift_bits``), the e1 table's B_b + sg_b
+    with sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), B_b < 2^lb -- where that sends fewer bytes."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -266,6 +316,9 @@ class TailPlan:
     lo_bits: int = 0
     lut_bits: int = 0
     step: float = 0.0
+    head_shift: int = 0
+    alpha_e0: bool = False
+    a_lift_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -279,8 +332,9 @@ class TailPlan:
 
     @property
     def carries(self) -> int:
-        """K': digits that truncate (t_k > 0), each adding a carry c_k in {0, 1} per point."""
-        return sum(1 for t in self.shifts if t)
+        """K': truncations per point -- the digits with t_k > 0 and step 10b's (D > 0) -- each
+        adding a carry in {0, 1} per point."""
+        return sum(1 for t in self.shifts if t) + (1 if self.head_shift else 0)
 
     def chain_bytes_per_point(self) -> int:
         """Bytes of step 11 per training point: one bound table per digit, 2^m - 1 entries of R
@@ -295,17 +349,39 @@ class TailPlan:
                 + (1 << (self.hb - self.split)) * (2 * self.b_bytes + self.g_bytes))
 
 
-def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int
-                 ) -> tuple[tuple[int, ...], int, int, int]:
-    """(shifts, mask bits m, flood bits T, bytes of R) of the re-scaled chain (protocol 26) for
-    |h| <= a_max at scale 2^head_bits. Each digit multiplies by g_k <= 2^V and truncates t_k bits
-    so that the value is back at the one-factor scale w + g + V; B bounds |value_k| (the carry adds
-    one). The ring, in whole bytes (protocol 29): the masks' statistical distance, N K 2^(m+1) /
-    (2^R - 2^(m+1)) <= 2^-40 in all, the lifted h (R >= min_bits, step 10's ring) and the output
-    (scale + flood + prediction bits + sign)."""
-    out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+def _flood_bits(n_train: int, carries: int) -> int:
+    """T of step 13a: 2^T >= 2^40 N K' (0 without carries)."""
+    return LIFT_STAT_BITS + max(1, (n_train * carries - 1).bit_length()) if carries else 0
+
+
+def _scale_drop(pp: PublicParams, digits: list[tuple[int, int]]) -> int:
+    """Protocol 36: the one-factor scale w + g + V less the output scale T - 1 + OUTPUT_NOISE_BITS,
+    where positive. T counts K + 1 carries per point: the K digits' and step 10b's (the split), or
+    K digits that all truncate (one G table: its first digit truncates the drop)."""
+    one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    drop = one - (_flood_bits(pp.n_train, len(digits) + 1) - 1 + OUTPUT_NOISE_BITS)
+    return max(0, min(drop, pp.g_frac_bits))
+
+
+def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int,
+                 drop: int = 0) -> tuple[tuple[int, ...], int, int, int, int]:
+    """(shifts, mask bits m, flood bits T, bytes of R, head shift) of the re-scaled chain
+    (protocol 26) for |h| <= a_max at scale 2^head_bits, at the output scale w + g + V - ``drop``
+    (protocol 36). Where h carries at least that scale's g more bits (the split: the first digit
+    truncates t_1 >= V bits), both parties truncate h by D = drop bits first (step 10b: |floor(h /
+    2^D)| + carry <= a_max / 2^D + 2, and the first digit's truncation keeps that carry one unit
+    of the output); with one G table (t_1 = 0 at the full scale) the first digit truncates D bits
+    more instead (a carry before it would be worth g_1 / 2^t_1 = 2^V units). Each digit multiplies
+    by g_k <= 2^V and truncates t_k bits so that the value is at the output scale; B bounds
+    |value_k| (the carry adds one). The ring, in whole bytes (protocol 29): the masks' statistical
+    distance, N K 2^(m+1) / (2^R - 2^(m+1)) <= 2^-40 in all, the lifted (and truncated) h (R >=
+    min_bits, step 10's ring, less the head shift) and the output (scale + flood + prediction
+    bits + sign)."""
+    out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits - drop
     V = pp.v_frac_bits
-    shifts, B, m, scale = [], a_max, 0, head_bits
+    head_shift = drop if head_bits >= out_scale + drop else 0
+    shifts, m, scale = [], 0, head_bits - head_shift
+    B = (a_max >> head_shift) + 2 if head_shift else a_max
     for _ in digits:
         pre = B << V
         m = max(m, pre.bit_length())
@@ -314,29 +390,31 @@ def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int
         B = (pre >> t) + 1
         scale = out_scale
     NK = pp.n_train * len(digits)
-    carries = sum(1 for t in shifts if t)
-    flood = LIFT_STAT_BITS + max(1, (pp.n_train * carries - 1).bit_length()) if carries else 0
-    nb = -(-min_bits // 8)
+    carries = sum(1 for t in shifts if t) + (1 if head_shift else 0)
+    flood = _flood_bits(pp.n_train, carries)
+    nb = -(-(min_bits - head_shift) // 8)
     while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (8 * nb)) - (1 << (m + 1))
            or 8 * nb < out_scale + flood + PREDICTION_BITS + 2):
         nb += 1
-    return tuple(shifts), m, flood, nb
+    return tuple(shifts), m, flood, nb, head_shift
 
 
 def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int, lo_bits: int
-                  ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int]:
-    """(digits, shifts, mask bits, flood bits, bytes of R) with the fewest chain bytes. The
+                  ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int, int]:
+    """(digits, shifts, mask bits, flood bits, bytes of R, head shift, scale drop) with the fewest
+    chain bytes, the drop from :func:`_scale_drop` (protocol 36). The
     re-scaled ring no longer grows with the digits (protocol 26), and entry 0 of each table is free
     (protocol 29), so the bytes are ~(L / m) (2^m - 1) R: 1-bit digits (40 entries for L = 40)
     against 60 for 2-bit ones; ties go to the wider digit."""
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, lo_bits, m)
-        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits)
+        drop = _scale_drop(pp, digits)
+        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits, drop)
         cost = sum((1 << (b - a)) - 1 for a, b in digits) * shape[3]
         if best is None or cost <= best[0]:
-            best = (cost, digits, *shape)
-    return best[1], best[2], best[3], best[4], best[5]
+            best = (cost, digits, *shape, drop)
+    return best[1:]
 
 
 def _lift(count: int, a_max: int) -> tuple[int, int]:
@@ -361,8 +439,7 @@ def tail_plan(pp: PublicParams) -> TailPlan:
     hb0 = _high_bits(pp)
     options = []
     for L in range(pp.lo_bits, pp.d_bits):
-        if L > pp.lo_bits and (pp.kind != "krr-laplacian"
-                               or pp.g_frac_bits + pp.c * (1 << L) / math.log(2) >= 63.9):
+        if L > pp.lo_bits and pp.g_frac_bits + pp.c * (1 << L) / math.log(2) >= 63.9:
             break
         options += _plans_at(pp, L, pp.d_bits - L if L > pp.lo_bits else hb0)
     if G_SPLIT == "single":
@@ -371,7 +448,8 @@ def tail_plan(pp: PublicParams) -> TailPlan:
         options = [t for t in options if t.split]
         if not options:
             raise ProtocolError("the G table's high part has too few bits to split")
-    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split, t.lo_bits))
+    return min(options, key=lambda t: (t.g_bytes_per_point() + t.chain_bytes_per_point(), t.split, t.lo_bits,
+                                       t.alpha_e0))
 
 
 def _lut_bits(pp: PublicParams, L: int) -> int:
@@ -394,9 +472,9 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     # split, whose G carries g more bits, the first digit truncates g + V bits' worth down to it
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
     head = pp.weight_frac_bits + pp.g_frac_bits
-    digits, shifts, m, flood, cb = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
-    options = [TailPlan(hb, tuple(digits), one, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
-                        cb, g_bytes, lo_bits=L, lut_bits=lut, step=step)]
+    digits, shifts, m, flood, cb, hs, drop = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
+    options = [TailPlan(hb, tuple(digits), one - drop, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
+                        cb, g_bytes, lo_bits=L, lut_bits=lut, step=step, head_shift=hs)]
     # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
     a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
     lift2, g2 = _lift(pp.n_train, a2)
@@ -404,11 +482,17 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     # masked within their own, narrower ranges (protocol 29): they need not wrap, only hide A_b, B_b
     _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
     b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
-    digits2, shifts2, m2, flood2, cb2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
+    digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
+    # protocol 36: alpha on the e0 side instead -- alpha A_b (|.| <= w_max 2^g) and B_b (<= g_max)
+    a_lift_w, a_bytes_w = _lift(2 * pp.n_train, w_max << pp.g_frac_bits)
+    b_lift_w, b_bytes_w = _lift(2 * pp.n_train, g_max)
+    sides = {"e1": [(False, a_bytes, b_bytes, 0, b_lift)], "e0": [(True, a_bytes_w, b_bytes_w, a_lift_w, b_lift_w)]}
+    sides["auto"] = sides["e1"] + sides["e0"]
     for h0 in range(1, min(lut, hb - 1) + 1):
-        options.append(TailPlan(hb, tuple(digits2), one, one, -(-cb2 // 8), -(-max(g2, a_bytes, b_bytes) // 8),
-                                lift2, h0, shifts2, m2, flood2, cb2, g2, a_bytes, b_bytes, b_lift,
-                                lo_bits=L, lut_bits=lut, step=step))
+        for a_e0, ab, bb, la, lb in sides[ALPHA_SIDE]:
+            options.append(TailPlan(hb, tuple(digits2), one - drop2, one, -(-cb2 // 8), -(-max(g2, ab, bb) // 8),
+                                    lift2, h0, shifts2, m2, flood2, cb2, g2, ab, bb, lb, lo_bits=L, lut_bits=lut,
+                                    step=step, head_shift=hs2, alpha_e0=a_e0, a_lift_bits=la))
     return options
 
 
@@ -564,7 +648,8 @@ def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list
 
 
 def split_tables(As: list[np.ndarray], Bs: list[np.ndarray], tm: list[np.ndarray], sg: list[np.ndarray],
-                 r1: np.ndarray, r2: np.ndarray, a: np.ndarray, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                 r1: np.ndarray, r2: np.ndarray, a: np.ndarray, rows: int = 512, alpha_e0: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Step 10 (split), server: the two bound tables from the factors (:func:`split_parts`), the
     masks t_b = ``tm`` and sg_b = ``sg``, r1, r2 and the weights ``a`` (limb arrays (N, 1, nG)):
     e0 = [A_0 + t_0, A_1 + t_1, c1] (N, 2^h0, 3 nG), c1 = sg_0 A_0 + sg_1 A_1 + r1, and
@@ -572,13 +657,24 @@ def split_tables(As: list[np.ndarray], Bs: list[np.ndarray], tm: list[np.ndarray
     t_b B~_b = (t_b alpha) B_b + t_b sg_b: the per-point products once, then one word-by-u64 product
     per entry (the same values as the direct ring products of B~, at a fraction of their CPU).
     Computed ``rows`` points at a time (pure arithmetic: the same tables; the work arrays stay in
-    the cache)."""
+    the cache). ``alpha_e0`` (protocol 36): the weights on the e0 side, X_b = alpha A_b and Y_b = B_b:
+    e0 = [X_0 + t_0, X_1 + t_1, c1], c1 = sg_0 X_0 + sg_1 X_1 + r1, and e1 = [B_0 + sg_0, B_1 + sg_1,
+    c2], c2 = t_0 B_0 + t_1 B_1 + (t_0 sg_0 + t_1 sg_1 + r2): the client's formula is the same."""
     N, nG = As[0].shape[0], a.shape[-1]
     e0 = np.empty((N, As[0].shape[1], 3 * nG), dtype=U64)
     e1 = np.empty((N, Bs[0].shape[1], 3 * nG), dtype=U64)
     for i0 in range(0, N, rows):
         r = slice(i0, i0 + rows)
         A, B, t, s, ar = [x[r] for x in As], [x[r] for x in Bs], [x[r] for x in tm], [x[r] for x in sg], a[r]
+        if alpha_e0:
+            X = [limbs.mul_small(ar, A[b]) for b in (0, 1)]
+            c1 = limbs.add(limbs.add(limbs.mul(s[0], X[0]), limbs.mul(s[1], X[1])), r1[r])
+            e0[r] = np.concatenate([limbs.add(X[0], t[0]), limbs.add(X[1], t[1]), c1], axis=-1)
+            Bl = [np.concatenate([x[..., None], limbs.zeros(x.shape, nG - 1)], axis=-1) for x in B]
+            const = limbs.add(limbs.add(limbs.mul(t[0], s[0]), limbs.mul(t[1], s[1])), r2[r])
+            c2 = limbs.add(limbs.add(limbs.mul_small(t[0], B[0]), limbs.mul_small(t[1], B[1])), const)
+            e1[r] = np.concatenate([limbs.add(Bl[0], s[0]), limbs.add(Bl[1], s[1]), c2], axis=-1)
+            continue
         Al = [np.concatenate([x[..., None], limbs.zeros(x.shape, nG - 1)], axis=-1) for x in A]
         c1 = limbs.add(limbs.add(limbs.mul_small(s[0], A[0]), limbs.mul_small(s[1], A[1])), r1[r])
         e0[r] = np.concatenate([limbs.add(Al[0], t[0]), limbs.add(Al[1], t[1]), c1], axis=-1)
@@ -657,20 +753,26 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             # client's sum of products minus corrections is alpha G + s0 (mod 2^RG)
             As, Bs = split_parts(pp, xm, tp)
             ta, tb, lb, g = 8 * tp.a_bytes, 8 * tp.b_bytes, tp.b_lift_bits, pp.g_frac_bits
-            tm = [limbs.uniform_between(party.rng, (N,), nG, 0, (1 << ta) - (1 << g), bits=ta)[:, None, :]
-                  for _ in (0, 1)]
+            # (protocol 36, alpha_e0: t_b on [2^la, 2^ta - 2^la) hides the signed alpha A_b instead)
+            la = tp.a_lift_bits
+            t_lo, t_hi = (1 << la, (1 << ta) - (1 << la)) if tp.alpha_e0 else (0, (1 << ta) - (1 << g))
+            tm = [limbs.uniform_between(party.rng, (N,), nG, t_lo, t_hi, bits=ta)[:, None, :] for _ in (0, 1)]
             sg = [limbs.uniform_between(party.rng, (N,), nG, 1 << lb, (1 << tb) - (1 << lb), bits=tb)[:, None, :]
                   for _ in (0, 1)]
             r1 = limbs.reduce(limbs.random(party.rng, (N,), nG), RG)[:, None, :]
             r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
             a = signed_limbs(alpha, nG)[:, None, :]
-            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a)
+            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a, alpha_e0=tp.alpha_e0)
             au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table,
                          widths=(tp.a_bytes, tp.a_bytes, gb))
             au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,
                          widths=(tp.b_bytes, tp.b_bytes, gb))
         first = s_prev
-        s_prev = _resize(s_prev, n)  # lifted: an integer < 2^RG <= 2^R
+        masks = []
+        if tp.head_shift:  # 10b. the server's truncated share (its carry needs s0 mod 2^D: recorded)
+            masks.append(first)
+            s_prev = limbs.shr(s_prev, tp.head_shift)
+        s_prev = _resize(s_prev, n)  # lifted: an integer < 2^(RG - D) <= 2^R
     else:
         if not tp.split:
             h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs, widths=(gb,))
@@ -681,12 +783,12 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
             got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3,
                                 widths=(tp.b_bytes, tp.b_bytes, gb))
             h = limbs.reduce(client_split_product(got0, got1, tp.g_limbs), RG)
-        p = _resize(h, n)  # lifted as an integer
+        # 10b. (protocol 36) truncate the lifted h by D bits: the chain runs at the output scale
+        p = _resize(client_truncate(h, tp.head_shift), n)  # lifted as an integer
     # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo in Z_2^R
     # (R = 8 chain_bytes); entry 0 is free (the client's own pad, protocol 29), which fixes this
     # digit's mask s'_k = s_(k-1) g_k(0) - pad_0 (uniform in Z_2^R, inside [2^m, 2^R - 2^m) but
     # with probability 2^(m+1-R)): p_k = value_k + s_k does not wrap, both sides truncate locally
-    masks = []
     for (a, b), t in zip(tp.digits, tp.shifts):
         digit = (s + a, s + b)
         g = digit_factors(pp, a, b)
@@ -807,6 +909,13 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
     aG = g_at(pp, xr, alpha, tp, (xu >> U64(L)).astype(np.int64))
     top = 1 << (64 * tp.g_limbs)
     vals = [w - top if w >= top // 2 else w for w in limbs.to_int(aG)]
+    if tp.head_shift:  # 10b: floor(alpha G / 2^D), plus the carry against s0 mod 2^D (masks[0])
+        D = tp.head_shift
+        pre, vals = vals, [v >> D for v in vals]
+        if masks is not None:
+            lows = [w % (1 << D) for w in limbs.to_int(masks[0])]
+            vals = [v + ((x % (1 << D)) + lo >= 1 << D) for v, x, lo in zip(vals, pre, lows)]
+            masks = masks[1:]
     for k, ((a, b), t) in enumerate(zip(tp.digits, tp.shifts)):
         g = digit_factors(pp, a, b)[_digit(x_lo, a, b)]
         pre = [v * int(gi) for v, gi in zip(vals, g)]

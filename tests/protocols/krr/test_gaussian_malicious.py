@@ -73,7 +73,7 @@ def _ring(pp):
 def _x_lo(pp, Xe, q, rho):
     D = ((Xe.astype(object) - q.astype(object)) ** 2).sum(axis=1)
     u = np.array([(int(a) + int(b)) % (1 << pp.ring_bits) for a, b in zip(D, rho)], dtype=U64)
-    return u, (u >> U64(pp.shift_bits)) & U64((1 << pp.lo_bits) - 1)
+    return u, (u >> U64(pp.shift_bits)) & U64((1 << gm.tail_plan(pp).lo_bits) - 1)
 
 
 def _terms(pp, model, Xe, q, rho):
@@ -86,7 +86,7 @@ def _terms(pp, model, Xe, q, rho):
     u, x_lo = _x_lo(pp, Xe, q, rho)
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     xr = np.asarray(rho, dtype=U64) >> U64(pp.shift_bits)
-    aG = gm.g_at(pp, xr, alpha, tp, ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.int64))
+    aG = gm.g_at(pp, xr, alpha, tp, ((u >> U64(pp.shift_bits)) >> U64(tp.lo_bits)).astype(np.int64))
     top = 1 << (64 * tp.g_limbs)
     v = gm.client_factor(pp, x_lo)
     terms = [((w - top if w >= top // 2 else w) * vi) % _ring(pp) for w, vi in zip(limbs.to_int(aG), v)]
@@ -346,9 +346,11 @@ def test_rounding_is_refused_in_client_malicious_mode():
 
 
 # ---- step 10's rank-2 split of the G table (protocol 25; `tail_plan` takes it where it is cheaper)
-@pytest.fixture
-def split(monkeypatch):
+@pytest.fixture(params=["e1", "e0"])
+def split(monkeypatch, request):
     monkeypatch.setattr(gm, "G_SPLIT", "split")  # both parties run in this process: one plan
+    # protocol 36: the weights on either table (the tests' small models pick e1 themselves)
+    monkeypatch.setattr(gm, "ALPHA_SIDE", request.param)
 
 
 def test_split_factors_multiply_to_the_g_table():
@@ -369,16 +371,18 @@ def test_split_factors_multiply_to_the_g_table():
         G = np.array(limbs.to_int(gm.g_table(pp, rho_x, one, single)), dtype=object).reshape(len(alpha), -1)
         for e in range(1 << single.hb):
             got = np.array(limbs.to_int(gm.g_at(pp, rho_x, one, tp, np.full(len(alpha), e))), dtype=object)
-            H = (e - (rho_x >> U64(pp.lo_bits)).astype(np.int64)) % (1 << single.hb)
-            assert all(v == 0 for v, h in zip(got, H) if h >= 1 << pp.lut_bits)  # the cut, exactly
+            H = (e - (rho_x >> U64(single.lo_bits)).astype(np.int64)) % (1 << single.hb)
+            assert all(v == 0 for v, h in zip(got, H) if h >= 1 << single.lut_bits)  # the cut, exactly
             # in units of 2^-g: G's rounding (1/2), A's (1/2 times B <= e^step), B's (1/2 times A <= 1)
             err = [abs(int(v) / 2**pp.g_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
-            assert max(err) <= 1 + np.exp(pp.step) / 2
+            assert max(err) <= 1 + np.exp(single.step) / 2
 
 
-def test_split_tables_are_the_stated_sums_in_any_row_chunks():
+@pytest.mark.parametrize("alpha_e0", [False, True])
+def test_split_tables_are_the_stated_sums_in_any_row_chunks(alpha_e0):
     """Step 10's split tables (computed a few hundred points at a time) against their formulas in
-    Python integers mod 2^(64 nG), for chunk sizes that do and do not divide N."""
+    Python integers mod 2^(64 nG), for chunk sizes that do and do not divide N; with the weights on
+    either table (protocol 36: alpha_e0 puts alpha A_b in the e0 words)."""
     from protocols.mpc import limbs
 
     rng = np.random.default_rng(12)
@@ -391,18 +395,20 @@ def test_split_tables_are_the_stated_sums_in_any_row_chunks():
     As, Bs = [words(N, 4, top=41) for _ in (0, 1)], [words(N, 8, top=46) for _ in (0, 1)]
     tm, sg = [words(N, 1, nG) for _ in (0, 1)], [words(N, 1, nG) for _ in (0, 1)]
     r1, r2, a = words(N, 1, nG), words(N, 1, nG), words(N, 1, nG)
-    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a)
+    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, alpha_e0=alpha_e0)
     for rows in (1, 5, 23):
-        f0, f1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, rows=rows)
+        f0, f1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a, rows=rows, alpha_e0=alpha_e0)
         assert np.array_equal(e0, f0) and np.array_equal(e1, f1)
     I = lambda x: limbs.to_int(x)[0]  # noqa: E731 - one limb array (nG,) as an int
     for i in (0, 7, 22):
         t, s, al = [I(x[i, 0]) for x in tm], [I(x[i, 0]) for x in sg], I(a[i, 0])
-        c1 = (s[0] * int(As[0][i, 0]) + s[1] * int(As[1][i, 0]) + I(r1[i, 0])) % mod
-        want0 = [(int(As[0][i, 0]) + t[0]) % mod, (int(As[1][i, 0]) + t[1]) % mod, c1]
+        fa, fb = (al, 1) if alpha_e0 else (1, al)  # which side's words carry the weight
+        X = [fa * int(As[b][i, 0]) % mod for b in (0, 1)]
+        c1 = (s[0] * X[0] + s[1] * X[1] + I(r1[i, 0])) % mod
+        want0 = [(X[0] + t[0]) % mod, (X[1] + t[1]) % mod, c1]
         assert [I(e0[i, 0, k * nG:(k + 1) * nG]) for k in range(3)] == want0
         for e in (0, 5):
-            bt = [(al * int(Bs[b][i, e]) + s[b]) % mod for b in (0, 1)]
+            bt = [(fb * int(Bs[b][i, e]) + s[b]) % mod for b in (0, 1)]
             c2 = (t[0] * bt[0] + t[1] * bt[1] + I(r2[i, 0])) % mod
             assert [I(e1[i, e, k * nG:(k + 1) * nG]) for k in range(3)] == [bt[0], bt[1], c2]
 
@@ -415,9 +421,13 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     # protocol 26: the first digit truncates the split's g extra bits, every later one V; the flood
     # covers 2^40 times the N K carries
     assert tp.split and tp.shifts == (pp.g_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
-    assert tp.flood_bits == 40 + (pp.n_train * len(tp.digits) - 1).bit_length()
+    # protocol 36: K + 1 carries per point with step 10b's truncation of h
+    assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 1) - 1).bit_length()
     sv, y = _run(model, pp, Xe, xx, q)
     assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+    # step 10b's carry, like the digits', stays one unit of 2^-S: at most N K' units in all
+    carried = (y - gm.reference(pp, model, Xe, q, sv["rho"]) - sv["flood"]) % _ring(pp)
+    assert 0 < carried <= pp.n_train * tp.carries
     assert abs(gm.decode(pp, y) - model.predict(Q[None])[0]) < 1e-4
 
 
@@ -490,13 +500,13 @@ def test_flooding_hides_the_separate_terms():
     u, x_lo = _x_lo(pp, Xe, q, sv["rho"])
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
     xr = np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits)
-    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(2), ((u >> U64(pp.shift_bits)) >> U64(pp.lo_bits)).astype(np.intp)]
+    aG = gm.g_table(pp, xr, alpha, tp)[np.arange(2), ((u >> U64(pp.shift_bits)) >> U64(tp.lo_bits)).astype(np.intp)]
     top = 1 << (64 * tp.g_limbs)
     a = tuple(w - top if w >= top // 2 else w for w in limbs.to_int(aG))
     assert all(a)  # both points inside the cut
     v1, v2 = gm.client_factor(pp, x_lo)
     # the exact product at its own scale 2^(w + g + K V), in a ring wide enough for it
-    drop = sum(tp.shifts)
+    drop = tp.head_shift + sum(tp.shifts)
     wide = 1 << (tp.scale_bits + drop + 64)
     # (exact: 2^(scale + drop) is past the float range with 40 one-bit digits)
     offset_x = round(Fraction(model.y_offset) * (1 << (tp.scale_bits + drop)))
@@ -530,12 +540,19 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     K, R, m = len(tp.digits), tp.ring_bits, tp.mask_bits
     assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
     assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
-    assert tp.scale_bits == pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    # protocol 36: the output scale keeps 17 bits below the flood (e_T < 2^-17 prediction units),
+    # at most g bits below the one-factor scale w + g + V; the split truncates h itself (step 10b),
+    # one G table its first digit
+    one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
+    assert tp.scale_bits == max(tp.flood_bits - 1 + gm.OUTPUT_NOISE_BITS, one - pp.g_frac_bits) < one
+    assert tp.flood_bits - 1 - tp.scale_bits <= -17
+    assert tp.head_shift == (one - tp.scale_bits if tp.split else 0)
+    assert tp.carries == K + (1 if tp.split else 0)
     RG = tp.g_ring_bits
-    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG and R % 8 == 0 and RG % 8 == 0
+    assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG - tp.head_shift and R % 8 == 0 and RG % 8 == 0
     assert 64 * tp.chain_limbs >= R and 64 * tp.g_limbs >= max(RG, 8 * tp.a_bytes, 8 * tp.b_bytes)
     head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
-    assert sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
+    assert tp.head_shift + sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
     g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
     worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
     # protocol 29, step 10: the lift of h = alpha G + s0 in Z_2^RG (whole bytes), its statistical
@@ -550,6 +567,8 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
         assert math.log2(2 * n_train * A) + 40 <= math.log2(2.0 ** (8 * tp.a_bytes) - 2.0 ** pp.g_frac_bits)
         assert math.log2(2 * n_train * aB) + 40 <= math.log2(2.0 ** (8 * tp.b_bytes) - 2.0 ** (tp.b_lift_bits + 1))
         assert 8 * tp.a_bytes < RG and 8 * tp.b_bytes < RG  # narrower than the ring: the point of them
+    if tp.head_shift:  # step 10b: floor(h / 2^D) and its carry
+        worst = worst / 2.0 ** tp.head_shift + 2
     for t in tp.shifts:
         assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
         worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1

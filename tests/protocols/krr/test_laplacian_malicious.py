@@ -1057,11 +1057,15 @@ def test_tcp_a_failed_check_is_recorded_before_its_session_slot_is_released(tmp_
 # protocol 33: the shared tail's split point for the Laplacian kernel
 # ------------------------------------------------------------------------------------------------
 
-def test_tail_plan_takes_a_wider_low_part_for_the_laplacian_at_cm_settings_and_keeps_the_gaussians():
+def test_tail_plan_takes_a_wider_low_part_at_cm_settings_for_both_kernels():
     """At N = 16,384, d = 351 (bench.synthetic's CM-like models) the Laplacian's tail splits x at
     L = 22 instead of pp.lo_bits = 19: one G table of 2^3 entries of 19 bytes and 22 one-bit chain
-    digits in Z_2^240, 812 B per point (the rank-2 split at L = 19 sent 1,297 B); its G entries still
-    fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian's plan keeps L = pp.lo_bits (1,144 B; not enabled for it)."""
+    digits, now (protocol 36: output scale 78 = T - 1 + 20, the first digit truncating 18 bits) in
+    Z_2^216, 746 B per point (812 B in Z_2^240 at protocol 34; the rank-2 split at L = 19 sent 1,297
+    B); its G entries still fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian (protocol 36)
+    takes the wider L too: 1,059 B at L = 41 on the sigma-1000 model (1,144 B at L = pp.lo_bits = 40,
+    protocol 34), 3,034 B at L = 41 on bench.malicious_steps' sigma-74 model (3,560 B at L = 40): the
+    split h0 = 3 with the weights on the e0 side (16- and 13-byte words), 41 digits in Z_2^208."""
     import math
 
     from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model
@@ -1070,13 +1074,19 @@ def test_tail_plan_takes_a_wider_low_part_for_the_laplacian_at_cm_settings_and_k
     pp = ServedModel(model, security="client-malicious", frac_bits=LAPLACIAN_GRID_BITS).public
     tp = gaussian_malicious.tail_plan(pp)
     assert (pp.lo_bits, tp.lo_bits, tp.hb, tp.lut_bits, tp.split) == (19, 22, 3, 2, 0)
-    assert (tp.g_bytes, tp.chain_bytes, len(tp.digits)) == (19, 30, 22)
-    assert tp.g_bytes_per_point() + tp.chain_bytes_per_point() == 812
+    assert (tp.g_bytes, tp.chain_bytes, len(tp.digits), tp.scale_bits, tp.shifts[0]) == (19, 27, 22, 78, 18)
+    assert tp.g_bytes_per_point() + tp.chain_bytes_per_point() == 746
     assert math.log2(math.exp(tp.step)) + pp.g_frac_bits < 64
     gauss, _ = synthetic_model(16384, 351, 1000.0, seed=0, kernel="gaussian")
     gp = ServedModel(gauss, security="client-malicious").public
     gt = gaussian_malicious.tail_plan(gp)
-    assert gt.lo_bits == gp.lo_bits and gt.g_bytes_per_point() + gt.chain_bytes_per_point() == 1144
+    assert (gp.lo_bits, gt.lo_bits) == (40, 41) and gt.g_bytes_per_point() + gt.chain_bytes_per_point() == 1059
+    gauss, _ = synthetic_model(16384, 351, 74.0, seed=0, kernel="gaussian")
+    gp = ServedModel(gauss, security="client-malicious").public
+    gt = gaussian_malicious.tail_plan(gp)
+    assert (gp.lo_bits, gt.lo_bits, gt.split, gt.alpha_e0, gt.head_shift, gt.scale_bits, gt.ring_bits) == (
+        40, 41, 3, True, 17, 79, 208)
+    assert (gt.a_bytes, gt.b_bytes, gt.g_bytes_per_point(), gt.chain_bytes_per_point()) == (16, 13, 1968, 1066)
 
 
 def test_small_model_runs_the_wider_split_point_bit_exact():

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "83f6a27ba640f0fd13e42e7e1456aabf623dfdc6068f54d7b551c5d4b6b9fe69"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "9153e96b7b1ab3b60ae9eb1d46ac45f096af3b0301d39785170e5c122483f2a5"),
-    "krr-laplacian": (96, 74839, "ec10c9d8f1c5b3812788b3e7b500312642045cc7b5e94063264524477cb9de76"),
-    "krr-laplacian/silent": (122, 427447, "026ff933476e1a0b69e4c32fba204b1483ca6b2225a08d8f0af5780c3e5fe8df"),
-    "krr-gaussian/client-malicious": (482, 5426819, "c3953181fc9dc0d68eda92d7c34f06dd1c218cccd65329d7a3e8496494fc9a54"),
-    "krr-laplacian/client-malicious": (184, 77199, "93121d9039b0267721d9febe37164fd77fc1a44f0dd140bf0b9d0d44a3193a21"),
-    "krr-laplacian/client-malicious/silent": (203, 428899, "06e47248d2471ccfdfa79db94a2258ad5d4d4a6af0bc793718570ad1dcc3c1d8"),
+    "krr-gaussian": (66, 1564455, "ed87ff3610d35c76e7a75a13e017657257f806e82c81f8ef1de13e7afa8d99c6"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "ce49ba0dd44ec3abfe711f08124ade214413b643b1f10babbb78622201c808fe"),
+    "krr-laplacian": (96, 74839, "ce987ba57a0c04e76af61361911092b653ae3ea1ab78c797b4f926a3260ad90a"),
+    "krr-laplacian/silent": (122, 427447, "5d51b36238276206e6c91629380ecd86afbd897d90a600a245d33668a2535d3b"),
+    "krr-gaussian/client-malicious": (490, 5423265, "bb69e61b3e8e14cb7dc1a6131899762c0f6dc8a29af4752363617d1916b59c2d"),
+    "krr-laplacian/client-malicious": (184, 76315, "435fad486569c6eba78486526be5493b877bef3012008eed5bc9975e1422e297"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "30c01a6097aa8c263284fb83b6075f42effc5d33ef650d5e097779554b9b83a5"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 35
+PINNED_VERSION = 36
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
