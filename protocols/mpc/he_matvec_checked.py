@@ -358,20 +358,31 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     seed = p.rng.random_bytes(16)
     p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
     p.ch.flush()
+    # the seed's public parts in NTT form while the client encrypts (they depend on the seed
+    # only); the proof reuses them (its a* NTTs are their reversals)
+    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
     # 2. the client's pk0 and c0_b
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
-    # 3. proof, before anything depends on the ciphertexts
+    hats: dict[str, np.ndarray] = {}
+
+    def transform() -> None:  # local only (nothing leaves before the proof passes)
+        hats["c0"], hats["pk0"] = ring.ntt(c0), ring.ntt(pk0)
+
+    # 3. proof, before anything depends on the ciphertexts (the NTTs of the client's polynomials
+    # run while the client computes its opening)
     bfv_proof.check_wellformed(p, chooser, ring, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
-                               x_bits=plan.x_bits, msg_keys=q_keys, delta=delta)
+                               x_bits=plan.x_bits, msg_keys=q_keys, delta=delta, public_hat=(pk1_hat, c1_hat),
+                               while_waiting=transform)
     # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
-    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
-    C0, C1 = ring.lazy_table(ring.ntt(c0)), ring.lazy_table(ring.ntt(c1))  # (B, k, n) each
-    pk0h, pk1h = ring.lazy_table(ring.ntt(pk0)), ring.lazy_table(ring.ntt(pk1))
+    C0, C1 = ring.lazy_table(hats["c0"]), ring.lazy_table(c1_hat)  # (B, k, n) each
+    pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
+    kk = plan.reply_primes
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
@@ -389,7 +400,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
                 a1 += ring.lazy_mul(W[i, b], (C1[0][b], C1[1][b]), prod, tmp)
             uh = ring.ntt(np.broadcast_to(u[i], (k, n))).view(I64)  # small signed inputs go in as they are
             a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
-            a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+            if kk == k:  # c1 travels in NTT form: t e2 joins it there
+                a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
             acc1[i] = ring.canonical(a1)
             a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
             c0t[i] = ring.intt(ring.canonical(a0))[:, tgt]
@@ -401,13 +413,15 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         c0t = ring.add(c0t, flood.transpose(1, 0, 2))
         # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
         # sent, so the client's view hides X as before; c1 now travels in coefficient form)
-        kk = plan.reply_primes
         if kk == k:
             p.ch.send_array(ring.pack(acc1), owned=True)
             p.ch.send_array(ring.pack(c0t), owned=True)
         else:
+            # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+            # (the transform is linear), one NTT per output fewer
+            c1t = ring.add(ring.intt(acc1), ring.mul(ring.from_signed(e2), t_res))
             r, wb = plan.trim_bits, plan.word_bytes
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, ring.intt(acc1), M), M, r, wb), owned=True)
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c1t, M), M, r, wb), owned=True)
             p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
