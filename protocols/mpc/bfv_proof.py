@@ -196,17 +196,24 @@ def _coefficient_rows(ring: Ring, field: fp_auth.Field, g: np.ndarray, chi: np.n
     minus_t = field.sub(np.zeros(k, U64), _big(field, 1 << t_bits))
     chi_e = np.concatenate([chi[B][None], chi[:B]], axis=0).transpose(0, 2, 1).reshape(-1, k)  # ((B+1) n, k)
     a_val = field.mul(chi_e, np.broadcast_to(minus_t, chi_e.shape))
-    w_e = field.weights(NOISE_BITS)  # (NOISE_BITS, k): 2^i mod p
-    a_e = field.mul(a_val[:, None, :], np.broadcast_to(w_e[None], (a_val.shape[0], NOISE_BITS, k))).reshape(-1, k)
-    parts = [a_sp, a_sm, a_e]
+    parts = [a_sp, a_sm, _doublings(field, a_val, NOISE_BITS)]
     if msg_count:
         # - sum_b <chi_b, m_b>: message value i is coefficient i mod n_msg of block i // n_msg
         chi_m = chi[:B, :, :n_msg].transpose(0, 2, 1).reshape(-1, k)[:msg_count]
         neg = field.sub(np.zeros_like(chi_m), chi_m)
-        w_m = field.weights(x_bits)
-        a_m = field.mul(neg[:, None, :], np.broadcast_to(w_m[None], (msg_count, x_bits, k))).reshape(-1, k)
-        parts.append(a_m)
+        parts.append(_doublings(field, neg, x_bits))
     return np.concatenate(parts, axis=0)
+
+
+def _doublings(field: fp_auth.Field, v: np.ndarray, bits: int) -> np.ndarray:
+    """(m, k) residues -> (m bits, k): v 2^i mod p for i < bits, value-major (the coefficients of a
+    value's bits). Each is the previous one doubled (one conditional subtraction: cheaper than
+    a product by 2^i mod p, and the same residues)."""
+    out = np.empty((v.shape[0], bits, v.shape[1]), dtype=U64)
+    out[:, 0] = v
+    for i in range(1, bits):
+        out[:, i] = field.add(out[:, i - 1], out[:, i - 1])
+    return out.reshape(-1, v.shape[1])
 
 
 def _combine_macs(a: np.ndarray, m: U128) -> U128:
