@@ -565,7 +565,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
             raise ModelError("weights wider than the advertised weight_bits")
         prepared = (he_matvec_checked.prepare(X, pp.x_bits, pp.ring_bits, owner=model)
                     if pp.cross_term == "he" else None)
-        b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True, prepared=prepared)
+        b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True, prepared=prepared,
+                                           x_float=binding.rows_as_float(X, owner=model))
         return kernel_output(party, pp, rho=b.rho, delta=b.delta, u_pads=b.u_pads, model=model, lam=lam)
     b = binding.bound_masked_distances(party, pp, q=q, lam=lam, keep_pads=True)
     return kernel_output(party, pp, u=b.u, u_pads=b.u_pads, lam=lam)
@@ -856,6 +857,7 @@ def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarr
         enc = model._secureml_malicious_encoded = (key, X, xx)
     if pp.cross_term == "he":  # the lattice plaintexts of the rows (NTT form), before the first client
         he_matvec_checked.prepare(enc[1], pp.x_bits, pp.ring_bits, owner=model)
+    binding.rows_as_float(enc[1], owner=model)  # step 6's float copy of X, before the first client too
     return enc[1], enc[2]
 
 

@@ -56,7 +56,7 @@ a 16-byte seed, 4 (kbits + R - K) more committed bits and 2 x 4 16-byte words.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -88,6 +88,7 @@ class Witness:
     e_pk: np.ndarray  # (n,) int64
     e: np.ndarray  # (B, n) int64
     s_hat: np.ndarray  # NTT of s (k, n)
+    public_hat: tuple[np.ndarray, np.ndarray] | None = None  # NTT of (pk1, c1): reused by the proof
 
 
 def _times_t(ring: Ring, x: np.ndarray, t_bits: int) -> np.ndarray:
@@ -101,16 +102,17 @@ def client_encrypt(ring: Ring, rng: Any, seed: bytes, messages: np.ndarray, t_bi
     messages = np.atleast_2d(np.asarray(messages, dtype=I64))
     B, n_msg = messages.shape
     pk1, c1 = public_parts(ring, seed, B)
+    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
     s = ring.ternary(rng, (ring.n,))
     e_pk = ring.cbd(rng, (ring.n,))
     e = ring.cbd(rng, (B, ring.n))
     s_hat = ring.ntt(ring.from_signed(s))
-    pk0 = ring.sub(_times_t(ring, e_pk, t_bits), ring.intt(ring.mul(ring.ntt(pk1), s_hat)))
+    pk0 = ring.sub(_times_t(ring, e_pk, t_bits), ring.intt(ring.mul(pk1_hat, s_hat)))
     m = np.zeros((B, ring.n), dtype=I64)
     m[:, :n_msg] = messages
-    c1s = ring.intt(ring.mul(ring.ntt(c1), s_hat))
+    c1s = ring.intt(ring.mul(c1_hat, s_hat))
     c0 = ring.sub(ring.add(ring.from_signed(m), _times_t(ring, e, t_bits)), c1s)
-    return pk0, c0, Witness(s, e_pk, e, s_hat)
+    return pk0, c0, Witness(s, e_pk, e, s_hat, (pk1_hat, c1_hat))
 
 
 def witness_bits(w: Witness) -> np.ndarray:
@@ -124,12 +126,14 @@ def witness_bits(w: Witness) -> np.ndarray:
     return np.concatenate([sp, sm, Eb.ravel()])
 
 
-def _coefficients(ring: Ring, field: fp_auth.Field, pk0: np.ndarray, pk1: np.ndarray, c0: np.ndarray,
-                  c1: np.ndarray, chi: np.ndarray, t_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Public coefficients of step 3: g (k, n) for s and the constant C (k,)."""
+def _coefficients(ring: Ring, field: fp_auth.Field, pk0: np.ndarray, pk1_hat: np.ndarray, c0: np.ndarray,
+                  c1_hat: np.ndarray, chi: np.ndarray, t_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Public coefficients of step 3: g (k, n) for s and the constant C (k,), from the NTTs of pk1
+    and the c1_b. The NTT of a* = a(X^-1) is that of a reversed: a*(psi^(2i+1)) =
+    a(psi^(2n-2i-1)) = a^(n-1-i) (the same residues; B + 1 NTTs fewer than transforming a*)."""
     B = c0.shape[0]
-    a = np.concatenate([c1, pk1[None]], axis=0)  # (B + 1, k, n)
-    prod = ring.mul(ring.ntt(ring.adjoint(a)), ring.ntt(chi))
+    a_hat = np.concatenate([c1_hat, pk1_hat[None]], axis=0)  # (B + 1, k, n)
+    prod = ring.mul(a_hat[..., ::-1], ring.ntt(chi))
     acc = prod[0]
     for i in range(1, B + 1):
         acc = ring.add(acc, prod[i])
@@ -192,17 +196,24 @@ def _coefficient_rows(ring: Ring, field: fp_auth.Field, g: np.ndarray, chi: np.n
     minus_t = field.sub(np.zeros(k, U64), _big(field, 1 << t_bits))
     chi_e = np.concatenate([chi[B][None], chi[:B]], axis=0).transpose(0, 2, 1).reshape(-1, k)  # ((B+1) n, k)
     a_val = field.mul(chi_e, np.broadcast_to(minus_t, chi_e.shape))
-    w_e = field.weights(NOISE_BITS)  # (NOISE_BITS, k): 2^i mod p
-    a_e = field.mul(a_val[:, None, :], np.broadcast_to(w_e[None], (a_val.shape[0], NOISE_BITS, k))).reshape(-1, k)
-    parts = [a_sp, a_sm, a_e]
+    parts = [a_sp, a_sm, _doublings(field, a_val, NOISE_BITS)]
     if msg_count:
         # - sum_b <chi_b, m_b>: message value i is coefficient i mod n_msg of block i // n_msg
         chi_m = chi[:B, :, :n_msg].transpose(0, 2, 1).reshape(-1, k)[:msg_count]
         neg = field.sub(np.zeros_like(chi_m), chi_m)
-        w_m = field.weights(x_bits)
-        a_m = field.mul(neg[:, None, :], np.broadcast_to(w_m[None], (msg_count, x_bits, k))).reshape(-1, k)
-        parts.append(a_m)
+        parts.append(_doublings(field, neg, x_bits))
     return np.concatenate(parts, axis=0)
+
+
+def _doublings(field: fp_auth.Field, v: np.ndarray, bits: int) -> np.ndarray:
+    """(m, k) residues -> (m bits, k): v 2^i mod p for i < bits, value-major (the coefficients of a
+    value's bits). Each is the previous one doubled (one conditional subtraction: cheaper than
+    a product by 2^i mod p, and the same residues)."""
+    out = np.empty((v.shape[0], bits, v.shape[1]), dtype=U64)
+    out[:, 0] = v
+    for i in range(1, bits):
+        out[:, i] = field.add(out[:, i - 1], out[:, i - 1])
+    return out.reshape(-1, v.shape[1])
 
 
 def _combine_macs(a: np.ndarray, m: U128) -> U128:
@@ -231,12 +242,17 @@ def _to_u128(vals: list[int]) -> U128:
 def check_wellformed(party: PartyContext, chooser: int, ring: Ring, *, seed: bytes, pk0: np.ndarray, c0: np.ndarray,
                      t_bits: int, n_msg: int, x_bits: int, msg_macs: U128 | None = None,
                      msg_keys: U128 | None = None, msg_bits: np.ndarray | None = None,
-                     delta: np.uint64 | None = None, witness: Witness | None = None) -> None:
+                     delta: np.uint64 | None = None, witness: Witness | None = None,
+                     public_hat: tuple[np.ndarray, np.ndarray] | None = None,
+                     while_waiting: Callable[[], None] | None = None) -> None:
     """Steps 1-4 of the module docstring, both roles. Both pass the public ``seed``, ``pk0``
     (k, n), ``c0`` (B, k, n), ``t_bits``, ``n_msg`` (message coefficients per block) and
     ``x_bits`` (bits per message value); the client its ``witness`` and the MACs of the message
     values' bits ``msg_macs`` ((values x_bits,), value-major, least significant first, right mod
-    2^R of :func:`lift_bits`) and those bits ``msg_bits``, the server its MAC key ``delta`` and the keys ``msg_keys``. Raises
+    2^R of :func:`lift_bits`) and those bits ``msg_bits``, the server its MAC key ``delta`` and the keys ``msg_keys``.
+    ``public_hat``: the NTTs of (pk1, c1) if the caller has them (else computed from ``seed``; the
+    client's default is its witness's); ``while_waiting`` (server): local work run while the
+    client computes its opening (it must send nothing). Raises
     :class:`~protocols.mpc.authenticated.MacCheckError` on the server if the client's key or
     ciphertexts are not as stated (the caller must not answer them)."""
     client = party.role == chooser
@@ -261,8 +277,12 @@ def check_wellformed(party: PartyContext, chooser: int, ring: Ring, *, seed: byt
         party.ch.flush()
     chi = ring.expand(chi_seed, "chi", (B + 1,))
     # 3. the combined relation per prime: Z = C + sum_j a_j b_j (mod p), coefficients in [0, p)
-    pk1, c1 = public_parts(ring, seed, B)
-    g, C = _coefficients(ring, field, pk0, pk1, c0, c1, chi, t_bits)
+    if public_hat is None and client and witness is not None:
+        public_hat = witness.public_hat
+    if public_hat is None:
+        pk1, c1 = public_parts(ring, seed, B)
+        public_hat = ring.ntt(pk1), ring.ntt(c1)
+    g, C = _coefficients(ring, field, pk0, public_hat[0], c0, public_hat[1], chi, t_bits)
     a = _coefficient_rows(ring, field, g, chi, t_bits, n_msg, msg_count, x_bits)
     macs = (np.concatenate([w[0], msg[0]]), np.concatenate([w[1], msg[1]]))
     comb = _combine_macs(a, macs)
@@ -293,6 +313,8 @@ def check_wellformed(party: PartyContext, chooser: int, ring: Ring, *, seed: byt
         party.ch.send_array(np.stack([u128.to_bytes(y), u128.to_bytes(my)]), owned=True)
         party.ch.flush()
         return None
+    if while_waiting is not None:
+        while_waiting()
     got = party.ch.recv_array(np.uint8, (2, k, 16))
     y, my = u128.from_bytes16(got[0]), u128.from_bytes16(got[1])
     # honest: Z_int - C - p k = -C exactly, so y + C = 2^K r

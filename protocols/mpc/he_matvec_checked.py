@@ -30,7 +30,9 @@ Protocol (client = receiver, server = sender):
   2. client: s ternary, pk0 = -pk1 s + t e', c0_b = -c1_b s + Q_b + t e_b; sends pk0 and the c0_b.
   3. both: :func:`protocols.mpc.bfv_proof.check_wellformed` (the message of block b is bound to
      the committed q). The server aborts on failure and sends nothing computed from the
-     ciphertexts.
+     ciphertexts. (Its NTTs of pk1 and the c1_b run while the client encrypts, those of pk0 and
+     the c0_b while the client computes its opening: local work, the same messages in the same
+     order; nothing derived from the client's polynomials leaves before the check passes.)
   4. server, per output block o: ct_o = sum_b ct_b W_{o,b} + (pk0 u + t e1, pk1 u + t e2)
      (u ternary, e1, e2 small: fresh per output, so c1 is an RLWE sample in the server's u and
      hides sum_b c1_b W_{o,b}) + (R_o + t f, 0) at the targets, R_o uniform mod t, f uniform in
@@ -282,34 +284,64 @@ def _switch_down(ring: Ring, kk: int, a: np.ndarray, t_bits: int) -> np.ndarray:
     a' = (a + t v) / P (mod Q'), P = p_(kk+1) ... p_k, v = (-a t^-1 mod P) in [0, P) (mixed
     radix over the dropped primes), so that a + t v = 0 (mod P) and t v = 0 (mod t). Applied to
     both parts, c0' + c1' s = W / P with W = m' + t (N + v0 + v1 s): the plaintext becomes
-    m' P^-1 (mod t), exactly. Returns (..., kk, m). (All primes lie in (2^49, 2^50): any residue
-    is below twice any prime, so reductions are single conditional subtractions.)"""
+    m' P^-1 (mod t), exactly. Returns (..., kk, m).
+
+    Every step is a sum of residues times public constants, so each is formed as lazy products
+    (:func:`_lazy_const`: x c - trunc(x c / p) p, |.| < p + 3 |x| / 8 for x < 2^50) summed in
+    int64 and reduced once (:func:`_reduce1`), with the constants folded (Garner's digits
+    x_j = -a_j t^-1 R_j^-1 - sum_(i<j) x_i R_i R_j^-1 mod p_j, R_j = p_d0 ... p_d(j-1); then
+    a'_i = a_i P^-1 + sum_j x_j t R_j P^-1 mod p_i): the same residues as a product-at-a-time
+    evaluation, in a third of the passes."""
     k = ring.k
     if kk >= k:
         return a
     P = [int(p) for p in ring.primes]
     drop = list(range(kk, k))
-    xs: list[np.ndarray] = []  # mixed-radix digits of v: v = x_0 + p_d0 x_1 + p_d0 p_d1 x_2 + ...
+    t = 1 << t_bits
+    R = [1]
+    for j in drop[:-1]:
+        R.append(R[-1] * P[j])
+    Pd = R[-1] * P[drop[-1]]
+    ai = a.view(I64)
+    xs: list[np.ndarray] = []  # Garner digits of v: v = sum_j x_j R_j, 0 <= x_j < p_dj
     for jj, j in enumerate(drop):
         pj = P[j]
-        vj = _mm(_below(U64(pj) - a[..., j, :], pj), pow(1 << t_bits, -1, pj), pj)  # -a t^-1 mod p_j
-        acc, rad = np.zeros_like(vj), 1
+        acc = _lazy_const(ai[..., j, :], -pow(t * R[jj], -1, pj), pj)
         for ii in range(jj):
-            acc = _below(acc + _mm(_below(xs[ii], pj), rad, pj), pj)
-            rad *= P[drop[ii]]
-        xs.append(_mm(_below(vj + U64(pj) - acc, pj), pow(rad, -1, pj), pj))
-    Pd = 1
-    for j in drop:
-        Pd *= P[j]
+            acc += _lazy_const(xs[ii], -R[ii] * pow(R[jj], -1, pj), pj)
+        xs.append(_reduce1(acc, pj))
     out = np.empty(a.shape[:-2] + (kk, a.shape[-1]), dtype=U64)
     for i in range(kk):
         pi_ = P[i]
-        v, rad = _below(xs[0], pi_), P[drop[0]]
-        for jj in range(1, len(drop)):
-            v = _below(v + _mm(_below(xs[jj], pi_), rad, pi_), pi_)
-            rad *= P[drop[jj]]
-        out[..., i, :] = _mm(_below(a[..., i, :] + _mm(v, 1 << t_bits, pi_), pi_), pow(Pd, -1, pi_), pi_)
+        pinv = pow(Pd, -1, pi_)
+        acc = _lazy_const(ai[..., i, :], pinv, pi_)
+        for jj in range(len(drop)):
+            acc += _lazy_const(xs[jj], t * R[jj] * pinv, pi_)
+        out[..., i, :] = _reduce1(acc, pi_).view(U64)
     return out
+
+
+def _lazy_const(x: np.ndarray, c: int, p: int) -> np.ndarray:
+    """x c (mod p) as a lazy signed int64 residue, |result| < p + 3 |x| / 8, for int64 0 <= x < 2^50
+    and a constant c (any integer: reduced mod p here)."""
+    c %= p
+    q = np.multiply(x, c / p, dtype=np.float64).astype(I64)  # the float quotient, truncated
+    q *= I64(p)
+    r = np.multiply(x, I64(c))  # wraps mod 2^64; the difference is exact
+    r -= q
+    return r
+
+
+def _reduce1(x: np.ndarray, p: int) -> np.ndarray:
+    """Lazy signed int64 residues (|x| < 2^60) -> [0, p) int64, in place: the float quotient is off by
+    at most one, then two sign-mask corrections."""
+    q = np.multiply(x, 1.0 / p, dtype=np.float64).astype(I64)
+    q *= I64(p)
+    x -= q
+    x += I64(p) & (x >> 63)
+    x -= I64(p)
+    x += I64(p) & (x >> 63)
+    return x
 
 
 def _decrypt_low(ring: Ring, kk: int, v: np.ndarray, t_bits: int) -> np.ndarray:
@@ -358,20 +390,31 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     seed = p.rng.random_bytes(16)
     p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
     p.ch.flush()
+    # the seed's public parts in NTT form while the client encrypts (they depend on the seed
+    # only); the proof reuses them (its a* NTTs are their reversals)
+    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
     # 2. the client's pk0 and c0_b
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
-    # 3. proof, before anything depends on the ciphertexts
+    hats: dict[str, np.ndarray] = {}
+
+    def transform() -> None:  # local only (nothing leaves before the proof passes)
+        hats["c0"], hats["pk0"] = ring.ntt(c0), ring.ntt(pk0)
+
+    # 3. proof, before anything depends on the ciphertexts (the NTTs of the client's polynomials
+    # run while the client computes its opening)
     bfv_proof.check_wellformed(p, chooser, ring, seed=seed, pk0=pk0, c0=c0, t_bits=M, n_msg=plan.n_i,
-                               x_bits=plan.x_bits, msg_keys=q_keys, delta=delta)
+                               x_bits=plan.x_bits, msg_keys=q_keys, delta=delta, public_hat=(pk1_hat, c1_hat),
+                               while_waiting=transform)
     # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
-    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
-    C0, C1 = ring.lazy_table(ring.ntt(c0)), ring.lazy_table(ring.ntt(c1))  # (B, k, n) each
-    pk0h, pk1h = ring.lazy_table(ring.ntt(pk0)), ring.lazy_table(ring.ntt(pk1))
+    C0, C1 = ring.lazy_table(hats["c0"]), ring.lazy_table(c1_hat)  # (B, k, n) each
+    pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
+    kk = plan.reply_primes
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
@@ -389,7 +432,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
                 a1 += ring.lazy_mul(W[i, b], (C1[0][b], C1[1][b]), prod, tmp)
             uh = ring.ntt(np.broadcast_to(u[i], (k, n))).view(I64)  # small signed inputs go in as they are
             a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
-            a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+            if kk == k:  # c1 travels in NTT form: t e2 joins it there
+                a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
             acc1[i] = ring.canonical(a1)
             a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
             c0t[i] = ring.intt(ring.canonical(a0))[:, tgt]
@@ -401,13 +445,15 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         c0t = ring.add(c0t, flood.transpose(1, 0, 2))
         # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
         # sent, so the client's view hides X as before; c1 now travels in coefficient form)
-        kk = plan.reply_primes
         if kk == k:
             p.ch.send_array(ring.pack(acc1), owned=True)
             p.ch.send_array(ring.pack(c0t), owned=True)
         else:
+            # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+            # (the transform is linear), one NTT per output fewer
+            c1t = ring.add(ring.intt(acc1), ring.mul(ring.from_signed(e2), t_res))
             r, wb = plan.trim_bits, plan.word_bytes
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, ring.intt(acc1), M), M, r, wb), owned=True)
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c1t, M), M, r, wb), owned=True)
             p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()

@@ -354,10 +354,37 @@ class Ring(ModPrimes):
         return out.reshape(*lead, self.k, self.n)
 
     def cbd(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """Centred binomial error, eta = CBD_ETA, as int64 (|e| <= eta)."""
-        bits = rng.random_bits((*shape, 2 * CBD_ETA)).reshape(*shape, 2, CBD_ETA)
-        s = bits.sum(axis=-1, dtype=np.int16)  # the bits stay uint8 (was: an int64 copy of every bit)
-        return (s[..., 0] - s[..., 1]).astype(I64)
+        """Centred binomial error, eta = CBD_ETA, as int64 (|e| <= eta): coefficient i is the
+        number of ones in bits [2 eta i, 2 eta i + eta) of the stream less that in the next eta
+        bits (the stream and bit order of ``rng.random_bits``). Counted on 64-bit words, not
+        unpacked bits: 2 eta = 42, so 4 coefficients take 21 bytes, read as three big-endian words
+        (padded to 24 bytes), each field a popcount of one or two masked words (~5x faster
+        than summing unpacked bits at 65,536 coefficients)."""
+        shape = tuple(shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        raw = np.frombuffer(rng.random_bytes((count * 2 * CBD_ETA + 7) // 8), dtype=np.uint8)
+        if CBD_ETA != 21:  # pragma: no cover - the word layout below is for 21-bit fields
+            bits = np.unpackbits(raw)[: count * 2 * CBD_ETA].reshape(*shape, 2, CBD_ETA)
+            s = bits.sum(axis=-1, dtype=np.int16)
+            return (s[..., 0] - s[..., 1]).astype(I64)
+        groups = -(-count // 4)
+        buf = np.zeros((groups, 24), dtype=np.uint8)
+        flat = np.zeros(groups * 21, dtype=np.uint8)
+        flat[: raw.shape[0]] = raw
+        buf[:, :21] = flat.reshape(groups, 21)
+        words = buf.view(">u8").astype(U64)  # (groups, 3): bit j of the 192 counted from the top
+        out = np.empty((groups, 4), dtype=I64)
+        for c in range(4):
+            field = []
+            for f in (2 * c, 2 * c + 1):
+                lo, hi, ones = 21 * f, 21 * f + 21, None
+                for w in range(lo // 64, (hi - 1) // 64 + 1):
+                    s, e = max(lo, 64 * w) - 64 * w, min(hi, 64 * w + 64) - 64 * w
+                    part = _popcount(words[:, w] & U64(((1 << (e - s)) - 1) << (64 - e)))
+                    ones = part if ones is None else ones + part
+                field.append(ones)
+            out[:, c] = field[0].astype(I64) - field[1].astype(I64)
+        return out.reshape(-1)[:count].reshape(shape)
 
     def ternary(self, rng: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Uniform in {-1, 0, 1} (bias 2^-63 from the reduction), int64."""
@@ -387,6 +414,16 @@ class Ring(ModPrimes):
         if bool((a >= self.p).any()):
             raise ValueError("residue not reduced")
         return a
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Ones in each uint64 word (numpy >= 2: one ufunc; else a byte table)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _POP8[np.ascontiguousarray(x).view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
 def mulmod(a: np.ndarray, b: np.ndarray, p: np.ndarray, pinv: np.ndarray) -> np.ndarray:

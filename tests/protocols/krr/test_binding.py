@@ -205,3 +205,22 @@ def test_cross_term_byte_estimates_match_the_wire(N):
     assert abs(wire["ot"] - est["ot"]) < 0.01 * est["ot"]
     assert abs(wire["he"] - est["he"]) < 0.01 * est["he"]
     assert binding.cheaper_cross_term(pp) == min(wire, key=wire.get) == ("ot" if N == 32 else "he")
+
+
+def test_rows_as_float_is_kept_per_model_for_its_own_matrix():
+    """Step 6's float64 copy of X: exact, made once per (owner, X) and remade for another X."""
+    from protocols.krr import binding
+
+    class Owner:  # any weakly referable object stands for the served model
+        pass
+
+    X = np.random.default_rng(5).integers(0, 2 ** 23, (40, 7), dtype=np.uint64)
+    X[0, 0] = 2 ** 23 - 1
+    owner = Owner()
+    a = binding.rows_as_float(X, owner=owner)
+    assert a.dtype == np.float64 and (a.astype(np.uint64) == X).all()
+    assert binding.rows_as_float(X, owner=owner) is a  # kept
+    X2 = X.copy()
+    b = binding.rows_as_float(X2, owner=owner)
+    assert b is not a and (b == a).all()  # another matrix: made again, not a stale copy
+    assert binding.rows_as_float(X, owner=None) is not binding.rows_as_float(X, owner=None)  # no owner: not kept

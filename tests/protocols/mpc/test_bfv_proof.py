@@ -239,3 +239,48 @@ def test_prefix_ring_is_the_ring_at_its_first_primes():
     assert low.primes == ring.primes[:2] and low.Q == ring.primes[0] * ring.primes[1]
     assert (low.ntt(a[:, :2]) == ring.ntt(a)[:, :2]).all() and (low.intt(a[:, :2]) == ring.intt(a)[:, :2]).all()
     assert ring.k == 4 and ring.prefix(2) is low
+
+
+@pytest.mark.parametrize("bits", [1, 6, 23])
+def test_doublings_are_the_products_by_powers_of_two(bits):
+    """_coefficient_rows' repeated doubling = v 2^i mod p (what it replaced), residues p - 1 and 0 included."""
+    from protocols.mpc import fp_auth
+    ring = rlwe.ring()
+    field = fp_auth.Field(ring.primes)
+    rng = np.random.default_rng(11)
+    v = np.stack([rng.integers(0, p, 300, dtype=U64) for p in ring.primes], axis=1)
+    v[0] = [p - 1 for p in ring.primes]
+    v[1] = 0
+    want = field.mul(v[:, None, :], np.broadcast_to(field.weights(bits)[None], (300, bits, ring.k))).reshape(-1, ring.k)
+    got = bfv_proof._doublings(field, v, bits)
+    assert got.dtype == U64 and (got == want).all()
+
+
+def test_proof_reuses_reversed_transforms_of_the_public_parts():
+    """The a* NTTs of step 3 are the NTTs of pk1 and the c1_b reversed (no transform of a*)."""
+    ring = rlwe.ring()
+    pk1, c1 = bfv_proof.public_parts(ring, b"\x07" * 16, 2)
+    a = np.concatenate([c1, pk1[None]], axis=0)
+    assert (ring.ntt(ring.adjoint(a)) == ring.ntt(a)[..., ::-1]).all()
+
+
+@pytest.mark.parametrize("kk", [1, 2, 3])
+def test_switch_down_equals_the_integer_definition(kk):
+    """_switch_down's folded lazy products = (x + t v) / P mod p_i in Python integers, v = -x t^-1 mod P
+    in [0, P), for residues 0, p - 1 and random ones, every kept prime."""
+    ring = rlwe.ring()
+    rng = np.random.default_rng(21 + kk)
+    t_bits, cnt = 56, 40
+    xs = [0, ring.Q - 1, 1] + [int.from_bytes(rng.bytes(26), "little") % ring.Q for _ in range(cnt - 3)]
+    a = np.array([[x % p for x in xs] for p in ring.primes], dtype=U64)
+    a[:, 1] = [p - 1 for p in ring.primes]  # every residue at its maximum (not one integer's residues)
+    got = hc._switch_down(ring, kk, a[None], t_bits)[0]
+    P = 1
+    for p in ring.primes[kk:]:
+        P *= p
+    t = 1 << t_bits
+    for c in range(cnt):
+        x = sum(int(a[j, c]) * (ring.Q // p) * pow(ring.Q // p, -1, p) for j, p in enumerate(ring.primes)) % ring.Q
+        v = (-x * pow(t, -1, P)) % P
+        assert (x + t * v) % P == 0
+        assert [int(got[i, c]) for i in range(kk)] == [((x + t * v) // P) % p for p in ring.primes[:kk]]

@@ -99,3 +99,34 @@ def test_lazy_products_summed_then_reduced_are_exact():
     for j, p in enumerate(R.primes):
         want = [sum(int(v[i, j, c]) * int(w[i, j, c]) for i in range(terms)) % p for c in range(8)]
         assert [int(x) for x in got[j]] == want
+
+
+def _cbd_unpacked(rng, shape: tuple[int, ...]) -> np.ndarray:
+    """The definition: ones in the first eta of 2 eta unpacked bits less ones in the second eta."""
+    bits = rng.random_bits((*shape, 2 * rlwe.CBD_ETA)).reshape(*shape, 2, rlwe.CBD_ETA)
+    s = bits.sum(axis=-1, dtype=I64)
+    return s[..., 0] - s[..., 1]
+
+
+@pytest.mark.parametrize("shape", [(8, 8192), (1,), (3,), (5, 7), (8, 138), (0,)])
+def test_cbd_counts_on_words_equal_the_unpacked_bits(shape):
+    """Ring.cbd's popcounts of masked big-endian words = the sums of unpacked bits, the same stream
+    consumed (the next draw agrees), for sizes not a multiple of the 4-coefficient group."""
+    from protocols.mpc.randomness import SecureRandom
+    R = rlwe.ring()
+    a, b = SecureRandom(b"cbd-reference-01"), SecureRandom(b"cbd-reference-01")
+    want, got = _cbd_unpacked(a, shape), R.cbd(b, shape)
+    assert got.shape == want.shape and got.dtype == I64
+    assert (got == want).all()
+    assert a.random_bytes(16) == b.random_bytes(16)
+    if got.size > 1000:
+        assert got.min() >= -rlwe.CBD_ETA and got.max() <= rlwe.CBD_ETA and got.std() > 2.5
+
+
+def test_popcount_byte_table_matches_the_ufunc(monkeypatch):
+    words = np.random.default_rng(3).integers(0, 2 ** 63, 1000, dtype=U64) * U64(2) + U64(1)
+    words[:3] = [U64(0), U64(2 ** 64 - 1), U64(1 << 63)]
+    want = np.array([bin(int(w)).count("1") for w in words])
+    assert (rlwe._popcount(words).astype(I64) == want).all()
+    monkeypatch.delattr(np, "bitwise_count")
+    assert (rlwe._popcount(words).astype(I64) == want).all()
