@@ -122,25 +122,15 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     return preds, cost, pp
 
 
-class _LatticeParty:
-    """The client's party on the lattice path (:mod:`protocols.krr.linear_he`), which uses only
-    the channel and, for a mask made inside the session, private randomness: no OT provider is
-    built (that path has no OT), and the randomness is a fresh :class:`SecureRandom` (new OS key)
-    made for this session on first use -- never shared between sessions; a session whose mask was
-    made after the previous reply draws none."""
-
-    role = 1
-    seed = None
+class _LatticeParty(linear_he.LatticeParty):
+    """The client's party on the lattice path (:class:`protocols.krr.linear_he.LatticeParty`,
+    role 1): the channel and, for a mask made inside the session, private randomness -- no OT
+    provider is built (that path has no OT), and the randomness is a fresh :class:`SecureRandom`
+    (new OS key) made for this session on first use, never shared between sessions; a session
+    whose mask was made after the previous reply draws none."""
 
     def __init__(self, ch: Channel) -> None:
-        self.ch = ch
-        self._rng: SecureRandom | None = None
-
-    @property
-    def rng(self) -> SecureRandom:
-        if self._rng is None:
-            self._rng = SecureRandom()
-        return self._rng
+        super().__init__(ch, role=1)
 
 
 class _EarlyChannel:
@@ -172,6 +162,9 @@ class _EarlyChannel:
 
     def send_json(self, obj: Any) -> None:
         self._out("send_json", obj)
+
+    def send_parts(self, parts: Any) -> None:
+        self._out("send_parts", list(parts))
 
     def send_array(self, a: np.ndarray, **kw: Any) -> None:
         self._out("send_array", np.array(a))
@@ -216,6 +209,10 @@ class _EarlyChannel:
     def recv_json(self, *a: Any, **kw: Any) -> Any:
         self._release()
         return self._ch.recv_json(*a, **kw)
+
+    def recv_bytearray(self, *a: Any, **kw: Any) -> Any:
+        self._release()
+        return self._ch.recv_bytearray(*a, **kw)
 
     def recv_array(self, *a: Any, **kw: Any) -> Any:
         self._release()
