@@ -205,38 +205,72 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
     return parts
 
 
-def _idle_priority() -> None:
+def _idle_priority() -> bool:
     """Run the calling thread only when its CPU has nothing else to do (Linux ``SCHED_IDLE``, which
     an unprivileged thread may choose for itself): the next session's mask must never delay this
     session's reply on a busy or single core -- at normal priority it still held the core when the
-    reply arrived (0.3 ms late in some pinned sessions). Elsewhere: normal priority."""
+    reply arrived (0.35 ms late in some pinned sessions). Elsewhere: normal priority (False)."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
+        return True
     except (AttributeError, OSError):
-        pass
+        return False
+
+
+def _normal_priority(tid: int) -> bool:
+    """Give thread ``tid`` its normal priority back; False where that is not allowed (leaving
+    ``SCHED_IDLE`` needs CAP_SYS_NICE or a RLIMIT_NICE that allows nice 0) or it has ended."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 class _PendingMask:
     """The next session's mask, made by a thread of its own while this session waits for the
     server's answer and after it (the mask is ~0.7 ms of NTT work at n = 4,096; made inline, it was
-    still running when the answer arrived on a fast link). Its seed is known at once (the hello and
-    this session's request name it); :meth:`result` waits for the mask."""
+    still running when the answer arrived on a fast link). The thread runs at idle priority
+    (:func:`_idle_priority`), so the answer's processing always has the CPU first. Its seed is
+    known at once (the hello and this session's request name it); :meth:`result` takes the mask:
+    if the thread has not finished (a busy machine gives an idle-priority thread no CPU), its
+    priority is raised and it is waited for, or, where that is not allowed, the mask for the same
+    seed is made by the caller and the thread's is dropped unused (it never encrypts anything,
+    so no (a, e) ever serves two queries)."""
 
     def __init__(self, key: rlwe_ip.ClientKey, seed: bytes) -> None:
         self.seed = seed
+        self._key = key
         self._mask: rlwe_ip.Mask | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._make, args=(key,), daemon=True, name="secureml-next-mask")
+        self._lock = threading.Lock()
+        self._tid: int | None = None  # the thread's id once it runs at idle priority
+        self._taken = False  # result() was called: a thread not started yet stays at normal priority
+        self._thread = threading.Thread(target=self._make, daemon=True, name="secureml-next-mask")
         self._thread.start()
 
-    def _make(self, key: rlwe_ip.ClientKey) -> None:
-        _idle_priority()
+    def _make(self) -> None:
+        with self._lock:
+            if not self._taken and _idle_priority():
+                self._tid = threading.get_native_id()
         try:
-            self._mask = key.mask(self.seed, rlwe_ip.SecureRandom())
+            mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
+            with self._lock:
+                if self._mask is None:  # (else the taking session made one itself: this one is dropped)
+                    self._mask = mask
         except BaseException as exc:  # noqa: BLE001 - handed to the session that takes the mask
             self._error = exc
 
     def result(self) -> rlwe_ip.Mask:
+        with self._lock:
+            self._taken = True
+            behind = self._thread.is_alive() and self._mask is None and self._error is None
+            if behind and self._tid is not None and not _normal_priority(self._tid):
+                self._tid = None
+                # made here; the thread's own mask, if it ever ends, is never handed out
+                self._mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
+                self._error = None
+                return self._mask
         self._thread.join()
         if self._error is not None:
             raise self._error

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import re
 import threading
 
@@ -349,3 +350,87 @@ def test_the_next_sessions_mask_is_made_on_a_thread_and_its_errors_reach_the_tak
     monkeypatch.setattr(rlwe_ip.ClientKey, "mask", broken)
     with pytest.raises(RuntimeError, match="mask failed"):
         linear_he._PendingMask(key, seed).result()
+
+
+def test_resumed_sessions_answer_with_the_key_part_bound_after_the_last_reply(rff_model, tmp_path, monkeypatch):
+    """Over TCP, a resumed client's sessions are answered from the re-randomisation the server made
+    after its last reply, bound to its key (rlwe_ip.server_bind): no copy of pk0 and no randomness
+    between the query and the answer; the first session (no seed announced before) and a client
+    with a fresh key (a session under another key) are answered the ordinary way; every prediction
+    is right."""
+    from protocols.mpc import rlwe_ip
+
+    monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    monkeypatch.setattr(linear_he, "PREPARE_NEXT", True)
+    mm, test = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    answers = []
+    real_finish = rlwe_ip.server_finish
+
+    def spy(pw, prep, pk0, c0, const, delta_bits, rng, key_id=None):
+        answers.append((prep.bound_key == key_id, pk0 is None, rng is None))
+        return real_finish(pw, prep, pk0, c0, const, delta_bits, rng, key_id=key_id)
+
+    monkeypatch.setattr(rlwe_ip, "server_finish", spy)
+    th, addr = _serve_tcp(served, max_sessions=5)
+    preds = [predict(addr, featurize=molecules_featurizer(test.subset([i])))[0][0] for i in range(3)]
+    # a new key for this process (another client): the server's re-randomisation is bound to the old one
+    monkeypatch.setattr(linear_he, "_CLIENT_KEYS", {})
+    preds += [predict(addr, featurize=molecules_featurizer(test.subset([i])))[0][0] for i in (3, 0)]
+    th.join(60)
+    np.testing.assert_allclose(preds, mm.predict(test.subset([0, 1, 2, 3, 0])), atol=ERROR_BUDGET)
+    assert answers[0] == (False, False, False)  # first session: nothing prepared for this key
+    assert answers[1] == answers[2] == (True, True, True)  # bound: no pk0 copy, nothing drawn
+    assert answers[3] == (False, False, False)  # the new key: made afresh from its pk0
+    assert answers[4] == (True, True, True)
+
+
+def test_the_next_mask_thread_runs_at_idle_priority_and_never_leaves_a_session_waiting(monkeypatch):
+    """The next session's mask thread runs at idle priority (SCHED_IDLE), so the current answer's
+    processing has the CPU first. A session that takes the mask while the thread is still at work
+    gives the thread its priority back and waits for its mask; where that is not allowed it makes
+    the mask for the same seed itself and the thread's is dropped (never handed out)."""
+    from protocols.mpc import rlwe_ip
+
+    if not hasattr(os, "SCHED_IDLE"):
+        pytest.skip("no SCHED_IDLE on this platform")
+    key = rlwe_ip.ClientKey(rlwe_ip.ring_for(64))
+    seed = bytes(range(16))
+    real_mask = rlwe_ip.ClientKey.mask
+    for allowed in (True, False):
+        entered, release = threading.Event(), threading.Event()
+        made = []
+
+        def slow_mask(self, s, rng):
+            on_thread = threading.current_thread().name == "secureml-next-mask"
+            policy = os.sched_getscheduler(0)
+            if on_thread:
+                entered.set()
+                assert release.wait(10)
+            out = real_mask(self, s, rng)
+            made.append((on_thread, policy, out))
+            return out
+
+        boosts = []
+
+        def boost(tid):
+            boosts.append(tid)
+            if allowed:
+                release.set()
+            return allowed
+
+        monkeypatch.setattr(rlwe_ip.ClientKey, "mask", slow_mask)
+        monkeypatch.setattr(linear_he, "_normal_priority", boost)
+        pending = linear_he._PendingMask(key, seed)
+        assert entered.wait(10)
+        mask = pending.result()
+        release.set()
+        pending._thread.join(10)
+        assert mask.seed == seed and len(boosts) == 1 and boosts[0] == pending._thread.native_id
+        thread_made = [m for on, _, m in made if on]
+        assert [p for on, p, _ in made if on] == [os.SCHED_IDLE]
+        if allowed:  # waited for the thread's own mask
+            assert len(made) == 1 and mask is thread_made[0]
+        else:  # made by the taking session; the thread's is dropped
+            assert len(made) == 2 and mask is [m for on, _, m in made if not on][0]
+            assert pending.result() is mask and mask is not thread_made[0]
