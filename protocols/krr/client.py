@@ -110,8 +110,9 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         preds = preds + baseline
     t1 = time.perf_counter()
     after = info.pop("after_reply", None)
+    peak = info.pop("_peak_rss_mb", None)  # read by the protocol while it waited for the server
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes,
-                                   {"n_queries": n_q, "security": pp.security, **info})
+                                   {"n_queries": n_q, "security": pp.security, **info}, peak_mb=peak)
     if after is not None:
         # the prediction is in hand (cost above ends here): work for the next session on this
         # connection (a compact model's OT pool refill), reported apart

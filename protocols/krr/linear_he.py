@@ -74,6 +74,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.common import peak_rss_mb
 from protocols.krr.chain import SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import rlwe_ip
@@ -350,6 +351,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         next_s = time.perf_counter() - t_sent
     k, n = enc.shape[0], rp.n
     reply_bytes = 1 + k * (16 + 8 * n)
+    peak_mb = peak_rss_mb()  # read for the cost report while the server answers (a /proc read, ~30 us cold)
     reply = ch.recv_bytearray(max_bytes=reply_bytes)
     if reply[:1] == bytes([_NEED_KEY]) and len(reply) == 1 and not with_pk:
         with_pk = True  # the server forgot our key (restart, eviction): the same ciphertexts, with it
@@ -368,7 +370,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         top = np.frombuffer(rec[16:], dtype="<u8")
         out[i] = key.decrypt(v, top) / scale
     return out, {"out_bits": pp.output_bits, "engine": "lattice", "key_sent": with_pk, "keygen_s": keygen_s,
-                 "resumed": not with_pk, "prepared": premade, "prepare_next_s": next_s,
+                 "resumed": not with_pk, "prepared": premade, "prepare_next_s": next_s, "_peak_rss_mb": peak_mb,
                  "client_crypto_s": time.perf_counter() - t0 - next_s}
 
 
