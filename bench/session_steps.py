@@ -11,6 +11,10 @@ reported. Writes ``session_steps.json`` (every session's stamps, in ms from the 
 the medians)::
 
     python -m bench.session_steps --model OUT/rff_gaussian_4096.npz --sessions 40 --out OUT
+
+``SESSION_STEPS_FINE=1`` adds finer steps on both sides (the kept connection taken, the hello's
+seed and send, the mask thread's start; the server's handshake, party, set-up, parsing, key store
+and dot products), a few microseconds each.
 """
 from __future__ import annotations
 

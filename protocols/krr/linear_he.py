@@ -38,7 +38,12 @@ Protocol (client = role 1, server = role 0), two messages after the handshake:
   3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
      step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
      constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
-     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use).
+     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use) and
+     binds it to this session's key (:func:`protocols.mpc.rlwe_ip.server_bind`): the part of v
+     that needs no c0, (pk0 u)[n-1] + e0 + Delta c + flood, made now with fresh e0 and flood and
+     kept with the re-randomisation (spent with it). An answer whose key id is the bound one adds
+     only (c0 W)[n-1] (no copy of pk0, no randomness drawn before it); any other key gets the
+     part made afresh from its own pk0.
   4. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
 Offline / online (what moves off the critical path, and why that is safe): the client's mask
@@ -51,10 +56,28 @@ plus small noise); :class:`protocols.mpc.rlwe_ip.Mask` and
 :class:`~protocols.mpc.rlwe_ip.Rerandomised` refuse a second use, the stores hand each out once
 (taken, not read), and a server asked twice for one seed answers the second query with a fresh u.
 What remains online: the client adds Delta phi' (0.04 ms CPU at n = 4,096) and decrypts (one
-wrapping uint64 dot product, ~0.015 ms); the server computes v, two dot products (0.06 ms). The
+wrapping uint64 dot product, ~0.015 ms); the server computes v, one dot product (c0 W)[n-1] when
+the re-randomisation is bound to the client's key (two, 0.06 ms, otherwise). The
 seeds are public (they travel with c0 anyway). A deviating client that announces another
 client's seed only makes the server spend that re-randomisation on its own query (a fresh u,
-never a second use).
+never a second use). Binding changes when the server computes, not what it sends: v has the
+same terms, e0 and the flood are drawn fresh for each re-randomisation and used by its one
+answer only (:meth:`protocols.mpc.rlwe_ip.Rerandomised.take_bound` spends both together), and
+the bound key id is SHA-256(pk0)[:16] of the key the server holds, checked against the query's
+key id (a query that sends its pk0 has it checked against that id first). A client that uses
+another key id than the one its last session bound gets the part computed from the pk0 held for
+that id, as before; it can learn nothing new, since every answer is the one it would have got
+with the part made online. What the client sees of this: nothing (same bytes, same timing
+except that the answer comes sooner).
+
+Critical path (why the server's party is light, and the client's next mask runs at idle
+priority): between the client's ready message and the answer the server now reads the request
+into one buffer and views c0 in place (:meth:`protocols.mpc.rlwe_ip.Ring.view_bytes`), makes no
+OT party (:class:`LatticeParty`; a full one, and a cold AES key set-up for its randomness, were
+~0.1 ms each on an idle core) and sends the reply's parts in one gather write; the client's
+thread for the next mask runs at ``SCHED_IDLE`` (:func:`_idle_priority`), so the reply is
+processed first on a busy or single core; a session that finds that thread still at work raises
+its priority or makes the mask itself (:class:`_PendingMask`).
 
 Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
 + about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).

@@ -35,7 +35,9 @@ Protocol (client = key owner, server = weight owner; the target coefficient is k
      ``phi'.w'`` (no wrap-around); with fresh e0 and a flood ``f`` uniform in [-2^b, 2^b]
        v   = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + f      (one number: only k is ever decrypted)
      ``(c0 W)[k]`` and ``(pk0 u)[k]`` are plain dot products; only step 1's ``a W`` and ``p1 u``
-     need FFTs. Sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of
+     need FFTs. Everything but ``(c0 W)[k]`` can be made before the query once the client's key is
+     known (:func:`server_bind`: the same terms, fresh e0 and flood, single use with the
+     re-randomisation they belong to). Sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of
      c1': the client loses < n 2^(log q - 64) of precision, below one unit of the product).
   4. client: ``m = v + (c1' s)[k] = Delta (phi'.w' + c) + (e W)[k] + (e_p u)[k] + (e1 s)[k] + e0 + f``.
 Step 1 needs only the seed, so both halves can be made before the query is known (an
