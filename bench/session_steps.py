@@ -119,7 +119,7 @@ def _instrument(log: list, server: bool) -> None:
             wrap(linear_he, "hello_seed", "hello seed")
             wrap(client_mod._EarlyChannel, "__init__", "early channel (hello sent)")
             wrap(client_mod, "predict_features", "predict_features")
-            wrap(linear_he._PendingMask, "__init__", "next mask thread started")
+            wrap(linear_he._PendingMask, "__init__", "next mask handed to its worker")
             wrap(transport.TCPChannel, "flush", "channel flush")
         import socket
 

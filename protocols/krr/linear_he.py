@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import struct
 import threading
 import time
@@ -251,16 +252,46 @@ def _normal_priority(tid: int) -> bool:
         return False
 
 
+class _MaskWorker:
+    """One daemon thread per process that makes the next sessions' masks at idle priority
+    (:func:`_idle_priority`), fed by a queue: handing it a mask costs a queue put, where a thread
+    per mask cost a thread start (~0.15 ms, the caller blocked until the new thread ran -- on a
+    busy core, until the scheduler got to it) between this session's query and its reply."""
+
+    def __init__(self) -> None:
+        self._q: "queue.SimpleQueue[_PendingMask]" = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: "_PendingMask") -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first use (or after a fork)
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="secureml-next-mask")
+                self._thread.start()
+        self._q.put(job)
+
+    def _loop(self) -> None:
+        tid = threading.get_native_id()
+        while True:
+            job = self._q.get()
+            # (again for every mask: a session may have raised the priority for the last one)
+            job._run(tid if _idle_priority() else None)
+
+
+_WORKER = _MaskWorker()
+
+
 class _PendingMask:
-    """The next session's mask, made by a thread of its own while this session waits for the
-    server's answer and after it (the mask is ~0.7 ms of NTT work at n = 4,096; made inline, it was
-    still running when the answer arrived on a fast link). The thread runs at idle priority
-    (:func:`_idle_priority`), so the answer's processing always has the CPU first. Its seed is
-    known at once (the hello and this session's request name it); :meth:`result` takes the mask:
-    if the thread has not finished (a busy machine gives an idle-priority thread no CPU), its
-    priority is raised and it is waited for, or, where that is not allowed, the mask for the same
-    seed is made by the caller and the thread's is dropped unused (it never encrypts anything,
-    so no (a, e) ever serves two queries)."""
+    """The next session's mask, made by the mask worker (:class:`_MaskWorker`, idle priority) while
+    this session waits for the server's answer and after it (the mask is ~0.7 ms of NTT work at
+    n = 4,096; made inline, it was still running when the answer arrived on a fast link), so the
+    answer's processing always has the CPU first. Its seed is known at once (the hello and this
+    session's request name it). :meth:`result` takes the mask: if the worker is making it, its
+    priority is raised and the mask is waited for; if the worker has not started it (or the
+    priority cannot be raised: leaving ``SCHED_IDLE`` needs CAP_SYS_NICE), the taking session
+    makes the mask for the same seed itself and the worker's is never made or never handed out
+    (it encrypts nothing, so no (a, e) ever serves two queries). An idle-priority thread gets no
+    CPU on a busy machine: no session waits for it."""
 
     def __init__(self, key: rlwe_ip.ClientKey, seed: bytes) -> None:
         self.seed = seed
@@ -268,34 +299,39 @@ class _PendingMask:
         self._mask: rlwe_ip.Mask | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
-        self._tid: int | None = None  # the thread's id once it runs at idle priority
-        self._taken = False  # result() was called: a thread not started yet stays at normal priority
-        self._thread = threading.Thread(target=self._make, daemon=True, name="secureml-next-mask")
-        self._thread.start()
+        self._done = threading.Event()
+        self._state = "queued"  # -> "running" (worker) -> "done"; or "taken" (made by the session)
+        self._tid: int | None = None  # the worker's thread id while it runs this at idle priority
+        _WORKER.submit(self)
 
-    def _make(self) -> None:
+    def _run(self, tid: int | None) -> None:
         with self._lock:
-            if not self._taken and _idle_priority():
-                self._tid = threading.get_native_id()
+            if self._state != "queued":  # its session made it meanwhile
+                return
+            self._state, self._tid = "running", tid
+        mask, error = None, None
         try:
             mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
-            with self._lock:
-                if self._mask is None:  # (else the taking session made one itself: this one is dropped)
-                    self._mask = mask
         except BaseException as exc:  # noqa: BLE001 - handed to the session that takes the mask
-            self._error = exc
+            error = exc
+        with self._lock:
+            if self._state == "running":
+                self._mask, self._error, self._state = mask, error, "done"
+        self._done.set()
 
     def result(self) -> rlwe_ip.Mask:
         with self._lock:
-            self._taken = True
-            behind = self._thread.is_alive() and self._mask is None and self._error is None
-            if behind and self._tid is not None and not _normal_priority(self._tid):
-                self._tid = None
-                # made here; the thread's own mask, if it ever ends, is never handed out
-                self._mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
-                self._error = None
-                return self._mask
-        self._thread.join()
+            inline = self._state == "queued" or (
+                self._state == "running" and self._tid is not None and not _normal_priority(self._tid))
+            if inline:
+                self._state = "taken"
+        if inline:  # made here, for the same seed
+            mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
+            with self._lock:
+                self._mask, self._error, self._state = mask, None, "done"
+            self._done.set()
+            return mask
+        self._done.wait()
         if self._error is not None:
             raise self._error
         assert self._mask is not None
