@@ -33,7 +33,7 @@ Protocol (client = role 1, server = role 0), two messages after the handshake:
   2. client -> server: header, key id, [pk0], [next seed], and per query (seed of a,
      c0 = -a s + e + Delta Phi') with Delta = 2^(log q - out_bits); the first query's seed is the
      announced one. With ``PREPARE_NEXT`` the client also names the seed of its next session's
-     first a, and makes that mask (-a s + e) on a thread of its own while it waits for the reply
+     first a, and makes that mask (-a s + e) on its mask worker thread while it waits for the reply
      (:class:`_PendingMask`; made inline, it could still be running when the reply arrived).
   3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
      step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
@@ -70,14 +70,13 @@ that id, as before; it can learn nothing new, since every answer is the one it w
 with the part made online. What the client sees of this: nothing (same bytes, same timing
 except that the answer comes sooner).
 
-Critical path (why the server's party is light, and the client's next mask runs at idle
-priority): between the client's ready message and the answer the server now reads the request
-into one buffer and views c0 in place (:meth:`protocols.mpc.rlwe_ip.Ring.view_bytes`), makes no
-OT party (:class:`LatticeParty`; a full one, and a cold AES key set-up for its randomness, were
-~0.1 ms each on an idle core) and sends the reply's parts in one gather write; the client's
-thread for the next mask runs at ``SCHED_IDLE`` (:func:`_idle_priority`), so the reply is
-processed first on a busy or single core; a session that finds that thread still at work raises
-its priority or makes the mask itself (:class:`_PendingMask`).
+Critical path (why the server's party is light and the client's masks have one worker): between
+the client's ready message and the answer the server now reads the request into one buffer and
+views c0 in place (:meth:`protocols.mpc.rlwe_ip.Ring.view_bytes`), makes no OT party
+(:class:`LatticeParty`; a full one, and a cold AES key set-up for its randomness, were ~0.1 ms
+each on an idle core) and sends the reply's parts in one gather write; the client hands the
+next mask to one worker thread by a queue put (:class:`_MaskWorker`; a thread start per mask
+was ~0.15 ms between the query and the reply).
 
 Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
 + about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).
@@ -230,33 +229,13 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
     return parts
 
 
-def _idle_priority() -> bool:
-    """Run the calling thread only when its CPU has nothing else to do (Linux ``SCHED_IDLE``, which
-    an unprivileged thread may choose for itself): the next session's mask must never delay this
-    session's reply on a busy or single core -- at normal priority it still held the core when the
-    reply arrived (0.35 ms late in some pinned sessions). Elsewhere: normal priority (False)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
-def _normal_priority(tid: int) -> bool:
-    """Give thread ``tid`` its normal priority back; False where that is not allowed (leaving
-    ``SCHED_IDLE`` needs CAP_SYS_NICE or a RLIMIT_NICE that allows nice 0) or it has ended."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
 class _MaskWorker:
-    """One daemon thread per process that makes the next sessions' masks at idle priority
-    (:func:`_idle_priority`), fed by a queue: handing it a mask costs a queue put, where a thread
-    per mask cost a thread start (~0.15 ms, the caller blocked until the new thread ran -- on a
-    busy core, until the scheduler got to it) between this session's query and its reply."""
+    """One daemon thread per process that makes the next sessions' masks, fed by a queue: handing
+    it a mask costs a queue put, where a thread per mask cost a thread start (~0.15 ms, the caller
+    blocked until the new thread ran -- on a busy core, until the scheduler got to it) between
+    this session's query and its reply. Normal priority: a thread at idle priority (SCHED_IDLE)
+    was tried and measured worse -- holding the GIL while a busy core gave it no CPU, it stalled
+    the session's own thread (33 against 18.6 ms per session beside a CPU hog)."""
 
     def __init__(self) -> None:
         self._q: "queue.SimpleQueue[_PendingMask]" = queue.SimpleQueue()
@@ -271,27 +250,21 @@ class _MaskWorker:
         self._q.put(job)
 
     def _loop(self) -> None:
-        tid = threading.get_native_id()
         while True:
-            job = self._q.get()
-            # (again for every mask: a session may have raised the priority for the last one)
-            job._run(tid if _idle_priority() else None)
+            self._q.get()._run()
 
 
 _WORKER = _MaskWorker()
 
 
 class _PendingMask:
-    """The next session's mask, made by the mask worker (:class:`_MaskWorker`, idle priority) while
-    this session waits for the server's answer and after it (the mask is ~0.7 ms of NTT work at
-    n = 4,096; made inline, it was still running when the answer arrived on a fast link), so the
-    answer's processing always has the CPU first. Its seed is known at once (the hello and this
-    session's request name it). :meth:`result` takes the mask: if the worker is making it, its
-    priority is raised and the mask is waited for; if the worker has not started it (or the
-    priority cannot be raised: leaving ``SCHED_IDLE`` needs CAP_SYS_NICE), the taking session
-    makes the mask for the same seed itself and the worker's is never made or never handed out
-    (it encrypts nothing, so no (a, e) ever serves two queries). An idle-priority thread gets no
-    CPU on a busy machine: no session waits for it."""
+    """The next session's mask, made by the mask worker (:class:`_MaskWorker`) while this session
+    waits for the server's answer and after it (the mask is ~0.7 ms of NTT work at n = 4,096;
+    made inline, it was still running when the answer arrived on a fast link). Its seed is known
+    at once (the hello and this session's request name it). :meth:`result` takes the mask: it
+    waits for one the worker is making; one the worker has not started (queued behind others) is
+    made by the taking session itself, for the same seed, and the worker then skips it (it is
+    never made twice, so no (a, e) ever serves two queries)."""
 
     def __init__(self, key: rlwe_ip.ClientKey, seed: bytes) -> None:
         self.seed = seed
@@ -301,36 +274,27 @@ class _PendingMask:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._state = "queued"  # -> "running" (worker) -> "done"; or "taken" (made by the session)
-        self._tid: int | None = None  # the worker's thread id while it runs this at idle priority
         _WORKER.submit(self)
 
-    def _run(self, tid: int | None) -> None:
+    def _run(self) -> None:
         with self._lock:
             if self._state != "queued":  # its session made it meanwhile
                 return
-            self._state, self._tid = "running", tid
-        mask, error = None, None
+            self._state = "running"
         try:
-            mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
+            self._mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
         except BaseException as exc:  # noqa: BLE001 - handed to the session that takes the mask
-            error = exc
-        with self._lock:
-            if self._state == "running":
-                self._mask, self._error, self._state = mask, error, "done"
+            self._error = exc
         self._done.set()
 
     def result(self) -> rlwe_ip.Mask:
         with self._lock:
-            inline = self._state == "queued" or (
-                self._state == "running" and self._tid is not None and not _normal_priority(self._tid))
+            inline = self._state == "queued"
             if inline:
                 self._state = "taken"
-        if inline:  # made here, for the same seed
-            mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
-            with self._lock:
-                self._mask, self._error, self._state = mask, None, "done"
+        if inline:  # made here, for the same seed (the worker skips it)
+            self._mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
             self._done.set()
-            return mask
         self._done.wait()
         if self._error is not None:
             raise self._error

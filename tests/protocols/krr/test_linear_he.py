@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import re
 import threading
 
@@ -385,66 +384,38 @@ def test_resumed_sessions_answer_with_the_key_part_bound_after_the_last_reply(rf
     assert answers[4] == (True, True, True)
 
 
-def test_the_next_mask_worker_runs_at_idle_priority_and_never_leaves_a_session_waiting(monkeypatch):
-    """The next session's mask is made by one worker thread at idle priority (SCHED_IDLE), so the
-    current answer's processing has the CPU first. A session that takes its mask while the worker
-    is making it gives the worker its priority back and waits for that mask; where that is not
-    allowed, or where the worker has not started it (queued behind another), the session makes
-    the mask for the same seed itself and the worker's is never handed out (or never made)."""
+def test_the_next_mask_worker_never_makes_a_mask_twice_and_never_leaves_a_session_waiting(monkeypatch):
+    """The next sessions' masks are made by one worker thread, handed over by a queue. A session
+    that takes its mask while the worker makes it waits for that mask; one the worker has not
+    started (queued behind another) is made by the session itself, without waiting, and the worker
+    skips it: every mask is made once."""
     from protocols.mpc import rlwe_ip
 
-    if not hasattr(os, "SCHED_IDLE"):
-        pytest.skip("no SCHED_IDLE on this platform")
     key = rlwe_ip.ClientKey(rlwe_ip.ring_for(64))
     real_mask = rlwe_ip.ClientKey.mask
     entered, release = threading.Event(), threading.Event()
-    made = []  # (seed, on the worker, its scheduling policy, the mask)
+    made = []  # (seed, made on the worker, the mask)
 
     def slow_mask(self, s, rng):
         on_worker = threading.current_thread().name == "secureml-next-mask"
-        policy = os.sched_getscheduler(0)
         if on_worker and s.startswith(b"slow"):
             entered.set()
             assert release.wait(10)
         out = real_mask(self, s, rng)
-        made.append((s, on_worker, policy, out))
+        made.append((s, on_worker, out))
         return out
 
-    boosts, allowed = [], [True]
-
-    def boost(tid):
-        boosts.append(tid)
-        if allowed[0]:
-            release.set()
-        return allowed[0]
-
     monkeypatch.setattr(rlwe_ip.ClientKey, "mask", slow_mask)
-    monkeypatch.setattr(linear_he, "_normal_priority", boost)
-    for allow in (True, False):
-        allowed[0] = allow
-        entered.clear()
-        release.clear()
-        made.clear()
-        seed = (b"slow-allowed-" if allow else b"slow-refused-").ljust(16, b".")
-        pending = linear_he._PendingMask(key, seed)
-        assert entered.wait(10)
-        queued = linear_he._PendingMask(key, b"q" * 16)  # behind the slow one on the worker
-        other = queued.result()  # not started by the worker: made here, without waiting
-        mask = pending.result()
-        release.set()
-        for _ in range(500):  # the worker finishes the slow one (and skips the queued one)
-            if any(on for s, on, _, _ in made if s == seed):
-                break
-            threading.Event().wait(0.01)
-        worker = linear_he._WORKER._thread
-        assert mask.seed == seed and boosts[-1] == worker.native_id
-        assert other.seed == b"q" * 16 and [on for s, on, _, _ in made if s == b"q" * 16] == [False]
-        on_worker = [(p, m) for s, on, p, m in made if s == seed and on]
-        assert [p for p, _ in on_worker] == [os.SCHED_IDLE]
-        if allow:  # waited for the worker's own mask
-            assert mask is on_worker[0][1] and len([1 for s, *_ in made if s == seed]) == 1
-        else:  # made by the taking session; the worker's is dropped
-            mine = [m for s, on, _, m in made if s == seed and not on]
-            assert mask is mine[0] and mask is not on_worker[0][1]
-            assert pending.result() is mask
-    assert len(boosts) == 2
+    slow, queued = b"slow".ljust(16, b"."), b"q" * 16
+    pending = linear_he._PendingMask(key, slow)
+    assert entered.wait(10)  # the worker is making it
+    behind = linear_he._PendingMask(key, queued)
+    other = behind.result()  # not started: made here, at once
+    assert other.seed == queued and [(s, on) for s, on, _ in made] == [(queued, False)]
+    threading.Timer(0.05, release.set).start()
+    mask = pending.result()  # waits for the worker's
+    assert mask.seed == slow and made[-1] == (slow, True, mask)
+    done = linear_he._PendingMask(key, b"d" * 16)  # the worker goes on (and skipped the queued one)
+    assert done._done.wait(10) and done.result().seed == b"d" * 16
+    assert [(s, on) for s, on, _ in made] == [(queued, False), (slow, True), (b"d" * 16, True)]
+    assert behind.result() is other and pending.result() is mask
