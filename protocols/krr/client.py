@@ -253,6 +253,7 @@ def _early_session(host: str, port: int, hello: dict[str, Any], params: dict[str
         # the first ciphertext's seed: the server re-randomises while we featurise
         seed = linear_he.hello_seed(cpp, _peer_name(ch))
         early = _EarlyChannel(ch, {**hello, "lattice_seed": seed.hex()}, params, digest)
+        linear_he.settle_next_mask(cpp, _peer_name(ch))  # not left to overlap the features (GIL)
         preds, cost, pp = predict_features(early, q_part, f_part, c_part, params=params,  # type: ignore[arg-type]
                                            params_sha256=digest, announced_seed=seed)
         keep = pool is not None and early.kept_alive

@@ -419,3 +419,15 @@ def test_the_next_mask_worker_never_makes_a_mask_twice_and_never_leaves_a_sessio
     assert done._done.wait(10) and done.result().seed == b"d" * 16
     assert [(s, on) for s, on, _ in made] == [(queued, False), (slow, True), (b"d" * 16, True)]
     assert behind.result() is other and pending.result() is mask
+    # settled before the features: a mask still at work is finished (or made) then, and the
+    # session's result() returns that same mask
+    entered.clear()
+    release.clear()
+    late = linear_he._PendingMask(key, b"slow-late".ljust(16, b"."))
+    assert entered.wait(10)
+    monkeypatch.setitem(linear_he._NEXT_MASKS, ("srv", key.key_id), late)
+    monkeypatch.setattr(linear_he, "client_key", lambda rp, fresh=False: (key, False))
+    monkeypatch.setattr(linear_he, "ring_params", lambda pp: None)
+    threading.Timer(0.05, release.set).start()
+    linear_he.settle_next_mask(None, "srv")
+    assert late._done.is_set() and late.result() is made[-1][2] and made[-1][1]
