@@ -11,6 +11,10 @@ reported. Writes ``session_steps.json`` (every session's stamps, in ms from the 
 the medians)::
 
     python -m bench.session_steps --model OUT/rff_gaussian_4096.npz --sessions 40 --out OUT
+
+``SESSION_STEPS_FINE=1`` adds finer steps on both sides (the kept connection taken, the hello's
+seed and send, the mask thread's start; the server's handshake, party, set-up, parsing, key store
+and dot products), a few microseconds each.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ def _stamp(log: list, what: str) -> None:
     log.append((what, time.perf_counter()))
 
 
+_LOG_HACK: list = []
+
+
 def _instrument(log: list, server: bool) -> None:
     """Wrap the steps of this process (client or server) to append (step, time) to ``log``."""
     from protocols.krr import linear_he
@@ -35,6 +42,7 @@ def _instrument(log: list, server: bool) -> None:
     from protocols.net import transport
 
     real_write, real_recv, real_recv_json = transport.TCPChannel._write, transport.Channel.recv, transport.Channel.recv_json
+    real_recv_ba = getattr(transport.Channel, "recv_bytearray", None)
 
     def write(self, parts, wait=True):
         n = sum(memoryview(p).nbytes for p in parts)
@@ -53,8 +61,16 @@ def _instrument(log: list, server: bool) -> None:
             _stamp(log, "hello read")
         return out
 
+    def recv_bytearray(self, *a, **kw):
+        out = real_recv_ba(self, *a, **kw)
+        _stamp(log, f"read {'large' if len(out) > 20000 else 'small'}")
+        return out
+
+    if real_recv_ba is not None:  # every read goes through it (recv included): stamped once
+        transport.Channel.recv_bytearray = recv_bytearray
+    else:
+        transport.Channel.recv = recv
     transport.TCPChannel._write = write
-    transport.Channel.recv = recv
     transport.Channel.recv_json = recv_json
 
     def wrap(mod: Any, name: str, label: str) -> None:
@@ -72,6 +88,20 @@ def _instrument(log: list, server: bool) -> None:
         wrap(linear_he, "server_early", "hello-time re-randomisation (or the prepared one taken)")
         wrap(rlwe_ip, "server_finish", "v (online answer)")
         wrap(rlwe_ip, "server_prepare", "re-randomisation")
+        if os.environ.get("SESSION_STEPS_FINE"):  # finer steps (each wrapper adds a few microseconds)
+            from protocols.krr import server as server_mod
+            wrap(server_mod, "server_handshake", "handshake (hello answered, ready read)")
+            from protocols.krr import registry
+            wrap(registry.CompactLinearProtocol, "server_party", "server party made")
+            wrap(registry.CompactLinearProtocol, "server_setup", "server setup")
+            wrap(registry.CompactLinearProtocol, "server_after_ready", "server after ready")
+            wrap(linear_he, "server_online", "lattice server_online")
+            wrap(linear_he, "_parse", "parse query")
+            wrap(rlwe_ip.Ring, "from_bytes", "polynomial from bytes")
+            wrap(rlwe_ip.Ring, "view_bytes", "polynomial viewed")
+            wrap(rlwe_ip.KeyStore, "touch", "key store touch")
+            wrap(rlwe_ip.Ring, "dot", "dot")
+            wrap(rlwe_ip.KeyStore, "get", "key store get")
     else:
         wrap(rlwe_ip.ClientKey, "mask", "next session's mask")
         wrap(rlwe_ip.ClientKey, "decrypt", "decryption")
@@ -84,6 +114,13 @@ def _instrument(log: list, server: bool) -> None:
         wrap(linear_he, "client_online", "lattice client_online")
         wrap(rlwe_ip.ClientKey, "encrypt_with", "+ Delta phi' (encrypt_with)")
         wrap(client_mod._EarlyChannel, "_send_held", "held messages framed and written")
+        if os.environ.get("SESSION_STEPS_FINE"):
+            wrap(client_mod, "_take_connection", "take kept connection")
+            wrap(linear_he, "hello_seed", "hello seed")
+            wrap(client_mod._EarlyChannel, "__init__", "early channel (hello sent)")
+            wrap(client_mod, "predict_features", "predict_features")
+            wrap(linear_he._PendingMask, "__init__", "next mask handed to its worker")
+            wrap(transport.TCPChannel, "flush", "channel flush")
         import socket
 
         real_conn = socket.create_connection

@@ -105,11 +105,13 @@ class CostReport:
 
     @classmethod
     def from_channel(cls, engine: str, ch: Any, t0: float, t_off: float, t1: float, off_bytes: int,
-                     extra: dict[str, Any] | None = None) -> "CostReport":
-        """One party's cost of a session on ``ch``: set-up from t0 to t_off, online to t1."""
+                     extra: dict[str, Any] | None = None, peak_mb: float | None = None) -> "CostReport":
+        """One party's cost of a session on ``ch``: set-up from t0 to t_off, online to t1.
+        ``peak_mb``: the peak memory when the caller read it already (:func:`peak_rss_mb`)."""
         return cls(engine=engine, wall_s=t1 - t0, offline_s=t_off - t0, online_s=t1 - t_off,
                    bytes_sent=ch.bytes_sent, bytes_received=ch.bytes_received, rounds=ch.rounds,
-                   offline_bytes=off_bytes, peak_rss_mb=peak_rss_mb(), extra=dict(extra or {}))
+                   offline_bytes=off_bytes, peak_rss_mb=peak_rss_mb() if peak_mb is None else peak_mb,
+                   extra=dict(extra or {}))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

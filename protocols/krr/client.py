@@ -110,8 +110,9 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
         preds = preds + baseline
     t1 = time.perf_counter()
     after = info.pop("after_reply", None)
+    peak = info.pop("_peak_rss_mb", None)  # read by the protocol while it waited for the server
     cost = CostReport.from_channel("ot-krr", ch, t0, t_off, t1, off_bytes,
-                                   {"n_queries": n_q, "security": pp.security, **info})
+                                   {"n_queries": n_q, "security": pp.security, **info}, peak_mb=peak)
     if after is not None:
         # the prediction is in hand (cost above ends here): work for the next session on this
         # connection (a compact model's OT pool refill), reported apart
@@ -122,25 +123,15 @@ def predict_features(ch: Channel, Q: np.ndarray | None = None, featurize: Featur
     return preds, cost, pp
 
 
-class _LatticeParty:
-    """The client's party on the lattice path (:mod:`protocols.krr.linear_he`), which uses only
-    the channel and, for a mask made inside the session, private randomness: no OT provider is
-    built (that path has no OT), and the randomness is a fresh :class:`SecureRandom` (new OS key)
-    made for this session on first use -- never shared between sessions; a session whose mask was
-    made after the previous reply draws none."""
-
-    role = 1
-    seed = None
+class _LatticeParty(linear_he.LatticeParty):
+    """The client's party on the lattice path (:class:`protocols.krr.linear_he.LatticeParty`,
+    role 1): the channel and, for a mask made inside the session, private randomness -- no OT
+    provider is built (that path has no OT), and the randomness is a fresh :class:`SecureRandom`
+    (new OS key) made for this session on first use, never shared between sessions; a session
+    whose mask was made after the previous reply draws none."""
 
     def __init__(self, ch: Channel) -> None:
-        self.ch = ch
-        self._rng: SecureRandom | None = None
-
-    @property
-    def rng(self) -> SecureRandom:
-        if self._rng is None:
-            self._rng = SecureRandom()
-        return self._rng
+        super().__init__(ch, role=1)
 
 
 class _EarlyChannel:
@@ -172,6 +163,9 @@ class _EarlyChannel:
 
     def send_json(self, obj: Any) -> None:
         self._out("send_json", obj)
+
+    def send_parts(self, parts: Any) -> None:
+        self._out("send_parts", list(parts))
 
     def send_array(self, a: np.ndarray, **kw: Any) -> None:
         self._out("send_array", np.array(a))
@@ -217,6 +211,10 @@ class _EarlyChannel:
         self._release()
         return self._ch.recv_json(*a, **kw)
 
+    def recv_bytearray(self, *a: Any, **kw: Any) -> Any:
+        self._release()
+        return self._ch.recv_bytearray(*a, **kw)
+
     def recv_array(self, *a: Any, **kw: Any) -> Any:
         self._release()
         return self._ch.recv_array(*a, **kw)
@@ -255,6 +253,7 @@ def _early_session(host: str, port: int, hello: dict[str, Any], params: dict[str
         # the first ciphertext's seed: the server re-randomises while we featurise
         seed = linear_he.hello_seed(cpp, _peer_name(ch))
         early = _EarlyChannel(ch, {**hello, "lattice_seed": seed.hex()}, params, digest)
+        linear_he.settle_next_mask(cpp, _peer_name(ch))  # not left to overlap the features (GIL)
         preds, cost, pp = predict_features(early, q_part, f_part, c_part, params=params,  # type: ignore[arg-type]
                                            params_sha256=digest, announced_seed=seed)
         keep = pool is not None and early.kept_alive

@@ -33,12 +33,17 @@ Protocol (client = role 1, server = role 0), two messages after the handshake:
   2. client -> server: header, key id, [pk0], [next seed], and per query (seed of a,
      c0 = -a s + e + Delta Phi') with Delta = 2^(log q - out_bits); the first query's seed is the
      announced one. With ``PREPARE_NEXT`` the client also names the seed of its next session's
-     first a, and makes that mask (-a s + e) on a thread of its own while it waits for the reply
+     first a, and makes that mask (-a s + e) on its mask worker thread while it waits for the reply
      (:class:`_PendingMask`; made inline, it could still be running when the reply arrived).
   3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
      step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
      constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
-     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use).
+     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use) and
+     binds it to this session's key (:func:`protocols.mpc.rlwe_ip.server_bind`): the part of v
+     that needs no c0, (pk0 u)[n-1] + e0 + Delta c + flood, made now with fresh e0 and flood and
+     kept with the re-randomisation (spent with it). An answer whose key id is the bound one adds
+     only (c0 W)[n-1] (no copy of pk0, no randomness drawn before it); any other key gets the
+     part made afresh from its own pk0.
   4. client: m = v + (c1' s)[n-1], the prediction m / 2^(log q - out_bits + F + fw).
 
 Offline / online (what moves off the critical path, and why that is safe): the client's mask
@@ -51,10 +56,27 @@ plus small noise); :class:`protocols.mpc.rlwe_ip.Mask` and
 :class:`~protocols.mpc.rlwe_ip.Rerandomised` refuse a second use, the stores hand each out once
 (taken, not read), and a server asked twice for one seed answers the second query with a fresh u.
 What remains online: the client adds Delta phi' (0.04 ms CPU at n = 4,096) and decrypts (one
-wrapping uint64 dot product, ~0.015 ms); the server computes v, two dot products (0.06 ms). The
+wrapping uint64 dot product, ~0.015 ms); the server computes v, one dot product (c0 W)[n-1] when
+the re-randomisation is bound to the client's key (two, 0.06 ms, otherwise). The
 seeds are public (they travel with c0 anyway). A deviating client that announces another
 client's seed only makes the server spend that re-randomisation on its own query (a fresh u,
-never a second use).
+never a second use). Binding changes when the server computes, not what it sends: v has the
+same terms, e0 and the flood are drawn fresh for each re-randomisation and used by its one
+answer only (:meth:`protocols.mpc.rlwe_ip.Rerandomised.take_bound` spends both together), and
+the bound key id is SHA-256(pk0)[:16] of the key the server holds, checked against the query's
+key id (a query that sends its pk0 has it checked against that id first). A client that uses
+another key id than the one its last session bound gets the part computed from the pk0 held for
+that id, as before; it can learn nothing new, since every answer is the one it would have got
+with the part made online. What the client sees of this: nothing (same bytes, same timing
+except that the answer comes sooner).
+
+Critical path (why the server's party is light and the client's masks have one worker): between
+the client's ready message and the answer the server now reads the request into one buffer and
+views c0 in place (:meth:`protocols.mpc.rlwe_ip.Ring.view_bytes`), makes no OT party
+(:class:`LatticeParty`; a full one, and a cold AES key set-up for its randomness, were ~0.1 ms
+each on an idle core) and sends the reply's parts in one gather write; the client hands the
+next mask to one worker thread by a queue put (:class:`_MaskWorker`; a thread start per mask
+was ~0.15 ms between the query and the reply).
 
 Traffic (RFF, F' = 4,096, one query, key cached): 57,344 + 42 bytes up (+ 16 with a next seed,
 + about 50 in the hello), 32,785 down; first session with a server adds pk0 (57,344 bytes).
@@ -66,6 +88,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import struct
 import threading
 import time
@@ -74,6 +97,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.common import peak_rss_mb
 from protocols.krr.chain import SERVER
 from protocols.krr.params import PublicParams
 from protocols.mpc import rlwe_ip
@@ -150,6 +174,29 @@ def prepared(model: Any) -> PreparedModel:
                                                       model.compact.out_bits))
 
 
+class LatticeParty:
+    """A party of this path (client role 1, server role 0): the channel, the role and private
+    randomness, nothing else -- the path has no OT, so no OT provider is built (a full
+    :class:`protocols.mpc.party.Party` costs ~0.1 ms per session on a cold core, on the server's
+    critical path between the ready message and the query). The randomness is a fresh
+    :class:`~protocols.mpc.randomness.SecureRandom` (new OS key) made on first use and never shared
+    between sessions; a session that spends only what was prepared before it draws none before its
+    answer."""
+
+    seed = None
+
+    def __init__(self, ch: Any, role: int) -> None:
+        self.ch = ch
+        self.role = role
+        self._rng: rlwe_ip.SecureRandom | None = None
+
+    @property
+    def rng(self) -> rlwe_ip.SecureRandom:
+        if self._rng is None:
+            self._rng = rlwe_ip.SecureRandom()
+        return self._rng
+
+
 # ---- client ---------------------------------------------------------------------------------------
 
 _CLIENT_KEYS: dict[rlwe_ip.RingParams, rlwe_ip.ClientKey] = {}
@@ -182,27 +229,73 @@ def _request(key: rlwe_ip.ClientKey, with_pk: bool, cts: list[tuple[bytes, bytes
     return parts
 
 
+class _MaskWorker:
+    """One daemon thread per process that makes the next sessions' masks, fed by a queue: handing
+    it a mask costs a queue put, where a thread per mask cost a thread start (~0.15 ms, the caller
+    blocked until the new thread ran -- on a busy core, until the scheduler got to it) between
+    this session's query and its reply. Normal priority: a thread at idle priority (SCHED_IDLE)
+    was tried and measured worse -- holding the GIL while a busy core gave it no CPU, it stalled
+    the session's own thread (33 against 18.6 ms per session beside a CPU hog)."""
+
+    def __init__(self) -> None:
+        self._q: "queue.SimpleQueue[_PendingMask]" = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: "_PendingMask") -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first use (or after a fork)
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="secureml-next-mask")
+                self._thread.start()
+        self._q.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            self._q.get()._run()
+
+
+_WORKER = _MaskWorker()
+
+
 class _PendingMask:
-    """The next session's mask, made by a thread of its own while this session waits for the
-    server's answer and after it (the mask is ~0.7 ms of NTT work at n = 4,096; made inline, it was
-    still running when the answer arrived on a fast link). Its seed is known at once (the hello and
-    this session's request name it); :meth:`result` waits for the mask."""
+    """The next session's mask, made by the mask worker (:class:`_MaskWorker`) while this session
+    waits for the server's answer and after it (the mask is ~0.7 ms of NTT work at n = 4,096;
+    made inline, it was still running when the answer arrived on a fast link). Its seed is known
+    at once (the hello and this session's request name it). :meth:`result` takes the mask: it
+    waits for one the worker is making; one the worker has not started (queued behind others) is
+    made by the taking session itself, for the same seed, and the worker then skips it (it is
+    never made twice, so no (a, e) ever serves two queries)."""
 
     def __init__(self, key: rlwe_ip.ClientKey, seed: bytes) -> None:
         self.seed = seed
+        self._key = key
         self._mask: rlwe_ip.Mask | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._make, args=(key,), daemon=True, name="secureml-next-mask")
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._state = "queued"  # -> "running" (worker) -> "done"; or "taken" (made by the session)
+        _WORKER.submit(self)
 
-    def _make(self, key: rlwe_ip.ClientKey) -> None:
+    def _run(self) -> None:
+        with self._lock:
+            if self._state != "queued":  # its session made it meanwhile
+                return
+            self._state = "running"
         try:
-            self._mask = key.mask(self.seed, rlwe_ip.SecureRandom())
+            self._mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
         except BaseException as exc:  # noqa: BLE001 - handed to the session that takes the mask
             self._error = exc
+        self._done.set()
 
     def result(self) -> rlwe_ip.Mask:
-        self._thread.join()
+        with self._lock:
+            inline = self._state == "queued"
+            if inline:
+                self._state = "taken"
+        if inline:  # made here, for the same seed (the worker skips it)
+            self._mask = self._key.mask(self.seed, rlwe_ip.SecureRandom())
+            self._done.set()
+        self._done.wait()
         if self._error is not None:
             raise self._error
         assert self._mask is not None
@@ -231,6 +324,22 @@ def hello_seed(pp: PublicParams | None, server_key: str) -> bytes:
         if mask is not None:
             return mask.seed
     return _fresh_seed()
+
+
+def settle_next_mask(pp: PublicParams, server_key: str) -> None:
+    """Once the hello is out and before the features: finish the mask waiting for this session if
+    the worker is still making it (a busy machine gave it no CPU in the gap), or make it here if
+    it is still queued. Left to overlap the features, the two threads hand the GIL back and forth
+    at the interpreter's 5 ms switch interval (features measured 5-10 ms instead of 1.8 under
+    load); waiting now costs at most the rest of one mask (~0.7 ms CPU)."""
+    key, _ = client_key(ring_params(pp))
+    with _CLIENT_LOCK:
+        mask = _NEXT_MASKS.get((server_key, key.key_id))
+    if isinstance(mask, _PendingMask) and not mask._done.is_set():
+        try:
+            mask.result()  # kept: the session's result() returns the same mask (or raises again)
+        except Exception:  # noqa: BLE001 - raised to the session that takes the mask
+            pass
 
 
 def _first_mask(server_key: str, key: rlwe_ip.ClientKey, party: PartyContext, resume: bool,
@@ -270,7 +379,7 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
     cts += [key.encrypt(row, db, party.rng) for row in enc[len(cts):]]
     ch = party.ch
     next_seed = _fresh_seed() if resume and PREPARE_NEXT else None
-    ch.send(b"".join(_request(key, with_pk, cts, next_seed)))
+    ch.send_parts(_request(key, with_pk, cts, next_seed))  # one frame, the 57 kB c0 not joined into a copy
     t_sent = time.perf_counter()
     next_s = 0.0
     if next_seed is not None:  # the next session's mask, made while the server answers, off this thread
@@ -281,11 +390,12 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         next_s = time.perf_counter() - t_sent
     k, n = enc.shape[0], rp.n
     reply_bytes = 1 + k * (16 + 8 * n)
-    reply = ch.recv(max_bytes=reply_bytes)
+    peak_mb = peak_rss_mb()  # read for the cost report while the server answers (a /proc read, ~30 us cold)
+    reply = ch.recv_bytearray(max_bytes=reply_bytes)
     if reply[:1] == bytes([_NEED_KEY]) and len(reply) == 1 and not with_pk:
         with_pk = True  # the server forgot our key (restart, eviction): the same ciphertexts, with it
-        ch.send(b"".join(_request(key, True, cts, next_seed)))
-        reply = ch.recv(max_bytes=reply_bytes)
+        ch.send_parts(_request(key, True, cts, next_seed))
+        reply = ch.recv_bytearray(max_bytes=reply_bytes)
     if len(reply) != reply_bytes or reply[0] != _OK:
         raise ProtocolError(f"lattice reply: expected {reply_bytes} bytes with status ok, got {len(reply)}")
     if resume:
@@ -299,15 +409,16 @@ def client_online(party: PartyContext, pp: PublicParams, phi: np.ndarray, server
         top = np.frombuffer(rec[16:], dtype="<u8")
         out[i] = key.decrypt(v, top) / scale
     return out, {"out_bits": pp.output_bits, "engine": "lattice", "key_sent": with_pk, "keygen_s": keygen_s,
-                 "resumed": not with_pk, "prepared": premade, "prepare_next_s": next_s,
+                 "resumed": not with_pk, "prepared": premade, "prepare_next_s": next_s, "_peak_rss_mb": peak_mb,
                  "client_crypto_s": time.perf_counter() - t0 - next_s}
 
 
 # ---- server ---------------------------------------------------------------------------------------
 
-def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
-           ) -> tuple[bool, bytes, bytes | None, bytes | None, list[tuple[bytes, bytes]]]:
-    """(pk included, key id, pk0 bytes, next seed, [(seed, c0 bytes)]) with every size checked."""
+def _parse(data: bytes | bytearray, rp: rlwe_ip.RingParams, k: int
+           ) -> tuple[bool, bytes, memoryview | None, bytes | None, list[tuple[bytes, memoryview]]]:
+    """(pk included, key id, pk0 bytes, next seed, [(seed, c0 bytes)]) with every size checked;
+    the polynomials are views into ``data`` (not copied)."""
     if len(data) < _HDR.size + rlwe_ip.KEY_ID_BYTES:
         raise ProtocolError(f"lattice query: {len(data)} bytes is too short")
     magic, version, flags, kk, ring_k = _HDR.unpack_from(data)
@@ -321,22 +432,23 @@ def _parse(data: bytes, rp: rlwe_ip.RingParams, k: int
             + k * (rlwe_ip.SEED_BYTES + pb))
     if len(data) != want:
         raise ProtocolError(f"lattice query: expected {want} bytes, got {len(data)}")
+    mv = memoryview(data)
     off = _HDR.size
-    key_id = data[off:off + rlwe_ip.KEY_ID_BYTES]
+    key_id = bytes(mv[off:off + rlwe_ip.KEY_ID_BYTES])
     off += rlwe_ip.KEY_ID_BYTES
     pk = None
     if with_pk:
-        pk = data[off:off + pb]
+        pk = mv[off:off + pb]
         off += pb
     next_seed = None
     if with_next:
-        next_seed = data[off:off + rlwe_ip.SEED_BYTES]
+        next_seed = bytes(mv[off:off + rlwe_ip.SEED_BYTES])
         off += rlwe_ip.SEED_BYTES
     cts = []
     for _ in range(k):
-        seed = data[off:off + rlwe_ip.SEED_BYTES]
+        seed = bytes(mv[off:off + rlwe_ip.SEED_BYTES])
         off += rlwe_ip.SEED_BYTES
-        cts.append((seed, data[off:off + pb]))
+        cts.append((seed, mv[off:off + pb]))
         off += pb
     return with_pk, key_id, pk, next_seed, cts
 
@@ -373,17 +485,25 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
     ch = party.ch
     pb = rp.poly_bytes
     max_req = _HDR.size + rlwe_ip.KEY_ID_BYTES + pb + rlwe_ip.SEED_BYTES + k * (rlwe_ip.SEED_BYTES + pb)
-    with_pk, key_id, pk_bytes, next_seed, cts = _parse(ch.recv(max_bytes=max_req), rp, k)
+    with_pk, key_id, pk_bytes, next_seed, cts = _parse(ch.recv_bytearray(max_bytes=max_req), rp, k)
     pk0 = None
+    # the usual resumed session: one query whose re-randomisation was made after this client's last
+    # reply and already holds its key's part of v (rlwe_ip.server_bind): pk0 is not needed now
+    bound = (k == 1 and early is not None and not early.spent and early.seed == cts[0][0]
+             and early.bound_key == key_id)
     if pk_bytes is not None:
         if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
             raise ProtocolError("lattice query: key id does not match the public key")
         pk0 = R.from_bytes(pk_bytes, "public key")
     elif keep_keys:
-        pk0 = store.get(key_id)
-    if pk0 is None:  # unknown key: ask once for it
+        if not (bound and store.touch(key_id)):
+            bound = False
+            pk0 = store.get(key_id)
+    else:
+        bound = False
+    if pk0 is None and not bound:  # unknown key: ask once for it
         ch.send(bytes([_NEED_KEY]))
-        with_pk, key_id2, pk_bytes, next_seed, cts2 = _parse(ch.recv(max_bytes=max_req), rp, k)
+        with_pk, key_id2, pk_bytes, next_seed, cts2 = _parse(ch.recv_bytearray(max_bytes=max_req), rp, k)
         if pk_bytes is None or key_id2 != key_id:
             raise ProtocolError("lattice query: public key missing after the server asked for it")
         if cts2 != cts:  # the same ciphertexts, now with the key (anything else: a new query)
@@ -391,7 +511,7 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         if hashlib.sha256(pk_bytes).digest()[:rlwe_ip.KEY_ID_BYTES] != key_id:
             raise ProtocolError("lattice query: key id does not match the public key")
         pk0 = R.from_bytes(pk_bytes, "public key")
-    c0s = [R.from_bytes(c0, "ciphertext") for _, c0 in cts]
+    c0s = [R.view_bytes(c0, "ciphertext") for _, c0 in cts]  # uint16 views of the request: no copy
     rlwe_ip.check_client_message(R, pk0, c0s)  # semi-honest: sizes and ranges (checked above)
     if keep_keys and with_pk:
         store.put(key_id, pk0)
@@ -402,12 +522,18 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         used += prep is not None
         if prep is None:
             prep = rlwe_ip.server_prepare(pm.weights, seed, party.rng)
-        v = rlwe_ip.server_finish(pm.weights, prep, pk0, c0, pm.const, pm.delta_bits, party.rng)
-        out += [v.to_bytes(16, "little"), prep.top.astype("<u8").tobytes()]
-    ch.send(b"".join(out))
+        # a part bound to this key needs no randomness now (a cold SecureRandom costs ~0.1 ms)
+        rng = None if prep.bound_key == key_id else party.rng
+        v = rlwe_ip.server_finish(pm.weights, prep, pk0, c0, pm.const, pm.delta_bits, rng, key_id=key_id)
+        out += [v.to_bytes(16, "little"), prep.top_bytes]
+    ch.send_parts(out)  # one frame, the parts not joined
     if next_seed is not None and keep_keys:  # the client's next session, prepared after this reply
-        _store_prepared(pm, rlwe_ip.server_prepare(pm.weights, next_seed, party.rng))
-    return {"key_received": with_pk, "prepared": used}
+        prep = rlwe_ip.server_prepare(pm.weights, next_seed, party.rng)
+        pk0 = pk0 if pk0 is not None else store.get(key_id)
+        if pk0 is not None:  # and its key's part of v (pk0 u)[k] + e0 + Delta c + flood, bound to this key
+            rlwe_ip.server_bind(pm.weights, prep, key_id, pk0, pm.const, pm.delta_bits, party.rng)
+        _store_prepared(pm, prep)
+    return {"key_received": with_pk, "prepared": used, "bound": bool(bound)}
 
 
 # the server's re-randomisations for seeds clients announced for their next session, by (model,

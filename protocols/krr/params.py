@@ -464,15 +464,21 @@ class PublicParams:
         X = np.asarray(X, dtype=np.float64)
         if X.shape[-1] != self.n_features:
             raise ModelError(f"{who} has {X.shape[-1]} features, the model expects {self.n_features}")
-        if not np.isfinite(X).all():
+        # two reductions check everything: a NaN makes min and max NaN, an inf makes one infinite
+        mn, mx = float(X.min()), float(X.max())
+        if not (math.isfinite(mn) and math.isfinite(mx)):
             raise ModelError(f"{who} contains NaN or inf")
-        if X.min() < self.feature_lo or X.max() > self.feature_hi:
+        if mn < self.feature_lo or mx > self.feature_hi:
             raise ModelError(
                 f"{who} has entries outside the public bound [{self.feature_lo}, {self.feature_hi}]"
             )
-        enc = np.rint((X - self.feature_lo) * (1 << self.frac_bits))
+        # one temporary, updated in place (the same operations as rint((X - lo) 2^F))
+        enc = np.subtract(X, self.feature_lo)
+        enc *= float(1 << self.frac_bits)
+        np.rint(enc, out=enc)
         # the top of the range rounds to 2^x_bits; clip it (an error of one unit, 2^-frac_bits)
-        return np.minimum(enc, (1 << self.x_bits) - 1).astype(np.uint64)
+        np.minimum(enc, float((1 << self.x_bits) - 1), out=enc)
+        return enc.astype(np.uint64)
 
 
 def feature_bounds(X: np.ndarray) -> tuple[float, float]:

@@ -69,6 +69,10 @@ class ModelProtocol(ABC):
     kind: str = ""
 
     # 0. between the hello's answer and the ready message (the client is computing its features)
+    def server_party(self, ch: Channel, model: Any) -> Any:
+        """The model owner's party for one session (role 0): by default a full :class:`Party`."""
+        return Party(ch, role=0)
+
     def server_after_hello(self, model: Any, hello: dict[str, Any]) -> dict[str, Any]:
         """Model owner, once the public parameters are on their way: query-independent work the
         hello allows; what it returns joins ``info`` of the online phase. Nothing by default."""
@@ -160,6 +164,10 @@ class CompactLinearProtocol(ModelProtocol):
     """
 
     kind = "linear"
+
+    def server_party(self, ch: Channel, model: Any) -> Any:
+        # the lattice path has no OT: channel, role and lazily made randomness only
+        return linear_he.LatticeParty(ch, role=0) if model.public.lattice_linear else Party(ch, role=0)
 
     def server_after_hello(self, model: Any, hello: dict[str, Any]) -> dict[str, Any]:
         if model.public.lattice_linear:  # a W + p1 u + e1 for the announced seed, during the client's features

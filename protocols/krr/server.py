@@ -198,7 +198,7 @@ def serve_one(model: Served, ch: Channel, peer: str = "local", *, party: Party |
                                  after_params=lambda h: early.update(proto.server_after_hello(model, h)),
                                  keep_alive=ctx is not None and ctx.keep_alive)
     proto.server_after_ready(ch, model, answer)
-    party = Party(ch, role=0) if party is None else party
+    party = proto.server_party(ch, model) if party is None else party
     info = {**proto.server_setup(party, model, k), **early}
     t_off = time.perf_counter()
     off_bytes = ch.bytes_sent + ch.bytes_received

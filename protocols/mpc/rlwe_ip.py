@@ -35,7 +35,9 @@ Protocol (client = key owner, server = weight owner; the target coefficient is k
      ``phi'.w'`` (no wrap-around); with fresh e0 and a flood ``f`` uniform in [-2^b, 2^b]
        v   = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + f      (one number: only k is ever decrypted)
      ``(c0 W)[k]`` and ``(pk0 u)[k]`` are plain dot products; only step 1's ``a W`` and ``p1 u``
-     need FFTs. Sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of
+     need FFTs. Everything but ``(c0 W)[k]`` can be made before the query once the client's key is
+     known (:func:`server_bind`: the same terms, fresh e0 and flood, single use with the
+     re-randomisation they belong to). Sends v (log q bits) and c1' cut to its top 64 bits (a deterministic function of
      c1': the client loses < n 2^(log q - 64) of precision, below one unit of the product).
   4. client: ``m = v + (c1' s)[k] = Delta (phi'.w' + c) + (e W)[k] + (e_p u)[k] + (e1 s)[k] + e0 + f``.
 Step 1 needs only the seed, so both halves can be made before the query is known (an
@@ -217,17 +219,28 @@ class Ring:
         return out
 
     def dot(self, limbs: np.ndarray, v: np.ndarray) -> int:
-        """sum_i x_i v_i mod q for x as limbs (L, m) and small signed int64 v (m,): exact."""
-        parts = limbs @ v  # |.| <= 2^16 |v|_1 < 2^63 for the sizes used here
-        return sum(int(p) << (LIMB * b) for b, p in enumerate(parts)) % self.Q
+        """sum_i x_i v_i mod q for x as limbs (L, m) and small signed int64 v (m,): exact.
+        uint16 limbs (:meth:`view_bytes`) are widened one limb at a time: (m,) int64 temporaries
+        instead of one (L, m) array (fresh pages on every call at n = 4,096)."""
+        if limbs.dtype == np.int64:
+            parts = [int(p) for p in limbs @ v]  # |.| <= 2^16 |v|_1 < 2^63 for the sizes used here
+        else:
+            parts = [int(np.dot(row.astype(np.int64), v)) for row in limbs]
+        return sum(p << (LIMB * b) for b, p in enumerate(parts)) % self.Q
 
     def to_bytes(self, limbs: np.ndarray) -> bytes:
         return limbs.astype("<u2").tobytes()
 
     def from_bytes(self, data: bytes | memoryview, what: str) -> np.ndarray:
+        return self.view_bytes(data, what).astype(np.int64)
+
+    def view_bytes(self, data: bytes | memoryview, what: str) -> np.ndarray:
+        """The wire form as read-only uint16 limbs (L, n), checked like :meth:`from_bytes`, without
+        the int64 copy (an (L, n) int64 array is 229 kB at n = 4,096: fresh pages on every
+        query); :meth:`dot` takes it as it is."""
         if len(data) != self.rp.poly_bytes:
             raise ProtocolError(f"{what}: expected {self.rp.poly_bytes} bytes, got {len(data)}")
-        limbs = np.frombuffer(data, dtype="<u2").reshape(self.L, self.n).astype(np.int64)
+        limbs = np.frombuffer(data, dtype="<u2").reshape(self.L, self.n)
         if int(limbs[-1].max()) > self.top_mask:
             raise ProtocolError(f"{what}: coefficient out of range for q = 2^{self.q_bits}")
         return limbs
@@ -378,7 +391,7 @@ class PreparedWeights:
         return noise / 2.0 ** delta_bits
 
 
-def check_client_message(R: Ring, pk0: np.ndarray, c0s: list[np.ndarray]) -> None:
+def check_client_message(R: Ring, pk0: np.ndarray | None, c0s: list[np.ndarray]) -> None:
     """Before the server computes anything on a client's polynomials (semi-honest: sizes and ranges,
     checked at parsing). A proof of well-formedness (short s, e, e_p) for client-malicious mode
     belongs here."""
@@ -391,17 +404,31 @@ class Rerandomised:
 
     def __init__(self, seed: bytes, top: np.ndarray, u_rev: np.ndarray) -> None:
         self.seed, self.top = seed, top
+        #: c1' cut to 64 bits in its wire form (made here, before the query: not on the reply's path)
+        self.top_bytes = np.ascontiguousarray(top, dtype="<u8").tobytes()
         self._u_rev: np.ndarray | None = u_rev
+        # (key id, (pk0 u)[n-1] + e0 + Delta c + flood mod q) once bound to a client's key (server_bind)
+        self._bound: tuple[bytes, int] | None = None
 
     @property
     def spent(self) -> bool:
         return self._u_rev is None
 
+    @property
+    def bound_key(self) -> bytes | None:
+        """The key id whose part of v this re-randomisation holds (:func:`server_bind`), or None."""
+        return None if self._bound is None else self._bound[0]
+
     def take(self) -> np.ndarray:
+        return self.take_bound()[0]
+
+    def take_bound(self) -> tuple[np.ndarray, tuple[bytes, int] | None]:
+        """Spend it: (u reversed, the bound (key id, part of v) or None)."""
         u, self._u_rev = self._u_rev, None
+        bound, self._bound = self._bound, None
         if u is None:
             raise ProtocolError("a lattice re-randomisation answers one query only (reuse refused)")
-        return u
+        return u, bound
 
 
 def server_prepare(pw: PreparedWeights, seed: bytes, rng: SecureRandom) -> Rerandomised:
@@ -423,15 +450,45 @@ def server_prepare(pw: PreparedWeights, seed: bytes, rng: SecureRandom) -> Reran
     return Rerandomised(seed, R.top64(R.normalize(buckets)), np.ascontiguousarray(u[::-1]).astype(np.int8))
 
 
-def server_finish(pw: PreparedWeights, prep: Rerandomised, pk0: np.ndarray, c0: np.ndarray, const: int,
-                  delta_bits: int, rng: SecureRandom) -> int:
-    """Step 2's query-dependent part: v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood (spends prep)."""
+def _key_part(pw: PreparedWeights, u_rev: np.ndarray, pk0: np.ndarray, const: int, delta_bits: int,
+              rng: SecureRandom) -> int:
+    """The part of v that does not depend on c0: (pk0 u)[k] + e0 + Delta c + flood, fresh e0 and
+    flood (never shared between two answers: each re-randomisation makes it once)."""
     R = pw.ring
-    u_rev = prep.take()
     b = pw.flood_bits()
     flood = int.from_bytes(rng.random_bytes(16), "little") % ((1 << (b + 1)) + 1) - (1 << b)
     e0 = int(_cbd(rng, 1)[0])
-    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + R.dot(pk0, u_rev.astype(np.int64)) + e0 + (const << delta_bits) + flood) % R.Q
+    return (R.dot(pk0, u_rev.astype(np.int64)) + e0 + (const << delta_bits) + flood) % R.Q
+
+
+def server_bind(pw: PreparedWeights, prep: Rerandomised, key_id: bytes, pk0: np.ndarray, const: int,
+                delta_bits: int, rng: SecureRandom) -> None:
+    """Before the query, for the client key expected to use ``prep`` (the one that announced its
+    seed): the part of v that needs only u and the key, (pk0 u)[k] + e0 + Delta c + flood, made
+    now and kept with ``prep`` (single use with it: :meth:`Rerandomised.take` drops it). The
+    answer then only adds (c0 W)[k]; an answer under another key computes the part afresh
+    (:func:`server_finish`). The same values as an online answer, with the same fresh randomness:
+    only when they are computed changes."""
+    if prep.spent:
+        raise ProtocolError("a lattice re-randomisation answers one query only (reuse refused)")
+    prep._bound = (bytes(key_id), _key_part(pw, prep._u_rev, pk0, const, delta_bits, rng))  # type: ignore[arg-type]
+
+
+def server_finish(pw: PreparedWeights, prep: Rerandomised, pk0: np.ndarray | None, c0: np.ndarray, const: int,
+                  delta_bits: int, rng: SecureRandom | None, key_id: bytes | None = None) -> int:
+    """Step 2's query-dependent part: v = (c0 W)[k] + (pk0 u)[k] + e0 + Delta c + flood (spends prep).
+    With ``key_id`` the key's part bound before the query (:func:`server_bind`) is used when it
+    was bound to that key (``pk0`` and ``rng`` may then be None: nothing is drawn); else it is
+    made now from ``pk0`` with fresh randomness from ``rng``."""
+    R = pw.ring
+    u_rev, bound = prep.take_bound()
+    if bound is not None and key_id is not None and bound[0] == key_id:
+        part = bound[1]
+    elif pk0 is None or rng is None:
+        raise ProtocolError("lattice answer: no public key or randomness for this client's answer")
+    else:
+        part = _key_part(pw, u_rev, pk0, const, delta_bits, rng)
+    return (R.dot(c0[:, : pw.w.shape[0]], pw.w) + part) % R.Q
 
 
 def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarray, const: int,
@@ -448,6 +505,16 @@ class KeyStore:
         self.capacity, self.ttl_s = capacity, ttl_s
         self._d: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def touch(self, key_id: bytes) -> bool:
+        """Whether the key is held (and not expired), marked as used, without copying it out."""
+        with self._lock:
+            hit = self._d.get(key_id)
+            if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+                self._d.pop(key_id, None)
+                return False
+            self._d.move_to_end(key_id)
+            return True
 
     def get(self, key_id: bytes) -> np.ndarray | None:
         with self._lock:

@@ -349,3 +349,85 @@ def test_the_next_sessions_mask_is_made_on_a_thread_and_its_errors_reach_the_tak
     monkeypatch.setattr(rlwe_ip.ClientKey, "mask", broken)
     with pytest.raises(RuntimeError, match="mask failed"):
         linear_he._PendingMask(key, seed).result()
+
+
+def test_resumed_sessions_answer_with_the_key_part_bound_after_the_last_reply(rff_model, tmp_path, monkeypatch):
+    """Over TCP, a resumed client's sessions are answered from the re-randomisation the server made
+    after its last reply, bound to its key (rlwe_ip.server_bind): no copy of pk0 and no randomness
+    between the query and the answer; the first session (no seed announced before) and a client
+    with a fresh key (a session under another key) are answered the ordinary way; every prediction
+    is right."""
+    from protocols.mpc import rlwe_ip
+
+    monkeypatch.setenv("SECUREML_CACHE", str(tmp_path))
+    monkeypatch.setattr(linear_he, "PREPARE_NEXT", True)
+    mm, test = rff_model
+    served = ServedModel.from_molecular_model(mm, security="semi-honest")
+    answers = []
+    real_finish = rlwe_ip.server_finish
+
+    def spy(pw, prep, pk0, c0, const, delta_bits, rng, key_id=None):
+        answers.append((prep.bound_key == key_id, pk0 is None, rng is None))
+        return real_finish(pw, prep, pk0, c0, const, delta_bits, rng, key_id=key_id)
+
+    monkeypatch.setattr(rlwe_ip, "server_finish", spy)
+    th, addr = _serve_tcp(served, max_sessions=5)
+    preds = [predict(addr, featurize=molecules_featurizer(test.subset([i])))[0][0] for i in range(3)]
+    # a new key for this process (another client): the server's re-randomisation is bound to the old one
+    monkeypatch.setattr(linear_he, "_CLIENT_KEYS", {})
+    preds += [predict(addr, featurize=molecules_featurizer(test.subset([i])))[0][0] for i in (3, 0)]
+    th.join(60)
+    np.testing.assert_allclose(preds, mm.predict(test.subset([0, 1, 2, 3, 0])), atol=ERROR_BUDGET)
+    assert answers[0] == (False, False, False)  # first session: nothing prepared for this key
+    assert answers[1] == answers[2] == (True, True, True)  # bound: no pk0 copy, nothing drawn
+    assert answers[3] == (False, False, False)  # the new key: made afresh from its pk0
+    assert answers[4] == (True, True, True)
+
+
+def test_the_next_mask_worker_never_makes_a_mask_twice_and_never_leaves_a_session_waiting(monkeypatch):
+    """The next sessions' masks are made by one worker thread, handed over by a queue. A session
+    that takes its mask while the worker makes it waits for that mask; one the worker has not
+    started (queued behind another) is made by the session itself, without waiting, and the worker
+    skips it: every mask is made once."""
+    from protocols.mpc import rlwe_ip
+
+    key = rlwe_ip.ClientKey(rlwe_ip.ring_for(64))
+    real_mask = rlwe_ip.ClientKey.mask
+    entered, release = threading.Event(), threading.Event()
+    made = []  # (seed, made on the worker, the mask)
+
+    def slow_mask(self, s, rng):
+        on_worker = threading.current_thread().name == "secureml-next-mask"
+        if on_worker and s.startswith(b"slow"):
+            entered.set()
+            assert release.wait(10)
+        out = real_mask(self, s, rng)
+        made.append((s, on_worker, out))
+        return out
+
+    monkeypatch.setattr(rlwe_ip.ClientKey, "mask", slow_mask)
+    slow, queued = b"slow".ljust(16, b"."), b"q" * 16
+    pending = linear_he._PendingMask(key, slow)
+    assert entered.wait(10)  # the worker is making it
+    behind = linear_he._PendingMask(key, queued)
+    other = behind.result()  # not started: made here, at once
+    assert other.seed == queued and [(s, on) for s, on, _ in made] == [(queued, False)]
+    threading.Timer(0.05, release.set).start()
+    mask = pending.result()  # waits for the worker's
+    assert mask.seed == slow and made[-1] == (slow, True, mask)
+    done = linear_he._PendingMask(key, b"d" * 16)  # the worker goes on (and skipped the queued one)
+    assert done._done.wait(10) and done.result().seed == b"d" * 16
+    assert [(s, on) for s, on, _ in made] == [(queued, False), (slow, True), (b"d" * 16, True)]
+    assert behind.result() is other and pending.result() is mask
+    # settled before the features: a mask still at work is finished (or made) then, and the
+    # session's result() returns that same mask
+    entered.clear()
+    release.clear()
+    late = linear_he._PendingMask(key, b"slow-late".ljust(16, b"."))
+    assert entered.wait(10)
+    monkeypatch.setitem(linear_he._NEXT_MASKS, ("srv", key.key_id), late)
+    monkeypatch.setattr(linear_he, "client_key", lambda rp, fresh=False: (key, False))
+    monkeypatch.setattr(linear_he, "ring_params", lambda pp: None)
+    threading.Timer(0.05, release.set).start()
+    linear_he.settle_next_mask(None, "srv")
+    assert late._done.is_set() and late.result() is made[-1][2] and made[-1][1]

@@ -96,3 +96,46 @@ def test_fused_encryption_and_wrapping_decryption_match_the_limb_reference(n_fea
         limbs = np.stack([((top >> np.uint64(16 * i)) & np.uint64(0xFFFF)).astype(np.int64) for i in range(4)])
         m = (v + (ring.dot(limbs, key.s_rev) << (rp.q_bits - 64))) % ring.Q
         assert key.decrypt(v, top) == (m - ring.Q if m >= ring.Q >> 1 else m)
+
+
+def test_a_bound_rerandomisation_answers_its_key_alone_and_once():
+    """server_bind makes the key's part of v, (pk0 u)[n-1] + e0 + Delta c + flood, before the query:
+    the answer for that key then needs neither pk0 nor randomness and decrypts to the same inner
+    product (within the stated noise); an answer under another key makes the part afresh; the
+    part is spent with its re-randomisation (a second answer is refused) and the same seed bound
+    twice gives two different parts (fresh e0 and flood each time). The request's c0 is read as a
+    uint16 view (view_bytes), checked like from_bytes."""
+    rng = SecureRandom(b"b" * 16)
+    rp = R.ring_for(4096)
+    key, other = R.ClientKey(rp, rng), R.ClientKey(rp, rng)
+    g = np.random.default_rng(7)
+    w = g.integers(-(1 << 21), 1 << 21, 4096)
+    phi = g.integers(0, 1 << 20, 4096)
+    pw = R.PreparedWeights(w, rp)
+    delta, const = rp.q_bits - 56, 987654
+    exact = int(np.dot(phi.astype(object), w.astype(object))) + const
+    seed = b"s" * 16
+    for k in (key, other):
+        _, c0 = k.encrypt_with(k.mask(seed, rng), phi, delta)
+        view = k.ring.view_bytes(c0, "ciphertext")
+        assert view.dtype == np.uint16 and np.array_equal(view, k.ring.from_bytes(c0, "ciphertext"))
+        prep = R.server_prepare(pw, seed, rng)
+        R.server_bind(pw, prep, key.key_id, key.pk0, const, delta, rng)
+        assert prep.bound_key == key.key_id
+        if k is key:  # its own key: no pk0, no randomness needed
+            v = R.server_finish(pw, prep, None, view, const, delta, None, key_id=key.key_id)
+        else:  # another key: the part is made now, from that key
+            with pytest.raises(ProtocolError):
+                R.server_finish(pw, R.server_prepare(pw, seed, rng), None, view, const, delta, None, key_id=k.key_id)
+            v = R.server_finish(pw, prep, k.pk0, view, const, delta, rng, key_id=k.key_id)
+        assert abs(k.decrypt(v, prep.top) / 2.0**delta - exact) <= pw.error_units(delta)
+        assert prep.spent and prep.bound_key is None
+        with pytest.raises(ProtocolError, match="one query only"):
+            R.server_finish(pw, prep, k.pk0, view, const, delta, rng, key_id=k.key_id)
+        with pytest.raises(ProtocolError, match="one query only"):
+            R.server_bind(pw, prep, key.key_id, key.pk0, const, delta, rng)
+    a, b = R.server_prepare(pw, seed, rng), R.server_prepare(pw, seed, rng)
+    R.server_bind(pw, a, key.key_id, key.pk0, const, delta, rng)
+    R.server_bind(pw, b, key.key_id, key.pk0, const, delta, rng)
+    assert a._bound[1] != b._bound[1]
+    assert a.top_bytes == a.top.astype("<u8").tobytes()
