@@ -401,8 +401,8 @@ def double_blind(args: argparse.Namespace) -> dict[str, Any]:
 
         def session(kind: str, i: int, resume: bool) -> dict[str, Any]:
             os.environ["SECUREML_CACHE"] = servers[kind]["cache"]  # first contact: a client new to the server
-            # "lattice": all the crypto inside the session (the default); "lattice-prepared": the
-            # next session's query-independent work between sessions (linear_he.PREPARE_NEXT)
+            # "lattice": all the crypto inside the session; "lattice-prepared" (the client's default,
+            # linear_he.PREPARE_NEXT): the next session's query-independent work between sessions
             linear_he.PREPARE_NEXT = kind.split("/")[0] == "lattice-prepared"
             row = _db_session(servers[kind]["port"], mm, test.subset([i]), resume=resume,
                               keep_alive=kind.endswith("/keep-alive"))
