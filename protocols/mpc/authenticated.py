@@ -37,12 +37,9 @@ Hiding (the client's values, against the semi-honest server): the server sees on
 messages (independent of the choice bits), and Y_l, MAC(Y_l), which are fixed by C_l, the
 uniform mask r_l and its own keys.
 
-* **Commit mod p** (:func:`commit_p64`, protocol 31): the same one-sided MACs in F_p,
-  p = 2^64 - 59 (:mod:`protocols.mpc.fp64`), 8-byte words instead of 16, for a relation that holds
-  over the integers with |e| < 2^64 (the client-malicious Laplacian check,
-  :mod:`protocols.krr.laplacian_malicious`, has its soundness argument): a forgery needs Delta,
-  uniform in F_p, seen by the client only through corrections one-time padded by hashed pads
-  reduced mod p (within 2^-64 of uniform each).
+* Protocols 31-33 also committed values with MACs in F_p, p = 2^64 - 59 (``commit_p64``, the
+  client-malicious Laplacian check); protocol 34 moved that check to F_q, q = 2^48 - 59
+  (:mod:`protocols.mpc.commit_fp48`), and the F_p code was removed.
 
 Everything here is numpy-vectorised over (hi, lo) uint64 limb pairs (:mod:`protocols.mpc.u128`).
 """
@@ -53,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols.mpc import fp64, u128
+from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
 from protocols.ot.crypto import FixedKeyAES, derive_key
 from secureml.errors import ProtocolError
@@ -332,69 +329,6 @@ def commit(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.n
     if client:
         return Committed(v, mac, ext, kept[0].reshape(n, bits, 16))
     return CommitKeys(mac, ext, (kept[0][0].reshape(n, bits, 16), kept[0][1].reshape(n, bits, 16)))
-
-
-#: hash domain of the F_p MAC pads (:func:`commit_p64`): apart from cot128's 0 and the callers' domains
-_P64_DOMAIN = 0x50
-
-
-@dataclass
-class CommittedP64:
-    """Client side of values committed mod p = 2^64 - 59 (:func:`commit_p64`)."""
-
-    values: np.ndarray  # (n,) uint64
-    mac: np.ndarray  # (n,) uint64 residues: M = K + x Delta (mod p)
-    pads: np.ndarray | None = None  # (n, bits, 16) uint8: the random-OT keys of the value bits
-
-
-@dataclass
-class CommitKeysP64:
-    """Server side of values committed mod p: keys K (n,) uint64 residues and the random-OT keys."""
-
-    key: np.ndarray
-    pads: tuple[np.ndarray, np.ndarray] | None = None
-
-
-def new_delta_p64(party: PartyContext) -> np.uint64:
-    """Server: a fresh MAC key Delta uniform in F_p, p = 2^64 - 59 (one per session)."""
-    return U64(fp64.uniform(party.rng, 1)[0])
-
-
-def commit_p64(party: PartyContext, chooser: int, *, n: int, bits: int, values: np.ndarray | None = None,
-               delta: np.uint64 | None = None, keep_pads: bool = False) -> CommittedP64 | CommitKeysP64:
-    """:func:`commit` with MACs in F_p, p = 2^64 - 59, instead of Z_2^128 (protocol 31): the
-    client's MAC on x (an integer < 2^bits, bits <= 64) is M_x = K_x + x Delta (mod p).
-
-    Per bit one random OT of the (checked) extension with the bit as choice; both sides hash the
-    OT key to 128 bits (TCCR, own domain) and reduce mod p -- within 2^-64 of uniform per pad
-    (a 64-bit hash would leave 2^-58: the 59 residues below 59 twice as likely). The server sends
-    tau = P0 + Delta - P1 (mod p), 8 bytes per bit (cot128's words are 16), keeps K = P0; the
-    client gets P_c + c tau = K + c Delta. Value MACs: sum_b 2^b (mod p), the same linear map on
-    both sides. The client sees Delta only through tau, one-time padded by the unchosen P_(1-c).
-    ``keep_pads``: also return the random-OT keys of the bits, for :func:`bound_lut`."""
-    if not 1 <= bits <= 64:
-        raise ValueError("bits must be in [1, 64]")
-    client = party.role == chooser
-    pow2 = (U64(1) << np.arange(bits, dtype=U64))[None, :]  # 2^b < p for b <= 63
-    if client:
-        v = _committed_values(values, n, bits)
-        c = _bits_of(v, bits).ravel()
-        mc = party.ot_receiver.random_ot(c)
-        P = fp64.from_wide(_expand(mc, 1, _P64_DOMAIN))[:, 0]
-        tau = party.ch.recv_array(np.dtype("<u8"), (n * bits,)).astype(U64)
-        if bool((tau >= U64(fp64.P)).any()):
-            raise ProtocolError("unreduced MAC correction")  # a semi-honest server never sends one
-        bit_mac = fp64.add(P, np.where(c == 1, tau, U64(0))).reshape(n, bits)
-        mac = fp64.total(fp64.mul(bit_mac, pow2), axis=1)
-        return CommittedP64(v, mac, mc.reshape(n, bits, 16) if keep_pads else None)
-    m0, m1 = party.ot_sender.random_ot(n * bits)
-    P0 = fp64.from_wide(_expand(m0, 1, _P64_DOMAIN))[:, 0]
-    P1 = fp64.from_wide(_expand(m1, 1, _P64_DOMAIN))[:, 0]
-    tau = fp64.sub(fp64.add(P0, U64(delta)), P1)
-    party.ch.send_array(np.ascontiguousarray(tau, dtype="<u8"), owned=True)
-    party.ch.flush()
-    key = fp64.total(fp64.mul(P0.reshape(n, bits), pow2), axis=1)
-    return CommitKeysP64(key, (m0.reshape(n, bits, 16), m1.reshape(n, bits, 16)) if keep_pads else None)
 
 
 def _lut_lows(n: int, a: int) -> np.ndarray:

@@ -13,7 +13,7 @@ server's -- an oblivious product, since tau is one-time padded by the unchosen P
 2^-80 of uniform whatever s and Delta are). The random-OT keys are returned, so that
 :func:`protocols.mpc.authenticated.bound_lut` can read table indices through the same bits.
 
-Differs from :func:`protocols.mpc.authenticated.commit_p64` (mod 2^64 - 59, 8-byte corrections,
+Differs from protocols 31-33's ``commit_p64`` (mod 2^64 - 59, 8-byte corrections, removed;
 scale 1) in the field, the wire width and the per-bit scale; the same TCCR hashing (its own domain).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Vectorised arithmetic in the prime field F_q, q = 2^48 - 59, on numpy uint64 arrays.
 
 The largest prime below 2^48: a residue travels in 6 bytes (:func:`pack`), three quarters of
-:mod:`protocols.mpc.fp64`'s words. The client-malicious Laplacian check (protocol 34,
+the 8-byte words of the F_p check it replaced (p = 2^64 - 59, protocols 31-33). The client-malicious Laplacian check (protocol 34,
 :mod:`protocols.krr.laplacian_malicious`) uses it: its per-point relation has |e_i| < 2^35, far
 inside (-q/2, q/2), so only the MAC key's and the challenge's entropy needs the field, 2^-47 each.
 Products go through 16-bit limbs of one factor (each limb times a residue < 2^64, reduced with

@@ -298,68 +298,6 @@ def test_commit_trimmed_corrections_bytes():
     assert saved <= full - trimmed <= saved + 32  # the array header's shape words differ (3 dims vs 1)
 
 
-# ---- MACs mod p = 2^64 - 59 (commit_p64, protocol 31) ---------------------------------------------
-def _commit_p64_session(x, delta, bits=64, n_bytes=None, tamper=None):
-    """Commit x mod p; returns (server keys, client commitment, server bytes sent in the commit)."""
-    from protocols.mpc import fp64
-
-    n = len(x)
-    seen = {}
-
-    def server(p):
-        start = p.ch.bytes_sent
-        keys = au.commit_p64(p, CLIENT, n=n, bits=bits, delta=delta, keep_pads=True)
-        seen["bytes"] = p.ch.bytes_sent - start
-        return keys
-
-    def client(p):
-        if tamper is not None:
-            orig = p.ch.recv_array
-
-            def recv(dtype, shape):
-                out = orig(dtype, shape)
-                return tamper(out.copy()) if np.dtype(dtype) == np.dtype("<u8") else out
-            p.ch.recv_array = recv
-        return au.commit_p64(p, CLIENT, n=n, bits=bits, values=x, keep_pads=True)
-
-    keys, com = run_two_party(server, client, seed=6, setup=checked_ot)
-    assert fp64.P == 2**64 - 59
-    return keys, com, seen["bytes"]
-
-
-def test_commit_p64_macs_are_k_plus_x_delta_mod_p_in_8_bytes_per_bit():
-    """M = K + x Delta (mod p) for 64-bit values (also 2^64 - 1, p, p - 1: values above p are
-    authenticated as their residue) and Delta = p - 1; the corrections are 8 bytes per bit (cot128's
-    are 16); the bits' random-OT keys are kept for bound_lut, with 16-byte keys per bit."""
-    from protocols.mpc import fp64
-
-    P = fp64.P
-    rng = np.random.default_rng(31)
-    n = 40
-    x = rng.integers(0, 2**64, n, dtype=U64)
-    x[:5] = [0, 1, 2**64 - 1, P, P - 1]
-    for delta in (U64(0xDEADBEEF12345677), U64(P - 1)):
-        keys, com, nbytes = _commit_p64_session(x, delta)
-        assert (keys.key < U64(P)).all() and (com.mac < U64(P)).all()
-        want = [(int(k) + int(v) * int(delta)) % P for k, v in zip(keys.key, x)]
-        assert com.mac.tolist() == want
-        assert nbytes - n * 64 * 8 in range(0, 64)  # 8 bytes per bit, plus a frame header
-        assert com.pads.shape == (n, 64, 16) and keys.pads[0].shape == (n, 64, 16)
-        c = ((x[:, None] >> np.arange(64, dtype=U64)) & U64(1)).astype(bool)
-        assert np.array_equal(com.pads, np.where(c[:, :, None], keys.pads[1], keys.pads[0]))
-
-
-def test_commit_p64_client_refuses_an_unreduced_correction():
-    from protocols.mpc import fp64
-    from secureml.errors import ProtocolError
-
-    def tamper(tau):
-        tau[3] = U64(fp64.P)
-        return tau
-    with pytest.raises(ProtocolError, match="unreduced"):
-        _commit_p64_session(np.arange(4, dtype=U64), U64(5), tamper=tamper)
-
-
 @pytest.mark.parametrize("bad", [False, True])
 def test_check_ring_of_k_plus_40_bits_with_trimmed_macs(bad):
     """Protocol 35 (binding's step 9): MACs right mod 2^(k + 40) only (trimmed corrections) and the
