@@ -86,8 +86,6 @@ order per column. Summing over columns needs them in row order, i.e. comparisons
 """
 from __future__ import annotations
 
-import threading
-import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -98,6 +96,7 @@ from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.column_ot import column_ot
 from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
 
 U64 = np.uint64
 # the digit plan's cost model, per element and digit above the first, per OT engine (pp.ot_engine):
@@ -213,8 +212,7 @@ def _column_blocks(d: int, size: int, words: int):
 # N = 16,384, d = 351 before; 57 MB kept there). Models whose tables would exceed the cap build them
 # per session as before (e.g. SoftSpoken's 5-bit digits there: 138 MB).
 _TABLES_MAX_BYTES = 96 << 20
-_TABLES: dict[int, tuple[weakref.ref, tuple, list]] = {}
-_TABLES_LOCK = threading.Lock()
+_TABLES: OwnerCache[tuple[tuple, list]] = OwnerCache()
 
 
 def _server_tables(XT: np.ndarray, levels: tuple[tuple[int, int], ...], W: int) -> list | None:
@@ -223,35 +221,27 @@ def _server_tables(XT: np.ndarray, levels: tuple[tuple[int, int], ...], W: int) 
     or XT is writeable (a caller could change it in place: no cache then)."""
     if XT.flags.writeable:
         return None
-    key = (levels, W)
-    with _TABLES_LOCK:
-        hit = _TABLES.get(id(XT))
-        if hit is not None and hit[0]() is XT and hit[1] == key:
-            return hit[2]
     d = XT.shape[0]
     if sum(2 * d * (1 << (b - a)) * W * 8 for a, b in levels) > _TABLES_MAX_BYTES:
         return None
-    out, dig_buf = [], None
-    for k, (a, b) in enumerate(levels):
-        m = b - a
-        dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
-        dig_buf &= U64((1 << m) - 1)
-        dig = dig_buf.view(np.intp)  # values < 2^m: the uint64 words read as intp unchanged
-        blocks = []
-        for j0, j1 in _column_blocks(d, 1 << m, W if k == 0 else 2 * W):
-            lt, eq = _digit_tables(dig[j0:j1], m, W)
-            lt.flags.writeable = eq.flags.writeable = False  # shared by every session of the model
-            blocks.append((lt, eq))
-        out.append(blocks)
-    key_id = id(XT)
+    key = (tuple(levels), W)
 
-    def _drop(_ref: weakref.ref, key_id: int = key_id) -> None:
-        with _TABLES_LOCK:
-            if _TABLES.get(key_id, (None,))[0] is _ref:
-                del _TABLES[key_id]
-    with _TABLES_LOCK:
-        _TABLES[key_id] = (weakref.ref(XT, _drop), key, out)
-    return out
+    def make() -> tuple[tuple, list]:
+        out, dig_buf = [], None
+        for k, (a, b) in enumerate(levels):
+            m = b - a
+            dig_buf = np.right_shift(XT, U64(a), out=dig_buf)
+            dig_buf &= U64((1 << m) - 1)
+            dig = dig_buf.view(np.intp)  # values < 2^m: the uint64 words read as intp unchanged
+            blocks = []
+            for j0, j1 in _column_blocks(d, 1 << m, W if k == 0 else 2 * W):
+                lt, eq = _digit_tables(dig[j0:j1], m, W)
+                lt.flags.writeable = eq.flags.writeable = False  # shared by every session of the model
+                blocks.append((lt, eq))
+            out.append(blocks)
+        return key, out
+
+    return _TABLES.get(XT, make, fits=lambda v: v[0] == key)[1]
 
 
 def _rot_bits(party: PartyContext, choices: np.ndarray | None, n: int):

@@ -17,6 +17,11 @@ class OwnerCache(Generic[T]):
         self._entries: dict[int, tuple[weakref.ref, T]] = {}
         self._lock = threading.Lock()
 
+    def __contains__(self, owner_id: int) -> bool:
+        """Whether a value is kept for the owner whose ``id()`` this is (tests: dropped with it)."""
+        with self._lock:
+            return owner_id in self._entries
+
     def get(self, owner: Any, make: Callable[[], T], fits: Callable[[T], bool] = lambda _: True) -> T:
         """The value kept for ``owner`` if ``fits`` accepts it, else ``make()`` (kept for next time).
         ``owner=None`` or an owner that cannot be weakly referenced: made each time, never kept."""

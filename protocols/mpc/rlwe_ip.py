@@ -506,24 +506,24 @@ class KeyStore:
         self._d: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _live(self, key_id: bytes) -> np.ndarray | None:
+        """The held key (not expired), marked as used; an expired one is dropped. Caller holds the lock."""
+        hit = self._d.get(key_id)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            self._d.pop(key_id, None)
+            return None
+        self._d.move_to_end(key_id)
+        return hit[1]
+
     def touch(self, key_id: bytes) -> bool:
         """Whether the key is held (and not expired), marked as used, without copying it out."""
         with self._lock:
-            hit = self._d.get(key_id)
-            if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-                self._d.pop(key_id, None)
-                return False
-            self._d.move_to_end(key_id)
-            return True
+            return self._live(key_id) is not None
 
     def get(self, key_id: bytes) -> np.ndarray | None:
         with self._lock:
-            hit = self._d.get(key_id)
-            if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-                self._d.pop(key_id, None)
-                return None
-            self._d.move_to_end(key_id)
-            return hit[1].astype(np.int64)
+            pk0 = self._live(key_id)
+            return None if pk0 is None else pk0.astype(np.int64)
 
     def put(self, key_id: bytes, pk0: np.ndarray) -> None:
         """Keep pk0 (limbs) as uint16: 57 kB per key at n = 4,096, 131 kB at n = 8,192."""

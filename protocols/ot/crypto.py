@@ -43,8 +43,6 @@ __all__ = [
 _U64 = np.uint64
 # tccr_bits / tccr_word block: 2^15 rows, 512 KB per work array (in L2 with its input block)
 _BITS_ROWS = 1 << 15
-# tccr_bits' block: 2^15 rows, 512 KB per work array (in L2 with its input block)
-_BITS_ROWS = 1 << 15
 
 
 _MALLOC_TUNED: list[bool] = []

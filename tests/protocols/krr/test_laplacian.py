@@ -279,17 +279,21 @@ def test_silent_ot_engine_gives_the_plaintext_predictions_and_less_traffic():
     assert si_mb - ss_mb < 0.8 - 12e-6 * elements
 
 
+def _silent_case(row: int, N: int = 300, d: int = 7):
+    """A sparse model on the 2^-8 grid large enough for silent OT, queried at training row ``row``:
+    (N, pp, encoded X, encoded q)."""
+    rng = np.random.default_rng(8)
+    X = _grid(rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7))
+    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
+                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    return N, pp, pp.encode_features(X), pp.encode_features(X[row][None])[0]
+
+
 def test_l1_shares_exact_on_silent_ot():
     from protocols.ot.ferret import setup_pair
 
-    N, d = 300, 7
-    rng = np.random.default_rng(8)
-    X = _grid(rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7))
-    q = X[4].copy()
-    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
-                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
+    N, pp, Xe, qe = _silent_case(4)
     assert pp.ot_engine == "silent"
-    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
 
     def silent(p):
         p.install_ot(*setup_pair(p.ch, p.role))
@@ -420,13 +424,7 @@ def test_cached_digit_tables_give_the_same_shares_and_live_with_the_model(monkey
     from protocols.krr import laplacian
     from protocols.ot.ferret import setup_pair
 
-    N, d = 300, 7
-    rng = np.random.default_rng(8)
-    X = _grid(rng.uniform(0, 60, (N, d)) * (rng.random((N, d)) < 0.7))
-    q = X[11].copy()
-    pp = PublicParams(kind="krr-laplacian", n_train=N, n_features=d, frac_bits=8,
-                      feature_lo=0.0, feature_hi=64.0, sigma=100.0, weight_bits=20)
-    Xe, qe = pp.encode_features(X), pp.encode_features(q[None])[0]
+    N, pp, Xe, qe = _silent_case(11)
     XT = np.ascontiguousarray(Xe.T)
     levels, W = digit_levels(pp.x_bits, pp.ot_engine), (N + 63) // 64
     assert laplacian._server_tables(XT, levels, W) is None  # writeable: could change under a cache
