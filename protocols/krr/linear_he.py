@@ -92,7 +92,6 @@ import queue
 import struct
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -103,6 +102,7 @@ from protocols.krr.params import PublicParams
 from protocols.mpc import rlwe_ip
 from protocols.mpc.context import PartyContext
 from protocols.mpc.owner_cache import OwnerCache
+from protocols.net.quota import OwnedLRU, current_client
 from secureml.errors import ModelError, ProtocolError
 
 _MAGIC = b"SMHE"
@@ -468,7 +468,9 @@ def server_early(model: Any, hello: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise ProtocolError("hello: lattice_seed must be 32 hex digits") from None
     pm = prepared(model)
-    prep = _take_prepared(pm, seed)  # made after this client's last reply, if it announced the seed then
+    # made after this client's last reply, if it announced the seed then (only this client's: a
+    # seed another client announced is not this one's to take)
+    prep = _take_prepared(pm, seed, current_client())
     return {"lattice_early": prep or rlwe_ip.server_prepare(pm.weights, seed, rlwe_ip.SecureRandom())}
 
 
@@ -514,7 +516,7 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
     c0s = [R.view_bytes(c0, "ciphertext") for _, c0 in cts]  # uint16 views of the request: no copy
     rlwe_ip.check_client_message(R, pk0, c0s)  # semi-honest: sizes and ranges (checked above)
     if keep_keys and with_pk:
-        store.put(key_id, pk0)
+        store.put(key_id, pk0, current_client())  # counts against this client's quota
     out = [bytes([_OK])]
     used = 0
     for i, ((seed, _), c0) in enumerate(zip(cts, c0s)):
@@ -532,26 +534,21 @@ def server_online(party: PartyContext, model: Any, k: int, keep_keys: bool = Tru
         pk0 = pk0 if pk0 is not None else store.get(key_id)
         if pk0 is not None:  # and its key's part of v (pk0 u)[k] + e0 + Delta c + flood, bound to this key
             rlwe_ip.server_bind(pm.weights, prep, key_id, pk0, pm.const, pm.delta_bits, party.rng)
-        _store_prepared(pm, prep)
+        _store_prepared(pm, prep, current_client())
     return {"key_received": with_pk, "prepared": used, "bound": bool(bound)}
 
 
 # the server's re-randomisations for seeds clients announced for their next session, by (model,
-# seed): LRU, each taken (removed) by its one use -- a second answer with the same u and e1 would
-# let the client cancel the re-randomisation
-_NEXT: "OrderedDict[tuple[int, bytes], rlwe_ip.Rerandomised]" = OrderedDict()
-_NEXT_CAPACITY = 1024
-_NEXT_LOCK = threading.Lock()
+# client, seed): LRU (1,024), at most ``per_owner`` per client, each taken (removed) by its one use
+# -- a second answer with the same u and e1 would let the client cancel the re-randomisation. The
+# client is part of the key, so one client announcing another's seed neither takes nor replaces
+# that client's entry.
+NEXT: OwnedLRU[tuple[int, str | None, bytes], rlwe_ip.Rerandomised] = OwnedLRU(1024)
 
 
-def _store_prepared(pm: PreparedModel, prep: rlwe_ip.Rerandomised) -> None:
-    with _NEXT_LOCK:
-        _NEXT[(id(pm), prep.seed)] = prep
-        _NEXT.move_to_end((id(pm), prep.seed))
-        while len(_NEXT) > _NEXT_CAPACITY:
-            _NEXT.popitem(last=False)
+def _store_prepared(pm: PreparedModel, prep: rlwe_ip.Rerandomised, owner: str | None = None) -> None:
+    NEXT.put((id(pm), owner, prep.seed), prep, owner)
 
 
-def _take_prepared(pm: PreparedModel, seed: bytes) -> rlwe_ip.Rerandomised | None:
-    with _NEXT_LOCK:
-        return _NEXT.pop((id(pm), seed), None)
+def _take_prepared(pm: PreparedModel, seed: bytes, owner: str | None = None) -> rlwe_ip.Rerandomised | None:
+    return NEXT.pop((id(pm), owner, seed))

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from protocols.common import CostReport, check_hello
+from protocols.krr import linear_he
 from protocols.krr.handshake import (CLIENT_MALFORMED, CLIENT_REJECTED, MAX_QUERIES_PER_SESSION, refusal,
                                     server_handshake)
 from protocols.krr.params import PROTOCOL_NAME, PROTOCOL_VERSION
@@ -33,7 +34,9 @@ from protocols.mpc.authenticated import MacCheckError
 from protocols.mpc.party import Party
 from protocols.net.frontdoor import AuditLog, Authenticator, FrontDoor, Refused, SessionContext, run_workers
 from protocols.net.limits import DEFAULT_LIMITS, Limits, session_seconds
+from protocols.net.quota import OwnedLRU
 from protocols.net.transport import Channel, listen
+from protocols.ot import session as ot_session
 from protocols.ot.consistency import ConsistencyError
 from secureml.serving.ledger import QueryLedger, session_client_id
 
@@ -168,6 +171,23 @@ class AbortCounter:
                 if not self._running[client]:
                     del self._running[client]
 
+def client_stores() -> dict[str, OwnedLRU]:
+    """This process's stores of per-client resumable state, by name (docs/serving.md lists their
+    caps and bytes per entry); :func:`serve` sets their per-client quota (``limits.max_per_client``).
+    The front door's kept-alive connections have the same quota (:mod:`protocols.net.frontdoor`)."""
+    return {"ot-tickets": ot_session.SERVER_TICKETS, "lattice-keys": linear_he.KEYS,
+            "lattice-next": linear_he.NEXT}
+
+
+def set_client_quota(per_client: int) -> None:
+    """Each client identity holds at most ``per_client`` entries of each store of
+    :func:`client_stores` (0: no quota; entries made outside a served session are never limited)."""
+    if per_client < 0:
+        raise ValueError("per_client must be >= 0 (0: no quota)")
+    for store in client_stores().values():
+        store.per_owner = int(per_client) or None
+
+
 # messages the server itself words, with nothing from the client in them: the only ones it logs
 _SAFE_MESSAGES = {CLIENT_REJECTED, CLIENT_MALFORMED}
 
@@ -242,8 +262,12 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
     ``keep_alive``: serve a client's next session on the connection of its last one when its hello
     asks (idle at most ``limits.idle_s``, holding no slot; every session admitted, counted and
     audited as on a new connection: :mod:`protocols.net.frontdoor`, step 8).
+    ``limits.max_per_client``: entries one client identity may hold in each store of resumable
+    state (:func:`client_stores`) and kept-alive connections (``secureml serve --max-per-client``).
     """
     aborts = AbortCounter() if aborts is None else aborts
+    # one client cannot evict another's resumable state (tickets, keys, re-randomisations)
+    set_client_quota(limits.max_per_client)
     if session_timeout is not None:
         from dataclasses import replace
 

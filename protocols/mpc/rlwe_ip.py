@@ -70,15 +70,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from protocols.mpc.randomness import SecureRandom
+from protocols.net.quota import OwnedLRU
 from secureml.errors import ProtocolError
 
 #: ring degree -> log2 q (HE standard, 128-bit: at most 109 at n = 4,096, 218 at n = 8,192)
@@ -498,37 +497,23 @@ def server_reply(pw: PreparedWeights, pk0: np.ndarray, seed: bytes, c0: np.ndarr
     return server_finish(pw, prep, pk0, c0, const, delta_bits, rng), prep.top
 
 
-class KeyStore:
-    """The server's copy of clients' public keys by key id: LRU, bounded, expiring."""
+class KeyStore(OwnedLRU[bytes, np.ndarray]):
+    """The server's copy of clients' public keys by key id: LRU, bounded, expiring, and at most
+    ``per_owner`` keys per client (the one that first sent the key: a client sending another's
+    key again does not move it into its own quota; :class:`protocols.net.quota.OwnedLRU`)."""
 
-    def __init__(self, capacity: int = 1024, ttl_s: float = 3600.0) -> None:
-        self.capacity, self.ttl_s = capacity, ttl_s
-        self._d: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, capacity: int = 1024, ttl_s: float = 3600.0, per_owner: int | None = None) -> None:
+        super().__init__(capacity, ttl_s, per_owner)
 
-    def _live(self, key_id: bytes) -> np.ndarray | None:
-        """The held key (not expired), marked as used; an expired one is dropped. Caller holds the lock."""
-        hit = self._d.get(key_id)
-        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-            self._d.pop(key_id, None)
-            return None
-        self._d.move_to_end(key_id)
-        return hit[1]
+    @property
+    def capacity(self) -> int:
+        return self.max_entries
 
-    def touch(self, key_id: bytes) -> bool:
-        """Whether the key is held (and not expired), marked as used, without copying it out."""
-        with self._lock:
-            return self._live(key_id) is not None
+    def get(self, key_id: bytes) -> np.ndarray | None:  # type: ignore[override]
+        pk0 = super().get(key_id)
+        return None if pk0 is None else pk0.astype(np.int64)
 
-    def get(self, key_id: bytes) -> np.ndarray | None:
-        with self._lock:
-            pk0 = self._live(key_id)
-            return None if pk0 is None else pk0.astype(np.int64)
-
-    def put(self, key_id: bytes, pk0: np.ndarray) -> None:
-        """Keep pk0 (limbs) as uint16: 57 kB per key at n = 4,096, 131 kB at n = 8,192."""
-        with self._lock:
-            self._d[key_id] = (time.monotonic(), pk0.astype(np.uint16))
-            self._d.move_to_end(key_id)
-            while len(self._d) > self.capacity:
-                self._d.popitem(last=False)
+    def put(self, key_id: bytes, pk0: np.ndarray, owner: str | None = None) -> None:  # type: ignore[override]
+        """Keep pk0 (limbs) as uint16: 57 kB per key at n = 4,096, 131 kB at n = 8,192; ``owner``:
+        the client it counts against (the session's identity, :func:`protocols.net.quota.current_client`)."""
+        super().put(key_id, pk0.astype(np.uint16), owner)

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from protocols.net.limits import DEFAULT_LIMITS, Deadline, Limits
+from protocols.net.quota import client_scope
 from protocols.net.transport import Channel, ProtocolTimeout, TCPChannel, frame
 from secureml.errors import ProtocolError
 from secureml.serving.ledger import QueryLedger, QueryRefused, session_client_id
@@ -262,11 +263,14 @@ class FrontDoor:
         self._mean_s = 1.0
         self.sessions = 0  # admitted sessions finished (ok or failed)
         self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0,
-                      "idle_closed": 0}
+                      "idle_closed": 0, "idle_evicted": 0}
         #: serve a client's next session on the connection of its last one when its hello asks
         self.keep_alive = keep_alive
         self._idle = 0  # kept-alive connections waiting for their next hello
         self._idle_channels: set[TCPChannel] = set()
+        # each client's kept-alive connections waiting, least recently kept first: at most
+        # ``limits.max_per_client`` each (one client cannot take every idle place)
+        self._idle_by_client: dict[str, dict[TCPChannel, socket.socket]] = {}
         self._stopping = False
         self._max_sessions: int | None = None
         self._watchdog: _Watchdog | None = None
@@ -359,11 +363,11 @@ class FrontDoor:
             ch.deadline = handshake
             hello: Any = None  # the first session reads its own hello under the handshake deadline
             while True:
-                keep, admitted = self._session(ch, sock, peer, hello, pending)
+                keep, admitted, client = self._session(ch, sock, peer, hello, pending)
                 pending = pending and not admitted
                 if not keep:
                     return
-                hello = self._next_hello(ch, sock)
+                hello = self._next_hello(ch, sock, client)
                 if hello is None:
                     return
         finally:
@@ -379,10 +383,12 @@ class FrontDoor:
                     self._pending -= 1
 
     def _session(self, ch: TCPChannel, sock: socket.socket, peer: str, hello: Any,
-                 pending: bool) -> tuple[bool, bool]:
+                 pending: bool) -> tuple[bool, bool, str]:
         """Steps 3-7 for one session; ``hello`` None: read it here. Returns (keep the connection
         for another session, a slot was taken -- also when ``admit`` then refused: the connection
-        has left the pending count). Every failure is answered or logged here."""
+        has left the pending count --, the session's client key as the ledger keys it). Every
+        failure is answered or logged here. The handler runs in :func:`client_scope` of that key:
+        the stores of the client's resumable state count what it keeps against it."""
         ctx = SessionContext(peer=peer)
         admitted = took_slot = False
         try:
@@ -421,7 +427,8 @@ class FrontDoor:
             ch.timeout = self.limits.idle_s
             t_start = time.monotonic()
             try:
-                self.handler(ch, hello, ctx)
+                with client_scope(session_client_id(ctx)):
+                    self.handler(ch, hello, ctx)
             finally:
                 self._slots.release()
                 with self._lock:  # moving average of session time: what "retry after" suggests
@@ -430,7 +437,7 @@ class FrontDoor:
             self.audit.record(ctx, "ok")
             log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
                       ctx.n_queries, float(ctx.cost.get("wall_s", 0.0)))
-            return ctx.keep_alive and not ch.closed, took_slot
+            return ctx.keep_alive and not ch.closed, took_slot, session_client_id(ctx)
         except Refused as exc:
             self._refused(ch, ctx, exc)
         except (ProtocolError, OSError, ssl.SSLError) as exc:
@@ -445,13 +452,16 @@ class FrontDoor:
             if admitted:
                 with self._lock:
                     self.sessions += 1
-        return False, took_slot
+        return False, took_slot, session_client_id(ctx)
 
-    def _next_hello(self, ch: TCPChannel, sock: socket.socket) -> Any:
+    def _next_hello(self, ch: TCPChannel, sock: socket.socket, client: str) -> Any:
         """A kept-alive connection between sessions: the next hello, or None when the client
         closed it, it stayed idle ``limits.idle_s``, or the server is stopping (then closed).
         Idle connections hold no session slot; at most ``limits.max_idle`` are kept (a thread
-        each), the others are closed when their session ends."""
+        each), the others are closed when their session ends; at most ``limits.max_per_client``
+        of one ``client`` (the ledger's key): keeping one more closes that client's own least
+        recently kept idle connection (its next session reconnects), never another client's."""
+        evict: list[socket.socket] = []
         with self._lock:
             full = self._idle >= self.limits.max_idle
             stopping = self._stopping or (self._max_sessions is not None and self.sessions >= self._max_sessions)
@@ -459,6 +469,18 @@ class FrontDoor:
                 return None
             self._idle += 1
             self._idle_channels.add(ch)
+            mine = self._idle_by_client.setdefault(client, {})
+            mine[ch] = sock
+            quota = self.limits.max_per_client
+            while quota and len(mine) > quota:
+                old = next(iter(mine))  # dicts keep insertion order: the least recently kept
+                evict.append(mine.pop(old))
+                self.stats["idle_evicted"] += 1
+        for s_old in evict:  # its thread sees the connection end, counts it idle_closed and leaves
+            try:
+                s_old.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
             idle = Deadline(self.limits.idle_s, "idle")
             assert self._watchdog is not None
@@ -477,6 +499,11 @@ class FrontDoor:
             with self._lock:
                 self._idle -= 1
                 self._idle_channels.discard(ch)
+                mine = self._idle_by_client.get(client)
+                if mine is not None:
+                    mine.pop(ch, None)
+                    if not mine:
+                        del self._idle_by_client[client]
 
     def _refused(self, ch: TCPChannel | None, ctx: SessionContext, exc: Refused) -> None:
         key = "busy" if exc.code == "busy" else "refused"

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from protocols.net.errors import FrameTooLarge, MalformedMessage
+from protocols.net.quota import DEFAULT_MAX_PER_CLIENT
 from secureml.errors import ProtocolError
 
 __all__ = ["Limits", "Deadline", "parse_json", "json_depth", "read_budget", "session_seconds",
@@ -71,6 +72,12 @@ class Limits:
     #: ends with this many idle, its connection is closed instead (the client reconnects).
     #: An idle one is closed after ``idle_s``.
     max_idle: int = 256
+    #: entries one client identity (the ledger's key) may hold in each per-client store -- its
+    #: kept-alive connections here, and the protocol's resumable state (OT-session tickets,
+    #: lattice keys, prepared re-randomisations; :mod:`protocols.net.quota`); a new one beyond it
+    #: evicts (closes) that client's own least recently used one, never another client's.
+    #: 0: no per-client bound (only the stores' caps).
+    max_per_client: int = DEFAULT_MAX_PER_CLIENT
     #: listen backlog (the kernel's queue of connections not yet accepted).
     backlog: int = 1024
     extra: dict[str, Any] = field(default_factory=dict)

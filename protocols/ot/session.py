@@ -28,12 +28,11 @@ give any client; state lives in memory only (never on disk) and expires (default
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.net.quota import OwnedLRU, current_client
 from protocols.ot.crypto import derive_key
 from protocols.ot.pool import POOL_TOTAL_MAX
 from protocols.ot.pool import status as pool_status
@@ -52,94 +51,78 @@ class _Entry:
     ticket: bytes
     state: dict
     created: float = field(default_factory=time.monotonic)
+    #: the client that made it (the ledger's key, :mod:`protocols.net.quota`); None outside ``serve``
+    owner: str | None = None
 
 
-class _Bounded:
-    """Thread-safe LRU map with expiry (entries older than ``ttl_s`` since creation are dropped)."""
+class _Bounded(OwnedLRU[Any, _Entry]):
+    """Thread-safe LRU map with expiry (entries older than ``ttl_s`` since creation are dropped)
+    and a per-owner quota (``per_owner``, :class:`protocols.net.quota.OwnedLRU`)."""
 
-    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0) -> None:
-        if max_entries < 1 or ttl_s <= 0:
+    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0, per_owner: int | None = None) -> None:
+        if ttl_s is None or ttl_s <= 0:
             raise ValueError("max_entries must be >= 1 and ttl_s > 0")
-        self.max_entries, self.ttl_s = int(max_entries), float(ttl_s)
-        self._d: OrderedDict[Any, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(max_entries, ttl_s, per_owner)
+
+    def _created(self, key: Any, value: _Entry) -> float:
+        return value.created
 
     def _get(self, key: Any) -> _Entry | None:
-        with self._lock:
-            e = self._d.get(key)
-            if e is None:
-                return None
-            if time.monotonic() - e.created > self.ttl_s:
-                del self._d[key]
-                return None
-            self._d.move_to_end(key)
-            return e
+        return OwnedLRU.get(self, key)
 
     def _put(self, key: Any, entry: _Entry) -> None:
-        with self._lock:
-            self._d[key] = entry
-            self._d.move_to_end(key)
-            while len(self._d) > self.max_entries:
-                self._d.popitem(last=False)
-
-    def discard(self, key: Any) -> None:
-        with self._lock:
-            self._d.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._d)
+        OwnedLRU.put(self, key, entry, entry.owner)
 
 
 class TicketStore(_Bounded):
     """Server side: ticket -> OT-extension sender state (Delta and the punctured GGM leaves, and a
     client-malicious ticket's checked random-OT pool). The pools of all tickets together hold at
     most ``max_pool_ots`` OTs: storing a ticket drops the least recently used pools beyond it (a
-    dropped pool is never spent again; the server announces none, so the client extends inline)."""
+    dropped pool is never spent again; the server announces none, so the client extends inline).
+    Each client (the entry's owner) holds at most ``per_owner`` tickets: a new one beyond that
+    evicts the client's own least recently used ticket, never another client's
+    (``secureml serve --max-per-client``)."""
 
-    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0, max_pool_ots: int = POOL_TOTAL_MAX) -> None:
-        super().__init__(max_entries, ttl_s)
+    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0, max_pool_ots: int = POOL_TOTAL_MAX,
+                 per_owner: int | None = None) -> None:
+        super().__init__(max_entries, ttl_s, per_owner)
         self.max_pool_ots = int(max_pool_ots)
 
-    def _put(self, key: Any, entry: _Entry) -> None:
-        super()._put(key, entry)
-        with self._lock:
-            pools = [(e.state, e.state.get("pool")) for e in self._d.values() if isinstance(e.state, dict)]
-            total = sum(int(getattr(p, "left", 0)) for _, p in pools if p is not None)
-            for state, p in pools:  # oldest first (LRU order); the entry just stored is the last
-                if total <= self.max_pool_ots:
-                    break
-                if p is not None:
-                    state.pop("pool", None)
-                    total -= int(getattr(p, "left", 0))
+    def _on_put(self) -> None:
+        pools = [(e.state, e.state.get("pool")) for e in self._d.values() if isinstance(e.state, dict)]
+        total = sum(int(getattr(p, "left", 0)) for _, p in pools if p is not None)
+        for state, p in pools:  # oldest first (LRU order); the entry just stored is the last
+            if total <= self.max_pool_ots:
+                break
+            if p is not None:
+                state.pop("pool", None)
+                total -= int(getattr(p, "left", 0))
 
-    def get(self, ticket: bytes) -> dict | None:
+    def get(self, ticket: bytes) -> dict | None:  # type: ignore[override]
         e = self._get(bytes(ticket))
         return None if e is None else e.state
 
-    def put(self, ticket: bytes, state: dict) -> None:
-        self._put(bytes(ticket), _Entry(bytes(ticket), state))
+    def put(self, ticket: bytes, state: dict, owner: str | None = None) -> None:  # type: ignore[override]
+        self._put(bytes(ticket), _Entry(bytes(ticket), state, owner=owner))
 
     def take(self, ticket: bytes) -> _Entry | None:
         """Remove and return a live entry (exclusive use: no concurrent session resumes it)."""
-        with self._lock:
-            e = self._d.pop(bytes(ticket), None)
-        if e is None or time.monotonic() - e.created > self.ttl_s:
-            return None
-        return e
+        return OwnedLRU.pop(self, bytes(ticket))
 
     def give_back(self, entry: _Entry) -> None:
-        """Return a taken entry after a successful session (its expiry still counts from creation)."""
+        """Return a taken entry after a successful session (its expiry still counts from creation,
+        its quota to the client that made it)."""
         self._put(entry.ticket, entry)
 
 
 class ClientTickets(_Bounded):
     """Client side: server identity -> (ticket, OT-extension receiver state)."""
 
-    def get(self, key: str) -> tuple[bytes, dict] | None:
+    def get(self, key: str) -> tuple[bytes, dict] | None:  # type: ignore[override]
         e = self._get(key)
         return None if e is None else (e.ticket, e.state)
 
-    def put(self, key: str, ticket: bytes, state: dict) -> None:
+    def put(self, key: str, ticket: bytes, state: dict) -> None:  # type: ignore[override]
         self._put(key, _Entry(bytes(ticket), state))
 
 
@@ -166,9 +149,13 @@ def _hex(msg: dict, key: str, size: int, allow_none: bool = False) -> bytes | No
 
 
 def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAULT_K,
-                 extra: dict[str, Any] | None = None, keep: bool = True, exclusive: bool = False
-                 ) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, keep: bool = True, exclusive: bool = False,
+                 owner: str | None = None) -> dict[str, Any]:
     """Model owner's side of steps 1-4; installs a SoftSpoken sender as ``party.ot_sender``.
+
+    ``owner``: the client a new ticket counts against (the store's per-client quota); default
+    the identity of the session this thread serves (:func:`protocols.net.quota.current_client`,
+    set by the server's front door). A resumed ticket keeps the owner that made it.
 
     ``extra`` (public values) rides along in the reply.  With ``keep=False`` no state is kept or
     resumed (the server may refuse resumption too).  Returns {resumed, setup_s, release}.
@@ -182,6 +169,7 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
     failure; a fresh session's state is stored only after it succeeded.
     """
     store = SERVER_TICKETS if store is None else store
+    owner = current_client() if owner is None else owner
     ch = party.ch
     t0 = time.perf_counter()
     taken: _Entry | None = None
@@ -221,9 +209,9 @@ def server_start(party: Any, store: TicketStore | None = None, *, k: int = DEFAU
         state = fresh.state()
         state["checked"] = bool(exclusive)  # the mode this ticket may resume in
         if keep and exclusive:
-            taken = _Entry(ticket, state)  # kept only once a session with it has succeeded
+            taken = _Entry(ticket, state, owner=owner)  # kept only once a session with it has succeeded
         elif keep:
-            store.put(ticket, state)
+            store.put(ticket, state, owner)
     party.install_ot(sender=SoftSpokenSender.resume(ch, state, _sid(state["digest"], ticket, n_c, n_s)))
 
     def release() -> None:

@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "connection) (default: on)")
     g.add_argument("--max-idle", type=int, default=256,
                    help="kept-alive connections idle at once; more are closed when their session ends (default 256)")
+    g.add_argument("--max-per-client", type=int, default=4, metavar="N",
+                   help="entries one client identity (certificate or token, else IP address) may hold in each store "
+                   "of resumable state -- OT-session tickets, lattice keys, prepared re-randomisations, kept-alive "
+                   "connections; one more evicts that client's own least recently used entry, never another "
+                   "client's, so a client opening many sessions cannot push others out of the stores "
+                   "(docs/serving.md); per worker; 0: no per-client bound, only the stores' caps (default 4)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions; "
@@ -209,7 +215,10 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("secureml.serve").warning(
             "no client authentication (--client-ca / --tokens): anyone who reaches the port can query")
     limits = Limits(handshake_s=args.handshake_timeout, idle_s=args.idle_timeout, min_rate=args.min_rate,
-                    max_queue=args.max_queue, max_pending=args.max_pending, max_idle=args.max_idle)
+                    max_queue=args.max_queue, max_pending=args.max_pending, max_idle=args.max_idle,
+                    max_per_client=args.max_per_client)
+    if args.max_per_client < 0:
+        raise SecureMLError("--max-per-client must be at least 0 (0: no per-client bound)")
     audit = AuditLog(args.audit_log, getattr(model, "sha256", "")) if args.audit_log else None
     if args.workers < 1 or args.concurrency < 1:
         raise SecureMLError("--workers and --concurrency must be at least 1")

@@ -137,7 +137,7 @@ def test_server_that_forgot_the_key_asks_again(rff_model, tmp_path, monkeypatch)
     linear_he._KEY_SENT.clear()
     (_, first, _), _ = _in_process(served, feat)  # key sent (and the public model fetched)
     (_, second, _), _ = _in_process(served, feat)  # key remembered
-    linear_he.KEYS._d.clear()  # a restarted server
+    linear_he.KEYS.clear()  # a restarted server
     (preds, again, _), err = _in_process(served, feat)
     assert err is None and abs(preds[0] - mm.predict(test.subset([0]))[0]) < ERROR_BUDGET
     assert first.extra["key_sent"] and not second.extra["key_sent"] and again.extra["key_sent"]
