@@ -24,6 +24,16 @@ caveats: the server can link the sessions that use one ticket (a client that wan
 sessions passes ``resume=False``; a server that keeps no state passes ``keep=False``); a stolen client state lets its
 holder finish OT sessions as that client, which reveals nothing the service does not already
 give any client; state lives in memory only (never on disk) and expires (default 1 hour).
+
+Store bounds (availability; clients are untrusted for it): the server's :class:`TicketStore` keeps
+at most 1,024 tickets (LRU) and 2^24 pooled OTs over all of them, and each client identity -- the
+query ledger's key, set by the server's front door (:mod:`protocols.net.quota`) -- at most
+``per_owner`` tickets (``secureml serve --max-per-client``, default 4): a new ticket beyond that
+evicts the client's own least recently used one, never another client's. Without it, one client
+opening sessions with a fresh ticket each (``resume=False`` does so honestly) pushed every other
+client's ticket out, and they all paid base OTs again. What a client learns is unchanged (it only
+ever loses its own tickets, which it can drop anyway); what it costs the server is bounded per
+client: 4 x (8.5 kB of state + at most 8 MiB of pool).
 """
 from __future__ import annotations
 

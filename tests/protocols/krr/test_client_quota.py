@@ -150,9 +150,17 @@ def test_a_flood_of_lattice_keys_and_seeds_leaves_the_victims_prepared_answer(rf
     np.testing.assert_allclose(np.r_[p1, p2], mm.predict(test.subset([0, 0])), atol=ERROR_BUDGET)
     assert c1.extra["key_sent"] and not c2.extra["key_sent"]
     assert answers[0] == (False, False) and answers[-1] == (True, True)
-    assert keys.evicted["quota"] == 7 and nxt.evicted["quota"] == 7
+    # the last attacker session's re-randomisation is stored after its reply: wait for it
+    _eventually(lambda: keys.evicted["quota"] == 7 and nxt.evicted["quota"] == 7)
     assert keys.evicted["cap"] == nxt.evicted["cap"] == 0
     assert entry_bytes(keys.values()[0]) == 57_344  # one key: n = 4,096, 7 limbs of uint16
+
+
+def _eventually(cond, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
 
 
 def _closed_by_server(held, expect: int, timeout: float = 5.0) -> list[bool]:
