@@ -23,7 +23,8 @@ checked OTs than the OT path uses, so it is not wired in (docs/compact-models.md
 Protocol (client = role 1, server = role 0), two messages after the handshake:
   0. keys: the client's secret key and public key pk0 are made once per process and ring
      (:class:`protocols.mpc.rlwe_ip.ClientKey`); pk0 travels in step 2 only on the first session
-     with a server (the server keeps it by key id, LRU 1,024, one hour), or when asked again.
+     with a server (the server keeps it by key id, LRU 1,024, one hour, at most
+     ``serve --max-per-client`` keys per client identity), or when asked again.
      ``resume_ot=False`` on the client: a fresh key for this session only (unlinkable sessions).
   1. hello (a TCP client, :func:`hello_seed`): carries ``lattice_seed``, the 16-byte seed of the
      first query's a -- the seed of a mask the client made last session, or a fresh one. Once the
@@ -38,7 +39,8 @@ Protocol (client = role 1, server = role 0), two messages after the handshake:
   3. server -> client: status; ``need-key`` if it holds no pk0 for the key id (the client repeats
      step 2 with pk0 and the same ciphertexts), else per query (v, top 64 bits of c1') with the
      constant ``lo 2^F sum(w') + y_offset 2^(F+fw)`` folded into v; then, for a next seed, it
-     makes that seed's re-randomisation (kept by (model, seed), LRU 1,024, taken by one use) and
+     makes that seed's re-randomisation (kept by (model, client, seed), LRU 1,024, at most
+     ``serve --max-per-client`` per client identity, taken by one use) and
      binds it to this session's key (:func:`protocols.mpc.rlwe_ip.server_bind`): the part of v
      that needs no c0, (pk0 u)[n-1] + e0 + Delta c + flood, made now with fresh e0 and flood and
      kept with the re-randomisation (spent with it). An answer whose key id is the bound one adds

@@ -29,13 +29,19 @@ A connection goes through these steps (each bounded in time and memory by :class
      3-7 again exactly as on a new connection (identity, precheck, ``admit`` -- per-client
      budgets and rates charged per session --, a slot or "busy", a session deadline, its own
      audit record). A refused, failed or aborted session closes the connection, as does a
-     malformed or late next hello; at most ``limits.max_idle`` connections wait at once. One
+     malformed or late next hello; at most ``limits.max_idle`` connections wait at once, at most
+     ``limits.max_per_client`` of one client identity (one more closes that client's own oldest
+     idle connection, never another client's: one client cannot take every idle place). One
      session at a time per connection: the next hello is read only after the last session ended.
 
 So idle and slow connections cost one blocked thread each for at most ``handshake_s`` seconds
 (kept-alive ones between sessions: ``idle_s``, at most ``max_idle`` of them) and never hold a
 session slot.  ``workers > 1`` (:func:`run_workers`) forks processes that accept
 on one shared listening socket, so sessions use every core.
+
+Each admitted session runs in :func:`protocols.net.quota.client_scope` of its client identity
+(the query ledger's key), so the stores of resumable state the protocol keeps for the client's next
+session (OT tickets, lattice keys and re-randomisations) count it against that client's quota.
 
 Threat model: clients are untrusted for availability and identity (a client may be anyone who
 reaches the port unless an :class:`Authenticator` is configured).  Logs and audit records hold
