@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 N, D, M = 16_384, 351, 25
 ELEMENTS = N * D
@@ -46,6 +47,15 @@ def design_chain_bits(digits: tuple[int, ...], lam: int) -> dict:
             "product_cot": product, "total": tables + rots + auth + s_commit + product}
 
 
+def soundness_log2(lam: int) -> float | None:
+    """log2 of the chain check's soundness error: 5 / 2^w per slot of w bits (2 for the degree-2
+    identity in Delta, 2 for the tensor chi, 1 for gamma); slots of 16 bits, one slot of lam bits below 16."""
+    if lam == 0:
+        return None  # the random OT's output is not bound: not sound
+    w = 16 if lam >= 16 else lam
+    return round((lam // w) * (math.log2(5) - w), 1)
+
+
 def lattice_bytes() -> int:
     from protocols.mpc import bfv_proof, he_matvec_checked, rlwe
     ring = rlwe.modulus()
@@ -63,7 +73,7 @@ def main() -> None:
     rows = []
     base = sh_chain_bits((3, 3, 3, 3, 3))
     for digits in ((3, 3, 3, 3, 3), (4, 4, 4, 3)):
-        for lam in (0, 16, 32, 48):
+        for lam in (0, 8, 16, 32, 48):
             c = design_chain_bits(digits, lam)
             steps = len(digits) - 1
             words = D * ((1 << digits[0]) + sum(1 << m for m in digits[1:])) * MAC_WORD
@@ -74,7 +84,7 @@ def main() -> None:
                          "lattice_Rq_bytes": lat, "step4b_bytes": round(step4b), "mac_word_bytes": words,
                          "session_bytes": round(total), "x_semi_honest": round(total / SH_SESSION, 3),
                          "budget_2x": 2 * SH_SESSION, "over_budget": round(total - 2 * SH_SESSION),
-                         "soundness_log2": None if lam == 0 else round(-(lam // 16) * (16 - 2.3219), 1),
+                         "soundness_log2": soundness_log2(lam),
                          "digit_steps": steps})
     out = {"elements": ELEMENTS, "semi_honest_session": SH_SESSION, "client_malicious_now": CM_SESSION,
            "rows": rows}
