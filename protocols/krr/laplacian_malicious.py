@@ -152,8 +152,10 @@ comparison, the kink attack learns a coordinate in ~19 honest predictions (docs/
 allowed per client and S checked queries (each query of a session runs step 6; the first failure
 ends the session), the abort pattern carries at most log2(sum_{k<=K} C(S, k)) bits
 (about K log2 S: 3 aborts in 10^4 queries ~ 40 bits). Binding the chain's share-dependent
-choices (committing every comparison share and checking each digit step) would remove the bit
-at roughly twice the chain's traffic; not built (docs/malicious.md).
+choices (committing every comparison share and checking each digit step) would remove the bit;
+not built. The design with measured hot loops (docs/malicious.md, "Design: the Laplacian chain
+without the bit") comes to ~3.4x the semi-honest session's bytes: holding the client to its
+random-OT outputs costs a 48-bit MAC correction per element and digit step.
 """
 from __future__ import annotations
 
