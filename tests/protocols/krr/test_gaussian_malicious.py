@@ -527,9 +527,9 @@ def test_flooding_hides_the_separate_terms():
 @pytest.mark.parametrize("mode", ["single", "split"])
 @pytest.mark.parametrize("n_train", [24, 16384])
 def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
-    """Protocols 26 and 29's plan: the masks' statistical distance summed over the N K masks <= 2^-40, the
-    flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back to
-    the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
+    """Protocols 26, 29 and 37's plan: the masks' wrap probability summed over the N K masks <= 2^-40,
+    the flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back
+    to the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
     - 1), the largest G, every factor 2^V, one carry per digit) -- recomputed here, not read back."""
     import math
 
@@ -538,7 +538,6 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     pp.n_train = n_train
     tp = gm.tail_plan(pp)
     K, R, m = len(tp.digits), tp.ring_bits, tp.mask_bits
-    assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
     assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
     # protocol 36: the output scale keeps 17 bits below the flood (e_T < 2^-17 prediction units),
     # at most g bits below the one-factor scale w + g + V; the split truncates h itself (step 10b),
@@ -547,7 +546,8 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     assert tp.scale_bits == max(tp.flood_bits - 1 + gm.OUTPUT_NOISE_BITS, one - pp.g_frac_bits) < one
     assert tp.flood_bits - 1 - tp.scale_bits <= -17
     assert tp.head_shift == (one - tp.scale_bits if tp.split else 0)
-    assert tp.carries == K + (1 if tp.split else 0)
+    # protocol 37: step 10b's carry is in {0, 1, 2} (the c words' unsent low bits add to h)
+    assert tp.carries == K + (2 if tp.split else 0)
     RG = tp.g_ring_bits
     assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG - tp.head_shift and R % 8 == 0 and RG % 8 == 0
     assert 64 * tp.chain_limbs >= R and 64 * tp.g_limbs >= max(RG, 8 * tp.a_bytes, 8 * tp.b_bytes)
@@ -558,19 +558,34 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     # protocol 29, step 10: the lift of h = alpha G + s0 in Z_2^RG (whole bytes), its statistical
     # distance over the N points <= 2^-40 (log2, exact enough in floats at these sizes)
     assert worst < 2.0 ** tp.lift_bits
-    assert math.log2(n_train * worst) + 40 <= math.log2(2.0 ** RG - 2.0 ** (tp.lift_bits + 1))
-    if tp.split:
-        # the narrow words: A~_b = A_b + t_b (A_b <= 2^g) and B~_b = alpha B_b + sg_b, two of each per
-        # point, integers below 2^(8 a_bytes) and 2^(8 b_bytes); each family's distance <= 2^-40
-        A, aB = 2.0 ** pp.g_frac_bits, 2 ** (pp.weight_bits - 1) * g_max
-        assert aB < 2.0 ** tp.b_lift_bits
-        assert math.log2(2 * n_train * A) + 40 <= math.log2(2.0 ** (8 * tp.a_bytes) - 2.0 ** pp.g_frac_bits)
-        assert math.log2(2 * n_train * aB) + 40 <= math.log2(2.0 ** (8 * tp.b_bytes) - 2.0 ** (tp.b_lift_bits + 1))
+    if not tp.split:
+        assert math.log2(n_train * worst) + 40 <= math.log2(2.0 ** RG - 2.0 ** (tp.lift_bits + 1))
+    else:
+        # protocol 37: s0 is fixed by the free entries' pads (uniform on a coset of 2^cut), h' = alpha G
+        # + delta + s0 with delta < 2^(cut+1): it leaves [0, 2^RG) for < worst + 2^(cut+2) values of s0
+        assert tp.g_cut < tp.head_shift and tp.g_cut % 8 == 0
+        assert math.log2(n_train * (worst + 2.0 ** (tp.g_cut + 2))) + 40 <= RG
+        # the narrow words, two of each per point, uniform mod 2^(8 bytes) with entry 0 their pad: the
+        # word x(e) + pad - x(0) wraps for at most span(x) pads (A_b in [0, 2^g], alpha A_b in an
+        # interval of length |alpha| 2^g, B_b in [0, g_max], alpha B_b of length |alpha| g_max)
+        w_max = 2.0 ** (pp.weight_bits - 1)
+        sa, sb = (w_max * 2.0 ** pp.g_frac_bits, g_max) if tp.alpha_e0 else (2.0 ** pp.g_frac_bits, w_max * g_max)
+        assert math.log2(2 * n_train * sa) + 40 <= 8 * tp.a_bytes
+        assert math.log2(2 * n_train * sb) + 40 <= 8 * tp.b_bytes
         assert 8 * tp.a_bytes < RG and 8 * tp.b_bytes < RG  # narrower than the ring: the point of them
-    if tp.head_shift:  # step 10b: floor(h / 2^D) and its carry
-        worst = worst / 2.0 ** tp.head_shift + 2
+        # the bytes on the wire: both tables' entry 0 free, the c words less their low g_cut bits
+        c = RG // 8 - tp.g_cut // 8
+        h0, h1 = tp.split, tp.hb - tp.split
+        assert tp.g_bytes_per_point() == (2 ** h0 - 1) * (2 * tp.a_bytes + c) + (2 ** h1 - 1) * (2 * tp.b_bytes + c)
+    if tp.head_shift:  # step 10b: floor(h / 2^D) (one more unit below 0) and its carry c_0 <= 2
+        worst = worst / 2.0 ** tp.head_shift + 3
+    wraps = 0.0
     for t in tp.shifts:
         assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
+        wraps += worst * 2.0 ** pp.v_frac_bits
         worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1
+    # protocol 37: mask k (uniform on Z_2^R, fixed by the free entry 0) wraps p'_k for |v g| of its
+    # values: N sum_k |v g| / 2^R <= 2^-40 (protocols 29-36: N K 2^(m+1) / (2^R - 2^(m+1)))
+    assert math.log2(n_train * wraps) + 40 <= R
     # the bytes on the wire: entry 0 of every chain table is free
     assert tp.chain_bytes_per_point() == sum(2 ** (b - a) - 1 for a, b in tp.digits) * R // 8
