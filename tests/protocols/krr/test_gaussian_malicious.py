@@ -413,6 +413,86 @@ def test_split_tables_are_the_stated_sums_in_any_row_chunks(alpha_e0):
             assert [I(e1[i, e, k * nG:(k + 1) * nG]) for k in range(3)] == [bt[0], bt[1], c2]
 
 
+@pytest.mark.parametrize("alpha_e0", [False, True])
+def test_split_free_entry_0_is_the_pad_and_the_cut_product_is_alpha_g_plus_s0_plus_delta(alpha_e0):
+    """Protocol 37, step 10: split_free_masks makes entry 0 of both tables the client's own pads
+    (A~_b, B~_b mod their widths; c1(0), c2(0) = pad 2^cut), and at every (e0, e1) the client's
+    A~_0 B~_0 + A~_1 B~_1 - c1' - c2' (the c words without their low cut bits) is alpha G + s0 +
+    delta mod 2^RG, s0 = -(r1 + r2), delta = (c1 mod 2^cut) + (c2 mod 2^cut) -- in Python integers."""
+    from protocols.mpc import limbs
+
+    rng = np.random.default_rng(37)
+    N, nG, h0, h1, RG, cut, ta, tb = 9, 3, 2, 3, 176, 16, 128, 136
+    As = [rng.integers(0, 2**40, (N, 1 << h0), dtype=U64) for _ in (0, 1)]
+    Bs = [rng.integers(0, 2**46, (N, 1 << h1), dtype=U64) for _ in (0, 1)]
+    alpha = rng.integers(-(2**29), 2**29, N)
+    a = gm.signed_limbs(alpha, nG)
+
+    def pads(wa: int) -> np.ndarray:  # entry 0's pads as bound_lut gives them: each part its own width
+        words = [limbs.reduce(rng.integers(0, 2**64, (N, nG), dtype=U64), w) for w in (wa, wa, RG - cut)]
+        return np.concatenate(words, axis=-1)
+
+    p0, p1 = pads(ta), pads(tb)
+    tm, sg, r1, r2 = gm.split_free_masks(As, Bs, a, p0, p1, cut, alpha_e0=alpha_e0)
+    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a[:, None, :], alpha_e0=alpha_e0)
+    I = lambda x: limbs.to_int(np.ascontiguousarray(x))[0]  # noqa: E731
+    mod = 1 << RG
+    for i in (0, 4, 8):
+        s0 = -(I(r1[i, 0]) + I(r2[i, 0])) % mod
+        sent0 = [I(e0[i, 0, k * nG:(k + 1) * nG]) for k in range(3)]
+        sent1 = [I(e1[i, 0, k * nG:(k + 1) * nG]) for k in range(3)]
+        want0 = [I(p0[i, k * nG:(k + 1) * nG]) for k in range(3)]
+        want1 = [I(p1[i, k * nG:(k + 1) * nG]) for k in range(3)]
+        assert [sent0[0] % 2**ta, sent0[1] % 2**ta, sent0[2] % mod] == [want0[0], want0[1], want0[2] << cut]
+        assert [sent1[0] % 2**tb, sent1[1] % 2**tb, sent1[2] % mod] == [want1[0], want1[1], want1[2] << cut]
+        for x in range(1 << h0):
+            for y in range(1 << h1):
+                A = [I(e0[i, x, k * nG:(k + 1) * nG]) for k in range(3)]
+                B = [I(e1[i, y, k * nG:(k + 1) * nG]) for k in range(3)]
+                At, Bt = [v % 2**ta for v in A[:2]], [v % 2**tb for v in B[:2]]
+                c1, c2 = A[2] % mod, B[2] % mod
+                h = (At[0] * Bt[0] + At[1] * Bt[1] - (c1 >> cut << cut) - (c2 >> cut << cut)) % mod
+                aG = sum(int(As[b][i, x]) * int(Bs[b][i, y]) for b in (0, 1)) * int(alpha[i])
+                delta = c1 % 2**cut + c2 % 2**cut
+                assert h == (aG + s0 + delta) % mod
+
+
+def test_split_client_at_digit_0_opens_only_its_own_pads(split):
+    """Protocol 37's free entry 0 on both G tables, the client's view: where its committed e0
+    (resp. e1) is 0 it opens its own pads there -- the same words whatever the model's weights
+    (two models, one seed: same keys, same rho) -- and where the digit is not 0 the words move
+    with the weights (under pads it does not hold)."""
+    from protocols.mpc import authenticated as au
+
+    model, pp, Xe, xx, Q, q = _case(seed=9)
+    tp = gm.tail_plan(pp)
+    assert tp.split
+    lo = pp.shift_bits + tp.lo_bits
+    seen = []
+    for coef in (model.dual_coef, -model.dual_coef[::-1]):  # the same bound on the weights
+        got: dict[int, np.ndarray] = {}
+
+        def lut(orig, party, chooser, digit, **kw):
+            out = orig(party, chooser, digit, **kw)
+            if digit[0] >= lo:
+                got[digit[0]] = out.copy()
+            return out
+
+        m = KernelModelParams(model.X_train, np.ascontiguousarray(coef), model.y_offset, "gaussian", 30.0)
+        sv, y = _run(m, pp, Xe, xx, q, _Patch(au, "bound_lut", lut))
+        assert y == (gm.reference(pp, m, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+        seen.append((got, sv["rho"]))
+    (g1, rho1), (g2, rho2) = seen
+    assert np.array_equal(rho1, rho2)
+    u, _ = _x_lo(pp, Xe, q, rho1)
+    e = (u >> U64(lo)).astype(np.int64)
+    for start, digit in ((lo, e & ((1 << tp.split) - 1)), (lo + tp.split, e >> tp.split)):
+        zero = digit == 0
+        assert zero.any() and (~zero).any()
+        assert np.array_equal(g1[start][zero], g2[start][zero])  # its own pads: weight-free
+        assert not np.array_equal(g1[start][~zero], g2[start][~zero])
+
+
 @pytest.mark.parametrize("cross", ["ot", "he"])
 def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     model, pp, Xe, xx, Q, q = _case(seed=9)
