@@ -79,6 +79,32 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       point, against 2,160 B with alpha on e1 at the same L. Each family of 2N words is within
       2N 2^la / (2^ta - 2^(la+1)) (resp. 2N g_max / (2^tb - 2^(lb+1))) of its masks alone, <= 2^-40
       by the same :func:`_lift` rule (2^-44.0 and 2^-40.4 there: la = 70, lb = 49).
+      Protocol 37 (every split plan): (a) entry 0 of BOTH tables is free, as the chain's since
+      protocol 29 (``bound_lut(first_free=True)``): its three words are the client's own entry-0
+      pads pA_b, pc1 (e0 table) and pB_b, pc2 (e1 table), and the server derives its masks from
+      them instead of drawing them (:func:`split_free_masks`, X_b / Y_b the e0 / e1 factors):
+          t_b = pA_b - X_b(0),  sg_b = pB_b - Y_b(0),
+          r1 = pc1 2^cut - (X_0(0) sg_0 + X_1(0) sg_1),  r2 = pc2 2^cut - (t_0 pB_0 + t_1 pB_1),
+          s0 = -(r1 + r2)  (mod 2^RG),
+      so that A~_b(0), B~_b(0), c1(0), c2(0) are the pads and the client's formula is unchanged;
+      2^h0 - 1 and 2^h1 - 1 entries travel. Each A~ word is then pA + X_b(e0) - X_b(0): uniform
+      mod 2^ta (exactly, no hiding term), and correct only if it does not leave [0, 2^ta) -- which
+      happens for at most span(X_b) of the 2^ta pads (X_b(e) within an interval of length span:
+      2^g for A_b, |alpha_i| 2^g for alpha_i A_b): 2N span / 2^ta <= 2^-40 for the 2N A words
+      (:func:`_wrap_bytes`), likewise the B words (span g_max, or |alpha_i| g_max); and h must not
+      wrap: s0 is uniform on a coset of 2^cut in Z_2^RG, so h' (below) leaves [0, 2^RG) with
+      probability <= (a_max + 2^(cut+2)) / 2^RG per point, N times that <= 2^-40. These three are
+      correctness events (the simulator ignores them), replacing the three hiding terms above.
+      (b) The c words travel without their low cut = 8 floor((D0 - 1) / 8) bits (``g_cut``, below
+      step 10b's truncation D0): the server sends floor(c / 2^cut) in RG - cut bits, the client
+      takes c' = 2^cut floor(c / 2^cut), so its h' = alpha_i G_i + s0_i + delta_i with delta_i =
+      (c1 mod 2^cut) + (c2 mod 2^cut) < 2^(cut+1), at its own digits, known to neither party alone
+      (the server recorded both tables' low bits; the reference adds them at the client's digits).
+      (c) h0 may exceed lut: A then carries the cut [H0 < 2^lut] and B_b [H1 = 0] (:func:`split_parts`).
+      On bench.malicious_steps' model (N = 16,384): L = 42 (lut = 2), hb = 7, h0 = 4, alpha on e1,
+      12-byte A~, 18-byte B~ and 21-byte c words (RG = 184, cut = 16): 15 (24 + 21) + 7 (36 + 21) =
+      1,074 B per point, against protocol 36's 1,968 B (L = 41, h0 = 3); the terms 2^-41.0 (A),
+      2^-42.7 (B), 2^-43.7 (h).
   10b. (protocol 36, the split only) Both parties truncate the lifted h by D0 = ``head_shift``
       bits: the client p_0 = floor(h_i / 2^D0), the server s_0 = floor(s0_i / 2^D0); h_i =
       alpha_i G_i + s0_i never wraps (step 10), so p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
@@ -89,6 +115,11 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       chain's products and hence m and R shrink by D bits (D = 20: m = 138, R = 200 on
       bench.malicious_steps' model at N = 16,384, L = 41, against m = 158, R = 224 at D = 0), and
       the output loses only bits that e_T floods.
+      Protocol 37: with the c words' cut (step 10, (b)) p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
+      c_0,i = floor(((alpha_i G_i mod 2^D0) + (s0_i mod 2^D0) + delta_i) / 2^D0) in {0, 1, 2}
+      (delta_i < 2^(cut+1) <= 2^D0): after the first digit at most 2 units of 2^-S (c_0 g_1 / 2^g
+      <= 2), so K' counts 2 for step 10b (``head_carry``) and the chain's first bound is
+      a_max / 2^D0 + 3.
   11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
       (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
       committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
@@ -102,7 +133,9 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       integer in (0, 2^R) unless s'_k falls outside [2^m, 2^R - 2^m) (|v_(k-1),i g_k(d)| < 2^m for
       every value the encoder allows: :func:`tail_plan`'s mask_bits), which has probability
       2^(m+1-R) per mask and N K 2^(m+1-R) <= 2^-40 in all (:func:`tail_plan`; 2^-42 at CM
-      settings, N = 16,384).
+      settings, N = 16,384). Protocol 37 counts it one-sided: s'_k is uniform on Z_2^R, so p'_k
+      wraps for exactly |v g| of its values: N sum_k B_k 2^V / 2^R <= 2^-40 (B_k 2^V the bound of
+      digit k's product; 2^-47.3 on bench.malicious_steps' model, R = 216, m = 150).
   11b. Local truncation by t_k bits: the client sets p_k = floor(p'_k / 2^t_k), the server
       s_k = floor(s'_k / 2^t_k) (its next z-table uses this truncated share). Then
       p_k - s_k = floor(v'_(k-1) g_k / 2^t_k) + c_k with the carry
@@ -143,6 +176,20 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     does not hold (a pseudorandom string: tested, ``test_another_digit_than_the_committed_one_
     opens_nothing``). It sends nothing in steps 10-14, so nothing it does there can change what
     the server sends, and the server never aborts there: no selective failure.
+  * Protocol 37's free entries of the split tables (step 10 (a)): where the client's committed
+    e0 is 0 it opens (A~_0, A~_1, c1) = its own pads pA_b, pc1 -- functions of its random-OT keys,
+    independent of the model (tested: ``test_split_client_at_digit_0_opens_only_its_own_pads``);
+    where e0 != 0 it lacks the key that these pads hash, so t_b = pA_b - X_b(0) and r1 are
+    uniform and unknown to it: A~_b(e0) = pA_b + X_b(e0) - X_b(0) is uniform mod 2^ta and c1(e0)'s
+    sent bits pc1 + (c1(e0) - c1(0)) / 2^cut uniform mod 2^(RG - cut), independent of everything
+    else it holds. The e1 table likewise (sg_b and r2 from pB_b, pc2). In each of the four cases
+    (e0 = 0 or not, e1 = 0 or not) its six words are its own pads or uniform words under pads it
+    does not hold, so its h' = A~_0 B~_0 + A~_1 B~_1 - c1' - c2' is a function of words independent
+    of the weights and of G: s0 = h' - alpha_i G_i - delta_i is the server's mask, uniform on a coset of
+    2^cut, and the view is simulated by drawing those words (the correctness events of step 10
+    aside). The unsent low bits delta_i enter only the carry c_0 (step 10b), one of the carries
+    e_T floods. So the old distances of the A~, B~ words and of h_i (below) become 0, replaced by
+    the wrap events of step 10 (2^-41.0, 2^-42.7, 2^-43.7 on bench.malicious_steps' model).
   * Its whole view of steps 10-14 -- h_i (with the split: A~_0, A~_1, c1, B~_0, B~_1, c2),
     z_1,i(d_1), ..., z_K,i(d_K) for every i, the ciphertexts of the entries it cannot open, and
     y_S -- is simulatable from F(q') + e alone. The unopened entries are padded by keys it does not
@@ -208,6 +255,11 @@ protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, 
 K' = 42: the lift 2^-44.4 (RG = 176, l = 118), the split words 2^-44.0 and 2^-40.4 (alpha on e0:
 16 and 13 bytes), the masks 2^-41.6 (m = 138, R = 200), the flood 2^-40.6 (T = 60); in all at most
 5 terms of <= 2^-40, as before).
+
+Protocol 37 on bench.malicious_steps' model (N = 16,384, sigma 74): L = 42, K = 42, K' = 44 (42
+digits and step 10b's 2 units), T = 60: the terms 2^-41.0 (A words' wrap), 2^-42.7 (B words'),
+2^-43.7 (h's lift), 2^-47.3 (chain masks, R = 216), 2^-40.5 (the flood): at most 5 terms of <= 2^-40.
+Steps 10-11 send 1,074 + 1,134 = 2,208 B per point there (3,034 B in protocol 36).
 
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
