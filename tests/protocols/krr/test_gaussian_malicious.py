@@ -501,8 +501,9 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     # protocol 26: the first digit truncates the split's g extra bits, every later one V; the flood
     # covers 2^40 times the N K carries
     assert tp.split and tp.shifts == (pp.g_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
-    # protocol 36: K + 1 carries per point with step 10b's truncation of h
-    assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 1) - 1).bit_length()
+    # protocol 36: K + 1 carries per point with step 10b's truncation of h; protocol 37: K + 2 (its
+    # carry is in {0, 1, 2} with the c words' low bits unsent)
+    assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 2) - 1).bit_length()
     sv, y = _run(model, pp, Xe, xx, q)
     assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
     # step 10b's carry, like the digits', stays one unit of 2^-S: at most N K' units in all
