@@ -413,6 +413,41 @@ def test_split_tables_are_the_stated_sums_in_any_row_chunks(alpha_e0):
             assert [I(e1[i, e, k * nG:(k + 1) * nG]) for k in range(3)] == [bt[0], bt[1], c2]
 
 
+def test_split_past_lut_multiplies_to_the_g_table_and_runs_bit_exact(monkeypatch):
+    """Protocol 37's h0 > lut (the tests' models have lut = hb, so the plan is forced here: lut = 0,
+    h0 = 2 of hb = 3): A carries [H0 < 2^lut], B_b [H1 = 0], and A B is the one-table G (same
+    zeros, the roundings' error) at every e; a whole session on that plan is reference() + e_T
+    bit-exact, with points inside and outside the cut."""
+    import dataclasses
+
+    from protocols.krr.expsum import encode_weights
+    from protocols.mpc import limbs
+
+    model, pp, Xe, xx, Q, q = _case(seed=9)
+    monkeypatch.setattr(gm, "G_SPLIT", "split")
+    orig = gm.tail_plan
+    forced = dataclasses.replace(orig(pp), lut_bits=0, split=2)
+    assert forced.hb == 3 and forced.split > forced.lut_bits
+    single = dataclasses.replace(forced, split=0)
+    alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
+    rho_x = np.random.default_rng(1).integers(0, 2**62, len(alpha), dtype=np.uint64) >> U64(62 - (pp.ring_bits - pp.shift_bits))
+    G = np.array(limbs.to_int(gm.g_table(pp, rho_x, np.ones_like(alpha), single)), dtype=object).reshape(len(alpha), -1)
+    for e in range(1 << forced.hb):
+        got = limbs.to_int(gm.g_at(pp, rho_x, np.ones_like(alpha), forced, np.full(len(alpha), e)))
+        H = (e - (rho_x >> U64(forced.lo_bits)).astype(np.int64)) % (1 << forced.hb)
+        assert all((v == 0) == (h >= 1) for v, h in zip(got, H))  # the cut [H < 2^lut], exactly
+        err = [abs(int(v) / 2**pp.g_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
+        assert max(err) <= 1 + np.exp(forced.step) / 2
+    monkeypatch.setattr(gm, "tail_plan", lambda p: forced)
+    sv, y = _run(model, pp, Xe, xx, q)
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+    u, _ = _x_lo(pp, Xe, q, sv["rho"])
+    H = ((u >> U64(pp.shift_bits + forced.lo_bits)) - (np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits
+                                                                                               + forced.lo_bits)))
+    H = H.astype(np.int64) % (1 << forced.hb)
+    assert (H < 1).any() and (H >= 1).any()  # points inside and outside the cut
+
+
 @pytest.mark.parametrize("alpha_e0", [False, True])
 def test_split_free_entry_0_is_the_pad_and_the_cut_product_is_alpha_g_plus_s0_plus_delta(alpha_e0):
     """Protocol 37, step 10: split_free_masks makes entry 0 of both tables the client's own pads
