@@ -365,7 +365,11 @@ class TailPlan:
     2^-OUTPUT_NOISE_BITS of a prediction unit, and no finer; ``alpha_e0`` (split only, protocol
     36): the weights ride on the e0 table -- its words are alpha A_b + t_b with t_b on [2^la,
     2^(8 a_bytes) - 2^la), |alpha A_b| < 2^la (la = ``a_lift_bits``), the e1 table's B_b + sg_b
-    with sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), B_b < 2^lb -- where that sends fewer bytes."""
+    with sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), B_b < 2^lb -- where that sends fewer bytes (protocol
+    37: those masks are fixed by entry 0's pads instead, and a_bytes / b_bytes sized by
+    :func:`_wrap_bytes`); ``g_cut`` (split only, protocol 37): the low bits of the c words that do
+    not travel (whole bytes, below head_shift); ``head_carry``: the most units step 10b's carry adds
+    to the output (2 with the split since protocol 37, counted in ``carries``)."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
