@@ -316,13 +316,16 @@ LIFT_STAT_BITS = 40
 OUTPUT_NOISE_BITS = 20
 
 
-#: protocol 37: the rank-2 split only where e^step <= 2^SPLIT_GAIN_BITS (step = c 2^L). Its G = A B
-#: rounds each factor to 2^-g, so A's rounding comes back times B / 2^g <= e^step: an absolute error
-#: up to 2^-(g+1) (1 + e^step) of a kernel term (2^-31 at g = 40) where one G table has 2^-(g+1).
-#: 10 keeps the plans that protocol 36 took on its models (e^step = 2^8.6 and 2^9.5 at L = 41) and
-#: drops L = 42's 2^17-2^19 (answers off the semi-honest ones by 1e-5, against the 2^-20 that
-#: test_malicious_gaussian_honest_over_tcp_is_the_plaintext_prediction asks)
+#: protocol 37: the rank-2 split's G = A B rounds A to 2^-ga, and A's rounding comes back times
+#: B / 2^g <= e^step (step = c 2^L): an absolute error up to 2^-(ga+1) e^step of a kernel term where
+#: one G table has 2^-(g+1). A gets ga = g + x fractional bits, the fewest with e^step / 2^x <=
+#: 2^SPLIT_GAIN_BITS (ga <= A_MAX_FRAC_BITS: its float64 rounding stays below half a unit; the
+#: split is not offered past it). 10 is the gain protocol 36's plans had on its models (e^step =
+#: 2^8.6 and 2^9.5 at L = 41, ga = g); at L = 42 (2^17.3 and 2^18.9) with ga = g the answers moved
+#: 1e-5 off the semi-honest ones, against the 2^-20 that
+#: test_malicious_gaussian_honest_over_tcp_is_the_plaintext_prediction asks
 SPLIT_GAIN_BITS = 10
+A_MAX_FRAC_BITS = 52
 
 
 #: the G table of step 10: "auto" (one table or the rank-2 split, whichever sends fewer bytes),
@@ -369,7 +372,9 @@ class TailPlan:
     37: those masks are fixed by entry 0's pads instead, and a_bytes / b_bytes sized by
     :func:`_wrap_bytes`); ``g_cut`` (split only, protocol 37): the low bits of the c words that do
     not travel (whole bytes, below head_shift); ``head_carry``: the most units step 10b's carry adds
-    to the output (2 with the split since protocol 37, counted in ``carries``)."""
+    to the output (2 with the split since protocol 37, counted in ``carries``); ``a_frac_bits``
+    (split only, protocol 37): ga, the fractional bits of A (0: g), so that h carries w + g + ga
+    bits of scale and the first digit truncates t_1 = ga."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -395,6 +400,7 @@ class TailPlan:
     a_lift_bits: int = 0
     g_cut: int = 0
     head_carry: int = 1
+    a_frac_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -574,34 +580,35 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     digits, shifts, m, flood, cb, hs, drop = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
     options = [TailPlan(hb, tuple(digits), one - drop, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
                         cb, g_bytes, lo_bits=L, lut_bits=lut, step=step, head_shift=hs)]
-    # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
-    a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
+    # rank 2: A(e0) <= 2^ga (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, ga more bits of scale
+    # (protocol 37: ga = g + x, x the fewest bits with e^step / 2^x <= 2^SPLIT_GAIN_BITS)
+    ga = pp.g_frac_bits + max(0, math.ceil(step / math.log(2) - SPLIT_GAIN_BITS))
+    a2 = w_max * ((1 << ga) + 1) * g_max
     lift2 = a2.bit_length()
     # protocol 37: s0 = -(r1 + r2) is fixed by the free entries' pads, uniform on a coset of 2^cut
     # (cut < g): h' = alpha G + delta + s0 (delta < 2^(cut+1), the c words' unsent low bits) leaves
     # [0, 2^RG) with probability <= (a2 + 2^(cut+2)) / 2^RG per point
-    g2 = _wrap_bytes(pp.n_train, a2 + (1 << (pp.g_frac_bits + 2)))
-    digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L,
-                                                                  head_carry=2)
+    g2 = _wrap_bytes(pp.n_train, a2 + (1 << (ga + 2)))
+    digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + ga, a2, 8 * g2, L, head_carry=2)
     # protocol 37: the c words' low bits below step 10b's truncation, in whole bytes, stay home (cut < D)
     cut = 8 * ((hs2 - 1) // 8) if hs2 > 8 else 0
     # the words A~_b and B~_b (two of each per point), protocol 37: masks fixed by entry 0's pads, so
     # each word is uniform mod 2^(8 bytes); it must not wrap: X_b(e) within an interval of length
-    # span (A_b in [0, 2^g], alpha A_b of length <= w_max 2^g, B_b in [0, g_max], alpha B_b w_max g_max)
-    a_bytes, b_bytes = _wrap_bytes(2 * pp.n_train, 1 << pp.g_frac_bits), _wrap_bytes(2 * pp.n_train, w_max * g_max)
+    # span (A_b in [0, 2^ga], alpha A_b of length <= w_max 2^ga, B_b in [0, g_max], alpha B_b w_max g_max)
+    a_bytes, b_bytes = _wrap_bytes(2 * pp.n_train, 1 << ga), _wrap_bytes(2 * pp.n_train, w_max * g_max)
     # protocol 36: alpha on the e0 side instead -- alpha A_b and B_b
-    a_bytes_w, b_bytes_w = _wrap_bytes(2 * pp.n_train, w_max << pp.g_frac_bits), _wrap_bytes(2 * pp.n_train, g_max)
-    la, lb, lbw = (w_max << pp.g_frac_bits).bit_length(), (w_max * g_max).bit_length(), g_max.bit_length()
+    a_bytes_w, b_bytes_w = _wrap_bytes(2 * pp.n_train, w_max << ga), _wrap_bytes(2 * pp.n_train, g_max)
+    la, lb, lbw = (w_max << ga).bit_length(), (w_max * g_max).bit_length(), g_max.bit_length()
     sides = {"e1": [(False, a_bytes, b_bytes, 0, lb)], "e0": [(True, a_bytes_w, b_bytes_w, la, lbw)]}
     sides["auto"] = sides["e1"] + sides["e0"]
     # protocol 37: h0 up to hb - 1, past lut too (A then carries the cut [H0 < 2^lut], B [H1 = 0]);
-    # the split only where its rounding gain e^step is at most 2^SPLIT_GAIN_BITS
-    for h0 in range(1, hb if step <= SPLIT_GAIN_BITS * math.log(2) else 1):
+    # the split only where A's fractional bits keep its rounding gain at most 2^SPLIT_GAIN_BITS
+    for h0 in range(1, hb if ga <= A_MAX_FRAC_BITS else 1):
         for a_e0, ab, bb, la_, lb_ in sides[ALPHA_SIDE]:
             options.append(TailPlan(hb, tuple(digits2), one - drop2, one, -(-cb2 // 8), -(-max(g2, ab, bb) // 8),
                                     lift2, h0, shifts2, m2, flood2, cb2, g2, ab, bb, lb_, lo_bits=L, lut_bits=lut,
                                     step=step, head_shift=hs2, alpha_e0=a_e0, a_lift_bits=la_, g_cut=cut,
-                                    head_carry=2))
+                                    head_carry=2, a_frac_bits=ga))
     return options
 
 
@@ -748,7 +755,7 @@ def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list
     A = np.exp(-pp.c * float(1 << L) * H0)
     if h0 > tp.lut_bits:  # protocol 37: the cut [H < 2^lut] = [H1 = 0] [H0 < 2^lut]
         A = np.where(H0 < (1 << tp.lut_bits), A, 0.0)
-    A = np.rint(A * float(1 << pp.g_frac_bits)).astype(U64)
+    A = np.rint(A * float(1 << (tp.a_frac_bits or pp.g_frac_bits))).astype(U64)  # protocol 37: ga bits
     As = [np.where(borrow == b, A, U64(0)) for b in (0, 1)]
     e1 = np.arange(1 << h1, dtype=np.int64)[None, :]
     Bs = []

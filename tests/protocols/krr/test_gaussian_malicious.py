@@ -425,8 +425,9 @@ def test_split_past_lut_multiplies_to_the_g_table_and_runs_bit_exact(monkeypatch
 
     model, pp, Xe, xx, Q, q = _case(seed=9)
     monkeypatch.setattr(gm, "G_SPLIT", "split")
-    orig = gm.tail_plan
-    forced = dataclasses.replace(orig(pp), lut_bits=0, split=2)
+    L3 = pp.d_bits - 3  # the split point with hb = 3
+    forced = next(t for t in gm._plans_at(pp, L3, 3) if t.split)
+    forced = dataclasses.replace(forced, lut_bits=0, split=2)
     assert forced.hb == 3 and forced.split > forced.lut_bits
     single = dataclasses.replace(forced, split=0)
     alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
@@ -436,8 +437,8 @@ def test_split_past_lut_multiplies_to_the_g_table_and_runs_bit_exact(monkeypatch
         got = limbs.to_int(gm.g_at(pp, rho_x, np.ones_like(alpha), forced, np.full(len(alpha), e)))
         H = (e - (rho_x >> U64(forced.lo_bits)).astype(np.int64)) % (1 << forced.hb)
         assert all((v == 0) == (h >= 1) for v, h in zip(got, H))  # the cut [H < 2^lut], exactly
-        err = [abs(int(v) / 2**pp.g_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
-        assert max(err) <= 1 + np.exp(forced.step) / 2
+        err = [abs(int(v) / 2**forced.a_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
+        assert max(err) <= 1 + np.exp(forced.step) / 2 ** (forced.a_frac_bits - pp.g_frac_bits + 1)
     monkeypatch.setattr(gm, "tail_plan", lambda p: forced)
     sv, y = _run(model, pp, Xe, xx, q)
     assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
@@ -535,7 +536,9 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     tp = gm.tail_plan(pp)
     # protocol 26: the first digit truncates the split's g extra bits, every later one V; the flood
     # covers 2^40 times the N K carries
-    assert tp.split and tp.shifts == (pp.g_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
+    # (protocol 37: the split's A carries ga >= g fractional bits, so t_1 = ga)
+    assert tp.split and tp.shifts == (tp.a_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
+    assert tp.a_frac_bits >= pp.g_frac_bits and np.exp(tp.step) <= 2.0 ** (tp.a_frac_bits - pp.g_frac_bits + 10)
     # protocol 36: K + 1 carries per point with step 10b's truncation of h; protocol 37: K + 2 (its
     # carry is in {0, 1, 2} with the c words' low bits unsent)
     assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 2) - 1).bit_length()
@@ -667,10 +670,11 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     RG = tp.g_ring_bits
     assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG - tp.head_shift and R % 8 == 0 and RG % 8 == 0
     assert 64 * tp.chain_limbs >= R and 64 * tp.g_limbs >= max(RG, 8 * tp.a_bytes, 8 * tp.b_bytes)
-    head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
+    ga = tp.a_frac_bits  # protocol 37: A's fractional bits (the split)
+    head = pp.weight_frac_bits + pp.g_frac_bits + (ga if tp.split else 0)
     assert tp.head_shift + sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
     g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
-    worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
+    worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** ga + 1) if tp.split else 1)
     # protocol 29, step 10: the lift of h = alpha G + s0 in Z_2^RG (whole bytes), its statistical
     # distance over the N points <= 2^-40 (log2, exact enough in floats at these sizes)
     assert worst < 2.0 ** tp.lift_bits
@@ -685,7 +689,7 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
         # word x(e) + pad - x(0) wraps for at most span(x) pads (A_b in [0, 2^g], alpha A_b in an
         # interval of length |alpha| 2^g, B_b in [0, g_max], alpha B_b of length |alpha| g_max)
         w_max = 2.0 ** (pp.weight_bits - 1)
-        sa, sb = (w_max * 2.0 ** pp.g_frac_bits, g_max) if tp.alpha_e0 else (2.0 ** pp.g_frac_bits, w_max * g_max)
+        sa, sb = (w_max * 2.0 ** ga, g_max) if tp.alpha_e0 else (2.0 ** ga, w_max * g_max)
         assert math.log2(2 * n_train * sa) + 40 <= 8 * tp.a_bytes
         assert math.log2(2 * n_train * sb) + 40 <= 8 * tp.b_bytes
         assert 8 * tp.a_bytes < RG and 8 * tp.b_bytes < RG  # narrower than the ring: the point of them
