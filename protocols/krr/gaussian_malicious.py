@@ -55,7 +55,8 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       Split (protocol 25, where :func:`tail_plan` finds it cheaper: the Gaussian at CM settings):
       x_hi = e1 2^h0 + e0 and G = sum_b A_b(e0) B_b(e1), rank 2 through the borrow
       b = [e0 < r0] of the subtraction x_hi - rho_hi (:func:`split_factors`; G_i then carries
-      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0
+      g more fractional bits, which the first digit truncates: t_1 = g; protocol 37: ga >= g, the
+      fractional bits of A, below). Two bound tables, on e0
       and on e1, three words each:
         e0 table: A~_b = A_b(e0) + t_b (b = 0, 1),  c1 = A_0(e0) sg_0 + A_1(e0) sg_1 + r1
         e1 table: B~_b = alpha_i B_b(e1) + sg_b,     c2 = t_0 B~_0(e1) + t_1 B~_1(e1) + r2
@@ -101,17 +102,21 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       (c1 mod 2^cut) + (c2 mod 2^cut) < 2^(cut+1), at its own digits, known to neither party alone
       (the server recorded both tables' low bits; the reference adds them at the client's digits).
       (c) h0 may exceed lut: A then carries the cut [H0 < 2^lut] and B_b [H1 = 0] (:func:`split_parts`).
-      (d) The split only where e^step <= 2^SPLIT_GAIN_BITS (10): A's rounding comes back times
-      B / 2^g <= e^step, an absolute 2^-(g+1) (1 + e^step) of a kernel term.
-      On bench.malicious_steps' model (N = 16,384): L = 41 (lut = 3), hb = 8, h0 = 4, alpha on e1,
-      12-byte A~, 17-byte B~ and 20-byte c words (RG = 176, cut = 16): 15 (24 + 20) + 15 (34 + 20) =
-      1,470 B per point, against protocol 36's 1,968 B (h0 = 3); the terms 2^-41.0 (A), 2^-43.4 (B),
-      2^-44.4 (h).
+      (d) A carries ga = g + x fractional bits, x the fewest with e^step / 2^x <= 2^SPLIT_GAIN_BITS
+      (10): A's rounding comes back times B / 2^g <= e^step, an absolute 2^-(ga+1) e^step of a
+      kernel term, at most 2^-(g+1) 2^10 (protocol 36's plans had gains 2^8.6-2^9.5 with ga = g);
+      h then carries w + g + ga bits of scale, the first digit truncates t_1 = ga, and the bounds
+      (a_max, RG, the A words' span 2^ga) grow by x bits. No split where ga > 52 (A_MAX_FRAC_BITS:
+      A's float64 rounding).
+      On bench.malicious_steps' model (N = 16,384): L = 42 (lut = 2, e^step = 2^17.3, ga = 48), hb =
+      7, h0 = 4, alpha on e1, 13-byte A~, 18-byte B~ and 22-byte c words (RG = 192, cut = 16): 15
+      (26 + 22) + 7 (36 + 22) = 1,126 B per point, against protocol 36's 1,968 B (L = 41, h0 = 3);
+      the terms 2^-41.0 (A), 2^-42.7 (B), 2^-43.7 (h).
   10b. (protocol 36, the split only) Both parties truncate the lifted h by D0 = ``head_shift``
       bits: the client p_0 = floor(h_i / 2^D0), the server s_0 = floor(s0_i / 2^D0); h_i =
       alpha_i G_i + s0_i never wraps (step 10), so p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
       c_0,i = [(alpha_i G_i mod 2^D0) + (s0_i mod 2^D0) >= 2^D0] in {0, 1}: one more carry per
-      point, which the first digit's truncation by t_1 = g >= V keeps within one unit of 2^-S
+      point, which the first digit's truncation by t_1 = g >= V (protocol 37: ga) keeps within one unit of 2^-S
       (c_0 g_1 / 2^g <= 1). With one G table (t_1 = 0 at the full scale, where a carry before
       the first digit would be worth 2^V units) the first digit truncates D bits instead. Why: the
       chain's products and hence m and R shrink by D bits (D = 20: m = 138, R = 200 on
@@ -137,8 +142,8 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       2^(m+1-R) per mask and N K 2^(m+1-R) <= 2^-40 in all (:func:`tail_plan`; 2^-42 at CM
       settings, N = 16,384). Protocol 37 counts it one-sided: s'_k is uniform on Z_2^R, so p'_k
       wraps for exactly |v g| of its values: N sum_k B_k 2^V / 2^R <= 2^-40 (B_k 2^V the bound of
-      digit k's product; 2^-40.01 on bench.malicious_steps' model at R = 200, m = 141, where the
-      old rule asked R = 208).
+      digit k's product; 2^-44.5 on bench.malicious_steps' model at R = 216, m = 158, where the
+      old rule asked R = 224).
   11b. Local truncation by t_k bits: the client sets p_k = floor(p'_k / 2^t_k), the server
       s_k = floor(s'_k / 2^t_k) (its next z-table uses this truncated share). Then
       p_k - s_k = floor(v'_(k-1) g_k / 2^t_k) + c_k with the carry
@@ -192,11 +197,11 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     2^cut, and the view is simulated by drawing those words (the correctness events of step 10
     aside). The unsent low bits delta_i enter only the carry c_0 (step 10b), one of the carries
     e_T floods. So the old distances of the A~, B~ words and of h_i (below) become 0, replaced by
-    the wrap events of step 10 (2^-41.0, 2^-43.4, 2^-44.4 on bench.malicious_steps' model). Where
+    the wrap events of step 10 (2^-41.0, 2^-42.7, 2^-43.7 on bench.malicious_steps' model). Where
     the client knows a pad (its digit 0) the events are over that pad's hash, which it cannot
-    choose (steering h' into the 2^118-wide window of 2^176 that wraps takes ~2^58 hash
+    choose (steering h' into the ~2^126-wide window of 2^192 that wraps takes ~2^66 hash
     evaluations, for one comparison bit of one alpha_i G_i), the same order as the chain's free
-    entry since protocol 29 (p'_k in a 2^141-wide window of 2^200); at its own digit 0 its A~, B~
+    entry since protocol 29 (p'_k in a 2^158-wide window of 2^216); at its own digit 0 its A~, B~
     words are its pads exactly and cannot wrap.
   * Its whole view of steps 10-14 -- h_i (with the split: A~_0, A~_1, c1, B~_0, B~_1, c2),
     z_1,i(d_1), ..., z_K,i(d_K) for every i, the ciphertexts of the entries it cannot open, and
@@ -255,8 +260,9 @@ encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table
 19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19
 (746 B at protocol 36's output scale: Z_2^216); the Gaussian of bench.malicious_steps (sigma 74,
 pp.lo_bits = 40) takes L = 41 (split h0 = 3, alpha on e0, 1,968 B of G tables, 41 digits in
-Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40; protocol 37: h0 = 4,
-alpha on e1, 1,470 B of G tables with both entries 0 free, 2,495 B per point). Nothing in the
+Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40; protocol 37:
+L = 42, h0 = 4, alpha on e1, ga = 48, 1,126 B of G tables with both entries 0 free, 42 digits in Z_2^216,
+2,260 B per point). Nothing in the
 arguments below depends on L: every table is still indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
 own a_max, m, K and K' (the Laplacian, K = K' = 22: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240;
@@ -265,10 +271,10 @@ K' = 42: the lift 2^-44.4 (RG = 176, l = 118), the split words 2^-44.0 and 2^-40
 16 and 13 bytes), the masks 2^-41.6 (m = 138, R = 200), the flood 2^-40.6 (T = 60); in all at most
 5 terms of <= 2^-40, as before).
 
-Protocol 37 on bench.malicious_steps' model (N = 16,384, sigma 74): L = 41, K = 41, K' = 43 (41
-digits and step 10b's 2 units), T = 60: the terms 2^-41.0 (A words' wrap), 2^-43.4 (B words'),
-2^-44.4 (h's lift), 2^-40.01 (chain masks, R = 200), 2^-40.6 (the flood): at most 5 terms of <= 2^-40.
-Steps 10-11 send 1,470 + 1,025 = 2,495 B per point there (3,034 B in protocol 36).
+Protocol 37 on bench.malicious_steps' model (N = 16,384, sigma 74): L = 42, K = 42, K' = 44 (42
+digits and step 10b's 2 units), T = 60: the terms 2^-41.0 (A words' wrap), 2^-42.7 (B words'),
+2^-43.7 (h's lift), 2^-44.5 (chain masks, R = 216), 2^-40.5 (the flood): at most 5 terms of <= 2^-40.
+Steps 10-11 send 1,126 + 1,134 = 2,260 B per point there (3,034 B in protocol 36).
 
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =

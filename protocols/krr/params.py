@@ -96,7 +96,7 @@ PROTOCOL_VERSION = 37  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # T - 1 + OUTPUT_NOISE_BITS (20) bits (step 10b truncates the split's h, or the first digit truncates more): narrower chain rings;
 # the split's weights on the e0 table where cheaper
 # 37: the tail's split G tables: entry 0 of both free (the client's pads fix the masks), the c words without their low
-# bytes below step 10b's truncation, h0 past lut (the split only where e^step <= 2^10); the chain ring from the one-sided
+# bytes below step 10b's truncation, h0 past lut (A with ga = g + x bits, e^step / 2^x <= 2^10); the chain ring from the one-sided
 # wrap bound (N sum_k |v g| <= 2^(R-40))
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
