@@ -55,7 +55,8 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       Split (protocol 25, where :func:`tail_plan` finds it cheaper: the Gaussian at CM settings):
       x_hi = e1 2^h0 + e0 and G = sum_b A_b(e0) B_b(e1), rank 2 through the borrow
       b = [e0 < r0] of the subtraction x_hi - rho_hi (:func:`split_factors`; G_i then carries
-      g more fractional bits, which the first digit truncates: t_1 = g). Two bound tables, on e0
+      g more fractional bits, which the first digit truncates: t_1 = g; protocol 37: ga >= g, the
+      fractional bits of A, below). Two bound tables, on e0
       and on e1, three words each:
         e0 table: A~_b = A_b(e0) + t_b (b = 0, 1),  c1 = A_0(e0) sg_0 + A_1(e0) sg_1 + r1
         e1 table: B~_b = alpha_i B_b(e1) + sg_b,     c2 = t_0 B~_0(e1) + t_1 B~_1(e1) + r2
@@ -79,16 +80,53 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       point, against 2,160 B with alpha on e1 at the same L. Each family of 2N words is within
       2N 2^la / (2^ta - 2^(la+1)) (resp. 2N g_max / (2^tb - 2^(lb+1))) of its masks alone, <= 2^-40
       by the same :func:`_lift` rule (2^-44.0 and 2^-40.4 there: la = 70, lb = 49).
+      Protocol 37 (every split plan): (a) entry 0 of BOTH tables is free, as the chain's since
+      protocol 29 (``bound_lut(first_free=True)``): its three words are the client's own entry-0
+      pads pA_b, pc1 (e0 table) and pB_b, pc2 (e1 table), and the server derives its masks from
+      them instead of drawing them (:func:`split_free_masks`, X_b / Y_b the e0 / e1 factors):
+          t_b = pA_b - X_b(0),  sg_b = pB_b - Y_b(0),
+          r1 = pc1 2^cut - (X_0(0) sg_0 + X_1(0) sg_1),  r2 = pc2 2^cut - (t_0 pB_0 + t_1 pB_1),
+          s0 = -(r1 + r2)  (mod 2^RG),
+      so that A~_b(0), B~_b(0), c1(0), c2(0) are the pads and the client's formula is unchanged;
+      2^h0 - 1 and 2^h1 - 1 entries travel. Each A~ word is then pA + X_b(e0) - X_b(0): uniform
+      mod 2^ta (exactly, no hiding term), and correct only if it does not leave [0, 2^ta) -- which
+      happens for at most span(X_b) of the 2^ta pads (X_b(e) within an interval of length span:
+      2^g for A_b, |alpha_i| 2^g for alpha_i A_b): 2N span / 2^ta <= 2^-40 for the 2N A words
+      (:func:`_wrap_bytes`), likewise the B words (span g_max, or |alpha_i| g_max); and h must not
+      wrap: s0 is uniform on a coset of 2^cut in Z_2^RG, so h' (below) leaves [0, 2^RG) with
+      probability <= (a_max + 2^(cut+2)) / 2^RG per point, N times that <= 2^-40. These three are
+      correctness events (the simulator ignores them), replacing the three hiding terms above.
+      (b) The c words travel without their low cut = 8 floor((D0 - 1) / 8) bits (``g_cut``, below
+      step 10b's truncation D0): the server sends floor(c / 2^cut) in RG - cut bits, the client
+      takes c' = 2^cut floor(c / 2^cut), so its h' = alpha_i G_i + s0_i + delta_i with delta_i =
+      (c1 mod 2^cut) + (c2 mod 2^cut) < 2^(cut+1), at its own digits, known to neither party alone
+      (the server recorded both tables' low bits; the reference adds them at the client's digits).
+      (c) h0 may exceed lut: A then carries the cut [H0 < 2^lut] and B_b [H1 = 0] (:func:`split_parts`).
+      (d) A carries ga = g + x fractional bits, x the fewest with e^step / 2^x <= 2^SPLIT_GAIN_BITS
+      (10): A's rounding comes back times B / 2^g <= e^step, an absolute 2^-(ga+1) e^step of a
+      kernel term, at most 2^-(g+1) 2^10 (protocol 36's plans had gains 2^8.6-2^9.5 with ga = g);
+      h then carries w + g + ga bits of scale, the first digit truncates t_1 = ga, and the bounds
+      (a_max, RG, the A words' span 2^ga) grow by x bits. No split where ga > 52 (A_MAX_FRAC_BITS:
+      A's float64 rounding).
+      On bench.malicious_steps' model (N = 16,384): L = 42 (lut = 2, e^step = 2^17.3, ga = 48), hb =
+      7, h0 = 4, alpha on e1, 13-byte A~, 18-byte B~ and 22-byte c words (RG = 192, cut = 16): 15
+      (26 + 22) + 7 (36 + 22) = 1,126 B per point, against protocol 36's 1,968 B (L = 41, h0 = 3);
+      the terms 2^-41.0 (A), 2^-42.7 (B), 2^-43.7 (h).
   10b. (protocol 36, the split only) Both parties truncate the lifted h by D0 = ``head_shift``
       bits: the client p_0 = floor(h_i / 2^D0), the server s_0 = floor(s0_i / 2^D0); h_i =
       alpha_i G_i + s0_i never wraps (step 10), so p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
       c_0,i = [(alpha_i G_i mod 2^D0) + (s0_i mod 2^D0) >= 2^D0] in {0, 1}: one more carry per
-      point, which the first digit's truncation by t_1 = g >= V keeps within one unit of 2^-S
+      point, which the first digit's truncation by t_1 = g >= V (protocol 37: ga) keeps within one unit of 2^-S
       (c_0 g_1 / 2^g <= 1). With one G table (t_1 = 0 at the full scale, where a carry before
       the first digit would be worth 2^V units) the first digit truncates D bits instead. Why: the
       chain's products and hence m and R shrink by D bits (D = 20: m = 138, R = 200 on
       bench.malicious_steps' model at N = 16,384, L = 41, against m = 158, R = 224 at D = 0), and
       the output loses only bits that e_T floods.
+      Protocol 37: with the c words' cut (step 10, (b)) p_0 - s_0 = floor(alpha_i G_i / 2^D0) + c_0,i,
+      c_0,i = floor(((alpha_i G_i mod 2^D0) + (s0_i mod 2^D0) + delta_i) / 2^D0) in {0, 1, 2}
+      (delta_i < 2^(cut+1) <= 2^D0): after the first digit at most 2 units of 2^-S (c_0 g_1 / 2^g
+      <= 2), so K' counts 2 for step 10b (``head_carry``) and the chain's first bound is
+      a_max / 2^D0 + 3.
   11. Masked, re-scaled public-factor chain (protocol 26), k = 1..K, in Z_2^R, R = 8 chain_bytes
       (protocol 29: whole bytes, 216 bits at CM settings): one bound table per point on the
       committed digit d_k with entry z_k(d) = s_(k-1),i g_k(d) - s'_k,i (mod 2^R). Protocol 29
@@ -102,7 +140,10 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       integer in (0, 2^R) unless s'_k falls outside [2^m, 2^R - 2^m) (|v_(k-1),i g_k(d)| < 2^m for
       every value the encoder allows: :func:`tail_plan`'s mask_bits), which has probability
       2^(m+1-R) per mask and N K 2^(m+1-R) <= 2^-40 in all (:func:`tail_plan`; 2^-42 at CM
-      settings, N = 16,384).
+      settings, N = 16,384). Protocol 37 counts it one-sided: s'_k is uniform on Z_2^R, so p'_k
+      wraps for exactly |v g| of its values: N sum_k B_k 2^V / 2^R <= 2^-40 (B_k 2^V the bound of
+      digit k's product; 2^-44.5 on bench.malicious_steps' model at R = 216, m = 158, where the
+      old rule asked R = 224).
   11b. Local truncation by t_k bits: the client sets p_k = floor(p'_k / 2^t_k), the server
       s_k = floor(s'_k / 2^t_k) (its next z-table uses this truncated share). Then
       p_k - s_k = floor(v'_(k-1) g_k / 2^t_k) + c_k with the carry
@@ -143,6 +184,25 @@ below, e stands for e_T + e, the server's two fresh additive terms):
     does not hold (a pseudorandom string: tested, ``test_another_digit_than_the_committed_one_
     opens_nothing``). It sends nothing in steps 10-14, so nothing it does there can change what
     the server sends, and the server never aborts there: no selective failure.
+  * Protocol 37's free entries of the split tables (step 10 (a)): where the client's committed
+    e0 is 0 it opens (A~_0, A~_1, c1) = its own pads pA_b, pc1 -- functions of its random-OT keys,
+    independent of the model (tested: ``test_split_client_at_digit_0_opens_only_its_own_pads``);
+    where e0 != 0 it lacks the key that these pads hash, so t_b = pA_b - X_b(0) and r1 are
+    uniform and unknown to it: A~_b(e0) = pA_b + X_b(e0) - X_b(0) is uniform mod 2^ta and c1(e0)'s
+    sent bits pc1 + (c1(e0) - c1(0)) / 2^cut uniform mod 2^(RG - cut), independent of everything
+    else it holds. The e1 table likewise (sg_b and r2 from pB_b, pc2). In each of the four cases
+    (e0 = 0 or not, e1 = 0 or not) its six words are its own pads or uniform words under pads it
+    does not hold, so its h' = A~_0 B~_0 + A~_1 B~_1 - c1' - c2' is a function of words independent
+    of the weights and of G: s0 = h' - alpha_i G_i - delta_i is the server's mask, uniform on a coset of
+    2^cut, and the view is simulated by drawing those words (the correctness events of step 10
+    aside). The unsent low bits delta_i enter only the carry c_0 (step 10b), one of the carries
+    e_T floods. So the old distances of the A~, B~ words and of h_i (below) become 0, replaced by
+    the wrap events of step 10 (2^-41.0, 2^-42.7, 2^-43.7 on bench.malicious_steps' model). Where
+    the client knows a pad (its digit 0) the events are over that pad's hash, which it cannot
+    choose (steering h' into the ~2^126-wide window of 2^192 that wraps takes ~2^66 hash
+    evaluations, for one comparison bit of one alpha_i G_i), the same order as the chain's free
+    entry since protocol 29 (p'_k in a 2^158-wide window of 2^216); at its own digit 0 its A~, B~
+    words are its pads exactly and cannot wrap.
   * Its whole view of steps 10-14 -- h_i (with the split: A~_0, A~_1, c1, B~_0, B~_1, c2),
     z_1,i(d_1), ..., z_K,i(d_K) for every i, the ciphertexts of the entries it cannot open, and
     y_S -- is simulatable from F(q') + e alone. The unopened entries are padded by keys it does not
@@ -200,7 +260,9 @@ encoding). At CM settings, N = 16,384, the Laplacian's L = 22 (hb = 3, one table
 19 bytes, 22 digits in Z_2^240) sends 812 B per point against 1,297 B for the split at L = 19
 (746 B at protocol 36's output scale: Z_2^216); the Gaussian of bench.malicious_steps (sigma 74,
 pp.lo_bits = 40) takes L = 41 (split h0 = 3, alpha on e0, 1,968 B of G tables, 41 digits in
-Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40). Nothing in the
+Z_2^200, 1,025 B: 2,993 B per point against protocol 34's 3,560 B at L = 40; protocol 37:
+L = 42, h0 = 4, alpha on e1, ga = 48, 1,126 B of G tables with both entries 0 free, 42 digits in Z_2^216,
+2,260 B per point). Nothing in the
 arguments below depends on L: every table is still indexed by digits of the committed u, and the statistical terms (the lift's, the split words',
 the masks' N K 2^(m+1-R), the flood's N K' / 2^T) are computed by the same formulas for the plan's
 own a_max, m, K and K' (the Laplacian, K = K' = 22: T = 59; m = 173, the masks' sum 2^-47.5 at R = 240;
@@ -208,6 +270,11 @@ protocol 36: m = 152, 2^-44.5 at R = 216. The sigma-74 Gaussian at protocol 36, 
 K' = 42: the lift 2^-44.4 (RG = 176, l = 118), the split words 2^-44.0 and 2^-40.4 (alpha on e0:
 16 and 13 bytes), the masks 2^-41.6 (m = 138, R = 200), the flood 2^-40.6 (T = 60); in all at most
 5 terms of <= 2^-40, as before).
+
+Protocol 37 on bench.malicious_steps' model (N = 16,384, sigma 74): L = 42, K = 42, K' = 44 (42
+digits and step 10b's 2 units), T = 60: the terms 2^-41.0 (A words' wrap), 2^-42.7 (B words'),
+2^-43.7 (h's lift), 2^-44.5 (chain masks, R = 216), 2^-40.5 (the flood): at most 5 terms of <= 2^-40.
+Steps 10-11 send 1,126 + 1,134 = 2,260 B per point there (3,034 B in protocol 36).
 
 Cost of steps 10-14 per training point (protocol 29): 2^(W-L) RG / 8 bytes (one G table), or with
 the split 2^h0 (2 ta + RG) / 8 + 2^(W-L-h0) (2 tb + RG) / 8 bytes (2,480 B at CM settings, N =
@@ -255,6 +322,18 @@ LIFT_STAT_BITS = 40
 OUTPUT_NOISE_BITS = 20
 
 
+#: protocol 37: the rank-2 split's G = A B rounds A to 2^-ga, and A's rounding comes back times
+#: B / 2^g <= e^step (step = c 2^L): an absolute error up to 2^-(ga+1) e^step of a kernel term where
+#: one G table has 2^-(g+1). A gets ga = g + x fractional bits, the fewest with e^step / 2^x <=
+#: 2^SPLIT_GAIN_BITS (ga <= A_MAX_FRAC_BITS: its float64 rounding stays below half a unit; the
+#: split is not offered past it). 10 is the gain protocol 36's plans had on its models (e^step =
+#: 2^8.6 and 2^9.5 at L = 41, ga = g); at L = 42 (2^17.3 and 2^18.9) with ga = g the answers moved
+#: 1e-5 off the semi-honest ones, against the 2^-20 that
+#: test_malicious_gaussian_honest_over_tcp_is_the_plaintext_prediction asks
+SPLIT_GAIN_BITS = 10
+A_MAX_FRAC_BITS = 52
+
+
 #: the G table of step 10: "auto" (one table or the rank-2 split, whichever sends fewer bytes),
 #: "single" or "split" (tests force one; both parties must use the same)
 G_SPLIT = "auto"
@@ -295,7 +374,13 @@ class TailPlan:
     2^-OUTPUT_NOISE_BITS of a prediction unit, and no finer; ``alpha_e0`` (split only, protocol
     36): the weights ride on the e0 table -- its words are alpha A_b + t_b with t_b on [2^la,
     2^(8 a_bytes) - 2^la), |alpha A_b| < 2^la (la = ``a_lift_bits``), the e1 table's B_b + sg_b
-    with sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), B_b < 2^lb -- where that sends fewer bytes."""
+    with sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), B_b < 2^lb -- where that sends fewer bytes (protocol
+    37: those masks are fixed by entry 0's pads instead, and a_bytes / b_bytes sized by
+    :func:`_wrap_bytes`); ``g_cut`` (split only, protocol 37): the low bits of the c words that do
+    not travel (whole bytes, below head_shift); ``head_carry``: the most units step 10b's carry adds
+    to the output (2 with the split since protocol 37, counted in ``carries``); ``a_frac_bits``
+    (split only, protocol 37): ga, the fractional bits of A (0: g), so that h carries w + g + ga
+    bits of scale and the first digit truncates t_1 = ga."""
 
     hb: int
     digits: tuple[tuple[int, int], ...]
@@ -319,6 +404,9 @@ class TailPlan:
     head_shift: int = 0
     alpha_e0: bool = False
     a_lift_bits: int = 0
+    g_cut: int = 0
+    head_carry: int = 1
+    a_frac_bits: int = 0
 
     @property
     def ring_bits(self) -> int:
@@ -332,9 +420,10 @@ class TailPlan:
 
     @property
     def carries(self) -> int:
-        """K': truncations per point -- the digits with t_k > 0 and step 10b's (D > 0) -- each
-        adding a carry in {0, 1} per point."""
-        return sum(1 for t in self.shifts if t) + (1 if self.head_shift else 0)
+        """K': units of carries per point -- one per digit with t_k > 0, each a carry in {0, 1},
+        and step 10b's (D > 0), at most ``head_carry`` units (protocol 37: 2, its carry c_0 in
+        {0, 1, 2} with the c words' low g_cut bits not sent)."""
+        return sum(1 for t in self.shifts if t) + (self.head_carry if self.head_shift else 0)
 
     def chain_bytes_per_point(self) -> int:
         """Bytes of step 11 per training point: one bound table per digit, 2^m - 1 entries of R
@@ -345,8 +434,11 @@ class TailPlan:
         """Bytes of step 10 per training point."""
         if not self.split:
             return (1 << self.hb) * self.g_bytes
-        return ((1 << self.split) * (2 * self.a_bytes + self.g_bytes)
-                + (1 << (self.hb - self.split)) * (2 * self.b_bytes + self.g_bytes))
+        # protocol 37: entry 0 of both tables is free (the client's own pads) and the c words
+        # travel without their low g_cut bits
+        c = self.g_bytes - self.g_cut // 8
+        return (((1 << self.split) - 1) * (2 * self.a_bytes + c)
+                + ((1 << (self.hb - self.split)) - 1) * (2 * self.b_bytes + c))
 
 
 def _flood_bits(n_train: int, carries: int) -> int:
@@ -354,17 +446,18 @@ def _flood_bits(n_train: int, carries: int) -> int:
     return LIFT_STAT_BITS + max(1, (n_train * carries - 1).bit_length()) if carries else 0
 
 
-def _scale_drop(pp: PublicParams, digits: list[tuple[int, int]]) -> int:
+def _scale_drop(pp: PublicParams, digits: list[tuple[int, int]], head_carry: int = 1) -> int:
     """Protocol 36: the one-factor scale w + g + V less the output scale T - 1 + OUTPUT_NOISE_BITS,
-    where positive. T counts K + 1 carries per point: the K digits' and step 10b's (the split), or
-    K digits that all truncate (one G table: its first digit truncates the drop)."""
+    where positive. T counts K + head_carry units of carries per point: the K digits' and step
+    10b's (the split: 2 units since protocol 37), or K digits that all truncate (one G table: its
+    first digit truncates the drop; counted as K + 1)."""
     one = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits
-    drop = one - (_flood_bits(pp.n_train, len(digits) + 1) - 1 + OUTPUT_NOISE_BITS)
+    drop = one - (_flood_bits(pp.n_train, len(digits) + head_carry) - 1 + OUTPUT_NOISE_BITS)
     return max(0, min(drop, pp.g_frac_bits))
 
 
 def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int, a_max: int, min_bits: int,
-                 drop: int = 0) -> tuple[tuple[int, ...], int, int, int, int]:
+                 drop: int = 0, head_carry: int = 1) -> tuple[tuple[int, ...], int, int, int, int]:
     """(shifts, mask bits m, flood bits T, bytes of R, head shift) of the re-scaled chain
     (protocol 26) for |h| <= a_max at scale 2^head_bits, at the output scale w + g + V - ``drop``
     (protocol 36). Where h carries at least that scale's g more bits (the split: the first digit
@@ -376,30 +469,36 @@ def _chain_shape(pp: PublicParams, digits: list[tuple[int, int]], head_bits: int
     |value_k| (the carry adds one). The ring, in whole bytes (protocol 29): the masks' statistical
     distance, N K 2^(m+1) / (2^R - 2^(m+1)) <= 2^-40 in all, the lifted (and truncated) h (R >=
     min_bits, step 10's ring, less the head shift) and the output (scale + flood + prediction
-    bits + sign)."""
+    bits + sign).
+    Protocol 37: step 10b's carry is at most ``head_carry`` (2 with the split's cut c words), so
+    |floor(h / 2^D)| + carry <= a_max / 2^D + 1 + head_carry, and the masks' term is one-sided:
+    mask k is uniform on Z_2^R (the free entry 0) and p'_k = v g + s'_k wraps for |v g| of its
+    2^R values, so the ring needs N sum_k B_k 2^V <= 2^(R - 40) (B_k 2^V the bound of digit k's
+    product; protocols 29-36 asked N K 2^(m+1) <= 2^(R-40) - 2^(m+1), one bit more)."""
     out_scale = pp.weight_frac_bits + pp.g_frac_bits + pp.v_frac_bits - drop
     V = pp.v_frac_bits
     head_shift = drop if head_bits >= out_scale + drop else 0
     shifts, m, scale = [], 0, head_bits - head_shift
-    B = (a_max >> head_shift) + 2 if head_shift else a_max
+    B = (a_max >> head_shift) + 1 + head_carry if head_shift else a_max
+    wraps = 0  # sum_k of digit k's product bound: N times it, over 2^R, is the masks' wrap term
     for _ in digits:
         pre = B << V
         m = max(m, pre.bit_length())
+        wraps += pre
         t = scale + V - out_scale
         shifts.append(t)
         B = (pre >> t) + 1
         scale = out_scale
-    NK = pp.n_train * len(digits)
-    carries = sum(1 for t in shifts if t) + (1 if head_shift else 0)
+    carries = sum(1 for t in shifts if t) + (head_carry if head_shift else 0)
     flood = _flood_bits(pp.n_train, carries)
     nb = -(-(min_bits - head_shift) // 8)
-    while ((NK << (m + 1 + LIFT_STAT_BITS)) > (1 << (8 * nb)) - (1 << (m + 1))
+    while ((pp.n_train * wraps) << LIFT_STAT_BITS > 1 << (8 * nb)
            or 8 * nb < out_scale + flood + PREDICTION_BITS + 2):
         nb += 1
     return tuple(shifts), m, flood, nb, head_shift
 
 
-def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int, lo_bits: int
+def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int, lo_bits: int, head_carry: int = 1
                   ) -> tuple[list[tuple[int, int]], tuple[int, ...], int, int, int, int]:
     """(digits, shifts, mask bits, flood bits, bytes of R, head shift, scale drop) with the fewest
     chain bytes, the drop from :func:`_scale_drop` (protocol 36). The
@@ -409,8 +508,8 @@ def _chain_digits(pp: PublicParams, head_bits: int, a_max: int, min_bits: int, l
     best = None
     for m in CHAIN_DIGIT_BITS:
         digits = digit_plan(0, lo_bits, m)
-        drop = _scale_drop(pp, digits)
-        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits, drop)
+        drop = _scale_drop(pp, digits, head_carry)
+        shape = _chain_shape(pp, digits, head_bits, a_max, min_bits, drop, head_carry)
         cost = sum((1 << (b - a)) - 1 for a, b in digits) * shape[3]
         if best is None or cost <= best[0]:
             best = (cost, digits, *shape, drop)
@@ -427,6 +526,18 @@ def _lift(count: int, a_max: int) -> tuple[int, int]:
     while count * a_max << LIFT_STAT_BITS > (1 << (8 * nb)) - (1 << (lift + 1)):
         nb += 1
     return lift, nb
+
+
+def _wrap_bytes(count: int, span: int) -> int:
+    """Protocol 37: the fewest bytes nb such that count words x + pad, each with its pad uniform
+    on [0, 2^(8 nb)) and x within an interval of length ``span`` that the pad fixes to its own
+    value at one point (a free entry 0: x(0) + mask = pad), leave [0, 2^(8 nb)) with probability
+    at most count span / 2^(8 nb) <= 2^-40 in all (the words are uniform mod 2^(8 nb): no
+    hiding term, only this correctness event)."""
+    nb = 1
+    while (count * span) << LIFT_STAT_BITS > 1 << (8 * nb):
+        nb += 1
+    return nb
 
 
 def tail_plan(pp: PublicParams) -> TailPlan:
@@ -475,24 +586,35 @@ def _plans_at(pp: PublicParams, L: int, hb: int) -> list[TailPlan]:
     digits, shifts, m, flood, cb, hs, drop = _chain_digits(pp, head, w_max * g_max, 8 * g_bytes, L)
     options = [TailPlan(hb, tuple(digits), one - drop, one, -(-cb // 8), -(-g_bytes // 8), lift, 0, shifts, m, flood,
                         cb, g_bytes, lo_bits=L, lut_bits=lut, step=step, head_shift=hs)]
-    # rank 2: A(e0) <= 2^g (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, g more bits of scale
-    a2 = w_max * ((1 << pp.g_frac_bits) + 1) * g_max
-    lift2, g2 = _lift(pp.n_train, a2)
-    # the words A~_b (two per point, A_b <= 2^g) and B~_b (two per point, |alpha B_b| <= w_max g_max)
-    # masked within their own, narrower ranges (protocol 29): they need not wrap, only hide A_b, B_b
-    _, a_bytes = _lift(2 * pp.n_train, 1 << pp.g_frac_bits)
-    b_lift, b_bytes = _lift(2 * pp.n_train, w_max * g_max)
-    digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + pp.g_frac_bits, a2, 8 * g2, L)
-    # protocol 36: alpha on the e0 side instead -- alpha A_b (|.| <= w_max 2^g) and B_b (<= g_max)
-    a_lift_w, a_bytes_w = _lift(2 * pp.n_train, w_max << pp.g_frac_bits)
-    b_lift_w, b_bytes_w = _lift(2 * pp.n_train, g_max)
-    sides = {"e1": [(False, a_bytes, b_bytes, 0, b_lift)], "e0": [(True, a_bytes_w, b_bytes_w, a_lift_w, b_lift_w)]}
+    # rank 2: A(e0) <= 2^ga (e^{-c 2^L H0}, H0 >= 0) times B(e1) <= g_max, ga more bits of scale
+    # (protocol 37: ga = g + x, x the fewest bits with e^step / 2^x <= 2^SPLIT_GAIN_BITS)
+    ga = pp.g_frac_bits + max(0, math.ceil(step / math.log(2) - SPLIT_GAIN_BITS))
+    a2 = w_max * ((1 << ga) + 1) * g_max
+    lift2 = a2.bit_length()
+    # protocol 37: s0 = -(r1 + r2) is fixed by the free entries' pads, uniform on a coset of 2^cut
+    # (cut < g): h' = alpha G + delta + s0 (delta < 2^(cut+1), the c words' unsent low bits) leaves
+    # [0, 2^RG) with probability <= (a2 + 2^(cut+2)) / 2^RG per point
+    g2 = _wrap_bytes(pp.n_train, a2 + (1 << (ga + 2)))
+    digits2, shifts2, m2, flood2, cb2, hs2, drop2 = _chain_digits(pp, head + ga, a2, 8 * g2, L, head_carry=2)
+    # protocol 37: the c words' low bits below step 10b's truncation, in whole bytes, stay home (cut < D)
+    cut = 8 * ((hs2 - 1) // 8) if hs2 > 8 else 0
+    # the words A~_b and B~_b (two of each per point), protocol 37: masks fixed by entry 0's pads, so
+    # each word is uniform mod 2^(8 bytes); it must not wrap: X_b(e) within an interval of length
+    # span (A_b in [0, 2^ga], alpha A_b of length <= w_max 2^ga, B_b in [0, g_max], alpha B_b w_max g_max)
+    a_bytes, b_bytes = _wrap_bytes(2 * pp.n_train, 1 << ga), _wrap_bytes(2 * pp.n_train, w_max * g_max)
+    # protocol 36: alpha on the e0 side instead -- alpha A_b and B_b
+    a_bytes_w, b_bytes_w = _wrap_bytes(2 * pp.n_train, w_max << ga), _wrap_bytes(2 * pp.n_train, g_max)
+    la, lb, lbw = (w_max << ga).bit_length(), (w_max * g_max).bit_length(), g_max.bit_length()
+    sides = {"e1": [(False, a_bytes, b_bytes, 0, lb)], "e0": [(True, a_bytes_w, b_bytes_w, la, lbw)]}
     sides["auto"] = sides["e1"] + sides["e0"]
-    for h0 in range(1, min(lut, hb - 1) + 1):
-        for a_e0, ab, bb, la, lb in sides[ALPHA_SIDE]:
+    # protocol 37: h0 up to hb - 1, past lut too (A then carries the cut [H0 < 2^lut], B [H1 = 0]);
+    # the split only where A's fractional bits keep its rounding gain at most 2^SPLIT_GAIN_BITS
+    for h0 in range(1, hb if ga <= A_MAX_FRAC_BITS else 1):
+        for a_e0, ab, bb, la_, lb_ in sides[ALPHA_SIDE]:
             options.append(TailPlan(hb, tuple(digits2), one - drop2, one, -(-cb2 // 8), -(-max(g2, ab, bb) // 8),
-                                    lift2, h0, shifts2, m2, flood2, cb2, g2, ab, bb, lb, lo_bits=L, lut_bits=lut,
-                                    step=step, head_shift=hs2, alpha_e0=a_e0, a_lift_bits=la))
+                                    lift2, h0, shifts2, m2, flood2, cb2, g2, ab, bb, lb_, lo_bits=L, lut_bits=lut,
+                                    step=step, head_shift=hs2, alpha_e0=a_e0, a_lift_bits=la_, g_cut=cut,
+                                    head_carry=2, a_frac_bits=ga))
     return options
 
 
@@ -636,14 +758,17 @@ def split_parts(pp: PublicParams, rho_x: np.ndarray, tp: TailPlan) -> tuple[list
     e0 = np.arange(1 << h0, dtype=np.int64)[None, :]
     borrow = (e0 < r0[:, None]).astype(np.int64)
     H0 = e0 - r0[:, None] + (borrow << h0)
-    A = np.rint(np.exp(-pp.c * float(1 << L) * H0) * float(1 << pp.g_frac_bits)).astype(U64)
+    A = np.exp(-pp.c * float(1 << L) * H0)
+    if h0 > tp.lut_bits:  # protocol 37: the cut [H < 2^lut] = [H1 = 0] [H0 < 2^lut]
+        A = np.where(H0 < (1 << tp.lut_bits), A, 0.0)
+    A = np.rint(A * float(1 << (tp.a_frac_bits or pp.g_frac_bits))).astype(U64)  # protocol 37: ga bits
     As = [np.where(borrow == b, A, U64(0)) for b in (0, 1)]
     e1 = np.arange(1 << h1, dtype=np.int64)[None, :]
     Bs = []
     for b in (0, 1):
         H1 = (e1 - r1[:, None] - b) % (1 << h1)
         B = np.exp(-pp.c * float(1 << (L + h0)) * H1 + pp.c * x_lo.astype(np.float64)[:, None])
-        B = np.where(H1 < (1 << (tp.lut_bits - h0)), B, 0.0)
+        B = np.where(H1 < (1 << max(tp.lut_bits - h0, 0)), B, 0.0)
         Bs.append(np.rint(B * float(1 << pp.g_frac_bits)).astype(U64))
     return As, Bs
 
@@ -703,6 +828,47 @@ def g_at(pp: PublicParams, rho_x: np.ndarray, alpha: np.ndarray, tp: TailPlan, e
     return out
 
 
+def _split_digits(tp: TailPlan, s: int) -> list[tuple[tuple[int, int], tuple[int, int, int]]]:
+    """Step 10 (split): the two tables' digits of u (bits [s + L, s + L + h0) and [s + L + h0,
+    s + L + hb)) and their words' widths in bytes (A~_b, B~_b, and the c words less g_cut bits)."""
+    c = tp.g_bytes - tp.g_cut // 8
+    lo = s + tp.lo_bits
+    return [((lo, lo + tp.split), (tp.a_bytes, tp.a_bytes, c)),
+            ((lo + tp.split, lo + tp.hb), (tp.b_bytes, tp.b_bytes, c))]
+
+
+def split_free_masks(As: list[np.ndarray], Bs: list[np.ndarray], a: np.ndarray, pad0: np.ndarray, pad1: np.ndarray,
+                     cut: int, alpha_e0: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray,
+                                                                np.ndarray]:
+    """Step 10 (split, protocol 37), server: the masks that make entry 0 of both tables the
+    client's own pads. ``pad0`` / ``pad1`` (N, 3 nG): entry 0's pads of the e0 and e1 tables as
+    words [A~_0, A~_1, c1 >> cut] and [B~_0, B~_1, c2 >> cut]; ``a`` the weights (N, nG). With
+    X_b = alpha A_b, Y_b = B_b (``alpha_e0``; else X_b = A_b, Y_b = alpha B_b) at e = 0:
+        t_b = pA_b - X_b(0),  sg_b = pB_b - Y_b(0),
+        r1 = pc1 2^cut - (X_0(0) sg_0 + X_1(0) sg_1),  r2 = pc2 2^cut - (t_0 pB_0 + t_1 pB_1)
+    (mod 2^(64 nG)), so that entry 0's words X_b(0) + t_b, Y_b(0) + sg_b, c1(0) = X sg + r1 and
+    c2(0) = t B~(0) + r2 are the pads (c1(0), c2(0) with zero low cut bits). Returns (tm, sg, r1,
+    r2) as :func:`split_tables` takes them, limb arrays (N, 1, nG)."""
+    nG = a.shape[-1]
+
+    def word(p: np.ndarray, k: int) -> np.ndarray:
+        return np.ascontiguousarray(p[:, k * nG:(k + 1) * nG])
+
+    def limb(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x[:, None], limbs.zeros(x.shape, nG - 1)], axis=-1)
+
+    A0 = [limb(A[:, 0]) for A in As]
+    B0 = [limb(B[:, 0]) for B in Bs]
+    X0 = [limbs.mul_small(a, A[:, 0]) for A in As] if alpha_e0 else A0
+    Y0 = B0 if alpha_e0 else [limbs.mul_small(a, B[:, 0]) for B in Bs]
+    pA, pB = [word(pad0, b) for b in (0, 1)], [word(pad1, b) for b in (0, 1)]
+    tm = [limbs.sub(pA[b], X0[b]) for b in (0, 1)]
+    sg = [limbs.sub(pB[b], Y0[b]) for b in (0, 1)]
+    r1 = limbs.sub(limbs.shl(word(pad0, 2), cut), limbs.add(limbs.mul(X0[0], sg[0]), limbs.mul(X0[1], sg[1])))
+    r2 = limbs.sub(limbs.shl(word(pad1, 2), cut), limbs.add(limbs.mul(tm[0], pB[0]), limbs.mul(tm[1], pB[1])))
+    return [x[:, None, :] for x in tm], [x[:, None, :] for x in sg], r1[:, None, :], r2[:, None, :]
+
+
 def client_split_product(e0_words: np.ndarray, e1_words: np.ndarray, n: int) -> np.ndarray:
     """Step 10 (split), client: h = A~_0 B~_0 + A~_1 B~_1 - c1 - c2 (mod 2^(64 n)) from its two
     entries (N, 3 n) each: [A~_0, A~_1, c1] and [B~_0, B~_1, c2]."""
@@ -740,50 +906,53 @@ def kernel_output(party: PartyContext, pp: PublicParams, *, u_pads, rho: np.ndar
         if need > pp.weight_bits:
             raise ModelError("weights wider than the advertised weight_bits")
         nG = tp.g_limbs
-        s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, (1 << RG) - (1 << tp.lift_bits), bits=RG)
         if not tp.split:
+            s_prev = limbs.uniform_between(party.rng, (N,), nG, 1 << tp.lift_bits, (1 << RG) - (1 << tp.lift_bits),
+                                           bits=RG)
             # every entry is s0_i, plus alpha_i G_i(e) at the 2^lut columns where G is not 0
             t = np.repeat(s_prev[:, None, :], 1 << tp.hb, axis=1)
             cols, aG = g_terms(pp, xm, alpha, tp)
             t[np.arange(N)[:, None], cols] = limbs.add(aG, s_prev[:, None, :])
             au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, tables=t, widths=(gb,))
         else:
-            # rank 2: t_b on [0, 2^(8 a_bytes) - 2^g) and sg_b on [2^lb, 2^(8 b_bytes) - 2^lb), so that
-            # A~_b = A_b + t_b and B~_b = alpha B_b + sg_b are integers of a_bytes and b_bytes bytes
-            # (protocol 29: statistically hiding, no wrap), r1 uniform in Z_2^RG, r2 = -(s0 + r1): the
-            # client's sum of products minus corrections is alpha G + s0 (mod 2^RG)
+            # rank 2 (protocol 37): entry 0 of both tables is free -- its words are the client's own
+            # pads there, which fix the masks t_b, sg_b, r1, r2 and hence s0 = -(r1 + r2) (each word
+            # then uniform mod 2^(its width)); the c words travel without their low g_cut bits
             As, Bs = split_parts(pp, xm, tp)
-            ta, tb, lb, g = 8 * tp.a_bytes, 8 * tp.b_bytes, tp.b_lift_bits, pp.g_frac_bits
-            # (protocol 36, alpha_e0: t_b on [2^la, 2^ta - 2^la) hides the signed alpha A_b instead)
-            la = tp.a_lift_bits
-            t_lo, t_hi = (1 << la, (1 << ta) - (1 << la)) if tp.alpha_e0 else (0, (1 << ta) - (1 << g))
-            tm = [limbs.uniform_between(party.rng, (N,), nG, t_lo, t_hi, bits=ta)[:, None, :] for _ in (0, 1)]
-            sg = [limbs.uniform_between(party.rng, (N,), nG, 1 << lb, (1 << tb) - (1 << lb), bits=tb)[:, None, :]
-                  for _ in (0, 1)]
-            r1 = limbs.reduce(limbs.random(party.rng, (N,), nG), RG)[:, None, :]
-            r2 = limbs.neg(limbs.add(s_prev[:, None, :], r1))
-            a = signed_limbs(alpha, nG)[:, None, :]
-            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a, alpha_e0=tp.alpha_e0)
-            au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, tables=e0_table,
-                         widths=(tp.a_bytes, tp.a_bytes, gb))
-            au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, tables=e1_table,
-                         widths=(tp.b_bytes, tp.b_bytes, gb))
+            (d0, w0), (d1, w1) = _split_digits(tp, s)
+            P0 = au.lut_sender_pads(u_pads, d0, w=3 * nG, widths=w0)
+            P1 = au.lut_sender_pads(u_pads, d1, w=3 * nG, widths=w1)
+            a = signed_limbs(alpha, nG)
+            tm, sg, r1, r2 = split_free_masks(As, Bs, a, P0[1], P1[1], tp.g_cut, alpha_e0=tp.alpha_e0)
+            s_prev = limbs.reduce(limbs.neg(limbs.add(r1, r2)), RG)[:, 0, :]
+            e0_table, e1_table = split_tables(As, Bs, tm, sg, r1, r2, a[:, None, :], alpha_e0=tp.alpha_e0)
+            lows = []
+            for tab in (e0_table, e1_table):  # the c words' low g_cut bits stay here (step 10b's carry)
+                c = tab[..., 2 * nG:]
+                lows.append(c[..., 0] & U64((1 << tp.g_cut) - 1))
+                tab[..., 2 * nG:] = limbs.shr(c, tp.g_cut)
+            au.bound_lut(party, CLIENT, d0, pads=u_pads, tables=e0_table, widths=w0, first_free=True,
+                         sender_pads=P0)
+            au.bound_lut(party, CLIENT, d1, pads=u_pads, tables=e1_table, widths=w1, first_free=True,
+                         sender_pads=P1)
         first = s_prev
         masks = []
         if tp.head_shift:  # 10b. the server's truncated share (its carry needs s0 mod 2^D: recorded)
-            masks.append(first)
+            # (protocol 37: and the c words' low bits, whose sum at the client's digits enters h)
+            masks.append((first, *lows) if tp.split else first)
             s_prev = limbs.shr(s_prev, tp.head_shift)
         s_prev = _resize(s_prev, n)  # lifted: an integer < 2^(RG - D) <= 2^R
     else:
         if not tp.split:
             h = au.bound_lut(party, CLIENT, hi_digit, pads=u_pads, values=u, w=tp.g_limbs, widths=(gb,))
         else:
-            w3 = 3 * tp.g_limbs
-            got0 = au.bound_lut(party, CLIENT, (s + L, s + L + tp.split), pads=u_pads, values=u, w=w3,
-                                widths=(tp.a_bytes, tp.a_bytes, gb))
-            got1 = au.bound_lut(party, CLIENT, (s + L + tp.split, M), pads=u_pads, values=u, w=w3,
-                                widths=(tp.b_bytes, tp.b_bytes, gb))
-            h = limbs.reduce(client_split_product(got0, got1, tp.g_limbs), RG)
+            nG = tp.g_limbs
+            got = []
+            for d, wd in _split_digits(tp, s):
+                e = au.bound_lut(party, CLIENT, d, pads=u_pads, values=u, w=3 * nG, widths=wd, first_free=True)
+                e[:, 2 * nG:] = limbs.shl(e[:, 2 * nG:], tp.g_cut)  # the c word's bits [g_cut, RG)
+                got.append(e)
+            h = limbs.reduce(client_split_product(got[0], got[1], nG), RG)
         # 10b. (protocol 36) truncate the lifted h by D bits: the chain runs at the output scale
         p = _resize(client_truncate(h, tp.head_shift), n)  # lifted as an integer
     # 11. the masked, re-scaled public-factor chain: one bound table per digit of x_lo in Z_2^R
@@ -915,8 +1084,16 @@ def reference_from_distances(pp: PublicParams, model: KernelModelParams, D, rho:
         D = tp.head_shift
         pre, vals = vals, [v >> D for v in vals]
         if masks is not None:
-            lows = [w % (1 << D) for w in limbs.to_int(masks[0])]
-            vals = [v + ((x % (1 << D)) + lo >= 1 << D) for v, x, lo in zip(vals, pre, lows)]
+            s0 = masks[0]
+            extra = [0] * len(vals)
+            if tp.split:  # protocol 37: and the unsent low bits of the c words at the client's digits
+                s0, c1_lo, c2_lo = s0
+                e = (xu >> U64(L)).astype(np.int64)
+                e0, e1 = e & ((1 << tp.split) - 1), e >> tp.split
+                rows = np.arange(len(vals))
+                extra = [int(x) + int(y) for x, y in zip(c1_lo[rows, e0], c2_lo[rows, e1])]
+            lows = [w % (1 << D) for w in limbs.to_int(s0)]
+            vals = [v + ((x % (1 << D)) + lo + dl) // (1 << D) for v, x, lo, dl in zip(vals, pre, lows, extra)]
             masks = masks[1:]
     for k, ((a, b), t) in enumerate(zip(tp.digits, tp.shifts)):
         g = digit_factors(pp, a, b)[_digit(x_lo, a, b)]

@@ -337,9 +337,33 @@ def _lut_lows(n: int, a: int) -> np.ndarray:
     return (np.arange(n, dtype=U64) << U64(8)) | U64(a)
 
 
+def lut_sender_pads(pads, digit: tuple[int, int], *, w: int,
+                    widths: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sender of :func:`bound_lut`: the pads of every entry of the n tables on ``digit`` (as
+    bound_lut uses them: words (n, 2^m, w), or with ``widths`` the sent bytes (n, 2^m,
+    sum(widths))) and entry 0's pad as words (n, w) -- for a caller whose tables depend on the
+    entry-0 pads of several tables (``first_free``, protocol 37's split G tables); pass the pair
+    back as bound_lut's ``sender_pads``."""
+    a, b = digit
+    m = b - a
+    aes = _lut_aes()
+    nblk = (w + 1) // 2 if widths is None else -(-sum(widths) // 16)
+    m0, m1 = pads
+    n = m0.shape[0]
+    p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
+    p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
+    pad = aes.tree_pads(p0, p1, _lut_lows(n, a), m, nblk)
+    if widths is None:
+        pad = pad[:, :, :w]
+        return pad, np.ascontiguousarray(pad[:, 0])
+    pad = _pad_bytes(pad, widths)
+    return pad, _unpack_parts(np.ascontiguousarray(pad[:, 0]), widths, w)
+
+
 def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
               tables=None, values: np.ndarray | None = None, w: int = 1,
-              widths: tuple[int, ...] | None = None, first_free: bool = False) -> np.ndarray | None:
+              widths: tuple[int, ...] | None = None, first_free: bool = False,
+              sender_pads: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
     """1-out-of-2^m table OT whose index is a digit of a *committed* value, both roles.
 
     The index bits are not chosen anew: the m random OTs that committed bits [a, b) of each value
@@ -360,6 +384,8 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     is not sent -- its value is its own pad, so the sender passes ``tables`` as a function of that
     pad (n, w) returning the whole table (whose entry 0 must equal the pad in the sent bytes); the
     chooser at digit 0 takes its pad, at any other digit the sent entry. 2^m - 1 entries travel.
+    ``sender_pads`` (sender): :func:`lut_sender_pads`' result for these ``pads``, digit, w and
+    widths, when the caller needed entry 0's pad before it built ``tables``.
     """
     a, b = digit
     m = b - a
@@ -371,17 +397,8 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     # with widths, the pads cover only the bytes that travel: ceil(sum(widths) / 16) AES blocks
     nblk = (w + 1) // 2 if widths is None else -(-sum(widths) // 16)
     if party.role != chooser:
-        m0, m1 = pads
-        n = m0.shape[0]
-        p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
-        p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
-        pad = aes.tree_pads(p0, p1, _lut_lows(n, a), m, nblk)
-        if widths is None:
-            pad = pad[:, :, :w]
-            pad0 = np.ascontiguousarray(pad[:, 0])
-        else:
-            pad = _pad_bytes(pad, widths)
-            pad0 = _unpack_parts(np.ascontiguousarray(pad[:, 0]), widths, w)
+        n = pads[0].shape[0]
+        pad, pad0 = lut_sender_pads(pads, digit, w=w, widths=widths) if sender_pads is None else sender_pads
         if callable(tables):
             tables = tables(pad0)
         if tables.shape[:2] != (n, size):

@@ -413,6 +413,122 @@ def test_split_tables_are_the_stated_sums_in_any_row_chunks(alpha_e0):
             assert [I(e1[i, e, k * nG:(k + 1) * nG]) for k in range(3)] == [bt[0], bt[1], c2]
 
 
+def test_split_past_lut_multiplies_to_the_g_table_and_runs_bit_exact(monkeypatch):
+    """Protocol 37's h0 > lut (the tests' models have lut = hb, so the plan is forced here: lut = 0,
+    h0 = 2 of hb = 3): A carries [H0 < 2^lut], B_b [H1 = 0], and A B is the one-table G (same
+    zeros, the roundings' error) at every e; a whole session on that plan is reference() + e_T
+    bit-exact, with points inside and outside the cut."""
+    import dataclasses
+
+    from protocols.krr.expsum import encode_weights
+    from protocols.mpc import limbs
+
+    model, pp, Xe, xx, Q, q = _case(seed=9)
+    monkeypatch.setattr(gm, "G_SPLIT", "split")
+    L3 = pp.d_bits - 3  # the split point with hb = 3
+    forced = next(t for t in gm._plans_at(pp, L3, 3) if t.split)
+    forced = dataclasses.replace(forced, lut_bits=0, split=2)
+    assert forced.hb == 3 and forced.split > forced.lut_bits
+    single = dataclasses.replace(forced, split=0)
+    alpha, _ = encode_weights(model.dual_coef, pp.weight_frac_bits)
+    rho_x = np.random.default_rng(1).integers(0, 2**62, len(alpha), dtype=np.uint64) >> U64(62 - (pp.ring_bits - pp.shift_bits))
+    G = np.array(limbs.to_int(gm.g_table(pp, rho_x, np.ones_like(alpha), single)), dtype=object).reshape(len(alpha), -1)
+    for e in range(1 << forced.hb):
+        got = limbs.to_int(gm.g_at(pp, rho_x, np.ones_like(alpha), forced, np.full(len(alpha), e)))
+        H = (e - (rho_x >> U64(forced.lo_bits)).astype(np.int64)) % (1 << forced.hb)
+        assert all((v == 0) == (h >= 1) for v, h in zip(got, H))  # the cut [H < 2^lut], exactly
+        err = [abs(int(v) / 2**forced.a_frac_bits - int(g)) for g, v in zip(G[:, e], got)]
+        assert max(err) <= 1 + np.exp(forced.step) / 2 ** (forced.a_frac_bits - pp.g_frac_bits + 1)
+    monkeypatch.setattr(gm, "tail_plan", lambda p: forced)
+    sv, y = _run(model, pp, Xe, xx, q)
+    assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+    u, _ = _x_lo(pp, Xe, q, sv["rho"])
+    H = ((u >> U64(pp.shift_bits + forced.lo_bits)) - (np.asarray(sv["rho"], dtype=U64) >> U64(pp.shift_bits
+                                                                                               + forced.lo_bits)))
+    H = H.astype(np.int64) % (1 << forced.hb)
+    assert (H < 1).any() and (H >= 1).any()  # points inside and outside the cut
+
+
+@pytest.mark.parametrize("alpha_e0", [False, True])
+def test_split_free_entry_0_is_the_pad_and_the_cut_product_is_alpha_g_plus_s0_plus_delta(alpha_e0):
+    """Protocol 37, step 10: split_free_masks makes entry 0 of both tables the client's own pads
+    (A~_b, B~_b mod their widths; c1(0), c2(0) = pad 2^cut), and at every (e0, e1) the client's
+    A~_0 B~_0 + A~_1 B~_1 - c1' - c2' (the c words without their low cut bits) is alpha G + s0 +
+    delta mod 2^RG, s0 = -(r1 + r2), delta = (c1 mod 2^cut) + (c2 mod 2^cut) -- in Python integers."""
+    from protocols.mpc import limbs
+
+    rng = np.random.default_rng(37)
+    N, nG, h0, h1, RG, cut, ta, tb = 9, 3, 2, 3, 176, 16, 128, 136
+    As = [rng.integers(0, 2**40, (N, 1 << h0), dtype=U64) for _ in (0, 1)]
+    Bs = [rng.integers(0, 2**46, (N, 1 << h1), dtype=U64) for _ in (0, 1)]
+    alpha = rng.integers(-(2**29), 2**29, N)
+    a = gm.signed_limbs(alpha, nG)
+
+    def pads(wa: int) -> np.ndarray:  # entry 0's pads as bound_lut gives them: each part its own width
+        words = [limbs.reduce(rng.integers(0, 2**64, (N, nG), dtype=U64), w) for w in (wa, wa, RG - cut)]
+        return np.concatenate(words, axis=-1)
+
+    p0, p1 = pads(ta), pads(tb)
+    tm, sg, r1, r2 = gm.split_free_masks(As, Bs, a, p0, p1, cut, alpha_e0=alpha_e0)
+    e0, e1 = gm.split_tables(As, Bs, tm, sg, r1, r2, a[:, None, :], alpha_e0=alpha_e0)
+    I = lambda x: limbs.to_int(np.ascontiguousarray(x))[0]  # noqa: E731
+    mod = 1 << RG
+    for i in (0, 4, 8):
+        s0 = -(I(r1[i, 0]) + I(r2[i, 0])) % mod
+        sent0 = [I(e0[i, 0, k * nG:(k + 1) * nG]) for k in range(3)]
+        sent1 = [I(e1[i, 0, k * nG:(k + 1) * nG]) for k in range(3)]
+        want0 = [I(p0[i, k * nG:(k + 1) * nG]) for k in range(3)]
+        want1 = [I(p1[i, k * nG:(k + 1) * nG]) for k in range(3)]
+        assert [sent0[0] % 2**ta, sent0[1] % 2**ta, sent0[2] % mod] == [want0[0], want0[1], want0[2] << cut]
+        assert [sent1[0] % 2**tb, sent1[1] % 2**tb, sent1[2] % mod] == [want1[0], want1[1], want1[2] << cut]
+        for x in range(1 << h0):
+            for y in range(1 << h1):
+                A = [I(e0[i, x, k * nG:(k + 1) * nG]) for k in range(3)]
+                B = [I(e1[i, y, k * nG:(k + 1) * nG]) for k in range(3)]
+                At, Bt = [v % 2**ta for v in A[:2]], [v % 2**tb for v in B[:2]]
+                c1, c2 = A[2] % mod, B[2] % mod
+                h = (At[0] * Bt[0] + At[1] * Bt[1] - (c1 >> cut << cut) - (c2 >> cut << cut)) % mod
+                aG = sum(int(As[b][i, x]) * int(Bs[b][i, y]) for b in (0, 1)) * int(alpha[i])
+                delta = c1 % 2**cut + c2 % 2**cut
+                assert h == (aG + s0 + delta) % mod
+
+
+def test_split_client_at_digit_0_opens_only_its_own_pads(split):
+    """Protocol 37's free entry 0 on both G tables, the client's view: where its committed e0
+    (resp. e1) is 0 it opens its own pads there -- the same words whatever the model's weights
+    (two models, one seed: same keys, same rho) -- and where the digit is not 0 the words move
+    with the weights (under pads it does not hold)."""
+    from protocols.mpc import authenticated as au
+
+    model, pp, Xe, xx, Q, q = _case(seed=9)
+    tp = gm.tail_plan(pp)
+    assert tp.split
+    lo = pp.shift_bits + tp.lo_bits
+    seen = []
+    for coef in (model.dual_coef, -model.dual_coef[::-1]):  # the same bound on the weights
+        got: dict[int, np.ndarray] = {}
+
+        def lut(orig, party, chooser, digit, **kw):
+            out = orig(party, chooser, digit, **kw)
+            if digit[0] >= lo:
+                got[digit[0]] = out.copy()
+            return out
+
+        m = KernelModelParams(model.X_train, np.ascontiguousarray(coef), model.y_offset, "gaussian", 30.0)
+        sv, y = _run(m, pp, Xe, xx, q, _Patch(au, "bound_lut", lut))
+        assert y == (gm.reference(pp, m, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
+        seen.append((got, sv["rho"]))
+    (g1, rho1), (g2, rho2) = seen
+    assert np.array_equal(rho1, rho2)
+    u, _ = _x_lo(pp, Xe, q, rho1)
+    e = (u >> U64(lo)).astype(np.int64)
+    for start, digit in ((lo, e & ((1 << tp.split) - 1)), (lo + tp.split, e >> tp.split)):
+        zero = digit == 0
+        assert zero.any() and (~zero).any()
+        assert np.array_equal(g1[start][zero], g2[start][zero])  # its own pads: weight-free
+        assert not np.array_equal(g1[start][~zero], g2[start][~zero])
+
+
 @pytest.mark.parametrize("cross", ["ot", "he"])
 def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     model, pp, Xe, xx, Q, q = _case(seed=9)
@@ -420,9 +536,12 @@ def test_split_honest_client_gets_f_bit_exact_and_the_prediction(split, cross):
     tp = gm.tail_plan(pp)
     # protocol 26: the first digit truncates the split's g extra bits, every later one V; the flood
     # covers 2^40 times the N K carries
-    assert tp.split and tp.shifts == (pp.g_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
-    # protocol 36: K + 1 carries per point with step 10b's truncation of h
-    assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 1) - 1).bit_length()
+    # (protocol 37: the split's A carries ga >= g fractional bits, so t_1 = ga)
+    assert tp.split and tp.shifts == (tp.a_frac_bits,) + (pp.v_frac_bits,) * (len(tp.digits) - 1)
+    assert tp.a_frac_bits >= pp.g_frac_bits and np.exp(tp.step) <= 2.0 ** (tp.a_frac_bits - pp.g_frac_bits + 10)
+    # protocol 36: K + 1 carries per point with step 10b's truncation of h; protocol 37: K + 2 (its
+    # carry is in {0, 1, 2} with the c words' low bits unsent)
+    assert tp.head_shift and tp.flood_bits == 40 + (pp.n_train * (len(tp.digits) + 2) - 1).bit_length()
     sv, y = _run(model, pp, Xe, xx, q)
     assert y == (gm.reference(pp, model, Xe, q, sv["rho"], sv["masks"]) + sv["flood"]) % _ring(pp)
     # step 10b's carry, like the digits', stays one unit of 2^-S: at most N K' units in all
@@ -527,9 +646,9 @@ def test_flooding_hides_the_separate_terms():
 @pytest.mark.parametrize("mode", ["single", "split"])
 @pytest.mark.parametrize("n_train", [24, 16384])
 def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
-    """Protocols 26 and 29's plan: the masks' statistical distance summed over the N K masks <= 2^-40, the
-    flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back to
-    the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
+    """Protocols 26, 29 and 37's plan: the masks' wrap probability summed over the N K masks <= 2^-40,
+    the flood 2^T >= 2^40 N K' (the carries), the output fits the ring, every digit truncates back
+    to the one-factor scale, and the bound m covers the worst-case product (|alpha| = 2^(weight_bits
     - 1), the largest G, every factor 2^V, one carry per digit) -- recomputed here, not read back."""
     import math
 
@@ -538,7 +657,6 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     pp.n_train = n_train
     tp = gm.tail_plan(pp)
     K, R, m = len(tp.digits), tp.ring_bits, tp.mask_bits
-    assert (n_train * K) << (m + 1 + 40) <= (1 << R) - (1 << (m + 1))
     assert 1 << tp.flood_bits >= (n_train * tp.carries) << 40
     # protocol 36: the output scale keeps 17 bits below the flood (e_T < 2^-17 prediction units),
     # at most g bits below the one-factor scale w + g + V; the split truncates h itself (step 10b),
@@ -547,30 +665,47 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     assert tp.scale_bits == max(tp.flood_bits - 1 + gm.OUTPUT_NOISE_BITS, one - pp.g_frac_bits) < one
     assert tp.flood_bits - 1 - tp.scale_bits <= -17
     assert tp.head_shift == (one - tp.scale_bits if tp.split else 0)
-    assert tp.carries == K + (1 if tp.split else 0)
+    # protocol 37: step 10b's carry is in {0, 1, 2} (the c words' unsent low bits add to h)
+    assert tp.carries == K + (2 if tp.split else 0)
     RG = tp.g_ring_bits
     assert R >= tp.scale_bits + tp.flood_bits + 24 + 2 and R >= RG - tp.head_shift and R % 8 == 0 and RG % 8 == 0
     assert 64 * tp.chain_limbs >= R and 64 * tp.g_limbs >= max(RG, 8 * tp.a_bytes, 8 * tp.b_bytes)
-    head = pp.weight_frac_bits + pp.g_frac_bits * (2 if tp.split else 1)
+    ga = tp.a_frac_bits  # protocol 37: A's fractional bits (the split)
+    head = pp.weight_frac_bits + pp.g_frac_bits + (ga if tp.split else 0)
     assert tp.head_shift + sum(tp.shifts) == head + K * pp.v_frac_bits - tp.scale_bits
     g_max = math.exp(pp.step) * 2.0 ** pp.g_frac_bits + 2
-    worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** pp.g_frac_bits + 1) if tp.split else 1)
+    worst = 2 ** (pp.weight_bits - 1) * g_max * ((2.0 ** ga + 1) if tp.split else 1)
     # protocol 29, step 10: the lift of h = alpha G + s0 in Z_2^RG (whole bytes), its statistical
     # distance over the N points <= 2^-40 (log2, exact enough in floats at these sizes)
     assert worst < 2.0 ** tp.lift_bits
-    assert math.log2(n_train * worst) + 40 <= math.log2(2.0 ** RG - 2.0 ** (tp.lift_bits + 1))
-    if tp.split:
-        # the narrow words: A~_b = A_b + t_b (A_b <= 2^g) and B~_b = alpha B_b + sg_b, two of each per
-        # point, integers below 2^(8 a_bytes) and 2^(8 b_bytes); each family's distance <= 2^-40
-        A, aB = 2.0 ** pp.g_frac_bits, 2 ** (pp.weight_bits - 1) * g_max
-        assert aB < 2.0 ** tp.b_lift_bits
-        assert math.log2(2 * n_train * A) + 40 <= math.log2(2.0 ** (8 * tp.a_bytes) - 2.0 ** pp.g_frac_bits)
-        assert math.log2(2 * n_train * aB) + 40 <= math.log2(2.0 ** (8 * tp.b_bytes) - 2.0 ** (tp.b_lift_bits + 1))
+    if not tp.split:
+        assert math.log2(n_train * worst) + 40 <= math.log2(2.0 ** RG - 2.0 ** (tp.lift_bits + 1))
+    else:
+        # protocol 37: s0 is fixed by the free entries' pads (uniform on a coset of 2^cut), h' = alpha G
+        # + delta + s0 with delta < 2^(cut+1): it leaves [0, 2^RG) for < worst + 2^(cut+2) values of s0
+        assert tp.g_cut < tp.head_shift and tp.g_cut % 8 == 0
+        assert math.log2(n_train * (worst + 2.0 ** (tp.g_cut + 2))) + 40 <= RG
+        # the narrow words, two of each per point, uniform mod 2^(8 bytes) with entry 0 their pad: the
+        # word x(e) + pad - x(0) wraps for at most span(x) pads (A_b in [0, 2^g], alpha A_b in an
+        # interval of length |alpha| 2^g, B_b in [0, g_max], alpha B_b of length |alpha| g_max)
+        w_max = 2.0 ** (pp.weight_bits - 1)
+        sa, sb = (w_max * 2.0 ** ga, g_max) if tp.alpha_e0 else (2.0 ** ga, w_max * g_max)
+        assert math.log2(2 * n_train * sa) + 40 <= 8 * tp.a_bytes
+        assert math.log2(2 * n_train * sb) + 40 <= 8 * tp.b_bytes
         assert 8 * tp.a_bytes < RG and 8 * tp.b_bytes < RG  # narrower than the ring: the point of them
-    if tp.head_shift:  # step 10b: floor(h / 2^D) and its carry
-        worst = worst / 2.0 ** tp.head_shift + 2
+        # the bytes on the wire: both tables' entry 0 free, the c words less their low g_cut bits
+        c = RG // 8 - tp.g_cut // 8
+        h0, h1 = tp.split, tp.hb - tp.split
+        assert tp.g_bytes_per_point() == (2 ** h0 - 1) * (2 * tp.a_bytes + c) + (2 ** h1 - 1) * (2 * tp.b_bytes + c)
+    if tp.head_shift:  # step 10b: floor(h / 2^D) (one more unit below 0) and its carry c_0 <= 2
+        worst = worst / 2.0 ** tp.head_shift + 3
+    wraps = 0.0
     for t in tp.shifts:
         assert worst * 2.0 ** pp.v_frac_bits < 2.0 ** m
+        wraps += worst * 2.0 ** pp.v_frac_bits
         worst = worst * 2.0 ** pp.v_frac_bits / 2.0 ** t + 1
+    # protocol 37: mask k (uniform on Z_2^R, fixed by the free entry 0) wraps p'_k for |v g| of its
+    # values: N sum_k |v g| / 2^R <= 2^-40 (protocols 29-36: N K 2^(m+1) / (2^R - 2^(m+1)))
+    assert math.log2(n_train * wraps) + 40 <= R
     # the bytes on the wire: entry 0 of every chain table is free
     assert tp.chain_bytes_per_point() == sum(2 ** (b - a) - 1 for a, b in tp.digits) * R // 8

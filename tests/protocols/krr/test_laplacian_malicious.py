@@ -1064,8 +1064,11 @@ def test_tail_plan_takes_a_wider_low_part_at_cm_settings_for_both_kernels():
     Z_2^216, 746 B per point (812 B in Z_2^240 at protocol 34; the rank-2 split at L = 19 sent 1,297
     B); its G entries still fit 64-bit words (2^40 e^(c 2^22) < 2^64). The Gaussian (protocol 36)
     takes the wider L too: 1,059 B at L = 41 on the sigma-1000 model (1,144 B at L = pp.lo_bits = 40,
-    protocol 34), 3,034 B at L = 41 on bench.malicious_steps' sigma-74 model (3,560 B at L = 40): the
-    split h0 = 3 with the weights on the e0 side (16- and 13-byte words), 41 digits in Z_2^208."""
+    protocol 34), and on bench.malicious_steps' sigma-74 model (protocol 37) 2,260 B at L = 42: the
+    split h0 = 4 (past lut = 2) with the weights on the e1 side, A with ga = 48 fractional bits (its
+    rounding gain e^step / 2^(ga - g) = 2^9.3 <= 2^10), 13- and 18-byte words, entry 0 of both tables
+    free, the c words 22 of RG = 192 bits' 24 bytes; 42 digits in Z_2^216 (3,034 B at L = 41 in
+    protocol 36, 3,560 B at L = 40 in protocol 34)."""
     import math
 
     from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model
@@ -1085,8 +1088,9 @@ def test_tail_plan_takes_a_wider_low_part_at_cm_settings_for_both_kernels():
     gp = ServedModel(gauss, security="client-malicious").public
     gt = gaussian_malicious.tail_plan(gp)
     assert (gp.lo_bits, gt.lo_bits, gt.split, gt.alpha_e0, gt.head_shift, gt.scale_bits, gt.ring_bits) == (
-        40, 41, 3, True, 17, 79, 208)
-    assert (gt.a_bytes, gt.b_bytes, gt.g_bytes_per_point(), gt.chain_bytes_per_point()) == (16, 13, 1968, 1066)
+        40, 42, 4, False, 17, 79, 216)
+    assert (gt.lut_bits, gt.g_ring_bits, gt.g_cut, gt.a_frac_bits) == (2, 192, 16, 48)
+    assert (gt.a_bytes, gt.b_bytes, gt.g_bytes_per_point(), gt.chain_bytes_per_point()) == (13, 18, 1126, 1134)
 
 
 def test_small_model_runs_the_wider_split_point_bit_exact():

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "ed87ff3610d35c76e7a75a13e017657257f806e82c81f8ef1de13e7afa8d99c6"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "ce49ba0dd44ec3abfe711f08124ade214413b643b1f10babbb78622201c808fe"),
-    "krr-laplacian": (96, 74839, "ce987ba57a0c04e76af61361911092b653ae3ea1ab78c797b4f926a3260ad90a"),
-    "krr-laplacian/silent": (122, 427447, "5d51b36238276206e6c91629380ecd86afbd897d90a600a245d33668a2535d3b"),
-    "krr-gaussian/client-malicious": (490, 5423265, "bb69e61b3e8e14cb7dc1a6131899762c0f6dc8a29af4752363617d1916b59c2d"),
-    "krr-laplacian/client-malicious": (184, 76315, "435fad486569c6eba78486526be5493b877bef3012008eed5bc9975e1422e297"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "30c01a6097aa8c263284fb83b6075f42effc5d33ef650d5e097779554b9b83a5"),
+    "krr-gaussian": (66, 1564455, "935b9ed0b47f3926c7dbf5fd04b2d092fd975824664bddeec6cee37e285f5366"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "df921827fdbac9b31ff376f5b5a1c8f8722ff960ab03ee90dc8e5082eaabc133"),
+    "krr-laplacian": (96, 74839, "7028cce4f1f71f47546d72d03a5521e0344edf788e1bb8e0557f2dce53aa3486"),
+    "krr-laplacian/silent": (122, 427447, "0747b194621ce65be133e01b2075e45e41ef73ddf6500dbbd155733c97972060"),
+    "krr-gaussian/client-malicious": (482, 5422959, "49b88a71a85e97757451823694817a5812f8edcdee5f315997107f8bc542542b"),
+    "krr-laplacian/client-malicious": (184, 76315, "4fd0803b13d672e1e53cbbe08b88c200fd02b7cd43faea4db1547c1b07de3fd4"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "b4873dab69dc8008eef84e42997cf8fd19550822f3a816f880ee7972240fd464"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 36
+PINNED_VERSION = 37
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
