@@ -217,7 +217,37 @@ def _doublings(field: fp_auth.Field, v: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _combine_macs(a: np.ndarray, m: U128) -> U128:
-    """sum_j a[j, i] m[j] mod 2^128 for each prime's column i: (T, k), (T,) -> (k,) limb pair."""
+    """sum_j a[j, i] m[j] mod 2^128 for each prime's column i: (T, k), (T,) -> (k,) limb pair.
+
+    As float64 matrix products (BLAS), exact: a < 2^50 in two 25-bit limbs, m in its 16 bytes, so
+    every product is below 2^33 and every partial sum of up to 2^19 rows below 2^52 < 2^53 (an
+    integer, whatever the summation order); the 2 k x 16 limb sums are recombined with their
+    weights 2^(25 h + 8 l) as Python integers. (~5x faster than 128-bit limb products on the
+    proof's 368,640 x 4 coefficients; the same values.)"""
+    T, k = a.shape
+    if bool((a >> U64(50)).any()):
+        raise ValueError("combined coefficients must be below 2^50")
+    mb = u128.to_bytes(m)  # (T, 16) little-endian bytes
+    S = np.zeros((2 * k, 16), dtype=object)
+    for s in range(0, T, _ROWS):
+        blk = a[s:s + _ROWS]
+        af = np.empty((2 * k, blk.shape[0]), dtype=np.float64)
+        af[:k] = (blk & U64((1 << 25) - 1)).T
+        af[k:] = (blk >> U64(25)).T
+        part = af @ mb[s:s + _ROWS].astype(np.float64)  # (2 k, 16) exact integer sums
+        S += part.astype(np.int64).astype(object)
+    out = []
+    for i in range(k):
+        v = sum((int(S[i, l]) + (int(S[k + i, l]) << 25)) << (8 * l) for l in range(16))
+        out.append(v % (1 << 128))
+    return _to_u128(out)
+
+
+_ROWS = 1 << 19  # rows per product: 2^19 sums of products below 2^33 stay below 2^52
+
+
+def _combine_macs_limbs(a: np.ndarray, m: U128) -> U128:
+    """The same sums by 128-bit limb products (the definition :func:`_combine_macs` is tested against)."""
     out_hi, out_lo = np.empty(a.shape[1], U64), np.empty(a.shape[1], U64)
     for i in range(a.shape[1]):
         hi, lo = u128.total(u128.mul_small(m, a[:, i]), axis=0)

@@ -258,9 +258,13 @@ class Ring(ModPrimes):
         a += p & (a >> 63)
         return a.view(U64)
 
-    def _cyclic(self, a: np.ndarray, sign: int, twist: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    def _cyclic(self, a: np.ndarray, sign: int, twist: tuple[np.ndarray, np.ndarray] | None,
+                stop: int | None = None, ternary: bool = False) -> np.ndarray:
         """Cyclic DIT of (..., k, n) signed residues (|a| < p), optionally times a twist table in the
-        (R, G) layout first; returns lazy int64 residues (|x| < 2^58), natural order, (..., k, n)."""
+        (R, G) layout first; returns lazy int64 residues (|x| < 2^58), natural order, (..., k, n).
+        ``stop`` (> R): only the stages with h < stop (blocks of ``stop`` positions complete, flat
+        position order: :meth:`intt_at`). ``ternary``: the input is in {-1, 0, 1}, so the twist is
+        the exact product a w (|a w| < p: the same bound as the lazy product) in one pass."""
         R, G, k = self._R, self._G, self.k
         lead = a.shape[:-2]
         a = np.asarray(a)
@@ -270,10 +274,15 @@ class Ring(ModPrimes):
         half = np.empty(x.shape[:-2] + (R * G // 2,), dtype=I64)
         tmp = np.empty_like(half)
         if twist is not None:
-            self._lazy_mul(x, twist[0], twist[1], self._p_like(2), buf, np.empty_like(x))
+            if ternary:
+                np.multiply(x, twist[0], out=buf)
+            else:
+                self._lazy_mul(x, twist[0], twist[1], self._p_like(2), buf, np.empty_like(x))
             x, buf = buf, x
         p4 = self._p_like(3)
         for h, w, wq in self._stages[sign]:
+            if stop is not None and h >= stop:
+                break
             if h == R:  # switch to the (G, R) layout: the pairs are now along g
                 buf.reshape(*lead, k, G, R)[...] = x.reshape(*lead, k, R, G).transpose(*range(len(lead) + 1), -1, -2)
                 x, buf = buf, x
@@ -295,14 +304,60 @@ class Ring(ModPrimes):
             x, buf = buf, x
         return x.reshape(*lead, k, R * G)  # n >= 8: the last stage (h = n / 2 >= R) ran in (G, R)
 
-    def ntt(self, a: np.ndarray, scale: int = 1) -> np.ndarray:
+    def ntt(self, a: np.ndarray, scale: int = 1, ternary: bool = False) -> np.ndarray:
         """Coefficients (..., k, n) -> evaluations at psi^(2i+1), natural order, times ``scale``
         (merged into the twist table: ntt(a, t) = ntt(a) t mod p at no extra cost). ``a`` may be
-        residues in [0, p) or small signed integers broadcast along the prime axis (|a| < p)."""
+        residues in [0, p) or small signed integers broadcast along the prime axis (|a| < p);
+        ``ternary=True`` promises entries in {-1, 0, 1} (the twist is then one exact product)."""
         tw = self._twist_A.get(scale)
         if tw is None:
             tw = self._twist_A[scale] = self.lazy_table(self.mul(self.twist, self.scalar(scale))[:, self._idx_A], 2)
-        return self._each(a, lambda x: self._canonical(self._cyclic(x, 1, tw), 1))
+        return self._each(a, lambda x: self._canonical(self._cyclic(x, 1, tw, ternary=ternary), 1))
+
+    def intt_at(self, a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """intt(a)[..., idx] for (..., k, n) residues, without the whole inverse transform: the
+        DIT's stages with h < H (H = max(2 R, n / 16)) leave, at flat positions H c + f, the size-H
+        transforms D_c'[f] of the subsequences a[c' + (n / H) t] (c' = c bit-reversed in
+        log2(n / H) bits), and coefficient e of the inverse is
+            untwist_e sum_c omega^(-e c') D_c'[e mod H]   (omega = psi^2, n / H terms),
+        one lazy product per (target, block) with the untwist folded into the table: for the
+        server's 138 targets of n = 8,192, 9 of the 13 stages and 16 products per target instead
+        of 4 more stages, the untwist and the reduction over all n."""
+        idx = np.asarray(idx, dtype=np.intp).ravel()
+        H = max(2 * self._R, self.n // 16)
+        if H >= self.n:
+            return self.intt(a)[..., idx]
+        tab, pos = self._partial_table(idx, H)
+        a = np.asarray(a)
+        flat = a.reshape(-1, self.k, self.n)
+        out = np.empty((flat.shape[0], self.k, idx.shape[0]), dtype=U64)
+        p3 = self._p_like(2)
+        for i in range(flat.shape[0]):
+            x = self._cyclic(flat[i], -1, None, stop=H)  # (k, n) lazy, |x| < 2^58
+            g = self._canonical(x[:, pos], 2)  # (k, T, n / H) in [0, p)
+            prod = self._lazy_mul(g.view(I64), tab[0], tab[1], p3, np.empty(g.shape, I64), np.empty(g.shape, I64))
+            out[i] = self._canonical(prod.sum(axis=-1), 1)  # n / H terms below 1.375 p each
+        return out.reshape(a.shape[:-1] + (idx.shape[0],))
+
+    def _partial_table(self, idx: np.ndarray, H: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """(:meth:`lazy_table` of untwist_e psi^(-2 e c') (k, T, n / H), flat positions (T, n / H))
+        for :meth:`intt_at`, cached per prime set, H and index set."""
+        cache = self.__dict__.setdefault("_partial", {})
+        key = (tuple(self.primes), H, idx.tobytes())
+        got = cache.get(key)
+        if got is None:
+            m = self.n // H
+            bits = m.bit_length() - 1
+            crev = [int(format(c, f"0{bits}b")[::-1], 2) if bits else 0 for c in range(m)]
+            psi = [int(v) for v in self.twist[:, 1]]
+            rows = []
+            for pr, s, ut in zip(self.primes, psi, self.untwist):
+                sinv2 = pow(s, -2, pr)
+                rows.append([[int(ut[e]) * pow(sinv2, int(e) * c, pr) % pr for c in crev] for e in idx])
+            w = np.array(rows, dtype=U64).reshape(self.k, idx.shape[0], m)
+            pos = (H * np.arange(m, dtype=np.intp)[None, :] + (idx % H)[:, None]).astype(np.intp)
+            got = cache[key] = (self.lazy_table(w, 2), pos)
+        return got
 
     def intt(self, a: np.ndarray) -> np.ndarray:
         def one(a: np.ndarray) -> np.ndarray:

@@ -285,3 +285,52 @@ def test_switch_down_equals_the_integer_definition(kk):
         v = (-x * pow(t, -1, P)) % P
         assert (x + t * v) % P == 0
         assert [int(got[i, c]) for i in range(kk)] == [((x + t * v) // P) % p for p in ring.primes[:kk]]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 20, 1000])
+def test_combine_macs_in_float_products_equals_the_limb_products(rows, monkeypatch):
+    """_combine_macs (float64 matrix products of 25-bit and 8-bit limbs, exact) = the 128-bit limb
+    products mod 2^128: random values, every coefficient 2^50 - 1 with every MAC 2^128 - 1, and
+    row chunks smaller than the input (the chunked sums recombined)."""
+    rng = np.random.default_rng(rows)
+    a = rng.integers(0, 1 << 50, (rows, 4), dtype=U64)
+    m = (rng.integers(0, 1 << 64, rows, dtype=U64), rng.integers(0, 1 << 64, rows, dtype=U64))
+    big = np.full((rows, 4), (1 << 50) - 1, dtype=U64), (np.full(rows, ~U64(0)), np.full(rows, ~U64(0)))
+    for chunk in (bfv_proof._ROWS, 7):
+        monkeypatch.setattr(bfv_proof, "_ROWS", chunk)
+        for aa, mm in ((a, m), big):
+            got, want = bfv_proof._combine_macs(aa, mm), bfv_proof._combine_macs_limbs(aa, mm)
+            assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+    with pytest.raises(ValueError):
+        bfv_proof._combine_macs(np.full((2, 4), 1 << 50, dtype=U64), (np.zeros(2, U64), np.zeros(2, U64)))
+
+
+def test_seed_products_formed_early_or_in_the_loop_give_the_same_shares(monkeypatch):
+    """The server's seed-only sums (while the client encrypts, up to _SEED_AHEAD outputs, the rest
+    in the loop) and the targets-only inverse transform change no value: the same shares for the
+    same seeds whatever the count (none, some of the 3 output blocks, all), and exact."""
+    rng = np.random.default_rng(17)
+    rows = 700  # n_o = 273 rows per output block: 3 blocks
+    X = rng.integers(0, 2 ** XB, (rows, D), dtype=U64)
+    q = rng.integers(0, 2 ** XB, D, dtype=U64)
+    pm = hc.prepare(X, XB, M)
+    assert pm.plan.outputs == 3
+
+    def bits(v):
+        return ((v[:, None] >> np.arange(XB, dtype=U64)) & U64(1)).astype(np.uint8).ravel()
+
+    def server(p):
+        return hc.matvec_sender(p, CLIENT, pm, q_pads=au.random_choices(p, CLIENT, n=D * XB), domain=3)
+
+    def client(p):
+        pads = au.random_choices(p, CLIENT, n=D * XB, choices=bits(q))
+        return hc.matvec_receiver(p, CLIENT, q, XB, rows, M, q_pads=pads, q_bits=bits(q), domain=3)
+
+    runs = []
+    for ahead in (0, 2, 48):
+        monkeypatch.setattr(hc, "_SEED_AHEAD", ahead)
+        runs.append(run_two_party(server, client, seed=11, setup=checked_ot))
+    want = (X.astype(object) @ q.astype(object)) % (1 << M)
+    assert ((runs[0][0].astype(object) + runs[0][1].astype(object)) % (1 << M) == want).all()
+    for s0, s1 in runs[1:]:
+        assert (s0 == runs[0][0]).all() and (s1 == runs[0][1]).all()

@@ -130,3 +130,39 @@ def test_popcount_byte_table_matches_the_ufunc(monkeypatch):
     assert (rlwe._popcount(words).astype(I64) == want).all()
     monkeypatch.delattr(np, "bitwise_count")
     assert (rlwe._popcount(words).astype(I64) == want).all()
+
+
+@pytest.mark.parametrize("n,kk", [(64, 4), (1024, 4), (8192, 4), (8192, 2)])
+def test_intt_at_equals_the_whole_inverse_at_those_indices(n, kk):
+    """intt_at (the stages with h < H, then n / H products per index with the untwist folded in)
+    = intt(a)[..., idx]: random residues, every residue p - 1, zeros; the server's target set
+    (stride 59), random and all indices; batches; the two-prime ring of the client's reply."""
+    R = rlwe.ring(n) if n == 8192 else rlwe.Ring(n)
+    R = R.prefix(kk) if kk < R.k else R
+    rng = np.random.default_rng(n + kk)
+    sets = [np.arange(min(138, n // 59 + 1)) * 59 + 58, np.sort(rng.choice(n, 50, replace=False)),
+            np.arange(n), np.array([0, n - 1])]
+    sets[0] = sets[0][sets[0] < n]
+    for fill in ("random", "max", "zero"):
+        a = rng.integers(0, 1 << 50, (3, R.k, n), dtype=U64) % R.p
+        if fill == "max":
+            a = np.broadcast_to(R.p - U64(1), a.shape).copy()
+        elif fill == "zero":
+            a[:] = 0
+        full = R.intt(a)
+        for idx in sets:
+            got = R.intt_at(a, idx)
+            assert got.dtype == U64 and got.shape == (3, R.k, idx.shape[0])
+            assert (got == full[..., idx]).all()
+            assert (R.intt_at(a[1], idx) == full[1][..., idx]).all()
+
+
+def test_ternary_twist_is_the_same_transform():
+    """ntt(u, ternary=True) (the twist as one exact product) = ntt(u) for u in {-1, 0, 1}, also
+    with the scale merged into the twist."""
+    R = rlwe.ring()
+    rng = np.random.default_rng(5)
+    for u in (rng.integers(-1, 2, R.n), np.full(R.n, -1), np.ones(R.n, dtype=I64)):
+        ub = np.broadcast_to(u, (R.k, R.n))
+        for scale in (1, 1 << 56):
+            assert (R.ntt(ub, scale, ternary=True) == R.ntt(ub, scale)).all()
