@@ -65,7 +65,7 @@ from protocols.mpc import bfv_proof, u128
 from protocols.mpc.context import PartyContext
 from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
-from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
+from protocols.mpc.rlwe import CBD_ETA, LAZY_IN, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
 U64, I64 = np.uint64, np.int64
@@ -423,12 +423,14 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
     kk = plan.reply_primes
+    lazy_in = 1.375 * (plan.blocks + 1) < LAZY_IN  # the sums' bound within the transforms' lazy input
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
     for o0 in range(0, plan.outputs, _CHUNK):
         o1 = min(plan.outputs, o0 + _CHUNK)
         c = o1 - o0
         u = ring.ternary(p.rng, (c, n))
         e2 = ring.cbd(p.rng, (c, n))
+        te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
         acc1 = np.empty((c, k, n), dtype=U64)
         c0t = np.empty((c, k, plan.n_o), dtype=U64)
         prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
@@ -440,11 +442,19 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
             a1 = ahead[o] if o < ahead.shape[0] else seed_sums(ring, W[o:o + 1], C1, 1, prod, tmp)[0]
             uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
             a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
+            a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
+            # a0, a1: B + 1 lazy products below 1.375 p each: within the transforms' lazy input
+            # bound if lazy_in (B = 6 at CM sizes: 9.625 p < LAZY_IN p = 10 p), so no reduction first
             if kk == k:  # c1 travels in NTT form: t e2 joins it there
                 a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
-            acc1[i] = ring.canonical(a1)
-            a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
-            c0t[i] = ring.intt_at(ring.canonical(a0), tgt)  # only the targets leave
+                acc1[i] = ring.canonical(a1)
+                c0t[i] = ring.intt_at(ring.canonical(a0), tgt)
+            else:
+                # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+                # (the transform is linear), one NTT per output fewer; t e2 (exact in int64:
+                # |e2| <= 21) joins before the transform's one reduction
+                acc1[i] = ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2[i])
+                c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)  # only the targets leave
         e1 = ring.cbd(p.rng, (c, plan.n_o))
         R = p.rng.random_below((c, plan.n_o), M)
         c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
@@ -457,11 +467,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
             p.ch.send_array(ring.pack(acc1), owned=True)
             p.ch.send_array(ring.pack(c0t), owned=True)
         else:
-            # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
-            # (the transform is linear), one NTT per output fewer
-            c1t = ring.add(ring.intt(acc1), ring.mul(ring.from_signed(e2), t_res))
             r, wb = plan.trim_bits, plan.word_bytes
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c1t, M), M, r, wb), owned=True)
+            p.ch.send_array(_trim(ring, _switch_down(ring, kk, acc1, M), M, r, wb), owned=True)
             p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()

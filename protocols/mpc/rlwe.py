@@ -31,6 +31,8 @@ U64, I64, F64 = np.uint64, np.int64, np.float64
 N_DEFAULT = 8192
 PRIME_BITS = 50
 N_PRIMES = 4
+#: lazy signed inputs of the inverse transform may reach LAZY_IN p in magnitude (:meth:`Ring.intt`)
+LAZY_IN = 10
 #: centred binomial error (eta = 21: standard deviation sqrt(21 / 2) = 3.24, |e| <= 21)
 CBD_ETA = 21
 
@@ -315,7 +317,8 @@ class Ring(ModPrimes):
         return self._each(a, lambda x: self._canonical(self._cyclic(x, 1, tw, ternary=ternary), 1))
 
     def intt_at(self, a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """intt(a)[..., idx] for (..., k, n) residues, without the whole inverse transform: the
+        """intt(a)[..., idx] for (..., k, n) residues (or lazy ones, |a| < LAZY_IN p, as :meth:`intt`:
+        after 9 stages below 1.375^9 LAZY_IN p + 45 p < 2^58), without the whole inverse transform: the
         DIT's stages with h < H (H = max(2 R, n / 16)) leave, at flat positions H c + f, the size-H
         transforms D_c'[f] of the subsequences a[c' + (n / H) t] (c' = c bit-reversed in
         log2(n / H) bits), and coefficient e of the inverse is
@@ -359,25 +362,36 @@ class Ring(ModPrimes):
             got = cache[key] = (self.lazy_table(w, 2), pos)
         return got
 
-    def intt(self, a: np.ndarray) -> np.ndarray:
-        def one(a: np.ndarray) -> np.ndarray:
+    def intt(self, a: np.ndarray, plus: np.ndarray | None = None) -> np.ndarray:
+        """Evaluations (..., k, n) -> coefficients in [0, p). ``a`` may also be lazy signed int64
+        residues with |a| < LAZY_IN p (the server's unreduced sums of products): the stages then
+        stay below 1.375^13 LAZY_IN p + 165 p < 800 p < 2^60, the untwisted values below 301 p.
+        ``plus`` (same shape, int64, |plus| < 2^57): added to the coefficients before the one
+        reduction (a small term such as t e, without a pass of its own)."""
+        def one(a: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
             x = self._cyclic(a, -1, None)
             out = np.empty_like(x)
             self._lazy_mul(x, *self._untwist_lazy, self._p_like(1), out=out, tmp=np.empty_like(x))
+            if extra is not None:
+                out += extra
             return self._canonical(out, 1)
-        return self._each(a, one)
+        return self._each(a, one, plus)
 
-    def _each(self, a: np.ndarray, fn) -> np.ndarray:
-        """``fn`` on each (k, n) polynomial of a batch: one polynomial's work arrays (256 kB at
-        n = 8,192) stay in the cache through the 13 stages, which a batch's do not (1.4 against
-        2.4 ms per polynomial for a batch of 8 on this machine)."""
+    def _each(self, a: np.ndarray, fn, b: np.ndarray | None = None) -> np.ndarray:
+        """``fn`` on each (k, n) polynomial of a batch (with the matching one of ``b``, if given):
+        one polynomial's work arrays (256 kB at n = 8,192) stay in the cache through the 13
+        stages, which a batch's do not (1.4 against 2.4 ms per polynomial for a batch of 8 on
+        this machine)."""
         a = np.asarray(a)
+        if b is not None and np.shape(b) != a.shape:
+            raise ValueError("the added polynomials must have the transformed ones' shape")
         if a.ndim == 2:
-            return fn(a)
+            return fn(a) if b is None else fn(a, b)
         flat = a.reshape(-1, self.k, self.n)
+        flat_b = None if b is None else np.asarray(b).reshape(-1, self.k, self.n)
         out = np.empty(flat.shape, dtype=U64)
         for i in range(flat.shape[0]):
-            out[i] = fn(flat[i])
+            out[i] = fn(flat[i]) if flat_b is None else fn(flat[i], flat_b[i])
         return out.reshape(a.shape)
 
     def polymul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

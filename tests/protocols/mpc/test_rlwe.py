@@ -166,3 +166,31 @@ def test_ternary_twist_is_the_same_transform():
         ub = np.broadcast_to(u, (R.k, R.n))
         for scale in (1, 1 << 56):
             assert (R.ntt(ub, scale, ternary=True) == R.ntt(ub, scale)).all()
+
+
+@pytest.mark.parametrize("n", [64, 8192])
+def test_inverse_transforms_take_lazy_sums_and_an_added_term(n):
+    """intt / intt_at of lazy signed int64 inputs up to LAZY_IN p - 1 in magnitude (the server's
+    unreduced sums of products) = those of the canonical residues, at the extremes (every input
+    +-(LAZY_IN p - 1)) and random; intt(a, plus) = intt(a) + plus mod p for |plus| up to 21 p."""
+    R = rlwe.ring(n) if n == 8192 else rlwe.Ring(n)
+    rng = np.random.default_rng(n + 1)
+    top = rlwe.LAZY_IN * R.p.astype(I64) - 1  # (k, 1)
+    idx = np.arange(0, n, 59)
+    for fill in ("random", "max", "min", "alternate"):
+        if fill == "random":
+            a = (rng.integers(-(1 << 62), 1 << 62, (2, R.k, n)) % (2 * top + 1)) - top
+        elif fill == "alternate":
+            a = np.broadcast_to(top, (2, R.k, n)) * np.where(np.arange(n) % 2 == 0, 1, -1)
+        else:
+            a = np.broadcast_to(top if fill == "max" else -top, (2, R.k, n)).copy()
+        a = np.ascontiguousarray(a, dtype=I64)
+        canon = (a % R.p.astype(I64)).astype(U64)
+        want = R.intt(canon)
+        assert (R.intt(a) == want).all()
+        assert (R.intt_at(a, idx) == want[..., idx]).all()
+        plus = rng.integers(-21, 22, (2, 1, n)) * R.p.astype(I64)[None] + rng.integers(-99, 99, (2, R.k, n))
+        exp = ((want.astype(object) + plus.astype(object)) % R.p.astype(object)).astype(U64)
+        assert (R.intt(a, plus=plus) == exp).all()
+    with pytest.raises(ValueError):
+        R.intt(canon, plus=plus[:1])
