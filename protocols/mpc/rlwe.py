@@ -352,12 +352,14 @@ class Ring(ModPrimes):
             m = self.n // H
             bits = m.bit_length() - 1
             crev = [int(format(c, f"0{bits}b")[::-1], 2) if bits else 0 for c in range(m)]
+            # z = psi^(-2 e) per (prime, index): one pow each, then z^j (j < n / H) by products
             psi = [int(v) for v in self.twist[:, 1]]
-            rows = []
-            for pr, s, ut in zip(self.primes, psi, self.untwist):
-                sinv2 = pow(s, -2, pr)
-                rows.append([[int(ut[e]) * pow(sinv2, int(e) * c, pr) % pr for c in crev] for e in idx])
-            w = np.array(rows, dtype=U64).reshape(self.k, idx.shape[0], m)
+            z = np.array([[pow(s, -2 * int(e), pr) for e in idx] for s, pr in zip(psi, self.primes)],
+                         dtype=U64)  # (k, T)
+            powers = [self.untwist[:, idx]]  # untwist_e z^j, j = 0, 1, ...
+            for _ in range(1, m):
+                powers.append(self.mul(powers[-1], z))
+            w = np.stack(powers, axis=-1)[..., crev]  # (k, T, n / H): block c takes j = c'
             pos = (H * np.arange(m, dtype=np.intp)[None, :] + (idx % H)[:, None]).astype(np.intp)
             got = cache[key] = (self.lazy_table(w, 2), pos)
         return got
