@@ -271,8 +271,16 @@ class Ring(ModPrimes):
         lead = a.shape[:-2]
         a = np.asarray(a)
         x = a.view(I64) if a.dtype == U64 else a.astype(I64, copy=False)
-        x = np.take(x, self._idx_A, axis=-1)  # (..., k, R, G) C-contiguous (x[..., idx] is not)
-        buf = np.empty_like(x)
+        if ternary and twist is not None and x.ndim == 2 and x.strides[0] == 0:
+            # one polynomial broadcast along the prime axis (the server's u): gathered once, and the
+            # exact twist product writes the (k, R, G) layout
+            buf = np.empty((k, R, G), dtype=I64)
+            np.multiply(np.take(x[0], self._idx_A), twist[0], out=buf)
+            x, buf = buf, np.empty_like(buf)
+            twist = None
+        else:
+            x = np.take(x, self._idx_A, axis=-1)  # (..., k, R, G) C-contiguous (x[..., idx] is not)
+            buf = np.empty_like(x)
         half = np.empty(x.shape[:-2] + (R * G // 2,), dtype=I64)
         tmp = np.empty_like(half)
         if twist is not None:
