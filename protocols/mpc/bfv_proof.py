@@ -219,23 +219,30 @@ def _doublings(field: fp_auth.Field, v: np.ndarray, bits: int) -> np.ndarray:
 def _combine_macs(a: np.ndarray, m: U128) -> U128:
     """sum_j a[j, i] m[j] mod 2^128 for each prime's column i: (T, k), (T,) -> (k,) limb pair.
 
-    As float64 matrix products (BLAS), exact: a < 2^50 in two 25-bit limbs, m in its 16 bytes, so
-    every product is below 2^33 and every partial sum of up to 2^19 rows below 2^52 < 2^53 (an
+    As float64 matrix products, exact: a < 2^50 in two 25-bit limbs, m in its 16 bytes, so every
+    product is below 2^33 and every partial sum of up to 2^19 rows (_ROWS) below 2^52 < 2^53 (an
     integer, whatever the summation order); the 2 k x 16 limb sums are recombined with their
-    weights 2^(25 h + 8 l) as Python integers. (~5x faster than 128-bit limb products on the
-    proof's 368,640 x 4 coefficients; the same values.)"""
+    weights 2^(25 h + 8 l) as Python integers. Products of _CHUNK rows: small enough that BLAS
+    runs them on the calling thread (no helper threads competing with the peer's process) and
+    that their operands stay in the cache. (~2x faster than 128-bit limb products on the proof's
+    368,640 x 4 coefficients; the same values.)"""
     T, k = a.shape
     if bool((a >> U64(50)).any()):
         raise ValueError("combined coefficients must be below 2^50")
     mb = u128.to_bytes(m)  # (T, 16) little-endian bytes
     S = np.zeros((2 * k, 16), dtype=object)
+    af = np.empty((2 * k, _CHUNK), dtype=np.float64)
     for s in range(0, T, _ROWS):
-        blk = a[s:s + _ROWS]
-        af = np.empty((2 * k, blk.shape[0]), dtype=np.float64)
-        af[:k] = (blk & U64((1 << 25) - 1)).T
-        af[k:] = (blk >> U64(25)).T
-        part = af @ mb[s:s + _ROWS].astype(np.float64)  # (2 k, 16) exact integer sums
-        S += part.astype(np.int64).astype(object)
+        acc = np.zeros((2 * k, 16), dtype=np.float64)  # exact: below 2^52
+        top = min(T, s + _ROWS)
+        for c0 in range(s, top, _CHUNK):
+            c1 = min(top, c0 + _CHUNK)
+            blk = a[c0:c1]
+            w = af[:, :c1 - c0]
+            w[:k] = (blk & U64((1 << 25) - 1)).T
+            w[k:] = (blk >> U64(25)).T
+            acc += w @ mb[c0:c1].astype(np.float64)
+        S += acc.astype(np.int64).astype(object)
     out = []
     for i in range(k):
         v = sum((int(S[i, l]) + (int(S[k + i, l]) << 25)) << (8 * l) for l in range(16))
@@ -243,7 +250,8 @@ def _combine_macs(a: np.ndarray, m: U128) -> U128:
     return _to_u128(out)
 
 
-_ROWS = 1 << 19  # rows per product: 2^19 sums of products below 2^33 stay below 2^52
+_ROWS = 1 << 19  # rows per exact float sum: 2^19 products below 2^33 stay below 2^52
+_CHUNK = 2048  # rows per matrix product (8 x 2048 x 16: below OpenBLAS's threading threshold)
 
 
 def _combine_macs_limbs(a: np.ndarray, m: U128) -> U128:

@@ -291,13 +291,14 @@ def test_switch_down_equals_the_integer_definition(kk):
 def test_combine_macs_in_float_products_equals_the_limb_products(rows, monkeypatch):
     """_combine_macs (float64 matrix products of 25-bit and 8-bit limbs, exact) = the 128-bit limb
     products mod 2^128: random values, every coefficient 2^50 - 1 with every MAC 2^128 - 1, and
-    row chunks smaller than the input (the chunked sums recombined)."""
+    exact sums and products over fewer rows than the input (the chunks recombined)."""
     rng = np.random.default_rng(rows)
     a = rng.integers(0, 1 << 50, (rows, 4), dtype=U64)
     m = (rng.integers(0, 1 << 64, rows, dtype=U64), rng.integers(0, 1 << 64, rows, dtype=U64))
     big = np.full((rows, 4), (1 << 50) - 1, dtype=U64), (np.full(rows, ~U64(0)), np.full(rows, ~U64(0)))
-    for chunk in (bfv_proof._ROWS, 7):
-        monkeypatch.setattr(bfv_proof, "_ROWS", chunk)
+    for rows_per_sum, rows_per_product in ((bfv_proof._ROWS, bfv_proof._CHUNK), (7, 3), (6, 6)):
+        monkeypatch.setattr(bfv_proof, "_ROWS", rows_per_sum)
+        monkeypatch.setattr(bfv_proof, "_CHUNK", rows_per_product)
         for aa, mm in ((a, m), big):
             got, want = bfv_proof._combine_macs(aa, mm), bfv_proof._combine_macs_limbs(aa, mm)
             assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
