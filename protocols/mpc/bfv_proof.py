@@ -106,12 +106,21 @@ def client_encrypt(ring: Ring, rng: Any, seed: bytes, messages: np.ndarray, t_bi
     s = ring.ternary(rng, (ring.n,))
     e_pk = ring.cbd(rng, (ring.n,))
     e = ring.cbd(rng, (B, ring.n))
-    s_hat = ring.ntt(ring.from_signed(s))
-    pk0 = ring.sub(_times_t(ring, e_pk, t_bits), ring.intt(ring.mul(pk1_hat, s_hat)))
+    s_hat = ring.ntt(np.broadcast_to(s, (ring.k, ring.n)), ternary=True)
     m = np.zeros((B, ring.n), dtype=I64)
     m[:, :n_msg] = messages
-    c1s = ring.intt(ring.mul(c1_hat, s_hat))
-    c0 = ring.sub(ring.add(ring.from_signed(m), _times_t(ring, e, t_bits)), c1s)
+    if t_bits > 56 or bool((np.abs(m) >> 56).any()):  # outside the unreduced path's bounds
+        pk0 = ring.sub(_times_t(ring, e_pk, t_bits), ring.intt(ring.mul(pk1_hat, s_hat)))
+        c1s = ring.intt(ring.mul(c1_hat, s_hat))
+        c0 = ring.sub(ring.add(ring.from_signed(m), _times_t(ring, e, t_bits)), c1s)
+        return pk0, c0, Witness(s, e_pk, e, s_hat, (pk1_hat, c1_hat))
+    # the same residues with fewer passes: the products by -s_hat as lazy residues (|.| < 1.375 p,
+    # within rlwe.LAZY_IN) straight into the inverse transforms, and t e (+ m) added before their one
+    # reduction, unreduced: |e| <= 21 times t mod p < 2^50, plus |m| < 2^56, below 2^57
+    neg_s = ring.lazy_table(ring.neg(s_hat))
+    t_res = ring.scalar(1 << t_bits).astype(I64)  # (k, 1)
+    pk0 = ring.intt(ring.lazy_mul(pk1_hat.view(I64), neg_s), plus=e_pk[None, :] * t_res)
+    c0 = ring.intt(ring.lazy_mul(c1_hat.view(I64), neg_s), plus=m[:, None, :] + e[:, None, :] * t_res[None])
     return pk0, c0, Witness(s, e_pk, e, s_hat, (pk1_hat, c1_hat))
 
 

@@ -335,3 +335,24 @@ def test_seed_products_formed_early_or_in_the_loop_give_the_same_shares(monkeypa
     assert ((runs[0][0].astype(object) + runs[0][1].astype(object)) % (1 << M) == want).all()
     for s0, s1 in runs[1:]:
         assert (s0 == runs[0][0]).all() and (s1 == runs[0][1]).all()
+
+
+@pytest.mark.parametrize("t_bits,fill", [(56, "query"), (56, "max"), (56, "negative"), (56, "huge"), (60, "query")])
+def test_client_encryption_satisfies_its_relations(t_bits, fill):
+    """pk0 + pk1 s = t e' and c0_b + c1_b s = m_b + t e_b (mod every prime), with the products and
+    t e folded into the inverse transforms (messages below 2^56) or the reduced path (larger
+    messages, t > 2^56), and s_hat the transform of s."""
+    from protocols.mpc.randomness import SecureRandom
+    ring = rlwe.ring()
+    rng = np.random.default_rng(len(fill) + t_bits)
+    msgs = {"query": rng.integers(0, 1 << 23, (3, 59)), "max": np.full((2, 70), (1 << 56) - 1),
+            "negative": np.full((1, 9), -(1 << 55)), "huge": np.full((1, 9), 1 << 58)}[fill]
+    pk0, c0, w = bfv_proof.client_encrypt(ring, SecureRandom(b"\x05" * 16), b"\x09" * 16, msgs, t_bits)
+    pk1, c1 = bfv_proof.public_parts(ring, b"\x09" * 16, msgs.shape[0])
+    assert (w.s_hat == ring.ntt(ring.from_signed(w.s))).all()
+    t = ring.scalar(1 << t_bits)
+    assert (ring.add(pk0, ring.polymul(pk1, ring.from_signed(w.s))) == ring.mul(ring.from_signed(w.e_pk), t)).all()
+    m = np.zeros((msgs.shape[0], ring.n), dtype=I64)
+    m[:, :msgs.shape[1]] = msgs
+    want = ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), t))
+    assert (ring.add(c0, ring.polymul(c1, ring.from_signed(w.s)[None])) == want).all()
