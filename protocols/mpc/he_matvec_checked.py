@@ -73,8 +73,8 @@ STAT_SECURITY = 40
 _OT_BYTES = 12  # a random OT of the checked SoftSpoken extension, as the plan's cost model counts it
 _CHUNK = 8  # output blocks per message (the wire's framing; computed one block at a time)
 # output blocks whose seed-only products (:func:`seed_sums`, ~0.65 ms each at n = 8,192, B = 6) the
-# server forms while the client encrypts (~50 ms for its key and 6 ciphertexts); the rest in the loop
-_SEED_AHEAD = 48
+# server forms while the client encrypts (~30 ms for its key and 6 ciphertexts); the rest in the loop
+_SEED_AHEAD = 32
 
 
 @dataclass(frozen=True)

@@ -123,15 +123,17 @@ class Ring(ModPrimes):
         self.p = np.array(self.primes, dtype=U64)[:, None]  # (k, 1) for broadcasting over coefficients
         self.pinv = (1.0 / np.array(self.primes, dtype=F64))[:, None]
         rev = np.zeros(n, dtype=np.intp)
-        for i in range(n):
-            rev[i] = int(format(i, f"0{self.logn}b")[::-1], 2)
+        for b in range(self.logn):  # bit b of i becomes bit logn - 1 - b
+            rev |= ((np.arange(n) >> b) & 1) << (self.logn - 1 - b)
         self.rev = rev
         psi = [_root(p, n) for p in self.primes]
         # twist (psi^j), untwist with 1/n (psi^-j / n), and per-stage cyclic twiddles omega_{2h}^j
-        self.twist = np.array([[pow(s, j, p) for j in range(n)] for s, p in zip(psi, self.primes)], dtype=U64)
-        ninv = [pow(n, -1, p) for p in self.primes]
-        self.untwist = np.array([[pow(s, -j, p) * ni % p for j in range(n)]
-                                 for s, p, ni in zip(psi, self.primes, ninv)], dtype=U64)
+        # (powers by vectorised products, not one Python pow per entry: a client's first session
+        # builds these tables, ~0.3 -> ~0.02 s at n = 8,192; the same residues)
+        self.twist = _powers([s for s in psi], self.primes, n)
+        ninv = self.scalar(0)
+        ninv[:, 0] = [pow(n, -1, p) for p in self.primes]
+        self.untwist = self.mul(_powers([pow(s, -1, p) for s, p in zip(psi, self.primes)], self.primes, n), ninv)
         self._build_ntt_tables(psi)
         # CRT: x = sum_i [v_i * (Q/p_i)^-1 mod p_i] * Q/p_i  (mod Q)
         self.crt_hat = [self.Q // p for p in self.primes]
@@ -208,8 +210,7 @@ class Ring(ModPrimes):
                 else:
                     hg = h // R  # (hg, R): exponent R (g mod hg) + r
                     e = (R * np.arange(hg)[:, None] + np.arange(R)[None, :])
-                wt = np.array([[pow(x, int(j), p) for j in e.ravel()] for x, p in zip(w, self.primes)],
-                              dtype=I64).reshape(k, *e.shape)
+                wt = _powers(w, self.primes, h)[:, e.ravel()].astype(I64).reshape(k, *e.shape)  # exponents < h
                 stages.append((h, wt, wt.astype(F64) / primes.reshape(k, *([1] * e.ndim))))
                 h *= 2
             self._stages[sign] = stages
@@ -503,6 +504,23 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x)
     return _POP8[np.ascontiguousarray(x).view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
+def _powers(bases: list[int], primes: list[int], count: int) -> np.ndarray:
+    """(k, count) uint64: bases[i]^j mod primes[i] for j < count, by doubling the known prefix
+    (x^(m + j) = x^m x^j): log2(count) vectorised products instead of count Python pows."""
+    k = len(primes)
+    p = np.array(primes, dtype=U64)[:, None]
+    pinv = 1.0 / p.astype(F64)
+    out = np.empty((k, max(1, count)), dtype=U64)
+    out[:, 0] = 1
+    m = 1
+    while m < count:
+        step = min(m, count - m)
+        xm = np.array([pow(int(b), m, int(q)) for b, q in zip(bases, primes)], dtype=U64)[:, None]
+        out[:, m:m + step] = mulmod(out[:, :step], xm, p, pinv)
+        m += step
+    return out[:, :count]
 
 
 def mulmod(a: np.ndarray, b: np.ndarray, p: np.ndarray, pinv: np.ndarray) -> np.ndarray:

@@ -194,3 +194,27 @@ def test_inverse_transforms_take_lazy_sums_and_an_added_term(n):
         assert (R.intt(a, plus=plus) == exp).all()
     with pytest.raises(ValueError):
         R.intt(canon, plus=plus[:1])
+
+
+@pytest.mark.parametrize("n", [8, 64, 8192])
+def test_tables_built_by_products_are_the_powers(n):
+    """The twist, untwist, bit reversal and every stage's twiddles (built by vectorised products)
+    against their definitions by Python pow, on every entry (n <= 64) or 500 random ones."""
+    R = rlwe.ring(n) if n == 8192 else rlwe.Ring(n)
+    rng = np.random.default_rng(n)
+    js = range(n) if n <= 64 else rng.integers(0, n, 500)
+    for i, p in enumerate(R.primes):
+        psi = int(R.twist[i, 1])
+        assert pow(psi, n, p) == p - 1
+        ninv = pow(n, -1, p)
+        for j in js:
+            assert int(R.twist[i, j]) == pow(psi, int(j), p)
+            assert int(R.untwist[i, j]) == pow(psi, -int(j), p) * ninv % p
+            assert int(R.rev[j]) == int(format(int(j), f"0{R.logn}b")[::-1], 2)
+        for sign in (1, -1):
+            for h, w, wq in R._stages[sign]:
+                root = pow(psi, sign * 2 * (n // (2 * h)), p)
+                flat = w[i].ravel()
+                e = (np.arange(h) if h < R._R else (R._R * np.arange(h // R._R)[:, None] + np.arange(R._R)).ravel())
+                for c in (range(flat.shape[0]) if flat.shape[0] <= 64 else rng.integers(0, flat.shape[0], 50)):
+                    assert int(flat[c]) == pow(root, int(e[c]), p)
