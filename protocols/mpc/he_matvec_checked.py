@@ -55,6 +55,8 @@ Threat model: semi-honest server, any client.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,6 +77,7 @@ _CHUNK = 8  # output blocks per message (the wire's framing; computed one block 
 # output blocks whose seed-only products (:func:`seed_sums`, ~0.65 ms each at n = 8,192, B = 6) the
 # server forms while the client encrypts (~30 ms for its key and 6 ciphertexts); the rest in the loop
 _SEED_AHEAD = 32
+_SUMS_AHEAD = 16  # output blocks the helper thread of the reply's sums may run ahead (4 MB of results)
 
 
 @dataclass(frozen=True)
@@ -419,6 +422,9 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
     C0 = ring.lazy_table(hats["c0"])  # (B, k, n)
+    # every output's sum_b c0_b W_(o,b) (and the seed-only sums not formed above) on a helper thread,
+    # ahead of this loop (coarse numpy passes that release the GIL: the peer is mostly idle now)
+    sums = _BlockSums(ring, W, C0, C1, first_c1=ahead.shape[0])
     pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
@@ -436,10 +442,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
         for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
             o = o0 + i
-            a0 = np.zeros((k, n), dtype=I64)
-            for b in range(plan.blocks):
-                a0 += ring.lazy_mul(W[o, b], (C0[0][b], C0[1][b]), prod, tmp)
-            a1 = ahead[o] if o < ahead.shape[0] else seed_sums(ring, W[o:o + 1], C1, 1, prod, tmp)[0]
+            a0, s1 = sums.get(o)
+            a1 = ahead[o] if s1 is None else s1
             uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
             a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
             a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
@@ -472,6 +476,7 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
             p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
         p.ch.flush()
         share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
+    sums.close()
     return share[: plan.n_rows] & U64((1 << M) - 1)
 
 
@@ -488,6 +493,107 @@ def seed_sums(ring: Ring, W: np.ndarray, C1: tuple[np.ndarray, np.ndarray], coun
         for b in range(W.shape[1]):
             out[o] += ring.lazy_mul(W[o, b], (C1[0][b], C1[1][b]), prod, tmp)
     return out
+
+
+def helper_threads() -> bool:
+    """Whether the server forms the reply's block sums on a helper thread (:class:`_BlockSums`):
+    only with ``SECUREML_HE_THREADS`` >= 2 (opt-in: on the shared 2-core machine no gain was
+    measured, docs/malicious.md "Gaussian CPU, no wire change (stop 10)"). The values are the
+    same either way."""
+    env = os.environ.get("SECUREML_HE_THREADS", "").strip()
+    return bool(env) and int(env) > 1
+
+
+def _block_sum(ring: Ring, W_o: np.ndarray, C: tuple[np.ndarray, np.ndarray], out: np.ndarray,
+               prod: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """sum_b C_b W_(o,b) as a lazy signed int64 sum (k, n) into ``out``: the B products as whole
+    (B, k, n) passes (rlwe's lazy product, |.| < 1.375 p each, exactly the values of one block at
+    a time: the same float quotient per element) and one sum over b (exact in int64)."""
+    np.multiply(W_o, C[1], out=tmp, casting="unsafe")  # the float quotient, truncated
+    tmp *= ring._p_like(1)
+    np.multiply(W_o, C[0], out=prod)  # wraps mod 2^64; the difference is exact
+    prod -= tmp
+    return np.sum(prod, axis=0, out=out)
+
+
+class _BlockSums:
+    """The server's sums of products per output block, sum_b c0_b W_(o,b) for every o and
+    sum_b c1_b W_(o,b) for o >= ``first_c1`` (the earlier ones were formed while the client
+    encrypted), on a helper thread that runs at most _SUMS_AHEAD blocks ahead of :meth:`get`
+    (:func:`helper_threads`; else on the caller's thread, on demand). Local values only: they
+    are used like the loop's own sums (nothing is sent from here)."""
+
+    def __init__(self, ring: Ring, W: np.ndarray, C0: tuple[np.ndarray, np.ndarray],
+                 C1: tuple[np.ndarray, np.ndarray], first_c1: int) -> None:
+        self.ring, self.W, self.C0, self.C1, self.first_c1 = ring, W, C0, C1, first_c1
+        self.outputs = W.shape[0]
+        self.ready: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.cond = threading.Condition()
+        self.taken = 0  # blocks handed to the caller
+        self.error: BaseException | None = None
+        self.stop = False
+        self.thread = None
+        self._small = (np.empty((ring.k, ring.n), I64), np.empty((ring.k, ring.n), I64))
+        if helper_threads() and self.outputs > 1:
+            self.thread = threading.Thread(target=self._run, name="he-block-sums", daemon=True)
+            self.thread.start()
+
+    def _one(self, o: int, bufs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        k, n = self.ring.k, self.ring.n
+        s0 = _block_sum(self.ring, self.W[o], self.C0, np.empty((k, n), I64), *bufs)
+        s1 = None
+        if o >= self.first_c1:
+            s1 = _block_sum(self.ring, self.W[o], self.C1, np.empty((k, n), I64), *bufs)
+        return s0, s1
+
+    def _bufs(self) -> tuple[np.ndarray, np.ndarray]:
+        shape = self.W.shape[1:]
+        return np.empty(shape, I64), np.empty(shape, I64)
+
+    def _run(self) -> None:
+        try:
+            bufs = self._bufs()
+            for o in range(self.outputs):
+                with self.cond:
+                    while not self.stop and o >= self.taken + _SUMS_AHEAD:
+                        self.cond.wait()
+                    if self.stop:
+                        return
+                got = self._one(o, bufs)
+                with self.cond:
+                    self.ready[o] = got
+                    self.cond.notify_all()
+        except BaseException as exc:  # handed to the caller's get
+            with self.cond:
+                self.error = exc
+                self.cond.notify_all()
+
+    def get(self, o: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(sum with the c0_b, sum with the c1_b or None if formed earlier) of block o, in order."""
+        if self.thread is None:  # one block's (k, n) products at a time: they stay in the cache
+            ring, W = self.ring, self.W
+            prod, tmp = self._small
+            s0 = np.zeros((ring.k, ring.n), dtype=I64)
+            for b in range(W.shape[1]):
+                s0 += ring.lazy_mul(W[o, b], (self.C0[0][b], self.C0[1][b]), prod, tmp)
+            s1 = seed_sums(ring, W[o:o + 1], self.C1, 1, prod, tmp)[0] if o >= self.first_c1 else None
+            return s0, s1
+        with self.cond:
+            while o not in self.ready and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            got = self.ready.pop(o)
+            self.taken = o + 1
+            self.cond.notify_all()
+        return got
+
+    def close(self) -> None:
+        if self.thread is not None:
+            with self.cond:
+                self.stop = True
+                self.cond.notify_all()
+            self.thread.join()
 
 
 def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:

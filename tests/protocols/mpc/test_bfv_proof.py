@@ -308,8 +308,9 @@ def test_combine_macs_in_float_products_equals_the_limb_products(rows, monkeypat
 
 def test_seed_products_formed_early_or_in_the_loop_give_the_same_shares(monkeypatch):
     """The server's seed-only sums (while the client encrypts, up to _SEED_AHEAD outputs, the rest
-    in the loop) and the targets-only inverse transform change no value: the same shares for the
-    same seeds whatever the count (none, some of the 3 output blocks, all), and exact."""
+    in the loop, on the caller's or a helper thread) and the targets-only inverse transform change
+    no value: the same shares for the same seeds whatever the counts (none, some of the 3 output
+    blocks, all) and threads, and exact."""
     rng = np.random.default_rng(17)
     rows = 700  # n_o = 273 rows per output block: 3 blocks
     X = rng.integers(0, 2 ** XB, (rows, D), dtype=U64)
@@ -328,8 +329,10 @@ def test_seed_products_formed_early_or_in_the_loop_give_the_same_shares(monkeypa
         return hc.matvec_receiver(p, CLIENT, q, XB, rows, M, q_pads=pads, q_bits=bits(q), domain=3)
 
     runs = []
-    for ahead in (0, 2, 48):
+    for ahead, threads, sums_ahead in ((0, "1", 16), (2, "1", 16), (48, "1", 16), (2, "2", 1), (0, "2", 16)):
         monkeypatch.setattr(hc, "_SEED_AHEAD", ahead)
+        monkeypatch.setattr(hc, "_SUMS_AHEAD", sums_ahead)
+        monkeypatch.setenv("SECUREML_HE_THREADS", threads)  # "2": the block sums on a helper thread
         runs.append(run_two_party(server, client, seed=11, setup=checked_ot))
     want = (X.astype(object) @ q.astype(object)) % (1 << M)
     assert ((runs[0][0].astype(object) + runs[0][1].astype(object)) % (1 << M) == want).all()
@@ -356,3 +359,15 @@ def test_client_encryption_satisfies_its_relations(t_bits, fill):
     m[:, :msgs.shape[1]] = msgs
     want = ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), t))
     assert (ring.add(c0, ring.polymul(c1, ring.from_signed(w.s)[None])) == want).all()
+
+
+def test_a_failing_helper_thread_fails_the_reply(monkeypatch):
+    """An error in the helper thread's sums reaches the server's loop (no hang, no partial reply)."""
+    ring = rlwe.ring()
+    monkeypatch.setenv("SECUREML_HE_THREADS", "2")
+    W = np.zeros((3, 1, ring.k, ring.n), dtype=I64)
+    bad = (np.zeros((2, ring.k, ring.n), I64), np.zeros((2, ring.k, ring.n)))  # wrong block count
+    sums = hc._BlockSums(ring, W, bad, bad, first_c1=0)
+    with pytest.raises(ValueError):
+        sums.get(0)
+    sums.close()
