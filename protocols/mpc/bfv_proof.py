@@ -148,10 +148,19 @@ def _coefficients(ring: Ring, field: fp_auth.Field, pk0: np.ndarray, pk1_hat: np
         acc = ring.add(acc, prod[i])
     g = ring.intt(acc)
     cc = np.concatenate([c0, pk0[None]], axis=0)  # (B + 1, k, n)
-    C = field.dot(chi.transpose(0, 2, 1).reshape(-1, ring.k), cc.transpose(0, 2, 1).reshape(-1, ring.k))
-    chisum = field.dot(chi.transpose(0, 2, 1).reshape(-1, ring.k), np.ones(((B + 1) * ring.n, ring.k), U64))
+    C = _sum_mod(ring, ring.mul(chi, cc))  # sum_b <chi_b, c0_b> + <chi_pk, pk0> per prime
+    chisum = _sum_mod(ring, chi)
     C = field.add(C, field.mul(chisum, _big(field, NOISE_BOUND << t_bits)))  # from -t e = -t E + 32 t
     return g, C
+
+
+def _sum_mod(ring: Ring, x: np.ndarray) -> np.ndarray:
+    """sum of residues x (B, k, n) over B and n, mod each prime: (k,). Sums over n first (n <= 8,192
+    terms below 2^50 stay below 2^63), reduced, then over B (no transposed copies, no products by 1)."""
+    if x.shape[-1] > 1 << 13:
+        raise ValueError("at most 8,192 coefficients per polynomial")
+    part = x.sum(axis=-1, dtype=U64) % ring.p[:, 0]  # (B, k)
+    return part.sum(axis=0, dtype=U64) % ring.p[:, 0]
 
 
 def _big(field: fp_auth.Field, x: int) -> np.ndarray:

@@ -371,3 +371,23 @@ def test_a_failing_helper_thread_fails_the_reply(monkeypatch):
     with pytest.raises(ValueError):
         sums.get(0)
     sums.close()
+
+
+def test_sums_mod_p_equal_the_field_dot_products():
+    """_coefficients' constant: per-prime sums over blocks and coefficients (no transposed copies)
+    = fp_auth.Field.dot of the transposed arrays, for random residues and every residue p - 1;
+    make_plan's cache returns the plan it computes."""
+    from protocols.mpc import fp_auth
+    ring = rlwe.ring()
+    field = fp_auth.Field(ring.primes)
+    rng = np.random.default_rng(4)
+    for fill in ("random", "max"):
+        x = rng.integers(0, 1 << 50, (7, ring.k, ring.n), dtype=U64) % ring.p
+        y = rng.integers(0, 1 << 50, (7, ring.k, ring.n), dtype=U64) % ring.p
+        if fill == "max":
+            x = y = np.broadcast_to(ring.p - U64(1), x.shape).copy()
+        flat = lambda a: a.transpose(0, 2, 1).reshape(-1, ring.k)
+        assert (bfv_proof._sum_mod(ring, ring.mul(x, y)) == field.dot(flat(x), flat(y))).all()
+        assert (bfv_proof._sum_mod(ring, x) == field.dot(flat(x), np.ones_like(flat(x)))).all()
+    assert hc.make_plan(700, D, XB, M, ring) is hc.make_plan(700, D, XB, M, ring)
+    assert hc.make_plan(700, D, XB, M, ring) == hc._make_plan(700, D, XB, M, ring)
