@@ -30,9 +30,12 @@ Protocol (client = receiver, server = sender):
   2. client: s ternary, pk0 = -pk1 s + t e', c0_b = -c1_b s + Q_b + t e_b; sends pk0 and the c0_b.
   3. both: :func:`protocols.mpc.bfv_proof.check_wellformed` (the message of block b is bound to
      the committed q). The server aborts on failure and sends nothing computed from the
-     ciphertexts. (Its NTTs of pk1 and the c1_b run while the client encrypts, those of pk0 and
-     the c0_b while the client computes its opening: local work, the same messages in the same
-     order; nothing derived from the client's polynomials leaves before the check passes.)
+     ciphertexts. (Its NTTs of pk1 and the c1_b, and the seed-only sums sum_b c1_b W_(o,b) of
+     the first outputs, run while the client encrypts; those of pk0 and the c0_b while the
+     client computes its opening: local work, the same messages in the same order; nothing
+     derived from the client's polynomials leaves before the check passes. Since stop 10 the
+     reply's sums may also be formed on a helper thread, SECUREML_HE_THREADS >= 2: local values
+     only, the same ones.)
   4. server, per output block o: ct_o = sum_b ct_b W_{o,b} + (pk0 u + t e1, pk1 u + t e2)
      (u ternary, e1, e2 small: fresh per output, so c1 is an RLWE sample in the server's u and
      hides sum_b c1_b W_{o,b}) + (R_o + t f, 0) at the targets, R_o uniform mod t, f uniform in
