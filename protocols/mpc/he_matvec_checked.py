@@ -438,8 +438,8 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
     C0 = ring.lazy_table(hats["c0"])  # (B, k, n)
-    # every output's sum_b c0_b W_(o,b) (and the seed-only sums not formed above) on a helper thread,
-    # ahead of this loop (coarse numpy passes that release the GIL: the peer is mostly idle now)
+    # every output's sum_b c0_b W_(o,b) (and the seed-only sums not formed above): here, one block
+    # at a time, or (SECUREML_HE_THREADS >= 2) on a helper thread ahead of this loop
     sums = _BlockSums(ring, W, C0, C1, first_c1=ahead.shape[0])
     pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
@@ -447,52 +447,54 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     kk = plan.reply_primes
     lazy_in = 1.375 * (plan.blocks + 1) < LAZY_IN  # the sums' bound within the transforms' lazy input
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
-    for o0 in range(0, plan.outputs, _CHUNK):
-        o1 = min(plan.outputs, o0 + _CHUNK)
-        c = o1 - o0
-        u = ring.ternary(p.rng, (c, n))
-        e2 = ring.cbd(p.rng, (c, n))
-        te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
-        acc1 = np.empty((c, k, n), dtype=U64)
-        c0t = np.empty((c, k, plan.n_o), dtype=U64)
-        prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
-        for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
-            o = o0 + i
-            a0, s1 = sums.get(o)
-            a1 = ahead[o] if s1 is None else s1
-            uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
-            a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
-            a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
-            # a0, a1: B + 1 lazy products below 1.375 p each: within the transforms' lazy input
-            # bound if lazy_in (B = 6 at CM sizes: 9.625 p < LAZY_IN p = 10 p), so no reduction first
-            if kk == k:  # c1 travels in NTT form: t e2 joins it there
-                a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
-                acc1[i] = ring.canonical(a1)
-                c0t[i] = ring.intt_at(ring.canonical(a0), tgt)
+    try:
+        for o0 in range(0, plan.outputs, _CHUNK):
+            o1 = min(plan.outputs, o0 + _CHUNK)
+            c = o1 - o0
+            u = ring.ternary(p.rng, (c, n))
+            e2 = ring.cbd(p.rng, (c, n))
+            te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
+            acc1 = np.empty((c, k, n), dtype=U64)
+            c0t = np.empty((c, k, plan.n_o), dtype=U64)
+            prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
+            for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
+                o = o0 + i
+                a0, s1 = sums.get(o)
+                a1 = ahead[o] if s1 is None else s1
+                uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
+                a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
+                a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
+                # a0, a1: B + 1 lazy products below 1.375 p each: within the transforms' lazy input
+                # bound if lazy_in (B = 6 at CM sizes: 9.625 p < LAZY_IN p = 10 p), so no reduction first
+                if kk == k:  # c1 travels in NTT form: t e2 joins it there
+                    a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+                    acc1[i] = ring.canonical(a1)
+                    c0t[i] = ring.intt_at(ring.canonical(a0), tgt)
+                else:
+                    # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+                    # (the transform is linear), one NTT per output fewer; t e2 (exact in int64:
+                    # |e2| <= 21) joins before the transform's one reduction
+                    acc1[i] = ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2[i])
+                    c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)  # only the targets leave
+            e1 = ring.cbd(p.rng, (c, plan.n_o))
+            R = p.rng.random_below((c, plan.n_o), M)
+            c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
+            c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
+            flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
+            c0t = ring.add(c0t, flood.transpose(1, 0, 2))
+            # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
+            # sent, so the client's view hides X as before; c1 now travels in coefficient form)
+            if kk == k:
+                p.ch.send_array(ring.pack(acc1), owned=True)
+                p.ch.send_array(ring.pack(c0t), owned=True)
             else:
-                # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
-                # (the transform is linear), one NTT per output fewer; t e2 (exact in int64:
-                # |e2| <= 21) joins before the transform's one reduction
-                acc1[i] = ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2[i])
-                c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)  # only the targets leave
-        e1 = ring.cbd(p.rng, (c, plan.n_o))
-        R = p.rng.random_below((c, plan.n_o), M)
-        c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
-        c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
-        flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
-        c0t = ring.add(c0t, flood.transpose(1, 0, 2))
-        # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
-        # sent, so the client's view hides X as before; c1 now travels in coefficient form)
-        if kk == k:
-            p.ch.send_array(ring.pack(acc1), owned=True)
-            p.ch.send_array(ring.pack(c0t), owned=True)
-        else:
-            r, wb = plan.trim_bits, plan.word_bytes
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, acc1, M), M, r, wb), owned=True)
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
-        p.ch.flush()
-        share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
-    sums.close()
+                r, wb = plan.trim_bits, plan.word_bytes
+                p.ch.send_array(_trim(ring, _switch_down(ring, kk, acc1, M), M, r, wb), owned=True)
+                p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
+            p.ch.flush()
+            share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
+    finally:
+        sums.close()
     return share[: plan.n_rows] & U64((1 << M) - 1)
 
 
