@@ -86,6 +86,19 @@ from protocols.mpc.owner_cache import OwnerCache
 from protocols.ot.crypto import pack_bits, unpack_bits
 from secureml.errors import ProtocolError
 
+_BLAS: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A one-thread BLAS limit (threadpoolctl; a context manager) for step 6's (lam x N) (N x d)
+    product: ~7 ms on one thread, but OpenBLAS's default threads stall behind a busy peer process
+    and spin ~0.1 s after each call (the same as secureml.models.random_features._blas_limits)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
 U64 = np.uint64
 
 
@@ -343,7 +356,8 @@ def bound_masked_distances(party: PartyContext, pp: PublicParams, *, X: np.ndarr
         chi = party.rng.random_bits((lam, N)).astype(np.uint8)
         gamma = party.rng.random_u64(lam)
         Xf = X.astype(np.float64) if x_float is None else x_float
-        y = np.rint(chi.astype(np.float64) @ Xf).astype(U64)  # (lam, d), < 2^45 exact
+        with _one_blas_thread():  # multi-threaded OpenBLAS spins and stalls on a shared machine
+            y = np.rint(chi.astype(np.float64) @ Xf).astype(U64)  # (lam, d), < 2^45 exact
         yg = u128.total(u128.mul64(y, gamma[:, None]), axis=0)  # (d,): sum_l gamma_l y_l mod 2^128
         ygd = u128.mul_small(yg, delta)
 

@@ -123,10 +123,7 @@ def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: 
         if keep is None:
             tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (c.shape[0], words, 16)))
         else:
-            sel = _kept_bytes(keep, c.shape[0], words)
-            raw = np.zeros((c.shape[0], words, 16), dtype=np.uint8)
-            raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
-            tau = u128.from_bytes16(raw)
+            tau = u128.from_bytes16(_recv_kept(party, keep, c.shape[0], words))
         cw = (U64(0) - c.astype(U64))[:, None]
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = pads
@@ -136,8 +133,7 @@ def cot_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, words: 
     tau = u128.sub(u128.add(P0, corr), P1)
     raw = np.ascontiguousarray(u128.to_bytes(tau))
     if keep is not None:
-        n = m0.shape[0]
-        raw = np.ascontiguousarray(raw.reshape(n, words, 16)[_kept_bytes(keep, n, words)])
+        raw = _pack_kept(raw.reshape(m0.shape[0], words, 16), keep)
     party.ch.send_array(raw, owned=True)
     party.ch.flush()
     return P0
@@ -224,10 +220,7 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
         if keep is None:
             tau = u128.from_bytes16(party.ch.recv_array(np.uint8, (n, words, 16)))
         else:
-            sel = _kept_bytes(keep, n, words)
-            raw = np.zeros((n, words, 16), dtype=np.uint8)
-            raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
-            tau = u128.from_bytes16(raw)
+            tau = u128.from_bytes16(_recv_kept(party, keep, n, words))
         cw = (U64(0) - c.astype(U64))[:, None]  # all-ones where c = 1
         return u128.add(P, (tau[0] & cw, tau[1] & cw))
     m0, m1 = party.ot_sender.random_ot(n)
@@ -237,10 +230,56 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
     tau = u128.sub(u128.add(P0, corr), P1)
     raw = np.ascontiguousarray(u128.to_bytes(tau))
     if keep is not None:
-        raw = np.ascontiguousarray(raw.reshape(n, words, 16)[_kept_bytes(keep, n, words)])
+        raw = _pack_kept(raw.reshape(n, words, 16), keep)
     party.ch.send_array(raw, owned=True)
     party.ch.flush()
     return P0
+
+
+def _kept_period(keep: np.ndarray) -> int:
+    """The shortest period P <= 128 of ``keep`` (n,) that divides n (commit's per-bit pattern: P =
+    bits; a constant: P = 1), or 0: the fast byte layouts of :func:`_pack_kept`."""
+    n = keep.shape[0]
+    for P in range(1, min(n, 128) + 1):
+        if n % P:
+            continue
+        head = keep[: min(n, 64 * P)].reshape(-1, P)
+        if (head == head[0]).all() and (keep.reshape(-1, P) == keep[:P]).all():
+            return P
+    return 0
+
+
+def _pack_kept(raw: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """raw (n, words, 16) -> the low keep[i] bytes of every word of COT i, in COT order (the bytes
+    ``raw[_kept_bytes(keep, n, words)]`` selects: the wire is unchanged). For a periodic ``keep``
+    one gather of a period's byte positions per period instead of an (n, words, 16) boolean mask
+    (commit's 917,504 COTs: ~36 -> ~9 ms)."""
+    n, words = raw.shape[0], raw.shape[1]
+    keep = np.asarray(keep).reshape(n)
+    P = _kept_period(keep)
+    if P == 0 or bool(((keep[:P] < 1) | (keep[:P] > 16)).any()):
+        return np.ascontiguousarray(raw[_kept_bytes(keep, n, words)])
+    sel = _kept_bytes(keep[:P], P, words).reshape(-1)  # one period's kept bytes, in wire order
+    return np.take(raw.reshape(n // P, P * words * 16), np.flatnonzero(sel), axis=1).reshape(-1)
+
+
+def _recv_kept(party: PartyContext, keep: np.ndarray, n: int, words: int) -> np.ndarray:
+    """The chooser's side of :func:`_pack_kept`: (n, words, 16) uint8, zero above each kept byte."""
+    keep = np.asarray(keep).reshape(n)
+    P = _kept_period(keep)
+    if P == 0 or bool(((keep[:P] < 1) | (keep[:P] > 16)).any()):
+        sel = _kept_bytes(keep, n, words)
+        raw = np.zeros((n, words, 16), dtype=np.uint8)
+        raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
+        return raw
+    sel = _kept_bytes(keep[:P], P, words).reshape(-1)
+    L = int(sel.sum())
+    ext = np.empty((n // P, L + 1), dtype=np.uint8)  # the period's bytes, then a zero
+    ext[:, :L] = party.ch.recv_array(np.uint8, ((n // P) * L,)).reshape(n // P, L)
+    ext[:, L] = 0
+    src = np.full(sel.shape[0], L, dtype=np.intp)  # every byte of a period: its wire byte or the zero
+    src[sel] = np.arange(L)
+    return np.take(ext, src, axis=1).reshape(n, words, 16)
 
 
 def _kept_bytes(keep: np.ndarray, n: int, words: int) -> np.ndarray:

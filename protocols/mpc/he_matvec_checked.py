@@ -30,9 +30,12 @@ Protocol (client = receiver, server = sender):
   2. client: s ternary, pk0 = -pk1 s + t e', c0_b = -c1_b s + Q_b + t e_b; sends pk0 and the c0_b.
   3. both: :func:`protocols.mpc.bfv_proof.check_wellformed` (the message of block b is bound to
      the committed q). The server aborts on failure and sends nothing computed from the
-     ciphertexts. (Its NTTs of pk1 and the c1_b run while the client encrypts, those of pk0 and
-     the c0_b while the client computes its opening: local work, the same messages in the same
-     order; nothing derived from the client's polynomials leaves before the check passes.)
+     ciphertexts. (Its NTTs of pk1 and the c1_b, and the seed-only sums sum_b c1_b W_(o,b) of
+     the first outputs, run while the client encrypts; those of pk0 and the c0_b while the
+     client computes its opening: local work, the same messages in the same order; nothing
+     derived from the client's polynomials leaves before the check passes. Since stop 10 the
+     reply's sums may also be formed on a helper thread, SECUREML_HE_THREADS >= 2: local values
+     only, the same ones.)
   4. server, per output block o: ct_o = sum_b ct_b W_{o,b} + (pk0 u + t e1, pk1 u + t e2)
      (u ternary, e1, e2 small: fresh per output, so c1 is an RLWE sample in the server's u and
      hides sum_b c1_b W_{o,b}) + (R_o + t f, 0) at the targets, R_o uniform mod t, f uniform in
@@ -55,6 +58,8 @@ Threat model: semi-honest server, any client.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,13 +70,17 @@ from protocols.mpc import bfv_proof, u128
 from protocols.mpc.context import PartyContext
 from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
-from protocols.mpc.rlwe import CBD_ETA, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
+from protocols.mpc.rlwe import CBD_ETA, LAZY_IN, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
 U64, I64 = np.uint64, np.int64
 STAT_SECURITY = 40
 _OT_BYTES = 12  # a random OT of the checked SoftSpoken extension, as the plan's cost model counts it
 _CHUNK = 8  # output blocks per message (the wire's framing; computed one block at a time)
+# output blocks whose seed-only products (:func:`seed_sums`, ~0.65 ms each at n = 8,192, B = 6) the
+# server forms while the client encrypts (~30 ms for its key and 6 ciphertexts); the rest in the loop
+_SEED_AHEAD = 32
+_SUMS_AHEAD = 16  # output blocks the helper thread of the reply's sums may run ahead (4 MB of results)
 
 
 @dataclass(frozen=True)
@@ -194,9 +203,22 @@ def _untrim(ring: Ring, raw: np.ndarray, M: int, r: int, wb: int, shape: tuple[i
     return out
 
 
+_PLANS: dict[tuple, CheckedPlan] = {}
+
+
 def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
-    """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget."""
+    """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget
+    (a pure function of its arguments and the ring's primes, cached: ~10 ms of the client's
+    critical path per query, plans are immutable)."""
     ring = ring or get_modulus()
+    key = (n_rows, d, x_bits, ring_bits, ring.n, tuple(int(p) for p in ring.primes))
+    got = _PLANS.get(key)
+    if got is None:
+        got = _PLANS[key] = _make_plan(n_rows, d, x_bits, ring_bits, ring)
+    return got
+
+
+def _make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus) -> CheckedPlan:
     if not (1 <= n_rows and 1 <= d and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
         raise ProtocolError(f"checked lattice matvec: unsupported sizes rows={n_rows} d={d} x_bits={x_bits} "
                             f"M={ring_bits}")
@@ -394,6 +416,11 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     # only); the proof reuses them (its a* NTTs are their reversals)
     pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
     pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
+    # and, still while the client encrypts, the seed-only part of the first outputs' c1:
+    # sum_b c1_b W_(o,b) (lazy sums, the same values the loop below would form)
+    C1 = ring.lazy_table(c1_hat)
+    W = prepared.W_hat.view(I64)  # (outputs, B, k, n)
+    ahead = seed_sums(ring, W, C1, min(plan.outputs, _SEED_AHEAD))
     # 2. the client's pk0 and c0_b
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
@@ -410,54 +437,181 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     # 4. products, re-randomisation, masks, flooding. Products are lazy signed residues
     # (rlwe.Ring.lazy_mul: |x| < 1.375 p for canonical factors) summed in int64 -- B + 1 <= 2^12
     # terms stay below 2^63 -- and reduced once per sum.
-    C0, C1 = ring.lazy_table(hats["c0"]), ring.lazy_table(c1_hat)  # (B, k, n) each
+    C0 = ring.lazy_table(hats["c0"])  # (B, k, n)
+    # every output's sum_b c0_b W_(o,b) (and the seed-only sums not formed above): here, one block
+    # at a time, or (SECUREML_HE_THREADS >= 2) on a helper thread ahead of this loop
+    sums = _BlockSums(ring, W, C0, C1, first_c1=ahead.shape[0])
     pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
     kk = plan.reply_primes
+    lazy_in = 1.375 * (plan.blocks + 1) < LAZY_IN  # the sums' bound within the transforms' lazy input
     share = np.empty(plan.outputs * plan.n_o, dtype=U64)
-    for o0 in range(0, plan.outputs, _CHUNK):
-        o1 = min(plan.outputs, o0 + _CHUNK)
-        c = o1 - o0
-        W = prepared.W_hat[o0:o1].view(I64)  # (c, B, k, n)
-        u = ring.ternary(p.rng, (c, n))
-        e2 = ring.cbd(p.rng, (c, n))
-        acc1 = np.empty((c, k, n), dtype=U64)
-        c0t = np.empty((c, k, plan.n_o), dtype=U64)
-        prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
-        for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
-            a0, a1 = np.zeros((k, n), dtype=I64), np.zeros((k, n), dtype=I64)
-            for b in range(plan.blocks):
-                a0 += ring.lazy_mul(W[i, b], (C0[0][b], C0[1][b]), prod, tmp)
-                a1 += ring.lazy_mul(W[i, b], (C1[0][b], C1[1][b]), prod, tmp)
-            uh = ring.ntt(np.broadcast_to(u[i], (k, n))).view(I64)  # small signed inputs go in as they are
-            a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
-            if kk == k:  # c1 travels in NTT form: t e2 joins it there
-                a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
-            acc1[i] = ring.canonical(a1)
-            a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
-            c0t[i] = ring.intt(ring.canonical(a0))[:, tgt]
-        e1 = ring.cbd(p.rng, (c, plan.n_o))
-        R = p.rng.random_below((c, plan.n_o), M)
-        c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
-        c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
-        flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
-        c0t = ring.add(c0t, flood.transpose(1, 0, 2))
-        # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
-        # sent, so the client's view hides X as before; c1 now travels in coefficient form)
-        if kk == k:
-            p.ch.send_array(ring.pack(acc1), owned=True)
-            p.ch.send_array(ring.pack(c0t), owned=True)
-        else:
-            # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
-            # (the transform is linear), one NTT per output fewer
-            c1t = ring.add(ring.intt(acc1), ring.mul(ring.from_signed(e2), t_res))
-            r, wb = plan.trim_bits, plan.word_bytes
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c1t, M), M, r, wb), owned=True)
-            p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
-        p.ch.flush()
-        share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
+    try:
+        for o0 in range(0, plan.outputs, _CHUNK):
+            o1 = min(plan.outputs, o0 + _CHUNK)
+            c = o1 - o0
+            u = ring.ternary(p.rng, (c, n))
+            e2 = ring.cbd(p.rng, (c, n))
+            te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
+            acc1 = np.empty((c, k, n), dtype=U64)
+            c0t = np.empty((c, k, plan.n_o), dtype=U64)
+            prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
+            for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
+                o = o0 + i
+                a0, s1 = sums.get(o)
+                a1 = ahead[o] if s1 is None else s1
+                uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
+                a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
+                a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
+                # a0, a1: B + 1 lazy products below 1.375 p each: within the transforms' lazy input
+                # bound if lazy_in (B = 6 at CM sizes: 9.625 p < LAZY_IN p = 10 p), so no reduction first
+                if kk == k:  # c1 travels in NTT form: t e2 joins it there
+                    a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+                    acc1[i] = ring.canonical(a1)
+                    c0t[i] = ring.intt_at(ring.canonical(a0), tgt)
+                else:
+                    # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+                    # (the transform is linear), one NTT per output fewer; t e2 (exact in int64:
+                    # |e2| <= 21) joins before the transform's one reduction
+                    acc1[i] = ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2[i])
+                    c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)  # only the targets leave
+            e1 = ring.cbd(p.rng, (c, plan.n_o))
+            R = p.rng.random_below((c, plan.n_o), M)
+            c0t = ring.add(c0t, ring.mul(ring.from_signed(e1), t_res))
+            c0t = ring.add(c0t, ring.from_signed(R.astype(I64)) if M < 63 else _res_u64(ring, R))
+            flood = _flood_residues(ring, p.rng, plan.flood_bits, c * plan.n_o, M).reshape(k, c, plan.n_o)
+            c0t = ring.add(c0t, flood.transpose(1, 0, 2))
+            # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
+            # sent, so the client's view hides X as before; c1 now travels in coefficient form)
+            if kk == k:
+                p.ch.send_array(ring.pack(acc1), owned=True)
+                p.ch.send_array(ring.pack(c0t), owned=True)
+            else:
+                r, wb = plan.trim_bits, plan.word_bytes
+                p.ch.send_array(_trim(ring, _switch_down(ring, kk, acc1, M), M, r, wb), owned=True)
+                p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
+            p.ch.flush()
+            share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
+    finally:
+        sums.close()
     return share[: plan.n_rows] & U64((1 << M) - 1)
+
+
+def seed_sums(ring: Ring, W: np.ndarray, C1: tuple[np.ndarray, np.ndarray], count: int,
+              prod: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
+    """sum_b c1_b W_(o,b) for the first ``count`` output blocks of W (outputs, B, k, n) int64, as
+    lazy signed int64 sums (count, k, n) (B products below 1.375 p each): the part of the reply's
+    c1 that depends on the server's seed only, so it can be formed while the client encrypts."""
+    k, n = ring.k, ring.n
+    prod = np.empty((k, n), dtype=I64) if prod is None else prod
+    tmp = np.empty((k, n), dtype=I64) if tmp is None else tmp
+    out = np.zeros((count, k, n), dtype=I64)
+    for o in range(count):
+        for b in range(W.shape[1]):
+            out[o] += ring.lazy_mul(W[o, b], (C1[0][b], C1[1][b]), prod, tmp)
+    return out
+
+
+def helper_threads() -> bool:
+    """Whether the server forms the reply's block sums on a helper thread (:class:`_BlockSums`):
+    only with ``SECUREML_HE_THREADS`` >= 2 (opt-in: on the shared 2-core machine no gain was
+    measured, docs/malicious.md "Gaussian CPU, no wire change (stop 10)"). The values are the
+    same either way."""
+    env = os.environ.get("SECUREML_HE_THREADS", "").strip()
+    return bool(env) and int(env) > 1
+
+
+def _block_sum(ring: Ring, W_o: np.ndarray, C: tuple[np.ndarray, np.ndarray], out: np.ndarray,
+               prod: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """sum_b C_b W_(o,b) as a lazy signed int64 sum (k, n) into ``out``: the B products as whole
+    (B, k, n) passes (rlwe's lazy product, |.| < 1.375 p each, exactly the values of one block at
+    a time: the same float quotient per element) and one sum over b (exact in int64)."""
+    np.multiply(W_o, C[1], out=tmp, casting="unsafe")  # the float quotient, truncated
+    tmp *= ring._p_like(1)
+    np.multiply(W_o, C[0], out=prod)  # wraps mod 2^64; the difference is exact
+    prod -= tmp
+    return np.sum(prod, axis=0, out=out)
+
+
+class _BlockSums:
+    """The server's sums of products per output block, sum_b c0_b W_(o,b) for every o and
+    sum_b c1_b W_(o,b) for o >= ``first_c1`` (the earlier ones were formed while the client
+    encrypted), on a helper thread that runs at most _SUMS_AHEAD blocks ahead of :meth:`get`
+    (:func:`helper_threads`; else on the caller's thread, on demand). Local values only: they
+    are used like the loop's own sums (nothing is sent from here)."""
+
+    def __init__(self, ring: Ring, W: np.ndarray, C0: tuple[np.ndarray, np.ndarray],
+                 C1: tuple[np.ndarray, np.ndarray], first_c1: int) -> None:
+        self.ring, self.W, self.C0, self.C1, self.first_c1 = ring, W, C0, C1, first_c1
+        self.outputs = W.shape[0]
+        self.ready: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self.cond = threading.Condition()
+        self.taken = 0  # blocks handed to the caller
+        self.error: BaseException | None = None
+        self.stop = False
+        self.thread = None
+        self._small = (np.empty((ring.k, ring.n), I64), np.empty((ring.k, ring.n), I64))
+        if helper_threads() and self.outputs > 1:
+            self.thread = threading.Thread(target=self._run, name="he-block-sums", daemon=True)
+            self.thread.start()
+
+    def _one(self, o: int, bufs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        k, n = self.ring.k, self.ring.n
+        s0 = _block_sum(self.ring, self.W[o], self.C0, np.empty((k, n), I64), *bufs)
+        s1 = None
+        if o >= self.first_c1:
+            s1 = _block_sum(self.ring, self.W[o], self.C1, np.empty((k, n), I64), *bufs)
+        return s0, s1
+
+    def _bufs(self) -> tuple[np.ndarray, np.ndarray]:
+        shape = self.W.shape[1:]
+        return np.empty(shape, I64), np.empty(shape, I64)
+
+    def _run(self) -> None:
+        try:
+            bufs = self._bufs()
+            for o in range(self.outputs):
+                with self.cond:
+                    while not self.stop and o >= self.taken + _SUMS_AHEAD:
+                        self.cond.wait()
+                    if self.stop:
+                        return
+                got = self._one(o, bufs)
+                with self.cond:
+                    self.ready[o] = got
+                    self.cond.notify_all()
+        except BaseException as exc:  # handed to the caller's get
+            with self.cond:
+                self.error = exc
+                self.cond.notify_all()
+
+    def get(self, o: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(sum with the c0_b, sum with the c1_b or None if formed earlier) of block o, in order."""
+        if self.thread is None:  # one block's (k, n) products at a time: they stay in the cache
+            ring, W = self.ring, self.W
+            prod, tmp = self._small
+            s0 = np.zeros((ring.k, ring.n), dtype=I64)
+            for b in range(W.shape[1]):
+                s0 += ring.lazy_mul(W[o, b], (self.C0[0][b], self.C0[1][b]), prod, tmp)
+            s1 = seed_sums(ring, W[o:o + 1], self.C1, 1, prod, tmp)[0] if o >= self.first_c1 else None
+            return s0, s1
+        with self.cond:
+            while o not in self.ready and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            got = self.ready.pop(o)
+            self.taken = o + 1
+            self.cond.notify_all()
+        return got
+
+    def close(self) -> None:
+        if self.thread is not None:
+            with self.cond:
+                self.stop = True
+                self.cond.notify_all()
+            self.thread.join()
 
 
 def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
@@ -509,7 +663,7 @@ def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n
         r, wb = plan.trim_bits, plan.word_bytes
         c1 = _untrim(ring, p.ch.recv_array(np.uint8, (c * n, wb)), M, r, wb, (c, n))
         c0t = _untrim(ring, p.ch.recv_array(np.uint8, (c * plan.n_o, wb)), M, r, wb, (c, plan.n_o))
-        c1s = low.intt(low.mul(low.ntt(c1), wit.s_hat[None, :kk]))[..., tgt]
+        c1s = low.intt_at(low.mul(low.ntt(c1), wit.s_hat[None, :kk]), tgt)
         v = low.add(c0t, c1s)
         out[o0 * plan.n_o:o1 * plan.n_o] = _decrypt_low(ring, kk, v.transpose(1, 0, 2).reshape(kk, c * plan.n_o), M)
     return out[:n_rows]

@@ -31,6 +31,8 @@ U64, I64, F64 = np.uint64, np.int64, np.float64
 N_DEFAULT = 8192
 PRIME_BITS = 50
 N_PRIMES = 4
+#: lazy signed inputs of the inverse transform may reach LAZY_IN p in magnitude (:meth:`Ring.intt`)
+LAZY_IN = 10
 #: centred binomial error (eta = 21: standard deviation sqrt(21 / 2) = 3.24, |e| <= 21)
 CBD_ETA = 21
 
@@ -121,15 +123,17 @@ class Ring(ModPrimes):
         self.p = np.array(self.primes, dtype=U64)[:, None]  # (k, 1) for broadcasting over coefficients
         self.pinv = (1.0 / np.array(self.primes, dtype=F64))[:, None]
         rev = np.zeros(n, dtype=np.intp)
-        for i in range(n):
-            rev[i] = int(format(i, f"0{self.logn}b")[::-1], 2)
+        for b in range(self.logn):  # bit b of i becomes bit logn - 1 - b
+            rev |= ((np.arange(n) >> b) & 1) << (self.logn - 1 - b)
         self.rev = rev
         psi = [_root(p, n) for p in self.primes]
         # twist (psi^j), untwist with 1/n (psi^-j / n), and per-stage cyclic twiddles omega_{2h}^j
-        self.twist = np.array([[pow(s, j, p) for j in range(n)] for s, p in zip(psi, self.primes)], dtype=U64)
-        ninv = [pow(n, -1, p) for p in self.primes]
-        self.untwist = np.array([[pow(s, -j, p) * ni % p for j in range(n)]
-                                 for s, p, ni in zip(psi, self.primes, ninv)], dtype=U64)
+        # (powers by vectorised products, not one Python pow per entry: a client's first session
+        # builds these tables, ~0.3 -> ~0.02 s at n = 8,192; the same residues)
+        self.twist = _powers([s for s in psi], self.primes, n)
+        ninv = self.scalar(0)
+        ninv[:, 0] = [pow(n, -1, p) for p in self.primes]
+        self.untwist = self.mul(_powers([pow(s, -1, p) for s, p in zip(psi, self.primes)], self.primes, n), ninv)
         self._build_ntt_tables(psi)
         # CRT: x = sum_i [v_i * (Q/p_i)^-1 mod p_i] * Q/p_i  (mod Q)
         self.crt_hat = [self.Q // p for p in self.primes]
@@ -206,8 +210,7 @@ class Ring(ModPrimes):
                 else:
                     hg = h // R  # (hg, R): exponent R (g mod hg) + r
                     e = (R * np.arange(hg)[:, None] + np.arange(R)[None, :])
-                wt = np.array([[pow(x, int(j), p) for j in e.ravel()] for x, p in zip(w, self.primes)],
-                              dtype=I64).reshape(k, *e.shape)
+                wt = _powers(w, self.primes, h)[:, e.ravel()].astype(I64).reshape(k, *e.shape)  # exponents < h
                 stages.append((h, wt, wt.astype(F64) / primes.reshape(k, *([1] * e.ndim))))
                 h *= 2
             self._stages[sign] = stages
@@ -258,22 +261,39 @@ class Ring(ModPrimes):
         a += p & (a >> 63)
         return a.view(U64)
 
-    def _cyclic(self, a: np.ndarray, sign: int, twist: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    def _cyclic(self, a: np.ndarray, sign: int, twist: tuple[np.ndarray, np.ndarray] | None,
+                stop: int | None = None, ternary: bool = False) -> np.ndarray:
         """Cyclic DIT of (..., k, n) signed residues (|a| < p), optionally times a twist table in the
-        (R, G) layout first; returns lazy int64 residues (|x| < 2^58), natural order, (..., k, n)."""
+        (R, G) layout first; returns lazy int64 residues (|x| < 2^58), natural order, (..., k, n).
+        ``stop`` (> R): only the stages with h < stop (blocks of ``stop`` positions complete, flat
+        position order: :meth:`intt_at`). ``ternary``: the input is in {-1, 0, 1}, so the twist is
+        the exact product a w (|a w| < p: the same bound as the lazy product) in one pass."""
         R, G, k = self._R, self._G, self.k
         lead = a.shape[:-2]
         a = np.asarray(a)
         x = a.view(I64) if a.dtype == U64 else a.astype(I64, copy=False)
-        x = np.take(x, self._idx_A, axis=-1)  # (..., k, R, G) C-contiguous (x[..., idx] is not)
-        buf = np.empty_like(x)
+        if ternary and twist is not None and x.ndim == 2 and x.strides[0] == 0:
+            # one polynomial broadcast along the prime axis (the server's u): gathered once, and the
+            # exact twist product writes the (k, R, G) layout
+            buf = np.empty((k, R, G), dtype=I64)
+            np.multiply(np.take(x[0], self._idx_A), twist[0], out=buf)
+            x, buf = buf, np.empty_like(buf)
+            twist = None
+        else:
+            x = np.take(x, self._idx_A, axis=-1)  # (..., k, R, G) C-contiguous (x[..., idx] is not)
+            buf = np.empty_like(x)
         half = np.empty(x.shape[:-2] + (R * G // 2,), dtype=I64)
         tmp = np.empty_like(half)
         if twist is not None:
-            self._lazy_mul(x, twist[0], twist[1], self._p_like(2), buf, np.empty_like(x))
+            if ternary:
+                np.multiply(x, twist[0], out=buf)
+            else:
+                self._lazy_mul(x, twist[0], twist[1], self._p_like(2), buf, np.empty_like(x))
             x, buf = buf, x
         p4 = self._p_like(3)
         for h, w, wq in self._stages[sign]:
+            if stop is not None and h >= stop:
+                break
             if h == R:  # switch to the (G, R) layout: the pairs are now along g
                 buf.reshape(*lead, k, G, R)[...] = x.reshape(*lead, k, R, G).transpose(*range(len(lead) + 1), -1, -2)
                 x, buf = buf, x
@@ -295,34 +315,94 @@ class Ring(ModPrimes):
             x, buf = buf, x
         return x.reshape(*lead, k, R * G)  # n >= 8: the last stage (h = n / 2 >= R) ran in (G, R)
 
-    def ntt(self, a: np.ndarray, scale: int = 1) -> np.ndarray:
+    def ntt(self, a: np.ndarray, scale: int = 1, ternary: bool = False) -> np.ndarray:
         """Coefficients (..., k, n) -> evaluations at psi^(2i+1), natural order, times ``scale``
         (merged into the twist table: ntt(a, t) = ntt(a) t mod p at no extra cost). ``a`` may be
-        residues in [0, p) or small signed integers broadcast along the prime axis (|a| < p)."""
+        residues in [0, p) or small signed integers broadcast along the prime axis (|a| < p);
+        ``ternary=True`` promises entries in {-1, 0, 1} (the twist is then one exact product)."""
         tw = self._twist_A.get(scale)
         if tw is None:
             tw = self._twist_A[scale] = self.lazy_table(self.mul(self.twist, self.scalar(scale))[:, self._idx_A], 2)
-        return self._each(a, lambda x: self._canonical(self._cyclic(x, 1, tw), 1))
+        return self._each(a, lambda x: self._canonical(self._cyclic(x, 1, tw, ternary=ternary), 1))
 
-    def intt(self, a: np.ndarray) -> np.ndarray:
-        def one(a: np.ndarray) -> np.ndarray:
+    def intt_at(self, a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """intt(a)[..., idx] for (..., k, n) residues (or lazy ones, |a| < LAZY_IN p, as :meth:`intt`:
+        after 9 stages below 1.375^9 LAZY_IN p + 45 p < 2^58), without the whole inverse transform: the
+        DIT's stages with h < H (H = max(2 R, n / 16)) leave, at flat positions H c + f, the size-H
+        transforms D_c'[f] of the subsequences a[c' + (n / H) t] (c' = c bit-reversed in
+        log2(n / H) bits), and coefficient e of the inverse is
+            untwist_e sum_c omega^(-e c') D_c'[e mod H]   (omega = psi^2, n / H terms),
+        one lazy product per (target, block) with the untwist folded into the table: for the
+        server's 138 targets of n = 8,192, 9 of the 13 stages and 16 products per target instead
+        of 4 more stages, the untwist and the reduction over all n."""
+        idx = np.asarray(idx, dtype=np.intp).ravel()
+        H = max(2 * self._R, self.n // 16)
+        if H >= self.n:
+            return self.intt(a)[..., idx]
+        tab, pos = self._partial_table(idx, H)
+        a = np.asarray(a)
+        flat = a.reshape(-1, self.k, self.n)
+        out = np.empty((flat.shape[0], self.k, idx.shape[0]), dtype=U64)
+        p3 = self._p_like(2)
+        for i in range(flat.shape[0]):
+            x = self._cyclic(flat[i], -1, None, stop=H)  # (k, n) lazy, |x| < 2^58
+            g = self._canonical(x[:, pos], 2)  # (k, T, n / H) in [0, p)
+            prod = self._lazy_mul(g.view(I64), tab[0], tab[1], p3, np.empty(g.shape, I64), np.empty(g.shape, I64))
+            out[i] = self._canonical(prod.sum(axis=-1), 1)  # n / H terms below 1.375 p each
+        return out.reshape(a.shape[:-1] + (idx.shape[0],))
+
+    def _partial_table(self, idx: np.ndarray, H: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """(:meth:`lazy_table` of untwist_e psi^(-2 e c') (k, T, n / H), flat positions (T, n / H))
+        for :meth:`intt_at`, cached per prime set, H and index set."""
+        cache = self.__dict__.setdefault("_partial", {})
+        key = (tuple(self.primes), H, idx.tobytes())
+        got = cache.get(key)
+        if got is None:
+            m = self.n // H
+            bits = m.bit_length() - 1
+            crev = [int(format(c, f"0{bits}b")[::-1], 2) if bits else 0 for c in range(m)]
+            # z = psi^(-2 e) per (prime, index): one pow each, then z^j (j < n / H) by products
+            psi = [int(v) for v in self.twist[:, 1]]
+            z = np.array([[pow(s, -2 * int(e), pr) for e in idx] for s, pr in zip(psi, self.primes)],
+                         dtype=U64)  # (k, T)
+            powers = [self.untwist[:, idx]]  # untwist_e z^j, j = 0, 1, ...
+            for _ in range(1, m):
+                powers.append(self.mul(powers[-1], z))
+            w = np.stack(powers, axis=-1)[..., crev]  # (k, T, n / H): block c takes j = c'
+            pos = (H * np.arange(m, dtype=np.intp)[None, :] + (idx % H)[:, None]).astype(np.intp)
+            got = cache[key] = (self.lazy_table(w, 2), pos)
+        return got
+
+    def intt(self, a: np.ndarray, plus: np.ndarray | None = None) -> np.ndarray:
+        """Evaluations (..., k, n) -> coefficients in [0, p). ``a`` may also be lazy signed int64
+        residues with |a| < LAZY_IN p (the server's unreduced sums of products): the stages then
+        stay below 1.375^13 LAZY_IN p + 165 p < 800 p < 2^60, the untwisted values below 301 p.
+        ``plus`` (same shape, int64, |plus| < 2^57): added to the coefficients before the one
+        reduction (a small term such as t e, without a pass of its own)."""
+        def one(a: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
             x = self._cyclic(a, -1, None)
             out = np.empty_like(x)
             self._lazy_mul(x, *self._untwist_lazy, self._p_like(1), out=out, tmp=np.empty_like(x))
+            if extra is not None:
+                out += extra
             return self._canonical(out, 1)
-        return self._each(a, one)
+        return self._each(a, one, plus)
 
-    def _each(self, a: np.ndarray, fn) -> np.ndarray:
-        """``fn`` on each (k, n) polynomial of a batch: one polynomial's work arrays (256 kB at
-        n = 8,192) stay in the cache through the 13 stages, which a batch's do not (1.4 against
-        2.4 ms per polynomial for a batch of 8 on this machine)."""
+    def _each(self, a: np.ndarray, fn, b: np.ndarray | None = None) -> np.ndarray:
+        """``fn`` on each (k, n) polynomial of a batch (with the matching one of ``b``, if given):
+        one polynomial's work arrays (256 kB at n = 8,192) stay in the cache through the 13
+        stages, which a batch's do not (1.4 against 2.4 ms per polynomial for a batch of 8 on
+        this machine)."""
         a = np.asarray(a)
+        if b is not None and np.shape(b) != a.shape:
+            raise ValueError("the added polynomials must have the transformed ones' shape")
         if a.ndim == 2:
-            return fn(a)
+            return fn(a) if b is None else fn(a, b)
         flat = a.reshape(-1, self.k, self.n)
+        flat_b = None if b is None else np.asarray(b).reshape(-1, self.k, self.n)
         out = np.empty(flat.shape, dtype=U64)
         for i in range(flat.shape[0]):
-            out[i] = fn(flat[i])
+            out[i] = fn(flat[i]) if flat_b is None else fn(flat[i], flat_b[i])
         return out.reshape(a.shape)
 
     def polymul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -424,6 +504,23 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x)
     return _POP8[np.ascontiguousarray(x).view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
+def _powers(bases: list[int], primes: list[int], count: int) -> np.ndarray:
+    """(k, count) uint64: bases[i]^j mod primes[i] for j < count, by doubling the known prefix
+    (x^(m + j) = x^m x^j): log2(count) vectorised products instead of count Python pows."""
+    k = len(primes)
+    p = np.array(primes, dtype=U64)[:, None]
+    pinv = 1.0 / p.astype(F64)
+    out = np.empty((k, max(1, count)), dtype=U64)
+    out[:, 0] = 1
+    m = 1
+    while m < count:
+        step = min(m, count - m)
+        xm = np.array([pow(int(b), m, int(q)) for b, q in zip(bases, primes)], dtype=U64)[:, None]
+        out[:, m:m + step] = mulmod(out[:, :step], xm, p, pinv)
+        m += step
+    return out[:, :count]
 
 
 def mulmod(a: np.ndarray, b: np.ndarray, p: np.ndarray, pinv: np.ndarray) -> np.ndarray:

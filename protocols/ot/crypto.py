@@ -353,6 +353,8 @@ class FixedKeyAES:
         ``p0`` its one key per OT and ``entries`` (k,) its index; returns (k, 1, 2 nblk)."""
         k = p0.shape[0]
         lows = np.asarray(lows, dtype=_U64).reshape(k)
+        if p1 is not None:
+            return self._tree_pads_sender(p0, p1, lows, m, nblk)
         s = None
         for j in range(m):
             if p1 is None:
@@ -382,6 +384,44 @@ class FixedKeyAES:
         out ^= x
         return out.reshape(k, e_count, 2 * nblk)
 
+    def _tree_pads_sender(self, p0: np.ndarray, p1: np.ndarray, lows: np.ndarray, m: int, nblk: int) -> np.ndarray:
+        """:meth:`tree_pads` for the sender (every entry), the same pads: built entry-major,
+        (entries, k, 2) per level and (nblk, entries, k, 2) for the leaves' blocks (ECB hashes each
+        16-byte block on its own, so the order is free), so that every numpy pass runs along the
+        k tables (long runs) instead of over the last axis of 2 words, then moved once to
+        (k, entries, 2 nblk) as 16-byte items. (m = 5, nblk = 3, 16,384 tables: ~4x faster.)"""
+        k = p0.shape[0]
+        s = None
+        for j in range(m):
+            k0, k1 = np.ascontiguousarray(p0[:, j]), np.ascontiguousarray(p1[:, j])  # (k, 2)
+            if s is None:
+                x = np.stack([k0, k1])  # (2, k, 2): entry b
+            else:
+                # entry e' = e'' + b 2^j: the b = 0 half first, then the b = 1 half
+                x = np.empty((2 * s.shape[0],) + s.shape[1:], dtype=_U64)
+                half = s.shape[0]
+                np.bitwise_xor(s, k0[None], out=x[:half])
+                np.bitwise_xor(s, k1[None], out=x[half:])
+            t = x.copy()
+            t[..., 0] ^= (lows + _U64(j))[None, :]
+            t[..., 1] ^= (_U64(self.TAG_TREE) | (np.arange(x.shape[0], dtype=_U64) << _U64(8)))[:, None]
+            s = self.permute(t)
+            s ^= x
+        e_count = s.shape[0]
+        if nblk == 1:
+            return _entry_major_to_rows(s[None], k, e_count)
+        base = s.copy()
+        base[..., 0] ^= lows[None, :]
+        base[..., 1] ^= (_U64(self.TAG_TREE_BLOCK) | (np.arange(e_count, dtype=_U64) << _U64(8)))[:, None]
+        t = np.empty((nblk,) + s.shape, dtype=_U64)
+        for b in range(nblk):
+            t[b] = base
+            if b:
+                t[b, ..., 1] ^= _U64(b) << _U64(40)
+        out = self.permute(t)
+        out ^= s[None]
+        return _entry_major_to_rows(out, k, e_count)
+
     def _lut_pads_one_block(self, p0: np.ndarray, p1: np.ndarray | None, start: int, m: int, e: np.ndarray,
                             e_count: int) -> np.ndarray:
         """:meth:`lut_pads` with one block per entry (IKNP's table OTs): the per-entry keys are as
@@ -406,6 +446,13 @@ class FixedKeyAES:
             h ^= key
             acc ^= h
         return acc.reshape(k, e_count, 2)
+
+
+def _entry_major_to_rows(x: np.ndarray, k: int, e_count: int) -> np.ndarray:
+    """(nblk, e_count, k, 2) uint64 -> (k, e_count, 2 nblk): 16-byte blocks moved as items."""
+    nblk = x.shape[0]
+    v = np.ascontiguousarray(x).view("V16")[..., 0]  # (nblk, e_count, k)
+    return np.ascontiguousarray(v.transpose(2, 1, 0)).view(_U64).reshape(k, e_count, 2 * nblk)
 
 
 _STAGES = tuple(

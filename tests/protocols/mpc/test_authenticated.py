@@ -318,3 +318,37 @@ def test_check_ring_outside_its_range_is_refused():
         au.check_congruent(None, CLIENT, 40, n=1, ring_bits=40)
     with pytest.raises(ValueError):
         au.check_congruent(None, CLIENT, 40, n=1, ring_bits=105)
+
+
+@pytest.mark.parametrize("case", ["commit", "constant", "words", "aperiodic", "short"])
+def test_kept_bytes_packed_by_period_are_the_masked_bytes(case):
+    """_pack_kept / _recv_kept (a gather per period of keep) = the (n, words, 16) boolean mask's
+    bytes and their zero-filled inverse: the wire is unchanged, for commit's per-bit pattern, a
+    constant, several words, a keep with no period (the mask path) and one COT."""
+    rng = np.random.default_rng(len(case))
+    keep, words = {
+        "commit": (np.tile(np.minimum(-(-(120 - np.arange(56)) // 8), 16), 300), 1),
+        "constant": (np.full(4096, 14), 1),
+        "words": (np.tile(rng.integers(1, 17, 7), 40), 3),
+        "aperiodic": (rng.integers(1, 17, 997), 2),
+        "short": (np.array([16]), 1),
+    }[case]
+    n = keep.shape[0]
+    raw = rng.integers(0, 256, (n, words, 16), dtype=np.uint8)
+    sel = au._kept_bytes(keep, n, words)
+    want = raw[sel]
+    got = au._pack_kept(raw, keep)
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+    class _Ch:
+        def recv_array(self, dtype, shape):
+            assert int(np.prod(shape)) == want.size
+            return want.reshape(shape)
+
+    class _Party:
+        ch = _Ch()
+
+    back = au._recv_kept(_Party(), keep, n, words)
+    ref = np.zeros_like(raw)
+    ref[sel] = want
+    assert np.array_equal(back, ref)

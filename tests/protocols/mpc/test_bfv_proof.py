@@ -285,3 +285,109 @@ def test_switch_down_equals_the_integer_definition(kk):
         v = (-x * pow(t, -1, P)) % P
         assert (x + t * v) % P == 0
         assert [int(got[i, c]) for i in range(kk)] == [((x + t * v) // P) % p for p in ring.primes[:kk]]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 20, 1000])
+def test_combine_macs_in_float_products_equals_the_limb_products(rows, monkeypatch):
+    """_combine_macs (float64 matrix products of 25-bit and 8-bit limbs, exact) = the 128-bit limb
+    products mod 2^128: random values, every coefficient 2^50 - 1 with every MAC 2^128 - 1, and
+    exact sums and products over fewer rows than the input (the chunks recombined)."""
+    rng = np.random.default_rng(rows)
+    a = rng.integers(0, 1 << 50, (rows, 4), dtype=U64)
+    m = (rng.integers(0, 1 << 64, rows, dtype=U64), rng.integers(0, 1 << 64, rows, dtype=U64))
+    big = np.full((rows, 4), (1 << 50) - 1, dtype=U64), (np.full(rows, ~U64(0)), np.full(rows, ~U64(0)))
+    for rows_per_sum, rows_per_product in ((bfv_proof._ROWS, bfv_proof._CHUNK), (7, 3), (6, 6)):
+        monkeypatch.setattr(bfv_proof, "_ROWS", rows_per_sum)
+        monkeypatch.setattr(bfv_proof, "_CHUNK", rows_per_product)
+        for aa, mm in ((a, m), big):
+            got, want = bfv_proof._combine_macs(aa, mm), bfv_proof._combine_macs_limbs(aa, mm)
+            assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+    with pytest.raises(ValueError):
+        bfv_proof._combine_macs(np.full((2, 4), 1 << 50, dtype=U64), (np.zeros(2, U64), np.zeros(2, U64)))
+
+
+def test_seed_products_formed_early_or_in_the_loop_give_the_same_shares(monkeypatch):
+    """The server's seed-only sums (while the client encrypts, up to _SEED_AHEAD outputs, the rest
+    in the loop, on the caller's or a helper thread) and the targets-only inverse transform change
+    no value: the same shares for the same seeds whatever the counts (none, some of the 3 output
+    blocks, all) and threads, and exact."""
+    rng = np.random.default_rng(17)
+    rows = 700  # n_o = 273 rows per output block: 3 blocks
+    X = rng.integers(0, 2 ** XB, (rows, D), dtype=U64)
+    q = rng.integers(0, 2 ** XB, D, dtype=U64)
+    pm = hc.prepare(X, XB, M)
+    assert pm.plan.outputs == 3
+
+    def bits(v):
+        return ((v[:, None] >> np.arange(XB, dtype=U64)) & U64(1)).astype(np.uint8).ravel()
+
+    def server(p):
+        return hc.matvec_sender(p, CLIENT, pm, q_pads=au.random_choices(p, CLIENT, n=D * XB), domain=3)
+
+    def client(p):
+        pads = au.random_choices(p, CLIENT, n=D * XB, choices=bits(q))
+        return hc.matvec_receiver(p, CLIENT, q, XB, rows, M, q_pads=pads, q_bits=bits(q), domain=3)
+
+    runs = []
+    for ahead, threads, sums_ahead in ((0, "1", 16), (2, "1", 16), (48, "1", 16), (2, "2", 1), (0, "2", 16)):
+        monkeypatch.setattr(hc, "_SEED_AHEAD", ahead)
+        monkeypatch.setattr(hc, "_SUMS_AHEAD", sums_ahead)
+        monkeypatch.setenv("SECUREML_HE_THREADS", threads)  # "2": the block sums on a helper thread
+        runs.append(run_two_party(server, client, seed=11, setup=checked_ot))
+    want = (X.astype(object) @ q.astype(object)) % (1 << M)
+    assert ((runs[0][0].astype(object) + runs[0][1].astype(object)) % (1 << M) == want).all()
+    for s0, s1 in runs[1:]:
+        assert (s0 == runs[0][0]).all() and (s1 == runs[0][1]).all()
+
+
+@pytest.mark.parametrize("t_bits,fill", [(56, "query"), (56, "max"), (56, "negative"), (56, "huge"), (60, "query")])
+def test_client_encryption_satisfies_its_relations(t_bits, fill):
+    """pk0 + pk1 s = t e' and c0_b + c1_b s = m_b + t e_b (mod every prime), with the products and
+    t e folded into the inverse transforms (messages below 2^56) or the reduced path (larger
+    messages, t > 2^56), and s_hat the transform of s."""
+    from protocols.mpc.randomness import SecureRandom
+    ring = rlwe.ring()
+    rng = np.random.default_rng(len(fill) + t_bits)
+    msgs = {"query": rng.integers(0, 1 << 23, (3, 59)), "max": np.full((2, 70), (1 << 56) - 1),
+            "negative": np.full((1, 9), -(1 << 55)), "huge": np.full((1, 9), 1 << 58)}[fill]
+    pk0, c0, w = bfv_proof.client_encrypt(ring, SecureRandom(b"\x05" * 16), b"\x09" * 16, msgs, t_bits)
+    pk1, c1 = bfv_proof.public_parts(ring, b"\x09" * 16, msgs.shape[0])
+    assert (w.s_hat == ring.ntt(ring.from_signed(w.s))).all()
+    t = ring.scalar(1 << t_bits)
+    assert (ring.add(pk0, ring.polymul(pk1, ring.from_signed(w.s))) == ring.mul(ring.from_signed(w.e_pk), t)).all()
+    m = np.zeros((msgs.shape[0], ring.n), dtype=I64)
+    m[:, :msgs.shape[1]] = msgs
+    want = ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), t))
+    assert (ring.add(c0, ring.polymul(c1, ring.from_signed(w.s)[None])) == want).all()
+
+
+def test_a_failing_helper_thread_fails_the_reply(monkeypatch):
+    """An error in the helper thread's sums reaches the server's loop (no hang, no partial reply)."""
+    ring = rlwe.ring()
+    monkeypatch.setenv("SECUREML_HE_THREADS", "2")
+    W = np.zeros((3, 1, ring.k, ring.n), dtype=I64)
+    bad = (np.zeros((2, ring.k, ring.n), I64), np.zeros((2, ring.k, ring.n)))  # wrong block count
+    sums = hc._BlockSums(ring, W, bad, bad, first_c1=0)
+    with pytest.raises(ValueError):
+        sums.get(0)
+    sums.close()
+
+
+def test_sums_mod_p_equal_the_field_dot_products():
+    """_coefficients' constant: per-prime sums over blocks and coefficients (no transposed copies)
+    = fp_auth.Field.dot of the transposed arrays, for random residues and every residue p - 1;
+    make_plan's cache returns the plan it computes."""
+    from protocols.mpc import fp_auth
+    ring = rlwe.ring()
+    field = fp_auth.Field(ring.primes)
+    rng = np.random.default_rng(4)
+    for fill in ("random", "max"):
+        x = rng.integers(0, 1 << 50, (7, ring.k, ring.n), dtype=U64) % ring.p
+        y = rng.integers(0, 1 << 50, (7, ring.k, ring.n), dtype=U64) % ring.p
+        if fill == "max":
+            x = y = np.broadcast_to(ring.p - U64(1), x.shape).copy()
+        flat = lambda a: a.transpose(0, 2, 1).reshape(-1, ring.k)
+        assert (bfv_proof._sum_mod(ring, ring.mul(x, y)) == field.dot(flat(x), flat(y))).all()
+        assert (bfv_proof._sum_mod(ring, x) == field.dot(flat(x), np.ones_like(flat(x)))).all()
+    assert hc.make_plan(700, D, XB, M, ring) is hc.make_plan(700, D, XB, M, ring)
+    assert hc.make_plan(700, D, XB, M, ring) == hc._make_plan(700, D, XB, M, ring)

@@ -130,3 +130,91 @@ def test_popcount_byte_table_matches_the_ufunc(monkeypatch):
     assert (rlwe._popcount(words).astype(I64) == want).all()
     monkeypatch.delattr(np, "bitwise_count")
     assert (rlwe._popcount(words).astype(I64) == want).all()
+
+
+@pytest.mark.parametrize("n,kk", [(64, 4), (1024, 4), (8192, 4), (8192, 2)])
+def test_intt_at_equals_the_whole_inverse_at_those_indices(n, kk):
+    """intt_at (the stages with h < H, then n / H products per index with the untwist folded in)
+    = intt(a)[..., idx]: random residues, every residue p - 1, zeros; the server's target set
+    (stride 59), random and all indices; batches; the two-prime ring of the client's reply."""
+    R = rlwe.ring(n) if n == 8192 else rlwe.Ring(n)
+    R = R.prefix(kk) if kk < R.k else R
+    rng = np.random.default_rng(n + kk)
+    sets = [np.arange(min(138, n // 59 + 1)) * 59 + 58, np.sort(rng.choice(n, 50, replace=False)),
+            np.arange(n), np.array([0, n - 1])]
+    sets[0] = sets[0][sets[0] < n]
+    for fill in ("random", "max", "zero"):
+        a = rng.integers(0, 1 << 50, (3, R.k, n), dtype=U64) % R.p
+        if fill == "max":
+            a = np.broadcast_to(R.p - U64(1), a.shape).copy()
+        elif fill == "zero":
+            a[:] = 0
+        full = R.intt(a)
+        for idx in sets:
+            got = R.intt_at(a, idx)
+            assert got.dtype == U64 and got.shape == (3, R.k, idx.shape[0])
+            assert (got == full[..., idx]).all()
+            assert (R.intt_at(a[1], idx) == full[1][..., idx]).all()
+
+
+def test_ternary_twist_is_the_same_transform():
+    """ntt(u, ternary=True) (the twist as one exact product) = ntt(u) for u in {-1, 0, 1}, also
+    with the scale merged into the twist."""
+    R = rlwe.ring()
+    rng = np.random.default_rng(5)
+    for u in (rng.integers(-1, 2, R.n), np.full(R.n, -1), np.ones(R.n, dtype=I64)):
+        ub = np.broadcast_to(u, (R.k, R.n))
+        for scale in (1, 1 << 56):
+            assert (R.ntt(ub, scale, ternary=True) == R.ntt(ub, scale)).all()
+
+
+@pytest.mark.parametrize("n", [64, 8192])
+def test_inverse_transforms_take_lazy_sums_and_an_added_term(n):
+    """intt / intt_at of lazy signed int64 inputs up to LAZY_IN p - 1 in magnitude (the server's
+    unreduced sums of products) = those of the canonical residues, at the extremes (every input
+    +-(LAZY_IN p - 1)) and random; intt(a, plus) = intt(a) + plus mod p for |plus| up to 21 p."""
+    R = rlwe.ring(n) if n == 8192 else rlwe.Ring(n)
+    rng = np.random.default_rng(n + 1)
+    top = rlwe.LAZY_IN * R.p.astype(I64) - 1  # (k, 1)
+    idx = np.arange(0, n, 59)
+    for fill in ("random", "max", "min", "alternate"):
+        if fill == "random":
+            a = (rng.integers(-(1 << 62), 1 << 62, (2, R.k, n)) % (2 * top + 1)) - top
+        elif fill == "alternate":
+            a = np.broadcast_to(top, (2, R.k, n)) * np.where(np.arange(n) % 2 == 0, 1, -1)
+        else:
+            a = np.broadcast_to(top if fill == "max" else -top, (2, R.k, n)).copy()
+        a = np.ascontiguousarray(a, dtype=I64)
+        canon = (a % R.p.astype(I64)).astype(U64)
+        want = R.intt(canon)
+        assert (R.intt(a) == want).all()
+        assert (R.intt_at(a, idx) == want[..., idx]).all()
+        plus = rng.integers(-21, 22, (2, 1, n)) * R.p.astype(I64)[None] + rng.integers(-99, 99, (2, R.k, n))
+        exp = ((want.astype(object) + plus.astype(object)) % R.p.astype(object)).astype(U64)
+        assert (R.intt(a, plus=plus) == exp).all()
+    with pytest.raises(ValueError):
+        R.intt(canon, plus=plus[:1])
+
+
+@pytest.mark.parametrize("n", [8, 64, 8192])
+def test_tables_built_by_products_are_the_powers(n):
+    """The twist, untwist, bit reversal and every stage's twiddles (built by vectorised products)
+    against their definitions by Python pow, on every entry (n <= 64) or 500 random ones."""
+    R = rlwe.ring(n) if n == 8192 else rlwe.Ring(n)
+    rng = np.random.default_rng(n)
+    js = range(n) if n <= 64 else rng.integers(0, n, 500)
+    for i, p in enumerate(R.primes):
+        psi = int(R.twist[i, 1])
+        assert pow(psi, n, p) == p - 1
+        ninv = pow(n, -1, p)
+        for j in js:
+            assert int(R.twist[i, j]) == pow(psi, int(j), p)
+            assert int(R.untwist[i, j]) == pow(psi, -int(j), p) * ninv % p
+            assert int(R.rev[j]) == int(format(int(j), f"0{R.logn}b")[::-1], 2)
+        for sign in (1, -1):
+            for h, w, wq in R._stages[sign]:
+                root = pow(psi, sign * 2 * (n // (2 * h)), p)
+                flat = w[i].ravel()
+                e = (np.arange(h) if h < R._R else (R._R * np.arange(h // R._R)[:, None] + np.arange(R._R)).ravel())
+                for c in (range(flat.shape[0]) if flat.shape[0] <= 64 else rng.integers(0, flat.shape[0], 50)):
+                    assert int(flat[c]) == pow(root, int(e[c]), p)
