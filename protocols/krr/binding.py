@@ -72,8 +72,10 @@ opened words of 16 bytes and lambda 8-byte gamma words.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -87,17 +89,37 @@ from protocols.ot.crypto import pack_bits, unpack_bits
 from secureml.errors import ProtocolError
 
 _BLAS: Any = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0  # sessions inside _one_blas_thread now (the server runs them in threads)
+_BLAS_LIMIT: Any = None  # the limit they share, set by the first and restored by the last
 
 
-def _one_blas_thread() -> Any:
-    """A one-thread BLAS limit (threadpoolctl; a context manager) for step 6's (lam x N) (N x d)
-    product: ~7 ms on one thread, but OpenBLAS's default threads stall behind a busy peer process
-    and spin ~0.1 s after each call (the same as secureml.models.random_features._blas_limits)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """A one-thread BLAS limit (threadpoolctl) for step 6's (lam x N) (N x d) product: ~7 ms on
+    one thread, but OpenBLAS's default threads stall behind a busy peer process and spin ~0.1 s
+    after each call (the same as secureml.models.random_features._blas_limits).
+    The limit is process-wide and the server runs sessions in threads, so it is shared: the first
+    session in sets it, the last one out restores the original. (One limit per session, as before,
+    let overlapping sessions interleave: the first to leave restored the threads while the other
+    was inside, and the last to leave "restored" 1, for the rest of the process.)"""
+    global _BLAS, _BLAS_USERS, _BLAS_LIMIT
+    with _BLAS_LOCK:
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = ThreadpoolController()
+        if _BLAS_USERS == 0:
+            _BLAS_LIMIT = _BLAS.limit(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMIT.restore_original_limits()
+                _BLAS_LIMIT = None
+
 
 U64 = np.uint64
 

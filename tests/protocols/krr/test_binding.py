@@ -224,3 +224,34 @@ def test_rows_as_float_is_kept_per_model_for_its_own_matrix():
     b = binding.rows_as_float(X2, owner=owner)
     assert b is not a and (b == a).all()  # another matrix: made again, not a stale copy
     assert binding.rows_as_float(X, owner=None) is not binding.rows_as_float(X, owner=None)  # no owner: not kept
+
+
+def test_overlapping_sessions_blas_limit_is_shared_and_restored():
+    """Step 6's one-thread BLAS limit is process-wide and sessions run in server threads: two
+    overlapping sessions (A in, B in, A out, B out -- the interleaving of two threads, here made
+    deterministic) keep BLAS at one thread until the last leaves, then restore the original. Before
+    the fix A's exit restored 2 threads under B, and B's exit left the process at 1 for good."""
+    from threadpoolctl import ThreadpoolController
+
+    ctl = ThreadpoolController()
+    if not ctl.select(user_api="blas").lib_controllers:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+
+    def threads() -> set[int]:
+        return {c.num_threads for c in ThreadpoolController().select(user_api="blas").lib_controllers}
+
+    with ctl.limit(limits=2, user_api="blas"):  # a known original, whatever the machine's default
+        assert threads() == {2}
+        a, b = binding._one_blas_thread(), binding._one_blas_thread()
+        a.__enter__()
+        b.__enter__()
+        assert threads() == {1}
+        a.__exit__(None, None, None)
+        assert threads() == {1}  # B still inside
+        b.__exit__(None, None, None)
+        assert threads() == {2}
+        with binding._one_blas_thread():  # and nested in one thread
+            with binding._one_blas_thread():
+                assert threads() == {1}
+            assert threads() == {1}
+        assert threads() == {2}
