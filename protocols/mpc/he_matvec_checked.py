@@ -519,7 +519,8 @@ def helper_threads() -> bool:
     measured, docs/malicious.md "Gaussian CPU, no wire change (stop 10)"). The values are the
     same either way."""
     env = os.environ.get("SECUREML_HE_THREADS", "").strip()
-    return bool(env) and int(env) > 1
+    # anything but a whole number (a typo in a deployment's environment) leaves the default path
+    return env.isdigit() and int(env) > 1
 
 
 def _block_sum(ring: Ring, W_o: np.ndarray, C: tuple[np.ndarray, np.ndarray], out: np.ndarray,

@@ -391,3 +391,12 @@ def test_sums_mod_p_equal_the_field_dot_products():
         assert (bfv_proof._sum_mod(ring, x) == field.dot(flat(x), np.ones_like(flat(x)))).all()
     assert hc.make_plan(700, D, XB, M, ring) is hc.make_plan(700, D, XB, M, ring)
     assert hc.make_plan(700, D, XB, M, ring) == hc._make_plan(700, D, XB, M, ring)
+
+
+@pytest.mark.parametrize("value,want", [("", False), ("1", False), ("2", True), (" 4 ", True), ("two", False),
+                                        ("2.5", False), ("-3", False)])
+def test_helper_threads_reads_only_whole_numbers(monkeypatch, value, want):
+    """A malformed SECUREML_HE_THREADS leaves the default path instead of failing every session."""
+    from protocols.mpc import he_matvec_checked as hc
+    monkeypatch.setenv("SECUREML_HE_THREADS", value)
+    assert hc.helper_threads() is want
