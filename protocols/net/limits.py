@@ -82,6 +82,11 @@ class Limits:
     backlog: int = 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a negative quota would make the front door close a client's own idle connections at once
+        if self.max_per_client < 0:
+            raise ValueError(f"max_per_client must be >= 0 (0: no per-client bound), got {self.max_per_client}")
+
 
 DEFAULT_LIMITS = Limits()
 

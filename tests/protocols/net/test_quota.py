@@ -139,3 +139,10 @@ def test_entry_bytes_counts_arrays_and_bytes():
 def test_bad_bounds_refused(bad):
     with pytest.raises(ValueError):
         OwnedLRU(**bad)
+
+
+def test_limits_refuse_a_negative_per_client_quota():
+    from protocols.net.limits import Limits
+    with pytest.raises(ValueError, match="max_per_client"):
+        Limits(max_per_client=-1)
+    assert Limits(max_per_client=0).max_per_client == 0
