@@ -214,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
     if not auth.required:
         logging.getLogger("secureml.serve").warning(
             "no client authentication (--client-ca / --tokens): anyone who reaches the port can query")
+    if args.max_per_client < 0:
+        raise SecureMLError("--max-per-client must be at least 0 (0: no per-client bound)")
     limits = Limits(handshake_s=args.handshake_timeout, idle_s=args.idle_timeout, min_rate=args.min_rate,
                     max_queue=args.max_queue, max_pending=args.max_pending, max_idle=args.max_idle,
                     max_per_client=args.max_per_client)
-    if args.max_per_client < 0:
-        raise SecureMLError("--max-per-client must be at least 0 (0: no per-client bound)")
     audit = AuditLog(args.audit_log, getattr(model, "sha256", "")) if args.audit_log else None
     if args.workers < 1 or args.concurrency < 1:
         raise SecureMLError("--workers and --concurrency must be at least 1")
