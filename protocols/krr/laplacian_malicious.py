@@ -279,8 +279,8 @@ def _fold_inplace(a: np.ndarray, tmp: np.ndarray) -> None:
 def _mac_word_tables_mod_q(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64,
                            K: np.ndarray) -> np.ndarray:
     """:func:`mac_word_tables` for N <= 2^14, B <= 15 (the same values), in ~20 in-place passes over
-    the (d', 2^B) tables instead of ~45 with fresh temporaries (0.7 -> 0.3 s of the server's CPU per
-    query at N = 16,384, d = 351: ``python -m bench.laplacian_malicious_steps``, docs/malicious.md).
+    the (d', 2^B) tables instead of ~45 with fresh temporaries (0.70-1.07 -> 0.27-0.35 s of the server's
+    CPU per query at N = 16,384, d = 351: docs/malicious/stop10-lapcpu/micro_mac_word_tables.py).
 
     g'_j(v) = T_j + sum_{u < v} D_j(u) with D_j(u) = 2 A_j(u) - S_j (the difference g'(u + 1) -
     g'(u)), all mod q. Bounds: chi' < q, so A_j(u) <= S_j <= N (q - 1) < 2^62 is exact in uint64

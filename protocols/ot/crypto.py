@@ -392,8 +392,8 @@ class FixedKeyAES:
         (k, entries, 2 nblk) as 16-byte items. (m = 5, nblk = 3, 16,384 tables: ~4x faster.)
         The tables go in groups whose last level spans about ``_TREE_GROUP_BYTES`` (a core's L2):
         for 2^15-entry tables (step 5 of the client-malicious Laplacian protocol) 8 tables at a
-        time instead of 32: 0.44-0.47 -> 0.36-0.39 s of CPU for its 351 tables (three alternating
-        pairs at load 1.6, docs/malicious.md stop 10), the same pads; many small tables stay one
+        time instead of 32: 0.44-0.63 -> 0.35-0.39 s of CPU for its 351 tables (alternating pairs,
+        docs/malicious/stop10-lapcpu/micro_tree_pads.py), the same pads; many small tables stay one
         group (long runs)."""
         k = p0.shape[0]
         e_count = 1 << m
