@@ -383,20 +383,25 @@ def lut_sender_pads(pads, digit: tuple[int, int], *, w: int,
     sum(widths))) and entry 0's pad as words (n, w) -- for a caller whose tables depend on the
     entry-0 pads of several tables (``first_free``, protocol 37's split G tables); pass the pair
     back as bound_lut's ``sender_pads``."""
-    a, b = digit
-    m = b - a
-    aes = _lut_aes()
     nblk = (w + 1) // 2 if widths is None else -(-sum(widths) // 16)
-    m0, m1 = pads
-    n = m0.shape[0]
-    p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
-    p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
-    pad = aes.tree_pads(p0, p1, _lut_lows(n, a), m, nblk)
+    pad = _sender_pad_words(pads, digit, nblk)
     if widths is None:
         pad = pad[:, :, :w]
         return pad, np.ascontiguousarray(pad[:, 0])
     pad = _pad_bytes(pad, widths)
     return pad, _unpack_parts(np.ascontiguousarray(pad[:, 0]), widths, w)
+
+
+def _sender_pad_words(pads, digit: tuple[int, int], nblk: int) -> np.ndarray:
+    """The sender's tree pads of every entry as words (n, 2^m, 2 nblk) (:func:`lut_sender_pads`)."""
+    a, b = digit
+    m = b - a
+    aes = _lut_aes()
+    m0, m1 = pads
+    n = m0.shape[0]
+    p0 = aes.permute(np.ascontiguousarray(m0[:, a:b]).view(U64).reshape(n, m, 2))
+    p1 = aes.permute(np.ascontiguousarray(m1[:, a:b]).view(U64).reshape(n, m, 2))
+    return aes.tree_pads(p0, p1, _lut_lows(n, a), m, nblk)
 
 
 def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads,
@@ -437,6 +442,17 @@ def bound_lut(party: PartyContext, chooser: int, digit: tuple[int, int], *, pads
     nblk = (w + 1) // 2 if widths is None else -(-sum(widths) // 16)
     if party.role != chooser:
         n = pads[0].shape[0]
+        if sender_pads is None and not callable(tables) and widths is not None and len(widths) == 1 and w == 1:
+            # one part of one word (the client-malicious Laplacian's step 5: 2^15 entries x 6 bytes per
+            # feature): XOR the words, then keep their low bytes -- the same bytes as packing the table
+            # and the pad first (the pad's first widths[0] bytes are its first word's low bytes), two
+            # passes over the 69 MB fewer
+            if tables.shape[:2] != (n, size):
+                raise ValueError("table size must be 2^(digit width)")
+            ct = np.bitwise_xor(tables[:, skip:, :1], _sender_pad_words(pads, digit, nblk)[:, skip:, :1])
+            party.ch.send_array(_pack_parts(ct, widths), owned=True)
+            party.ch.flush()
+            return None
         pad, pad0 = lut_sender_pads(pads, digit, w=w, widths=widths) if sender_pads is None else sender_pads
         if callable(tables):
             tables = tables(pad0)

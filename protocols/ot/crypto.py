@@ -389,7 +389,27 @@ class FixedKeyAES:
         (entries, k, 2) per level and (nblk, entries, k, 2) for the leaves' blocks (ECB hashes each
         16-byte block on its own, so the order is free), so that every numpy pass runs along the
         k tables (long runs) instead of over the last axis of 2 words, then moved once to
-        (k, entries, 2 nblk) as 16-byte items. (m = 5, nblk = 3, 16,384 tables: ~4x faster.)"""
+        (k, entries, 2 nblk) as 16-byte items. (m = 5, nblk = 3, 16,384 tables: ~4x faster.)
+        The tables go in groups whose last level spans about ``_TREE_GROUP_BYTES`` (a core's L2):
+        for 2^15-entry tables (step 5 of the client-malicious Laplacian protocol) 8 tables at a
+        time instead of 32: 0.44-0.63 -> 0.35-0.39 s of CPU for its 351 tables (alternating pairs,
+        docs/malicious/stop10-lapcpu/micro_tree_pads.py), the same pads; many small tables stay one
+        group (long runs)."""
+        k = p0.shape[0]
+        e_count = 1 << m
+        group = max(1, _TREE_GROUP_BYTES // (e_count * 16))
+        if k <= group:
+            return _entry_major_to_rows(self._tree_pads_entry_major(p0, p1, lows, m, nblk), k, e_count)
+        out = np.empty((k, e_count, nblk), dtype="V16")
+        for g0 in range(0, k, group):
+            g1 = min(k, g0 + group)
+            x = self._tree_pads_entry_major(p0[g0:g1], p1[g0:g1], lows[g0:g1], m, nblk)  # (nblk, e, g, 2)
+            out[g0:g1] = np.ascontiguousarray(x).view("V16")[..., 0].transpose(2, 1, 0)
+        return out.view(_U64).reshape(k, e_count, 2 * nblk)
+
+    def _tree_pads_entry_major(self, p0: np.ndarray, p1: np.ndarray, lows: np.ndarray, m: int,
+                               nblk: int) -> np.ndarray:
+        """:meth:`_tree_pads_sender`'s pads of k tables, entry-major: (nblk, entries, k, 2)."""
         k = p0.shape[0]
         s = None
         for j in range(m):
@@ -409,7 +429,7 @@ class FixedKeyAES:
             s ^= x
         e_count = s.shape[0]
         if nblk == 1:
-            return _entry_major_to_rows(s[None], k, e_count)
+            return s[None]
         base = s.copy()
         base[..., 0] ^= lows[None, :]
         base[..., 1] ^= (_U64(self.TAG_TREE_BLOCK) | (np.arange(e_count, dtype=_U64) << _U64(8)))[:, None]
@@ -420,7 +440,7 @@ class FixedKeyAES:
                 t[b, ..., 1] ^= _U64(b) << _U64(40)
         out = self.permute(t)
         out ^= s[None]
-        return _entry_major_to_rows(out, k, e_count)
+        return out
 
     def _lut_pads_one_block(self, p0: np.ndarray, p1: np.ndarray | None, start: int, m: int, e: np.ndarray,
                             e_count: int) -> np.ndarray:
@@ -446,6 +466,10 @@ class FixedKeyAES:
             h ^= key
             acc ^= h
         return acc.reshape(k, e_count, 2)
+
+
+#: bytes of one group's last tree level in :meth:`FixedKeyAES._tree_pads_sender` (16 per entry and table)
+_TREE_GROUP_BYTES = 1 << 22
 
 
 def _entry_major_to_rows(x: np.ndarray, k: int, e_count: int) -> np.ndarray:

@@ -253,7 +253,7 @@ def test_noise_gives_f_plus_the_servers_fresh_noise_and_a_deviation_still_aborts
     _aborts(model, pp, XT, q, _Patch(lm, "client_masked", masked))
 
 
-@pytest.mark.parametrize("bits,extreme", [(6, False), (16, True)])
+@pytest.mark.parametrize("bits,extreme", [(6, False), (15, True), (16, True)])
 def test_mac_word_tables_are_the_weighted_l1_distance(bits, extreme):
     """Exact mod q = 2^48 - 59 against Python integers, at every v, also with every chi_i = q - 1,
     Delta = q - 1 and 16-bit entries (the limbs' widest sums); an unreduced Delta is its residue."""
@@ -289,6 +289,27 @@ def test_mac_word_tables_stay_exact_at_the_widest_limbs_of_large_sessions(n):
         for v in (0, 1, 1 << (bits - 1), (1 << bits) - 1):
             g = sum(abs(int(x) - v) for x in XT[j].tolist()) * (P - 1)
             assert int(W[j, v]) == (k + g * (P - 1)) % P
+
+
+@pytest.mark.parametrize("extreme", [False, True])
+def test_mac_word_tables_mod_q_path_equals_the_limb_path(extreme, monkeypatch):
+    """N = 2^14, B = 15 (the widest the in-place mod-q path takes): its whole tables equal the
+    128-bit limb path's, on random data and with every chi'_i = chi_i Delta = q - 1 (Delta = 1) and
+    the entries at the ends of the range (the sums at their largest)."""
+    n, bits = lm._FAST_MAX_N, lm._FAST_MAX_X_BITS
+    rng = np.random.default_rng(3)
+    XT = rng.integers(0, 1 << bits, (3, n)).astype(U64)
+    if extreme:
+        XT[0, : n // 2] = (1 << bits) - 1
+        XT[1, :] = (1 << bits) - 1
+        XT[2, : n // 2] = 0
+    chi = np.full(n, P - 1, dtype=U64) if extreme else rng.integers(0, P, n, dtype=np.uint64)
+    delta = U64(1) if extreme else U64(0x123456789ABC)
+    K = np.array([0, 5, P - 1], U64)
+    fast = lm.mac_word_tables(XT, chi, bits, delta, K)
+    monkeypatch.setattr(lm, "_FAST_MAX_N", 0)  # force the limb path
+    assert (lm.mac_word_tables(XT, chi, bits, delta, K) == fast).all()
+    assert int(fast.max()) < P
 
 
 @pytest.mark.parametrize("err", ["one", "mid", "wrap"])

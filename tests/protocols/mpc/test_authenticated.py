@@ -352,3 +352,26 @@ def test_kept_bytes_packed_by_period_are_the_masked_bytes(case):
     ref = np.zeros_like(raw)
     ref[sel] = want
     assert np.array_equal(back, ref)
+
+
+@pytest.mark.parametrize("width", [6, 8, 3])
+def test_bound_lut_one_word_tables_send_the_general_paths_bytes(width):
+    """A sender table of one word per entry sent in ``width`` bytes (the client-malicious Laplacian's
+    step 5) is XORed as words and cut once: the bytes on the wire equal the general path's (the pads
+    and the table packed to bytes first, taken when ``sender_pads`` is given)."""
+    from protocols.mpc.party import Party
+    from protocols.net.transport import local_channel_pair
+
+    c0, c1 = local_channel_pair(timeout=10)
+    sender = Party(c0, SERVER)
+    rng = np.random.default_rng(width)
+    n, digit = 5, (2, 6)
+    pads = (rng.integers(0, 256, (n, 8, 16), dtype=np.uint8), rng.integers(0, 256, (n, 8, 16), dtype=np.uint8))
+    tables = rng.integers(0, 1 << 63, (n, 16, 1), dtype=np.uint64)
+    au.bound_lut(sender, CLIENT, digit, pads=pads, tables=tables, widths=(width,))
+    au.bound_lut(sender, CLIENT, digit, pads=pads, tables=tables, widths=(width,),
+                 sender_pads=au.lut_sender_pads(pads, digit, w=1, widths=(width,)))
+    fast = c1.recv_array(np.uint8, (n, 16, width))
+    general = c1.recv_array(np.uint8, (n, 16, width))
+    assert np.array_equal(fast, general)
+    assert not np.array_equal(fast.reshape(n, -1)[:, :width], np.ascontiguousarray(tables[:, 0, 0]).view(np.uint8).reshape(n, 8)[:, :width])

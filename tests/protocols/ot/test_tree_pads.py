@@ -51,6 +51,20 @@ def test_tree_pads_match_the_definition_and_the_chooser_gets_its_entry(k, m, nbl
     assert np.array_equal(mine[:, 0], got[np.arange(k), idx])
 
 
+@pytest.mark.parametrize("k,m,nblk,group_bytes", [(7, 3, 1, 2 * 8 * 16), (5, 4, 2, 3 * 16 * 16), (3, 2, 5, 1)])
+def test_the_senders_table_groups_give_the_same_pads(k, m, nblk, group_bytes, monkeypatch):
+    """The sender builds its tables in groups (a last level of ~_TREE_GROUP_BYTES each, here forced
+    small: groups of 2, 3 and 1 tables, the last one shorter): every pad is still the definition's."""
+    from protocols.ot import crypto
+    monkeypatch.setattr(crypto, "_TREE_GROUP_BYTES", group_bytes)
+    aes = FixedKeyAES(bytes(range(16)))
+    rng = np.random.default_rng(k + m + nblk)
+    p0 = rng.integers(0, 1 << 64, (k, m, 2), dtype=U64)
+    p1 = rng.integers(0, 1 << 64, (k, m, 2), dtype=U64)
+    lows = (np.arange(k, dtype=U64) << U64(8)) | U64(3)
+    assert np.array_equal(aes.tree_pads(p0, p1, lows, m, nblk), _reference(aes, p0, p1, lows, m, nblk))
+
+
 def test_a_chooser_with_one_wrong_key_gets_none_of_the_other_entries():
     """The keys of index r open entry r only: with the key of bit j swapped for a guess, the
     chooser's pad matches no entry of the table (every entry's path hashes an unchosen key)."""
