@@ -88,6 +88,8 @@ rounds in all; the hello still goes out first, before the features, so that step
 """
 from __future__ import annotations
 
+import itertools
+
 import hashlib
 import os
 import queue
@@ -140,10 +142,16 @@ def encode_weights(w: np.ndarray, pp: PublicParams) -> np.ndarray:
     return w_int.astype(np.int64)
 
 
+_PREPARED_UIDS = itertools.count()
+
+
 class PreparedModel:
     """What the server prepares once per served model: W's spectra and the public-to-it constant."""
 
     def __init__(self, w: np.ndarray, y_offset: float, pp: PublicParams, out_bits: int) -> None:
+        # a process-unique name for the stores keyed by the prepared model (NEXT): id() may be reused
+        # by a later model once this one is freed, which would hand it this model's re-randomisations
+        self.uid = next(_PREPARED_UIDS)
         self.rp = ring_params(pp)
         self.delta_bits = delta_bits(pp, out_bits)
         w_int = encode_weights(w, pp)
@@ -549,8 +557,8 @@ NEXT: OwnedLRU[tuple[int, str | None, bytes], rlwe_ip.Rerandomised] = OwnedLRU(1
 
 
 def _store_prepared(pm: PreparedModel, prep: rlwe_ip.Rerandomised, owner: str | None = None) -> None:
-    NEXT.put((id(pm), owner, prep.seed), prep, owner)
+    NEXT.put((pm.uid, owner, prep.seed), prep, owner)
 
 
 def _take_prepared(pm: PreparedModel, seed: bytes, owner: str | None = None) -> rlwe_ip.Rerandomised | None:
-    return NEXT.pop((id(pm), owner, seed))
+    return NEXT.pop((pm.uid, owner, seed))

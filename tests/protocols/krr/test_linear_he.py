@@ -431,3 +431,18 @@ def test_the_next_mask_worker_never_makes_a_mask_twice_and_never_leaves_a_sessio
     threading.Timer(0.05, release.set).start()
     linear_he.settle_next_mask(None, "srv")
     assert late._done.is_set() and late.result() is made[-1][2] and made[-1][1]
+
+
+def test_prepared_re_randomisations_are_keyed_by_the_models_own_name_not_its_id():
+    """NEXT is keyed by PreparedModel.uid (process-unique), not id(): a later model that reuses a freed
+    model's id must not take the freed model's re-randomisation for the same announced seed."""
+    from types import SimpleNamespace
+
+    from protocols.krr import linear_he
+
+    a, b = SimpleNamespace(uid=next(linear_he._PREPARED_UIDS)), SimpleNamespace(uid=next(linear_he._PREPARED_UIDS))
+    prep = SimpleNamespace(seed=b"s" * 16)
+    linear_he._store_prepared(a, prep, "ip:10.0.0.1")
+    assert linear_he._take_prepared(b, prep.seed, "ip:10.0.0.1") is None
+    assert linear_he._take_prepared(a, prep.seed, "ip:10.0.0.1") is prep
+    assert linear_he._take_prepared(a, prep.seed, "ip:10.0.0.1") is None  # taken by its one use
