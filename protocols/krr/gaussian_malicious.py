@@ -161,8 +161,8 @@ Protocol (both parties run :func:`online`; steps numbered in the code):
       with the client's view and with the weighted terms; C is in [0, N K'], so F_det + C + e_T is
       within statistical distance N K' / 2^T <= 2^-40 of F_det + e_T given the view: the simulator
       works from F_det + e_T alone. e_T also covers everything below 2^(T-1) units of 2^-S: the
-      output is the prediction to 2^(T-1-S) = 2^-17 prediction units (protocol 36: S = T - 1 + 17;
-      2^-37 at S = 96 before), against the 1e-4 the tests ask. Step 10b's carry c_0 is a function
+      output is the prediction to 2^(T-1-S) = 2^-20 prediction units (protocol 36: S = T - 1 +
+      OUTPUT_NOISE_BITS, 20; 2^-37 at S = 96 before), against the 1e-4 the tests ask. Step 10b's carry c_0 is a function
       of h mod 2^D0 (the client's) and s0 mod 2^D0 like the chain's carries of p'_k mod 2^t: it is
       one of the K' units the flood is sized for. The knapsack the exact product of protocols 23-25 offered
       (F - offset = sum_i a_i v_i with the client's known v_i, ~800 bits, and a_i = alpha_i G_i,
