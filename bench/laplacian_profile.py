@@ -86,9 +86,12 @@ def _party(role: int, srv: Any, N: int, d: int, seed: int, out: Any, profile_dir
            digits: str | None = None) -> None:
     from protocols.krr import laplacian
     from protocols.krr.params import PublicParams
+    from protocols.mpc.pages import prefer_small_pages
     from protocols.mpc.party import Party
     from protocols.net.transport import TCPChannel, connect
     from protocols.ot.ferret import setup_pair
+
+    prefer_small_pages()  # as laplacian.online and prepare_server do (no huge-page hint)
 
     model, rng = synthetic_model(N, d, 1000.0, seed, "laplacian")
     Q = synthetic_queries(model, rng, 1)
