@@ -2,6 +2,7 @@
 # Alternating A/B of the semi-honest Laplacian session (issue 15's command), this tree against a base
 # commit unpacked with `git archive` (same venv). Usage, from the repository root:
 #   BASE=2aeb851 PAIRS=4 nice bash docs/double-blind/stop10-lapsh/ab.sh docs/double-blind/stop10-lapsh
+# EXTRA: more bench.krr_cost arguments (e.g. EXTRA='--security client-malicious').
 # Writes ab.csv (run, tree, wall_s, server_cpu_s, client_cpu_s, total_MB, rounds, load1) and the
 # per-run bench.krr_cost outputs under OUT/runs/.
 set -euo pipefail
@@ -21,7 +22,7 @@ for i in $(seq 1 "$PAIRS"); do
     dir=$([ "$tree" = base ] && echo "$BASEDIR" || echo "$HERE")
     load=$(cut -d' ' -f1 /proc/loadavg)
     res="$HERE/$OUT/runs/$tree-$i"
-    (cd "$dir" && "$PY" -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 16384 --features 351 \
+    (cd "$dir" && "$PY" -m bench.krr_cost --kernel laplacian --sigma 1000 --sizes 16384 --features 351 ${EXTRA:-} \
         --out "$res" > /dev/null 2>&1)
     "$PY" - "$res" "$i" "$tree" "$load" >> "$OUT/ab.csv" <<'PYEOF'
 import json, sys, glob
