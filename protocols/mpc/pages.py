@@ -5,7 +5,7 @@ kernel's THP ``defrag`` setting is ``madvise`` (the default of common distributi
 project's machine), a fault on such an array may stall in direct compaction, charged to the
 process as system time. A Laplacian session allocates and frees hundreds of such arrays (46 MB
 products, 4 MB GGM batches, 1 MB hash pieces): at N = 16,384, d = 351 the server's system time
-in the L1 step was 0.8-3.0 s with the hint and 0.3-0.7 s without, its user time the same
+in the L1 step was 0.8-3.0 s with the hint and 0.2-0.7 s without, its user time the same
 (docs/double-blind.md, "Semi-honest Laplacian server CPU (stop 10)").
 
 Process-wide (numpy keeps one flag); it changes nothing computed or sent. An explicit
