@@ -9,7 +9,8 @@ building blocks (column tables, column OT, random OT, the products' COTs) and re
 its own CPU seconds (``time.process_time``; waiting for the peer costs none), wall seconds and
 the bytes it sent and received. Steps nest: a column OT's CPU includes its key OT, the random OT's
 the silent-OT iterations it triggers. The shares are checked against the exact L1 distances.
-``l1_user`` and ``l1_system`` split ``l1_total``'s CPU (getrusage). Writes ``laplacian_profile.json`` and ``.csv`` (one row per step and party) and
+``l1_user`` and ``l1_system`` split ``l1_total``'s CPU (getrusage; page faults count as system time).
+Writes ``laplacian_profile.json`` and ``.csv`` (one row per step and party) and
 ``laplacian_timeline.json`` (every call, with start and end on the common monotonic clock).
 """
 from __future__ import annotations

@@ -400,7 +400,8 @@ def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelP
     """Both roles, k queries: the server (role 0) passes ``model``, the client (role 1) its
     queries ``Q`` (k, d) and gets the k predictions (the server gets None)."""
     # both parties: no huge-page faults on the session's 46 MB arrays (protocols.mpc.pages: the
-    # kernel's compaction on them cost 0.5-2.5 s of the server's system time at N = 16,384, d = 351)
+    # kernel's compaction on them cost the server 0.6-2.6 s more system time in the L1 step at
+    # N = 16,384, d = 351, docs/double-blind.md stop 10)
     prefer_small_pages()
     # 1. encode
     if party.role == SERVER:
