@@ -97,6 +97,7 @@ from protocols.krr.column_ot import column_ot
 from protocols.krr.params import PublicParams
 from protocols.mpc.context import PartyContext
 from protocols.mpc.owner_cache import OwnerCache
+from protocols.mpc.pages import prefer_small_pages
 
 U64 = np.uint64
 # the digit plan's cost model, per element and digit above the first, per OT engine (pp.ot_engine):
@@ -379,7 +380,10 @@ def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
     :func:`protocols.krr.laplacian_malicious.prepare_server` uses, with the same key and value.
     Also builds the digit tables of steps 2-3 for the public digit plan (:func:`_server_tables`:
     ~0.2 s more, 57 MB kept while the encoding lives, at that size).
-    ``secureml serve`` and ``bench.krr_cost`` call it before the first client."""
+    ``secureml serve`` and ``bench.krr_cost`` call it before the first client. Turns numpy's
+    huge-page hint off for the process (:func:`protocols.mpc.pages.prefer_small_pages`: the
+    session's system time, before any worker is forked)."""
+    prefer_small_pages()
     key = (pp.frac_bits, pp.feature_lo, pp.feature_hi)
     enc = getattr(model, "_secureml_laplacian_encoded", None)
     if enc is None or enc[0] != key:
@@ -395,6 +399,10 @@ def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelP
            Q: np.ndarray | None = None) -> np.ndarray | None:
     """Both roles, k queries: the server (role 0) passes ``model``, the client (role 1) its
     queries ``Q`` (k, d) and gets the k predictions (the server gets None)."""
+    # both parties: no huge-page faults on the session's 46 MB arrays (protocols.mpc.pages: the
+    # kernel's compaction on them cost the server 0.6-2.6 s more system time in the L1 step at
+    # N = 16,384, d = 351, docs/double-blind.md stop 10)
+    prefer_small_pages()
     # 1. encode
     if party.role == SERVER:
         XT = prepare_server(model, pp)  # cached per model

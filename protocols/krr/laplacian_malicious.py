@@ -169,6 +169,7 @@ from protocols.krr.params import LAPLACIAN_MALICIOUS_MAX_RING_BITS, LAPLACIAN_MA
 from protocols.mpc import authenticated as au
 from protocols.mpc import commit_fp48, fp48
 from protocols.mpc.context import PartyContext
+from protocols.mpc.pages import prefer_small_pages
 from protocols.mpc.randomness import SecureRandom
 from protocols.ot.crypto import derive_key
 from secureml.errors import ModelError, ProtocolError
@@ -371,6 +372,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     encoded ``q`` (d,); returns y (mod 2^R, scale 2^scale_bits of the tail's plan). Raises
     :class:`ChainCheckError` on the server when step 6 fails."""
     check_params(pp)
+    # both parties: no huge-page faults on the chain's large arrays (protocols.mpc.pages; the
+    # server has it from prepare_server already)
+    prefer_small_pages()
     N, d, M, xb = pp.n_train, pp.n_features, pp.ring_bits, pp.x_bits
     low = U64((1 << M) - 1)
     top = U64(1) << U64(M)
