@@ -20,6 +20,10 @@ A connection goes through these steps (each bounded in time and memory by :class
      ``{"ok": false, "busy": true, "retry_after": s}``.  Holding the slot, the ``admit(ctx)``
      hook (per-client query budgets and rates, which it charges) may refuse; the slot is then
      released.  Admission after the slot: a session answered "busy" is never charged.
+     Before the queue, a per-client bound: at most ``limits.max_sessions_per_client`` sessions
+     of one client identity (the ledger's key) admitted at once, running or queued; one more
+     gets the same "busy, retry after" answer (one client with many connections cannot take
+     every slot and queue place; other clients are admitted as before).
   6. the session runs under a whole-session deadline (``precheck`` returns its length) and the
      per-read minimum transfer rate of :mod:`protocols.net.limits`.
   7. one audit record (:class:`AuditLog`): time, identity, model hash, queries, cost, outcome.
@@ -269,7 +273,7 @@ class FrontDoor:
         self._mean_s = 1.0
         self.sessions = 0  # admitted sessions finished (ok or failed)
         self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0,
-                      "idle_closed": 0, "idle_evicted": 0}
+                      "idle_closed": 0, "idle_evicted": 0, "client_busy": 0}
         #: serve a client's next session on the connection of its last one when its hello asks
         self.keep_alive = keep_alive
         self._idle = 0  # kept-alive connections waiting for their next hello
@@ -277,6 +281,9 @@ class FrontDoor:
         # each client's kept-alive connections waiting, least recently kept first: at most
         # ``limits.max_per_client`` each (one client cannot take every idle place)
         self._idle_by_client: dict[str, dict[TCPChannel, socket.socket]] = {}
+        # each client's sessions past the per-client check (queued for a slot or running): at
+        # most ``limits.max_sessions_per_client``; an entry is removed when its count reaches 0
+        self._sessions_by_client: dict[str, int] = {}
         self._stopping = False
         self._max_sessions: int | None = None
         self._watchdog: _Watchdog | None = None
@@ -397,6 +404,7 @@ class FrontDoor:
         the stores of the client's resumable state count what it keeps against it."""
         ctx = SessionContext(peer=peer)
         admitted = took_slot = False
+        held: str | None = None  # the client key counted in _sessions_by_client, released below
         try:
             if hello is None:
                 hello = ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
@@ -412,6 +420,9 @@ class FrontDoor:
             # the client asked to keep the connection for its next session; the handler tells it
             # whether it will be kept (the hello's answer)
             ctx.keep_alive = self.keep_alive and hello.get("keep_alive") is True
+            # one client's sessions (running + queued) are bounded before the queue: many
+            # connections of one identity must not take every slot and queue place
+            held = self._hold_client(session_client_id(ctx))
             # a queued session may wait its bounded time for a slot past the handshake deadline
             assert self._watchdog is not None
             self._watchdog.watch(sock, Deadline(self.limits.queue_wait_s + 2.0, "queue"))
@@ -455,8 +466,10 @@ class FrontDoor:
             log.error("session crashed peer=%s: %s\n%s", peer, type(exc).__name__,
                       "".join(traceback.format_tb(exc.__traceback__)))
         finally:
-            if admitted:
-                with self._lock:
+            with self._lock:
+                if held is not None:  # every exit: ok, refused, failed, timed out, crashed
+                    self._release_client_locked(held)
+                if admitted:
                     self.sessions += 1
         return False, took_slot, session_client_id(ctx)
 
@@ -536,6 +549,30 @@ class FrontDoor:
         log.log(logging.WARNING if admitted else logging.INFO,
                 "session %s peer=%s client=%s reason=%s", "failed" if admitted else "dropped",
                 ctx.peer, ctx.client_id, reason)
+
+    def _hold_client(self, client: str) -> str:
+        """Count one more session of ``client`` (running or queued), or Refused "busy" when it
+        has ``limits.max_sessions_per_client`` already -- the answer a full queue gives, so the
+        client retries after the suggested wait.  Returns the key to release."""
+        bound = self.limits.max_sessions_per_client
+        with self._lock:
+            n = self._sessions_by_client.get(client, 0)
+            over = bool(bound) and n >= bound
+            if not over:
+                self._sessions_by_client[client] = n + 1
+            else:
+                self.stats["client_busy"] += 1
+        if over:
+            raise Refused("server busy, retry later", code="busy", retry_after=self._retry_after())
+        return client
+
+    def _release_client_locked(self, client: str) -> None:
+        """Undo one :meth:`_hold_client` (the caller holds ``self._lock``)."""
+        n = self._sessions_by_client.get(client, 0) - 1
+        if n > 0:
+            self._sessions_by_client[client] = n
+        else:
+            self._sessions_by_client.pop(client, None)
 
     def _acquire_slot(self, pending: bool = True) -> None:
         """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused.
