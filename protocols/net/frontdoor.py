@@ -48,7 +48,11 @@ Each admitted session runs in :func:`protocols.net.quota.client_scope` of its cl
 session (OT tickets, lattice keys and re-randomisations) count it against that client's quota.
 
 Threat model: clients are untrusted for availability and identity (a client may be anyone who
-reaches the port unless an :class:`Authenticator` is configured).  Logs and audit records hold
+reaches the port unless an :class:`Authenticator` is configured).  One identity holds at most
+``limits.max_sessions_per_client`` sessions admitted at once (running or queued), so many
+connections of one client leave the other queue places -- and, with ``concurrency`` above the
+bound, a slot -- to other clients; the bound is per identity, so clients sharing an address on an
+open server share it and a client with many identities gets one each.  Logs and audit records hold
 only server-side facts (peer address, the identity the server verified, counts, times, the
 exception class of a failure), never client-supplied text or anything derived from a query.
 """
