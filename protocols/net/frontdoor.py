@@ -454,6 +454,9 @@ class FrontDoor:
                 self._slots.release()
                 with self._lock:  # moving average of session time: what "retry after" suggests
                     self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - t_start)
+                    # the client's count with its slot: its next session may follow at once
+                    self._release_client_locked(held)
+                    held = None
             self.stats["ok"] += 1
             self.audit.record(ctx, "ok")
             log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
