@@ -8,7 +8,8 @@ opens ``--flood`` connections at once with a valid token and a valid hello and t
 for up to 5 s). While they hold, the victim runs one session with no retries: served (its
 latency) or answered "busy". Runs alternate --max-sessions-per-client 2 (default) and 0 (off).
 The attacker's sessions are counted by how they ended: admitted (held), "busy" within 1 s (refused
-at once), or "busy" later (queued, then its 5 s queue wait ran out).
+at once), or "busy" later (queued, or over the bound waiting for its own sessions, until the 5 s
+queue wait ran out).
 
     nice python -m bench.fair_sessions --concurrency 2 --out docs/serving/fair_sessions/c2.json
     nice python -m bench.fair_sessions --concurrency 3 --out docs/serving/fair_sessions/c3.json
@@ -42,7 +43,7 @@ def _flood(port: int, n: int, held: list, outcomes: list) -> list[threading.Thre
             held.append(ch)  # admitted: hold it, send nothing
             outcomes.append("admitted")
         except ServerBusy:
-            outcomes.append("busy_at_once" if time.perf_counter() - t0 < 1.0 else "busy_after_queue")
+            outcomes.append("busy_at_once" if time.perf_counter() - t0 < 1.0 else "busy_after_wait")
 
     ts = [threading.Thread(target=one, daemon=True) for _ in range(n)]
     for t in ts:
@@ -79,7 +80,7 @@ def one_run(work: Path, Q: Any, bound: int, flood: int, concurrency: int) -> dic
     return {"max_sessions_per_client": bound, "concurrency": concurrency, "flood": flood,
             "victim_alone_s": round(alone, 3), "victim_beside_flood": victim,
             "victim_beside_flood_s": round(beside, 3),
-            **{f"attacker_{k}": outcomes.count(k) for k in ("admitted", "busy_at_once", "busy_after_queue")}}
+            **{f"attacker_{k}": outcomes.count(k) for k in ("admitted", "busy_at_once", "busy_after_wait")}}
 
 
 def main(argv: list[str] | None = None) -> int:

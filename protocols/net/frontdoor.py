@@ -22,8 +22,9 @@ A connection goes through these steps (each bounded in time and memory by :class
      released.  Admission after the slot: a session answered "busy" is never charged.
      Before the queue, a per-client bound: at most ``limits.max_sessions_per_client`` sessions
      of one client identity (the ledger's key) admitted at once, running or queued; one more
-     gets the same "busy, retry after" answer (one client with many connections cannot take
-     every slot and queue place; other clients are admitted as before).
+     waits at most ``queue_wait_s`` for one of them to end, holding no queue place or slot,
+     then gets the same "busy, retry after" answer (one client with many connections cannot
+     take every slot and queue place; other clients are admitted as before).
   6. the session runs under a whole-session deadline (``precheck`` returns its length) and the
      per-read minimum transfer rate of :mod:`protocols.net.limits`.
   7. one audit record (:class:`AuditLog`): time, identity, model hash, queries, cost, outcome.
@@ -288,6 +289,7 @@ class FrontDoor:
         # each client's sessions past the per-client check (queued for a slot or running): at
         # most ``limits.max_sessions_per_client``; an entry is removed when its count reaches 0
         self._sessions_by_client: dict[str, int] = {}
+        self._client_freed = threading.Condition(self._lock)  # notified when a count drops
         self._stopping = False
         self._max_sessions: int | None = None
         self._watchdog: _Watchdog | None = None
@@ -424,12 +426,13 @@ class FrontDoor:
             # the client asked to keep the connection for its next session; the handler tells it
             # whether it will be kept (the hello's answer)
             ctx.keep_alive = self.keep_alive and hello.get("keep_alive") is True
+            # a queued session may wait its bounded time for a slot past the handshake deadline
+            # (and, before that, as long again for its own client's earlier sessions to end)
+            assert self._watchdog is not None
+            self._watchdog.watch(sock, Deadline(2 * self.limits.queue_wait_s + 2.0, "queue"))
             # one client's sessions (running + queued) are bounded before the queue: many
             # connections of one identity must not take every slot and queue place
             held = self._hold_client(session_client_id(ctx))
-            # a queued session may wait its bounded time for a slot past the handshake deadline
-            assert self._watchdog is not None
-            self._watchdog.watch(sock, Deadline(self.limits.queue_wait_s + 2.0, "queue"))
             # the slot first, then ``admit``: admit charges the client's budget and rate, and a
             # session answered "busy" (retried by the client) must not be charged for each try
             # (review finding: it was, when admit ran before the queue)
@@ -558,17 +561,25 @@ class FrontDoor:
                 ctx.peer, ctx.client_id, reason)
 
     def _hold_client(self, client: str) -> str:
-        """Count one more session of ``client`` (running or queued), or Refused "busy" when it
-        has ``limits.max_sessions_per_client`` already -- the answer a full queue gives, so the
-        client retries after the suggested wait.  Returns the key to release."""
+        """Count one more session of ``client`` (running or queued). When it has
+        ``limits.max_sessions_per_client`` already, wait at most ``limits.queue_wait_s`` for one
+        of them to end -- holding no queue place or slot: a sequential client's next hello may
+        arrive while the server still finishes its last session -- then Refused "busy", the
+        answer a full queue gives (the client retries after the suggested wait).  A waiting
+        session is a connection before its slot, counted in ``max_pending``.  Returns the key."""
         bound = self.limits.max_sessions_per_client
+        until = time.monotonic() + self.limits.queue_wait_s
+        over = False
         with self._lock:
-            n = self._sessions_by_client.get(client, 0)
-            over = bool(bound) and n >= bound
-            if not over:
-                self._sessions_by_client[client] = n + 1
+            while bound and self._sessions_by_client.get(client, 0) >= bound:
+                left = until - time.monotonic()
+                if left <= 0:
+                    over = True
+                    self.stats["client_busy"] += 1
+                    break
+                self._client_freed.wait(left)
             else:
-                self.stats["client_busy"] += 1
+                self._sessions_by_client[client] = self._sessions_by_client.get(client, 0) + 1
         if over:
             raise Refused("server busy, retry later", code="busy", retry_after=self._retry_after())
         return client
@@ -580,6 +591,7 @@ class FrontDoor:
             self._sessions_by_client[client] = n
         else:
             self._sessions_by_client.pop(client, None)
+        self._client_freed.notify_all()
 
     def _acquire_slot(self, pending: bool = True) -> None:
         """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused.
