@@ -79,8 +79,9 @@ class Limits:
     #: 0: no per-client bound (only the stores' caps).
     max_per_client: int = DEFAULT_MAX_PER_CLIENT
     #: sessions one client identity (the ledger's key) may have admitted at once -- running plus
-    #: queued for a slot; one more is answered "busy, retry after" like a full queue, so one
-    #: client opening many connections cannot take every slot and queue place.  0: no bound.
+    #: queued for a slot; one more waits (no queue place) at most ``queue_wait_s`` for one of
+    #: them to end, then is answered "busy, retry after" like a full queue, so one client
+    #: opening many connections cannot take every slot and queue place.  0: no bound.
     max_sessions_per_client: int = 2
     #: listen backlog (the kernel's queue of connections not yet accepted).
     backlog: int = 1024

@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(docs/serving.md); per worker; 0: no per-client bound, only the stores' caps (default 4)")
     g.add_argument("--max-sessions-per-client", type=int, default=2, metavar="N",
                    help="sessions one client identity (certificate or token, else IP address: clients behind one "
-                   "NAT or balancer share it) may have admitted at once, running or queued; one more is answered "
-                   "'busy, retry after', so one client opening many connections cannot take every slot and queue "
+                   "NAT or balancer share it) may have admitted at once, running or queued; one more waits (no queue "
+                   "place) up to 5 s for one of them to end, then is answered 'busy, retry after', so one client opening many connections cannot take every slot and queue "
                    "place from the others (docs/serving.md); per worker; 0: no per-client bound (default 2)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
