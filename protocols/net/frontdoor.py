@@ -566,7 +566,8 @@ class FrontDoor:
         of them to end -- holding no queue place or slot: a sequential client's next hello may
         arrive while the server still finishes its last session -- then Refused "busy", the
         answer a full queue gives (the client retries after the suggested wait).  A waiting
-        session is a connection before its slot, counted in ``max_pending``.  Returns the key."""
+        session holds a thread and its connection: a new connection's first session is still
+        counted in ``max_pending``; a kept-alive one's was admitted before.  Returns the key."""
         bound = self.limits.max_sessions_per_client
         until = time.monotonic() + self.limits.queue_wait_s
         over = False

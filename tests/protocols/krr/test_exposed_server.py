@@ -169,7 +169,8 @@ def test_workers_serve_in_several_processes(model, tmp_path):
         # (four sessions of one client at the default --max-aborts 3: one was answered "busy" and
         # retried, since the workers count its sessions in progress together; and one client -- one
         # address here -- has at most --max-sessions-per-client 2 sessions running or queued per
-        # worker, so a third sent to the same worker is answered "busy" (audited) and retried)
+        # worker, so a third sent to the same worker waits for one of them, or, past the 5 s queue
+        # wait, is answered "busy" (audited) and retried)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (not audit.exists() or audit.read_text().count('"ok"') < 4):
             time.sleep(0.1)
