@@ -20,6 +20,11 @@ A connection goes through these steps (each bounded in time and memory by :class
      ``{"ok": false, "busy": true, "retry_after": s}``.  Holding the slot, the ``admit(ctx)``
      hook (per-client query budgets and rates, which it charges) may refuse; the slot is then
      released.  Admission after the slot: a session answered "busy" is never charged.
+     Before the queue, a per-client bound: at most ``limits.max_sessions_per_client`` sessions
+     of one client identity (the ledger's key) admitted at once, running or queued; one more
+     waits at most ``queue_wait_s`` for one of them to end, holding no queue place or slot,
+     then gets the same "busy, retry after" answer (one client with many connections cannot
+     take every slot and queue place; other clients are admitted as before).
   6. the session runs under a whole-session deadline (``precheck`` returns its length) and the
      per-read minimum transfer rate of :mod:`protocols.net.limits`.
   7. one audit record (:class:`AuditLog`): time, identity, model hash, queries, cost, outcome.
@@ -44,7 +49,11 @@ Each admitted session runs in :func:`protocols.net.quota.client_scope` of its cl
 session (OT tickets, lattice keys and re-randomisations) count it against that client's quota.
 
 Threat model: clients are untrusted for availability and identity (a client may be anyone who
-reaches the port unless an :class:`Authenticator` is configured).  Logs and audit records hold
+reaches the port unless an :class:`Authenticator` is configured).  One identity holds at most
+``limits.max_sessions_per_client`` sessions admitted at once (running or queued), so many
+connections of one client leave the other queue places -- and, with ``concurrency`` above the
+bound, a slot -- to other clients; the bound is per identity, so clients sharing an address on an
+open server share it and a client with many identities gets one each.  Logs and audit records hold
 only server-side facts (peer address, the identity the server verified, counts, times, the
 exception class of a failure), never client-supplied text or anything derived from a query.
 """
@@ -269,7 +278,7 @@ class FrontDoor:
         self._mean_s = 1.0
         self.sessions = 0  # admitted sessions finished (ok or failed)
         self.stats = {"accepted": 0, "shed": 0, "busy": 0, "refused": 0, "ok": 0, "failed": 0,
-                      "idle_closed": 0, "idle_evicted": 0}
+                      "idle_closed": 0, "idle_evicted": 0, "client_busy": 0}
         #: serve a client's next session on the connection of its last one when its hello asks
         self.keep_alive = keep_alive
         self._idle = 0  # kept-alive connections waiting for their next hello
@@ -277,6 +286,10 @@ class FrontDoor:
         # each client's kept-alive connections waiting, least recently kept first: at most
         # ``limits.max_per_client`` each (one client cannot take every idle place)
         self._idle_by_client: dict[str, dict[TCPChannel, socket.socket]] = {}
+        # each client's sessions past the per-client check (queued for a slot or running): at
+        # most ``limits.max_sessions_per_client``; an entry is removed when its count reaches 0
+        self._sessions_by_client: dict[str, int] = {}
+        self._client_freed = threading.Condition(self._lock)  # notified when a count drops
         self._stopping = False
         self._max_sessions: int | None = None
         self._watchdog: _Watchdog | None = None
@@ -397,6 +410,7 @@ class FrontDoor:
         the stores of the client's resumable state count what it keeps against it."""
         ctx = SessionContext(peer=peer)
         admitted = took_slot = False
+        held: str | None = None  # the client key counted in _sessions_by_client, released below
         try:
             if hello is None:
                 hello = ch.recv_json(max_bytes=self.limits.max_json_bytes, max_depth=self.limits.max_json_depth)
@@ -413,8 +427,12 @@ class FrontDoor:
             # whether it will be kept (the hello's answer)
             ctx.keep_alive = self.keep_alive and hello.get("keep_alive") is True
             # a queued session may wait its bounded time for a slot past the handshake deadline
+            # (and, before that, as long again for its own client's earlier sessions to end)
             assert self._watchdog is not None
-            self._watchdog.watch(sock, Deadline(self.limits.queue_wait_s + 2.0, "queue"))
+            self._watchdog.watch(sock, Deadline(2 * self.limits.queue_wait_s + 2.0, "queue"))
+            # one client's sessions (running + queued) are bounded before the queue: many
+            # connections of one identity must not take every slot and queue place
+            held = self._hold_client(session_client_id(ctx))
             # the slot first, then ``admit``: admit charges the client's budget and rate, and a
             # session answered "busy" (retried by the client) must not be charged for each try
             # (review finding: it was, when admit ran before the queue)
@@ -439,6 +457,9 @@ class FrontDoor:
                 self._slots.release()
                 with self._lock:  # moving average of session time: what "retry after" suggests
                     self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - t_start)
+                    # the client's count with its slot: its next session may follow at once
+                    self._release_client_locked(held)
+                    held = None
             self.stats["ok"] += 1
             self.audit.record(ctx, "ok")
             log.debug("session ok peer=%s client=%s queries=%d wall=%.2fs", peer, ctx.client_id,
@@ -455,8 +476,10 @@ class FrontDoor:
             log.error("session crashed peer=%s: %s\n%s", peer, type(exc).__name__,
                       "".join(traceback.format_tb(exc.__traceback__)))
         finally:
-            if admitted:
-                with self._lock:
+            with self._lock:
+                if held is not None:  # every exit: ok, refused, failed, timed out, crashed
+                    self._release_client_locked(held)
+                if admitted:
                     self.sessions += 1
         return False, took_slot, session_client_id(ctx)
 
@@ -536,6 +559,40 @@ class FrontDoor:
         log.log(logging.WARNING if admitted else logging.INFO,
                 "session %s peer=%s client=%s reason=%s", "failed" if admitted else "dropped",
                 ctx.peer, ctx.client_id, reason)
+
+    def _hold_client(self, client: str) -> str:
+        """Count one more session of ``client`` (running or queued). When it has
+        ``limits.max_sessions_per_client`` already, wait at most ``limits.queue_wait_s`` for one
+        of them to end -- holding no queue place or slot: a sequential client's next hello may
+        arrive while the server still finishes its last session -- then Refused "busy", the
+        answer a full queue gives (the client retries after the suggested wait).  A waiting
+        session holds a thread and its connection: a new connection's first session is still
+        counted in ``max_pending``; a kept-alive one's was admitted before.  Returns the key."""
+        bound = self.limits.max_sessions_per_client
+        until = time.monotonic() + self.limits.queue_wait_s
+        over = False
+        with self._lock:
+            while bound and self._sessions_by_client.get(client, 0) >= bound:
+                left = until - time.monotonic()
+                if left <= 0:
+                    over = True
+                    self.stats["client_busy"] += 1
+                    break
+                self._client_freed.wait(left)
+            else:
+                self._sessions_by_client[client] = self._sessions_by_client.get(client, 0) + 1
+        if over:
+            raise Refused("server busy, retry later", code="busy", retry_after=self._retry_after())
+        return client
+
+    def _release_client_locked(self, client: str) -> None:
+        """Undo one :meth:`_hold_client` (the caller holds ``self._lock``)."""
+        n = self._sessions_by_client.get(client, 0) - 1
+        if n > 0:
+            self._sessions_by_client[client] = n
+        else:
+            self._sessions_by_client.pop(client, None)
+        self._client_freed.notify_all()
 
     def _acquire_slot(self, pending: bool = True) -> None:
         """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused.

@@ -78,6 +78,11 @@ class Limits:
     #: evicts (closes) that client's own least recently used one, never another client's.
     #: 0: no per-client bound (only the stores' caps).
     max_per_client: int = DEFAULT_MAX_PER_CLIENT
+    #: sessions one client identity (the ledger's key) may have admitted at once -- running plus
+    #: queued for a slot; one more waits (no queue place) at most ``queue_wait_s`` for one of
+    #: them to end, then is answered "busy, retry after" like a full queue, so one client
+    #: opening many connections cannot take every slot and queue place.  0: no bound.
+    max_sessions_per_client: int = 2
     #: listen backlog (the kernel's queue of connections not yet accepted).
     backlog: int = 1024
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +91,9 @@ class Limits:
         # a negative quota would make the front door close a client's own idle connections at once
         if self.max_per_client < 0:
             raise ValueError(f"max_per_client must be >= 0 (0: no per-client bound), got {self.max_per_client}")
+        if self.max_sessions_per_client < 0:
+            raise ValueError("max_sessions_per_client must be >= 0 (0: no per-client bound), "
+                             f"got {self.max_sessions_per_client}")
 
 
 DEFAULT_LIMITS = Limits()

@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "connections; one more evicts that client's own least recently used entry, never another "
                    "client's, so a client opening many sessions cannot push others out of the stores "
                    "(docs/serving.md); per worker; 0: no per-client bound, only the stores' caps (default 4)")
+    g.add_argument("--max-sessions-per-client", type=int, default=2, metavar="N",
+                   help="sessions one client identity (certificate or token, else IP address: clients behind one "
+                   "NAT or balancer share it) may have admitted at once, running or queued; one more waits (no queue "
+                   "place) up to 5 s for one of them to end, then is answered 'busy, retry after', so one client opening many connections cannot take every slot and queue "
+                   "place from the others (docs/serving.md); per worker; 0: no per-client bound (default 2)")
     p.add_argument("--no-resume", action="store_true",
                    help="compact models: refuse OT-session resumption (every session runs its base OTs; "
                    "the server then keeps no per-client OT state and cannot link a client's sessions; "
@@ -216,9 +221,11 @@ def run(args: argparse.Namespace) -> int:
             "no client authentication (--client-ca / --tokens): anyone who reaches the port can query")
     if args.max_per_client < 0:
         raise SecureMLError("--max-per-client must be at least 0 (0: no per-client bound)")
+    if args.max_sessions_per_client < 0:
+        raise SecureMLError("--max-sessions-per-client must be at least 0 (0: no per-client bound)")
     limits = Limits(handshake_s=args.handshake_timeout, idle_s=args.idle_timeout, min_rate=args.min_rate,
                     max_queue=args.max_queue, max_pending=args.max_pending, max_idle=args.max_idle,
-                    max_per_client=args.max_per_client)
+                    max_per_client=args.max_per_client, max_sessions_per_client=args.max_sessions_per_client)
     audit = AuditLog(args.audit_log, getattr(model, "sha256", "")) if args.audit_log else None
     if args.workers < 1 or args.concurrency < 1:
         raise SecureMLError("--workers and --concurrency must be at least 1")

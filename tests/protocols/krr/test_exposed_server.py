@@ -167,13 +167,16 @@ def test_workers_serve_in_several_processes(model, tmp_path):
         assert len(kids) == 2
         # a worker writes its audit line after the client has its reply: wait for the last one
         # (four sessions of one client at the default --max-aborts 3: one was answered "busy" and
-        # retried, since the workers count its sessions in progress together)
+        # retried, since the workers count its sessions in progress together; and one client -- one
+        # address here -- has at most --max-sessions-per-client 2 sessions running or queued per
+        # worker, so a third sent to the same worker waits for one of them, or, past the 5 s queue
+        # wait, is answered "busy" (audited) and retried)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (not audit.exists() or len(audit.read_text().splitlines()) < 4):
+        while time.monotonic() < deadline and (not audit.exists() or audit.read_text().count('"ok"') < 4):
             time.sleep(0.1)
     finally:
         proc.terminate()
         proc.wait(10)
     recs = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert len(recs) == 4 and {r["outcome"] for r in recs} == {"ok"}
+    assert sum(r["outcome"] == "ok" for r in recs) == 4 and {r["outcome"] for r in recs} <= {"ok", "busy"}
     assert {r["pid"] for r in recs} <= {int(k) for k in kids}
