@@ -37,6 +37,7 @@ from protocols.krr.expsum import _mod
 from protocols.krr.params import PublicParams
 from protocols.mpc import gilboa, he_matvec
 from protocols.mpc.context import PartyContext
+from protocols.mpc.pages import prefer_small_pages
 
 U64 = np.uint64
 
@@ -52,7 +53,9 @@ class _Encoded:
 
 def prepare_server(model: KernelModelParams, pp: PublicParams):
     """Query-independent set-up, done once per served model: encoding, and for the lattice cross
-    term the NTT-form plaintexts of the training rows (~2 s at N = 16,384, d = 351)."""
+    term the NTT-form plaintexts of the training rows (~2 s at N = 16,384, d = 351). Turns numpy's
+    huge-page hint off for the process (:func:`protocols.mpc.pages.prefer_small_pages`)."""
+    prefer_small_pages()
     enc = getattr(model, "_secureml_encoded", None)
     if enc is None or enc.key != (pp.frac_bits, pp.feature_lo, pp.feature_hi, pp.ring_bits):
         enc = _Encoded(model, pp)
@@ -67,6 +70,7 @@ def online(party: PartyContext, pp: PublicParams, k: int, *, model: KernelModelP
            Q: np.ndarray | None = None) -> np.ndarray | None:
     """Both roles, k queries: the server (role 0) passes ``model``, the client (role 1) its
     queries ``Q`` (k, d) and gets the k predictions (the server gets None)."""
+    prefer_small_pages()  # both parties (protocols.mpc.pages)
     N, M = pp.n_train, pp.ring_bits
     # 1. encode (public shift and scale); this party's squared norms in the ring
     if party.role == SERVER:

@@ -304,6 +304,7 @@ from protocols.mpc import authenticated as au
 from protocols.mpc import he_matvec_checked
 from protocols.mpc import limbs, u128
 from protocols.mpc.context import PartyContext
+from protocols.mpc.pages import prefer_small_pages
 from secureml.errors import ModelError, ProtocolError
 
 U64 = np.uint64
@@ -680,6 +681,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     returns y (mod 2^R, scale 2^scale_bits of :func:`tail_plan`)."""
     _refuse_rounding(pp)
     plan(pp)
+    # both parties: no huge-page faults on the session's large arrays (protocols.mpc.pages: the kernel's
+    # compaction on them cost one of two measured sessions at N = 16,384 ~1.3 s of system time, stop 10)
+    prefer_small_pages()
     # 1.-9. bind u = D(q') + rho to the committed query
     if party.role == SERVER:
         alpha, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
@@ -1015,7 +1019,9 @@ def _resize(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarray, np.ndarray]:
-    """The server's encoded X and ||x||^2 mod 2^M (query-independent, cached per model)."""
+    """The server's encoded X and ||x||^2 mod 2^M (query-independent, cached per model); turns
+    numpy's huge-page hint off for the process before any worker is forked (protocols.mpc.pages)."""
+    prefer_small_pages()
     key = (pp.frac_bits, pp.feature_lo, pp.feature_hi, pp.ring_bits)
     enc = getattr(model, "_secureml_malicious_encoded", None)
     if enc is None or enc[0] != key:

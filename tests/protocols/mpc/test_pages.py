@@ -84,3 +84,25 @@ def test_client_malicious_laplacian_session_turns_the_hint_off(monkeypatch, rest
     assert hint._get_madvise_hugepage() is False
     assert len(calls) >= 2 and len(set(calls)) == 2  # both parties' threads
     np.testing.assert_allclose(preds, model.predict(X[:2] + 0.5), atol=1e-3)
+
+
+@pytest.mark.parametrize("security,module_name", [("semi-honest", "gaussian"), ("client-malicious", "gaussian_malicious")])
+def test_gaussian_sessions_turn_the_hint_off(monkeypatch, restore_hint, security, module_name):
+    import importlib
+
+    from protocols.common import KernelModelParams
+    from protocols.krr import ServedModel
+    from protocols.testing import run_krr_session
+
+    module = importlib.import_module(f"protocols.krr.{module_name}")
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    rng = np.random.default_rng(5)
+    X = np.round(rng.uniform(0, 20, (16, 5)) * 4) / 4
+    model = KernelModelParams(X, rng.normal(0, 10, 16), 0.5, "gaussian", 30.0)
+    served = ServedModel(model, security=security)
+    hint._set_madvise_hugepage(True)
+    calls = _count_calls(monkeypatch, module)
+    preds, *_ = run_krr_session(served, X[:1] + 0.25, seed=9)
+    assert hint._get_madvise_hugepage() is False
+    assert len(set(calls)) == 2  # both parties' threads
+    np.testing.assert_allclose(preds, model.predict(X[:1] + 0.25), atol=1e-3)
