@@ -264,17 +264,7 @@ def mac_word_tables(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint
 _FAST_MAX_N = 1 << 14
 _FAST_MAX_X_BITS = 15
 _Q = U64(fp48.P)
-_M48 = U64((1 << 48) - 1)
 _M32 = U64((1 << 32) - 1)
-
-
-def _fold_inplace(a: np.ndarray, tmp: np.ndarray) -> None:
-    """a <- a value = a (mod q) below 2^48 + 59 (a >> 48) (2^48 = 59 mod q), in place (``tmp``:
-    a scratch array of a's shape): no 8 MB temporaries per pass."""
-    np.right_shift(a, U64(48), out=tmp)
-    tmp *= U64(59)
-    a &= _M48
-    a += tmp
 
 
 def _mac_word_tables_mod_q(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: np.uint64,
@@ -305,7 +295,7 @@ def _mac_word_tables_mod_q(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: 
     S = A[:, -1].copy()
     A <<= U64(1)
     A += ((S // _Q + U64(1)) * _Q - S)[:, None]  # D_j(u) + a multiple of q, < 2^64
-    _fold_inplace(A, tmp)
+    fp48.fold_inplace(A, tmp)
     out = tmp  # reused: the fold no longer needs it
     out[:, 0] = 0
     np.cumsum(A[:, :-1], axis=1, out=out[:, 1:])  # sum_{u < v} D_j(u), < 2^63 + 2^37
@@ -313,7 +303,7 @@ def _mac_word_tables_mod_q(XT: np.ndarray, chi: np.ndarray, x_bits: int, delta: 
     T = fp48.add(fp48.reduce((XT * (chid & _M32)[None, :]).sum(axis=1, dtype=U64)),
                  fp48.mul(fp48.reduce((XT * (chid >> U64(32))[None, :]).sum(axis=1, dtype=U64)), U64(1 << 32)))
     out += fp48.add(T, K)[:, None]
-    _fold_inplace(out, A)  # < 2^48 + 2^22 < 2q
+    fp48.fold_inplace(out, A)  # < 2^48 + 2^22 < 2q
     np.subtract(out, _Q, out=out, where=out >= _Q)
     return out
 

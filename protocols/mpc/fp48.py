@@ -62,6 +62,15 @@ def _fold(a: np.ndarray) -> np.ndarray:
     return (a >> U64(48)) * U64(59) + (a & _M48)
 
 
+def fold_inplace(a: np.ndarray, tmp: np.ndarray) -> None:
+    """:func:`_fold` in place: a <- a value = a (mod q) below 2^48 + 59 (a >> 48), with ``tmp`` a
+    scratch array of a's shape (no fresh temporaries on large tables)."""
+    np.right_shift(a, U64(48), out=tmp)
+    tmp *= U64(59)
+    a &= _M48
+    a += tmp
+
+
 def reduce128_short(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """:func:`reduce128` for hi < 2^40 with shifts instead of divisions (numpy's uint64 % costs
     several times a shift): hi 2^64 + lo = hi 59 2^16 + lo (mod q), hi 59 2^16 < 2^62, and three

@@ -353,19 +353,14 @@ class FixedKeyAES:
         ``p0`` its one key per OT and ``entries`` (k,) its index; returns (k, 1, 2 nblk)."""
         k = p0.shape[0]
         lows = np.asarray(lows, dtype=_U64).reshape(k)
-        if p1 is not None:
+        if p1 is not None:  # every entry: built entry-major, in groups (:meth:`_tree_pads_sender`)
             return self._tree_pads_sender(p0, p1, lows, m, nblk)
+        # the chooser: the one path of its index, node by node
         s = None
         for j in range(m):
-            if p1 is None:
-                key = p0[:, j][:, None, :]  # (k, 1, 2)
-                x = key if s is None else s ^ key
-                e = (entries.astype(_U64) & _U64((2 << j) - 1))[:, None]
-            else:
-                key = np.stack([p0[:, j], p1[:, j]], axis=1)  # (k, 2, 2): b = 0, 1
-                # entry e' = e'' + b 2^j: the b = 0 half first, then the b = 1 half
-                x = key if s is None else np.concatenate([s ^ key[:, :1], s ^ key[:, 1:]], axis=1)
-                e = np.arange(2 << j, dtype=_U64)[None, :]
+            key = p0[:, j][:, None, :]  # (k, 1, 2)
+            x = key if s is None else s ^ key
+            e = (entries.astype(_U64) & _U64((2 << j) - 1))[:, None]
             tw = np.empty(x.shape, dtype=_U64)
             tw[..., 0] = (lows + _U64(j))[:, None]
             tw[..., 1] = _U64(self.TAG_TREE) | (e << _U64(8))
@@ -374,7 +369,7 @@ class FixedKeyAES:
         if nblk == 1:
             return s
         e_count = s.shape[1]
-        e = np.arange(e_count, dtype=_U64)[None, :] if p1 is not None else entries.astype(_U64)[:, None]
+        e = entries.astype(_U64)[:, None]
         x = np.broadcast_to(s[:, :, None, :], (k, e_count, nblk, 2))
         tw = np.empty((k, e_count, nblk, 2), dtype=_U64)
         tw[..., 0] = lows[:, None, None]
