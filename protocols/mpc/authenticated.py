@@ -238,14 +238,16 @@ def cot128(party: PartyContext, chooser: int, *, n: int, words: int, choices: np
 
 def _kept_period(keep: np.ndarray) -> int:
     """The shortest period P <= 128 of ``keep`` (n,) that divides n (commit's per-bit pattern: P =
-    bits; a constant: P = 1), or 0: the fast byte layouts of :func:`_pack_kept`."""
+    bits; a constant: P = 1), or 0 (none, or kept counts outside 1..16): the fast byte layouts of
+    :func:`_pack_kept`."""
     n = keep.shape[0]
     for P in range(1, min(n, 128) + 1):
         if n % P:
             continue
         head = keep[: min(n, 64 * P)].reshape(-1, P)
         if (head == head[0]).all() and (keep.reshape(-1, P) == keep[:P]).all():
-            return P
+            # the fast layouts take 1..16 kept bytes per word; anything else the general path refuses
+            return P if bool(((keep[:P] >= 1) & (keep[:P] <= 16)).all()) else 0
     return 0
 
 
@@ -257,7 +259,7 @@ def _pack_kept(raw: np.ndarray, keep: np.ndarray) -> np.ndarray:
     n, words = raw.shape[0], raw.shape[1]
     keep = np.asarray(keep).reshape(n)
     P = _kept_period(keep)
-    if P == 0 or bool(((keep[:P] < 1) | (keep[:P] > 16)).any()):
+    if P == 0:
         return np.ascontiguousarray(raw[_kept_bytes(keep, n, words)])
     sel = _kept_bytes(keep[:P], P, words).reshape(-1)  # one period's kept bytes, in wire order
     return np.take(raw.reshape(n // P, P * words * 16), np.flatnonzero(sel), axis=1).reshape(-1)
@@ -267,7 +269,7 @@ def _recv_kept(party: PartyContext, keep: np.ndarray, n: int, words: int) -> np.
     """The chooser's side of :func:`_pack_kept`: (n, words, 16) uint8, zero above each kept byte."""
     keep = np.asarray(keep).reshape(n)
     P = _kept_period(keep)
-    if P == 0 or bool(((keep[:P] < 1) | (keep[:P] > 16)).any()):
+    if P == 0:
         sel = _kept_bytes(keep, n, words)
         raw = np.zeros((n, words, 16), dtype=np.uint8)
         raw[sel] = party.ch.recv_array(np.uint8, (int(sel.sum()),))
