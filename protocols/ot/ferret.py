@@ -51,6 +51,22 @@ COTs, which the iteration's own output refills (the first k + t*h outputs are re
         ``y = z ^ (e ^ A u) Delta``: n COTs with choice bits ``e ^ A u`` (bit 0 of z).  The first
         k + t*h are the next iteration's base (I1), the rest the output.
 
+Output order (protocol 38).  The trees run in public batches of B = max(1, 2^18 >> h) trees (the
+last batch of an iteration may hold fewer), and the GGM expansion computes a batch node-major: leaf
+x of every tree together.  The engines take the leaves in that order: in the batch of trees i0 ..
+i0+B-1, output row ``i0 * 2^h + x*B + (i - i0)`` is leaf x of tree i (before protocol 38, one
+transpose per batch made it row ``i * 2^h + x``; ~0.15 s of each party's CPU in the Laplacian
+session).  This is the same LPN instance up to a public, fixed permutation P of the n rows: ``P y =
+P V ^ (P A) v``, and P A is again a matrix of n independent rows of d uniform columns (the code is
+generated per row *position*, so A's distribution does not see P), while P e keeps exactly one 1
+per tree, now in the tree's strided positions ``i0 * 2^h + x*B + (i - i0)`` -- regular noise over a
+public partition of the rows into t blocks, which is regular noise up to relabelling the
+coordinates, an equivalence every LPN attack and reduction respects.  Every consumer reads the same
+positions on both sides: the sender's correction-free leaves V, the receiver's noise bit (it sets
+bit 0 of ``W_alpha`` at leaf alpha_i of tree i, whatever the sender sent -- the protocol-27 review
+finding), the reserved rows (the first k + t*h rows in output order, the next base), the lazy
+batches and checked mode (which changes S1 only).
+
 Parameters (128-bit security against the LPN attacks the Ferret paper analyses -- Gaussian
 elimination, information-set decoding, low-weight parity checks, and the regular-noise variants):
 the paper's regular-noise set for bins of 2^13 (as in the authors' emp-ot library, "b13"):
@@ -168,7 +184,9 @@ _TAG_GGM = 0x21
 _MAX_TREES = 1 << 23
 _MAX_ITERATIONS = 1 << 24
 # a batch of trees is the unit of one sender message, of the leaves held at once and of laziness
-_BATCH_ROWS = 1 << 18  # rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array)
+# rows per batch of trees: 32 trees of 2^13 leaves (4 MB per working array).  Since protocol 38 it
+# also fixes the outputs' order (a batch's rows are node-major): both parties must use the same value
+_BATCH_ROWS = 1 << 18
 # LPN rows per fused block (mul_xor): 8192 rows -> 64 KB of indices, 128 KB of gathered rows.
 # A trade-off between the two ways the parties run (one run each, quiet machine, load 1.5-1.8,
 # 2026-12-05; `bench.krr_cost --kernel laplacian --sizes 16384` in two processes / `bench.ferret_threads
@@ -351,10 +369,12 @@ def _zero_bytes(n: int) -> memoryview:
 # The trees of a batch are expanded node-major, tree-minor: a level is (m, B, 2) (node i of every
 # tree together), so a level's left children -- one AES call over all trees -- land contiguously in
 # the first half of the next level (m, B) and the right children in the second, the per-tree tweak
-# broadcasts along the long axis, and K0 is one reduction over axis 0.  The leaves go back to the
-# per-tree (B, 2^h) rows in one cache-blocked transpose (:func:`_tree_major`).  The nodes, sums
-# and leaves are those of the per-tree layout (protocol <= 31; tests/protocols/ot/test_ferret.py
-# pins them): 4.2 + 0.5 against 6.2 ms per batch of 128 trees of 2^11 leaves alone, measured.
+# broadcasts along the long axis, and K0 is one reduction over axis 0.  The nodes, sums and leaves
+# are those of the per-tree layout (protocol <= 31; tests/protocols/ot/test_ferret.py pins them):
+# 4.2 + 0.5 against 6.2 ms per batch of 128 trees of 2^11 leaves alone, measured.  Since protocol
+# 38 the engines consume the leaves in this node-major order (the LPN rows of a batch are leaf x of
+# tree i at row x*B + i; the module docstring's "Output order"): only the public ggm_tree /
+# ggm_punctured_tree still transpose to per-tree rows (:func:`_tree_major`).
 def _ccr(aes: FixedKeyAES, nodes: np.ndarray, hi: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """H(x, tw) = pi(z) ^ z, z = sigma(x) ^ tw, for nodes (..., 2) uint64 -> (..., 2).
 
@@ -418,8 +438,15 @@ def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, delta: np.ndarray, h: int, tre
     ``sums[i, l, b]`` the XOR of the level-(l+1) nodes of tree i on side b,
     ``sums[i, l, 1] = sums[i, l, 0] ^ Delta``.  Nodes are side-major: level l+1 holds the
     side-0 children of level l's nodes, then the side-1 children, so leaf x's path takes side
-    ``(x >> l) & 1`` at level l.
+    ``(x >> l) & 1`` at level l.  (The engine takes :func:`_ggm_nodes`'s node-major leaves.)
     """
+    nodes, sums = _ggm_nodes(aes, roots, delta, h, tree0, it)
+    return _tree_major(nodes), sums
+
+
+def _ggm_nodes(aes: FixedKeyAES, roots: np.ndarray, delta: np.ndarray, h: int, tree0: int,
+               it: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ggm_tree` with the leaves node-major: (2^h, B, 2), leaf x of tree i at [x, i]."""
     bsz = roots.shape[0]
     sums = np.empty((bsz, h, 2, 2), dtype=_U64)
     nodes = np.empty((2, bsz, 2), dtype=_U64)
@@ -429,7 +456,7 @@ def ggm_tree(aes: FixedKeyAES, roots: np.ndarray, delta: np.ndarray, h: int, tre
     for level in range(1, h):
         nodes, sums[:, level, 0] = _expand(aes, nodes, tree0, level, it)
     np.bitwise_xor(sums[:, :, 0], delta, out=sums[:, :, 1])
-    return _tree_major(nodes), sums
+    return nodes, sums
 
 
 def ggm_punctured_tree(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, tree0: int = 0,
@@ -441,12 +468,13 @@ def ggm_punctured_tree(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, t
     punctured leaf zero, alpha (B,) its index).
     """
     leaves, alpha, _ = _punctured(aes, opened, side, tree0, it)
-    return leaves, alpha
+    return _tree_major(leaves), alpha
 
 
 def _punctured(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, tree0: int,
                it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`ggm_punctured_tree` and the XOR of the known leaves (B, 2)."""
+    """:func:`ggm_punctured_tree` with the leaves node-major ((2^h, B, 2), as :func:`_ggm_nodes`'),
+    and the XOR of the known leaves (B, 2)."""
     bsz, h = side.shape
     rows = np.arange(bsz)
     b = side[:, 0].astype(np.int64)
@@ -469,7 +497,7 @@ def _punctured(aes: FixedKeyAES, opened: np.ndarray, side: np.ndarray, tree0: in
         known_sum ^= child  # a known node's two children XOR to it: only the new one adds
         path = (1 - b) * m + path
         nodes = ch
-    return _tree_major(nodes), path, known_sum
+    return nodes, path, known_sum
 
 
 # ------------------------------------------------------------------ the engines
@@ -603,7 +631,8 @@ class _FerretState:
         width = 1 << p.h
         i0 = self._tree
         i1 = min(p.t, i0 + max(1, _BATCH_ROWS >> p.h))
-        rows = self._spcot(self._spcot_base[i0:i1], i0, p.h).reshape(-1, 2)  # I2 / I3
+        # I2 / I3: node-major leaves, so the batch's row x*B + i is leaf x of tree i0 + i (B = i1 - i0)
+        rows = self._spcot(self._spcot_base[i0:i1], i0, p.h).reshape(-1, 2)
         self._code(p).mul_xor(self._secret, i0 * width, rows)  # I4
         self._tree = i1
         self.ots_extended += rows.shape[0]
@@ -691,9 +720,9 @@ class FerretSender(_FerretState, OTExtensionSender):
         """I2 for trees tree0 .. tree0+B-1 (base (B, h, 2) rows q_j): send the opening, return V."""
         bsz = base.shape[0]
         roots = np.frombuffer(random_bytes(16 * bsz, self._rng), dtype=_U64).reshape(bsz, 2)
-        leaves, sums = ggm_tree(self._ggm_aes, roots, self._s64, h, tree0, self._iter)
+        leaves, sums = _ggm_nodes(self._ggm_aes, roots, self._s64, h, tree0, self._iter)
         msg = sums[:, :, 0] ^ base  # K^0_l ^ q_j: the receiver's t_j opens K^{r_j}
-        leaves[:, :, 0] &= _LSB_CLEAR
+        leaves[..., 0] &= _LSB_CLEAR  # node-major (2^h, B, 2): the batch's rows in output order
         b0 = self.ch.bytes_sent
         self.ch.send_array(msg, owned=True)
         self.silent_bytes_sent += self.ch.bytes_sent - b0
@@ -855,14 +884,14 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
         r = (base[:, :, 0] & _U64(1)).astype(np.intp)  # (B, h)
         opened = msg ^ base  # K^0 ^ q_j ^ t_j = K^{r_j}
         leaves, alpha, others = _punctured(self._ggm_aes, opened, r, tree0, self._iter)
-        leaves[:, :, 0] &= _LSB_CLEAR
+        leaves[..., 0] &= _LSB_CLEAR  # node-major (2^h, B, 2), as the sender's
         # V_alpha ^ Delta = XOR of the others (an honest tree's leaves XOR to Delta). The noise bit
         # e_alpha = 1 is ours, not the sender's: the XOR of honest leaves has bit 0 set anyway (V's bit 0
         # is clear, Delta's set), but a deviating sender's sums could clear it and erase tree i's noise,
         # making our choice bits e ^ A u noise-free linear -- solvable from derandomisation bits d = c ^ r
         # whose c it can predict (tests/protocols/ot/test_ferret.py::test_a_deviating_sender_...)
         others[:, 0] |= _U64(1)
-        leaves[np.arange(bsz), alpha] = others
+        leaves[alpha, np.arange(bsz)] = others  # leaf alpha_i of tree i: output row alpha_i*B + i
         return leaves
 
     # ------------------------------------------------ the OTExtensionReceiver interface

@@ -78,17 +78,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "935b9ed0b47f3926c7dbf5fd04b2d092fd975824664bddeec6cee37e285f5366"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "df921827fdbac9b31ff376f5b5a1c8f8722ff960ab03ee90dc8e5082eaabc133"),
-    "krr-laplacian": (96, 74839, "7028cce4f1f71f47546d72d03a5521e0344edf788e1bb8e0557f2dce53aa3486"),
-    "krr-laplacian/silent": (122, 427447, "0747b194621ce65be133e01b2075e45e41ef73ddf6500dbbd155733c97972060"),
-    "krr-gaussian/client-malicious": (482, 5422959, "49b88a71a85e97757451823694817a5812f8edcdee5f315997107f8bc542542b"),
-    "krr-laplacian/client-malicious": (184, 76315, "4fd0803b13d672e1e53cbbe08b88c200fd02b7cd43faea4db1547c1b07de3fd4"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "b4873dab69dc8008eef84e42997cf8fd19550822f3a816f880ee7972240fd464"),
+    "krr-gaussian": (66, 1564455, "bf852bf4cf3240d76bc41c77214c02ab8dbbaf457f5a233ebfea889b769cbbc4"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "450db24e40b81461d79cc68514f2a613d3782f0db85e40b0ce73bfafb9b355f6"),
+    "krr-laplacian": (96, 74839, "5738cde77f051639efa7d29641e954a31ec8de122e26bef4e53ca4b7b09e67f2"),
+    "krr-laplacian/silent": (122, 427447, "b1b600ee29f5b3474e03e3b0edbacef9581e5ad704840653294483f4abfdef5b"),
+    "krr-gaussian/client-malicious": (482, 5422959, "2d1453868e9ab9a8b3eb18d1af1d168ff13300707deeac945ba642366b733adc"),
+    "krr-laplacian/client-malicious": (184, 76315, "0161861874da410b822154fbdfe8b0c105c88e1c7b86e25a2f53175f869f7430"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "deff7102ed8b864960c44b4166e345b07bfd22faa8832ac19fe2dd075cdb2554"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 37
+PINNED_VERSION = 38
 
 
 def _exact_model(kernel: str) -> KernelModelParams:

@@ -218,12 +218,16 @@ def test_a_receiver_combining_two_trees_learns_delta_only_if_roots_repeat(sender
         assert hits > 0
 
 
-def test_choice_bits_are_lpn_samples_of_the_stated_code():
+@pytest.mark.parametrize("batch_rows", [None, 5 << 8])
+def test_choice_bits_are_lpn_samples_of_the_stated_code(batch_rows, monkeypatch):
     """Correctness tests cannot see a degenerate LPN step (both parties would compute the same wrong
     code). Recompute every output choice bit of every iteration from the receiver's base alone:
-    r = e ^ A u with u = bit 0 of the k secret rows, e the regular noise (one 1 per tree, at
-    alpha_i = sum_l (1 - r_{i,l}) 2^l), A from LocalLinearCode.indices (the reference path, not
-    mul_xor's gathers)."""
+    r = e ^ A u with u = bit 0 of the k secret rows, e the regular noise (one 1 per tree, at leaf
+    alpha_i = sum_l (1 - r_{i,l}) 2^l, in protocol 38's node-major row order), A from
+    LocalLinearCode.indices (the reference path, not mul_xor's gathers).  ``batch_rows`` 5 << 8:
+    batches of 5 trees of MAIN's 16 (and 10 of SETUP's 8: one batch), the last one short."""
+    if batch_rows is not None:
+        monkeypatch.setattr(ferret, "_BATCH_ROWS", batch_rows)
     s, r, _, _ = _pair(seed=70)
     _both(lambda: s.random_cots(2 * MAIN.usable), lambda: r.random_cots(2 * MAIN.usable))
     assert len(r.starts) >= 3
@@ -237,7 +241,13 @@ def test_choice_bits_are_lpn_samples_of_the_stated_code():
         rj = (base[p.k :, 0] & U64(1)).astype(np.int64).reshape(p.t, p.h)
         alpha = ((1 - rj) << np.arange(p.h)[None, :]).sum(axis=1)
         e = np.zeros(p.n, dtype=np.uint8)
-        e[np.arange(p.t) * (1 << p.h) + alpha] = 1
+        # protocol 38's output order: in the batch of trees i0 .. i0+B-1, leaf x of tree i is row
+        # i0 * 2^h + x*B + (i - i0) (B = max(1, _BATCH_ROWS >> h), the last batch maybe shorter)
+        per = max(1, ferret._BATCH_ROWS >> p.h)
+        tree = np.arange(p.t)
+        i0 = tree - tree % per
+        bsz = np.minimum(per, p.t - i0)
+        e[i0 * (1 << p.h) + alpha * bsz + (tree - i0)] = 1
         code = LocalLinearCode(p.n, p.k, p.d, r._code(p).seed)
         au = np.bitwise_xor.reduce(u[code.indices(0, p.n)], axis=0)
         expect = e ^ au
@@ -426,14 +436,17 @@ def test_a_sender_flipping_random_message_bits_moves_no_choice_bit():
 
 
 class _ChosenS1(_Recorder):
-    """A deviating receiver (checked mode: the client) that picks all its S1 choice bits -- 0 here, so
-    every S2 tree is punctured at its last leaf and the S2 LPN secret is zero."""
+    """A deviating receiver (checked mode: the client) that picks all its S1 choice bits -- 1 here, so
+    every S2 tree is punctured at its first leaf and the S2 LPN secret is all ones (A u = 0: d = 10
+    ones per row).  (All 0, the choice before protocol 38, puts every S2 noise bit at a last leaf,
+    rows (2^h' - 1) t' + i in the node-major order: past the reserved rows, so every later base bit
+    is 0 too and no right child is ever opened -- nothing for the attacks below to try.)"""
 
     def setup(self):
         orig = ferret.random_bytes
         # our S1 choices only (by our generator): the sender's S2 roots come from the same function,
         # concurrently, in the other thread
-        ferret.random_bytes = lambda n, rng=None: bytes(n) if rng is self._rng else orig(n, rng)
+        ferret.random_bytes = lambda n, rng=None: b"\xff" * n if rng is self._rng else orig(n, rng)
         try:
             super().setup()
         finally:
@@ -442,16 +455,16 @@ class _ChosenS1(_Recorder):
 
 def test_a_receiver_choosing_its_s1_bits_controls_its_choice_bits_not_delta():
     """Checked mode: S1 binds the receiver to *some* choice bits, not to random ones. A receiver that
-    picks them (all 0) fixes its S2 outputs' choice bits (u = 0, every alpha = 2^h' - 1: one 1 per tree,
-    at its last leaf) -- it may, as a receiver chooses anyway -- while every output is still a COT
+    picks them (all 1) fixes its S2 outputs' choice bits (A u = 0, every alpha = 0: one 1 per tree,
+    at its first leaf) -- it may, as a receiver chooses anyway -- while every output is still a COT
     and neither attack above finds Delta: it opened one side per level, as an honest receiver."""
     s, r, _, _ = _pair(seed=99, receiver=_ChosenS1, checked=True)
     assert s._s1_checked and r._s1_checked
     p, base, _ = r.starts[0]
-    assert p == SETUP and not np.any(base[:, 0] & U64(1))
+    assert p == SETUP and np.all(base[:, 0] & U64(1))
     out = np.concatenate([x for i, x, _ in sorted(r.steps, key=lambda z: z[2]) if i == 0])
     expect = np.zeros(SETUP.n, dtype=np.uint64)
-    expect[np.arange(SETUP.t) * (1 << SETUP.h) + (1 << SETUP.h) - 1] = 1
+    expect[: SETUP.t] = 1  # one batch of SETUP.t trees, node-major (protocol 38): leaf 0 of tree i is row i
     np.testing.assert_array_equal(out[:, 0] & U64(1), expect)
     (q, delta), t = _both(lambda: s.random_cots(2 * MAIN.usable), lambda: r.random_cots(2 * MAIN.usable))
     rr = (t[:, 0] & U64(1)).astype(bool)
