@@ -272,6 +272,8 @@ class LocalLinearCode:
         if not 1 <= k < 2**31:
             raise ValueError("code width out of range")
         self.n, self.k, self.d, self.seed = int(n), int(k), int(d), bytes(seed)
+        # k = 2^b: floor(w * 2^b / 2^32) = w >> (32 - b), the same columns in one pass (_columns)
+        self._shift = 32 - (self.k.bit_length() - 1) if self.k & (self.k - 1) == 0 else None
 
     def _words(self, start: int, count: int) -> np.ndarray:
         """32-bit words start .. start+count-1 of the keystream."""
@@ -294,6 +296,9 @@ class LocalLinearCode:
     def _columns(self, words: np.ndarray, out: np.ndarray) -> None:
         """out (intp) = floor(words * k / 2^32): < k, as words < 2^32; the product fits in uint64."""
         u = out.view(_U64)
+        if self._shift is not None:  # one casting shift instead of a casting multiply and a shift
+            np.right_shift(words, np.uint32(self._shift), out=u, casting="unsafe")
+            return
         np.multiply(words, _U64(self.k), out=u, casting="unsafe")
         np.right_shift(u, _U64(32), out=u)
 

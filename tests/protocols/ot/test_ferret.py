@@ -501,6 +501,19 @@ def test_permute_into_writes_pi_in_place_and_wants_spare_bytes():
         aes.permute_into(x, np.zeros((33, 2), dtype=U64))
 
 
+@pytest.mark.parametrize("k", [1, 2, 4_000, 1 << 12, 124_000, 1 << 17, (1 << 31) - 1, 1 << 30])
+def test_code_columns_are_the_stated_multiply_shift(k):
+    """Column of entry (l, j) = floor(w * k / 2^32), w the (l*n + j)-th keystream word, whichever of
+    _columns' two paths runs (power-of-two k: one shift), checked in Python integers."""
+    n = 3_000
+    code = LocalLinearCode(n, k, 3, bytes(range(16)))
+    w = code._words(0, 3 * n).astype(object)
+    expect = np.array([(int(x) * k) >> 32 for x in w], dtype=np.int64).reshape(3, n)
+    got = code.indices(0, n)
+    np.testing.assert_array_equal(got, expect)
+    assert got.max() < k and (k == 1 or got.max() >= k // 2)
+
+
 def test_mul_xor_on_no_rows_is_a_no_op():
     code = LocalLinearCode(1 << 10, 100, 10, bytes(16))
     table = np.ones((100, 2), dtype=U64)
