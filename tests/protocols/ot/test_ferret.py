@@ -349,15 +349,19 @@ class _DeviatingSender(FerretSender):
             self.ch.send_array = send
 
 
+@pytest.mark.parametrize("batch_rows", [None, 5 << 8])
 @pytest.mark.parametrize("what", ["level", "last", "bit0"])
-def test_a_deviating_sender_cannot_move_the_receivers_choice_bits(what):
+def test_a_deviating_sender_cannot_move_the_receivers_choice_bits(what, batch_rows, monkeypatch):
     """The receiver's choice bits r = e ^ A u are functions of its own randomness only: whatever a
     deviating sender sends, they equal the honest run's (same seeds) bit for bit -- so the
     derandomisation bits d = c ^ r it later sends are as pseudorandom (LPN) as with an honest
     sender. Only the receiver's strings t go wrong (the COT breaks at the rows the error reaches).
     Before protocol 27 the receiver read its noise bit from bit 0 of the sender's c_i: clearing it
     moved ~26% of these bits (the noise gone, r = A u linear); since 28 (Half-Tree) it sets the bit
-    itself on the XOR of the other leaves."""
+    itself on the XOR of the other leaves.  ``batch_rows`` 5 << 8: batches of 5 of MAIN's 16 trees (the
+    last one short), whose leaves protocol 38 takes node-major per batch."""
+    if batch_rows is not None:
+        monkeypatch.setattr(ferret, "_BATCH_ROWS", batch_rows)
     n = 2 * MAIN.usable
 
     def run(cls):
@@ -373,6 +377,7 @@ def test_a_deviating_sender_cannot_move_the_receivers_choice_bits(what):
     q2, delta2, t2 = run(_DeviatingSender)
     np.testing.assert_array_equal(t2[:, 0] & U64(1), t[:, 0] & U64(1))
     np.testing.assert_array_equal(q2, q)  # the deviating sender's own view is the honest one
+    _check_correlation(q, delta, t)  # the honest run's outputs are COTs
     r = (t2[:, 0] & U64(1)).astype(bool)
     broken = np.any(q2 != np.where(r[:, None], t2 ^ delta2, t2), axis=1)
     assert broken.any()  # the deviation did reach the receiver's strings
