@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 32 (32: the client-malicious Laplacian chain mod 2^M lifted by one COT per point, chi
+#: pinned at PROTOCOL_VERSION 39 (39: the semi-honest exact kernels' one-block OT hashes with one AES call -- same
+#: frames and sizes everywhere; at version 37 the client-malicious pins still matched, i.e. they keep TCCR -- and the
+#: version in the hello; 32: the client-malicious Laplacian chain mod 2^M lifted by one COT per point, chi
 #: from a 32-byte seed -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 31: the client-malicious Laplacian check's MACs mod p = 2^64 - 59 (8-byte
 #: words in steps 4-6) -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 30: the version in the hello only -- ot_round_bits
 #: travels only when set; 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
@@ -78,17 +80,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "935b9ed0b47f3926c7dbf5fd04b2d092fd975824664bddeec6cee37e285f5366"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "df921827fdbac9b31ff376f5b5a1c8f8722ff960ab03ee90dc8e5082eaabc133"),
-    "krr-laplacian": (96, 74839, "7028cce4f1f71f47546d72d03a5521e0344edf788e1bb8e0557f2dce53aa3486"),
-    "krr-laplacian/silent": (122, 427447, "0747b194621ce65be133e01b2075e45e41ef73ddf6500dbbd155733c97972060"),
-    "krr-gaussian/client-malicious": (482, 5422959, "49b88a71a85e97757451823694817a5812f8edcdee5f315997107f8bc542542b"),
-    "krr-laplacian/client-malicious": (184, 76315, "4fd0803b13d672e1e53cbbe08b88c200fd02b7cd43faea4db1547c1b07de3fd4"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "b4873dab69dc8008eef84e42997cf8fd19550822f3a816f880ee7972240fd464"),
+    "krr-gaussian": (66, 1564455, "626332cccfc49635e2fda8418a04ec7ddef515d2caec67bcd43531ca01be4d83"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "6d049b9af609da8086e50014b2e8ba0614771d1f0b6ad28846d61c54c01dbdcc"),
+    "krr-laplacian": (96, 74839, "52f334019e6f59d513cf8f52b98caeeaf2c7b9ddb1a517ebe041c6e6143584ca"),
+    "krr-laplacian/silent": (122, 427447, "0f6809866218f273efad4fbf526e4d8b41010dda9712253429dbd4fa14c03211"),
+    "krr-gaussian/client-malicious": (482, 5422959, "9ef1ce6034bc09e97eb9961215a039e845c9728835baf05c3637d0993177b6e7"),
+    "krr-laplacian/client-malicious": (184, 76315, "8102f7554e662366c0381b6e8fd628826a813cde187268b3644445b71e906f17"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "1bde85b038e10d74f679370c891345c9dbd26bdb39929eecd28eb169d7c383f2"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 37
+PINNED_VERSION = 39
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
