@@ -10,6 +10,8 @@
     plain ``pi(x) ^ x`` hashing that Guo et al. describe;
   - in counter mode, ``H(x, (i, b))`` for blocks b = 0, 1, ..., which expands one OT's 128-bit
     string into many pseudorandom words (vector correlations) with one AES call per block;
+  - the one-call hash ``H(x) = pi(sigma(x)) ^ sigma(x)`` (below) for the semi-honest engines'
+    one-block OT outputs (protocol 39);
 * :func:`transpose_bits` -- the IKNP bit-matrix transpose: 64x64 bit blocks transposed with six
   SWAR stages on uint64 words (Eklundh), vectorized over all blocks in cache-sized pieces;
   ~15-20x faster than np.unpackbits / transpose / np.packbits;
@@ -17,6 +19,46 @@
 
 The fixed key is public; random-permutation-model security does not need it secret.  Per session
 we derive it from the base-OT transcript so no precomputation across sessions is possible.
+
+One-call hash (protocol 39).  ``H(x) = pi'(z) ^ z``, ``z = sigma(x)``, ``sigma(x_0, x_1) = (x_1, x_0 ^ x_1)``
+on the two 64-bit words: sigma is linear and an orthomorphism (sigma and ``sigma ^ id``, ``x ->
+(x_0 ^ x_1, x_0)``, are both permutations), so H is the circular-correlation-robust (CCR) hash of
+Guo, Katz, Wang, Yu (S&P 2020) -- the construction silent OT's Half-Tree GGM nodes already use
+(:mod:`protocols.ot.ferret`).  ``pi'`` is fixed-key AES under the engine's own key for this hash
+(``derive_key(b"secureml-ot-ccr", digest)``), used by nothing else, so no input of it meets a TCCR,
+table-OT or GGM input.  :meth:`FixedKeyAES.ccr_bits` / :meth:`~FixedKeyAES.ccr_word` /
+:meth:`~FixedKeyAES.ccr_block` / :meth:`~FixedKeyAES.ccr_pair`: one AES call per row instead of TCCR's two.
+
+Where: the one-block outputs of the *semi-honest* OT engines (:attr:`protocols.ot.iknp._IKNPBase.
+uses_tccr` false): random-OT bits (bit 0 of H), one-word COT pads (word 0) and two-word pads.  The
+sender's pads of OT i are ``m_b = H(q_i ^ b Delta)``, the receiver's ``H(t_i) = m_{c_i}``.
+
+Why it suffices there.  The sender computes both pads and learns nothing from them.  The receiver
+holds every ``t_i`` and ``c_i`` and must learn nothing about the pads ``H(t_i ^ Delta)`` it did not
+choose; Delta is hidden from it (each engine's own argument: IKNP/SoftSpoken base OTs, silent OT's
+GGM trees whose hash is the same CCR construction under another key).  That is exactly the
+correlation-robustness game with the receiver's rows as queries: ``x -> H(x ^ Delta)`` on distinct
+known x looks random while Delta is unknown -- implied by CCR (its queries with b = 0) in the
+random-permutation model.  Taking bit 0 or word 0 of a pseudorandom value keeps it pseudorandom.
+What TCCR's tweak (the OT index i) buys is separation of *equal or chosen-related* inputs across
+OTs: a receiver that could make two hashed inputs coincide (``t_i = t_j``, or ``t_i ^ t_j = Delta``)
+would see one pad serve twice.  Semi-honest rows are pseudorandom COT strings that no party chooses:
+such a coincidence among n hashed rows is finding Delta or a collision, probability <= n^2 / 2^127.
+The tweak does not change the multi-instance term either: an adversary's offline AES query helps
+only if it hits one of the n hidden points ``sigma(t_i ^ Delta)`` -- as, for TCCR, one of the n
+points ``t_i ^ Delta`` whose pi hides the pad -- at most n / 2^127 per query (Delta has 127 random
+bits under silent OT's bit-0 convention): for the Laplacian session's ~2^26 hashed rows and 2^64
+offline AES calls, 2^-37, the same bound as TCCR's, with the per-session key ruling out precomputation.
+A "cheap tweak" ``sigma(x) ^ t`` (one more pass, ~0.4 ns per row) would still cancel for chosen
+inputs (``sigma(x) ^ t = sigma(x') ^ t'``), i.e. separate only equal inputs, which semi-honest rows
+never are; it is not kept.
+
+Client-malicious sessions keep TCCR (:attr:`~protocols.ot.iknp._IKNPBase.uses_tccr`): every checked
+engine, and the other direction of a client-malicious exact-kernel session through ``tccr_hash``
+(:func:`protocols.krr.registry._setup_exact_ot`), on both parties.  A single-call argument exists
+there too (the checked engines' rows are PRG/GGM/LPN outputs a deviating client cannot choose, and
+in the other direction the hash guards only the deviating sender's own messages), but TCCR is kept
+by the review standard "if unsure, keep TCCR"; docs/malicious.md.
 """
 from __future__ import annotations
 

@@ -21,7 +21,10 @@ Constructions
   H is the tweakable correlation-robust hash from fixed-key AES of Guo, Katz, Wang, Yu (S&P 2020),
   see :mod:`protocols.ot.crypto`; the tweak i is a per-session OT counter shared by both parties, so no
   (input, tweak) pair is ever hashed twice.  Vector outputs use more tweaked blocks per OT
-  (H(q_i, (i, block b))) -- fixed-key AES in counter mode over the 128-bit pad.
+  (H(q_i, (i, block b))) -- fixed-key AES in counter mode over the 128-bit pad.  Protocol 39: the
+  one-block outputs of unchecked engines (random-OT bits, one- and two-word pads) use the one-call
+  CCR hash ``pi'(sigma(x)) ^ sigma(x)`` instead (:mod:`protocols.ot.crypto`, "One-call hash": why
+  semi-honest rows need no tweak); checked engines and ``tccr_hash`` keep TCCR (:attr:`_IKNPBase.uses_tccr`).
 * Precomputation / derandomization (Beaver 1995): :meth:`precompute` runs steps 1-2 for random
   choices r now; later the receiver sends d = c ^ r (1 bit per OT) and the sender uses
   q_i ^ d_i * s.  So offline (128 bits/OT) and online (1 bit + payload per OT) costs separate.
