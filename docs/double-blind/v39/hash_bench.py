@@ -1,6 +1,6 @@
 """Protocol 39's one-call OT hash against TCCR, ns per row (per OT), old and new alternating in one run:
 
-    nice python docs/double-blind/v39/hash_bench.py [LOG2_ROWS ...] [--out FILE.json]
+    PYTHONPATH=. nice python docs/double-blind/v39/hash_bench.py [LOG2_ROWS ...] [--out FILE.json]
 
 For each size and round: the receiver's random-OT bits (TCCR ``tccr_bits`` vs CCR ``ccr_bits``), the
 sender's two bits per OT (``tccr_bits`` of q and of q ^ Delta vs ``ccr_pair(..., "bits")``), and the same
