@@ -47,15 +47,19 @@ def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
     instead of 32), SoftSpoken otherwise. Client-malicious (``pp.checked_ot``): the direction in
     which the client (role 1) chooses runs checked -- the silent engine's S1 on the checked
     SoftSpoken extension, set before its set-up; the other direction (the client as silent-OT
-    sender) needs no check (protocols.ot.ferret, "A deviating sender"; laplacian_malicious)."""
+    sender) needs no check (protocols.ot.ferret, "A deviating sender"; laplacian_malicious).
+    Client-malicious sessions keep the two-call TCCR hash on both directions (``tccr_hash``;
+    semi-honest ones hash their one-block OT outputs with one AES call: protocols.ot.crypto)."""
     if kernel == "laplacian" and pp.ot_engine == "silent":
         seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),
                  derive_seed(party.seed, "silent-ot-receiver", party.role))
         checked = (pp.checked_ot and party.role == 0, pp.checked_ot and party.role == 1)
         snd, rcv = setup_pair(party.ch, party.role, seeds=seeds, checked=checked)
         party.install_ot(sender=snd, receiver=rcv)
-        return
-    party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
+    else:
+        party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
+    # both engines exist now (installed or set up above): the flag creates none
+    party.ot_sender.tccr_hash = party.ot_receiver.tccr_hash = pp.checked_ot
 
 
 class ModelProtocol(ABC):

@@ -10,6 +10,8 @@
     plain ``pi(x) ^ x`` hashing that Guo et al. describe;
   - in counter mode, ``H(x, (i, b))`` for blocks b = 0, 1, ..., which expands one OT's 128-bit
     string into many pseudorandom words (vector correlations) with one AES call per block;
+  - the one-call hash ``H(x) = pi(sigma(x)) ^ sigma(x)`` (below) for the semi-honest engines'
+    one-block OT outputs (protocol 39);
 * :func:`transpose_bits` -- the IKNP bit-matrix transpose: 64x64 bit blocks transposed with six
   SWAR stages on uint64 words (Eklundh), vectorized over all blocks in cache-sized pieces;
   ~15-20x faster than np.unpackbits / transpose / np.packbits;
@@ -17,6 +19,46 @@
 
 The fixed key is public; random-permutation-model security does not need it secret.  Per session
 we derive it from the base-OT transcript so no precomputation across sessions is possible.
+
+One-call hash (protocol 39).  ``H(x) = pi'(z) ^ z``, ``z = sigma(x)``, ``sigma(x_0, x_1) = (x_1, x_0 ^ x_1)``
+on the two 64-bit words: sigma is linear and an orthomorphism (sigma and ``sigma ^ id``, ``x ->
+(x_0 ^ x_1, x_0)``, are both permutations), so H is the circular-correlation-robust (CCR) hash of
+Guo, Katz, Wang, Yu (S&P 2020) -- the construction silent OT's Half-Tree GGM nodes already use
+(:mod:`protocols.ot.ferret`).  ``pi'`` is fixed-key AES under the engine's own key for this hash
+(``derive_key(b"secureml-ot-ccr", digest)``), used by nothing else, so no input of it meets a TCCR,
+table-OT or GGM input.  :meth:`FixedKeyAES.ccr_bits` / :meth:`~FixedKeyAES.ccr_word` /
+:meth:`~FixedKeyAES.ccr_block` / :meth:`~FixedKeyAES.ccr_pair`: one AES call per row instead of TCCR's two.
+
+Where: the one-block outputs of the *semi-honest* OT engines (:attr:`protocols.ot.iknp._IKNPBase.
+uses_tccr` false): random-OT bits (bit 0 of H), one-word COT pads (word 0) and two-word pads.  The
+sender's pads of OT i are ``m_b = H(q_i ^ b Delta)``, the receiver's ``H(t_i) = m_{c_i}``.
+
+Why it suffices there.  The sender computes both pads and learns nothing from them.  The receiver
+holds every ``t_i`` and ``c_i`` and must learn nothing about the pads ``H(t_i ^ Delta)`` it did not
+choose; Delta is hidden from it (each engine's own argument: IKNP/SoftSpoken base OTs, silent OT's
+GGM trees whose hash is the same CCR construction under another key).  That is exactly the
+correlation-robustness game with the receiver's rows as queries: ``x -> H(x ^ Delta)`` on distinct
+known x looks random while Delta is unknown -- implied by CCR (its queries with b = 0) in the
+random-permutation model.  Taking bit 0 or word 0 of a pseudorandom value keeps it pseudorandom.
+What TCCR's tweak (the OT index i) buys is separation of *equal or chosen-related* inputs across
+OTs: a receiver that could make two hashed inputs coincide (``t_i = t_j``, or ``t_i ^ t_j = Delta``)
+would see one pad serve twice.  Semi-honest rows are pseudorandom COT strings that no party chooses:
+such a coincidence among n hashed rows is finding Delta or a collision, probability <= n^2 / 2^127.
+The tweak does not change the multi-instance term either: an adversary's offline AES query helps
+only if it hits one of the n hidden points ``sigma(t_i ^ Delta)`` -- as, for TCCR, one of the n
+points ``t_i ^ Delta`` whose pi hides the pad -- at most n / 2^127 per query (Delta has 127 random
+bits under silent OT's bit-0 convention): for the Laplacian session's ~2^26 hashed rows and 2^64
+offline AES calls, 2^-37, the same bound as TCCR's, with the per-session key ruling out precomputation.
+A "cheap tweak" ``sigma(x) ^ t`` (one more pass, ~0.4 ns per row) would still cancel for chosen
+inputs (``sigma(x) ^ t = sigma(x') ^ t'``), i.e. separate only equal inputs, which semi-honest rows
+never are; it is not kept.
+
+Client-malicious sessions keep TCCR (:attr:`~protocols.ot.iknp._IKNPBase.uses_tccr`): every checked
+engine, and the other direction of a client-malicious exact-kernel session through ``tccr_hash``
+(:func:`protocols.krr.registry._setup_exact_ot`), on both parties.  A single-call argument exists
+there too (the checked engines' rows are PRG/GGM/LPN outputs a deviating client cannot choose, and
+in the other direction the hash guards only the deviating sender's own messages), but TCCR is kept
+by the review standard "if unsure, keep TCCR"; docs/malicious.md.
 """
 from __future__ import annotations
 
@@ -255,6 +297,90 @@ class FixedKeyAES:
             self.permute_into(p, o_buf)
             o ^= o_buf.view(np.uint8)[: 16 * m : 16] if byte else o_buf[: 2 * m : 2]
             tw += step  # the next block's OT indices
+
+    # ---------------------------------------------- the one-call CCR hash (semi-honest OT outputs)
+    def ccr_bits(self, x: np.ndarray, xor: np.ndarray | None = None) -> np.ndarray:
+        """Bit 0 of the one-call hash H(x ^ xor) = pi(z) ^ z, z = sigma(x ^ xor), as uint8 (k,):
+        the semi-honest engines' random-OT bits (module docstring, "One-call hash"). x (k, 2)
+        uint64 rows (or (k, 16) uint8); ``xor`` (2,) uint64 or None."""
+        out = np.empty(x.shape[0], dtype=np.uint8)
+        self._ccr_low(x, xor, out, None)
+        out &= np.uint8(1)
+        return out
+
+    def ccr_word(self, x: np.ndarray, xor: np.ndarray | None = None) -> np.ndarray:
+        """Word 0 of the one-call hash H(x ^ xor) (k,) uint64: the semi-honest one-word COT pads."""
+        out = np.empty(x.shape[0], dtype=_U64)
+        self._ccr_low(x, xor, out, None)
+        return out
+
+    def ccr_block(self, x: np.ndarray, xor: np.ndarray | None = None) -> np.ndarray:
+        """The whole one-call hash H(x ^ xor) (k, 2) uint64 (two-word pads)."""
+        out = np.empty((x.shape[0], 2), dtype=_U64)
+        self._ccr_low(x, xor, out, None)
+        return out
+
+    def ccr_pair(self, x: np.ndarray, delta: np.ndarray, kind: str = "word") -> tuple[np.ndarray, np.ndarray]:
+        """(H(x), H(x ^ delta)) of :meth:`ccr_bits` / :meth:`ccr_word` / :meth:`ccr_block` (``kind``
+        "bits", "word" or "block"): the sender's two pads per OT from one sigma pass, since sigma
+        is linear (sigma(x ^ delta) = sigma(x) ^ sigma(delta): one XOR of a constant)."""
+        k = x.shape[0]
+        shape, dtype = {"bits": ((k,), np.uint8), "word": ((k,), _U64), "block": ((k, 2), _U64)}[kind]
+        h0, h1 = np.empty(shape, dtype=dtype), np.empty(shape, dtype=dtype)
+        self._ccr_low(x, delta, h0, h1)
+        if kind == "bits":
+            h0 &= np.uint8(1)
+            h1 &= np.uint8(1)
+        return h0, h1
+
+    def _ccr_low(self, x: np.ndarray, xor: np.ndarray | None, out0: np.ndarray, out1: np.ndarray | None) -> None:
+        """out0[r] = low byte (uint8 (k,)), word 0 (uint64 (k,)) or all (uint64 (k, 2)) of H(x_r ^ xor)
+        with H(y) = pi(sigma(y)) ^ sigma(y), sigma(y_0, y_1) = (y_1, y_0 ^ y_1); with ``out1``:
+        out0 = H(x_r), out1 = H(x_r ^ xor).
+
+        In blocks of ``_BITS_ROWS`` rows (as :meth:`_tccr_low`): z = sigma(x) in two strided passes
+        (0.8 ns per row, measured: a reversed copy and an XOR took 3.0), pi(z) into a reused buffer,
+        one pass for the output; z ^ sigma(xor) is one long contiguous XOR with a tiled constant."""
+        xx = np.ascontiguousarray(x).view(np.uint8).reshape(-1, 16).view(_U64)
+        k = xx.shape[0]
+        rows = max(1, min(k, _BITS_ROWS))
+        z_buf = np.empty((rows, 2), dtype=_U64)
+        p_buf = np.empty(2 * rows + 2, dtype=_U64)  # AES output: 16 spare bytes
+        reps = 64  # sigma(xor) tiled: z ^= it as one loop over (rows / 64, 128) words
+        s_tile = None
+        if xor is not None:
+            d = np.asarray(xor, dtype=_U64).reshape(2)
+            s_tile = np.tile(np.array([d[1], d[0] ^ d[1]], dtype=_U64), reps)
+        for a in range(0, k, rows):
+            m = min(rows, k - a)
+            src = xx[a : a + m]
+            z = z_buf[:m]
+            np.copyto(z[:, 0], src[:, 1])
+            np.bitwise_xor(src[:, 0], src[:, 1], out=z[:, 1])
+            if s_tile is not None and out1 is None:
+                self._xor_tiled(z, s_tile, reps)
+            self._ccr_out(z, p_buf, out0[a : a + m])
+            if out1 is not None:
+                self._xor_tiled(z, s_tile, reps)
+                self._ccr_out(z, p_buf, out1[a : a + m])
+
+    @staticmethod
+    def _xor_tiled(z: np.ndarray, s_tile: np.ndarray, reps: int) -> None:
+        m = z.shape[0]
+        main = m - m % reps
+        z[:main].reshape(-1, 2 * reps)[...] ^= s_tile
+        z[main:] ^= s_tile[:2]
+
+    def _ccr_out(self, z: np.ndarray, p_buf: np.ndarray, o: np.ndarray) -> None:
+        """o = (the low byte / word 0 / all of) pi(z) ^ z, z (m, 2) uint64."""
+        m = z.shape[0]
+        self.permute_into(z, p_buf)
+        if o.dtype == np.uint8:  # bit 0 of word 0 (little endian): byte 0
+            np.bitwise_xor(p_buf.view(np.uint8)[: 16 * m : 16], z.view(np.uint8)[:, 0], out=o)
+        elif o.ndim == 1:
+            np.bitwise_xor(p_buf[: 2 * m : 2], z[:, 0], out=o)
+        else:
+            np.bitwise_xor(p_buf[: 2 * m].reshape(m, 2), z, out=o)
 
     def lut_pads(
         self,

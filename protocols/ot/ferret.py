@@ -772,8 +772,7 @@ class FerretSender(_FerretState, OTExtensionSender):
             d = unpack_bits(self.ch.recv_array(np.uint8, ((k + 7) // 8,)), k)
             q = self._take(k, copy=False)
             start = self._next_index(k)
-            h0 = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
-            x = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT, xor=self._s64)  # H(q ^ Delta)
+            h0, x = self._hash_pair(q, start, "bits")  # H(q), H(q ^ Delta)
             x ^= h0  # m0 ^ m1, whatever d
             d &= x
             np.bitwise_xor(h0, d, out=m0[pos : pos + k])
@@ -802,8 +801,7 @@ class FerretSender(_FerretState, OTExtensionSender):
             d = unpack_bits(self.ch.recv_array(np.uint8, ((k + 7) // 8,)), k).astype(_U64)
             q = self._take(k, copy=False)
             start = self._next_index(k)
-            h0 = self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT)  # tccr(., 1)[:, 0], blockwise
-            h1 = self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT, xor=self._s64)
+            h0, h1 = self._hash_pair(q, start, "word")  # H(q), H(q ^ Delta): word 0
             swap = h0 ^ h1
             np.negative(d, out=d)
             swap &= d
@@ -841,8 +839,7 @@ class FerretSender(_FerretState, OTExtensionSender):
         for pos, qp in _pieces(parts, _piece_size(self.piece, 2)):
             k = qp.shape[0]
             start = self._next_index(k)
-            h0 = self._aes.tccr_word(qp, start, FixedKeyAES.TAG_OT)  # tccr(., 1)[:, 0], blockwise
-            h1 = self._aes.tccr_word(qp, start, FixedKeyAES.TAG_OT, xor=self._s64)
+            h0, h1 = self._hash_pair(qp, start, "word")  # H(q), H(q ^ Delta): word 0
             tau = h0 + delta[pos : pos + k]  # m0 + delta - m1: m1 + tau = m0 + delta
             tau -= h1
             np.bitwise_and(h0, mask, out=x0[pos : pos + k])
@@ -947,7 +944,7 @@ class FerretReceiver(_FerretState, OTExtensionReceiver):
         for pos, tp in _pieces(parts, _piece_size(self.piece, 2)):
             k = tp.shape[0]
             start = self._next_index(k)
-            h = self._aes.tccr_word(tp, start, FixedKeyAES.TAG_OT)
+            h = self._hash_word(tp, start)
             raw = self.ch.recv_array(np.uint8 if nb < 8 else _U64, (k, nb) if nb < 8 else (k,))
             tau = _from_low_bytes(raw, (k,), nb)
             tau &= _U64(0) - (tp[:, 0] & _U64(1))  # c * tau

@@ -21,7 +21,10 @@ Constructions
   H is the tweakable correlation-robust hash from fixed-key AES of Guo, Katz, Wang, Yu (S&P 2020),
   see :mod:`protocols.ot.crypto`; the tweak i is a per-session OT counter shared by both parties, so no
   (input, tweak) pair is ever hashed twice.  Vector outputs use more tweaked blocks per OT
-  (H(q_i, (i, block b))) -- fixed-key AES in counter mode over the 128-bit pad.
+  (H(q_i, (i, block b))) -- fixed-key AES in counter mode over the 128-bit pad.  Protocol 39: the
+  one-block outputs of unchecked engines (random-OT bits, one- and two-word pads) use the one-call
+  CCR hash ``pi'(sigma(x)) ^ sigma(x)`` instead (:mod:`protocols.ot.crypto`, "One-call hash": why
+  semi-honest rows need no tweak); checked engines and ``tccr_hash`` keep TCCR (:attr:`_IKNPBase.uses_tccr`).
 * Precomputation / derandomization (Beaver 1995): :meth:`precompute` runs steps 1-2 for random
   choices r now; later the receiver sends d = c ^ r (1 bit per OT) and the sender uses
   q_i ^ d_i * s.  So offline (128 bits/OT) and online (1 bit + payload per OT) costs separate.
@@ -137,6 +140,19 @@ class _IKNPBase:
         self.checked = False
         self._checks = 0
         self._fs_digest = b""
+        #: keep the two-call TCCR hash for the one-block outputs (random-OT bits, one- and two-word
+        #: pads) although this engine is not checked: a client-malicious session sets it on its
+        #: other direction too (:func:`protocols.krr.registry._setup_exact_ot`); both parties of
+        #: an engine pair set it alike. See :attr:`uses_tccr`.
+        self.tccr_hash = False
+
+    @property
+    def uses_tccr(self) -> bool:
+        """Which hash turns the one-block outputs into pads: TCCR ``H(x, i) = pi(pi(x) ^ i) ^ pi(x)``
+        (checked engines and :attr:`tccr_hash`: whenever a client-malicious session runs) or the
+        one-call CCR hash ``pi(sigma(x)) ^ sigma(x)`` under its own key (semi-honest; the argument
+        in :mod:`protocols.ot.crypto`, "One-call hash"). Multi-block pads and table OTs stay TCCR."""
+        return bool(self.checked or self.tccr_hash)
 
     @property
     def pool_size(self) -> int:
@@ -145,6 +161,8 @@ class _IKNPBase:
 
     def _finish_setup(self, digest: bytes) -> None:
         self._aes = FixedKeyAES(derive_key(b"secureml-fkaes", digest))
+        # the one-call hash's own permutation: no input of it meets a TCCR / table-OT input
+        self._ccr_aes = FixedKeyAES(derive_key(b"secureml-ot-ccr", digest))
         self._fs_digest = bytes(digest)
         self._ready = True
 
@@ -191,6 +209,20 @@ class _IKNPBase:
         self._counter += k
         return start
 
+    def _hash_bits(self, rows: np.ndarray, start: int) -> np.ndarray:
+        """Bit 0 of the one-block hash of every row (k,) uint8: the receiver's random-OT bits."""
+        if self.uses_tccr:
+            assert self._aes is not None
+            return self._aes.tccr_bits(rows, start, FixedKeyAES.TAG_OT)
+        return self._ccr_aes.ccr_bits(rows)
+
+    def _hash_word(self, rows: np.ndarray, start: int) -> np.ndarray:
+        """Word 0 of the one-block hash of every row (k,) uint64: the receiver's one-word pads."""
+        if self.uses_tccr:
+            assert self._aes is not None
+            return self._aes.tccr_word(rows, start, FixedKeyAES.TAG_OT)
+        return self._ccr_aes.ccr_word(rows)
+
 
 class OTExtensionSender(_IKNPBase):
     """IKNP sender: holds message pairs / correlations (base-OT *receiver* with secret s).
@@ -222,6 +254,21 @@ class OTExtensionSender(_IKNPBase):
         np.bitwise_xor(q[:main].reshape(-1, 2 * reps), s_tile, out=out[:main].reshape(-1, 2 * reps))
         out[main:] = q[main:] ^ self._s64
         return out
+
+    def _hash_pair(self, q: np.ndarray, start: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(H(q), H(q ^ s)) for the one-block hash of :attr:`uses_tccr`: ``kind`` "bits" (uint8
+        bit 0), "word" (uint64 word 0) or "block" ((k, 2) uint64)."""
+        if not self.uses_tccr:
+            return self._ccr_aes.ccr_pair(q, self._s64, kind)
+        assert self._aes is not None
+        if kind == "bits":
+            return (self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT),
+                    self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT, xor=self._s64))
+        if kind == "word":  # word 0 of the one-block hash, blockwise (same values as tccr's)
+            return (self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT),
+                    self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT, xor=self._s64))
+        return (self._aes.tccr(q, start, 1, FixedKeyAES.TAG_OT),
+                self._aes.tccr(self._xor_s(q), start, 1, FixedKeyAES.TAG_OT))
 
     # ------------------------------------------------------------- IKNP core
     def _extend(self, k: int) -> np.ndarray:
@@ -267,9 +314,11 @@ class OTExtensionSender(_IKNPBase):
     def _pads(self, q: np.ndarray, start: int, words: int) -> tuple[np.ndarray, np.ndarray]:
         """(m0, m1) pads of `words` uint64 each: H(q, (i, b)) and H(q ^ s, (i, b))."""
         assert self._aes is not None
-        if words == 1:  # word 0 of the one-block hash, blockwise (FixedKeyAES.tccr_word: same values)
-            return (self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT)[:, None],
-                    self._aes.tccr_word(q, start, FixedKeyAES.TAG_OT, xor=self._s64)[:, None])
+        if words == 1:
+            h0, h1 = self._hash_pair(q, start, "word")
+            return h0[:, None], h1[:, None]
+        if words == 2:
+            return self._hash_pair(q, start, "block")
         nblk = (words + 1) // 2
         h0 = self._aes.tccr(q, start, nblk, FixedKeyAES.TAG_OT)
         h1 = self._aes.tccr(self._xor_s(q), start, nblk, FixedKeyAES.TAG_OT)
@@ -316,9 +365,7 @@ class OTExtensionSender(_IKNPBase):
         pos = 0
         for start, q in self._rows(n, self.piece):
             k = q.shape[0]
-            assert self._aes is not None
-            m0[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT)
-            m1[pos : pos + k] = self._aes.tccr_bits(q, start, FixedKeyAES.TAG_OT, xor=self._s64)
+            m0[pos : pos + k], m1[pos : pos + k] = self._hash_pair(q, start, "bits")
             pos += k
         self.ch.flush()
         return m0, m1
@@ -525,7 +572,9 @@ class OTExtensionReceiver(_IKNPBase):
     def _pad(self, t: np.ndarray, start: int, words: int) -> np.ndarray:
         assert self._aes is not None
         if words == 1:  # as the sender's _pads
-            return self._aes.tccr_word(t, start, FixedKeyAES.TAG_OT)[:, None]
+            return self._hash_word(t, start)[:, None]
+        if words == 2 and not self.uses_tccr:
+            return self._ccr_aes.ccr_block(t)
         h = self._aes.tccr(t, start, (words + 1) // 2, FixedKeyAES.TAG_OT)
         return h if h.shape[1] == words else h[:, :words]
 
@@ -569,8 +618,7 @@ class OTExtensionReceiver(_IKNPBase):
         pos = 0
         for start, t, _ in self._rows(c, self.piece):
             k = t.shape[0]
-            assert self._aes is not None
-            out[pos : pos + k] = self._aes.tccr_bits(t, start, FixedKeyAES.TAG_OT)
+            out[pos : pos + k] = self._hash_bits(t, start)
             pos += k
         self.ch.flush()
         return out

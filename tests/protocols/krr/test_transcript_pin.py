@@ -42,7 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
-#: pinned at PROTOCOL_VERSION 32 (32: the client-malicious Laplacian chain mod 2^M lifted by one COT per point, chi
+#: pinned at PROTOCOL_VERSION 39 (39: the semi-honest exact kernels' one-block OT hashes with one AES call -- same
+#: frames and sizes everywhere; at version 37 the client-malicious pins still matched, i.e. they keep TCCR -- and the
+#: version in the hello; 32: the client-malicious Laplacian chain mod 2^M lifted by one COT per point, chi
 #: from a 32-byte seed -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 31: the client-malicious Laplacian check's MACs mod p = 2^64 - 59 (8-byte
 #: words in steps 4-6) -- both client-malicious Laplacian pins re-pinned, the version in the hello elsewhere; 30: the version in the hello only -- ot_round_bits
 #: travels only when set; 29: the client-malicious tail in whole bytes, narrow split words, free entry 0
@@ -78,17 +80,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "bf852bf4cf3240d76bc41c77214c02ab8dbbaf457f5a233ebfea889b769cbbc4"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "450db24e40b81461d79cc68514f2a613d3782f0db85e40b0ce73bfafb9b355f6"),
-    "krr-laplacian": (96, 74839, "5738cde77f051639efa7d29641e954a31ec8de122e26bef4e53ca4b7b09e67f2"),
-    "krr-laplacian/silent": (122, 427447, "b1b600ee29f5b3474e03e3b0edbacef9581e5ad704840653294483f4abfdef5b"),
-    "krr-gaussian/client-malicious": (482, 5422959, "2d1453868e9ab9a8b3eb18d1af1d168ff13300707deeac945ba642366b733adc"),
-    "krr-laplacian/client-malicious": (184, 76315, "0161861874da410b822154fbdfe8b0c105c88e1c7b86e25a2f53175f869f7430"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "deff7102ed8b864960c44b4166e345b07bfd22faa8832ac19fe2dd075cdb2554"),
+    "krr-gaussian": (66, 1564455, "626332cccfc49635e2fda8418a04ec7ddef515d2caec67bcd43531ca01be4d83"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "6d049b9af609da8086e50014b2e8ba0614771d1f0b6ad28846d61c54c01dbdcc"),
+    "krr-laplacian": (96, 74839, "52f334019e6f59d513cf8f52b98caeeaf2c7b9ddb1a517ebe041c6e6143584ca"),
+    "krr-laplacian/silent": (122, 427447, "62d9191b1ebdf50a1b188961938301b1b2f3f7044ed974addcf1a7e7972d2935"),
+    "krr-gaussian/client-malicious": (482, 5422959, "9ef1ce6034bc09e97eb9961215a039e845c9728835baf05c3637d0993177b6e7"),
+    "krr-laplacian/client-malicious": (184, 76315, "8102f7554e662366c0381b6e8fd628826a813cde187268b3644445b71e906f17"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "e305e2cb714b82115960cdf6df37a5170bb4df1c48640b7f0470542d2364f5c9"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 38
+PINNED_VERSION = 39
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
