@@ -3,7 +3,6 @@
 wherever a client-malicious session runs (``tccr_hash``). Seeded, small LPN sets (insecure)."""
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,28 +14,7 @@ from protocols.ot import crypto
 from protocols.ot.crypto import FixedKeyAES
 from protocols.ot.ferret import FerretReceiver, FerretSender, LPNParams
 from protocols.testing import run_two_party
-
-U64 = np.uint64
-MAIN = LPNParams(n=16 << 8, k=512, t=16, h=8)
-SETUP = LPNParams(n=8 << 7, k=256, t=8, h=7)
-
-
-def _both(fs, fr):
-    out = {}
-
-    def run():
-        try:
-            out["s"] = fs()
-        except BaseException as e:  # surfaced below
-            out["e"] = e
-
-    t = threading.Thread(target=run)
-    t.start()
-    got = fr()
-    t.join(60)
-    if "e" in out:
-        raise out["e"]
-    return out["s"], got
+from tests.protocols.ot.test_ferret import MAIN, SETUP, U64, _both  # the tiny insecure sets and the two-thread runner
 
 
 def _pair(seed: int, checked: bool = False) -> tuple[FerretSender, FerretReceiver]:
