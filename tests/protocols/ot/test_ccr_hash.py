@@ -12,7 +12,7 @@ from protocols.krr.registry import _setup_exact_ot
 from protocols.net.transport import local_channel_pair
 from protocols.ot import crypto
 from protocols.ot.crypto import FixedKeyAES
-from protocols.ot.ferret import FerretReceiver, FerretSender, LPNParams
+from protocols.ot.ferret import FerretReceiver, FerretSender
 from protocols.testing import run_two_party
 from tests.protocols.ot.test_ferret import MAIN, SETUP, U64, _both  # the tiny insecure sets and the two-thread runner
 
