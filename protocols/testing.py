@@ -86,11 +86,16 @@ def run_two_party(
 
 def checked_ot(p: Party) -> None:
     """Client-malicious OT for a party of :func:`run_two_party`: every OT-extension piece in which
-    the client (role 1, the receiver) chooses is consistency-checked, as a client-malicious session's."""
+    the client (role 1, the receiver) chooses is consistency-checked, as a client-malicious session's;
+    and, as there (protocols.krr.registry._setup_exact_ot), the other direction's one-block outputs keep
+    the TCCR hash (``tccr_hash``; protocol 39). Both directions are set up here, in
+    :meth:`~protocols.mpc.providers.CorrelationProvider.setup_ot`'s order (role 0's sender first)."""
+    p.setup_ot()  # no-op for engines installed or made before
     if p.role == 0:
         p.ot_sender.checked = True
     else:
         p.ot_receiver.checked = True
+    p.ot_sender.tccr_hash = p.ot_receiver.tccr_hash = True
 
 
 def dealer_provider(seed: int = 1234) -> ProviderFactory:

@@ -124,7 +124,11 @@ def random_bytes(n: int, rng: np.random.Generator | None = None) -> bytes:
 
 
 def derive_key(tag: bytes, *parts: bytes, size: int = 16) -> bytes:
-    """Domain-separated key derivation: BLAKE2b keyed by nothing, personalised by the tag."""
+    """Domain-separated key derivation: BLAKE2b keyed by nothing, personalised by the tag.
+
+    BLAKE2b's personalisation holds 16 bytes: only the tag's first 16 bytes count, so two tags
+    that agree there derive the same keys (tests/protocols/ot/test_key_separation.py checks every
+    literal tag of the code base)."""
     h = hashlib.blake2b(digest_size=size, person=tag[:16].ljust(16, b"\0"))
     for p in parts:
         h.update(len(p).to_bytes(8, "little"))

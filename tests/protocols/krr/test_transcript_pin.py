@@ -80,17 +80,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "626332cccfc49635e2fda8418a04ec7ddef515d2caec67bcd43531ca01be4d83"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "6d049b9af609da8086e50014b2e8ba0614771d1f0b6ad28846d61c54c01dbdcc"),
-    "krr-laplacian": (96, 74839, "52f334019e6f59d513cf8f52b98caeeaf2c7b9ddb1a517ebe041c6e6143584ca"),
-    "krr-laplacian/silent": (122, 427447, "62d9191b1ebdf50a1b188961938301b1b2f3f7044ed974addcf1a7e7972d2935"),
-    "krr-gaussian/client-malicious": (482, 5422959, "9ef1ce6034bc09e97eb9961215a039e845c9728835baf05c3637d0993177b6e7"),
-    "krr-laplacian/client-malicious": (184, 76315, "8102f7554e662366c0381b6e8fd628826a813cde187268b3644445b71e906f17"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "e305e2cb714b82115960cdf6df37a5170bb4df1c48640b7f0470542d2364f5c9"),
+    "krr-gaussian": (66, 1564455, "707a3bc6a6ac7269c241f06f26df5e2f94af35f8a415fbe78a757326b8a98825"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "9833acc1037252454fce365e8fab0a896e4ced2a9a61476b2aa40500c0368c30"),
+    "krr-laplacian": (96, 74839, "5053a72fdd0787980626c7823bbb75bfed22905f60269a5c940e992954360b63"),
+    "krr-laplacian/silent": (122, 427447, "f898caf664c09de6e52d1fc34b267fba67f573f3e2a29a9a51719c47e826fee7"),
+    "krr-gaussian/client-malicious": (482, 5422959, "da46f2495cc44961fff811e4484973e955d217fae7579dae6e9eab8fd94eb3f2"),
+    "krr-laplacian/client-malicious": (184, 76315, "ce02f79684e69c7cfe73afecc5212c6c83769e809f169d3f9d3a761842f92809"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "c16db03a954f070abfffcb744836968d118dffc03d19abceda867bf929243474"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 39
+PINNED_VERSION = 40
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
