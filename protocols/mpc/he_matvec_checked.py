@@ -149,8 +149,9 @@ def reply_format(ring: Ring | Modulus, m_max: int, M: int, noise: int) -> tuple[
     (:func:`_switch_down`) and still decrypt exactly (|W / P| < Q' / 2), for Q' < 2^128 (the words
     travel as integers mod Q'); then the widest trim r (bits [M, M + r) of each word zeroed by
     subtracting t eta, :func:`_trim`) that keeps |W / P| < Q' / 2 with the words in whole bytes.
-    (ring.k, 0, 0): no switch, residues at every prime."""
-    for kk in range(1, ring.k):
+    (ring.k, 0, 0): no switch, residues at every prime. At least two primes even where one would
+    do (a small reply ring): the switched reply's words are CRT pairs (:func:`_trim`, :func:`_decrypt_low`)."""
+    for kk in range(2, ring.k):
         b, Qk = _switched_bound(ring, kk, m_max, M, noise, 0)
         if 2 * b >= Qk or Qk.bit_length() > 128:
             continue

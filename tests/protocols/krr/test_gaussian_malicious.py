@@ -709,3 +709,17 @@ def test_rescaled_chain_plan_meets_its_bounds(monkeypatch, mode, n_train):
     assert math.log2(n_train * wraps) + 40 <= R
     # the bytes on the wire: entry 0 of every chain table is free
     assert tp.chain_bytes_per_point() == sum(2 ** (b - a) - 1 for a, b in tp.digits) * R // 8
+
+
+@pytest.mark.parametrize("frac_bits", [2, 8])
+def test_a_small_model_with_few_fractional_bits_is_served(frac_bits):
+    """A small reply ring fits one prime, but the switched lattice reply travels as CRT pairs of two
+    (he_matvec_checked.reply_format keeps at least two): before, the server raised IndexError in
+    _crt2 and the session ended for any explicit frac_bits on this 12 x 5 model."""
+    from tests.protocols.krr.test_transcript_pin import _exact_model, _session
+
+    model = _exact_model("gaussian")
+    served = ServedModel(model, frac_bits=frac_bits, security="client-malicious")
+    Q = model.X_train[:2] + 0.25
+    preds, _, _ = _session(served, Q, seeded=True)
+    np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
