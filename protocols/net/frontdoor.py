@@ -76,6 +76,7 @@ from typing import Any, Callable
 
 from protocols.net.limits import DEFAULT_LIMITS, Deadline, Limits
 from protocols.net.quota import client_scope
+from protocols.net.slots import FairSlots
 from protocols.net.transport import Channel, ProtocolTimeout, TCPChannel, frame
 from secureml.errors import ProtocolError
 from secureml.serving.ledger import QueryLedger, QueryRefused, session_client_id
@@ -271,7 +272,9 @@ class FrontDoor:
         self.ssl_context, self.auth, self.admit = ssl_context, auth or Authenticator(), admit
         self.audit = audit or AuditLog(None)
         self.concurrency = concurrency
-        self._slots = threading.BoundedSemaphore(concurrency)
+        # handed out in arrival order: a plain semaphore let a client's next session barge past one
+        # queued before it (protocols.net.slots)
+        self._slots = FairSlots(concurrency)
         self._lock = threading.Lock()
         self._pending = 0
         self._waiting = 0
@@ -598,7 +601,7 @@ class FrontDoor:
         """Take a session slot: at once, or after a bounded wait in a bounded queue, or Refused.
         ``pending``: the connection is counted in ``_pending`` (its first session), which taking
         the slot ends."""
-        if self._slots.acquire(blocking=False):
+        if self._slots.acquire(blocking=False):  # free and nobody queued: FairSlots serves waiters first
             if pending:
                 self._leave_pending()
             return
