@@ -506,10 +506,48 @@ def seed_sums(ring: Ring, W: np.ndarray, C1: tuple[np.ndarray, np.ndarray], coun
     k, n = ring.k, ring.n
     prod = np.empty((k, n), dtype=I64) if prod is None else prod
     tmp = np.empty((k, n), dtype=I64) if tmp is None else tmp
-    out = np.zeros((count, k, n), dtype=I64)
+    out = np.empty((count, k, n), dtype=I64)
     for o in range(count):
-        for b in range(W.shape[1]):
-            out[o] += ring.lazy_mul(W[o, b], (C1[0][b], C1[1][b]), prod, tmp)
+        _lazy_dot(ring, W[o], C1, out[o], prod, tmp)
+    return out
+
+
+def _lazy_dot(ring: Ring, W_o: np.ndarray, C: tuple[np.ndarray, np.ndarray], out: np.ndarray,
+              prod: np.ndarray, tmp: np.ndarray, C2: tuple[np.ndarray, np.ndarray] | None = None,
+              out2: np.ndarray | None = None) -> np.ndarray:
+    """sum_b C_b W_(o,b) into ``out`` (k, n) int64 (and, given ``C2``, sum_b C2_b W_(o,b) into
+    ``out2``): the same integer as the sum of rlwe's lazy products sum_b (W C - trunc(W (C / p)) p),
+    formed as two running sums -- the wrapping products W C, and the truncated quotients in float64
+    -- and one product by p at the end instead of one per b; W_(o,b) (256 kB of the 187 MB prepared
+    table) is converted to float64 once for both tables, while it is in the cache (stop 11).
+    Exact: each quotient is the same float product W (C / p) (W < 2^50 converts exactly),
+    truncated; up to 8 of them (each in [0, 2^50)) sum exactly in float64 before they join an int64
+    sum; both sides agree mod 2^64, and the true sum (B terms below 1.375 p) is far below 2^63."""
+    k_n = out.shape
+    wf, ft = np.empty(k_n), np.empty(k_n)
+    pairs = [(C, out, np.zeros(k_n, dtype=I64), np.zeros(k_n))]
+    if C2 is not None:
+        pairs.append((C2, out2, np.zeros(k_n, dtype=I64), np.zeros(k_n)))
+    B = W_o.shape[0]
+    for b in range(B):
+        w = W_o[b]
+        np.copyto(wf, w, casting="unsafe")
+        for (ci, cq), acc, q, qf in pairs:
+            np.multiply(wf, cq[b], out=ft)
+            np.trunc(ft, out=ft)
+            qf += ft
+            if b == 0:
+                np.multiply(w, ci[0], out=acc)  # wraps mod 2^64
+            else:
+                np.multiply(w, ci[b], out=prod)
+                acc += prod
+            if b % 8 == 7 or b == B - 1:  # at most 8 quotients below 2^50 per float sum: exact
+                np.copyto(tmp, qf, casting="unsafe")
+                q += tmp
+                qf.fill(0.0)
+    for _, acc, q, _ in pairs:
+        q *= ring._p_full(q.shape, 1)
+        acc -= q
     return out
 
 
@@ -592,10 +630,11 @@ class _BlockSums:
         if self.thread is None:  # one block's (k, n) products at a time: they stay in the cache
             ring, W = self.ring, self.W
             prod, tmp = self._small
-            s0 = np.zeros((ring.k, ring.n), dtype=I64)
-            for b in range(W.shape[1]):
-                s0 += ring.lazy_mul(W[o, b], (self.C0[0][b], self.C0[1][b]), prod, tmp)
-            s1 = seed_sums(ring, W[o:o + 1], self.C1, 1, prod, tmp)[0] if o >= self.first_c1 else None
+            s0 = np.empty((ring.k, ring.n), dtype=I64)
+            if o < self.first_c1:
+                return _lazy_dot(ring, W[o], self.C0, s0, prod, tmp), None
+            s1 = np.empty_like(s0)
+            _lazy_dot(ring, W[o], self.C0, s0, prod, tmp, self.C1, s1)
             return s0, s1
         with self.cond:
             while o not in self.ready and self.error is None:
