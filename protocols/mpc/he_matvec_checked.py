@@ -70,6 +70,7 @@ from protocols.mpc import bfv_proof, u128
 from protocols.mpc.context import PartyContext
 from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
+from protocols.mpc.randomness import SecureRandom
 from protocols.mpc.rlwe import CBD_ETA, LAZY_IN, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
@@ -258,6 +259,10 @@ class PreparedChecked:
         for o in range(plan.outputs):
             coeffs[:, :, : n_o * n_i] = W[o][:, None, :]  # entries < 2^30 < every prime
             self.W_hat[o] = ring.ntt(coeffs)
+        # reply pads (:class:`ReplyPad`, stop 11): none unless the server asks for them (fill_pads)
+        self.pads: list[ReplyPad] = []
+        self.pad_target = 0
+        self.pad_lock = threading.Lock()
 
 
 _PREPARED: OwnerCache[PreparedChecked] = OwnerCache()
@@ -398,6 +403,105 @@ def commit_query(p: PartyContext, chooser: int, plan: CheckedPlan, ring: Ring, q
     return out[0][:, 0].copy(), out[1][:, 0].copy()
 
 
+@dataclass(frozen=True)
+class ReplyPad:
+    """The query-independent half of one session's reply (stop 11), made before the session from
+    the server's own fresh randomness: the public seed, pk1 and the c1_b in NTT form, u_o's NTT
+    for every output block, and the reply's c1 part as the wire words it is sent as -- c1_o =
+    sum_b c1_b W_(o,b) + pk1 u_o + t e2_o depends on the seed, the model and (u_o, e2_o) only.
+    Used by one session at most (:func:`take_pad` removes it from the pool)."""
+    seed: bytes
+    pk1_hat: np.ndarray
+    c1_hat: np.ndarray
+    u_hat: np.ndarray  # (outputs, k, n) int64, NTT(u_o) in [0, p)
+    c1_words: tuple[np.ndarray, ...]  # per message chunk of _CHUNK output blocks
+    pid: int  # the process that made it: a forked worker never uses its parent's (shared) pads
+
+
+def make_pad(prepared: PreparedChecked, rng: Any) -> ReplyPad:
+    """A fresh :class:`ReplyPad` from ``rng`` (the server's generator, never the client's): the same
+    arithmetic as :func:`matvec_sender`'s inline path (seed, then per chunk u and e2)."""
+    plan, ring = prepared.plan, prepared.ring
+    M, k, n, kk = plan.ring_bits, ring.k, ring.n, plan.reply_primes
+    seed = rng.random_bytes(16)
+    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
+    C1, pk1h = ring.lazy_table(c1_hat), ring.lazy_table(pk1_hat)
+    W = prepared.W_hat.view(I64)
+    t_res = ring.scalar(1 << M)
+    lazy_in = 1.375 * (plan.blocks + 1) < LAZY_IN
+    u_hat = np.empty((plan.outputs, k, n), dtype=I64)
+    words = []
+    prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
+    for o0 in range(0, plan.outputs, _CHUNK):
+        o1 = min(plan.outputs, o0 + _CHUNK)
+        c = o1 - o0
+        u = ring.ternary(rng, (c, n))
+        e2 = ring.cbd(rng, (c, n))
+        te2 = e2[:, None, :] * t_res.astype(I64)[None]
+        acc1 = np.empty((c, k, n), dtype=U64)
+        for i in range(c):
+            o = o0 + i
+            u_hat[o] = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)
+            a1 = _lazy_dot(ring, W[o], C1, np.empty((k, n), dtype=I64), prod, tmp)
+            a1 += ring.lazy_mul(u_hat[o], pk1h, prod, tmp)
+            acc1[i] = _c1_part(ring, plan, a1, e2[i], te2[i], lazy_in)
+        words.append(_c1_wire(ring, plan, acc1))
+    return ReplyPad(seed, pk1_hat, c1_hat, u_hat, tuple(words), os.getpid())
+
+
+def _c1_part(ring: Ring, plan: CheckedPlan, a1: np.ndarray, e2: np.ndarray, te2: np.ndarray,
+             lazy_in: bool) -> np.ndarray:
+    """One output block's c1 from its lazy sum a1 = sum_b c1_b W_(o,b) + pk1 u (k, n): in NTT form
+    with NTT(t e2) added (no switch), else INTT(a1) + t e2 in coefficient form."""
+    k, n, M = ring.k, ring.n, plan.ring_bits
+    if plan.reply_primes == k:  # c1 travels in NTT form: t e2 joins it there
+        a1 += ring.ntt(np.broadcast_to(e2, (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+        return ring.canonical(a1)
+    # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+    # (the transform is linear), one NTT per output fewer; t e2 (exact in int64: |e2| <= 21)
+    # joins before the transform's one reduction
+    return ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2)
+
+
+def _c1_wire(ring: Ring, plan: CheckedPlan, acc1: np.ndarray) -> np.ndarray:
+    """A chunk's c1 (c, k, n) as sent: packed residues, or (protocol 35) switched down and trimmed."""
+    if plan.reply_primes == ring.k:
+        return ring.pack(acc1)
+    M = plan.ring_bits
+    return _trim(ring, _switch_down(ring, plan.reply_primes, acc1, M), M, plan.trim_bits, plan.word_bytes)
+
+
+def fill_pads(prepared: PreparedChecked, count: int | None = None, rng_factory: Callable[[], Any] | None = None) -> None:
+    """Make reply pads until ``count`` (then the pool's target: :func:`refill_pads` keeps it) are
+    ready; each from a fresh generator (``rng_factory``, default OS entropy: SecureRandom())."""
+    with prepared.pad_lock:
+        if count is not None:
+            prepared.pad_target = count
+        need = prepared.pad_target - len(prepared.pads)
+    for _ in range(max(0, need)):
+        pad = make_pad(prepared, (rng_factory or SecureRandom)())
+        with prepared.pad_lock:
+            prepared.pads.append(pad)
+
+
+def refill_pads(prepared: PreparedChecked | None) -> None:
+    """After a session (the client has its answer): top the pool back up to its target (no-op for
+    a server that never asked for pads)."""
+    if prepared is not None and prepared.pad_target > len(prepared.pads):
+        fill_pads(prepared)
+
+
+def take_pad(prepared: PreparedChecked) -> ReplyPad | None:
+    """Remove one pad from the pool (None if empty): a pad serves one session at most. Pads made by
+    another process (the parent of forked workers: every worker holds a copy of its pool) are
+    dropped unused, so no two sessions in two processes can share one."""
+    with prepared.pad_lock:
+        pid = os.getpid()
+        prepared.pads[:] = [pad for pad in prepared.pads if pad.pid == pid]
+        return prepared.pads.pop(0) if prepared.pads else None
+
+
 def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q_pads, domain: int) -> np.ndarray:
     """Server: its share (n_rows,) mod 2^M of X q. ``q_pads``: the random-OT keys (m0, m1) of the
     client's d x_bits query bits (value-major, least significant first), hashed in ``domain``
@@ -408,19 +512,25 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     _agree(p, plan, sender=False)
     delta = au.new_delta(p)  # the proof's own MAC key, fresh
     q_keys = commit_query(p, chooser, plan, ring, q_pads, domain, delta=delta)
-    # 1. the public seed
-    seed = p.rng.random_bytes(16)
+    # 1. the public seed: a ready pad's (stop 11: made before the session, with that session's c1
+    # part of the reply), or drawn here
+    pad = take_pad(prepared)
+    seed = pad.seed if pad is not None else p.rng.random_bytes(16)
     p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
     p.ch.flush()
-    # the seed's public parts in NTT form while the client encrypts (they depend on the seed
-    # only); the proof reuses them (its a* NTTs are their reversals)
-    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
-    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
-    # and, still while the client encrypts, the seed-only part of the first outputs' c1:
-    # sum_b c1_b W_(o,b) (lazy sums, the same values the loop below would form)
-    C1 = ring.lazy_table(c1_hat)
     W = prepared.W_hat.view(I64)  # (outputs, B, k, n)
-    ahead = seed_sums(ring, W, C1, min(plan.outputs, _SEED_AHEAD))
+    if pad is not None:
+        pk1_hat, c1_hat = pad.pk1_hat, pad.c1_hat
+        C1, ahead = None, np.empty((0, k, n), dtype=I64)
+    else:
+        # the seed's public parts in NTT form while the client encrypts (they depend on the seed
+        # only); the proof reuses them (its a* NTTs are their reversals)
+        pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+        pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
+        # and, still while the client encrypts, the seed-only part of the first outputs' c1:
+        # sum_b c1_b W_(o,b) (lazy sums, the same values the loop below would form)
+        C1 = ring.lazy_table(c1_hat)
+        ahead = seed_sums(ring, W, C1, min(plan.outputs, _SEED_AHEAD))
     # 2. the client's pk0 and c0_b
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
@@ -440,7 +550,7 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     C0 = ring.lazy_table(hats["c0"])  # (B, k, n)
     # every output's sum_b c0_b W_(o,b) (and the seed-only sums not formed above): here, one block
     # at a time, or (SECUREML_HE_THREADS >= 2) on a helper thread ahead of this loop
-    sums = _BlockSums(ring, W, C0, C1, first_c1=ahead.shape[0])
+    sums = _BlockSums(ring, W, C0, C1, first_c1=plan.outputs if pad is not None else ahead.shape[0])
     pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
@@ -451,30 +561,30 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         for o0 in range(0, plan.outputs, _CHUNK):
             o1 = min(plan.outputs, o0 + _CHUNK)
             c = o1 - o0
-            u = ring.ternary(p.rng, (c, n))
-            e2 = ring.cbd(p.rng, (c, n))
-            te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
+            if pad is None:
+                u = ring.ternary(p.rng, (c, n))
+                e2 = ring.cbd(p.rng, (c, n))
+                te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
             acc1 = np.empty((c, k, n), dtype=U64)
             c0t = np.empty((c, k, plan.n_o), dtype=U64)
             prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
             for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
                 o = o0 + i
                 a0, s1 = sums.get(o)
+                if pad is not None:  # the c1 part is the pad's; u's NTT too
+                    a0 += ring.lazy_mul(pad.u_hat[o], pk0h, prod, tmp)
+                    c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)
+                    continue
                 a1 = ahead[o] if s1 is None else s1
                 uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
                 a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
                 a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
                 # a0, a1: B + 1 lazy products below 1.375 p each: within the transforms' lazy input
                 # bound if lazy_in (B = 6 at CM sizes: 9.625 p < LAZY_IN p = 10 p), so no reduction first
-                if kk == k:  # c1 travels in NTT form: t e2 joins it there
-                    a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
-                    acc1[i] = ring.canonical(a1)
+                acc1[i] = _c1_part(ring, plan, a1, e2[i], te2[i], lazy_in)
+                if kk == k:
                     c0t[i] = ring.intt_at(ring.canonical(a0), tgt)
                 else:
-                    # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
-                    # (the transform is linear), one NTT per output fewer; t e2 (exact in int64:
-                    # |e2| <= 21) joins before the transform's one reduction
-                    acc1[i] = ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2[i])
                     c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)  # only the targets leave
             e1 = ring.cbd(p.rng, (c, plan.n_o))
             R = p.rng.random_below((c, plan.n_o), M)
@@ -484,13 +594,9 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
             c0t = ring.add(c0t, flood.transpose(1, 0, 2))
             # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
             # sent, so the client's view hides X as before; c1 now travels in coefficient form)
-            if kk == k:
-                p.ch.send_array(ring.pack(acc1), owned=True)
-                p.ch.send_array(ring.pack(c0t), owned=True)
-            else:
-                r, wb = plan.trim_bits, plan.word_bytes
-                p.ch.send_array(_trim(ring, _switch_down(ring, kk, acc1, M), M, r, wb), owned=True)
-                p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
+            p.ch.send_array(pad.c1_words[o0 // _CHUNK] if pad is not None else _c1_wire(ring, plan, acc1),
+                            owned=pad is None)
+            p.ch.send_array(_c1_wire(ring, plan, c0t), owned=True)  # c0 at the targets: the same map
             p.ch.flush()
             share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
     finally:

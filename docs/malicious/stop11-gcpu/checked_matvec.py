@@ -1,8 +1,10 @@
 """The checked lattice matvec alone at CM sizes (N = 16,384, d = 351): per-party thread CPU, wall,
 a digest of both shares and a digest of every array the server sends (equal across versions = the
 same outputs and the same reply bytes). From the checkout root:
-    PYTHONPATH=. nice python docs/malicious/stop11-gcpu/checked_matvec.py [--prof [sortkey]]
-(docs/malicious/p35-cpu/checked_matvec.py with the sent-bytes digest added.)
+    PYTHONPATH=. nice python docs/malicious/stop11-gcpu/checked_matvec.py [--pad] [--prof [sortkey]]
+(docs/malicious/p35-cpu/checked_matvec.py with the sent-bytes digest added.) --pad: one reply pad made
+before the session (he_matvec_checked.fill_pads, its CPU printed apart; fresh OS randomness, so the
+digests then vary from run to run; the shares are still checked against X q).
 """
 import sys, time, hashlib, cProfile, pstats, io
 import numpy as np
@@ -18,6 +20,9 @@ XB, M = pp.x_bits, pp.ring_bits
 r = np.random.default_rng(1)
 X = r.integers(0, 2 ** XB, (N, D), dtype=np.uint64); q = r.integers(0, 2 ** XB, D, dtype=np.uint64)
 pm = hc.prepare(X, XB, M)
+pad_cpu = None
+if "--pad" in sys.argv:
+    t = time.thread_time(); hc.fill_pads(pm, 1); pad_cpu = time.thread_time() - t
 print("plan", pm.plan, file=sys.stderr)
 prof = "--prof" in sys.argv
 def bits(v): return ((v[:, None] >> np.arange(XB, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8).ravel()
@@ -48,7 +53,7 @@ wall = time.perf_counter() - t0
 want = (X.astype(object) @ q.astype(object)) % (1 << M)
 assert ((s0.astype(object) + s1.astype(object)) % (1 << M) == want).all()
 print("digest", hashlib.sha256(s0.tobytes() + s1.tobytes()).hexdigest()[:16], "sent", sent.hexdigest()[:16],
-      f"server {cpu['server']:.3f} client {cpu['client']:.3f} wall {wall:.3f} load", open('/proc/loadavg').read().split()[0])
+      f"server {cpu['server']:.3f} client {cpu['client']:.3f} wall {wall:.3f}" + (f" pad {pad_cpu:.3f} (used {not pm.pads})" if pad_cpu is not None else "") + " load", open('/proc/loadavg').read().split()[0])
 if prof:
     for k in ("sprof", "cprof"):
         s = io.StringIO(); pstats.Stats(cpu[k], stream=s).sort_stats(sys.argv[-1] if sys.argv[-1] != "--prof" else "cumulative").print_stats(40); print("=====", k); print(s.getvalue())
