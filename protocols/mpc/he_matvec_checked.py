@@ -53,6 +53,24 @@ N is within statistical distance 2^-40 of one independent of X. c1 is uniform gi
 The switch of step 4 is a public deterministic map applied coefficientwise to what protocols
 13-33 sent (c1 in full, c0 at the targets): the client's view is a function of that view, so it
 hides X no less (the client sends nothing in steps 4-5).
+Reply pads (stop 11, :class:`ReplyPad`; no wire change): the reply's c1 part,
+c1_o = sum_b c1_b W_(o,b) + pk1 u_o + t e2_o, depends on the server's seed, its model and its fresh
+u_o, e2_o only -- nothing of the client's -- so a server that asks for pads
+(:func:`fill_pads`; ``secureml serve`` keeps one) makes it before the session, with the seed and the
+NTTs of the u_o, from a fresh generator keyed by OS entropy. The session then sends that seed in
+step 1 and, in step 4 (still only after the proof passed), those c1 words, and computes only c0 at
+the targets (sum_b c0_b W_(o,b) + pk0 u_o + t e1 + R + t f, with e1, R, f fresh from the session's
+generator as before): about half of step 4's server work leaves the critical path. What the client
+sees has exactly the distribution of the inline path's (the same functions of independent fresh
+values: a uniform seed, u_o and e2_o per output block, drawn by the server and independent of X,
+the query and the client), so the privacy argument above is unchanged; the proof is unchanged (it
+uses the seed's public parts, computed from the seed as before) and still precedes every reply. A
+pad serves one session at most: :func:`take_pad` removes it under a lock before its seed is sent
+(also when that session then aborts), and a forked worker drops the pads it inherited from its
+parent (they record the pid that made them), so no u_o is ever used in two sessions. Whether a pad
+was ready depends on the server's load only. A deviating or aborting client gains nothing: it
+cannot obtain a pad twice, and each session (aborted or not) costs the server one pad's CPU after
+it (:func:`refill_pads`), as the inline path spent it during the session.
 Threat model: semi-honest server, any client.
 """
 from __future__ import annotations
