@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import multiprocessing as mp
 import time
@@ -54,6 +55,8 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, 
                ("gaussian", "client-malicious"): gaussian_malicious.prepare_server,
                ("laplacian", "client-malicious"): laplacian_malicious.prepare_server}[params.kernel, security]
     t0 = time.perf_counter()
+    if (params.kernel, security) == ("gaussian", "client-malicious"):
+        prepare = functools.partial(prepare, reply_pads=1)  # as `secureml serve` (stop 11)
     prepare(params, sm.public)  # once per served model, before any client (encoding; lattice plaintexts)
     q.put(time.perf_counter() - t0)
     c0 = time.process_time()

@@ -104,7 +104,7 @@ def instrumented(rec: _Recorder):
 _PP: list[Any] = [None]
 
 
-def run(N: int, d: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(N: int, d: int, reply_pads: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One client-malicious session at N: per-step rows and the session's totals."""
     from bench.malicious_cost import _pair
     from bench.synthetic import synthetic_model, synthetic_queries
@@ -115,7 +115,13 @@ def run(N: int, d: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     served = ServedModel(model, security="client-malicious")
     served.public.cross_term = "he"
     served.public.validate()
-    gaussian_malicious.prepare_server(model, served.public)
+    # reply_pads: the query-independent half of the reply made here, before the session (stop 11);
+    # no refill after it (target 0), so that the session's wall is the session's alone
+    X, _ = gaussian_malicious.prepare_server(model, served.public, reply_pads=reply_pads)
+    if reply_pads:
+        from protocols.mpc import he_matvec_checked
+
+        he_matvec_checked.prepare(X, served.public.x_bits, served.public.ring_bits, owner=model).pad_target = 0
     _PP[0] = served.public
     rec = _Recorder()
     with instrumented(rec):
@@ -154,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="16384")
     ap.add_argument("--features", type=int, default=351)
     ap.add_argument("--out", default="")
+    ap.add_argument("--reply-pads", type=int, default=0,
+                    help="reply pads made before the session (as `secureml serve` keeps one; default 0: the inline path)")
     args = ap.parse_args(argv)
     all_rows, totals = [], []
     for N in [int(v) for v in args.sizes.split(",") if v.strip()]:
-        rows, total = run(N, args.features)
+        rows, total = run(N, args.features, args.reply_pads)
         all_rows += rows
         totals.append(total)
         print(f"N={N}: {total['bytes']:,} B (client sent {total['client_sent_B']:,}, received "

@@ -691,9 +691,15 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
             raise ModelError("weights wider than the advertised weight_bits")
         prepared = (he_matvec_checked.prepare(X, pp.x_bits, pp.ring_bits, owner=model)
                     if pp.cross_term == "he" else None)
-        b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True, prepared=prepared,
-                                           x_float=binding.rows_as_float(X, owner=model))
-        return kernel_output(party, pp, rho=b.rho, delta=b.delta, u_pads=b.u_pads, model=model, lam=lam)
+        try:
+            b = binding.bound_masked_distances(party, pp, X=X, xx=xx, lam=lam, keep_pads=True, prepared=prepared,
+                                               x_float=binding.rows_as_float(X, owner=model))
+            return kernel_output(party, pp, rho=b.rho, delta=b.delta, u_pads=b.u_pads, model=model, lam=lam)
+        finally:
+            # the next session's reply pad (stop 11), after this one's last message: off its critical
+            # path (a no-op unless prepare_server asked for pads); also after an abort -- a pad whose
+            # seed was sent is never used again
+            he_matvec_checked.refill_pads(prepared)
     b = binding.bound_masked_distances(party, pp, q=q, lam=lam, keep_pads=True)
     return kernel_output(party, pp, u=b.u, u_pads=b.u_pads, lam=lam)
 
@@ -1018,9 +1024,12 @@ def _resize(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, limbs.zeros(x.shape[:-1], n - k)], axis=-1)
 
 
-def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarray, np.ndarray]:
+def prepare_server(model: KernelModelParams, pp: PublicParams, reply_pads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The server's encoded X and ||x||^2 mod 2^M (query-independent, cached per model); turns
-    numpy's huge-page hint off for the process before any worker is forked (protocols.mpc.pages)."""
+    numpy's huge-page hint off for the process before any worker is forked (protocols.mpc.pages).
+    ``reply_pads`` (lattice cross term): keep that many reply pads ready
+    (:class:`protocols.mpc.he_matvec_checked.ReplyPad`: the query-independent half of a session's
+    reply, ~0.5 s of CPU and ~40 MB each at N = 16,384, d = 351), made here and after each session."""
     prefer_small_pages()
     key = (pp.frac_bits, pp.feature_lo, pp.feature_hi, pp.ring_bits)
     enc = getattr(model, "_secureml_malicious_encoded", None)
@@ -1031,7 +1040,9 @@ def prepare_server(model: KernelModelParams, pp: PublicParams) -> tuple[np.ndarr
             xx &= U64((1 << pp.ring_bits) - 1)
         enc = model._secureml_malicious_encoded = (key, X, xx)
     if pp.cross_term == "he":  # the lattice plaintexts of the rows (NTT form), before the first client
-        he_matvec_checked.prepare(enc[1], pp.x_bits, pp.ring_bits, owner=model)
+        prepared = he_matvec_checked.prepare(enc[1], pp.x_bits, pp.ring_bits, owner=model)
+        if reply_pads:
+            he_matvec_checked.fill_pads(prepared, reply_pads)
     binding.rows_as_float(enc[1], owner=model)  # step 6's float copy of X, before the first client too
     return enc[1], enc[2]
 

@@ -53,6 +53,24 @@ N is within statistical distance 2^-40 of one independent of X. c1 is uniform gi
 The switch of step 4 is a public deterministic map applied coefficientwise to what protocols
 13-33 sent (c1 in full, c0 at the targets): the client's view is a function of that view, so it
 hides X no less (the client sends nothing in steps 4-5).
+Reply pads (stop 11, :class:`ReplyPad`; no wire change): the reply's c1 part,
+c1_o = sum_b c1_b W_(o,b) + pk1 u_o + t e2_o, depends on the server's seed, its model and its fresh
+u_o, e2_o only -- nothing of the client's -- so a server that asks for pads
+(:func:`fill_pads`; ``secureml serve`` keeps one) makes it before the session, with the seed and the
+NTTs of the u_o, from a fresh generator keyed by OS entropy. The session then sends that seed in
+step 1 and, in step 4 (still only after the proof passed), those c1 words, and computes only c0 at
+the targets (sum_b c0_b W_(o,b) + pk0 u_o + t e1 + R + t f, with e1, R, f fresh from the session's
+generator as before): about half of step 4's server work leaves the critical path. What the client
+sees has exactly the distribution of the inline path's (the same functions of independent fresh
+values: a uniform seed, u_o and e2_o per output block, drawn by the server and independent of X,
+the query and the client), so the privacy argument above is unchanged; the proof is unchanged (it
+uses the seed's public parts, computed from the seed as before) and still precedes every reply. A
+pad serves one session at most: :func:`take_pad` removes it under a lock before its seed is sent
+(also when that session then aborts), and a forked worker drops the pads it inherited from its
+parent (they record the pid that made them), so no u_o is ever used in two sessions. Whether a pad
+was ready depends on the server's load only. A deviating or aborting client gains nothing: it
+cannot obtain a pad twice, and each session (aborted or not) costs the server one pad's CPU after
+it (:func:`refill_pads`), as the inline path spent it during the session.
 Threat model: semi-honest server, any client.
 """
 from __future__ import annotations
@@ -70,6 +88,7 @@ from protocols.mpc import bfv_proof, u128
 from protocols.mpc.context import PartyContext
 from protocols.mpc.authenticated import U128
 from protocols.mpc.owner_cache import OwnerCache
+from protocols.mpc.randomness import SecureRandom
 from protocols.mpc.rlwe import CBD_ETA, LAZY_IN, Modulus, Ring, modulus as get_modulus, mulmod, ring as get_ring
 from secureml.errors import DataError, ProtocolError
 
@@ -259,6 +278,10 @@ class PreparedChecked:
         for o in range(plan.outputs):
             coeffs[:, :, : n_o * n_i] = W[o][:, None, :]  # entries < 2^30 < every prime
             self.W_hat[o] = ring.ntt(coeffs)
+        # reply pads (:class:`ReplyPad`, stop 11): none unless the server asks for them (fill_pads)
+        self.pads: list[ReplyPad] = []
+        self.pad_target = 0
+        self.pad_lock = threading.Lock()
 
 
 _PREPARED: OwnerCache[PreparedChecked] = OwnerCache()
@@ -399,6 +422,105 @@ def commit_query(p: PartyContext, chooser: int, plan: CheckedPlan, ring: Ring, q
     return out[0][:, 0].copy(), out[1][:, 0].copy()
 
 
+@dataclass(frozen=True)
+class ReplyPad:
+    """The query-independent half of one session's reply (stop 11), made before the session from
+    the server's own fresh randomness: the public seed, pk1 and the c1_b in NTT form, u_o's NTT
+    for every output block, and the reply's c1 part as the wire words it is sent as -- c1_o =
+    sum_b c1_b W_(o,b) + pk1 u_o + t e2_o depends on the seed, the model and (u_o, e2_o) only.
+    Used by one session at most (:func:`take_pad` removes it from the pool)."""
+    seed: bytes
+    pk1_hat: np.ndarray
+    c1_hat: np.ndarray
+    u_hat: np.ndarray  # (outputs, k, n) int64, NTT(u_o) in [0, p)
+    c1_words: tuple[np.ndarray, ...]  # per message chunk of _CHUNK output blocks
+    pid: int  # the process that made it: a forked worker never uses its parent's (shared) pads
+
+
+def make_pad(prepared: PreparedChecked, rng: Any) -> ReplyPad:
+    """A fresh :class:`ReplyPad` from ``rng`` (the server's generator, never the client's): the same
+    arithmetic as :func:`matvec_sender`'s inline path (seed, then per chunk u and e2)."""
+    plan, ring = prepared.plan, prepared.ring
+    M, k, n, kk = plan.ring_bits, ring.k, ring.n, plan.reply_primes
+    seed = rng.random_bytes(16)
+    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
+    C1, pk1h = ring.lazy_table(c1_hat), ring.lazy_table(pk1_hat)
+    W = prepared.W_hat.view(I64)
+    t_res = ring.scalar(1 << M)
+    lazy_in = 1.375 * (plan.blocks + 1) < LAZY_IN
+    u_hat = np.empty((plan.outputs, k, n), dtype=I64)
+    words = []
+    prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
+    for o0 in range(0, plan.outputs, _CHUNK):
+        o1 = min(plan.outputs, o0 + _CHUNK)
+        c = o1 - o0
+        u = ring.ternary(rng, (c, n))
+        e2 = ring.cbd(rng, (c, n))
+        te2 = e2[:, None, :] * t_res.astype(I64)[None]
+        acc1 = np.empty((c, k, n), dtype=U64)
+        for i in range(c):
+            o = o0 + i
+            u_hat[o] = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)
+            a1 = _lazy_dot(ring, W[o], C1, np.empty((k, n), dtype=I64), prod, tmp)
+            a1 += ring.lazy_mul(u_hat[o], pk1h, prod, tmp)
+            acc1[i] = _c1_part(ring, plan, a1, e2[i], te2[i], lazy_in)
+        words.append(_c1_wire(ring, plan, acc1))
+    return ReplyPad(seed, pk1_hat, c1_hat, u_hat, tuple(words), os.getpid())
+
+
+def _c1_part(ring: Ring, plan: CheckedPlan, a1: np.ndarray, e2: np.ndarray, te2: np.ndarray,
+             lazy_in: bool) -> np.ndarray:
+    """One output block's c1 from its lazy sum a1 = sum_b c1_b W_(o,b) + pk1 u (k, n): in NTT form
+    with NTT(t e2) added (no switch), else INTT(a1) + t e2 in coefficient form."""
+    k, n, M = ring.k, ring.n, plan.ring_bits
+    if plan.reply_primes == k:  # c1 travels in NTT form: t e2 joins it there
+        a1 += ring.ntt(np.broadcast_to(e2, (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
+        return ring.canonical(a1)
+    # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
+    # (the transform is linear), one NTT per output fewer; t e2 (exact in int64: |e2| <= 21)
+    # joins before the transform's one reduction
+    return ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2)
+
+
+def _c1_wire(ring: Ring, plan: CheckedPlan, acc1: np.ndarray) -> np.ndarray:
+    """A chunk's c1 (c, k, n) as sent: packed residues, or (protocol 35) switched down and trimmed."""
+    if plan.reply_primes == ring.k:
+        return ring.pack(acc1)
+    M = plan.ring_bits
+    return _trim(ring, _switch_down(ring, plan.reply_primes, acc1, M), M, plan.trim_bits, plan.word_bytes)
+
+
+def fill_pads(prepared: PreparedChecked, count: int | None = None, rng_factory: Callable[[], Any] | None = None) -> None:
+    """Make reply pads until ``count`` (then the pool's target: :func:`refill_pads` keeps it) are
+    ready; each from a fresh generator (``rng_factory``, default OS entropy: SecureRandom())."""
+    with prepared.pad_lock:
+        if count is not None:
+            prepared.pad_target = count
+        need = prepared.pad_target - len(prepared.pads)
+    for _ in range(max(0, need)):
+        pad = make_pad(prepared, (rng_factory or SecureRandom)())
+        with prepared.pad_lock:
+            prepared.pads.append(pad)
+
+
+def refill_pads(prepared: PreparedChecked | None) -> None:
+    """After a session (the client has its answer): top the pool back up to its target (no-op for
+    a server that never asked for pads)."""
+    if prepared is not None and prepared.pad_target > len(prepared.pads):
+        fill_pads(prepared)
+
+
+def take_pad(prepared: PreparedChecked) -> ReplyPad | None:
+    """Remove one pad from the pool (None if empty): a pad serves one session at most. Pads made by
+    another process (the parent of forked workers: every worker holds a copy of its pool) are
+    dropped unused, so no two sessions in two processes can share one."""
+    with prepared.pad_lock:
+        pid = os.getpid()
+        prepared.pads[:] = [pad for pad in prepared.pads if pad.pid == pid]
+        return prepared.pads.pop(0) if prepared.pads else None
+
+
 def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q_pads, domain: int) -> np.ndarray:
     """Server: its share (n_rows,) mod 2^M of X q. ``q_pads``: the random-OT keys (m0, m1) of the
     client's d x_bits query bits (value-major, least significant first), hashed in ``domain``
@@ -409,19 +531,25 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     _agree(p, plan, sender=False)
     delta = au.new_delta(p)  # the proof's own MAC key, fresh
     q_keys = commit_query(p, chooser, plan, ring, q_pads, domain, delta=delta)
-    # 1. the public seed
-    seed = p.rng.random_bytes(16)
+    # 1. the public seed: a ready pad's (stop 11: made before the session, with that session's c1
+    # part of the reply), or drawn here
+    pad = take_pad(prepared)
+    seed = pad.seed if pad is not None else p.rng.random_bytes(16)
     p.ch.send_array(np.frombuffer(seed, dtype=np.uint8).copy())
     p.ch.flush()
-    # the seed's public parts in NTT form while the client encrypts (they depend on the seed
-    # only); the proof reuses them (its a* NTTs are their reversals)
-    pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
-    pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
-    # and, still while the client encrypts, the seed-only part of the first outputs' c1:
-    # sum_b c1_b W_(o,b) (lazy sums, the same values the loop below would form)
-    C1 = ring.lazy_table(c1_hat)
     W = prepared.W_hat.view(I64)  # (outputs, B, k, n)
-    ahead = seed_sums(ring, W, C1, min(plan.outputs, _SEED_AHEAD))
+    if pad is not None:
+        pk1_hat, c1_hat = pad.pk1_hat, pad.c1_hat
+        C1, ahead = None, np.empty((0, k, n), dtype=I64)
+    else:
+        # the seed's public parts in NTT form while the client encrypts (they depend on the seed
+        # only); the proof reuses them (its a* NTTs are their reversals)
+        pk1, c1 = bfv_proof.public_parts(ring, seed, plan.blocks)
+        pk1_hat, c1_hat = ring.ntt(pk1), ring.ntt(c1)
+        # and, still while the client encrypts, the seed-only part of the first outputs' c1:
+        # sum_b c1_b W_(o,b) (lazy sums, the same values the loop below would form)
+        C1 = ring.lazy_table(c1_hat)
+        ahead = seed_sums(ring, W, C1, min(plan.outputs, _SEED_AHEAD))
     # 2. the client's pk0 and c0_b
     polys = bfv_proof.recv_polys(p, ring, plan.blocks + 1)
     pk0, c0 = polys[0], polys[1:]
@@ -441,7 +569,7 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
     C0 = ring.lazy_table(hats["c0"])  # (B, k, n)
     # every output's sum_b c0_b W_(o,b) (and the seed-only sums not formed above): here, one block
     # at a time, or (SECUREML_HE_THREADS >= 2) on a helper thread ahead of this loop
-    sums = _BlockSums(ring, W, C0, C1, first_c1=ahead.shape[0])
+    sums = _BlockSums(ring, W, C0, C1, first_c1=plan.outputs if pad is not None else ahead.shape[0])
     pk0h, pk1h = ring.lazy_table(hats["pk0"]), ring.lazy_table(pk1_hat)
     tgt = plan.targets
     t_res = ring.scalar(1 << M)
@@ -452,30 +580,30 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
         for o0 in range(0, plan.outputs, _CHUNK):
             o1 = min(plan.outputs, o0 + _CHUNK)
             c = o1 - o0
-            u = ring.ternary(p.rng, (c, n))
-            e2 = ring.cbd(p.rng, (c, n))
-            te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
+            if pad is None:
+                u = ring.ternary(p.rng, (c, n))
+                e2 = ring.cbd(p.rng, (c, n))
+                te2 = e2[:, None, :] * t_res.astype(I64)[None]  # t e2 mod p, unreduced: |.| < 21 p
             acc1 = np.empty((c, k, n), dtype=U64)
             c0t = np.empty((c, k, plan.n_o), dtype=U64)
             prod, tmp = np.empty((k, n), dtype=I64), np.empty((k, n), dtype=I64)
             for i in range(c):  # one output block at a time: its (k, n) work arrays stay in the cache
                 o = o0 + i
                 a0, s1 = sums.get(o)
+                if pad is not None:  # the c1 part is the pad's; u's NTT too
+                    a0 += ring.lazy_mul(pad.u_hat[o], pk0h, prod, tmp)
+                    c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)
+                    continue
                 a1 = ahead[o] if s1 is None else s1
                 uh = ring.ntt(np.broadcast_to(u[i], (k, n)), ternary=True).view(I64)  # u in {-1, 0, 1}
                 a1 += ring.lazy_mul(uh, pk1h, prod, tmp)
                 a0 += ring.lazy_mul(uh, pk0h, prod, tmp)
                 # a0, a1: B + 1 lazy products below 1.375 p each: within the transforms' lazy input
                 # bound if lazy_in (B = 6 at CM sizes: 9.625 p < LAZY_IN p = 10 p), so no reduction first
-                if kk == k:  # c1 travels in NTT form: t e2 joins it there
-                    a1 += ring.ntt(np.broadcast_to(e2[i], (k, n)), scale=1 << M).view(I64)  # NTT(t e2)
-                    acc1[i] = ring.canonical(a1)
+                acc1[i] = _c1_part(ring, plan, a1, e2[i], te2[i], lazy_in)
+                if kk == k:
                     c0t[i] = ring.intt_at(ring.canonical(a0), tgt)
                 else:
-                    # c1 = INTT(sum) + t e2 in coefficient form: the same residues as INTT(sum + NTT(t e2))
-                    # (the transform is linear), one NTT per output fewer; t e2 (exact in int64:
-                    # |e2| <= 21) joins before the transform's one reduction
-                    acc1[i] = ring.intt(a1 if lazy_in else ring.canonical(a1), plus=te2[i])
                     c0t[i] = ring.intt_at(a0 if lazy_in else ring.canonical(a0), tgt)  # only the targets leave
             e1 = ring.cbd(p.rng, (c, plan.n_o))
             R = p.rng.random_below((c, plan.n_o), M)
@@ -485,13 +613,9 @@ def matvec_sender(p: PartyContext, chooser: int, prepared: PreparedChecked, *, q
             c0t = ring.add(c0t, flood.transpose(1, 0, 2))
             # protocol 35: switched down to the reply's primes (a public function of what protocols 13-33
             # sent, so the client's view hides X as before; c1 now travels in coefficient form)
-            if kk == k:
-                p.ch.send_array(ring.pack(acc1), owned=True)
-                p.ch.send_array(ring.pack(c0t), owned=True)
-            else:
-                r, wb = plan.trim_bits, plan.word_bytes
-                p.ch.send_array(_trim(ring, _switch_down(ring, kk, acc1, M), M, r, wb), owned=True)
-                p.ch.send_array(_trim(ring, _switch_down(ring, kk, c0t, M), M, r, wb), owned=True)
+            p.ch.send_array(pad.c1_words[o0 // _CHUNK] if pad is not None else _c1_wire(ring, plan, acc1),
+                            owned=pad is None)
+            p.ch.send_array(_c1_wire(ring, plan, c0t), owned=True)  # c0 at the targets: the same map
             p.ch.flush()
             share[o0 * plan.n_o:o1 * plan.n_o] = (U64(0) - R).ravel()
     finally:
@@ -507,10 +631,48 @@ def seed_sums(ring: Ring, W: np.ndarray, C1: tuple[np.ndarray, np.ndarray], coun
     k, n = ring.k, ring.n
     prod = np.empty((k, n), dtype=I64) if prod is None else prod
     tmp = np.empty((k, n), dtype=I64) if tmp is None else tmp
-    out = np.zeros((count, k, n), dtype=I64)
+    out = np.empty((count, k, n), dtype=I64)
     for o in range(count):
-        for b in range(W.shape[1]):
-            out[o] += ring.lazy_mul(W[o, b], (C1[0][b], C1[1][b]), prod, tmp)
+        _lazy_dot(ring, W[o], C1, out[o], prod, tmp)
+    return out
+
+
+def _lazy_dot(ring: Ring, W_o: np.ndarray, C: tuple[np.ndarray, np.ndarray], out: np.ndarray,
+              prod: np.ndarray, tmp: np.ndarray, C2: tuple[np.ndarray, np.ndarray] | None = None,
+              out2: np.ndarray | None = None) -> np.ndarray:
+    """sum_b C_b W_(o,b) into ``out`` (k, n) int64 (and, given ``C2``, sum_b C2_b W_(o,b) into
+    ``out2``): the same integer as the sum of rlwe's lazy products sum_b (W C - trunc(W (C / p)) p),
+    formed as two running sums -- the wrapping products W C, and the truncated quotients in float64
+    -- and one product by p at the end instead of one per b; W_(o,b) (256 kB of the 187 MB prepared
+    table) is converted to float64 once for both tables, while it is in the cache (stop 11).
+    Exact: each quotient is the same float product W (C / p) (W < 2^50 converts exactly),
+    truncated; up to 8 of them (each in [0, 2^50)) sum exactly in float64 before they join an int64
+    sum; both sides agree mod 2^64, and the true sum (B terms below 1.375 p) is far below 2^63."""
+    k_n = out.shape
+    wf, ft = np.empty(k_n), np.empty(k_n)
+    pairs = [(C, out, np.zeros(k_n, dtype=I64), np.zeros(k_n))]
+    if C2 is not None:
+        pairs.append((C2, out2, np.zeros(k_n, dtype=I64), np.zeros(k_n)))
+    B = W_o.shape[0]
+    for b in range(B):
+        w = W_o[b]
+        np.copyto(wf, w, casting="unsafe")
+        for (ci, cq), acc, q, qf in pairs:
+            np.multiply(wf, cq[b], out=ft)
+            np.trunc(ft, out=ft)
+            qf += ft
+            if b == 0:
+                np.multiply(w, ci[0], out=acc)  # wraps mod 2^64
+            else:
+                np.multiply(w, ci[b], out=prod)
+                acc += prod
+            if b % 8 == 7 or b == B - 1:  # at most 8 quotients below 2^50 per float sum: exact
+                np.copyto(tmp, qf, casting="unsafe")
+                q += tmp
+                qf.fill(0.0)
+    for _, acc, q, _ in pairs:
+        q *= ring._p_full(q.shape, 1)
+        acc -= q
     return out
 
 
@@ -593,10 +755,11 @@ class _BlockSums:
         if self.thread is None:  # one block's (k, n) products at a time: they stay in the cache
             ring, W = self.ring, self.W
             prod, tmp = self._small
-            s0 = np.zeros((ring.k, ring.n), dtype=I64)
-            for b in range(W.shape[1]):
-                s0 += ring.lazy_mul(W[o, b], (self.C0[0][b], self.C0[1][b]), prod, tmp)
-            s1 = seed_sums(ring, W[o:o + 1], self.C1, 1, prod, tmp)[0] if o >= self.first_c1 else None
+            s0 = np.empty((ring.k, ring.n), dtype=I64)
+            if o < self.first_c1:
+                return _lazy_dot(ring, W[o], self.C0, s0, prod, tmp), None
+            s1 = np.empty_like(s0)
+            _lazy_dot(ring, W[o], self.C0, s0, prod, tmp, self.C1, s1)
             return s0, s1
         with self.cond:
             while o not in self.ready and self.error is None:

@@ -20,6 +20,7 @@ batch axes are allowed everywhere. :func:`ntt` evaluates at psi^(2i+1), i = 0..n
 from __future__ import annotations
 
 import copy
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -155,6 +156,7 @@ class Ring(ModPrimes):
             sub.twist, sub.untwist = self.twist[:kk], self.untwist[:kk]
             sub._twist_A = {key: (a[:kk], b[:kk]) for key, (a, b) in self._twist_A.items()}
             sub._stages = {sg: [(h, w[:kk], wq[:kk]) for h, w, wq in st] for sg, st in self._stages.items()}
+            sub.__dict__.pop("_pfull", None)  # the shallow copy would share this ring's (k-prime) arrays
             sub._untwist_lazy = (self._untwist_lazy[0][:kk], self._untwist_lazy[1][:kk])
             sub.crt_hat = [sub.Q // p for p in sub.primes]
             sub.crt_inv = np.array([pow(sub.Q // p % p, -1, p) for p in sub.primes], dtype=U64)[:, None]
@@ -211,7 +213,16 @@ class Ring(ModPrimes):
                     hg = h // R  # (hg, R): exponent R (g mod hg) + r
                     e = (R * np.arange(hg)[:, None] + np.arange(R)[None, :])
                 wt = _powers(w, self.primes, h)[:, e.ravel()].astype(I64).reshape(k, *e.shape)  # exponents < h
-                stages.append((h, wt, wt.astype(F64) / primes.reshape(k, *([1] * e.ndim))))
+                wq = wt.astype(F64) / primes.reshape(k, *([1] * e.ndim))
+                # shaped like the stage's half (k, blocks, h, inner) for a (k, n) polynomial: for h < R
+                # broadcast over g and stored whole (numpy's loops are ~2x slower with a stride-0
+                # innermost operand; 6 stages x 2 signs x 256 kB), else broadcast over the blocks only
+                if h < R:
+                    shp = (k, R // (2 * h), h, G)
+                    wt, wq = (np.ascontiguousarray(np.broadcast_to(t[:, None], shp)) for t in (wt, wq))
+                else:
+                    wt, wq = wt[:, None], wq[:, None]
+                stages.append((h, wt, wq))
                 h *= 2
             self._stages[sign] = stages
         self._untwist_lazy = self.lazy_table(self.untwist)
@@ -226,6 +237,22 @@ class Ring(ModPrimes):
     def _p_like(self, ndim: int) -> np.ndarray:
         """p as int64, shaped (k, 1, ..., 1) to broadcast over ``ndim`` trailing axes after the prime."""
         return self.p.astype(I64).reshape(self.k, *([1] * ndim))
+
+    def _p_full(self, shape: tuple[int, ...], ndim: int) -> np.ndarray:
+        """p as int64 at every position of ``shape`` (prime axis followed by ``ndim`` trailing axes):
+        the same values as :meth:`_p_like`, stored whole because numpy's integer loops run ~2x
+        slower with a broadcast (stride-0) innermost operand. Cached per shape (a few per process);
+        shapes above 2^20 positions get the broadcast view (no copy that large is kept)."""
+        cache = self.__dict__.setdefault("_pfull", {})
+        key = (shape, ndim)
+        got = cache.get(key)
+        if got is None:
+            if math.prod(shape) > 1 << 20:
+                return self._p_like(ndim)
+            if len(cache) > 64:  # bound the memory whatever shapes callers bring
+                cache.clear()
+            got = cache[key] = np.ascontiguousarray(np.broadcast_to(self._p_like(ndim), shape))
+        return got
 
     @staticmethod
     def _lazy_mul(v: np.ndarray, w: np.ndarray, wq: np.ndarray, p: np.ndarray, out: np.ndarray,
@@ -244,7 +271,7 @@ class Ring(ModPrimes):
         far below 2^63, so callers accumulate them and reduce once (:meth:`canonical`)."""
         out = np.empty(np.broadcast_shapes(v.shape, table[0].shape), dtype=I64) if out is None else out
         tmp = np.empty_like(out) if tmp is None else tmp
-        return self._lazy_mul(v, table[0], table[1], self._p_like(1), out, tmp)
+        return self._lazy_mul(v, table[0], table[1], self._p_full(out.shape, 1), out, tmp)
 
     def canonical(self, a: np.ndarray) -> np.ndarray:
         """Lazy signed residues (..., k, n) int64, |a| < 2^60 -> [0, p) uint64, in place."""
@@ -252,7 +279,7 @@ class Ring(ModPrimes):
 
     def _canonical(self, a: np.ndarray, ndim: int) -> np.ndarray:
         """Signed lazy residues (|a| < 2^60) -> [0, p) as uint64 (in place)."""
-        p = self._p_like(ndim)
+        p = self._p_full(a.shape, ndim)
         q = np.multiply(a, self.pinv.reshape(self.k, *([1] * ndim)), casting="unsafe", dtype=F64).astype(I64)
         q *= p
         a -= q  # now in [-p, 2p): the float quotient is off by at most one
@@ -288,9 +315,9 @@ class Ring(ModPrimes):
             if ternary:
                 np.multiply(x, twist[0], out=buf)
             else:
-                self._lazy_mul(x, twist[0], twist[1], self._p_like(2), buf, np.empty_like(x))
+                self._lazy_mul(x, twist[0], twist[1], self._p_full(x.shape, 2), buf, np.empty_like(x))
             x, buf = buf, x
-        p4 = self._p_like(3)
+        p4 = self._p_full(half.shape, 1)  # reshaped per stage below (a view)
         for h, w, wq in self._stages[sign]:
             if stop is not None and h >= stop:
                 break
@@ -309,7 +336,7 @@ class Ring(ModPrimes):
                 np.add(u, v, out=lo)
                 np.subtract(u, v, out=hi)
             else:
-                t = self._lazy_mul(v, w[:, None], wq[:, None], p4, out=half.reshape(u.shape), tmp=tmp.reshape(u.shape))
+                t = self._lazy_mul(v, w, wq, p4.reshape(u.shape), out=half.reshape(u.shape), tmp=tmp.reshape(u.shape))
                 np.add(u, t, out=lo)
                 np.subtract(u, t, out=hi)
             x, buf = buf, x
@@ -382,7 +409,7 @@ class Ring(ModPrimes):
         def one(a: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
             x = self._cyclic(a, -1, None)
             out = np.empty_like(x)
-            self._lazy_mul(x, *self._untwist_lazy, self._p_like(1), out=out, tmp=np.empty_like(x))
+            self._lazy_mul(x, *self._untwist_lazy, self._p_full(x.shape, 1), out=out, tmp=np.empty_like(x))
             if extra is not None:
                 out += extra
             return self._canonical(out, 1)

@@ -185,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
         # TenSEAL needed) or the OT one: 'auto' takes the one with fewer bytes per query
         model.public.cross_term = _malicious_cross_term(args.cross_term, model.public)
         model.public.validate()
-        gaussian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
+        # encoding before the first client; with the lattice cross term, one reply pad kept ready
+        # (the query-independent half of the reply, made before each session: stop 11)
+        gaussian_malicious.prepare_server(model.params, model.public, reply_pads=1)
     elif model.public.kind == "krr-laplacian" and model.public.security == "client-malicious":
         from protocols.krr import laplacian_malicious
 

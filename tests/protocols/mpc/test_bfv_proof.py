@@ -400,3 +400,34 @@ def test_helper_threads_reads_only_whole_numbers(monkeypatch, value, want):
     from protocols.mpc import he_matvec_checked as hc
     monkeypatch.setenv("SECUREML_HE_THREADS", value)
     assert hc.helper_threads() is want
+
+
+@pytest.mark.parametrize("blocks", [1, 6, 8, 9, 17])
+def test_block_dot_equals_the_sum_of_lazy_products(blocks):
+    """The server's sums sum_b C_b W_(o,b) (stop 11: products and float quotients summed apart, one
+    product by p, both tables per pass over W_(o,b)) are the very integers the sum of rlwe's lazy
+    products gives -- for random residues and every residue p - 1, with one table or two, and for
+    block counts past the 8 quotients one float sum holds (9, 17)."""
+    ring = rlwe.ring()
+    k, n = ring.k, ring.n
+    rng = np.random.default_rng(blocks)
+    p = ring.p.astype(I64)[None]  # (1, k, 1)
+    for fill in ("random", "max"):
+        if fill == "max":
+            W = np.broadcast_to(p - 1, (blocks, k, n)).copy()
+            tabs = [ring.lazy_table(np.broadcast_to(p - 1, (blocks, k, n)).astype(U64)) for _ in range(2)]
+        else:
+            W = (rng.integers(0, 1 << 62, (blocks, k, n)) % p).astype(I64)
+            tabs = [ring.lazy_table((rng.integers(0, 1 << 62, (blocks, k, n)) % p).astype(U64)) for _ in range(2)]
+        want = []
+        for C in tabs:
+            s = np.zeros((k, n), I64)
+            for b in range(blocks):
+                s += ring.lazy_mul(W[b], (C[0][b], C[1][b]))
+            want.append(s)
+        bufs = (np.empty((k, n), I64), np.empty((k, n), I64))
+        one = hc._lazy_dot(ring, W, tabs[0], np.empty((k, n), I64), *bufs)
+        assert (one == want[0]).all()
+        out2 = np.empty((k, n), I64)
+        both = hc._lazy_dot(ring, W, tabs[0], np.empty((k, n), I64), *bufs, tabs[1], out2)
+        assert (both == want[0]).all() and (out2 == want[1]).all()

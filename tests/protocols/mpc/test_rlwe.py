@@ -215,6 +215,29 @@ def test_tables_built_by_products_are_the_powers(n):
             for h, w, wq in R._stages[sign]:
                 root = pow(psi, sign * 2 * (n // (2 * h)), p)
                 flat = w[i].ravel()
-                e = (np.arange(h) if h < R._R else (R._R * np.arange(h // R._R)[:, None] + np.arange(R._R)).ravel())
+                # stored shaped like the stage's half: (R / 2h, h, G) for h < R (the exponent is the
+                # position along h, whole over the blocks and g), (1, h / R, R) after
+                e = (np.broadcast_to(np.arange(h)[None, :, None], w[i].shape) if h < R._R
+                     else R._R * np.arange(h // R._R)[:, None] + np.arange(R._R)).ravel()
+                assert flat.shape == e.shape
                 for c in (range(flat.shape[0]) if flat.shape[0] <= 64 else rng.integers(0, flat.shape[0], 50)):
                     assert int(flat[c]) == pow(root, int(e[c]), p)
+
+
+def test_whole_prime_arrays_are_the_broadcast_primes():
+    """Ring._p_full (stop 11: p stored whole for numpy's fast loops) holds p_i at every position of
+    the prime axis for the shapes the transforms and products use, a prefix ring its own primes
+    (not its parent's cached arrays), and shapes past 2^20 positions get the broadcast view."""
+    R = rlwe.ring()
+    for shape, ndim in (((R.k, R.n), 1), ((R.k, R.n // 2), 1), ((3, R.k, R.n), 1), ((R.k, 64, 128), 2),
+                        ((R.k, 8, 4, 128), 3)):
+        got = R._p_full(shape, ndim)
+        assert got.shape == shape and got.dtype == I64
+        assert (got == np.broadcast_to(R._p_like(ndim), shape)).all()
+        assert R._p_full(shape, ndim) is got  # cached
+    low = R.prefix(2)
+    got = low._p_full((2, R.n), 1)
+    assert (got == np.array(R.primes[:2], dtype=I64)[:, None]).all()
+    assert R._p_full((R.k, R.n), 1).shape == (R.k, R.n)  # the parent's cache is its own
+    big = R._p_full((R.k, 1 << 19), 1)
+    assert big.shape == (R.k, 1)
