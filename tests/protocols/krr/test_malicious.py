@@ -497,7 +497,10 @@ def test_malicious_gaussian_honest_over_tcp_is_the_plaintext_prediction(servers)
     Q = mm.representation.transform(mols)
     preds, _ = predict(strong.address, Q)
     weak, _ = predict(servers["weak"].address, Q)
-    assert np.abs(preds - weak).max() < 2.0 ** -gaussian_malicious.OUTPUT_NOISE_BITS + 1e-8
+    # the flood e_T is below 2^-OUTPUT_NOISE_BITS of a unit; both answers also carry their own
+    # rounding, which once took the difference just past 2^-20 + 1e-8 (9.86e-7, unseeded flood: a
+    # flaky bound), so one more 2^-20 of room -- a deviation moves the output by far more
+    assert np.abs(preds - weak).max() < 2.0 ** (1 - gaussian_malicious.OUTPUT_NOISE_BITS)
     assert np.abs(preds - mm.predict(mols)).max() < 5e-4
 
 
