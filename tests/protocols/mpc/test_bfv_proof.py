@@ -95,20 +95,23 @@ def test_noise_just_outside_the_bound_aborts(setup, no_reply):
         _run(setup, enc)
 
 
+def encrypt_under_c1_one(ring, rng, seed, msgs, t_bits):
+    """A deviating client's encryption under c1 = 1 instead of the seed's c1 (which it could divide
+    out of the reply): the proof must reject it (also used by test_reply_pads)."""
+    B = msgs.shape[0]
+    pk0, _, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
+    m = np.zeros((B, ring.n), I64)
+    m[:, :msgs.shape[1]] = msgs
+    c1 = np.zeros((B, ring.k, ring.n), U64)
+    c1[..., 0] = 1
+    c1s = ring.intt(ring.mul(ring.ntt(c1), w.s_hat))
+    c0 = ring.sub(ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), ring.scalar(1 << t_bits))), c1s)
+    return pk0, c0, w
+
+
 def test_c1_not_from_the_seed_aborts(setup, no_reply):
-    def enc(ring, rng, seed, msgs, t_bits):
-        # the client encrypts under c1 = 1 (which it could divide out of the reply)
-        B = msgs.shape[0]
-        pk0, _, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
-        m = np.zeros((B, ring.n), I64)
-        m[:, :msgs.shape[1]] = msgs
-        c1 = np.zeros((B, ring.k, ring.n), U64)
-        c1[..., 0] = 1
-        c1s = ring.intt(ring.mul(ring.ntt(c1), w.s_hat))
-        c0 = ring.sub(ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), ring.scalar(1 << t_bits))), c1s)
-        return pk0, c0, w
     with pytest.raises(MacCheckError):
-        _run(setup, enc)
+        _run(setup, encrypt_under_c1_one)
 
 
 def test_public_key_with_large_noise_aborts(setup, no_reply):

@@ -16,8 +16,9 @@ from protocols.mpc import bfv_proof, he_matvec_checked as hc
 from protocols.mpc.authenticated import MacCheckError
 from protocols.mpc.randomness import SecureRandom
 from protocols.testing import checked_ot, run_two_party
+from tests.protocols.mpc.test_bfv_proof import encrypt_under_c1_one
 
-U64, I64 = np.uint64, np.int64
+U64 = np.uint64
 CLIENT = 1
 ROWS, D, XB, M = 700, 30, 12, 40  # 3 output blocks of 273 rows
 
@@ -87,20 +88,9 @@ def test_a_deviating_client_aborts_with_a_pad_and_the_pad_is_gone(case, monkeypa
     def boom(*a, **k):
         raise AssertionError("the server computed a reply for an ill-formed ciphertext")
 
-    def enc(ring, rng, seed, msgs, t_bits):
-        B = msgs.shape[0]
-        pk0, _, w = bfv_proof.client_encrypt(ring, rng, seed, msgs, t_bits)
-        m = np.zeros((B, ring.n), I64)
-        m[:, :msgs.shape[1]] = msgs
-        c1 = np.zeros((B, ring.k, ring.n), U64)
-        c1[..., 0] = 1
-        c1s = ring.intt(ring.mul(ring.ntt(c1), w.s_hat))
-        c0 = ring.sub(ring.add(ring.from_signed(m), ring.mul(ring.from_signed(w.e), ring.scalar(1 << t_bits))), c1s)
-        return pk0, c0, w
-
     monkeypatch.setattr(hc, "_flood_residues", boom)
     with pytest.raises(MacCheckError):
-        _session(pm, q, [], encrypt=enc)
+        _session(pm, q, [], encrypt=encrypt_under_c1_one)
     assert pm.pads == []
 
 

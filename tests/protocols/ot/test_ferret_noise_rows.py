@@ -6,36 +6,14 @@ FERRET_MAIN: 40 batches of 32 trees of 2^13).  The batches run through both engi
 the session's GGM key and Delta."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from protocols.net.transport import local_channel_pair
 from protocols.ot import ferret
 from protocols.ot.ferret import (FERRET_B11, FERRET_B11_SETUP, FERRET_MAIN, FERRET_SETUP, FerretReceiver,
-                                 FerretSender, LPNParams)
-
-U64 = np.uint64
-SMALL, SMALL_SETUP = LPNParams(n=16 << 8, k=512, t=16, h=8), LPNParams(n=8 << 7, k=256, t=8, h=7)
-
-
-def _both(fs, fr):
-    out = {}
-
-    def run():
-        try:
-            out["s"] = fs()
-        except BaseException as e:  # surfaced below
-            out["e"] = e
-
-    th = threading.Thread(target=run)
-    th.start()
-    got = fr()
-    th.join(120)
-    if "e" in out:
-        raise out["e"]
-    return out["s"], got
+                                 FerretSender)
+from tests.protocols.ot.test_ferret import MAIN as SMALL, SETUP as SMALL_SETUP, U64, _both  # tiny sets, two-thread runner
 
 
 @pytest.fixture(scope="module")
