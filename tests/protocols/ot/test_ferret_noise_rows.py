@@ -12,7 +12,7 @@ import pytest
 from protocols.net.transport import local_channel_pair
 from protocols.ot import ferret
 from protocols.ot.ferret import (FERRET_B11, FERRET_B11_SETUP, FERRET_MAIN, FERRET_SETUP, FerretReceiver,
-                                 FerretSender)
+                                 FerretSender, LPNParams)
 from tests.protocols.ot.test_ferret import MAIN as SMALL, SETUP as SMALL_SETUP, U64, _both  # tiny sets, two-thread runner
 
 
