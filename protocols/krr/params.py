@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 40  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 41  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -102,6 +102,8 @@ PROTOCOL_VERSION = 40  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 39: semi-honest sessions hash their OTs' one-block outputs (random-OT bits, one- and two-word pads) with one
 # fixed-key AES call, pi(sigma(x)) ^ sigma(x) (protocols.ot.crypto, CCR); client-malicious sessions keep TCCR
 # 40: bound table OTs' pads under their own AES key (the tag "secureml/authenticated/bound-lut" gave the commitments' key)
+# 41: derive_key hashes its whole tag, length-prefixed, instead of taking it as BLAKE2b's 16-byte personalisation (every
+# derived key changes; the class of protocol 40's collision is gone)
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"

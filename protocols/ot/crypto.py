@@ -124,12 +124,16 @@ def random_bytes(n: int, rng: np.random.Generator | None = None) -> bytes:
 
 
 def derive_key(tag: bytes, *parts: bytes, size: int = 16) -> bytes:
-    """Domain-separated key derivation: BLAKE2b keyed by nothing, personalised by the tag.
+    """Domain-separated key derivation: BLAKE2b keyed by nothing, over the whole tag and then every
+    part, each length-prefixed (an injective encoding: distinct (tag, parts) never hash the same input).
 
-    BLAKE2b's personalisation holds 16 bytes: only the tag's first 16 bytes count, so two tags
-    that agree there derive the same keys (tests/protocols/ot/test_key_separation.py checks every
-    literal tag of the code base)."""
-    h = hashlib.blake2b(digest_size=size, person=tag[:16].ljust(16, b"\0"))
+    Since protocol 41 the tag is hashed whole. Before, it was only BLAKE2b's personalisation, which
+    holds 16 bytes, so two tags agreeing in their first 16 bytes derived one key -- the flaw the review
+    of protocols 38-39 found ("secureml/authenticated/expand" and ".../bound-lut", docs/malicious.md);
+    tests/protocols/ot/test_key_separation.py keeps the literal tags distinct in 16 bytes as well."""
+    h = hashlib.blake2b(digest_size=size, person=b"secureml-kdf-v41")
+    h.update(len(tag).to_bytes(8, "little"))
+    h.update(tag)
     for p in parts:
         h.update(len(p).to_bytes(8, "little"))
         h.update(p)

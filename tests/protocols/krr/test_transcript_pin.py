@@ -80,17 +80,17 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "707a3bc6a6ac7269c241f06f26df5e2f94af35f8a415fbe78a757326b8a98825"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "9833acc1037252454fce365e8fab0a896e4ced2a9a61476b2aa40500c0368c30"),
-    "krr-laplacian": (96, 74839, "5053a72fdd0787980626c7823bbb75bfed22905f60269a5c940e992954360b63"),
-    "krr-laplacian/silent": (122, 427447, "f898caf664c09de6e52d1fc34b267fba67f573f3e2a29a9a51719c47e826fee7"),
-    "krr-gaussian/client-malicious": (482, 5422959, "da46f2495cc44961fff811e4484973e955d217fae7579dae6e9eab8fd94eb3f2"),
-    "krr-laplacian/client-malicious": (184, 76315, "ce02f79684e69c7cfe73afecc5212c6c83769e809f169d3f9d3a761842f92809"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "c16db03a954f070abfffcb744836968d118dffc03d19abceda867bf929243474"),
+    "krr-gaussian": (66, 1564455, "d05100bd1cce92994989b886289a1a9e10489a38871bfebfc5ede88c09851865"),
+    "krr-gaussian/lattice-sum": (42, 2560852, "e0a9df9bc2ac0483b6b7833e1c9edead8059dc81832a3f8a6435849c86ec92eb"),
+    "krr-laplacian": (96, 74839, "b907d93ec8a80710d795fc0487a4e272946975357d479f0987e54a1caea45239"),
+    "krr-laplacian/silent": (122, 427447, "227e389acbc0ab6542febf3fe66cf8c1f54a0a9b3cbeb8282ce667f9a570d960"),
+    "krr-gaussian/client-malicious": (482, 5422959, "06a741ceb0eadf0eb24aac6826bfb401d7ee33506079b90d584228e3f2b52b91"),
+    "krr-laplacian/client-malicious": (184, 76315, "8952eb30b8da2b1ca25b3ba7443e87a1ae4f35d64497008948d41b3370990704"),
+    "krr-laplacian/client-malicious/silent": (203, 428015, "8431179fe5956bd6dc5841ca02f08f099662beddd5feab4add7d71aaa4f86538"),
     "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
     "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
 }
-PINNED_VERSION = 40
+PINNED_VERSION = 41
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
