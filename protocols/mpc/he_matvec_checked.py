@@ -686,22 +686,10 @@ def helper_threads() -> bool:
     return env.isdigit() and int(env) > 1
 
 
-def _block_sum(ring: Ring, W_o: np.ndarray, C: tuple[np.ndarray, np.ndarray], out: np.ndarray,
-               prod: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """sum_b C_b W_(o,b) as a lazy signed int64 sum (k, n) into ``out``: the B products as whole
-    (B, k, n) passes (rlwe's lazy product, |.| < 1.375 p each, exactly the values of one block at
-    a time: the same float quotient per element) and one sum over b (exact in int64)."""
-    np.multiply(W_o, C[1], out=tmp, casting="unsafe")  # the float quotient, truncated
-    tmp *= ring._p_like(1)
-    np.multiply(W_o, C[0], out=prod)  # wraps mod 2^64; the difference is exact
-    prod -= tmp
-    return np.sum(prod, axis=0, out=out)
-
-
 class _BlockSums:
     """The server's sums of products per output block, sum_b c0_b W_(o,b) for every o and
     sum_b c1_b W_(o,b) for o >= ``first_c1`` (the earlier ones were formed while the client
-    encrypted), on a helper thread that runs at most _SUMS_AHEAD blocks ahead of :meth:`get`
+    encrypted), by :func:`_lazy_dot` on a helper thread that runs at most _SUMS_AHEAD blocks ahead of :meth:`get`
     (:func:`helper_threads`; else on the caller's thread, on demand). Local values only: they
     are used like the loop's own sums (nothing is sent from here)."""
 
@@ -720,28 +708,27 @@ class _BlockSums:
             self.thread = threading.Thread(target=self._run, name="he-block-sums", daemon=True)
             self.thread.start()
 
-    def _one(self, o: int, bufs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        k, n = self.ring.k, self.ring.n
-        s0 = _block_sum(self.ring, self.W[o], self.C0, np.empty((k, n), I64), *bufs)
-        s1 = None
-        if o >= self.first_c1:
-            s1 = _block_sum(self.ring, self.W[o], self.C1, np.empty((k, n), I64), *bufs)
+    def _one(self, o: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Block o's sums by :func:`_lazy_dot` (both tables in one pass over W_(o,b) when the c1
+        sum is still due), the same function and values as the caller's own path."""
+        ring, W = self.ring, self.W
+        prod, tmp = self._small
+        s0 = np.empty((ring.k, ring.n), dtype=I64)
+        if o < self.first_c1:
+            return _lazy_dot(ring, W[o], self.C0, s0, prod, tmp), None
+        s1 = np.empty_like(s0)
+        _lazy_dot(ring, W[o], self.C0, s0, prod, tmp, self.C1, s1)
         return s0, s1
-
-    def _bufs(self) -> tuple[np.ndarray, np.ndarray]:
-        shape = self.W.shape[1:]
-        return np.empty(shape, I64), np.empty(shape, I64)
 
     def _run(self) -> None:
         try:
-            bufs = self._bufs()
             for o in range(self.outputs):
                 with self.cond:
                     while not self.stop and o >= self.taken + _SUMS_AHEAD:
                         self.cond.wait()
                     if self.stop:
                         return
-                got = self._one(o, bufs)
+                got = self._one(o)
                 with self.cond:
                     self.ready[o] = got
                     self.cond.notify_all()
@@ -753,14 +740,7 @@ class _BlockSums:
     def get(self, o: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(sum with the c0_b, sum with the c1_b or None if formed earlier) of block o, in order."""
         if self.thread is None:  # one block's (k, n) products at a time: they stay in the cache
-            ring, W = self.ring, self.W
-            prod, tmp = self._small
-            s0 = np.empty((ring.k, ring.n), dtype=I64)
-            if o < self.first_c1:
-                return _lazy_dot(ring, W[o], self.C0, s0, prod, tmp), None
-            s1 = np.empty_like(s0)
-            _lazy_dot(ring, W[o], self.C0, s0, prod, tmp, self.C1, s1)
-            return s0, s1
+            return self._one(o)
         with self.cond:
             while o not in self.ready and self.error is None:
                 self.cond.wait()

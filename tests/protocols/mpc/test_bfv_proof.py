@@ -369,7 +369,7 @@ def test_a_failing_helper_thread_fails_the_reply(monkeypatch):
     ring = rlwe.ring()
     monkeypatch.setenv("SECUREML_HE_THREADS", "2")
     W = np.zeros((3, 1, ring.k, ring.n), dtype=I64)
-    bad = (np.zeros((2, ring.k, ring.n), I64), np.zeros((2, ring.k, ring.n)))  # wrong block count
+    bad = (np.zeros((1, ring.k, ring.n + 1), I64), np.zeros((1, ring.k, ring.n + 1)))  # wrong polynomial size
     sums = hc._BlockSums(ring, W, bad, bad, first_c1=0)
     with pytest.raises(ValueError):
         sums.get(0)
