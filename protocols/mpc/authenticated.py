@@ -64,7 +64,7 @@ STAT_BITS = 40
 U128 = tuple[np.ndarray, np.ndarray]
 
 _KEY = derive_key(b"secureml/authenticated/expand")
-_LUT_TAG = b"secureml/au-lut"  # bound_lut's pads (tags must differ in their first 16 bytes)
+_LUT_TAG = b"secureml/au-lut"  # bound_lut's pads: its own key (distinct from _KEY's tag in 16 bytes too)
 _TAG = 3  # tweak domain (the OT engine uses 1 and 2)
 _LOCAL = threading.local()  # one AES context per thread (a server runs sessions in threads)
 
@@ -76,10 +76,10 @@ class MacCheckError(ProtocolError):
 def _lut_aes() -> FixedKeyAES:
     aes = getattr(_LOCAL, "lut", None)
     if aes is None:
-        # its own key, as bound_lut's docstring says: derive_key personalises BLAKE2b with the
-        # tag's first 16 bytes only, so before protocol 40 this tag ("secureml/authenticated/
-        # bound-lut") gave _KEY's key, and a table's level-0 node for value 0 was the commitment
-        # MAC pad of the same OT (same input and tweak): docs/malicious.md, review of 38-39
+        # its own key, as bound_lut's docstring says: before protocol 40 its tag was
+        # "secureml/authenticated/bound-lut", and derive_key (which read only 16 bytes of a tag
+        # until protocol 41) gave it _KEY's key -- a table's level-0 node for value 0 was then the
+        # commitment MAC pad of the same OT (same input and tweak): docs/malicious.md, review of 38-39
         aes = _LOCAL.lut = FixedKeyAES(derive_key(_LUT_TAG))
     return aes
 
