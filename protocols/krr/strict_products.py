@@ -21,11 +21,14 @@ Method. With sigma_ij = 1 - 2 b_S,ij (= +-1 mod 2^M), b = b_S + b_C sigma (over 
      The client forms sum_j q_j a_ij itself; P q is the checked lattice matvec
      (:mod:`protocols.mpc.he_matvec_checked`) on the server's fresh P, its proof's MACs on q's bits
      taken on step 1's pads (domain ``q_domain``: :func:`~protocols.mpc.he_matvec_checked.commit_query`),
-     so the client's ciphertexts are bound to the committed q. The matvec's plan takes one width B
-     for the matrix and the query (the proof commits d B query bits), so P's M-bit entries are split
-     into limbs of at most B bits, P = sum_l 2^(l B) P_l, stacked as the rows of one matrix
-     (L N x d, L = ceil(M / B)): one key, one set of ciphertexts, one proof, L N reply rows
-     (:func:`lattice_bytes` compares the alternatives).
+     so the client's ciphertexts are bound to the committed q. P's entries are M bits wide, the
+     query's B: the matvec's plan takes the matrix width apart from the query's (``w_bits = M``,
+     layout "wide", the default: the proof still commits the d B query bits; only the noise bound,
+     the flooding and the reply format grow). Layout "stacked" instead splits P into limbs of at most
+     B bits, P = sum_l 2^(l B) P_l, stacked as the rows of one matrix (L N x d, L = ceil(M / B)): one
+     key, one set of ciphertexts, one proof, L N reply rows. :func:`lattice_bytes` compares them
+     (and L separate matvecs); at N = 16,384, d = 351, B = 15, M = 25 "wide" sends 16,417,135 B,
+     "stacked" 22,405,482 B, per limb 32,834,270 B.
   3. s_S = (P q)_S - sum_j x_ij b_S,ij + sum_j T1_ij,  s_C = (P q)_C + sum_j q_j a_ij - sum_j y_ij.
 
 What each party sees. The client: per element two words T + b_C c with T = the hash of the pad it
@@ -79,6 +82,9 @@ QUERY_MAC_DOMAIN = 8
 _WORDS = 2  # (x sigma, sigma)
 
 
+LAYOUTS = ("wide", "stacked")
+
+
 def limb_bits(x_bits: int, ring_bits: int) -> tuple[int, int]:
     """(width, count) of the limbs P is split into: width min(B, M), count ceil(M / width)."""
     w = min(x_bits, ring_bits)
@@ -93,17 +99,18 @@ def vole_bytes_per_element(ring_bits: int) -> int:
 
 def lattice_bytes(n_rows: int, d: int, x_bits: int, ring_bits: int) -> dict[str, int]:
     """Bytes of step 2's lattice matvec per query, from the plan functions (binding.cross_term_bytes's
-    accounting: plan estimate + witness OTs at 16 B + q's MACs), for the limb layouts:
-    "stacked" (built: one matvec on the L N stacked limb rows) and "per_limb" (L matvecs of N rows)."""
+    accounting: plan estimate + witness OTs at 16 B + q's MACs), per layout: "wide" (one matvec of
+    N rows, M-bit matrix entries), "stacked" (one matvec on the L N stacked limb rows) and
+    "per_limb" (L matvecs of N rows, not built)."""
     ring = rlwe.modulus()
     w, L = limb_bits(x_bits, ring_bits)
 
-    def one(rows: int) -> int:
-        plan = he_matvec_checked.make_plan(rows, d, w, ring_bits, ring)
-        witness_bits = (2 + bfv_proof.NOISE_BITS * (plan.blocks + 1)) * ring.n
-        return plan.bytes_estimate(ring) + 4 * witness_bits + d * w * -(-plan.mac_bits(ring) // 8)
+    def one(rows: int, w_bits: int | None) -> int:
+        plan = he_matvec_checked.make_plan(rows, d, x_bits, ring_bits, ring, w_bits=w_bits)
+        witness_bits = bfv_proof.witness_count(ring, plan.blocks)
+        return plan.bytes_estimate(ring) + 4 * witness_bits + d * x_bits * -(-plan.mac_bits(ring) // 8)
 
-    return {"stacked": one(L * n_rows), "per_limb": L * one(n_rows)}
+    return {"wide": one(n_rows, ring_bits), "stacked": one(L * n_rows, w), "per_limb": L * one(n_rows, w)}
 
 
 def _q_pads(pads):
@@ -127,12 +134,13 @@ def client_vole_words(words: np.ndarray) -> np.ndarray:
 
 
 def server(party: PartyContext, *, X: np.ndarray, b_S: np.ndarray, b_pads, q_pads, x_bits: int, ring_bits: int,
-           domain: int = PRODUCTS_DOMAIN, q_domain: int = QUERY_MAC_DOMAIN) -> np.ndarray:
+           domain: int = PRODUCTS_DOMAIN, q_domain: int = QUERY_MAC_DOMAIN, layout: str = "wide") -> np.ndarray:
     """Server: its share s_S (N,) uint64 mod 2^M of S_i = sum_j (q_j - x_ij) b_ij.
 
     ``X`` (N, d) entries < 2^x_bits; ``b_S`` (N, d) uint8 its comparison shares; ``b_pads``
     (m_0, m_1), each (N d, 16) uint8, the random OTs whose choice bits are the client's b_C
-    (row-major over (i, j)); ``q_pads`` (m_0, m_1) of step 1's d x_bits query-bit OTs."""
+    (row-major over (i, j)); ``q_pads`` (m_0, m_1) of step 1's d x_bits query-bit OTs;
+    ``layout`` of the lattice matvec ("wide" or "stacked", both parties the same)."""
     X = np.ascontiguousarray(X, dtype=U64)
     b_S = np.ascontiguousarray(b_S, dtype=np.uint8)
     N, d = X.shape
@@ -149,11 +157,12 @@ def server(party: PartyContext, *, X: np.ndarray, b_S: np.ndarray, b_pads, q_pad
     # 1. T1, T2: the sender's outputs (P_0 mod 2^M); the client gets T + b_C corr
     T = au.vole_on_pads(party, CLIENT, b_pads, domain, bits=np.full(N * d, M), ring_bits=M, corr=corr)
     T1, T2 = T[:, 0].reshape(N, d), T[:, 1].reshape(N, d)
-    # 2. P = b_S - T2 (uniform, fresh) in limbs of <= x_bits bits, stacked: one checked matvec
+    # 2. P = b_S - T2 (uniform, fresh): one checked matvec, per call (P is fresh)
     P = (b_S.astype(U64) - T2) & mask
-    w, L = limb_bits(x_bits, M)
-    stacked = np.concatenate([(P >> U64(l * w)) & U64((1 << w) - 1) for l in range(L)], axis=0)
-    prepared = he_matvec_checked.PreparedChecked(stacked, w, M)  # per call: P is fresh
+    w, L = _layout(layout, x_bits, M)
+    if L > 1:  # limbs of <= x_bits bits, stacked as rows
+        P = np.concatenate([(P >> U64(l * w)) & U64((1 << w) - 1) for l in range(L)], axis=0)
+    prepared = he_matvec_checked.PreparedChecked(P, x_bits, M, w_bits=w)
     qp = (q_pads[0].reshape(-1, 16), q_pads[1].reshape(-1, 16))
     share = he_matvec_checked.matvec_sender(party, CLIENT, prepared, q_pads=qp, domain=q_domain)
     pq = _combine_limbs(share, N, L, w, M)
@@ -163,7 +172,8 @@ def server(party: PartyContext, *, X: np.ndarray, b_S: np.ndarray, b_pads, q_pad
 
 
 def client(party: PartyContext, *, q: np.ndarray, b_C: np.ndarray, b_pads: np.ndarray, q_pads: np.ndarray,
-           x_bits: int, ring_bits: int, domain: int = PRODUCTS_DOMAIN, q_domain: int = QUERY_MAC_DOMAIN) -> np.ndarray:
+           x_bits: int, ring_bits: int, domain: int = PRODUCTS_DOMAIN, q_domain: int = QUERY_MAC_DOMAIN,
+           layout: str = "wide") -> np.ndarray:
     """Client: its share s_C (N,) uint64 mod 2^M of S_i. ``q`` (d,) its committed query (entries
     < 2^x_bits); ``b_C`` (N, d) uint8 its committed comparison shares; ``b_pads`` (N d, 16) its
     pads of their random OTs; ``q_pads`` its pads of step 1's query-bit OTs ((d, x_bits, 16) or
@@ -183,13 +193,22 @@ def client(party: PartyContext, *, q: np.ndarray, b_C: np.ndarray, b_pads: np.nd
     Y = client_vole_words(Y)
     y, a = Y[:, 0].reshape(N, d), Y[:, 1].reshape(N, d)
     # 2. (P q)_C by the checked lattice on the committed q (bits of the q whose OTs fixed them)
-    w, L = limb_bits(x_bits, M)
+    w, L = _layout(layout, x_bits, M)
     qbits = ((q[:, None] >> np.arange(x_bits, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
-    share = he_matvec_checked.matvec_receiver(party, CLIENT, client_lattice_query(q), w, L * N, M,
-                                              q_pads=_q_pads(q_pads), q_bits=qbits, domain=q_domain)
+    share = he_matvec_checked.matvec_receiver(party, CLIENT, client_lattice_query(q), x_bits, L * N, M,
+                                              q_pads=_q_pads(q_pads), q_bits=qbits, domain=q_domain, w_bits=w)
     pq = _combine_limbs(share, N, L, w, M)
     # 3. s_C = (P q)_C + sum_j q a - sum_j y
     return (pq + (a * q[None, :]).sum(axis=1, dtype=U64) - y.sum(axis=1, dtype=U64)) & mask
+
+
+def _layout(layout: str, x_bits: int, M: int) -> tuple[int, int]:
+    """(matrix width, limb count) of the lattice matvec: "wide" one M-bit limb, "stacked" x_bits limbs."""
+    if layout == "wide":
+        return M, 1
+    if layout == "stacked":
+        return limb_bits(x_bits, M)
+    raise ValueError(f"unknown layout {layout!r}")
 
 
 def _combine_limbs(share: np.ndarray, N: int, L: int, w: int, M: int) -> np.ndarray:
@@ -207,5 +226,5 @@ def reference(X: np.ndarray, q: np.ndarray, b: np.ndarray, ring_bits: int) -> np
     return np.array([int(s) % (1 << ring_bits) for s in S], dtype=U64)
 
 
-__all__ = ["server", "client", "reference", "limb_bits", "vole_bytes_per_element", "lattice_bytes",
+__all__ = ["server", "client", "reference", "limb_bits", "LAYOUTS", "vole_bytes_per_element", "lattice_bytes",
            "PRODUCTS_DOMAIN", "QUERY_MAC_DOMAIN"]

@@ -36,30 +36,37 @@ def _case(N=24, d=6, seed=0, b=None):
     return X, q, b_S, bits ^ b_S
 
 
-def _run(X, q, b_S, b_C, seed=3, record=None):
+def _run(X, q, b_S, b_C, seed=3, record=None, layout="wide", stats=None):
     N, d = X.shape
     qbits = ((q[:, None] >> np.arange(XB, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
 
     def server(p):
         qp = au.random_choices(p, CLIENT, n=d * XB)
         bp = au.random_choices(p, CLIENT, n=N * d)
-        return sp.server(p, X=X, b_S=b_S, b_pads=bp, q_pads=(qp[0].reshape(d, XB, 16), qp[1].reshape(d, XB, 16)),
-                         x_bits=XB, ring_bits=M)
+        before = p.ch.stats()
+        out = sp.server(p, X=X, b_S=b_S, b_pads=bp, q_pads=(qp[0].reshape(d, XB, 16), qp[1].reshape(d, XB, 16)),
+                        x_bits=XB, ring_bits=M, layout=layout)
+        if stats is not None:
+            after = p.ch.stats()
+            stats.update({k: after[k] - before[k] for k in after})
+        return out
 
     def client(p):
         qp = au.random_choices(p, CLIENT, n=d * XB, choices=qbits).reshape(d, XB, 16)
         bp = au.random_choices(p, CLIENT, n=N * d, choices=b_C)
         if record is not None:
             record["b_pads"] = bp
-        return sp.client(p, q=q, b_C=b_C, b_pads=bp, q_pads=qp, x_bits=XB, ring_bits=M)
+        return sp.client(p, q=q, b_C=b_C, b_pads=bp, q_pads=qp, x_bits=XB, ring_bits=M, layout=layout)
 
     return run_two_party(server, client, seed=seed, setup=checked_ot, timeout=30)
 
 
-@pytest.mark.parametrize("N,seed,b", [(24, 0, None), (64, 1, None), (48, 9, "random"), (32, 2, 1), (32, 4, 0)])
-def test_shares_reconstruct_S_exactly(N, seed, b):
+@pytest.mark.parametrize("N,seed,b,layout", [(24, 0, None, "wide"), (64, 1, None, "wide"), (48, 9, "random", "wide"),
+                                             (32, 2, 1, "wide"), (32, 4, 0, "wide"), (40, 10, "random", "stacked"),
+                                             (24, 11, 1, "stacked")])
+def test_shares_reconstruct_S_exactly(N, seed, b, layout):
     X, q, b_S, b_C = _case(N=N, seed=seed, b=b)
-    s_S, s_C = _run(X, q, b_S, b_C)
+    s_S, s_C = _run(X, q, b_S, b_C, layout=layout)
     assert s_S.dtype == U64 and s_C.dtype == U64 and s_S.shape == (N,)
     assert int(s_S.max()) < 1 << M and int(s_C.max()) < 1 << M
     want = sp.reference(X, q, b_S ^ b_C, M)
@@ -70,14 +77,22 @@ def test_shares_reconstruct_S_exactly(N, seed, b):
         assert (want == 0).all()
 
 
-def test_lattice_query_other_than_committed_is_refused():
+@pytest.mark.parametrize("layout", sp.LAYOUTS)
+def test_lattice_query_other_than_committed_is_refused(layout):
+    """A client encrypting q' != its committed q (one bit of one entry) is refused by the proof."""
     X, q, b_S, b_C = _case(seed=5)
     other = q.copy()
     other[2] ^= U64(1)
+    seen = []
 
-    with PartyPatch(sp, "client_lattice_query", lambda orig, qq: other):
+    def swap(orig, qq):
+        seen.append(True)
+        return other
+
+    with PartyPatch(sp, "client_lattice_query", swap):
         with pytest.raises(MacCheckError):
-            _run(X, q, b_S, b_C)
+            _run(X, q, b_S, b_C, layout=layout)
+    assert seen
 
 
 def test_flipped_choices_move_only_the_clients_share_by_what_it_knows():
@@ -119,7 +134,36 @@ def test_flipped_choices_move_only_the_clients_share_by_what_it_knows():
     assert ((s_S + s_C) & MASK != sp.reference(X, q, b_flip, M)).any()  # not S of the flipped b
 
 
+@pytest.mark.parametrize("layout", sp.LAYOUTS)
+def test_bytes_on_the_wire_match_the_cost_functions(layout):
+    """Step 1 sends exactly 2 ceil(M / 8) bytes per element (plus frame headers); the lattice part is
+    within 1% of lattice_bytes's estimate (its 16 B per witness OT is the checked engine's mean)."""
+    X, q, b_S, b_C = _case(N=48, seed=12)
+    N, d = X.shape
+    st: dict = {}
+    _run(X, q, b_S, b_C, layout=layout, stats=st)
+    total = st["bytes_sent"] + st["bytes_received"]
+    lattice = total - sp.vole_bytes_per_element(M) * N * d
+    est = sp.lattice_bytes(N, d, XB, M)[layout]
+    assert abs(lattice - est) < 0.01 * est, (lattice, est)
+
+
 def test_byte_figures():
     assert sp.vole_bytes_per_element(25) == 8
     assert sp.limb_bits(15, 25) == (15, 2)
     assert sp.limb_bits(10, 25) == (10, 3)
+
+
+def test_matrix_width_leaves_the_default_plan_alone_and_grows_the_flooding():
+    """he_matvec_checked's w_bits: w_bits = x_bits is the default plan (same agreement, same wire);
+    a wider matrix gets a larger noise bound and flooding, and entries beyond it are refused."""
+    from protocols.mpc import he_matvec_checked as hmc
+    from secureml.errors import DataError
+
+    base = hmc.make_plan(300, 351, 15, 25)
+    assert hmc.make_plan(300, 351, 15, 25, w_bits=15) is base and base.w_bits == 0
+    wide = hmc.make_plan(300, 351, 15, 25, w_bits=25)
+    assert wide.w_bits == 25 and wide.x_bits == 15
+    assert wide.noise_bound > base.noise_bound and wide.flood_bits > base.flood_bits
+    with pytest.raises(DataError):
+        hmc.PreparedChecked(np.full((4, 6), 1 << 12, dtype=U64), 10, 25, w_bits=12)
