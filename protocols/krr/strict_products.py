@@ -113,7 +113,7 @@ def lattice_bytes(n_rows: int, d: int, x_bits: int, ring_bits: int) -> dict[str,
     return {"wide": one(n_rows, ring_bits), "stacked": one(L * n_rows, w), "per_limb": L * one(n_rows, w)}
 
 
-def _q_pads(pads):
+def _q_pads(pads: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pads).reshape(-1, 16)
 
 
@@ -133,7 +133,8 @@ def client_vole_words(words: np.ndarray) -> np.ndarray:
     return words
 
 
-def server(party: PartyContext, *, X: np.ndarray, b_S: np.ndarray, b_pads, q_pads, x_bits: int, ring_bits: int,
+def server(party: PartyContext, *, X: np.ndarray, b_S: np.ndarray, b_pads: tuple[np.ndarray, np.ndarray],
+           q_pads: tuple[np.ndarray, np.ndarray], x_bits: int, ring_bits: int,
            domain: int = PRODUCTS_DOMAIN, q_domain: int = QUERY_MAC_DOMAIN, layout: str = "wide") -> np.ndarray:
     """Server: its share s_S (N,) uint64 mod 2^M of S_i = sum_j (q_j - x_ij) b_ij.
 
@@ -149,6 +150,8 @@ def server(party: PartyContext, *, X: np.ndarray, b_S: np.ndarray, b_pads, q_pad
         raise DataError("products: shapes of X, b_S and the b pads disagree")
     if X.size and int(X.max()) >> x_bits:
         raise DataError(f"matrix entries do not fit in {x_bits} bits")
+    if b_S.size and int(b_S.max()) > 1:
+        raise DataError("comparison shares must be bits")
     mask = U64((1 << M) - 1)
     sigma = (U64(1) - U64(2) * b_S.astype(U64)) & mask  # 1 - 2 b_S mod 2^M
     corr = np.empty((N * d, _WORDS), dtype=U64)
@@ -186,6 +189,8 @@ def client(party: PartyContext, *, q: np.ndarray, b_C: np.ndarray, b_pads: np.nd
         raise DataError("products: shapes of q, b_C and the b pads disagree")
     if q.size and int(q.max()) >> x_bits:
         raise ProtocolError("query wider than the public bound")
+    if b_C.size and int(b_C.max()) > 1:
+        raise DataError("comparison shares must be bits")
     mask = U64((1 << M) - 1)
     # 1. y = T1 + b_C x sigma, a = T2 + b_C sigma
     Y = au.vole_on_pads(party, CLIENT, b_pads, domain, bits=np.full(N * d, M), ring_bits=M,
@@ -222,7 +227,8 @@ def _combine_limbs(share: np.ndarray, N: int, L: int, w: int, M: int) -> np.ndar
 
 def reference(X: np.ndarray, q: np.ndarray, b: np.ndarray, ring_bits: int) -> np.ndarray:
     """S_i = sum_j (q_j - x_ij) b_ij mod 2^M in Python integers (tests)."""
-    S = ((np.asarray(q).astype(object)[None, :] - np.asarray(X).astype(object)) * np.asarray(b).astype(object)).sum(axis=1)
+    diff = np.asarray(q).astype(object)[None, :] - np.asarray(X).astype(object)
+    S = (diff * np.asarray(b).astype(object)).sum(axis=1)
     return np.array([int(s) % (1 << ring_bits) for s in S], dtype=U64)
 
 
