@@ -31,16 +31,17 @@ Method. With sigma_ij = 1 - 2 b_S,ij (= +-1 mod 2^M), b = b_S + b_C sigma (over 
      "stacked" 22,405,482 B, per limb 32,834,270 B.
   3. s_S = (P q)_S - sum_j x_ij b_S,ij + sum_j T1_ij,  s_C = (P q)_C + sum_j q_j a_ij - sum_j y_ij.
 
-What each party sees. The client: per element two words T + b_C c with T = the hash of the pad it
-chose, and the corrections tau = P_0 + corr - P_1, one-time padded (mod 2^M) by the hash of the pad
-it did not choose (the same argument as every COT on these pads: correlation robustness of the
-TCCR hash), so y and a are uniform mod 2^M and tell it nothing of b_S or X; then the checked
-lattice's messages (:mod:`~protocols.mpc.he_matvec_checked`: an RLWE-hidden c1, a flooded reply
-within 2^-40 of one independent of P; its share (P q)_C = (P q) + R is masked by the server's
-uniform R). P = b_S - T2 is uniform mod 2^M (T2 is) and fresh per call, so even P alone would say
-nothing, but b = P + a, so P is exactly what the lattice must hide. The server: OT-extension
-messages only (this step sends nothing from the client but the lattice's key, ciphertexts and
-proof, which hide q: RLWE, and the proof is zero knowledge).
+What each party sees. The client: per element two words P_c + c tau (P_c the hash of the pad it
+holds) and the corrections tau = P_0 + corr - P_1, one-time padded (mod 2^M) by the hash of the pad
+it lacks (correlation robustness of the TCCR hash, as for every COT on these pads), so its words
+y, a are pseudorandom and independent of b_S and X (for c = 0 they are P_0 itself, for c = 1
+P_0 + corr with P_0 unknown to it); then the checked lattice's messages
+(:mod:`~protocols.mpc.he_matvec_checked`: an RLWE-hidden c1, a flooded reply within 2^-40 of one
+independent of P; its share (P q)_C = (P q) + R is masked by the server's uniform R). P = b_S - T2
+is uniform mod 2^M (T2 is) and fresh per call, but b = P + a, so P is exactly what the lattice must
+hide, and does. The server: the OT messages of step 1 (it only sends there) and the lattice's key,
+ciphertexts and proof (RLWE under the client's key; the proof is zero knowledge against a
+semi-honest server, :mod:`protocols.mpc.bfv_proof`), so nothing about q or b_C.
 
 Why a deviating client gains nothing here. Every message of the products goes from the server to
 the client, except the lattice's, and:
