@@ -2,10 +2,11 @@
 proven well formed (:mod:`protocols.mpc.bfv_proof`) before the server answers them, and the
 answer is flooded by the noise bound the proof establishes.
 
-The server (sender) holds X (n_rows x d, entries < 2^x_bits); the client (key owner) holds q
-(d entries < 2^x_bits) whose bits it has already committed (MACs mod the ring's primes, given by
-the caller). Output: additive shares mod 2^M of X q, **exact** (no rounding term: the binding
-check of :mod:`protocols.krr.binding` needs u_i = D_i + rho_i exactly).
+The server (sender) holds X (n_rows x d, entries < 2^x_bits, or < 2^w_bits where the caller
+asks for a wider matrix: ``w_bits``, below); the client (key owner) holds q (d entries < 2^x_bits)
+whose bits it has already committed (MACs mod the ring's primes, given by the caller). Output:
+additive shares mod 2^M of X q, **exact** (no rounding term: the binding check of
+:mod:`protocols.krr.binding` needs u_i = D_i + rho_i exactly).
 
 Why exact: the plaintext sits in the low bits (BGV-style, c0 + c1 s = m + t e mod Q with
 t = 2^M): the client's decryption [c0 + c1 s]_Q mod t is m exactly whenever |m + t e| < Q/2,
@@ -71,6 +72,12 @@ parent (they record the pid that made them), so no u_o is ever used in two sessi
 was ready depends on the server's load only. A deviating or aborting client gains nothing: it
 cannot obtain a pad twice, and each session (aborted or not) costs the server one pad's CPU after
 it (:func:`refill_pads`), as the inline path spent it during the session.
+Matrix width (``w_bits``, default x_bits): the proof commits and checks the query's d x_bits
+bits only; the matrix's width enters the noise bound (sum_b e_b W_(o,b) and the plaintext's size
+X q + R) and nothing else, so a caller whose matrix is wider than its query (the bit-free
+Laplacian's products, :mod:`protocols.krr.strict_products`: M-bit entries, x_bits-bit query) passes
+w_bits and gets a plan whose bound, flooding and reply format cover it. With w_bits = x_bits the
+plan, its agreement message and the wire are what they were.
 Threat model: semi-honest server, any client.
 """
 from __future__ import annotations
@@ -117,6 +124,7 @@ class CheckedPlan:
     reply_primes: int = 4  # the reply's primes after the modulus switch (protocol 35; all k before)
     trim_bits: int = 0  # r: bits [M, M + r) of every switched reply word are zeroed and not sent (protocol 35)
     word_bytes: int = 0  # bytes per switched reply word (an integer mod Q' without its r zero bits)
+    w_bits: int = 0  # the matrix's entry width where it differs from x_bits (0: x_bits)
 
     @property
     def targets(self) -> np.ndarray:
@@ -135,15 +143,17 @@ class CheckedPlan:
         return up + proof + down
 
 
-def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int) -> tuple[int, ...] | None:
+def _noise(ring: Ring | Modulus, n_rows: int, d: int, x_bits: int, M: int, n_i: int,
+           w_bits: int | None = None) -> tuple[int, ...] | None:
     n = ring.n
+    w_bits = x_bits if w_bits is None else w_bits
     n_o = n // n_i
     blocks, outputs = -(-d // n_i), -(-n_rows // n_o)
     B = bfv_proof.NOISE_BOUND
-    # sum_b e_b W_{o,b}: at most n_o n_i nonzero coefficients of W per block, each < 2^x_bits
-    bound = B * ((1 << x_bits) - 1) * n_o * n_i * blocks
+    # sum_b e_b W_{o,b}: at most n_o n_i nonzero coefficients of W per block, each < 2^w_bits
+    bound = B * ((1 << w_bits) - 1) * n_o * n_i * blocks
     bound += B * n + CBD_ETA * (n + 1)  # u e' (u ternary), e1, s e2 (s ternary)
-    m_max = (1 << M) + d * ((1 << x_bits) - 1) ** 2  # |m'|: X q + R (non-negative at the targets)
+    m_max = (1 << M) + d * ((1 << w_bits) - 1) * ((1 << x_bits) - 1)  # |m'|: X q + R (non-negative at the targets)
     bound += -(-m_max // (1 << M)) + 1  # the carry floor(m' / t) the client also sees
     F = math.ceil(math.log2(bound)) + STAT_SECURITY + math.ceil(math.log2(max(2, outputs * n_o)))
     if m_max + (1 << M) * (bound + (1 << F)) >= ring.Q // 2:
@@ -226,29 +236,34 @@ def _untrim(ring: Ring, raw: np.ndarray, M: int, r: int, wb: int, shape: tuple[i
 _PLANS: dict[tuple, CheckedPlan] = {}
 
 
-def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None) -> CheckedPlan:
+def make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus | None = None, *,
+              w_bits: int | None = None) -> CheckedPlan:
     """The packing with the fewest bytes (ciphertexts, proof, replies) that fits the noise budget
     (a pure function of its arguments and the ring's primes, cached: ~10 ms of the client's
-    critical path per query, plans are immutable)."""
+    critical path per query, plans are immutable). ``w_bits``: the matrix's entry width where it
+    is not x_bits (the query's)."""
     ring = ring or get_modulus()
-    key = (n_rows, d, x_bits, ring_bits, ring.n, tuple(int(p) for p in ring.primes))
+    w_bits = None if w_bits == x_bits else w_bits
+    key = (n_rows, d, x_bits, ring_bits, ring.n, tuple(int(p) for p in ring.primes), w_bits)
     got = _PLANS.get(key)
     if got is None:
-        got = _PLANS[key] = _make_plan(n_rows, d, x_bits, ring_bits, ring)
+        got = _PLANS[key] = _make_plan(n_rows, d, x_bits, ring_bits, ring, w_bits)
     return got
 
 
-def _make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus) -> CheckedPlan:
-    if not (1 <= n_rows and 1 <= d and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60):
+def _make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Modulus,
+               w_bits: int | None = None) -> CheckedPlan:
+    if not (1 <= n_rows and 1 <= d and 1 <= x_bits <= 30 and 8 <= ring_bits <= 60
+            and (w_bits is None or 1 <= w_bits <= 30)):
         raise ProtocolError(f"checked lattice matvec: unsupported sizes rows={n_rows} d={d} x_bits={x_bits} "
-                            f"M={ring_bits}")
+                            f"M={ring_bits} w_bits={w_bits}")
     best = None
     for n_i in range(1, min(d, ring.n) + 1):
-        got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i)
+        got = _noise(ring, n_rows, d, x_bits, ring_bits, n_i, w_bits)
         if got is None:
             continue
         n_o, blocks, outputs, bound, F, kk, r, wb = got
-        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F, kk, r, wb)
+        plan = CheckedPlan(n_rows, d, x_bits, ring_bits, n_i, n_o, blocks, outputs, bound, F, kk, r, wb, w_bits or 0)
         cost = plan.bytes_estimate(ring)
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -260,14 +275,15 @@ def _make_plan(n_rows: int, d: int, x_bits: int, ring_bits: int, ring: Ring | Mo
 class PreparedChecked:
     """The server's W_{o,b} in NTT form (query-independent, per model)."""
 
-    def __init__(self, X: np.ndarray, x_bits: int, ring_bits: int) -> None:
+    def __init__(self, X: np.ndarray, x_bits: int, ring_bits: int, w_bits: int | None = None) -> None:
         X = np.ascontiguousarray(X, dtype=U64)
         if X.ndim != 2:
             raise DataError(f"he_matvec_checked needs a 2-D matrix, got shape {X.shape}")
-        if X.size and int(X.max()) >> x_bits:
-            raise DataError(f"matrix entries do not fit in {x_bits} bits")
+        width = x_bits if w_bits is None else w_bits
+        if X.size and int(X.max()) >> width:
+            raise DataError(f"matrix entries do not fit in {width} bits")
         self.ring = ring = get_ring()
-        self.plan = plan = make_plan(X.shape[0], X.shape[1], x_bits, ring_bits, ring)
+        self.plan = plan = make_plan(X.shape[0], X.shape[1], x_bits, ring_bits, ring, w_bits=w_bits)
         n, n_i, n_o = ring.n, plan.n_i, plan.n_o
         Xp = np.zeros((plan.outputs * n_o, plan.blocks * n_i), dtype=U64)
         Xp[: X.shape[0], : X.shape[1]] = X
@@ -296,10 +312,11 @@ def prepare(X: np.ndarray, x_bits: int, ring_bits: int, owner: Any = None) -> Pr
 
 
 def _agree(p: PartyContext, plan: CheckedPlan, sender: bool) -> None:
-    p.check_peer("he-matvec-checked", {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits,
-                                       "ring_bits": plan.ring_bits, "n_i": plan.n_i,
-                                       "reply_primes": plan.reply_primes, "trim_bits": plan.trim_bits},
-                  announce=sender)
+    agreed = {"rows": plan.n_rows, "d": plan.d, "x_bits": plan.x_bits, "ring_bits": plan.ring_bits,
+              "n_i": plan.n_i, "reply_primes": plan.reply_primes, "trim_bits": plan.trim_bits}
+    if plan.w_bits:  # only where the matrix is wider than the query: the default's message is unchanged
+        agreed["w_bits"] = plan.w_bits
+    p.check_peer("he-matvec-checked", agreed, announce=sender)
 
 
 def _flood_residues(ring: Ring, rng: Any, F: int, count: int, t_bits: int) -> np.ndarray:
@@ -765,13 +782,14 @@ def _res_u64(ring: Ring, x: np.ndarray) -> np.ndarray:
 
 def matvec_receiver(p: PartyContext, chooser: int, q: np.ndarray, x_bits: int, n_rows: int, ring_bits: int, *,
                     q_pads: np.ndarray, q_bits: np.ndarray, domain: int,
-                    encrypt: Callable[..., Any] | None = None) -> np.ndarray:
+                    encrypt: Callable[..., Any] | None = None, w_bits: int | None = None) -> np.ndarray:
     """Client: its share (n_rows,) mod 2^M of X q. ``q_pads`` (d x_bits, 16): its random-OT keys
     of the committed query bits ``q_bits`` (their choice bits; value-major, least significant
-    first), hashed in ``domain``. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`."""
+    first), hashed in ``domain``. ``encrypt`` (tests) replaces :func:`bfv_proof.client_encrypt`.
+    ``w_bits``: the server's matrix width where it is not x_bits (both parties pass the same)."""
     q = np.ascontiguousarray(q, dtype=U64).ravel()
     ring = get_ring()
-    plan = make_plan(n_rows, q.shape[0], x_bits, ring_bits, ring)
+    plan = make_plan(n_rows, q.shape[0], x_bits, ring_bits, ring, w_bits=w_bits)
     if q.size and int(q.max()) >> x_bits:
         raise DataError(f"query entries do not fit in {x_bits} bits")
     M, k, n = ring_bits, ring.k, ring.n
