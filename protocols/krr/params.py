@@ -22,7 +22,7 @@ from secureml.data.formats import symbol
 from secureml.errors import ModelError, ProtocolError
 
 PROTOCOL_NAME = "secureml-krr"
-PROTOCOL_VERSION = 41  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
+PROTOCOL_VERSION = 42  # 2: SoftSpoken OT extension, Laplacian kernel, resumable compact sessions;
 # 3: property_unit, elements; 4: security modes (client-malicious: checked OT extension), fixed
 # abort code, column-OT PRG tweak; 5: lattice (BFV) cross term for the Gaussian kernel;
 # 6: output defenses (noise, rounding inside the protocol); 7: Laplacian digit step with two
@@ -104,11 +104,13 @@ PROTOCOL_VERSION = 41  # 2: SoftSpoken OT extension, Laplacian kernel, resumable
 # 40: bound table OTs' pads under their own AES key (the tag "secureml/authenticated/bound-lut" gave the commitments' key)
 # 41: derive_key hashes its whole tag, length-prefixed, instead of taking it as BLAKE2b's 16-byte personalisation (every
 # derived key changes; the class of protocol 40's collision is gone)
+# 42: the client-malicious Laplacian kernel's default chain is bound (laplacian_chain "bound": protocols.krr.laplacian_strict,
+# no selective failure); the unbound one-bit protocol stays as laplacian_chain "unbound"
 #: security modes of a served model (docs/malicious.md); `serve --security auto` picks client-malicious where the kind has it
 SECURITY_MODES = ("client-malicious", "semi-honest")
 DEFAULT_SECURITY = "client-malicious"
-#: kinds with a protocol secure against a deviating client (the Laplacian one up to a one-bit
-#: abort leakage per session, bounded by `serve --max-aborts`: docs/malicious.md)
+#: kinds with a protocol secure against a deviating client (docs/malicious.md; the Laplacian one with
+#: laplacian_chain "unbound" up to a one-bit abort leakage per session, bounded by `serve --max-aborts`)
 CLIENT_MALICIOUS_KINDS = ("linear", "krr-gaussian", "krr-laplacian")
 #: kinds that `--security auto` (and the Python API's default) serves client-malicious where the
 #: model's plan fits (else semi-honest, with a warning): every kind that has such a protocol
@@ -139,6 +141,11 @@ INNER_PRODUCTS = ("auto", "he", "ot")
 # per OT with a chosen choice bit, more CPU) or "softspoken" (k = 4: 32 bits per OT); public, both use it;
 # client-malicious sessions run either in checked mode where the client chooses (protocol 27)
 OT_ENGINES = ("silent", "softspoken")
+# client-malicious Laplacian kernel: "bound" (protocols.krr.laplacian_strict: every client value of the
+# comparison chain committed and checked, no abort that depends on the training data) or "unbound"
+# (protocols.krr.laplacian_malicious: the semi-honest chain checked afterwards; whether a deviating
+# client's session aborts can tell it one bit about the training data, bounded by --max-aborts)
+LAPLACIAN_CHAINS = ("bound", "unbound")
 # a served Laplacian model with fewer elements (N x d) than this uses SoftSpoken: silent OT's set-up
 # (~0.6 MB, both directions) costs more than its ~15 bytes per element save
 SILENT_OT_MIN_ELEMENTS = 1 << 16
@@ -186,6 +193,7 @@ class PublicParams:
     security: str = DEFAULT_SECURITY
     cross_term: str = "he"  # Gaussian kernel: "he" (lattice) or "ot" (vector OLE); see CROSS_TERMS
     ot_engine: str = "silent"  # Laplacian kernel: the OT extension, see OT_ENGINES
+    laplacian_chain: str = "bound"  # client-malicious Laplacian kernel: see LAPLACIAN_CHAINS
     inner_product: str = "auto"  # exact kernels' step 9: see INNER_PRODUCTS
     # compact (linear) models: public width of the output ring (0: announced in the OT session
     # only); semi-honest sessions with cross_term "he" and no output defense run the lattice inner
@@ -378,6 +386,8 @@ class PublicParams:
             )
         if self.ot_engine not in OT_ENGINES:
             raise ProtocolError(f"unknown OT engine {self.ot_engine!r}; supported: {OT_ENGINES}")
+        if self.laplacian_chain not in LAPLACIAN_CHAINS:
+            raise ProtocolError(f"unknown Laplacian chain {self.laplacian_chain!r}; supported: {LAPLACIAN_CHAINS}")
         if not isinstance(self.output_bits, int) or not (self.output_bits == 0 or 8 <= self.output_bits <= 64):
             raise ProtocolError(f"bad output_bits {self.output_bits!r}")
         if (not isinstance(self.ot_round_bits, int) or isinstance(self.ot_round_bits, bool)

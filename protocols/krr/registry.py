@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.krr import gaussian, gaussian_malicious, laplacian, laplacian_malicious
+from protocols.krr import gaussian, gaussian_malicious, laplacian, laplacian_malicious, laplacian_strict
 from protocols.krr import linear as compact
 from protocols.krr import linear_he
 from protocols.krr.cache import PublicModelCache
@@ -121,8 +121,15 @@ class ExactKernelProtocol(ModelProtocol):
     client-malicious protocol's module (``server_online`` / ``client_online``), run when the
     public parameters say ``security = "client-malicious"``."""
 
-    def __init__(self, kind: str, kernel: str, module: ModuleType, malicious: ModuleType | None = None) -> None:
+    def __init__(self, kind: str, kernel: str, module: ModuleType, malicious: ModuleType | None = None,
+                 variants: dict[str, ModuleType] | None = None) -> None:
         self.kind, self.kernel, self.module, self.malicious = kind, kernel, module, malicious
+        # the Laplacian kernel's client-malicious protocols by pp.laplacian_chain (public: both run the same)
+        self.variants = variants or {}
+
+    def malicious_for(self, pp: PublicParams) -> ModuleType:
+        """The client-malicious protocol module these public parameters name."""
+        return self.variants.get(pp.laplacian_chain, self.malicious) if self.variants else self.malicious
 
     def molecule_features(self, pp: PublicParams, public_model: Any, dataset: Any) -> np.ndarray:
         return representation_from_params(pp.representation).transform(dataset)
@@ -148,13 +155,13 @@ class ExactKernelProtocol(ModelProtocol):
 
     def server_online(self, party: Party, model: Any, k: int, info: dict[str, Any]) -> None:
         if self._strong(model.public):
-            self.malicious.server_online(party, model.public, k, model.params)
+            self.malicious_for(model.public).server_online(party, model.public, k, model.params)
             return
         self.module.online(party, model.public, k, model=model.params)
 
     def client_online(self, party: Party, pp: PublicParams, Q: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         if self._strong(pp):
-            return self.malicious.client_online(party, pp, Q)
+            return self.malicious_for(pp).client_online(party, pp, Q)
         return self.module.online(party, pp, Q.shape[0], Q=Q)
 
 
@@ -267,5 +274,6 @@ def protocol_for(kind: str) -> ModelProtocol:
 
 
 register(ExactKernelProtocol("krr-gaussian", "gaussian", gaussian, malicious=gaussian_malicious))
-register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian, malicious=laplacian_malicious))
+register(ExactKernelProtocol("krr-laplacian", "laplacian", laplacian, malicious=laplacian_strict,
+                             variants={"bound": laplacian_strict, "unbound": laplacian_malicious}))
 register(CompactLinearProtocol())

@@ -279,9 +279,10 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
         print(f"secureml: WARNING: {refused}; every session will be refused", flush=True)
     print(f"secureml: serving {model.public.kind} (N={model.public.n_train}, d={model.public.n_features}, "
           f"security={model.public.security}) on {host}:{actual}", flush=True)
-    if model.public.kind == "krr-laplacian" and model.public.security == "client-malicious":
+    if (model.public.kind == "krr-laplacian" and model.public.security == "client-malicious"
+            and model.public.laplacian_chain == "unbound"):
         print("secureml: client-malicious Laplacian protocol: whether a deviating client's session aborts can "
-              "tell it one bit about the training data (docs/malicious.md); a client is refused after "
+              "tell it one bit about the training data (--laplacian-chain unbound, docs/malicious.md); a client is refused after "
               f"{aborts.limit if aborts.limit is not None else 'unlimited'} failed checks (--max-aborts, counted "
               "across all workers); compact models (secureml train --recipe local-sorf) have no such bit", flush=True)
     if on_ready:

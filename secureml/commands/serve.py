@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "links) or 'softspoken' (faster on a LAN); 'auto' (default): silent from 2^16 training entries (N x d), "
                    "softspoken below (docs/ot-engine.md); client-malicious sessions take the same engine, checked where "
                    "the client chooses (protocol 32: 215.6 MB against 368.3 MB at N = 16,384, docs/malicious/p32/final)")
+    p.add_argument("--laplacian-chain", choices=("bound", "unbound"), default="bound",
+                   help="Laplacian kernel, client-malicious: 'bound' (default) commits and checks every value the client "
+                   "feeds the comparison chain, so no abort depends on the training data; 'unbound' runs the "
+                   "semi-honest chain and checks its result afterwards -- cheaper, but whether a deviating client's "
+                   "session aborts can tell it one bit about the training data, bounded by --max-aborts "
+                   "(docs/malicious.md)")
     p.add_argument("--inner-product", choices=("auto", "he", "ot"), default="auto",
                    help="exact kernels, semi-honest: step 9's inner product in Z_2^128 -- 'he' lattice HE (one "
                    "RLWE ciphertext each way, ~1.4 MB whatever N up to 16,384) or 'ot' Gilboa products over random "
@@ -173,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         verify_key = load_public_key(args.verify_key)
     model = _load(args, verify_key)
     set_ot_engine(model, args.ot_engine)
+    set_laplacian_chain(model, args.laplacian_chain)
     set_inner_product(model, args.inner_product)
     if model.public.security != "client-malicious":
         print(f"warning: {model.public.kind} is served semi-honest: a client that modifies its code can "
@@ -283,6 +290,14 @@ def set_ot_engine(model: Any, engine: str) -> None:
     ignore it (their OTs are checked SoftSpoken or lattice products)."""
     if engine != "auto" and model.public.kind == "krr-laplacian":
         model.public.ot_engine = engine
+        model.public.validate()
+
+
+def set_laplacian_chain(model: Any, chain: str) -> None:
+    """--laplacian-chain for a Laplacian model (public: the client runs the same protocol); other kinds
+    and semi-honest sessions ignore it."""
+    if model.public.kind == "krr-laplacian":
+        model.public.laplacian_chain = chain
         model.public.validate()
 
 
