@@ -126,6 +126,8 @@ _CHI_TAG = b"secureml/gf2chi"  # distinct from _KEY_TAG in 16 bytes too (test_ke
 CHI_SEED_BYTES = 32
 #: COTs per raw_cots call in commit_bits (bounds the rows and the hash temporaries held at once)
 _COMMIT_CHUNK = 1 << 20
+#: rows per block of the pad hash (_tccr_into)
+_HASH_ROWS = 1 << 14
 #: rows per block of the GF(2^16) sums (int32 temporaries stay in L2)
 _BLOCK = 1 << 15
 #: committed mask bits of one QuickSilver proof: 16 per slot
@@ -233,21 +235,21 @@ def weighted(chi: np.ndarray, mac: np.ndarray) -> np.ndarray:
 @dataclass
 class ClientBits:
     """Client (prover): committed bits (n,) uint8, their MACs (n, SLOTS) uint16 and the random-OT pad
-    of its choice (n, 16) uint8 (pad = H(t, i))."""
+    of its choice (n, 16) uint8 (pad = H(t, i); None if committed with ``pads=False``)."""
 
     bits: np.ndarray
     mac: np.ndarray
-    pad: np.ndarray
+    pad: np.ndarray | None
 
 
 @dataclass
 class ServerBits:
     """Server (verifier): keys (n, SLOTS) uint16, Delta's slots (SLOTS,) uint16 and both random-OT
-    pads (pad_0, pad_1), each (n, 16) uint8, pad_b = H(q ^ b Delta, i)."""
+    pads (pad_0, pad_1), each (n, 16) uint8, pad_b = H(q ^ b Delta, i) (None with ``pads=False``)."""
 
     key: np.ndarray
     delta: np.ndarray
-    pads: tuple[np.ndarray, np.ndarray]
+    pads: tuple[np.ndarray, np.ndarray] | None
 
 
 def _slots(rows: np.ndarray) -> np.ndarray:
@@ -259,37 +261,68 @@ def _pad_hash(engine) -> FixedKeyAES:
     return FixedKeyAES(derive_key(_KEY_TAG, engine.session_digest))
 
 
-def commit_bits(party: PartyContext, chooser: int, *, n: int,
-                bits: np.ndarray | None = None) -> ClientBits | ServerBits:
+def _tccr_into(aes: FixedKeyAES, x: np.ndarray, start: int, out: np.ndarray, xor: np.ndarray | None = None) -> None:
+    """out[r] = H(x_r ^ xor, (start + r, _HASH_TAG)) for rows x (k, 2) uint64 into out (k, 2) uint64:
+    ``aes.tccr(x ^ xor, start, 1, _HASH_TAG)``, in blocks of _HASH_ROWS rows through work buffers that
+    stay in cache (2.5x faster than the one-shot tccr on 2^20 rows, measured)."""
+    k = x.shape[0]
+    rows = max(1, min(k, _HASH_ROWS))
+    p_buf = np.empty(2 * rows + 2, dtype=U64)  # AES outputs need 16 spare bytes
+    o_buf = np.empty(2 * rows + 2, dtype=U64)
+    in_buf = np.empty((rows, 2), dtype=U64) if xor is not None else None
+    tw = np.arange(start, start + rows, dtype=U64)
+    for a in range(0, k, rows):
+        m = min(rows, k - a)
+        src = x[a : a + m]
+        if in_buf is not None and xor is not None:
+            np.bitwise_xor(src[:, 0], xor[0], out=in_buf[:m, 0])
+            np.bitwise_xor(src[:, 1], xor[1], out=in_buf[:m, 1])
+            src = in_buf[:m]
+        aes.permute_into(src, p_buf)
+        p = p_buf[: 2 * m].reshape(m, 2)
+        o = out[a : a + m]
+        o[...] = p
+        p[:, 0] ^= tw[:m]
+        p[:, 1] ^= U64(_HASH_TAG)
+        aes.permute_into(p, o_buf)
+        o ^= o_buf[: 2 * m].reshape(m, 2)
+        tw += U64(rows)
+
+
+def commit_bits(party: PartyContext, chooser: int, *, n: int, bits: np.ndarray | None = None,
+                pads: bool = True) -> ClientBits | ServerBits:
     """Commit the chooser's ``bits`` (n,) (client only): one raw COT each, with the bit as its chosen
     choice bit, on the engine in which the client chooses; returns :class:`ClientBits` (client) or
-    :class:`ServerBits` (server). Messages: the engine's alone (no payload of ours)."""
+    :class:`ServerBits` (server). Messages: the engine's alone (no payload of ours). ``pads=False``
+    (both parties alike) skips the random-OT pads (``pad`` / ``pads`` are then None): for bits that
+    are only MACed, half the server's CPU (the two TCCR hashes per COT)."""
     n = int(n)
     if party.role == chooser:
         z = _check_bits("bits", bits, n)
         eng = party.ot_receiver
         mac = np.empty((n, SLOTS), dtype=U16)
-        pad = np.empty((n, 16), dtype=np.uint8)
+        pad = np.empty((n, 16), dtype=np.uint8) if pads else None
         for a in range(0, max(n, 1), _COMMIT_CHUNK):  # n == 0: one empty call (sets the engine up)
             t, first = eng.raw_cots(z[a : a + _COMMIT_CHUNK])
-            aes = _pad_hash(eng)
             mac[a : a + t.shape[0]] = _slots(t)
-            pad[a : a + t.shape[0]] = aes.tccr(t, first, 1, _HASH_TAG).view(np.uint8)
+            if pad is not None:
+                _tccr_into(_pad_hash(eng), t, first, pad[a : a + t.shape[0]].view(U64))
         return ClientBits(z.copy(), mac, pad)
     eng = party.ot_sender
     key = np.empty((n, SLOTS), dtype=U16)
-    p0 = np.empty((n, 16), dtype=np.uint8)
-    p1 = np.empty((n, 16), dtype=np.uint8)
+    p0 = np.empty((n, 16), dtype=np.uint8) if pads else None
+    p1 = np.empty((n, 16), dtype=np.uint8) if pads else None
     delta = np.zeros(2, dtype=U64)
     for a in range(0, max(n, 1), _COMMIT_CHUNK):  # n == 0: one empty call (sets the engine up)
         k = min(_COMMIT_CHUNK, n - a)
         q, delta, first = eng.raw_cots(k)
-        aes = _pad_hash(eng)
         key[a : a + k] = _slots(q)
-        p0[a : a + k] = aes.tccr(q, first, 1, _HASH_TAG).view(np.uint8)
-        q ^= delta[None, :]
-        p1[a : a + k] = aes.tccr(q, first, 1, _HASH_TAG).view(np.uint8)
-    return ServerBits(key, _slots(np.asarray(delta, dtype=U64).reshape(1, 2))[0].copy(), (p0, p1))
+        if p0 is not None and p1 is not None:
+            aes = _pad_hash(eng)
+            _tccr_into(aes, q, first, p0[a : a + k].view(U64))
+            _tccr_into(aes, q, first, p1[a : a + k].view(U64), xor=delta)
+    dslots = _slots(np.asarray(delta, dtype=U64).reshape(1, 2))[0].copy()
+    return ServerBits(key, dslots, None if p0 is None or p1 is None else (p0, p1))
 
 
 def _ot_parts(pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,13 +338,15 @@ def auth_random_ot(party: PartyContext, chooser: int, committed: ClientBits | Se
     mac_w (n, SLOTS) uint16), w = m_z; server: (m0 (n,) uint8, m1 (n,) uint8, key_w (n, SLOTS)
     uint16), with mac_w = key_w ^ w Delta. One flight: D, 6 bytes per element, server -> client."""
     if party.role == chooser:
-        assert isinstance(committed, ClientBits)
+        if not isinstance(committed, ClientBits) or committed.pad is None:
+            raise ValueError("auth_random_ot needs the client's ClientBits with pads")
         n = committed.bits.shape[0]
         w, L = _ot_parts(committed.pad)
         D = party.ch.recv_array(U16, (n, SLOTS))
         L ^= D & _mask(committed.bits)
         return w, L
-    assert isinstance(committed, ServerBits)
+    if not isinstance(committed, ServerBits) or committed.pads is None:
+        raise ValueError("auth_random_ot needs the server's ServerBits with pads")
     p0, p1 = committed.pads
     m0, L0 = _ot_parts(p0)
     m1, L1 = _ot_parts(p1)
@@ -393,7 +428,7 @@ class Prover:
             raise RuntimeError("a QuickSilver proof is finished once")
         self._done = True
         bits = party.rng.random_bits(MASK_BITS).astype(np.uint8)
-        cb = commit_bits(party, chooser, n=MASK_BITS, bits=bits)
+        cb = commit_bits(party, chooser, n=MASK_BITS, bits=bits, pads=False)
         r = (bits.reshape(SLOTS, 16).astype(U16) << np.arange(16, dtype=U16)[None, :]).sum(axis=1, dtype=U16)
         msg = np.concatenate([self.A0 ^ _field_of_bits(cb.mac), self.A1 ^ r])
         party.ch.send_array(msg.astype("<u2"))
@@ -430,7 +465,7 @@ class Verifier:
         if self._done:
             raise RuntimeError("a QuickSilver proof is finished once")
         self._done = True
-        cb = commit_bits(party, chooser, n=MASK_BITS)
+        cb = commit_bits(party, chooser, n=MASK_BITS, pads=False)
         if not np.array_equal(np.asarray(cb.delta, dtype=U16), self.delta):
             raise ValueError("the Verifier's Delta is not the engine's")
         msg = party.ch.recv_array(np.dtype("<u2"), (2 * SLOTS,)).astype(U16)

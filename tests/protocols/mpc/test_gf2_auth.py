@@ -73,6 +73,18 @@ def test_weighted_and_expand_chi():
 
 # ------------------------------------------------------------------- committed bits, random OT
 
+def test_pad_hash_is_the_tccr_hash():
+    from protocols.ot.crypto import FixedKeyAES
+    aes = FixedKeyAES(bytes(range(16)))
+    x = np.random.default_rng(8).integers(0, 2**63, (40000, 2), dtype=np.uint64)
+    d = np.array([12345, 678], dtype=np.uint64)
+    out = np.empty_like(x)
+    g._tccr_into(aes, x, 99, out)
+    assert np.array_equal(out, aes.tccr(x, 99, 1, g._HASH_TAG))
+    g._tccr_into(aes, x, 99, out, xor=d)
+    assert np.array_equal(out, aes.tccr(x ^ d, 99, 1, g._HASH_TAG))
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_raw_cots_are_the_engines_correlation(engine):
     c = np.random.default_rng(1).integers(0, 2, 777, dtype=np.uint8)
@@ -96,6 +108,24 @@ def test_commit_bits_macs_and_pads(engine):
     assert not np.any(np.all(c.pad == other, axis=1))
     # the pads are hashes, not the raw rows: no MAC word appears in them
     assert not np.array_equal(c.pad.view(U16).reshape(n, 8)[:, 1:4], c.mac)
+
+
+def test_commit_bits_without_pads():
+    bits = np.random.default_rng(4).integers(0, 2, 999, dtype=np.uint8)
+    s, c = _run(lambda p: g.commit_bits(p, CLIENT, n=999, pads=False),
+                lambda p: g.commit_bits(p, CLIENT, n=999, bits=bits, pads=False), "silent")
+    assert c.pad is None and s.pads is None
+    assert np.array_equal(c.mac, s.key ^ _times(bits, s.delta))
+
+
+def test_commit_bits_in_several_raw_cot_calls(monkeypatch):
+    """commit_bits splits large n into raw_cots calls of _COMMIT_CHUNK; the pieces line up."""
+    monkeypatch.setattr(g, "_COMMIT_CHUNK", 1000)
+    bits = np.random.default_rng(6).integers(0, 2, 2500, dtype=np.uint8)
+    s, c = _run(lambda p: g.commit_bits(p, CLIENT, n=2500), lambda p: g.commit_bits(p, CLIENT, n=2500, bits=bits),
+                "iknp")
+    assert np.array_equal(c.mac, s.key ^ _times(bits, s.delta))
+    assert np.array_equal(c.pad, np.where(bits[:, None] == 1, s.pads[1], s.pads[0]))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
