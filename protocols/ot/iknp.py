@@ -155,6 +155,13 @@ class _IKNPBase:
         return bool(self.checked or self.tccr_hash)
 
     @property
+    def session_digest(self) -> bytes:
+        """The engine's session digest (both parties of an engine pair hold the same bytes, fresh per
+        set-up): a key-derivation input for hashes of this session's raw COTs
+        (:meth:`OTExtensionReceiver.raw_cots`), as the engine derives its own fixed AES key from it."""
+        return self._fs_digest
+
+    @property
     def pool_size(self) -> int:
         """Precomputed OTs not consumed yet."""
         return self._pool_rows.shape[0] - self._pool_off
@@ -397,6 +404,28 @@ class OTExtensionSender(_IKNPBase):
             pos += k
         self.ch.flush()
         return x0.reshape(delta.shape)
+
+    def raw_cots(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """n correlated OTs whose choice bits the receiver chooses (:meth:`OTExtensionReceiver.raw_cots`),
+        *unhashed*: (q (n, 2) uint64, Delta (2,) uint64, first OT index) with ``q_i = t_i ^ c_i Delta``.
+
+        The same messages as :meth:`random_ot` (this engine's extension pieces, or the derandomisation
+        bits of pooled / silent OTs), no payload: the caller turns the rows into what it needs --
+        IT-MACs (slices of q: keys, of t: MACs) and, hashed under a key and domain of its own with
+        the returned OT indices ``index .. index + n - 1`` (unique in this engine) as tweaks, random-OT
+        pads (:mod:`protocols.mpc.gf2_auth`). Raw rows must never be used as pads themselves: q and
+        q ^ Delta differ by the global Delta."""
+        q = np.empty((n, 2), dtype=_U64)
+        first = None
+        pos = 0
+        for start, rows in self._rows(n, self.piece):
+            k = rows.shape[0]
+            first = start if first is None else first
+            assert start == first + pos  # the pieces' OT indices are consecutive
+            q[pos : pos + k] = rows
+            pos += k
+        self.ch.flush()
+        return q, self._s64.copy(), (self._counter if first is None else first)
 
     def reserve_cots(self, n: int) -> object:
         """Set aside n COTs whose choice bits the receiver will not choose
@@ -644,6 +673,25 @@ class OTExtensionReceiver(_IKNPBase):
             out[pos : pos + k] = h
             pos += k
         return flat if w == 1 else out
+
+    def raw_cots(self, choices: np.ndarray) -> tuple[np.ndarray, int]:
+        """Correlated OTs with chosen bits c, *unhashed*: (t (n, 2) uint64, first OT index); the
+        sender's :meth:`OTExtensionSender.raw_cots` gets ``q = t ^ c Delta``. Same messages as
+        :meth:`random_ot` (checked mode: every fresh piece's consistency proof; silent OT: one
+        derandomisation bit per COT). See the sender's method for what the rows may be used for."""
+        c = _choice_bits(choices)
+        n = c.shape[0]
+        t = np.empty((n, 2), dtype=_U64)
+        first = None
+        pos = 0
+        for start, rows, _ in self._rows(c, self.piece):
+            k = rows.shape[0]
+            first = start if first is None else first
+            assert start == first + pos  # the pieces' OT indices are consecutive
+            t[pos : pos + k] = rows
+            pos += k
+        self.ch.flush()
+        return t, (self._counter if first is None else first)
 
     def reserve_cots(self, n: int) -> tuple[np.ndarray, object]:
         """n COTs whose choice bits are random and told now, before the COT runs: (choices uint8
