@@ -228,7 +228,7 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
             np.bitwise_xor(A, eq, out=B)
             B ^= delta[:, None, :]
             au.bound_lut(party, CLIENT, (a, b), pads=pads, tables=tables)
-            s_commits.append(g2.commit_bits(party, CLIENT, n=n))  # d. the client's s
+            s_commits.append(g2.commit_bits(party, CLIENT, n=n, pads=False))  # d. the client's s (MACs only)
             record.append((r, c, delta))
             c = r ^ m0p
         else:
@@ -238,7 +238,7 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
                 continue
             A, B = got[:, :W], got[:, W:]
             s = A ^ B
-            s_commits.append(g2.commit_bits(party, CLIENT, n=n, bits=client_s(_unpack(s, N)).ravel()))
+            s_commits.append(g2.commit_bits(party, CLIENT, n=n, bits=client_s(_unpack(s, N)).ravel(), pads=False))
             w = _pack(w_auth[k][0].reshape(d, N), W)
             c = client_next_share(A, w, c, s)
     # the client's share of b = c^K: its commitment (the products' choice bits)
@@ -261,13 +261,13 @@ def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, 
     else:
         seed = party.ch.recv_array(np.uint8, (SEED_BYTES,)).tobytes()
     chis, gamma = expand_check(seed, n, steps)
-    proof = g2.Verifier() if server else g2.Prover()
+    proof = g2.Verifier(commits[0].delta) if server else g2.Prover()
     for k, (a, b) in enumerate(levels):
         m = b - a
         pads = rekey(q_pads, _CHECK_DOMAIN + k)
         chi = chis[k]
         if server:
-            delta = commits[0].delta
+            delta = proof.delta
             r, c_s, dl = record[k]
             dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
             g = check_words(dig, m, chi.reshape(d, N, 3), gamma, _unpack(r, N),
