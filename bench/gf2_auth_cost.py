@@ -1,11 +1,12 @@
 """Cost of protocols.mpc.gf2_auth: bytes and CPU per committed bit on each client-malicious OT engine,
 bytes and CPU of the authenticated random OT, and CPU per 1M products of the QuickSilver sums.
 
-Both parties run as threads of this process over the in-process channel (framed and counted as TCP);
-CPU is each party's thread time (``time.thread_time``; the faster of two runs), bytes are both parties' ``bytes_sent`` over
-the call (the engines' set-up and one unmeasured commit of n bits run before; the silent engine's
-iteration flights during the call are counted). The QuickSilver sums run single-threaded on random data of the real shapes,
-prover and verifier alternately, ``--reps`` times each (median reported).
+Both parties run as threads of this process over the in-process channel (framed and counted as
+TCP); CPU is each party's thread time (``time.thread_time``; the faster of two runs), bytes are both
+parties' ``bytes_sent`` over the call (the engines' set-up and one unmeasured commit of n bits run
+before; the silent engine's iteration flights during the call are counted). The QuickSilver sums run
+single-threaded on random data of the real shapes, prover and verifier alternately, ``--reps`` times
+each (median reported).
 
     nice python -m bench.gf2_auth_cost --n 4194304 --out docs/malicious/gf2auth/cost.json
 """
