@@ -39,7 +39,8 @@ in every slot (z = 0: L0; z = 1: L1 ^ D = L0 ^ (m0 ^ m1) Delta). So the client's
 committed bit under the same Delta: lying about it is a MAC forgery. The client learns
 D ^ L_z = L_{1-z} ^ (m0 ^ m1) Delta: one-time padded by L_{1-z}, bits of the hash of the string
 t ^ Delta it lacks (pseudorandom as above, and disjoint from m_{1-z}, bit 0): nothing about m_{1-z}
-or Delta.
+or Delta. Bits 49..127 of the pads are not used here (free for the caller, e.g. as table-OT keys,
+under a domain of its own).
 
 QuickSilver check of degree-2 relations (:class:`Prover`, :class:`Verifier`; Yang, Sarkar, Weng,
 Wang, "QuickSilver", CCS 2021), in characteristic 2 (K = M ^ z Delta). For relations
@@ -52,9 +53,9 @@ server after every value is committed (:func:`chi_seed`, :func:`expand_chi`), pe
 so an honest prover has B = A0 + A1 Delta. The prover masks with a committed random r (16 committed
 bits, r = sum_t r_t X^t, M_r = sum_t X^t M_rt, K_r = M_r + r Delta) and sends U = A0 + M_r,
 V = A1 + r; the verifier accepts iff B + K_r = U + V Delta. Soundness per slot: if some relation is
-false, e = 0 with probability 2^-16 over chi; otherwise acceptance needs Delta to be a root of the
-non-zero polynomial e X^2 + (A1 + r + V) X + (A0 + M_r + U) (the prover chooses U, V knowing
-everything but Delta), at most 2 of 2^16 values: <= 3/2^16 per slot; the three slots have
+false, e = 0 with probability at most 2^-16 over chi; otherwise acceptance needs Delta to be a root
+of the non-zero polynomial e T^2 + (A1 + r + V) T + (A0 + M_r + U) in T (the prover chooses U, V
+knowing everything but Delta), at most 2 of 2^16 values: <= 3/2^16 per slot; the three slots have
 independent chi and Delta, so <= (3/2^16)^3 = 2^-43.2 for a batch (the mask may be committed after
 chi: its MAC equation already binds r before U, V are sent). A checked engine lets a deviating client
 try to learn k bits of Delta at an abort probability 1 - 2^-k (the KOS trade-off,
@@ -68,14 +69,17 @@ engine's COT outputs), D (one-time padded, above) and 32 bytes of chi seed. Mess
 bit, the engine's (below); auth_random_ot 6 bytes per element (server -> client); a QuickSilver batch
 48 committed bits, the 32-byte seed (server -> client) and 12 bytes (client -> server).
 
-Cost (``python bench/gf2_auth_cost.py``; figures measured there, see the module docstring's
-"Measured" below).
-
-Measured (2026-12-05, 2 shared cores, load in brackets; ``nice python bench/gf2_auth_cost.py``):
-  bytes per committed bit, both directions, n = 2^20: checked IKNP 16.1 (u column 128 bits + proof),
-  checked SoftSpoken k=4 (the exact-kernel setting) 4.1, silent (b11, after set-up) 0.24 incl. the
-  1-bit derandomisation -- see the bench's JSON for the exact numbers.
-  add_products per 1M products (3 slots): see the bench output.
+Measured (``nice python -m bench.gf2_auth_cost --out docs/malicious/gf2auth/cost.json``: both parties
+as threads of one process, n = 2^22 committed bits per engine after set-up, 2 shared cores at 1-minute
+load 0.85-1.35). Bytes are exact; CPU (thread time, faster of two runs) varied ~2x between runs:
+  * bytes per committed bit, both directions: checked IKNP 16.016 (128-bit column, plus 128 padding
+    OTs and a 32-byte proof per 2^17-OT piece); checked SoftSpoken k = 4 (the exact kernels' engine)
+    4.005; silent (b11) 0.211 = 1.69 bits (the 1-bit derandomisation + 0.69 bits of iteration flights);
+  * CPU per 1M committed bits with pads: 0.08-0.34 s server, 0.09-0.29 s client (MACs only,
+    ``pads=False``: 0.06-0.09 s each); auth_random_ot 6.000 bytes per element, 0.04-0.21 s server,
+    0.02-0.10 s client per 1M;
+  * QuickSilver per 1M products (3 slots, single thread, median of 5, alone beside the other agents):
+    prover ``add_products`` 0.047-0.050 s, verifier 0.026-0.028 s, ``weighted`` 0.019-0.020 s.
 """
 from __future__ import annotations
 
@@ -154,6 +158,8 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
         x <<= 1
         if x & 0x10000:
             x ^= POLY
+    if x != 1 or np.unique(exp).size != _ORDER:  # X has order 65535: POLY is primitive
+        raise AssertionError("GF(2^16) modulus is not primitive")
     log = np.zeros(65536, dtype=np.int32)
     log[exp] = np.arange(_ORDER, dtype=np.int32)
     log[0] = _ZERO

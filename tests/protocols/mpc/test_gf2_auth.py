@@ -273,3 +273,28 @@ def test_commit_bits_rejects_non_bits():
         run_two_party(lambda p: g.commit_bits(p, CLIENT, n=3),
                       lambda p: g.commit_bits(p, CLIENT, n=3, bits=np.array([0, 2, 1])), seed=1, setup=checked_ot,
                       timeout=5)
+
+
+def test_the_proof_is_masked():
+    """What the server sees of the proof is (U, V) = (A0 + M_r, A1 + r) with r the committed random mask:
+    not the prover's A0, A1 (an unmasked V would leak sum chi (x M_y + y M_x + M_l))."""
+    seen = {}
+
+    class Recording(g.Prover):
+        def finish(self, party, chooser):
+            send = party.ch.send_array
+
+            def record(arr, **kw):
+                if np.shape(arr) == (2 * g.SLOTS,) and np.asarray(arr).dtype == np.dtype("<u2"):
+                    seen["msg"] = np.array(arr, dtype=U16)
+                return send(arr, **kw)
+            party.ch.send_array = record
+            try:
+                super().finish(party, chooser)
+            finally:
+                party.ch.send_array = send
+            seen["A"] = (self.A0.copy(), self.A1.copy())
+
+    assert _proof("silent", prover_cls=Recording) is True
+    U, V = seen["msg"][: g.SLOTS], seen["msg"][g.SLOTS :]
+    assert np.all(U != seen["A"][0]) and np.all(V != seen["A"][1])
