@@ -285,6 +285,10 @@ def serve(model: Served, host: str = "127.0.0.1", port: int = 7000, *,
               "tell it one bit about the training data (--laplacian-chain unbound, docs/malicious.md); a client is refused after "
               f"{aborts.limit if aborts.limit is not None else 'unlimited'} failed checks (--max-aborts, counted "
               "across all workers); compact models (secureml train --recipe local-sorf) have no such bit", flush=True)
+    elif model.public.kind == "krr-laplacian" and model.public.security == "client-malicious":
+        print("secureml: client-malicious Laplacian protocol, bound chain: every value a client feeds the comparisons "
+              "is committed and checked, so whether a session aborts depends on the client's own messages only "
+              "(docs/malicious.md)", flush=True)
     if on_ready:
         on_ready(actual)
 

@@ -42,6 +42,13 @@ def _case(N=24, d=6, seed=0, offset=-321.0, engine="softspoken"):
     return model, pp, XT, pp.encode_features(Q[None])[0]
 
 
+def _unbound(served):
+    """This module's protocol: the unbound chain (the served default is the bound one since protocol 42)."""
+    served.public.laplacian_chain = "unbound"
+    served.public.validate()
+    return served
+
+
 def _setup_for(pp):
     """A client-malicious session's OT set-up: the registry's (silent OT: both directions as Ferret
     engines, the client-receiver one checked from S1 on), or the checked SoftSpoken extension."""
@@ -632,7 +639,7 @@ class _TCPServer:
 @pytest.fixture()
 def tcp_server():
     model, _, _, _ = _case(N=16, d=5, seed=4)
-    served = ServedModel(model, frac_bits=4)  # the API's default: client-malicious
+    served = _unbound(ServedModel(model, frac_bits=4))  # the API's default: client-malicious (bound chain)
     assert served.public.security == "client-malicious" and served.public.ot_engine == "softspoken"
     srv = _TCPServer(served, max_aborts=2)
     try:
@@ -685,7 +692,7 @@ def test_tcp_silent_ot_session_and_a_deviating_ferret_sender(monkeypatch):
     from secureml.errors import SecureMLError
 
     model, _, _, _ = _case(N=16, d=5, seed=4)
-    served = ServedModel(model, frac_bits=4)
+    served = _unbound(ServedModel(model, frac_bits=4))
     served.public.ot_engine = "silent"
     served.public.validate()
     srv = _TCPServer(served, max_aborts=2)
@@ -755,7 +762,7 @@ def test_tcp_concurrent_deviating_sessions_cannot_exceed_the_abort_limit(monkeyp
     from secureml.errors import SecureMLError
 
     model, _, _, _ = _case(N=16, d=5, seed=4)
-    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1)
+    srv = _TCPServer(_unbound(ServedModel(model, frac_bits=4)), max_aborts=1)
     Q = model.X_train[[2]] + 0.5
     # every client thread of this test deviates; the first one waits inside
     t, inside, release, errors = _held_deviating_session(srv, Q, monkeypatch, all_deviate=True)
@@ -901,7 +908,7 @@ def test_tcp_a_session_turned_away_busy_by_the_abort_counter_is_not_charged(tmp_
 
     model, _, _, _ = _case(N=16, d=5, seed=4)
     ledger = QueryLedger(tmp_path / "ledger.sqlite", budget=10)
-    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=1, store=ledger, admit=admit_hook(ledger))
+    srv = _TCPServer(_unbound(ServedModel(model, frac_bits=4)), max_aborts=1, store=ledger, admit=admit_hook(ledger))
     Q = model.X_train[[2]] + 0.5
     # the first client thread deviates and waits inside its session
     t, inside, release, errors = _held_deviating_session(srv, Q, monkeypatch, all_deviate=False)
@@ -1064,7 +1071,7 @@ def test_tcp_a_failed_check_is_recorded_before_its_session_slot_is_released(tmp_
             return super().end_session(client_id)
 
     model, _, _, _ = _case(N=16, d=5, seed=4)
-    srv = _TCPServer(ServedModel(model, frac_bits=4), max_aborts=2, store=Logged(tmp_path / "l.sqlite"))
+    srv = _TCPServer(_unbound(ServedModel(model, frac_bits=4)), max_aborts=2, store=Logged(tmp_path / "l.sqlite"))
     try:
         _client_patch(monkeypatch, lm, "client_check_mac", lambda orig, *a: (orig(*a) + 1) % P)
         with pytest.raises(SecureMLError):

@@ -61,7 +61,7 @@ def test_cli_serve_and_predict(tmp_path, kernel, sigma, grid, cross, security):
         if security == "default":
             assert "served semi-honest" not in log
         if kernel == "laplacian":
-            assert "security=client-malicious" in log and "one bit about the training data" in log
+            assert "security=client-malicious" in log and "bound chain" in log and "one bit" not in log
     finally:
         proc.kill()
 

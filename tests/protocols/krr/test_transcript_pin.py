@@ -42,6 +42,9 @@ from secureml.models.pipeline import MolecularModel
 from secureml.models.random_features import RandomFourierRidge
 from secureml.representations import CoulombMatrix
 
+#: pinned at PROTOCOL_VERSION 42 (42: the client-malicious Laplacian kernel's default is the bound chain,
+#: protocols.krr.laplacian_strict -- "krr-laplacian/client-malicious" and ".../silent" re-pinned; the unbound one-bit
+#: protocol pinned as ".../unbound" and ".../unbound/silent"; every public-parameter message carries laplacian_chain)
 #: pinned at PROTOCOL_VERSION 39 (39: the semi-honest exact kernels' one-block OT hashes with one AES call -- same
 #: frames and sizes everywhere; at version 37 the client-malicious pins still matched, i.e. they keep TCCR -- and the
 #: version in the hello; 32: the client-malicious Laplacian chain mod 2^M lifted by one COT per point, chi
@@ -80,17 +83,19 @@ from secureml.representations import CoulombMatrix
 #: The compact pin counts bytes without the public model file (its format grew in format 3 of
 #: model files).
 PINS = {
-    "krr-gaussian": (66, 1564455, "d05100bd1cce92994989b886289a1a9e10489a38871bfebfc5ede88c09851865"),
-    "krr-gaussian/lattice-sum": (42, 2560852, "e0a9df9bc2ac0483b6b7833e1c9edead8059dc81832a3f8a6435849c86ec92eb"),
-    "krr-laplacian": (96, 74839, "b907d93ec8a80710d795fc0487a4e272946975357d479f0987e54a1caea45239"),
-    "krr-laplacian/silent": (122, 427447, "227e389acbc0ab6542febf3fe66cf8c1f54a0a9b3cbeb8282ce667f9a570d960"),
-    "krr-gaussian/client-malicious": (482, 5422959, "06a741ceb0eadf0eb24aac6826bfb401d7ee33506079b90d584228e3f2b52b91"),
-    "krr-laplacian/client-malicious": (184, 76315, "8952eb30b8da2b1ca25b3ba7443e87a1ae4f35d64497008948d41b3370990704"),
-    "krr-laplacian/client-malicious/silent": (203, 428015, "8431179fe5956bd6dc5841ca02f08f099662beddd5feab4add7d71aaa4f86538"),
-    "linear": (23, 33010, "ec25de00b695ff9516228bad187a6f6ce24769332e30f1ee0381d7bce5aa2e78"),
-    "linear/semi-honest": (6, 238423, "ababeb6d4ac4e110dc408fa80d34e1603f4f82e180b507a0a76e167e29ce1d1a"),
+    "krr-gaussian": (66, 1564481, "c2024b8e7107bf42ed60d3533f1ca998af34edc7d6470d5c5826e1ce397ee235"),
+    "krr-gaussian/lattice-sum": (42, 2560878, "7b0eabe56333cb102a708971bef9a7927c6e663095d2cabc4239335195eb7e02"),
+    "krr-laplacian": (96, 74865, "767a333873a33972e30998cfbfab45a8a1e3cc56b20cc1b9ce4019a7c06fa7a7"),
+    "krr-laplacian/silent": (122, 427473, "2eed4d2114703794381ce740c925a6c7873f64e7a854f690272775d1d662b2ee"),
+    "krr-gaussian/client-malicious": (482, 5422985, "1c2386c2a179fcffafd409a0f31980b43a0c6272a8f844ccfdad32c13821ec8b"),
+    "krr-laplacian/client-malicious": (262, 5202773, "ce87cb75ccd5e5ce83d0157ed059189d9d830669aede426031661c3cb75f84ff"),
+    "krr-laplacian/client-malicious/unbound": (184, 76343, "7f793360d2e3ddaed3f11ee79bb0cab37ec58dc38bfdd6b23adb6d66447684c5"),
+    "krr-laplacian/client-malicious/unbound/silent": (203, 428043, "02a1caa94c0ee9627da00d5e9cae10bc5344a0cc80b0c9cc88e91fcf10ad1f8f"),
+    "krr-laplacian/client-malicious/silent": (297, 4695218, "7a26df6fb608673f185277bd22b675599a2d560b8dec36d69f57a677e075bc8b"),
+    "linear": (23, 33036, "cd86830f9c6549f295b0423951c9d40f5b705291c95513b4a111f91f1a3bf986"),
+    "linear/semi-honest": (6, 238449, "be2ee6806bc15620fa6f7c68470f3a3640546b928d79c5eeca27e47af992a81a"),
 }
-PINNED_VERSION = 41
+PINNED_VERSION = 42
 
 
 def _exact_model(kernel: str) -> KernelModelParams:
@@ -146,7 +151,8 @@ def _report(kind: str, value) -> None:
 
 
 @pytest.mark.parametrize("kernel", ["gaussian", "gaussian-he", "laplacian", "laplacian-silent", "gaussian-malicious",
-                                    "laplacian-malicious", "laplacian-silent-malicious"])
+                                    "laplacian-malicious", "laplacian-silent-malicious", "laplacian-unbound-malicious",
+                                    "laplacian-silent-unbound-malicious"])
 def test_exact_kernel_transcript_is_pinned(kernel):
     assert PROTOCOL_VERSION == PINNED_VERSION, "protocol version changed: re-pin (PIN_PRINT=1)"
     malicious = kernel.endswith("-malicious")
@@ -156,13 +162,17 @@ def test_exact_kernel_transcript_is_pinned(kernel):
     silent = "-silent" in kernel
     if silent:  # this small model gets SoftSpoken by default; pin silent OT too
         served.public.ot_engine = "silent"
+    unbound = "-unbound" in kernel
+    if unbound:  # the one-bit protocol (laplacian_chain "unbound"; the served default is the bound chain)
+        served.public.laplacian_chain = "unbound"
     if kernel == "gaussian-he":  # this small model's step 9 runs over OT by default; pin the lattice one too
         served.public.inner_product = "he"
     Q = model.X_train[:2] + 0.25
     preds, tr, _ = _session(served, Q, seeded=True)
     np.testing.assert_allclose(preds, model.predict(Q), atol=1e-3)
     got = (len(tr), sum(len(f) for _, f in tr), _full_hash(tr))
-    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/silent" if silent else "") \
+    key = served.public.kind + ("/client-malicious" if malicious else "") + ("/unbound" if unbound else "") \
+        + ("/silent" if silent else "") \
         + ("/lattice-sum" if kernel.endswith("-he") else "")
     _report(key, got)
     assert got == PINS[key]
