@@ -2,9 +2,8 @@
 QuickSilver check of degree-2 relations, in three GF(2^16) slots (client = prover, server = verifier).
 
 Threat model: the *server* (OT sender, verifier) is semi-honest; the *client* (the ``chooser``: OT
-receiver, prover) may deviate arbitrarily. Building block of the strict Laplacian chain
-(docs/malicious.md, "Design: the Laplacian chain without the bit"); nothing here is wired into a
-protocol yet.
+receiver, prover) may deviate arbitrarily. Building block of the bound Laplacian chain
+(:mod:`protocols.krr.bound_chain`; docs/malicious.md, "The Laplacian kernel, bound chain").
 
 Committed bits (:func:`commit_bits`).  The client's bit z_i is the *chosen* choice bit of one raw
 COT of the engine in which the client chooses (``party.ot_receiver`` on the client, ``party.ot_sender``
