@@ -24,12 +24,23 @@ import numpy as np
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr.registry import _setup_exact_ot
 from protocols.mpc import gf2_auth as g
-from protocols.testing import checked_ot, run_two_party
+from bench.laplacian_malicious_steps import _two_threads
+
+
+def _checked_iknp(p) -> None:
+    """The checked IKNP extension where the client chooses (a client-malicious session's direction;
+    the other keeps the TCCR hash, as protocols.krr.registry._setup_exact_ot leaves it)."""
+    p.setup_ot()
+    if p.role == SERVER:
+        p.ot_sender.checked = True
+    else:
+        p.ot_receiver.checked = True
+    p.ot_sender.tccr_hash = p.ot_receiver.tccr_hash = True
 
 
 def _setup(engine: str):
     if engine == "iknp":
-        return checked_ot
+        return _checked_iknp
     pp = SimpleNamespace(ot_engine=engine, checked_ot=True)
 
     def setup(p):
@@ -69,8 +80,7 @@ def commit_cost(engine: str, n: int) -> dict:
     def client(p, k, pads=True):
         return g.commit_bits(p, CLIENT, n=k, bits=bits[:k] if k < n else bits, pads=pads)
 
-    (bs, cs, rbs, rcs, ns), (bc, cc, rbc, rcc, nc) = run_two_party(measured(server), measured(client), seed=5,
-                                                                   setup=_setup(engine), timeout=600)
+    (bs, cs, rbs, rcs, ns), (bc, cc, rbc, rcc, nc) = _two_threads(measured(server), measured(client), _setup(engine))
     m = 1e6 / n
     return {"engine": engine, "n": n, "bytes_per_bit": (bs + bc) / n, "server_to_client_bytes": bs,
             "client_to_server_bytes": bc, "cpu_s_per_1M_server": cs * m, "cpu_s_per_1M_client": cc * m,
