@@ -122,8 +122,8 @@ def run_demo(seed: int = 0, n_train: int = 2000, n_queries: int = 3,
         print(f"== Model owner: starts `secureml serve --security {mode}` (separate process); "
               "query owner connects ==")
         print("   (client-malicious, the default: whatever a modified client sends, it learns at most "
-              "each prediction" + ("; with the Laplacian kernel an aborted session may also tell it one bit, "
-                                   "and a client is refused after 3 aborts" if kernel == "laplacian" else "")
+              "each prediction" + ("; the Laplacian kernel's comparison chain is committed and checked, so no "
+                                   "abort depends on the training data" if kernel == "laplacian" else "")
               + "; docs/malicious.md)")
         (preds, cost), = _serve_and_query(model_path, queries, extra=("--security", mode))
         _report(exact, queries, preds, cost, prop)

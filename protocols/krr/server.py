@@ -50,8 +50,9 @@ class AbortCounter:
     """Failed checks per client: a client-malicious session that fails a check (a MAC check, the
     Laplacian protocol's chain check, an OT-extension consistency check) ends, and counts against
     its client. Why: whether a deviating client's session aborts can depend on the model (the
-    Laplacian protocol's one-bit selective failure, docs/malicious.md; a failed KOS check tells
-    one guessed bit of Delta), so the server bounds how many such bits one client can collect.
+    unbound Laplacian protocol's one-bit selective failure, ``laplacian_chain = "unbound"``,
+    docs/malicious.md; a failed KOS check tells one guessed bit of Delta), so the server bounds how
+    many such bits one client can collect; with the bound chain it is denial-of-service protection.
     Clients are keyed as the query ledger keys them (verified identity, else IP address:
     ``session_client_id``). Counts live in this process (with ``workers > 1`` each worker counts
     its own; a restart forgets them) unless ``store`` is a query ledger

@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a trained KRR model for double-blind prediction (model owner)",
         description="Serve a model file over TCP. Clients learn predictions only (client-malicious, the "
-        "default: whatever they send, up to one bit per aborted Laplacian session, --max-aborts; "
+        "default: whatever they send; with --laplacian-chain unbound up to one bit per aborted Laplacian session, "
+        "--max-aborts; "
         "semi-honest: if they run our code unmodified); the server learns nothing about the queries. One line is logged per session (peer, identity, cost), never any "
         "data. Idle and slow connections are cut at the handshake deadline and never hold a session "
         "slot; see docs/serving.md for exposing a server (TLS, client identity, workers, balancers).",
@@ -73,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "prediction for one input of the public domain (exact kernels: plus the server's fresh flooding below the "
                    "output's last kept bit), or an abort (compact, Gaussian- and Laplacian-kernel "
                    "models; the Gaussian one runs the checked lattice cross term or, with --cross-term ot, the OT "
-                   "one; the Laplacian one leaks at most one bit per aborted session, bounded by --max-aborts; --noise "
+                   "one; the Laplacian one commits and checks its comparison chain, or with --laplacian-chain unbound leaks at "
+                   "most one bit per aborted session, bounded by --max-aborts; --noise "
                    "works, --round-to not yet); semi-honest: the cheaper protocols for clients that run our code "
                    "unmodified (a modified client can extract the weights; compact models then use the lattice "
                    "inner product, docs/compact-models.md); auto: client-malicious where the model kind and "
@@ -132,8 +134,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--rate", type=float, default=None, metavar="PER_MIN",
                    help="rate limit per client: answers per minute (token bucket, burst of one minute)")
     g.add_argument("--max-aborts", type=int, default=3, metavar="N",
-                   help="refuse a client after N failed protocol checks (client-malicious sessions: whether a "
-                   "deviating client's Laplacian session aborts can tell it one bit about the training data; a "
+                   help="refuse a client after N failed protocol checks (client-malicious sessions: with --laplacian-chain "
+                   "unbound, whether a deviating client's Laplacian session aborts can tell it one bit about the "
+                   "training data; a "
                    "failed OT check one guessed key bit; sessions in progress count as possible aborts, the excess answered "
                    "'busy' and retried); counted per client identity, else IP address (in the "
                    "--ledger file when --budget or --rate is set, kept across restarts; else in memory, or in a temporary "
