@@ -362,3 +362,29 @@ def test_one_perturbed_client_value_aborts_or_gives_f_whatever_x(site, engine):
         outcomes.append(got[0])
     if site in _ALWAYS_ABORT:
         assert all(o.startswith("abort") for o in outcomes), outcomes
+
+
+# ------------------------------------------------------------------------------------------------
+# the client as an OT sender
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("what", ["level", "c", "c_bit0"])
+def test_silent_client_as_ferret_sender_corrupted_changes_nothing(what):
+    """On silent OT the session also sets up the other direction, with the client as Ferret sender
+    (the server chooses). The one-bit protocol's product COT ran there, so a corrupted GGM level
+    made step 6 fail (test_laplacian_malicious: the abort came from the server's choice bits); the
+    strict protocol's client only receives, so the same corruption feeds nothing: F(q') bit-exact
+    against every model -- no abort at all, so none that could depend on X."""
+    from tests.protocols.krr.test_laplacian_malicious import _deviating_ferret_sender
+
+    for case in _models("silent"):
+        hit = {"n": 0}
+        dev = _deviating_ferret_sender(what)
+        corrupt = dev.fn
+
+        def counting(orig, *a, **kw):
+            hit["n"] += 1
+            return corrupt(orig, *a, **kw)
+        dev.fn = counting
+        assert _session(case, patches=(dev,)) == "ideal"
+        assert hit["n"] >= 1  # the corrupted sender did run (the set-up's iteration)
