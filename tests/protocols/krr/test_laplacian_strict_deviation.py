@@ -48,9 +48,10 @@ def _models(engine: str):
     return cases
 
 
-def _session(case, *, patches=(), client_wrap: Callable | None = None, seed: int = 5) -> str:
-    """One session; returns "ideal" (after asserting F(q') bit-exact) or "abort:<the server's error
-    class>" (after asserting the tail was never entered on the server)."""
+def _session(case, *, patches=(), client_wrap: Callable | None = None, seed: int = 5, protocol=ls) -> str:
+    """One session of ``protocol`` (the strict one; the one-bit protocol for the control test);
+    returns "ideal" (after asserting F(q') bit-exact) or "abort:<the server's error class>" (after
+    asserting the tail was never entered on the server)."""
     model, pp, XT, q = case
     box: dict = {}
     tail = {"entered": False}
@@ -61,7 +62,7 @@ def _session(case, *, patches=(), client_wrap: Callable | None = None, seed: int
 
     def server(p):
         try:
-            return ls.online(p, pp, model=model, XT=XT)
+            return protocol.online(p, pp, model=model, XT=XT)
         except BaseException as exc:
             box["server"] = exc
             raise
@@ -76,7 +77,7 @@ def _session(case, *, patches=(), client_wrap: Callable | None = None, seed: int
         every.append(pt.__enter__() or pt)
     every.append(PartyPatch(gaussian_malicious, "kernel_output", watch, server=True).__enter__())
     try:
-        rec, y = run_two_party(server, lambda p: ls.online(p, pp, q=q), seed=seed, setup=setup, timeout=30)
+        rec, y = run_two_party(server, lambda p: protocol.online(p, pp, q=q), seed=seed, setup=setup, timeout=30)
     except TimeoutError:
         raise
     except Exception as exc:  # noqa: BLE001 - any abort; classified by the server's own error
@@ -211,6 +212,7 @@ class _Nth:
         self.patches = (PartyPatch(module, name, fn), PartyPatch(gaussian_malicious, "kernel_output", enter_tail))
 
     def __enter__(self):
+        self.calls, self.tail = 0, False  # per session (one _Nth may serve several)
         for p in self.patches:
             p.__enter__()
         return self
@@ -364,6 +366,27 @@ def test_one_perturbed_client_value_aborts_or_gives_f_whatever_x(site, engine):
         assert all(o.startswith("abort") for o in outcomes), outcomes
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_every_call_of_every_client_step_perturbed_three_ways_whatever_x(engine):
+    """The exhaustive version of the test above: every call of every site (before the tail), three
+    perturbations each, against three models: the same outcome for every X, abort or F(q')."""
+    cases = _models(engine)
+    M, B = cases[0][1].ring_bits, cases[0][1].x_bits
+    tally: dict[str, dict[str, int]] = {}
+    for site, (module, name, edit, *when) in _sites(M, B).items():
+        when = when[0] if when else None
+        for k in range(_calls(cases[0], module, name, when)):
+            for seed in range(3):
+                got = _same_outcome_for_every_x(cases, patches=(_Nth(module, name, edit, k, seed, when),))
+                tally.setdefault(site, {}).setdefault(got, 0)
+                tally[site][got] += 1
+    for site in _ALWAYS_ABORT:
+        assert all(o.startswith("abort") for o in tally[site]), (site, tally[site])
+    print(engine, tally)
+
+
 # ------------------------------------------------------------------------------------------------
 # the client as an OT sender
 # ------------------------------------------------------------------------------------------------
@@ -388,3 +411,36 @@ def test_silent_client_as_ferret_sender_corrupted_changes_nothing(what):
         dev.fn = counting
         assert _session(case, patches=(dev,)) == "ideal"
         assert hit["n"] >= 1  # the corrupted sender did run (the set-up's iteration)
+
+
+# ------------------------------------------------------------------------------------------------
+# the harness itself: it sees an X-dependent abort where there is one
+# ------------------------------------------------------------------------------------------------
+
+def test_the_harness_sees_the_one_bit_of_the_unbound_protocol():
+    """Control: the same three models and seeds, the one-bit protocol (laplacian_malicious, the
+    unbound chain) and its known deviation -- the product-OT choice b_1 flipped at one point, which
+    aborts iff the server's MSB a_1 = 0 there (test_laplacian_malicious) -- give outcomes that differ
+    across X: the X-independence asserted above is a property of the strict protocol, not of the
+    harness."""
+    from protocols.krr import laplacian_malicious as lm
+
+    cases = _models("softspoken")
+    differ = []
+    for point in range(4):
+        def flip(orig, b1, point=point):
+            b1 = orig(b1).copy()
+            b1[point] ^= 1
+            return b1
+        got = [_session(c, patches=(PartyPatch(lm, "client_product_choice", flip),), protocol=lm) for c in cases]
+        assert set(got) <= {"ideal", "abort:ChainCheckError"}
+        differ.append(len(set(got)) > 1)
+    assert any(differ), "no X-dependent outcome: the control lost its bit"
+    # the strict protocol's nearest lever (its committed b, the source of b_1) aborts for every X
+    for point in range(4):
+        def shift(orig, b, point=point):
+            b = orig(b).copy()
+            b[point] ^= U64(1) << U64(cases[0][1].ring_bits - 1)  # b_1 flipped
+            return b
+        assert _same_outcome_for_every_x(cases, patches=(PartyPatch(ls, "client_share", shift),)) == (
+            "abort:StrictCheckError")
