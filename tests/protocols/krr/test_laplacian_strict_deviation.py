@@ -444,3 +444,61 @@ def test_the_harness_sees_the_one_bit_of_the_unbound_protocol():
             return b
         assert _same_outcome_for_every_x(cases, patches=(PartyPatch(ls, "client_share", shift),)) == (
             "abort:StrictCheckError")
+
+
+# ------------------------------------------------------------------------------------------------
+# a targeted deviation: the abort step 6 alone would make X-dependent
+# ------------------------------------------------------------------------------------------------
+
+def _tied(tie: bool, engine: str = "softspoken", i: int = 3, j: int = 2):
+    """_models()'s first case with x_ij set to the query's q_j (``tie``) or one grid step off it."""
+    from protocols.common import KernelModelParams
+    from protocols.krr import ServedModel
+
+    model, pp, _, q = _models(engine)[0]
+    X = np.array(model.X_train, dtype=float)
+    X[i, j] = (int(q[j]) + (0 if tie else 1)) / 2 ** pp.frac_bits + pp.feature_lo
+    model = KernelModelParams(X, model.dual_coef, model.y_offset, "laplacian", model.sigma)
+    pp2 = ServedModel(model, security="semi-honest", frac_bits=4).public
+    pp2.security, pp2.ot_engine = "client-malicious", engine
+    pp2.validate()
+    XT = ls.prepare_server(model, pp2)
+    assert np.array_equal(pp2.encode_features(model.X_train[:1]), pp.encode_features(model.X_train[:1]))
+    assert (int(XT[j, i]) == int(q[j])) is tie
+    return model, pp2, XT, q
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_a_flipped_b_c_where_x_equals_q_is_caught_by_the_chain_for_every_x(engine):
+    """The client commits b_C with one bit flipped at an element (i, j) and chooses that bit in the
+    products' vector COT: they then use b_ij' = 1 - b_ij, which moves S_i by +-(q'_j - x_ij) -- nothing where x_ij = q'_j. So step 6's
+    check alone would pass exactly where the training entry equals the query's (an X-dependent
+    abort: the bit the strict protocol removes). The chain's check catches the flip itself: an abort
+    at the chain for a tied and an untied model alike. Control: with the chain's verdict ignored on
+    the server (QuickSilver's check swallowed, a test-only switch), the outcome does depend on X."""
+    i, j = 3, 2
+    cases = [_tied(True, engine, i, j), _tied(False, engine, i, j)]
+
+    def flip(orig, bits):
+        bits = orig(bits).copy()
+        bits[j, i] ^= 1  # (column, point)
+        return bits
+
+    def flip_choice(orig, b_c):  # and chooses the same flipped bit in the products' vector COT
+        b_c = orig(b_c).copy()
+        b_c[i, j] ^= 1  # (point, column)
+        return b_c
+
+    def deviate():
+        return (PartyPatch(bound_chain, "client_final", flip), PartyPatch(strict_products, "client_vole_choices",
+                                                                          flip_choice))
+    assert _same_outcome_for_every_x(cases, patches=deviate()) == "abort:ChainCheckError"
+
+    def ignore(orig, self, party, chooser):
+        try:
+            orig(self, party, chooser)
+        except gf2_auth.QuickSilverCheckError:
+            pass
+    got = [_session(c, patches=(*deviate(), PartyPatch(gf2_auth.Verifier, "finish", ignore, server=True)))
+           for c in cases]
+    assert got == ["ideal", "abort:StrictCheckError"]
