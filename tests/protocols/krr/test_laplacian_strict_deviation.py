@@ -502,3 +502,16 @@ def test_a_flipped_b_c_where_x_equals_q_is_caught_by_the_chain_for_every_x(engin
     got = [_session(c, patches=(*deviate(), PartyPatch(gf2_auth.Verifier, "finish", ignore, server=True)))
            for c in cases]
     assert got == ["ideal", "abort:StrictCheckError"]
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_an_honest_client_never_aborts_at_the_edges(engine):
+    """Completeness where the comparisons and the carries are at their edges -- a query equal to a
+    training point (L_i = 0, every x_ij = q'_j), the all-zero query, the largest training entry
+    everywhere and the top of the public range -- against three models (two session seeds): F(q')
+    bit-exact every time (a false abort of an honest client would be an X-dependent one)."""
+    for model, pp, XT, q in _models(engine):
+        queries = [XT[:, 3], XT[:, 0], np.zeros_like(q), np.full_like(q, int(XT.max())),
+                   np.full_like(q, (1 << pp.x_bits) - 1)]
+        for n, qq in enumerate(queries):
+            assert _session((model, pp, XT, np.ascontiguousarray(qq, dtype=U64)), seed=5 + n % 2) == "ideal"
