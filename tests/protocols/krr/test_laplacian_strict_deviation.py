@@ -209,12 +209,15 @@ class _Nth:
         def enter_tail(orig, *a, **kw):
             self.tail = True
             return orig(*a, **kw)
-        self.patches = (PartyPatch(module, name, fn), PartyPatch(gaussian_malicious, "kernel_output", enter_tail))
+        # made on entry: a PartyPatch wraps what is there when it is made (so several nest)
+        self.make = lambda: (PartyPatch(module, name, fn), PartyPatch(gaussian_malicious, "kernel_output", enter_tail))
+        self.patches = ()
 
     def __enter__(self):
         self.calls, self.tail = 0, False  # per session (one _Nth may serve several)
-        for p in self.patches:
-            p.__enter__()
+        self.patches = []
+        for p in self.make():
+            self.patches.append(p.__enter__())
         return self
 
     def __exit__(self, *exc):
@@ -515,3 +518,34 @@ def test_an_honest_client_never_aborts_at_the_edges(engine):
                    np.full_like(q, (1 << pp.x_bits) - 1)]
         for n, qq in enumerate(queries):
             assert _session((model, pp, XT, np.ascontiguousarray(qq, dtype=U64)), seed=5 + n % 2) == "ideal"
+
+
+def _call_counts(case, sites: dict) -> dict[str, int]:
+    """How often the honest client calls each site's step (one session, every counter at once)."""
+    counters = {k: _Nth(m, n, lambda orig, a, kw, rng: orig(*a, **kw), -1, 0, w[0] if w else None)
+                for k, (m, n, _, *w) in sites.items()}
+    assert _session(case, patches=tuple(counters.values())) == "ideal"
+    return {k: c.calls for k, c in counters.items()}
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_two_perturbed_client_values_at_once_abort_or_give_f_whatever_x(engine):
+    """Deviations of several steps together (one may try to compensate for another): a seeded sample
+    of pairs of sites, a random call and entry each, against three models: abort before the tail or
+    F(q') bit-exact, the same outcome for every X."""
+    cases = _models(engine)
+    sites = _sites(cases[0][1].ring_bits, cases[0][1].x_bits)
+    counts = _call_counts(cases[0], sites)
+    assert all(counts.values()), counts
+    names = sorted(sites)
+    rng = np.random.default_rng(zlib.crc32(engine.encode()))
+    outcomes = []
+    for _ in range(8):
+        pair = rng.choice(len(names), size=2, replace=False)
+        patches = []
+        for s_ in pair:
+            module, name, edit, *w = sites[names[s_]]
+            patches.append(_Nth(module, name, edit, int(rng.integers(0, counts[names[s_]])),
+                                int(rng.integers(0, 2**31)), w[0] if w else None))
+        outcomes.append(_same_outcome_for_every_x(cases, patches=tuple(patches)))
+    assert any(o.startswith("abort") for o in outcomes)
