@@ -15,7 +15,13 @@ Every session ends in an abort -- raised on the server before the shared tail
 for the committed query). And the claim the strict protocol adds: the SAME deviation (same frame or
 step, same entry and bit, same seeds) against three models that differ only in the training data X
 has the same outcome, aborting with the same error or not aborting at all -- whether a session
-aborts does not depend on X, so an abort tells the client nothing about the training data."""
+aborts does not depend on X, so an abort tells the client nothing about the training data.
+
+Also here: pairs of perturbed values at once; a targeted deviation (a b_C bit flipped where
+x_ij = q'_j, which step 6 alone would let through for that X only); the client as a corrupted Ferret
+sender (silent OT's other direction: unused, so F(q') bit-exact); completeness at the comparisons'
+edges; an exhaustive slow variant; and a control -- the one-bit protocol's known deviation in the
+same harness gives X-dependent outcomes, so the harness can see one."""
 from __future__ import annotations
 
 import traceback
@@ -131,27 +137,28 @@ def _flip(target: int, bit_seed: int, state: dict) -> Callable:
     return wrap
 
 
+@pytest.mark.parametrize("which", ["own", "extension"])
 @pytest.mark.parametrize("engine", ["softspoken", "silent"])
-def test_one_flipped_bit_in_any_client_frame_aborts_or_gives_f_whatever_x(engine):
-    """A seeded sample of the client's frames (all of its non-extension frames -- the QuickSilver
-    message, the lattice's agreement, key / ciphertexts and proof, the check word -- and a random
-    sample of the OT-extension ones), one random bit flipped per session, the same bit against
-    three models: abort before the tail or F(q') bit-exact, with the same outcome for every X."""
+def test_one_flipped_bit_in_any_client_frame_aborts_or_gives_f_whatever_x(engine, which):
+    """The client's frames -- ``own``: all of its non-extension frames (the QuickSilver message, the
+    lattice's agreement, key / ciphertexts and proof, the check word); ``extension``: a seeded sample
+    of five of the OT engines' (set-up, extension columns and proofs, derandomisation bits) -- one
+    random payload bit flipped per session, the same bit against three models: abort before the
+    tail or F(q') bit-exact, with the same outcome for every X."""
     cases = _models(engine)
     frames = _frames(cases[0])
-    assert frames == _frames(cases[1])  # the same frames (sizes, senders) whatever X
+    if which == "own":
+        assert frames == _frames(cases[1])  # the same frames (sizes, senders) whatever X
     rng = np.random.default_rng(11)
     ext = [i for i, (_, who) in enumerate(frames) if "iknp" in who or "ferret" in who]
     own = [i for i in range(len(frames)) if i not in ext]
     assert any("finish" in frames[i][1] for i in own)  # the QuickSilver message
     assert any("check_wellformed" in frames[i][1] for i in own)  # the lattice proof
     assert own[-1] == len(frames) - 1  # the check word
-    targets = sorted(set(own) | set(rng.choice(ext, size=min(5, len(ext)), replace=False).tolist()))
+    targets = own if which == "own" else sorted(rng.choice(ext, size=min(5, len(ext)), replace=False).tolist())
     outcomes = {}
     for t in targets:
-        states = []
-        for c in cases:
-            states.append({"n": 0, "hit": False})
+        states = [{"n": 0, "hit": False} for _ in cases]
         got = [_session(c, client_wrap=_flip(t, 100 + t, st)) for c, st in zip(cases, states)]
         assert all(st["hit"] for st in states)
         assert len({st["bit"] for st in states}) == 1  # the same bit flipped against every model
@@ -507,13 +514,14 @@ def test_a_flipped_b_c_where_x_equals_q_is_caught_by_the_chain_for_every_x(engin
     assert got == ["ideal", "abort:StrictCheckError"]
 
 
+@pytest.mark.parametrize("data_seed", DATA_SEEDS)
 @pytest.mark.parametrize("engine", ["softspoken", "silent"])
-def test_an_honest_client_never_aborts_at_the_edges(engine):
+def test_an_honest_client_never_aborts_at_the_edges(engine, data_seed):
     """Completeness where the comparisons and the carries are at their edges -- a query equal to a
     training point (L_i = 0, every x_ij = q'_j), the all-zero query, the largest training entry
     everywhere and the top of the public range -- against three models (two session seeds): F(q')
     bit-exact every time (a false abort of an honest client would be an X-dependent one)."""
-    for model, pp, XT, q in _models(engine):
+    for model, pp, XT, q in [_case(N=N, d=D, seed=2, engine=engine, data_seed=data_seed)]:
         queries = [XT[:, 3], XT[:, 0], np.zeros_like(q), np.full_like(q, int(XT.max())),
                    np.full_like(q, (1 << pp.x_bits) - 1)]
         for n, qq in enumerate(queries):
