@@ -28,16 +28,21 @@ def perturbed_mask_reveal(which: str, i: int, err: np.uint64, *, xor: bool) -> C
     return masked
 
 
-def bit_flipping_send(real: Callable, rng: np.random.Generator, target: int, state: dict) -> Callable:
+def bit_flipping_send(real: Callable, rng: np.random.Generator, target: int, state: dict,
+                      payload_only: bool = False) -> Callable:
     """A replacement for a channel's ``_send_frame`` (``real``) that flips one random bit of the
     ``target``-th frame it sends; ``state["n"]`` counts frames, ``state["hit"]`` tells whether the
-    target frame was reached -- a client corrupting one of its messages."""
+    target frame was reached -- a client corrupting one of its messages. ``payload_only``: never in
+    an array's header (the first part of a frame of several; a flip there fails to parse), so the
+    flipped bit is one of the protocol's values."""
     def flip(parts, wait=True):
         idx = state["n"]
         state["n"] += 1
         if idx == target:
             raw = bytearray(b"".join(bytes(memoryview(x).cast("B")) for x in parts))
-            bit = int(rng.integers(0, 8 * len(raw)))
+            skip = memoryview(parts[0]).nbytes if payload_only and len(parts) > 1 and len(raw) > memoryview(
+                parts[0]).nbytes else 0
+            bit = int(rng.integers(8 * skip, 8 * len(raw)))
             raw[bit // 8] ^= 1 << (bit % 8)
             state["hit"] = True
             state["bit"], state["frame_len"] = bit, len(raw)  # where: a flipped pool d is another query

@@ -103,6 +103,11 @@ DEVIATIONS = {
                               ls.StrictCheckError),
     "v off by one": (ls, "client_masked", lambda orig, b, c: orig(b, c) + (np.arange(b.size) == 3),
                      ls.StrictCheckError),
+    # issue 12's findings 2-3 (isolate one kernel term, hence a distance): every distance but one
+    # pushed far (2^11: distances are 14-bit here, M = 14) past the kernel's reach
+    "all distances but one pushed far": (
+        ls, "client_share", lambda orig, b: orig(b) + (np.arange(b.size) != 0).astype(U64) * U64(1 << 11),
+        ls.StrictCheckError),
 }
 
 

@@ -65,6 +65,7 @@ class InProcessServer:
             served.round_ot_corrections()  # as `serve --compact-corrections rounded`
         served.ot_pool_precorrect = precorrect  # as `serve --compact-precorrect`
         self.log = Path(model).with_suffix(".log")
+        self.public = served.public
 
         def on_ready(port: int) -> None:
             self.port = port
@@ -103,9 +104,10 @@ class InProcessServer:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """Three servers, started in parallel: a compact random-Fourier-feature model (client-malicious;
-    its ideal output is computable from its weights) and an exact Gaussian model served
-    semi-honest ("weak") and client-malicious ("strong")."""
+    """Four servers, started in parallel: a compact random-Fourier-feature model (client-malicious;
+    its ideal output is computable from its weights), an exact Gaussian model served
+    semi-honest ("weak") and client-malicious ("strong"), and an exact Laplacian model served
+    client-malicious ("laplace": the strict protocol, its bound chain, the default)."""
     tmp = tmp_path_factory.mktemp("mal")
     data = load_embedded()
     tr, te = embedded_split(0)
@@ -113,12 +115,15 @@ def servers(tmp_path_factory):
                          "U0_atomization").fit(data.subset(tr[:150]))
     gauss = MolecularModel(CoulombMatrix(size=23), KernelRidge("gaussian", sigma=50.0, lam=1e-6), "U0_atomization")
     gauss.fit(data.subset(tr[:30]))
-    rff_path, g_path = rff.save(tmp / "rff.npz"), gauss.save(tmp / "g.npz")
+    lap = MolecularModel(CoulombMatrix(size=23), KernelRidge("laplacian", sigma=500.0, lam=1e-6), "U0_atomization")
+    lap.fit(data.subset(tr[:30]))
+    rff_path, g_path, l_path = rff.save(tmp / "rff.npz"), gauss.save(tmp / "g.npz"), lap.save(tmp / "l.npz")
     # in threads of this process over real TCP (the CLI's `secureml serve` process is exercised
     # by tests/protocols/krr/test_service_e2e.py and the acceptance check); client-side patches
     # below act on the client's thread only
     srv = {"weak": InProcessServer(g_path, "semi-honest"),
-           "rff": InProcessServer(rff_path, "client-malicious"), "strong": InProcessServer(g_path, "client-malicious")}
+           "rff": InProcessServer(rff_path, "client-malicious"), "strong": InProcessServer(g_path, "client-malicious"),
+           "laplace": InProcessServer(l_path, "client-malicious")}
     try:
         for s_ in srv.values():
             s_.wait()
@@ -853,7 +858,7 @@ class Recorder:
                     pass
 
 
-@pytest.mark.parametrize("which", ["weak", "strong", "rff"])
+@pytest.mark.parametrize("which", ["weak", "strong", "rff", "laplace"])
 def test_malicious_server_never_sees_a_rejected_query(servers, which):
     """An honest client rejects its own query (a molecule larger than the model's Coulomb matrix)
     after the handshake: it sends the fixed code, so neither the server's log nor any byte the
@@ -862,6 +867,8 @@ def test_malicious_server_never_sees_a_rejected_query(servers, which):
     from protocols.krr import molecules_featurizer
 
     srv = servers[which]
+    if which == "laplace":  # the strict protocol (bound chain), the client-malicious Laplacian default
+        assert srv.public.kind == "krr-laplacian" and srv.public.laplacian_chain == "bound"
     # in-process servers share the "secureml.serve" logger: count this test's lines only
     before = srv.text().count("reason=QueryRejected")
     rec = Recorder(srv.port)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from secureml.cli import build_parser
-from secureml.commands.serve import _load, set_compact_corrections, set_inner_product, set_ot_engine
+from secureml.commands.serve import (_load, set_compact_corrections, set_inner_product, set_laplacian_chain,
+                                     set_ot_engine)
 from secureml.errors import SecureMLError
 from secureml.models.krr import KernelRidge
 from secureml.models.pipeline import MolecularModel
@@ -125,6 +126,22 @@ def test_inner_product_flag_sets_the_public_route_of_semi_honest_exact_kernels(m
     model = _load(args, None)
     set_inner_product(model, args.inner_product)
     assert model.public.security == "client-malicious" and model.public.inner_product == "auto"
+
+
+def test_laplacian_chain_flag_defaults_to_the_bound_chain(models):
+    """serve --laplacian-chain: the client-malicious Laplacian model runs the strict protocol (bound
+    chain) unless "unbound" (the one-bit protocol) is asked for; other kinds ignore it."""
+    assert _args(models["laplacian"]).laplacian_chain == "bound"
+    for chain in ("bound", "unbound"):
+        args = _args(models["laplacian"], "--laplacian-chain", chain)
+        model = _load(args, None)
+        set_laplacian_chain(model, args.laplacian_chain)
+        assert model.public.laplacian_chain == chain and model.public.security == "client-malicious"
+    model = _load(_args(models["laplacian"]), None)
+    assert model.public.laplacian_chain == "bound"  # the default without the flag's setter too
+    gauss = _load(_args(models["gaussian"], "--laplacian-chain", "unbound"), None)
+    set_laplacian_chain(gauss, "unbound")
+    assert gauss.public.kind == "krr-gaussian" and gauss.public.laplacian_chain != "unbound"
 
 
 def test_max_aborts_flag_defaults_to_three():
