@@ -76,6 +76,7 @@ from protocols.mpc import authenticated as au
 from protocols.mpc import gf2_auth as g2
 from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
+from protocols.mpc.owner_cache import OwnerCache
 from secureml.errors import ProtocolError
 
 U64 = np.uint64
@@ -118,39 +119,87 @@ def _unlanes(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=U64)[..., None].view(np.uint16)[..., :3]
 
 
-def xor_histogram(dig: np.ndarray, m: int, vals: np.ndarray) -> np.ndarray:
-    """H[j, t] = XOR of vals[j, i] over the points i whose digit dig[j, i] is t: (d, 2^m) uint64.
-    numpy has no XOR bincount: sort the (column, digit) keys once, XOR-reduce the runs."""
+@dataclass(frozen=True)
+class HistogramPlan:
+    """The sort :func:`xor_histogram` needs for one digit matrix (d, N): the flat positions in
+    (column, digit) order, the first position of each non-empty (column, digit) run, and which runs
+    are non-empty. A function of the training data and the public digit plan only: the server keeps
+    one per model and digit (:func:`_histogram_plans`)."""
+
+    d: int
+    m: int
+    order: np.ndarray
+    starts: np.ndarray
+    hit: np.ndarray
+
+
+def histogram_plan(dig: np.ndarray, m: int) -> HistogramPlan:
+    """Sort the (column, digit) keys of ``dig`` (d, N) once (numpy has no XOR bincount)."""
     d, N = dig.shape
     key = (np.arange(d, dtype=np.int64)[:, None] << m) + dig.astype(np.int64)
     order = np.argsort(key, axis=None, kind="stable")
+    if order.size < 2 ** 31:
+        order = order.astype(np.int32)  # half the memory of a kept plan
     counts = np.bincount(key.ravel(), minlength=d << m)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    out = np.zeros(d << m, dtype=U64)
     hit = counts > 0
-    if hit.any():
-        out[hit] = np.bitwise_xor.reduceat(vals.ravel()[order], starts[hit])
-    return out.reshape(d, 1 << m)
+    for a in (order, starts, hit):
+        a.flags.writeable = False
+    return HistogramPlan(d, m, order, starts[hit], hit)
 
 
-def check_words(dig: np.ndarray, m: int, chi: np.ndarray, gamma: np.ndarray, r: np.ndarray,
-                c_s: np.ndarray | None = None, delta: np.ndarray | None = None) -> np.ndarray:
+def xor_histogram(dig: np.ndarray | None, m: int, vals: np.ndarray, plan: HistogramPlan | None = None) -> np.ndarray:
+    """H[j, t] = XOR of vals[j, i] over the points i whose digit dig[j, i] is t: (d, 2^m) uint64.
+    ``plan``: :func:`histogram_plan` of ``dig`` made before (``dig`` is then not read)."""
+    if plan is None:
+        plan = histogram_plan(dig, m)
+    out = np.zeros(plan.d << m, dtype=U64)
+    if plan.hit.any():
+        out[plan.hit] = np.bitwise_xor.reduceat(vals.ravel()[plan.order], plan.starts)
+    return out.reshape(plan.d, 1 << m)
+
+
+# The server's histogram plans per digit of the public plan depend on the training data only: made
+# once per model (the first session) and kept while the read-only encoded data XT lives (as
+# protocols.krr.laplacian keeps its digit tables): 4 bytes per element and digit, 115 MB at
+# N = 16,384, d = 351, five digits; saves the per-query sorts (~1.2 s of the server's CPU there).
+_PLANS: OwnerCache[tuple[tuple, list]] = OwnerCache()
+
+
+def _histogram_plans(XT: np.ndarray, levels) -> list:
+    """One :class:`HistogramPlan` per digit level, cached per read-only XT (made per call else)."""
+    key = tuple(levels)
+
+    def make() -> tuple[tuple, list]:
+        return key, [histogram_plan(((XT >> U64(a)) & U64((1 << (b - a)) - 1)).astype(np.intp), b - a)
+                     for a, b in levels]
+    if XT.flags.writeable:
+        return make()[1]
+    return _PLANS.get(XT, make, fits=lambda v: v[0] == key)[1]
+
+
+def check_words(dig: np.ndarray | None, m: int, chi: np.ndarray, gamma: np.ndarray, r: np.ndarray,
+                c_s: np.ndarray | None = None, delta: np.ndarray | None = None,
+                plan: HistogramPlan | None = None) -> np.ndarray:
     """Server, step 2e: g_kj(v) for every column j and candidate v, (d, 2^m, 3) uint16.
 
     ``dig`` (d, N) the digit of x; ``chi`` (d, N, 3); ``r`` the tables' mask bits (d, N) (r for
     digit 0, r_A above); ``c_s``, ``delta`` (d, N) bits for k >= 1 (None at digit 0). With
     H(t) = XOR of chi over the points whose digit is t, H'(t) the same over c_S = 1 and R the XOR of
     chi over r = 1: sum_i chi_i A_i(v) = XOR_{t < v} H(t) ^ H'(v) ^ R (A = [x < v] ^ (c_S [x == v])
-    ^ r), and sum_i chi_i s_i(v) = H(v) ^ sum_i chi_i delta_i (s = [x == v] ^ delta)."""
+    ^ r), and sum_i chi_i s_i(v) = H(v) ^ sum_i chi_i delta_i (s = [x == v] ^ delta). ``plan``:
+    :func:`histogram_plan` of ``dig``, if made before."""
     ch = _lanes(chi)
     zero = U64(0)
-    H = xor_histogram(dig, m, ch)
+    if plan is None:
+        plan = histogram_plan(dig, m)
+    H = xor_histogram(None, m, ch, plan)
     R = np.bitwise_xor.reduce(np.where(r.astype(bool), ch, zero), axis=1)
     below = np.zeros_like(H)
     np.bitwise_xor.accumulate(H[:, :-1], axis=1, out=below[:, 1:])
     if c_s is None:
         return _unlanes(below ^ R[:, None])
-    Hc = xor_histogram(dig, m, np.where(c_s.astype(bool), ch, zero))
+    Hc = xor_histogram(None, m, np.where(c_s.astype(bool), ch, zero), plan)
     A = below ^ Hc ^ R[:, None]
     S = H ^ np.bitwise_xor.reduce(np.where(delta.astype(bool), ch, zero), axis=1)[:, None]
     return _unlanes(A) ^ g2.gf_mul(_unlanes(S), gamma)
@@ -161,12 +210,30 @@ def _mac_words(g: np.ndarray, K: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return _lanes(K[:, None, :] ^ g2.gf_mul(g, delta))[:, :, None]
 
 
-def expand_check(seed: bytes, n: int, steps: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """chi per digit step ((n, 3) uint16 each) and gamma ((3,) uint16) from the server's seed."""
-    if len(seed) != SEED_BYTES:
-        raise ProtocolError("check seed of the wrong length")
-    allv = g2.expand_chi(seed, n * steps + 1)
-    return [allv[k * n:(k + 1) * n] for k in range(steps)], allv[n * steps]
+class CheckChallenge:
+    """chi per digit step ((n, 3) uint16) and gamma ((3,) uint16) from the server's seed: elements
+    k n .. (k + 1) n - 1 of :func:`~protocols.mpc.gf2_auth.expand_chi`'s stream are step k's chi,
+    element ``steps`` n is gamma. Step k's chi is drawn when asked for (:meth:`chi`), into one
+    buffer reused by every step (valid until the next call): 1/steps of the memory of drawing all."""
+
+    def __init__(self, seed: bytes, n: int, steps: int) -> None:
+        if len(seed) != SEED_BYTES:
+            raise ProtocolError("check seed of the wrong length")
+        self.seed, self.n, self.steps = bytes(seed), int(n), int(steps)
+        self.gamma = g2.expand_chi(self.seed, 1, start=self.n * self.steps)[0]
+        self._buf: np.ndarray | None = None
+
+    def chi(self, k: int) -> np.ndarray:
+        if not 0 <= k < self.steps:
+            raise IndexError(k)
+        if self._buf is None:
+            self._buf = np.empty((self.n, g2.SLOTS), dtype=np.uint16)
+        return g2.expand_chi(self.seed, self.n, start=k * self.n, out=self._buf)
+
+
+def expand_check(seed: bytes, n: int, steps: int) -> CheckChallenge:
+    """The check's chi (per digit step) and gamma from the server's seed (:class:`CheckChallenge`)."""
+    return CheckChallenge(seed, n, steps)
 
 
 @dataclass
@@ -203,9 +270,11 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
                 com = g2.commit_bits(party, CLIENT, n=n)
                 m0, m1, key_w = g2.auth_random_ot(party, CLIENT, com)
                 w_auth.append((m0, m1, key_w))
+                com.pads = None  # used up (the random OT); the check reads the keys only
             else:
                 com = g2.commit_bits(party, CLIENT, n=n, bits=_unpack(c, N).ravel())
                 w_auth.append(g2.auth_random_ot(party, CLIENT, com))
+                com.pad = None
             commits.append(com)
         if server:
             dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
@@ -260,18 +329,20 @@ def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, 
         party.ch.send_array(np.frombuffer(seed, dtype=np.uint8))
     else:
         seed = party.ch.recv_array(np.uint8, (SEED_BYTES,)).tobytes()
-    chis, gamma = expand_check(seed, n, steps)
+    challenge = expand_check(seed, n, steps)
+    gamma = challenge.gamma
     proof = g2.Verifier(commits[0].delta) if server else g2.Prover()
+    plans = _histogram_plans(XT, levels) if server else None
     for k, (a, b) in enumerate(levels):
         m = b - a
         pads = rekey(q_pads, _CHECK_DOMAIN + k)
-        chi = chis[k]
+        chi = challenge.chi(k)
         if server:
             delta = proof.delta
             r, c_s, dl = record[k]
-            dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
-            g = check_words(dig, m, chi.reshape(d, N, 3), gamma, _unpack(r, N),
-                            None if c_s is None else _unpack(c_s, N), None if dl is None else _unpack(dl, N))
+            g = check_words(None, m, chi.reshape(d, N, 3), gamma, _unpack(r, N),
+                            None if c_s is None else _unpack(c_s, N), None if dl is None else _unpack(dl, N),
+                            plan=plans[k])
             Kj = party.rng.random_u64((d,)).view(np.uint16).reshape(d, 4)[:, :3].copy()
             au.bound_lut(party, CLIENT, (a, b), pads=pads, tables=_mac_words(g, Kj, delta), widths=(6,))
             kj = np.bitwise_xor.reduce(Kj, axis=0)
@@ -315,4 +386,5 @@ def client_final(b_bits: np.ndarray) -> np.ndarray:
     return b_bits
 
 
-__all__ = ["run", "ChainResult", "ChainCheckError", "check_words", "xor_histogram", "rekey", "expand_check"]
+__all__ = ["run", "ChainResult", "ChainCheckError", "check_words", "xor_histogram", "histogram_plan", "HistogramPlan",
+           "rekey", "expand_check", "CheckChallenge"]

@@ -87,10 +87,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.mpc.authenticated import MacCheckError
 from protocols.mpc.context import PartyContext
-from protocols.mpc.randomness import SecureRandom
 from protocols.ot.crypto import FixedKeyAES, derive_key
 from secureml.errors import ProtocolError
 
@@ -369,14 +369,44 @@ def auth_random_ot(party: PartyContext, chooser: int, committed: ClientBits | Se
 # the challenge and the QuickSilver check
 # ------------------------------------------------------------------------------------------------
 
-def expand_chi(seed: bytes, n: int) -> np.ndarray:
+def expand_chi(seed: bytes, n: int, start: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """chi (n, SLOTS) uint16, uniform, from the server's 32-byte seed (both parties): the AES-CTR
     stream keyed by ``derive_key(b"secureml/gf2chi", seed)`` (:class:`~protocols.mpc.randomness.
-    SecureRandom`), two bytes per element."""
+    SecureRandom`'s stream: counter from 0), two bytes per element. ``start``: the elements
+    start .. start + n - 1 of that stream (the counter set to the block holding element ``start``),
+    so a caller can draw a long challenge piece by piece; ``out``: a (n, SLOTS) uint16 buffer to
+    fill (reused between pieces). Written in pieces of _CHI_PIECE bytes from one zero buffer: no
+    stream-sized temporaries (fresh pages are slow to fault in)."""
     if len(seed) != CHI_SEED_BYTES:
         raise ProtocolError("chi seed of the wrong length")
-    raw = SecureRandom(derive_key(_CHI_TAG, bytes(seed))).random_bytes(2 * SLOTS * int(n))
-    return np.frombuffer(raw, dtype="<u2").astype(U16).reshape(int(n), SLOTS)
+    n, start = int(n), int(start)
+    if out is None:
+        out = np.empty((n, SLOTS), dtype=U16)
+    elif out.shape != (n, SLOTS) or out.dtype != U16 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous uint16 of shape ({n}, {SLOTS})")
+    first = 2 * SLOTS * start  # byte offset in the stream
+    enc = Cipher(algorithms.AES(derive_key(_CHI_TAG, bytes(seed))),
+                 modes.CTR((first // 16).to_bytes(16, "big"))).encryptor()
+    skip = first % 16
+    if skip:
+        enc.update(bytes(skip))
+    dst = out.reshape(-1).view(np.uint8)  # little-endian words: bytes in stream order
+    zero = _zero_piece()
+    piece = bytearray(_CHI_PIECE + 16)  # update_into needs a block of slack
+    for a in range(0, dst.size, _CHI_PIECE):
+        k = min(_CHI_PIECE, dst.size - a)
+        enc.update_into(zero[:k] if k < _CHI_PIECE else zero, piece)
+        dst[a : a + k] = np.frombuffer(piece, dtype=np.uint8, count=k)
+    return out
+
+
+#: bytes of the chi stream per AES call (expand_chi)
+_CHI_PIECE = 1 << 20
+
+
+@lru_cache(maxsize=1)
+def _zero_piece() -> bytes:
+    return bytes(_CHI_PIECE)
 
 
 def chi_seed(party: PartyContext, chooser: int) -> bytes:

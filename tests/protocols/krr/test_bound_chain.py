@@ -3,6 +3,7 @@ check words g_kj(v) against a direct per-element computation."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from protocols.krr import bound_chain as bc
 from protocols.mpc import gf2_auth as g2
@@ -23,10 +24,43 @@ def test_xor_histogram_matches_a_direct_sum():
     dig[2] = 7  # one column with a single value: every other run empty
     vals = rng.integers(0, 2**48, (d, N), dtype=U64)
     H = bc.xor_histogram(dig, m, vals)
+    plan = bc.histogram_plan(dig, m)  # the server's kept plan: the same sums, dig not read again
+    assert np.array_equal(bc.xor_histogram(None, m, vals, plan), H)
+    assert np.array_equal(bc.check_words(None, m, vals.view(np.uint16).reshape(d, N, 4)[..., :3].copy(),
+                                         np.ones(3, np.uint16), dig & 1, plan=plan),
+                          bc.check_words(dig, m, vals.view(np.uint16).reshape(d, N, 4)[..., :3].copy(),
+                                         np.ones(3, np.uint16), dig & 1))
     for j in range(d):
         for t in range(1 << m):
             want = np.bitwise_xor.reduce(vals[j][dig[j] == t]) if (dig[j] == t).any() else 0
             assert int(H[j, t]) == int(want)
+
+
+def test_check_challenge_is_the_one_stream_per_step():
+    """Step k's chi is elements k n .. (k + 1) n - 1 of the seed's stream, gamma element steps n."""
+    seed = bytes(range(1, 33))
+    n, steps = 1001, 4
+    allv = g2.expand_chi(seed, n * steps + 1)
+    ch = bc.expand_check(seed, n, steps)
+    assert np.array_equal(ch.gamma, allv[n * steps])
+    for k in (2, 0, 3, 1):
+        assert np.array_equal(ch.chi(k), allv[k * n:(k + 1) * n])
+    with pytest.raises(IndexError):
+        ch.chi(steps)
+
+
+def test_histogram_plans_are_kept_per_read_only_model():
+    rng = np.random.default_rng(3)
+    XT = rng.integers(0, 1 << 9, (3, 70), dtype=U64)
+    levels = ((0, 3), (3, 6), (6, 9))
+    assert bc._histogram_plans(XT, levels) is not bc._histogram_plans(XT, levels)  # writeable: made per call
+    XT.flags.writeable = False
+    kept = bc._histogram_plans(XT, levels)
+    assert bc._histogram_plans(XT, levels) is kept
+    for (a, b), plan in zip(levels, kept):
+        dig = ((XT >> U64(a)) & U64(7)).astype(np.intp)
+        vals = rng.integers(0, 2**48, XT.shape, dtype=U64)
+        assert np.array_equal(bc.xor_histogram(None, b - a, vals, plan), bc.xor_histogram(dig, b - a, vals))
 
 
 def test_check_words_match_the_tables_the_client_opens():

@@ -71,6 +71,27 @@ def test_weighted_and_expand_chi():
     assert np.array_equal(g.weighted(big, m2), np.bitwise_xor.reduce(g.gf_mul(big, m2), axis=0))
 
 
+def test_expand_chi_pieces_are_the_one_stream():
+    """A piece drawn from ``start`` (into a reused buffer) is that slice of the one AES-CTR stream
+    (SecureRandom's, counter from 0), also where the piece starts mid-block and crosses the 1 MB
+    pieces the stream is written in."""
+    from protocols.mpc.randomness import SecureRandom
+    from protocols.ot.crypto import derive_key
+
+    seed = bytes(range(32))
+    n = 400_000  # 2.4 MB: three write pieces
+    raw = SecureRandom(derive_key(b"secureml/gf2chi", seed)).random_bytes(6 * n)
+    ref = np.frombuffer(raw, dtype="<u2").reshape(n, g.SLOTS)
+    assert np.array_equal(g.expand_chi(seed, n), ref)
+    buf = np.empty((200_001, g.SLOTS), dtype=U16)
+    for start in (0, 1, 3, 174_763, 199_999):  # block-aligned and not (6 bytes per element, 16 per block)
+        got = g.expand_chi(seed, 200_001, start=start, out=buf)
+        assert got is buf and np.array_equal(got, ref[start:start + 200_001])
+    assert np.array_equal(g.expand_chi(seed, 1, start=n - 1)[0], ref[n - 1])
+    with pytest.raises(ValueError):
+        g.expand_chi(seed, 10, out=np.empty((9, g.SLOTS), dtype=U16))
+
+
 # ------------------------------------------------------------------- committed bits, random OT
 
 def test_pad_hash_is_the_tccr_hash():
