@@ -166,6 +166,12 @@ def xor_histogram(dig: np.ndarray | None, m: int, vals: np.ndarray, plan: Histog
 _PLANS: OwnerCache[tuple[tuple, list]] = OwnerCache()
 
 
+def prepare_server(XT: np.ndarray, pp: PublicParams) -> None:
+    """Make (and keep, for a read-only XT) the server's per-model histogram plans of the public
+    digit plan now, before any client: sessions then find them made."""
+    _histogram_plans(XT, digit_levels(pp.x_bits, pp.ot_engine))
+
+
 def _histogram_plans(XT: np.ndarray, levels) -> list:
     """One :class:`HistogramPlan` per digit level, cached per read-only XT (made per call else)."""
     key = tuple(levels)
@@ -387,4 +393,4 @@ def client_final(b_bits: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["run", "ChainResult", "ChainCheckError", "check_words", "xor_histogram", "histogram_plan", "HistogramPlan",
-           "rekey", "expand_check", "CheckChallenge"]
+           "rekey", "expand_check", "CheckChallenge", "prepare_server"]

@@ -194,8 +194,12 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
-    """The server's encoded training data, transposed (d, N) (laplacian_malicious's, cached on the model)."""
-    return lm.prepare_server(model, pp)
+    """The server's encoded training data, transposed (d, N) (laplacian_malicious's, cached on the
+    model), and the chain check's per-model histogram plans (:func:`bound_chain.prepare_server`),
+    made here before any client."""
+    XT = lm.prepare_server(model, pp)
+    bound_chain.prepare_server(XT, pp)
+    return XT
 
 
 def server_online(party: PartyContext, pp: PublicParams, k: int, model: KernelModelParams) -> None:
