@@ -167,6 +167,7 @@ def vole_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, bits: 
     W = out.shape[1]
     bits = np.asarray(bits, dtype=np.int64)
     nbytes = (bits + 7) // 8
+    chosen = np.asarray(choices).ravel() if party.role == chooser else None
     for nb in sorted(set(nbytes.tolist())):
         sel = np.nonzero(nbytes == nb)[0]
         every = sel.shape[0] == rows  # one width (the usual case): slices, no gathers
@@ -182,7 +183,7 @@ def vole_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, bits: 
                 full = np.zeros((b - a, W, 8), dtype=np.uint8)
                 full[:, :, :nb] = msg[a:b]
                 tau = full.view(U64).reshape(b - a, W)
-                tau &= (U64(0) - np.asarray(choices, dtype=U64)[idx])[:, None]
+                tau &= (U64(0) - chosen[idx].astype(U64))[:, None]
                 P += tau
                 P &= mask
                 out[idx] = P
