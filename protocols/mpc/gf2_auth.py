@@ -333,36 +333,60 @@ def commit_bits(party: PartyContext, chooser: int, *, n: int, bits: np.ndarray |
 
 def _ot_parts(pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, L): bit 0 of each pad (n,) uint8 and bits 1..48 as (n, SLOTS) uint16."""
-    w0 = np.ascontiguousarray(pad).view(U64).reshape(pad.shape[0], 2)[:, 0]
-    m = (w0 & U64(1)).astype(np.uint8)
-    L = (w0 >> U64(1)).view(U16).reshape(-1, 4)[:, :SLOTS].copy()
+    m = np.empty(pad.shape[0], dtype=np.uint8)
+    L = np.empty((pad.shape[0], SLOTS), dtype=U16)
+    for a in range(0, pad.shape[0], _PARTS_ROWS):
+        _ot_parts_into(pad[a : a + _PARTS_ROWS], m[a : a + _PARTS_ROWS], L[a : a + _PARTS_ROWS])
     return m, L
+
+
+def _ot_parts_into(pad: np.ndarray, m: np.ndarray, L: np.ndarray) -> None:
+    """:func:`_ot_parts` of a piece of rows into the given outputs (cache-sized temporaries)."""
+    w0 = np.ascontiguousarray(pad).view(U64).reshape(pad.shape[0], 2)[:, 0]
+    np.bitwise_and(w0, U64(1), out=m, casting="unsafe")
+    L[...] = (w0 >> U64(1)).view(U16).reshape(-1, 4)[:, :SLOTS]
+
+
+#: rows per piece of the random-OT parts (auth_random_ot)
+_PARTS_ROWS = 1 << 15
 
 
 def auth_random_ot(party: PartyContext, chooser: int, committed: ClientBits | ServerBits):
     """Authenticated random OT on committed bits z (module docstring). Client: (w (n,) uint8,
     mac_w (n, SLOTS) uint16), w = m_z; server: (m0 (n,) uint8, m1 (n,) uint8, key_w (n, SLOTS)
-    uint16), with mac_w = key_w ^ w Delta. One flight: D, 6 bytes per element, server -> client."""
+    uint16), with mac_w = key_w ^ w Delta. One flight: D, 6 bytes per element, server -> client.
+    Both sides work in pieces of _PARTS_ROWS rows (no element-sized temporaries)."""
     if party.role == chooser:
         if not isinstance(committed, ClientBits) or committed.pad is None:
             raise ValueError("auth_random_ot needs the client's ClientBits with pads")
         n = committed.bits.shape[0]
         w, L = _ot_parts(committed.pad)
         D = party.ch.recv_array(U16, (n, SLOTS))
-        L ^= D & _mask(committed.bits)
+        for a in range(0, n, _PARTS_ROWS):
+            b = slice(a, a + _PARTS_ROWS)
+            L[b] ^= D[b] & _mask(committed.bits[b])
         return w, L
     if not isinstance(committed, ServerBits) or committed.pads is None:
         raise ValueError("auth_random_ot needs the server's ServerBits with pads")
     p0, p1 = committed.pads
-    m0, L0 = _ot_parts(p0)
-    m1, L1 = _ot_parts(p1)
-    D = L1  # reused: D = L0 ^ L1 ^ (m0 ^ m1) Delta
-    D ^= L0
-    D ^= _mask(m0 ^ m1) & committed.delta[None, :]
+    n = p0.shape[0]
+    delta = committed.delta[None, :]
+    m0, m1 = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
+    key_w = np.empty((n, SLOTS), dtype=U16)
+    D = np.empty((n, SLOTS), dtype=U16)
+    L1 = np.empty((min(n, _PARTS_ROWS), SLOTS), dtype=U16)
+    for a in range(0, n, _PARTS_ROWS):
+        b = slice(a, a + _PARTS_ROWS)
+        k = min(_PARTS_ROWS, n - a)
+        L0, l1 = key_w[b], L1[:k]
+        _ot_parts_into(p0[b], m0[b], L0)
+        _ot_parts_into(p1[b], m1[b], l1)
+        np.bitwise_xor(L0, l1, out=D[b])  # D = L0 ^ L1 ^ (m0 ^ m1) Delta
+        D[b] ^= _mask(m0[b] ^ m1[b]) & delta
+        L0 ^= _mask(m0[b]) & delta  # key_w = L0 ^ m0 Delta
     party.ch.send_array(D, owned=True)
     party.ch.flush()
-    L0 ^= _mask(m0) & committed.delta[None, :]  # key_w = L0 ^ m0 Delta
-    return m0, m1, L0
+    return m0, m1, key_w
 
 
 # ------------------------------------------------------------------------------------------------

@@ -150,8 +150,8 @@ def test_commit_bits_in_several_raw_cot_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_auth_random_ot(engine):
-    n = 2000
+@pytest.mark.parametrize("n", [2000, 2 * g._PARTS_ROWS + 77])  # one piece, and three
+def test_auth_random_ot(engine, n):
     z = np.random.default_rng(3).integers(0, 2, n, dtype=np.uint8)
 
     def server(p):
@@ -165,6 +165,10 @@ def test_auth_random_ot(engine):
     assert np.array_equal(w, np.where(z == 1, m1, m0))
     assert np.array_equal(mac_w, key_w ^ _times(w, sb.delta))
     assert 0.4 < m0.mean() < 0.6 and 0.4 < (m0 ^ m1).mean() < 0.6
+    for m, pad in zip((m0, m1), sb.pads):  # m_b is bit 0 of pad_b; key_w's slots are bits 1..48 of pad_0
+        assert np.array_equal(m, pad[:, 0] & 1)
+    low = sb.pads[0].view(np.uint64)[:, 0] >> np.uint64(1)
+    assert np.array_equal(key_w ^ _times(m0, sb.delta), low.view(U16).reshape(n, 4)[:, :3])
 
 
 # --------------------------------------------------------------------------- QuickSilver
