@@ -357,8 +357,10 @@ def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, 
                 continue
             ks = s_commits[k].key
             proof.add_products(chi, commits[k - 1].key, ks)
-            lin = commits[k].key ^ w_auth[k][2] ^ g2.gf_mul(ks, gamma)
-            proof.add_linear(g2.weighted(chi, lin) ^ kj)
+            # sum chi (K_c ^ K_w ^ gamma K_s) = sum chi (K_c ^ K_w) ^ gamma sum chi K_s (gamma is one
+            # field element per slot: no per-element product)
+            lin = g2.weighted(chi, commits[k].key ^ w_auth[k][2]) ^ g2.gf_mul(gamma, g2.weighted(chi, ks))
+            proof.add_linear(lin ^ kj)
         else:
             words = au.bound_lut(party, CLIENT, (a, b), pads=pads, values=q, w=1, widths=(6,))
             wj = np.bitwise_xor.reduce(_unlanes(words[:, 0]), axis=0)
@@ -368,8 +370,8 @@ def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, 
             cs = s_commits[k]
             prev = commits[k - 1]
             proof.add_products(chi, prev.bits, prev.mac, cs.bits, cs.mac)
-            lin = commits[k].mac ^ w_auth[k][1] ^ g2.gf_mul(cs.mac, gamma)
-            proof.add_linear(g2.weighted(chi, lin) ^ wj)
+            lin = g2.weighted(chi, commits[k].mac ^ w_auth[k][1]) ^ g2.gf_mul(gamma, g2.weighted(chi, cs.mac))
+            proof.add_linear(lin ^ wj)
     try:
         proof.finish(party, CLIENT)
     except au.MacCheckError as exc:
