@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from protocols.krr.chain import CLIENT, SERVER
+from protocols.krr import laplacian
 from protocols.krr.laplacian import _digit_tables, _pack, _unpack, digit_levels
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
@@ -267,6 +268,9 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
     w_auth: list = [None]  # (m0, m1, key_w) / (w, mac_w) at step k
     record: list = []  # server: per step (r, c_S, delta), packed, for the check tables
     c = None
+    # the server's digit tables [x < v], [x == v]: the semi-honest chain's, kept per model (made by
+    # prepare_server) where they fit its cache, else made here per digit
+    cached = laplacian._server_tables(XT, levels, W) if server else None
     for k, (a, b) in enumerate(levels):
         m = b - a
         pads = rekey(q_pads, _COLUMN_DOMAIN + k)
@@ -283,25 +287,27 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
                 com.pad = None
             commits.append(com)
         if server:
-            dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
-            lt, eq = _digit_tables(dig, m, W)
             r = party.rng.random_u64((d, W))
             if k == 0:
                 # 0. [x < v] ^ r per column, on the committed digit
-                au.bound_lut(party, CLIENT, (a, b), pads=pads, tables=lt ^ r[:, None, :])
+                tables = np.empty((d, 1 << m, W), dtype=U64)
+                for j, lt, _ in _tables_of(XT, levels, k, cached, W):
+                    np.bitwise_xor(lt, r[j, None, :], out=tables[j])
+                au.bound_lut(party, CLIENT, (a, b), pads=pads, tables=tables)
                 record.append((r, None, None))
                 c = r
                 continue
             m0p = _pack(m0.reshape(d, N), W)
             delta = m0p ^ _pack(m1.reshape(d, N), W)
             # c. A = [x < v + c_S] ^ r_A, B = [x < v + 1 - c_S] ^ r_A ^ delta
-            tables = np.empty(lt.shape[:2] + (2 * W,), dtype=U64)
-            A, B = tables[..., :W], tables[..., W:]
-            np.bitwise_and(eq, c[:, None, :], out=A)
-            A ^= lt
-            A ^= r[:, None, :]
-            np.bitwise_xor(A, eq, out=B)
-            B ^= delta[:, None, :]
+            tables = np.empty((d, 1 << m, 2 * W), dtype=U64)
+            for j, lt, eq in _tables_of(XT, levels, k, cached, W):
+                A, B = tables[j, :, :W], tables[j, :, W:]
+                np.bitwise_and(eq, c[j, None, :], out=A)
+                A ^= lt
+                A ^= r[j, None, :]
+                np.bitwise_xor(A, eq, out=B)
+                B ^= delta[j, None, :]
             au.bound_lut(party, CLIENT, (a, b), pads=pads, tables=tables)
             s_commits.append(g2.commit_bits(party, CLIENT, n=n, pads=False))  # d. the client's s (MACs only)
             record.append((r, c, delta))
@@ -322,6 +328,22 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
     commits.append(final)
     _check(party, N, d, levels, q_pads, XT, q, commits, s_commits, w_auth, record)
     return ChainResult(_unpack(c, N), final)
+
+
+def _tables_of(XT: np.ndarray, levels, k: int, cached: list | None, W: int):
+    """(column slice, lt, eq) blocks of digit k's tables (:func:`protocols.krr.laplacian._digit_tables`):
+    the kept ones (laplacian._server_tables: column blocks in laplacian._column_blocks order) or,
+    without them, one block made now."""
+    a, b = levels[k]
+    m = b - a
+    if cached is None:
+        dig = ((XT >> U64(a)) & U64((1 << m) - 1)).astype(np.intp)
+        lt, eq = _digit_tables(dig, m, W)
+        yield slice(0, XT.shape[0]), lt, eq
+        return
+    spans = laplacian._column_blocks(XT.shape[0], 1 << m, W if k == 0 else 2 * W)
+    for (j0, j1), (lt, eq) in zip(spans, cached[k]):
+        yield slice(j0, j1), lt, eq
 
 
 def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, s_commits, w_auth,

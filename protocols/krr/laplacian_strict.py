@@ -18,7 +18,7 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits):
   2. The bound comparison chain (:mod:`protocols.krr.bound_chain`): b = [x_ij < q'_j] XOR-shared,
      every client value committed and checked (its step 2e) before anything else happens; the
      client's share b_C ends committed (IT-MACs with the engine's global Delta).
-  3. Products (:mod:`protocols.krr.strict_products`, run with ring_bits M - 1): shares mod 2^(M-1)
+  3. Products (:mod:`protocols.krr.strict_products`, ring :func:`product_ring`: M - 1, at least 8): shares mod 2^(M-1)
      of S_i = sum_j (q'_j - x_ij) b_ij in which the client only *receives*: one vector COT per
      element whose choice bit is the committed b_C, and the checked lattice matvec of a fresh server
      matrix with the committed q'. A deviating client can shift its share only by amounts it knows.
@@ -81,6 +81,12 @@ def check_params(pp: PublicParams) -> None:
     lm.check_params(pp)
 
 
+def product_ring(M: int) -> int:
+    """Step 3's ring bits: M - 1 (2 S mod 2^M needs S mod 2^(M-1) only; any ring of R >= M - 1 bits
+    gives 2 (S + k 2^R) = 2 S mod 2^M), at least the checked lattice matvec's smallest ring, 8."""
+    return max(M - 1, 8)
+
+
 def _point_major(pads, d: int, N: int):
     """The chain's element order (column j, point i) -> the products' (point i, column j), for the
     random-OT keys of b_C ((d N, 16), or the server's pair)."""
@@ -121,7 +127,7 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         ch = bound_chain.run(party, pp, N, q_pads=q_pads, XT=XT)
         # 3. products: S_i = sum_j (q'_j - x_ij) b_ij mod 2^(M-1); a = sum_j x_ij + 2 S (mod 2^M)
         s = strict_products.server(party, X=XT.T, b_S=ch.share.T, b_pads=_point_major(ch.final.pads, d, N),
-                                   q_pads=q_pads, x_bits=xb, ring_bits=M - 1)  # 2 S mod 2^M: S mod 2^(M-1)
+                                   q_pads=q_pads, x_bits=xb, ring_bits=product_ring(M))
         a = (XT.sum(axis=0, dtype=U64) + U64(2) * s) & low
         # 4. mask-reveal
         rho = lm.draw_mask(party.rng, N, M)
@@ -164,7 +170,7 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     ch = bound_chain.run(party, pp, N, q_pads=q_pads, q=q)
     # 3.
     s = strict_products.client(party, q=q, b_C=ch.share.T, b_pads=_point_major(ch.final.pad, d, N), q_pads=q_pads,
-                               x_bits=xb, ring_bits=M - 1)
+                               x_bits=xb, ring_bits=product_ring(M))
     b = client_share((U64(2) * s - q.sum(dtype=U64)) & low)
     # 4.
     c = party.ch.recv_array(np.dtype("<u4"), (N,)).astype(U64)

@@ -93,3 +93,26 @@ def test_rekey_keeps_the_clients_key_the_one_of_its_bit():
     r0, r1 = bc.rekey((m0, m1), 0x41)
     assert (bc.rekey(mine, 0x41) == np.where(c, r1, r0)).all()
     assert not (bc.rekey(mine, 0x42) == bc.rekey(mine, 0x41)).all()  # domains differ
+
+
+def test_kept_digit_tables_are_the_ones_made_per_session(monkeypatch):
+    """The server's tables come from the semi-honest chain's per-model cache (column blocks) for a
+    read-only XT and are made per session otherwise: the same [x < v], [x == v] either way."""
+    from protocols.krr import laplacian
+
+    monkeypatch.setattr(laplacian, "_TABLE_BYTES", 1 << 13)  # several column blocks per digit
+    rng = np.random.default_rng(5)
+    d, N = 30, 1000
+    XT = rng.integers(0, 1 << 15, (d, N), dtype=U64)
+    levels = laplacian.digit_levels(15, "silent")
+    W = (N + 63) // 64
+    frozen = XT.copy()
+    frozen.flags.writeable = False
+    cached = laplacian._server_tables(frozen, levels, W)
+    assert cached is not None and len(cached[0]) > 1
+    for k in range(len(levels)):
+        fresh = list(bc._tables_of(XT, levels, k, None, W))
+        kept = list(bc._tables_of(frozen, levels, k, cached, W))
+        assert len(fresh) == 1 and sum(s.stop - s.start for s, _, _ in kept) == d
+        for j, lt, eq in kept:
+            assert np.array_equal(lt, fresh[0][1][j]) and np.array_equal(eq, fresh[0][2][j])
