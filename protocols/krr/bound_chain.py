@@ -377,12 +377,11 @@ def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, 
             if k == 0:
                 proof.add_linear(g2.weighted(chi, commits[0].key) ^ kj)
                 continue
-            ks = s_commits[k].key
-            proof.add_products(chi, commits[k - 1].key, ks)
-            # sum chi (K_c ^ K_w ^ gamma K_s) = sum chi (K_c ^ K_w) ^ gamma sum chi K_s (gamma is one
-            # field element per slot: no per-element product)
-            lin = g2.weighted(chi, commits[k].key ^ w_auth[k][2]) ^ g2.gf_mul(gamma, g2.weighted(chi, ks))
-            proof.add_linear(lin ^ kj)
+            # f_k's product c^(k-1) s and its linear terms c^k + w + gamma s in one pass (gamma is one
+            # field element per slot: sum chi gamma K_s = gamma sum chi K_s)
+            proof.add_products(chi, commits[k - 1].key, s_commits[k].key, lin=commits[k].key ^ w_auth[k][2],
+                               y_coef=gamma)
+            proof.add_linear(kj)
         else:
             words = au.bound_lut(party, CLIENT, (a, b), pads=pads, values=q, w=1, widths=(6,))
             wj = np.bitwise_xor.reduce(_unlanes(words[:, 0]), axis=0)
@@ -391,9 +390,9 @@ def _check(party: PartyContext, N: int, d: int, levels, q_pads, XT, q, commits, 
                 continue
             cs = s_commits[k]
             prev = commits[k - 1]
-            proof.add_products(chi, prev.bits, prev.mac, cs.bits, cs.mac)
-            lin = g2.weighted(chi, commits[k].mac ^ w_auth[k][1]) ^ g2.gf_mul(gamma, g2.weighted(chi, cs.mac))
-            proof.add_linear(lin ^ wj)
+            proof.add_products(chi, prev.bits, prev.mac, cs.bits, cs.mac, lin=commits[k].mac ^ w_auth[k][1],
+                               y_coef=gamma)
+            proof.add_linear(wj)
     try:
         proof.finish(party, CLIENT)
     except au.MacCheckError as exc:

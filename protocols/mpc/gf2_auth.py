@@ -462,21 +462,35 @@ class Prover:
         self.A1 = np.zeros(SLOTS, dtype=U16)
         self._done = False
 
-    def add_products(self, chi: np.ndarray, x: np.ndarray, mx: np.ndarray, y: np.ndarray, my: np.ndarray) -> None:
-        """Relations' product terms x_i y_i: A0 += sum chi M_x M_y, A1 += sum chi (x M_y + y M_x)."""
+    def add_products(self, chi: np.ndarray, x: np.ndarray, mx: np.ndarray, y: np.ndarray, my: np.ndarray,
+                     lin: np.ndarray | None = None, y_coef: np.ndarray | None = None) -> None:
+        """Relations' product terms x_i y_i: A0 += sum chi M_x M_y, A1 += sum chi (x M_y + y M_x).
+        With ``lin`` (n, SLOTS) MACs of linear terms l_i and ``y_coef`` (SLOTS,) a public c, the
+        relations x_i y_i + l_i + c y_i = 0 in the same pass: A1 also += sum chi (M_l + c M_y)
+        (= :meth:`add_linear` of ``weighted(chi, lin) ^ c weighted(chi, my)``, sharing the lookups)."""
         chi = np.asarray(chi, dtype=U16)
         n = chi.shape[0]
         _check_slots("chi", chi, n)
         mx, my = _check_slots("mx", mx, n), _check_slots("my", my, n)
         x, y = _check_bits("x", x, n), _check_bits("y", y, n)
+        if lin is not None:
+            lin = _check_slots("lin", lin, n)
         log, exp = _tables()
+        ysum = np.zeros(SLOTS, dtype=U16)
         for a in range(0, n, _BLOCK):
             b = slice(a, a + _BLOCK)
             lc = log[chi[b]]
-            self.A0 ^= _xorsum(exp[lc + log[mx[b]] + log[my[b]]])
+            lcy = lc + log[my[b]]
+            self.A0 ^= _xorsum(exp[lcy + log[mx[b]]])
+            if y_coef is not None:
+                ysum ^= _xorsum(exp[lcy])
             t = my[b] & _mask(x[b])
             t ^= mx[b] & _mask(y[b])
+            if lin is not None:
+                t ^= lin[b]
             self.A1 ^= _xorsum(exp[lc + log[t]])
+        if y_coef is not None:
+            self.A1 ^= gf_mul(np.asarray(y_coef, dtype=U16).reshape(SLOTS), ysum)
 
     def add_linear(self, mac_sum: np.ndarray) -> None:
         """A1 += mac_sum: the caller's chi-weighted MACs of the relations' linear terms (:func:`weighted`)."""
@@ -503,16 +517,32 @@ class Verifier:
         self.B = np.zeros(SLOTS, dtype=U16)
         self._done = False
 
-    def add_products(self, chi: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> None:
-        """B += sum chi K_x K_y (the product terms' keys)."""
+    def add_products(self, chi: np.ndarray, kx: np.ndarray, ky: np.ndarray, lin: np.ndarray | None = None,
+                     y_coef: np.ndarray | None = None) -> None:
+        """B += sum chi K_x K_y (the product terms' keys). With ``lin`` (keys of linear terms) and
+        ``y_coef`` c, as :meth:`Prover.add_products`: also B += (sum chi (K_l + c K_y)) Delta."""
         chi = np.asarray(chi, dtype=U16)
         n = chi.shape[0]
         _check_slots("chi", chi, n)
         kx, ky = _check_slots("kx", kx, n), _check_slots("ky", ky, n)
+        if lin is not None:
+            lin = _check_slots("lin", lin, n)
         log, exp = _tables()
+        lsum = np.zeros(SLOTS, dtype=U16)
+        ysum = np.zeros(SLOTS, dtype=U16)
         for a in range(0, n, _BLOCK):
             b = slice(a, a + _BLOCK)
-            self.B ^= _xorsum(exp[log[chi[b]] + log[kx[b]] + log[ky[b]]])
+            lc = log[chi[b]]
+            lcy = lc + log[ky[b]]
+            self.B ^= _xorsum(exp[lcy + log[kx[b]]])
+            if y_coef is not None:
+                ysum ^= _xorsum(exp[lcy])
+            if lin is not None:
+                lsum ^= _xorsum(exp[lc + log[lin[b]]])
+        if y_coef is not None:
+            lsum ^= gf_mul(np.asarray(y_coef, dtype=U16).reshape(SLOTS), ysum)
+        if lin is not None or y_coef is not None:
+            self.add_linear(lsum)
 
     def add_linear(self, key_sum: np.ndarray) -> None:
         """B += key_sum Delta: the chi-weighted keys of the linear terms (a public constant c counts

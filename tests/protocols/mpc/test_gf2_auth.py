@@ -323,3 +323,25 @@ def test_the_proof_is_masked():
     assert _proof("silent", prover_cls=Recording) is True
     U, V = seen["msg"][: g.SLOTS], seen["msg"][g.SLOTS :]
     assert np.all(U != seen["A"][0]) and np.all(V != seen["A"][1])
+
+
+def test_fused_linear_terms_are_the_separate_ones():
+    """add_products(..., lin=, y_coef=) leaves the prover's (A0, A1) and the verifier's B where
+    add_products + add_linear(weighted(chi, lin) ^ c weighted(chi, M_y)) leave them (several blocks)."""
+    rng = np.random.default_rng(17)
+    n = 2 * g._BLOCK + 999
+    chi, mx, my, ml = (rng.integers(0, 65536, (n, g.SLOTS), dtype=U16) for _ in range(4))
+    x, y = (rng.integers(0, 2, n, dtype=np.uint8) for _ in range(2))
+    c = rng.integers(1, 65536, g.SLOTS, dtype=U16)
+    fused, apart = g.Prover(), g.Prover()
+    fused.add_products(chi, x, mx, y, my, lin=ml, y_coef=c)
+    apart.add_products(chi, x, mx, y, my)
+    apart.add_linear(g.weighted(chi, ml) ^ g.gf_mul(c, g.weighted(chi, my)))
+    assert np.array_equal(fused.A0, apart.A0) and np.array_equal(fused.A1, apart.A1)
+    assert not np.array_equal(fused.A1, g.Prover().A1)
+    delta = rng.integers(1, 65536, g.SLOTS, dtype=U16)
+    vf, va = g.Verifier(delta), g.Verifier(delta)
+    vf.add_products(chi, mx, my, lin=ml, y_coef=c)
+    va.add_products(chi, mx, my)
+    va.add_linear(g.weighted(chi, ml) ^ g.gf_mul(c, g.weighted(chi, my)))
+    assert np.array_equal(vf.B, va.B)
