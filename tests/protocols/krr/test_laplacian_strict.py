@@ -175,3 +175,13 @@ def test_a_lie_about_the_random_ot_bit_is_caught_by_its_mac():
 
 def test_every_abort_is_a_mac_check_error():
     assert issubclass(bound_chain.ChainCheckError, MacCheckError) and issubclass(ls.StrictCheckError, MacCheckError)
+
+
+def test_products_run_mod_2_to_the_m_minus_1():
+    """Step 3 needs S mod 2^(M-1) only (L = ... + 2 S mod 2^M): at the CM setting (M = 25) the
+    vector COT words travel in 3 bytes, not 4; tiny rings stay at the lattice's smallest, 8."""
+    from protocols.krr import strict_products
+
+    assert ls.product_ring(25) == 24 and strict_products.vole_bytes_per_element(ls.product_ring(25)) == 6
+    assert strict_products.vole_bytes_per_element(25) == 8
+    assert ls.product_ring(9) == 8 and ls.product_ring(8) == 8
