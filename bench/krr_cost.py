@@ -7,6 +7,7 @@
     python -m bench.krr_cost --kernel laplacian --ot-engine softspoken,silent --sizes 4096,16384 --features 351
     python -m bench.krr_cost --inner-product ot,he --sizes 4096,16384 --features 351  # step 9: OT vs lattice
     python -m bench.krr_cost --kernel laplacian --security semi-honest,client-malicious --repeat 3 --sizes 16384 --features 351
+    python -m bench.krr_cost --kernel laplacian --security semi-honest,client-malicious,client-malicious-unbound --sizes 16384 --features 351
 
 For each training size N: the model owner's server runs in its own process, the query owner's
 client in this one. Reports wall time (set-up/offline = base OTs; online = the rest), bytes each
@@ -16,7 +17,13 @@ included, a fresh OT session: no resumed ticket; the server's channel is not pip
 lattice cross term's NTT plaintexts; before any client connects, not in the wall time), and the ratio to the plaintext prediction time measured
 in the same run. ``--security`` runs each protocol mode (comma-separated: compared in one run, the
 modes alternating) and ``--repeat`` repeats every configuration, so that ratios come from pairs
-measured next to each other on this shared machine. Writes JSON + CSV and a log-log plot.
+measured next to each other on this shared machine. ``client-malicious-unbound`` (Laplacian kernel)
+is client-malicious with ``laplacian_chain = "unbound"`` (the one-bit protocol
+protocols.krr.laplacian_malicious); plain ``client-malicious`` runs the default bound chain
+(protocols.krr.laplacian_strict); the ``chain`` column says which ran. Peak RSS of both processes:
+the server's own process, and the client's (this process) with its high-water mark reset before
+every session (/proc/self/clear_refs), so alternating runs do not inherit each other's peak.
+Writes JSON + CSV and a log-log plot.
 """
 from __future__ import annotations
 
@@ -25,12 +32,27 @@ import csv
 import functools
 import json
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries  # one definition for both benchmarks
+
+
+#: --security modes -> (PublicParams.security, PublicParams.laplacian_chain or None: the default)
+SECURITY_MODES = {"semi-honest": ("semi-honest", None), "client-malicious": ("client-malicious", None),
+                  "client-malicious-unbound": ("client-malicious", "unbound")}
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's peak-RSS mark (VmHWM), so the next session's client peak is its own."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
@@ -40,20 +62,27 @@ def model_for(N: int, d: int, sigma: float, kernel: str, seed: int = 0):
 
 def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, ot_engine: str = "silent",
             inner_product: str = "auto", security: str = "semi-honest") -> None:
+    from protocols.common import peak_rss_mb
     from protocols.krr import ServedModel, gaussian, gaussian_malicious, laplacian, laplacian_malicious, serve  # noqa: F401
+    from protocols.krr import laplacian_strict
 
+    security, chain = SECURITY_MODES[security]
     sm = ServedModel(params, frac_bits=frac_bits, security=security)
     if sm.public.security != security:  # ServedModel falls back to semi-honest where the plan does not fit
         raise SystemExit(f"this model cannot be served {security}")
     sm.public.cross_term = cross_term
     sm.public.ot_engine = ot_engine
+    if chain is not None and params.kernel == "laplacian":
+        sm.public.laplacian_chain = chain
     if security == "semi-honest":  # the client-malicious protocols have their own step 9
         sm.public.inner_product = inner_product
     sm.public.validate()
     prepare = {("gaussian", "semi-honest"): gaussian.prepare_server,
                ("laplacian", "semi-honest"): laplacian.prepare_server,
                ("gaussian", "client-malicious"): gaussian_malicious.prepare_server,
-               ("laplacian", "client-malicious"): laplacian_malicious.prepare_server}[params.kernel, security]
+               ("laplacian", "client-malicious"): {"bound": laplacian_strict.prepare_server,
+                                                   "unbound": laplacian_malicious.prepare_server}
+               [sm.public.laplacian_chain]}[params.kernel, security]
     t0 = time.perf_counter()
     if (params.kernel, security) == ("gaussian", "client-malicious"):
         prepare = functools.partial(prepare, reply_pads=1)  # as `secureml serve` (stop 11)
@@ -62,6 +91,7 @@ def _server(params, cross_term: str, q: mp.Queue, frac_bits: int | None = None, 
     c0 = time.process_time()
     serve(sm, "127.0.0.1", 0, max_sessions=1, on_ready=q.put)
     q.put(time.process_time() - c0)  # the server's CPU seconds for the session (load-independent)
+    q.put(peak_rss_mb())  # the server process's peak RSS (its own address space)
 
 
 def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str | None = None,
@@ -85,11 +115,15 @@ def serve_and_predict(params, Q: np.ndarray, cross_term: str = "he", link: str |
             relay = Relay(("127.0.0.1", port), link)
             port = relay.port
         c0 = time.process_time()
+        reset_peak_rss()
         preds, cost, pp = predict(f"127.0.0.1:{port}", Q, timeout=timeout, with_params=True)
         cost.extra["client_cpu_s"] = time.process_time() - c0
         cost.extra["frac_bits"], cost.extra["x_bits"] = pp.frac_bits, pp.x_bits
         cost.extra["lattice_sum"] = pp.lattice_sum
         cost.extra["server_cpu_s"] = q.get(timeout=120)
+        cost.extra["server_peak_rss_MB"] = q.get(timeout=120)
+        cost.extra["chain"] = (pp.laplacian_chain if pp.security == "client-malicious" and params.kernel == "laplacian"
+                               else "-")
     finally:
         if relay is not None:
             relay.close()
@@ -116,7 +150,7 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         plain = params.predict(Q)
     t_plain = (time.perf_counter() - t0) / reps
     return {
-        "kernel": kernel, "security": security, "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
+        "kernel": kernel, "security": security, "chain": cost.extra.get("chain"), "N": N, "d": d, "queries": k, "sigma": sigma, "link": link or "loopback",
         "cross_term": cross_term if kernel == "gaussian" else "ot",
         "ot_engine": ot_engine if kernel == "laplacian" else "softspoken", "frac_bits": cost.extra.get("frac_bits"),
         "inner_product": ("he" if cost.extra.get("lattice_sum") else "ot") if security == "semi-honest" else "checked",
@@ -127,7 +161,8 @@ def run_one(N: int, d: int, k: int, sigma: float, seed: int = 0, kernel: str = "
         "online_MB": (cost.bytes_sent + cost.bytes_received - cost.offline_bytes) / 1e6,
         "client_sent_MB": cost.bytes_sent / 1e6, "client_received_MB": cost.bytes_received / 1e6,
         "total_MB": (cost.bytes_sent + cost.bytes_received) / 1e6, "rounds": cost.rounds,
-        "client_peak_rss_MB": cost.peak_rss_mb,
+        "client_peak_rss_MB": cost.peak_rss_mb, "server_peak_rss_MB": cost.extra.get("server_peak_rss_MB"),
+        "total_bytes": cost.bytes_sent + cost.bytes_received,
         "max_abs_error": float(np.max(np.abs(preds - plain))),
         "plaintext_s": t_plain, "ratio_time": cost.wall_s / t_plain,
         "per_query_s": cost.wall_s / k, "per_query_MB": (cost.bytes_sent + cost.bytes_received) / 1e6 / k,
@@ -158,8 +193,9 @@ def main(argv=None) -> int:
                          "(lattice, protocols.mpc.rlwe_ip128), ot (Gilboa over random OT), auto (fewer bytes "
                          "for the public N) (default auto)")
     ap.add_argument("--security", default="semi-honest",
-                    help="protocol mode, comma-separated to compare in one run (alternating): semi-honest "
-                         "and/or client-malicious (the default of `secureml serve`) (default semi-honest)")
+                    help="protocol mode, comma-separated to compare in one run (alternating): semi-honest, "
+                         "client-malicious (the default of `secureml serve`; Laplacian: the bound chain) and/or "
+                         "client-malicious-unbound (Laplacian: the one-bit chain) (default semi-honest)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run every configuration this many times, alternating (ratios from neighbouring runs)")
     ap.add_argument("--out", default="results/krr_cost", help="output folder (JSON, CSV, PNG)")
@@ -175,8 +211,10 @@ def main(argv=None) -> int:
     if not ips or any(e not in INNER_PRODUCTS for e in ips):
         ap.error(f"--inner-product: choose from {', '.join(INNER_PRODUCTS)}")
     securities = [e.strip() for e in args.security.split(",") if e.strip()]
-    if not securities or any(e not in ("semi-honest", "client-malicious") for e in securities):
-        ap.error("--security: choose from semi-honest, client-malicious")
+    if not securities or any(e not in SECURITY_MODES for e in securities):
+        ap.error(f"--security: choose from {', '.join(SECURITY_MODES)}")
+    if args.kernel != "laplacian" and "client-malicious-unbound" in securities:
+        ap.error("--security client-malicious-unbound is the Laplacian kernel's")
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     if args.sigma is None:
@@ -192,10 +230,11 @@ def main(argv=None) -> int:
         r = run_one(N, args.features, args.queries, args.sigma, kernel=args.kernel, cross_term=args.cross_term,
                     link=args.link, frac_bits=args.frac_bits, ot_engine=eng, inner_product=ip, security=sec)
         rows.append(r)
-        tqdm.write(f"N={N:6d} {sec:>16} {r['ot_engine']:>10} step 9 {r['inner_product']} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
+        tqdm.write(f"N={N:6d} {sec:>24} chain {r['chain']:>7} {r['ot_engine']:>10} step 9 {r['inner_product']} wall {r['wall_s']:7.2f} s (setup {r['offline_s']:.2f}; CPU client "
                    f"{r['client_cpu_s']:.2f} s, server {r['server_cpu_s']:.2f} s) "
                    f"{r['total_MB']:9.1f} MB (client sent {r['client_sent_MB']:.1f}, received "
                    f"{r['client_received_MB']:.1f}) {r['rounds']:4d} rounds  err {r['max_abs_error']:.1e}  "
+                   f"peak RSS client {r['client_peak_rss_MB']:.0f} MB, server {r['server_peak_rss_MB']:.0f} MB  "
                    f"x{r['ratio_time']:,.0f} plaintext")
     (out / "krr_cost.json").write_text(json.dumps(rows, indent=2))
     with open(out / "krr_cost.csv", "w", newline="") as f:

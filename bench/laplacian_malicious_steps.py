@@ -98,6 +98,7 @@ def measure(N: int, d: int, engine: str, sigma: float = 1000.0) -> dict[str, Any
     Q = synthetic_queries(model, rng, 1)
     pp = ServedModel(model, security="client-malicious", frac_bits=LAPLACIAN_GRID_BITS).public
     pp.ot_engine = engine
+    pp.laplacian_chain = "unbound"  # this bench measures the one-bit protocol (both OT directions)
     pp.validate()
     XT = lm.prepare_server(model, pp)
     q = pp.encode_features(Q)[0]

@@ -18,11 +18,14 @@ Protocol (both parties run :func:`online`; M = pp.ring_bits, B = pp.x_bits):
   2. The bound comparison chain (:mod:`protocols.krr.bound_chain`): b = [x_ij < q'_j] XOR-shared,
      every client value committed and checked (its step 2e) before anything else happens; the
      client's share b_C ends committed (IT-MACs with the engine's global Delta).
-  3. Products (:mod:`protocols.krr.strict_products`): shares mod 2^M of S_i = sum_j (q'_j - x_ij) b_ij
-     in which the client only *receives*: one vector COT per element whose choice bit is the
-     committed b_C, and the checked lattice matvec of a fresh server matrix with the committed q'.
-     A deviating client can shift its share only by amounts it knows. Shares of
-     L_i = sum_j x_ij - sum_j q'_j + 2 S_i: a (server), b (client).
+  3. Products (:mod:`protocols.krr.strict_products`, ring :func:`product_ring`: M - 1, at least 8): shares mod 2^(M-1)
+     of S_i = sum_j (q'_j - x_ij) b_ij in which the client only *receives*: one vector COT per
+     element whose choice bit is the committed b_C, and the checked lattice matvec of a fresh server
+     matrix with the committed q'. A deviating client can shift its share only by amounts it knows.
+     Shares of L_i = sum_j x_ij - sum_j q'_j + 2 S_i mod 2^M: a (server), b (client) -- L needs
+     only 2 S mod 2^M, which shares of S mod 2^(M-1) determine (2 (S + k 2^(M-1)) = 2 S mod 2^M; the
+     semi-honest chain's trick, protocols.krr.laplacian step 4): the COT words travel in
+     ceil((M-1)/8) bytes (3 at M = 25, not 4) and the lattice matrix is M - 1 bits wide.
   4. Mask-reveal mod 2^M (as laplacian_malicious step 3): c = a + rho, v = b + c over the integers.
   5. MACs mod q (:func:`protocols.mpc.commit_fp48.bit_macs`) on the M + 1 bits of v **and the M bits
      of b**, and (:func:`~protocols.mpc.commit_fp48.bit_macs_on_pads`, on the random OT that committed
@@ -37,7 +40,7 @@ Why no abort depends on X. Step 2's check passes or fails according to whether t
 committed values satisfy relations among values it knows (bound_chain's argument). Step 3's outputs
 are values the client receives: after any deviation its computed share is b_true + epsilon with
 b_true = L(q') - a (mod 2^M) fixed by the server and q', and epsilon a shift the client itself chose
-and knows. In step 6, with v = b + c enforced by e' and b_1 bound to the committed b:
+and knows (a shift e of its share of S mod 2^(M-1) is the known shift 2 e of b mod 2^M). In step 6, with v = b + c enforced by e' and b_1 bound to the committed b:
 (*) v - 2^M b_1 (1 - a_1) - L = rho + 2^M (a_1 - lambda)  holds iff  b + a - L = 2^M (a_1 OR b_1),
 i.e. iff the committed b (in [0, 2^M)) equals b_true -- whatever a_1 is (the laplacian_malicious
 docstring's (*); the product OT there had a free choice b_1, the source of an a_1-dependent abort).
@@ -78,6 +81,12 @@ def check_params(pp: PublicParams) -> None:
     lm.check_params(pp)
 
 
+def product_ring(M: int) -> int:
+    """Step 3's ring bits: M - 1 (2 S mod 2^M needs S mod 2^(M-1) only; any ring of R >= M - 1 bits
+    gives 2 (S + k 2^R) = 2 S mod 2^M), at least the checked lattice matvec's smallest ring, 8."""
+    return max(M - 1, 8)
+
+
 def _point_major(pads, d: int, N: int):
     """The chain's element order (column j, point i) -> the products' (point i, column j), for the
     random-OT keys of b_C ((d N, 16), or the server's pair)."""
@@ -116,9 +125,9 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         q_pads = (m0.reshape(d, xb, 16), m1.reshape(d, xb, 16))
         # 2. the bound chain (checked inside)
         ch = bound_chain.run(party, pp, N, q_pads=q_pads, XT=XT)
-        # 3. products: S_i = sum_j (q'_j - x_ij) b_ij; a = sum_j x_ij + 2 S (mod 2^M)
+        # 3. products: S_i = sum_j (q'_j - x_ij) b_ij mod 2^(M-1); a = sum_j x_ij + 2 S (mod 2^M)
         s = strict_products.server(party, X=XT.T, b_S=ch.share.T, b_pads=_point_major(ch.final.pads, d, N),
-                                   q_pads=q_pads, x_bits=xb, ring_bits=M)
+                                   q_pads=q_pads, x_bits=xb, ring_bits=product_ring(M))
         a = (XT.sum(axis=0, dtype=U64) + U64(2) * s) & low
         # 4. mask-reveal
         rho = lm.draw_mask(party.rng, N, M)
@@ -161,7 +170,7 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     ch = bound_chain.run(party, pp, N, q_pads=q_pads, q=q)
     # 3.
     s = strict_products.client(party, q=q, b_C=ch.share.T, b_pads=_point_major(ch.final.pad, d, N), q_pads=q_pads,
-                               x_bits=xb, ring_bits=M)
+                               x_bits=xb, ring_bits=product_ring(M))
     b = client_share((U64(2) * s - q.sum(dtype=U64)) & low)
     # 4.
     c = party.ch.recv_array(np.dtype("<u4"), (N,)).astype(U64)
@@ -191,8 +200,12 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
 
 
 def prepare_server(model: KernelModelParams, pp: PublicParams) -> np.ndarray:
-    """The server's encoded training data, transposed (d, N) (laplacian_malicious's, cached on the model)."""
-    return lm.prepare_server(model, pp)
+    """The server's encoded training data, transposed (d, N) (laplacian_malicious's, cached on the
+    model), and the chain check's per-model histogram plans (:func:`bound_chain.prepare_server`),
+    made here before any client."""
+    XT = lm.prepare_server(model, pp)
+    bound_chain.prepare_server(XT, pp)
+    return XT
 
 
 def server_online(party: PartyContext, pp: PublicParams, k: int, model: KernelModelParams) -> None:

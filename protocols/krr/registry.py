@@ -32,7 +32,7 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.party import Party
 from protocols.mpc.randomness import derive_seed
 from protocols.net.transport import Channel
-from protocols.ot.ferret import setup_pair
+from protocols.ot.ferret import FERRET_B11, FERRET_B11_SETUP, FerretReceiver, FerretSender, setup_pair
 from secureml.errors import ProtocolError
 from secureml.representations import representation_from_params
 
@@ -49,7 +49,26 @@ def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
     SoftSpoken extension, set before its set-up; the other direction (the client as silent-OT
     sender) needs no check (protocols.ot.ferret, "A deviating sender"; laplacian_malicious).
     Client-malicious sessions keep the two-call TCCR hash on both directions (``tccr_hash``;
-    semi-honest ones hash their one-block OT outputs with one AES call: protocols.ot.crypto)."""
+    semi-honest ones hash their one-block OT outputs with one AES call: protocols.ot.crypto).
+
+    The bound chain (client-malicious, ``pp.laplacian_chain == "bound"``: protocols.krr.laplacian_strict)
+    has the client choose in every OT it runs (commitments, random OTs, table OTs on them, the
+    lattice proof's COTs), so on silent OT only that direction is set up (the public parameters
+    decide it for both parties); the other is :class:`NoOTEngine`, which refuses any use rather than
+    setting up an engine no one checked."""
+    if kernel == "laplacian" and pp.ot_engine == "silent" and one_way(pp):
+        if party.role == 0:  # the server: the checked sender (the client's receiver is checked)
+            snd = FerretSender(party.ch, seed=derive_seed(party.seed, "silent-ot-sender", party.role),
+                               params=FERRET_B11, bootstrap=FERRET_B11_SETUP, checked=pp.checked_ot)
+            snd.setup()
+            party.install_ot(sender=snd, receiver=NoOTEngine())
+        else:
+            rcv = FerretReceiver(party.ch, seed=derive_seed(party.seed, "silent-ot-receiver", party.role),
+                                 params=FERRET_B11, bootstrap=FERRET_B11_SETUP, checked=pp.checked_ot)
+            rcv.setup()
+            party.install_ot(sender=NoOTEngine(), receiver=rcv)
+        (party.ot_sender if party.role == 0 else party.ot_receiver).tccr_hash = pp.checked_ot
+        return
     if kernel == "laplacian" and pp.ot_engine == "silent":
         seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),
                  derive_seed(party.seed, "silent-ot-receiver", party.role))
@@ -60,6 +79,22 @@ def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
         party.setup_ot(softspoken_k=EXACT_SOFTSPOKEN_K)
     # both engines exist now (installed or set up above): the flag creates none
     party.ot_sender.tccr_hash = party.ot_receiver.tccr_hash = pp.checked_ot
+
+
+def one_way(pp: PublicParams) -> bool:
+    """Whether a Laplacian session runs OTs in one direction only (the client choosing): the bound
+    chain's client-malicious protocol."""
+    return getattr(pp, "security", None) == "client-malicious" and getattr(pp, "laplacian_chain", None) == "bound"
+
+
+class NoOTEngine:
+    """Stands for an OT direction a protocol never uses (set up for nobody): any use is a bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ProtocolError(f"this session has no OT engine in this direction (use of {name!r})")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ProtocolError(f"this session has no OT engine in this direction (setting {name!r})")
 
 
 class ModelProtocol(ABC):

@@ -28,7 +28,8 @@ Method. With sigma_ij = 1 - 2 b_S,ij (= +-1 mod 2^M), b = b_S + b_C sigma (over 
      B bits, P = sum_l 2^(l B) P_l, stacked as the rows of one matrix (L N x d, L = ceil(M / B)): one
      key, one set of ciphertexts, one proof, L N reply rows. :func:`lattice_bytes` compares them
      (and L separate matvecs); at N = 16,384, d = 351, B = 15, M = 25 "wide" sends 16,417,135 B,
-     "stacked" 22,405,482 B, per limb 32,834,270 B.
+     "stacked" 22,405,482 B, per limb 32,834,270 B (the same at M = 24, the ring
+     :mod:`protocols.krr.laplacian_strict` runs this step in: it needs S mod 2^(M-1) only).
   3. s_S = (P q)_S - sum_j x_ij b_S,ij + sum_j T1_ij,  s_C = (P q)_C + sum_j q_j a_ij - sum_j y_ij.
 
 What each party sees. The client: per element two words P_c + c tau (P_c the hash of the pad it

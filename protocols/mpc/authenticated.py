@@ -159,32 +159,50 @@ def vole_on_pads(party: PartyContext, chooser: int, pads, domain: int, *, bits: 
     ``n_words``-long uint64 vector corr[r]; only the low ``bits[r]`` bits of row r matter (the
     caller scales row r by 2^(ring_bits - bits[r])), so its correction travels in
     ceil(bits[r] / 8) bytes per word (Gilboa's trimming). Client: P_c + c tau; server: P0.
-    Returns (rows, n_words) uint64 (reduced mod 2^bits[r] per row)."""
+    Returns (rows, n_words) uint64 (reduced mod 2^bits[r] per row). One message per byte width
+    (rows of that width in order, P of the i-th such row hashed with tweak i); computed in pieces
+    of _VOLE_ROWS rows, so the hash outputs and the corrections' temporaries stay cache-sized."""
     rows = pads.shape[0] if party.role == chooser else pads[0].shape[0]
     out = np.empty((rows, corr.shape[1] if corr is not None else n_words), dtype=U64)
     W = out.shape[1]
     bits = np.asarray(bits, dtype=np.int64)
-    for nb in sorted(set(((bits + 7) // 8).tolist())):
-        sel = np.nonzero((bits + 7) // 8 == nb)[0]
-        mask = np.where(bits[sel] >= 64, U64(0xFFFFFFFFFFFFFFFF),
-                        (U64(1) << np.minimum(bits[sel], 63).astype(U64)) - U64(1))[:, None]
-        if party.role == chooser:
-            P = _stream(pads[sel], W, domain)
-            raw = party.ch.recv_array(np.uint8, (sel.shape[0], W, nb))
-            full = np.zeros((sel.shape[0], W, 8), dtype=np.uint8)
-            full[:, :, :nb] = raw
-            tau = full.view(U64).reshape(sel.shape[0], W)
-            c = (U64(0) - np.asarray(choices, dtype=U64)[sel])[:, None]
-            out[sel] = (P + (tau & c)) & mask
-        else:
-            P0, P1 = _stream(pads[0][sel], W, domain), _stream(pads[1][sel], W, domain)
-            tau = P0 + corr[sel] - P1
-            party.ch.send_array(np.ascontiguousarray(tau.view(np.uint8).reshape(sel.shape[0], W, 8)[:, :, :nb]),
-                                owned=True)
-            out[sel] = P0 & mask
+    nbytes = (bits + 7) // 8
+    chosen = np.asarray(choices).ravel() if party.role == chooser else None
+    for nb in sorted(set(nbytes.tolist())):
+        sel = np.nonzero(nbytes == nb)[0]
+        every = sel.shape[0] == rows  # one width (the usual case): slices, no gathers
+        msg = party.ch.recv_array(np.uint8, (sel.shape[0], W, nb)) if party.role == chooser else \
+            np.empty((sel.shape[0], W, nb), dtype=np.uint8)
+        for a in range(0, sel.shape[0], _VOLE_ROWS):
+            b = min(a + _VOLE_ROWS, sel.shape[0])
+            idx = slice(a, b) if every else sel[a:b]
+            bb = bits[idx]
+            mask = np.where(bb >= 64, U64(0xFFFFFFFFFFFFFFFF), (U64(1) << np.minimum(bb, 63).astype(U64)) - U64(1))[:, None]
+            if party.role == chooser:
+                P = _stream(pads[idx], W, domain, start=a)
+                full = np.zeros((b - a, W, 8), dtype=np.uint8)
+                full[:, :, :nb] = msg[a:b]
+                tau = full.view(U64).reshape(b - a, W)
+                tau &= (U64(0) - chosen[idx].astype(U64))[:, None]
+                P += tau
+                P &= mask
+                out[idx] = P
+            else:
+                P0, P1 = _stream(pads[0][idx], W, domain, start=a), _stream(pads[1][idx], W, domain, start=a)
+                tau = P0 + corr[idx]
+                tau -= P1
+                msg[a:b] = tau.view(np.uint8).reshape(b - a, W, 8)[:, :, :nb]
+                P0 &= mask
+                out[idx] = P0
+        if party.role != chooser:
+            party.ch.send_array(msg, owned=True)
     if party.role != chooser:
         party.ch.flush()
     return out
+
+
+#: rows per piece of vole_on_pads (its temporaries: a few (rows, words) uint64 arrays)
+_VOLE_ROWS = 1 << 15
 
 
 def _committed_values(values: np.ndarray | None, n: int, bits: int) -> np.ndarray:

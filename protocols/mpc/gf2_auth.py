@@ -86,10 +86,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.mpc.authenticated import MacCheckError
 from protocols.mpc.context import PartyContext
-from protocols.mpc.randomness import SecureRandom
 from protocols.ot.crypto import FixedKeyAES, derive_key
 from secureml.errors import ProtocolError
 
@@ -332,50 +332,104 @@ def commit_bits(party: PartyContext, chooser: int, *, n: int, bits: np.ndarray |
 
 def _ot_parts(pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, L): bit 0 of each pad (n,) uint8 and bits 1..48 as (n, SLOTS) uint16."""
-    w0 = np.ascontiguousarray(pad).view(U64).reshape(pad.shape[0], 2)[:, 0]
-    m = (w0 & U64(1)).astype(np.uint8)
-    L = (w0 >> U64(1)).view(U16).reshape(-1, 4)[:, :SLOTS].copy()
+    m = np.empty(pad.shape[0], dtype=np.uint8)
+    L = np.empty((pad.shape[0], SLOTS), dtype=U16)
+    for a in range(0, pad.shape[0], _PARTS_ROWS):
+        _ot_parts_into(pad[a : a + _PARTS_ROWS], m[a : a + _PARTS_ROWS], L[a : a + _PARTS_ROWS])
     return m, L
+
+
+def _ot_parts_into(pad: np.ndarray, m: np.ndarray, L: np.ndarray) -> None:
+    """:func:`_ot_parts` of a piece of rows into the given outputs (cache-sized temporaries)."""
+    w0 = np.ascontiguousarray(pad).view(U64).reshape(pad.shape[0], 2)[:, 0]
+    np.bitwise_and(w0, U64(1), out=m, casting="unsafe")
+    L[...] = (w0 >> U64(1)).view(U16).reshape(-1, 4)[:, :SLOTS]
+
+
+#: rows per piece of the random-OT parts (auth_random_ot)
+_PARTS_ROWS = 1 << 15
 
 
 def auth_random_ot(party: PartyContext, chooser: int, committed: ClientBits | ServerBits):
     """Authenticated random OT on committed bits z (module docstring). Client: (w (n,) uint8,
     mac_w (n, SLOTS) uint16), w = m_z; server: (m0 (n,) uint8, m1 (n,) uint8, key_w (n, SLOTS)
-    uint16), with mac_w = key_w ^ w Delta. One flight: D, 6 bytes per element, server -> client."""
+    uint16), with mac_w = key_w ^ w Delta. One flight: D, 6 bytes per element, server -> client.
+    Both sides work in pieces of _PARTS_ROWS rows (no element-sized temporaries)."""
     if party.role == chooser:
         if not isinstance(committed, ClientBits) or committed.pad is None:
             raise ValueError("auth_random_ot needs the client's ClientBits with pads")
         n = committed.bits.shape[0]
         w, L = _ot_parts(committed.pad)
         D = party.ch.recv_array(U16, (n, SLOTS))
-        L ^= D & _mask(committed.bits)
+        for a in range(0, n, _PARTS_ROWS):
+            b = slice(a, a + _PARTS_ROWS)
+            L[b] ^= D[b] & _mask(committed.bits[b])
         return w, L
     if not isinstance(committed, ServerBits) or committed.pads is None:
         raise ValueError("auth_random_ot needs the server's ServerBits with pads")
     p0, p1 = committed.pads
-    m0, L0 = _ot_parts(p0)
-    m1, L1 = _ot_parts(p1)
-    D = L1  # reused: D = L0 ^ L1 ^ (m0 ^ m1) Delta
-    D ^= L0
-    D ^= _mask(m0 ^ m1) & committed.delta[None, :]
+    n = p0.shape[0]
+    delta = committed.delta[None, :]
+    m0, m1 = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
+    key_w = np.empty((n, SLOTS), dtype=U16)
+    D = np.empty((n, SLOTS), dtype=U16)
+    L1 = np.empty((min(n, _PARTS_ROWS), SLOTS), dtype=U16)
+    for a in range(0, n, _PARTS_ROWS):
+        b = slice(a, a + _PARTS_ROWS)
+        k = min(_PARTS_ROWS, n - a)
+        L0, l1 = key_w[b], L1[:k]
+        _ot_parts_into(p0[b], m0[b], L0)
+        _ot_parts_into(p1[b], m1[b], l1)
+        np.bitwise_xor(L0, l1, out=D[b])  # D = L0 ^ L1 ^ (m0 ^ m1) Delta
+        D[b] ^= _mask(m0[b] ^ m1[b]) & delta
+        L0 ^= _mask(m0[b]) & delta  # key_w = L0 ^ m0 Delta
     party.ch.send_array(D, owned=True)
     party.ch.flush()
-    L0 ^= _mask(m0) & committed.delta[None, :]  # key_w = L0 ^ m0 Delta
-    return m0, m1, L0
+    return m0, m1, key_w
 
 
 # ------------------------------------------------------------------------------------------------
 # the challenge and the QuickSilver check
 # ------------------------------------------------------------------------------------------------
 
-def expand_chi(seed: bytes, n: int) -> np.ndarray:
+def expand_chi(seed: bytes, n: int, start: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """chi (n, SLOTS) uint16, uniform, from the server's 32-byte seed (both parties): the AES-CTR
     stream keyed by ``derive_key(b"secureml/gf2chi", seed)`` (:class:`~protocols.mpc.randomness.
-    SecureRandom`), two bytes per element."""
+    SecureRandom`'s stream: counter from 0), two bytes per element. ``start``: the elements
+    start .. start + n - 1 of that stream (the counter set to the block holding element ``start``),
+    so a caller can draw a long challenge piece by piece; ``out``: a (n, SLOTS) uint16 buffer to
+    fill (reused between pieces). Written in pieces of _CHI_PIECE bytes from one zero buffer: no
+    stream-sized temporaries (fresh pages are slow to fault in)."""
     if len(seed) != CHI_SEED_BYTES:
         raise ProtocolError("chi seed of the wrong length")
-    raw = SecureRandom(derive_key(_CHI_TAG, bytes(seed))).random_bytes(2 * SLOTS * int(n))
-    return np.frombuffer(raw, dtype="<u2").astype(U16).reshape(int(n), SLOTS)
+    n, start = int(n), int(start)
+    if out is None:
+        out = np.empty((n, SLOTS), dtype=U16)
+    elif out.shape != (n, SLOTS) or out.dtype != U16 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous uint16 of shape ({n}, {SLOTS})")
+    first = 2 * SLOTS * start  # byte offset in the stream
+    enc = Cipher(algorithms.AES(derive_key(_CHI_TAG, bytes(seed))),
+                 modes.CTR((first // 16).to_bytes(16, "big"))).encryptor()
+    skip = first % 16
+    if skip:
+        enc.update(bytes(skip))
+    dst = out.reshape(-1).view(np.uint8)  # little-endian words: bytes in stream order
+    zero = _zero_piece()
+    piece = bytearray(_CHI_PIECE + 16)  # update_into needs a block of slack
+    for a in range(0, dst.size, _CHI_PIECE):
+        k = min(_CHI_PIECE, dst.size - a)
+        enc.update_into(zero[:k] if k < _CHI_PIECE else zero, piece)
+        dst[a : a + k] = np.frombuffer(piece, dtype=np.uint8, count=k)
+    return out
+
+
+#: bytes of the chi stream per AES call (expand_chi)
+_CHI_PIECE = 1 << 20
+
+
+@lru_cache(maxsize=1)
+def _zero_piece() -> bytes:
+    return bytes(_CHI_PIECE)
 
 
 def chi_seed(party: PartyContext, chooser: int) -> bytes:
@@ -407,21 +461,35 @@ class Prover:
         self.A1 = np.zeros(SLOTS, dtype=U16)
         self._done = False
 
-    def add_products(self, chi: np.ndarray, x: np.ndarray, mx: np.ndarray, y: np.ndarray, my: np.ndarray) -> None:
-        """Relations' product terms x_i y_i: A0 += sum chi M_x M_y, A1 += sum chi (x M_y + y M_x)."""
+    def add_products(self, chi: np.ndarray, x: np.ndarray, mx: np.ndarray, y: np.ndarray, my: np.ndarray,
+                     lin: np.ndarray | None = None, y_coef: np.ndarray | None = None) -> None:
+        """Relations' product terms x_i y_i: A0 += sum chi M_x M_y, A1 += sum chi (x M_y + y M_x).
+        With ``lin`` (n, SLOTS) MACs of linear terms l_i and ``y_coef`` (SLOTS,) a public c, the
+        relations x_i y_i + l_i + c y_i = 0 in the same pass: A1 also += sum chi (M_l + c M_y)
+        (= :meth:`add_linear` of ``weighted(chi, lin) ^ c weighted(chi, my)``, sharing the lookups)."""
         chi = np.asarray(chi, dtype=U16)
         n = chi.shape[0]
         _check_slots("chi", chi, n)
         mx, my = _check_slots("mx", mx, n), _check_slots("my", my, n)
         x, y = _check_bits("x", x, n), _check_bits("y", y, n)
+        if lin is not None:
+            lin = _check_slots("lin", lin, n)
         log, exp = _tables()
+        ysum = np.zeros(SLOTS, dtype=U16)
         for a in range(0, n, _BLOCK):
             b = slice(a, a + _BLOCK)
             lc = log[chi[b]]
-            self.A0 ^= _xorsum(exp[lc + log[mx[b]] + log[my[b]]])
+            lcy = lc + log[my[b]]
+            self.A0 ^= _xorsum(exp[lcy + log[mx[b]]])
+            if y_coef is not None:
+                ysum ^= _xorsum(exp[lcy])
             t = my[b] & _mask(x[b])
             t ^= mx[b] & _mask(y[b])
+            if lin is not None:
+                t ^= lin[b]
             self.A1 ^= _xorsum(exp[lc + log[t]])
+        if y_coef is not None:
+            self.A1 ^= gf_mul(np.asarray(y_coef, dtype=U16).reshape(SLOTS), ysum)
 
     def add_linear(self, mac_sum: np.ndarray) -> None:
         """A1 += mac_sum: the caller's chi-weighted MACs of the relations' linear terms (:func:`weighted`)."""
@@ -448,16 +516,32 @@ class Verifier:
         self.B = np.zeros(SLOTS, dtype=U16)
         self._done = False
 
-    def add_products(self, chi: np.ndarray, kx: np.ndarray, ky: np.ndarray) -> None:
-        """B += sum chi K_x K_y (the product terms' keys)."""
+    def add_products(self, chi: np.ndarray, kx: np.ndarray, ky: np.ndarray, lin: np.ndarray | None = None,
+                     y_coef: np.ndarray | None = None) -> None:
+        """B += sum chi K_x K_y (the product terms' keys). With ``lin`` (keys of linear terms) and
+        ``y_coef`` c, as :meth:`Prover.add_products`: also B += (sum chi (K_l + c K_y)) Delta."""
         chi = np.asarray(chi, dtype=U16)
         n = chi.shape[0]
         _check_slots("chi", chi, n)
         kx, ky = _check_slots("kx", kx, n), _check_slots("ky", ky, n)
+        if lin is not None:
+            lin = _check_slots("lin", lin, n)
         log, exp = _tables()
+        lsum = np.zeros(SLOTS, dtype=U16)
+        ysum = np.zeros(SLOTS, dtype=U16)
         for a in range(0, n, _BLOCK):
             b = slice(a, a + _BLOCK)
-            self.B ^= _xorsum(exp[log[chi[b]] + log[kx[b]] + log[ky[b]]])
+            lc = log[chi[b]]
+            lcy = lc + log[ky[b]]
+            self.B ^= _xorsum(exp[lcy + log[kx[b]]])
+            if y_coef is not None:
+                ysum ^= _xorsum(exp[lcy])
+            if lin is not None:
+                lsum ^= _xorsum(exp[lc + log[lin[b]]])
+        if y_coef is not None:
+            lsum ^= gf_mul(np.asarray(y_coef, dtype=U16).reshape(SLOTS), ysum)
+        if lin is not None or y_coef is not None:
+            self.add_linear(lsum)
 
     def add_linear(self, key_sum: np.ndarray) -> None:
         """B += key_sum Delta: the chi-weighted keys of the linear terms (a public constant c counts

@@ -199,9 +199,11 @@ def run(args: argparse.Namespace) -> int:
         # (the query-independent half of the reply, made before each session: stop 11)
         gaussian_malicious.prepare_server(model.params, model.public, reply_pads=1)
     elif model.public.kind == "krr-laplacian" and model.public.security == "client-malicious":
-        from protocols.krr import laplacian_malicious
+        from protocols.krr import laplacian_malicious, laplacian_strict
 
-        laplacian_malicious.prepare_server(model.params, model.public)  # encoding before the first client
+        # encoding before the first client (the bound chain: also its check's per-model sort plans)
+        chain = laplacian_strict if model.public.laplacian_chain == "bound" else laplacian_malicious
+        chain.prepare_server(model.params, model.public)
     elif model.public.kind == "krr-laplacian":
         from protocols.krr import laplacian
 

@@ -36,6 +36,7 @@ def _case(N=24, d=6, seed=0, offset=-321.0, engine="softspoken"):
     model = KernelModelParams(X, rng.normal(0, 500, N), offset, "laplacian", 40.0)
     pp = ServedModel(model, security="semi-honest", frac_bits=4).public
     pp.security, pp.ot_engine = "client-malicious", engine
+    pp.laplacian_chain = "unbound"  # this module's protocol (its OT set-up needs both directions)
     pp.validate()
     XT = lm.prepare_server(model, pp)
     Q = np.clip(X[3] + rng.normal(0, 1, d), 0, 49)

@@ -81,6 +81,33 @@ def test_honest_output_is_f_of_q_bit_exact(engine):
     assert abs(gaussian_malicious.decode(pp, y) - plain) < 1e-4
 
 
+def test_silent_session_sets_up_the_client_choosing_direction_only():
+    """On silent OT the bound chain's session has one engine per party (server sender, client
+    receiver: every OT of the protocol has the client choosing, test_honest_output_is_f_of_q_bit_exact
+    runs on it); the other direction refuses any use instead of setting up an unchecked engine."""
+    from protocols.krr.registry import NoOTEngine
+    from protocols.ot.ferret import FerretReceiver, FerretSender
+    from secureml.errors import ProtocolError
+
+    _, pp, _, _ = _case(engine="silent")
+    seen = {}
+
+    def party(p):
+        _setup_exact_ot(p, pp, "laplacian")
+        used, unused = (p.ot_sender, p.ot_receiver) if p.role == 0 else (p.ot_receiver, p.ot_sender)
+        seen[p.role] = (type(used), type(unused))
+        with pytest.raises(ProtocolError, match="no OT engine"):
+            unused.random_ot(8)
+    run_two_party(party, party, seed=3, timeout=60)
+    assert seen == {0: (FerretSender, NoOTEngine), 1: (FerretReceiver, NoOTEngine)}
+    pp.laplacian_chain = "unbound"  # the one-bit protocol needs both directions: two engines each
+
+    def both(p):
+        _setup_exact_ot(p, pp, "laplacian")
+        return type(p.ot_sender), type(p.ot_receiver)
+    assert list(run_two_party(both, both, seed=3, timeout=60)) == [(FerretSender, FerretReceiver)] * 2
+
+
 def _flip_one(bits, i=7):
     bits = bits.copy()
     bits.flat[i] ^= 1
@@ -153,3 +180,13 @@ def test_a_lie_about_the_random_ot_bit_is_caught_by_its_mac():
 
 def test_every_abort_is_a_mac_check_error():
     assert issubclass(bound_chain.ChainCheckError, MacCheckError) and issubclass(ls.StrictCheckError, MacCheckError)
+
+
+def test_products_run_mod_2_to_the_m_minus_1():
+    """Step 3 needs S mod 2^(M-1) only (L = ... + 2 S mod 2^M): at the CM setting (M = 25) the
+    vector COT words travel in 3 bytes, not 4; tiny rings stay at the lattice's smallest, 8."""
+    from protocols.krr import strict_products
+
+    assert ls.product_ring(25) == 24 and strict_products.vole_bytes_per_element(ls.product_ring(25)) == 6
+    assert strict_products.vole_bytes_per_element(25) == 8
+    assert ls.product_ring(9) == 8 and ls.product_ring(8) == 8

@@ -88,10 +88,10 @@ PINS = {
     "krr-laplacian": (96, 74865, "767a333873a33972e30998cfbfab45a8a1e3cc56b20cc1b9ce4019a7c06fa7a7"),
     "krr-laplacian/silent": (122, 427473, "2eed4d2114703794381ce740c925a6c7873f64e7a854f690272775d1d662b2ee"),
     "krr-gaussian/client-malicious": (482, 5422985, "1c2386c2a179fcffafd409a0f31980b43a0c6272a8f844ccfdad32c13821ec8b"),
-    "krr-laplacian/client-malicious": (262, 5202773, "ce87cb75ccd5e5ce83d0157ed059189d9d830669aede426031661c3cb75f84ff"),
+    "krr-laplacian/client-malicious": (262, 5202773, "83a11e8a29dfcc9712c195cefd85fe6a698e06997bdb3b2c805072f468f6bc20"),
     "krr-laplacian/client-malicious/unbound": (184, 76343, "7f793360d2e3ddaed3f11ee79bb0cab37ec58dc38bfdd6b23adb6d66447684c5"),
     "krr-laplacian/client-malicious/unbound/silent": (203, 428043, "02a1caa94c0ee9627da00d5e9cae10bc5344a0cc80b0c9cc88e91fcf10ad1f8f"),
-    "krr-laplacian/client-malicious/silent": (297, 4695218, "7a26df6fb608673f185277bd22b675599a2d560b8dec36d69f57a677e075bc8b"),
+    "krr-laplacian/client-malicious/silent": (283, 4505269, "bb48d042d62630f84db618001c997f864b1fdfb59b1217280b851e6c3e26f3c0"),
     "linear": (23, 33036, "cd86830f9c6549f295b0423951c9d40f5b705291c95513b4a111f91f1a3bf986"),
     "linear/semi-honest": (6, 238449, "be2ee6806bc15620fa6f7c68470f3a3640546b928d79c5eeca27e47af992a81a"),
 }

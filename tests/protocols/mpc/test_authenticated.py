@@ -375,3 +375,34 @@ def test_bound_lut_one_word_tables_send_the_general_paths_bytes(width):
     general = c1.recv_array(np.uint8, (n, 16, width))
     assert np.array_equal(fast, general)
     assert not np.array_equal(fast.reshape(n, -1)[:, :width], np.ascontiguousarray(tables[:, 0, 0]).view(np.uint8).reshape(n, 8)[:, :width])
+
+
+def test_vole_on_pads_in_pieces_with_mixed_widths():
+    """Rows of two byte widths, more rows than one piece (_VOLE_ROWS): the chooser gets
+    P_c + c corr mod 2^bits[r] with P hashed per width group at the row's position in its group
+    (what one message per width carries); the sender keeps P_0; bytes are ceil(bits / 8) per word."""
+    rng = np.random.default_rng(21)
+    n, W = 2 * au._VOLE_ROWS + 1234, 3
+    bits = np.where(rng.random(n) < 0.5, 24, 61)
+    choices = rng.integers(0, 2, n, dtype=np.uint8)
+    corr = rng.integers(0, 2**63, (n, W), dtype=np.uint64)
+
+    def server(p):
+        m0, m1 = au.random_choices(p, 1, n=n)
+        b0 = p.ch.bytes_sent
+        T = au.vole_on_pads(p, 1, (m0, m1), 5, bits=bits, ring_bits=64, corr=corr)
+        return T, m0, m1, p.ch.bytes_sent - b0
+
+    def client(p):
+        mc = au.random_choices(p, 1, n=n, choices=choices)
+        return au.vole_on_pads(p, 1, mc, 5, bits=bits, ring_bits=64, choices=choices, n_words=W)
+
+    (T, m0, m1, sent), Y = run_two_party(server, client, seed=4, setup=checked_ot, timeout=60)
+    mask = ((np.uint64(1) << bits.astype(np.uint64)) - np.uint64(1))[:, None]
+    assert np.array_equal(Y, (T + choices.astype(np.uint64)[:, None] * corr) & mask)
+    framing = sent - W * int(((bits + 7) // 8).sum())  # two messages (one per width): their headers
+    assert framing % 2 == 0 and 0 < framing // 2 <= 64
+    for nb in (3, 8):  # the sender's P_0 of the i-th row of a width group: tweak i of that group
+        sel = np.nonzero((bits + 7) // 8 == nb)[0]
+        P0 = au._stream(m0[sel], W, 5)
+        assert np.array_equal(T[sel], P0 & mask[sel])

@@ -71,6 +71,27 @@ def test_weighted_and_expand_chi():
     assert np.array_equal(g.weighted(big, m2), np.bitwise_xor.reduce(g.gf_mul(big, m2), axis=0))
 
 
+def test_expand_chi_pieces_are_the_one_stream():
+    """A piece drawn from ``start`` (into a reused buffer) is that slice of the one AES-CTR stream
+    (SecureRandom's, counter from 0), also where the piece starts mid-block and crosses the 1 MB
+    pieces the stream is written in."""
+    from protocols.mpc.randomness import SecureRandom
+    from protocols.ot.crypto import derive_key
+
+    seed = bytes(range(32))
+    n = 400_000  # 2.4 MB: three write pieces
+    raw = SecureRandom(derive_key(b"secureml/gf2chi", seed)).random_bytes(6 * n)
+    ref = np.frombuffer(raw, dtype="<u2").reshape(n, g.SLOTS)
+    assert np.array_equal(g.expand_chi(seed, n), ref)
+    buf = np.empty((200_001, g.SLOTS), dtype=U16)
+    for start in (0, 1, 3, 174_763, 199_999):  # block-aligned and not (6 bytes per element, 16 per block)
+        got = g.expand_chi(seed, 200_001, start=start, out=buf)
+        assert got is buf and np.array_equal(got, ref[start:start + 200_001])
+    assert np.array_equal(g.expand_chi(seed, 1, start=n - 1)[0], ref[n - 1])
+    with pytest.raises(ValueError):
+        g.expand_chi(seed, 10, out=np.empty((9, g.SLOTS), dtype=U16))
+
+
 # ------------------------------------------------------------------- committed bits, random OT
 
 def test_pad_hash_is_the_tccr_hash():
@@ -129,8 +150,8 @@ def test_commit_bits_in_several_raw_cot_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_auth_random_ot(engine):
-    n = 2000
+@pytest.mark.parametrize("n", [2000, 2 * g._PARTS_ROWS + 77])  # one piece, and three
+def test_auth_random_ot(engine, n):
     z = np.random.default_rng(3).integers(0, 2, n, dtype=np.uint8)
 
     def server(p):
@@ -144,6 +165,10 @@ def test_auth_random_ot(engine):
     assert np.array_equal(w, np.where(z == 1, m1, m0))
     assert np.array_equal(mac_w, key_w ^ _times(w, sb.delta))
     assert 0.4 < m0.mean() < 0.6 and 0.4 < (m0 ^ m1).mean() < 0.6
+    for m, pad in zip((m0, m1), sb.pads):  # m_b is bit 0 of pad_b; key_w's slots are bits 1..48 of pad_0
+        assert np.array_equal(m, pad[:, 0] & 1)
+    low = sb.pads[0].view(np.uint64)[:, 0] >> np.uint64(1)
+    assert np.array_equal(key_w ^ _times(m0, sb.delta), low.view(U16).reshape(n, 4)[:, :3])
 
 
 # --------------------------------------------------------------------------- QuickSilver
@@ -298,3 +323,25 @@ def test_the_proof_is_masked():
     assert _proof("silent", prover_cls=Recording) is True
     U, V = seen["msg"][: g.SLOTS], seen["msg"][g.SLOTS :]
     assert np.all(U != seen["A"][0]) and np.all(V != seen["A"][1])
+
+
+def test_fused_linear_terms_are_the_separate_ones():
+    """add_products(..., lin=, y_coef=) leaves the prover's (A0, A1) and the verifier's B where
+    add_products + add_linear(weighted(chi, lin) ^ c weighted(chi, M_y)) leave them (several blocks)."""
+    rng = np.random.default_rng(17)
+    n = 2 * g._BLOCK + 999
+    chi, mx, my, ml = (rng.integers(0, 65536, (n, g.SLOTS), dtype=U16) for _ in range(4))
+    x, y = (rng.integers(0, 2, n, dtype=np.uint8) for _ in range(2))
+    c = rng.integers(1, 65536, g.SLOTS, dtype=U16)
+    fused, apart = g.Prover(), g.Prover()
+    fused.add_products(chi, x, mx, y, my, lin=ml, y_coef=c)
+    apart.add_products(chi, x, mx, y, my)
+    apart.add_linear(g.weighted(chi, ml) ^ g.gf_mul(c, g.weighted(chi, my)))
+    assert np.array_equal(fused.A0, apart.A0) and np.array_equal(fused.A1, apart.A1)
+    assert not np.array_equal(fused.A1, g.Prover().A1)
+    delta = rng.integers(1, 65536, g.SLOTS, dtype=U16)
+    vf, va = g.Verifier(delta), g.Verifier(delta)
+    vf.add_products(chi, mx, my, lin=ml, y_coef=c)
+    va.add_products(chi, mx, my)
+    va.add_linear(g.weighted(chi, ml) ^ g.gf_mul(c, g.weighted(chi, my)))
+    assert np.array_equal(vf.B, va.B)

@@ -69,7 +69,7 @@ def test_laplacian_server_and_session_turn_the_hint_off(monkeypatch, restore_hin
 
 def test_client_malicious_laplacian_session_turns_the_hint_off(monkeypatch, restore_hint):
     from protocols.common import KernelModelParams
-    from protocols.krr import ServedModel, laplacian_malicious
+    from protocols.krr import ServedModel, laplacian_strict
     from protocols.testing import run_krr_session
 
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
@@ -79,8 +79,9 @@ def test_client_malicious_laplacian_session_turns_the_hint_off(monkeypatch, rest
     served = ServedModel(model, frac_bits=4)  # client-malicious, the API's default
     assert served.public.security == "client-malicious"
     hint._set_madvise_hugepage(True)
-    calls = _count_calls(monkeypatch, laplacian_malicious)
-    preds, *_ = run_krr_session(served, X[:2] + 0.5, seed=9)  # laplacian_malicious.online, both parties
+    assert served.public.laplacian_chain == "bound"  # the default since protocol 42: laplacian_strict
+    calls = _count_calls(monkeypatch, laplacian_strict)
+    preds, *_ = run_krr_session(served, X[:2] + 0.5, seed=9)  # laplacian_strict.online, both parties
     assert hint._get_madvise_hugepage() is False
     assert len(calls) >= 2 and len(set(calls)) == 2  # both parties' threads
     np.testing.assert_allclose(preds, model.predict(X[:2] + 0.5), atol=1e-3)
