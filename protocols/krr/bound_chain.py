@@ -7,7 +7,7 @@ client feeds into it is free, so a deviating client either aborts -- for a reaso
 own bytes only, never on the training data X -- or holds exactly the shares of b = [x < q'].
 
 Threat model: the server (model owner) is semi-honest; the client may send anything. Public: N, d,
-the digit plan (:func:`protocols.krr.laplacian.digit_levels`), the entries' bit width. The client's
+the digit plan (:func:`bound_levels`), the entries' bit width. The client's
 query q' is fixed before this step by the choice bits of step 1's random OTs (``q_pads``).
 
 Notation: digits m_0..m_K of the B-bit entries, least significant first; n = d N elements, in the
@@ -66,12 +66,13 @@ chain's 78.8 (tables and random OTs). The MAC-word tables are per column (2^m x 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr import laplacian
-from protocols.krr.laplacian import _digit_tables, _pack, _unpack, digit_levels
+from protocols.krr.laplacian import _compositions, _digit_tables, _pack, _unpack
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
 from protocols.mpc import gf2_auth as g2
@@ -165,12 +166,48 @@ def xor_histogram(dig: np.ndarray | None, m: int, vals: np.ndarray, plan: Histog
 # protocols.krr.laplacian keeps its digit tables): 4 bytes per element and digit, 115 MB at
 # N = 16,384, d = 351, five digits; saves the per-query sorts (~1.2 s of the server's CPU there).
 _PLANS: OwnerCache[tuple[tuple, list]] = OwnerCache()
+#: the digit tables kept per model for this chain's plan: (5, 5, 5) at N = 16,384, d = 351 is 138 MB
+_TABLES_MAX_BYTES = 160 << 20
+
+# The digit plan's cost model, bits-worth per element (traffic, and compute at the semi-honest plan's
+# exchange rate, protocols.krr.laplacian): a digit of m bits costs its bound table, 2^m bits (digit 0)
+# or 2 x 2^m (A and B); each digit step above the first the authenticated random OT's correction D
+# (48 bits), two commitments (c and s: the engine's bits per chosen COT plus its compute) and the
+# step's hashing and QuickSilver products; one more commitment for b_C. Unlike the semi-honest chain
+# (a random OT per step, ~22 bits), a step here costs ~110: fewer, wider digits win -- (5, 5, 5) for
+# 15-bit entries (160 + 2 x 111.4 + 21.7 = 404 against 539 for the semi-honest plan's (3, 3, 3, 3, 3):
+# 10.6 MB fewer at N = 16,384, d = 351, and 2 of the 4 steps' 23M COTs and D words gone).
+_D_BITS = 48
+_COMMIT_BITS = {"silent": 1.7 + 20, "softspoken": 32 + 64}
+_STEP_WORK = 20
+
+
+@lru_cache(maxsize=None)
+def bound_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
+    """Digit bit ranges [a, b) of the bound chain, least significant first, minimising the cost model
+    above for the OT engine ``engine`` (public: both parties compute the same plan)."""
+    commit = _COMMIT_BITS[engine]
+    best: tuple[float, tuple[int, ...]] | None = None
+    for count in range(1, 6):
+        for sizes in _compositions(x_bits, count):
+            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _D_BITS + 2 * commit + _STEP_WORK for m in sizes[1:]) + commit
+            if best is None or cost < best[0]:
+                best = (cost, sizes)
+    if best is None:
+        raise ProtocolError(f"no digit plan for {x_bits}-bit entries")
+    out, a = [], 0
+    for m in best[1]:
+        out.append((a, a + m))
+        a += m
+    return tuple(out)
 
 
 def prepare_server(XT: np.ndarray, pp: PublicParams) -> None:
     """Make (and keep, for a read-only XT) the server's per-model histogram plans of the public
     digit plan now, before any client: sessions then find them made."""
-    _histogram_plans(XT, digit_levels(pp.x_bits, pp.ot_engine))
+    levels = bound_levels(pp.x_bits, pp.ot_engine)
+    _histogram_plans(XT, levels)
+    laplacian._server_tables(XT, levels, (XT.shape[1] + 63) // 64, max_bytes=_TABLES_MAX_BYTES)
 
 
 def _histogram_plans(XT: np.ndarray, levels) -> list:
@@ -261,7 +298,7 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
     d = XT.shape[0] if server else q.shape[0]
     n = d * N
     W = (N + 63) // 64
-    levels = digit_levels(pp.x_bits, pp.ot_engine)
+    levels = bound_levels(pp.x_bits, pp.ot_engine)
     K = len(levels) - 1
     commits: list = []  # commitment of c^k_C, k = 0..K
     s_commits: list = [None]  # of s at step k (k >= 1)
@@ -270,7 +307,7 @@ def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray
     c = None
     # the server's digit tables [x < v], [x == v]: the semi-honest chain's, kept per model (made by
     # prepare_server) where they fit its cache, else made here per digit
-    cached = laplacian._server_tables(XT, levels, W) if server else None
+    cached = laplacian._server_tables(XT, levels, W, max_bytes=_TABLES_MAX_BYTES) if server else None
     for k, (a, b) in enumerate(levels):
         m = b - a
         pads = rekey(q_pads, _COLUMN_DOMAIN + k)

@@ -23,15 +23,17 @@ from tests.protocols.krr.deviations import PartyPatch as _Patch
 U64 = np.uint64
 
 
-def _case(N=24, d=6, seed=0, engine="softspoken", data_seed=None):
+def _case(N=24, d=6, seed=0, engine="softspoken", data_seed=None, frac_bits=4):
     rng = np.random.default_rng(seed)
     drng = np.random.default_rng(seed if data_seed is None else data_seed)
-    # entries on the 2^-4 grid: 10-bit encodings (fast tests)
-    X = np.round(drng.uniform(0, 50, (N, d)) * (drng.random((N, d)) < 0.6) * 16) / 16
+    # entries on the 2^-4 grid: 10-bit encodings (fast tests; the bound chain's plan (5, 5): one digit
+    # step); frac_bits=8: 14-bit ones, plan (5, 4, 5) on silent OT, (7, 7) on SoftSpoken
+    g = 1 << frac_bits
+    X = np.round(drng.uniform(0, 50, (N, d)) * (drng.random((N, d)) < 0.6) * g) / g
     X[:, 0] = 49.0  # the same public bounds for every data seed (the encodings then agree)
     X[0, 1:] = 0.0
     model = KernelModelParams(X, drng.normal(0, 500, N), -321.0, "laplacian", 40.0)
-    pp = ServedModel(model, security="semi-honest", frac_bits=4).public
+    pp = ServedModel(model, security="semi-honest", frac_bits=frac_bits).public
     pp.security, pp.ot_engine = "client-malicious", engine
     pp.validate()
     XT = lm.prepare_server(model, pp)
@@ -190,3 +192,30 @@ def test_products_run_mod_2_to_the_m_minus_1():
     assert ls.product_ring(25) == 24 and strict_products.vole_bytes_per_element(ls.product_ring(25)) == 6
     assert strict_products.vole_bytes_per_element(25) == 8
     assert ls.product_ring(9) == 8 and ls.product_ring(8) == 8
+
+
+def test_a_chain_of_several_digit_steps_is_bound_too():
+    """14-bit entries on silent OT: the bound plan (5, 4, 5), two digit steps, so a step's c^(k-1) is
+    the previous step's output (the 10-bit cases above have one step). Honest: F(q') bit-exact; a lie
+    about the random-OT bit at either step, and a wrong s at the last: an abort, for three X."""
+    from protocols.krr.bound_chain import bound_levels
+
+    model, pp, XT, q = _case(N=16, d=4, engine="silent", frac_bits=8)
+    assert len(bound_levels(pp.x_bits, pp.ot_engine)) == 3
+    rec, y = _run(model, pp, XT, q)
+    assert _ideal(model, pp, XT, q, rec, y)
+    for step in (1, 2):
+        calls = {"n": 0}
+
+        def lie(orig, A, w, c, s, step=step, calls=calls):
+            calls["n"] += 1
+            if calls["n"] == step:
+                w = w ^ (np.arange(w.size, dtype=U64).reshape(w.shape) == 1)
+            return orig(A, w, c, s)
+        for data_seed in (0, 1, 2):
+            calls["n"] = 0
+            model, pp, XT, q = _case(N=16, d=4, engine="silent", frac_bits=8, data_seed=data_seed)
+            watch, seen = _tail_watch()
+            with pytest.raises(bound_chain.ChainCheckError):
+                _run(model, pp, XT, q, (_Patch(bound_chain, "client_next_share", lie), watch))
+            assert not seen["tail"]

@@ -403,11 +403,12 @@ def test_every_call_of_every_client_step_perturbed_three_ways_whatever_x(engine)
 
 @pytest.mark.parametrize("what", ["level", "c", "c_bit0"])
 def test_silent_client_as_ferret_sender_corrupted_changes_nothing(what):
-    """On silent OT the session also sets up the other direction, with the client as Ferret sender
-    (the server chooses). The one-bit protocol's product COT ran there, so a corrupted GGM level
-    made step 6 fail (test_laplacian_malicious: the abort came from the server's choice bits); the
-    strict protocol's client only receives, so the same corruption feeds nothing: F(q') bit-exact
-    against every model -- no abort at all, so none that could depend on X."""
+    """The one-bit protocol's product COT ran on the silent engine with the client as Ferret sender
+    (the server chooses), so a corrupted GGM level made step 6 fail (test_laplacian_malicious: the
+    abort came from the server's choice bits). The bound chain's session does not set that direction
+    up at all (every OT of laplacian_strict has the client choosing; registry._setup_exact_ot), so
+    the same corrupted sender code never runs: F(q') bit-exact against every model -- no abort at all,
+    so none that could depend on X."""
     from tests.protocols.krr.test_laplacian_malicious import _deviating_ferret_sender
 
     for case in _models("silent"):
@@ -420,7 +421,7 @@ def test_silent_client_as_ferret_sender_corrupted_changes_nothing(what):
             return corrupt(orig, *a, **kw)
         dev.fn = counting
         assert _session(case, patches=(dev,)) == "ideal"
-        assert hit["n"] >= 1  # the corrupted sender did run (the set-up's iteration)
+        assert hit["n"] == 0  # no client-as-sender engine in the bound chain's session
 
 
 # ------------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ PINS = {
     "krr-laplacian/client-malicious": (262, 5202773, "83a11e8a29dfcc9712c195cefd85fe6a698e06997bdb3b2c805072f468f6bc20"),
     "krr-laplacian/client-malicious/unbound": (184, 76343, "7f793360d2e3ddaed3f11ee79bb0cab37ec58dc38bfdd6b23adb6d66447684c5"),
     "krr-laplacian/client-malicious/unbound/silent": (203, 428043, "02a1caa94c0ee9627da00d5e9cae10bc5344a0cc80b0c9cc88e91fcf10ad1f8f"),
-    "krr-laplacian/client-malicious/silent": (283, 4505269, "bb48d042d62630f84db618001c997f864b1fdfb59b1217280b851e6c3e26f3c0"),
+    "krr-laplacian/client-malicious/silent": (255, 4518207, "c293f13d337dbf9ae5b2e120314c01210c6b33e933561e01c3aa51c3a9bd8653"),
     "linear": (23, 33036, "cd86830f9c6549f295b0423951c9d40f5b705291c95513b4a111f91f1a3bf986"),
     "linear/semi-honest": (6, 238449, "be2ee6806bc15620fa6f7c68470f3a3640546b928d79c5eeca27e47af992a81a"),
 }
