@@ -58,10 +58,13 @@ the key it lacks), chi, gamma and MAC words under fresh keys K_kj -- nothing tha
 server sees OT-extension messages (its COTs' choice bits are hidden by the engine) and the check's
 masked sums -- nothing that depends on q'.
 
-Cost per element (N = 16,384, d = 351, five 3-bit digits, silent OT): the tables' 8 + 4 x 16 bits
-as in the semi-honest chain, per digit step 2 commitments (~1.7 bits each on silent OT) and D (48
-bits), one more commitment for b_C: about 72 + 4 x 51.4 + 1.7 = 279 bits against the semi-honest
-chain's 78.8 (tables and random OTs). The MAC-word tables are per column (2^m x 6 bytes).
+Cost per element (N = 16,384, d = 351, silent OT, this chain's own digit plan :func:`bound_levels`:
+(5, 5, 5) for 15-bit entries): the tables' 32 + 2 x 64 bits, per digit step two commitments (~1.7
+bits each on silent OT) and D (48 bits), one more commitment for b_C: 160 + 2 x 51.4 + 1.7 = 264.5
+bits against the semi-honest chain's 78.8 (its (3, 3, 3, 3, 3) tables and random OTs); the
+semi-honest plan here would be 279 bits and twice the digit steps (measured: 334.5 MB and 12.3-12.6 s
+per session with it, 323.9 MB and 9.5 s with this plan; docs/malicious/strict/). The MAC-word tables
+are per column (2^m x 6 bytes).
 """
 from __future__ import annotations
 
