@@ -455,5 +455,5 @@ def client_final(b_bits: np.ndarray) -> np.ndarray:
     return b_bits
 
 
-__all__ = ["run", "ChainResult", "ChainCheckError", "check_words", "xor_histogram", "histogram_plan", "HistogramPlan",
+__all__ = ["run", "bound_levels", "ChainResult", "ChainCheckError", "check_words", "xor_histogram", "histogram_plan", "HistogramPlan",
            "rekey", "expand_check", "CheckChallenge", "prepare_server"]
