@@ -217,14 +217,15 @@ _TABLES: OwnerCache[tuple[tuple, list]] = OwnerCache()
 
 
 def _server_tables(XT: np.ndarray, levels: tuple[tuple[int, int], ...], W: int,
-                   max_bytes: int = _TABLES_MAX_BYTES) -> list | None:
+                   max_bytes: int | None = None) -> list | None:
     """Per digit, per column block (:func:`_column_blocks`, as :func:`l1_shares` walks them): the
-    read-only (lt, eq) of :func:`_digit_tables`; None when they would exceed ``_TABLES_MAX_BYTES``
-    or XT is writeable (a caller could change it in place: no cache then)."""
+    read-only (lt, eq) of :func:`_digit_tables`; None when they would exceed ``max_bytes`` (default
+    ``_TABLES_MAX_BYTES``, read at the call) or XT is writeable (a caller could change it in place: no
+    cache then)."""
     if XT.flags.writeable:
         return None
     d = XT.shape[0]
-    if sum(2 * d * (1 << (b - a)) * W * 8 for a, b in levels) > max_bytes:
+    if sum(2 * d * (1 << (b - a)) * W * 8 for a, b in levels) > (_TABLES_MAX_BYTES if max_bytes is None else max_bytes):
         return None
     key = (tuple(levels), W)
 
