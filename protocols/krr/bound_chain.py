@@ -75,11 +75,10 @@ import numpy as np
 
 from protocols.krr.chain import CLIENT, SERVER
 from protocols.krr import laplacian
-from protocols.krr.laplacian import _compositions, _digit_tables, _pack, _unpack
+from protocols.krr.laplacian import _digit_tables, _pack, _unpack
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
 from protocols.mpc import gf2_auth as g2
-from protocols.mpc import u128
 from protocols.mpc.context import PartyContext
 from protocols.mpc.owner_cache import OwnerCache
 from secureml.errors import ProtocolError
@@ -189,20 +188,11 @@ _STEP_WORK = 20
 def bound_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
     """Digit bit ranges [a, b) of the bound chain, least significant first, minimising the cost model
     above for the OT engine ``engine`` (public: both parties compute the same plan)."""
-    commit = _COMMIT_BITS[engine]
-    best: tuple[float, tuple[int, ...]] | None = None
-    for count in range(1, 6):
-        for sizes in _compositions(x_bits, count):
-            cost = (1 << sizes[0]) + sum(2 * (1 << m) + _D_BITS + 2 * commit + _STEP_WORK for m in sizes[1:]) + commit
-            if best is None or cost < best[0]:
-                best = (cost, sizes)
-    if best is None:
-        raise ProtocolError(f"no digit plan for {x_bits}-bit entries")
-    out, a = [], 0
-    for m in best[1]:
-        out.append((a, a + m))
-        a += m
-    return tuple(out)
+    try:
+        # the final commitment of b_C is the same for every plan: it does not enter the choice
+        return laplacian.cheapest_digit_plan(x_bits, _D_BITS + 2 * _COMMIT_BITS[engine] + _STEP_WORK)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def prepare_server(XT: np.ndarray, pp: PublicParams) -> None:

@@ -140,15 +140,15 @@ def _compositions(total: int, count: int, lo: int = 1, hi: int = 10) -> list[tup
     return out
 
 
-@lru_cache(maxsize=None)
-def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
-    """Digit bit ranges [a, b), least significant first, minimising the bits sent per element plus
-    the random OTs' compute (as bits), for the OT engine ``engine`` (``PublicParams.ot_engine``)."""
+def cheapest_digit_plan(x_bits: int, per_step: float) -> tuple[tuple[int, int], ...]:
+    """Digit bit ranges [a, b), least significant first, of at most five digits that minimise
+    2^m_0 + sum_(k > 0) (2 x 2^m_k + per_step) for B = x_bits: a digit's tables (one threshold at digit
+    0, two above) in bits per element, plus ``per_step``, what each digit step above the first costs
+    in bits-worth (this chain's random OT; the bound chain's commitments and MAC correction)."""
     best: tuple[float, tuple[int, ...]] | None = None
-    per_rot = _ROT_BITS[engine] + _ROT_WORK[engine]
     for count in range(1, 6):
         for sizes in _compositions(x_bits, count):  # itertools.product's order, only the sums that fit
-            cost = (1 << sizes[0]) + sum(2 * (1 << m) + per_rot for m in sizes[1:])
+            cost = (1 << sizes[0]) + sum(2 * (1 << m) + per_step for m in sizes[1:])
             if best is None or cost < best[0]:
                 best = (cost, sizes)
     if best is None:
@@ -158,6 +158,13 @@ def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], 
         out.append((a, a + m))
         a += m
     return tuple(out)
+
+
+@lru_cache(maxsize=None)
+def digit_levels(x_bits: int, engine: str = "silent") -> tuple[tuple[int, int], ...]:
+    """Digit bit ranges [a, b), least significant first, minimising the bits sent per element plus
+    the random OTs' compute (as bits), for the OT engine ``engine`` (``PublicParams.ot_engine``)."""
+    return cheapest_digit_plan(x_bits, _ROT_BITS[engine] + _ROT_WORK[engine])
 
 
 def _pack(bits: np.ndarray, words: int) -> np.ndarray:

@@ -355,6 +355,27 @@ def client_check_mac(mac: np.ndarray, chi: np.ndarray, words: np.ndarray) -> int
     return int(fp48.sub(fp48.total(fp48.mul(mac, chi)), fp48.total(words)))
 
 
+def commit_query(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
+                 q: np.ndarray | None = None):
+    """Step 1, both roles (this protocol's and :mod:`protocols.krr.laplacian_strict`'s): the query's
+    d B bits as the choice bits of d B random OTs of the checked extension. Server (``model``: its
+    weights' width is checked first): (Delta in F_q, (m0, m1) each (d, B, 16)); client (its encoded
+    ``q``, refused if wider than the public bound): (q as uint64 (d,), its keys (d, B, 16))."""
+    d, xb = pp.n_features, pp.x_bits
+    if party.role == SERVER:
+        _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
+        if need > pp.weight_bits:
+            raise ModelError("weights wider than the advertised weight_bits")
+        delta = commit_fp48.new_delta(party)
+        m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
+        return delta, (m0.reshape(d, xb, 16), m1.reshape(d, xb, 16))
+    q = np.ascontiguousarray(q, dtype=U64).ravel()
+    if q.size and int(q.max()) >> xb:
+        raise ProtocolError("query wider than the public bound")
+    qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
+    return q, au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
+
+
 def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | None = None,
            XT: np.ndarray | None = None, q: np.ndarray | None = None, lam: int = au.STAT_BITS) -> dict | int:
     """One query, both roles. Server: ``model`` and its encoded, transposed training data ``XT``
@@ -369,13 +390,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     low = U64((1 << M) - 1)
     top = U64(1) << U64(M)
     if party.role == SERVER:
-        _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
-        if need > pp.weight_bits:
-            raise ModelError("weights wider than the advertised weight_bits")
         # 1. Delta (in F_q, q = 2^48 - 59); the query's bits as choice bits of d B random OTs (checked extension)
-        delta = commit_fp48.new_delta(party)
-        m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
-        m0, m1 = m0.reshape(d, xb, 16), m1.reshape(d, xb, 16)
+        delta, (m0, m1) = commit_query(party, pp, model=model)
         # 2. the L1 chain, shares mod 2^M (the semi-honest protocol's)
         a = laplacian.l1_shares(party, pp, N, XT=XT)
         # 3. mask-reveal mod 2^M: c = a + rho is uniform whatever a is
@@ -404,12 +420,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         # 7.-11. the Gaussian protocol's steps 10-14 on the checked u = v mod 2^M
         return gaussian_malicious.kernel_output(party, pp, rho=rho, delta=delta, u_pads=keys.pads,
                                                 model=model, lam=lam)
-    q = np.ascontiguousarray(q, dtype=U64).ravel()
-    if q.size and int(q.max()) >> xb:
-        raise ProtocolError("query wider than the public bound")
     # 1. q's bits as choice bits
-    qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
-    pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
+    q, pads = commit_query(party, pp, q=q)
     # 2. the chain
     b = laplacian.l1_shares(party, pp, N, q=client_chain_query(q))
     # 3. v = b + c (the server's c is below 2^M: a word >= 2^M is refused)

@@ -61,13 +61,12 @@ from protocols.common import KernelModelParams
 from protocols.krr import bound_chain, gaussian_malicious, strict_products
 from protocols.krr import laplacian_malicious as lm
 from protocols.krr.chain import CLIENT, SERVER
-from protocols.krr.expsum import encode_weights
 from protocols.krr.params import PublicParams
 from protocols.mpc import authenticated as au
 from protocols.mpc import commit_fp48, fp48
 from protocols.mpc.context import PartyContext
 from protocols.mpc.pages import prefer_small_pages
-from secureml.errors import ModelError, ProtocolError
+from secureml.errors import ProtocolError
 
 U64 = np.uint64
 
@@ -116,13 +115,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
     low = U64((1 << M) - 1)
     top = U64(1) << U64(M)
     if party.role == SERVER:
-        _, need = encode_weights(model.dual_coef, pp.weight_frac_bits)
-        if need > pp.weight_bits:
-            raise ModelError("weights wider than the advertised weight_bits")
         # 1. Delta_q; q's bits as the choice bits of d B random OTs
-        delta = commit_fp48.new_delta(party)
-        m0, m1 = au.random_choices(party, CLIENT, n=d * xb)
-        q_pads = (m0.reshape(d, xb, 16), m1.reshape(d, xb, 16))
+        delta, q_pads = lm.commit_query(party, pp, model=model)
         # 2. the bound chain (checked inside)
         ch = bound_chain.run(party, pp, N, q_pads=q_pads, XT=XT)
         # 3. products: S_i = sum_j (q'_j - x_ij) b_ij mod 2^(M-1); a = sum_j x_ij + 2 S (mod 2^M)
@@ -160,12 +154,8 @@ def online(party: PartyContext, pp: PublicParams, *, model: KernelModelParams | 
         # 7.-11. the tail on the checked u = v mod 2^M
         return gaussian_malicious.kernel_output(party, pp, rho=rho, delta=delta, u_pads=keys.pads, model=model,
                                                 lam=lam)
-    q = np.ascontiguousarray(q, dtype=U64).ravel()
-    if q.size and int(q.max()) >> xb:
-        raise ProtocolError("query wider than the public bound")
     # 1.
-    qbits = ((q[:, None] >> np.arange(xb, dtype=U64)[None, :]) & U64(1)).astype(np.uint8).ravel()
-    q_pads = au.random_choices(party, CLIENT, n=d * xb, choices=qbits).reshape(d, xb, 16)
+    q, q_pads = lm.commit_query(party, pp, q=q)
     # 2.
     ch = bound_chain.run(party, pp, N, q_pads=q_pads, q=q)
     # 3.
