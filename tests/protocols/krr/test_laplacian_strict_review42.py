@@ -61,3 +61,53 @@ def test_beta_mac_with_the_other_choice_aborts_for_every_x(engine, point):
         return orig(party, chooser, pads, choices=c, **kw)
     got = _same_outcome_for_every_x(_models(engine), patches=(PartyPatch(commit_fp48, "bit_macs_on_pads", other),))
     assert got == "abort:StrictCheckError"
+
+
+def _offset_model(off: int, engine: str, i: int = 3, j: int = 2):
+    """_models()'s first case with x_ij = q_j + off (test_laplacian_strict_deviation._tied, any offset)."""
+    from protocols.common import KernelModelParams
+    from protocols.krr import ServedModel
+    from protocols.krr import laplacian_strict as ls
+
+    model, pp, _, q = _models(engine)[0]
+    X = np.array(model.X_train, dtype=float)
+    X[i, j] = (int(q[j]) + off) / 2 ** pp.frac_bits + pp.feature_lo
+    model = KernelModelParams(X, model.dual_coef, model.y_offset, "laplacian", model.sigma)
+    pp2 = ServedModel(model, security="semi-honest", frac_bits=4).public
+    pp2.security, pp2.ot_engine = "client-malicious", engine
+    pp2.validate()
+    XT = ls.prepare_server(model, pp2)
+    assert int(XT[j, i]) == int(q[j]) + off and pp2.x_bits == pp.x_bits
+    return model, pp2, XT, q
+
+
+@pytest.mark.parametrize("engine", ["softspoken", "silent"])
+def test_the_other_threshold_where_the_client_sees_s_1_aborts_exactly_when_its_own_s_says(engine):
+    """The semi-honest chain's selective failure is the client picking the other threshold (B for A)
+    at one element: that changes its share exactly where x^(k) = v^(k) -- an X-dependent effect. Here
+    (digit step 1 of the (5, 5) plan, element (i, j)) the client does so, i.e. flips c^1_C there iff
+    its received s = A ^ B is 1 (elsewhere A = B and there is nothing to pick). Against models with
+    x_ij = q'_j (a tie at digit 1) and x_ij = q'_j + 2^5 (no tie) the outcome is an abort iff the
+    client's own s bit was 1 -- a function of its view (s = [x == v] ^ delta is uniform to it
+    whatever X is); the session is F(q') otherwise. (With the same seeds the two models' s differ,
+    as delta is the same and [x == v] is not: the harness's same-outcome-for-every-X assertion holds
+    only for deviations that do not read the client's view, as its own tests do.)"""
+    from protocols.krr import bound_chain
+    from protocols.krr.laplacian import _pack, _unpack
+
+    i, j = 3, 2
+    seen: list[int] = []
+    for off in (0, 32, 1):
+        case = _offset_model(off, engine, i, j)
+        N = case[1].n_train
+
+        def other(orig, A, w, c, s):
+            sb = _unpack(s, N)
+            seen.append(int(sb[j, i]))
+            out = _unpack(orig(A, w, c, s), N).copy()
+            out[j, i] ^= sb[j, i]
+            return _pack(out, A.shape[1])
+        from tests.protocols.krr.test_laplacian_strict_deviation import _session
+        got = _session(case, patches=(PartyPatch(bound_chain, "client_next_share", other),))
+        assert got == ("abort:ChainCheckError" if seen[-1] else "ideal"), (off, seen[-1], got)
+    assert len(set(seen[:2])) == 2  # the tie and the non-tie model gave the client different s bits
