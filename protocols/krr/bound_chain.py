@@ -48,8 +48,10 @@ computed from X at the client's *committed* digit (g). Whether a relation holds 
 values the client knows: A and B at its committed digit (what it received), its random-OT bit w (what
 it received), and what it committed. A client that commits anything else, or opens another table
 entry (a pseudorandom string), makes a relation false, and the check rejects a false relation with
-probability >= 1 - (3/2^16)^3 (~2^-43; per slot: 2/2^16 for the degree-2 identity in Delta's slot,
-1/2^16 for gamma and chi; gf2_auth's argument), independently of X. A passing session has
+probability >= 1 - (4/2^16)^3 (2^-42.0; per slot: 2/2^16 for the degree-2 identity in Delta's slot,
+2/2^16 for chi and gamma -- the aggregated error of a false relation is a polynomial of degree <= 1 in
+gamma whose value chi-weights, so e.g. a wrong s alone leaves chi gamma, zero with probability ~2/2^16;
+gf2_auth's argument for the rest; review of protocol 42), independently of X. A passing session has
 c^k_C = c^k ^ c^k_S for every k: b_C is the client's share of [x < q'] with q' of step 1.
 
 What each party learns: the client sees table entries masked by r, r_A (uniform) and, for B, by delta

@@ -6,7 +6,7 @@ Threat model: the server (model owner) is semi-honest; the client may deviate ar
 any order, many sessions). Guarantee: per query the client learns F(q') for one q' of the public
 input domain (the output of :func:`protocols.krr.gaussian_malicious.kernel_output` on the L1 distance)
 **or an abort whose occurrence is a function of the client's own messages only** -- it does not
-depend on the training data X (up to the checks' soundness errors, ~2^-43 for the chain and
+depend on the training data X (up to the checks' soundness errors, 2^-42.0 for the chain and
 2^-46.9 for step 6). The server learns nothing about q'. This removes the one bit per aborted
 session of :mod:`protocols.krr.laplacian_malicious` (its docstring: the chain's client-side choices
 were free and the client was an OT sender in a product, so whether step 6 failed was a predicate
