@@ -263,14 +263,17 @@ def _one_session(served: Any, Q: Any, want: float, *, part: str, mode: str, what
 
 def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Whole Laplacian sessions per N (one query each): semi-honest on SoftSpoken and on silent OT
-    (protocols.krr.laplacian) beside client-malicious (protocols.krr.laplacian_malicious) on the
-    checked SoftSpoken extension and on silent OT (protocol 27: checked where the client chooses),
+    (protocols.krr.laplacian) beside client-malicious (``--laplacian-chain``: the bound chain,
+    protocols.krr.laplacian_strict, the default since protocol 42, or the unbound one-bit
+    protocols.krr.laplacian_malicious) on the checked SoftSpoken extension and on silent OT
+    (protocol 27: checked where the client chooses),
     interleaved, ``--laplacian-repeats`` times; in-process channel pair; synthetic CM-like model on
     the 2^-8 grid (15-bit entries), sigma ``--laplacian-sigma``; the server's encoding done before
     the session as `serve` does. Rows pair every client-malicious engine with every semi-honest one
     (model ``laplacian-N<N>-malicious-<engine>-vs-<engine>``)."""
     from bench.synthetic import LAPLACIAN_GRID_BITS, synthetic_model, synthetic_queries
-    from protocols.krr import ServedModel, laplacian_malicious
+    from protocols.krr import ServedModel
+    from protocols.krr.registry import protocol_for
 
     rows: list[dict[str, Any]] = []
     d = args.exact_features
@@ -285,11 +288,13 @@ def exact_laplacian(args: argparse.Namespace) -> list[dict[str, Any]]:
             for mode, engine in runs:
                 served = ServedModel(model, security=mode, frac_bits=LAPLACIAN_GRID_BITS)
                 served.public.ot_engine = engine
+                served.public.laplacian_chain = args.laplacian_chain
                 served.public.validate()
-                if mode == "client-malicious":
-                    laplacian_malicious.prepare_server(model, served.public)
+                if mode == "client-malicious":  # the chain's own preparation, as `serve` makes it
+                    protocol_for("krr-laplacian").malicious_for(served.public).prepare_server(model, served.public)
                 row = _one_session(served, Q, want, part="laplacian", mode=mode, what=engine,
                                    label=f"N={N} Laplacian {mode} ({engine})")
+                row["chain"] = args.laplacian_chain if mode == "client-malicious" else "-"
                 if mode == "client-malicious":
                     for vs in sh_engines:
                         rows.append({**row, "model": f"laplacian-N{N}-malicious-{engine}-vs-{vs}"})
@@ -390,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--laplacian-sizes", default="", help="N values for the exact Laplacian part (comma list; "
                     "empty: skip), e.g. 1024,4096,16384")
     ap.add_argument("--laplacian-sigma", type=float, default=1000.0, help="sigma of the synthetic Laplacian model")
+    ap.add_argument("--laplacian-chain", choices=("bound", "unbound"), default="bound",
+                    help="the client-malicious Laplacian protocol: 'bound' (the default of serve since protocol 42) "
+                    "or 'unbound' (the one-bit protocol 17)")
     ap.add_argument("--laplacian-malicious-engines", default="softspoken,silent",
                     help="OT engines of the client-malicious Laplacian sessions (comma list)")
     ap.add_argument("--laplacian-repeats", type=int, default=1,
