@@ -265,8 +265,19 @@ class FixedKeyAES:
         self._tccr_low(x, start, tag, xor, out)
         return out
 
+    def tccr_block(self, x: np.ndarray, start: int, tag: int, xor: np.ndarray | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`tccr` with one block, ``tccr(x ^ xor, start, 1, tag)`` (k, 2) uint64 (whole 16-byte
+        pads), blockwise as :meth:`tccr_bits`; ``xor`` as there; ``out``: a (k, 2) uint64 array to
+        write (e.g. a view of a caller's (k, 16) uint8 pads)."""
+        if out is None:
+            out = np.empty((x.shape[0], 2), dtype=_U64)
+        self._tccr_low(x, start, tag, xor, out)
+        return out
+
     def _tccr_low(self, x: np.ndarray, start: int, tag: int, xor: np.ndarray | None, out: np.ndarray) -> None:
-        """out[r] = low byte (uint8 out) or word 0 (uint64 out) of H(x_r ^ xor, (start + r, tag)).
+        """out[r] = low byte (uint8 out), word 0 ((k,) uint64 out) or the whole block ((k, 2) uint64 out)
+        of H(x_r ^ xor, (start + r, tag)).
 
         In blocks of ``_BITS_ROWS`` rows through three work arrays of 512 KB that stay in cache and
         are reused across blocks (before: a new pi output of the input's size per pass, and the
@@ -281,6 +292,7 @@ class FixedKeyAES:
         tw = np.arange(start, start + rows, dtype=_U64)
         step = _U64(rows)
         byte = out.dtype == np.uint8
+        full = out.ndim == 2
         if xor is not None:
             reps = 64  # q ^ s as one long loop over (rows / 64, 128) words, no width-2 broadcasting
             s_tile = np.tile(np.asarray(xor, dtype=_U64).reshape(2), reps)
@@ -299,11 +311,14 @@ class FixedKeyAES:
             if byte:
                 np.copyto(o, p.view(np.uint8)[:, 0])  # bit 0 of word 0 (little endian): byte 0
             else:
-                np.copyto(o, p[:, 0])
+                np.copyto(o, p if full else p[:, 0])
             p[:, 0] ^= tw[:m]
             p[:, 1] ^= _U64(tag)
             self.permute_into(p, o_buf)
-            o ^= o_buf.view(np.uint8)[: 16 * m : 16] if byte else o_buf[: 2 * m : 2]
+            if full:
+                o ^= o_buf[: 2 * m].reshape(m, 2)
+            else:
+                o ^= o_buf.view(np.uint8)[: 16 * m : 16] if byte else o_buf[: 2 * m : 2]
             tw += step  # the next block's OT indices
 
     # ---------------------------------------------- the one-call CCR hash (semi-honest OT outputs)

@@ -100,9 +100,9 @@ def test_pad_hash_is_the_tccr_hash():
     x = np.random.default_rng(8).integers(0, 2**63, (40000, 2), dtype=np.uint64)
     d = np.array([12345, 678], dtype=np.uint64)
     out = np.empty_like(x)
-    g._tccr_into(aes, x, 99, out)
+    aes.tccr_block(x, 99, g._HASH_TAG, out=out)
     assert np.array_equal(out, aes.tccr(x, 99, 1, g._HASH_TAG))
-    g._tccr_into(aes, x, 99, out, xor=d)
+    aes.tccr_block(x, 99, g._HASH_TAG, xor=d, out=out)
     assert np.array_equal(out, aes.tccr(x ^ d, 99, 1, g._HASH_TAG))
 
 
