@@ -32,7 +32,7 @@ from protocols.krr.params import PublicParams
 from protocols.mpc.party import Party
 from protocols.mpc.randomness import derive_seed
 from protocols.net.transport import Channel
-from protocols.ot.ferret import FERRET_B11, FERRET_B11_SETUP, FerretReceiver, FerretSender, setup_pair
+from protocols.ot.ferret import setup_one_way, setup_pair
 from secureml.errors import ProtocolError
 from secureml.representations import representation_from_params
 
@@ -57,17 +57,15 @@ def _setup_exact_ot(party: Party, pp: PublicParams, kernel: str) -> None:
     decide it for both parties); the other is :class:`NoOTEngine`, which refuses any use rather than
     setting up an engine no one checked."""
     if kernel == "laplacian" and pp.ot_engine == "silent" and one_way(pp):
-        if party.role == 0:  # the server: the checked sender (the client's receiver is checked)
-            snd = FerretSender(party.ch, seed=derive_seed(party.seed, "silent-ot-sender", party.role),
-                               params=FERRET_B11, bootstrap=FERRET_B11_SETUP, checked=pp.checked_ot)
-            snd.setup()
-            party.install_ot(sender=snd, receiver=NoOTEngine())
+        # the server's checked sender, the client's checked receiver
+        name = "silent-ot-sender" if party.role == 0 else "silent-ot-receiver"
+        engine = setup_one_way(party.ch, party.role, seed=derive_seed(party.seed, name, party.role),
+                               checked=pp.checked_ot)
+        engine.tccr_hash = pp.checked_ot
+        if party.role == 0:
+            party.install_ot(sender=engine, receiver=NoOTEngine())
         else:
-            rcv = FerretReceiver(party.ch, seed=derive_seed(party.seed, "silent-ot-receiver", party.role),
-                                 params=FERRET_B11, bootstrap=FERRET_B11_SETUP, checked=pp.checked_ot)
-            rcv.setup()
-            party.install_ot(sender=NoOTEngine(), receiver=rcv)
-        (party.ot_sender if party.role == 0 else party.ot_receiver).tccr_hash = pp.checked_ot
+            party.install_ot(sender=NoOTEngine(), receiver=engine)
         return
     if kernel == "laplacian" and pp.ot_engine == "silent":
         seeds = (derive_seed(party.seed, "silent-ot-sender", party.role),

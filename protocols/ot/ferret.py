@@ -174,6 +174,7 @@ __all__ = [
     "ggm_punctured_tree",
     "ferret_bits_per_cot",
     "setup_pair",
+    "setup_one_way",
 ]
 
 _U64 = np.uint64
@@ -995,3 +996,13 @@ def setup_pair(ch: Channel, role: int, *, seeds: tuple[int | None, int | None] =
     for engine in ((snd, rcv) if role == 0 else (rcv, snd)):
         engine.setup()
     return snd, rcv
+
+
+def setup_one_way(ch: Channel, role: int, *, seed: int | None = None, params: LPNParams = FERRET_B11,
+                  bootstrap: LPNParams | None = FERRET_B11_SETUP, checked: bool = False) -> FerretSender | FerretReceiver:
+    """Only the direction in which role 1 chooses, as :func:`setup_pair` sets it up: role 0's sender,
+    role 1's receiver (a protocol whose every OT has role 1 choosing). ``seed``: tests only."""
+    engine = (FerretSender if role == 0 else FerretReceiver)(ch, seed=seed, params=params, bootstrap=bootstrap,
+                                                             checked=checked)
+    engine.setup()
+    return engine
