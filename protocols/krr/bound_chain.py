@@ -70,7 +70,7 @@ are per column (2^m x 6 bytes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -282,7 +282,6 @@ class ChainResult:
 
     share: np.ndarray
     final: object  # gf2_auth ClientBits / ServerBits of b_C
-    extra: dict = field(default_factory=dict)
 
 
 def run(party: PartyContext, pp: PublicParams, N: int, *, q_pads, XT: np.ndarray | None = None,
